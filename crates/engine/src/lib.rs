@@ -1,0 +1,16 @@
+//! Testbay engine: the product minus its transports.
+//!
+//! See ARCHITECTURE.md for the module map. Nothing here knows about Tauri or HTTP.
+
+pub mod api;
+pub mod clock;
+pub mod exec;
+pub mod lab;
+pub mod outcome;
+pub mod pack;
+pub mod params;
+pub mod plan;
+pub mod report;
+pub mod reserve;
+pub mod run;
+pub mod store;

@@ -1,0 +1,1 @@
+//! Integration tests of testbay-engine, one module per engine module.

@@ -1,0 +1,1 @@
+//! axum transport for the engine API.
