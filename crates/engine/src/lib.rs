@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod clock;
+pub mod diag;
 pub mod exec;
 pub mod lab;
 pub mod outcome;

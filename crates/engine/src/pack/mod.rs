@@ -3,4 +3,37 @@
 
 pub mod model;
 
+use indexmap::IndexMap;
+use std::path::PathBuf;
+
+use crate::diag::Diagnostic;
 pub use model::*;
+
+/// A pack that loaded without errors.
+#[derive(Debug, Clone)]
+pub struct LoadedPack {
+    /// Absolute path of the pack folder.
+    pub dir: PathBuf,
+    pub def: PackDef,
+    /// Every task of `tasks/*.yaml`, by name, in file-name order.
+    pub tasks: IndexMap<String, LoadedTask>,
+    /// sha256 (hex) over the relative paths and contents of every file in the pack folder.
+    pub content_hash: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct LoadedTask {
+    pub def: TaskDef,
+    /// Absolute path of `tasks/<name>.yaml`.
+    pub file: PathBuf,
+    /// Folder the task's argv is relative to (the task file's folder).
+    pub dir: PathBuf,
+}
+
+/// Every problem found in one pack folder.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("pack {} has {} problem(s); first: {}", dir.display(), diagnostics.len(), diagnostics.first().map(|d| d.to_string()).unwrap_or_default())]
+pub struct PackErrors {
+    pub dir: PathBuf,
+    pub diagnostics: Vec<Diagnostic>,
+}
