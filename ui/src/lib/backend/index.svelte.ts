@@ -1,0 +1,96 @@
+/**
+ * The backend the screens talk to: `call` sends a Request and returns its Response, `on`
+ * subscribes to Events, `onResync` runs after the event stream came back from a gap (screens
+ * then reload what they show, since events in the gap are lost).
+ */
+import { isTauri, TauriTransport } from './tauri';
+import { TransportError, type ConnState, type Transport } from './transport';
+import { WebTransport } from './web';
+
+export { TransportError };
+
+/** An error response from the engine: a code the UI can act on, a message, maybe diagnostics. */
+export class ApiError extends Error {
+  constructor(readonly code: string, message: string, readonly details?: unknown) {
+    super(message);
+    this.name = 'ApiError';
+  }
+}
+
+type Listener = (event: any) => void;
+
+class Backend {
+  readonly transport: Transport;
+  conn = $state<ConnState>('connecting');
+  private listeners = new Set<Listener>();
+  private resyncers = new Set<() => void>();
+  private hadGap = false;
+
+  constructor() {
+    this.transport = isTauri() ? new TauriTransport() : new WebTransport();
+    this.transport.listen(
+      (ev) => {
+        for (const l of this.listeners) {
+          try {
+            l(ev);
+          } catch (e) {
+            console.error('event listener failed', e);
+          }
+        }
+      },
+      (state) => {
+        if (state === 'reconnecting') this.hadGap = true;
+        this.conn = state;
+        if (state === 'open' && this.hadGap) {
+          this.hadGap = false;
+          for (const r of this.resyncers) r();
+        }
+      },
+    );
+  }
+
+  async call<T = any>(request: unknown): Promise<T> {
+    let res: any;
+    try {
+      res = await this.transport.dispatch(request);
+    } catch (e) {
+      // Tauri rejects with the serialized error; HTTP transport throws TransportError.
+      throw toError(e);
+    }
+    const err = errorOf(res);
+    if (err) throw err;
+    return unwrap(res) as T;
+  }
+
+  on(listener: Listener): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  onResync(fn: () => void): () => void {
+    this.resyncers.add(fn);
+    return () => this.resyncers.delete(fn);
+  }
+}
+
+function toError(e: unknown): Error {
+  if (e instanceof Error) return e;
+  const err = errorOf(e) ?? errorOf({ error: e });
+  return err ?? new Error(String(e));
+}
+
+/** Recognise an error response in the shapes engine::api may use. */
+function errorOf(res: any): ApiError | null {
+  if (!res || typeof res !== 'object') return null;
+  const e = res.error ?? res.Error ?? (res.type === 'error' ? res : null);
+  if (!e) return null;
+  if (typeof e === 'string') return new ApiError('error', e);
+  return new ApiError(String(e.code ?? 'error'), String(e.message ?? JSON.stringify(e)), e.details ?? e.diagnostics ?? e);
+}
+
+function unwrap(res: any): unknown {
+  if (res && typeof res === 'object' && 'ok' in res && Object.keys(res).length === 1) return res.ok;
+  return res;
+}
+
+export const backend = new Backend();
