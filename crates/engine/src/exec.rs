@@ -1,1 +1,735 @@
-//! See ARCHITECTURE.md.
+//! Run one task phase as a child process (easypy tasks): own process group, the
+//! environment protocol of DESIGN.md, live log capture, `max_runtime` kill, result parsing.
+//!
+//! Process lifetime rules:
+//! - Every phase runs in its own process group (pgid = pid of the phase's process), so a
+//!   timeout or a stop signals the whole group, grandchildren included.
+//! - The child gets `PR_SET_PDEATHSIG(SIGKILL)`: when the console dies (even by SIGKILL) the
+//!   phase process is killed by the kernel. The signal is tied to the *thread* that forked
+//!   the child, so [`run_phase`] must be polled on a long-lived thread (a tokio worker or a
+//!   current-thread runtime's thread), never inside `spawn_blocking`, whose threads exit
+//!   when idle and would take their children with them.
+//! - Grandchildren do not get the death signal; the process group id is recorded in the
+//!   store while the phase runs and `store::Store::recover_interrupted` kills what is left
+//!   of an interrupted run at the next start.
+//! - When the phase's process exits, anything it left in its group is killed: a phase's
+//!   processes end with the phase.
+
+use std::fs::File;
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value};
+use tokio::sync::{oneshot, watch};
+
+use crate::clock::{Clock, EpochMs};
+use crate::outcome::{Phase, ABORTED, ERRORED, FAILED, PASSED, TIMEOUT};
+use crate::pack::model::{SubResult, TaskReturn};
+
+/// Failures that prevent a phase from being attempted at all. A program that cannot be
+/// started is not an error here: it is an `Errored` [`PhaseOutcome`].
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("cannot create log file {path}: {source}")]
+    LogFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot create output pipe: {0}")]
+    Pipe(std::io::Error),
+    #[error("phase has an empty argv")]
+    EmptyArgv,
+}
+
+/// Limits of one phase. The defaults suit a console: output is never held in memory.
+#[derive(Debug, Clone)]
+pub struct ExecLimits {
+    /// Time between SIGTERM and SIGKILL to the process group.
+    pub kill_grace: Duration,
+    /// Bytes written to the log file before it is truncated with a marker line.
+    pub log_cap_bytes: u64,
+    /// Longer output lines are split into pieces of at most this many bytes.
+    pub line_cap_bytes: usize,
+    /// Lines per second forwarded to live viewers; the log file gets every line.
+    pub live_lines_per_sec: u32,
+    /// Lines that may be forwarded at once before the rate applies.
+    pub live_burst: u32,
+    /// Live lines are cut to this many bytes (the log file keeps the full line).
+    pub live_line_cap_bytes: usize,
+    /// Result files larger than this are refused (Errored).
+    pub result_file_cap_bytes: u64,
+    /// Raw text of an invalid result file kept for the operator, at most this many bytes.
+    pub raw_result_cap_bytes: usize,
+    /// How long to wait for the output pipe to close after the group was killed (a process
+    /// that left the group with setsid may still hold it).
+    pub drain_timeout: Duration,
+}
+
+impl Default for ExecLimits {
+    fn default() -> Self {
+        Self {
+            kill_grace: Duration::from_secs(5),
+            log_cap_bytes: 64 * 1024 * 1024,
+            line_cap_bytes: 8 * 1024,
+            live_lines_per_sec: 200,
+            live_burst: 500,
+            live_line_cap_bytes: 2 * 1024,
+            result_file_cap_bytes: 4 * 1024 * 1024,
+            raw_result_cap_bytes: 64 * 1024,
+            drain_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// The environment protocol (`TESTBAY_*` variables) of one phase.
+#[derive(Debug, Clone)]
+pub struct ProtocolEnv {
+    pub run_id: String,
+    pub task: String,
+    pub phase: Phase,
+    /// `TESTBAY_PARAMS`: JSON file with global params, task params, DUT, ATS, reservations.
+    pub params_file: PathBuf,
+    /// `TESTBAY_RESULT`: where the phase may write its Task Return.
+    pub result_file: PathBuf,
+    /// `TESTBAY_ARTIFACTS`: folder for attachments.
+    pub artifacts_dir: PathBuf,
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct PhaseCommand {
+    /// argv; a relative program path containing `/` is taken relative to `cwd`, a bare
+    /// name is looked up on `PATH`.
+    pub argv: Vec<String>,
+    /// Working directory: the task file's folder.
+    pub cwd: PathBuf,
+    pub env: ProtocolEnv,
+    pub log_file: PathBuf,
+    pub max_runtime: Option<Duration>,
+    pub limits: ExecLimits,
+}
+
+/// A line for live viewers (rate-limited; the log file has everything).
+#[derive(Debug, Clone, PartialEq)]
+pub enum LiveLog {
+    Line(String),
+    /// This many lines were not forwarded live since the last one that was.
+    Dropped(u64),
+}
+
+/// Receives live output. Called from the phase's output thread; must not block.
+pub type LiveSink = Box<dyn FnMut(LiveLog) + Send + 'static>;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogStats {
+    /// Bytes of output the phase produced (all of it, written or not).
+    pub bytes: u64,
+    pub lines: u64,
+    /// The log file hit its cap; the rest was discarded.
+    pub truncated: bool,
+    /// Lines not forwarded live because of the rate limit.
+    pub live_dropped: u64,
+}
+
+/// How the phase ended, before result interpretation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Code(i32),
+    Signal(i32),
+    /// The program could not be started.
+    NotStarted,
+}
+
+/// The interpreted outcome of one phase.
+#[derive(Debug, Clone)]
+pub struct PhaseOutcome {
+    pub phase: Phase,
+    pub result: String,
+    pub message: String,
+    /// `metadata` of the result file other than `message`.
+    pub metadata: Map<String, Value>,
+    pub multi_result: Vec<SubResult>,
+    /// The result file's text when it could not be used (capped).
+    pub raw_result: Option<String>,
+    pub exit: Exit,
+    pub pid: Option<u32>,
+    pub started_ms: EpochMs,
+    pub finished_ms: EpochMs,
+    pub log: LogStats,
+}
+
+/// Why the phase was ended early by the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EndedBy {
+    Itself,
+    Timeout,
+    Stop,
+}
+
+/// Run one phase to its end. `stop` turning `true` terminates the group (result Aborted).
+/// `on_spawn` gets the pid (= pgid) as soon as the process exists.
+///
+/// Must be polled on a long-lived thread; see the module docs (pdeathsig).
+pub async fn run_phase(
+    cmd: &PhaseCommand,
+    clock: &Arc<dyn Clock>,
+    live: Option<LiveSink>,
+    mut stop: Option<watch::Receiver<bool>>,
+    on_spawn: impl FnOnce(u32),
+) -> Result<PhaseOutcome, ExecError> {
+    let phase = cmd.env.phase;
+    let program = cmd.argv.first().ok_or(ExecError::EmptyArgv)?;
+    let log_file = File::create(&cmd.log_file).map_err(|source| ExecError::LogFile {
+        path: cmd.log_file.clone(),
+        source,
+    })?;
+    // A result file from an earlier attempt must not be mistaken for this one's.
+    let _ = std::fs::remove_file(&cmd.env.result_file);
+    let (reader, writer) = std::io::pipe().map_err(ExecError::Pipe)?;
+    let writer2 = writer.try_clone().map_err(ExecError::Pipe)?;
+
+    let mut command = tokio::process::Command::new(resolve_program(program, &cmd.cwd));
+    command
+        .args(&cmd.argv[1..])
+        .current_dir(&cmd.cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(writer))
+        .stderr(Stdio::from(writer2))
+        .env("TESTBAY_RUN_ID", &cmd.env.run_id)
+        .env("TESTBAY_TASK", &cmd.env.task)
+        .env("TESTBAY_PHASE", phase.as_str())
+        .env("TESTBAY_PARAMS", &cmd.env.params_file)
+        .env("TESTBAY_RESULT", &cmd.env.result_file)
+        .env("TESTBAY_ARTIFACTS", &cmd.env.artifacts_dir)
+        .process_group(0)
+        .kill_on_drop(false);
+    if std::env::var_os("PYTHONUNBUFFERED").is_none() {
+        // Python tasks stream their output live instead of in 8 KiB blocks.
+        command.env("PYTHONUNBUFFERED", "1");
+    }
+    let parent_pid = std::process::id() as libc::pid_t;
+    // SAFETY: only async-signal-safe calls (prctl, getppid, kill) between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died before prctl took effect.
+            if libc::getppid() != parent_pid {
+                libc::kill(libc::getpid(), libc::SIGKILL);
+            }
+            Ok(())
+        });
+    }
+
+    let started_ms = clock.now_ms();
+    let spawned = command.spawn();
+    // Drop our copies of the pipe's write end (held by `command`) so EOF arrives.
+    drop(command);
+    let mut child = match spawned {
+        Ok(c) => c,
+        Err(e) => {
+            let message = format!("could not start `{program}`: {e}");
+            let mut lf = log_file;
+            let _ = writeln!(lf, "[testbay] {message}");
+            return Ok(PhaseOutcome {
+                phase,
+                result: ERRORED.into(),
+                message,
+                metadata: Map::new(),
+                multi_result: Vec::new(),
+                raw_result: None,
+                exit: Exit::NotStarted,
+                pid: None,
+                started_ms,
+                finished_ms: clock.now_ms(),
+                log: LogStats::default(),
+            });
+        }
+    };
+    let pid = child.id().unwrap_or(0);
+    on_spawn(pid);
+    let pgid = pid as libc::pid_t;
+
+    let (pump_tx, pump_rx) = oneshot::channel();
+    let limits = cmd.limits.clone();
+    std::thread::Builder::new()
+        .name(format!("tb-log-{pid}"))
+        .spawn(move || {
+            let stats = pump_output(reader, log_file, &limits, live);
+            let _ = pump_tx.send(stats);
+        })
+        .expect("spawn log thread");
+
+    let deadline = cmd.max_runtime.map(|d| tokio::time::Instant::now() + d);
+    let mut ended_by = EndedBy::Itself;
+    let status = tokio::select! {
+        s = child.wait() => Some(s),
+        _ = sleep_until_opt(deadline) => { ended_by = EndedBy::Timeout; None }
+        _ = stop_requested(&mut stop) => { ended_by = EndedBy::Stop; None }
+    };
+    let status = match status {
+        Some(s) => s,
+        None => {
+            tracing::info!(pid, task = %cmd.env.task, phase = phase.as_str(), reason = ?ended_by, "terminating process group");
+            signal_group(pgid, libc::SIGTERM);
+            match tokio::time::timeout(cmd.limits.kill_grace, child.wait()).await {
+                Ok(s) => s,
+                Err(_) => {
+                    signal_group(pgid, libc::SIGKILL);
+                    child.wait().await
+                }
+            }
+        }
+    };
+    // Whatever the phase left behind in its group ends with it.
+    if group_alive(pgid) {
+        tracing::warn!(pid, task = %cmd.env.task, phase = phase.as_str(), "killing processes left in the phase's process group");
+        signal_group(pgid, libc::SIGKILL);
+    }
+    let log = match tokio::time::timeout(cmd.limits.drain_timeout, pump_rx).await {
+        Ok(Ok(stats)) => stats,
+        _ => {
+            tracing::warn!(pid, task = %cmd.env.task, "output pipe still open after the phase ended (a process left the group); log may be incomplete");
+            LogStats::default()
+        }
+    };
+    let finished_ms = clock.now_ms();
+
+    let (exit, status_ok) = match &status {
+        Ok(s) => {
+            use std::os::unix::process::ExitStatusExt;
+            match (s.code(), s.signal()) {
+                (Some(c), _) => (Exit::Code(c), true),
+                (None, Some(sig)) => (Exit::Signal(sig), true),
+                _ => (Exit::Code(-1), true),
+            }
+        }
+        Err(_) => (Exit::Code(-1), false),
+    };
+    let mut out = PhaseOutcome {
+        phase,
+        result: String::new(),
+        message: String::new(),
+        metadata: Map::new(),
+        multi_result: Vec::new(),
+        raw_result: None,
+        exit,
+        pid: Some(pid),
+        started_ms,
+        finished_ms,
+        log,
+    };
+    match ended_by {
+        EndedBy::Timeout => {
+            out.result = TIMEOUT.into();
+            out.message = format!(
+                "max_runtime of {}s elapsed; process group terminated",
+                cmd.max_runtime.unwrap_or_default().as_secs_f64()
+            );
+            return Ok(out);
+        }
+        EndedBy::Stop => {
+            out.result = ABORTED.into();
+            out.message = "run stopped by the operator".into();
+            return Ok(out);
+        }
+        EndedBy::Itself => {}
+    }
+    if !status_ok {
+        out.result = ERRORED.into();
+        out.message = format!("could not wait for the process: {}", status.unwrap_err());
+        return Ok(out);
+    }
+    if let Exit::Signal(sig) = exit {
+        out.result = ERRORED.into();
+        out.message = format!("killed by signal {sig} ({})", signal_name(sig));
+        return Ok(out);
+    }
+    let code = match exit {
+        Exit::Code(c) => c,
+        _ => -1,
+    };
+    match read_result_file(&cmd.env.result_file, &cmd.limits) {
+        ResultFile::Missing => {
+            if code == 0 {
+                out.result = PASSED.into();
+            } else {
+                out.result = FAILED.into();
+                out.message = format!("exit status {code}");
+            }
+        }
+        ResultFile::Valid(ret) => {
+            out.result = ret.result;
+            out.message = ret.metadata.message;
+            out.metadata = ret.metadata.extra;
+            out.multi_result = ret.multi_result.unwrap_or_default();
+        }
+        ResultFile::Invalid { reason, raw } => {
+            out.result = ERRORED.into();
+            out.message = format!(
+                "invalid result file {}: {reason}",
+                cmd.env.result_file.display()
+            );
+            out.raw_result = raw;
+        }
+    }
+    Ok(out)
+}
+
+fn resolve_program(program: &str, cwd: &Path) -> PathBuf {
+    let p = Path::new(program);
+    if p.is_relative() && program.contains('/') {
+        cwd.join(p)
+    } else {
+        p.to_path_buf()
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn stop_requested(stop: &mut Option<watch::Receiver<bool>>) {
+    match stop {
+        Some(rx) => {
+            if rx.wait_for(|v| *v).await.is_err() {
+                // Sender gone: nobody can stop us any more.
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Send `sig` to every process of group `pgid`. A group that is gone is fine.
+pub fn signal_group(pgid: libc::pid_t, sig: libc::c_int) {
+    if pgid <= 1 {
+        return;
+    }
+    // SAFETY: plain syscall.
+    unsafe {
+        libc::killpg(pgid, sig);
+    }
+}
+
+/// Whether any process (zombies included) is still in group `pgid`.
+pub fn group_alive(pgid: libc::pid_t) -> bool {
+    if pgid <= 1 {
+        return false;
+    }
+    // SAFETY: signal 0 only checks existence.
+    unsafe { libc::killpg(pgid, 0) == 0 }
+}
+
+pub fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGILL => "SIGILL",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGALRM => "SIGALRM",
+        libc::SIGTERM => "SIGTERM",
+        _ => "signal",
+    }
+}
+
+enum ResultFile {
+    Missing,
+    Valid(TaskReturn),
+    Invalid { reason: String, raw: Option<String> },
+}
+
+fn read_result_file(path: &Path, limits: &ExecLimits) -> ResultFile {
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return ResultFile::Missing,
+        Err(e) => {
+            return ResultFile::Invalid {
+                reason: format!("cannot read: {e}"),
+                raw: None,
+            }
+        }
+    };
+    if meta.len() > limits.result_file_cap_bytes {
+        let mut head = vec![0u8; limits.raw_result_cap_bytes];
+        let n = File::open(path)
+            .and_then(|mut f| f.read(&mut head))
+            .unwrap_or(0);
+        head.truncate(n);
+        return ResultFile::Invalid {
+            reason: format!(
+                "file is {} bytes, more than the {} byte limit",
+                meta.len(),
+                limits.result_file_cap_bytes
+            ),
+            raw: Some(String::from_utf8_lossy(&head).into_owned()),
+        };
+    }
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) => {
+            return ResultFile::Invalid {
+                reason: format!("cannot read: {e}"),
+                raw: None,
+            }
+        }
+    };
+    let raw = || {
+        Some(cap_string(
+            &String::from_utf8_lossy(&bytes),
+            limits.raw_result_cap_bytes,
+        ))
+    };
+    let text = match std::str::from_utf8(&bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            return ResultFile::Invalid {
+                reason: format!("not UTF-8 ({e})"),
+                raw: raw(),
+            }
+        }
+    };
+    match serde_json::from_str::<TaskReturn>(text) {
+        Ok(r) => ResultFile::Valid(r),
+        Err(e) => ResultFile::Invalid {
+            reason: format!(
+                "{} (line {}, column {}); expected the Task Return schema: {{\"result\": string, \"metadata\": {{\"message\": string, ...}}, \"multi_result\": [{{\"name\", \"description\", \"result\", \"metadata\"}}]}}",
+                strip_position(&e.to_string()),
+                e.line(),
+                e.column()
+            ),
+            raw: raw(),
+        },
+    }
+}
+
+fn strip_position(msg: &str) -> &str {
+    msg.rsplit_once(" at line ").map(|(m, _)| m).unwrap_or(msg)
+}
+
+/// Cut `s` to at most `cap` bytes on a char boundary, marking the cut.
+pub fn cap_string(s: &str, cap: usize) -> String {
+    if s.len() <= cap {
+        return s.to_string();
+    }
+    let mut end = cap;
+    while end > 0 && !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… [{} more bytes]", &s[..end], s.len() - end)
+}
+
+/// Read the phase's output until EOF: split into lines (long lines split), write each to
+/// the log file up to its cap, forward rate-limited copies live. Memory stays bounded by
+/// the read buffer and one line whatever the phase prints.
+fn pump_output(
+    mut reader: std::io::PipeReader,
+    log_file: File,
+    limits: &ExecLimits,
+    live: Option<LiveSink>,
+) -> LogStats {
+    let mut w = LineWriter {
+        log: BufWriter::with_capacity(64 * 1024, log_file),
+        limits,
+        written: 0,
+        stats: LogStats::default(),
+        live,
+        bucket: TokenBucket::new(limits.live_lines_per_sec, limits.live_burst),
+        pending_dropped: 0,
+        log_failed: false,
+    };
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut line: Vec<u8> = Vec::with_capacity(256);
+    let cap = limits.line_cap_bytes.max(16);
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        };
+        w.stats.bytes += n as u64;
+        let mut chunk = &buf[..n];
+        while !chunk.is_empty() {
+            match chunk.iter().position(|&b| b == b'\n') {
+                Some(i) => {
+                    line.extend_from_slice(&chunk[..i]);
+                    w.emit_split(&mut line, cap);
+                    w.emit(&line);
+                    line.clear();
+                    chunk = &chunk[i + 1..];
+                }
+                None => {
+                    line.extend_from_slice(chunk);
+                    w.emit_split(&mut line, cap);
+                    chunk = &[];
+                }
+            }
+        }
+    }
+    if !line.is_empty() {
+        w.emit(&line);
+    }
+    w.finish()
+}
+
+struct LineWriter<'a> {
+    log: BufWriter<File>,
+    limits: &'a ExecLimits,
+    written: u64,
+    stats: LogStats,
+    live: Option<LiveSink>,
+    bucket: TokenBucket,
+    pending_dropped: u64,
+    log_failed: bool,
+}
+
+impl LineWriter<'_> {
+    /// Emit full `cap`-sized pieces from the front of `line`, keeping the rest.
+    fn emit_split(&mut self, line: &mut Vec<u8>, cap: usize) {
+        while line.len() > cap {
+            let mut end = cap;
+            // Do not cut a UTF-8 sequence in half.
+            while end > cap - 4 && (line[end] & 0xC0) == 0x80 {
+                end -= 1;
+            }
+            let rest = line.split_off(end);
+            self.emit(line);
+            *line = rest;
+        }
+    }
+
+    fn emit(&mut self, raw: &[u8]) {
+        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        let text = String::from_utf8_lossy(raw);
+        self.stats.lines += 1;
+        if !self.stats.truncated && !self.log_failed {
+            let need = text.len() as u64 + 1;
+            if self.written + need > self.limits.log_cap_bytes {
+                self.stats.truncated = true;
+                let _ = writeln!(
+                    self.log,
+                    "[testbay] log truncated: the {} byte limit was reached; further output is discarded",
+                    self.limits.log_cap_bytes
+                );
+            } else if self
+                .log
+                .write_all(text.as_bytes())
+                .and_then(|_| self.log.write_all(b"\n"))
+                .is_err()
+            {
+                self.log_failed = true;
+            } else {
+                self.written += need;
+            }
+        }
+        if self.live.is_some() {
+            if self.bucket.take() {
+                let sink = self.live.as_mut().expect("checked");
+                if self.pending_dropped > 0 {
+                    sink(LiveLog::Dropped(self.pending_dropped));
+                    self.pending_dropped = 0;
+                }
+                sink(LiveLog::Line(cap_string(
+                    &text,
+                    self.limits.live_line_cap_bytes,
+                )));
+            } else {
+                self.pending_dropped += 1;
+                self.stats.live_dropped += 1;
+            }
+        }
+    }
+
+    fn finish(mut self) -> LogStats {
+        if self.stats.truncated {
+            let _ = writeln!(
+                self.log,
+                "[testbay] {} bytes of output in total; {} bytes written before truncation",
+                self.stats.bytes, self.written
+            );
+        }
+        let _ = self.log.flush();
+        if self.pending_dropped > 0 {
+            if let Some(sink) = self.live.as_mut() {
+                sink(LiveLog::Dropped(self.pending_dropped));
+            }
+        }
+        self.stats
+    }
+}
+
+/// Lines-per-second limiter for live output.
+struct TokenBucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    fn new(rate: u32, burst: u32) -> Self {
+        Self {
+            rate: rate as f64,
+            burst: burst.max(1) as f64,
+            tokens: burst.max(1) as f64,
+            last: Instant::now(),
+        }
+    }
+
+    fn take(&mut self) -> bool {
+        if self.tokens < 1.0 {
+            let now = Instant::now();
+            let dt = now.duration_since(self.last).as_secs_f64();
+            self.last = now;
+            self.tokens = (self.tokens + dt * self.rate).min(self.burst);
+        }
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cap_string_cuts_on_char_boundary() {
+        let s = "ééééé"; // 10 bytes
+        let c = cap_string(s, 3);
+        assert!(c.starts_with('é'));
+        assert!(c.contains("more bytes"));
+        assert_eq!(cap_string("abc", 3), "abc");
+    }
+
+    #[test]
+    fn token_bucket_limits_burst() {
+        let mut b = TokenBucket::new(0, 3);
+        assert!(b.take() && b.take() && b.take());
+        assert!(!b.take());
+    }
+}

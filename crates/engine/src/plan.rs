@@ -1,1 +1,1015 @@
-//! See ARCHITECTURE.md.
+//! Turn a launch into per-lane queues and decide, step by step, what may start next.
+//!
+//! The plan is a pure state machine: no processes, no I/O, time passed in. `run` drives it:
+//! ask [`Plan::next_starts`] what may start now, tell it when an item finished
+//! ([`Plan::finish`]) or its resources are busy ([`Plan::resource_busy`]), and drain the
+//! results the plan itself assigned (Skipped, Blocked, ...) with [`Plan::drain_settled`].
+//!
+//! Lifecycle per lane (one lane per DUT), after kissats: global setup, then for each chosen
+//! group its setup, tests and teardown, then global teardown. Setup and teardown lists run
+//! one task at a time, in order. A group's tests run in priority order (lower first);
+//! `process_safe` tests run side by side up to `process_limit`, any other test runs alone.
+//! A test never overtakes an earlier one that is waiting for the lane, but tests waiting
+//! for a prereq or in the delay queue (busy resources) are passed by.
+//!
+//! `stop_suite_on_fail`: when such a task fails, every setup and test of that lane that has
+//! not started becomes Skipped; the teardowns of the groups it entered and the global
+//! teardown still run. In `split` coverage the suite is shared, so every lane stops.
+//!
+//! `prereq_tasks` are looked up in the same lane (and among the shared tests in `split`
+//! coverage). A prereq that is still to run in the current or an earlier stage is waited
+//! for; one that failed, was skipped, or will not run before is reason for Blocked.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use ts_rs::TS;
+
+use crate::clock::EpochMs;
+use crate::outcome::{ABORTED, BLOCKED, ERRORED, SKIPPED};
+use crate::pack::{CoverageMode, GlobalParams, LoadedPack, TaskDef};
+use crate::store::TaskKind;
+
+/// A DUT a run targets; each is one lane.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct DutTarget {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rack: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<u32>,
+}
+
+/// Lane name used when a run targets no DUT.
+pub const LOCAL_LANE: &str = "local";
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PlanError {
+    #[error("group `{group}` is not in pack {pack}; groups: {known}")]
+    UnknownGroup {
+        group: String,
+        pack: String,
+        known: String,
+    },
+    #[error("task `{task}` named in {place} has no tasks/{task}.yaml")]
+    UnknownTask { task: String, place: String },
+    #[error("DUT `{0}` is named twice")]
+    DuplicateDut(String),
+    #[error("missing run parameters: {}", .0.iter().map(|(t, k)| format!("task {t} needs {}", k.join(", "))).collect::<Vec<_>>().join("; "))]
+    MissingParamKeys(Vec<(String, Vec<String>)>),
+    #[error("run parameter `{key}`: {message}")]
+    BadParam { key: String, message: String },
+}
+
+/// Effective global parameters: the pack's `params` with launch overrides applied on top.
+pub fn effective_params(
+    pack: &GlobalParams,
+    overrides: &Map<String, Value>,
+) -> Result<GlobalParams, PlanError> {
+    let mut map = match serde_json::to_value(pack) {
+        Ok(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
+    for (k, v) in overrides {
+        map.insert(k.clone(), v.clone());
+    }
+    let merged: GlobalParams = serde_json::from_value(Value::Object(map)).map_err(|e| {
+        let msg = e.to_string();
+        let key = overrides
+            .keys()
+            .find(|k| msg.contains(k.as_str()))
+            .cloned()
+            .or_else(|| {
+                [
+                    "valid_result",
+                    "process_limit",
+                    "resource_mode",
+                    "coverage_mode",
+                    "ignore_prereq",
+                ]
+                .into_iter()
+                .find(|k| overrides.contains_key(*k))
+                .map(String::from)
+            })
+            .unwrap_or_else(|| "params".into());
+        PlanError::BadParam { key, message: msg }
+    })?;
+    if merged.process_limit == 0 {
+        return Err(PlanError::BadParam {
+            key: "process_limit".into(),
+            message: "must be at least 1".into(),
+        });
+    }
+    Ok(merged)
+}
+
+/// Whether `value` matches a `valid_duts`/`valid_ats` pattern: `any`, or a glob with `*`
+/// and `?`, compared without regard to case.
+pub fn pattern_matches(pattern: &str, value: &str) -> bool {
+    if pattern.eq_ignore_ascii_case("any") {
+        return true;
+    }
+    fn glob(p: &[char], v: &[char]) -> bool {
+        match p.split_first() {
+            None => v.is_empty(),
+            Some(('*', rest)) => (0..=v.len()).any(|i| glob(rest, &v[i..])),
+            Some(('?', rest)) => !v.is_empty() && glob(rest, &v[1..]),
+            Some((c, rest)) => {
+                !v.is_empty() && v[0].to_lowercase().eq(c.to_lowercase()) && glob(rest, &v[1..])
+            }
+        }
+    }
+    let p: Vec<char> = pattern.chars().collect();
+    let v: Vec<char> = value.chars().collect();
+    glob(&p, &v)
+}
+
+/// Index of an item in [`Plan::items`].
+pub type ItemId = usize;
+
+/// One planned task occurrence.
+#[derive(Debug, Clone)]
+pub struct PlanItem {
+    pub id: ItemId,
+    pub task: String,
+    pub kind: TaskKind,
+    /// `None` for global setup/teardown.
+    pub group: Option<String>,
+    /// Lane fixed at plan time; `None` for a shared test in `split` coverage (the lane that
+    /// takes it is in its state).
+    pub lane: Option<usize>,
+    pub def: TaskDef,
+    /// Stage index (same in every lane: all lanes have the same stage list).
+    pub stage: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ItemState {
+    Pending,
+    /// In the delay queue: resources busy until `until`.
+    Delayed {
+        until: EpochMs,
+        reason: String,
+        retries: u32,
+        first_busy: EpochMs,
+    },
+    Running {
+        lane: usize,
+    },
+    Done {
+        result: String,
+        message: String,
+        failure: bool,
+        lane: Option<usize>,
+    },
+}
+
+/// A decision to start an item on a lane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Start {
+    pub item: ItemId,
+    pub lane: usize,
+}
+
+/// What happened to an item whose resources were busy.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BusyOutcome {
+    /// Back in the queue, eligible again at `until`.
+    Delayed { until: EpochMs },
+    /// `max_resource_retry` or `max_resource_wait` exhausted: the item is done, Errored.
+    GaveUp { message: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stage {
+    kind: TaskKind,
+    /// Index into `groups`; `None` for global setup/teardown.
+    group: Option<usize>,
+}
+
+#[derive(Debug, Clone)]
+struct LaneState {
+    dut: Option<DutTarget>,
+    name: String,
+    stage: usize,
+    stopped: bool,
+    /// Groups whose setup stage this lane entered.
+    entered: HashSet<usize>,
+    running: Vec<ItemId>,
+}
+
+/// Input of [`Plan::build`].
+pub struct PlanInput<'a> {
+    pub pack: &'a LoadedPack,
+    /// Groups to run, in order; empty means every group of the pack.
+    pub groups: Vec<String>,
+    pub duts: Vec<DutTarget>,
+    pub ats: Option<String>,
+    pub params: GlobalParams,
+}
+
+pub struct Plan {
+    items: Vec<PlanItem>,
+    states: Vec<ItemState>,
+    stages: Vec<Stage>,
+    /// Items of each stage, per lane (split test stages list the shared items in every lane).
+    stage_items: Vec<Vec<Vec<ItemId>>>,
+    groups: Vec<String>,
+    lanes: Vec<LaneState>,
+    params: GlobalParams,
+    ats: Option<String>,
+    /// Items done by the plan itself (Skipped, Blocked, gave up, Aborted) not yet drained.
+    settled: Vec<ItemId>,
+    /// Times each (group, task) test has been started, for `test` coverage.
+    run_counts: HashMap<(Option<usize>, String), u32>,
+    /// (retries, first busy time) per item that has been in the delay queue.
+    delay_mem: HashMap<ItemId, (u32, EpochMs)>,
+}
+
+impl Plan {
+    pub fn build(input: PlanInput<'_>) -> Result<Plan, PlanError> {
+        let pack = input.pack;
+        let params = input.params;
+        let group_names: Vec<String> = if input.groups.is_empty() {
+            pack.def.groups.keys().cloned().collect()
+        } else {
+            input.groups.clone()
+        };
+        for g in &group_names {
+            if !pack.def.groups.contains_key(g) {
+                return Err(PlanError::UnknownGroup {
+                    group: g.clone(),
+                    pack: pack.def.name.clone(),
+                    known: pack
+                        .def
+                        .groups
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                });
+            }
+        }
+        let mut seen = HashSet::new();
+        for d in &input.duts {
+            if !seen.insert(d.name.clone()) {
+                return Err(PlanError::DuplicateDut(d.name.clone()));
+            }
+        }
+        let lanes: Vec<LaneState> = if input.duts.is_empty() {
+            vec![LaneState::new(None, LOCAL_LANE.into())]
+        } else {
+            input
+                .duts
+                .iter()
+                .map(|d| LaneState::new(Some(d.clone()), d.name.clone()))
+                .collect()
+        };
+
+        // Stage list, shared by all lanes.
+        let mut stages = vec![Stage {
+            kind: TaskKind::Setup,
+            group: None,
+        }];
+        let mut stage_tasks: Vec<Vec<String>> = vec![pack.def.setup.clone()];
+        for (gi, g) in group_names.iter().enumerate() {
+            let gd = &pack.def.groups[g];
+            stages.push(Stage {
+                kind: TaskKind::Setup,
+                group: Some(gi),
+            });
+            stage_tasks.push(gd.setup.clone());
+            stages.push(Stage {
+                kind: TaskKind::Test,
+                group: Some(gi),
+            });
+            let mut tests = gd.tests.clone();
+            // Stable: equal priorities keep the group's order.
+            tests.sort_by_key(|t| pack.tasks.get(t).map(|lt| lt.def.priority).unwrap_or(0));
+            stage_tasks.push(tests);
+            stages.push(Stage {
+                kind: TaskKind::Teardown,
+                group: Some(gi),
+            });
+            stage_tasks.push(gd.teardown.clone());
+        }
+        stages.push(Stage {
+            kind: TaskKind::Teardown,
+            group: None,
+        });
+        stage_tasks.push(pack.def.teardown.clone());
+
+        // Every task must exist, and its required keys must be present.
+        let mut missing: Vec<(String, Vec<String>)> = Vec::new();
+        let mut checked = HashSet::new();
+        for (si, tasks) in stage_tasks.iter().enumerate() {
+            for t in tasks {
+                let Some(lt) = pack.tasks.get(t) else {
+                    let place = match stages[si].group {
+                        Some(g) => format!("group {} {}", group_names[g], stages[si].kind.as_str()),
+                        None => format!("global {}", stages[si].kind.as_str()),
+                    };
+                    return Err(PlanError::UnknownTask {
+                        task: t.clone(),
+                        place,
+                    });
+                };
+                if checked.insert(t.clone()) {
+                    let keys: Vec<String> = lt
+                        .def
+                        .req_param_keys
+                        .iter()
+                        .filter(|k| !param_present(&params, k, &input.ats, !input.duts.is_empty()))
+                        .cloned()
+                        .collect();
+                    if !keys.is_empty() {
+                        missing.push((t.clone(), keys));
+                    }
+                }
+            }
+        }
+        if !missing.is_empty() {
+            return Err(PlanError::MissingParamKeys(missing));
+        }
+
+        let split = params.coverage_mode == CoverageMode::Split;
+        let mut items: Vec<PlanItem> = Vec::new();
+        let mut stage_items: Vec<Vec<Vec<ItemId>>> =
+            vec![vec![Vec::new(); lanes.len()]; stages.len()];
+        for (si, tasks) in stage_tasks.iter().enumerate() {
+            let shared = split && stages[si].kind == TaskKind::Test;
+            let lane_list: Vec<Option<usize>> = if shared {
+                vec![None]
+            } else {
+                (0..lanes.len()).map(Some).collect()
+            };
+            for lane in lane_list {
+                for t in tasks {
+                    let id = items.len();
+                    items.push(PlanItem {
+                        id,
+                        task: t.clone(),
+                        kind: stages[si].kind,
+                        group: stages[si].group.map(|g| group_names[g].clone()),
+                        lane,
+                        def: pack.tasks[t].def.clone(),
+                        stage: si,
+                    });
+                    match lane {
+                        Some(l) => stage_items[si][l].push(id),
+                        None => {
+                            for per_lane in stage_items[si].iter_mut() {
+                                per_lane.push(id);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // Lane-major order for fixed items keeps a lane's tasks together in listings; ids
+        // are what the store uses as `seq`, so renumbering is not needed.
+        let states = vec![ItemState::Pending; items.len()];
+        let mut plan = Plan {
+            items,
+            states,
+            stages,
+            stage_items,
+            groups: group_names,
+            lanes,
+            params,
+            ats: input.ats,
+            settled: Vec::new(),
+            run_counts: HashMap::new(),
+            delay_mem: HashMap::new(),
+        };
+        plan.skip_invalid_targets();
+        Ok(plan)
+    }
+
+    /// valid_ats / valid_duts: items not valid for their target become Skipped now.
+    fn skip_invalid_targets(&mut self) {
+        for id in 0..self.items.len() {
+            let def = &self.items[id].def;
+            if let Some(ats) = &self.ats {
+                if !def.valid_ats.iter().any(|p| pattern_matches(p, ats)) {
+                    let msg = format!(
+                        "not valid for ATS {ats} (valid_ats: {})",
+                        def.valid_ats.join(", ")
+                    );
+                    self.settle(id, SKIPPED, msg, None);
+                    continue;
+                }
+            }
+            let valid_lanes: Vec<usize> = match self.items[id].lane {
+                Some(l) => vec![l],
+                None => (0..self.lanes.len()).collect(),
+            };
+            if !valid_lanes.iter().any(|&l| self.valid_on(id, l)) {
+                let dut_names: Vec<String> = valid_lanes
+                    .iter()
+                    .map(|&l| self.lanes[l].dut_label())
+                    .collect();
+                let msg = format!(
+                    "not valid for DUT {} (valid_duts: {})",
+                    dut_names.join(", "),
+                    self.items[id].def.valid_duts.join(", ")
+                );
+                self.settle(id, SKIPPED, msg, self.items[id].lane);
+            }
+        }
+    }
+
+    fn valid_on(&self, id: ItemId, lane: usize) -> bool {
+        let Some(dut) = &self.lanes[lane].dut else {
+            return true;
+        };
+        self.items[id].def.valid_duts.iter().any(|p| {
+            pattern_matches(p, &dut.name)
+                || dut.model.as_deref().is_some_and(|m| pattern_matches(p, m))
+        })
+    }
+
+    pub fn items(&self) -> &[PlanItem] {
+        &self.items
+    }
+    pub fn item(&self, id: ItemId) -> &PlanItem {
+        &self.items[id]
+    }
+    pub fn state(&self, id: ItemId) -> &ItemState {
+        &self.states[id]
+    }
+    pub fn params(&self) -> &GlobalParams {
+        &self.params
+    }
+    pub fn lane_count(&self) -> usize {
+        self.lanes.len()
+    }
+    pub fn lane_name(&self, lane: usize) -> &str {
+        &self.lanes[lane].name
+    }
+    pub fn lane_dut(&self, lane: usize) -> Option<&DutTarget> {
+        self.lanes[lane].dut.as_ref()
+    }
+    pub fn ats(&self) -> Option<&str> {
+        self.ats.as_deref()
+    }
+    pub fn groups(&self) -> &[String] {
+        &self.groups
+    }
+    /// Items currently running on `lane`.
+    pub fn running_on(&self, lane: usize) -> &[ItemId] {
+        &self.lanes[lane].running
+    }
+
+    /// Whether `result` counts as a failure in this run.
+    pub fn is_failure(&self, result: &str) -> bool {
+        !self.params.valid_result.iter().any(|v| v == result)
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.states
+            .iter()
+            .all(|s| matches!(s, ItemState::Done { .. }))
+    }
+
+    /// (done, total).
+    pub fn progress(&self) -> (usize, usize) {
+        let done = self
+            .states
+            .iter()
+            .filter(|s| matches!(s, ItemState::Done { .. }))
+            .count();
+        (done, self.states.len())
+    }
+
+    /// Earliest time a delayed item becomes eligible again.
+    pub fn next_wake(&self) -> Option<EpochMs> {
+        self.states
+            .iter()
+            .filter_map(|s| match s {
+                ItemState::Delayed { until, .. } => Some(*until),
+                _ => None,
+            })
+            .min()
+    }
+
+    /// Items the plan finished by itself since the last call (Skipped, Blocked, Errored
+    /// after resource give-up, Aborted), in the order it decided them.
+    pub fn drain_settled(&mut self) -> Vec<ItemId> {
+        std::mem::take(&mut self.settled)
+    }
+
+    fn settle(&mut self, id: ItemId, result: &str, message: String, lane: Option<usize>) {
+        if matches!(self.states[id], ItemState::Done { .. }) {
+            return;
+        }
+        let failure = self.is_failure(result);
+        self.states[id] = ItemState::Done {
+            result: result.into(),
+            message,
+            failure,
+            lane,
+        };
+        self.settled.push(id);
+    }
+
+    /// What may start now. Returned items are marked running on their lane; the caller
+    /// must follow up with [`Plan::finish`] or [`Plan::resource_busy`] for each.
+    pub fn next_starts(&mut self, now: EpochMs) -> Vec<Start> {
+        let mut out = Vec::new();
+        // Settling items (Blocked, Skipped) can unblock stage advances; loop to a fixpoint.
+        loop {
+            let mut progressed = false;
+            for lane in 0..self.lanes.len() {
+                progressed |= self.advance_lane(lane);
+                progressed |= self.start_on_lane(lane, now, &mut out);
+            }
+            if !progressed {
+                break;
+            }
+        }
+        self.break_deadlock();
+        out
+    }
+
+    /// Move `lane` past finished stages; returns whether anything changed.
+    fn advance_lane(&mut self, lane: usize) -> bool {
+        let mut changed = false;
+        while self.lanes[lane].stage < self.stages.len() {
+            let si = self.lanes[lane].stage;
+            let stage = self.stages[si];
+            if self.lanes[lane].stopped && stage.kind != TaskKind::Teardown {
+                self.skip_stage_for_lane(lane, si, &self.stop_reason(lane));
+            }
+            if stage.kind == TaskKind::Teardown {
+                if let Some(g) = stage.group {
+                    if !self.lanes[lane].entered.contains(&g) {
+                        let msg = format!("group {} did not start on this lane", self.groups[g]);
+                        self.skip_stage_for_lane(lane, si, &msg);
+                    }
+                }
+            }
+            if stage.kind == TaskKind::Setup {
+                if let Some(g) = stage.group {
+                    if !self.lanes[lane].stopped {
+                        self.lanes[lane].entered.insert(g);
+                    }
+                }
+            }
+            if !self.stage_finished_for_lane(lane, si) {
+                break;
+            }
+            self.lanes[lane].stage += 1;
+            changed = true;
+            // A lane leaving a split test stage may leave shared items nobody can take.
+            if stage.kind == TaskKind::Test {
+                self.skip_orphans(si);
+            }
+        }
+        changed
+    }
+
+    fn stop_reason(&self, lane: usize) -> String {
+        let _ = lane;
+        "stop_suite_on_fail: an earlier task failed".into()
+    }
+
+    /// Pending/delayed items of stage `si` that belong to `lane` become Skipped.
+    fn skip_stage_for_lane(&mut self, lane: usize, si: usize, msg: &str) {
+        let ids: Vec<ItemId> = self.stage_items[si][lane].clone();
+        for id in ids {
+            let mine = self.items[id].lane == Some(lane)
+                || (self.items[id].lane.is_none() && self.valid_on(id, lane));
+            if mine
+                && matches!(
+                    self.states[id],
+                    ItemState::Pending | ItemState::Delayed { .. }
+                )
+            {
+                // A shared item is only skipped when no other lane can still take it.
+                if self.items[id].lane.is_none() && self.other_lane_can_take(id, lane) {
+                    continue;
+                }
+                self.settle(id, SKIPPED, msg.into(), self.items[id].lane);
+            }
+        }
+    }
+
+    fn other_lane_can_take(&self, id: ItemId, except: usize) -> bool {
+        let si = self.items[id].stage;
+        (0..self.lanes.len()).any(|l| {
+            l != except
+                && !self.lanes[l].stopped
+                && self.lanes[l].stage <= si
+                && self.valid_on(id, l)
+        })
+    }
+
+    /// Shared items of stage `si` that no lane can take any more become Skipped.
+    fn skip_orphans(&mut self, si: usize) {
+        let ids: Vec<ItemId> = self.stage_items[si].first().cloned().unwrap_or_default();
+        for id in ids {
+            if self.items[id].lane.is_some()
+                || !matches!(
+                    self.states[id],
+                    ItemState::Pending | ItemState::Delayed { .. }
+                )
+            {
+                continue;
+            }
+            let takers = (0..self.lanes.len()).any(|l| {
+                !self.lanes[l].stopped && self.lanes[l].stage <= si && self.valid_on(id, l)
+            });
+            if !takers {
+                let msg = if self.lanes.iter().any(|l| l.stopped) {
+                    "stop_suite_on_fail: an earlier task failed".to_string()
+                } else {
+                    "no DUT left that this test is valid for".to_string()
+                };
+                self.settle(id, SKIPPED, msg, None);
+            }
+        }
+    }
+
+    fn stage_finished_for_lane(&self, lane: usize, si: usize) -> bool {
+        self.stage_items[si][lane]
+            .iter()
+            .all(|&id| match &self.states[id] {
+                ItemState::Done { .. } => true,
+                ItemState::Running { lane: l } => *l != lane,
+                ItemState::Pending | ItemState::Delayed { .. } => {
+                    // A shared item this lane cannot take does not hold it back.
+                    self.items[id].lane.is_none() && !self.valid_on(id, lane)
+                }
+            })
+    }
+
+    /// Start what the lane's current stage allows.
+    fn start_on_lane(&mut self, lane: usize, now: EpochMs, out: &mut Vec<Start>) -> bool {
+        let si = self.lanes[lane].stage;
+        if si >= self.stages.len() {
+            return false;
+        }
+        let stage = self.stages[si];
+        let sequential = stage.kind != TaskKind::Test;
+        let mut candidates: Vec<ItemId> = self.stage_items[si][lane]
+            .iter()
+            .copied()
+            .filter(|&id| match &self.states[id] {
+                ItemState::Pending => true,
+                ItemState::Delayed { until, .. } => *until <= now,
+                _ => false,
+            })
+            .filter(|&id| self.items[id].lane == Some(lane) || self.valid_on(id, lane))
+            .collect();
+        if self.params.coverage_mode == CoverageMode::Test && stage.kind == TaskKind::Test {
+            // A free DUT takes the least-run test first (stable: queue order breaks ties).
+            candidates.sort_by_key(|&id| {
+                self.run_counts
+                    .get(&(stage.group, self.items[id].task.clone()))
+                    .copied()
+                    .unwrap_or(0)
+            });
+        }
+        let mut progressed = false;
+        if sequential {
+            if !self.lanes[lane].running.is_empty() {
+                return false;
+            }
+            // Strict order: only the first unfinished item of the stage may go.
+            let first = self.stage_items[si][lane]
+                .iter()
+                .copied()
+                .find(|&id| !matches!(self.states[id], ItemState::Done { .. }));
+            let Some(first) = first else { return false };
+            if !candidates.contains(&first) {
+                return false;
+            }
+            match self.prereq_check(first, lane) {
+                Prereq::Ok => {
+                    self.mark_running(first, lane, stage.group);
+                    out.push(Start { item: first, lane });
+                    progressed = true;
+                }
+                Prereq::Wait => {}
+                Prereq::Blocked(msg) => {
+                    self.settle(first, BLOCKED, msg, Some(lane));
+                    progressed = true;
+                }
+            }
+            return progressed;
+        }
+        for id in candidates {
+            let running = &self.lanes[lane].running;
+            if running.iter().any(|&r| !self.items[r].def.process_safe) {
+                break;
+            }
+            match self.prereq_check(id, lane) {
+                Prereq::Wait => continue,
+                Prereq::Blocked(msg) => {
+                    self.settle(id, BLOCKED, msg, self.items[id].lane.or(Some(lane)));
+                    progressed = true;
+                    continue;
+                }
+                Prereq::Ok => {}
+            }
+            let running = &self.lanes[lane].running;
+            let fits = if self.items[id].def.process_safe {
+                (running.len() as u32) < self.params.process_limit
+            } else {
+                running.is_empty()
+            };
+            if !fits {
+                break;
+            }
+            self.mark_running(id, lane, stage.group);
+            out.push(Start { item: id, lane });
+            progressed = true;
+        }
+        progressed
+    }
+
+    fn mark_running(&mut self, id: ItemId, lane: usize, group: Option<usize>) {
+        self.states[id] = ItemState::Running { lane };
+        self.lanes[lane].running.push(id);
+        *self
+            .run_counts
+            .entry((group, self.items[id].task.clone()))
+            .or_default() += 1;
+    }
+
+    fn prereq_check(&self, id: ItemId, lane: usize) -> Prereq {
+        if self.params.ignore_prereq {
+            return Prereq::Ok;
+        }
+        let cur_stage = self.lanes[lane].stage;
+        for p in &self.items[id].def.prereq_tasks {
+            let occ: Vec<ItemId> = (0..self.items.len())
+                .filter(|&o| {
+                    o != id
+                        && self.items[o].task == *p
+                        && (self.items[o].lane == Some(lane) || self.items[o].lane.is_none())
+                })
+                .collect();
+            let mut satisfied = false;
+            let mut pending_before = false;
+            let mut failed: Option<String> = None;
+            for &o in &occ {
+                match &self.states[o] {
+                    ItemState::Done {
+                        result, failure, ..
+                    } => {
+                        if !*failure && !matches!(result.as_str(), SKIPPED | BLOCKED | ABORTED) {
+                            satisfied = true;
+                        } else {
+                            failed = Some(result.clone());
+                        }
+                    }
+                    _ => {
+                        if self.items[o].stage <= cur_stage {
+                            pending_before = true;
+                        }
+                    }
+                }
+            }
+            if satisfied {
+                continue;
+            }
+            if pending_before {
+                return Prereq::Wait;
+            }
+            return Prereq::Blocked(match failed {
+                Some(r) => format!("prereq {p} did not pass ({r})"),
+                None if occ.is_empty() => format!("prereq {p} is not part of this run"),
+                None => format!("prereq {p} had not run before this task"),
+            });
+        }
+        Prereq::Ok
+    }
+
+    /// If nothing is running or delayed yet items are left, nothing will ever start them:
+    /// a prereq cycle through the wait rule. Block them with the reason.
+    fn break_deadlock(&mut self) {
+        let busy = self
+            .states
+            .iter()
+            .any(|s| matches!(s, ItemState::Running { .. } | ItemState::Delayed { .. }));
+        if busy || self.is_done() {
+            return;
+        }
+        let left: Vec<ItemId> = (0..self.items.len())
+            .filter(|&i| matches!(self.states[i], ItemState::Pending))
+            .collect();
+        for id in left {
+            let msg = format!(
+                "waits for prereqs that wait for it ({})",
+                self.items[id].def.prereq_tasks.join(", ")
+            );
+            self.settle(id, BLOCKED, msg, self.items[id].lane);
+        }
+    }
+
+    /// A started item is done. `result` is the task's result; failure is judged against
+    /// the run's `valid_result`. Returns whether it counts as a failure.
+    pub fn finish(&mut self, id: ItemId, result: &str, message: &str) -> bool {
+        let lane = match self.states[id] {
+            ItemState::Running { lane } => Some(lane),
+            _ => None,
+        };
+        if let Some(l) = lane {
+            self.lanes[l].running.retain(|&r| r != id);
+        }
+        let failure = self.is_failure(result);
+        self.states[id] = ItemState::Done {
+            result: result.into(),
+            message: message.into(),
+            failure,
+            lane,
+        };
+        let item = &self.items[id];
+        if failure && item.def.stop_suite_on_fail && item.kind != TaskKind::Teardown {
+            if self.params.coverage_mode == CoverageMode::Split {
+                for l in 0..self.lanes.len() {
+                    self.lanes[l].stopped = true;
+                }
+            } else if let Some(l) = lane {
+                self.lanes[l].stopped = true;
+            }
+        }
+        failure
+    }
+
+    /// The broker said the started item's resources are busy until `until`. The item goes
+    /// back to the delay queue, or is done (Errored) when its retries or wait are used up.
+    pub fn resource_busy(
+        &mut self,
+        id: ItemId,
+        now: EpochMs,
+        until: EpochMs,
+        reason: &str,
+    ) -> BusyOutcome {
+        let (retries, first_busy) = self.delay_mem.get(&id).copied().unwrap_or((0, now));
+        if let ItemState::Running { lane } = self.states[id] {
+            self.lanes[lane].running.retain(|&r| r != id);
+        }
+        let def = &self.items[id].def;
+        let retries = retries + 1;
+        let waited_s = (until.max(now) - first_busy) as f64 / 1000.0;
+        if retries > def.max_resource_retry {
+            let message = format!(
+                "resources busy ({reason}); gave up after {} retries (max_resource_retry)",
+                def.max_resource_retry
+            );
+            self.settle(id, ERRORED, message.clone(), None);
+            return BusyOutcome::GaveUp { message };
+        }
+        if let Some(max) = def.max_resource_wait {
+            if waited_s > max {
+                let message = format!(
+                    "resources busy ({reason}); would wait {waited_s:.0}s, more than max_resource_wait {max}s"
+                );
+                self.settle(id, ERRORED, message.clone(), None);
+                return BusyOutcome::GaveUp { message };
+            }
+        }
+        self.states[id] = ItemState::Delayed {
+            until: until.max(now),
+            reason: reason.into(),
+            retries,
+            first_busy,
+        };
+        self.delay_mem.insert(id, (retries, first_busy));
+        BusyOutcome::Delayed {
+            until: until.max(now),
+        }
+    }
+
+    /// Stop: every item not running and not done becomes Aborted. Running items are the
+    /// caller's to end (and then [`Plan::finish`] them).
+    pub fn abort_pending(&mut self, message: &str) {
+        for id in 0..self.items.len() {
+            if matches!(
+                self.states[id],
+                ItemState::Pending | ItemState::Delayed { .. }
+            ) {
+                self.settle(id, ABORTED, message.into(), self.items[id].lane);
+            }
+        }
+    }
+
+    /// Why a not-yet-started item waits, in words for the operator.
+    pub fn wait_reason(&self, id: ItemId, now: EpochMs) -> Option<String> {
+        match &self.states[id] {
+            ItemState::Delayed { until, reason, .. } => Some(format!(
+                "resources busy ({reason}); retry in {}s",
+                ((until - now).max(0) + 999) / 1000
+            )),
+            ItemState::Pending => {
+                let item = &self.items[id];
+                let lanes: Vec<usize> = match item.lane {
+                    Some(l) => vec![l],
+                    None => (0..self.lanes.len())
+                        .filter(|&l| self.valid_on(id, l))
+                        .collect(),
+                };
+                let Some(&lane) = lanes.iter().min_by_key(|&&l| self.lanes[l].stage) else {
+                    return Some("no valid DUT".into());
+                };
+                let ls = &self.lanes[lane];
+                if item.stage > ls.stage {
+                    let cur = self.stages.get(ls.stage).map(|s| {
+                        let g = s
+                            .group
+                            .map(|g| format!("group {} ", self.groups[g]))
+                            .unwrap_or_else(|| "global ".into());
+                        format!("{g}{}", s.kind.as_str())
+                    });
+                    return Some(match cur {
+                        Some(c) => format!("queued; {} is at {c}", ls.name),
+                        None => "queued".into(),
+                    });
+                }
+                if let Prereq::Wait = self.prereq_check(id, lane) {
+                    return Some(format!(
+                        "waiting for prereq {}",
+                        item.def.prereq_tasks.join(", ")
+                    ));
+                }
+                if ls.running.iter().any(|&r| !self.items[r].def.process_safe) {
+                    return Some(format!("{} runs a task that is not process_safe", ls.name));
+                }
+                if !ls.running.is_empty() {
+                    return Some(if item.def.process_safe {
+                        format!(
+                            "process_limit {} reached on {}",
+                            self.params.process_limit, ls.name
+                        )
+                    } else {
+                        format!("not process_safe: waits for {} to be idle", ls.name)
+                    });
+                }
+                Some("queued".into())
+            }
+            _ => None,
+        }
+    }
+}
+
+enum Prereq {
+    Ok,
+    Wait,
+    Blocked(String),
+}
+
+impl LaneState {
+    fn new(dut: Option<DutTarget>, name: String) -> Self {
+        Self {
+            dut,
+            name,
+            stage: 0,
+            stopped: false,
+            entered: HashSet::new(),
+            running: Vec::new(),
+        }
+    }
+
+    fn dut_label(&self) -> String {
+        match &self.dut {
+            Some(d) => match &d.model {
+                Some(m) => format!("{} ({m})", d.name),
+                None => d.name.clone(),
+            },
+            None => self.name.clone(),
+        }
+    }
+}
+
+/// Whether a `req_param_keys` entry is present for this run.
+fn param_present(params: &GlobalParams, key: &str, ats: &Option<String>, has_dut: bool) -> bool {
+    match key {
+        "valid_result" | "process_limit" | "resource_mode" | "coverage_mode" | "ignore_prereq" => {
+            true
+        }
+        "ats" => ats.is_some(),
+        "dut" => has_dut,
+        _ => params.extra.contains_key(key),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns() {
+        assert!(pattern_matches("any", "x"));
+        assert!(pattern_matches("stb-*", "STB-01"));
+        assert!(pattern_matches("TP-?000", "tp-4000"));
+        assert!(!pattern_matches("rtr-*", "stb-01"));
+        assert!(pattern_matches("*", ""));
+    }
+}

@@ -1,0 +1,92 @@
+//! Ordered schema migrations, applied with `PRAGMA user_version`: migration `i` (0-based)
+//! moves the database from version `i` to `i + 1`. Never edit or reorder a migration that
+//! has shipped; append a new one at the END of [`MIGRATIONS`].
+
+pub struct Migration {
+    /// Short description, for logs.
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    name: "runs, task results, sub-results",
+    sql: r#"
+CREATE TABLE runs (
+    id              TEXT PRIMARY KEY,
+    pack_name       TEXT NOT NULL,
+    pack_version    TEXT NOT NULL,
+    content_hash    TEXT NOT NULL,
+    pack_dir        TEXT NOT NULL,
+    snapshot_dir    TEXT,
+    groups_json     TEXT NOT NULL,
+    duts_json       TEXT NOT NULL,
+    ats             TEXT,
+    params_json     TEXT NOT NULL,
+    resource_mode   TEXT NOT NULL,
+    coverage_mode   TEXT NOT NULL,
+    status          TEXT NOT NULL,
+    reason          TEXT,
+    created_ms      INTEGER NOT NULL,
+    started_ms      INTEGER,
+    finished_ms     INTEGER,
+    est_run_time    REAL NOT NULL DEFAULT 0,
+    owner_pid       INTEGER,
+    owner_start     INTEGER
+);
+CREATE INDEX runs_created ON runs(created_ms);
+CREATE INDEX runs_status ON runs(status);
+CREATE INDEX runs_pack ON runs(pack_name);
+
+CREATE TABLE task_results (
+    id              INTEGER PRIMARY KEY,
+    run_id          TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    seq             INTEGER NOT NULL,
+    lane            TEXT,
+    task            TEXT NOT NULL,
+    kind            TEXT NOT NULL,
+    grp             TEXT,
+    description     TEXT NOT NULL DEFAULT '',
+    state           TEXT NOT NULL DEFAULT 'pending',
+    result          TEXT,
+    failure         INTEGER,
+    message         TEXT,
+    metadata_json   TEXT,
+    raw_result      TEXT,
+    est_task_time   REAL NOT NULL DEFAULT 0,
+    run_time        REAL,
+    run_time_delta  REAL,
+    started_ms      INTEGER,
+    finished_ms     INTEGER,
+    setup_ms        INTEGER,
+    main_ms         INTEGER,
+    teardown_ms     INTEGER,
+    exit_code       INTEGER,
+    signal          INTEGER,
+    phase           TEXT,
+    task_dir        TEXT,
+    setup_log       TEXT,
+    main_log        TEXT,
+    teardown_log    TEXT,
+    artifacts_dir   TEXT,
+    log_truncated   INTEGER NOT NULL DEFAULT 0,
+    pgid            INTEGER,
+    UNIQUE(run_id, seq)
+);
+CREATE INDEX task_results_run ON task_results(run_id);
+CREATE INDEX task_results_result ON task_results(result);
+CREATE INDEX task_results_pgid ON task_results(pgid) WHERE pgid IS NOT NULL;
+
+CREATE TABLE sub_results (
+    id              INTEGER PRIMARY KEY,
+    task_result_id  INTEGER NOT NULL REFERENCES task_results(id) ON DELETE CASCADE,
+    idx             INTEGER NOT NULL,
+    name            TEXT NOT NULL,
+    description     TEXT NOT NULL DEFAULT '',
+    result          TEXT NOT NULL,
+    failure         INTEGER NOT NULL DEFAULT 0,
+    message         TEXT NOT NULL DEFAULT '',
+    metadata_json   TEXT
+);
+CREATE INDEX sub_results_task ON sub_results(task_result_id);
+"#,
+}];

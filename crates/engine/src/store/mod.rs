@@ -1,0 +1,993 @@
+//! Storage: rusqlite with WAL and versioned migrations. Runs, task results, sub-results;
+//! the lab helper adds the lab and reservation tables (`store/lab.rs`,
+//! `store/reservations.rs`) through migrations appended to [`migrations::MIGRATIONS`].
+//!
+//! One connection behind a mutex: every statement is short (no fsync per commit with
+//! `synchronous=NORMAL` in WAL mode), so callers on async threads may call in directly.
+//! The boundary is this type's methods: a PostgreSQL backend would implement the same.
+
+pub mod migrations;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use ts_rs::TS;
+
+use crate::clock::EpochMs;
+use crate::outcome::{RunStatus, ABORTED};
+use crate::plan::DutTarget;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open database {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("database {path} has schema version {found}, newer than this Testbay knows ({known}); use a newer Testbay")]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: usize,
+    },
+    #[error("migration {index} ({name}) failed: {source}")]
+    Migration {
+        index: usize,
+        name: &'static str,
+        source: rusqlite::Error,
+    },
+    #[error("run {0} not found")]
+    RunNotFound(String),
+    #[error("database error: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("stored JSON in {what} is invalid: {source}")]
+    Json {
+        what: &'static str,
+        source: serde_json::Error,
+    },
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Kind of a planned task: global or group setup, a test, global or group teardown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, TS)]
+#[serde(rename_all = "snake_case")]
+#[ts(export)]
+pub enum TaskKind {
+    Setup,
+    Test,
+    Teardown,
+}
+
+impl TaskKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskKind::Setup => "setup",
+            TaskKind::Test => "test",
+            TaskKind::Teardown => "teardown",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "setup" => TaskKind::Setup,
+            "test" => TaskKind::Test,
+            "teardown" => TaskKind::Teardown,
+            _ => return None,
+        })
+    }
+}
+
+/// A run as launched.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct NewRun {
+    pub id: String,
+    pub pack_name: String,
+    pub pack_version: String,
+    pub content_hash: String,
+    pub pack_dir: String,
+    pub snapshot_dir: Option<String>,
+    pub groups: Vec<String>,
+    pub duts: Vec<DutTarget>,
+    pub ats: Option<String>,
+    /// Effective global parameters (pack defaults plus overrides).
+    #[ts(type = "Record<string, unknown>")]
+    pub params: Value,
+    pub resource_mode: String,
+    pub coverage_mode: String,
+    pub status: RunStatus,
+    pub reason: Option<String>,
+    pub created_ms: EpochMs,
+    pub est_run_time: f64,
+}
+
+/// One planned task occurrence, inserted at launch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewTaskRow {
+    pub seq: u32,
+    /// DUT name; `None` until assigned (split coverage).
+    pub lane: Option<String>,
+    pub task: String,
+    pub kind: TaskKind,
+    pub group: Option<String>,
+    pub description: String,
+    pub est_task_time: f64,
+}
+
+/// Everything known when a task occurrence is done.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TaskFinish {
+    pub lane: Option<String>,
+    pub result: String,
+    pub failure: bool,
+    pub message: String,
+    pub metadata: Option<Value>,
+    pub raw_result: Option<String>,
+    pub run_time: Option<f64>,
+    pub run_time_delta: Option<f64>,
+    pub started_ms: Option<EpochMs>,
+    pub finished_ms: EpochMs,
+    pub setup_ms: Option<i64>,
+    pub main_ms: Option<i64>,
+    pub teardown_ms: Option<i64>,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub log_truncated: bool,
+    pub sub_results: Vec<NewSubResult>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NewSubResult {
+    pub name: String,
+    pub description: String,
+    pub result: String,
+    pub failure: bool,
+    pub message: String,
+    pub metadata: Option<Value>,
+}
+
+/// Files of one task occurrence.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct TaskPaths {
+    pub task_dir: Option<String>,
+    pub setup_log: Option<String>,
+    pub main_log: Option<String>,
+    pub teardown_log: Option<String>,
+    pub artifacts_dir: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct RunRecord {
+    pub id: String,
+    pub pack_name: String,
+    pub pack_version: String,
+    pub content_hash: String,
+    pub pack_dir: String,
+    pub snapshot_dir: Option<String>,
+    pub groups: Vec<String>,
+    pub duts: Vec<DutTarget>,
+    pub ats: Option<String>,
+    #[ts(type = "Record<string, unknown>")]
+    pub params: Value,
+    pub resource_mode: String,
+    pub coverage_mode: String,
+    pub status: RunStatus,
+    pub reason: Option<String>,
+    pub created_ms: EpochMs,
+    pub started_ms: Option<EpochMs>,
+    pub finished_ms: Option<EpochMs>,
+    pub est_run_time: f64,
+    pub counts: RunCounts,
+}
+
+/// Per-run tallies, for listings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct RunCounts {
+    pub total: u32,
+    pub done: u32,
+    /// Done with a result outside the run's `valid_result`.
+    pub failures: u32,
+    /// Count per result name.
+    pub by_result: BTreeMap<String, u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct SubResultRecord {
+    pub name: String,
+    pub description: String,
+    pub result: String,
+    pub failure: bool,
+    pub message: String,
+    #[ts(type = "Record<string, unknown> | null")]
+    pub metadata: Option<Value>,
+}
+
+/// State of a stored task occurrence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "snake_case")]
+#[ts(export)]
+pub enum StoredTaskState {
+    Pending,
+    Running,
+    Done,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct TaskRecord {
+    #[ts(type = "number")]
+    pub id: i64,
+    pub run_id: String,
+    pub seq: u32,
+    pub lane: Option<String>,
+    pub task: String,
+    pub kind: TaskKind,
+    pub group: Option<String>,
+    pub description: String,
+    pub state: StoredTaskState,
+    pub result: Option<String>,
+    pub failure: Option<bool>,
+    pub message: Option<String>,
+    #[ts(type = "Record<string, unknown> | null")]
+    pub metadata: Option<Value>,
+    pub raw_result: Option<String>,
+    /// kissats Reporting timing, seconds.
+    pub est_task_time: f64,
+    pub run_time: Option<f64>,
+    pub run_time_delta: Option<f64>,
+    pub started_ms: Option<EpochMs>,
+    pub finished_ms: Option<EpochMs>,
+    pub setup_ms: Option<i64>,
+    pub main_ms: Option<i64>,
+    pub teardown_ms: Option<i64>,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    /// Phase running now (while `state` is running).
+    pub phase: Option<String>,
+    pub paths: TaskPaths,
+    pub log_truncated: bool,
+    pub pgid: Option<i32>,
+    pub sub_results: Vec<SubResultRecord>,
+}
+
+/// Sort key of the run listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, TS)]
+#[serde(rename_all = "snake_case")]
+#[ts(export)]
+pub enum RunSort {
+    #[default]
+    Created,
+    Pack,
+    Status,
+    Duration,
+    Failures,
+}
+
+/// Filters, sort and page of the run listing. Empty fields do not filter.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, TS)]
+#[serde(default)]
+#[ts(export)]
+pub struct RunQuery {
+    pub pack: Option<String>,
+    pub group: Option<String>,
+    /// DUT name.
+    pub dut: Option<String>,
+    pub ats: Option<String>,
+    pub status: Option<RunStatus>,
+    /// Runs with at least one task with this result.
+    pub result: Option<String>,
+    /// Runs with at least one failure.
+    pub failed_only: bool,
+    pub from_ms: Option<EpochMs>,
+    pub to_ms: Option<EpochMs>,
+    /// Substring of the run id, pack name, reason, a task name or a task message.
+    pub text: Option<String>,
+    pub sort: RunSort,
+    /// Ascending instead of the default descending.
+    pub ascending: bool,
+    pub offset: u32,
+    /// 0 means 50.
+    pub limit: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct RunPage {
+    /// Runs matching the filters, all pages.
+    pub total: u32,
+    pub runs: Vec<RunRecord>,
+}
+
+/// What [`Store::recover_interrupted`] did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct RecoveryReport {
+    pub interrupted_runs: Vec<String>,
+    pub aborted_tasks: u32,
+    /// Leftover task processes killed.
+    pub killed_processes: u32,
+}
+
+pub struct Store {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+impl Store {
+    /// Open (creating if needed) `testbay.db` in `data_dir`.
+    pub fn open_in(data_dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Open {
+            path: data_dir.to_path_buf(),
+            source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
+        })?;
+        Self::open(&data_dir.join("testbay.db"))
+    }
+
+    /// Open (creating if needed) the database at `path` and bring its schema up to date.
+    pub fn open(path: &Path) -> Result<Self> {
+        let open_err = |source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut conn = Connection::open(path).map_err(open_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(open_err)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
+        )
+        .map_err(open_err)?;
+        migrate(&mut conn, path)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The connection, for the store's submodules. Keep the lock short.
+    pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Schema version of the open database.
+    pub fn schema_version(&self) -> Result<i64> {
+        Ok(self
+            .conn()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))?)
+    }
+
+    /// Insert a run and its planned task occurrences in one transaction; returns the row id
+    /// of each occurrence, in the order given. The run is owned by this process (for
+    /// recovery).
+    pub fn insert_run(&self, run: &NewRun, tasks: &[NewTaskRow]) -> Result<Vec<i64>> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let (owner_pid, owner_start) = own_identity();
+        tx.execute(
+            "INSERT INTO runs (id, pack_name, pack_version, content_hash, pack_dir, snapshot_dir,
+                groups_json, duts_json, ats, params_json, resource_mode, coverage_mode, status,
+                reason, created_ms, est_run_time, owner_pid, owner_start)
+             VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18)",
+            params![
+                run.id,
+                run.pack_name,
+                run.pack_version,
+                run.content_hash,
+                run.pack_dir,
+                run.snapshot_dir,
+                to_json(&run.groups),
+                to_json(&run.duts),
+                run.ats,
+                run.params.to_string(),
+                run.resource_mode,
+                run.coverage_mode,
+                run.status.as_str(),
+                run.reason,
+                run.created_ms,
+                run.est_run_time,
+                owner_pid,
+                owner_start,
+            ],
+        )?;
+        let mut ids = Vec::with_capacity(tasks.len());
+        {
+            let mut stmt = tx.prepare(
+                "INSERT INTO task_results (run_id, seq, lane, task, kind, grp, description, est_task_time)
+                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8)",
+            )?;
+            for t in tasks {
+                stmt.execute(params![
+                    run.id,
+                    t.seq,
+                    t.lane,
+                    t.task,
+                    t.kind.as_str(),
+                    t.group,
+                    t.description,
+                    t.est_task_time
+                ])?;
+                ids.push(tx.last_insert_rowid());
+            }
+        }
+        tx.commit()?;
+        Ok(ids)
+    }
+
+    pub fn set_run_status(
+        &self,
+        id: &str,
+        status: RunStatus,
+        reason: Option<&str>,
+        now: EpochMs,
+    ) -> Result<()> {
+        let conn = self.conn();
+        let n = conn.execute(
+            "UPDATE runs SET status = ?2, reason = COALESCE(?3, reason),
+                started_ms = CASE WHEN ?2 = 'running' AND started_ms IS NULL THEN ?4 ELSE started_ms END,
+                finished_ms = CASE WHEN ?5 THEN ?4 ELSE finished_ms END
+             WHERE id = ?1",
+            params![id, status.as_str(), reason, now, status.is_finished()],
+        )?;
+        if n == 0 {
+            return Err(StoreError::RunNotFound(id.into()));
+        }
+        Ok(())
+    }
+
+    /// A phase of a task occurrence started: record lane, phase, paths and the process
+    /// group (for recovery).
+    pub fn task_phase_started(
+        &self,
+        task_id: i64,
+        lane: &str,
+        phase: &str,
+        started_ms: EpochMs,
+        pgid: Option<i32>,
+        paths: &TaskPaths,
+    ) -> Result<()> {
+        self.conn().execute(
+            "UPDATE task_results SET state = 'running', lane = ?2, phase = ?3,
+                started_ms = COALESCE(started_ms, ?4), pgid = ?5,
+                task_dir = ?6, setup_log = ?7, main_log = ?8, teardown_log = ?9, artifacts_dir = ?10
+             WHERE id = ?1",
+            params![
+                task_id,
+                lane,
+                phase,
+                started_ms,
+                pgid,
+                paths.task_dir,
+                paths.setup_log,
+                paths.main_log,
+                paths.teardown_log,
+                paths.artifacts_dir
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// A task occurrence is done: result, timings and sub-results in one transaction.
+    pub fn finish_task(&self, task_id: i64, f: &TaskFinish) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        finish_task_tx(&tx, task_id, f)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Several occurrences done at once (Skipped, Blocked, Aborted), one transaction.
+    pub fn finish_tasks(&self, items: &[(i64, TaskFinish)]) -> Result<()> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        for (id, f) in items {
+            finish_task_tx(&tx, *id, f)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn get_run(&self, id: &str) -> Result<RunRecord> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!("SELECT {RUN_COLS} FROM runs r WHERE r.id = ?1"))?;
+        let run = stmt
+            .query_row([id], run_from_row)
+            .optional()?
+            .ok_or_else(|| StoreError::RunNotFound(id.into()))?;
+        let mut runs = vec![run.map_err(|e| StoreError::Json {
+            what: "runs",
+            source: e,
+        })?];
+        fill_counts(&conn, &mut runs)?;
+        Ok(runs.pop().expect("one run"))
+    }
+
+    /// Runs matching `q`, one page, newest first unless asked otherwise.
+    pub fn list_runs(&self, q: &RunQuery) -> Result<RunPage> {
+        let mut wh: Vec<String> = Vec::new();
+        let mut args: Vec<rusqlite::types::Value> = Vec::new();
+        let mut arg = |v: rusqlite::types::Value| {
+            args.push(v);
+            format!("?{}", args.len())
+        };
+        use rusqlite::types::Value as V;
+        if let Some(p) = &q.pack {
+            wh.push(format!("r.pack_name = {}", arg(V::Text(p.clone()))));
+        }
+        if let Some(g) = &q.group {
+            wh.push(format!(
+                "EXISTS (SELECT 1 FROM json_each(r.groups_json) WHERE value = {})",
+                arg(V::Text(g.clone()))
+            ));
+        }
+        if let Some(d) = &q.dut {
+            wh.push(format!(
+                "EXISTS (SELECT 1 FROM json_each(r.duts_json) WHERE json_extract(value, '$.name') = {})",
+                arg(V::Text(d.clone()))
+            ));
+        }
+        if let Some(a) = &q.ats {
+            wh.push(format!("r.ats = {}", arg(V::Text(a.clone()))));
+        }
+        if let Some(s) = q.status {
+            wh.push(format!("r.status = {}", arg(V::Text(s.as_str().into()))));
+        }
+        if let Some(res) = &q.result {
+            wh.push(format!(
+                "EXISTS (SELECT 1 FROM task_results t WHERE t.run_id = r.id AND t.result = {})",
+                arg(V::Text(res.clone()))
+            ));
+        }
+        if q.failed_only {
+            wh.push(
+                "EXISTS (SELECT 1 FROM task_results t WHERE t.run_id = r.id AND t.failure = 1)"
+                    .into(),
+            );
+        }
+        if let Some(f) = q.from_ms {
+            wh.push(format!("r.created_ms >= {}", arg(V::Integer(f))));
+        }
+        if let Some(t) = q.to_ms {
+            wh.push(format!("r.created_ms <= {}", arg(V::Integer(t))));
+        }
+        if let Some(text) = q.text.as_deref().filter(|t| !t.is_empty()) {
+            let pat = format!(
+                "%{}%",
+                text.replace('\\', "\\\\")
+                    .replace('%', "\\%")
+                    .replace('_', "\\_")
+            );
+            let p = arg(V::Text(pat));
+            wh.push(format!(
+                "(r.id LIKE {p} ESCAPE '\\' OR r.pack_name LIKE {p} ESCAPE '\\' OR r.reason LIKE {p} ESCAPE '\\'
+                  OR EXISTS (SELECT 1 FROM task_results t WHERE t.run_id = r.id
+                             AND (t.task LIKE {p} ESCAPE '\\' OR t.message LIKE {p} ESCAPE '\\')))"
+            ));
+        }
+        let where_sql = if wh.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", wh.join(" AND "))
+        };
+        let dir = if q.ascending { "ASC" } else { "DESC" };
+        let order = match q.sort {
+            RunSort::Created => format!("r.created_ms {dir}, r.id {dir}"),
+            RunSort::Pack => format!("r.pack_name {dir}, r.created_ms DESC"),
+            RunSort::Status => format!("r.status {dir}, r.created_ms DESC"),
+            RunSort::Duration => format!(
+                "(COALESCE(r.finished_ms, r.started_ms) - r.started_ms) {dir}, r.created_ms DESC"
+            ),
+            RunSort::Failures => format!(
+                "(SELECT count(*) FROM task_results t WHERE t.run_id = r.id AND t.failure = 1) {dir}, r.created_ms DESC"
+            ),
+        };
+        let limit = if q.limit == 0 { 50 } else { q.limit.min(1000) };
+        let conn = self.conn();
+        let total: u32 = conn.query_row(
+            &format!("SELECT count(*) FROM runs r {where_sql}"),
+            params_from_iter(args.iter()),
+            |r| r.get(0),
+        )?;
+        let sql = format!(
+            "SELECT {RUN_COLS} FROM runs r {where_sql} ORDER BY {order} LIMIT {limit} OFFSET {}",
+            q.offset
+        );
+        let mut stmt = conn.prepare(&sql)?;
+        let rows = stmt.query_map(params_from_iter(args.iter()), run_from_row)?;
+        let mut runs = Vec::new();
+        for r in rows {
+            runs.push(r?.map_err(|e| StoreError::Json {
+                what: "runs",
+                source: e,
+            })?);
+        }
+        fill_counts(&conn, &mut runs)?;
+        Ok(RunPage { total, runs })
+    }
+
+    /// The task tree of one run, in plan order, with sub-results.
+    pub fn run_tasks(&self, run_id: &str) -> Result<Vec<TaskRecord>> {
+        let conn = self.conn();
+        let exists: bool = conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM runs WHERE id = ?1)",
+            [run_id],
+            |r| r.get(0),
+        )?;
+        if !exists {
+            return Err(StoreError::RunNotFound(run_id.into()));
+        }
+        let mut stmt = conn.prepare(
+            "SELECT id, run_id, seq, lane, task, kind, grp, description, state, result, failure,
+                    message, metadata_json, raw_result, est_task_time, run_time, run_time_delta,
+                    started_ms, finished_ms, setup_ms, main_ms, teardown_ms, exit_code, signal, phase,
+                    task_dir, setup_log, main_log, teardown_log, artifacts_dir, log_truncated, pgid
+             FROM task_results WHERE run_id = ?1 ORDER BY seq",
+        )?;
+        let mut tasks: Vec<TaskRecord> = stmt
+            .query_map([run_id], |r| {
+                Ok(TaskRecord {
+                    id: r.get(0)?,
+                    run_id: r.get(1)?,
+                    seq: r.get(2)?,
+                    lane: r.get(3)?,
+                    task: r.get(4)?,
+                    kind: TaskKind::parse(&r.get::<_, String>(5)?).unwrap_or(TaskKind::Test),
+                    group: r.get(6)?,
+                    description: r.get(7)?,
+                    state: match r.get::<_, String>(8)?.as_str() {
+                        "running" => StoredTaskState::Running,
+                        "done" => StoredTaskState::Done,
+                        _ => StoredTaskState::Pending,
+                    },
+                    result: r.get(9)?,
+                    failure: r.get::<_, Option<i64>>(10)?.map(|v| v != 0),
+                    message: r.get(11)?,
+                    metadata: parse_opt_json(r.get(12)?),
+                    raw_result: r.get(13)?,
+                    est_task_time: r.get(14)?,
+                    run_time: r.get(15)?,
+                    run_time_delta: r.get(16)?,
+                    started_ms: r.get(17)?,
+                    finished_ms: r.get(18)?,
+                    setup_ms: r.get(19)?,
+                    main_ms: r.get(20)?,
+                    teardown_ms: r.get(21)?,
+                    exit_code: r.get(22)?,
+                    signal: r.get(23)?,
+                    phase: r.get(24)?,
+                    paths: TaskPaths {
+                        task_dir: r.get(25)?,
+                        setup_log: r.get(26)?,
+                        main_log: r.get(27)?,
+                        teardown_log: r.get(28)?,
+                        artifacts_dir: r.get(29)?,
+                    },
+                    log_truncated: r.get::<_, i64>(30)? != 0,
+                    pgid: r.get(31)?,
+                    sub_results: Vec::new(),
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut sub = conn.prepare(
+            "SELECT s.task_result_id, s.name, s.description, s.result, s.failure, s.message, s.metadata_json
+             FROM sub_results s JOIN task_results t ON t.id = s.task_result_id
+             WHERE t.run_id = ?1 ORDER BY s.task_result_id, s.idx",
+        )?;
+        let mut by_id: BTreeMap<i64, Vec<SubResultRecord>> = BTreeMap::new();
+        let rows = sub.query_map([run_id], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                SubResultRecord {
+                    name: r.get(1)?,
+                    description: r.get(2)?,
+                    result: r.get(3)?,
+                    failure: r.get::<_, i64>(4)? != 0,
+                    message: r.get(5)?,
+                    metadata: parse_opt_json(r.get(6)?),
+                },
+            ))
+        })?;
+        for row in rows {
+            let (id, s) = row?;
+            by_id.entry(id).or_default().push(s);
+        }
+        for t in &mut tasks {
+            if let Some(s) = by_id.remove(&t.id) {
+                t.sub_results = s;
+            }
+        }
+        Ok(tasks)
+    }
+
+    /// At console start: runs left queued/running/stalled by a console that is no longer
+    /// alive become `interrupted`; their unfinished tasks become `Aborted`; processes left
+    /// in their recorded process groups (checked by `TESTBAY_RUN_ID` in their environment)
+    /// are killed. Runs owned by a live console (another process on the same data dir)
+    /// are left alone. Nothing already stored changes.
+    pub fn recover_interrupted(&self, now: EpochMs) -> Result<RecoveryReport> {
+        let mut report = RecoveryReport::default();
+        let mut conn = self.conn();
+        let candidates: Vec<(String, Option<i64>, Option<i64>)> = {
+            let mut stmt = conn.prepare(
+                "SELECT id, owner_pid, owner_start FROM runs
+                 WHERE status IN ('queued', 'running', 'stalled') ORDER BY created_ms",
+            )?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        for (run_id, pid, start) in candidates {
+            if let (Some(pid), Some(start)) = (pid, start) {
+                if process_start_time(pid as i32) == Some(start as u64) {
+                    continue; // its console is alive
+                }
+            }
+            let pgids: Vec<i32> = {
+                let mut stmt = conn.prepare(
+                    "SELECT DISTINCT pgid FROM task_results WHERE run_id = ?1 AND pgid IS NOT NULL",
+                )?;
+                let rows = stmt.query_map([&run_id], |r| r.get(0))?;
+                rows.collect::<rusqlite::Result<_>>()?
+            };
+            for pgid in pgids {
+                report.killed_processes += kill_run_leftovers(pgid, &run_id);
+            }
+            let tx = conn.transaction()?;
+            let aborted = tx.execute(
+                "UPDATE task_results SET state = 'done', result = ?2, failure = 1,
+                    message = CASE WHEN state = 'running'
+                        THEN 'the console exited while this task was running'
+                        ELSE 'the console exited before this task ran' END,
+                    finished_ms = ?3, pgid = NULL, phase = NULL
+                 WHERE run_id = ?1 AND state != 'done'",
+                params![run_id, ABORTED, now],
+            )?;
+            tx.execute(
+                "UPDATE runs SET status = 'interrupted',
+                    reason = 'the console running it exited' || CASE WHEN owner_pid IS NULL THEN '' ELSE ' (pid ' || owner_pid || ')' END,
+                    finished_ms = ?2
+                 WHERE id = ?1",
+                params![run_id, now],
+            )?;
+            tx.commit()?;
+            tracing::warn!(run_id = %run_id, aborted, "marked interrupted run");
+            report.aborted_tasks += aborted as u32;
+            report.interrupted_runs.push(run_id);
+        }
+        Ok(report)
+    }
+}
+
+const RUN_COLS: &str =
+    "r.id, r.pack_name, r.pack_version, r.content_hash, r.pack_dir, r.snapshot_dir,
+    r.groups_json, r.duts_json, r.ats, r.params_json, r.resource_mode, r.coverage_mode, r.status,
+    r.reason, r.created_ms, r.started_ms, r.finished_ms, r.est_run_time";
+
+type JsonResult<T> = std::result::Result<T, serde_json::Error>;
+
+fn run_from_row(r: &Row<'_>) -> rusqlite::Result<JsonResult<RunRecord>> {
+    let groups: String = r.get(6)?;
+    let duts: String = r.get(7)?;
+    let params: String = r.get(9)?;
+    let status: String = r.get(12)?;
+    let build = || -> JsonResult<RunRecord> {
+        Ok(RunRecord {
+            id: r.get(0).unwrap_or_default(),
+            pack_name: r.get(1).unwrap_or_default(),
+            pack_version: r.get(2).unwrap_or_default(),
+            content_hash: r.get(3).unwrap_or_default(),
+            pack_dir: r.get(4).unwrap_or_default(),
+            snapshot_dir: r.get(5).unwrap_or_default(),
+            groups: serde_json::from_str(&groups)?,
+            duts: serde_json::from_str(&duts)?,
+            ats: r.get(8).unwrap_or_default(),
+            params: serde_json::from_str(&params)?,
+            resource_mode: r.get(10).unwrap_or_default(),
+            coverage_mode: r.get(11).unwrap_or_default(),
+            status: RunStatus::parse(&status).unwrap_or(RunStatus::Interrupted),
+            reason: r.get(13).unwrap_or_default(),
+            created_ms: r.get(14).unwrap_or_default(),
+            started_ms: r.get(15).unwrap_or_default(),
+            finished_ms: r.get(16).unwrap_or_default(),
+            est_run_time: r.get(17).unwrap_or_default(),
+            counts: RunCounts::default(),
+        })
+    };
+    Ok(build())
+}
+
+fn fill_counts(conn: &Connection, runs: &mut [RunRecord]) -> Result<()> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT state, result, failure, count(*) FROM task_results WHERE run_id = ?1
+         GROUP BY state, result, failure",
+    )?;
+    for run in runs {
+        let rows = stmt.query_map([&run.id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, Option<String>>(1)?,
+                r.get::<_, Option<i64>>(2)?,
+                r.get::<_, u32>(3)?,
+            ))
+        })?;
+        let mut c = RunCounts::default();
+        for row in rows {
+            let (state, result, failure, n) = row?;
+            c.total += n;
+            if state == "done" {
+                c.done += n;
+                if failure == Some(1) {
+                    c.failures += n;
+                }
+                if let Some(res) = result {
+                    *c.by_result.entry(res).or_default() += n;
+                }
+            }
+        }
+        run.counts = c;
+    }
+    Ok(())
+}
+
+fn finish_task_tx(tx: &rusqlite::Transaction<'_>, task_id: i64, f: &TaskFinish) -> Result<()> {
+    tx.execute(
+        "UPDATE task_results SET state = 'done', lane = COALESCE(?2, lane), result = ?3, failure = ?4,
+            message = ?5, metadata_json = ?6, raw_result = ?7, run_time = ?8, run_time_delta = ?9,
+            started_ms = COALESCE(?10, started_ms), finished_ms = ?11, setup_ms = ?12, main_ms = ?13,
+            teardown_ms = ?14, exit_code = ?15, signal = ?16, log_truncated = ?17, pgid = NULL,
+            phase = NULL
+         WHERE id = ?1",
+        params![
+            task_id,
+            f.lane,
+            f.result,
+            f.failure,
+            f.message,
+            f.metadata.as_ref().map(|m| m.to_string()),
+            f.raw_result,
+            f.run_time,
+            f.run_time_delta,
+            f.started_ms,
+            f.finished_ms,
+            f.setup_ms,
+            f.main_ms,
+            f.teardown_ms,
+            f.exit_code,
+            f.signal,
+            f.log_truncated,
+        ],
+    )?;
+    if !f.sub_results.is_empty() {
+        tx.execute(
+            "DELETE FROM sub_results WHERE task_result_id = ?1",
+            [task_id],
+        )?;
+        let mut stmt = tx.prepare_cached(
+            "INSERT INTO sub_results (task_result_id, idx, name, description, result, failure, message, metadata_json)
+             VALUES (?1,?2,?3,?4,?5,?6,?7,?8)",
+        )?;
+        for (i, s) in f.sub_results.iter().enumerate() {
+            stmt.execute(params![
+                task_id,
+                i as i64,
+                s.name,
+                s.description,
+                s.result,
+                s.failure,
+                s.message,
+                s.metadata.as_ref().map(|m| m.to_string())
+            ])?;
+        }
+    }
+    Ok(())
+}
+
+fn parse_opt_json(s: Option<String>) -> Option<Value> {
+    s.and_then(|s| serde_json::from_str(&s).ok())
+}
+
+fn to_json<T: Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("plain data serialises")
+}
+
+fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let known = migrations::MIGRATIONS.len();
+    if version > known as i64 {
+        return Err(StoreError::TooNew {
+            path: path.to_path_buf(),
+            found: version,
+            known,
+        });
+    }
+    for (index, m) in migrations::MIGRATIONS
+        .iter()
+        .enumerate()
+        .skip(version as usize)
+    {
+        let tx = conn.transaction()?;
+        tx.execute_batch(m.sql)
+            .and_then(|_| tx.execute_batch(&format!("PRAGMA user_version = {}", index + 1)))
+            .map_err(|source| StoreError::Migration {
+                index,
+                name: m.name,
+                source,
+            })?;
+        tx.commit()?;
+        tracing::info!(index, name = m.name, "applied store migration");
+    }
+    Ok(())
+}
+
+/// This process's pid and start time, which together identify it across pid reuse.
+fn own_identity() -> (i64, Option<i64>) {
+    let pid = std::process::id() as i32;
+    (pid as i64, process_start_time(pid).map(|t| t as i64))
+}
+
+/// Start time of `pid` in clock ticks since boot (field 22 of /proc/<pid>/stat).
+pub fn process_start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces and parentheses; fields after the
+    // last ')' are plain.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Process group of `pid` (field 5 of /proc/<pid>/stat).
+fn process_group_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(2)?.parse().ok()
+}
+
+/// Kill every process of group `pgid` whose environment says it belongs to `run_id`.
+/// Returns how many were killed. A recycled pgid of an unrelated program is never hit.
+fn kill_run_leftovers(pgid: i32, run_id: &str) -> u32 {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let marker = format!("TESTBAY_RUN_ID={run_id}");
+    let mut killed = 0;
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if process_group_of(pid) != Some(pgid) {
+            continue;
+        }
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        if env.split(|&b| b == 0).any(|kv| kv == marker.as_bytes()) {
+            // SAFETY: plain syscall on a pid we just identified.
+            if unsafe { libc::kill(pid, libc::SIGKILL) } == 0 {
+                tracing::warn!(pid, pgid, run_id, "killed leftover task process");
+                killed += 1;
+            }
+        }
+    }
+    killed
+}
