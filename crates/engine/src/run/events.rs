@@ -1,0 +1,174 @@
+//! What a run tells the world: launch requests in, [`RunEvent`]s out, [`RunView`] on demand.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use ts_rs::TS;
+
+use crate::clock::EpochMs;
+use crate::outcome::{Phase, RunStatus};
+use crate::pack::{CoverageMode, ResourceMode};
+use crate::plan::DutTarget;
+use crate::store::TaskKind;
+
+/// Start a run of a pack.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, TS)]
+#[serde(default)]
+#[ts(export)]
+pub struct LaunchRequest {
+    /// Pack folder; the run executes from a snapshot taken at launch.
+    pub pack_dir: String,
+    /// Groups in order; empty runs every group of the pack.
+    pub groups: Vec<String>,
+    pub ats: Option<String>,
+    /// One lane per DUT; empty runs one lane named `local` without a DUT.
+    pub duts: Vec<DutTarget>,
+    /// Overrides of the pack's global parameters.
+    #[ts(type = "Record<string, unknown>")]
+    pub params: Map<String, Value>,
+    /// Overrides `params.resource_mode` when set.
+    pub resource_mode: Option<ResourceMode>,
+    /// Overrides `params.coverage_mode` when set.
+    pub coverage_mode: Option<CoverageMode>,
+}
+
+/// State of one task occurrence, as the operator sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+#[serde(tag = "state", rename_all = "snake_case")]
+#[ts(export)]
+pub enum TaskState {
+    /// In its queue; `reason` says what it waits for.
+    Queued {
+        reason: String,
+    },
+    /// In the delay queue: resources busy.
+    Waiting {
+        reason: String,
+    },
+    Running {
+        phase: Phase,
+    },
+    Done {
+        result: String,
+        message: String,
+        failure: bool,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[ts(export)]
+pub enum RunEvent {
+    RunStatus {
+        run_id: String,
+        status: RunStatus,
+        reason: Option<String>,
+        ts: EpochMs,
+    },
+    TaskState {
+        run_id: String,
+        /// Occurrence number within the run (plan order).
+        item: u32,
+        task: String,
+        kind: TaskKind,
+        group: Option<String>,
+        lane: Option<String>,
+        state: TaskState,
+        ts: EpochMs,
+    },
+    /// A line of task output (rate-limited; the log file has every line).
+    Log {
+        run_id: String,
+        item: u32,
+        task: String,
+        lane: String,
+        phase: Phase,
+        line: String,
+        ts: EpochMs,
+    },
+    /// Lines of a task's output not shown live.
+    LogDropped {
+        run_id: String,
+        item: u32,
+        task: String,
+        lane: String,
+        phase: Phase,
+        count: u32,
+        ts: EpochMs,
+    },
+    Progress {
+        run_id: String,
+        progress: Progress,
+        ts: EpochMs,
+    },
+}
+
+impl RunEvent {
+    pub fn run_id(&self) -> &str {
+        match self {
+            RunEvent::RunStatus { run_id, .. }
+            | RunEvent::TaskState { run_id, .. }
+            | RunEvent::Log { run_id, .. }
+            | RunEvent::LogDropped { run_id, .. }
+            | RunEvent::Progress { run_id, .. } => run_id,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct Progress {
+    pub done: u32,
+    pub total: u32,
+    pub failures: u32,
+    pub elapsed_ms: i64,
+    /// Estimated time to the end, from `est_task_time` of what is left.
+    pub eta_ms: Option<i64>,
+}
+
+/// One task occurrence in a live run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct TaskView {
+    pub item: u32,
+    /// Row id in the store.
+    #[ts(type = "number")]
+    pub task_id: i64,
+    pub task: String,
+    pub kind: TaskKind,
+    pub group: Option<String>,
+    pub lane: Option<String>,
+    pub state: TaskState,
+    pub est_task_time: f64,
+    pub started_ms: Option<EpochMs>,
+    pub finished_ms: Option<EpochMs>,
+}
+
+/// One lane (DUT) of a live run: its queues in plan order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct LaneView {
+    pub name: String,
+    pub dut: Option<DutTarget>,
+    pub setup: Vec<TaskView>,
+    pub test: Vec<TaskView>,
+    pub teardown: Vec<TaskView>,
+    /// Tasks waiting for busy resources.
+    pub delay: Vec<TaskView>,
+    pub progress: Progress,
+}
+
+/// Live state of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct RunView {
+    pub run_id: String,
+    pub pack_name: String,
+    pub pack_version: String,
+    pub status: RunStatus,
+    pub reason: Option<String>,
+    pub started_ms: EpochMs,
+    pub lanes: Vec<LaneView>,
+    /// Tests shared by all lanes not yet taken by one (`split` coverage).
+    pub shared: Vec<TaskView>,
+    pub progress: Progress,
+}

@@ -1,0 +1,424 @@
+//! Execute one task occurrence: setup → main → teardown phases (kissats `run_task`), store
+//! the outcome, tell the driver.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::sync::{broadcast, mpsc, watch};
+
+use crate::clock::{Clock, EpochMs};
+use crate::exec::{self, ExecLimits, Exit, LiveLog, PhaseCommand, PhaseOutcome, ProtocolEnv};
+use crate::outcome::{Phase, ABORTED, ERRORED, TIMEOUT};
+use crate::pack::{GlobalParams, TaskDef};
+use crate::plan::DutTarget;
+use crate::store::{NewSubResult, Store, TaskFinish, TaskKind, TaskPaths};
+
+use super::broker::Holding;
+use super::events::{RunEvent, TaskState};
+
+/// What the driver needs to know when an occurrence is done.
+#[derive(Debug)]
+pub(crate) struct ItemDone {
+    pub item: usize,
+    pub result: String,
+    pub message: String,
+    pub holdings: Vec<Holding>,
+    pub finished_ms: EpochMs,
+}
+
+/// Everything shared by the occurrences of one run.
+pub(crate) struct RunCtx {
+    pub run_id: String,
+    pub run_dir: PathBuf,
+    pub store: Arc<Store>,
+    pub clock: Arc<dyn Clock>,
+    pub events: broadcast::Sender<RunEvent>,
+    pub params: GlobalParams,
+    pub params_json: Value,
+    pub ats: Option<String>,
+    pub limits: ExecLimits,
+    pub stop: watch::Receiver<bool>,
+    /// The run's live state; phases record which phase runs.
+    pub live: Arc<std::sync::Mutex<super::LiveRun>>,
+}
+
+pub(crate) struct ItemJob {
+    pub item: usize,
+    pub task_id: i64,
+    pub def: TaskDef,
+    pub kind: TaskKind,
+    pub group: Option<String>,
+    /// Folder the task's argv is relative to.
+    pub task_dir: PathBuf,
+    pub lane: String,
+    pub dut: Option<DutTarget>,
+    /// Folder name of this occurrence under `runs/<id>/<lane>/`.
+    pub dir_name: String,
+    pub holdings: Vec<Holding>,
+}
+
+fn is_failure(params: &GlobalParams, result: &str) -> bool {
+    !params.valid_result.iter().any(|v| v == result)
+}
+
+pub(crate) async fn execute_item(
+    ctx: Arc<RunCtx>,
+    job: ItemJob,
+    done: mpsc::UnboundedSender<ItemDone>,
+) {
+    let started_ms = ctx.clock.now_ms();
+    let occ_dir = ctx.run_dir.join(&job.lane).join(&job.dir_name);
+    let artifacts = occ_dir.join("artifacts");
+    let paths = TaskPaths {
+        task_dir: Some(occ_dir.display().to_string()),
+        setup_log: job
+            .def
+            .setup
+            .as_ref()
+            .map(|_| occ_dir.join("setup.log").display().to_string()),
+        main_log: Some(occ_dir.join("main.log").display().to_string()),
+        teardown_log: job
+            .def
+            .teardown
+            .as_ref()
+            .map(|_| occ_dir.join("teardown.log").display().to_string()),
+        artifacts_dir: Some(artifacts.display().to_string()),
+    };
+    let outcome = run_phases(&ctx, &job, &occ_dir, &artifacts, &paths).await;
+    let finished_ms = ctx.clock.now_ms();
+    let (result, message, finish) = match outcome {
+        Ok(o) => o.into_finish(&ctx.params, &job, started_ms, finished_ms),
+        Err(e) => {
+            let msg = e;
+            (
+                ERRORED.to_string(),
+                msg.clone(),
+                TaskFinish {
+                    lane: Some(job.lane.clone()),
+                    result: ERRORED.into(),
+                    failure: is_failure(&ctx.params, ERRORED),
+                    message: msg,
+                    started_ms: Some(started_ms),
+                    finished_ms,
+                    ..Default::default()
+                },
+            )
+        }
+    };
+    if let Err(e) = ctx.store.finish_task(job.task_id, &finish) {
+        tracing::error!(run_id = %ctx.run_id, task = %job.def.name, error = %e, "could not store task result");
+    }
+    let _ = ctx.events.send(RunEvent::TaskState {
+        run_id: ctx.run_id.clone(),
+        item: job.item as u32,
+        task: job.def.name.clone(),
+        kind: job.kind,
+        group: job.group.clone(),
+        lane: Some(job.lane.clone()),
+        state: TaskState::Done {
+            result: result.clone(),
+            message: message.clone(),
+            failure: finish.failure,
+        },
+        ts: finished_ms,
+    });
+    let _ = done.send(ItemDone {
+        item: job.item,
+        result,
+        message,
+        holdings: job.holdings,
+        finished_ms,
+    });
+}
+
+/// Outcomes of the phases that ran.
+struct Phases {
+    setup: Option<PhaseOutcome>,
+    main: Option<PhaseOutcome>,
+    teardown: Option<PhaseOutcome>,
+}
+
+impl Phases {
+    fn into_finish(
+        self,
+        params: &GlobalParams,
+        job: &ItemJob,
+        started_ms: EpochMs,
+        finished_ms: EpochMs,
+    ) -> (String, String, TaskFinish) {
+        let failed = |o: &PhaseOutcome| is_failure(params, &o.result);
+        // Task result: a failed setup decides; then main; a failed teardown after a good
+        // main decides too.
+        let (mut result, mut message, mut exit) = match (&self.setup, &self.main) {
+            (Some(s), _) if failed(s) => {
+                (s.result.clone(), format!("setup: {}", s.message), s.exit)
+            }
+            (_, Some(m)) => (m.result.clone(), m.message.clone(), m.exit),
+            // Stopped between phases or before the first one.
+            _ => (
+                ABORTED.to_string(),
+                "run stopped before the task ran".to_string(),
+                Exit::NotStarted,
+            ),
+        };
+        if let Some(t) = &self.teardown {
+            if failed(t) && !is_failure(params, &result) {
+                result = t.result.clone();
+                message = format!("teardown: {}", t.message);
+                exit = t.exit;
+            }
+        }
+        let main = self.main.as_ref();
+        let metadata = main
+            .filter(|m| !m.metadata.is_empty())
+            .map(|m| Value::Object(m.metadata.clone()));
+        let raw_result = [&self.setup, &self.main, &self.teardown]
+            .into_iter()
+            .flatten()
+            .find_map(|o| o.raw_result.clone());
+        let sub_results = main
+            .map(|m| {
+                m.multi_result
+                    .iter()
+                    .map(|s| NewSubResult {
+                        name: s.name.clone(),
+                        description: s.description.clone(),
+                        result: s.result.clone(),
+                        failure: is_failure(params, &s.result),
+                        message: s.metadata.message.clone(),
+                        metadata: (!s.metadata.extra.is_empty())
+                            .then(|| Value::Object(s.metadata.extra.clone())),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let dur = |o: &Option<PhaseOutcome>| o.as_ref().map(|o| o.finished_ms - o.started_ms);
+        let run_time = (finished_ms - started_ms) as f64 / 1000.0;
+        let truncated = [&self.setup, &self.main, &self.teardown]
+            .into_iter()
+            .flatten()
+            .any(|o| o.log.truncated);
+        let (exit_code, signal) = match exit {
+            Exit::Code(c) => (Some(c), None),
+            Exit::Signal(s) => (None, Some(s)),
+            Exit::NotStarted => (None, None),
+        };
+        let finish = TaskFinish {
+            lane: Some(job.lane.clone()),
+            result: result.clone(),
+            failure: is_failure(params, &result),
+            message: message.clone(),
+            metadata,
+            raw_result,
+            run_time: Some(run_time),
+            run_time_delta: Some(run_time - job.def.est_task_time),
+            started_ms: Some(started_ms),
+            finished_ms,
+            setup_ms: dur(&self.setup),
+            main_ms: dur(&self.main),
+            teardown_ms: dur(&self.teardown),
+            exit_code,
+            signal,
+            log_truncated: truncated,
+            sub_results,
+        };
+        (result, message, finish)
+    }
+}
+
+async fn run_phases(
+    ctx: &Arc<RunCtx>,
+    job: &ItemJob,
+    occ_dir: &std::path::Path,
+    artifacts: &std::path::Path,
+    paths: &TaskPaths,
+) -> Result<Phases, String> {
+    std::fs::create_dir_all(artifacts)
+        .map_err(|e| format!("cannot create {}: {e}", artifacts.display()))?;
+    let params_file = occ_dir.join("params.json");
+    let params_doc = json!({
+        "run_id": ctx.run_id,
+        "task": job.def.name,
+        "kind": job.kind,
+        "group": job.group,
+        "lane": job.lane,
+        "dut": job.dut,
+        "ats": ctx.ats,
+        "rack": job.dut.as_ref().and_then(|d| d.rack.clone()),
+        "slot": job.dut.as_ref().and_then(|d| d.slot),
+        "global_params": ctx.params_json,
+        "task_params": job.def,
+        "reservations": job.holdings,
+    });
+    std::fs::write(
+        &params_file,
+        serde_json::to_vec_pretty(&params_doc).expect("plain JSON"),
+    )
+    .map_err(|e| format!("cannot write {}: {e}", params_file.display()))?;
+
+    let mut phases = Phases {
+        setup: None,
+        main: None,
+        teardown: None,
+    };
+    let ended_itself = |o: &PhaseOutcome| !matches!(o.result.as_str(), ERRORED | TIMEOUT | ABORTED);
+    if let Some(argv) = &job.def.setup {
+        let o = run_one(
+            ctx,
+            job,
+            Phase::Setup,
+            argv,
+            occ_dir,
+            artifacts,
+            &params_file,
+            paths,
+        )
+        .await?;
+        phases.setup = Some(o);
+    }
+    let setup_ok = phases
+        .setup
+        .as_ref()
+        .is_none_or(|s| !is_failure(&ctx.params, &s.result));
+    let stopped = || *ctx.stop.borrow();
+    if setup_ok && !stopped() {
+        let o = run_one(
+            ctx,
+            job,
+            Phase::Main,
+            &job.def.run,
+            occ_dir,
+            artifacts,
+            &params_file,
+            paths,
+        )
+        .await?;
+        phases.main = Some(o);
+    } else if !setup_ok {
+        tracing::info!(run_id = %ctx.run_id, task = %job.def.name, "setup failed; main phase not run");
+    }
+    if let Some(argv) = &job.def.teardown {
+        let clean = setup_ok && phases.main.as_ref().is_some_and(ended_itself);
+        if (clean || job.def.always_teardown) && !stopped() {
+            let o = run_one(
+                ctx,
+                job,
+                Phase::Teardown,
+                argv,
+                occ_dir,
+                artifacts,
+                &params_file,
+                paths,
+            )
+            .await?;
+            phases.teardown = Some(o);
+        }
+    }
+    Ok(phases)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_one(
+    ctx: &Arc<RunCtx>,
+    job: &ItemJob,
+    phase: Phase,
+    argv: &[String],
+    occ_dir: &std::path::Path,
+    artifacts: &std::path::Path,
+    params_file: &std::path::Path,
+    paths: &TaskPaths,
+) -> Result<PhaseOutcome, String> {
+    let result_name = match phase {
+        Phase::Main => "result.json".to_string(),
+        p => format!("{}.result.json", p.as_str()),
+    };
+    let cmd = PhaseCommand {
+        argv: argv.to_vec(),
+        cwd: job.task_dir.clone(),
+        env: ProtocolEnv {
+            run_id: ctx.run_id.clone(),
+            task: job.def.name.clone(),
+            phase,
+            params_file: params_file.to_path_buf(),
+            result_file: occ_dir.join(result_name),
+            artifacts_dir: artifacts.to_path_buf(),
+        },
+        log_file: occ_dir.join(format!("{}.log", phase.as_str())),
+        max_runtime: job
+            .def
+            .max_runtime
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map(Duration::from_secs_f64),
+        limits: ctx.limits.clone(),
+    };
+    let live = {
+        let events = ctx.events.clone();
+        let clock = ctx.clock.clone();
+        let run_id = ctx.run_id.clone();
+        let task = job.def.name.clone();
+        let lane = job.lane.clone();
+        let item = job.item as u32;
+        Box::new(move |l: LiveLog| {
+            if events.receiver_count() == 0 {
+                return;
+            }
+            let ts = clock.now_ms();
+            let ev = match l {
+                LiveLog::Line(line) => RunEvent::Log {
+                    run_id: run_id.clone(),
+                    item,
+                    task: task.clone(),
+                    lane: lane.clone(),
+                    phase,
+                    line,
+                    ts,
+                },
+                LiveLog::Dropped(n) => RunEvent::LogDropped {
+                    run_id: run_id.clone(),
+                    item,
+                    task: task.clone(),
+                    lane: lane.clone(),
+                    phase,
+                    count: n.min(u32::MAX as u64) as u32,
+                    ts,
+                },
+            };
+            let _ = events.send(ev);
+        }) as exec::LiveSink
+    };
+    let on_spawn = |pid: u32| {
+        let now = ctx.clock.now_ms();
+        ctx.live.lock().unwrap_or_else(|p| p.into_inner()).phase[job.item] = Some(phase);
+        if let Err(e) = ctx.store.task_phase_started(
+            job.task_id,
+            &job.lane,
+            phase.as_str(),
+            now,
+            Some(pid as i32),
+            paths,
+        ) {
+            tracing::error!(run_id = %ctx.run_id, task = %job.def.name, error = %e, "could not record running task");
+        }
+        let _ = ctx.events.send(RunEvent::TaskState {
+            run_id: ctx.run_id.clone(),
+            item: job.item as u32,
+            task: job.def.name.clone(),
+            kind: job.kind,
+            group: job.group.clone(),
+            lane: Some(job.lane.clone()),
+            state: TaskState::Running { phase },
+            ts: now,
+        });
+    };
+    exec::run_phase(
+        &cmd,
+        &ctx.clock,
+        Some(live),
+        Some(ctx.stop.clone()),
+        on_spawn,
+    )
+    .await
+    .map_err(|e| e.to_string())
+}

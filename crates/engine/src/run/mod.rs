@@ -1,0 +1,971 @@
+//! The run state machine: drives [`crate::plan`], the [`ResourceBroker`] and
+//! [`crate::exec`], stores every result and emits [`RunEvent`]s.
+//!
+//! A launch snapshots the pack folder into `runs/<id>/pack/` and runs from there, so
+//! editing a pack never disturbs a running run. Stopping a run terminates the process
+//! groups of running phases (SIGTERM, SIGKILL after the grace period); those tasks and all
+//! that had not started become Aborted, no further phase (teardowns included) is started,
+//! and the run ends `stopped`.
+//!
+//! Drivers and phases run as tokio tasks: processes are forked from runtime worker
+//! threads, which live as long as the runtime (see `exec` on pdeathsig).
+
+pub mod broker;
+pub mod events;
+mod item;
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde_json::Value;
+use tokio::sync::{broadcast, mpsc, watch};
+
+use crate::clock::{Clock, EpochMs};
+use crate::exec::ExecLimits;
+use crate::outcome::{RunStatus, ERRORED};
+use crate::pack::{self, LoadedPack, PackErrors};
+use crate::plan::{self, BusyOutcome, ItemState, Plan, PlanInput};
+use crate::store::{NewRun, NewTaskRow, Store, StoreError, TaskFinish, TaskKind};
+
+pub use broker::{AlwaysGrant, Grant, Holding, ResourceBroker, TaskNeeds};
+pub use events::{LaneView, LaunchRequest, Progress, RunEvent, RunView, TaskState, TaskView};
+use item::{execute_item, ItemDone, ItemJob, RunCtx};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Pack(#[from] PackErrors),
+    /// The run is stored with status `could_not_start` and this reason.
+    #[error("run {run_id} could not start: {reason}")]
+    CouldNotStart { run_id: String, reason: String },
+    #[error("cannot snapshot pack {dir} into {to}: {source}")]
+    Snapshot {
+        dir: PathBuf,
+        to: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("run {0} is not running")]
+    NotRunning(String),
+}
+
+/// Launches runs and keeps their live state.
+#[derive(Clone)]
+pub struct RunManager {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<Store>,
+    data_dir: PathBuf,
+    broker: Arc<dyn ResourceBroker>,
+    clock: Arc<dyn Clock>,
+    events: broadcast::Sender<RunEvent>,
+    limits: ExecLimits,
+    live: Mutex<HashMap<String, LiveHandle>>,
+}
+
+struct LiveHandle {
+    state: Arc<Mutex<LiveRun>>,
+    stop: watch::Sender<bool>,
+    finished: watch::Receiver<Option<RunStatus>>,
+}
+
+/// Live state of one run, shared by its driver and [`RunManager::view`].
+struct LiveRun {
+    run_id: String,
+    pack_name: String,
+    pack_version: String,
+    status: RunStatus,
+    reason: Option<String>,
+    started_ms: EpochMs,
+    plan: Plan,
+    task_ids: Vec<i64>,
+    started: Vec<Option<EpochMs>>,
+    finished: Vec<Option<EpochMs>>,
+    phase: Vec<Option<crate::outcome::Phase>>,
+}
+
+/// Capacity of the event channel; slow subscribers lose the oldest events (and are told
+/// so by tokio's `Lagged`), the console's memory stays bounded.
+pub const EVENT_CAPACITY: usize = 1024;
+
+impl RunManager {
+    pub fn new(
+        store: Arc<Store>,
+        data_dir: &Path,
+        broker: Arc<dyn ResourceBroker>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self::with_limits(store, data_dir, broker, clock, ExecLimits::default())
+    }
+
+    pub fn with_limits(
+        store: Arc<Store>,
+        data_dir: &Path,
+        broker: Arc<dyn ResourceBroker>,
+        clock: Arc<dyn Clock>,
+        limits: ExecLimits,
+    ) -> Self {
+        let (events, _) = broadcast::channel(EVENT_CAPACITY);
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                data_dir: data_dir.to_path_buf(),
+                broker,
+                clock,
+                events,
+                limits,
+                live: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.inner.store
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<RunEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// Folder of a run's snapshot, logs and artifacts.
+    pub fn run_dir(&self, run_id: &str) -> PathBuf {
+        self.inner.data_dir.join("runs").join(run_id)
+    }
+
+    /// Ids of runs this manager is driving now.
+    pub fn active_runs(&self) -> Vec<String> {
+        let live = self.inner.live.lock().unwrap_or_else(|p| p.into_inner());
+        let mut ids: Vec<String> = live
+            .iter()
+            .filter(|(_, h)| h.finished.borrow().is_none())
+            .map(|(id, _)| id.clone())
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// Start a run. Returns its id once it is stored and its driver started. Problems found
+    /// before any task starts (unknown group, missing `req_param_keys`, bad parameter)
+    /// store the run as `could_not_start` and return [`RunError::CouldNotStart`].
+    /// Must be called within a tokio runtime.
+    pub fn launch(&self, req: LaunchRequest) -> Result<String, RunError> {
+        let inner = &self.inner;
+        let now = inner.clock.now_ms();
+        let run_id = new_run_id(now);
+        let run_dir = self.run_dir(&run_id);
+        let snapshot = run_dir.join("pack");
+        let src = PathBuf::from(&req.pack_dir);
+        // Check the pack where it is first: a broken pack is reported against its own files.
+        pack::load(&src)?;
+        snapshot_pack(&src, &snapshot).map_err(|source| RunError::Snapshot {
+            dir: src.clone(),
+            to: snapshot.clone(),
+            source,
+        })?;
+        let loaded = pack::load(&snapshot)?;
+        let mut overrides = req.params.clone();
+        if let Some(m) = req.resource_mode {
+            overrides.insert(
+                "resource_mode".into(),
+                serde_json::to_value(m).expect("enum"),
+            );
+        }
+        if let Some(m) = req.coverage_mode {
+            overrides.insert(
+                "coverage_mode".into(),
+                serde_json::to_value(m).expect("enum"),
+            );
+        }
+        let params = plan::effective_params(&loaded.def.params, &overrides);
+        let plan = params.and_then(|params| {
+            Plan::build(PlanInput {
+                pack: &loaded,
+                groups: req.groups.clone(),
+                duts: req.duts.clone(),
+                ats: req.ats.clone(),
+                params,
+            })
+        });
+        let params_json = match &plan {
+            Ok(p) => serde_json::to_value(p.params()).unwrap_or(Value::Null),
+            Err(_) => {
+                let mut m = serde_json::to_value(&loaded.def.params)
+                    .ok()
+                    .and_then(|v| v.as_object().cloned())
+                    .unwrap_or_default();
+                m.extend(overrides.clone());
+                Value::Object(m)
+            }
+        };
+        let mut new_run = NewRun {
+            id: run_id.clone(),
+            pack_name: loaded.def.name.clone(),
+            pack_version: loaded.def.version.clone(),
+            content_hash: loaded.content_hash.clone(),
+            pack_dir: src
+                .canonicalize()
+                .unwrap_or(src.clone())
+                .display()
+                .to_string(),
+            snapshot_dir: Some(snapshot.display().to_string()),
+            groups: req.groups.clone(),
+            duts: req.duts.clone(),
+            ats: req.ats.clone(),
+            params: params_json.clone(),
+            resource_mode: mode_str(params_json.get("resource_mode")),
+            coverage_mode: mode_str(params_json.get("coverage_mode")),
+            status: RunStatus::Queued,
+            reason: None,
+            created_ms: now,
+            est_run_time: 0.0,
+        };
+        let plan = match plan {
+            Ok(p) => p,
+            Err(e) => {
+                return Err(self.could_not_start(new_run, &e.to_string()));
+            }
+        };
+        if new_run.groups.is_empty() {
+            new_run.groups = plan.groups().to_vec();
+        }
+        new_run.est_run_time = estimate_total(&plan);
+        let rows: Vec<NewTaskRow> = plan
+            .items()
+            .iter()
+            .map(|it| NewTaskRow {
+                seq: it.id as u32,
+                lane: it.lane.map(|l| plan.lane_name(l).to_string()),
+                task: it.task.clone(),
+                kind: it.kind,
+                group: it.group.clone(),
+                description: it.def.description.clone(),
+                est_task_time: it.def.est_task_time,
+            })
+            .collect();
+        // Resource mode `all` and friends reserve up front.
+        let needs: Vec<TaskNeeds<'_>> = plan
+            .items()
+            .iter()
+            .filter(|it| !matches!(plan.state(it.id), ItemState::Done { .. }))
+            .map(|it| {
+                let lane = it.lane.unwrap_or(0);
+                TaskNeeds::from_def(
+                    &run_id,
+                    it.id,
+                    &it.def,
+                    plan.lane_name(lane),
+                    plan.lane_dut(lane),
+                    plan.ats(),
+                    now,
+                )
+            })
+            .collect();
+        let begin = inner
+            .broker
+            .begin_run(&run_id, plan.params().resource_mode, &needs);
+        drop(needs);
+        if let Err(reason) = begin {
+            return Err(self.could_not_start(new_run, &format!("resources: {reason}")));
+        }
+        let task_ids = inner.store.insert_run(&new_run, &rows)?;
+
+        let n = plan.items().len();
+        let state = Arc::new(Mutex::new(LiveRun {
+            run_id: run_id.clone(),
+            pack_name: loaded.def.name.clone(),
+            pack_version: loaded.def.version.clone(),
+            status: RunStatus::Queued,
+            reason: None,
+            started_ms: now,
+            plan,
+            task_ids,
+            started: vec![None; n],
+            finished: vec![None; n],
+            phase: vec![None; n],
+        }));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (fin_tx, fin_rx) = watch::channel(None);
+        inner.live.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            run_id.clone(),
+            LiveHandle {
+                state: state.clone(),
+                stop: stop_tx,
+                finished: fin_rx,
+            },
+        );
+        let ctx = Arc::new(RunCtx {
+            run_id: run_id.clone(),
+            run_dir,
+            store: inner.store.clone(),
+            clock: inner.clock.clone(),
+            events: inner.events.clone(),
+            params: state.lock().expect("fresh").plan.params().clone(),
+            params_json,
+            ats: req.ats.clone(),
+            limits: inner.limits.clone(),
+            stop: stop_rx.clone(),
+            live: state.clone(),
+        });
+        let driver = Driver {
+            inner: inner.clone(),
+            ctx,
+            state,
+            pack: loaded,
+            stop: stop_rx,
+            dir_names: HashMap::new(),
+        };
+        tokio::spawn(async move {
+            let status = driver.drive().await;
+            let _ = fin_tx.send(Some(status));
+        });
+        Ok(run_id)
+    }
+
+    fn could_not_start(&self, mut run: NewRun, reason: &str) -> RunError {
+        let inner = &self.inner;
+        run.status = RunStatus::CouldNotStart;
+        run.reason = Some(reason.to_string());
+        let id = run.id.clone();
+        if let Err(e) = inner.store.insert_run(&run, &[]) {
+            return RunError::Store(e);
+        }
+        let now = inner.clock.now_ms();
+        let _ = inner
+            .store
+            .set_run_status(&id, RunStatus::CouldNotStart, Some(reason), now);
+        let _ = inner.events.send(RunEvent::RunStatus {
+            run_id: id.clone(),
+            status: RunStatus::CouldNotStart,
+            reason: Some(reason.into()),
+            ts: now,
+        });
+        tracing::warn!(run_id = %id, reason, "run could not start");
+        RunError::CouldNotStart {
+            run_id: id,
+            reason: reason.into(),
+        }
+    }
+
+    /// Stop a run: running phases are terminated, nothing else starts.
+    pub fn stop(&self, run_id: &str) -> Result<(), RunError> {
+        let live = self.inner.live.lock().unwrap_or_else(|p| p.into_inner());
+        let h = live
+            .get(run_id)
+            .filter(|h| h.finished.borrow().is_none())
+            .ok_or_else(|| RunError::NotRunning(run_id.into()))?;
+        let _ = h.stop.send(true);
+        Ok(())
+    }
+
+    /// Wait until a run this manager drives has ended; returns its final status.
+    pub async fn wait(&self, run_id: &str) -> Result<RunStatus, RunError> {
+        let mut rx = {
+            let live = self.inner.live.lock().unwrap_or_else(|p| p.into_inner());
+            match live.get(run_id) {
+                Some(h) => h.finished.clone(),
+                None => {
+                    return Ok(self.inner.store.get_run(run_id)?.status);
+                }
+            }
+        };
+        let status = rx
+            .wait_for(|s| s.is_some())
+            .await
+            .map(|s| s.expect("checked"))
+            .unwrap_or(RunStatus::Interrupted);
+        Ok(status)
+    }
+
+    /// Live state of a run this manager drives (or drove, since it was created).
+    pub fn view(&self, run_id: &str) -> Option<RunView> {
+        let state = {
+            let live = self.inner.live.lock().unwrap_or_else(|p| p.into_inner());
+            live.get(run_id)?.state.clone()
+        };
+        let now = self.inner.clock.now_ms();
+        let s = state.lock().unwrap_or_else(|p| p.into_inner());
+        Some(build_view(&s, now))
+    }
+
+    /// Forget finished runs' live state (their results stay in the store).
+    pub fn prune_finished(&self) {
+        let mut live = self.inner.live.lock().unwrap_or_else(|p| p.into_inner());
+        live.retain(|_, h| h.finished.borrow().is_none());
+    }
+}
+
+fn mode_str(v: Option<&Value>) -> String {
+    v.and_then(|v| v.as_str()).unwrap_or("").to_string()
+}
+
+struct Driver {
+    inner: Arc<Inner>,
+    ctx: Arc<RunCtx>,
+    state: Arc<Mutex<LiveRun>>,
+    pack: LoadedPack,
+    stop: watch::Receiver<bool>,
+    /// Folder names taken per lane.
+    dir_names: HashMap<String, HashSet<String>>,
+}
+
+impl Driver {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LiveRun> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn emit(&self, ev: RunEvent) {
+        let _ = self.inner.events.send(ev);
+    }
+
+    fn set_status(&self, status: RunStatus, reason: Option<String>) {
+        let now = self.inner.clock.now_ms();
+        {
+            let mut s = self.lock();
+            s.status = status;
+            s.reason = reason.clone();
+        }
+        if let Err(e) =
+            self.inner
+                .store
+                .set_run_status(&self.ctx.run_id, status, reason.as_deref(), now)
+        {
+            tracing::error!(run_id = %self.ctx.run_id, error = %e, "could not store run status");
+        }
+        self.emit(RunEvent::RunStatus {
+            run_id: self.ctx.run_id.clone(),
+            status,
+            reason,
+            ts: now,
+        });
+    }
+
+    async fn drive(mut self) -> RunStatus {
+        let run_id = self.ctx.run_id.clone();
+        tracing::info!(run_id = %run_id, "run started");
+        self.set_status(RunStatus::Running, None);
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<ItemDone>();
+        let mut running = 0usize;
+        let mut stopping = false;
+        loop {
+            if !stopping {
+                self.schedule(&done_tx, &mut running);
+            } else {
+                self.persist_settled();
+            }
+            let (finished, wake) = {
+                let s = self.lock();
+                (s.plan.is_done(), s.plan.next_wake())
+            };
+            self.emit_progress();
+            if finished && running == 0 {
+                break;
+            }
+            let sleep = async {
+                match wake {
+                    Some(t) if !stopping => {
+                        let ms = (t - self.inner.clock.now_ms()).max(0) as u64;
+                        tokio::time::sleep(std::time::Duration::from_millis(ms)).await
+                    }
+                    _ => std::future::pending().await,
+                }
+            };
+            let mut stop_rx = self.stop.clone();
+            tokio::select! {
+                d = done_rx.recv() => {
+                    let Some(d) = d else { break };
+                    running -= 1;
+                    self.item_done(d);
+                }
+                _ = sleep => {}
+                _ = stop_rx.wait_for(|v| *v), if !stopping => {
+                    stopping = true;
+                    tracing::info!(run_id = %run_id, "stopping run");
+                    self.lock().plan.abort_pending("run stopped by the operator");
+                }
+            }
+        }
+        self.inner.broker.end_run(&run_id);
+        let status = if stopping {
+            RunStatus::Stopped
+        } else {
+            RunStatus::Completed
+        };
+        let reason = stopping.then(|| "stopped by the operator".to_string());
+        self.set_status(status, reason);
+        tracing::info!(run_id = %run_id, status = status.as_str(), "run ended");
+        status
+    }
+
+    /// Start what the plan allows; handle broker answers; persist plan-made results.
+    fn schedule(&mut self, done_tx: &mpsc::UnboundedSender<ItemDone>, running: &mut usize) {
+        loop {
+            let now = self.inner.clock.now_ms();
+            let starts = self.lock().plan.next_starts(now);
+            self.persist_settled();
+            if starts.is_empty() {
+                return;
+            }
+            let mut again = false;
+            for st in starts {
+                let (grant, job) = {
+                    let s = self.lock();
+                    let it = s.plan.item(st.item);
+                    let lane = s.plan.lane_name(st.lane).to_string();
+                    let needs = TaskNeeds::from_def(
+                        &self.ctx.run_id,
+                        st.item,
+                        &it.def,
+                        &lane,
+                        s.plan.lane_dut(st.lane),
+                        s.plan.ats(),
+                        now,
+                    );
+                    let grant = self.inner.broker.acquire(&needs);
+                    let job = ItemJob {
+                        item: st.item,
+                        task_id: s.task_ids[st.item],
+                        def: it.def.clone(),
+                        kind: it.kind,
+                        group: it.group.clone(),
+                        task_dir: self
+                            .pack
+                            .tasks
+                            .get(&it.task)
+                            .map(|t| t.dir.clone())
+                            .unwrap_or_else(|| self.pack.dir.clone()),
+                        lane,
+                        dut: s.plan.lane_dut(st.lane).cloned(),
+                        dir_name: String::new(),
+                        holdings: Vec::new(),
+                    };
+                    (grant, job)
+                };
+                match grant {
+                    Grant::Granted(holdings) => {
+                        let mut job = job;
+                        job.holdings = holdings;
+                        job.dir_name = self.dir_name(&job.lane, &job.def.name);
+                        {
+                            let mut s = self.lock();
+                            s.started[st.item] = Some(now);
+                        }
+                        *running += 1;
+                        tokio::spawn(execute_item(self.ctx.clone(), job, done_tx.clone()));
+                    }
+                    Grant::Busy { until, reason } => {
+                        let out = self.lock().plan.resource_busy(st.item, now, until, &reason);
+                        match out {
+                            BusyOutcome::Delayed { until } => {
+                                self.emit_task(
+                                    st.item,
+                                    TaskState::Waiting {
+                                        reason: format!(
+                                            "resources busy ({reason}); retry in {}s",
+                                            ((until - now).max(0) + 999) / 1000
+                                        ),
+                                    },
+                                );
+                            }
+                            BusyOutcome::GaveUp { .. } => again = true,
+                        }
+                    }
+                    Grant::Unavailable(reason) => {
+                        let msg = format!("resources unavailable: {reason}");
+                        self.lock().plan.finish(st.item, ERRORED, &msg);
+                        self.store_engine_result(st.item, ERRORED, &msg, Some(job.lane.clone()));
+                        again = true;
+                    }
+                }
+            }
+            if !again {
+                // Newly started items cannot unblock anything until they finish.
+                return;
+            }
+        }
+    }
+
+    fn dir_name(&mut self, lane: &str, task: &str) -> String {
+        let taken = self.dir_names.entry(lane.to_string()).or_default();
+        let mut name = task.to_string();
+        let mut n = 2;
+        while !taken.insert(name.clone()) {
+            name = format!("{task}-{n}");
+            n += 1;
+        }
+        name
+    }
+
+    fn item_done(&mut self, d: ItemDone) {
+        let holdings = d.holdings;
+        self.inner
+            .broker
+            .release(&self.ctx.run_id, d.item, &holdings);
+        let mut s = self.lock();
+        s.plan.finish(d.item, &d.result, &d.message);
+        s.finished[d.item] = Some(d.finished_ms);
+    }
+
+    /// Store and announce results the plan assigned itself (Skipped, Blocked, ...).
+    fn persist_settled(&self) {
+        let (rows, events) = {
+            let mut s = self.lock();
+            let settled = s.plan.drain_settled();
+            if settled.is_empty() {
+                return;
+            }
+            let now = self.inner.clock.now_ms();
+            let mut rows = Vec::new();
+            let mut events = Vec::new();
+            for id in settled {
+                if let ItemState::Done {
+                    result,
+                    message,
+                    failure,
+                    lane,
+                } = s.plan.state(id).clone()
+                {
+                    let lane_name = lane.map(|l| s.plan.lane_name(l).to_string());
+                    rows.push((
+                        s.task_ids[id],
+                        TaskFinish {
+                            lane: lane_name.clone(),
+                            result: result.clone(),
+                            failure,
+                            message: message.clone(),
+                            finished_ms: now,
+                            ..Default::default()
+                        },
+                    ));
+                    s.finished[id] = Some(now);
+                    let it = s.plan.item(id);
+                    events.push(RunEvent::TaskState {
+                        run_id: self.ctx.run_id.clone(),
+                        item: id as u32,
+                        task: it.task.clone(),
+                        kind: it.kind,
+                        group: it.group.clone(),
+                        lane: lane_name,
+                        state: TaskState::Done {
+                            result,
+                            message,
+                            failure,
+                        },
+                        ts: now,
+                    });
+                }
+            }
+            (rows, events)
+        };
+        if let Err(e) = self.inner.store.finish_tasks(&rows) {
+            tracing::error!(run_id = %self.ctx.run_id, error = %e, "could not store results");
+        }
+        for ev in events {
+            self.emit(ev);
+        }
+    }
+
+    fn store_engine_result(&self, item: usize, result: &str, message: &str, lane: Option<String>) {
+        let now = self.inner.clock.now_ms();
+        let (task_id, failure) = {
+            let mut s = self.lock();
+            s.finished[item] = Some(now);
+            (s.task_ids[item], s.plan.is_failure(result))
+        };
+        let f = TaskFinish {
+            lane,
+            result: result.into(),
+            failure,
+            message: message.into(),
+            finished_ms: now,
+            ..Default::default()
+        };
+        if let Err(e) = self.inner.store.finish_task(task_id, &f) {
+            tracing::error!(run_id = %self.ctx.run_id, error = %e, "could not store result");
+        }
+        self.emit_task(
+            item,
+            TaskState::Done {
+                result: result.into(),
+                message: message.into(),
+                failure,
+            },
+        );
+    }
+
+    fn emit_task(&self, item: usize, state: TaskState) {
+        let ev = {
+            let s = self.lock();
+            let it = s.plan.item(item);
+            let lane = match s.plan.state(item) {
+                ItemState::Running { lane } => Some(*lane),
+                ItemState::Done { lane, .. } => *lane,
+                _ => it.lane,
+            };
+            RunEvent::TaskState {
+                run_id: self.ctx.run_id.clone(),
+                item: item as u32,
+                task: it.task.clone(),
+                kind: it.kind,
+                group: it.group.clone(),
+                lane: lane.map(|l| s.plan.lane_name(l).to_string()),
+                state,
+                ts: self.inner.clock.now_ms(),
+            }
+        };
+        self.emit(ev);
+    }
+
+    fn emit_progress(&self) {
+        if self.inner.events.receiver_count() == 0 {
+            return;
+        }
+        let now = self.inner.clock.now_ms();
+        let progress = {
+            let s = self.lock();
+            progress_of(&s, None, now)
+        };
+        self.emit(RunEvent::Progress {
+            run_id: self.ctx.run_id.clone(),
+            progress,
+            ts: now,
+        });
+    }
+}
+
+/// Estimated seconds of the whole run: the longest lane (shared tests spread evenly).
+fn estimate_total(plan: &Plan) -> f64 {
+    let lanes = plan.lane_count().max(1);
+    let mut per_lane = vec![0.0f64; lanes];
+    let mut shared = 0.0;
+    for it in plan.items() {
+        if matches!(plan.state(it.id), ItemState::Done { .. }) {
+            continue;
+        }
+        match it.lane {
+            Some(l) => per_lane[l] += it.def.est_task_time,
+            None => shared += it.def.est_task_time,
+        }
+    }
+    per_lane
+        .iter()
+        .map(|v| v + shared / lanes as f64)
+        .fold(0.0, f64::max)
+}
+
+/// Progress of the run, or of one lane.
+fn progress_of(s: &LiveRun, lane: Option<usize>, now: EpochMs) -> Progress {
+    let plan = &s.plan;
+    let lanes = plan.lane_count().max(1);
+    let mut done = 0u32;
+    let mut total = 0u32;
+    let mut failures = 0u32;
+    let mut per_lane = vec![0.0f64; lanes];
+    let mut shared = 0.0f64;
+    for it in plan.items() {
+        let st = plan.state(it.id);
+        let on_lane = match st {
+            ItemState::Running { lane } => Some(*lane),
+            ItemState::Done { lane, .. } => *lane,
+            _ => it.lane,
+        };
+        if let Some(l) = lane {
+            if on_lane != Some(l) && !(on_lane.is_none() && it.lane.is_none()) {
+                continue;
+            }
+        }
+        total += 1;
+        match st {
+            ItemState::Done { failure, .. } => {
+                done += 1;
+                if *failure {
+                    failures += 1;
+                }
+            }
+            ItemState::Running { lane } => {
+                let elapsed = s.started[it.id]
+                    .map(|t| (now - t) as f64 / 1000.0)
+                    .unwrap_or(0.0);
+                per_lane[*lane] += (it.def.est_task_time - elapsed).max(0.0);
+            }
+            _ => match it.lane {
+                Some(l) => per_lane[l] += it.def.est_task_time,
+                None => shared += it.def.est_task_time,
+            },
+        }
+    }
+    let eta_s = match lane {
+        Some(l) => per_lane[l] + shared / lanes as f64,
+        None => per_lane
+            .iter()
+            .map(|v| v + shared / lanes as f64)
+            .fold(0.0, f64::max),
+    };
+    let finished = s.status.is_finished();
+    Progress {
+        done,
+        total,
+        failures,
+        elapsed_ms: now - s.started_ms,
+        eta_ms: (!finished).then_some((eta_s * 1000.0) as i64),
+    }
+}
+
+fn build_view(s: &LiveRun, now: EpochMs) -> RunView {
+    let plan = &s.plan;
+    let task_view = |id: usize| -> TaskView {
+        let it = plan.item(id);
+        let st = plan.state(id);
+        let (lane, state) = match st {
+            ItemState::Pending => (
+                it.lane,
+                TaskState::Queued {
+                    reason: plan.wait_reason(id, now).unwrap_or_default(),
+                },
+            ),
+            ItemState::Delayed { .. } => (
+                it.lane,
+                TaskState::Waiting {
+                    reason: plan.wait_reason(id, now).unwrap_or_default(),
+                },
+            ),
+            ItemState::Running { lane } => (
+                Some(*lane),
+                TaskState::Running {
+                    phase: s.phase[id].unwrap_or(crate::outcome::Phase::Main),
+                },
+            ),
+            ItemState::Done {
+                result,
+                message,
+                failure,
+                lane,
+            } => (
+                *lane,
+                TaskState::Done {
+                    result: result.clone(),
+                    message: message.clone(),
+                    failure: *failure,
+                },
+            ),
+        };
+        TaskView {
+            item: id as u32,
+            task_id: s.task_ids[id],
+            task: it.task.clone(),
+            kind: it.kind,
+            group: it.group.clone(),
+            lane: lane.map(|l| plan.lane_name(l).to_string()),
+            state,
+            est_task_time: it.def.est_task_time,
+            started_ms: s.started[id],
+            finished_ms: s.finished[id],
+        }
+    };
+    let mut lanes: Vec<LaneView> = (0..plan.lane_count())
+        .map(|l| LaneView {
+            name: plan.lane_name(l).to_string(),
+            dut: plan.lane_dut(l).cloned(),
+            setup: Vec::new(),
+            test: Vec::new(),
+            teardown: Vec::new(),
+            delay: Vec::new(),
+            progress: progress_of(s, Some(l), now),
+        })
+        .collect();
+    let mut shared = Vec::new();
+    for it in plan.items() {
+        let st = plan.state(it.id);
+        let lane = match st {
+            ItemState::Running { lane } => Some(*lane),
+            ItemState::Done { lane, .. } => *lane,
+            _ => it.lane,
+        };
+        let v = task_view(it.id);
+        match lane {
+            None => shared.push(v),
+            Some(l) => {
+                let lv = &mut lanes[l];
+                if matches!(st, ItemState::Delayed { .. }) {
+                    lv.delay.push(v);
+                } else {
+                    match it.kind {
+                        TaskKind::Setup => lv.setup.push(v),
+                        TaskKind::Test => lv.test.push(v),
+                        TaskKind::Teardown => lv.teardown.push(v),
+                    }
+                }
+            }
+        }
+    }
+    RunView {
+        run_id: s.run_id.clone(),
+        pack_name: s.pack_name.clone(),
+        pack_version: s.pack_version.clone(),
+        status: s.status,
+        reason: s.reason.clone(),
+        started_ms: s.started_ms,
+        lanes,
+        shared,
+        progress: progress_of(s, None, now),
+    }
+}
+
+/// Copy the pack's files (those its content hash covers) into `to`.
+fn snapshot_pack(src: &Path, to: &Path) -> std::io::Result<()> {
+    let root = src.canonicalize()?;
+    std::fs::create_dir_all(to)?;
+    for rel in pack::hash::pack_files(&root)? {
+        let dst = to.join(&rel);
+        if let Some(parent) = dst.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::copy(root.join(&rel), &dst)?;
+    }
+    Ok(())
+}
+
+/// `r20261121-195500-3f9a`: UTC date-time of launch plus 4 random hex digits.
+pub fn new_run_id(now: EpochMs) -> String {
+    let secs = now.div_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    let rand = uuid::Uuid::new_v4().as_u128() as u16;
+    format!(
+        "r{y:04}{m:02}{d:02}-{:02}{:02}{:02}-{rand:04x}",
+        sod / 3600,
+        (sod / 60) % 60,
+        sod % 60
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_id_format() {
+        // 2026-11-21 19:55:00 UTC
+        let id = new_run_id(1_795_290_900_000);
+        assert!(id.starts_with("r20261121-195500-"), "{id}");
+        assert_eq!(id.len(), "r20261121-195500-3f9a".len());
+    }
+}
