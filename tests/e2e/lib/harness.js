@@ -43,7 +43,7 @@ export async function startServer({ packDirs = ['packs', 'tests/fixtures/packs']
     '--bind', '127.0.0.1:0',
     '--data-dir', dataDir,
     '--lab', path.join(ROOT, 'lab/demo-lab.yaml'),
-    '--ui-dir', path.join(ROOT, 'ui/dist'),
+    '--ui-dir', process.env.TESTBAY_UI_DIR || path.join(ROOT, 'ui/dist'),
     ...packDirs.flatMap((d) => ['--packs', path.isAbsolute(d) ? d : path.join(ROOT, d)]),
     ...extraArgs,
   ];

@@ -7,11 +7,13 @@ import { isTauri, TauriTransport } from './tauri';
 import { TransportError, type ConnState, type Transport } from './transport';
 import { WebTransport } from './web';
 
+import type { Diagnostic } from '../api/types';
+
 export { TransportError };
 
 /** An error response from the engine: a code the UI can act on, a message, maybe diagnostics. */
 export class ApiError extends Error {
-  constructor(readonly code: string, message: string, readonly details?: unknown) {
+  constructor(readonly code: string, message: string, readonly diagnostics: Diagnostic[] = []) {
     super(message);
     this.name = 'ApiError';
   }
@@ -29,7 +31,12 @@ class Backend {
   constructor() {
     this.transport = isTauri() ? new TauriTransport() : new WebTransport();
     this.transport.listen(
-      (ev) => {
+      (ev: any) => {
+        // The engine says a subscriber fell behind: events were lost, reload.
+        if (ev?.kind === 'resync') {
+          for (const r of this.resyncers) r();
+          return;
+        }
         for (const l of this.listeners) {
           try {
             l(ev);
@@ -75,21 +82,22 @@ class Backend {
 
 function toError(e: unknown): Error {
   if (e instanceof Error) return e;
-  const err = errorOf(e) ?? errorOf({ error: e });
-  return err ?? new Error(String(e));
+  return errorOf(e) ?? new Error(String(e));
 }
 
 /** Recognise an error response in the shapes engine::api may use. */
 function errorOf(res: any): ApiError | null {
   if (!res || typeof res !== 'object') return null;
-  const e = res.error ?? res.Error ?? (res.type === 'error' ? res : null);
+  // HTTP: `{"error": ApiError}`; Tauri rejects with the ApiError itself.
+  const e = res.error ?? (typeof res.code === 'string' && typeof res.message === 'string' ? res : null);
   if (!e) return null;
   if (typeof e === 'string') return new ApiError('error', e);
-  return new ApiError(String(e.code ?? 'error'), String(e.message ?? JSON.stringify(e)), e.details ?? e.diagnostics ?? e);
+  return new ApiError(String(e.code ?? 'error'), String(e.message ?? JSON.stringify(e)), e.diagnostics ?? []);
 }
 
+/** A Response is `{cmd, data}`; the screens want `data`. */
 function unwrap(res: any): unknown {
-  if (res && typeof res === 'object' && 'ok' in res && Object.keys(res).length === 1) return res.ok;
+  if (res && typeof res === 'object' && 'cmd' in res) return res.data;
   return res;
 }
 

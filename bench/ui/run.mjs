@@ -1,0 +1,136 @@
+// UI benchmark (not a test): see README.md.
+import { mkdtempSync, mkdirSync, writeFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { startServer, startBrowser, ensureUiBuilt } from '../../tests/e2e/lib/harness.js';
+
+const { values: opt } = parseArgs({
+  options: {
+    tasks: { type: 'string', default: '2000' },
+    'lines-per-s': { type: 'string', default: '500' },
+    seconds: { type: 'string', default: '60' },
+    dut: { type: 'string', default: 'stb-01' },
+    ats: { type: 'string', default: 'rack-a' },
+  },
+});
+const TASKS = Number(opt.tasks);
+const RATE = Number(opt['lines-per-s']);
+const SECONDS = Number(opt.seconds);
+
+/** A pack of TASKS fast tasks plus one task printing RATE lines/s for the whole window. */
+function makePack(root) {
+  const dir = path.join(root, 'ui-bench');
+  mkdirSync(path.join(dir, 'tasks'), { recursive: true });
+  const names = [];
+  for (let i = 0; i < TASKS; i++) {
+    const name = `t${String(i).padStart(4, '0')}`;
+    names.push(name);
+    writeFileSync(
+      path.join(dir, 'tasks', `${name}.yaml`),
+      `name: ${name}\ndescription: fast task ${i}\nrun: [sh, -c, "echo ${name} ok"]\nest_task_time: 0.05\nmax_runtime: 30\nprocess_safe: true\nstop_suite_on_fail: false\n`,
+    );
+  }
+  writeFileSync(
+    path.join(dir, 'tasks', 'logger.py'),
+    `import sys, time\nrate, secs = ${RATE}, ${SECONDS + 30}\nt0 = time.time(); n = 0\nwhile time.time() - t0 < secs:\n    n += 1\n    print(f"{time.time():.3f} line {n} " + "x" * 60, flush=(n % 25 == 0))\n    time.sleep(max(0.0, t0 + n / rate - time.time()))\n`,
+  );
+  writeFileSync(
+    path.join(dir, 'tasks', 'logger.yaml'),
+    `name: logger\ndescription: prints ${RATE} lines/s\nrun: [python3, logger.py]\nest_task_time: ${SECONDS}\nmax_runtime: ${SECONDS + 120}\nprocess_safe: true\npriority: 1\nstop_suite_on_fail: false\n`,
+  );
+  writeFileSync(
+    path.join(dir, 'pack.yaml'),
+    `name: ui-bench\nversion: 1.0.0\ndescription: ${TASKS} fast tasks and one chatty logger\nparams:\n  process_limit: 8\n  resource_mode: per_task_separate\ngroups:\n  all:\n    tests: [logger, ${names.join(', ')}]\n`,
+  );
+  return dir;
+}
+
+async function api(server, request) {
+  const res = await fetch(`${server.origin}/api`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(request),
+  });
+  const body = await res.json();
+  if (body?.error) throw new Error(`${request.cmd}: ${body.error.message}`);
+  return body.data;
+}
+
+const pct = (xs, p) => (xs.length ? [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))] : 0);
+
+ensureUiBuilt();
+const root = mkdtempSync(path.join(tmpdir(), 'testbay-uibench-'));
+makePack(root);
+const server = await startServer({ packDirs: [root] });
+const browser = await startBrowser();
+try {
+  const page = browser.page;
+  await page.addInitScript(() => {
+    window.__bench = { long: [], events: [], lag: [] };
+    new PerformanceObserver((l) => {
+      for (const e of l.getEntries()) window.__bench.long.push(e.duration);
+    }).observe({ type: 'longtask', buffered: true });
+    new PerformanceObserver((l) => {
+      for (const e of l.getEntries()) if (e.interactionId) window.__bench.events.push({ name: e.name, duration: e.duration });
+    }).observe({ type: 'event', durationThreshold: 16, buffered: true });
+    let last = performance.now();
+    setInterval(() => {
+      const t = performance.now();
+      window.__bench.lag.push(t - last - 100);
+      last = t;
+    }, 100);
+  });
+
+  const pack = await api(server, { cmd: 'get_pack', name: 'ui-bench' });
+  const { run_id } = await api(server, {
+    cmd: 'launch',
+    pack: 'ui-bench',
+    version: pack.version,
+    groups: ['all'],
+    ats: opt.ats,
+    duts: [opt.dut],
+    resource_mode: 'per_task_separate',
+    coverage_mode: 'dut',
+    params: {},
+  });
+  console.log(`run ${run_id}: ${TASKS + 1} tasks, logger at ${RATE} lines/s, watching ${SECONDS}s`);
+
+  await page.goto(`${server.origin}/#/live/${encodeURIComponent(run_id)}`);
+  const logger = page.locator('[data-testid=task-table] [data-task=logger]');
+  await logger.waitFor({ timeout: 30_000 });
+  await logger.click();
+  // Forget page-load work: measure the steady state of a live run.
+  await page.evaluate(() => {
+    window.__bench.long.length = 0;
+    window.__bench.events.length = 0;
+    window.__bench.lag.length = 0;
+  });
+
+  const box = await page.locator('[data-testid=task-table]').boundingBox();
+  const t0 = Date.now();
+  let clicks = 0;
+  while (Date.now() - t0 < SECONDS * 1000) {
+    // Real input through CDP: click a task row, scroll the table, press a key.
+    await page.mouse.click(box.x + 120, box.y + 11 + ((clicks * 22) % Math.max(22, box.height - 30)));
+    await page.mouse.wheel(0, clicks % 2 ? 400 : -300);
+    await page.keyboard.press('Tab');
+    clicks++;
+    await page.waitForTimeout(250);
+  }
+  const b = await page.evaluate(() => window.__bench);
+  const logLines = await page.evaluate(() => document.querySelector('[data-testid=log-view]')?.closest('.log')?.querySelector('.meta .num')?.textContent ?? '');
+  const run = await api(server, { cmd: 'get_run', run_id });
+  const lat = b.events.map((e) => e.duration);
+  console.log(`run progress: ${run.done}/${run.total} done, status ${run.status}; log view shows ${logLines}`);
+  console.log(`long tasks (>50 ms): ${b.long.length}, max ${b.long.length ? Math.max(...b.long).toFixed(0) : 0} ms`);
+  console.log(
+    `input latency (Event Timing, ${clicks * 3} inputs, ${lat.length} over 16 ms): p50 ${pct(lat, 50).toFixed(0)} ms, p95 ${pct(lat, 95).toFixed(0)} ms, max ${lat.length ? Math.max(...lat).toFixed(0) : 0} ms`,
+  );
+  console.log(`timer lag (100 ms interval): p95 ${pct(b.lag, 95).toFixed(0)} ms, max ${Math.max(0, ...b.lag).toFixed(0)} ms`);
+  await api(server, { cmd: 'stop_run', run_id }).catch(() => {});
+} finally {
+  await browser.close();
+  await server.stop();
+  rmSync(root, { recursive: true, force: true });
+}

@@ -1,0 +1,132 @@
+// An operator's session in the browser against a real `testbay serve`: packs (with the
+// broken fixture pack's error), launch, live queue and log, stop, results and detail.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { ensureUiBuilt, startServer, startBrowser, screenshot } from '../lib/harness.js';
+
+let server;
+let browser;
+let page;
+const pageErrors = [];
+
+before(async () => {
+  ensureUiBuilt();
+  server = await startServer();
+  browser = await startBrowser();
+  page = browser.page;
+  page.setDefaultTimeout(20_000);
+  page.on('pageerror', (e) => pageErrors.push(e.message));
+});
+
+after(async () => {
+  await browser?.close();
+  await server?.stop();
+});
+
+/** Launch the stb-smoke pack's first group on `dut` from the Launch screen; returns the run id. */
+async function launchOn(dut, { shot } = {}) {
+  await page.goto(`${server.origin}/#/launch?pack=stb-smoke`);
+  await page.locator('[data-testid=pack-select]').waitFor();
+  await page.waitForFunction(() => document.querySelector('[data-testid=pack-select]')?.value === 'stb-smoke');
+  // At least one group is checked by default; the estimate follows the pack's est_task_time.
+  await page.locator('[data-testid=launch-groups] input[type=checkbox]:checked').first().waitFor();
+  // StormTest-style DUT search narrows the list to matching DUTs valid for the pack.
+  await page.fill('[data-testid=dut-search]', `Name==${dut}`);
+  const row = page.locator(`[data-testid=dut-table] tr[data-dut="${dut}"]`);
+  await row.waitFor();
+  await page.waitForFunction(
+    (d) => [...document.querySelectorAll('[data-testid=dut-table] tr[data-dut]')].every((r) => r.dataset.dut === d),
+    dut,
+  );
+  await row.locator('input[type=checkbox]').check();
+  assert.notEqual(await page.textContent('[data-testid=estimate]'), '–', 'an estimated duration is shown');
+  if (shot) await screenshot(page, shot);
+  await page.click('[data-testid=launch]');
+  await page.waitForURL(/#\/live\/[^/]+$/);
+  const runId = decodeURIComponent(page.url().split('#/live/')[1]);
+  await page.locator('[data-testid=run-id]', { hasText: runId }).waitFor();
+  return runId;
+}
+
+test('an operator browses packs, launches, watches, stops and reviews runs', async () => {
+  // --- Packs: the demo packs load, the broken fixture pack shows its errors with file and line.
+  await page.goto(server.url);
+  await page.locator('[data-testid=packs-table] tr[data-pack="stb-smoke"]').waitFor();
+  await page.locator('[data-testid=packs-table] tr[data-pack="net-regression"]').waitFor();
+  const broken = page.locator('[data-testid=packs-table] tr[data-pack="broken-typo"]');
+  await broken.waitFor();
+  assert.match(await broken.textContent(), /broken/);
+  await broken.click();
+  const diags = page.locator('[data-testid=diagnostics] li');
+  await diags.first().waitFor();
+  const where = await page.locator('[data-testid=diagnostics] .where').allTextContents();
+  assert.ok(where.some((w) => /\.ya?ml:\d+/.test(w)), `a diagnostic names a file and line: ${where.join(' | ')}`);
+  await screenshot(page, 'packs-broken');
+  await page.click('[data-testid=packs-table] tr[data-pack="stb-smoke"]');
+  await page.locator('[data-testid=groups-table] tbody tr').first().waitFor();
+  await page.locator('[data-testid=tasks-table] tbody tr').first().waitFor();
+  await screenshot(page, 'packs');
+
+  // --- Launch a demo run on a demo DUT; the UI goes to Live.
+  const run1 = await launchOn('stb-01', { shot: 'launch' });
+
+  // --- Live: tasks change state without a reload.
+  const states = async () =>
+    page.$$eval('[data-testid=task-table] [data-task]', (rows) => rows.map((r) => `${r.dataset.task}=${r.dataset.state}`).join(','));
+  await page.locator('[data-testid=task-table] [data-task]').first().waitFor();
+  const first = await states();
+  await page.waitForFunction(
+    (before) =>
+      [...document.querySelectorAll('[data-testid=task-table] [data-task]')].map((r) => `${r.dataset.task}=${r.dataset.state}`).join(',') !== before,
+    first,
+    { timeout: 60_000 },
+  );
+  // --- A live log: pick a running task (or the first that has output) and read its lines.
+  await page.locator('[data-testid=task-table] [data-state=running]').first().waitFor({ timeout: 60_000 }).catch(() => {});
+  const running = page.locator('[data-testid=task-table] [data-state=running]').first();
+  if (await running.count()) await running.click();
+  else await page.locator('[data-testid=task-table] [data-task]').first().click();
+  await page.waitForFunction(() => (document.querySelector('[data-testid=log-view]')?.textContent ?? '').trim().length > 0, null, {
+    timeout: 60_000,
+  });
+  await screenshot(page, 'live');
+
+  // The lab shows the DUT in use while the run holds it.
+  await page.goto(`${server.origin}/#/lab`);
+  await page.locator('[data-testid=racks] [data-rack]').first().waitFor();
+  await page.locator('[data-testid=timeline]').waitFor();
+  await screenshot(page, 'lab');
+
+  // --- A second run, stopped by the operator (with confirmation).
+  const run2 = await launchOn('stb-02');
+  await page.click('[data-testid=stop]');
+  await page.click('[data-testid=confirm-ok]');
+  await page.locator('[data-testid=run-status]', { hasText: 'stopped' }).waitFor({ timeout: 30_000 });
+
+  // --- Results: both runs are in the history; the detail shows the task tree and a log.
+  await page.goto(`${server.origin}/#/results`);
+  await page.locator(`[data-testid=results-table] tr[data-run="${run1}"]`).waitFor();
+  await page.locator(`[data-testid=results-table] tr[data-run="${run2}"]`).waitFor();
+  assert.match(await page.locator(`[data-testid=results-table] tr[data-run="${run2}"]`).textContent(), /stopped/);
+  // Text search narrows the server-paged history to the one run.
+  await page.fill('[data-testid=results-search]', run2);
+  await page.waitForFunction(
+    (id) => {
+      const rows = [...document.querySelectorAll('[data-testid=results-table] tr[data-run]')];
+      return rows.length === 1 && rows[0].dataset.run === id;
+    },
+    run2,
+  );
+  await page.fill('[data-testid=results-search]', '');
+  await page.locator(`[data-testid=results-table] tr[data-run="${run1}"]`).waitFor();
+  await screenshot(page, 'results');
+  await page.click(`[data-testid=results-table] tr[data-run="${run1}"]`);
+  await page.locator('[data-testid=detail-run-id]', { hasText: run1 }).waitFor();
+  const taskRow = page.locator('[data-testid=task-tree] tr[data-task]').first();
+  await taskRow.waitFor();
+  await taskRow.click();
+  await page.waitForFunction(() => (document.querySelector('[data-testid=log-view]')?.textContent ?? '').trim().length > 0);
+  await screenshot(page, 'results-detail');
+
+  assert.deepEqual(pageErrors, [], 'no uncaught errors in the page');
+});
