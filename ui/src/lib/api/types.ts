@@ -208,6 +208,7 @@ export interface RunFilter {
   dut?: string;
   ats?: string;
   result?: string;
+  status?: RunStatus;
   from?: EpochMs;
   to?: EpochMs;
   text?: string;
