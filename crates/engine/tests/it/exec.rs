@@ -1,0 +1,378 @@
+//! `exec::run_phase` with real child processes.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use testbay_engine::clock::{Clock, SystemClock};
+use testbay_engine::exec::*;
+use testbay_engine::outcome::*;
+
+struct Fx {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+}
+
+fn fx() -> Fx {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    std::fs::create_dir_all(dir.join("artifacts")).unwrap();
+    std::fs::write(dir.join("params.json"), "{}").unwrap();
+    Fx { _tmp: tmp, dir }
+}
+
+fn cmd(fx: &Fx, script: &str) -> PhaseCommand {
+    std::fs::write(fx.dir.join("t.sh"), script).unwrap();
+    PhaseCommand {
+        argv: vec!["bash".into(), "t.sh".into()],
+        cwd: fx.dir.clone(),
+        env: ProtocolEnv {
+            run_id: "r-test-1".into(),
+            task: "t".into(),
+            phase: Phase::Main,
+            params_file: fx.dir.join("params.json"),
+            result_file: fx.dir.join("result.json"),
+            artifacts_dir: fx.dir.join("artifacts"),
+        },
+        log_file: fx.dir.join("main.log"),
+        max_runtime: None,
+        limits: ExecLimits::default(),
+    }
+}
+
+fn clock() -> Arc<dyn Clock> {
+    Arc::new(SystemClock)
+}
+
+async fn run(c: &PhaseCommand) -> PhaseOutcome {
+    run_phase(c, &clock(), None, None, |_| {}).await.unwrap()
+}
+
+fn pid_alive(pid: i32) -> bool {
+    // A zombie still has a /proc entry; look at its state.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => {
+            let state = s[s.rfind(')').unwrap() + 2..].chars().next().unwrap();
+            state != 'Z' && state != 'X'
+        }
+        Err(_) => false,
+    }
+}
+
+fn rss_kib() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap();
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn exit_zero_without_result_passes_and_sees_protocol_env() {
+    let f = fx();
+    let c = cmd(
+        &f,
+        "echo hello\necho to-stderr >&2\nenv | grep ^TESTBAY_ | sort > \"$TESTBAY_ARTIFACTS/env.txt\"\n",
+    );
+    let o = run(&c).await;
+    assert_eq!(o.result, PASSED);
+    assert_eq!(o.exit, Exit::Code(0));
+    let log = std::fs::read_to_string(f.dir.join("main.log")).unwrap();
+    assert!(
+        log.contains("hello\n") && log.contains("to-stderr\n"),
+        "{log}"
+    );
+    let env = std::fs::read_to_string(f.dir.join("artifacts/env.txt")).unwrap();
+    for want in [
+        "TESTBAY_RUN_ID=r-test-1".to_string(),
+        "TESTBAY_TASK=t".into(),
+        "TESTBAY_PHASE=main".into(),
+        format!("TESTBAY_PARAMS={}", f.dir.join("params.json").display()),
+        format!("TESTBAY_RESULT={}", f.dir.join("result.json").display()),
+        format!("TESTBAY_ARTIFACTS={}", f.dir.join("artifacts").display()),
+    ] {
+        assert!(env.lines().any(|l| l == want), "missing {want} in\n{env}");
+    }
+}
+
+#[tokio::test]
+async fn nonzero_exit_without_result_fails() {
+    let f = fx();
+    let o = run(&cmd(&f, "exit 3\n")).await;
+    assert_eq!(o.result, FAILED);
+    assert_eq!(o.exit, Exit::Code(3));
+    assert!(o.message.contains("exit status 3"), "{}", o.message);
+}
+
+#[tokio::test]
+async fn result_file_with_multi_result_is_used() {
+    let f = fx();
+    let o = run(&cmd(
+        &f,
+        r#"cat > "$TESTBAY_RESULT" <<'EOF'
+{"result": "Completed", "metadata": {"message": "all good", "fw": "1.2"},
+ "multi_result": [
+   {"name": "a", "description": "first", "result": "Passed", "metadata": {"message": "ok"}},
+   {"name": "b", "result": "Failed"}
+ ]}
+EOF
+exit 1
+"#,
+    ))
+    .await;
+    // The result file wins over the exit status.
+    assert_eq!(o.result, COMPLETED);
+    assert_eq!(o.message, "all good");
+    assert_eq!(o.metadata.get("fw").unwrap(), "1.2");
+    assert_eq!(o.multi_result.len(), 2);
+    assert_eq!(o.multi_result[0].name, "a");
+    assert_eq!(o.multi_result[0].metadata.message, "ok");
+    assert_eq!(o.multi_result[1].result, FAILED);
+    assert_eq!(o.multi_result[1].description, "");
+}
+
+#[tokio::test]
+async fn garbage_result_is_errored_with_raw_text_kept() {
+    let f = fx();
+    let o = run(&cmd(
+        &f,
+        "printf 'this is {not json' > \"$TESTBAY_RESULT\"\n",
+    ))
+    .await;
+    assert_eq!(o.result, ERRORED);
+    assert!(o.message.contains("invalid result file"), "{}", o.message);
+    assert!(o.message.contains("line 1"), "{}", o.message);
+    assert_eq!(o.raw_result.as_deref(), Some("this is {not json"));
+}
+
+#[tokio::test]
+async fn result_breaking_the_schema_is_errored() {
+    let f = fx();
+    let o = run(&cmd(
+        &f,
+        "echo '{\"metadata\": {\"message\": \"no result key\"}, \"extra\": 1}' > \"$TESTBAY_RESULT\"\n",
+    ))
+    .await;
+    assert_eq!(o.result, ERRORED);
+    assert!(
+        o.message.contains("result") || o.message.contains("extra"),
+        "{}",
+        o.message
+    );
+    assert!(o.raw_result.unwrap().contains("no result key"));
+}
+
+#[tokio::test]
+async fn oversized_result_is_refused_with_capped_raw() {
+    let f = fx();
+    let mut c = cmd(
+        &f,
+        "head -c 200000 /dev/zero | tr '\\0' 'x' > \"$TESTBAY_RESULT\"\n",
+    );
+    c.limits.result_file_cap_bytes = 100_000;
+    c.limits.raw_result_cap_bytes = 1000;
+    let o = run(&c).await;
+    assert_eq!(o.result, ERRORED);
+    assert!(o.message.contains("200000 bytes"), "{}", o.message);
+    assert_eq!(o.raw_result.unwrap().len(), 1000);
+}
+
+#[tokio::test]
+async fn stale_result_file_from_an_earlier_attempt_is_ignored() {
+    let f = fx();
+    std::fs::write(f.dir.join("result.json"), r#"{"result": "Passed"}"#).unwrap();
+    let o = run(&cmd(&f, "exit 2\n")).await;
+    assert_eq!(o.result, FAILED);
+}
+
+#[tokio::test]
+async fn crash_by_signal_is_errored() {
+    let f = fx();
+    let o = run(&cmd(&f, "echo before\nkill -9 $$\n")).await;
+    assert_eq!(o.result, ERRORED);
+    assert_eq!(o.exit, Exit::Signal(9));
+    assert!(o.message.contains("SIGKILL"), "{}", o.message);
+    assert!(std::fs::read_to_string(f.dir.join("main.log"))
+        .unwrap()
+        .contains("before"));
+}
+
+#[tokio::test]
+async fn missing_program_is_errored() {
+    let f = fx();
+    let mut c = cmd(&f, "");
+    c.argv = vec!["./no-such-program".into()];
+    let o = run(&c).await;
+    assert_eq!(o.result, ERRORED);
+    assert_eq!(o.exit, Exit::NotStarted);
+    assert!(o.message.contains("could not start"), "{}", o.message);
+}
+
+#[tokio::test]
+async fn relative_program_is_resolved_against_cwd() {
+    let f = fx();
+    std::fs::write(f.dir.join("prog.sh"), "#!/bin/sh\necho from-prog\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        f.dir.join("prog.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let mut c = cmd(&f, "");
+    c.argv = vec!["./prog.sh".into()];
+    let o = run(&c).await;
+    assert_eq!(o.result, PASSED, "{}", o.message);
+    assert!(std::fs::read_to_string(f.dir.join("main.log"))
+        .unwrap()
+        .contains("from-prog"));
+}
+
+/// A hung task that ignores SIGTERM and has a grandchild: Timeout, and the whole process
+/// group (grandchild included) is gone afterwards.
+#[tokio::test]
+async fn hang_times_out_and_the_group_is_killed() {
+    let f = fx();
+    let mut c = cmd(
+        &f,
+        "trap '' TERM\nsleep 300 &\necho $! > \"$TESTBAY_ARTIFACTS/grandchild.pid\"\necho $$ > \"$TESTBAY_ARTIFACTS/child.pid\"\nwhile true; do sleep 1; done\n",
+    );
+    c.max_runtime = Some(Duration::from_millis(800));
+    c.limits.kill_grace = Duration::from_millis(300);
+    let mut pgid = 0;
+    let o = run_phase(&c, &clock(), None, None, |p| pgid = p)
+        .await
+        .unwrap();
+    assert_eq!(o.result, TIMEOUT);
+    assert!(o.message.contains("max_runtime"), "{}", o.message);
+    let gc: i32 = std::fs::read_to_string(f.dir.join("artifacts/grandchild.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let child: i32 = std::fs::read_to_string(f.dir.join("artifacts/child.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(child as u32, pgid);
+    // Give init a moment to reap the killed grandchild.
+    for _ in 0..50 {
+        if !pid_alive(gc) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!pid_alive(gc), "grandchild {gc} survived");
+    assert!(!pid_alive(child), "child {child} survived");
+}
+
+#[tokio::test]
+async fn processes_left_behind_end_with_the_phase() {
+    let f = fx();
+    let c = cmd(
+        &f,
+        "sleep 300 >/dev/null 2>&1 &\necho $! > \"$TESTBAY_ARTIFACTS/bg.pid\"\nexit 0\n",
+    );
+    let o = run(&c).await;
+    assert_eq!(o.result, PASSED);
+    let bg: i32 = std::fs::read_to_string(f.dir.join("artifacts/bg.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    for _ in 0..50 {
+        if !pid_alive(bg) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!pid_alive(bg), "background process {bg} survived its phase");
+}
+
+#[tokio::test]
+async fn stop_aborts_the_phase() {
+    let f = fx();
+    let c = cmd(&f, "sleep 300\n");
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let h = tokio::spawn({
+        let c = c.clone();
+        async move {
+            run_phase(&c, &clock(), None, Some(rx), |_| {})
+                .await
+                .unwrap()
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    tx.send(true).unwrap();
+    let o = h.await.unwrap();
+    assert_eq!(o.result, ABORTED);
+}
+
+/// 200 MB of output: the log file is capped with a marker, live lines are rate-limited,
+/// and this process's memory stays flat.
+#[tokio::test]
+async fn flood_keeps_memory_flat_and_log_capped() {
+    let f = fx();
+    let mut c = cmd(
+        &f,
+        "yes 'a line of flood output, 40 bytes long..' | head -c 200000000\n",
+    );
+    c.limits.log_cap_bytes = 1024 * 1024;
+    let lines = Arc::new(Mutex::new((0u64, 0u64)));
+    let sink_lines = lines.clone();
+    let sink: LiveSink = Box::new(move |l| {
+        let mut g = sink_lines.lock().unwrap();
+        match l {
+            LiveLog::Line(_) => g.0 += 1,
+            LiveLog::Dropped(n) => g.1 += n,
+        }
+    });
+    let before = rss_kib();
+    let o = run_phase(&c, &clock(), Some(sink), None, |_| {})
+        .await
+        .unwrap();
+    let after = rss_kib();
+    assert_eq!(o.result, PASSED);
+    assert_eq!(o.log.bytes, 200_000_000);
+    assert!(o.log.truncated);
+    let log = std::fs::metadata(f.dir.join("main.log")).unwrap().len();
+    assert!(log <= 1024 * 1024 + 1024, "log is {log} bytes");
+    let text = std::fs::read_to_string(f.dir.join("main.log")).unwrap();
+    assert!(
+        text.contains("[testbay] log truncated"),
+        "no truncation marker"
+    );
+    let (live, dropped) = *lines.lock().unwrap();
+    assert_eq!(
+        live + dropped,
+        o.log.lines,
+        "every line is either shown or counted"
+    );
+    assert!(
+        dropped > 0 && live < o.log.lines / 10,
+        "live {live} dropped {dropped}"
+    );
+    assert!(
+        after < before + 64 * 1024,
+        "RSS grew from {before} KiB to {after} KiB"
+    );
+}
+
+#[tokio::test]
+async fn long_lines_are_split_and_invalid_utf8_is_replaced() {
+    let f = fx();
+    let mut c = cmd(
+        &f,
+        "head -c 50000 /dev/zero | tr '\\0' 'y'; echo\nprintf 'bad \\377\\376 bytes\\n'\n",
+    );
+    c.limits.line_cap_bytes = 8192;
+    let o = run(&c).await;
+    assert_eq!(o.result, PASSED);
+    let text = std::fs::read_to_string(f.dir.join("main.log")).unwrap();
+    let lens: Vec<usize> = text.lines().map(|l| l.len()).collect();
+    assert!(lens.iter().all(|&l| l <= 8192), "{lens:?}");
+    assert_eq!(lens.iter().take(7).sum::<usize>(), 50000);
+    assert!(text.contains("bad \u{FFFD}\u{FFFD} bytes"), "{text:?}");
+}
