@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod clock;
+pub mod doc;
 pub mod diag;
 pub mod exec;
 pub mod lab;

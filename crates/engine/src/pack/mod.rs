@@ -1,12 +1,16 @@
 //! Load a pack directory, validate it against `schemas/`, report every problem with file
 //! and line or key path.
 
+pub mod hash;
+mod load;
 pub mod model;
+pub mod schema;
 
 use indexmap::IndexMap;
 use std::path::PathBuf;
 
 use crate::diag::Diagnostic;
+pub use load::{find_on_path, load, prereq_cycles};
 pub use model::*;
 
 /// A pack that loaded without errors.
@@ -35,5 +39,9 @@ pub struct LoadedTask {
 #[error("pack {} has {} problem(s); first: {}", dir.display(), diagnostics.len(), diagnostics.first().map(|d| d.to_string()).unwrap_or_default())]
 pub struct PackErrors {
     pub dir: PathBuf,
+    /// `name` of pack.yaml, when it could be read at all.
+    pub name: Option<String>,
+    /// `version` of pack.yaml, when it could be read at all.
+    pub version: Option<String>,
     pub diagnostics: Vec<Diagnostic>,
 }

@@ -11,7 +11,9 @@ use ts_rs::TS;
 use crate::outcome::default_valid_result;
 
 /// kissats resource run modes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema, TS)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema, TS,
+)]
 #[serde(rename_all = "snake_case")]
 #[ts(export)]
 pub enum ResourceMode {
@@ -31,7 +33,9 @@ pub enum ResourceMode {
 }
 
 /// How tests are spread over several DUTs (StormTest coverage modes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema, TS)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema, TS,
+)]
 #[serde(rename_all = "snake_case")]
 #[ts(export)]
 pub enum CoverageMode {
@@ -113,7 +117,7 @@ pub struct PackDef {
     pub groups: IndexMap<String, GroupDef>,
     /// Ordering program for the `custom_*` resource modes: argv relative to the pack
     /// folder. It reads the queue as JSON on stdin and writes the task names in order.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub scheduler: Option<Vec<String>>,
 }
 
@@ -128,10 +132,10 @@ pub struct TaskDef {
     /// argv of the main phase, relative to the task file's folder (kissats task_main).
     pub run: Vec<String>,
     /// argv of the optional setup phase (task_setup).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub setup: Option<Vec<String>>,
     /// argv of the optional teardown phase (task_teardown).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub teardown: Option<Vec<String>>,
     /// Run teardown even when setup or main failed.
     #[serde(default)]
@@ -151,7 +155,7 @@ pub struct TaskDef {
     #[serde(default = "five")]
     pub max_resource_retry: u32,
     /// Longest wait for busy resources, in seconds; none waits indefinitely.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     #[schemars(range(min = 0))]
     pub max_resource_wait: Option<f64>,
     /// May run beside other tasks on the same DUT.
@@ -176,13 +180,13 @@ pub struct TaskDef {
     #[schemars(range(min = 0))]
     pub est_task_time: f64,
     /// easypy max_runtime: terminate the task after this many seconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     #[schemars(range(min = 0))]
     pub max_runtime: Option<f64>,
     /// Lower runs first.
     #[serde(default = "five_i")]
     pub priority: i32,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     #[ts(type = "Record<string, unknown> | null")]
     pub extra_metadata: Option<Map<String, Value>>,
 }
@@ -235,7 +239,7 @@ pub struct TaskReturn {
     pub result: String,
     #[serde(default)]
     pub metadata: ResultMetadata,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub multi_result: Option<Vec<SubResult>>,
 }
 

@@ -1,0 +1,29 @@
+//! JSON Schemas of the pack author's files, generated from the model types.
+//!
+//! `schemas/*.schema.json` in the repository are these values pretty-printed; the test
+//! `schemas::committed_schemas_match_code` fails when they drift and rewrites them when run
+//! with `UPDATE_SCHEMAS=1`.
+
+use schemars::gen::SchemaSettings;
+use schemars::JsonSchema;
+use serde_json::Value;
+
+use super::model::{GlobalParams, PackDef, Reporting, TaskDef, TaskReturn};
+
+/// The JSON Schema (draft-07) of `T`, as the loader validates documents against it.
+pub fn schema_of<T: JsonSchema>() -> Value {
+    let gen = SchemaSettings::draft07().into_generator();
+    let root = gen.into_root_schema_for::<T>();
+    serde_json::to_value(root).expect("a schemars schema always serialises")
+}
+
+/// Every committed schema: (file name under `schemas/`, schema).
+pub fn all_schemas() -> Vec<(&'static str, Value)> {
+    vec![
+        ("pack.schema.json", schema_of::<PackDef>()),
+        ("task.schema.json", schema_of::<TaskDef>()),
+        ("global-params.schema.json", schema_of::<GlobalParams>()),
+        ("task-return.schema.json", schema_of::<TaskReturn>()),
+        ("reporting.schema.json", schema_of::<Reporting>()),
+    ]
+}

@@ -1,0 +1,196 @@
+//! doc: spanned YAML loading and schema validation.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use testbay_engine::doc::{parse_document, parse_yaml, Limits};
+use testbay_engine::pack::{GlobalParams, PackDef, TaskDef, TaskReturn};
+
+fn errs<T: serde::de::DeserializeOwned + schemars::JsonSchema + 'static>(
+    text: &str,
+) -> Vec<String> {
+    match parse_document::<T>(Path::new("f.yaml"), text.as_bytes()) {
+        Ok(_) => vec![],
+        Err(d) => d.iter().map(|d| d.to_string()).collect(),
+    }
+}
+
+#[test]
+fn spans_point_at_keys_and_items() {
+    let text = "name: p\nversion: '1'\ngroups:\n  smoke:\n    tests: [a, b,\n      c]\n";
+    let doc = parse_document::<PackDef>(Path::new("p.yaml"), text.as_bytes()).unwrap();
+    let s = doc.span("groups.smoke.tests[2]").unwrap();
+    assert_eq!((s.line, s.column), (6, 7));
+    let s = doc.span("groups.smoke").unwrap();
+    assert_eq!((s.line, s.column), (4, 3));
+    let s = doc.span("version").unwrap();
+    assert_eq!((s.line, s.column), (2, 1));
+    // A defaulted key falls back to its nearest ancestor in the file.
+    let d = doc.diag("groups.smoke.setup", "x");
+    assert_eq!(d.line, Some(4));
+    assert_eq!(doc.value.groups["smoke"].tests, ["a", "b", "c"]);
+}
+
+#[test]
+fn unknown_key_suggests_the_near_one() {
+    let e = errs::<TaskDef>("name: t\nrun: [x]\nprereq_task: [boot]\n");
+    assert_eq!(
+        e,
+        ["f.yaml:3:1: prereq_task: unknown key `prereq_task`; did you mean `prereq_tasks`?"]
+    );
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let e = errs::<TaskDef>(
+        "name: t\nrun: python3 x.py\nest_task_time: -4\nmax_runtime: -1\npriority: high\nbogus: 1\n",
+    );
+    assert_eq!(e.len(), 5, "{e:#?}");
+    assert!(
+        e[0].starts_with("f.yaml:2:1: run: expected a list, found a string (`python3 x.py`)"),
+        "{}",
+        e[0]
+    );
+    assert_eq!(
+        e[1],
+        "f.yaml:3:1: est_task_time: must be at least 0 (found -4)"
+    );
+    assert_eq!(
+        e[2],
+        "f.yaml:4:1: max_runtime: must be at least 0 (found -1)"
+    );
+    assert_eq!(
+        e[3],
+        "f.yaml:5:1: priority: expected an integer, found a string (`high`)"
+    );
+    assert!(
+        e[4].starts_with("f.yaml:6:1: bogus: unknown key `bogus`; expected one of: name,"),
+        "{}",
+        e[4]
+    );
+}
+
+#[test]
+fn missing_required_key_names_it() {
+    let e = errs::<TaskDef>("name: t\n");
+    assert_eq!(e, ["f.yaml:1:1: run: missing required key `run`"]);
+}
+
+#[test]
+fn enum_values_are_listed_with_a_suggestion() {
+    let e = errs::<GlobalParams>("resource_mode: per_task_seperate\n");
+    assert_eq!(e.len(), 1);
+    assert!(
+        e[0].contains("did you mean `per_task_separate`?"),
+        "{}",
+        e[0]
+    );
+    assert!(
+        e[0].starts_with("f.yaml:1:1: resource_mode: expected one of `all`, `per_task_separate`"),
+        "{}",
+        e[0]
+    );
+}
+
+#[test]
+fn open_mappings_refuse_near_misses_but_keep_free_keys() {
+    let e = errs::<GlobalParams>("proces_limit: 2\nchannel_list: [1, 2]\n");
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].starts_with(
+        "f.yaml:1:1: proces_limit: unknown key `proces_limit`; did you mean `process_limit`?"
+    ));
+    let ok =
+        parse_document::<GlobalParams>(Path::new("f"), b"process_limit: 2\nchannel_list: [1, 2]\n")
+            .unwrap();
+    assert_eq!(ok.value.process_limit, 2);
+    assert_eq!(ok.value.extra["channel_list"], serde_json::json!([1, 2]));
+}
+
+#[test]
+fn nested_definitions_and_nullable_fields_validate() {
+    let e = errs::<TaskReturn>("result: Passed\nmulti_result:\n  - name: a\n    result: 3\n  - name: b\n    reslt: Passed\n");
+    assert_eq!(e.len(), 3, "{e:#?}");
+    assert!(
+        e[0].starts_with("f.yaml:4:5: multi_result[0].result: expected a string"),
+        "{}",
+        e[0]
+    );
+    assert!(
+        e[1].starts_with("f.yaml:5:5: multi_result[1].result: missing required key"),
+        "{}",
+        e[1]
+    );
+    assert!(
+        e[2].contains("multi_result[1].reslt: unknown key `reslt`; did you mean `result`?"),
+        "{}",
+        e[2]
+    );
+    assert!(errs::<TaskReturn>("result: Passed\nmulti_result: null\n").is_empty());
+    // JSON is YAML too: result files go through the same loader.
+    assert!(
+        errs::<TaskReturn>(r#"{"result": "Failed", "metadata": {"message": "m", "x": 1}}"#)
+            .is_empty()
+    );
+}
+
+#[test]
+fn duplicate_keys_are_errors() {
+    let e = errs::<TaskDef>("name: t\nrun: [x]\nname: u\n");
+    assert_eq!(e, ["f.yaml:3:1: duplicate key `name` (first at line 1)"]);
+}
+
+#[test]
+fn syntax_errors_name_the_line() {
+    let e = errs::<TaskDef>("name: t\nrun: [x\n");
+    assert_eq!(e.len(), 1);
+    assert!(e[0].contains("YAML syntax"), "{}", e[0]);
+}
+
+#[test]
+fn non_utf8_names_offset_and_line() {
+    let e = errs::<TaskDef>("");
+    assert_eq!(e, ["f.yaml:1:1: expected a mapping, found nothing (null)"]);
+    let bytes = b"name: t\nrun: [caf\xe9]\n";
+    let d = parse_document::<TaskDef>(Path::new("t.yaml"), bytes).unwrap_err();
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0].line, Some(2));
+    assert_eq!(d[0].column, Some(10));
+    assert!(
+        d[0].message
+            .contains("not valid UTF-8: byte 0xe9 at offset 17"),
+        "{}",
+        d[0].message
+    );
+}
+
+#[test]
+fn alias_bomb_is_refused_fast() {
+    let mut text = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+    for i in 1..30 {
+        let p = i - 1;
+        text.push_str(&format!(
+            "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"
+        ));
+    }
+    let start = Instant::now();
+    let d = parse_document::<GlobalParams>(Path::new("bomb.yaml"), text.as_bytes()).unwrap_err();
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        start.elapsed()
+    );
+    assert_eq!(d.len(), 1);
+    assert!(d[0].message.contains("alias bomb"), "{}", d[0].message);
+    assert_eq!(d[0].line, Some(5));
+}
+
+#[test]
+fn deep_nesting_is_refused() {
+    let text = format!("{}{}", "[".repeat(200), "]".repeat(200));
+    let d = parse_yaml(Path::new("deep.yaml"), &text, Limits::default()).unwrap_err();
+    assert!(
+        d[0].message.contains("nests deeper than 64"),
+        "{}",
+        d[0].message
+    );
+}

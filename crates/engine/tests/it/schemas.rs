@@ -1,0 +1,48 @@
+//! The committed `schemas/*.schema.json` are exactly what the code generates.
+//!
+//! To regenerate after changing a model type:
+//! `UPDATE_SCHEMAS=1 cargo test -p testbay-engine --test it schemas`
+
+use std::path::PathBuf;
+
+use testbay_engine::pack::schema::all_schemas;
+
+fn schemas_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../schemas")
+}
+
+#[test]
+fn committed_schemas_match_code() {
+    let dir = schemas_dir();
+    let update = std::env::var_os("UPDATE_SCHEMAS").is_some();
+    let mut stale = Vec::new();
+    for (name, schema) in all_schemas() {
+        let path = dir.join(name);
+        let want = serde_json::to_string_pretty(&schema).unwrap() + "\n";
+        let have = std::fs::read_to_string(&path).unwrap_or_default();
+        if have != want {
+            if update {
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::write(&path, &want).unwrap();
+            } else {
+                stale.push(name);
+            }
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "schemas/ differs from the code for {stale:?}; run `UPDATE_SCHEMAS=1 cargo test -p testbay-engine --test it schemas` and commit"
+    );
+}
+
+#[test]
+fn every_schema_is_a_draft07_object_schema_with_a_title() {
+    for (name, schema) in all_schemas() {
+        assert_eq!(
+            schema["$schema"], "http://json-schema.org/draft-07/schema#",
+            "{name}"
+        );
+        assert_eq!(schema["type"], "object", "{name}");
+        assert!(schema["title"].is_string(), "{name}");
+    }
+}
