@@ -1,6 +1,8 @@
 //! Integration tests of testbay-engine, one module per engine module.
 mod doc;
+mod pack;
 mod schemas;
 mod reserve;
 mod exec;
 mod store;
+mod plan;
