@@ -1,8 +1,10 @@
 //! Integration tests of testbay-engine, one module per engine module.
 mod doc;
 mod pack;
+mod params;
 mod schemas;
 mod reserve;
 mod exec;
 mod store;
 mod plan;
+mod run;

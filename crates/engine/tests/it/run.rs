@@ -1,0 +1,615 @@
+//! Whole runs: real packs in temp folders, real child processes, a real SQLite file.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+use testbay_engine::clock::{Clock, SystemClock};
+use testbay_engine::outcome::*;
+use testbay_engine::plan::DutTarget;
+use testbay_engine::run::*;
+use testbay_engine::store::{Store, StoredTaskState, TaskRecord};
+
+/// Appends "<task> <phase>" to runs/<id>/order.log.
+const LOG_ORDER: &str =
+    "echo \"$TESTBAY_TASK $TESTBAY_PHASE\" >> \"$TESTBAY_ARTIFACTS/../../../order.log\"\n";
+
+struct Fx {
+    _tmp: tempfile::TempDir,
+    pack: PathBuf,
+    data: PathBuf,
+    mgr: RunManager,
+}
+
+fn fx_with(pack_yaml: &str, tasks: &[(&str, &str, &str)], broker: Arc<dyn ResourceBroker>) -> Fx {
+    let tmp = tempfile::tempdir().unwrap();
+    let pack = tmp.path().join("pack");
+    let data = tmp.path().join("data");
+    write_pack(&pack, pack_yaml, tasks);
+    let store = Arc::new(Store::open_in(&data).unwrap());
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let mgr = RunManager::new(store, &data, broker, clock);
+    Fx {
+        _tmp: tmp,
+        pack,
+        data,
+        mgr,
+    }
+}
+
+fn fx(pack_yaml: &str, tasks: &[(&str, &str, &str)]) -> Fx {
+    fx_with(pack_yaml, tasks, Arc::new(AlwaysGrant))
+}
+
+/// `tasks`: (name, extra task yaml, bash script body). Every phase runs the same script.
+pub fn write_pack(dir: &Path, pack_yaml: &str, tasks: &[(&str, &str, &str)]) {
+    std::fs::create_dir_all(dir.join("tasks")).unwrap();
+    std::fs::write(dir.join("pack.yaml"), pack_yaml).unwrap();
+    for (name, extra, body) in tasks {
+        std::fs::write(
+            dir.join(format!("tasks/{name}.yaml")),
+            format!("name: {name}\ndescription: test task {name}\nrun: [bash, {name}.sh]\n{extra}"),
+        )
+        .unwrap();
+        std::fs::write(dir.join(format!("tasks/{name}.sh")), body).unwrap();
+    }
+}
+
+impl Fx {
+    fn req(&self) -> LaunchRequest {
+        LaunchRequest {
+            pack_dir: self.pack.display().to_string(),
+            ..Default::default()
+        }
+    }
+
+    async fn run(&self, req: LaunchRequest) -> (String, RunStatus) {
+        let id = self.mgr.launch(req).unwrap();
+        let status = self.mgr.wait(&id).await.unwrap();
+        (id, status)
+    }
+
+    fn order(&self, id: &str) -> Vec<String> {
+        std::fs::read_to_string(self.data.join("runs").join(id).join("order.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(String::from)
+            .collect()
+    }
+
+    fn tasks(&self, id: &str) -> Vec<TaskRecord> {
+        self.mgr.store().run_tasks(id).unwrap()
+    }
+
+    fn result(&self, id: &str, task: &str) -> TaskRecord {
+        self.tasks(id)
+            .into_iter()
+            .find(|t| t.task == task)
+            .unwrap_or_else(|| panic!("no task {task}"))
+    }
+}
+
+const LIFECYCLE_PACK: &str = "name: life\nversion: 1.0.0\nsetup: [gs]\nteardown: [gt]\ngroups:\n  g1:\n    setup: [s1]\n    tests: [a, b]\n    teardown: [t1]\n  g2:\n    tests: [c]\n";
+
+fn lifecycle_tasks() -> Vec<(&'static str, &'static str, &'static str)> {
+    vec![
+        ("gs", "", LOG_ORDER),
+        ("gt", "", LOG_ORDER),
+        ("s1", "", LOG_ORDER),
+        ("t1", "", LOG_ORDER),
+        (
+            "a",
+            "setup: [bash, a.sh]\nteardown: [bash, a.sh]\n",
+            LOG_ORDER,
+        ),
+        ("b", "", LOG_ORDER),
+        ("c", "", LOG_ORDER),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_runs_in_kissats_order_and_everything_is_stored() {
+    let f = fx(LIFECYCLE_PACK, &lifecycle_tasks());
+    let mut req = f.req();
+    req.duts = vec![DutTarget {
+        name: "stb-01".into(),
+        model: Some("TP-4000".into()),
+        rack: Some("rack-a".into()),
+        slot: Some(3),
+    }];
+    req.ats = Some("rack-a".into());
+    req.params.insert("channel".into(), 101.into());
+    let (id, status) = f.run(req).await;
+    assert_eq!(status, RunStatus::Completed);
+    assert_eq!(
+        f.order(&id),
+        [
+            "gs main",
+            "s1 main",
+            "a setup",
+            "a main",
+            "a teardown",
+            "b main",
+            "t1 main",
+            "c main",
+            "gt main"
+        ]
+    );
+    let run = f.mgr.store().get_run(&id).unwrap();
+    assert_eq!(run.status, RunStatus::Completed);
+    assert_eq!(run.pack_name, "life");
+    assert_eq!(run.groups, ["g1", "g2"]);
+    assert_eq!(run.params["channel"], 101);
+    assert!(!run.content_hash.is_empty());
+    assert_eq!(run.counts.done, 7);
+    assert_eq!(run.counts.failures, 0);
+    let a = f.result(&id, "a");
+    assert_eq!(a.result.as_deref(), Some(PASSED));
+    assert_eq!(a.lane.as_deref(), Some("stb-01"));
+    assert!(a.setup_ms.is_some() && a.main_ms.is_some() && a.teardown_ms.is_some());
+    assert_eq!(a.est_task_time, 3600.0);
+    assert!((a.run_time_delta.unwrap() - (a.run_time.unwrap() - 3600.0)).abs() < 1e-9);
+    for log in [&a.paths.setup_log, &a.paths.main_log, &a.paths.teardown_log] {
+        assert!(Path::new(log.as_ref().unwrap()).is_file(), "{log:?}");
+    }
+    let dir = PathBuf::from(a.paths.task_dir.unwrap());
+    assert_eq!(dir, f.data.join("runs").join(&id).join("stb-01").join("a"));
+    let params: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("params.json")).unwrap()).unwrap();
+    assert_eq!(params["dut"]["name"], "stb-01");
+    assert_eq!(params["slot"], 3);
+    assert_eq!(params["ats"], "rack-a");
+    assert_eq!(params["global_params"]["channel"], 101);
+    assert_eq!(params["task_params"]["name"], "a");
+    // Snapshot taken and used.
+    assert!(f
+        .data
+        .join("runs")
+        .join(&id)
+        .join("pack/tasks/a.sh")
+        .is_file());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn always_teardown_runs_after_a_failed_setup_and_plain_teardown_does_not() {
+    let body = "echo \"$TESTBAY_TASK $TESTBAY_PHASE\" >> \"$TESTBAY_ARTIFACTS/../../../order.log\"\n[ \"$TESTBAY_PHASE\" = setup ] && exit 1\nexit 0\n";
+    let f = fx(
+        "name: td\nversion: '1'\ngroups:\n  g:\n    tests: [keep, drop]\n",
+        &[
+            ("keep", "setup: [bash, keep.sh]\nteardown: [bash, keep.sh]\nalways_teardown: true\nstop_suite_on_fail: false\n", body),
+            ("drop", "setup: [bash, drop.sh]\nteardown: [bash, drop.sh]\nstop_suite_on_fail: false\n", body),
+        ],
+    );
+    let (id, _) = f.run(f.req()).await;
+    assert_eq!(f.order(&id), ["keep setup", "keep teardown", "drop setup"]);
+    let keep = f.result(&id, "keep");
+    assert_eq!(keep.result.as_deref(), Some(FAILED));
+    assert!(keep.message.unwrap().starts_with("setup:"));
+    assert!(keep.main_ms.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_teardown_fails_a_passed_task() {
+    let f = fx(
+        "name: td\nversion: '1'\ngroups:\n  g:\n    tests: [x]\n",
+        &[(
+            "x",
+            "teardown: [bash, x.sh]\n",
+            "[ \"$TESTBAY_PHASE\" = teardown ] && exit 4\nexit 0\n",
+        )],
+    );
+    let (id, _) = f.run(f.req()).await;
+    let x = f.result(&id, "x");
+    assert_eq!(x.result.as_deref(), Some(FAILED));
+    assert_eq!(x.message.as_deref(), Some("teardown: exit status 4"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_suite_on_fail_end_to_end() {
+    let mut tasks = lifecycle_tasks();
+    tasks[4] = ("a", "", "exit 1\n");
+    let f = fx(LIFECYCLE_PACK, &tasks);
+    let (id, status) = f.run(f.req()).await;
+    assert_eq!(status, RunStatus::Completed);
+    assert_eq!(f.order(&id), ["gs main", "s1 main", "t1 main", "gt main"]);
+    assert_eq!(f.result(&id, "a").result.as_deref(), Some(FAILED));
+    for t in ["b", "c"] {
+        let r = f.result(&id, t);
+        assert_eq!(r.result.as_deref(), Some(SKIPPED));
+        assert!(r.message.unwrap().contains("stop_suite_on_fail"));
+    }
+    let run = f.mgr.store().get_run(&id).unwrap();
+    assert_eq!(run.counts.failures, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prereq_blocked_and_valid_duts_skipped_are_stored_with_reasons() {
+    let f = fx(
+        "name: pr\nversion: '1'\ngroups:\n  g:\n    tests: [a, b, rt]\n",
+        &[
+            ("a", "stop_suite_on_fail: false\n", "exit 1\n"),
+            (
+                "b",
+                "prereq_tasks: [a]\nstop_suite_on_fail: false\n",
+                "exit 0\n",
+            ),
+            ("rt", "valid_duts: ['RT-*']\n", "exit 0\n"),
+        ],
+    );
+    let mut req = f.req();
+    req.duts = vec![DutTarget {
+        name: "stb-01".into(),
+        model: Some("TP-4000".into()),
+        ..Default::default()
+    }];
+    let (id, _) = f.run(req).await;
+    let b = f.result(&id, "b");
+    assert_eq!(b.result.as_deref(), Some(BLOCKED));
+    assert!(b.message.unwrap().contains("prereq a"));
+    assert_eq!(b.failure, Some(true));
+    let rt = f.result(&id, "rt");
+    assert_eq!(rt.result.as_deref(), Some(SKIPPED));
+    assert!(rt.message.unwrap().contains("valid_duts"));
+    assert_eq!(rt.failure, Some(false));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_req_param_keys_store_could_not_start_and_run_nothing() {
+    let f = fx(
+        "name: rq\nversion: '1'\ngroups:\n  g:\n    tests: [a]\n",
+        &[("a", "req_param_keys: [channel_list]\n", LOG_ORDER)],
+    );
+    let err = f.mgr.launch(f.req()).unwrap_err();
+    let RunError::CouldNotStart { run_id, reason } = err else {
+        panic!("{err}")
+    };
+    assert!(reason.contains("channel_list"), "{reason}");
+    let run = f.mgr.store().get_run(&run_id).unwrap();
+    assert_eq!(run.status, RunStatus::CouldNotStart);
+    assert!(run.reason.unwrap().contains("task a needs channel_list"));
+    assert!(f.order(&run_id).is_empty());
+    // Given as an override, the run goes.
+    let mut req = f.req();
+    req.params
+        .insert("channel_list".into(), serde_json::json!([101]));
+    let (_, status) = f.run(req).await;
+    assert_eq!(status, RunStatus::Completed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_pack_is_refused_with_its_diagnostics() {
+    let f = fx(
+        "name: bad\nversion: '1'\ngroups:\n  g:\n    tests: [nope]\n",
+        &[],
+    );
+    match f.mgr.launch(f.req()) {
+        Err(RunError::Pack(e)) => assert!(e.to_string().contains("nope"), "{e}"),
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_result_garbage_and_crash_end_to_end() {
+    let f = fx(
+        "name: mr\nversion: '1'\nparams:\n  valid_result: [Passed, Completed, Skipped]\ngroups:\n  g:\n    tests: [multi, garbage, crash, timeout]\n",
+        &[
+            (
+                "multi",
+                "stop_suite_on_fail: false\n",
+                "cat > \"$TESTBAY_RESULT\" <<'EOF'\n{\"result\": \"Failed\", \"metadata\": {\"message\": \"1 of 2\"}, \"multi_result\": [{\"name\": \"tune 101\", \"description\": \"d\", \"result\": \"Passed\", \"metadata\": {\"message\": \"ok\"}}, {\"name\": \"tune 102\", \"description\": \"\", \"result\": \"Failed\", \"metadata\": {\"message\": \"no video\", \"frame\": 7}}]}\nEOF\n",
+            ),
+            ("garbage", "stop_suite_on_fail: false\n", "echo '[1, 2' > \"$TESTBAY_RESULT\"\n"),
+            ("crash", "stop_suite_on_fail: false\n", "kill -9 $$\n"),
+            ("timeout", "max_runtime: 0.5\nstop_suite_on_fail: false\n", "sleep 30\n"),
+        ],
+    );
+    let (id, _) = f.run(f.req()).await;
+    let m = f.result(&id, "multi");
+    assert_eq!(m.result.as_deref(), Some(FAILED));
+    assert_eq!(m.sub_results.len(), 2);
+    assert_eq!(m.sub_results[1].name, "tune 102");
+    assert!(m.sub_results[1].failure);
+    assert_eq!(m.sub_results[1].metadata.as_ref().unwrap()["frame"], 7);
+    let g = f.result(&id, "garbage");
+    assert_eq!(g.result.as_deref(), Some(ERRORED));
+    assert_eq!(g.raw_result.as_deref(), Some("[1, 2\n"));
+    let c = f.result(&id, "crash");
+    assert_eq!(c.result.as_deref(), Some(ERRORED));
+    assert_eq!(c.signal, Some(9));
+    let t = f.result(&id, "timeout");
+    assert_eq!(t.result.as_deref(), Some(TIMEOUT));
+}
+
+/// Four process_safe tasks with process_limit 2 and one task that is not process_safe:
+/// never more than two at once, and the unsafe one alone. Observed from timestamps the
+/// tasks write, not from timing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn process_limit_bounds_concurrency() {
+    let body = "d=\"$TESTBAY_ARTIFACTS/../../..\"\necho \"$TESTBAY_TASK start $(date +%s%N)\" >> \"$d/times.log\"\nsleep 0.4\necho \"$TESTBAY_TASK end $(date +%s%N)\" >> \"$d/times.log\"\n";
+    let f = fx(
+        "name: pl\nversion: '1'\nparams:\n  process_limit: 2\ngroups:\n  g:\n    tests: [p1, p2, p3, u, p4]\n",
+        &[
+            ("p1", "process_safe: true\n", body),
+            ("p2", "process_safe: true\n", body),
+            ("p3", "process_safe: true\n", body),
+            ("u", "", body),
+            ("p4", "process_safe: true\n", body),
+        ],
+    );
+    let (id, _) = f.run(f.req()).await;
+    let text = std::fs::read_to_string(f.data.join("runs").join(&id).join("times.log")).unwrap();
+    let mut ev: Vec<(u128, i32, String)> = text
+        .lines()
+        .map(|l| {
+            let p: Vec<&str> = l.split(' ').collect();
+            (
+                p[2].parse().unwrap(),
+                if p[1] == "start" { 1 } else { -1 },
+                p[0].to_string(),
+            )
+        })
+        .collect();
+    // Ends sort before starts at the same instant.
+    ev.sort_by_key(|e| (e.0, e.1));
+    let mut cur = 0;
+    let mut max = 0;
+    let mut running: Vec<String> = Vec::new();
+    for (_, d, t) in &ev {
+        cur += d;
+        max = max.max(cur);
+        if *d == 1 {
+            running.push(t.clone());
+            if running.contains(&"u".to_string()) {
+                assert_eq!(running.len(), 1, "u ran beside {running:?}");
+            }
+        } else {
+            running.retain(|r| r != t);
+        }
+    }
+    assert_eq!(ev.len(), 10);
+    assert_eq!(
+        max, 2,
+        "process_limit 2 allows two at once, and p1/p2 start together"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn editing_the_pack_does_not_disturb_a_running_run() {
+    let f = fx(
+        "name: snap\nversion: '1'\ngroups:\n  g:\n    tests: [first, second]\n",
+        &[("first", "", "sleep 0.5\n"), ("second", "", "exit 0\n")],
+    );
+    let id = f.mgr.launch(f.req()).unwrap();
+    std::fs::write(f.pack.join("tasks/second.sh"), "exit 7\n").unwrap();
+    assert_eq!(f.mgr.wait(&id).await.unwrap(), RunStatus::Completed);
+    assert_eq!(f.result(&id, "second").result.as_deref(), Some(PASSED));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_terminates_running_tasks_and_aborts_the_rest() {
+    let f = fx(
+        "name: stop\nversion: '1'\nteardown: [cleanup]\ngroups:\n  g:\n    tests: [slow, never]\n",
+        &[
+            (
+                "slow",
+                "",
+                "echo $$ > \"$TESTBAY_ARTIFACTS/pid\"\nsleep 300\n",
+            ),
+            ("never", "", LOG_ORDER),
+            ("cleanup", "", LOG_ORDER),
+        ],
+    );
+    let mut events = f.mgr.subscribe();
+    let id = f.mgr.launch(f.req()).unwrap();
+    // Wait until slow runs.
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), events.recv()).await {
+            Ok(Ok(RunEvent::TaskState {
+                task,
+                state: TaskState::Running { .. },
+                ..
+            })) if task == "slow" => break,
+            Ok(Ok(_)) => {}
+            other => panic!("no running event: {other:?}"),
+        }
+    }
+    let view = f.mgr.view(&id).unwrap();
+    assert_eq!(view.status, RunStatus::Running);
+    assert!(matches!(
+        view.lanes[0].test[0].state,
+        TaskState::Running { phase: Phase::Main }
+    ));
+    match &view.lanes[0].test[1].state {
+        TaskState::Queued { reason } => assert!(reason.contains("not process_safe"), "{reason}"),
+        s => panic!("{s:?}"),
+    }
+    assert!(view.progress.eta_ms.unwrap() > 0);
+    f.mgr.stop(&id).unwrap();
+    assert_eq!(f.mgr.wait(&id).await.unwrap(), RunStatus::Stopped);
+    let slow = f.result(&id, "slow");
+    assert_eq!(slow.result.as_deref(), Some(ABORTED));
+    assert_eq!(f.result(&id, "never").result.as_deref(), Some(ABORTED));
+    assert_eq!(f.result(&id, "cleanup").result.as_deref(), Some(ABORTED));
+    assert!(f.order(&id).is_empty());
+    let pid: i32 =
+        std::fs::read_to_string(PathBuf::from(slow.paths.artifacts_dir.unwrap()).join("pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+    assert!(
+        !Path::new(&format!("/proc/{pid}/cmdline")).exists() || {
+            let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            s.contains(") Z")
+        }
+    );
+    let run = f.mgr.store().get_run(&id).unwrap();
+    assert_eq!(run.status, RunStatus::Stopped);
+    assert!(f
+        .tasks(&id)
+        .iter()
+        .all(|t| t.state == StoredTaskState::Done));
+    assert!(matches!(f.mgr.stop(&id), Err(RunError::NotRunning(_))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_tell_the_whole_story() {
+    let f = fx(
+        "name: ev\nversion: '1'\ngroups:\n  g:\n    tests: [talk]\n",
+        &[(
+            "talk",
+            "est_task_time: 2\n",
+            "echo line one\necho line two\n",
+        )],
+    );
+    let mut rx = f.mgr.subscribe();
+    let (id, _) = f.run(f.req()).await;
+    let mut got = Vec::new();
+    while let Ok(ev) = rx.try_recv() {
+        assert_eq!(ev.run_id(), id);
+        got.push(ev);
+    }
+    let statuses: Vec<RunStatus> = got
+        .iter()
+        .filter_map(|e| match e {
+            RunEvent::RunStatus { status, .. } => Some(*status),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(statuses, [RunStatus::Running, RunStatus::Completed]);
+    let lines: Vec<&str> = got
+        .iter()
+        .filter_map(|e| match e {
+            RunEvent::Log { line, .. } => Some(line.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(lines, ["line one", "line two"]);
+    assert!(got.iter().any(|e| matches!(e, RunEvent::TaskState { state: TaskState::Done { result, .. }, .. } if result == PASSED)));
+    let last_progress = got
+        .iter()
+        .rev()
+        .find_map(|e| match e {
+            RunEvent::Progress { progress, .. } => Some(progress.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!((last_progress.done, last_progress.total), (1, 1));
+    // Events serialise with a type tag for the UI.
+    let json = serde_json::to_value(&got[0]).unwrap();
+    assert_eq!(json["type"], "run_status");
+}
+
+/// A broker that is busy once per task, then grants; and refuses `power_switch`.
+struct FlakyBroker {
+    seen: Mutex<Vec<String>>,
+    released: Mutex<Vec<usize>>,
+}
+
+impl ResourceBroker for FlakyBroker {
+    fn acquire(&self, needs: &TaskNeeds<'_>) -> Grant {
+        if needs.exclusive.iter().any(|r| r == "power_switch") {
+            return Grant::Unavailable("power_switch is not in this lab".into());
+        }
+        let mut seen = self.seen.lock().unwrap();
+        if !seen.contains(&needs.task.to_string()) {
+            seen.push(needs.task.to_string());
+            return Grant::Busy {
+                until: needs.now + 300,
+                reason: "ir_blaster held by another run".into(),
+            };
+        }
+        AlwaysGrant.acquire(needs)
+    }
+    fn release(&self, _run_id: &str, item: usize, _holdings: &[Holding]) {
+        self.released.lock().unwrap().push(item);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_busy_delays_and_unavailable_errors() {
+    let broker = Arc::new(FlakyBroker {
+        seen: Mutex::new(Vec::new()),
+        released: Mutex::new(Vec::new()),
+    });
+    let f = fx_with(
+        "name: br\nversion: '1'\ngroups:\n  g:\n    tests: [ir, power]\n",
+        &[
+            (
+                "ir",
+                "exclusive_resources: [ir_blaster]\nresource_configs: {ir_blaster: {codeset: nec}}\nstop_suite_on_fail: false\n",
+                "exit 0\n",
+            ),
+            ("power", "exclusive_resources: [power_switch]\n", "exit 0\n"),
+        ],
+        broker.clone(),
+    );
+    let mut rx = f.mgr.subscribe();
+    let (id, _) = f.run(f.req()).await;
+    let ir = f.result(&id, "ir");
+    assert_eq!(ir.result.as_deref(), Some(PASSED));
+    let params: Value = serde_json::from_slice(
+        &std::fs::read(PathBuf::from(ir.paths.task_dir.unwrap()).join("params.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(params["reservations"][0]["resource"], "ir_blaster");
+    assert_eq!(params["reservations"][0]["config"]["codeset"], "nec");
+    let power = f.result(&id, "power");
+    assert_eq!(power.result.as_deref(), Some(ERRORED));
+    assert!(power.message.unwrap().contains("not in this lab"));
+    assert_eq!(*broker.released.lock().unwrap(), vec![0]);
+    let mut waited = false;
+    while let Ok(ev) = rx.try_recv() {
+        if let RunEvent::TaskState {
+            state: TaskState::Waiting { reason },
+            ..
+        } = ev
+        {
+            assert!(reason.contains("ir_blaster held"));
+            waited = true;
+        }
+    }
+    assert!(waited, "no waiting event");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_duts_are_lanes_with_their_own_folders() {
+    let f = fx(
+        "name: lanes\nversion: '1'\nsetup: [prep]\ngroups:\n  g:\n    tests: [a, b]\n",
+        &[
+            ("prep", "", "exit 0\n"),
+            ("a", "", "exit 0\n"),
+            ("b", "", "exit 0\n"),
+        ],
+    );
+    let mut req = f.req();
+    req.duts = ["stb-01", "stb-02"]
+        .iter()
+        .map(|n| DutTarget {
+            name: n.to_string(),
+            ..Default::default()
+        })
+        .collect();
+    req.coverage_mode = Some(testbay_engine::pack::CoverageMode::Split);
+    let (id, status) = f.run(req).await;
+    assert_eq!(status, RunStatus::Completed);
+    let tasks = f.tasks(&id);
+    assert_eq!(tasks.iter().filter(|t| t.task == "prep").count(), 2);
+    assert_eq!(
+        tasks.iter().filter(|t| t.task == "a").count(),
+        1,
+        "split: once"
+    );
+    for t in &tasks {
+        let lane = t.lane.clone().unwrap();
+        assert!(t
+            .paths
+            .task_dir
+            .as_ref()
+            .unwrap()
+            .contains(&format!("/{lane}/")));
+    }
+    let run = f.mgr.store().get_run(&id).unwrap();
+    assert_eq!(run.coverage_mode, "split");
+}
