@@ -414,6 +414,17 @@ async fn stop_terminates_running_tasks_and_aborts_the_rest() {
             other => panic!("no running event: {other:?}"),
         }
     }
+    let pid_file = f
+        .data
+        .join("runs")
+        .join(&id)
+        .join("local/slow/artifacts/pid");
+    for _ in 0..500 {
+        if std::fs::read_to_string(&pid_file).is_ok_and(|s| s.ends_with('\n')) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let view = f.mgr.view(&id).unwrap();
     assert_eq!(view.status, RunStatus::Running);
     assert!(matches!(
