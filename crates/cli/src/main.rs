@@ -1,1 +1,32 @@
-fn main() {}
+//! `testbay`: run packs headless, serve the console to a browser, inspect packs, results
+//! and the lab. Each subcommand lives in `cmd/<name>.rs`.
+
+mod cmd;
+
+pub use cmd::Ctx;
+
+use clap::Parser;
+
+fn main() {
+    let cli = cmd::Cli::parse();
+    init_tracing();
+    let ctx = cli.global.ctx();
+    let code = match cmd::run(cli.command, &ctx) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            2
+        }
+    };
+    std::process::exit(code);
+}
+
+/// Log to stderr; `RUST_LOG` picks the level (default: warnings and errors).
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -1,1 +1,3 @@
 //! Server integration tests.
+
+mod serve;

@@ -1,0 +1,84 @@
+//! The subcommands and what they share ([`Ctx`]).
+//!
+//! Adding a subcommand: `cmd/<name>.rs` with `pub struct Args` (clap::Args) and
+//! `pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32>`, then one `pub mod` line,
+//! one [`Command`] variant and one match arm in [`run`] below.
+
+pub mod serve;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use testbay_engine::api::ConsolePaths;
+
+#[derive(Parser)]
+#[command(
+    name = "testbay",
+    version,
+    about = "Testbay: run task packs on test racks, headless or as a console"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every subcommand takes.
+#[derive(clap::Args)]
+pub struct GlobalArgs {
+    /// Data directory: testbay.db, run logs and artifacts
+    /// [default: $XDG_DATA_HOME/testbay or ~/.local/share/testbay]
+    #[arg(long, global = true, env = "TESTBAY_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// A folder of packs, or a pack folder; repeat for more (TESTBAY_PACKS: `:`-separated)
+    /// [default: the repository's packs/ when run from a checkout]
+    #[arg(
+        long = "packs",
+        global = true,
+        env = "TESTBAY_PACKS",
+        value_name = "DIR",
+        value_delimiter = ':'
+    )]
+    pub packs: Vec<PathBuf>,
+    /// Lab inventory file [default: DATA_DIR/lab.yaml, else the repository's demo lab]
+    #[arg(long, global = true, env = "TESTBAY_LAB", value_name = "FILE")]
+    pub lab: Option<PathBuf>,
+}
+
+impl GlobalArgs {
+    pub fn ctx(&self) -> Ctx {
+        let paths =
+            ConsolePaths::resolve(self.data_dir.clone(), self.packs.clone(), self.lab.clone());
+        Ctx {
+            data_dir: paths.data_dir.clone(),
+            packs: paths.pack_roots.clone(),
+            lab: paths.lab_file.clone(),
+            paths,
+        }
+    }
+}
+
+/// What every subcommand gets: where the data, the packs and the lab are. Cheap to build:
+/// nothing is opened until a subcommand needs it.
+pub struct Ctx {
+    pub data_dir: PathBuf,
+    /// Pack folders to search (`--packs`, or the repository's `packs/`).
+    pub packs: Vec<PathBuf>,
+    /// The lab file, if one was given or found.
+    pub lab: Option<PathBuf>,
+    /// The same, as the engine takes it.
+    pub paths: ConsolePaths,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Serve the console (UI, API, events) to a browser
+    Serve(serve::Args),
+}
+
+pub fn run(command: Command, ctx: &Ctx) -> anyhow::Result<i32> {
+    match command {
+        Command::Serve(a) => serve::run(a, ctx),
+    }
+}

@@ -1,0 +1,76 @@
+//! `testbay serve`: the console for a browser (and for headless labs).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use testbay_engine::api::Console;
+use testbay_server::{ServeConfig, Server};
+
+use super::Ctx;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Address to listen on. Any non-loopback address requires the printed token.
+    #[arg(long, default_value = "127.0.0.1:7780", value_name = "ADDR:PORT")]
+    pub bind: SocketAddr,
+    /// The built UI folder [default: ui/dist of the repository when run from a checkout]
+    #[arg(long, env = "TESTBAY_UI_DIR", value_name = "DIR")]
+    pub ui_dir: Option<PathBuf>,
+    /// Token to require off loopback instead of a random one (letters, digits, `-._~`)
+    #[arg(long, env = "TESTBAY_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
+    if let Some(t) = &args.token {
+        anyhow::ensure!(
+            testbay_server::token_is_url_safe(t),
+            "--token may hold only letters, digits and -._~"
+        );
+    }
+    let ui_dir = args.ui_dir.or_else(|| {
+        testbay_engine::api::paths::repo_dir()
+            .map(|r| r.join("ui/dist"))
+            .filter(|d| d.join("index.html").is_file())
+    });
+    if ui_dir.is_none() {
+        eprintln!("testbay serve: no built UI found (build it in ui/ or pass --ui-dir); serving the API only");
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        let console = Arc::new(Console::open(ctx.paths.clone()).map_err(|e| anyhow::anyhow!("{e}"))?);
+        let server = Server::bind(
+            console,
+            ServeConfig {
+                bind: args.bind,
+                ui_dir,
+                token: args.token,
+            },
+        )
+        .await
+        .with_context(|| format!("cannot listen on {}", args.bind))?;
+        println!("testbay serve: console at {}", server.url());
+        if server.token().is_some() {
+            println!("testbay serve: bound to a non-loopback address; requests need the token in that address");
+        }
+        server.run(stop_signal()).await.context("server failed")?;
+        anyhow::Ok(0)
+    })
+}
+
+/// Ctrl-C or SIGTERM.
+async fn stop_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+}

@@ -1,0 +1,74 @@
+//! The error every API command can answer with: a stable code the UI acts on, a message
+//! for people, and the diagnostics (file, line, key) when bad input caused it.
+
+use serde::{Deserialize, Serialize};
+use ts_rs::TS;
+
+use crate::diag::Diagnostic;
+
+/// What kind of failure; stable across versions, so the UI may branch on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, TS)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The request itself is malformed or names impossible values; fix the request.
+    InvalidRequest,
+    /// A named pack, run, task, DUT, resource or reservation does not exist.
+    NotFound,
+    /// The pack has problems; `diagnostics` lists every one with file and line.
+    PackBroken,
+    /// The thing is in use (a held DUT, a running run); try again later.
+    Busy,
+    /// The request contradicts the current state (stop a finished run, release twice).
+    Conflict,
+    /// A part of the console is not configured (no lab file, no store).
+    Unavailable,
+    /// A fault inside the console (storage I/O, a bug); the message says what failed.
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::PackBroken => "pack_broken",
+            ErrorCode::Busy => "busy",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize, TS)]
+#[error("{}: {message}", code.as_str())]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+    /// Problems in user files behind this error, each with file and line or key path.
+    #[serde(default)]
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            diagnostics: Vec::new(),
+        }
+    }
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidRequest, message)
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::NotFound, message)
+    }
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Internal, message)
+    }
+    pub fn with_diagnostics(mut self, diagnostics: Vec<Diagnostic>) -> Self {
+        self.diagnostics = diagnostics;
+        self
+    }
+}

@@ -1,0 +1,318 @@
+//! A real `testbay serve` on an ephemeral port: API, events, downloads, the token.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use testbay_engine::api::{Console, ConsolePaths};
+use testbay_server::{ServeConfig, Server};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+struct Running {
+    addr: SocketAddr,
+    token: Option<String>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Running {
+    async fn shutdown(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+async fn start(bind: &str, ui: Option<&Path>) -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = ConsolePaths {
+        data_dir: dir.path().join("data"),
+        pack_roots: vec![],
+        lab_file: None,
+    };
+    let console = Arc::new(Console::open(paths).unwrap());
+    let server = Server::bind(
+        console,
+        ServeConfig {
+            bind: bind.parse().unwrap(),
+            ui_dir: ui.map(Path::to_path_buf),
+            token: None,
+        },
+    )
+    .await
+    .unwrap();
+    let addr = server.local_addr();
+    let token = server.token().map(str::to_string);
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(async {
+        let _ = rx.await;
+    }));
+    Running {
+        addr,
+        token,
+        stop: Some(tx),
+        task,
+        _dir: dir,
+    }
+}
+
+struct Reply {
+    status: u16,
+    headers: String,
+    body: String,
+}
+
+/// One HTTP/1.1 request on a fresh connection; `headers` are extra header lines.
+async fn http(addr: SocketAddr, method: &str, path: &str, headers: &[&str], body: &str) -> Reply {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if !headers
+        .iter()
+        .any(|h| h.to_ascii_lowercase().starts_with("host:"))
+    {
+        req.push_str(&format!("Host: {addr}\r\n"));
+    }
+    for h in headers {
+        req.push_str(h);
+        req.push_str("\r\n");
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.unwrap();
+    let raw = String::from_utf8_lossy(&raw).to_string();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    Reply {
+        status,
+        headers: head.to_ascii_lowercase(),
+        body: body.to_string(),
+    }
+}
+
+const JSON: &str = "Content-Type: application/json";
+
+#[tokio::test]
+async fn api_answers_and_errors_carry_a_code() {
+    let srv = start("127.0.0.1:0", None).await;
+    let ok = http(srv.addr, "POST", "/api", &[JSON], r#"{"cmd":"info"}"#).await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    let v: serde_json::Value = serde_json::from_str(&ok.body).unwrap();
+    assert_eq!(v["cmd"], "info");
+    assert!(v["data"]["data_dir"].as_str().unwrap().ends_with("data"));
+
+    let bad = http(
+        srv.addr,
+        "POST",
+        "/api",
+        &[JSON],
+        r#"{"cmd":"no_such_thing"}"#,
+    )
+    .await;
+    assert_eq!(bad.status, 400);
+    let v: serde_json::Value = serde_json::from_str(&bad.body).unwrap();
+    assert_eq!(v["error"]["code"], "invalid_request");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no_such_thing"),
+        "{}",
+        bad.body
+    );
+
+    let garbage = http(srv.addr, "POST", "/api", &[JSON], "{not json").await;
+    assert_eq!(garbage.status, 400);
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn cross_site_requests_are_refused() {
+    let srv = start("127.0.0.1:0", None).await;
+    // A form post from another site cannot send JSON without a CORS preflight.
+    let text = http(
+        srv.addr,
+        "POST",
+        "/api",
+        &["Content-Type: text/plain"],
+        r#"{"cmd":"info"}"#,
+    )
+    .await;
+    assert_eq!(text.status, 415);
+    let other = http(
+        srv.addr,
+        "POST",
+        "/api",
+        &[JSON, "Origin: http://evil.example"],
+        r#"{"cmd":"info"}"#,
+    )
+    .await;
+    assert_eq!(other.status, 403);
+    let same = format!("Origin: http://{}", srv.addr);
+    let ok = http(
+        srv.addr,
+        "POST",
+        "/api",
+        &[JSON, &same],
+        r#"{"cmd":"info"}"#,
+    )
+    .await;
+    assert_eq!(ok.status, 200);
+    // DNS rebinding: a foreign host name pointing at 127.0.0.1.
+    let rebind = http(
+        srv.addr,
+        "POST",
+        "/api",
+        &[JSON, "Host: evil.example"],
+        r#"{"cmd":"info"}"#,
+    )
+    .await;
+    assert_eq!(rebind.status, 403);
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn downloads_stay_inside_the_runs_directory() {
+    let srv = start("127.0.0.1:0", None).await;
+    let data = srv._dir.path().join("data");
+    let task = data.join("runs/r1/stb-01/boot");
+    std::fs::create_dir_all(task.join("artifacts")).unwrap();
+    std::fs::write(task.join("main.log"), "line one\nline two\n").unwrap();
+    std::fs::write(
+        task.join("artifacts/page.html"),
+        "<script>alert(1)</script>",
+    )
+    .unwrap();
+    std::fs::write(data.join("testbay.db"), "SECRET-DB").unwrap();
+    std::fs::write(srv._dir.path().join("outside.txt"), "OUTSIDE-CONTENT").unwrap();
+    std::os::unix::fs::symlink(srv._dir.path().join("outside.txt"), task.join("escape.log"))
+        .unwrap();
+    std::os::unix::fs::symlink(srv._dir.path(), data.join("runs/r1/up")).unwrap();
+    std::os::unix::fs::symlink(task.join("main.log"), task.join("inside.log")).unwrap();
+
+    let log = http(
+        srv.addr,
+        "GET",
+        "/files/runs/r1/stb-01/boot/main.log",
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(log.status, 200);
+    assert_eq!(log.body, "line one\nline two\n");
+    assert!(log.headers.contains("content-type: text/plain"));
+    // A range request reads a log's tail from an offset.
+    let tail = http(
+        srv.addr,
+        "GET",
+        "/files/runs/r1/stb-01/boot/main.log",
+        &["Range: bytes=9-"],
+        "",
+    )
+    .await;
+    assert_eq!(tail.status, 206);
+    assert_eq!(tail.body, "line two\n");
+    // A symlink that stays inside is fine.
+    let inside = http(
+        srv.addr,
+        "GET",
+        "/files/runs/r1/stb-01/boot/inside.log",
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(inside.status, 200);
+    // Task-written HTML is a download, sandboxed, never a page on the console's origin.
+    let html = http(
+        srv.addr,
+        "GET",
+        "/files/runs/r1/stb-01/boot/artifacts/page.html",
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(html.status, 200);
+    assert!(html.headers.contains("content-disposition: attachment"));
+    assert!(html.headers.contains("content-security-policy: sandbox"));
+
+    for bad in [
+        "/files/runs/r1/stb-01/boot/escape.log",
+        "/files/runs/r1/up/outside.txt",
+        "/files/runs/../testbay.db",
+        "/files/runs/%2e%2e/testbay.db",
+        "/files/runs/r1/..%2f..%2ftestbay.db",
+        "/files/runs//etc/passwd",
+        "/files/runs/%2fetc%2fpasswd",
+        "/files/testbay.db",
+    ] {
+        let r = http(srv.addr, "GET", bad, &[], "").await;
+        assert!(
+            !r.body.contains("SECRET-DB")
+                && !r.body.contains("OUTSIDE-CONTENT")
+                && !r.body.contains("root:"),
+            "{bad} leaked: {}",
+            r.body
+        );
+        assert!(r.status >= 400, "{bad}: {}", r.status);
+    }
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn non_loopback_requires_the_token() {
+    let ui = tempfile::tempdir().unwrap();
+    std::fs::write(ui.path().join("index.html"), "<h1>console</h1>").unwrap();
+    let srv = start("0.0.0.0:0", Some(ui.path())).await;
+    let token = srv.token.clone().expect("a token off loopback");
+    let addr: SocketAddr = format!("127.0.0.1:{}", srv.addr.port()).parse().unwrap();
+
+    let none = http(addr, "POST", "/api", &[JSON], r#"{"cmd":"info"}"#).await;
+    assert_eq!(none.status, 401);
+    let wrong = http(
+        addr,
+        "POST",
+        "/api",
+        &[JSON, "Authorization: Bearer nope"],
+        r#"{"cmd":"info"}"#,
+    )
+    .await;
+    assert_eq!(wrong.status, 401);
+    let page = http(addr, "GET", "/", &[], "").await;
+    assert_eq!(page.status, 401);
+    let ws = http(addr, "GET", "/api/events", &[], "").await;
+    assert_eq!(ws.status, 401);
+
+    let bearer = format!("Authorization: Bearer {token}");
+    let ok = http(addr, "POST", "/api", &[JSON, &bearer], r#"{"cmd":"info"}"#).await;
+    assert_eq!(ok.status, 200);
+    // The printed address carries the token and leaves a cookie for the page's assets.
+    let first = http(addr, "GET", &format!("/?token={token}"), &[], "").await;
+    assert_eq!(first.status, 200);
+    assert!(first.body.contains("console"));
+    assert!(first.headers.contains("set-cookie: testbay_token="));
+    assert!(first.headers.contains("httponly"));
+    let cookie = format!("Cookie: testbay_token={token}");
+    let asset = http(addr, "GET", "/some/route", &[&cookie], "").await;
+    assert_eq!(asset.status, 200, "SPA routes fall back to index.html");
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn event_stream_delivers_and_resyncs_a_slow_client() {
+    let srv = start("127.0.0.1:0", None).await;
+    let url = format!("ws://{}/api/events", srv.addr);
+    let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .unwrap();
+    // The stream is quiet while nothing happens; closing it is clean.
+    let quiet = tokio::time::timeout(std::time::Duration::from_millis(200), ws.next()).await;
+    assert!(quiet.is_err(), "no events expected yet");
+    ws.close(None).await.unwrap();
+    srv.shutdown().await;
+}
