@@ -1,1 +1,473 @@
-//! See ARCHITECTURE.md.
+//! Reports of a stored run: JUnit XML (for CI dashboards), a `results.yaml` tree in the
+//! pyATS reporter's shape (run > task > sub-results), and a JSON export.
+
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use ts_rs::TS;
+
+use crate::clock::EpochMs;
+use crate::outcome::{ABORTED, BLOCKED, ERRORED, SKIPPED, TIMEOUT};
+use crate::store::{RunRecord, TaskRecord};
+
+/// Report formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "snake_case")]
+#[ts(export)]
+pub enum ReportFormat {
+    Junit,
+    Yaml,
+    Json,
+}
+
+impl ReportFormat {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "junit" | "xml" => ReportFormat::Junit,
+            "yaml" | "yml" => ReportFormat::Yaml,
+            "json" => ReportFormat::Json,
+            _ => return None,
+        })
+    }
+
+    pub fn extension(self) -> &'static str {
+        match self {
+            ReportFormat::Junit => "xml",
+            ReportFormat::Yaml => "yaml",
+            ReportFormat::Json => "json",
+        }
+    }
+}
+
+/// A run with its task tree: the JSON export.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct RunExport {
+    pub run: RunRecord,
+    pub tasks: Vec<TaskRecord>,
+}
+
+pub fn render(format: ReportFormat, run: &RunRecord, tasks: &[TaskRecord]) -> String {
+    match format {
+        ReportFormat::Junit => junit(run, tasks),
+        ReportFormat::Yaml => results_yaml(run, tasks),
+        ReportFormat::Json => {
+            let export = RunExport {
+                run: run.clone(),
+                tasks: tasks.to_vec(),
+            };
+            serde_json::to_string_pretty(&export).expect("plain data") + "\n"
+        }
+    }
+}
+
+/// `2026-11-21T19:55:00.123Z`.
+pub fn format_utc(ms: EpochMs) -> String {
+    let secs = ms.div_euclid(1000);
+    let milli = ms.rem_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{milli:03}Z",
+        sod / 3600,
+        (sod / 60) % 60,
+        sod % 60
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
+pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+fn xml_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            // Characters XML 1.0 cannot carry at all.
+            c if (c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r') => out.push('\u{FFFD}'),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+enum Verdict {
+    Pass,
+    Skip,
+    Failure,
+    Error,
+}
+
+fn verdict(result: Option<&str>, failure: Option<bool>) -> Verdict {
+    match (result, failure) {
+        (None, _) => Verdict::Error,
+        (Some(SKIPPED), Some(false)) => Verdict::Skip,
+        (Some(_), Some(false)) => Verdict::Pass,
+        (Some(ERRORED | TIMEOUT | ABORTED), _) => Verdict::Error,
+        (Some(BLOCKED), _) => Verdict::Failure,
+        (Some(_), _) => Verdict::Failure,
+    }
+}
+
+fn task_seconds(t: &TaskRecord) -> f64 {
+    t.run_time.unwrap_or(0.0)
+}
+
+/// JUnit XML: one `testsuite` per lane and group (global setup/teardown in `global`), one
+/// `testcase` per task occurrence and per sub-result.
+pub fn junit(run: &RunRecord, tasks: &[TaskRecord]) -> String {
+    // Suites in plan order of their first task.
+    let mut suites: Vec<(String, Vec<&TaskRecord>)> = Vec::new();
+    for t in tasks {
+        let lane = t.lane.as_deref().unwrap_or("unassigned");
+        let group = t.group.as_deref().unwrap_or("global");
+        let name = format!("{lane}.{group}");
+        match suites.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, v)) => v.push(t),
+            None => suites.push((name, vec![t])),
+        }
+    }
+    let mut total = (0u32, 0u32, 0u32, 0u32, 0.0f64);
+    let mut body = String::new();
+    for (name, ts) in &suites {
+        let mut cases = String::new();
+        let mut c = (0u32, 0u32, 0u32, 0u32, 0.0f64);
+        for t in ts {
+            let classname = format!("{}.{}", run.pack_name, name);
+            push_case(
+                &mut cases,
+                &classname,
+                &t.task,
+                task_seconds(t),
+                t.result.as_deref(),
+                t.failure,
+                t.message.as_deref().unwrap_or(""),
+                Some(t),
+                &mut c,
+            );
+            for s in &t.sub_results {
+                push_case(
+                    &mut cases,
+                    &format!("{classname}.{}", t.task),
+                    &s.name,
+                    0.0,
+                    Some(&s.result),
+                    Some(s.failure),
+                    &s.message,
+                    None,
+                    &mut c,
+                );
+            }
+        }
+        let ts0 = ts.iter().filter_map(|t| t.started_ms).min();
+        let _ = writeln!(
+            body,
+            "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\" time=\"{:.3}\"{}>",
+            xml_escape(name),
+            c.0,
+            c.1,
+            c.2,
+            c.3,
+            c.4,
+            ts0.map(|t| format!(" timestamp=\"{}\"", &format_utc(t)[..19]))
+                .unwrap_or_default()
+        );
+        let _ = writeln!(body, "    <properties>");
+        for (k, v) in [
+            ("run_id", run.id.clone()),
+            ("pack", run.pack_name.clone()),
+            ("pack_version", run.pack_version.clone()),
+            ("content_hash", run.content_hash.clone()),
+            ("ats", run.ats.clone().unwrap_or_default()),
+        ] {
+            let _ = writeln!(
+                body,
+                "      <property name=\"{k}\" value=\"{}\"/>",
+                xml_escape(&v)
+            );
+        }
+        let _ = writeln!(body, "    </properties>");
+        body.push_str(&cases);
+        let _ = writeln!(body, "  </testsuite>");
+        total.0 += c.0;
+        total.1 += c.1;
+        total.2 += c.2;
+        total.3 += c.3;
+        total.4 += c.4;
+    }
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"{} {}\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\" time=\"{:.3}\">\n{body}</testsuites>\n",
+        xml_escape(&run.pack_name),
+        xml_escape(&run.id),
+        total.0,
+        total.1,
+        total.2,
+        total.3,
+        total.4
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn push_case(
+    out: &mut String,
+    classname: &str,
+    name: &str,
+    secs: f64,
+    result: Option<&str>,
+    failure: Option<bool>,
+    message: &str,
+    task: Option<&TaskRecord>,
+    c: &mut (u32, u32, u32, u32, f64),
+) {
+    c.0 += 1;
+    c.4 += secs;
+    let _ = writeln!(
+        out,
+        "    <testcase classname=\"{}\" name=\"{}\" time=\"{secs:.3}\">",
+        xml_escape(classname),
+        xml_escape(name)
+    );
+    let r = result.unwrap_or("(not run)");
+    match verdict(result, failure) {
+        Verdict::Pass => {}
+        Verdict::Skip => {
+            c.3 += 1;
+            let _ = writeln!(out, "      <skipped message=\"{}\"/>", xml_escape(message));
+        }
+        Verdict::Failure => {
+            c.1 += 1;
+            let _ = writeln!(
+                out,
+                "      <failure type=\"{}\" message=\"{}\">{}</failure>",
+                xml_escape(r),
+                xml_escape(message),
+                xml_escape(message)
+            );
+        }
+        Verdict::Error => {
+            c.2 += 1;
+            let _ = writeln!(
+                out,
+                "      <error type=\"{}\" message=\"{}\">{}</error>",
+                xml_escape(r),
+                xml_escape(message),
+                xml_escape(message)
+            );
+        }
+    }
+    if let Some(t) = task {
+        let logs: Vec<String> = [
+            ("setup", &t.paths.setup_log),
+            ("main", &t.paths.main_log),
+            ("teardown", &t.paths.teardown_log),
+        ]
+        .iter()
+        .filter_map(|(k, p)| p.as_ref().map(|p| format!("{k} log: {p}")))
+        .collect();
+        if !logs.is_empty() {
+            let _ = writeln!(
+                out,
+                "      <system-out>{}</system-out>",
+                xml_escape(&logs.join("\n"))
+            );
+        }
+    }
+    let _ = writeln!(out, "    </testcase>");
+}
+
+/// The results tree as a JSON value (what `results.yaml` holds).
+pub fn results_tree(run: &RunRecord, tasks: &[TaskRecord]) -> Value {
+    let mut summary = Map::new();
+    summary.insert("total".into(), json!(run.counts.total));
+    summary.insert("done".into(), json!(run.counts.done));
+    summary.insert("failures".into(), json!(run.counts.failures));
+    for (k, v) in &run.counts.by_result {
+        summary.insert(k.to_lowercase(), json!(v));
+    }
+    let ok = run.counts.done.saturating_sub(run.counts.failures);
+    let rate = if run.counts.done > 0 {
+        (ok as f64 * 1000.0 / run.counts.done as f64).round() / 10.0
+    } else {
+        0.0
+    };
+    summary.insert("success_rate".into(), json!(rate));
+    let task_nodes: Vec<Value> = tasks
+        .iter()
+        .map(|t| {
+            let mut n = Map::new();
+            n.insert(
+                "id".into(),
+                json!(format!("{}/{}", t.lane.clone().unwrap_or_default(), t.task)),
+            );
+            n.insert("name".into(), json!(t.task));
+            n.insert("kind".into(), json!(t.kind.as_str()));
+            if let Some(g) = &t.group {
+                n.insert("group".into(), json!(g));
+            }
+            if let Some(l) = &t.lane {
+                n.insert("lane".into(), json!(l));
+            }
+            if !t.description.is_empty() {
+                n.insert("description".into(), json!(t.description));
+            }
+            n.insert(
+                "result".into(),
+                json!(t.result.clone().unwrap_or_else(|| "(not run)".into())),
+            );
+            if let Some(m) = t.message.as_ref().filter(|m| !m.is_empty()) {
+                n.insert("message".into(), json!(m));
+            }
+            if let Some(s) = t.started_ms {
+                n.insert("starttime".into(), json!(format_utc(s)));
+            }
+            if let Some(s) = t.finished_ms {
+                n.insert("stoptime".into(), json!(format_utc(s)));
+            }
+            if let Some(rt) = t.run_time {
+                n.insert("runtime".into(), json!(rt));
+            }
+            n.insert("est_task_time".into(), json!(t.est_task_time));
+            if let Some(d) = t.run_time_delta {
+                n.insert("run_time_delta".into(), json!(d));
+            }
+            let mut logs = Map::new();
+            for (k, p) in [
+                ("setup", &t.paths.setup_log),
+                ("main", &t.paths.main_log),
+                ("teardown", &t.paths.teardown_log),
+            ] {
+                if let Some(p) = p {
+                    logs.insert(k.into(), json!(p));
+                }
+            }
+            if !logs.is_empty() {
+                n.insert("logs".into(), Value::Object(logs));
+            }
+            if let Some(a) = &t.paths.artifacts_dir {
+                n.insert("artifacts".into(), json!(a));
+            }
+            if let Some(m) = &t.metadata {
+                n.insert("metadata".into(), m.clone());
+            }
+            if !t.sub_results.is_empty() {
+                let subs: Vec<Value> = t
+                    .sub_results
+                    .iter()
+                    .map(|s| {
+                        let mut sn = Map::new();
+                        sn.insert("name".into(), json!(s.name));
+                        if !s.description.is_empty() {
+                            sn.insert("description".into(), json!(s.description));
+                        }
+                        sn.insert("result".into(), json!(s.result));
+                        if !s.message.is_empty() {
+                            sn.insert("message".into(), json!(s.message));
+                        }
+                        if let Some(m) = &s.metadata {
+                            sn.insert("metadata".into(), m.clone());
+                        }
+                        Value::Object(sn)
+                    })
+                    .collect();
+                n.insert("sections".into(), Value::Array(subs));
+            }
+            Value::Object(n)
+        })
+        .collect();
+    let mut suite = Map::new();
+    suite.insert("name".into(), json!(run.pack_name));
+    suite.insert("version".into(), json!(run.pack_version));
+    suite.insert("run_id".into(), json!(run.id));
+    suite.insert("content_hash".into(), json!(run.content_hash));
+    suite.insert("status".into(), json!(run.status.as_str()));
+    if let Some(r) = &run.reason {
+        suite.insert("reason".into(), json!(r));
+    }
+    suite.insert("groups".into(), json!(run.groups));
+    suite.insert("duts".into(), json!(run.duts));
+    if let Some(a) = &run.ats {
+        suite.insert("ats".into(), json!(a));
+    }
+    suite.insert("resource_mode".into(), json!(run.resource_mode));
+    suite.insert("coverage_mode".into(), json!(run.coverage_mode));
+    if let Some(s) = run.started_ms {
+        suite.insert("starttime".into(), json!(format_utc(s)));
+    }
+    if let Some(s) = run.finished_ms {
+        suite.insert("stoptime".into(), json!(format_utc(s)));
+    }
+    if let (Some(a), Some(b)) = (run.started_ms, run.finished_ms) {
+        suite.insert("runtime".into(), json!((b - a) as f64 / 1000.0));
+    }
+    suite.insert("summary".into(), Value::Object(summary));
+    suite.insert("tasks".into(), Value::Array(task_nodes));
+    json!({"version": 1, "testsuite": Value::Object(suite)})
+}
+
+/// `results.yaml`: the results tree as YAML.
+pub fn results_yaml(run: &RunRecord, tasks: &[TaskRecord]) -> String {
+    let yaml = to_yaml(&results_tree(run, tasks));
+    let mut out = String::new();
+    let mut emitter = yaml_rust2::YamlEmitter::new(&mut out);
+    emitter.multiline_strings(true);
+    emitter.dump(&yaml).expect("emit to a String");
+    out.push('\n');
+    out
+}
+
+fn to_yaml(v: &Value) -> yaml_rust2::Yaml {
+    use yaml_rust2::Yaml;
+    match v {
+        Value::Null => Yaml::Null,
+        Value::Bool(b) => Yaml::Boolean(*b),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => Yaml::Integer(i),
+            None => Yaml::Real(n.to_string()),
+        },
+        Value::String(s) => Yaml::String(s.clone()),
+        Value::Array(a) => Yaml::Array(a.iter().map(to_yaml).collect()),
+        Value::Object(m) => {
+            let mut h = yaml_rust2::yaml::Hash::new();
+            for (k, v) in m {
+                h.insert(Yaml::String(k.clone()), to_yaml(v));
+            }
+            Yaml::Hash(h)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_format() {
+        assert_eq!(format_utc(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(format_utc(1_795_290_900_123), "2026-11-21T19:55:00.123Z");
+    }
+
+    #[test]
+    fn xml_escaping() {
+        assert_eq!(
+            xml_escape("a<b & \"c\"\u{1}"),
+            "a&lt;b &amp; &quot;c&quot;\u{FFFD}"
+        );
+    }
+}

@@ -5,6 +5,9 @@
 //! one [`Command`] variant and one match arm in [`run`] below.
 
 pub mod serve;
+pub mod run;
+pub mod results;
+pub mod export;
 
 use std::path::PathBuf;
 
@@ -75,10 +78,19 @@ pub struct Ctx {
 pub enum Command {
     /// Serve the console (UI, API, events) to a browser
     Serve(serve::Args),
+    /// Run a pack headless: live progress, stored results, a summary
+    Run(run::Args),
+    /// List stored runs, or show one run's task tree
+    Results(results::Args),
+    /// Export a stored run as JUnit XML, results.yaml or JSON
+    Export(export::Args),
 }
 
 pub fn run(command: Command, ctx: &Ctx) -> anyhow::Result<i32> {
     match command {
         Command::Serve(a) => serve::run(a, ctx),
+        Command::Run(a) => run::run(a, ctx),
+        Command::Results(a) => results::run(a, ctx),
+        Command::Export(a) => export::run(a, ctx),
     }
 }

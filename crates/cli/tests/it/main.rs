@@ -1,1 +1,2 @@
 //! CLI integration tests.
+mod run;

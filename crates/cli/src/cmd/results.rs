@@ -1,0 +1,272 @@
+//! `testbay results`: list stored runs; `testbay results RUN`: one run's task tree with
+//! sub-results and log paths.
+
+use anyhow::Context as _;
+use testbay_engine::outcome::RunStatus;
+use testbay_engine::report::format_utc;
+use testbay_engine::store::{RunQuery, RunRecord, RunSort, TaskKind, TaskRecord};
+
+use super::run::{fmt_dur, open_store};
+use super::Ctx;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// A run id: show its task tree instead of the list
+    pub run: Option<String>,
+    /// Only runs of this pack
+    #[arg(long)]
+    pub pack: Option<String>,
+    /// Only runs that included this group
+    #[arg(long)]
+    pub group: Option<String>,
+    /// Only runs on this DUT
+    #[arg(long)]
+    pub dut: Option<String>,
+    /// Only runs on this ATS
+    #[arg(long)]
+    pub ats: Option<String>,
+    /// Only runs with this status (queued, running, completed, stopped, stalled,
+    /// could_not_start, interrupted)
+    #[arg(long, value_parser = parse_status)]
+    pub status: Option<RunStatus>,
+    /// Only runs with at least one task with this result
+    #[arg(long)]
+    pub result: Option<String>,
+    /// Only runs with at least one failure
+    #[arg(long)]
+    pub failed: bool,
+    /// Search run ids, pack names, reasons, task names and messages
+    #[arg(long)]
+    pub search: Option<String>,
+    /// created, pack, status, duration, failures
+    #[arg(long, default_value = "created", value_parser = parse_sort)]
+    pub sort: RunSort,
+    /// Oldest / smallest first
+    #[arg(long)]
+    pub asc: bool,
+    #[arg(long, default_value_t = 20)]
+    pub limit: u32,
+    #[arg(long, default_value_t = 0)]
+    pub offset: u32,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_status(s: &str) -> Result<RunStatus, String> {
+    RunStatus::parse(s).ok_or_else(|| format!("unknown status `{s}`"))
+}
+
+fn parse_sort(s: &str) -> Result<RunSort, String> {
+    serde_json::from_value(serde_json::Value::String(s.into()))
+        .map_err(|_| format!("unknown sort `{s}` (created, pack, status, duration, failures)"))
+}
+
+pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
+    let store = open_store(ctx)?;
+    if let Some(id) = &args.run {
+        let run = store.get_run(id).with_context(|| format!("run {id}"))?;
+        let tasks = store.run_tasks(id)?;
+        if args.json {
+            let export = testbay_engine::report::RunExport { run, tasks };
+            println!("{}", serde_json::to_string_pretty(&export)?);
+        } else {
+            print_tree(&run, &tasks);
+        }
+        return Ok(0);
+    }
+    let page = store.list_runs(&RunQuery {
+        pack: args.pack,
+        group: args.group,
+        dut: args.dut,
+        ats: args.ats,
+        status: args.status,
+        result: args.result,
+        failed_only: args.failed,
+        from_ms: None,
+        to_ms: None,
+        text: args.search,
+        sort: args.sort,
+        ascending: args.asc,
+        offset: args.offset,
+        limit: args.limit,
+    })?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&page)?);
+        return Ok(0);
+    }
+    if page.runs.is_empty() {
+        println!(
+            "no runs{}",
+            if page.total > 0 { " on this page" } else { "" }
+        );
+        return Ok(0);
+    }
+    let id_w = page.runs.iter().map(|r| r.id.len()).max().unwrap_or(2);
+    let pack_w = page
+        .runs
+        .iter()
+        .map(|r| r.pack_name.len() + r.pack_version.len() + 1)
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    println!(
+        "{:<id_w$}  {:<pack_w$}  {:<15}  {:<19}  {:>8}  {:>7}  {:>8}  DUTS",
+        "RUN", "PACK", "STATUS", "CREATED (UTC)", "DURATION", "TASKS", "FAILURES"
+    );
+    for r in &page.runs {
+        let dur = match (r.started_ms, r.finished_ms) {
+            (Some(a), Some(b)) => fmt_dur(b - a),
+            (Some(_), None) => "running".into(),
+            _ => "-".into(),
+        };
+        println!(
+            "{:<id_w$}  {:<pack_w$}  {:<15}  {:<19}  {:>8}  {:>7}  {:>8}  {}",
+            r.id,
+            format!("{}@{}", r.pack_name, r.pack_version),
+            r.status.as_str(),
+            &format_utc(r.created_ms)[..19].replace('T', " "),
+            dur,
+            format!("{}/{}", r.counts.done, r.counts.total),
+            r.counts.failures,
+            r.duts
+                .iter()
+                .map(|d| d.name.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+    }
+    let shown = args.offset as usize + page.runs.len();
+    if (shown as u32) < page.total {
+        println!(
+            "{} of {} runs; next page: --offset {}",
+            page.runs.len(),
+            page.total,
+            shown
+        );
+    }
+    Ok(0)
+}
+
+fn print_tree(run: &RunRecord, tasks: &[TaskRecord]) {
+    println!(
+        "run {}  {}@{}  {}{}",
+        run.id,
+        run.pack_name,
+        run.pack_version,
+        run.status.as_str(),
+        run.reason
+            .as_ref()
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default()
+    );
+    let dur = match (run.started_ms, run.finished_ms) {
+        (Some(a), Some(b)) => fmt_dur(b - a),
+        _ => "-".into(),
+    };
+    println!(
+        "  created {}  duration {}  content {}",
+        format_utc(run.created_ms),
+        dur,
+        &run.content_hash[..run.content_hash.len().min(12)]
+    );
+    println!(
+        "  groups {}  DUTs {}  ATS {}  resource_mode {}  coverage_mode {}",
+        if run.groups.is_empty() {
+            "-".into()
+        } else {
+            run.groups.join(",")
+        },
+        if run.duts.is_empty() {
+            "-".into()
+        } else {
+            run.duts
+                .iter()
+                .map(|d| d.name.clone())
+                .collect::<Vec<_>>()
+                .join(",")
+        },
+        run.ats.as_deref().unwrap_or("-"),
+        run.resource_mode,
+        run.coverage_mode
+    );
+    println!(
+        "  {} task(s), {} done, {} failure(s)",
+        run.counts.total, run.counts.done, run.counts.failures
+    );
+    let mut lanes: Vec<String> = Vec::new();
+    for t in tasks {
+        let l = t.lane.clone().unwrap_or_else(|| "(unassigned)".into());
+        if !lanes.contains(&l) {
+            lanes.push(l);
+        }
+    }
+    for lane in lanes {
+        println!("{lane}");
+        let mut section = String::new();
+        for t in tasks
+            .iter()
+            .filter(|t| t.lane.as_deref().unwrap_or("(unassigned)") == lane)
+        {
+            let sec = match (&t.group, t.kind) {
+                (None, k) => format!("global {}", k.as_str()),
+                (Some(g), TaskKind::Test) => format!("group {g}"),
+                (Some(g), k) => format!("group {g} {}", k.as_str()),
+            };
+            if sec != section {
+                println!("  {sec}");
+                section = sec;
+            }
+            let mark = match t.failure {
+                Some(true) => "FAIL",
+                Some(false) => " ok ",
+                None => " .. ",
+            };
+            let time = t
+                .run_time
+                .map(|s| fmt_dur((s * 1000.0) as i64))
+                .unwrap_or_default();
+            println!(
+                "    [{mark}] {:<24} {:<9} {:>7}  {}",
+                t.task,
+                t.result.as_deref().unwrap_or(match t.state {
+                    testbay_engine::store::StoredTaskState::Running => "running",
+                    _ => "pending",
+                }),
+                time,
+                t.message
+                    .as_deref()
+                    .unwrap_or("")
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+            );
+            for s in &t.sub_results {
+                println!(
+                    "           ↳ {:<22} {:<9}          {}",
+                    s.name, s.result, s.message
+                );
+            }
+            for (k, p) in [
+                ("setup", &t.paths.setup_log),
+                ("main", &t.paths.main_log),
+                ("teardown", &t.paths.teardown_log),
+            ] {
+                if let Some(p) = p {
+                    if std::path::Path::new(p).exists() {
+                        println!("           {k} log: {p}");
+                    }
+                }
+            }
+            if t.log_truncated {
+                println!("           (log truncated at its size limit)");
+            }
+            if let Some(raw) = &t.raw_result {
+                println!(
+                    "           raw result: {}",
+                    raw.lines().next().unwrap_or("")
+                );
+            }
+        }
+    }
+}

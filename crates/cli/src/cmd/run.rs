@@ -1,0 +1,480 @@
+//! `testbay run PACK`: run a pack headless with live progress, store every result, print a
+//! summary; exit 1 when any result is a failure (not in the run's `valid_result`).
+
+use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::{Map, Value};
+use testbay_engine::clock::{Clock, SystemClock};
+use testbay_engine::outcome::RunStatus;
+use testbay_engine::pack::{CoverageMode, ResourceMode};
+use testbay_engine::plan::DutTarget;
+use testbay_engine::run::{AlwaysGrant, LaunchRequest, RunError, RunEvent, RunManager, TaskState};
+use testbay_engine::store::{Store, TaskRecord};
+
+use super::Ctx;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Pack folder, or the name of a pack in the pack folders (--packs)
+    pub pack: String,
+    /// Test group to run, in order; repeat for more [default: every group]
+    #[arg(long = "group", short = 'g', value_name = "GROUP")]
+    pub groups: Vec<String>,
+    /// DUT to run on, one lane each: NAME or NAME:MODEL; repeat for more
+    #[arg(long = "dut", short = 'd', value_name = "DUT")]
+    pub duts: Vec<String>,
+    /// ATS (test rack) the run uses
+    #[arg(long, value_name = "ATS")]
+    pub ats: Option<String>,
+    /// Override a global parameter; VALUE is JSON when it parses as JSON, else a string
+    #[arg(short = 'p', long = "param", value_name = "KEY=VALUE")]
+    pub params: Vec<String>,
+    /// all, per_task_separate, per_task_combine, custom_all, custom_separate, custom_combine
+    #[arg(long, value_name = "MODE", value_parser = parse_mode::<ResourceMode>)]
+    pub resource_mode: Option<ResourceMode>,
+    /// dut (every DUT runs the whole list), test (every DUT every test, least-run first),
+    /// split (each test once, on a free DUT)
+    #[arg(long, value_name = "MODE", value_parser = parse_mode::<CoverageMode>)]
+    pub coverage_mode: Option<CoverageMode>,
+    /// Print events as JSON lines instead of progress and a summary
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_mode<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, String> {
+    serde_json::from_value(Value::String(s.to_string())).map_err(|e| e.to_string())
+}
+
+/// Open the store in the data dir and mark runs of dead consoles interrupted.
+pub fn open_store(ctx: &Ctx) -> anyhow::Result<Arc<Store>> {
+    let store = Store::open_in(&ctx.data_dir)
+        .with_context(|| format!("cannot open the data dir {}", ctx.data_dir.display()))?;
+    let rep = store.recover_interrupted(SystemClock.now_ms())?;
+    if !rep.interrupted_runs.is_empty() {
+        eprintln!(
+            "note: {} run(s) left by a console that exited are now marked interrupted ({}); {} task(s) aborted, {} leftover process(es) killed",
+            rep.interrupted_runs.len(),
+            rep.interrupted_runs.join(", "),
+            rep.aborted_tasks,
+            rep.killed_processes
+        );
+    }
+    Ok(Arc::new(store))
+}
+
+/// A pack folder from a path or a pack name under the pack folders.
+pub fn resolve_pack(arg: &str, ctx: &Ctx) -> anyhow::Result<PathBuf> {
+    let p = Path::new(arg);
+    if p.join("pack.yaml").is_file() || p.is_dir() {
+        return Ok(p.to_path_buf());
+    }
+    for root in &ctx.packs {
+        if root.file_name().is_some_and(|n| n == arg) && root.join("pack.yaml").is_file() {
+            return Ok(root.clone());
+        }
+        let cand = root.join(arg);
+        if cand.join("pack.yaml").is_file() {
+            return Ok(cand);
+        }
+        // A pack whose folder name differs from its `name`.
+        if let Ok(rd) = std::fs::read_dir(root) {
+            for e in rd.flatten() {
+                let f = e.path().join("pack.yaml");
+                if f.is_file()
+                    && std::fs::read_to_string(&f)
+                        .is_ok_and(|t| t.lines().any(|l| l.trim() == format!("name: {arg}")))
+                {
+                    return Ok(e.path());
+                }
+            }
+        }
+    }
+    bail!(
+        "no pack folder or pack named `{arg}` (searched {})",
+        ctx.packs
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+fn parse_dut(s: &str) -> anyhow::Result<DutTarget> {
+    let (name, model) = match s.split_once(':') {
+        Some((n, m)) => (n, Some(m.to_string())),
+        None => (s, None),
+    };
+    if name.is_empty() {
+        bail!("--dut `{s}`: empty DUT name");
+    }
+    Ok(DutTarget {
+        name: name.to_string(),
+        model,
+        rack: None,
+        slot: None,
+    })
+}
+
+fn parse_params(items: &[String]) -> anyhow::Result<Map<String, Value>> {
+    let mut m = Map::new();
+    for it in items {
+        let Some((k, v)) = it.split_once('=') else {
+            bail!("-p `{it}`: expected KEY=VALUE");
+        };
+        if k.is_empty() {
+            bail!("-p `{it}`: empty key");
+        }
+        let v = serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_string()));
+        m.insert(k.to_string(), v);
+    }
+    Ok(m)
+}
+
+pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
+    let pack_dir = resolve_pack(&args.pack, ctx)?;
+    let req = LaunchRequest {
+        pack_dir: pack_dir.display().to_string(),
+        groups: args.groups.clone(),
+        ats: args.ats.clone(),
+        duts: args
+            .duts
+            .iter()
+            .map(|d| parse_dut(d))
+            .collect::<anyhow::Result<_>>()?,
+        params: parse_params(&args.params)?,
+        resource_mode: args.resource_mode,
+        coverage_mode: args.coverage_mode,
+    };
+    let store = open_store(ctx)?;
+    // One thread: tasks are child processes, the engine only waits on them. Phases are
+    // forked from this (long-lived) thread, as PR_SET_PDEATHSIG requires.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(drive(args, req, store, ctx))
+}
+
+enum Output {
+    Json,
+    Plain,
+    Bars {
+        mp: MultiProgress,
+        bars: HashMap<String, ProgressBar>,
+    },
+}
+
+async fn drive(
+    args: Args,
+    req: LaunchRequest,
+    store: Arc<Store>,
+    ctx: &Ctx,
+) -> anyhow::Result<i32> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let mgr = RunManager::new(store.clone(), &ctx.data_dir, Arc::new(AlwaysGrant), clock);
+    let mut events = mgr.subscribe();
+    let run_id = match mgr.launch(req) {
+        Ok(id) => id,
+        Err(RunError::Pack(e)) => {
+            eprintln!("pack {} cannot run:", e.dir.display());
+            for d in &e.diagnostics {
+                eprintln!("  {d}");
+            }
+            return Ok(2);
+        }
+        Err(RunError::CouldNotStart { run_id, reason }) => {
+            if args.json {
+                let ev = serde_json::json!({"type": "run_status", "run_id": run_id, "status": "could_not_start", "reason": reason});
+                println!("{ev}");
+            }
+            eprintln!("run {run_id} could not start: {reason}");
+            return Ok(2);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut out = if args.json {
+        Output::Json
+    } else if std::io::stderr().is_terminal() {
+        let mp = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(8));
+        let style = ProgressStyle::with_template(
+            "{prefix:>12.bold} [{bar:28.cyan/blue}] {pos:>3}/{len:<3} {msg}",
+        )
+        .expect("valid template")
+        .progress_chars("=> ");
+        let mut bars = HashMap::new();
+        if let Some(view) = mgr.view(&run_id) {
+            eprintln!(
+                "run {run_id}: {} {} on {} lane(s)",
+                view.pack_name,
+                view.pack_version,
+                view.lanes.len()
+            );
+            for lane in &view.lanes {
+                let pb = mp.add(ProgressBar::new(lane.progress.total as u64));
+                pb.set_style(style.clone());
+                pb.set_prefix(lane.name.clone());
+                bars.insert(lane.name.clone(), pb);
+            }
+        }
+        Output::Bars { mp, bars }
+    } else {
+        eprintln!("run {run_id} started");
+        Output::Plain
+    };
+
+    let wait = mgr.wait(&run_id);
+    tokio::pin!(wait);
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut interrupted = false;
+    let status = loop {
+        tokio::select! {
+            st = &mut wait => break st?,
+            ev = events.recv() => match ev {
+                Ok(ev) if ev.run_id() == run_id => show_event(&mut out, &ev),
+                _ => {}
+            },
+            _ = tick.tick() => refresh_bars(&out, &mgr, &run_id),
+            _ = tokio::signal::ctrl_c(), if !interrupted => {
+                interrupted = true;
+                eprintln!("stopping run {run_id} (Ctrl-C again to leave at once)");
+                let _ = mgr.stop(&run_id);
+                tokio::spawn(async {
+                    let _ = tokio::signal::ctrl_c().await;
+                    std::process::exit(130);
+                });
+            }
+        }
+    };
+    while let Ok(ev) = events.try_recv() {
+        if ev.run_id() == run_id {
+            show_event(&mut out, &ev);
+        }
+    }
+    if let Output::Bars { bars, mp } = &out {
+        refresh_bars(&out, &mgr, &run_id);
+        for pb in bars.values() {
+            pb.finish();
+        }
+        let _ = mp.clear();
+    }
+    let run = store.get_run(&run_id)?;
+    if !matches!(out, Output::Json) {
+        let tasks = store.run_tasks(&run_id)?;
+        print_summary(&run_id, status, &tasks);
+    }
+    Ok(
+        if status == RunStatus::Completed && run.counts.failures == 0 {
+            0
+        } else {
+            1
+        },
+    )
+}
+
+fn show_event(out: &mut Output, ev: &RunEvent) {
+    match out {
+        Output::Json => {
+            let mut so = std::io::stdout().lock();
+            let _ = serde_json::to_writer(&mut so, ev);
+            let _ = so.write_all(b"\n");
+        }
+        Output::Plain => match ev {
+            RunEvent::TaskState {
+                task,
+                lane,
+                state: TaskState::Done {
+                    result, message, ..
+                },
+                ..
+            } => {
+                let lane = lane.as_deref().unwrap_or("-");
+                if message.is_empty() {
+                    eprintln!("[{lane}] {task}: {result}");
+                } else {
+                    eprintln!("[{lane}] {task}: {result} - {message}");
+                }
+            }
+            RunEvent::TaskState {
+                task,
+                lane,
+                state: TaskState::Running { phase },
+                ..
+            } => eprintln!(
+                "[{}] {task}: {} ...",
+                lane.as_deref().unwrap_or("-"),
+                phase.as_str()
+            ),
+            RunEvent::TaskState {
+                task,
+                lane,
+                state: TaskState::Waiting { reason },
+                ..
+            } => eprintln!(
+                "[{}] {task}: waiting - {reason}",
+                lane.as_deref().unwrap_or("-")
+            ),
+            RunEvent::RunStatus { status, reason, .. } => match reason {
+                Some(r) => eprintln!("run {}: {r}", status.as_str()),
+                None => eprintln!("run {}", status.as_str()),
+            },
+            _ => {}
+        },
+        Output::Bars { mp, .. } => {
+            if let RunEvent::TaskState {
+                task,
+                lane,
+                state:
+                    TaskState::Done {
+                        result,
+                        message,
+                        failure,
+                    },
+                ..
+            } = ev
+            {
+                if *failure {
+                    let _ = mp.println(format!(
+                        "  {} {task}: {result}{}",
+                        lane.as_deref().unwrap_or("-"),
+                        if message.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" - {message}")
+                        }
+                    ));
+                }
+            }
+        }
+    }
+}
+
+fn refresh_bars(out: &Output, mgr: &RunManager, run_id: &str) {
+    let Output::Bars { bars, .. } = out else {
+        return;
+    };
+    let Some(view) = mgr.view(run_id) else { return };
+    for lane in &view.lanes {
+        let Some(pb) = bars.get(&lane.name) else {
+            continue;
+        };
+        pb.set_length(lane.progress.total as u64);
+        pb.set_position(lane.progress.done as u64);
+        let running: Vec<String> = lane
+            .setup
+            .iter()
+            .chain(&lane.test)
+            .chain(&lane.teardown)
+            .filter_map(|t| match &t.state {
+                TaskState::Running { phase } => Some(format!("{} ({})", t.task, phase.as_str())),
+                _ => None,
+            })
+            .collect();
+        let eta = lane
+            .progress
+            .eta_ms
+            .filter(|_| lane.progress.done < lane.progress.total)
+            .map(|ms| format!(" · ETA {}", fmt_dur(ms)))
+            .unwrap_or_default();
+        let fails = if lane.progress.failures > 0 {
+            format!(" · {} failed", lane.progress.failures)
+        } else {
+            String::new()
+        };
+        let now = if running.is_empty() {
+            if lane.progress.done == lane.progress.total {
+                "done".to_string()
+            } else {
+                "waiting".to_string()
+            }
+        } else {
+            running.join(", ")
+        };
+        pb.set_message(format!("{now}{eta}{fails}"));
+    }
+}
+
+/// `850ms`, `12.3s`, `4m05s`, `2h03m`.
+pub fn fmt_dur(ms: i64) -> String {
+    let ms = ms.max(0);
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    } else if ms < 3_600_000 {
+        format!("{}m{:02}s", ms / 60_000, (ms / 1000) % 60)
+    } else {
+        format!("{}h{:02}m", ms / 3_600_000, (ms / 60_000) % 60)
+    }
+}
+
+fn cut(s: &str, n: usize) -> String {
+    let line = s.lines().next().unwrap_or("");
+    if line.chars().count() <= n {
+        line.to_string()
+    } else {
+        format!("{}…", line.chars().take(n - 1).collect::<String>())
+    }
+}
+
+fn print_summary(run_id: &str, status: RunStatus, tasks: &[TaskRecord]) {
+    let lane_w = tasks
+        .iter()
+        .map(|t| t.lane.as_deref().unwrap_or("-").len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    let task_w = tasks.iter().map(|t| t.task.len()).max().unwrap_or(4).max(4);
+    println!(
+        "{:<lane_w$}  {:<task_w$}  {:<8}  {:<8}  {:>7}  MESSAGE",
+        "LANE", "TASK", "KIND", "RESULT", "TIME"
+    );
+    let mut by_result: std::collections::BTreeMap<String, u32> = Default::default();
+    let mut failures = 0;
+    for t in tasks {
+        let result = t.result.as_deref().unwrap_or("-");
+        *by_result.entry(result.to_string()).or_default() += 1;
+        if t.failure == Some(true) {
+            failures += 1;
+        }
+        let time = t
+            .run_time
+            .map(|s| fmt_dur((s * 1000.0) as i64))
+            .unwrap_or_default();
+        println!(
+            "{:<lane_w$}  {:<task_w$}  {:<8}  {:<8}  {:>7}  {}",
+            t.lane.as_deref().unwrap_or("-"),
+            t.task,
+            t.kind.as_str(),
+            result,
+            time,
+            cut(t.message.as_deref().unwrap_or(""), 60)
+        );
+        for s in &t.sub_results {
+            println!(
+                "{:<lane_w$}    ↳ {:<w$}  {:<8}  {:>7}  {}",
+                "",
+                s.name,
+                s.result,
+                "",
+                cut(&s.message, 60),
+                w = task_w + 8,
+            );
+        }
+    }
+    let counts: Vec<String> = by_result.iter().map(|(k, v)| format!("{v} {k}")).collect();
+    println!();
+    println!(
+        "run {run_id} {}: {} task(s): {}; {} failure(s)",
+        status.as_str(),
+        tasks.len(),
+        counts.join(", "),
+        failures
+    );
+    println!("details: testbay results {run_id}");
+}

@@ -1,0 +1,362 @@
+//! `testbay run`, `results` and `export` as a user runs them: the real binary, real child
+//! processes, a real data dir.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_testbay"));
+    c.env_remove("TESTBAY_DATA_DIR").env("RUST_LOG", "warn");
+    c
+}
+
+struct Fx {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    data: PathBuf,
+}
+
+fn fx() -> Fx {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_path_buf();
+    Fx {
+        data: root.join("data"),
+        root,
+        _tmp: tmp,
+    }
+}
+
+impl Fx {
+    /// Write a pack `name` with tasks (name, extra yaml, bash body).
+    fn pack(&self, name: &str, pack_yaml: &str, tasks: &[(&str, &str, &str)]) -> PathBuf {
+        let dir = self.root.join(name);
+        std::fs::create_dir_all(dir.join("tasks")).unwrap();
+        std::fs::write(dir.join("pack.yaml"), pack_yaml).unwrap();
+        for (t, extra, body) in tasks {
+            std::fs::write(
+                dir.join(format!("tasks/{t}.yaml")),
+                format!("name: {t}\nrun: [bash, {t}.sh]\n{extra}"),
+            )
+            .unwrap();
+            std::fs::write(dir.join(format!("tasks/{t}.sh")), body).unwrap();
+        }
+        dir
+    }
+
+    fn testbay(&self, args: &[&str]) -> Output {
+        bin()
+            .arg("--data-dir")
+            .arg(&self.data)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+const GOOD: &str =
+    "name: good\nversion: 2.0.0\nsetup: [prep]\ngroups:\n  smoke:\n    tests: [boot, tune]\n";
+
+fn good_tasks() -> Vec<(&'static str, &'static str, &'static str)> {
+    vec![
+        ("prep", "", "echo preparing\n"),
+        ("boot", "", "echo booted\n"),
+        (
+            "tune",
+            "",
+            "cat > \"$TESTBAY_RESULT\" <<'EOF'\n{\"result\": \"Passed\", \"metadata\": {\"message\": \"2 channels\"}, \"multi_result\": [{\"name\": \"ch101\", \"description\": \"\", \"result\": \"Passed\", \"metadata\": {\"message\": \"video ok\"}}, {\"name\": \"ch102\", \"description\": \"\", \"result\": \"Passed\", \"metadata\": {\"message\": \"\"}}]}\nEOF\n",
+        ),
+    ]
+}
+
+fn run_id_of(stdout: &str) -> String {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("details: testbay results "))
+        .unwrap_or_else(|| panic!("no run id in\n{stdout}"))
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn run_results_and_export_round_trip() {
+    let f = fx();
+    let pack = f.pack("good", GOOD, &good_tasks());
+    let out = f.testbay(&[
+        "run",
+        pack.to_str().unwrap(),
+        "--dut",
+        "stb-01:TP-4000",
+        "--ats",
+        "rack-a",
+        "-p",
+        "channel_list=[101,102]",
+    ]);
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    for want in [
+        "LANE",
+        "prep",
+        "boot",
+        "tune",
+        "ch101",
+        "Passed",
+        "0 failure(s)",
+    ] {
+        assert!(stdout.contains(want), "missing {want} in\n{stdout}");
+    }
+    // Plain lines (not a TTY) on stderr.
+    assert!(
+        text(&out.stderr).contains("[stb-01] boot: Passed"),
+        "{}",
+        text(&out.stderr)
+    );
+    let id = run_id_of(&stdout);
+
+    let list = f.testbay(&["results"]);
+    let ls = text(&list.stdout);
+    assert!(
+        ls.contains(&id) && ls.contains("good@2.0.0") && ls.contains("completed"),
+        "{ls}"
+    );
+    let none = f.testbay(&["results", "--pack", "other"]);
+    assert!(text(&none.stdout).contains("no runs"));
+
+    let tree = f.testbay(&["results", &id]);
+    let tr = text(&tree.stdout);
+    assert_eq!(tree.status.code(), Some(0));
+    for want in [
+        "global setup",
+        "group smoke",
+        "ch102",
+        "main log:",
+        "stb-01",
+        "rack-a",
+    ] {
+        assert!(tr.contains(want), "missing {want} in\n{tr}");
+    }
+
+    let junit = text(&f.testbay(&["export", &id, "--format", "junit"]).stdout);
+    assert!(junit.starts_with("<?xml"));
+    assert!(
+        junit.contains("<testcase classname=\"good.stb-01.smoke\" name=\"boot\""),
+        "{junit}"
+    );
+    assert!(junit.contains("name=\"ch101\""));
+    assert!(junit.contains("failures=\"0\""));
+    let yaml = text(&f.testbay(&["export", &id, "--format", "yaml"]).stdout);
+    assert!(
+        yaml.contains("testsuite:") && yaml.contains("sections:") && yaml.contains("ch102"),
+        "{yaml}"
+    );
+    let json: Value =
+        serde_json::from_slice(&f.testbay(&["export", &id, "--format", "json"]).stdout).unwrap();
+    assert_eq!(json["run"]["id"], id.as_str());
+    assert_eq!(json["tasks"].as_array().unwrap().len(), 3);
+    let file = f.root.join("report.xml");
+    let o = f.testbay(&["export", &id, "-o", file.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(std::fs::read_to_string(file)
+        .unwrap()
+        .contains("<testsuites"));
+
+    let missing = f.testbay(&["results", "r-nope"]);
+    assert_ne!(missing.status.code(), Some(0));
+    assert!(text(&missing.stderr).contains("r-nope"));
+}
+
+#[test]
+fn a_failure_makes_the_exit_status_nonzero() {
+    let f = fx();
+    let pack = f.pack(
+        "bad",
+        "name: bad\nversion: '1'\ngroups:\n  g:\n    tests: [ok, broken]\n",
+        &[
+            ("ok", "", "exit 0\n"),
+            ("broken", "", "echo oops; exit 3\n"),
+        ],
+    );
+    let out = f.testbay(&["run", pack.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("exit status 3"));
+    // Failed accepted as valid: exit 0.
+    let out = f.testbay(&[
+        "run",
+        pack.to_str().unwrap(),
+        "-p",
+        "valid_result=[\"Passed\",\"Failed\"]",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+}
+
+#[test]
+fn json_mode_prints_one_event_per_line() {
+    let f = fx();
+    let pack = f.pack("good", GOOD, &good_tasks());
+    let out = f.testbay(&["run", pack.to_str().unwrap(), "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let events: Vec<Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(events
+        .iter()
+        .any(|e| e["type"] == "log" && e["line"] == "booted"));
+    assert_eq!(events.last().unwrap()["type"], "run_status");
+    assert_eq!(events.last().unwrap()["status"], "completed");
+}
+
+#[test]
+fn refused_runs_say_why_and_exit_2() {
+    let f = fx();
+    let pack = f.pack(
+        "needs",
+        "name: needs\nversion: '1'\ngroups:\n  g:\n    tests: [a]\n",
+        &[("a", "req_param_keys: [firmware]\n", "exit 0\n")],
+    );
+    let out = f.testbay(&["run", pack.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("task a needs firmware"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = f.testbay(&["run", pack.to_str().unwrap(), "--group", "nope"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("group `nope`"));
+    let out = f.testbay(&["run", f.root.join("nowhere").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = f.testbay(&["run", pack.to_str().unwrap(), "-p", "novalue"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("KEY=VALUE"));
+    let out = f.testbay(&["run", pack.to_str().unwrap(), "--coverage-mode", "sideways"]);
+    assert_eq!(out.status.code(), Some(2));
+    // The refused run is stored with its reason.
+    let list = text(
+        &f.testbay(&["results", "--status", "could_not_start"])
+            .stdout,
+    );
+    assert!(list.contains("could_not_start"), "{list}");
+}
+
+fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => !matches!(
+            s[s.rfind(')').unwrap() + 2..].chars().next(),
+            Some('Z' | 'X')
+        ),
+        Err(_) => false,
+    }
+}
+
+fn wait_for_file(p: &Path) -> String {
+    for _ in 0..1000 {
+        if let Ok(s) = std::fs::read_to_string(p) {
+            if s.ends_with('\n') {
+                return s;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("{} never appeared", p.display());
+}
+
+/// SIGKILL the console mid-run: its task process dies with it (pdeathsig), a grandchild
+/// left in the task's group is killed at the next start, the run is marked interrupted,
+/// unfinished tasks Aborted, finished ones intact.
+#[test]
+fn killed_console_takes_its_tasks_down_and_is_recovered() {
+    let f = fx();
+    let marker = f.root.join("marker");
+    std::fs::create_dir_all(&marker).unwrap();
+    let slow_body = format!(
+        "sleep 300 &\necho $! > {m}/grandchild\necho $$ > {m}/child\nwait\n",
+        m = marker.display()
+    );
+    let pack = f.pack(
+        "slow",
+        "name: slow\nversion: '1'\ngroups:\n  g:\n    tests: [quick, slow, never]\n",
+        &[
+            ("quick", "", "echo quick\n"),
+            ("slow", "", &slow_body),
+            ("never", "", "exit 0\n"),
+        ],
+    );
+    let mut console = bin()
+        .arg("--data-dir")
+        .arg(&f.data)
+        .args(["run", pack.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let child: i32 = wait_for_file(&marker.join("child")).trim().parse().unwrap();
+    let grandchild: i32 = wait_for_file(&marker.join("grandchild"))
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(alive(child) && alive(grandchild));
+    console.kill().unwrap(); // SIGKILL
+    console.wait().unwrap();
+    for _ in 0..200 {
+        if !alive(child) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(!alive(child), "task process {child} outlived the console");
+
+    // The next start recovers: run interrupted, leftovers killed.
+    let out = f.testbay(&["results", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("marked interrupted"),
+        "{}",
+        text(&out.stderr)
+    );
+    let page: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let run = &page["runs"][0];
+    assert_eq!(run["status"], "interrupted");
+    let id = run["id"].as_str().unwrap();
+    for _ in 0..200 {
+        if !alive(grandchild) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        !alive(grandchild),
+        "grandchild {grandchild} survived recovery"
+    );
+    let tree: Value =
+        serde_json::from_slice(&f.testbay(&["results", id, "--json"]).stdout).unwrap();
+    let tasks = tree["tasks"].as_array().unwrap();
+    let result = |name: &str| {
+        tasks
+            .iter()
+            .find(|t| t["task"] == name)
+            .map(|t| t["result"].as_str().unwrap_or("").to_string())
+            .unwrap()
+    };
+    assert_eq!(result("quick"), "Passed");
+    assert_eq!(result("slow"), "Aborted");
+    assert_eq!(result("never"), "Aborted");
+    // Recovery is done once; a second start finds nothing to do.
+    let again = f.testbay(&["results"]);
+    assert!(!text(&again.stderr).contains("marked interrupted"));
+}
