@@ -1,28 +1,41 @@
 //! [`Console`]: the engine parts of one running console, composed, behind `dispatch`.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use tokio::sync::broadcast;
 
-use super::{ApiError, ConsoleInfo, ConsolePaths, Event, Request, Response};
+use super::{
+    logs, packs, ApiError, ConsoleInfo, ConsolePaths, ErrorCode, Event, LaunchSpec, Request,
+    Response, RunDetail,
+};
 use crate::clock::{Clock, SystemClock};
+use crate::outcome::Phase;
+use crate::pack::LoadedPack;
+use crate::plan::DutTarget;
+use crate::run::{AlwaysGrant, LaunchRequest, RunError, RunManager};
+use crate::store::{Store, StoreError, StoredTaskState};
 
 /// Events buffered per subscriber before it lags and gets `resync`.
 pub const EVENT_CAPACITY: usize = 4096;
 
+/// One console: the store, the run manager and the pack roots of a data directory.
 pub struct Console {
     paths: ConsolePaths,
-    #[allow(dead_code)] // read by the run and reservation commands
-    clock: Arc<dyn Clock>,
+    store: Arc<Store>,
+    runs: RunManager,
     events: broadcast::Sender<Event>,
 }
 
 impl Console {
-    /// Open a console on `paths` with wall-clock time.
+    /// Open a console on `paths` with wall-clock time. Must be called within a tokio
+    /// runtime (runs and event forwarding are tokio tasks).
     pub fn open(paths: ConsolePaths) -> Result<Self, ApiError> {
         Self::open_with_clock(paths, Arc::new(SystemClock))
     }
 
+    /// As [`Console::open`]. Runs left unfinished by a console that died are marked
+    /// interrupted first.
     pub fn open_with_clock(paths: ConsolePaths, clock: Arc<dyn Clock>) -> Result<Self, ApiError> {
         std::fs::create_dir_all(&paths.data_dir).map_err(|e| {
             ApiError::internal(format!(
@@ -30,10 +43,20 @@ impl Console {
                 paths.data_dir.display()
             ))
         })?;
+        let store = Arc::new(Store::open_in(&paths.data_dir).map_err(store_error)?);
+        let recovered = store
+            .recover_interrupted(clock.now_ms())
+            .map_err(store_error)?;
+        if !recovered.interrupted_runs.is_empty() {
+            tracing::warn!(runs = ?recovered.interrupted_runs, aborted_tasks = recovered.aborted_tasks, "marked runs of a dead console interrupted");
+        }
+        let runs = RunManager::new(store.clone(), &paths.data_dir, Arc::new(AlwaysGrant), clock);
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
+        forward(runs.subscribe(), events.clone(), Event::Run);
         Ok(Self {
             paths,
-            clock,
+            store,
+            runs,
             events,
         })
     }
@@ -54,16 +77,235 @@ impl Console {
         tracing::debug!(?request, "dispatch");
         match request {
             Request::Info => Ok(Response::Info(self.info())),
+            Request::ListPacks => Ok(Response::ListPacks(self.list_packs().await?)),
+            Request::GetPack { name } => {
+                let pack = self.find_pack(&name).await?;
+                Ok(Response::GetPack(Box::new(packs::detail_of(&pack))))
+            }
+            Request::Launch(spec) => self.launch(spec).await,
+            Request::StopRun { run_id } => {
+                self.runs.stop(&run_id).map_err(run_error)?;
+                Ok(Response::StopRun { run_id })
+            }
+            Request::ActiveRuns => Ok(Response::ActiveRuns(
+                self.runs
+                    .active_runs()
+                    .iter()
+                    .filter_map(|id| self.runs.view(id))
+                    .collect(),
+            )),
+            Request::RunView { run_id } => match self.runs.view(&run_id) {
+                Some(v) => Ok(Response::RunView(Box::new(v))),
+                None => Err(ApiError::not_found(format!(
+                    "run {run_id} is not live in this console; its stored results are at get_run"
+                ))),
+            },
+            Request::ReadLog {
+                run_id,
+                task_id,
+                phase,
+                offset,
+                max_bytes,
+            } => {
+                self.read_log(run_id, task_id, phase, offset, max_bytes)
+                    .await
+            }
+            Request::ListRuns(q) => {
+                let store = self.store.clone();
+                let page = blocking(move || store.list_runs(&q).map_err(store_error)).await?;
+                Ok(Response::ListRuns(page))
+            }
+            Request::GetRun { run_id } => {
+                let store = self.store.clone();
+                let id = run_id.clone();
+                let (run, tasks) = blocking(move || {
+                    let run = store.get_run(&id).map_err(store_error)?;
+                    let tasks = store.run_tasks(&id).map_err(store_error)?;
+                    Ok((run, tasks))
+                })
+                .await?;
+                let live = self.runs.view(&run_id);
+                Ok(Response::GetRun(Box::new(RunDetail { run, tasks, live })))
+            }
         }
     }
 
     fn info(&self) -> ConsoleInfo {
-        let s = |p: &std::path::Path| p.display().to_string();
+        let s = |p: &Path| p.display().to_string();
         ConsoleInfo {
             version: env!("CARGO_PKG_VERSION").to_string(),
             data_dir: s(&self.paths.data_dir),
             pack_roots: self.paths.pack_roots.iter().map(|p| s(p)).collect(),
             lab_file: self.paths.lab_file.as_deref().map(s),
         }
+    }
+
+    async fn list_packs(&self) -> Result<Vec<packs::PackSummary>, ApiError> {
+        let roots = self.paths.pack_roots.clone();
+        blocking(move || {
+            Ok(packs::pack_dirs(&roots)
+                .iter()
+                .map(|d| packs::summarise(d).0)
+                .collect())
+        })
+        .await
+    }
+
+    /// The pack called `name`, loaded; `pack_broken` with its diagnostics when it has
+    /// problems.
+    async fn find_pack(&self, name: &str) -> Result<LoadedPack, ApiError> {
+        let roots = self.paths.pack_roots.clone();
+        let name = name.to_string();
+        blocking(move || {
+            let mut names = Vec::new();
+            for dir in packs::pack_dirs(&roots) {
+                let (summary, loaded) = packs::summarise(&dir);
+                if summary.name == name {
+                    return match loaded {
+                        Some(p) => Ok(p),
+                        None => Err(ApiError::new(
+                            ErrorCode::PackBroken,
+                            format!("pack {name} has {} problem(s)", summary.diagnostics.len()),
+                        )
+                        .with_diagnostics(summary.diagnostics)),
+                    };
+                }
+                names.push(summary.name);
+            }
+            Err(ApiError::not_found(format!(
+                "no pack named {name:?}; the library has: {}",
+                names.join(", ")
+            )))
+        })
+        .await
+    }
+
+    async fn launch(&self, spec: LaunchSpec) -> Result<Response, ApiError> {
+        let pack = self.find_pack(&spec.pack).await?;
+        let req = LaunchRequest {
+            pack_dir: pack.dir.display().to_string(),
+            groups: spec.groups,
+            ats: spec.ats,
+            duts: spec
+                .duts
+                .into_iter()
+                .map(|name| DutTarget {
+                    name,
+                    model: None,
+                    rack: None,
+                    slot: None,
+                })
+                .collect(),
+            params: spec.params,
+            resource_mode: spec.resource_mode,
+            coverage_mode: spec.coverage_mode,
+        };
+        let run_id = self.runs.launch(req).map_err(run_error)?;
+        Ok(Response::Launch { run_id })
+    }
+
+    async fn read_log(
+        &self,
+        run_id: String,
+        task_id: i64,
+        phase: Phase,
+        offset: u64,
+        max_bytes: Option<u32>,
+    ) -> Result<Response, ApiError> {
+        let store = self.store.clone();
+        let runs_dir = self.paths.runs_dir();
+        blocking(move || {
+            let task = store
+                .run_tasks(&run_id)
+                .map_err(store_error)?
+                .into_iter()
+                .find(|t| t.id == task_id)
+                .ok_or_else(|| {
+                    ApiError::not_found(format!("run {run_id} has no task {task_id}"))
+                })?;
+            let log = match phase {
+                Phase::Setup => task.paths.setup_log,
+                Phase::Main => task.paths.main_log,
+                Phase::Teardown => task.paths.teardown_log,
+            };
+            let Some(log) = log else {
+                return Err(ApiError::not_found(format!(
+                    "task {} has no {} log",
+                    task.task,
+                    phase.as_str()
+                )));
+            };
+            // Logs live below runs/; a stored path pointing elsewhere is never read.
+            let log = Path::new(&log);
+            if !log.starts_with(&runs_dir)
+                || log
+                    .components()
+                    .any(|c| c == std::path::Component::ParentDir)
+            {
+                return Err(ApiError::internal(format!(
+                    "stored log path {} is outside the runs folder",
+                    log.display()
+                )));
+            }
+            let complete = task.state == StoredTaskState::Done;
+            logs::read_chunk(log, offset, max_bytes, complete).map(Response::ReadLog)
+        })
+        .await
+    }
+}
+
+/// Copy one engine part's events into the console's stream, as `wrap(event)`; a lag on
+/// this internal hop becomes `resync` for everyone.
+fn forward<T: Clone + Send + 'static>(
+    mut rx: broadcast::Receiver<T>,
+    tx: broadcast::Sender<Event>,
+    wrap: fn(T) -> Event,
+) {
+    tokio::spawn(async move {
+        loop {
+            match rx.recv().await {
+                Ok(ev) => {
+                    let _ = tx.send(wrap(ev));
+                }
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    let _ = tx.send(Event::Resync { missed });
+                }
+                Err(broadcast::error::RecvError::Closed) => break,
+            }
+        }
+    });
+}
+
+/// Run store and file work off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(format!("worker failed: {e}")))?
+}
+
+fn store_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::RunNotFound(id) => ApiError::not_found(format!("run {id} not found")),
+        other => ApiError::internal(other.to_string()),
+    }
+}
+
+fn run_error(e: RunError) -> ApiError {
+    match e {
+        RunError::Pack(p) => ApiError::new(
+            ErrorCode::PackBroken,
+            format!(
+                "pack {} has {} problem(s)",
+                p.dir.display(),
+                p.diagnostics.len()
+            ),
+        )
+        .with_diagnostics(p.diagnostics),
+        e @ RunError::CouldNotStart { .. } => ApiError::invalid(e.to_string()),
+        e @ RunError::NotRunning(_) => ApiError::new(ErrorCode::Conflict, e.to_string()),
+        RunError::Store(s) => store_error(s),
+        e @ RunError::Snapshot { .. } => ApiError::internal(e.to_string()),
     }
 }

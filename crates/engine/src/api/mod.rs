@@ -10,21 +10,77 @@
 
 mod console;
 mod error;
+mod logs;
+pub mod packs;
 pub mod paths;
 
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 use ts_rs::TS;
+
+use crate::outcome::Phase;
+use crate::pack::{CoverageMode, ResourceMode};
+use crate::run::{RunEvent, RunView};
+use crate::store::{RunPage, RunQuery, RunRecord, TaskRecord};
 
 pub use console::{Console, EVENT_CAPACITY};
 pub use error::{ApiError, ErrorCode};
+pub use logs::LogChunk;
+pub use packs::{GroupInfo, PackDetail, PackSummary};
 pub use paths::ConsolePaths;
 
 /// Every command a client can send.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
-#[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+#[serde(deny_unknown_fields)] // separate: ts-rs ignores an attribute it cannot read whole
 pub enum Request {
     /// Version and the paths this console works on.
     Info,
+    /// The pack library: every pack folder, broken ones with their diagnostics.
+    ListPacks,
+    /// One pack by name: groups, tasks, parameters, resources.
+    GetPack { name: String },
+    /// Validate and start a run; answers with its id once it is stored.
+    Launch(LaunchSpec),
+    /// Stop a running run: running tasks are terminated, the rest become Aborted.
+    StopRun { run_id: String },
+    /// Live state of every run going now.
+    ActiveRuns,
+    /// Live state of one run (lanes, queues, every task's state, progress).
+    RunView { run_id: String },
+    /// Bytes of a task's log from `offset` (at most `max_bytes`, default 64 KiB), cut at
+    /// a line end; poll again from `next_offset` to follow it.
+    ReadLog {
+        run_id: String,
+        #[ts(type = "number")]
+        task_id: i64,
+        phase: Phase,
+        #[ts(type = "number")]
+        offset: u64,
+        #[serde(default)]
+        max_bytes: Option<u32>,
+    },
+    /// Stored runs: filters, sort and paging done here, not in the client.
+    ListRuns(RunQuery),
+    /// A stored run with every task occurrence and its sub-results.
+    GetRun { run_id: String },
+}
+
+/// What the launch form sends: the pack by name, DUTs by name.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, TS)]
+#[serde(default)]
+pub struct LaunchSpec {
+    pub pack: String,
+    /// Groups in order; empty runs every group.
+    pub groups: Vec<String>,
+    pub ats: Option<String>,
+    /// One lane per DUT; empty runs one lane without a DUT.
+    pub duts: Vec<String>,
+    /// Overrides of the pack's global parameters.
+    #[ts(type = "Record<string, unknown>")]
+    pub params: Map<String, Value>,
+    pub resource_mode: Option<ResourceMode>,
+    pub coverage_mode: Option<CoverageMode>,
 }
 
 /// The answer to a [`Request`], tagged with the request's `cmd`.
@@ -32,6 +88,24 @@ pub enum Request {
 #[serde(tag = "cmd", content = "data", rename_all = "snake_case")]
 pub enum Response {
     Info(ConsoleInfo),
+    ListPacks(Vec<PackSummary>),
+    GetPack(Box<PackDetail>),
+    Launch { run_id: String },
+    StopRun { run_id: String },
+    ActiveRuns(Vec<RunView>),
+    RunView(Box<RunView>),
+    ReadLog(LogChunk),
+    ListRuns(RunPage),
+    GetRun(Box<RunDetail>),
+}
+
+/// A stored run and its task occurrences in plan order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+pub struct RunDetail {
+    pub run: RunRecord,
+    pub tasks: Vec<TaskRecord>,
+    /// Live state while the run is going.
+    pub live: Option<RunView>,
 }
 
 /// Everything that changes by itself, pushed to every subscriber.
@@ -39,7 +113,12 @@ pub enum Response {
 #[serde(tag = "kind", content = "data", rename_all = "snake_case")]
 pub enum Event {
     /// This subscriber fell behind and `missed` events were dropped: reload.
-    Resync { missed: u64 },
+    Resync {
+        #[ts(type = "number")]
+        missed: u64,
+    },
+    /// A run's status, a task's state, a log line, progress.
+    Run(RunEvent),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]

@@ -8,3 +8,4 @@ mod exec;
 mod store;
 mod plan;
 mod run;
+mod api_types;

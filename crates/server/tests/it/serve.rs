@@ -27,9 +27,22 @@ impl Running {
 
 async fn start(bind: &str, ui: Option<&Path>) -> Running {
     let dir = tempfile::tempdir().unwrap();
+    let packs = dir.path().join("packs/hello");
+    std::fs::create_dir_all(packs.join("tasks")).unwrap();
+    std::fs::write(
+        packs.join("pack.yaml"),
+        "name: hello\nversion: 1.0.0\ngroups:\n  smoke:\n    tests: [greet]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        packs.join("tasks/greet.yaml"),
+        "name: greet\nrun: [bash, greet.sh]\nest_task_time: 1\n",
+    )
+    .unwrap();
+    std::fs::write(packs.join("tasks/greet.sh"), "echo hello from greet\n").unwrap();
     let paths = ConsolePaths {
         data_dir: dir.path().join("data"),
-        pack_roots: vec![],
+        pack_roots: vec![dir.path().join("packs")],
         lab_file: None,
     };
     let console = Arc::new(Console::open(paths).unwrap());
@@ -304,15 +317,74 @@ async fn non_loopback_requires_the_token() {
 }
 
 #[tokio::test]
-async fn event_stream_delivers_and_resyncs_a_slow_client() {
+async fn event_stream_follows_a_run_launched_over_the_api() {
     let srv = start("127.0.0.1:0", None).await;
     let url = format!("ws://{}/api/events", srv.addr);
     let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
         .await
         .unwrap();
-    // The stream is quiet while nothing happens; closing it is clean.
-    let quiet = tokio::time::timeout(std::time::Duration::from_millis(200), ws.next()).await;
-    assert!(quiet.is_err(), "no events expected yet");
+
+    let launched = http(
+        srv.addr,
+        "POST",
+        "/api",
+        &[JSON],
+        r#"{"cmd":"launch","pack":"hello","groups":["smoke"]}"#,
+    )
+    .await;
+    assert_eq!(launched.status, 200, "{}", launched.body);
+    let v: serde_json::Value = serde_json::from_str(&launched.body).unwrap();
+    let run_id = v["data"]["run_id"].as_str().unwrap().to_string();
+
+    let mut seen_log = false;
+    let finished = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while let Some(msg) = ws.next().await {
+            let text = msg.unwrap().into_text().unwrap();
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            let events = if v.is_array() {
+                v.as_array().unwrap().clone()
+            } else {
+                vec![v]
+            };
+            for ev in events {
+                assert_eq!(ev["kind"], "run", "{ev}");
+                let data = &ev["data"];
+                assert_eq!(data["run_id"], run_id.as_str());
+                if data["type"] == "log"
+                    && data["line"].as_str().unwrap().contains("hello from greet")
+                {
+                    seen_log = true;
+                }
+                if data["type"] == "run_status" && data["status"] == "completed" {
+                    return;
+                }
+            }
+        }
+        panic!("event stream ended before the run finished");
+    })
+    .await;
+    assert!(finished.is_ok(), "run did not finish in 30 s");
+    assert!(seen_log, "the task's output line came over the stream");
+
+    // The stored run and its log are there too, the log also as a download.
+    let body = format!(r#"{{"cmd":"get_run","run_id":"{run_id}"}}"#);
+    let detail = http(srv.addr, "POST", "/api", &[JSON], &body).await;
+    let v: serde_json::Value = serde_json::from_str(&detail.body).unwrap();
+    let task = &v["data"]["tasks"][0];
+    assert_eq!(task["result"], "Passed", "{}", detail.body);
+    let log_path = task["paths"]["main_log"].as_str().unwrap();
+    let rel = log_path.split("/runs/").nth(1).unwrap();
+    let log = http(srv.addr, "GET", &format!("/files/runs/{rel}"), &[], "").await;
+    assert_eq!(log.status, 200);
+    assert!(log.body.contains("hello from greet"));
+    let body = format!(
+        r#"{{"cmd":"read_log","run_id":"{run_id}","task_id":{},"phase":"main","offset":0}}"#,
+        task["id"]
+    );
+    let chunk = http(srv.addr, "POST", "/api", &[JSON], &body).await;
+    let v: serde_json::Value = serde_json::from_str(&chunk.body).unwrap();
+    assert_eq!(v["data"]["text"], "hello from greet\n", "{}", chunk.body);
+
     ws.close(None).await.unwrap();
     srv.shutdown().await;
 }

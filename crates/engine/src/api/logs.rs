@@ -1,0 +1,79 @@
+//! Reading a task log from an offset, for live tails and the results view.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use ts_rs::TS;
+
+use super::ApiError;
+
+pub const DEFAULT_MAX: u32 = 64 * 1024;
+const HARD_MAX: u32 = 1024 * 1024;
+
+/// A piece of a log file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+pub struct LogChunk {
+    /// Where `text` starts, in bytes.
+    #[ts(type = "number")]
+    pub offset: u64,
+    /// Where the next read starts.
+    #[ts(type = "number")]
+    pub next_offset: u64,
+    /// Size of the file now.
+    #[ts(type = "number")]
+    pub size: u64,
+    /// Whole lines (the last one may be cut only if a single line exceeds the window);
+    /// invalid UTF-8 is replaced.
+    pub text: String,
+}
+
+/// Read up to `max` bytes of `path` from `offset`, ending at the last line break in the
+/// window unless the window holds no line break at all. While the log is still written
+/// (`complete` false) an unfinished last line waits for the next read. A missing file (the
+/// phase has not started) reads as empty.
+pub fn read_chunk(
+    path: &Path,
+    offset: u64,
+    max: Option<u32>,
+    complete: bool,
+) -> Result<LogChunk, ApiError> {
+    let max = max.unwrap_or(DEFAULT_MAX).clamp(1, HARD_MAX) as usize;
+    let mut f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(LogChunk {
+                offset,
+                next_offset: offset,
+                size: 0,
+                text: String::new(),
+            })
+        }
+        Err(e) => {
+            return Err(ApiError::internal(format!(
+                "cannot read {}: {e}",
+                path.display()
+            )))
+        }
+    };
+    let io = |e: std::io::Error| ApiError::internal(format!("cannot read {}: {e}", path.display()));
+    let size = f.metadata().map_err(io)?.len();
+    let offset = offset.min(size);
+    f.seek(SeekFrom::Start(offset)).map_err(io)?;
+    let mut buf = Vec::with_capacity(max.min((size - offset) as usize));
+    f.take(max as u64).read_to_end(&mut buf).map_err(io)?;
+    if buf.len() == max {
+        if let Some(end) = buf.iter().rposition(|&b| b == b'\n') {
+            buf.truncate(end + 1);
+        }
+    } else if !complete {
+        let end = buf.iter().rposition(|&b| b == b'\n').map_or(0, |e| e + 1);
+        buf.truncate(end);
+    }
+    Ok(LogChunk {
+        offset,
+        next_offset: offset + buf.len() as u64,
+        size,
+        text: String::from_utf8_lossy(&buf).into_owned(),
+    })
+}
