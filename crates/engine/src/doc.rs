@@ -115,6 +115,34 @@ impl Node {
         }
     }
 
+    /// A JSON value as a node without a place in any file (line 0), e.g. to validate
+    /// launch parameters with the same schema as the files.
+    pub fn from_json(v: &Value) -> Node {
+        let kind = match v {
+            Value::Null => NodeKind::Null,
+            Value::Bool(b) => NodeKind::Bool(*b),
+            Value::Number(n) => match n.as_i64() {
+                Some(i) => NodeKind::Int(i),
+                None => NodeKind::Float(n.as_f64().unwrap_or(f64::NAN)),
+            },
+            Value::String(s) => NodeKind::Str(s.clone()),
+            Value::Array(items) => NodeKind::Seq(items.iter().map(Node::from_json).collect()),
+            Value::Object(m) => NodeKind::Map(
+                m.iter()
+                    .map(|(k, v)| Entry {
+                        key: k.clone(),
+                        key_span: Span::default(),
+                        value: Node::from_json(v),
+                    })
+                    .collect(),
+            ),
+        };
+        Node {
+            kind,
+            span: Span::default(),
+        }
+    }
+
     /// How a message names this node's kind: "a list", "a string (`boot`)", ...
     fn describe(&self) -> String {
         match &self.kind {
@@ -245,33 +273,109 @@ pub fn parse_document<T: DeserializeOwned + JsonSchema + 'static>(
     file: &Path,
     bytes: &[u8],
 ) -> Result<Located<T>, Vec<Diagnostic>> {
-    let text = decode_utf8(file, bytes).map_err(|d| vec![d])?;
-    let node = parse_yaml(file, text, Limits::default())?;
+    match parse_document_partial(file, bytes) {
+        (Some(doc), diags) if diags.is_empty() => Ok(doc),
+        (_, diags) => Err(diags),
+    }
+}
+
+/// Like [`parse_document`], but a document with schema problems still gives a value when
+/// dropping the offending keys (so their defaults apply) makes it deserialise. Callers use
+/// it to report problems a schema cannot see in the same pass; the value is not for use.
+pub fn parse_document_partial<T: DeserializeOwned + JsonSchema + 'static>(
+    file: &Path,
+    bytes: &[u8],
+) -> (Option<Located<T>>, Vec<Diagnostic>) {
+    let text = match decode_utf8(file, bytes) {
+        Ok(t) => t,
+        Err(d) => return (None, vec![d]),
+    };
+    let node = match parse_yaml(file, text, Limits::default()) {
+        Ok(n) => n,
+        Err(d) => return (None, d),
+    };
     let schema = cached_schema::<T>();
     let mut diags = validate(file, &schema, &node);
-    if !diags.is_empty() {
-        sort_diags(&mut diags);
-        return Err(diags);
-    }
+    sort_diags(&mut diags);
     let json = node.to_json();
-    let value = serde_json::from_value::<T>(json.clone()).map_err(|e| {
-        vec![Diagnostic {
-            file: file.to_path_buf(),
-            line: Some(node.span.line),
-            column: Some(node.span.column),
-            key_path: None,
-            message: e.to_string(),
-        }]
-    })?;
+    let mut repaired = json.clone();
+    for d in &diags {
+        let Some(path) = d.key_path.as_deref() else {
+            return (None, diags);
+        };
+        let target = if d.message.starts_with("missing required key") {
+            parent_path(path)
+        } else {
+            path
+        };
+        // An item of a list goes with its whole list: indices must keep meaning lines.
+        let mut target = target;
+        while target.ends_with(']') {
+            target = parent_path(target);
+        }
+        if target.is_empty() || !remove_path(&mut repaired, target) {
+            return (None, diags);
+        }
+    }
+    let value = match serde_json::from_value::<T>(repaired) {
+        Ok(v) => v,
+        Err(e) => {
+            if diags.is_empty() {
+                diags.push(Diagnostic {
+                    file: file.to_path_buf(),
+                    line: Some(node.span.line),
+                    column: Some(node.span.column),
+                    key_path: None,
+                    message: e.to_string(),
+                });
+            }
+            return (None, diags);
+        }
+    };
     let mut spans = HashMap::new();
     index_spans(&node, "", &mut spans);
     spans.insert(String::new(), node.span);
-    Ok(Located {
-        value,
-        file: file.to_path_buf(),
-        json,
-        spans,
-    })
+    (
+        Some(Located {
+            value,
+            file: file.to_path_buf(),
+            json,
+            spans,
+        }),
+        diags,
+    )
+}
+
+/// Remove the mapping entry at a dotted key path (`a.b[2].c`); false when not found.
+fn remove_path(v: &mut Value, path: &str) -> bool {
+    let (parent, last) = match path.rfind('.') {
+        Some(i) => (&path[..i], &path[i + 1..]),
+        None => ("", path),
+    };
+    let mut cur = v;
+    if !parent.is_empty() {
+        for seg in parent.split('.') {
+            let (key, indices) = match seg.find('[') {
+                Some(i) => (&seg[..i], &seg[i..]),
+                None => (seg, ""),
+            };
+            let Some(next) = cur.get_mut(key) else {
+                return false;
+            };
+            cur = next;
+            for idx in indices.split('[').filter(|s| !s.is_empty()) {
+                let Ok(i) = idx.trim_end_matches(']').parse::<usize>() else {
+                    return false;
+                };
+                let Some(next) = cur.get_mut(i) else {
+                    return false;
+                };
+                cur = next;
+            }
+        }
+    }
+    cur.as_object_mut()
+        .is_some_and(|m| m.shift_remove(last).is_some())
 }
 
 /// Diagnostics in file order.
@@ -775,6 +879,14 @@ impl Validator<'_> {
                         msg.push_str(&format!("; write `[{v}]` for a list of one"));
                     }
                 }
+                if types.contains(&"string")
+                    && matches!(
+                        node.kind,
+                        NodeKind::Bool(_) | NodeKind::Int(_) | NodeKind::Float(_)
+                    )
+                {
+                    msg.push_str("; put it in quotes to make it text");
+                }
                 self.err(out, span, path, msg);
                 return;
             }
@@ -893,6 +1005,7 @@ impl Validator<'_> {
             NodeKind::Int(i) => i.to_string(),
             _ => x.to_string(),
         };
+        let before = out.len();
         if let Some(min) = s.get("minimum").and_then(Value::as_f64) {
             if x < min {
                 self.err(
@@ -943,7 +1056,7 @@ impl Validator<'_> {
             Some("int32") => Some((i32::MIN as f64, i32::MAX as f64)),
             _ => None,
         };
-        if let Some((lo, hi)) = range {
+        if let Some((lo, hi)) = range.filter(|_| out.len() == before) {
             if x < lo || x > hi {
                 self.err(
                     out,

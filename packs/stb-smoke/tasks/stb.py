@@ -18,11 +18,11 @@ def load_params():
 
 
 def param(data, key, default=None):
-    """A global parameter: under `params` in the params file, or at its top level."""
-    scoped = data.get("params")
+    """A global parameter of the run (`global_params` in the params file)."""
+    scoped = data.get("global_params")
     if isinstance(scoped, dict) and key in scoped:
         return scoped[key]
-    return data.get(key, default)
+    return default
 
 
 def dut_name(data):

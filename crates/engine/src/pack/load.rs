@@ -47,20 +47,18 @@ pub fn load(dir: &Path) -> Result<LoadedPack, PackErrors> {
             None,
         ));
     }
-    let pack = match doc::load_document::<PackDef>(&pack_file) {
-        Ok(p) => Some(p),
-        Err(d) => {
-            diags.extend(d);
-            None
-        }
-    };
-    let (tasks, task_diags) = load_tasks(dir, &root);
+    let pack = load_partial::<PackDef>(&pack_file, &mut diags);
+    let (tasks, broken, task_diags) = load_tasks(dir, &root);
     diags.extend(task_diags);
-
+    // Tasks whose own file is broken exist for references: their file's error is enough.
+    let known = Known {
+        tasks: &tasks,
+        broken: &broken,
+    };
     if let Some(pack) = &pack {
-        check_pack_refs(pack, &tasks, &root, &mut diags);
+        check_pack_refs(pack, &known, &root, &mut diags);
     }
-    check_prereqs(&tasks, &mut diags);
+    check_prereqs(&known, &mut diags);
     for t in tasks.values() {
         check_task(t, &root, &mut diags);
     }
@@ -120,6 +118,24 @@ fn pack_identity(file: &Path, pack: Option<&Located<PackDef>>) -> (Option<String
     (get("name"), get("version"))
 }
 
+/// A document with its schema problems added to `diags`; the value when it is still usable
+/// for the checks a schema cannot make.
+fn load_partial<T: serde::de::DeserializeOwned + schemars::JsonSchema + 'static>(
+    file: &Path,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Located<T>> {
+    let bytes = match doc::read_limited(file) {
+        Ok(b) => b,
+        Err(d) => {
+            diags.push(d);
+            return None;
+        }
+    };
+    let (doc, problems) = doc::parse_document_partial::<T>(file, &bytes);
+    diags.extend(problems);
+    doc
+}
+
 pub(crate) fn whole_file(file: &Path, message: impl Into<String>) -> Diagnostic {
     Diagnostic {
         file: file.to_path_buf(),
@@ -136,19 +152,42 @@ struct TaskDoc {
     abs_dir: PathBuf,
 }
 
-/// Every `tasks/*.yaml` (and `*.yml`) in file-name order, by task name.
-fn load_tasks(dir: &Path, root: &Path) -> (IndexMap<String, TaskDoc>, Vec<Diagnostic>) {
+/// Task names a reference may use: loaded tasks plus the file stems of broken task files.
+struct Known<'a> {
+    tasks: &'a IndexMap<String, TaskDoc>,
+    broken: &'a HashSet<String>,
+}
+
+impl Known<'_> {
+    fn contains(&self, name: &str) -> bool {
+        self.tasks.contains_key(name) || self.broken.contains(name)
+    }
+
+    fn names(&self) -> impl Iterator<Item = &str> {
+        self.tasks
+            .keys()
+            .map(String::as_str)
+            .chain(self.broken.iter().map(String::as_str))
+    }
+}
+
+type LoadedTasks = (IndexMap<String, TaskDoc>, HashSet<String>, Vec<Diagnostic>);
+
+/// Every `tasks/*.yaml` (and `*.yml`) in file-name order, by task name; plus the stems of
+/// the files that did not load.
+fn load_tasks(dir: &Path, root: &Path) -> LoadedTasks {
     let mut diags = Vec::new();
     let mut tasks: IndexMap<String, TaskDoc> = IndexMap::new();
+    let mut broken = HashSet::new();
     let tasks_dir = dir.join("tasks");
     if !tasks_dir.exists() {
-        return (tasks, diags);
+        return (tasks, broken, diags);
     }
     let entries = match std::fs::read_dir(&tasks_dir) {
         Ok(e) => e,
         Err(e) => {
             diags.push(whole_file(&tasks_dir, format!("cannot list: {e}")));
-            return (tasks, diags);
+            return (tasks, broken, diags);
         }
     };
     let mut files: Vec<PathBuf> = entries
@@ -162,17 +201,14 @@ fn load_tasks(dir: &Path, root: &Path) -> (IndexMap<String, TaskDoc>, Vec<Diagno
         .collect();
     files.sort();
     for file in files {
-        let loaded = match doc::load_document::<TaskDef>(&file) {
-            Ok(t) => t,
-            Err(d) => {
-                diags.extend(d);
-                continue;
-            }
-        };
         let stem = file
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
+        let Some(loaded) = load_partial::<TaskDef>(&file, &mut diags) else {
+            broken.insert(stem);
+            continue;
+        };
         let name = loaded.value.name.clone();
         if let Some(problem) = bad_name(&name) {
             diags.push(loaded.diag("name", problem));
@@ -209,7 +245,7 @@ fn load_tasks(dir: &Path, root: &Path) -> (IndexMap<String, TaskDoc>, Vec<Diagno
             },
         );
     }
-    (tasks, diags)
+    (tasks, broken, diags)
 }
 
 /// Task and pack names become folder names: keep them plain.
@@ -242,7 +278,7 @@ fn missing_task_message<'a>(
 
 fn check_pack_refs(
     pack: &Located<PackDef>,
-    tasks: &IndexMap<String, TaskDoc>,
+    tasks: &Known<'_>,
     root: &Path,
     diags: &mut Vec<Diagnostic>,
 ) {
@@ -250,13 +286,12 @@ fn check_pack_refs(
     if let Some(problem) = bad_name(&def.name) {
         diags.push(pack.diag("name", problem));
     }
-    let names = || tasks.keys().map(String::as_str);
     let mut refer = |list: &[String], path: &str| {
         for (i, t) in list.iter().enumerate() {
-            if !tasks.contains_key(t) {
+            if !tasks.contains(t) {
                 diags.push(pack.diag(
                     &format!("{path}[{i}]"),
-                    missing_task_message("task", t, names()),
+                    missing_task_message("task", t, tasks.names()),
                 ));
             }
         }
@@ -351,14 +386,14 @@ fn check_task(t: &TaskDoc, root: &Path, diags: &mut Vec<Diagnostic>) {
     }
 }
 
-fn check_prereqs(tasks: &IndexMap<String, TaskDoc>, diags: &mut Vec<Diagnostic>) {
-    let names = || tasks.keys().map(String::as_str);
+fn check_prereqs(known: &Known<'_>, diags: &mut Vec<Diagnostic>) {
+    let tasks = known.tasks;
     for t in tasks.values() {
         for (i, p) in t.doc.value.prereq_tasks.iter().enumerate() {
-            if !tasks.contains_key(p) {
+            if !known.contains(p) {
                 diags.push(t.doc.diag(
                     &format!("prereq_tasks[{i}]"),
-                    missing_task_message("prereq task", p, names()),
+                    missing_task_message("prereq task", p, known.names()),
                 ));
             }
         }

@@ -2,14 +2,17 @@
 //! and line or key path.
 
 pub mod hash;
+pub mod library;
 mod load;
 pub mod model;
 pub mod schema;
+pub mod view;
 
 use indexmap::IndexMap;
 use std::path::PathBuf;
 
 use crate::diag::Diagnostic;
+pub use library::{discover, Library, LibraryChange, PackEntry};
 pub use load::{find_on_path, load, prereq_cycles};
 pub use model::*;
 

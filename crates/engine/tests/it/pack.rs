@@ -1,28 +1,558 @@
 //! pack: loading, every error class with its file and line, discovery, content hash.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
-use testbay_engine::pack::{self, PackErrors};
+use tempfile::TempDir;
+use testbay_engine::diag::Diagnostic;
+use testbay_engine::pack::{self, discover, LoadedPack};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-#[test]
-fn demo_packs_load_cleanly() {
-    for name in ["stb-smoke"] {
-        let dir = repo().join("packs").join(name);
-        match pack::load(&dir) {
-            Ok(p) => assert_eq!(p.def.name, name),
-            Err(PackErrors { diagnostics, .. }) => panic!(
-                "{name}:\n{}",
-                diagnostics
-                    .iter()
-                    .map(|d| d.to_string())
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            ),
+const PACK: &str = "name: p\nversion: '1'\ngroups:\n  smoke:\n    tests: [a]\n";
+const TASK_A: &str = "name: a\nrun: ['true']\n";
+
+/// A pack folder in a fresh temp dir: (relative path, contents); `.sh` files are made
+/// executable.
+fn pack_dir(files: &[(&str, &str)]) -> TempDir {
+    let t = tempfile::tempdir().unwrap();
+    write_files(t.path(), files);
+    t
+}
+
+fn write_files(root: &Path, files: &[(&str, &str)]) {
+    for (rel, text) in files {
+        let p = root.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, text).unwrap();
+        if rel.ends_with(".sh") {
+            chmod_x(&p);
         }
     }
-    let _ = Path::new("");
+}
+
+fn chmod_x(p: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+fn errors(dir: &Path) -> Vec<Diagnostic> {
+    match pack::load(dir) {
+        Ok(_) => panic!("expected {} to be broken", dir.display()),
+        Err(e) => e.diagnostics,
+    }
+}
+
+fn ok(dir: &Path) -> LoadedPack {
+    pack::load(dir).unwrap_or_else(|e| panic!("{}", show(&e.diagnostics)))
+}
+
+fn show(d: &[Diagnostic]) -> String {
+    d.iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The one diagnostic whose message contains `needle`, as (file name, line, key path).
+fn find<'a>(d: &'a [Diagnostic], needle: &str) -> &'a Diagnostic {
+    let hits: Vec<_> = d.iter().filter(|d| d.message.contains(needle)).collect();
+    assert_eq!(hits.len(), 1, "`{needle}` in:\n{}", show(d));
+    hits[0]
+}
+
+fn at(d: &Diagnostic) -> (String, Option<u32>, Option<&str>) {
+    (
+        d.file.file_name().unwrap().to_string_lossy().into_owned(),
+        d.line,
+        d.key_path.as_deref(),
+    )
+}
+
+#[test]
+fn demo_packs_load_cleanly() {
+    for name in ["stb-smoke", "net-regression"] {
+        let p = ok(&repo().join("packs").join(name));
+        assert_eq!(p.def.name, name);
+        assert!(p.dir.is_absolute());
+        assert_eq!(p.content_hash.len(), 64);
+    }
+    let p = ok(&repo().join("packs/stb-smoke"));
+    assert!(p.tasks["tune_channel"]
+        .def
+        .prereq_tasks
+        .contains(&"boot".to_string()));
+    assert_eq!(p.tasks["boot"].file, p.dir.join("tasks/boot.yaml"));
+    assert_eq!(p.tasks["boot"].dir, p.dir.join("tasks"));
+}
+
+#[test]
+fn minimal_pack_loads_with_defaults() {
+    let t = pack_dir(&[("pack.yaml", PACK), ("tasks/a.yaml", TASK_A)]);
+    let p = ok(t.path());
+    let a = &p.tasks["a"].def;
+    assert_eq!(a.est_task_time, 3600.0);
+    assert!(a.stop_suite_on_fail);
+    assert_eq!(a.valid_duts, ["any"]);
+    assert_eq!(p.def.params.process_limit, 5);
+}
+
+#[test]
+fn typo_key_in_a_task_points_at_its_line() {
+    let t = pack_dir(&[
+        ("pack.yaml", PACK),
+        (
+            "tasks/a.yaml",
+            "name: a\nrun: ['true']\n\nprereq_task: [b]\n",
+        ),
+    ]);
+    let d = errors(t.path());
+    let e = find(&d, "did you mean `prereq_tasks`?");
+    assert_eq!(at(e), ("a.yaml".into(), Some(4), Some("prereq_task")));
+    assert_eq!(e.column, Some(1));
+}
+
+#[test]
+fn group_naming_a_missing_task() {
+    let t = pack_dir(&[
+        ("pack.yaml", "name: p\nversion: '1'\nsetup: [a]\ngroups:\n  smoke:\n    tests:\n      - a\n      - aa\n      - zzz\n"),
+        ("tasks/a.yaml", TASK_A),
+    ]);
+    let d = errors(t.path());
+    assert_eq!(d.len(), 2, "{}", show(&d));
+    assert_eq!(
+        at(find(&d, "task `aa` does not exist; did you mean `a`?")),
+        ("pack.yaml".into(), Some(8), Some("groups.smoke.tests[1]"))
+    );
+    assert_eq!(
+        at(find(&d, "task `zzz` does not exist")),
+        ("pack.yaml".into(), Some(9), Some("groups.smoke.tests[2]"))
+    );
+}
+
+#[test]
+fn prereq_naming_a_missing_task() {
+    let t = pack_dir(&[
+        ("pack.yaml", PACK),
+        (
+            "tasks/a.yaml",
+            "name: a\nrun: ['true']\nprereq_tasks: [boot]\n",
+        ),
+    ]);
+    let d = errors(t.path());
+    assert_eq!(
+        at(find(&d, "prereq task `boot` does not exist")),
+        ("a.yaml".into(), Some(3), Some("prereq_tasks[0]"))
+    );
+}
+
+#[test]
+fn prereq_cycle_is_named() {
+    let t = pack_dir(&[
+        ("pack.yaml", PACK),
+        (
+            "tasks/a.yaml",
+            "name: a\nrun: ['true']\nprereq_tasks: [b]\n",
+        ),
+        (
+            "tasks/b.yaml",
+            "name: b\nrun: ['true']\nprereq_tasks: [c]\n",
+        ),
+        (
+            "tasks/c.yaml",
+            "name: c\nrun: ['true']\nprereq_tasks:\n  - d\n  - a\n",
+        ),
+        ("tasks/d.yaml", "name: d\nrun: ['true']\n"),
+        (
+            "tasks/s.yaml",
+            "name: s\nrun: ['true']\nprereq_tasks: [s]\n",
+        ),
+    ]);
+    let d = errors(t.path());
+    assert_eq!(d.len(), 2, "{}", show(&d));
+    let e = find(&d, "prereq cycle: a → b → c → a");
+    assert_eq!(at(e), ("a.yaml".into(), Some(3), Some("prereq_tasks[0]")));
+    assert_eq!(
+        at(find(&d, "prereq cycle: s → s")),
+        ("s.yaml".into(), Some(3), Some("prereq_tasks[0]"))
+    );
+}
+
+#[test]
+fn duplicate_task_names_and_name_file_mismatch() {
+    let t = pack_dir(&[
+        ("pack.yaml", PACK),
+        ("tasks/a.yaml", TASK_A),
+        (
+            "tasks/a.yml",
+            "# the same task again\nname: a\nrun: ['true']\n",
+        ),
+        ("tasks/b.yaml", "name: bee\nrun: ['true']\n"),
+    ]);
+    let d = errors(t.path());
+    assert_eq!(d.len(), 2, "{}", show(&d));
+    let dup = find(&d, "duplicate task name `a`");
+    assert_eq!(at(dup), ("a.yml".into(), Some(2), Some("name")));
+    assert!(
+        dup.message.contains("a.yaml declares it too"),
+        "{}",
+        dup.message
+    );
+    assert_eq!(
+        at(find(&d, "must match its file name (`b`)")),
+        ("b.yaml".into(), Some(1), Some("name"))
+    );
+}
+
+#[test]
+fn programs_that_cannot_be_found() {
+    let t = pack_dir(&[
+        ("pack.yaml", PACK),
+        ("tasks/a.yaml", "name: a\nrun: [./missing.sh]\nsetup: [no-such-program-4711]\nteardown: [python3, -u, gone.py]\n"),
+        ("tasks/b.yaml", "name: b\nrun: [./plain.txt]\n"),
+        ("tasks/plain.txt", "not executable"),
+        ("tasks/c.yaml", "name: c\nrun: []\n"),
+    ]);
+    let d = errors(t.path());
+    assert_eq!(d.len(), 5, "{}", show(&d));
+    assert_eq!(
+        at(find(&d, "`./missing.sh` not found")),
+        ("a.yaml".into(), Some(2), Some("run[0]"))
+    );
+    assert_eq!(
+        at(find(&d, "program `no-such-program-4711` not found on PATH")),
+        ("a.yaml".into(), Some(3), Some("setup[0]"))
+    );
+    assert_eq!(
+        at(find(&d, "`gone.py` not found")),
+        ("a.yaml".into(), Some(4), Some("teardown[2]"))
+    );
+    assert_eq!(
+        at(find(&d, "is not executable")),
+        ("b.yaml".into(), Some(2), Some("run[0]"))
+    );
+    assert_eq!(
+        at(find(&d, "must name a program")),
+        ("c.yaml".into(), Some(2), Some("run"))
+    );
+}
+
+#[test]
+fn run_paths_that_leave_the_pack_folder() {
+    let outside = tempfile::tempdir().unwrap();
+    write_files(outside.path(), &[("evil.sh", "#!/bin/sh\n")]);
+    let t = pack_dir(&[
+        ("pack.yaml", PACK),
+        ("tasks/a.yaml", "name: a\nrun: [../../escape.sh]\n"),
+        ("tasks/b.yaml", "name: b\nrun: [/bin/true]\n"),
+        ("tasks/c.yaml", "name: c\nrun: [./link.sh]\n"),
+        (
+            "tasks/d.yaml",
+            "name: d\nrun: [bash, ../tasks/../../x.sh]\n",
+        ),
+        ("tasks/e.yaml", "name: e\nrun: [../bin/ok.sh]\n"),
+        ("bin/ok.sh", "#!/bin/sh\n"),
+    ]);
+    std::os::unix::fs::symlink(
+        outside.path().join("evil.sh"),
+        t.path().join("tasks/link.sh"),
+    )
+    .unwrap();
+    let d = errors(t.path());
+    assert_eq!(d.len(), 4, "{}", show(&d));
+    assert_eq!(
+        at(find(&d, "`../../escape.sh` leaves the pack folder")),
+        ("a.yaml".into(), Some(2), Some("run[0]"))
+    );
+    assert_eq!(
+        at(find(&d, "`/bin/true` is an absolute path")),
+        ("b.yaml".into(), Some(2), Some("run[0]"))
+    );
+    let link = find(&d, "`./link.sh` leaves the pack folder (it resolves to");
+    assert_eq!(at(link), ("c.yaml".into(), Some(2), Some("run[0]")));
+    assert_eq!(
+        at(find(&d, "`../tasks/../../x.sh` leaves the pack folder")),
+        ("d.yaml".into(), Some(2), Some("run[1]"))
+    );
+}
+
+#[test]
+fn a_symlink_inside_the_pack_is_fine() {
+    let t = pack_dir(&[
+        ("pack.yaml", PACK),
+        ("tasks/a.yaml", "name: a\nrun: [./link.sh]\n"),
+        ("lib/real.sh", "#!/bin/sh\n"),
+    ]);
+    std::os::unix::fs::symlink("../lib/real.sh", t.path().join("tasks/link.sh")).unwrap();
+    ok(t.path());
+}
+
+#[test]
+fn non_utf8_files_are_named_with_line() {
+    let t = pack_dir(&[("pack.yaml", PACK), ("tasks/a.yaml", TASK_A)]);
+    std::fs::write(
+        t.path().join("tasks/b.yaml"),
+        b"name: b\n# caf\xe9\nrun: ['true']\n",
+    )
+    .unwrap();
+    let d = errors(t.path());
+    assert_eq!(d.len(), 1, "{}", show(&d));
+    assert_eq!(at(&d[0]), ("b.yaml".into(), Some(2), None));
+    assert!(d[0].message.contains("not valid UTF-8"), "{}", d[0].message);
+}
+
+#[test]
+fn absurd_numbers() {
+    let t = pack_dir(&[
+        (
+            "pack.yaml",
+            "name: p\nversion: '1'\nparams:\n  process_limit: 0\n",
+        ),
+        (
+            "tasks/a.yaml",
+            "name: a\nrun: ['true']\nmax_runtime: -5\nest_task_time: -1\nmax_resource_retry: -2\n",
+        ),
+        (
+            "tasks/b.yaml",
+            "name: b\nrun: ['true']\nmax_runtime: 0\nmax_resource_wait: -1\n",
+        ),
+    ]);
+    let d = errors(t.path());
+    assert_eq!(d.len(), 6, "{}", show(&d));
+    assert_eq!(
+        at(find(&d, "must be at least 1 (found 0)")),
+        ("pack.yaml".into(), Some(4), Some("params.process_limit"))
+    );
+    assert_eq!(
+        at(find(&d, "must be at least 0 (found -5)")),
+        ("a.yaml".into(), Some(3), Some("max_runtime"))
+    );
+    assert_eq!(key(&d, "a.yaml", "est_task_time").line, Some(4));
+    assert_eq!(
+        key(&d, "a.yaml", "max_resource_retry").message,
+        "must be at least 0 (found -2)"
+    );
+    assert!(key(&d, "b.yaml", "max_runtime")
+        .message
+        .contains("must be more than 0 seconds"));
+    assert_eq!(
+        key(&d, "b.yaml", "max_resource_wait").message,
+        "must be at least 0 (found -1)"
+    );
+}
+
+/// The one diagnostic of `file` at `key_path`.
+fn key<'a>(d: &'a [Diagnostic], file: &str, key_path: &str) -> &'a Diagnostic {
+    let hits: Vec<_> = d
+        .iter()
+        .filter(|x| x.file.ends_with(file) && x.key_path.as_deref() == Some(key_path))
+        .collect();
+    assert_eq!(hits.len(), 1, "{file} {key_path} in:\n{}", show(d));
+    hits[0]
+}
+
+#[test]
+fn resource_configs_must_name_a_resource_of_the_task() {
+    let t = pack_dir(&[
+        ("pack.yaml", PACK),
+        ("tasks/a.yaml", "name: a\nrun: ['true']\nshared_resources: [stream_server]\nresource_configs:\n  stream_server: {profile: hd}\n  stream_sever: {}\n  ir_blaster: {}\n"),
+    ]);
+    let d = errors(t.path());
+    assert_eq!(d.len(), 2, "{}", show(&d));
+    assert!(key(&d, "a.yaml", "resource_configs.stream_sever")
+        .message
+        .contains("did you mean `stream_server`?"));
+    assert_eq!(
+        key(&d, "a.yaml", "resource_configs.ir_blaster").line,
+        Some(7)
+    );
+}
+
+#[test]
+fn custom_resource_modes_need_a_scheduler() {
+    let t = pack_dir(&[(
+        "pack.yaml",
+        "name: p\nversion: '1'\nparams:\n  resource_mode: custom_all\n",
+    )]);
+    let d = errors(t.path());
+    assert_eq!(
+        at(find(&d, "needs a `scheduler`")),
+        ("pack.yaml".into(), Some(4), Some("params.resource_mode"))
+    );
+    let t = pack_dir(&[
+        ("pack.yaml", "name: p\nversion: '1'\nparams:\n  resource_mode: custom_all\nscheduler: [./order.sh]\n"),
+        ("order.sh", "#!/bin/sh\ncat\n"),
+    ]);
+    ok(t.path());
+}
+
+#[test]
+fn global_params_allow_free_keys_but_not_near_misses() {
+    let t = pack_dir(&[(
+        "pack.yaml",
+        "name: p\nversion: '1'\nparams:\n  channel_list: [1]\n  proces_limit: 2\n",
+    )]);
+    let d = errors(t.path());
+    assert_eq!(d.len(), 1, "{}", show(&d));
+    assert_eq!(
+        at(&d[0]),
+        ("pack.yaml".into(), Some(5), Some("params.proces_limit"))
+    );
+    assert!(d[0].message.contains("did you mean `process_limit`?"));
+}
+
+#[test]
+fn missing_pack_yaml_and_missing_folder() {
+    let t = tempfile::tempdir().unwrap();
+    let d = errors(t.path());
+    assert!(
+        d[0].message.contains("a pack folder holds a pack.yaml"),
+        "{}",
+        show(&d)
+    );
+    let d = errors(&t.path().join("nope"));
+    assert_eq!(d[0].message, "not a folder");
+}
+
+#[test]
+fn alias_bomb_in_a_pack_is_refused_fast() {
+    let mut text =
+        String::from("name: p\nversion: '1'\nparams:\n  a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+    for i in 1..40 {
+        let p = i - 1;
+        text.push_str(&format!("  a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"));
+    }
+    let t = pack_dir(&[("pack.yaml", &text)]);
+    let start = Instant::now();
+    let e = pack::load(t.path()).unwrap_err();
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        start.elapsed()
+    );
+    assert_eq!(e.diagnostics.len(), 1, "{}", show(&e.diagnostics));
+    assert!(e.diagnostics[0].message.contains("alias bomb"));
+    assert_eq!(e.diagnostics[0].line, Some(8));
+}
+
+#[test]
+fn every_problem_of_the_broken_fixture_at_once() {
+    let dir = repo().join("tests/fixtures/packs/broken-typo");
+    let e = pack::load(&dir).unwrap_err();
+    let d = &e.diagnostics;
+    // The broken pack is still named, so a listing can show it.
+    assert_eq!(e.name.as_deref(), Some("broken-typo"));
+    assert_eq!(e.version.as_deref(), Some("0.3.0"));
+    assert_eq!(
+        at(find(d, "did you mean `prereq_tasks`?")),
+        ("tune_channel.yaml".into(), Some(4), Some("prereq_task"))
+    );
+    assert_eq!(
+        at(find(
+            d,
+            "task `tune_chanel` does not exist; did you mean `tune_channel`?"
+        ))
+        .1,
+        Some(8)
+    );
+    assert_eq!(
+        at(find(d, "`./missing_program.sh` not found")),
+        ("record.yaml".into(), Some(3), Some("run[0]"))
+    );
+    assert_eq!(
+        at(find(d, "did you mean `process_limit`?")),
+        ("pack.yaml".into(), Some(5), Some("params.proces_limit"))
+    );
+    assert_eq!(
+        at(find(d, "must be at least 0 (found -30)")),
+        ("soak.yaml".into(), Some(4), Some("max_runtime"))
+    );
+    assert_eq!(d.len(), 5, "{}", show(d));
+}
+
+#[test]
+fn discover_lists_every_pack_and_a_broken_one_never_stops_the_others() {
+    let root = tempfile::tempdir().unwrap();
+    write_files(
+        root.path(),
+        &[
+            ("good/pack.yaml", PACK),
+            ("good/tasks/a.yaml", TASK_A),
+            (
+                "bad/pack.yaml",
+                "name: bad\nversion: '1'\ngroups: {g: {tests: [nope]}}\n",
+            ),
+            ("zz-good/pack.yaml", "name: zz\nversion: '2'\n"),
+            ("not-a-pack/readme.txt", "hi"),
+            (".hidden/pack.yaml", PACK),
+        ],
+    );
+    let single = pack_dir(&[("pack.yaml", "name: solo\nversion: '1'\n")]);
+    let missing = root.path().join("missing-root");
+    let entries = discover(&[
+        root.path().to_path_buf(),
+        single.path().to_path_buf(),
+        missing.clone(),
+    ]);
+    let names: Vec<_> = entries
+        .iter()
+        .map(|e| e.dir.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    let single_name = single
+        .path()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert_eq!(
+        names,
+        [
+            "bad",
+            "good",
+            "zz-good",
+            single_name.as_str(),
+            "missing-root"
+        ]
+    );
+    assert!(entries[0].result.is_err());
+    assert_eq!(entries[1].result.as_ref().unwrap().def.name, "p");
+    assert_eq!(entries[2].result.as_ref().unwrap().def.name, "zz");
+    assert_eq!(entries[3].result.as_ref().unwrap().def.name, "solo");
+    let e = entries[4].result.as_ref().unwrap_err();
+    assert!(
+        e.diagnostics[0].message.contains("no such folder"),
+        "{}",
+        show(&e.diagnostics)
+    );
+}
+
+#[test]
+fn content_hash_follows_the_files() {
+    let t = pack_dir(&[
+        ("pack.yaml", PACK),
+        ("tasks/a.yaml", TASK_A),
+        ("tasks/data.txt", "1"),
+    ]);
+    let h1 = ok(t.path()).content_hash;
+    assert_eq!(ok(t.path()).content_hash, h1);
+    write_files(
+        t.path(),
+        &[("tasks/__pycache__/x.pyc", "junk"), (".git/HEAD", "x")],
+    );
+    assert_eq!(
+        ok(t.path()).content_hash,
+        h1,
+        "caches and hidden files are not part of a pack"
+    );
+    write_files(t.path(), &[("tasks/data.txt", "2")]);
+    let h2 = ok(t.path()).content_hash;
+    assert_ne!(h2, h1);
+    std::fs::rename(
+        t.path().join("tasks/data.txt"),
+        t.path().join("tasks/data2.txt"),
+    )
+    .unwrap();
+    assert_ne!(ok(t.path()).content_hash, h2, "a rename changes the hash");
 }
