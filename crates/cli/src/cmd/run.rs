@@ -423,6 +423,16 @@ fn cut(s: &str, n: usize) -> String {
 }
 
 fn print_summary(run_id: &str, status: RunStatus, tasks: &[TaskRecord]) {
+    // Lane by lane, each in plan order.
+    let mut lanes: Vec<Option<&str>> = Vec::new();
+    for t in tasks {
+        if !lanes.contains(&t.lane.as_deref()) {
+            lanes.push(t.lane.as_deref());
+        }
+    }
+    let mut sorted: Vec<&TaskRecord> = tasks.iter().collect();
+    sorted.sort_by_key(|t| lanes.iter().position(|l| *l == t.lane.as_deref()));
+    let tasks = sorted;
     let lane_w = tasks
         .iter()
         .map(|t| t.lane.as_deref().unwrap_or("-").len())
@@ -430,13 +440,19 @@ fn print_summary(run_id: &str, status: RunStatus, tasks: &[TaskRecord]) {
         .unwrap_or(4)
         .max(4);
     let task_w = tasks.iter().map(|t| t.task.len()).max().unwrap_or(4).max(4);
+    let group_w = tasks
+        .iter()
+        .map(|t| t.group.as_deref().unwrap_or("-").len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
     println!(
-        "{:<lane_w$}  {:<task_w$}  {:<8}  {:<8}  {:>7}  MESSAGE",
-        "LANE", "TASK", "KIND", "RESULT", "TIME"
+        "{:<lane_w$}  {:<group_w$}  {:<task_w$}  {:<8}  {:<9}  {:>7}  MESSAGE",
+        "LANE", "GROUP", "TASK", "KIND", "RESULT", "TIME"
     );
     let mut by_result: std::collections::BTreeMap<String, u32> = Default::default();
     let mut failures = 0;
-    for t in tasks {
+    for t in &tasks {
         let result = t.result.as_deref().unwrap_or("-");
         *by_result.entry(result.to_string()).or_default() += 1;
         if t.failure == Some(true) {
@@ -447,8 +463,9 @@ fn print_summary(run_id: &str, status: RunStatus, tasks: &[TaskRecord]) {
             .map(|s| fmt_dur((s * 1000.0) as i64))
             .unwrap_or_default();
         println!(
-            "{:<lane_w$}  {:<task_w$}  {:<8}  {:<8}  {:>7}  {}",
+            "{:<lane_w$}  {:<group_w$}  {:<task_w$}  {:<8}  {:<9}  {:>7}  {}",
             t.lane.as_deref().unwrap_or("-"),
+            t.group.as_deref().unwrap_or("-"),
             t.task,
             t.kind.as_str(),
             result,
@@ -457,13 +474,14 @@ fn print_summary(run_id: &str, status: RunStatus, tasks: &[TaskRecord]) {
         );
         for s in &t.sub_results {
             println!(
-                "{:<lane_w$}    ↳ {:<w$}  {:<8}  {:>7}  {}",
+                "{:<w$}↳ {:<n$}  {:<9}  {:>7}  {}",
                 "",
                 s.name,
                 s.result,
                 "",
                 cut(&s.message, 60),
-                w = task_w + 8,
+                w = lane_w + group_w + 6,
+                n = task_w + 8,
             );
         }
     }
