@@ -4,10 +4,11 @@
 //! `pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32>`, then one `pub mod` line,
 //! one [`Command`] variant and one match arm in [`run`] below.
 
-pub mod serve;
-pub mod run;
-pub mod results;
 pub mod export;
+pub mod packs;
+pub mod results;
+pub mod run;
+pub mod serve;
 
 use std::path::PathBuf;
 
@@ -84,6 +85,8 @@ pub enum Command {
     Results(results::Args),
     /// Export a stored run as JUnit XML, results.yaml or JSON
     Export(export::Args),
+    /// Check pack folders, or list the packs found
+    Packs(packs::Args),
 }
 
 pub fn run(command: Command, ctx: &Ctx) -> anyhow::Result<i32> {
@@ -92,5 +95,6 @@ pub fn run(command: Command, ctx: &Ctx) -> anyhow::Result<i32> {
         Command::Run(a) => run::run(a, ctx),
         Command::Results(a) => results::run(a, ctx),
         Command::Export(a) => export::run(a, ctx),
+        Command::Packs(a) => packs::run(a, ctx),
     }
 }

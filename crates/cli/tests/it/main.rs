@@ -1,2 +1,3 @@
 //! CLI integration tests.
 mod run;
+mod packs;

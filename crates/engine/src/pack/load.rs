@@ -548,7 +548,7 @@ fn check_pack_path(p: &str, base: &Path, root: &Path, must_execute: bool) -> Res
     }
     let real = match joined.canonicalize() {
         Ok(r) => r,
-        Err(_) => return Err(format!("`{p}` not found (looked at {})", joined.display())),
+        Err(_) => return Err(format!("`{p}` not found (relative to {})", base.display())),
     };
     if !real.starts_with(root) {
         return Err(format!(

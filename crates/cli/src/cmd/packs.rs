@@ -1,0 +1,158 @@
+//! `testbay packs check|list`: validate pack folders, list the packs found.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Subcommand;
+use testbay_engine::pack::view::PackSummary;
+use testbay_engine::pack::{discover, PackEntry};
+
+use super::Ctx;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    command: PacksCommand,
+}
+
+#[derive(Subcommand)]
+enum PacksCommand {
+    /// Check packs; print every problem as `file:line:col: key: message` (exit 1 if any)
+    Check {
+        /// Pack folders, or folders of packs [default: --packs]
+        dirs: Vec<PathBuf>,
+        /// Print the result as JSON (one summary per pack, with its diagnostics)
+        #[arg(long)]
+        json: bool,
+    },
+    /// List every pack found: name, version, groups, tasks, status; broken ones with
+    /// their problems
+    List {
+        /// Pack folders, or folders of packs [default: --packs]
+        dirs: Vec<PathBuf>,
+        /// Print the list as JSON
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
+    match args.command {
+        PacksCommand::Check { dirs, json } => check(&roots(dirs, ctx)?, json),
+        PacksCommand::List { dirs, json } => list(&roots(dirs, ctx)?, json),
+    }
+}
+
+fn roots(dirs: Vec<PathBuf>, ctx: &Ctx) -> anyhow::Result<Vec<PathBuf>> {
+    if !dirs.is_empty() {
+        return Ok(dirs);
+    }
+    anyhow::ensure!(
+        !ctx.packs.is_empty(),
+        "no pack folder given: name one (testbay packs check DIR) or pass --packs"
+    );
+    Ok(ctx.packs.clone())
+}
+
+fn print_json(summaries: &[PackSummary]) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, summaries).context("writing JSON")?;
+    writeln!(out)?;
+    Ok(())
+}
+
+fn check(roots: &[PathBuf], json: bool) -> anyhow::Result<i32> {
+    let entries = discover(roots);
+    let problems: usize = entries
+        .iter()
+        .map(|e| e.result.as_ref().err().map_or(0, |e| e.diagnostics.len()))
+        .sum();
+    if json {
+        print_json(&entries.iter().map(PackSummary::of).collect::<Vec<_>>())?;
+    } else {
+        let mut out = std::io::stdout().lock();
+        for e in &entries {
+            if let Err(errs) = &e.result {
+                for d in &errs.diagnostics {
+                    writeln!(out, "{d}")?;
+                }
+            }
+        }
+        let broken = entries.iter().filter(|e| e.result.is_err()).count();
+        writeln!(
+            out,
+            "{} pack(s) checked: {} ok, {broken} with problems ({problems} problem(s))",
+            entries.len(),
+            entries.len() - broken,
+        )?;
+    }
+    Ok(if problems > 0 || entries.is_empty() {
+        1
+    } else {
+        0
+    })
+}
+
+fn list(roots: &[PathBuf], json: bool) -> anyhow::Result<i32> {
+    let entries = discover(roots);
+    let summaries: Vec<PackSummary> = entries.iter().map(PackSummary::of).collect();
+    if json {
+        print_json(&summaries)?;
+        return Ok(0);
+    }
+    let mut out = std::io::stdout().lock();
+    if entries.is_empty() {
+        writeln!(out, "no packs found")?;
+    }
+    for (entry, s) in entries.iter().zip(&summaries) {
+        write_summary(&mut out, entry, s)?;
+    }
+    Ok(0)
+}
+
+fn write_summary(out: &mut impl Write, entry: &PackEntry, s: &PackSummary) -> anyhow::Result<()> {
+    let version = s.version.as_deref().unwrap_or("?");
+    if s.ok {
+        writeln!(
+            out,
+            "{} {version}  ok  {} task(s)  {}",
+            s.name, s.task_count, s.dir
+        )?;
+        if !s.description.is_empty() {
+            writeln!(out, "  {}", s.description)?;
+        }
+        for g in &s.groups {
+            writeln!(
+                out,
+                "  group {}: {} test(s), about {}",
+                g.name,
+                g.task_count,
+                duration(g.est_time)
+            )?;
+        }
+    } else {
+        writeln!(
+            out,
+            "{} {version}  BROKEN ({} problem(s))  {}",
+            s.name,
+            s.diagnostics.len(),
+            entry.dir.display()
+        )?;
+        for d in &s.diagnostics {
+            writeln!(out, "  {d}")?;
+        }
+    }
+    Ok(())
+}
+
+fn duration(secs: f64) -> String {
+    let s = secs.round() as u64;
+    if s < 120 {
+        format!("{s} s")
+    } else if s < 7200 {
+        format!("{} min", (s + 30) / 60)
+    } else {
+        format!("{:.1} h", secs / 3600.0)
+    }
+}
