@@ -2,6 +2,7 @@
 
 export function dur(seconds: number | null | undefined): string {
   if (seconds == null || !isFinite(seconds)) return '–';
+  if (seconds < 9.95) return `${Math.max(0, seconds).toFixed(1)}s`;
   const s = Math.max(0, Math.round(seconds));
   if (s < 60) return `${s}s`;
   const m = Math.floor(s / 60);
