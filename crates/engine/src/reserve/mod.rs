@@ -5,12 +5,14 @@
 mod book;
 mod error;
 mod index;
+pub mod live;
 pub mod timefmt;
 mod types;
 
 pub use book::{Book, BookConfig};
 pub use error::BookError;
 pub use index::{ExclusiveIndex, SharedProfile};
+pub use live::{BookClient, BookCommand, BookHandle, BookReply, LiveBook, LiveError};
 pub use types::*;
 
 /// The closest candidate to `name` by edit distance, if it is close enough to be a typo.

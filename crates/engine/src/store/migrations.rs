@@ -89,4 +89,53 @@ CREATE TABLE sub_results (
 );
 CREATE INDEX sub_results_task ON sub_results(task_result_id);
 "#,
+},
+Migration {
+    name: "lab inventory, reservation book, book events, book inbox",
+    sql: r#"
+CREATE TABLE lab (
+    id              INTEGER PRIMARY KEY CHECK (id = 1),
+    path            TEXT NOT NULL,
+    loaded_ms       INTEGER NOT NULL,
+    lab_json        TEXT NOT NULL
+);
+CREATE TABLE lab_duts (
+    name            TEXT PRIMARY KEY,
+    rack            TEXT,
+    slot            INTEGER,
+    model           TEXT NOT NULL DEFAULT '',
+    manufacturer    TEXT NOT NULL DEFAULT '',
+    serial          TEXT NOT NULL DEFAULT '',
+    offline         INTEGER NOT NULL DEFAULT 0,
+    dut_json        TEXT NOT NULL
+);
+CREATE TABLE reservations (
+    id              INTEGER PRIMARY KEY,
+    resource        TEXT NOT NULL,
+    status          TEXT NOT NULL,
+    holder          TEXT NOT NULL,
+    start_ms        INTEGER NOT NULL,
+    end_ms          INTEGER NOT NULL,
+    expires_ms      INTEGER NOT NULL,
+    view_json       TEXT NOT NULL
+);
+CREATE INDEX reservations_resource ON reservations(resource, start_ms);
+CREATE TABLE book_events (
+    seq             INTEGER PRIMARY KEY,
+    ts_ms           INTEGER NOT NULL,
+    kind            TEXT NOT NULL,
+    reason          TEXT,
+    reservation_id  INTEGER NOT NULL,
+    resource        TEXT NOT NULL,
+    event_json      TEXT NOT NULL
+);
+CREATE INDEX book_events_resource ON book_events(resource, ts_ms);
+CREATE TABLE book_inbox (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    created_ms      INTEGER NOT NULL,
+    command_json    TEXT NOT NULL,
+    done_ms         INTEGER,
+    result_json     TEXT
+);
+"#,
 }];

@@ -7,6 +7,8 @@
 //! The boundary is this type's methods: a PostgreSQL backend would implement the same.
 
 pub mod migrations;
+pub mod lab;
+pub mod reservations;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -850,3 +850,175 @@ proptest! {
         run_ops(ops)?;
     }
 }
+
+// ---- persistence: a real SQLite file ----
+
+mod persisted {
+    use super::*;
+    use testbay_engine::store::{reservations as db, Store};
+
+    fn open(dir: &std::path::Path, clock: &ManualClock) -> LiveBook {
+        let store = Store::open_in(dir).unwrap();
+        LiveBook::open(
+            store.path(),
+            Arc::new(clock.clone()),
+            BookConfig::default(),
+            specs(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn restart_keeps_live_reservations_and_drops_expired_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(T0);
+        let (long, short, leased);
+        {
+            let live = open(dir.path(), &clock);
+            long = live
+                .request(Request::new("ir_blaster", op("ann"), 3_600_000))
+                .unwrap()
+                .id;
+            live.claim(long).unwrap();
+            short = live
+                .request(
+                    Request::new("stream_server", op("bob"), 1_000).mode(ReservationMode::Shared),
+                )
+                .unwrap()
+                .id;
+            live.claim(short).unwrap();
+            leased = live
+                .request(
+                    Request::new("stream_server", lane("r1", "stb-01"), 3_600_000)
+                        .mode(ReservationMode::Shared)
+                        .lease(30_000),
+                )
+                .unwrap()
+                .id;
+            live.claim(leased).unwrap();
+            live.shutdown();
+        }
+        // The console was down for a minute: the short window ended and the lease lapsed.
+        clock.advance(60_000);
+        let live = open(dir.path(), &clock);
+        let ids: Vec<_> = live.reservations().iter().map(|v| v.id).collect();
+        assert_eq!(ids, vec![long]);
+        let next = live
+            .request(Request::new("stream_server", op("c"), 10))
+            .unwrap();
+        assert!(next.id.0 > leased.0, "ids continue after a restart");
+        live.flush();
+        let store = Store::open_in(dir.path()).unwrap();
+        let conn = rusqlite::Connection::open(store.path()).unwrap();
+        let stored: Vec<_> = db::live_reservations(&conn)
+            .unwrap()
+            .iter()
+            .map(|v| v.id)
+            .collect();
+        assert_eq!(stored, vec![long, next.id]);
+        let events = db::events_since(&conn, 0, 100).unwrap();
+        let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+        assert_eq!(
+            seqs,
+            (1..=seqs.len() as u64).collect::<Vec<_>>(),
+            "no gaps, no duplicates"
+        );
+        let reasons: Vec<_> = events.iter().filter_map(|e| e.reason).collect();
+        assert!(
+            reasons.contains(&EndReason::WindowEnded) && reasons.contains(&EndReason::LeaseLapsed)
+        );
+        live.shutdown();
+    }
+
+    #[test]
+    fn a_second_process_holds_through_the_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(T0);
+        let owner = open(dir.path(), &clock);
+        let mut sub = owner.subscribe();
+        let db_path = owner.db_path().to_path_buf();
+        let other = BookHandle::open(
+            &db_path,
+            Arc::new(clock.clone()),
+            BookConfig::default(),
+            specs(),
+        )
+        .unwrap();
+        assert!(
+            matches!(other, BookHandle::Client(_)),
+            "only one owner at a time"
+        );
+        let cmd = BookCommand::Hold {
+            resource: "ir_blaster".into(),
+            by: "ann".into(),
+            from: None,
+            duration_ms: 1_800_000,
+            next_available: true,
+        };
+        let BookReply::Held { reservation } = other.call(cmd, T0).unwrap() else {
+            panic!("not held")
+        };
+        assert_eq!(reservation.status, ReservationStatus::Held);
+        // The owner's book has it, its subscribers saw it, and the store has it.
+        let holds = owner.holds();
+        assert_eq!(holds[0].holders[0].id, reservation.id);
+        let ev = sub.try_recv().unwrap();
+        assert_eq!(ev.reservation.id, reservation.id);
+        assert_eq!(other.reservations().unwrap()[0].id, reservation.id);
+        // A second hold waits behind it; a bad command gets a clear error.
+        let BookReply::Held { reservation: w } = other
+            .call(
+                BookCommand::Hold {
+                    resource: "ir_blaster".into(),
+                    by: "bob".into(),
+                    from: None,
+                    duration_ms: 60_000,
+                    next_available: true,
+                },
+                T0,
+            )
+            .unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (w.status, w.start),
+            (ReservationStatus::Waiting, T0 + 1_800_000)
+        );
+        let BookReply::Error { message } = other
+            .call(
+                BookCommand::Hold {
+                    resource: "ir_blastr".into(),
+                    by: "bob".into(),
+                    from: None,
+                    duration_ms: 60_000,
+                    next_available: true,
+                },
+                T0,
+            )
+            .unwrap()
+        else {
+            panic!()
+        };
+        assert!(message.contains("did you mean `ir_blaster`"), "{message}");
+        assert_eq!(
+            other
+                .call(BookCommand::Release { id: reservation.id }, T0)
+                .unwrap(),
+            BookReply::Released
+        );
+        assert!(owner.holds()[0].holders.is_empty());
+        owner.shutdown();
+        drop(owner);
+        // Owner gone: the next process takes over.
+        let next = BookHandle::open(
+            &db_path,
+            Arc::new(clock.clone()),
+            BookConfig::default(),
+            specs(),
+        )
+        .unwrap();
+        assert!(matches!(next, BookHandle::Owner(_)));
+        next.shutdown();
+    }
+}

@@ -1,0 +1,311 @@
+//! The lab inventory: ATS racks and their slots, DUTs with searchable attributes and a
+//! location, and lab resources (exclusive, or shared with a capacity) with their current
+//! configuration. Loaded from a YAML lab file; every DUT and resource becomes a resource
+//! of the reservation book.
+
+mod search;
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use ts_rs::TS;
+
+use crate::diag::Diagnostic;
+use crate::doc::{self, Located};
+use crate::reserve::{ReservationMode, ResourceKind, ResourceSpec};
+
+pub use search::{DutQuery, SearchError, SearchField};
+
+/// The demo lab shipped with Testbay (seeded as `<data dir>/lab.yaml` on first start).
+pub const DEMO_LAB: &str = include_str!("../../../../lab/demo-lab.yaml");
+
+/// A lab file.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema, TS)]
+#[serde(deny_unknown_fields)]
+#[ts(export)]
+pub struct LabFile {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// ATS racks (StormTest servers) and their slots.
+    #[serde(default)]
+    pub racks: Vec<Rack>,
+    #[serde(default)]
+    pub duts: Vec<Dut>,
+    /// Lab resources tasks reserve (`exclusive_resources` / `shared_resources`).
+    #[serde(default)]
+    pub resources: Vec<LabResource>,
+}
+
+/// An ATS rack with slots numbered `1..=slots`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, TS)]
+#[serde(deny_unknown_fields)]
+#[ts(export)]
+pub struct Rack {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// Number of slots; slot numbers run from 1.
+    pub slots: u32,
+}
+
+/// Where a DUT sits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, TS)]
+#[serde(deny_unknown_fields)]
+#[ts(export)]
+pub struct Location {
+    pub rack: String,
+    pub slot: u32,
+}
+
+/// A device under test, with StormTest's searchable attributes.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema, TS)]
+#[serde(deny_unknown_fields)]
+#[ts(export)]
+pub struct Dut {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub serial: String,
+    #[serde(default)]
+    pub model: String,
+    #[serde(default)]
+    pub manufacturer: String,
+    #[serde(default)]
+    pub hardware_version: String,
+    /// Generic type, e.g. `stb` or `router`.
+    #[serde(default, rename = "type")]
+    #[ts(rename = "type")]
+    pub dut_type: String,
+    /// Free-form tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Rack and slot; absent for a DUT not in a rack.
+    #[serde(default)]
+    pub location: Option<Location>,
+    /// Out of service: not offered to runs.
+    #[serde(default)]
+    pub offline: bool,
+}
+
+/// A lab resource.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, TS)]
+#[serde(deny_unknown_fields)]
+#[ts(export)]
+pub struct LabResource {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// `exclusive` (one holder at a time) or `shared` (up to `capacity` holders).
+    #[serde(default)]
+    pub mode: ReservationMode,
+    /// Shared resources only: how many may hold it at once.
+    #[serde(default)]
+    pub capacity: Option<u32>,
+    /// Current configuration.
+    #[serde(default)]
+    #[ts(type = "unknown")]
+    pub config: Value,
+}
+
+impl LabResource {
+    pub fn kind(&self) -> ResourceKind {
+        match self.mode {
+            ReservationMode::Exclusive => ResourceKind::Exclusive,
+            ReservationMode::Shared => ResourceKind::Shared {
+                capacity: self.capacity.unwrap_or(1),
+            },
+        }
+    }
+}
+
+/// Every problem of a lab file, each with file and line.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{}", .0.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n"))]
+pub struct LabErrors(pub Vec<Diagnostic>);
+
+/// A loaded, checked lab.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lab {
+    pub file: PathBuf,
+    pub def: LabFile,
+}
+
+/// Load and check a lab file.
+pub fn load(path: &Path) -> Result<Lab, LabErrors> {
+    let doc = doc::load_document::<LabFile>(path).map_err(LabErrors)?;
+    from_document(doc)
+}
+
+/// Parse and check lab text (`file` names it in diagnostics).
+pub fn parse(file: &Path, text: &str) -> Result<Lab, LabErrors> {
+    let doc = doc::parse_document::<LabFile>(file, text.as_bytes()).map_err(LabErrors)?;
+    from_document(doc)
+}
+
+fn from_document(doc: Located<LabFile>) -> Result<Lab, LabErrors> {
+    let diags = check(&doc);
+    if !diags.is_empty() {
+        return Err(LabErrors(diags));
+    }
+    Ok(Lab {
+        file: doc.file,
+        def: doc.value,
+    })
+}
+
+/// Semantic checks a schema cannot express.
+fn check(doc: &Located<LabFile>) -> Vec<Diagnostic> {
+    let lab = &doc.value;
+    let mut out = Vec::new();
+    let mut racks: HashMap<&str, u32> = HashMap::new();
+    for (i, r) in lab.racks.iter().enumerate() {
+        if racks.insert(&r.name, r.slots).is_some() {
+            out.push(doc.diag(
+                &format!("racks[{i}].name"),
+                format!("rack `{}` is defined twice", r.name),
+            ));
+        }
+        if r.slots == 0 {
+            out.push(doc.diag(
+                &format!("racks[{i}].slots"),
+                format!("rack `{}` has no slots; give it at least 1", r.name),
+            ));
+        }
+    }
+    let mut names: HashSet<&str> = HashSet::new();
+    let mut slots: HashMap<(&str, u32), &str> = HashMap::new();
+    for (i, d) in lab.duts.iter().enumerate() {
+        if !names.insert(&d.name) {
+            out.push(doc.diag(
+                &format!("duts[{i}].name"),
+                format!("DUT `{}` is defined twice", d.name),
+            ));
+        }
+        let Some(loc) = &d.location else { continue };
+        match racks.get(loc.rack.as_str()) {
+            None => {
+                let hint = crate::reserve::did_you_mean(
+                    &loc.rack,
+                    lab.racks.iter().map(|r| r.name.as_str()),
+                )
+                .map(|s| format!(" (did you mean `{s}`?)"))
+                .unwrap_or_default();
+                out.push(doc.diag(
+                    &format!("duts[{i}].location.rack"),
+                    format!(
+                        "DUT `{}` is in rack `{}`, which is not in the lab{hint}",
+                        d.name, loc.rack
+                    ),
+                ));
+            }
+            Some(&n) if loc.slot == 0 || loc.slot > n => out.push(doc.diag(
+                &format!("duts[{i}].location.slot"),
+                format!(
+                    "DUT `{}` is in slot {} of rack `{}`, which has slots 1-{n}",
+                    d.name, loc.slot, loc.rack
+                ),
+            )),
+            Some(_) => {
+                if let Some(other) = slots.insert((&loc.rack, loc.slot), &d.name) {
+                    out.push(doc.diag(
+                        &format!("duts[{i}].location"),
+                        format!(
+                            "DUT `{}` is in slot {} of rack `{}`, where `{other}` already is",
+                            d.name, loc.slot, loc.rack
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    let mut res_names: HashSet<&str> = HashSet::new();
+    for (i, r) in lab.resources.iter().enumerate() {
+        if names.contains(r.name.as_str()) {
+            out.push(doc.diag(&format!("resources[{i}].name"), format!("resource `{}` has the name of a DUT; names must be unique across DUTs and resources", r.name)));
+        } else if !res_names.insert(&r.name) {
+            out.push(doc.diag(
+                &format!("resources[{i}].name"),
+                format!("resource `{}` is defined twice", r.name),
+            ));
+        }
+        match (r.mode, r.capacity) {
+            (ReservationMode::Shared, Some(0)) => out.push(doc.diag(
+                &format!("resources[{i}].capacity"),
+                format!(
+                    "shared resource `{}` has capacity 0; give it at least 1",
+                    r.name
+                ),
+            )),
+            (ReservationMode::Shared, None) => out.push(doc.diag(
+                &format!("resources[{i}]"),
+                format!("shared resource `{}` needs a `capacity`", r.name),
+            )),
+            (ReservationMode::Exclusive, Some(c)) if c != 1 => out.push(doc.diag(
+                &format!("resources[{i}].capacity"),
+                format!(
+                    "resource `{}` is exclusive; `capacity` applies to shared resources only",
+                    r.name
+                ),
+            )),
+            _ => {}
+        }
+    }
+    out
+}
+
+impl Lab {
+    /// Everything the reservation book manages: each DUT (exclusive, its configuration is
+    /// its location and attributes) and each lab resource.
+    pub fn book_resources(&self) -> Vec<ResourceSpec> {
+        self.def
+            .duts
+            .iter()
+            .map(|d| ResourceSpec {
+                name: d.name.clone(),
+                kind: ResourceKind::Exclusive,
+                config: serde_json::json!({
+                    "rack": d.location.as_ref().map(|l| &l.rack),
+                    "slot": d.location.as_ref().map(|l| l.slot),
+                    "model": d.model,
+                }),
+            })
+            .chain(self.def.resources.iter().map(|r| ResourceSpec {
+                name: r.name.clone(),
+                kind: r.kind(),
+                config: r.config.clone(),
+            }))
+            .collect()
+    }
+
+    pub fn dut(&self, name: &str) -> Option<&Dut> {
+        self.def.duts.iter().find(|d| d.name == name)
+    }
+
+    pub fn resource(&self, name: &str) -> Option<&LabResource> {
+        self.def.resources.iter().find(|r| r.name == name)
+    }
+
+    /// DUTs matching every StormTest-style term (`Field==pattern`, `*` wildcards).
+    pub fn find<S: AsRef<str>>(&self, terms: &[S]) -> Result<Vec<&Dut>, SearchError> {
+        let q = DutQuery::parse(terms)?;
+        Ok(self.def.duts.iter().filter(|d| q.matches(d)).collect())
+    }
+}
+
+/// Write the demo lab to `path` unless a file is already there. Returns whether it wrote.
+pub fn seed_demo(path: &Path) -> std::io::Result<bool> {
+    if path.exists() {
+        return Ok(false);
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(path, DEMO_LAB)?;
+    Ok(true)
+}

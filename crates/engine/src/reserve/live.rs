@@ -1,0 +1,533 @@
+//! The book as a live, persistent service: one [`Book`] behind a mutex, every change
+//! broadcast to subscribers (the console) and written to the store by a writer thread that
+//! commits one transaction per batch.
+//!
+//! One process owns the book (an exclusive `flock` on `<db>.book.lock`). Another process
+//! that wants to change it (the `testbay lab` CLI while a console runs) posts a
+//! [`BookCommand`] to the store's inbox; the owner's service thread applies it and writes
+//! the answer. So there is one book and one writer, and nothing is double-booked across
+//! processes.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rusqlite::Connection;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::broadcast;
+
+use super::*;
+use crate::clock::{Clock, EpochMs};
+use crate::store::reservations as db;
+use crate::store::StoreError;
+
+/// Errors of the live book.
+#[derive(Debug, thiserror::Error)]
+pub enum LiveError {
+    #[error(transparent)]
+    Book(#[from] BookError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot open the book lock {path}: {source}")]
+    Lock {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the reservation book is owned by another Testbay process")]
+    OwnedElsewhere,
+    #[error("the process owning the reservation book did not answer within {0:?}")]
+    NoAnswer(Duration),
+    #[error("{0}")]
+    Remote(String),
+}
+
+/// How often the service thread sweeps expiries and reads the inbox.
+pub const SERVICE_PERIOD: Duration = Duration::from_millis(100);
+/// Largest number of events written in one transaction.
+pub const MAX_BATCH: usize = 50_000;
+
+/// A change another process asks the owner to make.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum BookCommand {
+    /// An operator hold: book `resource` for `duration_ms` from `from` (or now), claimed
+    /// by itself when its window starts.
+    Hold {
+        resource: String,
+        by: String,
+        from: Option<EpochMs>,
+        duration_ms: i64,
+        next_available: bool,
+    },
+    Release {
+        id: ResId,
+    },
+}
+
+/// The owner's answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "snake_case")]
+pub enum BookReply {
+    Held { reservation: ReservationView },
+    Released,
+    Error { message: String },
+}
+
+enum WriterMsg {
+    Events(Vec<BookEvent>),
+    Flush(mpsc::Sender<()>),
+    Stop,
+}
+
+struct Inner {
+    book: Mutex<Book>,
+    to_writer: Mutex<mpsc::Sender<WriterMsg>>,
+    events: broadcast::Sender<BookEvent>,
+    db_path: PathBuf,
+    _lock: File,
+}
+
+/// The owning process's handle on the book. Cheap to clone.
+#[derive(Clone)]
+pub struct LiveBook {
+    inner: Arc<Inner>,
+    service: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+fn lock_path(db_path: &Path) -> PathBuf {
+    let mut p = db_path.as_os_str().to_owned();
+    p.push(".book.lock");
+    PathBuf::from(p)
+}
+
+/// Take the book lock without waiting. `Ok(None)` when another process holds it.
+fn try_lock(db_path: &Path) -> Result<Option<File>, LiveError> {
+    let path = lock_path(db_path);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| LiveError::Lock {
+            path: path.clone(),
+            source,
+        })?;
+    // SAFETY: flock on a descriptor we own; released when the file is closed.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        Ok(Some(file))
+    } else {
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            Ok(None)
+        } else {
+            Err(LiveError::Lock { path, source: err })
+        }
+    }
+}
+
+fn open_conn(db_path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(db_path).map_err(|source| StoreError::Open {
+        path: db_path.to_path_buf(),
+        source,
+    })?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")?;
+    Ok(conn)
+}
+
+impl LiveBook {
+    /// Become the book's owner for the store at `db_path` (already migrated by
+    /// [`crate::store::Store::open`]): reload live reservations (dropping those that expired
+    /// while nobody owned the book) and start the writer/service thread. Fails with
+    /// [`LiveError::OwnedElsewhere`] if another process owns it.
+    pub fn open(
+        db_path: &Path,
+        clock: Arc<dyn Clock>,
+        cfg: BookConfig,
+        resources: Vec<ResourceSpec>,
+    ) -> Result<Self, LiveError> {
+        let lock = try_lock(db_path)?.ok_or(LiveError::OwnedElsewhere)?;
+        let conn = open_conn(db_path)?;
+        let saved = db::load_book(&conn)?;
+        let mut book = Book::with_config(clock, cfg, resources)?;
+        let restored = saved.live.len();
+        book.restore(saved.live, saved.next_id, saved.next_seq);
+        tracing::info!(
+            restored,
+            live = book.reservations().len(),
+            "reservation book loaded"
+        );
+        let (tx, rx) = mpsc::channel();
+        let (events, _) = broadcast::channel(4096);
+        let inner = Arc::new(Inner {
+            book: Mutex::new(book),
+            to_writer: Mutex::new(tx),
+            events,
+            db_path: db_path.to_path_buf(),
+            _lock: lock,
+        });
+        // Events from the restore (expired while down) go out like any others.
+        {
+            let mut book = inner.book.lock().unwrap_or_else(|p| p.into_inner());
+            publish(&inner, &mut book);
+        }
+        let weak = Arc::downgrade(&inner);
+        let handle = std::thread::Builder::new()
+            .name("testbay-book".into())
+            .spawn(move || service(conn, rx, weak))
+            .map_err(|source| LiveError::Lock {
+                path: db_path.to_path_buf(),
+                source,
+            })?;
+        Ok(Self {
+            inner,
+            service: Arc::new(Mutex::new(Some(handle))),
+        })
+    }
+
+    /// Run `f` on the book and publish the events it caused.
+    pub fn with<R>(&self, f: impl FnOnce(&mut Book) -> R) -> R {
+        let mut book = self.lock();
+        let r = f(&mut book);
+        publish(&self.inner, &mut book);
+        r
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Book> {
+        self.inner.book.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Live book events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<BookEvent> {
+        self.inner.events.subscribe()
+    }
+
+    pub fn request(&self, req: Request) -> Result<PreReservation, BookError> {
+        self.with(|b| b.request(req))
+    }
+    pub fn claim(&self, id: ResId) -> Result<ClaimOutcome, BookError> {
+        self.with(|b| b.claim(id))
+    }
+    pub fn release(&self, id: ResId) -> Result<(), BookError> {
+        self.with(|b| b.release(id))
+    }
+    pub fn renew(&self, id: ResId) -> Result<Reservation, BookError> {
+        self.with(|b| b.renew(id))
+    }
+    pub fn extend(&self, id: ResId, new_end: EpochMs) -> Result<Reservation, BookError> {
+        self.with(|b| b.extend(id, new_end))
+    }
+    pub fn holds(&self) -> Vec<ResourceHolds> {
+        self.with(|b| b.holds())
+    }
+    pub fn reservations(&self) -> Vec<ReservationView> {
+        self.with(|b| b.reservations())
+    }
+    pub fn resources(&self) -> Vec<ResourceInfo> {
+        self.with(|b| b.resources())
+    }
+
+    /// An operator hold (see [`BookCommand::Hold`]).
+    pub fn hold(
+        &self,
+        resource: &str,
+        by: &str,
+        from: Option<EpochMs>,
+        duration_ms: i64,
+        next_available: bool,
+    ) -> Result<ReservationView, BookError> {
+        self.with(|b| hold(b, resource, by, from, duration_ms, next_available))
+    }
+
+    /// Apply one inbox command.
+    pub fn apply(&self, cmd: BookCommand) -> BookReply {
+        self.with(|b| apply(b, cmd))
+    }
+
+    /// Wait until everything published so far is committed.
+    pub fn flush(&self) {
+        let (tx, rx) = mpsc::channel();
+        let sent = self
+            .inner
+            .to_writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send(WriterMsg::Flush(tx))
+            .is_ok();
+        if sent {
+            let _ = rx.recv();
+        }
+    }
+
+    /// Flush, stop the service thread and give up ownership (once the last clone drops).
+    pub fn shutdown(&self) {
+        self.flush();
+        let _ = self
+            .inner
+            .to_writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send(WriterMsg::Stop);
+        if let Some(h) = self
+            .service
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            let _ = h.join();
+        }
+    }
+
+    pub fn db_path(&self) -> &Path {
+        &self.inner.db_path
+    }
+}
+
+/// Drain the book's events to the writer and subscribers, under the book lock so the
+/// writer sees them in sequence order.
+fn publish(inner: &Inner, book: &mut Book) {
+    if book.pending_events() == 0 {
+        return;
+    }
+    let events = book.drain_events();
+    for e in &events {
+        let _ = inner.events.send(e.clone());
+    }
+    let _ = inner
+        .to_writer
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .send(WriterMsg::Events(events));
+}
+
+fn hold(
+    b: &mut Book,
+    resource: &str,
+    by: &str,
+    from: Option<EpochMs>,
+    duration_ms: i64,
+    next_available: bool,
+) -> Result<ReservationView, BookError> {
+    let mut req = Request::new(
+        resource,
+        Holder::Operator {
+            name: by.to_string(),
+        },
+        duration_ms,
+    )
+    .auto_claim(true)
+    .next_available(next_available)
+    .config(Value::Null);
+    req.time_needed = from;
+    let pre = b.request(req)?;
+    // An auto-claim pre-reservation is claimed by the sweep once its window starts,
+    // so if that is now, `get` returns it held.
+    b.get(pre.id).ok_or(BookError::UnknownId(pre.id))
+}
+
+fn apply(b: &mut Book, cmd: BookCommand) -> BookReply {
+    let r = match cmd {
+        BookCommand::Hold {
+            resource,
+            by,
+            from,
+            duration_ms,
+            next_available,
+        } => hold(b, &resource, &by, from, duration_ms, next_available)
+            .map(|reservation| BookReply::Held { reservation }),
+        BookCommand::Release { id } => b.release(id).map(|()| BookReply::Released),
+    };
+    r.unwrap_or_else(|e| BookReply::Error {
+        message: e.to_string(),
+    })
+}
+
+/// The service thread: writes event batches (one transaction each), and every
+/// [`SERVICE_PERIOD`] sweeps expiries and answers the inbox.
+fn service(mut conn: Connection, rx: mpsc::Receiver<WriterMsg>, inner: std::sync::Weak<Inner>) {
+    let mut last_service = std::time::Instant::now();
+    loop {
+        let first = match rx.recv_timeout(SERVICE_PERIOD) {
+            Ok(m) => Some(m),
+            Err(mpsc::RecvTimeoutError::Timeout) => None,
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        };
+        if pump(&rx, &mut conn, first) {
+            return;
+        }
+        if last_service.elapsed() >= SERVICE_PERIOD {
+            last_service = std::time::Instant::now();
+            let Some(inner) = inner.upgrade() else { return };
+            {
+                let mut book = inner.book.lock().unwrap_or_else(|p| p.into_inner());
+                book.tick();
+                publish(&inner, &mut book);
+            }
+            if serve_inbox(&rx, &mut conn, &inner) {
+                return;
+            }
+        }
+    }
+}
+
+/// Write `first` and whatever else is queued, in batches of at most [`MAX_BATCH`] events
+/// per transaction; answer flush requests once what preceded them is committed. Returns
+/// true when asked to stop.
+fn pump(rx: &mpsc::Receiver<WriterMsg>, conn: &mut Connection, first: Option<WriterMsg>) -> bool {
+    let mut next = first.or_else(|| rx.try_recv().ok());
+    let mut batch: Vec<BookEvent> = Vec::new();
+    let write = |conn: &mut Connection, batch: &mut Vec<BookEvent>| {
+        if !batch.is_empty() {
+            if let Err(e) = db::write_events(conn, batch) {
+                tracing::error!(error = %e, events = batch.len(), "cannot persist reservation events");
+            }
+            batch.clear();
+        }
+    };
+    while let Some(m) = next {
+        match m {
+            WriterMsg::Events(ev) => {
+                batch.extend(ev);
+                if batch.len() >= MAX_BATCH {
+                    write(conn, &mut batch);
+                }
+            }
+            WriterMsg::Flush(tx) => {
+                write(conn, &mut batch);
+                let _ = tx.send(());
+            }
+            WriterMsg::Stop => {
+                write(conn, &mut batch);
+                return true;
+            }
+        }
+        next = rx.try_recv().ok();
+    }
+    write(conn, &mut batch);
+    false
+}
+
+/// Apply pending inbox commands; each answer is written after the command's events are
+/// committed. Returns true when asked to stop meanwhile.
+fn serve_inbox(rx: &mpsc::Receiver<WriterMsg>, conn: &mut Connection, inner: &Inner) -> bool {
+    let pending = match db::inbox_pending(conn) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the book inbox");
+            return false;
+        }
+    };
+    for (id, json) in pending {
+        let (reply, now) = match serde_json::from_str::<BookCommand>(&json) {
+            Ok(cmd) => {
+                let mut book = inner.book.lock().unwrap_or_else(|p| p.into_inner());
+                let reply = apply(&mut book, cmd);
+                publish(inner, &mut book);
+                (reply, book.now())
+            }
+            Err(e) => (
+                BookReply::Error {
+                    message: format!("bad book command: {e}"),
+                },
+                inner.book.lock().unwrap_or_else(|p| p.into_inner()).now(),
+            ),
+        };
+        let stop = pump(rx, conn, None);
+        let json = serde_json::to_string(&reply).unwrap_or_default();
+        if let Err(e) = db::inbox_answer(conn, id, now, &json) {
+            tracing::error!(error = %e, "cannot answer a book inbox command");
+        }
+        if stop {
+            return true;
+        }
+    }
+    false
+}
+
+/// A process that does not own the book: posts commands to the owner's inbox and reads
+/// the stored state.
+pub struct BookClient {
+    conn: Connection,
+    timeout: Duration,
+}
+
+impl BookClient {
+    pub fn open(db_path: &Path) -> Result<Self, LiveError> {
+        Ok(Self {
+            conn: open_conn(db_path)?,
+            timeout: Duration::from_secs(10),
+        })
+    }
+
+    /// Post `cmd` and wait for the owner's answer.
+    pub fn call(&self, cmd: &BookCommand, now: EpochMs) -> Result<BookReply, LiveError> {
+        let json = serde_json::to_string(cmd).map_err(|e| LiveError::Remote(e.to_string()))?;
+        let id = db::inbox_post(&self.conn, now, &json)?;
+        let start = std::time::Instant::now();
+        while start.elapsed() < self.timeout {
+            if let Some(ans) = db::inbox_result(&self.conn, id)? {
+                return serde_json::from_str(&ans).map_err(|e| LiveError::Remote(e.to_string()));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err(LiveError::NoAnswer(self.timeout))
+    }
+
+    /// Live reservations as last written by the owner.
+    pub fn reservations(&self) -> Result<Vec<ReservationView>, LiveError> {
+        Ok(db::live_reservations(&self.conn)?)
+    }
+}
+
+/// Either the book itself or a client of the process that owns it.
+pub enum BookHandle {
+    Owner(LiveBook),
+    Client(BookClient),
+}
+
+impl BookHandle {
+    /// Own the book if nobody does, else talk to its owner.
+    pub fn open(
+        db_path: &Path,
+        clock: Arc<dyn Clock>,
+        cfg: BookConfig,
+        resources: Vec<ResourceSpec>,
+    ) -> Result<Self, LiveError> {
+        match LiveBook::open(db_path, clock, cfg, resources) {
+            Ok(b) => Ok(BookHandle::Owner(b)),
+            Err(LiveError::OwnedElsewhere) => Ok(BookHandle::Client(BookClient::open(db_path)?)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Apply a command here or at the owner; committed to the store on return.
+    pub fn call(&self, cmd: BookCommand, now: EpochMs) -> Result<BookReply, LiveError> {
+        match self {
+            BookHandle::Owner(b) => {
+                let r = b.apply(cmd);
+                b.flush();
+                Ok(r)
+            }
+            BookHandle::Client(c) => c.call(&cmd, now),
+        }
+    }
+
+    pub fn reservations(&self) -> Result<Vec<ReservationView>, LiveError> {
+        match self {
+            BookHandle::Owner(b) => Ok(b.reservations()),
+            BookHandle::Client(c) => c.reservations(),
+        }
+    }
+
+    pub fn shutdown(&self) {
+        if let BookHandle::Owner(b) = self {
+            b.shutdown();
+        }
+    }
+}

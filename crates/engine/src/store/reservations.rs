@@ -1,0 +1,198 @@
+//! Reservation book persistence: live reservations (one row each, latest state), the
+//! event history the console's timeline reads, and the inbox through which another
+//! process (the CLI while a console runs) asks the book's owner to act.
+
+use std::collections::HashMap;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::{Result, StoreError};
+use crate::clock::EpochMs;
+use crate::reserve::{BookEvent, BookEventKind, ReservationView};
+
+fn json_err(what: &'static str) -> impl Fn(serde_json::Error) -> StoreError {
+    move |source| StoreError::Json { what, source }
+}
+
+/// Apply a batch of book events in one transaction: every event is appended to the
+/// history; the `reservations` table keeps each id's latest state (rows of ids that left
+/// the book are deleted; an id created and gone within the batch never touches it).
+pub fn write_events(conn: &mut Connection, events: &[BookEvent]) -> Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let tx = conn.transaction()?;
+    {
+        let mut ins = tx.prepare_cached(
+            "INSERT OR REPLACE INTO book_events (seq, ts_ms, kind, reason, reservation_id, resource, event_json)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?;
+        // Latest state per id within the batch: Some(view) if live, None if gone.
+        let mut last: HashMap<u64, Option<&ReservationView>> = HashMap::new();
+        let mut order: Vec<u64> = Vec::new();
+        for e in events {
+            let json = serde_json::to_string(e).map_err(json_err("book event"))?;
+            ins.execute(params![
+                e.seq as i64,
+                e.ts,
+                kind_str(e.kind),
+                e.reason
+                    .map(|r| serde_json::to_value(r)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned)))
+                    .flatten(),
+                e.reservation.id.0 as i64,
+                &*e.reservation.resource,
+                json
+            ])?;
+            let id = e.reservation.id.0;
+            let gone = matches!(e.kind, BookEventKind::Released | BookEventKind::Expired);
+            if last.insert(id, (!gone).then_some(&e.reservation)).is_none() {
+                order.push(id);
+            }
+        }
+        let mut upsert = tx.prepare_cached(
+            "INSERT OR REPLACE INTO reservations (id, resource, status, holder, start_ms, end_ms, expires_ms, view_json)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?;
+        let mut delete = tx.prepare_cached("DELETE FROM reservations WHERE id = ?1")?;
+        for id in order {
+            match last[&id] {
+                Some(v) => {
+                    let json = serde_json::to_string(v).map_err(json_err("reservation"))?;
+                    upsert.execute(params![
+                        id as i64,
+                        &*v.resource,
+                        serde_json::to_value(v.status)
+                            .ok()
+                            .and_then(|s| s.as_str().map(str::to_owned)),
+                        v.holder.to_string(),
+                        v.start,
+                        v.end,
+                        v.expires,
+                        json
+                    ])?;
+                }
+                None => {
+                    delete.execute(params![id as i64])?;
+                }
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+fn kind_str(k: BookEventKind) -> &'static str {
+    match k {
+        BookEventKind::Requested => "requested",
+        BookEventKind::Waiting => "waiting",
+        BookEventKind::Claimed => "claimed",
+        BookEventKind::Renewed => "renewed",
+        BookEventKind::Extended => "extended",
+        BookEventKind::Released => "released",
+        BookEventKind::Expired => "expired",
+    }
+}
+
+/// What a restarted book needs: the stored live reservations (some may have expired
+/// meanwhile; the book drops those), the next id and the next event sequence number.
+#[derive(Debug, Clone, Default)]
+pub struct SavedBook {
+    pub live: Vec<ReservationView>,
+    pub next_id: u64,
+    pub next_seq: u64,
+}
+
+pub fn load_book(conn: &Connection) -> Result<SavedBook> {
+    let live = live_reservations(conn)?;
+    let max_seq: Option<i64> =
+        conn.query_row("SELECT MAX(seq) FROM book_events", [], |r| r.get(0))?;
+    let max_id: Option<i64> = conn.query_row(
+        "SELECT MAX(m) FROM (SELECT MAX(reservation_id) AS m FROM book_events UNION ALL SELECT MAX(id) FROM reservations)",
+        [],
+        |r| r.get(0),
+    )?;
+    Ok(SavedBook {
+        live,
+        next_id: max_id.map_or(1, |m| m as u64 + 1),
+        next_seq: max_seq.map_or(1, |m| m as u64 + 1),
+    })
+}
+
+/// Stored live reservations, by id. Between a holder's death and the next sweep these may
+/// include lapsed ones; compare `expires` with the time to tell.
+pub fn live_reservations(conn: &Connection) -> Result<Vec<ReservationView>> {
+    let mut stmt = conn.prepare_cached("SELECT view_json FROM reservations ORDER BY id")?;
+    let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+    let mut out = Vec::new();
+    for row in rows {
+        out.push(serde_json::from_str(&row?).map_err(json_err("reservation"))?);
+    }
+    Ok(out)
+}
+
+/// Book events after `after_seq`, oldest first, at most `limit`.
+pub fn events_since(conn: &Connection, after_seq: u64, limit: usize) -> Result<Vec<BookEvent>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT event_json FROM book_events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![after_seq as i64, limit as i64], |r| {
+        r.get::<_, String>(0)
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        out.push(serde_json::from_str(&row?).map_err(json_err("book event"))?);
+    }
+    Ok(out)
+}
+
+/// Drop history older than `before` (live reservations are untouched).
+pub fn prune_events(conn: &Connection, before: EpochMs) -> Result<usize> {
+    Ok(conn.execute("DELETE FROM book_events WHERE ts_ms < ?1", params![before])?)
+}
+
+/// Post a command for the book's owner; returns the inbox row id.
+pub fn inbox_post(conn: &Connection, now: EpochMs, command_json: &str) -> Result<i64> {
+    conn.execute(
+        "INSERT INTO book_inbox (created_ms, command_json) VALUES (?1, ?2)",
+        params![now, command_json],
+    )?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// Commands not yet answered, oldest first.
+pub fn inbox_pending(conn: &Connection) -> Result<Vec<(i64, String)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, command_json FROM book_inbox WHERE done_ms IS NULL ORDER BY id",
+    )?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+pub fn inbox_answer(conn: &Connection, id: i64, now: EpochMs, result_json: &str) -> Result<()> {
+    conn.execute(
+        "UPDATE book_inbox SET done_ms = ?2, result_json = ?3 WHERE id = ?1",
+        params![id, now, result_json],
+    )?;
+    Ok(())
+}
+
+/// The answer to an inbox command, once there is one.
+pub fn inbox_result(conn: &Connection, id: i64) -> Result<Option<String>> {
+    Ok(conn
+        .query_row(
+            "SELECT result_json FROM book_inbox WHERE id = ?1 AND done_ms IS NOT NULL",
+            params![id],
+            |r| r.get(0),
+        )
+        .optional()?)
+}
+
+/// Forget answered commands older than `before`.
+pub fn inbox_prune(conn: &Connection, before: EpochMs) -> Result<usize> {
+    Ok(conn.execute(
+        "DELETE FROM book_inbox WHERE done_ms IS NOT NULL AND done_ms < ?1",
+        params![before],
+    )?)
+}
