@@ -556,3 +556,126 @@ fn content_hash_follows_the_files() {
     .unwrap();
     assert_ne!(ok(t.path()).content_hash, h2, "a rename changes the hash");
 }
+
+/// Poll `rx` until a change arrives; the bound only keeps a broken watcher from hanging.
+fn wait_change(
+    rx: &mut tokio::sync::broadcast::Receiver<pack::LibraryChange>,
+) -> pack::LibraryChange {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match rx.try_recv() {
+            Ok(c) => return c,
+            Err(tokio::sync::broadcast::error::TryRecvError::Empty) => {
+                assert!(Instant::now() < deadline, "no library change arrived");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+#[test]
+fn library_watches_its_roots_and_reloads_changed_packs() {
+    let root = tempfile::tempdir().unwrap();
+    write_files(
+        root.path(),
+        &[("one/pack.yaml", PACK), ("one/tasks/a.yaml", TASK_A)],
+    );
+    let lib = pack::Library::open(vec![root.path().to_path_buf()]);
+    assert!(lib.summaries()[0].ok);
+    let mut rx = lib.subscribe();
+    lib.watch().unwrap();
+
+    // Break a task: the pack is listed broken, with the line.
+    write_files(
+        root.path(),
+        &[("one/tasks/a.yaml", "name: a\nrun: ['true']\npriorty: 1\n")],
+    );
+    let broken_at_line_3 = || {
+        let s = &lib.summaries()[0];
+        !s.ok && s.diagnostics.first().and_then(|d| d.line) == Some(3)
+    };
+    while !broken_at_line_3() {
+        let change = wait_change(&mut rx);
+        assert_eq!(change.dirs, [root.path().join("one")]);
+    }
+    assert!(lib.get("p").is_none());
+
+    // A new pack folder appears beside it; the old entry is kept as it was. (Its files
+    // may arrive in more than one batch of events: wait until the library shows them.)
+    write_files(
+        root.path(),
+        &[("two/pack.yaml", "name: two\nversion: '1'\n")],
+    );
+    let names = || -> Vec<(String, bool)> {
+        lib.summaries()
+            .into_iter()
+            .map(|s| (s.name, s.ok))
+            .collect()
+    };
+    let want = [("p".to_string(), false), ("two".to_string(), true)];
+    while names() != want {
+        let change = wait_change(&mut rx);
+        assert!(change.dirs.contains(&root.path().join("two")), "{change:?}");
+    }
+
+    // Fix the task: loaded again.
+    write_files(root.path(), &[("one/tasks/a.yaml", TASK_A)]);
+    while lib.get("p").is_none() {
+        wait_change(&mut rx);
+    }
+}
+
+#[test]
+fn pack_detail_shows_resources_prereqs_and_estimates() {
+    let lib = pack::Library::open(vec![repo().join("packs")]);
+    let d = lib.detail("stb-smoke").unwrap();
+    assert!(d.summary.ok);
+    assert_eq!(d.summary.task_count, 11);
+    let ir = d.resources.iter().find(|r| r.name == "ir_blaster").unwrap();
+    assert_eq!(
+        ir.exclusive_in,
+        ["ir_remote", "record_show", "tune_channel"]
+    );
+    let stream = d
+        .resources
+        .iter()
+        .find(|r| r.name == "stream_server")
+        .unwrap();
+    assert!(stream.exclusive_in.is_empty());
+    assert!(stream.shared_in.contains(&"tune_channel".to_string()));
+    assert!(d
+        .prereq_edges
+        .iter()
+        .any(|e| e.task == "tune_channel" && e.prereq == "boot"));
+    let smoke = d.summary.groups.iter().find(|g| g.name == "smoke").unwrap();
+    let p = lib.get("stb-smoke").unwrap();
+    let sum: f64 = [
+        "clear_cache",
+        "boot",
+        "tune_channel",
+        "channel_scan",
+        "ir_remote",
+        "soak_playback",
+        "record_show",
+        "collect_logs",
+    ]
+    .iter()
+    .map(|t| p.tasks[*t].def.est_task_time)
+    .sum();
+    assert_eq!(smoke.est_time, sum);
+    assert_eq!(d.global_est_time, 2.0);
+    let boot = d.tasks.iter().find(|t| t.name == "boot").unwrap();
+    assert_eq!(boot.used_by, ["smoke", "regression"]);
+    let channel_list = d.params.iter().find(|p| p.key == "channel_list").unwrap();
+    assert!(!channel_list.known);
+    assert!(d
+        .params
+        .iter()
+        .any(|p| p.key == "process_limit" && p.known && p.value == 2));
+    // A broken pack has a detail page too: its diagnostics.
+    let lib = pack::Library::open(vec![repo().join("tests/fixtures/packs")]);
+    let d = lib.detail("broken-typo").unwrap();
+    assert!(!d.summary.ok && d.def.is_none());
+    assert_eq!(d.summary.diagnostics.len(), 5);
+}
