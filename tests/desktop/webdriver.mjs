@@ -1,0 +1,154 @@
+// Drive the real desktop app through tauri-driver and Debian's WebKitWebDriver with plain
+// WebDriver HTTP calls (no driver or browser downloads). Needs an X display (Xvfb).
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { homedir, tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const ELEMENT = 'element-6066-11e4-a52e-4f735466cecc';
+
+export function desktopBin() {
+  if (process.env.TESTBAY_DESKTOP_BIN) return process.env.TESTBAY_DESKTOP_BIN;
+  const target = process.env.CARGO_TARGET_DIR || path.join(ROOT, 'target');
+  return path.join(target, 'debug', 'testbay-desktop');
+}
+
+function tauriDriverBin() {
+  const local = path.join(homedir(), '.cargo/bin/tauri-driver');
+  return existsSync(local) ? local : 'tauri-driver';
+}
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Poll `fn` until it returns a truthy value; throw with `what` after `timeout` ms. */
+export async function waitFor(what, fn, timeout = 20_000) {
+  const end = Date.now() + timeout;
+  let last;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v) return v;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}${last ? `: ${last.message}` : ''}`);
+    await sleep(150);
+  }
+}
+
+/**
+ * Start tauri-driver, then a WebDriver session that launches the app on a fresh data
+ * directory with the demo packs and the demo lab.
+ */
+export async function startApp({ env = {} } = {}) {
+  const app = desktopBin();
+  if (!existsSync(app)) throw new Error(`desktop app not found at ${app}; build it: cargo build -p testbay-desktop`);
+  const dataDir = mkdtempSync(path.join(tmpdir(), 'testbay-desktop-'));
+  const port = await freePort();
+  const nativePort = await freePort();
+  let output = '';
+  const driver = spawn(
+    tauriDriverBin(),
+    ['--port', String(port), '--native-port', String(nativePort), '--native-driver', '/usr/bin/WebKitWebDriver'],
+    {
+      env: {
+        ...process.env,
+        TESTBAY_DATA_DIR: dataDir,
+        TESTBAY_PACKS: path.join(ROOT, 'packs'),
+        TESTBAY_LAB: path.join(ROOT, 'lab/demo-lab.yaml'),
+        RUST_LOG: process.env.RUST_LOG ?? 'warn',
+        ...env,
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
+  driver.stdout.on('data', (b) => (output += b));
+  driver.stderr.on('data', (b) => (output += b));
+  const base = `http://127.0.0.1:${port}`;
+  const wd = async (method, url, body) => {
+    const res = await fetch(base + url, {
+      method,
+      headers: { 'content-type': 'application/json' },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const json = await res.json();
+    if (!res.ok) throw new Error(`${method} ${url}: ${res.status} ${JSON.stringify(json.value ?? json).slice(0, 400)}`);
+    return json.value;
+  };
+  try {
+    await waitFor('tauri-driver', async () => (await fetch(`${base}/status`)).ok, 15_000);
+  } catch (e) {
+    driver.kill('SIGKILL');
+    throw new Error(`${e.message}\n${output}`);
+  }
+  let session;
+  try {
+    session = await wd('POST', '/session', {
+      capabilities: { alwaysMatch: { browserName: 'wry', 'tauri:options': { application: app } } },
+    });
+  } catch (e) {
+    driver.kill('SIGKILL');
+    throw new Error(`${e.message}\n${output}`);
+  }
+  const s = `/session/${session.sessionId}`;
+
+  const page = {
+    dataDir,
+    log: () => output,
+    exec: (script, args = []) => wd('POST', `${s}/execute/sync`, { script, args }),
+    async find(css) {
+      const el = await wd('POST', `${s}/element`, { using: 'css selector', value: css });
+      return el[ELEMENT];
+    },
+    async waitFor(css, timeout) {
+      return waitFor(css, () => page.exec('return !!document.querySelector(arguments[0])', [css]), timeout);
+    },
+    async click(css) {
+      await page.waitFor(css);
+      await wd('POST', `${s}/element/${await page.find(css)}/click`, {});
+    },
+    async type(css, text) {
+      await page.waitFor(css);
+      const id = await page.find(css);
+      await wd('POST', `${s}/element/${id}/clear`, {});
+      await wd('POST', `${s}/element/${id}/value`, { text });
+    },
+    text: (css) => page.exec('return document.querySelector(arguments[0])?.textContent ?? null', [css]),
+    async screenshot(name) {
+      const png = await wd('GET', `${s}/screenshot`);
+      const dir = path.join(ROOT, 'docs/screenshots');
+      mkdirSync(dir, { recursive: true });
+      writeFileSync(path.join(dir, `${name}.png`), Buffer.from(png, 'base64'));
+    },
+    async close() {
+      await wd('DELETE', s).catch(() => {});
+      driver.kill('SIGTERM');
+      await new Promise((r) => {
+        const t = setTimeout(() => {
+          driver.kill('SIGKILL');
+          r();
+        }, 5000);
+        driver.once('exit', () => {
+          clearTimeout(t);
+          r();
+        });
+      });
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+  return page;
+}
