@@ -194,3 +194,85 @@ fn deep_nesting_is_refused() {
         d[0].message
     );
 }
+
+#[test]
+fn tags_quotes_and_special_scalars() {
+    let doc = parse_document::<GlobalParams>(
+        Path::new("f"),
+        "\u{feff}a: !!str 5\nb: '7'\nc: !!int '8'\nd: ~\ne: 0x10\nf: 1.5e3\n".as_bytes(),
+    )
+    .unwrap();
+    let x = &doc.value.extra;
+    assert_eq!(x["a"], "5");
+    assert_eq!(x["b"], "7");
+    assert_eq!(x["c"], 8);
+    assert!(x["d"].is_null());
+    assert_eq!(x["e"], 16);
+    assert_eq!(x["f"], 1500.0);
+    let e = errs::<GlobalParams>("a: .inf\nb: !custom x\nc: !!int nope\n");
+    assert_eq!(
+        e,
+        [
+            "f.yaml:1:4: `.inf` is not a finite number",
+            "f.yaml:2:12: unsupported tag `!custom`",
+            "f.yaml:3:10: `nope` is not a valid !!int",
+        ]
+    );
+}
+
+#[test]
+fn complex_keys_and_second_documents_are_refused() {
+    let e = errs::<GlobalParams>("? [a, b]\n: 1\nok: 2\n");
+    assert_eq!(
+        e,
+        ["f.yaml:1:3: a mapping key must be a plain value (a name)"]
+    );
+    let e = errs::<GlobalParams>("a: 1\n---\nb: 2\n");
+    assert_eq!(e.len(), 1);
+    assert!(
+        e[0].starts_with("f.yaml:2:1: a second YAML document"),
+        "{}",
+        e[0]
+    );
+}
+
+#[test]
+fn quoting_hint_for_numbers_where_text_is_expected() {
+    let e = errs::<PackDef>("name: p\nversion: 1.0\n");
+    assert_eq!(
+        e,
+        ["f.yaml:2:1: version: expected a string, found a number (`1`); put it in quotes to make it text"]
+    );
+}
+
+#[test]
+fn a_large_file_is_refused_before_parsing() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("big.yaml");
+    let f = std::fs::File::create(&p).unwrap();
+    f.set_len(testbay_engine::doc::MAX_FILE_BYTES + 1).unwrap();
+    let d = testbay_engine::doc::load_document::<GlobalParams>(&p).unwrap_err();
+    assert!(
+        d[0].message.contains("larger than 8 MiB"),
+        "{}",
+        d[0].message
+    );
+    let d = testbay_engine::doc::load_document::<GlobalParams>(&dir.path().join("none.yaml"))
+        .unwrap_err();
+    assert!(d[0].message.starts_with("cannot read"), "{}", d[0].message);
+}
+
+#[test]
+fn partial_documents_drop_only_the_bad_keys() {
+    let (doc, diags) = testbay_engine::doc::parse_document_partial::<TaskDef>(
+        Path::new("t.yaml"),
+        b"name: t\nrun: [x]\nmax_runtime: -1\nprereq_tasks: [a, 3]\nbogus: 1\n",
+    );
+    assert_eq!(diags.len(), 3);
+    let doc = doc.expect("repairable");
+    assert_eq!(doc.value.max_runtime, None);
+    assert!(doc.value.prereq_tasks.is_empty());
+    let (doc, _) =
+        testbay_engine::doc::parse_document_partial::<TaskDef>(Path::new("t.yaml"), b"name: t\n");
+    assert!(doc.is_none(), "a missing required key cannot be repaired");
+}
