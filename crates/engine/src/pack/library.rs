@@ -91,7 +91,50 @@ pub fn discover(roots: &[PathBuf]) -> Vec<PackEntry> {
             }),
         }
     }
+    mark_duplicate_names(&mut out);
     out
+}
+
+const DUPLICATE: &str = "another pack named";
+
+/// A pack whose name an earlier pack already has becomes broken: runs and the UI name
+/// packs by name, so a library holds one pack per name.
+fn mark_duplicate_names(entries: &mut [PackEntry]) {
+    for i in 0..entries.len() {
+        let Ok(p) = &entries[i].result else { continue };
+        let name = p.def.name.clone();
+        let first = entries[..i]
+            .iter()
+            .find(|e| e.result.as_ref().is_ok_and(|q| q.def.name == name));
+        if let Some(first) = first {
+            let message = format!(
+                "{DUPLICATE} `{name}` is at {}; a library holds one pack per name",
+                first.dir.display()
+            );
+            let version = p.def.version.clone();
+            let dir = entries[i].dir.clone();
+            entries[i].result = Err(PackErrors {
+                diagnostics: vec![crate::diag::Diagnostic {
+                    file: dir.join("pack.yaml"),
+                    line: None,
+                    column: None,
+                    key_path: Some("name".into()),
+                    message,
+                }],
+                dir,
+                name: Some(name),
+                version: Some(version),
+            });
+        }
+    }
+}
+
+fn is_duplicate(e: &PackEntry) -> bool {
+    e.result.as_ref().is_err_and(|e| {
+        e.diagnostics
+            .iter()
+            .any(|d| d.message.starts_with(DUPLICATE))
+    })
 }
 
 /// What changed in the library: the pack folders reloaded, added or gone.
@@ -213,7 +256,9 @@ impl Library {
             };
             for dir in dirs {
                 let previous = old.iter().find(|e| e.dir == dir);
-                let touched = paths.iter().any(|p| touches(p, &dir));
+                // A duplicate is checked again: the pack it clashed with may be gone.
+                let touched =
+                    paths.iter().any(|p| touches(p, &dir)) || previous.is_some_and(is_duplicate);
                 match previous {
                     Some(prev) if !touched => fresh.push(prev.clone()),
                     _ => {
@@ -228,6 +273,7 @@ impl Library {
                 changed.push(e.dir.clone());
             }
         }
+        mark_duplicate_names(&mut fresh);
         if changed.is_empty() {
             return;
         }

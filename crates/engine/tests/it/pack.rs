@@ -679,3 +679,26 @@ fn pack_detail_shows_resources_prereqs_and_estimates() {
     assert!(!d.summary.ok && d.def.is_none());
     assert_eq!(d.summary.diagnostics.len(), 5);
 }
+
+#[test]
+fn a_second_pack_with_the_same_name_is_listed_broken() {
+    let root = tempfile::tempdir().unwrap();
+    write_files(
+        root.path(),
+        &[
+            ("a/pack.yaml", "name: same\nversion: '1'\n"),
+            ("b/pack.yaml", "name: same\nversion: '2'\n"),
+        ],
+    );
+    let entries = discover(&[root.path().to_path_buf()]);
+    assert_eq!(entries[0].result.as_ref().unwrap().def.version, "1");
+    let e = entries[1].result.as_ref().unwrap_err();
+    assert_eq!(e.version.as_deref(), Some("2"));
+    assert_eq!(
+        at(&e.diagnostics[0]),
+        ("pack.yaml".into(), None, Some("name"))
+    );
+    assert!(e.diagnostics[0]
+        .message
+        .starts_with("another pack named `same` is at"));
+}
