@@ -6,13 +6,14 @@ use std::sync::Arc;
 use tokio::sync::broadcast;
 
 use super::{
-    logs, packs, ApiError, ConsoleInfo, ConsolePaths, ErrorCode, Event, LaunchSpec, Request,
-    Response, RunDetail,
+    logs, packs, ApiError, ConsoleInfo, ConsolePaths, ErrorCode, Event, ExportFile, LaunchSpec,
+    Request, Response, RunDetail,
 };
 use crate::clock::{Clock, SystemClock};
 use crate::outcome::Phase;
 use crate::pack::LoadedPack;
 use crate::plan::DutTarget;
+use crate::report::{self, ReportFormat};
 use crate::run::{AlwaysGrant, LaunchRequest, RunError, RunManager};
 use crate::store::{Store, StoreError, StoredTaskState};
 
@@ -126,6 +127,24 @@ impl Console {
                 .await?;
                 let live = self.runs.view(&run_id);
                 Ok(Response::GetRun(Box::new(RunDetail { run, tasks, live })))
+            }
+            Request::Export { run_id, format } => {
+                let store = self.store.clone();
+                blocking(move || {
+                    let run = store.get_run(&run_id).map_err(store_error)?;
+                    let tasks = store.run_tasks(&run_id).map_err(store_error)?;
+                    let mime = match format {
+                        ReportFormat::Junit => "application/xml",
+                        ReportFormat::Yaml => "application/yaml",
+                        ReportFormat::Json => "application/json",
+                    };
+                    Ok(Response::Export(ExportFile {
+                        filename: format!("{run_id}.{}", format.extension()),
+                        mime: mime.into(),
+                        content: report::render(format, &run, &tasks),
+                    }))
+                })
+                .await
             }
         }
     }

@@ -20,6 +20,7 @@ use ts_rs::TS;
 
 use crate::outcome::Phase;
 use crate::pack::{CoverageMode, ResourceMode};
+use crate::report::ReportFormat;
 use crate::run::{RunEvent, RunView};
 use crate::store::{RunPage, RunQuery, RunRecord, TaskRecord};
 
@@ -64,6 +65,11 @@ pub enum Request {
     ListRuns(RunQuery),
     /// A stored run with every task occurrence and its sub-results.
     GetRun { run_id: String },
+    /// A stored run as a file: JUnit XML, results.yaml or JSON.
+    Export {
+        run_id: String,
+        format: ReportFormat,
+    },
 }
 
 /// What the launch form sends: the pack by name, DUTs by name.
@@ -97,6 +103,15 @@ pub enum Response {
     ReadLog(LogChunk),
     ListRuns(RunPage),
     GetRun(Box<RunDetail>),
+    Export(ExportFile),
+}
+
+/// A report to save: the client offers it as a download.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+pub struct ExportFile {
+    pub filename: String,
+    pub mime: String,
+    pub content: String,
 }
 
 /// A stored run and its task occurrences in plan order.

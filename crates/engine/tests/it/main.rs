@@ -9,3 +9,4 @@ mod store;
 mod plan;
 mod run;
 mod api_types;
+mod api;

@@ -1,0 +1,228 @@
+//! engine::api: the command list end to end on a temp data dir with real packs and runs.
+
+use std::path::Path;
+
+use testbay_engine::api::{
+    parse_request, Console, ConsolePaths, ErrorCode, Event, Request, Response,
+};
+use testbay_engine::outcome::RunStatus;
+use testbay_engine::run::RunEvent;
+
+fn write(p: &Path, text: &str) {
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, text).unwrap();
+}
+
+/// A library with a good pack (`hello`: one group, a task printing 3 lines without a final
+/// newline) and a broken one (`oops`: an unknown key).
+fn console(dir: &Path) -> Console {
+    let good = dir.join("packs/hello");
+    write(
+        &good.join("pack.yaml"),
+        "name: hello\nversion: 1.0.0\ngroups:\n  smoke:\n    tests: [greet]\n",
+    );
+    write(
+        &good.join("tasks/greet.yaml"),
+        "name: greet\nrun: [bash, greet.sh]\nest_task_time: 2\n",
+    );
+    write(&good.join("tasks/greet.sh"), "printf 'one\\ntwo\\nthree'\n");
+    let bad = dir.join("packs/oops");
+    write(
+        &bad.join("pack.yaml"),
+        "name: oops\nversion: 1.0.0\ngrups: {}\n",
+    );
+    Console::open(ConsolePaths {
+        data_dir: dir.join("data"),
+        pack_roots: vec![dir.join("packs")],
+        lab_file: None,
+    })
+    .unwrap()
+}
+
+async fn call(c: &Console, json: &str) -> Result<Response, testbay_engine::api::ApiError> {
+    c.dispatch(parse_request(json.as_bytes())?).await
+}
+
+#[test]
+fn bad_requests_are_invalid_request_errors() {
+    for bad in [
+        "{",
+        r#"{"cmd":"nope"}"#,
+        r#"{"cmd":"get_pack"}"#,
+        r#"{"cmd":"get_pack","name":"x","extra":1}"#,
+        r#"{"cmd":"read_log","run_id":"r","task_id":"one","phase":"main","offset":0}"#,
+        r#"{"cmd":"export","run_id":"r","format":"pdf"}"#,
+    ] {
+        let e = parse_request(bad.as_bytes()).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidRequest, "{bad}");
+        assert!(e.message.starts_with("bad request"), "{bad}: {}", e.message);
+    }
+    assert_eq!(
+        parse_request(br#"{"cmd":"list_packs"}"#).unwrap(),
+        Request::ListPacks
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn packs_list_with_broken_ones_and_detail() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = console(dir.path());
+    let Response::ListPacks(list) = call(&c, r#"{"cmd":"list_packs"}"#).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(list.len(), 2);
+    let hello = list.iter().find(|p| p.name == "hello").unwrap();
+    assert!(hello.ok && hello.task_count == 1 && hello.est_time == 2.0);
+    let oops = list.iter().find(|p| p.name == "oops").unwrap();
+    assert!(!oops.ok);
+    assert!(
+        oops.diagnostics
+            .iter()
+            .any(|d| d.line == Some(3) && d.message.contains("groups")),
+        "{:?}",
+        oops.diagnostics
+    );
+
+    let Response::GetPack(d) = call(&c, r#"{"cmd":"get_pack","name":"hello"}"#)
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(d.groups[0].name, "smoke");
+    assert_eq!(d.groups[0].est_time, 2.0);
+    assert!(d.params.contains_key("valid_result"));
+
+    let e = call(&c, r#"{"cmd":"get_pack","name":"oops"}"#)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::PackBroken);
+    assert!(!e.diagnostics.is_empty());
+    let e = call(&c, r#"{"cmd":"get_pack","name":"nothing"}"#)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::NotFound);
+    assert!(
+        e.message.contains("hello"),
+        "names what exists: {}",
+        e.message
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn launch_run_follow_read_log_and_export() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = console(dir.path());
+    let mut events = c.subscribe();
+
+    let e = call(&c, r#"{"cmd":"launch","pack":"hello","groups":["nope"]}"#)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::InvalidRequest, "{e}");
+    let e = call(&c, r#"{"cmd":"launch","pack":"oops"}"#)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::PackBroken);
+
+    let Response::Launch { run_id } = call(
+        &c,
+        r#"{"cmd":"launch","pack":"hello","groups":["smoke"],"duts":["stb-01"]}"#,
+    )
+    .await
+    .unwrap() else {
+        panic!()
+    };
+    loop {
+        let ev = tokio::time::timeout(std::time::Duration::from_secs(30), events.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        if let Event::Run(RunEvent::RunStatus {
+            status, run_id: id, ..
+        }) = ev
+        {
+            if id == run_id && status.is_finished() {
+                assert_eq!(status, RunStatus::Completed);
+                break;
+            }
+        }
+    }
+    let e = call(&c, &format!(r#"{{"cmd":"stop_run","run_id":"{run_id}"}}"#))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::Conflict, "stopping a finished run");
+
+    let Response::GetRun(d) = call(&c, &format!(r#"{{"cmd":"get_run","run_id":"{run_id}"}}"#))
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(d.run.status, RunStatus::Completed);
+    let task = &d.tasks[0];
+    assert_eq!(task.result.as_deref(), Some("Passed"));
+
+    // The whole log, then in small chunks cut at line ends (the log file ends every line,
+    // even the task's unterminated last one).
+    let read = |offset: u64, max: u32| {
+        format!(
+            r#"{{"cmd":"read_log","run_id":"{run_id}","task_id":{},"phase":"main","offset":{offset},"max_bytes":{max}}}"#,
+            task.id
+        )
+    };
+    let Response::ReadLog(all) = call(&c, &read(0, 1000)).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(all.text, "one\ntwo\nthree\n");
+    assert_eq!(all.next_offset, all.size);
+    let Response::ReadLog(first) = call(&c, &read(0, 6)).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(first.text, "one\n");
+    let Response::ReadLog(second) = call(&c, &read(first.next_offset, 6)).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(second.text, "two\n");
+    let Response::ReadLog(past) = call(&c, &read(10_000, 6)).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(past.text, "");
+    let e = call(
+        &c,
+        &format!(
+            r#"{{"cmd":"read_log","run_id":"{run_id}","task_id":999999,"phase":"main","offset":0}}"#
+        ),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code, ErrorCode::NotFound);
+
+    let Response::Export(f) = call(
+        &c,
+        &format!(r#"{{"cmd":"export","run_id":"{run_id}","format":"junit"}}"#),
+    )
+    .await
+    .unwrap() else {
+        panic!()
+    };
+    assert!(
+        f.filename.ends_with(".xml") && f.content.contains("<testsuite"),
+        "{}",
+        f.content
+    );
+    let e = call(
+        &c,
+        r#"{"cmd":"export","run_id":"r-missing","format":"json"}"#,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code, ErrorCode::NotFound);
+
+    let Response::ListRuns(page) = call(&c, r#"{"cmd":"list_runs","pack":"hello"}"#)
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert!(page.runs.iter().any(|r| r.id == run_id));
+}
