@@ -6,11 +6,12 @@ use std::sync::Arc;
 use tokio::sync::broadcast;
 
 use super::{
-    logs, packs, ApiError, ConsoleInfo, ConsolePaths, ErrorCode, Event, ExportFile, LaunchSpec,
-    Request, Response, RunDetail,
+    logs, ApiError, ConsoleInfo, ConsolePaths, ErrorCode, Event, ExportFile, LaunchSpec, Request,
+    Response, RunDetail,
 };
 use crate::clock::{Clock, SystemClock};
 use crate::outcome::Phase;
+use crate::pack::library::{Library, LibraryChange};
 use crate::pack::LoadedPack;
 use crate::plan::DutTarget;
 use crate::report::{self, ReportFormat};
@@ -23,6 +24,7 @@ pub const EVENT_CAPACITY: usize = 4096;
 /// One console: the store, the run manager and the pack roots of a data directory.
 pub struct Console {
     paths: ConsolePaths,
+    library: Arc<Library>,
     store: Arc<Store>,
     runs: RunManager,
     events: broadcast::Sender<Event>,
@@ -52,10 +54,16 @@ impl Console {
             tracing::warn!(runs = ?recovered.interrupted_runs, aborted_tasks = recovered.aborted_tasks, "marked runs of a dead console interrupted");
         }
         let runs = RunManager::new(store.clone(), &paths.data_dir, Arc::new(AlwaysGrant), clock);
+        let library = Library::open(paths.pack_roots.clone());
+        if let Err(e) = library.watch() {
+            tracing::warn!(error = %e, "pack folders are not watched; edits show after a restart");
+        }
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
         forward(runs.subscribe(), events.clone(), Event::Run);
+        forward(library.subscribe(), events.clone(), packs_changed);
         Ok(Self {
             paths,
+            library,
             store,
             runs,
             events,
@@ -78,11 +86,11 @@ impl Console {
         tracing::debug!(?request, "dispatch");
         match request {
             Request::Info => Ok(Response::Info(self.info())),
-            Request::ListPacks => Ok(Response::ListPacks(self.list_packs().await?)),
-            Request::GetPack { name } => {
-                let pack = self.find_pack(&name).await?;
-                Ok(Response::GetPack(Box::new(packs::detail_of(&pack))))
-            }
+            Request::ListPacks => Ok(Response::ListPacks(self.library.summaries())),
+            Request::GetPack { name } => match self.library.detail(&name) {
+                Some(d) => Ok(Response::GetPack(Box::new(d))),
+                None => Err(self.no_pack(&name)),
+            },
             Request::Launch(spec) => self.launch(spec).await,
             Request::StopRun { run_id } => {
                 self.runs.stop(&run_id).map_err(run_error)?;
@@ -159,48 +167,38 @@ impl Console {
         }
     }
 
-    async fn list_packs(&self) -> Result<Vec<packs::PackSummary>, ApiError> {
-        let roots = self.paths.pack_roots.clone();
-        blocking(move || {
-            Ok(packs::pack_dirs(&roots)
-                .iter()
-                .map(|d| packs::summarise(d).0)
-                .collect())
-        })
-        .await
+    fn no_pack(&self, name: &str) -> ApiError {
+        let names: Vec<String> = self.library.entries().iter().map(|e| e.name()).collect();
+        ApiError::not_found(format!(
+            "no pack named {name:?}; the library has: {}",
+            names.join(", ")
+        ))
     }
 
     /// The pack called `name`, loaded; `pack_broken` with its diagnostics when it has
     /// problems.
-    async fn find_pack(&self, name: &str) -> Result<LoadedPack, ApiError> {
-        let roots = self.paths.pack_roots.clone();
-        let name = name.to_string();
-        blocking(move || {
-            let mut names = Vec::new();
-            for dir in packs::pack_dirs(&roots) {
-                let (summary, loaded) = packs::summarise(&dir);
-                if summary.name == name {
-                    return match loaded {
-                        Some(p) => Ok(p),
-                        None => Err(ApiError::new(
-                            ErrorCode::PackBroken,
-                            format!("pack {name} has {} problem(s)", summary.diagnostics.len()),
-                        )
-                        .with_diagnostics(summary.diagnostics)),
-                    };
-                }
-                names.push(summary.name);
-            }
-            Err(ApiError::not_found(format!(
-                "no pack named {name:?}; the library has: {}",
-                names.join(", ")
-            )))
-        })
-        .await
+    fn find_pack(&self, name: &str) -> Result<LoadedPack, ApiError> {
+        if let Some(p) = self.library.get(name) {
+            return Ok(p);
+        }
+        let broken = self
+            .library
+            .entries()
+            .into_iter()
+            .find(|e| e.name() == name)
+            .and_then(|e| e.result.err());
+        match broken {
+            Some(errors) => Err(ApiError::new(
+                ErrorCode::PackBroken,
+                format!("pack {name} has {} problem(s)", errors.diagnostics.len()),
+            )
+            .with_diagnostics(errors.diagnostics)),
+            None => Err(self.no_pack(name)),
+        }
     }
 
     async fn launch(&self, spec: LaunchSpec) -> Result<Response, ApiError> {
-        let pack = self.find_pack(&spec.pack).await?;
+        let pack = self.find_pack(&spec.pack)?;
         let req = LaunchRequest {
             pack_dir: pack.dir.display().to_string(),
             groups: spec.groups,
@@ -293,6 +291,16 @@ fn forward<T: Clone + Send + 'static>(
             }
         }
     });
+}
+
+fn packs_changed(change: LibraryChange) -> Event {
+    Event::PacksChanged {
+        dirs: change
+            .dirs
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect(),
+    }
 }
 
 /// Run store and file work off the async workers.

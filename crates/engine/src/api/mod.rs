@@ -11,7 +11,6 @@
 mod console;
 mod error;
 mod logs;
-pub mod packs;
 pub mod paths;
 
 use serde::{Deserialize, Serialize};
@@ -19,6 +18,7 @@ use serde_json::{Map, Value};
 use ts_rs::TS;
 
 use crate::outcome::Phase;
+use crate::pack::view::{PackDetail, PackSummary};
 use crate::pack::{CoverageMode, ResourceMode};
 use crate::report::ReportFormat;
 use crate::run::{RunEvent, RunView};
@@ -27,7 +27,6 @@ use crate::store::{RunPage, RunQuery, RunRecord, TaskRecord};
 pub use console::{Console, EVENT_CAPACITY};
 pub use error::{ApiError, ErrorCode};
 pub use logs::LogChunk;
-pub use packs::{GroupInfo, PackDetail, PackSummary};
 pub use paths::ConsolePaths;
 
 /// Every command a client can send.
@@ -134,6 +133,8 @@ pub enum Event {
     },
     /// A run's status, a task's state, a log line, progress.
     Run(RunEvent),
+    /// Pack folders were reloaded, added or removed on disk: list the packs again.
+    PacksChanged { dirs: Vec<String> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]

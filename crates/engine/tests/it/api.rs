@@ -72,7 +72,7 @@ async fn packs_list_with_broken_ones_and_detail() {
     };
     assert_eq!(list.len(), 2);
     let hello = list.iter().find(|p| p.name == "hello").unwrap();
-    assert!(hello.ok && hello.task_count == 1 && hello.est_time == 2.0);
+    assert!(hello.ok && hello.task_count == 1 && hello.groups[0].est_time == 2.0);
     let oops = list.iter().find(|p| p.name == "oops").unwrap();
     assert!(!oops.ok);
     assert!(
@@ -89,15 +89,17 @@ async fn packs_list_with_broken_ones_and_detail() {
     else {
         panic!()
     };
-    assert_eq!(d.groups[0].name, "smoke");
-    assert_eq!(d.groups[0].est_time, 2.0);
-    assert!(d.params.contains_key("valid_result"));
+    assert_eq!(d.summary.groups[0].name, "smoke");
+    assert!(d.params.iter().any(|p| p.key == "valid_result"));
 
-    let e = call(&c, r#"{"cmd":"get_pack","name":"oops"}"#)
+    // A broken pack's detail carries its diagnostics; launching it is refused with them.
+    let Response::GetPack(d) = call(&c, r#"{"cmd":"get_pack","name":"oops"}"#)
         .await
-        .unwrap_err();
-    assert_eq!(e.code, ErrorCode::PackBroken);
-    assert!(!e.diagnostics.is_empty());
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert!(!d.summary.ok && !d.summary.diagnostics.is_empty());
     let e = call(&c, r#"{"cmd":"get_pack","name":"nothing"}"#)
         .await
         .unwrap_err();
@@ -123,6 +125,15 @@ async fn launch_run_follow_read_log_and_export() {
         .await
         .unwrap_err();
     assert_eq!(e.code, ErrorCode::PackBroken);
+    assert!(
+        e.diagnostics.iter().any(|d| d.file.ends_with("pack.yaml")),
+        "{:?}",
+        e.diagnostics
+    );
+    let e = call(&c, r#"{"cmd":"launch","pack":"ghost"}"#)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::NotFound);
 
     let Response::Launch { run_id } = call(
         &c,
@@ -217,6 +228,54 @@ async fn launch_run_follow_read_log_and_export() {
     .await
     .unwrap_err();
     assert_eq!(e.code, ErrorCode::NotFound);
+
+    // Editing a pack on disk reloads the library and tells subscribers.
+    let mut events = c.subscribe();
+    write(
+        &dir.path().join("packs/hello/pack.yaml"),
+        "name: hello\nversion: 1.1.0\ngroups:\n  smoke:\n    tests: [greet]\n",
+    );
+    loop {
+        let ev = tokio::time::timeout(std::time::Duration::from_secs(10), events.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        if let Event::PacksChanged { dirs } = ev {
+            assert!(dirs.iter().any(|d| d.ends_with("hello")), "{dirs:?}");
+            break;
+        }
+    }
+    let Response::GetPack(d) = call(&c, r#"{"cmd":"get_pack","name":"hello"}"#)
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(d.summary.version.as_deref(), Some("1.1.0"));
+
+    // Editing a pack on disk reloads the library and tells subscribers.
+    let mut events = c.subscribe();
+    write(
+        &dir.path().join("packs/hello/pack.yaml"),
+        "name: hello\nversion: 1.1.0\ngroups:\n  smoke:\n    tests: [greet]\n",
+    );
+    loop {
+        let ev = tokio::time::timeout(std::time::Duration::from_secs(10), events.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        if let Event::PacksChanged { dirs } = ev {
+            assert!(dirs.iter().any(|d| d.ends_with("hello")), "{dirs:?}");
+            break;
+        }
+    }
+    let Response::GetPack(d) = call(&c, r#"{"cmd":"get_pack","name":"hello"}"#)
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(d.summary.version.as_deref(), Some("1.1.0"));
 
     let Response::ListRuns(page) = call(&c, r#"{"cmd":"list_runs","pack":"hello"}"#)
         .await

@@ -74,7 +74,7 @@ fn api_types_are_up_to_date() {
         return;
     }
     let committed = read_tree(&dir);
-    let stale: Vec<&String> = fresh
+    let stale: std::collections::BTreeSet<&String> = fresh
         .keys()
         .chain(committed.keys())
         .filter(|k| fresh.get(*k) != committed.get(*k))

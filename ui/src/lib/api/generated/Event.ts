@@ -4,4 +4,4 @@ import type { RunEvent } from "./RunEvent";
 /**
  * Everything that changes by itself, pushed to every subscriber.
  */
-export type Event = { "kind": "resync", "data": { missed: number, } } | { "kind": "run", "data": RunEvent };
+export type Event = { "kind": "resync", "data": { missed: number, } } | { "kind": "run", "data": RunEvent } | { "kind": "packs_changed", "data": { dirs: Array<string>, } };
