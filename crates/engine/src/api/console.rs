@@ -5,16 +5,20 @@ use std::sync::Arc;
 
 use tokio::sync::broadcast;
 
+use super::lab::{self, LabView, Reservations};
 use super::{
     logs, ApiError, ConsoleInfo, ConsolePaths, ErrorCode, Event, ExportFile, LaunchSpec, Request,
     Response, RunDetail,
 };
 use crate::clock::{Clock, SystemClock};
+use crate::diag::Diagnostic;
+use crate::lab::{self as inventory, Lab};
 use crate::outcome::Phase;
 use crate::pack::library::{Library, LibraryChange};
 use crate::pack::LoadedPack;
 use crate::plan::DutTarget;
 use crate::report::{self, ReportFormat};
+use crate::reserve::{BookCommand, BookConfig, BookError, BookHandle, BookReply, LiveError};
 use crate::run::{AlwaysGrant, LaunchRequest, RunError, RunManager};
 use crate::store::{Store, StoreError, StoredTaskState};
 
@@ -25,6 +29,12 @@ pub const EVENT_CAPACITY: usize = 4096;
 pub struct Console {
     paths: ConsolePaths,
     library: Arc<Library>,
+    lab: Option<Lab>,
+    /// Problems of the lab file (the console then runs without a lab).
+    lab_errors: Vec<Diagnostic>,
+    book: Option<BookHandle>,
+    book_note: Option<String>,
+    clock: Arc<dyn Clock>,
     store: Arc<Store>,
     runs: RunManager,
     events: broadcast::Sender<Event>,
@@ -53,7 +63,12 @@ impl Console {
         if !recovered.interrupted_runs.is_empty() {
             tracing::warn!(runs = ?recovered.interrupted_runs, aborted_tasks = recovered.aborted_tasks, "marked runs of a dead console interrupted");
         }
-        let runs = RunManager::new(store.clone(), &paths.data_dir, Arc::new(AlwaysGrant), clock);
+        let runs = RunManager::new(
+            store.clone(),
+            &paths.data_dir,
+            Arc::new(AlwaysGrant),
+            clock.clone(),
+        );
         let library = Library::open(paths.pack_roots.clone());
         if let Err(e) = library.watch() {
             tracing::warn!(error = %e, "pack folders are not watched; edits show after a restart");
@@ -61,9 +76,43 @@ impl Console {
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
         forward(runs.subscribe(), events.clone(), Event::Run);
         forward(library.subscribe(), events.clone(), packs_changed);
+
+        let (mut lab, mut lab_errors, mut book, mut book_note) = (None, Vec::new(), None, None);
+        if let Some(file) = &paths.lab_file {
+            match inventory::load(file) {
+                Ok(l) => {
+                    match BookHandle::open(
+                        store.path(),
+                        clock.clone(),
+                        BookConfig::default(),
+                        l.book_resources(),
+                    ) {
+                        Ok(BookHandle::Owner(b)) => {
+                            forward(b.subscribe(), events.clone(), Event::Book);
+                            book = Some(BookHandle::Owner(b));
+                        }
+                        Ok(client) => {
+                            book_note = Some("another Testbay process on this data directory owns the reservation book; this view is its last saved state and holds go through it".into());
+                            book = Some(client);
+                        }
+                        Err(e) => book_note = Some(format!("reservations unavailable: {e}")),
+                    }
+                    lab = Some(l);
+                }
+                Err(e) => {
+                    tracing::warn!(file = %file.display(), problems = e.0.len(), "lab file has problems");
+                    lab_errors = e.0;
+                }
+            }
+        }
         Ok(Self {
             paths,
             library,
+            lab,
+            lab_errors,
+            book,
+            book_note,
+            clock,
             store,
             runs,
             events,
@@ -136,6 +185,47 @@ impl Console {
                 let live = self.runs.view(&run_id);
                 Ok(Response::GetRun(Box::new(RunDetail { run, tasks, live })))
             }
+            Request::GetLab => Ok(Response::GetLab(Box::new(self.lab_view()?))),
+            Request::SearchDuts { query, pack, ats } => self.search_duts(&query, pack, ats),
+            Request::Reservations => Ok(Response::Reservations(Reservations {
+                now: self.clock.now_ms(),
+                resources: self.holds()?,
+            })),
+            Request::Hold {
+                resource,
+                by,
+                duration_s,
+                from_ms,
+                next_available,
+            } => {
+                if !(duration_s.is_finite() && duration_s > 0.0) {
+                    return Err(ApiError::invalid(format!(
+                        "duration_s must be a positive number of seconds, got {duration_s}"
+                    )));
+                }
+                if by.trim().is_empty() {
+                    return Err(ApiError::invalid("say who holds it (by)"));
+                }
+                let cmd = BookCommand::Hold {
+                    resource,
+                    by,
+                    from: from_ms,
+                    duration_ms: (duration_s * 1000.0).round() as i64,
+                    next_available,
+                };
+                match self.book_call(cmd)? {
+                    BookReply::Held { reservation } => Ok(Response::Hold(reservation)),
+                    other => Err(ApiError::internal(format!(
+                        "unexpected answer from the reservation book: {other:?}"
+                    ))),
+                }
+            }
+            Request::Release { id } => match self.book_call(BookCommand::Release { id })? {
+                BookReply::Released => Ok(Response::Release { id }),
+                other => Err(ApiError::internal(format!(
+                    "unexpected answer from the reservation book: {other:?}"
+                ))),
+            },
             Request::Export { run_id, format } => {
                 let store = self.store.clone();
                 blocking(move || {
@@ -165,6 +255,131 @@ impl Console {
             pack_roots: self.paths.pack_roots.iter().map(|p| s(p)).collect(),
             lab_file: self.paths.lab_file.as_deref().map(s),
         }
+    }
+
+    fn lab(&self) -> Result<&Lab, ApiError> {
+        self.lab.as_ref().ok_or_else(|| match &self.paths.lab_file {
+            None => ApiError::new(
+                ErrorCode::Unavailable,
+                "this console has no lab file (--lab / TESTBAY_LAB)",
+            ),
+            Some(f) => ApiError::new(
+                ErrorCode::Unavailable,
+                format!("the lab file {} has problems", f.display()),
+            )
+            .with_diagnostics(self.lab_errors.clone()),
+        })
+    }
+
+    fn book(&self) -> Result<&BookHandle, ApiError> {
+        self.lab()?;
+        self.book.as_ref().ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::Unavailable,
+                self.book_note
+                    .clone()
+                    .unwrap_or_else(|| "no reservation book".into()),
+            )
+        })
+    }
+
+    fn holds(&self) -> Result<Vec<crate::reserve::ResourceHolds>, ApiError> {
+        match self.book()? {
+            BookHandle::Owner(b) => Ok(b.holds()),
+            BookHandle::Client(c) => {
+                let list = c
+                    .reservations()
+                    .map_err(|e| ApiError::internal(e.to_string()))?;
+                Ok(lab::holds_from_list(self.lab()?, list))
+            }
+        }
+    }
+
+    /// Change the book: here when this console owns it (typed errors), else through its
+    /// owner's inbox.
+    fn book_call(&self, cmd: BookCommand) -> Result<BookReply, ApiError> {
+        match self.book()? {
+            BookHandle::Owner(b) => {
+                let reply = match cmd {
+                    BookCommand::Hold {
+                        resource,
+                        by,
+                        from,
+                        duration_ms,
+                        next_available,
+                    } => b
+                        .hold(&resource, &by, from, duration_ms, next_available)
+                        .map(|reservation| BookReply::Held { reservation }),
+                    BookCommand::Release { id } => b.release(id).map(|()| BookReply::Released),
+                };
+                b.flush();
+                reply.map_err(book_error)
+            }
+            client => match client.call(cmd, self.clock.now_ms()) {
+                Ok(BookReply::Error { message }) => {
+                    Err(ApiError::new(ErrorCode::Conflict, message))
+                }
+                Ok(r) => Ok(r),
+                Err(e @ LiveError::NoAnswer(_)) => {
+                    Err(ApiError::new(ErrorCode::Busy, e.to_string()))
+                }
+                Err(e) => Err(ApiError::internal(e.to_string())),
+            },
+        }
+    }
+
+    fn lab_view(&self) -> Result<LabView, ApiError> {
+        match &self.lab {
+            Some(l) => {
+                let holds = if self.book.is_some() {
+                    self.holds()?
+                } else {
+                    Vec::new()
+                };
+                Ok(lab::lab_view(l, &holds, self.book_note.clone()))
+            }
+            None => Ok(LabView {
+                file: self
+                    .paths
+                    .lab_file
+                    .as_ref()
+                    .map(|f| f.display().to_string()),
+                name: String::new(),
+                description: String::new(),
+                racks: vec![],
+                duts: vec![],
+                resources: vec![],
+                diagnostics: self.lab_errors.clone(),
+                book_note: None,
+            }),
+        }
+    }
+
+    fn search_duts(
+        &self,
+        query: &str,
+        pack: Option<String>,
+        ats: Option<String>,
+    ) -> Result<Response, ApiError> {
+        let lab = self.lab()?;
+        let terms: Vec<&str> = query.split_whitespace().collect();
+        let found = lab
+            .find(&terms)
+            .map_err(|e| ApiError::invalid(e.to_string()))?;
+        let pack = pack.map(|p| self.find_pack(&p)).transpose()?;
+        let duts = found
+            .into_iter()
+            .filter(|d| {
+                ats.as_deref()
+                    .is_none_or(|a| d.location.as_ref().is_some_and(|l| l.rack == a))
+            })
+            .filter(|d| {
+                pack.as_ref()
+                    .is_none_or(|p| lab::dut_valid_for(p, d, ats.as_deref()))
+            })
+            .cloned()
+            .collect();
+        Ok(Response::SearchDuts(duts))
     }
 
     fn no_pack(&self, name: &str) -> ApiError {
@@ -199,26 +414,54 @@ impl Console {
 
     async fn launch(&self, spec: LaunchSpec) -> Result<Response, ApiError> {
         let pack = self.find_pack(&spec.pack)?;
+        let duts = spec
+            .duts
+            .into_iter()
+            .map(|name| self.dut_target(name))
+            .collect::<Result<Vec<_>, _>>()?;
         let req = LaunchRequest {
             pack_dir: pack.dir.display().to_string(),
             groups: spec.groups,
             ats: spec.ats,
-            duts: spec
-                .duts
-                .into_iter()
-                .map(|name| DutTarget {
-                    name,
-                    model: None,
-                    rack: None,
-                    slot: None,
-                })
-                .collect(),
+            duts,
             params: spec.params,
             resource_mode: spec.resource_mode,
             coverage_mode: spec.coverage_mode,
         };
         let run_id = self.runs.launch(req).map_err(run_error)?;
         Ok(Response::Launch { run_id })
+    }
+
+    /// A DUT named at launch, with its model, rack and slot from the lab. A console without
+    /// a lab file takes any name as a lane of its own.
+    fn dut_target(&self, name: String) -> Result<DutTarget, ApiError> {
+        if self.lab.is_none() && self.paths.lab_file.is_none() {
+            return Ok(DutTarget {
+                name,
+                model: None,
+                rack: None,
+                slot: None,
+            });
+        }
+        let lab = self.lab()?;
+        let d = lab.dut(&name).ok_or_else(|| {
+            ApiError::not_found(format!(
+                "no DUT named {name:?} in the lab {}",
+                lab.file.display()
+            ))
+        })?;
+        if d.offline {
+            return Err(ApiError::new(
+                ErrorCode::Busy,
+                format!("DUT {name} is offline"),
+            ));
+        }
+        Ok(DutTarget {
+            name,
+            model: Some(d.model.clone()).filter(|m| !m.is_empty()),
+            rack: d.location.as_ref().map(|l| l.rack.clone()),
+            slot: d.location.as_ref().map(|l| l.slot),
+        })
     }
 
     async fn read_log(
@@ -310,6 +553,16 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| ApiError::internal(format!("worker failed: {e}")))?
+}
+
+fn book_error(e: BookError) -> ApiError {
+    let code = match &e {
+        BookError::UnknownResource { .. } | BookError::UnknownId(_) => ErrorCode::NotFound,
+        BookError::ResourceUnavailable { .. } => ErrorCode::Busy,
+        BookError::InvalidDuration(_) | BookError::ModeMismatch { .. } => ErrorCode::InvalidRequest,
+        _ => ErrorCode::Conflict,
+    };
+    ApiError::new(code, e.to_string())
 }
 
 fn store_error(e: StoreError) -> ApiError {

@@ -10,6 +10,7 @@
 
 mod console;
 mod error;
+pub mod lab;
 mod logs;
 pub mod paths;
 
@@ -17,15 +18,19 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use ts_rs::TS;
 
+use crate::clock::EpochMs;
+use crate::lab::Dut;
 use crate::outcome::Phase;
 use crate::pack::view::{PackDetail, PackSummary};
 use crate::pack::{CoverageMode, ResourceMode};
 use crate::report::ReportFormat;
+use crate::reserve::{BookEvent, ResId, ReservationView};
 use crate::run::{RunEvent, RunView};
 use crate::store::{RunPage, RunQuery, RunRecord, TaskRecord};
 
 pub use console::{Console, EVENT_CAPACITY};
 pub use error::{ApiError, ErrorCode};
+pub use lab::{LabView, RackView, Reservations, ResourceView, SlotState, SlotView};
 pub use logs::LogChunk;
 pub use paths::ConsolePaths;
 
@@ -69,6 +74,33 @@ pub enum Request {
         run_id: String,
         format: ReportFormat,
     },
+    /// The lab: racks and their slots' state, DUTs, resources.
+    GetLab,
+    /// DUTs matching StormTest-style terms (`Model==TP-*  Manufacturer==Acme`, space
+    /// separated); with `pack`, only DUTs some task of the pack may run on; with `ats`,
+    /// only DUTs in that rack.
+    SearchDuts {
+        query: String,
+        #[serde(default)]
+        pack: Option<String>,
+        #[serde(default)]
+        ats: Option<String>,
+    },
+    /// Who holds, is booked for, or waits for every DUT and resource.
+    Reservations,
+    /// An operator's hold on a DUT or resource for `duration_s` seconds from `from_ms`
+    /// (default now); with `next_available`, the next free window instead of failing.
+    Hold {
+        resource: String,
+        by: String,
+        duration_s: f64,
+        #[serde(default)]
+        from_ms: Option<EpochMs>,
+        #[serde(default)]
+        next_available: bool,
+    },
+    /// End a reservation or hold.
+    Release { id: ResId },
 }
 
 /// What the launch form sends: the pack by name, DUTs by name.
@@ -103,6 +135,11 @@ pub enum Response {
     ListRuns(RunPage),
     GetRun(Box<RunDetail>),
     Export(ExportFile),
+    GetLab(Box<LabView>),
+    SearchDuts(Vec<Dut>),
+    Reservations(Reservations),
+    Hold(ReservationView),
+    Release { id: ResId },
 }
 
 /// A report to save: the client offers it as a download.
@@ -135,6 +172,8 @@ pub enum Event {
     Run(RunEvent),
     /// Pack folders were reloaded, added or removed on disk: list the packs again.
     PacksChanged { dirs: Vec<String> },
+    /// A change in the reservation book (requested, claimed, released, expired, ...).
+    Book(BookEvent),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]

@@ -285,3 +285,180 @@ async fn launch_run_follow_read_log_and_export() {
     };
     assert!(page.runs.iter().any(|r| r.id == run_id));
 }
+
+/// The demo lab and demo packs of the repository.
+fn demo_console(dir: &Path, lab: Option<&Path>) -> Console {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    Console::open(ConsolePaths {
+        data_dir: dir.join("data"),
+        pack_roots: vec![repo.join("packs")],
+        lab_file: Some(lab.map_or_else(|| repo.join("lab/demo-lab.yaml"), Path::to_path_buf)),
+    })
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lab_view_search_holds_and_release() {
+    use testbay_engine::api::SlotState;
+    let dir = tempfile::tempdir().unwrap();
+    let c = demo_console(dir.path(), None);
+    let mut events = c.subscribe();
+
+    let Response::GetLab(lab) = call(&c, r#"{"cmd":"get_lab"}"#).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(lab.racks.len(), 2);
+    assert!(lab.racks.iter().all(|r| r.slots.len() == 8));
+    let slot = |lab: &testbay_engine::api::LabView, dut: &str| {
+        lab.racks
+            .iter()
+            .flat_map(|r| &r.slots)
+            .find(|s| s.dut.as_deref() == Some(dut))
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(slot(&lab, "stb-06").state, SlotState::Offline);
+    assert_eq!(slot(&lab, "stb-01").state, SlotState::Free);
+
+    // StormTest search, narrowed to DUTs the pack's tasks accept.
+    let Response::SearchDuts(gx) = call(&c, r#"{"cmd":"search_duts","query":"Model==GX-*"}"#)
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(
+        gx.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(),
+        ["stb-09", "stb-10", "stb-11", "stb-12"]
+    );
+    let Response::SearchDuts(for_net) = call(
+        &c,
+        r#"{"cmd":"search_duts","query":"","pack":"net-regression"}"#,
+    )
+    .await
+    .unwrap() else {
+        panic!()
+    };
+    assert!(
+        !for_net.is_empty() && for_net.iter().all(|d| d.name.starts_with("rtr-")),
+        "{for_net:?}"
+    );
+    let e = call(&c, r#"{"cmd":"search_duts","query":"Colour==red"}"#)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::InvalidRequest);
+
+    // An operator hold shows on the rack; a second one is refused; release frees the slot.
+    let Response::Hold(r) = call(
+        &c,
+        r#"{"cmd":"hold","resource":"stb-01","by":"alice","duration_s":600}"#,
+    )
+    .await
+    .unwrap() else {
+        panic!()
+    };
+    let Response::GetLab(lab) = call(&c, r#"{"cmd":"get_lab"}"#).await.unwrap() else {
+        panic!()
+    };
+    let s = slot(&lab, "stb-01");
+    assert_eq!(s.state, SlotState::Held);
+    assert!(s.holder.unwrap().contains("alice"));
+    let e = call(
+        &c,
+        r#"{"cmd":"hold","resource":"stb-01","by":"bob","duration_s":60}"#,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code, ErrorCode::Busy, "{e}");
+    let e = call(
+        &c,
+        r#"{"cmd":"hold","resource":"stb-1","by":"bob","duration_s":60}"#,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code, ErrorCode::NotFound);
+    assert!(e.message.contains("did you mean"), "{}", e.message);
+    let e = call(
+        &c,
+        r#"{"cmd":"hold","resource":"stb-02","by":"bob","duration_s":-5}"#,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code, ErrorCode::InvalidRequest);
+    let Response::Reservations(res) = call(&c, r#"{"cmd":"reservations"}"#).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        res.resources
+            .iter()
+            .find(|h| h.resource == "stb-01")
+            .unwrap()
+            .holders
+            .len(),
+        1
+    );
+
+    let release = format!(r#"{{"cmd":"release","id":"{}"}}"#, r.id);
+    call(&c, &release).await.unwrap();
+    let e = call(&c, &release).await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::NotFound, "releasing twice");
+    let Response::GetLab(lab) = call(&c, r#"{"cmd":"get_lab"}"#).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(slot(&lab, "stb-01").state, SlotState::Free);
+    let mut book_events = 0;
+    while let Ok(ev) = events.try_recv() {
+        if matches!(ev, Event::Book(_)) {
+            book_events += 1;
+        }
+    }
+    assert!(
+        book_events >= 2,
+        "hold and release were published ({book_events})"
+    );
+
+    // Launching names DUTs of the lab only, and never an offline one.
+    let e = call(
+        &c,
+        r#"{"cmd":"launch","pack":"stb-smoke","duts":["stb-99"]}"#,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code, ErrorCode::NotFound);
+    let e = call(
+        &c,
+        r#"{"cmd":"launch","pack":"stb-smoke","duts":["stb-06"]}"#,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code, ErrorCode::Busy);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_lab_file_is_reported_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("lab.yaml");
+    write(&bad, "name: x\nracks:\n  - name: r\n    slots: -3\n");
+    let c = demo_console(dir.path(), Some(&bad));
+    let Response::GetLab(lab) = call(&c, r#"{"cmd":"get_lab"}"#).await.unwrap() else {
+        panic!()
+    };
+    assert!(lab.racks.is_empty());
+    assert!(
+        lab.diagnostics.iter().any(|d| d.line == Some(4)),
+        "{:?}",
+        lab.diagnostics
+    );
+    let e = call(
+        &c,
+        r#"{"cmd":"hold","resource":"stb-01","by":"a","duration_s":5}"#,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code, ErrorCode::Unavailable);
+    assert!(!e.diagnostics.is_empty());
+    // Packs and results still work.
+    assert!(
+        matches!(call(&c, r#"{"cmd":"list_packs"}"#).await.unwrap(), Response::ListPacks(p) if p.len() == 2)
+    );
+}

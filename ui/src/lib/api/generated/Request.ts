@@ -2,9 +2,10 @@
 import type { LaunchSpec } from "./LaunchSpec";
 import type { Phase } from "./Phase";
 import type { ReportFormat } from "./ReportFormat";
+import type { ResId } from "./ResId";
 import type { RunQuery } from "./RunQuery";
 
 /**
  * Every command a client can send.
  */
-export type Request = { "cmd": "info" } | { "cmd": "list_packs" } | { "cmd": "get_pack", name: string, } | { "cmd": "launch" } & LaunchSpec | { "cmd": "stop_run", run_id: string, } | { "cmd": "active_runs" } | { "cmd": "run_view", run_id: string, } | { "cmd": "read_log", run_id: string, task_id: number, phase: Phase, offset: number, max_bytes: number | null, } | { "cmd": "list_runs" } & RunQuery | { "cmd": "get_run", run_id: string, } | { "cmd": "export", run_id: string, format: ReportFormat, };
+export type Request = { "cmd": "info" } | { "cmd": "list_packs" } | { "cmd": "get_pack", name: string, } | { "cmd": "launch" } & LaunchSpec | { "cmd": "stop_run", run_id: string, } | { "cmd": "active_runs" } | { "cmd": "run_view", run_id: string, } | { "cmd": "read_log", run_id: string, task_id: number, phase: Phase, offset: number, max_bytes: number | null, } | { "cmd": "list_runs" } & RunQuery | { "cmd": "get_run", run_id: string, } | { "cmd": "export", run_id: string, format: ReportFormat, } | { "cmd": "get_lab" } | { "cmd": "search_duts", query: string, pack: string | null, ats: string | null, } | { "cmd": "reservations" } | { "cmd": "hold", resource: string, by: string, duration_s: number, from_ms: number | null, next_available: boolean, } | { "cmd": "release", id: ResId, };
