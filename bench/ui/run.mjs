@@ -67,7 +67,19 @@ const browser = await startBrowser();
 try {
   const page = browser.page;
   await page.addInitScript(() => {
-    window.__bench = { long: [], events: [], lag: [] };
+    window.__bench = { long: [], events: [], lag: [], loaf: [] };
+    // Long animation frames name the script behind a slow frame (Chromium).
+    try {
+      new PerformanceObserver((l) => {
+        for (const e of l.getEntries())
+          if (e.blockingDuration > 0)
+            window.__bench.loaf.push({
+              duration: e.duration,
+              blocking: e.blockingDuration,
+              scripts: (e.scripts ?? []).map((x) => `${x.invoker} ${x.sourceFunctionName || ''} ${Math.round(x.duration)}ms`).slice(0, 3),
+            });
+      }).observe({ type: 'long-animation-frame', buffered: true });
+    } catch {}
     new PerformanceObserver((l) => {
       for (const e of l.getEntries()) window.__bench.long.push(e.duration);
     }).observe({ type: 'longtask', buffered: true });
@@ -82,20 +94,20 @@ try {
     }, 100);
   });
 
-  const pack = await api(server, { cmd: 'get_pack', name: 'ui-bench' });
-  const { run_id } = await api(server, {
-    cmd: 'launch',
-    pack: 'ui-bench',
-    version: pack.version,
-    groups: ['all'],
-    ats: opt.ats,
-    duts: [opt.dut],
-    resource_mode: 'per_task_separate',
-    coverage_mode: 'dut',
-    params: {},
-  });
+  const { run_id } = await api(server, { cmd: 'launch', pack: 'ui-bench', groups: ['all'], ats: opt.ats, duts: [opt.dut] });
   console.log(`run ${run_id}: ${TASKS + 1} tasks, logger at ${RATE} lines/s, watching ${SECONDS}s`);
 
+  // Count what the event stream delivers while we watch.
+  let frames = 0;
+  let events = 0;
+  let watching = false;
+  page.on('websocket', (ws) =>
+    ws.on('framereceived', (f) => {
+      if (!watching || typeof f.payload !== 'string') return;
+      frames++;
+      events += f.payload.startsWith('[') ? (f.payload.match(/"kind":/g) ?? []).length : 1;
+    }),
+  );
   await page.goto(`${server.origin}/#/live/${encodeURIComponent(run_id)}`);
   const logger = page.locator('[data-testid=task-table] [data-task=logger]');
   await logger.waitFor({ timeout: 30_000 });
@@ -105,29 +117,59 @@ try {
     window.__bench.long.length = 0;
     window.__bench.events.length = 0;
     window.__bench.lag.length = 0;
+    window.__bench.loaf.length = 0;
   });
 
   const box = await page.locator('[data-testid=task-table]').boundingBox();
+  let cdp = null;
+  if (process.env.BENCH_PROFILE) {
+    cdp = await page.context().newCDPSession(page);
+    await cdp.send('Profiler.enable');
+    await cdp.send('Profiler.setSamplingInterval', { interval: 500 });
+    await cdp.send('Profiler.start');
+  }
   const t0 = Date.now();
+  watching = true;
   let clicks = 0;
+  const head = await page.locator('[data-testid=run-id]').boundingBox();
   while (Date.now() - t0 < SECONDS * 1000) {
-    // Real input through CDP: click a task row, scroll the table, press a key.
-    await page.mouse.click(box.x + 120, box.y + 11 + ((clicks * 22) % Math.max(22, box.height - 30)));
+    // Real input through CDP that leaves the selected task alone: scroll the task table,
+    // click the run header, press a key.
+    await page.mouse.move(box.x + 200, box.y + 100);
     await page.mouse.wheel(0, clicks % 2 ? 400 : -300);
-    await page.keyboard.press('Tab');
+    await page.mouse.click(head.x + head.width + 40, head.y + head.height / 2);
+    await page.keyboard.press('Shift');
     clicks++;
     await page.waitForTimeout(250);
   }
+  if (cdp) {
+    // Self time per function, from a sampled CPU profile of the watch window.
+    const { profile } = await cdp.send('Profiler.stop');
+    const self = new Map();
+    const dt = (profile.endTime - profile.startTime) / profile.samples.length / 1000;
+    const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+    for (const id of profile.samples) {
+      const f = byId.get(id).callFrame;
+      const k = `${f.functionName || '(anon)'} ${f.url.split('/').pop()}:${f.lineNumber}`;
+      self.set(k, (self.get(k) ?? 0) + dt);
+    }
+    for (const [k, ms] of [...self].sort((a, b) => b[1] - a[1]).slice(0, 15)) console.log(`  ${ms.toFixed(0).padStart(6)} ms  ${k}`);
+  }
+  watching = false;
   const b = await page.evaluate(() => window.__bench);
   const logLines = await page.evaluate(() => document.querySelector('[data-testid=log-view]')?.closest('.log')?.querySelector('.meta .num')?.textContent ?? '');
-  const run = await api(server, { cmd: 'get_run', run_id });
+  const { run } = await api(server, { cmd: 'get_run', run_id });
   const lat = b.events.map((e) => e.duration);
-  console.log(`run progress: ${run.done}/${run.total} done, status ${run.status}; log view shows ${logLines}`);
+  console.log(`run progress: ${run.counts.done}/${run.counts.total} done, status ${run.status}; log view shows ${logLines}`);
+  console.log(`event stream: ${events} events in ${frames} WebSocket frames (${(events / SECONDS).toFixed(0)} events/s)`);
   console.log(`long tasks (>50 ms): ${b.long.length}, max ${b.long.length ? Math.max(...b.long).toFixed(0) : 0} ms`);
   console.log(
     `input latency (Event Timing, ${clicks * 3} inputs, ${lat.length} over 16 ms): p50 ${pct(lat, 50).toFixed(0)} ms, p95 ${pct(lat, 95).toFixed(0)} ms, max ${lat.length ? Math.max(...lat).toFixed(0) : 0} ms`,
   );
   console.log(`timer lag (100 ms interval): p95 ${pct(b.lag, 95).toFixed(0)} ms, max ${Math.max(0, ...b.lag).toFixed(0)} ms`);
+  if (process.env.BENCH_VERBOSE)
+    for (const f of b.loaf.sort((x, y) => y.blocking - x.blocking).slice(0, 8))
+      console.log(`  slow frame ${f.duration.toFixed(0)} ms (blocking ${f.blocking.toFixed(0)} ms): ${f.scripts.join(' | ')}`);
   await api(server, { cmd: 'stop_run', run_id }).catch(() => {});
 } finally {
   await browser.close();
