@@ -1,7 +1,7 @@
 //! [`Console`]: the engine parts of one running console, composed, behind `dispatch`.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::broadcast;
 
@@ -32,7 +32,8 @@ pub struct Console {
     lab: Option<Lab>,
     /// Problems of the lab file (the console then runs without a lab).
     lab_errors: Vec<Diagnostic>,
-    book: Option<BookHandle>,
+    /// Behind a mutex: a client's database connection is not shareable between threads.
+    book: Option<Mutex<BookHandle>>,
     book_note: Option<String>,
     clock: Arc<dyn Clock>,
     store: Arc<Store>,
@@ -89,11 +90,11 @@ impl Console {
                     ) {
                         Ok(BookHandle::Owner(b)) => {
                             forward(b.subscribe(), events.clone(), Event::Book);
-                            book = Some(BookHandle::Owner(b));
+                            book = Some(Mutex::new(BookHandle::Owner(b)));
                         }
                         Ok(client) => {
                             book_note = Some("another Testbay process on this data directory owns the reservation book; this view is its last saved state and holds go through it".into());
-                            book = Some(client);
+                            book = Some(Mutex::new(client));
                         }
                         Err(e) => book_note = Some(format!("reservations unavailable: {e}")),
                     }
@@ -271,20 +272,21 @@ impl Console {
         })
     }
 
-    fn book(&self) -> Result<&BookHandle, ApiError> {
+    fn book(&self) -> Result<MutexGuard<'_, BookHandle>, ApiError> {
         self.lab()?;
-        self.book.as_ref().ok_or_else(|| {
+        let book = self.book.as_ref().ok_or_else(|| {
             ApiError::new(
                 ErrorCode::Unavailable,
                 self.book_note
                     .clone()
                     .unwrap_or_else(|| "no reservation book".into()),
             )
-        })
+        })?;
+        Ok(book.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     fn holds(&self) -> Result<Vec<crate::reserve::ResourceHolds>, ApiError> {
-        match self.book()? {
+        match &*self.book()? {
             BookHandle::Owner(b) => Ok(b.holds()),
             BookHandle::Client(c) => {
                 let list = c
@@ -298,7 +300,8 @@ impl Console {
     /// Change the book: here when this console owns it (typed errors), else through its
     /// owner's inbox.
     fn book_call(&self, cmd: BookCommand) -> Result<BookReply, ApiError> {
-        match self.book()? {
+        let book = self.book()?;
+        match &*book {
             BookHandle::Owner(b) => {
                 let reply = match cmd {
                     BookCommand::Hold {
@@ -589,3 +592,9 @@ fn run_error(e: RunError) -> ApiError {
         e @ RunError::Snapshot { .. } => ApiError::internal(e.to_string()),
     }
 }
+
+// Transports share one console between threads.
+const _: fn() = || {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<Console>();
+};
