@@ -498,7 +498,7 @@ fn check_argv(argv: &[String], base: &Path, root: &Path) -> Vec<(String, String)
         }
     } else if prog.is_empty() {
         out.push(("[0]".into(), "program name is empty".into()));
-    } else if find_on_path(prog).is_none() {
+    } else if !on_path_cached(prog) {
         out.push(("[0]".into(), format!("program `{prog}` not found on PATH")));
     }
     let interp = Path::new(prog)
@@ -577,6 +577,25 @@ fn is_executable(p: &Path) -> bool {
 #[cfg(not(unix))]
 fn is_executable(p: &Path) -> bool {
     p.is_file()
+}
+
+/// [`find_on_path`], remembered per thread for the length of one `PATH` value: a pack of
+/// 500 tasks names the same few programs over and over.
+fn on_path_cached(prog: &str) -> bool {
+    use std::cell::RefCell;
+    thread_local! {
+        static CACHE: RefCell<(Option<std::ffi::OsString>, HashMap<String, bool>)> =
+            RefCell::new((None, HashMap::new()));
+    }
+    let path = std::env::var_os("PATH");
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.0 != path {
+            *c = (path, HashMap::new());
+        }
+        *c.1.entry(prog.to_string())
+            .or_insert_with(|| find_on_path(prog).is_some())
+    })
 }
 
 /// `prog` looked up on `PATH`, as the exec module will.
