@@ -79,6 +79,10 @@ fn check(roots: &[PathBuf], json: bool) -> anyhow::Result<i32> {
                 }
             }
         }
+        if entries.is_empty() {
+            let shown: Vec<String> = roots.iter().map(|r| r.display().to_string()).collect();
+            writeln!(out, "no pack found in {}", shown.join(", "))?;
+        }
         let broken = entries.iter().filter(|e| e.result.is_err()).count();
         writeln!(
             out,

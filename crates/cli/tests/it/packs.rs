@@ -82,3 +82,11 @@ fn list_shows_good_and_broken_packs() {
     let smoke = packs.iter().find(|p| p["name"] == "stb-smoke").unwrap();
     assert_eq!(smoke["groups"][0]["name"], "smoke");
 }
+
+#[test]
+fn check_of_a_folder_without_packs_fails() {
+    let empty = tempfile::tempdir().unwrap();
+    let (code, out) = testbay(&["packs", "check", empty.path().to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.starts_with("no pack found in "), "{out}");
+}
