@@ -1,3 +1,4 @@
 //! CLI integration tests.
 mod run;
 mod packs;
+mod serve;
