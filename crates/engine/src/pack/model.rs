@@ -59,7 +59,9 @@ pub struct GlobalParams {
     /// How many `process_safe` tasks may run side by side on one DUT.
     #[schemars(range(min = 1))]
     pub process_limit: u32,
+    /// How resources are reserved for a run (kissats resource run modes).
     pub resource_mode: ResourceMode,
+    /// How tests are spread over several DUTs.
     pub coverage_mode: CoverageMode,
     /// Ignore `prereq_tasks` entirely.
     pub ignore_prereq: bool,
@@ -87,7 +89,9 @@ impl Default for GlobalParams {
 #[serde(default, deny_unknown_fields)]
 #[ts(export)]
 pub struct GroupDef {
+    /// What the group is for, shown in the console.
     pub description: String,
+    /// The group's tests, in order.
     pub tests: Vec<String>,
     /// Group setup tasks, run before the group's tests.
     pub setup: Vec<String>,
@@ -100,10 +104,13 @@ pub struct GroupDef {
 #[serde(deny_unknown_fields)]
 #[ts(export)]
 pub struct PackDef {
+    /// Pack name: letters, digits, `_`, `-` and `.`.
     pub name: String,
+    /// Pack version, stored with every run.
     pub version: String,
     #[serde(default)]
     pub description: String,
+    /// Global parameters: defaults of every run, overridable at launch.
     #[serde(default)]
     pub params: GlobalParams,
     /// Global setup tasks, in order.
@@ -112,6 +119,7 @@ pub struct PackDef {
     /// Global teardown tasks, in order.
     #[serde(default)]
     pub teardown: Vec<String>,
+    /// Test groups by name.
     #[serde(default)]
     #[ts(type = "Record<string, GroupDef>")]
     pub groups: IndexMap<String, GroupDef>,
@@ -126,7 +134,9 @@ pub struct PackDef {
 #[serde(deny_unknown_fields)]
 #[ts(export)]
 pub struct TaskDef {
+    /// Task name; must equal the file name without `.yaml`.
     pub name: String,
+    /// Short description of the task.
     #[serde(default)]
     pub description: String,
     /// argv of the main phase, relative to the task file's folder (kissats task_main).
@@ -143,8 +153,10 @@ pub struct TaskDef {
     /// If this task fails, what has not run becomes Skipped (teardowns still run).
     #[serde(default = "yes")]
     pub stop_suite_on_fail: bool,
+    /// Lab resources this task holds alone while it runs.
     #[serde(default)]
     pub exclusive_resources: Vec<String>,
+    /// Lab resources this task shares with other holders.
     #[serde(default)]
     pub shared_resources: Vec<String>,
     /// Configuration requested per resource; keys must name a resource of this task.
@@ -170,6 +182,7 @@ pub struct TaskDef {
     /// Keys that must be present in the run's global parameters.
     #[serde(default)]
     pub req_param_keys: Vec<String>,
+    /// Global parameters the task uses when they are present.
     #[serde(default)]
     pub optional_param_keys: Vec<String>,
     /// Tasks that must have run with a valid result before this one.
@@ -186,6 +199,7 @@ pub struct TaskDef {
     /// Lower runs first.
     #[serde(default = "five_i")]
     pub priority: i32,
+    /// Free data for the task, passed in its params file.
     #[serde(default)]
     #[ts(type = "Record<string, unknown> | null")]
     pub extra_metadata: Option<Map<String, Value>>,
@@ -212,9 +226,11 @@ fn any() -> Vec<String> {
 #[serde(deny_unknown_fields)]
 #[ts(export)]
 pub struct SubResult {
+    /// Name of the sub-test, unique within the task.
     pub name: String,
     #[serde(default)]
     pub description: String,
+    /// Its result; any string not in `valid_result` is a failure.
     pub result: String,
     #[serde(default)]
     pub metadata: ResultMetadata,
@@ -224,6 +240,7 @@ pub struct SubResult {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema, TS)]
 #[ts(export)]
 pub struct ResultMetadata {
+    /// One line saying what happened, shown beside the result.
     #[serde(default)]
     pub message: String,
     #[serde(flatten)]
@@ -236,9 +253,11 @@ pub struct ResultMetadata {
 #[serde(deny_unknown_fields)]
 #[ts(export)]
 pub struct TaskReturn {
+    /// The task's result; any string not in `valid_result` is a failure.
     pub result: String,
     #[serde(default)]
     pub metadata: ResultMetadata,
+    /// Several results reported by one task, one per sub-test.
     #[serde(default)]
     pub multi_result: Option<Vec<SubResult>>,
 }

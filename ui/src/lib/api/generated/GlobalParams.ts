@@ -14,7 +14,15 @@ valid_result: Array<string>,
 /**
  * How many `process_safe` tasks may run side by side on one DUT.
  */
-process_limit: number, resource_mode: ResourceMode, coverage_mode: CoverageMode, 
+process_limit: number, 
+/**
+ * How resources are reserved for a run (kissats resource run modes).
+ */
+resource_mode: ResourceMode, 
+/**
+ * How tests are spread over several DUTs.
+ */
+coverage_mode: CoverageMode, 
 /**
  * Ignore `prereq_tasks` entirely.
  */

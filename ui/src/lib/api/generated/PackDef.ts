@@ -4,7 +4,19 @@ import type { GlobalParams } from "./GlobalParams";
 /**
  * `pack.yaml`.
  */
-export type PackDef = { name: string, version: string, description: string, params: GlobalParams, 
+export type PackDef = { 
+/**
+ * Pack name: letters, digits, `_`, `-` and `.`.
+ */
+name: string, 
+/**
+ * Pack version, stored with every run.
+ */
+version: string, description: string, 
+/**
+ * Global parameters: defaults of every run, overridable at launch.
+ */
+params: GlobalParams, 
 /**
  * Global setup tasks, in order.
  */
@@ -12,7 +24,11 @@ setup: Array<string>,
 /**
  * Global teardown tasks, in order.
  */
-teardown: Array<string>, groups: Record<string, GroupDef>, 
+teardown: Array<string>, 
+/**
+ * Test groups by name.
+ */
+groups: Record<string, GroupDef>, 
 /**
  * Ordering program for the `custom_*` resource modes: argv relative to the pack
  * folder. It reads the queue as JSON on stdin and writes the task names in order.

@@ -3,7 +3,15 @@
 /**
  * `tasks/<name>.yaml` (kissats "Task Parameters" plus the programs to run).
  */
-export type TaskDef = { name: string, description: string, 
+export type TaskDef = { 
+/**
+ * Task name; must equal the file name without `.yaml`.
+ */
+name: string, 
+/**
+ * Short description of the task.
+ */
+description: string, 
 /**
  * argv of the main phase, relative to the task file's folder (kissats task_main).
  */
@@ -23,7 +31,15 @@ always_teardown: boolean,
 /**
  * If this task fails, what has not run becomes Skipped (teardowns still run).
  */
-stop_suite_on_fail: boolean, exclusive_resources: Array<string>, shared_resources: Array<string>, 
+stop_suite_on_fail: boolean, 
+/**
+ * Lab resources this task holds alone while it runs.
+ */
+exclusive_resources: Array<string>, 
+/**
+ * Lab resources this task shares with other holders.
+ */
+shared_resources: Array<string>, 
 /**
  * Configuration requested per resource; keys must name a resource of this task.
  */
@@ -51,7 +67,11 @@ valid_duts: Array<string>,
 /**
  * Keys that must be present in the run's global parameters.
  */
-req_param_keys: Array<string>, optional_param_keys: Array<string>, 
+req_param_keys: Array<string>, 
+/**
+ * Global parameters the task uses when they are present.
+ */
+optional_param_keys: Array<string>, 
 /**
  * Tasks that must have run with a valid result before this one.
  */
@@ -67,4 +87,8 @@ max_runtime: number | null,
 /**
  * Lower runs first.
  */
-priority: number, extra_metadata: Record<string, unknown> | null, };
+priority: number, 
+/**
+ * Free data for the task, passed in its params file.
+ */
+extra_metadata: Record<string, unknown> | null, };
