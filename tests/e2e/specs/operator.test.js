@@ -101,6 +101,25 @@ test('an operator browses packs, launches, watches, stops and reviews runs', asy
   );
   await screenshot(page, 'live');
 
+  // --- Lab: racks with their slots, the reservation timeline, a manual hold and its release.
+  await page.goto(`${server.origin}/#/lab`);
+  await page.locator('[data-testid=racks] [data-rack="rack-a"]').waitFor();
+  await page.locator('[data-testid=timeline]').waitFor();
+  const slot = page.locator('[data-testid=racks] [data-dut="stb-05"]');
+  assert.equal(await slot.getAttribute('data-state'), 'free');
+  assert.equal(await page.locator('[data-testid=racks] [data-dut="stb-06"]').getAttribute('data-state'), 'offline');
+  await page.selectOption('[data-testid=hold-target]', 'stb-05');
+  await page.fill('[data-testid=hold-by]', 'e2e-operator');
+  await page.click('[data-testid=hold]');
+  await page.locator('[data-testid=racks] [data-dut="stb-05"][data-state=held]').waitFor();
+  const holdRow = page.locator('[data-testid=reservations] tr[data-holder="e2e-operator"]');
+  await holdRow.waitFor();
+  assert.match(await holdRow.textContent(), /stb-05/);
+  await screenshot(page, 'lab');
+  await holdRow.locator('[data-testid=release]').click();
+  await page.locator('[data-testid=racks] [data-dut="stb-05"][data-state=free]').waitFor();
+  assert.equal(await holdRow.count(), 0, 'the released hold is gone');
+
   // --- A second run, stopped by the operator (with confirmation).
   const run2 = await launchOn('stb-02');
   await page.click('[data-testid=stop]');

@@ -4,9 +4,16 @@ import type * as T from './types';
 
 export type * from './types';
 
-const call = <R>(req: Record<string, unknown>) => backend.call<R>(req);
+type Cmd = T.Request['cmd'];
+type Req<C extends Cmd> = Omit<Extract<T.Request, { cmd: C }>, 'cmd'>;
+type Res<C extends Cmd> = Extract<T.Response, { cmd: C }> extends { data: infer D } ? D : never;
 
-/** A RunQuery with every field present (the engine wants them all; null means "any"). */
+/** Send one request; the answer is the response's `data`. */
+function call<C extends Cmd>(cmd: C, fields: Req<C>): Promise<Res<C>> {
+  return backend.call<Res<C>>({ cmd, ...fields });
+}
+
+/** A RunQuery with every field present (null means "any"). */
 export function runQuery(q: Partial<T.RunQuery>): T.RunQuery {
   return {
     pack: null,
@@ -28,25 +35,30 @@ export function runQuery(q: Partial<T.RunQuery>): T.RunQuery {
 }
 
 export const api = {
-  info: () => call<T.ConsoleInfo>({ cmd: 'info' }),
-  listPacks: () => call<T.PackSummary[]>({ cmd: 'list_packs' }),
-  getPack: (name: string) => call<T.PackDetail>({ cmd: 'get_pack', name }),
-  launch: (spec: T.LaunchSpec) => call<{ run_id: string }>({ cmd: 'launch', ...spec }),
-  stopRun: (run_id: string) => call<{ run_id: string }>({ cmd: 'stop_run', run_id }),
-  activeRuns: () => call<T.RunView[]>({ cmd: 'active_runs' }),
-  runView: (run_id: string) => call<T.RunView>({ cmd: 'run_view', run_id }),
+  info: () => call('info', {}),
+  listPacks: () => call('list_packs', {}),
+  getPack: (name: string) => call('get_pack', { name }),
+  launch: (spec: T.LaunchSpec) => call('launch', spec),
+  stopRun: (run_id: string) => call('stop_run', { run_id }),
+  activeRuns: () => call('active_runs', {}),
+  runView: (run_id: string) => call('run_view', { run_id }),
   readLog: (run_id: string, task_id: number, phase: T.Phase, offset: number, max_bytes: number | null = null) =>
-    call<T.LogChunk>({ cmd: 'read_log', run_id, task_id, phase, offset, max_bytes }),
-  listRuns: (q: Partial<T.RunQuery>) => call<T.RunPage>({ cmd: 'list_runs', ...runQuery(q) }),
-  getRun: (run_id: string) => call<T.RunDetail>({ cmd: 'get_run', run_id }),
-  // Lab and reservations.
-  getLab: () => call<T.Lab>({ cmd: 'get_lab' }),
-  searchDuts: (query: string, pack?: string, ats?: string) => call<T.Dut[]>({ cmd: 'search_duts', query, pack, ats }),
-  reservations: () => call<T.Reservations>({ cmd: 'reservations' }),
-  hold: (target: string, duration_s: number, holder: string) => call<T.Reservation>({ cmd: 'hold', target, duration_s, holder }),
-  release: (id: string) => call<void>({ cmd: 'release', id }),
-  exportRun: (run_id: string, format: 'junit' | 'yaml' | 'json') => call<T.ExportFile>({ cmd: 'export', run_id, format }),
+    call('read_log', { run_id, task_id, phase, offset, max_bytes }),
+  listRuns: (q: Partial<T.RunQuery>) => call('list_runs', runQuery(q)),
+  getRun: (run_id: string) => call('get_run', { run_id }),
+  exportRun: (run_id: string, format: T.ReportFormat) => call('export', { run_id, format }),
+  getLab: () => call('get_lab', {}),
+  searchDuts: (query: string, pack: string | null, ats: string | null) => call('search_duts', { query, pack, ats }),
+  reservations: () => call('reservations', {}),
+  hold: (resource: string, by: string, duration_s: number) =>
+    call('hold', { resource, by, duration_s, from_ms: null, next_available: false }),
+  release: (id: T.ResId) => call('release', { id }),
 };
+
+/** Who holds a reservation, as a short label. */
+export function holderLabel(h: T.Holder): string {
+  return h.kind === 'operator' ? h.name : `${h.run_id}/${h.lane}${h.task ? `/${h.task}` : ''}`;
+}
 
 /** Save text as a file download (works in the browser and in the Tauri webview). */
 export function download(file: T.ExportFile) {
