@@ -33,13 +33,18 @@ async function launchOn(dut, { shot } = {}) {
   await page.locator('[data-testid=dut-search], [data-testid=dut-names]').first().waitFor();
   if (await page.locator('[data-testid=dut-search]').count()) {
     // StormTest-style DUT search narrows the list to matching DUTs valid for the pack.
-    await page.fill('[data-testid=dut-search]', `Name==${dut}`);
+    await page.fill('[data-testid=dut-search]', 'Name==stb-0*');
     const row = page.locator(`[data-testid=dut-table] tr[data-dut="${dut}"]`);
     await row.waitFor();
-    await page.waitForFunction(
-      (d) => [...document.querySelectorAll('[data-testid=dut-table] tr[data-dut]')].every((r) => r.dataset.dut === d),
-      dut,
-    );
+    await page.waitForFunction(() => {
+      const rows = [...document.querySelectorAll('[data-testid=dut-table] tr[data-dut]')];
+      return rows.length > 1 && rows.every((r) => /^stb-0/.test(r.dataset.dut));
+    });
+    // Routers are not valid for the set-top box pack, whatever the search says.
+    await page.fill('[data-testid=dut-search]', 'Name==rtr-*');
+    await page.locator('[data-testid=dut-table]', { hasText: 'No DUT valid for this pack matches' }).waitFor();
+    assert.equal(await page.locator('[data-testid=dut-table] tr[data-dut]').count(), 0);
+    await page.fill('[data-testid=dut-search]', 'Name==stb-0*');
     await row.locator('input[type=checkbox]').check();
   } else {
     // A console without a lab inventory takes DUT names as typed.
