@@ -138,9 +138,10 @@ impl fmt::Display for Holder {
 
 /// A reservation request (kissats `request_reservation`).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Request {
-    pub resource: String,
-    pub holder: Holder,
+pub struct Request<'a> {
+    pub resource: &'a str,
+    /// Shared so a lane's many requests do not copy its name each time.
+    pub holder: Arc<Holder>,
     /// Requested configuration, overlaid on the resource's current configuration.
     pub config: Value,
     /// When the resource is needed; `None` (or a past time) means now.
@@ -155,11 +156,11 @@ pub struct Request {
     pub auto_claim: bool,
 }
 
-impl Request {
-    pub fn new(resource: impl Into<String>, holder: Holder, duration_ms: i64) -> Self {
+impl<'a> Request<'a> {
+    pub fn new(resource: &'a str, holder: impl Into<Arc<Holder>>, duration_ms: i64) -> Self {
         Self {
-            resource: resource.into(),
-            holder,
+            resource,
+            holder: holder.into(),
             config: Value::Null,
             time_needed: None,
             duration_ms,

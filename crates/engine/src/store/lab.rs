@@ -64,3 +64,16 @@ pub fn load_lab(conn: &Connection) -> Result<Option<(String, EpochMs, LabFile)>>
     })
     .transpose()
 }
+
+impl super::Store {
+    /// Replace the stored inventory with `lab`.
+    pub fn save_lab(&self, lab: &crate::lab::Lab, now: EpochMs) -> Result<()> {
+        let mut conn = self.conn();
+        save_lab(&mut conn, &lab.file.to_string_lossy(), &lab.def, now)
+    }
+
+    /// The stored inventory and where it was loaded from.
+    pub fn stored_lab(&self) -> Result<Option<(String, EpochMs, LabFile)>> {
+        load_lab(&self.conn())
+    }
+}
