@@ -159,14 +159,34 @@ impl RunManager {
         let run_dir = self.run_dir(&run_id);
         let snapshot = run_dir.join("pack");
         let src = PathBuf::from(&req.pack_dir);
-        // Check the pack where it is first: a broken pack is reported against its own files.
-        pack::load(&src)?;
-        snapshot_pack(&src, &snapshot).map_err(|source| RunError::Snapshot {
-            dir: src.clone(),
-            to: snapshot.clone(),
-            source,
-        })?;
-        let loaded = pack::load(&snapshot)?;
+        // Copy first, then load the copy: what is checked is exactly what runs. A broken
+        // pack is reported against its own files and leaves no run folder behind.
+        if let Err(source) = snapshot_pack(&src, &snapshot) {
+            let _ = std::fs::remove_dir_all(&run_dir);
+            if !src.is_dir() {
+                // Not a pack folder at all: let the loader say so, naming the path given.
+                pack::load(&src)?;
+            }
+            return Err(RunError::Snapshot {
+                dir: src.clone(),
+                to: snapshot.clone(),
+                source,
+            });
+        }
+        let loaded = match pack::load(&snapshot) {
+            Ok(p) => p,
+            Err(mut e) => {
+                let _ = std::fs::remove_dir_all(&run_dir);
+                let root = src.canonicalize().unwrap_or_else(|_| src.clone());
+                e.dir = src.clone();
+                for d in &mut e.diagnostics {
+                    if let Ok(rel) = d.file.strip_prefix(&snapshot) {
+                        d.file = root.join(rel);
+                    }
+                }
+                return Err(e.into());
+            }
+        };
         let mut overrides = req.params.clone();
         if let Some(m) = req.resource_mode {
             overrides.insert(

@@ -464,12 +464,14 @@ impl Store {
         pgid: Option<i32>,
         paths: &TaskPaths,
     ) -> Result<()> {
-        self.conn().execute(
-            "UPDATE task_results SET state = 'running', lane = ?2, phase = ?3,
+        self.conn()
+            .prepare_cached(
+                "UPDATE task_results SET state = 'running', lane = ?2, phase = ?3,
                 started_ms = COALESCE(started_ms, ?4), pgid = ?5,
                 task_dir = ?6, setup_log = ?7, main_log = ?8, teardown_log = ?9, artifacts_dir = ?10
              WHERE id = ?1",
-            params![
+            )?
+            .execute(params![
                 task_id,
                 lane,
                 phase,
@@ -480,8 +482,7 @@ impl Store {
                 paths.main_log,
                 paths.teardown_log,
                 paths.artifacts_dir
-            ],
-        )?;
+            ])?;
         Ok(())
     }
 
@@ -850,14 +851,15 @@ fn fill_counts(conn: &Connection, runs: &mut [RunRecord]) -> Result<()> {
 }
 
 fn finish_task_tx(tx: &rusqlite::Transaction<'_>, task_id: i64, f: &TaskFinish) -> Result<()> {
-    tx.execute(
+    tx.prepare_cached(
         "UPDATE task_results SET state = 'done', lane = COALESCE(?2, lane), result = ?3, failure = ?4,
             message = ?5, metadata_json = ?6, raw_result = ?7, run_time = ?8, run_time_delta = ?9,
             started_ms = COALESCE(?10, started_ms), finished_ms = ?11, setup_ms = ?12, main_ms = ?13,
             teardown_ms = ?14, exit_code = ?15, signal = ?16, log_truncated = ?17, pgid = NULL,
             phase = NULL
          WHERE id = ?1",
-        params![
+    )?
+    .execute(params![
             task_id,
             f.lane,
             f.result,
@@ -875,8 +877,7 @@ fn finish_task_tx(tx: &rusqlite::Transaction<'_>, task_id: i64, f: &TaskFinish) 
             f.exit_code,
             f.signal,
             f.log_truncated,
-        ],
-    )?;
+        ])?;
     if !f.sub_results.is_empty() {
         tx.execute(
             "DELETE FROM sub_results WHERE task_result_id = ?1",

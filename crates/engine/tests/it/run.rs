@@ -284,7 +284,28 @@ async fn broken_pack_is_refused_with_its_diagnostics() {
         &[],
     );
     match f.mgr.launch(f.req()) {
-        Err(RunError::Pack(e)) => assert!(e.to_string().contains("nope"), "{e}"),
+        Err(RunError::Pack(e)) => {
+            assert!(e.to_string().contains("nope"), "{e}");
+            // Reported against the pack's own files, not the snapshot.
+            let root = f.pack.canonicalize().unwrap();
+            assert!(
+                e.diagnostics.iter().all(|d| d.file.starts_with(&root)),
+                "{:?}",
+                e.diagnostics
+            );
+        }
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+    let runs = f.data.join("runs");
+    assert!(
+        !runs.exists() || std::fs::read_dir(&runs).unwrap().next().is_none(),
+        "run folder left behind"
+    );
+    match f.mgr.launch(LaunchRequest {
+        pack_dir: f.data.join("no-such-pack").display().to_string(),
+        ..Default::default()
+    }) {
+        Err(RunError::Pack(e)) => assert!(e.to_string().contains("no-such-pack"), "{e}"),
         other => panic!("{:?}", other.map(|_| ())),
     }
 }
