@@ -5,6 +5,7 @@
 //! one [`Command`] variant and one match arm in [`run`] below.
 
 pub mod export;
+pub mod lab;
 pub mod packs;
 pub mod results;
 pub mod run;
@@ -87,6 +88,8 @@ pub enum Command {
     Export(export::Args),
     /// Check pack folders, or list the packs found
     Packs(packs::Args),
+    /// Lab inventory: show, find DUTs, hold and release, list holds and waiters
+    Lab(lab::Args),
 }
 
 pub fn run(command: Command, ctx: &Ctx) -> anyhow::Result<i32> {
@@ -96,5 +99,6 @@ pub fn run(command: Command, ctx: &Ctx) -> anyhow::Result<i32> {
         Command::Results(a) => results::run(a, ctx),
         Command::Export(a) => export::run(a, ctx),
         Command::Packs(a) => packs::run(a, ctx),
+        Command::Lab(a) => lab::run(a, ctx),
     }
 }

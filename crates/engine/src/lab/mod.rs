@@ -165,11 +165,13 @@ fn check(doc: &Located<LabFile>) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     let mut racks: HashMap<&str, u32> = HashMap::new();
     for (i, r) in lab.racks.iter().enumerate() {
-        if racks.insert(&r.name, r.slots).is_some() {
+        if racks.contains_key(r.name.as_str()) {
             out.push(doc.diag(
                 &format!("racks[{i}].name"),
                 format!("rack `{}` is defined twice", r.name),
             ));
+        } else {
+            racks.insert(&r.name, r.slots);
         }
         if r.slots == 0 {
             out.push(doc.diag(

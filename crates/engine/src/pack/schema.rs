@@ -25,5 +25,6 @@ pub fn all_schemas() -> Vec<(&'static str, Value)> {
         ("global-params.schema.json", schema_of::<GlobalParams>()),
         ("task-return.schema.json", schema_of::<TaskReturn>()),
         ("reporting.schema.json", schema_of::<Reporting>()),
+        ("lab.schema.json", schema_of::<crate::lab::LabFile>()),
     ]
 }

@@ -10,3 +10,4 @@ mod plan;
 mod run;
 mod api_types;
 mod api;
+mod lab;

@@ -1,0 +1,413 @@
+//! `testbay lab`: show and search the lab inventory, hold and release DUTs and resources
+//! by hand, list who holds what and who waits.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use clap::Subcommand;
+use testbay_engine::clock::{Clock, SystemClock};
+use testbay_engine::lab::{self, Lab};
+use testbay_engine::reserve::timefmt::{fmt_ms, parse_duration_ms, parse_utc};
+use testbay_engine::reserve::{
+    BookClient, BookCommand, BookConfig, BookHandle, BookReply, ResId, ReservationStatus,
+    ReservationView,
+};
+use testbay_engine::store::Store;
+
+use super::Ctx;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    cmd: LabCmd,
+}
+
+#[derive(Subcommand)]
+enum LabCmd {
+    /// Check the lab file; list racks and slots, DUTs and resources with who holds them
+    Show {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Find DUTs with StormTest terms, e.g. 'ModelName==TP*' 'Manufacturer==Acme'
+    /// (fields: Name, Description, SerialNumber, ModelName, Manufacturer, HardwareVersion,
+    /// TypeName, Rack, Slot, Tag; `*` matches anything)
+    Find {
+        #[arg(required = true, value_name = "FIELD==PATTERN")]
+        terms: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Hold a DUT or resource by hand for a time window
+    Hold {
+        /// DUT or resource name
+        target: String,
+        /// How long, e.g. 30m, 2h, 1h30m
+        #[arg(long = "for", value_name = "DURATION")]
+        duration: String,
+        /// Who holds it [default: $USER]
+        #[arg(long)]
+        by: Option<String>,
+        /// Start, UTC `YYYY-MM-DD HH:MM` [default: now]
+        #[arg(long, value_name = "TIME")]
+        from: Option<String>,
+        /// Fail instead of waiting for the next free window
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Release a hold or reservation by id
+    Release { id: String },
+    /// Who holds what, since when, until when, and who waits
+    Holds {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
+    let Some(path) = ctx.lab.clone() else {
+        bail!(
+            "no lab file: pass --lab FILE or put one at {}",
+            ctx.data_dir.join("lab.yaml").display()
+        );
+    };
+    let lab = match lab::load(&path) {
+        Ok(l) => l,
+        Err(errs) => {
+            for d in &errs.0 {
+                eprintln!("{d}");
+            }
+            eprintln!("{}: {} problem(s)", path.display(), errs.0.len());
+            return Ok(1);
+        }
+    };
+    let store = Store::open_in(&ctx.data_dir).context("cannot open the store")?;
+    let clock = SystemClock;
+    store
+        .save_lab(&lab, clock.now_ms())
+        .context("cannot store the lab inventory")?;
+    match args.cmd {
+        LabCmd::Show { json } => show(&lab, &store, json),
+        LabCmd::Find { terms, json } => {
+            let found = lab.find(&terms)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&found)?);
+            } else if found.is_empty() {
+                println!("no DUT matches");
+            } else {
+                print_duts(&found);
+            }
+            Ok(if found.is_empty() { 3 } else { 0 })
+        }
+        LabCmd::Hold {
+            target,
+            duration,
+            by,
+            from,
+            no_wait,
+        } => {
+            let duration_ms = parse_duration_ms(&duration)
+                .filter(|d| *d > 0)
+                .with_context(|| {
+                    format!("--for {duration:?}: give a duration such as 30m, 2h or 1h30m")
+                })?;
+            let from = from
+                .map(|f| {
+                    parse_utc(&f).with_context(|| {
+                        format!("--from {f:?}: give a UTC time such as 2026-11-21 14:30")
+                    })
+                })
+                .transpose()?;
+            if lab.dut(&target).is_none() && lab.resource(&target).is_none() {
+                let names = lab
+                    .def
+                    .duts
+                    .iter()
+                    .map(|d| d.name.as_str())
+                    .chain(lab.def.resources.iter().map(|r| r.name.as_str()));
+                let hint = closest(&target, names)
+                    .map(|s| format!(" (did you mean `{s}`?)"))
+                    .unwrap_or_default();
+                bail!(
+                    "`{target}` is neither a DUT nor a resource of {}{hint}",
+                    lab.file.display()
+                );
+            }
+            let by = by
+                .or_else(|| std::env::var("USER").ok())
+                .unwrap_or_else(|| "operator".into());
+            let book = open_book(&lab, &store)?;
+            let reply = book.call(
+                BookCommand::Hold {
+                    resource: target,
+                    by,
+                    from,
+                    duration_ms,
+                    next_available: !no_wait,
+                },
+                clock.now_ms(),
+            );
+            book.shutdown();
+            match reply? {
+                BookReply::Held { reservation: v } => {
+                    match v.status {
+                        ReservationStatus::Held => println!(
+                            "held {} (id {}) by {} until {}",
+                            v.resource,
+                            v.id,
+                            v.holder,
+                            fmt_ms(v.end)
+                        ),
+                        ReservationStatus::Waiting => println!(
+                            "{} is busy; hold {} by {} starts {} and ends {}",
+                            v.resource,
+                            v.id,
+                            v.holder,
+                            fmt_ms(v.start),
+                            fmt_ms(v.end)
+                        ),
+                        ReservationStatus::Booked => println!(
+                            "booked {} (id {}) by {} from {} until {}",
+                            v.resource,
+                            v.id,
+                            v.holder,
+                            fmt_ms(v.start),
+                            fmt_ms(v.end)
+                        ),
+                    }
+                    Ok(0)
+                }
+                BookReply::Error { message } => {
+                    eprintln!("{message}");
+                    Ok(1)
+                }
+                other => bail!("unexpected answer {other:?}"),
+            }
+        }
+        LabCmd::Release { id } => {
+            let id: ResId = id
+                .parse()
+                .with_context(|| format!("`{id}` is not a reservation id"))?;
+            let book = open_book(&lab, &store)?;
+            let reply = book.call(BookCommand::Release { id }, clock.now_ms());
+            book.shutdown();
+            match reply? {
+                BookReply::Released => {
+                    println!("released {id}");
+                    Ok(0)
+                }
+                BookReply::Error { message } => {
+                    eprintln!("{message}");
+                    Ok(1)
+                }
+                other => bail!("unexpected answer {other:?}"),
+            }
+        }
+        LabCmd::Holds { json } => {
+            let live = stored_live(&store, clock.now_ms())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&live)?);
+            } else {
+                print_holds(&live);
+            }
+            Ok(0)
+        }
+    }
+}
+
+fn closest<'a>(name: &str, names: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    names
+        .map(|n| (levenshtein(name, n), n))
+        .filter(|(d, n)| *d <= 2.max(n.len() / 3))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, n)| n)
+}
+
+fn levenshtein(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur.push(
+                (prev[j] + usize::from(ca != *cb))
+                    .min(prev[j + 1] + 1)
+                    .min(cur[j] + 1),
+            );
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+fn open_book(lab: &Lab, store: &Store) -> anyhow::Result<BookHandle> {
+    BookHandle::open(
+        store.path(),
+        Arc::new(SystemClock),
+        BookConfig::default(),
+        lab.book_resources(),
+    )
+    .context("cannot open the reservation book")
+}
+
+/// Live reservations as stored by the book's owner (or the last one), minus any whose
+/// lease or window has run out since.
+fn stored_live(store: &Store, now: i64) -> anyhow::Result<Vec<ReservationView>> {
+    let client = BookClient::open(store.path())?;
+    Ok(client
+        .reservations()?
+        .into_iter()
+        .filter(|v| v.end > now && (v.status != ReservationStatus::Held || v.expires > now))
+        .collect())
+}
+
+fn print_duts(duts: &[&lab::Dut]) {
+    println!(
+        "{:<10} {:<10} {:<9} {:<10} {:<8} {:<8} {:<6} TAGS",
+        "NAME", "MODEL", "MAKER", "SERIAL", "HW", "RACK", "SLOT"
+    );
+    for d in duts {
+        let (rack, slot) = d
+            .location
+            .as_ref()
+            .map_or(("-".to_string(), "-".to_string()), |l| {
+                (l.rack.clone(), l.slot.to_string())
+            });
+        println!(
+            "{:<10} {:<10} {:<9} {:<10} {:<8} {:<8} {:<6} {}{}",
+            d.name,
+            d.model,
+            d.manufacturer,
+            d.serial,
+            d.hardware_version,
+            rack,
+            slot,
+            d.tags.join(","),
+            if d.offline { "  (offline)" } else { "" }
+        );
+    }
+}
+
+fn holder_of(live: &[ReservationView], name: &str) -> String {
+    live.iter()
+        .find(|v| &*v.resource == name && v.status == ReservationStatus::Held)
+        .map(|v| format!("held by {} until {}", v.holder, fmt_ms(v.end)))
+        .unwrap_or_else(|| "free".into())
+}
+
+fn show(lab: &Lab, store: &Store, json: bool) -> anyhow::Result<i32> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(&lab.def)?);
+        return Ok(0);
+    }
+    let live = stored_live(store, SystemClock.now_ms())?;
+    println!("lab {} ({})", lab.def.name, lab.file.display());
+    for rack in &lab.def.racks {
+        println!(
+            "\nrack {} — {} slots{}",
+            rack.name,
+            rack.slots,
+            if rack.description.is_empty() {
+                String::new()
+            } else {
+                format!(", {}", rack.description)
+            }
+        );
+        for slot in 1..=rack.slots {
+            match lab.def.duts.iter().find(|d| {
+                d.location
+                    .as_ref()
+                    .is_some_and(|l| l.rack == rack.name && l.slot == slot)
+            }) {
+                Some(d) => println!(
+                    "  slot {slot:>2}  {:<8} {:<8} {:<8} {}",
+                    d.name,
+                    d.model,
+                    d.manufacturer,
+                    if d.offline {
+                        "offline".to_string()
+                    } else {
+                        holder_of(&live, &d.name)
+                    }
+                ),
+                None => println!("  slot {slot:>2}  (empty)"),
+            }
+        }
+    }
+    let loose: Vec<_> = lab
+        .def
+        .duts
+        .iter()
+        .filter(|d| d.location.is_none())
+        .collect();
+    if !loose.is_empty() {
+        println!("\nnot in a rack:");
+        for d in loose {
+            println!(
+                "  {:<8} {:<8} {}",
+                d.name,
+                d.model,
+                holder_of(&live, &d.name)
+            );
+        }
+    }
+    println!("\nresources:");
+    for r in &lab.def.resources {
+        let kind = match r.capacity {
+            Some(c) if r.mode == testbay_engine::reserve::ReservationMode::Shared => {
+                let used = live
+                    .iter()
+                    .filter(|v| {
+                        &*v.resource == r.name.as_str() && v.status == ReservationStatus::Held
+                    })
+                    .count();
+                format!("shared {used}/{c} in use")
+            }
+            _ => holder_of(&live, &r.name),
+        };
+        println!("  {:<14} {:<24} config {}", r.name, kind, r.config);
+    }
+    Ok(0)
+}
+
+fn print_holds(live: &[ReservationView]) {
+    if live.is_empty() {
+        println!("nothing is held or booked");
+        return;
+    }
+    let mut per: BTreeMap<&str, Vec<&ReservationView>> = BTreeMap::new();
+    for v in live {
+        per.entry(&v.resource).or_default().push(v);
+    }
+    println!(
+        "{:<14} {:<6} {:<8} {:<32} {:<21} {:<21} LEASE",
+        "RESOURCE", "ID", "STATUS", "WHO", "SINCE / FROM", "UNTIL"
+    );
+    for (res, mut vs) in per {
+        vs.sort_by_key(|v| (v.status != ReservationStatus::Held, v.start, v.id));
+        for v in vs {
+            let status = match v.status {
+                ReservationStatus::Held => "holds",
+                ReservationStatus::Booked => "booked",
+                ReservationStatus::Waiting => "waits",
+            };
+            let since = v.claimed_at.unwrap_or(v.start);
+            let lease = match (v.status, v.lease_ms) {
+                (ReservationStatus::Held, Some(_)) => format!("renew by {}", fmt_ms(v.expires)),
+                (ReservationStatus::Held, None) => "-".into(),
+                _ if !v.auto_claim => format!("claim by {}", fmt_ms(v.expires)),
+                _ => "starts by itself".into(),
+            };
+            println!(
+                "{:<14} {:<6} {:<8} {:<32} {:<21} {:<21} {lease}",
+                res,
+                v.id.to_string(),
+                status,
+                v.holder.to_string(),
+                fmt_ms(since),
+                fmt_ms(v.end)
+            );
+        }
+    }
+}

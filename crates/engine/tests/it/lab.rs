@@ -1,0 +1,154 @@
+//! Lab files: the demo lab, semantic errors with file and line, StormTest DUT search.
+
+use std::path::{Path, PathBuf};
+
+use testbay_engine::lab::{self, SearchError};
+
+fn demo_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../lab/demo-lab.yaml")
+}
+
+fn parse(text: &str) -> Result<lab::Lab, lab::LabErrors> {
+    lab::parse(Path::new("lab.yaml"), text)
+}
+
+#[test]
+fn demo_lab_loads_with_racks_duts_and_resources() {
+    let lab = lab::load(&demo_path()).unwrap();
+    assert!(lab.def.racks.len() >= 2);
+    assert!(lab.def.duts.len() >= 12);
+    assert_eq!(lab.def.duts.iter().filter(|d| d.offline).count(), 1);
+    let stream = lab.resource("stream_server").unwrap();
+    assert_eq!(stream.capacity, Some(4));
+    assert_eq!(stream.config, serde_json::json!({"profile": "sd"}));
+    // Every DUT and resource is a resource of the book.
+    let specs = lab.book_resources();
+    assert_eq!(specs.len(), lab.def.duts.len() + lab.def.resources.len());
+    assert_eq!(lab::DEMO_LAB, std::fs::read_to_string(demo_path()).unwrap());
+}
+
+#[test]
+fn seeding_writes_the_demo_lab_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("data/lab.yaml");
+    assert!(lab::seed_demo(&p).unwrap());
+    std::fs::write(&p, "name: mine\n").unwrap();
+    assert!(
+        !lab::seed_demo(&p).unwrap(),
+        "an existing lab file is never overwritten"
+    );
+    assert_eq!(lab::load(&p).unwrap().def.name, "mine");
+}
+
+const BAD: &str = "\
+racks:
+  - name: rack-a
+    slots: 2
+  - name: rack-a
+    slots: 0
+duts:
+  - name: d1
+    location: {rack: rack-a, slot: 1}
+  - name: d2
+    location: {rack: rack-a, slot: 1}
+  - name: d1
+  - name: d3
+    location: {rack: rakc-a, slot: 1}
+  - name: d4
+    location: {rack: rack-a, slot: 9}
+resources:
+  - name: srv
+    mode: shared
+    capacity: 0
+  - name: d2
+  - name: pwr
+    capacity: 3
+";
+
+#[test]
+fn semantic_errors_name_file_and_line() {
+    let errs = parse(BAD).unwrap_err().0;
+    let at = |needle: &str| -> u32 {
+        errs.iter()
+            .find(|d| d.message.contains(needle))
+            .unwrap_or_else(|| panic!("no error containing {needle:?} in {errs:#?}"))
+            .line
+            .unwrap()
+    };
+    assert_eq!(at("rack `rack-a` is defined twice"), 4);
+    assert_eq!(at("has no slots"), 5);
+    assert_eq!(at("where `d1` already is"), 10);
+    assert_eq!(at("DUT `d1` is defined twice"), 11);
+    assert_eq!(at("did you mean `rack-a`"), 13);
+    assert_eq!(at("which has slots 1-2"), 15);
+    assert_eq!(at("capacity 0"), 19);
+    assert_eq!(at("has the name of a DUT"), 20);
+    assert_eq!(at("applies to shared resources only"), 22);
+    assert!(errs.iter().all(|d| d.file == Path::new("lab.yaml")));
+    assert_eq!(errs.len(), 9, "{errs:#?}");
+}
+
+#[test]
+fn schema_errors_come_with_lines_too() {
+    let errs = parse("racks:\n  - name: a\n    slots: 2\n    colour: red\n")
+        .unwrap_err()
+        .0;
+    assert_eq!(errs[0].line, Some(4), "{errs:#?}");
+    let errs = parse("duts:\n  - description: no name\n").unwrap_err().0;
+    assert_eq!(errs[0].line, Some(2), "{errs:#?}");
+    let errs = parse("resources:\n  - name: s\n    mode: shard\n")
+        .unwrap_err()
+        .0;
+    assert_eq!(errs[0].line, Some(3), "{errs:#?}");
+}
+
+#[test]
+fn missing_file_is_an_error_not_a_crash() {
+    let errs = lab::load(Path::new("/nonexistent/lab.yaml")).unwrap_err().0;
+    assert!(errs[0].message.contains("cannot read"));
+}
+
+#[test]
+fn stormtest_search_with_wildcards() {
+    let lab = lab::load(&demo_path()).unwrap();
+    let names = |terms: &[&str]| -> Vec<String> {
+        lab.find(terms)
+            .unwrap()
+            .iter()
+            .map(|d| d.name.clone())
+            .collect()
+    };
+    assert_eq!(names(&["ModelName==TP*", "Manufacturer==Acme"]).len(), 8);
+    assert_eq!(
+        names(&["model==gx-*"]),
+        ["stb-09", "stb-10", "stb-11", "stb-12"]
+    );
+    assert_eq!(names(&["TypeName==router", "Slot==8"]), ["rtr-02"]);
+    assert_eq!(names(&["Rack==rack-a", "Tag==pvr"]), ["stb-05", "stb-06"]);
+    assert_eq!(names(&["SerialNumber==*00003"]), ["stb-03"]);
+    assert!(names(&["Name==TP*"]).is_empty());
+    assert_eq!(names(&["Name==*"]).len(), lab.def.duts.len());
+    assert!(matches!(
+        lab.find(&["Manufactuer==Acme"]),
+        Err(SearchError::UnknownField { suggestion: Some(s), .. }) if s == "Manufacturer"
+    ));
+    assert!(matches!(
+        lab.find(&["IRName==x"]),
+        Err(SearchError::NotRecorded(_))
+    ));
+    assert!(matches!(
+        lab.find(&["Name=stb"]),
+        Err(SearchError::BadTerm(_))
+    ));
+}
+
+#[test]
+fn lab_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = testbay_engine::store::Store::open_in(dir.path()).unwrap();
+    let lab = lab::load(&demo_path()).unwrap();
+    store.save_lab(&lab, 42).unwrap();
+    let (path, at, def) = store.stored_lab().unwrap().unwrap();
+    assert_eq!((path.as_str(), at), (&*lab.file.to_string_lossy(), 42));
+    assert_eq!(def, lab.def);
+}
