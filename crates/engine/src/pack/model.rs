@@ -121,7 +121,7 @@ pub struct PackDef {
     pub teardown: Vec<String>,
     /// Test groups by name.
     #[serde(default)]
-    #[ts(type = "Record<string, GroupDef>")]
+    #[ts(as = "std::collections::HashMap<String, GroupDef>")]
     pub groups: IndexMap<String, GroupDef>,
     /// Ordering program for the `custom_*` resource modes: argv relative to the pack
     /// folder. It reads the queue as JSON on stdin and writes the task names in order.
