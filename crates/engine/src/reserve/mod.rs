@@ -5,11 +5,13 @@
 mod book;
 mod error;
 mod index;
+pub mod broker;
 pub mod live;
 pub mod timefmt;
 mod types;
 
 pub use book::{Book, BookConfig};
+pub use broker::{BookBroker, BrokerConfig};
 pub use error::BookError;
 pub use index::{ExclusiveIndex, SharedProfile};
 pub use live::{BookClient, BookCommand, BookHandle, BookReply, LiveBook, LiveError};
@@ -26,4 +28,11 @@ pub(crate) fn did_you_mean<'a>(
         .filter(|(d, c)| *d <= 2.max(c.len() / 3))
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c.to_string())
+}
+
+/// Short UTC time for reasons shown next to a task (`20:15:03Z`).
+pub(crate) fn fmt_ms_short(ms: crate::clock::EpochMs) -> String {
+    let full = timefmt::fmt_ms(ms);
+    full.split_once(' ')
+        .map_or(full.clone(), |(_, t)| t.to_string())
 }

@@ -1022,3 +1022,389 @@ mod persisted {
         next.shutdown();
     }
 }
+
+// ---- the run's broker on the book ----
+
+mod broker {
+    use super::*;
+    use serde_json::Map;
+    use testbay_engine::lab;
+    use testbay_engine::pack::ResourceMode;
+    use testbay_engine::plan::DutTarget;
+    use testbay_engine::run::{Grant, ResourceBroker, TaskNeeds};
+    use testbay_engine::store::Store;
+
+    struct Fx {
+        _dir: tempfile::TempDir,
+        clock: ManualClock,
+        book: LiveBook,
+        broker: BookBroker,
+    }
+
+    const LAB: &str = "\
+racks: [{name: rack-a, slots: 4}]
+duts:
+  - {name: stb-01, location: {rack: rack-a, slot: 1}}
+  - {name: stb-02, location: {rack: rack-a, slot: 2}}
+  - {name: stb-09, location: {rack: rack-a, slot: 3}, offline: true}
+resources:
+  - {name: ir_blaster, mode: exclusive}
+  - {name: power_switch, mode: exclusive}
+  - {name: stream_server, mode: shared, capacity: 2, config: {profile: sd}}
+";
+
+    fn fx() -> Fx {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(T0);
+        let lab = Arc::new(lab::parse(std::path::Path::new("lab.yaml"), LAB).unwrap());
+        let store = Store::open_in(dir.path()).unwrap();
+        let book = LiveBook::open(
+            store.path(),
+            Arc::new(clock.clone()),
+            BookConfig::default(),
+            lab.book_resources(),
+        )
+        .unwrap();
+        let cfg = BrokerConfig {
+            lease_ms: 30_000,
+            renew_thread: false,
+            estimate_factor: 1.0,
+            margin_ms: 0,
+        };
+        let broker = BookBroker::new(book.clone(), Some(lab), cfg);
+        Fx {
+            _dir: dir,
+            clock,
+            book,
+            broker,
+        }
+    }
+
+    struct Task {
+        item: usize,
+        name: &'static str,
+        lane: &'static str,
+        dut: Option<DutTarget>,
+        ex: Vec<String>,
+        sh: Vec<String>,
+        cfg: Map<String, serde_json::Value>,
+        est: f64,
+    }
+
+    fn task(item: usize, lane: &'static str, ex: &[&str], sh: &[&str]) -> Task {
+        Task {
+            item,
+            name: ["t0", "t1", "t2", "t3"][item % 4],
+            lane,
+            dut: None,
+            ex: ex.iter().map(|s| s.to_string()).collect(),
+            sh: sh.iter().map(|s| s.to_string()).collect(),
+            cfg: Map::new(),
+            est: 100.0,
+        }
+    }
+
+    fn on(mut t: Task, dut: &str) -> Task {
+        t.dut = Some(DutTarget {
+            name: dut.into(),
+            ..Default::default()
+        });
+        t
+    }
+
+    fn needs<'a>(run: &'a str, t: &'a Task, now: i64) -> TaskNeeds<'a> {
+        TaskNeeds {
+            run_id: run,
+            item: t.item,
+            task: t.name,
+            lane: t.lane,
+            dut: t.dut.as_ref(),
+            ats: None,
+            exclusive: &t.ex,
+            shared: &t.sh,
+            configs: &t.cfg,
+            est_task_time: t.est,
+            now,
+        }
+    }
+
+    impl Fx {
+        fn now(&self) -> i64 {
+            clock_now(&self.clock)
+        }
+        fn begin(&self, run: &str, mode: ResourceMode, tasks: &[Task]) -> Result<(), String> {
+            let n: Vec<_> = tasks.iter().map(|t| needs(run, t, self.now())).collect();
+            self.broker.begin_run(run, mode, &n)
+        }
+        fn acquire(&self, run: &str, t: &Task) -> Grant {
+            self.broker.acquire(&needs(run, t, self.now()))
+        }
+        fn ids_on(&self, resource: &str) -> Vec<(ResId, ReservationStatus)> {
+            self.book
+                .reservations()
+                .into_iter()
+                .filter(|v| &*v.resource == resource)
+                .map(|v| (v.id, v.status))
+                .collect()
+        }
+    }
+
+    fn granted(g: Grant) -> Vec<testbay_engine::run::Holding> {
+        match g {
+            Grant::Granted(h) => h,
+            other => panic!("expected a grant, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn per_task_separate_queues_a_busy_resource_until_it_frees() {
+        let f = fx();
+        let a = task(0, "l1", &["ir_blaster"], &[]);
+        f.begin(
+            "r1",
+            ResourceMode::PerTaskSeparate,
+            std::slice::from_ref(&a),
+        )
+        .unwrap();
+        let h = granted(f.acquire("r1", &a));
+        assert_eq!(h.len(), 1);
+        assert_eq!(h[0].until_ms, Some(T0 + 100_000));
+        let b = task(0, "l1", &["ir_blaster"], &[]);
+        f.begin(
+            "r2",
+            ResourceMode::PerTaskSeparate,
+            std::slice::from_ref(&b),
+        )
+        .unwrap();
+        match f.acquire("r2", &b) {
+            Grant::Busy { until, reason } => {
+                assert_eq!(until, T0 + 100_000);
+                assert!(
+                    reason.contains("ir_blaster held by run r1/l1/t0"),
+                    "{reason}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            f.ids_on("ir_blaster").len() == 1,
+            "the busy attempt left nothing behind"
+        );
+        f.broker.release("r1", 0, &h);
+        granted(f.acquire("r2", &b));
+    }
+
+    #[test]
+    fn per_task_combine_holds_common_resources_once() {
+        let f = fx();
+        let tasks = [
+            task(0, "l1", &["ir_blaster"], &[]),
+            task(1, "l1", &["ir_blaster"], &[]),
+            task(2, "l1", &[], &[]),
+        ];
+        f.begin("r1", ResourceMode::PerTaskCombine, &tasks).unwrap();
+        let h0 = granted(f.acquire("r1", &tasks[0]));
+        f.broker.release("r1", 0, &h0);
+        assert_eq!(f.ids_on("ir_blaster").len(), 1, "kept: t1 still needs it");
+        let h1 = granted(f.acquire("r1", &tasks[1]));
+        assert_eq!(
+            h0[0].reservation_id, h1[0].reservation_id,
+            "the same reservation"
+        );
+        f.broker.release("r1", 1, &h1);
+        assert!(
+            f.ids_on("ir_blaster").is_empty(),
+            "released once no later task needs it"
+        );
+    }
+
+    #[test]
+    fn all_mode_books_everything_before_the_first_task() {
+        let f = fx();
+        // Someone holds power_switch for 50 s.
+        let other = task(0, "x", &["power_switch"], &[]);
+        let mut short = other;
+        short.est = 50.0;
+        f.begin(
+            "r0",
+            ResourceMode::PerTaskSeparate,
+            std::slice::from_ref(&short),
+        )
+        .unwrap();
+        granted(f.acquire("r0", &short));
+        let tasks = [
+            task(0, "l1", &["ir_blaster"], &["stream_server"]),
+            task(1, "l1", &["power_switch"], &[]),
+        ];
+        f.begin("r1", ResourceMode::All, &tasks).unwrap();
+        // Booked up front for the lane's whole estimate (200 s).
+        let ir = f.ids_on("ir_blaster");
+        assert_eq!(ir.len(), 1);
+        assert_eq!(ir[0].1, ReservationStatus::Booked);
+        assert_eq!(f.ids_on("power_switch")[1].1, ReservationStatus::Waiting);
+        let h = granted(f.acquire("r1", &tasks[0]));
+        assert_eq!(h[0].reservation_id, Some(ir[0].0.to_string()));
+        assert_eq!(h[0].until_ms, Some(T0 + 200_000));
+        // Another run cannot take what r1 booked, even before r1 claims it.
+        let intruder = task(0, "l9", &["ir_blaster"], &[]);
+        f.begin(
+            "r2",
+            ResourceMode::PerTaskSeparate,
+            std::slice::from_ref(&intruder),
+        )
+        .unwrap();
+        assert!(matches!(f.acquire("r2", &intruder), Grant::Busy { .. }));
+        // power_switch frees at +50 s: before that the task waits, then it is granted.
+        match f.acquire("r1", &tasks[1]) {
+            Grant::Busy { until, .. } => assert_eq!(until, T0 + 50_000),
+            other => panic!("{other:?}"),
+        }
+        f.clock.set(T0 + 50_000);
+        let h = granted(f.acquire("r1", &tasks[1]));
+        assert_eq!(h[0].resource, "power_switch");
+        f.broker.end_run("r1");
+        assert!(f.ids_on("ir_blaster").is_empty() && f.ids_on("stream_server").is_empty());
+    }
+
+    #[test]
+    fn two_runs_wanting_one_dut_queue_and_the_lane_holds_it() {
+        let f = fx();
+        let a = [
+            on(task(0, "stb-01", &[], &[]), "stb-01"),
+            on(task(1, "stb-01", &[], &[]), "stb-01"),
+        ];
+        let b = [on(task(0, "stb-01", &[], &[]), "stb-01")];
+        f.begin("ra", ResourceMode::PerTaskSeparate, &a).unwrap();
+        f.begin("rb", ResourceMode::PerTaskSeparate, &b).unwrap();
+        let h = granted(f.acquire("ra", &a[0]));
+        assert_eq!((h[0].resource.as_str(), h[0].exclusive), ("stb-01", true));
+        match f.acquire("rb", &b[0]) {
+            Grant::Busy { until, reason } => {
+                assert_eq!(until, T0 + 200_000, "the lane's whole estimate");
+                assert!(reason.contains("stb-01 held by run ra/stb-01"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        f.broker.release("ra", 0, &h);
+        assert!(
+            matches!(f.acquire("rb", &b[0]), Grant::Busy { .. }),
+            "still ra's until its lane is done"
+        );
+        let h1 = granted(f.acquire("ra", &a[1]));
+        assert_eq!(h1[0].reservation_id, h[0].reservation_id);
+        f.broker.release("ra", 1, &h1);
+        let hb = granted(f.acquire("rb", &b[0]));
+        assert_eq!(hb[0].resource, "stb-01");
+    }
+
+    #[test]
+    fn offline_duts_unknown_and_misused_resources_are_refused() {
+        let f = fx();
+        let t = on(task(0, "stb-09", &[], &[]), "stb-09");
+        let err = f
+            .begin("r1", ResourceMode::All, std::slice::from_ref(&t))
+            .unwrap_err();
+        assert!(err.contains("stb-09 is offline"), "{err}");
+        let t = task(0, "l1", &["ir_blastr"], &[]);
+        f.begin(
+            "r2",
+            ResourceMode::PerTaskSeparate,
+            std::slice::from_ref(&t),
+        )
+        .unwrap();
+        match f.acquire("r2", &t) {
+            Grant::Unavailable(m) => assert!(m.contains("did you mean `ir_blaster`"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        let t = task(0, "l1", &[], &["ir_blaster"]);
+        assert!(
+            matches!(f.acquire("r2", &t), Grant::Unavailable(m) if m.contains("cannot be shared"))
+        );
+        let t = task(0, "l1", &["ir_blastr"], &[]);
+        assert!(
+            f.begin("r3", ResourceMode::All, std::slice::from_ref(&t))
+                .is_err(),
+            "all mode refuses up front"
+        );
+    }
+
+    #[test]
+    fn shared_capacity_and_requested_configuration() {
+        let f = fx();
+        let mut t = task(0, "l1", &[], &["stream_server"]);
+        t.cfg.insert("stream_server".into(), json!({"bitrate": 8}));
+        let runs = ["r1", "r2", "r3"];
+        for r in &runs {
+            f.begin(r, ResourceMode::PerTaskSeparate, std::slice::from_ref(&t))
+                .unwrap();
+        }
+        let h = granted(f.acquire("r1", &t));
+        assert_eq!(
+            h[0].config,
+            json!({"profile": "sd", "bitrate": 8}),
+            "resource config overlaid with the request"
+        );
+        assert!(!h[0].exclusive);
+        granted(f.acquire("r2", &t));
+        assert!(
+            matches!(f.acquire("r3", &t), Grant::Busy { .. }),
+            "capacity 2"
+        );
+        // All or nothing: a task needing a busy resource gives back what it got.
+        let both = task(1, "l1", &["ir_blaster"], &["stream_server"]);
+        assert!(matches!(f.acquire("r3", &both), Grant::Busy { .. }));
+        assert!(f.ids_on("ir_blaster").is_empty());
+    }
+
+    #[test]
+    fn leases_lapse_unless_the_broker_renews_them() {
+        let f = fx();
+        let t = task(0, "l1", &["ir_blaster"], &[]);
+        f.begin(
+            "r1",
+            ResourceMode::PerTaskSeparate,
+            std::slice::from_ref(&t),
+        )
+        .unwrap();
+        f.begin(
+            "r2",
+            ResourceMode::PerTaskSeparate,
+            std::slice::from_ref(&t),
+        )
+        .unwrap();
+        granted(f.acquire("r1", &t));
+        for _ in 0..4 {
+            f.clock.advance(20_000);
+            f.broker.renew_all();
+            assert!(
+                matches!(f.acquire("r2", &t), Grant::Busy { .. }),
+                "renewed: still r1's"
+            );
+        }
+        // The console holding r1 dies: nobody renews.
+        f.clock.advance(30_000);
+        granted(f.acquire("r2", &t));
+    }
+
+    #[test]
+    fn renewal_extends_a_window_the_task_outlives() {
+        let f = fx();
+        let mut t = task(0, "l1", &["ir_blaster"], &[]);
+        t.est = 40.0;
+        f.begin(
+            "r1",
+            ResourceMode::PerTaskSeparate,
+            std::slice::from_ref(&t),
+        )
+        .unwrap();
+        let h = granted(f.acquire("r1", &t));
+        assert_eq!(h[0].until_ms, Some(T0 + 40_000));
+        for _ in 0..5 {
+            f.clock.advance(20_000);
+            f.broker.renew_all();
+        }
+        let v = f.book.reservations();
+        assert_eq!(v.len(), 1, "still held at +100 s");
+        assert!(v[0].end > T0 + 100_000);
+    }
+}
