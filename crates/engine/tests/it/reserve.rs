@@ -1408,3 +1408,117 @@ resources:
         assert!(v[0].end > T0 + 100_000);
     }
 }
+
+// ---- two real runs racing for one DUT ----
+
+mod race {
+    use super::*;
+    use std::path::PathBuf;
+    use testbay_engine::clock::{Clock, SystemClock};
+    use testbay_engine::lab;
+    use testbay_engine::outcome::{RunStatus, PASSED};
+    use testbay_engine::plan::DutTarget;
+    use testbay_engine::run::{LaunchRequest, RunManager};
+    use testbay_engine::store::Store;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_runs_on_one_dut_take_turns_and_never_overlap() {
+        let tmp = tempfile::tempdir().unwrap();
+        let pack = tmp.path().join("pack");
+        let log = tmp.path().join("dut.log");
+        std::fs::create_dir_all(pack.join("tasks")).unwrap();
+        std::fs::write(
+            pack.join("pack.yaml"),
+            "name: race\nversion: '1'\ngroups:\n  g:\n    tests: [work]\n",
+        )
+        .unwrap();
+        std::fs::write(
+            pack.join("tasks/work.yaml"),
+            "name: work\nrun: [bash, work.sh]\nest_task_time: 1\nmax_resource_retry: 20\nexclusive_resources: [ir_blaster]\n",
+        )
+        .unwrap();
+        std::fs::write(
+            pack.join("tasks/work.sh"),
+            format!(
+                "echo \"$TESTBAY_RUN_ID start $(date +%s%N)\" >> {log}\nsleep 0.7\ncp \"$TESTBAY_PARAMS\" \"$TESTBAY_ARTIFACTS/params.json\"\necho \"$TESTBAY_RUN_ID end $(date +%s%N)\" >> {log}\n",
+                log = log.display()
+            ),
+        )
+        .unwrap();
+        let lab = Arc::new(
+            lab::load(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../lab/demo-lab.yaml"))
+                .unwrap(),
+        );
+        let data = tmp.path().join("data");
+        let store = Arc::new(Store::open_in(&data).unwrap());
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let book = LiveBook::open(
+            store.path(),
+            clock.clone(),
+            BookConfig::default(),
+            lab.book_resources(),
+        )
+        .unwrap();
+        let cfg = BrokerConfig {
+            lease_ms: 30_000,
+            renew_thread: true,
+            estimate_factor: 1.0,
+            margin_ms: 200,
+        };
+        let broker = Arc::new(BookBroker::new(book.clone(), Some(lab), cfg));
+        let mgr = RunManager::new(store.clone(), &data, broker, clock);
+        let req = || LaunchRequest {
+            pack_dir: pack.display().to_string(),
+            duts: vec![DutTarget {
+                name: "stb-01".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let a = mgr.launch(req()).unwrap();
+        let b = mgr.launch(req()).unwrap();
+        assert_eq!(mgr.wait(&a).await.unwrap(), RunStatus::Completed);
+        assert_eq!(mgr.wait(&b).await.unwrap(), RunStatus::Completed);
+        for id in [&a, &b] {
+            let t = &store.run_tasks(id).unwrap()[0];
+            assert_eq!(t.result.as_deref(), Some(PASSED), "{t:?}");
+        }
+        // The DUT log: one run's start..end never overlaps the other's.
+        let text = std::fs::read_to_string(&log).unwrap();
+        let mut spans: HashMap<String, (u128, u128)> = HashMap::new();
+        for line in text.lines() {
+            let parts: Vec<&str> = line.split(' ').collect();
+            let e = spans.entry(parts[0].to_string()).or_default();
+            let t: u128 = parts[2].parse().unwrap();
+            if parts[1] == "start" {
+                e.0 = t
+            } else {
+                e.1 = t
+            }
+        }
+        let (sa, sb) = (spans[&a], spans[&b]);
+        assert!(sa.1 <= sb.0 || sb.1 <= sa.0, "overlap: {sa:?} {sb:?}");
+        // Each task's params file names its DUT reservation and the resource it held.
+        let params: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(
+                data.join("runs")
+                    .join(&a)
+                    .join("stb-01/work/artifacts/params.json"),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let res: Vec<&str> = params["reservations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["resource"].as_str().unwrap())
+            .collect();
+        assert_eq!(res, ["stb-01", "ir_blaster"]);
+        assert!(params["reservations"][1]["config"]["protocol"] == "rc6");
+        // Everything was given back.
+        book.flush();
+        assert!(book.reservations().is_empty());
+        book.shutdown();
+    }
+}
