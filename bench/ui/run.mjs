@@ -1,6 +1,6 @@
 // UI benchmark (not a test): see README.md.
 import { mkdtempSync, mkdirSync, writeFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { tmpdir, loadavg, cpus } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { startServer, startBrowser, ensureUiBuilt } from '../../tests/e2e/lib/harness.js';
@@ -9,9 +9,9 @@ const { values: opt } = parseArgs({
   options: {
     tasks: { type: 'string', default: '2000' },
     'lines-per-s': { type: 'string', default: '500' },
-    seconds: { type: 'string', default: '60' },
+    seconds: { type: 'string', default: '30' },
     dut: { type: 'string', default: 'stb-01' },
-    ats: { type: 'string', default: 'rack-a' },
+    baseline: { type: 'boolean', default: false },
   },
 });
 const TASKS = Number(opt.tasks);
@@ -33,7 +33,7 @@ function makePack(root) {
   }
   writeFileSync(
     path.join(dir, 'tasks', 'logger.py'),
-    `import sys, time\nrate, secs = ${RATE}, ${SECONDS + 30}\nt0 = time.time(); n = 0\nwhile time.time() - t0 < secs:\n    n += 1\n    print(f"{time.time():.3f} line {n} " + "x" * 60, flush=(n % 25 == 0))\n    time.sleep(max(0.0, t0 + n / rate - time.time()))\n`,
+    `import time\nrate, secs = ${RATE}, ${SECONDS + 30}\nt0 = time.time(); n = 0\nwhile time.time() - t0 < secs:\n    n += 1\n    print(f"{time.time():.3f} line {n} " + "x" * 60, flush=(n % 25 == 0))\n    time.sleep(max(0.0, t0 + n / rate - time.time()))\n`,
   );
   writeFileSync(
     path.join(dir, 'tasks', 'logger.yaml'),
@@ -43,7 +43,6 @@ function makePack(root) {
     path.join(dir, 'pack.yaml'),
     `name: ui-bench\nversion: 1.0.0\ndescription: ${TASKS} fast tasks and one chatty logger\nparams:\n  process_limit: 8\n  resource_mode: per_task_separate\ngroups:\n  all:\n    tests: [logger, ${names.join(', ')}]\n`,
   );
-  return dir;
 }
 
 async function api(server, request) {
@@ -59,68 +58,63 @@ async function api(server, request) {
 
 const pct = (xs, p) => (xs.length ? [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))] : 0);
 
-ensureUiBuilt();
-const root = mkdtempSync(path.join(tmpdir(), 'testbay-uibench-'));
-makePack(root);
-const server = await startServer({ packDirs: [root] });
-const browser = await startBrowser();
-try {
-  const page = browser.page;
-  await page.addInitScript(() => {
-    window.__bench = { long: [], events: [], lag: [], loaf: [] };
+/** Observers installed before the page's own code: long tasks, event timing, timer lag. */
+function instrument() {
+  window.__bench = { long: [], events: [], lag: [], loaf: [] };
+  try {
     // Long animation frames name the script behind a slow frame (Chromium).
-    try {
-      new PerformanceObserver((l) => {
-        for (const e of l.getEntries())
-          if (e.blockingDuration > 0)
-            window.__bench.loaf.push({
-              duration: e.duration,
-              blocking: e.blockingDuration,
-              scripts: (e.scripts ?? []).map((x) => `${x.invoker} ${x.sourceFunctionName || ''} ${Math.round(x.duration)}ms`).slice(0, 3),
-            });
-      }).observe({ type: 'long-animation-frame', buffered: true });
-    } catch {}
     new PerformanceObserver((l) => {
-      for (const e of l.getEntries()) window.__bench.long.push(e.duration);
-    }).observe({ type: 'longtask', buffered: true });
-    new PerformanceObserver((l) => {
-      for (const e of l.getEntries()) if (e.interactionId) window.__bench.events.push({ name: e.name, duration: e.duration });
-    }).observe({ type: 'event', durationThreshold: 16, buffered: true });
-    let last = performance.now();
-    setInterval(() => {
-      const t = performance.now();
-      window.__bench.lag.push(t - last - 100);
-      last = t;
-    }, 100);
-  });
+      for (const e of l.getEntries())
+        if (e.blockingDuration > 0)
+          window.__bench.loaf.push({
+            duration: e.duration,
+            blocking: e.blockingDuration,
+            scripts: (e.scripts ?? []).map((x) => `${x.invoker} ${x.sourceFunctionName || ''} ${Math.round(x.duration)}ms`).slice(0, 3),
+          });
+    }).observe({ type: 'long-animation-frame', buffered: true });
+  } catch {}
+  new PerformanceObserver((l) => {
+    for (const e of l.getEntries()) window.__bench.long.push(e.duration);
+  }).observe({ type: 'longtask', buffered: true });
+  new PerformanceObserver((l) => {
+    for (const e of l.getEntries()) if (e.interactionId) window.__bench.events.push(e.duration);
+  }).observe({ type: 'event', durationThreshold: 16, buffered: true });
+  let last = performance.now();
+  setInterval(() => {
+    const t = performance.now();
+    window.__bench.lag.push(t - last - 100);
+    last = t;
+  }, 100);
+}
 
-  const { run_id } = await api(server, { cmd: 'launch', pack: 'ui-bench', groups: ['all'], ats: opt.ats, duts: [opt.dut] });
-  console.log(`run ${run_id}: ${TASKS + 1} tasks, logger at ${RATE} lines/s, watching ${SECONDS}s`);
-
-  // Count what the event stream delivers while we watch.
-  let frames = 0;
-  let events = 0;
-  let watching = false;
-  page.on('websocket', (ws) =>
-    ws.on('framereceived', (f) => {
-      if (!watching || typeof f.payload !== 'string') return;
-      frames++;
-      events += f.payload.startsWith('[') ? (f.payload.match(/"kind":/g) ?? []).length : 1;
-    }),
-  );
-  await page.goto(`${server.origin}/#/live/${encodeURIComponent(run_id)}`);
-  const logger = page.locator('[data-testid=task-table] [data-task=logger]');
-  await logger.waitFor({ timeout: 30_000 });
-  await logger.click();
-  // Forget page-load work: measure the steady state of a live run.
+/**
+ * Launch one run of the pack and watch it for SECONDS on `screen`: `live` (the run's Live
+ * screen, the logger's log followed) or `packs` (a quiet screen: the machine's noise floor
+ * while the same run goes).
+ */
+async function measure(server, page, screen) {
+  const { run_id } = await api(server, { cmd: 'launch', pack: 'ui-bench', groups: ['all'], duts: [opt.dut] });
+  stream.frames = 0;
+  stream.events = 0;
+  let scrollBox;
+  let clickBox;
+  if (screen === 'live') {
+    await page.goto(`${server.origin}/#/live/${encodeURIComponent(run_id)}`);
+    const logger = page.locator('[data-testid=task-table] [data-task=logger]');
+    await logger.waitFor({ timeout: 30_000 });
+    await logger.click();
+    scrollBox = await page.locator('[data-testid=task-table]').boundingBox();
+    clickBox = await page.locator('[data-testid=run-id]').boundingBox();
+  } else {
+    await page.goto(`${server.origin}/#/packs/ui-bench`);
+    await page.locator('[data-testid=tasks-table]').waitFor({ timeout: 30_000 });
+    scrollBox = await page.locator('[data-testid=pack-detail]').boundingBox();
+    clickBox = await page.locator('h1').first().boundingBox();
+  }
+  // Forget page-load work: measure the steady state while the run goes.
   await page.evaluate(() => {
-    window.__bench.long.length = 0;
-    window.__bench.events.length = 0;
-    window.__bench.lag.length = 0;
-    window.__bench.loaf.length = 0;
+    for (const k of ['long', 'events', 'lag', 'loaf']) window.__bench[k].length = 0;
   });
-
-  const box = await page.locator('[data-testid=task-table]').boundingBox();
   let cdp = null;
   if (process.env.BENCH_PROFILE) {
     cdp = await page.context().newCDPSession(page);
@@ -128,20 +122,22 @@ try {
     await cdp.send('Profiler.setSamplingInterval', { interval: 500 });
     await cdp.send('Profiler.start');
   }
+  const load0 = loadavg()[0];
+  stream.on = true;
   const t0 = Date.now();
-  watching = true;
-  let clicks = 0;
-  const head = await page.locator('[data-testid=run-id]').boundingBox();
+  let inputs = 0;
   while (Date.now() - t0 < SECONDS * 1000) {
-    // Real input through CDP that leaves the selected task alone: scroll the task table,
-    // click the run header, press a key.
-    await page.mouse.move(box.x + 200, box.y + 100);
-    await page.mouse.wheel(0, clicks % 2 ? 400 : -300);
-    await page.mouse.click(head.x + head.width + 40, head.y + head.height / 2);
+    // Real input through CDP that leaves the selected task alone: scroll, click a
+    // neutral spot, press a key.
+    await page.mouse.move(scrollBox.x + 200, scrollBox.y + 100);
+    await page.mouse.wheel(0, inputs % 2 ? 400 : -300);
+    await page.mouse.click(clickBox.x + clickBox.width + 40, clickBox.y + clickBox.height / 2);
     await page.keyboard.press('Shift');
-    clicks++;
+    inputs++;
     await page.waitForTimeout(250);
   }
+  stream.on = false;
+  const { frames, events } = stream;
   if (cdp) {
     // Self time per function, from a sampled CPU profile of the watch window.
     const { profile } = await cdp.send('Profiler.stop');
@@ -153,24 +149,43 @@ try {
       const k = `${f.functionName || '(anon)'} ${f.url.split('/').pop()}:${f.lineNumber}`;
       self.set(k, (self.get(k) ?? 0) + dt);
     }
-    for (const [k, ms] of [...self].sort((a, b) => b[1] - a[1]).slice(0, 15)) console.log(`  ${ms.toFixed(0).padStart(6)} ms  ${k}`);
+    for (const [k, ms] of [...self].sort((a, b) => b[1] - a[1]).slice(0, 12)) console.log(`  ${ms.toFixed(0).padStart(6)} ms  ${k}`);
   }
-  watching = false;
   const b = await page.evaluate(() => window.__bench);
-  const logLines = await page.evaluate(() => document.querySelector('[data-testid=log-view]')?.closest('.log')?.querySelector('.meta .num')?.textContent ?? '');
+  const logLines = screen === 'live' ? await page.locator('.log .meta .num').first().textContent() : '';
   const { run } = await api(server, { cmd: 'get_run', run_id });
-  const lat = b.events.map((e) => e.duration);
-  console.log(`run progress: ${run.counts.done}/${run.counts.total} done, status ${run.status}; log view shows ${logLines}`);
-  console.log(`event stream: ${events} events in ${frames} WebSocket frames (${(events / SECONDS).toFixed(0)} events/s)`);
-  console.log(`long tasks (>50 ms): ${b.long.length}, max ${b.long.length ? Math.max(...b.long).toFixed(0) : 0} ms`);
-  console.log(
-    `input latency (Event Timing, ${clicks * 3} inputs, ${lat.length} over 16 ms): p50 ${pct(lat, 50).toFixed(0)} ms, p95 ${pct(lat, 95).toFixed(0)} ms, max ${lat.length ? Math.max(...lat).toFixed(0) : 0} ms`,
-  );
-  console.log(`timer lag (100 ms interval): p95 ${pct(b.lag, 95).toFixed(0)} ms, max ${Math.max(0, ...b.lag).toFixed(0)} ms`);
-  if (process.env.BENCH_VERBOSE)
-    for (const f of b.loaf.sort((x, y) => y.blocking - x.blocking).slice(0, 8))
-      console.log(`  slow frame ${f.duration.toFixed(0)} ms (blocking ${f.blocking.toFixed(0)} ms): ${f.scripts.join(' | ')}`);
   await api(server, { cmd: 'stop_run', run_id }).catch(() => {});
+  const maxOf = (xs) => (xs.length ? Math.max(...xs) : 0);
+  console.log(`\n[${screen}] run ${run_id}: ${run.counts.done}/${run.counts.total} tasks done in the window${logLines ? `; log view holds ${logLines}` : ''}; load average ${load0.toFixed(1)} → ${loadavg()[0].toFixed(1)}`);
+  console.log(`  event stream: ${events} events in ${frames} WebSocket frames (${(events / SECONDS).toFixed(0)} events/s)`);
+  console.log(`  long tasks (>50 ms): ${b.long.length}, max ${maxOf(b.long).toFixed(0)} ms`);
+  console.log(`  input latency (Event Timing, ${inputs * 3} inputs; ${b.events.length} events took over 16 ms): p50 ${pct(b.events, 50).toFixed(0)} ms, p95 ${pct(b.events, 95).toFixed(0)} ms, max ${maxOf(b.events).toFixed(0)} ms`);
+  console.log(`  timer lag (100 ms interval): p95 ${pct(b.lag, 95).toFixed(0)} ms, max ${maxOf(b.lag).toFixed(0)} ms`);
+  if (process.env.BENCH_VERBOSE)
+    for (const f of b.loaf.sort((x, y) => y.blocking - x.blocking).slice(0, 6))
+      console.log(`    slow frame ${f.duration.toFixed(0)} ms (blocking ${f.blocking.toFixed(0)} ms): ${f.scripts.join(' | ')}`);
+}
+
+/** What the page's event stream delivers while a screen is watched. */
+const stream = { on: false, frames: 0, events: 0 };
+
+ensureUiBuilt();
+const root = mkdtempSync(path.join(tmpdir(), 'testbay-uibench-'));
+makePack(root);
+const server = await startServer({ packDirs: [root] });
+const browser = await startBrowser();
+try {
+  await browser.page.addInitScript(instrument);
+  browser.page.on('websocket', (ws) =>
+    ws.on('framereceived', (f) => {
+      if (!stream.on || typeof f.payload !== 'string') return;
+      stream.frames++;
+      stream.events += f.payload.startsWith('[') ? (f.payload.match(/"kind":/g) ?? []).length : 1;
+    }),
+  );
+  console.log(`${TASKS + 1} tasks per run, the logger at ${RATE} lines/s, ${SECONDS} s watched per screen, ${cpus().length} CPUs`);
+  if (opt.baseline) await measure(server, browser.page, 'packs');
+  await measure(server, browser.page, 'live');
 } finally {
   await browser.close();
   await server.stop();
