@@ -2,16 +2,25 @@
 // broken fixture pack's error), launch, live queue and log, stop, results and detail.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { ensureUiBuilt, startServer, startBrowser, screenshot } from '../lib/harness.js';
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { ROOT, ensureUiBuilt, startServer, startBrowser, screenshot } from '../lib/harness.js';
 
 let server;
 let browser;
 let page;
+let scratchRoot;
 const pageErrors = [];
 
 before(async () => {
   ensureUiBuilt();
-  server = await startServer();
+  // A pack folder this test edits while the console watches it.
+  scratchRoot = mkdtempSync(path.join(tmpdir(), 'testbay-e2e-packs-'));
+  cpSync(path.join(ROOT, 'packs/net-regression'), path.join(scratchRoot, 'scratch-routers'), { recursive: true });
+  const yaml = path.join(scratchRoot, 'scratch-routers/pack.yaml');
+  writeFileSync(yaml, readFileSync(yaml, 'utf8').replace(/^name: .*$/m, 'name: scratch-routers'));
+  server = await startServer({ packDirs: ['packs', 'tests/fixtures/packs', scratchRoot] });
   browser = await startBrowser();
   page = browser.page;
   page.setDefaultTimeout(20_000);
@@ -21,6 +30,7 @@ before(async () => {
 after(async () => {
   await browser?.close();
   await server?.stop();
+  if (scratchRoot) rmSync(scratchRoot, { recursive: true, force: true });
 });
 
 /** Launch the stb-smoke pack's first group on `dut` from the Launch screen; returns the run id. */
@@ -77,6 +87,18 @@ test('an operator browses packs, launches, watches, stops and reviews runs', asy
   await page.locator('[data-testid=groups-table] tbody tr').first().waitFor();
   await page.locator('[data-testid=tasks-table] tbody tr').first().waitFor();
   await screenshot(page, 'packs');
+
+  // The library follows the files: break a pack on disk and the list shows it, fix it back.
+  const scratch = page.locator('[data-testid=packs-table] tr[data-pack="scratch-routers"]');
+  assert.match(await scratch.textContent(), /ok/);
+  const scratchYaml = path.join(scratchRoot, 'scratch-routers/pack.yaml');
+  const good = readFileSync(scratchYaml, 'utf8');
+  writeFileSync(scratchYaml, good.replace('  process_limit: 2', '  proces_limit: 2'));
+  await page.locator('[data-testid=packs-table] tr[data-pack="scratch-routers"]', { hasText: 'broken' }).waitFor({ timeout: 30_000 });
+  await scratch.click();
+  await page.locator('[data-testid=diagnostics] .where', { hasText: /pack\.yaml:\d+/ }).waitFor();
+  writeFileSync(scratchYaml, good);
+  await page.locator('[data-testid=packs-table] tr[data-pack="scratch-routers"]', { hasText: 'ok' }).waitFor({ timeout: 30_000 });
 
   // --- Launch a demo run on a demo DUT; the UI goes to Live.
   const run1 = await launchOn('stb-01', { shot: 'launch' });
@@ -155,6 +177,14 @@ test('an operator browses packs, launches, watches, stops and reviews runs', asy
   await taskRow.click();
   await page.waitForFunction(() => document.querySelectorAll('[data-testid=log-view] .line').length > 0);
   await screenshot(page, 'results-detail');
+
+  // Export: the reports come down as files.
+  const [junit] = await Promise.all([page.waitForEvent('download'), page.click('[data-testid=export-junit]')]);
+  const xml = readFileSync(await junit.path(), 'utf8');
+  assert.match(xml, /<testsuite/);
+  assert.ok(xml.includes(run1), 'the JUnit report names the run');
+  const [json] = await Promise.all([page.waitForEvent('download'), page.click('[data-testid=export-json]')]);
+  assert.ok(JSON.parse(readFileSync(await json.path(), 'utf8')), 'the JSON export parses');
 
   assert.deepEqual(pageErrors, [], 'no uncaught errors in the page');
 });
