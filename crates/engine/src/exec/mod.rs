@@ -15,10 +15,15 @@
 //! - When the phase's process exits, anything it left in its group is killed: a phase's
 //!   processes end with the phase.
 
+mod pool;
+mod spawn;
+
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -189,55 +194,32 @@ pub async fn run_phase(
     // A result file from an earlier attempt must not be mistaken for this one's.
     let _ = std::fs::remove_file(&cmd.env.result_file);
     let (reader, writer) = std::io::pipe().map_err(ExecError::Pipe)?;
-    let writer2 = writer.try_clone().map_err(ExecError::Pipe)?;
 
-    let mut command = tokio::process::Command::new(resolve_program(program, &cmd.cwd));
-    command
-        .args(&cmd.argv[1..])
-        .current_dir(&cmd.cwd)
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(writer))
-        .stderr(Stdio::from(writer2))
-        .env("TESTBAY_RUN_ID", &cmd.env.run_id)
-        .env("TESTBAY_TASK", &cmd.env.task)
-        .env("TESTBAY_PHASE", phase.as_str())
-        .env("TESTBAY_PARAMS", &cmd.env.params_file)
-        .env("TESTBAY_RESULT", &cmd.env.result_file)
-        .env("TESTBAY_ARTIFACTS", &cmd.env.artifacts_dir)
-        .process_group(0)
-        .kill_on_drop(false);
-    if std::env::var_os("PYTHONUNBUFFERED").is_none() {
+    let mut env: Vec<(OsString, OsString)> = std::env::vars_os()
+        .filter(|(k, _)| !k.as_bytes().starts_with(b"TESTBAY_"))
+        .collect();
+    if !env.iter().any(|(k, _)| k == "PYTHONUNBUFFERED") {
         // Python tasks stream their output live instead of in 8 KiB blocks.
-        command.env("PYTHONUNBUFFERED", "1");
+        env.push(("PYTHONUNBUFFERED".into(), "1".into()));
     }
-    let parent_pid = std::process::id() as libc::pid_t;
-    // SAFETY: only async-signal-safe calls (prctl, getppid, kill) between fork and exec.
-    unsafe {
-        command.pre_exec(move || {
-            if libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0,
-            ) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            // The parent may have died before prctl took effect.
-            if libc::getppid() != parent_pid {
-                libc::kill(libc::getpid(), libc::SIGKILL);
-            }
-            Ok(())
-        });
+    for (k, v) in [
+        ("TESTBAY_RUN_ID", OsStr::new(&cmd.env.run_id)),
+        ("TESTBAY_TASK", OsStr::new(&cmd.env.task)),
+        ("TESTBAY_PHASE", OsStr::new(phase.as_str())),
+        ("TESTBAY_PARAMS", cmd.env.params_file.as_os_str()),
+        ("TESTBAY_RESULT", cmd.env.result_file.as_os_str()),
+        ("TESTBAY_ARTIFACTS", cmd.env.artifacts_dir.as_os_str()),
+    ] {
+        env.push((k.into(), v.to_os_string()));
     }
 
     let started_ms = clock.now_ms();
-    let spawned = command.spawn();
-    // Drop our copies of the pipe's write end (held by `command`) so EOF arrives.
-    drop(command);
-    let mut child = match spawned {
-        Ok(c) => c,
+    let program_path = resolve_program(program, &cmd.cwd);
+    let spawned = spawn::spawn(&program_path, &cmd.argv, &cmd.cwd, &env, &writer);
+    // Our copy of the write end must go, or the pipe never reaches EOF.
+    drop(writer);
+    let spawned = match spawned {
+        Ok(s) => s,
         Err(e) => {
             let message = format!("could not start `{program}`: {e}");
             let mut lf = log_file;
@@ -257,37 +239,35 @@ pub async fn run_phase(
             });
         }
     };
-    let pid = child.id().unwrap_or(0);
+    let pid = spawned.pid as u32;
     on_spawn(pid);
-    let pgid = pid as libc::pid_t;
+    let pgid = spawned.pid;
 
-    let (pump_tx, pump_rx) = oneshot::channel();
+    let (exit_tx, mut exit_rx) = oneshot::channel();
+    let (stats_tx, stats_rx) = oneshot::channel();
     let limits = cmd.limits.clone();
-    std::thread::Builder::new()
-        .name(format!("tb-log-{pid}"))
-        .spawn(move || {
-            let stats = pump_output(reader, log_file, &limits, live);
-            let _ = pump_tx.send(stats);
-        })
-        .expect("spawn log thread");
+    pool::run(Box::new(move || {
+        let stats = pump_output(reader, log_file, &limits, live, spawned, exit_tx);
+        let _ = stats_tx.send(stats);
+    }));
 
     let deadline = cmd.max_runtime.map(|d| tokio::time::Instant::now() + d);
     let mut ended_by = EndedBy::Itself;
-    let status = tokio::select! {
-        s = child.wait() => Some(s),
+    let exit = tokio::select! {
+        e = &mut exit_rx => Some(e),
         _ = sleep_until_opt(deadline) => { ended_by = EndedBy::Timeout; None }
         _ = stop_requested(&mut stop) => { ended_by = EndedBy::Stop; None }
     };
-    let status = match status {
-        Some(s) => s,
+    let exit = match exit {
+        Some(e) => e,
         None => {
             tracing::info!(pid, task = %cmd.env.task, phase = phase.as_str(), reason = ?ended_by, "terminating process group");
             signal_group(pgid, libc::SIGTERM);
-            match tokio::time::timeout(cmd.limits.kill_grace, child.wait()).await {
-                Ok(s) => s,
+            match tokio::time::timeout(cmd.limits.kill_grace, &mut exit_rx).await {
+                Ok(e) => e,
                 Err(_) => {
                     signal_group(pgid, libc::SIGKILL);
-                    child.wait().await
+                    exit_rx.await
                 }
             }
         }
@@ -297,24 +277,17 @@ pub async fn run_phase(
         tracing::warn!(pid, task = %cmd.env.task, phase = phase.as_str(), "killing processes left in the phase's process group");
         signal_group(pgid, libc::SIGKILL);
     }
-    let log = match tokio::time::timeout(cmd.limits.drain_timeout, pump_rx).await {
-        Ok(Ok(stats)) => stats,
-        _ => {
-            tracing::warn!(pid, task = %cmd.env.task, "output pipe still open after the phase ended (a process left the group); log may be incomplete");
-            LogStats::default()
-        }
-    };
+    // The output thread stops reading at most `drain_timeout` after the exit.
+    let log =
+        match tokio::time::timeout(cmd.limits.drain_timeout + Duration::from_secs(1), stats_rx)
+            .await
+        {
+            Ok(Ok(stats)) => stats,
+            _ => LogStats::default(),
+        };
     let finished_ms = clock.now_ms();
-
-    let (exit, status_ok) = match &status {
-        Ok(s) => {
-            use std::os::unix::process::ExitStatusExt;
-            match (s.code(), s.signal()) {
-                (Some(c), _) => (Exit::Code(c), true),
-                (None, Some(sig)) => (Exit::Signal(sig), true),
-                _ => (Exit::Code(-1), true),
-            }
-        }
+    let (exit, status_ok) = match exit {
+        Ok(e) => (e, true),
         Err(_) => (Exit::Code(-1), false),
     };
     let mut out = PhaseOutcome {
@@ -348,7 +321,7 @@ pub async fn run_phase(
     }
     if !status_ok {
         out.result = ERRORED.into();
-        out.message = format!("could not wait for the process: {}", status.unwrap_err());
+        out.message = "the output thread ended before the process did".into();
         return Ok(out);
     }
     if let Exit::Signal(sig) = exit {
@@ -541,12 +514,16 @@ pub fn cap_string(s: &str, cap: usize) -> String {
 
 /// Read the phase's output until EOF: split into lines (long lines split), write each to
 /// the log file up to its cap, forward rate-limited copies live. Memory stays bounded by
-/// the read buffer and one line whatever the phase prints.
+/// the read buffer and one line whatever the phase prints. Also reaps the process (via its
+/// pidfd, or by polling without one) and reports its exit on `exit_tx` as soon as it
+/// happens; reading goes on until EOF or `drain_timeout` after the exit.
 fn pump_output(
     mut reader: std::io::PipeReader,
     log_file: File,
     limits: &ExecLimits,
     live: Option<LiveSink>,
+    child: spawn::Spawned,
+    exit_tx: oneshot::Sender<Exit>,
 ) -> LogStats {
     let mut w = LineWriter {
         log: BufWriter::with_capacity(64 * 1024, log_file),
@@ -561,12 +538,85 @@ fn pump_output(
     let mut buf = vec![0u8; 64 * 1024];
     let mut line: Vec<u8> = Vec::with_capacity(256);
     let cap = limits.line_cap_bytes.max(16);
+    let mut exit_tx = Some(exit_tx);
+    let mut pipe_open = true;
+    let mut exited_at: Option<Instant> = None;
+    let pipe_fd = reader.as_raw_fd();
+    let pidfd = child.pidfd.as_ref().map(|f| f.as_raw_fd());
     loop {
+        if !pipe_open && exit_tx.is_none() {
+            break;
+        }
+        let mut fds: Vec<libc::pollfd> = Vec::with_capacity(2);
+        if pipe_open {
+            fds.push(libc::pollfd {
+                fd: pipe_fd,
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
+        if let (Some(fd), Some(_)) = (pidfd, &exit_tx) {
+            fds.push(libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
+        let timeout_ms: i32 = match exited_at {
+            Some(t) => {
+                let left = limits.drain_timeout.saturating_sub(t.elapsed());
+                if left.is_zero() {
+                    let _ = writeln!(
+                        w.log,
+                        "[testbay] output still open {:?} after the phase ended (a process left its process group); stopped reading",
+                        limits.drain_timeout
+                    );
+                    break;
+                }
+                left.as_millis().min(i32::MAX as u128) as i32
+            }
+            // Without a pidfd, look at the process now and then.
+            None if pidfd.is_none() => 50,
+            None => -1,
+        };
+        // SAFETY: valid pollfd array.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+        if n < 0 {
+            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            break;
+        }
+        if exit_tx.is_some() {
+            let pid_ready = match pidfd {
+                Some(fd) => fds.iter().any(|p| p.fd == fd && p.revents != 0),
+                None => true,
+            };
+            if pid_ready {
+                if let Some(e) = spawn::try_reap(child.pid) {
+                    let _ = exit_tx.take().expect("checked").send(e);
+                    exited_at = Some(Instant::now());
+                }
+            }
+        }
+        let pipe_ready = pipe_open
+            && fds
+                .first()
+                .is_some_and(|p| p.fd == pipe_fd && p.revents != 0);
+        if !pipe_ready {
+            continue;
+        }
         let n = match reader.read(&mut buf) {
-            Ok(0) => break,
+            Ok(0) => {
+                pipe_open = false;
+                continue;
+            }
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
+            Err(_) => {
+                pipe_open = false;
+                continue;
+            }
         };
         w.stats.bytes += n as u64;
         let mut chunk = &buf[..n];

@@ -376,3 +376,31 @@ async fn long_lines_are_split_and_invalid_utf8_is_replaced() {
     assert_eq!(lens.iter().take(7).sum::<usize>(), 50000);
     assert!(text.contains("bad \u{FFFD}\u{FFFD} bytes"), "{text:?}");
 }
+
+#[tokio::test]
+async fn tasks_get_default_signal_handling() {
+    let f = fx();
+    // grep changes no signal disposition: what it shows is what the task inherited.
+    let o = run(&cmd(&f, "grep -E '^Sig(Ign|Blk)' /proc/self/status\n")).await;
+    assert_eq!(o.result, PASSED);
+    let log = std::fs::read_to_string(f.dir.join("main.log")).unwrap();
+    for l in log.lines() {
+        let mask = u64::from_str_radix(l.split_whitespace().nth(1).unwrap(), 16).unwrap();
+        assert_eq!(
+            mask & (1 << (libc::SIGPIPE - 1)),
+            0,
+            "SIGPIPE ignored or blocked: {l}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_missing_working_directory_is_errored_with_the_step() {
+    let f = fx();
+    let mut c = cmd(&f, "exit 0\n");
+    c.cwd = f.dir.join("gone");
+    c.argv = vec!["true".into()];
+    let o = run(&c).await;
+    assert_eq!(o.result, ERRORED);
+    assert!(o.message.contains("working directory"), "{}", o.message);
+}
