@@ -469,7 +469,7 @@ impl Book {
         if req.duration_ms <= 0 {
             return Err(BookError::InvalidDuration(req.duration_ms));
         }
-        let r = self.res_idx(&req.resource)?;
+        let r = self.res_idx(req.resource)?;
         let weight = self.weight_for(r, req.mode)?;
         let needed_at = req.time_needed.unwrap_or(now).max(now);
         if !req.next_available {

@@ -443,7 +443,7 @@ impl ResourceBroker for BookBroker {
                                 busy = busy.max(Some((from, busy_reason(b, r))));
                                 continue;
                             }
-                            match claim_now(b, *&id, r, *exclusive) {
+                            match claim_now(b, id, r, *exclusive) {
                                 Ok(Some(h)) => {
                                     lane.pooled.insert(r.clone(), Booked::Held(h.clone()));
                                     got.push(h);

@@ -8,9 +8,10 @@ pub struct Migration {
     pub sql: &'static str,
 }
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    name: "runs, task results, sub-results",
-    sql: r#"
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        name: "runs, task results, sub-results",
+        sql: r#"
 CREATE TABLE runs (
     id              TEXT PRIMARY KEY,
     pack_name       TEXT NOT NULL,
@@ -89,10 +90,10 @@ CREATE TABLE sub_results (
 );
 CREATE INDEX sub_results_task ON sub_results(task_result_id);
 "#,
-},
-Migration {
-    name: "lab inventory, reservation book, book events, book inbox",
-    sql: r#"
+    },
+    Migration {
+        name: "lab inventory, reservation book, book events, book inbox",
+        sql: r#"
 CREATE TABLE lab (
     id              INTEGER PRIMARY KEY CHECK (id = 1),
     path            TEXT NOT NULL,
@@ -138,4 +139,33 @@ CREATE TABLE book_inbox (
     result_json     TEXT
 );
 "#,
-}];
+    },
+    Migration {
+        name: "compact book events, reservation history",
+        sql: r#"
+DROP TABLE book_events;
+CREATE TABLE book_events (
+    seq             INTEGER PRIMARY KEY,
+    ts_ms           INTEGER NOT NULL,
+    kind            TEXT NOT NULL,
+    reason          TEXT,
+    reservation_id  INTEGER NOT NULL,
+    resource        TEXT NOT NULL,
+    start_ms        INTEGER NOT NULL,
+    end_ms          INTEGER NOT NULL,
+    expires_ms      INTEGER NOT NULL
+);
+CREATE TABLE reservation_history (
+    id              INTEGER PRIMARY KEY,
+    resource        TEXT NOT NULL,
+    holder          TEXT NOT NULL,
+    start_ms        INTEGER NOT NULL,
+    end_ms          INTEGER NOT NULL,
+    ended_ms        INTEGER NOT NULL,
+    reason          TEXT NOT NULL,
+    view_json       TEXT NOT NULL
+);
+CREATE INDEX reservation_history_resource ON reservation_history(resource, start_ms);
+"#,
+    },
+];

@@ -14,9 +14,33 @@ fn json_err(what: &'static str) -> impl Fn(serde_json::Error) -> StoreError {
     move |source| StoreError::Json { what, source }
 }
 
-/// Apply a batch of book events in one transaction: every event is appended to the
-/// history; the `reservations` table keeps each id's latest state (rows of ids that left
-/// the book are deleted; an id created and gone within the batch never touches it).
+/// One stored book event: what happened to which reservation, and its window then. The
+/// reservation's details are in `reservations` while it lives and in `reservation_history`
+/// after it ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    pub seq: u64,
+    pub ts: EpochMs,
+    pub kind: String,
+    pub reason: Option<String>,
+    pub reservation_id: u64,
+    pub resource: String,
+    pub start: EpochMs,
+    pub end: EpochMs,
+    pub expires: EpochMs,
+}
+
+fn enum_str<T: serde::Serialize>(v: T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// Apply a batch of book events in one transaction: each event is appended to the event
+/// log (a compact row); `reservations` keeps each live id's latest state, and an id that
+/// left the book moves to `reservation_history` (an id created and gone within the batch
+/// never touches `reservations`).
 pub fn write_events(conn: &mut Connection, events: &[BookEvent]) -> Result<()> {
     if events.is_empty() {
         return Ok(());
@@ -24,31 +48,28 @@ pub fn write_events(conn: &mut Connection, events: &[BookEvent]) -> Result<()> {
     let tx = conn.transaction()?;
     {
         let mut ins = tx.prepare_cached(
-            "INSERT OR REPLACE INTO book_events (seq, ts_ms, kind, reason, reservation_id, resource, event_json)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT OR REPLACE INTO book_events
+             (seq, ts_ms, kind, reason, reservation_id, resource, start_ms, end_ms, expires_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )?;
-        // Latest state per id within the batch: Some(view) if live, None if gone.
-        let mut last: HashMap<u64, Option<&ReservationView>> = HashMap::new();
+        // Latest event per id within the batch.
+        let mut last: HashMap<u64, &BookEvent> = HashMap::new();
         let mut order: Vec<u64> = Vec::new();
         for e in events {
-            let json = serde_json::to_string(e).map_err(json_err("book event"))?;
+            let v = &e.reservation;
             ins.execute(params![
                 e.seq as i64,
                 e.ts,
                 kind_str(e.kind),
-                e.reason
-                    .map(|r| serde_json::to_value(r)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_owned)))
-                    .flatten(),
-                e.reservation.id.0 as i64,
-                &*e.reservation.resource,
-                json
+                e.reason.map(enum_str),
+                v.id.0 as i64,
+                &*v.resource,
+                v.start,
+                v.end,
+                v.expires
             ])?;
-            let id = e.reservation.id.0;
-            let gone = matches!(e.kind, BookEventKind::Released | BookEventKind::Expired);
-            if last.insert(id, (!gone).then_some(&e.reservation)).is_none() {
-                order.push(id);
+            if last.insert(v.id.0, e).is_none() {
+                order.push(v.id.0);
             }
         }
         let mut upsert = tx.prepare_cached(
@@ -56,26 +77,37 @@ pub fn write_events(conn: &mut Connection, events: &[BookEvent]) -> Result<()> {
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )?;
         let mut delete = tx.prepare_cached("DELETE FROM reservations WHERE id = ?1")?;
+        let mut history = tx.prepare_cached(
+            "INSERT OR REPLACE INTO reservation_history (id, resource, holder, start_ms, end_ms, ended_ms, reason, view_json)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?;
         for id in order {
-            match last[&id] {
-                Some(v) => {
-                    let json = serde_json::to_string(v).map_err(json_err("reservation"))?;
-                    upsert.execute(params![
-                        id as i64,
-                        &*v.resource,
-                        serde_json::to_value(v.status)
-                            .ok()
-                            .and_then(|s| s.as_str().map(str::to_owned)),
-                        v.holder.to_string(),
-                        v.start,
-                        v.end,
-                        v.expires,
-                        json
-                    ])?;
-                }
-                None => {
-                    delete.execute(params![id as i64])?;
-                }
+            let e = last[&id];
+            let v = &e.reservation;
+            let json = serde_json::to_string(v).map_err(json_err("reservation"))?;
+            if matches!(e.kind, BookEventKind::Released | BookEventKind::Expired) {
+                delete.execute(params![id as i64])?;
+                history.execute(params![
+                    id as i64,
+                    &*v.resource,
+                    v.holder.to_string(),
+                    v.start,
+                    v.end,
+                    e.ts,
+                    e.reason.map(enum_str).unwrap_or_default(),
+                    json
+                ])?;
+            } else {
+                upsert.execute(params![
+                    id as i64,
+                    &*v.resource,
+                    enum_str(v.status),
+                    v.holder.to_string(),
+                    v.start,
+                    v.end,
+                    v.expires,
+                    json
+                ])?;
             }
         }
     }
@@ -109,7 +141,8 @@ pub fn load_book(conn: &Connection) -> Result<SavedBook> {
     let max_seq: Option<i64> =
         conn.query_row("SELECT MAX(seq) FROM book_events", [], |r| r.get(0))?;
     let max_id: Option<i64> = conn.query_row(
-        "SELECT MAX(m) FROM (SELECT MAX(reservation_id) AS m FROM book_events UNION ALL SELECT MAX(id) FROM reservations)",
+        "SELECT MAX(m) FROM (SELECT MAX(reservation_id) AS m FROM book_events
+         UNION ALL SELECT MAX(id) FROM reservations UNION ALL SELECT MAX(id) FROM reservation_history)",
         [],
         |r| r.get(0),
     )?;
@@ -133,23 +166,65 @@ pub fn live_reservations(conn: &Connection) -> Result<Vec<ReservationView>> {
 }
 
 /// Book events after `after_seq`, oldest first, at most `limit`.
-pub fn events_since(conn: &Connection, after_seq: u64, limit: usize) -> Result<Vec<BookEvent>> {
+pub fn events_since(conn: &Connection, after_seq: u64, limit: usize) -> Result<Vec<StoredEvent>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT event_json FROM book_events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        "SELECT seq, ts_ms, kind, reason, reservation_id, resource, start_ms, end_ms, expires_ms
+         FROM book_events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
     )?;
     let rows = stmt.query_map(params![after_seq as i64, limit as i64], |r| {
-        r.get::<_, String>(0)
+        Ok(StoredEvent {
+            seq: r.get::<_, i64>(0)? as u64,
+            ts: r.get(1)?,
+            kind: r.get(2)?,
+            reason: r.get(3)?,
+            reservation_id: r.get::<_, i64>(4)? as u64,
+            resource: r.get(5)?,
+            start: r.get(6)?,
+            end: r.get(7)?,
+            expires: r.get(8)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Reservations of `resource` that ended and overlap `[from, to)`, by start: the
+/// timeline's past.
+pub fn history(
+    conn: &Connection,
+    resource: &str,
+    from: EpochMs,
+    to: EpochMs,
+) -> Result<Vec<(EpochMs, String, ReservationView)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT ended_ms, reason, view_json FROM reservation_history
+         WHERE resource = ?1 AND start_ms < ?3 AND end_ms > ?2 ORDER BY start_ms, id",
+    )?;
+    let rows = stmt.query_map(params![resource, from, to], |r| {
+        Ok((
+            r.get::<_, EpochMs>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+        ))
     })?;
     let mut out = Vec::new();
     for row in rows {
-        out.push(serde_json::from_str(&row?).map_err(json_err("book event"))?);
+        let (ended, reason, json) = row?;
+        out.push((
+            ended,
+            reason,
+            serde_json::from_str(&json).map_err(json_err("reservation"))?,
+        ));
     }
     Ok(out)
 }
 
 /// Drop history older than `before` (live reservations are untouched).
 pub fn prune_events(conn: &Connection, before: EpochMs) -> Result<usize> {
-    Ok(conn.execute("DELETE FROM book_events WHERE ts_ms < ?1", params![before])?)
+    let n = conn.execute("DELETE FROM book_events WHERE ts_ms < ?1", params![before])?;
+    Ok(n + conn.execute(
+        "DELETE FROM reservation_history WHERE ended_ms < ?1",
+        params![before],
+    )?)
 }
 
 /// Post a command for the book's owner; returns the inbox row id.

@@ -923,9 +923,20 @@ mod persisted {
             (1..=seqs.len() as u64).collect::<Vec<_>>(),
             "no gaps, no duplicates"
         );
-        let reasons: Vec<_> = events.iter().filter_map(|e| e.reason).collect();
+        let reasons: Vec<&str> = events.iter().filter_map(|e| e.reason.as_deref()).collect();
         assert!(
-            reasons.contains(&EndReason::WindowEnded) && reasons.contains(&EndReason::LeaseLapsed)
+            reasons.contains(&"window_ended") && reasons.contains(&"lease_lapsed"),
+            "{reasons:?}"
+        );
+        // Ended reservations are in the history, for the timeline.
+        let past = db::history(&conn, "stream_server", T0, T0 + 3_600_000).unwrap();
+        let ended: Vec<_> = past
+            .iter()
+            .map(|(_, reason, v)| (v.id, reason.as_str()))
+            .collect();
+        assert_eq!(
+            ended,
+            vec![(short, "window_ended"), (leased, "lease_lapsed")]
         );
         live.shutdown();
     }
