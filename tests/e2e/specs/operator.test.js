@@ -41,6 +41,7 @@ async function launchOn(dut, { shot } = {}) {
   // The first group is checked by default; the estimate follows the pack's est_task_time.
   await page.locator('[data-testid=launch-groups] input[type=checkbox]:checked').first().waitFor();
   await page.locator('[data-testid=dut-search], [data-testid=dut-names]').first().waitFor();
+  await page.selectOption('[data-testid=ats-select]', 'rack-a');
   if (await page.locator('[data-testid=dut-search]').count()) {
     // StormTest-style DUT search narrows the list to matching DUTs valid for the pack.
     await page.fill('[data-testid=dut-search]', 'Name==stb-0*');
@@ -168,12 +169,19 @@ test('an operator browses packs, launches, watches, stops and reviews runs', asy
     run2,
   );
   await page.fill('[data-testid=results-search]', '');
-  await page.locator(`[data-testid=results-table] tr[data-run="${run1}"]`).waitFor();
+  // The history follows the runs: the first one turns completed here when it ends.
+  await page.locator(`[data-testid=results-table] tr[data-run="${run1}"]`, { hasText: 'completed' }).waitFor({ timeout: 90_000 });
+  // The pack's pass-rate trend now has the completed run.
+  await page.locator('.trend-item[data-pack="stb-smoke"] svg circle').first().waitFor();
   await screenshot(page, 'results');
   await page.click(`[data-testid=results-table] tr[data-run="${run1}"]`);
   await page.locator('[data-testid=detail-run-id]', { hasText: run1 }).waitFor();
-  const taskRow = page.locator('[data-testid=task-tree] tr[data-task]').first();
-  await taskRow.waitFor();
+  // The task tree: a task with sub-results opens to show them; a task's log reads back.
+  const scan = page.locator('[data-testid=task-tree] tr[data-task=channel_scan]');
+  await scan.waitFor();
+  await scan.locator('button[aria-label=sub-results]').click();
+  await page.locator('[data-testid=task-tree] tr.sub').first().waitFor();
+  const taskRow = page.locator('[data-testid=task-tree] tr[data-task=record_show]');
   await taskRow.click();
   await page.waitForFunction(() => document.querySelectorAll('[data-testid=log-view] .line').length > 0);
   await screenshot(page, 'results-detail');
