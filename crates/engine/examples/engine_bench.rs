@@ -126,6 +126,21 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// CPU time (user + system) this process has used, all threads, children excluded.
+fn self_cpu() -> Duration {
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// Wall time and this process's CPU time of `f`.
+fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
+    let c = self_cpu();
+    let out = f();
+    (out, self_cpu() - c)
+}
+
 fn children_maxrss_kib() -> i64 {
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
@@ -152,11 +167,13 @@ fn main() {
 
     // Warm up the page cache and the dynamic loader.
     bare_spawns(20);
-    let bare = bare_spawns(n);
-    let t_seq = engine_run(root, &seq);
-    let bare2 = bare_spawns(n);
-    let t_exec = exec_only(root, n);
-    let t_par = engine_run(root, &par);
+    let (bare, c_bare) = timed(|| bare_spawns(n));
+    let (t_seq, c_seq) = timed(|| engine_run(root, &seq));
+    let (bare2, c_bare2) = timed(|| bare_spawns(n));
+    let (t_exec, c_exec) = timed(|| exec_only(root, n));
+    let (t_par, c_par) = timed(|| engine_run(root, &par));
+    let per = |d: Duration| ms(d) / n as f64;
+    let c_bare = per(c_bare.min(c_bare2));
     let bare_ms = ms(bare.min(bare2)) / n as f64;
     let seq_ms = ms(t_seq) / n as f64;
     let par_ms = ms(t_par) / n as f64;
@@ -177,6 +194,11 @@ fn main() {
         par_ms - bare_ms,
         par_ms / bare_ms
     );
+    println!("CPU time of this process (children excluded), per task; steadier than wall time on a busy machine:");
+    println!("  bare spawn {c_bare:.3} ms; exec::run_phase {:.3} ms (+{:.3}); engine sequential {:.3} ms (+{:.3}); engine process_limit 2 {:.3} ms (+{:.3})",
+        per(c_exec), per(c_exec) - c_bare,
+        per(c_seq), per(c_seq) - c_bare,
+        per(c_par), per(c_par) - c_bare);
 
     let Some(testbay) = testbay else { return };
     let empty = root.join("empty");

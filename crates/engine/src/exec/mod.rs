@@ -693,9 +693,8 @@ impl LineWriter<'_> {
                 self.written += need;
             }
         }
-        if self.live.is_some() {
+        if let Some(sink) = self.live.as_mut() {
             if self.bucket.take() {
-                let sink = self.live.as_mut().expect("checked");
                 if self.pending_dropped > 0 {
                     sink(LiveLog::Dropped(self.pending_dropped));
                     self.pending_dropped = 0;

@@ -18,16 +18,18 @@ fn task(name: &str, extra: Value) -> TaskDef {
     serde_json::from_value(v).unwrap()
 }
 
+/// (name, setup, tests, teardown)
+type GroupSpec = (
+    &'static str,
+    Vec<&'static str>,
+    Vec<&'static str>,
+    Vec<&'static str>,
+);
+
 struct PackSpec {
     setup: Vec<&'static str>,
     teardown: Vec<&'static str>,
-    /// (name, setup, tests, teardown)
-    groups: Vec<(
-        &'static str,
-        Vec<&'static str>,
-        Vec<&'static str>,
-        Vec<&'static str>,
-    )>,
+    groups: Vec<GroupSpec>,
     tasks: Vec<TaskDef>,
     params: Value,
 }
@@ -282,7 +284,7 @@ fn valid_result_decides_what_fails() {
     assert_eq!(log[1].2, "Weird", "b ran: Failed is valid here");
     assert!(!plan.is_failure(FAILED));
     assert!(plan.is_failure("Weird"));
-    assert!(plan.is_failure(PASSED) == false);
+    assert!(!plan.is_failure(PASSED));
 }
 
 fn prereq_pack(ignore: bool) -> LoadedPack {
