@@ -516,8 +516,27 @@ impl Driver {
         };
         let reason = stopping.then(|| "stopped by the operator".to_string());
         self.set_status(status, reason);
+        self.write_results_yaml();
         tracing::info!(run_id = %run_id, status = status.as_str(), "run ended");
         status
+    }
+
+    /// `runs/<id>/results.yaml`, as pyATS leaves one beside its logs. Best effort: the
+    /// store has everything, `testbay export` renders it again.
+    fn write_results_yaml(&self) {
+        let store = &self.inner.store;
+        let run_id = &self.ctx.run_id;
+        match (store.get_run(run_id), store.run_tasks(run_id)) {
+            (Ok(run), Ok(tasks)) => {
+                let path = self.ctx.run_dir.join("results.yaml");
+                if let Err(e) = std::fs::write(&path, crate::report::results_yaml(&run, &tasks)) {
+                    tracing::warn!(run_id = %run_id, error = %e, "could not write results.yaml");
+                }
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!(run_id = %run_id, error = %e, "could not read the run back for results.yaml")
+            }
+        }
     }
 
     /// Start what the plan allows; handle broker answers; persist plan-made results.

@@ -645,3 +645,68 @@ async fn several_duts_are_lanes_with_their_own_folders() {
     let run = f.mgr.store().get_run(&id).unwrap();
     assert_eq!(run.coverage_mode, "split");
 }
+
+/// Reports of a finished run: JUnit counts, the results.yaml tree (also written beside the
+/// logs), the JSON export.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_of_a_finished_run() {
+    use testbay_engine::report::{render, results_tree, ReportFormat, RunExport};
+    let f = fx(
+        "name: rep\nversion: '3'\nsetup: [prep]\ngroups:\n  g:\n    tests: [ok, bad, multi, skip]\n",
+        &[
+            ("prep", "", "exit 0\n"),
+            ("ok", "", "exit 0\n"),
+            ("bad", "stop_suite_on_fail: false\n", "echo 'x < y & z'; exit 2\n"),
+            (
+                "multi",
+                "stop_suite_on_fail: false\n",
+                "echo '{\"result\": \"Passed\", \"multi_result\": [{\"name\": \"s1\", \"result\": \"Passed\"}, {\"name\": \"s2\", \"result\": \"Errored\", \"metadata\": {\"message\": \"boom <1>\"}}]}' > \"$TESTBAY_RESULT\"\n",
+            ),
+            ("skip", "valid_ats: [rack-z]\n", "exit 0\n"),
+        ],
+    );
+    let mut req = f.req();
+    req.ats = Some("rack-a".into());
+    let (id, _) = f.run(req).await;
+    let run = f.mgr.store().get_run(&id).unwrap();
+    let tasks = f.tasks(&id);
+
+    let xml = render(ReportFormat::Junit, &run, &tasks);
+    // 5 tasks + 2 sub-results; bad is a failure, s2 an error, skip skipped.
+    assert!(
+        xml.contains("tests=\"7\" failures=\"1\" errors=\"1\" skipped=\"1\""),
+        "{xml}"
+    );
+    assert!(xml.contains("<testsuite name=\"local.global\""));
+    assert!(xml.contains("<testsuite name=\"local.g\""));
+    assert!(xml.contains("boom &lt;1&gt;"));
+    assert!(xml.contains("main log: "));
+
+    let tree = results_tree(&run, &tasks);
+    let suite = &tree["testsuite"];
+    assert_eq!(suite["name"], "rep");
+    assert_eq!(suite["summary"]["failures"], 1, "task-level: only bad");
+    let multi = suite["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "multi")
+        .unwrap();
+    assert_eq!(multi["sections"][1]["name"], "s2");
+    assert_eq!(multi["sections"][1]["message"], "boom <1>");
+
+    let on_disk =
+        std::fs::read_to_string(f.data.join("runs").join(&id).join("results.yaml")).unwrap();
+    let docs = yaml_rust2::YamlLoader::load_from_str(&on_disk).unwrap();
+    assert_eq!(docs[0]["testsuite"]["run_id"].as_str(), Some(id.as_str()));
+    assert_eq!(
+        docs[0]["testsuite"]["tasks"][3]["sections"][0]["result"].as_str(),
+        Some("Passed")
+    );
+    assert_eq!(render(ReportFormat::Yaml, &run, &tasks), on_disk);
+
+    let export: RunExport =
+        serde_json::from_str(&render(ReportFormat::Json, &run, &tasks)).unwrap();
+    assert_eq!(export.run.id, id);
+    assert_eq!(export.tasks, tasks);
+}
