@@ -70,8 +70,23 @@ async function launchOn(dut, { shot } = {}) {
   return runId;
 }
 
+/** The step the test is at, named in a failure together with a screenshot of the page. */
+let step = 'start';
+
 test('an operator browses packs, launches, watches, stops and reviews runs', async () => {
+  try {
+    await operatorSession();
+  } catch (e) {
+    const shot = path.join(tmpdir(), `testbay-e2e-failure-${Date.now()}.png`);
+    await page.screenshot({ path: shot }).catch(() => {});
+    e.message = `at step "${step}" (page ${page.url()}, screenshot ${shot}): ${e.message}`;
+    throw e;
+  }
+});
+
+async function operatorSession() {
   // --- Packs: the demo packs load, the broken fixture pack shows its errors with file and line.
+  step = 'Packs';
   await page.goto(server.url);
   await page.locator('[data-testid=packs-table] tr[data-pack="stb-smoke"]').waitFor();
   await page.locator('[data-testid=packs-table] tr[data-pack="net-regression"]').waitFor();
@@ -90,6 +105,7 @@ test('an operator browses packs, launches, watches, stops and reviews runs', asy
   await screenshot(page, 'packs');
 
   // The library follows the files: break a pack on disk and the list shows it, fix it back.
+  step = 'pack reload from disk';
   const scratch = page.locator('[data-testid=packs-table] tr[data-pack="scratch-routers"]');
   assert.match(await scratch.textContent(), /ok/);
   const scratchYaml = path.join(scratchRoot, 'scratch-routers/pack.yaml');
@@ -102,9 +118,11 @@ test('an operator browses packs, launches, watches, stops and reviews runs', asy
   await page.locator('[data-testid=packs-table] tr[data-pack="scratch-routers"]', { hasText: 'ok' }).waitFor({ timeout: 30_000 });
 
   // --- Launch a demo run on a demo DUT; the UI goes to Live.
+  step = 'Launch a demo run on a demo DUT; the UI goes to Live';
   const run1 = await launchOn('stb-01', { shot: 'launch' });
 
   // --- Live: tasks change state without a reload.
+  step = 'Live';
   const states = async () =>
     page.$$eval('[data-testid=task-table] [data-task]', (rows) => rows.map((r) => `${r.dataset.task}=${r.dataset.state}`).join(','));
   await page.locator('[data-testid=task-table] [data-task]').first().waitFor();
@@ -116,6 +134,7 @@ test('an operator browses packs, launches, watches, stops and reviews runs', asy
     { timeout: 60_000 },
   );
   // --- A live log: follow the long soak task while it runs and see its output arrive.
+  step = 'A live log';
   const soak = page.locator('[data-testid=task-table] [data-task=soak_playback][data-state=running]');
   await soak.waitFor({ timeout: 60_000 });
   await soak.click();
@@ -130,6 +149,7 @@ test('an operator browses packs, launches, watches, stops and reviews runs', asy
   await screenshot(page, 'live');
 
   // --- Lab: racks with their slots, the reservation timeline, a manual hold and its release.
+  step = 'Lab';
   await page.goto(`${server.origin}/#/lab`);
   await page.locator('[data-testid=racks] [data-rack="rack-a"]').waitFor();
   await page.locator('[data-testid=timeline]').waitFor();
@@ -149,12 +169,14 @@ test('an operator browses packs, launches, watches, stops and reviews runs', asy
   assert.equal(await holdRow.count(), 0, 'the released hold is gone');
 
   // --- A second run, stopped by the operator (with confirmation).
+  step = 'A second run, stopped by the operator (with confirmation)';
   const run2 = await launchOn('stb-02');
   await page.click('[data-testid=stop]');
   await page.click('[data-testid=confirm-ok]');
   await page.locator('[data-testid=run-status]', { hasText: 'stopped' }).waitFor({ timeout: 30_000 });
 
   // --- Results: both runs are in the history; the detail shows the task tree and a log.
+  step = 'Results';
   await page.goto(`${server.origin}/#/results`);
   await page.locator(`[data-testid=results-table] tr[data-run="${run1}"]`).waitFor();
   await page.locator(`[data-testid=results-table] tr[data-run="${run2}"]`).waitFor();
@@ -170,6 +192,7 @@ test('an operator browses packs, launches, watches, stops and reviews runs', asy
   );
   await page.fill('[data-testid=results-search]', '');
   // The history follows the runs: the first one turns completed here when it ends.
+  step = 'Results: first run completes';
   await page.locator(`[data-testid=results-table] tr[data-run="${run1}"]`, { hasText: 'completed' }).waitFor({ timeout: 90_000 });
   // The pack's pass-rate trend now has the completed run.
   await page.locator('.trend-item[data-pack="stb-smoke"] svg circle').first().waitFor();
@@ -177,6 +200,7 @@ test('an operator browses packs, launches, watches, stops and reviews runs', asy
   await page.click(`[data-testid=results-table] tr[data-run="${run1}"]`);
   await page.locator('[data-testid=detail-run-id]', { hasText: run1 }).waitFor();
   // The task tree: a task with sub-results opens to show them; a task's log reads back.
+  step = 'Results detail';
   const scan = page.locator('[data-testid=task-tree] tr[data-task=channel_scan]');
   await scan.waitFor();
   await scan.locator('button[aria-label=sub-results]').click();
@@ -187,6 +211,7 @@ test('an operator browses packs, launches, watches, stops and reviews runs', asy
   await screenshot(page, 'results-detail');
 
   // Export: the reports come down as files.
+  step = 'Export';
   const [junit] = await Promise.all([page.waitForEvent('download'), page.click('[data-testid=export-junit]')]);
   const xml = readFileSync(await junit.path(), 'utf8');
   assert.match(xml, /<testsuite/);
@@ -195,4 +220,4 @@ test('an operator browses packs, launches, watches, stops and reviews runs', asy
   assert.ok(JSON.parse(readFileSync(await json.path(), 'utf8')), 'the JSON export parses');
 
   assert.deepEqual(pageErrors, [], 'no uncaught errors in the page');
-});
+}
