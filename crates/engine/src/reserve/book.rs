@@ -298,22 +298,7 @@ impl Book {
     }
 
     fn view(&self, id: u64, e: &Entry) -> ReservationView {
-        ReservationView {
-            id: ResId(id),
-            resource: self.resources[e.res as usize].name.clone(),
-            mode: e.mode,
-            holder: e.holder.clone(),
-            status: e.status(),
-            needed_at: e.needed_at,
-            start: e.start,
-            end: e.end,
-            expires: e.expires,
-            claimed_at: e.claimed_at,
-            lease_ms: e.lease_ms,
-            auto_claim: e.auto_claim,
-            created_at: e.created_at,
-            config: e.config.clone(),
-        }
+        make_view(&self.resources[e.res as usize].name, id, e)
     }
 
     fn emit(
@@ -354,12 +339,6 @@ impl Book {
         self.occupy(e.res, e.start, e.end, e.weight, id);
         self.push_deadline(e.expires, id);
         self.entries.insert(id, e);
-    }
-
-    fn remove_entry(&mut self, id: u64) -> Entry {
-        let e = self.entries.remove(&id).expect("entry exists");
-        self.vacate(e.res, e.start, e.end, e.weight);
-        e
     }
 
     fn set_expires(&mut self, id: u64, expires: EpochMs) {
@@ -452,8 +431,9 @@ impl Book {
             BookEventKind::Requested
         };
         let expires = e.expires;
+        let view = make_view(&self.resources[e.res as usize].name, id, &e);
         self.insert_entry(id, e);
-        self.emit_for(now, kind, None, id);
+        self.emit(now, kind, None, view);
         PreReservation {
             id: ResId(id),
             available_from: start,
@@ -515,27 +495,27 @@ impl Book {
     }
 
     fn claimed(&mut self, id: u64, at: EpochMs) -> Reservation {
-        let (res, lease_until, config, exclusive_res) = {
-            let e = &self.entries[&id];
-            (
-                e.res,
-                e.lease_until(at),
-                self.effective_config(e),
-                matches!(self.resources[e.res as usize].kind, ResourceKind::Exclusive),
-            )
-        };
-        self.entries.get_mut(&id).expect("entry").claimed_at = Some(at);
-        self.set_expires(id, lease_until);
-        if exclusive_res && !self.entries[&id].config.is_null() {
+        let e = self.entries.get_mut(&id).expect("entry");
+        e.claimed_at = Some(at);
+        let lease_until = e.lease_until(at);
+        let old_expires = e.expires;
+        e.expires = lease_until;
+        let res = &mut self.resources[e.res as usize];
+        let config = overlay(&res.config, &e.config);
+        if matches!(res.kind, ResourceKind::Exclusive) && !e.config.is_null() {
             // The holder configured the resource: that is its current configuration now.
-            self.resources[res as usize].config = config.clone();
+            res.config = config.clone();
         }
-        self.emit_for(at, BookEventKind::Claimed, None, id);
-        let e = &self.entries[&id];
+        let view = make_view(&res.name, id, e);
+        let end = e.end;
+        if old_expires != lease_until {
+            self.push_deadline(lease_until, id);
+        }
+        self.emit(at, BookEventKind::Claimed, None, view);
         Reservation {
             id: ResId(id),
-            expire_time: e.end,
-            lease_until: e.expires,
+            expire_time: end,
+            lease_until,
             resource_config: config,
         }
     }
@@ -596,8 +576,9 @@ impl Book {
         kind: BookEventKind,
         reason: EndReason,
     ) -> Entry {
-        let view = self.view(id, &self.entries[&id]);
-        let e = self.remove_entry(id);
+        let e = self.entries.remove(&id).expect("entry exists");
+        self.vacate(e.res, e.start, e.end, e.weight);
+        let view = make_view(&self.resources[e.res as usize].name, id, &e);
         self.emit(ts, kind, Some(reason), view);
         e
     }
@@ -930,6 +911,25 @@ impl Book {
         }
         self.next_id = self.next_id.max(next_id);
         self.sweep(now);
+    }
+}
+
+fn make_view(resource: &Arc<str>, id: u64, e: &Entry) -> ReservationView {
+    ReservationView {
+        id: ResId(id),
+        resource: resource.clone(),
+        mode: e.mode,
+        holder: e.holder.clone(),
+        status: e.status(),
+        needed_at: e.needed_at,
+        start: e.start,
+        end: e.end,
+        expires: e.expires,
+        claimed_at: e.claimed_at,
+        lease_ms: e.lease_ms,
+        auto_claim: e.auto_claim,
+        created_at: e.created_at,
+        config: e.config.clone(),
     }
 }
 
