@@ -66,8 +66,18 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         if libc::chdir(a.cwd.as_ptr()) != 0 {
             return fail(STEP_CHDIR);
         }
-        // Rust ignores SIGPIPE and ignored signals survive exec; tasks get the default.
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        // Signals are blocked (the parent blocked them before clone). Handlers of the
+        // console must not run here, in its memory: reset them before unblocking. Rust
+        // ignores SIGPIPE and ignored signals survive exec; tasks get the default.
+        for sig in 1..65 {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(sig, std::ptr::null(), &mut sa) == 0
+                && (sa.sa_sigaction != libc::SIG_IGN || sig == libc::SIGPIPE)
+                && sa.sa_sigaction != libc::SIG_DFL
+            {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+        }
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
@@ -146,13 +156,21 @@ pub(super) fn spawn(
     let mut stack = vec![0u8; 64 * 1024];
     // SAFETY: x86_64 and aarch64 stacks grow down; pass the 16-byte aligned top.
     let top = unsafe { stack.as_mut_ptr().add(stack.len()) } as usize & !15;
+    // Block every signal across the clone so no handler runs in the child before it has
+    // reset them (as posix_spawn does).
     let pid = unsafe {
-        libc::clone(
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        let pid = libc::clone(
             child_main,
             top as *mut libc::c_void,
             libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
             &args as *const ChildArgs as *mut libc::c_void,
-        )
+        );
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        pid
     };
     if pid < 0 {
         return Err(std::io::Error::last_os_error());
