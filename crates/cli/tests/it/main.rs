@@ -2,3 +2,4 @@
 mod run;
 mod packs;
 mod serve;
+mod lab;
