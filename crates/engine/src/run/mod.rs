@@ -484,6 +484,15 @@ impl Driver {
             if finished && running == 0 {
                 break;
             }
+            // Nothing running, only tasks waiting for resources: the run is stalled
+            // (StormTest's status) until one of them can start.
+            let status = self.lock().status;
+            if !stopping && running == 0 && wake.is_some() && status == RunStatus::Running {
+                let reason = self.stall_reason();
+                self.set_status(RunStatus::Stalled, Some(reason));
+            } else if running > 0 && status == RunStatus::Stalled {
+                self.set_status(RunStatus::Running, None);
+            }
             let sleep = async {
                 match wake {
                     Some(t) if !stopping => {
@@ -519,6 +528,26 @@ impl Driver {
         self.write_results_yaml();
         tracing::info!(run_id = %run_id, status = status.as_str(), "run ended");
         status
+    }
+
+    fn stall_reason(&self) -> String {
+        let s = self.lock();
+        let now = self.inner.clock.now_ms();
+        let waiting: Vec<String> = s
+            .plan
+            .items()
+            .iter()
+            .filter(|it| matches!(s.plan.state(it.id), ItemState::Delayed { .. }))
+            .take(3)
+            .map(|it| {
+                format!(
+                    "{}: {}",
+                    it.task,
+                    s.plan.wait_reason(it.id, now).unwrap_or_default()
+                )
+            })
+            .collect();
+        format!("waiting for resources ({})", waiting.join("; "))
     }
 
     /// `runs/<id>/results.yaml`, as pyATS leaves one beside its logs. Best effort: the

@@ -441,7 +441,8 @@ impl Store {
     ) -> Result<()> {
         let conn = self.conn();
         let n = conn.execute(
-            "UPDATE runs SET status = ?2, reason = COALESCE(?3, reason),
+            "UPDATE runs SET status = ?2,
+                reason = CASE WHEN ?2 = 'running' THEN ?3 ELSE COALESCE(?3, reason) END,
                 started_ms = CASE WHEN ?2 = 'running' AND started_ms IS NULL THEN ?4 ELSE started_ms END,
                 finished_ms = CASE WHEN ?5 THEN ?4 ELSE finished_ms END
              WHERE id = ?1",

@@ -592,17 +592,42 @@ async fn broker_busy_delays_and_unavailable_errors() {
     assert!(power.message.unwrap().contains("not in this lab"));
     assert_eq!(*broker.released.lock().unwrap(), vec![0]);
     let mut waited = false;
+    let mut statuses = Vec::new();
     while let Ok(ev) = rx.try_recv() {
-        if let RunEvent::TaskState {
-            state: TaskState::Waiting { reason },
-            ..
-        } = ev
-        {
-            assert!(reason.contains("ir_blaster held"));
-            waited = true;
+        match ev {
+            RunEvent::TaskState {
+                state: TaskState::Waiting { reason },
+                ..
+            } => {
+                assert!(reason.contains("ir_blaster held"));
+                waited = true;
+            }
+            RunEvent::RunStatus { status, reason, .. } => {
+                if status == RunStatus::Stalled {
+                    assert!(
+                        reason.as_deref().unwrap().contains("ir: resources busy"),
+                        "{reason:?}"
+                    );
+                }
+                statuses.push(status);
+            }
+            _ => {}
         }
     }
     assert!(waited, "no waiting event");
+    // Only the delayed task left and nothing running: stalled, then running again.
+    assert_eq!(
+        statuses,
+        [
+            RunStatus::Running,
+            RunStatus::Stalled,
+            RunStatus::Running,
+            RunStatus::Completed
+        ]
+    );
+    let run = f.mgr.store().get_run(&id).unwrap();
+    assert_eq!(run.status, RunStatus::Completed);
+    assert_eq!(run.reason, None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
