@@ -735,3 +735,41 @@ async fn reports_of_a_finished_run() {
     assert_eq!(export.run.id, id);
     assert_eq!(export.tasks, tasks);
 }
+
+fn rss_kib() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap();
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// 200 MB of output through a whole run with a subscriber that never reads: the log is
+/// capped at its default, memory stays flat, the result is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flood_through_a_run_keeps_memory_flat() {
+    let f = fx(
+        "name: flood\nversion: '1'\ngroups:\n  g:\n    tests: [flood]\n",
+        &[(
+            "flood",
+            "",
+            "yes 'flooding the console with forty bytes..' | head -c 200000000\n",
+        )],
+    );
+    let _lazy_subscriber = f.mgr.subscribe();
+    let before = rss_kib();
+    let (id, status) = f.run(f.req()).await;
+    let after = rss_kib();
+    assert_eq!(status, RunStatus::Completed);
+    let t = f.result(&id, "flood");
+    assert_eq!(t.result.as_deref(), Some(PASSED));
+    assert!(t.log_truncated);
+    let len = std::fs::metadata(t.paths.main_log.unwrap()).unwrap().len();
+    assert!(len <= 64 * 1024 * 1024 + 4096, "log is {len} bytes");
+    assert!(
+        after < before + 64 * 1024,
+        "RSS grew from {before} KiB to {after} KiB"
+    );
+}
