@@ -7,6 +7,7 @@ mod error;
 mod index;
 pub mod broker;
 pub mod live;
+pub mod order;
 pub mod timefmt;
 mod types;
 

@@ -1533,3 +1533,91 @@ mod race {
         book.shutdown();
     }
 }
+
+// ---- custom_* ordering program ----
+
+mod custom_order {
+    use std::time::Duration;
+
+    use testbay_engine::pack::{self, ResourceMode};
+    use testbay_engine::reserve::order::{custom_order, queue, OrderError};
+
+    fn pack_with(script: &str) -> (tempfile::TempDir, pack::LoadedPack) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        std::fs::create_dir_all(p.join("tasks")).unwrap();
+        std::fs::write(
+            p.join("pack.yaml"),
+            "name: ord\nversion: '1'\nscheduler: [python3, order.py]\ngroups:\n  g1:\n    tests: [a, b, c]\n  g2:\n    tests: [a]\n",
+        )
+        .unwrap();
+        for t in ["a", "b", "c"] {
+            std::fs::write(
+                p.join(format!("tasks/{t}.yaml")),
+                format!("name: {t}\nrun: [bash, -c, 'exit 0']\nest_task_time: 3\nexclusive_resources: [ir_blaster]\n"),
+            )
+            .unwrap();
+        }
+        std::fs::write(p.join("order.py"), script).unwrap();
+        let loaded = pack::load(p).unwrap_or_else(|e| panic!("{e}"));
+        (dir, loaded)
+    }
+
+    const REVERSE: &str = "import json, sys\nq = json.load(sys.stdin)\nassert q['resource_mode'] == 'custom_separate'\nprint(json.dumps([e['id'] for e in reversed(q['queue'])]))\n";
+
+    #[test]
+    fn the_program_gets_the_queue_and_its_order_is_used() {
+        let (_d, p) = pack_with(REVERSE);
+        let q = queue(&p, &[]);
+        assert_eq!(
+            q.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+            ["g1/a", "g1/b", "g1/c", "g2/a"]
+        );
+        assert_eq!(q[0].exclusive_resources, ["ir_blaster"]);
+        let order = custom_order(
+            &p,
+            ResourceMode::CustomSeparate,
+            &q,
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        assert_eq!(order["g1"], ["c", "b", "a"]);
+        assert_eq!(order["g2"], ["a"]);
+    }
+
+    #[test]
+    fn bad_programs_get_clear_errors() {
+        let timeout = Duration::from_secs(10);
+        let cases = [
+            (
+                "print('[\"g1/a\", \"g1/b\", \"g1/cc\", \"g2/a\"]')\n",
+                "unknown queue id `g1/cc` (did you mean `g1/c`?)",
+            ),
+            (
+                "print('[\"g1/a\", \"g1/a\", \"g1/b\", \"g1/c\", \"g2/a\"]')\n",
+                "queue id `g1/a` twice",
+            ),
+            ("print('[\"g1/a\"]')\n", "without `g1/b`"),
+            ("print('first a then b')\n", "not a JSON list"),
+            (
+                "import sys\nsys.stderr.write('no idea')\nsys.exit(3)\n",
+                "no idea",
+            ),
+        ];
+        for (script, want) in cases {
+            let (_d, p) = pack_with(script);
+            let err =
+                custom_order(&p, ResourceMode::CustomAll, &queue(&p, &[]), timeout).unwrap_err();
+            assert!(err.to_string().contains(want), "{err} lacks {want:?}");
+        }
+        let (_d, p) = pack_with("import time\ntime.sleep(30)\n");
+        let err = custom_order(
+            &p,
+            ResourceMode::CustomAll,
+            &queue(&p, &[]),
+            Duration::from_millis(300),
+        )
+        .unwrap_err();
+        assert!(matches!(err, OrderError::Timeout { .. }), "{err}");
+    }
+}
