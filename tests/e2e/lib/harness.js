@@ -34,13 +34,14 @@ function run(cmd, args, cwd) {
  * Start `testbay serve`; resolves when it prints its listening address.
  * `packDirs` are pack library folders; extra args are appended.
  */
-export async function startServer({ packDirs = ['packs', 'tests/fixtures/packs'], extraArgs = [], env = {} } = {}) {
+export async function startServer({ packDirs = ['packs', 'tests/fixtures/packs'], extraArgs = [], env = {}, port = 0, dataDir = null } = {}) {
   const bin = testbayBin();
   if (!existsSync(bin)) throw new Error(`testbay binary not found at ${bin}; build it (cargo build -p testbay-cli) or set TESTBAY_BIN`);
-  const dataDir = mkdtempSync(path.join(tmpdir(), 'testbay-e2e-'));
+  const ownData = !dataDir;
+  dataDir ??= mkdtempSync(path.join(tmpdir(), 'testbay-e2e-'));
   const args = [
     'serve',
-    '--bind', '127.0.0.1:0',
+    '--bind', `127.0.0.1:${port}`,
     '--data-dir', dataDir,
     '--lab', path.join(ROOT, 'lab/demo-lab.yaml'),
     '--ui-dir', process.env.TESTBAY_UI_DIR || path.join(ROOT, 'ui/dist'),
@@ -72,11 +73,18 @@ export async function startServer({ packDirs = ['packs', 'tests/fixtures/packs']
   });
   child.stdout.on('data', (b) => process.env.E2E_VERBOSE && process.stderr.write(b));
   child.stderr.on('data', (b) => process.env.E2E_VERBOSE && process.stderr.write(b));
+  const origin = new URL(url).origin;
   return {
     url,
-    origin: new URL(url).origin,
+    origin,
+    port: Number(new URL(url).port),
     dataDir,
-    async stop() {
+    /** Stop and start again on the same port and data directory. */
+    async restart() {
+      await this.stop({ keepData: true });
+      return startServer({ packDirs, extraArgs, env, port: this.port, dataDir });
+    },
+    async stop({ keepData = false } = {}) {
       if (child.exitCode === null) {
         child.kill('SIGTERM');
         await new Promise((r) => {
@@ -90,7 +98,7 @@ export async function startServer({ packDirs = ['packs', 'tests/fixtures/packs']
           });
         });
       }
-      rmSync(dataDir, { recursive: true, force: true });
+      if (ownData && !keepData) rmSync(dataDir, { recursive: true, force: true });
     },
   };
 }
