@@ -34,14 +34,14 @@ function run(cmd, args, cwd) {
  * Start `testbay serve`; resolves when it prints its listening address.
  * `packDirs` are pack library folders; extra args are appended.
  */
-export async function startServer({ packDirs = ['packs', 'tests/fixtures/packs'], extraArgs = [], env = {}, port = 0, dataDir = null } = {}) {
+export async function startServer({ packDirs = ['packs', 'tests/fixtures/packs'], extraArgs = [], env = {}, port = 0, dataDir = null, host = '127.0.0.1' } = {}) {
   const bin = testbayBin();
   if (!existsSync(bin)) throw new Error(`testbay binary not found at ${bin}; build it (cargo build -p testbay-cli) or set TESTBAY_BIN`);
   const ownData = !dataDir;
   dataDir ??= mkdtempSync(path.join(tmpdir(), 'testbay-e2e-'));
   const args = [
     'serve',
-    '--bind', `127.0.0.1:${port}`,
+    '--bind', `${host}:${port}`,
     '--data-dir', dataDir,
     '--lab', path.join(ROOT, 'lab/demo-lab.yaml'),
     '--ui-dir', process.env.TESTBAY_UI_DIR || path.join(ROOT, 'ui/dist'),
@@ -54,11 +54,11 @@ export async function startServer({ packDirs = ['packs', 'tests/fixtures/packs']
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';
-  const url = await new Promise((resolve, reject) => {
+  let url = await new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`testbay serve did not start in 30 s:\n${output}`)), 30_000);
     const onData = (buf) => {
       output += buf.toString();
-      const m = output.match(/https?:\/\/127\.0\.0\.1:\d+[^\s]*/);
+      const m = output.match(/https?:\/\/[\d.]+:\d+[^\s]*/);
       if (m) {
         clearTimeout(timer);
         resolve(m[0]);
@@ -73,7 +73,11 @@ export async function startServer({ packDirs = ['packs', 'tests/fixtures/packs']
   });
   child.stdout.on('data', (b) => process.env.E2E_VERBOSE && process.stderr.write(b));
   child.stderr.on('data', (b) => process.env.E2E_VERBOSE && process.stderr.write(b));
-  const origin = new URL(url).origin;
+  // Browse through loopback even when bound to every interface.
+  const u = new URL(url);
+  if (u.hostname === '0.0.0.0') u.hostname = '127.0.0.1';
+  url = u.toString();
+  const origin = u.origin;
   return {
     url,
     origin,
@@ -82,7 +86,7 @@ export async function startServer({ packDirs = ['packs', 'tests/fixtures/packs']
     /** Stop and start again on the same port and data directory. */
     async restart() {
       await this.stop({ keepData: true });
-      return startServer({ packDirs, extraArgs, env, port: this.port, dataDir });
+      return startServer({ packDirs, extraArgs, env, port: this.port, dataDir, host });
     },
     async stop({ keepData = false } = {}) {
       if (child.exitCode === null) {
