@@ -98,6 +98,10 @@ fn holds_persist_across_commands_and_waiters_are_listed() {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v.as_array().unwrap().len(), 1);
     assert_eq!(v[0]["holder"]["name"], "bob");
+    assert_eq!(
+        v[0]["status"], "held",
+        "bob's waiting hold moved up when ann released"
+    );
 }
 
 #[test]

@@ -5,7 +5,7 @@
 //! the clock. Every change is recorded as a [`BookEvent`]; callers drain them with
 //! [`Book::drain_events`] to persist and broadcast.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
@@ -45,6 +45,9 @@ struct Resource {
     kind: ResourceKind,
     config: Value,
     index: Index,
+    /// (start, id) of operator holds (auto-claim) booked later than asked: moved earlier
+    /// when the resource frees up before their window.
+    waiters: BTreeSet<(EpochMs, u64)>,
 }
 
 #[derive(Clone)]
@@ -222,6 +225,7 @@ impl Book {
                 kind: spec.kind,
                 config: spec.config,
                 index,
+                waiters: BTreeSet::new(),
             });
         }
         Ok(book)
@@ -336,6 +340,9 @@ impl Book {
     }
 
     fn insert_entry(&mut self, id: u64, e: Entry) {
+        if e.auto_claim && e.claimed_at.is_none() && e.start > e.needed_at {
+            self.resources[e.res as usize].waiters.insert((e.start, id));
+        }
         self.occupy(e.res, e.start, e.end, e.weight, id);
         self.push_deadline(e.expires, id);
         self.entries.insert(id, e);
@@ -496,6 +503,11 @@ impl Book {
 
     fn claimed(&mut self, id: u64, at: EpochMs) -> Reservation {
         let e = self.entries.get_mut(&id).expect("entry");
+        if e.auto_claim {
+            self.resources[e.res as usize]
+                .waiters
+                .remove(&(e.start, id));
+        }
         e.claimed_at = Some(at);
         let lease_until = e.lease_until(at);
         let old_expires = e.expires;
@@ -550,6 +562,9 @@ impl Book {
         }
         // Late: the holder still needs the whole duration, from now.
         let duration = e.end - e.start;
+        self.resources[e.res as usize]
+            .waiters
+            .remove(&(e.start, id.0));
         let (res, weight, old_start, old_end) = (e.res, e.weight, e.start, e.end);
         self.vacate(res, old_start, old_end, weight);
         let start = self.find_slot(res, now, duration, weight, None);
@@ -578,9 +593,52 @@ impl Book {
     ) -> Entry {
         let e = self.entries.remove(&id).expect("entry exists");
         self.vacate(e.res, e.start, e.end, e.weight);
-        let view = make_view(&self.resources[e.res as usize].name, id, &e);
+        let res = &mut self.resources[e.res as usize];
+        res.waiters.remove(&(e.start, id));
+        let view = make_view(&res.name, id, &e);
         self.emit(ts, kind, Some(reason), view);
+        if !self.resources[e.res as usize].waiters.is_empty() {
+            self.promote(e.res, ts);
+        }
         e
+    }
+
+    /// `r` freed up at `at`: move operator holds waiting on it to their earliest window
+    /// now possible (never before they asked for it).
+    fn promote(&mut self, r: u32, at: EpochMs) {
+        let waiting: Vec<(EpochMs, u64)> =
+            self.resources[r as usize].waiters.iter().copied().collect();
+        for (start, id) in waiting {
+            let e = &self.entries[&id];
+            let (dur, weight, from) = (e.end - e.start, e.weight, e.needed_at.max(at));
+            if from >= start {
+                continue;
+            }
+            self.vacate(r, start, start + dur, weight);
+            let s = self.find_slot(r, from, dur, weight, None);
+            if s >= start {
+                self.occupy(r, start, start + dur, weight, id);
+                continue;
+            }
+            self.occupy(r, s, s + dur, weight, id);
+            let e = self.entries.get_mut(&id).expect("entry");
+            e.start = s;
+            e.end = s + dur;
+            let still_waiting = s > e.needed_at;
+            let waiters = &mut self.resources[r as usize].waiters;
+            waiters.remove(&(start, id));
+            if still_waiting {
+                waiters.insert((s, id));
+            }
+            self.set_expires(id, s);
+            let kind = if still_waiting {
+                BookEventKind::Waiting
+            } else {
+                BookEventKind::Requested
+            };
+            let view = self.view(id, &self.entries[&id]);
+            self.emit(at, kind, None, view);
+        }
     }
 
     /// kissats `release_resource`: frees a reservation or pre-reservation.
@@ -589,6 +647,8 @@ impl Book {
         self.sweep(now);
         if self.entries.contains_key(&id.0) {
             self.remove_entry_with_event(id.0, now, BookEventKind::Released, EndReason::Released);
+            // A hold moved up to now starts at once.
+            self.sweep(now);
             Ok(())
         } else if self.lapsed.remove(&id.0).is_some() {
             Ok(())

@@ -259,23 +259,27 @@ fn take_now(
     ))
 }
 
-/// Claim a pre-reservation whose window has started. `Ok(None)` when it was rebooked
-/// (claimed late and the window was gone).
+/// Claim a pre-reservation whose window has started. `Ok(Err((new id, from)))` when the
+/// book replaced it with a new pre-reservation (claimed late and the window was gone).
 fn claim_now(
     b: &mut Book,
     id: ResId,
     resource: &str,
     exclusive: bool,
-) -> Result<Option<Held>, BookError> {
+) -> Result<Result<Held, (ResId, EpochMs)>, BookError> {
     match b.claim(id)? {
-        ClaimOutcome::Claimed(r) => Ok(Some(Held {
+        ClaimOutcome::Claimed(r) => Ok(Ok(Held {
             id,
             resource: resource.to_string(),
             exclusive,
             config: r.resource_config,
             end: r.expire_time,
         })),
-        ClaimOutcome::Rebooked { .. } => Ok(None),
+        ClaimOutcome::Rebooked {
+            pre_reservation_id,
+            new_avail,
+            ..
+        } => Ok(Err((pre_reservation_id, new_avail))),
     }
 }
 
@@ -444,12 +448,19 @@ impl ResourceBroker for BookBroker {
                                 continue;
                             }
                             match claim_now(b, id, r, *exclusive) {
-                                Ok(Some(h)) => {
+                                Ok(Ok(h)) => {
                                     lane.pooled.insert(r.clone(), Booked::Held(h.clone()));
                                     got.push(h);
                                 }
-                                Ok(None) | Err(BookError::UnknownId(_)) => {
-                                    // Claimed late and rebooked, or lapsed: book again.
+                                Ok(Err((new_id, from))) => {
+                                    // Claimed late and the window was gone: the book gave
+                                    // a new pre-reservation; wait for it.
+                                    lane.pooled
+                                        .insert(r.clone(), Booked::Pre { id: new_id, from });
+                                    busy = busy.max(Some((from, busy_reason(b, r))));
+                                }
+                                Err(BookError::UnknownId(_)) => {
+                                    // Lapsed long ago and forgotten: book again.
                                     let dur = if mode == ResourceMode::All {
                                         lane_ms
                                     } else {

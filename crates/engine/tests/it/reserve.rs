@@ -360,6 +360,74 @@ fn operator_hold_in_the_future_claims_itself_when_its_window_starts() {
 }
 
 #[test]
+fn waiting_operator_holds_move_up_when_the_resource_frees() {
+    let (clock, mut b) = book();
+    let hold = |b: &mut Book, who: &str, at: Option<i64>, dur: i64| {
+        let mut r = Request::new("ir_blaster", op(who), dur).auto_claim(true);
+        r.time_needed = at;
+        b.request(r).unwrap()
+    };
+    let ann = hold(&mut b, "ann", None, 1_800_000);
+    let bob = hold(&mut b, "bob", None, 600_000);
+    let cat = hold(&mut b, "cat", Some(T0 + 600_000), 60_000);
+    assert_eq!(bob.available_from, T0 + 1_800_000);
+    assert_eq!(b.get(bob.id).unwrap().status, ReservationStatus::Waiting);
+    b.drain_events();
+    clock.set(T0 + 300_000);
+    b.release(ann.id).unwrap();
+    // bob moved up to now and holds it; cat moved up to when it asked, after bob.
+    let v = b.get(bob.id).unwrap();
+    assert_eq!(
+        (v.status, v.start, v.end),
+        (ReservationStatus::Held, T0 + 300_000, T0 + 900_000)
+    );
+    let c = b.get(cat.id).unwrap();
+    assert_eq!(
+        (c.status, c.start),
+        (ReservationStatus::Waiting, T0 + 900_000)
+    );
+    let kinds: Vec<_> = b
+        .drain_events()
+        .iter()
+        .map(|e| (e.kind, e.reservation.id))
+        .collect();
+    assert!(
+        kinds.contains(&(BookEventKind::Claimed, bob.id)),
+        "{kinds:?}"
+    );
+    // bob's hold ends early (released): cat moves to its asked time, not before.
+    clock.set(T0 + 400_000);
+    b.release(bob.id).unwrap();
+    let c = b.get(cat.id).unwrap();
+    assert_eq!(
+        (c.status, c.start),
+        (ReservationStatus::Booked, T0 + 600_000)
+    );
+    clock.set(T0 + 600_000);
+    assert_eq!(b.get(cat.id).unwrap().status, ReservationStatus::Held);
+}
+
+#[test]
+fn a_waiting_hold_moves_up_when_a_lease_lapses() {
+    let (clock, mut b) = book();
+    let run = b
+        .request(Request::new("ir_blaster", lane("r1", "stb-01"), 3_600_000).lease(30_000))
+        .unwrap();
+    b.claim(run.id).unwrap();
+    let mut r = Request::new("ir_blaster", op("ann"), 60_000).auto_claim(true);
+    r.time_needed = None;
+    let ann = b.request(r).unwrap();
+    assert_eq!(ann.available_from, T0 + 3_600_000);
+    // The console holding r1 dies; at the lease's end ann's hold starts.
+    clock.set(T0 + 45_000);
+    let v = b.get(ann.id).unwrap();
+    assert_eq!(
+        (v.status, v.claimed_at),
+        (ReservationStatus::Held, Some(T0 + 30_000))
+    );
+}
+
+#[test]
 fn restore_keeps_live_drops_expired_and_lab_changes() {
     let (clock, mut b) = book();
     let live = b
@@ -1018,7 +1086,9 @@ mod persisted {
                 .unwrap(),
             BookReply::Released
         );
-        assert!(owner.holds()[0].holders.is_empty());
+        let holds = owner.holds();
+        assert_eq!(holds[0].holders.len(), 1);
+        assert_eq!(holds[0].holders[0].id, w.id, "bob's waiting hold moved up");
         owner.shutdown();
         drop(owner);
         // Owner gone: the next process takes over.
@@ -1529,7 +1599,8 @@ mod race {
         assert!(params["reservations"][1]["config"]["protocol"] == "rc6");
         // Everything was given back.
         book.flush();
-        assert!(book.reservations().is_empty());
+        let left = book.reservations();
+        assert!(left.is_empty(), "{left:#?}");
         book.shutdown();
     }
 }
