@@ -143,6 +143,18 @@ impl Console {
             },
             Request::Launch(spec) => self.launch(spec).await,
             Request::StopRun { run_id } => {
+                // A run whose end is stored is over, even if its driver is still winding up.
+                let store = self.store.clone();
+                let id = run_id.clone();
+                let status = blocking(move || store.get_run(&id).map_err(store_error))
+                    .await?
+                    .status;
+                if status.is_finished() {
+                    return Err(ApiError::new(
+                        ErrorCode::Conflict,
+                        format!("run {run_id} is already {}", status.as_str()),
+                    ));
+                }
                 self.runs.stop(&run_id).map_err(run_error)?;
                 Ok(Response::StopRun { run_id })
             }
