@@ -373,9 +373,19 @@ impl RunManager {
     /// Stop a run: running phases are terminated, nothing else starts.
     pub fn stop(&self, run_id: &str) -> Result<(), RunError> {
         let live = self.inner.live.lock().unwrap_or_else(|p| p.into_inner());
+        // A run whose final status is out (event sent) is over, even if its driver is
+        // still writing results.yaml.
         let h = live
             .get(run_id)
-            .filter(|h| h.finished.borrow().is_none())
+            .filter(|h| {
+                h.finished.borrow().is_none()
+                    && !h
+                        .state
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .status
+                        .is_finished()
+            })
             .ok_or_else(|| RunError::NotRunning(run_id.into()))?;
         let _ = h.stop.send(true);
         Ok(())
@@ -442,6 +452,17 @@ impl Driver {
     }
 
     fn set_status(&self, status: RunStatus, reason: Option<String>) {
+        self.set_status_with(status, reason, || {});
+    }
+
+    /// Record the status, run `before_event` (e.g. write files that should exist when the
+    /// event arrives), then announce it.
+    fn set_status_with(
+        &self,
+        status: RunStatus,
+        reason: Option<String>,
+        before_event: impl FnOnce(),
+    ) {
         let now = self.inner.clock.now_ms();
         {
             let mut s = self.lock();
@@ -455,6 +476,7 @@ impl Driver {
         {
             tracing::error!(run_id = %self.ctx.run_id, error = %e, "could not store run status");
         }
+        before_event();
         self.emit(RunEvent::RunStatus {
             run_id: self.ctx.run_id.clone(),
             status,
@@ -524,8 +546,8 @@ impl Driver {
             RunStatus::Completed
         };
         let reason = stopping.then(|| "stopped by the operator".to_string());
-        self.set_status(status, reason);
-        self.write_results_yaml();
+        // results.yaml exists by the time the final status is announced.
+        self.set_status_with(status, reason, || self.write_results_yaml());
         tracing::info!(run_id = %run_id, status = status.as_str(), "run ended");
         status
     }
