@@ -911,11 +911,130 @@ fn run_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// Interleavings that include operator holds (auto-claim, moved up when a resource
+/// frees): checked only against the brute-force capacity invariant, after every step.
+#[derive(Debug, Clone)]
+enum HoldOp {
+    Hold {
+        res: usize,
+        offset: i64,
+        dur: i64,
+        shared: bool,
+    },
+    Request {
+        res: usize,
+        dur: i64,
+        lease: Option<i64>,
+    },
+    ClaimOrRelease(usize, bool),
+    Advance(i64),
+    Restart,
+}
+
+fn hold_op() -> impl Strategy<Value = HoldOp> {
+    prop_oneof![
+        4 => (0..3usize, 0..30i64, 1..25i64, any::<bool>()).prop_map(|(res, offset, dur, shared)| HoldOp::Hold { res, offset, dur, shared }),
+        2 => (0..3usize, 1..25i64, proptest::option::of(3..15i64)).prop_map(|(res, dur, lease)| HoldOp::Request { res, dur, lease }),
+        3 => (any::<usize>(), any::<bool>()).prop_map(|(i, c)| HoldOp::ClaimOrRelease(i, c)),
+        3 => (0..12i64).prop_map(HoldOp::Advance),
+        1 => Just(HoldOp::Restart),
+    ]
+}
+
+fn capacity_ok(book: &mut Book) -> Result<(), TestCaseError> {
+    let live = book.reservations();
+    for (r, name) in NAMES.iter().enumerate() {
+        let mine: Vec<_> = live.iter().filter(|v| &*v.resource == *name).collect();
+        for v in &mine {
+            let load: u32 = mine
+                .iter()
+                .filter(|o| o.start <= v.start && v.start < o.end)
+                .map(|o| {
+                    if o.mode == ReservationMode::Exclusive {
+                        CAPS[r]
+                    } else {
+                        1
+                    }
+                })
+                .sum();
+            prop_assert!(
+                load <= CAPS[r],
+                "{name} over capacity at {}: {mine:#?}",
+                v.start
+            );
+            prop_assert!(
+                v.start >= v.needed_at,
+                "moved before it was asked for: {v:?}"
+            );
+        }
+    }
+    Ok(())
+}
+
+fn run_hold_ops(ops: Vec<HoldOp>) -> Result<(), TestCaseError> {
+    let clock = ManualClock::new(1000);
+    let mut book = prop_book(&clock);
+    for step in ops {
+        let now = clock_now(&clock);
+        match step {
+            HoldOp::Hold {
+                res,
+                offset,
+                dur,
+                shared,
+            } => {
+                let mode = if shared && CAPS[res] > 1 {
+                    ReservationMode::Shared
+                } else {
+                    ReservationMode::Exclusive
+                };
+                book.request(
+                    Request::new(NAMES[res], op("o"), dur)
+                        .at(now + offset)
+                        .mode(mode)
+                        .auto_claim(true),
+                )
+                .unwrap();
+            }
+            HoldOp::Request { res, dur, lease } => {
+                let mut r = Request::new(NAMES[res], op("p"), dur);
+                r.lease_ms = lease;
+                book.request(r).unwrap();
+            }
+            HoldOp::ClaimOrRelease(i, claim) => {
+                let live = book.reservations();
+                if !live.is_empty() {
+                    let id = live[i % live.len()].id;
+                    if claim {
+                        let _ = book.claim(id);
+                    } else {
+                        book.release(id).unwrap();
+                    }
+                }
+            }
+            HoldOp::Advance(ms) => clock.advance(ms),
+            HoldOp::Restart => {
+                let saved = book.reservations();
+                let (next_id, next_seq) = (book.next_id(), book.next_seq());
+                book = prop_book(&clock);
+                book.restore(saved, next_id, next_seq);
+            }
+        }
+        capacity_ok(&mut book)?;
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
     #[test]
     fn random_interleavings_never_double_book(ops in proptest::collection::vec(op_strategy(), 1..80)) {
         run_ops(ops)?;
+    }
+
+    #[test]
+    fn operator_holds_moving_up_never_double_book(ops in proptest::collection::vec(hold_op(), 1..80)) {
+        run_hold_ops(ops)?;
     }
 }
 
