@@ -26,7 +26,9 @@ pub struct Args {
     /// Test group to run, in order; repeat for more [default: every group]
     #[arg(long = "group", short = 'g', value_name = "GROUP")]
     pub groups: Vec<String>,
-    /// DUT to run on, one lane each: NAME or NAME:MODEL; repeat for more
+    /// DUT to run on, one lane each; repeat for more. With a lab file, a DUT of the lab
+    /// (model, rack and slot come from it, and the ATS from their rack); without one,
+    /// NAME or NAME:MODEL
     #[arg(long = "dut", short = 'd', value_name = "DUT")]
     pub duts: Vec<String>,
     /// ATS (test rack) the run uses
@@ -105,6 +107,51 @@ pub fn resolve_pack(arg: &str, ctx: &Ctx) -> anyhow::Result<PathBuf> {
     )
 }
 
+/// DUTs from `--dut`: with a lab file, each must be a DUT of the lab that is not offline,
+/// and its model, rack and slot come from the lab; without one, any name is a lane.
+/// Returns the DUTs and the ATS their rack implies (when they share one).
+fn resolve_duts(args: &[String], ctx: &Ctx) -> anyhow::Result<(Vec<DutTarget>, Option<String>)> {
+    let mut duts = args
+        .iter()
+        .map(|d| parse_dut(d))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let Some(lab_file) = ctx.lab.as_ref().filter(|p| p.is_file()) else {
+        return Ok((duts, None));
+    };
+    if duts.is_empty() {
+        return Ok((duts, None));
+    }
+    let lab = testbay_engine::lab::load(lab_file)
+        .map_err(|e| anyhow::anyhow!("lab file {}:\n{e}", lab_file.display()))?;
+    for t in &mut duts {
+        let Some(d) = lab.dut(&t.name) else {
+            bail!(
+                "no DUT named `{}` in the lab {} (use --lab to pick another lab file)",
+                t.name,
+                lab_file.display()
+            );
+        };
+        if d.offline {
+            bail!(
+                "DUT {} is offline in the lab {}",
+                t.name,
+                lab_file.display()
+            );
+        }
+        if t.model.is_none() && !d.model.is_empty() {
+            t.model = Some(d.model.clone());
+        }
+        t.rack = d.location.as_ref().map(|l| l.rack.clone());
+        t.slot = d.location.as_ref().map(|l| l.slot);
+    }
+    let racks: std::collections::BTreeSet<_> = duts.iter().map(|d| d.rack.clone()).collect();
+    let ats = match racks.into_iter().collect::<Vec<_>>().as_slice() {
+        [Some(r)] => Some(r.clone()),
+        _ => None,
+    };
+    Ok((duts, ats))
+}
+
 fn parse_dut(s: &str) -> anyhow::Result<DutTarget> {
     let (name, model) = match s.split_once(':') {
         Some((n, m)) => (n, Some(m.to_string())),
@@ -138,15 +185,12 @@ fn parse_params(items: &[String]) -> anyhow::Result<Map<String, Value>> {
 
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
     let pack_dir = resolve_pack(&args.pack, ctx)?;
+    let (duts, rack) = resolve_duts(&args.duts, ctx)?;
     let req = LaunchRequest {
         pack_dir: pack_dir.display().to_string(),
         groups: args.groups.clone(),
-        ats: args.ats.clone(),
-        duts: args
-            .duts
-            .iter()
-            .map(|d| parse_dut(d))
-            .collect::<anyhow::Result<_>>()?,
+        ats: args.ats.clone().or(rack),
+        duts,
         params: parse_params(&args.params)?,
         resource_mode: args.resource_mode,
         coverage_mode: args.coverage_mode,

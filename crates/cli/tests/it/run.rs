@@ -360,3 +360,70 @@ fn killed_console_takes_its_tasks_down_and_is_recovered() {
     let again = f.testbay(&["results"]);
     assert!(!text(&again.stderr).contains("marked interrupted"));
 }
+
+/// With a lab file, `--dut` names a DUT of the lab: model, rack and slot come from it and
+/// the ATS from the rack; unknown and offline DUTs are refused before anything runs.
+#[test]
+fn duts_come_from_the_lab() {
+    let f = fx();
+    let lab = f.root.join("lab.yaml");
+    std::fs::write(
+        &lab,
+        "name: t\nracks:\n  - {name: rack-x, slots: 4}\nduts:\n  - {name: box-1, model: BX-1, location: {rack: rack-x, slot: 3}}\n  - {name: box-2, model: BX-1, offline: true, location: {rack: rack-x, slot: 4}}\n",
+    )
+    .unwrap();
+    let pack = f.pack(
+        "p",
+        "name: p\nversion: '1'\ngroups:\n  g:\n    tests: [a]\n",
+        &[("a", "valid_duts: ['BX-*']\n", "exit 0\n")],
+    );
+    let lab_arg = lab.to_str().unwrap();
+    let out = f.testbay(&[
+        "--lab",
+        lab_arg,
+        "run",
+        pack.to_str().unwrap(),
+        "--dut",
+        "box-1",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let page: Value = serde_json::from_slice(&f.testbay(&["results", "--json"]).stdout).unwrap();
+    let run = &page["runs"][0];
+    assert_eq!(run["ats"], "rack-x");
+    assert_eq!(run["duts"][0]["model"], "BX-1");
+    assert_eq!(run["duts"][0]["slot"], 3);
+    assert_eq!(
+        run["counts"]["by_result"]["Passed"], 1,
+        "valid_duts matched the lab's model"
+    );
+
+    let out = f.testbay(&[
+        "--lab",
+        lab_arg,
+        "run",
+        pack.to_str().unwrap(),
+        "--dut",
+        "box-9",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("no DUT named `box-9`"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = f.testbay(&[
+        "--lab",
+        lab_arg,
+        "run",
+        pack.to_str().unwrap(),
+        "--dut",
+        "box-2",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("offline"),
+        "{}",
+        text(&out.stderr)
+    );
+}
