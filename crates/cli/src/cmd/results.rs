@@ -35,6 +35,12 @@ pub struct Args {
     /// Only runs with at least one failure
     #[arg(long)]
     pub failed: bool,
+    /// Only runs created at or after this UTC time: YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS]
+    #[arg(long, value_parser = parse_time)]
+    pub since: Option<i64>,
+    /// Only runs created before this UTC time (same forms; a bare date means its start)
+    #[arg(long, value_parser = parse_time)]
+    pub until: Option<i64>,
     /// Search run ids, pack names, reasons, task names and messages
     #[arg(long)]
     pub search: Option<String>,
@@ -51,6 +57,54 @@ pub struct Args {
     /// Print JSON
     #[arg(long)]
     pub json: bool,
+}
+
+/// `YYYY-MM-DD[THH:MM[:SS]]` (UTC) to epoch milliseconds.
+fn parse_time(s: &str) -> Result<i64, String> {
+    let bad = || format!("`{s}`: expected YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS] (UTC)");
+    let (date, time) = match s.split_once(['T', ' ']) {
+        Some((d, t)) => (d, Some(t)),
+        None => (s, None),
+    };
+    let d: Vec<i64> = date
+        .split('-')
+        .map(|p| p.parse().map_err(|_| bad()))
+        .collect::<Result<_, _>>()?;
+    let [y, m, day] = d[..] else {
+        return Err(bad());
+    };
+    if !(1..=12).contains(&m) || !(1..=31).contains(&day) {
+        return Err(bad());
+    }
+    let mut secs = days_from_civil(y, m, day) * 86_400;
+    if let Some(t) = time {
+        let p: Vec<i64> = t
+            .trim_end_matches('Z')
+            .split(':')
+            .map(|p| p.parse().map_err(|_| bad()))
+            .collect::<Result<_, _>>()?;
+        let (h, mi, se) = match p[..] {
+            [h, mi] => (h, mi, 0),
+            [h, mi, se] => (h, mi, se),
+            _ => return Err(bad()),
+        };
+        if h > 23 || mi > 59 || se > 60 {
+            return Err(bad());
+        }
+        secs += h * 3600 + mi * 60 + se;
+    }
+    Ok(secs * 1000)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date.
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
 }
 
 fn parse_status(s: &str) -> Result<RunStatus, String> {
@@ -83,8 +137,9 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
         status: args.status,
         result: args.result,
         failed_only: args.failed,
-        from_ms: None,
-        to_ms: None,
+        from_ms: args.since,
+        // `to_ms` is inclusive; --until is exclusive.
+        to_ms: args.until.map(|t| t - 1),
         text: args.search,
         sort: args.sort,
         ascending: args.asc,
@@ -146,6 +201,20 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
         );
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_parse_as_utc() {
+        assert_eq!(parse_time("1970-01-01"), Ok(0));
+        assert_eq!(parse_time("2026-11-21T19:55:00"), Ok(1_795_290_900_000));
+        assert_eq!(parse_time("2026-11-21 19:55"), Ok(1_795_290_900_000));
+        assert!(parse_time("2026-13-01").is_err());
+        assert!(parse_time("yesterday").is_err());
+    }
 }
 
 fn print_tree(run: &RunRecord, tasks: &[TaskRecord]) {

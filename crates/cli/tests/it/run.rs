@@ -134,6 +134,12 @@ fn run_results_and_export_round_trip() {
     );
     let none = f.testbay(&["results", "--pack", "other"]);
     assert!(text(&none.stdout).contains("no runs"));
+    let none = f.testbay(&["results", "--until", "2000-01-01"]);
+    assert!(text(&none.stdout).contains("no runs"));
+    let some = f.testbay(&["results", "--since", "2000-01-01T00:00"]);
+    assert!(text(&some.stdout).contains(&id));
+    let bad = f.testbay(&["results", "--since", "last week"]);
+    assert_eq!(bad.status.code(), Some(2));
 
     let tree = f.testbay(&["results", &id]);
     let tr = text(&tree.stdout);
