@@ -203,20 +203,6 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn times_parse_as_utc() {
-        assert_eq!(parse_time("1970-01-01"), Ok(0));
-        assert_eq!(parse_time("2026-11-21T19:55:00"), Ok(1_795_290_900_000));
-        assert_eq!(parse_time("2026-11-21 19:55"), Ok(1_795_290_900_000));
-        assert!(parse_time("2026-13-01").is_err());
-        assert!(parse_time("yesterday").is_err());
-    }
-}
-
 fn print_tree(run: &RunRecord, tasks: &[TaskRecord]) {
     println!(
         "run {}  {}@{}  {}{}",
@@ -337,5 +323,19 @@ fn print_tree(run: &RunRecord, tasks: &[TaskRecord]) {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_parse_as_utc() {
+        assert_eq!(parse_time("1970-01-01"), Ok(0));
+        assert_eq!(parse_time("2026-11-21T19:55:00"), Ok(1_795_290_900_000));
+        assert_eq!(parse_time("2026-11-21 19:55"), Ok(1_795_290_900_000));
+        assert!(parse_time("2026-13-01").is_err());
+        assert!(parse_time("yesterday").is_err());
     }
 }
