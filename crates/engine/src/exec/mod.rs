@@ -9,9 +9,10 @@
 //!   the child, so [`run_phase`] must be polled on a long-lived thread (a tokio worker or a
 //!   current-thread runtime's thread), never inside `spawn_blocking`, whose threads exit
 //!   when idle and would take their children with them.
-//! - Grandchildren do not get the death signal; the process group id is recorded in the
-//!   store while the phase runs and `store::Store::recover_interrupted` kills what is left
-//!   of an interrupted run at the next start.
+//! - Grandchildren do not get the death signal. Everything a phase starts inherits its
+//!   `TESTBAY_RUN_ID`; `store::Store::recover_interrupted` kills every process carrying
+//!   the id of an interrupted run at the next start (the process group is recorded in the
+//!   store too, for operators).
 //! - When the phase's process exits, anything it left in its group is killed: a phase's
 //!   processes end with the phase.
 

@@ -723,10 +723,10 @@ impl Store {
     }
 
     /// At console start: runs left queued/running/stalled by a console that is no longer
-    /// alive become `interrupted`; their unfinished tasks become `Aborted`; processes left
-    /// in their recorded process groups (checked by `TESTBAY_RUN_ID` in their environment)
-    /// are killed. Runs owned by a live console (another process on the same data dir)
-    /// are left alone. Nothing already stored changes.
+    /// alive become `interrupted`; their unfinished tasks become `Aborted`; every process
+    /// still carrying one of their `TESTBAY_RUN_ID`s in its environment is killed. Runs
+    /// owned by a live console (another process on the same data dir) are left alone.
+    /// Nothing already stored changes.
     pub fn recover_interrupted(&self, now: EpochMs) -> Result<RecoveryReport> {
         let mut report = RecoveryReport::default();
         let mut conn = self.conn();
@@ -738,22 +738,21 @@ impl Store {
             let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
             rows.collect::<rusqlite::Result<_>>()?
         };
-        for (run_id, pid, start) in candidates {
-            if let (Some(pid), Some(start)) = (pid, start) {
-                if process_start_time(pid as i32) == Some(start as u64) {
-                    continue; // its console is alive
-                }
-            }
-            let pgids: Vec<i32> = {
-                let mut stmt = conn.prepare(
-                    "SELECT DISTINCT pgid FROM task_results WHERE run_id = ?1 AND pgid IS NOT NULL",
-                )?;
-                let rows = stmt.query_map([&run_id], |r| r.get(0))?;
-                rows.collect::<rusqlite::Result<_>>()?
-            };
-            for pgid in pgids {
-                report.killed_processes += kill_run_leftovers(pgid, &run_id);
-            }
+        let dead: Vec<String> = candidates
+            .into_iter()
+            .filter(|(_, pid, start)| match (pid, start) {
+                // Its console is alive (same pid, same start time): leave it alone.
+                (Some(pid), Some(start)) => process_start_time(*pid as i32) != Some(*start as u64),
+                _ => true,
+            })
+            .map(|(id, _, _)| id)
+            .collect();
+        if !dead.is_empty() {
+            // Every process that carries one of these runs' TESTBAY_RUN_ID, whatever its
+            // group: recorded groups, grandchildren, even ones that called setsid.
+            report.killed_processes = kill_run_leftovers(&dead);
+        }
+        for run_id in dead {
             let tx = conn.transaction()?;
             let aborted = tx.execute(
                 "UPDATE task_results SET state = 'done', result = ?2, failure = 1,
@@ -963,13 +962,19 @@ fn process_group_of(pid: i32) -> Option<i32> {
     rest.split_whitespace().nth(2)?.parse().ok()
 }
 
-/// Kill every process of group `pgid` whose environment says it belongs to `run_id`.
-/// Returns how many were killed. A recycled pgid of an unrelated program is never hit.
-fn kill_run_leftovers(pgid: i32, run_id: &str) -> u32 {
+/// Kill every process whose environment says it belongs to one of `run_ids`
+/// (`TESTBAY_RUN_ID`, set for every task phase and inherited by what it starts). Returns
+/// how many were killed. Processes of other users, or without that variable, are never
+/// touched.
+fn kill_run_leftovers(run_ids: &[String]) -> u32 {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return 0;
     };
-    let marker = format!("TESTBAY_RUN_ID={run_id}");
+    let markers: Vec<Vec<u8>> = run_ids
+        .iter()
+        .map(|id| format!("TESTBAY_RUN_ID={id}").into_bytes())
+        .collect();
+    let me = std::process::id() as i32;
     let mut killed = 0;
     for entry in dir.flatten() {
         let Some(pid) = entry
@@ -979,16 +984,19 @@ fn kill_run_leftovers(pgid: i32, run_id: &str) -> u32 {
         else {
             continue;
         };
-        if process_group_of(pid) != Some(pgid) {
+        if pid == me {
             continue;
         }
         let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
             continue;
         };
-        if env.split(|&b| b == 0).any(|kv| kv == marker.as_bytes()) {
+        if env
+            .split(|&b| b == 0)
+            .any(|kv| markers.iter().any(|m| kv == m.as_slice()))
+        {
             // SAFETY: plain syscall on a pid we just identified.
             if unsafe { libc::kill(pid, libc::SIGKILL) } == 0 {
-                tracing::warn!(pid, pgid, run_id, "killed leftover task process");
+                tracing::warn!(pid, pgid = ?process_group_of(pid), "killed leftover task process");
                 killed += 1;
             }
         }

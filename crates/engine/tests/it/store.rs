@@ -373,6 +373,12 @@ fn recovery_marks_interrupted_and_kills_leftovers() {
         .process_group(0)
         .spawn()
         .unwrap();
+    // One that left its group (setsid) and whose group was never recorded.
+    let mut escaped = std::process::Command::new("setsid")
+        .args(["sleep", "300"])
+        .env("TESTBAY_RUN_ID", "rdead")
+        .spawn()
+        .unwrap();
     let mut other = std::process::Command::new("sleep")
         .arg("300")
         .env("TESTBAY_RUN_ID", "some-other-run")
@@ -414,8 +420,9 @@ fn recovery_marks_interrupted_and_kills_leftovers() {
     let rep = s.recover_interrupted(T0 + 5000).unwrap();
     assert_eq!(rep.interrupted_runs, vec!["rdead".to_string()]);
     assert_eq!(rep.aborted_tasks, 3);
-    assert_eq!(rep.killed_processes, 1);
+    assert_eq!(rep.killed_processes, 2);
     let _ = ours.wait();
+    let _ = escaped.wait();
     std::thread::sleep(Duration::from_millis(50));
     assert!(alive(other.id() as i32), "unrelated process was killed");
     other.kill().unwrap();
