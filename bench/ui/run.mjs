@@ -96,6 +96,7 @@ async function measure(server, page, screen) {
   const { run_id } = await api(server, { cmd: 'launch', pack: 'ui-bench', groups: ['all'], duts: [opt.dut] });
   stream.frames = 0;
   stream.events = 0;
+  stream.kinds = {};
   let scrollBox;
   let clickBox;
   if (screen === 'live') {
@@ -157,7 +158,7 @@ async function measure(server, page, screen) {
   await api(server, { cmd: 'stop_run', run_id }).catch(() => {});
   const maxOf = (xs) => (xs.length ? Math.max(...xs) : 0);
   console.log(`\n[${screen}] run ${run_id}: ${run.counts.done}/${run.counts.total} tasks done in the window${logLines ? `; log view holds ${logLines}` : ''}; load average ${load0.toFixed(1)} → ${loadavg()[0].toFixed(1)}`);
-  console.log(`  event stream: ${events} events in ${frames} WebSocket frames (${(events / SECONDS).toFixed(0)} events/s)`);
+  console.log(`  event stream: ${events} events in ${frames} WebSocket frames (${(events / SECONDS).toFixed(0)} events/s): ${Object.entries(stream.kinds).map(([k, n]) => `${k} ${n}`).join(', ')}`);
   console.log(`  long tasks (>50 ms): ${b.long.length}, max ${maxOf(b.long).toFixed(0)} ms`);
   console.log(`  input latency (Event Timing, ${inputs * 3} inputs; ${b.events.length} events took over 16 ms): p50 ${pct(b.events, 50).toFixed(0)} ms, p95 ${pct(b.events, 95).toFixed(0)} ms, max ${maxOf(b.events).toFixed(0)} ms`);
   console.log(`  timer lag (100 ms interval): p95 ${pct(b.lag, 95).toFixed(0)} ms, max ${maxOf(b.lag).toFixed(0)} ms`);
@@ -167,7 +168,7 @@ async function measure(server, page, screen) {
 }
 
 /** What the page's event stream delivers while a screen is watched. */
-const stream = { on: false, frames: 0, events: 0 };
+const stream = { on: false, frames: 0, events: 0, kinds: {} };
 
 ensureUiBuilt();
 const root = mkdtempSync(path.join(tmpdir(), 'testbay-uibench-'));
@@ -180,7 +181,12 @@ try {
     ws.on('framereceived', (f) => {
       if (!stream.on || typeof f.payload !== 'string') return;
       stream.frames++;
-      stream.events += f.payload.startsWith('[') ? (f.payload.match(/"kind":/g) ?? []).length : 1;
+      // Top-level events only (`{"kind":..,"data":..}`), named by kind and run event type.
+      for (const m of f.payload.matchAll(/\{"kind":"(\w+)","data":(?:\{"type":"(\w+)")?/g)) {
+        const k = m[2] ? `${m[1]}.${m[2]}` : m[1];
+        stream.events++;
+        stream.kinds[k] = (stream.kinds[k] ?? 0) + 1;
+      }
     }),
   );
   console.log(`${TASKS + 1} tasks per run, the logger at ${RATE} lines/s, ${SECONDS} s watched per screen, ${cpus().length} CPUs`);

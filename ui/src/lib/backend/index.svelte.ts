@@ -21,28 +21,30 @@ export class ApiError extends Error {
 
 type Listener = (event: any) => void;
 
+/** Longest stretch of event handling in one main-thread task, ms. */
+const SLICE_MS = 8;
+
 class Backend {
   readonly transport: Transport;
   conn = $state<ConnState>('connecting');
   private listeners = new Set<Listener>();
   private resyncers = new Set<() => void>();
   private hadGap = false;
+  // Events are handed to listeners in slices of at most SLICE_MS, each its own task, so a
+  // burst of thousands of events never holds the main thread for long.
+  private queue: unknown[] = [];
+  private draining = false;
+  private tick = new MessageChannel();
 
   constructor() {
+    this.tick.port1.onmessage = () => this.drain();
     this.transport = isTauri() ? new TauriTransport() : new WebTransport();
     this.transport.listen(
       (ev: any) => {
-        // The engine says a subscriber fell behind: events were lost, reload.
-        if (ev?.kind === 'resync') {
-          for (const r of this.resyncers) r();
-          return;
-        }
-        for (const l of this.listeners) {
-          try {
-            l(ev);
-          } catch (e) {
-            console.error('event listener failed', e);
-          }
+        this.queue.push(ev);
+        if (!this.draining) {
+          this.draining = true;
+          this.tick.port2.postMessage(null);
         }
       },
       (state) => {
@@ -54,6 +56,30 @@ class Backend {
         }
       },
     );
+  }
+
+  private drain() {
+    const until = performance.now() + SLICE_MS;
+    let i = 0;
+    while (i < this.queue.length && performance.now() < until) this.deliver(this.queue[i++]);
+    this.queue.splice(0, i);
+    if (this.queue.length) this.tick.port2.postMessage(null);
+    else this.draining = false;
+  }
+
+  private deliver(ev: any) {
+    // The engine says a subscriber fell behind: events were lost, reload.
+    if (ev?.kind === 'resync') {
+      for (const r of this.resyncers) r();
+      return;
+    }
+    for (const l of this.listeners) {
+      try {
+        l(ev);
+      } catch (e) {
+        console.error('event listener failed', e);
+      }
+    }
   }
 
   async call<T = any>(request: unknown): Promise<T> {
