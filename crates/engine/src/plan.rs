@@ -196,7 +196,10 @@ struct LaneState {
     dut: Option<DutTarget>,
     name: String,
     stage: usize,
-    stopped: bool,
+    /// Set when the lane's suite stopped: the result and message its setups and tests
+    /// that have not started get (Skipped by `stop_suite_on_fail`, Aborted by the
+    /// operator). Teardowns still run.
+    stop_why: Option<(&'static str, String)>,
     /// Groups whose setup stage this lane entered.
     entered: HashSet<usize>,
     running: Vec<ItemId>,
@@ -542,20 +545,22 @@ impl Plan {
         while self.lanes[lane].stage < self.stages.len() {
             let si = self.lanes[lane].stage;
             let stage = self.stages[si];
-            if self.lanes[lane].stopped && stage.kind != TaskKind::Teardown {
-                self.skip_stage_for_lane(lane, si, &self.stop_reason(lane));
+            if let Some((result, msg)) = self.lanes[lane].stop_why.clone() {
+                if stage.kind != TaskKind::Teardown {
+                    self.skip_stage_for_lane(lane, si, result, &msg);
+                }
             }
             if stage.kind == TaskKind::Teardown {
                 if let Some(g) = stage.group {
                     if !self.lanes[lane].entered.contains(&g) {
                         let msg = format!("group {} did not start on this lane", self.groups[g]);
-                        self.skip_stage_for_lane(lane, si, &msg);
+                        self.skip_stage_for_lane(lane, si, SKIPPED, &msg);
                     }
                 }
             }
             if stage.kind == TaskKind::Setup {
                 if let Some(g) = stage.group {
-                    if !self.lanes[lane].stopped {
+                    if self.lanes[lane].stop_why.is_none() {
                         self.lanes[lane].entered.insert(g);
                     }
                 }
@@ -573,13 +578,8 @@ impl Plan {
         changed
     }
 
-    fn stop_reason(&self, lane: usize) -> String {
-        let _ = lane;
-        "stop_suite_on_fail: an earlier task failed".into()
-    }
-
-    /// Pending/delayed items of stage `si` that belong to `lane` become Skipped.
-    fn skip_stage_for_lane(&mut self, lane: usize, si: usize, msg: &str) {
+    /// Pending/delayed items of stage `si` that belong to `lane` get `result`.
+    fn skip_stage_for_lane(&mut self, lane: usize, si: usize, result: &str, msg: &str) {
         let ids: Vec<ItemId> = self.stage_items[si][lane].clone();
         for id in ids {
             let mine = self.items[id].lane == Some(lane)
@@ -594,7 +594,7 @@ impl Plan {
                 if self.items[id].lane.is_none() && self.other_lane_can_take(id, lane) {
                     continue;
                 }
-                self.settle(id, SKIPPED, msg.into(), self.items[id].lane);
+                self.settle(id, result, msg.into(), self.items[id].lane);
             }
         }
     }
@@ -603,7 +603,7 @@ impl Plan {
         let si = self.items[id].stage;
         (0..self.lanes.len()).any(|l| {
             l != except
-                && !self.lanes[l].stopped
+                && self.lanes[l].stop_why.is_none()
                 && self.lanes[l].stage <= si
                 && self.valid_on(id, l)
         })
@@ -622,15 +622,17 @@ impl Plan {
                 continue;
             }
             let takers = (0..self.lanes.len()).any(|l| {
-                !self.lanes[l].stopped && self.lanes[l].stage <= si && self.valid_on(id, l)
+                self.lanes[l].stop_why.is_none()
+                    && self.lanes[l].stage <= si
+                    && self.valid_on(id, l)
             });
             if !takers {
-                let msg = if self.lanes.iter().any(|l| l.stopped) {
-                    "stop_suite_on_fail: an earlier task failed".to_string()
-                } else {
-                    "no DUT left that this test is valid for".to_string()
-                };
-                self.settle(id, SKIPPED, msg, None);
+                let (result, msg) = self
+                    .lanes
+                    .iter()
+                    .find_map(|l| l.stop_why.clone())
+                    .unwrap_or((SKIPPED, "no DUT left that this test is valid for".into()));
+                self.settle(id, result, msg, None);
             }
         }
     }
@@ -832,15 +834,42 @@ impl Plan {
         };
         let item = &self.items[id];
         if failure && item.def.stop_suite_on_fail && item.kind != TaskKind::Teardown {
-            if self.params.coverage_mode == CoverageMode::Split {
-                for l in 0..self.lanes.len() {
-                    self.lanes[l].stopped = true;
+            let why = (
+                SKIPPED,
+                format!("stop_suite_on_fail: {} ended {result}", item.task),
+            );
+            let lanes: Vec<usize> = if self.params.coverage_mode == CoverageMode::Split {
+                (0..self.lanes.len()).collect()
+            } else {
+                lane.into_iter().collect()
+            };
+            for l in lanes {
+                if self.lanes[l].stop_why.is_none() {
+                    self.lanes[l].stop_why = Some(why.clone());
                 }
-            } else if let Some(l) = lane {
-                self.lanes[l].stopped = true;
             }
         }
         failure
+    }
+
+    /// The operator stopped the run: setups and tests that have not started become
+    /// Aborted with `message`; teardowns of the groups each lane entered and the global
+    /// teardown still run. [`Plan::abort_pending`] then ends even those.
+    pub fn stop(&mut self, message: &str) {
+        for l in &mut self.lanes {
+            l.stop_why = Some((ABORTED, message.to_string()));
+        }
+        // Delayed setups/tests are settled at once (the lanes may not reach their stage).
+        for id in 0..self.items.len() {
+            if self.items[id].kind != TaskKind::Teardown
+                && matches!(
+                    self.states[id],
+                    ItemState::Pending | ItemState::Delayed { .. }
+                )
+            {
+                self.settle(id, ABORTED, message.into(), self.items[id].lane);
+            }
+        }
     }
 
     /// The broker said the started item's resources are busy until `until`. The item goes
@@ -971,7 +1000,7 @@ impl LaneState {
             dut,
             name,
             stage: 0,
-            stopped: false,
+            stop_why: None,
             entered: HashSet::new(),
             running: Vec::new(),
         }

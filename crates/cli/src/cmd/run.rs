@@ -275,7 +275,7 @@ async fn drive(
     let wait = mgr.wait(&run_id);
     tokio::pin!(wait);
     let mut tick = tokio::time::interval(Duration::from_millis(250));
-    let mut interrupted = false;
+    let mut interrupts = 0u8;
     let status = loop {
         tokio::select! {
             st = &mut wait => break st?,
@@ -284,14 +284,18 @@ async fn drive(
                 _ => {}
             },
             _ = tick.tick() => refresh_bars(&out, &mgr, &run_id),
-            _ = tokio::signal::ctrl_c(), if !interrupted => {
-                interrupted = true;
-                eprintln!("stopping run {run_id} (Ctrl-C again to leave at once)");
+            _ = tokio::signal::ctrl_c(), if interrupts < 2 => {
+                interrupts += 1;
                 let _ = mgr.stop(&run_id);
-                tokio::spawn(async {
-                    let _ = tokio::signal::ctrl_c().await;
-                    std::process::exit(130);
-                });
+                if interrupts == 1 {
+                    eprintln!("stopping run {run_id}: teardowns still run (Ctrl-C again to stop them too)");
+                } else {
+                    eprintln!("stopping run {run_id} at once (Ctrl-C again to leave without waiting)");
+                    tokio::spawn(async {
+                        let _ = tokio::signal::ctrl_c().await;
+                        std::process::exit(130);
+                    });
+                }
             }
         }
     };

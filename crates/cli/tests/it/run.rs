@@ -433,3 +433,49 @@ fn duts_come_from_the_lab() {
         text(&out.stderr)
     );
 }
+
+/// Ctrl-C stops the run gracefully: the running test is terminated, the teardown runs,
+/// the exit status says it did not complete.
+#[test]
+fn ctrl_c_stops_gracefully() {
+    let f = fx();
+    let marker = f.root.join("marker");
+    std::fs::create_dir_all(&marker).unwrap();
+    let pack = f.pack(
+        "int",
+        "name: int\nversion: '1'\nteardown: [cleanup]\ngroups:\n  g:\n    tests: [slow]\n",
+        &[
+            (
+                "slow",
+                "",
+                &format!("echo $$ > {}/slow\nsleep 300\n", marker.display()),
+            ),
+            (
+                "cleanup",
+                "",
+                &format!("echo done > {}/cleanup\n", marker.display()),
+            ),
+        ],
+    );
+    let console = bin()
+        .arg("--data-dir")
+        .arg(&f.data)
+        .args(["run", pack.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_file(&marker.join("slow"));
+    unsafe { libc::kill(console.id() as i32, libc::SIGINT) };
+    let out = console.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("teardowns still run"));
+    assert_eq!(wait_for_file(&marker.join("cleanup")), "done\n");
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("run ") && stdout.contains(" stopped:"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("Aborted"), "{stdout}");
+}

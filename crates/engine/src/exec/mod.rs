@@ -175,7 +175,23 @@ enum EndedBy {
     Stop,
 }
 
-/// Run one phase to its end. `stop` turning `true` terminates the group (result Aborted).
+/// Asks phases to end: a phase is terminated (result Aborted) once `level` reaches `at`.
+/// One channel serves a whole run: a graceful stop (level 1) ends setups and tests while
+/// teardowns (which wait for level 2) go on.
+#[derive(Debug, Clone)]
+pub struct StopSignal {
+    pub level: watch::Receiver<u8>,
+    pub at: u8,
+}
+
+impl StopSignal {
+    pub fn is_set(&self) -> bool {
+        *self.level.borrow() >= self.at
+    }
+}
+
+/// Run one phase to its end. `stop` reaching its level terminates the group (result
+/// Aborted).
 /// `on_spawn` gets the pid (= pgid) as soon as the process exists.
 ///
 /// Must be polled on a long-lived thread; see the module docs (pdeathsig).
@@ -183,7 +199,7 @@ pub async fn run_phase(
     cmd: &PhaseCommand,
     clock: &Arc<dyn Clock>,
     live: Option<LiveSink>,
-    mut stop: Option<watch::Receiver<bool>>,
+    mut stop: Option<StopSignal>,
     on_spawn: impl FnOnce(u32),
 ) -> Result<PhaseOutcome, ExecError> {
     let phase = cmd.env.phase;
@@ -377,10 +393,11 @@ async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-async fn stop_requested(stop: &mut Option<watch::Receiver<bool>>) {
+async fn stop_requested(stop: &mut Option<StopSignal>) {
     match stop {
-        Some(rx) => {
-            if rx.wait_for(|v| *v).await.is_err() {
+        Some(StopSignal { level, at }) => {
+            let at = *at;
+            if level.wait_for(|v| *v >= at).await.is_err() {
                 // Sender gone: nobody can stop us any more.
                 std::future::pending::<()>().await;
             }

@@ -9,7 +9,9 @@ use serde_json::{json, Value};
 use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::clock::{Clock, EpochMs};
-use crate::exec::{self, ExecLimits, Exit, LiveLog, PhaseCommand, PhaseOutcome, ProtocolEnv};
+use crate::exec::{
+    self, ExecLimits, Exit, LiveLog, PhaseCommand, PhaseOutcome, ProtocolEnv, StopSignal,
+};
 use crate::outcome::{Phase, ABORTED, ERRORED, TIMEOUT};
 use crate::pack::{GlobalParams, TaskDef};
 use crate::plan::DutTarget;
@@ -39,7 +41,9 @@ pub(crate) struct RunCtx {
     pub params_json: Value,
     pub ats: Option<String>,
     pub limits: ExecLimits,
-    pub stop: watch::Receiver<bool>,
+    /// Stop level of the run: 1 = graceful (setups and tests end, teardowns go on),
+    /// 2 = at once (everything ends).
+    pub stop: watch::Receiver<u8>,
     /// The run's live state; phases record which phase runs.
     pub live: Arc<std::sync::Mutex<super::LiveRun>>,
 }
@@ -57,6 +61,14 @@ pub(crate) struct ItemJob {
     /// Folder name of this occurrence under `runs/<id>/<lane>/`.
     pub dir_name: String,
     pub holdings: Vec<Holding>,
+}
+
+/// Stop levels on [`RunCtx::stop`].
+pub(crate) const STOP_GRACEFUL: u8 = 1;
+pub(crate) const STOP_AT_ONCE: u8 = 2;
+
+fn stopped(ctx: &RunCtx, at: u8) -> bool {
+    *ctx.stop.borrow() >= at
 }
 
 fn is_failure(params: &GlobalParams, result: &str) -> bool {
@@ -264,11 +276,19 @@ async fn run_phases(
         teardown: None,
     };
     let ended_itself = |o: &PhaseOutcome| !matches!(o.result.as_str(), ERRORED | TIMEOUT | ABORTED);
-    if let Some(argv) = &job.def.setup {
+    // A graceful stop ends setups and tests; teardown tasks (and a task's own teardown
+    // phase) only end on a stop at once.
+    let first_at = if job.kind == TaskKind::Teardown {
+        STOP_AT_ONCE
+    } else {
+        STOP_GRACEFUL
+    };
+    if let (Some(argv), false) = (&job.def.setup, stopped(ctx, first_at)) {
         let o = run_one(
             ctx,
             job,
             Phase::Setup,
+            first_at,
             argv,
             occ_dir,
             artifacts,
@@ -282,12 +302,12 @@ async fn run_phases(
         .setup
         .as_ref()
         .is_none_or(|s| !is_failure(&ctx.params, &s.result));
-    let stopped = || *ctx.stop.borrow();
-    if setup_ok && !stopped() {
+    if setup_ok && !stopped(ctx, first_at) {
         let o = run_one(
             ctx,
             job,
             Phase::Main,
+            first_at,
             &job.def.run,
             occ_dir,
             artifacts,
@@ -301,11 +321,12 @@ async fn run_phases(
     }
     if let Some(argv) = &job.def.teardown {
         let clean = setup_ok && phases.main.as_ref().is_some_and(ended_itself);
-        if (clean || job.def.always_teardown) && !stopped() {
+        if (clean || job.def.always_teardown) && !stopped(ctx, STOP_AT_ONCE) {
             let o = run_one(
                 ctx,
                 job,
                 Phase::Teardown,
+                STOP_AT_ONCE,
                 argv,
                 occ_dir,
                 artifacts,
@@ -324,6 +345,7 @@ async fn run_one(
     ctx: &Arc<RunCtx>,
     job: &ItemJob,
     phase: Phase,
+    stop_at: u8,
     argv: &[String],
     occ_dir: &std::path::Path,
     artifacts: &std::path::Path,
@@ -416,7 +438,10 @@ async fn run_one(
         &cmd,
         &ctx.clock,
         Some(live),
-        Some(ctx.stop.clone()),
+        Some(StopSignal {
+            level: ctx.stop.clone(),
+            at: stop_at,
+        }),
         on_spawn,
     )
     .await

@@ -2,10 +2,15 @@
 //! [`crate::exec`], stores every result and emits [`RunEvent`]s.
 //!
 //! A launch snapshots the pack folder into `runs/<id>/pack/` and runs from there, so
-//! editing a pack never disturbs a running run. Stopping a run terminates the process
-//! groups of running phases (SIGTERM, SIGKILL after the grace period); those tasks and all
-//! that had not started become Aborted, no further phase (teardowns included) is started,
-//! and the run ends `stopped`.
+//! editing a pack never disturbs a running run.
+//!
+//! Stopping is in two steps. The first [`RunManager::stop`] is graceful: running setups
+//! and tests are terminated (their process groups get SIGTERM, SIGKILL after the grace
+//! period) and become Aborted with every setup and test that had not started, while the
+//! teardowns of the groups each lane entered and the global teardown still run (and a
+//! terminated task's own teardown phase, if it has `always_teardown`), so DUTs are left
+//! clean. A second stop ends everything at once: teardowns included, nothing more starts.
+//! Either way the run ends `stopped`.
 //!
 //! Drivers and phases run as tokio tasks: processes are forked from runtime worker
 //! threads, which live as long as the runtime (see `exec` on pdeathsig).
@@ -69,7 +74,8 @@ struct Inner {
 
 struct LiveHandle {
     state: Arc<Mutex<LiveRun>>,
-    stop: watch::Sender<bool>,
+    /// Stop level: 0 running, 1 graceful stop, 2 stop at once.
+    stop: watch::Sender<u8>,
     finished: watch::Receiver<Option<RunStatus>>,
 }
 
@@ -307,7 +313,7 @@ impl RunManager {
             finished: vec![None; n],
             phase: vec![None; n],
         }));
-        let (stop_tx, stop_rx) = watch::channel(false);
+        let (stop_tx, stop_rx) = watch::channel(0u8);
         let (fin_tx, fin_rx) = watch::channel(None);
         inner.live.lock().unwrap_or_else(|p| p.into_inner()).insert(
             run_id.clone(),
@@ -370,7 +376,8 @@ impl RunManager {
         }
     }
 
-    /// Stop a run: running phases are terminated, nothing else starts.
+    /// Stop a run. The first call stops gracefully (setups and tests end, teardowns run);
+    /// a second call stops everything at once. See the module docs.
     pub fn stop(&self, run_id: &str) -> Result<(), RunError> {
         let live = self.inner.live.lock().unwrap_or_else(|p| p.into_inner());
         // A run whose final status is out (event sent) is over, even if its driver is
@@ -387,7 +394,8 @@ impl RunManager {
                         .is_finished()
             })
             .ok_or_else(|| RunError::NotRunning(run_id.into()))?;
-        let _ = h.stop.send(true);
+        h.stop
+            .send_modify(|level| *level = (*level + 1).min(item::STOP_AT_ONCE));
         Ok(())
     }
 
@@ -437,7 +445,7 @@ struct Driver {
     ctx: Arc<RunCtx>,
     state: Arc<Mutex<LiveRun>>,
     pack: LoadedPack,
-    stop: watch::Receiver<bool>,
+    stop: watch::Receiver<u8>,
     /// Folder names taken per lane.
     dir_names: HashMap<String, HashSet<String>>,
 }
@@ -491,9 +499,12 @@ impl Driver {
         self.set_status(RunStatus::Running, None);
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<ItemDone>();
         let mut running = 0usize;
-        let mut stopping = false;
+        // Stop level seen so far (see `item::STOP_*`).
+        let mut stop_level = 0u8;
         loop {
+            let stopping = stop_level >= item::STOP_AT_ONCE;
             if !stopping {
+                // After a graceful stop, this starts the teardowns still due.
                 self.schedule(&done_tx, &mut running);
             } else {
                 self.persist_settled();
@@ -509,7 +520,7 @@ impl Driver {
             // Nothing running, only tasks waiting for resources: the run is stalled
             // (StormTest's status) until one of them can start.
             let status = self.lock().status;
-            if !stopping && running == 0 && wake.is_some() && status == RunStatus::Running {
+            if stop_level == 0 && running == 0 && wake.is_some() && status == RunStatus::Running {
                 let reason = self.stall_reason();
                 self.set_status(RunStatus::Stalled, Some(reason));
             } else if running > 0 && status == RunStatus::Stalled {
@@ -532,20 +543,32 @@ impl Driver {
                     self.item_done(d);
                 }
                 _ = sleep => {}
-                _ = stop_rx.wait_for(|v| *v), if !stopping => {
-                    stopping = true;
-                    tracing::info!(run_id = %run_id, "stopping run");
-                    self.lock().plan.abort_pending("run stopped by the operator");
+                level = stop_rx.wait_for(|v| *v > stop_level), if !stopping => {
+                    stop_level = level.map(|l| *l).unwrap_or(item::STOP_AT_ONCE);
+                    if stop_level >= item::STOP_AT_ONCE {
+                        tracing::info!(run_id = %run_id, "stopping run at once");
+                        self.lock().plan.abort_pending("run stopped at once by the operator");
+                    } else {
+                        tracing::info!(run_id = %run_id, "stopping run; teardowns still run");
+                        self.lock().plan.stop("run stopped by the operator");
+                        if self.lock().status == RunStatus::Stalled {
+                            self.set_status(RunStatus::Running, None);
+                        }
+                    }
                 }
             }
         }
         self.inner.broker.end_run(&run_id);
-        let status = if stopping {
+        let status = if stop_level > 0 {
             RunStatus::Stopped
         } else {
             RunStatus::Completed
         };
-        let reason = stopping.then(|| "stopped by the operator".to_string());
+        let reason = match stop_level {
+            0 => None,
+            1 => Some("stopped by the operator; teardowns ran".to_string()),
+            _ => Some("stopped at once by the operator".to_string()),
+        };
         // results.yaml exists by the time the final status is announced.
         self.set_status_with(status, reason, || self.write_results_yaml());
         tracing::info!(run_id = %run_id, status = status.as_str(), "run ended");

@@ -295,17 +295,22 @@ async fn processes_left_behind_end_with_the_phase() {
 async fn stop_aborts_the_phase() {
     let f = fx();
     let c = cmd(&f, "sleep 300\n");
-    let (tx, rx) = tokio::sync::watch::channel(false);
+    let (tx, rx) = tokio::sync::watch::channel(0u8);
+    let stop = StopSignal { level: rx, at: 2 };
     let h = tokio::spawn({
         let c = c.clone();
         async move {
-            run_phase(&c, &clock(), None, Some(rx), |_| {})
+            run_phase(&c, &clock(), None, Some(stop), |_| {})
                 .await
                 .unwrap()
         }
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
-    tx.send(true).unwrap();
+    // Below its level: goes on.
+    tx.send(1).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!h.is_finished());
+    tx.send(2).unwrap();
     let o = h.await.unwrap();
     assert_eq!(o.result, ABORTED);
 }

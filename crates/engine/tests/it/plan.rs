@@ -754,3 +754,33 @@ fn duplicate_duts_are_refused() {
     .unwrap();
     assert_eq!(e, PlanError::DuplicateDut("x".into()));
 }
+
+#[test]
+fn operator_stop_aborts_setups_and_tests_but_runs_entered_teardowns() {
+    let p = lifecycle_pack(json!({}));
+    let mut plan = build(&p, vec![], None);
+    let mut log = Vec::new();
+    // gs, s1 pass; a starts.
+    for _ in 0..2 {
+        let s = plan.next_starts(T0);
+        plan.finish(s[0].item, PASSED, "");
+    }
+    let a = plan.next_starts(T0)[0].item;
+    assert_eq!(plan.item(a).task, "a");
+    plan.stop("run stopped by the operator");
+    plan.finish(a, ABORTED, "terminated");
+    record_settled(&mut plan, &mut log);
+    let rest = drive(&mut plan, |_| PASSED);
+    let ran: Vec<&str> = rest
+        .iter()
+        .filter(|x| x.2 == PASSED)
+        .map(|x| x.0.as_str())
+        .collect();
+    assert_eq!(ran, ["t1", "gt"]);
+    for t in ["b", "s2", "c"] {
+        let (r, m) = result_of(&plan, t);
+        assert_eq!(r, ABORTED, "{t}");
+        assert!(m.contains("operator"), "{m}");
+    }
+    assert_eq!(result_of(&plan, "t2").0, SKIPPED, "g2 never started");
+}

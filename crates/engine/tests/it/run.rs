@@ -408,7 +408,7 @@ async fn editing_the_pack_does_not_disturb_a_running_run() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stop_terminates_running_tasks_and_aborts_the_rest() {
+async fn stop_terminates_running_tests_aborts_the_rest_and_runs_teardowns() {
     let f = fx(
         "name: stop\nversion: '1'\nteardown: [cleanup]\ngroups:\n  g:\n    tests: [slow, never]\n",
         &[
@@ -462,8 +462,9 @@ async fn stop_terminates_running_tasks_and_aborts_the_rest() {
     let slow = f.result(&id, "slow");
     assert_eq!(slow.result.as_deref(), Some(ABORTED));
     assert_eq!(f.result(&id, "never").result.as_deref(), Some(ABORTED));
-    assert_eq!(f.result(&id, "cleanup").result.as_deref(), Some(ABORTED));
-    assert!(f.order(&id).is_empty());
+    // A graceful stop still runs the global teardown.
+    assert_eq!(f.result(&id, "cleanup").result.as_deref(), Some(PASSED));
+    assert_eq!(f.order(&id), ["cleanup main"]);
     let pid: i32 =
         std::fs::read_to_string(PathBuf::from(slow.paths.artifacts_dir.unwrap()).join("pid"))
             .unwrap()
@@ -772,4 +773,51 @@ async fn flood_through_a_run_keeps_memory_flat() {
         after < before + 64 * 1024,
         "RSS grew from {before} KiB to {after} KiB"
     );
+}
+
+/// A second stop ends teardowns too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_stop_ends_teardowns_at_once() {
+    let f = fx(
+        "name: stop2\nversion: '1'\nteardown: [slow_cleanup]\ngroups:\n  g:\n    setup: [gsetup]\n    tests: [slow]\n    teardown: [gclean]\n",
+        &[
+            ("gsetup", "", "exit 0\n"),
+            ("slow", "teardown: [bash, slow.sh]\nalways_teardown: true\n", "echo \"$TESTBAY_PHASE\" >> \"$TESTBAY_ARTIFACTS/../../../phases.log\"\n[ \"$TESTBAY_PHASE\" = main ] && sleep 300\nexit 0\n"),
+            ("gclean", "", LOG_ORDER),
+            ("slow_cleanup", "", "echo started > \"$TESTBAY_ARTIFACTS/../../../cleanup-started\"\nsleep 300\n"),
+        ],
+    );
+    let id = f.mgr.launch(f.req()).unwrap();
+    let runs = f.data.join("runs").join(&id);
+    let wait_for = |p: PathBuf| async move {
+        for _ in 0..1000 {
+            if p.exists() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{} never appeared", p.display());
+    };
+    wait_for(runs.join("phases.log")).await;
+    f.mgr.stop(&id).unwrap();
+    wait_for(runs.join("cleanup-started")).await;
+    assert_eq!(f.mgr.view(&id).unwrap().status, RunStatus::Running);
+    f.mgr.stop(&id).unwrap();
+    assert_eq!(f.mgr.wait(&id).await.unwrap(), RunStatus::Stopped);
+    let slow = f.result(&id, "slow");
+    assert_eq!(slow.result.as_deref(), Some(ABORTED));
+    // always_teardown: its own teardown phase ran after main was terminated.
+    let phases = std::fs::read_to_string(runs.join("phases.log")).unwrap();
+    assert_eq!(phases.lines().collect::<Vec<_>>(), ["main", "teardown"]);
+    assert_eq!(
+        f.result(&id, "gclean").result.as_deref(),
+        Some(PASSED),
+        "entered group's teardown ran"
+    );
+    assert_eq!(
+        f.result(&id, "slow_cleanup").result.as_deref(),
+        Some(ABORTED)
+    );
+    let run = f.mgr.store().get_run(&id).unwrap();
+    assert!(run.reason.unwrap().contains("at once"));
 }
