@@ -231,6 +231,8 @@ pub struct Plan {
     run_counts: HashMap<(Option<usize>, String), u32>,
     /// (retries, first busy time) per item that has been in the delay queue.
     delay_mem: HashMap<ItemId, (u32, EpochMs)>,
+    /// Occurrences of each task, for prereq lookups.
+    by_task: HashMap<String, Vec<ItemId>>,
 }
 
 impl Plan {
@@ -388,7 +390,11 @@ impl Plan {
             settled: Vec::new(),
             run_counts: HashMap::new(),
             delay_mem: HashMap::new(),
+            by_task: HashMap::new(),
         };
+        for it in &plan.items {
+            plan.by_task.entry(it.task.clone()).or_default().push(it.id);
+        }
         plan.skip_invalid_targets();
         Ok(plan)
     }
@@ -750,13 +756,20 @@ impl Plan {
         }
         let cur_stage = self.lanes[lane].stage;
         for p in &self.items[id].def.prereq_tasks {
-            let occ: Vec<ItemId> = (0..self.items.len())
-                .filter(|&o| {
-                    o != id
-                        && self.items[o].task == *p
-                        && (self.items[o].lane == Some(lane) || self.items[o].lane.is_none())
+            let occ: Vec<ItemId> = self
+                .by_task
+                .get(p)
+                .map(|v| {
+                    v.iter()
+                        .copied()
+                        .filter(|&o| {
+                            o != id
+                                && (self.items[o].lane == Some(lane)
+                                    || self.items[o].lane.is_none())
+                        })
+                        .collect()
                 })
-                .collect();
+                .unwrap_or_default();
             let mut satisfied = false;
             let mut pending_before = false;
             let mut failed: Option<String> = None;

@@ -212,13 +212,7 @@ pub async fn run_phase(
     let _ = std::fs::remove_file(&cmd.env.result_file);
     let (reader, writer) = std::io::pipe().map_err(ExecError::Pipe)?;
 
-    let mut env: Vec<(OsString, OsString)> = std::env::vars_os()
-        .filter(|(k, _)| !k.as_bytes().starts_with(b"TESTBAY_"))
-        .collect();
-    if !env.iter().any(|(k, _)| k == "PYTHONUNBUFFERED") {
-        // Python tasks stream their output live instead of in 8 KiB blocks.
-        env.push(("PYTHONUNBUFFERED".into(), "1".into()));
-    }
+    let mut env: Vec<(OsString, OsString)> = base_env().clone();
     for (k, v) in [
         ("TESTBAY_RUN_ID", OsStr::new(&cmd.env.run_id)),
         ("TESTBAY_TASK", OsStr::new(&cmd.env.task)),
@@ -375,6 +369,22 @@ pub async fn run_phase(
         }
     }
     Ok(out)
+}
+
+/// The console's environment as tasks get it, read once: the console's own `TESTBAY_*`
+/// variables left out, `PYTHONUNBUFFERED=1` added unless set (Python tasks then stream
+/// their output live instead of in 8 KiB blocks).
+fn base_env() -> &'static Vec<(OsString, OsString)> {
+    static ENV: std::sync::OnceLock<Vec<(OsString, OsString)>> = std::sync::OnceLock::new();
+    ENV.get_or_init(|| {
+        let mut env: Vec<(OsString, OsString)> = std::env::vars_os()
+            .filter(|(k, _)| !k.as_bytes().starts_with(b"TESTBAY_"))
+            .collect();
+        if !env.iter().any(|(k, _)| k == "PYTHONUNBUFFERED") {
+            env.push(("PYTHONUNBUFFERED".into(), "1".into()));
+        }
+        env
+    })
 }
 
 fn resolve_program(program: &str, cwd: &Path) -> PathBuf {

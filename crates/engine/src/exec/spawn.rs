@@ -152,13 +152,28 @@ pub(super) fn spawn(
         error: AtomicI32::new(0),
         step: AtomicI32::new(0),
     };
-    // The child's stack; the parent is suspended while the child uses it.
-    let mut stack = vec![0u8; 64 * 1024];
-    // SAFETY: x86_64 and aarch64 stacks grow down; pass the 16-byte aligned top.
-    let top = unsafe { stack.as_mut_ptr().add(stack.len()) } as usize & !15;
-    // Block every signal across the clone so no handler runs in the child before it has
-    // reset them (as posix_spawn does).
-    let pid = unsafe {
+    // The child's stack: this thread's, reused. The thread is suspended while the child
+    // runs on it (CLONE_VFORK), so nothing else touches it meanwhile.
+    thread_local! {
+        static STACK: std::cell::RefCell<Box<[u8]>> =
+            std::cell::RefCell::new(vec![0u8; 64 * 1024].into_boxed_slice());
+    }
+    let pid = STACK.with(|stack| {
+        let mut stack = stack.borrow_mut();
+        // SAFETY: x86_64 and aarch64 stacks grow down; pass the 16-byte aligned top.
+        let top = unsafe { stack.as_mut_ptr().add(stack.len()) } as usize & !15;
+        clone_child(top, &args)
+    });
+    finish_spawn(pid, &args)
+}
+
+/// clone(CLONE_VM | CLONE_VFORK) onto the stack ending at `top`. Every signal is blocked
+/// across the clone so no handler runs in the child before it has reset them (as
+/// posix_spawn does).
+fn clone_child(top: usize, args: &ChildArgs) -> libc::pid_t {
+    // SAFETY: `args` outlives the child's use of it (the parent is suspended until the
+    // child execs or exits); `top` is the top of a live, unused stack.
+    unsafe {
         let mut all: libc::sigset_t = std::mem::zeroed();
         let mut old: libc::sigset_t = std::mem::zeroed();
         libc::sigfillset(&mut all);
@@ -167,11 +182,14 @@ pub(super) fn spawn(
             child_main,
             top as *mut libc::c_void,
             libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
-            &args as *const ChildArgs as *mut libc::c_void,
+            args as *const ChildArgs as *mut libc::c_void,
         );
         libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
         pid
-    };
+    }
+}
+
+fn finish_spawn(pid: libc::pid_t, args: &ChildArgs) -> std::io::Result<Spawned> {
     if pid < 0 {
         return Err(std::io::Error::last_os_error());
     }
@@ -194,7 +212,6 @@ pub(super) fn spawn(
             std::io::Error::new(e.kind(), format!("{step}: {e}"))
         });
     }
-    drop(stack);
     // SAFETY: plain syscall; a pidfd is a new fd we own.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     let pidfd = if fd >= 0 {
