@@ -8,7 +8,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const ELEMENT = 'element-6066-11e4-a52e-4f735466cecc';
+const ELEMENT = 'element-6066-11e4-a52e-4f735466cecf';
 
 export function desktopBin() {
   if (process.env.TESTBAY_DESKTOP_BIN) return process.env.TESTBAY_DESKTOP_BIN;
@@ -112,7 +112,9 @@ export async function startApp({ env = {} } = {}) {
     exec: (script, args = []) => wd('POST', `${s}/execute/sync`, { script, args }),
     async find(css) {
       const el = await wd('POST', `${s}/element`, { using: 'css selector', value: css });
-      return el[ELEMENT];
+      const id = el?.[ELEMENT];
+      if (!id) throw new Error(`no element id for ${css}: ${JSON.stringify(el)}`);
+      return id;
     },
     async waitFor(css, timeout) {
       return waitFor(css, () => page.exec('return !!document.querySelector(arguments[0])', [css]), timeout);
