@@ -191,6 +191,16 @@ async function operatorSession() {
     run2,
   );
   await page.fill('[data-testid=results-search]', '');
+  // So does the status filter.
+  await page.selectOption('[data-testid=filter-status]', 'stopped');
+  await page.waitForFunction(
+    (id) => {
+      const rows = [...document.querySelectorAll('[data-testid=results-table] tr[data-run]')];
+      return rows.length === 1 && rows[0].dataset.run === id;
+    },
+    run2,
+  );
+  await page.selectOption('[data-testid=filter-status]', '');
   // The history follows the runs: the first one turns completed here when it ends.
   step = 'Results: first run completes';
   await page.locator(`[data-testid=results-table] tr[data-run="${run1}"]`, { hasText: 'completed' }).waitFor({ timeout: 90_000 });
