@@ -102,7 +102,7 @@ fn holder() -> Holder {
 /// request (lease 60 s) → claim if the window starts now → release, clock +1 ms per cycle.
 /// With `timed`, each cycle's latency is measured (two clock reads per cycle); without,
 /// only the whole pass is, for throughput.
-fn run_book(n: usize, jobs: &[Job], pre: &[(usize, i64, i64)], timed: bool) -> Figures {
+fn run_book(jobs: &[Job], pre: &[(usize, i64, i64)], timed: bool) -> Figures {
     let clock = ManualClock::new(T0);
     let mut book = Book::new(Arc::new(clock.clone()), specs()).unwrap();
     let names: Vec<String> = (0..RESOURCES).map(|i| format!("res-{i:05}")).collect();
@@ -113,8 +113,21 @@ fn run_book(n: usize, jobs: &[Job], pre: &[(usize, i64, i64)], timed: bool) -> F
         book.request(req).unwrap();
     }
     book.drain_events();
+    book_cycles(&mut book, &clock, &names, jobs, timed)
+}
+
+/// The timed loop of [`run_book`], on its own so profilers can single it out
+/// (`valgrind --tool=callgrind '--toggle-collect=reserve::book_cycles'`).
+#[inline(never)]
+fn book_cycles(
+    book: &mut Book,
+    clock: &ManualClock,
+    names: &[String],
+    jobs: &[Job],
+    timed: bool,
+) -> Figures {
     let h = Arc::new(holder());
-    let mut lat = Vec::with_capacity(n);
+    let mut lat = Vec::with_capacity(jobs.len());
     let mut immediate = 0;
     let start = Instant::now();
     for (i, j) in jobs.iter().enumerate() {
@@ -154,33 +167,40 @@ fn run_book(n: usize, jobs: &[Job], pre: &[(usize, i64, i64)], timed: bool) -> F
 
 /// The baseline: per resource a plain `BTreeMap<start, end>`, earliest-slot search, insert,
 /// remove. No ids, leases, shared capacity, sweeps or events.
-fn run_plain(n: usize, jobs: &[Job], pre: &[(usize, i64, i64)], timed: bool) -> Figures {
+fn run_plain(jobs: &[Job], pre: &[(usize, i64, i64)], timed: bool) -> Figures {
     let mut maps: Vec<BTreeMap<i64, i64>> = vec![BTreeMap::new(); RESOURCES];
-    let earliest = |m: &BTreeMap<i64, i64>, from: i64, dur: i64| {
-        let mut t = from;
-        if let Some((_, &e)) = m.range(..t).next_back() {
-            t = t.max(e);
-        }
-        for (&s, &e) in m.range(t..) {
-            if s >= t + dur {
-                break;
-            }
-            t = t.max(e);
-        }
-        t
-    };
     for &(r, at, dur) in pre {
-        let s = earliest(&maps[r], at, dur);
+        let s = plain_earliest(&maps[r], at, dur);
         maps[r].insert(s, s + dur);
     }
-    let mut lat = Vec::with_capacity(n);
+    plain_cycles(&mut maps, jobs, timed)
+}
+
+fn plain_earliest(m: &BTreeMap<i64, i64>, from: i64, dur: i64) -> i64 {
+    let mut t = from;
+    if let Some((_, &e)) = m.range(..t).next_back() {
+        t = t.max(e);
+    }
+    for (&s, &e) in m.range(t..) {
+        if s >= t + dur {
+            break;
+        }
+        t = t.max(e);
+    }
+    t
+}
+
+/// The timed loop of [`run_plain`].
+#[inline(never)]
+fn plain_cycles(maps: &mut [BTreeMap<i64, i64>], jobs: &[Job], timed: bool) -> Figures {
+    let mut lat = Vec::with_capacity(jobs.len());
     let mut immediate = 0;
     let start = Instant::now();
     for (i, j) in jobs.iter().enumerate() {
         let t = timed.then(Instant::now);
         let now = T0 + i as i64;
         let m = &mut maps[j.res];
-        let s = earliest(m, now, j.dur);
+        let s = plain_earliest(m, now, j.dur);
         m.insert(s, s + j.dur);
         if s == now {
             immediate += 1;
@@ -272,10 +292,10 @@ fn main() {
     );
     // Throughput passes (no per-cycle clock reads), then latency passes, interleaved so
     // both see the same machine.
-    let plain = run_plain(n, &jobs, &pre, false);
-    let book = run_book(n, &jobs, &pre, false);
-    let mut plain_lat = run_plain(n, &jobs, &pre, true);
-    let mut book_lat = run_book(n, &jobs, &pre, true);
+    let plain = run_plain(&jobs, &pre, false);
+    let book = run_book(&jobs, &pre, false);
+    let mut plain_lat = run_plain(&jobs, &pre, true);
+    let mut book_lat = run_book(&jobs, &pre, true);
     let base = report("baseline: plain BTreeMap search", n, &plain, &mut plain_lat);
     let ours = report("book, in memory", n, &book, &mut book_lat);
     println!(
