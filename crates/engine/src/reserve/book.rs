@@ -131,6 +131,8 @@ pub struct Book {
     next_id: u64,
     next_seq: u64,
     events: Vec<BookEvent>,
+    /// Reused buffer for the waiters [`Book::promote`] walks.
+    scratch: Vec<(EpochMs, u64)>,
 }
 
 /// FxHash-style hasher: the book's keys are small ids and short names it made itself, so
@@ -205,6 +207,7 @@ impl Book {
             next_id: 1,
             next_seq: 1,
             events: Vec::new(),
+            scratch: Vec::new(),
         };
         for spec in resources {
             if book.by_name.contains_key(spec.name.as_str()) {
@@ -606,21 +609,38 @@ impl Book {
     /// `r` freed up at `at`: move operator holds waiting on it to their earliest window
     /// now possible (never before they asked for it).
     fn promote(&mut self, r: u32, at: EpochMs) {
-        let waiting: Vec<(EpochMs, u64)> =
-            self.resources[r as usize].waiters.iter().copied().collect();
-        for (start, id) in waiting {
+        let mut waiting = std::mem::take(&mut self.scratch);
+        waiting.clear();
+        waiting.extend(self.resources[r as usize].waiters.iter().copied());
+        for &(start, id) in &waiting {
             let e = &self.entries[&id];
             let (dur, weight, from) = (e.end - e.start, e.weight, e.needed_at.max(at));
             if from >= start {
                 continue;
             }
-            self.vacate(r, start, start + dur, weight);
-            let s = self.find_slot(r, from, dur, weight, None);
-            if s >= start {
-                self.occupy(r, start, start + dur, weight, id);
-                continue;
-            }
-            self.occupy(r, s, s + dur, weight, id);
+            let s = match &mut self.resources[r as usize].index {
+                // The earliest window with this hold's own interval left out: no need to
+                // take it out of the index and put it back when it cannot move.
+                Index::Exclusive(ix) => {
+                    let s = ix.earliest(from, dur, Some(id));
+                    if s >= start {
+                        continue;
+                    }
+                    ix.remove(start);
+                    ix.insert(s, s + dur, id);
+                    s
+                }
+                Index::Shared(_) => {
+                    self.vacate(r, start, start + dur, weight);
+                    let s = self.find_slot(r, from, dur, weight, None);
+                    if s >= start {
+                        self.occupy(r, start, start + dur, weight, id);
+                        continue;
+                    }
+                    self.occupy(r, s, s + dur, weight, id);
+                    s
+                }
+            };
             let e = self.entries.get_mut(&id).expect("entry");
             e.start = s;
             e.end = s + dur;
@@ -639,6 +659,7 @@ impl Book {
             let view = self.view(id, &self.entries[&id]);
             self.emit(at, kind, None, view);
         }
+        self.scratch = waiting;
     }
 
     /// kissats `release_resource`: frees a reservation or pre-reservation.
