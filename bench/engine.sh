@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 N="${N:-500}"
 TARGET="${CARGO_TARGET_DIR:-target}"
+echo "machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg); TMPDIR=${TMPDIR:-/tmp}"
 cargo build --release -q -p testbay-cli --bin testbay
 cargo build --release -q -p testbay-engine --example engine_bench
 "$TARGET/release/examples/engine_bench" --tasks "$N" --testbay "$TARGET/release/testbay"
