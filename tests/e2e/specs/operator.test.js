@@ -35,6 +35,8 @@ after(async () => {
 
 /** Launch the stb-smoke pack's first group on `dut` from the Launch screen; returns the run id. */
 async function launchOn(dut, { shot } = {}) {
+  // A fresh form: leave the Launch screen first (the form keeps its values while shown).
+  await page.goto(`${server.origin}/#/packs`);
   await page.goto(`${server.origin}/#/launch?pack=stb-smoke`);
   await page.locator('[data-testid=pack-select]').waitFor();
   await page.waitForFunction(() => document.querySelector('[data-testid=pack-select]')?.value === 'stb-smoke');
@@ -116,6 +118,16 @@ async function operatorSession() {
   await page.locator('[data-testid=diagnostics] .where', { hasText: /pack\.yaml:\d+/ }).waitFor();
   writeFileSync(scratchYaml, good);
   await page.locator('[data-testid=packs-table] tr[data-pack="scratch-routers"]', { hasText: 'ok' }).waitFor({ timeout: 30_000 });
+
+  // --- A bad override is refused with the engine's reason, and nothing starts.
+  step = 'bad launch';
+  await page.goto(`${server.origin}/#/launch?pack=stb-smoke`);
+  await page.locator('[data-testid=dut-table] tr[data-dut="stb-03"]').waitFor();
+  await page.locator('[data-testid=dut-table] tr[data-dut="stb-03"] input[type=checkbox]').check();
+  await page.fill('[data-param="process_limit"] input', '0');
+  await page.click('[data-testid=launch]');
+  await page.locator('[data-testid=launch-error]', { hasText: 'process_limit' }).waitFor();
+  assert.match(page.url(), /#\/launch/);
 
   // --- Launch a demo run on a demo DUT; the UI goes to Live.
   step = 'Launch a demo run on a demo DUT; the UI goes to Live';
