@@ -52,10 +52,20 @@ class Backend {
         this.conn = state;
         if (state === 'open' && this.hadGap) {
           this.hadGap = false;
-          for (const r of this.resyncers) r();
+          this.resyncSoon();
         }
       },
     );
+  }
+
+  private resyncTimer: ReturnType<typeof setTimeout> | undefined;
+
+  /** Tell the screens to reload; several requests within 200 ms make one reload. */
+  private resyncSoon() {
+    clearTimeout(this.resyncTimer);
+    this.resyncTimer = setTimeout(() => {
+      for (const r of this.resyncers) r();
+    }, 200);
   }
 
   private drain() {
@@ -68,9 +78,9 @@ class Backend {
   }
 
   private deliver(ev: any) {
-    // The engine says a subscriber fell behind: events were lost, reload.
+    // The engine says a subscriber fell behind: events were lost, reload (once per burst).
     if (ev?.kind === 'resync') {
-      for (const r of this.resyncers) r();
+      this.resyncSoon();
       return;
     }
     for (const l of this.listeners) {
