@@ -62,8 +62,9 @@ class Backend {
 
   /** Tell the screens to reload; several requests within 200 ms make one reload. */
   private resyncSoon() {
-    clearTimeout(this.resyncTimer);
+    if (this.resyncTimer) return;
     this.resyncTimer = setTimeout(() => {
+      this.resyncTimer = undefined;
       for (const r of this.resyncers) r();
     }, 200);
   }
