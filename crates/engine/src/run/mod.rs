@@ -98,6 +98,9 @@ struct LiveRun {
 /// so by tokio's `Lagged`), the console's memory stays bounded.
 pub const EVENT_CAPACITY: usize = 1024;
 
+/// Live states kept before finished runs are forgotten (see [`RunManager::view`]).
+pub const MAX_LIVE_RUNS: usize = 64;
+
 impl RunManager {
     pub fn new(
         store: Arc<Store>,
@@ -315,7 +318,12 @@ impl RunManager {
         }));
         let (stop_tx, stop_rx) = watch::channel(0u8);
         let (fin_tx, fin_rx) = watch::channel(None);
-        inner.live.lock().unwrap_or_else(|p| p.into_inner()).insert(
+        let mut live = inner.live.lock().unwrap_or_else(|p| p.into_inner());
+        // Finished runs stay viewable for a while; their results are in the store.
+        if live.len() >= MAX_LIVE_RUNS {
+            live.retain(|_, h| h.finished.borrow().is_none());
+        }
+        live.insert(
             run_id.clone(),
             LiveHandle {
                 state: state.clone(),
@@ -323,6 +331,7 @@ impl RunManager {
                 finished: fin_rx,
             },
         );
+        drop(live);
         let ctx = Arc::new(RunCtx {
             run_id: run_id.clone(),
             run_dir,
@@ -418,7 +427,8 @@ impl RunManager {
         Ok(status)
     }
 
-    /// Live state of a run this manager drives (or drove, since it was created).
+    /// Live state of a run this manager drives, or drove recently (finished runs are
+    /// forgotten once [`MAX_LIVE_RUNS`] are kept; the store has their results).
     pub fn view(&self, run_id: &str) -> Option<RunView> {
         let state = {
             let live = self.inner.live.lock().unwrap_or_else(|p| p.into_inner());
