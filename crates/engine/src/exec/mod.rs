@@ -569,6 +569,7 @@ fn pump_output(
     let mut exit_tx = Some(exit_tx);
     let mut pipe_open = true;
     let mut exited_at: Option<Instant> = None;
+    let mut holders_killed = false;
     let pipe_fd = reader.as_raw_fd();
     let pidfd = child.pidfd.as_ref().map(|f| f.as_raw_fd());
     loop {
@@ -592,16 +593,34 @@ fn pump_output(
         }
         let timeout_ms: i32 = match exited_at {
             Some(t) => {
+                // The process is gone but something still holds the output pipe: a
+                // process that left the phase's group (setsid, daemon). After a moment,
+                // end whatever holds it; it belongs to this phase.
+                if !holders_killed && t.elapsed() >= HOLDER_GRACE {
+                    holders_killed = true;
+                    let n = kill_pipe_holders(&reader);
+                    if n > 0 {
+                        let _ = writeln!(
+                            w.log,
+                            "[testbay] killed {n} process(es) that left the phase's process group but kept its output open"
+                        );
+                    }
+                }
                 let left = limits.drain_timeout.saturating_sub(t.elapsed());
                 if left.is_zero() {
                     let _ = writeln!(
                         w.log,
-                        "[testbay] output still open {:?} after the phase ended (a process left its process group); stopped reading",
+                        "[testbay] output still open {:?} after the phase ended; stopped reading",
                         limits.drain_timeout
                     );
                     break;
                 }
-                left.as_millis().min(i32::MAX as u128) as i32
+                let left = if holders_killed {
+                    left
+                } else {
+                    left.min(HOLDER_GRACE.saturating_sub(t.elapsed()))
+                };
+                left.as_millis().clamp(1, i32::MAX as u128) as i32
             }
             // Without a pidfd, look at the process now and then.
             None if pidfd.is_none() => 50,
@@ -669,6 +688,49 @@ fn pump_output(
         w.emit(&line);
     }
     w.finish()
+}
+
+/// How long after the phase's process exited its output may stay open before whatever
+/// holds it is killed.
+const HOLDER_GRACE: Duration = Duration::from_millis(100);
+
+/// SIGKILL every process that has the write end of this phase's output pipe open (found
+/// through /proc/<pid>/fd). Only the phase's own process tree inherits that pipe, so these
+/// are processes the phase started that left its process group. Returns how many.
+fn kill_pipe_holders(reader: &std::io::PipeReader) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(format!("/proc/self/fd/{}", reader.as_raw_fd())) else {
+        return 0;
+    };
+    let target = format!("pipe:[{}]", meta.ino());
+    let me = std::process::id() as i32;
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let mut killed = 0;
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        let holds = fds.flatten().any(|fd| {
+            std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == target.as_str())
+        });
+        // SAFETY: plain syscall on a process holding our pipe.
+        if holds && unsafe { libc::kill(pid, libc::SIGKILL) } == 0 {
+            tracing::warn!(
+                pid,
+                "killed a process that kept a finished phase's output open"
+            );
+            killed += 1;
+        }
+    }
+    killed
 }
 
 struct LineWriter<'a> {

@@ -409,3 +409,39 @@ async fn a_missing_working_directory_is_errored_with_the_step() {
     assert_eq!(o.result, ERRORED);
     assert!(o.message.contains("working directory"), "{}", o.message);
 }
+
+/// A process that leaves the phase's group but keeps its output open is found through
+/// the pipe and ended with the phase; the log is complete.
+#[tokio::test]
+async fn escaped_process_holding_the_output_ends_with_the_phase() {
+    let f = fx();
+    let c = cmd(
+        &f,
+        "setsid bash -c 'echo $$ > \"$TESTBAY_ARTIFACTS/escaped.pid\"; echo from-escapee; sleep 300' &\nsleep 0.2\necho leader-done\n",
+    );
+    let started = std::time::Instant::now();
+    let o = run(&c).await;
+    assert_eq!(o.result, PASSED);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "waited for the drain timeout"
+    );
+    let pid: i32 = std::fs::read_to_string(f.dir.join("artifacts/escaped.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    for _ in 0..100 {
+        if !pid_alive(pid) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(!pid_alive(pid), "escaped process {pid} survived");
+    let log = std::fs::read_to_string(f.dir.join("main.log")).unwrap();
+    assert!(
+        log.contains("from-escapee") && log.contains("leader-done"),
+        "{log}"
+    );
+    assert!(log.contains("that left the phase's process group"), "{log}");
+}
