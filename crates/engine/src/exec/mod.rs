@@ -13,8 +13,11 @@
 //!   `TESTBAY_RUN_ID`; `store::Store::recover_interrupted` kills every process carrying
 //!   the id of an interrupted run at the next start (the process group is recorded in the
 //!   store too, for operators).
-//! - When the phase's process exits, anything it left in its group is killed: a phase's
+//! - When the phase's process exits, anything it left in its group is killed, and so is
+//!   any process that left the group but still holds the phase's output pipe: a phase's
 //!   processes end with the phase.
+//! - Processes start through `clone(CLONE_VM | CLONE_VFORK)` (see `spawn`), not `fork`,
+//!   and are reaped through a pidfd on a reused output thread (see `pool`).
 
 mod pool;
 mod spawn;
