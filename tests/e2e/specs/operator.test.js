@@ -159,6 +159,13 @@ async function operatorSession() {
     'the log was read while the task still ran',
   );
   await screenshot(page, 'live');
+  // The task table filters by state.
+  await page.selectOption('[data-testid=state-filter]', 'done');
+  await page.waitForFunction(() => {
+    const rows = [...document.querySelectorAll('[data-testid=task-table] [data-task]')];
+    return rows.length > 0 && rows.every((r) => r.dataset.state === 'done');
+  });
+  await page.selectOption('[data-testid=state-filter]', 'all');
 
   // --- Lab: racks with their slots, the reservation timeline, a manual hold and its release.
   step = 'Lab';
