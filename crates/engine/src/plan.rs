@@ -7,7 +7,8 @@
 //!
 //! Lifecycle per lane (one lane per DUT), after kissats: global setup, then for each chosen
 //! group its setup, tests and teardown, then global teardown. Setup and teardown lists run
-//! one task at a time, in order. A group's tests run in priority order (lower first);
+//! one task at a time, in order. A group's tests run in priority order (lower first), or
+//! in the order the pack's `scheduler` chose (`custom_*` resource modes);
 //! `process_safe` tests run side by side up to `process_limit`, any other test runs alone.
 //! A test never overtakes an earlier one that is waiting for the lane, but tests waiting
 //! for a prereq or in the delay queue (busy resources) are passed by.
@@ -213,6 +214,10 @@ pub struct PlanInput<'a> {
     pub duts: Vec<DutTarget>,
     pub ats: Option<String>,
     pub params: GlobalParams,
+    /// Test order per group chosen by the pack's `scheduler` (`custom_*` resource modes),
+    /// used instead of the priority sort. Tests of a group it leaves out follow in
+    /// priority order.
+    pub test_order: Option<HashMap<String, Vec<String>>>,
 }
 
 pub struct Plan {
@@ -295,6 +300,16 @@ impl Plan {
             let mut tests = gd.tests.clone();
             // Stable: equal priorities keep the group's order.
             tests.sort_by_key(|t| pack.tasks.get(t).map(|lt| lt.def.priority).unwrap_or(0));
+            if let Some(order) = input.test_order.as_ref().and_then(|o| o.get(g)) {
+                let mut rest = tests;
+                tests = Vec::with_capacity(rest.len());
+                for t in order {
+                    if let Some(i) = rest.iter().position(|r| r == t) {
+                        tests.push(rest.remove(i));
+                    }
+                }
+                tests.extend(rest);
+            }
             stage_tasks.push(tests);
             stages.push(Stage {
                 kind: TaskKind::Teardown,

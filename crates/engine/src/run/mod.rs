@@ -29,8 +29,9 @@ use tokio::sync::{broadcast, mpsc, watch};
 use crate::clock::{Clock, EpochMs};
 use crate::exec::ExecLimits;
 use crate::outcome::{RunStatus, ERRORED};
-use crate::pack::{self, LoadedPack, PackErrors};
+use crate::pack::{self, LoadedPack, PackErrors, ResourceMode};
 use crate::plan::{self, BusyOutcome, ItemState, Plan, PlanInput};
+use crate::reserve::order;
 use crate::store::{NewRun, NewTaskRow, Store, StoreError, TaskFinish, TaskKind};
 
 pub use broker::{AlwaysGrant, Grant, Holding, ResourceBroker, TaskNeeds};
@@ -210,14 +211,17 @@ impl RunManager {
             );
         }
         let params = plan::effective_params(&loaded.def.params, &overrides);
-        let plan = params.and_then(|params| {
+        let plan = params.map_err(|e| e.to_string()).and_then(|params| {
+            let test_order = custom_test_order(&loaded, &req.groups, params.resource_mode)?;
             Plan::build(PlanInput {
                 pack: &loaded,
                 groups: req.groups.clone(),
                 duts: req.duts.clone(),
                 ats: req.ats.clone(),
                 params,
+                test_order,
             })
+            .map_err(|e| e.to_string())
         });
         let params_json = match &plan {
             Ok(p) => serde_json::to_value(p.params()).unwrap_or(Value::Null),
@@ -255,7 +259,7 @@ impl RunManager {
         let plan = match plan {
             Ok(p) => p,
             Err(e) => {
-                return Err(self.could_not_start(new_run, &e.to_string()));
+                return Err(self.could_not_start(new_run, &e));
             }
         };
         if new_run.groups.is_empty() {
@@ -857,6 +861,30 @@ impl Driver {
             ts: now,
         });
     }
+}
+
+/// How long the pack's `scheduler` may take to order the queue.
+pub const SCHEDULER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// In the `custom_*` resource modes, the test order per group the pack's `scheduler`
+/// program chose (see [`crate::reserve::order`]); `None` in the other modes, and when a
+/// group is unknown (the plan then says so).
+fn custom_test_order(
+    pack: &LoadedPack,
+    groups: &[String],
+    mode: ResourceMode,
+) -> Result<Option<HashMap<String, Vec<String>>>, String> {
+    if !matches!(
+        mode,
+        ResourceMode::CustomAll | ResourceMode::CustomSeparate | ResourceMode::CustomCombine
+    ) || groups.iter().any(|g| !pack.def.groups.contains_key(g))
+    {
+        return Ok(None);
+    }
+    let queue = order::queue(pack, groups);
+    order::custom_order(pack, mode, &queue, SCHEDULER_TIMEOUT)
+        .map(Some)
+        .map_err(|e| format!("ordering the queue: {e}"))
 }
 
 /// Estimated seconds of the whole run: the longest lane (shared tests spread evenly).

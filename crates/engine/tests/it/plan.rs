@@ -99,6 +99,7 @@ fn build(p: &LoadedPack, duts: Vec<DutTarget>, ats: Option<&str>) -> Plan {
         duts,
         ats: ats.map(String::from),
         params: p.def.params.clone(),
+        test_order: None,
     })
     .unwrap()
 }
@@ -183,6 +184,7 @@ fn only_chosen_groups_run_in_the_order_given() {
         duts: vec![],
         ats: None,
         params: p.def.params.clone(),
+        test_order: None,
     })
     .unwrap();
     let order: Vec<String> = drive(&mut plan, |_| PASSED)
@@ -196,6 +198,7 @@ fn only_chosen_groups_run_in_the_order_given() {
         duts: vec![],
         ats: None,
         params: p.def.params.clone(),
+        test_order: None,
     })
     .err()
     .unwrap();
@@ -509,6 +512,7 @@ fn missing_req_param_keys_refuse_the_run_before_anything_starts() {
         duts: vec![],
         ats: None,
         params: p.def.params.clone(),
+        test_order: None,
     })
     .err()
     .unwrap();
@@ -539,6 +543,7 @@ fn missing_req_param_keys_refuse_the_run_before_anything_starts() {
         duts: vec![dut("stb-01", "TP-4000")],
         ats: Some("rack-a".into()),
         params,
+        test_order: None,
     })
     .is_ok());
 }
@@ -749,6 +754,7 @@ fn duplicate_duts_are_refused() {
         duts: vec![dut("x", "m"), dut("x", "m")],
         ats: None,
         params: p.def.params.clone(),
+        test_order: None,
     })
     .err()
     .unwrap();
