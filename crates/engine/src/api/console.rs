@@ -18,8 +18,11 @@ use crate::pack::library::{Library, LibraryChange};
 use crate::pack::LoadedPack;
 use crate::plan::DutTarget;
 use crate::report::{self, ReportFormat};
-use crate::reserve::{BookCommand, BookConfig, BookError, BookHandle, BookReply, LiveError};
-use crate::run::{AlwaysGrant, LaunchRequest, RunError, RunManager};
+use crate::reserve::{
+    owner_of, resources_named, BookBroker, BookCommand, BookConfig, BookError, BookHandle,
+    BookReply, BrokerConfig, LiveError,
+};
+use crate::run::{AlwaysGrant, LaunchRequest, ResourceBroker, RunError, RunManager};
 use crate::store::{Store, StoreError, StoredTaskState};
 
 /// Events buffered per subscriber before it lags and gets `resync`.
@@ -64,24 +67,17 @@ impl Console {
         if !recovered.interrupted_runs.is_empty() {
             tracing::warn!(runs = ?recovered.interrupted_runs, aborted_tasks = recovered.aborted_tasks, "marked runs of a dead console interrupted");
         }
-        let runs = RunManager::new(
-            store.clone(),
-            &paths.data_dir,
-            Arc::new(AlwaysGrant),
-            clock.clone(),
-        );
-        let library = Library::open(paths.pack_roots.clone());
-        if let Err(e) = library.watch() {
-            tracing::warn!(error = %e, "pack folders are not watched; edits show after a restart");
-        }
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
-        forward(runs.subscribe(), events.clone(), Event::Run);
-        forward(library.subscribe(), events.clone(), packs_changed);
-
+        // The lab and its book first: runs reserve through the book when this console
+        // owns it (see `launch` for when it does not).
         let (mut lab, mut lab_errors, mut book, mut book_note) = (None, Vec::new(), None, None);
+        let mut broker: Arc<dyn ResourceBroker> = Arc::new(AlwaysGrant);
         if let Some(file) = &paths.lab_file {
             match inventory::load(file) {
                 Ok(l) => {
+                    if let Err(e) = store.save_lab(&l, clock.now_ms()) {
+                        tracing::warn!(file = %file.display(), error = %e, "cannot store the lab inventory");
+                    }
                     match BookHandle::open(
                         store.path(),
                         clock.clone(),
@@ -90,6 +86,11 @@ impl Console {
                     ) {
                         Ok(BookHandle::Owner(b)) => {
                             forward(b.subscribe(), events.clone(), Event::Book);
+                            broker = Arc::new(BookBroker::new(
+                                b.clone(),
+                                Some(Arc::new(l.clone())),
+                                BrokerConfig::default(),
+                            ));
                             book = Some(Mutex::new(BookHandle::Owner(b)));
                         }
                         Ok(client) => {
@@ -106,6 +107,13 @@ impl Console {
                 }
             }
         }
+        let runs = RunManager::new(store.clone(), &paths.data_dir, broker, clock.clone());
+        let library = Library::open(paths.pack_roots.clone());
+        if let Err(e) = library.watch() {
+            tracing::warn!(error = %e, "pack folders are not watched; edits show after a restart");
+        }
+        forward(runs.subscribe(), events.clone(), Event::Run);
+        forward(library.subscribe(), events.clone(), packs_changed);
         Ok(Self {
             paths,
             library,
@@ -434,6 +442,7 @@ impl Console {
             .into_iter()
             .map(|name| self.dut_target(name))
             .collect::<Result<Vec<_>, _>>()?;
+        self.check_can_reserve(&pack, &spec.groups, !duts.is_empty())?;
         let req = LaunchRequest {
             pack_dir: pack.dir.display().to_string(),
             groups: spec.groups,
@@ -445,6 +454,46 @@ impl Console {
         };
         let run_id = self.runs.launch(req).map_err(run_error)?;
         Ok(Response::Launch { run_id })
+    }
+
+    /// A console with a lab file runs nothing that needs a DUT or a lab resource without
+    /// reserving it. It reserves through the book it owns; when another process owns the
+    /// book (a second console on the same data directory) or the book could not be
+    /// opened, such a launch is refused with the reason, and runs that need nothing
+    /// reserved still go. A console without a lab file has nothing to reserve against:
+    /// its runs get what their tasks ask for.
+    fn check_can_reserve(
+        &self,
+        pack: &LoadedPack,
+        groups: &[String],
+        has_duts: bool,
+    ) -> Result<(), ApiError> {
+        if self.paths.lab_file.is_none() {
+            return Ok(());
+        }
+        let resources = resources_named(pack, groups);
+        if !has_duts && resources.is_empty() {
+            return Ok(());
+        }
+        let book = self.book()?;
+        if matches!(&*book, BookHandle::Owner(_)) {
+            return Ok(());
+        }
+        let what = if has_duts {
+            "its DUTs".to_string()
+        } else {
+            resources.into_iter().collect::<Vec<_>>().join(", ")
+        };
+        let owner = owner_of(self.store.path())
+            .map(|o| format!("is owned by {o}"))
+            .unwrap_or_else(|| "was owned by another process when this console started".into());
+        Err(ApiError::new(
+            ErrorCode::Unavailable,
+            format!(
+                "cannot reserve {what}: the reservation book of {} {owner}; launch from that console, or close it and restart this one",
+                self.paths.data_dir.display()
+            ),
+        ))
     }
 
     /// A DUT named at launch, with its model, rack and slot from the lab. A console without

@@ -17,7 +17,7 @@
 //! run lives; a killed console stops renewing and the lab gets its resources back at the
 //! lease's end.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -29,7 +29,7 @@ use super::{
 };
 use crate::clock::EpochMs;
 use crate::lab::Lab;
-use crate::pack::ResourceMode;
+use crate::pack::{GroupDef, LoadedPack, ResourceMode};
 use crate::run::{Grant, Holding, ResourceBroker, TaskNeeds};
 
 /// Tunables of the broker.
@@ -135,6 +135,38 @@ fn wanted(exclusive: &[String], shared: &[String]) -> Vec<(String, bool)> {
         .map(|r| (r.clone(), true))
         .chain(shared.iter().map(|r| (r.clone(), false)))
         .filter(|(r, _)| seen.insert(r.clone()))
+        .collect()
+}
+
+/// The lab resources a run of `groups` (every group when empty) may ask for: those the
+/// tasks of the pack's global setup and teardown and of the groups' setups, tests and
+/// teardowns name.
+pub fn resources_named(pack: &LoadedPack, groups: &[String]) -> BTreeSet<String> {
+    let chosen: Vec<&GroupDef> = if groups.is_empty() {
+        pack.def.groups.values().collect()
+    } else {
+        groups
+            .iter()
+            .filter_map(|g| pack.def.groups.get(g))
+            .collect()
+    };
+    pack.def
+        .setup
+        .iter()
+        .chain(&pack.def.teardown)
+        .chain(
+            chosen
+                .into_iter()
+                .flat_map(|g| g.setup.iter().chain(&g.tests).chain(&g.teardown)),
+        )
+        .filter_map(|t| pack.tasks.get(t))
+        .flat_map(|t| {
+            t.def
+                .exclusive_resources
+                .iter()
+                .chain(&t.def.shared_resources)
+        })
+        .cloned()
         .collect()
 }
 

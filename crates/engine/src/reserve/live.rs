@@ -9,6 +9,7 @@
 //! processes.
 
 use std::fs::File;
+use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -131,6 +132,41 @@ fn try_lock(db_path: &Path) -> Result<Option<File>, LiveError> {
     }
 }
 
+/// `testbay serve (pid 4242)`: this process, as [`owner_of`] reports it to others.
+fn owner_description() -> String {
+    let mut args = std::env::args();
+    let program = args
+        .next()
+        .map(|a| {
+            Path::new(&a)
+                .file_name()
+                .map_or(a.clone(), |n| n.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "?".into());
+    // The first word that is not an option is the subcommand, if any.
+    let sub = args.find(|a| !a.starts_with('-')).unwrap_or_default();
+    let cmd = format!("{program} {sub}");
+    format!("{} (pid {})", cmd.trim(), std::process::id())
+}
+
+/// Who owns the book of the store at `db_path`, as the owner noted it when it took the
+/// lock (`testbay serve (pid 4242)`); `None` when nobody owns it now.
+pub fn owner_of(db_path: &Path) -> Option<String> {
+    match try_lock(db_path) {
+        Ok(None) => {
+            let who = std::fs::read_to_string(lock_path(db_path)).unwrap_or_default();
+            let who = who.trim();
+            Some(if who.is_empty() {
+                "another Testbay process".into()
+            } else {
+                who.to_string()
+            })
+        }
+        // Free (taking it released it again when the file closed) or unreadable.
+        Ok(Some(_)) | Err(_) => None,
+    }
+}
+
 fn open_conn(db_path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(db_path).map_err(|source| StoreError::Open {
         path: db_path.to_path_buf(),
@@ -153,6 +189,13 @@ impl LiveBook {
         resources: Vec<ResourceSpec>,
     ) -> Result<Self, LiveError> {
         let lock = try_lock(db_path)?.ok_or(LiveError::OwnedElsewhere)?;
+        // Say who owns it, for the processes that cannot have it (see [`owner_of`]).
+        let written = lock
+            .set_len(0)
+            .and_then(|()| (&lock).write_all(owner_description().as_bytes()));
+        if let Err(e) = written {
+            tracing::warn!(db = %db_path.display(), error = %e, "cannot note the book's owner in its lock file");
+        }
         let conn = open_conn(db_path)?;
         let saved = db::load_book(&conn)?;
         let mut book = Book::with_config(clock, cfg, resources)?;

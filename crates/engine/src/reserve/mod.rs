@@ -12,10 +12,10 @@ pub mod timefmt;
 mod types;
 
 pub use book::{Book, BookConfig};
-pub use broker::{BookBroker, BrokerConfig};
+pub use broker::{resources_named, BookBroker, BrokerConfig};
 pub use error::BookError;
 pub use index::{ExclusiveIndex, SharedProfile};
-pub use live::{BookClient, BookCommand, BookHandle, BookReply, LiveBook, LiveError};
+pub use live::{owner_of, BookClient, BookCommand, BookHandle, BookReply, LiveBook, LiveError};
 pub use types::*;
 
 /// The closest candidate to `name` by edit distance, if it is close enough to be a typo.
