@@ -11,10 +11,16 @@ use anyhow::{bail, Context as _};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{Map, Value};
 use testbay_engine::clock::{Clock, SystemClock};
+use testbay_engine::lab::{Lab, LabErrors};
 use testbay_engine::outcome::RunStatus;
 use testbay_engine::pack::{CoverageMode, ResourceMode};
 use testbay_engine::plan::DutTarget;
-use testbay_engine::run::{AlwaysGrant, LaunchRequest, RunError, RunEvent, RunManager, TaskState};
+use testbay_engine::reserve::{
+    owner_of, resources_named, BookBroker, BookConfig, BookHandle, BrokerConfig, LiveBook,
+};
+use testbay_engine::run::{
+    AlwaysGrant, LaunchRequest, ResourceBroker, RunError, RunEvent, RunManager, TaskState,
+};
 use testbay_engine::store::{Store, TaskRecord};
 
 use super::Ctx;
@@ -47,6 +53,10 @@ pub struct Args {
     /// Print events as JSON lines instead of progress and a summary
     #[arg(long)]
     pub json: bool,
+    /// Run without reserving DUTs and lab resources in the lab's reservation book (for
+    /// when another process, e.g. a console, owns it). Others may use them meanwhile.
+    #[arg(long)]
+    pub no_reserve: bool,
 }
 
 fn parse_mode<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, String> {
@@ -110,19 +120,22 @@ pub fn resolve_pack(arg: &str, ctx: &Ctx) -> anyhow::Result<PathBuf> {
 /// DUTs from `--dut`: with a lab file, each must be a DUT of the lab that is not offline,
 /// and its model, rack and slot come from the lab; without one, any name is a lane.
 /// Returns the DUTs and the ATS their rack implies (when they share one).
-fn resolve_duts(args: &[String], ctx: &Ctx) -> anyhow::Result<(Vec<DutTarget>, Option<String>)> {
+fn resolve_duts(
+    args: &[String],
+    lab: Option<&LabFile>,
+) -> anyhow::Result<(Vec<DutTarget>, Option<String>)> {
     let mut duts = args
         .iter()
         .map(|d| parse_dut(d))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let Some(lab_file) = ctx.lab.as_ref().filter(|p| p.is_file()) else {
+    let Some(lab_file) = lab else {
         return Ok((duts, None));
     };
     if duts.is_empty() {
         return Ok((duts, None));
     }
-    let lab = testbay_engine::lab::load(lab_file)
-        .map_err(|e| anyhow::anyhow!("lab file {}:\n{e}", lab_file.display()))?;
+    let lab = lab_file.get()?;
+    let lab_file = &lab_file.path;
     for t in &mut duts {
         let Some(d) = lab.dut(&t.name) else {
             bail!(
@@ -183,9 +196,112 @@ fn parse_params(items: &[String]) -> anyhow::Result<Map<String, Value>> {
     Ok(m)
 }
 
+/// The lab file of the run, loaded (its problems are reported only when the run needs it).
+struct LabFile {
+    path: PathBuf,
+    lab: Result<Lab, LabErrors>,
+}
+
+impl LabFile {
+    fn load(ctx: &Ctx) -> Option<Self> {
+        let path = ctx.lab.clone().filter(|p| p.is_file())?;
+        let lab = testbay_engine::lab::load(&path);
+        Some(Self { path, lab })
+    }
+
+    fn get(&self) -> anyhow::Result<&Lab> {
+        self.lab
+            .as_ref()
+            .map_err(|e| anyhow::anyhow!("lab file {}:\n{e}", self.path.display()))
+    }
+}
+
+/// What the run holds its DUTs and resources with.
+struct Booking {
+    broker: Arc<dyn ResourceBroker>,
+    /// The book, when this process owns it: flushed and given up after the run.
+    book: Option<LiveBook>,
+}
+
+/// Reserve through the lab's book, which this process must own; `Err(exit code)` after
+/// saying why not. Without a lab file, or with `--no-reserve` (said on stderr), or when
+/// the run needs nothing reserved, nothing is booked.
+fn booking(
+    args: &Args,
+    ctx: &Ctx,
+    lab: Option<&LabFile>,
+    store: &Store,
+    pack_dir: &Path,
+    needs_duts: bool,
+) -> anyhow::Result<Result<Booking, i32>> {
+    let unbooked = Booking {
+        broker: Arc::new(AlwaysGrant),
+        book: None,
+    };
+    // A pack that does not load is reported by the launch, with its diagnostics.
+    let resources = testbay_engine::pack::load(pack_dir)
+        .map(|p| resources_named(&p, &args.groups))
+        .unwrap_or_default();
+    let what = {
+        let mut w: Vec<String> = Vec::new();
+        if needs_duts {
+            w.push(format!("DUT(s) {}", args.duts.join(", ")));
+        }
+        w.extend(resources.iter().cloned());
+        w.join(", ")
+    };
+    let Some(lab) = lab else {
+        if !what.is_empty() {
+            eprintln!("note: no lab file, so nothing is reserved ({what})");
+        }
+        return Ok(Ok(unbooked));
+    };
+    if args.no_reserve {
+        if !what.is_empty() {
+            eprintln!("--no-reserve: running without reservations; {what} may be in use by others meanwhile");
+        }
+        return Ok(Ok(unbooked));
+    }
+    if what.is_empty() {
+        return Ok(Ok(unbooked));
+    }
+    let l = lab.get()?;
+    let clock = SystemClock;
+    store
+        .save_lab(l, clock.now_ms())
+        .context("cannot store the lab inventory")?;
+    let handle = BookHandle::open(
+        store.path(),
+        Arc::new(clock),
+        BookConfig::default(),
+        l.book_resources(),
+    )
+    .context("cannot open the reservation book")?;
+    match handle {
+        BookHandle::Owner(book) => Ok(Ok(Booking {
+            broker: Arc::new(BookBroker::new(
+                book.clone(),
+                Some(Arc::new(l.clone())),
+                BrokerConfig::default(),
+            )),
+            book: Some(book),
+        })),
+        BookHandle::Client(_) => {
+            let owner = owner_of(store.path()).unwrap_or_else(|| "another Testbay process".into());
+            eprintln!(
+                "cannot reserve {what}: the reservation book of {} is owned by {owner}.\nLaunch the run from that console, or pass --no-reserve to run without reservations.",
+                ctx.data_dir.display()
+            );
+            Ok(Err(2))
+        }
+    }
+}
+
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
     let pack_dir = resolve_pack(&args.pack, ctx)?;
-    let (duts, rack) = resolve_duts(&args.duts, ctx)?;
+    let lab = LabFile::load(ctx);
+    let (duts, rack) = resolve_duts(&args.duts, lab.as_ref())?;
+    let needs_duts = !duts.is_empty();
     let req = LaunchRequest {
         pack_dir: pack_dir.display().to_string(),
         groups: args.groups.clone(),
@@ -196,13 +312,21 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
         coverage_mode: args.coverage_mode,
     };
     let store = open_store(ctx)?;
+    let booking = match booking(&args, ctx, lab.as_ref(), &store, &pack_dir, needs_duts)? {
+        Ok(b) => b,
+        Err(code) => return Ok(code),
+    };
     // One thread: tasks are child processes, the engine only waits on them. Phases are
     // forked from this (long-lived) thread, as PR_SET_PDEATHSIG requires.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    rt.block_on(drive(args, req, store, ctx))
+    let code = rt.block_on(drive(args, req, store, booking.broker, ctx));
+    if let Some(book) = booking.book {
+        book.shutdown();
+    }
+    code
 }
 
 enum Output {
@@ -218,10 +342,11 @@ async fn drive(
     args: Args,
     req: LaunchRequest,
     store: Arc<Store>,
+    broker: Arc<dyn ResourceBroker>,
     ctx: &Ctx,
 ) -> anyhow::Result<i32> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let mgr = RunManager::new(store.clone(), &ctx.data_dir, Arc::new(AlwaysGrant), clock);
+    let mgr = RunManager::new(store.clone(), &ctx.data_dir, broker, clock);
     let mut events = mgr.subscribe();
     let run_id = match mgr.launch(req) {
         Ok(id) => id,
