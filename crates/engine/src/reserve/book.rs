@@ -124,6 +124,9 @@ pub struct Book {
     deadlines: BTreeMap<EpochMs, Bucket>,
     /// Items in `deadlines`, stale ones included.
     deadline_items: usize,
+    /// No item in `deadlines` is due before this (`EpochMs::MAX` when there is none), so
+    /// the sweep every operation starts with costs one comparison when nothing is due.
+    next_due: EpochMs,
     lapsed: FastMap<u64, Lapsed>,
     /// Shared "no configuration requested".
     null_config: Arc<Value>,
@@ -201,6 +204,7 @@ impl Book {
             entries: FastMap::default(),
             deadlines: BTreeMap::new(),
             deadline_items: 0,
+            next_due: EpochMs::MAX,
             lapsed: FastMap::default(),
             null_config: Arc::new(Value::Null),
             lapsed_order: VecDeque::new(),
@@ -347,8 +351,10 @@ impl Book {
             self.resources[e.res as usize].waiters.insert((e.start, id));
         }
         self.occupy(e.res, e.start, e.end, e.weight, id);
-        self.push_deadline(e.expires, id);
+        let expires = e.expires;
+        // In the map first: a rebuild of the deadline index reads the entries.
         self.entries.insert(id, e);
+        self.push_deadline(expires, id);
     }
 
     fn set_expires(&mut self, id: u64, expires: EpochMs) {
@@ -360,6 +366,7 @@ impl Book {
     }
 
     fn push_deadline(&mut self, due: EpochMs, id: u64) {
+        self.next_due = self.next_due.min(due);
         self.deadlines
             .entry(due.div_euclid(BUCKET_MS))
             .or_default()
@@ -374,6 +381,7 @@ impl Book {
                 .iter()
                 .map(|(id, e)| (e.expires, *id))
                 .collect();
+            self.next_due = live.iter().map(|&(d, _)| d).min().unwrap_or(EpochMs::MAX);
             for (due, id) in live {
                 self.deadlines
                     .entry(due.div_euclid(BUCKET_MS))
@@ -441,9 +449,17 @@ impl Book {
             BookEventKind::Requested
         };
         let expires = e.expires;
-        let view = make_view(&self.resources[e.res as usize].name, id, &e);
+        record(
+            &mut self.events,
+            &mut self.next_seq,
+            now,
+            kind,
+            None,
+            &self.resources[e.res as usize].name,
+            id,
+            &e,
+        );
         self.insert_entry(id, e);
-        self.emit(now, kind, None, view);
         PreReservation {
             id: ResId(id),
             available_from: start,
@@ -521,12 +537,20 @@ impl Book {
             // The holder configured the resource: that is its current configuration now.
             res.config = config.clone();
         }
-        let view = make_view(&res.name, id, e);
+        record(
+            &mut self.events,
+            &mut self.next_seq,
+            at,
+            BookEventKind::Claimed,
+            None,
+            &res.name,
+            id,
+            e,
+        );
         let end = e.end;
         if old_expires != lease_until {
             self.push_deadline(lease_until, id);
         }
-        self.emit(at, BookEventKind::Claimed, None, view);
         Reservation {
             id: ResId(id),
             expire_time: end,
@@ -565,9 +589,11 @@ impl Book {
         }
         // Late: the holder still needs the whole duration, from now.
         let duration = e.end - e.start;
-        self.resources[e.res as usize]
-            .waiters
-            .remove(&(e.start, id.0));
+        if e.auto_claim {
+            self.resources[e.res as usize]
+                .waiters
+                .remove(&(e.start, id.0));
+        }
         let (res, weight, old_start, old_end) = (e.res, e.weight, e.start, e.end);
         self.vacate(res, old_start, old_end, weight);
         let start = self.find_slot(res, now, duration, weight, None);
@@ -595,11 +621,35 @@ impl Book {
         reason: EndReason,
     ) -> Entry {
         let e = self.entries.remove(&id).expect("entry exists");
+        self.end_entry(id, e, ts, kind, reason)
+    }
+
+    /// Take an entry already removed from `entries` out of the indexes, record its end and
+    /// move up the holds waiting on its resource.
+    fn end_entry(
+        &mut self,
+        id: u64,
+        e: Entry,
+        ts: EpochMs,
+        kind: BookEventKind,
+        reason: EndReason,
+    ) -> Entry {
         self.vacate(e.res, e.start, e.end, e.weight);
         let res = &mut self.resources[e.res as usize];
-        res.waiters.remove(&(e.start, id));
-        let view = make_view(&res.name, id, &e);
-        self.emit(ts, kind, Some(reason), view);
+        // Only unclaimed auto-claim holds are ever in `waiters`.
+        if e.auto_claim && e.claimed_at.is_none() {
+            res.waiters.remove(&(e.start, id));
+        }
+        record(
+            &mut self.events,
+            &mut self.next_seq,
+            ts,
+            kind,
+            Some(reason),
+            &res.name,
+            id,
+            &e,
+        );
         if !self.resources[e.res as usize].waiters.is_empty() {
             self.promote(e.res, ts);
         }
@@ -666,8 +716,8 @@ impl Book {
     pub fn release(&mut self, id: ResId) -> Result<(), BookError> {
         let now = self.now();
         self.sweep(now);
-        if self.entries.contains_key(&id.0) {
-            self.remove_entry_with_event(id.0, now, BookEventKind::Released, EndReason::Released);
+        if let Some(e) = self.entries.remove(&id.0) {
+            self.end_entry(id.0, e, now, BookEventKind::Released, EndReason::Released);
             // A hold moved up to now starts at once.
             self.sweep(now);
             Ok(())
@@ -751,6 +801,37 @@ impl Book {
 
     fn sweep(&mut self, now: EpochMs) -> usize {
         let mut changed = 0;
+        if now >= self.next_due {
+            changed = self.sweep_due(now);
+        }
+        while let Some(&(at, id)) = self.lapsed_order.front() {
+            if at + self.cfg.lapsed_memory_ms > now {
+                break;
+            }
+            self.lapsed_order.pop_front();
+            if self.lapsed.get(&id).is_some_and(|l| l.at == at) {
+                self.lapsed.remove(&id);
+            }
+        }
+        changed
+    }
+
+    /// The earliest deadline item left (stale ones included), for [`Book::next_due`].
+    fn first_deadline(&self) -> EpochMs {
+        self.deadlines
+            .first_key_value()
+            .and_then(|(_, b)| {
+                if b.sorted {
+                    b.items.last().map(|&(d, _)| d)
+                } else {
+                    b.items.iter().map(|&(d, _)| d).min()
+                }
+            })
+            .unwrap_or(EpochMs::MAX)
+    }
+
+    fn sweep_due(&mut self, now: EpochMs) -> usize {
+        let mut changed = 0;
         loop {
             // Cheap exit on the hot path: nothing due.
             match self.deadlines.first_key_value() {
@@ -788,15 +869,7 @@ impl Book {
                 }
             }
         }
-        while let Some(&(at, id)) = self.lapsed_order.front() {
-            if at + self.cfg.lapsed_memory_ms > now {
-                break;
-            }
-            self.lapsed_order.pop_front();
-            if self.lapsed.get(&id).is_some_and(|l| l.at == at) {
-                self.lapsed.remove(&id);
-            }
-        }
+        self.next_due = self.first_deadline();
         changed
     }
 
@@ -995,6 +1068,31 @@ impl Book {
     }
 }
 
+/// Record one event, built in place in the event buffer.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn record(
+    events: &mut Vec<BookEvent>,
+    next_seq: &mut u64,
+    ts: EpochMs,
+    kind: BookEventKind,
+    reason: Option<EndReason>,
+    resource: &Arc<str>,
+    id: u64,
+    e: &Entry,
+) {
+    let seq = *next_seq;
+    *next_seq += 1;
+    events.push(BookEvent {
+        seq,
+        ts,
+        kind,
+        reason,
+        reservation: make_view(resource, id, e),
+    });
+}
+
+#[inline(always)]
 fn make_view(resource: &Arc<str>, id: u64, e: &Entry) -> ReservationView {
     ReservationView {
         id: ResId(id),
