@@ -52,11 +52,6 @@ fn paths_from_env() -> ConsolePaths {
 
 fn main() {
     let started = Instant::now();
-    // The console is tables and text: WebKit's GPU compositing buys nothing here and costs
-    // ~75 MiB in the web process (bench/desktop.sh). Set the variable to 0 to keep it.
-    if std::env::var_os("WEBKIT_DISABLE_COMPOSITING_MODE").is_none() {
-        std::env::set_var("WEBKIT_DISABLE_COMPOSITING_MODE", "1");
-    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
