@@ -11,3 +11,4 @@ mod run;
 mod api_types;
 mod api;
 mod lab;
+mod resources;
