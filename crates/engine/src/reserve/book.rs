@@ -337,7 +337,9 @@ impl Book {
 
     /// Events recorded since the last drain, oldest first.
     pub fn drain_events(&mut self) -> Vec<BookEvent> {
-        let cap = self.events.len().min(65_536);
+        // The next batch is likely as large as the last: start at the buffer's size, so
+        // the buffer does not regrow (copying every event) batch after batch.
+        let cap = self.events.capacity().min(65_536);
         std::mem::replace(&mut self.events, Vec::with_capacity(cap))
     }
 
@@ -672,7 +674,7 @@ impl Book {
                 // The earliest window with this hold's own interval left out: no need to
                 // take it out of the index and put it back when it cannot move.
                 Index::Exclusive(ix) => {
-                    let s = ix.earliest(from, dur, Some(id));
+                    let s = ix.earliest_before(from, dur, Some(id), start);
                     if s >= start {
                         continue;
                     }

@@ -20,6 +20,18 @@ pub struct ExclusiveIndex {
 impl ExclusiveIndex {
     /// Earliest `t >= from` such that `[t, t + dur)` overlaps no interval other than `skip`'s.
     pub fn earliest(&self, from: EpochMs, dur: i64, skip: Option<u64>) -> EpochMs {
+        self.earliest_before(from, dur, skip, EpochMs::MAX)
+    }
+
+    /// As [`ExclusiveIndex::earliest`], but gives up as soon as the answer is known to be
+    /// `>= limit` (and then returns some value `>= limit`).
+    pub fn earliest_before(
+        &self,
+        from: EpochMs,
+        dur: i64,
+        skip: Option<u64>,
+        limit: EpochMs,
+    ) -> EpochMs {
         let mut t = from;
         // Only the last interval starting before `t` can cover `t` (intervals never overlap).
         if let Some((_, &(end, id))) = self.by_start.range(..t).next_back() {
@@ -31,7 +43,7 @@ impl ExclusiveIndex {
             if Some(id) == skip {
                 continue;
             }
-            if start >= t.saturating_add(dur) {
+            if start >= t.saturating_add(dur) || t >= limit {
                 break;
             }
             t = t.max(end);
@@ -159,6 +171,8 @@ mod tests {
         assert_eq!(ix.earliest(12, 5, None), 20);
         assert_eq!(ix.earliest(12, 6, None), 30);
         assert_eq!(ix.earliest(12, 6, Some(2)), 20);
+        assert!(ix.earliest_before(0, 11, None, 15) >= 15);
+        assert_eq!(ix.earliest_before(12, 6, Some(2), 25), 20);
         assert!(ix.busy_at(10) && !ix.busy_at(20));
     }
 
