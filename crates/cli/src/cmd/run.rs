@@ -270,6 +270,7 @@ fn booking(
     store
         .save_lab(l, clock.now_ms())
         .context("cannot store the lab inventory")?;
+    testbay_engine::reserve::live::set_owner_label("testbay run");
     let handle = BookHandle::open(
         store.path(),
         Arc::new(clock),

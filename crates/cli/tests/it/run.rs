@@ -479,3 +479,92 @@ fn ctrl_c_stops_gracefully() {
     );
     assert!(stdout.contains("Aborted"), "{stdout}");
 }
+
+/// A run reserves its DUT and resources in the lab's book, which it owns while it runs. A
+/// second `testbay run` on the same data dir cannot reserve: it is refused, naming the
+/// owner, unless `--no-reserve` (said on stderr); a run that needs nothing reserved goes.
+#[test]
+fn a_run_that_cannot_reserve_is_refused_unless_no_reserve() {
+    let f = fx();
+    let lab = f.root.join("lab.yaml");
+    std::fs::write(
+        &lab,
+        "name: t\nracks:\n  - {name: rack-x, slots: 4}\nduts:\n  - {name: box-1, model: BX-1, location: {rack: rack-x, slot: 3}}\nresources:\n  - {name: ir, mode: exclusive, config: {protocol: rc6}}\n",
+    )
+    .unwrap();
+    let started = f.root.join("started");
+    let go = f.root.join("go");
+    let wait_body = format!(
+        "cp \"$TESTBAY_PARAMS\" {p}\necho started > {s}\nfor i in $(seq 600); do [ -e {g} ] && exit 0; sleep 0.05; done\nexit 1\n",
+        p = f.root.join("params.json").display(),
+        s = started.display(),
+        g = go.display()
+    );
+    let pack = f.pack(
+        "p",
+        "name: p\nversion: '1'\ngroups:\n  slow:\n    tests: [hold]\n  quick:\n    tests: [zap]\n  plain:\n    tests: [nothing]\n",
+        &[
+            ("hold", "exclusive_resources: [ir]\n", &wait_body),
+            ("zap", "exclusive_resources: [ir]\n", "exit 0\n"),
+            ("nothing", "", "exit 0\n"),
+        ],
+    );
+    let (lab_arg, pack_arg) = (lab.to_str().unwrap(), pack.to_str().unwrap());
+    let mut first = bin()
+        .arg("--data-dir")
+        .arg(&f.data)
+        .args([
+            "--lab", lab_arg, "run", pack_arg, "-g", "slow", "--dut", "box-1",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_file(&started);
+    // The running task was told what it holds.
+    let params: Value =
+        serde_json::from_str(&std::fs::read_to_string(f.root.join("params.json")).unwrap())
+            .unwrap();
+    let held: Vec<&str> = params["reservations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["resource"].as_str().unwrap())
+        .collect();
+    assert_eq!(held, ["box-1", "ir"]);
+    assert_eq!(params["reservations"][1]["config"]["protocol"], "rc6");
+
+    let out = f.testbay(&["--lab", lab_arg, "run", pack_arg, "-g", "quick"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("cannot reserve ir"), "{err}");
+    assert!(
+        err.contains(&format!("owned by testbay run (pid {})", first.id())),
+        "{err}"
+    );
+    assert!(err.contains("--no-reserve"), "{err}");
+
+    let out = f.testbay(&[
+        "--lab",
+        lab_arg,
+        "run",
+        pack_arg,
+        "-g",
+        "quick",
+        "--no-reserve",
+    ]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("running without reservations; ir"), "{err}");
+
+    let out = f.testbay(&["--lab", lab_arg, "run", pack_arg, "-g", "plain"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+
+    std::fs::write(&go, "").unwrap();
+    let status = first.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    // With the book free again, the quick group reserves and runs.
+    let out = f.testbay(&["--lab", lab_arg, "run", pack_arg, "-g", "quick"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}

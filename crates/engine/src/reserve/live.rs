@@ -132,25 +132,27 @@ fn try_lock(db_path: &Path) -> Result<Option<File>, LiveError> {
     }
 }
 
-/// `testbay serve (pid 4242)`: this process, as [`owner_of`] reports it to others.
+static OWNER_LABEL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Name this process in the book's lock file when it owns the book (`testbay run`, `the
+/// Testbay console`); the first call wins. Without one, the program's file name is used.
+pub fn set_owner_label(label: &str) {
+    let _ = OWNER_LABEL.set(label.to_string());
+}
+
+/// `testbay run (pid 4242)`: this process, as [`owner_of`] reports it to others.
 fn owner_description() -> String {
-    let mut args = std::env::args();
-    let program = args
-        .next()
-        .map(|a| {
-            Path::new(&a)
-                .file_name()
-                .map_or(a.clone(), |n| n.to_string_lossy().into_owned())
-        })
-        .unwrap_or_else(|| "?".into());
-    // The first word that is not an option is the subcommand, if any.
-    let sub = args.find(|a| !a.starts_with('-')).unwrap_or_default();
-    let cmd = format!("{program} {sub}");
-    format!("{} (pid {})", cmd.trim(), std::process::id())
+    let label = OWNER_LABEL.get().cloned().unwrap_or_else(|| {
+        std::env::current_exe()
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "a Testbay process".into())
+    });
+    format!("{label} (pid {})", std::process::id())
 }
 
 /// Who owns the book of the store at `db_path`, as the owner noted it when it took the
-/// lock (`testbay serve (pid 4242)`); `None` when nobody owns it now.
+/// lock (`testbay run (pid 4242)`); `None` when nobody owns it now.
 pub fn owner_of(db_path: &Path) -> Option<String> {
     match try_lock(db_path) {
         Ok(None) => {

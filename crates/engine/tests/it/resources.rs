@@ -538,3 +538,75 @@ async fn a_console_launch_shows_its_reservations_while_it_runs() {
         res.resources
     );
 }
+
+/// A console that does not own the book (another process does) refuses launches that
+/// need a DUT or a lab resource, naming the owner, and still runs those that need nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_console_without_the_book_refuses_runs_it_cannot_reserve_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write(&root.join("lab.yaml"), LAB);
+    write_pack(
+        &root.join("packs/p"),
+        "name: p\nversion: '1'\ngroups:\n  needs:\n    tests: [a]\n  plain:\n    tests: [n]\n",
+        &[("a", "exclusive_resources: [ir]\n"), ("n", "")],
+    );
+    let lab = lab::load(&root.join("lab.yaml")).unwrap();
+    let store = Store::open_in(&root.join("data")).unwrap();
+    // The owner: a book opened first (flock conflicts between open files, so within
+    // one process too).
+    let owner = LiveBook::open(
+        store.path(),
+        Arc::new(SystemClock),
+        BookConfig::default(),
+        lab.book_resources(),
+    )
+    .unwrap();
+    let console = Console::open(ConsolePaths {
+        data_dir: root.join("data"),
+        pack_roots: vec![root.join("packs")],
+        lab_file: Some(root.join("lab.yaml")),
+    })
+    .unwrap();
+    let call = |json: &str| {
+        let req = parse_request(json.as_bytes()).unwrap();
+        let c = &console;
+        async move { c.dispatch(req).await }
+    };
+    for launch in [
+        r#"{"cmd":"launch","pack":"p","groups":["needs"]}"#,
+        r#"{"cmd":"launch","pack":"p","groups":["plain"],"duts":["box-1"]}"#,
+    ] {
+        let err = call(launch).await.unwrap_err();
+        assert_eq!(err.code, testbay_engine::api::ErrorCode::Unavailable);
+        assert!(err.message.contains("cannot reserve"), "{err:?}");
+        assert!(err.message.contains("is owned by"), "{err:?}");
+        assert!(
+            err.message
+                .contains(&format!("(pid {})", std::process::id())),
+            "{err:?}"
+        );
+    }
+    let Response::Launch { run_id } = call(r#"{"cmd":"launch","pack":"p","groups":["plain"]}"#)
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    let mut status = RunStatus::Queued;
+    for _ in 0..300 {
+        let Response::GetRun(d) = call(&format!(r#"{{"cmd":"get_run","run_id":"{run_id}"}}"#))
+            .await
+            .unwrap()
+        else {
+            panic!()
+        };
+        status = d.run.status;
+        if status.is_finished() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(status, RunStatus::Completed);
+    owner.shutdown();
+}
