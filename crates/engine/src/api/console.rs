@@ -60,6 +60,7 @@ impl Console {
                 paths.data_dir.display()
             ))
         })?;
+        crate::reserve::live::set_owner_label("the Testbay console");
         let store = Arc::new(Store::open_in(&paths.data_dir).map_err(store_error)?);
         let recovered = store
             .recover_interrupted(clock.now_ms())
