@@ -299,9 +299,10 @@ fn main() {
     let base = report("baseline: plain BTreeMap search", n, &plain, &mut plain_lat);
     let ours = report("book, in memory", n, &book, &mut book_lat);
     println!(
-        "ratio book / baseline: {:.2} (throughput); book: {:.0} book operations/s (3 per cycle)",
+        "ratio book / baseline: {:.2} (throughput); book: {:.0} book operations/s (a request and a release per cycle, a claim in {} of {n})",
         ours / base,
-        3.0 * ours
+        ours * (2 * n + book.immediate) as f64 / n as f64,
+        book.immediate
     );
     let pn = std::env::var("RESERVE_BENCH_PERSIST_N")
         .ok()
