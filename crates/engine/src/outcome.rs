@@ -70,7 +70,10 @@ impl RunStatus {
     }
 
     pub fn is_finished(self) -> bool {
-        !matches!(self, RunStatus::Queued | RunStatus::Running | RunStatus::Stalled)
+        !matches!(
+            self,
+            RunStatus::Queued | RunStatus::Running | RunStatus::Stalled
+        )
     }
 }
 
