@@ -125,9 +125,21 @@ pub struct PhaseCommand {
 #[derive(Debug, Clone, PartialEq)]
 pub enum LiveLog {
     Line(String),
-    /// This many lines were not forwarded live since the last one that was.
+    /// This many lines were not forwarded live since the previous `Dropped`. Sent at most
+    /// once per [`DROPPED_EVERY`] per phase (and once more when the phase ends), however
+    /// many lines are held back.
     Dropped(u64),
 }
+
+/// Least time between two [`LiveLog::Dropped`] of one phase.
+pub const DROPPED_EVERY: Duration = Duration::from_secs(1);
+
+/// Written log lines reach the file at most this long after they were read, while output
+/// keeps coming (live readers of the log file follow it this closely).
+pub const LOG_FLUSH_EVERY: Duration = Duration::from_millis(200);
+
+/// Output quiet for this long counts as idle: what is buffered is written out at once.
+const LOG_IDLE: Duration = Duration::from_millis(20);
 
 /// Receives live output. Called from the phase's output thread; must not block.
 pub type LiveSink = Box<dyn FnMut(LiveLog) + Send + 'static>;
@@ -564,6 +576,8 @@ fn pump_output(
         live,
         bucket: TokenBucket::new(limits.live_lines_per_sec, limits.live_burst),
         pending_dropped: 0,
+        dropped_sent: None,
+        unflushed_since: None,
         log_failed: false,
     };
     let mut buf = vec![0u8; 64 * 1024];
@@ -629,6 +643,7 @@ fn pump_output(
             None if pidfd.is_none() => 50,
             None => -1,
         };
+        let timeout_ms = w.poll_timeout(timeout_ms);
         // SAFETY: valid pollfd array.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
         if n < 0 {
@@ -636,6 +651,10 @@ fn pump_output(
                 continue;
             }
             break;
+        }
+        if n == 0 {
+            // Quiet output: what is buffered goes to the file now.
+            w.idle();
         }
         if exit_tx.is_some() {
             let pid_ready = match pidfd {
@@ -686,6 +705,7 @@ fn pump_output(
                 }
             }
         }
+        w.tick();
     }
     if !line.is_empty() {
         w.emit(&line);
@@ -743,7 +763,12 @@ struct LineWriter<'a> {
     stats: LogStats,
     live: Option<LiveSink>,
     bucket: TokenBucket,
+    /// Lines held back from live viewers not yet reported by a `Dropped`.
     pending_dropped: u64,
+    /// When the last `Dropped` went out.
+    dropped_sent: Option<Instant>,
+    /// When the oldest line not yet flushed to the log file was written to its buffer.
+    unflushed_since: Option<Instant>,
     log_failed: bool,
 }
 
@@ -770,6 +795,7 @@ impl LineWriter<'_> {
             let need = text.len() as u64 + 1;
             if self.written + need > self.limits.log_cap_bytes {
                 self.stats.truncated = true;
+                self.unflushed_since.get_or_insert_with(Instant::now);
                 let _ = writeln!(
                     self.log,
                     "[testbay] log truncated: the {} byte limit was reached; further output is discarded",
@@ -784,21 +810,98 @@ impl LineWriter<'_> {
                 self.log_failed = true;
             } else {
                 self.written += need;
+                if self.unflushed_since.is_none() {
+                    self.unflushed_since = Some(Instant::now());
+                }
             }
         }
-        if let Some(sink) = self.live.as_mut() {
+        if self.live.is_some() {
             if self.bucket.take() {
                 if self.pending_dropped > 0 {
-                    sink(LiveLog::Dropped(self.pending_dropped));
-                    self.pending_dropped = 0;
+                    self.report_dropped(Instant::now());
                 }
-                sink(LiveLog::Line(cap_string(
-                    &text,
-                    self.limits.live_line_cap_bytes,
-                )));
+                if let Some(sink) = self.live.as_mut() {
+                    sink(LiveLog::Line(cap_string(
+                        &text,
+                        self.limits.live_line_cap_bytes,
+                    )));
+                }
             } else {
                 self.pending_dropped += 1;
                 self.stats.live_dropped += 1;
+            }
+        }
+    }
+
+    /// Send the held-back count if the last `Dropped` is [`DROPPED_EVERY`] old.
+    fn report_dropped(&mut self, now: Instant) {
+        if self
+            .dropped_sent
+            .is_some_and(|t| now.duration_since(t) < DROPPED_EVERY)
+        {
+            return;
+        }
+        if let Some(sink) = self.live.as_mut() {
+            sink(LiveLog::Dropped(self.pending_dropped));
+        }
+        self.pending_dropped = 0;
+        self.dropped_sent = Some(now);
+    }
+
+    /// After a read: flush the log if its oldest buffered line is [`LOG_FLUSH_EVERY`]
+    /// old, report held-back lines when due. One clock read per read(2), none per line.
+    fn tick(&mut self) {
+        if self.unflushed_since.is_none() && self.pending_dropped == 0 {
+            return;
+        }
+        let now = Instant::now();
+        if self
+            .unflushed_since
+            .is_some_and(|t| now.duration_since(t) >= LOG_FLUSH_EVERY)
+        {
+            self.flush_log();
+        }
+        if self.pending_dropped > 0 {
+            self.report_dropped(now);
+        }
+    }
+
+    /// The output went quiet: write out what is buffered, report held-back lines when due.
+    fn idle(&mut self) {
+        self.flush_log();
+        if self.pending_dropped > 0 {
+            self.report_dropped(Instant::now());
+        }
+    }
+
+    fn flush_log(&mut self) {
+        if self.unflushed_since.take().is_some() && self.log.flush().is_err() {
+            self.log_failed = true;
+        }
+    }
+
+    /// `timeout_ms` for poll(2), shortened so that buffered log lines are written once
+    /// the output is quiet for [`LOG_IDLE`] and held-back lines are reported when due.
+    fn poll_timeout(&self, timeout_ms: i32) -> i32 {
+        let mut limit: Option<Duration> = None;
+        if self.unflushed_since.is_some() {
+            limit = Some(LOG_IDLE);
+        }
+        if self.pending_dropped > 0 {
+            let due = self.dropped_sent.map_or(Duration::ZERO, |t| {
+                DROPPED_EVERY.saturating_sub(t.elapsed())
+            });
+            limit = Some(limit.map_or(due, |l| l.min(due)));
+        }
+        match limit {
+            None => timeout_ms,
+            Some(l) => {
+                let l = l.as_millis().clamp(1, i32::MAX as u128) as i32;
+                if timeout_ms < 0 {
+                    l
+                } else {
+                    timeout_ms.min(l)
+                }
             }
         }
     }

@@ -445,3 +445,86 @@ async fn escaped_process_holding_the_output_ends_with_the_phase() {
     );
     assert!(log.contains("that left the phase's process group"), "{log}");
 }
+
+/// Spawn the phase; the test goes on while it runs.
+fn start(c: &PhaseCommand, live: Option<LiveSink>) -> tokio::task::JoinHandle<PhaseOutcome> {
+    let c = c.clone();
+    tokio::spawn(async move { run_phase(&c, &clock(), live, None, |_| {}).await.unwrap() })
+}
+
+/// A line followed by silence is in the log file while the phase still runs.
+#[tokio::test]
+async fn log_is_readable_when_output_goes_quiet() {
+    let f = fx();
+    let c = cmd(&f, "echo first line\nsleep 3\necho last line\n");
+    let h = start(&c, None);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(!h.is_finished());
+    let text = std::fs::read_to_string(f.dir.join("main.log")).unwrap();
+    assert_eq!(text, "first line\n", "log of the running phase");
+    let o = h.await.unwrap();
+    assert_eq!(o.result, PASSED);
+    let text = std::fs::read_to_string(f.dir.join("main.log")).unwrap();
+    assert_eq!(text, "first line\nlast line\n");
+}
+
+/// Lines that keep coming (never quiet long enough to count as idle) still reach the file
+/// while the phase runs, well before the write buffer would fill.
+#[tokio::test]
+async fn log_is_readable_while_lines_keep_coming() {
+    let f = fx();
+    std::fs::write(
+        f.dir.join("t.py"),
+        "import sys, time\nend = time.time() + 2.5\ni = 0\nwhile time.time() < end:\n    i += 1\n    print(f'tick {i}', flush=True)\n    time.sleep(0.004)\n",
+    )
+    .unwrap();
+    let mut c = cmd(&f, "");
+    c.argv = vec!["python3".into(), "t.py".into()];
+    let h = start(&c, None);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(!h.is_finished());
+    let text = std::fs::read_to_string(f.dir.join("main.log")).unwrap();
+    assert!(
+        text.starts_with("tick 1\n") && text.lines().count() >= 10,
+        "log of the running phase: {} bytes",
+        text.len()
+    );
+    assert_eq!(h.await.unwrap().result, PASSED);
+}
+
+/// Output faster than the live rate: held-back lines are reported at most once a second
+/// (plus once at the end), and every line is either shown or counted.
+#[tokio::test]
+async fn dropped_live_lines_are_reported_once_a_second() {
+    let f = fx();
+    std::fs::write(
+        f.dir.join("t.py"),
+        "import time\nend = time.time() + 3\ni = 0\nwhile time.time() < end:\n    i += 1\n    print(f'line {i}')\n    if i % 50 == 0: time.sleep(0.001)\n",
+    )
+    .unwrap();
+    let mut c = cmd(&f, "");
+    c.argv = vec!["python3".into(), "t.py".into()];
+    let seen = Arc::new(Mutex::new((0u64, Vec::<u64>::new())));
+    let s = seen.clone();
+    let sink: LiveSink = Box::new(move |l| {
+        let mut g = s.lock().unwrap();
+        match l {
+            LiveLog::Line(_) => g.0 += 1,
+            LiveLog::Dropped(n) => g.1.push(n),
+        }
+    });
+    let o = run_phase(&c, &clock(), Some(sink), None, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(o.result, PASSED);
+    let (lines, dropped) = seen.lock().unwrap().clone();
+    let secs = ((o.finished_ms - o.started_ms) as f64 / 1000.0).ceil() as usize;
+    assert!(o.log.live_dropped > 0, "the rate limit never applied");
+    assert!(
+        !dropped.is_empty() && dropped.len() <= secs + 2,
+        "{} dropped reports in {secs}s",
+        dropped.len()
+    );
+    assert_eq!(dropped.iter().sum::<u64>(), o.log.live_dropped);
+    assert_eq!(lines + o.log.live_dropped, o.log.lines);
+}
