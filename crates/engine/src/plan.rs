@@ -24,7 +24,6 @@
 use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
 use ts_rs::TS;
 
 use crate::clock::EpochMs;
@@ -62,50 +61,6 @@ pub enum PlanError {
     DuplicateDut(String),
     #[error("missing run parameters: {}", .0.iter().map(|(t, k)| format!("task {t} needs {}", k.join(", "))).collect::<Vec<_>>().join("; "))]
     MissingParamKeys(Vec<(String, Vec<String>)>),
-    #[error("run parameter `{key}`: {message}")]
-    BadParam { key: String, message: String },
-}
-
-/// Effective global parameters: the pack's `params` with launch overrides applied on top.
-pub fn effective_params(
-    pack: &GlobalParams,
-    overrides: &Map<String, Value>,
-) -> Result<GlobalParams, PlanError> {
-    let mut map = match serde_json::to_value(pack) {
-        Ok(Value::Object(m)) => m,
-        _ => Map::new(),
-    };
-    for (k, v) in overrides {
-        map.insert(k.clone(), v.clone());
-    }
-    let merged: GlobalParams = serde_json::from_value(Value::Object(map)).map_err(|e| {
-        let msg = e.to_string();
-        let key = overrides
-            .keys()
-            .find(|k| msg.contains(k.as_str()))
-            .cloned()
-            .or_else(|| {
-                [
-                    "valid_result",
-                    "process_limit",
-                    "resource_mode",
-                    "coverage_mode",
-                    "ignore_prereq",
-                ]
-                .into_iter()
-                .find(|k| overrides.contains_key(*k))
-                .map(String::from)
-            })
-            .unwrap_or_else(|| "params".into());
-        PlanError::BadParam { key, message: msg }
-    })?;
-    if merged.process_limit == 0 {
-        return Err(PlanError::BadParam {
-            key: "process_limit".into(),
-            message: "must be at least 1".into(),
-        });
-    }
-    Ok(merged)
 }
 
 /// Whether `value` matches a `valid_duts`/`valid_ats` pattern: `any`, or a glob with `*`
@@ -326,6 +281,7 @@ impl Plan {
         // Every task must exist, and its required keys must be present.
         let mut missing: Vec<(String, Vec<String>)> = Vec::new();
         let mut checked = HashSet::new();
+        let mut defs: Vec<&crate::pack::TaskDef> = Vec::new();
         for (si, tasks) in stage_tasks.iter().enumerate() {
             for t in tasks {
                 let Some(lt) = pack.tasks.get(t) else {
@@ -339,17 +295,22 @@ impl Plan {
                     });
                 };
                 if checked.insert(t.clone()) {
-                    let keys: Vec<String> = lt
-                        .def
-                        .req_param_keys
-                        .iter()
-                        .filter(|k| !param_present(&params, k, &input.ats, !input.duts.is_empty()))
-                        .cloned()
-                        .collect();
-                    if !keys.is_empty() {
-                        missing.push((t.clone(), keys));
-                    }
+                    defs.push(&lt.def);
                 }
+            }
+        }
+        // What tasks get as `global_params`, plus the run's targets.
+        let mut given = crate::params::global_params_json(&params);
+        if let Some(ats) = &input.ats {
+            given.insert("ats".into(), ats.as_str().into());
+        }
+        if let Some(d) = input.duts.first() {
+            given.insert("dut".into(), d.name.as_str().into());
+        }
+        for m in crate::params::missing_param_keys(&given, defs) {
+            match missing.iter_mut().find(|(t, _)| *t == m.task) {
+                Some((_, keys)) => keys.push(m.key),
+                None => missing.push((m.task, vec![m.key])),
             }
         }
         if !missing.is_empty() {
@@ -487,6 +448,31 @@ impl Plan {
     /// Items currently running on `lane`.
     pub fn running_on(&self, lane: usize) -> &[ItemId] {
         &self.lanes[lane].running
+    }
+    /// Index of the stage `lane` is at; it grows as the lane finishes stages (equal to the
+    /// number of stages once the lane is through).
+    pub fn lane_stage(&self, lane: usize) -> usize {
+        self.lanes[lane].stage
+    }
+    /// Items of the stage `lane` is at, in plan order (a split test stage lists its
+    /// shared items on every lane).
+    pub fn current_stage_items(&self, lane: usize) -> &[ItemId] {
+        self.stage_items
+            .get(self.lanes[lane].stage)
+            .map_or(&[][..], |per_lane| &per_lane[lane])
+    }
+
+    /// "global setup", "group g1 tests", "group g1 teardown", ...
+    fn stage_name(&self, si: usize) -> String {
+        let s = self.stages[si];
+        let kind = match s.kind {
+            TaskKind::Test => "tests",
+            k => k.as_str(),
+        };
+        match s.group {
+            Some(g) => format!("group {} {kind}", self.groups[g]),
+            None => format!("global {kind}"),
+        }
     }
 
     /// Whether `result` counts as a failure in this run.
@@ -978,17 +964,13 @@ impl Plan {
                 };
                 let ls = &self.lanes[lane];
                 if item.stage > ls.stage {
-                    let cur = self.stages.get(ls.stage).map(|s| {
-                        let g = s
-                            .group
-                            .map(|g| format!("group {} ", self.groups[g]))
-                            .unwrap_or_else(|| "global ".into());
-                        format!("{g}{}", s.kind.as_str())
-                    });
-                    return Some(match cur {
-                        Some(c) => format!("queued; {} is at {c}", ls.name),
-                        None => "queued".into(),
-                    });
+                    // Names the item's own stage, not the lane's: this stays true until the
+                    // lane gets there, when the driver announces the item's new reason.
+                    return Some(format!(
+                        "queued until {} reaches {}",
+                        ls.name,
+                        self.stage_name(item.stage)
+                    ));
                 }
                 if let Prereq::Wait = self.prereq_check(id, lane) {
                     return Some(format!(
@@ -1046,17 +1028,6 @@ impl LaneState {
 }
 
 /// Whether a `req_param_keys` entry is present for this run.
-fn param_present(params: &GlobalParams, key: &str, ats: &Option<String>, has_dut: bool) -> bool {
-    match key {
-        "valid_result" | "process_limit" | "resource_mode" | "coverage_mode" | "ignore_prereq" => {
-            true
-        }
-        "ats" => ats.is_some(),
-        "dut" => has_dut,
-        _ => params.extra.contains_key(key),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

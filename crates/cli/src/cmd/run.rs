@@ -14,6 +14,7 @@ use testbay_engine::clock::{Clock, SystemClock};
 use testbay_engine::lab::{Lab, LabErrors};
 use testbay_engine::outcome::RunStatus;
 use testbay_engine::pack::{CoverageMode, ResourceMode};
+use testbay_engine::params;
 use testbay_engine::plan::DutTarget;
 use testbay_engine::reserve::{
     owner_of, resources_named, BookBroker, BookConfig, BookHandle, BrokerConfig, LiveBook,
@@ -40,7 +41,8 @@ pub struct Args {
     /// ATS (test rack) the run uses
     #[arg(long, value_name = "ATS")]
     pub ats: Option<String>,
-    /// Override a global parameter; VALUE is JSON when it parses as JSON, else a string
+    /// Override a global parameter; VALUE reads as YAML (`2` a number, `[a, b]` a list,
+    /// `true` a boolean, `'2'` a string). Keys are checked against the pack's parameters
     #[arg(short = 'p', long = "param", value_name = "KEY=VALUE")]
     pub params: Vec<String>,
     /// all, per_task_separate, per_task_combine, custom_all, custom_separate, custom_combine
@@ -181,19 +183,13 @@ fn parse_dut(s: &str) -> anyhow::Result<DutTarget> {
     })
 }
 
+/// `-p` overrides, every bad one named at once. Their keys and values are checked
+/// against the pack at launch (`params::effective_params`).
 fn parse_params(items: &[String]) -> anyhow::Result<Map<String, Value>> {
-    let mut m = Map::new();
-    for it in items {
-        let Some((k, v)) = it.split_once('=') else {
-            bail!("-p `{it}`: expected KEY=VALUE");
-        };
-        if k.is_empty() {
-            bail!("-p `{it}`: empty key");
-        }
-        let v = serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_string()));
-        m.insert(k.to_string(), v);
-    }
-    Ok(m)
+    params::parse_overrides(items).map_err(|errors| {
+        let lines: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
+        anyhow::anyhow!("bad -p KEY=VALUE override(s):\n{}", lines.join("\n"))
+    })
 }
 
 /// The lab file of the run, loaded (its problems are reported only when the run needs it).

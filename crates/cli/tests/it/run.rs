@@ -248,6 +248,36 @@ fn refused_runs_say_why_and_exit_2() {
     let out = f.testbay(&["run", pack.to_str().unwrap(), "-p", "novalue"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("KEY=VALUE"));
+    // A typo'd parameter is refused, naming the key and the one it resembles.
+    let out = f.testbay(&[
+        "run",
+        pack.to_str().unwrap(),
+        "-p",
+        "firmware=2.1",
+        "-p",
+        "proces_limit=2",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("`proces_limit`") && err.contains("did you mean `process_limit`?"),
+        "{err}"
+    );
+    // A value that is not JSON is read as YAML, not taken as a string.
+    let out = f.testbay(&[
+        "run",
+        pack.to_str().unwrap(),
+        "-p",
+        "firmware=2.1",
+        "-p",
+        "process_limit=[2",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("process_limit"),
+        "{}",
+        text(&out.stderr)
+    );
     let out = f.testbay(&["run", pack.to_str().unwrap(), "--coverage-mode", "sideways"]);
     assert_eq!(out.status.code(), Some(2));
     // The refused run is stored with its reason.

@@ -30,7 +30,7 @@ use crate::clock::{Clock, EpochMs};
 use crate::exec::ExecLimits;
 use crate::outcome::{RunStatus, ERRORED};
 use crate::pack::{self, LoadedPack, PackErrors, ResourceMode};
-use crate::plan::{self, BusyOutcome, ItemState, Plan, PlanInput};
+use crate::plan::{BusyOutcome, ItemState, Plan, PlanInput};
 use crate::reserve::order;
 use crate::store::{NewRun, NewTaskRow, Store, StoreError, TaskFinish, TaskKind};
 
@@ -96,8 +96,11 @@ struct LiveRun {
 }
 
 /// Capacity of the event channel; slow subscribers lose the oldest events (and are told
-/// so by tokio's `Lagged`), the console's memory stays bounded.
-pub const EVENT_CAPACITY: usize = 1024;
+/// so by tokio's `Lagged`), the console's memory stays bounded. Bursts come from the plan
+/// settling many items at once (a stop aborts every queued task, one event each): this
+/// holds such a burst of a run of several thousand tasks. Steady volume is paced at the
+/// source (progress, `log_dropped`, rate-limited log lines).
+pub const EVENT_CAPACITY: usize = 4096;
 
 /// Live states kept before finished runs are forgotten (see [`RunManager::view`]).
 pub const MAX_LIVE_RUNS: usize = 64;
@@ -210,8 +213,8 @@ impl RunManager {
                 serde_json::to_value(m).expect("enum"),
             );
         }
-        let params = plan::effective_params(&loaded.def.params, &overrides);
-        let plan = params.map_err(|e| e.to_string()).and_then(|params| {
+        let params = crate::params::effective_params(&loaded.def.params, &overrides);
+        let plan = params.map_err(param_errors).and_then(|params| {
             let test_order = custom_test_order(&loaded, &req.groups, params.resource_mode)?;
             Plan::build(PlanInput {
                 pack: &loaded,
@@ -450,6 +453,15 @@ impl RunManager {
     }
 }
 
+/// Every problem of the launch parameters in one line, each naming its key.
+fn param_errors(errors: Vec<crate::params::ParamError>) -> String {
+    errors
+        .iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 fn mode_str(v: Option<&Value>) -> String {
     v.and_then(|v| v.as_str()).unwrap_or("").to_string()
 }
@@ -515,6 +527,8 @@ impl Driver {
         let mut running = 0usize;
         // Stop level seen so far (see `item::STOP_*`).
         let mut stop_level = 0u8;
+        let mut progress = ProgressThrottle::default();
+        let mut lane_stages = vec![0; self.lock().plan.lane_count()];
         loop {
             let stopping = stop_level >= item::STOP_AT_ONCE;
             if !stopping {
@@ -523,11 +537,14 @@ impl Driver {
             } else {
                 self.persist_settled();
             }
+            self.announce_stage_changes(&mut lane_stages);
             let (finished, wake) = {
                 let s = self.lock();
                 (s.plan.is_done(), s.plan.next_wake())
             };
-            self.emit_progress();
+            if progress.may_send() {
+                self.emit_progress();
+            }
             if finished && running == 0 {
                 break;
             }
@@ -557,6 +574,7 @@ impl Driver {
                     self.item_done(d);
                 }
                 _ = sleep => {}
+                _ = progress.due(), if progress.held_back() => {}
                 level = stop_rx.wait_for(|v| *v > stop_level), if !stopping => {
                     stop_level = level.map(|l| *l).unwrap_or(item::STOP_AT_ONCE);
                     if stop_level >= item::STOP_AT_ONCE {
@@ -572,6 +590,8 @@ impl Driver {
                 }
             }
         }
+        // The last figures go out whatever the throttle says.
+        self.emit_progress();
         self.inner.broker.end_run(&run_id);
         let status = if stop_level > 0 {
             RunStatus::Stopped
@@ -587,6 +607,61 @@ impl Driver {
         self.set_status_with(status, reason, || self.write_results_yaml());
         tracing::info!(run_id = %run_id, status = status.as_str(), "run ended");
         status
+    }
+
+    /// Lanes that moved to a later stage: the tasks of the stage they are at now, still
+    /// queued, wait for something else than before (prereqs, `process_limit`, ...). Tell
+    /// subscribers their new reason; tasks of later stages keep theirs (it names their own
+    /// stage, see `Plan::wait_reason`), so each task is announced once per stage move.
+    fn announce_stage_changes(&self, seen: &mut [usize]) {
+        let events: Vec<RunEvent> = {
+            let s = self.lock();
+            let now = self.inner.clock.now_ms();
+            let listening = self.inner.events.receiver_count() > 0;
+            let mut ids: Vec<usize> = Vec::new();
+            for (lane, seen) in seen.iter_mut().enumerate() {
+                let stage = s.plan.lane_stage(lane);
+                if stage == *seen {
+                    continue;
+                }
+                *seen = stage;
+                if !listening {
+                    continue;
+                }
+                ids.extend(
+                    s.plan
+                        .current_stage_items(lane)
+                        .iter()
+                        .filter(|&&id| matches!(s.plan.state(id), ItemState::Pending)),
+                );
+            }
+            if ids.is_empty() {
+                return;
+            }
+            // A split test stage lists its shared tasks on every lane.
+            ids.sort_unstable();
+            ids.dedup();
+            ids.into_iter()
+                .map(|id| {
+                    let it = s.plan.item(id);
+                    RunEvent::TaskState {
+                        run_id: self.ctx.run_id.clone(),
+                        item: id as u32,
+                        task: it.task.clone(),
+                        kind: it.kind,
+                        group: it.group.clone(),
+                        lane: it.lane.map(|l| s.plan.lane_name(l).to_string()),
+                        state: TaskState::Queued {
+                            reason: s.plan.wait_reason(id, now).unwrap_or_default(),
+                        },
+                        ts: now,
+                    }
+                })
+                .collect()
+        };
+        for ev in events {
+            self.emit(ev);
+        }
     }
 
     fn stall_reason(&self) -> String {
@@ -885,6 +960,44 @@ fn custom_test_order(
     order::custom_order(pack, mode, &queue, SCHEDULER_TIMEOUT)
         .map(Some)
         .map_err(|e| format!("ordering the queue: {e}"))
+}
+
+/// Least time between two `progress` events of one run: a 2,000-task run finishes tasks
+/// far faster than anyone reads figures, and every event goes to every subscriber.
+pub const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Holds `progress` events of one run to one per [`PROGRESS_EVERY`]; one held back is
+/// sent when that time is up (wall time: this paces traffic, not the plan).
+#[derive(Default)]
+struct ProgressThrottle {
+    sent: Option<tokio::time::Instant>,
+    held: bool,
+}
+
+impl ProgressThrottle {
+    /// Whether a progress event may go now (then it counts as sent); otherwise it is
+    /// held back for [`ProgressThrottle::due`].
+    fn may_send(&mut self) -> bool {
+        let now = tokio::time::Instant::now();
+        if self.sent.is_some_and(|t| now < t + PROGRESS_EVERY) {
+            self.held = true;
+            return false;
+        }
+        self.sent = Some(now);
+        self.held = false;
+        true
+    }
+
+    fn held_back(&self) -> bool {
+        self.held
+    }
+
+    /// When the held-back event may go (the driver loops and calls `may_send` again).
+    async fn due(&self) {
+        if let Some(t) = self.sent {
+            tokio::time::sleep_until(t + PROGRESS_EVERY).await;
+        }
+    }
 }
 
 /// Estimated seconds of the whole run: the longest lane (shared tests spread evenly).

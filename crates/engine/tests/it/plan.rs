@@ -536,7 +536,7 @@ fn missing_req_param_keys_refuse_the_run_before_anything_starts() {
     // With the overrides and targets given, it builds.
     let mut over = Map::new();
     over.insert("firmware".into(), json!("2.0"));
-    let params = effective_params(&p.def.params, &over).unwrap();
+    let params = testbay_engine::params::effective_params(&p.def.params, &over).unwrap();
     assert!(Plan::build(PlanInput {
         pack: &p,
         groups: vec![],
@@ -546,27 +546,6 @@ fn missing_req_param_keys_refuse_the_run_before_anything_starts() {
         test_order: None,
     })
     .is_ok());
-}
-
-#[test]
-fn bad_parameter_overrides_name_the_key() {
-    let base = GlobalParams::default();
-    let mut over = Map::new();
-    over.insert("process_limit".into(), json!("lots"));
-    let e = effective_params(&base, &over).unwrap_err();
-    assert!(
-        matches!(&e, PlanError::BadParam { key, .. } if key == "process_limit"),
-        "{e}"
-    );
-    let mut over = Map::new();
-    over.insert("process_limit".into(), json!(0));
-    assert!(effective_params(&base, &over).is_err());
-    let mut over = Map::new();
-    over.insert("coverage_mode".into(), json!("split"));
-    over.insert("custom".into(), json!({"x": 1}));
-    let p = effective_params(&base, &over).unwrap();
-    assert_eq!(p.coverage_mode, CoverageMode::Split);
-    assert_eq!(p.extra["custom"], json!({"x": 1}));
 }
 
 fn coverage_pack(mode: &str) -> LoadedPack {

@@ -821,3 +821,147 @@ async fn second_stop_ends_teardowns_at_once() {
     let run = f.mgr.store().get_run(&id).unwrap();
     assert!(run.reason.unwrap().contains("at once"));
 }
+
+/// Every event of a run, as a subscriber that keeps up sees them (a lag fails the test).
+fn drain(rx: &mut tokio::sync::broadcast::Receiver<RunEvent>) -> Vec<RunEvent> {
+    use tokio::sync::broadcast::error::TryRecvError;
+    let mut got = Vec::new();
+    loop {
+        match rx.try_recv() {
+            Ok(ev) => got.push(ev),
+            Err(TryRecvError::Lagged(n)) => panic!("subscriber lagged: {n} events lost"),
+            Err(_) => return got,
+        }
+    }
+}
+
+/// `(name, extra yaml, script)` for `n` quick tests named t0000...
+fn quick_tasks(
+    n: usize,
+    extra: &'static str,
+) -> (String, Vec<(String, &'static str, &'static str)>) {
+    let names: Vec<String> = (0..n).map(|i| format!("t{i:04}")).collect();
+    let tasks = names
+        .iter()
+        .map(|t| (t.clone(), extra, "exit 0\n"))
+        .collect();
+    (names.join(", "), tasks)
+}
+
+/// Hundreds of quick tasks: progress goes out at most about ten times a second, the last
+/// figures always, and a subscriber reading after the run has lost nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_events_are_paced() {
+    let (list, tasks) = quick_tasks(400, "process_safe: true\n");
+    let tasks: Vec<(&str, &str, &str)> =
+        tasks.iter().map(|(a, b, c)| (a.as_str(), *b, *c)).collect();
+    let f = fx(
+        &format!("name: many\nversion: '1'\nparams:\n  process_limit: 4\ngroups:\n  g:\n    tests: [{list}]\n"),
+        &tasks,
+    );
+    let mut rx = f.mgr.subscribe();
+    let t0 = std::time::Instant::now();
+    let (id, status) = f.run(f.req()).await;
+    let secs = t0.elapsed().as_secs_f64();
+    assert_eq!(status, RunStatus::Completed);
+    let got = drain(&mut rx);
+    let progress: Vec<&Progress> = got
+        .iter()
+        .filter_map(|e| match e {
+            RunEvent::Progress { progress, .. } => Some(progress),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        (progress.len() as f64) <= secs * 10.0 + 3.0,
+        "{} progress events in {secs:.2}s",
+        progress.len()
+    );
+    let last = progress.last().unwrap();
+    assert_eq!((last.done, last.total), (400, 400));
+    let done = got
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                RunEvent::TaskState {
+                    state: TaskState::Done { .. },
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(done, 400);
+    assert_eq!(f.tasks(&id).len(), 400);
+}
+
+/// A queued task's reason follows its lane: while the lane is at the global setup it says
+/// which stage the task waits for; when the lane reaches that stage, an event gives the
+/// reason it waits for now, and the view agrees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_reasons_follow_the_lane_stage() {
+    let f = fx(
+        "name: st\nversion: '1'\nsetup: [gs]\ngroups:\n  g:\n    tests: [a, b]\n",
+        &[
+            ("gs", "", "sleep 1\n"),
+            ("a", "", "sleep 1.5\n"),
+            ("b", "", "exit 0\n"),
+        ],
+    );
+    let mut rx = f.mgr.subscribe();
+    let id = f.mgr.launch(f.req()).unwrap();
+    let queued_reason = |v: &RunView, task: &str| -> String {
+        let t = v.lanes[0].test.iter().find(|t| t.task == task).unwrap();
+        match &t.state {
+            TaskState::Queued { reason } => reason.clone(),
+            other => panic!("{task} is {other:?}"),
+        }
+    };
+    let early = f.mgr.view(&id).unwrap();
+    assert_eq!(
+        queued_reason(&early, "b"),
+        "queued until local reaches group g tests"
+    );
+    // Wait until `a` runs: the lane is at the group's tests.
+    loop {
+        let v = f.mgr.view(&id).unwrap();
+        let a = v.lanes[0].test.iter().find(|t| t.task == "a").unwrap();
+        if matches!(a.state, TaskState::Running { .. }) {
+            let now = queued_reason(&v, "b");
+            assert!(!now.contains("setup") && !now.contains("reaches"), "{now}");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(f.mgr.wait(&id).await.unwrap(), RunStatus::Completed);
+    let got = drain(&mut rx);
+    let b_queued: Vec<&str> = got
+        .iter()
+        .filter_map(|e| match e {
+            RunEvent::TaskState {
+                task,
+                state: TaskState::Queued { reason },
+                ..
+            } if task == "b" => Some(reason.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(b_queued.len(), 1, "{b_queued:?}");
+    assert!(
+        b_queued[0].contains("not process_safe"),
+        "b waits for a: {}",
+        b_queued[0]
+    );
+    // The announcement comes after the global setup is done and before b runs.
+    let pos = |pred: &dyn Fn(&RunEvent) -> bool| got.iter().position(pred).unwrap();
+    let gs_done = pos(
+        &|e| matches!(e, RunEvent::TaskState { task, state: TaskState::Done { .. }, .. } if task == "gs"),
+    );
+    let b_q = pos(
+        &|e| matches!(e, RunEvent::TaskState { task, state: TaskState::Queued { .. }, .. } if task == "b"),
+    );
+    let b_run = pos(
+        &|e| matches!(e, RunEvent::TaskState { task, state: TaskState::Running { .. }, .. } if task == "b"),
+    );
+    assert!(gs_done < b_q && b_q < b_run, "{gs_done} {b_q} {b_run}");
+}
