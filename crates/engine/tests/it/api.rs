@@ -406,10 +406,15 @@ async fn lab_view_search_holds_and_release() {
         panic!()
     };
     assert_eq!(slot(&lab, "stb-01").state, SlotState::Free);
+    // Events reach subscribers through a forwarding task: wait for them (bounded).
     let mut book_events = 0;
-    while let Ok(ev) = events.try_recv() {
-        if matches!(ev, Event::Book(_)) {
-            book_events += 1;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while book_events < 2 {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Ok(Event::Book(_))) => book_events += 1,
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => panic!("event stream: {e}"),
+            Err(_) => break,
         }
     }
     assert!(
