@@ -11,6 +11,19 @@ export function dur(seconds: number | null | undefined): string {
   return `${h}h ${String(m % 60).padStart(2, '0')}m`;
 }
 
+/** File size: `512 B`, `3.4 KiB`, `12 MiB`. */
+export function bytes(n: number): string {
+  if (n < 1024) return `${n} B`;
+  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n / 1024;
+  let u = 0;
+  while (v >= 1024 && u < units.length - 1) {
+    v /= 1024;
+    u++;
+  }
+  return `${v < 10 ? v.toFixed(1) : Math.round(v)} ${units[u]}`;
+}
+
 export function time(ms: number | null | undefined): string {
   if (ms == null) return '–';
   const d = new Date(ms);

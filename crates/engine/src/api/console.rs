@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::broadcast;
 
+use super::artifacts;
 use super::lab::{self, LabView, Reservations};
 use super::{
     logs, ApiError, ConsoleInfo, ConsolePaths, ErrorCode, Event, ExportFile, LaunchSpec, Request,
@@ -198,10 +199,11 @@ impl Console {
             Request::GetRun { run_id } => {
                 let store = self.store.clone();
                 let id = run_id.clone();
+                let runs_dir = self.paths.runs_dir();
                 let (run, tasks) = blocking(move || {
                     let run = store.get_run(&id).map_err(store_error)?;
                     let tasks = store.run_tasks(&id).map_err(store_error)?;
-                    Ok((run, tasks))
+                    Ok((run, artifacts::with_artifacts(tasks, &runs_dir)))
                 })
                 .await?;
                 let live = self.runs.view(&run_id);

@@ -8,6 +8,7 @@
 //! - an event is `{"kind": "<name>", "data": ...}` ([`Event`]). After `resync` the client
 //!   has missed events and must reload what it shows.
 
+mod artifacts;
 mod console;
 mod error;
 pub mod lab;
@@ -26,8 +27,9 @@ use crate::pack::{CoverageMode, ResourceMode};
 use crate::report::ReportFormat;
 use crate::reserve::{BookEvent, ResId, ReservationView};
 use crate::run::{RunEvent, RunView};
-use crate::store::{RunPage, RunQuery, RunRecord, TaskRecord};
+use crate::store::{RunPage, RunQuery, RunRecord};
 
+pub use artifacts::{ArtifactEntry, TaskDetail};
 pub use console::{Console, EVENT_CAPACITY};
 pub use error::{ApiError, ErrorCode};
 pub use lab::{LabView, RackView, Reservations, ResourceView, SlotState, SlotView};
@@ -150,11 +152,11 @@ pub struct ExportFile {
     pub content: String,
 }
 
-/// A stored run and its task occurrences in plan order.
+/// A stored run and its task occurrences in plan order, with their artifact files.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
 pub struct RunDetail {
     pub run: RunRecord,
-    pub tasks: Vec<TaskRecord>,
+    pub tasks: Vec<TaskDetail>,
     /// Live state while the run is going.
     pub live: Option<RunView>,
 }

@@ -25,7 +25,10 @@ fn console(dir: &Path) -> Console {
         &good.join("tasks/greet.yaml"),
         "name: greet\nrun: [bash, greet.sh]\nest_task_time: 2\n",
     );
-    write(&good.join("tasks/greet.sh"), "printf 'one\\ntwo\\nthree'\n");
+    write(
+        &good.join("tasks/greet.sh"),
+        "a=\"$TESTBAY_ARTIFACTS\"\nmkdir -p \"$a/shots\"\nprintf 0123456789 > \"$a/shots/tv.png\"\necho ok > \"$a/report.txt\"\nln -s /etc/passwd \"$a/passwd\"\nprintf 'one\\ntwo\\nthree'\n",
+    );
     let bad = dir.join("packs/oops");
     write(
         &bad.join("pack.yaml"),
@@ -170,8 +173,22 @@ async fn launch_run_follow_read_log_and_export() {
         panic!()
     };
     assert_eq!(d.run.status, RunStatus::Completed);
-    let task = &d.tasks[0];
+    // The files the task left, read from disk; the symlink out of the folder is not listed.
+    let listed: Vec<(&str, u64)> = d.tasks[0]
+        .artifacts
+        .iter()
+        .map(|a| (a.path.as_str(), a.size))
+        .collect();
+    assert_eq!(listed, [("report.txt", 3), ("shots/tv.png", 10)]);
+    assert_eq!(d.tasks[0].artifacts_more, 0);
+    let task = &d.tasks[0].record;
     assert_eq!(task.result.as_deref(), Some("Passed"));
+    let json = serde_json::to_value(&d.tasks[0]).unwrap();
+    assert_eq!(
+        json["result"], "Passed",
+        "task fields stay at the top level"
+    );
+    assert_eq!(json["artifacts"][1]["path"], "shots/tv.png");
 
     // The whole log, then in small chunks cut at line ends (the log file ends every line,
     // even the task's unterminated last one).

@@ -39,7 +39,11 @@ async fn start(bind: &str, ui: Option<&Path>) -> Running {
         "name: greet\nrun: [bash, greet.sh]\nest_task_time: 1\n",
     )
     .unwrap();
-    std::fs::write(packs.join("tasks/greet.sh"), "echo hello from greet\n").unwrap();
+    std::fs::write(
+        packs.join("tasks/greet.sh"),
+        "echo hello from greet\necho 'channel 101: ok' > \"$TESTBAY_ARTIFACTS/report.txt\"\n",
+    )
+    .unwrap();
     let paths = ConsolePaths {
         data_dir: dir.path().join("data"),
         pack_roots: vec![dir.path().join("packs")],
@@ -377,6 +381,25 @@ async fn event_stream_follows_a_run_launched_over_the_api() {
     let log = http(srv.addr, "GET", &format!("/files/runs/{rel}"), &[], "").await;
     assert_eq!(log.status, 200);
     assert!(log.body.contains("hello from greet"));
+    // Its artifact files are listed with the task and download the same way.
+    assert_eq!(
+        task["artifacts"],
+        serde_json::json!([{"path": "report.txt", "size": 16}]),
+        "{}",
+        detail.body
+    );
+    let dir = task["paths"]["artifacts_dir"].as_str().unwrap();
+    let rel = dir.split("/runs/").nth(1).unwrap();
+    let file = http(
+        srv.addr,
+        "GET",
+        &format!("/files/runs/{rel}/report.txt"),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(file.status, 200);
+    assert_eq!(file.body, "channel 101: ok\n");
     let body = format!(
         r#"{{"cmd":"read_log","run_id":"{run_id}","task_id":{},"phase":"main","offset":0}}"#,
         task["id"]
