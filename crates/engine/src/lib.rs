@@ -16,3 +16,4 @@ pub mod report;
 pub mod reserve;
 pub mod run;
 pub mod store;
+pub mod timefmt;

@@ -8,12 +8,12 @@ use anyhow::{bail, Context};
 use clap::Subcommand;
 use testbay_engine::clock::{Clock, SystemClock};
 use testbay_engine::lab::{self, Lab};
-use testbay_engine::reserve::timefmt::{fmt_ms, parse_duration_ms, parse_utc};
 use testbay_engine::reserve::{
     BookClient, BookCommand, BookConfig, BookHandle, BookReply, ResId, ReservationStatus,
     ReservationView,
 };
 use testbay_engine::store::Store;
+use testbay_engine::timefmt::{fmt_ms, parse_duration_ms, parse_utc};
 
 use super::Ctx;
 

@@ -3,8 +3,8 @@
 
 use anyhow::Context as _;
 use testbay_engine::outcome::RunStatus;
-use testbay_engine::report::format_utc;
 use testbay_engine::store::{RunQuery, RunRecord, RunSort, TaskKind, TaskRecord};
+use testbay_engine::timefmt::{format_utc, parse_utc};
 
 use super::run::{fmt_dur, open_store};
 use super::Ctx;
@@ -61,50 +61,7 @@ pub struct Args {
 
 /// `YYYY-MM-DD[THH:MM[:SS]]` (UTC) to epoch milliseconds.
 fn parse_time(s: &str) -> Result<i64, String> {
-    let bad = || format!("`{s}`: expected YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS] (UTC)");
-    let (date, time) = match s.split_once(['T', ' ']) {
-        Some((d, t)) => (d, Some(t)),
-        None => (s, None),
-    };
-    let d: Vec<i64> = date
-        .split('-')
-        .map(|p| p.parse().map_err(|_| bad()))
-        .collect::<Result<_, _>>()?;
-    let [y, m, day] = d[..] else {
-        return Err(bad());
-    };
-    if !(1..=12).contains(&m) || !(1..=31).contains(&day) {
-        return Err(bad());
-    }
-    let mut secs = days_from_civil(y, m, day) * 86_400;
-    if let Some(t) = time {
-        let p: Vec<i64> = t
-            .trim_end_matches('Z')
-            .split(':')
-            .map(|p| p.parse().map_err(|_| bad()))
-            .collect::<Result<_, _>>()?;
-        let (h, mi, se) = match p[..] {
-            [h, mi] => (h, mi, 0),
-            [h, mi, se] => (h, mi, se),
-            _ => return Err(bad()),
-        };
-        if h > 23 || mi > 59 || se > 60 {
-            return Err(bad());
-        }
-        secs += h * 3600 + mi * 60 + se;
-    }
-    Ok(secs * 1000)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date.
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    parse_utc(s).ok_or_else(|| format!("`{s}`: expected YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS] (UTC)"))
 }
 
 fn parse_status(s: &str) -> Result<RunStatus, String> {

@@ -2,9 +2,9 @@
 
 use thiserror::Error;
 
-use super::timefmt::fmt_ms;
 use super::types::{ResId, ReservationMode, Window};
 use crate::clock::EpochMs;
+use crate::timefmt::fmt_ms;
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum BookError {

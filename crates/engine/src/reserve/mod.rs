@@ -8,7 +8,6 @@ mod index;
 pub mod broker;
 pub mod live;
 pub mod order;
-pub mod timefmt;
 mod types;
 
 pub use book::{Book, BookConfig};
@@ -33,7 +32,7 @@ pub(crate) fn did_you_mean<'a>(
 
 /// Short UTC time for reasons shown next to a task (`20:15:03Z`).
 pub(crate) fn fmt_ms_short(ms: crate::clock::EpochMs) -> String {
-    let full = timefmt::fmt_ms(ms);
+    let full = crate::timefmt::fmt_ms(ms);
     full.split_once(' ')
         .map_or(full.clone(), |(_, t)| t.to_string())
 }

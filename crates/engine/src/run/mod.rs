@@ -1197,7 +1197,7 @@ pub fn new_run_id(now: EpochMs) -> String {
     let secs = now.div_euclid(1000);
     let days = secs.div_euclid(86_400);
     let sod = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
+    let (y, m, d) = crate::timefmt::civil_from_days(days);
     let rand = uuid::Uuid::new_v4().as_u128() as u16;
     format!(
         "r{y:04}{m:02}{d:02}-{:02}{:02}{:02}-{rand:04x}",
@@ -1205,20 +1205,6 @@ pub fn new_run_id(now: EpochMs) -> String {
         (sod / 60) % 60,
         sod % 60
     )
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! Human-readable UTC times for messages and listings (no calendar crate needed).
+//! UTC calendar times without a calendar crate: formatting for messages, listings, reports
+//! and run ids, and parsing what operators type.
 
 use crate::clock::EpochMs;
 
@@ -12,6 +13,20 @@ pub fn fmt_ms(ms: EpochMs) -> String {
         sod / 3600,
         (sod / 60) % 60,
         sod % 60
+    )
+}
+
+/// `2026-11-21T19:55:00.123Z` (ISO 8601, milliseconds), for reports and exports.
+pub fn format_utc(ms: EpochMs) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        sod / 3600,
+        (sod / 60) % 60,
+        sod % 60,
+        ms.rem_euclid(1000)
     )
 }
 
@@ -40,10 +55,11 @@ pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-/// Parse `YYYY-MM-DD HH:MM[:SS][Z]` or `YYYY-MM-DDTHH:MM[:SS][Z]` (UTC) to epoch ms.
+/// Parse `YYYY-MM-DD`, `YYYY-MM-DD HH:MM[:SS][Z]` or `YYYY-MM-DDTHH:MM[:SS][Z]` (UTC) to
+/// epoch ms; a date alone is its midnight.
 pub fn parse_utc(s: &str) -> Option<EpochMs> {
     let s = s.trim().trim_end_matches('Z');
-    let (date, time) = s.split_once(['T', ' '])?;
+    let (date, time) = s.split_once(['T', ' ']).unwrap_or((s, "00:00"));
     let mut dp = date.split('-');
     let y: i64 = dp.next()?.parse().ok()?;
     let m: u32 = dp.next()?.parse().ok()?;
@@ -109,6 +125,8 @@ mod tests {
         assert_eq!(fmt_ms(t), "2026-11-21 19:55:00Z");
         assert_eq!(parse_utc("1970-01-01 00:00"), Some(0));
         assert_eq!(parse_utc("2026-13-01 00:00"), None);
+        assert_eq!(parse_utc("1970-01-02"), Some(86_400_000));
+        assert_eq!(format_utc(1_795_290_900_123), "2026-11-21T19:55:00.123Z");
     }
 
     #[test]
