@@ -48,6 +48,11 @@ struct Resource {
     /// (start, id) of operator holds (auto-claim) booked later than asked: moved earlier
     /// when the resource frees up before their window.
     waiters: BTreeSet<(EpochMs, u64)>,
+    /// Every waiter sits at the earliest window it could have (as of the last
+    /// [`Book::promote`]), so a release only needs to re-check the waiters whose possible
+    /// windows overlap what it freed. False after a promote moved a waiter (the move may
+    /// have freed room for waiters already checked) and after a restore.
+    waiters_settled: bool,
 }
 
 #[derive(Clone)]
@@ -233,6 +238,7 @@ impl Book {
                 config: spec.config,
                 index,
                 waiters: BTreeSet::new(),
+                waiters_settled: true,
             });
         }
         Ok(book)
@@ -653,21 +659,29 @@ impl Book {
             &e,
         );
         if !self.resources[e.res as usize].waiters.is_empty() {
-            self.promote(e.res, ts);
+            self.promote(e.res, ts, (e.start, e.end));
         }
         e
     }
 
-    /// `r` freed up at `at`: move operator holds waiting on it to their earliest window
+    /// `r` freed `freed` at `at`: move operator holds waiting on it to their earliest window
     /// now possible (never before they asked for it).
-    fn promote(&mut self, r: u32, at: EpochMs) {
+    fn promote(&mut self, r: u32, at: EpochMs, freed: (EpochMs, EpochMs)) {
         let mut waiting = std::mem::take(&mut self.scratch);
         waiting.clear();
         waiting.extend(self.resources[r as usize].waiters.iter().copied());
+        // Settled waiters can only move into windows that overlap the freed interval; once
+        // one moves, the room it left may help any waiter after it, so check them all.
+        let mut check_all = !self.resources[r as usize].waiters_settled;
+        let mut moved = false;
         for &(start, id) in &waiting {
             let e = &self.entries[&id];
             let (dur, weight, from) = (e.end - e.start, e.weight, e.needed_at.max(at));
             if from >= start {
+                continue;
+            }
+            // Every window it could move to lies in [from, start + dur).
+            if !check_all && (freed.1 <= from || freed.0 >= start.saturating_add(dur)) {
                 continue;
             }
             let s = match &mut self.resources[r as usize].index {
@@ -693,6 +707,8 @@ impl Book {
                     s
                 }
             };
+            moved = true;
+            check_all = true;
             let e = self.entries.get_mut(&id).expect("entry");
             e.start = s;
             e.end = s + dur;
@@ -711,6 +727,7 @@ impl Book {
             let view = self.view(id, &self.entries[&id]);
             self.emit(at, kind, None, view);
         }
+        self.resources[r as usize].waiters_settled = !moved;
         self.scratch = waiting;
     }
 
@@ -1066,6 +1083,10 @@ impl Book {
             self.insert_entry(v.id.0, entry);
         }
         self.next_id = self.next_id.max(next_id);
+        // Restored waiters need not sit at their earliest window.
+        for res in &mut self.resources {
+            res.waiters_settled = false;
+        }
         self.sweep(now);
     }
 }
