@@ -193,6 +193,7 @@ pub(crate) fn error_response(e: ApiError) -> Response {
         ErrorCode::PackBroken => StatusCode::UNPROCESSABLE_ENTITY,
         ErrorCode::Busy | ErrorCode::Conflict => StatusCode::CONFLICT,
         ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     };
     if status.is_server_error() {

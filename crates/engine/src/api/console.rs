@@ -5,8 +5,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::broadcast;
 
-use super::artifacts;
 use super::lab::{self, LabView, Reservations};
+use super::{artifacts, files};
 use super::{
     logs, ApiError, ConsoleInfo, ConsolePaths, ErrorCode, Event, ExportFile, LaunchSpec, Request,
     Response, RunDetail,
@@ -190,6 +190,12 @@ impl Console {
             } => {
                 self.read_log(run_id, task_id, phase, offset, max_bytes)
                     .await
+            }
+            Request::ReadFile { run_id, path } => {
+                let runs_dir = self.paths.runs_dir();
+                blocking(move || files::read_run_file(&runs_dir, &run_id, &path))
+                    .await
+                    .map(Response::ReadFile)
             }
             Request::ListRuns(q) => {
                 let store = self.store.clone();

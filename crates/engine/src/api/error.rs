@@ -22,6 +22,8 @@ pub enum ErrorCode {
     Conflict,
     /// A part of the console is not configured (no lab file, no store).
     Unavailable,
+    /// The answer would be bigger than the command allows (a file over `read_file`'s cap).
+    TooLarge,
     /// A fault inside the console (storage I/O, a bug); the message says what failed.
     Internal,
 }
@@ -35,6 +37,7 @@ impl ErrorCode {
             ErrorCode::Busy => "busy",
             ErrorCode::Conflict => "conflict",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::TooLarge => "too_large",
             ErrorCode::Internal => "internal",
         }
     }

@@ -11,6 +11,7 @@
 mod artifacts;
 mod console;
 mod error;
+pub mod files;
 pub mod lab;
 mod logs;
 pub mod paths;
@@ -32,6 +33,7 @@ use crate::store::{RunPage, RunQuery, RunRecord};
 pub use artifacts::{ArtifactEntry, TaskDetail};
 pub use console::{Console, EVENT_CAPACITY};
 pub use error::{ApiError, ErrorCode};
+pub use files::FileContent;
 pub use lab::{LabView, RackView, Reservations, ResourceView, SlotState, SlotView};
 pub use logs::LogChunk;
 pub use paths::ConsolePaths;
@@ -67,6 +69,9 @@ pub enum Request {
         #[serde(default)]
         max_bytes: Option<u32>,
     },
+    /// A whole file of a run (log or artifact), `path` relative to the run's folder
+    /// `<data_dir>/runs/<run_id>/`; nothing outside it, at most 16 MiB (`too_large`).
+    ReadFile { run_id: String, path: String },
     /// Stored runs: filters, sort and paging done here, not in the client.
     ListRuns(RunQuery),
     /// A stored run with every task occurrence and its sub-results.
@@ -134,6 +139,7 @@ pub enum Response {
     ActiveRuns(Vec<RunView>),
     RunView(Box<RunView>),
     ReadLog(LogChunk),
+    ReadFile(FileContent),
     ListRuns(RunPage),
     GetRun(Box<RunDetail>),
     Export(ExportFile),

@@ -12,3 +12,4 @@ mod api_types;
 mod api;
 mod lab;
 mod resources;
+mod read_file;

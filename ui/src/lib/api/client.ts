@@ -46,6 +46,7 @@ export const api = {
     call('read_log', { run_id, task_id, phase, offset, max_bytes }),
   listRuns: (q: Partial<T.RunQuery>) => call('list_runs', runQuery(q)),
   getRun: (run_id: string) => call('get_run', { run_id }),
+  readFile: (run_id: string, path: string) => call('read_file', { run_id, path }),
   exportRun: (run_id: string, format: T.ReportFormat) => call('export', { run_id, format }),
   getLab: () => call('get_lab', {}),
   searchDuts: (query: string, pack: string | null, ats: string | null) => call('search_duts', { query, pack, ats }),
@@ -60,16 +61,37 @@ export function holderLabel(h: T.Holder): string {
   return h.kind === 'operator' ? h.name : `${h.run_id}/${h.lane}${h.task ? `/${h.task}` : ''}`;
 }
 
-/** Save text as a file download (works in the browser and in the Tauri webview). */
-export function download(file: T.ExportFile) {
-  const url = URL.createObjectURL(new Blob([file.content], { type: file.mime }));
+/**
+ * Offer data as a file to save: a Blob URL clicked through `<a download>`. The same path in
+ * the browser and in the Tauri webview, so nothing depends on `testbay serve`'s HTTP files.
+ */
+export function saveAs(data: BlobPart, mime: string, filename: string) {
+  const url = URL.createObjectURL(new Blob([data], { type: mime }));
   const a = document.createElement('a');
   a.href = url;
-  a.download = file.filename;
+  a.download = filename;
   document.body.appendChild(a);
   a.click();
   a.remove();
   setTimeout(() => URL.revokeObjectURL(url), 1000);
+}
+
+/** Save an exported report (the answer of `export`). */
+export function download(file: T.ExportFile) {
+  saveAs(file.content, file.mime, file.filename);
+}
+
+/** Fetch a log or artifact through the API (`read_file`, path relative to the run's folder) and save it. */
+export async function saveRunFile(run_id: string, path: string) {
+  const f = await api.readFile(run_id, path);
+  saveAs(fromBase64(f.content_base64), f.mime, f.filename);
+}
+
+function fromBase64(b64: string): Uint8Array<ArrayBuffer> {
+  const bin = atob(b64);
+  const out = new Uint8Array(new ArrayBuffer(bin.length));
+  for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
+  return out;
 }
 
 /** The queue a live task sits in: the delay queue while it waits for resources, else its kind. */

@@ -2,6 +2,7 @@
 import type { ConsoleInfo } from "./ConsoleInfo";
 import type { Dut } from "./Dut";
 import type { ExportFile } from "./ExportFile";
+import type { FileContent } from "./FileContent";
 import type { LabView } from "./LabView";
 import type { LogChunk } from "./LogChunk";
 import type { PackDetail } from "./PackDetail";
@@ -16,4 +17,4 @@ import type { RunView } from "./RunView";
 /**
  * The answer to a [`Request`], tagged with the request's `cmd`.
  */
-export type Response = { "cmd": "info", "data": ConsoleInfo } | { "cmd": "list_packs", "data": Array<PackSummary> } | { "cmd": "get_pack", "data": PackDetail } | { "cmd": "launch", "data": { run_id: string, } } | { "cmd": "stop_run", "data": { run_id: string, } } | { "cmd": "active_runs", "data": Array<RunView> } | { "cmd": "run_view", "data": RunView } | { "cmd": "read_log", "data": LogChunk } | { "cmd": "list_runs", "data": RunPage } | { "cmd": "get_run", "data": RunDetail } | { "cmd": "export", "data": ExportFile } | { "cmd": "get_lab", "data": LabView } | { "cmd": "search_duts", "data": Array<Dut> } | { "cmd": "reservations", "data": Reservations } | { "cmd": "hold", "data": ReservationView } | { "cmd": "release", "data": { id: ResId, } };
+export type Response = { "cmd": "info", "data": ConsoleInfo } | { "cmd": "list_packs", "data": Array<PackSummary> } | { "cmd": "get_pack", "data": PackDetail } | { "cmd": "launch", "data": { run_id: string, } } | { "cmd": "stop_run", "data": { run_id: string, } } | { "cmd": "active_runs", "data": Array<RunView> } | { "cmd": "run_view", "data": RunView } | { "cmd": "read_log", "data": LogChunk } | { "cmd": "read_file", "data": FileContent } | { "cmd": "list_runs", "data": RunPage } | { "cmd": "get_run", "data": RunDetail } | { "cmd": "export", "data": ExportFile } | { "cmd": "get_lab", "data": LabView } | { "cmd": "search_duts", "data": Array<Dut> } | { "cmd": "reservations", "data": Reservations } | { "cmd": "hold", "data": ReservationView } | { "cmd": "release", "data": { id: ResId, } };

@@ -12,6 +12,7 @@ export type * from './EndReason';
 export type * from './ErrorCode';
 export type * from './Event';
 export type * from './ExportFile';
+export type * from './FileContent';
 export type * from './GlobalParams';
 export type * from './GroupDef';
 export type * from './GroupSummary';
