@@ -134,20 +134,21 @@ impl SharedProfile {
 
     fn apply(&mut self, start: EpochMs, end: EpochMs, f: impl Fn(u32) -> u32) {
         debug_assert!(start < end);
-        let at_start = self.usage_at(start);
-        let at_end = self.usage_at(end);
-        self.steps.insert(start, at_start);
-        self.steps.insert(end, at_end);
+        // Levels just before `start` and at `end`, before the change.
+        let before_start = self.steps.range(..start).next_back().map_or(0, |(_, &u)| u);
+        let at_end = self.steps.range(..=end).next_back().map_or(0, |(_, &u)| u);
+        self.steps.entry(end).or_insert(at_end);
+        self.steps.entry(start).or_insert(before_start);
+        let mut before_end = before_start;
         for (_, u) in self.steps.range_mut(start..end) {
             *u = f(*u);
+            before_end = *u;
         }
         // Drop keys that no longer change the level.
-        let before_start = self.steps.range(..start).next_back().map_or(0, |(_, &u)| u);
         if self.steps.get(&start) == Some(&before_start) {
             self.steps.remove(&start);
         }
-        let before_end = self.steps.range(..end).next_back().map_or(0, |(_, &u)| u);
-        if self.steps.get(&end) == Some(&before_end) {
+        if at_end == before_end {
             self.steps.remove(&end);
         }
     }
