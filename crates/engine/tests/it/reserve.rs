@@ -1634,7 +1634,7 @@ mod race {
         .unwrap();
         std::fs::write(
             pack.join("tasks/work.yaml"),
-            "name: work\nrun: [bash, work.sh]\nest_task_time: 1\nmax_resource_retry: 1000\nmax_resource_wait: 120\nexclusive_resources: [ir_blaster]\n",
+            "name: work\nrun: [bash, work.sh]\nest_task_time: 1\nmax_resource_retry: 1000\nexclusive_resources: [ir_blaster]\n",
         )
         .unwrap();
         std::fs::write(
