@@ -409,6 +409,13 @@ impl Book {
             }
             let b = bucket.get_mut();
             if !b.sorted {
+                // Most items are stale by now (released or renewed): drop them before
+                // sorting. An id never gets a stale deadline back without a new item.
+                let entries = &self.entries;
+                let before = b.items.len();
+                b.items
+                    .retain(|&(d, id)| entries.get(&id).is_some_and(|e| e.expires == d));
+                self.deadline_items -= before - b.items.len();
                 b.items.sort_unstable_by(|x, y| y.cmp(x));
                 b.sorted = true;
             }
