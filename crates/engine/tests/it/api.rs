@@ -8,10 +8,7 @@ use testbay_engine::api::{
 use testbay_engine::outcome::RunStatus;
 use testbay_engine::run::RunEvent;
 
-fn write(p: &Path, text: &str) {
-    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-    std::fs::write(p, text).unwrap();
-}
+use crate::support::write;
 
 /// A library with a good pack (`hello`: one group, a task printing 3 lines without a final
 /// newline) and a broken one (`oops`: an unknown key).

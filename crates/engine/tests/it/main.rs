@@ -13,3 +13,4 @@ mod api;
 mod lab;
 mod resources;
 mod read_file;
+mod support;

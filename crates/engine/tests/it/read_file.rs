@@ -10,10 +10,7 @@ use testbay_engine::api::{
 };
 use testbay_engine::run::RunEvent;
 
-fn write(p: &Path, text: &str) {
-    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-    std::fs::write(p, text).unwrap();
-}
+use crate::support::write;
 
 async fn read_file(c: &Console, run_id: &str, path: &str) -> Result<FileContent, ApiError> {
     let req = serde_json::json!({"cmd": "read_file", "run_id": run_id, "path": path});

@@ -17,16 +17,13 @@ use testbay_engine::reserve::{BookBroker, BookConfig, BrokerConfig, LiveBook};
 use testbay_engine::run::{Grant, LaunchRequest, ResourceBroker, RunError, RunManager, TaskNeeds};
 use testbay_engine::store::Store;
 
+use crate::support::write;
+
 const LAB: &str = "name: t\nracks:\n  - {name: rack-x, slots: 4}\nduts:\n  - {name: box-1, model: BX-1, location: {rack: rack-x, slot: 3}}\nresources:\n  - {name: ir, mode: exclusive, config: {protocol: rc6}}\n  - {name: pwr, mode: exclusive, config: {outlets: 8}}\n  - {name: stream, mode: shared, capacity: 2, config: {profile: sd}}\n";
 
 /// Copies the task's params file into its artifacts and appends its name to `order.log`
 /// in the data dir.
 const KEEP_PARAMS: &str = "cp \"$TESTBAY_PARAMS\" \"$TESTBAY_ARTIFACTS/params.json\"\necho \"$TESTBAY_TASK\" >> \"$TESTBAY_ARTIFACTS/../../../../../order.log\"\n";
-
-fn write(p: &Path, text: &str) {
-    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-    std::fs::write(p, text).unwrap();
-}
 
 /// `tasks`: (name, extra task yaml). Every task runs [`KEEP_PARAMS`].
 fn write_pack(dir: &Path, pack_yaml: &str, tasks: &[(&str, &str)]) {
