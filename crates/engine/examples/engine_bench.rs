@@ -150,12 +150,14 @@ fn children_maxrss_kib() -> i64 {
 fn main() {
     let mut n = 500usize;
     let mut testbay: Option<PathBuf> = None;
+    let mut profile_seq = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--tasks" => n = args.next().unwrap().parse().unwrap(),
             "--testbay" => testbay = Some(args.next().unwrap().into()),
-            _ => panic!("usage: engine_bench [--tasks N] [--testbay PATH]"),
+            "--profile-seq" => profile_seq = true,
+            _ => panic!("usage: engine_bench [--tasks N] [--testbay PATH] [--profile-seq]"),
         }
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -164,6 +166,12 @@ fn main() {
     let par = root.join("par");
     write_pack(&seq, n, false, 1);
     write_pack(&par, n, true, 2);
+    if profile_seq {
+        // Only the sequential engine run, for a profiler to look at.
+        let t = engine_run(root, &seq);
+        println!("engine, sequential: {:.3} ms/task", ms(t) / n as f64);
+        return;
+    }
 
     // Warm up the page cache and the dynamic loader.
     bare_spawns(20);

@@ -181,6 +181,10 @@ pub struct Plan {
     stages: Vec<Stage>,
     /// Items of each stage, per lane (split test stages list the shared items in every lane).
     stage_items: Vec<Vec<Vec<ItemId>>>,
+    /// Per stage and lane, how many leading `stage_items` are known to be done. Done is
+    /// final, so this only grows; scans start here, which keeps each step of a long stage
+    /// O(1) amortised instead of O(stage size).
+    done_prefix: Vec<Vec<usize>>,
     groups: Vec<String>,
     lanes: Vec<LaneState>,
     params: GlobalParams,
@@ -354,11 +358,13 @@ impl Plan {
         // Lane-major order for fixed items keeps a lane's tasks together in listings; ids
         // are what the store uses as `seq`, so renumbering is not needed.
         let states = vec![ItemState::Pending; items.len()];
+        let done_prefix = vec![vec![0; lanes.len()]; stages.len()];
         let mut plan = Plan {
             items,
             states,
             stages,
             stage_items,
+            done_prefix,
             groups: group_names,
             lanes,
             params,
@@ -644,8 +650,21 @@ impl Plan {
         }
     }
 
-    fn stage_finished_for_lane(&self, lane: usize, si: usize) -> bool {
-        self.stage_items[si][lane]
+    /// Index in `stage_items[si][lane]` of the first item not done (advancing the done
+    /// prefix past items that finished since the last call).
+    fn open_from(&mut self, si: usize, lane: usize) -> usize {
+        let list = &self.stage_items[si][lane];
+        let mut k = self.done_prefix[si][lane];
+        while k < list.len() && matches!(self.states[list[k]], ItemState::Done { .. }) {
+            k += 1;
+        }
+        self.done_prefix[si][lane] = k;
+        k
+    }
+
+    fn stage_finished_for_lane(&mut self, lane: usize, si: usize) -> bool {
+        let from = self.open_from(si, lane);
+        self.stage_items[si][lane][from..]
             .iter()
             .all(|&id| match &self.states[id] {
                 ItemState::Done { .. } => true,
@@ -657,6 +676,16 @@ impl Plan {
             })
     }
 
+    /// Whether `id` may be considered for `lane` now (pending, or delayed and due).
+    fn is_candidate(&self, id: ItemId, lane: usize, now: EpochMs) -> bool {
+        let ready = match &self.states[id] {
+            ItemState::Pending => true,
+            ItemState::Delayed { until, .. } => *until <= now,
+            _ => false,
+        };
+        ready && (self.items[id].lane == Some(lane) || self.valid_on(id, lane))
+    }
+
     /// Start what the lane's current stage allows.
     fn start_on_lane(&mut self, lane: usize, now: EpochMs, out: &mut Vec<Start>) -> bool {
         let si = self.lanes[lane].stage;
@@ -664,38 +693,18 @@ impl Plan {
             return false;
         }
         let stage = self.stages[si];
-        let sequential = stage.kind != TaskKind::Test;
-        let mut candidates: Vec<ItemId> = self.stage_items[si][lane]
-            .iter()
-            .copied()
-            .filter(|&id| match &self.states[id] {
-                ItemState::Pending => true,
-                ItemState::Delayed { until, .. } => *until <= now,
-                _ => false,
-            })
-            .filter(|&id| self.items[id].lane == Some(lane) || self.valid_on(id, lane))
-            .collect();
-        if self.params.coverage_mode == CoverageMode::Test && stage.kind == TaskKind::Test {
-            // A free DUT takes the least-run test first (stable: queue order breaks ties).
-            candidates.sort_by_key(|&id| {
-                self.run_counts
-                    .get(&(stage.group, self.items[id].task.clone()))
-                    .copied()
-                    .unwrap_or(0)
-            });
-        }
+        let from = self.open_from(si, lane);
         let mut progressed = false;
-        if sequential {
+        if stage.kind != TaskKind::Test {
+            // Setups and teardowns run one at a time, in strict order: only the first
+            // unfinished item of the stage may go.
             if !self.lanes[lane].running.is_empty() {
                 return false;
             }
-            // Strict order: only the first unfinished item of the stage may go.
-            let first = self.stage_items[si][lane]
-                .iter()
-                .copied()
-                .find(|&id| !matches!(self.states[id], ItemState::Done { .. }));
-            let Some(first) = first else { return false };
-            if !candidates.contains(&first) {
+            let Some(&first) = self.stage_items[si][lane].get(from) else {
+                return false;
+            };
+            if !self.is_candidate(first, lane, now) {
                 return false;
             }
             match self.prereq_check(first, lane) {
@@ -712,7 +721,35 @@ impl Plan {
             }
             return progressed;
         }
-        for id in candidates {
+        // Queue order, or for `test` coverage the least-run test first (stable: queue
+        // order breaks ties). The loop stops at the first item that does not fit, so in
+        // queue order only the head of the stage is looked at.
+        let by_coverage: Option<Vec<ItemId>> = (self.params.coverage_mode == CoverageMode::Test)
+            .then(|| {
+                let mut ids: Vec<ItemId> = self.stage_items[si][lane][from..]
+                    .iter()
+                    .copied()
+                    .filter(|&id| self.is_candidate(id, lane, now))
+                    .collect();
+                ids.sort_by_key(|&id| {
+                    self.run_counts
+                        .get(&(stage.group, self.items[id].task.clone()))
+                        .copied()
+                        .unwrap_or(0)
+                });
+                ids
+            });
+        let count = by_coverage
+            .as_ref()
+            .map_or(self.stage_items[si][lane].len() - from, Vec::len);
+        for k in 0..count {
+            let id = match &by_coverage {
+                Some(ids) => ids[k],
+                None => self.stage_items[si][lane][from + k],
+            };
+            if !self.is_candidate(id, lane, now) {
+                continue;
+            }
             let running = &self.lanes[lane].running;
             if running.iter().any(|&r| !self.items[r].def.process_safe) {
                 break;
