@@ -1,9 +1,12 @@
 // UI benchmark (not a test): see README.md.
+import { spawn } from 'node:child_process';
 import { mkdtempSync, mkdirSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir, loadavg, cpus } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { startServer, startBrowser, ensureUiBuilt } from '../../tests/e2e/lib/harness.js';
+import { startTrace, stopTrace, printSummary } from './trace.mjs';
+import { cpuWindow } from './cpu.mjs';
 
 const { values: opt } = parseArgs({
   options: {
@@ -12,6 +15,8 @@ const { values: opt } = parseArgs({
     seconds: { type: 'string', default: '30' },
     dut: { type: 'string', default: 'stb-01' },
     baseline: { type: 'boolean', default: false },
+    trace: { type: 'string' },
+    stress: { type: 'string', default: '0' },
   },
 });
 const TASKS = Number(opt.tasks);
@@ -60,7 +65,7 @@ const pct = (xs, p) => (xs.length ? [...xs].sort((a, b) => a - b)[Math.min(xs.le
 
 /** Observers installed before the page's own code: long tasks, event timing, timer lag. */
 function instrument() {
-  window.__bench = { long: [], events: [], lag: [], loaf: [] };
+  window.__bench = { long: [], longAt: [], events: [], lag: [], loaf: [] };
   try {
     // Long animation frames name the script behind a slow frame (Chromium).
     new PerformanceObserver((l) => {
@@ -74,7 +79,10 @@ function instrument() {
     }).observe({ type: 'long-animation-frame', buffered: true });
   } catch {}
   new PerformanceObserver((l) => {
-    for (const e of l.getEntries()) window.__bench.long.push(e.duration);
+    for (const e of l.getEntries()) {
+      window.__bench.long.push(e.duration);
+      window.__bench.longAt.push(e.startTime);
+    }
   }).observe({ type: 'longtask', buffered: true });
   new PerformanceObserver((l) => {
     for (const e of l.getEntries()) if (e.interactionId) window.__bench.events.push(e.duration);
@@ -97,6 +105,7 @@ async function measure(server, page, screen) {
   stream.frames = 0;
   stream.events = 0;
   stream.kinds = {};
+  stream.missed = 0;
   let scrollBox;
   let clickBox;
   if (screen === 'live') {
@@ -114,7 +123,7 @@ async function measure(server, page, screen) {
   }
   // Forget page-load work: measure the steady state while the run goes.
   await page.evaluate(() => {
-    for (const k of ['long', 'events', 'lag', 'loaf']) window.__bench[k].length = 0;
+    for (const k of ['long', 'longAt', 'events', 'lag', 'loaf']) window.__bench[k].length = 0;
   });
   let cdp = null;
   if (process.env.BENCH_PROFILE) {
@@ -123,7 +132,18 @@ async function measure(server, page, screen) {
     await cdp.send('Profiler.setSamplingInterval', { interval: 500 });
     await cdp.send('Profiler.start');
   }
+  let tracer = null;
+  let markAt = null;
+  if (opt.trace) {
+    tracer = await page.context().newCDPSession(page);
+    await startTrace(tracer);
+    // A mark in the trace at a known page time lines the Long Tasks entries up with the trace.
+    markAt = await page.evaluate(() => performance.mark('bench-trace').startTime);
+  }
+  // Busy loops competing for the CPUs, like other builds on a shared machine.
+  for (let i = 0; i < Number(opt.stress); i++) hogs.push(spawn('sh', ['-c', 'while :; do :; done'], { stdio: 'ignore' }));
   const load0 = loadavg()[0];
+  const cpu = cpuWindow();
   stream.on = true;
   const t0 = Date.now();
   let inputs = 0;
@@ -138,7 +158,9 @@ async function measure(server, page, screen) {
     await page.waitForTimeout(250);
   }
   stream.on = false;
-  const { frames, events } = stream;
+  const used = cpu.end();
+  stopHogs();
+  const { frames, events, missed } = stream;
   if (cdp) {
     // Self time per function, from a sampled CPU profile of the watch window.
     const { profile } = await cdp.send('Profiler.stop');
@@ -152,23 +174,32 @@ async function measure(server, page, screen) {
     }
     for (const [k, ms] of [...self].sort((a, b) => b[1] - a[1]).slice(0, 12)) console.log(`  ${ms.toFixed(0).padStart(6)} ms  ${k}`);
   }
+  const traceEvents = tracer ? await stopTrace(tracer, opt.trace.replace(/(\.json)?$/, `-${screen}.json`)) : null;
   const b = await page.evaluate(() => window.__bench);
   const logLines = screen === 'live' ? await page.locator('.log .meta .num').first().textContent() : '';
   const { run } = await api(server, { cmd: 'get_run', run_id });
   await api(server, { cmd: 'stop_run', run_id }).catch(() => {});
   const maxOf = (xs) => (xs.length ? Math.max(...xs) : 0);
   console.log(`\n[${screen}] run ${run_id}: ${run.counts.done}/${run.counts.total} tasks done in the window${logLines ? `; log view holds ${logLines}` : ''}; load average ${load0.toFixed(1)} → ${loadavg()[0].toFixed(1)}`);
-  console.log(`  event stream: ${events} events in ${frames} WebSocket frames (${(events / SECONDS).toFixed(0)} events/s): ${Object.entries(stream.kinds).map(([k, n]) => `${k} ${n}`).join(', ')}`);
+  console.log(`  event stream: ${events} events in ${frames} WebSocket frames (${(events / SECONDS).toFixed(0)} events/s): ${Object.entries(stream.kinds).map(([k, n]) => `${k} ${n}`).join(', ')}${missed ? ` (the resyncs say ${missed} events were lost)` : ''}`);
   console.log(`  long tasks (>50 ms): ${b.long.length}, max ${maxOf(b.long).toFixed(0)} ms`);
+  console.log(`  CPU in the window: machine ${(used.busy * 100).toFixed(0)}% busy (${cpus().length} CPUs); s by process: ${used.by.slice(0, 9).map(([g, s]) => `${g} ${s.toFixed(1)}`).join(', ')}`);
   console.log(`  input latency (Event Timing, ${inputs * 3} inputs; ${b.events.length} events took over 16 ms): p50 ${pct(b.events, 50).toFixed(0)} ms, p95 ${pct(b.events, 95).toFixed(0)} ms, max ${maxOf(b.events).toFixed(0)} ms`);
   console.log(`  timer lag (100 ms interval): p95 ${pct(b.lag, 95).toFixed(0)} ms, max ${maxOf(b.lag).toFixed(0)} ms`);
   if (process.env.BENCH_VERBOSE)
     for (const f of b.loaf.sort((x, y) => y.blocking - x.blocking).slice(0, 6))
       console.log(`    slow frame ${f.duration.toFixed(0)} ms (blocking ${f.blocking.toFixed(0)} ms): ${f.scripts.join(' | ')}`);
+  if (traceEvents) printSummary(traceEvents, { markAt, longTasks: b.long.map((d, i) => ({ ms: d, at: b.longAt[i] })) });
 }
 
+const hogs = [];
+function stopHogs() {
+  for (const h of hogs.splice(0)) h.kill('SIGKILL');
+}
+process.on('exit', stopHogs);
+
 /** What the page's event stream delivers while a screen is watched. */
-const stream = { on: false, frames: 0, events: 0, kinds: {} };
+const stream = { on: false, frames: 0, events: 0, kinds: {}, missed: 0 };
 
 ensureUiBuilt();
 const root = mkdtempSync(path.join(tmpdir(), 'testbay-uibench-'));
@@ -182,6 +213,7 @@ try {
       if (!stream.on || typeof f.payload !== 'string') return;
       stream.frames++;
       // Top-level events only (`{"kind":..,"data":..}`), named by kind and run event type.
+      for (const m of f.payload.matchAll(/"kind":"resync","data":\{"missed":(\d+)/g)) stream.missed += Number(m[1]);
       for (const m of f.payload.matchAll(/\{"kind":"(\w+)","data":(?:\{"type":"(\w+)")?/g)) {
         const k = m[2] ? `${m[1]}.${m[2]}` : m[1];
         stream.events++;
@@ -189,7 +221,7 @@ try {
       }
     }),
   );
-  console.log(`${TASKS + 1} tasks per run, the logger at ${RATE} lines/s, ${SECONDS} s watched per screen, ${cpus().length} CPUs`);
+  console.log(`${TASKS + 1} tasks per run, the logger at ${RATE} lines/s, ${SECONDS} s watched per screen, ${cpus().length} CPUs${Number(opt.stress) ? `, ${opt.stress} busy loops beside it` : ''}; UI from ${process.env.TESTBAY_UI_DIR || 'ui/dist'}`);
   if (opt.baseline) await measure(server, browser.page, 'packs');
   await measure(server, browser.page, 'live');
 } finally {
