@@ -22,6 +22,7 @@
 mod pool;
 mod spawn;
 
+use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
@@ -241,7 +242,12 @@ pub async fn run_phase(
 
     let started_ms = clock.now_ms();
     let program_path = resolve_program(program, &cmd.cwd);
-    let spawned = spawn::spawn(&program_path, &cmd.argv, &cmd.cwd, &env, &writer);
+    let mut spawned = spawn::spawn(&program_path, &cmd.argv, &cmd.cwd, &env, &writer);
+    if spawned.is_err() && !program.contains('/') && program_path != Path::new(program) {
+        // The remembered file is gone: search PATH afresh.
+        forget_program(program);
+        spawned = spawn::spawn(Path::new(program), &cmd.argv, &cmd.cwd, &env, &writer);
+    }
     // Our copy of the write end must go, or the pipe never reaches EOF.
     drop(writer);
     let spawned = match spawned {
@@ -402,13 +408,58 @@ fn base_env() -> &'static Vec<(OsString, OsString)> {
     })
 }
 
+/// The file to execute for `program`: a relative path with a slash is relative to `cwd`;
+/// a bare name is looked up in the tasks' `PATH` once per console and remembered (a
+/// `PATH` search is a failed `execve` per directory before the right one, every phase).
 fn resolve_program(program: &str, cwd: &Path) -> PathBuf {
     let p = Path::new(program);
-    if p.is_relative() && program.contains('/') {
-        cwd.join(p)
-    } else {
-        p.to_path_buf()
+    if program.contains('/') {
+        return if p.is_relative() {
+            cwd.join(p)
+        } else {
+            p.to_path_buf()
+        };
     }
+    let mut found = found_programs().lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(path) = found.get(program) {
+        return path.clone();
+    }
+    match search_path(program) {
+        Some(path) => {
+            found.insert(program.to_string(), path.clone());
+            path
+        }
+        // Not found: exec the bare name and let the kernel's error be the message.
+        None => p.to_path_buf(),
+    }
+}
+
+fn found_programs() -> &'static std::sync::Mutex<HashMap<String, PathBuf>> {
+    static FOUND: std::sync::OnceLock<std::sync::Mutex<HashMap<String, PathBuf>>> =
+        std::sync::OnceLock::new();
+    FOUND.get_or_init(Default::default)
+}
+
+/// A remembered program that could not be executed any more (removed or moved since)
+/// is looked up again next time.
+fn forget_program(program: &str) {
+    found_programs()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(program);
+}
+
+/// The first executable regular file named `program` in the tasks' `PATH`.
+fn search_path(program: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = base_env().iter().find(|(k, _)| k == "PATH")?.1.clone();
+    std::env::split_paths(&path)
+        .filter(|d| d.is_absolute())
+        .map(|d| d.join(program))
+        .find(|f| {
+            f.metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
 }
 
 async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {

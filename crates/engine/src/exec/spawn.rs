@@ -102,6 +102,17 @@ fn cstr(what: &str, s: &OsStr) -> std::io::Result<CString> {
     })
 }
 
+/// `/dev/null` for the children's stdin, opened once (close-on-exec; `dup2` gives each
+/// child its own descriptor).
+fn dev_null() -> std::io::Result<&'static std::fs::File> {
+    static DEV_NULL: std::sync::OnceLock<std::fs::File> = std::sync::OnceLock::new();
+    if let Some(f) = DEV_NULL.get() {
+        return Ok(f);
+    }
+    let f = std::fs::File::open("/dev/null")?;
+    Ok(DEV_NULL.get_or_init(|| f))
+}
+
 /// Start `argv` in `cwd` with `env` (the full environment), stdin from /dev/null and
 /// stdout + stderr to `out`.
 pub(super) fn spawn(
@@ -115,7 +126,9 @@ pub(super) fn spawn(
         .iter()
         .enumerate()
         .map(|(i, a)| {
-            if i == 0 {
+            // A bare name keeps its name as argv[0] (as a shell does); a path is passed
+            // as resolved.
+            if i == 0 && a.contains('/') {
                 cstr("program", program.as_os_str())
             } else {
                 cstr("argument", OsStr::new(a))
@@ -136,7 +149,7 @@ pub(super) fn spawn(
             })
         })
         .collect::<std::io::Result<_>>()?;
-    let devnull = std::fs::File::open("/dev/null")?;
+    let devnull = dev_null()?;
     let mut argv_p: Vec<*const libc::c_char> = argv_c.iter().map(|c| c.as_ptr()).collect();
     argv_p.push(std::ptr::null());
     let mut envp_p: Vec<*const libc::c_char> = env_c.iter().map(|c| c.as_ptr()).collect();
