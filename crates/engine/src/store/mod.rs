@@ -490,6 +490,10 @@ impl Store {
     /// A task occurrence is done: result, timings and sub-results in one transaction.
     pub fn finish_task(&self, task_id: i64, f: &TaskFinish) -> Result<()> {
         let mut conn = self.conn();
+        if f.sub_results.is_empty() {
+            // One statement is its own transaction.
+            return update_task_finish(&conn, task_id, f);
+        }
         let tx = conn.transaction()?;
         finish_task_tx(&tx, task_id, f)?;
         tx.commit()?;
@@ -850,8 +854,8 @@ fn fill_counts(conn: &Connection, runs: &mut [RunRecord]) -> Result<()> {
     Ok(())
 }
 
-fn finish_task_tx(tx: &rusqlite::Transaction<'_>, task_id: i64, f: &TaskFinish) -> Result<()> {
-    tx.prepare_cached(
+fn update_task_finish(conn: &Connection, task_id: i64, f: &TaskFinish) -> Result<()> {
+    conn.prepare_cached(
         "UPDATE task_results SET state = 'done', lane = COALESCE(?2, lane), result = ?3, failure = ?4,
             message = ?5, metadata_json = ?6, raw_result = ?7, run_time = ?8, run_time_delta = ?9,
             started_ms = COALESCE(?10, started_ms), finished_ms = ?11, setup_ms = ?12, main_ms = ?13,
@@ -878,6 +882,11 @@ fn finish_task_tx(tx: &rusqlite::Transaction<'_>, task_id: i64, f: &TaskFinish) 
             f.signal,
             f.log_truncated,
         ])?;
+    Ok(())
+}
+
+fn finish_task_tx(tx: &rusqlite::Transaction<'_>, task_id: i64, f: &TaskFinish) -> Result<()> {
+    update_task_finish(tx, task_id, f)?;
     if !f.sub_results.is_empty() {
         tx.execute(
             "DELETE FROM sub_results WHERE task_result_id = ?1",
