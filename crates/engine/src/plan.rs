@@ -676,6 +676,27 @@ impl Plan {
             })
     }
 
+    /// Up to `k` pending items `lane` will most likely start next, in queue order: the
+    /// rest of its current stage, then the stages after it. A guess (prereqs, stops and
+    /// other lanes decide), used to prepare their folders ahead of time.
+    pub fn upcoming(&mut self, lane: usize, k: usize) -> Vec<ItemId> {
+        let mut out = Vec::new();
+        for si in self.lanes[lane].stage..self.stages.len() {
+            let from = self.open_from(si, lane);
+            for &id in &self.stage_items[si][lane][from..] {
+                if out.len() == k {
+                    return out;
+                }
+                if matches!(self.states[id], ItemState::Pending)
+                    && (self.items[id].lane == Some(lane) || self.valid_on(id, lane))
+                {
+                    out.push(id);
+                }
+            }
+        }
+        out
+    }
+
     /// Whether `id` may be considered for `lane` now (pending, or delayed and due).
     fn is_candidate(&self, id: ItemId, lane: usize, now: EpochMs) -> bool {
         let ready = match &self.states[id] {

@@ -240,6 +240,20 @@ impl Phases {
     }
 }
 
+/// The occurrence's folder and its `artifacts/` (two `mkdir`s in the usual case; the lane
+/// folder is made on first use).
+fn make_task_dirs(occ_dir: &std::path::Path, artifacts: &std::path::Path) -> std::io::Result<()> {
+    let mkdir = |p: &std::path::Path| match std::fs::create_dir(p) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && p.is_dir() => Ok(()),
+        r => r,
+    };
+    match mkdir(occ_dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir_all(occ_dir)?,
+        r => r?,
+    }
+    mkdir(artifacts)
+}
+
 async fn run_phases(
     ctx: &Arc<RunCtx>,
     job: &ItemJob,
@@ -247,7 +261,7 @@ async fn run_phases(
     artifacts: &std::path::Path,
     paths: &TaskPaths,
 ) -> Result<Phases, String> {
-    std::fs::create_dir_all(artifacts)
+    make_task_dirs(occ_dir, artifacts)
         .map_err(|e| format!("cannot create {}: {e}", artifacts.display()))?;
     let params_file = occ_dir.join("params.json");
     let params_doc = json!({

@@ -18,6 +18,7 @@
 pub mod broker;
 pub mod events;
 mod item;
+mod prepare;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -359,6 +360,7 @@ impl RunManager {
             pack: loaded,
             stop: stop_rx,
             dir_names: HashMap::new(),
+            prep: prepare::Preparer::start(),
         };
         tokio::spawn(async move {
             let status = driver.drive().await;
@@ -474,7 +476,12 @@ struct Driver {
     stop: watch::Receiver<u8>,
     /// Folder names taken per lane.
     dir_names: HashMap<String, HashSet<String>>,
+    /// Makes the folders of upcoming items while others run.
+    prep: Option<prepare::Preparer>,
 }
+
+/// Items per lane whose folders are prepared ahead.
+const PREPARE_AHEAD: usize = 4;
 
 impl Driver {
     fn lock(&self) -> std::sync::MutexGuard<'_, LiveRun> {
@@ -534,6 +541,7 @@ impl Driver {
             if !stopping {
                 // After a graceful stop, this starts the teardowns still due.
                 self.schedule(&done_tx, &mut running);
+                self.prepare_ahead();
             } else {
                 self.persist_settled();
             }
@@ -589,6 +597,9 @@ impl Driver {
                     }
                 }
             }
+        }
+        if let Some(p) = self.prep.take() {
+            p.finish();
         }
         // The last figures go out whatever the throttle says.
         self.emit_progress();
@@ -788,6 +799,42 @@ impl Driver {
                 return;
             }
         }
+    }
+
+    /// Ask the preparer for the folders of the items each lane will most likely start
+    /// next, under the names they will most likely get.
+    fn prepare_ahead(&mut self) {
+        let Some(mut prep) = self.prep.take() else {
+            return;
+        };
+        {
+            let mut s = self.lock();
+            for lane in 0..s.plan.lane_count() {
+                for id in s.plan.upcoming(lane, PREPARE_AHEAD) {
+                    let lane_name = s.plan.lane_name(lane);
+                    let def = &s.plan.item(id).def;
+                    let taken = self.dir_names.get(lane_name);
+                    let mut name = def.name.clone();
+                    let mut n = 2;
+                    while taken.is_some_and(|t| t.contains(&name)) {
+                        name = format!("{}-{n}", def.name);
+                        n += 1;
+                    }
+                    let dir = self.ctx.run_dir.join(lane_name).join(name);
+                    prep.want(dir, || {
+                        let mut logs = vec!["main.log".to_string()];
+                        if def.setup.is_some() {
+                            logs.push("setup.log".into());
+                        }
+                        if def.teardown.is_some() {
+                            logs.push("teardown.log".into());
+                        }
+                        logs
+                    });
+                }
+            }
+        }
+        self.prep = Some(prep);
     }
 
     fn dir_name(&mut self, lane: &str, task: &str) -> String {

@@ -221,6 +221,17 @@ async fn stop_suite_on_fail_end_to_end() {
     }
     let run = f.mgr.store().get_run(&id).unwrap();
     assert_eq!(run.counts.failures, 1);
+    // Folders are prepared ahead of the tasks; those of the skipped ones are gone again.
+    let lane = f.data.join("runs").join(&id).join("local");
+    let mut dirs: Vec<String> = std::fs::read_dir(&lane)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    dirs.sort();
+    assert_eq!(dirs, ["a", "gs", "gt", "s1", "t1"]);
+    let params = std::fs::read_to_string(lane.join("a/params.json")).unwrap();
+    assert!(params.contains("\"task\": \"a\""), "{params}");
+    assert!(lane.join("a/main.log").is_file() && lane.join("a/artifacts").is_dir());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
