@@ -151,13 +151,17 @@ fn main() {
     let mut n = 500usize;
     let mut testbay: Option<PathBuf> = None;
     let mut profile_seq = false;
+    let mut rounds = 5usize;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--tasks" => n = args.next().unwrap().parse().unwrap(),
             "--testbay" => testbay = Some(args.next().unwrap().into()),
             "--profile-seq" => profile_seq = true,
-            _ => panic!("usage: engine_bench [--tasks N] [--testbay PATH] [--profile-seq]"),
+            "--rounds" => rounds = args.next().unwrap().parse().unwrap(),
+            _ => panic!(
+                "usage: engine_bench [--tasks N] [--rounds R] [--testbay PATH] [--profile-seq]"
+            ),
         }
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -175,38 +179,67 @@ fn main() {
 
     // Warm up the page cache and the dynamic loader.
     bare_spawns(20);
-    let (bare, c_bare) = timed(|| bare_spawns(n));
-    let (t_seq, c_seq) = timed(|| engine_run(root, &seq));
-    let (bare2, c_bare2) = timed(|| bare_spawns(n));
-    let (t_exec, c_exec) = timed(|| exec_only(root, n));
-    let (t_par, c_par) = timed(|| engine_run(root, &par));
+    // Rounds of bare / sequential / bare / process_limit 2 / exec only: each variant is
+    // compared with the bare spawns of its own round, and the figures are the median and
+    // the best round, so a busy neighbour on the machine shows as spread, not as overhead.
     let per = |d: Duration| ms(d) / n as f64;
-    let c_bare = per(c_bare.min(c_bare2));
-    let bare_ms = ms(bare.min(bare2)) / n as f64;
-    let seq_ms = ms(t_seq) / n as f64;
-    let par_ms = ms(t_par) / n as f64;
-    println!("tasks: {n}");
-    println!("bare spawn of /bin/true:            {bare_ms:.3} ms/task");
+    let mut rows: Vec<[f64; 8]> = Vec::new();
+    for r in 0..rounds {
+        let (b1, cb1) = timed(|| bare_spawns(n));
+        let (t_seq, c_seq) = timed(|| engine_run(&root.join(format!("round{r}")), &seq));
+        let (b2, cb2) = timed(|| bare_spawns(n));
+        let (t_par, c_par) = timed(|| engine_run(&root.join(format!("round{r}")), &par));
+        let (t_exec, c_exec) = timed(|| exec_only(root, n));
+        let bare = per(b1.min(b2));
+        let c_bare = per(cb1.min(cb2));
+        rows.push([
+            bare,
+            per(t_seq),
+            per(t_par),
+            per(t_exec),
+            c_bare,
+            per(c_seq),
+            per(c_par),
+            per(c_exec),
+        ]);
+        eprintln!(
+            "  round {}: bare {bare:.3}, sequential {:.3} ({:+.3}), process_limit 2 {:.3} ({:+.3}) ms/task",
+            r + 1,
+            per(t_seq),
+            per(t_seq) - bare,
+            per(t_par),
+            per(t_par) - bare
+        );
+    }
+    let col = |i: usize| rows.iter().map(|r| r[i]).collect::<Vec<f64>>();
+    let diff = |i: usize, base: usize| rows.iter().map(|r| r[i] - r[base]).collect::<Vec<f64>>();
+    let min = |v: Vec<f64>| v.into_iter().fold(f64::INFINITY, f64::min);
+    println!("tasks: {n}, rounds: {rounds} (figures: median of the rounds; in brackets, best of the variant minus best bare)");
     println!(
-        "exec::run_phase alone:             {:.3} ms/task  overhead {:+.3} ms/task",
-        ms(t_exec) / n as f64,
-        ms(t_exec) / n as f64 - bare_ms
+        "bare spawn of /bin/true:            {:.3} ms/task [{:.3}]",
+        median(col(0)),
+        min(col(0))
     );
+    for (name, i) in [
+        ("exec::run_phase alone:          ", 3),
+        ("engine, sequential:             ", 1),
+        ("engine, process_limit 2 (safe): ", 2),
+    ] {
+        println!(
+            "{name}    {:.3} ms/task  overhead {:+.3} ms/task [{:+.3}]  ratio {:.2}x",
+            median(col(i)),
+            median(diff(i, 0)),
+            min(col(i)) - min(col(0)),
+            median(rows.iter().map(|r| r[i] / r[0]).collect())
+        );
+    }
+    println!("CPU time of this process (children excluded) above the bare loop's, per task; steadier than wall time on a busy machine:");
     println!(
-        "engine, sequential:                 {seq_ms:.3} ms/task  overhead {:+.3} ms/task  ratio {:.2}x",
-        seq_ms - bare_ms,
-        seq_ms / bare_ms
+        "  exec::run_phase {:+.3} ms; engine sequential {:+.3} ms; engine process_limit 2 {:+.3} ms",
+        median(diff(7, 4)),
+        median(diff(5, 4)),
+        median(diff(6, 4))
     );
-    println!(
-        "engine, process_limit 2 (safe):     {par_ms:.3} ms/task  overhead {:+.3} ms/task  ratio {:.2}x  (wall time per task)",
-        par_ms - bare_ms,
-        par_ms / bare_ms
-    );
-    println!("CPU time of this process (children excluded), per task; steadier than wall time on a busy machine:");
-    println!("  bare spawn {c_bare:.3} ms; exec::run_phase {:.3} ms (+{:.3}); engine sequential {:.3} ms (+{:.3}); engine process_limit 2 {:.3} ms (+{:.3})",
-        per(c_exec), per(c_exec) - c_bare,
-        per(c_seq), per(c_seq) - c_bare,
-        per(c_par), per(c_par) - c_bare);
 
     let Some(testbay) = testbay else { return };
     let empty = root.join("empty");
