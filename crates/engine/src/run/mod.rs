@@ -811,17 +811,16 @@ impl Driver {
             let mut s = self.lock();
             for lane in 0..s.plan.lane_count() {
                 for id in s.plan.upcoming(lane, PREPARE_AHEAD) {
-                    let lane_name = s.plan.lane_name(lane);
-                    let def = &s.plan.item(id).def;
-                    let taken = self.dir_names.get(lane_name);
-                    let mut name = def.name.clone();
-                    let mut n = 2;
-                    while taken.is_some_and(|t| t.contains(&name)) {
-                        name = format!("{}-{n}", def.name);
-                        n += 1;
-                    }
-                    let dir = self.ctx.run_dir.join(lane_name).join(name);
-                    prep.want(dir, || {
+                    prep.want(id, || {
+                        let lane_name = s.plan.lane_name(lane);
+                        let def = &s.plan.item(id).def;
+                        let taken = self.dir_names.get(lane_name);
+                        let mut name = def.name.clone();
+                        let mut n = 2;
+                        while taken.is_some_and(|t| t.contains(&name)) {
+                            name = format!("{}-{n}", def.name);
+                            n += 1;
+                        }
                         let mut logs = vec!["main.log".to_string()];
                         if def.setup.is_some() {
                             logs.push("setup.log".into());
@@ -829,7 +828,7 @@ impl Driver {
                         if def.teardown.is_some() {
                             logs.push("teardown.log".into());
                         }
-                        logs
+                        (self.ctx.run_dir.join(lane_name).join(name), logs)
                     });
                 }
             }

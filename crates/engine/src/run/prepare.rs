@@ -25,7 +25,8 @@ struct Job {
 pub(crate) struct Preparer {
     tx: Option<mpsc::Sender<Job>>,
     thread: Option<JoinHandle<Vec<PathBuf>>>,
-    asked: HashSet<PathBuf>,
+    /// Plan items asked for.
+    asked: HashSet<usize>,
 }
 
 impl Preparer {
@@ -51,16 +52,15 @@ impl Preparer {
         })
     }
 
-    /// Make `dir` (with `artifacts/`, `params.json` and the log `files`) unless asked before.
-    pub fn want(&mut self, dir: PathBuf, files: impl FnOnce() -> Vec<String>) {
-        if !self.asked.insert(dir.clone()) {
+    /// Make the folder of plan item `item`, which `job` names (the folder, with
+    /// `artifacts/`, `params.json` and the log files), unless asked before.
+    pub fn want(&mut self, item: usize, job: impl FnOnce() -> (PathBuf, Vec<String>)) {
+        if !self.asked.insert(item) {
             return;
         }
         if let Some(tx) = &self.tx {
-            let _ = tx.send(Job {
-                dir,
-                files: files(),
-            });
+            let (dir, files) = job();
+            let _ = tx.send(Job { dir, files });
         }
     }
 
