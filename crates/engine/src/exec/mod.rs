@@ -635,12 +635,19 @@ fn pump_output(
     let mut line: Vec<u8> = Vec::with_capacity(256);
     let cap = limits.line_cap_bytes.max(16);
     let mut exit_tx = Some(exit_tx);
+    // Reaped but not yet told: the exit goes out once the output written before it is
+    // read (EOF, normally at once), so the waiting side wakes once and finds the stats
+    // right behind it; output something else keeps open does not hold it back.
+    let mut reaped: Option<Exit> = None;
     let mut pipe_open = true;
     let mut exited_at: Option<Instant> = None;
     let mut holders_killed = false;
     let pipe_fd = reader.as_raw_fd();
     let pidfd = child.pidfd.as_ref().map(|f| f.as_raw_fd());
     loop {
+        if !pipe_open {
+            tell_exit(&mut reaped, &mut exit_tx);
+        }
         if !pipe_open && exit_tx.is_none() {
             break;
         }
@@ -652,7 +659,7 @@ fn pump_output(
                 revents: 0,
             });
         }
-        if let (Some(fd), Some(_)) = (pidfd, &exit_tx) {
+        if let (Some(fd), Some(_), None) = (pidfd, &exit_tx, &reaped) {
             fds.push(libc::pollfd {
                 fd,
                 events: libc::POLLIN,
@@ -694,7 +701,11 @@ fn pump_output(
             None if pidfd.is_none() => 50,
             None => -1,
         };
-        let timeout_ms = w.poll_timeout(timeout_ms);
+        let timeout_ms = if reaped.is_some() {
+            0
+        } else {
+            w.poll_timeout(timeout_ms)
+        };
         // SAFETY: valid pollfd array.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
         if n < 0 {
@@ -704,17 +715,18 @@ fn pump_output(
             break;
         }
         if n == 0 {
+            tell_exit(&mut reaped, &mut exit_tx);
             // Quiet output: what is buffered goes to the file now.
             w.idle();
         }
-        if exit_tx.is_some() {
+        if exit_tx.is_some() && reaped.is_none() {
             let pid_ready = match pidfd {
                 Some(fd) => fds.iter().any(|p| p.fd == fd && p.revents != 0),
                 None => true,
             };
             if pid_ready {
                 if let Some(e) = spawn::try_reap(child.pid) {
-                    let _ = exit_tx.take().expect("checked").send(e);
+                    reaped = Some(e);
                     exited_at = Some(Instant::now());
                 }
             }
@@ -762,6 +774,15 @@ fn pump_output(
         w.emit(&line);
     }
     w.finish()
+}
+
+/// Send the reaped exit status, if there is one and it has not gone yet.
+fn tell_exit(reaped: &mut Option<Exit>, exit_tx: &mut Option<oneshot::Sender<Exit>>) {
+    if let Some(e) = reaped.take() {
+        if let Some(tx) = exit_tx.take() {
+            let _ = tx.send(e);
+        }
+    }
 }
 
 /// How long after the phase's process exited its output may stay open before whatever

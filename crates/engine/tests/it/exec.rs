@@ -481,13 +481,21 @@ async fn log_is_readable_while_lines_keep_coming() {
     let mut c = cmd(&f, "");
     c.argv = vec!["python3".into(), "t.py".into()];
     let h = start(&c, None);
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    assert!(!h.is_finished());
-    let text = std::fs::read_to_string(f.dir.join("main.log")).unwrap();
+    // The interpreter may take a while to start on a busy machine; what counts is that
+    // lines reach the file while the phase still runs.
+    let mut seen = String::new();
+    while !h.is_finished() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let text = std::fs::read_to_string(f.dir.join("main.log")).unwrap_or_default();
+        if text.lines().count() >= 10 && !h.is_finished() {
+            seen = text;
+            break;
+        }
+    }
     assert!(
-        text.starts_with("tick 1\n") && text.lines().count() >= 10,
-        "log of the running phase: {} bytes",
-        text.len()
+        seen.starts_with("tick 1\n"),
+        "no lines in the log while the phase ran ({} bytes)",
+        seen.len()
     );
     assert_eq!(h.await.unwrap().result, PASSED);
 }
