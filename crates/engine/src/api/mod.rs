@@ -12,6 +12,7 @@ mod artifacts;
 mod console;
 mod error;
 pub mod files;
+pub mod frames;
 pub mod lab;
 mod logs;
 pub mod paths;
