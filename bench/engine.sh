@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
 # Engine benchmark: per-task overhead against a bare spawn, `testbay run` start-up time and
 # peak RSS of a 100-task run. Prints figures; asserts nothing.
-#   N=500 bench/engine.sh
+#   N=500 ROUNDS=5 bench/engine.sh
+# Each round runs the bare loop and the engine variants back to back; the figures are the
+# median over the rounds and the best round, so a busy machine shows as spread. The data
+# directory lives under $TMPDIR: creating files costs very different amounts on tmpfs,
+# ext4 with a journal and ext4 without one (this VM's /tmp), so compare them with e.g.
+#   TMPDIR=/dev/shm bench/engine.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N="${N:-500}"
+ROUNDS="${ROUNDS:-5}"
 TARGET="${CARGO_TARGET_DIR:-target}"
 echo "machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg); TMPDIR=${TMPDIR:-/tmp}"
 cargo build --release -q -p testbay-cli --bin testbay
 cargo build --release -q -p testbay-engine --example engine_bench
-"$TARGET/release/examples/engine_bench" --tasks "$N" --testbay "$TARGET/release/testbay"
+"$TARGET/release/examples/engine_bench" --tasks "$N" --rounds "$ROUNDS" --testbay "$TARGET/release/testbay"
 
 # Peak RSS of the console alone (not its tasks), when GNU time is there.
 if [ -x /usr/bin/time ]; then
