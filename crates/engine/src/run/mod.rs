@@ -833,6 +833,7 @@ impl Driver {
                 }
             }
         }
+        prep.send_pending();
         self.prep = Some(prep);
     }
 

@@ -16,6 +16,13 @@ use std::thread::JoinHandle;
 /// occurrence never started.
 const PARAMS_FILE: &str = "params.json";
 
+enum Msg {
+    Jobs(Vec<Job>),
+    /// Stop now; jobs sent after this are dropped (a task still holding a sender must not
+    /// keep the run's end waiting).
+    Finish,
+}
+
 /// One occurrence folder to make, with the empty files in it.
 struct Job {
     dir: PathBuf,
@@ -23,22 +30,26 @@ struct Job {
 }
 
 pub(crate) struct Preparer {
-    tx: Option<mpsc::Sender<Job>>,
+    tx: Option<mpsc::Sender<Msg>>,
     thread: Option<JoinHandle<Vec<PathBuf>>>,
     /// Plan items asked for.
     asked: HashSet<usize>,
+    /// Asked for but not yet handed to the thread.
+    pending: Vec<Job>,
 }
 
 impl Preparer {
     pub fn start() -> Option<Preparer> {
-        let (tx, rx) = mpsc::channel::<Job>();
+        let (tx, rx) = mpsc::channel::<Msg>();
         let thread = std::thread::Builder::new()
             .name("testbay-prepare".into())
             .spawn(move || {
                 let mut made = Vec::new();
-                for job in rx {
-                    if prepare(&job).is_ok() {
-                        made.push(job.dir);
+                while let Ok(Msg::Jobs(jobs)) = rx.recv() {
+                    for job in jobs {
+                        if prepare(&job).is_ok() {
+                            made.push(job.dir);
+                        }
                     }
                 }
                 made
@@ -49,6 +60,7 @@ impl Preparer {
             tx: Some(tx),
             thread: Some(thread),
             asked: HashSet::new(),
+            pending: Vec::new(),
         })
     }
 
@@ -58,16 +70,31 @@ impl Preparer {
         if !self.asked.insert(item) {
             return;
         }
-        if let Some(tx) = &self.tx {
-            let (dir, files) = job();
-            let _ = tx.send(Job { dir, files });
+        let (dir, files) = job();
+        self.pending.push(Job { dir, files });
+    }
+
+    /// Hand what was asked for since the last call to the thread, from a task of its own:
+    /// waking the thread costs a few microseconds, which should not delay the task that
+    /// is about to start.
+    pub fn send_pending(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        if let Some(tx) = self.tx.clone() {
+            let jobs = std::mem::take(&mut self.pending);
+            tokio::spawn(async move {
+                let _ = tx.send(Msg::Jobs(jobs));
+            });
         }
     }
 
     /// Wait for the thread and remove what was prepared for occurrences that never started
     /// (only empty files and empty folders are removed).
     pub fn finish(mut self) {
-        self.tx = None;
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(Msg::Finish);
+        }
         let Some(made) = self.thread.take().and_then(|t| t.join().ok()) else {
             return;
         };
@@ -98,7 +125,9 @@ impl Preparer {
 
 impl Drop for Preparer {
     fn drop(&mut self) {
-        self.tx = None;
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(Msg::Finish);
+        }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
