@@ -6,7 +6,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { startServer, startBrowser, ensureUiBuilt } from '../../tests/e2e/lib/harness.js';
 import { startTrace, stopTrace, printSummary } from './trace.mjs';
-import { cpuWindow } from './cpu.mjs';
+import { cpuWindow, reniceChromium } from './cpu.mjs';
 
 const { values: opt } = parseArgs({
   options: {
@@ -17,6 +17,7 @@ const { values: opt } = parseArgs({
     baseline: { type: 'boolean', default: false },
     trace: { type: 'string' },
     stress: { type: 'string', default: '0' },
+    renice: { type: 'string' },
   },
 });
 const TASKS = Number(opt.tasks);
@@ -142,6 +143,8 @@ async function measure(server, page, screen) {
   }
   // Busy loops competing for the CPUs, like other builds on a shared machine.
   for (let i = 0; i < Number(opt.stress); i++) hogs.push(spawn('sh', ['-c', 'while :; do :; done'], { stdio: 'ignore' }));
+  // An experiment, not a setting to keep: Chromium's threads ahead of the rest in the CPU queue.
+  if (opt.renice != null) console.log(`  Chromium's ${reniceChromium(Number(opt.renice))} threads set to nice ${opt.renice}`);
   const load0 = loadavg()[0];
   const cpu = cpuWindow();
   stream.on = true;
@@ -183,7 +186,9 @@ async function measure(server, page, screen) {
   console.log(`\n[${screen}] run ${run_id}: ${run.counts.done}/${run.counts.total} tasks done in the window${logLines ? `; log view holds ${logLines}` : ''}; load average ${load0.toFixed(1)} → ${loadavg()[0].toFixed(1)}`);
   console.log(`  event stream: ${events} events in ${frames} WebSocket frames (${(events / SECONDS).toFixed(0)} events/s): ${Object.entries(stream.kinds).map(([k, n]) => `${k} ${n}`).join(', ')}${missed ? ` (the resyncs say ${missed} events were lost)` : ''}`);
   console.log(`  long tasks (>50 ms): ${b.long.length}, max ${maxOf(b.long).toFixed(0)} ms`);
-  console.log(`  CPU in the window: machine ${(used.busy * 100).toFixed(0)}% busy (${cpus().length} CPUs); s by process: ${used.by.slice(0, 9).map(([g, s]) => `${g} ${s.toFixed(1)}`).join(', ')}`);
+  console.log(`  CPU in the window: machine ${(used.busy * 100).toFixed(0)}% busy, ${(used.steal * 100).toFixed(1)}% stolen by the host (${cpus().length} CPUs); s by process: ${used.by.slice(0, 9).map(([g, s]) => `${g} ${s.toFixed(1)}`).join(', ')}`);
+  if (used.main)
+    console.log(`  renderer main thread (schedstat): ${used.main.run.toFixed(2)} s on a CPU, ${used.main.wait.toFixed(2)} s runnable but waiting for one, ${used.main.slices} times scheduled`);
   console.log(`  input latency (Event Timing, ${inputs * 3} inputs; ${b.events.length} events took over 16 ms): p50 ${pct(b.events, 50).toFixed(0)} ms, p95 ${pct(b.events, 95).toFixed(0)} ms, max ${maxOf(b.events).toFixed(0)} ms`);
   console.log(`  timer lag (100 ms interval): p95 ${pct(b.lag, 95).toFixed(0)} ms, max ${maxOf(b.lag).toFixed(0)} ms`);
   if (process.env.BENCH_VERBOSE)
