@@ -1,7 +1,7 @@
 // Drive the real desktop app through tauri-driver and Debian's WebKitWebDriver with plain
 // WebDriver HTTP calls (no driver or browser downloads). Needs an X display (Xvfb).
-import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { execFile, spawn } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { homedir, tmpdir } from 'node:os';
 import path from 'node:path';
@@ -9,6 +9,8 @@ import { fileURLToPath } from 'node:url';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const ELEMENT = 'element-6066-11e4-a52e-4f735466cecf';
+/** The app window's title (src-tauri/tauri.conf.json), to find it on the X display. */
+const WINDOW_TITLE = 'Testbay';
 
 export function desktopBin() {
   if (process.env.TESTBAY_DESKTOP_BIN) return process.env.TESTBAY_DESKTOP_BIN;
@@ -130,11 +132,23 @@ export async function startApp({ env = {} } = {}) {
       await wd('POST', `${s}/element/${id}/value`, { text });
     },
     text: (css) => page.exec('return document.querySelector(arguments[0])?.textContent ?? null', [css]),
+    /**
+     * Save the app window as the X server shows it to docs/screenshots/NAME.png.
+     *
+     * Not WebDriver's screenshot: WebKitWebDriver (WebKitGTK 2.50) takes it after the
+     * page's next presentation update, and a page drawn without GPU compositing (how the
+     * app runs, see src-tauri/src/main.rs) sends none while it is idle, so the command
+     * never returns. The X grab also shows what the operator sees, not a re-render.
+     */
     async screenshot(name) {
-      const png = await wd('GET', `${s}/screenshot`);
       const dir = path.join(ROOT, 'docs/screenshots');
       mkdirSync(dir, { recursive: true });
-      writeFileSync(path.join(dir, `${name}.png`), Buffer.from(png, 'base64'));
+      const script = path.join(ROOT, 'tests/desktop/xshot.py');
+      await new Promise((resolve, reject) =>
+        execFile('python3', [script, WINDOW_TITLE, path.join(dir, `${name}.png`)], (err, _out, stderr) =>
+          err ? reject(new Error(`screenshot ${name}: ${stderr || err.message}`)) : resolve(),
+        ),
+      );
     },
     async close() {
       await wd('DELETE', s).catch(() => {});
