@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::clock::{Clock, EpochMs};
@@ -240,6 +240,23 @@ impl Phases {
     }
 }
 
+/// The task's `params.json` (`TESTBAY_PARAMS`), written straight from the run's data.
+#[derive(serde::Serialize)]
+struct ParamsFile<'a> {
+    run_id: &'a str,
+    task: &'a str,
+    kind: TaskKind,
+    group: Option<&'a str>,
+    lane: &'a str,
+    dut: Option<&'a DutTarget>,
+    ats: Option<&'a str>,
+    rack: Option<&'a str>,
+    slot: Option<u32>,
+    global_params: &'a Value,
+    task_params: &'a TaskDef,
+    reservations: &'a [Holding],
+}
+
 /// The occurrence's folder and its `artifacts/` (two `mkdir`s in the usual case; the lane
 /// folder is made on first use).
 fn make_task_dirs(occ_dir: &std::path::Path, artifacts: &std::path::Path) -> std::io::Result<()> {
@@ -264,20 +281,20 @@ async fn run_phases(
     make_task_dirs(occ_dir, artifacts)
         .map_err(|e| format!("cannot create {}: {e}", artifacts.display()))?;
     let params_file = occ_dir.join("params.json");
-    let params_doc = json!({
-        "run_id": ctx.run_id,
-        "task": job.def.name,
-        "kind": job.kind,
-        "group": job.group,
-        "lane": job.lane,
-        "dut": job.dut,
-        "ats": ctx.ats,
-        "rack": job.dut.as_ref().and_then(|d| d.rack.clone()),
-        "slot": job.dut.as_ref().and_then(|d| d.slot),
-        "global_params": ctx.params_json,
-        "task_params": job.def,
-        "reservations": job.holdings,
-    });
+    let params_doc = ParamsFile {
+        run_id: &ctx.run_id,
+        task: &job.def.name,
+        kind: job.kind,
+        group: job.group.as_deref(),
+        lane: &job.lane,
+        dut: job.dut.as_ref(),
+        ats: ctx.ats.as_deref(),
+        rack: job.dut.as_ref().and_then(|d| d.rack.as_deref()),
+        slot: job.dut.as_ref().and_then(|d| d.slot),
+        global_params: &ctx.params_json,
+        task_params: &job.def,
+        reservations: &job.holdings,
+    };
     std::fs::write(
         &params_file,
         serde_json::to_vec_pretty(&params_doc).expect("plain JSON"),
