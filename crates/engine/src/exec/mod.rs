@@ -228,25 +228,23 @@ pub async fn run_phase(
     let _ = std::fs::remove_file(&cmd.env.result_file);
     let (reader, writer) = std::io::pipe().map_err(ExecError::Pipe)?;
 
-    let mut env: Vec<(OsString, OsString)> = base_env().clone();
-    for (k, v) in [
+    let protocol_env = [
         ("TESTBAY_RUN_ID", OsStr::new(&cmd.env.run_id)),
         ("TESTBAY_TASK", OsStr::new(&cmd.env.task)),
         ("TESTBAY_PHASE", OsStr::new(phase.as_str())),
         ("TESTBAY_PARAMS", cmd.env.params_file.as_os_str()),
         ("TESTBAY_RESULT", cmd.env.result_file.as_os_str()),
         ("TESTBAY_ARTIFACTS", cmd.env.artifacts_dir.as_os_str()),
-    ] {
-        env.push((k.into(), v.to_os_string()));
-    }
+    ];
 
     let started_ms = clock.now_ms();
     let program_path = resolve_program(program, &cmd.cwd);
-    let mut spawned = spawn::spawn(&program_path, &cmd.argv, &cmd.cwd, &env, &writer);
+    let env = (base_envp().as_slice(), &protocol_env[..]);
+    let mut spawned = spawn::spawn(&program_path, &cmd.argv, &cmd.cwd, env, &writer);
     if spawned.is_err() && !program.contains('/') && program_path != Path::new(program) {
         // The remembered file is gone: search PATH afresh.
         forget_program(program);
-        spawned = spawn::spawn(Path::new(program), &cmd.argv, &cmd.cwd, &env, &writer);
+        spawned = spawn::spawn(Path::new(program), &cmd.argv, &cmd.cwd, env, &writer);
     }
     // Our copy of the write end must go, or the pipe never reaches EOF.
     drop(writer);
@@ -395,6 +393,22 @@ pub async fn run_phase(
 /// The console's environment as tasks get it, read once: the console's own `TESTBAY_*`
 /// variables left out, `PYTHONUNBUFFERED=1` added unless set (Python tasks then stream
 /// their output live instead of in 8 KiB blocks).
+/// [`base_env`] as `KEY=value` C strings, made once.
+fn base_envp() -> &'static Vec<std::ffi::CString> {
+    static ENVP: std::sync::OnceLock<Vec<std::ffi::CString>> = std::sync::OnceLock::new();
+    ENVP.get_or_init(|| {
+        base_env()
+            .iter()
+            .filter_map(|(k, v)| {
+                let mut kv = k.as_bytes().to_vec();
+                kv.push(b'=');
+                kv.extend_from_slice(v.as_bytes());
+                std::ffi::CString::new(kv).ok()
+            })
+            .collect()
+    })
+}
+
 fn base_env() -> &'static Vec<(OsString, OsString)> {
     static ENV: std::sync::OnceLock<Vec<(OsString, OsString)>> = std::sync::OnceLock::new();
     ENV.get_or_init(|| {

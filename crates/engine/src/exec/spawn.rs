@@ -113,13 +113,13 @@ fn dev_null() -> std::io::Result<&'static std::fs::File> {
     Ok(DEV_NULL.get_or_init(|| f))
 }
 
-/// Start `argv` in `cwd` with `env` (the full environment), stdin from /dev/null and
-/// stdout + stderr to `out`.
+/// Start `argv` in `cwd` with the environment `base` (made once) plus `extra`, stdin from
+/// /dev/null and stdout + stderr to `out`.
 pub(super) fn spawn(
     program: &Path,
     argv: &[String],
     cwd: &Path,
-    env: &[(std::ffi::OsString, std::ffi::OsString)],
+    (base, extra): (&[CString], &[(&str, &OsStr)]),
     out: &impl AsRawFd,
 ) -> std::io::Result<Spawned> {
     let argv_c: Vec<CString> = argv
@@ -135,7 +135,7 @@ pub(super) fn spawn(
             }
         })
         .collect::<std::io::Result<_>>()?;
-    let env_c: Vec<CString> = env
+    let extra_c: Vec<CString> = extra
         .iter()
         .map(|(k, v)| {
             let mut kv = k.as_bytes().to_vec();
@@ -152,7 +152,8 @@ pub(super) fn spawn(
     let devnull = dev_null()?;
     let mut argv_p: Vec<*const libc::c_char> = argv_c.iter().map(|c| c.as_ptr()).collect();
     argv_p.push(std::ptr::null());
-    let mut envp_p: Vec<*const libc::c_char> = env_c.iter().map(|c| c.as_ptr()).collect();
+    let mut envp_p: Vec<*const libc::c_char> =
+        base.iter().chain(&extra_c).map(|c| c.as_ptr()).collect();
     envp_p.push(std::ptr::null());
     let args = ChildArgs {
         file: cstr("program", program.as_os_str())?,
