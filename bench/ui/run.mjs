@@ -163,6 +163,8 @@ async function measure(server, page, screen) {
   stream.on = false;
   const used = cpu.end();
   stopHogs();
+  // The page's figures before a profile or trace is collected (collecting is work of its own).
+  const b = await page.evaluate(() => window.__bench);
   const { frames, events, missed } = stream;
   if (cdp) {
     // Self time per function, from a sampled CPU profile of the watch window.
@@ -178,7 +180,6 @@ async function measure(server, page, screen) {
     for (const [k, ms] of [...self].sort((a, b) => b[1] - a[1]).slice(0, 12)) console.log(`  ${ms.toFixed(0).padStart(6)} ms  ${k}`);
   }
   const traceEvents = tracer ? await stopTrace(tracer, opt.trace.replace(/(\.json)?$/, `-${screen}.json`)) : null;
-  const b = await page.evaluate(() => window.__bench);
   const logLines = screen === 'live' ? await page.locator('.log .meta .num').first().textContent() : '';
   const { run } = await api(server, { cmd: 'get_run', run_id });
   await api(server, { cmd: 'stop_run', run_id }).catch(() => {});

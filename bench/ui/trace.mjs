@@ -87,7 +87,7 @@ export function longTasks(events, overMs = 50) {
   }
   const out = [];
   const totals = new Map();
-  const busy = { wall: 0, cpu: 0, tasks: 0 };
+  const busy = { wall: 0, cpu: 0, tasks: 0, frames: 0, frameCpu: 0 };
   const heavy = [];
   for (const [key, list] of spans) {
     // Outer spans first at equal starts, so a parent precedes its children.
@@ -108,6 +108,11 @@ export function longTasks(events, overMs = 50) {
       busy.wall += ms;
       busy.cpu += cpu ?? 0;
       busy.tasks++;
+      if (inside.some((x) => x.name === 'ProxyMain::BeginMainFrame')) {
+        // A rendering update (style, layout, paint, commit): a frame of the page.
+        busy.frames++;
+        busy.frameCpu += cpu ?? 0;
+      }
       for (const [name, us] of self) totals.set(name, (totals.get(name) ?? 0) + us);
       if (ms > overMs) out.push({ thread: key, start: t.s, ms, cpu, self, scripts: scriptsOf(inside) });
       else if (cpu != null) {
@@ -184,11 +189,13 @@ export function printSummary(events, { over = 50, top = 8, longTasks: seen = [],
     console.log(`  the 3 tasks with the most thread time:`);
     longest.forEach(show);
   }
-  console.log(`  main thread over the trace: ${busy.tasks} tasks, ${(busy.wall / 1000).toFixed(1)} s wall in tasks, ${(busy.cpu / 1000).toFixed(1)} s CPU`);
+  console.log(
+    `  main thread over the trace: ${busy.tasks} tasks, ${(busy.wall / 1000).toFixed(1)} s wall in tasks, ${(busy.cpu / 1000).toFixed(2)} s CPU; ${busy.frames} rendering updates (main frames), ${(busy.frameCpu / 1000).toFixed(2)} s CPU`,
+  );
   console.log(`  main-thread self time over the whole trace (ms wall): ${fmt(totals)}`);
 }
 
-if (import.meta.url === pathToFileURL(process.argv[1]).href) {
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
   const { values, positionals } = parseArgs({ allowPositionals: true, options: { over: { type: 'string', default: '50' }, top: { type: 'string', default: '8' } } });
   if (!positionals[0]) {
     console.error('usage: node bench/ui/trace.mjs TRACE.json [--over 50] [--top 8]');
