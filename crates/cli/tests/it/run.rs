@@ -218,9 +218,10 @@ fn json_mode_prints_one_event_per_line() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect();
-    assert!(events
-        .iter()
-        .any(|e| e["type"] == "log" && e["line"] == "booted"));
+    assert!(events.iter().any(|e| e["type"] == "log"
+        && e["lines"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|l| l == "booted"))));
     assert_eq!(events.last().unwrap()["type"], "run_status");
     assert_eq!(events.last().unwrap()["status"], "completed");
 }

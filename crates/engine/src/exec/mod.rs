@@ -125,7 +125,8 @@ pub struct PhaseCommand {
 /// A line for live viewers (rate-limited; the log file has everything).
 #[derive(Debug, Clone, PartialEq)]
 pub enum LiveLog {
-    Line(String),
+    /// Lines of one read of the output, in order.
+    Lines(Vec<String>),
     /// This many lines were not forwarded live since the previous `Dropped`. Sent at most
     /// once per [`DROPPED_EVERY`] per phase (and once more when the phase ends), however
     /// many lines are held back.
@@ -644,6 +645,7 @@ fn pump_output(
         dropped_sent: None,
         unflushed_since: None,
         log_failed: false,
+        live_lines: Vec::new(),
     };
     let mut buf = vec![0u8; 64 * 1024];
     let mut line: Vec<u8> = Vec::with_capacity(256);
@@ -856,6 +858,8 @@ struct LineWriter<'a> {
     /// When the oldest line not yet flushed to the log file was written to its buffer.
     unflushed_since: Option<Instant>,
     log_failed: bool,
+    /// Lines for live viewers from the current read, sent together after it.
+    live_lines: Vec<String>,
 }
 
 impl LineWriter<'_> {
@@ -906,16 +910,23 @@ impl LineWriter<'_> {
                 if self.pending_dropped > 0 {
                     self.report_dropped(Instant::now());
                 }
-                if let Some(sink) = self.live.as_mut() {
-                    sink(LiveLog::Line(cap_string(
-                        &text,
-                        self.limits.live_line_cap_bytes,
-                    )));
-                }
+                self.live_lines
+                    .push(cap_string(&text, self.limits.live_line_cap_bytes));
             } else {
                 self.pending_dropped += 1;
                 self.stats.live_dropped += 1;
             }
+        }
+    }
+
+    /// Send the live lines gathered from the current read as one event.
+    fn send_live(&mut self) {
+        if self.live_lines.is_empty() {
+            return;
+        }
+        let lines = std::mem::take(&mut self.live_lines);
+        if let Some(sink) = self.live.as_mut() {
+            sink(LiveLog::Lines(lines));
         }
     }
 
@@ -927,6 +938,8 @@ impl LineWriter<'_> {
         {
             return;
         }
+        // Lines already gathered came before the ones held back since.
+        self.send_live();
         if let Some(sink) = self.live.as_mut() {
             sink(LiveLog::Dropped(self.pending_dropped));
         }
@@ -937,6 +950,7 @@ impl LineWriter<'_> {
     /// After a read: flush the log if its oldest buffered line is [`LOG_FLUSH_EVERY`]
     /// old, report held-back lines when due. One clock read per read(2), none per line.
     fn tick(&mut self) {
+        self.send_live();
         if self.unflushed_since.is_none() && self.pending_dropped == 0 {
             return;
         }
@@ -1001,6 +1015,7 @@ impl LineWriter<'_> {
             );
         }
         let _ = self.log.flush();
+        self.send_live();
         if self.pending_dropped > 0 {
             if let Some(sink) = self.live.as_mut() {
                 sink(LiveLog::Dropped(self.pending_dropped));

@@ -82,7 +82,8 @@ pub enum RunEvent {
         task: String,
         lane: String,
         phase: Phase,
-        line: String,
+        /// Lines of one read of the task's output, in order.
+        lines: Vec<String>,
         ts: EpochMs,
     },
     /// Lines of a task's output not shown live.

@@ -419,13 +419,13 @@ async fn run_one(
             }
             let ts = clock.now_ms();
             let ev = match l {
-                LiveLog::Line(line) => RunEvent::Log {
+                LiveLog::Lines(lines) => RunEvent::Log {
                     run_id: run_id.clone(),
                     item,
                     task: task.clone(),
                     lane: lane.clone(),
                     phase,
-                    line,
+                    lines,
                     ts,
                 },
                 LiveLog::Dropped(n) => RunEvent::LogDropped {

@@ -330,7 +330,7 @@ async fn flood_keeps_memory_flat_and_log_capped() {
     let sink: LiveSink = Box::new(move |l| {
         let mut g = sink_lines.lock().unwrap();
         match l {
-            LiveLog::Line(_) => g.0 += 1,
+            LiveLog::Lines(l) => g.0 += l.len() as u64,
             LiveLog::Dropped(n) => g.1 += n,
         }
     });
@@ -517,7 +517,7 @@ async fn dropped_live_lines_are_reported_once_a_second() {
     let sink: LiveSink = Box::new(move |l| {
         let mut g = s.lock().unwrap();
         match l {
-            LiveLog::Line(_) => g.0 += 1,
+            LiveLog::Lines(l) => g.0 += l.len() as u64,
             LiveLog::Dropped(n) => g.1.push(n),
         }
     });
@@ -535,4 +535,29 @@ async fn dropped_live_lines_are_reported_once_a_second() {
     );
     assert_eq!(dropped.iter().sum::<u64>(), o.log.live_dropped);
     assert_eq!(lines + o.log.live_dropped, o.log.lines);
+}
+
+/// Lines that arrive together reach live viewers together, in order: one event per read
+/// of the output, not one per line.
+#[tokio::test]
+async fn live_lines_of_one_read_come_as_one_event() {
+    let f = fx();
+    // 300 short lines written at once (one write, so a handful of reads at most).
+    let c = cmd(&f, "seq 1 300 > all.txt\ncat all.txt\n");
+    let events = Arc::new(Mutex::new(Vec::<Vec<String>>::new()));
+    let e = events.clone();
+    let sink: LiveSink = Box::new(move |l| {
+        if let LiveLog::Lines(lines) = l {
+            e.lock().unwrap().push(lines);
+        }
+    });
+    let o = run_phase(&c, &clock(), Some(sink), None, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(o.result, PASSED);
+    let events = events.lock().unwrap().clone();
+    let lines: Vec<String> = events.iter().flatten().cloned().collect();
+    let want: Vec<String> = (1..=300).map(|i| i.to_string()).collect();
+    assert_eq!(lines, want);
+    assert!(events.len() <= 5, "{} events for 300 lines", events.len());
 }

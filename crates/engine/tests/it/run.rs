@@ -525,9 +525,10 @@ async fn events_tell_the_whole_story() {
     let lines: Vec<&str> = got
         .iter()
         .filter_map(|e| match e {
-            RunEvent::Log { line, .. } => Some(line.as_str()),
+            RunEvent::Log { lines, .. } => Some(lines.iter().map(String::as_str)),
             _ => None,
         })
+        .flatten()
         .collect();
     assert_eq!(lines, ["line one", "line two"]);
     assert!(got.iter().any(|e| matches!(e, RunEvent::TaskState { state: TaskState::Done { result, .. }, .. } if result == PASSED)));

@@ -9,4 +9,8 @@ export type RunEvent = { "type": "run_status", run_id: string, status: RunStatus
 /**
  * Occurrence number within the run (plan order).
  */
-item: number, task: string, kind: TaskKind, group: string | null, lane: string | null, state: TaskState, ts: number, } | { "type": "log", run_id: string, item: number, task: string, lane: string, phase: Phase, line: string, ts: number, } | { "type": "log_dropped", run_id: string, item: number, task: string, lane: string, phase: Phase, count: number, ts: number, } | { "type": "progress", run_id: string, progress: Progress, ts: number, };
+item: number, task: string, kind: TaskKind, group: string | null, lane: string | null, state: TaskState, ts: number, } | { "type": "log", run_id: string, item: number, task: string, lane: string, phase: Phase, 
+/**
+ * Lines of one read of the task's output, in order.
+ */
+lines: Array<string>, ts: number, } | { "type": "log_dropped", run_id: string, item: number, task: string, lane: string, phase: Phase, count: number, ts: number, } | { "type": "progress", run_id: string, progress: Progress, ts: number, };
