@@ -19,7 +19,7 @@ as_root() {
 
 debian_packages=(
     libwebkit2gtk-4.1-dev libgtk-3-dev librsvg2-dev libayatana-appindicator3-dev
-    libsoup-3.0-dev webkit2gtk-driver chromium xvfb xauth
+    libsoup-3.0-dev webkit2gtk-driver chromium xvfb xauth python3
 )
 
 missing=()

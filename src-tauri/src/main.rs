@@ -1,12 +1,16 @@
 //! Testbay desktop: the Tauri shell around the engine API. It forwards one command and one
-//! event stream and does nothing else; every behaviour lives in `testbay_engine::api`.
+//! event stream, saves the files the page offers, and does nothing else; every behaviour
+//! lives in `testbay_engine::api`.
 //!
 //! Contract with the UI (ui/src/lib/backend/tauri.ts):
 //! - `invoke("dispatch", { request })` with a `Request` (`{"cmd": ...}`) resolves to its
 //!   `Response` (`{"cmd": ..., "data": ...}`) or rejects with an `ApiError`
 //!   (`{"code", "message", "diagnostics"}`).
-//! - every engine `Event` (`{"kind": ..., "data": ...}`) is emitted to the window as the
-//!   Tauri event `testbay://event`; a `resync` event means events were missed.
+//! - engine `Event`s (`{"kind": ..., "data": ...}`) are emitted to the window as the Tauri
+//!   event `testbay://event`, one event or an array of them (`api::frames`); a `resync`
+//!   event means events were missed.
+//! - a file the page saves through `<a download>` goes to the download folder, and
+//!   `testbay://saved` (`{"path", "ok"}`) says where.
 //!
 //! The console opens on `TESTBAY_DATA_DIR`, `TESTBAY_PACKS` (`:`-separated) and
 //! `TESTBAY_LAB` when set, else the platform data directory, the repository's demo packs
@@ -18,13 +22,14 @@
 // No console window on Windows release builds.
 #![cfg_attr(not(debug_assertions), windows_subsystem = "windows")]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use tauri::Emitter;
-use testbay_engine::api::{ApiError, Console, ConsolePaths, Event, Request, Response};
-use tokio::sync::broadcast::error::RecvError;
+use tauri::webview::DownloadEvent;
+use tauri::{Emitter, Manager};
+use testbay_engine::api::frames::Framer;
+use testbay_engine::api::{ApiError, Console, ConsolePaths, Request, Response};
 
 /// Name of the Tauri event that carries engine events.
 const EVENT: &str = "testbay://event";
@@ -78,6 +83,64 @@ fn use_software_compositing() {
     }
 }
 
+/// Name of the Tauri event that tells the page where a saved file went: `{"path", "ok"}`.
+const SAVED: &str = "testbay://saved";
+
+/// Files the page offers for saving (`<a download>`: exports, logs, artifacts) go to the
+/// user's download folder (`~/Downloads` when the desktop names none) under the name the
+/// page gives, numbered when taken; the page is told where each one went, since a webview
+/// has no download bar. Without this handler WebKitGTK saves nothing.
+fn save_download(app: &tauri::AppHandle, event: DownloadEvent<'_>) -> bool {
+    match event {
+        DownloadEvent::Requested { destination, .. } => {
+            let dir = app
+                .path()
+                .download_dir()
+                .or_else(|_| app.path().home_dir().map(|h| h.join("Downloads")));
+            let Ok(dir) = dir else {
+                tracing::warn!("no download folder and no home folder; not saving");
+                return false;
+            };
+            if let Err(e) = std::fs::create_dir_all(&dir) {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot create the download folder");
+                return false;
+            }
+            let name = destination
+                .file_name()
+                .map(|n| n.to_os_string())
+                .unwrap_or_else(|| "download".into());
+            *destination = unique_path(&dir, Path::new(&name));
+            true
+        }
+        DownloadEvent::Finished { path, success, .. } => {
+            let path = path.map(|p| p.display().to_string()).unwrap_or_default();
+            tracing::info!(path = %path, ok = success, "file saved");
+            if let Err(e) = app.emit(SAVED, serde_json::json!({ "path": path, "ok": success })) {
+                tracing::warn!(error = %e, "cannot tell the window about a saved file");
+            }
+            true
+        }
+        _ => true,
+    }
+}
+
+/// `dir/name`, or `dir/stem (n).ext` for the first n not taken.
+fn unique_path(dir: &Path, name: &Path) -> PathBuf {
+    let first = dir.join(name);
+    if !first.exists() {
+        return first;
+    }
+    let stem = name.file_stem().unwrap_or_default().to_string_lossy();
+    let ext = name
+        .extension()
+        .map(|e| format!(".{}", e.to_string_lossy()))
+        .unwrap_or_default();
+    (1..)
+        .map(|n| dir.join(format!("{stem} ({n}){ext}")))
+        .find(|p| !p.exists())
+        .expect("some number is free")
+}
+
 fn main() {
     let started = Instant::now();
     #[cfg(target_os = "linux")]
@@ -107,19 +170,33 @@ fn main() {
         .invoke_handler(tauri::generate_handler![dispatch])
         .setup(move |app| {
             let handle = app.handle().clone();
-            let mut rx = console.subscribe();
+            // Events go to the window as the server's WebSocket sends them: the first at
+            // once, a busy stream as batches (arrays) at most every 50 ms. Each emit is a
+            // script evaluation in the web process.
+            let mut frames = Framer::new(console.subscribe());
             tauri::async_runtime::spawn(async move {
-                loop {
-                    let ev = match rx.recv().await {
-                        Ok(ev) => ev,
-                        Err(RecvError::Lagged(missed)) => Event::Resync { missed },
-                        Err(RecvError::Closed) => break,
+                while let Some(batch) = frames.next().await {
+                    let sent = match batch.as_slice() {
+                        [one] => handle.emit(EVENT, one),
+                        all => handle.emit(EVENT, all),
                     };
-                    if let Err(e) = handle.emit(EVENT, &ev) {
-                        tracing::warn!(error = %e, "cannot emit event to the window");
+                    if let Err(e) = sent {
+                        tracing::warn!(error = %e, "cannot emit events to the window");
                     }
                 }
             });
+            let config = app
+                .config()
+                .app
+                .windows
+                .iter()
+                .find(|w| w.label == "main")
+                .cloned()
+                .ok_or("tauri.conf.json has no window labelled main")?;
+            let saves = app.handle().clone();
+            tauri::WebviewWindowBuilder::from_config(app.handle(), &config)?
+                .on_download(move |_webview, event| save_download(&saves, event))
+                .build()?;
             Ok(())
         })
         .on_page_load(move |_webview, payload| {

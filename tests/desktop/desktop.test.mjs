@@ -3,16 +3,22 @@
 // docs/screenshots/desktop-*.png. Run: xvfb-run -a node --test tests/desktop/
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { startApp, waitFor } from './webdriver.mjs';
 
 let app;
+// A home of its own, so files the app saves land in a known ~/Downloads.
+const home = mkdtempSync(path.join(tmpdir(), 'testbay-desktop-home-'));
 
 before(async () => {
-  app = await startApp();
+  app = await startApp({ env: { HOME: home } });
 });
 
 after(async () => {
   await app?.close();
+  rmSync(home, { recursive: true, force: true });
 });
 
 test('the desktop app shows the packs, launches a demo run and sees it finish', { timeout: 240_000 }, async () => {
@@ -66,4 +72,14 @@ test('the desktop app shows the packs, launches a demo run and sees it finish', 
   const [done, total] = progress.split('/').map(Number);
   assert.ok(total > 0 && done === total, `every task done: ${progress}`);
   await app.screenshot('desktop-finished');
+
+  // Results: an export is saved to the download folder, and the app says where.
+  await app.exec(`location.hash = '#/results/${encodeURIComponent(runId)}'`);
+  await app.click('[data-testid=export-json]');
+  const saved = await waitFor('the saved notice', () => app.exec("return document.querySelector('[data-testid=saved]')?.title ?? null"));
+  assert.equal(path.dirname(saved), path.join(home, 'Downloads'), `saved to ${saved}`);
+  await waitFor('the export on disk', () => existsSync(saved));
+  const exported = JSON.parse(readFileSync(saved, 'utf8'));
+  assert.equal(exported.run.id, runId, 'the saved file is this run\'s export');
+  await app.screenshot('desktop-saved');
 });

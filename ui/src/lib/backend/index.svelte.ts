@@ -4,7 +4,7 @@
  * then reload what they show, since events in the gap are lost).
  */
 import { isTauri, TauriTransport } from './tauri';
-import { TransportError, type ConnState, type Transport } from './transport';
+import { TransportError, type ConnState, type Saved, type Transport } from './transport';
 import { WebTransport } from './web';
 
 import type { Diagnostic } from '../api/types';
@@ -27,6 +27,8 @@ const SLICE_MS = 8;
 class Backend {
   readonly transport: Transport;
   conn = $state<ConnState>('connecting');
+  /** The last file the desktop shell saved for the page (null in a browser). */
+  lastSaved = $state<Saved | null>(null);
   private listeners = new Set<Listener>();
   private resyncers = new Set<() => void>();
   private hadGap = false;
@@ -41,6 +43,7 @@ class Backend {
   constructor() {
     this.tick.port1.onmessage = () => this.drain();
     this.transport = isTauri() ? new TauriTransport() : new WebTransport();
+    this.transport.listenSaved?.((saved) => (this.lastSaved = saved));
     this.transport.listen(
       (ev: any) => {
         this.queue.push(ev);

@@ -1,9 +1,12 @@
 import { invoke } from '@tauri-apps/api/core';
 import { listen as tauriListen, type UnlistenFn } from '@tauri-apps/api/event';
-import type { ConnState, Transport } from './transport';
+import type { ConnState, Saved, Transport } from './transport';
 
-/** Name of the Tauri event the shell emits for every engine Event. */
+/** Name of the Tauri event the shell emits engine Events on: one event, or an array of them. */
 export const TAURI_EVENT = 'testbay://event';
+
+/** Name of the Tauri event the shell emits when a file the page offered has been saved. */
+export const TAURI_SAVED = 'testbay://saved';
 
 export function isTauri(): boolean {
   return typeof window !== 'undefined' && '__TAURI_INTERNALS__' in window;
@@ -20,12 +23,29 @@ export class TauriTransport implements Transport {
     let unlisten: UnlistenFn | null = null;
     let stopped = false;
     onState('connecting');
-    tauriListen(TAURI_EVENT, (e) => onEvent(e.payload)).then((fn) => {
+    tauriListen(TAURI_EVENT, (e) => {
+      const p = e.payload;
+      if (Array.isArray(p)) for (const ev of p) onEvent(ev);
+      else onEvent(p);
+    }).then((fn) => {
       if (stopped) fn();
       else {
         unlisten = fn;
         onState('open');
       }
+    });
+    return () => {
+      stopped = true;
+      unlisten?.();
+    };
+  }
+
+  listenSaved(onSaved: (saved: Saved) => void): () => void {
+    let unlisten: UnlistenFn | null = null;
+    let stopped = false;
+    tauriListen<Saved>(TAURI_SAVED, (e) => onSaved(e.payload)).then((fn) => {
+      if (stopped) fn();
+      else unlisten = fn;
     });
     return () => {
       stopped = true;

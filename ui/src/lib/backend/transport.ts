@@ -12,6 +12,17 @@ export interface Transport {
    * events sent during the gap are lost.
    */
   listen(onEvent: (event: unknown) => void, onState: (state: ConnState) => void): () => void;
+  /**
+   * Where files the page offered for saving went, for a transport whose host saves them
+   * itself without showing it (the desktop webview). A browser shows its own downloads.
+   */
+  listenSaved?(onSaved: (saved: Saved) => void): () => void;
+}
+
+/** A file saved on the page's behalf: its full path, and whether saving it worked. */
+export interface Saved {
+  path: string;
+  ok: boolean;
 }
 
 /** A transport-level failure (network down, HTTP error) as opposed to an API error response. */
