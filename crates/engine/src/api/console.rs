@@ -114,7 +114,12 @@ impl Console {
         if let Err(e) = library.watch() {
             tracing::warn!(error = %e, "pack folders are not watched; edits show after a restart");
         }
-        forward(runs.subscribe(), events.clone(), Event::Run);
+        // Run events go into the console's stream as they are sent: bursts of thousands
+        // (a 2,000-task run) must not depend on a forwarding task keeping up.
+        let run_events = events.clone();
+        runs.forward_to(Box::new(move |ev| {
+            let _ = run_events.send(Event::Run(ev.clone()));
+        }));
         forward(library.subscribe(), events.clone(), packs_changed);
         Ok(Self {
             paths,
@@ -601,6 +606,10 @@ fn forward<T: Clone + Send + 'static>(
                     let _ = tx.send(wrap(ev));
                 }
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::warn!(
+                        missed,
+                        "the console's event stream fell behind a source; subscribers resync"
+                    );
                     let _ = tx.send(Event::Resync { missed });
                 }
                 Err(broadcast::error::RecvError::Closed) => break,

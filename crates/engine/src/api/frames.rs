@@ -54,13 +54,25 @@ fn fill_batch(first: Result<Event, RecvError>, rx: &mut Receiver<Event>) -> Opti
     let mut batch = Vec::new();
     match first {
         Ok(ev) => batch.push(ev),
-        Err(RecvError::Lagged(missed)) => batch.push(Event::Resync { missed }),
+        Err(RecvError::Lagged(missed)) => {
+            tracing::warn!(
+                missed,
+                "a subscriber fell behind the event stream; it resyncs"
+            );
+            batch.push(Event::Resync { missed })
+        }
         Err(RecvError::Closed) => return None,
     }
     while batch.len() < BATCH {
         match rx.try_recv() {
             Ok(ev) => batch.push(ev),
-            Err(TryRecvError::Lagged(missed)) => batch.push(Event::Resync { missed }),
+            Err(TryRecvError::Lagged(missed)) => {
+                tracing::warn!(
+                    missed,
+                    "a subscriber fell behind the event stream; it resyncs"
+                );
+                batch.push(Event::Resync { missed })
+            }
             Err(TryRecvError::Empty) | Err(TryRecvError::Closed) => break,
         }
     }

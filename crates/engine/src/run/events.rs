@@ -173,3 +173,91 @@ pub struct RunView {
     pub shared: Vec<TaskView>,
     pub progress: Progress,
 }
+
+/// A hook that gets every run event as it is sent (see [`EventOut`]).
+pub type EventHook = Box<dyn Fn(&RunEvent) + Send + Sync>;
+
+/// Where a run's events go: the run manager's channel ([`super::RunManager::subscribe`])
+/// and, once the console has set one, a hook called in the sender's own thread. The
+/// console's stream is fed through the hook: a task in between, reading the channel, can
+/// fall behind a burst when the machine is busy, and every event it misses costs each
+/// screen a reload.
+#[derive(Clone)]
+pub(crate) struct EventOut {
+    tx: tokio::sync::broadcast::Sender<RunEvent>,
+    hook: std::sync::Arc<std::sync::OnceLock<EventHook>>,
+}
+
+impl EventOut {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            tx: tokio::sync::broadcast::channel(capacity).0,
+            hook: Default::default(),
+        }
+    }
+
+    pub fn send(&self, ev: RunEvent) {
+        if let Some(hook) = self.hook.get() {
+            hook(&ev);
+        }
+        let _ = self.tx.send(ev);
+    }
+
+    /// Whether anyone gets the events (building one can then be skipped).
+    pub fn has_listeners(&self) -> bool {
+        self.hook.get().is_some() || self.tx.receiver_count() > 0
+    }
+
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<RunEvent> {
+        self.tx.subscribe()
+    }
+
+    /// Set the hook; only the first call counts.
+    pub fn set_hook(&self, hook: EventHook) -> bool {
+        self.hook.set(hook).is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    fn ev(n: u32) -> RunEvent {
+        RunEvent::Progress {
+            run_id: "r".into(),
+            progress: Progress {
+                done: n,
+                ..Default::default()
+            },
+            ts: 0,
+        }
+    }
+
+    /// A burst far beyond the channel's capacity: a subscriber that did not read lags,
+    /// the hook gets every event, in order.
+    #[test]
+    fn the_hook_gets_a_burst_that_outruns_the_channel() {
+        let out = EventOut::new(16);
+        let mut slow = out.subscribe();
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let g = got.clone();
+        assert!(out.set_hook(Box::new(move |e| {
+            if let RunEvent::Progress { progress, .. } = e {
+                g.lock().unwrap().push(progress.done);
+            }
+        })));
+        assert!(
+            !out.set_hook(Box::new(|_| {})),
+            "only the first hook counts"
+        );
+        for n in 0..10_000 {
+            out.send(ev(n));
+        }
+        assert_eq!(*got.lock().unwrap(), (0..10_000).collect::<Vec<u32>>());
+        assert!(matches!(
+            slow.try_recv(),
+            Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_))
+        ));
+    }
+}

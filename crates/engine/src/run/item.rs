@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 
 use crate::clock::{Clock, EpochMs};
 use crate::exec::{
@@ -36,7 +36,7 @@ pub(crate) struct RunCtx {
     pub run_dir: PathBuf,
     pub store: Arc<Store>,
     pub clock: Arc<dyn Clock>,
-    pub events: broadcast::Sender<RunEvent>,
+    pub events: super::events::EventOut,
     pub params: GlobalParams,
     pub params_json: Value,
     pub ats: Option<String>,
@@ -122,7 +122,7 @@ pub(crate) async fn execute_item(
     if let Err(e) = ctx.store.finish_task(job.task_id, &finish) {
         tracing::error!(run_id = %ctx.run_id, task = %job.def.name, error = %e, "could not store task result");
     }
-    let _ = ctx.events.send(RunEvent::TaskState {
+    ctx.events.send(RunEvent::TaskState {
         run_id: ctx.run_id.clone(),
         item: job.item as u32,
         task: job.def.name.clone(),
@@ -414,7 +414,7 @@ async fn run_one(
         let lane = job.lane.clone();
         let item = job.item as u32;
         Box::new(move |l: LiveLog| {
-            if events.receiver_count() == 0 {
+            if !events.has_listeners() {
                 return;
             }
             let ts = clock.now_ms();
@@ -438,7 +438,7 @@ async fn run_one(
                     ts,
                 },
             };
-            let _ = events.send(ev);
+            events.send(ev);
         }) as exec::LiveSink
     };
     let on_spawn = |pid: u32| {
@@ -454,7 +454,7 @@ async fn run_one(
         ) {
             tracing::error!(run_id = %ctx.run_id, task = %job.def.name, error = %e, "could not record running task");
         }
-        let _ = ctx.events.send(RunEvent::TaskState {
+        ctx.events.send(RunEvent::TaskState {
             run_id: ctx.run_id.clone(),
             item: job.item as u32,
             task: job.def.name.clone(),

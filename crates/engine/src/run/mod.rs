@@ -69,7 +69,7 @@ struct Inner {
     data_dir: PathBuf,
     broker: Arc<dyn ResourceBroker>,
     clock: Arc<dyn Clock>,
-    events: broadcast::Sender<RunEvent>,
+    events: events::EventOut,
     limits: ExecLimits,
     live: Mutex<HashMap<String, LiveHandle>>,
 }
@@ -123,7 +123,7 @@ impl RunManager {
         clock: Arc<dyn Clock>,
         limits: ExecLimits,
     ) -> Self {
-        let (events, _) = broadcast::channel(EVENT_CAPACITY);
+        let events = events::EventOut::new(EVENT_CAPACITY);
         Self {
             inner: Arc::new(Inner {
                 store,
@@ -143,6 +143,12 @@ impl RunManager {
 
     pub fn subscribe(&self) -> broadcast::Receiver<RunEvent> {
         self.inner.events.subscribe()
+    }
+
+    /// Call `hook` with every run event, in the thread that sends it, before subscribers
+    /// get it (the console feeds its own stream this way). Only the first hook counts.
+    pub fn forward_to(&self, hook: events::EventHook) -> bool {
+        self.inner.events.set_hook(hook)
     }
 
     /// Folder of a run's snapshot, logs and artifacts.
@@ -381,7 +387,7 @@ impl RunManager {
         let _ = inner
             .store
             .set_run_status(&id, RunStatus::CouldNotStart, Some(reason), now);
-        let _ = inner.events.send(RunEvent::RunStatus {
+        inner.events.send(RunEvent::RunStatus {
             run_id: id.clone(),
             status: RunStatus::CouldNotStart,
             reason: Some(reason.into()),
@@ -489,7 +495,7 @@ impl Driver {
     }
 
     fn emit(&self, ev: RunEvent) {
-        let _ = self.inner.events.send(ev);
+        self.inner.events.send(ev);
     }
 
     fn set_status(&self, status: RunStatus, reason: Option<String>) {
@@ -628,7 +634,7 @@ impl Driver {
         let events: Vec<RunEvent> = {
             let s = self.lock();
             let now = self.inner.clock.now_ms();
-            let listening = self.inner.events.receiver_count() > 0;
+            let listening = self.inner.events.has_listeners();
             let mut ids: Vec<usize> = Vec::new();
             for (lane, seen) in seen.iter_mut().enumerate() {
                 let stage = s.plan.lane_stage(lane);
@@ -969,7 +975,7 @@ impl Driver {
     }
 
     fn emit_progress(&self) {
-        if self.inner.events.receiver_count() == 0 {
+        if !self.inner.events.has_listeners() {
             return;
         }
         let now = self.inner.clock.now_ms();

@@ -355,7 +355,11 @@ async fn event_stream_follows_a_run_launched_over_the_api() {
                 let data = &ev["data"];
                 assert_eq!(data["run_id"], run_id.as_str());
                 if data["type"] == "log"
-                    && data["line"].as_str().unwrap().contains("hello from greet")
+                    && data["lines"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|l| l.as_str().unwrap().contains("hello from greet"))
                 {
                     seen_log = true;
                 }
