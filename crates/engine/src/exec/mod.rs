@@ -221,7 +221,7 @@ pub async fn run_phase(
 ) -> Result<PhaseOutcome, ExecError> {
     let phase = cmd.env.phase;
     let program = cmd.argv.first().ok_or(ExecError::EmptyArgv)?;
-    let log_file = File::create(&cmd.log_file).map_err(|source| ExecError::LogFile {
+    let log_file = create_empty(&cmd.log_file).map_err(|source| ExecError::LogFile {
         path: cmd.log_file.clone(),
         source,
     })?;
@@ -421,6 +421,21 @@ fn base_env() -> &'static Vec<(OsString, OsString)> {
         }
         env
     })
+}
+
+/// `File::create` that leaves an existing empty file alone: a task's files are usually
+/// made empty ahead of time (`run::prepare`), and truncating one, even to no change, is a
+/// journalled operation of its own on ext4.
+pub fn create_empty(path: &Path) -> std::io::Result<File> {
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)?;
+    if f.metadata()?.len() > 0 {
+        f.set_len(0)?;
+    }
+    Ok(f)
 }
 
 /// The file to execute for `program`: a relative path with a slash is relative to `cwd`;

@@ -295,11 +295,14 @@ async fn run_phases(
         task_params: &job.def,
         reservations: &job.holdings,
     };
-    std::fs::write(
-        &params_file,
-        serde_json::to_vec_pretty(&params_doc).expect("plain JSON"),
-    )
-    .map_err(|e| format!("cannot write {}: {e}", params_file.display()))?;
+    exec::create_empty(&params_file)
+        .and_then(|mut f| {
+            std::io::Write::write_all(
+                &mut f,
+                &serde_json::to_vec_pretty(&params_doc).expect("plain JSON"),
+            )
+        })
+        .map_err(|e| format!("cannot write {}: {e}", params_file.display()))?;
 
     let mut phases = Phases {
         setup: None,
