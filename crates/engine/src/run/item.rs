@@ -63,6 +63,9 @@ pub(crate) struct ItemJob {
     pub holdings: Vec<Holding>,
 }
 
+/// Longest time a finished task's result waits for its commit.
+const COMMIT_WITHIN: Duration = Duration::from_millis(5);
+
 /// Stop levels on [`RunCtx::stop`].
 pub(crate) const STOP_GRACEFUL: u8 = 1;
 pub(crate) const STOP_AT_ONCE: u8 = 2;
@@ -122,6 +125,13 @@ pub(crate) async fn execute_item(
     if let Err(e) = ctx.store.finish_task(job.task_id, &finish) {
         tracing::error!(run_id = %ctx.run_id, task = %job.def.name, error = %e, "could not store task result");
     }
+    // The result's commit waits for the next task's start (see `Store::finish_task`), at
+    // most this long.
+    let store = ctx.store.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(COMMIT_WITHIN).await;
+        store.commit_pending_results();
+    });
     ctx.events.send(RunEvent::TaskState {
         run_id: ctx.run_id.clone(),
         item: job.item as u32,

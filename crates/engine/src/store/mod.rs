@@ -323,6 +323,22 @@ pub struct Store {
     path: PathBuf,
 }
 
+/// Commit the open transaction, if any: the only one left open between calls is that of
+/// finished tasks' results waiting for their commit.
+fn commit_pending(c: &Connection) {
+    if !c.is_autocommit() {
+        if let Err(e) = c.execute_batch("COMMIT") {
+            tracing::error!(error = %e, "could not commit finished tasks' results");
+        }
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        commit_pending(&self.lock_conn());
+    }
+}
+
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store").field("path", &self.path).finish()
@@ -363,9 +379,22 @@ impl Store {
         &self.path
     }
 
-    /// The connection, for the store's submodules. Keep the lock short.
+    /// The connection, for the store's submodules. Keep the lock short. A finished task's
+    /// result still waiting for its commit (see [`Store::finish_task`]) is committed first.
     pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
+        let c = self.lock_conn();
+        commit_pending(&c);
+        c
+    }
+
+    fn lock_conn(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Commit finished tasks' results that still wait for it (the run calls this a few
+    /// milliseconds after each task ends; any other use of the store does it too).
+    pub fn commit_pending_results(&self) {
+        drop(self.conn());
     }
 
     /// Schema version of the open database.
@@ -465,39 +494,57 @@ impl Store {
         pgid: Option<i32>,
         paths: &TaskPaths,
     ) -> Result<()> {
-        self.conn()
-            .prepare_cached(
-                "UPDATE task_results SET state = 'running', lane = ?2, phase = ?3,
+        // Committed together with a finished task's result still waiting (if any).
+        let c = self.lock_conn();
+        c.prepare_cached(
+            "UPDATE task_results SET state = 'running', lane = ?2, phase = ?3,
                 started_ms = COALESCE(started_ms, ?4), pgid = ?5,
                 task_dir = ?6, setup_log = ?7, main_log = ?8, teardown_log = ?9, artifacts_dir = ?10
              WHERE id = ?1",
-            )?
-            .execute(params![
-                task_id,
-                lane,
-                phase,
-                started_ms,
-                pgid,
-                paths.task_dir,
-                paths.setup_log,
-                paths.main_log,
-                paths.teardown_log,
-                paths.artifacts_dir
-            ])?;
+        )?
+        .execute(params![
+            task_id,
+            lane,
+            phase,
+            started_ms,
+            pgid,
+            paths.task_dir,
+            paths.setup_log,
+            paths.main_log,
+            paths.teardown_log,
+            paths.artifacts_dir
+        ])?;
+        commit_pending(&c);
         Ok(())
     }
 
-    /// A task occurrence is done: result, timings and sub-results in one transaction.
+    /// A task occurrence is done: result, timings and sub-results, all or nothing.
+    ///
+    /// The write is made at once but its commit waits for the next use of the store:
+    /// normally the next task's start, recorded once that task's process runs, or
+    /// [`Store::commit_pending_results`], which the run calls a few milliseconds later.
+    /// Committing is the costliest part of a task's bookkeeping, and this takes it off
+    /// the path between one task and the next. Reads through this store see the result at
+    /// once; other processes see it at the commit. A console killed in between loses the
+    /// results of that moment (recovery marks those tasks Aborted) — at most
+    /// a few milliseconds' worth.
     pub fn finish_task(&self, task_id: i64, f: &TaskFinish) -> Result<()> {
-        let mut conn = self.conn();
-        if f.sub_results.is_empty() {
-            // One statement is its own transaction.
-            return update_task_finish(&conn, task_id, f);
+        let c = self.lock_conn();
+        if c.is_autocommit() {
+            c.execute_batch("BEGIN")?;
         }
-        let tx = conn.transaction()?;
-        finish_task_tx(&tx, task_id, f)?;
-        tx.commit()?;
-        Ok(())
+        // A savepoint, so a failure undoes this task's write and no other waiting one.
+        c.execute_batch("SAVEPOINT finish_task")?;
+        match finish_task_writes(&c, task_id, f) {
+            Ok(()) => {
+                c.execute_batch("RELEASE finish_task")?;
+                Ok(())
+            }
+            Err(e) => {
+                let _ = c.execute_batch("ROLLBACK TO finish_task; RELEASE finish_task");
+                Err(e)
+            }
+        }
     }
 
     /// Several occurrences done at once (Skipped, Blocked, Aborted), one transaction.
@@ -886,13 +933,18 @@ fn update_task_finish(conn: &Connection, task_id: i64, f: &TaskFinish) -> Result
 }
 
 fn finish_task_tx(tx: &rusqlite::Transaction<'_>, task_id: i64, f: &TaskFinish) -> Result<()> {
-    update_task_finish(tx, task_id, f)?;
+    finish_task_writes(tx, task_id, f)
+}
+
+/// A finished task's row and sub-results, inside the caller's transaction.
+fn finish_task_writes(conn: &Connection, task_id: i64, f: &TaskFinish) -> Result<()> {
+    update_task_finish(conn, task_id, f)?;
     if !f.sub_results.is_empty() {
-        tx.execute(
+        conn.execute(
             "DELETE FROM sub_results WHERE task_result_id = ?1",
             [task_id],
         )?;
-        let mut stmt = tx.prepare_cached(
+        let mut stmt = conn.prepare_cached(
             "INSERT INTO sub_results (task_result_id, idx, name, description, result, failure, message, metadata_json)
              VALUES (?1,?2,?3,?4,?5,?6,?7,?8)",
         )?;

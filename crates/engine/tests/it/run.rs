@@ -977,3 +977,42 @@ async fn queued_reasons_follow_the_lane_stage() {
     );
     assert!(gs_done < b_q && b_q < b_run, "{gs_done} {b_q} {b_run}");
 }
+
+/// A task that ends while another still runs has its result committed within moments,
+/// though nothing else is written meanwhile: another process reading the database (the
+/// CLI, a second console) sees it while the run goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_is_committed_while_other_tasks_still_run() {
+    let f = fx(
+        "name: c\nversion: '1'\nparams:\n  process_limit: 2\ngroups:\n  g:\n    tests: [quick, long]\n",
+        &[
+            // Ends after long has started, so no other write follows it for a while.
+            ("quick", "process_safe: true\n", "sleep 0.3\n"),
+            (
+                "long",
+                "process_safe: true\n",
+                "touch \"$TESTBAY_ARTIFACTS/../../../long-started\"\nsleep 3\n",
+            ),
+        ],
+    );
+    let id = f.mgr.launch(f.req()).unwrap();
+    let started = f.data.join("runs").join(&id).join("long-started");
+    let other = Store::open_in(&f.data).unwrap();
+    let mut seen = None;
+    for _ in 0..250 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let tasks = other.run_tasks(&id).unwrap();
+        let quick = tasks.iter().find(|t| t.task == "quick").unwrap();
+        let long = tasks.iter().find(|t| t.task == "long").unwrap();
+        if started.exists() && quick.result.is_some() {
+            seen = Some(long.state);
+            break;
+        }
+    }
+    assert_eq!(
+        seen,
+        Some(StoredTaskState::Running),
+        "quick's result was not visible to another connection while long ran"
+    );
+    assert_eq!(f.mgr.wait(&id).await.unwrap(), RunStatus::Completed);
+}

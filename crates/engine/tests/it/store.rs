@@ -461,3 +461,54 @@ fn recovery_marks_interrupted_and_kills_leftovers() {
         RecoveryReport::default()
     );
 }
+
+/// A finished task's result is visible through its own store at once, to another process
+/// (another connection) once committed: by the next task's start, by
+/// `commit_pending_results`, or when the store closes. A failing finish undoes only itself.
+#[test]
+fn finished_results_commit_with_the_next_start_or_on_demand() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open_in(dir.path()).unwrap();
+    let ids = s.insert_run(&new_run("r1", "p", T0), &rows(4)).unwrap();
+    let other = Store::open_in(dir.path()).unwrap();
+    let result_of = |st: &Store, i: usize| st.run_tasks("r1").unwrap()[i].result.clone();
+
+    s.finish_task(ids[0], &done("Passed", false)).unwrap();
+    assert_eq!(
+        result_of(&s, 0).as_deref(),
+        Some("Passed"),
+        "own reads see it"
+    );
+    // (that read committed it: any use of the store does)
+    assert_eq!(result_of(&other, 0).as_deref(), Some("Passed"));
+
+    // Waiting, then the next start commits it.
+    s.finish_task(ids[1], &done("Failed", true)).unwrap();
+    assert_eq!(result_of(&other, 1), None, "not committed yet");
+    s.task_phase_started(ids[2], "stb-01", "main", T0, Some(1), &TaskPaths::default())
+        .unwrap();
+    assert_eq!(result_of(&other, 1).as_deref(), Some("Failed"));
+    assert_eq!(
+        other.run_tasks("r1").unwrap()[2].state,
+        StoredTaskState::Running
+    );
+
+    // A finish that fails (a sub-result for a task row that does not exist) undoes its
+    // own write only; the one waiting before it is committed later all the same.
+    s.finish_task(ids[2], &done("Passed", false)).unwrap();
+    let mut bad = done("Passed", false);
+    bad.sub_results = vec![NewSubResult {
+        name: "x".into(),
+        result: "Passed".into(),
+        ..Default::default()
+    }];
+    assert!(s.finish_task(ids[3] + 1000, &bad).is_err());
+    s.commit_pending_results();
+    assert_eq!(result_of(&other, 2).as_deref(), Some("Passed"));
+    assert_eq!(result_of(&other, 3), None);
+
+    // Closing the store commits what waits.
+    s.finish_task(ids[3], &done("Skipped", false)).unwrap();
+    drop(s);
+    assert_eq!(result_of(&other, 3).as_deref(), Some("Skipped"));
+}
