@@ -288,8 +288,6 @@ async fn run_phases(
     artifacts: &std::path::Path,
     paths: &TaskPaths,
 ) -> Result<Phases, String> {
-    make_task_dirs(occ_dir, artifacts)
-        .map_err(|e| format!("cannot create {}: {e}", artifacts.display()))?;
     let params_file = occ_dir.join("params.json");
     let params_doc = ParamsFile {
         run_id: &ctx.run_id,
@@ -305,14 +303,24 @@ async fn run_phases(
         task_params: &job.def,
         reservations: &job.holdings,
     };
-    exec::create_empty(&params_file)
-        .and_then(|mut f| {
-            std::io::Write::write_all(
-                &mut f,
-                &serde_json::to_vec_pretty(&params_doc).expect("plain JSON"),
-            )
-        })
+    let params = serde_json::to_vec_pretty(&params_doc).expect("plain JSON");
+    // Usually the folder, `artifacts/` and an empty params.json are there already
+    // (`run::prepare`); else make the folders first.
+    let params_file_made = match exec::create_empty(&params_file) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            make_task_dirs(occ_dir, artifacts)
+                .map_err(|e| format!("cannot create {}: {e}", artifacts.display()))?;
+            exec::create_empty(&params_file)
+        }
+        made => made,
+    };
+    params_file_made
+        .and_then(|mut f| std::io::Write::write_all(&mut f, &params))
         .map_err(|e| format!("cannot write {}: {e}", params_file.display()))?;
+    if !artifacts.is_dir() {
+        make_task_dirs(occ_dir, artifacts)
+            .map_err(|e| format!("cannot create {}: {e}", artifacts.display()))?;
+    }
 
     let mut phases = Phases {
         setup: None,

@@ -327,7 +327,7 @@ pub struct Store {
 /// finished tasks' results waiting for their commit.
 fn commit_pending(c: &Connection) {
     if !c.is_autocommit() {
-        if let Err(e) = c.execute_batch("COMMIT") {
+        if let Err(e) = c.prepare_cached("COMMIT").and_then(|mut s| s.execute([])) {
             tracing::error!(error = %e, "could not commit finished tasks' results");
         }
     }
@@ -531,13 +531,17 @@ impl Store {
     pub fn finish_task(&self, task_id: i64, f: &TaskFinish) -> Result<()> {
         let c = self.lock_conn();
         if c.is_autocommit() {
-            c.execute_batch("BEGIN")?;
+            c.prepare_cached("BEGIN")?.execute([])?;
         }
-        // A savepoint, so a failure undoes this task's write and no other waiting one.
-        c.execute_batch("SAVEPOINT finish_task")?;
+        if f.sub_results.is_empty() {
+            // One statement: a failure undoes it alone.
+            return update_task_finish(&c, task_id, f);
+        }
+        // Several: a savepoint, so a failure undoes this task's writes and no other's.
+        c.prepare_cached("SAVEPOINT finish_task")?.execute([])?;
         match finish_task_writes(&c, task_id, f) {
             Ok(()) => {
-                c.execute_batch("RELEASE finish_task")?;
+                c.prepare_cached("RELEASE finish_task")?.execute([])?;
                 Ok(())
             }
             Err(e) => {
