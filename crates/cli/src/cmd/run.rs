@@ -70,6 +70,9 @@ pub fn open_store(ctx: &Ctx) -> anyhow::Result<Arc<Store>> {
     let store = Store::open_in(&ctx.data_dir)
         .with_context(|| format!("cannot open the data dir {}", ctx.data_dir.display()))?;
     let rep = store.recover_interrupted(SystemClock.now_ms())?;
+    for id in &rep.interrupted_runs {
+        testbay_engine::run::remove_unused_folders(&ctx.data_dir.join("runs").join(id));
+    }
     if !rep.interrupted_runs.is_empty() {
         eprintln!(
             "note: {} run(s) left by a console that exited are now marked interrupted ({}); {} task(s) aborted, {} leftover process(es) killed",

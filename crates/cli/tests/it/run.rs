@@ -370,6 +370,14 @@ fn killed_console_takes_its_tasks_down_and_is_recovered() {
     let run = &page["runs"][0];
     assert_eq!(run["status"], "interrupted");
     let id = run["id"].as_str().unwrap();
+    // The folder made ahead for the task that never started is gone; the others stay.
+    let lane = f.data.join("runs").join(id).join("local");
+    assert!(lane.join("quick/main.log").is_file());
+    assert!(lane.join("slow/params.json").is_file());
+    assert!(
+        !lane.join("never").exists(),
+        "prepared folder of a task that never ran"
+    );
     for _ in 0..200 {
         if !alive(grandchild) {
             break;

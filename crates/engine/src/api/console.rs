@@ -66,6 +66,9 @@ impl Console {
         let recovered = store
             .recover_interrupted(clock.now_ms())
             .map_err(store_error)?;
+        for id in &recovered.interrupted_runs {
+            crate::run::remove_unused_folders(&paths.data_dir.join("runs").join(id));
+        }
         if !recovered.interrupted_runs.is_empty() {
             tracing::warn!(runs = ?recovered.interrupted_runs, aborted_tasks = recovered.aborted_tasks, "marked runs of a dead console interrupted");
         }

@@ -38,6 +38,7 @@ use crate::store::{NewRun, NewTaskRow, Store, StoreError, TaskFinish, TaskKind};
 pub use broker::{AlwaysGrant, Grant, Holding, ResourceBroker, TaskNeeds};
 pub use events::{LaneView, LaunchRequest, Progress, RunEvent, RunView, TaskState, TaskView};
 use item::{execute_item, ItemDone, ItemJob, RunCtx};
+pub use prepare::remove_unused_folders;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {

@@ -8,7 +8,7 @@
 
 use std::collections::HashSet;
 use std::fs::OpenOptions;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
@@ -99,25 +99,49 @@ impl Preparer {
             return;
         };
         for dir in made {
-            let unused = std::fs::metadata(dir.join(PARAMS_FILE)).is_ok_and(|m| m.len() == 0);
-            if !unused {
-                continue;
+            remove_if_unused(&dir);
+        }
+    }
+}
+
+/// Remove an occurrence folder made ahead for a task that never started (its params file
+/// is empty): only empty files and empty folders go, then the lane's folder if it is left
+/// empty.
+fn remove_if_unused(dir: &Path) {
+    let unused = std::fs::metadata(dir.join(PARAMS_FILE)).is_ok_and(|m| m.len() == 0);
+    if !unused {
+        return;
+    }
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_file()) && e.metadata().is_ok_and(|m| m.len() == 0)
+            {
+                let _ = std::fs::remove_file(e.path());
             }
-            if let Ok(entries) = std::fs::read_dir(&dir) {
-                for e in entries.flatten() {
-                    let p = e.path();
-                    if e.file_type().is_ok_and(|t| t.is_file())
-                        && e.metadata().is_ok_and(|m| m.len() == 0)
-                    {
-                        let _ = std::fs::remove_file(&p);
-                    }
+        }
+    }
+    let _ = std::fs::remove_dir(dir.join("artifacts"));
+    let _ = std::fs::remove_dir(dir);
+    if let Some(lane) = dir.parent() {
+        let _ = std::fs::remove_dir(lane);
+    }
+}
+
+/// After recovery: remove the folders prepared for tasks that never started in `run_dir`,
+/// a run whose console died before it could tidy up.
+pub fn remove_unused_folders(run_dir: &Path) {
+    let Ok(lanes) = std::fs::read_dir(run_dir) else {
+        return;
+    };
+    for lane in lanes.flatten() {
+        if lane.file_name() == "pack" || !lane.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        if let Ok(occurrences) = std::fs::read_dir(lane.path()) {
+            for occ in occurrences.flatten() {
+                if occ.file_type().is_ok_and(|t| t.is_dir()) {
+                    remove_if_unused(&occ.path());
                 }
-            }
-            let _ = std::fs::remove_dir(dir.join("artifacts"));
-            let _ = std::fs::remove_dir(&dir);
-            // The lane's folder, if nothing else is in it.
-            if let Some(lane) = dir.parent() {
-                let _ = std::fs::remove_dir(lane);
             }
         }
     }
