@@ -274,18 +274,43 @@ pub async fn run_phase(
     on_spawn(pid);
     let pgid = spawned.pid;
 
-    let (exit_tx, mut exit_rx) = oneshot::channel();
-    let (stats_tx, stats_rx) = oneshot::channel();
+    // With a pidfd the runtime wakes this task at the exit itself, and this task reaps;
+    // else the output thread reaps and tells. (One wake-up between a task's end and the
+    // next start instead of two.)
+    let exit_waiter = spawned
+        .pidfd
+        .as_ref()
+        .and_then(|fd| fd.try_clone().ok())
+        // SAFETY: the pidfd is our own duplicate, owned by the AsyncFd and closed with it.
+        .and_then(|fd| unsafe { tokio::io::unix::AsyncFd::register(fd) }.ok());
+    let (exit_tx, exit_rx) = oneshot::channel();
+    let exit_tx = exit_waiter.is_none().then_some(exit_tx);
+    let (stats_tx, mut stats_rx) = oneshot::channel();
     let limits = cmd.limits.clone();
     pool::run(Box::new(move || {
         let stats = pump_output(reader, log_file, &limits, live, spawned, exit_tx);
         let _ = stats_tx.send(stats);
     }));
+    let exit_fut = async {
+        match &exit_waiter {
+            Some(fd) => loop {
+                let Ok(mut ready) = fd.readable().await else {
+                    break Err(());
+                };
+                if let Some(e) = spawn::try_reap(pgid) {
+                    break Ok(e);
+                }
+                ready.clear_ready();
+            },
+            None => exit_rx.await.map_err(|_| ()),
+        }
+    };
+    tokio::pin!(exit_fut);
 
     let deadline = cmd.max_runtime.map(|d| tokio::time::Instant::now() + d);
     let mut ended_by = EndedBy::Itself;
     let exit = tokio::select! {
-        e = &mut exit_rx => Some(e),
+        e = &mut exit_fut => Some(e),
         _ = sleep_until_opt(deadline) => { ended_by = EndedBy::Timeout; None }
         _ = stop_requested(&mut stop) => { ended_by = EndedBy::Stop; None }
     };
@@ -294,11 +319,11 @@ pub async fn run_phase(
         None => {
             tracing::info!(pid, task = %cmd.env.task, phase = phase.as_str(), reason = ?ended_by, "terminating process group");
             signal_group(pgid, libc::SIGTERM);
-            match tokio::time::timeout(cmd.limits.kill_grace, &mut exit_rx).await {
+            match tokio::time::timeout(cmd.limits.kill_grace, &mut exit_fut).await {
                 Ok(e) => e,
                 Err(_) => {
                     signal_group(pgid, libc::SIGKILL);
-                    exit_rx.await
+                    exit_fut.await
                 }
             }
         }
@@ -308,14 +333,20 @@ pub async fn run_phase(
         tracing::warn!(pid, task = %cmd.env.task, phase = phase.as_str(), "killing processes left in the phase's process group");
         signal_group(pgid, libc::SIGKILL);
     }
-    // The output thread stops reading at most `drain_timeout` after the exit.
-    let log =
-        match tokio::time::timeout(cmd.limits.drain_timeout + Duration::from_secs(1), stats_rx)
-            .await
-        {
-            Ok(Ok(stats)) => stats,
-            _ => LogStats::default(),
-        };
+    // The output thread stops reading at most `drain_timeout` after the exit. It saw the
+    // exit when this task did and usually finishes within microseconds: wait for it
+    // briefly here rather than be woken again.
+    let log = match stats_soon(&mut stats_rx) {
+        Some(stats) => stats,
+        None => {
+            match tokio::time::timeout(cmd.limits.drain_timeout + Duration::from_secs(1), stats_rx)
+                .await
+            {
+                Ok(Ok(stats)) => stats,
+                _ => LogStats::default(),
+            }
+        }
+    };
     let finished_ms = clock.now_ms();
     let (exit, status_ok) = match exit {
         Ok(e) => (e, true),
@@ -647,7 +678,7 @@ fn pump_output(
     limits: &ExecLimits,
     live: Option<LiveSink>,
     child: spawn::Spawned,
-    exit_tx: oneshot::Sender<Exit>,
+    exit_tx: Option<oneshot::Sender<Exit>>,
 ) -> LogStats {
     let mut w = LineWriter {
         log: BufWriter::with_capacity(64 * 1024, log_file),
@@ -665,7 +696,9 @@ fn pump_output(
     let mut buf = vec![0u8; 64 * 1024];
     let mut line: Vec<u8> = Vec::with_capacity(256);
     let cap = limits.line_cap_bytes.max(16);
-    let mut exit_tx = Some(exit_tx);
+    // `Some`: this thread reaps the process and tells; `None`: the waiting task reaps it
+    // (through its pidfd) and this thread only watches for the exit.
+    let mut exit_tx = exit_tx;
     // Reaped but not yet told: the exit goes out once the output written before it is
     // read (EOF, normally at once), so the waiting side wakes once and finds the stats
     // right behind it; output something else keeps open does not hold it back.
@@ -690,7 +723,7 @@ fn pump_output(
                 revents: 0,
             });
         }
-        if let (Some(fd), Some(_), None) = (pidfd, &exit_tx, &reaped) {
+        if let (Some(fd), None) = (pidfd, exited_at) {
             fds.push(libc::pollfd {
                 fd,
                 events: libc::POLLIN,
@@ -750,16 +783,18 @@ fn pump_output(
             // Quiet output: what is buffered goes to the file now.
             w.idle();
         }
-        if exit_tx.is_some() && reaped.is_none() {
+        if exited_at.is_none() {
             let pid_ready = match pidfd {
                 Some(fd) => fds.iter().any(|p| p.fd == fd && p.revents != 0),
                 None => true,
             };
-            if pid_ready {
+            if pid_ready && exit_tx.is_some() {
                 if let Some(e) = spawn::try_reap(child.pid) {
                     reaped = Some(e);
                     exited_at = Some(Instant::now());
                 }
+            } else if pid_ready && pidfd.is_some() {
+                exited_at = Some(Instant::now());
             }
         }
         let pipe_ready = pipe_open
@@ -806,6 +841,22 @@ fn pump_output(
     }
     w.finish()
 }
+
+/// The output thread's figures if they arrive within [`STATS_SPIN`].
+fn stats_soon(rx: &mut oneshot::Receiver<LogStats>) -> Option<LogStats> {
+    let until = Instant::now() + STATS_SPIN;
+    loop {
+        match rx.try_recv() {
+            Ok(s) => return Some(s),
+            Err(oneshot::error::TryRecvError::Closed) => return None,
+            Err(oneshot::error::TryRecvError::Empty) if Instant::now() >= until => return None,
+            Err(oneshot::error::TryRecvError::Empty) => std::hint::spin_loop(),
+        }
+    }
+}
+
+/// How long a phase's task waits, busy, for the output thread after the exit.
+const STATS_SPIN: Duration = Duration::from_micros(100);
 
 /// Send the reaped exit status, if there is one and it has not gone yet.
 fn tell_exit(reaped: &mut Option<Exit>, exit_tx: &mut Option<oneshot::Sender<Exit>>) {
