@@ -47,6 +47,15 @@ impl Framer {
     }
 }
 
+/// What a subscriber that fell `missed` events behind gets in their place.
+fn lagged(missed: u64) -> Event {
+    tracing::warn!(
+        missed,
+        "a subscriber fell behind the event stream; it resyncs"
+    );
+    Event::Resync { missed }
+}
+
 /// The events to send in one frame: `first` and whatever else is already waiting, up to
 /// [`BATCH`]. A gap (this subscriber lagged) becomes [`Event::Resync`] in its place.
 /// `None` when the console's event stream has ended.
@@ -54,25 +63,13 @@ fn fill_batch(first: Result<Event, RecvError>, rx: &mut Receiver<Event>) -> Opti
     let mut batch = Vec::new();
     match first {
         Ok(ev) => batch.push(ev),
-        Err(RecvError::Lagged(missed)) => {
-            tracing::warn!(
-                missed,
-                "a subscriber fell behind the event stream; it resyncs"
-            );
-            batch.push(Event::Resync { missed })
-        }
+        Err(RecvError::Lagged(missed)) => batch.push(lagged(missed)),
         Err(RecvError::Closed) => return None,
     }
     while batch.len() < BATCH {
         match rx.try_recv() {
             Ok(ev) => batch.push(ev),
-            Err(TryRecvError::Lagged(missed)) => {
-                tracing::warn!(
-                    missed,
-                    "a subscriber fell behind the event stream; it resyncs"
-                );
-                batch.push(Event::Resync { missed })
-            }
+            Err(TryRecvError::Lagged(missed)) => batch.push(lagged(missed)),
             Err(TryRecvError::Empty) | Err(TryRecvError::Closed) => break,
         }
     }
