@@ -425,22 +425,6 @@ pub async fn run_phase(
 /// The console's environment as tasks get it, read once: the console's own `TESTBAY_*`
 /// variables left out, `PYTHONUNBUFFERED=1` added unless set (Python tasks then stream
 /// their output live instead of in 8 KiB blocks).
-/// [`base_env`] as `KEY=value` C strings, made once.
-fn base_envp() -> &'static Vec<std::ffi::CString> {
-    static ENVP: std::sync::OnceLock<Vec<std::ffi::CString>> = std::sync::OnceLock::new();
-    ENVP.get_or_init(|| {
-        base_env()
-            .iter()
-            .filter_map(|(k, v)| {
-                let mut kv = k.as_bytes().to_vec();
-                kv.push(b'=');
-                kv.extend_from_slice(v.as_bytes());
-                std::ffi::CString::new(kv).ok()
-            })
-            .collect()
-    })
-}
-
 fn base_env() -> &'static Vec<(OsString, OsString)> {
     static ENV: std::sync::OnceLock<Vec<(OsString, OsString)>> = std::sync::OnceLock::new();
     ENV.get_or_init(|| {
@@ -451,6 +435,17 @@ fn base_env() -> &'static Vec<(OsString, OsString)> {
             env.push(("PYTHONUNBUFFERED".into(), "1".into()));
         }
         env
+    })
+}
+
+/// [`base_env`] as `KEY=value` C strings, made once.
+fn base_envp() -> &'static Vec<std::ffi::CString> {
+    static ENVP: std::sync::OnceLock<Vec<std::ffi::CString>> = std::sync::OnceLock::new();
+    ENVP.get_or_init(|| {
+        base_env()
+            .iter()
+            .filter_map(|(k, v)| spawn::env_entry(k, v).ok())
+            .collect()
     })
 }
 

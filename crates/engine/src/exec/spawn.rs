@@ -93,6 +93,19 @@ pub(super) struct Spawned {
     pub pidfd: Option<OwnedFd>,
 }
 
+/// `KEY=value` as an environment entry for `execve`.
+pub(super) fn env_entry(key: &OsStr, value: &OsStr) -> std::io::Result<CString> {
+    let mut kv = key.as_bytes().to_vec();
+    kv.push(b'=');
+    kv.extend_from_slice(value.as_bytes());
+    CString::new(kv).map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "environment contains a NUL byte",
+        )
+    })
+}
+
 fn cstr(what: &str, s: &OsStr) -> std::io::Result<CString> {
     CString::new(s.as_bytes()).map_err(|_| {
         std::io::Error::new(
@@ -137,17 +150,7 @@ pub(super) fn spawn(
         .collect::<std::io::Result<_>>()?;
     let extra_c: Vec<CString> = extra
         .iter()
-        .map(|(k, v)| {
-            let mut kv = k.as_bytes().to_vec();
-            kv.push(b'=');
-            kv.extend_from_slice(v.as_bytes());
-            CString::new(kv).map_err(|_| {
-                std::io::Error::new(
-                    std::io::ErrorKind::InvalidInput,
-                    "environment contains a NUL byte",
-                )
-            })
-        })
+        .map(|(k, v)| env_entry(OsStr::new(k), v))
         .collect::<std::io::Result<_>>()?;
     let devnull = dev_null()?;
     let mut argv_p: Vec<*const libc::c_char> = argv_c.iter().map(|c| c.as_ptr()).collect();

@@ -559,7 +559,7 @@ impl Store {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         for (id, f) in items {
-            finish_task_tx(&tx, *id, f)?;
+            finish_task_writes(&tx, *id, f)?;
         }
         tx.commit()?;
         Ok(())
@@ -934,10 +934,6 @@ fn update_task_finish(conn: &Connection, task_id: i64, f: &TaskFinish) -> Result
             f.log_truncated,
         ])?;
     Ok(())
-}
-
-fn finish_task_tx(tx: &rusqlite::Transaction<'_>, task_id: i64, f: &TaskFinish) -> Result<()> {
-    finish_task_writes(tx, task_id, f)
 }
 
 /// A finished task's row and sub-results, inside the caller's transaction.
