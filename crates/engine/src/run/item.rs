@@ -63,6 +63,27 @@ pub(crate) struct ItemJob {
     pub holdings: Vec<Holding>,
 }
 
+/// Name of an occurrence's params file (`TESTBAY_PARAMS`), in its folder.
+pub(super) const PARAMS_FILE: &str = "params.json";
+
+/// Name of a phase's log file in the occurrence's folder.
+pub(super) fn log_name(phase: Phase) -> String {
+    format!("{}.log", phase.as_str())
+}
+
+/// Log files of the phases `def` has.
+pub(super) fn log_names(def: &TaskDef) -> Vec<String> {
+    [
+        def.setup.as_ref().map(|_| Phase::Setup),
+        Some(Phase::Main),
+        def.teardown.as_ref().map(|_| Phase::Teardown),
+    ]
+    .into_iter()
+    .flatten()
+    .map(log_name)
+    .collect()
+}
+
 /// Longest time a finished task's result waits for its commit.
 const COMMIT_WITHIN: Duration = Duration::from_millis(5);
 
@@ -92,13 +113,14 @@ pub(crate) async fn execute_item(
             .def
             .setup
             .as_ref()
-            .map(|_| occ_dir.join("setup.log").display().to_string()),
-        main_log: Some(occ_dir.join("main.log").display().to_string()),
-        teardown_log: job
-            .def
-            .teardown
-            .as_ref()
-            .map(|_| occ_dir.join("teardown.log").display().to_string()),
+            .map(|_| occ_dir.join(log_name(Phase::Setup)).display().to_string()),
+        main_log: Some(occ_dir.join(log_name(Phase::Main)).display().to_string()),
+        teardown_log: job.def.teardown.as_ref().map(|_| {
+            occ_dir
+                .join(log_name(Phase::Teardown))
+                .display()
+                .to_string()
+        }),
         artifacts_dir: Some(artifacts.display().to_string()),
     };
     let outcome = run_phases(&ctx, &job, &occ_dir, &artifacts, &paths).await;
@@ -281,6 +303,26 @@ fn make_task_dirs(occ_dir: &std::path::Path, artifacts: &std::path::Path) -> std
     mkdir(artifacts)
 }
 
+/// The occurrence's params file, empty, for writing. Usually its folder, `artifacts/` and
+/// the empty file are there already (`run::prepare`); else the folders are made first.
+fn open_params_file(
+    occ_dir: &std::path::Path,
+    artifacts: &std::path::Path,
+    params_file: &std::path::Path,
+) -> std::io::Result<std::fs::File> {
+    match exec::create_empty(params_file) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            make_task_dirs(occ_dir, artifacts)?;
+            exec::create_empty(params_file)
+        }
+        Ok(f) if !artifacts.is_dir() => {
+            make_task_dirs(occ_dir, artifacts)?;
+            Ok(f)
+        }
+        made => made,
+    }
+}
+
 async fn run_phases(
     ctx: &Arc<RunCtx>,
     job: &ItemJob,
@@ -288,7 +330,7 @@ async fn run_phases(
     artifacts: &std::path::Path,
     paths: &TaskPaths,
 ) -> Result<Phases, String> {
-    let params_file = occ_dir.join("params.json");
+    let params_file = occ_dir.join(PARAMS_FILE);
     let params_doc = ParamsFile {
         run_id: &ctx.run_id,
         task: &job.def.name,
@@ -304,23 +346,9 @@ async fn run_phases(
         reservations: &job.holdings,
     };
     let params = serde_json::to_vec_pretty(&params_doc).expect("plain JSON");
-    // Usually the folder, `artifacts/` and an empty params.json are there already
-    // (`run::prepare`); else make the folders first.
-    let params_file_made = match exec::create_empty(&params_file) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            make_task_dirs(occ_dir, artifacts)
-                .map_err(|e| format!("cannot create {}: {e}", artifacts.display()))?;
-            exec::create_empty(&params_file)
-        }
-        made => made,
-    };
-    params_file_made
+    open_params_file(occ_dir, artifacts, &params_file)
         .and_then(|mut f| std::io::Write::write_all(&mut f, &params))
         .map_err(|e| format!("cannot write {}: {e}", params_file.display()))?;
-    if !artifacts.is_dir() {
-        make_task_dirs(occ_dir, artifacts)
-            .map_err(|e| format!("cannot create {}: {e}", artifacts.display()))?;
-    }
 
     let mut phases = Phases {
         setup: None,
@@ -419,7 +447,7 @@ async fn run_one(
             result_file: occ_dir.join(result_name),
             artifacts_dir: artifacts.to_path_buf(),
         },
-        log_file: occ_dir.join(format!("{}.log", phase.as_str())),
+        log_file: occ_dir.join(log_name(phase)),
         max_runtime: job
             .def
             .max_runtime

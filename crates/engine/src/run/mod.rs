@@ -487,6 +487,18 @@ struct Driver {
     prep: Option<prepare::Preparer>,
 }
 
+/// The folder name an occurrence of `task` gets on a lane whose names `taken` are in use:
+/// the task's name, else `task-2`, `task-3`, ...
+fn free_dir_name(taken: Option<&HashSet<String>>, task: &str) -> String {
+    let mut name = task.to_string();
+    let mut n = 2;
+    while taken.is_some_and(|t| t.contains(&name)) {
+        name = format!("{task}-{n}");
+        n += 1;
+    }
+    name
+}
+
 /// Items per lane whose folders are prepared ahead.
 const PREPARE_AHEAD: usize = 4;
 
@@ -821,21 +833,11 @@ impl Driver {
                     prep.want(id, || {
                         let lane_name = s.plan.lane_name(lane);
                         let def = &s.plan.item(id).def;
-                        let taken = self.dir_names.get(lane_name);
-                        let mut name = def.name.clone();
-                        let mut n = 2;
-                        while taken.is_some_and(|t| t.contains(&name)) {
-                            name = format!("{}-{n}", def.name);
-                            n += 1;
-                        }
-                        let mut logs = vec!["main.log".to_string()];
-                        if def.setup.is_some() {
-                            logs.push("setup.log".into());
-                        }
-                        if def.teardown.is_some() {
-                            logs.push("teardown.log".into());
-                        }
-                        (self.ctx.run_dir.join(lane_name).join(name), logs)
+                        let name = free_dir_name(self.dir_names.get(lane_name), &def.name);
+                        (
+                            self.ctx.run_dir.join(lane_name).join(name),
+                            item::log_names(def),
+                        )
                     });
                 }
             }
@@ -846,12 +848,8 @@ impl Driver {
 
     fn dir_name(&mut self, lane: &str, task: &str) -> String {
         let taken = self.dir_names.entry(lane.to_string()).or_default();
-        let mut name = task.to_string();
-        let mut n = 2;
-        while !taken.insert(name.clone()) {
-            name = format!("{task}-{n}");
-            n += 1;
-        }
+        let name = free_dir_name(Some(taken), task);
+        taken.insert(name.clone());
         name
     }
 

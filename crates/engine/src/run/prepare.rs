@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
-/// Name of the file an occurrence always writes before its first phase; empty means the
-/// occurrence never started.
-const PARAMS_FILE: &str = "params.json";
+// An occurrence always writes its params file before its first phase; an empty one
+// means the occurrence never started.
+use super::item::PARAMS_FILE;
 
 enum Msg {
     Jobs(Vec<Job>),
