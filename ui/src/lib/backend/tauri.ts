@@ -20,36 +20,38 @@ export class TauriTransport implements Transport {
   }
 
   listen(onEvent: (event: unknown) => void, onState: (state: ConnState) => void): () => void {
-    let unlisten: UnlistenFn | null = null;
-    let stopped = false;
     onState('connecting');
-    tauriListen(TAURI_EVENT, (e) => {
-      const p = e.payload;
-      if (Array.isArray(p)) for (const ev of p) onEvent(ev);
-      else onEvent(p);
-    }).then((fn) => {
-      if (stopped) fn();
-      else {
-        unlisten = fn;
-        onState('open');
-      }
-    });
-    return () => {
-      stopped = true;
-      unlisten?.();
-    };
+    return subscribe<unknown>(
+      TAURI_EVENT,
+      (p) => {
+        if (Array.isArray(p)) for (const ev of p) onEvent(ev);
+        else onEvent(p);
+      },
+      () => onState('open'),
+    );
   }
 
   listenSaved(onSaved: (saved: Saved) => void): () => void {
-    let unlisten: UnlistenFn | null = null;
-    let stopped = false;
-    tauriListen<Saved>(TAURI_SAVED, (e) => onSaved(e.payload)).then((fn) => {
-      if (stopped) fn();
-      else unlisten = fn;
-    });
-    return () => {
-      stopped = true;
-      unlisten?.();
-    };
+    return subscribe<Saved>(TAURI_SAVED, onSaved);
   }
+}
+
+/**
+ * Listen to the Tauri event `name` until the returned function is called (also when that
+ * happens before the listener is in place); `onOpen` once it is.
+ */
+function subscribe<T>(name: string, onPayload: (payload: T) => void, onOpen?: () => void): () => void {
+  let unlisten: UnlistenFn | null = null;
+  let stopped = false;
+  tauriListen<T>(name, (e) => onPayload(e.payload)).then((fn) => {
+    if (stopped) fn();
+    else {
+      unlisten = fn;
+      onOpen?.();
+    }
+  });
+  return () => {
+    stopped = true;
+    unlisten?.();
+  };
 }
