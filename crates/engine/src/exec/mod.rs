@@ -16,10 +16,13 @@
 //! - When the phase's process exits, anything it left in its group is killed, and so is
 //!   any process that left the group but still holds the phase's output pipe: a phase's
 //!   processes end with the phase.
-//! - Processes start through `clone(CLONE_VM | CLONE_VFORK)` (see `spawn`), not `fork`,
-//!   and are reaped through a pidfd on a reused output thread (see `pool`).
+//! - Processes start through `clone(CLONE_VM | CLONE_VFORK)` (see `spawn`), not `fork`.
+//! - The phase's task does all the waiting on the runtime's own thread: the exit through a
+//!   pidfd, the output through its non-blocking pipe. No other thread takes part, so the
+//!   end of one task and the start of the next need no hand-over between threads (each
+//!   costs a wake-up, the largest single cost between two tasks on a busy machine). A
+//!   flood of output is read in 64 KiB pieces that yield to other tasks like any I/O.
 
-mod pool;
 mod spawn;
 
 use std::collections::HashMap;
@@ -33,7 +36,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 
 use crate::clock::{Clock, EpochMs};
 use crate::outcome::{Phase, ABORTED, ERRORED, FAILED, PASSED, TIMEOUT};
@@ -143,7 +146,7 @@ pub const LOG_FLUSH_EVERY: Duration = Duration::from_millis(200);
 /// Output quiet for this long counts as idle: what is buffered is written out at once.
 const LOG_IDLE: Duration = Duration::from_millis(20);
 
-/// Receives live output. Called from the phase's output thread; must not block.
+/// Receives live output. Called on the thread that runs the phase; must not block.
 pub type LiveSink = Box<dyn FnMut(LiveLog) + Send + 'static>;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -274,23 +277,14 @@ pub async fn run_phase(
     on_spawn(pid);
     let pgid = spawned.pid;
 
-    // With a pidfd the runtime wakes this task at the exit itself, and this task reaps;
-    // else the output thread reaps and tells. (One wake-up between a task's end and the
-    // next start instead of two.)
+    // The exit and the output both wake this task, on this thread: no other thread is
+    // involved between a task's end and the next start.
     let exit_waiter = spawned
         .pidfd
         .as_ref()
         .and_then(|fd| fd.try_clone().ok())
         // SAFETY: the pidfd is our own duplicate, owned by the AsyncFd and closed with it.
         .and_then(|fd| unsafe { tokio::io::unix::AsyncFd::register(fd) }.ok());
-    let (exit_tx, exit_rx) = oneshot::channel();
-    let exit_tx = exit_waiter.is_none().then_some(exit_tx);
-    let (stats_tx, mut stats_rx) = oneshot::channel();
-    let limits = cmd.limits.clone();
-    pool::run(Box::new(move || {
-        let stats = pump_output(reader, log_file, &limits, live, spawned, exit_tx);
-        let _ = stats_tx.send(stats);
-    }));
     let exit_fut = async {
         match &exit_waiter {
             Some(fd) => loop {
@@ -302,28 +296,58 @@ pub async fn run_phase(
                 }
                 ready.clear_ready();
             },
-            None => exit_rx.await.map_err(|_| ()),
+            // Without a pidfd (kernels before 5.3), look at the process now and then.
+            None => loop {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                if let Some(e) = spawn::try_reap(pgid) {
+                    break Ok(e);
+                }
+            },
         }
     };
     tokio::pin!(exit_fut);
+    let out = std::sync::Mutex::new(Output::new(log_file, &cmd.limits, live));
+    let reader = output_reader(reader);
+    if let Err(e) = &reader {
+        lock(&out).note(&format!("cannot read the phase's output: {e}"));
+    }
+    let mut pump = Box::pin(pump(reader.as_ref().ok(), &out));
+    let mut pump_done = reader.is_err();
 
     let deadline = cmd.max_runtime.map(|d| tokio::time::Instant::now() + d);
     let mut ended_by = EndedBy::Itself;
-    let exit = tokio::select! {
-        e = &mut exit_fut => Some(e),
-        _ = sleep_until_opt(deadline) => { ended_by = EndedBy::Timeout; None }
-        _ = stop_requested(&mut stop) => { ended_by = EndedBy::Stop; None }
+    let exit = loop {
+        tokio::select! {
+            e = &mut exit_fut => break Some(e),
+            _ = &mut pump, if !pump_done => pump_done = true,
+            _ = sleep_until_opt(deadline) => { ended_by = EndedBy::Timeout; break None }
+            _ = stop_requested(&mut stop) => { ended_by = EndedBy::Stop; break None }
+        }
     };
     let exit = match exit {
         Some(e) => e,
         None => {
             tracing::info!(pid, task = %cmd.env.task, phase = phase.as_str(), reason = ?ended_by, "terminating process group");
             signal_group(pgid, libc::SIGTERM);
-            match tokio::time::timeout(cmd.limits.kill_grace, &mut exit_fut).await {
-                Ok(e) => e,
-                Err(_) => {
+            let grace = tokio::time::sleep(cmd.limits.kill_grace);
+            tokio::pin!(grace);
+            let in_grace = loop {
+                tokio::select! {
+                    e = &mut exit_fut => break Some(e),
+                    _ = &mut pump, if !pump_done => pump_done = true,
+                    _ = &mut grace => break None,
+                }
+            };
+            match in_grace {
+                Some(e) => e,
+                None => {
                     signal_group(pgid, libc::SIGKILL);
-                    exit_fut.await
+                    loop {
+                        tokio::select! {
+                            e = &mut exit_fut => break e,
+                            _ = &mut pump, if !pump_done => pump_done = true,
+                        }
+                    }
                 }
             }
         }
@@ -333,24 +357,37 @@ pub async fn run_phase(
         tracing::warn!(pid, task = %cmd.env.task, phase = phase.as_str(), "killing processes left in the phase's process group");
         signal_group(pgid, libc::SIGKILL);
     }
-    // The output thread stops reading at most `drain_timeout` after the exit. It saw the
-    // exit when this task did and usually finishes within microseconds: wait for it
-    // briefly here rather than be woken again.
-    let log = match stats_soon(&mut stats_rx) {
-        Some(stats) => stats,
-        None => {
-            match tokio::time::timeout(cmd.limits.drain_timeout + Duration::from_secs(1), stats_rx)
+    // Output written before the exit is normally read by now (EOF). A process that left
+    // the group (setsid, a daemon) may still hold the pipe: after a moment, end whatever
+    // holds it, it belongs to this phase; stop reading `drain_timeout` after the exit.
+    if !pump_done {
+        let drain = cmd.limits.drain_timeout;
+        let first = HOLDER_GRACE.min(drain);
+        if tokio::time::timeout(first, &mut pump).await.is_err() {
+            if let Ok(r) = &reader {
+                let n = kill_pipe_holders(r.get_ref());
+                if n > 0 {
+                    lock(&out).note(&format!(
+                        "killed {n} process(es) that left the phase's process group but kept its output open"
+                    ));
+                }
+            }
+            if tokio::time::timeout(drain.saturating_sub(first), &mut pump)
                 .await
+                .is_err()
             {
-                Ok(Ok(stats)) => stats,
-                _ => LogStats::default(),
+                lock(&out).note(&format!(
+                    "output still open {drain:?} after the phase ended; stopped reading"
+                ));
             }
         }
-    };
+    }
+    drop(pump);
+    let log = out.into_inner().unwrap_or_else(|p| p.into_inner()).finish();
     let finished_ms = clock.now_ms();
     let (exit, status_ok) = match exit {
         Ok(e) => (e, true),
-        Err(_) => (Exit::Code(-1), false),
+        Err(()) => (Exit::Code(-1), false),
     };
     let mut out = PhaseOutcome {
         phase,
@@ -383,7 +420,7 @@ pub async fn run_phase(
     }
     if !status_ok {
         out.result = ERRORED.into();
-        out.message = "the output thread ended before the process did".into();
+        out.message = "could not wait for the process (its pidfd failed)".into();
         return Ok(out);
     }
     if let Exit::Signal(sig) = exit {
@@ -662,203 +699,116 @@ pub fn cap_string(s: &str, cap: usize) -> String {
     format!("{}… [{} more bytes]", &s[..end], s.len() - end)
 }
 
-/// Read the phase's output until EOF: split into lines (long lines split), write each to
-/// the log file up to its cap, forward rate-limited copies live. Memory stays bounded by
-/// the read buffer and one line whatever the phase prints. Also reaps the process (via its
-/// pidfd, or by polling without one) and reports its exit on `exit_tx` as soon as it
-/// happens; reading goes on until EOF or `drain_timeout` after the exit.
-fn pump_output(
-    mut reader: std::io::PipeReader,
-    log_file: File,
-    limits: &ExecLimits,
-    live: Option<LiveSink>,
-    child: spawn::Spawned,
-    exit_tx: Option<oneshot::Sender<Exit>>,
-) -> LogStats {
-    let mut w = LineWriter {
-        log: BufWriter::with_capacity(64 * 1024, log_file),
-        limits,
-        written: 0,
-        stats: LogStats::default(),
-        live,
-        bucket: TokenBucket::new(limits.live_lines_per_sec, limits.live_burst),
-        pending_dropped: 0,
-        dropped_sent: None,
-        unflushed_since: None,
-        log_failed: false,
-        live_lines: Vec::new(),
-    };
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut line: Vec<u8> = Vec::with_capacity(256);
-    let cap = limits.line_cap_bytes.max(16);
-    // `Some`: this thread reaps the process and tells; `None`: the waiting task reaps it
-    // (through its pidfd) and this thread only watches for the exit.
-    let mut exit_tx = exit_tx;
-    // Reaped but not yet told: the exit goes out once the output written before it is
-    // read (EOF, normally at once), so the waiting side wakes once and finds the stats
-    // right behind it; output something else keeps open does not hold it back.
-    let mut reaped: Option<Exit> = None;
-    let mut pipe_open = true;
-    let mut exited_at: Option<Instant> = None;
-    let mut holders_killed = false;
-    let pipe_fd = reader.as_raw_fd();
-    let pidfd = child.pidfd.as_ref().map(|f| f.as_raw_fd());
+/// The read end of a phase's output pipe, non-blocking, on this thread's runtime.
+fn output_reader(
+    reader: std::io::PipeReader,
+) -> std::io::Result<tokio::io::unix::AsyncFd<std::io::PipeReader>> {
+    let fd = reader.as_raw_fd();
+    // SAFETY: plain fcntl on our own descriptor.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags < 0 || libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    // SAFETY: the AsyncFd owns the reader, so the descriptor stays open while registered.
+    unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(reader, tokio::io::Interest::READABLE)
+    }
+    .map_err(std::io::Error::from)
+}
+
+fn lock<'a, 'l>(out: &'a std::sync::Mutex<Output<'l>>) -> std::sync::MutexGuard<'a, Output<'l>> {
+    out.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Read the phase's output until EOF (at once with no reader). Between two reads the
+/// output is not borrowed, so the caller may add notes to the log while this waits.
+/// Buffered log lines are written out once the output is quiet for [`LOG_IDLE`].
+async fn pump(
+    reader: Option<&tokio::io::unix::AsyncFd<std::io::PipeReader>>,
+    out: &std::sync::Mutex<Output<'_>>,
+) {
+    let Some(reader) = reader else { return };
     loop {
-        if !pipe_open {
-            tell_exit(&mut reaped, &mut exit_tx);
-        }
-        if !pipe_open && exit_tx.is_none() {
-            break;
-        }
-        let mut fds: Vec<libc::pollfd> = Vec::with_capacity(2);
-        if pipe_open {
-            fds.push(libc::pollfd {
-                fd: pipe_fd,
-                events: libc::POLLIN,
-                revents: 0,
-            });
-        }
-        if let (Some(fd), None) = (pidfd, exited_at) {
-            fds.push(libc::pollfd {
-                fd,
-                events: libc::POLLIN,
-                revents: 0,
-            });
-        }
-        let timeout_ms: i32 = match exited_at {
-            Some(t) => {
-                // The process is gone but something still holds the output pipe: a
-                // process that left the phase's group (setsid, daemon). After a moment,
-                // end whatever holds it; it belongs to this phase.
-                if !holders_killed && t.elapsed() >= HOLDER_GRACE {
-                    holders_killed = true;
-                    let n = kill_pipe_holders(&reader);
-                    if n > 0 {
-                        let _ = writeln!(
-                            w.log,
-                            "[testbay] killed {n} process(es) that left the phase's process group but kept its output open"
-                        );
-                    }
-                }
-                let left = limits.drain_timeout.saturating_sub(t.elapsed());
-                if left.is_zero() {
-                    let _ = writeln!(
-                        w.log,
-                        "[testbay] output still open {:?} after the phase ended; stopped reading",
-                        limits.drain_timeout
-                    );
-                    break;
-                }
-                let left = if holders_killed {
-                    left
-                } else {
-                    left.min(HOLDER_GRACE.saturating_sub(t.elapsed()))
-                };
-                left.as_millis().clamp(1, i32::MAX as u128) as i32
-            }
-            // Without a pidfd, look at the process now and then.
-            None if pidfd.is_none() => 50,
-            None => -1,
-        };
-        let timeout_ms = if reaped.is_some() {
-            0
+        let quiet_for = lock(out).w.poll_timeout(-1);
+        let ready = if quiet_for < 0 {
+            reader.readable().await
         } else {
-            w.poll_timeout(timeout_ms)
-        };
-        // SAFETY: valid pollfd array.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
-        if n < 0 {
-            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            break;
-        }
-        if n == 0 {
-            tell_exit(&mut reaped, &mut exit_tx);
-            // Quiet output: what is buffered goes to the file now.
-            w.idle();
-        }
-        if exited_at.is_none() {
-            let pid_ready = match pidfd {
-                Some(fd) => fds.iter().any(|p| p.fd == fd && p.revents != 0),
-                None => true,
-            };
-            if pid_ready && exit_tx.is_some() {
-                if let Some(e) = spawn::try_reap(child.pid) {
-                    reaped = Some(e);
-                    exited_at = Some(Instant::now());
+            tokio::select! {
+                r = reader.readable() => r,
+                _ = tokio::time::sleep(Duration::from_millis(quiet_for as u64)) => {
+                    lock(out).w.idle();
+                    continue;
                 }
-            } else if pid_ready && pidfd.is_some() {
-                exited_at = Some(Instant::now());
-            }
-        }
-        let pipe_ready = pipe_open
-            && fds
-                .first()
-                .is_some_and(|p| p.fd == pipe_fd && p.revents != 0);
-        if !pipe_ready {
-            continue;
-        }
-        let n = match reader.read(&mut buf) {
-            Ok(0) => {
-                pipe_open = false;
-                continue;
-            }
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => {
-                pipe_open = false;
-                continue;
             }
         };
-        w.stats.bytes += n as u64;
-        let mut chunk = &buf[..n];
-        while !chunk.is_empty() {
-            match chunk.iter().position(|&b| b == b'\n') {
-                Some(i) => {
-                    line.extend_from_slice(&chunk[..i]);
-                    w.emit_split(&mut line, cap);
-                    w.emit(&line);
-                    line.clear();
-                    chunk = &chunk[i + 1..];
-                }
-                None => {
-                    line.extend_from_slice(chunk);
-                    w.emit_split(&mut line, cap);
-                    chunk = &[];
+        let Ok(mut ready) = ready else { return };
+        let mut o = lock(out);
+        let Output { w, buf, line, cap } = &mut *o;
+        match ready.try_io(|r| (&mut r.get_ref()).read(buf)) {
+            Ok(Ok(0)) => return,
+            Ok(Ok(n)) => {
+                w.take_chunk(&buf[..n], line, *cap);
+                // Busy output is read in large pieces; most phases never need them.
+                if n == buf.len() && buf.len() < READ_MAX {
+                    buf.resize(READ_MAX, 0);
                 }
             }
-        }
-        w.tick();
-    }
-    if !line.is_empty() {
-        w.emit(&line);
-    }
-    w.finish()
-}
-
-/// The output thread's figures if they arrive within [`STATS_SPIN`].
-fn stats_soon(rx: &mut oneshot::Receiver<LogStats>) -> Option<LogStats> {
-    let until = Instant::now() + STATS_SPIN;
-    loop {
-        match rx.try_recv() {
-            Ok(s) => return Some(s),
-            Err(oneshot::error::TryRecvError::Closed) => return None,
-            Err(oneshot::error::TryRecvError::Empty) if Instant::now() >= until => return None,
-            Err(oneshot::error::TryRecvError::Empty) => std::hint::spin_loop(),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Ok(Err(_)) => return,
+            // Not readable after all: readiness was cleared, wait again.
+            Err(_) => {}
         }
     }
 }
 
-/// How long a phase's task waits, busy, for the output thread after the exit.
-const STATS_SPIN: Duration = Duration::from_micros(100);
+/// Largest read of a phase's output.
+const READ_MAX: usize = 64 * 1024;
 
-/// Send the reaped exit status, if there is one and it has not gone yet.
-fn tell_exit(reaped: &mut Option<Exit>, exit_tx: &mut Option<oneshot::Sender<Exit>>) {
-    if let Some(e) = reaped.take() {
-        if let Some(tx) = exit_tx.take() {
-            let _ = tx.send(e);
+/// A phase's output on its way to the log file and live viewers: the writer, the read
+/// buffer and the line being gathered. Memory stays bounded by the buffer and one line
+/// whatever the phase prints.
+struct Output<'a> {
+    w: LineWriter<'a>,
+    buf: Vec<u8>,
+    line: Vec<u8>,
+    cap: usize,
+}
+
+impl<'a> Output<'a> {
+    fn new(log_file: File, limits: &'a ExecLimits, live: Option<LiveSink>) -> Self {
+        Output {
+            w: LineWriter {
+                log: BufWriter::with_capacity(64 * 1024, log_file),
+                limits,
+                written: 0,
+                stats: LogStats::default(),
+                live,
+                bucket: TokenBucket::new(limits.live_lines_per_sec, limits.live_burst),
+                pending_dropped: 0,
+                dropped_sent: None,
+                unflushed_since: None,
+                log_failed: false,
+                live_lines: Vec::new(),
+            },
+            buf: vec![0u8; 4096],
+            line: Vec::new(),
+            cap: limits.line_cap_bytes.max(16),
         }
+    }
+
+    /// A line of the console's own in the log (`[testbay] ...`).
+    fn note(&mut self, text: &str) {
+        let _ = writeln!(self.w.log, "[testbay] {text}");
+    }
+
+    /// The last line even without its newline, then the figures.
+    fn finish(mut self) -> LogStats {
+        if !self.line.is_empty() {
+            self.w.emit(&self.line);
+        }
+        self.w.finish()
     }
 }
 
@@ -924,6 +874,29 @@ struct LineWriter<'a> {
 }
 
 impl LineWriter<'_> {
+    /// One read's bytes: complete lines are emitted (long ones split at `cap`), the
+    /// unfinished end stays in `line`.
+    fn take_chunk(&mut self, mut chunk: &[u8], line: &mut Vec<u8>, cap: usize) {
+        self.stats.bytes += chunk.len() as u64;
+        while !chunk.is_empty() {
+            match chunk.iter().position(|&b| b == b'\n') {
+                Some(i) => {
+                    line.extend_from_slice(&chunk[..i]);
+                    self.emit_split(line, cap);
+                    self.emit(line);
+                    line.clear();
+                    chunk = &chunk[i + 1..];
+                }
+                None => {
+                    line.extend_from_slice(chunk);
+                    self.emit_split(line, cap);
+                    chunk = &[];
+                }
+            }
+        }
+        self.tick();
+    }
+
     /// Emit full `cap`-sized pieces from the front of `line`, keeping the rest.
     fn emit_split(&mut self, line: &mut Vec<u8>, cap: usize) {
         while line.len() > cap {
