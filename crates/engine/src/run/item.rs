@@ -2,6 +2,7 @@
 //! the outcome, tell the driver.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +31,10 @@ pub(crate) struct ItemDone {
     pub finished_ms: EpochMs,
 }
 
+/// Held by an occurrence until its result is written; the driver waits for every one to
+/// be dropped (its channel to close) before it ends the run.
+pub(crate) type ResultWrite = mpsc::Sender<()>;
+
 /// Everything shared by the occurrences of one run.
 pub(crate) struct RunCtx {
     pub run_id: String,
@@ -46,6 +51,8 @@ pub(crate) struct RunCtx {
     pub stop: watch::Receiver<u8>,
     /// The run's live state; phases record which phase runs.
     pub live: Arc<std::sync::Mutex<super::LiveRun>>,
+    /// A commit of written results is already due (see [`commit_soon`]).
+    pub commit_armed: AtomicBool,
 }
 
 pub(crate) struct ItemJob {
@@ -103,6 +110,7 @@ pub(crate) async fn execute_item(
     ctx: Arc<RunCtx>,
     job: ItemJob,
     done: mpsc::UnboundedSender<ItemDone>,
+    writing: ResultWrite,
 ) {
     let started_ms = ctx.clock.now_ms();
     let occ_dir = ctx.run_dir.join(&job.lane).join(&job.dir_name);
@@ -126,7 +134,7 @@ pub(crate) async fn execute_item(
     let outcome = run_phases(&ctx, &job, &occ_dir, &artifacts, &paths).await;
     let finished_ms = ctx.clock.now_ms();
     let (result, message, finish) = match outcome {
-        Ok(o) => o.into_finish(&ctx.params, &job, started_ms, finished_ms),
+        Ok(o) => o.into_finish(&ctx.params, &job, started_ms, finished_ms, paths),
         Err(e) => {
             let msg = e;
             (
@@ -144,16 +152,6 @@ pub(crate) async fn execute_item(
             )
         }
     };
-    if let Err(e) = ctx.store.finish_task(job.task_id, &finish) {
-        tracing::error!(run_id = %ctx.run_id, task = %job.def.name, error = %e, "could not store task result");
-    }
-    // The result's commit waits for the next task's start (see `Store::finish_task`), at
-    // most this long.
-    let store = ctx.store.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(COMMIT_WITHIN).await;
-        store.commit_pending_results();
-    });
     ctx.events.send(RunEvent::TaskState {
         run_id: ctx.run_id.clone(),
         item: job.item as u32,
@@ -175,6 +173,29 @@ pub(crate) async fn execute_item(
         holdings: job.holdings,
         finished_ms,
     });
+    // The driver starts the next task first; this result is written while that task's
+    // process runs instead of before it starts. The driver waits for `writing` to end
+    // before the run ends.
+    tokio::task::yield_now().await;
+    if let Err(e) = ctx.store.finish_task(job.task_id, &finish) {
+        tracing::error!(run_id = %ctx.run_id, task = %job.def.name, error = %e, "could not store task result");
+    }
+    commit_soon(&ctx);
+    drop(writing);
+}
+
+/// Have what the store holds uncommitted committed within [`COMMIT_WITHIN`] (see
+/// `Store::finish_task`): one timer per run at a time, not one per task.
+fn commit_soon(ctx: &Arc<RunCtx>) {
+    if ctx.commit_armed.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(COMMIT_WITHIN).await;
+        ctx.commit_armed.store(false, Ordering::Release);
+        ctx.store.commit_pending_results();
+    });
 }
 
 /// Outcomes of the phases that ran.
@@ -191,7 +212,10 @@ impl Phases {
         job: &ItemJob,
         started_ms: EpochMs,
         finished_ms: EpochMs,
+        paths: TaskPaths,
     ) -> (String, String, TaskFinish) {
+        // The files exist once a phase was attempted.
+        let attempted = self.setup.is_some() || self.main.is_some() || self.teardown.is_some();
         let failed = |o: &PhaseOutcome| is_failure(params, &o.result);
         // Task result: a failed setup decides; then main; a failed teardown after a good
         // main decides too.
@@ -267,6 +291,11 @@ impl Phases {
             signal,
             log_truncated: truncated,
             sub_results,
+            paths: if attempted {
+                paths
+            } else {
+                TaskPaths::default()
+            },
         };
         (result, message, finish)
     }
@@ -490,19 +519,14 @@ async fn run_one(
             events.send(ev);
         }) as exec::LiveSink
     };
+    // The store hears of the start only if the phase still runs `COMMIT_WITHIN` later:
+    // a shorter phase's start would be overwritten by its result before either is
+    // committed, so nobody outside could see it anyway. (The result carries the paths.)
+    let spawned = std::sync::OnceLock::<(u32, EpochMs)>::new();
     let on_spawn = |pid: u32| {
         let now = ctx.clock.now_ms();
+        let _ = spawned.set((pid, now));
         ctx.live.lock().unwrap_or_else(|p| p.into_inner()).phase[job.item] = Some(phase);
-        if let Err(e) = ctx.store.task_phase_started(
-            job.task_id,
-            &job.lane,
-            phase.as_str(),
-            now,
-            Some(pid as i32),
-            paths,
-        ) {
-            tracing::error!(run_id = %ctx.run_id, task = %job.def.name, error = %e, "could not record running task");
-        }
         ctx.events.send(RunEvent::TaskState {
             run_id: ctx.run_id.clone(),
             item: job.item as u32,
@@ -514,7 +538,7 @@ async fn run_one(
             ts: now,
         });
     };
-    exec::run_phase(
+    let running = exec::run_phase(
         &cmd,
         &ctx.clock,
         Some(live),
@@ -523,7 +547,26 @@ async fn run_one(
             at: stop_at,
         }),
         on_spawn,
-    )
-    .await
-    .map_err(|e| e.to_string())
+    );
+    tokio::pin!(running);
+    let outcome = tokio::select! {
+        biased;
+        o = &mut running => o,
+        _ = tokio::time::sleep(COMMIT_WITHIN) => {
+            if let Some(&(pid, at)) = spawned.get() {
+                if let Err(e) = ctx.store.task_phase_started(
+                    job.task_id,
+                    &job.lane,
+                    phase.as_str(),
+                    at,
+                    Some(pid as i32),
+                    paths,
+                ) {
+                    tracing::error!(run_id = %ctx.run_id, task = %job.def.name, error = %e, "could not record running task");
+                }
+            }
+            running.await
+        }
+    };
+    outcome.map_err(|e| e.to_string())
 }

@@ -359,6 +359,7 @@ impl RunManager {
             limits: inner.limits.clone(),
             stop: stop_rx.clone(),
             live: state.clone(),
+            commit_armed: Default::default(),
         });
         let driver = Driver {
             inner: inner.clone(),
@@ -499,8 +500,9 @@ fn free_dir_name(taken: Option<&HashSet<String>>, task: &str) -> String {
     name
 }
 
-/// Items per lane whose folders are prepared ahead.
-const PREPARE_AHEAD: usize = 4;
+/// Items per lane whose folders are prepared ahead: twice a batch, so the thread stays
+/// a batch ahead of each lane.
+const PREPARE_AHEAD: usize = 2 * prepare::SEND_BATCH;
 
 impl Driver {
     fn lock(&self) -> std::sync::MutexGuard<'_, LiveRun> {
@@ -550,6 +552,8 @@ impl Driver {
         tracing::info!(run_id = %run_id, "run started");
         self.set_status(RunStatus::Running, None);
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<ItemDone>();
+        // Closes when every started occurrence has written its result.
+        let (writing_tx, mut writing_rx) = mpsc::channel::<()>(1);
         let mut running = 0usize;
         // Stop level seen so far (see `item::STOP_*`).
         let mut stop_level = 0u8;
@@ -559,7 +563,13 @@ impl Driver {
             let stopping = stop_level >= item::STOP_AT_ONCE;
             if !stopping {
                 // After a graceful stop, this starts the teardowns still due.
-                self.schedule(&done_tx, &mut running);
+                let before = running;
+                self.schedule((&done_tx, &writing_tx), &mut running);
+                if running > before {
+                    // Let the new occurrences start their processes before the rest of
+                    // this step (and the last one's result write) is done.
+                    tokio::task::yield_now().await;
+                }
                 self.prepare_ahead();
             } else {
                 self.persist_settled();
@@ -617,6 +627,8 @@ impl Driver {
                 }
             }
         }
+        drop(writing_tx);
+        let _ = writing_rx.recv().await;
         if let Some(p) = self.prep.take() {
             p.finish();
         }
@@ -733,7 +745,11 @@ impl Driver {
     }
 
     /// Start what the plan allows; handle broker answers; persist plan-made results.
-    fn schedule(&mut self, done_tx: &mpsc::UnboundedSender<ItemDone>, running: &mut usize) {
+    fn schedule(
+        &mut self,
+        (done_tx, writing): (&mpsc::UnboundedSender<ItemDone>, &item::ResultWrite),
+        running: &mut usize,
+    ) {
         loop {
             let now = self.inner.clock.now_ms();
             let starts = self.lock().plan.next_starts(now);
@@ -786,7 +802,12 @@ impl Driver {
                             s.started[st.item] = Some(now);
                         }
                         *running += 1;
-                        tokio::spawn(execute_item(self.ctx.clone(), job, done_tx.clone()));
+                        tokio::spawn(execute_item(
+                            self.ctx.clone(),
+                            job,
+                            done_tx.clone(),
+                            writing.clone(),
+                        ));
                     }
                     Grant::Busy { until, reason } => {
                         let out = self.lock().plan.resource_busy(st.item, now, until, &reason);

@@ -29,6 +29,9 @@ struct Job {
     files: Vec<String>,
 }
 
+/// Folders handed to the thread at once.
+pub(crate) const SEND_BATCH: usize = 4;
+
 pub(crate) struct Preparer {
     tx: Option<mpsc::Sender<Msg>>,
     thread: Option<JoinHandle<Vec<PathBuf>>>,
@@ -74,11 +77,12 @@ impl Preparer {
         self.pending.push(Job { dir, files });
     }
 
-    /// Hand what was asked for since the last call to the thread, from a task of its own:
-    /// waking the thread costs a few microseconds, which should not delay the task that
-    /// is about to start.
+    /// Hand what was asked for since the last call to the thread, from a task of its own,
+    /// once there are [`SEND_BATCH`] folders to make: waking the thread costs more than
+    /// the rest of a task's bookkeeping on a busy machine, so it is woken once per batch
+    /// and not once per task. (Fewer than a batch are left to the tasks themselves.)
     pub fn send_pending(&mut self) {
-        if self.pending.is_empty() {
+        if self.pending.len() < SEND_BATCH {
             return;
         }
         if let Some(tx) = self.tx.clone() {

@@ -140,6 +140,9 @@ pub struct TaskFinish {
     pub signal: Option<i32>,
     pub log_truncated: bool,
     pub sub_results: Vec<NewSubResult>,
+    /// The occurrence's files; `None` fields keep what [`Store::task_phase_started`]
+    /// recorded.
+    pub paths: TaskPaths,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -484,7 +487,9 @@ impl Store {
     }
 
     /// A phase of a task occurrence started: record lane, phase, paths and the process
-    /// group (for recovery).
+    /// group (for recovery), and commit. The run calls this only for a phase still
+    /// running a few milliseconds after its start; a shorter one's result carries the
+    /// same facts.
     pub fn task_phase_started(
         &self,
         task_id: i64,
@@ -520,11 +525,11 @@ impl Store {
 
     /// A task occurrence is done: result, timings and sub-results, all or nothing.
     ///
-    /// The write is made at once but its commit waits for the next use of the store:
-    /// normally the next task's start, recorded once that task's process runs, or
-    /// [`Store::commit_pending_results`], which the run calls a few milliseconds later.
-    /// Committing is the costliest part of a task's bookkeeping, and this takes it off
-    /// the path between one task and the next. Reads through this store see the result at
+    /// The write is made at once but its commit waits for the next use of the store
+    /// that commits: [`Store::commit_pending_results`], which the run calls a few
+    /// milliseconds later (one commit for the results of those milliseconds), any read or
+    /// other write, or a phase's start. Committing is the costliest part of a task's
+    /// bookkeeping, and this takes it off the path between one task and the next. Reads through this store see the result at
     /// once; other processes see it at the commit. A console killed in between loses the
     /// results of that moment (recovery marks those tasks Aborted) — at most
     /// a few milliseconds' worth.
@@ -911,7 +916,9 @@ fn update_task_finish(conn: &Connection, task_id: i64, f: &TaskFinish) -> Result
             message = ?5, metadata_json = ?6, raw_result = ?7, run_time = ?8, run_time_delta = ?9,
             started_ms = COALESCE(?10, started_ms), finished_ms = ?11, setup_ms = ?12, main_ms = ?13,
             teardown_ms = ?14, exit_code = ?15, signal = ?16, log_truncated = ?17, pgid = NULL,
-            phase = NULL
+            phase = NULL, task_dir = COALESCE(?18, task_dir), setup_log = COALESCE(?19, setup_log),
+            main_log = COALESCE(?20, main_log), teardown_log = COALESCE(?21, teardown_log),
+            artifacts_dir = COALESCE(?22, artifacts_dir)
          WHERE id = ?1",
     )?
     .execute(params![
@@ -932,6 +939,11 @@ fn update_task_finish(conn: &Connection, task_id: i64, f: &TaskFinish) -> Result
             f.exit_code,
             f.signal,
             f.log_truncated,
+            f.paths.task_dir,
+            f.paths.setup_log,
+            f.paths.main_log,
+            f.paths.teardown_log,
+            f.paths.artifacts_dir,
         ])?;
     Ok(())
 }

@@ -980,7 +980,7 @@ async fn queued_reasons_follow_the_lane_stage() {
 
 /// A task that ends while another still runs has its result committed within moments,
 /// though nothing else is written meanwhile: another process reading the database (the
-/// CLI, a second console) sees it while the run goes on.
+/// CLI, a second console) sees it while the run goes on, and sees the other task running.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_result_is_committed_while_other_tasks_still_run() {
     let f = fx(
@@ -1006,6 +1006,13 @@ async fn a_result_is_committed_while_other_tasks_still_run() {
         let long = tasks.iter().find(|t| t.task == "long").unwrap();
         if started.exists() && quick.result.is_some() {
             seen = Some(long.state);
+            // A phase still running moments after its start is on record with its
+            // process group (for recovery and operators).
+            assert!(long.pgid.is_some(), "long's process group is not on record");
+            assert!(
+                quick.paths.main_log.is_some(),
+                "quick's log is not on record"
+            );
             break;
         }
     }
