@@ -307,12 +307,13 @@ pub async fn run_phase(
     };
     tokio::pin!(exit_fut);
     let out = std::sync::Mutex::new(Output::new(log_file, &cmd.limits, live));
-    let reader = output_reader(reader);
+    let reader = set_nonblocking(reader);
     if let Err(e) = &reader {
         lock(&out).note(&format!("cannot read the phase's output: {e}"));
     }
-    let mut pump = Box::pin(pump(reader.as_ref().ok(), &out));
-    let mut pump_done = reader.is_err();
+    let reader = reader.ok();
+    let mut pump = Box::pin(pump(reader.as_ref(), &out, QUIET_START));
+    let mut pump_done = reader.is_none();
 
     let deadline = cmd.max_runtime.map(|d| tokio::time::Instant::now() + d);
     let mut ended_by = EndedBy::Itself;
@@ -361,11 +362,16 @@ pub async fn run_phase(
     // the group (setsid, a daemon) may still hold the pipe: after a moment, end whatever
     // holds it, it belongs to this phase; stop reading `drain_timeout` after the exit.
     if !pump_done {
+        // Read what is there now; usually the output ends with the process.
+        pump_done = reader.as_ref().is_none_or(|r| lock(&out).read_available(r));
+        pump = Box::pin(self::pump(reader.as_ref(), &out, Duration::ZERO));
+    }
+    if !pump_done {
         let drain = cmd.limits.drain_timeout;
         let first = HOLDER_GRACE.min(drain);
         if tokio::time::timeout(first, &mut pump).await.is_err() {
-            if let Ok(r) = &reader {
-                let n = kill_pipe_holders(r.get_ref());
+            if let Some(r) = &reader {
+                let n = kill_pipe_holders(r);
                 if n > 0 {
                     lock(&out).note(&format!(
                         "killed {n} process(es) that left the phase's process group but kept its output open"
@@ -699,10 +705,8 @@ pub fn cap_string(s: &str, cap: usize) -> String {
     format!("{}… [{} more bytes]", &s[..end], s.len() - end)
 }
 
-/// The read end of a phase's output pipe, non-blocking, on this thread's runtime.
-fn output_reader(
-    reader: std::io::PipeReader,
-) -> std::io::Result<tokio::io::unix::AsyncFd<std::io::PipeReader>> {
+/// The read end of a phase's output pipe, made non-blocking.
+fn set_nonblocking(reader: std::io::PipeReader) -> std::io::Result<std::io::PipeReader> {
     let fd = reader.as_raw_fd();
     // SAFETY: plain fcntl on our own descriptor.
     unsafe {
@@ -711,32 +715,53 @@ fn output_reader(
             return Err(std::io::Error::last_os_error());
         }
     }
-    // SAFETY: the AsyncFd owns the reader, so the descriptor stays open while registered.
-    unsafe {
-        tokio::io::unix::AsyncFd::register_with_interest(reader, tokio::io::Interest::READABLE)
-    }
-    .map_err(std::io::Error::from)
+    Ok(reader)
 }
 
 fn lock<'a, 'l>(out: &'a std::sync::Mutex<Output<'l>>) -> std::sync::MutexGuard<'a, Output<'l>> {
     out.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Read the phase's output until EOF (at once with no reader). Between two reads the
-/// output is not borrowed, so the caller may add notes to the log while this waits.
-/// Buffered log lines are written out once the output is quiet for [`LOG_IDLE`].
+/// How long a phase's output is left in its pipe before it is read as it comes. A phase
+/// that ends sooner is read once, at its end, and its pipe is never watched: most tasks
+/// of a big pack are short, and each wake-up costs more than reading. Live viewers see
+/// a phase's first lines at most this late; 64 KiB fit in the pipe meanwhile.
+const QUIET_START: Duration = Duration::from_millis(5);
+
+/// Read the phase's output as it comes, from `after` on, until EOF (at once with no
+/// reader). Between two reads the output is not borrowed, so the caller may add notes to
+/// the log while this waits. Buffered log lines are written out once the output is quiet
+/// for [`LOG_IDLE`].
 async fn pump(
-    reader: Option<&tokio::io::unix::AsyncFd<std::io::PipeReader>>,
+    reader: Option<&std::io::PipeReader>,
     out: &std::sync::Mutex<Output<'_>>,
+    after: Duration,
 ) {
     let Some(reader) = reader else { return };
+    if !after.is_zero() {
+        tokio::time::sleep(after).await;
+    }
+    // SAFETY: `reader` outlives this registration (it is borrowed for this future's life).
+    let watched = match unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(
+            std::os::fd::AsFd::as_fd(reader),
+            tokio::io::Interest::READABLE,
+        )
+    } {
+        Ok(r) => r,
+        Err(e) => {
+            let e = std::io::Error::from(e);
+            lock(out).note(&format!("cannot watch the phase's output: {e}"));
+            return;
+        }
+    };
     loop {
         let quiet_for = lock(out).w.poll_timeout(-1);
         let ready = if quiet_for < 0 {
-            reader.readable().await
+            watched.readable().await
         } else {
             tokio::select! {
-                r = reader.readable() => r,
+                r = watched.readable() => r,
                 _ = tokio::time::sleep(Duration::from_millis(quiet_for as u64)) => {
                     lock(out).w.idle();
                     continue;
@@ -745,16 +770,9 @@ async fn pump(
         };
         let Ok(mut ready) = ready else { return };
         let mut o = lock(out);
-        let Output { w, buf, line, cap } = &mut *o;
-        match ready.try_io(|r| (&mut r.get_ref()).read(buf)) {
-            Ok(Ok(0)) => return,
-            Ok(Ok(n)) => {
-                w.take_chunk(&buf[..n], line, *cap);
-                // Busy output is read in large pieces; most phases never need them.
-                if n == buf.len() && buf.len() < READ_MAX {
-                    buf.resize(READ_MAX, 0);
-                }
-            }
+        match ready.try_io(|_| o.read_once(reader)) {
+            Ok(Ok(true)) => return,
+            Ok(Ok(false)) => {}
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Ok(Err(_)) => return,
             // Not readable after all: readiness was cleared, wait again.
@@ -795,6 +813,35 @@ impl<'a> Output<'a> {
             buf: vec![0u8; 4096],
             line: Vec::new(),
             cap: limits.line_cap_bytes.max(16),
+        }
+    }
+
+    /// One read of the (non-blocking) pipe into the log; `true` at EOF. `WouldBlock`
+    /// when nothing is there.
+    fn read_once(&mut self, reader: &std::io::PipeReader) -> std::io::Result<bool> {
+        let Output { w, buf, line, cap } = self;
+        let n = (&mut &*reader).read(buf)?;
+        if n == 0 {
+            return Ok(true);
+        }
+        w.take_chunk(&buf[..n], line, *cap);
+        // Busy output is read in large pieces; most phases never need them.
+        if n == buf.len() && buf.len() < READ_MAX {
+            buf.resize(READ_MAX, 0);
+        }
+        Ok(false)
+    }
+
+    /// Read what the pipe holds now; `true` if that reached EOF.
+    fn read_available(&mut self, reader: &std::io::PipeReader) -> bool {
+        loop {
+            match self.read_once(reader) {
+                Ok(true) => return true,
+                Ok(false) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+                Err(_) => return true,
+            }
         }
     }
 

@@ -203,6 +203,13 @@ impl EventOut {
         let _ = self.tx.send(ev);
     }
 
+    /// Send the event `make` builds, if anyone gets events (else it is not built).
+    pub fn send_with(&self, make: impl FnOnce() -> RunEvent) {
+        if self.has_listeners() {
+            self.send(make());
+        }
+    }
+
     /// Whether anyone gets the events (building one can then be skipped).
     pub fn has_listeners(&self) -> bool {
         self.hook.get().is_some() || self.tx.receiver_count() > 0

@@ -152,7 +152,7 @@ pub(crate) async fn execute_item(
             )
         }
     };
-    ctx.events.send(RunEvent::TaskState {
+    ctx.events.send_with(|| RunEvent::TaskState {
         run_id: ctx.run_id.clone(),
         item: job.item as u32,
         task: job.def.name.clone(),
@@ -527,7 +527,7 @@ async fn run_one(
         let now = ctx.clock.now_ms();
         let _ = spawned.set((pid, now));
         ctx.live.lock().unwrap_or_else(|p| p.into_inner()).phase[job.item] = Some(phase);
-        ctx.events.send(RunEvent::TaskState {
+        ctx.events.send_with(|| RunEvent::TaskState {
             run_id: ctx.run_id.clone(),
             item: job.item as u32,
             task: job.def.name.clone(),

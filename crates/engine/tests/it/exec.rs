@@ -561,3 +561,56 @@ async fn live_lines_of_one_read_come_as_one_event() {
     assert_eq!(lines, want);
     assert!(events.len() <= 5, "{} events for 300 lines", events.len());
 }
+
+/// A phase that writes more than its pipe holds before its output is watched (it is read
+/// from `QUIET_START` on, or at the end) neither hangs nor loses a line; a phase that
+/// writes a little and ends at once has it read at its end.
+#[tokio::test]
+async fn output_before_and_at_the_end_of_a_phase_is_all_in_the_log() {
+    let f = fx();
+    let o = run(&cmd(&f, "yes line | head -n 100000\n")).await;
+    assert_eq!(o.result, PASSED);
+    assert_eq!(o.log.lines, 100_000);
+    let log = std::fs::read_to_string(f.dir.join("main.log")).unwrap();
+    assert_eq!(log.lines().count(), 100_000);
+    assert!(log.lines().all(|l| l == "line"));
+
+    let o = run(&cmd(&f, "echo one\necho two >&2\n")).await;
+    assert_eq!(o.log.lines, 2);
+    let log = std::fs::read_to_string(f.dir.join("main.log")).unwrap();
+    assert_eq!(log, "one\ntwo\n");
+}
+
+/// Lines of a phase that keeps running reach live viewers while it runs, not only at
+/// its end.
+#[tokio::test]
+async fn a_running_phase_output_is_live() {
+    let f = fx();
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let sink_seen = seen.clone();
+    let sink: LiveSink = Box::new(move |l| {
+        if let LiveLog::Lines(lines) = l {
+            sink_seen.lock().unwrap().extend(lines);
+        }
+    });
+    let c = cmd(&f, "echo early\nsleep 5\n");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(0u8);
+    let stop = StopSignal {
+        level: stop_rx,
+        at: 1,
+    };
+    let phase =
+        tokio::spawn(async move { run_phase(&c, &clock(), Some(sink), Some(stop), |_| {}).await });
+    let mut live = false;
+    for _ in 0..300 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        if seen.lock().unwrap().iter().any(|l| l == "early") {
+            live = true;
+            break;
+        }
+    }
+    stop_tx.send(1).unwrap();
+    let o = phase.await.unwrap().unwrap();
+    assert!(live, "the first line did not arrive while the phase ran");
+    assert_eq!(o.result, ABORTED);
+}
