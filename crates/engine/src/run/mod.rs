@@ -797,6 +797,9 @@ impl Driver {
                         let mut job = job;
                         job.holdings = holdings;
                         job.dir_name = self.dir_name(&job.lane, &job.def.name);
+                        if let Some(prep) = &mut self.prep {
+                            prep.started(self.ctx.run_dir.join(&job.lane).join(&job.dir_name));
+                        }
                         {
                             let mut s = self.lock();
                             s.started[st.item] = Some(now);
@@ -1255,10 +1258,14 @@ fn build_view(s: &LiveRun, now: EpochMs) -> RunView {
 fn snapshot_pack(src: &Path, to: &Path) -> std::io::Result<()> {
     let root = src.canonicalize()?;
     std::fs::create_dir_all(to)?;
+    let mut made: HashSet<PathBuf> = HashSet::new();
     for rel in pack::hash::pack_files(&root)? {
         let dst = to.join(&rel);
         if let Some(parent) = dst.parent() {
-            std::fs::create_dir_all(parent)?;
+            if !made.contains(parent) {
+                std::fs::create_dir_all(parent)?;
+                made.insert(parent.to_path_buf());
+            }
         }
         std::fs::copy(root.join(&rel), &dst)?;
     }

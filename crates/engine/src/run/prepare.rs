@@ -37,6 +37,8 @@ pub(crate) struct Preparer {
     thread: Option<JoinHandle<Vec<PathBuf>>>,
     /// Plan items asked for.
     asked: HashSet<usize>,
+    /// Folders in use by occurrences that started (those need no look at the end).
+    used: HashSet<PathBuf>,
     /// Asked for but not yet handed to the thread.
     pending: Vec<Job>,
 }
@@ -63,6 +65,7 @@ impl Preparer {
             tx: Some(tx),
             thread: Some(thread),
             asked: HashSet::new(),
+            used: HashSet::new(),
             pending: Vec::new(),
         })
     }
@@ -75,6 +78,11 @@ impl Preparer {
         }
         let (dir, files) = job();
         self.pending.push(Job { dir, files });
+    }
+
+    /// An occurrence started in `dir`: if that folder was made here, it is in use.
+    pub fn started(&mut self, dir: PathBuf) {
+        self.used.insert(dir);
     }
 
     /// Hand what was asked for since the last call to the thread, from a task of its own,
@@ -94,7 +102,7 @@ impl Preparer {
     }
 
     /// Wait for the thread and remove what was prepared for occurrences that never started
-    /// (only empty files and empty folders are removed).
+    /// or started elsewhere (only empty files and empty folders are removed).
     pub fn finish(mut self) {
         if let Some(tx) = self.tx.take() {
             let _ = tx.send(Msg::Finish);
@@ -102,8 +110,8 @@ impl Preparer {
         let Some(made) = self.thread.take().and_then(|t| t.join().ok()) else {
             return;
         };
-        for dir in made {
-            remove_if_unused(&dir);
+        for dir in made.iter().filter(|d| !self.used.contains(*d)) {
+            remove_if_unused(dir);
         }
     }
 }
