@@ -21,6 +21,12 @@ use crate::clock::{Clock, EpochMs};
 pub struct BookConfig {
     /// How long after `available_from` a pre-reservation may be claimed.
     pub claim_grace_ms: i64,
+    /// A claim this soon after its window's start is on time: it gets the window as
+    /// booked. Later ones are late (kissats): they need their whole duration from the
+    /// claim and are booked anew when that is not free. Without this, two holders whose
+    /// windows follow each other and who both wake a few milliseconds late (as every
+    /// program does) push each other back forever.
+    pub on_time_ms: i64,
     /// How long a lapsed pre-reservation id is remembered, so that a late claim on it
     /// still gets a new pre-reservation instead of "unknown id".
     pub lapsed_memory_ms: i64,
@@ -30,6 +36,7 @@ impl Default for BookConfig {
     fn default() -> Self {
         Self {
             claim_grace_ms: 60_000,
+            on_time_ms: 1_000,
             lapsed_memory_ms: 3_600_000,
         }
     }
@@ -599,7 +606,7 @@ impl Book {
                 available_from: e.start,
             });
         }
-        if now == e.start {
+        if now <= e.start.saturating_add(self.cfg.on_time_ms) {
             return Ok(ClaimOutcome::Claimed(self.claimed(id.0, now)));
         }
         // Late: the holder still needs the whole duration, from now.

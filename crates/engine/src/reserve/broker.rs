@@ -11,8 +11,8 @@
 //!   kept while a later task of the lane still needs it.
 //! - `custom_*` behave as their base mode here (the ordering hook belongs to the plan).
 //!
-//! A task that cannot have everything gets nothing (what it got is given back) and a
-//! `Busy` answer with the time the missing resource frees up, which sends it to the
+//! A task that cannot have everything gets nothing (what it got is given back, its lane's
+//! DUT too if this attempt took it) and a `Busy` answer with the time the missing resource frees up, which sends it to the
 //! plan's delay queue. Every claim is a lease renewed by a background thread while the
 //! run lives; a killed console stops renewing and the lab gets its resources back at the
 //! lease's end.
@@ -439,7 +439,10 @@ impl ResourceBroker for BookBroker {
                         Ok(_) => {}
                     }
                 }
-                // The lane's DUT first.
+                // The lane's DUT first. Taken by this attempt, it is given back with the
+                // rest if the task cannot start: a lane waiting for a resource must not sit
+                // on a DUT another run's lane is waiting for (hold and wait deadlocks).
+                let mut dut_fresh: Option<ResId> = None;
                 if lane.dut.is_none() {
                     if let Some(d) = needs.dut.filter(|d| b.has_resource(&d.name)) {
                         if lab
@@ -460,7 +463,10 @@ impl ResourceBroker for BookBroker {
                         )
                         .map_err(|e| e.to_string())?
                         {
-                            Ok(h) => lane.dut = Some(h),
+                            Ok(h) => {
+                                dut_fresh = Some(h.id);
+                                lane.dut = Some(h);
+                            }
                             Err(busy) => return Ok(Err(busy)),
                         }
                     }
@@ -557,6 +563,10 @@ impl ResourceBroker for BookBroker {
                 }
                 if let Some(busy) = busy {
                     // All or nothing: give back what this attempt took.
+                    if let Some(id) = dut_fresh {
+                        release_quietly(b, id);
+                        lane.dut = None;
+                    }
                     for id in fresh {
                         release_quietly(b, id);
                         lane.pooled

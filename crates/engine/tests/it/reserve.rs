@@ -167,6 +167,26 @@ fn late_claim_keeps_full_duration_when_free_and_rebooks_when_not() {
     }
 }
 
+/// A claim a moment after its window's start (a program's wake-up latency) keeps the
+/// window as booked, even when the next booking follows right after it.
+#[test]
+fn a_claim_just_after_the_start_is_on_time() {
+    let (clock, mut b) = book();
+    let t = clock_now(&clock);
+    let a = b
+        .request(Request::new("ir_blaster", op("ann"), 10_000))
+        .unwrap();
+    b.request(Request::new("ir_blaster", op("bob"), 10_000).at(t + 10_000))
+        .unwrap();
+    clock.advance(b.config().on_time_ms);
+    let r = claimed(b.claim(a.id).unwrap());
+    assert_eq!(
+        r.expire_time,
+        t + 10_000,
+        "the booked window, not a later one"
+    );
+}
+
 fn clock_now(c: &ManualClock) -> i64 {
     use testbay_engine::clock::Clock;
     c.now_ms()
@@ -559,9 +579,12 @@ fn prop_specs() -> Vec<ResourceSpec> {
         .collect()
 }
 
+const PROP_ON_TIME: i64 = 3;
+
 fn prop_book(clock: &ManualClock) -> Book {
     let cfg = BookConfig {
         claim_grace_ms: 10,
+        on_time_ms: PROP_ON_TIME,
         lapsed_memory_ms: 50,
     };
     Book::with_config(Arc::new(clock.clone()), cfg, prop_specs()).unwrap()
@@ -767,7 +790,9 @@ fn run_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     (Some(m), Ok(ClaimOutcome::Claimed(r))) => {
                         prop_assert!(!claimed.contains_key(&id) && now >= m.start);
                         let dur = m.end - m.start;
-                        if now > m.start {
+                        // On time: the window as booked; late: the whole duration from now.
+                        let late = now > m.start + PROP_ON_TIME;
+                        if late {
                             prop_assert!(window_fits(
                                 &model,
                                 m.res,
@@ -778,7 +803,7 @@ fn run_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
                             ));
                         }
                         let lease = leases[&id];
-                        let start = now.max(m.start);
+                        let start = if late { now } else { m.start };
                         let until = lease.map_or(start + dur, |l| (now + l).min(start + dur));
                         prop_assert_eq!((r.expire_time, r.lease_until), (start + dur, until));
                         model.insert(
@@ -801,7 +826,7 @@ fn run_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         }),
                     ) => {
                         let dur = m.end - m.start;
-                        prop_assert!(now > m.start);
+                        prop_assert!(now > m.start + PROP_ON_TIME);
                         prop_assert!(!window_fits(
                             &model,
                             m.res,
