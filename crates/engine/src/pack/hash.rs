@@ -41,13 +41,27 @@ pub fn pack_files(root: &Path) -> io::Result<Vec<PathBuf>> {
 
 /// sha256 (hex) over each file's relative path, length and contents, in path order.
 pub fn content_hash(root: &Path) -> io::Result<String> {
-    let mut h = Sha256::new();
+    let mut h = ContentHash::default();
     for rel in pack_files(root)? {
-        let bytes = std::fs::read(root.join(&rel))?;
-        h.update(rel.to_string_lossy().as_bytes());
-        h.update([0u8]);
-        h.update((bytes.len() as u64).to_le_bytes());
-        h.update(&bytes);
+        h.add(&rel, &std::fs::read(root.join(&rel))?);
     }
-    Ok(hex::encode(h.finalize()))
+    Ok(h.finish())
+}
+
+/// [`content_hash`] built file by file, for who reads the files anyway.
+#[derive(Default)]
+pub struct ContentHash(Sha256);
+
+impl ContentHash {
+    /// The next file, in [`pack_files`] order.
+    pub fn add(&mut self, rel: &Path, bytes: &[u8]) {
+        self.0.update(rel.to_string_lossy().as_bytes());
+        self.0.update([0u8]);
+        self.0.update((bytes.len() as u64).to_le_bytes());
+        self.0.update(bytes);
+    }
+
+    pub fn finish(self) -> String {
+        hex::encode(self.0.finalize())
+    }
 }

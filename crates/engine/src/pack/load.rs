@@ -23,6 +23,15 @@ use crate::doc::{self, did_you_mean, Located};
 
 /// Load and check the pack in `dir`, reporting every problem at once.
 pub fn load(dir: &Path) -> Result<LoadedPack, PackErrors> {
+    load_with_hash(dir, None)
+}
+
+/// [`load`], with the content hash already known (a snapshot hashes what it copies, so
+/// the files need not be read again).
+pub(crate) fn load_with_hash(
+    dir: &Path,
+    known_hash: Option<String>,
+) -> Result<LoadedPack, PackErrors> {
     let mut diags = Vec::new();
     let fail = |diags: Vec<Diagnostic>, name: Option<String>, version: Option<String>| PackErrors {
         dir: dir.to_path_buf(),
@@ -69,7 +78,11 @@ pub fn load(dir: &Path) -> Result<LoadedPack, PackErrors> {
         return Err(fail(diags, name, version));
     }
     let pack = pack.expect("no diagnostics means pack.yaml loaded");
-    let content_hash = match super::hash::content_hash(&root) {
+    let hashed = match known_hash {
+        Some(h) => Ok(h),
+        None => super::hash::content_hash(&root),
+    };
+    let content_hash = match hashed {
         Ok(h) => h,
         Err(e) => {
             return Err(fail(

@@ -13,6 +13,7 @@ use std::path::PathBuf;
 
 use crate::diag::Diagnostic;
 pub use library::{discover, Library, LibraryChange, PackEntry};
+pub(crate) use load::load_with_hash;
 pub use load::{find_on_path, load, prereq_cycles};
 pub use model::*;
 

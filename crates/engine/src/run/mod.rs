@@ -182,19 +182,22 @@ impl RunManager {
         let src = PathBuf::from(&req.pack_dir);
         // Copy first, then load the copy: what is checked is exactly what runs. A broken
         // pack is reported against its own files and leaves no run folder behind.
-        if let Err(source) = snapshot_pack(&src, &snapshot) {
-            let _ = std::fs::remove_dir_all(&run_dir);
-            if !src.is_dir() {
-                // Not a pack folder at all: let the loader say so, naming the path given.
-                pack::load(&src)?;
+        let hash = match snapshot_pack(&src, &snapshot) {
+            Ok(h) => h,
+            Err(source) => {
+                let _ = std::fs::remove_dir_all(&run_dir);
+                if !src.is_dir() {
+                    // Not a pack folder at all: let the loader say so, naming the path given.
+                    pack::load(&src)?;
+                }
+                return Err(RunError::Snapshot {
+                    dir: src.clone(),
+                    to: snapshot.clone(),
+                    source,
+                });
             }
-            return Err(RunError::Snapshot {
-                dir: src.clone(),
-                to: snapshot.clone(),
-                source,
-            });
-        }
-        let loaded = match pack::load(&snapshot) {
+        };
+        let loaded = match pack::load_with_hash(&snapshot, Some(hash)) {
             Ok(p) => p,
             Err(mut e) => {
                 let _ = std::fs::remove_dir_all(&run_dir);
@@ -1254,11 +1257,13 @@ fn build_view(s: &LiveRun, now: EpochMs) -> RunView {
     }
 }
 
-/// Copy the pack's files (those its content hash covers) into `to`.
-fn snapshot_pack(src: &Path, to: &Path) -> std::io::Result<()> {
+/// Copy the pack's files (those its content hash covers) into `to`; the content hash of
+/// what was copied.
+fn snapshot_pack(src: &Path, to: &Path) -> std::io::Result<String> {
     let root = src.canonicalize()?;
     std::fs::create_dir_all(to)?;
     let mut made: HashSet<PathBuf> = HashSet::new();
+    let mut hash = pack::hash::ContentHash::default();
     for rel in pack::hash::pack_files(&root)? {
         let dst = to.join(&rel);
         if let Some(parent) = dst.parent() {
@@ -1267,12 +1272,19 @@ fn snapshot_pack(src: &Path, to: &Path) -> std::io::Result<()> {
                 made.insert(parent.to_path_buf());
             }
         }
-        std::fs::copy(root.join(&rel), &dst)?;
+        let mut from = std::fs::File::open(root.join(&rel))?;
+        let permissions = from.metadata()?.permissions();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut from, &mut bytes)?;
+        hash.add(&rel, &bytes);
+        let mut copy = std::fs::File::create(&dst)?;
+        std::io::Write::write_all(&mut copy, &bytes)?;
+        // Programs stay programs.
+        copy.set_permissions(permissions)?;
     }
-    Ok(())
+    Ok(hash.finish())
 }
 
-/// `r20261121-195500-3f9a`: UTC date-time of launch plus 4 random hex digits.
 pub fn new_run_id(now: EpochMs) -> String {
     let secs = now.div_euclid(1000);
     let days = secs.div_euclid(86_400);
