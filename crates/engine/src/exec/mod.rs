@@ -832,9 +832,10 @@ impl<'a> Output<'a> {
         Ok(false)
     }
 
-    /// Read what the pipe holds now; `true` if that reached EOF.
+    /// Read what the pipe holds now, a pipe's worth at most (a process still writing is
+    /// left to the watched reading and its drain timeout); `true` if that reached EOF.
     fn read_available(&mut self, reader: &std::io::PipeReader) -> bool {
-        loop {
+        for _ in 0..16 {
             match self.read_once(reader) {
                 Ok(true) => return true,
                 Ok(false) => {}
@@ -843,6 +844,7 @@ impl<'a> Output<'a> {
                 Err(_) => return true,
             }
         }
+        false
     }
 
     /// A line of the console's own in the log (`[testbay] ...`).

@@ -614,3 +614,34 @@ async fn a_running_phase_output_is_live() {
     assert!(live, "the first line did not arrive while the phase ran");
     assert_eq!(o.result, ABORTED);
 }
+
+/// A process that left the phase's group and floods its output after the phase's own
+/// process ended is still cut off: the phase ends, the flooder is killed.
+#[tokio::test]
+async fn an_escaped_flood_does_not_hold_the_phase_open() {
+    let f = fx();
+    let c = cmd(
+        &f,
+        "setsid bash -c 'echo $$ > \"$TESTBAY_ARTIFACTS/escaped.pid\"; exec yes flood' &\nsleep 0.2\necho leader-done\n",
+    );
+    let started = std::time::Instant::now();
+    let o = run(&c).await;
+    assert_eq!(o.result, PASSED);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the phase was held open for {:?}",
+        started.elapsed()
+    );
+    let pid: i32 = std::fs::read_to_string(f.dir.join("artifacts/escaped.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    for _ in 0..100 {
+        if !pid_alive(pid) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(!pid_alive(pid), "escaped flooder {pid} survived");
+}
