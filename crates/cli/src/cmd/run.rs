@@ -409,18 +409,21 @@ async fn drive(
                 _ => {}
             },
             _ = tick.tick() => refresh_bars(&out, &mgr, &run_id),
-            _ = tokio::signal::ctrl_c(), if interrupts < 2 => {
+            _ = tokio::signal::ctrl_c() => {
                 interrupts += 1;
-                let _ = mgr.stop(&run_id);
-                if interrupts == 1 {
-                    eprintln!("stopping run {run_id}: teardowns still run (Ctrl-C again to stop them too)");
-                } else {
-                    eprintln!("stopping run {run_id} at once (Ctrl-C again to leave without waiting)");
-                    tokio::spawn(async {
-                        let _ = tokio::signal::ctrl_c().await;
-                        std::process::exit(130);
-                    });
+                match interrupts {
+                    1 => eprintln!("stopping run {run_id}: teardowns still run (Ctrl-C again to stop them too)"),
+                    2 => eprintln!("stopping run {run_id} at once (Ctrl-C again to leave without waiting)"),
+                    _ => {
+                        // Leave: what is stored stays stored (the results of the last
+                        // moments are committed now); the task processes die with this
+                        // process, and the next start marks the run interrupted.
+                        store.commit_pending_results();
+                        eprintln!("left run {run_id} without waiting; the next start marks it interrupted");
+                        return Ok(130);
+                    }
                 }
+                let _ = mgr.stop(&run_id);
             }
         }
     };

@@ -520,6 +520,81 @@ fn ctrl_c_stops_gracefully() {
     assert!(stdout.contains("Aborted"), "{stdout}");
 }
 
+/// A third Ctrl-C leaves at once, even while a task ignores SIGTERM: exit status 130,
+/// the task dies with the console, what finished before stays stored and the next start
+/// marks the run interrupted.
+#[test]
+fn third_ctrl_c_leaves_at_once_and_keeps_what_was_stored() {
+    let f = fx();
+    let marker = f.root.join("marker");
+    std::fs::create_dir_all(&marker).unwrap();
+    let pack = f.pack(
+        "left",
+        "name: left\nversion: '1'\ngroups:\n  g:\n    tests: [quick, stubborn]\n",
+        &[
+            ("quick", "", "exit 0\n"),
+            (
+                "stubborn",
+                "",
+                &format!(
+                    "trap '' TERM\necho $$ > {m}/stubborn.tmp\nmv {m}/stubborn.tmp {m}/stubborn\nwhile true; do sleep 0.1; done\n",
+                    m = marker.display()
+                ),
+            ),
+        ],
+    );
+    let console = bin()
+        .arg("--data-dir")
+        .arg(&f.data)
+        .args(["run", pack.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid: i32 = wait_for_file(&marker.join("stubborn"))
+        .trim()
+        .parse()
+        .unwrap();
+    for _ in 0..3 {
+        unsafe { libc::kill(console.id() as i32, libc::SIGINT) };
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let out = console.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("left run"),
+        "{}",
+        text(&out.stderr)
+    );
+    for _ in 0..200 {
+        if !alive(pid) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(!alive(pid), "the task outlived the console");
+    let page: Value = serde_json::from_slice(&f.testbay(&["results", "--json"]).stdout).unwrap();
+    let run = &page["runs"][0];
+    assert_eq!(run["status"], "interrupted");
+    let tree: Value = serde_json::from_slice(
+        &f.testbay(&["results", run["id"].as_str().unwrap(), "--json"])
+            .stdout,
+    )
+    .unwrap();
+    let result = |name: &str| {
+        tree["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["task"] == name)
+            .map(|t| t["result"].as_str().unwrap_or("").to_string())
+            .unwrap()
+    };
+    assert_eq!(result("quick"), "Passed");
+    assert_eq!(result("stubborn"), "Aborted");
+}
+
 /// A run reserves its DUT and resources in the lab's book, which it owns while it runs. A
 /// second `testbay run` on the same data dir cannot reserve: it is refused, naming the
 /// owner, unless `--no-reserve` (said on stderr); a run that needs nothing reserved goes.
