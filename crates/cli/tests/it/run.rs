@@ -1,6 +1,7 @@
 //! `testbay run`, `results` and `export` as a user runs them: the real binary, real child
 //! processes, a real data dir.
 
+use std::collections::HashMap;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -299,6 +300,47 @@ fn alive(pid: i32) -> bool {
     }
 }
 
+/// `testbay run PACK` in the background, its output captured (for Ctrl-C tests).
+fn start_run(f: &Fx, pack: &Path) -> std::process::Child {
+    bin()
+        .arg("--data-dir")
+        .arg(&f.data)
+        .args(["run", pack.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Whether `pid` is gone within two seconds.
+fn ends_soon(pid: i32) -> bool {
+    for _ in 0..200 {
+        if !alive(pid) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
+/// Result of each task of stored run `id`, by task name (`testbay results ID --json`).
+fn results_by_task(f: &Fx, id: &str) -> HashMap<String, String> {
+    let tree: Value =
+        serde_json::from_slice(&f.testbay(&["results", id, "--json"]).stdout).unwrap();
+    tree["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["task"].as_str().unwrap().to_string(),
+                t["result"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
 fn wait_for_file(p: &Path) -> String {
     for _ in 0..1000 {
         if let Ok(s) = std::fs::read_to_string(p) {
@@ -351,13 +393,10 @@ fn killed_console_takes_its_tasks_down_and_is_recovered() {
     assert!(alive(child) && alive(grandchild));
     console.kill().unwrap(); // SIGKILL
     console.wait().unwrap();
-    for _ in 0..200 {
-        if !alive(child) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    assert!(!alive(child), "task process {child} outlived the console");
+    assert!(
+        ends_soon(child),
+        "task process {child} outlived the console"
+    );
 
     // The next start recovers: run interrupted, leftovers killed.
     let out = f.testbay(&["results", "--json"]);
@@ -379,29 +418,14 @@ fn killed_console_takes_its_tasks_down_and_is_recovered() {
         !lane.join("never").exists(),
         "prepared folder of a task that never ran"
     );
-    for _ in 0..200 {
-        if !alive(grandchild) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
     assert!(
-        !alive(grandchild),
+        ends_soon(grandchild),
         "grandchild {grandchild} survived recovery"
     );
-    let tree: Value =
-        serde_json::from_slice(&f.testbay(&["results", id, "--json"]).stdout).unwrap();
-    let tasks = tree["tasks"].as_array().unwrap();
-    let result = |name: &str| {
-        tasks
-            .iter()
-            .find(|t| t["task"] == name)
-            .map(|t| t["result"].as_str().unwrap_or("").to_string())
-            .unwrap()
-    };
-    assert_eq!(result("quick"), "Passed");
-    assert_eq!(result("slow"), "Aborted");
-    assert_eq!(result("never"), "Aborted");
+    let result = results_by_task(&f, id);
+    assert_eq!(result["quick"], "Passed");
+    assert_eq!(result["slow"], "Aborted");
+    assert_eq!(result["never"], "Aborted");
     // Recovery is done once; a second start finds nothing to do.
     let again = f.testbay(&["results"]);
     assert!(!text(&again.stderr).contains("marked interrupted"));
@@ -497,15 +521,7 @@ fn ctrl_c_stops_gracefully() {
             ),
         ],
     );
-    let console = bin()
-        .arg("--data-dir")
-        .arg(&f.data)
-        .args(["run", pack.to_str().unwrap()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let console = start_run(&f, &pack);
     wait_for_file(&marker.join("slow"));
     unsafe { libc::kill(console.id() as i32, libc::SIGINT) };
     let out = console.wait_with_output().unwrap();
@@ -543,15 +559,7 @@ fn third_ctrl_c_leaves_at_once_and_keeps_what_was_stored() {
             ),
         ],
     );
-    let console = bin()
-        .arg("--data-dir")
-        .arg(&f.data)
-        .args(["run", pack.to_str().unwrap()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let console = start_run(&f, &pack);
     let pid: i32 = wait_for_file(&marker.join("stubborn"))
         .trim()
         .parse()
@@ -567,32 +575,13 @@ fn third_ctrl_c_leaves_at_once_and_keeps_what_was_stored() {
         "{}",
         text(&out.stderr)
     );
-    for _ in 0..200 {
-        if !alive(pid) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    assert!(!alive(pid), "the task outlived the console");
+    assert!(ends_soon(pid), "the task outlived the console");
     let page: Value = serde_json::from_slice(&f.testbay(&["results", "--json"]).stdout).unwrap();
     let run = &page["runs"][0];
     assert_eq!(run["status"], "interrupted");
-    let tree: Value = serde_json::from_slice(
-        &f.testbay(&["results", run["id"].as_str().unwrap(), "--json"])
-            .stdout,
-    )
-    .unwrap();
-    let result = |name: &str| {
-        tree["tasks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|t| t["task"] == name)
-            .map(|t| t["result"].as_str().unwrap_or("").to_string())
-            .unwrap()
-    };
-    assert_eq!(result("quick"), "Passed");
-    assert_eq!(result("stubborn"), "Aborted");
+    let result = results_by_task(&f, run["id"].as_str().unwrap());
+    assert_eq!(result["quick"], "Passed");
+    assert_eq!(result["stubborn"], "Aborted");
 }
 
 /// A run reserves its DUT and resources in the lab's book, which it owns while it runs. A

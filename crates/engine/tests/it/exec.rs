@@ -59,6 +59,26 @@ fn pid_alive(pid: i32) -> bool {
     }
 }
 
+/// The pid a task wrote to `file`.
+fn pid_in(file: &std::path::Path) -> i32 {
+    std::fs::read_to_string(file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Whether `pid` is gone within two seconds.
+fn ends_soon(pid: i32) -> bool {
+    for _ in 0..100 {
+        if !pid_alive(pid) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
 fn rss_kib() -> u64 {
     let s = std::fs::read_to_string("/proc/self/status").unwrap();
     s.lines()
@@ -277,18 +297,8 @@ async fn processes_left_behind_end_with_the_phase() {
     );
     let o = run(&c).await;
     assert_eq!(o.result, PASSED);
-    let bg: i32 = std::fs::read_to_string(f.dir.join("artifacts/bg.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    for _ in 0..50 {
-        if !pid_alive(bg) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(!pid_alive(bg), "background process {bg} survived its phase");
+    let bg = pid_in(&f.dir.join("artifacts/bg.pid"));
+    assert!(ends_soon(bg), "background process {bg} survived its phase");
 }
 
 #[tokio::test]
@@ -426,18 +436,8 @@ async fn escaped_process_holding_the_output_ends_with_the_phase() {
         started.elapsed() < Duration::from_secs(2),
         "waited for the drain timeout"
     );
-    let pid: i32 = std::fs::read_to_string(f.dir.join("artifacts/escaped.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    for _ in 0..100 {
-        if !pid_alive(pid) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    assert!(!pid_alive(pid), "escaped process {pid} survived");
+    let pid = pid_in(&f.dir.join("artifacts/escaped.pid"));
+    assert!(ends_soon(pid), "escaped process {pid} survived");
     let log = std::fs::read_to_string(f.dir.join("main.log")).unwrap();
     assert!(
         log.contains("from-escapee") && log.contains("leader-done"),
@@ -632,16 +632,6 @@ async fn an_escaped_flood_does_not_hold_the_phase_open() {
         "the phase was held open for {:?}",
         started.elapsed()
     );
-    let pid: i32 = std::fs::read_to_string(f.dir.join("artifacts/escaped.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    for _ in 0..100 {
-        if !pid_alive(pid) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    assert!(!pid_alive(pid), "escaped flooder {pid} survived");
+    let pid = pid_in(&f.dir.join("artifacts/escaped.pid"));
+    assert!(ends_soon(pid), "escaped flooder {pid} survived");
 }
