@@ -182,16 +182,20 @@ fn main() {
     // Rounds of bare / sequential / bare / process_limit 2 / exec only: each variant is
     // compared with the bare spawns of its own round, and the figures are the median and
     // the best round, so a busy neighbour on the machine shows as spread, not as overhead.
+    // A round's bare figure is the mean of its two bare loops, which run just before and
+    // just after the sequential run: drift cancels. (Taking the faster of the two, as this
+    // bench once did, compares one noisy sample with the best of two and so reports the
+    // host's noise as overhead; that figure is printed too.)
     let per = |d: Duration| ms(d) / n as f64;
-    let mut rows: Vec<[f64; 8]> = Vec::new();
+    let mut rows: Vec<[f64; 9]> = Vec::new();
     for r in 0..rounds {
         let (b1, cb1) = timed(|| bare_spawns(n));
         let (t_seq, c_seq) = timed(|| engine_run(&root.join(format!("round{r}")), &seq));
         let (b2, cb2) = timed(|| bare_spawns(n));
         let (t_par, c_par) = timed(|| engine_run(&root.join(format!("round{r}")), &par));
         let (t_exec, c_exec) = timed(|| exec_only(root, n));
-        let bare = per(b1.min(b2));
-        let c_bare = per(cb1.min(cb2));
+        let bare = per((b1 + b2) / 2);
+        let c_bare = per((cb1 + cb2) / 2);
         rows.push([
             bare,
             per(t_seq),
@@ -201,6 +205,7 @@ fn main() {
             per(c_seq),
             per(c_par),
             per(c_exec),
+            per(b1.min(b2)),
         ]);
         eprintln!(
             "  round {}: bare {bare:.3}, sequential {:.3} ({:+.3}), process_limit 2 {:.3} ({:+.3}) ms/task",
@@ -214,7 +219,7 @@ fn main() {
     let col = |i: usize| rows.iter().map(|r| r[i]).collect::<Vec<f64>>();
     let diff = |i: usize, base: usize| rows.iter().map(|r| r[i] - r[base]).collect::<Vec<f64>>();
     let min = |v: Vec<f64>| v.into_iter().fold(f64::INFINITY, f64::min);
-    println!("tasks: {n}, rounds: {rounds} (figures: median of the rounds; in brackets, best of the variant minus best bare)");
+    println!("tasks: {n}, rounds: {rounds} (figures: median of the rounds, each against the mean of its two bare loops; in brackets, best of the variant minus best bare)");
     println!(
         "bare spawn of /bin/true:            {:.3} ms/task [{:.3}]",
         median(col(0)),
@@ -233,6 +238,10 @@ fn main() {
             median(rows.iter().map(|r| r[i] / r[0]).collect())
         );
     }
+    println!(
+        "engine, sequential, against the faster bare loop of each round: overhead {:+.3} ms/task",
+        median(diff(1, 8))
+    );
     println!("CPU time of this process (children excluded) above the bare loop's, per task; steadier than wall time on a busy machine:");
     println!(
         "  exec::run_phase {:+.3} ms; engine sequential {:+.3} ms; engine process_limit 2 {:+.3} ms",
