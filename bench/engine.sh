@@ -5,14 +5,16 @@
 # Each round runs the bare loop and the engine variants back to back; the figures are the
 # median over the rounds and the best round, so a busy machine shows as spread. The data
 # directory lives under $TMPDIR: creating files costs very different amounts on tmpfs,
-# ext4 with a journal and ext4 without one (this VM's /tmp), so compare them with e.g.
+# ext4 with a journal and ext4 without one (this VM's /tmp, where creating files right
+# after many deletions is slow and varies run to run), so compare them with e.g.
 #   TMPDIR=/dev/shm bench/engine.sh
+# ROUNDS=9 steadies the medians on a noisy machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N="${N:-500}"
 ROUNDS="${ROUNDS:-5}"
 TARGET="${CARGO_TARGET_DIR:-target}"
-echo "machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg); TMPDIR=${TMPDIR:-/tmp}"
+echo "machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg); TMPDIR=${TMPDIR:-/tmp} ($(stat -f -c %T "${TMPDIR:-/tmp}"))"
 cargo build --release -q -p testbay-cli --bin testbay
 cargo build --release -q -p testbay-engine --example engine_bench
 "$TARGET/release/examples/engine_bench" --tasks "$N" --rounds "$ROUNDS" --testbay "$TARGET/release/testbay"
