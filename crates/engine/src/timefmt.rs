@@ -5,29 +5,25 @@ use crate::clock::EpochMs;
 
 /// `2026-11-21 19:55:00Z` for an epoch-ms time.
 pub fn fmt_ms(ms: EpochMs) -> String {
-    let secs = ms.div_euclid(1000);
-    let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}Z",
-        sod / 3600,
-        (sod / 60) % 60,
-        sod % 60
-    )
+    let (y, m, d, h, mi, s) = utc_fields(ms);
+    format!("{y:04}-{m:02}-{d:02} {h:02}:{mi:02}:{s:02}Z")
 }
 
 /// `2026-11-21T19:55:00.123Z` (ISO 8601, milliseconds), for reports and exports.
 pub fn format_utc(ms: EpochMs) -> String {
+    let (y, m, d, h, mi, s) = utc_fields(ms);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{:03}Z",
+        ms.rem_euclid(1000)
+    )
+}
+
+/// Year, month, day, hour, minute and second (UTC) of an epoch-ms time.
+fn utc_fields(ms: EpochMs) -> (i64, u32, u32, i64, i64, i64) {
     let secs = ms.div_euclid(1000);
     let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        sod / 3600,
-        (sod / 60) % 60,
-        sod % 60,
-        ms.rem_euclid(1000)
-    )
+    (y, m, d, sod / 3600, (sod / 60) % 60, sod % 60)
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).

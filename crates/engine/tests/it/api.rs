@@ -6,9 +6,8 @@ use testbay_engine::api::{
     parse_request, Console, ConsolePaths, ErrorCode, Event, Request, Response,
 };
 use testbay_engine::outcome::RunStatus;
-use testbay_engine::run::RunEvent;
 
-use crate::support::write;
+use crate::support::{run_end, write};
 
 /// A library with a good pack (`hello`: one group, a task printing 3 lines without a final
 /// newline) and a broken one (`oops`: an unknown key).
@@ -143,21 +142,7 @@ async fn launch_run_follow_read_log_and_export() {
     .unwrap() else {
         panic!()
     };
-    loop {
-        let ev = tokio::time::timeout(std::time::Duration::from_secs(30), events.recv())
-            .await
-            .unwrap()
-            .unwrap();
-        if let Event::Run(RunEvent::RunStatus {
-            status, run_id: id, ..
-        }) = ev
-        {
-            if id == run_id && status.is_finished() {
-                assert_eq!(status, RunStatus::Completed);
-                break;
-            }
-        }
-    }
+    assert_eq!(run_end(&mut events, &run_id).await, RunStatus::Completed);
     let e = call(&c, &format!(r#"{{"cmd":"stop_run","run_id":"{run_id}"}}"#))
         .await
         .unwrap_err();

@@ -6,11 +6,10 @@ use std::path::Path;
 use base64::Engine as _;
 use testbay_engine::api::files::MAX_READ_FILE;
 use testbay_engine::api::{
-    parse_request, ApiError, Console, ConsolePaths, ErrorCode, Event, FileContent, Response,
+    parse_request, ApiError, Console, ConsolePaths, ErrorCode, FileContent, Response,
 };
-use testbay_engine::run::RunEvent;
 
-use crate::support::write;
+use crate::support::{run_end, write};
 
 async fn read_file(c: &Console, run_id: &str, path: &str) -> Result<FileContent, ApiError> {
     let req = serde_json::json!({"cmd": "read_file", "run_id": run_id, "path": path});
@@ -61,20 +60,7 @@ async fn finished_run(dir: &Path) -> (Console, String) {
     let Response::Launch { run_id } = c.dispatch(req).await.unwrap() else {
         panic!()
     };
-    loop {
-        let ev = tokio::time::timeout(std::time::Duration::from_secs(30), events.recv())
-            .await
-            .unwrap()
-            .unwrap();
-        if let Event::Run(RunEvent::RunStatus {
-            status, run_id: id, ..
-        }) = ev
-        {
-            if id == run_id && status.is_finished() {
-                break;
-            }
-        }
-    }
+    run_end(&mut events, &run_id).await;
     (c, run_id)
 }
 
