@@ -2,7 +2,6 @@
 //! the outcome, tell the driver.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,8 +50,6 @@ pub(crate) struct RunCtx {
     pub stop: watch::Receiver<u8>,
     /// The run's live state; phases record which phase runs.
     pub live: Arc<std::sync::Mutex<super::LiveRun>>,
-    /// A commit of written results is already due (see [`commit_soon`]).
-    pub commit_armed: AtomicBool,
 }
 
 pub(crate) struct ItemJob {
@@ -180,21 +177,20 @@ pub(crate) async fn execute_item(
     if let Err(e) = ctx.store.finish_task(job.task_id, &finish) {
         tracing::error!(run_id = %ctx.run_id, task = %job.def.name, error = %e, "could not store task result");
     }
-    commit_soon(&ctx);
+    commit_soon(&ctx.store);
     drop(writing);
 }
 
 /// Have what the store holds uncommitted committed within [`COMMIT_WITHIN`] (see
-/// `Store::finish_task`): one timer per run at a time, not one per task.
-fn commit_soon(ctx: &Arc<RunCtx>) {
-    if ctx.commit_armed.swap(true, Ordering::AcqRel) {
+/// `Store::finish_task`): one timer at a time for the whole store, not one per task.
+fn commit_soon(store: &Arc<Store>) {
+    if !store.promise_commit() {
         return;
     }
-    let ctx = ctx.clone();
+    let store = store.clone();
     tokio::spawn(async move {
         tokio::time::sleep(COMMIT_WITHIN).await;
-        ctx.commit_armed.store(false, Ordering::Release);
-        ctx.store.commit_pending_results();
+        store.commit_pending_results();
     });
 }
 

@@ -362,7 +362,6 @@ impl RunManager {
             limits: inner.limits.clone(),
             stop: stop_rx.clone(),
             live: state.clone(),
-            commit_armed: Default::default(),
         });
         let driver = Driver {
             inner: inner.clone(),

@@ -324,6 +324,8 @@ pub struct RecoveryReport {
 pub struct Store {
     conn: Mutex<Connection>,
     path: PathBuf,
+    /// A caller has promised a [`Store::commit_pending_results`] soon.
+    commit_promised: std::sync::atomic::AtomicBool,
 }
 
 /// Commit the open transaction, if any: the only one left open between calls is that of
@@ -375,6 +377,7 @@ impl Store {
         Ok(Self {
             conn: Mutex::new(conn),
             path: path.to_path_buf(),
+            commit_promised: Default::default(),
         })
     }
 
@@ -397,7 +400,17 @@ impl Store {
     /// Commit finished tasks' results that still wait for it (the run calls this a few
     /// milliseconds after each task ends; any other use of the store does it too).
     pub fn commit_pending_results(&self) {
+        self.commit_promised
+            .store(false, std::sync::atomic::Ordering::Release);
         drop(self.conn());
+    }
+
+    /// Whether the caller should arrange a [`Store::commit_pending_results`] soon: `true`
+    /// for the first caller since the last one, so one timer serves every run's results.
+    pub fn promise_commit(&self) -> bool {
+        !self
+            .commit_promised
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
     }
 
     /// Schema version of the open database.
