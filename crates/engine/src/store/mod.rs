@@ -4,6 +4,8 @@
 //!
 //! One connection behind a mutex: every statement is short (no fsync per commit with
 //! `synchronous=NORMAL` in WAL mode), so callers on async threads may call in directly.
+//! Opening runs the migrations under a file lock, so any number of processes may open
+//! one data directory at once.
 //! The boundary is this type's methods: a PostgreSQL backend would implement the same.
 
 pub mod migrations;
@@ -13,8 +15,9 @@ pub mod reservations;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
-use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use ts_rs::TS;
@@ -41,6 +44,11 @@ pub enum StoreError {
         index: usize,
         name: &'static str,
         source: rusqlite::Error,
+    },
+    #[error("cannot take the lock {path} to open the store: {source}")]
+    Lock {
+        path: PathBuf,
+        source: std::io::Error,
     },
     #[error("run {0} not found")]
     RunNotFound(String),
@@ -361,19 +369,24 @@ impl Store {
     }
 
     /// Open (creating if needed) the database at `path` and bring its schema up to date.
+    /// Opening and migrating hold an exclusive lock on `<path>.open.lock`: processes that
+    /// open one database at once take turns, and each finds the schema up to date or
+    /// brings it there.
     pub fn open(path: &Path) -> Result<Self> {
         let open_err = |source| StoreError::Open {
             path: path.to_path_buf(),
             source,
         };
+        let lock = OpenLock::take(path)?;
         let mut conn = Connection::open(path).map_err(open_err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
+        conn.busy_timeout(Duration::from_secs(5))
             .map_err(open_err)?;
         conn.execute_batch(
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
         )
         .map_err(open_err)?;
         migrate(&mut conn, path)?;
+        drop(lock);
         Ok(Self {
             conn: Mutex::new(conn),
             path: path.to_path_buf(),
@@ -997,22 +1010,25 @@ fn to_json<T: Serialize>(v: &T) -> String {
     serde_json::to_string(v).expect("plain data serialises")
 }
 
+/// Bring the schema up to date, one migration per transaction. Each transaction takes the
+/// write lock first (`BEGIN IMMEDIATE`) and reads the version inside it, so even a process
+/// that does not take [`OpenLock`] never applies a migration twice.
 fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
-    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     let known = migrations::MIGRATIONS.len();
-    if version > known as i64 {
-        return Err(StoreError::TooNew {
-            path: path.to_path_buf(),
-            found: version,
-            known,
-        });
-    }
-    for (index, m) in migrations::MIGRATIONS
-        .iter()
-        .enumerate()
-        .skip(version as usize)
-    {
-        let tx = conn.transaction()?;
+    loop {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version > known as i64 {
+            return Err(StoreError::TooNew {
+                path: path.to_path_buf(),
+                found: version,
+                known,
+            });
+        }
+        let index = version as usize;
+        let Some(m) = migrations::MIGRATIONS.get(index) else {
+            return Ok(());
+        };
         tx.execute_batch(m.sql)
             .and_then(|_| tx.execute_batch(&format!("PRAGMA user_version = {}", index + 1)))
             .map_err(|source| StoreError::Migration {
@@ -1023,7 +1039,57 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
         tx.commit()?;
         tracing::info!(index, name = m.name, "applied store migration");
     }
-    Ok(())
+}
+
+/// An exclusive `flock` on `<db>.open.lock`, held while a process opens and migrates the
+/// database; released when dropped (or when the process dies).
+struct OpenLock {
+    _file: std::fs::File,
+}
+
+impl OpenLock {
+    /// How long to wait for another process to finish opening before giving up.
+    const PATIENCE: Duration = Duration::from_secs(60);
+
+    fn take(db: &Path) -> Result<Self> {
+        let mut name = db.as_os_str().to_owned();
+        name.push(".open.lock");
+        let path = PathBuf::from(name);
+        let lock_err = |source| StoreError::Lock {
+            path: path.clone(),
+            source,
+        };
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(lock_err)?;
+        let started = Instant::now();
+        loop {
+            use std::os::fd::AsRawFd;
+            // SAFETY: flock on a descriptor we own; released when the file is closed.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                return Ok(Self { _file: file });
+            }
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::EWOULDBLOCK)
+                && err.kind() != std::io::ErrorKind::Interrupted
+            {
+                return Err(lock_err(err));
+            }
+            if started.elapsed() > Self::PATIENCE {
+                return Err(lock_err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "another process has been opening the database for {} s",
+                        Self::PATIENCE.as_secs()
+                    ),
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
 }
 
 /// This process's pid and start time, which together identify it across pid reuse.
