@@ -142,6 +142,12 @@ impl Console {
         &self.paths
     }
 
+    /// The console is about to exit: stop the store's reads in flight (their requests
+    /// end with `unavailable` at once) and refuse new ones. Runs and writes go on.
+    pub fn close_reads(&self) {
+        self.store.close_reads();
+    }
+
     /// A new subscriber to every [`Event`] from now on. A subscriber that falls more than
     /// [`EVENT_CAPACITY`] events behind gets `RecvError::Lagged`; transports turn that into
     /// [`Event::Resync`].
@@ -653,6 +659,8 @@ fn book_error(e: BookError) -> ApiError {
 fn store_error(e: StoreError) -> ApiError {
     match e {
         StoreError::RunNotFound(id) => ApiError::not_found(format!("run {id} not found")),
+        e @ StoreError::Timeout { .. } => ApiError::new(ErrorCode::Timeout, e.to_string()),
+        e @ StoreError::Closing => ApiError::new(ErrorCode::Unavailable, e.to_string()),
         other => ApiError::internal(other.to_string()),
     }
 }

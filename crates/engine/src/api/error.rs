@@ -24,6 +24,9 @@ pub enum ErrorCode {
     Unavailable,
     /// The answer would be bigger than the command allows (a file over `read_file`'s cap).
     TooLarge,
+    /// The request took longer than its limit and was stopped (a store query past the
+    /// read limit, a request body that did not arrive in time); narrow it or retry.
+    Timeout,
     /// A fault inside the console (storage I/O, a bug); the message says what failed.
     Internal,
 }
@@ -38,6 +41,7 @@ impl ErrorCode {
             ErrorCode::Conflict => "conflict",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::TooLarge => "too_large",
+            ErrorCode::Timeout => "timeout",
             ErrorCode::Internal => "internal",
         }
     }

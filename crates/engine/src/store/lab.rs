@@ -74,6 +74,6 @@ impl super::Store {
 
     /// The stored inventory and where it was loaded from.
     pub fn stored_lab(&self) -> Result<Option<(String, EpochMs, LabFile)>> {
-        load_lab(&self.conn())
+        self.read(load_lab)
     }
 }

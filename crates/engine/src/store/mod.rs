@@ -2,19 +2,25 @@
 //! the lab helper adds the lab and reservation tables (`store/lab.rs`,
 //! `store/reservations.rs`) through migrations appended to [`migrations::MIGRATIONS`].
 //!
-//! One connection behind a mutex: every statement is short (no fsync per commit with
-//! `synchronous=NORMAL` in WAL mode), so callers on async threads may call in directly.
-//! Opening runs the migrations under a file lock, so any number of processes may open
-//! one data directory at once.
+//! Writes go through one connection behind a mutex: every write is short (no fsync per
+//! commit with `synchronous=NORMAL` in WAL mode), so callers on async threads may call in
+//! directly. Reads each take a read-only connection of their own (`store/read.rs`), so a
+//! read never waits behind another read or a write, and a read that runs past the read
+//! limit stops with [`StoreError::Timeout`]. Opening runs the migrations under a file
+//! lock, so any number of processes may open one data directory at once.
 //! The boundary is this type's methods: a PostgreSQL backend would implement the same.
 
 pub mod migrations;
 pub mod lab;
+mod read;
 pub mod reservations;
+
+pub use read::DEFAULT_READ_LIMIT;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row, TransactionBehavior};
@@ -52,6 +58,12 @@ pub enum StoreError {
     },
     #[error("run {0} not found")]
     RunNotFound(String),
+    /// A read ran past the store's read limit and was stopped.
+    #[error("the query took longer than {limit_ms} ms and was stopped; narrow the filters and try again")]
+    Timeout { limit_ms: u64 },
+    /// The store is closing ([`Store::close_reads`]): reads are refused.
+    #[error("the store is closing")]
+    Closing,
     #[error("database error: {0}")]
     Sql(#[from] rusqlite::Error),
     #[error("stored JSON in {what} is invalid: {source}")]
@@ -330,25 +342,19 @@ pub struct RecoveryReport {
 }
 
 pub struct Store {
+    /// The one write connection.
     conn: Mutex<Connection>,
+    readers: read::Readers,
     path: PathBuf,
     /// A caller has promised a [`Store::commit_pending_results`] soon.
-    commit_promised: std::sync::atomic::AtomicBool,
-}
-
-/// Commit the open transaction, if any: the only one left open between calls is that of
-/// finished tasks' results waiting for their commit.
-fn commit_pending(c: &Connection) {
-    if !c.is_autocommit() {
-        if let Err(e) = c.prepare_cached("COMMIT").and_then(|mut s| s.execute([])) {
-            tracing::error!(error = %e, "could not commit finished tasks' results");
-        }
-    }
+    commit_promised: AtomicBool,
+    /// The write connection holds finished tasks' results not yet committed.
+    uncommitted: AtomicBool,
 }
 
 impl Drop for Store {
     fn drop(&mut self) {
-        commit_pending(&self.lock_conn());
+        self.commit_pending(&self.lock_conn());
     }
 }
 
@@ -389,8 +395,10 @@ impl Store {
         drop(lock);
         Ok(Self {
             conn: Mutex::new(conn),
+            readers: read::Readers::new(path),
             path: path.to_path_buf(),
             commit_promised: Default::default(),
+            uncommitted: Default::default(),
         })
     }
 
@@ -398,11 +406,12 @@ impl Store {
         &self.path
     }
 
-    /// The connection, for the store's submodules. Keep the lock short. A finished task's
-    /// result still waiting for its commit (see [`Store::finish_task`]) is committed first.
+    /// The write connection, for the store's submodules. Keep the lock short. A finished
+    /// task's result still waiting for its commit (see [`Store::finish_task`]) is
+    /// committed first.
     pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
         let c = self.lock_conn();
-        commit_pending(&c);
+        self.commit_pending(&c);
         c
     }
 
@@ -410,27 +419,61 @@ impl Store {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Commit the write connection's open transaction, if any: the only one left open
+    /// between calls is that of finished tasks' results waiting for their commit.
+    fn commit_pending(&self, c: &Connection) {
+        if !c.is_autocommit() {
+            if let Err(e) = c.prepare_cached("COMMIT").and_then(|mut s| s.execute([])) {
+                tracing::error!(error = %e, "could not commit finished tasks' results");
+            }
+        }
+        self.uncommitted.store(false, Ordering::Release);
+    }
+
+    /// Run `f` on a read connection, bounded by the read limit. Results finished but not
+    /// yet committed are committed first when the writer is free, so reads through this
+    /// store see them; a read never waits for the writer (while it is busy, the read sees
+    /// what is committed, at most a few milliseconds older).
+    pub(crate) fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        if self.uncommitted.load(Ordering::Acquire) {
+            match self.conn.try_lock() {
+                Ok(c) => self.commit_pending(&c),
+                Err(TryLockError::Poisoned(p)) => self.commit_pending(&p.into_inner()),
+                Err(TryLockError::WouldBlock) => {}
+            }
+        }
+        self.readers.read(f)
+    }
+
+    /// The longest a read may run before it stops with [`StoreError::Timeout`]
+    /// ([`DEFAULT_READ_LIMIT`] unless set).
+    pub fn set_read_limit(&self, limit: Duration) {
+        self.readers.set_limit(limit);
+    }
+
+    /// Stop every read in progress (they end with [`StoreError::Closing`] within
+    /// microseconds) and refuse new ones; writes go on. For a console about to exit, so
+    /// that no request waits for a long query.
+    pub fn close_reads(&self) {
+        self.readers.close();
+    }
+
     /// Commit finished tasks' results that still wait for it (the run calls this a few
     /// milliseconds after each task ends; any other use of the store does it too).
     pub fn commit_pending_results(&self) {
-        self.commit_promised
-            .store(false, std::sync::atomic::Ordering::Release);
+        self.commit_promised.store(false, Ordering::Release);
         drop(self.conn());
     }
 
     /// Whether the caller should arrange a [`Store::commit_pending_results`] soon: `true`
     /// for the first caller since the last one, so one timer serves every run's results.
     pub fn promise_commit(&self) -> bool {
-        !self
-            .commit_promised
-            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        !self.commit_promised.swap(true, Ordering::AcqRel)
     }
 
     /// Schema version of the open database.
     pub fn schema_version(&self) -> Result<i64> {
-        Ok(self
-            .conn()
-            .query_row("PRAGMA user_version", [], |r| r.get(0))?)
+        self.read(|c| Ok(c.query_row("PRAGMA user_version", [], |r| r.get(0))?))
     }
 
     /// Insert a run and its planned task occurrences in one transaction; returns the row id
@@ -545,7 +588,7 @@ impl Store {
             paths.teardown_log,
             paths.artifacts_dir
         ])?;
-        commit_pending(&c);
+        self.commit_pending(&c);
         Ok(())
     }
 
@@ -563,6 +606,7 @@ impl Store {
         let c = self.lock_conn();
         if c.is_autocommit() {
             c.prepare_cached("BEGIN")?.execute([])?;
+            self.uncommitted.store(true, Ordering::Release);
         }
         if f.sub_results.is_empty() {
             // One statement: a failure undoes it alone.
@@ -597,22 +641,122 @@ impl Store {
     }
 
     pub fn get_run(&self, id: &str) -> Result<RunRecord> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(&format!("SELECT {RUN_COLS} FROM runs r WHERE r.id = ?1"))?;
-        let run = stmt
-            .query_row([id], run_from_row)
-            .optional()?
-            .ok_or_else(|| StoreError::RunNotFound(id.into()))?;
-        let mut runs = vec![run.map_err(|e| StoreError::Json {
-            what: "runs",
-            source: e,
-        })?];
-        fill_counts(&conn, &mut runs)?;
-        Ok(runs.pop().expect("one run"))
+        self.read(|conn| {
+            let mut stmt =
+                conn.prepare_cached(&format!("SELECT {RUN_COLS} FROM runs r WHERE r.id = ?1"))?;
+            let run = stmt
+                .query_row([id], run_from_row)
+                .optional()?
+                .ok_or_else(|| StoreError::RunNotFound(id.into()))?;
+            let mut runs = vec![run.map_err(|e| StoreError::Json {
+                what: "runs",
+                source: e,
+            })?];
+            fill_counts(conn, &mut runs)?;
+            Ok(runs.pop().expect("one run"))
+        })
     }
 
     /// Runs matching `q`, one page, newest first unless asked otherwise.
     pub fn list_runs(&self, q: &RunQuery) -> Result<RunPage> {
+        let sql = ListSql::new(q);
+        self.read(|conn| {
+            let total: u32 =
+                conn.query_row(&sql.count(), params_from_iter(sql.args.iter()), |r| {
+                    r.get(0)
+                })?;
+            let mut stmt = conn.prepare(&sql.page())?;
+            let rows = stmt.query_map(params_from_iter(sql.args.iter()), run_from_row)?;
+            let mut runs = Vec::new();
+            for r in rows {
+                runs.push(r?.map_err(|e| StoreError::Json {
+                    what: "runs",
+                    source: e,
+                })?);
+            }
+            fill_counts(conn, &mut runs)?;
+            Ok(RunPage { total, runs })
+        })
+    }
+
+    /// The task tree of one run, in plan order, with sub-results.
+    pub fn run_tasks(&self, run_id: &str) -> Result<Vec<TaskRecord>> {
+        self.read(|conn| run_tasks(conn, run_id))
+    }
+
+    /// At console start: runs left queued/running/stalled by a console that is no longer
+    /// alive become `interrupted`; their unfinished tasks become `Aborted`; every process
+    /// still carrying one of their `TESTBAY_RUN_ID`s in its environment is killed. Runs
+    /// owned by a live console (another process on the same data dir) are left alone.
+    /// Nothing already stored changes.
+    pub fn recover_interrupted(&self, now: EpochMs) -> Result<RecoveryReport> {
+        let mut report = RecoveryReport::default();
+        let mut conn = self.conn();
+        let candidates: Vec<(String, Option<i64>, Option<i64>)> = {
+            let mut stmt = conn.prepare(
+                "SELECT id, owner_pid, owner_start FROM runs
+                 WHERE status IN ('queued', 'running', 'stalled') ORDER BY created_ms",
+            )?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        let dead: Vec<String> = candidates
+            .into_iter()
+            .filter(|(_, pid, start)| match (pid, start) {
+                // Its console is alive (same pid, same start time): leave it alone.
+                (Some(pid), Some(start)) => process_start_time(*pid as i32) != Some(*start as u64),
+                _ => true,
+            })
+            .map(|(id, _, _)| id)
+            .collect();
+        if !dead.is_empty() {
+            // Every process that carries one of these runs' TESTBAY_RUN_ID, whatever its
+            // group: recorded groups, grandchildren, even ones that called setsid.
+            report.killed_processes = kill_run_leftovers(&dead);
+        }
+        for run_id in dead {
+            let tx = conn.transaction()?;
+            let aborted = tx.execute(
+                "UPDATE task_results SET state = 'done', result = ?2, failure = 1,
+                    message = CASE WHEN state = 'running'
+                        THEN 'the console exited while this task was running'
+                        ELSE 'the console exited before this task ran' END,
+                    finished_ms = ?3, pgid = NULL, phase = NULL
+                 WHERE run_id = ?1 AND state != 'done'",
+                params![run_id, ABORTED, now],
+            )?;
+            tx.execute(
+                "UPDATE runs SET status = 'interrupted',
+                    reason = 'the console running it exited' || CASE WHEN owner_pid IS NULL THEN '' ELSE ' (pid ' || owner_pid || ')' END,
+                    finished_ms = ?2
+                 WHERE id = ?1",
+                params![run_id, now],
+            )?;
+            tx.commit()?;
+            tracing::warn!(run_id = %run_id, aborted, "marked interrupted run");
+            report.aborted_tasks += aborted as u32;
+            report.interrupted_runs.push(run_id);
+        }
+        Ok(report)
+    }
+}
+
+const RUN_COLS: &str =
+    "r.id, r.pack_name, r.pack_version, r.content_hash, r.pack_dir, r.snapshot_dir,
+    r.groups_json, r.duts_json, r.ats, r.params_json, r.resource_mode, r.coverage_mode, r.status,
+    r.reason, r.created_ms, r.started_ms, r.finished_ms, r.est_run_time";
+
+/// The SQL of one [`Store::list_runs`] call: its filters, order and page.
+struct ListSql {
+    where_sql: String,
+    order: String,
+    limit: u32,
+    offset: u32,
+    args: Vec<rusqlite::types::Value>,
+}
+
+impl ListSql {
+    fn new(q: &RunQuery) -> Self {
         let mut wh: Vec<String> = Vec::new();
         let mut args: Vec<rusqlite::types::Value> = Vec::new();
         let mut arg = |v: rusqlite::types::Value| {
@@ -691,184 +835,26 @@ impl Store {
             ),
         };
         let limit = if q.limit == 0 { 50 } else { q.limit.min(1000) };
-        let conn = self.conn();
-        let total: u32 = conn.query_row(
-            &format!("SELECT count(*) FROM runs r {where_sql}"),
-            params_from_iter(args.iter()),
-            |r| r.get(0),
-        )?;
-        let sql = format!(
-            "SELECT {RUN_COLS} FROM runs r {where_sql} ORDER BY {order} LIMIT {limit} OFFSET {}",
-            q.offset
-        );
-        let mut stmt = conn.prepare(&sql)?;
-        let rows = stmt.query_map(params_from_iter(args.iter()), run_from_row)?;
-        let mut runs = Vec::new();
-        for r in rows {
-            runs.push(r?.map_err(|e| StoreError::Json {
-                what: "runs",
-                source: e,
-            })?);
+        Self {
+            where_sql,
+            order,
+            limit,
+            offset: q.offset,
+            args,
         }
-        fill_counts(&conn, &mut runs)?;
-        Ok(RunPage { total, runs })
     }
 
-    /// The task tree of one run, in plan order, with sub-results.
-    pub fn run_tasks(&self, run_id: &str) -> Result<Vec<TaskRecord>> {
-        let conn = self.conn();
-        let exists: bool = conn.query_row(
-            "SELECT EXISTS (SELECT 1 FROM runs WHERE id = ?1)",
-            [run_id],
-            |r| r.get(0),
-        )?;
-        if !exists {
-            return Err(StoreError::RunNotFound(run_id.into()));
-        }
-        let mut stmt = conn.prepare(
-            "SELECT id, run_id, seq, lane, task, kind, grp, description, state, result, failure,
-                    message, metadata_json, raw_result, est_task_time, run_time, run_time_delta,
-                    started_ms, finished_ms, setup_ms, main_ms, teardown_ms, exit_code, signal, phase,
-                    task_dir, setup_log, main_log, teardown_log, artifacts_dir, log_truncated, pgid
-             FROM task_results WHERE run_id = ?1 ORDER BY seq",
-        )?;
-        let mut tasks: Vec<TaskRecord> = stmt
-            .query_map([run_id], |r| {
-                Ok(TaskRecord {
-                    id: r.get(0)?,
-                    run_id: r.get(1)?,
-                    seq: r.get(2)?,
-                    lane: r.get(3)?,
-                    task: r.get(4)?,
-                    kind: TaskKind::parse(&r.get::<_, String>(5)?).unwrap_or(TaskKind::Test),
-                    group: r.get(6)?,
-                    description: r.get(7)?,
-                    state: match r.get::<_, String>(8)?.as_str() {
-                        "running" => StoredTaskState::Running,
-                        "done" => StoredTaskState::Done,
-                        _ => StoredTaskState::Pending,
-                    },
-                    result: r.get(9)?,
-                    failure: r.get::<_, Option<i64>>(10)?.map(|v| v != 0),
-                    message: r.get(11)?,
-                    metadata: parse_opt_json(r.get(12)?),
-                    raw_result: r.get(13)?,
-                    est_task_time: r.get(14)?,
-                    run_time: r.get(15)?,
-                    run_time_delta: r.get(16)?,
-                    started_ms: r.get(17)?,
-                    finished_ms: r.get(18)?,
-                    setup_ms: r.get(19)?,
-                    main_ms: r.get(20)?,
-                    teardown_ms: r.get(21)?,
-                    exit_code: r.get(22)?,
-                    signal: r.get(23)?,
-                    phase: r.get(24)?,
-                    paths: TaskPaths {
-                        task_dir: r.get(25)?,
-                        setup_log: r.get(26)?,
-                        main_log: r.get(27)?,
-                        teardown_log: r.get(28)?,
-                        artifacts_dir: r.get(29)?,
-                    },
-                    log_truncated: r.get::<_, i64>(30)? != 0,
-                    pgid: r.get(31)?,
-                    sub_results: Vec::new(),
-                })
-            })?
-            .collect::<rusqlite::Result<_>>()?;
-        let mut sub = conn.prepare(
-            "SELECT s.task_result_id, s.name, s.description, s.result, s.failure, s.message, s.metadata_json
-             FROM sub_results s JOIN task_results t ON t.id = s.task_result_id
-             WHERE t.run_id = ?1 ORDER BY s.task_result_id, s.idx",
-        )?;
-        let mut by_id: BTreeMap<i64, Vec<SubResultRecord>> = BTreeMap::new();
-        let rows = sub.query_map([run_id], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                SubResultRecord {
-                    name: r.get(1)?,
-                    description: r.get(2)?,
-                    result: r.get(3)?,
-                    failure: r.get::<_, i64>(4)? != 0,
-                    message: r.get(5)?,
-                    metadata: parse_opt_json(r.get(6)?),
-                },
-            ))
-        })?;
-        for row in rows {
-            let (id, s) = row?;
-            by_id.entry(id).or_default().push(s);
-        }
-        for t in &mut tasks {
-            if let Some(s) = by_id.remove(&t.id) {
-                t.sub_results = s;
-            }
-        }
-        Ok(tasks)
+    fn count(&self) -> String {
+        format!("SELECT count(*) FROM runs r {}", self.where_sql)
     }
 
-    /// At console start: runs left queued/running/stalled by a console that is no longer
-    /// alive become `interrupted`; their unfinished tasks become `Aborted`; every process
-    /// still carrying one of their `TESTBAY_RUN_ID`s in its environment is killed. Runs
-    /// owned by a live console (another process on the same data dir) are left alone.
-    /// Nothing already stored changes.
-    pub fn recover_interrupted(&self, now: EpochMs) -> Result<RecoveryReport> {
-        let mut report = RecoveryReport::default();
-        let mut conn = self.conn();
-        let candidates: Vec<(String, Option<i64>, Option<i64>)> = {
-            let mut stmt = conn.prepare(
-                "SELECT id, owner_pid, owner_start FROM runs
-                 WHERE status IN ('queued', 'running', 'stalled') ORDER BY created_ms",
-            )?;
-            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-            rows.collect::<rusqlite::Result<_>>()?
-        };
-        let dead: Vec<String> = candidates
-            .into_iter()
-            .filter(|(_, pid, start)| match (pid, start) {
-                // Its console is alive (same pid, same start time): leave it alone.
-                (Some(pid), Some(start)) => process_start_time(*pid as i32) != Some(*start as u64),
-                _ => true,
-            })
-            .map(|(id, _, _)| id)
-            .collect();
-        if !dead.is_empty() {
-            // Every process that carries one of these runs' TESTBAY_RUN_ID, whatever its
-            // group: recorded groups, grandchildren, even ones that called setsid.
-            report.killed_processes = kill_run_leftovers(&dead);
-        }
-        for run_id in dead {
-            let tx = conn.transaction()?;
-            let aborted = tx.execute(
-                "UPDATE task_results SET state = 'done', result = ?2, failure = 1,
-                    message = CASE WHEN state = 'running'
-                        THEN 'the console exited while this task was running'
-                        ELSE 'the console exited before this task ran' END,
-                    finished_ms = ?3, pgid = NULL, phase = NULL
-                 WHERE run_id = ?1 AND state != 'done'",
-                params![run_id, ABORTED, now],
-            )?;
-            tx.execute(
-                "UPDATE runs SET status = 'interrupted',
-                    reason = 'the console running it exited' || CASE WHEN owner_pid IS NULL THEN '' ELSE ' (pid ' || owner_pid || ')' END,
-                    finished_ms = ?2
-                 WHERE id = ?1",
-                params![run_id, now],
-            )?;
-            tx.commit()?;
-            tracing::warn!(run_id = %run_id, aborted, "marked interrupted run");
-            report.aborted_tasks += aborted as u32;
-            report.interrupted_runs.push(run_id);
-        }
-        Ok(report)
+    fn page(&self) -> String {
+        format!(
+            "SELECT {RUN_COLS} FROM runs r {} ORDER BY {} LIMIT {} OFFSET {}",
+            self.where_sql, self.order, self.limit, self.offset
+        )
     }
 }
-
-const RUN_COLS: &str =
-    "r.id, r.pack_name, r.pack_version, r.content_hash, r.pack_dir, r.snapshot_dir,
-    r.groups_json, r.duts_json, r.ats, r.params_json, r.resource_mode, r.coverage_mode, r.status,
-    r.reason, r.created_ms, r.started_ms, r.finished_ms, r.est_run_time";
 
 type JsonResult<T> = std::result::Result<T, serde_json::Error>;
 
@@ -934,6 +920,98 @@ fn fill_counts(conn: &Connection, runs: &mut [RunRecord]) -> Result<()> {
         run.counts = c;
     }
     Ok(())
+}
+
+fn run_tasks(conn: &Connection, run_id: &str) -> Result<Vec<TaskRecord>> {
+    let exists: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM runs WHERE id = ?1)",
+        [run_id],
+        |r| r.get(0),
+    )?;
+    if !exists {
+        return Err(StoreError::RunNotFound(run_id.into()));
+    }
+    let mut stmt = conn.prepare(
+        "SELECT id, run_id, seq, lane, task, kind, grp, description, state, result, failure,
+                message, metadata_json, raw_result, est_task_time, run_time, run_time_delta,
+                started_ms, finished_ms, setup_ms, main_ms, teardown_ms, exit_code, signal, phase,
+                task_dir, setup_log, main_log, teardown_log, artifacts_dir, log_truncated, pgid
+         FROM task_results WHERE run_id = ?1 ORDER BY seq",
+    )?;
+    let mut tasks: Vec<TaskRecord> = stmt
+        .query_map([run_id], |r| {
+            Ok(TaskRecord {
+                id: r.get(0)?,
+                run_id: r.get(1)?,
+                seq: r.get(2)?,
+                lane: r.get(3)?,
+                task: r.get(4)?,
+                kind: TaskKind::parse(&r.get::<_, String>(5)?).unwrap_or(TaskKind::Test),
+                group: r.get(6)?,
+                description: r.get(7)?,
+                state: match r.get::<_, String>(8)?.as_str() {
+                    "running" => StoredTaskState::Running,
+                    "done" => StoredTaskState::Done,
+                    _ => StoredTaskState::Pending,
+                },
+                result: r.get(9)?,
+                failure: r.get::<_, Option<i64>>(10)?.map(|v| v != 0),
+                message: r.get(11)?,
+                metadata: parse_opt_json(r.get(12)?),
+                raw_result: r.get(13)?,
+                est_task_time: r.get(14)?,
+                run_time: r.get(15)?,
+                run_time_delta: r.get(16)?,
+                started_ms: r.get(17)?,
+                finished_ms: r.get(18)?,
+                setup_ms: r.get(19)?,
+                main_ms: r.get(20)?,
+                teardown_ms: r.get(21)?,
+                exit_code: r.get(22)?,
+                signal: r.get(23)?,
+                phase: r.get(24)?,
+                paths: TaskPaths {
+                    task_dir: r.get(25)?,
+                    setup_log: r.get(26)?,
+                    main_log: r.get(27)?,
+                    teardown_log: r.get(28)?,
+                    artifacts_dir: r.get(29)?,
+                },
+                log_truncated: r.get::<_, i64>(30)? != 0,
+                pgid: r.get(31)?,
+                sub_results: Vec::new(),
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut sub = conn.prepare(
+        "SELECT s.task_result_id, s.name, s.description, s.result, s.failure, s.message, s.metadata_json
+         FROM sub_results s JOIN task_results t ON t.id = s.task_result_id
+         WHERE t.run_id = ?1 ORDER BY s.task_result_id, s.idx",
+    )?;
+    let mut by_id: BTreeMap<i64, Vec<SubResultRecord>> = BTreeMap::new();
+    let rows = sub.query_map([run_id], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            SubResultRecord {
+                name: r.get(1)?,
+                description: r.get(2)?,
+                result: r.get(3)?,
+                failure: r.get::<_, i64>(4)? != 0,
+                message: r.get(5)?,
+                metadata: parse_opt_json(r.get(6)?),
+            },
+        ))
+    })?;
+    for row in rows {
+        let (id, s) = row?;
+        by_id.entry(id).or_default().push(s);
+    }
+    for t in &mut tasks {
+        if let Some(s) = by_id.remove(&t.id) {
+            t.sub_results = s;
+        }
+    }
+    Ok(tasks)
 }
 
 fn update_task_finish(conn: &Connection, task_id: i64, f: &TaskFinish) -> Result<()> {

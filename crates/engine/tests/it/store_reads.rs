@@ -1,8 +1,11 @@
 //! The store under concurrent use, on a real SQLite file: processes' worth of connections
-//! opening one fresh data dir at once.
+//! opening one fresh data dir at once, reads beside a slow read and beside a waiting
+//! write, the read time limit.
 
+use std::path::Path;
 use std::sync::{Arc, Barrier};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use testbay_engine::outcome::RunStatus;
 use testbay_engine::plan::DutTarget;
@@ -50,6 +53,44 @@ fn rows(n: u32) -> Vec<NewTaskRow> {
         .collect()
 }
 
+/// A search text that costs SQLite seconds on [`store_with_a_slow_search`]'s messages: at
+/// each start position `LIKE` compares up to 200 characters,
+/// for each of 4,000 messages of 5,000 characters. A real slow query from a short
+/// request, as an operator's search can be; SQLite can stop it between two rows.
+fn slow_needle() -> String {
+    format!("{}b", "a".repeat(199))
+}
+
+/// A store with run `slow` of 4,000 tasks whose messages are 5,000 `a`s each, and run
+/// `quick`.
+fn store_with_a_slow_search(dir: &Path) -> Arc<Store> {
+    let s = Store::open_in(dir).unwrap();
+    let ids = s.insert_run(&new_run("slow"), &rows(4000)).unwrap();
+    let done: Vec<(i64, TaskFinish)> = ids
+        .iter()
+        .map(|&id| {
+            let f = TaskFinish {
+                result: "Failed".into(),
+                failure: true,
+                message: "a".repeat(5000),
+                finished_ms: T0,
+                ..Default::default()
+            };
+            (id, f)
+        })
+        .collect();
+    s.finish_tasks(&done).unwrap();
+    s.insert_run(&new_run("quick"), &rows(3)).unwrap();
+    Arc::new(s)
+}
+
+fn search(text: &str) -> RunQuery {
+    RunQuery {
+        text: Some(text.into()),
+        ..Default::default()
+    }
+}
+
 /// Many connections (each thread its own store, as each process has) open one fresh data
 /// dir at the same moment, again and again: every one opens it, on the current schema.
 /// (Before the open lock, two processes failed 15 times in 20 with "migration 0 ... table
@@ -84,4 +125,109 @@ fn stores_opening_a_fresh_data_dir_at_once_all_succeed() {
             "every opener's run is stored"
         );
     }
+}
+
+/// A write waiting for the database (another process holds the write lock) holds the
+/// store's writer; reads go on beside it and answer at once.
+#[test]
+fn reads_do_not_wait_for_a_write_that_waits() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Arc::new(Store::open_in(dir.path()).unwrap());
+    s.insert_run(&new_run("r1"), &rows(2)).unwrap();
+    let other = rusqlite::Connection::open(dir.path().join("testbay.db")).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let writer = {
+        let s = s.clone();
+        thread::spawn(move || s.set_run_status("r1", RunStatus::Running, None, T0))
+    };
+    thread::sleep(Duration::from_millis(300));
+    assert!(!writer.is_finished(), "the write waits for the lock");
+
+    assert_eq!(s.get_run("r1").unwrap().status, RunStatus::Queued);
+    assert_eq!(s.list_runs(&RunQuery::default()).unwrap().total, 1);
+    assert_eq!(s.run_tasks("r1").unwrap().len(), 2);
+    assert!(
+        !writer.is_finished(),
+        "the reads answered while the write still waited"
+    );
+
+    other.execute_batch("COMMIT").unwrap();
+    writer.join().unwrap().unwrap();
+    assert_eq!(s.get_run("r1").unwrap().status, RunStatus::Running);
+}
+
+/// A slow search on one thread; other reads on the store answer while it runs.
+#[test]
+fn a_read_does_not_wait_behind_a_slow_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store_with_a_slow_search(dir.path());
+    s.set_read_limit(Duration::from_secs(6));
+    let slow = {
+        let s = s.clone();
+        thread::spawn(move || s.list_runs(&search(&slow_needle())))
+    };
+    thread::sleep(Duration::from_millis(300));
+    assert!(!slow.is_finished(), "the search is slow");
+
+    assert_eq!(s.get_run("quick").unwrap().counts.total, 3);
+    assert_eq!(s.run_tasks("quick").unwrap().len(), 3);
+    assert_eq!(s.list_runs(&search("quick")).unwrap().total, 1);
+    assert!(
+        !slow.is_finished(),
+        "the other reads answered while the slow search ran"
+    );
+    // It ends by itself: a result, or stopped at the read limit.
+    match slow.join().unwrap() {
+        Ok(page) => assert_eq!(page.total, 0),
+        Err(e) => assert!(matches!(e, StoreError::Timeout { limit_ms: 6000 }), "{e}"),
+    }
+}
+
+/// A read that runs past the read limit stops with a typed `Timeout` that says what to
+/// do; the store goes on, nothing stored is lost.
+#[test]
+fn a_read_past_its_limit_stops_with_a_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store_with_a_slow_search(dir.path());
+    s.set_read_limit(Duration::from_millis(100));
+    let started = Instant::now();
+    let err = s.list_runs(&search(&slow_needle())).unwrap_err();
+    assert!(
+        matches!(err, StoreError::Timeout { limit_ms: 100 }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("narrow the filters"), "{err}");
+    eprintln!("stopped after {:?}", started.elapsed());
+
+    // The same connections serve the next reads; writes never stopped.
+    assert_eq!(s.get_run("slow").unwrap().counts.failures, 4000);
+    s.set_run_status("quick", RunStatus::Running, None, T0)
+        .unwrap();
+    s.set_read_limit(DEFAULT_READ_LIMIT);
+    let page = s.list_runs(&search("quick")).unwrap();
+    assert_eq!(page.runs[0].status, RunStatus::Running);
+}
+
+/// `close_reads` (a console about to exit) stops a read in flight at once and refuses
+/// new ones; writes still go through.
+#[test]
+fn closing_reads_stops_a_read_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store_with_a_slow_search(dir.path());
+    s.set_read_limit(Duration::from_secs(120));
+    let slow = {
+        let s = s.clone();
+        thread::spawn(move || s.list_runs(&search(&slow_needle())))
+    };
+    thread::sleep(Duration::from_millis(300));
+    assert!(!slow.is_finished(), "the search is slow");
+    s.close_reads();
+    let err = slow.join().unwrap().unwrap_err();
+    assert!(matches!(err, StoreError::Closing), "{err}");
+    assert!(matches!(s.get_run("quick"), Err(StoreError::Closing)));
+    s.set_run_status("quick", RunStatus::Stopped, None, T0)
+        .unwrap();
+    drop(s);
+    let s = Store::open_in(dir.path()).unwrap();
+    assert_eq!(s.get_run("quick").unwrap().status, RunStatus::Stopped);
 }
