@@ -660,6 +660,7 @@ fn store_error(e: StoreError) -> ApiError {
     match e {
         StoreError::RunNotFound(id) => ApiError::not_found(format!("run {id} not found")),
         e @ StoreError::Timeout { .. } => ApiError::new(ErrorCode::Timeout, e.to_string()),
+        e @ StoreError::InvalidQuery { .. } => ApiError::invalid(e.to_string()),
         e @ StoreError::Closing => ApiError::new(ErrorCode::Unavailable, e.to_string()),
         other => ApiError::internal(other.to_string()),
     }

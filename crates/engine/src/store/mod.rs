@@ -61,6 +61,9 @@ pub enum StoreError {
     /// A read ran past the store's read limit and was stopped.
     #[error("the query took longer than {limit_ms} ms and was stopped; narrow the filters and try again")]
     Timeout { limit_ms: u64 },
+    /// A query the store refuses to run, with the key and why.
+    #[error("{key}: {message}")]
+    InvalidQuery { key: &'static str, message: String },
     /// The store is closing ([`Store::close_reads`]): reads are refused.
     #[error("the store is closing")]
     Closing,
@@ -74,6 +77,11 @@ pub enum StoreError {
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Longest [`RunQuery::text`]. Matching one text against a task message takes time
+/// proportional to both lengths inside one SQLite step, which the read limit cannot
+/// stop; with this bound a step stays short.
+pub const MAX_SEARCH_CHARS: usize = 200;
 
 /// Kind of a planned task: global or group setup, a test, global or group teardown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, TS)]
@@ -313,7 +321,8 @@ pub struct RunQuery {
     pub failed_only: bool,
     pub from_ms: Option<EpochMs>,
     pub to_ms: Option<EpochMs>,
-    /// Substring of the run id, pack name, reason, a task name or a task message.
+    /// Substring of the run id, pack name, reason, a task name or a task message; at most
+    /// 200 characters (`MAX_SEARCH_CHARS`).
     pub text: Option<String>,
     pub sort: RunSort,
     /// Ascending instead of the default descending.
@@ -659,7 +668,7 @@ impl Store {
 
     /// Runs matching `q`, one page, newest first unless asked otherwise.
     pub fn list_runs(&self, q: &RunQuery) -> Result<RunPage> {
-        let sql = ListSql::new(q);
+        let sql = ListSql::new(q)?;
         self.read(|conn| {
             let total: u32 =
                 conn.query_row(&sql.count(), params_from_iter(sql.args.iter()), |r| {
@@ -676,6 +685,24 @@ impl Store {
             }
             fill_counts(conn, &mut runs)?;
             Ok(RunPage { total, runs })
+        })
+    }
+
+    /// SQLite's plan for [`Store::list_runs`] with `q` (`EXPLAIN QUERY PLAN` of the count
+    /// and of the page, one line per step), to check that a filter uses an index.
+    pub fn list_runs_plan(&self, q: &RunQuery) -> Result<Vec<String>> {
+        let sql = ListSql::new(q)?;
+        self.read(|conn| {
+            let mut plan = Vec::new();
+            for s in [sql.count(), sql.page()] {
+                let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {s}"))?;
+                let rows =
+                    stmt.query_map(params_from_iter(sql.args.iter()), |r| r.get::<_, String>(3))?;
+                for r in rows {
+                    plan.push(r?);
+                }
+            }
+            Ok(plan)
         })
     }
 
@@ -756,7 +783,7 @@ struct ListSql {
 }
 
 impl ListSql {
-    fn new(q: &RunQuery) -> Self {
+    fn new(q: &RunQuery) -> Result<Self> {
         let mut wh: Vec<String> = Vec::new();
         let mut args: Vec<rusqlite::types::Value> = Vec::new();
         let mut arg = |v: rusqlite::types::Value| {
@@ -804,6 +831,15 @@ impl ListSql {
             wh.push(format!("r.created_ms <= {}", arg(V::Integer(t))));
         }
         if let Some(text) = q.text.as_deref().filter(|t| !t.is_empty()) {
+            let chars = text.chars().count();
+            if chars > MAX_SEARCH_CHARS {
+                return Err(StoreError::InvalidQuery {
+                    key: "text",
+                    message: format!(
+                        "the search text has {chars} characters; at most {MAX_SEARCH_CHARS}"
+                    ),
+                });
+            }
             let pat = format!(
                 "%{}%",
                 text.replace('\\', "\\\\")
@@ -835,13 +871,13 @@ impl ListSql {
             ),
         };
         let limit = if q.limit == 0 { 50 } else { q.limit.min(1000) };
-        Self {
+        Ok(Self {
             where_sql,
             order,
             limit,
             offset: q.offset,
             args,
-        }
+        })
     }
 
     fn count(&self) -> String {

@@ -1,6 +1,6 @@
 //! The store under concurrent use, on a real SQLite file: processes' worth of connections
 //! opening one fresh data dir at once, reads beside a slow read and beside a waiting
-//! write, the read time limit.
+//! write, the read time limit, the `result=` filter's plan.
 
 use std::path::Path;
 use std::sync::{Arc, Barrier};
@@ -54,11 +54,11 @@ fn rows(n: u32) -> Vec<NewTaskRow> {
 }
 
 /// A search text that costs SQLite seconds on [`store_with_a_slow_search`]'s messages: at
-/// each start position `LIKE` compares up to 200 characters,
+/// each start position `LIKE` compares up to 200 characters (the longest search text),
 /// for each of 4,000 messages of 5,000 characters. A real slow query from a short
 /// request, as an operator's search can be; SQLite can stop it between two rows.
 fn slow_needle() -> String {
-    format!("{}b", "a".repeat(199))
+    format!("{}b", "a".repeat(MAX_SEARCH_CHARS - 1))
 }
 
 /// A store with run `slow` of 4,000 tasks whose messages are 5,000 `a`s each, and run
@@ -125,6 +125,47 @@ fn stores_opening_a_fresh_data_dir_at_once_all_succeed() {
             "every opener's run is stored"
         );
     }
+}
+
+/// `result=` looks up each run's own rows through an index on (run, result): with an
+/// index on the result alone SQLite walked every row with that result for each run
+/// (quadratic: 96 s at 10,000 runs). The failure filter and sort go by run too.
+#[test]
+fn result_and_failure_filters_look_up_each_runs_own_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open_in(dir.path()).unwrap();
+    let by_run = |plan: &[String]| {
+        let task_steps: Vec<&String> = plan
+            .iter()
+            .filter(|l| l.starts_with("SEARCH t ") || l.starts_with("SCAN t"))
+            .collect();
+        assert!(!task_steps.is_empty(), "no task_results step in {plan:#?}");
+        for step in task_steps {
+            assert!(
+                step.starts_with("SEARCH t USING") && step.contains("(run_id=?"),
+                "task_results not looked up by run: {step:?} in {plan:#?}"
+            );
+        }
+    };
+    let result = s
+        .list_runs_plan(&RunQuery {
+            result: Some("Failed".into()),
+            ..Default::default()
+        })
+        .unwrap();
+    by_run(&result);
+    assert!(
+        result.iter().any(|l| l.contains("(run_id=? AND result=?)")),
+        "{result:#?}"
+    );
+    by_run(
+        &s.list_runs_plan(&RunQuery {
+            failed_only: true,
+            sort: RunSort::Failures,
+            ..Default::default()
+        })
+        .unwrap(),
+    );
 }
 
 /// A write waiting for the database (another process holds the write lock) holds the
@@ -230,4 +271,25 @@ fn closing_reads_stops_a_read_in_flight() {
     drop(s);
     let s = Store::open_in(dir.path()).unwrap();
     assert_eq!(s.get_run("quick").unwrap().status, RunStatus::Stopped);
+}
+
+/// The search text is bounded (one `LIKE` over a long message is one SQLite step, which
+/// no time limit stops): a longer one is refused, naming the key and the bound.
+#[test]
+fn a_search_text_over_the_bound_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open_in(dir.path()).unwrap();
+    let long = "x".repeat(MAX_SEARCH_CHARS + 1);
+    let err = s.list_runs(&search(&long)).unwrap_err();
+    assert!(
+        matches!(err, StoreError::InvalidQuery { key: "text", .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains(&format!("at most {MAX_SEARCH_CHARS}")),
+        "{err}"
+    );
+    let at_bound = "é".repeat(MAX_SEARCH_CHARS);
+    assert_eq!(s.list_runs(&search(&at_bound)).unwrap().total, 0);
 }

@@ -19,7 +19,8 @@ result: string | null,
  */
 failed_only: boolean, from_ms: number | null, to_ms: number | null, 
 /**
- * Substring of the run id, pack name, reason, a task name or a task message.
+ * Substring of the run id, pack name, reason, a task name or a task message; at most
+ * 200 characters (`MAX_SEARCH_CHARS`).
  */
 text: string | null, sort: RunSort, 
 /**
