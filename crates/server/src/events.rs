@@ -1,12 +1,17 @@
-//! `GET /api/events`: the engine's event stream over a WebSocket.
+//! `GET /api/events`: the engine's event stream over a WebSocket. The server pings every
+//! [`Limits::ping_interval`](crate::Limits); a client that sends nothing for two intervals
+//! (a browser answers each ping), or does not take a frame within one, is dropped.
 
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
+use std::time::Duration;
 use testbay_engine::api::frames::Framer;
 use testbay_engine::api::Event;
+
 use tokio::sync::broadcast::Receiver;
+use tokio::time::{timeout, Instant};
 
 use crate::AppState;
 
@@ -14,22 +19,41 @@ pub(crate) async fn upgrade(ws: WebSocketUpgrade, State(st): State<AppState>) ->
     // Subscribe before the upgrade completes, so nothing emitted meanwhile is lost.
     let rx = st.console.subscribe();
     let shutdown = st.shutdown.clone();
-    ws.on_upgrade(move |socket| pump(socket, rx, shutdown))
+    let ping = st.limits.ping_interval;
+    ws.on_upgrade(move |socket| pump(socket, rx, shutdown, ping))
 }
 
 async fn pump(
     socket: WebSocket,
     rx: Receiver<Event>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ping: Duration,
 ) {
     let (mut tx, mut inbound) = socket.split();
     let mut frames = Framer::new(rx);
+    let mut pings = tokio::time::interval_at(Instant::now() + ping, ping);
+    pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut heard = Instant::now();
     loop {
         let batch = tokio::select! {
             batch = frames.next() => batch,
             msg = inbound.next() => match msg {
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
-                Some(Ok(_)) => continue, // pings are answered by axum; nothing else is expected
+                // Pongs (and the client's own pings, answered by axum) show it is there.
+                Some(Ok(_)) => {
+                    heard = Instant::now();
+                    continue;
+                }
+            },
+            _ = pings.tick() => {
+                if heard.elapsed() > 2 * ping {
+                    tracing::info!(silent_s = heard.elapsed().as_secs(), "event stream client stopped answering; closing");
+                    break;
+                }
+                match timeout(ping, tx.send(Message::Ping(Default::default()))).await {
+                    Ok(Ok(())) => continue,
+                    _ => break,
+                }
             },
             _ = shutdown.changed() => break,
         };
@@ -48,10 +72,15 @@ async fn pump(
                 continue;
             }
         };
-        if tx.send(Message::Text(Utf8Bytes::from(text))).await.is_err() {
-            break;
+        match timeout(ping, tx.send(Message::Text(Utf8Bytes::from(text)))).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => break,
+            Err(_) => {
+                tracing::info!("event stream client does not take its frames; closing");
+                break;
+            }
         }
     }
-    let _ = tx.send(Message::Close(None)).await;
+    let _ = timeout(ping, tx.send(Message::Close(None))).await;
     tracing::debug!("event stream closed");
 }

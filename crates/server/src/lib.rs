@@ -10,6 +10,15 @@
 //! - anything else — the built UI from disk (`ui/dist`, see [`ServeConfig::ui_dir`]),
 //!   `index.html` for unknown paths so the UI's own routes reload.
 //!
+//! Limits (see [`Limits`]): a connection must send each request head within
+//! `header_timeout` of opening or of its previous response (so an idle keep-alive
+//! connection closes then too), a request body must arrive within `body_timeout` of its
+//! head, an `/api` body may hold at most `api_body_limit` bytes (else 413 with the API's
+//! error shape), and the event stream pings its client every `ping_interval`, dropping one
+//! that stops answering. Stopping closes idle and half-sent connections at once, stops the
+//! console's store reads in flight (their requests answer `unavailable`), gives other
+//! requests in flight `shutdown_grace` to finish, then closes what is left.
+//!
 //! Trust: on a loopback address requests must name a loopback `Host` (no DNS rebinding),
 //! `/api` takes only `application/json` and same-origin `Origin`s (no cross-site form
 //! posts or socket hijacking). On any other address every request also needs the token
@@ -24,17 +33,21 @@ pub mod files;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use futures_util::StreamExt;
 use testbay_engine::api::{parse_request, ApiError, Console, ErrorCode};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tower::ServiceExt;
 use tower_http::services::{ServeDir, ServeFile};
 
 /// How to serve.
@@ -47,6 +60,38 @@ pub struct ServeConfig {
     pub ui_dir: Option<PathBuf>,
     /// Token required on non-loopback addresses; generated when `None`.
     pub token: Option<String>,
+    /// Timeouts and sizes; [`Limits::default`] in production.
+    pub limits: Limits,
+}
+
+/// Time and size limits that keep slow or idle clients from holding the server.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// A connection must send a whole request head within this time of opening or of
+    /// the end of its previous response: a head trickling in and an idle keep-alive
+    /// connection are both closed then (hyper's header read timeout).
+    pub header_timeout: Duration,
+    /// A request body must arrive whole within this time of its head (408 otherwise).
+    pub body_timeout: Duration,
+    /// Largest `POST /api` body, in bytes (413 `too_large` otherwise).
+    pub api_body_limit: usize,
+    /// The event stream pings its client this often; a client that sends nothing (not
+    /// even a pong) for two intervals, or does not take a frame within one, is dropped.
+    pub ping_interval: Duration,
+    /// When stopping, how long requests in flight may still finish.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            api_body_limit: 1 << 20,
+            ping_interval: Duration::from_secs(20),
+            shutdown_grace: Duration::from_secs(1),
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -54,6 +99,7 @@ struct AppState {
     console: Arc<Console>,
     auth: Arc<auth::Guard>,
     runs_dir: PathBuf,
+    limits: Arc<Limits>,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -63,6 +109,8 @@ pub struct Server {
     router: Router,
     addr: SocketAddr,
     token: Option<String>,
+    console: Arc<Console>,
+    limits: Arc<Limits>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -76,10 +124,12 @@ impl Server {
             Some(config.token.unwrap_or_else(auth::new_token))
         };
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let limits = Arc::new(config.limits);
         let state = AppState {
             runs_dir: console.paths().runs_dir(),
-            console,
+            console: console.clone(),
             auth: Arc::new(auth::Guard::new(addr, token.clone())),
+            limits: limits.clone(),
             shutdown: shutdown_rx,
         };
         let router = router(state, config.ui_dir);
@@ -88,6 +138,8 @@ impl Server {
             router,
             addr,
             token,
+            console,
+            limits,
             shutdown,
         })
     }
@@ -109,19 +161,124 @@ impl Server {
         }
     }
 
-    /// Serve until `stop` resolves; then close event streams and finish open requests.
+    /// Serve until `stop` resolves. Then: stop accepting, close event streams, stop the
+    /// console's store reads in flight, let requests in flight finish for at most
+    /// [`Limits::shutdown_grace`] and close every connection left.
     pub async fn run(
         self,
         stop: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let shutdown = self.shutdown;
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(async move {
-                stop.await;
-                let _ = shutdown.send(true);
-            })
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(self.limits.header_timeout);
+        let (stop_conns, conns_stop) = watch::channel(false);
+        let mut conns = JoinSet::new();
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                () = &mut stop => break,
+                accepted = self.listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        let conn = serve_connection(&http, stream, self.router.clone(), conns_stop.clone());
+                        conns.spawn(async move {
+                            if let Err(e) = conn.await {
+                                tracing::debug!(%peer, error = %e, "connection ended with an error");
+                            }
+                        });
+                    }
+                    Err(e) => accept_failed(e).await,
+                },
+                Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            }
+        }
+        drop(self.listener);
+        let _ = self.shutdown.send(true);
+        let _ = stop_conns.send(true);
+        // Nothing in flight waits for a long query.
+        self.console.close_reads();
+        let all_done = async { while conns.join_next().await.is_some() {} };
+        if tokio::time::timeout(self.limits.shutdown_grace, all_done)
             .await
+            .is_err()
+        {
+            tracing::warn!(
+                connections = conns.len(),
+                "closing connections still busy at shutdown"
+            );
+            conns.shutdown().await;
+        }
+        Ok(())
     }
+}
+
+/// One HTTP/1.1 connection, upgradable to a WebSocket. Once `stop` turns true it closes
+/// at once when no request is in flight, else after its response.
+fn serve_connection(
+    http: &hyper::server::conn::http1::Builder,
+    stream: TcpStream,
+    router: Router,
+    mut stop: watch::Receiver<bool>,
+) -> impl std::future::Future<Output = hyper::Result<()>> + Send + 'static {
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let counted = in_flight.clone();
+    let service = tower::service_fn(move |req: Request<hyper::body::Incoming>| {
+        let busy = InFlight::new(&counted);
+        let answer = router.clone().oneshot(req.map(axum::body::Body::new));
+        async move {
+            let res = answer.await;
+            drop(busy);
+            res
+        }
+    });
+    let conn = http
+        .serve_connection(
+            hyper_util::rt::TokioIo::new(stream),
+            hyper_util::service::TowerToHyperService::new(service),
+        )
+        .with_upgrades();
+    async move {
+        tokio::pin!(conn);
+        tokio::select! {
+            res = conn.as_mut() => return res,
+            _ = stop.wait_for(|s| *s) => {}
+        }
+        if in_flight.load(Ordering::Acquire) == 0 {
+            // Idle, or a request head still coming in: nothing to finish.
+            return Ok(());
+        }
+        conn.as_mut().graceful_shutdown();
+        conn.await
+    }
+}
+
+/// Counts a request in flight on its connection while it lives.
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        Self(count.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// An `accept` error: those of one connection (it was reset before we took it) need
+/// nothing; others (out of file descriptors) get a pause so the loop does not spin.
+async fn accept_failed(e: std::io::Error) {
+    use std::io::ErrorKind::*;
+    if matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset | Interrupted
+    ) {
+        return;
+    }
+    tracing::error!(error = %e, "cannot accept a connection");
+    tokio::time::sleep(Duration::from_millis(100)).await;
 }
 
 fn router(state: AppState, ui_dir: Option<PathBuf>) -> Router {
@@ -174,7 +331,11 @@ async fn no_ui() -> impl IntoResponse {
     )
 }
 
-async fn api(State(st): State<AppState>, body: Bytes) -> Response {
+async fn api(State(st): State<AppState>, req: Request) -> Response {
+    let body = match read_body(req, &st.limits).await {
+        Ok(body) => body,
+        Err(res) => return res,
+    };
     let result = match parse_request(&body) {
         Ok(req) => st.console.dispatch(req).await,
         Err(e) => Err(e),
@@ -185,6 +346,61 @@ async fn api(State(st): State<AppState>, body: Bytes) -> Response {
     }
 }
 
+/// The whole body of an `/api` request, within [`Limits::api_body_limit`] and
+/// [`Limits::body_timeout`]; else the error response (the connection then closes, as its
+/// body was not read to the end).
+async fn read_body(req: Request, limits: &Limits) -> Result<Vec<u8>, Response> {
+    let limit = limits.api_body_limit;
+    let too_large = || {
+        error_response(ApiError::new(
+            ErrorCode::TooLarge,
+            format!("request body over the limit of {limit} bytes"),
+        ))
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let mut stream = req.into_body().into_data_stream();
+    let mut body = Vec::with_capacity(declared.unwrap_or(0) as usize);
+    let read = async {
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| {
+                error_response(ApiError::invalid(format!(
+                    "cannot read the request body: {e}"
+                )))
+            })?;
+            if body.len() + chunk.len() > limit {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(limits.body_timeout, read).await {
+        Ok(Ok(())) => Ok(body),
+        Ok(Err(res)) => Err(res),
+        Err(_) => {
+            tracing::warn!(
+                timeout_s = limits.body_timeout.as_secs_f64(),
+                "request body too slow"
+            );
+            let mut res = error_response(ApiError::new(
+                ErrorCode::Timeout,
+                format!(
+                    "the request body did not arrive within {} s",
+                    limits.body_timeout.as_secs_f64()
+                ),
+            ));
+            *res.status_mut() = StatusCode::REQUEST_TIMEOUT;
+            Err(res)
+        }
+    }
+}
+
 /// `{"error": ApiError}` with the HTTP status that matches its code.
 pub(crate) fn error_response(e: ApiError) -> Response {
     let status = match e.code {
@@ -192,7 +408,7 @@ pub(crate) fn error_response(e: ApiError) -> Response {
         ErrorCode::NotFound => StatusCode::NOT_FOUND,
         ErrorCode::PackBroken => StatusCode::UNPROCESSABLE_ENTITY,
         ErrorCode::Busy | ErrorCode::Conflict => StatusCode::CONFLICT,
-        ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::Unavailable | ErrorCode::Timeout => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     };

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use testbay_engine::api::Console;
-use testbay_server::{ServeConfig, Server};
+use testbay_server::{Limits, ServeConfig, Server};
 
 use super::Ctx;
 
@@ -50,6 +50,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
                 bind: args.bind,
                 ui_dir,
                 token: args.token,
+                limits: Limits::default(),
             },
         )
         .await

@@ -1,3 +1,4 @@
 //! Server integration tests.
 
 mod serve;
+mod limits;

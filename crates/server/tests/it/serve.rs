@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use futures_util::StreamExt;
 use testbay_engine::api::{Console, ConsolePaths};
-use testbay_server::{ServeConfig, Server};
+use testbay_server::{Limits, ServeConfig, Server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -56,6 +56,7 @@ async fn start(bind: &str, ui: Option<&Path>) -> Running {
             bind: bind.parse().unwrap(),
             ui_dir: ui.map(Path::to_path_buf),
             token: None,
+            limits: Limits::default(),
         },
     )
     .await
