@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use testbay_engine::api::Console;
@@ -42,7 +43,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    rt.block_on(async move {
+    let code = rt.block_on(async move {
         let console = Arc::new(Console::open(ctx.paths.clone()).map_err(|e| anyhow::anyhow!("{e}"))?);
         let server = Server::bind(
             console,
@@ -61,7 +62,11 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
         }
         server.run(stop_signal()).await.context("server failed")?;
         anyhow::Ok(0)
-    })
+    });
+    // The server has closed its connections and stopped the store's reads; work still on
+    // the blocking pool (a read that was just ending) gets a moment, not a wait.
+    rt.shutdown_timeout(Duration::from_millis(500));
+    code
 }
 
 /// Ctrl-C or SIGTERM.
