@@ -7,6 +7,13 @@
 //! [`BookCommand`] to the store's inbox; the owner's service thread applies it and writes
 //! the answer. So there is one book and one writer, and nothing is double-booked across
 //! processes.
+//!
+//! The owner's first act, once the saved reservations are back, is to give back what
+//! runs that are over still hold (`Released`, [`EndReason::HolderEnded`]): a run stored
+//! as finished, one whose console is dead (recovery marks it `interrupted`, before or
+//! after), or one not stored at all (its console died between reserving and storing it)
+//! holds nothing. So a killed console's DUTs are free the moment the next process opens
+//! the book, not when its leases lapse or its booked windows end.
 
 use std::fs::File;
 use std::io::Write;
@@ -203,6 +210,17 @@ impl LiveBook {
         let mut book = Book::with_config(clock, cfg, resources)?;
         let restored = saved.live.len();
         book.restore(saved.live, saved.next_id, saved.next_seq);
+        let live_runs = db::live_runs(&conn)?;
+        let given_back = book.release_ended(|h| match h {
+            Holder::Run { run_id, .. } => !live_runs.contains(run_id),
+            Holder::Operator { .. } => false,
+        });
+        if given_back > 0 {
+            tracing::warn!(
+                given_back,
+                "released what runs that are over still held (their console exited)"
+            );
+        }
         tracing::info!(
             restored,
             live = book.reservations().len(),
@@ -217,7 +235,7 @@ impl LiveBook {
             db_path: db_path.to_path_buf(),
             _lock: lock,
         });
-        // Events from the restore (expired while down) go out like any others.
+        // Events from the restore (expired while down, given back) go out like any others.
         {
             let mut book = inner.book.lock().unwrap_or_else(|p| p.into_inner());
             publish(&inner, &mut book);

@@ -14,3 +14,4 @@ mod lab;
 mod resources;
 mod read_file;
 mod support;
+mod waiters;
