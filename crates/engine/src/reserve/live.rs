@@ -14,6 +14,9 @@
 //! after), or one not stored at all (its console died between reserving and storing it)
 //! holds nothing. So a killed console's DUTs are free the moment the next process opens
 //! the book, not when its leases lapse or its booked windows end.
+//!
+//! Listeners ([`LiveBook::listen`]) hear every batch of events under the book's lock, in
+//! sequence order: the broker wakes the runs waiting for what a batch freed.
 
 use std::fs::File;
 use std::io::Write;
@@ -86,6 +89,17 @@ pub enum BookReply {
     Error { message: String },
 }
 
+/// Hears each published batch of events (see [`LiveBook::listen`]); returns false to
+/// stop listening.
+pub type Listener = Box<dyn FnMut(&[BookEvent]) -> bool + Send>;
+
+/// The book and its listeners, behind one lock, so listeners hear every batch in sequence
+/// order before anyone changes the book again.
+struct Guarded {
+    book: Book,
+    listeners: Vec<Listener>,
+}
+
 enum WriterMsg {
     Events(Vec<BookEvent>),
     Flush(mpsc::Sender<()>),
@@ -93,7 +107,7 @@ enum WriterMsg {
 }
 
 struct Inner {
-    book: Mutex<Book>,
+    book: Mutex<Guarded>,
     to_writer: Mutex<mpsc::Sender<WriterMsg>>,
     events: broadcast::Sender<BookEvent>,
     db_path: PathBuf,
@@ -229,7 +243,10 @@ impl LiveBook {
         let (tx, rx) = mpsc::channel();
         let (events, _) = broadcast::channel(4096);
         let inner = Arc::new(Inner {
-            book: Mutex::new(book),
+            book: Mutex::new(Guarded {
+                book,
+                listeners: Vec::new(),
+            }),
             to_writer: Mutex::new(tx),
             events,
             db_path: db_path.to_path_buf(),
@@ -237,8 +254,8 @@ impl LiveBook {
         });
         // Events from the restore (expired while down, given back) go out like any others.
         {
-            let mut book = inner.book.lock().unwrap_or_else(|p| p.into_inner());
-            publish(&inner, &mut book);
+            let mut g = inner.book.lock().unwrap_or_else(|p| p.into_inner());
+            publish(&inner, &mut g);
         }
         let weak = Arc::downgrade(&inner);
         let handle = std::thread::Builder::new()
@@ -256,14 +273,21 @@ impl LiveBook {
 
     /// Run `f` on the book and publish the events it caused.
     pub fn with<R>(&self, f: impl FnOnce(&mut Book) -> R) -> R {
-        let mut book = self.lock();
-        let r = f(&mut book);
-        publish(&self.inner, &mut book);
+        let mut g = self.lock();
+        let r = f(&mut g.book);
+        publish(&self.inner, &mut g);
         r
     }
 
-    fn lock(&self) -> MutexGuard<'_, Book> {
+    fn lock(&self) -> MutexGuard<'_, Guarded> {
         self.inner.book.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Call `listener` with every batch of events published from now on, under the book's
+    /// lock: it hears them in sequence order, before anyone changes the book again, so it
+    /// must be quick and must not use the book. It stays until it returns false.
+    pub fn listen(&self, listener: Listener) {
+        self.lock().listeners.push(listener);
     }
 
     /// Live book events from now on.
@@ -352,13 +376,16 @@ impl LiveBook {
     }
 }
 
-/// Drain the book's events to the writer and subscribers, under the book lock so the
-/// writer sees them in sequence order.
-fn publish(inner: &Inner, book: &mut Book) {
-    if book.pending_events() == 0 {
+/// Drain the book's events to the listeners, the writer and subscribers, under the book
+/// lock so each sees them in sequence order.
+fn publish(inner: &Inner, g: &mut Guarded) {
+    if g.book.pending_events() == 0 {
         return;
     }
-    let events = book.drain_events();
+    let events = g.book.drain_events();
+    if !g.listeners.is_empty() {
+        g.listeners.retain_mut(|l| l(&events));
+    }
     for e in &events {
         let _ = inner.events.send(e.clone());
     }
@@ -428,9 +455,9 @@ fn service(mut conn: Connection, rx: mpsc::Receiver<WriterMsg>, inner: std::sync
             last_service = std::time::Instant::now();
             let Some(inner) = inner.upgrade() else { return };
             {
-                let mut book = inner.book.lock().unwrap_or_else(|p| p.into_inner());
-                book.tick();
-                publish(&inner, &mut book);
+                let mut g = inner.book.lock().unwrap_or_else(|p| p.into_inner());
+                g.book.tick();
+                publish(&inner, &mut g);
             }
             if serve_inbox(&rx, &mut conn, &inner) {
                 return;
@@ -489,16 +516,21 @@ fn serve_inbox(rx: &mpsc::Receiver<WriterMsg>, conn: &mut Connection, inner: &In
     for (id, json) in pending {
         let (reply, now) = match serde_json::from_str::<BookCommand>(&json) {
             Ok(cmd) => {
-                let mut book = inner.book.lock().unwrap_or_else(|p| p.into_inner());
-                let reply = apply(&mut book, cmd);
-                publish(inner, &mut book);
-                (reply, book.now())
+                let mut g = inner.book.lock().unwrap_or_else(|p| p.into_inner());
+                let reply = apply(&mut g.book, cmd);
+                publish(inner, &mut g);
+                (reply, g.book.now())
             }
             Err(e) => (
                 BookReply::Error {
                     message: format!("bad book command: {e}"),
                 },
-                inner.book.lock().unwrap_or_else(|p| p.into_inner()).now(),
+                inner
+                    .book
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .book
+                    .now(),
             ),
         };
         let stop = pump(rx, conn, None);

@@ -12,6 +12,10 @@
 //! clean. A second stop ends everything at once: teardowns included, nothing more starts.
 //! Either way the run ends `stopped`.
 //!
+//! A task the broker finds busy waits in the plan's delay queue until the time the broker
+//! named, or until the broker wakes it because something it waits for freed
+//! ([`ResourceBroker::wakes`]); then it is retried at once.
+//!
 //! Drivers and phases run as tokio tasks: processes are forked from runtime worker
 //! threads, which live as long as the runtime (see `exec` on pdeathsig).
 
@@ -35,7 +39,7 @@ use crate::plan::{BusyOutcome, ItemState, Plan, PlanInput};
 use crate::reserve::order;
 use crate::store::{NewRun, NewTaskRow, Store, StoreError, TaskFinish, TaskKind};
 
-pub use broker::{AlwaysGrant, Grant, Holding, ResourceBroker, TaskNeeds};
+pub use broker::{AlwaysGrant, Grant, Holding, ResourceBroker, TaskNeeds, Wakes};
 pub use events::{LaneView, LaunchRequest, Progress, RunEvent, RunView, TaskState, TaskView};
 use item::{execute_item, ItemDone, ItemJob, RunCtx};
 pub use prepare::remove_unused_folders;
@@ -318,7 +322,13 @@ impl RunManager {
         if let Err(reason) = begin {
             return Err(self.could_not_start(new_run, &format!("resources: {reason}")));
         }
-        let task_ids = inner.store.insert_run(&new_run, &rows)?;
+        let task_ids = match inner.store.insert_run(&new_run, &rows) {
+            Ok(ids) => ids,
+            Err(e) => {
+                inner.broker.end_run(&run_id);
+                return Err(e.into());
+            }
+        };
 
         let n = plan.items().len();
         let state = Arc::new(Mutex::new(LiveRun {
@@ -561,6 +571,8 @@ impl Driver {
         let mut stop_level = 0u8;
         let mut progress = ProgressThrottle::default();
         let mut lane_stages = vec![0; self.lock().plan.lane_count()];
+        // Tasks found busy are retried when the broker says what they wait for freed.
+        let mut wakes = self.inner.broker.wakes(&run_id);
         loop {
             let stopping = stop_level >= item::STOP_AT_ONCE;
             if !stopping {
@@ -605,6 +617,12 @@ impl Driver {
                     _ => std::future::pending().await,
                 }
             };
+            let woken = async {
+                match wakes.as_mut() {
+                    Some(rx) if !stopping => rx.recv().await,
+                    _ => std::future::pending().await,
+                }
+            };
             let mut stop_rx = self.stop.clone();
             tokio::select! {
                 d = done_rx.recv() => {
@@ -613,6 +631,17 @@ impl Driver {
                     self.item_done(d);
                 }
                 _ = sleep => {}
+                item = woken => match item {
+                    Some(item) => {
+                        let now = self.inner.clock.now_ms();
+                        let mut s = self.lock();
+                        s.plan.wake(item, now);
+                        while let Some(item) = wakes.as_mut().and_then(|rx| rx.try_recv().ok()) {
+                            s.plan.wake(item, now);
+                        }
+                    }
+                    None => wakes = None,
+                },
                 _ = progress.due(), if progress.held_back() => {}
                 level = stop_rx.wait_for(|v| *v > stop_level), if !stopping => {
                     stop_level = level.map(|l| *l).unwrap_or(item::STOP_AT_ONCE);
@@ -815,20 +844,18 @@ impl Driver {
                         ));
                     }
                     Grant::Busy { until, reason } => {
-                        let out = self.lock().plan.resource_busy(st.item, now, until, &reason);
-                        match out {
-                            BusyOutcome::Delayed { until } => {
-                                self.emit_task(
-                                    st.item,
-                                    TaskState::Waiting {
-                                        reason: format!(
-                                            "resources busy ({reason}); retry in {}s",
-                                            ((until - now).max(0) + 999) / 1000
-                                        ),
-                                    },
-                                );
+                        let waiting = {
+                            let mut s = self.lock();
+                            match s.plan.resource_busy(st.item, now, until, &reason) {
+                                BusyOutcome::Delayed { .. } => s.plan.wait_reason(st.item, now),
+                                BusyOutcome::GaveUp { .. } => None,
                             }
-                            BusyOutcome::GaveUp { .. } => again = true,
+                        };
+                        match waiting {
+                            Some(reason) => {
+                                self.emit_task(st.item, TaskState::Waiting { reason });
+                            }
+                            None => again = true,
                         }
                     }
                     Grant::Unavailable(reason) => {
