@@ -1052,7 +1052,7 @@ fn process_group_of(pid: i32) -> Option<i32> {
 /// (`TESTBAY_RUN_ID`, set for every task phase and inherited by what it starts). Returns
 /// how many were killed. Processes of other users, or without that variable, are never
 /// touched.
-fn kill_run_leftovers(run_ids: &[String]) -> u32 {
+pub(crate) fn kill_run_leftovers(run_ids: &[String]) -> u32 {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return 0;
     };

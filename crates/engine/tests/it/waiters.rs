@@ -1,9 +1,10 @@
 //! Nothing wedges: a task waiting for a DUT or resource wakes on the book's events (a
 //! release, a lease lapsing, a hold ending) and starts at once; an early wake-up that finds
 //! the resource busy again is no retry; the next owner of the book gives back what runs
-//! that are over still hold. Real child processes and a real SQLite file; the book's time
-//! is virtual ([`ManualClock`]) wherever waiting is involved, so a waiter can only start
-//! early by being woken.
+//! that are over still hold; a run whose phase never reports back can still be stopped,
+//! and its reservations end with it. Real child processes and a real SQLite file; the
+//! book's time is virtual ([`ManualClock`]) wherever waiting is involved, so a waiter can
+//! only start early by being woken.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,21 +12,23 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use serde_json::{json, Map};
-use testbay_engine::api::{parse_request, Console, ConsolePaths, Response};
-use testbay_engine::clock::{Clock, ManualClock};
+use testbay_engine::api::{parse_request, Console, ConsolePaths, Event, Response};
+use testbay_engine::clock::{Clock, ManualClock, SystemClock};
+use testbay_engine::exec::ExecLimits;
 use testbay_engine::lab::{self, Lab};
-use testbay_engine::outcome::{RunStatus, ERRORED, PASSED};
+use testbay_engine::outcome::{RunStatus, ABORTED, ERRORED, PASSED};
 use testbay_engine::pack::ResourceMode;
 use testbay_engine::plan::{BusyOutcome, DutTarget, ItemState, Plan, PlanInput};
 use testbay_engine::reserve::{
-    BookBroker, BookConfig, BrokerConfig, Holder, LiveBook, Request, ResId, ReservationMode,
+    BookBroker, BookConfig, BrokerConfig, Holder, LiveBook, LiveError, Request, ResId,
+    ReservationMode,
 };
 use testbay_engine::run::{
     Grant, LaunchRequest, ResourceBroker, RunEvent, RunManager, TaskNeeds, TaskState, Wakes,
 };
 use testbay_engine::store::{reservations as db, NewRun, Store};
 
-use crate::support::{run_end, write};
+use crate::support::write;
 
 const T0: i64 = 1_800_000_000_000;
 
@@ -521,18 +524,29 @@ async fn the_second_of_two_api_launches_on_one_dut_starts_when_the_first_ends() 
             .await
             .unwrap()
             .unwrap();
-        if let testbay_engine::api::Event::Run(RunEvent::RunStatus { run_id, status, .. }) = ev {
+        if let Event::Run(RunEvent::RunStatus { run_id, status, .. }) = ev {
             if run_id == second && status == RunStatus::Stalled {
                 break;
             }
         }
     }
     write(&root.join("go"), "");
-    assert_eq!(run_end(&mut events, &first).await, RunStatus::Completed);
-    let status = tokio::time::timeout(WOKEN_WITHIN, run_end(&mut events, &second))
-        .await
-        .expect("the second run starts once the first has ended");
-    assert_eq!(status, RunStatus::Completed);
+    // The second may well end before the first has announced its own end.
+    let mut ended = std::collections::HashMap::new();
+    tokio::time::timeout(WOKEN_WITHIN, async {
+        while ended.len() < 2 {
+            if let Ok(Event::Run(RunEvent::RunStatus { run_id, status, .. })) = events.recv().await
+            {
+                if status.is_finished() && (run_id == first || run_id == second) {
+                    ended.insert(run_id, status);
+                }
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the second run did not start once the first ended: {ended:?}"));
+    assert_eq!(ended[&first], RunStatus::Completed);
+    assert_eq!(ended[&second], RunStatus::Completed);
 }
 
 /// Run `a` (10 s on `ir`) and run `b` (100 s) wait for `ir`: an operator holds it for an
@@ -656,6 +670,149 @@ fn early_wakes_are_no_retries_but_a_broken_promise_is() {
     assert!(!plan.wake(item, clock.now_ms()), "done items do not wake");
 }
 
+// ---- a phase that never reports back (real child processes) ----
+
+/// Kills the given pids when dropped, so a failing test leaves nothing behind.
+struct KillOnDrop(Vec<i32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for &pid in &self.0 {
+            // SAFETY: plain syscall; the pids are this test's task processes.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
+fn gone(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => matches!(
+            s[s.rfind(')').unwrap() + 2..].chars().next(),
+            Some('Z' | 'X')
+        ),
+        Err(_) => true,
+    }
+}
+
+/// The phase's process leaves its process group for one of its own, so neither the
+/// SIGTERM nor the SIGKILL to the group reaches it: after a stop at once its phase never
+/// reports back. The run still ends `stopped` once the grace is up: the task Aborted with
+/// the reason, the run's processes killed, its DUT free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_at_once_ends_a_run_whose_phase_never_reports_back() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    write(&root.join("lab.yaml"), LAB);
+    let lab: Lab = lab::load(&root.join("lab.yaml")).unwrap();
+    let pack = root.join("pack");
+    write(
+        &pack.join("pack.yaml"),
+        "name: stuck\nversion: '1'\ngroups:\n  g:\n    tests: [escape]\n",
+    );
+    write(
+        &pack.join("tasks/escape.yaml"),
+        "name: escape\nrun: [python3, escape.py]\nest_task_time: 1\n",
+    );
+    write(
+        &pack.join("tasks/escape.py"),
+        &format!(
+            r#"import os, time
+helper = os.fork()
+if helper == 0:
+    time.sleep(300)
+    os._exit(0)
+os.setpgid(helper, helper)
+os.setpgid(0, helper)
+with open("{dir}/pids.tmp", "w") as f:
+    f.write(f"{{os.getpid()}} {{helper}}\n")
+os.rename("{dir}/pids.tmp", "{dir}/pids")
+time.sleep(300)
+"#,
+            dir = root.display()
+        ),
+    );
+    let data = root.join("data");
+    let store = Arc::new(Store::open_in(&data).unwrap());
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let book = LiveBook::open(
+        store.path(),
+        clock.clone(),
+        BookConfig::default(),
+        lab.book_resources(),
+    )
+    .unwrap();
+    let broker = BookBroker::new(book.clone(), Some(Arc::new(lab)), BrokerConfig::default());
+    let limits = ExecLimits {
+        kill_grace: Duration::from_millis(200),
+        drain_timeout: Duration::from_millis(200),
+        ..ExecLimits::default()
+    };
+    let mgr = RunManager::with_limits(
+        store.clone(),
+        &data,
+        Arc::new(broker.clone()),
+        clock,
+        limits.clone(),
+    );
+    let id = mgr
+        .launch(LaunchRequest {
+            pack_dir: pack.display().to_string(),
+            duts: vec![box_1()],
+            ..Default::default()
+        })
+        .unwrap();
+    let mut pids = String::new();
+    for _ in 0..1000 {
+        if let Ok(s) = std::fs::read_to_string(root.join("pids")) {
+            pids = s;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let pids: Vec<i32> = pids
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    assert_eq!(pids.len(), 2, "the task never started");
+    let _cleanup = KillOnDrop(pids.clone());
+    assert_eq!(
+        broker.reservations_of(&id).len(),
+        1,
+        "the run holds its DUT"
+    );
+
+    mgr.stop(&id).unwrap();
+    tokio::time::sleep(limits.kill_grace * 2).await;
+    mgr.stop(&id).unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(30), mgr.wait(&id))
+        .await
+        .expect("the run ends after a stop at once")
+        .unwrap();
+    assert_eq!(status, RunStatus::Stopped);
+    let task = &store.run_tasks(&id).unwrap()[0];
+    assert_eq!(task.result.as_deref(), Some(ABORTED), "{task:?}");
+    let message = task.message.clone().unwrap_or_default();
+    assert!(message.contains("gave up on it"), "{message}");
+    assert!(broker.reservations_of(&id).is_empty());
+    assert!(
+        book.reservations()
+            .iter()
+            .all(|v| !v.holder.to_string().contains(&id)),
+        "{:?}",
+        book.reservations()
+    );
+    for pid in pids {
+        for _ in 0..200 {
+            if gone(pid) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(gone(pid), "process {pid} of the stopped run still runs");
+    }
+    book.shutdown();
+}
+
 // ---- property: nobody holds for an ended run, no waiter sleeps while it could go ----
 
 const RESOURCES: [&str; 4] = ["box-1", "box-2", "ir", "stream"];
@@ -765,13 +922,23 @@ impl Model {
     }
 
     fn open(store: &Store, lab: &Lab, clock: &ManualClock) -> (LiveBook, BookBroker) {
-        let book = LiveBook::open(
-            store.path(),
-            Arc::new(clock.clone()),
-            BookConfig::default(),
-            lab.book_resources(),
-        )
-        .unwrap();
+        // Right after a crash the old lock may still be held for a moment: a process
+        // another test forks meanwhile shares its open file until it execs.
+        let mut tries = 0;
+        let book = loop {
+            match LiveBook::open(
+                store.path(),
+                Arc::new(clock.clone()),
+                BookConfig::default(),
+                lab.book_resources(),
+            ) {
+                Err(LiveError::OwnedElsewhere) if tries < 500 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                b => break b.unwrap(),
+            }
+        };
         let cfg = BrokerConfig {
             lease_ms: LEASE_MS,
             renew_thread: false,
