@@ -124,8 +124,19 @@ fn a_killed_consoles_dut_is_free_for_the_next_run_at_once() {
     };
     let dead_run = held[0].2.clone();
     assert_eq!(held[0].1, "run");
-    console.kill().unwrap(); // SIGKILL
-    console.wait().unwrap();
+    // SIGKILL, and leave it unreaped for now: a dead console whose parent has not
+    // collected it yet is just as dead.
+    console.kill().unwrap();
+    let start = Instant::now();
+    while std::fs::read_to_string(format!("/proc/{}/stat", console.id()))
+        .is_ok_and(|s| !s.contains(") Z "))
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "SIGKILL did not kill"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     // Its lease has not lapsed: what is stored still says box-1 is held.
     assert!(holds(&data, &lab)
         .iter()
@@ -148,4 +159,5 @@ fn a_killed_consoles_dut_is_free_for_the_next_run_at_once() {
         "nothing is left held: {:?}",
         holds(&data, &lab)
     );
+    console.wait().unwrap();
 }
