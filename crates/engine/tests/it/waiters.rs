@@ -309,12 +309,16 @@ impl Fx {
     }
 
     fn launch(&self, group: &str, duts: Vec<DutTarget>) -> String {
+        self.launch_in(ResourceMode::PerTaskSeparate, group, duts)
+    }
+
+    fn launch_in(&self, mode: ResourceMode, group: &str, duts: Vec<DutTarget>) -> String {
         self.mgr
             .launch(LaunchRequest {
                 pack_dir: self.pack.display().to_string(),
                 groups: vec![group.into()],
                 duts,
-                resource_mode: Some(ResourceMode::PerTaskSeparate),
+                resource_mode: Some(mode),
                 ..Default::default()
             })
             .unwrap()
@@ -400,6 +404,29 @@ async fn a_waiting_run_starts_when_a_hold_ends_on_virtual_time() {
     assert!(reason.contains("retry in 600s at the latest"), "{reason}");
     // The hold's window ends; the book's service thread sweeps it within 100 ms.
     f.clock.advance(600_000);
+    assert_eq!(f.ends(&id).await, RunStatus::Completed);
+    assert_eq!(f.results(&id)[0].1, PASSED);
+    f.book.shutdown();
+}
+
+/// Resource mode `all`: the run books `ir` up front, for after the operator's hold. The
+/// hold is released early: the run books again from now and starts at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_booked_ahead_starts_early_when_the_holder_lets_go() {
+    let f = Fx::new();
+    let hold = f.book.hold("ir", "carol", None, 3_600_000, false).unwrap();
+    let id = f.launch_in(ResourceMode::All, "ir", vec![]);
+    let reason = f.stalled(&id).await;
+    assert!(reason.contains("retry in 3600s at the latest"), "{reason}");
+    let booked: Vec<_> = f
+        .book
+        .reservations()
+        .into_iter()
+        .filter(|v| v.holder.to_string().contains(&id))
+        .map(|v| (v.resource.to_string(), v.start))
+        .collect();
+    assert_eq!(booked, [("ir".to_string(), T0 + 3_600_000)]);
+    f.book.release(hold.id).unwrap();
     assert_eq!(f.ends(&id).await, RunStatus::Completed);
     assert_eq!(f.results(&id)[0].1, PASSED);
     f.book.shutdown();
