@@ -17,6 +17,14 @@
 //! not started becomes Skipped; the teardowns of the groups it entered and the global
 //! teardown still run. In `split` coverage the suite is shared, so every lane stops.
 //!
+//! The delay queue (kissats): a task whose resources are busy waits until the time the
+//! broker said they are booked until, and is retried then; the broker may wake it earlier
+//! ([`Plan::wake`]) when something it waits for frees. `max_resource_retry` counts the
+//! times it found its resources still busy at or after the time it was told, the first
+//! busy answer included; a retry on such an early wake that finds them busy again does
+//! not count (the resource was never promised by then). `max_resource_wait` bounds the
+//! wait from the first busy answer to the time the latest answer names.
+//!
 //! `prereq_tasks` are looked up in the same lane (and among the shared tests in `split`
 //! coverage). A prereq that is still to run in the current or an earlier stage is waited
 //! for; one that failed, was skipped, or will not run before is reason for Blocked.
@@ -193,8 +201,8 @@ pub struct Plan {
     settled: Vec<ItemId>,
     /// Times each (group, task) test has been started, for `test` coverage.
     run_counts: HashMap<(Option<usize>, String), u32>,
-    /// (retries, first busy time) per item that has been in the delay queue.
-    delay_mem: HashMap<ItemId, (u32, EpochMs)>,
+    /// Per item that has been in the delay queue: what its busy answers add up to.
+    delay_mem: HashMap<ItemId, DelayMem>,
     /// Occurrences of each task, for prereq lookups.
     by_task: HashMap<String, Vec<ItemId>>,
 }
@@ -953,12 +961,15 @@ impl Plan {
         until: EpochMs,
         reason: &str,
     ) -> BusyOutcome {
-        let (retries, first_busy) = self.delay_mem.get(&id).copied().unwrap_or((0, now));
+        let mem = self.delay_mem.get(&id).copied();
+        let (retries, first_busy) = mem.map_or((0, now), |m| (m.retries, m.first_busy));
         if let ItemState::Running { lane } = self.states[id] {
             self.lanes[lane].running.retain(|&r| r != id);
         }
         let def = &self.items[id].def;
-        let retries = retries + 1;
+        // Woken before the time it was told, and still busy: not a retry (module docs).
+        let early = mem.is_some_and(|m| now < m.promised);
+        let retries = if early { retries } else { retries + 1 };
         let waited_s = (until.max(now) - first_busy) as f64 / 1000.0;
         if retries > def.max_resource_retry {
             let message = format!(
@@ -983,9 +994,29 @@ impl Plan {
             retries,
             first_busy,
         };
-        self.delay_mem.insert(id, (retries, first_busy));
+        self.delay_mem.insert(
+            id,
+            DelayMem {
+                retries,
+                first_busy,
+                promised: until.max(now),
+            },
+        );
         BusyOutcome::Delayed {
             until: until.max(now),
+        }
+    }
+
+    /// The broker says something a delayed item waits for may have freed: it may start
+    /// again now. Its next busy answer, if any, does not count as a retry unless it comes
+    /// at or after the time the last one named. Returns whether the item was waiting.
+    pub fn wake(&mut self, id: ItemId, now: EpochMs) -> bool {
+        match &mut self.states[id] {
+            ItemState::Delayed { until, .. } => {
+                *until = (*until).min(now);
+                true
+            }
+            _ => false,
         }
     }
 
@@ -1006,7 +1037,7 @@ impl Plan {
     pub fn wait_reason(&self, id: ItemId, now: EpochMs) -> Option<String> {
         match &self.states[id] {
             ItemState::Delayed { until, reason, .. } => Some(format!(
-                "resources busy ({reason}); retry in {}s",
+                "resources busy ({reason}); starts when they free, retry in {}s at the latest",
                 ((until - now).max(0) + 999) / 1000
             )),
             ItemState::Pending => {
@@ -1060,6 +1091,16 @@ enum Prereq {
     Ok,
     Wait,
     Blocked(String),
+}
+
+/// An item's time in the delay queue.
+#[derive(Debug, Clone, Copy)]
+struct DelayMem {
+    /// Busy answers that counted against `max_resource_retry`.
+    retries: u32,
+    first_busy: EpochMs,
+    /// The time the last busy answer said the resources would be free.
+    promised: EpochMs,
 }
 
 impl LaneState {

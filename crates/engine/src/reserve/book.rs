@@ -761,6 +761,29 @@ impl Book {
         }
     }
 
+    /// Give back everything held or booked by holders that are over (`ended`), as
+    /// `Released` events with [`EndReason::HolderEnded`]; their lapsed pre-reservations are
+    /// forgotten too, so a late claim cannot book for them again. Returns how many
+    /// reservations were released.
+    pub fn release_ended(&mut self, ended: impl Fn(&Holder) -> bool) -> usize {
+        let now = self.now();
+        self.sweep(now);
+        let mut ids: Vec<u64> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| ended(&e.holder))
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable();
+        for &id in &ids {
+            self.remove_entry_with_event(id, now, BookEventKind::Released, EndReason::HolderEnded);
+        }
+        self.lapsed.retain(|_, l| !ended(&l.entry.holder));
+        // A hold moved up to now starts at once.
+        self.sweep(now);
+        ids.len()
+    }
+
     /// Renew the lease of a claimed reservation: it now lapses `lease_ms` from now (never
     /// after its window ends). Without a lease this changes nothing.
     pub fn renew(&mut self, id: ResId) -> Result<Reservation, BookError> {

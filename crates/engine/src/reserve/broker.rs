@@ -15,22 +15,31 @@
 //! DUT too if this attempt took it) and a `Busy` answer with the time the missing resource frees up, which sends it to the
 //! plan's delay queue. Every claim is a lease renewed by a background thread while the
 //! run lives; a killed console stops renewing and the lab gets its resources back at the
-//! lease's end.
+//! lease's end (or at once, when the next process opens the book: see `reserve::live`).
+//!
+//! Waking: the broker listens to the book ([`LiveBook::listen`]). A task found busy waits
+//! for the resources that were busy; when one of them is released or expires (a lease
+//! lapses, a hold or window ends) in a way that frees time before the task's `until`, the
+//! run's driver gets the task's item id ([`ResourceBroker::wakes`]) and retries it at
+//! once. The events of an attempt that ends busy (its probe requests and the give-back of
+//! what it took) change nothing for anyone and wake nobody: otherwise two tasks waiting
+//! for the same resource would wake each other forever.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use serde_json::Value;
+use tokio::sync::mpsc;
 
 use super::{
-    fmt_ms_short, Book, BookError, ClaimOutcome, Holder, LiveBook, Request, ResId, ReservationMode,
-    ReservationStatus, ResourceKind,
+    fmt_ms_short, Book, BookError, BookEvent, BookEventKind, ClaimOutcome, Holder, LiveBook,
+    Request, ResId, ReservationMode, ReservationStatus, ResourceKind,
 };
 use crate::clock::EpochMs;
 use crate::lab::Lab;
 use crate::pack::{GroupDef, LoadedPack, ResourceMode};
-use crate::run::{Grant, Holding, ResourceBroker, TaskNeeds};
+use crate::run::{Grant, Holding, ResourceBroker, TaskNeeds, Wakes};
 
 /// Tunables of the broker.
 #[derive(Debug, Clone, Copy)]
@@ -109,6 +118,57 @@ struct Inner {
     lab: Option<Arc<Lab>>,
     cfg: BrokerConfig,
     runs: Mutex<HashMap<String, RunState>>,
+    /// Shared with the book's listener. Lock order: `runs`, the book, `waiting`.
+    waiting: Arc<Mutex<Waiting>>,
+}
+
+/// Tasks found busy, and how to wake them.
+#[derive(Default)]
+struct Waiting {
+    /// Wake-up senders of the runs that asked for them ([`ResourceBroker::wakes`]).
+    runs: HashMap<String, mpsc::UnboundedSender<usize>>,
+    /// Per waiting (run, item): the resources that were busy and the time the book said
+    /// they would be free.
+    items: HashMap<(String, usize), Want>,
+    /// Reservations the last attempt that ended busy made and gave back (or moved): their
+    /// ends in the next published batch wake nobody (see the module docs).
+    quiet: Vec<ResId>,
+}
+
+struct Want {
+    resources: Vec<String>,
+    until: EpochMs,
+}
+
+impl Waiting {
+    /// The book published `events`: wake the items some of them may have unblocked, each
+    /// once (a task still busy on its retry waits anew).
+    fn heard(&mut self, events: &[BookEvent]) {
+        let quiet = std::mem::take(&mut self.quiet);
+        if self.items.is_empty() {
+            return;
+        }
+        let Waiting { runs, items, .. } = self;
+        for e in events {
+            if !matches!(e.kind, BookEventKind::Released | BookEventKind::Expired)
+                || quiet.contains(&e.reservation.id)
+            {
+                continue;
+            }
+            let v = &e.reservation;
+            // Time freed from the item's `until` on changes nothing for it: it could have
+            // that time anyway.
+            items.retain(|(run, item), want| {
+                let hit = v.start < want.until && want.resources.iter().any(|r| **r == *v.resource);
+                if hit {
+                    if let Some(tx) = runs.get(run) {
+                        let _ = tx.send(*item);
+                    }
+                }
+                !hit
+            });
+        }
+    }
 }
 
 /// [`ResourceBroker`] on a [`LiveBook`]. Cheap to clone.
@@ -172,11 +232,21 @@ pub fn resources_named(pack: &LoadedPack, groups: &[String]) -> BTreeSet<String>
 
 impl BookBroker {
     pub fn new(book: LiveBook, lab: Option<Arc<Lab>>, cfg: BrokerConfig) -> Self {
+        let waiting = Arc::new(Mutex::new(Waiting::default()));
+        let heard = Arc::downgrade(&waiting);
+        book.listen(Box::new(move |events| match heard.upgrade() {
+            Some(w) => {
+                w.lock().unwrap_or_else(|p| p.into_inner()).heard(events);
+                true
+            }
+            None => false,
+        }));
         let inner = Arc::new(Inner {
             book,
             lab,
             cfg,
             runs: Mutex::new(HashMap::new()),
+            waiting,
         });
         if cfg.renew_thread {
             let weak = Arc::downgrade(&inner);
@@ -193,6 +263,39 @@ impl BookBroker {
 
     fn runs(&self) -> MutexGuard<'_, HashMap<String, RunState>> {
         self.inner.runs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn waiting(&self) -> MutexGuard<'_, Waiting> {
+        self.inner.waiting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Called under the book's lock as an attempt ends busy: what the attempt did (`quiet`)
+    /// wakes nobody, and the item waits for what was busy, if its run asked for wake-ups.
+    fn wait(&self, key: (String, usize), busy: &Busy, quiet: Vec<ResId>) {
+        let mut w = self.waiting();
+        w.quiet = quiet;
+        if w.runs.contains_key(&key.0) {
+            w.items.insert(
+                key,
+                Want {
+                    resources: busy.resources.clone(),
+                    until: busy.until,
+                },
+            );
+        }
+    }
+
+    /// Item ids of `run_id`'s tasks waiting to be woken (for tests and diagnostics).
+    pub fn waiting_items(&self, run_id: &str) -> Vec<usize> {
+        let mut ids: Vec<usize> = self
+            .waiting()
+            .items
+            .keys()
+            .filter(|(r, _)| r == run_id)
+            .map(|(_, i)| *i)
+            .collect();
+        ids.sort_unstable();
+        ids
     }
 
     fn reserve_ms(&self, est_s: f64) -> i64 {
@@ -261,7 +364,8 @@ fn busy_reason(b: &mut Book, resource: &str) -> String {
     }
 }
 
-/// Request and, if its window starts now, claim. `Err((until, reason))` when busy.
+/// Request and, if its window starts now, claim. `Err((until, reason, probe))` when busy:
+/// `probe` is the request it made to learn `until`, released again.
 fn take_now(
     b: &mut Book,
     resource: &str,
@@ -270,7 +374,7 @@ fn take_now(
     config: Value,
     dur: i64,
     lease: i64,
-) -> Result<Result<Held, (EpochMs, String)>, BookError> {
+) -> Result<Result<Held, (EpochMs, String, ResId)>, BookError> {
     let mode = if exclusive {
         ReservationMode::Exclusive
     } else {
@@ -284,7 +388,7 @@ fn take_now(
     )?;
     if pre.available_from > b.now() {
         b.release(pre.id)?;
-        return Ok(Err((pre.available_from, busy_reason(b, resource))));
+        return Ok(Err((pre.available_from, busy_reason(b, resource), pre.id)));
     }
     Ok(Ok(
         claim_now(b, pre.id, resource, exclusive)?.expect("a window starting now is claimable")
@@ -312,6 +416,29 @@ fn claim_now(
             new_avail,
             ..
         } => Ok(Err((pre_reservation_id, new_avail))),
+    }
+}
+
+/// Why a task cannot start now: the latest of the times its busy resources are booked
+/// until, why, and which resources were busy.
+struct Busy {
+    until: EpochMs,
+    reason: String,
+    resources: Vec<String>,
+}
+
+impl Busy {
+    fn add(busy: &mut Option<Busy>, until: EpochMs, reason: String, resource: &str) {
+        let b = busy.get_or_insert_with(|| Busy {
+            until,
+            reason: reason.clone(),
+            resources: Vec::new(),
+        });
+        if (until, &reason) > (b.until, &b.reason) {
+            b.until = until;
+            b.reason = reason;
+        }
+        b.resources.push(resource.to_string());
     }
 }
 
@@ -427,8 +554,13 @@ impl ResourceBroker for BookBroker {
         let task_ms = self.reserve_ms(needs.est_task_time);
         let lane_ms = ((lane.est_ms.max(0) as f64) * cfg.estimate_factor) as i64 + cfg.margin_ms;
         let lab = self.inner.lab.clone();
-        let answer = self.inner.book.with(
-            |b| -> Result<Result<Vec<Held>, (EpochMs, String)>, String> {
+        let key = (needs.run_id.to_string(), needs.item);
+        let answer = self
+            .inner
+            .book
+            .with(|b| -> Result<Result<Vec<Held>, Busy>, String> {
+                // What this attempt books and gives back again if it ends busy.
+                let mut quiet: Vec<ResId> = Vec::new();
                 // Unknown resources can never be had.
                 for (r, exclusive) in &want {
                     match b.resource_kind(r) {
@@ -467,14 +599,21 @@ impl ResourceBroker for BookBroker {
                                 dut_fresh = Some(h.id);
                                 lane.dut = Some(h);
                             }
-                            Err(busy) => return Ok(Err(busy)),
+                            Err((until, reason, probe)) => {
+                                quiet.push(probe);
+                                let mut busy = None;
+                                Busy::add(&mut busy, until, reason, &d.name);
+                                let busy = busy.expect("just added");
+                                self.wait(key, &busy, quiet);
+                                return Ok(Err(busy));
+                            }
                         }
                     }
                 }
                 let now = b.now();
                 let mut got: Vec<Held> = Vec::new();
                 let mut fresh: Vec<ResId> = Vec::new();
-                let mut busy: Option<(EpochMs, String)> = None;
+                let mut busy: Option<Busy> = None;
                 for (r, exclusive) in &want {
                     let config = needs.configs.get(r).cloned().unwrap_or(Value::Null);
                     let pooled = matches!(mode, ResourceMode::All | ResourceMode::PerTaskCombine);
@@ -482,7 +621,49 @@ impl ResourceBroker for BookBroker {
                         (true, Some(Booked::Held(h))) => got.push(h),
                         (true, Some(Booked::Pre { id, from })) => {
                             if from > now {
-                                busy = busy.max(Some((from, busy_reason(b, r))));
+                                // Booked for later, but what stood before may have freed
+                                // early: book again from now. The new window starts no
+                                // later than the old one, and is claimed if it starts now.
+                                release_quietly(b, id);
+                                quiet.push(id);
+                                let dur = if mode == ResourceMode::All {
+                                    lane_ms
+                                } else {
+                                    task_ms
+                                };
+                                let m = if *exclusive {
+                                    ReservationMode::Exclusive
+                                } else {
+                                    ReservationMode::Shared
+                                };
+                                let pre = b
+                                    .request(
+                                        Request::new(
+                                            r,
+                                            holder(needs.run_id, needs.lane, None),
+                                            dur,
+                                        )
+                                        .mode(m)
+                                        .config(config)
+                                        .lease(cfg.lease_ms),
+                                    )
+                                    .map_err(|e| e.to_string())?;
+                                let claimed = if pre.available_from <= now {
+                                    claim_now(b, pre.id, r, *exclusive)
+                                        .map_err(|e| e.to_string())?
+                                } else {
+                                    Err((pre.id, pre.available_from))
+                                };
+                                match claimed {
+                                    Ok(h) => {
+                                        lane.pooled.insert(r.clone(), Booked::Held(h.clone()));
+                                        got.push(h);
+                                    }
+                                    Err((id, from)) => {
+                                        lane.pooled.insert(r.clone(), Booked::Pre { id, from });
+                                        Busy::add(&mut busy, from, busy_reason(b, r), r);
+                                    }
+                                }
                                 continue;
                             }
                             match claim_now(b, id, r, *exclusive) {
@@ -495,7 +676,7 @@ impl ResourceBroker for BookBroker {
                                     // a new pre-reservation; wait for it.
                                     lane.pooled
                                         .insert(r.clone(), Booked::Pre { id: new_id, from });
-                                    busy = busy.max(Some((from, busy_reason(b, r))));
+                                    Busy::add(&mut busy, from, busy_reason(b, r), r);
                                 }
                                 Err(BookError::UnknownId(_)) => {
                                     // Lapsed long ago and forgotten: book again.
@@ -528,7 +709,7 @@ impl ResourceBroker for BookBroker {
                                             from: pre.available_from,
                                         },
                                     );
-                                    busy = busy.max(Some((pre.available_from, busy_reason(b, r))));
+                                    Busy::add(&mut busy, pre.available_from, busy_reason(b, r), r);
                                 }
                                 Err(e) => return Err(e.to_string()),
                             }
@@ -556,7 +737,10 @@ impl ResourceBroker for BookBroker {
                                     }
                                     got.push(h);
                                 }
-                                Err(b2) => busy = busy.max(Some(b2)),
+                                Err((until, reason, probe)) => {
+                                    quiet.push(probe);
+                                    Busy::add(&mut busy, until, reason, r);
+                                }
                             }
                         }
                     }
@@ -565,21 +749,28 @@ impl ResourceBroker for BookBroker {
                     // All or nothing: give back what this attempt took.
                     if let Some(id) = dut_fresh {
                         release_quietly(b, id);
+                        quiet.push(id);
                         lane.dut = None;
                     }
                     for id in fresh {
                         release_quietly(b, id);
+                        quiet.push(id);
                         lane.pooled
                             .retain(|_, bk| !matches!(bk, Booked::Held(h) if h.id == id));
                     }
+                    self.wait(key, &busy, quiet);
                     return Ok(Err(busy));
                 }
                 Ok(Ok(got))
-            },
-        );
+            });
+        if !matches!(answer, Ok(Err(_))) {
+            self.waiting()
+                .items
+                .remove(&(needs.run_id.to_string(), needs.item));
+        }
         match answer {
             Err(reason) => Grant::Unavailable(reason),
-            Ok(Err((until, reason))) => Grant::Busy { until, reason },
+            Ok(Err(Busy { until, reason, .. })) => Grant::Busy { until, reason },
             Ok(Ok(got)) => {
                 let lane = &run.lanes[&lane_name];
                 let mut holdings: Vec<Holding> = lane.dut.iter().map(Held::holding).collect();
@@ -593,6 +784,7 @@ impl ResourceBroker for BookBroker {
     }
 
     fn release(&self, run_id: &str, item: usize, _holdings: &[Holding]) {
+        self.waiting().items.remove(&(run_id.to_string(), item));
         let mut runs = self.runs();
         let Some(run) = runs.get_mut(run_id) else {
             return;
@@ -636,6 +828,11 @@ impl ResourceBroker for BookBroker {
     }
 
     fn end_run(&self, run_id: &str) {
+        {
+            let mut w = self.waiting();
+            w.runs.remove(run_id);
+            w.items.retain(|(r, _), _| r != run_id);
+        }
         let ids = self.reservations_of(run_id);
         self.runs().remove(run_id);
         self.inner.book.with(|b| {
@@ -643,6 +840,12 @@ impl ResourceBroker for BookBroker {
                 release_quietly(b, id);
             }
         });
+    }
+
+    fn wakes(&self, run_id: &str) -> Option<Wakes> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.waiting().runs.insert(run_id.to_string(), tx);
+        Some(rx)
     }
 }
 

@@ -7,6 +7,16 @@
 //! [`BookCommand`] to the store's inbox; the owner's service thread applies it and writes
 //! the answer. So there is one book and one writer, and nothing is double-booked across
 //! processes.
+//!
+//! The owner's first act, once the saved reservations are back, is to give back what
+//! runs that are over still hold (`Released`, [`EndReason::HolderEnded`]): a run stored
+//! as finished, one whose console is dead (recovery marks it `interrupted`, before or
+//! after), or one not stored at all (its console died between reserving and storing it)
+//! holds nothing. So a killed console's DUTs are free the moment the next process opens
+//! the book, not when its leases lapse or its booked windows end.
+//!
+//! Listeners ([`LiveBook::listen`]) hear every batch of events under the book's lock, in
+//! sequence order: the broker wakes the runs waiting for what a batch freed.
 
 use std::fs::File;
 use std::io::Write;
@@ -79,6 +89,17 @@ pub enum BookReply {
     Error { message: String },
 }
 
+/// Hears each published batch of events (see [`LiveBook::listen`]); returns false to
+/// stop listening.
+pub type Listener = Box<dyn FnMut(&[BookEvent]) -> bool + Send>;
+
+/// The book and its listeners, behind one lock, so listeners hear every batch in sequence
+/// order before anyone changes the book again.
+struct Guarded {
+    book: Book,
+    listeners: Vec<Listener>,
+}
+
 enum WriterMsg {
     Events(Vec<BookEvent>),
     Flush(mpsc::Sender<()>),
@@ -86,7 +107,7 @@ enum WriterMsg {
 }
 
 struct Inner {
-    book: Mutex<Book>,
+    book: Mutex<Guarded>,
     to_writer: Mutex<mpsc::Sender<WriterMsg>>,
     events: broadcast::Sender<BookEvent>,
     db_path: PathBuf,
@@ -203,6 +224,17 @@ impl LiveBook {
         let mut book = Book::with_config(clock, cfg, resources)?;
         let restored = saved.live.len();
         book.restore(saved.live, saved.next_id, saved.next_seq);
+        let live_runs = db::live_runs(&conn)?;
+        let given_back = book.release_ended(|h| match h {
+            Holder::Run { run_id, .. } => !live_runs.contains(run_id),
+            Holder::Operator { .. } => false,
+        });
+        if given_back > 0 {
+            tracing::warn!(
+                given_back,
+                "released what runs that are over still held (their console exited)"
+            );
+        }
         tracing::info!(
             restored,
             live = book.reservations().len(),
@@ -211,16 +243,19 @@ impl LiveBook {
         let (tx, rx) = mpsc::channel();
         let (events, _) = broadcast::channel(4096);
         let inner = Arc::new(Inner {
-            book: Mutex::new(book),
+            book: Mutex::new(Guarded {
+                book,
+                listeners: Vec::new(),
+            }),
             to_writer: Mutex::new(tx),
             events,
             db_path: db_path.to_path_buf(),
             _lock: lock,
         });
-        // Events from the restore (expired while down) go out like any others.
+        // Events from the restore (expired while down, given back) go out like any others.
         {
-            let mut book = inner.book.lock().unwrap_or_else(|p| p.into_inner());
-            publish(&inner, &mut book);
+            let mut g = inner.book.lock().unwrap_or_else(|p| p.into_inner());
+            publish(&inner, &mut g);
         }
         let weak = Arc::downgrade(&inner);
         let handle = std::thread::Builder::new()
@@ -238,14 +273,21 @@ impl LiveBook {
 
     /// Run `f` on the book and publish the events it caused.
     pub fn with<R>(&self, f: impl FnOnce(&mut Book) -> R) -> R {
-        let mut book = self.lock();
-        let r = f(&mut book);
-        publish(&self.inner, &mut book);
+        let mut g = self.lock();
+        let r = f(&mut g.book);
+        publish(&self.inner, &mut g);
         r
     }
 
-    fn lock(&self) -> MutexGuard<'_, Book> {
+    fn lock(&self) -> MutexGuard<'_, Guarded> {
         self.inner.book.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Call `listener` with every batch of events published from now on, under the book's
+    /// lock: it hears them in sequence order, before anyone changes the book again, so it
+    /// must be quick and must not use the book. It stays until it returns false.
+    pub fn listen(&self, listener: Listener) {
+        self.lock().listeners.push(listener);
     }
 
     /// Live book events from now on.
@@ -334,13 +376,16 @@ impl LiveBook {
     }
 }
 
-/// Drain the book's events to the writer and subscribers, under the book lock so the
-/// writer sees them in sequence order.
-fn publish(inner: &Inner, book: &mut Book) {
-    if book.pending_events() == 0 {
+/// Drain the book's events to the listeners, the writer and subscribers, under the book
+/// lock so each sees them in sequence order.
+fn publish(inner: &Inner, g: &mut Guarded) {
+    if g.book.pending_events() == 0 {
         return;
     }
-    let events = book.drain_events();
+    let events = g.book.drain_events();
+    if !g.listeners.is_empty() {
+        g.listeners.retain_mut(|l| l(&events));
+    }
     for e in &events {
         let _ = inner.events.send(e.clone());
     }
@@ -410,9 +455,9 @@ fn service(mut conn: Connection, rx: mpsc::Receiver<WriterMsg>, inner: std::sync
             last_service = std::time::Instant::now();
             let Some(inner) = inner.upgrade() else { return };
             {
-                let mut book = inner.book.lock().unwrap_or_else(|p| p.into_inner());
-                book.tick();
-                publish(&inner, &mut book);
+                let mut g = inner.book.lock().unwrap_or_else(|p| p.into_inner());
+                g.book.tick();
+                publish(&inner, &mut g);
             }
             if serve_inbox(&rx, &mut conn, &inner) {
                 return;
@@ -471,16 +516,21 @@ fn serve_inbox(rx: &mpsc::Receiver<WriterMsg>, conn: &mut Connection, inner: &In
     for (id, json) in pending {
         let (reply, now) = match serde_json::from_str::<BookCommand>(&json) {
             Ok(cmd) => {
-                let mut book = inner.book.lock().unwrap_or_else(|p| p.into_inner());
-                let reply = apply(&mut book, cmd);
-                publish(inner, &mut book);
-                (reply, book.now())
+                let mut g = inner.book.lock().unwrap_or_else(|p| p.into_inner());
+                let reply = apply(&mut g.book, cmd);
+                publish(inner, &mut g);
+                (reply, g.book.now())
             }
             Err(e) => (
                 BookReply::Error {
                     message: format!("bad book command: {e}"),
                 },
-                inner.book.lock().unwrap_or_else(|p| p.into_inner()).now(),
+                inner
+                    .book
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .book
+                    .now(),
             ),
         };
         let stop = pump(rx, conn, None);

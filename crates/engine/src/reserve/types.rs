@@ -327,6 +327,9 @@ pub enum EndReason {
     WindowEnded,
     /// On reload the lab no longer allows it (resource gone or capacity lowered).
     LabChanged,
+    /// Its holder is a run that is over without having released it: the console running
+    /// it exited (or was killed), and the next owner of the book gave it back.
+    HolderEnded,
 }
 
 /// One change in the book. `seq` increases by one per event, across restarts.

@@ -1,6 +1,10 @@
 //! The resource seam: `run` asks a [`ResourceBroker`] before each task starts. The lab's
 //! reservation book implements it (resource modes, leases, the delay queue's "busy until");
 //! [`AlwaysGrant`] grants everything at once, for runs without a lab.
+//!
+//! A task found busy waits in the plan's delay queue until the time the broker named, or
+//! until the broker wakes it ([`ResourceBroker::wakes`]): when something it waits for is
+//! released, its lease lapses or a hold ends, the run retries it at once.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -75,7 +79,8 @@ pub struct Holding {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Grant {
     Granted(Vec<Holding>),
-    /// Busy; ask again at `until` (the task goes to the delay queue).
+    /// Busy; ask again at `until` (the task goes to the delay queue), the time the busy
+    /// resources are booked until, or earlier when the broker wakes the task.
     Busy {
         until: EpochMs,
         reason: String,
@@ -106,7 +111,19 @@ pub trait ResourceBroker: Send + Sync + 'static {
 
     /// The run ended (any status): drop whatever it still holds.
     fn end_run(&self, _run_id: &str) {}
+
+    /// Wake-ups for `run_id`'s tasks found busy: from the call on, the item id of each such
+    /// task is sent once something it waits for may have freed (released, a lease lapsed, a
+    /// hold ended), and the run retries it at once instead of at its `until`. Asked once, by
+    /// the run's driver before its first task; the sender goes with
+    /// [`ResourceBroker::end_run`]. `None` (the default): nothing frees early.
+    fn wakes(&self, _run_id: &str) -> Option<Wakes> {
+        None
+    }
 }
+
+/// See [`ResourceBroker::wakes`].
+pub type Wakes = tokio::sync::mpsc::UnboundedReceiver<usize>;
 
 /// Grants every resource immediately with the task's requested configuration. For runs
 /// without a lab inventory.

@@ -2,6 +2,7 @@
 //! the outcome, tell the driver.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +29,80 @@ pub(crate) struct ItemDone {
     pub message: String,
     pub holdings: Vec<Holding>,
     pub finished_ms: EpochMs,
+    /// Set when the occurrence's task ended without storing a result (it panicked): the
+    /// driver stores this one, on this lane.
+    pub unwritten: Option<String>,
+}
+
+/// What an occurrence's task and the driver share.
+#[derive(Debug, Default)]
+pub(crate) struct Occurrence {
+    /// Taken by whoever settles the occurrence first: its task, with the phases' result,
+    /// or the driver giving up on a task that does not end (a stop at once whose phase
+    /// never reports back). The other one stores nothing.
+    settled: AtomicBool,
+}
+
+impl Occurrence {
+    /// Whether the caller settles the occurrence (nobody did before).
+    pub fn settle(&self) -> bool {
+        !self.settled.swap(true, Ordering::AcqRel)
+    }
+}
+
+/// Settles an occurrence whose task ended without doing so (a panic), as Errored.
+struct SettleOnDrop {
+    occ: Arc<Occurrence>,
+    item: usize,
+    lane: String,
+    holdings: Vec<Holding>,
+    clock: Arc<dyn Clock>,
+    done: mpsc::UnboundedSender<ItemDone>,
+}
+
+impl Drop for SettleOnDrop {
+    fn drop(&mut self) {
+        if !self.occ.settle() {
+            return;
+        }
+        let message = if std::thread::panicking() {
+            "the console's task running this occurrence failed (a panic; see the console's log)"
+        } else {
+            "the console's task running this occurrence ended without a result"
+        };
+        tracing::error!(item = self.item, lane = %self.lane, message, "occurrence ended unsettled");
+        let _ = self.done.send(ItemDone {
+            item: self.item,
+            result: ERRORED.into(),
+            message: message.into(),
+            holdings: std::mem::take(&mut self.holdings),
+            finished_ms: self.clock.now_ms(),
+            unwritten: Some(self.lane.clone()),
+        });
+    }
+}
+
+/// Run an occurrence on its own task. Should the task end without settling it (a panic),
+/// the driver still hears of it, as Errored. The handle lets the driver give up on it.
+pub(crate) fn spawn_item(
+    ctx: Arc<RunCtx>,
+    job: ItemJob,
+    done: mpsc::UnboundedSender<ItemDone>,
+    writing: ResultWrite,
+) -> tokio::task::AbortHandle {
+    let guard = SettleOnDrop {
+        occ: job.occ.clone(),
+        item: job.item,
+        lane: job.lane.clone(),
+        holdings: job.holdings.clone(),
+        clock: ctx.clock.clone(),
+        done: done.clone(),
+    };
+    tokio::spawn(async move {
+        let _guard = guard;
+        execute_item(ctx, job, done, writing).await;
+    })
+    .abort_handle()
 }
 
 /// Held by an occurrence until its result is written; the driver waits for every one to
@@ -65,6 +140,7 @@ pub(crate) struct ItemJob {
     /// Folder name of this occurrence under `runs/<id>/<lane>/`.
     pub dir_name: String,
     pub holdings: Vec<Holding>,
+    pub occ: Arc<Occurrence>,
 }
 
 /// Name of an occurrence's params file (`TESTBAY_PARAMS`), in its folder.
@@ -103,7 +179,7 @@ fn is_failure(params: &GlobalParams, result: &str) -> bool {
     !params.valid_result.iter().any(|v| v == result)
 }
 
-pub(crate) async fn execute_item(
+async fn execute_item(
     ctx: Arc<RunCtx>,
     job: ItemJob,
     done: mpsc::UnboundedSender<ItemDone>,
@@ -130,6 +206,10 @@ pub(crate) async fn execute_item(
     };
     let outcome = run_phases(&ctx, &job, &occ_dir, &artifacts, &paths).await;
     let finished_ms = ctx.clock.now_ms();
+    if !job.occ.settle() {
+        tracing::warn!(run_id = %ctx.run_id, task = %job.def.name, "the run gave up on this task before it ended; its result is not stored");
+        return;
+    }
     let (result, message, finish) = match outcome {
         Ok(o) => o.into_finish(&ctx.params, &job, started_ms, finished_ms, paths),
         Err(e) => {
@@ -169,6 +249,7 @@ pub(crate) async fn execute_item(
         message,
         holdings: job.holdings,
         finished_ms,
+        unwritten: None,
     });
     // The driver starts the next task first; this result is written while that task's
     // process runs instead of before it starts. The driver waits for `writing` to end
@@ -565,4 +646,50 @@ async fn run_one(
         }
     };
     outcome.map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    fn guard(occ: &Arc<Occurrence>) -> (SettleOnDrop, mpsc::UnboundedReceiver<ItemDone>) {
+        let (done, rx) = mpsc::unbounded_channel();
+        let g = SettleOnDrop {
+            occ: occ.clone(),
+            item: 7,
+            lane: "box-1".into(),
+            holdings: Vec::new(),
+            clock: Arc::new(ManualClock::new(1_000)),
+            done,
+        };
+        (g, rx)
+    }
+
+    /// An occurrence's task that panics still reports its occurrence, as Errored and not
+    /// stored (the driver stores it); one that was settled before reports nothing more.
+    #[tokio::test]
+    async fn a_task_that_dies_unsettled_reports_its_occurrence_errored() {
+        let occ = Arc::new(Occurrence::default());
+        let (g, mut rx) = guard(&occ);
+        let task = tokio::spawn(async move {
+            let _g = g;
+            panic!("the phase's timer failed");
+        });
+        assert!(task.await.unwrap_err().is_panic());
+        let d = rx.recv().await.expect("the driver hears of it");
+        assert_eq!((d.item, d.result.as_str()), (7, ERRORED));
+        assert!(d.message.contains("panic"), "{}", d.message);
+        assert_eq!(d.unwritten.as_deref(), Some("box-1"));
+        assert!(!occ.settle(), "settled once");
+
+        let occ = Arc::new(Occurrence::default());
+        let (g, mut rx) = guard(&occ);
+        assert!(
+            occ.settle(),
+            "its own task (or the driver) settles it first"
+        );
+        drop(g);
+        assert!(rx.recv().await.is_none(), "nothing more to say");
+    }
 }

@@ -10,7 +10,15 @@
 //! teardowns of the groups each lane entered and the global teardown still run (and a
 //! terminated task's own teardown phase, if it has `always_teardown`), so DUTs are left
 //! clean. A second stop ends everything at once: teardowns included, nothing more starts.
-//! Either way the run ends `stopped`.
+//! Either way the run ends `stopped`. A phase that still has not reported back
+//! [`stop_grace`] after a stop at once (its process left its process group, cannot be
+//! killed, or its task died) is given up on: its task becomes Aborted, every process still
+//! carrying the run's id is killed, and the run ends, so its reservations end with it. An
+//! occurrence whose task panics is Errored at once (`item::spawn_item`).
+//!
+//! A task the broker finds busy waits in the plan's delay queue until the time the broker
+//! named, or until the broker wakes it because something it waits for freed
+//! ([`ResourceBroker::wakes`]); then it is retried at once.
 //!
 //! Drivers and phases run as tokio tasks: processes are forked from runtime worker
 //! threads, which live as long as the runtime (see `exec` on pdeathsig).
@@ -29,15 +37,15 @@ use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::clock::{Clock, EpochMs};
 use crate::exec::ExecLimits;
-use crate::outcome::{RunStatus, ERRORED};
+use crate::outcome::{RunStatus, ABORTED, ERRORED};
 use crate::pack::{self, LoadedPack, PackErrors, ResourceMode};
 use crate::plan::{BusyOutcome, ItemState, Plan, PlanInput};
 use crate::reserve::order;
 use crate::store::{NewRun, NewTaskRow, Store, StoreError, TaskFinish, TaskKind};
 
-pub use broker::{AlwaysGrant, Grant, Holding, ResourceBroker, TaskNeeds};
+pub use broker::{AlwaysGrant, Grant, Holding, ResourceBroker, TaskNeeds, Wakes};
 pub use events::{LaneView, LaunchRequest, Progress, RunEvent, RunView, TaskState, TaskView};
-use item::{execute_item, ItemDone, ItemJob, RunCtx};
+use item::{spawn_item, ItemDone, ItemJob, Occurrence, RunCtx};
 pub use prepare::remove_unused_folders;
 
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +114,19 @@ pub const EVENT_CAPACITY: usize = 4096;
 
 /// Live states kept before finished runs are forgotten (see [`RunManager::view`]).
 pub const MAX_LIVE_RUNS: usize = 64;
+
+/// Slack on top of the time a phase takes to end after a stop at once (see [`stop_grace`]).
+pub const STOP_SLACK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How long after a stop at once the run waits for its phases to report back before it
+/// gives up on them: the SIGTERM→SIGKILL grace and the output drain `exec` allows a phase,
+/// plus [`STOP_SLACK`]. A phase that has not ended by then never will on its own.
+pub fn stop_grace(limits: &ExecLimits) -> std::time::Duration {
+    limits
+        .kill_grace
+        .saturating_add(limits.drain_timeout)
+        .saturating_add(STOP_SLACK)
+}
 
 impl RunManager {
     pub fn new(
@@ -318,7 +339,13 @@ impl RunManager {
         if let Err(reason) = begin {
             return Err(self.could_not_start(new_run, &format!("resources: {reason}")));
         }
-        let task_ids = inner.store.insert_run(&new_run, &rows)?;
+        let task_ids = match inner.store.insert_run(&new_run, &rows) {
+            Ok(ids) => ids,
+            Err(e) => {
+                inner.broker.end_run(&run_id);
+                return Err(e.into());
+            }
+        };
 
         let n = plan.items().len();
         let state = Arc::new(Mutex::new(LiveRun {
@@ -371,6 +398,7 @@ impl RunManager {
             stop: stop_rx,
             dir_names: HashMap::new(),
             prep: prepare::Preparer::start(),
+            occurrences: HashMap::new(),
         };
         tokio::spawn(async move {
             let status = driver.drive().await;
@@ -488,6 +516,8 @@ struct Driver {
     dir_names: HashMap<String, HashSet<String>>,
     /// Makes the folders of upcoming items while others run.
     prep: Option<prepare::Preparer>,
+    /// Occurrences started and not yet done, with their tasks.
+    occurrences: HashMap<usize, (Arc<Occurrence>, tokio::task::AbortHandle)>,
 }
 
 /// The folder name an occurrence of `task` gets on a lane whose names `taken` are in use:
@@ -561,6 +591,11 @@ impl Driver {
         let mut stop_level = 0u8;
         let mut progress = ProgressThrottle::default();
         let mut lane_stages = vec![0; self.lock().plan.lane_count()];
+        // Tasks found busy are retried when the broker says what they wait for freed.
+        let mut wakes = self.inner.broker.wakes(&run_id);
+        // After a stop at once: when to give up on phases that have not reported back.
+        let mut give_up_at: Option<tokio::time::Instant> = None;
+        let mut gave_up = 0usize;
         loop {
             let stopping = stop_level >= item::STOP_AT_ONCE;
             if !stopping {
@@ -605,6 +640,18 @@ impl Driver {
                     _ => std::future::pending().await,
                 }
             };
+            let woken = async {
+                match wakes.as_mut() {
+                    Some(rx) if !stopping => rx.recv().await,
+                    _ => std::future::pending().await,
+                }
+            };
+            let give_up = async {
+                match give_up_at {
+                    Some(t) if running > 0 => tokio::time::sleep_until(t).await,
+                    _ => std::future::pending().await,
+                }
+            };
             let mut stop_rx = self.stop.clone();
             tokio::select! {
                 d = done_rx.recv() => {
@@ -613,12 +660,30 @@ impl Driver {
                     self.item_done(d);
                 }
                 _ = sleep => {}
+                item = woken => match item {
+                    Some(item) => {
+                        let now = self.inner.clock.now_ms();
+                        let mut s = self.lock();
+                        s.plan.wake(item, now);
+                        while let Some(item) = wakes.as_mut().and_then(|rx| rx.try_recv().ok()) {
+                            s.plan.wake(item, now);
+                        }
+                    }
+                    None => wakes = None,
+                },
+                _ = give_up => {
+                    give_up_at = None;
+                    gave_up += self.give_up_stuck(&mut running);
+                }
                 _ = progress.due(), if progress.held_back() => {}
                 level = stop_rx.wait_for(|v| *v > stop_level), if !stopping => {
                     stop_level = level.map(|l| *l).unwrap_or(item::STOP_AT_ONCE);
                     if stop_level >= item::STOP_AT_ONCE {
                         tracing::info!(run_id = %run_id, "stopping run at once");
                         self.lock().plan.abort_pending("run stopped at once by the operator");
+                        give_up_at = Some(
+                            tokio::time::Instant::now() + stop_grace(&self.inner.limits),
+                        );
                     } else {
                         tracing::info!(run_id = %run_id, "stopping run; teardowns still run");
                         self.lock().plan.stop("run stopped by the operator");
@@ -630,7 +695,15 @@ impl Driver {
             }
         }
         drop(writing_tx);
-        let _ = writing_rx.recv().await;
+        if gave_up == 0 {
+            let _ = writing_rx.recv().await;
+        } else if tokio::time::timeout(STOP_SLACK, writing_rx.recv())
+            .await
+            .is_err()
+        {
+            // A task given up on that does not even yield to be cancelled.
+            tracing::warn!(run_id = %run_id, "not waiting any longer for tasks given up on");
+        }
         if let Some(p) = self.prep.take() {
             p.finish();
         }
@@ -791,6 +864,7 @@ impl Driver {
                         dut: s.plan.lane_dut(st.lane).cloned(),
                         dir_name: String::new(),
                         holdings: Vec::new(),
+                        occ: Arc::new(Occurrence::default()),
                     };
                     (grant, job)
                 };
@@ -807,28 +881,24 @@ impl Driver {
                             s.started[st.item] = Some(now);
                         }
                         *running += 1;
-                        tokio::spawn(execute_item(
-                            self.ctx.clone(),
-                            job,
-                            done_tx.clone(),
-                            writing.clone(),
-                        ));
+                        let (item, occ) = (job.item, job.occ.clone());
+                        let task =
+                            spawn_item(self.ctx.clone(), job, done_tx.clone(), writing.clone());
+                        self.occurrences.insert(item, (occ, task));
                     }
                     Grant::Busy { until, reason } => {
-                        let out = self.lock().plan.resource_busy(st.item, now, until, &reason);
-                        match out {
-                            BusyOutcome::Delayed { until } => {
-                                self.emit_task(
-                                    st.item,
-                                    TaskState::Waiting {
-                                        reason: format!(
-                                            "resources busy ({reason}); retry in {}s",
-                                            ((until - now).max(0) + 999) / 1000
-                                        ),
-                                    },
-                                );
+                        let waiting = {
+                            let mut s = self.lock();
+                            match s.plan.resource_busy(st.item, now, until, &reason) {
+                                BusyOutcome::Delayed { .. } => s.plan.wait_reason(st.item, now),
+                                BusyOutcome::GaveUp { .. } => None,
                             }
-                            BusyOutcome::GaveUp { .. } => again = true,
+                        };
+                        match waiting {
+                            Some(reason) => {
+                                self.emit_task(st.item, TaskState::Waiting { reason });
+                            }
+                            None => again = true,
                         }
                     }
                     Grant::Unavailable(reason) => {
@@ -880,13 +950,63 @@ impl Driver {
     }
 
     fn item_done(&mut self, d: ItemDone) {
+        self.occurrences.remove(&d.item);
         let holdings = d.holdings;
         self.inner
             .broker
             .release(&self.ctx.run_id, d.item, &holdings);
-        let mut s = self.lock();
-        s.plan.finish(d.item, &d.result, &d.message);
-        s.finished[d.item] = Some(d.finished_ms);
+        {
+            let mut s = self.lock();
+            s.plan.finish(d.item, &d.result, &d.message);
+            s.finished[d.item] = Some(d.finished_ms);
+        }
+        if let Some(lane) = d.unwritten {
+            self.store_engine_result(d.item, &d.result, &d.message, Some(lane));
+        }
+    }
+
+    /// After a stop at once, [`stop_grace`] has passed and some phases have not reported
+    /// back: give up on those occurrences. Each becomes Aborted and its task is cancelled;
+    /// every process still carrying the run's `TESTBAY_RUN_ID` is killed (a phase that
+    /// left its process group escaped the group's SIGKILL). A direct child killed so stays
+    /// a zombie until the console exits: its task, which would have reaped it, is gone.
+    /// Returns how many occurrences were given up on.
+    fn give_up_stuck(&mut self, running: &mut usize) -> usize {
+        let grace = stop_grace(&self.inner.limits);
+        let message = format!(
+            "run stopped at once by the operator; this task had not ended {}s later, so the console gave up on it",
+            grace.as_secs_f64()
+        );
+        let mut items: Vec<usize> = self.occurrences.keys().copied().collect();
+        items.sort_unstable();
+        let mut n = 0;
+        for item in items {
+            let (occ, task) = &self.occurrences[&item];
+            if !occ.settle() {
+                // It is ending by itself right now; its result is on its way.
+                continue;
+            }
+            task.abort();
+            self.occurrences.remove(&item);
+            *running -= 1;
+            self.inner.broker.release(&self.ctx.run_id, item, &[]);
+            let lane = {
+                let mut s = self.lock();
+                let lane = match s.plan.state(item) {
+                    ItemState::Running { lane } => Some(s.plan.lane_name(*lane).to_string()),
+                    _ => None,
+                };
+                s.plan.finish(item, ABORTED, &message);
+                lane
+            };
+            self.store_engine_result(item, ABORTED, &message, lane);
+            n += 1;
+        }
+        if n > 0 {
+            let killed = crate::store::kill_run_leftovers(std::slice::from_ref(&self.ctx.run_id));
+            tracing::warn!(run_id = %self.ctx.run_id, given_up = n, killed, "gave up on tasks that did not end after a stop at once");
+        }
+        n
     }
 
     /// Store and announce results the plan assigned itself (Skipped, Blocked, ...).

@@ -1212,13 +1212,18 @@ fn own_identity() -> (i64, Option<i64>) {
     (pid as i64, process_start_time(pid).map(|t| t as i64))
 }
 
-/// Start time of `pid` in clock ticks since boot (field 22 of /proc/<pid>/stat).
+/// Start time of `pid` in clock ticks since boot (field 22 of /proc/<pid>/stat); `None`
+/// once it has exited, even while its parent has not reaped it yet (a zombie).
 pub fn process_start_time(pid: i32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may contain spaces and parentheses; fields after the
     // last ')' are plain.
     let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split_whitespace().nth(19)?.parse().ok()
+    let mut fields = rest.split_whitespace();
+    if matches!(fields.next(), Some("Z" | "X")) {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
 }
 
 /// Process group of `pid` (field 5 of /proc/<pid>/stat).
@@ -1232,7 +1237,7 @@ fn process_group_of(pid: i32) -> Option<i32> {
 /// (`TESTBAY_RUN_ID`, set for every task phase and inherited by what it starts). Returns
 /// how many were killed. Processes of other users, or without that variable, are never
 /// touched.
-fn kill_run_leftovers(run_ids: &[String]) -> u32 {
+pub(crate) fn kill_run_leftovers(run_ids: &[String]) -> u32 {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return 0;
     };

@@ -2,7 +2,7 @@
 //! event history the console's timeline reads, and the inbox through which another
 //! process (the CLI while a console runs) asks the book's owner to act.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -163,6 +163,33 @@ pub fn live_reservations(conn: &Connection) -> Result<Vec<ReservationView>> {
         out.push(serde_json::from_str(&row?).map_err(json_err("reservation"))?);
     }
     Ok(out)
+}
+
+/// Ids of the runs that may still hold something in the book (see `reserve::live`): not
+/// finished (queued, running or stalled) and owned by a process that is alive, as
+/// [`super::Store::recover_interrupted`] judges it. A run whose console died is over even
+/// before recovery marks it so.
+pub fn live_runs(conn: &Connection) -> Result<HashSet<String>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, owner_pid, owner_start FROM runs
+         WHERE status IN ('queued', 'running', 'stalled')",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, Option<i64>>(1)?,
+            r.get::<_, Option<i64>>(2)?,
+        ))
+    })?;
+    let mut live = HashSet::new();
+    for row in rows {
+        if let (id, Some(pid), Some(start)) = row? {
+            if super::process_start_time(pid as i32) == Some(start as u64) {
+                live.insert(id);
+            }
+        }
+    }
+    Ok(live)
 }
 
 /// Book events after `after_seq`, oldest first, at most `limit`.

@@ -15,3 +15,4 @@ mod lab;
 mod resources;
 mod read_file;
 mod support;
+mod waiters;

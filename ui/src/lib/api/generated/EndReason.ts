@@ -3,4 +3,4 @@
 /**
  * Why a reservation left the book.
  */
-export type EndReason = "released" | "rebooked" | "unclaimed" | "lease_lapsed" | "window_ended" | "lab_changed";
+export type EndReason = "released" | "rebooked" | "unclaimed" | "lease_lapsed" | "window_ended" | "lab_changed" | "holder_ended";
