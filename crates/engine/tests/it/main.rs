@@ -13,4 +13,5 @@ mod api;
 mod lab;
 mod resources;
 mod read_file;
+mod bounds;
 mod support;
