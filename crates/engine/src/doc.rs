@@ -149,7 +149,7 @@ impl Node {
             NodeKind::Null => "nothing (null)".into(),
             NodeKind::Bool(b) => format!("a boolean (`{b}`)"),
             NodeKind::Int(i) => format!("an integer (`{i}`)"),
-            NodeKind::Float(f) => format!("a number (`{f}`)"),
+            NodeKind::Float(f) => format!("a number (`{}`)", fmt_num(*f)),
             NodeKind::Str(s) => format!("a string (`{}`)", short(s)),
             NodeKind::Seq(_) => "a list".into(),
             NodeKind::Map(_) => "a mapping".into(),
@@ -1003,7 +1003,7 @@ impl Validator<'_> {
         };
         let shown = match node.kind {
             NodeKind::Int(i) => i.to_string(),
-            _ => x.to_string(),
+            _ => fmt_num(x),
         };
         let before = out.len();
         if let Some(min) = s.get("minimum").and_then(Value::as_f64) {
@@ -1201,11 +1201,14 @@ impl Validator<'_> {
     }
 }
 
+/// `604800`, `0.5`; a huge number as `1e300` rather than its 301 digits.
 fn fmt_num(x: f64) -> String {
     if x.fract() == 0.0 && x.abs() < 1e15 {
         format!("{}", x as i64)
-    } else {
+    } else if x.abs() < 1e15 {
         x.to_string()
+    } else {
+        format!("{x:e}")
     }
 }
 

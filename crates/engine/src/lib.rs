@@ -3,6 +3,7 @@
 //! See ARCHITECTURE.md for the module map. Nothing here knows about Tauri or HTTP.
 
 pub mod api;
+pub mod bounds;
 pub mod clock;
 pub mod doc;
 pub mod diag;

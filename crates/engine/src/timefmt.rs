@@ -81,7 +81,7 @@ pub fn parse_duration_ms(s: &str) -> Option<i64> {
         return None;
     }
     if let Ok(secs) = s.parse::<i64>() {
-        return Some(secs * 1000);
+        return secs.checked_mul(1000);
     }
     let mut total = 0i64;
     let mut rest = s;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::Subcommand;
+use testbay_engine::bounds;
 use testbay_engine::clock::{Clock, SystemClock};
 use testbay_engine::lab::{self, Lab};
 use testbay_engine::reserve::{
@@ -119,6 +120,13 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
                     })
                 })
                 .transpose()?;
+            bounds::check_hold(duration_ms, from, clock.now_ms()).map_err(|e| match e {
+                bounds::BoundError::OutOfRange { key, message } => {
+                    let flag = if key == "from_ms" { "--from" } else { "--for" };
+                    anyhow::anyhow!("{flag}: {message}")
+                }
+                other => other.into(),
+            })?;
             if lab.dut(&target).is_none() && lab.resource(&target).is_none() {
                 let names = lab
                     .def

@@ -10,10 +10,11 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{Map, Value};
+use testbay_engine::bounds;
 use testbay_engine::clock::{Clock, SystemClock};
 use testbay_engine::lab::{Lab, LabErrors};
 use testbay_engine::outcome::RunStatus;
-use testbay_engine::pack::{CoverageMode, ResourceMode};
+use testbay_engine::pack::{CoverageMode, LoadedPack, ResourceMode};
 use testbay_engine::params;
 use testbay_engine::plan::DutTarget;
 use testbay_engine::reserve::{
@@ -124,20 +125,16 @@ pub fn resolve_pack(arg: &str, ctx: &Ctx) -> anyhow::Result<PathBuf> {
 
 /// DUTs from `--dut`: with a lab file, each must be a DUT of the lab that is not offline,
 /// and its model, rack and slot come from the lab; without one, any name is a lane.
-/// Returns the DUTs and the ATS their rack implies (when they share one).
-fn resolve_duts(
-    args: &[String],
-    lab: Option<&LabFile>,
-) -> anyhow::Result<(Vec<DutTarget>, Option<String>)> {
+fn resolve_duts(args: &[String], lab: Option<&LabFile>) -> anyhow::Result<Vec<DutTarget>> {
     let mut duts = args
         .iter()
         .map(|d| parse_dut(d))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let Some(lab_file) = lab else {
-        return Ok((duts, None));
+        return Ok(duts);
     };
     if duts.is_empty() {
-        return Ok((duts, None));
+        return Ok(duts);
     }
     let lab = lab_file.get()?;
     let lab_file = &lab_file.path;
@@ -162,12 +159,27 @@ fn resolve_duts(
         t.rack = d.location.as_ref().map(|l| l.rack.clone());
         t.slot = d.location.as_ref().map(|l| l.slot);
     }
-    let racks: std::collections::BTreeSet<_> = duts.iter().map(|d| d.rack.clone()).collect();
-    let ats = match racks.into_iter().collect::<Vec<_>>().as_slice() {
-        [Some(r)] => Some(r.clone()),
-        _ => None,
+    Ok(duts)
+}
+
+/// The run's ATS, as the console decides it (`Lab::launch_ats`): with a lab file, `--ats`
+/// must be a rack of the lab holding every DUT, and without `--ats` the run takes the rack
+/// its DUTs sit in. Without a lab file, `--ats` is taken as given.
+fn launch_ats(
+    ats: Option<String>,
+    duts: &[DutTarget],
+    lab: Option<&LabFile>,
+) -> anyhow::Result<Option<String>> {
+    let Some(lab_file) = lab else {
+        return Ok(ats);
     };
-    Ok((duts, ats))
+    if ats.is_none() && duts.is_empty() {
+        return Ok(None);
+    }
+    lab_file
+        .get()?
+        .launch_ats(ats.as_deref(), duts)
+        .map_err(|e| anyhow::anyhow!("{e} (lab {})", lab_file.path.display()))
 }
 
 fn parse_dut(s: &str) -> anyhow::Result<DutTarget> {
@@ -230,16 +242,15 @@ fn booking(
     ctx: &Ctx,
     lab: Option<&LabFile>,
     store: &Store,
-    pack_dir: &Path,
+    pack: Option<&LoadedPack>,
     needs_duts: bool,
 ) -> anyhow::Result<Result<Booking, i32>> {
     let unbooked = Booking {
         broker: Arc::new(AlwaysGrant),
         book: None,
     };
-    // A pack that does not load is reported by the launch, with its diagnostics.
-    let resources = testbay_engine::pack::load(pack_dir)
-        .map(|p| resources_named(&p, &args.groups))
+    let resources = pack
+        .map(|p| resources_named(p, &args.groups))
         .unwrap_or_default();
     let what = {
         let mut w: Vec<String> = Vec::new();
@@ -297,22 +308,32 @@ fn booking(
     }
 }
 
+/// Refused before anything is stored, as the console refuses a launch: sizes over their
+/// limits (`bounds`), unknown or offline DUTs, an ATS that does not hold the DUTs.
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
     let pack_dir = resolve_pack(&args.pack, ctx)?;
     let lab = LabFile::load(ctx);
-    let (duts, rack) = resolve_duts(&args.duts, lab.as_ref())?;
+    let params = parse_params(&args.params)?;
+    bounds::check_request_size(args.groups.len(), args.duts.len(), &params)?;
+    let duts = resolve_duts(&args.duts, lab.as_ref())?;
+    let ats = launch_ats(args.ats.clone(), &duts, lab.as_ref())?;
+    // A pack that does not load is reported by the launch, with its diagnostics.
+    let pack = testbay_engine::pack::load(&pack_dir).ok();
+    if let Some(p) = &pack {
+        bounds::check_task_count(p, &args.groups, duts.len(), &params, args.coverage_mode)?;
+    }
     let needs_duts = !duts.is_empty();
     let req = LaunchRequest {
         pack_dir: pack_dir.display().to_string(),
         groups: args.groups.clone(),
-        ats: args.ats.clone().or(rack),
+        ats,
         duts,
-        params: parse_params(&args.params)?,
+        params,
         resource_mode: args.resource_mode,
         coverage_mode: args.coverage_mode,
     };
     let store = open_store(ctx)?;
-    let booking = match booking(&args, ctx, lab.as_ref(), &store, &pack_dir, needs_duts)? {
+    let booking = match booking(&args, ctx, lab.as_ref(), &store, pack.as_ref(), needs_duts)? {
         Ok(b) => b,
         Err(code) => return Ok(code),
     };

@@ -5,3 +5,4 @@ mod serve;
 mod lab;
 mod data_dir;
 mod recovery;
+mod bounds;

@@ -11,6 +11,7 @@ use super::{
     logs, ApiError, ConsoleInfo, ConsolePaths, ErrorCode, Event, ExportFile, LaunchSpec, Request,
     Response, RunDetail,
 };
+use crate::bounds::{self, BoundError};
 use crate::clock::{Clock, SystemClock};
 use crate::diag::Diagnostic;
 use crate::lab::{self as inventory, Lab};
@@ -216,18 +217,29 @@ impl Console {
                 let page = blocking(move || store.list_runs(&q).map_err(store_error)).await?;
                 Ok(Response::ListRuns(page))
             }
-            Request::GetRun { run_id } => {
+            Request::GetRun {
+                run_id,
+                offset,
+                limit,
+            } => {
                 let store = self.store.clone();
                 let id = run_id.clone();
                 let runs_dir = self.paths.runs_dir();
-                let (run, tasks) = blocking(move || {
+                let (run, page) = blocking(move || {
                     let run = store.get_run(&id).map_err(store_error)?;
                     let tasks = store.run_tasks(&id).map_err(store_error)?;
-                    Ok((run, artifacts::with_artifacts(tasks, &runs_dir)))
+                    Ok((run, task_page(tasks, offset, limit, &runs_dir)))
                 })
                 .await?;
                 let live = self.runs.view(&run_id);
-                Ok(Response::GetRun(Box::new(RunDetail { run, tasks, live })))
+                Ok(Response::GetRun(Box::new(RunDetail {
+                    run,
+                    tasks: page.tasks,
+                    tasks_total: page.total,
+                    tasks_offset: page.offset,
+                    next_offset: page.next_offset,
+                    live,
+                })))
             }
             Request::GetLab => Ok(Response::GetLab(Box::new(self.lab_view()?))),
             Request::SearchDuts { query, pack, ats } => self.search_duts(&query, pack, ats),
@@ -242,11 +254,9 @@ impl Console {
                 from_ms,
                 next_available,
             } => {
-                if !(duration_s.is_finite() && duration_s > 0.0) {
-                    return Err(ApiError::invalid(format!(
-                        "duration_s must be a positive number of seconds, got {duration_s}"
-                    )));
-                }
+                let duration_ms = bounds::hold_duration_ms(duration_s).map_err(bound_error)?;
+                bounds::check_hold(duration_ms, from_ms, self.clock.now_ms())
+                    .map_err(bound_error)?;
                 if by.trim().is_empty() {
                     return Err(ApiError::invalid("say who holds it (by)"));
                 }
@@ -254,7 +264,7 @@ impl Console {
                     resource,
                     by,
                     from: from_ms,
-                    duration_ms: (duration_s * 1000.0).round() as i64,
+                    duration_ms,
                     next_available,
                 };
                 match self.book_call(cmd)? {
@@ -458,18 +468,32 @@ impl Console {
         }
     }
 
+    /// Refused before anything is stored: a request over its size limits (`too_large`),
+    /// an unknown pack or DUT, an ATS that does not hold the DUTs (`invalid_request`), a
+    /// launch expanding to more tasks than a run holds (`too_large`).
     async fn launch(&self, spec: LaunchSpec) -> Result<Response, ApiError> {
+        bounds::check_request_size(spec.groups.len(), spec.duts.len(), &spec.params)
+            .map_err(bound_error)?;
         let pack = self.find_pack(&spec.pack)?;
         let duts = spec
             .duts
             .into_iter()
             .map(|name| self.dut_target(name))
             .collect::<Result<Vec<_>, _>>()?;
+        let ats = self.launch_ats(spec.ats, &duts)?;
+        bounds::check_task_count(
+            &pack,
+            &spec.groups,
+            duts.len(),
+            &spec.params,
+            spec.coverage_mode,
+        )
+        .map_err(bound_error)?;
         self.check_can_reserve(&pack, &spec.groups, !duts.is_empty())?;
         let req = LaunchRequest {
             pack_dir: pack.dir.display().to_string(),
             groups: spec.groups,
-            ats: spec.ats,
+            ats,
             duts,
             params: spec.params,
             resource_mode: spec.resource_mode,
@@ -517,6 +541,21 @@ impl Console {
                 self.paths.data_dir.display()
             ),
         ))
+    }
+
+    /// The ATS of a launch (see [`Lab::launch_ats`]): checked against the lab when the
+    /// console has a lab file; without one, any name is taken as given.
+    fn launch_ats(
+        &self,
+        ats: Option<String>,
+        duts: &[DutTarget],
+    ) -> Result<Option<String>, ApiError> {
+        if self.paths.lab_file.is_none() || (ats.is_none() && duts.is_empty()) {
+            return Ok(ats);
+        }
+        self.lab()?
+            .launch_ats(ats.as_deref(), duts)
+            .map_err(|e| ApiError::invalid(format!("ats: {e}")))
     }
 
     /// A DUT named at launch, with its model, rack and slot from the lab. A console without
@@ -650,10 +689,66 @@ fn book_error(e: BookError) -> ApiError {
     let code = match &e {
         BookError::UnknownResource { .. } | BookError::UnknownId(_) => ErrorCode::NotFound,
         BookError::ResourceUnavailable { .. } => ErrorCode::Busy,
-        BookError::InvalidDuration(_) | BookError::ModeMismatch { .. } => ErrorCode::InvalidRequest,
+        BookError::InvalidDuration(_)
+        | BookError::OutOfRange { .. }
+        | BookError::ModeMismatch { .. } => ErrorCode::InvalidRequest,
         _ => ErrorCode::Conflict,
     };
     ApiError::new(code, e.to_string())
+}
+
+fn bound_error(e: BoundError) -> ApiError {
+    let code = match e {
+        BoundError::OutOfRange { .. } => ErrorCode::InvalidRequest,
+        BoundError::TooLarge { .. } => ErrorCode::TooLarge,
+    };
+    ApiError::new(code, e.to_string())
+}
+
+/// Bytes of task details one `get_run` answer carries at most (at least one task): a run
+/// of thousands of tasks, each with up to 64 KiB of raw result, is read in pages.
+const GET_RUN_MAX_BYTES: usize = 16 * 1024 * 1024;
+
+/// One page of a run's tasks.
+struct TaskPage {
+    tasks: Vec<artifacts::TaskDetail>,
+    total: u32,
+    offset: u32,
+    next_offset: Option<u32>,
+}
+
+/// Tasks `offset..` of a run, at most `limit` (default and most: a run's
+/// [`bounds::MAX_RUN_TASKS`]) and [`GET_RUN_MAX_BYTES`] of them; artifacts listed for
+/// those only.
+fn task_page(
+    tasks: Vec<crate::store::TaskRecord>,
+    offset: Option<u32>,
+    limit: Option<u32>,
+    runs_dir: &Path,
+) -> TaskPage {
+    let total = tasks.len();
+    let offset = (offset.unwrap_or(0) as usize).min(total);
+    let limit = limit.map_or(bounds::MAX_RUN_TASKS, |l| {
+        (l as usize).clamp(1, bounds::MAX_RUN_TASKS)
+    });
+    let page: Vec<_> = tasks.into_iter().skip(offset).take(limit).collect();
+    let mut details = artifacts::with_artifacts(page, runs_dir);
+    let mut bytes = 0usize;
+    let fits = details
+        .iter()
+        .position(|d| {
+            bytes = bytes.saturating_add(bounds::json_len(d));
+            bytes > GET_RUN_MAX_BYTES
+        })
+        .map_or(details.len(), |i| i.max(1));
+    details.truncate(fits);
+    let end = offset + details.len();
+    TaskPage {
+        tasks: details,
+        total: total as u32,
+        offset: offset as u32,
+        next_offset: (end < total).then_some(end as u32),
+    }
 }
 
 fn store_error(e: StoreError) -> ApiError {

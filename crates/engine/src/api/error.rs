@@ -22,7 +22,8 @@ pub enum ErrorCode {
     Conflict,
     /// A part of the console is not configured (no lab file, no store).
     Unavailable,
-    /// The answer would be bigger than the command allows (a file over `read_file`'s cap).
+    /// The request, or its answer, is bigger than the command allows (a launch over its
+    /// size limits, a file over `read_file`'s cap).
     TooLarge,
     /// The request took longer than its limit and was stopped (a store query past the
     /// read limit, a request body that did not arrive in time); narrow it or retry.

@@ -75,8 +75,18 @@ pub enum Request {
     ReadFile { run_id: String, path: String },
     /// Stored runs: filters, sort and paging done here, not in the client.
     ListRuns(RunQuery),
-    /// A stored run with every task occurrence and its sub-results.
-    GetRun { run_id: String },
+    /// A stored run with its task occurrences and their sub-results, in plan order: from
+    /// `offset` (default 0), at most `limit` (default and most: 10,000, the most a run
+    /// holds) and 16 MiB of them; `next_offset` says where the next page starts.
+    GetRun {
+        run_id: String,
+        #[serde(default)]
+        #[ts(optional)]
+        offset: Option<u32>,
+        #[serde(default)]
+        #[ts(optional)]
+        limit: Option<u32>,
+    },
     /// A stored run as a file: JUnit XML, results.yaml or JSON.
     Export {
         run_id: String,
@@ -96,8 +106,9 @@ pub enum Request {
     },
     /// Who holds, is booked for, or waits for every DUT and resource.
     Reservations,
-    /// An operator's hold on a DUT or resource for `duration_s` seconds from `from_ms`
-    /// (default now); with `next_available`, the next free window instead of failing.
+    /// An operator's hold on a DUT or resource for `duration_s` seconds (more than 0, at
+    /// most 30 days) from `from_ms` (default now; within 10 years of now); with
+    /// `next_available`, the next free window instead of failing.
     Hold {
         resource: String,
         by: String,
@@ -111,13 +122,17 @@ pub enum Request {
     Release { id: ResId },
 }
 
-/// What the launch form sends: the pack by name, DUTs by name.
+/// What the launch form sends: the pack by name, DUTs by name. At most 100 groups, 256
+/// DUTs and 256 parameter overrides (64 KiB as JSON), expanding to at most 10,000 task
+/// occurrences (`bounds`); more is refused as `too_large`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, TS)]
 #[serde(default)]
 pub struct LaunchSpec {
     pub pack: String,
     /// Groups in order; empty runs every group.
     pub groups: Vec<String>,
+    /// The ATS (rack) of the run: with a lab, a rack holding every DUT; none takes the
+    /// rack the DUTs sit in.
     pub ats: Option<String>,
     /// One lane per DUT; empty runs one lane without a DUT.
     pub duts: Vec<String>,
@@ -159,11 +174,18 @@ pub struct ExportFile {
     pub content: String,
 }
 
-/// A stored run and its task occurrences in plan order, with their artifact files.
+/// A stored run and a page of its task occurrences in plan order, with their artifact
+/// files.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
 pub struct RunDetail {
     pub run: RunRecord,
     pub tasks: Vec<TaskDetail>,
+    /// Task occurrences of the run, all pages.
+    pub tasks_total: u32,
+    /// Index of `tasks[0]` among them.
+    pub tasks_offset: u32,
+    /// Where the next page starts; none after the last.
+    pub next_offset: Option<u32>,
     /// Live state while the run is going.
     pub live: Option<RunView>,
 }

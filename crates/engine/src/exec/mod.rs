@@ -315,7 +315,10 @@ pub async fn run_phase(
     let mut pump = Box::pin(pump(reader.as_ref(), &out, QUIET_START));
     let mut pump_done = reader.is_none();
 
-    let deadline = cmd.max_runtime.map(|d| tokio::time::Instant::now() + d);
+    // A limit beyond what the clock can represent is no limit (it cannot elapse).
+    let deadline = cmd
+        .max_runtime
+        .and_then(|d| tokio::time::Instant::now().checked_add(d));
     let mut ended_by = EndedBy::Itself;
     let exit = loop {
         tokio::select! {

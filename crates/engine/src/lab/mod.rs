@@ -15,6 +15,7 @@ use ts_rs::TS;
 
 use crate::diag::Diagnostic;
 use crate::doc::{self, Located};
+use crate::plan::DutTarget;
 use crate::reserve::{ReservationMode, ResourceKind, ResourceSpec};
 
 pub use search::{DutQuery, SearchError, SearchField};
@@ -49,7 +50,8 @@ pub struct Rack {
     pub name: String,
     #[serde(default)]
     pub description: String,
-    /// Number of slots; slot numbers run from 1.
+    /// Number of slots, 1 to 1,024; slot numbers run from 1.
+    #[schemars(range(min = 1, max = "crate::bounds::MAX_RACK_SLOTS"))]
     pub slots: u32,
 }
 
@@ -59,6 +61,8 @@ pub struct Rack {
 #[ts(export)]
 pub struct Location {
     pub rack: String,
+    /// Slot number, from 1 to the rack's `slots`.
+    #[schemars(range(min = 1, max = "crate::bounds::MAX_RACK_SLOTS"))]
     pub slot: u32,
 }
 
@@ -104,8 +108,9 @@ pub struct LabResource {
     /// `exclusive` (one holder at a time) or `shared` (up to `capacity` holders).
     #[serde(default)]
     pub mode: ReservationMode,
-    /// Shared resources only: how many may hold it at once.
+    /// Shared resources only: how many may hold it at once, 1 to 10,000.
     #[serde(default)]
+    #[schemars(range(min = 1, max = "crate::bounds::MAX_CAPACITY"))]
     pub capacity: Option<u32>,
     /// Current configuration.
     #[serde(default)]
@@ -124,6 +129,40 @@ impl LabResource {
     }
 }
 
+/// Why the ATS of a launch does not fit its DUTs (see [`Lab::launch_ats`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AtsError {
+    #[error("ATS `{ats}` is not a rack of the lab{}", rack_hint(suggestion, racks))]
+    Unknown {
+        ats: String,
+        suggestion: Option<String>,
+        racks: Vec<String>,
+    },
+    #[error("ATS `{ats}` does not hold DUT `{dut}`: {}", match rack {
+        Some(r) => format!("it sits in rack `{r}`"),
+        None => "it sits in no rack".to_string(),
+    })]
+    DutNotInAts {
+        ats: String,
+        dut: String,
+        rack: Option<String>,
+    },
+    #[error("the DUTs sit in different racks ({}); a run uses one ATS: launch one run per rack", duts.iter().map(|(d, r)| format!("`{d}` in {}", r.as_deref().map_or("no rack".to_string(), |r| format!("`{r}`")))).collect::<Vec<_>>().join(", "))]
+    SeveralRacks { duts: Vec<(String, Option<String>)> },
+}
+
+fn rack_hint(suggestion: &Option<String>, racks: &[String]) -> String {
+    let guess = suggestion
+        .as_ref()
+        .map(|s| format!(" (did you mean `{s}`?)"))
+        .unwrap_or_default();
+    if racks.is_empty() {
+        format!("{guess}; it has no racks")
+    } else {
+        format!("{guess}; its racks: {}", racks.join(", "))
+    }
+}
+
 /// Every problem of a lab file, each with file and line.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{}", .0.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n"))]
@@ -138,25 +177,47 @@ pub struct Lab {
 
 /// Load and check a lab file.
 pub fn load(path: &Path) -> Result<Lab, LabErrors> {
-    let doc = doc::load_document::<LabFile>(path).map_err(LabErrors)?;
-    from_document(doc)
+    let bytes = doc::read_limited(path).map_err(|d| LabErrors(vec![d]))?;
+    from_bytes(path, &bytes)
 }
 
 /// Parse and check lab text (`file` names it in diagnostics).
 pub fn parse(file: &Path, text: &str) -> Result<Lab, LabErrors> {
-    let doc = doc::parse_document::<LabFile>(file, text.as_bytes()).map_err(LabErrors)?;
-    from_document(doc)
+    from_bytes(file, text.as_bytes())
 }
 
-fn from_document(doc: Located<LabFile>) -> Result<Lab, LabErrors> {
-    let diags = check(&doc);
-    if !diags.is_empty() {
-        return Err(LabErrors(diags));
+/// Schema and semantic problems at once. A document with schema problems still gets the
+/// semantic checks when it reads as a lab at all (a number out of its range does); where
+/// both speak about one key, the semantic message is kept: it says more (`rack r has no
+/// slots` rather than `must be at least 1`).
+fn from_bytes(file: &Path, bytes: &[u8]) -> Result<Lab, LabErrors> {
+    let mut schema_diags = match doc::parse_document::<LabFile>(file, bytes) {
+        Ok(doc) => {
+            let diags = check(&doc);
+            if !diags.is_empty() {
+                return Err(LabErrors(diags));
+            }
+            return Ok(Lab {
+                file: doc.file,
+                def: doc.value,
+            });
+        }
+        Err(diags) => diags,
+    };
+    let as_lab = doc::parse_document::<Value>(file, bytes)
+        .ok()
+        .and_then(|raw| {
+            let lab = serde_json::from_value::<LabFile>(raw.value.clone()).ok()?;
+            Some(raw.map(|_| lab))
+        });
+    if let Some(doc) = as_lab {
+        let semantic = check(&doc);
+        schema_diags
+            .retain(|d| d.key_path.is_none() || !semantic.iter().any(|s| s.key_path == d.key_path));
+        schema_diags.extend(semantic);
+        doc::sort_diags(&mut schema_diags);
     }
-    Ok(Lab {
-        file: doc.file,
-        def: doc.value,
-    })
+    Err(LabErrors(schema_diags))
 }
 
 /// Semantic checks a schema cannot express.
@@ -283,6 +344,51 @@ impl Lab {
                 config: r.config.clone(),
             }))
             .collect()
+    }
+
+    /// The ATS of a launch on `duts`. A named ATS must be a rack of this lab and hold every
+    /// DUT. Without one the run takes the rack its DUTs sit in; DUTs in different racks
+    /// (or some in none) are refused, since a run has one ATS (its `valid_ats` are checked
+    /// against it). A DUT that is not in this lab counts by the rack it names itself.
+    pub fn launch_ats(
+        &self,
+        ats: Option<&str>,
+        duts: &[DutTarget],
+    ) -> Result<Option<String>, AtsError> {
+        let rack_of = |t: &DutTarget| -> Option<String> {
+            match self.dut(&t.name) {
+                Some(d) => d.location.as_ref().map(|l| l.rack.clone()),
+                None => t.rack.clone(),
+            }
+        };
+        if let Some(ats) = ats {
+            if !self.def.racks.iter().any(|r| r.name == ats) {
+                let racks: Vec<String> = self.def.racks.iter().map(|r| r.name.clone()).collect();
+                return Err(AtsError::Unknown {
+                    ats: ats.to_string(),
+                    suggestion: crate::reserve::did_you_mean(ats, racks.iter().map(String::as_str)),
+                    racks,
+                });
+            }
+            for t in duts {
+                let rack = rack_of(t);
+                if rack.as_deref() != Some(ats) {
+                    return Err(AtsError::DutNotInAts {
+                        ats: ats.to_string(),
+                        dut: t.name.clone(),
+                        rack,
+                    });
+                }
+            }
+            return Ok(Some(ats.to_string()));
+        }
+        let racks: Vec<(String, Option<String>)> =
+            duts.iter().map(|t| (t.name.clone(), rack_of(t))).collect();
+        match racks.split_first() {
+            None => Ok(None),
+            Some(((_, first), rest)) if rest.iter().all(|(_, r)| r == first) => Ok(first.clone()),
+            Some(_) => Err(AtsError::SeveralRacks { duts: racks }),
+        }
     }
 
     pub fn dut(&self, name: &str) -> Option<&Dut> {

@@ -56,8 +56,8 @@ pub enum CoverageMode {
 pub struct GlobalParams {
     /// Results that count as a non-failure; any other string is a failure.
     pub valid_result: Vec<String>,
-    /// How many `process_safe` tasks may run side by side on one DUT.
-    #[schemars(range(min = 1))]
+    /// How many `process_safe` tasks may run side by side on one DUT: 1 to 1,024.
+    #[schemars(range(min = 1, max = "crate::bounds::MAX_PROCESS_LIMIT"))]
     pub process_limit: u32,
     /// How resources are reserved for a run (kissats resource run modes).
     pub resource_mode: ResourceMode,
@@ -163,12 +163,14 @@ pub struct TaskDef {
     #[serde(default)]
     #[ts(type = "Record<string, unknown>")]
     pub resource_configs: Map<String, Value>,
-    /// If resources are busy, how many times to retry.
+    /// If resources are busy, how many times to retry: 0 to 10,000.
     #[serde(default = "five")]
+    #[schemars(range(max = "crate::bounds::MAX_RESOURCE_RETRY"))]
     pub max_resource_retry: u32,
-    /// Longest wait for busy resources, in seconds; none waits indefinitely.
+    /// Longest wait for busy resources, in seconds (at most 30 days); none waits
+    /// indefinitely.
     #[serde(default)]
-    #[schemars(range(min = 0))]
+    #[schemars(range(min = 0, max = "crate::bounds::MAX_RESOURCE_WAIT_S"))]
     pub max_resource_wait: Option<f64>,
     /// May run beside other tasks on the same DUT.
     #[serde(default)]
@@ -188,16 +190,21 @@ pub struct TaskDef {
     /// Tasks that must have run with a valid result before this one.
     #[serde(default)]
     pub prereq_tasks: Vec<String>,
-    /// Estimated time in seconds, setup and teardown included.
+    /// Estimated time in seconds, setup and teardown included: 0 to 7 days.
     #[serde(default = "hour")]
-    #[schemars(range(min = 0))]
+    #[schemars(range(min = 0, max = "crate::bounds::MAX_TASK_TIME_S"))]
     pub est_task_time: f64,
-    /// easypy max_runtime: terminate the task after this many seconds.
+    /// easypy max_runtime: terminate the task after this many seconds (more than 0, at
+    /// most 7 days); none runs without a limit.
     #[serde(default)]
-    #[schemars(range(min = 0))]
+    #[schemars(range(min = 0, max = "crate::bounds::MAX_TASK_TIME_S"))]
     pub max_runtime: Option<f64>,
-    /// Lower runs first.
+    /// Lower runs first: -1,000,000 to 1,000,000.
     #[serde(default = "five_i")]
+    #[schemars(range(
+        min = "crate::bounds::MIN_PRIORITY",
+        max = "crate::bounds::MAX_PRIORITY"
+    ))]
     pub priority: i32,
     /// Free data for the task, passed in its params file.
     #[serde(default)]

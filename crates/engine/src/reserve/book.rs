@@ -446,16 +446,21 @@ impl Book {
     }
 
     /// Book the earliest window from `from` for a template entry and record the event.
+    /// A window that would end past the last instant an `EpochMs` holds is refused.
     fn book_pre(
         &mut self,
         mut e: Entry,
         from: EpochMs,
         duration: i64,
         now: EpochMs,
-    ) -> PreReservation {
+    ) -> Result<PreReservation, BookError> {
         let start = self.find_slot(e.res, from, duration, e.weight, None);
+        let end = start.checked_add(duration).ok_or(BookError::OutOfRange {
+            from: start,
+            duration_ms: duration,
+        })?;
         e.start = start;
-        e.end = start.saturating_add(duration);
+        e.end = end;
         e.created_at = now;
         e.claimed_at = None;
         e.expires = if e.auto_claim {
@@ -482,11 +487,11 @@ impl Book {
             &e,
         );
         self.insert_entry(id, e);
-        PreReservation {
+        Ok(PreReservation {
             id: ResId(id),
             available_from: start,
             expires,
-        }
+        })
     }
 
     /// kissats `request_reservation`: a pre-reservation for the earliest window at or after
@@ -500,6 +505,12 @@ impl Book {
         let r = self.res_idx(req.resource)?;
         let weight = self.weight_for(r, req.mode)?;
         let needed_at = req.time_needed.unwrap_or(now).max(now);
+        if needed_at.checked_add(req.duration_ms).is_none() {
+            return Err(BookError::OutOfRange {
+                from: needed_at,
+                duration_ms: req.duration_ms,
+            });
+        }
         if !req.next_available {
             let start = self.find_slot(r, needed_at, req.duration_ms, weight, None);
             if start != needed_at {
@@ -535,7 +546,7 @@ impl Book {
             lease_ms: req.lease_ms.filter(|l| *l > 0),
             auto_claim: req.auto_claim,
         };
-        Ok(self.book_pre(template, needed_at, req.duration_ms, now))
+        self.book_pre(template, needed_at, req.duration_ms, now)
     }
 
     fn effective_config(&self, e: &Entry) -> Value {
@@ -591,10 +602,10 @@ impl Book {
             let Some(lapsed) = self.lapsed.remove(&id.0) else {
                 return Err(BookError::UnknownId(id));
             };
-            let duration = lapsed.entry.end - lapsed.entry.start;
+            let duration = lapsed.entry.end.saturating_sub(lapsed.entry.start);
             let mut template = lapsed.entry;
             template.needed_at = now;
-            let pre = self.book_pre(template, now, duration, now);
+            let pre = self.book_pre(template, now, duration, now)?;
             return Ok(rebooked(pre));
         };
         if e.claimed_at.is_some() {
@@ -610,7 +621,7 @@ impl Book {
             return Ok(ClaimOutcome::Claimed(self.claimed(id.0, now)));
         }
         // Late: the holder still needs the whole duration, from now.
-        let duration = e.end - e.start;
+        let duration = e.end.saturating_sub(e.start);
         if e.auto_claim {
             self.resources[e.res as usize]
                 .waiters
@@ -620,10 +631,10 @@ impl Book {
         self.vacate(res, old_start, old_end, weight);
         let start = self.find_slot(res, now, duration, weight, None);
         if start == now {
-            self.occupy(res, now, now + duration, weight, id.0);
+            self.occupy(res, now, now.saturating_add(duration), weight, id.0);
             let e = self.entries.get_mut(&id.0).expect("entry");
             e.start = now;
-            e.end = now + duration;
+            e.end = now.saturating_add(duration);
             return Ok(ClaimOutcome::Claimed(self.claimed(id.0, now)));
         }
         self.occupy(res, old_start, old_end, weight, id.0);
@@ -631,7 +642,7 @@ impl Book {
             self.remove_entry_with_event(id.0, now, BookEventKind::Released, EndReason::Rebooked);
         let mut template = old;
         template.needed_at = now;
-        let pre = self.book_pre(template, now, duration, now);
+        let pre = self.book_pre(template, now, duration, now)?;
         Ok(rebooked(pre))
     }
 
@@ -690,7 +701,8 @@ impl Book {
         let mut moved = false;
         for &(start, id) in &waiting {
             let e = &self.entries[&id];
-            let (dur, weight, from) = (e.end - e.start, e.weight, e.needed_at.max(at));
+            let (dur, weight, from) =
+                (e.end.saturating_sub(e.start), e.weight, e.needed_at.max(at));
             if from >= start {
                 continue;
             }
@@ -707,17 +719,18 @@ impl Book {
                         continue;
                     }
                     ix.remove(start);
-                    ix.insert(s, s + dur, id);
+                    ix.insert(s, s.saturating_add(dur), id);
                     s
                 }
                 Index::Shared(_) => {
-                    self.vacate(r, start, start + dur, weight);
+                    let end = start.saturating_add(dur);
+                    self.vacate(r, start, end, weight);
                     let s = self.find_slot(r, from, dur, weight, None);
                     if s >= start {
-                        self.occupy(r, start, start + dur, weight, id);
+                        self.occupy(r, start, end, weight, id);
                         continue;
                     }
-                    self.occupy(r, s, s + dur, weight, id);
+                    self.occupy(r, s, s.saturating_add(dur), weight, id);
                     s
                 }
             };
@@ -725,7 +738,7 @@ impl Book {
             check_all = true;
             let e = self.entries.get_mut(&id).expect("entry");
             e.start = s;
-            e.end = s + dur;
+            e.end = s.saturating_add(dur);
             let still_waiting = s > e.needed_at;
             let waiters = &mut self.resources[r as usize].waiters;
             waiters.remove(&(start, id));
@@ -817,7 +830,7 @@ impl Book {
             .ok_or(BookError::UnknownId(id))?
             .clone();
         if new_end > e.end {
-            let extra = new_end - e.end;
+            let extra = new_end.saturating_sub(e.end);
             let free_from = self.find_slot(e.res, e.end, extra, e.weight, Some(id.0));
             if free_from != e.end {
                 return Err(BookError::ResourceUnavailable {
@@ -828,7 +841,7 @@ impl Book {
                     },
                     next: Window {
                         start: free_from,
-                        end: free_from + extra,
+                        end: free_from.saturating_add(extra),
                     },
                 });
             }
@@ -861,7 +874,7 @@ impl Book {
             changed = self.sweep_due(now);
         }
         while let Some(&(at, id)) = self.lapsed_order.front() {
-            if at + self.cfg.lapsed_memory_ms > now {
+            if at.saturating_add(self.cfg.lapsed_memory_ms) > now {
                 break;
             }
             self.lapsed_order.pop_front();
@@ -948,7 +961,7 @@ impl Book {
         end: EpochMs,
         mode: ReservationMode,
     ) -> Result<Availability, BookError> {
-        let w = self.next_window(resource, start, end - start, mode)?;
+        let w = self.next_window(resource, start, end.saturating_sub(start), mode)?;
         Ok(Availability {
             available: w.start == start.max(self.now()),
             avail_start: w.start,
@@ -974,7 +987,7 @@ impl Book {
         let start = self.find_slot(r, from.max(now), duration_ms, weight, None);
         Ok(Window {
             start,
-            end: start + duration_ms,
+            end: start.saturating_add(duration_ms),
         })
     }
 
@@ -1089,7 +1102,8 @@ impl Book {
             let fits = self.by_name.get(&v.resource).copied().and_then(|r| {
                 let weight = self.weight_for(r, v.mode).ok()?;
                 (v.end > v.start
-                    && self.find_slot(r, v.start, v.end - v.start, weight, None) == v.start)
+                    && self.find_slot(r, v.start, v.end.saturating_sub(v.start), weight, None)
+                        == v.start)
                     .then_some((r, weight))
             });
             let Some((res, weight)) = fits else {

@@ -299,7 +299,9 @@ impl BookBroker {
     }
 
     fn reserve_ms(&self, est_s: f64) -> i64 {
-        (est_s.max(0.0) * 1000.0 * self.inner.cfg.estimate_factor) as i64 + self.inner.cfg.margin_ms
+        // `as` saturates a float too large for i64; the sum saturates too.
+        ((est_s.max(0.0) * 1000.0 * self.inner.cfg.estimate_factor) as i64)
+            .saturating_add(self.inner.cfg.margin_ms)
     }
 
     /// Renew every lease held for live runs, and move a window's end later when the run
@@ -465,7 +467,9 @@ impl ResourceBroker for BookBroker {
                 .map(|(r, _)| r)
                 .collect();
             lane.remaining.push((t.item, res));
-            lane.est_ms += (t.est_task_time.max(0.0) * 1000.0) as i64;
+            lane.est_ms = lane
+                .est_ms
+                .saturating_add((t.est_task_time.max(0.0) * 1000.0) as i64);
             if let Some(d) = t.dut {
                 duts.insert(t.lane.to_string(), d.name.clone());
             }
@@ -483,7 +487,8 @@ impl ResourceBroker for BookBroker {
             let result = self.inner.book.with(|b| -> Result<(), String> {
                 for t in tasks {
                     let lane = lanes.get_mut(t.lane).expect("lane");
-                    let dur = ((lane.est_ms as f64) * cfg.estimate_factor) as i64 + cfg.margin_ms;
+                    let dur = (((lane.est_ms as f64) * cfg.estimate_factor) as i64)
+                        .saturating_add(cfg.margin_ms);
                     for (r, exclusive) in wanted(t.exclusive, t.shared) {
                         if lane.pooled.contains_key(&r) {
                             continue;
@@ -552,7 +557,8 @@ impl ResourceBroker for BookBroker {
         let lane = run.lanes.entry(lane_name.clone()).or_default();
         let want = wanted(needs.exclusive, needs.shared);
         let task_ms = self.reserve_ms(needs.est_task_time);
-        let lane_ms = ((lane.est_ms.max(0) as f64) * cfg.estimate_factor) as i64 + cfg.margin_ms;
+        let lane_ms = (((lane.est_ms.max(0) as f64) * cfg.estimate_factor) as i64)
+            .saturating_add(cfg.margin_ms);
         let lab = self.inner.lab.clone();
         let key = (needs.run_id.to_string(), needs.item);
         let answer = self
@@ -878,10 +884,10 @@ fn renew(inner: &Inner) {
                 tracing::warn!(id = %id, "a run's reservation is gone (lease lapsed?)");
                 continue;
             };
-            if v.end - now < lease {
+            if v.end.saturating_sub(now) < lease {
                 // Still running near the end of its window: ask for more time first, so
                 // the renewed lease can reach past the old end.
-                if let Err(e) = b.extend(id, v.end + lease) {
+                if let Err(e) = b.extend(id, v.end.saturating_add(lease)) {
                     tracing::warn!(id = %id, error = %e, "cannot extend a reservation of a running task");
                 }
             }

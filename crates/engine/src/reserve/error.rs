@@ -37,6 +37,9 @@ pub enum BookError {
     NotClaimed(ResId),
     #[error("duration must be positive, got {0} ms")]
     InvalidDuration(i64),
+    /// A window that would end after the last instant the book can hold.
+    #[error("a window of {duration_ms} ms from {} ends beyond the last time the book can hold", fmt_ms(*from))]
+    OutOfRange { from: EpochMs, duration_ms: i64 },
     #[error("resource `{0}` is defined twice")]
     DuplicateResource(String),
     #[error("shared resource `{0}` has capacity 0")]

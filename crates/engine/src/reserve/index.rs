@@ -94,7 +94,7 @@ impl SharedProfile {
     /// Requires `weight <= capacity`.
     pub fn earliest(&self, from: EpochMs, dur: i64, weight: u32, capacity: u32) -> EpochMs {
         debug_assert!(weight <= capacity);
-        let fits = |u: u32| u + weight <= capacity;
+        let fits = |u: u32| u.checked_add(weight).is_some_and(|n| n <= capacity);
         let mut candidate = fits(self.usage_at(from)).then_some(from);
         for (&k, &u) in self.steps.range((Excluded(from), Unbounded)) {
             if let Some(c) = candidate {
@@ -122,7 +122,7 @@ impl SharedProfile {
     }
 
     pub fn add(&mut self, start: EpochMs, end: EpochMs, weight: u32) {
-        self.apply(start, end, |u| u + weight);
+        self.apply(start, end, |u| u.saturating_add(weight));
     }
 
     pub fn sub(&mut self, start: EpochMs, end: EpochMs, weight: u32) {

@@ -554,11 +554,11 @@ async fn run_one(
             artifacts_dir: artifacts.to_path_buf(),
         },
         log_file: occ_dir.join(log_name(phase)),
-        max_runtime: job
-            .def
-            .max_runtime
-            .filter(|s| s.is_finite() && *s >= 0.0)
-            .map(Duration::from_secs_f64),
+        // Within `bounds::MAX_TASK_TIME_S` once loaded; clamped here too, as a float
+        // beyond Duration's range would panic.
+        max_runtime: job.def.max_runtime.filter(|s| *s >= 0.0).and_then(|s| {
+            Duration::try_from_secs_f64(s.min(f64::from(crate::bounds::MAX_TASK_TIME_S))).ok()
+        }),
         limits: ctx.limits.clone(),
     };
     let live = {

@@ -85,6 +85,8 @@ struct Inner {
 
 struct LiveHandle {
     state: Arc<Mutex<LiveRun>>,
+    /// Task occurrences of the run, for [`FINISHED_ITEMS_KEPT`].
+    items: usize,
     /// Stop level: 0 running, 1 graceful stop, 2 stop at once.
     stop: watch::Sender<u8>,
     finished: watch::Receiver<Option<RunStatus>>,
@@ -112,8 +114,13 @@ struct LiveRun {
 /// source (progress, `log_dropped`, rate-limited log lines).
 pub const EVENT_CAPACITY: usize = 4096;
 
-/// Live states kept before finished runs are forgotten (see [`RunManager::view`]).
+/// Finished runs whose live state is kept (see [`RunManager::view`]), newest first.
 pub const MAX_LIVE_RUNS: usize = 64;
+
+/// Task occurrences of the finished runs whose live state is kept, newest first: a run
+/// that ends past this budget is forgotten as it ends, so the memory of a large run goes
+/// with it (its results are in the store).
+pub const FINISHED_ITEMS_KEPT: usize = 2_000;
 
 /// Slack on top of the time a phase takes to end after a stop at once (see [`stop_grace`]).
 pub const STOP_SLACK: std::time::Duration = std::time::Duration::from_secs(1);
@@ -364,14 +371,11 @@ impl RunManager {
         let (stop_tx, stop_rx) = watch::channel(0u8);
         let (fin_tx, fin_rx) = watch::channel(None);
         let mut live = inner.live.lock().unwrap_or_else(|p| p.into_inner());
-        // Finished runs stay viewable for a while; their results are in the store.
-        if live.len() >= MAX_LIVE_RUNS {
-            live.retain(|_, h| h.finished.borrow().is_none());
-        }
         live.insert(
             run_id.clone(),
             LiveHandle {
                 state: state.clone(),
+                items: n,
                 stop: stop_tx,
                 finished: fin_rx,
             },
@@ -400,9 +404,11 @@ impl RunManager {
             prep: prepare::Preparer::start(),
             occurrences: HashMap::new(),
         };
+        let manager = inner.clone();
         tokio::spawn(async move {
             let status = driver.drive().await;
             let _ = fin_tx.send(Some(status));
+            manager.forget_finished();
         });
         Ok(run_id)
     }
@@ -474,8 +480,9 @@ impl RunManager {
         Ok(status)
     }
 
-    /// Live state of a run this manager drives, or drove recently (finished runs are
-    /// forgotten once [`MAX_LIVE_RUNS`] are kept; the store has their results).
+    /// Live state of a run this manager drives, or drove recently (finished runs past
+    /// [`MAX_LIVE_RUNS`] or [`FINISHED_ITEMS_KEPT`] are forgotten; the store has their
+    /// results).
     pub fn view(&self, run_id: &str) -> Option<RunView> {
         let state = {
             let live = self.inner.live.lock().unwrap_or_else(|p| p.into_inner());
@@ -490,6 +497,46 @@ impl RunManager {
     pub fn prune_finished(&self) {
         let mut live = self.inner.live.lock().unwrap_or_else(|p| p.into_inner());
         live.retain(|_, h| h.finished.borrow().is_none());
+    }
+}
+
+impl Inner {
+    /// Keep the live state of at most [`MAX_LIVE_RUNS`] finished runs and
+    /// [`FINISHED_ITEMS_KEPT`] of their task occurrences, the newest (by run id, which
+    /// starts with the launch time) first; forget the rest.
+    fn forget_finished(&self) {
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        let mut finished: Vec<(String, usize)> = live
+            .iter()
+            .filter(|(_, h)| h.finished.borrow().is_some())
+            .map(|(id, h)| (id.clone(), h.items))
+            .collect();
+        finished.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        let (mut runs, mut items, mut dropped) = (0usize, 0usize, 0usize);
+        for (id, n) in finished {
+            if runs < MAX_LIVE_RUNS && items.saturating_add(n) <= FINISHED_ITEMS_KEPT {
+                runs += 1;
+                items += n;
+            } else {
+                live.remove(&id);
+                dropped = dropped.saturating_add(n);
+            }
+        }
+        drop(live);
+        if dropped >= FINISHED_ITEMS_KEPT {
+            return_freed_memory();
+        }
+    }
+}
+
+/// Hand memory freed by a forgotten run back to the system. glibc keeps freed memory in
+/// its arenas: after a stopped 10,000-task run the console stayed 30 MiB above its idle
+/// size without this, 5 MiB with it.
+fn return_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free pages of the allocator's own heaps.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

@@ -466,3 +466,221 @@ async fn a_broken_lab_file_is_reported_not_fatal() {
         matches!(call(&c, r#"{"cmd":"list_packs"}"#).await.unwrap(), Response::ListPacks(p) if p.len() == 2)
     );
 }
+
+/// Runs stored in the console's data dir, all pages.
+async fn stored_runs(c: &Console) -> u32 {
+    let Response::ListRuns(page) = call(c, r#"{"cmd":"list_runs"}"#).await.unwrap() else {
+        panic!()
+    };
+    page.total
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holds_beyond_their_bounds_are_refused_naming_the_key_and_the_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = demo_console(dir.path(), None);
+    let hold =
+        |extra: &str| format!(r#"{{"cmd":"hold","resource":"stb-02","by":"mallory",{extra}}}"#);
+    // from_ms = i64::MAX panicked the handler; 1e300 s was a hold until the year 292,278,994.
+    for (extra, key, range) in [
+        (
+            format!(r#""duration_s":60,"from_ms":{}"#, i64::MAX),
+            "from_ms",
+            "within 10 years of now",
+        ),
+        (
+            format!(r#""duration_s":60,"from_ms":{}"#, i64::MIN),
+            "from_ms",
+            "within 10 years of now",
+        ),
+        (
+            r#""duration_s":1e300"#.to_string(),
+            "duration_s",
+            "at most 2592000 seconds (30 days), got 1e300",
+        ),
+        (
+            r#""duration_s":2592000.5"#.to_string(),
+            "duration_s",
+            "at most 2592000 seconds",
+        ),
+        (
+            r#""duration_s":0.0001"#.to_string(),
+            "duration_s",
+            "must be more than 0",
+        ),
+    ] {
+        let e = call(&c, &hold(&extra)).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidRequest, "{extra}: {e}");
+        assert!(
+            e.message.starts_with(&format!("{key}: ")) && e.message.contains(range),
+            "{extra}: {}",
+            e.message
+        );
+    }
+    let Response::Reservations(res) = call(&c, r#"{"cmd":"reservations"}"#).await.unwrap() else {
+        panic!()
+    };
+    assert!(
+        res.resources.iter().all(|h| h.resource != "stb-02"),
+        "nothing was booked: {res:?}"
+    );
+    // At the bounds it holds: 30 days, starting 10 years from now less a minute.
+    let from = res.now + 3_653 * 86_400_000 - 60_000;
+    let Response::Hold(r) = call(
+        &c,
+        &hold(&format!(r#""duration_s":2592000,"from_ms":{from}"#)),
+    )
+    .await
+    .unwrap() else {
+        panic!()
+    };
+    assert_eq!((r.start, r.end), (from, from + 2_592_000_000));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn launches_over_their_size_limits_are_refused_as_too_large_and_not_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = console(dir.path());
+    let list = |item: &str, n: usize| {
+        (0..n)
+            .map(|i| item.replace("{i}", &i.to_string()))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let launch = |fields: String| format!(r#"{{"cmd":"launch","pack":"hello",{fields}}}"#);
+    let too_large = [
+        // 200,000 of these made a run of 400,002 tasks and 2.5 GB of memory.
+        (
+            launch(format!(r#""groups":[{}]"#, list(r#""smoke""#, 101))),
+            "groups: a launch names at most 100 groups (got 101)",
+        ),
+        (
+            launch(format!(r#""duts":[{}]"#, list(r#""d{i}""#, 257))),
+            "duts: a launch names at most 256 DUTs (got 257)",
+        ),
+        (
+            launch(format!(r#""params":{{{}}}"#, list(r#""k{i}":1"#, 257))),
+            "params: a launch overrides at most 256 parameters (got 257)",
+        ),
+        (
+            launch(format!(r#""params":{{"blob":"{}"}}"#, "x".repeat(70_000))),
+            "params: the parameter overrides are 70011 bytes as JSON; at most 65536",
+        ),
+        // Each part within its limit, together more tasks than a run holds.
+        (
+            launch(format!(
+                r#""groups":[{}],"duts":[{}]"#,
+                list(r#""smoke""#, 100),
+                list(r#""d{i}""#, 101)
+            )),
+            "tasks: this launch of pack hello expands to 10100 task occurrences (100 group(s) on 101 lane(s)); a run holds at most 10000",
+        ),
+    ];
+    for (req, message) in too_large {
+        let e = call(&c, &req).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::TooLarge, "{e}");
+        assert_eq!(e.message, message);
+    }
+    // Refused before anything was stored or started.
+    assert_eq!(stored_runs(&c).await, 0);
+    let Response::ActiveRuns(active) = call(&c, r#"{"cmd":"active_runs"}"#).await.unwrap() else {
+        panic!()
+    };
+    assert!(active.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_launch_ats_must_hold_its_duts_and_defaults_to_their_rack() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = demo_console(dir.path(), None);
+    let mut events = c.subscribe();
+    // stb-01 and stb-02 sit in rack-a, stb-07 in rack-b.
+    for (fields, needles) in [
+        (
+            r#""duts":["stb-01"],"ats":"rack-z""#,
+            &["`rack-z`", "rack-a, rack-b"][..],
+        ),
+        (r#""ats":"rack-z""#, &["`rack-z`"][..]),
+        (
+            r#""duts":["stb-01"],"ats":"rack-b""#,
+            &["ATS `rack-b` does not hold DUT `stb-01`: it sits in rack `rack-a`"][..],
+        ),
+        (
+            r#""duts":["stb-07","stb-01"],"ats":"rack-b""#,
+            &["DUT `stb-01`", "rack `rack-a`"][..],
+        ),
+        (
+            r#""duts":["stb-01","stb-07"]"#,
+            &["`stb-01` in `rack-a`", "`stb-07` in `rack-b`"][..],
+        ),
+    ] {
+        let req = format!(r#"{{"cmd":"launch","pack":"stb-smoke","groups":["smoke"],{fields}}}"#);
+        let e = call(&c, &req).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidRequest, "{fields}: {e}");
+        assert!(e.message.starts_with("ats: "), "{fields}: {}", e.message);
+        for n in needles {
+            assert!(e.message.contains(n), "{fields}: {}", e.message);
+        }
+    }
+    assert_eq!(stored_runs(&c).await, 0, "refused launches are not stored");
+
+    // Without an ATS, the run takes its DUT's rack.
+    let Response::Launch { run_id } = call(
+        &c,
+        r#"{"cmd":"launch","pack":"stb-smoke","groups":["smoke"],"duts":["stb-02"]}"#,
+    )
+    .await
+    .unwrap() else {
+        panic!()
+    };
+    call(&c, &format!(r#"{{"cmd":"stop_run","run_id":"{run_id}"}}"#))
+        .await
+        .unwrap();
+    let _ = call(&c, &format!(r#"{{"cmd":"stop_run","run_id":"{run_id}"}}"#)).await;
+    assert_eq!(run_end(&mut events, &run_id).await, RunStatus::Stopped);
+    let Response::GetRun(d) = call(&c, &format!(r#"{{"cmd":"get_run","run_id":"{run_id}"}}"#))
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(d.run.ats.as_deref(), Some("rack-a"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_run_answers_a_page_of_tasks() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = console(dir.path());
+    let mut events = c.subscribe();
+    let Response::Launch { run_id } = call(
+        &c,
+        r#"{"cmd":"launch","pack":"hello","groups":["smoke","smoke","smoke","smoke","smoke"]}"#,
+    )
+    .await
+    .unwrap() else {
+        panic!()
+    };
+    assert_eq!(run_end(&mut events, &run_id).await, RunStatus::Completed);
+    let page = |extra: &str| {
+        let c = &c;
+        let req = format!(r#"{{"cmd":"get_run","run_id":"{run_id}"{extra}}}"#);
+        async move {
+            let Response::GetRun(d) = call(c, &req).await.unwrap() else {
+                panic!()
+            };
+            let seqs: Vec<u32> = d.tasks.iter().map(|t| t.record.seq).collect();
+            (seqs, d.tasks_total, d.tasks_offset, d.next_offset)
+        }
+    };
+    assert_eq!(page("").await, (vec![0, 1, 2, 3, 4], 5, 0, None));
+    assert_eq!(page(r#","limit":2"#).await, (vec![0, 1], 5, 0, Some(2)));
+    assert_eq!(
+        page(r#","offset":2,"limit":2"#).await,
+        (vec![2, 3], 5, 2, Some(4))
+    );
+    assert_eq!(
+        page(r#","offset":4,"limit":2"#).await,
+        (vec![4], 5, 4, None)
+    );
+    assert_eq!(page(r#","offset":99"#).await, (vec![], 5, 5, None));
+}

@@ -152,3 +152,93 @@ fn lab_is_stored() {
     assert_eq!((path.as_str(), at), (&*lab.file.to_string_lossy(), 42));
     assert_eq!(def, lab.def);
 }
+
+#[test]
+fn numbers_beyond_their_range_are_reported_with_schema_and_semantic_problems_at_once() {
+    let file = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/bounds/out-of-range-lab.yaml");
+    let errs = lab::load(&file).unwrap_err().0;
+    let got: Vec<(Option<u32>, Option<&str>, &str)> = errs
+        .iter()
+        .map(|d| (d.line, d.key_path.as_deref(), d.message.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                Some(5),
+                Some("racks[0].slots"),
+                "must be at most 1024 (found 5000)"
+            ),
+            // Above both the bound and the rack's slots: the semantic message, which says more.
+            (
+                Some(10),
+                Some("duts[0].location.slot"),
+                "DUT `dut-1` is in slot 2000 of rack `rack-b`, which has slots 1-4"
+            ),
+            (
+                Some(14),
+                Some("resources[0].capacity"),
+                "must be at most 10000 (found 4000000000)"
+            ),
+        ],
+        "{errs:#?}"
+    );
+    assert!(errs.iter().all(|d| d.file == file));
+}
+
+#[test]
+fn a_launch_takes_an_ats_that_holds_every_dut_or_its_duts_rack() {
+    use testbay_engine::lab::AtsError;
+    use testbay_engine::plan::DutTarget;
+    let lab = lab::load(&demo_path()).unwrap();
+    let duts = |names: &[&str]| -> Vec<DutTarget> {
+        names
+            .iter()
+            .map(|n| DutTarget {
+                name: n.to_string(),
+                ..Default::default()
+            })
+            .collect()
+    };
+    // stb-01 and stb-02 sit in rack-a, stb-07 in rack-b.
+    assert_eq!(
+        lab.launch_ats(None, &duts(&["stb-01", "stb-02"])),
+        Ok(Some("rack-a".into()))
+    );
+    assert_eq!(
+        lab.launch_ats(Some("rack-a"), &duts(&["stb-01"])),
+        Ok(Some("rack-a".into()))
+    );
+    assert_eq!(
+        lab.launch_ats(Some("rack-b"), &[]),
+        Ok(Some("rack-b".into()))
+    );
+    assert_eq!(lab.launch_ats(None, &[]), Ok(None));
+    let e = lab
+        .launch_ats(Some("rack-z"), &duts(&["stb-01"]))
+        .unwrap_err();
+    assert!(matches!(e, AtsError::Unknown { .. }), "{e:?}");
+    assert_eq!(
+        e.to_string(),
+        "ATS `rack-z` is not a rack of the lab (did you mean `rack-a`?); its racks: rack-a, rack-b"
+    );
+    assert_eq!(
+        lab.launch_ats(Some("bench-3"), &[])
+            .unwrap_err()
+            .to_string(),
+        "ATS `bench-3` is not a rack of the lab; its racks: rack-a, rack-b"
+    );
+    assert_eq!(
+        lab.launch_ats(Some("rack-b"), &duts(&["stb-07", "stb-01"]))
+            .unwrap_err()
+            .to_string(),
+        "ATS `rack-b` does not hold DUT `stb-01`: it sits in rack `rack-a`"
+    );
+    assert_eq!(
+        lab.launch_ats(None, &duts(&["stb-01", "stb-07"]))
+            .unwrap_err()
+            .to_string(),
+        "the DUTs sit in different racks (`stb-01` in `rack-a`, `stb-07` in `rack-b`); a run uses one ATS: launch one run per rack"
+    );
+}

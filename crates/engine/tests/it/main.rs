@@ -14,5 +14,6 @@ mod api;
 mod lab;
 mod resources;
 mod read_file;
+mod bounds;
 mod support;
 mod waiters;

@@ -343,6 +343,85 @@ fn absurd_numbers() {
     );
 }
 
+#[test]
+fn numbers_beyond_their_documented_range_are_reported_with_line_key_and_bound() {
+    // Each of these passed the check before and then broke the engine: an overflow in the
+    // broker, a panic in the phase timer, a hold until the year 292,278,994.
+    let d = errors(&repo().join("tests/fixtures/bounds/out-of-range"));
+    let expect = [
+        (
+            "pack.yaml",
+            6,
+            "params.process_limit",
+            "must be at most 1024 (found 100000)",
+        ),
+        (
+            "forever.yaml",
+            3,
+            "max_runtime",
+            "must be at most 604800 (found 1e20)",
+        ),
+        (
+            "forever.yaml",
+            4,
+            "max_resource_wait",
+            "must be at most 2592000 (found 1e300)",
+        ),
+        (
+            "huge_estimate.yaml",
+            3,
+            "est_task_time",
+            "must be at most 604800 (found 1e300)",
+        ),
+        (
+            "huge_estimate.yaml",
+            4,
+            "max_resource_retry",
+            "must be at most 10000 (found 4000000000)",
+        ),
+        (
+            "huge_estimate.yaml",
+            5,
+            "priority",
+            "must be at most 1000000 (found 2000000000)",
+        ),
+        (
+            "far_estimate.yaml",
+            3,
+            "est_task_time",
+            "must be at most 604800 (found 1e20)",
+        ),
+    ];
+    for (file, line, key_path, message) in expect {
+        let got = key(&d, file, key_path);
+        assert_eq!(
+            (got.line, got.message.as_str()),
+            (Some(line), message),
+            "{}",
+            show(&d)
+        );
+    }
+    assert_eq!(d.len(), expect.len(), "{}", show(&d));
+    // The lower ends are bounds too.
+    let t = pack_dir(&[
+        ("pack.yaml", PACK),
+        (
+            "tasks/a.yaml",
+            "name: a\nrun: ['true']\npriority: -1000001\n",
+        ),
+    ]);
+    assert_eq!(
+        key(&errors(t.path()), "a.yaml", "priority").message,
+        "must be at least -1000000 (found -1000001)"
+    );
+    // At the bounds, a pack loads.
+    let t = pack_dir(&[
+        ("pack.yaml", "name: p\nversion: '1'\nparams:\n  process_limit: 1024\ngroups:\n  smoke:\n    tests: [a]\n"),
+        ("tasks/a.yaml", "name: a\nrun: ['true']\nest_task_time: 604800\nmax_runtime: 604800\nmax_resource_wait: 2592000\nmax_resource_retry: 10000\npriority: -1000000\n"),
+    ]);
+    ok(t.path());
+}
+
 /// The one diagnostic of `file` at `key_path`.
 fn key<'a>(d: &'a [Diagnostic], file: &str, key_path: &str) -> &'a Diagnostic {
     let hits: Vec<_> = d

@@ -125,6 +125,18 @@ fn bad_overrides_are_typed_errors_naming_the_key() {
         zero[0].to_string(),
         "run parameter `process_limit`: must be at least 1 (found 0)"
     );
+    // The upper end of the range, for overrides as for pack.yaml.
+    for (value, found) in [("5000", "5000"), ("1e300", "1e300")] {
+        let over = effective_params(
+            &pack,
+            &parse_overrides(&[format!("process_limit={value}")]).unwrap(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            over[0].to_string(),
+            format!("run parameter `process_limit`: must be at most 1024 (found {found})")
+        );
+    }
 }
 
 #[test]

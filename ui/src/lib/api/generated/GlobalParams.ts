@@ -12,7 +12,7 @@ export type GlobalParams = {
  */
 valid_result: Array<string>, 
 /**
- * How many `process_safe` tasks may run side by side on one DUT.
+ * How many `process_safe` tasks may run side by side on one DUT: 1 to 1,024.
  */
 process_limit: number, 
 /**

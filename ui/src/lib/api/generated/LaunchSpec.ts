@@ -3,13 +3,20 @@ import type { CoverageMode } from "./CoverageMode";
 import type { ResourceMode } from "./ResourceMode";
 
 /**
- * What the launch form sends: the pack by name, DUTs by name.
+ * What the launch form sends: the pack by name, DUTs by name. At most 100 groups, 256
+ * DUTs and 256 parameter overrides (64 KiB as JSON), expanding to at most 10,000 task
+ * occurrences (`bounds`); more is refused as `too_large`.
  */
 export type LaunchSpec = { pack: string, 
 /**
  * Groups in order; empty runs every group.
  */
-groups: Array<string>, ats: string | null, 
+groups: Array<string>, 
+/**
+ * The ATS (rack) of the run: with a lab, a rack holding every DUT; none takes the
+ * rack the DUTs sit in.
+ */
+ats: string | null, 
 /**
  * One lane per DUT; empty runs one lane without a DUT.
  */

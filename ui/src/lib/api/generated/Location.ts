@@ -3,4 +3,8 @@
 /**
  * Where a DUT sits.
  */
-export type Location = { rack: string, slot: number, };
+export type Location = { rack: string, 
+/**
+ * Slot number, from 1 to the rack's `slots`.
+ */
+slot: number, };

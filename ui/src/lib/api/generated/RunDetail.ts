@@ -4,9 +4,22 @@ import type { RunView } from "./RunView";
 import type { TaskDetail } from "./TaskDetail";
 
 /**
- * A stored run and its task occurrences in plan order, with their artifact files.
+ * A stored run and a page of its task occurrences in plan order, with their artifact
+ * files.
  */
 export type RunDetail = { run: RunRecord, tasks: Array<TaskDetail>, 
+/**
+ * Task occurrences of the run, all pages.
+ */
+tasks_total: number, 
+/**
+ * Index of `tasks[0]` among them.
+ */
+tasks_offset: number, 
+/**
+ * Where the next page starts; none after the last.
+ */
+next_offset: number | null, 
 /**
  * Live state while the run is going.
  */

@@ -45,11 +45,12 @@ shared_resources: Array<string>,
  */
 resource_configs: Record<string, unknown>, 
 /**
- * If resources are busy, how many times to retry.
+ * If resources are busy, how many times to retry: 0 to 10,000.
  */
 max_resource_retry: number, 
 /**
- * Longest wait for busy resources, in seconds; none waits indefinitely.
+ * Longest wait for busy resources, in seconds (at most 30 days); none waits
+ * indefinitely.
  */
 max_resource_wait: number | null, 
 /**
@@ -77,15 +78,16 @@ optional_param_keys: Array<string>,
  */
 prereq_tasks: Array<string>, 
 /**
- * Estimated time in seconds, setup and teardown included.
+ * Estimated time in seconds, setup and teardown included: 0 to 7 days.
  */
 est_task_time: number, 
 /**
- * easypy max_runtime: terminate the task after this many seconds.
+ * easypy max_runtime: terminate the task after this many seconds (more than 0, at
+ * most 7 days); none runs without a limit.
  */
 max_runtime: number | null, 
 /**
- * Lower runs first.
+ * Lower runs first: -1,000,000 to 1,000,000.
  */
 priority: number, 
 /**

@@ -1,0 +1,265 @@
+//! The documented range of every number and size a user gives the engine, in one place:
+//! pack files, lab files, launch requests and holds (README, "Bounds", lists them).
+//!
+//! - Pack and lab files: the model types name these constants in
+//!   `#[schemars(range(...))]`, so `schemas/` carries each range and the loader reports a
+//!   value outside it with file, line, key and the bound it broke.
+//! - Launch requests: [`check_request_size`] (groups, DUTs, parameter overrides) before
+//!   anything is looked up, [`check_task_count`] once the pack is known; both before the
+//!   run is stored. The console's `launch` and `testbay run` call them.
+//! - Holds: [`hold_duration_ms`] and [`check_hold`], from the console's `hold` and
+//!   `testbay lab hold`.
+//!
+//! Within these bounds the engine's arithmetic on them is far from overflowing (a run of
+//! [`MAX_RUN_TASKS`] tasks of [`MAX_TASK_TIME_S`] each is about 2e13 ms). The code that
+//! computes with them (reservation book, broker, exec timer) saturates besides, so a value
+//! that reaches it some other way degrades instead of panicking.
+
+use serde_json::{Map, Value};
+
+use crate::clock::EpochMs;
+use crate::pack::{CoverageMode, LoadedPack};
+
+/// `est_task_time` and `max_runtime`, seconds: at most 7 days.
+pub const MAX_TASK_TIME_S: u32 = 7 * 86_400;
+/// `max_resource_wait`, seconds: at most 30 days.
+pub const MAX_RESOURCE_WAIT_S: u32 = 30 * 86_400;
+/// `max_resource_retry`: at most 10,000 retries.
+pub const MAX_RESOURCE_RETRY: u32 = 10_000;
+/// `priority`: from -1,000,000 ...
+pub const MIN_PRIORITY: i32 = -1_000_000;
+/// ... to 1,000,000.
+pub const MAX_PRIORITY: i32 = 1_000_000;
+/// `process_limit`: 1 to 1,024 tasks side by side on one DUT.
+pub const MAX_PROCESS_LIMIT: u32 = 1_024;
+/// A rack's `slots`, and so a DUT's slot number: 1 to 1,024.
+pub const MAX_RACK_SLOTS: u32 = 1_024;
+/// A shared resource's `capacity`: 1 to 10,000 holders.
+pub const MAX_CAPACITY: u32 = 10_000;
+/// An operator hold's `duration_s`: more than 0, at most 30 days.
+pub const MAX_HOLD_S: u32 = 30 * 86_400;
+/// An operator hold's `from_ms`: within 10 years (3,653 days) of now, either way.
+pub const MAX_HOLD_OFFSET_MS: EpochMs = 3_653 * 86_400_000;
+/// Groups one launch names (a group may be named more than once).
+pub const MAX_LAUNCH_GROUPS: usize = 100;
+/// DUTs one launch names (one lane each).
+pub const MAX_LAUNCH_DUTS: usize = 256;
+/// Parameter overrides of one launch.
+pub const MAX_LAUNCH_PARAMS: usize = 256;
+/// Size of one launch's parameter overrides as JSON, bytes.
+pub const MAX_LAUNCH_PARAMS_BYTES: usize = 64 * 1024;
+/// Task occurrences one launch may expand to (every lane's setups, tests and teardowns).
+pub const MAX_RUN_TASKS: usize = 10_000;
+
+/// A value outside its documented range, or a request over its size limit.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BoundError {
+    /// A number outside its range; the API answers `invalid_request`.
+    #[error("{key}: {message}")]
+    OutOfRange { key: String, message: String },
+    /// A request larger than its limit; the API answers `too_large`.
+    #[error("{key}: {message}")]
+    TooLarge { key: String, message: String },
+}
+
+impl BoundError {
+    /// The request key the error is about (`duration_s`, `groups`, ...).
+    pub fn key(&self) -> &str {
+        match self {
+            BoundError::OutOfRange { key, .. } | BoundError::TooLarge { key, .. } => key,
+        }
+    }
+
+    fn range(key: &str, message: String) -> Self {
+        BoundError::OutOfRange {
+            key: key.into(),
+            message,
+        }
+    }
+
+    fn size(key: &str, message: String) -> Self {
+        BoundError::TooLarge {
+            key: key.into(),
+            message,
+        }
+    }
+}
+
+/// Groups, DUTs and parameter overrides of a launch against their limits. Cheap: call it
+/// before looking anything up.
+pub fn check_request_size(
+    groups: usize,
+    duts: usize,
+    params: &Map<String, Value>,
+) -> Result<(), BoundError> {
+    if groups > MAX_LAUNCH_GROUPS {
+        return Err(BoundError::size(
+            "groups",
+            format!("a launch names at most {MAX_LAUNCH_GROUPS} groups (got {groups})"),
+        ));
+    }
+    if duts > MAX_LAUNCH_DUTS {
+        return Err(BoundError::size(
+            "duts",
+            format!("a launch names at most {MAX_LAUNCH_DUTS} DUTs (got {duts})"),
+        ));
+    }
+    if params.len() > MAX_LAUNCH_PARAMS {
+        return Err(BoundError::size(
+            "params",
+            format!(
+                "a launch overrides at most {MAX_LAUNCH_PARAMS} parameters (got {})",
+                params.len()
+            ),
+        ));
+    }
+    let bytes = json_len(params);
+    if bytes > MAX_LAUNCH_PARAMS_BYTES {
+        return Err(BoundError::size(
+            "params",
+            format!(
+                "the parameter overrides are {bytes} bytes as JSON; at most {MAX_LAUNCH_PARAMS_BYTES}"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Bytes of `v` as compact JSON, counted without building the text.
+pub(crate) fn json_len<T: serde::Serialize + ?Sized>(v: &T) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    // Writing to a counter cannot fail; a value that cannot be serialised counts what was
+    // written before it failed.
+    let _ = serde_json::to_writer(&mut c, v);
+    c.0
+}
+
+/// How many task occurrences a launch of `groups` (empty: every group) of `pack` on
+/// `duts` DUTs expands to: per lane (one per DUT, at least one) the global and group
+/// setups and teardowns and, except in `split` coverage, the tests; in `split` coverage
+/// each test once. Unknown groups count nothing (the launch reports them). The coverage
+/// mode is `coverage`, else the `coverage_mode` override in `params`, else the pack's.
+pub fn task_count(
+    pack: &LoadedPack,
+    groups: &[String],
+    duts: usize,
+    params: &Map<String, Value>,
+    coverage: Option<CoverageMode>,
+) -> usize {
+    let coverage = coverage
+        .or_else(|| {
+            params
+                .get("coverage_mode")
+                .and_then(|v| serde_json::from_value(v.clone()).ok())
+        })
+        .unwrap_or(pack.def.params.coverage_mode);
+    let chosen: Vec<&crate::pack::GroupDef> = if groups.is_empty() {
+        pack.def.groups.values().collect()
+    } else {
+        groups
+            .iter()
+            .filter_map(|g| pack.def.groups.get(g))
+            .collect()
+    };
+    let mut per_lane = pack.def.setup.len().saturating_add(pack.def.teardown.len());
+    let mut shared = 0usize;
+    for g in chosen {
+        per_lane = per_lane
+            .saturating_add(g.setup.len())
+            .saturating_add(g.teardown.len());
+        if coverage == CoverageMode::Split {
+            shared = shared.saturating_add(g.tests.len());
+        } else {
+            per_lane = per_lane.saturating_add(g.tests.len());
+        }
+    }
+    per_lane.saturating_mul(duts.max(1)).saturating_add(shared)
+}
+
+/// [`task_count`] against [`MAX_RUN_TASKS`].
+pub fn check_task_count(
+    pack: &LoadedPack,
+    groups: &[String],
+    duts: usize,
+    params: &Map<String, Value>,
+    coverage: Option<CoverageMode>,
+) -> Result<(), BoundError> {
+    let n = task_count(pack, groups, duts, params, coverage);
+    if n > MAX_RUN_TASKS {
+        return Err(BoundError::size(
+            "tasks",
+            format!(
+                "this launch of pack {} expands to {n} task occurrences ({} group(s) on {} lane(s)); a run holds at most {MAX_RUN_TASKS}",
+                pack.def.name,
+                if groups.is_empty() { pack.def.groups.len() } else { groups.len() },
+                duts.max(1),
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A hold's `duration_s` in milliseconds, if it is more than 0 and at most
+/// [`MAX_HOLD_S`] (and at least 1 ms once rounded).
+pub fn hold_duration_ms(duration_s: f64) -> Result<i64, BoundError> {
+    let ms = (duration_s * 1000.0).round();
+    if !(duration_s.is_finite() && ms >= 1.0 && duration_s <= f64::from(MAX_HOLD_S)) {
+        return Err(BoundError::range(
+            "duration_s",
+            format!(
+                "must be more than 0 and at most {MAX_HOLD_S} seconds (30 days), got {}",
+                short_num(duration_s)
+            ),
+        ));
+    }
+    Ok(ms as i64)
+}
+
+/// A hold of `duration_ms` from `from` (default now) against its bounds: the duration
+/// more than 0 and at most [`MAX_HOLD_S`], the start within [`MAX_HOLD_OFFSET_MS`] of
+/// `now`.
+pub fn check_hold(duration_ms: i64, from: Option<EpochMs>, now: EpochMs) -> Result<(), BoundError> {
+    if !(1..=i64::from(MAX_HOLD_S) * 1000).contains(&duration_ms) {
+        return Err(BoundError::range(
+            "duration_s",
+            format!(
+                "must be more than 0 and at most {MAX_HOLD_S} seconds (30 days), got {}",
+                short_num(duration_ms as f64 / 1000.0)
+            ),
+        ));
+    }
+    if let Some(from) = from {
+        let lo = now.saturating_sub(MAX_HOLD_OFFSET_MS);
+        let hi = now.saturating_add(MAX_HOLD_OFFSET_MS);
+        if !(lo..=hi).contains(&from) {
+            return Err(BoundError::range(
+                "from_ms",
+                format!(
+                    "must be within 10 years of now ({} to {}, {lo} to {hi} ms since the epoch), got {from}",
+                    crate::timefmt::fmt_ms(lo),
+                    crate::timefmt::fmt_ms(hi)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `1e300` rather than its 301 digits.
+fn short_num(x: f64) -> String {
+    if x.is_finite() && x.abs() < 1e15 {
+        x.to_string()
+    } else {
+        format!("{x:e}")
+    }
+}
