@@ -3,3 +3,4 @@ mod run;
 mod packs;
 mod serve;
 mod lab;
+mod paths;

@@ -125,10 +125,12 @@ impl RunManager {
         limits: ExecLimits,
     ) -> Self {
         let events = events::EventOut::new(EVENT_CAPACITY);
+        // Tasks run in their snapshot's folder: every path they are given is absolute.
+        let data_dir = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
         Self {
             inner: Arc::new(Inner {
                 store,
-                data_dir: data_dir.to_path_buf(),
+                data_dir,
                 broker,
                 clock,
                 events,
