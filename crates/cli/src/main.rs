@@ -10,6 +10,10 @@ use clap::Parser;
 fn main() {
     let cli = cmd::Cli::parse();
     init_tracing();
+    if cli.command.runs_phases() {
+        // While this process is small and has one thread (see `testbay_engine::exec`).
+        testbay_engine::exec::start_guard();
+    }
     let ctx = cli.global.ctx();
     let code = match cmd::run(cli.command, &ctx) {
         Ok(code) => code,

@@ -4,3 +4,4 @@ mod packs;
 mod serve;
 mod lab;
 mod paths;
+mod signals;
