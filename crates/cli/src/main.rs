@@ -18,7 +18,9 @@ fn main() {
     let code = match cmd::run(cli.command, &ctx) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Not `eprintln!`: stderr may be gone (a closed terminal).
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stderr(), "error: {e:#}");
             2
         }
     };
@@ -32,5 +34,7 @@ fn init_tracing() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Its own complaint about a stderr that is gone (a closed terminal) would panic.
+        .log_internal_errors(false)
         .init();
 }
