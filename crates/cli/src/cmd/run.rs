@@ -24,7 +24,7 @@ use testbay_engine::reserve::{
     owner_of, resources_named, BookBroker, BookConfig, BookHandle, BrokerConfig, LiveBook,
 };
 use testbay_engine::run::{
-    AlwaysGrant, LaunchRequest, ResourceBroker, RunError, RunEvent, RunManager, TaskState,
+    AlwaysGrant, LaunchRequest, ResourceBroker, RunError, RunEvent, RunManager, RunView, TaskState,
 };
 use testbay_engine::store::{Store, TaskRecord};
 
@@ -89,7 +89,14 @@ fn parse_mode<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, String> {
 pub fn open_store(ctx: &Ctx) -> anyhow::Result<Arc<Store>> {
     let store = Store::open_in(&ctx.data_dir)
         .with_context(|| format!("cannot open the data dir {}", ctx.data_dir.display()))?;
-    let rep = store.recover_interrupted(SystemClock.now_ms())?;
+    // Reading must work on a full disk too: a recovery that cannot write is a note.
+    let rep = match store.recover_interrupted(SystemClock.now_ms()) {
+        Ok(rep) => rep,
+        Err(e) => {
+            say!("note: cannot mark the runs of consoles that exited as interrupted: {e}");
+            Default::default()
+        }
+    };
     for id in &rep.interrupted_runs {
         testbay_engine::run::remove_unused_folders(&ctx.data_dir.join("runs").join(id));
     }
@@ -531,18 +538,71 @@ async fn drive(
         }
         let _ = mp.clear();
     }
-    let run = store.get_run(&run_id)?;
+    // The verdict is what the run did (its live state), not only what the store kept: a
+    // result the store lost (no space left) still counts, and the run says so.
+    let view = mgr.view(&run_id);
     if !matches!(out, Output::Json) {
-        let tasks = store.run_tasks(&run_id)?;
-        print_summary(&run_id, status, &tasks);
+        let tasks = match store.run_tasks(&run_id) {
+            Ok(tasks) => tasks,
+            Err(e) => {
+                say!("cannot read run {run_id} back from the store: {e}");
+                Vec::new()
+            }
+        };
+        let reason = view.as_ref().and_then(|v| v.reason.as_deref());
+        print_summary(
+            &run_id,
+            status,
+            reason,
+            &with_live_results(tasks, view.as_ref()),
+        );
     }
-    Ok(
-        if status == RunStatus::Completed && run.counts.failures == 0 {
-            0
-        } else {
-            1
-        },
-    )
+    let failures = match &view {
+        Some(v) => v.progress.failures,
+        None => store.get_run(&run_id)?.counts.failures,
+    };
+    Ok(if status == RunStatus::Completed && failures == 0 {
+        0
+    } else {
+        1
+    })
+}
+
+/// The stored tasks, each with the result the run gave it where the store does not have
+/// that result (its write failed); such results are marked `(not stored)`.
+fn with_live_results(mut tasks: Vec<TaskRecord>, view: Option<&RunView>) -> Vec<TaskRecord> {
+    let Some(view) = view else { return tasks };
+    let done: HashMap<i64, (&str, &str, bool)> = view
+        .lanes
+        .iter()
+        .flat_map(|l| {
+            l.setup
+                .iter()
+                .chain(&l.test)
+                .chain(&l.teardown)
+                .chain(&l.delay)
+        })
+        .chain(&view.shared)
+        .filter_map(|t| match &t.state {
+            TaskState::Done {
+                result,
+                message,
+                failure,
+            } => Some((t.task_id, (result.as_str(), message.as_str(), *failure))),
+            _ => None,
+        })
+        .collect();
+    for t in &mut tasks {
+        let Some(&(result, message, failure)) = done.get(&t.id) else {
+            continue;
+        };
+        if t.result.as_deref() != Some(result) {
+            t.result = Some(result.to_string());
+            t.failure = Some(failure);
+            t.message = Some(format!("(not stored) {message}"));
+        }
+    }
+    tasks
 }
 
 fn show_event(out: &mut Output, ev: &RunEvent) {
@@ -690,7 +750,7 @@ fn cut(s: &str, n: usize) -> String {
     }
 }
 
-fn print_summary(run_id: &str, status: RunStatus, tasks: &[TaskRecord]) {
+fn print_summary(run_id: &str, status: RunStatus, reason: Option<&str>, tasks: &[TaskRecord]) {
     // Lane by lane, each in plan order.
     let mut lanes: Vec<Option<&str>> = Vec::new();
     for t in tasks {
@@ -767,5 +827,8 @@ fn print_summary(run_id: &str, status: RunStatus, tasks: &[TaskRecord]) {
         counts.join(", "),
         failures
     );
+    if let (Some(r), true) = (reason, status != RunStatus::Completed) {
+        out!("why: {r}");
+    }
     out!("details: testbay results {run_id}");
 }

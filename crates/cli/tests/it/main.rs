@@ -5,3 +5,4 @@ mod serve;
 mod lab;
 mod paths;
 mod signals;
+mod disk_full;

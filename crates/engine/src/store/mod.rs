@@ -330,17 +330,19 @@ pub struct Store {
 
 /// Commit the open transaction, if any: the only one left open between calls is that of
 /// finished tasks' results waiting for their commit.
-fn commit_pending(c: &Connection) {
-    if !c.is_autocommit() {
-        if let Err(e) = c.prepare_cached("COMMIT").and_then(|mut s| s.execute([])) {
-            tracing::error!(error = %e, "could not commit finished tasks' results");
-        }
+fn commit_pending(c: &Connection) -> rusqlite::Result<()> {
+    if c.is_autocommit() {
+        return Ok(());
     }
+    c.prepare_cached("COMMIT")
+        .and_then(|mut s| s.execute([]))
+        .map(|_| ())
+        .inspect_err(|e| tracing::error!(error = %e, "could not commit finished tasks' results"))
 }
 
 impl Drop for Store {
     fn drop(&mut self) {
-        commit_pending(&self.lock_conn());
+        let _ = commit_pending(&self.lock_conn());
     }
 }
 
@@ -389,7 +391,7 @@ impl Store {
     /// result still waiting for its commit (see [`Store::finish_task`]) is committed first.
     pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
         let c = self.lock_conn();
-        commit_pending(&c);
+        let _ = commit_pending(&c);
         c
     }
 
@@ -400,9 +402,15 @@ impl Store {
     /// Commit finished tasks' results that still wait for it (the run calls this a few
     /// milliseconds after each task ends; any other use of the store does it too).
     pub fn commit_pending_results(&self) {
+        let _ = self.commit_now();
+    }
+
+    /// [`Store::commit_pending_results`], saying whether the commit failed: the results
+    /// it held are then not stored (or not yet: a later commit may still store them).
+    pub fn commit_now(&self) -> Result<()> {
         self.commit_promised
             .store(false, std::sync::atomic::Ordering::Release);
-        drop(self.conn());
+        Ok(commit_pending(&self.lock_conn())?)
     }
 
     /// Whether the caller should arrange a [`Store::commit_pending_results`] soon: `true`
@@ -532,7 +540,7 @@ impl Store {
             paths.teardown_log,
             paths.artifacts_dir
         ])?;
-        commit_pending(&c);
+        commit_pending(&c)?;
         Ok(())
     }
 

@@ -659,7 +659,10 @@ async fn the_phase_guard_holds_and_is_replaced_when_killed() {
         unsafe { libc::kill(guard, sig) };
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(pid_alive(guard), "the guard died of a signal it must ignore");
+    assert!(
+        pid_alive(guard),
+        "the guard died of a signal it must ignore"
+    );
 
     unsafe { libc::kill(guard, libc::SIGKILL) };
     for _ in 0..200 {
