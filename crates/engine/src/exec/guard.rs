@@ -7,6 +7,9 @@
 //!
 //! - It is forked from the console: by [`start`], which the front doors call first thing
 //!   in `main` while the process is small and has one thread, or else at the first phase.
+//!   (It keeps a copy-on-write image of the console as of the fork: forked early, that is a
+//!   few hundred KiB; forked late by a large process, as much as the console has rewritten
+//!   since.)
 //!   It holds the read end of a pipe whose write end only the console holds (close-on-exec,
 //!   so no phase inherits it) and blocks reading it. Nobody writes: the read returns
 //!   end-of-file when the console is gone, however it ended.
