@@ -152,6 +152,8 @@ fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
+    // While this process is small and has one thread (see `testbay_engine::exec`).
+    testbay_engine::exec::start_guard();
 
     let paths = paths_from_env();
     let console = match tauri::async_runtime::block_on(async { Console::open(paths.clone()) }) {

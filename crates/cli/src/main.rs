@@ -10,11 +10,17 @@ use clap::Parser;
 fn main() {
     let cli = cmd::Cli::parse();
     init_tracing();
+    if cli.command.runs_phases() {
+        // While this process is small and has one thread (see `testbay_engine::exec`).
+        testbay_engine::exec::start_guard();
+    }
     let ctx = cli.global.ctx();
     let code = match cmd::run(cli.command, &ctx) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Not `eprintln!`: stderr may be gone (a closed terminal).
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stderr(), "error: {e:#}");
             2
         }
     };
@@ -28,5 +34,7 @@ fn init_tracing() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Its own complaint about a stderr that is gone (a closed terminal) would panic.
+        .log_internal_errors(false)
         .init();
 }

@@ -41,6 +41,10 @@ pub enum RunStatus {
     CouldNotStart,
     /// The console died while the run was going; found and marked at the next start.
     Interrupted,
+    /// The run went to its end but its record is not whole: results or statuses could not
+    /// be stored, or tasks could not be prepared (no space left on the data dir, ...). The
+    /// reason says what and why. A failure whatever the stored results say.
+    Errored,
 }
 
 impl RunStatus {
@@ -53,6 +57,7 @@ impl RunStatus {
             RunStatus::Stalled => "stalled",
             RunStatus::CouldNotStart => "could_not_start",
             RunStatus::Interrupted => "interrupted",
+            RunStatus::Errored => "errored",
         }
     }
 
@@ -65,6 +70,7 @@ impl RunStatus {
             "stalled" => RunStatus::Stalled,
             "could_not_start" => RunStatus::CouldNotStart,
             "interrupted" => RunStatus::Interrupted,
+            "errored" => RunStatus::Errored,
             _ => return None,
         })
     }

@@ -92,6 +92,13 @@ pub enum Command {
     Lab(lab::Args),
 }
 
+impl Command {
+    /// Whether this subcommand starts task phases (and so wants the phase guard).
+    pub fn runs_phases(&self) -> bool {
+        matches!(self, Command::Run(_) | Command::Serve(_))
+    }
+}
+
 pub fn run(command: Command, ctx: &Ctx) -> anyhow::Result<i32> {
     match command {
         Command::Serve(a) => serve::run(a, ctx),

@@ -26,7 +26,7 @@ pub struct Args {
     #[arg(long)]
     pub ats: Option<String>,
     /// Only runs with this status (queued, running, completed, stopped, stalled,
-    /// could_not_start, interrupted)
+    /// could_not_start, interrupted, errored)
     #[arg(long, value_parser = parse_status)]
     pub status: Option<RunStatus>,
     /// Only runs with at least one task with this result

@@ -1,5 +1,9 @@
 //! `testbay run PACK`: run a pack headless with live progress, store every result, print a
 //! summary; exit 1 when any result is a failure (not in the run's `valid_result`).
+//!
+//! Ctrl-C, SIGTERM and SIGHUP stop the run alike: the first gracefully (teardowns still
+//! run), the second at once, the third leaves without waiting (exit status 128 + the
+//! signal's number; the next start marks the run interrupted). A stopped run exits 1.
 
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
@@ -21,11 +25,27 @@ use testbay_engine::reserve::{
     owner_of, resources_named, BookBroker, BookConfig, BookHandle, BrokerConfig, LiveBook,
 };
 use testbay_engine::run::{
-    AlwaysGrant, LaunchRequest, ResourceBroker, RunError, RunEvent, RunManager, TaskState,
+    AlwaysGrant, LaunchRequest, ResourceBroker, RunError, RunEvent, RunManager, RunView, TaskState,
 };
 use testbay_engine::store::{Store, TaskRecord};
 
 use super::Ctx;
+
+/// `eprintln!` that does not panic when stderr is gone (a terminal closed: SIGHUP).
+macro_rules! say {
+    ($($a:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($a)*);
+    }};
+}
+
+/// `println!` that does not panic when stdout is gone.
+macro_rules! out {
+    ($($a:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($a)*);
+    }};
+}
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -70,12 +90,19 @@ fn parse_mode<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, String> {
 pub fn open_store(ctx: &Ctx) -> anyhow::Result<Arc<Store>> {
     let store = Store::open_in(&ctx.data_dir)
         .with_context(|| format!("cannot open the data dir {}", ctx.data_dir.display()))?;
-    let rep = store.recover_interrupted(SystemClock.now_ms())?;
+    // Reading must work on a full disk too: a recovery that cannot write is a note.
+    let rep = match store.recover_interrupted(SystemClock.now_ms()) {
+        Ok(rep) => rep,
+        Err(e) => {
+            say!("note: cannot mark the runs of consoles that exited as interrupted: {e}");
+            Default::default()
+        }
+    };
     for id in &rep.interrupted_runs {
         testbay_engine::run::remove_unused_folders(&ctx.data_dir.join("runs").join(id));
     }
     if !rep.interrupted_runs.is_empty() {
-        eprintln!(
+        say!(
             "note: {} run(s) left by a console that exited are now marked interrupted ({}); {} task(s) aborted, {} leftover process(es) killed",
             rep.interrupted_runs.len(),
             rep.interrupted_runs.join(", "),
@@ -262,13 +289,13 @@ fn booking(
     };
     let Some(lab) = lab else {
         if !what.is_empty() {
-            eprintln!("note: no lab file, so nothing is reserved ({what})");
+            say!("note: no lab file, so nothing is reserved ({what})");
         }
         return Ok(Ok(unbooked));
     };
     if args.no_reserve {
         if !what.is_empty() {
-            eprintln!("--no-reserve: running without reservations; {what} may be in use by others meanwhile");
+            say!("--no-reserve: running without reservations; {what} may be in use by others meanwhile");
         }
         return Ok(Ok(unbooked));
     }
@@ -299,7 +326,7 @@ fn booking(
         })),
         BookHandle::Client(_) => {
             let owner = owner_of(store.path()).unwrap_or_else(|| "another Testbay process".into());
-            eprintln!(
+            say!(
                 "cannot reserve {what}: the reservation book of {} is owned by {owner}.\nLaunch the run from that console, or pass --no-reserve to run without reservations.",
                 ctx.data_dir.display()
             );
@@ -350,6 +377,68 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
     code
 }
 
+/// What asked the run to stop.
+#[derive(Clone, Copy)]
+enum StopBy {
+    CtrlC,
+    Term,
+    Hangup,
+}
+
+impl StopBy {
+    /// Prefix of the messages ("" for Ctrl-C, whose messages say so).
+    fn name(self) -> &'static str {
+        match self {
+            StopBy::CtrlC => "",
+            StopBy::Term => "SIGTERM: ",
+            StopBy::Hangup => "SIGHUP: ",
+        }
+    }
+
+    fn again(self) -> &'static str {
+        match self {
+            StopBy::CtrlC => "Ctrl-C again",
+            StopBy::Term | StopBy::Hangup => "signal again",
+        }
+    }
+
+    /// Exit status when the run is left without waiting: 128 + the signal's number.
+    fn exit_code(self) -> i32 {
+        128 + match self {
+            StopBy::CtrlC => libc::SIGINT,
+            StopBy::Term => libc::SIGTERM,
+            StopBy::Hangup => libc::SIGHUP,
+        }
+    }
+}
+
+/// SIGINT (Ctrl-C), SIGTERM and SIGHUP, each a request to stop the run.
+struct StopSignals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn new() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let listen = |kind: SignalKind| signal(kind).context("cannot listen for signals");
+        Ok(Self {
+            int: listen(SignalKind::interrupt())?,
+            term: listen(SignalKind::terminate())?,
+            hup: listen(SignalKind::hangup())?,
+        })
+    }
+
+    async fn next(&mut self) -> StopBy {
+        tokio::select! {
+            _ = self.int.recv() => StopBy::CtrlC,
+            _ = self.term.recv() => StopBy::Term,
+            _ = self.hup.recv() => StopBy::Hangup,
+        }
+    }
+}
+
 enum Output {
     Json,
     Plain,
@@ -366,24 +455,26 @@ async fn drive(
     broker: Arc<dyn ResourceBroker>,
     ctx: &Ctx,
 ) -> anyhow::Result<i32> {
+    // Before the launch: a signal that comes while the run starts stops it once started.
+    let mut signals = StopSignals::new()?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let mgr = RunManager::new(store.clone(), &ctx.data_dir, broker, clock);
     let mut events = mgr.subscribe();
     let run_id = match mgr.launch(req) {
         Ok(id) => id,
         Err(RunError::Pack(e)) => {
-            eprintln!("pack {} cannot run:", e.dir.display());
+            say!("pack {} cannot run:", e.dir.display());
             for d in &e.diagnostics {
-                eprintln!("  {d}");
+                say!("  {d}");
             }
             return Ok(2);
         }
         Err(RunError::CouldNotStart { run_id, reason }) => {
             if args.json {
                 let ev = serde_json::json!({"type": "run_status", "run_id": run_id, "status": "could_not_start", "reason": reason});
-                println!("{ev}");
+                out!("{ev}");
             }
-            eprintln!("run {run_id} could not start: {reason}");
+            say!("run {run_id} could not start: {reason}");
             return Ok(2);
         }
         Err(e) => return Err(e.into()),
@@ -399,7 +490,7 @@ async fn drive(
         .progress_chars("=> ");
         let mut bars = HashMap::new();
         if let Some(view) = mgr.view(&run_id) {
-            eprintln!(
+            say!(
                 "run {run_id}: {} {} on {} lane(s)",
                 view.pack_name,
                 view.pack_version,
@@ -414,7 +505,7 @@ async fn drive(
         }
         Output::Bars { mp, bars }
     } else {
-        eprintln!("run {run_id} started");
+        say!("run {run_id} started");
         Output::Plain
     };
 
@@ -423,30 +514,38 @@ async fn drive(
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut interrupts = 0u8;
     let status = loop {
-        tokio::select! {
+        let by = tokio::select! {
             st = &mut wait => break st?,
-            ev = events.recv() => match ev {
-                Ok(ev) if ev.run_id() == run_id => show_event(&mut out, &ev),
-                _ => {}
-            },
-            _ = tick.tick() => refresh_bars(&out, &mgr, &run_id),
-            _ = tokio::signal::ctrl_c() => {
-                interrupts += 1;
-                match interrupts {
-                    1 => eprintln!("stopping run {run_id}: teardowns still run (Ctrl-C again to stop them too)"),
-                    2 => eprintln!("stopping run {run_id} at once (Ctrl-C again to leave without waiting)"),
-                    _ => {
-                        // Leave: what is stored stays stored (the results of the last
-                        // moments are committed now); the task processes die with this
-                        // process, and the next start marks the run interrupted.
-                        store.commit_pending_results();
-                        eprintln!("left run {run_id} without waiting; the next start marks it interrupted");
-                        return Ok(130);
-                    }
+            ev = events.recv() => {
+                match ev {
+                    Ok(ev) if ev.run_id() == run_id => show_event(&mut out, &ev),
+                    _ => {}
                 }
-                let _ = mgr.stop(&run_id);
+                continue;
+            }
+            _ = tick.tick() => {
+                refresh_bars(&out, &mgr, &run_id);
+                continue;
+            }
+            by = signals.next() => by,
+        };
+        interrupts += 1;
+        let (name, again) = (by.name(), by.again());
+        match interrupts {
+            1 => {
+                say!("{name}stopping run {run_id}: teardowns still run ({again} to stop them too)")
+            }
+            2 => say!("{name}stopping run {run_id} at once ({again} to leave without waiting)"),
+            _ => {
+                // Leave: what is stored stays stored (the results of the last moments
+                // are committed now); the task processes die with this process, and the
+                // next start marks the run interrupted.
+                store.commit_pending_results();
+                say!("left run {run_id} without waiting; the next start marks it interrupted");
+                return Ok(by.exit_code());
             }
         }
+        let _ = mgr.stop(&run_id);
     };
     while let Ok(ev) = events.try_recv() {
         if ev.run_id() == run_id {
@@ -460,18 +559,71 @@ async fn drive(
         }
         let _ = mp.clear();
     }
-    let run = store.get_run(&run_id)?;
+    // The verdict is what the run did (its live state), not only what the store kept: a
+    // result the store lost (no space left) still counts, and the run says so.
+    let view = mgr.view(&run_id);
     if !matches!(out, Output::Json) {
-        let tasks = store.run_tasks(&run_id)?;
-        print_summary(&run_id, status, &tasks);
+        let tasks = match store.run_tasks(&run_id) {
+            Ok(tasks) => tasks,
+            Err(e) => {
+                say!("cannot read run {run_id} back from the store: {e}");
+                Vec::new()
+            }
+        };
+        let reason = view.as_ref().and_then(|v| v.reason.as_deref());
+        print_summary(
+            &run_id,
+            status,
+            reason,
+            &with_live_results(tasks, view.as_ref()),
+        );
     }
-    Ok(
-        if status == RunStatus::Completed && run.counts.failures == 0 {
-            0
-        } else {
-            1
-        },
-    )
+    let failures = match &view {
+        Some(v) => v.progress.failures,
+        None => store.get_run(&run_id)?.counts.failures,
+    };
+    Ok(if status == RunStatus::Completed && failures == 0 {
+        0
+    } else {
+        1
+    })
+}
+
+/// The stored tasks, each with the result the run gave it where the store does not have
+/// that result (its write failed); such results are marked `(not stored)`.
+fn with_live_results(mut tasks: Vec<TaskRecord>, view: Option<&RunView>) -> Vec<TaskRecord> {
+    let Some(view) = view else { return tasks };
+    let done: HashMap<i64, (&str, &str, bool)> = view
+        .lanes
+        .iter()
+        .flat_map(|l| {
+            l.setup
+                .iter()
+                .chain(&l.test)
+                .chain(&l.teardown)
+                .chain(&l.delay)
+        })
+        .chain(&view.shared)
+        .filter_map(|t| match &t.state {
+            TaskState::Done {
+                result,
+                message,
+                failure,
+            } => Some((t.task_id, (result.as_str(), message.as_str(), *failure))),
+            _ => None,
+        })
+        .collect();
+    for t in &mut tasks {
+        let Some(&(result, message, failure)) = done.get(&t.id) else {
+            continue;
+        };
+        if t.result.as_deref() != Some(result) {
+            t.result = Some(result.to_string());
+            t.failure = Some(failure);
+            t.message = Some(format!("(not stored) {message}"));
+        }
+    }
+    tasks
 }
 
 fn show_event(out: &mut Output, ev: &RunEvent) {
@@ -492,9 +644,9 @@ fn show_event(out: &mut Output, ev: &RunEvent) {
             } => {
                 let lane = lane.as_deref().unwrap_or("-");
                 if message.is_empty() {
-                    eprintln!("[{lane}] {task}: {result}");
+                    say!("[{lane}] {task}: {result}");
                 } else {
-                    eprintln!("[{lane}] {task}: {result} - {message}");
+                    say!("[{lane}] {task}: {result} - {message}");
                 }
             }
             RunEvent::TaskState {
@@ -502,7 +654,7 @@ fn show_event(out: &mut Output, ev: &RunEvent) {
                 lane,
                 state: TaskState::Running { phase },
                 ..
-            } => eprintln!(
+            } => say!(
                 "[{}] {task}: {} ...",
                 lane.as_deref().unwrap_or("-"),
                 phase.as_str()
@@ -512,13 +664,13 @@ fn show_event(out: &mut Output, ev: &RunEvent) {
                 lane,
                 state: TaskState::Waiting { reason },
                 ..
-            } => eprintln!(
+            } => say!(
                 "[{}] {task}: waiting - {reason}",
                 lane.as_deref().unwrap_or("-")
             ),
             RunEvent::RunStatus { status, reason, .. } => match reason {
-                Some(r) => eprintln!("run {}: {r}", status.as_str()),
-                None => eprintln!("run {}", status.as_str()),
+                Some(r) => say!("run {}: {r}", status.as_str()),
+                None => say!("run {}", status.as_str()),
             },
             _ => {}
         },
@@ -619,7 +771,7 @@ fn cut(s: &str, n: usize) -> String {
     }
 }
 
-fn print_summary(run_id: &str, status: RunStatus, tasks: &[TaskRecord]) {
+fn print_summary(run_id: &str, status: RunStatus, reason: Option<&str>, tasks: &[TaskRecord]) {
     // Lane by lane, each in plan order.
     let mut lanes: Vec<Option<&str>> = Vec::new();
     for t in tasks {
@@ -643,9 +795,14 @@ fn print_summary(run_id: &str, status: RunStatus, tasks: &[TaskRecord]) {
         .max()
         .unwrap_or(5)
         .max(5);
-    println!(
+    out!(
         "{:<lane_w$}  {:<group_w$}  {:<task_w$}  {:<8}  {:<9}  {:>7}  MESSAGE",
-        "LANE", "GROUP", "TASK", "KIND", "RESULT", "TIME"
+        "LANE",
+        "GROUP",
+        "TASK",
+        "KIND",
+        "RESULT",
+        "TIME"
     );
     let mut by_result: std::collections::BTreeMap<String, u32> = Default::default();
     let mut failures = 0;
@@ -659,7 +816,7 @@ fn print_summary(run_id: &str, status: RunStatus, tasks: &[TaskRecord]) {
             .run_time
             .map(|s| fmt_dur((s * 1000.0) as i64))
             .unwrap_or_default();
-        println!(
+        out!(
             "{:<lane_w$}  {:<group_w$}  {:<task_w$}  {:<8}  {:<9}  {:>7}  {}",
             t.lane.as_deref().unwrap_or("-"),
             t.group.as_deref().unwrap_or("-"),
@@ -670,7 +827,7 @@ fn print_summary(run_id: &str, status: RunStatus, tasks: &[TaskRecord]) {
             cut(t.message.as_deref().unwrap_or(""), 60)
         );
         for s in &t.sub_results {
-            println!(
+            out!(
                 "{:<w$}↳ {:<n$}  {:<9}  {:>7}  {}",
                 "",
                 s.name,
@@ -683,13 +840,16 @@ fn print_summary(run_id: &str, status: RunStatus, tasks: &[TaskRecord]) {
         }
     }
     let counts: Vec<String> = by_result.iter().map(|(k, v)| format!("{v} {k}")).collect();
-    println!();
-    println!(
+    out!();
+    out!(
         "run {run_id} {}: {} task(s): {}; {} failure(s)",
         status.as_str(),
         tasks.len(),
         counts.join(", "),
         failures
     );
-    println!("details: testbay results {run_id}");
+    if let (Some(r), true) = (reason, status != RunStatus::Completed) {
+        out!("why: {r}");
+    }
+    out!("details: testbay results {run_id}");
 }

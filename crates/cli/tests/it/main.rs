@@ -6,3 +6,6 @@ mod lab;
 mod data_dir;
 mod recovery;
 mod bounds;
+mod paths;
+mod signals;
+mod disk_full;

@@ -9,19 +9,19 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-fn bin() -> Command {
+pub(crate) fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_testbay"));
     c.env_remove("TESTBAY_DATA_DIR").env("RUST_LOG", "warn");
     c
 }
 
-struct Fx {
+pub(crate) struct Fx {
     _tmp: tempfile::TempDir,
-    root: PathBuf,
-    data: PathBuf,
+    pub root: PathBuf,
+    pub data: PathBuf,
 }
 
-fn fx() -> Fx {
+pub(crate) fn fx() -> Fx {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().to_path_buf();
     Fx {
@@ -33,7 +33,7 @@ fn fx() -> Fx {
 
 impl Fx {
     /// Write a pack `name` with tasks (name, extra yaml, bash body).
-    fn pack(&self, name: &str, pack_yaml: &str, tasks: &[(&str, &str, &str)]) -> PathBuf {
+    pub fn pack(&self, name: &str, pack_yaml: &str, tasks: &[(&str, &str, &str)]) -> PathBuf {
         let dir = self.root.join(name);
         std::fs::create_dir_all(dir.join("tasks")).unwrap();
         std::fs::write(dir.join("pack.yaml"), pack_yaml).unwrap();
@@ -48,7 +48,7 @@ impl Fx {
         dir
     }
 
-    fn testbay(&self, args: &[&str]) -> Output {
+    pub fn testbay(&self, args: &[&str]) -> Output {
         bin()
             .arg("--data-dir")
             .arg(&self.data)
@@ -59,7 +59,7 @@ impl Fx {
     }
 }
 
-fn text(b: &[u8]) -> String {
+pub(crate) fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
@@ -78,7 +78,7 @@ fn good_tasks() -> Vec<(&'static str, &'static str, &'static str)> {
     ]
 }
 
-fn run_id_of(stdout: &str) -> String {
+pub(crate) fn run_id_of(stdout: &str) -> String {
     stdout
         .lines()
         .find_map(|l| l.strip_prefix("details: testbay results "))
@@ -290,7 +290,7 @@ fn refused_runs_say_why_and_exit_2() {
     assert!(list.contains("could_not_start"), "{list}");
 }
 
-fn alive(pid: i32) -> bool {
+pub(crate) fn alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(s) => !matches!(
             s[s.rfind(')').unwrap() + 2..].chars().next(),
@@ -301,7 +301,7 @@ fn alive(pid: i32) -> bool {
 }
 
 /// `testbay run PACK` in the background, its output captured (for Ctrl-C tests).
-fn start_run(f: &Fx, pack: &Path) -> std::process::Child {
+pub(crate) fn start_run(f: &Fx, pack: &Path) -> std::process::Child {
     bin()
         .arg("--data-dir")
         .arg(&f.data)
@@ -314,7 +314,7 @@ fn start_run(f: &Fx, pack: &Path) -> std::process::Child {
 }
 
 /// Whether `pid` is gone within two seconds.
-fn ends_soon(pid: i32) -> bool {
+pub(crate) fn ends_soon(pid: i32) -> bool {
     for _ in 0..200 {
         if !alive(pid) {
             return true;
@@ -325,7 +325,7 @@ fn ends_soon(pid: i32) -> bool {
 }
 
 /// Result of each task of stored run `id`, by task name (`testbay results ID --json`).
-fn results_by_task(f: &Fx, id: &str) -> HashMap<String, String> {
+pub(crate) fn results_by_task(f: &Fx, id: &str) -> HashMap<String, String> {
     let tree: Value =
         serde_json::from_slice(&f.testbay(&["results", id, "--json"]).stdout).unwrap();
     tree["tasks"]
@@ -341,7 +341,7 @@ fn results_by_task(f: &Fx, id: &str) -> HashMap<String, String> {
         .collect()
 }
 
-fn wait_for_file(p: &Path) -> String {
+pub(crate) fn wait_for_file(p: &Path) -> String {
     for _ in 0..1000 {
         if let Ok(s) = std::fs::read_to_string(p) {
             if s.ends_with('\n') {

@@ -17,21 +17,24 @@ pub struct ConsolePaths {
 
 impl ConsolePaths {
     /// Fill what was not given: the platform data directory, the repository's `packs/`
-    /// and the data directory's `lab.yaml` or else the repository's demo lab.
+    /// and the data directory's `lab.yaml` or else the repository's demo lab. Every path
+    /// is made absolute against the current directory, here and only here: a task runs in
+    /// its pack snapshot's folder, so a relative `TESTBAY_PARAMS` (or log, artifact or lab
+    /// path) would point elsewhere.
     pub fn resolve(
         data_dir: Option<PathBuf>,
         pack_roots: Vec<PathBuf>,
         lab_file: Option<PathBuf>,
     ) -> Self {
-        let data_dir = data_dir.unwrap_or_else(default_data_dir);
+        let data_dir = absolute(data_dir.unwrap_or_else(default_data_dir));
         let pack_roots = if pack_roots.is_empty() {
             repo_dir()
                 .map(|r| vec![r.join("packs")])
                 .unwrap_or_default()
         } else {
-            pack_roots
+            pack_roots.into_iter().map(absolute).collect()
         };
-        let lab_file = lab_file.or_else(|| {
+        let lab_file = lab_file.map(absolute).or_else(|| {
             let own = data_dir.join("lab.yaml");
             if own.is_file() {
                 Some(own)
@@ -52,6 +55,12 @@ impl ConsolePaths {
     pub fn runs_dir(&self) -> PathBuf {
         self.data_dir.join("runs")
     }
+}
+
+/// `path` made absolute against the current directory (`.` and `..` kept, symbolic links
+/// not followed, the path need not exist). Unchanged if the current directory is gone.
+pub fn absolute(path: PathBuf) -> PathBuf {
+    std::path::absolute(&path).unwrap_or(path)
 }
 
 /// `$XDG_DATA_HOME/testbay`, else `~/.local/share/testbay`, else `./testbay-data`.

@@ -23,7 +23,10 @@
 //!   costs a wake-up, the largest single cost between two tasks on a busy machine). A
 //!   flood of output is read in 64 KiB pieces that yield to other tasks like any I/O.
 
+mod guard;
 mod spawn;
+
+pub use guard::{guard_pid, start as start_guard, CONSOLE_ENV};
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
@@ -392,6 +395,8 @@ pub async fn run_phase(
         }
     }
     drop(pump);
+    // The group is gone or dying: the guard need not kill it if the console dies now.
+    guard::forget(pgid);
     let log = out.into_inner().unwrap_or_else(|p| p.into_inner()).finish();
     let finished_ms = clock.now_ms();
     let (exit, status_ok) = match exit {
@@ -469,7 +474,8 @@ pub async fn run_phase(
 }
 
 /// The console's environment as tasks get it, read once: the console's own `TESTBAY_*`
-/// variables left out, `PYTHONUNBUFFERED=1` added unless set (Python tasks then stream
+/// variables left out, `TESTBAY_CONSOLE` (see `guard`) added, `PYTHONUNBUFFERED=1` added
+/// unless set (Python tasks then stream
 /// their output live instead of in 8 KiB blocks).
 fn base_env() -> &'static Vec<(OsString, OsString)> {
     static ENV: std::sync::OnceLock<Vec<(OsString, OsString)>> = std::sync::OnceLock::new();
@@ -480,6 +486,7 @@ fn base_env() -> &'static Vec<(OsString, OsString)> {
         if !env.iter().any(|(k, _)| k == "PYTHONUNBUFFERED") {
             env.push(("PYTHONUNBUFFERED".into(), "1".into()));
         }
+        env.push((CONSOLE_ENV.into(), guard::token().into()));
         env
     })
 }

@@ -1,8 +1,8 @@
 //! Start a phase process without `fork`: `clone(CLONE_VM | CLONE_VFORK)` as `posix_spawn`
 //! does, so the console's page tables are neither copied nor made copy-on-write (a plain
 //! `fork` of a 10 MB console costs about a millisecond more per task here). The child sets
-//! `PR_SET_PDEATHSIG`, its own process group, its standard streams and working directory,
-//! then `execvpe`. Between clone and exec it runs on its own stack in the parent's memory
+//! `PR_SET_PDEATHSIG`, its own process group (marked in the phase guard's bitmap, see
+//! `guard`), its standard streams and working directory, then `execvpe`. Between clone and exec it runs on its own stack in the parent's memory
 //! and only makes plain system calls; `execvpe` searches `PATH` without allocating (it is
 //! what glibc's own `posix_spawnp` uses in the same situation).
 
@@ -10,7 +10,9 @@ use std::ffi::{CString, OsStr};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+
+use super::guard;
 
 /// Everything the child needs, prepared by the parent (the child must not allocate).
 struct ChildArgs {
@@ -21,6 +23,8 @@ struct ChildArgs {
     stdin: RawFd,
     out: RawFd,
     parent: libc::pid_t,
+    /// The phase guard's bitmap, where the child marks its process group (null: none).
+    guard_bits: *const AtomicU64,
     /// errno of the step that failed in the child, 0 if exec succeeded.
     error: AtomicI32,
     /// Which step failed (for the message).
@@ -60,6 +64,8 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         if libc::setpgid(0, 0) != 0 {
             return fail(STEP_SETPGID);
         }
+        // Known to the guard before anything runs in the group.
+        guard::mark(a.guard_bits, libc::syscall(libc::SYS_getpid) as libc::pid_t);
         if libc::dup2(a.stdin, 0) < 0 || libc::dup2(a.out, 1) < 0 || libc::dup2(a.out, 2) < 0 {
             return fail(STEP_DUP);
         }
@@ -166,6 +172,7 @@ pub(super) fn spawn(
         stdin: devnull.as_raw_fd(),
         out: out.as_raw_fd(),
         parent: std::process::id() as libc::pid_t,
+        guard_bits: guard::for_spawn(),
         error: AtomicI32::new(0),
         step: AtomicI32::new(0),
     };
@@ -215,6 +222,7 @@ fn finish_spawn(pid: libc::pid_t, args: &ChildArgs) -> std::io::Result<Spawned> 
         // The child exited with 127; reap it.
         let mut st = 0;
         unsafe { libc::waitpid(pid, &mut st, 0) };
+        guard::forget(pid);
         let step = match args.step.load(Ordering::Relaxed) {
             STEP_PDEATHSIG => "prctl(PR_SET_PDEATHSIG)",
             STEP_SETPGID => "setpgid",

@@ -105,6 +105,76 @@ pub(crate) fn spawn_item(
     .abort_handle()
 }
 
+/// Writes of one run that failed. Any of them makes the run end `errored`, saying which
+/// and why (`Driver::drive`): a run must not look complete when its record is not.
+#[derive(Debug, Default)]
+pub(crate) struct StorageTrouble {
+    /// Results, phase starts, statuses and commits the store refused.
+    pub store_writes: u32,
+    pub store_error: Option<String>,
+    /// Tasks whose folder or files (params, logs) could not be made; they end Errored.
+    pub task_files: u32,
+    pub file_error: Option<String>,
+}
+
+impl StorageTrouble {
+    pub fn store_failed(&mut self, error: &dyn std::fmt::Display) {
+        self.store_writes += 1;
+        self.store_error.get_or_insert_with(|| error.to_string());
+    }
+
+    pub fn files_failed(&mut self, error: &str) {
+        self.task_files += 1;
+        self.file_error.get_or_insert_with(|| error.to_string());
+    }
+
+    /// Why the run is `errored`, if it is; `lost` = results found missing from the store
+    /// at the end.
+    pub fn reason(&self, lost: u32) -> Option<String> {
+        let mut parts = Vec::new();
+        let store_error = self
+            .store_error
+            .as_deref()
+            .unwrap_or("the database did not keep them");
+        if lost > 0 {
+            parts.push(format!(
+                "{lost} task result(s) could not be stored ({store_error})"
+            ));
+        } else if self.store_writes > 0 {
+            parts.push(format!(
+                "{} write(s) to the store failed ({store_error})",
+                self.store_writes
+            ));
+        }
+        if let Some(e) = &self.file_error {
+            parts.push(format!(
+                "{} task(s) could not be prepared ({e})",
+                self.task_files
+            ));
+        }
+        (!parts.is_empty()).then(|| parts.join("; "))
+    }
+}
+
+impl RunCtx {
+    /// Note a failed store write of this run (logged too).
+    pub fn store_failed(&self, what: &str, task: Option<&str>, error: &dyn std::fmt::Display) {
+        tracing::error!(run_id = %self.run_id, task, error = %error, "could not store {what}");
+        self.live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .storage
+            .store_failed(error);
+    }
+}
+
+/// Why an occurrence could not be attempted; its result is Errored with this message.
+struct NotRun {
+    message: String,
+    /// The run's folder could not take the task's files (no space, no permission).
+    files: bool,
+}
+
 /// Held by an occurrence until its result is written; the driver waits for every one to
 /// be dropped (its channel to close) before it ends the run.
 pub(crate) type ResultWrite = mpsc::Sender<()>;
@@ -212,8 +282,18 @@ async fn execute_item(
     }
     let (result, message, finish) = match outcome {
         Ok(o) => o.into_finish(&ctx.params, &job, started_ms, finished_ms, paths),
-        Err(e) => {
-            let msg = e;
+        Err(NotRun {
+            message: msg,
+            files,
+        }) => {
+            if files {
+                tracing::error!(run_id = %ctx.run_id, task = %job.def.name, error = %msg, "cannot prepare task");
+                ctx.live
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .storage
+                    .files_failed(&msg);
+            }
             (
                 ERRORED.to_string(),
                 msg.clone(),
@@ -256,22 +336,26 @@ async fn execute_item(
     // before the run ends.
     tokio::task::yield_now().await;
     if let Err(e) = ctx.store.finish_task(job.task_id, &finish) {
-        tracing::error!(run_id = %ctx.run_id, task = %job.def.name, error = %e, "could not store task result");
+        ctx.store_failed("task result", Some(&job.def.name), &e);
     }
-    commit_soon(&ctx.store);
+    commit_soon(&ctx);
     drop(writing);
 }
 
 /// Have what the store holds uncommitted committed within [`COMMIT_WITHIN`] (see
-/// `Store::finish_task`): one timer at a time for the whole store, not one per task.
-fn commit_soon(store: &Arc<Store>) {
-    if !store.promise_commit() {
+/// `Store::finish_task`): one timer at a time for the whole store, not one per task. A
+/// failed commit is this run's trouble (other runs' results in it are found missing when
+/// those runs end).
+fn commit_soon(ctx: &Arc<RunCtx>) {
+    if !ctx.store.promise_commit() {
         return;
     }
-    let store = store.clone();
+    let ctx = ctx.clone();
     tokio::spawn(async move {
         tokio::time::sleep(COMMIT_WITHIN).await;
-        store.commit_pending_results();
+        if let Err(e) = ctx.store.commit_now() {
+            ctx.store_failed("task results (commit)", None, &e);
+        }
     });
 }
 
@@ -435,7 +519,7 @@ async fn run_phases(
     occ_dir: &std::path::Path,
     artifacts: &std::path::Path,
     paths: &TaskPaths,
-) -> Result<Phases, String> {
+) -> Result<Phases, NotRun> {
     let params_file = occ_dir.join(PARAMS_FILE);
     let params_doc = ParamsFile {
         run_id: &ctx.run_id,
@@ -454,7 +538,10 @@ async fn run_phases(
     let params = serde_json::to_vec_pretty(&params_doc).expect("plain JSON");
     open_params_file(occ_dir, artifacts, &params_file)
         .and_then(|mut f| std::io::Write::write_all(&mut f, &params))
-        .map_err(|e| format!("cannot write {}: {e}", params_file.display()))?;
+        .map_err(|e| NotRun {
+            message: format!("cannot write {}: {e}", params_file.display()),
+            files: true,
+        })?;
 
     let mut phases = Phases {
         setup: None,
@@ -537,7 +624,7 @@ async fn run_one(
     artifacts: &std::path::Path,
     params_file: &std::path::Path,
     paths: &TaskPaths,
-) -> Result<PhaseOutcome, String> {
+) -> Result<PhaseOutcome, NotRun> {
     let result_name = match phase {
         Phase::Main => "result.json".to_string(),
         p => format!("{}.result.json", p.as_str()),
@@ -639,13 +726,16 @@ async fn run_one(
                     Some(pid as i32),
                     paths,
                 ) {
-                    tracing::error!(run_id = %ctx.run_id, task = %job.def.name, error = %e, "could not record running task");
+                    ctx.store_failed("running task", Some(&job.def.name), &e);
                 }
             }
             running.await
         }
     };
-    outcome.map_err(|e| e.to_string())
+    outcome.map_err(|e| NotRun {
+        files: matches!(e, exec::ExecError::LogFile { .. }),
+        message: e.to_string(),
+    })
 }
 
 #[cfg(test)]

@@ -20,6 +20,10 @@
 //! named, or until the broker wakes it because something it waits for freed
 //! ([`ResourceBroker::wakes`]); then it is retried at once.
 //!
+//! A run whose record is not whole ends `errored` instead of `completed` or `stopped`:
+//! the store refused a write of it, a commit took its results with it (counted at the end
+//! against the plan), or a task's folder or files could not be made (`item::StorageTrouble`).
+//!
 //! Drivers and phases run as tokio tasks: processes are forked from runtime worker
 //! threads, which live as long as the runtime (see `exec` on pdeathsig).
 
@@ -105,6 +109,8 @@ struct LiveRun {
     started: Vec<Option<EpochMs>>,
     finished: Vec<Option<EpochMs>>,
     phase: Vec<Option<crate::outcome::Phase>>,
+    /// Writes of this run that failed (the run then ends `errored`).
+    storage: item::StorageTrouble,
 }
 
 /// Capacity of the event channel; slow subscribers lose the oldest events (and are told
@@ -153,10 +159,12 @@ impl RunManager {
         limits: ExecLimits,
     ) -> Self {
         let events = events::EventOut::new(EVENT_CAPACITY);
+        // Tasks run in their snapshot's folder: every path they are given is absolute.
+        let data_dir = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
         Self {
             inner: Arc::new(Inner {
                 store,
-                data_dir: data_dir.to_path_buf(),
+                data_dir,
                 broker,
                 clock,
                 events,
@@ -367,6 +375,7 @@ impl RunManager {
             started: vec![None; n],
             finished: vec![None; n],
             phase: vec![None; n],
+            storage: Default::default(),
         }));
         let (stop_tx, stop_rx) = watch::channel(0u8);
         let (fin_tx, fin_rx) = watch::channel(None);
@@ -615,7 +624,7 @@ impl Driver {
                 .store
                 .set_run_status(&self.ctx.run_id, status, reason.as_deref(), now)
         {
-            tracing::error!(run_id = %self.ctx.run_id, error = %e, "could not store run status");
+            self.ctx.store_failed("run status", None, &e);
         }
         before_event();
         self.emit(RunEvent::RunStatus {
@@ -757,20 +766,53 @@ impl Driver {
         // The last figures go out whatever the throttle says.
         self.emit_progress();
         self.inner.broker.end_run(&run_id);
-        let status = if stop_level > 0 {
-            RunStatus::Stopped
-        } else {
-            RunStatus::Completed
-        };
-        let reason = match stop_level {
+        let stopped = match stop_level {
             0 => None,
-            1 => Some("stopped by the operator; teardowns ran".to_string()),
-            _ => Some("stopped at once by the operator".to_string()),
+            1 => Some("stopped by the operator; teardowns ran"),
+            _ => Some("stopped at once by the operator"),
         };
+        let lost = self.unstored_results();
+        let trouble = self.lock().storage.reason(lost);
+        let (status, reason) = match (trouble, stopped) {
+            (Some(t), Some(s)) => (RunStatus::Errored, Some(format!("{s}; {t}"))),
+            (Some(t), None) => (RunStatus::Errored, Some(t)),
+            (None, Some(s)) => (RunStatus::Stopped, Some(s.to_string())),
+            (None, None) => (RunStatus::Completed, None),
+        };
+        if status == RunStatus::Errored {
+            tracing::error!(run_id = %run_id, reason = reason.as_deref().unwrap_or(""), "run errored");
+        }
         // results.yaml exists by the time the final status is announced.
         self.set_status_with(status, reason, || self.write_results_yaml());
         tracing::info!(run_id = %run_id, status = status.as_str(), "run ended");
         status
+    }
+
+    /// Commit what waits, then count the results the plan has that the store does not:
+    /// a commit that failed earlier (no space left) may have taken results with it.
+    fn unstored_results(&self) -> u32 {
+        let store = &self.inner.store;
+        if let Err(e) = store.commit_now() {
+            self.ctx.store_failed("task results (commit)", None, &e);
+        }
+        let stored = match store.get_run(&self.ctx.run_id) {
+            Ok(run) => run.counts.by_result,
+            Err(e) => {
+                self.ctx
+                    .store_failed("results (reading them back)", None, &e);
+                Default::default()
+            }
+        };
+        let s = self.lock();
+        let mut want: HashMap<&str, u32> = HashMap::new();
+        for it in s.plan.items() {
+            if let ItemState::Done { result, .. } = s.plan.state(it.id) {
+                *want.entry(result.as_str()).or_default() += 1;
+            }
+        }
+        want.into_iter()
+            .map(|(r, n)| n.saturating_sub(stored.get(r).copied().unwrap_or(0)))
+            .sum()
     }
 
     /// Lanes that moved to a later stage: the tasks of the stage they are at now, still
@@ -1108,7 +1150,7 @@ impl Driver {
             (rows, events)
         };
         if let Err(e) = self.inner.store.finish_tasks(&rows) {
-            tracing::error!(run_id = %self.ctx.run_id, error = %e, "could not store results");
+            self.ctx.store_failed("results", None, &e);
         }
         for ev in events {
             self.emit(ev);
@@ -1131,7 +1173,7 @@ impl Driver {
             ..Default::default()
         };
         if let Err(e) = self.inner.store.finish_task(task_id, &f) {
-            tracing::error!(run_id = %self.ctx.run_id, error = %e, "could not store result");
+            self.ctx.store_failed("result", None, &e);
         }
         self.emit_task(
             item,

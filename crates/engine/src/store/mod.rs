@@ -363,7 +363,7 @@ pub struct Store {
 
 impl Drop for Store {
     fn drop(&mut self) {
-        self.commit_pending(&self.lock_conn());
+        let _ = self.commit_pending(&self.lock_conn());
     }
 }
 
@@ -420,7 +420,7 @@ impl Store {
     /// committed first.
     pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
         let c = self.lock_conn();
-        self.commit_pending(&c);
+        let _ = self.commit_pending(&c);
         c
     }
 
@@ -430,13 +430,17 @@ impl Store {
 
     /// Commit the write connection's open transaction, if any: the only one left open
     /// between calls is that of finished tasks' results waiting for their commit.
-    fn commit_pending(&self, c: &Connection) {
-        if !c.is_autocommit() {
-            if let Err(e) = c.prepare_cached("COMMIT").and_then(|mut s| s.execute([])) {
-                tracing::error!(error = %e, "could not commit finished tasks' results");
-            }
-        }
+    /// Commit the open transaction, if any: the only one left open between calls is that
+    /// of finished tasks' results waiting for their commit.
+    fn commit_pending(&self, c: &Connection) -> rusqlite::Result<()> {
         self.uncommitted.store(false, Ordering::Release);
+        if c.is_autocommit() {
+            return Ok(());
+        }
+        c.prepare_cached("COMMIT")
+            .and_then(|mut s| s.execute([]))
+            .map(|_| ())
+            .inspect_err(|e| tracing::error!(error = %e, "could not commit finished tasks' results"))
     }
 
     /// Run `f` on a read connection, bounded by the read limit. Results finished but not
@@ -446,8 +450,12 @@ impl Store {
     pub(crate) fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         if self.uncommitted.load(Ordering::Acquire) {
             match self.conn.try_lock() {
-                Ok(c) => self.commit_pending(&c),
-                Err(TryLockError::Poisoned(p)) => self.commit_pending(&p.into_inner()),
+                Ok(c) => {
+                    let _ = self.commit_pending(&c);
+                }
+                Err(TryLockError::Poisoned(p)) => {
+                    let _ = self.commit_pending(&p.into_inner());
+                }
                 Err(TryLockError::WouldBlock) => {}
             }
         }
@@ -470,8 +478,14 @@ impl Store {
     /// Commit finished tasks' results that still wait for it (the run calls this a few
     /// milliseconds after each task ends; any other use of the store does it too).
     pub fn commit_pending_results(&self) {
+        let _ = self.commit_now();
+    }
+
+    /// [`Store::commit_pending_results`], saying whether the commit failed: the results
+    /// it held are then not stored (or not yet: a later commit may still store them).
+    pub fn commit_now(&self) -> Result<()> {
         self.commit_promised.store(false, Ordering::Release);
-        drop(self.conn());
+        Ok(self.commit_pending(&self.lock_conn())?)
     }
 
     /// Whether the caller should arrange a [`Store::commit_pending_results`] soon: `true`
@@ -597,7 +611,7 @@ impl Store {
             paths.teardown_log,
             paths.artifacts_dir
         ])?;
-        self.commit_pending(&c);
+        self.commit_pending(&c)?;
         Ok(())
     }
 

@@ -636,3 +636,45 @@ async fn an_escaped_writer_does_not_hold_the_phase_open() {
     let pid = pid_in(&f.dir.join("artifacts/escaped.pid"));
     assert!(ends_soon(pid), "escaped writer {pid} survived");
 }
+
+/// Every phase carries its console's `TESTBAY_CONSOLE`; the console's guard process
+/// ignores what a terminal or a careless `kill` sends, and a guard that dies anyway is
+/// replaced at the next phase.
+#[tokio::test]
+async fn the_phase_guard_holds_and_is_replaced_when_killed() {
+    let f = fx();
+    let out = run(&cmd(&f, "echo \"console=$TESTBAY_CONSOLE\"\n")).await;
+    assert_eq!(out.result, PASSED, "{}", out.message);
+    let log = std::fs::read_to_string(f.dir.join("main.log")).unwrap();
+    assert!(
+        log.starts_with(&format!("console={}-", std::process::id())),
+        "{log}"
+    );
+    let guard = guard_pid().expect("a guard runs") as i32;
+    assert_eq!(
+        std::fs::read_to_string(format!("/proc/{guard}/comm")).unwrap(),
+        "testbay-guard\n"
+    );
+    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT] {
+        unsafe { libc::kill(guard, sig) };
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        pid_alive(guard),
+        "the guard died of a signal it must ignore"
+    );
+
+    unsafe { libc::kill(guard, libc::SIGKILL) };
+    for _ in 0..200 {
+        if !pid_alive(guard) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!pid_alive(guard));
+    let out = run(&cmd(&f, "exit 0\n")).await;
+    assert_eq!(out.result, PASSED);
+    let new = guard_pid().expect("a new guard runs") as i32;
+    assert_ne!(new, guard);
+    assert!(pid_alive(new));
+}

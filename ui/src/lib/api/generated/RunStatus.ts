@@ -3,4 +3,4 @@
 /**
  * Run status, after StormTest's batch status codes.
  */
-export type RunStatus = "queued" | "running" | "completed" | "stopped" | "stalled" | "could_not_start" | "interrupted";
+export type RunStatus = "queued" | "running" | "completed" | "stopped" | "stalled" | "could_not_start" | "interrupted" | "errored";
