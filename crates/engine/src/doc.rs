@@ -6,7 +6,8 @@
 //! nodes, so an alias bomb is refused after at most [`Limits::max_nodes`] nodes of work. The
 //! tree is then checked against `schemars::schema_for!(T)` by a validator for the subset
 //! schemars emits, collecting every problem as a [`Diagnostic`]; only a document without
-//! problems is deserialised into `T`.
+//! problems is deserialised into `T`. A YAML syntax error is placed by `syntax` where a
+//! reader must look (the `[` left open, not the end of the file where the parser gave up).
 
 use std::any::TypeId;
 use std::collections::HashMap;
@@ -21,6 +22,8 @@ use yaml_rust2::scanner::{Marker, TScalarStyle};
 use yaml_rust2::Yaml;
 
 use crate::diag::Diagnostic;
+
+mod syntax;
 
 /// Largest file `load_document` reads.
 pub const MAX_FILE_BYTES: u64 = 8 * 1024 * 1024;
@@ -649,7 +652,8 @@ pub fn parse_yaml(file: &Path, text: &str, limits: Limits) -> Result<Node, Vec<D
     let mut documents = 0;
     loop {
         let (ev, mark) = parser.next_token().map_err(|e| {
-            vec![b.diag(Span::of(e.marker()), format!("YAML syntax: {}", e.info()))]
+            let (span, message) = syntax::explain(text, &e);
+            vec![b.diag(span, message)]
         })?;
         let span = Span::of(&mark);
         match ev {

@@ -276,3 +276,291 @@ fn partial_documents_drop_only_the_bad_keys() {
         testbay_engine::doc::parse_document_partial::<TaskDef>(Path::new("t.yaml"), b"name: t\n");
     assert!(doc.is_none(), "a missing required key cannot be repaired");
 }
+
+/// The one syntax error of `text`: `line:column`, the message without the parser's place,
+/// and that place (`line:column`) when the message names it.
+fn syntax(text: &str) -> (String, String, Option<String>) {
+    let d = parse_yaml(Path::new("f.yaml"), text, Limits::default()).unwrap_err();
+    assert_eq!(d.len(), 1, "{d:?}");
+    let place = format!("{}:{}", d[0].line.unwrap(), d[0].column.unwrap());
+    match d[0].message.split_once(" (the parser stopped at ") {
+        Some((head, stop)) => (
+            place,
+            head.to_string(),
+            Some(stop.split(": ").next().unwrap().to_string()),
+        ),
+        None => (place, d[0].message.clone(), None),
+    }
+}
+
+fn at(place: &str, message: &str, stop: &str) -> (String, String, Option<String>) {
+    (
+        place.to_string(),
+        format!("YAML syntax: {message}"),
+        Some(stop.to_string()),
+    )
+}
+
+const UNCLOSED_LIST: &str =
+    "unclosed `[`: the list opened here is still open where the parser stopped; close it with `]`";
+
+#[test]
+fn an_unclosed_list_is_reported_where_it_opened() {
+    // The parser gives up at the end of the file (7:1); the `[` of line 6 is what to fix.
+    let text = "name: p\nversion: '1'\ngroups:\n  smoke:\n    setup: [boot]\n    tests: [a, b\n";
+    assert_eq!(syntax(text), at("6:12", UNCLOSED_LIST, "7:1"));
+    let d = parse_yaml(Path::new("f.yaml"), text, Limits::default()).unwrap_err();
+    assert!(
+        d[0].message.ends_with(
+            "(the parser stopped at 7:1: while parsing a flow sequence, expected ',' or ']')"
+        ),
+        "{}",
+        d[0].message
+    );
+    // With more lines after it, the parser stops at an odd place further down.
+    let text = "name: p\ngroups:\n  smoke:\n    tests: [a, b\n  regression:\n    tests: [c]\n";
+    assert_eq!(syntax(text), at("4:12", UNCLOSED_LIST, "5:13"));
+    // A list over several lines is fine until it is left open.
+    assert_eq!(syntax("a: [\n  1,\n  2\n"), at("1:4", UNCLOSED_LIST, "4:1"));
+}
+
+#[test]
+fn unclosed_mappings_name_every_bracket_still_open() {
+    assert_eq!(
+        syntax("a: [x, {y: 1\nb: 2\n"),
+        at(
+            "1:8",
+            "unclosed `{`: the mapping opened here is still open where the parser stopped; close it with `}`; the `[` at 1:4 is open too",
+            "2:2"
+        )
+    );
+    // JSON is YAML too (result files): the `{` of line 1.
+    assert_eq!(
+        syntax("{\"result\": \"Passed\",\n \"metadata\": {\"x\": 1}\n"),
+        at(
+            "1:1",
+            "unclosed `{`: the mapping opened here is still open where the parser stopped; close it with `}`",
+            "3:1"
+        )
+    );
+}
+
+#[test]
+fn brackets_in_comments_quotes_and_block_text_are_not_counted() {
+    let text = "# [ in a comment\na: \"[x\"\nc: |\n  {z\nb: [y\n";
+    assert_eq!(syntax(text), at("5:4", UNCLOSED_LIST, "6:1"));
+    // In a block scalar's lines the scanner counts bytes, not characters.
+    let text = "c: |\n  {ééé\nb: [y\n";
+    assert_eq!(syntax(text), at("3:4", UNCLOSED_LIST, "4:1"));
+}
+
+#[test]
+fn wrong_and_stray_closing_brackets() {
+    assert_eq!(
+        syntax("a: [1, 2}\n"),
+        at(
+            "1:4",
+            "the list opened here with `[` is closed by `}` at 1:9; close it with `]`",
+            "1:9"
+        )
+    );
+    assert_eq!(
+        syntax("a: [1, 2]]\n"),
+        at("1:10", "`]` closes nothing: no `[` is open here", "1:10")
+    );
+}
+
+#[test]
+fn quotes_left_open_or_closed_too_early() {
+    let unclosed = |q: char| {
+        format!("unclosed `{q}`: the quoted value started here is not closed on its line; write the closing `{q}`")
+    };
+    // The scanner named the quote, but as "invalid indentation" or "end of stream".
+    assert_eq!(syntax("a: \"x\nb: 1\n"), at("1:4", &unclosed('"'), "2:1"));
+    assert_eq!(syntax("a: 'x\n"), at("1:4", &unclosed('\''), "2:1"));
+    assert_eq!(
+        syntax("a: 'it's'\n"),
+        at(
+            "1:7",
+            "this `'` ends the quoted value started at 1:4, and text follows it; write `''` for a `'` inside the value",
+            "1:8"
+        )
+    );
+    assert_eq!(
+        syntax("a: \"C:\\data\"\n"),
+        at(
+            "1:7",
+            "`\\d` is not an escape: in double quotes a backslash starts one; write `\\\\` for a backslash, or use single quotes",
+            "1:7"
+        )
+    );
+}
+
+#[test]
+fn tabs_are_pointed_at() {
+    let tab = "a tab indents this line; YAML indents with spaces only";
+    assert_eq!(syntax("a:\n\tb: 1\n"), at("2:1", tab, "2:2"));
+    // The scanner reports these on the line before the tab.
+    assert_eq!(syntax("a: 1\n\tb: 2\n"), at("2:1", tab, "1:4"));
+    assert_eq!(syntax("a: |\n\tx\n"), at("2:1", tab, "1:4"));
+}
+
+#[test]
+fn bad_indentation_names_the_levels_above() {
+    assert_eq!(
+        syntax("a:\n  b:\n    c: 1\n   d: 2\n"),
+        at(
+            "4:4",
+            "bad indentation: this line is indented 3 spaces, but the keys and items above it are indented 4 (line 3), 2 (line 2) or 0 (line 1)",
+            "4:5"
+        )
+    );
+    assert_eq!(
+        syntax("a:\n  - b\n - c\n"),
+        at(
+            "3:2",
+            "bad indentation: this line is indented 1 space, but the keys and items above it are indented 4 (line 2), 2 (line 2) or 0 (line 1)",
+            "3:2"
+        )
+    );
+    assert_eq!(
+        syntax("a:\n  - b\n  c: 1\n"),
+        at(
+            "3:3",
+            "this line is indented like the list item at line 2 but is not a list item; start it with `- `, or indent it like the key it belongs to: 4 (line 2), 2 (line 2) or 0 (line 1)",
+            "3:3"
+        )
+    );
+    assert_eq!(
+        syntax("a:\n  b: [x]\n  - c\n"),
+        at(
+            "3:3",
+            "a list item among the keys of the mapping at line 2; a list goes under a key of its own",
+            "3:5"
+        )
+    );
+    assert_eq!(
+        syntax("name: p\n  version: 1\n"),
+        at(
+            "2:3",
+            "bad indentation: this line is indented 2 spaces, deeper than the key above it, so it continues the value started at 1:7, and a value cannot hold `: `; indent it like a key above: 0 (line 1)",
+            "2:10"
+        )
+    );
+}
+
+#[test]
+fn a_line_without_colon_is_named_not_the_next_one() {
+    assert_eq!(
+        syntax("a: 1\nb 2\nc: 3\n"),
+        at(
+            "2:1",
+            "`b 2` is neither a key nor a list item; a key needs `: ` after it, a list item `- ` before it",
+            "3:1"
+        )
+    );
+    assert_eq!(
+        syntax("x:\n- a\n-b\n"),
+        at(
+            "3:1",
+            "`-b` is neither a key nor a list item; a list item needs a space after `-`",
+            "4:1"
+        )
+    );
+}
+
+#[test]
+fn positions_count_characters_and_crlf_line_breaks() {
+    assert_eq!(
+        syntax("# ünïcödé\r\nname: café\r\nrun: [x, 'y\r\n"),
+        at(
+            "3:10",
+            "unclosed `'`: the quoted value started here is not closed on its line; write the closing `'`",
+            "4:1"
+        )
+    );
+    assert_eq!(
+        syntax("a: ['é', {b: 1]\r\n"),
+        at(
+            "1:10",
+            "the mapping opened here with `{` is closed by `]` at 1:15; close it with `}`",
+            "1:15"
+        )
+    );
+    assert_eq!(
+        syntax("name: café\r\nrun: [x\r\n"),
+        at("2:6", UNCLOSED_LIST, "3:1")
+    );
+}
+
+#[test]
+fn other_syntax_errors_keep_the_parser_place_with_a_hint() {
+    assert_eq!(
+        syntax("run: x: y\n"),
+        (
+            "1:7".to_string(),
+            "YAML syntax: mapping values are not allowed in this context; a value that holds `: ` must be in quotes".to_string(),
+            None
+        )
+    );
+    assert_eq!(
+        syntax("a: @x\n"),
+        (
+            "1:4".to_string(),
+            "YAML syntax: unexpected character: `@'; a value that starts with it must be in quotes"
+                .to_string(),
+            None
+        )
+    );
+}
+
+/// The character at 1-based `line` and `column`, breaking lines as YAML does.
+fn char_at(text: &str, line: u32, column: u32) -> Option<char> {
+    let text = text.replace("\r\n", "\n").replace('\r', "\n");
+    text.split('\n')
+        .nth(line as usize - 1)?
+        .chars()
+        .nth(column as usize - 1)
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+    /// On any text, a syntax error points inside the text, and at the very character it
+    /// names: the open bracket, the quote, the stray closer, the tab.
+    #[test]
+    fn syntax_errors_point_at_what_they_name(pieces in proptest::collection::vec(
+        proptest::sample::select(vec![
+            "a", "b: ", ": ", "- ", "-", "[", "]", "{", "}", ", ", "\"", "'", "\\", "\n", "\r\n",
+            "  ", "\t", " #", "|\n", "é", "&x ", "*x", "? ", "---\n", "x: y\n", "  k: v\n",
+        ]),
+        0..40,
+    )) {
+        let text = pieces.concat();
+        if let Err(d) = parse_yaml(Path::new("f.yaml"), &text, Limits::default()) {
+            for d in d.iter().filter(|d| d.message.starts_with("YAML syntax")) {
+                let (line, column) = (d.line.unwrap(), d.column.unwrap());
+                // In the text, or just past its end (the scanner counts a last line break
+                // the text may not have).
+                let lines = text.replace("\r\n", "\n").replace('\r', "\n");
+                let here = lines.split('\n').nth(line as usize - 1).unwrap_or("");
+                proptest::prop_assert!(
+                    line as usize <= lines.split('\n').count() + 1
+                        && column as usize <= here.chars().count() + 1,
+                    "{d} in {text:?}"
+                );
+                let named = d
+                    .message
+                    .strip_prefix("YAML syntax: unclosed `")
+                    .or_else(|| d.message.strip_prefix("YAML syntax: the list opened here with `"))
+                    .or_else(|| d.message.strip_prefix("YAML syntax: the mapping opened here with `"))
+                    .or_else(|| d.message.strip_prefix("YAML syntax: `"))
+                    .and_then(|m| m.chars().next());
+                let named = if d.message.contains("a tab indents") { Some('\t') } else { named };
+                if let Some(c) = named {
+                    proptest::prop_assert_eq!(char_at(&text, line, column), Some(c), "{} in {:?}", d, text);
+                }
+            }
+        }
+    }
+}

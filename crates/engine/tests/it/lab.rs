@@ -242,3 +242,21 @@ fn a_launch_takes_an_ats_that_holds_every_dut_or_its_duts_rack() {
         "the DUTs sit in different racks (`stb-01` in `rack-a`, `stb-07` in `rack-b`); a run uses one ATS: launch one run per rack"
     );
 }
+
+#[test]
+fn a_lab_file_syntax_error_points_at_the_open_bracket() {
+    // The lab file goes through the same loader as packs: the `[` left open on line 12 is
+    // named, not the end of the file where the parser gave up.
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/syntax/lab-unclosed.yaml");
+    let e = lab::load(&path).unwrap_err().0;
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!((e[0].line, e[0].column), (Some(12), Some(11)), "{}", e[0]);
+    assert!(
+        e[0].message.starts_with(
+            "YAML syntax: unclosed `[`: the list opened here is still open where the parser stopped; close it with `]` (the parser stopped at 14:1: "
+        ),
+        "{}",
+        e[0].message
+    );
+}

@@ -781,3 +781,42 @@ fn a_second_pack_with_the_same_name_is_listed_broken() {
         .message
         .starts_with("another pack named `same` is at"));
 }
+
+#[test]
+fn yaml_syntax_errors_point_at_what_to_fix() {
+    // Each file of the fixture breaks YAML in its own way; each is reported where a reader
+    // must fix it, with the parser's own place as context (before, only where the parser gave
+    // up: pack.yaml at 9:1, the end of the file, for the `[` left open on line 8).
+    let dir = repo().join("tests/fixtures/syntax/broken-yaml");
+    let e = pack::load(&dir).unwrap_err();
+    let got: Vec<(String, String, &str, &str)> = e
+        .diagnostics
+        .iter()
+        .map(|d| {
+            let (head, stop) = d.message.split_once(" (the parser stopped at ").unwrap();
+            let place = format!("{}:{}", d.line.unwrap(), d.column.unwrap());
+            (at(d).0, place, head, stop.split(": ").next().unwrap())
+        })
+        .collect();
+    let want = [
+        ("pack.yaml", "8:12", "YAML syntax: unclosed `[`: the list opened here is still open where the parser stopped; close it with `]`", "9:1"),
+        ("boot.yaml", "4:1", "YAML syntax: a tab indents this line; YAML indents with spaces only", "4:2"),
+        ("clean.yaml", "4:11", "YAML syntax: unclosed `{`: the mapping opened here is still open where the parser stopped; close it with `}`", "6:14"),
+        ("flash.yaml", "2:17", "YAML syntax: this `'` ends the quoted value started at 2:14, and text follows it; write `''` for a `'` inside the value", "2:18"),
+        ("record.yaml", "2:14", "YAML syntax: unclosed `\"`: the quoted value started here is not closed on its line; write the closing `\"`", "3:1"),
+        ("soak.yaml", "4:19", "YAML syntax: the list opened here with `[` is closed by `}` at 4:24; close it with `]`", "4:24"),
+        ("tune.yaml", "6:4", "YAML syntax: bad indentation: this line is indented 3 spaces, deeper than the key above it, so it continues the value started at 5:12, and a value cannot hold `: `; indent it like a key above: 2 (line 5) or 0 (line 4)", "6:8"),
+    ];
+    let want: Vec<(String, String, &str, &str)> = want
+        .iter()
+        .map(|(f, p, m, s)| (f.to_string(), p.to_string(), *m, *s))
+        .collect();
+    assert_eq!(got, want, "{}", show(&e.diagnostics));
+    assert!(
+        e.diagnostics[0].message.ends_with(
+            "(the parser stopped at 9:1: while parsing a flow sequence, expected ',' or ']')"
+        ),
+        "{}",
+        e.diagnostics[0].message
+    );
+}
