@@ -95,6 +95,8 @@ struct LiveRun {
     started: Vec<Option<EpochMs>>,
     finished: Vec<Option<EpochMs>>,
     phase: Vec<Option<crate::outcome::Phase>>,
+    /// The run's event numbers; read under this state's lock for [`RunView::seq`].
+    seq: events::Seq,
 }
 
 /// Capacity of the event channel; slow subscribers lose the oldest events (and are told
@@ -321,6 +323,7 @@ impl RunManager {
         let task_ids = inner.store.insert_run(&new_run, &rows)?;
 
         let n = plan.items().len();
+        let seq = events::Seq::default();
         let state = Arc::new(Mutex::new(LiveRun {
             run_id: run_id.clone(),
             pack_name: loaded.def.name.clone(),
@@ -333,6 +336,7 @@ impl RunManager {
             started: vec![None; n],
             finished: vec![None; n],
             phase: vec![None; n],
+            seq: seq.clone(),
         }));
         let (stop_tx, stop_rx) = watch::channel(0u8);
         let (fin_tx, fin_rx) = watch::channel(None);
@@ -356,6 +360,7 @@ impl RunManager {
             store: inner.store.clone(),
             clock: inner.clock.clone(),
             events: inner.events.clone(),
+            seq,
             params: state.lock().expect("fresh").plan.params().clone(),
             params_json,
             ats: req.ats.clone(),
@@ -393,6 +398,8 @@ impl RunManager {
             .set_run_status(&id, RunStatus::CouldNotStart, Some(reason), now);
         inner.events.send(RunEvent::RunStatus {
             run_id: id.clone(),
+            // Its first and only event.
+            seq: 1,
             status: RunStatus::CouldNotStart,
             reason: Some(reason.into()),
             ts: now,
@@ -543,6 +550,7 @@ impl Driver {
         before_event();
         self.emit(RunEvent::RunStatus {
             run_id: self.ctx.run_id.clone(),
+            seq: self.ctx.seq.next(),
             status,
             reason,
             ts: now,
@@ -690,6 +698,7 @@ impl Driver {
                     let it = s.plan.item(id);
                     RunEvent::TaskState {
                         run_id: self.ctx.run_id.clone(),
+                        seq: self.ctx.seq.next(),
                         item: id as u32,
                         task: it.task.clone(),
                         kind: it.kind,
@@ -884,9 +893,24 @@ impl Driver {
         self.inner
             .broker
             .release(&self.ctx.run_id, d.item, &holdings);
-        let mut s = self.lock();
-        s.plan.finish(d.item, &d.result, &d.message);
-        s.finished[d.item] = Some(d.finished_ms);
+        let failure = {
+            let mut s = self.lock();
+            s.finished[d.item] = Some(d.finished_ms);
+            s.plan.finish(d.item, &d.result, &d.message)
+        };
+        // Announced here, once the live state has it, not by the occurrence's own task:
+        // a view built in between would otherwise be numbered past an event it lacks.
+        if self.ctx.events.has_listeners() {
+            let (result, message) = (d.result, d.message);
+            self.emit_task(
+                d.item,
+                TaskState::Done {
+                    result,
+                    message,
+                    failure,
+                },
+            );
+        }
     }
 
     /// Store and announce results the plan assigned itself (Skipped, Blocked, ...).
@@ -924,6 +948,7 @@ impl Driver {
                     let it = s.plan.item(id);
                     events.push(RunEvent::TaskState {
                         run_id: self.ctx.run_id.clone(),
+                        seq: self.ctx.seq.next(),
                         item: id as u32,
                         task: it.task.clone(),
                         kind: it.kind,
@@ -987,6 +1012,7 @@ impl Driver {
             };
             RunEvent::TaskState {
                 run_id: self.ctx.run_id.clone(),
+                seq: self.ctx.seq.next(),
                 item: item as u32,
                 task: it.task.clone(),
                 kind: it.kind,
@@ -1010,6 +1036,7 @@ impl Driver {
         };
         self.emit(RunEvent::Progress {
             run_id: self.ctx.run_id.clone(),
+            seq: self.ctx.seq.next(),
             progress,
             ts: now,
         });
@@ -1245,6 +1272,7 @@ fn build_view(s: &LiveRun, now: EpochMs) -> RunView {
     }
     RunView {
         run_id: s.run_id.clone(),
+        seq: s.seq.last(),
         pack_name: s.pack_name.clone(),
         pack_version: s.pack_version.clone(),
         status: s.status,

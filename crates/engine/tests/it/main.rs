@@ -8,6 +8,7 @@ mod exec;
 mod store;
 mod plan;
 mod run;
+mod run_seq;
 mod api_types;
 mod api;
 mod lab;
