@@ -54,18 +54,26 @@ pub enum TaskState {
     },
 }
 
+/// Something that happened in a run. Every event carries `seq`, its number among the
+/// run's events (1, 2, 3, ...; they may arrive slightly out of order): a client that
+/// loaded a [`RunView`] drops the events numbered up to the view's `seq` (the view has
+/// them) and applies the later ones.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
 #[serde(tag = "type", rename_all = "snake_case")]
 #[ts(export)]
 pub enum RunEvent {
     RunStatus {
         run_id: String,
+        #[ts(type = "number")]
+        seq: u64,
         status: RunStatus,
         reason: Option<String>,
         ts: EpochMs,
     },
     TaskState {
         run_id: String,
+        #[ts(type = "number")]
+        seq: u64,
         /// Occurrence number within the run (plan order).
         item: u32,
         task: String,
@@ -78,6 +86,8 @@ pub enum RunEvent {
     /// A line of task output (rate-limited; the log file has every line).
     Log {
         run_id: String,
+        #[ts(type = "number")]
+        seq: u64,
         item: u32,
         task: String,
         lane: String,
@@ -89,6 +99,8 @@ pub enum RunEvent {
     /// Lines of a task's output not shown live.
     LogDropped {
         run_id: String,
+        #[ts(type = "number")]
+        seq: u64,
         item: u32,
         task: String,
         lane: String,
@@ -98,6 +110,8 @@ pub enum RunEvent {
     },
     Progress {
         run_id: String,
+        #[ts(type = "number")]
+        seq: u64,
         progress: Progress,
         ts: EpochMs,
     },
@@ -112,6 +126,39 @@ impl RunEvent {
             | RunEvent::LogDropped { run_id, .. }
             | RunEvent::Progress { run_id, .. } => run_id,
         }
+    }
+
+    /// The run's number of this event (see [`Seq`]).
+    pub fn seq(&self) -> u64 {
+        match self {
+            RunEvent::RunStatus { seq, .. }
+            | RunEvent::TaskState { seq, .. }
+            | RunEvent::Log { seq, .. }
+            | RunEvent::LogDropped { seq, .. }
+            | RunEvent::Progress { seq, .. } => *seq,
+        }
+    }
+}
+
+/// A run's event counter. Events are numbered from 1 in the order their numbers are taken,
+/// and a number is taken only once the change its event reports is in the run's live
+/// state; [`RunView::seq`] is the last number taken when the view was built (under the
+/// same lock as the state). So an event numbered up to a view's `seq` is in that view, and
+/// a later one is news to it. Events are numbered only when they are built, that is when
+/// someone listens. Relaxed atomics suffice: the state's lock orders a view after every
+/// change whose number it reads.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Seq(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl Seq {
+    /// The next event's number.
+    pub fn next(&self) -> u64 {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
+    }
+
+    /// The last number taken (0: none yet).
+    pub fn last(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -163,6 +210,9 @@ pub struct LaneView {
 #[ts(export)]
 pub struct RunView {
     pub run_id: String,
+    /// Number of the run's last event this view includes (see [`RunEvent`]).
+    #[ts(type = "number")]
+    pub seq: u64,
     pub pack_name: String,
     pub pack_version: String,
     pub status: RunStatus,
@@ -233,6 +283,7 @@ mod tests {
     fn ev(n: u32) -> RunEvent {
         RunEvent::Progress {
             run_id: "r".into(),
+            seq: n.into(),
             progress: Progress {
                 done: n,
                 ..Default::default()

@@ -186,6 +186,8 @@ pub(crate) struct RunCtx {
     pub store: Arc<Store>,
     pub clock: Arc<dyn Clock>,
     pub events: super::events::EventOut,
+    /// The run's event numbers (see [`super::events::Seq`]).
+    pub seq: super::events::Seq,
     pub params: GlobalParams,
     pub params_json: Value,
     pub ats: Option<String>,
@@ -309,20 +311,7 @@ async fn execute_item(
             )
         }
     };
-    ctx.events.send_with(|| RunEvent::TaskState {
-        run_id: ctx.run_id.clone(),
-        item: job.item as u32,
-        task: job.def.name.clone(),
-        kind: job.kind,
-        group: job.group.clone(),
-        lane: Some(job.lane.clone()),
-        state: TaskState::Done {
-            result: result.clone(),
-            message: message.clone(),
-            failure: finish.failure,
-        },
-        ts: finished_ms,
-    });
+    // The driver announces the result once the run's live state has it.
     let _ = done.send(ItemDone {
         item: job.item,
         result,
@@ -650,6 +639,7 @@ async fn run_one(
     };
     let live = {
         let events = ctx.events.clone();
+        let seq = ctx.seq.clone();
         let clock = ctx.clock.clone();
         let run_id = ctx.run_id.clone();
         let task = job.def.name.clone();
@@ -663,6 +653,7 @@ async fn run_one(
             let ev = match l {
                 LiveLog::Lines(lines) => RunEvent::Log {
                     run_id: run_id.clone(),
+                    seq: seq.next(),
                     item,
                     task: task.clone(),
                     lane: lane.clone(),
@@ -672,6 +663,7 @@ async fn run_one(
                 },
                 LiveLog::Dropped(n) => RunEvent::LogDropped {
                     run_id: run_id.clone(),
+                    seq: seq.next(),
                     item,
                     task: task.clone(),
                     lane: lane.clone(),
@@ -693,6 +685,7 @@ async fn run_one(
         ctx.live.lock().unwrap_or_else(|p| p.into_inner()).phase[job.item] = Some(phase);
         ctx.events.send_with(|| RunEvent::TaskState {
             run_id: ctx.run_id.clone(),
+            seq: ctx.seq.next(),
             item: job.item as u32,
             task: job.def.name.clone(),
             kind: job.kind,

@@ -111,6 +111,8 @@ struct LiveRun {
     phase: Vec<Option<crate::outcome::Phase>>,
     /// Writes of this run that failed (the run then ends `errored`).
     storage: item::StorageTrouble,
+    /// The run's event numbers; read under this state's lock for [`RunView::seq`].
+    seq: events::Seq,
 }
 
 /// Capacity of the event channel; slow subscribers lose the oldest events (and are told
@@ -363,6 +365,7 @@ impl RunManager {
         };
 
         let n = plan.items().len();
+        let seq = events::Seq::default();
         let state = Arc::new(Mutex::new(LiveRun {
             run_id: run_id.clone(),
             pack_name: loaded.def.name.clone(),
@@ -376,6 +379,7 @@ impl RunManager {
             finished: vec![None; n],
             phase: vec![None; n],
             storage: Default::default(),
+            seq: seq.clone(),
         }));
         let (stop_tx, stop_rx) = watch::channel(0u8);
         let (fin_tx, fin_rx) = watch::channel(None);
@@ -396,6 +400,7 @@ impl RunManager {
             store: inner.store.clone(),
             clock: inner.clock.clone(),
             events: inner.events.clone(),
+            seq,
             params: state.lock().expect("fresh").plan.params().clone(),
             params_json,
             ats: req.ats.clone(),
@@ -436,6 +441,8 @@ impl RunManager {
             .set_run_status(&id, RunStatus::CouldNotStart, Some(reason), now);
         inner.events.send(RunEvent::RunStatus {
             run_id: id.clone(),
+            // Its first and only event.
+            seq: 1,
             status: RunStatus::CouldNotStart,
             reason: Some(reason.into()),
             ts: now,
@@ -629,6 +636,7 @@ impl Driver {
         before_event();
         self.emit(RunEvent::RunStatus {
             run_id: self.ctx.run_id.clone(),
+            seq: self.ctx.seq.next(),
             status,
             reason,
             ts: now,
@@ -852,6 +860,7 @@ impl Driver {
                     let it = s.plan.item(id);
                     RunEvent::TaskState {
                         run_id: self.ctx.run_id.clone(),
+                        seq: self.ctx.seq.next(),
                         item: id as u32,
                         task: it.task.clone(),
                         kind: it.kind,
@@ -1044,13 +1053,26 @@ impl Driver {
         self.inner
             .broker
             .release(&self.ctx.run_id, d.item, &holdings);
-        {
+        let failure = {
             let mut s = self.lock();
-            s.plan.finish(d.item, &d.result, &d.message);
             s.finished[d.item] = Some(d.finished_ms);
-        }
+            s.plan.finish(d.item, &d.result, &d.message)
+        };
         if let Some(lane) = d.unwritten {
+            // Its task could not store it (it panicked): stored and announced here.
             self.store_engine_result(d.item, &d.result, &d.message, Some(lane));
+        } else if self.ctx.events.has_listeners() {
+            // Announced here, once the live state has it, not by the occurrence's own task:
+            // a view built in between would otherwise be numbered past an event it lacks.
+            let (result, message) = (d.result, d.message);
+            self.emit_task(
+                d.item,
+                TaskState::Done {
+                    result,
+                    message,
+                    failure,
+                },
+            );
         }
     }
 
@@ -1133,6 +1155,7 @@ impl Driver {
                     let it = s.plan.item(id);
                     events.push(RunEvent::TaskState {
                         run_id: self.ctx.run_id.clone(),
+                        seq: self.ctx.seq.next(),
                         item: id as u32,
                         task: it.task.clone(),
                         kind: it.kind,
@@ -1196,6 +1219,7 @@ impl Driver {
             };
             RunEvent::TaskState {
                 run_id: self.ctx.run_id.clone(),
+                seq: self.ctx.seq.next(),
                 item: item as u32,
                 task: it.task.clone(),
                 kind: it.kind,
@@ -1219,6 +1243,7 @@ impl Driver {
         };
         self.emit(RunEvent::Progress {
             run_id: self.ctx.run_id.clone(),
+            seq: self.ctx.seq.next(),
             progress,
             ts: now,
         });
@@ -1454,6 +1479,7 @@ fn build_view(s: &LiveRun, now: EpochMs) -> RunView {
     }
     RunView {
         run_id: s.run_id.clone(),
+        seq: s.seq.last(),
         pack_name: s.pack_name.clone(),
         pack_version: s.pack_version.clone(),
         status: s.status,

@@ -9,6 +9,7 @@ mod store;
 mod store_reads;
 mod plan;
 mod run;
+mod run_seq;
 mod api_types;
 mod api;
 mod lab;

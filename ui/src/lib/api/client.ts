@@ -3,6 +3,7 @@ import { backend } from '../backend/index.svelte';
 import type * as T from './types';
 
 export type * from './types';
+export { queueOf, stateLabel, stateNote } from './tasks';
 
 type Cmd = T.Request['cmd'];
 type Req<C extends Cmd> = Omit<Extract<T.Request, { cmd: C }>, 'cmd'>;
@@ -92,27 +93,4 @@ function fromBase64(b64: string): Uint8Array<ArrayBuffer> {
   const out = new Uint8Array(new ArrayBuffer(bin.length));
   for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
   return out;
-}
-
-/** The queue a live task sits in: the delay queue while it waits for resources, else its kind. */
-export function queueOf(t: { kind: T.TaskKind; state: T.TaskState }): T.Queue {
-  return t.state.state === 'waiting' ? 'delay' : t.kind;
-}
-
-/** Short name of a task state for pills: the result when done, else the state. */
-export function stateLabel(s: T.TaskState): string {
-  return s.state === 'done' ? s.result : s.state;
-}
-
-/** Why a task waits, or its result message. */
-export function stateNote(s: T.TaskState): string {
-  switch (s.state) {
-    case 'queued':
-    case 'waiting':
-      return s.reason;
-    case 'running':
-      return `${s.phase}`;
-    case 'done':
-      return s.message;
-  }
 }

@@ -3,23 +3,16 @@
  * subscribes to Events, `onResync` runs after the event stream came back from a gap (screens
  * then reload what they show, since events in the gap are lost).
  */
+import type { Event } from '../api/types';
+import { errorOf, toError, unwrap } from './errors';
 import { isTauri, TauriTransport } from './tauri';
 import { TransportError, type ConnState, type Saved, type Transport } from './transport';
 import { WebTransport } from './web';
 
-import type { Diagnostic } from '../api/types';
-
 export { TransportError };
+export { ApiError } from './errors';
 
-/** An error response from the engine: a code the UI can act on, a message, maybe diagnostics. */
-export class ApiError extends Error {
-  constructor(readonly code: string, message: string, readonly diagnostics: Diagnostic[] = []) {
-    super(message);
-    this.name = 'ApiError';
-  }
-}
-
-type Listener = (event: any) => void;
+type Listener = (event: Event) => void;
 
 /** Longest stretch of event handling in one main-thread task, ms. */
 const SLICE_MS = 8;
@@ -36,7 +29,7 @@ class Backend {
   // events never holds the main thread for long. The first slice runs at the end of the task
   // that received the events (a microtask: no extra task per WebSocket frame); what is left
   // goes on in tasks of its own.
-  private queue: unknown[] = [];
+  private queue: Event[] = [];
   private draining = false;
   private tick = new MessageChannel();
 
@@ -45,7 +38,7 @@ class Backend {
     this.transport = isTauri() ? new TauriTransport() : new WebTransport();
     this.transport.listenSaved?.((saved) => (this.lastSaved = saved));
     this.transport.listen(
-      (ev: any) => {
+      (ev) => {
         this.queue.push(ev);
         if (!this.draining) {
           this.draining = true;
@@ -83,9 +76,9 @@ class Backend {
     else this.draining = false;
   }
 
-  private deliver(ev: any) {
+  private deliver(ev: Event) {
     // The engine says a subscriber fell behind: events were lost, reload (once per burst).
-    if (ev?.kind === 'resync') {
+    if (ev.kind === 'resync') {
       this.resyncSoon();
       return;
     }
@@ -98,8 +91,8 @@ class Backend {
     }
   }
 
-  async call<T = any>(request: unknown): Promise<T> {
-    let res: any;
+  async call<T>(request: unknown): Promise<T> {
+    let res: unknown;
     try {
       res = await this.transport.dispatch(request);
     } catch (e) {
@@ -120,27 +113,6 @@ class Backend {
     this.resyncers.add(fn);
     return () => this.resyncers.delete(fn);
   }
-}
-
-function toError(e: unknown): Error {
-  if (e instanceof Error) return e;
-  return errorOf(e) ?? new Error(String(e));
-}
-
-/** Recognise an error response in the shapes engine::api may use. */
-function errorOf(res: any): ApiError | null {
-  if (!res || typeof res !== 'object') return null;
-  // HTTP: `{"error": ApiError}`; Tauri rejects with the ApiError itself.
-  const e = res.error ?? (typeof res.code === 'string' && typeof res.message === 'string' ? res : null);
-  if (!e) return null;
-  if (typeof e === 'string') return new ApiError('error', e);
-  return new ApiError(String(e.code ?? 'error'), String(e.message ?? JSON.stringify(e)), e.diagnostics ?? []);
-}
-
-/** A Response is `{cmd, data}`; the screens want `data`. */
-function unwrap(res: any): unknown {
-  if (res && typeof res === 'object' && 'cmd' in res) return res.data;
-  return res;
 }
 
 export const backend = new Backend();

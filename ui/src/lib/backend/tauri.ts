@@ -1,5 +1,6 @@
 import { invoke } from '@tauri-apps/api/core';
 import { listen as tauriListen, type UnlistenFn } from '@tauri-apps/api/event';
+import type { Event } from '../api/types';
 import type { ConnState, Saved, Transport } from './transport';
 
 /** Name of the Tauri event the shell emits engine Events on: one event, or an array of them. */
@@ -19,9 +20,9 @@ export class TauriTransport implements Transport {
     return invoke('dispatch', { request });
   }
 
-  listen(onEvent: (event: unknown) => void, onState: (state: ConnState) => void): () => void {
+  listen(onEvent: (event: Event) => void, onState: (state: ConnState) => void): () => void {
     onState('connecting');
-    return subscribe<unknown>(
+    return subscribe<Event | Event[]>(
       TAURI_EVENT,
       (p) => {
         if (Array.isArray(p)) for (const ev of p) onEvent(ev);

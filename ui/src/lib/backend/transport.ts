@@ -1,4 +1,5 @@
 /** The one backend interface the screens use; a transport is Tauri IPC or HTTP + WebSocket. */
+import type { Event } from '../api/types';
 
 export type ConnState = 'connecting' | 'open' | 'reconnecting';
 
@@ -11,7 +12,7 @@ export interface Transport {
    * After a gap (`reconnecting` → `open`), callers must resync from fresh responses, because
    * events sent during the gap are lost.
    */
-  listen(onEvent: (event: unknown) => void, onState: (state: ConnState) => void): () => void;
+  listen(onEvent: (event: Event) => void, onState: (state: ConnState) => void): () => void;
   /**
    * Where files the page offered for saving went, for a transport whose host saves them
    * itself without showing it (the desktop webview). A browser shows its own downloads.

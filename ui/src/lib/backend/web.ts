@@ -1,3 +1,4 @@
+import type { Event } from '../api/types';
 import { TransportError, type ConnState, type Transport } from './transport';
 
 const TOKEN_KEY = 'testbay.token';
@@ -49,7 +50,7 @@ export class WebTransport implements Transport {
     return body;
   }
 
-  listen(onEvent: (event: unknown) => void, onState: (state: ConnState) => void): () => void {
+  listen(onEvent: (event: Event) => void, onState: (state: ConnState) => void): () => void {
     let ws: WebSocket | null = null;
     let stopped = false;
     let attempt = 0;
@@ -66,7 +67,8 @@ export class WebTransport implements Transport {
       };
       ws.onmessage = (m) => {
         if (typeof m.data !== 'string') return;
-        let ev: unknown;
+        // The engine's `Event`s, as it serialises them.
+        let ev: Event | Event[];
         try {
           ev = JSON.parse(m.data);
         } catch {

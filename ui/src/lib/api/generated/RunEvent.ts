@@ -5,12 +5,18 @@ import type { RunStatus } from "./RunStatus";
 import type { TaskKind } from "./TaskKind";
 import type { TaskState } from "./TaskState";
 
-export type RunEvent = { "type": "run_status", run_id: string, status: RunStatus, reason: string | null, ts: number, } | { "type": "task_state", run_id: string, 
+/**
+ * Something that happened in a run. Every event carries `seq`, its number among the
+ * run's events (1, 2, 3, ...; they may arrive slightly out of order): a client that
+ * loaded a [`RunView`] drops the events numbered up to the view's `seq` (the view has
+ * them) and applies the later ones.
+ */
+export type RunEvent = { "type": "run_status", run_id: string, seq: number, status: RunStatus, reason: string | null, ts: number, } | { "type": "task_state", run_id: string, seq: number, 
 /**
  * Occurrence number within the run (plan order).
  */
-item: number, task: string, kind: TaskKind, group: string | null, lane: string | null, state: TaskState, ts: number, } | { "type": "log", run_id: string, item: number, task: string, lane: string, phase: Phase, 
+item: number, task: string, kind: TaskKind, group: string | null, lane: string | null, state: TaskState, ts: number, } | { "type": "log", run_id: string, seq: number, item: number, task: string, lane: string, phase: Phase, 
 /**
  * Lines of one read of the task's output, in order.
  */
-lines: Array<string>, ts: number, } | { "type": "log_dropped", run_id: string, item: number, task: string, lane: string, phase: Phase, count: number, ts: number, } | { "type": "progress", run_id: string, progress: Progress, ts: number, };
+lines: Array<string>, ts: number, } | { "type": "log_dropped", run_id: string, seq: number, item: number, task: string, lane: string, phase: Phase, count: number, ts: number, } | { "type": "progress", run_id: string, seq: number, progress: Progress, ts: number, };

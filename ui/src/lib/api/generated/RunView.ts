@@ -7,7 +7,11 @@ import type { TaskView } from "./TaskView";
 /**
  * Live state of a run.
  */
-export type RunView = { run_id: string, pack_name: string, pack_version: string, status: RunStatus, reason: string | null, started_ms: number, lanes: Array<LaneView>, 
+export type RunView = { run_id: string, 
+/**
+ * Number of the run's last event this view includes (see [`RunEvent`]).
+ */
+seq: number, pack_name: string, pack_version: string, status: RunStatus, reason: string | null, started_ms: number, lanes: Array<LaneView>, 
 /**
  * Tests shared by all lanes not yet taken by one (`split` coverage).
  */
