@@ -440,7 +440,9 @@ impl Store {
         c.prepare_cached("COMMIT")
             .and_then(|mut s| s.execute([]))
             .map(|_| ())
-            .inspect_err(|e| tracing::error!(error = %e, "could not commit finished tasks' results"))
+            .inspect_err(
+                |e| tracing::error!(error = %e, "could not commit finished tasks' results"),
+            )
     }
 
     /// Run `f` on a read connection, bounded by the read limit. Results finished but not
