@@ -19,6 +19,7 @@ const ERROR_CODES: Record<ErrorCode, true> = {
   conflict: true,
   unavailable: true,
   too_large: true,
+  timeout: true,
   internal: true,
 };
 
