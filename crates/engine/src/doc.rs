@@ -247,7 +247,8 @@ pub fn load_document<T: DeserializeOwned + JsonSchema + 'static>(
     parse_document(path, &bytes)
 }
 
-/// Read a user file, refusing very large ones.
+/// Read a user file, refusing very large ones and anything that is not a regular file
+/// (a named pipe would wait for a writer forever: `userfile`).
 pub fn read_limited(path: &Path) -> Result<Vec<u8>, Diagnostic> {
     use std::io::Read;
     let whole = |message: String| Diagnostic {
@@ -257,7 +258,7 @@ pub fn read_limited(path: &Path) -> Result<Vec<u8>, Diagnostic> {
         key_path: None,
         message,
     };
-    let f = std::fs::File::open(path).map_err(|e| whole(format!("cannot read: {e}")))?;
+    let f = crate::userfile::open_regular(path).map_err(|e| whole(e.to_string()))?;
     let mut bytes = Vec::new();
     f.take(MAX_FILE_BYTES + 1)
         .read_to_end(&mut bytes)

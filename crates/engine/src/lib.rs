@@ -18,3 +18,4 @@ pub mod reserve;
 pub mod run;
 pub mod store;
 pub mod timefmt;
+pub mod userfile;

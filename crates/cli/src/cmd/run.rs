@@ -131,9 +131,13 @@ pub fn resolve_pack(arg: &str, ctx: &Ctx) -> anyhow::Result<PathBuf> {
         if let Ok(rd) = std::fs::read_dir(root) {
             for e in rd.flatten() {
                 let f = e.path().join("pack.yaml");
+                // Read as packs are read: never a pipe, never without bound.
                 if f.is_file()
-                    && std::fs::read_to_string(&f)
-                        .is_ok_and(|t| t.lines().any(|l| l.trim() == format!("name: {arg}")))
+                    && testbay_engine::doc::read_limited(&f).is_ok_and(|b| {
+                        String::from_utf8_lossy(&b)
+                            .lines()
+                            .any(|l| l.trim() == format!("name: {arg}"))
+                    })
                 {
                     return Ok(e.path());
                 }

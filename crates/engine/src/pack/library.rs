@@ -49,7 +49,7 @@ fn folder_name(dir: &Path) -> String {
 /// Pack folders under `root`: the root itself when it holds a pack.yaml, else each
 /// non-hidden subfolder that does, by name.
 fn pack_dirs(root: &Path) -> Result<Vec<PathBuf>, PackErrors> {
-    if root.join("pack.yaml").is_file() {
+    if has_pack_file(root) {
         return Ok(vec![root.to_path_buf()]);
     }
     let err = |message: String| PackErrors {
@@ -71,11 +71,17 @@ fn pack_dirs(root: &Path) -> Result<Vec<PathBuf>, PackErrors> {
         .filter(|p| {
             !p.file_name()
                 .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-                && p.join("pack.yaml").is_file()
+                && has_pack_file(p)
         })
         .collect();
     dirs.sort();
     Ok(dirs)
+}
+
+/// Whether `dir` has a `pack.yaml` of any kind: one that is not a file (a named pipe, a
+/// folder) makes a broken pack that says so, not a folder silently passed over.
+fn has_pack_file(dir: &Path) -> bool {
+    dir.join("pack.yaml").exists()
 }
 
 /// Load every pack under `roots`, in root order then folder-name order. A root that

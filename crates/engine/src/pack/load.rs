@@ -46,7 +46,8 @@ pub(crate) fn load_with_hash(
         }
     };
     let pack_file = dir.join("pack.yaml");
-    if !pack_file.is_file() {
+    // One that exists but is not a file is reported by reading it (`doc::read_limited`).
+    if !pack_file.exists() {
         return Err(fail(
             vec![whole_file(
                 &pack_file,

@@ -260,3 +260,26 @@ fn a_lab_file_syntax_error_points_at_the_open_bracket() {
         e[0].message
     );
 }
+
+/// A named pipe as the lab file is named, not waited on (opening it for reading waited
+/// for a writer forever).
+#[test]
+fn a_named_pipe_as_lab_file_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("lab.yaml");
+    let c = std::ffi::CString::new(file.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: plain syscall on a valid C string.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let f = file.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(lab::load(&f).map(|_| ()));
+    });
+    let errs = rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("lab::load waited on the named pipe")
+        .unwrap_err();
+    assert_eq!(errs.0.len(), 1);
+    assert_eq!(errs.0[0].file, file);
+    assert_eq!(errs.0[0].message, "is a named pipe, not a file");
+}

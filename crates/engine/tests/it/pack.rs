@@ -820,3 +820,85 @@ fn yaml_syntax_errors_point_at_what_to_fix() {
         e.diagnostics[0].message
     );
 }
+
+fn mkfifo(p: &Path) {
+    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: plain syscall on a valid C string.
+    assert_eq!(
+        unsafe { libc::mkfifo(c.as_ptr(), 0o644) },
+        0,
+        "mkfifo {p:?}"
+    );
+}
+
+/// `f()` on a thread of its own; fails the test when it has not returned within 20 s
+/// (the thread is left behind: what it waits on never comes).
+fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(Duration::from_secs(20))
+        .unwrap_or_else(|_| panic!("{what} did not return: it waits on a named pipe"))
+}
+
+/// A named pipe where a pack file goes used to be opened for reading, which waits for a
+/// writer forever (`packs check` hung, `serve` never listened). Now it is a problem of
+/// the file, and a device link is one too.
+#[test]
+fn pack_files_that_are_not_files_are_named_not_waited_on() {
+    let t = pack_dir(&[("pack.yaml", PACK), ("tasks/a.yaml", TASK_A)]);
+    mkfifo(&t.path().join("tasks/b.yaml"));
+    std::os::unix::fs::symlink("/dev/zero", t.path().join("tasks/c.yaml")).unwrap();
+    let dir = t.path().to_path_buf();
+    let d = within("pack::load", move || errors(&dir));
+    let e = find(&d, "is a named pipe, not a file");
+    assert_eq!(at(e), ("b.yaml".into(), None, None));
+    let e = find(&d, "is a device, not a file");
+    assert_eq!(at(e), ("c.yaml".into(), None, None));
+
+    // pack.yaml itself: a broken pack that says so, in discovery too.
+    let t = pack_dir(&[("tasks/a.yaml", TASK_A)]);
+    mkfifo(&t.path().join("pack.yaml"));
+    let dir = t.path().to_path_buf();
+    let d = within("pack::load", move || errors(&dir));
+    let e = find(&d, "is a named pipe, not a file");
+    assert_eq!(at(e), ("pack.yaml".into(), None, None));
+    let roots = vec![t.path().to_path_buf()];
+    let entries = within("discover", move || discover(&roots));
+    assert_eq!(entries.len(), 1);
+    let d = &entries[0].result.as_ref().unwrap_err().diagnostics;
+    find(d, "is a named pipe, not a file");
+}
+
+/// A named pipe made in a watched pack used to stop the watcher thread for good: packs
+/// added afterwards never appeared.
+#[test]
+fn the_library_keeps_watching_after_a_named_pipe_appears() {
+    let root = tempfile::tempdir().unwrap();
+    write_files(
+        root.path(),
+        &[("one/pack.yaml", PACK), ("one/tasks/a.yaml", TASK_A)],
+    );
+    let lib = pack::Library::open(vec![root.path().to_path_buf()]);
+    let mut rx = lib.subscribe();
+    lib.watch().unwrap();
+    mkfifo(&root.path().join("one/tasks/b.yaml"));
+    let piped = || {
+        let s = &lib.summaries()[0];
+        !s.ok
+            && s.diagnostics
+                .iter()
+                .any(|d| d.message == "is a named pipe, not a file")
+    };
+    while !piped() {
+        wait_change(&mut rx);
+    }
+    write_files(
+        root.path(),
+        &[("two/pack.yaml", "name: two\nversion: '1'\n")],
+    );
+    while lib.get("two").is_none() {
+        wait_change(&mut rx);
+    }
+}
