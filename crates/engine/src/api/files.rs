@@ -112,7 +112,11 @@ pub fn read_run_file(runs_dir: &Path, run_id: &str, rel: &str) -> Result<FileCon
             ),
         )
     };
-    let f = std::fs::File::open(&real).map_err(io)?;
+    // `confine` saw a regular file; one swapped for a pipe since is refused, not waited on.
+    let f = crate::userfile::open_regular(&real).map_err(|e| match e {
+        crate::userfile::OpenError::Io(e) => io(e),
+        e => ApiError::not_found(format!("{rel} {e}")),
+    })?;
     let size = f.metadata().map_err(io)?.len();
     if size > MAX_READ_FILE {
         return Err(too_large(size));

@@ -39,9 +39,10 @@ pub fn read_chunk(
     complete: bool,
 ) -> Result<LogChunk, ApiError> {
     let max = max.unwrap_or(DEFAULT_MAX).clamp(1, HARD_MAX) as usize;
-    let mut f = match std::fs::File::open(path) {
+    // A task may have put something else than a file where its log was.
+    let mut f = match crate::userfile::open_regular(path) {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        Err(e) if e.is_not_found() => {
             return Ok(LogChunk {
                 offset,
                 next_offset: offset,
@@ -49,7 +50,10 @@ pub fn read_chunk(
                 text: String::new(),
             })
         }
-        Err(e) => {
+        Err(e @ crate::userfile::OpenError::NotAFile(_)) => {
+            return Err(ApiError::not_found(format!("log {} {e}", path.display())))
+        }
+        Err(crate::userfile::OpenError::Io(e)) => {
             return Err(ApiError::internal(format!(
                 "cannot read {}: {e}",
                 path.display()

@@ -635,41 +635,44 @@ enum ResultFile {
     Invalid { reason: String, raw: Option<String> },
 }
 
+/// The phase's result file, read on the phase's own thread: it is opened without waiting
+/// and only when it is a regular file (a task's named pipe or link to a device is refused,
+/// `userfile`), and read up to its cap.
 fn read_result_file(path: &Path, limits: &ExecLimits) -> ResultFile {
-    let meta = match std::fs::metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return ResultFile::Missing,
+    let f = match crate::userfile::open_regular(path) {
+        Ok(f) => f,
+        Err(e) if e.is_not_found() => return ResultFile::Missing,
         Err(e) => {
             return ResultFile::Invalid {
-                reason: format!("cannot read: {e}"),
+                reason: e.to_string(),
                 raw: None,
             }
         }
     };
-    if meta.len() > limits.result_file_cap_bytes {
-        let mut head = vec![0u8; limits.raw_result_cap_bytes];
-        let n = File::open(path)
-            .and_then(|mut f| f.read(&mut head))
-            .unwrap_or(0);
-        head.truncate(n);
+    let cap = limits.result_file_cap_bytes;
+    let size = f.metadata().map_or(0, |m| m.len());
+    // Only the head of a file over the cap is read; a file still growing is cut off by
+    // `take`, not read without bound.
+    let want = if size > cap {
+        limits.raw_result_cap_bytes as u64
+    } else {
+        cap.saturating_add(1)
+    };
+    let mut bytes = Vec::new();
+    if let Err(e) = (&f).take(want).read_to_end(&mut bytes) {
         return ResultFile::Invalid {
-            reason: format!(
-                "file is {} bytes, more than the {} byte limit",
-                meta.len(),
-                limits.result_file_cap_bytes
-            ),
-            raw: Some(String::from_utf8_lossy(&head).into_owned()),
+            reason: format!("cannot read: {e}"),
+            raw: None,
         };
     }
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) => {
-            return ResultFile::Invalid {
-                reason: format!("cannot read: {e}"),
-                raw: None,
-            }
-        }
-    };
+    if size > cap || bytes.len() as u64 > cap {
+        let size = size.max(bytes.len() as u64);
+        bytes.truncate(limits.raw_result_cap_bytes);
+        return ResultFile::Invalid {
+            reason: format!("file is {size} bytes, more than the {cap} byte limit"),
+            raw: Some(String::from_utf8_lossy(&bytes).into_owned()),
+        };
+    }
     let raw = || {
         Some(cap_string(
             &String::from_utf8_lossy(&bytes),
@@ -686,7 +689,10 @@ fn read_result_file(path: &Path, limits: &ExecLimits) -> ResultFile {
         }
     };
     match serde_json::from_str::<TaskReturn>(text) {
-        Ok(r) => ResultFile::Valid(r),
+        Ok(r) => match control_in_names(&r) {
+            None => ResultFile::Valid(r),
+            Some(reason) => ResultFile::Invalid { reason, raw: raw() },
+        },
         Err(e) => ResultFile::Invalid {
             reason: format!(
                 "{} (line {}, column {}); expected the Task Return schema: {{\"result\": string, \"metadata\": {{\"message\": string, ...}}, \"multi_result\": [{{\"name\", \"description\", \"result\", \"metadata\"}}]}}",
@@ -697,6 +703,27 @@ fn read_result_file(path: &Path, limits: &ExecLimits) -> ResultFile {
             raw: raw(),
         },
     }
+}
+
+/// Result names are plain words (kissats): a result or sub-result name with a control
+/// character (a terminal escape, a line break) is refused, shown escaped. Messages and
+/// other metadata may hold anything; who prints them escapes them.
+fn control_in_names(r: &TaskReturn) -> Option<String> {
+    let bad = |key: String, v: &str| {
+        v.chars()
+            .any(char::is_control)
+            .then(|| format!("{key} {v:?} has a control character; result names are plain words"))
+    };
+    bad("result".into(), &r.result).or_else(|| {
+        r.multi_result
+            .iter()
+            .flatten()
+            .enumerate()
+            .find_map(|(i, s)| {
+                bad(format!("multi_result[{i}].name"), &s.name)
+                    .or_else(|| bad(format!("multi_result[{i}].result"), &s.result))
+            })
+    })
 }
 
 fn strip_position(msg: &str) -> &str {

@@ -684,3 +684,81 @@ async fn get_run_answers_a_page_of_tasks() {
     );
     assert_eq!(page(r#","offset":99"#).await, (vec![], 5, 5, None));
 }
+
+/// A task that puts named pipes where its result file and its log go: the console used to
+/// open the result pipe on a worker thread and wait for a writer forever (`info`,
+/// `active_runs`, `stop_run`, `list_runs` went unanswered); `read_log` waited likewise on
+/// a blocking thread. Now the task is Errored naming the pipe, the run ends, and the log
+/// read answers at once.
+#[test]
+fn named_pipes_left_by_a_task_wedge_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let pack = root.join("packs/pipes");
+    write(
+        &pack.join("pack.yaml"),
+        "name: pipes\nversion: '1'\ngroups:\n  g:\n    tests: [pipe]\n",
+    );
+    write(
+        &pack.join("tasks/pipe.yaml"),
+        "name: pipe\nrun: [bash, pipe.sh]\n",
+    );
+    write(
+        &pack.join("tasks/pipe.sh"),
+        "d=$(dirname \"$TESTBAY_RESULT\")\nmkfifo \"$TESTBAY_RESULT\"\necho hello\nrm -f \"$d/main.log\"\nmkfifo \"$d/main.log\"\n",
+    );
+    let t = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let c = Console::open(ConsolePaths {
+                data_dir: root.join("data"),
+                pack_roots: vec![root.join("packs")],
+                lab_file: None,
+            })
+            .unwrap();
+            let mut events = c.subscribe();
+            let Response::Launch { run_id } =
+                call(&c, r#"{"cmd":"launch","pack":"pipes"}"#).await.unwrap()
+            else {
+                panic!()
+            };
+            assert_eq!(run_end(&mut events, &run_id).await, RunStatus::Completed);
+            call(&c, r#"{"cmd":"info"}"#).await.unwrap();
+            let Response::GetRun(d) =
+                call(&c, &format!(r#"{{"cmd":"get_run","run_id":"{run_id}"}}"#))
+                    .await
+                    .unwrap()
+            else {
+                panic!()
+            };
+            let task = &d.tasks[0].record;
+            assert_eq!(task.result.as_deref(), Some("Errored"));
+            let message = task.message.clone().unwrap_or_default();
+            assert!(message.contains("is a named pipe, not a file"), "{message}");
+            let e = call(
+                &c,
+                &format!(
+                    r#"{{"cmd":"read_log","run_id":"{run_id}","task_id":{},"phase":"main","offset":0}}"#,
+                    task.id
+                ),
+            )
+            .await
+            .unwrap_err();
+            assert_eq!(e.code, ErrorCode::NotFound, "{e}");
+            assert!(e.message.contains("is a named pipe, not a file"), "{e}");
+        });
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !t.is_finished() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the console waited on a task's named pipe"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    t.join().unwrap();
+}

@@ -199,6 +199,109 @@ async fn oversized_result_is_refused_with_capped_raw() {
     assert_eq!(o.raw_result.unwrap().len(), 1000);
 }
 
+/// The phase run on a thread of its own; `None` when it has not ended within `limit`
+/// (the thread is left behind: what it waits on never comes).
+fn outcome_within(c: PhaseCommand, limit: Duration) -> Option<PhaseOutcome> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _ = tx.send(rt.block_on(run(&c)));
+    });
+    rx.recv_timeout(limit).ok()
+}
+
+/// A named pipe where the result file goes used to be opened for reading, which waits for
+/// a writer forever: the phase never ended and the console's worker thread was stuck.
+#[test]
+fn a_named_pipe_as_result_file_is_errored_at_once() {
+    let f = fx();
+    let o = outcome_within(
+        cmd(&f, "mkfifo \"$TESTBAY_RESULT\"\n"),
+        Duration::from_secs(20),
+    )
+    .expect("the phase waited on the named pipe");
+    assert_eq!(o.result, ERRORED);
+    assert!(
+        o.message.contains("is a named pipe, not a file"),
+        "{}",
+        o.message
+    );
+    assert!(o.message.contains("result.json"), "{}", o.message);
+}
+
+/// A link to a device that never ends (`/dev/zero`) used to be read until memory ran out.
+#[test]
+fn a_result_file_linked_to_a_device_is_errored() {
+    let f = fx();
+    let o = outcome_within(
+        cmd(&f, "ln -s /dev/zero \"$TESTBAY_RESULT\"\n"),
+        Duration::from_secs(20),
+    )
+    .expect("the phase read the device without end");
+    assert_eq!(o.result, ERRORED);
+    assert!(
+        o.message.contains("is a device, not a file"),
+        "{}",
+        o.message
+    );
+}
+
+/// A huge sparse result file is refused by its size; only its head is read.
+#[tokio::test]
+async fn a_huge_sparse_result_file_is_refused_by_its_size() {
+    let f = fx();
+    let o = run(&cmd(&f, "truncate -s 64G \"$TESTBAY_RESULT\"\n")).await;
+    assert_eq!(o.result, ERRORED);
+    assert!(o.message.contains("68719476736 bytes"), "{}", o.message);
+    assert_eq!(
+        o.raw_result.map(|r| r.len()),
+        Some(ExecLimits::default().raw_result_cap_bytes)
+    );
+}
+
+/// kissats results are plain words: a result or sub-result name with control characters
+/// (a terminal escape, a line break) is refused, the file kept as the raw result.
+#[tokio::test]
+async fn result_names_with_control_characters_are_errored() {
+    for (what, json) in [
+        ("result", r#"{"result": "Failed\u001b[2J"}"#),
+        (
+            "multi_result[0].result",
+            r#"{"result": "Passed", "multi_result": [{"name": "a", "result": "Pass\ned"}]}"#,
+        ),
+        (
+            "multi_result[1].name",
+            r#"{"result": "Passed", "multi_result": [{"name": "a", "result": "Passed"}, {"name": "b\u0007", "result": "Passed"}]}"#,
+        ),
+    ] {
+        let f = fx();
+        std::fs::write(f.dir.join("ret.json"), json).unwrap();
+        let o = run(&cmd(&f, "cp ret.json \"$TESTBAY_RESULT\"\n")).await;
+        assert_eq!(o.result, ERRORED, "{what}");
+        assert!(
+            o.message.contains(what) && o.message.contains("control character"),
+            "{what}: {}",
+            o.message
+        );
+        // The message shows the name escaped; the raw result keeps it exactly.
+        assert!(!o.message.chars().any(|c| c.is_control()), "{}", o.message);
+        assert_eq!(o.raw_result.as_deref(), Some(json), "{what}");
+    }
+    // Messages may hold line breaks and anything else: shown escaped, stored as written.
+    let f = fx();
+    std::fs::write(
+        f.dir.join("ret.json"),
+        r#"{"result": "Failed", "metadata": {"message": "two\nlines \u001b[31mred"}}"#,
+    )
+    .unwrap();
+    let o = run(&cmd(&f, "cp ret.json \"$TESTBAY_RESULT\"\n")).await;
+    assert_eq!(o.result, FAILED);
+    assert_eq!(o.message, "two\nlines \u{1b}[31mred");
+}
+
 #[tokio::test]
 async fn stale_result_file_from_an_earlier_attempt_is_ignored() {
     let f = fx();
