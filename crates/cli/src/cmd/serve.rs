@@ -69,14 +69,18 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
     code
 }
 
-/// Ctrl-C or SIGTERM.
+/// Ctrl-C, SIGTERM or SIGHUP (the terminal or session that started it went away).
 async fn stop_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
+        return std::future::pending().await;
     };
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {},
         _ = term.recv() => {},
+        _ = hup.recv() => {},
     }
 }
