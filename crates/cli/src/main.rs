@@ -1,6 +1,8 @@
 //! `testbay`: run packs headless, serve the console to a browser, inspect packs, results
 //! and the lab. Each subcommand lives in `cmd/<name>.rs`.
 
+#[macro_use]
+mod term;
 mod cmd;
 
 pub use cmd::Ctx;
@@ -20,7 +22,8 @@ fn main() {
         Err(e) => {
             // Not `eprintln!`: stderr may be gone (a closed terminal).
             use std::io::Write as _;
-            let _ = writeln!(std::io::stderr(), "error: {e:#}");
+            let e = format!("{e:#}");
+            let _ = writeln!(std::io::stderr(), "error: {}", term::safe_lines(&e));
             2
         }
     };

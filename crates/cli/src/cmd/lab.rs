@@ -77,9 +77,9 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
         Ok(l) => l,
         Err(errs) => {
             for d in &errs.0 {
-                eprintln!("{d}");
+                say!("{d}");
             }
-            eprintln!("{}: {} problem(s)", path.display(), errs.0.len());
+            say!("{}: {} problem(s)", path.display(), errs.0.len());
             return Ok(1);
         }
     };
@@ -93,9 +93,9 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
         LabCmd::Find { terms, json } => {
             let found = lab.find(&terms)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&found)?);
+                crate::term::print_json(&found)?;
             } else if found.is_empty() {
-                println!("no DUT matches");
+                out!("no DUT matches");
             } else {
                 print_duts(&found);
             }
@@ -160,14 +160,14 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
             match reply? {
                 BookReply::Held { reservation: v } => {
                     match v.status {
-                        ReservationStatus::Held => println!(
+                        ReservationStatus::Held => out!(
                             "held {} (id {}) by {} until {}",
                             v.resource,
                             v.id,
                             v.holder,
                             fmt_ms(v.end)
                         ),
-                        ReservationStatus::Waiting => println!(
+                        ReservationStatus::Waiting => out!(
                             "{} is busy; hold {} by {} starts {} and ends {}",
                             v.resource,
                             v.id,
@@ -175,7 +175,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
                             fmt_ms(v.start),
                             fmt_ms(v.end)
                         ),
-                        ReservationStatus::Booked => println!(
+                        ReservationStatus::Booked => out!(
                             "booked {} (id {}) by {} from {} until {}",
                             v.resource,
                             v.id,
@@ -187,7 +187,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
                     Ok(0)
                 }
                 BookReply::Error { message } => {
-                    eprintln!("{message}");
+                    say!("{message}");
                     Ok(1)
                 }
                 other => bail!("unexpected answer {other:?}"),
@@ -202,11 +202,11 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
             book.shutdown();
             match reply? {
                 BookReply::Released => {
-                    println!("released {id}");
+                    out!("released {id}");
                     Ok(0)
                 }
                 BookReply::Error { message } => {
-                    eprintln!("{message}");
+                    say!("{message}");
                     Ok(1)
                 }
                 other => bail!("unexpected answer {other:?}"),
@@ -215,7 +215,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
         LabCmd::Holds { json } => {
             let live = stored_live(&store, clock.now_ms())?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&live)?);
+                crate::term::print_json(&live)?;
             } else {
                 print_holds(&live);
             }
@@ -271,9 +271,15 @@ fn stored_live(store: &Store, now: i64) -> anyhow::Result<Vec<ReservationView>> 
 }
 
 fn print_duts(duts: &[&lab::Dut]) {
-    println!(
+    out!(
         "{:<10} {:<10} {:<9} {:<10} {:<8} {:<8} {:<6} TAGS",
-        "NAME", "MODEL", "MAKER", "SERIAL", "HW", "RACK", "SLOT"
+        "NAME",
+        "MODEL",
+        "MAKER",
+        "SERIAL",
+        "HW",
+        "RACK",
+        "SLOT"
     );
     for d in duts {
         let (rack, slot) = d
@@ -282,7 +288,7 @@ fn print_duts(duts: &[&lab::Dut]) {
             .map_or(("-".to_string(), "-".to_string()), |l| {
                 (l.rack.clone(), l.slot.to_string())
             });
-        println!(
+        out!(
             "{:<10} {:<10} {:<9} {:<10} {:<8} {:<8} {:<6} {}{}",
             d.name,
             d.model,
@@ -306,14 +312,15 @@ fn holder_of(live: &[ReservationView], name: &str) -> String {
 
 fn show(lab: &Lab, store: &Store, json: bool) -> anyhow::Result<i32> {
     if json {
-        println!("{}", serde_json::to_string_pretty(&lab.def)?);
+        crate::term::print_json(&lab.def)?;
         return Ok(0);
     }
     let live = stored_live(store, SystemClock.now_ms())?;
-    println!("lab {} ({})", lab.def.name, lab.file.display());
+    out!("lab {} ({})", lab.def.name, lab.file.display());
     for rack in &lab.def.racks {
-        println!(
-            "\nrack {} — {} slots{}",
+        out!();
+        out!(
+            "rack {} — {} slots{}",
             rack.name,
             rack.slots,
             if rack.description.is_empty() {
@@ -328,7 +335,7 @@ fn show(lab: &Lab, store: &Store, json: bool) -> anyhow::Result<i32> {
                     .as_ref()
                     .is_some_and(|l| l.rack == rack.name && l.slot == slot)
             }) {
-                Some(d) => println!(
+                Some(d) => out!(
                     "  slot {slot:>2}  {:<8} {:<8} {:<8} {}",
                     d.name,
                     d.model,
@@ -339,7 +346,7 @@ fn show(lab: &Lab, store: &Store, json: bool) -> anyhow::Result<i32> {
                         holder_of(&live, &d.name)
                     }
                 ),
-                None => println!("  slot {slot:>2}  (empty)"),
+                None => out!("  slot {slot:>2}  (empty)"),
             }
         }
     }
@@ -350,9 +357,10 @@ fn show(lab: &Lab, store: &Store, json: bool) -> anyhow::Result<i32> {
         .filter(|d| d.location.is_none())
         .collect();
     if !loose.is_empty() {
-        println!("\nnot in a rack:");
+        out!();
+        out!("not in a rack:");
         for d in loose {
-            println!(
+            out!(
                 "  {:<8} {:<8} {}",
                 d.name,
                 d.model,
@@ -360,7 +368,8 @@ fn show(lab: &Lab, store: &Store, json: bool) -> anyhow::Result<i32> {
             );
         }
     }
-    println!("\nresources:");
+    out!();
+    out!("resources:");
     for r in &lab.def.resources {
         let kind = match r.capacity {
             Some(c) if r.mode == testbay_engine::reserve::ReservationMode::Shared => {
@@ -374,23 +383,28 @@ fn show(lab: &Lab, store: &Store, json: bool) -> anyhow::Result<i32> {
             }
             _ => holder_of(&live, &r.name),
         };
-        println!("  {:<14} {:<24} config {}", r.name, kind, r.config);
+        out!("  {:<14} {:<24} config {}", r.name, kind, r.config);
     }
     Ok(0)
 }
 
 fn print_holds(live: &[ReservationView]) {
     if live.is_empty() {
-        println!("nothing is held or booked");
+        out!("nothing is held or booked");
         return;
     }
     let mut per: BTreeMap<&str, Vec<&ReservationView>> = BTreeMap::new();
     for v in live {
         per.entry(&v.resource).or_default().push(v);
     }
-    println!(
+    out!(
         "{:<14} {:<6} {:<8} {:<32} {:<21} {:<21} LEASE",
-        "RESOURCE", "ID", "STATUS", "WHO", "SINCE / FROM", "UNTIL"
+        "RESOURCE",
+        "ID",
+        "STATUS",
+        "WHO",
+        "SINCE / FROM",
+        "UNTIL"
     );
     for (res, mut vs) in per {
         vs.sort_by_key(|v| (v.status != ReservationStatus::Held, v.start, v.id));
@@ -407,7 +421,7 @@ fn print_holds(live: &[ReservationView]) {
                 _ if !v.auto_claim => format!("claim by {}", fmt_ms(v.expires)),
                 _ => "starts by itself".into(),
             };
-            println!(
+            out!(
                 "{:<14} {:<6} {:<8} {:<32} {:<21} {:<21} {lease}",
                 res,
                 v.id.to_string(),

@@ -1,9 +1,7 @@
 //! `testbay packs check|list`: validate pack folders, list the packs found.
 
-use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::Subcommand;
 use testbay_engine::pack::view::PackSummary;
 use testbay_engine::pack::{discover, PackEntry};
@@ -55,13 +53,6 @@ fn roots(dirs: Vec<PathBuf>, ctx: &Ctx) -> anyhow::Result<Vec<PathBuf>> {
     Ok(ctx.packs.clone())
 }
 
-fn print_json(summaries: &[PackSummary]) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, summaries).context("writing JSON")?;
-    writeln!(out)?;
-    Ok(())
-}
-
 fn check(roots: &[PathBuf], json: bool) -> anyhow::Result<i32> {
     let entries = discover(roots);
     let problems: usize = entries
@@ -69,27 +60,25 @@ fn check(roots: &[PathBuf], json: bool) -> anyhow::Result<i32> {
         .map(|e| e.result.as_ref().err().map_or(0, |e| e.diagnostics.len()))
         .sum();
     if json {
-        print_json(&entries.iter().map(PackSummary::of).collect::<Vec<_>>())?;
+        crate::term::print_json(&entries.iter().map(PackSummary::of).collect::<Vec<_>>())?;
     } else {
-        let mut out = std::io::stdout().lock();
         for e in &entries {
             if let Err(errs) = &e.result {
                 for d in &errs.diagnostics {
-                    writeln!(out, "{d}")?;
+                    out!("{d}");
                 }
             }
         }
         if entries.is_empty() {
             let shown: Vec<String> = roots.iter().map(|r| r.display().to_string()).collect();
-            writeln!(out, "no pack found in {}", shown.join(", "))?;
+            out!("no pack found in {}", shown.join(", "));
         }
         let broken = entries.iter().filter(|e| e.result.is_err()).count();
-        writeln!(
-            out,
+        out!(
             "{} pack(s) checked: {} ok, {broken} with problems ({problems} problem(s))",
             entries.len(),
             entries.len() - broken,
-        )?;
+        );
     }
     Ok(if problems > 0 || entries.is_empty() {
         1
@@ -102,52 +91,49 @@ fn list(roots: &[PathBuf], json: bool) -> anyhow::Result<i32> {
     let entries = discover(roots);
     let summaries: Vec<PackSummary> = entries.iter().map(PackSummary::of).collect();
     if json {
-        print_json(&summaries)?;
+        crate::term::print_json(&summaries)?;
         return Ok(0);
     }
-    let mut out = std::io::stdout().lock();
     if entries.is_empty() {
-        writeln!(out, "no packs found")?;
+        out!("no packs found");
     }
     for (entry, s) in entries.iter().zip(&summaries) {
-        write_summary(&mut out, entry, s)?;
+        write_summary(entry, s);
     }
     Ok(0)
 }
 
-fn write_summary(out: &mut impl Write, entry: &PackEntry, s: &PackSummary) -> anyhow::Result<()> {
+fn write_summary(entry: &PackEntry, s: &PackSummary) {
     let version = s.version.as_deref().unwrap_or("?");
     if s.ok {
-        writeln!(
-            out,
+        out!(
             "{} {version}  ok  {} task(s)  {}",
-            s.name, s.task_count, s.dir
-        )?;
-        if !s.description.is_empty() {
-            writeln!(out, "  {}", s.description)?;
+            s.name,
+            s.task_count,
+            s.dir
+        );
+        for line in s.description.lines() {
+            out!("  {line}");
         }
         for g in &s.groups {
-            writeln!(
-                out,
+            out!(
                 "  group {}: {} test(s), about {}",
                 g.name,
                 g.task_count,
                 duration(g.est_time)
-            )?;
+            );
         }
     } else {
-        writeln!(
-            out,
+        out!(
             "{} {version}  BROKEN ({} problem(s))  {}",
             s.name,
             s.diagnostics.len(),
             entry.dir.display()
-        )?;
+        );
         for d in &s.diagnostics {
-            writeln!(out, "  {d}")?;
+            out!("  {d}");
         }
     }
-    Ok(())
 }
 
 fn duration(secs: f64) -> String {

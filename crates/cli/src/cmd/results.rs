@@ -8,6 +8,7 @@ use testbay_engine::timefmt::{format_utc, parse_utc};
 
 use super::run::{fmt_dur, open_store};
 use super::Ctx;
+use crate::term::{safe, width};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -80,7 +81,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
         let tasks = store.run_tasks(id)?;
         if args.json {
             let export = testbay_engine::report::RunExport { run, tasks };
-            println!("{}", serde_json::to_string_pretty(&export)?);
+            crate::term::print_json(&export)?;
         } else {
             print_tree(&run, &tasks);
         }
@@ -104,27 +105,33 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
         limit: args.limit,
     })?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&page)?);
+        crate::term::print_json(&page)?;
         return Ok(0);
     }
     if page.runs.is_empty() {
-        println!(
+        out!(
             "no runs{}",
             if page.total > 0 { " on this page" } else { "" }
         );
         return Ok(0);
     }
-    let id_w = page.runs.iter().map(|r| r.id.len()).max().unwrap_or(2);
+    let id_w = page.runs.iter().map(|r| width(&r.id)).max().unwrap_or(2);
     let pack_w = page
         .runs
         .iter()
-        .map(|r| r.pack_name.len() + r.pack_version.len() + 1)
+        .map(|r| width(&r.pack_name) + width(&r.pack_version) + 1)
         .max()
         .unwrap_or(4)
         .max(4);
-    println!(
+    out!(
         "{:<id_w$}  {:<pack_w$}  {:<15}  {:<19}  {:>8}  {:>7}  {:>8}  DUTS",
-        "RUN", "PACK", "STATUS", "CREATED (UTC)", "DURATION", "TASKS", "FAILURES"
+        "RUN",
+        "PACK",
+        "STATUS",
+        "CREATED (UTC)",
+        "DURATION",
+        "TASKS",
+        "FAILURES"
     );
     for r in &page.runs {
         let dur = match (r.started_ms, r.finished_ms) {
@@ -132,10 +139,10 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
             (Some(_), None) => "running".into(),
             _ => "-".into(),
         };
-        println!(
+        out!(
             "{:<id_w$}  {:<pack_w$}  {:<15}  {:<19}  {:>8}  {:>7}  {:>8}  {}",
-            r.id,
-            format!("{}@{}", r.pack_name, r.pack_version),
+            safe(&r.id),
+            safe(&format!("{}@{}", r.pack_name, r.pack_version)),
             r.status.as_str(),
             &format_utc(r.created_ms)[..19].replace('T', " "),
             dur,
@@ -150,7 +157,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
     }
     let shown = args.offset as usize + page.runs.len();
     if (shown as u32) < page.total {
-        println!(
+        out!(
             "{} of {} runs; next page: --offset {}",
             page.runs.len(),
             page.total,
@@ -161,7 +168,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
 }
 
 fn print_tree(run: &RunRecord, tasks: &[TaskRecord]) {
-    println!(
+    out!(
         "run {}  {}@{}  {}{}",
         run.id,
         run.pack_name,
@@ -176,13 +183,13 @@ fn print_tree(run: &RunRecord, tasks: &[TaskRecord]) {
         (Some(a), Some(b)) => fmt_dur(b - a),
         _ => "-".into(),
     };
-    println!(
+    out!(
         "  created {}  duration {}  content {}",
         format_utc(run.created_ms),
         dur,
         &run.content_hash[..run.content_hash.len().min(12)]
     );
-    println!(
+    out!(
         "  groups {}  DUTs {}  ATS {}  resource_mode {}  coverage_mode {}",
         if run.groups.is_empty() {
             "-".into()
@@ -202,9 +209,11 @@ fn print_tree(run: &RunRecord, tasks: &[TaskRecord]) {
         run.resource_mode,
         run.coverage_mode
     );
-    println!(
+    out!(
         "  {} task(s), {} done, {} failure(s)",
-        run.counts.total, run.counts.done, run.counts.failures
+        run.counts.total,
+        run.counts.done,
+        run.counts.failures
     );
     let mut lanes: Vec<String> = Vec::new();
     for t in tasks {
@@ -214,7 +223,7 @@ fn print_tree(run: &RunRecord, tasks: &[TaskRecord]) {
         }
     }
     for lane in lanes {
-        println!("{lane}");
+        out!("{lane}");
         let mut section = String::new();
         for t in tasks
             .iter()
@@ -226,7 +235,7 @@ fn print_tree(run: &RunRecord, tasks: &[TaskRecord]) {
                 (Some(g), k) => format!("group {g} {}", k.as_str()),
             };
             if sec != section {
-                println!("  {sec}");
+                out!("  {sec}");
                 section = sec;
             }
             let mark = match t.failure {
@@ -238,13 +247,13 @@ fn print_tree(run: &RunRecord, tasks: &[TaskRecord]) {
                 .run_time
                 .map(|s| fmt_dur((s * 1000.0) as i64))
                 .unwrap_or_default();
-            println!(
+            out!(
                 "    [{mark}] {:<24} {:<9} {:>7}  {}",
-                t.task,
-                t.result.as_deref().unwrap_or(match t.state {
+                safe(&t.task),
+                safe(t.result.as_deref().unwrap_or(match t.state {
                     testbay_engine::store::StoredTaskState::Running => "running",
                     _ => "pending",
-                }),
+                })),
                 time,
                 t.message
                     .as_deref()
@@ -254,9 +263,11 @@ fn print_tree(run: &RunRecord, tasks: &[TaskRecord]) {
                     .unwrap_or("")
             );
             for s in &t.sub_results {
-                println!(
+                out!(
                     "           ↳ {:<22} {:<9}          {}",
-                    s.name, s.result, s.message
+                    safe(&s.name),
+                    safe(&s.result),
+                    s.message
                 );
             }
             for (k, p) in [
@@ -266,15 +277,15 @@ fn print_tree(run: &RunRecord, tasks: &[TaskRecord]) {
             ] {
                 if let Some(p) = p {
                     if std::path::Path::new(p).exists() {
-                        println!("           {k} log: {p}");
+                        out!("           {k} log: {p}");
                     }
                 }
             }
             if t.log_truncated {
-                println!("           (log truncated at its size limit)");
+                out!("           (log truncated at its size limit)");
             }
             if let Some(raw) = &t.raw_result {
-                println!(
+                out!(
                     "           raw result: {}",
                     raw.lines().next().unwrap_or("")
                 );

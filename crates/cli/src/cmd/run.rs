@@ -30,22 +30,7 @@ use testbay_engine::run::{
 use testbay_engine::store::{Store, TaskRecord};
 
 use super::Ctx;
-
-/// `eprintln!` that does not panic when stderr is gone (a terminal closed: SIGHUP).
-macro_rules! say {
-    ($($a:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($a)*);
-    }};
-}
-
-/// `println!` that does not panic when stdout is gone.
-macro_rules! out {
-    ($($a:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stdout(), $($a)*);
-    }};
-}
+use crate::term::{safe, width};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -331,9 +316,10 @@ fn booking(
         BookHandle::Client(_) => {
             let owner = owner_of(store.path()).unwrap_or_else(|| "another Testbay process".into());
             say!(
-                "cannot reserve {what}: the reservation book of {} is owned by {owner}.\nLaunch the run from that console, or pass --no-reserve to run without reservations.",
+                "cannot reserve {what}: the reservation book of {} is owned by {owner}.",
                 ctx.data_dir.display()
             );
+            say!("Launch the run from that console, or pass --no-reserve to run without reservations.");
             Ok(Err(2))
         }
     }
@@ -503,7 +489,7 @@ async fn drive(
             for lane in &view.lanes {
                 let pb = mp.add(ProgressBar::new(lane.progress.total as u64));
                 pb.set_style(style.clone());
-                pb.set_prefix(lane.name.clone());
+                pb.set_prefix(safe(&lane.name).into_owned());
                 bars.insert(lane.name.clone(), pb);
             }
         }
@@ -692,7 +678,7 @@ fn show_event(out: &mut Output, ev: &RunEvent) {
             } = ev
             {
                 if *failure {
-                    let _ = mp.println(format!(
+                    let line = format!(
                         "  {} {task}: {result}{}",
                         lane.as_deref().unwrap_or("-"),
                         if message.is_empty() {
@@ -700,7 +686,8 @@ fn show_event(out: &mut Output, ev: &RunEvent) {
                         } else {
                             format!(" - {message}")
                         }
-                    ));
+                    );
+                    let _ = mp.println(safe(&line));
                 }
             }
         }
@@ -748,7 +735,7 @@ fn refresh_bars(out: &Output, mgr: &RunManager, run_id: &str) {
         } else {
             running.join(", ")
         };
-        pb.set_message(format!("{now}{eta}{fails}"));
+        pb.set_message(safe(&format!("{now}{eta}{fails}")).into_owned());
     }
 }
 
@@ -766,10 +753,11 @@ pub fn fmt_dur(ms: i64) -> String {
     }
 }
 
+/// The first line of `s`, escaped (`term::safe`), in at most `n` characters.
 fn cut(s: &str, n: usize) -> String {
-    let line = s.lines().next().unwrap_or("");
+    let line = safe(s.lines().next().unwrap_or(""));
     if line.chars().count() <= n {
-        line.to_string()
+        line.into_owned()
     } else {
         format!("{}…", line.chars().take(n - 1).collect::<String>())
     }
@@ -786,16 +774,22 @@ fn print_summary(run_id: &str, status: RunStatus, reason: Option<&str>, tasks: &
     let mut sorted: Vec<&TaskRecord> = tasks.iter().collect();
     sorted.sort_by_key(|t| lanes.iter().position(|l| *l == t.lane.as_deref()));
     let tasks = sorted;
+    // Columns as printed: every cell escaped (`term::safe`), widths in characters.
     let lane_w = tasks
         .iter()
-        .map(|t| t.lane.as_deref().unwrap_or("-").len())
+        .map(|t| width(t.lane.as_deref().unwrap_or("-")))
         .max()
         .unwrap_or(4)
         .max(4);
-    let task_w = tasks.iter().map(|t| t.task.len()).max().unwrap_or(4).max(4);
+    let task_w = tasks
+        .iter()
+        .map(|t| width(&t.task))
+        .max()
+        .unwrap_or(4)
+        .max(4);
     let group_w = tasks
         .iter()
-        .map(|t| t.group.as_deref().unwrap_or("-").len())
+        .map(|t| width(t.group.as_deref().unwrap_or("-")))
         .max()
         .unwrap_or(5)
         .max(5);
@@ -822,11 +816,11 @@ fn print_summary(run_id: &str, status: RunStatus, reason: Option<&str>, tasks: &
             .unwrap_or_default();
         out!(
             "{:<lane_w$}  {:<group_w$}  {:<task_w$}  {:<8}  {:<9}  {:>7}  {}",
-            t.lane.as_deref().unwrap_or("-"),
-            t.group.as_deref().unwrap_or("-"),
-            t.task,
+            safe(t.lane.as_deref().unwrap_or("-")),
+            safe(t.group.as_deref().unwrap_or("-")),
+            safe(&t.task),
             t.kind.as_str(),
-            result,
+            safe(result),
             time,
             cut(t.message.as_deref().unwrap_or(""), 60)
         );
@@ -834,8 +828,8 @@ fn print_summary(run_id: &str, status: RunStatus, reason: Option<&str>, tasks: &
             out!(
                 "{:<w$}↳ {:<n$}  {:<9}  {:>7}  {}",
                 "",
-                s.name,
-                s.result,
+                safe(&s.name),
+                safe(&s.result),
                 "",
                 cut(&s.message, 60),
                 w = lane_w + group_w + 6,

@@ -9,3 +9,4 @@ mod bounds;
 mod paths;
 mod signals;
 mod disk_full;
+mod hostile;
