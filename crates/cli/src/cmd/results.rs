@@ -33,7 +33,7 @@ pub struct Args {
     /// Only runs with at least one task with this result
     #[arg(long)]
     pub result: Option<String>,
-    /// Only runs with at least one failure
+    /// Only runs with at least one failure, and every errored run
     #[arg(long)]
     pub failed: bool,
     /// Only runs created at or after this UTC time: YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS]

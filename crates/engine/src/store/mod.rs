@@ -225,7 +225,9 @@ pub struct RunRecord {
 pub struct RunCounts {
     pub total: u32,
     pub done: u32,
-    /// Done with a result outside the run's `valid_result`.
+    /// Done with a result outside the run's `valid_result`; in an `errored` run, also
+    /// every task whose result the store lacks (the run went to its end, so each one
+    /// had a result, and a lost result is a failure).
     pub failures: u32,
     /// Count per result name.
     pub by_result: BTreeMap<String, u32>,
@@ -317,7 +319,8 @@ pub struct RunQuery {
     pub status: Option<RunStatus>,
     /// Runs with at least one task with this result.
     pub result: Option<String>,
-    /// Runs with at least one failure.
+    /// Runs with at least one failure, and every `errored` run (a failure whatever its
+    /// stored results say).
     pub failed_only: bool,
     pub from_ms: Option<EpochMs>,
     pub to_ms: Option<EpochMs>,
@@ -836,7 +839,8 @@ impl ListSql {
         }
         if q.failed_only {
             wh.push(
-                "EXISTS (SELECT 1 FROM task_results t WHERE t.run_id = r.id AND t.failure = 1)"
+                "(r.status = 'errored'
+                  OR EXISTS (SELECT 1 FROM task_results t WHERE t.run_id = r.id AND t.failure = 1))"
                     .into(),
             );
         }
@@ -882,8 +886,11 @@ impl ListSql {
             RunSort::Duration => format!(
                 "(COALESCE(r.finished_ms, r.started_ms) - r.started_ms) {dir}, r.created_ms DESC"
             ),
+            // As `RunCounts::failures` counts them.
             RunSort::Failures => format!(
-                "(SELECT count(*) FROM task_results t WHERE t.run_id = r.id AND t.failure = 1) {dir}, r.created_ms DESC"
+                "(SELECT count(*) FROM task_results t WHERE t.run_id = r.id
+                   AND (t.failure = 1 OR (r.status = 'errored' AND t.state != 'done'))) {dir},
+                 r.created_ms DESC"
             ),
         };
         let limit = if q.limit == 0 { 50 } else { q.limit.min(1000) };
@@ -959,6 +966,10 @@ fn fill_counts(conn: &Connection, runs: &mut [RunRecord]) -> Result<()> {
         for row in rows {
             let (state, result, failure, n) = row?;
             c.total += n;
+            if state != "done" && run.status == RunStatus::Errored {
+                // A row an errored run never finished: its result was lost.
+                c.failures += n;
+            }
             if state == "done" {
                 c.done += n;
                 if failure == Some(1) {

@@ -512,3 +512,77 @@ fn finished_results_commit_with_the_next_start_or_on_demand() {
     drop(s);
     assert_eq!(result_of(&other, 3).as_deref(), Some("Skipped"));
 }
+
+/// An `errored` run (its record is not whole: results the store lacks) is a failure
+/// whatever its stored results say: `failed_only` lists it, and its tasks without a
+/// stored result count as failures (in the counts and the failures sort). A run that
+/// merely ended with unfinished rows in another status is not affected.
+#[test]
+fn errored_runs_are_failed_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open_in(dir.path()).unwrap();
+    let run = |id: &str, at: i64, results: &[Option<(&str, bool)>], status: RunStatus| {
+        let r = new_run(id, "stb-smoke", at);
+        let ids = s.insert_run(&r, &rows(results.len() as u32)).unwrap();
+        for (id, res) in ids.iter().zip(results) {
+            if let Some((result, failure)) = res {
+                s.finish_task(*id, &done(result, *failure)).unwrap();
+            }
+        }
+        s.set_run_status(&r.id, status, None, at).unwrap();
+    };
+    run(
+        "passed",
+        T0,
+        &[Some(("Passed", false))],
+        RunStatus::Completed,
+    );
+    run(
+        "failed",
+        T0 + 1,
+        &[Some(("Failed", true))],
+        RunStatus::Completed,
+    );
+    // Two results were lost; the stored one passed.
+    run(
+        "lost",
+        T0 + 2,
+        &[Some(("Passed", false)), None, None],
+        RunStatus::Errored,
+    );
+    // All stored, all passed, yet a write failed (a phase start): still errored.
+    run(
+        "whole",
+        T0 + 3,
+        &[Some(("Passed", false))],
+        RunStatus::Errored,
+    );
+    // Stopped with a row never finished: not a failure by that alone.
+    run("stopped", T0 + 4, &[None], RunStatus::Stopped);
+
+    let failed = s
+        .list_runs(&RunQuery {
+            failed_only: true,
+            ascending: true,
+            ..Default::default()
+        })
+        .unwrap();
+    let ids: Vec<&str> = failed.runs.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, ["failed", "lost", "whole"]);
+    assert_eq!(failed.total, 3);
+    let counts: Vec<(&str, u32, u32)> = failed
+        .runs
+        .iter()
+        .map(|r| (r.id.as_str(), r.counts.done, r.counts.failures))
+        .collect();
+    assert_eq!(counts, [("failed", 1, 1), ("lost", 1, 2), ("whole", 1, 0)]);
+    assert_eq!(s.get_run("stopped").unwrap().counts.failures, 0);
+
+    let by_failures = s
+        .list_runs(&RunQuery {
+            sort: RunSort::Failures,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(by_failures.runs[0].id, "lost", "most failures first");
+}

@@ -5,7 +5,9 @@
  */
 export type RunCounts = { total: number, done: number, 
 /**
- * Done with a result outside the run's `valid_result`.
+ * Done with a result outside the run's `valid_result`; in an `errored` run, also
+ * every task whose result the store lacks (the run went to its end, so each one
+ * had a result, and a lost result is a failure).
  */
 failures: number, 
 /**

@@ -15,7 +15,8 @@ dut: string | null, ats: string | null, status: RunStatus | null,
  */
 result: string | null, 
 /**
- * Runs with at least one failure.
+ * Runs with at least one failure, and every `errored` run (a failure whatever its
+ * stored results say).
  */
 failed_only: boolean, from_ms: number | null, to_ms: number | null, 
 /**
