@@ -50,6 +50,10 @@ pub const MAX_LAUNCH_PARAMS: usize = 256;
 pub const MAX_LAUNCH_PARAMS_BYTES: usize = 64 * 1024;
 /// Task occurrences one launch may expand to (every lane's setups, tests and teardowns).
 pub const MAX_RUN_TASKS: usize = 10_000;
+/// Bytes of a pack's files together (what its content hash covers): 1 GiB. Every load
+/// hashes them and every run copies them; checked by size before anything is read, so a
+/// huge (sparse) file makes a broken pack at once.
+pub const MAX_PACK_BYTES: u64 = 1024 * 1024 * 1024;
 
 /// A value outside its documented range, or a request over its size limit.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1498,6 +1498,7 @@ fn snapshot_pack(src: &Path, to: &Path) -> std::io::Result<String> {
     std::fs::create_dir_all(to)?;
     let mut made: HashSet<PathBuf> = HashSet::new();
     let mut hash = pack::hash::ContentHash::default();
+    let mut total = 0;
     for rel in pack::hash::pack_files(&root)? {
         let dst = to.join(&rel);
         if let Some(parent) = dst.parent() {
@@ -1506,13 +1507,13 @@ fn snapshot_pack(src: &Path, to: &Path) -> std::io::Result<String> {
                 made.insert(parent.to_path_buf());
             }
         }
-        let mut from = std::fs::File::open(root.join(&rel))?;
+        // Within the pack's size bound, copied and hashed piece by piece.
+        let (from, len) = pack::hash::open_file(&root, &rel, &mut total)?;
         let permissions = from.metadata()?.permissions();
-        let mut bytes = Vec::new();
-        std::io::Read::read_to_end(&mut from, &mut bytes)?;
-        hash.add(&rel, &bytes);
         let mut copy = std::fs::File::create(&dst)?;
-        std::io::Write::write_all(&mut copy, &bytes)?;
+        hash.add_reader(&rel, len, from, |piece| {
+            std::io::Write::write_all(&mut copy, piece)
+        })?;
         // Programs stay programs.
         copy.set_permissions(permissions)?;
     }

@@ -839,7 +839,7 @@ fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static)
         let _ = tx.send(f());
     });
     rx.recv_timeout(Duration::from_secs(20))
-        .unwrap_or_else(|_| panic!("{what} did not return: it waits on a named pipe"))
+        .unwrap_or_else(|_| panic!("{what} did not return within 20 s"))
 }
 
 /// A named pipe where a pack file goes used to be opened for reading, which waits for a
@@ -901,4 +901,43 @@ fn the_library_keeps_watching_after_a_named_pipe_appears() {
     while lib.get("two").is_none() {
         wait_change(&mut rx);
     }
+}
+
+/// A pack holding a huge (sparse) file used to be read whole into memory by every load
+/// (and every run's snapshot): `packs check` of a pack with a 20 GiB sparse file ran out of
+/// memory. The pack's size is checked before anything is read.
+#[test]
+fn a_pack_over_its_size_bound_is_broken_at_once() {
+    let t = pack_dir(&[("pack.yaml", PACK), ("tasks/a.yaml", TASK_A)]);
+    std::fs::File::create(t.path().join("blob.bin"))
+        .unwrap()
+        .set_len(testbay_engine::bounds::MAX_PACK_BYTES + 1)
+        .unwrap();
+    let dir = t.path().to_path_buf();
+    let d = within("pack::load", move || errors(&dir));
+    let e = find(&d, "the pack's files hold more than 1024 MiB");
+    assert!(e.message.contains("blob.bin"), "{}", e.message);
+}
+
+/// The content hash is sha256 over each file's relative path, a 0 byte, its length (u64,
+/// little-endian) and its bytes, in path order: stored runs name packs by it, so reading
+/// the files piece by piece must not change it.
+#[test]
+fn content_hash_is_sha256_of_paths_lengths_and_bytes() {
+    use sha2::{Digest, Sha256};
+    let t = pack_dir(&[("pack.yaml", PACK), ("tasks/a.yaml", TASK_A)]);
+    let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(t.path().join("data.bin"), &big).unwrap();
+    let mut h = Sha256::new();
+    for (rel, bytes) in [
+        ("data.bin", &big[..]),
+        ("pack.yaml", PACK.as_bytes()),
+        ("tasks/a.yaml", TASK_A.as_bytes()),
+    ] {
+        h.update(rel.as_bytes());
+        h.update([0u8]);
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
+    }
+    assert_eq!(ok(t.path()).content_hash, hex::encode(h.finalize()));
 }
