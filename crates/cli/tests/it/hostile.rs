@@ -202,6 +202,16 @@ fn start_serve(packs: &Path, data: &Path) -> (Child, Option<String>) {
     (child, addr)
 }
 
+/// A `testbay serve` that is killed when the test ends, however it ends.
+struct Serving(Child);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `post` in a thread of its own: `None` when no answer came within `limit`.
 fn post_within(addr: &str, body: &str, limit: Duration) -> Option<String> {
     let (tx, rx) = std::sync::mpsc::channel();
@@ -228,7 +238,8 @@ fn serve_with_named_pipes_in_its_packs_and_tasks_keeps_answering() {
     );
     f.pack("packs/broken", "name: broken\nversion: '1'\n", &[]);
     mkfifo(&packs.join("broken/tasks/t.yaml"));
-    let (mut server, addr) = start_serve(&packs, &f.data);
+    let (server, addr) = start_serve(&packs, &f.data);
+    let mut server = Serving(server);
     let addr = addr.expect("serve never listened: it waits on a pack's named pipe");
     let limit = Duration::from_secs(10);
     let listed = post_within(&addr, r#"{"cmd":"list_packs"}"#, limit).expect("list_packs answered");
@@ -294,16 +305,16 @@ fn serve_with_named_pipes_in_its_packs_and_tasks_keeps_answering() {
     }
 
     // SIGHUP: a clean stop within 2 s.
-    unsafe { libc::kill(server.id() as i32, libc::SIGHUP) };
+    unsafe { libc::kill(server.0.id() as i32, libc::SIGHUP) };
     let start = Instant::now();
     let status = loop {
-        if let Some(s) = server.try_wait().unwrap() {
+        if let Some(s) = server.0.try_wait().unwrap() {
             break s;
         }
-        if start.elapsed() > Duration::from_secs(2) {
-            let _ = server.kill();
-            panic!("serve still running 2 s after SIGHUP");
-        }
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "serve still running 2 s after SIGHUP"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(status.code(), Some(0), "clean exit on SIGHUP: {status:?}");
