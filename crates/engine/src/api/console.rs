@@ -14,6 +14,7 @@ use super::{
 use crate::bounds::{self, BoundError};
 use crate::clock::{Clock, SystemClock};
 use crate::diag::Diagnostic;
+use crate::exec::reap::kill_run_leftovers;
 use crate::lab::{self as inventory, Lab};
 use crate::outcome::Phase;
 use crate::pack::library::{Library, LibraryChange};
@@ -25,7 +26,7 @@ use crate::reserve::{
     BookReply, BrokerConfig, LiveError,
 };
 use crate::run::{AlwaysGrant, LaunchRequest, ResourceBroker, RunError, RunManager};
-use crate::store::{Store, StoreError, StoredTaskState};
+use crate::store::{SqliteStore, Store, StoreError, StoredTaskState};
 
 /// Events buffered per subscriber before it lags and gets `resync`.
 pub const EVENT_CAPACITY: usize = 4096;
@@ -41,7 +42,7 @@ pub struct Console {
     book: Option<Mutex<BookHandle>>,
     book_note: Option<String>,
     clock: Arc<dyn Clock>,
-    store: Arc<Store>,
+    store: Arc<dyn Store>,
     runs: RunManager,
     events: broadcast::Sender<Event>,
 }
@@ -63,10 +64,12 @@ impl Console {
             ))
         })?;
         crate::reserve::live::set_owner_label("the Testbay console");
-        let store = Arc::new(Store::open_in(&paths.data_dir).map_err(store_error)?);
-        let recovered = store
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open_in(&paths.data_dir).map_err(store_error)?);
+        let mut recovered = store
             .recover_interrupted(clock.now_ms())
             .map_err(store_error)?;
+        recovered.killed_processes = kill_run_leftovers(&recovered.interrupted_runs);
         for id in &recovered.interrupted_runs {
             crate::run::remove_unused_folders(&paths.data_dir.join("runs").join(id));
         }

@@ -78,7 +78,7 @@ pub struct RunManager {
 }
 
 struct Inner {
-    store: Arc<Store>,
+    store: Arc<dyn Store>,
     data_dir: PathBuf,
     broker: Arc<dyn ResourceBroker>,
     clock: Arc<dyn Clock>,
@@ -145,7 +145,7 @@ pub fn stop_grace(limits: &ExecLimits) -> std::time::Duration {
 
 impl RunManager {
     pub fn new(
-        store: Arc<Store>,
+        store: Arc<dyn Store>,
         data_dir: &Path,
         broker: Arc<dyn ResourceBroker>,
         clock: Arc<dyn Clock>,
@@ -154,7 +154,7 @@ impl RunManager {
     }
 
     pub fn with_limits(
-        store: Arc<Store>,
+        store: Arc<dyn Store>,
         data_dir: &Path,
         broker: Arc<dyn ResourceBroker>,
         clock: Arc<dyn Clock>,
@@ -176,7 +176,7 @@ impl RunManager {
         }
     }
 
-    pub fn store(&self) -> &Arc<Store> {
+    pub fn store(&self) -> &Arc<dyn Store> {
         &self.inner.store
     }
 
@@ -1114,7 +1114,8 @@ impl Driver {
             n += 1;
         }
         if n > 0 {
-            let killed = crate::store::kill_run_leftovers(std::slice::from_ref(&self.ctx.run_id));
+            let killed =
+                crate::exec::reap::kill_run_leftovers(std::slice::from_ref(&self.ctx.run_id));
             tracing::warn!(run_id = %self.ctx.run_id, given_up = n, killed, "gave up on tasks that did not end after a stop at once");
         }
         n
