@@ -224,7 +224,7 @@ fn run_persisted(n: usize, jobs: &[Job]) -> (Figures, f64, usize) {
     let store = SqliteStore::open_in(dir.path()).unwrap();
     let clock = ManualClock::new(T0);
     let live = LiveBook::open(
-        store.path(),
+        &store,
         Arc::new(clock.clone()),
         BookConfig::default(),
         specs(),

@@ -251,7 +251,7 @@ fn levenshtein(a: &str, b: &str) -> usize {
 
 fn open_book(lab: &Lab, store: &dyn Store) -> anyhow::Result<BookHandle> {
     BookHandle::open(
-        store.path(),
+        store,
         Arc::new(SystemClock),
         BookConfig::default(),
         lab.book_resources(),
@@ -262,7 +262,7 @@ fn open_book(lab: &Lab, store: &dyn Store) -> anyhow::Result<BookHandle> {
 /// Live reservations as stored by the book's owner (or the last one), minus any whose
 /// lease or window has run out since.
 fn stored_live(store: &dyn Store, now: i64) -> anyhow::Result<Vec<ReservationView>> {
-    let client = BookClient::open(store.path())?;
+    let client = BookClient::open(store)?;
     Ok(client
         .reservations()?
         .into_iter()

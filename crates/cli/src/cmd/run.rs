@@ -299,7 +299,7 @@ fn booking(
         .context("cannot store the lab inventory")?;
     testbay_engine::reserve::live::set_owner_label("testbay run");
     let handle = BookHandle::open(
-        store.path(),
+        store,
         Arc::new(clock),
         BookConfig::default(),
         l.book_resources(),

@@ -88,7 +88,7 @@ impl Console {
                         tracing::warn!(file = %file.display(), error = %e, "cannot store the lab inventory");
                     }
                     match BookHandle::open(
-                        store.path(),
+                        &*store,
                         clock.clone(),
                         BookConfig::default(),
                         l.book_resources(),

@@ -33,7 +33,7 @@ use tokio::sync::broadcast;
 
 use super::*;
 use crate::clock::{Clock, EpochMs};
-use crate::store::{BookStore, SqliteBookStore, StoreError};
+use crate::store::{BookStore, Store, StoreError};
 
 /// Errors of the live book.
 #[derive(Debug, thiserror::Error)]
@@ -189,16 +189,17 @@ pub fn owner_of(db_path: &Path) -> Option<String> {
 }
 
 impl LiveBook {
-    /// Become the book's owner for the store at `db_path` (already migrated by
-    /// [`crate::store::SqliteStore::open`]): reload live reservations (dropping those that expired
+    /// Become the book's owner for `store` (its ownership lock is a file beside
+    /// [`Store::path`]): reload live reservations (dropping those that expired
     /// while nobody owned the book) and start the writer/service thread. Fails with
     /// [`LiveError::OwnedElsewhere`] if another process owns it.
     pub fn open(
-        db_path: &Path,
+        store: &dyn Store,
         clock: Arc<dyn Clock>,
         cfg: BookConfig,
         resources: Vec<ResourceSpec>,
     ) -> Result<Self, LiveError> {
+        let db_path = store.path();
         let lock = try_lock(db_path)?.ok_or(LiveError::OwnedElsewhere)?;
         // Say who owns it, for the processes that cannot have it (see [`owner_of`]).
         let written = lock
@@ -207,7 +208,7 @@ impl LiveBook {
         if let Err(e) = written {
             tracing::warn!(db = %db_path.display(), error = %e, "cannot note the book's owner in its lock file");
         }
-        let store: Box<dyn BookStore> = Box::new(SqliteBookStore::open(db_path)?);
+        let store = store.open_book_store()?;
         let saved = store.load_book()?;
         let mut book = Book::with_config(clock, cfg, resources)?;
         let restored = saved.live.len();
@@ -549,9 +550,9 @@ pub struct BookClient {
 }
 
 impl BookClient {
-    pub fn open(db_path: &Path) -> Result<Self, LiveError> {
+    pub fn open(store: &dyn Store) -> Result<Self, LiveError> {
         Ok(Self {
-            store: Box::new(SqliteBookStore::open(db_path)?),
+            store: store.open_book_store()?,
             timeout: Duration::from_secs(10),
         })
     }
@@ -585,14 +586,14 @@ pub enum BookHandle {
 impl BookHandle {
     /// Own the book if nobody does, else talk to its owner.
     pub fn open(
-        db_path: &Path,
+        store: &dyn Store,
         clock: Arc<dyn Clock>,
         cfg: BookConfig,
         resources: Vec<ResourceSpec>,
     ) -> Result<Self, LiveError> {
-        match LiveBook::open(db_path, clock, cfg, resources) {
+        match LiveBook::open(store, clock, cfg, resources) {
             Ok(b) => Ok(BookHandle::Owner(b)),
-            Err(LiveError::OwnedElsewhere) => Ok(BookHandle::Client(BookClient::open(db_path)?)),
+            Err(LiveError::OwnedElsewhere) => Ok(BookHandle::Client(BookClient::open(store)?)),
             Err(e) => Err(e),
         }
     }

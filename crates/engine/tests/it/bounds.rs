@@ -88,7 +88,7 @@ fn a_broker_given_an_absurd_estimate_refuses_the_run_instead_of_panicking() {
     let store = SqliteStore::open_in(tmp.path()).unwrap();
     let clock = ManualClock::new(T0);
     let book = LiveBook::open(
-        store.path(),
+        &store,
         Arc::new(clock.clone()),
         BookConfig::default(),
         specs(),

@@ -1072,7 +1072,7 @@ mod persisted {
     fn open(dir: &std::path::Path, clock: &ManualClock) -> LiveBook {
         let store = SqliteStore::open_in(dir).unwrap();
         LiveBook::open(
-            store.path(),
+            &store,
             Arc::new(clock.clone()),
             BookConfig::default(),
             specs(),
@@ -1161,7 +1161,7 @@ mod persisted {
         let mut sub = owner.subscribe();
         let db_path = owner.db_path().to_path_buf();
         let other = BookHandle::open(
-            &db_path,
+            &SqliteStore::open(&db_path).unwrap(),
             Arc::new(clock.clone()),
             BookConfig::default(),
             specs(),
@@ -1237,7 +1237,7 @@ mod persisted {
         drop(owner);
         // Owner gone: the next process takes over.
         let next = BookHandle::open(
-            &db_path,
+            &SqliteStore::open(&db_path).unwrap(),
             Arc::new(clock.clone()),
             BookConfig::default(),
             specs(),
@@ -1257,7 +1257,7 @@ mod broker {
     use testbay_engine::pack::ResourceMode;
     use testbay_engine::plan::DutTarget;
     use testbay_engine::run::{Grant, ResourceBroker, TaskNeeds};
-    use testbay_engine::store::{SqliteStore, Store};
+    use testbay_engine::store::SqliteStore;
 
     struct Fx {
         _dir: tempfile::TempDir,
@@ -1284,7 +1284,7 @@ resources:
         let lab = Arc::new(lab::parse(std::path::Path::new("lab.yaml"), LAB).unwrap());
         let store = SqliteStore::open_in(dir.path()).unwrap();
         let book = LiveBook::open(
-            store.path(),
+            &store,
             Arc::new(clock.clone()),
             BookConfig::default(),
             lab.book_resources(),
@@ -1678,7 +1678,7 @@ mod race {
         let store = Arc::new(SqliteStore::open_in(&data).unwrap());
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let book = LiveBook::open(
-            store.path(),
+            &*store,
             clock.clone(),
             BookConfig::default(),
             lab.book_resources(),

@@ -54,7 +54,7 @@ impl Fx {
         let store = Arc::new(SqliteStore::open_in(&data).unwrap());
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let book = LiveBook::open(
-            store.path(),
+            &*store,
             clock.clone(),
             BookConfig::default(),
             lab.book_resources(),
@@ -298,7 +298,7 @@ fn busy_resources_go_to_the_delay_queue_and_give_up_at_their_limits() {
     let clock = ManualClock::new(T0);
     let store = SqliteStore::open_in(&tmp.path().join("data")).unwrap();
     let book = LiveBook::open(
-        store.path(),
+        &store,
         Arc::new(clock.clone()),
         BookConfig::default(),
         lab.book_resources(),
@@ -553,7 +553,7 @@ async fn a_console_without_the_book_refuses_runs_it_cannot_reserve_for() {
     // The owner: a book opened first (flock conflicts between open files, so within
     // one process too).
     let owner = LiveBook::open(
-        store.path(),
+        &store,
         Arc::new(SystemClock),
         BookConfig::default(),
         lab.book_resources(),

@@ -114,7 +114,7 @@ fn the_next_owner_of_the_book_gives_back_what_ended_runs_hold() {
     let clock = ManualClock::new(T0);
     let open = || {
         LiveBook::open(
-            store.path(),
+            &store,
             Arc::new(clock.clone()),
             BookConfig::default(),
             lab.book_resources(),
@@ -280,7 +280,7 @@ impl Fx {
         let store = Arc::new(SqliteStore::open_in(&data).unwrap());
         let clock = ManualClock::new(T0);
         let book = LiveBook::open(
-            store.path(),
+            &*store,
             Arc::new(clock.clone()),
             BookConfig::default(),
             lab.book_resources(),
@@ -587,7 +587,7 @@ fn a_retry_that_finds_the_resource_busy_wakes_nobody() {
     let store = SqliteStore::open_in(root.path()).unwrap();
     let clock = ManualClock::new(T0);
     let book = LiveBook::open(
-        store.path(),
+        &store,
         Arc::new(clock.clone()),
         BookConfig::default(),
         lab.book_resources(),
@@ -762,7 +762,7 @@ time.sleep(300)
     let store = Arc::new(SqliteStore::open_in(&data).unwrap());
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let book = LiveBook::open(
-        store.path(),
+        &*store,
         clock.clone(),
         BookConfig::default(),
         lab.book_resources(),
@@ -954,7 +954,7 @@ impl Model {
         let mut tries = 0;
         let book = loop {
             match LiveBook::open(
-                store.path(),
+                store,
                 Arc::new(clock.clone()),
                 BookConfig::default(),
                 lab.book_resources(),
