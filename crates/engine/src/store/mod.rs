@@ -24,7 +24,7 @@ pub mod sqlite;
 
 pub use error::{BackendError, Result, StoreError};
 pub use model::*;
-pub use owner::{process_start_time, RunOwner};
+pub use owner::RunOwner;
 pub use sqlite::{book as reservations, SqliteBookStore, SqliteStore, DEFAULT_READ_LIMIT};
 
 use std::collections::HashSet;

@@ -41,7 +41,7 @@ impl RunOwner {
 
 /// Start time of `pid` in clock ticks since boot (field 22 of /proc/<pid>/stat); `None`
 /// once it has exited, even while its parent has not reaped it yet (a zombie).
-pub fn process_start_time(pid: i32) -> Option<u64> {
+fn process_start_time(pid: i32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may contain spaces and parentheses; fields after the
     // last ')' are plain.
