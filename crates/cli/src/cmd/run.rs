@@ -76,17 +76,15 @@ pub fn open_store(ctx: &Ctx) -> anyhow::Result<Arc<dyn Store>> {
     let store = SqliteStore::open_in(&ctx.data_dir)
         .with_context(|| format!("cannot open the data dir {}", ctx.data_dir.display()))?;
     // Reading must work on a full disk too: a recovery that cannot write is a note.
-    let mut rep = match store.recover_interrupted(SystemClock.now_ms()) {
+    let recovered =
+        testbay_engine::run::recover_interrupted(&store, &ctx.data_dir, SystemClock.now_ms());
+    let rep = match recovered {
         Ok(rep) => rep,
         Err(e) => {
             say!("note: cannot mark the runs of consoles that exited as interrupted: {e}");
             Default::default()
         }
     };
-    rep.killed_processes = testbay_engine::exec::reap::kill_run_leftovers(&rep.interrupted_runs);
-    for id in &rep.interrupted_runs {
-        testbay_engine::run::remove_unused_folders(&ctx.data_dir.join("runs").join(id));
-    }
     if !rep.interrupted_runs.is_empty() {
         say!(
             "note: {} run(s) left by a console that exited are now marked interrupted ({}); {} task(s) aborted, {} leftover process(es) killed",

@@ -14,7 +14,6 @@ use super::{
 use crate::bounds::{self, BoundError};
 use crate::clock::{Clock, SystemClock};
 use crate::diag::Diagnostic;
-use crate::exec::reap::kill_run_leftovers;
 use crate::lab::{self as inventory, Lab};
 use crate::outcome::Phase;
 use crate::pack::library::{Library, LibraryChange};
@@ -66,13 +65,8 @@ impl Console {
         crate::reserve::live::set_owner_label("the Testbay console");
         let store: Arc<dyn Store> =
             Arc::new(SqliteStore::open_in(&paths.data_dir).map_err(store_error)?);
-        let mut recovered = store
-            .recover_interrupted(clock.now_ms())
+        let recovered = crate::run::recover_interrupted(&*store, &paths.data_dir, clock.now_ms())
             .map_err(store_error)?;
-        recovered.killed_processes = kill_run_leftovers(&recovered.interrupted_runs);
-        for id in &recovered.interrupted_runs {
-            crate::run::remove_unused_folders(&paths.data_dir.join("runs").join(id));
-        }
         if !recovered.interrupted_runs.is_empty() {
             tracing::warn!(runs = ?recovered.interrupted_runs, aborted_tasks = recovered.aborted_tasks, "marked runs of a dead console interrupted");
         }

@@ -31,6 +31,7 @@ pub mod broker;
 pub mod events;
 mod item;
 mod prepare;
+mod recover;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -51,6 +52,7 @@ pub use broker::{AlwaysGrant, Grant, Holding, ResourceBroker, TaskNeeds, Wakes};
 pub use events::{LaneView, LaunchRequest, Progress, RunEvent, RunView, TaskState, TaskView};
 use item::{spawn_item, ItemDone, ItemJob, Occurrence, RunCtx};
 pub use prepare::remove_unused_folders;
+pub use recover::recover_interrupted;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {

@@ -15,7 +15,8 @@
 //!   commits with the next thing that commits, so the run's loop never waits for a
 //!   commit; see its doc and [`Store::promise_commit`].
 //! - **A run has an owner** ([`RunOwner`], this process when it was stored); recovery
-//!   takes the runs of owners that are gone for interrupted.
+//!   takes the runs of owners that are gone for interrupted. The store says which runs
+//!   those are and marks them; it never touches a process.
 
 mod error;
 mod model;
@@ -122,13 +123,19 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     // Recovery.
 
-    /// At console start: runs left queued, running or stalled by an owner that is gone
-    /// become `interrupted` (reason naming the console, `finished_ms` = `now`); their
-    /// unfinished tasks become `Aborted` (done, a failure, with a message saying whether
-    /// they were running). Runs of a live owner (another process on the same data) are
-    /// left alone; nothing already stored changes. Returns the runs it marked, whose
-    /// leftover processes the caller kills (`exec::reap::kill_run_leftovers`).
-    fn recover_interrupted(&self, now: EpochMs) -> Result<RecoveryReport>;
+    /// Runs left queued, running or stalled by an owner that is gone, oldest first: what
+    /// recovery at console start kills the leftover processes of
+    /// (`exec::reap::kill_run_leftovers`) and then marks (`run::recover_interrupted`).
+    /// Runs of a live owner (another process on the same data) are not among them. A
+    /// read: it works on a full disk too.
+    fn interrupted_runs(&self) -> Result<Vec<String>>;
+
+    /// Mark `run_ids` interrupted, each all or nothing: those still queued, running or
+    /// stalled become `interrupted` (reason naming the console, `finished_ms` = `now`),
+    /// their unfinished tasks `Aborted` (done, a failure, with a message saying whether
+    /// they were running). A run already finished is left as it is: nothing stored
+    /// changes. The report names the runs marked and counts the tasks aborted.
+    fn mark_interrupted(&self, run_ids: &[String], now: EpochMs) -> Result<RecoveryReport>;
 
     // Reads.
 

@@ -275,8 +275,8 @@ pub struct RunPage {
     pub runs: Vec<RunRecord>,
 }
 
-/// What [`super::Store::recover_interrupted`] did. The caller kills what is left of the
-/// interrupted runs' processes (`exec::reap::kill_run_leftovers`) and counts them here.
+/// What recovery of interrupted runs did ([`super::Store::mark_interrupted`], and the
+/// leftover processes `run::recover_interrupted` killed).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, TS)]
 #[ts(export)]
 pub struct RecoveryReport {

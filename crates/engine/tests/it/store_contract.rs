@@ -395,9 +395,9 @@ fn alive(pid: i32) -> bool {
     }
 }
 
-/// A run left `running` by a dead console: interrupted, unfinished tasks Aborted, finished
-/// ones intact; the store names it, and the leftover processes with its run id are
-/// killed (`exec::reap`), others spared.
+/// A run left `running` by a dead console: the store names it, the leftover processes
+/// with its run id are killed (`exec::reap`), others spared; then it is interrupted,
+/// unfinished tasks Aborted, finished ones intact.
 fn recovery_marks_interrupted_and_kills_leftovers(b: &impl Backend) {
     let dir = tempfile::tempdir().unwrap();
     let dead_console = RunOwner {
@@ -465,9 +465,14 @@ fn recovery_marks_interrupted_and_kills_leftovers(b: &impl Backend) {
     s.insert_run(&new_run("rlive", "p", T0), &rows(1)).unwrap();
     s.set_run_status("rlive", RunStatus::Running, None, T0)
         .unwrap();
-    let mut rep = s.recover_interrupted(T0 + 5000).unwrap();
+    // What recovery does: the store names the runs, their processes are killed, the
+    // store marks them.
+    let interrupted = s.interrupted_runs().unwrap();
+    assert_eq!(interrupted, vec!["rdead".to_string()]);
+    let killed = kill_run_leftovers(&interrupted);
+    let mut rep = s.mark_interrupted(&interrupted, T0 + 5000).unwrap();
     assert_eq!(rep.killed_processes, 0, "the store kills nothing");
-    rep.killed_processes = kill_run_leftovers(&rep.interrupted_runs);
+    rep.killed_processes = killed;
     assert_eq!(rep.interrupted_runs, vec!["rdead".to_string()]);
     assert_eq!(rep.aborted_tasks, 3);
     assert_eq!(rep.killed_processes, 2);
@@ -505,11 +510,13 @@ fn recovery_marks_interrupted_and_kills_leftovers(b: &impl Backend) {
         .unwrap()
         .contains("before this task ran"));
     assert_eq!(s.get_run("rlive").unwrap().status, RunStatus::Running);
-    // Idempotent.
+    // Idempotent: nothing left to recover, and marking again changes nothing stored.
+    assert!(s.interrupted_runs().unwrap().is_empty());
     assert_eq!(
-        s.recover_interrupted(T0 + 6000).unwrap(),
+        s.mark_interrupted(&interrupted, T0 + 6000).unwrap(),
         RecoveryReport::default()
     );
+    assert_eq!(s.get_run("rdead").unwrap().finished_ms, Some(T0 + 5000));
 }
 
 /// A finished task's result is visible through its own store at once, to another process

@@ -212,7 +212,7 @@ pub fn live_reservations(conn: &Connection) -> Result<Vec<ReservationView>> {
 
 /// Ids of the runs that may still hold something in the book (see `reserve::live`): not
 /// finished (queued, running or stalled) and owned by a process that is alive, as
-/// [`crate::store::Store::recover_interrupted`] judges it. A run whose console died is over even
+/// [`crate::store::Store::interrupted_runs`] judges it. A run whose console died is over even
 /// before recovery marks it so.
 pub fn live_runs(conn: &Connection) -> Result<HashSet<String>> {
     let mut stmt = conn.prepare_cached(

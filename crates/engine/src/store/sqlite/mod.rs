@@ -271,8 +271,12 @@ impl Store for SqliteStore {
         !self.commit_promised.swap(true, Ordering::AcqRel)
     }
 
-    fn recover_interrupted(&self, now: EpochMs) -> Result<RecoveryReport> {
-        runs::recover(&mut self.conn(), now)
+    fn interrupted_runs(&self) -> Result<Vec<String>> {
+        self.read(runs::interrupted)
+    }
+
+    fn mark_interrupted(&self, run_ids: &[String], now: EpochMs) -> Result<RecoveryReport> {
+        runs::mark_interrupted(&mut self.conn(), run_ids, now)
     }
 
     fn set_read_limit(&self, limit: Duration) {

@@ -137,26 +137,51 @@ pub(super) fn list_plan(conn: &Connection, sql: &ListSql) -> Result<Vec<String>>
     Ok(plan)
 }
 
-/// Runs left queued/running/stalled by a console that is no longer alive
-/// ([`RunOwner::alive`]) become `interrupted`, their unfinished tasks `Aborted`; one
-/// transaction per run.
-pub(super) fn recover(conn: &mut Connection, now: EpochMs) -> Result<RecoveryReport> {
-    let mut report = RecoveryReport::default();
-    let candidates: Vec<(String, Option<i64>, Option<i64>)> = {
-        let mut stmt = conn.prepare(
-            "SELECT id, owner_pid, owner_start FROM runs
-             WHERE status IN ('queued', 'running', 'stalled') ORDER BY created_ms",
-        )?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-        rows.collect::<rusqlite::Result<_>>()?
-    };
-    let dead = candidates
-        .into_iter()
+/// Runs left queued, running or stalled by a console that is no longer alive
+/// ([`RunOwner::alive`]), oldest first.
+pub(super) fn interrupted(conn: &Connection) -> Result<Vec<String>> {
+    let mut stmt = conn.prepare(
+        "SELECT id, owner_pid, owner_start FROM runs
+         WHERE status IN ('queued', 'running', 'stalled') ORDER BY created_ms",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, Option<i64>>(1)?,
+            r.get::<_, Option<i64>>(2)?,
+        ))
+    })?;
+    let mut dead = Vec::new();
+    for row in rows {
+        let (id, pid, start) = row?;
         // A run whose console is alive (same pid, same start time) is left alone.
-        .filter(|(_, pid, start)| !RunOwner::alive(*pid, *start))
-        .map(|(id, _, _)| id);
-    for run_id in dead {
+        if !RunOwner::alive(pid, start) {
+            dead.push(id);
+        }
+    }
+    Ok(dead)
+}
+
+/// Mark `run_ids` interrupted and their unfinished tasks `Aborted`, one transaction per
+/// run; a run no longer queued, running or stalled is left alone.
+pub(super) fn mark_interrupted(
+    conn: &mut Connection,
+    run_ids: &[String],
+    now: EpochMs,
+) -> Result<RecoveryReport> {
+    let mut report = RecoveryReport::default();
+    for run_id in run_ids {
         let tx = conn.transaction()?;
+        let marked = tx.execute(
+            "UPDATE runs SET status = 'interrupted',
+                reason = 'the console running it exited' || CASE WHEN owner_pid IS NULL THEN '' ELSE ' (pid ' || owner_pid || ')' END,
+                finished_ms = ?2
+             WHERE id = ?1 AND status IN ('queued', 'running', 'stalled')",
+            params![run_id, now],
+        )?;
+        if marked == 0 {
+            continue;
+        }
         let aborted = tx.execute(
             "UPDATE task_results SET state = 'done', result = ?2, failure = 1,
                 message = CASE WHEN state = 'running'
@@ -166,17 +191,10 @@ pub(super) fn recover(conn: &mut Connection, now: EpochMs) -> Result<RecoveryRep
              WHERE run_id = ?1 AND state != 'done'",
             params![run_id, ABORTED, now],
         )?;
-        tx.execute(
-            "UPDATE runs SET status = 'interrupted',
-                reason = 'the console running it exited' || CASE WHEN owner_pid IS NULL THEN '' ELSE ' (pid ' || owner_pid || ')' END,
-                finished_ms = ?2
-             WHERE id = ?1",
-            params![run_id, now],
-        )?;
         tx.commit()?;
         tracing::warn!(run_id = %run_id, aborted, "marked interrupted run");
         report.aborted_tasks += aborted as u32;
-        report.interrupted_runs.push(run_id);
+        report.interrupted_runs.push(run_id.clone());
     }
     Ok(report)
 }
