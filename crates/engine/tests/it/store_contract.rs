@@ -37,6 +37,7 @@ macro_rules! store_contract {
                 unknown_run_is_a_typed_error,
                 listing_filters_sorts_and_pages,
                 a_search_text_over_the_bound_is_refused,
+                closed_reads_are_refused_and_writes_go_on,
                 recovery_marks_interrupted_and_kills_leftovers,
                 finished_results_commit_with_the_next_start_or_on_demand,
                 errored_runs_are_failed_runs,
@@ -376,6 +377,32 @@ fn a_search_text_over_the_bound_is_refused(b: &impl Backend) {
     );
     let at_bound = "é".repeat(MAX_SEARCH_CHARS);
     assert_eq!(s.list_runs(&search(&at_bound)).unwrap().total, 0);
+}
+
+/// After `close_reads` (a console about to exit) reads are refused with `Closing`;
+/// writes go on and are there for the next store.
+fn closed_reads_are_refused_and_writes_go_on(b: &impl Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = b.open(dir.path());
+    s.set_read_limit(Duration::from_secs(1));
+    let ids = s.insert_run(&new_run("r1", "p", T0), &rows(1)).unwrap();
+    assert_eq!(s.get_run("r1").unwrap().counts.total, 1);
+    s.close_reads();
+    let err = s.get_run("r1").unwrap_err();
+    assert!(matches!(err, StoreError::Closing), "{err}");
+    assert_eq!(err.code(), "closing");
+    assert!(matches!(
+        s.list_runs(&RunQuery::default()),
+        Err(StoreError::Closing)
+    ));
+    s.finish_task(ids[0], &done("Passed", false)).unwrap();
+    s.set_run_status("r1", RunStatus::Completed, None, T0)
+        .unwrap();
+    drop(s);
+    let s = b.open(dir.path());
+    let run = s.get_run("r1").unwrap();
+    assert_eq!(run.status, RunStatus::Completed);
+    assert_eq!(run.counts.done, 1);
 }
 
 fn dead_pid() -> i32 {
