@@ -1,6 +1,8 @@
 //! Load a pack directory, validate it against `schemas/`, report every problem with file
 //! and line or key path.
 
+mod count;
+pub mod discover;
 pub mod hash;
 pub mod library;
 mod load;
@@ -9,10 +11,13 @@ pub mod schema;
 pub mod view;
 
 use indexmap::IndexMap;
+use serde_json::{Map, Value};
 use std::path::PathBuf;
 
 use crate::diag::Diagnostic;
-pub use library::{discover, Library, LibraryChange, PackEntry};
+pub use count::{check_task_count, task_count};
+pub use discover::{discover, PackEntry};
+pub use library::{Library, LibraryChange};
 pub(crate) use load::load_with_hash;
 pub use load::{find_on_path, load, prereq_cycles};
 pub use model::*;
@@ -48,4 +53,14 @@ pub struct PackErrors {
     /// `version` of pack.yaml, when it could be read at all.
     pub version: Option<String>,
     pub diagnostics: Vec<Diagnostic>,
+}
+
+/// The normalised global parameters as one JSON object: every known key with its value or
+/// default, and every free key, at the top level. This is `global_params` in a task's
+/// params file.
+pub fn global_params_json(params: &GlobalParams) -> Map<String, Value> {
+    match serde_json::to_value(params) {
+        Ok(Value::Object(m)) => m,
+        _ => Map::new(),
+    }
 }

@@ -29,8 +29,9 @@ use serde_json::Value;
 use ts_rs::TS;
 
 use crate::clock::EpochMs;
+use crate::model::DutTarget;
+pub use crate::model::TaskKind;
 use crate::outcome::{RunStatus, ABORTED};
-use crate::plan::DutTarget;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -82,34 +83,6 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// proportional to both lengths inside one SQLite step, which the read limit cannot
 /// stop; with this bound a step stays short.
 pub const MAX_SEARCH_CHARS: usize = 200;
-
-/// Kind of a planned task: global or group setup, a test, global or group teardown.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, TS)]
-#[serde(rename_all = "snake_case")]
-#[ts(export)]
-pub enum TaskKind {
-    Setup,
-    Test,
-    Teardown,
-}
-
-impl TaskKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TaskKind::Setup => "setup",
-            TaskKind::Test => "test",
-            TaskKind::Teardown => "teardown",
-        }
-    }
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "setup" => TaskKind::Setup,
-            "test" => TaskKind::Test,
-            "teardown" => TaskKind::Teardown,
-            _ => return None,
-        })
-    }
-}
 
 /// A run as launched.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]

@@ -1755,7 +1755,7 @@ mod custom_order {
     use std::time::Duration;
 
     use testbay_engine::pack::{self, ResourceMode};
-    use testbay_engine::reserve::order::{custom_order, queue, OrderError};
+    use testbay_engine::run::order::{custom_order, queue, OrderError};
 
     fn pack_with(script: &str) -> (tempfile::TempDir, pack::LoadedPack) {
         let dir = tempfile::tempdir().unwrap();
