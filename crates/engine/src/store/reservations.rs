@@ -8,7 +8,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{Result, StoreError};
 use crate::clock::EpochMs;
-use crate::reserve::{BookEvent, BookEventKind, ReservationView};
+use testbay_core::reserve::{BookEvent, BookEventKind, ReservationView};
 
 fn json_err(what: &'static str) -> impl Fn(serde_json::Error) -> StoreError {
     move |source| StoreError::Json { what, source }

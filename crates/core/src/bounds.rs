@@ -129,7 +129,7 @@ pub fn check_request_size(
 }
 
 /// Bytes of `v` as compact JSON, counted without building the text.
-pub(crate) fn json_len<T: serde::Serialize + ?Sized>(v: &T) -> usize {
+pub fn json_len<T: serde::Serialize + ?Sized>(v: &T) -> usize {
     struct Count(usize);
     impl std::io::Write for Count {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {

@@ -1,6 +1,6 @@
 //! Pack discovery: every pack folder under a set of roots, loaded, one pack per name.
 //! A root or a pack that cannot be read is an entry with its errors, never a failure of
-//! the others. The file watcher that keeps this current is `library`.
+//! the others. The engine's `pack::library` keeps this current with a file watcher.
 
 use std::path::{Path, PathBuf};
 

@@ -28,10 +28,7 @@ pub fn load(dir: &Path) -> Result<LoadedPack, PackErrors> {
 
 /// [`load`], with the content hash already known (a snapshot hashes what it copies, so
 /// the files need not be read again).
-pub(crate) fn load_with_hash(
-    dir: &Path,
-    known_hash: Option<String>,
-) -> Result<LoadedPack, PackErrors> {
+pub fn load_with_hash(dir: &Path, known_hash: Option<String>) -> Result<LoadedPack, PackErrors> {
     let mut diags = Vec::new();
     let fail = |diags: Vec<Diagnostic>, name: Option<String>, version: Option<String>| PackErrors {
         dir: dir.to_path_buf(),
