@@ -1,0 +1,2 @@
+//! Integration tests of testbay-core, one module per core module, and the layers check.
+mod layers;
