@@ -21,7 +21,7 @@ use yaml_rust2::parser::{Event, Parser};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
 use yaml_rust2::Yaml;
 
-use crate::diag::Diagnostic;
+use crate::diag::{did_you_mean, Diagnostic};
 
 mod syntax;
 
@@ -797,8 +797,6 @@ fn type_name(ty: &str) -> &'static str {
         _ => "a value of an unknown type",
     }
 }
-
-pub use crate::diag::did_you_mean;
 
 impl Validator<'_> {
     fn err(&self, out: &mut Vec<Diagnostic>, span: Span, path: &str, message: String) {

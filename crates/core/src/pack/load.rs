@@ -18,8 +18,8 @@ use std::path::{Component, Path, PathBuf};
 use indexmap::IndexMap;
 
 use super::{LoadedPack, LoadedTask, PackDef, PackErrors, ResourceMode, TaskDef};
-use crate::diag::Diagnostic;
-use crate::doc::{self, did_you_mean, Located};
+use crate::diag::{did_you_mean, Diagnostic};
+use crate::doc::{self, Located};
 
 /// Load and check the pack in `dir`, reporting every problem at once.
 pub fn load(dir: &Path) -> Result<LoadedPack, PackErrors> {
