@@ -5,8 +5,8 @@
 //!   `#[schemars(range(...))]`, so `schemas/` carries each range and the loader reports a
 //!   value outside it with file, line, key and the bound it broke.
 //! - Launch requests: [`check_request_size`] (groups, DUTs, parameter overrides) before
-//!   anything is looked up, [`crate::pack::check_task_count`] once the pack is known; both before the
-//!   run is stored. The console's `launch` and `testbay run` call them.
+//!   anything is looked up, [`crate::pack::check_task_count`] once the pack is known;
+//!   both before the run is stored. The console's `launch` and `testbay run` call them.
 //! - Holds: [`hold_duration_ms`] and [`check_hold`], from the console's `hold` and
 //!   `testbay lab hold`.
 //!
