@@ -1,4 +1,5 @@
 //! Integration tests of testbay-core, one module per core module, and the layers check.
+mod book;
 mod doc;
 mod layers;
 mod params;
