@@ -256,6 +256,8 @@ fn core_depends_on_no_runtime_database_watcher_http_or_process_crate() {
         "tower-http",
         "tokio-tungstenite",
         "futures-util",
+        "reqwest",
+        "ureq",
         "tauri",
         "testbay-engine",
         "testbay-server",
