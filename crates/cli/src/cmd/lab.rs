@@ -8,6 +8,7 @@ use anyhow::{bail, Context};
 use clap::Subcommand;
 use testbay_engine::bounds;
 use testbay_engine::clock::{Clock, SystemClock};
+use testbay_engine::diag::did_you_mean;
 use testbay_engine::lab::{self, Lab};
 use testbay_engine::reserve::{
     BookClient, BookCommand, BookConfig, BookHandle, BookReply, ResId, ReservationStatus,
@@ -134,7 +135,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
                     .iter()
                     .map(|d| d.name.as_str())
                     .chain(lab.def.resources.iter().map(|r| r.name.as_str()));
-                let hint = closest(&target, names)
+                let hint = did_you_mean(&target, names)
                     .map(|s| format!(" (did you mean `{s}`?)"))
                     .unwrap_or_default();
                 bail!(
@@ -222,31 +223,6 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
             Ok(0)
         }
     }
-}
-
-fn closest<'a>(name: &str, names: impl Iterator<Item = &'a str>) -> Option<&'a str> {
-    names
-        .map(|n| (levenshtein(name, n), n))
-        .filter(|(d, n)| *d <= 2.max(n.len() / 3))
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, n)| n)
-}
-
-fn levenshtein(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            cur.push(
-                (prev[j] + usize::from(ca != *cb))
-                    .min(prev[j + 1] + 1)
-                    .min(cur[j] + 1),
-            );
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 fn open_book(lab: &Lab, store: &dyn Store) -> anyhow::Result<BookHandle> {

@@ -336,7 +336,13 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
     // A pack that does not load is reported by the launch, with its diagnostics.
     let pack = testbay_engine::pack::load(&pack_dir).ok();
     if let Some(p) = &pack {
-        bounds::check_task_count(p, &args.groups, duts.len(), &params, args.coverage_mode)?;
+        testbay_engine::pack::check_task_count(
+            p,
+            &args.groups,
+            duts.len(),
+            &params,
+            args.coverage_mode,
+        )?;
     }
     let needs_duts = !duts.is_empty();
     let req = LaunchRequest {

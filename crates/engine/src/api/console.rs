@@ -478,7 +478,7 @@ impl Console {
             .map(|name| self.dut_target(name))
             .collect::<Result<Vec<_>, _>>()?;
         let ats = self.launch_ats(spec.ats, &duts)?;
-        bounds::check_task_count(
+        crate::pack::check_task_count(
             &pack,
             &spec.groups,
             duts.len(),

@@ -30,6 +30,7 @@
 pub mod broker;
 pub mod events;
 mod item;
+pub mod order;
 mod prepare;
 mod recover;
 
@@ -45,7 +46,6 @@ use crate::exec::ExecLimits;
 use crate::outcome::{RunStatus, ABORTED, ERRORED};
 use crate::pack::{self, LoadedPack, PackErrors, ResourceMode};
 use crate::plan::{BusyOutcome, ItemState, Plan, PlanInput};
-use crate::reserve::order;
 use crate::store::{NewRun, NewTaskRow, Store, StoreError, TaskFinish, TaskKind};
 
 pub use broker::{AlwaysGrant, Grant, Holding, ResourceBroker, TaskNeeds, Wakes};
@@ -1257,7 +1257,7 @@ impl Driver {
 pub const SCHEDULER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// In the `custom_*` resource modes, the test order per group the pack's `scheduler`
-/// program chose (see [`crate::reserve::order`]); `None` in the other modes, and when a
+/// program chose (see [`order`]); `None` in the other modes, and when a
 /// group is unknown (the plan then says so).
 fn custom_test_order(
     pack: &LoadedPack,
