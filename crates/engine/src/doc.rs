@@ -12,10 +12,12 @@
 //! is placed by `syntax` where a reader must look (the `[` left open, not the end of the
 //! file where the parser gave up).
 //!
-//! Kept by hand, because no crate does it: the tree itself (YAML parsers and `serde_yaml`
-//! give values without the line of every key and item, and expand aliases without a bound),
-//! the placing of syntax errors, and the near-miss check of mappings that allow free keys
-//! (a `jsonschema` custom keyword).
+//! Kept by hand: the tree, built from the parser's events rather than by `yaml-rust2`'s own
+//! loader, so that alias expansion is counted and stopped as it happens, a duplicate key or
+//! an unknown tag is a problem with a place instead of a silent overwrite, and every key
+//! keeps its own line for the key paths later checks point at; the placing of syntax
+//! errors (no parser says which bracket was left open); the words of the messages; and the
+//! near-miss check of mappings that allow free keys, a `jsonschema` custom keyword.
 
 use std::any::TypeId;
 use std::collections::HashMap;
