@@ -13,7 +13,7 @@ use testbay_engine::reserve::{
     BookClient, BookCommand, BookConfig, BookHandle, BookReply, ResId, ReservationStatus,
     ReservationView,
 };
-use testbay_engine::store::Store;
+use testbay_engine::store::{SqliteStore, Store};
 use testbay_engine::timefmt::{fmt_ms, parse_duration_ms, parse_utc};
 
 use super::Ctx;
@@ -83,7 +83,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
             return Ok(1);
         }
     };
-    let store = Store::open_in(&ctx.data_dir).context("cannot open the store")?;
+    let store = SqliteStore::open_in(&ctx.data_dir).context("cannot open the store")?;
     let clock = SystemClock;
     store
         .save_lab(&lab, clock.now_ms())
@@ -249,9 +249,9 @@ fn levenshtein(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
-fn open_book(lab: &Lab, store: &Store) -> anyhow::Result<BookHandle> {
+fn open_book(lab: &Lab, store: &dyn Store) -> anyhow::Result<BookHandle> {
     BookHandle::open(
-        store.path(),
+        store,
         Arc::new(SystemClock),
         BookConfig::default(),
         lab.book_resources(),
@@ -261,8 +261,8 @@ fn open_book(lab: &Lab, store: &Store) -> anyhow::Result<BookHandle> {
 
 /// Live reservations as stored by the book's owner (or the last one), minus any whose
 /// lease or window has run out since.
-fn stored_live(store: &Store, now: i64) -> anyhow::Result<Vec<ReservationView>> {
-    let client = BookClient::open(store.path())?;
+fn stored_live(store: &dyn Store, now: i64) -> anyhow::Result<Vec<ReservationView>> {
+    let client = BookClient::open(store)?;
     Ok(client
         .reservations()?
         .into_iter()
@@ -310,7 +310,7 @@ fn holder_of(live: &[ReservationView], name: &str) -> String {
         .unwrap_or_else(|| "free".into())
 }
 
-fn show(lab: &Lab, store: &Store, json: bool) -> anyhow::Result<i32> {
+fn show(lab: &Lab, store: &dyn Store, json: bool) -> anyhow::Result<i32> {
     if json {
         crate::term::print_json(&lab.def)?;
         return Ok(0);

@@ -27,7 +27,7 @@ use testbay_engine::reserve::{
 use testbay_engine::run::{
     AlwaysGrant, LaunchRequest, ResourceBroker, RunError, RunEvent, RunManager, RunView, TaskState,
 };
-use testbay_engine::store::{Store, TaskRecord};
+use testbay_engine::store::{SqliteStore, Store, TaskRecord};
 
 use super::Ctx;
 use crate::term::{safe, width};
@@ -72,20 +72,19 @@ fn parse_mode<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, String> {
 }
 
 /// Open the store in the data dir and mark runs of dead consoles interrupted.
-pub fn open_store(ctx: &Ctx) -> anyhow::Result<Arc<Store>> {
-    let store = Store::open_in(&ctx.data_dir)
+pub fn open_store(ctx: &Ctx) -> anyhow::Result<Arc<dyn Store>> {
+    let store = SqliteStore::open_in(&ctx.data_dir)
         .with_context(|| format!("cannot open the data dir {}", ctx.data_dir.display()))?;
     // Reading must work on a full disk too: a recovery that cannot write is a note.
-    let rep = match store.recover_interrupted(SystemClock.now_ms()) {
+    let recovered =
+        testbay_engine::run::recover_interrupted(&store, &ctx.data_dir, SystemClock.now_ms());
+    let rep = match recovered {
         Ok(rep) => rep,
         Err(e) => {
             say!("note: cannot mark the runs of consoles that exited as interrupted: {e}");
             Default::default()
         }
     };
-    for id in &rep.interrupted_runs {
-        testbay_engine::run::remove_unused_folders(&ctx.data_dir.join("runs").join(id));
-    }
     if !rep.interrupted_runs.is_empty() {
         say!(
             "note: {} run(s) left by a console that exited are now marked interrupted ({}); {} task(s) aborted, {} leftover process(es) killed",
@@ -257,7 +256,7 @@ fn booking(
     args: &Args,
     ctx: &Ctx,
     lab: Option<&LabFile>,
-    store: &Store,
+    store: &dyn Store,
     pack: Option<&LoadedPack>,
     needs_duts: bool,
 ) -> anyhow::Result<Result<Booking, i32>> {
@@ -298,7 +297,7 @@ fn booking(
         .context("cannot store the lab inventory")?;
     testbay_engine::reserve::live::set_owner_label("testbay run");
     let handle = BookHandle::open(
-        store.path(),
+        store,
         Arc::new(clock),
         BookConfig::default(),
         l.book_resources(),
@@ -350,7 +349,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
         coverage_mode: args.coverage_mode,
     };
     let store = open_store(ctx)?;
-    let booking = match booking(&args, ctx, lab.as_ref(), &store, pack.as_ref(), needs_duts)? {
+    let booking = match booking(&args, ctx, lab.as_ref(), &*store, pack.as_ref(), needs_duts)? {
         Ok(b) => b,
         Err(code) => return Ok(code),
     };
@@ -441,7 +440,7 @@ enum Output {
 async fn drive(
     args: Args,
     req: LaunchRequest,
-    store: Arc<Store>,
+    store: Arc<dyn Store>,
     broker: Arc<dyn ResourceBroker>,
     ctx: &Ctx,
 ) -> anyhow::Result<i32> {

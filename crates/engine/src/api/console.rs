@@ -25,7 +25,7 @@ use crate::reserve::{
     BookReply, BrokerConfig, LiveError,
 };
 use crate::run::{AlwaysGrant, LaunchRequest, ResourceBroker, RunError, RunManager};
-use crate::store::{Store, StoreError, StoredTaskState};
+use crate::store::{SqliteStore, Store, StoreError, StoredTaskState};
 
 /// Events buffered per subscriber before it lags and gets `resync`.
 pub const EVENT_CAPACITY: usize = 4096;
@@ -41,7 +41,7 @@ pub struct Console {
     book: Option<Mutex<BookHandle>>,
     book_note: Option<String>,
     clock: Arc<dyn Clock>,
-    store: Arc<Store>,
+    store: Arc<dyn Store>,
     runs: RunManager,
     events: broadcast::Sender<Event>,
 }
@@ -63,13 +63,10 @@ impl Console {
             ))
         })?;
         crate::reserve::live::set_owner_label("the Testbay console");
-        let store = Arc::new(Store::open_in(&paths.data_dir).map_err(store_error)?);
-        let recovered = store
-            .recover_interrupted(clock.now_ms())
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open_in(&paths.data_dir).map_err(store_error)?);
+        let recovered = crate::run::recover_interrupted(&*store, &paths.data_dir, clock.now_ms())
             .map_err(store_error)?;
-        for id in &recovered.interrupted_runs {
-            crate::run::remove_unused_folders(&paths.data_dir.join("runs").join(id));
-        }
         if !recovered.interrupted_runs.is_empty() {
             tracing::warn!(runs = ?recovered.interrupted_runs, aborted_tasks = recovered.aborted_tasks, "marked runs of a dead console interrupted");
         }
@@ -85,7 +82,7 @@ impl Console {
                         tracing::warn!(file = %file.display(), error = %e, "cannot store the lab inventory");
                     }
                     match BookHandle::open(
-                        store.path(),
+                        &*store,
                         clock.clone(),
                         BookConfig::default(),
                         l.book_resources(),

@@ -31,6 +31,7 @@ pub mod broker;
 pub mod events;
 mod item;
 mod prepare;
+mod recover;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -51,6 +52,7 @@ pub use broker::{AlwaysGrant, Grant, Holding, ResourceBroker, TaskNeeds, Wakes};
 pub use events::{LaneView, LaunchRequest, Progress, RunEvent, RunView, TaskState, TaskView};
 use item::{spawn_item, ItemDone, ItemJob, Occurrence, RunCtx};
 pub use prepare::remove_unused_folders;
+pub use recover::recover_interrupted;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -78,7 +80,7 @@ pub struct RunManager {
 }
 
 struct Inner {
-    store: Arc<Store>,
+    store: Arc<dyn Store>,
     data_dir: PathBuf,
     broker: Arc<dyn ResourceBroker>,
     clock: Arc<dyn Clock>,
@@ -145,7 +147,7 @@ pub fn stop_grace(limits: &ExecLimits) -> std::time::Duration {
 
 impl RunManager {
     pub fn new(
-        store: Arc<Store>,
+        store: Arc<dyn Store>,
         data_dir: &Path,
         broker: Arc<dyn ResourceBroker>,
         clock: Arc<dyn Clock>,
@@ -154,7 +156,7 @@ impl RunManager {
     }
 
     pub fn with_limits(
-        store: Arc<Store>,
+        store: Arc<dyn Store>,
         data_dir: &Path,
         broker: Arc<dyn ResourceBroker>,
         clock: Arc<dyn Clock>,
@@ -176,7 +178,7 @@ impl RunManager {
         }
     }
 
-    pub fn store(&self) -> &Arc<Store> {
+    pub fn store(&self) -> &Arc<dyn Store> {
         &self.inner.store
     }
 
@@ -1114,7 +1116,8 @@ impl Driver {
             n += 1;
         }
         if n > 0 {
-            let killed = crate::store::kill_run_leftovers(std::slice::from_ref(&self.ctx.run_id));
+            let killed =
+                crate::exec::reap::kill_run_leftovers(std::slice::from_ref(&self.ctx.run_id));
             tracing::warn!(run_id = %self.ctx.run_id, given_up = n, killed, "gave up on tasks that did not end after a stop at once");
         }
         n
