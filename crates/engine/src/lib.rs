@@ -16,6 +16,7 @@ pub mod plan;
 pub mod report;
 pub mod reserve;
 pub mod run;
+pub mod schedule;
 pub mod store;
 pub mod timefmt;
 pub mod userfile;

@@ -18,3 +18,4 @@ mod read_file;
 mod bounds;
 mod support;
 mod waiters;
+mod schedule;
