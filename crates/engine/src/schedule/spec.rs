@@ -115,6 +115,7 @@ pub struct TimeWindow {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleSpec {
+    /// StormTest's schedule type: `oneoff`, `daily`, `weekly`, `weekdays`, `weekends`, `loop`.
     #[serde(rename = "type")]
     pub kind: ScheduleType,
     /// The first firing (`loop`: the first run), local date and time in `time_zone`:
