@@ -52,7 +52,7 @@ fn first_after_gap(tz: Tz, local: NaiveDateTime) -> Option<EpochMs> {
 }
 
 /// The local date and time of an instant in `tz`.
-pub(super) fn local_of(tz: Tz, ms: EpochMs) -> Option<NaiveDateTime> {
+fn local_of(tz: Tz, ms: EpochMs) -> Option<NaiveDateTime> {
     DateTime::from_timestamp_millis(ms).map(|utc| utc.with_timezone(&tz).naive_local())
 }
 

@@ -249,6 +249,19 @@ fn a_window_crossing_midnight_holds_back_a_loop_until_it_opens() {
         early.next_firing(early.start_ms() - 1, 0),
         Some(utc("2026-06-01 20:00"))
     );
+    // A window opening inside a spring-forward gap opens at the gap's end: 02:30 does not
+    // exist on 2026-03-29 in Paris, 03:00 CEST (01:00Z) is the opening.
+    let mut gap = spec(ScheduleType::Loop, "2026-03-28T12:00", "Europe/Paris");
+    gap.window = window("02:30", "05:00");
+    let gap = valid(&gap);
+    assert_eq!(
+        gap.next_firing(gap.start_ms() - 1, 0),
+        Some(utc("2026-03-29 01:00"))
+    );
+    assert_eq!(
+        gap.window_opening(utc("2026-03-29 03:00")),
+        Some(utc("2026-03-30 00:30"))
+    );
 }
 
 #[test]
