@@ -29,7 +29,9 @@
 //!   outside its own window is refused, since it would never fire.
 //! - **Catch-up** after the console was down: the firings missed since the last one are
 //!   counted, then run once (`catch_up: once`, at once or when the window next opens) or
-//!   skipped (`skip`). A `loop` misses nothing: it resumes when the console is back.
+//!   skipped (`skip`). A `loop` misses nothing: it resumes when the console is back. The
+//!   catch-up run stands for firings due before the end, so it runs even when the end has
+//!   passed since; the caller counts it as a run that fired.
 
 mod calendar;
 mod spec;
