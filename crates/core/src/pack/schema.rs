@@ -18,5 +18,9 @@ pub fn all_schemas() -> Vec<(&'static str, Value)> {
         ("task-return.schema.json", schema_of::<TaskReturn>()),
         ("reporting.schema.json", schema_of::<Reporting>()),
         ("lab.schema.json", schema_of::<crate::lab::LabFile>()),
+        (
+            "schedule.schema.json",
+            schema_of::<crate::schedule::ScheduleSpec>(),
+        ),
     ]
 }
