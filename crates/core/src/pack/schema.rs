@@ -2,7 +2,7 @@
 //!
 //! `schemas/*.schema.json` in the repository are these values pretty-printed; the test
 //! `schemas::committed_schemas_match_code` fails when they drift and rewrites them when run
-//! with `UPDATE_SCHEMAS=1`.
+//! with `TESTBAY_BLESS=1`.
 
 use serde_json::Value;
 
