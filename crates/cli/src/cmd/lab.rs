@@ -1,22 +1,29 @@
 //! `testbay lab`: show and search the lab inventory, hold and release DUTs and resources
 //! by hand, list who holds what and who waits.
+//!
+//! `hold` and `release` go through the console (`Request::Hold`, `Request::Release`),
+//! which owns the reservation book for the moment or posts to the process that does.
+//! `show`, `find` and `holds` look without opening a console: they check the lab file
+//! and read what the book's owner last stored (`lab::load`, `BookClient`). Opening a
+//! console would take the book over and mark the runs of dead consoles interrupted,
+//! which a look must not do (the next run reports that, and gives back their holds).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::Subcommand;
-use testbay_engine::bounds;
+use testbay_engine::api::{
+    ApiError, ConsoleOptions, ConsolePaths, ErrorCode, Request, ResId, ReservationMode,
+    ReservationStatus, ReservationView, Response,
+};
 use testbay_engine::clock::{Clock, SystemClock};
 use testbay_engine::lab::{self, Lab};
-use testbay_engine::reserve::{
-    BookClient, BookCommand, BookConfig, BookHandle, BookReply, ResId, ReservationStatus,
-    ReservationView,
-};
+use testbay_engine::reserve::BookClient;
 use testbay_engine::store::Store;
 use testbay_engine::timefmt::{fmt_ms, parse_duration_ms, parse_utc};
 
 use super::Ctx;
+use crate::console::{error_text, unexpected, Session};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -83,13 +90,9 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
             return Ok(1);
         }
     };
-    let store = Store::open_in(&ctx.data_dir).context("cannot open the store")?;
     let clock = SystemClock;
-    store
-        .save_lab(&lab, clock.now_ms())
-        .context("cannot store the lab inventory")?;
     match args.cmd {
-        LabCmd::Show { json } => show(&lab, &store, json),
+        LabCmd::Show { json } => show(&lab, &open_store(ctx, &lab)?, json),
         LabCmd::Find { terms, json } => {
             let found = lab.find(&terms)?;
             if json {
@@ -120,100 +123,77 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
                     })
                 })
                 .transpose()?;
-            bounds::check_hold(duration_ms, from, clock.now_ms()).map_err(|e| match e {
-                bounds::BoundError::OutOfRange { key, message } => {
-                    let flag = if key == "from_ms" { "--from" } else { "--for" };
-                    anyhow::anyhow!("{flag}: {message}")
-                }
-                other => other.into(),
-            })?;
-            if lab.dut(&target).is_none() && lab.resource(&target).is_none() {
-                let names = lab
-                    .def
-                    .duts
-                    .iter()
-                    .map(|d| d.name.as_str())
-                    .chain(lab.def.resources.iter().map(|r| r.name.as_str()));
-                let hint = closest(&target, names)
-                    .map(|s| format!(" (did you mean `{s}`?)"))
-                    .unwrap_or_default();
-                bail!(
-                    "`{target}` is neither a DUT nor a resource of {}{hint}",
-                    lab.file.display()
-                );
-            }
             let by = by
                 .or_else(|| std::env::var("USER").ok())
                 .unwrap_or_else(|| "operator".into());
-            let book = open_book(&lab, &store)?;
-            let reply = book.call(
-                BookCommand::Hold {
-                    resource: target,
-                    by,
-                    from,
-                    duration_ms,
-                    next_available: !no_wait,
-                },
-                clock.now_ms(),
-            );
-            book.shutdown();
-            match reply? {
-                BookReply::Held { reservation: v } => {
-                    match v.status {
-                        ReservationStatus::Held => out!(
-                            "held {} (id {}) by {} until {}",
-                            v.resource,
-                            v.id,
-                            v.holder,
-                            fmt_ms(v.end)
-                        ),
-                        ReservationStatus::Waiting => out!(
-                            "{} is busy; hold {} by {} starts {} and ends {}",
-                            v.resource,
-                            v.id,
-                            v.holder,
-                            fmt_ms(v.start),
-                            fmt_ms(v.end)
-                        ),
-                        ReservationStatus::Booked => out!(
-                            "booked {} (id {}) by {} from {} until {}",
-                            v.resource,
-                            v.id,
-                            v.holder,
-                            fmt_ms(v.start),
-                            fmt_ms(v.end)
-                        ),
-                    }
-                    Ok(0)
+            let request = Request::Hold {
+                resource: target,
+                by,
+                duration_s: duration_ms as f64 / 1000.0,
+                from_ms: from,
+                next_available: !no_wait,
+            };
+            let v = match booking_session(ctx)?.call(request) {
+                Ok(Response::Hold(v)) => v,
+                Ok(other) => return Err(unexpected("hold", other)),
+                // Bad arguments, an unknown DUT or resource: exit 2, naming the option.
+                Err(
+                    e @ ApiError {
+                        code: ErrorCode::InvalidRequest | ErrorCode::TooLarge | ErrorCode::NotFound,
+                        ..
+                    },
+                ) => bail!("{}", flag_named(&error_text(&e))),
+                Err(e) => {
+                    say!("{}", error_text(&e));
+                    return Ok(1);
                 }
-                BookReply::Error { message } => {
-                    say!("{message}");
-                    Ok(1)
-                }
-                other => bail!("unexpected answer {other:?}"),
+            };
+            match v.status {
+                ReservationStatus::Held => out!(
+                    "held {} (id {}) by {} until {}",
+                    v.resource,
+                    v.id,
+                    v.holder,
+                    fmt_ms(v.end)
+                ),
+                ReservationStatus::Waiting => out!(
+                    "{} is busy; hold {} by {} starts {} and ends {}",
+                    v.resource,
+                    v.id,
+                    v.holder,
+                    fmt_ms(v.start),
+                    fmt_ms(v.end)
+                ),
+                ReservationStatus::Booked => out!(
+                    "booked {} (id {}) by {} from {} until {}",
+                    v.resource,
+                    v.id,
+                    v.holder,
+                    fmt_ms(v.start),
+                    fmt_ms(v.end)
+                ),
             }
+            Ok(0)
         }
         LabCmd::Release { id } => {
             let id: ResId = id
                 .parse()
                 .with_context(|| format!("`{id}` is not a reservation id"))?;
-            let book = open_book(&lab, &store)?;
-            let reply = book.call(BookCommand::Release { id }, clock.now_ms());
-            book.shutdown();
-            match reply? {
-                BookReply::Released => {
+            match booking_session(ctx)?.call(Request::Release { id }) {
+                Ok(Response::Release { id }) => {
                     out!("released {id}");
                     Ok(0)
                 }
-                BookReply::Error { message } => {
-                    say!("{message}");
+                Ok(other) => Err(unexpected("release", other)),
+                Err(e) if e.code == ErrorCode::InvalidRequest => bail!("{}", error_text(&e)),
+                Err(e) => {
+                    say!("{}", error_text(&e));
                     Ok(1)
                 }
-                other => bail!("unexpected answer {other:?}"),
             }
         }
         LabCmd::Holds { json } => {
-            let live = stored_live(&store, clock.now_ms())?;
+            let live = stored_live(&open_store(ctx, &lab)?, clock.now_ms())?;
             if json {
                 crate::term::print_json(&live)?;
             } else {
@@ -224,39 +204,38 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
     }
 }
 
-fn closest<'a>(name: &str, names: impl Iterator<Item = &'a str>) -> Option<&'a str> {
-    names
-        .map(|n| (levenshtein(name, n), n))
-        .filter(|(d, n)| *d <= 2.max(n.len() / 3))
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, n)| n)
+/// The console that holds and releases: the lab and its book, no packs.
+fn booking_session(ctx: &Ctx) -> anyhow::Result<Session> {
+    let paths = ConsolePaths {
+        pack_roots: Vec::new(),
+        ..ctx.paths.clone()
+    };
+    let options = ConsoleOptions {
+        owner_label: "testbay lab",
+        watch_packs: false,
+        ..ConsoleOptions::default()
+    };
+    Session::open(paths, options)
 }
 
-fn levenshtein(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            cur.push(
-                (prev[j] + usize::from(ca != *cb))
-                    .min(prev[j + 1] + 1)
-                    .min(cur[j] + 1),
-            );
-        }
-        prev = cur;
+/// A hold's error with the request's keys named as the options that set them.
+fn flag_named(message: &str) -> String {
+    if let Some(rest) = message.strip_prefix("duration_s: ") {
+        format!("--for: {rest}")
+    } else if let Some(rest) = message.strip_prefix("from_ms: ") {
+        format!("--from: {rest}")
+    } else {
+        message.to_string()
     }
-    prev[b.len()]
 }
 
-fn open_book(lab: &Lab, store: &Store) -> anyhow::Result<BookHandle> {
-    BookHandle::open(
-        store.path(),
-        Arc::new(SystemClock),
-        BookConfig::default(),
-        lab.book_resources(),
-    )
-    .context("cannot open the reservation book")
+/// The store, with the lab inventory saved, for looking at what the book stored.
+fn open_store(ctx: &Ctx, lab: &Lab) -> anyhow::Result<Store> {
+    let store = Store::open_in(&ctx.data_dir).context("cannot open the store")?;
+    store
+        .save_lab(lab, SystemClock.now_ms())
+        .context("cannot store the lab inventory")?;
+    Ok(store)
 }
 
 /// Live reservations as stored by the book's owner (or the last one), minus any whose
@@ -372,7 +351,7 @@ fn show(lab: &Lab, store: &Store, json: bool) -> anyhow::Result<i32> {
     out!("resources:");
     for r in &lab.def.resources {
         let kind = match r.capacity {
-            Some(c) if r.mode == testbay_engine::reserve::ReservationMode::Shared => {
+            Some(c) if r.mode == ReservationMode::Shared => {
                 let used = live
                     .iter()
                     .filter(|v| {

@@ -2,11 +2,10 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use testbay_engine::api::Console;
+use testbay_engine::api::LocalConsole;
 use testbay_server::{Limits, ServeConfig, Server};
 
 use super::Ctx;
@@ -44,7 +43,9 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
         .build()
         .context("cannot start the async runtime")?;
     let code = rt.block_on(async move {
-        let console = Arc::new(Console::open(ctx.paths.clone()).map_err(|e| anyhow::anyhow!("{e}"))?);
+        let console = LocalConsole::open(ctx.paths.clone())
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .shared();
         let server = Server::bind(
             console,
             ServeConfig {
@@ -63,7 +64,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
         server.run(stop_signal()).await.context("server failed")?;
         anyhow::Ok(0)
     });
-    // The server has closed its connections and stopped the store's reads; work still on
+    // The server has closed its connections and shut the console down; work still on
     // the blocking pool (a read that was just ending) gets a moment, not a wait.
     rt.shutdown_timeout(Duration::from_millis(500));
     code

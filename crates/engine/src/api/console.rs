@@ -1,0 +1,37 @@
+//! [`Console`]: the front door every transport (the CLI, `testbay serve`, the desktop app)
+//! uses, and the only part of the engine they call. [`super::LocalConsole`] is the one
+//! implementation today; a client of another `testbay serve` can implement it too, and
+//! the transports take it unchanged.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use tokio::sync::broadcast;
+
+use super::{ApiError, Event, Request, Response};
+
+/// Events buffered per subscriber before it lags and gets `resync`.
+pub const EVENT_CAPACITY: usize = 4096;
+
+/// A subscriber's stream of [`Event`]s. One that falls more than [`EVENT_CAPACITY`]
+/// events behind gets `RecvError::Lagged`; transports turn that into [`Event::Resync`].
+pub type EventReceiver = broadcast::Receiver<Event>;
+
+/// The answer to one [`Console::dispatch`], to be awaited.
+pub type Reply<'a> = Pin<Box<dyn Future<Output = Result<Response, ApiError>> + Send + 'a>>;
+
+/// One console, as its transports see it.
+pub trait Console: Send + Sync {
+    /// Answer one request.
+    fn dispatch(&self, request: Request) -> Reply<'_>;
+
+    /// A new subscriber to every [`Event`] from now on.
+    fn subscribe(&self) -> EventReceiver;
+
+    /// The transport is about to exit: what the console has accepted is made durable
+    /// (task results and the reservation book are flushed) and store reads in flight stop
+    /// (their requests end with `unavailable`); later reads are refused. Runs still going
+    /// are not stopped: they end with the process (and are marked interrupted at the next
+    /// start). Safe to call more than once.
+    fn shutdown(&self);
+}
