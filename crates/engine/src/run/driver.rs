@@ -11,7 +11,8 @@ use super::events::ProgressThrottle;
 use super::item::{self, spawn_item, ItemDone, ItemJob, Occurrence, RunCtx};
 use super::view::progress_of;
 use super::{
-    prepare, stop_grace, Grant, Inner, LiveRun, RunEvent, TaskNeeds, TaskState, STOP_SLACK,
+    prepare, stop_grace, taskfiles, Grant, Inner, LiveRun, RunEvent, TaskNeeds, TaskState,
+    STOP_SLACK,
 };
 use crate::outcome::{RunStatus, ABORTED, ERRORED};
 use crate::pack::LoadedPack;
@@ -479,7 +480,7 @@ impl Driver {
                         let name = free_dir_name(self.dir_names.get(lane_name), &def.name);
                         (
                             self.ctx.run_dir.join(lane_name).join(name),
-                            item::log_names(def),
+                            taskfiles::log_names(def),
                         )
                     });
                 }

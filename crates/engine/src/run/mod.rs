@@ -22,7 +22,7 @@
 //!
 //! A run whose record is not whole ends `errored` instead of `completed` or `stopped`:
 //! the store refused a write of it, a commit took its results with it (counted at the end
-//! against the plan), or a task's folder or files could not be made (`item::StorageTrouble`).
+//! against the plan), or a task's folder or files could not be made (`storage::StorageTrouble`).
 //!
 //! Drivers and phases run as tokio tasks: processes are forked from runtime worker
 //! threads, which live as long as the runtime (see `exec` on pdeathsig).
@@ -39,6 +39,8 @@ mod item;
 mod launch;
 mod prepare;
 mod snapshot;
+mod storage;
+mod taskfiles;
 mod view;
 
 use std::collections::HashMap;
@@ -118,7 +120,7 @@ struct LiveRun {
     finished: Vec<Option<EpochMs>>,
     phase: Vec<Option<crate::outcome::Phase>>,
     /// Writes of this run that failed (the run then ends `errored`).
-    storage: item::StorageTrouble,
+    storage: storage::StorageTrouble,
     /// The run's event numbers; read under this state's lock for [`RunView::seq`].
     seq: events::Seq,
 }
