@@ -4,7 +4,10 @@
 //! Through the console's front door like every other client: the pack folder becomes the
 //! console's one pack folder, the run starts with `Request::Launch` (where every launch
 //! rule is checked: DUTs, ATS, bounds, reservations), progress comes from the event
-//! stream and `run_view`, the summary from `get_run`.
+//! stream and `run_view`, the summary from `get_run`. Two engine functions are used before
+//! the console exists, to turn the command line into the request: `params::parse_overrides`
+//! (`-p KEY=VALUE`, the value read as YAML) and `doc::read_limited` (finding a pack by the
+//! `name` in its pack.yaml, read within its bound like every pack file).
 //!
 //! Ctrl-C, SIGTERM and SIGHUP stop the run alike: the first gracefully (teardowns still
 //! run), the second at once, the third leaves without waiting (exit status 128 + the

@@ -46,8 +46,8 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
         let console = LocalConsole::open(ctx.paths.clone())
             .map_err(|e| anyhow::anyhow!("{e}"))?
             .shared();
-        let server = Server::bind(
-            console,
+        let bound = Server::bind(
+            console.clone(),
             ServeConfig {
                 bind: args.bind,
                 ui_dir,
@@ -55,8 +55,15 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
                 limits: Limits::default(),
             },
         )
-        .await
-        .with_context(|| format!("cannot listen on {}", args.bind))?;
+        .await;
+        // Serving shuts the console down as it stops; not serving at all does it here.
+        let server = match bound {
+            Ok(s) => s,
+            Err(e) => {
+                console.shutdown();
+                return Err(e).with_context(|| format!("cannot listen on {}", args.bind));
+            }
+        };
         println!("testbay serve: console at {}", server.url());
         if server.token().is_some() {
             println!("testbay serve: bound to a non-loopback address; requests need the token in that address");
