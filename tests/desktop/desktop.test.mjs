@@ -1,6 +1,7 @@
 // The real desktop app (debug build) under Xvfb, driven like an operator: it shows the
 // demo packs, launches a demo run on a demo DUT and sees it finish. Screenshots go to
-// docs/screenshots/desktop-*.png. Run: xvfb-run -a node --test tests/desktop/
+// test-output/screenshots/desktop-*.png (docs/screenshots with TESTBAY_BLESS=1).
+// Run: xvfb-run -a node --test tests/desktop/
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';

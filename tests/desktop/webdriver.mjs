@@ -133,7 +133,8 @@ export async function startApp({ env = {} } = {}) {
     },
     text: (css) => page.exec('return document.querySelector(arguments[0])?.textContent ?? null', [css]),
     /**
-     * Save the app window as the X server shows it to docs/screenshots/NAME.png.
+     * Save the app window as the X server shows it to NAME.png in test-output/screenshots
+     * (docs/screenshots with TESTBAY_BLESS=1, to refresh the README's pictures).
      *
      * Not WebDriver's screenshot: WebKitWebDriver (WebKitGTK 2.50) takes it after the
      * page's next presentation update, and a page drawn without GPU compositing (how the
@@ -141,7 +142,7 @@ export async function startApp({ env = {} } = {}) {
      * never returns. The X grab also shows what the operator sees, not a re-render.
      */
     async screenshot(name) {
-      const dir = path.join(ROOT, 'docs/screenshots');
+      const dir = path.join(ROOT, process.env.TESTBAY_BLESS ? 'docs/screenshots' : 'test-output/screenshots');
       mkdirSync(dir, { recursive: true });
       const script = path.join(ROOT, 'tests/desktop/xshot.py');
       await new Promise((resolve, reject) =>

@@ -8,7 +8,16 @@ import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
-export const SCREENSHOTS = path.join(ROOT, 'docs/screenshots');
+/**
+ * Where screenshots go: `docs/screenshots` (the README's pictures) only with
+ * TESTBAY_BLESS=1, else `test-output/screenshots` (ignored by git), so a test run leaves
+ * the tree as it was.
+ */
+export const SCREENSHOTS = screenshotDir(ROOT);
+
+export function screenshotDir(root) {
+  return process.env.TESTBAY_BLESS ? path.join(root, 'docs/screenshots') : path.join(root, 'test-output/screenshots');
+}
 
 /** The testbay binary: $TESTBAY_BIN, else target/debug/testbay under $CARGO_TARGET_DIR or ./target. */
 export function testbayBin() {

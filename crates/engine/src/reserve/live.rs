@@ -295,7 +295,7 @@ impl LiveBook {
         self.inner.events.subscribe()
     }
 
-    pub fn request(&self, req: Request) -> Result<PreReservation, BookError> {
+    pub fn request(&self, req: Request<'_>) -> Result<PreReservation, BookError> {
         self.with(|b| b.request(req))
     }
     pub fn claim(&self, id: ResId) -> Result<ClaimOutcome, BookError> {
