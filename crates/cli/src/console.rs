@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use testbay_engine::api::{
-    ApiError, Console, ConsoleOptions, ConsolePaths, LocalConsole, Request, Response, RunDetail,
-    RunRecord, RunView, TaskRecord,
+    ApiError, BookUse, Console, ConsoleOptions, ConsolePaths, LocalConsole, Request, Response,
+    RunDetail, RunRecord, RunView, TaskRecord,
 };
 use tokio::runtime::Runtime;
 
@@ -61,7 +61,7 @@ impl Session {
             ..ctx.paths.clone()
         };
         let options = ConsoleOptions {
-            reserve: false,
+            book: BookUse::None,
             watch_packs: false,
             ..ConsoleOptions::default()
         };

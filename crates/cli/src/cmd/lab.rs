@@ -1,25 +1,23 @@
 //! `testbay lab`: show and search the lab inventory, hold and release DUTs and resources
 //! by hand, list who holds what and who waits.
 //!
-//! `hold` and `release` go through the console (`Request::Hold`, `Request::Release`),
-//! which owns the reservation book for the moment or posts to the process that does.
-//! `show`, `find` and `holds` look without opening a console: they check the lab file
-//! and read what the book's owner last stored (`lab::load`, `BookClient`). Opening a
-//! console would take the book over and mark the runs of dead consoles interrupted,
-//! which a look must not do (the next run reports that, and gives back their holds).
+//! Through the console like the other transports: `hold` and `release` dispatch
+//! `Request::Hold` / `Request::Release` (the console owns the book for the moment, or
+//! posts to the process that does), `holds` and `show` ask for `Request::Reservations`
+//! from a console that never owns the book (a look takes nothing over). None of them
+//! marks the runs of dead consoles interrupted: that is left to the next run, which says
+//! so. The lab file itself is read here (`lab::load`): `show` and `find` check and print
+//! the file as written, with every problem named.
 
 use std::collections::BTreeMap;
 
 use anyhow::{bail, Context};
 use clap::Subcommand;
 use testbay_engine::api::{
-    ApiError, ConsoleOptions, ConsolePaths, ErrorCode, Request, ResId, ReservationMode,
+    ApiError, BookUse, ConsoleOptions, ConsolePaths, ErrorCode, Request, ResId, ReservationMode,
     ReservationStatus, ReservationView, Response,
 };
-use testbay_engine::clock::{Clock, SystemClock};
 use testbay_engine::lab::{self, Lab};
-use testbay_engine::reserve::BookClient;
-use testbay_engine::store::Store;
 use testbay_engine::timefmt::{fmt_ms, parse_duration_ms, parse_utc};
 
 use super::Ctx;
@@ -90,9 +88,8 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
             return Ok(1);
         }
     };
-    let clock = SystemClock;
     match args.cmd {
-        LabCmd::Show { json } => show(&lab, &open_store(ctx, &lab)?, json),
+        LabCmd::Show { json } => show(ctx, &lab, json),
         LabCmd::Find { terms, json } => {
             let found = lab.find(&terms)?;
             if json {
@@ -133,7 +130,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
                 from_ms: from,
                 next_available: !no_wait,
             };
-            let v = match booking_session(ctx)?.call(request) {
+            let v = match lab_session(ctx, BookUse::Own)?.call(request) {
                 Ok(Response::Hold(v)) => v,
                 Ok(other) => return Err(unexpected("hold", other)),
                 // Bad arguments, an unknown DUT or resource: exit 2, naming the option.
@@ -179,7 +176,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
             let id: ResId = id
                 .parse()
                 .with_context(|| format!("`{id}` is not a reservation id"))?;
-            match booking_session(ctx)?.call(Request::Release { id }) {
+            match lab_session(ctx, BookUse::Own)?.call(Request::Release { id }) {
                 Ok(Response::Release { id }) => {
                     out!("released {id}");
                     Ok(0)
@@ -193,7 +190,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
             }
         }
         LabCmd::Holds { json } => {
-            let live = stored_live(&open_store(ctx, &lab)?, clock.now_ms())?;
+            let live = stored_live(ctx)?;
             if json {
                 crate::term::print_json(&live)?;
             } else {
@@ -204,15 +201,17 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
     }
 }
 
-/// The console that holds and releases: the lab and its book, no packs.
-fn booking_session(ctx: &Ctx) -> anyhow::Result<Session> {
+/// The console of a `lab` subcommand: the lab and its book, no packs.
+fn lab_session(ctx: &Ctx, book: BookUse) -> anyhow::Result<Session> {
     let paths = ConsolePaths {
         pack_roots: Vec::new(),
         ..ctx.paths.clone()
     };
     let options = ConsoleOptions {
+        book,
         owner_label: "testbay lab",
         watch_packs: false,
+        recover: false,
         ..ConsoleOptions::default()
     };
     Session::open(paths, options)
@@ -229,22 +228,19 @@ fn flag_named(message: &str) -> String {
     }
 }
 
-/// The store, with the lab inventory saved, for looking at what the book stored.
-fn open_store(ctx: &Ctx, lab: &Lab) -> anyhow::Result<Store> {
-    let store = Store::open_in(&ctx.data_dir).context("cannot open the store")?;
-    store
-        .save_lab(lab, SystemClock.now_ms())
-        .context("cannot store the lab inventory")?;
-    Ok(store)
-}
-
-/// Live reservations as stored by the book's owner (or the last one), minus any whose
+/// Live reservations as the book's owner (or its last one) stored them, minus any whose
 /// lease or window has run out since.
-fn stored_live(store: &Store, now: i64) -> anyhow::Result<Vec<ReservationView>> {
-    let client = BookClient::open(store.path())?;
-    Ok(client
-        .reservations()?
+fn stored_live(ctx: &Ctx) -> anyhow::Result<Vec<ReservationView>> {
+    let session = lab_session(ctx, BookUse::Client)?;
+    let r = match session.call(Request::Reservations) {
+        Ok(Response::Reservations(r)) => r,
+        Ok(other) => return Err(unexpected("reservations", other)),
+        Err(e) => bail!("{}", error_text(&e)),
+    };
+    let now = r.now;
+    Ok(r.resources
         .into_iter()
+        .flat_map(|h| h.holders.into_iter().chain(h.booked).chain(h.waiters))
         .filter(|v| v.end > now && (v.status != ReservationStatus::Held || v.expires > now))
         .collect())
 }
@@ -289,12 +285,12 @@ fn holder_of(live: &[ReservationView], name: &str) -> String {
         .unwrap_or_else(|| "free".into())
 }
 
-fn show(lab: &Lab, store: &Store, json: bool) -> anyhow::Result<i32> {
+fn show(ctx: &Ctx, lab: &Lab, json: bool) -> anyhow::Result<i32> {
     if json {
         crate::term::print_json(&lab.def)?;
         return Ok(0);
     }
-    let live = stored_live(store, SystemClock.now_ms())?;
+    let live = stored_live(ctx)?;
     out!("lab {} ({})", lab.def.name, lab.file.display());
     for rack in &lab.def.racks {
         out!();

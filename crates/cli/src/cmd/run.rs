@@ -22,8 +22,9 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use serde_json::{Map, Value};
 use testbay_engine::api::{
-    paths::absolute, ApiError, Console, ConsoleOptions, ConsolePaths, CoverageMode, ErrorCode,
-    Event, EventReceiver, LaunchSpec, Request, ResourceMode, Response, RunEvent, RunStatus,
+    paths::absolute, ApiError, BookUse, Console, ConsoleOptions, ConsolePaths, CoverageMode,
+    ErrorCode, Event, EventReceiver, LaunchSpec, Request, ResourceMode, Response, RunEvent,
+    RunStatus,
 };
 use testbay_engine::params;
 use tokio::sync::broadcast::error::RecvError;
@@ -134,7 +135,11 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
     let session = Session::open(
         paths,
         ConsoleOptions {
-            reserve: !args.no_reserve,
+            book: if args.no_reserve {
+                BookUse::None
+            } else {
+                BookUse::Own
+            },
             owner_label: "testbay run",
             watch_packs: false,
             ..ConsoleOptions::default()

@@ -15,7 +15,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::diag::Diagnostic;
 use crate::lab::{self as inventory, Lab};
 use crate::pack::library::{Library, LibraryChange};
-use crate::reserve::{BookBroker, BookConfig, BookHandle, BrokerConfig, LiveBook};
+use crate::reserve::{BookBroker, BookClient, BookConfig, BookHandle, BrokerConfig, LiveBook};
 use crate::run::{AlwaysGrant, ResourceBroker, RunManager};
 use crate::store::{RecoveryReport, Store};
 
@@ -35,7 +35,7 @@ pub struct LocalConsole {
     /// not wait for a request holding the mutex).
     owned_book: Option<LiveBook>,
     pub(super) book_note: Option<String>,
-    /// Whether runs reserve what they use ([`ConsoleOptions::reserve`]).
+    /// Whether runs reserve what they use (not with [`BookUse::None`]).
     pub(super) reserve: bool,
     pub(super) clock: Arc<dyn Clock>,
     pub(super) store: Arc<Store>,
@@ -48,25 +48,41 @@ pub struct LocalConsole {
 pub struct ConsoleOptions {
     /// Time for runs and reservations ([`crate::clock::ManualClock`] in tests).
     pub clock: Arc<dyn Clock>,
-    /// Reserve DUTs and lab resources in the lab's reservation book (taking it over when
-    /// no other process owns it). Off (`testbay run --no-reserve`): the book is not
-    /// opened, runs get what their tasks ask for, and a launch's answer names what went
-    /// unreserved.
-    pub reserve: bool,
+    /// How it uses the lab's reservation book.
+    pub book: BookUse,
     /// How other processes name this one when it owns the book.
     pub owner_label: &'static str,
     /// Reload packs when their folders change on disk.
     pub watch_packs: bool,
+    /// Mark the runs of consoles that exited without ending them interrupted as it opens
+    /// ([`LocalConsole::recovered`]), which lets the book's next owner give back what
+    /// they held. A console that only looks leaves them to the next one that runs.
+    pub recover: bool,
+}
+
+/// How a console uses the lab's reservation book.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BookUse {
+    /// Own it when no other process does, else post to its owner; runs reserve through
+    /// the book it owns and are refused what they would need to reserve otherwise.
+    Own,
+    /// Never own it: show what its owner last stored and post changes to the owner.
+    Client,
+    /// No book (`testbay run --no-reserve`): runs get what their tasks ask for, and a
+    /// launch's answer names what went unreserved.
+    None,
 }
 
 impl Default for ConsoleOptions {
-    /// The long-lived console: wall-clock time, reserving, pack folders watched.
+    /// The long-lived console: wall-clock time, the book owned, pack folders watched,
+    /// runs of dead consoles recovered.
     fn default() -> Self {
         Self {
             clock: Arc::new(SystemClock),
-            reserve: true,
+            book: BookUse::Own,
             owner_label: "the Testbay console",
             watch_packs: true,
+            recover: true,
         }
     }
 }
@@ -85,9 +101,10 @@ impl LocalConsole {
     pub fn open_with(paths: ConsolePaths, options: ConsoleOptions) -> Result<Self, ApiError> {
         let ConsoleOptions {
             clock,
-            reserve,
+            book: book_use,
             owner_label,
             watch_packs,
+            recover,
         } = options;
         std::fs::create_dir_all(&paths.data_dir).map_err(|e| {
             ApiError::internal(format!(
@@ -97,9 +114,13 @@ impl LocalConsole {
         })?;
         crate::reserve::live::set_owner_label(owner_label);
         let store = Arc::new(Store::open_in(&paths.data_dir).map_err(store_error)?);
-        let recovered = store
-            .recover_interrupted(clock.now_ms())
-            .map_err(|e| e.to_string());
+        let recovered = if recover {
+            store
+                .recover_interrupted(clock.now_ms())
+                .map_err(|e| e.to_string())
+        } else {
+            Ok(RecoveryReport::default())
+        };
         match &recovered {
             Ok(r) => {
                 for id in &r.interrupted_runs {
@@ -125,14 +146,19 @@ impl LocalConsole {
                     if let Err(e) = store.save_lab(&l, clock.now_ms()) {
                         tracing::warn!(file = %file.display(), error = %e, "cannot store the lab inventory");
                     }
-                    match reserve.then(|| {
-                        BookHandle::open(
+                    let opened = match book_use {
+                        BookUse::Own => Some(BookHandle::open(
                             store.path(),
                             clock.clone(),
                             BookConfig::default(),
                             l.book_resources(),
-                        )
-                    }) {
+                        )),
+                        BookUse::Client => {
+                            Some(BookClient::open(store.path()).map(BookHandle::Client))
+                        }
+                        BookUse::None => None,
+                    };
+                    match opened {
                         None => book_note = Some("this console reserves nothing".into()),
                         Some(Ok(BookHandle::Owner(b))) => {
                             forward(b.subscribe(), events.clone(), Event::Book);
@@ -180,7 +206,7 @@ impl LocalConsole {
             book,
             owned_book,
             book_note,
-            reserve,
+            reserve: book_use != BookUse::None,
             clock,
             store,
             runs,

@@ -50,7 +50,7 @@ pub use console::{Console, EventReceiver, Reply, EVENT_CAPACITY};
 pub use error::{ApiError, ErrorCode};
 pub use files::FileContent;
 pub use lab::{LabView, RackView, Reservations, ResourceView, SlotState, SlotView};
-pub use local::{ConsoleOptions, LocalConsole};
+pub use local::{BookUse, ConsoleOptions, LocalConsole};
 pub use logs::LogChunk;
 pub use paths::ConsolePaths;
 
