@@ -12,7 +12,7 @@ use std::time::Instant;
 use rand::{Rng, SeedableRng};
 use testbay_engine::clock::ManualClock;
 use testbay_engine::reserve::*;
-use testbay_engine::store::Store;
+use testbay_engine::store::{SqliteStore, Store};
 
 const RESOURCES: usize = 10_000;
 const SHARED_EVERY: usize = 10; // every 10th resource is shared, capacity 4
@@ -221,10 +221,10 @@ fn plain_cycles(maps: &mut [BTreeMap<i64, i64>], jobs: &[Job], timed: bool) -> F
 /// the writer thread in batches; timing ends when the last batch is committed.
 fn run_persisted(n: usize, jobs: &[Job]) -> (Figures, f64, usize) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open_in(dir.path()).unwrap();
+    let store = SqliteStore::open_in(dir.path()).unwrap();
     let clock = ManualClock::new(T0);
     let live = LiveBook::open(
-        store.path(),
+        &store,
         Arc::new(clock.clone()),
         BookConfig::default(),
         specs(),

@@ -22,7 +22,7 @@ fn env_or(key: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-fn fill(s: &Store, runs: usize, tasks: u32) {
+fn fill(s: &dyn Store, runs: usize, tasks: u32) {
     for i in 0..runs {
         let id = format!("r{i:06}");
         let run = NewRun {
@@ -109,9 +109,9 @@ fn main() {
     let calls = env_or("STORE_BENCH_CALLS", 5).max(1);
     let tasks = env_or("STORE_BENCH_TASKS", 20) as u32;
     let dir = tempfile::tempdir().unwrap();
-    let s = Arc::new(Store::open_in(dir.path()).unwrap());
+    let s = Arc::new(SqliteStore::open_in(dir.path()).unwrap());
     let t = Instant::now();
-    fill(&s, runs, tasks);
+    fill(&*s, runs, tasks);
     println!(
         "store: {runs} runs x {tasks} tasks written in {:.1} s",
         t.elapsed().as_secs_f64()

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use testbay_engine::clock::{Clock, SystemClock};
 use testbay_engine::outcome::RunStatus;
 use testbay_engine::run::{AlwaysGrant, LaunchRequest, RunManager};
-use testbay_engine::store::Store;
+use testbay_engine::store::{SqliteStore, Store};
 
 fn write_pack(dir: &Path, n: usize, process_safe: bool, process_limit: u32) {
     std::fs::create_dir_all(dir.join("tasks")).unwrap();
@@ -52,7 +52,7 @@ fn engine_run(root: &Path, pack: &Path) -> Duration {
         "data-{}",
         pack.file_name().unwrap().to_string_lossy()
     ));
-    let store = Arc::new(Store::open_in(&data).unwrap());
+    let store = Arc::new(SqliteStore::open_in(&data).unwrap());
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -67,8 +67,8 @@ fn a_bad_token_is_refused_before_serving() {
 /// A stored run whose 4,000 task messages make a search for `slow_search_body` take
 /// SQLite many seconds in this build (a real slow query, as an operator's search can be).
 fn store_with_a_slow_search(data: &std::path::Path) {
-    use testbay_engine::store::{NewRun, NewTaskRow, Store, TaskFinish, TaskKind};
-    let s = Store::open_in(data).unwrap();
+    use testbay_engine::store::{NewRun, NewTaskRow, SqliteStore, Store, TaskFinish, TaskKind};
+    let s = SqliteStore::open_in(data).unwrap();
     let run = NewRun {
         id: "slow".into(),
         pack_name: "p".into(),

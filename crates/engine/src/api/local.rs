@@ -17,7 +17,7 @@ use crate::lab::{self as inventory, Lab};
 use crate::pack::library::{Library, LibraryChange};
 use crate::reserve::{BookBroker, BookClient, BookConfig, BookHandle, BrokerConfig, LiveBook};
 use crate::run::{AlwaysGrant, ResourceBroker, RunManager};
-use crate::store::{RecoveryReport, Store};
+use crate::store::{RecoveryReport, SqliteStore, Store};
 
 use super::error::store_error;
 
@@ -38,7 +38,7 @@ pub struct LocalConsole {
     /// Whether runs reserve what they use (not with [`BookUse::None`]).
     pub(super) reserve: bool,
     pub(super) clock: Arc<dyn Clock>,
-    pub(super) store: Arc<Store>,
+    pub(super) store: Arc<dyn Store>,
     pub(super) runs: RunManager,
     events: broadcast::Sender<Event>,
     recovered: Result<RecoveryReport, String>,
@@ -113,19 +113,16 @@ impl LocalConsole {
             ))
         })?;
         crate::reserve::live::set_owner_label(owner_label);
-        let store = Arc::new(Store::open_in(&paths.data_dir).map_err(store_error)?);
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open_in(&paths.data_dir).map_err(store_error)?);
         let recovered = if recover {
-            store
-                .recover_interrupted(clock.now_ms())
+            crate::run::recover_interrupted(&*store, &paths.data_dir, clock.now_ms())
                 .map_err(|e| e.to_string())
         } else {
             Ok(RecoveryReport::default())
         };
         match &recovered {
             Ok(r) => {
-                for id in &r.interrupted_runs {
-                    crate::run::remove_unused_folders(&paths.data_dir.join("runs").join(id));
-                }
                 if !r.interrupted_runs.is_empty() {
                     tracing::warn!(runs = ?r.interrupted_runs, aborted_tasks = r.aborted_tasks, "marked runs of a dead console interrupted");
                 }
@@ -148,14 +145,12 @@ impl LocalConsole {
                     }
                     let opened = match book_use {
                         BookUse::Own => Some(BookHandle::open(
-                            store.path(),
+                            &*store,
                             clock.clone(),
                             BookConfig::default(),
                             l.book_resources(),
                         )),
-                        BookUse::Client => {
-                            Some(BookClient::open(store.path()).map(BookHandle::Client))
-                        }
+                        BookUse::Client => Some(BookClient::open(&*store).map(BookHandle::Client)),
                         BookUse::None => None,
                     };
                     match opened {

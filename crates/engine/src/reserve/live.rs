@@ -27,15 +27,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::broadcast;
 
 use super::*;
 use crate::clock::{Clock, EpochMs};
-use crate::store::reservations as db;
-use crate::store::StoreError;
+use crate::store::{BookStore, Store, StoreError};
 
 /// Errors of the live book.
 #[derive(Debug, thiserror::Error)]
@@ -190,27 +188,18 @@ pub fn owner_of(db_path: &Path) -> Option<String> {
     }
 }
 
-fn open_conn(db_path: &Path) -> Result<Connection, StoreError> {
-    let conn = Connection::open(db_path).map_err(|source| StoreError::Open {
-        path: db_path.to_path_buf(),
-        source,
-    })?;
-    conn.busy_timeout(Duration::from_secs(5))?;
-    conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")?;
-    Ok(conn)
-}
-
 impl LiveBook {
-    /// Become the book's owner for the store at `db_path` (already migrated by
-    /// [`crate::store::Store::open`]): reload live reservations (dropping those that expired
+    /// Become the book's owner for `store` (its ownership lock is a file beside
+    /// [`Store::path`]): reload live reservations (dropping those that expired
     /// while nobody owned the book) and start the writer/service thread. Fails with
     /// [`LiveError::OwnedElsewhere`] if another process owns it.
     pub fn open(
-        db_path: &Path,
+        store: &dyn Store,
         clock: Arc<dyn Clock>,
         cfg: BookConfig,
         resources: Vec<ResourceSpec>,
     ) -> Result<Self, LiveError> {
+        let db_path = store.path();
         let lock = try_lock(db_path)?.ok_or(LiveError::OwnedElsewhere)?;
         // Say who owns it, for the processes that cannot have it (see [`owner_of`]).
         let written = lock
@@ -219,12 +208,12 @@ impl LiveBook {
         if let Err(e) = written {
             tracing::warn!(db = %db_path.display(), error = %e, "cannot note the book's owner in its lock file");
         }
-        let conn = open_conn(db_path)?;
-        let saved = db::load_book(&conn)?;
+        let store = store.open_book_store()?;
+        let saved = store.load_book()?;
         let mut book = Book::with_config(clock, cfg, resources)?;
         let restored = saved.live.len();
         book.restore(saved.live, saved.next_id, saved.next_seq);
-        let live_runs = db::live_runs(&conn)?;
+        let live_runs = store.live_runs()?;
         let given_back = book.release_ended(|h| match h {
             Holder::Run { run_id, .. } => !live_runs.contains(run_id),
             Holder::Operator { .. } => false,
@@ -260,7 +249,7 @@ impl LiveBook {
         let weak = Arc::downgrade(&inner);
         let handle = std::thread::Builder::new()
             .name("testbay-book".into())
-            .spawn(move || service(conn, rx, weak))
+            .spawn(move || service(store, rx, weak))
             .map_err(|source| LiveError::Lock {
                 path: db_path.to_path_buf(),
                 source,
@@ -440,7 +429,11 @@ fn apply(b: &mut Book, cmd: BookCommand) -> BookReply {
 
 /// The service thread: writes event batches (one transaction each), and every
 /// [`SERVICE_PERIOD`] sweeps expiries and answers the inbox.
-fn service(mut conn: Connection, rx: mpsc::Receiver<WriterMsg>, inner: std::sync::Weak<Inner>) {
+fn service(
+    mut store: Box<dyn BookStore>,
+    rx: mpsc::Receiver<WriterMsg>,
+    inner: std::sync::Weak<Inner>,
+) {
     let mut last_service = std::time::Instant::now();
     loop {
         let first = match rx.recv_timeout(SERVICE_PERIOD) {
@@ -448,7 +441,7 @@ fn service(mut conn: Connection, rx: mpsc::Receiver<WriterMsg>, inner: std::sync
             Err(mpsc::RecvTimeoutError::Timeout) => None,
             Err(mpsc::RecvTimeoutError::Disconnected) => return,
         };
-        if pump(&rx, &mut conn, first) {
+        if pump(&rx, &mut *store, first) {
             return;
         }
         if last_service.elapsed() >= SERVICE_PERIOD {
@@ -459,7 +452,7 @@ fn service(mut conn: Connection, rx: mpsc::Receiver<WriterMsg>, inner: std::sync
                 g.book.tick();
                 publish(&inner, &mut g);
             }
-            if serve_inbox(&rx, &mut conn, &inner) {
+            if serve_inbox(&rx, &mut *store, &inner) {
                 return;
             }
         }
@@ -469,12 +462,16 @@ fn service(mut conn: Connection, rx: mpsc::Receiver<WriterMsg>, inner: std::sync
 /// Write `first` and whatever else is queued, in batches of at most [`MAX_BATCH`] events
 /// per transaction; answer flush requests once what preceded them is committed. Returns
 /// true when asked to stop.
-fn pump(rx: &mpsc::Receiver<WriterMsg>, conn: &mut Connection, first: Option<WriterMsg>) -> bool {
+fn pump(
+    rx: &mpsc::Receiver<WriterMsg>,
+    store: &mut dyn BookStore,
+    first: Option<WriterMsg>,
+) -> bool {
     let mut next = first.or_else(|| rx.try_recv().ok());
     let mut batch: Vec<BookEvent> = Vec::new();
-    let write = |conn: &mut Connection, batch: &mut Vec<BookEvent>| {
+    let write = |store: &mut dyn BookStore, batch: &mut Vec<BookEvent>| {
         if !batch.is_empty() {
-            if let Err(e) = db::write_events(conn, batch) {
+            if let Err(e) = store.write_events(batch) {
                 tracing::error!(error = %e, events = batch.len(), "cannot persist reservation events");
             }
             batch.clear();
@@ -485,28 +482,28 @@ fn pump(rx: &mpsc::Receiver<WriterMsg>, conn: &mut Connection, first: Option<Wri
             WriterMsg::Events(ev) => {
                 batch.extend(ev);
                 if batch.len() >= MAX_BATCH {
-                    write(conn, &mut batch);
+                    write(store, &mut batch);
                 }
             }
             WriterMsg::Flush(tx) => {
-                write(conn, &mut batch);
+                write(store, &mut batch);
                 let _ = tx.send(());
             }
             WriterMsg::Stop => {
-                write(conn, &mut batch);
+                write(store, &mut batch);
                 return true;
             }
         }
         next = rx.try_recv().ok();
     }
-    write(conn, &mut batch);
+    write(store, &mut batch);
     false
 }
 
 /// Apply pending inbox commands; each answer is written after the command's events are
 /// committed. Returns true when asked to stop meanwhile.
-fn serve_inbox(rx: &mpsc::Receiver<WriterMsg>, conn: &mut Connection, inner: &Inner) -> bool {
-    let pending = match db::inbox_pending(conn) {
+fn serve_inbox(rx: &mpsc::Receiver<WriterMsg>, store: &mut dyn BookStore, inner: &Inner) -> bool {
+    let pending = match store.inbox_pending() {
         Ok(p) => p,
         Err(e) => {
             tracing::error!(error = %e, "cannot read the book inbox");
@@ -533,9 +530,9 @@ fn serve_inbox(rx: &mpsc::Receiver<WriterMsg>, conn: &mut Connection, inner: &In
                     .now(),
             ),
         };
-        let stop = pump(rx, conn, None);
+        let stop = pump(rx, store, None);
         let json = serde_json::to_string(&reply).unwrap_or_default();
-        if let Err(e) = db::inbox_answer(conn, id, now, &json) {
+        if let Err(e) = store.inbox_answer(id, now, &json) {
             tracing::error!(error = %e, "cannot answer a book inbox command");
         }
         if stop {
@@ -548,14 +545,14 @@ fn serve_inbox(rx: &mpsc::Receiver<WriterMsg>, conn: &mut Connection, inner: &In
 /// A process that does not own the book: posts commands to the owner's inbox and reads
 /// the stored state.
 pub struct BookClient {
-    conn: Connection,
+    store: Box<dyn BookStore>,
     timeout: Duration,
 }
 
 impl BookClient {
-    pub fn open(db_path: &Path) -> Result<Self, LiveError> {
+    pub fn open(store: &dyn Store) -> Result<Self, LiveError> {
         Ok(Self {
-            conn: open_conn(db_path)?,
+            store: store.open_book_store()?,
             timeout: Duration::from_secs(10),
         })
     }
@@ -563,10 +560,10 @@ impl BookClient {
     /// Post `cmd` and wait for the owner's answer.
     pub fn call(&self, cmd: &BookCommand, now: EpochMs) -> Result<BookReply, LiveError> {
         let json = serde_json::to_string(cmd).map_err(|e| LiveError::Remote(e.to_string()))?;
-        let id = db::inbox_post(&self.conn, now, &json)?;
+        let id = self.store.inbox_post(now, &json)?;
         let start = std::time::Instant::now();
         while start.elapsed() < self.timeout {
-            if let Some(ans) = db::inbox_result(&self.conn, id)? {
+            if let Some(ans) = self.store.inbox_result(id)? {
                 return serde_json::from_str(&ans).map_err(|e| LiveError::Remote(e.to_string()));
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -576,7 +573,7 @@ impl BookClient {
 
     /// Live reservations as last written by the owner.
     pub fn reservations(&self) -> Result<Vec<ReservationView>, LiveError> {
-        Ok(db::live_reservations(&self.conn)?)
+        Ok(self.store.live_reservations()?)
     }
 }
 
@@ -589,14 +586,14 @@ pub enum BookHandle {
 impl BookHandle {
     /// Own the book if nobody does, else talk to its owner.
     pub fn open(
-        db_path: &Path,
+        store: &dyn Store,
         clock: Arc<dyn Clock>,
         cfg: BookConfig,
         resources: Vec<ResourceSpec>,
     ) -> Result<Self, LiveError> {
-        match LiveBook::open(db_path, clock, cfg, resources) {
+        match LiveBook::open(store, clock, cfg, resources) {
             Ok(b) => Ok(BookHandle::Owner(b)),
-            Err(LiveError::OwnedElsewhere) => Ok(BookHandle::Client(BookClient::open(db_path)?)),
+            Err(LiveError::OwnedElsewhere) => Ok(BookHandle::Client(BookClient::open(store)?)),
             Err(e) => Err(e),
         }
     }

@@ -564,7 +564,8 @@ impl Driver {
             n += 1;
         }
         if n > 0 {
-            let killed = crate::store::kill_run_leftovers(std::slice::from_ref(&self.ctx.run_id));
+            let killed =
+                crate::exec::reap::kill_run_leftovers(std::slice::from_ref(&self.ctx.run_id));
             tracing::warn!(run_id = %self.ctx.run_id, given_up = n, killed, "gave up on tasks that did not end after a stop at once");
         }
         n

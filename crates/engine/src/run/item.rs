@@ -133,7 +133,7 @@ pub(crate) type ResultWrite = mpsc::Sender<()>;
 pub(crate) struct RunCtx {
     pub run_id: String,
     pub run_dir: PathBuf,
-    pub store: Arc<Store>,
+    pub store: Arc<dyn Store>,
     pub clock: Arc<dyn Clock>,
     pub events: super::events::EventOut,
     /// The run's event numbers (see [`super::events::Seq`]).

@@ -30,7 +30,8 @@
 //! Here: [`RunManager`] and the live state it keeps per run. `launch` starts a run (the
 //! plan, the store rows, the broker's `begin_run`), `snapshot` copies the pack it runs
 //! from, `driver` is the loop that drives one run to its end, `item` one occurrence's
-//! phases, `view` builds the [`RunView`] and progress figures from the live state.
+//! phases, `view` builds the [`RunView`] and progress figures from the live state,
+//! `recover` settles the runs a dead console left.
 
 pub mod broker;
 mod driver;
@@ -38,6 +39,7 @@ pub mod events;
 mod item;
 mod launch;
 mod prepare;
+mod recover;
 mod snapshot;
 mod storage;
 mod taskfiles;
@@ -61,6 +63,7 @@ pub use events::PROGRESS_EVERY;
 pub use events::{LaneView, LaunchRequest, Progress, RunEvent, RunView, TaskState, TaskView};
 pub use launch::{new_run_id, SCHEDULER_TIMEOUT};
 pub use prepare::remove_unused_folders;
+pub use recover::recover_interrupted;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -88,7 +91,7 @@ pub struct RunManager {
 }
 
 struct Inner {
-    store: Arc<Store>,
+    store: Arc<dyn Store>,
     data_dir: PathBuf,
     broker: Arc<dyn ResourceBroker>,
     clock: Arc<dyn Clock>,
@@ -155,7 +158,7 @@ pub fn stop_grace(limits: &ExecLimits) -> std::time::Duration {
 
 impl RunManager {
     pub fn new(
-        store: Arc<Store>,
+        store: Arc<dyn Store>,
         data_dir: &Path,
         broker: Arc<dyn ResourceBroker>,
         clock: Arc<dyn Clock>,
@@ -164,7 +167,7 @@ impl RunManager {
     }
 
     pub fn with_limits(
-        store: Arc<Store>,
+        store: Arc<dyn Store>,
         data_dir: &Path,
         broker: Arc<dyn ResourceBroker>,
         clock: Arc<dyn Clock>,
@@ -186,7 +189,7 @@ impl RunManager {
         }
     }
 
-    pub fn store(&self) -> &Arc<Store> {
+    pub fn store(&self) -> &Arc<dyn Store> {
         &self.inner.store
     }
 

@@ -19,7 +19,7 @@ use testbay_engine::reserve::{
 use testbay_engine::run::{
     AlwaysGrant, Grant, LaunchRequest, ResourceBroker, RunManager, TaskNeeds, FINISHED_ITEMS_KEPT,
 };
-use testbay_engine::store::Store;
+use testbay_engine::store::{SqliteStore, Store};
 
 use crate::support::write;
 
@@ -85,10 +85,10 @@ fn the_book_refuses_windows_past_the_end_of_time_instead_of_panicking() {
 #[test]
 fn a_broker_given_an_absurd_estimate_refuses_the_run_instead_of_panicking() {
     let tmp = tempfile::tempdir().unwrap();
-    let store = Store::open_in(tmp.path()).unwrap();
+    let store = SqliteStore::open_in(tmp.path()).unwrap();
     let clock = ManualClock::new(T0);
     let book = LiveBook::open(
-        store.path(),
+        &store,
         Arc::new(clock.clone()),
         BookConfig::default(),
         specs(),
@@ -162,7 +162,7 @@ async fn a_large_run_is_forgotten_when_it_ends_and_a_small_one_stays_viewable() 
     );
     write(&pack.join("tasks/t.yaml"), "name: t\nrun: ['true']\n");
     let data = tmp.path().join("data");
-    let store = Arc::new(Store::open_in(&data).unwrap());
+    let store = Arc::new(SqliteStore::open_in(&data).unwrap());
     let mgr = RunManager::new(
         store.clone(),
         &data,

@@ -143,17 +143,6 @@ fn stormtest_search_with_wildcards() {
 }
 
 #[test]
-fn lab_is_stored() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = testbay_engine::store::Store::open_in(dir.path()).unwrap();
-    let lab = lab::load(&demo_path()).unwrap();
-    store.save_lab(&lab, 42).unwrap();
-    let (path, at, def) = store.stored_lab().unwrap().unwrap();
-    assert_eq!((path.as_str(), at), (&*lab.file.to_string_lossy(), 42));
-    assert_eq!(def, lab.def);
-}
-
-#[test]
 fn numbers_beyond_their_range_are_reported_with_schema_and_semantic_problems_at_once() {
     let file = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../tests/fixtures/bounds/out-of-range-lab.yaml");

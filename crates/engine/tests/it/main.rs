@@ -6,6 +6,7 @@ mod schemas;
 mod reserve;
 mod exec;
 mod store;
+mod store_contract;
 mod store_reads;
 mod plan;
 mod run;

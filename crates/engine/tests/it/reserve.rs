@@ -1067,12 +1067,12 @@ proptest! {
 
 mod persisted {
     use super::*;
-    use testbay_engine::store::{reservations as db, Store};
+    use testbay_engine::store::{reservations as db, SqliteStore, Store};
 
     fn open(dir: &std::path::Path, clock: &ManualClock) -> LiveBook {
-        let store = Store::open_in(dir).unwrap();
+        let store = SqliteStore::open_in(dir).unwrap();
         LiveBook::open(
-            store.path(),
+            &store,
             Arc::new(clock.clone()),
             BookConfig::default(),
             specs(),
@@ -1120,7 +1120,7 @@ mod persisted {
             .unwrap();
         assert!(next.id.0 > leased.0, "ids continue after a restart");
         live.flush();
-        let store = Store::open_in(dir.path()).unwrap();
+        let store = SqliteStore::open_in(dir.path()).unwrap();
         let conn = rusqlite::Connection::open(store.path()).unwrap();
         let stored: Vec<_> = db::live_reservations(&conn)
             .unwrap()
@@ -1161,7 +1161,7 @@ mod persisted {
         let mut sub = owner.subscribe();
         let db_path = owner.db_path().to_path_buf();
         let other = BookHandle::open(
-            &db_path,
+            &SqliteStore::open(&db_path).unwrap(),
             Arc::new(clock.clone()),
             BookConfig::default(),
             specs(),
@@ -1237,7 +1237,7 @@ mod persisted {
         drop(owner);
         // Owner gone: the next process takes over.
         let next = BookHandle::open(
-            &db_path,
+            &SqliteStore::open(&db_path).unwrap(),
             Arc::new(clock.clone()),
             BookConfig::default(),
             specs(),
@@ -1257,7 +1257,7 @@ mod broker {
     use testbay_engine::pack::ResourceMode;
     use testbay_engine::plan::DutTarget;
     use testbay_engine::run::{Grant, ResourceBroker, TaskNeeds};
-    use testbay_engine::store::Store;
+    use testbay_engine::store::SqliteStore;
 
     struct Fx {
         _dir: tempfile::TempDir,
@@ -1282,9 +1282,9 @@ resources:
         let dir = tempfile::tempdir().unwrap();
         let clock = ManualClock::new(T0);
         let lab = Arc::new(lab::parse(std::path::Path::new("lab.yaml"), LAB).unwrap());
-        let store = Store::open_in(dir.path()).unwrap();
+        let store = SqliteStore::open_in(dir.path()).unwrap();
         let book = LiveBook::open(
-            store.path(),
+            &store,
             Arc::new(clock.clone()),
             BookConfig::default(),
             lab.book_resources(),
@@ -1644,7 +1644,7 @@ mod race {
     use testbay_engine::outcome::{RunStatus, PASSED};
     use testbay_engine::plan::DutTarget;
     use testbay_engine::run::{LaunchRequest, RunManager};
-    use testbay_engine::store::Store;
+    use testbay_engine::store::{SqliteStore, Store};
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn two_runs_on_one_dut_take_turns_and_never_overlap() {
@@ -1675,10 +1675,10 @@ mod race {
                 .unwrap(),
         );
         let data = tmp.path().join("data");
-        let store = Arc::new(Store::open_in(&data).unwrap());
+        let store = Arc::new(SqliteStore::open_in(&data).unwrap());
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let book = LiveBook::open(
-            store.path(),
+            &*store,
             clock.clone(),
             BookConfig::default(),
             lab.book_resources(),

@@ -17,7 +17,7 @@ use testbay_engine::pack::ResourceMode;
 use testbay_engine::plan::{BusyOutcome, DutTarget, ItemState, Plan, PlanInput};
 use testbay_engine::reserve::{BookBroker, BookConfig, BrokerConfig, LiveBook};
 use testbay_engine::run::{Grant, LaunchRequest, ResourceBroker, RunError, RunManager, TaskNeeds};
-use testbay_engine::store::Store;
+use testbay_engine::store::{SqliteStore, Store};
 
 use crate::support::write;
 
@@ -42,7 +42,7 @@ fn write_pack(dir: &Path, pack_yaml: &str, tasks: &[(&str, &str)]) {
 struct Fx {
     tmp: tempfile::TempDir,
     data: PathBuf,
-    store: Arc<Store>,
+    store: Arc<dyn Store>,
     book: LiveBook,
     mgr: RunManager,
 }
@@ -53,10 +53,10 @@ impl Fx {
         write(&tmp.path().join("lab.yaml"), LAB);
         let lab: Lab = lab::load(&tmp.path().join("lab.yaml")).unwrap();
         let data = tmp.path().join("data");
-        let store = Arc::new(Store::open_in(&data).unwrap());
+        let store = Arc::new(SqliteStore::open_in(&data).unwrap());
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let book = LiveBook::open(
-            store.path(),
+            &*store,
             clock.clone(),
             BookConfig::default(),
             lab.book_resources(),
@@ -298,9 +298,9 @@ fn busy_resources_go_to_the_delay_queue_and_give_up_at_their_limits() {
     );
     let pack = testbay_engine::pack::load(&pack_dir).unwrap();
     let clock = ManualClock::new(T0);
-    let store = Store::open_in(&tmp.path().join("data")).unwrap();
+    let store = SqliteStore::open_in(&tmp.path().join("data")).unwrap();
     let book = LiveBook::open(
-        store.path(),
+        &store,
         Arc::new(clock.clone()),
         BookConfig::default(),
         lab.book_resources(),
@@ -551,11 +551,11 @@ async fn a_console_without_the_book_refuses_runs_it_cannot_reserve_for() {
         &[("a", "exclusive_resources: [ir]\n"), ("n", "")],
     );
     let lab = lab::load(&root.join("lab.yaml")).unwrap();
-    let store = Store::open_in(&root.join("data")).unwrap();
+    let store = SqliteStore::open_in(&root.join("data")).unwrap();
     // The owner: a book opened first (flock conflicts between open files, so within
     // one process too).
     let owner = LiveBook::open(
-        store.path(),
+        &store,
         Arc::new(SystemClock),
         BookConfig::default(),
         lab.book_resources(),

@@ -9,7 +9,7 @@ use testbay_engine::clock::{Clock, SystemClock};
 use testbay_engine::outcome::*;
 use testbay_engine::plan::DutTarget;
 use testbay_engine::run::*;
-use testbay_engine::store::{Store, StoredTaskState, TaskRecord};
+use testbay_engine::store::{SqliteStore, Store, StoredTaskState, TaskRecord};
 
 /// Appends "<task> <phase>" to runs/<id>/order.log.
 const LOG_ORDER: &str =
@@ -27,7 +27,7 @@ fn fx_with(pack_yaml: &str, tasks: &[(&str, &str, &str)], broker: Arc<dyn Resour
     let pack = tmp.path().join("pack");
     let data = tmp.path().join("data");
     write_pack(&pack, pack_yaml, tasks);
-    let store = Arc::new(Store::open_in(&data).unwrap());
+    let store = Arc::new(SqliteStore::open_in(&data).unwrap());
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let mgr = RunManager::new(store, &data, broker, clock);
     Fx {
@@ -278,7 +278,11 @@ async fn missing_req_param_keys_store_could_not_start_and_run_nothing() {
     assert!(reason.contains("channel_list"), "{reason}");
     let run = f.mgr.store().get_run(&run_id).unwrap();
     assert_eq!(run.status, RunStatus::CouldNotStart);
-    assert!(run.reason.unwrap().contains("task a needs channel_list"));
+    assert!(run
+        .launch
+        .reason
+        .unwrap()
+        .contains("task a needs channel_list"));
     assert!(f.order(&run_id).is_empty());
     // Given as an override, the run goes.
     let mut req = f.req();
@@ -831,7 +835,7 @@ async fn second_stop_ends_teardowns_at_once() {
         Some(ABORTED)
     );
     let run = f.mgr.store().get_run(&id).unwrap();
-    assert!(run.reason.unwrap().contains("at once"));
+    assert!(run.launch.reason.unwrap().contains("at once"));
 }
 
 /// Every event of a run, as a subscriber that keeps up sees them (a lag fails the test).
@@ -997,7 +1001,7 @@ async fn a_result_is_committed_while_other_tasks_still_run() {
     );
     let id = f.mgr.launch(f.req()).unwrap();
     let started = f.data.join("runs").join(&id).join("long-started");
-    let other = Store::open_in(&f.data).unwrap();
+    let other = SqliteStore::open_in(&f.data).unwrap();
     let mut seen = None;
     for _ in 0..250 {
         tokio::time::sleep(Duration::from_millis(10)).await;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use testbay_engine::clock::{Clock, SystemClock};
 use testbay_engine::outcome::RunStatus;
 use testbay_engine::run::*;
-use testbay_engine::store::Store;
+use testbay_engine::store::SqliteStore;
 
 use super::run::write_pack;
 
@@ -96,7 +96,7 @@ async fn any_view_plus_the_events_after_it_is_the_final_state() {
         ),
         &tasks,
     );
-    let store = Arc::new(Store::open_in(&data).unwrap());
+    let store = Arc::new(SqliteStore::open_in(&data).unwrap());
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let mgr = RunManager::new(store, &data, Arc::new(AlwaysGrant), clock);
     let mut rx = mgr.subscribe();

@@ -26,7 +26,7 @@ use testbay_engine::reserve::{
 use testbay_engine::run::{
     Grant, LaunchRequest, ResourceBroker, RunEvent, RunManager, TaskNeeds, TaskState, Wakes,
 };
-use testbay_engine::store::{reservations as db, NewRun, Store};
+use testbay_engine::store::{reservations as db, NewRun, SqliteStore, Store};
 
 use crate::support::write;
 
@@ -63,7 +63,7 @@ fn needs<'a>(run: &'a str, item: usize, lane: &'a str, dut: &'a DutTarget) -> Ta
     }
 }
 
-fn stored_run(store: &Store, id: &str) {
+fn stored_run(store: &dyn Store, id: &str) {
     store
         .insert_run(
             &NewRun {
@@ -99,7 +99,7 @@ fn the_next_owner_of_the_book_gives_back_what_ended_runs_hold() {
     let root = tempfile::tempdir().unwrap();
     write(&root.path().join("lab.yaml"), LAB);
     let lab = lab::load(&root.path().join("lab.yaml")).unwrap();
-    let store = Store::open_in(&root.path().join("data")).unwrap();
+    let store = SqliteStore::open_in(&root.path().join("data")).unwrap();
     stored_run(&store, "r-live");
     stored_run(&store, "r-dead");
     store
@@ -114,7 +114,7 @@ fn the_next_owner_of_the_book_gives_back_what_ended_runs_hold() {
     let clock = ManualClock::new(T0);
     let open = || {
         LiveBook::open(
-            store.path(),
+            &store,
             Arc::new(clock.clone()),
             BookConfig::default(),
             lab.book_resources(),
@@ -263,7 +263,7 @@ fn write_pack(root: &Path) -> PathBuf {
 struct Fx {
     _root: tempfile::TempDir,
     clock: ManualClock,
-    store: Arc<Store>,
+    store: Arc<dyn Store>,
     book: LiveBook,
     broker: BookBroker,
     mgr: RunManager,
@@ -277,10 +277,10 @@ impl Fx {
         let lab: Lab = lab::load(&root.path().join("lab.yaml")).unwrap();
         let pack = write_pack(root.path());
         let data = root.path().join("data");
-        let store = Arc::new(Store::open_in(&data).unwrap());
+        let store = Arc::new(SqliteStore::open_in(&data).unwrap());
         let clock = ManualClock::new(T0);
         let book = LiveBook::open(
-            store.path(),
+            &*store,
             Arc::new(clock.clone()),
             BookConfig::default(),
             lab.book_resources(),
@@ -584,10 +584,10 @@ async fn the_second_of_two_api_launches_on_one_dut_starts_when_the_first_ends() 
 fn a_retry_that_finds_the_resource_busy_wakes_nobody() {
     let root = tempfile::tempdir().unwrap();
     let lab = lab::parse(Path::new("lab.yaml"), LAB).unwrap();
-    let store = Store::open_in(root.path()).unwrap();
+    let store = SqliteStore::open_in(root.path()).unwrap();
     let clock = ManualClock::new(T0);
     let book = LiveBook::open(
-        store.path(),
+        &store,
         Arc::new(clock.clone()),
         BookConfig::default(),
         lab.book_resources(),
@@ -759,10 +759,10 @@ time.sleep(300)
         ),
     );
     let data = root.join("data");
-    let store = Arc::new(Store::open_in(&data).unwrap());
+    let store = Arc::new(SqliteStore::open_in(&data).unwrap());
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let book = LiveBook::open(
-        store.path(),
+        &*store,
         clock.clone(),
         BookConfig::default(),
         lab.book_resources(),
@@ -913,7 +913,7 @@ struct ModelRun {
 
 struct Model {
     _dir: tempfile::TempDir,
-    store: Store,
+    store: SqliteStore,
     lab: Lab,
     clock: ManualClock,
     /// The book and the broker of the console alive now.
@@ -926,7 +926,7 @@ impl Model {
     fn new() -> Model {
         let dir = tempfile::tempdir().unwrap();
         let lab = lab::parse(Path::new("lab.yaml"), LAB).unwrap();
-        let store = Store::open_in(dir.path()).unwrap();
+        let store = SqliteStore::open_in(dir.path()).unwrap();
         let clock = ManualClock::new(T0);
         let console = Some(Self::open(&store, &lab, &clock));
         Model {
@@ -948,13 +948,13 @@ impl Model {
         &self.console.as_ref().expect("a console").1
     }
 
-    fn open(store: &Store, lab: &Lab, clock: &ManualClock) -> (LiveBook, BookBroker) {
+    fn open(store: &dyn Store, lab: &Lab, clock: &ManualClock) -> (LiveBook, BookBroker) {
         // Right after a crash the old lock may still be held for a moment: a process
         // another test forks meanwhile shares its open file until it execs.
         let mut tries = 0;
         let book = loop {
             match LiveBook::open(
-                store.path(),
+                store,
                 Arc::new(clock.clone()),
                 BookConfig::default(),
                 lab.book_resources(),

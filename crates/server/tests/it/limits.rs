@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use testbay_engine::api::{ConsolePaths, LocalConsole};
 use testbay_engine::outcome::RunStatus;
-use testbay_engine::store::{NewRun, NewTaskRow, Store, TaskFinish, TaskKind};
+use testbay_engine::store::{NewRun, NewTaskRow, SqliteStore, Store, TaskFinish, TaskKind};
 use testbay_server::{Limits, ServeConfig, Server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -319,7 +319,7 @@ async fn the_event_stream_pings_and_drops_a_client_that_never_answers() {
 /// A store with a run whose 4,000 task messages make a search for [`slow_search`] take
 /// SQLite many seconds (see the store tests).
 fn with_a_slow_search(data: &Path) {
-    let s = Store::open_in(data).unwrap();
+    let s = SqliteStore::open_in(data).unwrap();
     let run = NewRun {
         id: "slow".into(),
         pack_name: "p".into(),

@@ -3,4 +3,12 @@ import type { DutTarget } from "./DutTarget";
 import type { RunCounts } from "./RunCounts";
 import type { RunStatus } from "./RunStatus";
 
-export type RunRecord = { id: string, pack_name: string, pack_version: string, content_hash: string, pack_dir: string, snapshot_dir: string | null, groups: Array<string>, duts: Array<DutTarget>, ats: string | null, params: Record<string, unknown>, resource_mode: string, coverage_mode: string, status: RunStatus, reason: string | null, created_ms: number, started_ms: number | null, finished_ms: number | null, est_run_time: number, counts: RunCounts, };
+/**
+ * A stored run: the run as launched (its status and reason as they are now), when it
+ * started and ended, and its tallies; one flat object on the wire.
+ */
+export type RunRecord = { started_ms: number | null, finished_ms: number | null, counts: RunCounts, id: string, pack_name: string, pack_version: string, content_hash: string, pack_dir: string, snapshot_dir: string | null, groups: Array<string>, duts: Array<DutTarget>, ats: string | null, 
+/**
+ * Effective global parameters (pack defaults plus overrides).
+ */
+params: Record<string, unknown>, resource_mode: string, coverage_mode: string, status: RunStatus, reason: string | null, created_ms: number, est_run_time: number, };

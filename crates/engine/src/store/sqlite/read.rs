@@ -12,13 +12,13 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags};
 
-use super::{Result, StoreError};
+use crate::store::{Result, StoreError};
 
 /// Idle read connections kept for reuse; more may be open while reads run at once.
 const KEEP_IDLE: usize = 8;
 /// SQLite checks the deadline every this many virtual machine steps (a few microseconds).
 const CHECK_EVERY_OPS: i32 = 1000;
-/// The read limit unless [`super::Store::set_read_limit`] says otherwise: long enough for
+/// The read limit unless [`crate::store::Store::set_read_limit`] says otherwise: long enough for
 /// a text search over a large store, short enough that no screen waits for a minute.
 pub const DEFAULT_READ_LIMIT: Duration = Duration::from_secs(10);
 
@@ -93,18 +93,15 @@ impl Readers {
                 tracing::warn!(error = %e, "cannot end a read transaction");
             }
         }
-        let out = out.map_err(|e| match e {
-            StoreError::Sql(rusqlite::Error::SqliteFailure(err, _))
-                if err.code == rusqlite::ErrorCode::OperationInterrupted =>
-            {
-                if self.closing.load(Ordering::Acquire) {
-                    StoreError::Closing
-                } else {
-                    tracing::warn!(limit_ms, "store read stopped at its time limit");
-                    StoreError::Timeout { limit_ms }
-                }
+        let out = out.map_err(|e| {
+            if !interrupted(&e) {
+                e
+            } else if self.closing.load(Ordering::Acquire) {
+                StoreError::Closing
+            } else {
+                tracing::warn!(limit_ms, "store read stopped at its time limit");
+                StoreError::Timeout { limit_ms }
             }
-            e => e,
         });
         // A connection still inside its transaction is not reused.
         if conn.is_autocommit() && !self.closing.load(Ordering::Acquire) {
@@ -117,9 +114,9 @@ impl Readers {
     }
 
     fn open(&self) -> Result<Reader> {
-        let open_err = |source| StoreError::Open {
+        let open_err = |source: rusqlite::Error| StoreError::Open {
             path: self.path.clone(),
-            source,
+            source: source.into(),
         };
         let conn = Connection::open_with_flags(
             &self.path,
@@ -143,4 +140,16 @@ impl Readers {
         );
         Ok(Reader { conn, watch })
     }
+}
+
+/// Whether `e` is SQLite's answer to a read its progress handler stopped.
+fn interrupted(e: &StoreError) -> bool {
+    let StoreError::Database(e) = e else {
+        return false;
+    };
+    matches!(
+        e.downcast_ref::<rusqlite::Error>(),
+        Some(rusqlite::Error::SqliteFailure(err, _))
+            if err.code == rusqlite::ErrorCode::OperationInterrupted
+    )
 }

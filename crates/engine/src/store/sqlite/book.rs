@@ -1,33 +1,87 @@
-//! Reservation book persistence: live reservations (one row each, latest state), the
-//! event history the console's timeline reads, and the inbox through which another
-//! process (the CLI while a console runs) asks the book's owner to act.
+//! Reservation book persistence in SQLite: live reservations (one row each, latest
+//! state), the event history the console's timeline reads, and the inbox through which
+//! another process (the CLI while a console runs) asks the book's owner to act.
+//! [`SqliteBookStore`] is the [`BookStore`] on one connection of its own; the functions
+//! take any connection.
 
 use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{Result, StoreError};
 use crate::clock::EpochMs;
 use crate::reserve::{BookEvent, BookEventKind, ReservationView};
+use crate::store::{BookStore, Result, RunOwner, SavedBook, StoreError, StoredEvent};
+
+/// The reservation book's tables on a connection of its own.
+pub struct SqliteBookStore {
+    conn: Connection,
+}
+
+impl SqliteBookStore {
+    /// Open the book's tables in the database at `db_path` (already migrated by
+    /// [`super::SqliteStore::open`]).
+    pub fn open(db_path: &Path) -> Result<Self> {
+        let open_err = |source: rusqlite::Error| StoreError::Open {
+            path: db_path.to_path_buf(),
+            source: source.into(),
+        };
+        let conn = Connection::open(db_path).map_err(open_err)?;
+        conn.busy_timeout(Duration::from_secs(5))
+            .map_err(open_err)?;
+        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
+            .map_err(open_err)?;
+        Ok(Self { conn })
+    }
+}
+
+impl BookStore for SqliteBookStore {
+    fn write_events(&mut self, events: &[BookEvent]) -> Result<()> {
+        write_events(&mut self.conn, events)
+    }
+    fn load_book(&self) -> Result<SavedBook> {
+        load_book(&self.conn)
+    }
+    fn live_reservations(&self) -> Result<Vec<ReservationView>> {
+        live_reservations(&self.conn)
+    }
+    fn live_runs(&self) -> Result<HashSet<String>> {
+        live_runs(&self.conn)
+    }
+    fn events_since(&self, after_seq: u64, limit: usize) -> Result<Vec<StoredEvent>> {
+        events_since(&self.conn, after_seq, limit)
+    }
+    fn history(
+        &self,
+        resource: &str,
+        from: EpochMs,
+        to: EpochMs,
+    ) -> Result<Vec<(EpochMs, String, ReservationView)>> {
+        history(&self.conn, resource, from, to)
+    }
+    fn prune_events(&self, before: EpochMs) -> Result<usize> {
+        prune_events(&self.conn, before)
+    }
+    fn inbox_post(&self, now: EpochMs, command_json: &str) -> Result<i64> {
+        inbox_post(&self.conn, now, command_json)
+    }
+    fn inbox_pending(&self) -> Result<Vec<(i64, String)>> {
+        inbox_pending(&self.conn)
+    }
+    fn inbox_answer(&self, id: i64, now: EpochMs, result_json: &str) -> Result<()> {
+        inbox_answer(&self.conn, id, now, result_json)
+    }
+    fn inbox_result(&self, id: i64) -> Result<Option<String>> {
+        inbox_result(&self.conn, id)
+    }
+    fn inbox_prune(&self, before: EpochMs) -> Result<usize> {
+        inbox_prune(&self.conn, before)
+    }
+}
 
 fn json_err(what: &'static str) -> impl Fn(serde_json::Error) -> StoreError {
     move |source| StoreError::Json { what, source }
-}
-
-/// One stored book event: what happened to which reservation, and its window then. The
-/// reservation's details are in `reservations` while it lives and in `reservation_history`
-/// after it ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredEvent {
-    pub seq: u64,
-    pub ts: EpochMs,
-    pub kind: String,
-    pub reason: Option<String>,
-    pub reservation_id: u64,
-    pub resource: String,
-    pub start: EpochMs,
-    pub end: EpochMs,
-    pub expires: EpochMs,
 }
 
 fn enum_str<T: serde::Serialize>(v: T) -> String {
@@ -127,15 +181,6 @@ fn kind_str(k: BookEventKind) -> &'static str {
     }
 }
 
-/// What a restarted book needs: the stored live reservations (some may have expired
-/// meanwhile; the book drops those), the next id and the next event sequence number.
-#[derive(Debug, Clone, Default)]
-pub struct SavedBook {
-    pub live: Vec<ReservationView>,
-    pub next_id: u64,
-    pub next_seq: u64,
-}
-
 pub fn load_book(conn: &Connection) -> Result<SavedBook> {
     let live = live_reservations(conn)?;
     let max_seq: Option<i64> =
@@ -167,7 +212,7 @@ pub fn live_reservations(conn: &Connection) -> Result<Vec<ReservationView>> {
 
 /// Ids of the runs that may still hold something in the book (see `reserve::live`): not
 /// finished (queued, running or stalled) and owned by a process that is alive, as
-/// [`super::Store::recover_interrupted`] judges it. A run whose console died is over even
+/// [`crate::store::Store::interrupted_runs`] judges it. A run whose console died is over even
 /// before recovery marks it so.
 pub fn live_runs(conn: &Connection) -> Result<HashSet<String>> {
     let mut stmt = conn.prepare_cached(
@@ -183,10 +228,9 @@ pub fn live_runs(conn: &Connection) -> Result<HashSet<String>> {
     })?;
     let mut live = HashSet::new();
     for row in rows {
-        if let (id, Some(pid), Some(start)) = row? {
-            if super::process_start_time(pid as i32) == Some(start as u64) {
-                live.insert(id);
-            }
+        let (id, pid, start) = row?;
+        if RunOwner::alive(pid, start) {
+            live.insert(id);
         }
     }
     Ok(live)

@@ -3,9 +3,9 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{Result, StoreError};
 use crate::clock::EpochMs;
 use crate::lab::LabFile;
+use crate::store::{Result, StoreError};
 
 /// Replace the stored inventory with `lab` (loaded from `path`) in one transaction.
 pub fn save_lab(conn: &mut Connection, path: &str, lab: &LabFile, now: EpochMs) -> Result<()> {
@@ -63,17 +63,4 @@ pub fn load_lab(conn: &Connection) -> Result<Option<(String, EpochMs, LabFile)>>
             })
     })
     .transpose()
-}
-
-impl super::Store {
-    /// Replace the stored inventory with `lab`.
-    pub fn save_lab(&self, lab: &crate::lab::Lab, now: EpochMs) -> Result<()> {
-        let mut conn = self.conn();
-        save_lab(&mut conn, &lab.file.to_string_lossy(), &lab.def, now)
-    }
-
-    /// The stored inventory and where it was loaded from.
-    pub fn stored_lab(&self) -> Result<Option<(String, EpochMs, LabFile)>> {
-        self.read(load_lab)
-    }
 }

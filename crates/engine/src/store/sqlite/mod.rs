@@ -1,0 +1,309 @@
+//! The store on SQLite: rusqlite with WAL and versioned migrations (`migrations`).
+//!
+//! Writes go through one connection behind a mutex: every write is short (no fsync per
+//! commit with `synchronous=NORMAL` in WAL mode), so callers on async threads may call in
+//! directly. Reads each take a read-only connection of their own (`read`), so a read
+//! never waits behind another read or a write, and a read that runs past the read limit
+//! stops with [`StoreError::Timeout`]. Opening runs the migrations under a file lock
+//! (`open`), so any number of processes may open one data directory at once.
+//!
+//! A finished task's result is written inside a transaction left open on the write
+//! connection; whatever next takes the connection commits it first (`conn`), and so does
+//! a read that finds the writer free.
+
+pub mod migrations;
+mod open;
+mod read;
+mod runs;
+mod tasks;
+pub mod lab;
+pub mod book;
+
+pub use book::SqliteBookStore;
+pub use read::DEFAULT_READ_LIMIT;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard, TryLockError};
+use std::time::Duration;
+
+use rusqlite::Connection;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::clock::EpochMs;
+use crate::lab::{Lab, LabFile};
+use crate::outcome::RunStatus;
+use crate::store::{
+    BookStore, NewRun, NewTaskRow, RecoveryReport, Result, RunOwner, RunPage, RunQuery, RunRecord,
+    Store, StoreError, TaskFinish, TaskPaths, TaskRecord,
+};
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Database(Box::new(e))
+    }
+}
+
+pub struct SqliteStore {
+    /// The one write connection.
+    conn: Mutex<Connection>,
+    readers: read::Readers,
+    path: PathBuf,
+    /// Recorded as the owner of every run this store inserts.
+    owner: RunOwner,
+    /// A caller has promised a [`Store::commit_now`] soon.
+    commit_promised: AtomicBool,
+    /// The write connection holds finished tasks' results not yet committed.
+    uncommitted: AtomicBool,
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        let _ = self.commit_pending(&self.lock_conn());
+    }
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl SqliteStore {
+    /// Open (creating if needed) `testbay.db` in `data_dir`.
+    pub fn open_in(data_dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Open {
+            path: data_dir.to_path_buf(),
+            source: e.into(),
+        })?;
+        Self::open(&data_dir.join("testbay.db"))
+    }
+
+    /// Open (creating if needed) the database at `path` and bring its schema up to date.
+    /// Opening and migrating hold an exclusive lock on `<path>.open.lock`: processes that
+    /// open one database at once take turns, and each finds the schema up to date or
+    /// brings it there. Runs it inserts are owned by this process.
+    pub fn open(path: &Path) -> Result<Self> {
+        let open_err = |source: rusqlite::Error| StoreError::Open {
+            path: path.to_path_buf(),
+            source: source.into(),
+        };
+        let lock = open::OpenLock::take(path)?;
+        let mut conn = Connection::open(path).map_err(open_err)?;
+        conn.busy_timeout(Duration::from_secs(5))
+            .map_err(open_err)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
+        )
+        .map_err(open_err)?;
+        open::migrate(&mut conn, path)?;
+        drop(lock);
+        Ok(Self {
+            conn: Mutex::new(conn),
+            readers: read::Readers::new(path),
+            path: path.to_path_buf(),
+            owner: RunOwner::this_process(),
+            commit_promised: Default::default(),
+            uncommitted: Default::default(),
+        })
+    }
+
+    /// Record `owner` as the owner of the runs this store inserts from now on (tests
+    /// stand in for a console that died).
+    pub fn owned_by(mut self, owner: RunOwner) -> Self {
+        self.owner = owner;
+        self
+    }
+
+    /// Schema version of the open database.
+    pub fn schema_version(&self) -> Result<i64> {
+        self.read(|c| Ok(c.query_row("PRAGMA user_version", [], |r| r.get(0))?))
+    }
+
+    /// SQLite's plan for [`Store::list_runs`] with `q` (`EXPLAIN QUERY PLAN` of the count
+    /// and of the page, one line per step), to check that a filter uses an index.
+    pub fn list_runs_plan(&self, q: &RunQuery) -> Result<Vec<String>> {
+        let sql = runs::ListSql::new(q)?;
+        self.read(|conn| runs::list_plan(conn, &sql))
+    }
+
+    /// The write connection. Keep the lock short. A finished task's result still waiting
+    /// for its commit (see [`Store::finish_task`]) is committed first.
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        let c = self.lock_conn();
+        let _ = self.commit_pending(&c);
+        c
+    }
+
+    fn lock_conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Commit the write connection's open transaction, if any: the only one left open
+    /// between calls is that of finished tasks' results waiting for their commit.
+    fn commit_pending(&self, c: &Connection) -> rusqlite::Result<()> {
+        self.uncommitted.store(false, Ordering::Release);
+        if c.is_autocommit() {
+            return Ok(());
+        }
+        c.prepare_cached("COMMIT")
+            .and_then(|mut s| s.execute([]))
+            .map(|_| ())
+            .inspect_err(
+                |e| tracing::error!(error = %e, "could not commit finished tasks' results"),
+            )
+    }
+
+    /// Run `f` on a read connection, bounded by the read limit. Results finished but not
+    /// yet committed are committed first when the writer is free, so reads through this
+    /// store see them; a read never waits for the writer (while it is busy, the read sees
+    /// what is committed, at most a few milliseconds older).
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        if self.uncommitted.load(Ordering::Acquire) {
+            match self.conn.try_lock() {
+                Ok(c) => {
+                    let _ = self.commit_pending(&c);
+                }
+                Err(TryLockError::Poisoned(p)) => {
+                    let _ = self.commit_pending(&p.into_inner());
+                }
+                Err(TryLockError::WouldBlock) => {}
+            }
+        }
+        self.readers.read(f)
+    }
+}
+
+impl Store for SqliteStore {
+    fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn insert_run(&self, run: &NewRun, tasks: &[NewTaskRow]) -> Result<Vec<i64>> {
+        runs::insert(&mut self.conn(), run, tasks, self.owner)
+    }
+
+    fn set_run_status(
+        &self,
+        id: &str,
+        status: RunStatus,
+        reason: Option<&str>,
+        now: EpochMs,
+    ) -> Result<()> {
+        runs::set_status(&self.conn(), id, status, reason, now)
+    }
+
+    fn get_run(&self, id: &str) -> Result<RunRecord> {
+        self.read(|conn| runs::get(conn, id))
+    }
+
+    fn list_runs(&self, q: &RunQuery) -> Result<RunPage> {
+        let sql = runs::ListSql::new(q)?;
+        self.read(|conn| runs::list(conn, &sql))
+    }
+
+    fn run_tasks(&self, run_id: &str) -> Result<Vec<TaskRecord>> {
+        self.read(|conn| tasks::of_run(conn, run_id))
+    }
+
+    fn task_phase_started(
+        &self,
+        task_id: i64,
+        lane: &str,
+        phase: &str,
+        started_ms: EpochMs,
+        pgid: Option<i32>,
+        paths: &TaskPaths,
+    ) -> Result<()> {
+        // Committed together with a finished task's result still waiting (if any).
+        let c = self.lock_conn();
+        tasks::phase_started(&c, task_id, lane, phase, started_ms, pgid, paths)?;
+        self.commit_pending(&c)?;
+        Ok(())
+    }
+
+    fn finish_task(&self, task_id: i64, f: &TaskFinish) -> Result<()> {
+        let c = self.lock_conn();
+        if c.is_autocommit() {
+            c.prepare_cached("BEGIN")?.execute([])?;
+            self.uncommitted.store(true, Ordering::Release);
+        }
+        if f.sub_results.is_empty() {
+            // One statement: a failure undoes it alone.
+            return tasks::update_finish(&c, task_id, f);
+        }
+        // Several: a savepoint, so a failure undoes this task's writes and no other's.
+        c.prepare_cached("SAVEPOINT finish_task")?.execute([])?;
+        match tasks::finish_writes(&c, task_id, f) {
+            Ok(()) => {
+                c.prepare_cached("RELEASE finish_task")?.execute([])?;
+                Ok(())
+            }
+            Err(e) => {
+                let _ = c.execute_batch("ROLLBACK TO finish_task; RELEASE finish_task");
+                Err(e)
+            }
+        }
+    }
+
+    fn finish_tasks(&self, items: &[(i64, TaskFinish)]) -> Result<()> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        for (id, f) in items {
+            tasks::finish_writes(&tx, *id, f)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn commit_now(&self) -> Result<()> {
+        self.commit_promised.store(false, Ordering::Release);
+        Ok(self.commit_pending(&self.lock_conn())?)
+    }
+
+    fn promise_commit(&self) -> bool {
+        !self.commit_promised.swap(true, Ordering::AcqRel)
+    }
+
+    fn interrupted_runs(&self) -> Result<Vec<String>> {
+        self.read(runs::interrupted)
+    }
+
+    fn mark_interrupted(&self, run_ids: &[String], now: EpochMs) -> Result<RecoveryReport> {
+        runs::mark_interrupted(&mut self.conn(), run_ids, now)
+    }
+
+    fn set_read_limit(&self, limit: Duration) {
+        self.readers.set_limit(limit);
+    }
+
+    fn close_reads(&self) {
+        self.readers.close();
+    }
+
+    fn save_lab(&self, lab: &Lab, now: EpochMs) -> Result<()> {
+        lab::save_lab(&mut self.conn(), &lab.file.to_string_lossy(), &lab.def, now)
+    }
+
+    fn stored_lab(&self) -> Result<Option<(String, EpochMs, LabFile)>> {
+        self.read(lab::load_lab)
+    }
+
+    fn open_book_store(&self) -> Result<Box<dyn BookStore>> {
+        Ok(Box::new(SqliteBookStore::open(&self.path)?))
+    }
+}
+
+fn parse_opt_json(s: Option<String>) -> Option<Value> {
+    s.and_then(|s| serde_json::from_str(&s).ok())
+}
+
+fn to_json<T: Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("plain data serialises")
+}

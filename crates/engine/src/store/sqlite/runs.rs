@@ -1,0 +1,400 @@
+//! Runs in SQLite: inserting a run with its planned tasks, its status, one run and the
+//! listing (filters, sort, page, search), and recovery of runs whose console died.
+
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
+
+use super::to_json;
+use crate::clock::EpochMs;
+use crate::outcome::{RunStatus, ABORTED};
+use crate::store::{
+    NewRun, NewTaskRow, RecoveryReport, Result, RunCounts, RunOwner, RunPage, RunQuery, RunRecord,
+    RunSort, StoreError, MAX_SEARCH_CHARS,
+};
+
+/// Insert a run and its planned task occurrences in one transaction, owned by `owner`;
+/// the row id of each occurrence, in the order given.
+pub(super) fn insert(
+    conn: &mut Connection,
+    run: &NewRun,
+    tasks: &[NewTaskRow],
+    owner: RunOwner,
+) -> Result<Vec<i64>> {
+    let tx = conn.transaction()?;
+    tx.execute(
+        "INSERT INTO runs (id, pack_name, pack_version, content_hash, pack_dir, snapshot_dir,
+            groups_json, duts_json, ats, params_json, resource_mode, coverage_mode, status,
+            reason, created_ms, est_run_time, owner_pid, owner_start)
+         VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18)",
+        params![
+            run.id,
+            run.pack_name,
+            run.pack_version,
+            run.content_hash,
+            run.pack_dir,
+            run.snapshot_dir,
+            to_json(&run.groups),
+            to_json(&run.duts),
+            run.ats,
+            run.params.to_string(),
+            run.resource_mode,
+            run.coverage_mode,
+            run.status.as_str(),
+            run.reason,
+            run.created_ms,
+            run.est_run_time,
+            owner.pid,
+            owner.start,
+        ],
+    )?;
+    let mut ids = Vec::with_capacity(tasks.len());
+    {
+        let mut stmt = tx.prepare(
+            "INSERT INTO task_results (run_id, seq, lane, task, kind, grp, description, est_task_time)
+             VALUES (?1,?2,?3,?4,?5,?6,?7,?8)",
+        )?;
+        for t in tasks {
+            stmt.execute(params![
+                run.id,
+                t.seq,
+                t.lane,
+                t.task,
+                t.kind.as_str(),
+                t.group,
+                t.description,
+                t.est_task_time
+            ])?;
+            ids.push(tx.last_insert_rowid());
+        }
+    }
+    tx.commit()?;
+    Ok(ids)
+}
+
+pub(super) fn set_status(
+    conn: &Connection,
+    id: &str,
+    status: RunStatus,
+    reason: Option<&str>,
+    now: EpochMs,
+) -> Result<()> {
+    let n = conn.execute(
+        "UPDATE runs SET status = ?2,
+            reason = CASE WHEN ?2 = 'running' THEN ?3 ELSE COALESCE(?3, reason) END,
+            started_ms = CASE WHEN ?2 = 'running' AND started_ms IS NULL THEN ?4 ELSE started_ms END,
+            finished_ms = CASE WHEN ?5 THEN ?4 ELSE finished_ms END
+         WHERE id = ?1",
+        params![id, status.as_str(), reason, now, status.is_finished()],
+    )?;
+    if n == 0 {
+        return Err(StoreError::RunNotFound(id.into()));
+    }
+    Ok(())
+}
+
+pub(super) fn get(conn: &Connection, id: &str) -> Result<RunRecord> {
+    let mut stmt =
+        conn.prepare_cached(&format!("SELECT {RUN_COLS} FROM runs r WHERE r.id = ?1"))?;
+    let run = stmt
+        .query_row([id], run_from_row)
+        .optional()?
+        .ok_or_else(|| StoreError::RunNotFound(id.into()))?;
+    let mut runs = vec![run.map_err(|e| StoreError::Json {
+        what: "runs",
+        source: e,
+    })?];
+    fill_counts(conn, &mut runs)?;
+    Ok(runs.pop().expect("one run"))
+}
+
+pub(super) fn list(conn: &Connection, sql: &ListSql) -> Result<RunPage> {
+    let total: u32 = conn.query_row(&sql.count(), params_from_iter(sql.args.iter()), |r| {
+        r.get(0)
+    })?;
+    let mut stmt = conn.prepare(&sql.page())?;
+    let rows = stmt.query_map(params_from_iter(sql.args.iter()), run_from_row)?;
+    let mut runs = Vec::new();
+    for r in rows {
+        runs.push(r?.map_err(|e| StoreError::Json {
+            what: "runs",
+            source: e,
+        })?);
+    }
+    fill_counts(conn, &mut runs)?;
+    Ok(RunPage { total, runs })
+}
+
+/// SQLite's plan for a listing (`EXPLAIN QUERY PLAN` of the count and of the page, one
+/// line per step).
+pub(super) fn list_plan(conn: &Connection, sql: &ListSql) -> Result<Vec<String>> {
+    let mut plan = Vec::new();
+    for s in [sql.count(), sql.page()] {
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {s}"))?;
+        let rows = stmt.query_map(params_from_iter(sql.args.iter()), |r| r.get::<_, String>(3))?;
+        for r in rows {
+            plan.push(r?);
+        }
+    }
+    Ok(plan)
+}
+
+/// Runs left queued, running or stalled by a console that is no longer alive
+/// ([`RunOwner::alive`]), oldest first.
+pub(super) fn interrupted(conn: &Connection) -> Result<Vec<String>> {
+    let mut stmt = conn.prepare(
+        "SELECT id, owner_pid, owner_start FROM runs
+         WHERE status IN ('queued', 'running', 'stalled') ORDER BY created_ms",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, Option<i64>>(1)?,
+            r.get::<_, Option<i64>>(2)?,
+        ))
+    })?;
+    let mut dead = Vec::new();
+    for row in rows {
+        let (id, pid, start) = row?;
+        // A run whose console is alive (same pid, same start time) is left alone.
+        if !RunOwner::alive(pid, start) {
+            dead.push(id);
+        }
+    }
+    Ok(dead)
+}
+
+/// Mark `run_ids` interrupted and their unfinished tasks `Aborted`, one transaction per
+/// run; a run no longer queued, running or stalled is left alone.
+pub(super) fn mark_interrupted(
+    conn: &mut Connection,
+    run_ids: &[String],
+    now: EpochMs,
+) -> Result<RecoveryReport> {
+    let mut report = RecoveryReport::default();
+    for run_id in run_ids {
+        let tx = conn.transaction()?;
+        let marked = tx.execute(
+            "UPDATE runs SET status = 'interrupted',
+                reason = 'the console running it exited' || CASE WHEN owner_pid IS NULL THEN '' ELSE ' (pid ' || owner_pid || ')' END,
+                finished_ms = ?2
+             WHERE id = ?1 AND status IN ('queued', 'running', 'stalled')",
+            params![run_id, now],
+        )?;
+        if marked == 0 {
+            continue;
+        }
+        let aborted = tx.execute(
+            "UPDATE task_results SET state = 'done', result = ?2, failure = 1,
+                message = CASE WHEN state = 'running'
+                    THEN 'the console exited while this task was running'
+                    ELSE 'the console exited before this task ran' END,
+                finished_ms = ?3, pgid = NULL, phase = NULL
+             WHERE run_id = ?1 AND state != 'done'",
+            params![run_id, ABORTED, now],
+        )?;
+        tx.commit()?;
+        tracing::warn!(run_id = %run_id, aborted, "marked interrupted run");
+        report.aborted_tasks += aborted as u32;
+        report.interrupted_runs.push(run_id.clone());
+    }
+    Ok(report)
+}
+
+const RUN_COLS: &str =
+    "r.id, r.pack_name, r.pack_version, r.content_hash, r.pack_dir, r.snapshot_dir,
+    r.groups_json, r.duts_json, r.ats, r.params_json, r.resource_mode, r.coverage_mode, r.status,
+    r.reason, r.created_ms, r.started_ms, r.finished_ms, r.est_run_time";
+
+/// The SQL of one listing: its filters, order and page.
+pub(super) struct ListSql {
+    where_sql: String,
+    order: String,
+    limit: u32,
+    offset: u32,
+    args: Vec<rusqlite::types::Value>,
+}
+
+impl ListSql {
+    pub(super) fn new(q: &RunQuery) -> Result<Self> {
+        let mut wh: Vec<String> = Vec::new();
+        let mut args: Vec<rusqlite::types::Value> = Vec::new();
+        let mut arg = |v: rusqlite::types::Value| {
+            args.push(v);
+            format!("?{}", args.len())
+        };
+        use rusqlite::types::Value as V;
+        if let Some(p) = &q.pack {
+            wh.push(format!("r.pack_name = {}", arg(V::Text(p.clone()))));
+        }
+        if let Some(g) = &q.group {
+            wh.push(format!(
+                "EXISTS (SELECT 1 FROM json_each(r.groups_json) WHERE value = {})",
+                arg(V::Text(g.clone()))
+            ));
+        }
+        if let Some(d) = &q.dut {
+            wh.push(format!(
+                "EXISTS (SELECT 1 FROM json_each(r.duts_json) WHERE json_extract(value, '$.name') = {})",
+                arg(V::Text(d.clone()))
+            ));
+        }
+        if let Some(a) = &q.ats {
+            wh.push(format!("r.ats = {}", arg(V::Text(a.clone()))));
+        }
+        if let Some(s) = q.status {
+            wh.push(format!("r.status = {}", arg(V::Text(s.as_str().into()))));
+        }
+        if let Some(res) = &q.result {
+            wh.push(format!(
+                "EXISTS (SELECT 1 FROM task_results t WHERE t.run_id = r.id AND t.result = {})",
+                arg(V::Text(res.clone()))
+            ));
+        }
+        if q.failed_only {
+            wh.push(
+                "(r.status = 'errored'
+                  OR EXISTS (SELECT 1 FROM task_results t WHERE t.run_id = r.id AND t.failure = 1))"
+                    .into(),
+            );
+        }
+        if let Some(f) = q.from_ms {
+            wh.push(format!("r.created_ms >= {}", arg(V::Integer(f))));
+        }
+        if let Some(t) = q.to_ms {
+            wh.push(format!("r.created_ms <= {}", arg(V::Integer(t))));
+        }
+        if let Some(text) = q.text.as_deref().filter(|t| !t.is_empty()) {
+            let chars = text.chars().count();
+            if chars > MAX_SEARCH_CHARS {
+                return Err(StoreError::InvalidQuery {
+                    key: "text",
+                    message: format!(
+                        "the search text has {chars} characters; at most {MAX_SEARCH_CHARS}"
+                    ),
+                });
+            }
+            let pat = format!(
+                "%{}%",
+                text.replace('\\', "\\\\")
+                    .replace('%', "\\%")
+                    .replace('_', "\\_")
+            );
+            let p = arg(V::Text(pat));
+            wh.push(format!(
+                "(r.id LIKE {p} ESCAPE '\\' OR r.pack_name LIKE {p} ESCAPE '\\' OR r.reason LIKE {p} ESCAPE '\\'
+                  OR EXISTS (SELECT 1 FROM task_results t WHERE t.run_id = r.id
+                             AND (t.task LIKE {p} ESCAPE '\\' OR t.message LIKE {p} ESCAPE '\\')))"
+            ));
+        }
+        let where_sql = if wh.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", wh.join(" AND "))
+        };
+        let dir = if q.ascending { "ASC" } else { "DESC" };
+        let order = match q.sort {
+            RunSort::Created => format!("r.created_ms {dir}, r.id {dir}"),
+            RunSort::Pack => format!("r.pack_name {dir}, r.created_ms DESC"),
+            RunSort::Status => format!("r.status {dir}, r.created_ms DESC"),
+            RunSort::Duration => format!(
+                "(COALESCE(r.finished_ms, r.started_ms) - r.started_ms) {dir}, r.created_ms DESC"
+            ),
+            // As `RunCounts::failures` counts them.
+            RunSort::Failures => format!(
+                "(SELECT count(*) FROM task_results t WHERE t.run_id = r.id
+                   AND (t.failure = 1 OR (r.status = 'errored' AND t.state != 'done'))) {dir},
+                 r.created_ms DESC"
+            ),
+        };
+        let limit = if q.limit == 0 { 50 } else { q.limit.min(1000) };
+        Ok(Self {
+            where_sql,
+            order,
+            limit,
+            offset: q.offset,
+            args,
+        })
+    }
+
+    fn count(&self) -> String {
+        format!("SELECT count(*) FROM runs r {}", self.where_sql)
+    }
+
+    fn page(&self) -> String {
+        format!(
+            "SELECT {RUN_COLS} FROM runs r {} ORDER BY {} LIMIT {} OFFSET {}",
+            self.where_sql, self.order, self.limit, self.offset
+        )
+    }
+}
+
+type JsonResult<T> = std::result::Result<T, serde_json::Error>;
+
+fn run_from_row(r: &Row<'_>) -> rusqlite::Result<JsonResult<RunRecord>> {
+    let groups: String = r.get(6)?;
+    let duts: String = r.get(7)?;
+    let params: String = r.get(9)?;
+    let status: String = r.get(12)?;
+    let build = || -> JsonResult<RunRecord> {
+        Ok(RunRecord {
+            launch: NewRun {
+                id: r.get(0).unwrap_or_default(),
+                pack_name: r.get(1).unwrap_or_default(),
+                pack_version: r.get(2).unwrap_or_default(),
+                content_hash: r.get(3).unwrap_or_default(),
+                pack_dir: r.get(4).unwrap_or_default(),
+                snapshot_dir: r.get(5).unwrap_or_default(),
+                groups: serde_json::from_str(&groups)?,
+                duts: serde_json::from_str(&duts)?,
+                ats: r.get(8).unwrap_or_default(),
+                params: serde_json::from_str(&params)?,
+                resource_mode: r.get(10).unwrap_or_default(),
+                coverage_mode: r.get(11).unwrap_or_default(),
+                status: RunStatus::parse(&status).unwrap_or(RunStatus::Interrupted),
+                reason: r.get(13).unwrap_or_default(),
+                created_ms: r.get(14).unwrap_or_default(),
+                est_run_time: r.get(17).unwrap_or_default(),
+            },
+            started_ms: r.get(15).unwrap_or_default(),
+            finished_ms: r.get(16).unwrap_or_default(),
+            counts: RunCounts::default(),
+        })
+    };
+    Ok(build())
+}
+
+fn fill_counts(conn: &Connection, runs: &mut [RunRecord]) -> Result<()> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT state, result, failure, count(*) FROM task_results WHERE run_id = ?1
+         GROUP BY state, result, failure",
+    )?;
+    for run in runs {
+        let rows = stmt.query_map([&run.id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, Option<String>>(1)?,
+                r.get::<_, Option<i64>>(2)?,
+                r.get::<_, u32>(3)?,
+            ))
+        })?;
+        let mut c = RunCounts::default();
+        for row in rows {
+            let (state, result, failure, n) = row?;
+            c.total += n;
+            if state != "done" && run.status == RunStatus::Errored {
+                // A row an errored run never finished: its result was lost.
+                c.failures += n;
+            }
+            if state == "done" {
+                c.done += n;
+                if failure == Some(1) {
+                    c.failures += n;
+                }
+                if let Some(res) = result {
+                    *c.by_result.entry(res).or_default() += n;
+                }
+            }
+        }
+        run.counts = c;
+    }
+    Ok(())
+}

@@ -1,0 +1,203 @@
+//! Task occurrences in SQLite: a phase's start, a finished task's result and
+//! sub-results, and a run's task tree.
+
+use std::collections::BTreeMap;
+
+use rusqlite::{params, Connection};
+
+use super::parse_opt_json;
+use crate::clock::EpochMs;
+use crate::store::{
+    Result, StoreError, StoredTaskState, SubResultRecord, TaskFinish, TaskKind, TaskPaths,
+    TaskRecord,
+};
+
+/// Record a phase's start (lane, phase, paths, process group); the caller commits.
+pub(super) fn phase_started(
+    c: &Connection,
+    task_id: i64,
+    lane: &str,
+    phase: &str,
+    started_ms: EpochMs,
+    pgid: Option<i32>,
+    paths: &TaskPaths,
+) -> Result<()> {
+    c.prepare_cached(
+        "UPDATE task_results SET state = 'running', lane = ?2, phase = ?3,
+            started_ms = COALESCE(started_ms, ?4), pgid = ?5,
+            task_dir = ?6, setup_log = ?7, main_log = ?8, teardown_log = ?9, artifacts_dir = ?10
+         WHERE id = ?1",
+    )?
+    .execute(params![
+        task_id,
+        lane,
+        phase,
+        started_ms,
+        pgid,
+        paths.task_dir,
+        paths.setup_log,
+        paths.main_log,
+        paths.teardown_log,
+        paths.artifacts_dir
+    ])?;
+    Ok(())
+}
+
+/// The task tree of one run, in plan order, with sub-results.
+pub(super) fn of_run(conn: &Connection, run_id: &str) -> Result<Vec<TaskRecord>> {
+    let exists: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM runs WHERE id = ?1)",
+        [run_id],
+        |r| r.get(0),
+    )?;
+    if !exists {
+        return Err(StoreError::RunNotFound(run_id.into()));
+    }
+    let mut stmt = conn.prepare(
+        "SELECT id, run_id, seq, lane, task, kind, grp, description, state, result, failure,
+                message, metadata_json, raw_result, est_task_time, run_time, run_time_delta,
+                started_ms, finished_ms, setup_ms, main_ms, teardown_ms, exit_code, signal, phase,
+                task_dir, setup_log, main_log, teardown_log, artifacts_dir, log_truncated, pgid
+         FROM task_results WHERE run_id = ?1 ORDER BY seq",
+    )?;
+    let mut tasks: Vec<TaskRecord> = stmt
+        .query_map([run_id], |r| {
+            Ok(TaskRecord {
+                id: r.get(0)?,
+                run_id: r.get(1)?,
+                seq: r.get(2)?,
+                lane: r.get(3)?,
+                task: r.get(4)?,
+                kind: TaskKind::parse(&r.get::<_, String>(5)?).unwrap_or(TaskKind::Test),
+                group: r.get(6)?,
+                description: r.get(7)?,
+                state: match r.get::<_, String>(8)?.as_str() {
+                    "running" => StoredTaskState::Running,
+                    "done" => StoredTaskState::Done,
+                    _ => StoredTaskState::Pending,
+                },
+                result: r.get(9)?,
+                failure: r.get::<_, Option<i64>>(10)?.map(|v| v != 0),
+                message: r.get(11)?,
+                metadata: parse_opt_json(r.get(12)?),
+                raw_result: r.get(13)?,
+                est_task_time: r.get(14)?,
+                run_time: r.get(15)?,
+                run_time_delta: r.get(16)?,
+                started_ms: r.get(17)?,
+                finished_ms: r.get(18)?,
+                setup_ms: r.get(19)?,
+                main_ms: r.get(20)?,
+                teardown_ms: r.get(21)?,
+                exit_code: r.get(22)?,
+                signal: r.get(23)?,
+                phase: r.get(24)?,
+                paths: TaskPaths {
+                    task_dir: r.get(25)?,
+                    setup_log: r.get(26)?,
+                    main_log: r.get(27)?,
+                    teardown_log: r.get(28)?,
+                    artifacts_dir: r.get(29)?,
+                },
+                log_truncated: r.get::<_, i64>(30)? != 0,
+                pgid: r.get(31)?,
+                sub_results: Vec::new(),
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut sub = conn.prepare(
+        "SELECT s.task_result_id, s.name, s.description, s.result, s.failure, s.message, s.metadata_json
+         FROM sub_results s JOIN task_results t ON t.id = s.task_result_id
+         WHERE t.run_id = ?1 ORDER BY s.task_result_id, s.idx",
+    )?;
+    let mut by_id: BTreeMap<i64, Vec<SubResultRecord>> = BTreeMap::new();
+    let rows = sub.query_map([run_id], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            SubResultRecord {
+                name: r.get(1)?,
+                description: r.get(2)?,
+                result: r.get(3)?,
+                failure: r.get::<_, i64>(4)? != 0,
+                message: r.get(5)?,
+                metadata: parse_opt_json(r.get(6)?),
+            },
+        ))
+    })?;
+    for row in rows {
+        let (id, s) = row?;
+        by_id.entry(id).or_default().push(s);
+    }
+    for t in &mut tasks {
+        if let Some(s) = by_id.remove(&t.id) {
+            t.sub_results = s;
+        }
+    }
+    Ok(tasks)
+}
+
+pub(super) fn update_finish(conn: &Connection, task_id: i64, f: &TaskFinish) -> Result<()> {
+    conn.prepare_cached(
+        "UPDATE task_results SET state = 'done', lane = COALESCE(?2, lane), result = ?3, failure = ?4,
+            message = ?5, metadata_json = ?6, raw_result = ?7, run_time = ?8, run_time_delta = ?9,
+            started_ms = COALESCE(?10, started_ms), finished_ms = ?11, setup_ms = ?12, main_ms = ?13,
+            teardown_ms = ?14, exit_code = ?15, signal = ?16, log_truncated = ?17, pgid = NULL,
+            phase = NULL, task_dir = COALESCE(?18, task_dir), setup_log = COALESCE(?19, setup_log),
+            main_log = COALESCE(?20, main_log), teardown_log = COALESCE(?21, teardown_log),
+            artifacts_dir = COALESCE(?22, artifacts_dir)
+         WHERE id = ?1",
+    )?
+    .execute(params![
+            task_id,
+            f.lane,
+            f.result,
+            f.failure,
+            f.message,
+            f.metadata.as_ref().map(|m| m.to_string()),
+            f.raw_result,
+            f.run_time,
+            f.run_time_delta,
+            f.started_ms,
+            f.finished_ms,
+            f.setup_ms,
+            f.main_ms,
+            f.teardown_ms,
+            f.exit_code,
+            f.signal,
+            f.log_truncated,
+            f.paths.task_dir,
+            f.paths.setup_log,
+            f.paths.main_log,
+            f.paths.teardown_log,
+            f.paths.artifacts_dir,
+        ])?;
+    Ok(())
+}
+
+/// A finished task's row and sub-results, inside the caller's transaction.
+pub(super) fn finish_writes(conn: &Connection, task_id: i64, f: &TaskFinish) -> Result<()> {
+    update_finish(conn, task_id, f)?;
+    if !f.sub_results.is_empty() {
+        conn.execute(
+            "DELETE FROM sub_results WHERE task_result_id = ?1",
+            [task_id],
+        )?;
+        let mut stmt = conn.prepare_cached(
+            "INSERT INTO sub_results (task_result_id, idx, name, description, result, failure, message, metadata_json)
+             VALUES (?1,?2,?3,?4,?5,?6,?7,?8)",
+        )?;
+        for (i, s) in f.sub_results.iter().enumerate() {
+            stmt.execute(params![
+                task_id,
+                i as i64,
+                s.name,
+                s.description,
+                s.result,
+                s.failure,
+                s.message,
+                s.metadata.as_ref().map(|m| m.to_string())
+            ])?;
+        }
+    }
+    Ok(())
+}
