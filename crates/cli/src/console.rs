@@ -54,11 +54,11 @@ impl Session {
     }
 
     /// A console for reading stored runs: no packs, no lab, nothing reserved.
-    pub fn reading(ctx: &crate::Ctx) -> anyhow::Result<Self> {
+    pub fn reading(paths: &ConsolePaths) -> anyhow::Result<Self> {
         let paths = ConsolePaths {
             pack_roots: Vec::new(),
             lab_file: None,
-            ..ctx.paths.clone()
+            ..paths.clone()
         };
         let options = ConsoleOptions {
             book: BookUse::None,

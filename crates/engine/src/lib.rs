@@ -1,21 +1,17 @@
 //! Testbay engine: the product minus its transports.
 //!
-//! See ARCHITECTURE.md for the module map. Nothing here knows about Tauri or HTTP.
+//! See ARCHITECTURE.md for the module map. Nothing here knows about Tauri or HTTP. What is
+//! pure (documents, packs, params, the lab, the plan, the book's logic) lives in
+//! `testbay-core` and is re-exported here under the paths it always had.
 
 pub mod api;
-pub mod bounds;
-pub mod clock;
-pub mod doc;
-pub mod diag;
 pub mod exec;
-pub mod lab;
-pub mod outcome;
 pub mod pack;
-pub mod params;
-pub mod plan;
 pub mod report;
 pub mod reserve;
 pub mod run;
 pub mod store;
-pub mod timefmt;
-pub mod userfile;
+
+pub use testbay_core::{
+    bounds, clock, diag, doc, lab, model, outcome, params, plan, schema, timefmt, userfile,
+};

@@ -79,7 +79,7 @@ fn parse_sort(s: &str) -> Result<RunSort, String> {
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
-    let session = Session::reading(ctx)?;
+    let session = Session::reading(&ctx.paths)?;
     if let Some(id) = &args.run {
         if args.json {
             let request = Request::Export {

@@ -24,7 +24,7 @@ impl LocalConsole {
             .map(|name| self.dut_target(name))
             .collect::<Result<Vec<_>, _>>()?;
         let ats = self.launch_ats(spec.ats, &duts)?;
-        bounds::check_task_count(
+        crate::pack::check_task_count(
             &pack,
             &spec.groups,
             duts.len(),

@@ -14,13 +14,13 @@ use super::item::RunCtx;
 use super::snapshot::snapshot_pack;
 use super::view::estimate_total;
 use super::{
-    events, prepare, LaunchRequest, LiveHandle, LiveRun, RunError, RunEvent, RunManager, TaskNeeds,
+    events, order, prepare, LaunchRequest, LiveHandle, LiveRun, RunError, RunEvent, RunManager,
+    TaskNeeds,
 };
 use crate::clock::EpochMs;
 use crate::outcome::RunStatus;
 use crate::pack::{self, LoadedPack, ResourceMode};
 use crate::plan::{ItemState, Plan, PlanInput};
-use crate::reserve::order;
 use crate::store::{NewRun, NewTaskRow};
 
 impl RunManager {
@@ -289,7 +289,7 @@ fn mode_str(v: Option<&Value>) -> String {
 pub const SCHEDULER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// In the `custom_*` resource modes, the test order per group the pack's `scheduler`
-/// program chose (see [`crate::reserve::order`]); `None` in the other modes, and when a
+/// program chose (see [`order`]); `None` in the other modes, and when a
 /// group is unknown (the plan then says so).
 fn custom_test_order(
     pack: &LoadedPack,

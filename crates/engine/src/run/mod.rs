@@ -31,13 +31,14 @@
 //! plan, the store rows, the broker's `begin_run`), `snapshot` copies the pack it runs
 //! from, `driver` is the loop that drives one run to its end, `item` one occurrence's
 //! phases, `view` builds the [`RunView`] and progress figures from the live state,
-//! `recover` settles the runs a dead console left.
+//! `recover` settles the runs a dead console left, `order` runs a pack's `scheduler`.
 
 pub mod broker;
 mod driver;
 pub mod events;
 mod item;
 mod launch;
+pub mod order;
 mod prepare;
 mod recover;
 mod snapshot;

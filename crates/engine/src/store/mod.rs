@@ -35,7 +35,7 @@ use std::time::Duration;
 use crate::clock::EpochMs;
 use crate::lab::{Lab, LabFile};
 use crate::outcome::RunStatus;
-use crate::reserve::{BookEvent, ReservationView};
+use testbay_core::reserve::{BookEvent, ReservationView};
 
 /// The store of runs, their task results and sub-results, and the lab inventory. Shared
 /// by every thread of a console (`Arc<dyn Store>`); every method may be called from any

@@ -8,42 +8,14 @@ use serde_json::Value;
 use ts_rs::TS;
 
 use crate::clock::EpochMs;
+pub use crate::model::{DutTarget, TaskKind};
 use crate::outcome::RunStatus;
-use crate::plan::DutTarget;
-use crate::reserve::ReservationView;
+use testbay_core::reserve::ReservationView;
 
 /// Longest [`RunQuery::text`]. Matching one text against a task message takes time
 /// proportional to both lengths inside one SQLite step, which the read limit cannot
 /// stop; with this bound a step stays short.
 pub const MAX_SEARCH_CHARS: usize = 200;
-
-/// Kind of a planned task: global or group setup, a test, global or group teardown.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, TS)]
-#[serde(rename_all = "snake_case")]
-#[ts(export)]
-pub enum TaskKind {
-    Setup,
-    Test,
-    Teardown,
-}
-
-impl TaskKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TaskKind::Setup => "setup",
-            TaskKind::Test => "test",
-            TaskKind::Teardown => "teardown",
-        }
-    }
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "setup" => TaskKind::Setup,
-            "test" => TaskKind::Test,
-            "teardown" => TaskKind::Teardown,
-            _ => return None,
-        })
-    }
-}
 
 /// A run as launched: what [`super::Store::insert_run`] is given, and the part of a
 /// [`RunRecord`] fixed at launch (with its status and reason, which change later).

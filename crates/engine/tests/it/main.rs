@@ -1,19 +1,16 @@
-//! Integration tests of testbay-engine, one module per engine module.
-mod doc;
+//! Integration tests of testbay-engine, one module per engine module (core's pure
+//! modules are tested in crates/core/tests/it).
 mod pack;
-mod params;
 mod schemas;
 mod reserve;
 mod exec;
 mod store;
 mod store_contract;
 mod store_reads;
-mod plan;
 mod run;
 mod run_seq;
 mod api_types;
 mod api;
-mod lab;
 mod resources;
 mod read_file;
 mod bounds;

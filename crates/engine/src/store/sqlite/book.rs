@@ -11,8 +11,8 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::clock::EpochMs;
-use crate::reserve::{BookEvent, BookEventKind, ReservationView};
 use crate::store::{BookStore, Result, RunOwner, SavedBook, StoreError, StoredEvent};
+use testbay_core::reserve::{BookEvent, BookEventKind, ReservationView};
 
 /// The reservation book's tables on a connection of its own.
 pub struct SqliteBookStore {

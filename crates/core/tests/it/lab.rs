@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use testbay_engine::lab::{self, SearchError};
+use testbay_core::lab::{self, SearchError};
 
 fn demo_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../lab/demo-lab.yaml")
@@ -178,8 +178,8 @@ fn numbers_beyond_their_range_are_reported_with_schema_and_semantic_problems_at_
 
 #[test]
 fn a_launch_takes_an_ats_that_holds_every_dut_or_its_duts_rack() {
-    use testbay_engine::lab::AtsError;
-    use testbay_engine::plan::DutTarget;
+    use testbay_core::lab::AtsError;
+    use testbay_core::plan::DutTarget;
     let lab = lab::load(&demo_path()).unwrap();
     let duts = |names: &[&str]| -> Vec<DutTarget> {
         names

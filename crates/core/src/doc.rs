@@ -21,7 +21,7 @@ use yaml_rust2::parser::{Event, Parser};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
 use yaml_rust2::Yaml;
 
-use crate::diag::Diagnostic;
+use crate::diag::{did_you_mean, Diagnostic};
 
 mod syntax;
 
@@ -419,7 +419,7 @@ pub fn cached_schema<T: JsonSchema + 'static>() -> Arc<Value> {
     let cache = CACHE.get_or_init(Default::default);
     let mut map = cache.lock().unwrap_or_else(|p| p.into_inner());
     map.entry(TypeId::of::<T>())
-        .or_insert_with(|| Arc::new(crate::pack::schema::schema_of::<T>()))
+        .or_insert_with(|| Arc::new(crate::schema::schema_of::<T>()))
         .clone()
 }
 
@@ -796,20 +796,6 @@ fn type_name(ty: &str) -> &'static str {
         "object" => "a mapping",
         _ => "a value of an unknown type",
     }
-}
-
-/// The closest of `candidates` to `word`, if close enough to be a plausible typo.
-pub fn did_you_mean<'c>(
-    word: &str,
-    candidates: impl IntoIterator<Item = &'c str>,
-) -> Option<&'c str> {
-    let w = word.to_lowercase();
-    candidates
-        .into_iter()
-        .map(|c| (strsim::damerau_levenshtein(&w, &c.to_lowercase()), c))
-        .filter(|(d, c)| *d <= (c.chars().count() / 3).max(1))
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| c)
 }
 
 impl Validator<'_> {

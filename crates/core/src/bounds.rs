@@ -5,8 +5,8 @@
 //!   `#[schemars(range(...))]`, so `schemas/` carries each range and the loader reports a
 //!   value outside it with file, line, key and the bound it broke.
 //! - Launch requests: [`check_request_size`] (groups, DUTs, parameter overrides) before
-//!   anything is looked up, [`check_task_count`] once the pack is known; both before the
-//!   run is stored. The console's `launch` and `testbay run` call them.
+//!   anything is looked up, [`crate::pack::check_task_count`] once the pack is known;
+//!   both before the run is stored. The console's `launch` and `testbay run` call them.
 //! - Holds: [`hold_duration_ms`] and [`check_hold`], from the console's `hold` and
 //!   `testbay lab hold`.
 //!
@@ -18,7 +18,6 @@
 use serde_json::{Map, Value};
 
 use crate::clock::EpochMs;
-use crate::pack::{CoverageMode, LoadedPack};
 
 /// `est_task_time` and `max_runtime`, seconds: at most 7 days.
 pub const MAX_TASK_TIME_S: u32 = 7 * 86_400;
@@ -81,7 +80,7 @@ impl BoundError {
         }
     }
 
-    fn size(key: &str, message: String) -> Self {
+    pub(crate) fn size(key: &str, message: String) -> Self {
         BoundError::TooLarge {
             key: key.into(),
             message,
@@ -130,7 +129,7 @@ pub fn check_request_size(
 }
 
 /// Bytes of `v` as compact JSON, counted without building the text.
-pub(crate) fn json_len<T: serde::Serialize + ?Sized>(v: &T) -> usize {
+pub fn json_len<T: serde::Serialize + ?Sized>(v: &T) -> usize {
     struct Count(usize);
     impl std::io::Write for Count {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -146,71 +145,6 @@ pub(crate) fn json_len<T: serde::Serialize + ?Sized>(v: &T) -> usize {
     // written before it failed.
     let _ = serde_json::to_writer(&mut c, v);
     c.0
-}
-
-/// How many task occurrences a launch of `groups` (empty: every group) of `pack` on
-/// `duts` DUTs expands to: per lane (one per DUT, at least one) the global and group
-/// setups and teardowns and, except in `split` coverage, the tests; in `split` coverage
-/// each test once. Unknown groups count nothing (the launch reports them). The coverage
-/// mode is `coverage`, else the `coverage_mode` override in `params`, else the pack's.
-pub fn task_count(
-    pack: &LoadedPack,
-    groups: &[String],
-    duts: usize,
-    params: &Map<String, Value>,
-    coverage: Option<CoverageMode>,
-) -> usize {
-    let coverage = coverage
-        .or_else(|| {
-            params
-                .get("coverage_mode")
-                .and_then(|v| serde_json::from_value(v.clone()).ok())
-        })
-        .unwrap_or(pack.def.params.coverage_mode);
-    let chosen: Vec<&crate::pack::GroupDef> = if groups.is_empty() {
-        pack.def.groups.values().collect()
-    } else {
-        groups
-            .iter()
-            .filter_map(|g| pack.def.groups.get(g))
-            .collect()
-    };
-    let mut per_lane = pack.def.setup.len().saturating_add(pack.def.teardown.len());
-    let mut shared = 0usize;
-    for g in chosen {
-        per_lane = per_lane
-            .saturating_add(g.setup.len())
-            .saturating_add(g.teardown.len());
-        if coverage == CoverageMode::Split {
-            shared = shared.saturating_add(g.tests.len());
-        } else {
-            per_lane = per_lane.saturating_add(g.tests.len());
-        }
-    }
-    per_lane.saturating_mul(duts.max(1)).saturating_add(shared)
-}
-
-/// [`task_count`] against [`MAX_RUN_TASKS`].
-pub fn check_task_count(
-    pack: &LoadedPack,
-    groups: &[String],
-    duts: usize,
-    params: &Map<String, Value>,
-    coverage: Option<CoverageMode>,
-) -> Result<(), BoundError> {
-    let n = task_count(pack, groups, duts, params, coverage);
-    if n > MAX_RUN_TASKS {
-        return Err(BoundError::size(
-            "tasks",
-            format!(
-                "this launch of pack {} expands to {n} task occurrences ({} group(s) on {} lane(s)); a run holds at most {MAX_RUN_TASKS}",
-                pack.def.name,
-                if groups.is_empty() { pack.def.groups.len() } else { groups.len() },
-                duts.max(1),
-            ),
-        ));
-    }
-    Ok(())
 }
 
 /// A hold's `duration_s` in milliseconds, if it is more than 0 and at most

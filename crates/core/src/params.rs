@@ -8,6 +8,7 @@ use std::path::Path;
 use serde_json::{Map, Value};
 
 use crate::doc::{self, Limits, Node};
+pub use crate::pack::global_params_json;
 use crate::pack::{GlobalParams, TaskDef};
 
 /// A launch parameter that cannot be used.
@@ -82,16 +83,6 @@ pub fn parse_overrides<S: AsRef<str>>(args: &[S]) -> Result<Map<String, Value>, 
         Ok(out)
     } else {
         Err(errors)
-    }
-}
-
-/// The normalised global parameters as one JSON object: every known key with its value or
-/// default, and every free key, at the top level. This is `global_params` in a task's
-/// params file.
-pub fn global_params_json(params: &GlobalParams) -> Map<String, Value> {
-    match serde_json::to_value(params) {
-        Ok(Value::Object(m)) => m,
-        _ => Map::new(),
     }
 }
 

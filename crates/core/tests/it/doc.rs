@@ -3,8 +3,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use testbay_engine::doc::{parse_document, parse_yaml, Limits};
-use testbay_engine::pack::{GlobalParams, PackDef, TaskDef, TaskReturn};
+use testbay_core::doc::{parse_document, parse_yaml, Limits};
+use testbay_core::pack::{GlobalParams, PackDef, TaskDef, TaskReturn};
 
 fn errs<T: serde::de::DeserializeOwned + schemars::JsonSchema + 'static>(
     text: &str,
@@ -250,21 +250,21 @@ fn a_large_file_is_refused_before_parsing() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("big.yaml");
     let f = std::fs::File::create(&p).unwrap();
-    f.set_len(testbay_engine::doc::MAX_FILE_BYTES + 1).unwrap();
-    let d = testbay_engine::doc::load_document::<GlobalParams>(&p).unwrap_err();
+    f.set_len(testbay_core::doc::MAX_FILE_BYTES + 1).unwrap();
+    let d = testbay_core::doc::load_document::<GlobalParams>(&p).unwrap_err();
     assert!(
         d[0].message.contains("larger than 8 MiB"),
         "{}",
         d[0].message
     );
-    let d = testbay_engine::doc::load_document::<GlobalParams>(&dir.path().join("none.yaml"))
+    let d = testbay_core::doc::load_document::<GlobalParams>(&dir.path().join("none.yaml"))
         .unwrap_err();
     assert!(d[0].message.starts_with("cannot read"), "{}", d[0].message);
 }
 
 #[test]
 fn partial_documents_drop_only_the_bad_keys() {
-    let (doc, diags) = testbay_engine::doc::parse_document_partial::<TaskDef>(
+    let (doc, diags) = testbay_core::doc::parse_document_partial::<TaskDef>(
         Path::new("t.yaml"),
         b"name: t\nrun: [x]\nmax_runtime: -1\nprereq_tasks: [a, 3]\nbogus: 1\n",
     );
@@ -273,7 +273,7 @@ fn partial_documents_drop_only_the_bad_keys() {
     assert_eq!(doc.value.max_runtime, None);
     assert!(doc.value.prereq_tasks.is_empty());
     let (doc, _) =
-        testbay_engine::doc::parse_document_partial::<TaskDef>(Path::new("t.yaml"), b"name: t\n");
+        testbay_core::doc::parse_document_partial::<TaskDef>(Path::new("t.yaml"), b"name: t\n");
     assert!(doc.is_none(), "a missing required key cannot be repaired");
 }
 

@@ -31,26 +31,10 @@
 
 use std::collections::{HashMap, HashSet};
 
-use serde::{Deserialize, Serialize};
-use ts_rs::TS;
-
 use crate::clock::EpochMs;
+pub use crate::model::{DutTarget, TaskKind};
 use crate::outcome::{ABORTED, BLOCKED, ERRORED, SKIPPED};
 use crate::pack::{CoverageMode, GlobalParams, LoadedPack, TaskDef};
-use crate::store::TaskKind;
-
-/// A DUT a run targets; each is one lane.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize, TS)]
-#[ts(export)]
-pub struct DutTarget {
-    pub name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub model: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rack: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub slot: Option<u32>,
-}
 
 /// Lane name used when a run targets no DUT.
 pub const LOCAL_LANE: &str = "local";

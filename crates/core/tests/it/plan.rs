@@ -2,11 +2,11 @@
 
 use indexmap::IndexMap;
 use serde_json::{json, Map, Value};
-use testbay_engine::clock::{Clock, ManualClock};
-use testbay_engine::outcome::*;
-use testbay_engine::pack::*;
-use testbay_engine::plan::*;
-use testbay_engine::store::TaskKind;
+use testbay_core::clock::{Clock, ManualClock};
+use testbay_core::model::TaskKind;
+use testbay_core::outcome::*;
+use testbay_core::pack::*;
+use testbay_core::plan::*;
 
 const T0: i64 = 1_800_000_000_000;
 
@@ -536,7 +536,7 @@ fn missing_req_param_keys_refuse_the_run_before_anything_starts() {
     // With the overrides and targets given, it builds.
     let mut over = Map::new();
     over.insert("firmware".into(), json!("2.0"));
-    let params = testbay_engine::params::effective_params(&p.def.params, &over).unwrap();
+    let params = testbay_core::params::effective_params(&p.def.params, &over).unwrap();
     assert!(Plan::build(PlanInput {
         pack: &p,
         groups: vec![],

@@ -166,7 +166,7 @@ pub fn custom_order(
     let mut seen = HashSet::new();
     for id in &ids {
         if !known.contains(id.as_str()) {
-            let hint = super::did_you_mean(id, known.iter().copied())
+            let hint = crate::diag::did_you_mean(id, known.iter().copied())
                 .map(|s| format!(" (did you mean `{s}`?)"))
                 .unwrap_or_default();
             return Err(bad(format!("unknown queue id `{id}`{hint}")));

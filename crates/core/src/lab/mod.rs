@@ -15,7 +15,7 @@ use ts_rs::TS;
 
 use crate::diag::Diagnostic;
 use crate::doc::{self, Located};
-use crate::plan::DutTarget;
+use crate::model::DutTarget;
 use crate::reserve::{ReservationMode, ResourceKind, ResourceSpec};
 
 pub use search::{DutQuery, SearchError, SearchField};
@@ -253,12 +253,10 @@ fn check(doc: &Located<LabFile>) -> Vec<Diagnostic> {
         let Some(loc) = &d.location else { continue };
         match racks.get(loc.rack.as_str()) {
             None => {
-                let hint = crate::reserve::did_you_mean(
-                    &loc.rack,
-                    lab.racks.iter().map(|r| r.name.as_str()),
-                )
-                .map(|s| format!(" (did you mean `{s}`?)"))
-                .unwrap_or_default();
+                let hint =
+                    crate::diag::did_you_mean(&loc.rack, lab.racks.iter().map(|r| r.name.as_str()))
+                        .map(|s| format!(" (did you mean `{s}`?)"))
+                        .unwrap_or_default();
                 out.push(doc.diag(
                     &format!("duts[{i}].location.rack"),
                     format!(
@@ -366,7 +364,8 @@ impl Lab {
                 let racks: Vec<String> = self.def.racks.iter().map(|r| r.name.clone()).collect();
                 return Err(AtsError::Unknown {
                     ats: ats.to_string(),
-                    suggestion: crate::reserve::did_you_mean(ats, racks.iter().map(String::as_str)),
+                    suggestion: crate::diag::did_you_mean(ats, racks.iter().map(String::as_str))
+                        .map(str::to_string),
                     racks,
                 });
             }

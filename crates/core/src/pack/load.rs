@@ -18,8 +18,8 @@ use std::path::{Component, Path, PathBuf};
 use indexmap::IndexMap;
 
 use super::{LoadedPack, LoadedTask, PackDef, PackErrors, ResourceMode, TaskDef};
-use crate::diag::Diagnostic;
-use crate::doc::{self, did_you_mean, Located};
+use crate::diag::{did_you_mean, Diagnostic};
+use crate::doc::{self, Located};
 
 /// Load and check the pack in `dir`, reporting every problem at once.
 pub fn load(dir: &Path) -> Result<LoadedPack, PackErrors> {
@@ -28,10 +28,7 @@ pub fn load(dir: &Path) -> Result<LoadedPack, PackErrors> {
 
 /// [`load`], with the content hash already known (a snapshot hashes what it copies, so
 /// the files need not be read again).
-pub(crate) fn load_with_hash(
-    dir: &Path,
-    known_hash: Option<String>,
-) -> Result<LoadedPack, PackErrors> {
+pub fn load_with_hash(dir: &Path, known_hash: Option<String>) -> Result<LoadedPack, PackErrors> {
     let mut diags = Vec::new();
     let fail = |diags: Vec<Diagnostic>, name: Option<String>, version: Option<String>| PackErrors {
         dir: dir.to_path_buf(),

@@ -1,8 +1,8 @@
 //! params: launch overrides, effective parameters, req_param_keys.
 
 use serde_json::{json, Map, Value};
-use testbay_engine::pack::{GlobalParams, ResourceMode, TaskDef};
-use testbay_engine::params::{
+use testbay_core::pack::{GlobalParams, ResourceMode, TaskDef};
+use testbay_core::params::{
     effective_params, global_params_json, missing_param_keys, parse_override, parse_overrides,
     MissingParam, ParamError,
 };

@@ -97,7 +97,8 @@ impl SearchField {
         }
         Err(SearchError::UnknownField {
             field: name.to_string(),
-            suggestion: crate::reserve::did_you_mean(name, FIELDS.iter().map(|(n, _)| *n)),
+            suggestion: crate::diag::did_you_mean(name, FIELDS.iter().map(|(n, _)| *n))
+                .map(str::to_string),
         })
     }
 }

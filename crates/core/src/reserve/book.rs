@@ -275,7 +275,11 @@ impl Book {
             .copied()
             .ok_or_else(|| BookError::UnknownResource {
                 name: name.to_string(),
-                suggestion: super::did_you_mean(name, self.resources.iter().map(|r| &*r.name)),
+                suggestion: crate::diag::did_you_mean(
+                    name,
+                    self.resources.iter().map(|r| &*r.name),
+                )
+                .map(str::to_string),
             })
     }
 

@@ -35,3 +35,20 @@ impl fmt::Display for Diagnostic {
         write!(f, ": {}", self.message)
     }
 }
+
+/// The closest of `candidates` to `word`, if close enough to be a plausible typo: the
+/// one "did you mean" of the engine (pack and lab files, parameters, lab searches, the
+/// reservation book, the CLI). Case is ignored; a swap of two letters is one edit; a
+/// candidate of `n` letters is suggested within `max(1, n / 3)` edits.
+pub fn did_you_mean<'c>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'c str>,
+) -> Option<&'c str> {
+    let w = word.to_lowercase();
+    candidates
+        .into_iter()
+        .map(|c| (strsim::damerau_levenshtein(&w, &c.to_lowercase()), c))
+        .filter(|(d, c)| *d <= (c.chars().count() / 3).max(1))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use ts_rs::TS;
 
-use super::library::PackEntry;
+use super::discover::PackEntry;
 use super::{LoadedPack, PackDef, TaskDef};
 use crate::diag::Diagnostic;
 
@@ -243,7 +243,7 @@ impl PackDetail {
                 def: t.def.clone(),
             })
             .collect();
-        let params = crate::params::global_params_json(&def.params)
+        let params = super::global_params_json(&def.params)
             .into_iter()
             .map(|(key, value)| ParamInfo {
                 known: KNOWN_PARAMS.contains(&key.as_str()),

@@ -4,18 +4,10 @@
 //! `schemas::committed_schemas_match_code` fails when they drift and rewrites them when run
 //! with `UPDATE_SCHEMAS=1`.
 
-use schemars::gen::SchemaSettings;
-use schemars::JsonSchema;
 use serde_json::Value;
 
 use super::model::{GlobalParams, PackDef, Reporting, TaskDef, TaskReturn};
-
-/// The JSON Schema (draft-07) of `T`, as the loader validates documents against it.
-pub fn schema_of<T: JsonSchema>() -> Value {
-    let gen = SchemaSettings::draft07().into_generator();
-    let root = gen.into_root_schema_for::<T>();
-    serde_json::to_value(root).expect("a schemars schema always serialises")
-}
+pub use crate::schema::schema_of;
 
 /// Every committed schema: (file name under `schemas/`, schema).
 pub fn all_schemas() -> Vec<(&'static str, Value)> {

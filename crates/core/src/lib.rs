@@ -1,0 +1,22 @@
+//! Testbay's core: what is pure. The domain model, documents and their validation,
+//! packs, run parameters, the lab inventory, the plan state machine and the reservation
+//! book's logic. No async runtime, no database, no file watcher, no processes: the
+//! engine (`testbay-engine`) sits on this crate and the transports on the engine.
+//! `tests/it/layers.rs` keeps it so.
+//!
+//! See ARCHITECTURE.md for the module map.
+
+pub mod bounds;
+pub mod clock;
+pub mod diag;
+pub mod doc;
+pub mod lab;
+pub mod model;
+pub mod outcome;
+pub mod pack;
+pub mod params;
+pub mod plan;
+pub mod reserve;
+pub mod schema;
+pub mod timefmt;
+pub mod userfile;

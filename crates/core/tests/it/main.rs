@@ -1,0 +1,7 @@
+//! Integration tests of testbay-core, one module per core module, and the layers check.
+mod book;
+mod doc;
+mod lab;
+mod layers;
+mod params;
+mod plan;
