@@ -4,10 +4,20 @@
 //! The text is parsed with `yaml-rust2`'s event parser into a [`Node`] tree in which every
 //! node knows its line and column. Aliases are expanded while the tree is built, counting
 //! nodes, so an alias bomb is refused after at most [`Limits::max_nodes`] nodes of work. The
-//! tree is then checked against `schemars::schema_for!(T)` by a validator for the subset
-//! schemars emits, collecting every problem as a [`Diagnostic`]; only a document without
-//! problems is deserialised into `T`. A YAML syntax error is placed by `syntax` where a
-//! reader must look (the `[` left open, not the end of the file where the parser gave up).
+//! tree's JSON is then validated by the `jsonschema` crate against `schemars::schema_for!(T)`
+//! (compiled once per type), and every error becomes a [`Diagnostic`]: its instance path
+//! leads back to the node, hence the line, column and key path, and its keyword to a
+//! message in the author's words ("did you mean" from the schema's key names and allowed
+//! values). Only a document without problems is deserialised into `T`. A YAML syntax error
+//! is placed by `syntax` where a reader must look (the `[` left open, not the end of the
+//! file where the parser gave up).
+//!
+//! Kept by hand: the tree, built from the parser's events rather than by `yaml-rust2`'s own
+//! loader, so that alias expansion is counted and stopped as it happens, a duplicate key or
+//! an unknown tag is a problem with a place instead of a silent overwrite, and every key
+//! keeps its own line for the key paths later checks point at; the placing of syntax
+//! errors (no parser says which bracket was left open); the words of the messages; and the
+//! near-miss check of mappings that allow free keys, a `jsonschema` custom keyword.
 
 use std::any::TypeId;
 use std::collections::HashMap;
@@ -299,9 +309,9 @@ pub fn parse_document_partial<T: DeserializeOwned + JsonSchema + 'static>(
         Err(d) => return (None, d),
     };
     let schema = cached_schema::<T>();
-    let mut diags = validate(file, &schema, &node);
-    sort_diags(&mut diags);
     let json = node.to_json();
+    let mut diags = validate_json(file, &schema, &node, &json);
+    sort_diags(&mut diags);
     let mut repaired = json.clone();
     for d in &diags {
         let Some(path) = d.key_path.as_deref() else {
@@ -411,16 +421,6 @@ fn index_spans(node: &Node, path: &str, out: &mut HashMap<String, Span>) {
         }
         _ => {}
     }
-}
-
-/// The schema of `T`, generated once per type.
-pub fn cached_schema<T: JsonSchema + 'static>() -> Arc<Value> {
-    static CACHE: OnceLock<Mutex<HashMap<TypeId, Arc<Value>>>> = OnceLock::new();
-    let cache = CACHE.get_or_init(Default::default);
-    let mut map = cache.lock().unwrap_or_else(|p| p.into_inner());
-    map.entry(TypeId::of::<T>())
-        .or_insert_with(|| Arc::new(crate::schema::schema_of::<T>()))
-        .clone()
 }
 
 /// UTF-8 text of `bytes`, without a leading byte-order mark; else a diagnostic naming the
@@ -758,31 +758,389 @@ pub fn parse_yaml(file: &Path, text: &str, limits: Limits) -> Result<Node, Vec<D
     }))
 }
 
-/// Validate `node` against a JSON Schema (the subset schemars emits); every problem found.
-pub fn validate(file: &Path, schema: &Value, node: &Node) -> Vec<Diagnostic> {
-    let v = Validator { file, root: schema };
-    let mut out = Vec::new();
-    v.check(schema, node, "", node.span, &mut out);
+/// A JSON Schema compiled for validating documents, built once per type by
+/// [`cached_schema`].
+pub struct CompiledSchema {
+    /// The schema as compiled (see [`add_checks`]): errors point into it.
+    json: Value,
+    validator: jsonschema::Validator,
+}
+
+/// The keyword [`add_checks`] gives every mapping schema that allows free keys beside its
+/// named ones: a free key one typo away from a named key is refused, for it is almost
+/// certainly that key misspelt.
+const NEAR_MISS_KEYWORD: &str = "x-testbay-near-miss";
+
+impl CompiledSchema {
+    /// Compile a draft-07 schema whose `$ref`s point into itself (`#/definitions/...`).
+    /// Nothing is fetched: the crate's file and network resolvers are not built in.
+    pub fn new(mut json: Value) -> Result<Self, String> {
+        add_checks(&mut json);
+        let validator = jsonschema::options()
+            .with_draft(jsonschema::Draft::Draft7)
+            .with_keyword(NEAR_MISS_KEYWORD, near_miss_keyword)
+            .build(&json)
+            .map_err(|e| e.to_string())?;
+        Ok(Self { json, validator })
+    }
+}
+
+/// Adapt a generated schema, recursively, to the messages users read: an `enum` needs no
+/// `type` beside it, and a `oneOf` of single values (a Rust enum with documented variants)
+/// is one `enum`, so a wrong value hears every allowed one; open mappings with named keys
+/// get [`NEAR_MISS_KEYWORD`]. What a document may hold does not change.
+fn add_checks(schema: &mut Value) {
+    let Value::Object(s) = schema else {
+        return;
+    };
+    let single = |b: &Value| match b.get("enum") {
+        Some(Value::Array(v)) if v.len() == 1 && b.get("$ref").is_none() => Some(v[0].clone()),
+        _ => None,
+    };
+    if let Some(values) = s
+        .get("oneOf")
+        .and_then(Value::as_array)
+        .and_then(|branches| branches.iter().map(single).collect::<Option<Vec<_>>>())
+    {
+        s.shift_remove("oneOf");
+        s.insert("enum".into(), Value::Array(values));
+    }
+    if s.contains_key("enum") {
+        s.shift_remove("type");
+    }
+    let open = !matches!(
+        s.get("additionalProperties"),
+        Some(Value::Bool(false) | Value::Object(_))
+    );
+    if open
+        && s.get("properties")
+            .and_then(Value::as_object)
+            .is_some_and(|p| !p.is_empty())
+    {
+        s.insert(NEAR_MISS_KEYWORD.into(), Value::Bool(true));
+    }
+    for (key, sub) in s.iter_mut() {
+        match (key.as_str(), sub) {
+            ("additionalProperties" | "items" | "not", sub) => add_checks(sub),
+            ("allOf" | "anyOf" | "oneOf", Value::Array(subs)) => {
+                subs.iter_mut().for_each(add_checks)
+            }
+            ("properties" | "definitions", Value::Object(subs)) => {
+                subs.values_mut().for_each(add_checks)
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Checks [`NEAR_MISS_KEYWORD`] against the named keys of its mapping schema.
+struct NearMissKeys(Vec<String>);
+
+fn near_miss_keyword<'a>(
+    parent: &'a Map<String, Value>,
+    _value: &'a Value,
+    _path: jsonschema::paths::Location,
+) -> Result<Box<dyn for<'i> jsonschema::Keyword<'i>>, jsonschema::ValidationError<'a>> {
+    let named = property_names(parent.get("properties"));
+    Ok(Box::new(NearMissKeys(
+        named.into_iter().map(String::from).collect(),
+    )))
+}
+
+impl<'i> jsonschema::Keyword<'i> for NearMissKeys {
+    fn validate(&self, instance: &'i Value) -> Result<(), jsonschema::ValidationError<'i>> {
+        if self.is_valid(instance) {
+            Ok(())
+        } else {
+            // `ErrorReader` makes one diagnostic of each such key.
+            Err(jsonschema::ValidationError::custom(
+                "a key near a named one",
+            ))
+        }
+    }
+
+    fn is_valid(&self, instance: &'i Value) -> bool {
+        let named = || self.0.iter().map(String::as_str);
+        instance
+            .as_object()
+            .is_none_or(|m| m.keys().all(|k| near_miss(k, named()).is_none()))
+    }
+}
+
+/// The named key `key` is a typo of, when `key` is not itself named: at most two edits
+/// away, and only for keys of 4 characters or more (a short free key is too easily near).
+fn near_miss<'n>(key: &str, named: impl Iterator<Item = &'n str> + Clone) -> Option<&'n str> {
+    if key.chars().count() < 4 || named.clone().any(|n| n == key) {
+        return None;
+    }
+    did_you_mean(key, named)
+        .filter(|m| strsim::damerau_levenshtein(&key.to_lowercase(), &m.to_lowercase()) <= 2)
+}
+
+/// The schema of `T`, generated and compiled once per type.
+pub fn cached_schema<T: JsonSchema + 'static>() -> Arc<CompiledSchema> {
+    static CACHE: OnceLock<Mutex<HashMap<TypeId, Arc<CompiledSchema>>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    let mut map = cache.lock().unwrap_or_else(|p| p.into_inner());
+    map.entry(TypeId::of::<T>())
+        .or_insert_with(|| {
+            let json = crate::schema::schema_of::<T>();
+            Arc::new(CompiledSchema::new(json).expect("a schemars schema compiles"))
+        })
+        .clone()
+}
+
+/// Validate `node` against `schema`; every problem found, in file order.
+pub fn validate(file: &Path, schema: &CompiledSchema, node: &Node) -> Vec<Diagnostic> {
+    validate_json(file, schema, node, &node.to_json())
+}
+
+/// [`validate`] with the node's JSON at hand.
+fn validate_json(
+    file: &Path,
+    schema: &CompiledSchema,
+    node: &Node,
+    json: &Value,
+) -> Vec<Diagnostic> {
+    // Most documents are valid, and the crate answers that much faster than it lists errors.
+    if schema.validator.is_valid(json) {
+        return Vec::new();
+    }
+    let errors: Vec<_> = schema.validator.iter_errors(json).collect();
+    let reader = ErrorReader {
+        file,
+        schema: &schema.json,
+        root: node,
+    };
+    let mut out = reader.read_all(&errors);
+    // At one place, what is wrong with the keys there before the keys missing there.
+    out.sort_by_key(|d| {
+        (
+            d.line,
+            d.column,
+            d.message.starts_with("missing required key"),
+        )
+    });
     out
 }
 
-struct Validator<'a> {
+/// Turns the `jsonschema` crate's errors into diagnostics: the instance path leads to the
+/// node (its line and key path); the keyword becomes a message in the words of the
+/// document's author, with "did you mean" from the schema's key names and values.
+struct ErrorReader<'a> {
     file: &'a Path,
-    root: &'a Value,
+    schema: &'a Value,
+    root: &'a Node,
 }
 
-fn type_matches(ty: &str, node: &Node) -> bool {
-    match (ty, &node.kind) {
-        ("null", NodeKind::Null) => true,
-        ("boolean", NodeKind::Bool(_)) => true,
-        ("integer", NodeKind::Int(_)) => true,
-        ("integer", NodeKind::Float(f)) => f.fract() == 0.0,
-        ("number", NodeKind::Int(_) | NodeKind::Float(_)) => true,
-        ("string", NodeKind::Str(_)) => true,
-        ("array", NodeKind::Seq(_)) => true,
-        ("object", NodeKind::Map(_)) => true,
-        _ => false,
+/// A node found by its JSON pointer: where to point for it (its key in the parent mapping,
+/// its item, or the document) and its key path.
+struct Found<'n> {
+    node: &'n Node,
+    span: Span,
+    path: String,
+}
+
+impl<'a> ErrorReader<'a> {
+    fn read_all(&self, errors: &[jsonschema::ValidationError<'_>]) -> Vec<Diagnostic> {
+        let mut out = Vec::new();
+        for e in errors {
+            self.read(e, &mut out);
+        }
+        out
     }
+
+    fn read(&self, e: &jsonschema::ValidationError<'_>, out: &mut Vec<Diagnostic>) {
+        use jsonschema::error::ValidationErrorKind as K;
+        let Some(at) = self.find(e.instance_path().as_str()) else {
+            // Not a place in this document (cannot happen: the instance is its JSON).
+            return out.push(self.diag(self.root.span, "", e.to_string()));
+        };
+        let keyword = self.schema.pointer(e.schema_path().as_str());
+        let schema = self
+            .schema
+            .pointer(parent_pointer(e.schema_path().as_str()));
+        let node = at.node;
+        let message = match e.kind() {
+            K::Type { .. } => keyword.map_or_else(|| e.to_string(), |t| type_message(t, node)),
+            K::Enum { options } => {
+                enum_message(options.as_array().map_or(&[], Vec::as_slice), node)
+            }
+            K::Constant { expected_value } => {
+                format!("expected `{expected_value}`, found {}", node.describe())
+            }
+            K::Minimum { limit } => bound_message("must be at least", limit, node),
+            K::Maximum { limit } => bound_message("must be at most", limit, node),
+            K::ExclusiveMinimum { limit } => bound_message("must be more than", limit, node),
+            K::ExclusiveMaximum { limit } => bound_message("must be less than", limit, node),
+            K::Required { property } => {
+                let key = property.as_str().unwrap_or_default();
+                let message = format!("missing required key `{key}`");
+                return out.push(self.diag(at.span, &child_path(&at.path, key), message));
+            }
+            K::AdditionalProperties { unexpected } => {
+                let named = property_names(schema.and_then(|s| s.get("properties")));
+                for key in unexpected {
+                    let message = match did_you_mean(key, named.iter().copied()) {
+                        Some(m) => format!("unknown key `{key}`; did you mean `{m}`?"),
+                        None => {
+                            format!("unknown key `{key}`; expected one of: {}", named.join(", "))
+                        }
+                    };
+                    out.push(self.at_key(&at, key, message));
+                }
+                return;
+            }
+            K::Custom { keyword, .. } if keyword == NEAR_MISS_KEYWORD => {
+                let named = property_names(schema.and_then(|s| s.get("properties")));
+                let NodeKind::Map(entries) = &node.kind else {
+                    return;
+                };
+                for key in entries.iter().map(|e| e.key.as_str()) {
+                    if let Some(m) = near_miss(key, named.iter().copied()) {
+                        let message = format!("unknown key `{key}`; did you mean `{m}`? (free keys are allowed here, but not one this close to a known key)");
+                        out.push(self.at_key(&at, key, message));
+                    }
+                }
+                return;
+            }
+            K::AnyOf { context } | K::OneOfNotValid { context } => {
+                return out.extend(self.read_alternatives(context, &at.path));
+            }
+            _ => e.to_string(),
+        };
+        out.push(self.diag(at.span, &at.path, message));
+    }
+
+    /// No branch of an `anyOf` / `oneOf` fits: the branch whose type fits the node best
+    /// speaks (for an `Option<T>`, the problems inside the `T`, not "expected null").
+    fn read_alternatives(
+        &self,
+        branches: &[Vec<jsonschema::ValidationError<'static>>],
+        path: &str,
+    ) -> Vec<Diagnostic> {
+        let here = (!path.is_empty()).then_some(path);
+        branches
+            .iter()
+            .map(|errors| self.read_all(errors))
+            .min_by_key(|diags| {
+                let type_error = diags
+                    .iter()
+                    .any(|d| d.key_path.as_deref() == here && d.message.starts_with("expected"));
+                (type_error, diags.len())
+            })
+            .unwrap_or_default()
+    }
+
+    /// The node at a JSON pointer (`/groups/smoke/tests/2`).
+    fn find(&self, pointer: &str) -> Option<Found<'a>> {
+        let mut at = Found {
+            node: self.root,
+            span: self.root.span,
+            path: String::new(),
+        };
+        for token in pointer.split('/').skip(1) {
+            let token = token.replace("~1", "/").replace("~0", "~");
+            at = match &at.node.kind {
+                NodeKind::Map(entries) => {
+                    let e = entries.iter().find(|e| e.key == token)?;
+                    let path = child_path(&at.path, &e.key);
+                    Found {
+                        node: &e.value,
+                        span: e.key_span,
+                        path,
+                    }
+                }
+                NodeKind::Seq(items) => {
+                    let i: usize = token.parse().ok()?;
+                    let path = index_path(&at.path, i);
+                    Found {
+                        node: items.get(i)?,
+                        span: items[i].span,
+                        path,
+                    }
+                }
+                _ => return None,
+            };
+        }
+        Some(at)
+    }
+
+    /// A diagnostic at the key `key` of the mapping found at `at`.
+    fn at_key(&self, at: &Found<'_>, key: &str, message: String) -> Diagnostic {
+        let span = match &at.node.kind {
+            NodeKind::Map(entries) => entries.iter().find(|e| e.key == key).map(|e| e.key_span),
+            _ => None,
+        };
+        self.diag(span.unwrap_or(at.span), &child_path(&at.path, key), message)
+    }
+
+    fn diag(&self, span: Span, path: &str, message: String) -> Diagnostic {
+        Diagnostic {
+            file: self.file.to_path_buf(),
+            line: Some(span.line),
+            column: Some(span.column),
+            key_path: (!path.is_empty()).then(|| path.to_string()),
+            message,
+        }
+    }
+}
+
+/// `/a/b/type` → `/a/b`.
+fn parent_pointer(p: &str) -> &str {
+    p.rfind('/').map_or("", |i| &p[..i])
+}
+
+/// The keys of a schema's `properties`, in the schema's order.
+fn property_names(properties: Option<&Value>) -> Vec<&str> {
+    properties
+        .and_then(Value::as_object)
+        .map(|p| p.keys().map(String::as_str).collect())
+        .unwrap_or_default()
+}
+
+/// "expected a list, found a string (`boot`); write `[boot]` for a list of one".
+fn type_message(types: &Value, node: &Node) -> String {
+    let types: Vec<&str> = match types {
+        Value::String(t) => vec![t.as_str()],
+        Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+        _ => vec![],
+    };
+    let wanted: Vec<&str> = types
+        .iter()
+        .filter(|t| **t != "null" || types.len() == 1)
+        .map(|t| type_name(t))
+        .collect();
+    let mut msg = format!(
+        "expected {}, found {}",
+        wanted.join(" or "),
+        node.describe()
+    );
+    if types.contains(&"array") {
+        if let NodeKind::Str(v) = &node.kind {
+            msg.push_str(&format!("; write `[{v}]` for a list of one"));
+        }
+    }
+    if types.contains(&"string")
+        && matches!(
+            node.kind,
+            NodeKind::Bool(_) | NodeKind::Int(_) | NodeKind::Float(_)
+        )
+    {
+        msg.push_str("; put it in quotes to make it text");
+    }
+    msg
+}
+
+/// "must be at most 604800 (found 1e20)".
+fn bound_message(rule: &str, limit: &Value, node: &Node) -> String {
+    let shown = match node.kind {
+        NodeKind::Int(i) => i.to_string(),
+        NodeKind::Float(f) => fmt_num(f),
+        _ => node.to_json().to_string(),
+    };
+    let limit = limit.as_f64().map_or_else(|| limit.to_string(), fmt_num);
+    format!("{rule} {limit} (found {shown})")
 }
 
 fn type_name(ty: &str) -> &'static str {
@@ -795,400 +1153,6 @@ fn type_name(ty: &str) -> &'static str {
         "array" => "a list",
         "object" => "a mapping",
         _ => "a value of an unknown type",
-    }
-}
-
-impl Validator<'_> {
-    fn err(&self, out: &mut Vec<Diagnostic>, span: Span, path: &str, message: String) {
-        out.push(Diagnostic {
-            file: self.file.to_path_buf(),
-            line: Some(span.line),
-            column: Some(span.column),
-            key_path: (!path.is_empty()).then(|| path.to_string()),
-            message,
-        });
-    }
-
-    fn resolve<'s>(&'s self, r: &str) -> Option<&'s Value> {
-        let name = r.strip_prefix("#/definitions/")?;
-        self.root.get("definitions")?.get(name)
-    }
-
-    /// `span` is where to point for this node: its key in the parent mapping, or the node.
-    fn check(
-        &self,
-        schema: &Value,
-        node: &Node,
-        path: &str,
-        span: Span,
-        out: &mut Vec<Diagnostic>,
-    ) {
-        let s = match schema {
-            Value::Bool(true) => return,
-            Value::Bool(false) => {
-                self.err(out, span, path, "no value is allowed here".into());
-                return;
-            }
-            Value::Object(s) => s,
-            _ => return,
-        };
-        if let Some(r) = s.get("$ref").and_then(Value::as_str) {
-            match self.resolve(r) {
-                Some(target) => self.check(target, node, path, span, out),
-                None => self.err(out, span, path, format!("schema error: unknown $ref {r}")),
-            }
-        }
-        if let Some(all) = s.get("allOf").and_then(Value::as_array) {
-            for sub in all {
-                self.check(sub, node, path, span, out);
-            }
-        }
-        for key in ["anyOf", "oneOf"] {
-            if let Some(branches) = s.get(key).and_then(Value::as_array) {
-                self.check_alternatives(branches, node, path, span, out);
-            }
-        }
-        if let Some(ty) = s.get("type") {
-            let types: Vec<&str> = match ty {
-                Value::String(t) => vec![t.as_str()],
-                Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
-                _ => vec![],
-            };
-            if !types.is_empty() && !types.iter().any(|t| type_matches(t, node)) {
-                let wanted: Vec<&str> = types
-                    .iter()
-                    .filter(|t| **t != "null" || types.len() == 1)
-                    .map(|t| type_name(t))
-                    .collect();
-                let mut msg = format!(
-                    "expected {}, found {}",
-                    wanted.join(" or "),
-                    node.describe()
-                );
-                if types.contains(&"array") {
-                    if let NodeKind::Str(v) = &node.kind {
-                        msg.push_str(&format!("; write `[{v}]` for a list of one"));
-                    }
-                }
-                if types.contains(&"string")
-                    && matches!(
-                        node.kind,
-                        NodeKind::Bool(_) | NodeKind::Int(_) | NodeKind::Float(_)
-                    )
-                {
-                    msg.push_str("; put it in quotes to make it text");
-                }
-                self.err(out, span, path, msg);
-                return;
-            }
-        }
-        if let Some(allowed) = s.get("enum").and_then(Value::as_array) {
-            let v = node.to_json();
-            if !allowed.contains(&v) {
-                self.err(out, span, path, enum_message(allowed, node));
-            }
-        }
-        if let Some(c) = s.get("const") {
-            if &node.to_json() != c {
-                self.err(
-                    out,
-                    span,
-                    path,
-                    format!("expected `{c}`, found {}", node.describe()),
-                );
-            }
-        }
-        match &node.kind {
-            NodeKind::Int(_) | NodeKind::Float(_) => self.check_number(s, node, path, span, out),
-            NodeKind::Str(v) => {
-                let n = v.chars().count() as u64;
-                if let Some(min) = s.get("minLength").and_then(Value::as_u64) {
-                    if n < min {
-                        let msg = if min == 1 {
-                            "must not be empty".to_string()
-                        } else {
-                            format!("must be at least {min} characters long")
-                        };
-                        self.err(out, span, path, msg);
-                    }
-                }
-                if let Some(max) = s.get("maxLength").and_then(Value::as_u64) {
-                    if n > max {
-                        self.err(
-                            out,
-                            span,
-                            path,
-                            format!("must be at most {max} characters long"),
-                        );
-                    }
-                }
-            }
-            NodeKind::Seq(items) => self.check_seq(s, items, path, span, out),
-            NodeKind::Map(entries) => self.check_map(s, entries, path, span, out),
-            NodeKind::Null | NodeKind::Bool(_) => {}
-        }
-    }
-
-    fn check_alternatives(
-        &self,
-        branches: &[Value],
-        node: &Node,
-        path: &str,
-        span: Span,
-        out: &mut Vec<Diagnostic>,
-    ) {
-        let mut results = Vec::new();
-        for b in branches {
-            let mut errs = Vec::new();
-            self.check(b, node, path, span, &mut errs);
-            if errs.is_empty() {
-                return;
-            }
-            results.push(errs);
-        }
-        // All branches are single string values (a Rust enum): one message listing them.
-        let values: Option<Vec<Value>> = branches
-            .iter()
-            .map(|b| {
-                let b = match b.get("$ref").and_then(Value::as_str) {
-                    Some(r) => self.resolve(r)?,
-                    None => b,
-                };
-                if let Some(c) = b.get("const") {
-                    return Some(vec![c.clone()]);
-                }
-                b.get("enum").and_then(Value::as_array).cloned()
-            })
-            .collect::<Option<Vec<_>>>()
-            .map(|v| v.into_iter().flatten().collect());
-        if let Some(values) = values {
-            self.err(out, span, path, enum_message(&values, node));
-            return;
-        }
-        // Otherwise the branch whose type fits the node best speaks.
-        let best = results
-            .into_iter()
-            .min_by_key(|errs| {
-                let type_error = errs.iter().any(|e| {
-                    e.key_path.as_deref() == (!path.is_empty()).then_some(path)
-                        && e.message.starts_with("expected")
-                });
-                (type_error, errs.len())
-            })
-            .unwrap_or_default();
-        out.extend(best);
-    }
-
-    fn check_number(
-        &self,
-        s: &Map<String, Value>,
-        node: &Node,
-        path: &str,
-        span: Span,
-        out: &mut Vec<Diagnostic>,
-    ) {
-        let x = match node.kind {
-            NodeKind::Int(i) => i as f64,
-            NodeKind::Float(f) => f,
-            _ => return,
-        };
-        let shown = match node.kind {
-            NodeKind::Int(i) => i.to_string(),
-            _ => fmt_num(x),
-        };
-        let before = out.len();
-        if let Some(min) = s.get("minimum").and_then(Value::as_f64) {
-            if x < min {
-                self.err(
-                    out,
-                    span,
-                    path,
-                    format!("must be at least {} (found {shown})", fmt_num(min)),
-                );
-            }
-        }
-        if let Some(max) = s.get("maximum").and_then(Value::as_f64) {
-            if x > max {
-                self.err(
-                    out,
-                    span,
-                    path,
-                    format!("must be at most {} (found {shown})", fmt_num(max)),
-                );
-            }
-        }
-        if let Some(min) = s.get("exclusiveMinimum").and_then(Value::as_f64) {
-            if x <= min {
-                self.err(
-                    out,
-                    span,
-                    path,
-                    format!("must be more than {} (found {shown})", fmt_num(min)),
-                );
-            }
-        }
-        if let Some(max) = s.get("exclusiveMaximum").and_then(Value::as_f64) {
-            if x >= max {
-                self.err(
-                    out,
-                    span,
-                    path,
-                    format!("must be less than {} (found {shown})", fmt_num(max)),
-                );
-            }
-        }
-        let range = match s.get("format").and_then(Value::as_str) {
-            Some("uint8") => Some((0.0, u8::MAX as f64)),
-            Some("uint16") => Some((0.0, u16::MAX as f64)),
-            Some("uint32") => Some((0.0, u32::MAX as f64)),
-            Some("uint64" | "uint") => Some((0.0, u64::MAX as f64)),
-            Some("int8") => Some((i8::MIN as f64, i8::MAX as f64)),
-            Some("int16") => Some((i16::MIN as f64, i16::MAX as f64)),
-            Some("int32") => Some((i32::MIN as f64, i32::MAX as f64)),
-            _ => None,
-        };
-        if let Some((lo, hi)) = range.filter(|_| out.len() == before) {
-            if x < lo || x > hi {
-                self.err(
-                    out,
-                    span,
-                    path,
-                    format!(
-                        "{shown} is out of range ({} to {})",
-                        fmt_num(lo),
-                        fmt_num(hi)
-                    ),
-                );
-            }
-        }
-    }
-
-    fn check_seq(
-        &self,
-        s: &Map<String, Value>,
-        items: &[Node],
-        path: &str,
-        span: Span,
-        out: &mut Vec<Diagnostic>,
-    ) {
-        let n = items.len() as u64;
-        if let Some(min) = s.get("minItems").and_then(Value::as_u64) {
-            if n < min {
-                let msg = if min == 1 {
-                    "must list at least one item".to_string()
-                } else {
-                    format!("must list at least {min} items")
-                };
-                self.err(out, span, path, msg);
-            }
-        }
-        if let Some(max) = s.get("maxItems").and_then(Value::as_u64) {
-            if n > max {
-                self.err(out, span, path, format!("must list at most {max} items"));
-            }
-        }
-        match s.get("items") {
-            Some(Value::Array(tuple)) => {
-                for (i, (item, sub)) in items.iter().zip(tuple).enumerate() {
-                    self.check(sub, item, &index_path(path, i), item.span, out);
-                }
-            }
-            Some(sub) => {
-                for (i, item) in items.iter().enumerate() {
-                    self.check(sub, item, &index_path(path, i), item.span, out);
-                }
-            }
-            None => {}
-        }
-        if s.get("uniqueItems").and_then(Value::as_bool) == Some(true) {
-            let mut seen: Vec<(Value, usize)> = Vec::new();
-            for (i, item) in items.iter().enumerate() {
-                let v = item.to_json();
-                if let Some((_, first)) = seen.iter().find(|(w, _)| *w == v) {
-                    self.err(
-                        out,
-                        item.span,
-                        &index_path(path, i),
-                        format!("duplicate of item {first}"),
-                    );
-                } else {
-                    seen.push((v, i));
-                }
-            }
-        }
-    }
-
-    fn check_map(
-        &self,
-        s: &Map<String, Value>,
-        entries: &[Entry],
-        path: &str,
-        span: Span,
-        out: &mut Vec<Diagnostic>,
-    ) {
-        let empty = Map::new();
-        let props = s
-            .get("properties")
-            .and_then(Value::as_object)
-            .unwrap_or(&empty);
-        let additional = s.get("additionalProperties");
-        for e in entries {
-            let p = child_path(path, &e.key);
-            if let Some(sub) = props.get(&e.key) {
-                self.check(sub, &e.value, &p, e.key_span, out);
-                continue;
-            }
-            match additional {
-                Some(Value::Bool(false)) => {
-                    let msg = match did_you_mean(&e.key, props.keys().map(String::as_str)) {
-                        Some(m) => format!("unknown key `{}`; did you mean `{m}`?", e.key),
-                        None => format!(
-                            "unknown key `{}`; expected one of: {}",
-                            e.key,
-                            props
-                                .keys()
-                                .map(String::as_str)
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ),
-                    };
-                    self.err(out, e.key_span, &p, msg);
-                }
-                Some(sub @ Value::Object(_)) => self.check(sub, &e.value, &p, e.key_span, out),
-                _ => {
-                    // Open mapping: free keys are allowed, but one a typo away from a known
-                    // key is almost certainly that key misspelt.
-                    if e.key.chars().count() >= 4 {
-                        if let Some(m) = did_you_mean(&e.key, props.keys().map(String::as_str)) {
-                            let dist = strsim::damerau_levenshtein(
-                                &e.key.to_lowercase(),
-                                &m.to_lowercase(),
-                            );
-                            if dist <= 2 {
-                                self.err(
-                                    out,
-                                    e.key_span,
-                                    &p,
-                                    format!("unknown key `{}`; did you mean `{m}`? (free keys are allowed here, but not one this close to a known key)", e.key),
-                                );
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        if let Some(req) = s.get("required").and_then(Value::as_array) {
-            for k in req.iter().filter_map(Value::as_str) {
-                if !entries.iter().any(|e| e.key == k) {
-                    self.err(
-                        out,
-                        span,
-                        &child_path(path, k),
-                        format!("missing required key `{k}`"),
-                    );
-                }
-            }
-        }
     }
 }
 

@@ -1,76 +1,66 @@
-//! UTC calendar times without a calendar crate: formatting for messages, listings, reports
-//! and run ids, and parsing what operators type.
+//! UTC calendar times: formatting for messages, listings, reports and run ids, and parsing
+//! what operators type.
+//!
+//! The calendar is `chrono`'s; the engine's time stays [`EpochMs`] (what clocks, the store
+//! and the reservation book compare and add), converted to a `chrono` date only at these
+//! edges. Everything here is UTC; the scheduler's time zones and calendars (weekdays,
+//! daylight saving) will come from `chrono-tz` on the same types. Kept by hand:
+//! [`parse_duration_ms`], the compact `1h30m` spelling operators type, which `chrono`
+//! (durations without a parser) does not read.
+
+use chrono::{DateTime, NaiveDate, NaiveTime, Timelike, Utc};
 
 use crate::clock::EpochMs;
 
+/// The UTC time of `ms`; `None` beyond the years `chrono` holds (±262,000), which no
+/// clock reaches.
+fn utc(ms: EpochMs) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp_millis(ms)
+}
+
+/// `ms` in `pattern` (a `chrono` format), or as a plain count of milliseconds when it is
+/// beyond the calendar.
+fn fmt_with(ms: EpochMs, pattern: &str) -> String {
+    match utc(ms) {
+        Some(t) => t.format(pattern).to_string(),
+        None => format!("{ms} ms since the epoch"),
+    }
+}
+
 /// `2026-11-21 19:55:00Z` for an epoch-ms time.
 pub fn fmt_ms(ms: EpochMs) -> String {
-    let (y, m, d, h, mi, s) = utc_fields(ms);
-    format!("{y:04}-{m:02}-{d:02} {h:02}:{mi:02}:{s:02}Z")
+    fmt_with(ms, "%Y-%m-%d %H:%M:%SZ")
 }
 
 /// `2026-11-21T19:55:00.123Z` (ISO 8601, milliseconds), for reports and exports.
 pub fn format_utc(ms: EpochMs) -> String {
-    let (y, m, d, h, mi, s) = utc_fields(ms);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{:03}Z",
-        ms.rem_euclid(1000)
-    )
+    fmt_with(ms, "%Y-%m-%dT%H:%M:%S%.3fZ")
 }
 
-/// Year, month, day, hour, minute and second (UTC) of an epoch-ms time.
-fn utc_fields(ms: EpochMs) -> (i64, u32, u32, i64, i64, i64) {
-    let secs = ms.div_euclid(1000);
-    let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, d) = civil_from_days(days);
-    (y, m, d, sod / 3600, (sod / 60) % 60, sod % 60)
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
-pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
-/// (year, month, day) to days since 1970-01-01.
-pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = (i64::from(m) + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+/// `20261121-195500`: a time as it appears in run ids (sorts as it reads).
+pub fn fmt_compact(ms: EpochMs) -> String {
+    fmt_with(ms, "%Y%m%d-%H%M%S")
 }
 
 /// Parse `YYYY-MM-DD`, `YYYY-MM-DD HH:MM[:SS][Z]` or `YYYY-MM-DDTHH:MM[:SS][Z]` (UTC) to
-/// epoch ms; a date alone is its midnight.
+/// epoch ms; a date alone is its midnight. A day the month lacks (`2026-02-30`) is no date.
 pub fn parse_utc(s: &str) -> Option<EpochMs> {
-    let s = s.trim().trim_end_matches('Z');
-    let (date, time) = s.split_once(['T', ' ']).unwrap_or((s, "00:00"));
-    let mut dp = date.split('-');
-    let y: i64 = dp.next()?.parse().ok()?;
-    let m: u32 = dp.next()?.parse().ok()?;
-    let d: u32 = dp.next()?.parse().ok()?;
-    if dp.next().is_some() || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
-        return None;
-    }
-    let mut tp = time.split(':');
-    let hh: i64 = tp.next()?.parse().ok()?;
-    let mm: i64 = tp.next()?.parse().ok()?;
-    let ss: i64 = tp.next().map_or(Some(0), |v| v.parse().ok())?;
-    if tp.next().is_some() || hh > 23 || mm > 59 || ss > 59 {
-        return None;
-    }
-    Some((days_from_civil(y, m, d) * 86_400 + hh * 3600 + mm * 60 + ss) * 1000)
+    let s = s.trim();
+    let s = s.strip_suffix('Z').unwrap_or(s);
+    let (date, time) = match s.split_once(['T', ' ']) {
+        Some((date, time)) => (date, Some(time)),
+        None => (s, None),
+    };
+    let date = NaiveDate::parse_from_str(date, "%Y-%m-%d").ok()?;
+    let time = match time {
+        None => NaiveTime::MIN,
+        Some(t) => NaiveTime::parse_from_str(t, "%H:%M:%S")
+            .or_else(|_| NaiveTime::parse_from_str(t, "%H:%M"))
+            .ok()
+            // `chrono` reads second 60 as a leap second; an operator means no such time.
+            .filter(|t| t.nanosecond() < 1_000_000_000)?,
+    };
+    Some(date.and_time(time).and_utc().timestamp_millis())
 }
 
 /// Parse a duration such as `30m`, `2h`, `90s`, `1h30m`, `500ms` or a bare number of
@@ -123,6 +113,20 @@ mod tests {
         assert_eq!(parse_utc("2026-13-01 00:00"), None);
         assert_eq!(parse_utc("1970-01-02"), Some(86_400_000));
         assert_eq!(format_utc(1_795_290_900_123), "2026-11-21T19:55:00.123Z");
+        assert_eq!(parse_utc("2026-11-21 19:55:07"), Some(1_795_290_907_000));
+        assert_eq!(parse_utc(" 2026-11-21T19:55Z "), Some(1_795_290_900_000));
+        assert_eq!(parse_utc("2026-02-30"), None);
+        assert_eq!(parse_utc("2026-11-21 19:55:60"), None);
+        assert_eq!(parse_utc("2026-11-21 24:00"), None);
+        assert_eq!(parse_utc("21/11/2026"), None);
+    }
+
+    #[test]
+    fn formats_times_before_the_epoch_and_beyond_the_calendar() {
+        assert_eq!(fmt_ms(-1), "1969-12-31 23:59:59Z");
+        assert_eq!(format_utc(-1), "1969-12-31T23:59:59.999Z");
+        assert_eq!(fmt_compact(1_795_290_900_999), "20261121-195500");
+        assert_eq!(fmt_ms(i64::MAX), format!("{} ms since the epoch", i64::MAX));
     }
 
     #[test]

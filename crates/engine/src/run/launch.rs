@@ -310,17 +310,8 @@ fn custom_test_order(
 }
 
 pub fn new_run_id(now: EpochMs) -> String {
-    let secs = now.div_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400);
-    let (y, m, d) = crate::timefmt::civil_from_days(days);
     let rand = uuid::Uuid::new_v4().as_u128() as u16;
-    format!(
-        "r{y:04}{m:02}{d:02}-{:02}{:02}{:02}-{rand:04x}",
-        sod / 3600,
-        (sod / 60) % 60,
-        sod % 60
-    )
+    format!("r{}-{rand:04x}", crate::timefmt::fmt_compact(now))
 }
 
 #[cfg(test)]

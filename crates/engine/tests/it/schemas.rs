@@ -46,3 +46,38 @@ fn every_schema_is_a_draft07_object_schema_with_a_title() {
         assert!(schema["title"].is_string(), "{name}");
     }
 }
+
+/// Every integer users write has its range in the schema (`bounds`), so a value too large
+/// for its Rust type is refused with the range rather than a deserialisation error.
+#[test]
+fn every_integer_in_a_schema_has_a_range() {
+    fn walk(name: &str, path: &str, v: &serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => {
+                let integer = match &m.get("type") {
+                    Some(serde_json::Value::String(t)) => t == "integer",
+                    Some(serde_json::Value::Array(ts)) => ts.iter().any(|t| t == "integer"),
+                    _ => false,
+                };
+                if integer {
+                    assert!(
+                        m.contains_key("minimum") && m.contains_key("maximum"),
+                        "{name}: {path} is an integer without a minimum and a maximum"
+                    );
+                }
+                for (k, sub) in m {
+                    walk(name, &format!("{path}/{k}"), sub);
+                }
+            }
+            serde_json::Value::Array(items) => {
+                for (i, sub) in items.iter().enumerate() {
+                    walk(name, &format!("{path}/{i}"), sub);
+                }
+            }
+            _ => {}
+        }
+    }
+    for (name, schema) in all_schemas() {
+        walk(name, "", &schema);
+    }
+}
