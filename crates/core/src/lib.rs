@@ -17,6 +17,7 @@ pub mod pack;
 pub mod params;
 pub mod plan;
 pub mod reserve;
+pub mod schedule;
 pub mod schema;
 pub mod timefmt;
 pub mod userfile;

@@ -2,7 +2,7 @@
 //!
 //! `schemas/*.schema.json` in the repository are these values pretty-printed; the test
 //! `schemas::committed_schemas_match_code` fails when they drift and rewrites them when run
-//! with `UPDATE_SCHEMAS=1`.
+//! with `TESTBAY_BLESS=1`.
 
 use serde_json::Value;
 
@@ -18,5 +18,9 @@ pub fn all_schemas() -> Vec<(&'static str, Value)> {
         ("task-return.schema.json", schema_of::<TaskReturn>()),
         ("reporting.schema.json", schema_of::<Reporting>()),
         ("lab.schema.json", schema_of::<crate::lab::LabFile>()),
+        (
+            "schedule.schema.json",
+            schema_of::<crate::schedule::ScheduleSpec>(),
+        ),
     ]
 }

@@ -5,3 +5,4 @@ mod lab;
 mod layers;
 mod params;
 mod plan;
+mod schedule;

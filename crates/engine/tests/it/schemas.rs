@@ -1,7 +1,7 @@
 //! The committed `schemas/*.schema.json` are exactly what the code generates.
 //!
 //! To regenerate after changing a model type:
-//! `UPDATE_SCHEMAS=1 cargo test -p testbay-engine --test it schemas`
+//! `TESTBAY_BLESS=1 cargo test -p testbay-engine --test it schemas`
 
 use std::path::PathBuf;
 
@@ -14,7 +14,7 @@ fn schemas_dir() -> PathBuf {
 #[test]
 fn committed_schemas_match_code() {
     let dir = schemas_dir();
-    let update = std::env::var_os("UPDATE_SCHEMAS").is_some();
+    let update = std::env::var_os("TESTBAY_BLESS").is_some();
     let mut stale = Vec::new();
     for (name, schema) in all_schemas() {
         let path = dir.join(name);
@@ -31,7 +31,7 @@ fn committed_schemas_match_code() {
     }
     assert!(
         stale.is_empty(),
-        "schemas/ differs from the code for {stale:?}; run `UPDATE_SCHEMAS=1 cargo test -p testbay-engine --test it schemas` and commit"
+        "schemas/ differs from the code for {stale:?}; run `TESTBAY_BLESS=1 cargo test -p testbay-engine --test it schemas` and commit"
     );
 }
 
