@@ -2,11 +2,10 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use testbay_engine::api::Console;
+use testbay_engine::api::LocalConsole;
 use testbay_server::{Limits, ServeConfig, Server};
 
 use super::Ctx;
@@ -44,9 +43,11 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
         .build()
         .context("cannot start the async runtime")?;
     let code = rt.block_on(async move {
-        let console = Arc::new(Console::open(ctx.paths.clone()).map_err(|e| anyhow::anyhow!("{e}"))?);
-        let server = Server::bind(
-            console,
+        let console = LocalConsole::open(ctx.paths.clone())
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .shared();
+        let bound = Server::bind(
+            console.clone(),
             ServeConfig {
                 bind: args.bind,
                 ui_dir,
@@ -54,33 +55,49 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
                 limits: Limits::default(),
             },
         )
-        .await
-        .with_context(|| format!("cannot listen on {}", args.bind))?;
+        .await;
+        // Serving shuts the console down as it stops; not serving at all does it here.
+        let server = match bound {
+            Ok(s) => s,
+            Err(e) => {
+                console.shutdown();
+                return Err(e).with_context(|| format!("cannot listen on {}", args.bind));
+            }
+        };
+        // Listen for the stop signals before telling anyone where the console is: a
+        // signal sent the moment the address is printed must stop it cleanly.
+        let stop = stop_signal();
         println!("testbay serve: console at {}", server.url());
         if server.token().is_some() {
             println!("testbay serve: bound to a non-loopback address; requests need the token in that address");
         }
-        server.run(stop_signal()).await.context("server failed")?;
+        server.run(stop).await.context("server failed")?;
         anyhow::Ok(0)
     });
-    // The server has closed its connections and stopped the store's reads; work still on
+    // The server has closed its connections and shut the console down; work still on
     // the blocking pool (a read that was just ending) gets a moment, not a wait.
     rt.shutdown_timeout(Duration::from_millis(500));
     code
 }
 
-/// Ctrl-C, SIGTERM or SIGHUP (the terminal or session that started it went away).
-async fn stop_signal() {
+/// Ctrl-C, SIGTERM or SIGHUP (the terminal or session that started it went away). The
+/// handlers are installed when this is called, not when the future is first polled. Must
+/// be called within the runtime.
+fn stop_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut hup)) = (
+    let streams = (
+        signal(SignalKind::interrupt()),
         signal(SignalKind::terminate()),
         signal(SignalKind::hangup()),
-    ) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        _ = term.recv() => {},
-        _ = hup.recv() => {},
+    );
+    async move {
+        let (Ok(mut int), Ok(mut term), Ok(mut hup)) = streams else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = int.recv() => {},
+            _ = term.recv() => {},
+            _ = hup.recv() => {},
+        }
     }
 }
