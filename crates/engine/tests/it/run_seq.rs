@@ -9,7 +9,7 @@ use testbay_engine::outcome::RunStatus;
 use testbay_engine::run::*;
 use testbay_engine::store::SqliteStore;
 
-use super::run::write_pack;
+use crate::support::write_pack;
 
 /// A task state reduced to what a screen sorts rows by.
 fn kind(s: &TaskState) -> u8 {

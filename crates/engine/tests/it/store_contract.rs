@@ -18,6 +18,8 @@ use testbay_engine::plan::DutTarget;
 use testbay_engine::reserve::{Book, Holder, Request, ReservationMode, ResourceKind, ResourceSpec};
 use testbay_engine::store::*;
 
+use crate::support::alive;
+
 /// How the suite gets stores of one backend.
 pub trait Backend {
     type S: Store + 'static;
@@ -410,16 +412,6 @@ fn dead_pid() -> i32 {
     let pid = c.id() as i32;
     c.wait().unwrap();
     pid
-}
-
-fn alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => !matches!(
-            s[s.rfind(')').unwrap() + 2..].chars().next(),
-            Some('Z' | 'X')
-        ),
-        Err(_) => false,
-    }
 }
 
 /// A run left `running` by a dead console: the store names it, the leftover processes
