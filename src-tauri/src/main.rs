@@ -29,14 +29,14 @@ use std::time::Instant;
 use tauri::webview::DownloadEvent;
 use tauri::{Emitter, Manager};
 use testbay_engine::api::frames::Framer;
-use testbay_engine::api::{ApiError, Console, ConsolePaths, Request, Response};
+use testbay_engine::api::{ApiError, Console, ConsolePaths, LocalConsole, Request, Response};
 
 /// Name of the Tauri event that carries engine events.
 const EVENT: &str = "testbay://event";
 
 #[tauri::command]
 async fn dispatch(
-    console: tauri::State<'_, Arc<Console>>,
+    console: tauri::State<'_, Arc<dyn Console>>,
     request: Request,
 ) -> Result<Response, ApiError> {
     console.dispatch(request).await
@@ -156,8 +156,9 @@ fn main() {
     testbay_engine::exec::start_guard();
 
     let paths = paths_from_env();
-    let console = match tauri::async_runtime::block_on(async { Console::open(paths.clone()) }) {
-        Ok(c) => Arc::new(c),
+    let console = match tauri::async_runtime::block_on(async { LocalConsole::open(paths.clone()) })
+    {
+        Ok(c) => c.shared(),
         Err(e) => {
             eprintln!(
                 "testbay-desktop: cannot open the console on {}: {e}",
@@ -167,6 +168,7 @@ fn main() {
         }
     };
 
+    let on_exit = console.clone();
     let app = tauri::Builder::default()
         .manage(console.clone())
         .invoke_handler(tauri::generate_handler![dispatch])
@@ -214,7 +216,11 @@ fn main() {
         })
         .build(tauri::generate_context!());
     match app {
-        Ok(app) => app.run(|_, _| {}),
+        Ok(app) => app.run(move |_, event| {
+            if let tauri::RunEvent::Exit = event {
+                on_exit.shutdown();
+            }
+        }),
         Err(e) => {
             eprintln!("testbay-desktop: {e}");
             std::process::exit(1);

@@ -4,6 +4,7 @@
 #[macro_use]
 mod term;
 mod cmd;
+mod console;
 
 pub use cmd::Ctx;
 

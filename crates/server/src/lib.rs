@@ -15,8 +15,9 @@
 //! connection closes then too), a request body must arrive within `body_timeout` of its
 //! head, an `/api` body may hold at most `api_body_limit` bytes (else 413 with the API's
 //! error shape), and the event stream pings its client every `ping_interval`, dropping one
-//! that stops answering. Stopping closes idle and half-sent connections at once, stops the
-//! console's store reads in flight (their requests answer `unavailable`), gives other
+//! that stops answering. Stopping closes idle and half-sent connections at once, shuts the
+//! console down (`Console::shutdown`: results and reservations flushed, store reads in
+//! flight stopped, their requests answer `unavailable`), gives other
 //! requests in flight `shutdown_grace` to finish, then closes what is left.
 //!
 //! Trust: on a loopback address requests must name a loopback `Host` (no DNS rebinding),
@@ -43,7 +44,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::StreamExt;
-use testbay_engine::api::{parse_request, ApiError, Console, ErrorCode};
+use testbay_engine::api::{
+    parse_request, ApiError, Console, ErrorCode, Request as ApiRequest, Response as ApiResponse,
+};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -96,7 +99,7 @@ impl Default for Limits {
 
 #[derive(Clone)]
 struct AppState {
-    console: Arc<Console>,
+    console: Arc<dyn Console>,
     auth: Arc<auth::Guard>,
     runs_dir: PathBuf,
     limits: Arc<Limits>,
@@ -109,13 +112,13 @@ pub struct Server {
     router: Router,
     addr: SocketAddr,
     token: Option<String>,
-    console: Arc<Console>,
+    console: Arc<dyn Console>,
     limits: Arc<Limits>,
     shutdown: watch::Sender<bool>,
 }
 
 impl Server {
-    pub async fn bind(console: Arc<Console>, config: ServeConfig) -> std::io::Result<Server> {
+    pub async fn bind(console: Arc<dyn Console>, config: ServeConfig) -> std::io::Result<Server> {
         let listener = TcpListener::bind(config.bind).await?;
         let addr = listener.local_addr()?;
         let token = if addr.ip().is_loopback() {
@@ -125,8 +128,18 @@ impl Server {
         };
         let (shutdown, shutdown_rx) = watch::channel(false);
         let limits = Arc::new(config.limits);
+        // `/files/runs/...` serves the console's data directory, as it names it.
+        let runs_dir = match console.dispatch(ApiRequest::Info).await {
+            Ok(ApiResponse::Info(info)) => PathBuf::from(info.data_dir).join("runs"),
+            Ok(other) => {
+                return Err(std::io::Error::other(format!(
+                    "the console answered info with {other:?}"
+                )))
+            }
+            Err(e) => return Err(std::io::Error::other(e)),
+        };
         let state = AppState {
-            runs_dir: console.paths().runs_dir(),
+            runs_dir,
             console: console.clone(),
             auth: Arc::new(auth::Guard::new(addr, token.clone())),
             limits: limits.clone(),
@@ -161,8 +174,8 @@ impl Server {
         }
     }
 
-    /// Serve until `stop` resolves. Then: stop accepting, close event streams, stop the
-    /// console's store reads in flight, let requests in flight finish for at most
+    /// Serve until `stop` resolves. Then: stop accepting, close event streams, shut the
+    /// console down (its store reads in flight stop), let requests in flight finish for at most
     /// [`Limits::shutdown_grace`] and close every connection left.
     pub async fn run(
         self,
@@ -194,8 +207,8 @@ impl Server {
         drop(self.listener);
         let _ = self.shutdown.send(true);
         let _ = stop_conns.send(true);
-        // Nothing in flight waits for a long query.
-        self.console.close_reads();
+        // Nothing in flight waits for a long query; what the console accepted is kept.
+        self.console.shutdown();
         let all_done = async { while conns.join_next().await.is_some() {} };
         if tokio::time::timeout(self.limits.shutdown_grace, all_done)
             .await

@@ -3,10 +3,10 @@
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use testbay_engine::report::{render, ReportFormat};
+use testbay_engine::api::{ReportFormat, Request, Response};
 
-use super::run::open_store;
 use super::Ctx;
+use crate::console::{error_text, unexpected, Session};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -25,12 +25,16 @@ fn parse_format(s: &str) -> Result<ReportFormat, String> {
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
-    let store = open_store(ctx)?;
-    let run = store
-        .get_run(&args.run)
-        .with_context(|| format!("run {}", args.run))?;
-    let tasks = store.run_tasks(&args.run)?;
-    let text = render(args.format, &run, &tasks);
+    let session = Session::reading(&ctx.paths)?;
+    let request = Request::Export {
+        run_id: args.run.clone(),
+        format: args.format,
+    };
+    let text = match session.call(request) {
+        Ok(Response::Export(file)) => file.content,
+        Ok(other) => return Err(unexpected("export", other)),
+        Err(e) => anyhow::bail!("run {}: {}", args.run, error_text(&e)),
+    };
     match &args.output {
         Some(path) => std::fs::write(path, text)
             .with_context(|| format!("cannot write {}", path.display()))?,

@@ -1,23 +1,27 @@
 //! `testbay lab`: show and search the lab inventory, hold and release DUTs and resources
 //! by hand, list who holds what and who waits.
+//!
+//! Through the console like the other transports: `hold` and `release` dispatch
+//! `Request::Hold` / `Request::Release` (the console owns the book for the moment, or
+//! posts to the process that does), `holds` and `show` ask for `Request::Reservations`
+//! from a console that never owns the book (a look takes nothing over). None of them
+//! marks the runs of dead consoles interrupted: that is left to the next run, which says
+//! so. The lab file itself is read here (`lab::load`): `show` and `find` check and print
+//! the file as written, with every problem named.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::Subcommand;
-use testbay_engine::bounds;
-use testbay_engine::clock::{Clock, SystemClock};
-use testbay_engine::diag::did_you_mean;
-use testbay_engine::lab::{self, Lab};
-use testbay_engine::reserve::{
-    BookClient, BookCommand, BookConfig, BookHandle, BookReply, ResId, ReservationStatus,
-    ReservationView,
+use testbay_engine::api::{
+    ApiError, BookUse, ConsoleOptions, ConsolePaths, ErrorCode, Request, ResId, ReservationMode,
+    ReservationStatus, ReservationView, Response,
 };
-use testbay_engine::store::{SqliteStore, Store};
+use testbay_engine::lab::{self, Lab};
 use testbay_engine::timefmt::{fmt_ms, parse_duration_ms, parse_utc};
 
 use super::Ctx;
+use crate::console::{error_text, unexpected, Session};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -84,13 +88,8 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
             return Ok(1);
         }
     };
-    let store = SqliteStore::open_in(&ctx.data_dir).context("cannot open the store")?;
-    let clock = SystemClock;
-    store
-        .save_lab(&lab, clock.now_ms())
-        .context("cannot store the lab inventory")?;
     match args.cmd {
-        LabCmd::Show { json } => show(&lab, &store, json),
+        LabCmd::Show { json } => show(ctx, &lab, json),
         LabCmd::Find { terms, json } => {
             let found = lab.find(&terms)?;
             if json {
@@ -121,100 +120,77 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
                     })
                 })
                 .transpose()?;
-            bounds::check_hold(duration_ms, from, clock.now_ms()).map_err(|e| match e {
-                bounds::BoundError::OutOfRange { key, message } => {
-                    let flag = if key == "from_ms" { "--from" } else { "--for" };
-                    anyhow::anyhow!("{flag}: {message}")
-                }
-                other => other.into(),
-            })?;
-            if lab.dut(&target).is_none() && lab.resource(&target).is_none() {
-                let names = lab
-                    .def
-                    .duts
-                    .iter()
-                    .map(|d| d.name.as_str())
-                    .chain(lab.def.resources.iter().map(|r| r.name.as_str()));
-                let hint = did_you_mean(&target, names)
-                    .map(|s| format!(" (did you mean `{s}`?)"))
-                    .unwrap_or_default();
-                bail!(
-                    "`{target}` is neither a DUT nor a resource of {}{hint}",
-                    lab.file.display()
-                );
-            }
             let by = by
                 .or_else(|| std::env::var("USER").ok())
                 .unwrap_or_else(|| "operator".into());
-            let book = open_book(&lab, &store)?;
-            let reply = book.call(
-                BookCommand::Hold {
-                    resource: target,
-                    by,
-                    from,
-                    duration_ms,
-                    next_available: !no_wait,
-                },
-                clock.now_ms(),
-            );
-            book.shutdown();
-            match reply? {
-                BookReply::Held { reservation: v } => {
-                    match v.status {
-                        ReservationStatus::Held => out!(
-                            "held {} (id {}) by {} until {}",
-                            v.resource,
-                            v.id,
-                            v.holder,
-                            fmt_ms(v.end)
-                        ),
-                        ReservationStatus::Waiting => out!(
-                            "{} is busy; hold {} by {} starts {} and ends {}",
-                            v.resource,
-                            v.id,
-                            v.holder,
-                            fmt_ms(v.start),
-                            fmt_ms(v.end)
-                        ),
-                        ReservationStatus::Booked => out!(
-                            "booked {} (id {}) by {} from {} until {}",
-                            v.resource,
-                            v.id,
-                            v.holder,
-                            fmt_ms(v.start),
-                            fmt_ms(v.end)
-                        ),
-                    }
-                    Ok(0)
+            let request = Request::Hold {
+                resource: target,
+                by,
+                duration_s: duration_ms as f64 / 1000.0,
+                from_ms: from,
+                next_available: !no_wait,
+            };
+            let v = match lab_session(ctx, BookUse::Own)?.call(request) {
+                Ok(Response::Hold(v)) => v,
+                Ok(other) => return Err(unexpected("hold", other)),
+                // Bad arguments, an unknown DUT or resource: exit 2, naming the option.
+                Err(
+                    e @ ApiError {
+                        code: ErrorCode::InvalidRequest | ErrorCode::TooLarge | ErrorCode::NotFound,
+                        ..
+                    },
+                ) => bail!("{}", flag_named(&error_text(&e))),
+                Err(e) => {
+                    say!("{}", error_text(&e));
+                    return Ok(1);
                 }
-                BookReply::Error { message } => {
-                    say!("{message}");
-                    Ok(1)
-                }
-                other => bail!("unexpected answer {other:?}"),
+            };
+            match v.status {
+                ReservationStatus::Held => out!(
+                    "held {} (id {}) by {} until {}",
+                    v.resource,
+                    v.id,
+                    v.holder,
+                    fmt_ms(v.end)
+                ),
+                ReservationStatus::Waiting => out!(
+                    "{} is busy; hold {} by {} starts {} and ends {}",
+                    v.resource,
+                    v.id,
+                    v.holder,
+                    fmt_ms(v.start),
+                    fmt_ms(v.end)
+                ),
+                ReservationStatus::Booked => out!(
+                    "booked {} (id {}) by {} from {} until {}",
+                    v.resource,
+                    v.id,
+                    v.holder,
+                    fmt_ms(v.start),
+                    fmt_ms(v.end)
+                ),
             }
+            Ok(0)
         }
         LabCmd::Release { id } => {
             let id: ResId = id
                 .parse()
                 .with_context(|| format!("`{id}` is not a reservation id"))?;
-            let book = open_book(&lab, &store)?;
-            let reply = book.call(BookCommand::Release { id }, clock.now_ms());
-            book.shutdown();
-            match reply? {
-                BookReply::Released => {
+            match lab_session(ctx, BookUse::Own)?.call(Request::Release { id }) {
+                Ok(Response::Release { id }) => {
                     out!("released {id}");
                     Ok(0)
                 }
-                BookReply::Error { message } => {
-                    say!("{message}");
+                Ok(other) => Err(unexpected("release", other)),
+                Err(e) if e.code == ErrorCode::InvalidRequest => bail!("{}", error_text(&e)),
+                Err(e) => {
+                    say!("{}", error_text(&e));
                     Ok(1)
                 }
-                other => bail!("unexpected answer {other:?}"),
             }
         }
         LabCmd::Holds { json } => {
-            let live = stored_live(&store, clock.now_ms())?;
+            let live = stored_live(ctx)?;
             if json {
                 crate::term::print_json(&live)?;
             } else {
@@ -225,23 +201,46 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
     }
 }
 
-fn open_book(lab: &Lab, store: &dyn Store) -> anyhow::Result<BookHandle> {
-    BookHandle::open(
-        store,
-        Arc::new(SystemClock),
-        BookConfig::default(),
-        lab.book_resources(),
-    )
-    .context("cannot open the reservation book")
+/// The console of a `lab` subcommand: the lab and its book, no packs.
+fn lab_session(ctx: &Ctx, book: BookUse) -> anyhow::Result<Session> {
+    let paths = ConsolePaths {
+        pack_roots: Vec::new(),
+        ..ctx.paths.clone()
+    };
+    let options = ConsoleOptions {
+        book,
+        owner_label: "testbay lab",
+        watch_packs: false,
+        recover: false,
+        ..ConsoleOptions::default()
+    };
+    Session::open(paths, options)
 }
 
-/// Live reservations as stored by the book's owner (or the last one), minus any whose
+/// A hold's error with the request's keys named as the options that set them.
+fn flag_named(message: &str) -> String {
+    if let Some(rest) = message.strip_prefix("duration_s: ") {
+        format!("--for: {rest}")
+    } else if let Some(rest) = message.strip_prefix("from_ms: ") {
+        format!("--from: {rest}")
+    } else {
+        message.to_string()
+    }
+}
+
+/// Live reservations as the book's owner (or its last one) stored them, minus any whose
 /// lease or window has run out since.
-fn stored_live(store: &dyn Store, now: i64) -> anyhow::Result<Vec<ReservationView>> {
-    let client = BookClient::open(store)?;
-    Ok(client
-        .reservations()?
+fn stored_live(ctx: &Ctx) -> anyhow::Result<Vec<ReservationView>> {
+    let session = lab_session(ctx, BookUse::Client)?;
+    let r = match session.call(Request::Reservations) {
+        Ok(Response::Reservations(r)) => r,
+        Ok(other) => return Err(unexpected("reservations", other)),
+        Err(e) => bail!("{}", error_text(&e)),
+    };
+    let now = r.now;
+    Ok(r.resources
         .into_iter()
+        .flat_map(|h| h.holders.into_iter().chain(h.booked).chain(h.waiters))
         .filter(|v| v.end > now && (v.status != ReservationStatus::Held || v.expires > now))
         .collect())
 }
@@ -286,12 +285,12 @@ fn holder_of(live: &[ReservationView], name: &str) -> String {
         .unwrap_or_else(|| "free".into())
 }
 
-fn show(lab: &Lab, store: &dyn Store, json: bool) -> anyhow::Result<i32> {
+fn show(ctx: &Ctx, lab: &Lab, json: bool) -> anyhow::Result<i32> {
     if json {
         crate::term::print_json(&lab.def)?;
         return Ok(0);
     }
-    let live = stored_live(store, SystemClock.now_ms())?;
+    let live = stored_live(ctx)?;
     out!("lab {} ({})", lab.def.name, lab.file.display());
     for rack in &lab.def.racks {
         out!();
@@ -348,7 +347,7 @@ fn show(lab: &Lab, store: &dyn Store, json: bool) -> anyhow::Result<i32> {
     out!("resources:");
     for r in &lab.def.resources {
         let kind = match r.capacity {
-            Some(c) if r.mode == testbay_engine::reserve::ReservationMode::Shared => {
+            Some(c) if r.mode == ReservationMode::Shared => {
                 let used = live
                     .iter()
                     .filter(|v| {

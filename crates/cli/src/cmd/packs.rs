@@ -1,4 +1,8 @@
 //! `testbay packs check|list`: validate pack folders, list the packs found.
+//!
+//! A check of folders on this machine (any folder, not only the console's pack folders,
+//! with every problem of a broken pack), so it loads them itself (`pack::discover`)
+//! instead of opening a console on a data directory it does not need.
 
 use std::path::PathBuf;
 

@@ -1,13 +1,17 @@
 //! `testbay results`: list stored runs; `testbay results RUN`: one run's task tree with
 //! sub-results and log paths.
 
-use anyhow::Context as _;
-use testbay_engine::outcome::RunStatus;
-use testbay_engine::store::{RunQuery, RunRecord, RunSort, TaskKind, TaskRecord};
+use testbay_engine::api::{
+    ReportFormat, Request, Response, RunQuery, RunRecord, RunSort, RunStatus, StoredTaskState,
+    TaskKind, TaskRecord,
+};
+// Formatting and reading UTC times for people is the CLI's own job; `timefmt` is the
+// engine's one implementation of it.
 use testbay_engine::timefmt::{format_utc, parse_utc};
 
-use super::run::{fmt_dur, open_store};
+use super::run::fmt_dur;
 use super::Ctx;
+use crate::console::{error_text, read_back, unexpected, Session};
 use crate::term::{safe, width};
 
 #[derive(clap::Args)]
@@ -75,19 +79,27 @@ fn parse_sort(s: &str) -> Result<RunSort, String> {
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
-    let store = open_store(ctx)?;
+    let session = Session::reading(&ctx.paths)?;
     if let Some(id) = &args.run {
-        let run = store.get_run(id).with_context(|| format!("run {id}"))?;
-        let tasks = store.run_tasks(id)?;
         if args.json {
-            let export = testbay_engine::report::RunExport { run, tasks };
-            crate::term::print_json(&export)?;
+            let request = Request::Export {
+                run_id: id.clone(),
+                format: ReportFormat::Json,
+            };
+            match session.call(request) {
+                Ok(Response::Export(file)) => print!("{}", file.content),
+                Ok(other) => return Err(unexpected("export", other)),
+                Err(e) => anyhow::bail!("run {id}: {}", error_text(&e)),
+            }
         } else {
+            let (run, tasks, _) = session
+                .block_on(read_back(session.console(), id))
+                .map_err(|e| anyhow::anyhow!("run {id}: {}", error_text(&e)))?;
             print_tree(&run, &tasks);
         }
         return Ok(0);
     }
-    let page = store.list_runs(&RunQuery {
+    let query = RunQuery {
         pack: args.pack,
         group: args.group,
         dut: args.dut,
@@ -103,7 +115,12 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
         ascending: args.asc,
         offset: args.offset,
         limit: args.limit,
-    })?;
+    };
+    let page = match session.call(Request::ListRuns(query)) {
+        Ok(Response::ListRuns(page)) => page,
+        Ok(other) => return Err(unexpected("list_runs", other)),
+        Err(e) => anyhow::bail!("{}", error_text(&e)),
+    };
     if args.json {
         crate::term::print_json(&page)?;
         return Ok(0);
@@ -251,7 +268,7 @@ fn print_tree(run: &RunRecord, tasks: &[TaskRecord]) {
                 "    [{mark}] {:<24} {:<9} {:>7}  {}",
                 safe(&t.task),
                 safe(t.result.as_deref().unwrap_or(match t.state {
-                    testbay_engine::store::StoredTaskState::Running => "running",
+                    StoredTaskState::Running => "running",
                     _ => "pending",
                 })),
                 time,

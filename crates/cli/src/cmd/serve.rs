@@ -2,11 +2,10 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use testbay_engine::api::Console;
+use testbay_engine::api::LocalConsole;
 use testbay_server::{Limits, ServeConfig, Server};
 
 use super::Ctx;
@@ -44,9 +43,11 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
         .build()
         .context("cannot start the async runtime")?;
     let code = rt.block_on(async move {
-        let console = Arc::new(Console::open(ctx.paths.clone()).map_err(|e| anyhow::anyhow!("{e}"))?);
-        let server = Server::bind(
-            console,
+        let console = LocalConsole::open(ctx.paths.clone())
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .shared();
+        let bound = Server::bind(
+            console.clone(),
             ServeConfig {
                 bind: args.bind,
                 ui_dir,
@@ -54,8 +55,15 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
                 limits: Limits::default(),
             },
         )
-        .await
-        .with_context(|| format!("cannot listen on {}", args.bind))?;
+        .await;
+        // Serving shuts the console down as it stops; not serving at all does it here.
+        let server = match bound {
+            Ok(s) => s,
+            Err(e) => {
+                console.shutdown();
+                return Err(e).with_context(|| format!("cannot listen on {}", args.bind));
+            }
+        };
         println!("testbay serve: console at {}", server.url());
         if server.token().is_some() {
             println!("testbay serve: bound to a non-loopback address; requests need the token in that address");
@@ -63,7 +71,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
         server.run(stop_signal()).await.context("server failed")?;
         anyhow::Ok(0)
     });
-    // The server has closed its connections and stopped the store's reads; work still on
+    // The server has closed its connections and shut the console down; work still on
     // the blocking pool (a read that was just ending) gets a moment, not a wait.
     rt.shutdown_timeout(Duration::from_millis(500));
     code

@@ -4,7 +4,11 @@
 use serde::{Deserialize, Serialize};
 use ts_rs::TS;
 
+use crate::bounds::BoundError;
 use crate::diag::Diagnostic;
+use crate::reserve::BookError;
+use crate::run::RunError;
+use crate::store::StoreError;
 
 /// What kind of failure; stable across versions, so the UI may branch on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, TS)]
@@ -78,5 +82,55 @@ impl ApiError {
     pub fn with_diagnostics(mut self, diagnostics: Vec<Diagnostic>) -> Self {
         self.diagnostics = diagnostics;
         self
+    }
+}
+
+// The engine parts' errors as the API answers them.
+
+pub(super) fn book_error(e: BookError) -> ApiError {
+    let code = match &e {
+        BookError::UnknownResource { .. } | BookError::UnknownId(_) => ErrorCode::NotFound,
+        BookError::ResourceUnavailable { .. } => ErrorCode::Busy,
+        BookError::InvalidDuration(_)
+        | BookError::OutOfRange { .. }
+        | BookError::ModeMismatch { .. } => ErrorCode::InvalidRequest,
+        _ => ErrorCode::Conflict,
+    };
+    ApiError::new(code, e.to_string())
+}
+
+pub(super) fn bound_error(e: BoundError) -> ApiError {
+    let code = match e {
+        BoundError::OutOfRange { .. } => ErrorCode::InvalidRequest,
+        BoundError::TooLarge { .. } => ErrorCode::TooLarge,
+    };
+    ApiError::new(code, e.to_string())
+}
+
+pub(super) fn store_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::RunNotFound(id) => ApiError::not_found(format!("run {id} not found")),
+        e @ StoreError::Timeout { .. } => ApiError::new(ErrorCode::Timeout, e.to_string()),
+        e @ StoreError::InvalidQuery { .. } => ApiError::invalid(e.to_string()),
+        e @ StoreError::Closing => ApiError::new(ErrorCode::Unavailable, e.to_string()),
+        other => ApiError::internal(other.to_string()),
+    }
+}
+
+pub(super) fn run_error(e: RunError) -> ApiError {
+    match e {
+        RunError::Pack(p) => ApiError::new(
+            ErrorCode::PackBroken,
+            format!(
+                "pack {} has {} problem(s)",
+                p.dir.display(),
+                p.diagnostics.len()
+            ),
+        )
+        .with_diagnostics(p.diagnostics),
+        e @ RunError::CouldNotStart { .. } => ApiError::invalid(e.to_string()),
+        e @ RunError::NotRunning(_) => ApiError::new(ErrorCode::Conflict, e.to_string()),
+        RunError::Store(s) => store_error(s),
+        e @ RunError::Snapshot { .. } => ApiError::internal(e.to_string()),
     }
 }

@@ -6,7 +6,11 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use ts_rs::TS;
 
-use super::ApiError;
+use super::error::store_error;
+use super::local::blocking;
+use super::{ApiError, LocalConsole, Response};
+use crate::outcome::Phase;
+use crate::store::StoredTaskState;
 
 pub const DEFAULT_MAX: u32 = 64 * 1024;
 const HARD_MAX: u32 = 1024 * 1024;
@@ -80,4 +84,56 @@ pub fn read_chunk(
         size,
         text: String::from_utf8_lossy(&buf).into_owned(),
     })
+}
+
+impl LocalConsole {
+    /// A window of a task phase's log (see [`read_chunk`]); only logs below `runs/`.
+    pub(super) async fn read_log(
+        &self,
+        run_id: String,
+        task_id: i64,
+        phase: Phase,
+        offset: u64,
+        max_bytes: Option<u32>,
+    ) -> Result<Response, ApiError> {
+        let store = self.store.clone();
+        let runs_dir = self.paths.runs_dir();
+        blocking(move || {
+            let task = store
+                .run_tasks(&run_id)
+                .map_err(store_error)?
+                .into_iter()
+                .find(|t| t.id == task_id)
+                .ok_or_else(|| {
+                    ApiError::not_found(format!("run {run_id} has no task {task_id}"))
+                })?;
+            let log = match phase {
+                Phase::Setup => task.paths.setup_log,
+                Phase::Main => task.paths.main_log,
+                Phase::Teardown => task.paths.teardown_log,
+            };
+            let Some(log) = log else {
+                return Err(ApiError::not_found(format!(
+                    "task {} has no {} log",
+                    task.task,
+                    phase.as_str()
+                )));
+            };
+            // Logs live below runs/; a stored path pointing elsewhere is never read.
+            let log = Path::new(&log);
+            if !log.starts_with(&runs_dir)
+                || log
+                    .components()
+                    .any(|c| c == std::path::Component::ParentDir)
+            {
+                return Err(ApiError::internal(format!(
+                    "stored log path {} is outside the runs folder",
+                    log.display()
+                )));
+            }
+            let complete = task.state == StoredTaskState::Done;
+            read_chunk(log, offset, max_bytes, complete).map(Response::ReadLog)
+        })
+        .await
+    }
 }

@@ -1,5 +1,7 @@
-//! The one command list of the console. Tauri (`src-tauri`) and axum (`crates/server`)
-//! only move JSON between a client and [`Console::dispatch`] / [`Console::subscribe`].
+//! The one command list of the console, and the console itself. Every transport (the
+//! CLI, axum in `crates/server`, Tauri in `src-tauri`) holds a [`Console`] and only calls
+//! [`Console::dispatch`], [`Console::subscribe`] and [`Console::shutdown`];
+//! [`LocalConsole`] is the engine in this process behind it.
 //!
 //! Wire format (TypeScript types are generated into `ui/src/lib/api/generated/`):
 //! - a request is `{"cmd": "<name>", ...fields}` ([`Request`]);
@@ -13,29 +15,42 @@ mod console;
 mod error;
 pub mod files;
 pub mod frames;
+mod holds;
 pub mod lab;
+mod local;
 mod logs;
+mod packs;
 pub mod paths;
+mod results;
+mod runs;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use ts_rs::TS;
 
-use crate::clock::EpochMs;
-use crate::lab::Dut;
-use crate::outcome::Phase;
-use crate::pack::view::{PackDetail, PackSummary};
-use crate::pack::{CoverageMode, ResourceMode};
-use crate::report::ReportFormat;
-use crate::reserve::{BookEvent, ResId, ReservationView};
-use crate::run::{RunEvent, RunView};
-use crate::store::{RunPage, RunQuery, RunRecord};
+// The engine's types a request, an answer or an event carries, named here so a
+// transport finds everything the API speaks in one place.
+pub use crate::clock::EpochMs;
+pub use crate::lab::Dut;
+pub use crate::outcome::{Phase, RunStatus};
+pub use crate::pack::view::{PackDetail, PackSummary};
+pub use crate::pack::{CoverageMode, ResourceMode};
+pub use crate::report::ReportFormat;
+pub use crate::reserve::{
+    BookEvent, Holder, ResId, ReservationMode, ReservationStatus, ReservationView, ResourceHolds,
+};
+pub use crate::run::{LaneView, Progress, RunEvent, RunView, TaskState, TaskView};
+pub use crate::store::{
+    RecoveryReport, RunCounts, RunPage, RunQuery, RunRecord, RunSort, StoredTaskState,
+    SubResultRecord, TaskKind, TaskRecord,
+};
 
 pub use artifacts::{ArtifactEntry, TaskDetail};
-pub use console::{Console, EVENT_CAPACITY};
+pub use console::{Console, EventReceiver, Reply, EVENT_CAPACITY};
 pub use error::{ApiError, ErrorCode};
 pub use files::FileContent;
 pub use lab::{LabView, RackView, Reservations, ResourceView, SlotState, SlotView};
+pub use local::{BookUse, ConsoleOptions, LocalConsole};
 pub use logs::LogChunk;
 pub use paths::ConsolePaths;
 
@@ -134,7 +149,9 @@ pub struct LaunchSpec {
     /// The ATS (rack) of the run: with a lab, a rack holding every DUT; none takes the
     /// rack the DUTs sit in.
     pub ats: Option<String>,
-    /// One lane per DUT; empty runs one lane without a DUT.
+    /// One lane per DUT; empty runs one lane without a DUT. `NAME`, or `NAME:MODEL` to
+    /// name its model; with a lab file, a DUT of the lab (its model from the lab unless
+    /// named), without one any name.
     pub duts: Vec<String>,
     /// Overrides of the pack's global parameters.
     #[ts(type = "Record<string, unknown>")]
@@ -150,8 +167,16 @@ pub enum Response {
     Info(ConsoleInfo),
     ListPacks(Vec<PackSummary>),
     GetPack(Box<PackDetail>),
-    Launch { run_id: String },
-    StopRun { run_id: String },
+    Launch {
+        run_id: String,
+        /// DUTs (first) and lab resources the run uses without reserving them: the
+        /// console has no lab file, or reserves nothing (`testbay run --no-reserve`).
+        #[serde(default)]
+        unreserved: Vec<String>,
+    },
+    StopRun {
+        run_id: String,
+    },
     ActiveRuns(Vec<RunView>),
     RunView(Box<RunView>),
     ReadLog(LogChunk),
@@ -163,7 +188,9 @@ pub enum Response {
     SearchDuts(Vec<Dut>),
     Reservations(Reservations),
     Hold(ReservationView),
-    Release { id: ResId },
+    Release {
+        id: ResId,
+    },
 }
 
 /// A report to save: the client offers it as a download.

@@ -275,6 +275,44 @@ impl EventOut {
     }
 }
 
+/// Least time between two `progress` events of one run: a 2,000-task run finishes tasks
+/// far faster than anyone reads figures, and every event goes to every subscriber.
+pub const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Holds `progress` events of one run to one per [`PROGRESS_EVERY`]; one held back is
+/// sent when that time is up (wall time: this paces traffic, not the plan).
+#[derive(Default)]
+pub(super) struct ProgressThrottle {
+    sent: Option<tokio::time::Instant>,
+    held: bool,
+}
+
+impl ProgressThrottle {
+    /// Whether a progress event may go now (then it counts as sent); otherwise it is
+    /// held back for [`ProgressThrottle::due`].
+    pub(super) fn may_send(&mut self) -> bool {
+        let now = tokio::time::Instant::now();
+        if self.sent.is_some_and(|t| now < t + PROGRESS_EVERY) {
+            self.held = true;
+            return false;
+        }
+        self.sent = Some(now);
+        self.held = false;
+        true
+    }
+
+    pub(super) fn held_back(&self) -> bool {
+        self.held
+    }
+
+    /// When the held-back event may go (the driver loops and calls `may_send` again).
+    pub(super) async fn due(&self) {
+        if let Some(t) = self.sent {
+            tokio::time::sleep_until(t + PROGRESS_EVERY).await;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

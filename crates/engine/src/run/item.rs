@@ -20,6 +20,7 @@ use crate::store::{NewSubResult, Store, TaskFinish, TaskKind, TaskPaths};
 
 use super::broker::Holding;
 use super::events::{RunEvent, TaskState};
+use super::taskfiles::{log_name, open_params_file, ParamsFile, PARAMS_FILE};
 
 /// What the driver needs to know when an occurrence is done.
 #[derive(Debug)]
@@ -105,57 +106,6 @@ pub(crate) fn spawn_item(
     .abort_handle()
 }
 
-/// Writes of one run that failed. Any of them makes the run end `errored`, saying which
-/// and why (`Driver::drive`): a run must not look complete when its record is not.
-#[derive(Debug, Default)]
-pub(crate) struct StorageTrouble {
-    /// Results, phase starts, statuses and commits the store refused.
-    pub store_writes: u32,
-    pub store_error: Option<String>,
-    /// Tasks whose folder or files (params, logs) could not be made; they end Errored.
-    pub task_files: u32,
-    pub file_error: Option<String>,
-}
-
-impl StorageTrouble {
-    pub fn store_failed(&mut self, error: &dyn std::fmt::Display) {
-        self.store_writes += 1;
-        self.store_error.get_or_insert_with(|| error.to_string());
-    }
-
-    pub fn files_failed(&mut self, error: &str) {
-        self.task_files += 1;
-        self.file_error.get_or_insert_with(|| error.to_string());
-    }
-
-    /// Why the run is `errored`, if it is; `lost` = results found missing from the store
-    /// at the end.
-    pub fn reason(&self, lost: u32) -> Option<String> {
-        let mut parts = Vec::new();
-        let store_error = self
-            .store_error
-            .as_deref()
-            .unwrap_or("the database did not keep them");
-        if lost > 0 {
-            parts.push(format!(
-                "{lost} task result(s) could not be stored ({store_error})"
-            ));
-        } else if self.store_writes > 0 {
-            parts.push(format!(
-                "{} write(s) to the store failed ({store_error})",
-                self.store_writes
-            ));
-        }
-        if let Some(e) = &self.file_error {
-            parts.push(format!(
-                "{} task(s) could not be prepared ({e})",
-                self.task_files
-            ));
-        }
-        (!parts.is_empty()).then(|| parts.join("; "))
-    }
-}
-
 impl RunCtx {
     /// Note a failed store write of this run (logged too).
     pub fn store_failed(&self, what: &str, task: Option<&str>, error: &dyn std::fmt::Display) {
@@ -213,27 +163,6 @@ pub(crate) struct ItemJob {
     pub dir_name: String,
     pub holdings: Vec<Holding>,
     pub occ: Arc<Occurrence>,
-}
-
-/// Name of an occurrence's params file (`TESTBAY_PARAMS`), in its folder.
-pub(super) const PARAMS_FILE: &str = "params.json";
-
-/// Name of a phase's log file in the occurrence's folder.
-pub(super) fn log_name(phase: Phase) -> String {
-    format!("{}.log", phase.as_str())
-}
-
-/// Log files of the phases `def` has.
-pub(super) fn log_names(def: &TaskDef) -> Vec<String> {
-    [
-        def.setup.as_ref().map(|_| Phase::Setup),
-        Some(Phase::Main),
-        def.teardown.as_ref().map(|_| Phase::Teardown),
-    ]
-    .into_iter()
-    .flatten()
-    .map(log_name)
-    .collect()
 }
 
 /// Longest time a finished task's result waits for its commit.
@@ -448,57 +377,6 @@ impl Phases {
             },
         };
         (result, message, finish)
-    }
-}
-
-/// The task's `params.json` (`TESTBAY_PARAMS`), written straight from the run's data.
-#[derive(serde::Serialize)]
-struct ParamsFile<'a> {
-    run_id: &'a str,
-    task: &'a str,
-    kind: TaskKind,
-    group: Option<&'a str>,
-    lane: &'a str,
-    dut: Option<&'a DutTarget>,
-    ats: Option<&'a str>,
-    rack: Option<&'a str>,
-    slot: Option<u32>,
-    global_params: &'a Value,
-    task_params: &'a TaskDef,
-    reservations: &'a [Holding],
-}
-
-/// The occurrence's folder and its `artifacts/` (two `mkdir`s in the usual case; the lane
-/// folder is made on first use).
-fn make_task_dirs(occ_dir: &std::path::Path, artifacts: &std::path::Path) -> std::io::Result<()> {
-    let mkdir = |p: &std::path::Path| match std::fs::create_dir(p) {
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && p.is_dir() => Ok(()),
-        r => r,
-    };
-    match mkdir(occ_dir) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir_all(occ_dir)?,
-        r => r?,
-    }
-    mkdir(artifacts)
-}
-
-/// The occurrence's params file, empty, for writing. Usually its folder, `artifacts/` and
-/// the empty file are there already (`run::prepare`); else the folders are made first.
-fn open_params_file(
-    occ_dir: &std::path::Path,
-    artifacts: &std::path::Path,
-    params_file: &std::path::Path,
-) -> std::io::Result<std::fs::File> {
-    match exec::create_empty(params_file) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            make_task_dirs(occ_dir, artifacts)?;
-            exec::create_empty(params_file)
-        }
-        Ok(f) if !artifacts.is_dir() => {
-            make_task_dirs(occ_dir, artifacts)?;
-            Ok(f)
-        }
-        made => made,
     }
 }
 

@@ -14,7 +14,7 @@ use std::thread::JoinHandle;
 
 // An occurrence always writes its params file before its first phase; an empty one
 // means the occurrence never started.
-use super::item::PARAMS_FILE;
+use super::taskfiles::PARAMS_FILE;
 
 enum Msg {
     Jobs(Vec<Job>),

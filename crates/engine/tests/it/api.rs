@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use testbay_engine::api::{
-    parse_request, Console, ConsolePaths, ErrorCode, Event, Request, Response,
+    parse_request, Console, ConsolePaths, ErrorCode, Event, LocalConsole, Request, Response,
 };
 use testbay_engine::outcome::RunStatus;
 
@@ -11,7 +11,7 @@ use crate::support::{run_end, write};
 
 /// A library with a good pack (`hello`: one group, a task printing 3 lines without a final
 /// newline) and a broken one (`oops`: an unknown key).
-fn console(dir: &Path) -> Console {
+fn console(dir: &Path) -> LocalConsole {
     let good = dir.join("packs/hello");
     write(
         &good.join("pack.yaml"),
@@ -30,7 +30,7 @@ fn console(dir: &Path) -> Console {
         &bad.join("pack.yaml"),
         "name: oops\nversion: 1.0.0\ngrups: {}\n",
     );
-    Console::open(ConsolePaths {
+    LocalConsole::open(ConsolePaths {
         data_dir: dir.join("data"),
         pack_roots: vec![dir.join("packs")],
         lab_file: None,
@@ -38,7 +38,7 @@ fn console(dir: &Path) -> Console {
     .unwrap()
 }
 
-async fn call(c: &Console, json: &str) -> Result<Response, testbay_engine::api::ApiError> {
+async fn call(c: &LocalConsole, json: &str) -> Result<Response, testbay_engine::api::ApiError> {
     c.dispatch(parse_request(json.as_bytes())?).await
 }
 
@@ -134,7 +134,7 @@ async fn launch_run_follow_read_log_and_export() {
         .unwrap_err();
     assert_eq!(e.code, ErrorCode::NotFound);
 
-    let Response::Launch { run_id } = call(
+    let Response::Launch { run_id, .. } = call(
         &c,
         r#"{"cmd":"launch","pack":"hello","groups":["smoke"],"duts":["stb-01"]}"#,
     )
@@ -286,9 +286,9 @@ async fn launch_run_follow_read_log_and_export() {
 }
 
 /// The demo lab and demo packs of the repository.
-fn demo_console(dir: &Path, lab: Option<&Path>) -> Console {
+fn demo_console(dir: &Path, lab: Option<&Path>) -> LocalConsole {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    Console::open(ConsolePaths {
+    LocalConsole::open(ConsolePaths {
         data_dir: dir.join("data"),
         pack_roots: vec![repo.join("packs")],
         lab_file: Some(lab.map_or_else(|| repo.join("lab/demo-lab.yaml"), Path::to_path_buf)),
@@ -468,7 +468,7 @@ async fn a_broken_lab_file_is_reported_not_fatal() {
 }
 
 /// Runs stored in the console's data dir, all pages.
-async fn stored_runs(c: &Console) -> u32 {
+async fn stored_runs(c: &LocalConsole) -> u32 {
     let Response::ListRuns(page) = call(c, r#"{"cmd":"list_runs"}"#).await.unwrap() else {
         panic!()
     };
@@ -625,7 +625,7 @@ async fn a_launch_ats_must_hold_its_duts_and_defaults_to_their_rack() {
     assert_eq!(stored_runs(&c).await, 0, "refused launches are not stored");
 
     // Without an ATS, the run takes its DUT's rack.
-    let Response::Launch { run_id } = call(
+    let Response::Launch { run_id, .. } = call(
         &c,
         r#"{"cmd":"launch","pack":"stb-smoke","groups":["smoke"],"duts":["stb-02"]}"#,
     )
@@ -652,7 +652,7 @@ async fn get_run_answers_a_page_of_tasks() {
     let dir = tempfile::tempdir().unwrap();
     let c = console(dir.path());
     let mut events = c.subscribe();
-    let Response::Launch { run_id } = call(
+    let Response::Launch { run_id, .. } = call(
         &c,
         r#"{"cmd":"launch","pack":"hello","groups":["smoke","smoke","smoke","smoke","smoke"]}"#,
     )
@@ -714,14 +714,14 @@ fn named_pipes_left_by_a_task_wedge_nothing() {
             .build()
             .unwrap();
         rt.block_on(async move {
-            let c = Console::open(ConsolePaths {
+            let c = LocalConsole::open(ConsolePaths {
                 data_dir: root.join("data"),
                 pack_roots: vec![root.join("packs")],
                 lab_file: None,
             })
             .unwrap();
             let mut events = c.subscribe();
-            let Response::Launch { run_id } =
+            let Response::Launch { run_id, .. } =
                 call(&c, r#"{"cmd":"launch","pack":"pipes"}"#).await.unwrap()
             else {
                 panic!()
@@ -761,4 +761,38 @@ fn named_pipes_left_by_a_task_wedge_nothing() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     t.join().unwrap();
+}
+
+/// The console as its transports hold it, a `dyn Console`. Without a lab file a launch
+/// names what it uses unreserved (its DUTs; `NAME:MODEL` gives the model), and
+/// `shutdown` keeps what is stored, stops reads and may come twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_behind_its_front_door() {
+    let dir = tempfile::tempdir().unwrap();
+    let c: std::sync::Arc<dyn Console> = console(dir.path()).shared();
+    let mut events = c.subscribe();
+    let launch = r#"{"cmd":"launch","pack":"hello","groups":["smoke"],"duts":["stb-01:TP-1"]}"#;
+    let Response::Launch { run_id, unreserved } = c
+        .dispatch(parse_request(launch.as_bytes()).unwrap())
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(unreserved, ["stb-01"]);
+    assert_eq!(run_end(&mut events, &run_id).await, RunStatus::Completed);
+    let get = Request::GetRun {
+        run_id: run_id.clone(),
+        offset: None,
+        limit: None,
+    };
+    let Response::GetRun(d) = c.dispatch(get.clone()).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(d.run.duts[0].name, "stb-01");
+    assert_eq!(d.run.duts[0].model.as_deref(), Some("TP-1"));
+    c.shutdown();
+    c.shutdown();
+    let e = c.dispatch(get).await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::Unavailable, "{e}");
 }

@@ -6,12 +6,12 @@ use std::path::Path;
 use base64::Engine as _;
 use testbay_engine::api::files::MAX_READ_FILE;
 use testbay_engine::api::{
-    parse_request, ApiError, Console, ConsolePaths, ErrorCode, FileContent, Response,
+    parse_request, ApiError, Console, ConsolePaths, ErrorCode, FileContent, LocalConsole, Response,
 };
 
 use crate::support::{run_end, write};
 
-async fn read_file(c: &Console, run_id: &str, path: &str) -> Result<FileContent, ApiError> {
+async fn read_file(c: &LocalConsole, run_id: &str, path: &str) -> Result<FileContent, ApiError> {
     let req = serde_json::json!({"cmd": "read_file", "run_id": run_id, "path": path});
     match c
         .dispatch(parse_request(req.to_string().as_bytes())?)
@@ -30,7 +30,7 @@ fn decode(f: &FileContent) -> Vec<u8> {
 
 /// A console with one pack whose task leaves a picture, a report and a symlink to a file
 /// outside the data directory; runs it to the end and answers the run id.
-async fn finished_run(dir: &Path) -> (Console, String) {
+async fn finished_run(dir: &Path) -> (LocalConsole, String) {
     let pack = dir.join("packs/art");
     write(
         &pack.join("pack.yaml"),
@@ -49,7 +49,7 @@ async fn finished_run(dir: &Path) -> (Console, String) {
             dir.join("secret.txt").display()
         ),
     );
-    let c = Console::open(ConsolePaths {
+    let c = LocalConsole::open(ConsolePaths {
         data_dir: dir.join("data"),
         pack_roots: vec![dir.join("packs")],
         lab_file: None,
@@ -57,7 +57,7 @@ async fn finished_run(dir: &Path) -> (Console, String) {
     .unwrap();
     let mut events = c.subscribe();
     let req = parse_request(br#"{"cmd":"launch","pack":"art"}"#).unwrap();
-    let Response::Launch { run_id } = c.dispatch(req).await.unwrap() else {
+    let Response::Launch { run_id, .. } = c.dispatch(req).await.unwrap() else {
         panic!()
     };
     run_end(&mut events, &run_id).await;
@@ -140,7 +140,7 @@ async fn reads_artifacts_and_logs_of_a_run_and_nothing_outside() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refuses_files_over_the_cap_and_run_folders_that_lead_outside() {
     let dir = tempfile::tempdir().unwrap();
-    let c = Console::open(ConsolePaths {
+    let c = LocalConsole::open(ConsolePaths {
         data_dir: dir.path().join("data"),
         pack_roots: vec![],
         lab_file: None,

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use testbay_engine::api::{parse_request, Console, ConsolePaths, Response, SlotState};
+use testbay_engine::api::{
+    parse_request, Console, ConsolePaths, LocalConsole, Response, SlotState,
+};
 use testbay_engine::clock::{Clock, ManualClock, SystemClock};
 use testbay_engine::lab::{self};
 use testbay_engine::outcome::{RunStatus, ERRORED, PASSED};
@@ -417,7 +419,7 @@ async fn a_console_launch_shows_its_reservations_while_it_runs() {
             go = go.display()
         ),
     );
-    let console = Console::open(ConsolePaths {
+    let console = LocalConsole::open(ConsolePaths {
         data_dir: root.join("data"),
         pack_roots: vec![root.join("packs")],
         lab_file: Some(root.join("lab.yaml")),
@@ -427,7 +429,7 @@ async fn a_console_launch_shows_its_reservations_while_it_runs() {
         let c = &console;
         async move { c.dispatch(parse_request(json.as_bytes()).unwrap()).await }
     };
-    let Response::Launch { run_id } = call(
+    let Response::Launch { run_id, .. } = call(
         r#"{"cmd":"launch","pack":"held","duts":["box-1"],"resource_mode":"per_task_separate"}"#
             .into(),
     )
@@ -537,7 +539,7 @@ async fn a_console_without_the_book_refuses_runs_it_cannot_reserve_for() {
         lab.book_resources(),
     )
     .unwrap();
-    let console = Console::open(ConsolePaths {
+    let console = LocalConsole::open(ConsolePaths {
         data_dir: root.join("data"),
         pack_roots: vec![root.join("packs")],
         lab_file: Some(root.join("lab.yaml")),
@@ -562,7 +564,7 @@ async fn a_console_without_the_book_refuses_runs_it_cannot_reserve_for() {
             "{err:?}"
         );
     }
-    let Response::Launch { run_id } = call(r#"{"cmd":"launch","pack":"p","groups":["plain"]}"#)
+    let Response::Launch { run_id, .. } = call(r#"{"cmd":"launch","pack":"p","groups":["plain"]}"#)
         .await
         .unwrap()
     else {

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use serde_json::{json, Map};
-use testbay_engine::api::{parse_request, Console, ConsolePaths, Event, Response};
+use testbay_engine::api::{parse_request, Console, ConsolePaths, Event, LocalConsole, Response};
 use testbay_engine::clock::{Clock, ManualClock};
 use testbay_engine::exec::ExecLimits;
 use testbay_engine::lab::{self, Lab};
@@ -500,7 +500,7 @@ async fn the_second_of_two_api_launches_on_one_dut_starts_when_the_first_ends() 
     let root = dir.path();
     write(&root.join("lab.yaml"), LAB);
     write_pack(root);
-    let console = Console::open(ConsolePaths {
+    let console = LocalConsole::open(ConsolePaths {
         data_dir: root.join("data"),
         pack_roots: vec![root.join("packs")],
         lab_file: Some(root.join("lab.yaml")),
@@ -516,7 +516,7 @@ async fn the_second_of_two_api_launches_on_one_dut_starts_when_the_first_ends() 
         .unwrap();
         let c = &console;
         async move {
-            let Response::Launch { run_id } = c.dispatch(req).await.unwrap() else {
+            let Response::Launch { run_id, .. } = c.dispatch(req).await.unwrap() else {
                 panic!()
             };
             run_id

@@ -4,11 +4,10 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use testbay_engine::api::{Console, ConsolePaths};
+use testbay_engine::api::{ConsolePaths, LocalConsole};
 use testbay_engine::outcome::RunStatus;
 use testbay_engine::store::{NewRun, NewTaskRow, SqliteStore, Store, TaskFinish, TaskKind};
 use testbay_server::{Limits, ServeConfig, Server};
@@ -42,7 +41,7 @@ async fn start(limits: Limits, prepare: impl FnOnce(&Path)) -> Running {
         pack_roots: vec![],
         lab_file: None,
     };
-    let console = Arc::new(Console::open(paths).unwrap());
+    let console = LocalConsole::open(paths).unwrap().shared();
     let server = Server::bind(
         console,
         ServeConfig {

@@ -2,10 +2,9 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 
 use futures_util::StreamExt;
-use testbay_engine::api::{Console, ConsolePaths};
+use testbay_engine::api::{ConsolePaths, LocalConsole};
 use testbay_server::{Limits, ServeConfig, Server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -49,7 +48,7 @@ async fn start(bind: &str, ui: Option<&Path>) -> Running {
         pack_roots: vec![dir.path().join("packs")],
         lab_file: None,
     };
-    let console = Arc::new(Console::open(paths).unwrap());
+    let console = LocalConsole::open(paths).unwrap().shared();
     let server = Server::bind(
         console,
         ServeConfig {

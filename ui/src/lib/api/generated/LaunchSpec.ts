@@ -18,7 +18,9 @@ groups: Array<string>,
  */
 ats: string | null, 
 /**
- * One lane per DUT; empty runs one lane without a DUT.
+ * One lane per DUT; empty runs one lane without a DUT. `NAME`, or `NAME:MODEL` to
+ * name its model; with a lab file, a DUT of the lab (its model from the lab unless
+ * named), without one any name.
  */
 duts: Array<string>, 
 /**

@@ -1,0 +1,356 @@
+//! [`LocalConsole`]: the engine parts of one console in this process (store, pack
+//! library, lab, reservation book, run manager), composed behind [`Console`].
+//! `dispatch` only routes; the handlers live with their concern: `packs`, `runs`
+//! (launch, stop, live views), `results` (stored runs, export), `holds` (lab, DUT
+//! search, reservations, holds), `logs` and `files` (a run's logs and files).
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::broadcast;
+
+use super::console::{Console, EventReceiver, Reply, EVENT_CAPACITY};
+use super::{files, ApiError, ConsoleInfo, ConsolePaths, Event, Request, Response};
+use crate::clock::{Clock, SystemClock};
+use crate::diag::Diagnostic;
+use crate::lab::{self as inventory, Lab};
+use crate::pack::library::{Library, LibraryChange};
+use crate::reserve::{BookBroker, BookClient, BookConfig, BookHandle, BrokerConfig, LiveBook};
+use crate::run::{AlwaysGrant, ResourceBroker, RunManager};
+use crate::store::{RecoveryReport, SqliteStore, Store};
+
+use super::error::store_error;
+
+/// One console in this process: the store, the run manager, the pack library and the
+/// lab of a data directory.
+pub struct LocalConsole {
+    pub(super) paths: ConsolePaths,
+    pub(super) library: Arc<Library>,
+    pub(super) lab: Option<Lab>,
+    /// Problems of the lab file (the console then runs without a lab).
+    pub(super) lab_errors: Vec<Diagnostic>,
+    /// Behind a mutex: a client's database connection is not shareable between threads.
+    pub(super) book: Option<Mutex<BookHandle>>,
+    /// The book again when this console owns it, for [`Console::shutdown`] (which must
+    /// not wait for a request holding the mutex).
+    owned_book: Option<LiveBook>,
+    pub(super) book_note: Option<String>,
+    /// Whether runs reserve what they use (not with [`BookUse::None`]).
+    pub(super) reserve: bool,
+    pub(super) clock: Arc<dyn Clock>,
+    pub(super) store: Arc<dyn Store>,
+    pub(super) runs: RunManager,
+    events: broadcast::Sender<Event>,
+    recovered: Result<RecoveryReport, String>,
+}
+
+/// How a [`LocalConsole`] opens.
+pub struct ConsoleOptions {
+    /// Time for runs and reservations ([`crate::clock::ManualClock`] in tests).
+    pub clock: Arc<dyn Clock>,
+    /// How it uses the lab's reservation book.
+    pub book: BookUse,
+    /// How other processes name this one when it owns the book.
+    pub owner_label: &'static str,
+    /// Reload packs when their folders change on disk.
+    pub watch_packs: bool,
+    /// Mark the runs of consoles that exited without ending them interrupted as it opens
+    /// ([`LocalConsole::recovered`]), which lets the book's next owner give back what
+    /// they held. A console that only looks leaves them to the next one that runs.
+    pub recover: bool,
+}
+
+/// How a console uses the lab's reservation book.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BookUse {
+    /// Own it when no other process does, else post to its owner; runs reserve through
+    /// the book it owns and are refused what they would need to reserve otherwise.
+    Own,
+    /// Never own it: show what its owner last stored and post changes to the owner.
+    Client,
+    /// No book (`testbay run --no-reserve`): runs get what their tasks ask for, and a
+    /// launch's answer names what went unreserved.
+    None,
+}
+
+impl Default for ConsoleOptions {
+    /// The long-lived console: wall-clock time, the book owned, pack folders watched,
+    /// runs of dead consoles recovered.
+    fn default() -> Self {
+        Self {
+            clock: Arc::new(SystemClock),
+            book: BookUse::Own,
+            owner_label: "the Testbay console",
+            watch_packs: true,
+            recover: true,
+        }
+    }
+}
+
+impl LocalConsole {
+    /// Open a console on `paths` as `testbay serve` and the desktop app do (see
+    /// [`ConsoleOptions::default`]). Must be called within a tokio runtime (runs and event
+    /// forwarding are tokio tasks).
+    pub fn open(paths: ConsolePaths) -> Result<Self, ApiError> {
+        Self::open_with(paths, ConsoleOptions::default())
+    }
+
+    /// As [`LocalConsole::open`]. Runs left unfinished by a console that died are marked
+    /// interrupted first ([`LocalConsole::recovered`]); when that cannot be written (no
+    /// space left), the console opens all the same, for reading.
+    pub fn open_with(paths: ConsolePaths, options: ConsoleOptions) -> Result<Self, ApiError> {
+        let ConsoleOptions {
+            clock,
+            book: book_use,
+            owner_label,
+            watch_packs,
+            recover,
+        } = options;
+        std::fs::create_dir_all(&paths.data_dir).map_err(|e| {
+            ApiError::internal(format!(
+                "cannot create data directory {}: {e}",
+                paths.data_dir.display()
+            ))
+        })?;
+        crate::reserve::live::set_owner_label(owner_label);
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open_in(&paths.data_dir).map_err(store_error)?);
+        let recovered = if recover {
+            crate::run::recover_interrupted(&*store, &paths.data_dir, clock.now_ms())
+                .map_err(|e| e.to_string())
+        } else {
+            Ok(RecoveryReport::default())
+        };
+        match &recovered {
+            Ok(r) => {
+                if !r.interrupted_runs.is_empty() {
+                    tracing::warn!(runs = ?r.interrupted_runs, aborted_tasks = r.aborted_tasks, "marked runs of a dead console interrupted");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot mark the runs of consoles that exited as interrupted")
+            }
+        }
+        let (events, _) = broadcast::channel(EVENT_CAPACITY);
+        // The lab and its book first: runs reserve through the book when this console
+        // owns it (see `launch` for when it does not).
+        let (mut lab, mut lab_errors, mut book, mut book_note) = (None, Vec::new(), None, None);
+        let mut owned_book = None;
+        let mut broker: Arc<dyn ResourceBroker> = Arc::new(AlwaysGrant);
+        if let Some(file) = &paths.lab_file {
+            match inventory::load(file) {
+                Ok(l) => {
+                    if let Err(e) = store.save_lab(&l, clock.now_ms()) {
+                        tracing::warn!(file = %file.display(), error = %e, "cannot store the lab inventory");
+                    }
+                    let opened = match book_use {
+                        BookUse::Own => Some(BookHandle::open(
+                            &*store,
+                            clock.clone(),
+                            BookConfig::default(),
+                            l.book_resources(),
+                        )),
+                        BookUse::Client => Some(BookClient::open(&*store).map(BookHandle::Client)),
+                        BookUse::None => None,
+                    };
+                    match opened {
+                        None => book_note = Some("this console reserves nothing".into()),
+                        Some(Ok(BookHandle::Owner(b))) => {
+                            forward(b.subscribe(), events.clone(), Event::Book);
+                            broker = Arc::new(BookBroker::new(
+                                b.clone(),
+                                Some(Arc::new(l.clone())),
+                                BrokerConfig::default(),
+                            ));
+                            owned_book = Some(b.clone());
+                            book = Some(Mutex::new(BookHandle::Owner(b)));
+                        }
+                        Some(Ok(client)) => {
+                            book_note = Some("another Testbay process on this data directory owns the reservation book; this view is its last saved state and holds go through it".into());
+                            book = Some(Mutex::new(client));
+                        }
+                        Some(Err(e)) => book_note = Some(format!("reservations unavailable: {e}")),
+                    }
+                    lab = Some(l);
+                }
+                Err(e) => {
+                    tracing::warn!(file = %file.display(), problems = e.0.len(), "lab file has problems");
+                    lab_errors = e.0;
+                }
+            }
+        }
+        let runs = RunManager::new(store.clone(), &paths.data_dir, broker, clock.clone());
+        let library = Library::open(paths.pack_roots.clone());
+        if watch_packs {
+            if let Err(e) = library.watch() {
+                tracing::warn!(error = %e, "pack folders are not watched; edits show after a restart");
+            }
+        }
+        // Run events go into the console's stream as they are sent: bursts of thousands
+        // (a 2,000-task run) must not depend on a forwarding task keeping up.
+        let run_events = events.clone();
+        runs.forward_to(Box::new(move |ev| {
+            let _ = run_events.send(Event::Run(ev.clone()));
+        }));
+        forward(library.subscribe(), events.clone(), packs_changed);
+        Ok(Self {
+            paths,
+            library,
+            lab,
+            lab_errors,
+            book,
+            owned_book,
+            book_note,
+            reserve: book_use != BookUse::None,
+            clock,
+            store,
+            runs,
+            events,
+            recovered,
+        })
+    }
+
+    pub fn paths(&self) -> &ConsolePaths {
+        &self.paths
+    }
+
+    /// What opening did to the runs of consoles that exited without ending them, or why
+    /// it could not.
+    pub fn recovered(&self) -> Result<&RecoveryReport, &str> {
+        self.recovered.as_ref().map_err(|e| e.as_str())
+    }
+
+    /// The console as its transports hold it.
+    pub fn shared(self) -> Arc<dyn Console> {
+        Arc::new(self)
+    }
+
+    /// Answer one request: route it to the handler of its concern.
+    async fn route(&self, request: Request) -> Result<Response, ApiError> {
+        tracing::debug!(?request, "dispatch");
+        match request {
+            Request::Info => Ok(Response::Info(self.info())),
+            Request::ListPacks => Ok(self.list_packs()),
+            Request::GetPack { name } => self.get_pack(&name),
+            Request::Launch(spec) => self.launch(spec).await,
+            Request::StopRun { run_id } => self.stop_run(run_id).await,
+            Request::ActiveRuns => Ok(self.active_runs()),
+            Request::RunView { run_id } => self.run_view(&run_id),
+            Request::ReadLog {
+                run_id,
+                task_id,
+                phase,
+                offset,
+                max_bytes,
+            } => {
+                self.read_log(run_id, task_id, phase, offset, max_bytes)
+                    .await
+            }
+            Request::ReadFile { run_id, path } => self.read_file(run_id, path).await,
+            Request::ListRuns(q) => self.list_runs(q).await,
+            Request::GetRun {
+                run_id,
+                offset,
+                limit,
+            } => self.get_run(run_id, offset, limit).await,
+            Request::Export { run_id, format } => self.export(run_id, format).await,
+            Request::GetLab => self.get_lab(),
+            Request::SearchDuts { query, pack, ats } => self.search_duts(&query, pack, ats),
+            Request::Reservations => self.reservations(),
+            Request::Hold {
+                resource,
+                by,
+                duration_s,
+                from_ms,
+                next_available,
+            } => self.hold(resource, by, duration_s, from_ms, next_available),
+            Request::Release { id } => self.release(id),
+        }
+    }
+
+    fn info(&self) -> ConsoleInfo {
+        let s = |p: &Path| p.display().to_string();
+        ConsoleInfo {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            data_dir: s(&self.paths.data_dir),
+            pack_roots: self.paths.pack_roots.iter().map(|p| s(p)).collect(),
+            lab_file: self.paths.lab_file.as_deref().map(s),
+        }
+    }
+
+    async fn read_file(&self, run_id: String, path: String) -> Result<Response, ApiError> {
+        let runs_dir = self.paths.runs_dir();
+        blocking(move || files::read_run_file(&runs_dir, &run_id, &path))
+            .await
+            .map(Response::ReadFile)
+    }
+}
+
+impl Console for LocalConsole {
+    fn dispatch(&self, request: Request) -> Reply<'_> {
+        Box::pin(self.route(request))
+    }
+
+    fn subscribe(&self) -> EventReceiver {
+        self.events.subscribe()
+    }
+
+    fn shutdown(&self) {
+        self.store.commit_pending_results();
+        if let Some(book) = &self.owned_book {
+            book.shutdown();
+        }
+        self.store.close_reads();
+    }
+}
+
+/// Copy one engine part's events into the console's stream, as `wrap(event)`; a lag on
+/// this internal hop becomes `resync` for everyone.
+fn forward<T: Clone + Send + 'static>(
+    mut rx: broadcast::Receiver<T>,
+    tx: broadcast::Sender<Event>,
+    wrap: fn(T) -> Event,
+) {
+    tokio::spawn(async move {
+        loop {
+            match rx.recv().await {
+                Ok(ev) => {
+                    let _ = tx.send(wrap(ev));
+                }
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::warn!(
+                        missed,
+                        "the console's event stream fell behind a source; subscribers resync"
+                    );
+                    let _ = tx.send(Event::Resync { missed });
+                }
+                Err(broadcast::error::RecvError::Closed) => break,
+            }
+        }
+    });
+}
+
+fn packs_changed(change: LibraryChange) -> Event {
+    Event::PacksChanged {
+        dirs: change
+            .dirs
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect(),
+    }
+}
+
+/// Run store and file work off the async workers.
+pub(super) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(format!("worker failed: {e}")))?
+}
+
+// Transports share one console between threads.
+const _: fn() = || {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<LocalConsole>();
+};

@@ -1,0 +1,194 @@
+//! Handlers for runs going now: the launch (every rule a launch must pass, checked once,
+//! here, for every transport), stopping a run, and the live views.
+
+use super::error::{bound_error, run_error, store_error};
+use super::local::blocking;
+use super::{ApiError, ErrorCode, LaunchSpec, LocalConsole, Response};
+use crate::bounds;
+use crate::pack::LoadedPack;
+use crate::plan::DutTarget;
+use crate::reserve::{owner_of, resources_named, BookHandle};
+use crate::run::LaunchRequest;
+
+impl LocalConsole {
+    /// Refused before anything is stored: a request over its size limits (`too_large`),
+    /// an unknown pack or DUT, an ATS that does not hold the DUTs (`invalid_request`), a
+    /// launch expanding to more tasks than a run holds (`too_large`).
+    pub(super) async fn launch(&self, spec: LaunchSpec) -> Result<Response, ApiError> {
+        bounds::check_request_size(spec.groups.len(), spec.duts.len(), &spec.params)
+            .map_err(bound_error)?;
+        let pack = self.find_pack(&spec.pack)?;
+        let duts = spec
+            .duts
+            .into_iter()
+            .map(|name| self.dut_target(name))
+            .collect::<Result<Vec<_>, _>>()?;
+        let ats = self.launch_ats(spec.ats, &duts)?;
+        crate::pack::check_task_count(
+            &pack,
+            &spec.groups,
+            duts.len(),
+            &spec.params,
+            spec.coverage_mode,
+        )
+        .map_err(bound_error)?;
+        self.check_can_reserve(&pack, &spec.groups, !duts.is_empty())?;
+        let unreserved = self.unreserved(&pack, &spec.groups, &duts);
+        let req = LaunchRequest {
+            pack_dir: pack.dir.display().to_string(),
+            groups: spec.groups,
+            ats,
+            duts,
+            params: spec.params,
+            resource_mode: spec.resource_mode,
+            coverage_mode: spec.coverage_mode,
+        };
+        let run_id = self.runs.launch(req).map_err(run_error)?;
+        Ok(Response::Launch { run_id, unreserved })
+    }
+
+    /// What a launch uses without reserving it: its DUTs, then the lab resources its
+    /// tasks name, when the console has no lab file or reserves nothing; else none.
+    fn unreserved(&self, pack: &LoadedPack, groups: &[String], duts: &[DutTarget]) -> Vec<String> {
+        if self.reserve && self.paths.lab_file.is_some() {
+            return Vec::new();
+        }
+        duts.iter()
+            .map(|d| d.name.clone())
+            .chain(resources_named(pack, groups))
+            .collect()
+    }
+
+    /// A console with a lab file runs nothing that needs a DUT or a lab resource without
+    /// reserving it. It reserves through the book it owns; when another process owns the
+    /// book (a second console on the same data directory) or the book could not be
+    /// opened, such a launch is refused with the reason, and runs that need nothing
+    /// reserved still go. A console without a lab file has nothing to reserve against,
+    /// and one opened not to reserve does not: their runs get what their tasks ask for.
+    fn check_can_reserve(
+        &self,
+        pack: &LoadedPack,
+        groups: &[String],
+        has_duts: bool,
+    ) -> Result<(), ApiError> {
+        if self.paths.lab_file.is_none() || !self.reserve {
+            return Ok(());
+        }
+        let resources = resources_named(pack, groups);
+        if !has_duts && resources.is_empty() {
+            return Ok(());
+        }
+        let book = self.book()?;
+        if matches!(&*book, BookHandle::Owner(_)) {
+            return Ok(());
+        }
+        let what = if has_duts {
+            "its DUTs".to_string()
+        } else {
+            resources.into_iter().collect::<Vec<_>>().join(", ")
+        };
+        let owner = owner_of(self.store.path())
+            .map(|o| format!("is owned by {o}"))
+            .unwrap_or_else(|| "was owned by another process when this console started".into());
+        Err(ApiError::new(
+            ErrorCode::Unavailable,
+            format!(
+                "cannot reserve {what}: the reservation book of {} {owner}; launch from that console, or close it and restart this one",
+                self.paths.data_dir.display()
+            ),
+        ))
+    }
+
+    /// The ATS of a launch (see [`Lab::launch_ats`]): checked against the lab when the
+    /// console has a lab file; without one, any name is taken as given.
+    fn launch_ats(
+        &self,
+        ats: Option<String>,
+        duts: &[DutTarget],
+    ) -> Result<Option<String>, ApiError> {
+        if self.paths.lab_file.is_none() || (ats.is_none() && duts.is_empty()) {
+            return Ok(ats);
+        }
+        self.lab()?
+            .launch_ats(ats.as_deref(), duts)
+            .map_err(|e| ApiError::invalid(format!("ats: {e}")))
+    }
+
+    /// A DUT named at launch (`NAME`, or `NAME:MODEL` naming its model), with its rack
+    /// and slot, and its model unless named, from the lab. A console without a lab file
+    /// takes any name as a lane of its own.
+    fn dut_target(&self, named: String) -> Result<DutTarget, ApiError> {
+        let (name, model) = match named.split_once(':') {
+            Some((n, m)) => (n.to_string(), Some(m.to_string()).filter(|m| !m.is_empty())),
+            None => (named, None),
+        };
+        if name.is_empty() {
+            return Err(ApiError::invalid("a DUT needs a name (NAME or NAME:MODEL)"));
+        }
+        if self.lab.is_none() && self.paths.lab_file.is_none() {
+            return Ok(DutTarget {
+                name,
+                model,
+                rack: None,
+                slot: None,
+            });
+        }
+        let lab = self.lab()?;
+        let d = lab.dut(&name).ok_or_else(|| {
+            ApiError::not_found(format!(
+                "no DUT named `{name}` in the lab {}",
+                lab.file.display()
+            ))
+        })?;
+        if d.offline {
+            return Err(ApiError::new(
+                ErrorCode::Busy,
+                format!("DUT {name} is offline"),
+            ));
+        }
+        Ok(DutTarget {
+            name,
+            model: model.or_else(|| Some(d.model.clone()).filter(|m| !m.is_empty())),
+            rack: d.location.as_ref().map(|l| l.rack.clone()),
+            slot: d.location.as_ref().map(|l| l.slot),
+        })
+    }
+
+    /// Stop a run: the first stop is graceful, a second one stops it at once (see
+    /// [`crate::run::RunManager::stop`]).
+    pub(super) async fn stop_run(&self, run_id: String) -> Result<Response, ApiError> {
+        // A run whose end is stored is over, even if its driver is still winding up.
+        let store = self.store.clone();
+        let id = run_id.clone();
+        let status = blocking(move || store.get_run(&id).map_err(store_error))
+            .await?
+            .status;
+        if status.is_finished() {
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                format!("run {run_id} is already {}", status.as_str()),
+            ));
+        }
+        self.runs.stop(&run_id).map_err(run_error)?;
+        Ok(Response::StopRun { run_id })
+    }
+
+    pub(super) fn active_runs(&self) -> Response {
+        Response::ActiveRuns(
+            self.runs
+                .active_runs()
+                .iter()
+                .filter_map(|id| self.runs.view(id))
+                .collect(),
+        )
+    }
+
+    pub(super) fn run_view(&self, run_id: &str) -> Result<Response, ApiError> {
+        match self.runs.view(run_id) {
+            Some(v) => Ok(Response::RunView(Box::new(v))),
+            None => Err(ApiError::not_found(format!(
+                "run {run_id} is not live in this console; its stored results are at get_run"
+            ))),
+        }
+    }
+}

@@ -1,0 +1,702 @@
+//! The loop that drives one run to its end: it starts what the plan lets start, asks the
+//! broker, hears occurrences finish, stops on request, gives up on phases that never
+//! report back, and sets the run's final status.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{mpsc, watch};
+
+use super::events::ProgressThrottle;
+use super::item::{self, spawn_item, ItemDone, ItemJob, Occurrence, RunCtx};
+use super::view::progress_of;
+use super::{
+    prepare, stop_grace, taskfiles, Grant, Inner, LiveRun, RunEvent, TaskNeeds, TaskState,
+    STOP_SLACK,
+};
+use crate::outcome::{RunStatus, ABORTED, ERRORED};
+use crate::pack::LoadedPack;
+use crate::plan::{BusyOutcome, ItemState};
+use crate::store::TaskFinish;
+
+pub(super) struct Driver {
+    pub(super) inner: Arc<Inner>,
+    pub(super) ctx: Arc<RunCtx>,
+    pub(super) state: Arc<Mutex<LiveRun>>,
+    pub(super) pack: LoadedPack,
+    pub(super) stop: watch::Receiver<u8>,
+    /// Folder names taken per lane.
+    pub(super) dir_names: HashMap<String, HashSet<String>>,
+    /// Makes the folders of upcoming items while others run.
+    pub(super) prep: Option<prepare::Preparer>,
+    /// Occurrences started and not yet done, with their tasks.
+    pub(super) occurrences: HashMap<usize, (Arc<Occurrence>, tokio::task::AbortHandle)>,
+}
+
+/// The folder name an occurrence of `task` gets on a lane whose names `taken` are in use:
+/// the task's name, else `task-2`, `task-3`, ...
+fn free_dir_name(taken: Option<&HashSet<String>>, task: &str) -> String {
+    let mut name = task.to_string();
+    let mut n = 2;
+    while taken.is_some_and(|t| t.contains(&name)) {
+        name = format!("{task}-{n}");
+        n += 1;
+    }
+    name
+}
+
+/// Items per lane whose folders are prepared ahead: twice a batch, so the thread stays
+/// a batch ahead of each lane.
+const PREPARE_AHEAD: usize = 2 * prepare::SEND_BATCH;
+
+impl Driver {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LiveRun> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn emit(&self, ev: RunEvent) {
+        self.inner.events.send(ev);
+    }
+
+    fn set_status(&self, status: RunStatus, reason: Option<String>) {
+        self.set_status_with(status, reason, || {});
+    }
+
+    /// Record the status, run `before_event` (e.g. write files that should exist when the
+    /// event arrives), then announce it.
+    fn set_status_with(
+        &self,
+        status: RunStatus,
+        reason: Option<String>,
+        before_event: impl FnOnce(),
+    ) {
+        let now = self.inner.clock.now_ms();
+        {
+            let mut s = self.lock();
+            s.status = status;
+            s.reason = reason.clone();
+        }
+        if let Err(e) =
+            self.inner
+                .store
+                .set_run_status(&self.ctx.run_id, status, reason.as_deref(), now)
+        {
+            self.ctx.store_failed("run status", None, &e);
+        }
+        before_event();
+        self.emit(RunEvent::RunStatus {
+            run_id: self.ctx.run_id.clone(),
+            seq: self.ctx.seq.next(),
+            status,
+            reason,
+            ts: now,
+        });
+    }
+
+    pub(super) async fn drive(mut self) -> RunStatus {
+        let run_id = self.ctx.run_id.clone();
+        tracing::info!(run_id = %run_id, "run started");
+        self.set_status(RunStatus::Running, None);
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<ItemDone>();
+        // Closes when every started occurrence has written its result.
+        let (writing_tx, mut writing_rx) = mpsc::channel::<()>(1);
+        let mut running = 0usize;
+        // Stop level seen so far (see `item::STOP_*`).
+        let mut stop_level = 0u8;
+        let mut progress = ProgressThrottle::default();
+        let mut lane_stages = vec![0; self.lock().plan.lane_count()];
+        // Tasks found busy are retried when the broker says what they wait for freed.
+        let mut wakes = self.inner.broker.wakes(&run_id);
+        // After a stop at once: when to give up on phases that have not reported back.
+        let mut give_up_at: Option<tokio::time::Instant> = None;
+        let mut gave_up = 0usize;
+        loop {
+            let stopping = stop_level >= item::STOP_AT_ONCE;
+            if !stopping {
+                // After a graceful stop, this starts the teardowns still due.
+                let before = running;
+                self.schedule((&done_tx, &writing_tx), &mut running);
+                if running > before {
+                    // Let the new occurrences start their processes before the rest of
+                    // this step (and the last one's result write) is done.
+                    tokio::task::yield_now().await;
+                }
+                self.prepare_ahead();
+            } else {
+                self.persist_settled();
+            }
+            self.announce_stage_changes(&mut lane_stages);
+            let (finished, wake) = {
+                let s = self.lock();
+                (s.plan.is_done(), s.plan.next_wake())
+            };
+            if progress.may_send() {
+                self.emit_progress();
+            }
+            if finished && running == 0 {
+                break;
+            }
+            // Nothing running, only tasks waiting for resources: the run is stalled
+            // (StormTest's status) until one of them can start.
+            let status = self.lock().status;
+            if stop_level == 0 && running == 0 && wake.is_some() && status == RunStatus::Running {
+                let reason = self.stall_reason();
+                self.set_status(RunStatus::Stalled, Some(reason));
+            } else if running > 0 && status == RunStatus::Stalled {
+                self.set_status(RunStatus::Running, None);
+            }
+            let sleep = async {
+                match wake {
+                    Some(t) if !stopping => {
+                        let ms = (t - self.inner.clock.now_ms()).max(0) as u64;
+                        tokio::time::sleep(std::time::Duration::from_millis(ms)).await
+                    }
+                    _ => std::future::pending().await,
+                }
+            };
+            let woken = async {
+                match wakes.as_mut() {
+                    Some(rx) if !stopping => rx.recv().await,
+                    _ => std::future::pending().await,
+                }
+            };
+            let give_up = async {
+                match give_up_at {
+                    Some(t) if running > 0 => tokio::time::sleep_until(t).await,
+                    _ => std::future::pending().await,
+                }
+            };
+            let mut stop_rx = self.stop.clone();
+            tokio::select! {
+                d = done_rx.recv() => {
+                    let Some(d) = d else { break };
+                    running -= 1;
+                    self.item_done(d);
+                }
+                _ = sleep => {}
+                item = woken => match item {
+                    Some(item) => {
+                        let now = self.inner.clock.now_ms();
+                        let mut s = self.lock();
+                        s.plan.wake(item, now);
+                        while let Some(item) = wakes.as_mut().and_then(|rx| rx.try_recv().ok()) {
+                            s.plan.wake(item, now);
+                        }
+                    }
+                    None => wakes = None,
+                },
+                _ = give_up => {
+                    give_up_at = None;
+                    gave_up += self.give_up_stuck(&mut running);
+                }
+                _ = progress.due(), if progress.held_back() => {}
+                level = stop_rx.wait_for(|v| *v > stop_level), if !stopping => {
+                    stop_level = level.map(|l| *l).unwrap_or(item::STOP_AT_ONCE);
+                    if stop_level >= item::STOP_AT_ONCE {
+                        tracing::info!(run_id = %run_id, "stopping run at once");
+                        self.lock().plan.abort_pending("run stopped at once by the operator");
+                        give_up_at = Some(
+                            tokio::time::Instant::now() + stop_grace(&self.inner.limits),
+                        );
+                    } else {
+                        tracing::info!(run_id = %run_id, "stopping run; teardowns still run");
+                        self.lock().plan.stop("run stopped by the operator");
+                        if self.lock().status == RunStatus::Stalled {
+                            self.set_status(RunStatus::Running, None);
+                        }
+                    }
+                }
+            }
+        }
+        drop(writing_tx);
+        if gave_up == 0 {
+            let _ = writing_rx.recv().await;
+        } else if tokio::time::timeout(STOP_SLACK, writing_rx.recv())
+            .await
+            .is_err()
+        {
+            // A task given up on that does not even yield to be cancelled.
+            tracing::warn!(run_id = %run_id, "not waiting any longer for tasks given up on");
+        }
+        if let Some(p) = self.prep.take() {
+            p.finish();
+        }
+        // The last figures go out whatever the throttle says.
+        self.emit_progress();
+        self.inner.broker.end_run(&run_id);
+        let stopped = match stop_level {
+            0 => None,
+            1 => Some("stopped by the operator; teardowns ran"),
+            _ => Some("stopped at once by the operator"),
+        };
+        let lost = self.unstored_results();
+        let trouble = self.lock().storage.reason(lost);
+        let (status, reason) = match (trouble, stopped) {
+            (Some(t), Some(s)) => (RunStatus::Errored, Some(format!("{s}; {t}"))),
+            (Some(t), None) => (RunStatus::Errored, Some(t)),
+            (None, Some(s)) => (RunStatus::Stopped, Some(s.to_string())),
+            (None, None) => (RunStatus::Completed, None),
+        };
+        if status == RunStatus::Errored {
+            tracing::error!(run_id = %run_id, reason = reason.as_deref().unwrap_or(""), "run errored");
+        }
+        // results.yaml exists by the time the final status is announced.
+        self.set_status_with(status, reason, || self.write_results_yaml());
+        tracing::info!(run_id = %run_id, status = status.as_str(), "run ended");
+        status
+    }
+
+    /// Commit what waits, then count the results the plan has that the store does not:
+    /// a commit that failed earlier (no space left) may have taken results with it.
+    fn unstored_results(&self) -> u32 {
+        let store = &self.inner.store;
+        if let Err(e) = store.commit_now() {
+            self.ctx.store_failed("task results (commit)", None, &e);
+        }
+        let stored = match store.get_run(&self.ctx.run_id) {
+            Ok(run) => run.counts.by_result,
+            Err(e) => {
+                self.ctx
+                    .store_failed("results (reading them back)", None, &e);
+                Default::default()
+            }
+        };
+        let s = self.lock();
+        let mut want: HashMap<&str, u32> = HashMap::new();
+        for it in s.plan.items() {
+            if let ItemState::Done { result, .. } = s.plan.state(it.id) {
+                *want.entry(result.as_str()).or_default() += 1;
+            }
+        }
+        want.into_iter()
+            .map(|(r, n)| n.saturating_sub(stored.get(r).copied().unwrap_or(0)))
+            .sum()
+    }
+
+    /// Lanes that moved to a later stage: the tasks of the stage they are at now, still
+    /// queued, wait for something else than before (prereqs, `process_limit`, ...). Tell
+    /// subscribers their new reason; tasks of later stages keep theirs (it names their own
+    /// stage, see `Plan::wait_reason`), so each task is announced once per stage move.
+    fn announce_stage_changes(&self, seen: &mut [usize]) {
+        let events: Vec<RunEvent> = {
+            let s = self.lock();
+            let now = self.inner.clock.now_ms();
+            let listening = self.inner.events.has_listeners();
+            let mut ids: Vec<usize> = Vec::new();
+            for (lane, seen) in seen.iter_mut().enumerate() {
+                let stage = s.plan.lane_stage(lane);
+                if stage == *seen {
+                    continue;
+                }
+                *seen = stage;
+                if !listening {
+                    continue;
+                }
+                ids.extend(
+                    s.plan
+                        .current_stage_items(lane)
+                        .iter()
+                        .filter(|&&id| matches!(s.plan.state(id), ItemState::Pending)),
+                );
+            }
+            if ids.is_empty() {
+                return;
+            }
+            // A split test stage lists its shared tasks on every lane.
+            ids.sort_unstable();
+            ids.dedup();
+            ids.into_iter()
+                .map(|id| {
+                    let it = s.plan.item(id);
+                    RunEvent::TaskState {
+                        run_id: self.ctx.run_id.clone(),
+                        seq: self.ctx.seq.next(),
+                        item: id as u32,
+                        task: it.task.clone(),
+                        kind: it.kind,
+                        group: it.group.clone(),
+                        lane: it.lane.map(|l| s.plan.lane_name(l).to_string()),
+                        state: TaskState::Queued {
+                            reason: s.plan.wait_reason(id, now).unwrap_or_default(),
+                        },
+                        ts: now,
+                    }
+                })
+                .collect()
+        };
+        for ev in events {
+            self.emit(ev);
+        }
+    }
+
+    fn stall_reason(&self) -> String {
+        let s = self.lock();
+        let now = self.inner.clock.now_ms();
+        let waiting: Vec<String> = s
+            .plan
+            .items()
+            .iter()
+            .filter(|it| matches!(s.plan.state(it.id), ItemState::Delayed { .. }))
+            .take(3)
+            .map(|it| {
+                format!(
+                    "{}: {}",
+                    it.task,
+                    s.plan.wait_reason(it.id, now).unwrap_or_default()
+                )
+            })
+            .collect();
+        format!("waiting for resources ({})", waiting.join("; "))
+    }
+
+    /// `runs/<id>/results.yaml`, as pyATS leaves one beside its logs. Best effort: the
+    /// store has everything, `testbay export` renders it again.
+    fn write_results_yaml(&self) {
+        let store = &self.inner.store;
+        let run_id = &self.ctx.run_id;
+        match (store.get_run(run_id), store.run_tasks(run_id)) {
+            (Ok(run), Ok(tasks)) => {
+                let path = self.ctx.run_dir.join("results.yaml");
+                if let Err(e) = std::fs::write(&path, crate::report::results_yaml(&run, &tasks)) {
+                    tracing::warn!(run_id = %run_id, error = %e, "could not write results.yaml");
+                }
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!(run_id = %run_id, error = %e, "could not read the run back for results.yaml")
+            }
+        }
+    }
+
+    /// Start what the plan allows; handle broker answers; persist plan-made results.
+    fn schedule(
+        &mut self,
+        (done_tx, writing): (&mpsc::UnboundedSender<ItemDone>, &item::ResultWrite),
+        running: &mut usize,
+    ) {
+        loop {
+            let now = self.inner.clock.now_ms();
+            let starts = self.lock().plan.next_starts(now);
+            self.persist_settled();
+            if starts.is_empty() {
+                return;
+            }
+            let mut again = false;
+            for st in starts {
+                let (grant, job) = {
+                    let s = self.lock();
+                    let it = s.plan.item(st.item);
+                    let lane = s.plan.lane_name(st.lane).to_string();
+                    let needs = TaskNeeds::from_def(
+                        &self.ctx.run_id,
+                        st.item,
+                        &it.def,
+                        &lane,
+                        s.plan.lane_dut(st.lane),
+                        s.plan.ats(),
+                        now,
+                    );
+                    let grant = self.inner.broker.acquire(&needs);
+                    let job = ItemJob {
+                        item: st.item,
+                        task_id: s.task_ids[st.item],
+                        def: it.def.clone(),
+                        kind: it.kind,
+                        group: it.group.clone(),
+                        task_dir: self
+                            .pack
+                            .tasks
+                            .get(&it.task)
+                            .map(|t| t.dir.clone())
+                            .unwrap_or_else(|| self.pack.dir.clone()),
+                        lane,
+                        dut: s.plan.lane_dut(st.lane).cloned(),
+                        dir_name: String::new(),
+                        holdings: Vec::new(),
+                        occ: Arc::new(Occurrence::default()),
+                    };
+                    (grant, job)
+                };
+                match grant {
+                    Grant::Granted(holdings) => {
+                        let mut job = job;
+                        job.holdings = holdings;
+                        job.dir_name = self.dir_name(&job.lane, &job.def.name);
+                        if let Some(prep) = &mut self.prep {
+                            prep.started(self.ctx.run_dir.join(&job.lane).join(&job.dir_name));
+                        }
+                        {
+                            let mut s = self.lock();
+                            s.started[st.item] = Some(now);
+                        }
+                        *running += 1;
+                        let (item, occ) = (job.item, job.occ.clone());
+                        let task =
+                            spawn_item(self.ctx.clone(), job, done_tx.clone(), writing.clone());
+                        self.occurrences.insert(item, (occ, task));
+                    }
+                    Grant::Busy { until, reason } => {
+                        let waiting = {
+                            let mut s = self.lock();
+                            match s.plan.resource_busy(st.item, now, until, &reason) {
+                                BusyOutcome::Delayed { .. } => s.plan.wait_reason(st.item, now),
+                                BusyOutcome::GaveUp { .. } => None,
+                            }
+                        };
+                        match waiting {
+                            Some(reason) => {
+                                self.emit_task(st.item, TaskState::Waiting { reason });
+                            }
+                            None => again = true,
+                        }
+                    }
+                    Grant::Unavailable(reason) => {
+                        let msg = format!("resources unavailable: {reason}");
+                        self.lock().plan.finish(st.item, ERRORED, &msg);
+                        self.store_engine_result(st.item, ERRORED, &msg, Some(job.lane.clone()));
+                        again = true;
+                    }
+                }
+            }
+            if !again {
+                // Newly started items cannot unblock anything until they finish.
+                return;
+            }
+        }
+    }
+
+    /// Ask the preparer for the folders of the items each lane will most likely start
+    /// next, under the names they will most likely get.
+    fn prepare_ahead(&mut self) {
+        let Some(mut prep) = self.prep.take() else {
+            return;
+        };
+        {
+            let mut s = self.lock();
+            for lane in 0..s.plan.lane_count() {
+                for id in s.plan.upcoming(lane, PREPARE_AHEAD) {
+                    prep.want(id, || {
+                        let lane_name = s.plan.lane_name(lane);
+                        let def = &s.plan.item(id).def;
+                        let name = free_dir_name(self.dir_names.get(lane_name), &def.name);
+                        (
+                            self.ctx.run_dir.join(lane_name).join(name),
+                            taskfiles::log_names(def),
+                        )
+                    });
+                }
+            }
+        }
+        prep.send_pending();
+        self.prep = Some(prep);
+    }
+
+    fn dir_name(&mut self, lane: &str, task: &str) -> String {
+        let taken = self.dir_names.entry(lane.to_string()).or_default();
+        let name = free_dir_name(Some(taken), task);
+        taken.insert(name.clone());
+        name
+    }
+
+    fn item_done(&mut self, d: ItemDone) {
+        self.occurrences.remove(&d.item);
+        let holdings = d.holdings;
+        self.inner
+            .broker
+            .release(&self.ctx.run_id, d.item, &holdings);
+        let failure = {
+            let mut s = self.lock();
+            s.finished[d.item] = Some(d.finished_ms);
+            s.plan.finish(d.item, &d.result, &d.message)
+        };
+        if let Some(lane) = d.unwritten {
+            // Its task could not store it (it panicked): stored and announced here.
+            self.store_engine_result(d.item, &d.result, &d.message, Some(lane));
+        } else if self.ctx.events.has_listeners() {
+            // Announced here, once the live state has it, not by the occurrence's own task:
+            // a view built in between would otherwise be numbered past an event it lacks.
+            let (result, message) = (d.result, d.message);
+            self.emit_task(
+                d.item,
+                TaskState::Done {
+                    result,
+                    message,
+                    failure,
+                },
+            );
+        }
+    }
+
+    /// After a stop at once, [`stop_grace`] has passed and some phases have not reported
+    /// back: give up on those occurrences. Each becomes Aborted and its task is cancelled;
+    /// every process still carrying the run's `TESTBAY_RUN_ID` is killed (a phase that
+    /// left its process group escaped the group's SIGKILL). A direct child killed so stays
+    /// a zombie until the console exits: its task, which would have reaped it, is gone.
+    /// Returns how many occurrences were given up on.
+    fn give_up_stuck(&mut self, running: &mut usize) -> usize {
+        let grace = stop_grace(&self.inner.limits);
+        let message = format!(
+            "run stopped at once by the operator; this task had not ended {}s later, so the console gave up on it",
+            grace.as_secs_f64()
+        );
+        let mut items: Vec<usize> = self.occurrences.keys().copied().collect();
+        items.sort_unstable();
+        let mut n = 0;
+        for item in items {
+            let (occ, task) = &self.occurrences[&item];
+            if !occ.settle() {
+                // It is ending by itself right now; its result is on its way.
+                continue;
+            }
+            task.abort();
+            self.occurrences.remove(&item);
+            *running -= 1;
+            self.inner.broker.release(&self.ctx.run_id, item, &[]);
+            let lane = {
+                let mut s = self.lock();
+                let lane = match s.plan.state(item) {
+                    ItemState::Running { lane } => Some(s.plan.lane_name(*lane).to_string()),
+                    _ => None,
+                };
+                s.plan.finish(item, ABORTED, &message);
+                lane
+            };
+            self.store_engine_result(item, ABORTED, &message, lane);
+            n += 1;
+        }
+        if n > 0 {
+            let killed =
+                crate::exec::reap::kill_run_leftovers(std::slice::from_ref(&self.ctx.run_id));
+            tracing::warn!(run_id = %self.ctx.run_id, given_up = n, killed, "gave up on tasks that did not end after a stop at once");
+        }
+        n
+    }
+
+    /// Store and announce results the plan assigned itself (Skipped, Blocked, ...).
+    fn persist_settled(&self) {
+        let (rows, events) = {
+            let mut s = self.lock();
+            let settled = s.plan.drain_settled();
+            if settled.is_empty() {
+                return;
+            }
+            let now = self.inner.clock.now_ms();
+            let mut rows = Vec::new();
+            let mut events = Vec::new();
+            for id in settled {
+                if let ItemState::Done {
+                    result,
+                    message,
+                    failure,
+                    lane,
+                } = s.plan.state(id).clone()
+                {
+                    let lane_name = lane.map(|l| s.plan.lane_name(l).to_string());
+                    rows.push((
+                        s.task_ids[id],
+                        TaskFinish {
+                            lane: lane_name.clone(),
+                            result: result.clone(),
+                            failure,
+                            message: message.clone(),
+                            finished_ms: now,
+                            ..Default::default()
+                        },
+                    ));
+                    s.finished[id] = Some(now);
+                    let it = s.plan.item(id);
+                    events.push(RunEvent::TaskState {
+                        run_id: self.ctx.run_id.clone(),
+                        seq: self.ctx.seq.next(),
+                        item: id as u32,
+                        task: it.task.clone(),
+                        kind: it.kind,
+                        group: it.group.clone(),
+                        lane: lane_name,
+                        state: TaskState::Done {
+                            result,
+                            message,
+                            failure,
+                        },
+                        ts: now,
+                    });
+                }
+            }
+            (rows, events)
+        };
+        if let Err(e) = self.inner.store.finish_tasks(&rows) {
+            self.ctx.store_failed("results", None, &e);
+        }
+        for ev in events {
+            self.emit(ev);
+        }
+    }
+
+    fn store_engine_result(&self, item: usize, result: &str, message: &str, lane: Option<String>) {
+        let now = self.inner.clock.now_ms();
+        let (task_id, failure) = {
+            let mut s = self.lock();
+            s.finished[item] = Some(now);
+            (s.task_ids[item], s.plan.is_failure(result))
+        };
+        let f = TaskFinish {
+            lane,
+            result: result.into(),
+            failure,
+            message: message.into(),
+            finished_ms: now,
+            ..Default::default()
+        };
+        if let Err(e) = self.inner.store.finish_task(task_id, &f) {
+            self.ctx.store_failed("result", None, &e);
+        }
+        self.emit_task(
+            item,
+            TaskState::Done {
+                result: result.into(),
+                message: message.into(),
+                failure,
+            },
+        );
+    }
+
+    fn emit_task(&self, item: usize, state: TaskState) {
+        let ev = {
+            let s = self.lock();
+            let it = s.plan.item(item);
+            let lane = match s.plan.state(item) {
+                ItemState::Running { lane } => Some(*lane),
+                ItemState::Done { lane, .. } => *lane,
+                _ => it.lane,
+            };
+            RunEvent::TaskState {
+                run_id: self.ctx.run_id.clone(),
+                seq: self.ctx.seq.next(),
+                item: item as u32,
+                task: it.task.clone(),
+                kind: it.kind,
+                group: it.group.clone(),
+                lane: lane.map(|l| s.plan.lane_name(l).to_string()),
+                state,
+                ts: self.inner.clock.now_ms(),
+            }
+        };
+        self.emit(ev);
+    }
+
+    fn emit_progress(&self) {
+        if !self.inner.events.has_listeners() {
+            return;
+        }
+        let now = self.inner.clock.now_ms();
+        let progress = {
+            let s = self.lock();
+            progress_of(&s, None, now)
+        };
+        self.emit(RunEvent::Progress {
+            run_id: self.ctx.run_id.clone(),
+            seq: self.ctx.seq.next(),
+            progress,
+            ts: now,
+        });
+    }
+}
