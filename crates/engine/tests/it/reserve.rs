@@ -607,18 +607,27 @@ resources:
 mod race {
     use super::*;
     use std::path::PathBuf;
-    use testbay_engine::clock::{Clock, SystemClock};
-    use testbay_engine::lab;
+
     use testbay_engine::outcome::{RunStatus, PASSED};
     use testbay_engine::plan::DutTarget;
-    use testbay_engine::run::{LaunchRequest, RunManager};
-    use testbay_engine::store::{SqliteStore, Store};
+    use testbay_engine::run::LaunchRequest;
+
+    use crate::support::Bed;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn two_runs_on_one_dut_take_turns_and_never_overlap() {
-        let tmp = tempfile::tempdir().unwrap();
-        let pack = tmp.path().join("pack");
-        let log = tmp.path().join("dut.log");
+        let demo_lab = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../lab/demo-lab.yaml");
+        let f = Bed::builder()
+            .lab(&std::fs::read_to_string(demo_lab).unwrap())
+            .broker_config(BrokerConfig {
+                lease_ms: 30_000,
+                renew_thread: true,
+                estimate_factor: 1.0,
+                margin_ms: 200,
+            })
+            .build();
+        let (pack, data, mgr, store, book) = (&f.pack, &f.data, &f.mgr, &f.store, f.book());
+        let log = f.root().join("dut.log");
         std::fs::create_dir_all(pack.join("tasks")).unwrap();
         std::fs::write(
             pack.join("pack.yaml"),
@@ -638,28 +647,6 @@ mod race {
             ),
         )
         .unwrap();
-        let lab = Arc::new(
-            lab::load(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../lab/demo-lab.yaml"))
-                .unwrap(),
-        );
-        let data = tmp.path().join("data");
-        let store = Arc::new(SqliteStore::open_in(&data).unwrap());
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let book = LiveBook::open(
-            &*store,
-            clock.clone(),
-            BookConfig::default(),
-            lab.book_resources(),
-        )
-        .unwrap();
-        let cfg = BrokerConfig {
-            lease_ms: 30_000,
-            renew_thread: true,
-            estimate_factor: 1.0,
-            margin_ms: 200,
-        };
-        let broker = Arc::new(BookBroker::new(book.clone(), Some(lab), cfg));
-        let mgr = RunManager::new(store.clone(), &data, broker, clock);
         let req = || LaunchRequest {
             pack_dir: pack.display().to_string(),
             duts: vec![DutTarget {

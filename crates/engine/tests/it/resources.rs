@@ -10,12 +10,12 @@ use serde_json::Value;
 use testbay_engine::api::{
     parse_request, Console, ConsolePaths, LocalConsole, Response, SlotState,
 };
-use testbay_engine::clock::{Clock, ManualClock, SystemClock};
+use testbay_engine::clock::{Clock, SystemClock};
 use testbay_engine::lab::{self};
 use testbay_engine::outcome::{RunStatus, ERRORED, PASSED};
 use testbay_engine::pack::ResourceMode;
 use testbay_engine::plan::{BusyOutcome, DutTarget, ItemState, Plan, PlanInput};
-use testbay_engine::reserve::{BookBroker, BookConfig, BrokerConfig, LiveBook};
+use testbay_engine::reserve::{BookConfig, BrokerConfig, LiveBook};
 use testbay_engine::run::{Grant, LaunchRequest, ResourceBroker, RunError, TaskNeeds};
 use testbay_engine::store::SqliteStore;
 
@@ -256,10 +256,16 @@ const T0: i64 = 1_800_000_000_000;
 
 #[test]
 fn busy_resources_go_to_the_delay_queue_and_give_up_at_their_limits() {
-    let tmp = tempfile::tempdir().unwrap();
-    write(&tmp.path().join("lab.yaml"), LAB);
-    let lab = lab::load(&tmp.path().join("lab.yaml")).unwrap();
-    let pack_dir = tmp.path().join("pack");
+    let f = Bed::builder()
+        .lab(LAB)
+        .manual_clock(T0)
+        .broker_config(BrokerConfig {
+            renew_thread: false,
+            ..BrokerConfig::default()
+        })
+        .build();
+    let (clock, book, broker) = (f.clock(), f.book(), f.broker());
+    let pack_dir = &f.pack;
     write_pack(
         &pack_dir,
         "name: delay\nversion: '1'\ngroups:\n  g:\n    tests: [retry, wait]\n",
@@ -275,20 +281,6 @@ fn busy_resources_go_to_the_delay_queue_and_give_up_at_their_limits() {
         ],
     );
     let pack = testbay_engine::pack::load(&pack_dir).unwrap();
-    let clock = ManualClock::new(T0);
-    let store = SqliteStore::open_in(&tmp.path().join("data")).unwrap();
-    let book = LiveBook::open(
-        &store,
-        Arc::new(clock.clone()),
-        BookConfig::default(),
-        lab.book_resources(),
-    )
-    .unwrap();
-    let cfg = BrokerConfig {
-        renew_thread: false,
-        ..BrokerConfig::default()
-    };
-    let broker = BookBroker::new(book.clone(), Some(Arc::new(lab)), cfg);
     let mut params = pack.def.params.clone();
     params.resource_mode = ResourceMode::PerTaskSeparate;
     let mut plan = Plan::build(PlanInput {

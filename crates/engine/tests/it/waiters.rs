@@ -567,24 +567,17 @@ async fn the_second_of_two_api_launches_on_one_dut_starts_when_the_first_ends() 
 /// would go round forever). When the first hold ends, both are.
 #[test]
 fn a_retry_that_finds_the_resource_busy_wakes_nobody() {
-    let root = tempfile::tempdir().unwrap();
-    let lab = lab::parse(Path::new("lab.yaml"), LAB).unwrap();
-    let store = SqliteStore::open_in(root.path()).unwrap();
-    let clock = ManualClock::new(T0);
-    let book = LiveBook::open(
-        &store,
-        Arc::new(clock.clone()),
-        BookConfig::default(),
-        lab.book_resources(),
-    )
-    .unwrap();
-    let cfg = BrokerConfig {
-        renew_thread: false,
-        estimate_factor: 1.0,
-        margin_ms: 0,
-        ..BrokerConfig::default()
-    };
-    let broker = BookBroker::new(book.clone(), Some(Arc::new(lab)), cfg);
+    let f = Bed::builder()
+        .lab(LAB)
+        .manual_clock(T0)
+        .broker_config(BrokerConfig {
+            renew_thread: false,
+            estimate_factor: 1.0,
+            margin_ms: 0,
+            ..BrokerConfig::default()
+        })
+        .build();
+    let (clock, book, broker) = (f.clock(), f.book(), f.broker());
     let first = book.hold("ir", "carol", None, 3_600_000, false).unwrap();
     book.hold("ir", "dave", Some(T0 + 3_620_000), 3_600_000, false)
         .unwrap();
