@@ -18,9 +18,7 @@ use testbay_engine::reserve::{
 use testbay_engine::run::{Grant, LaunchRequest, ResourceBroker, TaskNeeds, FINISHED_ITEMS_KEPT};
 use testbay_engine::store::SqliteStore;
 
-use crate::support::{write, Bed};
-
-const T0: i64 = 1_800_000_000_000;
+use crate::support::{write, Bed, T0};
 
 fn specs() -> Vec<ResourceSpec> {
     vec![

@@ -8,7 +8,7 @@ use serde_json::json;
 use testbay_engine::clock::ManualClock;
 use testbay_engine::reserve::*;
 
-const T0: i64 = 1_800_000_000_000;
+use crate::support::T0;
 
 fn op(name: &str) -> Holder {
     Holder::Operator { name: name.into() }
@@ -606,19 +606,17 @@ resources:
 
 mod race {
     use super::*;
-    use std::path::PathBuf;
 
     use testbay_engine::outcome::{RunStatus, PASSED};
     use testbay_engine::plan::DutTarget;
     use testbay_engine::run::LaunchRequest;
 
-    use crate::support::Bed;
+    use crate::support::{demo_lab, Bed};
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn two_runs_on_one_dut_take_turns_and_never_overlap() {
-        let demo_lab = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../lab/demo-lab.yaml");
         let f = Bed::builder()
-            .lab(&std::fs::read_to_string(demo_lab).unwrap())
+            .lab(&std::fs::read_to_string(demo_lab()).unwrap())
             .broker_config(BrokerConfig {
                 lease_ms: 30_000,
                 renew_thread: true,

@@ -19,7 +19,7 @@ use testbay_engine::reserve::{BookConfig, BrokerConfig, LiveBook};
 use testbay_engine::run::{Grant, LaunchRequest, ResourceBroker, RunError, TaskNeeds};
 use testbay_engine::store::SqliteStore;
 
-use crate::support::{write, write_task, Bed};
+use crate::support::{write, write_task, Bed, T0};
 
 const LAB: &str = "name: t\nracks:\n  - {name: rack-x, slots: 4}\nduts:\n  - {name: box-1, model: BX-1, location: {rack: rack-x, slot: 3}}\nresources:\n  - {name: ir, mode: exclusive, config: {protocol: rc6}}\n  - {name: pwr, mode: exclusive, config: {outlets: 8}}\n  - {name: stream, mode: shared, capacity: 2, config: {profile: sd}}\n";
 
@@ -251,8 +251,6 @@ async fn a_crashing_scheduler_means_could_not_start_with_its_words() {
 }
 
 // ---- the delay queue on a virtual clock: plan + BookBroker + a real SQLite book ----
-
-const T0: i64 = 1_800_000_000_000;
 
 #[test]
 fn busy_resources_go_to_the_delay_queue_and_give_up_at_their_limits() {

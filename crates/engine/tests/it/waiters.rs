@@ -28,9 +28,7 @@ use testbay_engine::run::{
 };
 use testbay_engine::store::{reservations as db, NewRun, SqliteStore, Store};
 
-use crate::support::{alive, write, Bed};
-
-const T0: i64 = 1_800_000_000_000;
+use crate::support::{alive, write, Bed, T0};
 
 const LAB: &str = "name: t\nracks:\n  - {name: rack-x, slots: 4}\nduts:\n  - {name: box-1, model: BX-1, location: {rack: rack-x, slot: 1}}\n  - {name: box-2, model: BX-1, location: {rack: rack-x, slot: 2}}\nresources:\n  - {name: ir, mode: exclusive}\n  - {name: stream, mode: shared, capacity: 2}\n";
 

@@ -47,3 +47,13 @@ pub fn write_pack(dir: &Path, pack_yaml: &str, tasks: &[(&str, &str, &str)]) {
         );
     }
 }
+
+/// The repository's root folder (demo packs, demo lab, fixtures).
+pub fn repo() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The demo lab of the repository.
+pub fn demo_lab() -> std::path::PathBuf {
+    repo().join("lab/demo-lab.yaml")
+}

@@ -8,6 +8,9 @@ mod procs;
 mod wait;
 
 pub use bed::Bed;
-pub use files::{write, write_pack, write_task, PhaseDir};
+pub use files::{demo_lab, repo, write, write_pack, write_task, PhaseDir};
 pub use procs::{alive, ends_soon, pid_in, rss_kib};
 pub use wait::run_end;
+
+/// Where the tests' virtual clocks start (2027-01-15 08:00 UTC).
+pub const T0: i64 = 1_800_000_000_000;
