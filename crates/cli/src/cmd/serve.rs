@@ -64,11 +64,14 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
                 return Err(e).with_context(|| format!("cannot listen on {}", args.bind));
             }
         };
+        // Listen for the stop signals before telling anyone where the console is: a
+        // signal sent the moment the address is printed must stop it cleanly.
+        let stop = stop_signal();
         println!("testbay serve: console at {}", server.url());
         if server.token().is_some() {
             println!("testbay serve: bound to a non-loopback address; requests need the token in that address");
         }
-        server.run(stop_signal()).await.context("server failed")?;
+        server.run(stop).await.context("server failed")?;
         anyhow::Ok(0)
     });
     // The server has closed its connections and shut the console down; work still on
@@ -77,18 +80,24 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
     code
 }
 
-/// Ctrl-C, SIGTERM or SIGHUP (the terminal or session that started it went away).
-async fn stop_signal() {
+/// Ctrl-C, SIGTERM or SIGHUP (the terminal or session that started it went away). The
+/// handlers are installed when this is called, not when the future is first polled. Must
+/// be called within the runtime.
+fn stop_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut hup)) = (
+    let streams = (
+        signal(SignalKind::interrupt()),
         signal(SignalKind::terminate()),
         signal(SignalKind::hangup()),
-    ) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        _ = term.recv() => {},
-        _ = hup.recv() => {},
+    );
+    async move {
+        let (Ok(mut int), Ok(mut term), Ok(mut hup)) = streams else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = int.recv() => {},
+            _ = term.recv() => {},
+            _ = hup.recv() => {},
+        }
     }
 }
