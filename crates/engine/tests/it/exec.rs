@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use testbay_engine::clock::{Clock, SystemClock};
 use testbay_engine::exec::*;
+use testbay_engine::model::StopLevel;
 use testbay_engine::outcome::*;
 
 use crate::support::{alive, ends_soon, pid_in, rss_kib, PhaseDir};
@@ -355,8 +356,11 @@ async fn processes_left_behind_end_with_the_phase() {
 async fn stop_aborts_the_phase() {
     let f = PhaseDir::new();
     let c = cmd(&f, "sleep 300\n");
-    let (tx, rx) = tokio::sync::watch::channel(0u8);
-    let stop = StopSignal { level: rx, at: 2 };
+    let (tx, rx) = tokio::sync::watch::channel(None);
+    let stop = StopSignal {
+        level: rx,
+        at: StopLevel::AtOnce,
+    };
     let h = tokio::spawn({
         let c = c.clone();
         async move {
@@ -367,10 +371,10 @@ async fn stop_aborts_the_phase() {
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
     // Below its level: goes on.
-    tx.send(1).unwrap();
+    tx.send(Some(StopLevel::Graceful)).unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(!h.is_finished());
-    tx.send(2).unwrap();
+    tx.send(Some(StopLevel::AtOnce)).unwrap();
     let o = h.await.unwrap();
     assert_eq!(o.result, ABORTED);
 }
@@ -644,10 +648,10 @@ async fn a_running_phase_output_is_live() {
         }
     });
     let c = cmd(&f, "echo early\nsleep 5\n");
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(0u8);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(None);
     let stop = StopSignal {
         level: stop_rx,
-        at: 1,
+        at: StopLevel::Graceful,
     };
     let phase =
         tokio::spawn(async move { run_phase(&c, &clock(), Some(sink), Some(stop), |_| {}).await });
@@ -659,7 +663,7 @@ async fn a_running_phase_output_is_live() {
             break;
         }
     }
-    stop_tx.send(1).unwrap();
+    stop_tx.send(Some(StopLevel::Graceful)).unwrap();
     let o = phase.await.unwrap().unwrap();
     assert!(live, "the first line did not arrive while the phase ran");
     assert_eq!(o.result, ABORTED);
