@@ -265,7 +265,7 @@ fn busy_resources_go_to_the_delay_queue_and_give_up_at_their_limits() {
     let (clock, book, broker) = (f.clock(), f.book(), f.broker());
     let pack_dir = &f.pack;
     write_pack(
-        &pack_dir,
+        pack_dir,
         "name: delay\nversion: '1'\ngroups:\n  g:\n    tests: [retry, wait]\n",
         &[
             (
@@ -278,7 +278,7 @@ fn busy_resources_go_to_the_delay_queue_and_give_up_at_their_limits() {
             ),
         ],
     );
-    let pack = testbay_engine::pack::load(&pack_dir).unwrap();
+    let pack = testbay_engine::pack::load(pack_dir).unwrap();
     let mut params = pack.def.params.clone();
     params.resource_mode = ResourceMode::PerTaskSeparate;
     let mut plan = Plan::build(PlanInput {

@@ -83,7 +83,7 @@ async fn any_view_plus_the_events_after_it_is_the_final_state() {
         .map(|n| (n.as_str(), "process_safe: true\n", "echo hi\n"))
         .collect();
     write_pack(
-        &pack,
+        pack,
         &format!(
             "name: seq\nversion: '1'\nsetup: [{}]\nteardown: [{}]\nparams:\n  process_limit: 4\ngroups:\n  g:\n    tests: [{}]\n",
             names[0],
