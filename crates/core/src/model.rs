@@ -1,5 +1,5 @@
-//! The domain's shared words as types: what kind a planned task is and which DUT a lane
-//! runs on. Plan, store, run events and the API all speak them.
+//! The domain's shared words as types: what kind a planned task is, how far a stop goes
+//! and which DUT a lane runs on. Plan, store, run events and the API all speak them.
 
 use serde::{Deserialize, Serialize};
 use ts_rs::TS;
@@ -29,6 +29,25 @@ impl TaskKind {
             "teardown" => TaskKind::Teardown,
             _ => return None,
         })
+    }
+}
+
+/// How far an operator's stop of a run goes. The first stop is graceful: setups and
+/// tests end, teardowns go on; a second stops everything at once. Ordered: a stop at
+/// once is past a graceful one (and any stop past `None`, not stopped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum StopLevel {
+    Graceful,
+    AtOnce,
+}
+
+impl StopLevel {
+    /// The level after one more stop request on a run stopped at `now`.
+    pub fn after(now: Option<StopLevel>) -> StopLevel {
+        match now {
+            None => StopLevel::Graceful,
+            Some(_) => StopLevel::AtOnce,
+        }
     }
 }
 

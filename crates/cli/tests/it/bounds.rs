@@ -3,17 +3,11 @@
 //! their range. Each is refused with the key and the range (exit 1 or 2), never a panic
 //! (exit 101), and nothing is stored.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+use crate::support::{demo_lab, repo, text};
 
 /// `testbay ARGS` from the repository folder on data dir `data`, killed after 60 s (a run
 /// that wedged used to stay "running" forever).
@@ -155,7 +149,7 @@ fn run_refuses_more_groups_than_a_launch_may_name() {
 #[test]
 fn lab_hold_refuses_durations_and_starts_beyond_their_range() {
     let data = tempfile::tempdir().unwrap();
-    let demo = repo().join("lab/demo-lab.yaml");
+    let demo = demo_lab();
     let demo = demo.to_str().unwrap();
     for (args, said) in [
         // Seconds times 1000 overflowed (exit 101).

@@ -5,7 +5,7 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-use crate::run::{fx, text};
+use crate::support::{text, Bed};
 
 /// What the script inside the namespace does, with `$TB` the testbay binary, `$DATA` the
 /// data dir (a 4 MiB tmpfs), `$PACK` the pack and `$M` a folder outside the tmpfs:
@@ -50,7 +50,7 @@ fn a_disk_that_fills_mid_run_makes_the_run_errored_and_the_exit_nonzero() {
         "this test needs user namespaces (`unshare --user --map-root-user --mount`): {}",
         text(&probe.stderr)
     );
-    let f = fx();
+    let f = Bed::new();
     let m = f.root.join("marker");
     std::fs::create_dir_all(&m).unwrap();
     std::fs::create_dir_all(&f.data).unwrap();

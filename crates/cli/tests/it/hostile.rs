@@ -4,42 +4,18 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::run::{bin, fx, run_id_of, text};
-
-/// Wait for `child` at most `limit`; kill it when it overstays.
-fn finish_within(mut child: Child, limit: Duration) -> Option<Output> {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if child.try_wait().unwrap().is_some() {
-            return Some(child.wait_with_output().unwrap());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    None
-}
-
-fn mkfifo(p: &Path) {
-    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
-    // SAFETY: plain syscall on a valid C string.
-    assert_eq!(
-        unsafe { libc::mkfifo(c.as_ptr(), 0o644) },
-        0,
-        "mkfifo {p:?}"
-    );
-}
+use crate::support::{bin, finish_within, mkfifo, run_id_of, text, Bed};
 
 /// `testbay run` of a task that makes its result file a named pipe used to hang until
 /// killed (the pipe was opened for reading and waited for a writer).
 #[test]
 fn run_of_a_task_leaving_a_named_pipe_ends() {
-    let f = fx();
+    let f = Bed::new();
     let pack = f.pack(
         "pipe",
         "name: pipe\nversion: '1'\ngroups:\n  g:\n    tests: [p]\n",
@@ -76,7 +52,7 @@ const GO_ON: &str = "stop_suite_on_fail: false\n";
 /// raw. Every human-facing line is now escaped; the stored values and JSON stay exact.
 #[test]
 fn terminal_escapes_from_tasks_and_packs_are_printed_escaped() {
-    let f = fx();
+    let f = Bed::new();
     let pack = f.pack(
         "esc",
         "name: esc\nversion: '1'\ndescription: \"demo \\e]0;pwned\\a pack\"\ngroups:\n  g:\n    tests: [named, raw, msg]\n",
@@ -228,7 +204,7 @@ fn post_within(addr: &str, body: &str, limit: Duration) -> Option<String> {
 /// without its shutdown; it now stops like SIGTERM, within 2 s, exit 0.
 #[test]
 fn serve_with_named_pipes_in_its_packs_and_tasks_keeps_answering() {
-    let f = fx();
+    let f = Bed::new();
     let packs = f.root.join("packs");
     std::fs::create_dir_all(&packs).unwrap();
     f.pack(

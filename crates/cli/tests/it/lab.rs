@@ -1,11 +1,9 @@
 //! `testbay lab`: show, find, hold, holds, release on the demo lab and a broken lab.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-fn demo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../lab/demo-lab.yaml")
-}
+use crate::support::demo_lab;
 
 /// Run `testbay --lab LAB lab ARGS` on data dir `data`: (exit code, stdout, stderr).
 fn lab(data: &Path, lab: &Path, args: &[&str]) -> (i32, String, String) {
@@ -27,19 +25,23 @@ fn lab(data: &Path, lab: &Path, args: &[&str]) -> (i32, String, String) {
 #[test]
 fn show_and_find_on_the_demo_lab() {
     let data = tempfile::tempdir().unwrap();
-    let (code, out, _) = lab(data.path(), &demo(), &["show"]);
+    let (code, out, _) = lab(data.path(), &demo_lab(), &["show"]);
     assert_eq!(code, 0);
     assert!(out.contains("rack rack-a — 8 slots"), "{out}");
     assert!(out.contains("stb-06   TP-5000  Acme     offline"), "{out}");
     assert!(out.contains("stream_server  shared 0/4 in use"), "{out}");
-    let (code, out, _) = lab(data.path(), &demo(), &["find", "ModelName==GX*", "Slot==6"]);
+    let (code, out, _) = lab(
+        data.path(),
+        &demo_lab(),
+        &["find", "ModelName==GX*", "Slot==6"],
+    );
     assert_eq!(code, 0);
     assert_eq!(out.lines().count(), 2, "header and stb-12: {out}");
     assert!(out.contains("stb-12"));
-    let (code, _, err) = lab(data.path(), &demo(), &["find", "Manufactuer==Acme"]);
+    let (code, _, err) = lab(data.path(), &demo_lab(), &["find", "Manufactuer==Acme"]);
     assert_eq!(code, 2);
     assert!(err.contains("did you mean `Manufacturer`?"), "{err}");
-    let (code, out, _) = lab(data.path(), &demo(), &["find", "Name==nothing*"]);
+    let (code, out, _) = lab(data.path(), &demo_lab(), &["find", "Name==nothing*"]);
     assert_eq!((code, out.trim()), (3, "no DUT matches"));
 }
 
@@ -48,7 +50,7 @@ fn holds_persist_across_commands_and_waiters_are_listed() {
     let data = tempfile::tempdir().unwrap();
     let (code, out, _) = lab(
         data.path(),
-        &demo(),
+        &demo_lab(),
         &["hold", "stb-03", "--for", "30m", "--by", "ann"],
     );
     assert_eq!(code, 0, "{out}");
@@ -58,7 +60,7 @@ fn holds_persist_across_commands_and_waiters_are_listed() {
     );
     let (code, out, _) = lab(
         data.path(),
-        &demo(),
+        &demo_lab(),
         &["hold", "stb-03", "--for", "10m", "--by", "bob"],
     );
     assert_eq!(code, 0);
@@ -68,12 +70,12 @@ fn holds_persist_across_commands_and_waiters_are_listed() {
     );
     let (code, _, err) = lab(
         data.path(),
-        &demo(),
+        &demo_lab(),
         &["hold", "stb-03", "--for", "5m", "--no-wait"],
     );
     assert_eq!(code, 1);
     assert!(err.contains("is not available"), "{err}");
-    let (_, out, _) = lab(data.path(), &demo(), &["holds"]);
+    let (_, out, _) = lab(data.path(), &demo_lab(), &["holds"]);
     let rows: Vec<&str> = out.lines().skip(1).collect();
     assert_eq!(rows.len(), 2, "{out}");
     assert!(
@@ -84,17 +86,17 @@ fn holds_persist_across_commands_and_waiters_are_listed() {
         rows[1].contains("waits") && rows[1].contains("operator bob"),
         "{out}"
     );
-    let (_, out, _) = lab(data.path(), &demo(), &["show"]);
+    let (_, out, _) = lab(data.path(), &demo_lab(), &["show"]);
     assert!(
         out.contains("stb-03   TP-4000  Acme     held by operator ann"),
         "{out}"
     );
-    let (code, out, _) = lab(data.path(), &demo(), &["release", "1"]);
+    let (code, out, _) = lab(data.path(), &demo_lab(), &["release", "1"]);
     assert_eq!((code, out.trim()), (0, "released 1"));
-    let (code, _, err) = lab(data.path(), &demo(), &["release", "1"]);
+    let (code, _, err) = lab(data.path(), &demo_lab(), &["release", "1"]);
     assert_eq!(code, 1);
     assert!(err.contains("unknown reservation id 1"), "{err}");
-    let (_, out, _) = lab(data.path(), &demo(), &["holds", "--json"]);
+    let (_, out, _) = lab(data.path(), &demo_lab(), &["holds", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v.as_array().unwrap().len(), 1);
     assert_eq!(v[0]["holder"]["name"], "bob");
@@ -107,10 +109,14 @@ fn holds_persist_across_commands_and_waiters_are_listed() {
 #[test]
 fn bad_input_is_named() {
     let data = tempfile::tempdir().unwrap();
-    let (code, _, err) = lab(data.path(), &demo(), &["hold", "stb-3", "--for", "1m"]);
+    let (code, _, err) = lab(data.path(), &demo_lab(), &["hold", "stb-3", "--for", "1m"]);
     assert_eq!(code, 2);
     assert!(err.contains("did you mean `stb-03`?"), "{err}");
-    let (code, _, err) = lab(data.path(), &demo(), &["hold", "stb-03", "--for", "soon"]);
+    let (code, _, err) = lab(
+        data.path(),
+        &demo_lab(),
+        &["hold", "stb-03", "--for", "soon"],
+    );
     assert_eq!(code, 2);
     assert!(err.contains("--for \"soon\""), "{err}");
     let broken = data.path().join("broken.yaml");

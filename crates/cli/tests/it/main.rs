@@ -10,3 +10,4 @@ mod paths;
 mod signals;
 mod disk_full;
 mod hostile;
+mod support;

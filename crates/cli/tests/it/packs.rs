@@ -1,11 +1,8 @@
 //! `testbay packs check|list` on the demo packs and the broken fixture.
 
-use std::path::PathBuf;
 use std::process::Command;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use crate::support::repo;
 
 fn testbay(args: &[&str]) -> (i32, String) {
     let data = tempfile::tempdir().unwrap();

@@ -3,7 +3,7 @@
 
 use std::process::Stdio;
 
-use crate::run::{bin, fx, run_id_of, text};
+use crate::support::{bin, run_id_of, text, Bed};
 
 /// The task fails unless each `TESTBAY_*` path is absolute and usable from the task's
 /// own folder.
@@ -17,7 +17,7 @@ echo '{"result": "Passed", "metadata": {"message": "paths ok"}}' > "$TESTBAY_RES
 
 #[test]
 fn relative_data_dir_packs_and_lab_are_made_absolute() {
-    let f = fx();
+    let f = Bed::new();
     let packs = f.root.join("packs");
     std::fs::create_dir_all(&packs).unwrap();
     let pack = f.pack(

@@ -5,10 +5,12 @@
 
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+use crate::support::finish_within;
 
 fn testbay(data: &Path, lab: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_testbay"));
@@ -47,20 +49,6 @@ fn holds(data: &Path, lab: &Path) -> Vec<(String, String, String)> {
             )
         })
         .collect()
-}
-
-/// Wait for `child` at most `limit`; kill it when it overstays.
-fn finish_within(mut child: Child, limit: Duration) -> Option<Output> {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if child.try_wait().unwrap().is_some() {
-            return Some(child.wait_with_output().unwrap());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    None
 }
 
 #[test]

@@ -1,67 +1,15 @@
 //! `testbay run`, `results` and `export` as a user runs them: the real binary, real child
 //! processes, a real data dir.
 
-use std::collections::HashMap;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
 
-pub(crate) fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_testbay"));
-    c.env_remove("TESTBAY_DATA_DIR").env("RUST_LOG", "warn");
-    c
-}
-
-pub(crate) struct Fx {
-    _tmp: tempfile::TempDir,
-    pub root: PathBuf,
-    pub data: PathBuf,
-}
-
-pub(crate) fn fx() -> Fx {
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().to_path_buf();
-    Fx {
-        data: root.join("data"),
-        root,
-        _tmp: tmp,
-    }
-}
-
-impl Fx {
-    /// Write a pack `name` with tasks (name, extra yaml, bash body).
-    pub fn pack(&self, name: &str, pack_yaml: &str, tasks: &[(&str, &str, &str)]) -> PathBuf {
-        let dir = self.root.join(name);
-        std::fs::create_dir_all(dir.join("tasks")).unwrap();
-        std::fs::write(dir.join("pack.yaml"), pack_yaml).unwrap();
-        for (t, extra, body) in tasks {
-            std::fs::write(
-                dir.join(format!("tasks/{t}.yaml")),
-                format!("name: {t}\nrun: [bash, {t}.sh]\n{extra}"),
-            )
-            .unwrap();
-            std::fs::write(dir.join(format!("tasks/{t}.sh")), body).unwrap();
-        }
-        dir
-    }
-
-    pub fn testbay(&self, args: &[&str]) -> Output {
-        bin()
-            .arg("--data-dir")
-            .arg(&self.data)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    }
-}
-
-pub(crate) fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+use crate::support::{
+    alive, bin, ends_soon, results_by_task, run_id_of, start_run, text, wait_for_file, Bed,
+};
 
 const GOOD: &str =
     "name: good\nversion: 2.0.0\nsetup: [prep]\ngroups:\n  smoke:\n    tests: [boot, tune]\n";
@@ -78,18 +26,9 @@ fn good_tasks() -> Vec<(&'static str, &'static str, &'static str)> {
     ]
 }
 
-pub(crate) fn run_id_of(stdout: &str) -> String {
-    stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("details: testbay results "))
-        .unwrap_or_else(|| panic!("no run id in\n{stdout}"))
-        .trim()
-        .to_string()
-}
-
 #[test]
 fn run_results_and_export_round_trip() {
-    let f = fx();
+    let f = Bed::new();
     let pack = f.pack("good", GOOD, &good_tasks());
     let out = f.testbay(&[
         "run",
@@ -187,7 +126,7 @@ fn run_results_and_export_round_trip() {
 
 #[test]
 fn a_failure_makes_the_exit_status_nonzero() {
-    let f = fx();
+    let f = Bed::new();
     let pack = f.pack(
         "bad",
         "name: bad\nversion: '1'\ngroups:\n  g:\n    tests: [ok, broken]\n",
@@ -211,7 +150,7 @@ fn a_failure_makes_the_exit_status_nonzero() {
 
 #[test]
 fn json_mode_prints_one_event_per_line() {
-    let f = fx();
+    let f = Bed::new();
     let pack = f.pack("good", GOOD, &good_tasks());
     let out = f.testbay(&["run", pack.to_str().unwrap(), "--json"]);
     assert_eq!(out.status.code(), Some(0));
@@ -229,7 +168,7 @@ fn json_mode_prints_one_event_per_line() {
 
 #[test]
 fn refused_runs_say_why_and_exit_2() {
-    let f = fx();
+    let f = Bed::new();
     let pack = f.pack(
         "needs",
         "name: needs\nversion: '1'\ngroups:\n  g:\n    tests: [a]\n",
@@ -290,76 +229,13 @@ fn refused_runs_say_why_and_exit_2() {
     assert!(list.contains("could_not_start"), "{list}");
 }
 
-pub(crate) fn alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => !matches!(
-            s[s.rfind(')').unwrap() + 2..].chars().next(),
-            Some('Z' | 'X')
-        ),
-        Err(_) => false,
-    }
-}
-
-/// `testbay run PACK` in the background, its output captured (for Ctrl-C tests).
-pub(crate) fn start_run(f: &Fx, pack: &Path) -> std::process::Child {
-    bin()
-        .arg("--data-dir")
-        .arg(&f.data)
-        .args(["run", pack.to_str().unwrap()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-/// Whether `pid` is gone within two seconds.
-pub(crate) fn ends_soon(pid: i32) -> bool {
-    for _ in 0..200 {
-        if !alive(pid) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    false
-}
-
-/// Result of each task of stored run `id`, by task name (`testbay results ID --json`).
-pub(crate) fn results_by_task(f: &Fx, id: &str) -> HashMap<String, String> {
-    let tree: Value =
-        serde_json::from_slice(&f.testbay(&["results", id, "--json"]).stdout).unwrap();
-    tree["tasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| {
-            (
-                t["task"].as_str().unwrap().to_string(),
-                t["result"].as_str().unwrap_or("").to_string(),
-            )
-        })
-        .collect()
-}
-
-pub(crate) fn wait_for_file(p: &Path) -> String {
-    for _ in 0..1000 {
-        if let Ok(s) = std::fs::read_to_string(p) {
-            if s.ends_with('\n') {
-                return s;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    panic!("{} never appeared", p.display());
-}
-
 /// SIGKILL the console mid-run: its task process dies with it (pdeathsig), a grandchild
 /// left in the task's group is killed at the next start, the run is marked interrupted,
 /// unfinished tasks Aborted, finished ones intact. (The kill comes 0.2 s into the second
 /// task, well after the first one's result was committed: ARCHITECTURE.md, invariant 7.)
 #[test]
 fn killed_console_takes_its_tasks_down_and_is_recovered() {
-    let f = fx();
+    let f = Bed::new();
     let marker = f.root.join("marker");
     std::fs::create_dir_all(&marker).unwrap();
     let slow_body = format!(
@@ -435,7 +311,7 @@ fn killed_console_takes_its_tasks_down_and_is_recovered() {
 /// the ATS from the rack; unknown and offline DUTs are refused before anything runs.
 #[test]
 fn duts_come_from_the_lab() {
-    let f = fx();
+    let f = Bed::new();
     let lab = f.root.join("lab.yaml");
     std::fs::write(
         &lab,
@@ -502,7 +378,7 @@ fn duts_come_from_the_lab() {
 /// the exit status says it did not complete.
 #[test]
 fn ctrl_c_stops_gracefully() {
-    let f = fx();
+    let f = Bed::new();
     let marker = f.root.join("marker");
     std::fs::create_dir_all(&marker).unwrap();
     let pack = f.pack(
@@ -541,7 +417,7 @@ fn ctrl_c_stops_gracefully() {
 /// marks the run interrupted.
 #[test]
 fn third_ctrl_c_leaves_at_once_and_keeps_what_was_stored() {
-    let f = fx();
+    let f = Bed::new();
     let marker = f.root.join("marker");
     std::fs::create_dir_all(&marker).unwrap();
     let pack = f.pack(
@@ -589,7 +465,7 @@ fn third_ctrl_c_leaves_at_once_and_keeps_what_was_stored() {
 /// owner, unless `--no-reserve` (said on stderr); a run that needs nothing reserved goes.
 #[test]
 fn a_run_that_cannot_reserve_is_refused_unless_no_reserve() {
-    let f = fx();
+    let f = Bed::new();
     let lab = f.root.join("lab.yaml");
     std::fs::write(
         &lab,

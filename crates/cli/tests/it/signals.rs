@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-use crate::run::{alive, bin, ends_soon, fx, results_by_task, start_run, text, wait_for_file, Fx};
+use crate::support::{alive, bin, ends_soon, results_by_task, start_run, text, wait_for_file, Bed};
 
 /// A task body that starts three processes that outlive its own: a plain grandchild, one
 /// that left the phase's process group and session (`setsid`), and one with an empty
@@ -61,7 +61,7 @@ fn assert_all_gone(procs: &[(&str, i32)], what: &str) {
 /// two seconds, before anything starts again, and so is the console's guard.
 #[test]
 fn a_killed_run_takes_every_process_of_its_phases_along() {
-    let f = fx();
+    let f = Bed::new();
     let marker = f.root.join("marker");
     std::fs::create_dir_all(&marker).unwrap();
     let pack = f.pack(
@@ -94,7 +94,7 @@ fn a_killed_run_takes_every_process_of_its_phases_along() {
 /// The same for `testbay serve`: a run launched through the API, the server SIGKILLed.
 #[test]
 fn a_killed_server_takes_every_process_of_its_phases_along() {
-    let f = fx();
+    let f = Bed::new();
     let marker = f.root.join("marker");
     std::fs::create_dir_all(&marker).unwrap();
     let packs = f.root.join("packs");
@@ -136,7 +136,7 @@ fn a_killed_server_takes_every_process_of_its_phases_along() {
 
 /// The pack of the stop tests: a test that runs until stopped, a global teardown that
 /// records that it started and then runs until stopped too.
-fn stop_pack(f: &Fx) -> std::path::PathBuf {
+fn stop_pack(f: &Bed) -> std::path::PathBuf {
     let m = f.root.join("marker");
     std::fs::create_dir_all(&m).unwrap();
     f.pack(
@@ -164,7 +164,7 @@ fn stop_pack(f: &Fx) -> std::path::PathBuf {
 }
 
 /// The stored run of a data dir holding one run: its status, reason and results.
-fn stored_run(f: &Fx) -> (Value, std::collections::HashMap<String, String>) {
+fn stored_run(f: &Bed) -> (Value, std::collections::HashMap<String, String>) {
     let page: Value = serde_json::from_slice(&f.testbay(&["results", "--json"]).stdout).unwrap();
     let run = page["runs"][0].clone();
     let results = results_by_task(f, run["id"].as_str().unwrap());
@@ -176,7 +176,7 @@ fn stored_run(f: &Fx) -> (Value, std::collections::HashMap<String, String>) {
 /// teardown too.
 #[test]
 fn sigterm_stops_the_run_like_ctrl_c() {
-    let f = fx();
+    let f = Bed::new();
     let pack = stop_pack(&f);
     let m = f.root.join("marker");
     let console = start_run(&f, &pack);
@@ -214,7 +214,7 @@ fn sigterm_stops_the_run_like_ctrl_c() {
 /// printed any more: stdout and stderr lead nowhere.
 #[test]
 fn sighup_stops_the_run_even_with_nowhere_to_print() {
-    let f = fx();
+    let f = Bed::new();
     let m = f.root.join("marker");
     std::fs::create_dir_all(&m).unwrap();
     let pack = f.pack(

@@ -9,7 +9,7 @@ use serde_json::json;
 use testbay_core::clock::ManualClock;
 use testbay_core::reserve::*;
 
-const T0: i64 = 1_800_000_000_000;
+use crate::support::T0;
 
 fn op(name: &str) -> Holder {
     Holder::Operator { name: name.into() }

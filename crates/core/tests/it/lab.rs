@@ -1,12 +1,10 @@
 //! Lab files: the demo lab, semantic errors with file and line, StormTest DUT search.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use testbay_core::lab::{self, SearchError};
 
-fn demo_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../lab/demo-lab.yaml")
-}
+use crate::support::{demo_lab, repo};
 
 fn parse(text: &str) -> Result<lab::Lab, lab::LabErrors> {
     lab::parse(Path::new("lab.yaml"), text)
@@ -14,7 +12,7 @@ fn parse(text: &str) -> Result<lab::Lab, lab::LabErrors> {
 
 #[test]
 fn demo_lab_loads_with_racks_duts_and_resources() {
-    let lab = lab::load(&demo_path()).unwrap();
+    let lab = lab::load(&demo_lab()).unwrap();
     assert!(lab.def.racks.len() >= 2);
     assert!(lab.def.duts.len() >= 12);
     assert_eq!(lab.def.duts.iter().filter(|d| d.offline).count(), 1);
@@ -24,7 +22,7 @@ fn demo_lab_loads_with_racks_duts_and_resources() {
     // Every DUT and resource is a resource of the book.
     let specs = lab.book_resources();
     assert_eq!(specs.len(), lab.def.duts.len() + lab.def.resources.len());
-    assert_eq!(lab::DEMO_LAB, std::fs::read_to_string(demo_path()).unwrap());
+    assert_eq!(lab::DEMO_LAB, std::fs::read_to_string(demo_lab()).unwrap());
 }
 
 #[test]
@@ -110,7 +108,7 @@ fn missing_file_is_an_error_not_a_crash() {
 
 #[test]
 fn stormtest_search_with_wildcards() {
-    let lab = lab::load(&demo_path()).unwrap();
+    let lab = lab::load(&demo_lab()).unwrap();
     let names = |terms: &[&str]| -> Vec<String> {
         lab.find(terms)
             .unwrap()
@@ -144,8 +142,7 @@ fn stormtest_search_with_wildcards() {
 
 #[test]
 fn numbers_beyond_their_range_are_reported_with_schema_and_semantic_problems_at_once() {
-    let file = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/bounds/out-of-range-lab.yaml");
+    let file = repo().join("tests/fixtures/bounds/out-of-range-lab.yaml");
     let errs = lab::load(&file).unwrap_err().0;
     let got: Vec<(Option<u32>, Option<&str>, &str)> = errs
         .iter()
@@ -180,7 +177,7 @@ fn numbers_beyond_their_range_are_reported_with_schema_and_semantic_problems_at_
 fn a_launch_takes_an_ats_that_holds_every_dut_or_its_duts_rack() {
     use testbay_core::lab::AtsError;
     use testbay_core::plan::DutTarget;
-    let lab = lab::load(&demo_path()).unwrap();
+    let lab = lab::load(&demo_lab()).unwrap();
     let duts = |names: &[&str]| -> Vec<DutTarget> {
         names
             .iter()
@@ -236,8 +233,7 @@ fn a_launch_takes_an_ats_that_holds_every_dut_or_its_duts_rack() {
 fn a_lab_file_syntax_error_points_at_the_open_bracket() {
     // The lab file goes through the same loader as packs: the `[` left open on line 12 is
     // named, not the end of the file where the parser gave up.
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/syntax/lab-unclosed.yaml");
+    let path = repo().join("tests/fixtures/syntax/lab-unclosed.yaml");
     let e = lab::load(&path).unwrap_err().0;
     assert_eq!(e.len(), 1, "{e:?}");
     assert_eq!((e[0].line, e[0].column), (Some(12), Some(11)), "{}", e[0]);

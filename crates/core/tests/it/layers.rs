@@ -7,13 +7,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use crate::support::repo;
 
 /// The `src` folder of every crate of the workspace, by crate folder.
 fn crate_sources() -> Vec<(String, PathBuf)> {
-    let root = workspace();
+    let root = repo();
     let mut out: Vec<(String, PathBuf)> = std::fs::read_dir(root.join("crates"))
         .unwrap()
         .flatten()
@@ -240,7 +238,7 @@ fn ident_dashed(s: &str) -> &str {
 }
 
 fn manifest(krate: &str) -> String {
-    std::fs::read_to_string(workspace().join(krate).join("Cargo.toml")).unwrap()
+    std::fs::read_to_string(repo().join(krate).join("Cargo.toml")).unwrap()
 }
 
 #[test]
@@ -277,7 +275,7 @@ fn core_depends_on_no_runtime_database_watcher_http_or_process_crate() {
 
 #[test]
 fn core_code_starts_no_process_and_uses_libc_only_to_open_user_files() {
-    let src = workspace().join("crates/core/src");
+    let src = repo().join("crates/core/src");
     let mut bad = Vec::new();
     for f in rust_files(&src) {
         let text = std::fs::read_to_string(&f).unwrap();

@@ -6,3 +6,4 @@ mod layers;
 mod params;
 mod plan;
 mod schedule;
+mod support;

@@ -8,7 +8,7 @@ use testbay_core::outcome::*;
 use testbay_core::pack::*;
 use testbay_core::plan::*;
 
-const T0: i64 = 1_800_000_000_000;
+use crate::support::T0;
 
 fn task(name: &str, extra: Value) -> TaskDef {
     let mut v = json!({"name": name, "run": ["true"]});

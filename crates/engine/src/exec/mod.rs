@@ -50,6 +50,7 @@ use serde_json::{Map, Value};
 use tokio::sync::watch;
 
 use crate::clock::{Clock, EpochMs};
+use crate::model::StopLevel;
 use crate::outcome::{Phase, ERRORED};
 use crate::pack::model::SubResult;
 use outcome::EndedBy;
@@ -203,17 +204,18 @@ pub struct PhaseOutcome {
 const HOLDER_GRACE: Duration = Duration::from_millis(100);
 
 /// Asks phases to end: a phase is terminated (result Aborted) once `level` reaches `at`.
-/// One channel serves a whole run: a graceful stop (level 1) ends setups and tests while
-/// teardowns (which wait for level 2) go on.
+/// One channel serves a whole run: a graceful stop ends setups and tests while teardowns
+/// (which wait for a stop at once) go on.
 #[derive(Debug, Clone)]
 pub struct StopSignal {
-    pub level: watch::Receiver<u8>,
-    pub at: u8,
+    /// The run's stop level; `None` while it is not stopped.
+    pub level: watch::Receiver<Option<StopLevel>>,
+    pub at: StopLevel,
 }
 
 impl StopSignal {
     pub fn is_set(&self) -> bool {
-        *self.level.borrow() >= self.at
+        self.level.borrow().is_some_and(|l| l >= self.at)
     }
 }
 
@@ -439,7 +441,11 @@ async fn stop_requested(stop: &mut Option<StopSignal>) {
     match stop {
         Some(StopSignal { level, at }) => {
             let at = *at;
-            if level.wait_for(|v| *v >= at).await.is_err() {
+            if level
+                .wait_for(|v| v.is_some_and(|l| l >= at))
+                .await
+                .is_err()
+            {
                 // Sender gone: nobody can stop us any more.
                 std::future::pending::<()>().await;
             }

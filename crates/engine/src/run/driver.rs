@@ -14,6 +14,7 @@ use super::{
     prepare, stop_grace, taskfiles, Grant, Inner, LiveRun, RunEvent, TaskNeeds, TaskState,
     STOP_SLACK,
 };
+use crate::model::StopLevel;
 use crate::outcome::{RunStatus, ABORTED, ERRORED};
 use crate::pack::LoadedPack;
 use crate::plan::{BusyOutcome, ItemState};
@@ -24,7 +25,7 @@ pub(super) struct Driver {
     pub(super) ctx: Arc<RunCtx>,
     pub(super) state: Arc<Mutex<LiveRun>>,
     pub(super) pack: LoadedPack,
-    pub(super) stop: watch::Receiver<u8>,
+    pub(super) stop: watch::Receiver<Option<StopLevel>>,
     /// Folder names taken per lane.
     pub(super) dir_names: HashMap<String, HashSet<String>>,
     /// Makes the folders of upcoming items while others run.
@@ -101,8 +102,8 @@ impl Driver {
         // Closes when every started occurrence has written its result.
         let (writing_tx, mut writing_rx) = mpsc::channel::<()>(1);
         let mut running = 0usize;
-        // Stop level seen so far (see `item::STOP_*`).
-        let mut stop_level = 0u8;
+        // Stop level seen so far.
+        let mut stop_level: Option<StopLevel> = None;
         let mut progress = ProgressThrottle::default();
         let mut lane_stages = vec![0; self.lock().plan.lane_count()];
         // Tasks found busy are retried when the broker says what they wait for freed.
@@ -111,7 +112,7 @@ impl Driver {
         let mut give_up_at: Option<tokio::time::Instant> = None;
         let mut gave_up = 0usize;
         loop {
-            let stopping = stop_level >= item::STOP_AT_ONCE;
+            let stopping = stop_level == Some(StopLevel::AtOnce);
             if !stopping {
                 // After a graceful stop, this starts the teardowns still due.
                 let before = running;
@@ -139,7 +140,11 @@ impl Driver {
             // Nothing running, only tasks waiting for resources: the run is stalled
             // (StormTest's status) until one of them can start.
             let status = self.lock().status;
-            if stop_level == 0 && running == 0 && wake.is_some() && status == RunStatus::Running {
+            if stop_level.is_none()
+                && running == 0
+                && wake.is_some()
+                && status == RunStatus::Running
+            {
                 let reason = self.stall_reason();
                 self.set_status(RunStatus::Stalled, Some(reason));
             } else if running > 0 && status == RunStatus::Stalled {
@@ -191,8 +196,8 @@ impl Driver {
                 }
                 _ = progress.due(), if progress.held_back() => {}
                 level = stop_rx.wait_for(|v| *v > stop_level), if !stopping => {
-                    stop_level = level.map(|l| *l).unwrap_or(item::STOP_AT_ONCE);
-                    if stop_level >= item::STOP_AT_ONCE {
+                    stop_level = level.map(|l| *l).unwrap_or(Some(StopLevel::AtOnce));
+                    if stop_level == Some(StopLevel::AtOnce) {
                         tracing::info!(run_id = %run_id, "stopping run at once");
                         self.lock().plan.abort_pending("run stopped at once by the operator");
                         give_up_at = Some(
@@ -225,9 +230,9 @@ impl Driver {
         self.emit_progress();
         self.inner.broker.end_run(&run_id);
         let stopped = match stop_level {
-            0 => None,
-            1 => Some("stopped by the operator; teardowns ran"),
-            _ => Some("stopped at once by the operator"),
+            None => None,
+            Some(StopLevel::Graceful) => Some("stopped by the operator; teardowns ran"),
+            Some(StopLevel::AtOnce) => Some("stopped at once by the operator"),
         };
         let lost = self.unstored_results();
         let trouble = self.lock().storage.reason(lost);

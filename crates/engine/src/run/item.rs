@@ -13,6 +13,7 @@ use crate::clock::{Clock, EpochMs};
 use crate::exec::{
     self, ExecLimits, Exit, LiveLog, PhaseCommand, PhaseOutcome, ProtocolEnv, StopSignal,
 };
+use crate::model::StopLevel;
 use crate::outcome::{Phase, ABORTED, ERRORED, TIMEOUT};
 use crate::pack::{GlobalParams, TaskDef};
 use crate::plan::DutTarget;
@@ -142,9 +143,8 @@ pub(crate) struct RunCtx {
     pub params_json: Value,
     pub ats: Option<String>,
     pub limits: ExecLimits,
-    /// Stop level of the run: 1 = graceful (setups and tests end, teardowns go on),
-    /// 2 = at once (everything ends).
-    pub stop: watch::Receiver<u8>,
+    /// Stop level of the run (`None` while it is not stopped).
+    pub stop: watch::Receiver<Option<StopLevel>>,
     /// The run's live state; phases record which phase runs.
     pub live: Arc<std::sync::Mutex<super::LiveRun>>,
 }
@@ -168,12 +168,8 @@ pub(crate) struct ItemJob {
 /// Longest time a finished task's result waits for its commit.
 const COMMIT_WITHIN: Duration = Duration::from_millis(5);
 
-/// Stop levels on [`RunCtx::stop`].
-pub(crate) const STOP_GRACEFUL: u8 = 1;
-pub(crate) const STOP_AT_ONCE: u8 = 2;
-
-fn stopped(ctx: &RunCtx, at: u8) -> bool {
-    *ctx.stop.borrow() >= at
+fn stopped(ctx: &RunCtx, at: StopLevel) -> bool {
+    ctx.stop.borrow().is_some_and(|l| l >= at)
 }
 
 fn is_failure(params: &GlobalParams, result: &str) -> bool {
@@ -419,9 +415,9 @@ async fn run_phases(
     // A graceful stop ends setups and tests; teardown tasks (and a task's own teardown
     // phase) only end on a stop at once.
     let first_at = if job.kind == TaskKind::Teardown {
-        STOP_AT_ONCE
+        StopLevel::AtOnce
     } else {
-        STOP_GRACEFUL
+        StopLevel::Graceful
     };
     if let (Some(argv), false) = (&job.def.setup, stopped(ctx, first_at)) {
         let o = run_one(
@@ -461,12 +457,12 @@ async fn run_phases(
     }
     if let Some(argv) = &job.def.teardown {
         let clean = setup_ok && phases.main.as_ref().is_some_and(ended_itself);
-        if (clean || job.def.always_teardown) && !stopped(ctx, STOP_AT_ONCE) {
+        if (clean || job.def.always_teardown) && !stopped(ctx, StopLevel::AtOnce) {
             let o = run_one(
                 ctx,
                 job,
                 Phase::Teardown,
-                STOP_AT_ONCE,
+                StopLevel::AtOnce,
                 argv,
                 occ_dir,
                 artifacts,
@@ -485,7 +481,7 @@ async fn run_one(
     ctx: &Arc<RunCtx>,
     job: &ItemJob,
     phase: Phase,
-    stop_at: u8,
+    stop_at: StopLevel,
     argv: &[String],
     occ_dir: &std::path::Path,
     artifacts: &std::path::Path,

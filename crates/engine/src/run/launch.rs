@@ -18,6 +18,7 @@ use super::{
     TaskNeeds,
 };
 use crate::clock::EpochMs;
+use crate::model::StopLevel;
 use crate::outcome::RunStatus;
 use crate::pack::{self, LoadedPack, ResourceMode};
 use crate::plan::{ItemState, Plan, PlanInput};
@@ -198,7 +199,7 @@ impl RunManager {
             storage: Default::default(),
             seq: seq.clone(),
         }));
-        let (stop_tx, stop_rx) = watch::channel(0u8);
+        let (stop_tx, stop_rx) = watch::channel(None::<StopLevel>);
         let (fin_tx, fin_rx) = watch::channel(None);
         let mut live = inner.live.lock().unwrap_or_else(|p| p.into_inner());
         live.insert(

@@ -54,6 +54,7 @@ use tokio::sync::{broadcast, watch};
 
 use crate::clock::{Clock, EpochMs};
 use crate::exec::ExecLimits;
+use crate::model::StopLevel;
 use crate::outcome::RunStatus;
 use crate::pack::PackErrors;
 use crate::plan::Plan;
@@ -106,7 +107,7 @@ struct LiveHandle {
     /// Task occurrences of the run, for [`FINISHED_ITEMS_KEPT`].
     items: usize,
     /// Stop level: 0 running, 1 graceful stop, 2 stop at once.
-    stop: watch::Sender<u8>,
+    stop: watch::Sender<Option<StopLevel>>,
     finished: watch::Receiver<Option<RunStatus>>,
 }
 
@@ -240,7 +241,7 @@ impl RunManager {
             })
             .ok_or_else(|| RunError::NotRunning(run_id.into()))?;
         h.stop
-            .send_modify(|level| *level = (*level + 1).min(item::STOP_AT_ONCE));
+            .send_modify(|level| *level = Some(StopLevel::after(*level)));
         Ok(())
     }
 

@@ -7,7 +7,7 @@ use testbay_engine::api::{
 };
 use testbay_engine::outcome::RunStatus;
 
-use crate::support::{run_end, write};
+use crate::support::{demo_lab, repo, run_end, write};
 
 /// A library with a good pack (`hello`: one group, a task printing 3 lines without a final
 /// newline) and a broken one (`oops`: an unknown key).
@@ -287,11 +287,10 @@ async fn launch_run_follow_read_log_and_export() {
 
 /// The demo lab and demo packs of the repository.
 fn demo_console(dir: &Path, lab: Option<&Path>) -> LocalConsole {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     LocalConsole::open(ConsolePaths {
         data_dir: dir.join("data"),
-        pack_roots: vec![repo.join("packs")],
-        lab_file: Some(lab.map_or_else(|| repo.join("lab/demo-lab.yaml"), Path::to_path_buf)),
+        pack_roots: vec![repo().join("packs")],
+        lab_file: Some(lab.map_or_else(demo_lab, Path::to_path_buf)),
     })
     .unwrap()
 }

@@ -3,7 +3,6 @@
 //! finished run does not stay in memory. The checks themselves are tested where they
 //! speak: pack and lab files (`pack`, `lab`), the API (`api`), the CLI.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,14 +15,10 @@ use testbay_engine::reserve::{
     Book, BookBroker, BookConfig, BookError, BrokerConfig, Holder, LiveBook, Request, ResourceKind,
     ResourceSpec,
 };
-use testbay_engine::run::{
-    AlwaysGrant, Grant, LaunchRequest, ResourceBroker, RunManager, TaskNeeds, FINISHED_ITEMS_KEPT,
-};
-use testbay_engine::store::{SqliteStore, Store};
+use testbay_engine::run::{Grant, LaunchRequest, ResourceBroker, TaskNeeds, FINISHED_ITEMS_KEPT};
+use testbay_engine::store::SqliteStore;
 
-use crate::support::write;
-
-const T0: i64 = 1_800_000_000_000;
+use crate::support::{write, Bed, T0};
 
 fn specs() -> Vec<ResourceSpec> {
     vec![
@@ -154,21 +149,14 @@ async fn a_phase_limit_beyond_the_clock_is_no_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_run_is_forgotten_when_it_ends_and_a_small_one_stays_viewable() {
-    let tmp = tempfile::tempdir().unwrap();
-    let pack: PathBuf = tmp.path().join("pack");
+    let f = Bed::new();
+    let pack = &f.pack;
     write(
         &pack.join("pack.yaml"),
         "name: many\nversion: '1'\ngroups:\n  g:\n    tests: [t]\n",
     );
     write(&pack.join("tasks/t.yaml"), "name: t\nrun: ['true']\n");
-    let data = tmp.path().join("data");
-    let store = Arc::new(SqliteStore::open_in(&data).unwrap());
-    let mgr = RunManager::new(
-        store.clone(),
-        &data,
-        Arc::new(AlwaysGrant),
-        Arc::new(SystemClock),
-    );
+    let (mgr, store) = (&f.mgr, &f.store);
     let launch = |groups: usize| {
         mgr.launch(LaunchRequest {
             pack_dir: pack.display().to_string(),

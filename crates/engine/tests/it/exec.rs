@@ -1,27 +1,16 @@
 //! `exec::run_phase` with real child processes.
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use testbay_engine::clock::{Clock, SystemClock};
 use testbay_engine::exec::*;
+use testbay_engine::model::StopLevel;
 use testbay_engine::outcome::*;
 
-struct Fx {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
-}
+use crate::support::{alive, ends_soon, pid_in, rss_kib, PhaseDir};
 
-fn fx() -> Fx {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().to_path_buf();
-    std::fs::create_dir_all(dir.join("artifacts")).unwrap();
-    std::fs::write(dir.join("params.json"), "{}").unwrap();
-    Fx { _tmp: tmp, dir }
-}
-
-fn cmd(fx: &Fx, script: &str) -> PhaseCommand {
+fn cmd(fx: &PhaseDir, script: &str) -> PhaseCommand {
     std::fs::write(fx.dir.join("t.sh"), script).unwrap();
     PhaseCommand {
         argv: vec!["bash".into(), "t.sh".into()],
@@ -48,50 +37,9 @@ async fn run(c: &PhaseCommand) -> PhaseOutcome {
     run_phase(c, &clock(), None, None, |_| {}).await.unwrap()
 }
 
-fn pid_alive(pid: i32) -> bool {
-    // A zombie still has a /proc entry; look at its state.
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => {
-            let state = s[s.rfind(')').unwrap() + 2..].chars().next().unwrap();
-            state != 'Z' && state != 'X'
-        }
-        Err(_) => false,
-    }
-}
-
-/// The pid a task wrote to `file`.
-fn pid_in(file: &std::path::Path) -> i32 {
-    std::fs::read_to_string(file)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
-}
-
-/// Whether `pid` is gone within two seconds.
-fn ends_soon(pid: i32) -> bool {
-    for _ in 0..100 {
-        if !pid_alive(pid) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
-}
-
-fn rss_kib() -> u64 {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap();
-    s.lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
 #[tokio::test]
 async fn exit_zero_without_result_passes_and_sees_protocol_env() {
-    let f = fx();
+    let f = PhaseDir::new();
     let c = cmd(
         &f,
         "echo hello\necho to-stderr >&2\nenv | grep ^TESTBAY_ | sort > \"$TESTBAY_ARTIFACTS/env.txt\"\n",
@@ -119,7 +67,7 @@ async fn exit_zero_without_result_passes_and_sees_protocol_env() {
 
 #[tokio::test]
 async fn nonzero_exit_without_result_fails() {
-    let f = fx();
+    let f = PhaseDir::new();
     let o = run(&cmd(&f, "exit 3\n")).await;
     assert_eq!(o.result, FAILED);
     assert_eq!(o.exit, Exit::Code(3));
@@ -128,7 +76,7 @@ async fn nonzero_exit_without_result_fails() {
 
 #[tokio::test]
 async fn result_file_with_multi_result_is_used() {
-    let f = fx();
+    let f = PhaseDir::new();
     let o = run(&cmd(
         &f,
         r#"cat > "$TESTBAY_RESULT" <<'EOF'
@@ -155,7 +103,7 @@ exit 1
 
 #[tokio::test]
 async fn garbage_result_is_errored_with_raw_text_kept() {
-    let f = fx();
+    let f = PhaseDir::new();
     let o = run(&cmd(
         &f,
         "printf 'this is {not json' > \"$TESTBAY_RESULT\"\n",
@@ -169,7 +117,7 @@ async fn garbage_result_is_errored_with_raw_text_kept() {
 
 #[tokio::test]
 async fn result_breaking_the_schema_is_errored() {
-    let f = fx();
+    let f = PhaseDir::new();
     let o = run(&cmd(
         &f,
         "echo '{\"metadata\": {\"message\": \"no result key\"}, \"extra\": 1}' > \"$TESTBAY_RESULT\"\n",
@@ -186,7 +134,7 @@ async fn result_breaking_the_schema_is_errored() {
 
 #[tokio::test]
 async fn oversized_result_is_refused_with_capped_raw() {
-    let f = fx();
+    let f = PhaseDir::new();
     let mut c = cmd(
         &f,
         "head -c 200000 /dev/zero | tr '\\0' 'x' > \"$TESTBAY_RESULT\"\n",
@@ -217,7 +165,7 @@ fn outcome_within(c: PhaseCommand, limit: Duration) -> Option<PhaseOutcome> {
 /// a writer forever: the phase never ended and the console's worker thread was stuck.
 #[test]
 fn a_named_pipe_as_result_file_is_errored_at_once() {
-    let f = fx();
+    let f = PhaseDir::new();
     let o = outcome_within(
         cmd(&f, "mkfifo \"$TESTBAY_RESULT\"\n"),
         Duration::from_secs(20),
@@ -235,7 +183,7 @@ fn a_named_pipe_as_result_file_is_errored_at_once() {
 /// A link to a device that never ends (`/dev/zero`) used to be read until memory ran out.
 #[test]
 fn a_result_file_linked_to_a_device_is_errored() {
-    let f = fx();
+    let f = PhaseDir::new();
     let o = outcome_within(
         cmd(&f, "ln -s /dev/zero \"$TESTBAY_RESULT\"\n"),
         Duration::from_secs(20),
@@ -252,7 +200,7 @@ fn a_result_file_linked_to_a_device_is_errored() {
 /// A huge sparse result file is refused by its size; only its head is read.
 #[tokio::test]
 async fn a_huge_sparse_result_file_is_refused_by_its_size() {
-    let f = fx();
+    let f = PhaseDir::new();
     let o = run(&cmd(&f, "truncate -s 64G \"$TESTBAY_RESULT\"\n")).await;
     assert_eq!(o.result, ERRORED);
     assert!(o.message.contains("68719476736 bytes"), "{}", o.message);
@@ -277,7 +225,7 @@ async fn result_names_with_control_characters_are_errored() {
             r#"{"result": "Passed", "multi_result": [{"name": "a", "result": "Passed"}, {"name": "b\u0007", "result": "Passed"}]}"#,
         ),
     ] {
-        let f = fx();
+        let f = PhaseDir::new();
         std::fs::write(f.dir.join("ret.json"), json).unwrap();
         let o = run(&cmd(&f, "cp ret.json \"$TESTBAY_RESULT\"\n")).await;
         assert_eq!(o.result, ERRORED, "{what}");
@@ -291,7 +239,7 @@ async fn result_names_with_control_characters_are_errored() {
         assert_eq!(o.raw_result.as_deref(), Some(json), "{what}");
     }
     // Messages may hold line breaks and anything else: shown escaped, stored as written.
-    let f = fx();
+    let f = PhaseDir::new();
     std::fs::write(
         f.dir.join("ret.json"),
         r#"{"result": "Failed", "metadata": {"message": "two\nlines \u001b[31mred"}}"#,
@@ -304,7 +252,7 @@ async fn result_names_with_control_characters_are_errored() {
 
 #[tokio::test]
 async fn stale_result_file_from_an_earlier_attempt_is_ignored() {
-    let f = fx();
+    let f = PhaseDir::new();
     std::fs::write(f.dir.join("result.json"), r#"{"result": "Passed"}"#).unwrap();
     let o = run(&cmd(&f, "exit 2\n")).await;
     assert_eq!(o.result, FAILED);
@@ -312,7 +260,7 @@ async fn stale_result_file_from_an_earlier_attempt_is_ignored() {
 
 #[tokio::test]
 async fn crash_by_signal_is_errored() {
-    let f = fx();
+    let f = PhaseDir::new();
     let o = run(&cmd(&f, "echo before\nkill -9 $$\n")).await;
     assert_eq!(o.result, ERRORED);
     assert_eq!(o.exit, Exit::Signal(9));
@@ -324,7 +272,7 @@ async fn crash_by_signal_is_errored() {
 
 #[tokio::test]
 async fn missing_program_is_errored() {
-    let f = fx();
+    let f = PhaseDir::new();
     let mut c = cmd(&f, "");
     c.argv = vec!["./no-such-program".into()];
     let o = run(&c).await;
@@ -335,7 +283,7 @@ async fn missing_program_is_errored() {
 
 #[tokio::test]
 async fn relative_program_is_resolved_against_cwd() {
-    let f = fx();
+    let f = PhaseDir::new();
     std::fs::write(f.dir.join("prog.sh"), "#!/bin/sh\necho from-prog\n").unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(
@@ -356,7 +304,7 @@ async fn relative_program_is_resolved_against_cwd() {
 /// group (grandchild included) is gone afterwards.
 #[tokio::test]
 async fn hang_times_out_and_the_group_is_killed() {
-    let f = fx();
+    let f = PhaseDir::new();
     let mut c = cmd(
         &f,
         "trap '' TERM\nsleep 300 &\necho $! > \"$TESTBAY_ARTIFACTS/grandchild.pid\"\necho $$ > \"$TESTBAY_ARTIFACTS/child.pid\"\nwhile true; do sleep 1; done\n",
@@ -382,18 +330,18 @@ async fn hang_times_out_and_the_group_is_killed() {
     assert_eq!(child as u32, pgid);
     // Give init a moment to reap the killed grandchild.
     for _ in 0..50 {
-        if !pid_alive(gc) {
+        if !alive(gc) {
             break;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(!pid_alive(gc), "grandchild {gc} survived");
-    assert!(!pid_alive(child), "child {child} survived");
+    assert!(!alive(gc), "grandchild {gc} survived");
+    assert!(!alive(child), "child {child} survived");
 }
 
 #[tokio::test]
 async fn processes_left_behind_end_with_the_phase() {
-    let f = fx();
+    let f = PhaseDir::new();
     let c = cmd(
         &f,
         "sleep 300 >/dev/null 2>&1 &\necho $! > \"$TESTBAY_ARTIFACTS/bg.pid\"\nexit 0\n",
@@ -406,10 +354,13 @@ async fn processes_left_behind_end_with_the_phase() {
 
 #[tokio::test]
 async fn stop_aborts_the_phase() {
-    let f = fx();
+    let f = PhaseDir::new();
     let c = cmd(&f, "sleep 300\n");
-    let (tx, rx) = tokio::sync::watch::channel(0u8);
-    let stop = StopSignal { level: rx, at: 2 };
+    let (tx, rx) = tokio::sync::watch::channel(None);
+    let stop = StopSignal {
+        level: rx,
+        at: StopLevel::AtOnce,
+    };
     let h = tokio::spawn({
         let c = c.clone();
         async move {
@@ -420,10 +371,10 @@ async fn stop_aborts_the_phase() {
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
     // Below its level: goes on.
-    tx.send(1).unwrap();
+    tx.send(Some(StopLevel::Graceful)).unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(!h.is_finished());
-    tx.send(2).unwrap();
+    tx.send(Some(StopLevel::AtOnce)).unwrap();
     let o = h.await.unwrap();
     assert_eq!(o.result, ABORTED);
 }
@@ -432,7 +383,7 @@ async fn stop_aborts_the_phase() {
 /// and this process's memory stays flat.
 #[tokio::test]
 async fn flood_keeps_memory_flat_and_log_capped() {
-    let f = fx();
+    let f = PhaseDir::new();
     let mut c = cmd(
         &f,
         "yes 'a line of flood output, 40 bytes long..' | head -c 200000000\n",
@@ -480,7 +431,7 @@ async fn flood_keeps_memory_flat_and_log_capped() {
 
 #[tokio::test]
 async fn long_lines_are_split_and_invalid_utf8_is_replaced() {
-    let f = fx();
+    let f = PhaseDir::new();
     let mut c = cmd(
         &f,
         "head -c 50000 /dev/zero | tr '\\0' 'y'; echo\nprintf 'bad \\377\\376 bytes\\n'\n",
@@ -497,7 +448,7 @@ async fn long_lines_are_split_and_invalid_utf8_is_replaced() {
 
 #[tokio::test]
 async fn tasks_get_default_signal_handling() {
-    let f = fx();
+    let f = PhaseDir::new();
     // grep changes no signal disposition: what it shows is what the task inherited.
     let o = run(&cmd(&f, "grep -E '^Sig(Ign|Blk)' /proc/self/status\n")).await;
     assert_eq!(o.result, PASSED);
@@ -514,7 +465,7 @@ async fn tasks_get_default_signal_handling() {
 
 #[tokio::test]
 async fn a_missing_working_directory_is_errored_with_the_step() {
-    let f = fx();
+    let f = PhaseDir::new();
     let mut c = cmd(&f, "exit 0\n");
     c.cwd = f.dir.join("gone");
     c.argv = vec!["true".into()];
@@ -527,7 +478,7 @@ async fn a_missing_working_directory_is_errored_with_the_step() {
 /// the pipe and ended with the phase; the log is complete.
 #[tokio::test]
 async fn escaped_process_holding_the_output_ends_with_the_phase() {
-    let f = fx();
+    let f = PhaseDir::new();
     let c = cmd(
         &f,
         "setsid bash -c 'echo $$ > \"$TESTBAY_ARTIFACTS/escaped.pid\"; echo from-escapee; sleep 300' &\nsleep 0.2\necho leader-done\n",
@@ -558,7 +509,7 @@ fn start(c: &PhaseCommand, live: Option<LiveSink>) -> tokio::task::JoinHandle<Ph
 /// A line followed by silence is in the log file while the phase still runs.
 #[tokio::test]
 async fn log_is_readable_when_output_goes_quiet() {
-    let f = fx();
+    let f = PhaseDir::new();
     let c = cmd(&f, "echo first line\nsleep 3\necho last line\n");
     let h = start(&c, None);
     tokio::time::sleep(Duration::from_millis(700)).await;
@@ -575,7 +526,7 @@ async fn log_is_readable_when_output_goes_quiet() {
 /// while the phase runs, well before the write buffer would fill.
 #[tokio::test]
 async fn log_is_readable_while_lines_keep_coming() {
-    let f = fx();
+    let f = PhaseDir::new();
     std::fs::write(
         f.dir.join("t.py"),
         "import sys, time\nend = time.time() + 2.5\ni = 0\nwhile time.time() < end:\n    i += 1\n    print(f'tick {i}', flush=True)\n    time.sleep(0.004)\n",
@@ -607,7 +558,7 @@ async fn log_is_readable_while_lines_keep_coming() {
 /// (plus once at the end), and every line is either shown or counted.
 #[tokio::test]
 async fn dropped_live_lines_are_reported_once_a_second() {
-    let f = fx();
+    let f = PhaseDir::new();
     std::fs::write(
         f.dir.join("t.py"),
         "import time\nend = time.time() + 3\ni = 0\nwhile time.time() < end:\n    i += 1\n    print(f'line {i}')\n    if i % 50 == 0: time.sleep(0.001)\n",
@@ -644,7 +595,7 @@ async fn dropped_live_lines_are_reported_once_a_second() {
 /// of the output, not one per line.
 #[tokio::test]
 async fn live_lines_of_one_read_come_as_one_event() {
-    let f = fx();
+    let f = PhaseDir::new();
     // 300 short lines written at once (one write, so a handful of reads at most).
     let c = cmd(&f, "seq 1 300 > all.txt\ncat all.txt\n");
     let events = Arc::new(Mutex::new(Vec::<Vec<String>>::new()));
@@ -670,7 +621,7 @@ async fn live_lines_of_one_read_come_as_one_event() {
 /// writes a little and ends at once has it read at its end.
 #[tokio::test]
 async fn output_before_and_at_the_end_of_a_phase_is_all_in_the_log() {
-    let f = fx();
+    let f = PhaseDir::new();
     let o = run(&cmd(&f, "yes line | head -n 100000\n")).await;
     assert_eq!(o.result, PASSED);
     assert_eq!(o.log.lines, 100_000);
@@ -688,7 +639,7 @@ async fn output_before_and_at_the_end_of_a_phase_is_all_in_the_log() {
 /// its end.
 #[tokio::test]
 async fn a_running_phase_output_is_live() {
-    let f = fx();
+    let f = PhaseDir::new();
     let seen: Arc<Mutex<Vec<String>>> = Arc::default();
     let sink_seen = seen.clone();
     let sink: LiveSink = Box::new(move |l| {
@@ -697,10 +648,10 @@ async fn a_running_phase_output_is_live() {
         }
     });
     let c = cmd(&f, "echo early\nsleep 5\n");
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(0u8);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(None);
     let stop = StopSignal {
         level: stop_rx,
-        at: 1,
+        at: StopLevel::Graceful,
     };
     let phase =
         tokio::spawn(async move { run_phase(&c, &clock(), Some(sink), Some(stop), |_| {}).await });
@@ -712,7 +663,7 @@ async fn a_running_phase_output_is_live() {
             break;
         }
     }
-    stop_tx.send(1).unwrap();
+    stop_tx.send(Some(StopLevel::Graceful)).unwrap();
     let o = phase.await.unwrap().unwrap();
     assert!(live, "the first line did not arrive while the phase ran");
     assert_eq!(o.result, ABORTED);
@@ -723,7 +674,7 @@ async fn a_running_phase_output_is_live() {
 /// `yes`: a flood of hundreds of MB would disturb the memory test running beside it.)
 #[tokio::test]
 async fn an_escaped_writer_does_not_hold_the_phase_open() {
-    let f = fx();
+    let f = PhaseDir::new();
     let c = cmd(
         &f,
         "setsid bash -c 'echo $$ > \"$TESTBAY_ARTIFACTS/escaped.pid\"; while true; do echo still-writing; done' &\nsleep 0.2\necho leader-done\n",
@@ -745,7 +696,7 @@ async fn an_escaped_writer_does_not_hold_the_phase_open() {
 /// replaced at the next phase.
 #[tokio::test]
 async fn the_phase_guard_holds_and_is_replaced_when_killed() {
-    let f = fx();
+    let f = PhaseDir::new();
     let out = run(&cmd(&f, "echo \"console=$TESTBAY_CONSOLE\"\n")).await;
     assert_eq!(out.result, PASSED, "{}", out.message);
     let log = std::fs::read_to_string(f.dir.join("main.log")).unwrap();
@@ -762,22 +713,19 @@ async fn the_phase_guard_holds_and_is_replaced_when_killed() {
         unsafe { libc::kill(guard, sig) };
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(
-        pid_alive(guard),
-        "the guard died of a signal it must ignore"
-    );
+    assert!(alive(guard), "the guard died of a signal it must ignore");
 
     unsafe { libc::kill(guard, libc::SIGKILL) };
     for _ in 0..200 {
-        if !pid_alive(guard) {
+        if !alive(guard) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert!(!pid_alive(guard));
+    assert!(!alive(guard));
     let out = run(&cmd(&f, "exit 0\n")).await;
     assert_eq!(out.result, PASSED);
     let new = guard_pid().expect("a new guard runs") as i32;
     assert_ne!(new, guard);
-    assert!(pid_alive(new));
+    assert!(alive(new));
 }

@@ -1,15 +1,13 @@
 //! pack: loading, every error class with its file and line, discovery, content hash.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 use testbay_engine::diag::Diagnostic;
 use testbay_engine::pack::{self, discover, LoadedPack};
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use crate::support::repo;
 
 const PACK: &str = "name: p\nversion: '1'\ngroups:\n  smoke:\n    tests: [a]\n";
 const TASK_A: &str = "name: a\nrun: ['true']\n";

@@ -8,7 +8,7 @@ use serde_json::json;
 use testbay_engine::clock::ManualClock;
 use testbay_engine::reserve::*;
 
-const T0: i64 = 1_800_000_000_000;
+use crate::support::T0;
 
 fn op(name: &str) -> Holder {
     Holder::Operator { name: name.into() }
@@ -232,18 +232,12 @@ mod persisted {
 mod broker {
     use super::*;
     use serde_json::Map;
-    use testbay_engine::lab;
+
     use testbay_engine::pack::ResourceMode;
     use testbay_engine::plan::DutTarget;
     use testbay_engine::run::{Grant, ResourceBroker, TaskNeeds};
-    use testbay_engine::store::SqliteStore;
 
-    struct Fx {
-        _dir: tempfile::TempDir,
-        clock: ManualClock,
-        book: LiveBook,
-        broker: BookBroker,
-    }
+    use crate::support::Bed;
 
     const LAB: &str = "\
 racks: [{name: rack-a, slots: 4}]
@@ -257,31 +251,26 @@ resources:
   - {name: stream_server, mode: shared, capacity: 2, config: {profile: sd}}
 ";
 
-    fn fx() -> Fx {
-        let dir = tempfile::tempdir().unwrap();
-        let clock = ManualClock::new(T0);
-        let lab = Arc::new(lab::parse(std::path::Path::new("lab.yaml"), LAB).unwrap());
-        let store = SqliteStore::open_in(dir.path()).unwrap();
-        let book = LiveBook::open(
-            &store,
-            Arc::new(clock.clone()),
-            BookConfig::default(),
-            lab.book_resources(),
-        )
-        .unwrap();
-        let cfg = BrokerConfig {
-            lease_ms: 30_000,
-            renew_thread: false,
-            estimate_factor: 1.0,
-            margin_ms: 0,
-        };
-        let broker = BookBroker::new(book.clone(), Some(lab), cfg);
-        Fx {
-            _dir: dir,
-            clock,
-            book,
-            broker,
-        }
+    /// A bed reserving through the book of [`LAB`] on a [`ManualClock`].
+    fn fx() -> Bed {
+        Bed::builder()
+            .lab(LAB)
+            .manual_clock(T0)
+            .broker_config(BrokerConfig {
+                lease_ms: 30_000,
+                renew_thread: false,
+                estimate_factor: 1.0,
+                margin_ms: 0,
+            })
+            .build()
+    }
+
+    /// What this module asks of its bed.
+    trait BrokerBed {
+        fn now(&self) -> i64;
+        fn begin(&self, run: &str, mode: ResourceMode, tasks: &[Task]) -> Result<(), String>;
+        fn acquire(&self, run: &str, t: &Task) -> Grant;
+        fn ids_on(&self, resource: &str) -> Vec<(ResId, ReservationStatus)>;
     }
 
     struct Task {
@@ -332,19 +321,19 @@ resources:
         }
     }
 
-    impl Fx {
+    impl BrokerBed for Bed {
         fn now(&self) -> i64 {
-            clock_now(&self.clock)
+            clock_now(self.clock())
         }
         fn begin(&self, run: &str, mode: ResourceMode, tasks: &[Task]) -> Result<(), String> {
             let n: Vec<_> = tasks.iter().map(|t| needs(run, t, self.now())).collect();
-            self.broker.begin_run(run, mode, &n)
+            self.broker().begin_run(run, mode, &n)
         }
         fn acquire(&self, run: &str, t: &Task) -> Grant {
-            self.broker.acquire(&needs(run, t, self.now()))
+            self.broker().acquire(&needs(run, t, self.now()))
         }
         fn ids_on(&self, resource: &str) -> Vec<(ResId, ReservationStatus)> {
-            self.book
+            self.book()
                 .reservations()
                 .into_iter()
                 .filter(|v| &*v.resource == resource)
@@ -394,7 +383,7 @@ resources:
             f.ids_on("ir_blaster").len() == 1,
             "the busy attempt left nothing behind"
         );
-        f.broker.release("r1", 0, &h);
+        f.broker().release("r1", 0, &h);
         granted(f.acquire("r2", &b));
     }
 
@@ -408,14 +397,14 @@ resources:
         ];
         f.begin("r1", ResourceMode::PerTaskCombine, &tasks).unwrap();
         let h0 = granted(f.acquire("r1", &tasks[0]));
-        f.broker.release("r1", 0, &h0);
+        f.broker().release("r1", 0, &h0);
         assert_eq!(f.ids_on("ir_blaster").len(), 1, "kept: t1 still needs it");
         let h1 = granted(f.acquire("r1", &tasks[1]));
         assert_eq!(
             h0[0].reservation_id, h1[0].reservation_id,
             "the same reservation"
         );
-        f.broker.release("r1", 1, &h1);
+        f.broker().release("r1", 1, &h1);
         assert!(
             f.ids_on("ir_blaster").is_empty(),
             "released once no later task needs it"
@@ -463,10 +452,10 @@ resources:
             Grant::Busy { until, .. } => assert_eq!(until, T0 + 50_000),
             other => panic!("{other:?}"),
         }
-        f.clock.set(T0 + 50_000);
+        f.clock().set(T0 + 50_000);
         let h = granted(f.acquire("r1", &tasks[1]));
         assert_eq!(h[0].resource, "power_switch");
-        f.broker.end_run("r1");
+        f.broker().end_run("r1");
         assert!(f.ids_on("ir_blaster").is_empty() && f.ids_on("stream_server").is_empty());
     }
 
@@ -489,14 +478,14 @@ resources:
             }
             other => panic!("{other:?}"),
         }
-        f.broker.release("ra", 0, &h);
+        f.broker().release("ra", 0, &h);
         assert!(
             matches!(f.acquire("rb", &b[0]), Grant::Busy { .. }),
             "still ra's until its lane is done"
         );
         let h1 = granted(f.acquire("ra", &a[1]));
         assert_eq!(h1[0].reservation_id, h[0].reservation_id);
-        f.broker.release("ra", 1, &h1);
+        f.broker().release("ra", 1, &h1);
         let hb = granted(f.acquire("rb", &b[0]));
         assert_eq!(hb[0].resource, "stb-01");
     }
@@ -578,15 +567,15 @@ resources:
         .unwrap();
         granted(f.acquire("r1", &t));
         for _ in 0..4 {
-            f.clock.advance(20_000);
-            f.broker.renew_all();
+            f.clock().advance(20_000);
+            f.broker().renew_all();
             assert!(
                 matches!(f.acquire("r2", &t), Grant::Busy { .. }),
                 "renewed: still r1's"
             );
         }
         // The console holding r1 dies: nobody renews.
-        f.clock.advance(30_000);
+        f.clock().advance(30_000);
         granted(f.acquire("r2", &t));
     }
 
@@ -604,10 +593,10 @@ resources:
         let h = granted(f.acquire("r1", &t));
         assert_eq!(h[0].until_ms, Some(T0 + 40_000));
         for _ in 0..5 {
-            f.clock.advance(20_000);
-            f.broker.renew_all();
+            f.clock().advance(20_000);
+            f.broker().renew_all();
         }
-        let v = f.book.reservations();
+        let v = f.book().reservations();
         assert_eq!(v.len(), 1, "still held at +100 s");
         assert!(v[0].end > T0 + 100_000);
     }
@@ -617,19 +606,26 @@ resources:
 
 mod race {
     use super::*;
-    use std::path::PathBuf;
-    use testbay_engine::clock::{Clock, SystemClock};
-    use testbay_engine::lab;
+
     use testbay_engine::outcome::{RunStatus, PASSED};
     use testbay_engine::plan::DutTarget;
-    use testbay_engine::run::{LaunchRequest, RunManager};
-    use testbay_engine::store::{SqliteStore, Store};
+    use testbay_engine::run::LaunchRequest;
+
+    use crate::support::{demo_lab, Bed};
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn two_runs_on_one_dut_take_turns_and_never_overlap() {
-        let tmp = tempfile::tempdir().unwrap();
-        let pack = tmp.path().join("pack");
-        let log = tmp.path().join("dut.log");
+        let f = Bed::builder()
+            .lab(&std::fs::read_to_string(demo_lab()).unwrap())
+            .broker_config(BrokerConfig {
+                lease_ms: 30_000,
+                renew_thread: true,
+                estimate_factor: 1.0,
+                margin_ms: 200,
+            })
+            .build();
+        let (pack, data, mgr, store, book) = (&f.pack, &f.data, &f.mgr, &f.store, f.book());
+        let log = f.root().join("dut.log");
         std::fs::create_dir_all(pack.join("tasks")).unwrap();
         std::fs::write(
             pack.join("pack.yaml"),
@@ -649,28 +645,6 @@ mod race {
             ),
         )
         .unwrap();
-        let lab = Arc::new(
-            lab::load(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../lab/demo-lab.yaml"))
-                .unwrap(),
-        );
-        let data = tmp.path().join("data");
-        let store = Arc::new(SqliteStore::open_in(&data).unwrap());
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let book = LiveBook::open(
-            &*store,
-            clock.clone(),
-            BookConfig::default(),
-            lab.book_resources(),
-        )
-        .unwrap();
-        let cfg = BrokerConfig {
-            lease_ms: 30_000,
-            renew_thread: true,
-            estimate_factor: 1.0,
-            margin_ms: 200,
-        };
-        let broker = Arc::new(BookBroker::new(book.clone(), Some(lab), cfg));
-        let mgr = RunManager::new(store.clone(), &data, broker, clock);
         let req = || LaunchRequest {
             pack_dir: pack.display().to_string(),
             duts: vec![DutTarget {

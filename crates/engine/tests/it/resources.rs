@@ -2,7 +2,7 @@
 //! processes, a real SQLite file), the `custom_*` ordering program, the delay queue's
 //! limits on a virtual clock, and a console launch that shows its reservations.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,16 +10,16 @@ use serde_json::Value;
 use testbay_engine::api::{
     parse_request, Console, ConsolePaths, LocalConsole, Response, SlotState,
 };
-use testbay_engine::clock::{Clock, ManualClock, SystemClock};
-use testbay_engine::lab::{self, Lab};
+use testbay_engine::clock::{Clock, SystemClock};
+use testbay_engine::lab::{self};
 use testbay_engine::outcome::{RunStatus, ERRORED, PASSED};
 use testbay_engine::pack::ResourceMode;
 use testbay_engine::plan::{BusyOutcome, DutTarget, ItemState, Plan, PlanInput};
-use testbay_engine::reserve::{BookBroker, BookConfig, BrokerConfig, LiveBook};
-use testbay_engine::run::{Grant, LaunchRequest, ResourceBroker, RunError, RunManager, TaskNeeds};
-use testbay_engine::store::{SqliteStore, Store};
+use testbay_engine::reserve::{BookConfig, BrokerConfig, LiveBook};
+use testbay_engine::run::{Grant, LaunchRequest, ResourceBroker, RunError, TaskNeeds};
+use testbay_engine::store::SqliteStore;
 
-use crate::support::write;
+use crate::support::{write, write_task, Bed, T0};
 
 const LAB: &str = "name: t\nracks:\n  - {name: rack-x, slots: 4}\nduts:\n  - {name: box-1, model: BX-1, location: {rack: rack-x, slot: 3}}\nresources:\n  - {name: ir, mode: exclusive, config: {protocol: rc6}}\n  - {name: pwr, mode: exclusive, config: {outlets: 8}}\n  - {name: stream, mode: shared, capacity: 2, config: {profile: sd}}\n";
 
@@ -31,55 +31,33 @@ const KEEP_PARAMS: &str = "cp \"$TESTBAY_PARAMS\" \"$TESTBAY_ARTIFACTS/params.js
 fn write_pack(dir: &Path, pack_yaml: &str, tasks: &[(&str, &str)]) {
     write(&dir.join("pack.yaml"), pack_yaml);
     for (name, extra) in tasks {
-        write(
-            &dir.join(format!("tasks/{name}.yaml")),
-            &format!("name: {name}\nrun: [bash, {name}.sh]\nest_task_time: 1\n{extra}"),
+        write_task(
+            dir,
+            name,
+            &format!("est_task_time: 1\n{extra}"),
+            KEEP_PARAMS,
         );
-        write(&dir.join(format!("tasks/{name}.sh")), KEEP_PARAMS);
     }
 }
 
-struct Fx {
-    tmp: tempfile::TempDir,
-    data: PathBuf,
-    store: Arc<dyn Store>,
-    book: LiveBook,
-    mgr: RunManager,
+/// A bed reserving through the book of [`LAB`], on the system clock.
+fn fx() -> Bed {
+    Bed::builder().lab(LAB).build()
 }
 
-impl Fx {
-    fn new() -> Fx {
-        let tmp = tempfile::tempdir().unwrap();
-        write(&tmp.path().join("lab.yaml"), LAB);
-        let lab: Lab = lab::load(&tmp.path().join("lab.yaml")).unwrap();
-        let data = tmp.path().join("data");
-        let store = Arc::new(SqliteStore::open_in(&data).unwrap());
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let book = LiveBook::open(
-            &*store,
-            clock.clone(),
-            BookConfig::default(),
-            lab.book_resources(),
-        )
-        .unwrap();
-        let broker = BookBroker::new(book.clone(), Some(Arc::new(lab)), BrokerConfig::default());
-        let mgr = RunManager::new(store.clone(), &data, Arc::new(broker), clock);
-        Fx {
-            tmp,
-            data,
-            store,
-            book,
-            mgr,
-        }
-    }
+/// What this module asks of its bed.
+trait ResourcesBed {
+    fn req(&self, mode: ResourceMode) -> LaunchRequest;
+    async fn run(&self, req: LaunchRequest) -> String;
+    fn holdings(&self, run: &str, task: &str) -> Vec<(String, Value)>;
+    fn order(&self) -> Vec<String>;
+    fn all_given_back(&self);
+}
 
-    fn pack(&self) -> PathBuf {
-        self.tmp.path().join("pack")
-    }
-
+impl ResourcesBed for Bed {
     fn req(&self, mode: ResourceMode) -> LaunchRequest {
         LaunchRequest {
-            pack_dir: self.pack().display().to_string(),
+            pack_dir: self.pack.display().to_string(),
             duts: vec![DutTarget {
                 name: "box-1".into(),
                 model: Some("BX-1".into()),
@@ -128,8 +106,8 @@ impl Fx {
 
     /// Nothing is left booked once the runs ended.
     fn all_given_back(&self) {
-        self.book.flush();
-        let left = self.book.reservations();
+        self.book().flush();
+        let left = self.book().reservations();
         assert!(left.is_empty(), "{left:#?}");
     }
 }
@@ -154,8 +132,8 @@ const MODES_TASKS: &[(&str, &str)] = &[
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_resource_mode_reserves_as_it_says_and_tasks_see_their_reservations() {
-    let f = Fx::new();
-    write_pack(&f.pack(), MODES_PACK, MODES_TASKS);
+    let f = fx();
+    write_pack(&f.pack, MODES_PACK, MODES_TASKS);
 
     // per_task_separate: each task reserves its own set after the lane took its DUT.
     let run = f.run(f.req(ResourceMode::PerTaskSeparate)).await;
@@ -209,7 +187,7 @@ async fn each_resource_mode_reserves_as_it_says_and_tasks_see_their_reservations
         "b's pwr was booked before a started: {b:?}"
     );
     f.all_given_back();
-    f.book.shutdown();
+    f.book().shutdown();
 }
 
 const CUSTOM_PACK: &str = "name: custom\nversion: '1'\nscheduler: [python3, order.py]\ngroups:\n  g:\n    tests: [a, b, c]\n";
@@ -221,10 +199,10 @@ const ABC: &[(&str, &str)] = &[
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn custom_mode_runs_in_the_schedulers_order_with_its_base_modes_resources() {
-    let f = Fx::new();
-    write_pack(&f.pack(), CUSTOM_PACK, ABC);
+    let f = fx();
+    write_pack(&f.pack, CUSTOM_PACK, ABC);
     write(
-        &f.pack().join("order.py"),
+        &f.pack.join("order.py"),
         "import json, sys\nq = json.load(sys.stdin)\nassert q['resource_mode'] == 'custom_combine', q\nprint(json.dumps([e['id'] for e in reversed(q['queue'])]))\n",
     );
     // Without the scheduler, priorities give a, b, c.
@@ -243,15 +221,15 @@ async fn custom_mode_runs_in_the_schedulers_order_with_its_base_modes_resources(
     let stored = f.store.get_run(&run).unwrap();
     assert_eq!(stored.resource_mode, "custom_combine");
     f.all_given_back();
-    f.book.shutdown();
+    f.book().shutdown();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashing_scheduler_means_could_not_start_with_its_words() {
-    let f = Fx::new();
-    write_pack(&f.pack(), CUSTOM_PACK, ABC);
+    let f = fx();
+    write_pack(&f.pack, CUSTOM_PACK, ABC);
     write(
-        &f.pack().join("order.py"),
+        &f.pack.join("order.py"),
         "import sys\nsys.stderr.write('cannot rank: ir calendar missing\\n')\nsys.exit(4)\n",
     );
     let err = f.mgr.launch(f.req(ResourceMode::CustomAll)).unwrap_err();
@@ -269,21 +247,25 @@ async fn a_crashing_scheduler_means_could_not_start_with_its_words() {
     assert!(f.store.run_tasks(&run_id).unwrap().is_empty());
     assert!(f.order().is_empty(), "nothing ran");
     f.all_given_back();
-    f.book.shutdown();
+    f.book().shutdown();
 }
 
 // ---- the delay queue on a virtual clock: plan + BookBroker + a real SQLite book ----
 
-const T0: i64 = 1_800_000_000_000;
-
 #[test]
 fn busy_resources_go_to_the_delay_queue_and_give_up_at_their_limits() {
-    let tmp = tempfile::tempdir().unwrap();
-    write(&tmp.path().join("lab.yaml"), LAB);
-    let lab = lab::load(&tmp.path().join("lab.yaml")).unwrap();
-    let pack_dir = tmp.path().join("pack");
+    let f = Bed::builder()
+        .lab(LAB)
+        .manual_clock(T0)
+        .broker_config(BrokerConfig {
+            renew_thread: false,
+            ..BrokerConfig::default()
+        })
+        .build();
+    let (clock, book, broker) = (f.clock(), f.book(), f.broker());
+    let pack_dir = &f.pack;
     write_pack(
-        &pack_dir,
+        pack_dir,
         "name: delay\nversion: '1'\ngroups:\n  g:\n    tests: [retry, wait]\n",
         &[
             (
@@ -296,21 +278,7 @@ fn busy_resources_go_to_the_delay_queue_and_give_up_at_their_limits() {
             ),
         ],
     );
-    let pack = testbay_engine::pack::load(&pack_dir).unwrap();
-    let clock = ManualClock::new(T0);
-    let store = SqliteStore::open_in(&tmp.path().join("data")).unwrap();
-    let book = LiveBook::open(
-        &store,
-        Arc::new(clock.clone()),
-        BookConfig::default(),
-        lab.book_resources(),
-    )
-    .unwrap();
-    let cfg = BrokerConfig {
-        renew_thread: false,
-        ..BrokerConfig::default()
-    };
-    let broker = BookBroker::new(book.clone(), Some(Arc::new(lab)), cfg);
+    let pack = testbay_engine::pack::load(pack_dir).unwrap();
     let mut params = pack.def.params.clone();
     params.resource_mode = ResourceMode::PerTaskSeparate;
     let mut plan = Plan::build(PlanInput {

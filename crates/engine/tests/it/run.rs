@@ -5,58 +5,40 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
-use testbay_engine::clock::{Clock, SystemClock};
 use testbay_engine::outcome::*;
 use testbay_engine::plan::DutTarget;
 use testbay_engine::run::*;
 use testbay_engine::store::{SqliteStore, Store, StoredTaskState, TaskRecord};
 
+use crate::support::{rss_kib, write_pack, Bed};
+
 /// Appends "<task> <phase>" to runs/<id>/order.log.
 const LOG_ORDER: &str =
     "echo \"$TESTBAY_TASK $TESTBAY_PHASE\" >> \"$TESTBAY_ARTIFACTS/../../../order.log\"\n";
 
-struct Fx {
-    _tmp: tempfile::TempDir,
-    pack: PathBuf,
-    data: PathBuf,
-    mgr: RunManager,
+/// A bed granting through `broker`, its pack written (see [`write_pack`]).
+fn fx_with(pack_yaml: &str, tasks: &[(&str, &str, &str)], broker: Arc<dyn ResourceBroker>) -> Bed {
+    let f = Bed::builder().broker(broker).build();
+    write_pack(&f.pack, pack_yaml, tasks);
+    f
 }
 
-fn fx_with(pack_yaml: &str, tasks: &[(&str, &str, &str)], broker: Arc<dyn ResourceBroker>) -> Fx {
-    let tmp = tempfile::tempdir().unwrap();
-    let pack = tmp.path().join("pack");
-    let data = tmp.path().join("data");
-    write_pack(&pack, pack_yaml, tasks);
-    let store = Arc::new(SqliteStore::open_in(&data).unwrap());
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let mgr = RunManager::new(store, &data, broker, clock);
-    Fx {
-        _tmp: tmp,
-        pack,
-        data,
-        mgr,
-    }
+fn fx(pack_yaml: &str, tasks: &[(&str, &str, &str)]) -> Bed {
+    let f = Bed::new();
+    write_pack(&f.pack, pack_yaml, tasks);
+    f
 }
 
-fn fx(pack_yaml: &str, tasks: &[(&str, &str, &str)]) -> Fx {
-    fx_with(pack_yaml, tasks, Arc::new(AlwaysGrant))
+/// What this module asks of a run's bed.
+trait RunBed {
+    fn req(&self) -> LaunchRequest;
+    async fn run(&self, req: LaunchRequest) -> (String, RunStatus);
+    fn order(&self, id: &str) -> Vec<String>;
+    fn tasks(&self, id: &str) -> Vec<TaskRecord>;
+    fn result(&self, id: &str, task: &str) -> TaskRecord;
 }
 
-/// `tasks`: (name, extra task yaml, bash script body). Every phase runs the same script.
-pub fn write_pack(dir: &Path, pack_yaml: &str, tasks: &[(&str, &str, &str)]) {
-    std::fs::create_dir_all(dir.join("tasks")).unwrap();
-    std::fs::write(dir.join("pack.yaml"), pack_yaml).unwrap();
-    for (name, extra, body) in tasks {
-        std::fs::write(
-            dir.join(format!("tasks/{name}.yaml")),
-            format!("name: {name}\ndescription: test task {name}\nrun: [bash, {name}.sh]\n{extra}"),
-        )
-        .unwrap();
-        std::fs::write(dir.join(format!("tasks/{name}.sh")), body).unwrap();
-    }
-}
-
-impl Fx {
+impl RunBed for Bed {
     fn req(&self) -> LaunchRequest {
         LaunchRequest {
             pack_dir: self.pack.display().to_string(),
@@ -751,16 +733,6 @@ async fn reports_of_a_finished_run() {
         serde_json::from_str(&render(ReportFormat::Json, &run, &tasks)).unwrap();
     assert_eq!(export.run.id, id);
     assert_eq!(export.tasks, tasks);
-}
-
-fn rss_kib() -> u64 {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap();
-    s.lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .unwrap()
-        .parse()
-        .unwrap()
 }
 
 /// 200 MB of output through a whole run with a subscriber that never reads: the log is

@@ -2,14 +2,11 @@
 //! moment and applies only the events numbered after it ends with what the engine has.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
-use testbay_engine::clock::{Clock, SystemClock};
 use testbay_engine::outcome::RunStatus;
 use testbay_engine::run::*;
-use testbay_engine::store::SqliteStore;
 
-use super::run::write_pack;
+use crate::support::{write_pack, Bed};
 
 /// A task state reduced to what a screen sorts rows by.
 fn kind(s: &TaskState) -> u8 {
@@ -78,16 +75,15 @@ fn replay(from: &Seen, events: &[RunEvent]) -> (RunStatus, Vec<(u32, u8)>) {
 /// are numbered 1, 2, 3, ... without a gap, and the last view's number is the last one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn any_view_plus_the_events_after_it_is_the_final_state() {
-    let tmp = tempfile::tempdir().unwrap();
-    let pack = tmp.path().join("pack");
-    let data = tmp.path().join("data");
+    let f = Bed::new();
+    let pack = &f.pack;
     let names: Vec<String> = (0..120).map(|i| format!("t{i:03}")).collect();
     let tasks: Vec<(&str, &str, &str)> = names
         .iter()
         .map(|n| (n.as_str(), "process_safe: true\n", "echo hi\n"))
         .collect();
     write_pack(
-        &pack,
+        pack,
         &format!(
             "name: seq\nversion: '1'\nsetup: [{}]\nteardown: [{}]\nparams:\n  process_limit: 4\ngroups:\n  g:\n    tests: [{}]\n",
             names[0],
@@ -96,9 +92,7 @@ async fn any_view_plus_the_events_after_it_is_the_final_state() {
         ),
         &tasks,
     );
-    let store = Arc::new(SqliteStore::open_in(&data).unwrap());
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let mgr = RunManager::new(store, &data, Arc::new(AlwaysGrant), clock);
+    let mgr = &f.mgr;
     let mut rx = mgr.subscribe();
     let id = mgr
         .launch(LaunchRequest {

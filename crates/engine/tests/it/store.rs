@@ -8,7 +8,7 @@ use testbay_engine::store::*;
 
 use super::store_contract::{new_run, rows, Backend};
 
-const T0: i64 = 1_800_000_000_000;
+use crate::support::T0;
 
 /// SQLite stores in a data directory, for the contract suite.
 pub struct SqliteBackend;

@@ -5,7 +5,7 @@
 //! implements [`Backend`] and adds one `store_contract!` line at the end of this file.
 
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +17,8 @@ use testbay_engine::outcome::RunStatus;
 use testbay_engine::plan::DutTarget;
 use testbay_engine::reserve::{Book, Holder, Request, ReservationMode, ResourceKind, ResourceSpec};
 use testbay_engine::store::*;
+
+use crate::support::{alive, demo_lab, T0};
 
 /// How the suite gets stores of one backend.
 pub trait Backend {
@@ -57,8 +59,6 @@ macro_rules! store_contract {
         )*
     };
 }
-
-const T0: i64 = 1_800_000_000_000;
 
 pub fn new_run(id: &str, pack: &str, created: i64) -> NewRun {
     NewRun {
@@ -412,16 +412,6 @@ fn dead_pid() -> i32 {
     pid
 }
 
-fn alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => !matches!(
-            s[s.rfind(')').unwrap() + 2..].chars().next(),
-            Some('Z' | 'X')
-        ),
-        Err(_) => false,
-    }
-}
-
 /// A run left `running` by a dead console: the store names it, the leftover processes
 /// with its run id are killed (`exec::reap`), others spared; then it is interrupted,
 /// unfinished tasks Aborted, finished ones intact.
@@ -678,14 +668,10 @@ fn errored_runs_are_failed_runs(b: &impl Backend) {
     assert_eq!(by_failures.runs[0].id, "lost", "most failures first");
 }
 
-fn demo_lab_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../lab/demo-lab.yaml")
-}
-
 fn lab_is_stored(b: &impl Backend) {
     let dir = tempfile::tempdir().unwrap();
     let store = b.open(dir.path());
-    let lab = lab::load(&demo_lab_path()).unwrap();
+    let lab = lab::load(&demo_lab()).unwrap();
     store.save_lab(&lab, 42).unwrap();
     let (path, at, def) = store.stored_lab().unwrap().unwrap();
     assert_eq!((path.as_str(), at), (&*lab.file.to_string_lossy(), 42));

@@ -12,7 +12,7 @@ use testbay_engine::plan::DutTarget;
 use testbay_engine::store::sqlite::migrations;
 use testbay_engine::store::*;
 
-const T0: i64 = 1_800_000_000_000;
+use crate::support::T0;
 
 fn new_run(id: &str) -> NewRun {
     NewRun {

@@ -13,7 +13,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 use serde_json::{json, Map};
 use testbay_engine::api::{parse_request, Console, ConsolePaths, Event, LocalConsole, Response};
-use testbay_engine::clock::{Clock, ManualClock, SystemClock};
+use testbay_engine::clock::{Clock, ManualClock};
 use testbay_engine::exec::ExecLimits;
 use testbay_engine::lab::{self, Lab};
 use testbay_engine::outcome::{RunStatus, ABORTED, ERRORED, PASSED};
@@ -24,13 +24,11 @@ use testbay_engine::reserve::{
     ReservationMode,
 };
 use testbay_engine::run::{
-    Grant, LaunchRequest, ResourceBroker, RunEvent, RunManager, TaskNeeds, TaskState, Wakes,
+    Grant, LaunchRequest, ResourceBroker, RunEvent, TaskNeeds, TaskState, Wakes,
 };
 use testbay_engine::store::{reservations as db, NewRun, SqliteStore, Store};
 
-use crate::support::write;
-
-const T0: i64 = 1_800_000_000_000;
+use crate::support::{alive, write, Bed, T0};
 
 const LAB: &str = "name: t\nracks:\n  - {name: rack-x, slots: 4}\nduts:\n  - {name: box-1, model: BX-1, location: {rack: rack-x, slot: 1}}\n  - {name: box-2, model: BX-1, location: {rack: rack-x, slot: 2}}\nresources:\n  - {name: ir, mode: exclusive}\n  - {name: stream, mode: shared, capacity: 2}\n";
 
@@ -259,55 +257,32 @@ fn write_pack(root: &Path) -> PathBuf {
     dir
 }
 
-/// A run manager reserving through a book on a [`ManualClock`], in a real SQLite file.
-struct Fx {
-    _root: tempfile::TempDir,
-    clock: ManualClock,
-    store: Arc<dyn Store>,
-    book: LiveBook,
-    broker: BookBroker,
-    mgr: RunManager,
-    pack: PathBuf,
-}
-
-impl Fx {
-    fn new() -> Fx {
-        let root = tempfile::tempdir().unwrap();
-        write(&root.path().join("lab.yaml"), LAB);
-        let lab: Lab = lab::load(&root.path().join("lab.yaml")).unwrap();
-        let pack = write_pack(root.path());
-        let data = root.path().join("data");
-        let store = Arc::new(SqliteStore::open_in(&data).unwrap());
-        let clock = ManualClock::new(T0);
-        let book = LiveBook::open(
-            &*store,
-            Arc::new(clock.clone()),
-            BookConfig::default(),
-            lab.book_resources(),
-        )
-        .unwrap();
-        let cfg = BrokerConfig {
+/// A bed reserving through the book of [`LAB`] on a [`ManualClock`], its pack written
+/// (see [`write_pack`]).
+fn fx() -> Bed {
+    let f = Bed::builder()
+        .lab(LAB)
+        .manual_clock(T0)
+        .broker_config(BrokerConfig {
             renew_thread: false,
             ..BrokerConfig::default()
-        };
-        let broker = BookBroker::new(book.clone(), Some(Arc::new(lab)), cfg);
-        let mgr = RunManager::new(
-            store.clone(),
-            &data,
-            Arc::new(broker.clone()),
-            Arc::new(clock.clone()),
-        );
-        Fx {
-            _root: root,
-            clock,
-            store,
-            book,
-            broker,
-            mgr,
-            pack,
-        }
-    }
+        })
+        .build();
+    write_pack(f.root());
+    f
+}
 
+/// What this module asks of its bed.
+trait WaitersBed {
+    fn launch(&self, group: &str, duts: Vec<DutTarget>) -> String;
+    fn launch_in(&self, mode: ResourceMode, group: &str, duts: Vec<DutTarget>) -> String;
+    async fn stalled(&self, id: &str) -> String;
+    async fn ends(&self, id: &str) -> RunStatus;
+    fn results(&self, id: &str) -> Vec<(String, String, String)>;
+    fn holders(&self) -> Vec<String>;
+}
+
+impl WaitersBed for Bed {
     fn launch(&self, group: &str, duts: Vec<DutTarget>) -> String {
         self.launch_in(ResourceMode::PerTaskSeparate, group, duts)
     }
@@ -315,7 +290,7 @@ impl Fx {
     fn launch_in(&self, mode: ResourceMode, group: &str, duts: Vec<DutTarget>) -> String {
         self.mgr
             .launch(LaunchRequest {
-                pack_dir: self.pack.display().to_string(),
+                pack_dir: self.root().join("packs/p").display().to_string(),
                 groups: vec![group.into()],
                 duts,
                 resource_mode: Some(mode),
@@ -364,7 +339,7 @@ impl Fx {
     }
 
     fn holders(&self) -> Vec<String> {
-        self.book
+        self.book()
             .reservations()
             .iter()
             .map(|v| v.holder.to_string())
@@ -374,9 +349,9 @@ impl Fx {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiting_run_starts_when_the_operator_releases_the_dut() {
-    let f = Fx::new();
+    let f = fx();
     let hold = f
-        .book
+        .book()
         .hold("box-1", "carol", None, 3_600_000, false)
         .unwrap();
     let id = f.launch("quick", vec![box_1()]);
@@ -385,58 +360,63 @@ async fn a_waiting_run_starts_when_the_operator_releases_the_dut() {
     assert!(reason.contains("box-1 held by operator carol"), "{reason}");
     assert!(reason.contains("starts when they free"), "{reason}");
     assert!(reason.contains("retry in 3600s at the latest"), "{reason}");
-    assert_eq!(f.broker.waiting_items(&id), [0]);
+    assert_eq!(f.broker().waiting_items(&id), [0]);
 
-    f.book.release(hold.id).unwrap();
+    f.book().release(hold.id).unwrap();
     assert_eq!(f.ends(&id).await, RunStatus::Completed);
     assert_eq!(f.results(&id)[0].1, PASSED);
-    assert!(f.broker.waiting_items(&id).is_empty());
+    assert!(f.broker().waiting_items(&id).is_empty());
     assert!(f.holders().is_empty(), "{:?}", f.holders());
-    f.book.shutdown();
+    f.book().shutdown();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiting_run_starts_when_a_hold_ends_on_virtual_time() {
-    let f = Fx::new();
-    f.book.hold("box-1", "carol", None, 600_000, false).unwrap();
+    let f = fx();
+    f.book()
+        .hold("box-1", "carol", None, 600_000, false)
+        .unwrap();
     let id = f.launch("quick", vec![box_1()]);
     let reason = f.stalled(&id).await;
     assert!(reason.contains("retry in 600s at the latest"), "{reason}");
     // The hold's window ends; the book's service thread sweeps it within 100 ms.
-    f.clock.advance(600_000);
+    f.clock().advance(600_000);
     assert_eq!(f.ends(&id).await, RunStatus::Completed);
     assert_eq!(f.results(&id)[0].1, PASSED);
-    f.book.shutdown();
+    f.book().shutdown();
 }
 
 /// Resource mode `all`: the run books `ir` up front, for after the operator's hold. The
 /// hold is released early: the run books again from now and starts at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_that_booked_ahead_starts_early_when_the_holder_lets_go() {
-    let f = Fx::new();
-    let hold = f.book.hold("ir", "carol", None, 3_600_000, false).unwrap();
+    let f = fx();
+    let hold = f
+        .book()
+        .hold("ir", "carol", None, 3_600_000, false)
+        .unwrap();
     let id = f.launch_in(ResourceMode::All, "ir", vec![]);
     let reason = f.stalled(&id).await;
     assert!(reason.contains("retry in 3600s at the latest"), "{reason}");
     let booked: Vec<_> = f
-        .book
+        .book()
         .reservations()
         .into_iter()
         .filter(|v| v.holder.to_string().contains(&id))
         .map(|v| (v.resource.to_string(), v.start))
         .collect();
     assert_eq!(booked, [("ir".to_string(), T0 + 3_600_000)]);
-    f.book.release(hold.id).unwrap();
+    f.book().release(hold.id).unwrap();
     assert_eq!(f.ends(&id).await, RunStatus::Completed);
     assert_eq!(f.results(&id)[0].1, PASSED);
-    f.book.shutdown();
+    f.book().shutdown();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiting_run_starts_when_a_silent_holders_lease_lapses() {
-    let f = Fx::new();
+    let f = fx();
     // A holder that stopped renewing: booked for an hour, on a 30 s lease.
-    f.book.with(|b| {
+    f.book().with(|b| {
         let gone = Holder::Run {
             run_id: "r-gone".into(),
             lane: "box-1".into(),
@@ -450,10 +430,10 @@ async fn a_waiting_run_starts_when_a_silent_holders_lease_lapses() {
     let id = f.launch("quick", vec![box_1()]);
     let reason = f.stalled(&id).await;
     assert!(reason.contains("held by run r-gone/box-1"), "{reason}");
-    f.clock.advance(30_000);
+    f.clock().advance(30_000);
     assert_eq!(f.ends(&id).await, RunStatus::Completed);
     assert_eq!(f.results(&id)[0].1, PASSED);
-    f.book.shutdown();
+    f.book().shutdown();
 }
 
 /// A task with `max_resource_retry: 1` is woken when the operator's hold on `ir` ends, but
@@ -462,14 +442,17 @@ async fn a_waiting_run_starts_when_a_silent_holders_lease_lapses() {
 /// is really free.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_early_wake_that_finds_the_resource_busy_again_is_no_retry() {
-    let f = Fx::new();
+    let f = fx();
     let mut events = f.mgr.subscribe();
-    let first = f.book.hold("ir", "carol", None, 3_600_000, false).unwrap();
+    let first = f
+        .book()
+        .hold("ir", "carol", None, 3_600_000, false)
+        .unwrap();
     let id = f.launch("ir", vec![]);
     let reason = f.stalled(&id).await;
     assert!(reason.contains("operator carol"), "{reason}");
     // Released and taken again at once, under one lock: the waiter hears the release.
-    let second = f.book.with(|b| {
+    let second = f.book().with(|b| {
         b.release(first.id).unwrap();
         b.request(
             Request::new(
@@ -500,11 +483,11 @@ async fn an_early_wake_that_finds_the_resource_busy_again_is_no_retry() {
     .expect("the waiting task was woken and retried");
     assert!(woken.contains("retry in 3600s"), "{woken}");
     assert!(!f.mgr.view(&id).unwrap().status.is_finished());
-    f.book.release(second.id).unwrap();
+    f.book().release(second.id).unwrap();
     assert_eq!(f.ends(&id).await, RunStatus::Completed);
     let results = f.results(&id);
     assert_eq!(results[0].1, PASSED, "{results:?}");
-    f.book.shutdown();
+    f.book().shutdown();
 }
 
 /// Two launches through the console's API on one DUT: the second waits for the first
@@ -582,24 +565,17 @@ async fn the_second_of_two_api_launches_on_one_dut_starts_when_the_first_ends() 
 /// would go round forever). When the first hold ends, both are.
 #[test]
 fn a_retry_that_finds_the_resource_busy_wakes_nobody() {
-    let root = tempfile::tempdir().unwrap();
-    let lab = lab::parse(Path::new("lab.yaml"), LAB).unwrap();
-    let store = SqliteStore::open_in(root.path()).unwrap();
-    let clock = ManualClock::new(T0);
-    let book = LiveBook::open(
-        &store,
-        Arc::new(clock.clone()),
-        BookConfig::default(),
-        lab.book_resources(),
-    )
-    .unwrap();
-    let cfg = BrokerConfig {
-        renew_thread: false,
-        estimate_factor: 1.0,
-        margin_ms: 0,
-        ..BrokerConfig::default()
-    };
-    let broker = BookBroker::new(book.clone(), Some(Arc::new(lab)), cfg);
+    let f = Bed::builder()
+        .lab(LAB)
+        .manual_clock(T0)
+        .broker_config(BrokerConfig {
+            renew_thread: false,
+            estimate_factor: 1.0,
+            margin_ms: 0,
+            ..BrokerConfig::default()
+        })
+        .build();
+    let (clock, book, broker) = (f.clock(), f.book(), f.broker());
     let first = book.hold("ir", "carol", None, 3_600_000, false).unwrap();
     book.hold("ir", "dave", Some(T0 + 3_620_000), 3_600_000, false)
         .unwrap();
@@ -711,27 +687,20 @@ impl Drop for KillOnDrop {
     }
 }
 
-fn gone(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => matches!(
-            s[s.rfind(')').unwrap() + 2..].chars().next(),
-            Some('Z' | 'X')
-        ),
-        Err(_) => true,
-    }
-}
-
 /// The phase's process leaves its process group for one of its own, so neither the
 /// SIGTERM nor the SIGKILL to the group reaches it: after a stop at once its phase never
 /// reports back. The run still ends `stopped` once the grace is up: the task Aborted with
 /// the reason, the run's processes killed, its DUT free.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_at_once_ends_a_run_whose_phase_never_reports_back() {
-    let root = tempfile::tempdir().unwrap();
-    let root = root.path();
-    write(&root.join("lab.yaml"), LAB);
-    let lab: Lab = lab::load(&root.join("lab.yaml")).unwrap();
-    let pack = root.join("pack");
+    let limits = ExecLimits {
+        kill_grace: Duration::from_millis(200),
+        drain_timeout: Duration::from_millis(200),
+        ..ExecLimits::default()
+    };
+    let f = Bed::builder().lab(LAB).limits(limits.clone()).build();
+    let (root, pack) = (f.root(), &f.pack);
+    let (mgr, store, broker, book) = (&f.mgr, &f.store, f.broker(), f.book());
     write(
         &pack.join("pack.yaml"),
         "name: stuck\nversion: '1'\ngroups:\n  g:\n    tests: [escape]\n",
@@ -757,29 +726,6 @@ time.sleep(300)
 "#,
             dir = root.display()
         ),
-    );
-    let data = root.join("data");
-    let store = Arc::new(SqliteStore::open_in(&data).unwrap());
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let book = LiveBook::open(
-        &*store,
-        clock.clone(),
-        BookConfig::default(),
-        lab.book_resources(),
-    )
-    .unwrap();
-    let broker = BookBroker::new(book.clone(), Some(Arc::new(lab)), BrokerConfig::default());
-    let limits = ExecLimits {
-        kill_grace: Duration::from_millis(200),
-        drain_timeout: Duration::from_millis(200),
-        ..ExecLimits::default()
-    };
-    let mgr = RunManager::with_limits(
-        store.clone(),
-        &data,
-        Arc::new(broker.clone()),
-        clock,
-        limits.clone(),
     );
     let id = mgr
         .launch(LaunchRequest {
@@ -830,12 +776,12 @@ time.sleep(300)
     );
     for pid in pids {
         for _ in 0..200 {
-            if gone(pid) {
+            if !alive(pid) {
                 break;
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        assert!(gone(pid), "process {pid} of the stopped run still runs");
+        assert!(!alive(pid), "process {pid} of the stopped run still runs");
     }
     book.shutdown();
 }

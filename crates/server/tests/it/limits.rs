@@ -7,20 +7,14 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use testbay_engine::api::{ConsolePaths, LocalConsole};
 use testbay_engine::outcome::RunStatus;
 use testbay_engine::store::{NewRun, NewTaskRow, SqliteStore, Store, TaskFinish, TaskKind};
-use testbay_server::{Limits, ServeConfig, Server};
+use testbay_server::Limits;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
-struct Running {
-    addr: SocketAddr,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
-    _dir: tempfile::TempDir,
-}
+use crate::support::{Running, Serve};
 
 /// Short limits, so the tests see them act.
 fn short() -> Limits {
@@ -32,38 +26,13 @@ fn short() -> Limits {
     }
 }
 
-async fn start(limits: Limits, prepare: impl FnOnce(&Path)) -> Running {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    prepare(&data);
-    let paths = ConsolePaths {
-        data_dir: data,
-        pack_roots: vec![],
-        lab_file: None,
-    };
-    let console = LocalConsole::open(paths).unwrap().shared();
-    let server = Server::bind(
-        console,
-        ServeConfig {
-            bind: "127.0.0.1:0".parse().unwrap(),
-            ui_dir: None,
-            token: None,
-            limits,
-        },
-    )
-    .await
-    .unwrap();
-    let addr = server.local_addr();
-    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(server.run(async {
-        let _ = rx.await;
-    }));
-    Running {
-        addr,
-        stop,
-        task,
-        _dir: dir,
-    }
+/// A served console without packs; `prepare` gets its data dir before it opens.
+async fn start(limits: Limits, prepare: impl FnOnce(&Path) + 'static) -> Running {
+    Serve::new()
+        .limits(limits)
+        .prepare(move |root| prepare(&root.join("data")))
+        .start()
+        .await
 }
 
 /// Send `head` (request line and headers, without the blank line), then trickle `tail`

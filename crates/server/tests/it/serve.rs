@@ -4,75 +4,38 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use futures_util::StreamExt;
-use testbay_engine::api::{ConsolePaths, LocalConsole};
-use testbay_server::{Limits, ServeConfig, Server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-struct Running {
-    addr: SocketAddr,
-    token: Option<String>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
-    _dir: tempfile::TempDir,
-}
+use crate::support::{Running, Serve};
 
-impl Running {
-    async fn shutdown(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.task.await.unwrap().unwrap();
-    }
-}
-
+/// A served console with the pack `hello` (one task, `greet`, that writes a report).
 async fn start(bind: &str, ui: Option<&Path>) -> Running {
-    let dir = tempfile::tempdir().unwrap();
-    let packs = dir.path().join("packs/hello");
-    std::fs::create_dir_all(packs.join("tasks")).unwrap();
-    std::fs::write(
-        packs.join("pack.yaml"),
-        "name: hello\nversion: 1.0.0\ngroups:\n  smoke:\n    tests: [greet]\n",
-    )
-    .unwrap();
-    std::fs::write(
-        packs.join("tasks/greet.yaml"),
-        "name: greet\nrun: [bash, greet.sh]\nest_task_time: 1\n",
-    )
-    .unwrap();
-    std::fs::write(
-        packs.join("tasks/greet.sh"),
-        "echo hello from greet\necho 'channel 101: ok' > \"$TESTBAY_ARTIFACTS/report.txt\"\n",
-    )
-    .unwrap();
-    let paths = ConsolePaths {
-        data_dir: dir.path().join("data"),
-        pack_roots: vec![dir.path().join("packs")],
-        lab_file: None,
-    };
-    let console = LocalConsole::open(paths).unwrap().shared();
-    let server = Server::bind(
-        console,
-        ServeConfig {
-            bind: bind.parse().unwrap(),
-            ui_dir: ui.map(Path::to_path_buf),
-            token: None,
-            limits: Limits::default(),
-        },
-    )
-    .await
-    .unwrap();
-    let addr = server.local_addr();
-    let token = server.token().map(str::to_string);
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(server.run(async {
-        let _ = rx.await;
-    }));
-    Running {
-        addr,
-        token,
-        stop: Some(tx),
-        task,
-        _dir: dir,
-    }
+    Serve::new()
+        .bind(bind)
+        .ui(ui)
+        .packs()
+        .prepare(|root| {
+            let packs = root.join("packs/hello");
+            std::fs::create_dir_all(packs.join("tasks")).unwrap();
+            std::fs::write(
+                packs.join("pack.yaml"),
+                "name: hello\nversion: 1.0.0\ngroups:\n  smoke:\n    tests: [greet]\n",
+            )
+            .unwrap();
+            std::fs::write(
+                packs.join("tasks/greet.yaml"),
+                "name: greet\nrun: [bash, greet.sh]\nest_task_time: 1\n",
+            )
+            .unwrap();
+            std::fs::write(
+                packs.join("tasks/greet.sh"),
+                "echo hello from greet\necho 'channel 101: ok' > \"$TESTBAY_ARTIFACTS/report.txt\"\n",
+            )
+            .unwrap();
+        })
+        .start()
+        .await
 }
 
 struct Reply {
@@ -197,7 +160,7 @@ async fn cross_site_requests_are_refused() {
 #[tokio::test]
 async fn downloads_stay_inside_the_runs_directory() {
     let srv = start("127.0.0.1:0", None).await;
-    let data = srv._dir.path().join("data");
+    let data = srv.dir.path().join("data");
     let task = data.join("runs/r1/stb-01/boot");
     std::fs::create_dir_all(task.join("artifacts")).unwrap();
     std::fs::write(task.join("main.log"), "line one\nline two\n").unwrap();
@@ -207,10 +170,10 @@ async fn downloads_stay_inside_the_runs_directory() {
     )
     .unwrap();
     std::fs::write(data.join("testbay.db"), "SECRET-DB").unwrap();
-    std::fs::write(srv._dir.path().join("outside.txt"), "OUTSIDE-CONTENT").unwrap();
-    std::os::unix::fs::symlink(srv._dir.path().join("outside.txt"), task.join("escape.log"))
+    std::fs::write(srv.dir.path().join("outside.txt"), "OUTSIDE-CONTENT").unwrap();
+    std::os::unix::fs::symlink(srv.dir.path().join("outside.txt"), task.join("escape.log"))
         .unwrap();
-    std::os::unix::fs::symlink(srv._dir.path(), data.join("runs/r1/up")).unwrap();
+    std::os::unix::fs::symlink(srv.dir.path(), data.join("runs/r1/up")).unwrap();
     std::os::unix::fs::symlink(task.join("main.log"), task.join("inside.log")).unwrap();
 
     let log = http(

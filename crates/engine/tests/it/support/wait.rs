@@ -1,16 +1,8 @@
-//! Helpers shared by the test modules.
-
-use std::path::Path;
+//! Waiting on a console's event stream.
 
 use testbay_engine::api::Event;
 use testbay_engine::outcome::RunStatus;
 use testbay_engine::run::RunEvent;
-
-/// Write `text` to `p`, creating its parent folders.
-pub fn write(p: &Path, text: &str) {
-    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-    std::fs::write(p, text).unwrap();
-}
 
 /// Wait (30 s at most) on a console's event stream for run `run_id` to finish; its status.
 pub async fn run_end(
