@@ -382,7 +382,7 @@ impl Site<'_> {
             .iter()
             .rev()
             .find(|t| t.index < self.at().index() && self.indent(t.line) == Some(t.col))?;
-        let text = super::short(self.text_from(t.line, t.col).trim_end());
+        let text = super::tree::short(self.text_from(t.line, t.col).trim_end());
         let fix = if t.ch == '-' && !self.is_item(t) {
             "a list item needs a space after `-`"
         } else {
