@@ -107,7 +107,7 @@ fn run_book(jobs: &[Job], pre: &[(usize, i64, i64)], timed: bool) -> Figures {
     let mut book = Book::new(Arc::new(clock.clone()), specs()).unwrap();
     let names: Vec<String> = (0..RESOURCES).map(|i| format!("res-{i:05}")).collect();
     for &(r, at, dur) in pre {
-        let req = Request::new(&names[r], Holder::Operator { name: "ops".into() }, dur)
+        let req = ReservationRequest::new(&names[r], Holder::Operator { name: "ops".into() }, dur)
             .at(at)
             .auto_claim(true);
         book.request(req).unwrap();
@@ -139,7 +139,7 @@ fn book_cycles(
         };
         let pre = book
             .request(
-                Request::new(&names[j.res], h.clone(), j.dur)
+                ReservationRequest::new(&names[j.res], h.clone(), j.dur)
                     .mode(mode)
                     .lease(60_000),
             )
@@ -245,7 +245,7 @@ fn run_persisted(n: usize, jobs: &[Job]) -> (Figures, f64, usize) {
         live.with(|b| {
             let pre = b
                 .request(
-                    Request::new(&names[j.res], h.clone(), j.dur)
+                    ReservationRequest::new(&names[j.res], h.clone(), j.dur)
                         .mode(mode)
                         .lease(60_000),
                 )

@@ -138,7 +138,7 @@ impl fmt::Display for Holder {
 
 /// A reservation request (kissats `request_reservation`).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Request<'a> {
+pub struct ReservationRequest<'a> {
     pub resource: &'a str,
     /// Shared so a lane's many requests do not copy its name each time.
     pub holder: Arc<Holder>,
@@ -156,7 +156,7 @@ pub struct Request<'a> {
     pub auto_claim: bool,
 }
 
-impl<'a> Request<'a> {
+impl<'a> ReservationRequest<'a> {
     pub fn new(resource: &'a str, holder: impl Into<Arc<Holder>>, duration_ms: i64) -> Self {
         Self {
             resource,

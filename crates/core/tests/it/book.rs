@@ -55,7 +55,9 @@ fn claimed(outcome: ClaimOutcome) -> Reservation {
 fn lifecycle_request_claim_release_with_events() {
     let (_clock, mut b) = book();
     let pre = b
-        .request(Request::new("ir_blaster", op("ann"), 60_000).config(json!({"port": 2})))
+        .request(
+            ReservationRequest::new("ir_blaster", op("ann"), 60_000).config(json!({"port": 2})),
+        )
         .unwrap();
     assert_eq!(pre.available_from, T0);
     assert_eq!(pre.expires, T0 + b.config().claim_grace_ms);
@@ -83,15 +85,19 @@ fn lifecycle_request_claim_release_with_events() {
 fn busy_resource_gives_a_later_window_and_a_waiter() {
     let (clock, mut b) = book();
     let first = b
-        .request(Request::new("ir_blaster", op("ann"), 10_000))
+        .request(ReservationRequest::new("ir_blaster", op("ann"), 10_000))
         .unwrap();
     b.claim(first.id).unwrap();
     let second = b
-        .request(Request::new("ir_blaster", lane("r1", "stb-01"), 5_000))
+        .request(ReservationRequest::new(
+            "ir_blaster",
+            lane("r1", "stb-01"),
+            5_000,
+        ))
         .unwrap();
     assert_eq!(second.available_from, T0 + 10_000);
     let err = b
-        .request(Request::new("ir_blaster", op("bob"), 5_000).next_available(false))
+        .request(ReservationRequest::new("ir_blaster", op("bob"), 5_000).next_available(false))
         .unwrap_err();
     assert_eq!(
         err,
@@ -132,7 +138,7 @@ fn busy_resource_gives_a_later_window_and_a_waiter() {
 fn late_claim_keeps_full_duration_when_free_and_rebooks_when_not() {
     let (clock, mut b) = book();
     let pre = b
-        .request(Request::new("ir_blaster", op("ann"), 10_000))
+        .request(ReservationRequest::new("ir_blaster", op("ann"), 10_000))
         .unwrap();
     clock.advance(2_000);
     let r = claimed(b.claim(pre.id).unwrap());
@@ -146,10 +152,10 @@ fn late_claim_keeps_full_duration_when_free_and_rebooks_when_not() {
     // Now someone books right after the window, so a late claim cannot have it all.
     let t = clock_now(&clock);
     let a = b
-        .request(Request::new("ir_blaster", op("ann"), 10_000))
+        .request(ReservationRequest::new("ir_blaster", op("ann"), 10_000))
         .unwrap();
     let next = b
-        .request(Request::new("ir_blaster", op("bob"), 10_000).at(t + 10_000))
+        .request(ReservationRequest::new("ir_blaster", op("bob"), 10_000).at(t + 10_000))
         .unwrap();
     assert_eq!(next.available_from, t + 10_000);
     clock.advance(3_000);
@@ -175,9 +181,9 @@ fn a_claim_just_after_the_start_is_on_time() {
     let (clock, mut b) = book();
     let t = clock_now(&clock);
     let a = b
-        .request(Request::new("ir_blaster", op("ann"), 10_000))
+        .request(ReservationRequest::new("ir_blaster", op("ann"), 10_000))
         .unwrap();
-    b.request(Request::new("ir_blaster", op("bob"), 10_000).at(t + 10_000))
+    b.request(ReservationRequest::new("ir_blaster", op("bob"), 10_000).at(t + 10_000))
         .unwrap();
     clock.advance(b.config().on_time_ms);
     let r = claimed(b.claim(a.id).unwrap());
@@ -197,7 +203,7 @@ fn clock_now(c: &ManualClock) -> i64 {
 fn unclaimed_pre_reservation_expires_and_a_late_claim_rebooks() {
     let (clock, mut b) = book();
     let pre = b
-        .request(Request::new("ir_blaster", op("ann"), 10_000))
+        .request(ReservationRequest::new("ir_blaster", op("ann"), 10_000))
         .unwrap();
     clock.set(pre.expires + 1);
     assert_eq!(b.tick(), 1);
@@ -219,7 +225,7 @@ fn unclaimed_pre_reservation_expires_and_a_late_claim_rebooks() {
 fn leases_lapse_without_renewal_and_renewal_keeps_them() {
     let (clock, mut b) = book();
     let pre = b
-        .request(Request::new("ir_blaster", lane("r1", "stb-01"), 600_000).lease(30_000))
+        .request(ReservationRequest::new("ir_blaster", lane("r1", "stb-01"), 600_000).lease(30_000))
         .unwrap();
     let r = claimed(b.claim(pre.id).unwrap());
     assert_eq!(r.lease_until, T0 + 30_000);
@@ -249,7 +255,7 @@ fn leases_lapse_without_renewal_and_renewal_keeps_them() {
     );
     // Renewing a pre-reservation is an error, as is an unknown id.
     let p2 = b
-        .request(Request::new("ir_blaster", op("x"), 1000).at(clock_now(&clock) + 5000))
+        .request(ReservationRequest::new("ir_blaster", op("x"), 1000).at(clock_now(&clock) + 5000))
         .unwrap();
     assert_eq!(b.renew(p2.id), Err(BookError::NotClaimed(p2.id)));
 }
@@ -258,7 +264,7 @@ fn leases_lapse_without_renewal_and_renewal_keeps_them() {
 fn claimed_window_ends() {
     let (clock, mut b) = book();
     let pre = b
-        .request(Request::new("ir_blaster", op("ann"), 1_000))
+        .request(ReservationRequest::new("ir_blaster", op("ann"), 1_000))
         .unwrap();
     b.claim(pre.id).unwrap();
     clock.advance(1_000);
@@ -273,8 +279,10 @@ fn claimed_window_ends() {
 fn shared_capacity_is_never_exceeded_and_exclusive_takes_all_of_it() {
     let (_clock, mut b) = book();
     let s = |b: &mut Book, who: &str| {
-        b.request(Request::new("stream_server", op(who), 10_000).mode(ReservationMode::Shared))
-            .unwrap()
+        b.request(
+            ReservationRequest::new("stream_server", op(who), 10_000).mode(ReservationMode::Shared),
+        )
+        .unwrap()
     };
     let a = s(&mut b, "a");
     let c = s(&mut b, "b");
@@ -286,7 +294,10 @@ fn shared_capacity_is_never_exceeded_and_exclusive_takes_all_of_it() {
         "third shared holder waits, capacity 2"
     );
     let x = b
-        .request(Request::new("stream_server", op("x"), 5_000).mode(ReservationMode::Exclusive))
+        .request(
+            ReservationRequest::new("stream_server", op("x"), 5_000)
+                .mode(ReservationMode::Exclusive),
+        )
         .unwrap();
     assert_eq!(
         x.available_from,
@@ -298,7 +309,7 @@ fn shared_capacity_is_never_exceeded_and_exclusive_takes_all_of_it() {
     assert_eq!(e.available_from, T0);
     // Shared mode on an exclusive resource is refused.
     assert!(matches!(
-        b.request(Request::new("ir_blaster", op("x"), 5).mode(ReservationMode::Shared)),
+        b.request(ReservationRequest::new("ir_blaster", op("x"), 5).mode(ReservationMode::Shared)),
         Err(BookError::ModeMismatch { .. })
     ));
 }
@@ -306,9 +317,9 @@ fn shared_capacity_is_never_exceeded_and_exclusive_takes_all_of_it() {
 #[test]
 fn next_window_and_availability_find_gaps() {
     let (_clock, mut b) = book();
-    b.request(Request::new("ir_blaster", op("a"), 10_000))
+    b.request(ReservationRequest::new("ir_blaster", op("a"), 10_000))
         .unwrap();
-    b.request(Request::new("ir_blaster", op("b"), 10_000).at(T0 + 15_000))
+    b.request(ReservationRequest::new("ir_blaster", op("b"), 10_000).at(T0 + 15_000))
         .unwrap();
     let w = b
         .next_window("ir_blaster", T0, 5_000, ReservationMode::Exclusive)
@@ -334,7 +345,7 @@ fn next_window_and_availability_find_gaps() {
         Err(BookError::UnknownResource { suggestion: Some(s), .. }) if s == "ir_blaster"
     ));
     assert_eq!(
-        b.request(Request::new("ir_blaster", op("a"), 0)),
+        b.request(ReservationRequest::new("ir_blaster", op("a"), 0)),
         Err(BookError::InvalidDuration(0))
     );
 }
@@ -343,10 +354,10 @@ fn next_window_and_availability_find_gaps() {
 fn extend_moves_the_end_only_into_free_time() {
     let (_clock, mut b) = book();
     let a = b
-        .request(Request::new("ir_blaster", op("a"), 10_000))
+        .request(ReservationRequest::new("ir_blaster", op("a"), 10_000))
         .unwrap();
     b.claim(a.id).unwrap();
-    b.request(Request::new("ir_blaster", op("b"), 10_000).at(T0 + 20_000))
+    b.request(ReservationRequest::new("ir_blaster", op("b"), 10_000).at(T0 + 20_000))
         .unwrap();
     assert_eq!(
         b.extend(a.id, T0 + 20_000).unwrap().expire_time,
@@ -363,7 +374,7 @@ fn operator_hold_in_the_future_claims_itself_when_its_window_starts() {
     let (clock, mut b) = book();
     let pre = b
         .request(
-            Request::new("ir_blaster", op("ann"), 60_000)
+            ReservationRequest::new("ir_blaster", op("ann"), 60_000)
                 .at(T0 + 30_000)
                 .auto_claim(true),
         )
@@ -384,7 +395,7 @@ fn operator_hold_in_the_future_claims_itself_when_its_window_starts() {
 fn waiting_operator_holds_move_up_when_the_resource_frees() {
     let (clock, mut b) = book();
     let hold = |b: &mut Book, who: &str, at: Option<i64>, dur: i64| {
-        let mut r = Request::new("ir_blaster", op(who), dur).auto_claim(true);
+        let mut r = ReservationRequest::new("ir_blaster", op(who), dur).auto_claim(true);
         r.time_needed = at;
         b.request(r).unwrap()
     };
@@ -432,10 +443,12 @@ fn waiting_operator_holds_move_up_when_the_resource_frees() {
 fn a_waiting_hold_moves_up_when_a_lease_lapses() {
     let (clock, mut b) = book();
     let run = b
-        .request(Request::new("ir_blaster", lane("r1", "stb-01"), 3_600_000).lease(30_000))
+        .request(
+            ReservationRequest::new("ir_blaster", lane("r1", "stb-01"), 3_600_000).lease(30_000),
+        )
         .unwrap();
     b.claim(run.id).unwrap();
-    let mut r = Request::new("ir_blaster", op("ann"), 60_000).auto_claim(true);
+    let mut r = ReservationRequest::new("ir_blaster", op("ann"), 60_000).auto_claim(true);
     r.time_needed = None;
     let ann = b.request(r).unwrap();
     assert_eq!(ann.available_from, T0 + 3_600_000);
@@ -452,11 +465,13 @@ fn a_waiting_hold_moves_up_when_a_lease_lapses() {
 fn restore_keeps_live_drops_expired_and_lab_changes() {
     let (clock, mut b) = book();
     let live = b
-        .request(Request::new("ir_blaster", op("a"), 600_000))
+        .request(ReservationRequest::new("ir_blaster", op("a"), 600_000))
         .unwrap();
     b.claim(live.id).unwrap();
     let short = b
-        .request(Request::new("stream_server", op("b"), 1_000).mode(ReservationMode::Shared))
+        .request(
+            ReservationRequest::new("stream_server", op("b"), 1_000).mode(ReservationMode::Shared),
+        )
         .unwrap();
     b.claim(short.id).unwrap();
     let saved = b.reservations();
@@ -470,7 +485,7 @@ fn restore_keeps_live_drops_expired_and_lab_changes() {
     assert_eq!(ev[0].seq, next_seq);
     assert_eq!(ev[0].reason, Some(EndReason::WindowEnded));
     let fresh = b2
-        .request(Request::new("stream_server", op("c"), 1))
+        .request(ReservationRequest::new("stream_server", op("c"), 1))
         .unwrap();
     assert!(fresh.id.0 >= next_id);
     // A lab without ir_blaster: the reservation cannot come back.
@@ -506,8 +521,12 @@ fn bad_resource_lists_are_refused() {
 #[test]
 fn events_serialize_with_string_ids() {
     let (_clock, mut b) = book();
-    b.request(Request::new("ir_blaster", lane("r1", "stb-01"), 10))
-        .unwrap();
+    b.request(ReservationRequest::new(
+        "ir_blaster",
+        lane("r1", "stb-01"),
+        10,
+    ))
+    .unwrap();
     let ev = &b.drain_events()[0];
     let v = serde_json::to_value(ev).unwrap();
     assert_eq!(v["reservation"]["id"], json!("1"));
@@ -750,7 +769,7 @@ fn run_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 } else {
                     ReservationMode::Exclusive
                 };
-                let mut req = Request::new(NAMES[res], op("p"), dur)
+                let mut req = ReservationRequest::new(NAMES[res], op("p"), dur)
                     .at(now + offset)
                     .next_available(next)
                     .mode(mode);
@@ -1015,7 +1034,7 @@ fn run_hold_ops(ops: Vec<HoldOp>) -> Result<(), TestCaseError> {
                     ReservationMode::Exclusive
                 };
                 book.request(
-                    Request::new(NAMES[res], op("o"), dur)
+                    ReservationRequest::new(NAMES[res], op("o"), dur)
                         .at(now + offset)
                         .mode(mode)
                         .auto_claim(true),
@@ -1023,7 +1042,7 @@ fn run_hold_ops(ops: Vec<HoldOp>) -> Result<(), TestCaseError> {
                 .unwrap();
             }
             HoldOp::Request { res, dur, lease } => {
-                let mut r = Request::new(NAMES[res], op("p"), dur);
+                let mut r = ReservationRequest::new(NAMES[res], op("p"), dur);
                 r.lease_ms = lease;
                 book.request(r).unwrap();
             }

@@ -5,7 +5,7 @@
 use std::sync::MutexGuard;
 
 use super::error::{book_error, bound_error};
-use super::lab::{self, LabView, Reservations};
+use super::lab_view::{self, LabView, Reservations};
 use super::{ApiError, ErrorCode, LocalConsole, Response};
 use crate::bounds;
 use crate::clock::EpochMs;
@@ -95,7 +95,7 @@ impl LocalConsole {
                 let list = c
                     .reservations()
                     .map_err(|e| ApiError::internal(e.to_string()))?;
-                Ok(lab::holds_from_list(self.lab()?, list))
+                Ok(lab_view::holds_from_list(self.lab()?, list))
             }
         }
     }
@@ -142,7 +142,7 @@ impl LocalConsole {
                 } else {
                     Vec::new()
                 };
-                Ok(lab::lab_view(l, &holds, self.book_note.clone()))
+                Ok(lab_view::lab_view(l, &holds, self.book_note.clone()))
             }
             None => Ok(LabView {
                 file: self
@@ -181,7 +181,7 @@ impl LocalConsole {
             })
             .filter(|d| {
                 pack.as_ref()
-                    .is_none_or(|p| lab::dut_valid_for(p, d, ats.as_deref()))
+                    .is_none_or(|p| lab_view::dut_valid_for(p, d, ats.as_deref()))
             })
             .cloned()
             .collect();

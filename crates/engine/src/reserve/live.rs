@@ -284,7 +284,7 @@ impl LiveBook {
         self.inner.events.subscribe()
     }
 
-    pub fn request(&self, req: Request<'_>) -> Result<PreReservation, BookError> {
+    pub fn request(&self, req: ReservationRequest<'_>) -> Result<PreReservation, BookError> {
         self.with(|b| b.request(req))
     }
     pub fn claim(&self, id: ResId) -> Result<ClaimOutcome, BookError> {
@@ -393,7 +393,7 @@ fn hold(
     duration_ms: i64,
     next_available: bool,
 ) -> Result<ReservationView, BookError> {
-    let mut req = Request::new(
+    let mut req = ReservationRequest::new(
         resource,
         Holder::Operator {
             name: by.to_string(),

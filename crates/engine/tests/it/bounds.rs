@@ -12,8 +12,8 @@ use testbay_engine::exec::{run_phase, ExecLimits, PhaseCommand, ProtocolEnv};
 use testbay_engine::outcome::{Phase, RunStatus, PASSED};
 use testbay_engine::pack::{ResourceMode, TaskDef};
 use testbay_engine::reserve::{
-    Book, BookBroker, BookConfig, BookError, BrokerConfig, Holder, LiveBook, Request, ResourceKind,
-    ResourceSpec,
+    Book, BookBroker, BookConfig, BookError, BrokerConfig, Holder, LiveBook, ReservationRequest,
+    ResourceKind, ResourceSpec,
 };
 use testbay_engine::run::{Grant, LaunchRequest, ResourceBroker, TaskNeeds, FINISHED_ITEMS_KEPT};
 use testbay_engine::store::SqliteStore;
@@ -47,7 +47,7 @@ fn the_book_refuses_windows_past_the_end_of_time_instead_of_panicking() {
     let mut b = Book::new(Arc::new(clock.clone()), specs()).unwrap();
     // A hold from i64::MAX panicked in the interval index.
     for next_available in [false, true] {
-        let mut req = Request::new("ir", op(), 60_000).next_available(next_available);
+        let mut req = ReservationRequest::new("ir", op(), 60_000).next_available(next_available);
         req.time_needed = Some(i64::MAX);
         assert_eq!(
             b.request(req),
@@ -58,7 +58,7 @@ fn the_book_refuses_windows_past_the_end_of_time_instead_of_panicking() {
         );
     }
     assert!(matches!(
-        b.request(Request::new("ir", op(), i64::MAX)),
+        b.request(ReservationRequest::new("ir", op(), i64::MAX)),
         Err(BookError::OutOfRange { .. })
     ));
     assert!(b.reservations().is_empty(), "nothing was booked");
@@ -71,9 +71,13 @@ fn the_book_refuses_windows_past_the_end_of_time_instead_of_panicking() {
     assert_eq!((w.start, w.end), (T0, i64::MAX));
     // A shared resource of the largest capacity: two whole-capacity holders do not
     // overflow its usage count, the second waits for the first.
-    let first = b.request(Request::new("huge_pool", op(), 1_000)).unwrap();
+    let first = b
+        .request(ReservationRequest::new("huge_pool", op(), 1_000))
+        .unwrap();
     assert_eq!(first.available_from, T0);
-    let second = b.request(Request::new("huge_pool", op(), 1_000)).unwrap();
+    let second = b
+        .request(ReservationRequest::new("huge_pool", op(), 1_000))
+        .unwrap();
     assert_eq!(second.available_from, T0 + 1_000);
 }
 

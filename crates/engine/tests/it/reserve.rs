@@ -67,20 +67,21 @@ mod persisted {
         {
             let live = open(dir.path(), &clock);
             long = live
-                .request(Request::new("ir_blaster", op("ann"), 3_600_000))
+                .request(ReservationRequest::new("ir_blaster", op("ann"), 3_600_000))
                 .unwrap()
                 .id;
             live.claim(long).unwrap();
             short = live
                 .request(
-                    Request::new("stream_server", op("bob"), 1_000).mode(ReservationMode::Shared),
+                    ReservationRequest::new("stream_server", op("bob"), 1_000)
+                        .mode(ReservationMode::Shared),
                 )
                 .unwrap()
                 .id;
             live.claim(short).unwrap();
             leased = live
                 .request(
-                    Request::new("stream_server", lane("r1", "stb-01"), 3_600_000)
+                    ReservationRequest::new("stream_server", lane("r1", "stb-01"), 3_600_000)
                         .mode(ReservationMode::Shared)
                         .lease(30_000),
                 )
@@ -95,7 +96,7 @@ mod persisted {
         let ids: Vec<_> = live.reservations().iter().map(|v| v.id).collect();
         assert_eq!(ids, vec![long]);
         let next = live
-            .request(Request::new("stream_server", op("c"), 10))
+            .request(ReservationRequest::new("stream_server", op("c"), 10))
             .unwrap();
         assert!(next.id.0 > leased.0, "ids continue after a restart");
         live.flush();

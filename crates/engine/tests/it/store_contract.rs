@@ -15,7 +15,9 @@ use testbay_engine::exec::reap::kill_run_leftovers;
 use testbay_engine::lab;
 use testbay_engine::outcome::RunStatus;
 use testbay_engine::plan::DutTarget;
-use testbay_engine::reserve::{Book, Holder, Request, ReservationMode, ResourceKind, ResourceSpec};
+use testbay_engine::reserve::{
+    Book, Holder, ReservationMode, ReservationRequest, ResourceKind, ResourceSpec,
+};
 use testbay_engine::store::*;
 
 use crate::support::{alive, demo_lab, T0};
@@ -708,13 +710,18 @@ fn book_events_live_reservations_and_history_persist(b: &impl Backend) {
     let clock = ManualClock::new(T0);
     let mut book = Book::new(Arc::new(clock.clone()), book_resources()).unwrap();
     let long = book
-        .request(Request::new("ir_blaster", operator("ann"), 3_600_000))
+        .request(ReservationRequest::new(
+            "ir_blaster",
+            operator("ann"),
+            3_600_000,
+        ))
         .unwrap()
         .id;
     book.claim(long).unwrap();
     let short = book
         .request(
-            Request::new("stream_server", operator("bob"), 1_000).mode(ReservationMode::Shared),
+            ReservationRequest::new("stream_server", operator("bob"), 1_000)
+                .mode(ReservationMode::Shared),
         )
         .unwrap()
         .id;
@@ -750,7 +757,11 @@ fn book_events_live_reservations_and_history_persist(b: &impl Backend) {
 
     // A reservation that lives is restored with the ids and numbers that follow.
     let kept = book
-        .request(Request::new("ir_blaster", operator("cy"), 3_600_000))
+        .request(ReservationRequest::new(
+            "ir_blaster",
+            operator("cy"),
+            3_600_000,
+        ))
         .unwrap()
         .id;
     books.write_events(&book.drain_events()).unwrap();

@@ -20,8 +20,8 @@ use testbay_engine::outcome::{RunStatus, ABORTED, ERRORED, PASSED};
 use testbay_engine::pack::ResourceMode;
 use testbay_engine::plan::{BusyOutcome, DutTarget, ItemState, Plan, PlanInput};
 use testbay_engine::reserve::{
-    BookBroker, BookConfig, BrokerConfig, Holder, LiveBook, LiveError, Request, ResId,
-    ReservationMode,
+    BookBroker, BookConfig, BrokerConfig, Holder, LiveBook, LiveError, ResId, ReservationMode,
+    ReservationRequest,
 };
 use testbay_engine::run::{
     Grant, LaunchRequest, ResourceBroker, RunEvent, TaskNeeds, TaskState, Wakes,
@@ -147,7 +147,7 @@ fn the_next_owner_of_the_book_gives_back_what_ended_runs_hold() {
     let ghost = book
         .with(|b| {
             let pre = b.request(
-                Request::new(
+                ReservationRequest::new(
                     "ir",
                     Holder::Run {
                         run_id: "r-ghost".into(),
@@ -164,7 +164,7 @@ fn the_next_owner_of_the_book_gives_back_what_ended_runs_hold() {
     let orphan = book
         .with(|b| {
             let pre = b.request(
-                Request::new(
+                ReservationRequest::new(
                     "stream",
                     Holder::Run {
                         run_id: "r-orphan".into(),
@@ -423,7 +423,7 @@ async fn a_waiting_run_starts_when_a_silent_holders_lease_lapses() {
             task: None,
         };
         let pre = b
-            .request(Request::new("box-1", gone, 3_600_000).lease(30_000))
+            .request(ReservationRequest::new("box-1", gone, 3_600_000).lease(30_000))
             .unwrap();
         b.claim(pre.id).unwrap();
     });
@@ -455,7 +455,7 @@ async fn an_early_wake_that_finds_the_resource_busy_again_is_no_retry() {
     let second = f.book().with(|b| {
         b.release(first.id).unwrap();
         b.request(
-            Request::new(
+            ReservationRequest::new(
                 "ir",
                 Holder::Operator {
                     name: "dave".into(),

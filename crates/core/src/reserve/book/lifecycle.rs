@@ -65,7 +65,7 @@ impl Book {
 
     /// kissats `request_reservation`: a pre-reservation for the earliest window at or after
     /// `time_needed` (or exactly then, with `next_available == false`).
-    pub fn request(&mut self, req: Request<'_>) -> Result<PreReservation, BookError> {
+    pub fn request(&mut self, req: ReservationRequest<'_>) -> Result<PreReservation, BookError> {
         let now = self.now();
         self.sweep(now);
         if req.duration_ms <= 0 {

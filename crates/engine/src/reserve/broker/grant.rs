@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use super::take::{busy_reason, claim_now, holder, release_quietly, take_now, Busy};
 use super::{base_mode, wanted, BookBroker, Booked, Held, LaneState, RunState};
 use crate::pack::ResourceMode;
-use crate::reserve::{BookError, Request, ResId, ReservationMode, ResourceKind};
+use crate::reserve::{BookError, ResId, ReservationMode, ReservationRequest, ResourceKind};
 use crate::run::{Grant, Holding, ResourceBroker, TaskNeeds, Wakes};
 
 impl ResourceBroker for BookBroker {
@@ -69,7 +69,7 @@ impl ResourceBroker for BookBroker {
                         let config = t.configs.get(&r).cloned().unwrap_or(Value::Null);
                         let pre = b
                             .request(
-                                Request::new(&r, holder(run_id, t.lane, None), dur)
+                                ReservationRequest::new(&r, holder(run_id, t.lane, None), dur)
                                     .mode(mode)
                                     .config(config)
                                     .lease(cfg.lease_ms),
@@ -212,7 +212,7 @@ impl ResourceBroker for BookBroker {
                                 };
                                 let pre = b
                                     .request(
-                                        Request::new(
+                                        ReservationRequest::new(
                                             r,
                                             holder(needs.run_id, needs.lane, None),
                                             dur,
@@ -266,7 +266,7 @@ impl ResourceBroker for BookBroker {
                                     };
                                     let pre = b
                                         .request(
-                                            Request::new(
+                                            ReservationRequest::new(
                                                 r,
                                                 holder(needs.run_id, needs.lane, None),
                                                 dur,

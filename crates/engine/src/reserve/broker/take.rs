@@ -7,8 +7,8 @@ use serde_json::Value;
 use super::Held;
 use crate::clock::EpochMs;
 use crate::reserve::{
-    fmt_ms_short, Book, BookError, ClaimOutcome, Holder, Request, ResId, ReservationMode,
-    ReservationStatus,
+    fmt_ms_short, Book, BookError, ClaimOutcome, Holder, ResId, ReservationMode,
+    ReservationRequest, ReservationStatus,
 };
 
 pub(super) fn holder(run_id: &str, lane: &str, task: Option<&str>) -> Holder {
@@ -42,7 +42,7 @@ pub(super) fn busy_reason(b: &mut Book, resource: &str) -> String {
     }
 }
 
-/// Request and, if its window starts now, claim. `Err((until, reason, probe))` when busy:
+/// ReservationRequest and, if its window starts now, claim. `Err((until, reason, probe))` when busy:
 /// `probe` is the request it made to learn `until`, released again.
 pub(super) fn take_now(
     b: &mut Book,
@@ -59,7 +59,7 @@ pub(super) fn take_now(
         ReservationMode::Shared
     };
     let pre = b.request(
-        Request::new(resource, who, dur)
+        ReservationRequest::new(resource, who, dur)
             .mode(mode)
             .config(config)
             .lease(lease),
