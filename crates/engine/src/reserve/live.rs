@@ -109,7 +109,10 @@ struct Inner {
     to_writer: Mutex<mpsc::Sender<WriterMsg>>,
     events: broadcast::Sender<BookEvent>,
     db_path: PathBuf,
-    _lock: File,
+    /// The book lock, held while this process owns the book; closing it releases the book
+    /// to the next process. `shutdown` closes it, so ownership ends when `shutdown`
+    /// returns, not when the last clone of the handle (a listener's, a thread's) goes.
+    lock: Mutex<Option<File>>,
 }
 
 /// The owning process's handle on the book. Cheap to clone.
@@ -239,7 +242,7 @@ impl LiveBook {
             to_writer: Mutex::new(tx),
             events,
             db_path: db_path.to_path_buf(),
-            _lock: lock,
+            lock: Mutex::new(Some(lock)),
         });
         // Events from the restore (expired while down, given back) go out like any others.
         {
@@ -358,6 +361,13 @@ impl LiveBook {
         {
             let _ = h.join();
         }
+        drop(
+            self.inner
+                .lock
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(),
+        );
     }
 
     pub fn db_path(&self) -> &Path {

@@ -112,6 +112,12 @@ impl Driver {
         let mut give_up_at: Option<tokio::time::Instant> = None;
         let mut gave_up = 0usize;
         loop {
+            // A stop the select below has not taken yet is applied before anything else:
+            // its occurrences may already have ended because of it (they watch the stop
+            // too), and a run they finish must still end `stopped`, its pending tasks
+            // Aborted by the stop rather than settled as if nothing happened.
+            let pending = *self.stop.borrow();
+            self.apply_stop(pending, &mut stop_level, &mut give_up_at);
             let stopping = stop_level == Some(StopLevel::AtOnce);
             if !stopping {
                 // After a graceful stop, this starts the teardowns still due.
@@ -176,6 +182,11 @@ impl Driver {
                 d = done_rx.recv() => {
                     let Some(d) = d else { break };
                     running -= 1;
+                    // An occurrence ended by a stop reaches here before the stop may
+                    // have: take the stop first, so what has not started is Aborted by it
+                    // rather than Skipped as after a failure.
+                    let pending = *self.stop.borrow();
+                    self.apply_stop(pending, &mut stop_level, &mut give_up_at);
                     self.item_done(d);
                 }
                 _ = sleep => {}
@@ -196,20 +207,8 @@ impl Driver {
                 }
                 _ = progress.due(), if progress.held_back() => {}
                 level = stop_rx.wait_for(|v| *v > stop_level), if !stopping => {
-                    stop_level = level.map(|l| *l).unwrap_or(Some(StopLevel::AtOnce));
-                    if stop_level == Some(StopLevel::AtOnce) {
-                        tracing::info!(run_id = %run_id, "stopping run at once");
-                        self.lock().plan.abort_pending("run stopped at once by the operator");
-                        give_up_at = Some(
-                            tokio::time::Instant::now() + stop_grace(&self.inner.limits),
-                        );
-                    } else {
-                        tracing::info!(run_id = %run_id, "stopping run; teardowns still run");
-                        self.lock().plan.stop("run stopped by the operator");
-                        if self.lock().status == RunStatus::Stalled {
-                            self.set_status(RunStatus::Running, None);
-                        }
-                    }
+                    let level = level.map(|l| *l).unwrap_or(Some(StopLevel::AtOnce));
+                    self.apply_stop(level, &mut stop_level, &mut give_up_at);
                 }
             }
         }
@@ -537,6 +536,35 @@ impl Driver {
     /// left its process group escaped the group's SIGKILL). A direct child killed so stays
     /// a zombie until the console exits: its task, which would have reaped it, is gone.
     /// Returns how many occurrences were given up on.
+    /// Take the operator's stop `level` if it goes further than `stop_level`: a graceful
+    /// stop aborts what has not started but lets teardowns run; a stop at once aborts
+    /// everything pending and sets the time to give up on phases that do not report back.
+    fn apply_stop(
+        &self,
+        level: Option<StopLevel>,
+        stop_level: &mut Option<StopLevel>,
+        give_up_at: &mut Option<tokio::time::Instant>,
+    ) {
+        if level <= *stop_level {
+            return;
+        }
+        *stop_level = level;
+        let run_id = &self.ctx.run_id;
+        if level == Some(StopLevel::AtOnce) {
+            tracing::info!(run_id = %run_id, "stopping run at once");
+            self.lock()
+                .plan
+                .abort_pending("run stopped at once by the operator");
+            *give_up_at = Some(tokio::time::Instant::now() + stop_grace(&self.inner.limits));
+        } else {
+            tracing::info!(run_id = %run_id, "stopping run; teardowns still run");
+            self.lock().plan.stop("run stopped by the operator");
+            if self.lock().status == RunStatus::Stalled {
+                self.set_status(RunStatus::Running, None);
+            }
+        }
+    }
+
     fn give_up_stuck(&mut self, running: &mut usize) -> usize {
         let grace = stop_grace(&self.inner.limits);
         let message = format!(

@@ -177,7 +177,14 @@ async fn a_large_run_is_forgotten_when_it_ends_and_a_small_one_stays_viewable() 
     assert!(mgr.view(&large).is_some(), "a running run is viewable");
     mgr.stop(&large).unwrap();
     let _ = mgr.stop(&large);
+    // Stopped, even when its occurrence, which watches the stop too, ends before the
+    // driver takes the stop (it then ended `completed`, the rest Skipped as after a failure).
     assert_eq!(mgr.wait(&large).await.unwrap(), RunStatus::Stopped);
+    let counts = store.get_run(&large).unwrap().counts;
+    assert!(
+        !counts.by_result.contains_key("Skipped"),
+        "what had not started was aborted by the stop: {counts:?}"
+    );
     // Forgotten as it ends (the driver forgets just after announcing the end).
     for _ in 0..100 {
         if mgr.view(&large).is_none() {

@@ -786,7 +786,15 @@ async fn second_stop_ends_teardowns_at_once() {
         }
         panic!("{} never appeared", p.display());
     };
-    wait_for(runs.join("phases.log")).await;
+    // The main phase has written its line (the file alone may exist before: `>>` makes it
+    // before `echo` writes, and a stop in between leaves it empty).
+    let phases_log = runs.join("phases.log");
+    for _ in 0..1000 {
+        if std::fs::read_to_string(&phases_log).is_ok_and(|t| t.contains("main\n")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     f.mgr.stop(&id).unwrap();
     wait_for(runs.join("cleanup-started")).await;
     assert_eq!(f.mgr.view(&id).unwrap().status, RunStatus::Running);
