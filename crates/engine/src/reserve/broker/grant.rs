@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use super::take::{busy_reason, claim_now, holder, release_quietly, take_now, Busy};
 use super::{base_mode, wanted, BookBroker, Booked, Held, LaneState, RunState};
 use crate::pack::ResourceMode;
-use crate::reserve::{BookError, ResId, ReservationMode, ReservationRequest, ResourceKind};
+use crate::reserve::{Book, BookError, ResId, ReservationMode, ReservationRequest, ResourceKind};
 use crate::run::{Grant, Holding, ResourceBroker, TaskNeeds, Wakes};
 
 impl ResourceBroker for BookBroker {
@@ -188,6 +188,27 @@ impl ResourceBroker for BookBroker {
                 let mut got: Vec<Held> = Vec::new();
                 let mut fresh: Vec<ResId> = Vec::new();
                 let mut busy: Option<Busy> = None;
+                // A resource the lane holds across tasks is booked for the lane's whole
+                // estimate in mode `all`, for the task's otherwise.
+                let pooled_ms = if mode == ResourceMode::All {
+                    lane_ms
+                } else {
+                    task_ms
+                };
+                // Book a pooled resource again for this lane, from now.
+                let book_pooled = |b: &mut Book, r: &str, exclusive: bool, config, dur| {
+                    let m = if exclusive {
+                        ReservationMode::Exclusive
+                    } else {
+                        ReservationMode::Shared
+                    };
+                    b.request(
+                        ReservationRequest::new(r, holder(needs.run_id, needs.lane, None), dur)
+                            .mode(m)
+                            .config(config)
+                            .lease(cfg.lease_ms),
+                    )
+                };
                 for (r, exclusive) in &want {
                     let config = needs.configs.get(r).cloned().unwrap_or(Value::Null);
                     let pooled = matches!(mode, ResourceMode::All | ResourceMode::PerTaskCombine);
@@ -200,27 +221,7 @@ impl ResourceBroker for BookBroker {
                                 // later than the old one, and is claimed if it starts now.
                                 release_quietly(b, id);
                                 quiet.push(id);
-                                let dur = if mode == ResourceMode::All {
-                                    lane_ms
-                                } else {
-                                    task_ms
-                                };
-                                let m = if *exclusive {
-                                    ReservationMode::Exclusive
-                                } else {
-                                    ReservationMode::Shared
-                                };
-                                let pre = b
-                                    .request(
-                                        ReservationRequest::new(
-                                            r,
-                                            holder(needs.run_id, needs.lane, None),
-                                            dur,
-                                        )
-                                        .mode(m)
-                                        .config(config)
-                                        .lease(cfg.lease_ms),
-                                    )
+                                let pre = book_pooled(b, r, *exclusive, config, pooled_ms)
                                     .map_err(|e| e.to_string())?;
                                 let claimed = if pre.available_from <= now {
                                     claim_now(b, pre.id, r, *exclusive)
@@ -254,27 +255,7 @@ impl ResourceBroker for BookBroker {
                                 }
                                 Err(BookError::UnknownId(_)) => {
                                     // Lapsed long ago and forgotten: book again.
-                                    let dur = if mode == ResourceMode::All {
-                                        lane_ms
-                                    } else {
-                                        task_ms
-                                    };
-                                    let m = if *exclusive {
-                                        ReservationMode::Exclusive
-                                    } else {
-                                        ReservationMode::Shared
-                                    };
-                                    let pre = b
-                                        .request(
-                                            ReservationRequest::new(
-                                                r,
-                                                holder(needs.run_id, needs.lane, None),
-                                                dur,
-                                            )
-                                            .mode(m)
-                                            .config(config)
-                                            .lease(cfg.lease_ms),
-                                        )
+                                    let pre = book_pooled(b, r, *exclusive, config, pooled_ms)
                                         .map_err(|e| e.to_string())?;
                                     lane.pooled.insert(
                                         r.clone(),
@@ -290,14 +271,7 @@ impl ResourceBroker for BookBroker {
                         }
                         (_, _) => {
                             let (who, dur) = if pooled {
-                                (
-                                    holder(needs.run_id, needs.lane, None),
-                                    if mode == ResourceMode::All {
-                                        lane_ms
-                                    } else {
-                                        task_ms
-                                    },
-                                )
+                                (holder(needs.run_id, needs.lane, None), pooled_ms)
                             } else {
                                 (holder(needs.run_id, needs.lane, Some(needs.task)), task_ms)
                             };
