@@ -93,12 +93,14 @@ fn a_disk_that_fills_mid_run_makes_the_run_errored_and_the_exit_nonzero() {
         "{stdout}"
     );
     assert!(!stdout.contains("completed"), "{stdout}");
-    assert!(
-        stdout.contains("could not be stored") && stdout.contains("No space left on device"),
-        "{stdout}"
-    );
-    // The summary shows the results the store lacks, marked as such.
-    assert!(stdout.contains("(not stored)"), "{stdout}");
+    assert!(stdout.contains("No space left on device"), "{stdout}");
+    // Whether the first result's store write meets the full disk depends on SQLite: a write
+    // into WAL pages it already holds needs no new block. When it does fail, the summary
+    // says so and shows the results the store lacks, marked as such.
+    let store_failed = stdout.contains("could not be stored");
+    if store_failed {
+        assert!(stdout.contains("(not stored)"), "{stdout}");
+    }
 
     // The store says it too, once the disk has room again.
     let page: Value = serde_json::from_str(&read("results.json"))
@@ -106,10 +108,8 @@ fn a_disk_that_fills_mid_run_makes_the_run_errored_and_the_exit_nonzero() {
     let run = &page["runs"][0];
     assert_eq!(run["status"], "errored", "{run}");
     let reason = run["reason"].as_str().unwrap_or_default();
-    assert!(
-        reason.contains("could not be stored") && reason.contains("could not be prepared"),
-        "{reason}"
-    );
+    assert!(reason.contains("could not be prepared"), "{reason}");
+    assert_eq!(reason.contains("could not be stored"), store_failed, "{reason}");
     let tree: Value = serde_json::from_str(&read("run.json")).unwrap();
     let result_of = |task: &str| {
         tree["tasks"]
