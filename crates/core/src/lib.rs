@@ -11,6 +11,7 @@ pub mod clock;
 pub mod diag;
 pub mod doc;
 pub mod lab;
+pub mod measure;
 pub mod model;
 pub mod outcome;
 pub mod pack;

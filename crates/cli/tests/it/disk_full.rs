@@ -109,7 +109,11 @@ fn a_disk_that_fills_mid_run_makes_the_run_errored_and_the_exit_nonzero() {
     assert_eq!(run["status"], "errored", "{run}");
     let reason = run["reason"].as_str().unwrap_or_default();
     assert!(reason.contains("could not be prepared"), "{reason}");
-    assert_eq!(reason.contains("could not be stored"), store_failed, "{reason}");
+    assert_eq!(
+        reason.contains("could not be stored"),
+        store_failed,
+        "{reason}"
+    );
     let tree: Value = serde_json::from_str(&read("run.json")).unwrap();
     let result_of = |task: &str| {
         tree["tasks"]

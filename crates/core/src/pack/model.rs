@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use ts_rs::TS;
 
+use crate::measure::Measurement;
 use crate::outcome::default_valid_result;
 
 /// kissats resource run modes.
@@ -241,6 +242,10 @@ pub struct SubResult {
     pub result: String,
     #[serde(default)]
     pub metadata: ResultMetadata,
+    /// Numbers this sub-test measured, each judged against its limits; one out of limits
+    /// fails the sub-result.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub measurements: Vec<Measurement>,
 }
 
 /// `metadata` of a result: `message` plus any other keys.
@@ -267,6 +272,10 @@ pub struct TaskReturn {
     /// Several results reported by one task, one per sub-test.
     #[serde(default)]
     pub multi_result: Option<Vec<SubResult>>,
+    /// Numbers the task measured, each judged against its limits; one out of limits fails
+    /// the task.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub measurements: Vec<Measurement>,
 }
 
 /// Timing block of a reported result (kissats Reporting schema `metadata`).
