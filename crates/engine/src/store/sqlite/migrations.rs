@@ -179,4 +179,28 @@ DROP INDEX task_results_run;
 DROP INDEX task_results_result;
 "#,
     },
+    Migration {
+        name: "task attempts (max_retries) and flaky results",
+        sql: r#"
+ALTER TABLE task_results ADD COLUMN flaky INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE task_attempts (
+    id              INTEGER PRIMARY KEY,
+    task_result_id  INTEGER NOT NULL REFERENCES task_results(id) ON DELETE CASCADE,
+    attempt         INTEGER NOT NULL,
+    result          TEXT NOT NULL,
+    failure         INTEGER NOT NULL,
+    message         TEXT NOT NULL DEFAULT '',
+    started_ms      INTEGER,
+    finished_ms     INTEGER NOT NULL,
+    exit_code       INTEGER,
+    signal          INTEGER,
+    task_dir        TEXT,
+    setup_log       TEXT,
+    main_log        TEXT,
+    teardown_log    TEXT,
+    artifacts_dir   TEXT
+);
+CREATE INDEX task_attempts_task ON task_attempts(task_result_id);
+"#,
+    },
 ];
