@@ -11,6 +11,7 @@ pub mod report;
 pub mod reserve;
 pub mod run;
 pub mod store;
+pub mod webhook;
 
 pub use testbay_core::{
     bounds, clock, diag, doc, lab, model, outcome, params, plan, schedule, schema, timefmt,

@@ -18,6 +18,7 @@ use crate::pack::library::{Library, LibraryChange};
 use crate::reserve::{BookBroker, BookClient, BookConfig, BookHandle, BrokerConfig, LiveBook};
 use crate::run::{AlwaysGrant, ResourceBroker, RunManager};
 use crate::store::{RecoveryReport, SqliteStore, Store};
+use crate::webhook::Webhooks;
 
 use super::error::store_error;
 
@@ -40,6 +41,8 @@ pub struct LocalConsole {
     pub(super) clock: Arc<dyn Clock>,
     pub(super) store: Arc<dyn Store>,
     pub(super) runs: RunManager,
+    /// Webhooks and their deliveries (`webhook`).
+    pub(super) webhooks: Arc<Webhooks>,
     events: broadcast::Sender<Event>,
     recovered: Result<RecoveryReport, String>,
 }
@@ -186,10 +189,16 @@ impl LocalConsole {
                 tracing::warn!(error = %e, "pack folders are not watched; edits show after a restart");
             }
         }
+        let webhooks = Webhooks::start(store.clone(), clock.clone()).map_err(store_error)?;
         // Run events go into the console's stream as they are sent: bursts of thousands
-        // (a 2,000-task run) must not depend on a forwarding task keeping up.
+        // (a 2,000-task run) must not depend on a forwarding task keeping up. A run's end
+        // goes to the webhooks too (queued; nothing waits for a receiver).
         let run_events = events.clone();
+        let hooks = webhooks.clone();
         runs.forward_to(Box::new(move |ev| {
+            if let crate::run::RunEvent::RunStatus { run_id, status, .. } = ev {
+                hooks.run_status(run_id, *status);
+            }
             let _ = run_events.send(Event::Run(ev.clone()));
         }));
         forward(library.subscribe(), events.clone(), packs_changed);
@@ -205,9 +214,16 @@ impl LocalConsole {
             clock,
             store,
             runs,
+            webhooks,
             events,
             recovered,
         })
+    }
+
+    /// The console's webhook service: other parts of the console tell it what happened
+    /// (`dut_bad`, `schedule_missed`) through [`Webhooks::notify`].
+    pub fn webhooks(&self) -> &Arc<Webhooks> {
+        &self.webhooks
     }
 
     pub fn paths(&self) -> &ConsolePaths {
@@ -265,6 +281,11 @@ impl LocalConsole {
                 next_available,
             } => self.hold(resource, by, duration_s, from_ms, next_available),
             Request::Release { id } => self.release(id),
+            Request::ListWebhooks
+            | Request::AddWebhook { .. }
+            | Request::UpdateWebhook { .. }
+            | Request::RemoveWebhook { .. }
+            | Request::WebhookDeliveries { .. } => self.webhook_request(request).await,
         }
     }
 

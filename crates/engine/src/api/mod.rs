@@ -23,6 +23,7 @@ mod packs;
 pub mod paths;
 mod results;
 mod runs;
+mod webhooks;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -40,6 +41,7 @@ pub use crate::reserve::{
     BookEvent, Holder, ResId, ReservationMode, ReservationStatus, ReservationView, ResourceHolds,
 };
 pub use crate::run::{LaneView, Progress, RunEvent, RunView, TaskState, TaskView};
+pub use crate::store::{AttemptRecord, DeliveryStatus, Webhook, WebhookDelivery, WebhookEvent};
 pub use crate::store::{
     RecoveryReport, RunCounts, RunPage, RunQuery, RunRecord, RunSort, StoredTaskState,
     SubResultRecord, TaskKind, TaskRecord,
@@ -135,6 +137,51 @@ pub enum Request {
     },
     /// End a reservation or hold.
     Release { id: ResId },
+    /// Every webhook (secrets are never shown).
+    ListWebhooks,
+    /// Add a webhook: an `http://` URL (at most 2,048 bytes), the events it wants (at
+    /// least one), an optional shared secret (at most 256 bytes) signing each body
+    /// (`X-Testbay-Signature: sha256=<hex HMAC-SHA256 of the body>`); at most 100.
+    AddWebhook {
+        url: String,
+        events: Vec<WebhookEvent>,
+        #[serde(default)]
+        secret: Option<String>,
+        #[serde(default = "yes")]
+        enabled: bool,
+    },
+    /// Change a webhook: each field given replaces the stored one; `secret: ""` removes
+    /// the secret.
+    UpdateWebhook {
+        #[ts(type = "number")]
+        id: i64,
+        #[serde(default)]
+        url: Option<String>,
+        #[serde(default)]
+        events: Option<Vec<WebhookEvent>>,
+        #[serde(default)]
+        secret: Option<String>,
+        #[serde(default)]
+        enabled: Option<bool>,
+    },
+    /// Remove a webhook and its deliveries.
+    RemoveWebhook {
+        #[ts(type = "number")]
+        id: i64,
+    },
+    /// The newest deliveries (of one webhook, or of all), newest first: at most `limit`
+    /// (default 50, at most 1,000).
+    WebhookDeliveries {
+        #[serde(default)]
+        #[ts(type = "number | null")]
+        webhook_id: Option<i64>,
+        #[serde(default)]
+        limit: Option<u32>,
+    },
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// What the launch form sends: the pack by name, DUTs by name. At most 100 groups, 256
@@ -191,6 +238,14 @@ pub enum Response {
     Release {
         id: ResId,
     },
+    ListWebhooks(Vec<Webhook>),
+    AddWebhook(Webhook),
+    UpdateWebhook(Webhook),
+    RemoveWebhook {
+        #[ts(type = "number")]
+        id: i64,
+    },
+    WebhookDeliveries(Vec<WebhookDelivery>),
 }
 
 /// A report to save: the client offers it as a download.

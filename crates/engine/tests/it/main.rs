@@ -17,3 +17,4 @@ mod bounds;
 mod support;
 mod waiters;
 mod retries;
+mod webhooks;

@@ -203,4 +203,31 @@ CREATE TABLE task_attempts (
 CREATE INDEX task_attempts_task ON task_attempts(task_result_id);
 "#,
     },
+    Migration {
+        name: "webhooks and their deliveries",
+        sql: r#"
+CREATE TABLE webhooks (
+    id              INTEGER PRIMARY KEY,
+    url             TEXT NOT NULL,
+    events_json     TEXT NOT NULL,
+    secret          TEXT,
+    enabled         INTEGER NOT NULL DEFAULT 1,
+    created_ms      INTEGER NOT NULL
+);
+CREATE TABLE webhook_deliveries (
+    id              INTEGER PRIMARY KEY,
+    webhook_id      INTEGER NOT NULL,
+    url             TEXT NOT NULL,
+    event           TEXT NOT NULL,
+    created_ms      INTEGER NOT NULL,
+    status          TEXT NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    http_status     INTEGER,
+    error           TEXT,
+    finished_ms     INTEGER,
+    body            TEXT NOT NULL
+);
+CREATE INDEX webhook_deliveries_hook ON webhook_deliveries(webhook_id, id);
+"#,
+    },
 ];

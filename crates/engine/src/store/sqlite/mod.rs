@@ -18,6 +18,7 @@ mod runs;
 mod tasks;
 pub mod lab;
 pub mod book;
+pub mod webhooks;
 
 pub use book::SqliteBookStore;
 pub use read::DEFAULT_READ_LIMIT;
@@ -297,6 +298,10 @@ impl Store for SqliteStore {
 
     fn open_book_store(&self) -> Result<Box<dyn BookStore>> {
         Ok(Box::new(SqliteBookStore::open(&self.path)?))
+    }
+
+    fn open_webhook_store(&self) -> Result<Box<dyn crate::store::WebhookStore>> {
+        Ok(Box::new(webhooks::SqliteWebhookStore::open(&self.path)?))
     }
 }
 

@@ -13,6 +13,8 @@ import type { Reservations } from "./Reservations";
 import type { RunDetail } from "./RunDetail";
 import type { RunPage } from "./RunPage";
 import type { RunView } from "./RunView";
+import type { Webhook } from "./Webhook";
+import type { WebhookDelivery } from "./WebhookDelivery";
 
 /**
  * The answer to a [`Request`], tagged with the request's `cmd`.
@@ -22,4 +24,4 @@ export type Response = { "cmd": "info", "data": ConsoleInfo } | { "cmd": "list_p
  * DUTs (first) and lab resources the run uses without reserving them: the
  * console has no lab file, or reserves nothing (`testbay run --no-reserve`).
  */
-unreserved: Array<string>, } } | { "cmd": "stop_run", "data": { run_id: string, } } | { "cmd": "active_runs", "data": Array<RunView> } | { "cmd": "run_view", "data": RunView } | { "cmd": "read_log", "data": LogChunk } | { "cmd": "read_file", "data": FileContent } | { "cmd": "list_runs", "data": RunPage } | { "cmd": "get_run", "data": RunDetail } | { "cmd": "export", "data": ExportFile } | { "cmd": "get_lab", "data": LabView } | { "cmd": "search_duts", "data": Array<Dut> } | { "cmd": "reservations", "data": Reservations } | { "cmd": "hold", "data": ReservationView } | { "cmd": "release", "data": { id: ResId, } };
+unreserved: Array<string>, } } | { "cmd": "stop_run", "data": { run_id: string, } } | { "cmd": "active_runs", "data": Array<RunView> } | { "cmd": "run_view", "data": RunView } | { "cmd": "read_log", "data": LogChunk } | { "cmd": "read_file", "data": FileContent } | { "cmd": "list_runs", "data": RunPage } | { "cmd": "get_run", "data": RunDetail } | { "cmd": "export", "data": ExportFile } | { "cmd": "get_lab", "data": LabView } | { "cmd": "search_duts", "data": Array<Dut> } | { "cmd": "reservations", "data": Reservations } | { "cmd": "hold", "data": ReservationView } | { "cmd": "release", "data": { id: ResId, } } | { "cmd": "list_webhooks", "data": Array<Webhook> } | { "cmd": "add_webhook", "data": Webhook } | { "cmd": "update_webhook", "data": Webhook } | { "cmd": "remove_webhook", "data": { id: number, } } | { "cmd": "webhook_deliveries", "data": Array<WebhookDelivery> };
