@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod exec;
+pub mod health;
 pub mod pack;
 pub mod report;
 pub mod reserve;

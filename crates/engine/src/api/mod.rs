@@ -15,6 +15,7 @@ mod console;
 mod error;
 pub mod files;
 pub mod frames;
+mod health;
 mod holds;
 pub mod lab_view;
 mod local;
@@ -33,6 +34,7 @@ use ts_rs::TS;
 // transport finds everything the API speaks in one place.
 pub use crate::clock::EpochMs;
 pub use crate::lab::Dut;
+pub use crate::lab::HealthCheck;
 pub use crate::outcome::{Phase, RunStatus};
 pub use crate::pack::view::{PackDetail, PackSummary};
 pub use crate::pack::{CoverageMode, ResourceMode};
@@ -41,7 +43,10 @@ pub use crate::reserve::{
     BookEvent, Holder, ResId, ReservationMode, ReservationStatus, ReservationView, ResourceHolds,
 };
 pub use crate::run::{LaneView, Progress, RunEvent, RunView, TaskState, TaskView};
-pub use crate::store::{AttemptRecord, DeliveryStatus, Webhook, WebhookDelivery, WebhookEvent};
+pub use crate::store::{
+    AttemptRecord, DeliveryStatus, DutHealth, Health, HealthChange, Webhook, WebhookDelivery,
+    WebhookEvent,
+};
 pub use crate::store::{
     RecoveryReport, RunCounts, RunPage, RunQuery, RunRecord, RunSort, StoredTaskState,
     SubResultRecord, TaskKind, TaskRecord,
@@ -178,6 +183,13 @@ pub enum Request {
         #[serde(default)]
         limit: Option<u32>,
     },
+    /// A DUT's health, its health check from the lab file and its history (newest
+    /// first, at most 100 changes).
+    DutHealth { dut: String },
+    /// An operator puts a DUT back in good health, saying why (`note`, required).
+    RestoreDut { dut: String, note: String },
+    /// Run the DUT's health check now (through the normal launch path); the run's id.
+    CheckDut { dut: String },
 }
 
 fn yes() -> bool {
@@ -205,6 +217,8 @@ pub struct LaunchSpec {
     pub params: Map<String, Value>,
     pub resource_mode: Option<ResourceMode>,
     pub coverage_mode: Option<CoverageMode>,
+    /// Launch on DUTs in `bad` health too (else refused with `dut_bad`).
+    pub force: bool,
 }
 
 /// The answer to a [`Request`], tagged with the request's `cmd`.
@@ -246,6 +260,21 @@ pub enum Response {
         id: i64,
     },
     WebhookDeliveries(Vec<WebhookDelivery>),
+    DutHealth(HealthReport),
+    RestoreDut(HealthReport),
+    CheckDut {
+        run_id: String,
+    },
+}
+
+/// A DUT's health now, its health check and its history (newest first).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+pub struct HealthReport {
+    pub health: DutHealth,
+    pub check: Option<HealthCheck>,
+    /// A health run of the DUT is going.
+    pub checking: bool,
+    pub history: Vec<HealthChange>,
 }
 
 /// A report to save: the client offers it as a download.

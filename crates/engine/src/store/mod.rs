@@ -23,8 +23,10 @@ mod model;
 mod owner;
 pub mod sqlite;
 pub mod webhooks;
+pub mod health;
 
 pub use error::{BackendError, Result, StoreError};
+pub use health::{DutHealth, Health, HealthChange, HealthStore};
 pub use model::*;
 pub use owner::RunOwner;
 pub use sqlite::{book as reservations, SqliteBookStore, SqliteStore, DEFAULT_READ_LIMIT};
@@ -171,6 +173,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// A handle on the webhooks' tables of its own (a connection of its own), for the
     /// console's webhook service.
     fn open_webhook_store(&self) -> Result<Box<dyn WebhookStore>>;
+
+    // DUT health.
+
+    /// A handle on the DUT health tables of its own (a connection of its own).
+    fn open_health_store(&self) -> Result<Box<dyn HealthStore>>;
 }
 
 /// The reservation book's persistence (`reserve::live`): live reservations, the event

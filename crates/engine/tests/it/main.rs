@@ -18,3 +18,4 @@ mod support;
 mod waiters;
 mod retries;
 mod webhooks;
+mod health;

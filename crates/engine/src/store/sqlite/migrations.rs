@@ -230,4 +230,28 @@ CREATE TABLE webhook_deliveries (
 CREATE INDEX webhook_deliveries_hook ON webhook_deliveries(webhook_id, id);
 "#,
     },
+    Migration {
+        name: "DUT health and its history",
+        sql: r#"
+CREATE TABLE dut_health (
+    dut             TEXT PRIMARY KEY,
+    health          TEXT NOT NULL,
+    since_ms        INTEGER,
+    reason          TEXT,
+    run_id          TEXT,
+    infra_failures  INTEGER NOT NULL DEFAULT 0,
+    last_check_ms   INTEGER
+);
+CREATE TABLE dut_health_history (
+    id              INTEGER PRIMARY KEY,
+    dut             TEXT NOT NULL,
+    ts_ms           INTEGER NOT NULL,
+    health          TEXT NOT NULL,
+    reason          TEXT NOT NULL,
+    run_id          TEXT,
+    note            TEXT
+);
+CREATE INDEX dut_health_history_dut ON dut_health_history(dut, id);
+"#,
+    },
 ];

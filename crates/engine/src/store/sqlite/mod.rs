@@ -19,6 +19,7 @@ mod tasks;
 pub mod lab;
 pub mod book;
 pub mod webhooks;
+pub mod health;
 
 pub use book::SqliteBookStore;
 pub use read::DEFAULT_READ_LIMIT;
@@ -302,6 +303,10 @@ impl Store for SqliteStore {
 
     fn open_webhook_store(&self) -> Result<Box<dyn crate::store::WebhookStore>> {
         Ok(Box::new(webhooks::SqliteWebhookStore::open(&self.path)?))
+    }
+
+    fn open_health_store(&self) -> Result<Box<dyn crate::store::HealthStore>> {
+        Ok(Box::new(health::SqliteHealthStore::open(&self.path)?))
     }
 }
 
