@@ -10,5 +10,5 @@ mod paths;
 mod signals;
 mod disk_full;
 mod hostile;
-mod webhook;
+mod webhook_health;
 mod support;

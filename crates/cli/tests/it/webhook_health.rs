@@ -1,5 +1,5 @@
-//! `testbay webhook` against a data dir, and a retried task as `testbay run` and
-//! `testbay results` show it.
+//! `testbay webhook` and `testbay lab health` against a data dir, and a retried task as
+//! `testbay run` and `testbay results` show it.
 
 use serde_json::Value;
 
@@ -91,4 +91,42 @@ fn a_task_passing_on_its_retry_shows_flaky() {
         (Some("Passed"), Some(true))
     );
     assert_eq!(t["attempts"].as_array().unwrap().len(), 2);
+}
+
+/// `testbay lab health`: a DUT's health as JSON; a restore needs a note and is kept in
+/// the history with it.
+#[test]
+fn lab_health_shows_and_restores_with_a_note() {
+    let f = Bed::new();
+    let lab = crate::support::demo_lab();
+    let lab = lab.to_str().unwrap();
+    let out = f.testbay(&["--lab", lab, "lab", "health", "stb-01", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["health"]["health"], "unknown");
+    let out = f.testbay(&["--lab", lab, "lab", "health", "stb-01", "--restore"]);
+    assert_eq!(out.status.code(), Some(2), "--restore needs --note");
+    let out = f.testbay(&[
+        "--lab",
+        lab,
+        "lab",
+        "health",
+        "stb-01",
+        "--restore",
+        "--note",
+        "new PSU",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["health"]["health"], "good");
+    assert_eq!(r["history"][0]["note"], "new PSU");
+    let out = f.testbay(&["--lab", lab, "lab", "health", "stb-01"]);
+    assert!(
+        text(&out.stdout).contains("stb-01: good"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = f.testbay(&["--lab", lab, "lab", "health", "nope"]);
+    assert_eq!(out.status.code(), Some(2));
 }
