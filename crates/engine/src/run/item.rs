@@ -1,5 +1,8 @@
 //! Execute one task occurrence: setup → main → teardown phases (kissats `run_task`), store
-//! the outcome, tell the driver.
+//! the outcome, tell the driver. A task with `max_retries` whose result is a failure runs
+//! again (not after a stop), each attempt in its own folder with its own logs; every
+//! attempt is stored, the result is the last attempt's, and one that passed only on a
+//! retry is flaky.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
