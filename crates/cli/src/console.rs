@@ -24,6 +24,11 @@ impl Session {
     /// waits on them, and phases are forked from this (long-lived) thread, as
     /// `PR_SET_PDEATHSIG` requires.
     pub fn open(paths: ConsolePaths, options: ConsoleOptions) -> anyhow::Result<Self> {
+        // A command's console launches no health checks: the long-lived one does.
+        let options = ConsoleOptions {
+            health_checks: false,
+            ..options
+        };
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

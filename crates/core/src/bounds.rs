@@ -25,6 +25,14 @@ pub const MAX_TASK_TIME_S: u32 = 7 * 86_400;
 pub const MAX_RESOURCE_WAIT_S: u32 = 30 * 86_400;
 /// `max_resource_retry`: at most 10,000 retries.
 pub const MAX_RESOURCE_RETRY: u32 = 10_000;
+/// `max_retries` (a failed task run again): at most 10 more attempts.
+pub const MAX_TASK_RETRIES: u32 = 10;
+/// A lab health check's `interval`, seconds: from one minute ...
+pub const MIN_HEALTH_INTERVAL_S: u32 = 60;
+/// ... to 30 days.
+pub const MAX_HEALTH_INTERVAL_S: u32 = 30 * 86_400;
+/// A lab health check's `after_failures`: at most 1,000.
+pub const MAX_HEALTH_FAILURES: u32 = 1000;
 /// `priority`: from -1,000,000 ...
 pub const MIN_PRIORITY: i32 = -1_000_000;
 /// ... to 1,000,000.

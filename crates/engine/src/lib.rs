@@ -6,11 +6,13 @@
 
 pub mod api;
 pub mod exec;
+pub mod health;
 pub mod pack;
 pub mod report;
 pub mod reserve;
 pub mod run;
 pub mod store;
+pub mod webhook;
 
 pub use testbay_core::{
     bounds, clock, diag, doc, lab, model, outcome, params, plan, schedule, schema, timefmt,

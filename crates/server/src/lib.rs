@@ -420,7 +420,7 @@ pub(crate) fn error_response(e: ApiError) -> Response {
         ErrorCode::InvalidRequest => StatusCode::BAD_REQUEST,
         ErrorCode::NotFound => StatusCode::NOT_FOUND,
         ErrorCode::PackBroken => StatusCode::UNPROCESSABLE_ENTITY,
-        ErrorCode::Busy | ErrorCode::Conflict => StatusCode::CONFLICT,
+        ErrorCode::Busy | ErrorCode::Conflict | ErrorCode::DutBad => StatusCode::CONFLICT,
         ErrorCode::Unavailable | ErrorCode::Timeout => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,

@@ -43,7 +43,7 @@ function run(cmd, args, cwd) {
  * Start `testbay serve`; resolves when it prints its listening address.
  * `packDirs` are pack library folders; extra args are appended.
  */
-export async function startServer({ packDirs = ['packs', 'tests/fixtures/packs'], extraArgs = [], env = {}, port = 0, dataDir = null, host = '127.0.0.1' } = {}) {
+export async function startServer({ packDirs = ['packs', 'tests/fixtures/packs'], extraArgs = [], env = {}, port = 0, dataDir = null, host = '127.0.0.1', lab = path.join(ROOT, 'lab/demo-lab.yaml') } = {}) {
   const bin = testbayBin();
   if (!existsSync(bin)) throw new Error(`testbay binary not found at ${bin}; build it (cargo build -p testbay-cli) or set TESTBAY_BIN`);
   const ownData = !dataDir;
@@ -52,7 +52,7 @@ export async function startServer({ packDirs = ['packs', 'tests/fixtures/packs']
     'serve',
     '--bind', `${host}:${port}`,
     '--data-dir', dataDir,
-    '--lab', path.join(ROOT, 'lab/demo-lab.yaml'),
+    '--lab', lab,
     '--ui-dir', process.env.TESTBAY_UI_DIR || path.join(ROOT, 'ui/dist'),
     ...packDirs.flatMap((d) => ['--packs', path.isAbsolute(d) ? d : path.join(ROOT, d)]),
     ...extraArgs,

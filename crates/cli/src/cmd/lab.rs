@@ -14,8 +14,8 @@ use std::collections::BTreeMap;
 use anyhow::{bail, Context};
 use clap::Subcommand;
 use testbay_engine::api::{
-    ApiError, BookUse, ConsoleOptions, ConsolePaths, ErrorCode, Request, ResId, ReservationMode,
-    ReservationStatus, ReservationView, Response,
+    ApiError, BookUse, ConsoleOptions, ConsolePaths, ErrorCode, Health, HealthReport, Request,
+    ResId, ReservationMode, ReservationStatus, ReservationView, Response,
 };
 use testbay_engine::lab::{self, Lab};
 use testbay_engine::timefmt::{fmt_ms, parse_duration_ms, parse_utc};
@@ -66,6 +66,19 @@ enum LabCmd {
     Release { id: String },
     /// Who holds what, since when, until when, and who waits
     Holds {
+        #[arg(long)]
+        json: bool,
+    },
+    /// A DUT's health (good, bad, unknown), its health check and history; with
+    /// --restore, put a bad DUT back in service, saying why
+    Health {
+        dut: String,
+        /// Mark the DUT good again (needs --note)
+        #[arg(long, requires = "note")]
+        restore: bool,
+        /// Why the DUT is good again
+        #[arg(long)]
+        note: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -198,6 +211,86 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
             }
             Ok(0)
         }
+        LabCmd::Health {
+            dut,
+            restore,
+            note,
+            json,
+        } => {
+            let session = lab_session(ctx, BookUse::Client)?;
+            let request = match (restore, note) {
+                (true, Some(note)) => Request::RestoreDut { dut, note },
+                _ => Request::DutHealth { dut },
+            };
+            let report = match session.call(request) {
+                Ok(Response::DutHealth(r) | Response::RestoreDut(r)) => r,
+                Ok(other) => return Err(unexpected("dut_health", other)),
+                Err(e) => bail!("{}", error_text(&e)),
+            };
+            if json {
+                crate::term::print_json(&report)?;
+            } else {
+                print_health(&report);
+            }
+            Ok(if report.health.health == Health::Bad {
+                1
+            } else {
+                0
+            })
+        }
+    }
+}
+
+fn print_health(r: &HealthReport) {
+    let h = &r.health;
+    out!(
+        "{}: {}{}{}",
+        &h.dut,
+        h.health.as_str(),
+        h.since_ms
+            .map(|t| format!(" since {}", fmt_ms(t)))
+            .unwrap_or_default(),
+        if r.checking {
+            " (a health check is running)"
+        } else {
+            ""
+        }
+    );
+    if let Some(reason) = &h.reason {
+        out!("  why: {}", reason);
+    }
+    match &r.check {
+        Some(c) => out!(
+            "  health check: pack {}{}, every {}s{}; last {}; {} infrastructure failure(s) in a row",
+            &c.pack,
+            c.group
+                .as_deref()
+                .map(|g| format!(" group {}", g))
+                .unwrap_or_default(),
+            c.interval,
+            c.after_failures
+                .map(|n| format!(", early after {n} infrastructure failures"))
+                .unwrap_or_default(),
+            h.last_check_ms.map(fmt_ms).unwrap_or_else(|| "never".into()),
+            h.infra_failures
+        ),
+        None => out!("  no health check in the lab file"),
+    }
+    for c in &r.history {
+        out!(
+            "  {}  {:<7}  {}{}{}",
+            fmt_ms(c.ts_ms),
+            c.health.as_str(),
+            &c.reason,
+            c.run_id
+                .as_deref()
+                .map(|r| format!(" [run {r}]"))
+                .unwrap_or_default(),
+            c.note
+                .as_deref()
+                .map(|n| format!(" — note: {}", n))
+                .unwrap_or_default()
+        );
     }
 }
 

@@ -10,6 +10,7 @@ pub mod packs;
 pub mod results;
 pub mod run;
 pub mod serve;
+pub mod webhook;
 
 use std::path::PathBuf;
 
@@ -90,6 +91,8 @@ pub enum Command {
     Packs(packs::Args),
     /// Lab inventory: show, find DUTs, hold and release, list holds and waiters
     Lab(lab::Args),
+    /// Webhooks: add, list, remove; their last deliveries
+    Webhook(webhook::Args),
 }
 
 impl Command {
@@ -107,5 +110,6 @@ pub fn run(command: Command, ctx: &Ctx) -> anyhow::Result<i32> {
         Command::Export(a) => export::run(a, ctx),
         Command::Packs(a) => packs::run(a, ctx),
         Command::Lab(a) => lab::run(a, ctx),
+        Command::Webhook(a) => webhook::run(a, ctx),
     }
 }

@@ -255,10 +255,11 @@ fn print_tree(run: &RunRecord, tasks: &[TaskRecord]) {
                 out!("  {sec}");
                 section = sec;
             }
-            let mark = match t.failure {
-                Some(true) => "FAIL",
-                Some(false) => " ok ",
-                None => " .. ",
+            let mark = match (t.failure, t.flaky) {
+                (Some(true), _) => "FAIL",
+                (Some(false), true) => "FLKY",
+                (Some(false), false) => " ok ",
+                (None, _) => " .. ",
             };
             let time = t
                 .run_time
@@ -295,6 +296,28 @@ fn print_tree(run: &RunRecord, tasks: &[TaskRecord]) {
                 if let Some(p) = p {
                     if std::path::Path::new(p).exists() {
                         out!("           {k} log: {p}");
+                    }
+                }
+            }
+            if t.attempts.len() > 1 {
+                out!(
+                    "           {}attempts: {}",
+                    if t.flaky {
+                        "flaky: passed on a retry; "
+                    } else {
+                        ""
+                    },
+                    t.attempts.len()
+                );
+                for a in &t.attempts {
+                    out!(
+                        "           attempt {}: {:<9} {}",
+                        a.attempt,
+                        safe(&a.result),
+                        safe(a.message.lines().next().unwrap_or(""))
+                    );
+                    if let Some(p) = &a.paths.main_log {
+                        out!("             main log: {p}");
                     }
                 }
             }

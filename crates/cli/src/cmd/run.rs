@@ -67,6 +67,9 @@ pub struct Args {
     /// when another process, e.g. a console, owns it). Others may use them meanwhile.
     #[arg(long)]
     pub no_reserve: bool,
+    /// Run on DUTs in bad health too (see `testbay lab health`)
+    #[arg(long)]
+    pub force: bool,
 }
 
 fn parse_mode<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, String> {
@@ -160,6 +163,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
         params,
         resource_mode: args.resource_mode,
         coverage_mode: args.coverage_mode,
+        force: args.force,
     };
     session.block_on(drive(session.console(), &args, ctx, &pack_dir, spec))
 }

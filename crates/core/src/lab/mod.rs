@@ -3,6 +3,7 @@
 //! configuration. Loaded from a YAML lab file; every DUT and resource becomes a resource
 //! of the reservation book.
 
+pub mod health;
 mod search;
 
 use std::collections::{HashMap, HashSet};
@@ -18,6 +19,7 @@ use crate::doc::{self, Located};
 use crate::model::DutTarget;
 use crate::reserve::{ReservationMode, ResourceKind, ResourceSpec};
 
+pub use health::{HealthCheck, HealthDue};
 pub use search::{DutQuery, SearchError, SearchField};
 
 /// The demo lab shipped with Testbay (seeded as `<data dir>/lab.yaml` on first start).
@@ -40,6 +42,9 @@ pub struct LabFile {
     /// Lab resources tasks reserve (`exclusive_resources` / `shared_resources`).
     #[serde(default)]
     pub resources: Vec<LabResource>,
+    /// Device health checks (LAVA), per DUT or per DUT model.
+    #[serde(default)]
+    pub health_checks: Vec<HealthCheck>,
 }
 
 /// An ATS rack with slots numbered `1..=slots`.
@@ -285,6 +290,29 @@ fn check(doc: &Located<LabFile>) -> Vec<Diagnostic> {
             }
         }
     }
+    for (i, h) in lab.health_checks.iter().enumerate() {
+        match (&h.dut, &h.model) {
+            (Some(d), None) if !names.contains(d.as_str()) => out.push(doc.diag(
+                &format!("health_checks[{i}].dut"),
+                format!("DUT `{d}` is not in the lab"),
+            )),
+            (None, Some(m)) if !lab.duts.iter().any(|d| &d.model == m) => out.push(doc.diag(
+                &format!("health_checks[{i}].model"),
+                format!("no DUT of the lab has model `{m}`"),
+            )),
+            (Some(_), None) | (None, Some(_)) => {}
+            _ => out.push(doc.diag(
+                &format!("health_checks[{i}]"),
+                "name exactly one of `dut` and `model`".to_string(),
+            )),
+        }
+        if h.pack.trim().is_empty() {
+            out.push(doc.diag(
+                &format!("health_checks[{i}].pack"),
+                "name the health pack".to_string(),
+            ));
+        }
+    }
     let mut res_names: HashSet<&str> = HashSet::new();
     for (i, r) in lab.resources.iter().enumerate() {
         if names.contains(r.name.as_str()) {
@@ -388,6 +416,20 @@ impl Lab {
             Some(((_, first), rest)) if rest.iter().all(|(_, r)| r == first) => Ok(first.clone()),
             Some(_) => Err(AtsError::SeveralRacks { duts: racks }),
         }
+    }
+
+    /// The health check of DUT `name`: its own entry, else its model's.
+    pub fn health_check(&self, name: &str) -> Option<&HealthCheck> {
+        let dut = self.dut(name)?;
+        let checks = &self.def.health_checks;
+        checks
+            .iter()
+            .find(|h| h.dut.as_deref() == Some(name))
+            .or_else(|| {
+                checks
+                    .iter()
+                    .find(|h| h.dut.is_none() && h.model.as_deref() == Some(dut.model.as_str()))
+            })
     }
 
     pub fn dut(&self, name: &str) -> Option<&Dut> {

@@ -173,6 +173,12 @@ pub struct TaskDef {
     #[serde(default)]
     #[schemars(range(min = 0, max = "crate::bounds::MAX_RESOURCE_WAIT_S"))]
     pub max_resource_wait: Option<f64>,
+    /// A task whose result is a failure runs again, up to this many more times: 0 to 10.
+    /// Each attempt is stored with its own logs; the task's result is its last attempt's,
+    /// and a task that passed only on a retry is marked `flaky`.
+    #[serde(default)]
+    #[schemars(range(max = "crate::bounds::MAX_TASK_RETRIES"))]
+    pub max_retries: u32,
     /// May run beside other tasks on the same DUT.
     #[serde(default)]
     pub process_safe: bool,

@@ -34,6 +34,8 @@ pub enum ErrorCode {
     Timeout,
     /// A fault inside the console (storage I/O, a bug); the message says what failed.
     Internal,
+    /// A DUT of the launch is in `bad` health: restore it, or launch with `force`.
+    DutBad,
 }
 
 impl ErrorCode {
@@ -48,6 +50,7 @@ impl ErrorCode {
             ErrorCode::TooLarge => "too_large",
             ErrorCode::Timeout => "timeout",
             ErrorCode::Internal => "internal",
+            ErrorCode::DutBad => "dut_bad",
         }
     }
 }

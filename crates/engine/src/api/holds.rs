@@ -14,7 +14,9 @@ use crate::reserve::{BookCommand, BookHandle, BookReply, LiveError, ResId};
 
 impl LocalConsole {
     pub(super) fn get_lab(&self) -> Result<Response, ApiError> {
-        Ok(Response::GetLab(Box::new(self.lab_view()?)))
+        let mut view = self.lab_view()?;
+        view.health = self.health.all().map_err(super::error::store_error)?;
+        Ok(Response::GetLab(Box::new(view)))
     }
 
     pub(super) fn reservations(&self) -> Result<Response, ApiError> {
@@ -157,6 +159,7 @@ impl LocalConsole {
                 resources: vec![],
                 diagnostics: self.lab_errors.clone(),
                 book_note: None,
+                health: Vec::new(),
             }),
         }
     }

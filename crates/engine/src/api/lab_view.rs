@@ -74,6 +74,9 @@ pub struct LabView {
     pub diagnostics: Vec<Diagnostic>,
     /// Why reservations are not live here (another console owns the book), if so.
     pub book_note: Option<String>,
+    /// The stored health of the lab's DUTs (those never checked are not listed).
+    #[serde(default)]
+    pub health: Vec<crate::store::DutHealth>,
 }
 
 /// Who holds what, who is booked and who waits, per resource, at `now`.
@@ -170,6 +173,7 @@ pub fn lab_view(lab: &Lab, holds: &[ResourceHolds], book_note: Option<String>) -
         resources,
         diagnostics: vec![],
         book_note,
+        health: Vec::new(),
     }
 }
 

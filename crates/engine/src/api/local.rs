@@ -13,11 +13,13 @@ use super::console::{Console, EventReceiver, Reply, EVENT_CAPACITY};
 use super::{files, ApiError, ConsoleInfo, ConsolePaths, Event, Request, Response};
 use crate::clock::{Clock, SystemClock};
 use crate::diag::Diagnostic;
+use crate::health::HealthService;
 use crate::lab::{self as inventory, Lab};
 use crate::pack::library::{Library, LibraryChange};
 use crate::reserve::{BookBroker, BookClient, BookConfig, BookHandle, BrokerConfig, LiveBook};
 use crate::run::{AlwaysGrant, ResourceBroker, RunManager};
 use crate::store::{RecoveryReport, SqliteStore, Store};
+use crate::webhook::Webhooks;
 
 use super::error::store_error;
 
@@ -40,6 +42,12 @@ pub struct LocalConsole {
     pub(super) clock: Arc<dyn Clock>,
     pub(super) store: Arc<dyn Store>,
     pub(super) runs: RunManager,
+    /// Webhooks and their deliveries (`webhook`).
+    pub(super) webhooks: Arc<Webhooks>,
+    /// DUT health and health checks (`health`).
+    pub(super) health: Arc<HealthService>,
+    /// Whether [`LocalConsole::shared`] starts the task that launches due health checks.
+    health_checks: bool,
     events: broadcast::Sender<Event>,
     recovered: Result<RecoveryReport, String>,
 }
@@ -58,7 +66,14 @@ pub struct ConsoleOptions {
     /// ([`LocalConsole::recovered`]), which lets the book's next owner give back what
     /// they held. A console that only looks leaves them to the next one that runs.
     pub recover: bool,
+    /// Launch the lab's due health checks ([`LocalConsole::health_tick`]) every
+    /// [`HEALTH_TICK`] from [`LocalConsole::shared`] on: the long-lived console does,
+    /// a CLI command's does not.
+    pub health_checks: bool,
 }
+
+/// How often the long-lived console looks for due health checks.
+pub const HEALTH_TICK: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// How a console uses the lab's reservation book.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,7 +90,7 @@ pub enum BookUse {
 
 impl Default for ConsoleOptions {
     /// The long-lived console: wall-clock time, the book owned, pack folders watched,
-    /// runs of dead consoles recovered.
+    /// runs of dead consoles recovered, due health checks launched.
     fn default() -> Self {
         Self {
             clock: Arc::new(SystemClock),
@@ -83,6 +98,7 @@ impl Default for ConsoleOptions {
             owner_label: "the Testbay console",
             watch_packs: true,
             recover: true,
+            health_checks: true,
         }
     }
 }
@@ -105,6 +121,7 @@ impl LocalConsole {
             owner_label,
             watch_packs,
             recover,
+            health_checks,
         } = options;
         std::fs::create_dir_all(&paths.data_dir).map_err(|e| {
             ApiError::internal(format!(
@@ -186,10 +203,21 @@ impl LocalConsole {
                 tracing::warn!(error = %e, "pack folders are not watched; edits show after a restart");
             }
         }
+        let webhooks = Webhooks::start(store.clone(), clock.clone()).map_err(store_error)?;
+        let health =
+            HealthService::start(store.clone(), lab.clone(), clock.clone(), webhooks.clone())
+                .map_err(store_error)?;
         // Run events go into the console's stream as they are sent: bursts of thousands
-        // (a 2,000-task run) must not depend on a forwarding task keeping up.
+        // (a 2,000-task run) must not depend on a forwarding task keeping up. A run's end
+        // goes to the webhooks too (queued; nothing waits for a receiver).
         let run_events = events.clone();
+        let hooks = webhooks.clone();
+        let dut_health = health.clone();
         runs.forward_to(Box::new(move |ev| {
+            if let crate::run::RunEvent::RunStatus { run_id, status, .. } = ev {
+                dut_health.run_status(run_id, *status);
+                hooks.run_status(run_id, *status);
+            }
             let _ = run_events.send(Event::Run(ev.clone()));
         }));
         forward(library.subscribe(), events.clone(), packs_changed);
@@ -205,9 +233,18 @@ impl LocalConsole {
             clock,
             store,
             runs,
+            webhooks,
+            health,
+            health_checks,
             events,
             recovered,
         })
+    }
+
+    /// The console's webhook service: other parts of the console tell it what happened
+    /// (`dut_bad`, `schedule_missed`) through [`Webhooks::notify`].
+    pub fn webhooks(&self) -> &Arc<Webhooks> {
+        &self.webhooks
     }
 
     pub fn paths(&self) -> &ConsolePaths {
@@ -220,9 +257,24 @@ impl LocalConsole {
         self.recovered.as_ref().map_err(|e| e.as_str())
     }
 
-    /// The console as its transports hold it.
+    /// The console as its transports hold it. With [`ConsoleOptions::health_checks`], a
+    /// task launches the lab's due health checks every [`HEALTH_TICK`] while the console
+    /// lives.
     pub fn shared(self) -> Arc<dyn Console> {
-        Arc::new(self)
+        let me = Arc::new(self);
+        if me.health_checks && me.lab.is_some() {
+            let weak = Arc::downgrade(&me);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(HEALTH_TICK);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    let Some(console) = weak.upgrade() else { break };
+                    console.health_tick().await;
+                }
+            });
+        }
+        me
     }
 
     /// Answer one request: route it to the handler of its concern.
@@ -265,6 +317,14 @@ impl LocalConsole {
                 next_available,
             } => self.hold(resource, by, duration_s, from_ms, next_available),
             Request::Release { id } => self.release(id),
+            Request::ListWebhooks
+            | Request::AddWebhook { .. }
+            | Request::UpdateWebhook { .. }
+            | Request::RemoveWebhook { .. }
+            | Request::WebhookDeliveries { .. } => self.webhook_request(request).await,
+            Request::DutHealth { dut } => self.dut_health(dut).await,
+            Request::RestoreDut { dut, note } => self.restore_dut(dut, note).await,
+            Request::CheckDut { dut } => self.check_dut(dut).await,
         }
     }
 

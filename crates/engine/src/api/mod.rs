@@ -15,6 +15,7 @@ mod console;
 mod error;
 pub mod files;
 pub mod frames;
+mod health;
 mod holds;
 pub mod lab_view;
 mod local;
@@ -23,6 +24,7 @@ mod packs;
 pub mod paths;
 mod results;
 mod runs;
+mod webhooks;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -32,6 +34,7 @@ use ts_rs::TS;
 // transport finds everything the API speaks in one place.
 pub use crate::clock::EpochMs;
 pub use crate::lab::Dut;
+pub use crate::lab::HealthCheck;
 pub use crate::outcome::{Phase, RunStatus};
 pub use crate::pack::view::{PackDetail, PackSummary};
 pub use crate::pack::{CoverageMode, ResourceMode};
@@ -40,6 +43,10 @@ pub use crate::reserve::{
     BookEvent, Holder, ResId, ReservationMode, ReservationStatus, ReservationView, ResourceHolds,
 };
 pub use crate::run::{LaneView, Progress, RunEvent, RunView, TaskState, TaskView};
+pub use crate::store::{
+    AttemptRecord, DeliveryStatus, DutHealth, Health, HealthChange, Webhook, WebhookDelivery,
+    WebhookEvent,
+};
 pub use crate::store::{
     RecoveryReport, RunCounts, RunPage, RunQuery, RunRecord, RunSort, StoredTaskState,
     SubResultRecord, TaskKind, TaskRecord,
@@ -135,6 +142,58 @@ pub enum Request {
     },
     /// End a reservation or hold.
     Release { id: ResId },
+    /// Every webhook (secrets are never shown).
+    ListWebhooks,
+    /// Add a webhook: an `http://` URL (at most 2,048 bytes), the events it wants (at
+    /// least one), an optional shared secret (at most 256 bytes) signing each body
+    /// (`X-Testbay-Signature: sha256=<hex HMAC-SHA256 of the body>`); at most 100.
+    AddWebhook {
+        url: String,
+        events: Vec<WebhookEvent>,
+        #[serde(default)]
+        secret: Option<String>,
+        #[serde(default = "yes")]
+        enabled: bool,
+    },
+    /// Change a webhook: each field given replaces the stored one; `secret: ""` removes
+    /// the secret.
+    UpdateWebhook {
+        #[ts(type = "number")]
+        id: i64,
+        #[serde(default)]
+        url: Option<String>,
+        #[serde(default)]
+        events: Option<Vec<WebhookEvent>>,
+        #[serde(default)]
+        secret: Option<String>,
+        #[serde(default)]
+        enabled: Option<bool>,
+    },
+    /// Remove a webhook and its deliveries.
+    RemoveWebhook {
+        #[ts(type = "number")]
+        id: i64,
+    },
+    /// The newest deliveries (of one webhook, or of all), newest first: at most `limit`
+    /// (default 50, at most 1,000).
+    WebhookDeliveries {
+        #[serde(default)]
+        #[ts(type = "number | null")]
+        webhook_id: Option<i64>,
+        #[serde(default)]
+        limit: Option<u32>,
+    },
+    /// A DUT's health, its health check from the lab file and its history (newest
+    /// first, at most 100 changes).
+    DutHealth { dut: String },
+    /// An operator puts a DUT back in good health, saying why (`note`, required).
+    RestoreDut { dut: String, note: String },
+    /// Run the DUT's health check now (through the normal launch path); the run's id.
+    CheckDut { dut: String },
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// What the launch form sends: the pack by name, DUTs by name. At most 100 groups, 256
@@ -158,6 +217,8 @@ pub struct LaunchSpec {
     pub params: Map<String, Value>,
     pub resource_mode: Option<ResourceMode>,
     pub coverage_mode: Option<CoverageMode>,
+    /// Launch on DUTs in `bad` health too (else refused with `dut_bad`).
+    pub force: bool,
 }
 
 /// The answer to a [`Request`], tagged with the request's `cmd`.
@@ -191,6 +252,29 @@ pub enum Response {
     Release {
         id: ResId,
     },
+    ListWebhooks(Vec<Webhook>),
+    AddWebhook(Webhook),
+    UpdateWebhook(Webhook),
+    RemoveWebhook {
+        #[ts(type = "number")]
+        id: i64,
+    },
+    WebhookDeliveries(Vec<WebhookDelivery>),
+    DutHealth(HealthReport),
+    RestoreDut(HealthReport),
+    CheckDut {
+        run_id: String,
+    },
+}
+
+/// A DUT's health now, its health check and its history (newest first).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+pub struct HealthReport {
+    pub health: DutHealth,
+    pub check: Option<HealthCheck>,
+    /// A health run of the DUT is going.
+    pub checking: bool,
+    pub history: Vec<HealthChange>,
 }
 
 /// A report to save: the client offers it as a download.

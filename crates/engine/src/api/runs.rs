@@ -24,6 +24,9 @@ impl LocalConsole {
             .map(|name| self.dut_target(name))
             .collect::<Result<Vec<_>, _>>()?;
         let ats = self.launch_ats(spec.ats, &duts)?;
+        if !spec.force {
+            self.check_health(&duts)?;
+        }
         crate::pack::check_task_count(
             &pack,
             &spec.groups,

@@ -510,6 +510,7 @@ impl Driver {
         let failure = {
             let mut s = self.lock();
             s.finished[d.item] = Some(d.finished_ms);
+            s.flaky[d.item] = d.flaky;
             s.plan.finish(d.item, &d.result, &d.message)
         };
         if let Some(lane) = d.unwritten {
@@ -525,6 +526,7 @@ impl Driver {
                     result,
                     message,
                     failure,
+                    flaky: d.flaky,
                 },
             );
         }
@@ -649,6 +651,7 @@ impl Driver {
                             result,
                             message,
                             failure,
+                            flaky: false,
                         },
                         ts: now,
                     });
@@ -688,6 +691,7 @@ impl Driver {
                 result: result.into(),
                 message: message.into(),
                 failure,
+                flaky: false,
             },
         );
     }

@@ -51,6 +51,9 @@ pub enum TaskState {
         result: String,
         message: String,
         failure: bool,
+        /// Passed only on a retry (`max_retries`).
+        #[serde(default)]
+        flaky: bool,
     },
 }
 

@@ -1,5 +1,8 @@
 //! Execute one task occurrence: setup → main → teardown phases (kissats `run_task`), store
-//! the outcome, tell the driver.
+//! the outcome, tell the driver. A task with `max_retries` whose result is a failure runs
+//! again (not after a stop), each attempt in its own folder with its own logs; every
+//! attempt is stored, the result is the last attempt's, and one that passed only on a
+//! retry is flaky.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,7 +20,7 @@ use crate::model::StopLevel;
 use crate::outcome::{Phase, ABORTED, ERRORED, TIMEOUT};
 use crate::pack::{GlobalParams, TaskDef};
 use crate::plan::DutTarget;
-use crate::store::{NewSubResult, Store, TaskFinish, TaskKind, TaskPaths};
+use crate::store::{AttemptRecord, NewSubResult, Store, TaskFinish, TaskKind, TaskPaths};
 
 use super::broker::Holding;
 use super::events::{RunEvent, TaskState};
@@ -29,6 +32,8 @@ pub(crate) struct ItemDone {
     pub item: usize,
     pub result: String,
     pub message: String,
+    /// Passed only on a retry (`max_retries`).
+    pub flaky: bool,
     pub holdings: Vec<Holding>,
     pub finished_ms: EpochMs,
     /// Set when the occurrence's task ended without storing a result (it panicked): the
@@ -49,6 +54,11 @@ impl Occurrence {
     /// Whether the caller settles the occurrence (nobody did before).
     pub fn settle(&self) -> bool {
         !self.settled.swap(true, Ordering::AcqRel)
+    }
+
+    /// Whether someone settled the occurrence already (the driver gave up on it).
+    pub fn is_settled(&self) -> bool {
+        self.settled.load(Ordering::Acquire)
     }
 }
 
@@ -77,6 +87,7 @@ impl Drop for SettleOnDrop {
             item: self.item,
             result: ERRORED.into(),
             message: message.into(),
+            flaky: false,
             holdings: std::mem::take(&mut self.holdings),
             finished_ms: self.clock.now_ms(),
             unwritten: Some(self.lane.clone()),
@@ -182,33 +193,104 @@ async fn execute_item(
     done: mpsc::UnboundedSender<ItemDone>,
     writing: ResultWrite,
 ) {
-    let started_ms = ctx.clock.now_ms();
+    let occ_started_ms = ctx.clock.now_ms();
     let occ_dir = ctx.run_dir.join(&job.lane).join(&job.dir_name);
-    let artifacts = occ_dir.join("artifacts");
-    let paths = TaskPaths {
-        task_dir: Some(occ_dir.display().to_string()),
-        setup_log: job
-            .def
-            .setup
-            .as_ref()
-            .map(|_| occ_dir.join(log_name(Phase::Setup)).display().to_string()),
-        main_log: Some(occ_dir.join(log_name(Phase::Main)).display().to_string()),
-        teardown_log: job.def.teardown.as_ref().map(|_| {
-            occ_dir
-                .join(log_name(Phase::Teardown))
-                .display()
-                .to_string()
-        }),
-        artifacts_dir: Some(artifacts.display().to_string()),
+    let retries = job.def.max_retries.min(crate::bounds::MAX_TASK_RETRIES);
+    let mut attempts = Vec::new();
+    let mut attempt = 1u32;
+    let (result, message, mut finish) = loop {
+        let (result, message, finish) = attempt_once(&ctx, &job, &occ_dir, attempt).await;
+        if retries == 0 {
+            break (result, message, finish);
+        }
+        attempts.push(AttemptRecord {
+            attempt,
+            result: finish.result.clone(),
+            failure: finish.failure,
+            message: finish.message.clone(),
+            started_ms: finish.started_ms,
+            finished_ms: finish.finished_ms,
+            exit_code: finish.exit_code,
+            signal: finish.signal,
+            paths: finish.paths.clone(),
+        });
+        // A stop ends the retries, and so does an occurrence the run gave up on.
+        let stop_at = if job.kind == TaskKind::Teardown {
+            StopLevel::AtOnce
+        } else {
+            StopLevel::Graceful
+        };
+        if !finish.failure || attempt > retries || stopped(&ctx, stop_at) || job.occ.is_settled() {
+            break (result, message, finish);
+        }
+        tracing::info!(run_id = %ctx.run_id, task = %job.def.name, attempt, result = %result, "task failed; retrying (max_retries)");
+        attempt += 1;
     };
-    let outcome = run_phases(&ctx, &job, &occ_dir, &artifacts, &paths).await;
-    let finished_ms = ctx.clock.now_ms();
     if !job.occ.settle() {
         tracing::warn!(run_id = %ctx.run_id, task = %job.def.name, "the run gave up on this task before it ended; its result is not stored");
         return;
     }
-    let (result, message, finish) = match outcome {
-        Ok(o) => o.into_finish(&ctx.params, &job, started_ms, finished_ms, paths),
+    // The occurrence spans every attempt; its result is the last attempt's.
+    finish.started_ms = Some(occ_started_ms);
+    finish.flaky = !finish.failure && attempts.len() > 1;
+    finish.attempts = attempts;
+    let flaky = finish.flaky;
+    let finished_ms = finish.finished_ms;
+    // The driver announces the result once the run's live state has it.
+    let _ = done.send(ItemDone {
+        item: job.item,
+        result,
+        message,
+        flaky,
+        holdings: job.holdings,
+        finished_ms,
+        unwritten: None,
+    });
+    // The driver starts the next task first; this result is written while that task's
+    // process runs instead of before it starts. The driver waits for `writing` to end
+    // before the run ends.
+    tokio::task::yield_now().await;
+    if let Err(e) = ctx.store.finish_task(job.task_id, &finish) {
+        ctx.store_failed("task result", Some(&job.def.name), &e);
+    }
+    commit_soon(&ctx);
+    drop(writing);
+}
+
+/// One attempt of the occurrence: its phases in the occurrence's folder (the first
+/// attempt) or in `attempt-N/` inside it (a retry, with its own logs and artifacts).
+async fn attempt_once(
+    ctx: &Arc<RunCtx>,
+    job: &ItemJob,
+    occ_dir: &std::path::Path,
+    attempt: u32,
+) -> (String, String, TaskFinish) {
+    let started_ms = ctx.clock.now_ms();
+    let dir = if attempt <= 1 {
+        occ_dir.to_path_buf()
+    } else {
+        occ_dir.join(format!("attempt-{attempt}"))
+    };
+    let artifacts = dir.join("artifacts");
+    let paths = TaskPaths {
+        task_dir: Some(dir.display().to_string()),
+        setup_log: job
+            .def
+            .setup
+            .as_ref()
+            .map(|_| dir.join(log_name(Phase::Setup)).display().to_string()),
+        main_log: Some(dir.join(log_name(Phase::Main)).display().to_string()),
+        teardown_log: job
+            .def
+            .teardown
+            .as_ref()
+            .map(|_| dir.join(log_name(Phase::Teardown)).display().to_string()),
+        artifacts_dir: Some(artifacts.display().to_string()),
+    };
+    let outcome = run_phases(ctx, job, &dir, &artifacts, &paths).await;
+    let finished_ms = ctx.clock.now_ms();
+    match outcome {
+        Ok(o) => o.into_finish(&ctx.params, job, started_ms, finished_ms, paths),
         Err(NotRun {
             message: msg,
             files,
@@ -235,25 +317,7 @@ async fn execute_item(
                 },
             )
         }
-    };
-    // The driver announces the result once the run's live state has it.
-    let _ = done.send(ItemDone {
-        item: job.item,
-        result,
-        message,
-        holdings: job.holdings,
-        finished_ms,
-        unwritten: None,
-    });
-    // The driver starts the next task first; this result is written while that task's
-    // process runs instead of before it starts. The driver waits for `writing` to end
-    // before the run ends.
-    tokio::task::yield_now().await;
-    if let Err(e) = ctx.store.finish_task(job.task_id, &finish) {
-        ctx.store_failed("task result", Some(&job.def.name), &e);
     }
-    commit_soon(&ctx);
-    drop(writing);
 }
 
 /// Have what the store holds uncommitted committed within [`COMMIT_WITHIN`] (see
@@ -371,6 +435,7 @@ impl Phases {
             } else {
                 TaskPaths::default()
             },
+            ..Default::default()
         };
         (result, message, finish)
     }

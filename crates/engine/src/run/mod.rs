@@ -124,6 +124,8 @@ struct LiveRun {
     started: Vec<Option<EpochMs>>,
     finished: Vec<Option<EpochMs>>,
     phase: Vec<Option<crate::outcome::Phase>>,
+    /// Occurrences that passed only on a retry (`max_retries`).
+    flaky: Vec<bool>,
     /// Writes of this run that failed (the run then ends `errored`).
     storage: storage::StorageTrouble,
     /// The run's event numbers; read under this state's lock for [`RunView::seq`].

@@ -119,6 +119,7 @@ pub(super) fn build_view(s: &LiveRun, now: EpochMs) -> RunView {
                     result: result.clone(),
                     message: message.clone(),
                     failure: *failure,
+                    flaky: s.flaky[id],
                 },
             ),
         };

@@ -22,11 +22,17 @@ mod error;
 mod model;
 mod owner;
 pub mod sqlite;
+pub mod webhooks;
+pub mod health;
 
 pub use error::{BackendError, Result, StoreError};
+pub use health::{DutHealth, Health, HealthChange, HealthStore};
 pub use model::*;
 pub use owner::RunOwner;
 pub use sqlite::{book as reservations, SqliteBookStore, SqliteStore, DEFAULT_READ_LIMIT};
+pub use webhooks::{
+    DeliveryStatus, Webhook, WebhookDelivery, WebhookEvent, WebhookRow, WebhookStore, WebhookTarget,
+};
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -161,6 +167,17 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// A handle on the book's tables of its own (a connection of its own), for the
     /// book's writer thread or a process that posts to the book's owner.
     fn open_book_store(&self) -> Result<Box<dyn BookStore>>;
+
+    // Webhooks.
+
+    /// A handle on the webhooks' tables of its own (a connection of its own), for the
+    /// console's webhook service.
+    fn open_webhook_store(&self) -> Result<Box<dyn WebhookStore>>;
+
+    // DUT health.
+
+    /// A handle on the DUT health tables of its own (a connection of its own).
+    fn open_health_store(&self) -> Result<Box<dyn HealthStore>>;
 }
 
 /// The reservation book's persistence (`reserve::live`): live reservations, the event

@@ -78,6 +78,27 @@ pub struct TaskFinish {
     /// The occurrence's files; `None` fields keep what [`super::Store::task_phase_started`]
     /// recorded.
     pub paths: TaskPaths,
+    /// Every attempt of a task that may be retried (`max_retries` above 0), the last one
+    /// included; empty for a task that runs once.
+    pub attempts: Vec<AttemptRecord>,
+    /// The task passed only on a retry.
+    pub flaky: bool,
+}
+
+/// One attempt of a task with `max_retries`: its own result, times and files.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct AttemptRecord {
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    pub result: String,
+    pub failure: bool,
+    pub message: String,
+    pub started_ms: Option<EpochMs>,
+    pub finished_ms: EpochMs,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub paths: TaskPaths,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -195,6 +216,11 @@ pub struct TaskRecord {
     pub log_truncated: bool,
     pub pgid: Option<i32>,
     pub sub_results: Vec<SubResultRecord>,
+    /// Passed only on a retry (`max_retries`): its earlier attempts failed.
+    pub flaky: bool,
+    /// Every attempt of a task that may be retried, in order, the last one (whose result
+    /// is the task's) included; empty for a task that runs once.
+    pub attempts: Vec<AttemptRecord>,
 }
 
 /// Sort key of the run listing.

@@ -16,3 +16,6 @@ mod read_file;
 mod bounds;
 mod support;
 mod waiters;
+mod retries;
+mod webhooks;
+mod health;

@@ -55,6 +55,13 @@ export const api = {
   hold: (resource: string, by: string, duration_s: number) =>
     call('hold', { resource, by, duration_s, from_ms: null, next_available: false }),
   release: (id: T.ResId) => call('release', { id }),
+  listWebhooks: () => call('list_webhooks', {}),
+  addWebhook: (url: string, events: T.WebhookEvent[], secret: string | null) =>
+    call('add_webhook', { url, events, secret, enabled: true }),
+  setWebhookEnabled: (id: number, enabled: boolean) =>
+    call('update_webhook', { id, url: null, events: null, secret: null, enabled }),
+  removeWebhook: (id: number) => call('remove_webhook', { id }),
+  webhookDeliveries: (webhook_id: number | null, limit = 50) => call('webhook_deliveries', { webhook_id, limit }),
 };
 
 /** Who holds a reservation, as a short label. */

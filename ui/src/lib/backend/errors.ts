@@ -21,6 +21,7 @@ const ERROR_CODES: Record<ErrorCode, true> = {
   too_large: true,
   timeout: true,
   internal: true,
+  dut_bad: true,
 };
 
 const isErrorCode = (c: unknown): c is ErrorCode => typeof c === 'string' && Object.hasOwn(ERROR_CODES, c);

@@ -24,8 +24,8 @@ function task(item: number, state: TaskState, o: Partial<TaskView> = {}): TaskVi
 
 const queued: TaskState = { state: 'queued', reason: 'waits for t0' };
 const running: TaskState = { state: 'running', phase: 'main' };
-const passed: TaskState = { state: 'done', result: 'Passed', message: '', failure: false };
-const failed: TaskState = { state: 'done', result: 'Failed', message: 'no video', failure: true };
+const passed: TaskState = { state: 'done', result: 'Passed', message: '', failure: false, flaky: false };
+const failed: TaskState = { state: 'done', result: 'Failed', message: 'no video', failure: true, flaky: false };
 
 /** A view of RUN numbered `seq`: `tasks` on lane stb-01 by kind, `shared` on no lane. */
 function view(seq: number, tasks: TaskView[], o: Partial<RunView> & { shared?: TaskView[] } = {}): RunView {

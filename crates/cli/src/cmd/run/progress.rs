@@ -99,12 +99,21 @@ fn show_event(out: &mut Output, ev: &RunEvent) {
             RunEvent::TaskState {
                 task,
                 lane,
-                state: TaskState::Done {
-                    result, message, ..
-                },
+                state:
+                    TaskState::Done {
+                        result,
+                        message,
+                        flaky,
+                        ..
+                    },
                 ..
             } => {
                 let lane = lane.as_deref().unwrap_or("-");
+                let result = if *flaky {
+                    format!("{result} (flaky: passed on a retry)")
+                } else {
+                    result.clone()
+                };
                 if message.is_empty() {
                     say!("[{lane}] {task}: {result}");
                 } else {
@@ -145,6 +154,7 @@ fn show_event(out: &mut Output, ev: &RunEvent) {
                         result,
                         message,
                         failure,
+                        ..
                     },
                 ..
             } = ev

@@ -27,6 +27,7 @@ pub fn with_live_results(mut tasks: Vec<TaskRecord>, view: Option<&RunView>) -> 
                 result,
                 message,
                 failure,
+                ..
             } => Some((t.task_id, (result.as_str(), message.as_str(), *failure))),
             _ => None,
         })
@@ -127,7 +128,15 @@ pub fn print(run_id: &str, status: RunStatus, reason: Option<&str>, tasks: &[Tas
             t.kind.as_str(),
             safe(result),
             time,
-            cut(t.message.as_deref().unwrap_or(""), 60)
+            if t.flaky {
+                format!(
+                    "flaky (attempt {}): {}",
+                    t.attempts.len(),
+                    cut(t.message.as_deref().unwrap_or(""), 40)
+                )
+            } else {
+                cut(t.message.as_deref().unwrap_or(""), 60)
+            }
         );
         for s in &t.sub_results {
             out!(

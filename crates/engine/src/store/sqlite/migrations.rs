@@ -179,4 +179,79 @@ DROP INDEX task_results_run;
 DROP INDEX task_results_result;
 "#,
     },
+    Migration {
+        name: "task attempts (max_retries) and flaky results",
+        sql: r#"
+ALTER TABLE task_results ADD COLUMN flaky INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE task_attempts (
+    id              INTEGER PRIMARY KEY,
+    task_result_id  INTEGER NOT NULL REFERENCES task_results(id) ON DELETE CASCADE,
+    attempt         INTEGER NOT NULL,
+    result          TEXT NOT NULL,
+    failure         INTEGER NOT NULL,
+    message         TEXT NOT NULL DEFAULT '',
+    started_ms      INTEGER,
+    finished_ms     INTEGER NOT NULL,
+    exit_code       INTEGER,
+    signal          INTEGER,
+    task_dir        TEXT,
+    setup_log       TEXT,
+    main_log        TEXT,
+    teardown_log    TEXT,
+    artifacts_dir   TEXT
+);
+CREATE INDEX task_attempts_task ON task_attempts(task_result_id);
+"#,
+    },
+    Migration {
+        name: "webhooks and their deliveries",
+        sql: r#"
+CREATE TABLE webhooks (
+    id              INTEGER PRIMARY KEY,
+    url             TEXT NOT NULL,
+    events_json     TEXT NOT NULL,
+    secret          TEXT,
+    enabled         INTEGER NOT NULL DEFAULT 1,
+    created_ms      INTEGER NOT NULL
+);
+CREATE TABLE webhook_deliveries (
+    id              INTEGER PRIMARY KEY,
+    webhook_id      INTEGER NOT NULL,
+    url             TEXT NOT NULL,
+    event           TEXT NOT NULL,
+    created_ms      INTEGER NOT NULL,
+    status          TEXT NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    http_status     INTEGER,
+    error           TEXT,
+    finished_ms     INTEGER,
+    body            TEXT NOT NULL
+);
+CREATE INDEX webhook_deliveries_hook ON webhook_deliveries(webhook_id, id);
+"#,
+    },
+    Migration {
+        name: "DUT health and its history",
+        sql: r#"
+CREATE TABLE dut_health (
+    dut             TEXT PRIMARY KEY,
+    health          TEXT NOT NULL,
+    since_ms        INTEGER,
+    reason          TEXT,
+    run_id          TEXT,
+    infra_failures  INTEGER NOT NULL DEFAULT 0,
+    last_check_ms   INTEGER
+);
+CREATE TABLE dut_health_history (
+    id              INTEGER PRIMARY KEY,
+    dut             TEXT NOT NULL,
+    ts_ms           INTEGER NOT NULL,
+    health          TEXT NOT NULL,
+    reason          TEXT NOT NULL,
+    run_id          TEXT,
+    note            TEXT
+);
+CREATE INDEX dut_health_history_dut ON dut_health_history(dut, id);
+"#,
+    },
 ];

@@ -18,6 +18,8 @@ mod runs;
 mod tasks;
 pub mod lab;
 pub mod book;
+pub mod webhooks;
+pub mod health;
 
 pub use book::SqliteBookStore;
 pub use read::DEFAULT_READ_LIMIT;
@@ -231,7 +233,7 @@ impl Store for SqliteStore {
             c.prepare_cached("BEGIN")?.execute([])?;
             self.uncommitted.store(true, Ordering::Release);
         }
-        if f.sub_results.is_empty() {
+        if f.sub_results.is_empty() && f.attempts.is_empty() {
             // One statement: a failure undoes it alone.
             return tasks::update_finish(&c, task_id, f);
         }
@@ -297,6 +299,14 @@ impl Store for SqliteStore {
 
     fn open_book_store(&self) -> Result<Box<dyn BookStore>> {
         Ok(Box::new(SqliteBookStore::open(&self.path)?))
+    }
+
+    fn open_webhook_store(&self) -> Result<Box<dyn crate::store::WebhookStore>> {
+        Ok(Box::new(webhooks::SqliteWebhookStore::open(&self.path)?))
+    }
+
+    fn open_health_store(&self) -> Result<Box<dyn crate::store::HealthStore>> {
+        Ok(Box::new(health::SqliteHealthStore::open(&self.path)?))
     }
 }
 

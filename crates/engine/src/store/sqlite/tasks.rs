@@ -8,8 +8,8 @@ use rusqlite::{params, Connection};
 use super::parse_opt_json;
 use crate::clock::EpochMs;
 use crate::store::{
-    Result, StoreError, StoredTaskState, SubResultRecord, TaskFinish, TaskKind, TaskPaths,
-    TaskRecord,
+    AttemptRecord, Result, StoreError, StoredTaskState, SubResultRecord, TaskFinish, TaskKind,
+    TaskPaths, TaskRecord,
 };
 
 /// Record a phase's start (lane, phase, paths, process group); the caller commits.
@@ -57,7 +57,8 @@ pub(super) fn of_run(conn: &Connection, run_id: &str) -> Result<Vec<TaskRecord>>
         "SELECT id, run_id, seq, lane, task, kind, grp, description, state, result, failure,
                 message, metadata_json, raw_result, est_task_time, run_time, run_time_delta,
                 started_ms, finished_ms, setup_ms, main_ms, teardown_ms, exit_code, signal, phase,
-                task_dir, setup_log, main_log, teardown_log, artifacts_dir, log_truncated, pgid
+                task_dir, setup_log, main_log, teardown_log, artifacts_dir, log_truncated, pgid,
+                flaky
          FROM task_results WHERE run_id = ?1 ORDER BY seq",
     )?;
     let mut tasks: Vec<TaskRecord> = stmt
@@ -102,6 +103,8 @@ pub(super) fn of_run(conn: &Connection, run_id: &str) -> Result<Vec<TaskRecord>>
                 log_truncated: r.get::<_, i64>(30)? != 0,
                 pgid: r.get(31)?,
                 sub_results: Vec::new(),
+                flaky: r.get::<_, i64>(32)? != 0,
+                attempts: Vec::new(),
             })
         })?
         .collect::<rusqlite::Result<_>>()?;
@@ -133,7 +136,52 @@ pub(super) fn of_run(conn: &Connection, run_id: &str) -> Result<Vec<TaskRecord>>
             t.sub_results = s;
         }
     }
+    let mut attempts_of = attempts_of_run(conn, run_id)?;
+    for t in &mut tasks {
+        if let Some(a) = attempts_of.remove(&t.id) {
+            t.attempts = a;
+        }
+    }
     Ok(tasks)
+}
+
+/// The attempts of a run's retried tasks, per task row.
+fn attempts_of_run(conn: &Connection, run_id: &str) -> Result<BTreeMap<i64, Vec<AttemptRecord>>> {
+    let mut stmt = conn.prepare(
+        "SELECT a.task_result_id, a.attempt, a.result, a.failure, a.message, a.started_ms,
+                a.finished_ms, a.exit_code, a.signal, a.task_dir, a.setup_log, a.main_log,
+                a.teardown_log, a.artifacts_dir
+         FROM task_attempts a JOIN task_results t ON t.id = a.task_result_id
+         WHERE t.run_id = ?1 ORDER BY a.task_result_id, a.attempt",
+    )?;
+    let rows = stmt.query_map([run_id], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            AttemptRecord {
+                attempt: r.get(1)?,
+                result: r.get(2)?,
+                failure: r.get::<_, i64>(3)? != 0,
+                message: r.get(4)?,
+                started_ms: r.get(5)?,
+                finished_ms: r.get(6)?,
+                exit_code: r.get(7)?,
+                signal: r.get(8)?,
+                paths: TaskPaths {
+                    task_dir: r.get(9)?,
+                    setup_log: r.get(10)?,
+                    main_log: r.get(11)?,
+                    teardown_log: r.get(12)?,
+                    artifacts_dir: r.get(13)?,
+                },
+            },
+        ))
+    })?;
+    let mut by_id: BTreeMap<i64, Vec<AttemptRecord>> = BTreeMap::new();
+    for row in rows {
+        let (id, a) = row?;
+        by_id.entry(id).or_default().push(a);
+    }
+    Ok(by_id)
 }
 
 pub(super) fn update_finish(conn: &Connection, task_id: i64, f: &TaskFinish) -> Result<()> {
@@ -144,7 +192,7 @@ pub(super) fn update_finish(conn: &Connection, task_id: i64, f: &TaskFinish) -> 
             teardown_ms = ?14, exit_code = ?15, signal = ?16, log_truncated = ?17, pgid = NULL,
             phase = NULL, task_dir = COALESCE(?18, task_dir), setup_log = COALESCE(?19, setup_log),
             main_log = COALESCE(?20, main_log), teardown_log = COALESCE(?21, teardown_log),
-            artifacts_dir = COALESCE(?22, artifacts_dir)
+            artifacts_dir = COALESCE(?22, artifacts_dir), flaky = ?23
          WHERE id = ?1",
     )?
     .execute(params![
@@ -170,13 +218,44 @@ pub(super) fn update_finish(conn: &Connection, task_id: i64, f: &TaskFinish) -> 
             f.paths.main_log,
             f.paths.teardown_log,
             f.paths.artifacts_dir,
+            f.flaky,
         ])?;
     Ok(())
 }
 
-/// A finished task's row and sub-results, inside the caller's transaction.
+/// A finished task's row, sub-results and attempts, inside the caller's transaction.
 pub(super) fn finish_writes(conn: &Connection, task_id: i64, f: &TaskFinish) -> Result<()> {
     update_finish(conn, task_id, f)?;
+    if !f.attempts.is_empty() {
+        conn.execute(
+            "DELETE FROM task_attempts WHERE task_result_id = ?1",
+            [task_id],
+        )?;
+        let mut stmt = conn.prepare_cached(
+            "INSERT INTO task_attempts (task_result_id, attempt, result, failure, message,
+                started_ms, finished_ms, exit_code, signal, task_dir, setup_log, main_log,
+                teardown_log, artifacts_dir)
+             VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14)",
+        )?;
+        for a in &f.attempts {
+            stmt.execute(params![
+                task_id,
+                a.attempt,
+                a.result,
+                a.failure,
+                a.message,
+                a.started_ms,
+                a.finished_ms,
+                a.exit_code,
+                a.signal,
+                a.paths.task_dir,
+                a.paths.setup_log,
+                a.paths.main_log,
+                a.paths.teardown_log,
+                a.paths.artifacts_dir,
+            ])?;
+        }
+    }
     if !f.sub_results.is_empty() {
         conn.execute(
             "DELETE FROM sub_results WHERE task_result_id = ?1",

@@ -26,4 +26,8 @@ duts: Array<string>,
 /**
  * Overrides of the pack's global parameters.
  */
-params: Record<string, unknown>, resource_mode: ResourceMode | null, coverage_mode: CoverageMode | null, };
+params: Record<string, unknown>, resource_mode: ResourceMode | null, coverage_mode: CoverageMode | null, 
+/**
+ * Launch on DUTs in `bad` health too (else refused with `dut_bad`).
+ */
+force: boolean, };

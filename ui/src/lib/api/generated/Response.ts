@@ -3,6 +3,7 @@ import type { ConsoleInfo } from "./ConsoleInfo";
 import type { Dut } from "./Dut";
 import type { ExportFile } from "./ExportFile";
 import type { FileContent } from "./FileContent";
+import type { HealthReport } from "./HealthReport";
 import type { LabView } from "./LabView";
 import type { LogChunk } from "./LogChunk";
 import type { PackDetail } from "./PackDetail";
@@ -13,6 +14,8 @@ import type { Reservations } from "./Reservations";
 import type { RunDetail } from "./RunDetail";
 import type { RunPage } from "./RunPage";
 import type { RunView } from "./RunView";
+import type { Webhook } from "./Webhook";
+import type { WebhookDelivery } from "./WebhookDelivery";
 
 /**
  * The answer to a [`Request`], tagged with the request's `cmd`.
@@ -22,4 +25,4 @@ export type Response = { "cmd": "info", "data": ConsoleInfo } | { "cmd": "list_p
  * DUTs (first) and lab resources the run uses without reserving them: the
  * console has no lab file, or reserves nothing (`testbay run --no-reserve`).
  */
-unreserved: Array<string>, } } | { "cmd": "stop_run", "data": { run_id: string, } } | { "cmd": "active_runs", "data": Array<RunView> } | { "cmd": "run_view", "data": RunView } | { "cmd": "read_log", "data": LogChunk } | { "cmd": "read_file", "data": FileContent } | { "cmd": "list_runs", "data": RunPage } | { "cmd": "get_run", "data": RunDetail } | { "cmd": "export", "data": ExportFile } | { "cmd": "get_lab", "data": LabView } | { "cmd": "search_duts", "data": Array<Dut> } | { "cmd": "reservations", "data": Reservations } | { "cmd": "hold", "data": ReservationView } | { "cmd": "release", "data": { id: ResId, } };
+unreserved: Array<string>, } } | { "cmd": "stop_run", "data": { run_id: string, } } | { "cmd": "active_runs", "data": Array<RunView> } | { "cmd": "run_view", "data": RunView } | { "cmd": "read_log", "data": LogChunk } | { "cmd": "read_file", "data": FileContent } | { "cmd": "list_runs", "data": RunPage } | { "cmd": "get_run", "data": RunDetail } | { "cmd": "export", "data": ExportFile } | { "cmd": "get_lab", "data": LabView } | { "cmd": "search_duts", "data": Array<Dut> } | { "cmd": "reservations", "data": Reservations } | { "cmd": "hold", "data": ReservationView } | { "cmd": "release", "data": { id: ResId, } } | { "cmd": "list_webhooks", "data": Array<Webhook> } | { "cmd": "add_webhook", "data": Webhook } | { "cmd": "update_webhook", "data": Webhook } | { "cmd": "remove_webhook", "data": { id: number, } } | { "cmd": "webhook_deliveries", "data": Array<WebhookDelivery> } | { "cmd": "dut_health", "data": HealthReport } | { "cmd": "restore_dut", "data": HealthReport } | { "cmd": "check_dut", "data": { run_id: string, } };

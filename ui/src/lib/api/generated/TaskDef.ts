@@ -54,6 +54,12 @@ max_resource_retry: number,
  */
 max_resource_wait: number | null, 
 /**
+ * A task whose result is a failure runs again, up to this many more times: 0 to 10.
+ * Each attempt is stored with its own logs; the task's result is its last attempt's,
+ * and a task that passed only on a retry is marked `flaky`.
+ */
+max_retries: number, 
+/**
  * May run beside other tasks on the same DUT.
  */
 process_safe: boolean, 

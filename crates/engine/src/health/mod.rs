@@ -1,0 +1,261 @@
+//! Device health (LAVA): each DUT's health (`good`, `bad`, `unknown`), its history, and
+//! the health checks the lab file names (`lab::health`). A health run that passes makes
+//! its DUT good; one that fails makes it bad (and tells the `dut_bad` webhooks). Runs on a
+//! DUT that fail on infrastructure (a task `Errored` or `Timeout`, or the run could not
+//! start) count towards `after_failures`, which makes its check due at once.
+//!
+//! The console launches due checks through its normal launch path (`api`); this service
+//! keeps the state and hears every run's end on a channel of its own, so nothing here
+//! runs on a run's path.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use crate::clock::{Clock, EpochMs};
+use crate::lab::{HealthCheck, HealthDue, Lab};
+use crate::outcome::{RunStatus, ERRORED, TIMEOUT};
+use crate::store::{
+    DutHealth, Health, HealthChange, HealthStore, RunRecord, Store, StoreError, WebhookEvent,
+};
+use crate::webhook::Webhooks;
+
+/// The console's health service (see the module doc).
+pub struct HealthService {
+    store: Arc<Mutex<Box<dyn HealthStore>>>,
+    lab: Option<Lab>,
+    clock: Arc<dyn Clock>,
+    /// Health runs going now: run id → DUT.
+    in_flight: Arc<Mutex<HashMap<String, String>>>,
+    ended: mpsc::UnboundedSender<String>,
+}
+
+impl std::fmt::Debug for HealthService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HealthService").finish_non_exhaustive()
+    }
+}
+
+/// A health check to launch now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueCheck {
+    pub dut: String,
+    pub check: HealthCheck,
+    pub why: HealthDue,
+}
+
+impl HealthService {
+    /// Start the service: its task hears the ends of runs ([`HealthService::run_status`]).
+    /// Must be called within a tokio runtime.
+    pub fn start(
+        store: Arc<dyn Store>,
+        lab: Option<Lab>,
+        clock: Arc<dyn Clock>,
+        webhooks: Arc<Webhooks>,
+    ) -> Result<Arc<Self>, StoreError> {
+        let health = Arc::new(Mutex::new(store.open_health_store()?));
+        let in_flight = Arc::new(Mutex::new(HashMap::new()));
+        let (ended, rx) = mpsc::unbounded_channel();
+        tokio::spawn(listen(
+            rx,
+            Settle {
+                runs: store,
+                health: health.clone(),
+                in_flight: in_flight.clone(),
+                clock: clock.clone(),
+                webhooks,
+            },
+        ));
+        Ok(Arc::new(Self {
+            store: health,
+            lab,
+            clock,
+            in_flight,
+            ended,
+        }))
+    }
+
+    /// A run's status changed; an end is settled on the service's task.
+    pub fn run_status(&self, run_id: &str, status: RunStatus) {
+        if status.is_finished() {
+            let _ = self.ended.send(run_id.to_string());
+        }
+    }
+
+    /// The checks due at `now`: DUTs of the lab with a health check, in service, with no
+    /// health run going.
+    pub fn due(&self) -> Result<Vec<DueCheck>, StoreError> {
+        let Some(lab) = &self.lab else {
+            return Ok(Vec::new());
+        };
+        let now = self.clock.now_ms();
+        let store = lock(&self.store);
+        let going: Vec<String> = lock(&self.in_flight).values().cloned().collect();
+        let mut out = Vec::new();
+        for dut in &lab.def.duts {
+            if dut.offline || going.contains(&dut.name) {
+                continue;
+            }
+            let Some(check) = lab.health_check(&dut.name) else {
+                continue;
+            };
+            let h = store.health(&dut.name)?;
+            if let Some(why) =
+                crate::lab::health::due(check, h.last_check_ms, h.infra_failures, now)
+            {
+                out.push(DueCheck {
+                    dut: dut.name.clone(),
+                    check: check.clone(),
+                    why,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The health check of `dut` from the lab file.
+    pub fn check_of(&self, dut: &str) -> Option<HealthCheck> {
+        self.lab.as_ref()?.health_check(dut).cloned()
+    }
+
+    /// A health run of `dut` was launched.
+    pub fn launched(&self, dut: &str, run_id: &str) -> Result<(), StoreError> {
+        lock(&self.in_flight).insert(run_id.to_string(), dut.to_string());
+        lock(&self.store).check_started(dut, self.clock.now_ms())
+    }
+
+    /// Whether a health run of `dut` is going.
+    pub fn checking(&self, dut: &str) -> bool {
+        lock(&self.in_flight).values().any(|d| d == dut)
+    }
+
+    /// Every DUT with a stored health.
+    pub fn all(&self) -> Result<Vec<DutHealth>, StoreError> {
+        lock(&self.store).all_health()
+    }
+
+    /// One DUT's health and its history (newest first, at most `limit`).
+    pub fn of(&self, dut: &str, limit: u32) -> Result<(DutHealth, Vec<HealthChange>), StoreError> {
+        let store = lock(&self.store);
+        Ok((store.health(dut)?, store.health_history(dut, limit)?))
+    }
+
+    /// An operator restores `dut` to good health, with a note.
+    pub fn restore(&self, dut: &str, note: &str) -> Result<(), StoreError> {
+        lock(&self.store).set_health(
+            dut,
+            &HealthChange {
+                ts_ms: self.clock.now_ms(),
+                health: Health::Good,
+                reason: "restored by an operator".into(),
+                run_id: None,
+                note: Some(note.to_string()),
+            },
+        )
+    }
+}
+
+/// What settles the end of a run.
+struct Settle {
+    runs: Arc<dyn Store>,
+    health: Arc<Mutex<Box<dyn HealthStore>>>,
+    in_flight: Arc<Mutex<HashMap<String, String>>>,
+    clock: Arc<dyn Clock>,
+    webhooks: Arc<Webhooks>,
+}
+
+async fn listen(mut rx: mpsc::UnboundedReceiver<String>, s: Settle) {
+    let s = Arc::new(s);
+    while let Some(run_id) = rx.recv().await {
+        let s = s.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            if let Err(e) = settle(&s, &run_id) {
+                tracing::warn!(run_id, error = %e, "cannot record DUT health for a run that ended");
+            }
+        })
+        .await;
+        if done.is_err() {
+            tracing::error!("the DUT health task failed");
+        }
+    }
+}
+
+/// Whether a run failed on infrastructure rather than on what it tested.
+pub fn infra_failure(run: &RunRecord) -> bool {
+    let count = |r: &str| run.counts.by_result.get(r).copied().unwrap_or(0);
+    run.status == RunStatus::CouldNotStart || count(ERRORED) > 0 || count(TIMEOUT) > 0
+}
+
+/// Settle a run's end; a health run counts as going until its DUT's health is written.
+fn settle(s: &Settle, run_id: &str) -> Result<(), StoreError> {
+    let checked = lock(&s.in_flight).get(run_id).cloned();
+    let r = settle_run(s, run_id, checked);
+    lock(&s.in_flight).remove(run_id);
+    r
+}
+
+fn settle_run(s: &Settle, run_id: &str, checked: Option<String>) -> Result<(), StoreError> {
+    let run = s.runs.get_run(run_id)?;
+    let now: EpochMs = s.clock.now_ms();
+    let store = lock(&s.health);
+    let Some(dut) = checked else {
+        let infra = infra_failure(&run);
+        for d in &run.duts {
+            store.count_run(&d.name, infra)?;
+        }
+        return Ok(());
+    };
+    let passed = run.status == RunStatus::Completed && run.counts.failures == 0;
+    if passed {
+        store.set_health(
+            &dut,
+            &HealthChange {
+                ts_ms: now,
+                health: Health::Good,
+                reason: format!(
+                    "health check passed ({} {})",
+                    run.pack_name, run.pack_version
+                ),
+                run_id: Some(run_id.to_string()),
+                note: None,
+            },
+        )?;
+        return Ok(());
+    }
+    let was_bad = store.health(&dut)?.health == Health::Bad;
+    let reason = format!(
+        "health check failed: run {run_id} of {} ended {} with {} failure(s){}",
+        run.pack_name,
+        run.status.as_str(),
+        run.counts.failures,
+        run.reason
+            .as_deref()
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default()
+    );
+    store.set_health(
+        &dut,
+        &HealthChange {
+            ts_ms: now,
+            health: Health::Bad,
+            reason: reason.clone(),
+            run_id: Some(run_id.to_string()),
+            note: None,
+        },
+    )?;
+    if was_bad {
+        return Ok(());
+    }
+    tracing::warn!(dut, run_id, reason, "DUT health turned bad");
+    s.webhooks.notify(
+        WebhookEvent::DutBad,
+        json!({ "dut": dut, "reason": reason, "run_id": run_id, "since_ms": now }),
+    );
+    Ok(())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
