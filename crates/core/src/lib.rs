@@ -17,6 +17,7 @@ pub mod outcome;
 pub mod pack;
 pub mod params;
 pub mod plan;
+pub mod queue;
 pub mod reserve;
 pub mod schedule;
 pub mod schema;
