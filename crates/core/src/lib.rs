@@ -21,5 +21,6 @@ pub mod queue;
 pub mod reserve;
 pub mod schedule;
 pub mod schema;
+pub mod settings;
 pub mod timefmt;
 pub mod userfile;

@@ -13,6 +13,6 @@ pub mod run;
 pub mod store;
 
 pub use testbay_core::{
-    bounds, clock, diag, doc, lab, model, outcome, params, plan, schedule, schema, timefmt,
-    userfile,
+    bounds, clock, diag, doc, lab, model, outcome, params, plan, queue, schedule, schema, settings,
+    timefmt, userfile,
 };

@@ -142,6 +142,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
             },
             owner_label: "testbay run",
             watch_packs: false,
+            serve_queue: false,
             ..ConsoleOptions::default()
         },
     )?;
@@ -252,7 +253,9 @@ async fn drive(
     let mut signals = StopSignals::new()?;
     let mut events = console.subscribe();
     let run_id = match console.dispatch(Request::Launch(spec)).await {
-        Ok(Response::Launch { run_id, unreserved }) => {
+        Ok(Response::Launch {
+            run_id, unreserved, ..
+        }) => {
             say_unreserved(args, ctx, &unreserved);
             run_id
         }

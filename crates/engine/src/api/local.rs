@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast;
 
 use super::console::{Console, EventReceiver, Reply, EVENT_CAPACITY};
+use super::queue::{CpuProbe, ProcStat, QueueConfig, RunQueueService, DISPATCH_RETRY};
 use super::{files, ApiError, ConsoleInfo, ConsolePaths, Event, Request, Response};
 use crate::clock::{Clock, SystemClock};
 use crate::diag::Diagnostic;
@@ -40,6 +41,8 @@ pub struct LocalConsole {
     pub(super) clock: Arc<dyn Clock>,
     pub(super) store: Arc<dyn Store>,
     pub(super) runs: RunManager,
+    /// Runs waiting for their DUTs (`api::queue`).
+    pub(super) queue: RunQueueService,
     events: broadcast::Sender<Event>,
     recovered: Result<RecoveryReport, String>,
 }
@@ -58,6 +61,13 @@ pub struct ConsoleOptions {
     /// ([`LocalConsole::recovered`]), which lets the book's next owner give back what
     /// they held. A console that only looks leaves them to the next one that runs.
     pub recover: bool,
+    /// Serve the run queue: queue launches whose DUTs are busy and start queued runs as
+    /// they free (`testbay run` and the CLI's looks do not).
+    pub serve_queue: bool,
+    /// The host's CPU use for the dispatch threshold (`/proc/stat` unless given).
+    pub cpu_probe: Option<Arc<dyn CpuProbe>>,
+    /// How long the dispatch threshold holds queued runs back before the next try.
+    pub dispatch_retry: std::time::Duration,
 }
 
 /// How a console uses the lab's reservation book.
@@ -83,6 +93,9 @@ impl Default for ConsoleOptions {
             owner_label: "the Testbay console",
             watch_packs: true,
             recover: true,
+            serve_queue: true,
+            cpu_probe: None,
+            dispatch_retry: DISPATCH_RETRY,
         }
     }
 }
@@ -105,6 +118,9 @@ impl LocalConsole {
             owner_label,
             watch_packs,
             recover,
+            serve_queue,
+            cpu_probe,
+            dispatch_retry,
         } = options;
         std::fs::create_dir_all(&paths.data_dir).map_err(|e| {
             ApiError::internal(format!(
@@ -180,6 +196,26 @@ impl LocalConsole {
             }
         }
         let runs = RunManager::new(store.clone(), &paths.data_dir, broker, clock.clone());
+        let settings = crate::settings::load(&paths.data_dir).unwrap_or_else(|diags| {
+            for d in &diags {
+                tracing::warn!(problem = %d, "settings file has problems; defaults used");
+            }
+            crate::settings::ConsoleSettings::default()
+        });
+        let queue = RunQueueService::open(
+            store.clone(),
+            runs.clone(),
+            owned_book.clone(),
+            clock.clone(),
+            events.clone(),
+            QueueConfig {
+                dispatch: serve_queue,
+                queue_for_duts: serve_queue && owned_book.is_some(),
+                cpu: cpu_probe.unwrap_or_else(|| Arc::new(ProcStat::new())),
+                cpu_threshold: settings.dispatch_cpu_threshold,
+                retry: dispatch_retry,
+            },
+        );
         let library = Library::open(paths.pack_roots.clone());
         if watch_packs {
             if let Err(e) = library.watch() {
@@ -205,6 +241,7 @@ impl LocalConsole {
             clock,
             store,
             runs,
+            queue,
             events,
             recovered,
         })
@@ -218,6 +255,11 @@ impl LocalConsole {
     /// it could not.
     pub fn recovered(&self) -> Result<&RecoveryReport, &str> {
         self.recovered.as_ref().map_err(|e| e.as_str())
+    }
+
+    /// The run queue (health checks keep DUTs out of service through it).
+    pub fn queue(&self) -> &RunQueueService {
+        &self.queue
     }
 
     /// The console as its transports hold it.
@@ -265,6 +307,12 @@ impl LocalConsole {
                 next_available,
             } => self.hold(resource, by, duration_s, from_ms, next_available),
             Request::Release { id } => self.release(id),
+            Request::Queue => Ok(self.queue_view()),
+            Request::MoveQueued { run_id, to } => self.move_queued(&run_id, to),
+            Request::SetQueuedPriority { run_id, priority } => {
+                self.set_queued_priority(&run_id, priority)
+            }
+            Request::CancelQueued { run_id } => self.cancel_queued(run_id),
         }
     }
 

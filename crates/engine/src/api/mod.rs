@@ -21,6 +21,7 @@ mod local;
 mod logs;
 mod packs;
 pub mod paths;
+pub mod queue;
 mod results;
 mod runs;
 
@@ -53,6 +54,7 @@ pub use lab_view::{LabView, RackView, Reservations, ResourceView, SlotState, Slo
 pub use local::{BookUse, ConsoleOptions, LocalConsole};
 pub use logs::LogChunk;
 pub use paths::ConsolePaths;
+pub use queue::{Move, Priority, QueueChange, QueueChangeKind, QueueView, QueuedRunView};
 
 /// Every command a client can send.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
@@ -135,6 +137,16 @@ pub enum Request {
     },
     /// End a reservation or hold.
     Release { id: ResId },
+    /// The run queue: every queued run in the order they start, what each waits for,
+    /// since when, and its estimated start.
+    Queue,
+    /// Move a queued run ahead of (`up`) or behind (`down`) its neighbour among the runs
+    /// of its priority.
+    MoveQueued { run_id: String, to: Move },
+    /// Give a queued run another priority.
+    SetQueuedPriority { run_id: String, priority: Priority },
+    /// Take a run out of the queue; it is stored `stopped` with the reason.
+    CancelQueued { run_id: String },
 }
 
 /// What the launch form sends: the pack by name, DUTs by name. At most 100 groups, 256
@@ -158,6 +170,13 @@ pub struct LaunchSpec {
     pub params: Map<String, Value>,
     pub resource_mode: Option<ResourceMode>,
     pub coverage_mode: Option<CoverageMode>,
+    /// Queue priority when its DUTs are busy (default `high`: an operator's launch).
+    #[ts(optional)]
+    pub priority: Option<Priority>,
+    /// Seconds it may wait in the queue before it ends `could_not_start` (default: no
+    /// limit; at most 30 days).
+    #[ts(optional)]
+    pub max_queue_time_s: Option<f64>,
 }
 
 /// The answer to a [`Request`], tagged with the request's `cmd`.
@@ -173,6 +192,10 @@ pub enum Response {
         /// console has no lab file, or reserves nothing (`testbay run --no-reserve`).
         #[serde(default)]
         unreserved: Vec<String>,
+        /// Its DUTs were busy: it waits in the run queue (status `queued`) and starts
+        /// when they free.
+        #[serde(default)]
+        queued: bool,
     },
     StopRun {
         run_id: String,
@@ -190,6 +213,12 @@ pub enum Response {
     Hold(ReservationView),
     Release {
         id: ResId,
+    },
+    Queue(QueueView),
+    MoveQueued(QueueView),
+    SetQueuedPriority(QueueView),
+    CancelQueued {
+        run_id: String,
     },
 }
 
@@ -232,6 +261,8 @@ pub enum Event {
     PacksChanged { dirs: Vec<String> },
     /// A change in the reservation book (requested, claimed, released, expired, ...).
     Book(BookEvent),
+    /// A run queued, started from the queue, moved, cancelled or given up on.
+    Queue(QueueChange),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]

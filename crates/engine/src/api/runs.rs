@@ -3,6 +3,8 @@
 
 use super::error::{bound_error, run_error, store_error};
 use super::local::blocking;
+use super::queue::{QueuedLaunchInfo, MAX_QUEUE_TIME_S};
+use super::Priority;
 use super::{ApiError, ErrorCode, LaunchSpec, LocalConsole, Response};
 use crate::bounds;
 use crate::pack::LoadedPack;
@@ -34,6 +36,17 @@ impl LocalConsole {
         .map_err(bound_error)?;
         self.check_can_reserve(&pack, &spec.groups, !duts.is_empty())?;
         let unreserved = self.unreserved(&pack, &spec.groups, &duts);
+        let max_queue_ms = queue_time_ms(spec.max_queue_time_s)?;
+        let info = QueuedLaunchInfo {
+            pack_name: pack.def.name.clone(),
+            pack_version: pack.def.version.clone(),
+            content_hash: pack.content_hash.clone(),
+            est_ms: estimated_ms(&pack, &spec.groups),
+            priority: spec.priority.unwrap_or(Priority::High),
+            max_queue_ms,
+            origin: "launch".into(),
+            through_queue: false,
+        };
         let req = LaunchRequest {
             pack_dir: pack.dir.display().to_string(),
             groups: spec.groups,
@@ -43,8 +56,12 @@ impl LocalConsole {
             resource_mode: spec.resource_mode,
             coverage_mode: spec.coverage_mode,
         };
-        let run_id = self.runs.launch(req).map_err(run_error)?;
-        Ok(Response::Launch { run_id, unreserved })
+        let (run_id, queued) = self.queue.launch(req, info)?;
+        Ok(Response::Launch {
+            run_id,
+            unreserved,
+            queued,
+        })
     }
 
     /// What a launch uses without reserving it: its DUTs, then the lab resources its
@@ -191,4 +208,38 @@ impl LocalConsole {
             ))),
         }
     }
+}
+
+/// `max_queue_time_s` in milliseconds: more than 0, at most [`MAX_QUEUE_TIME_S`].
+fn queue_time_ms(s: Option<f64>) -> Result<Option<i64>, ApiError> {
+    match s {
+        None => Ok(None),
+        Some(s) if s.is_finite() && s > 0.0 && s <= MAX_QUEUE_TIME_S => {
+            Ok(Some((s * 1000.0).round().max(1.0) as i64))
+        }
+        Some(s) => Err(ApiError::invalid(format!(
+            "max_queue_time_s: must be more than 0 and at most {MAX_QUEUE_TIME_S} seconds (30 days), got {s}"
+        ))),
+    }
+}
+
+/// The estimated time of a run of `groups` (every group when empty): the sum of its
+/// tasks' `est_task_time`, in milliseconds (for the queue's estimated starts).
+fn estimated_ms(pack: &LoadedPack, groups: &[String]) -> i64 {
+    let chosen: Vec<&String> = if groups.is_empty() {
+        pack.def.groups.keys().collect()
+    } else {
+        groups.iter().collect()
+    };
+    let tasks = pack.def.setup.iter().chain(&pack.def.teardown).chain(
+        chosen
+            .into_iter()
+            .filter_map(|g| pack.def.groups.get(g))
+            .flat_map(|g| g.setup.iter().chain(&g.tests).chain(&g.teardown)),
+    );
+    let secs: f64 = tasks
+        .filter_map(|t| pack.tasks.get(t))
+        .map(|t| t.def.est_task_time.max(0.0))
+        .sum();
+    (secs * 1000.0).min(i64::MAX as f64) as i64
 }

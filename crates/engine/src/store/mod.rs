@@ -21,11 +21,13 @@
 mod error;
 mod model;
 mod owner;
+mod queued;
 pub mod sqlite;
 
 pub use error::{BackendError, Result, StoreError};
 pub use model::*;
 pub use owner::RunOwner;
+pub use queued::QueuedRunRecord;
 pub use sqlite::{book as reservations, SqliteBookStore, SqliteStore, DEFAULT_READ_LIMIT};
 
 use std::collections::HashSet;
@@ -161,6 +163,18 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// A handle on the book's tables of its own (a connection of its own), for the
     /// book's writer thread or a process that posts to the book's owner.
     fn open_book_store(&self) -> Result<Box<dyn BookStore>>;
+
+    // Run queue.
+
+    /// Store a queued run, or replace it (a new priority or place).
+    fn queue_put(&self, run: &QueuedRunRecord) -> Result<()>;
+
+    /// Take a run out of the queue (it started, was cancelled or given up on); whether
+    /// it was there.
+    fn queue_remove(&self, run_id: &str) -> Result<bool>;
+
+    /// Every queued run, by place.
+    fn queue_list(&self) -> Result<Vec<QueuedRunRecord>>;
 }
 
 /// The reservation book's persistence (`reserve::live`): live reservations, the event

@@ -179,4 +179,23 @@ DROP INDEX task_results_run;
 DROP INDEX task_results_result;
 "#,
     },
+    Migration {
+        name: "the run queue",
+        // Runs waiting for their DUTs (`api::queue`): the launch as it will start, so
+        // the queue survives a restart.
+        sql: r#"
+CREATE TABLE run_queue (
+    run_id          TEXT PRIMARY KEY,
+    pack_name       TEXT NOT NULL,
+    priority        TEXT NOT NULL,
+    place           INTEGER NOT NULL,
+    enqueued_ms     INTEGER NOT NULL,
+    max_queue_ms    INTEGER,
+    est_ms          INTEGER NOT NULL,
+    duts_json       TEXT NOT NULL,
+    request_json    TEXT NOT NULL,
+    origin          TEXT NOT NULL
+);
+"#,
+    },
 ];

@@ -18,6 +18,7 @@ mod runs;
 mod tasks;
 pub mod lab;
 pub mod book;
+mod queue;
 
 pub use book::SqliteBookStore;
 pub use read::DEFAULT_READ_LIMIT;
@@ -35,8 +36,8 @@ use crate::clock::EpochMs;
 use crate::lab::{Lab, LabFile};
 use crate::outcome::RunStatus;
 use crate::store::{
-    BookStore, NewRun, NewTaskRow, RecoveryReport, Result, RunOwner, RunPage, RunQuery, RunRecord,
-    Store, StoreError, TaskFinish, TaskPaths, TaskRecord,
+    BookStore, NewRun, NewTaskRow, QueuedRunRecord, RecoveryReport, Result, RunOwner, RunPage,
+    RunQuery, RunRecord, Store, StoreError, TaskFinish, TaskPaths, TaskRecord,
 };
 
 impl From<rusqlite::Error> for StoreError {
@@ -297,6 +298,18 @@ impl Store for SqliteStore {
 
     fn open_book_store(&self) -> Result<Box<dyn BookStore>> {
         Ok(Box::new(SqliteBookStore::open(&self.path)?))
+    }
+
+    fn queue_put(&self, run: &QueuedRunRecord) -> Result<()> {
+        queue::put(&self.conn(), run)
+    }
+
+    fn queue_remove(&self, run_id: &str) -> Result<bool> {
+        queue::remove(&self.conn(), run_id)
+    }
+
+    fn queue_list(&self) -> Result<Vec<QueuedRunRecord>> {
+        self.read(queue::list)
     }
 }
 

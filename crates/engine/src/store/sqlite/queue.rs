@@ -1,0 +1,58 @@
+//! The run queue's rows (`run_queue`).
+
+use rusqlite::{params, Connection};
+
+use crate::store::{QueuedRunRecord, Result, StoreError};
+
+pub fn put(conn: &Connection, q: &QueuedRunRecord) -> Result<()> {
+    let duts = serde_json::to_string(&q.duts).map_err(|source| StoreError::Json {
+        what: "queued run's DUTs",
+        source,
+    })?;
+    conn.execute(
+        "INSERT OR REPLACE INTO run_queue (run_id, pack_name, priority, place, enqueued_ms,
+            max_queue_ms, est_ms, duts_json, request_json, origin)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        params![
+            q.run_id,
+            q.pack_name,
+            q.priority,
+            i64::try_from(q.place).unwrap_or(i64::MAX),
+            q.enqueued_ms,
+            q.max_queue_ms,
+            q.est_ms,
+            duts,
+            q.request_json,
+            q.origin
+        ],
+    )?;
+    Ok(())
+}
+
+pub fn remove(conn: &Connection, run_id: &str) -> Result<bool> {
+    Ok(conn.execute("DELETE FROM run_queue WHERE run_id = ?1", [run_id])? > 0)
+}
+
+pub fn list(conn: &Connection) -> Result<Vec<QueuedRunRecord>> {
+    let mut st = conn.prepare(
+        "SELECT run_id, pack_name, priority, place, enqueued_ms, max_queue_ms, est_ms,
+                duts_json, request_json, origin
+         FROM run_queue ORDER BY place",
+    )?;
+    let rows = st.query_map([], |r| {
+        let duts: String = r.get(7)?;
+        Ok(QueuedRunRecord {
+            run_id: r.get(0)?,
+            pack_name: r.get(1)?,
+            priority: r.get(2)?,
+            place: u64::try_from(r.get::<_, i64>(3)?).unwrap_or(0),
+            enqueued_ms: r.get(4)?,
+            max_queue_ms: r.get(5)?,
+            est_ms: r.get(6)?,
+            duts: serde_json::from_str(&duts).unwrap_or_default(),
+            request_json: r.get(8)?,
+            origin: r.get(9)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
