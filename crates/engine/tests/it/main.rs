@@ -1,6 +1,7 @@
 //! Integration tests of testbay-engine, one module per engine module (core's pure
 //! modules are tested in crates/core/tests/it).
 mod pack;
+mod queue;
 mod schemas;
 mod reserve;
 mod exec;
