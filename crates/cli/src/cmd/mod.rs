@@ -7,6 +7,7 @@
 pub mod export;
 pub mod lab;
 pub mod packs;
+pub mod queue;
 pub mod results;
 pub mod run;
 pub mod serve;
@@ -90,6 +91,9 @@ pub enum Command {
     Packs(packs::Args),
     /// Lab inventory: show, find DUTs, hold and release, list holds and waiters
     Lab(lab::Args),
+    /// The run queue: list it (who waits for what, since when, estimated start), move,
+    /// reprioritise or cancel a queued run
+    Queue(queue::Args),
 }
 
 impl Command {
@@ -107,5 +111,6 @@ pub fn run(command: Command, ctx: &Ctx) -> anyhow::Result<i32> {
         Command::Export(a) => export::run(a, ctx),
         Command::Packs(a) => packs::run(a, ctx),
         Command::Lab(a) => lab::run(a, ctx),
+        Command::Queue(a) => queue::run(a, ctx),
     }
 }

@@ -161,6 +161,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
         params,
         resource_mode: args.resource_mode,
         coverage_mode: args.coverage_mode,
+        ..LaunchSpec::default()
     };
     session.block_on(drive(session.console(), &args, ctx, &pack_dir, spec))
 }

@@ -175,6 +175,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Every queued run, by place.
     fn queue_list(&self) -> Result<Vec<QueuedRunRecord>>;
+
+    /// A value that changes whenever any process changes the stored queue (the serving
+    /// console notices the CLI's changes by it).
+    fn queue_signature(&self) -> Result<(i64, i64)>;
 }
 
 /// The reservation book's persistence (`reserve::live`): live reservations, the event

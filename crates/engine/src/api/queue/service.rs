@@ -10,7 +10,7 @@ use tokio::sync::{broadcast, Notify};
 
 use super::cpu::CpuProbe;
 use super::{Move, Priority, QueueChange, QueueChangeKind, QueueView, QueuedRunView};
-use crate::api::{ApiError, ErrorCode, Event};
+use crate::api::{ApiError, Event};
 use crate::clock::{Clock, EpochMs};
 use crate::outcome::RunStatus;
 use crate::queue::{Entry, RunQueue};
@@ -250,7 +250,12 @@ impl RunQueueService {
                     why.push(h.clone());
                 }
                 if why.is_empty() {
-                    why.push("starting".into());
+                    why.push(if inner.cfg.dispatch {
+                        "starting".into()
+                    } else {
+                        // A console that only looks does not know the book's state.
+                        format!("waits for {}", e.duts.join(", "))
+                    });
                 }
                 QueuedRunView {
                     run_id: e.run_id.clone(),
@@ -343,12 +348,18 @@ fn record(e: &Entry, w: &Waiting) -> QueuedRunRecord {
     }
 }
 
+/// How often the serving console looks whether another process (`testbay queue`)
+/// changed the stored queue: one cheap read.
+const STORE_LOOK: Duration = Duration::from_secs(1);
+
 /// What woke the dispatcher.
 enum Wake {
     /// These DUTs may have freed.
     Duts(Vec<String>),
     /// Look at everything.
     All,
+    /// Another process may have changed the stored queue: read it again if so.
+    StoreTick,
     /// A deadline or the retry time came.
     Timer,
 }
@@ -359,6 +370,7 @@ async fn dispatch_loop(
     mut book_rx: Option<broadcast::Receiver<BookEvent>>,
     mut run_rx: broadcast::Receiver<RunEvent>,
 ) {
+    let mut seen = weak.upgrade().and_then(|i| i.store.queue_signature().ok());
     loop {
         let Some(sleep) = weak.upgrade().map(|i| i.next_wake()) else {
             return;
@@ -401,8 +413,21 @@ async fn dispatch_loop(
             },
             _ = kick.notified() => Wake::All,
             _ = tokio::time::sleep(sleep) => Wake::Timer,
+            _ = tokio::time::sleep(STORE_LOOK) => Wake::StoreTick,
         };
         let Some(inner) = weak.upgrade() else { return };
+        let wake = match wake {
+            Wake::StoreTick => {
+                let sig = inner.store.queue_signature().ok();
+                if sig.is_none() || sig == seen {
+                    continue;
+                }
+                seen = sig;
+                inner.reload();
+                Wake::All
+            }
+            w => w,
+        };
         inner.give_up_overdue();
         inner.dispatch(wake);
     }
@@ -421,14 +446,14 @@ impl Inner {
             .is_some_and(|f| f(dut))
     }
 
+    /// Before an operator's change: a console that only looks reads the stored queue
+    /// first, so it changes what the serving console keeps (which notices the change by
+    /// [`Store::queue_signature`]).
     fn check_serving(&self) -> Result<(), ApiError> {
-        if self.cfg.dispatch {
-            return Ok(());
+        if !self.cfg.dispatch {
+            self.reload();
         }
-        Err(ApiError::new(
-            ErrorCode::Unavailable,
-            "the run queue is served by the console that owns the reservation book; change it there (the web UI or its API)",
-        ))
+        Ok(())
     }
 
     /// The queue as stored (at opening; a looking console before each view).

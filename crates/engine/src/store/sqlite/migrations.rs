@@ -194,7 +194,9 @@ CREATE TABLE run_queue (
     est_ms          INTEGER NOT NULL,
     duts_json       TEXT NOT NULL,
     request_json    TEXT NOT NULL,
-    origin          TEXT NOT NULL
+    origin          TEXT NOT NULL,
+    -- Raised on every write: another process's change shows in (count, max(rev)).
+    rev             INTEGER NOT NULL
 );
 "#,
     },

@@ -311,6 +311,10 @@ impl Store for SqliteStore {
     fn queue_list(&self) -> Result<Vec<QueuedRunRecord>> {
         self.read(queue::list)
     }
+
+    fn queue_signature(&self) -> Result<(i64, i64)> {
+        self.read(queue::signature)
+    }
 }
 
 fn parse_opt_json(s: Option<String>) -> Option<Value> {

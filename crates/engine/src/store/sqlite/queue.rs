@@ -11,8 +11,9 @@ pub fn put(conn: &Connection, q: &QueuedRunRecord) -> Result<()> {
     })?;
     conn.execute(
         "INSERT OR REPLACE INTO run_queue (run_id, pack_name, priority, place, enqueued_ms,
-            max_queue_ms, est_ms, duts_json, request_json, origin)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            max_queue_ms, est_ms, duts_json, request_json, origin, rev)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10,
+                 (SELECT COALESCE(MAX(rev), 0) + 1 FROM run_queue))",
         params![
             q.run_id,
             q.pack_name,
@@ -55,4 +56,13 @@ pub fn list(conn: &Connection) -> Result<Vec<QueuedRunRecord>> {
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+/// (rows, highest rev): changes whenever any process writes or removes a row.
+pub fn signature(conn: &Connection) -> Result<(i64, i64)> {
+    Ok(conn.query_row(
+        "SELECT COUNT(*), COALESCE(MAX(rev), 0) FROM run_queue",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?)
 }
