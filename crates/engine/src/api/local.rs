@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast;
 
 use super::console::{Console, EventReceiver, Reply, EVENT_CAPACITY};
-use super::queue::{CpuProbe, ProcStat, QueueConfig, RunQueueService, DISPATCH_RETRY};
+use super::queue::{
+    CpuProbe, ProcStat, QueueConfig, ReservationSource, RunQueueService, DISPATCH_RETRY,
+};
 use super::{files, ApiError, ConsoleInfo, ConsolePaths, Event, Request, Response};
 use crate::clock::{Clock, SystemClock};
 use crate::diag::Diagnostic;
@@ -202,10 +204,27 @@ impl LocalConsole {
             }
             crate::settings::ConsoleSettings::default()
         });
+        let reservations: Option<ReservationSource> = match (&owned_book, &book) {
+            (Some(b), _) => {
+                let b = b.clone();
+                Some(Arc::new(move || b.reservations()))
+            }
+            (None, Some(_)) => BookClient::open(&*store).ok().map(|c| {
+                let c = Mutex::new(c);
+                Arc::new(move || {
+                    c.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .reservations()
+                        .unwrap_or_default()
+                }) as ReservationSource
+            }),
+            _ => None,
+        };
         let queue = RunQueueService::open(
             store.clone(),
             runs.clone(),
             owned_book.clone(),
+            reservations,
             clock.clone(),
             events.clone(),
             QueueConfig {

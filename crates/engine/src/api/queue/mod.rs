@@ -33,7 +33,9 @@ use crate::clock::EpochMs;
 pub use crate::queue::{Move, Priority};
 
 pub use cpu::{CpuProbe, ProcStat};
-pub use service::{OutOfService, QueueConfig, QueuedLaunchInfo, RunQueueService};
+pub use service::{
+    OutOfService, QueueConfig, QueuedLaunchInfo, ReservationSource, RunQueueService,
+};
 
 /// How long the dispatch threshold holds runs back before the next try.
 pub const DISPATCH_RETRY: std::time::Duration = std::time::Duration::from_secs(30);

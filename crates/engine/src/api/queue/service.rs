@@ -14,9 +14,12 @@ use crate::api::{ApiError, Event};
 use crate::clock::{Clock, EpochMs};
 use crate::outcome::RunStatus;
 use crate::queue::{Entry, RunQueue};
-use crate::reserve::{fmt_ms_short, BookEvent, BookEventKind, LiveBook, ReservationMode};
+use crate::reserve::{fmt_ms_short, BookEvent, BookEventKind, LiveBook, ReservationView};
 use crate::run::{new_run_id, LaunchRequest, RunError, RunEvent, RunManager};
 use crate::store::{NewRun, QueuedRunRecord, Store};
+
+/// Every live reservation of the book (its owner's, or as the owner last stored them).
+pub type ReservationSource = Arc<dyn Fn() -> Vec<ReservationView> + Send + Sync>;
 
 /// Whether a DUT is kept out of service (a health check found it bad): a run wanting it
 /// does not start. None by default.
@@ -79,7 +82,7 @@ struct Inner {
     state: Mutex<State>,
     store: Arc<dyn Store>,
     runs: RunManager,
-    book: Option<LiveBook>,
+    reservations: Option<ReservationSource>,
     clock: Arc<dyn Clock>,
     events: broadcast::Sender<Event>,
     cfg: QueueConfig,
@@ -95,21 +98,24 @@ pub struct RunQueueService {
 
 impl RunQueueService {
     /// The queue as stored; with `cfg.dispatch`, the task that starts its runs is
-    /// spawned (within a tokio runtime) and looks at once (a queue left by the previous
+    /// spawned (woken by `book`'s events when this console owns it; `reservations` says
+    /// who holds what) (within a tokio runtime) and looks at once (a queue left by the previous
     /// start goes on).
     pub(crate) fn open(
         store: Arc<dyn Store>,
         runs: RunManager,
         book: Option<LiveBook>,
+        reservations: Option<ReservationSource>,
         clock: Arc<dyn Clock>,
         events: broadcast::Sender<Event>,
         cfg: QueueConfig,
     ) -> Self {
+        let book_rx = book.as_ref().map(LiveBook::subscribe);
         let inner = Arc::new(Inner {
             state: Mutex::new(State::default()),
             store,
             runs,
-            book,
+            reservations,
             clock,
             events,
             cfg,
@@ -118,7 +124,6 @@ impl RunQueueService {
         });
         inner.reload();
         if inner.cfg.dispatch {
-            let book_rx = inner.book.as_ref().map(LiveBook::subscribe);
             let run_rx = inner.runs.subscribe();
             let kick = inner.kick.clone();
             tokio::spawn(dispatch_loop(Arc::downgrade(&inner), kick, book_rx, run_rx));
@@ -209,10 +214,9 @@ impl RunQueueService {
         let st = inner.lock();
         let now = inner.clock.now_ms();
         let busy = inner.busy_now(&st);
-        let holders = inner.holders_now();
-        let starts = st
-            .queue
-            .estimated_starts(now, |d| inner.free_at(d, &st, now));
+        let live = inner.live_reservations();
+        let holders = holders_now(&live, now);
+        let starts = st.queue.estimated_starts(now, |d| free_at(&live, d, now));
         let mut wanted_ahead: HashSet<&str> = HashSet::new();
         let runs = st
             .queue
@@ -327,6 +331,34 @@ impl RunQueueService {
         inner.changed(run_id, QueueChangeKind::Cancelled, Some(reason.into()));
         Ok(())
     }
+}
+
+/// Who holds each busy DUT now and until when (for the queue's "waits for").
+fn holders_now(live: &[ReservationView], now: EpochMs) -> HashMap<String, String> {
+    live.iter()
+        .filter(|v| v.start <= now && v.end > now)
+        .map(|v| {
+            (
+                v.resource.to_string(),
+                format!("is held by {} until {}", v.holder, fmt_ms_short(v.end)),
+            )
+        })
+        .collect()
+}
+
+/// When the book has `dut` free from `now` on: the end of the reservations that follow
+/// each other on it from now.
+fn free_at(live: &[ReservationView], dut: &str, now: EpochMs) -> EpochMs {
+    let mut t = now;
+    while let Some(end) = live
+        .iter()
+        .filter(|v| &*v.resource == dut && v.start <= t && v.end > t)
+        .map(|v| v.end)
+        .max()
+    {
+        t = end;
+    }
+    t
 }
 
 fn not_queued(run_id: &str) -> ApiError {
@@ -517,49 +549,18 @@ impl Inner {
     /// DUTs taken now: by the book, or by a run this console started.
     fn busy_now(&self, st: &State) -> HashSet<String> {
         let mut busy: HashSet<String> = st.running.values().flatten().cloned().collect();
-        if let Some(book) = &self.book {
-            let now = self.clock.now_ms();
-            busy.extend(
-                book.reservations()
-                    .into_iter()
-                    .filter(|v| v.start <= now && v.end > now)
-                    .map(|v| v.resource.to_string()),
-            );
-        }
+        let now = self.clock.now_ms();
+        busy.extend(
+            self.live_reservations()
+                .into_iter()
+                .filter(|v| v.start <= now && v.end > now)
+                .map(|v| v.resource.to_string()),
+        );
         busy
     }
 
-    /// Who holds each busy DUT now and until when (for the queue's "waits for").
-    fn holders_now(&self) -> HashMap<String, String> {
-        let Some(book) = &self.book else {
-            return HashMap::new();
-        };
-        let now = self.clock.now_ms();
-        let mut by: HashMap<String, String> = HashMap::new();
-        for v in book.reservations() {
-            if v.start <= now && v.end > now {
-                by.insert(
-                    v.resource.to_string(),
-                    format!("is held by {} until {}", v.holder, fmt_ms_short(v.end)),
-                );
-            }
-        }
-        by
-    }
-
-    /// When the book has `dut` free for a while from now (now if it has no book).
-    fn free_at(&self, dut: &str, st: &State, now: EpochMs) -> EpochMs {
-        let Some(book) = &self.book else {
-            return now;
-        };
-        let est = st
-            .queue
-            .iter()
-            .find(|e| e.duts.iter().any(|d| d == dut))
-            .map_or(1, |e| e.est_ms.max(1));
-        book.with(|b| b.next_window(dut, now, est, ReservationMode::Exclusive))
-            .map(|w| w.start)
-            .unwrap_or(now)
+    fn live_reservations(&self) -> Vec<ReservationView> {
+        self.reservations.as_ref().map(|f| f()).unwrap_or_default()
     }
 
     /// How long the dispatcher may sleep: until the next `max_queue_time` deadline or
