@@ -45,6 +45,9 @@ pub struct LocalConsole {
     pub(super) runs: RunManager,
     /// Runs waiting for their DUTs (`api::queue`).
     pub(super) queue: RunQueueService,
+    /// Hands the scheduler its handle on this console when it is shared (serving
+    /// consoles only; see `api::schedules`).
+    scheduler: Mutex<Option<tokio::sync::oneshot::Sender<std::sync::Weak<LocalConsole>>>>,
     events: broadcast::Sender<Event>,
     recovered: Result<RecoveryReport, String>,
 }
@@ -63,8 +66,9 @@ pub struct ConsoleOptions {
     /// ([`LocalConsole::recovered`]), which lets the book's next owner give back what
     /// they held. A console that only looks leaves them to the next one that runs.
     pub recover: bool,
-    /// Serve the run queue: queue launches whose DUTs are busy and start queued runs as
-    /// they free (`testbay run` and the CLI's looks do not).
+    /// Serve the run queue and the schedules: queue launches whose DUTs are busy, start
+    /// queued runs as they free, fire schedules once the console is shared (`testbay
+    /// run` and the CLI's looks do not).
     pub serve_queue: bool,
     /// The host's CPU use for the dispatch threshold (`/proc/stat` unless given).
     pub cpu_probe: Option<Arc<dyn CpuProbe>>,
@@ -261,6 +265,7 @@ impl LocalConsole {
             store,
             runs,
             queue,
+            scheduler: Mutex::new(serve_queue.then(super::schedules::scheduler::start)),
             events,
             recovered,
         })
@@ -281,9 +286,19 @@ impl LocalConsole {
         &self.queue
     }
 
-    /// The console as its transports hold it.
+    /// The console as its transports hold it. A serving console's scheduler starts
+    /// firing schedules now.
     pub fn shared(self) -> Arc<dyn Console> {
-        Arc::new(self)
+        let me = Arc::new(self);
+        let starter = me
+            .scheduler
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(tx) = starter {
+            let _ = tx.send(Arc::downgrade(&me));
+        }
+        me
     }
 
     /// Answer one request: route it to the handler of its concern.
@@ -332,6 +347,13 @@ impl LocalConsole {
                 self.set_queued_priority(&run_id, priority)
             }
             Request::CancelQueued { run_id } => self.cancel_queued(run_id),
+            Request::AddSchedule(def) => self.add_schedule(def),
+            Request::UpdateSchedule { id, def } => self.update_schedule(&id, def),
+            Request::ListSchedules => self.list_schedules(),
+            Request::GetSchedule { id } => self.get_schedule(&id),
+            Request::PauseSchedule { id } => self.pause_schedule(&id, true),
+            Request::ResumeSchedule { id } => self.pause_schedule(&id, false),
+            Request::RemoveSchedule { id } => self.remove_schedule(id),
         }
     }
 

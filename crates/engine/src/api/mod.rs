@@ -23,6 +23,7 @@ mod packs;
 pub mod paths;
 pub mod queue;
 mod results;
+pub mod schedules;
 mod runs;
 
 use serde::{Deserialize, Serialize};
@@ -55,6 +56,7 @@ pub use local::{BookUse, ConsoleOptions, LocalConsole};
 pub use logs::LogChunk;
 pub use paths::ConsolePaths;
 pub use queue::{Move, Priority, QueueChange, QueueChangeKind, QueueView, QueuedRunView};
+pub use schedules::{FiringView, ScheduleDef, ScheduleDetail, ScheduleView};
 
 /// Every command a client can send.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
@@ -66,15 +68,21 @@ pub enum Request {
     /// The pack library: every pack folder, broken ones with their diagnostics.
     ListPacks,
     /// One pack by name: groups, tasks, parameters, resources.
-    GetPack { name: String },
+    GetPack {
+        name: String,
+    },
     /// Validate and start a run; answers with its id once it is stored.
     Launch(LaunchSpec),
     /// Stop a running run: running tasks are terminated, the rest become Aborted.
-    StopRun { run_id: String },
+    StopRun {
+        run_id: String,
+    },
     /// Live state of every run going now.
     ActiveRuns,
     /// Live state of one run (lanes, queues, every task's state, progress).
-    RunView { run_id: String },
+    RunView {
+        run_id: String,
+    },
     /// Bytes of a task's log from `offset` (at most `max_bytes`, default 64 KiB), cut at
     /// a line end; poll again from `next_offset` to follow it.
     ReadLog {
@@ -89,7 +97,10 @@ pub enum Request {
     },
     /// A whole file of a run (log or artifact), `path` relative to the run's folder
     /// `<data_dir>/runs/<run_id>/`; nothing outside it, at most 16 MiB (`too_large`).
-    ReadFile { run_id: String, path: String },
+    ReadFile {
+        run_id: String,
+        path: String,
+    },
     /// Stored runs: filters, sort and paging done here, not in the client.
     ListRuns(RunQuery),
     /// A stored run with its task occurrences and their sub-results, in plan order: from
@@ -136,17 +147,51 @@ pub enum Request {
         next_available: bool,
     },
     /// End a reservation or hold.
-    Release { id: ResId },
+    Release {
+        id: ResId,
+    },
     /// The run queue: every queued run in the order they start, what each waits for,
     /// since when, and its estimated start.
     Queue,
     /// Move a queued run ahead of (`up`) or behind (`down`) its neighbour among the runs
     /// of its priority.
-    MoveQueued { run_id: String, to: Move },
+    MoveQueued {
+        run_id: String,
+        to: Move,
+    },
     /// Give a queued run another priority.
-    SetQueuedPriority { run_id: String, priority: Priority },
+    SetQueuedPriority {
+        run_id: String,
+        priority: Priority,
+    },
     /// Take a run out of the queue; it is stored `stopped` with the reason.
-    CancelQueued { run_id: String },
+    CancelQueued {
+        run_id: String,
+    },
+    /// Store a new schedule (checked, naming the field); answers with its id.
+    AddSchedule(ScheduleDef),
+    /// Replace a schedule's definition; where its calendar stands is kept.
+    UpdateSchedule {
+        id: String,
+        def: ScheduleDef,
+    },
+    /// Every schedule with its next firings and its runs.
+    ListSchedules,
+    /// One schedule with its history (every firing, catch-up and skip, with its run).
+    GetSchedule {
+        id: String,
+    },
+    PauseSchedule {
+        id: String,
+    },
+    /// Resume: it fires from now on (what fell due while paused is not caught up).
+    ResumeSchedule {
+        id: String,
+    },
+    /// Delete a schedule (the runs it made stay).
+    RemoveSchedule {
+        id: String,
+    },
 }
 
 /// What the launch form sends: the pack by name, DUTs by name. At most 100 groups, 256
@@ -219,6 +264,17 @@ pub enum Response {
     SetQueuedPriority(QueueView),
     CancelQueued {
         run_id: String,
+    },
+    AddSchedule {
+        id: String,
+    },
+    UpdateSchedule(ScheduleView),
+    ListSchedules(Vec<ScheduleView>),
+    GetSchedule(Box<ScheduleDetail>),
+    PauseSchedule(ScheduleView),
+    ResumeSchedule(ScheduleView),
+    RemoveSchedule {
+        id: String,
     },
 }
 

@@ -17,6 +17,18 @@ impl LocalConsole {
     /// an unknown pack or DUT, an ATS that does not hold the DUTs (`invalid_request`), a
     /// launch expanding to more tasks than a run holds (`too_large`).
     pub(super) async fn launch(&self, spec: LaunchSpec) -> Result<Response, ApiError> {
+        self.launch_from(spec, "launch", false).await
+    }
+
+    /// A launch from `origin` (`launch`, `schedule:<id>`); `through_queue`: always
+    /// through the run queue and its dispatch threshold (a scheduled firing), else started
+    /// at once when its DUTs are free.
+    pub(super) async fn launch_from(
+        &self,
+        spec: LaunchSpec,
+        origin: &str,
+        through_queue: bool,
+    ) -> Result<Response, ApiError> {
         bounds::check_request_size(spec.groups.len(), spec.duts.len(), &spec.params)
             .map_err(bound_error)?;
         let pack = self.find_pack(&spec.pack)?;
@@ -44,8 +56,8 @@ impl LocalConsole {
             est_ms: estimated_ms(&pack, &spec.groups),
             priority: spec.priority.unwrap_or(Priority::High),
             max_queue_ms,
-            origin: "launch".into(),
-            through_queue: false,
+            origin: origin.into(),
+            through_queue,
         };
         let req = LaunchRequest {
             pack_dir: pack.dir.display().to_string(),
@@ -134,7 +146,7 @@ impl LocalConsole {
     /// A DUT named at launch (`NAME`, or `NAME:MODEL` naming its model), with its rack
     /// and slot, and its model unless named, from the lab. A console without a lab file
     /// takes any name as a lane of its own.
-    fn dut_target(&self, named: String) -> Result<DutTarget, ApiError> {
+    pub(super) fn dut_target(&self, named: String) -> Result<DutTarget, ApiError> {
         let (name, model) = match named.split_once(':') {
             Some((n, m)) => (n.to_string(), Some(m.to_string()).filter(|m| !m.is_empty())),
             None => (named, None),

@@ -27,7 +27,7 @@ pub mod sqlite;
 pub use error::{BackendError, Result, StoreError};
 pub use model::*;
 pub use owner::RunOwner;
-pub use queued::QueuedRunRecord;
+pub use queued::{FiringRecord, QueuedRunRecord, ScheduleRecord};
 pub use sqlite::{book as reservations, SqliteBookStore, SqliteStore, DEFAULT_READ_LIMIT};
 
 use std::collections::HashSet;
@@ -179,6 +179,23 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// A value that changes whenever any process changes the stored queue (the serving
     /// console notices the CLI's changes by it).
     fn queue_signature(&self) -> Result<(i64, i64)>;
+
+    // Schedules.
+
+    /// Store a schedule, or replace it (edited, paused, fired).
+    fn schedule_put(&self, schedule: &ScheduleRecord) -> Result<()>;
+
+    /// Delete a schedule (its firings stay, for the runs they link); whether it was there.
+    fn schedule_remove(&self, id: &str) -> Result<bool>;
+
+    /// Every schedule, oldest first.
+    fn schedule_list(&self) -> Result<Vec<ScheduleRecord>>;
+
+    /// Add a line to a schedule's history.
+    fn schedule_firing_add(&self, firing: &FiringRecord) -> Result<()>;
+
+    /// The newest `limit` lines of a schedule's history, oldest first.
+    fn schedule_firings(&self, id: &str, limit: u32) -> Result<Vec<FiringRecord>>;
 }
 
 /// The reservation book's persistence (`reserve::live`): live reservations, the event

@@ -14,6 +14,7 @@ mod api_types;
 mod api;
 mod resources;
 mod read_file;
+mod schedules;
 mod bounds;
 mod support;
 mod waiters;

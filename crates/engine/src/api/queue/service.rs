@@ -206,6 +206,11 @@ impl RunQueueService {
         Ok((run_id, true))
     }
 
+    /// Whether `run_id` waits in the queue.
+    pub(crate) fn contains(&self, run_id: &str) -> bool {
+        self.inner.lock().queue.get(run_id).is_some()
+    }
+
     pub(crate) fn view(&self) -> QueueView {
         let inner = &self.inner;
         if !inner.cfg.dispatch {

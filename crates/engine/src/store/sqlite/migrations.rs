@@ -200,4 +200,33 @@ CREATE TABLE run_queue (
 );
 "#,
     },
+    Migration {
+        name: "stored schedules and their firings",
+        // `api::schedules`: each schedule as its owner wrote it, where its calendar
+        // stands, and every firing (fired, caught up, skipped) with the run it made.
+        sql: r#"
+CREATE TABLE schedules (
+    id              TEXT PRIMARY KEY,
+    name            TEXT NOT NULL,
+    def_json        TEXT NOT NULL,
+    paused          INTEGER NOT NULL,
+    created_ms      INTEGER NOT NULL,
+    since_ms        INTEGER NOT NULL,
+    fired           INTEGER NOT NULL,
+    pending_ms      INTEGER,
+    last_run_id     TEXT,
+    rev             INTEGER NOT NULL
+);
+CREATE TABLE schedule_firings (
+    id              INTEGER PRIMARY KEY,
+    schedule_id     TEXT NOT NULL,
+    due_ms          INTEGER,
+    at_ms           INTEGER NOT NULL,
+    kind            TEXT NOT NULL,
+    run_id          TEXT,
+    note            TEXT
+);
+CREATE INDEX schedule_firings_schedule ON schedule_firings(schedule_id, id);
+"#,
+    },
 ];

@@ -36,8 +36,9 @@ use crate::clock::EpochMs;
 use crate::lab::{Lab, LabFile};
 use crate::outcome::RunStatus;
 use crate::store::{
-    BookStore, NewRun, NewTaskRow, QueuedRunRecord, RecoveryReport, Result, RunOwner, RunPage,
-    RunQuery, RunRecord, Store, StoreError, TaskFinish, TaskPaths, TaskRecord,
+    BookStore, FiringRecord, NewRun, NewTaskRow, QueuedRunRecord, RecoveryReport, Result, RunOwner,
+    RunPage, RunQuery, RunRecord, ScheduleRecord, Store, StoreError, TaskFinish, TaskPaths,
+    TaskRecord,
 };
 
 impl From<rusqlite::Error> for StoreError {
@@ -314,6 +315,26 @@ impl Store for SqliteStore {
 
     fn queue_signature(&self) -> Result<(i64, i64)> {
         self.read(queue::signature)
+    }
+
+    fn schedule_put(&self, schedule: &ScheduleRecord) -> Result<()> {
+        queue::schedule_put(&self.conn(), schedule)
+    }
+
+    fn schedule_remove(&self, id: &str) -> Result<bool> {
+        queue::schedule_remove(&self.conn(), id)
+    }
+
+    fn schedule_list(&self) -> Result<Vec<ScheduleRecord>> {
+        self.read(queue::schedule_list)
+    }
+
+    fn schedule_firing_add(&self, firing: &FiringRecord) -> Result<()> {
+        queue::firing_add(&self.conn(), firing)
+    }
+
+    fn schedule_firings(&self, id: &str, limit: u32) -> Result<Vec<FiringRecord>> {
+        self.read(|c| queue::firings(c, id, limit))
     }
 }
 

@@ -14,6 +14,8 @@ import type { Reservations } from "./Reservations";
 import type { RunDetail } from "./RunDetail";
 import type { RunPage } from "./RunPage";
 import type { RunView } from "./RunView";
+import type { ScheduleDetail } from "./ScheduleDetail";
+import type { ScheduleView } from "./ScheduleView";
 
 /**
  * The answer to a [`Request`], tagged with the request's `cmd`.
@@ -28,4 +30,4 @@ unreserved: Array<string>,
  * Its DUTs were busy: it waits in the run queue (status `queued`) and starts
  * when they free.
  */
-queued: boolean, } } | { "cmd": "stop_run", "data": { run_id: string, } } | { "cmd": "active_runs", "data": Array<RunView> } | { "cmd": "run_view", "data": RunView } | { "cmd": "read_log", "data": LogChunk } | { "cmd": "read_file", "data": FileContent } | { "cmd": "list_runs", "data": RunPage } | { "cmd": "get_run", "data": RunDetail } | { "cmd": "export", "data": ExportFile } | { "cmd": "get_lab", "data": LabView } | { "cmd": "search_duts", "data": Array<Dut> } | { "cmd": "reservations", "data": Reservations } | { "cmd": "hold", "data": ReservationView } | { "cmd": "release", "data": { id: ResId, } } | { "cmd": "queue", "data": QueueView } | { "cmd": "move_queued", "data": QueueView } | { "cmd": "set_queued_priority", "data": QueueView } | { "cmd": "cancel_queued", "data": { run_id: string, } };
+queued: boolean, } } | { "cmd": "stop_run", "data": { run_id: string, } } | { "cmd": "active_runs", "data": Array<RunView> } | { "cmd": "run_view", "data": RunView } | { "cmd": "read_log", "data": LogChunk } | { "cmd": "read_file", "data": FileContent } | { "cmd": "list_runs", "data": RunPage } | { "cmd": "get_run", "data": RunDetail } | { "cmd": "export", "data": ExportFile } | { "cmd": "get_lab", "data": LabView } | { "cmd": "search_duts", "data": Array<Dut> } | { "cmd": "reservations", "data": Reservations } | { "cmd": "hold", "data": ReservationView } | { "cmd": "release", "data": { id: ResId, } } | { "cmd": "queue", "data": QueueView } | { "cmd": "move_queued", "data": QueueView } | { "cmd": "set_queued_priority", "data": QueueView } | { "cmd": "cancel_queued", "data": { run_id: string, } } | { "cmd": "add_schedule", "data": { id: string, } } | { "cmd": "update_schedule", "data": ScheduleView } | { "cmd": "list_schedules", "data": Array<ScheduleView> } | { "cmd": "get_schedule", "data": ScheduleDetail } | { "cmd": "pause_schedule", "data": ScheduleView } | { "cmd": "resume_schedule", "data": ScheduleView } | { "cmd": "remove_schedule", "data": { id: string, } };

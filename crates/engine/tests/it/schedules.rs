@@ -1,0 +1,202 @@
+//! Stored schedules through the console's API, fired by a serving console with real
+//! processes: a `loop` with `repeat_count: 3` makes three runs, one after the other;
+//! bad schedules are refused naming the field; pause, resume and remove.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use testbay_engine::api::{
+    parse_request, ApiError, Console, ConsolePaths, LocalConsole, Response, ScheduleDetail,
+};
+use testbay_engine::outcome::RunStatus;
+use testbay_engine::timefmt::fmt_ms;
+
+use crate::support::write;
+
+const PATIENCE: Duration = Duration::from_secs(30);
+
+fn set_up(root: &Path) -> ConsolePaths {
+    write(
+        &root.join("lab.yaml"),
+        "name: t\nracks:\n  - {name: rack-x, slots: 4}\nduts:\n  - {name: box-1, model: BX-1, location: {rack: rack-x, slot: 1}}\n",
+    );
+    let dir = root.join("packs/p");
+    write(
+        &dir.join("pack.yaml"),
+        "name: p\nversion: '1'\ngroups:\n  quick:\n    tests: [quick]\n",
+    );
+    write(
+        &dir.join("tasks/quick.yaml"),
+        "name: quick\nrun: [bash, quick.sh]\nest_task_time: 1\n",
+    );
+    write(&dir.join("tasks/quick.sh"), "sleep 0.2\n");
+    write(
+        &root.join("data/settings.yaml"),
+        "dispatch_cpu_threshold: 100\n",
+    );
+    ConsolePaths {
+        data_dir: root.join("data"),
+        pack_roots: vec![root.join("packs")],
+        lab_file: Some(root.join("lab.yaml")),
+    }
+}
+
+async fn call(c: &Arc<dyn Console>, req: serde_json::Value) -> Result<Response, ApiError> {
+    c.dispatch(parse_request(req.to_string().as_bytes()).unwrap())
+        .await
+}
+
+/// Now as a schedule's local start in UTC.
+fn now_local() -> String {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    fmt_ms(ms).trim_end_matches('Z').to_string()
+}
+
+async fn detail(c: &Arc<dyn Console>, id: &str) -> ScheduleDetail {
+    match call(c, json!({"cmd": "get_schedule", "id": id}))
+        .await
+        .unwrap()
+    {
+        Response::GetSchedule(d) => *d,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loop_with_repeat_count_3_makes_three_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = LocalConsole::open(set_up(dir.path())).unwrap().shared();
+    let def = json!({
+        "name": "soak", "pack": "p", "groups": ["quick"], "duts": ["box-1"],
+        "when": {"type": "loop", "start": now_local(), "repeat_count": 3, "time_zone": "UTC"}
+    });
+    let mut req = def.clone();
+    req["cmd"] = json!("add_schedule");
+    let Response::AddSchedule { id } = call(&c, req).await.unwrap() else {
+        panic!()
+    };
+    let d = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let d = detail(&c, &id).await;
+            if d.schedule.fired == 3 && d.schedule.next_firing_ms.is_none() {
+                return d;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the loop fired three times");
+    assert_eq!(d.schedule.run_ids.len(), 3, "{d:?}");
+    assert!(
+        d.history.iter().all(|f| f.kind == "fired"),
+        "{:?}",
+        d.history
+    );
+    // One after the other: each run ended before the next was launched.
+    let mut last_end = 0;
+    for run_id in &d.schedule.run_ids {
+        let run = tokio::time::timeout(PATIENCE, async {
+            loop {
+                if let Ok(Response::GetRun(r)) =
+                    call(&c, json!({"cmd": "get_run", "run_id": run_id})).await
+                {
+                    if r.run.status.is_finished() {
+                        return r.run;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(run.status, RunStatus::Completed, "{run:?}");
+        assert!(
+            run.created_ms >= last_end,
+            "run {run_id} overlapped the one before"
+        );
+        last_end = run.finished_ms.unwrap();
+    }
+    // No fourth.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(detail(&c, &id).await.schedule.fired, 3);
+    c.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedules_are_checked_stored_paused_and_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = LocalConsole::open(set_up(dir.path())).unwrap().shared();
+    let when = json!({"type": "daily", "start": "2031-01-01T02:00", "time_zone": "Europe/Paris"});
+    let bad = |patch: serde_json::Value| {
+        let mut req = json!({"cmd": "add_schedule", "name": "n", "pack": "p", "when": when});
+        req.as_object_mut()
+            .unwrap()
+            .extend(patch.as_object().unwrap().clone());
+        req
+    };
+    for (patch, field) in [
+        (json!({"pack": "nope"}), "pack:"),
+        (json!({"name": " "}), "name:"),
+        (json!({"duts": ["ghost"]}), "duts:"),
+        (
+            json!({"duts": ["box-1"], "dut_search": "ModelName==BX*"}),
+            "dut_search:",
+        ),
+        (
+            json!({"when": {"type": "weekly", "start": "2031-01-01T02:00", "time_zone": "UTC"}}),
+            "when.days:",
+        ),
+        (
+            json!({"when": {"type": "daily", "start": "2031-01-01T02:00", "time_zone": "Mars/Base"}}),
+            "when.time_zone:",
+        ),
+    ] {
+        let e = call(&c, bad(patch.clone())).await.unwrap_err();
+        assert!(e.message.starts_with(field), "{patch}: {}", e.message);
+    }
+    let Response::AddSchedule { id } = call(&c, bad(json!({"dut_search": "ModelName==BX*"})))
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    let Response::ListSchedules(list) = call(&c, json!({"cmd": "list_schedules"})).await.unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].kind, "daily");
+    // 02:00 in Paris is 01:00 UTC in winter.
+    assert_eq!(
+        fmt_ms(list[0].next_firing_ms.unwrap()),
+        "2031-01-01 01:00:00Z"
+    );
+    assert_eq!(list[0].upcoming_ms.len(), 14);
+    let Response::PauseSchedule(v) = call(&c, json!({"cmd": "pause_schedule", "id": id}))
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert!(v.paused && v.next_firing_ms.is_none());
+    let Response::ResumeSchedule(v) = call(&c, json!({"cmd": "resume_schedule", "id": id}))
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert!(!v.paused && v.next_firing_ms.is_some());
+    call(&c, json!({"cmd": "remove_schedule", "id": id}))
+        .await
+        .unwrap();
+    let e = call(&c, json!({"cmd": "get_schedule", "id": id}))
+        .await
+        .unwrap_err();
+    assert!(e.message.contains("no schedule"), "{}", e.message);
+    c.shutdown();
+}
