@@ -10,6 +10,7 @@ pub mod packs;
 pub mod queue;
 pub mod results;
 pub mod run;
+pub mod schedule;
 pub mod serve;
 
 use std::path::PathBuf;
@@ -94,6 +95,8 @@ pub enum Command {
     /// The run queue: list it (who waits for what, since when, estimated start), move,
     /// reprioritise or cancel a queued run
     Queue(queue::Args),
+    /// Stored schedules: add, list, show, pause, resume, remove
+    Schedule(schedule::Args),
 }
 
 impl Command {
@@ -112,5 +115,6 @@ pub fn run(command: Command, ctx: &Ctx) -> anyhow::Result<i32> {
         Command::Packs(a) => packs::run(a, ctx),
         Command::Lab(a) => lab::run(a, ctx),
         Command::Queue(a) => queue::run(a, ctx),
+        Command::Schedule(a) => schedule::run(a, ctx),
     }
 }
