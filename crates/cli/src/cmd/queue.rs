@@ -17,8 +17,8 @@ use crate::console::{error_text, unexpected, Session};
 pub struct Args {
     #[command(subcommand)]
     cmd: Option<QueueCmd>,
-    /// Print the queue as JSON
-    #[arg(long)]
+    /// Print the answer as JSON
+    #[arg(long, global = true)]
     json: bool,
 }
 
