@@ -1,13 +1,13 @@
 /** Hash routing (`#/live/<run>`): works from `testbay serve` and from the Tauri protocol alike. */
 
 export interface Route {
-  screen: 'packs' | 'launch' | 'live' | 'lab' | 'results';
+  screen: 'packs' | 'launch' | 'live' | 'queue' | 'lab' | 'schedules' | 'results';
   /** Path segments after the screen, decoded. */
   args: string[];
   query: URLSearchParams;
 }
 
-const SCREENS: Route['screen'][] = ['packs', 'launch', 'live', 'lab', 'results'];
+const SCREENS: Route['screen'][] = ['packs', 'launch', 'live', 'queue', 'lab', 'schedules', 'results'];
 
 function parse(): Route {
   const raw = location.hash.replace(/^#\/?/, '');
