@@ -200,3 +200,83 @@ async fn schedules_are_checked_stored_paused_and_removed() {
     assert!(e.message.contains("no schedule"), "{}", e.message);
     c.shutdown();
 }
+
+/// A daily schedule whose firings fell due while no console ran: at the next start the
+/// history says how many were missed, then one run goes (`catch_up: once`) or none
+/// (`skip`). Virtual time: the console's clock is set past three firings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missed_firings_are_caught_up_once_or_skipped_and_the_history_says_which() {
+    use testbay_engine::api::ConsoleOptions;
+    use testbay_engine::clock::ManualClock;
+
+    let dir = tempfile::tempdir().unwrap();
+    let paths = set_up(dir.path());
+    let t0 = crate::support::T0;
+    let options = |t: i64| ConsoleOptions {
+        clock: Arc::new(ManualClock::new(t)),
+        ..ConsoleOptions::default()
+    };
+    // Added while no console serves (not shared: nothing fires): daily, 1 h from now.
+    let (once, skip) = {
+        let c = LocalConsole::open_with(paths.clone(), options(t0)).unwrap();
+        let add = |catch_up: &str| {
+            let start = fmt_ms(t0 + 3_600_000)
+                .trim_end_matches('Z')
+                .replace(' ', "T");
+            json!({"cmd": "add_schedule", "name": catch_up, "pack": "p", "groups": ["quick"],
+                   "when": {"type": "daily", "start": start, "time_zone": "UTC", "catch_up": catch_up}})
+        };
+        let mut ids = Vec::new();
+        for mode in ["once", "skip"] {
+            let Response::AddSchedule { id } = c
+                .dispatch(parse_request(add(mode).to_string().as_bytes()).unwrap())
+                .await
+                .unwrap()
+            else {
+                panic!()
+            };
+            ids.push(id);
+        }
+        c.shutdown();
+        (ids[0].clone(), ids[1].clone())
+    };
+    // Three days and two hours later: the firings at +1 h, +25 h, +49 h and +73 h were
+    // missed.
+    let later = t0 + 3 * 86_400_000 + 2 * 3_600_000;
+    let c = LocalConsole::open_with(paths, options(later))
+        .unwrap()
+        .shared();
+    let d = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let d = detail(&c, &once).await;
+            if d.history.iter().any(|f| f.kind == "caught_up") {
+                return d;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the missed firings were caught up");
+    assert_eq!(d.history[0].kind, "missed", "{:?}", d.history);
+    assert_eq!(
+        d.history[0].note.as_deref(),
+        Some("missed 4 firings, ran once at start")
+    );
+    assert!(d.history[1].run_id.is_some(), "{:?}", d.history);
+    assert_eq!(d.schedule.run_ids.len(), 1);
+    // The next regular firing is tomorrow's.
+    assert_eq!(
+        d.schedule.next_firing_ms,
+        Some(t0 + 4 * 86_400_000 + 3_600_000)
+    );
+
+    let d = detail(&c, &skip).await;
+    let kinds: Vec<&str> = d.history.iter().map(|f| f.kind.as_str()).collect();
+    assert_eq!(kinds, ["missed", "skipped"], "{:?}", d.history);
+    assert_eq!(
+        d.history[0].note.as_deref(),
+        Some("missed 4 firings, skipped (catch_up: skip)")
+    );
+    assert!(d.schedule.run_ids.is_empty());
+    c.shutdown();
+}

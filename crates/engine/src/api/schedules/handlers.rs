@@ -89,8 +89,8 @@ impl LocalConsole {
     }
 
     pub(in crate::api) fn get_schedule(&self, id: &str) -> Result<Response, ApiError> {
-        let schedule = self.schedule_view(id)?;
-        let history = self
+        let mut schedule = self.schedule_view(id)?;
+        let history: Vec<FiringView> = self
             .store
             .schedule_firings(id, HISTORY)
             .map_err(store_error)?
@@ -103,6 +103,8 @@ impl LocalConsole {
                 note: f.note,
             })
             .collect();
+        // One read for both: the runs are those of the history shown.
+        schedule.run_ids = history.iter().filter_map(|f| f.run_id.clone()).collect();
         Ok(Response::GetSchedule(Box::new(ScheduleDetail {
             schedule,
             history,
