@@ -361,3 +361,35 @@ async fn a_busy_host_holds_queued_runs_back_until_its_cpu_falls() {
     assert_eq!(final_status(&c, &run_id).await, RunStatus::Completed);
     c.shutdown();
 }
+
+/// The hook health checks use: a DUT kept out of service keeps its queued runs waiting
+/// (and says so); back in service, they start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dut_out_of_service_keeps_its_runs_queued() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = LocalConsole::open(set_up(dir.path())).unwrap();
+    let mut events = c.subscribe();
+    let bad = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let flag = bad.clone();
+    c.queue().set_out_of_service(Arc::new(move |d: &str| {
+        d == "box-1" && flag.load(Ordering::SeqCst)
+    }));
+    let (run_id, queued) = launch(&c, "box-1", json!({})).await;
+    assert!(queued, "box-1 is out of service: the launch waits");
+    let q = queue(&c).await;
+    assert!(
+        q.runs[0].waits_for.contains("box-1 is out of service"),
+        "{q:?}"
+    );
+    let (other, queued) = launch(&c, "box-2", json!({})).await;
+    assert!(!queued, "box-2 is in service and free");
+    assert_eq!(final_status(&c, &other).await, RunStatus::Completed);
+    assert_eq!(ids(&queue(&c).await), [run_id.as_str()]);
+    bad.store(false, Ordering::SeqCst);
+    c.queue().kick();
+    queue_event(&mut events, &run_id, QueueChangeKind::Started, PATIENCE)
+        .await
+        .expect("back in service, the run started");
+    assert_eq!(final_status(&c, &run_id).await, RunStatus::Completed);
+    c.shutdown();
+}

@@ -280,3 +280,48 @@ async fn missed_firings_are_caught_up_once_or_skipped_and_the_history_says_which
     assert!(d.schedule.run_ids.is_empty());
     c.shutdown();
 }
+
+/// A DUT search is resolved when the schedule fires: the run gets the matching DUT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dut_search_is_resolved_at_firing() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = LocalConsole::open(set_up(dir.path())).unwrap().shared();
+    let req = json!({
+        "cmd": "add_schedule", "name": "by model", "pack": "p", "groups": ["quick"],
+        "dut_search": "ModelName==BX-*",
+        "when": {"type": "oneoff", "start": now_local(), "time_zone": "UTC"}
+    });
+    let Response::AddSchedule { id } = call(&c, req).await.unwrap() else {
+        panic!()
+    };
+    let run_id = tokio::time::timeout(PATIENCE, async {
+        loop {
+            if let Some(r) = detail(&c, &id).await.schedule.run_ids.first() {
+                return r.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the one-off fired");
+    let run = tokio::time::timeout(PATIENCE, async {
+        loop {
+            if let Ok(Response::GetRun(r)) =
+                call(&c, json!({"cmd": "get_run", "run_id": run_id})).await
+            {
+                if r.run.status.is_finished() {
+                    return r.run;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(run.status, RunStatus::Completed);
+    assert_eq!(
+        run.duts.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(),
+        ["box-1"]
+    );
+    c.shutdown();
+}

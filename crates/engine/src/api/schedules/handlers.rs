@@ -44,6 +44,14 @@ impl LocalConsole {
     pub(in crate::api) fn add_schedule(&self, def: ScheduleDef) -> Result<Response, ApiError> {
         self.check_schedule(&def)?;
         let now = self.clock.now_ms();
+        // Firings from now on; a start in the last minute (`now`, as a form or the CLI
+        // give it, to the second) still fires.
+        let start = def.when.compile().map(|s| s.start_ms()).unwrap_or(now);
+        let since_ms = if start <= now && now - start < scheduler::LATE_MS {
+            start.saturating_sub(1)
+        } else {
+            now.saturating_sub(1)
+        };
         let id = format!(
             "s{}-{:04x}",
             crate::timefmt::fmt_compact(now),
@@ -55,7 +63,7 @@ impl LocalConsole {
             def_json: serde_json::to_string(&def).expect("plain data serialises"),
             paused: false,
             created_ms: now,
-            since_ms: now.saturating_sub(1),
+            since_ms,
             fired: 0,
             pending_ms: None,
             last_run_id: None,
