@@ -68,6 +68,7 @@ impl Session {
         let options = ConsoleOptions {
             book: BookUse::None,
             watch_packs: false,
+            serve_queue: false,
             ..ConsoleOptions::default()
         };
         Self::open(paths, options)

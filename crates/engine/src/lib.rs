@@ -15,6 +15,6 @@ pub mod store;
 pub mod webhook;
 
 pub use testbay_core::{
-    bounds, clock, diag, doc, lab, model, outcome, params, plan, schedule, schema, timefmt,
-    userfile,
+    bounds, clock, diag, doc, lab, model, outcome, params, plan, queue, schedule, schema, settings,
+    timefmt, userfile,
 };

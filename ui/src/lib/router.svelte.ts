@@ -1,13 +1,22 @@
 /** Hash routing (`#/live/<run>`): works from `testbay serve` and from the Tauri protocol alike. */
 
 export interface Route {
-  screen: 'packs' | 'launch' | 'live' | 'lab' | 'results' | 'webhooks';
+  screen: 'packs' | 'launch' | 'live' | 'queue' | 'lab' | 'schedules' | 'results' | 'webhooks';
   /** Path segments after the screen, decoded. */
   args: string[];
   query: URLSearchParams;
 }
 
-const SCREENS: Route['screen'][] = ['packs', 'launch', 'live', 'lab', 'results', 'webhooks'];
+const SCREENS: Route['screen'][] = [
+  'packs',
+  'launch',
+  'live',
+  'queue',
+  'lab',
+  'schedules',
+  'results',
+  'webhooks',
+];
 
 function parse(): Route {
   const raw = location.hash.replace(/^#\/?/, '');

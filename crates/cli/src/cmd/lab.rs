@@ -305,6 +305,7 @@ fn lab_session(ctx: &Ctx, book: BookUse) -> anyhow::Result<Session> {
         owner_label: "testbay lab",
         watch_packs: false,
         recover: false,
+        serve_queue: false,
         ..ConsoleOptions::default()
     };
     Session::open(paths, options)

@@ -7,8 +7,10 @@
 pub mod export;
 pub mod lab;
 pub mod packs;
+pub mod queue;
 pub mod results;
 pub mod run;
+pub mod schedule;
 pub mod serve;
 pub mod webhook;
 
@@ -93,6 +95,11 @@ pub enum Command {
     Lab(lab::Args),
     /// Webhooks: add, list, remove; their last deliveries
     Webhook(webhook::Args),
+    /// The run queue: list it (who waits for what, since when, estimated start), move,
+    /// reprioritise or cancel a queued run
+    Queue(queue::Args),
+    /// Stored schedules: add, list, show, pause, resume, remove
+    Schedule(schedule::Args),
 }
 
 impl Command {
@@ -111,5 +118,7 @@ pub fn run(command: Command, ctx: &Ctx) -> anyhow::Result<i32> {
         Command::Packs(a) => packs::run(a, ctx),
         Command::Lab(a) => lab::run(a, ctx),
         Command::Webhook(a) => webhook::run(a, ctx),
+        Command::Queue(a) => queue::run(a, ctx),
+        Command::Schedule(a) => schedule::run(a, ctx),
     }
 }

@@ -145,6 +145,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
             },
             owner_label: "testbay run",
             watch_packs: false,
+            serve_queue: false,
             ..ConsoleOptions::default()
         },
     )?;
@@ -164,6 +165,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
         resource_mode: args.resource_mode,
         coverage_mode: args.coverage_mode,
         force: args.force,
+        ..LaunchSpec::default()
     };
     session.block_on(drive(session.console(), &args, ctx, &pack_dir, spec))
 }
@@ -256,7 +258,9 @@ async fn drive(
     let mut signals = StopSignals::new()?;
     let mut events = console.subscribe();
     let run_id = match console.dispatch(Request::Launch(spec)).await {
-        Ok(Response::Launch { run_id, unreserved }) => {
+        Ok(Response::Launch {
+            run_id, unreserved, ..
+        }) => {
             say_unreserved(args, ctx, &unreserved);
             run_id
         }

@@ -1,6 +1,7 @@
 //! CLI integration tests.
 mod run;
 mod packs;
+mod schedule;
 mod serve;
 mod lab;
 mod data_dir;

@@ -5,5 +5,6 @@ mod lab;
 mod layers;
 mod params;
 mod plan;
+mod queue;
 mod schedule;
 mod support;

@@ -109,6 +109,7 @@ impl LocalConsole {
             )));
         }
         self.health.restore(&dut, &note).map_err(store_error)?;
+        self.queue.kick();
         Ok(Response::RestoreDut(self.report(&dut)?))
     }
 

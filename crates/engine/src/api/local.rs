@@ -10,6 +10,9 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast;
 
 use super::console::{Console, EventReceiver, Reply, EVENT_CAPACITY};
+use super::queue::{
+    CpuProbe, ProcStat, QueueConfig, ReservationSource, RunQueueService, DISPATCH_RETRY,
+};
 use super::{files, ApiError, ConsoleInfo, ConsolePaths, Event, Request, Response};
 use crate::clock::{Clock, SystemClock};
 use crate::diag::Diagnostic;
@@ -48,6 +51,11 @@ pub struct LocalConsole {
     pub(super) health: Arc<HealthService>,
     /// Whether [`LocalConsole::shared`] starts the task that launches due health checks.
     health_checks: bool,
+    /// Runs waiting for their DUTs (`api::queue`).
+    pub(super) queue: RunQueueService,
+    /// Hands the scheduler its handle on this console when it is shared (serving
+    /// consoles only; see `api::schedules`).
+    scheduler: Mutex<Option<tokio::sync::oneshot::Sender<std::sync::Weak<LocalConsole>>>>,
     events: broadcast::Sender<Event>,
     recovered: Result<RecoveryReport, String>,
 }
@@ -70,6 +78,14 @@ pub struct ConsoleOptions {
     /// [`HEALTH_TICK`] from [`LocalConsole::shared`] on: the long-lived console does,
     /// a CLI command's does not.
     pub health_checks: bool,
+    /// Serve the run queue and the schedules: queue launches whose DUTs are busy, start
+    /// queued runs as they free, fire schedules once the console is shared (`testbay
+    /// run` and the CLI's looks do not).
+    pub serve_queue: bool,
+    /// The host's CPU use for the dispatch threshold (`/proc/stat` unless given).
+    pub cpu_probe: Option<Arc<dyn CpuProbe>>,
+    /// How long the dispatch threshold holds queued runs back before the next try.
+    pub dispatch_retry: std::time::Duration,
 }
 
 /// How often the long-lived console looks for due health checks.
@@ -99,6 +115,9 @@ impl Default for ConsoleOptions {
             watch_packs: true,
             recover: true,
             health_checks: true,
+            serve_queue: true,
+            cpu_probe: None,
+            dispatch_retry: DISPATCH_RETRY,
         }
     }
 }
@@ -122,6 +141,9 @@ impl LocalConsole {
             watch_packs,
             recover,
             health_checks,
+            serve_queue,
+            cpu_probe,
+            dispatch_retry,
         } = options;
         std::fs::create_dir_all(&paths.data_dir).map_err(|e| {
             ApiError::internal(format!(
@@ -197,6 +219,43 @@ impl LocalConsole {
             }
         }
         let runs = RunManager::new(store.clone(), &paths.data_dir, broker, clock.clone());
+        let settings = crate::settings::load(&paths.data_dir).unwrap_or_else(|diags| {
+            for d in &diags {
+                tracing::warn!(problem = %d, "settings file has problems; defaults used");
+            }
+            crate::settings::ConsoleSettings::default()
+        });
+        let reservations: Option<ReservationSource> = match (&owned_book, &book) {
+            (Some(b), _) => {
+                let b = b.clone();
+                Some(Arc::new(move || b.reservations()))
+            }
+            (None, Some(_)) => BookClient::open(&*store).ok().map(|c| {
+                let c = Mutex::new(c);
+                Arc::new(move || {
+                    c.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .reservations()
+                        .unwrap_or_default()
+                }) as ReservationSource
+            }),
+            _ => None,
+        };
+        let queue = RunQueueService::open(
+            store.clone(),
+            runs.clone(),
+            owned_book.clone(),
+            reservations,
+            clock.clone(),
+            events.clone(),
+            QueueConfig {
+                dispatch: serve_queue,
+                queue_for_duts: serve_queue && owned_book.is_some(),
+                cpu: cpu_probe.unwrap_or_else(|| Arc::new(ProcStat::new())),
+                cpu_threshold: settings.dispatch_cpu_threshold,
+                retry: dispatch_retry,
+            },
+        );
         let library = Library::open(paths.pack_roots.clone());
         if watch_packs {
             if let Err(e) = library.watch() {
@@ -207,6 +266,12 @@ impl LocalConsole {
         let health =
             HealthService::start(store.clone(), lab.clone(), clock.clone(), webhooks.clone())
                 .map_err(store_error)?;
+        // A DUT in bad health is out of service: the queue starts no run on it.
+        let bad = health.clone();
+        queue.set_out_of_service(Arc::new(move |dut: &str| {
+            bad.of(dut, 0)
+                .is_ok_and(|(h, _)| h.health == crate::store::Health::Bad)
+        }));
         // Run events go into the console's stream as they are sent: bursts of thousands
         // (a 2,000-task run) must not depend on a forwarding task keeping up. A run's end
         // goes to the webhooks too (queued; nothing waits for a receiver).
@@ -236,6 +301,8 @@ impl LocalConsole {
             webhooks,
             health,
             health_checks,
+            queue,
+            scheduler: Mutex::new(serve_queue.then(super::schedules::scheduler::start)),
             events,
             recovered,
         })
@@ -257,11 +324,24 @@ impl LocalConsole {
         self.recovered.as_ref().map_err(|e| e.as_str())
     }
 
-    /// The console as its transports hold it. With [`ConsoleOptions::health_checks`], a
-    /// task launches the lab's due health checks every [`HEALTH_TICK`] while the console
-    /// lives.
+    /// The run queue (health checks keep DUTs out of service through it).
+    pub fn queue(&self) -> &RunQueueService {
+        &self.queue
+    }
+
+    /// The console as its transports hold it. A serving console's scheduler starts
+    /// firing schedules now, and with [`ConsoleOptions::health_checks`] a task launches
+    /// the lab's due health checks every [`HEALTH_TICK`] while the console lives.
     pub fn shared(self) -> Arc<dyn Console> {
         let me = Arc::new(self);
+        let starter = me
+            .scheduler
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(tx) = starter {
+            let _ = tx.send(Arc::downgrade(&me));
+        }
         if me.health_checks && me.lab.is_some() {
             let weak = Arc::downgrade(&me);
             tokio::spawn(async move {
@@ -271,6 +351,8 @@ impl LocalConsole {
                     tick.tick().await;
                     let Some(console) = weak.upgrade() else { break };
                     console.health_tick().await;
+                    // A check that passed since may have put a DUT back in service.
+                    console.queue.kick();
                 }
             });
         }
@@ -325,6 +407,19 @@ impl LocalConsole {
             Request::DutHealth { dut } => self.dut_health(dut).await,
             Request::RestoreDut { dut, note } => self.restore_dut(dut, note).await,
             Request::CheckDut { dut } => self.check_dut(dut).await,
+            Request::Queue => Ok(self.queue_view()),
+            Request::MoveQueued { run_id, to } => self.move_queued(&run_id, to),
+            Request::SetQueuedPriority { run_id, priority } => {
+                self.set_queued_priority(&run_id, priority)
+            }
+            Request::CancelQueued { run_id } => self.cancel_queued(run_id),
+            Request::AddSchedule(def) => self.add_schedule(def),
+            Request::UpdateSchedule { id, def } => self.update_schedule(&id, def),
+            Request::ListSchedules => self.list_schedules(),
+            Request::GetSchedule { id } => self.get_schedule(&id),
+            Request::PauseSchedule { id } => self.pause_schedule(&id, true),
+            Request::ResumeSchedule { id } => self.pause_schedule(&id, false),
+            Request::RemoveSchedule { id } => self.remove_schedule(id),
         }
     }
 

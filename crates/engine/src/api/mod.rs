@@ -22,7 +22,9 @@ mod local;
 mod logs;
 mod packs;
 pub mod paths;
+pub mod queue;
 mod results;
+pub mod schedules;
 mod runs;
 mod webhooks;
 
@@ -60,6 +62,8 @@ pub use lab_view::{LabView, RackView, Reservations, ResourceView, SlotState, Slo
 pub use local::{BookUse, ConsoleOptions, LocalConsole};
 pub use logs::LogChunk;
 pub use paths::ConsolePaths;
+pub use queue::{Move, Priority, QueueChange, QueueChangeKind, QueueView, QueuedRunView};
+pub use schedules::{FiringView, ScheduleDef, ScheduleDetail, ScheduleView};
 
 /// Every command a client can send.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
@@ -71,15 +75,21 @@ pub enum Request {
     /// The pack library: every pack folder, broken ones with their diagnostics.
     ListPacks,
     /// One pack by name: groups, tasks, parameters, resources.
-    GetPack { name: String },
+    GetPack {
+        name: String,
+    },
     /// Validate and start a run; answers with its id once it is stored.
     Launch(LaunchSpec),
     /// Stop a running run: running tasks are terminated, the rest become Aborted.
-    StopRun { run_id: String },
+    StopRun {
+        run_id: String,
+    },
     /// Live state of every run going now.
     ActiveRuns,
     /// Live state of one run (lanes, queues, every task's state, progress).
-    RunView { run_id: String },
+    RunView {
+        run_id: String,
+    },
     /// Bytes of a task's log from `offset` (at most `max_bytes`, default 64 KiB), cut at
     /// a line end; poll again from `next_offset` to follow it.
     ReadLog {
@@ -94,7 +104,10 @@ pub enum Request {
     },
     /// A whole file of a run (log or artifact), `path` relative to the run's folder
     /// `<data_dir>/runs/<run_id>/`; nothing outside it, at most 16 MiB (`too_large`).
-    ReadFile { run_id: String, path: String },
+    ReadFile {
+        run_id: String,
+        path: String,
+    },
     /// Stored runs: filters, sort and paging done here, not in the client.
     ListRuns(RunQuery),
     /// A stored run with its task occurrences and their sub-results, in plan order: from
@@ -141,7 +154,51 @@ pub enum Request {
         next_available: bool,
     },
     /// End a reservation or hold.
-    Release { id: ResId },
+    Release {
+        id: ResId,
+    },
+    /// The run queue: every queued run in the order they start, what each waits for,
+    /// since when, and its estimated start.
+    Queue,
+    /// Move a queued run ahead of (`up`) or behind (`down`) its neighbour among the runs
+    /// of its priority.
+    MoveQueued {
+        run_id: String,
+        to: Move,
+    },
+    /// Give a queued run another priority.
+    SetQueuedPriority {
+        run_id: String,
+        priority: Priority,
+    },
+    /// Take a run out of the queue; it is stored `stopped` with the reason.
+    CancelQueued {
+        run_id: String,
+    },
+    /// Store a new schedule (checked, naming the field); answers with its id.
+    AddSchedule(ScheduleDef),
+    /// Replace a schedule's definition; where its calendar stands is kept.
+    UpdateSchedule {
+        id: String,
+        def: ScheduleDef,
+    },
+    /// Every schedule with its next firings and its runs.
+    ListSchedules,
+    /// One schedule with its history (every firing, catch-up and skip, with its run).
+    GetSchedule {
+        id: String,
+    },
+    PauseSchedule {
+        id: String,
+    },
+    /// Resume: it fires from now on (what fell due while paused is not caught up).
+    ResumeSchedule {
+        id: String,
+    },
+    /// Delete a schedule (the runs it made stay).
+    RemoveSchedule {
+        id: String,
+    },
     /// Every webhook (secrets are never shown).
     ListWebhooks,
     /// Add a webhook: an `http://` URL (at most 2,048 bytes), the events it wants (at
@@ -185,11 +242,18 @@ pub enum Request {
     },
     /// A DUT's health, its health check from the lab file and its history (newest
     /// first, at most 100 changes).
-    DutHealth { dut: String },
+    DutHealth {
+        dut: String,
+    },
     /// An operator puts a DUT back in good health, saying why (`note`, required).
-    RestoreDut { dut: String, note: String },
+    RestoreDut {
+        dut: String,
+        note: String,
+    },
     /// Run the DUT's health check now (through the normal launch path); the run's id.
-    CheckDut { dut: String },
+    CheckDut {
+        dut: String,
+    },
 }
 
 fn yes() -> bool {
@@ -219,6 +283,13 @@ pub struct LaunchSpec {
     pub coverage_mode: Option<CoverageMode>,
     /// Launch on DUTs in `bad` health too (else refused with `dut_bad`).
     pub force: bool,
+    /// Queue priority when its DUTs are busy (default `high`: an operator's launch).
+    #[ts(optional)]
+    pub priority: Option<Priority>,
+    /// Seconds it may wait in the queue before it ends `could_not_start` (default: no
+    /// limit; at most 30 days).
+    #[ts(optional)]
+    pub max_queue_time_s: Option<f64>,
 }
 
 /// The answer to a [`Request`], tagged with the request's `cmd`.
@@ -234,6 +305,10 @@ pub enum Response {
         /// console has no lab file, or reserves nothing (`testbay run --no-reserve`).
         #[serde(default)]
         unreserved: Vec<String>,
+        /// Its DUTs were busy: it waits in the run queue (status `queued`) and starts
+        /// when they free.
+        #[serde(default)]
+        queued: bool,
     },
     StopRun {
         run_id: String,
@@ -251,6 +326,23 @@ pub enum Response {
     Hold(ReservationView),
     Release {
         id: ResId,
+    },
+    Queue(QueueView),
+    MoveQueued(QueueView),
+    SetQueuedPriority(QueueView),
+    CancelQueued {
+        run_id: String,
+    },
+    AddSchedule {
+        id: String,
+    },
+    UpdateSchedule(ScheduleView),
+    ListSchedules(Vec<ScheduleView>),
+    GetSchedule(Box<ScheduleDetail>),
+    PauseSchedule(ScheduleView),
+    ResumeSchedule(ScheduleView),
+    RemoveSchedule {
+        id: String,
     },
     ListWebhooks(Vec<Webhook>),
     AddWebhook(Webhook),
@@ -316,6 +408,8 @@ pub enum Event {
     PacksChanged { dirs: Vec<String> },
     /// A change in the reservation book (requested, claimed, released, expired, ...).
     Book(BookEvent),
+    /// A run queued, started from the queue, moved, cancelled or given up on.
+    Queue(QueueChange),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]

@@ -3,6 +3,8 @@
 
 use super::error::{bound_error, run_error, store_error};
 use super::local::blocking;
+use super::queue::{QueuedLaunchInfo, MAX_QUEUE_TIME_S};
+use super::Priority;
 use super::{ApiError, ErrorCode, LaunchSpec, LocalConsole, Response};
 use crate::bounds;
 use crate::pack::LoadedPack;
@@ -15,6 +17,18 @@ impl LocalConsole {
     /// an unknown pack or DUT, an ATS that does not hold the DUTs (`invalid_request`), a
     /// launch expanding to more tasks than a run holds (`too_large`).
     pub(super) async fn launch(&self, spec: LaunchSpec) -> Result<Response, ApiError> {
+        self.launch_from(spec, "launch", false).await
+    }
+
+    /// A launch from `origin` (`launch`, `schedule:<id>`); `through_queue`: always
+    /// through the run queue and its dispatch threshold (a scheduled firing), else started
+    /// at once when its DUTs are free.
+    pub(super) async fn launch_from(
+        &self,
+        spec: LaunchSpec,
+        origin: &str,
+        through_queue: bool,
+    ) -> Result<Response, ApiError> {
         bounds::check_request_size(spec.groups.len(), spec.duts.len(), &spec.params)
             .map_err(bound_error)?;
         let pack = self.find_pack(&spec.pack)?;
@@ -37,6 +51,18 @@ impl LocalConsole {
         .map_err(bound_error)?;
         self.check_can_reserve(&pack, &spec.groups, !duts.is_empty())?;
         let unreserved = self.unreserved(&pack, &spec.groups, &duts);
+        let max_queue_ms = queue_time_ms(spec.max_queue_time_s)?;
+        let info = QueuedLaunchInfo {
+            pack_name: pack.def.name.clone(),
+            pack_version: pack.def.version.clone(),
+            content_hash: pack.content_hash.clone(),
+            est_ms: estimated_ms(&pack, &spec.groups),
+            priority: spec.priority.unwrap_or(Priority::High),
+            max_queue_ms,
+            origin: origin.into(),
+            through_queue,
+            force: spec.force,
+        };
         let req = LaunchRequest {
             pack_dir: pack.dir.display().to_string(),
             groups: spec.groups,
@@ -46,8 +72,12 @@ impl LocalConsole {
             resource_mode: spec.resource_mode,
             coverage_mode: spec.coverage_mode,
         };
-        let run_id = self.runs.launch(req).map_err(run_error)?;
-        Ok(Response::Launch { run_id, unreserved })
+        let (run_id, queued) = self.queue.launch(req, info)?;
+        Ok(Response::Launch {
+            run_id,
+            unreserved,
+            queued,
+        })
     }
 
     /// What a launch uses without reserving it: its DUTs, then the lab resources its
@@ -120,7 +150,7 @@ impl LocalConsole {
     /// A DUT named at launch (`NAME`, or `NAME:MODEL` naming its model), with its rack
     /// and slot, and its model unless named, from the lab. A console without a lab file
     /// takes any name as a lane of its own.
-    fn dut_target(&self, named: String) -> Result<DutTarget, ApiError> {
+    pub(super) fn dut_target(&self, named: String) -> Result<DutTarget, ApiError> {
         let (name, model) = match named.split_once(':') {
             Some((n, m)) => (n.to_string(), Some(m.to_string()).filter(|m| !m.is_empty())),
             None => (named, None),
@@ -194,4 +224,38 @@ impl LocalConsole {
             ))),
         }
     }
+}
+
+/// `max_queue_time_s` in milliseconds: more than 0, at most [`MAX_QUEUE_TIME_S`].
+fn queue_time_ms(s: Option<f64>) -> Result<Option<i64>, ApiError> {
+    match s {
+        None => Ok(None),
+        Some(s) if s.is_finite() && s > 0.0 && s <= MAX_QUEUE_TIME_S => {
+            Ok(Some((s * 1000.0).round().max(1.0) as i64))
+        }
+        Some(s) => Err(ApiError::invalid(format!(
+            "max_queue_time_s: must be more than 0 and at most {MAX_QUEUE_TIME_S} seconds (30 days), got {s}"
+        ))),
+    }
+}
+
+/// The estimated time of a run of `groups` (every group when empty): the sum of its
+/// tasks' `est_task_time`, in milliseconds (for the queue's estimated starts).
+fn estimated_ms(pack: &LoadedPack, groups: &[String]) -> i64 {
+    let chosen: Vec<&String> = if groups.is_empty() {
+        pack.def.groups.keys().collect()
+    } else {
+        groups.iter().collect()
+    };
+    let tasks = pack.def.setup.iter().chain(&pack.def.teardown).chain(
+        chosen
+            .into_iter()
+            .filter_map(|g| pack.def.groups.get(g))
+            .flat_map(|g| g.setup.iter().chain(&g.tests).chain(&g.teardown)),
+    );
+    let secs: f64 = tasks
+        .filter_map(|t| pack.tasks.get(t))
+        .map(|t| t.def.est_task_time.max(0.0))
+        .sum();
+    (secs * 1000.0).min(i64::MAX as f64) as i64
 }

@@ -30,9 +30,15 @@ impl RunManager {
     /// store the run as `could_not_start` and return [`RunError::CouldNotStart`].
     /// Must be called within a tokio runtime.
     pub fn launch(&self, req: LaunchRequest) -> Result<String, RunError> {
+        let run_id = new_run_id(self.inner.clock.now_ms());
+        self.launch_as(req, run_id)
+    }
+
+    /// [`RunManager::launch`] under an id given beforehand (a run that waited in the run
+    /// queue keeps the id it was queued under).
+    pub fn launch_as(&self, req: LaunchRequest, run_id: String) -> Result<String, RunError> {
         let inner = &self.inner;
         let now = inner.clock.now_ms();
-        let run_id = new_run_id(now);
         let run_dir = self.run_dir(&run_id);
         let snapshot = run_dir.join("pack");
         let src = PathBuf::from(&req.pack_dir);

@@ -21,6 +21,7 @@
 mod error;
 mod model;
 mod owner;
+mod queued;
 pub mod sqlite;
 pub mod webhooks;
 pub mod health;
@@ -29,6 +30,7 @@ pub use error::{BackendError, Result, StoreError};
 pub use health::{DutHealth, Health, HealthChange, HealthStore};
 pub use model::*;
 pub use owner::RunOwner;
+pub use queued::{FiringRecord, QueuedRunRecord, ScheduleRecord};
 pub use sqlite::{book as reservations, SqliteBookStore, SqliteStore, DEFAULT_READ_LIMIT};
 pub use webhooks::{
     DeliveryStatus, Webhook, WebhookDelivery, WebhookEvent, WebhookRow, WebhookStore, WebhookTarget,
@@ -178,6 +180,39 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// A handle on the DUT health tables of its own (a connection of its own).
     fn open_health_store(&self) -> Result<Box<dyn HealthStore>>;
+
+    // Run queue.
+
+    /// Store a queued run, or replace it (a new priority or place).
+    fn queue_put(&self, run: &QueuedRunRecord) -> Result<()>;
+
+    /// Take a run out of the queue (it started, was cancelled or given up on); whether
+    /// it was there.
+    fn queue_remove(&self, run_id: &str) -> Result<bool>;
+
+    /// Every queued run, by place.
+    fn queue_list(&self) -> Result<Vec<QueuedRunRecord>>;
+
+    /// A value that changes whenever any process changes the stored queue (the serving
+    /// console notices the CLI's changes by it).
+    fn queue_signature(&self) -> Result<(i64, i64)>;
+
+    // Schedules.
+
+    /// Store a schedule, or replace it (edited, paused, fired).
+    fn schedule_put(&self, schedule: &ScheduleRecord) -> Result<()>;
+
+    /// Delete a schedule (its firings stay, for the runs they link); whether it was there.
+    fn schedule_remove(&self, id: &str) -> Result<bool>;
+
+    /// Every schedule, oldest first.
+    fn schedule_list(&self) -> Result<Vec<ScheduleRecord>>;
+
+    /// Add a line to a schedule's history.
+    fn schedule_firing_add(&self, firing: &FiringRecord) -> Result<()>;
+
+    /// The newest `limit` lines of a schedule's history, oldest first.
+    fn schedule_firings(&self, id: &str, limit: u32) -> Result<Vec<FiringRecord>>;
 }
 
 /// The reservation book's persistence (`reserve::live`): live reservations, the event

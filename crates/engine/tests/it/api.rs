@@ -771,7 +771,9 @@ async fn the_console_behind_its_front_door() {
     let c: std::sync::Arc<dyn Console> = console(dir.path()).shared();
     let mut events = c.subscribe();
     let launch = r#"{"cmd":"launch","pack":"hello","groups":["smoke"],"duts":["stb-01:TP-1"]}"#;
-    let Response::Launch { run_id, unreserved } = c
+    let Response::Launch {
+        run_id, unreserved, ..
+    } = c
         .dispatch(parse_request(launch.as_bytes()).unwrap())
         .await
         .unwrap()

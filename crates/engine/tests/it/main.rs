@@ -1,6 +1,7 @@
 //! Integration tests of testbay-engine, one module per engine module (core's pure
 //! modules are tested in crates/core/tests/it).
 mod pack;
+mod queue;
 mod schemas;
 mod reserve;
 mod exec;
@@ -13,6 +14,7 @@ mod api_types;
 mod api;
 mod resources;
 mod read_file;
+mod schedules;
 mod bounds;
 mod support;
 mod waiters;

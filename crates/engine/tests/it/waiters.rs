@@ -490,7 +490,7 @@ async fn an_early_wake_that_finds_the_resource_busy_again_is_no_retry() {
     f.book().shutdown();
 }
 
-/// Two launches through the console's API on one DUT: the second waits for the first
+/// Two launches through the console's API on one DUT: the second waits in the run queue
 /// and starts as soon as the first ends, not when the first's booked window would have.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_second_of_two_api_launches_on_one_dut_starts_when_the_first_ends() {
@@ -498,6 +498,11 @@ async fn the_second_of_two_api_launches_on_one_dut_starts_when_the_first_ends() 
     let root = dir.path();
     write(&root.join("lab.yaml"), LAB);
     write_pack(root);
+    // The second run waits in the queue: a busy test machine must not hold it back.
+    write(
+        &root.join("data/settings.yaml"),
+        "dispatch_cpu_threshold: 100\n",
+    );
     let console = LocalConsole::open(ConsolePaths {
         data_dir: root.join("data"),
         pack_roots: vec![root.join("packs")],
@@ -514,13 +519,14 @@ async fn the_second_of_two_api_launches_on_one_dut_starts_when_the_first_ends() 
         .unwrap();
         let c = &console;
         async move {
-            let Response::Launch { run_id, .. } = c.dispatch(req).await.unwrap() else {
+            let Response::Launch { run_id, queued, .. } = c.dispatch(req).await.unwrap() else {
                 panic!()
             };
-            run_id
+            (run_id, queued)
         }
     };
-    let first = launch("gate").await;
+    let (first, queued) = launch("gate").await;
+    assert!(!queued, "box-1 was free");
     for _ in 0..500 {
         if root.join("started").exists() {
             break;
@@ -528,18 +534,9 @@ async fn the_second_of_two_api_launches_on_one_dut_starts_when_the_first_ends() 
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(root.join("started").exists(), "the first run never started");
-    let second = launch("quick").await;
-    loop {
-        let ev = tokio::time::timeout(WOKEN_WITHIN, events.recv())
-            .await
-            .unwrap()
-            .unwrap();
-        if let Event::Run(RunEvent::RunStatus { run_id, status, .. }) = ev {
-            if run_id == second && status == RunStatus::Stalled {
-                break;
-            }
-        }
-    }
+    // The second waits in the run queue, not stalled on the DUT.
+    let (second, queued) = launch("quick").await;
+    assert!(queued, "box-1 is the first run's: the second is queued");
     write(&root.join("go"), "");
     // The second may well end before the first has announced its own end.
     let mut ended = std::collections::HashMap::new();

@@ -254,4 +254,54 @@ CREATE TABLE dut_health_history (
 CREATE INDEX dut_health_history_dut ON dut_health_history(dut, id);
 "#,
     },
+    Migration {
+        name: "the run queue",
+        // Runs waiting for their DUTs (`api::queue`): the launch as it will start, so
+        // the queue survives a restart.
+        sql: r#"
+CREATE TABLE run_queue (
+    run_id          TEXT PRIMARY KEY,
+    pack_name       TEXT NOT NULL,
+    priority        TEXT NOT NULL,
+    place           INTEGER NOT NULL,
+    enqueued_ms     INTEGER NOT NULL,
+    max_queue_ms    INTEGER,
+    est_ms          INTEGER NOT NULL,
+    duts_json       TEXT NOT NULL,
+    request_json    TEXT NOT NULL,
+    origin          TEXT NOT NULL,
+    -- Raised on every write: another process's change shows in (count, max(rev)).
+    rev             INTEGER NOT NULL
+);
+"#,
+    },
+    Migration {
+        name: "stored schedules and their firings",
+        // `api::schedules`: each schedule as its owner wrote it, where its calendar
+        // stands, and every firing (fired, caught up, skipped) with the run it made.
+        sql: r#"
+CREATE TABLE schedules (
+    id              TEXT PRIMARY KEY,
+    name            TEXT NOT NULL,
+    def_json        TEXT NOT NULL,
+    paused          INTEGER NOT NULL,
+    created_ms      INTEGER NOT NULL,
+    since_ms        INTEGER NOT NULL,
+    fired           INTEGER NOT NULL,
+    pending_ms      INTEGER,
+    last_run_id     TEXT,
+    rev             INTEGER NOT NULL
+);
+CREATE TABLE schedule_firings (
+    id              INTEGER PRIMARY KEY,
+    schedule_id     TEXT NOT NULL,
+    due_ms          INTEGER,
+    at_ms           INTEGER NOT NULL,
+    kind            TEXT NOT NULL,
+    run_id          TEXT,
+    note            TEXT
+);
+CREATE INDEX schedule_firings_schedule ON schedule_firings(schedule_id, id);
+"#,
+    },
 ];

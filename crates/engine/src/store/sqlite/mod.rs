@@ -20,6 +20,7 @@ pub mod lab;
 pub mod book;
 pub mod webhooks;
 pub mod health;
+mod queue;
 
 pub use book::SqliteBookStore;
 pub use read::DEFAULT_READ_LIMIT;
@@ -37,8 +38,9 @@ use crate::clock::EpochMs;
 use crate::lab::{Lab, LabFile};
 use crate::outcome::RunStatus;
 use crate::store::{
-    BookStore, NewRun, NewTaskRow, RecoveryReport, Result, RunOwner, RunPage, RunQuery, RunRecord,
-    Store, StoreError, TaskFinish, TaskPaths, TaskRecord,
+    BookStore, FiringRecord, NewRun, NewTaskRow, QueuedRunRecord, RecoveryReport, Result, RunOwner,
+    RunPage, RunQuery, RunRecord, ScheduleRecord, Store, StoreError, TaskFinish, TaskPaths,
+    TaskRecord,
 };
 
 impl From<rusqlite::Error> for StoreError {
@@ -307,6 +309,42 @@ impl Store for SqliteStore {
 
     fn open_health_store(&self) -> Result<Box<dyn crate::store::HealthStore>> {
         Ok(Box::new(health::SqliteHealthStore::open(&self.path)?))
+    }
+
+    fn queue_put(&self, run: &QueuedRunRecord) -> Result<()> {
+        queue::put(&self.conn(), run)
+    }
+
+    fn queue_remove(&self, run_id: &str) -> Result<bool> {
+        queue::remove(&self.conn(), run_id)
+    }
+
+    fn queue_list(&self) -> Result<Vec<QueuedRunRecord>> {
+        self.read(queue::list)
+    }
+
+    fn queue_signature(&self) -> Result<(i64, i64)> {
+        self.read(queue::signature)
+    }
+
+    fn schedule_put(&self, schedule: &ScheduleRecord) -> Result<()> {
+        queue::schedule_put(&self.conn(), schedule)
+    }
+
+    fn schedule_remove(&self, id: &str) -> Result<bool> {
+        queue::schedule_remove(&self.conn(), id)
+    }
+
+    fn schedule_list(&self) -> Result<Vec<ScheduleRecord>> {
+        self.read(queue::schedule_list)
+    }
+
+    fn schedule_firing_add(&self, firing: &FiringRecord) -> Result<()> {
+        queue::firing_add(&self.conn(), firing)
+    }
+
+    fn schedule_firings(&self, id: &str, limit: u32) -> Result<Vec<FiringRecord>> {
+        self.read(|c| queue::firings(c, id, limit))
     }
 }
 

@@ -8,12 +8,15 @@ import type { LabView } from "./LabView";
 import type { LogChunk } from "./LogChunk";
 import type { PackDetail } from "./PackDetail";
 import type { PackSummary } from "./PackSummary";
+import type { QueueView } from "./QueueView";
 import type { ResId } from "./ResId";
 import type { ReservationView } from "./ReservationView";
 import type { Reservations } from "./Reservations";
 import type { RunDetail } from "./RunDetail";
 import type { RunPage } from "./RunPage";
 import type { RunView } from "./RunView";
+import type { ScheduleDetail } from "./ScheduleDetail";
+import type { ScheduleView } from "./ScheduleView";
 import type { Webhook } from "./Webhook";
 import type { WebhookDelivery } from "./WebhookDelivery";
 
@@ -25,4 +28,9 @@ export type Response = { "cmd": "info", "data": ConsoleInfo } | { "cmd": "list_p
  * DUTs (first) and lab resources the run uses without reserving them: the
  * console has no lab file, or reserves nothing (`testbay run --no-reserve`).
  */
-unreserved: Array<string>, } } | { "cmd": "stop_run", "data": { run_id: string, } } | { "cmd": "active_runs", "data": Array<RunView> } | { "cmd": "run_view", "data": RunView } | { "cmd": "read_log", "data": LogChunk } | { "cmd": "read_file", "data": FileContent } | { "cmd": "list_runs", "data": RunPage } | { "cmd": "get_run", "data": RunDetail } | { "cmd": "export", "data": ExportFile } | { "cmd": "get_lab", "data": LabView } | { "cmd": "search_duts", "data": Array<Dut> } | { "cmd": "reservations", "data": Reservations } | { "cmd": "hold", "data": ReservationView } | { "cmd": "release", "data": { id: ResId, } } | { "cmd": "list_webhooks", "data": Array<Webhook> } | { "cmd": "add_webhook", "data": Webhook } | { "cmd": "update_webhook", "data": Webhook } | { "cmd": "remove_webhook", "data": { id: number, } } | { "cmd": "webhook_deliveries", "data": Array<WebhookDelivery> } | { "cmd": "dut_health", "data": HealthReport } | { "cmd": "restore_dut", "data": HealthReport } | { "cmd": "check_dut", "data": { run_id: string, } };
+unreserved: Array<string>, 
+/**
+ * Its DUTs were busy: it waits in the run queue (status `queued`) and starts
+ * when they free.
+ */
+queued: boolean, } } | { "cmd": "stop_run", "data": { run_id: string, } } | { "cmd": "active_runs", "data": Array<RunView> } | { "cmd": "run_view", "data": RunView } | { "cmd": "read_log", "data": LogChunk } | { "cmd": "read_file", "data": FileContent } | { "cmd": "list_runs", "data": RunPage } | { "cmd": "get_run", "data": RunDetail } | { "cmd": "export", "data": ExportFile } | { "cmd": "get_lab", "data": LabView } | { "cmd": "search_duts", "data": Array<Dut> } | { "cmd": "reservations", "data": Reservations } | { "cmd": "hold", "data": ReservationView } | { "cmd": "release", "data": { id: ResId, } } | { "cmd": "queue", "data": QueueView } | { "cmd": "move_queued", "data": QueueView } | { "cmd": "set_queued_priority", "data": QueueView } | { "cmd": "cancel_queued", "data": { run_id: string, } } | { "cmd": "add_schedule", "data": { id: string, } } | { "cmd": "update_schedule", "data": ScheduleView } | { "cmd": "list_schedules", "data": Array<ScheduleView> } | { "cmd": "get_schedule", "data": ScheduleDetail } | { "cmd": "pause_schedule", "data": ScheduleView } | { "cmd": "resume_schedule", "data": ScheduleView } | { "cmd": "remove_schedule", "data": { id: string, } } | { "cmd": "list_webhooks", "data": Array<Webhook> } | { "cmd": "add_webhook", "data": Webhook } | { "cmd": "update_webhook", "data": Webhook } | { "cmd": "remove_webhook", "data": { id: number, } } | { "cmd": "webhook_deliveries", "data": Array<WebhookDelivery> } | { "cmd": "dut_health", "data": HealthReport } | { "cmd": "restore_dut", "data": HealthReport } | { "cmd": "check_dut", "data": { run_id: string, } };

@@ -1,0 +1,757 @@
+//! [`RunQueueService`]: the queue in memory and in the store, and the task that starts
+//! its runs (see the module doc of `api::queue`).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, Notify};
+
+use super::cpu::CpuProbe;
+use super::{Move, Priority, QueueChange, QueueChangeKind, QueueView, QueuedRunView};
+use crate::api::{ApiError, Event};
+use crate::clock::{Clock, EpochMs};
+use crate::outcome::RunStatus;
+use crate::queue::{Entry, RunQueue};
+use crate::reserve::{fmt_ms_short, BookEvent, BookEventKind, LiveBook, ReservationView};
+use crate::run::{new_run_id, LaunchRequest, RunError, RunEvent, RunManager};
+use crate::store::{NewRun, QueuedRunRecord, Store};
+
+/// Every live reservation of the book (its owner's, or as the owner last stored them).
+pub type ReservationSource = Arc<dyn Fn() -> Vec<ReservationView> + Send + Sync>;
+
+/// Whether a DUT is kept out of service (a health check found it bad): a run wanting it
+/// does not start. None by default.
+pub type OutOfService = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+/// How the queue dispatches.
+#[derive(Clone)]
+pub struct QueueConfig {
+    /// Start queued runs (the console that owns the book). A console that only looks
+    /// (the CLI's) shows the stored queue and starts nothing.
+    pub dispatch: bool,
+    /// Queue launches whose DUTs are busy (a console that owns the book).
+    pub queue_for_duts: bool,
+    pub cpu: Arc<dyn CpuProbe>,
+    /// `dispatch_cpu_threshold`, percent.
+    pub cpu_threshold: f64,
+    /// Next try after the threshold held runs back ([`DISPATCH_RETRY`]).
+    pub retry: Duration,
+}
+
+/// What a launch brings to the queue besides its request.
+pub struct QueuedLaunchInfo {
+    pub pack_name: String,
+    pub pack_version: String,
+    pub content_hash: String,
+    pub est_ms: i64,
+    pub priority: Priority,
+    pub max_queue_ms: Option<i64>,
+    pub origin: String,
+    /// Start at once if possible (an operator's launch), or always through the queue and
+    /// the dispatch threshold (a scheduled firing).
+    pub through_queue: bool,
+    /// A forced launch (a health check, an operator's "launch anyway") may start on a DUT
+    /// out of service; once queued, it waits like any other run.
+    pub force: bool,
+}
+
+/// The launch kept in the store with a queued run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StoredLaunch {
+    req: LaunchRequest,
+    pack_version: String,
+    content_hash: String,
+    #[serde(default)]
+    force: bool,
+}
+
+struct Waiting {
+    launch: StoredLaunch,
+    pack_name: String,
+    origin: String,
+}
+
+#[derive(Default)]
+struct State {
+    queue: RunQueue,
+    waiting: HashMap<String, Waiting>,
+    /// Runs this console started that target DUTs and have not ended, with their DUTs.
+    running: HashMap<String, Vec<String>>,
+    held_back: Option<String>,
+    retry_at: Option<Instant>,
+}
+
+struct Inner {
+    state: Mutex<State>,
+    store: Arc<dyn Store>,
+    runs: RunManager,
+    reservations: Option<ReservationSource>,
+    clock: Arc<dyn Clock>,
+    events: broadcast::Sender<Event>,
+    cfg: QueueConfig,
+    out_of_service: RwLock<Option<OutOfService>>,
+    kick: Arc<Notify>,
+}
+
+/// The run queue of one console. Cheap to clone.
+#[derive(Clone)]
+pub struct RunQueueService {
+    inner: Arc<Inner>,
+}
+
+impl RunQueueService {
+    /// The queue as stored; with `cfg.dispatch`, the task that starts its runs is
+    /// spawned (woken by `book`'s events when this console owns it; `reservations` says
+    /// who holds what) (within a tokio runtime) and looks at once (a queue left by the previous
+    /// start goes on).
+    pub(crate) fn open(
+        store: Arc<dyn Store>,
+        runs: RunManager,
+        book: Option<LiveBook>,
+        reservations: Option<ReservationSource>,
+        clock: Arc<dyn Clock>,
+        events: broadcast::Sender<Event>,
+        cfg: QueueConfig,
+    ) -> Self {
+        let book_rx = book.as_ref().map(LiveBook::subscribe);
+        let inner = Arc::new(Inner {
+            state: Mutex::new(State::default()),
+            store,
+            runs,
+            reservations,
+            clock,
+            events,
+            cfg,
+            out_of_service: RwLock::new(None),
+            kick: Arc::new(Notify::new()),
+        });
+        inner.reload();
+        if inner.cfg.dispatch {
+            let run_rx = inner.runs.subscribe();
+            let kick = inner.kick.clone();
+            tokio::spawn(dispatch_loop(Arc::downgrade(&inner), kick, book_rx, run_rx));
+            inner.kick.notify_one();
+        }
+        Self { inner }
+    }
+
+    /// Keep runs off the DUTs `f` says are out of service (health checks), and look
+    /// again at what may start.
+    pub fn set_out_of_service(&self, f: OutOfService) {
+        *self
+            .inner
+            .out_of_service
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Some(f);
+        self.kick();
+    }
+
+    /// Look again at what may start (a DUT came back into service, settings changed).
+    pub fn kick(&self) {
+        self.inner.kick.notify_one();
+    }
+
+    /// Start a launch now, or queue it. Returns its run id and whether it was queued.
+    pub(crate) fn launch(
+        &self,
+        req: LaunchRequest,
+        info: QueuedLaunchInfo,
+    ) -> Result<(String, bool), ApiError> {
+        let inner = &self.inner;
+        let duts: Vec<String> = req.duts.iter().map(|d| d.name.clone()).collect();
+        let mut st = inner.lock();
+        let must_wait = info.through_queue
+            || (inner.cfg.queue_for_duts && !duts.is_empty() && {
+                let busy = inner.busy_now(&st);
+                duts.iter().any(|d| {
+                    busy.contains(d)
+                        || st.queue.wants(d)
+                        || (!info.force && inner.out_of_service(d))
+                })
+            });
+        if !must_wait || !inner.cfg.dispatch {
+            let run_id = inner
+                .runs
+                .launch(req)
+                .map_err(super::super::error::run_error)?;
+            if !duts.is_empty() {
+                st.running.insert(run_id.clone(), duts);
+            }
+            return Ok((run_id, false));
+        }
+        let now = inner.clock.now_ms();
+        let run_id = new_run_id(now);
+        let entry = Entry {
+            run_id: run_id.clone(),
+            priority: info.priority,
+            place: st.queue.next_place(),
+            duts: duts.clone(),
+            enqueued_ms: now,
+            max_queue_ms: info.max_queue_ms,
+            est_ms: info.est_ms,
+            force: info.force,
+        };
+        let waiting = Waiting {
+            launch: StoredLaunch {
+                req,
+                pack_version: info.pack_version,
+                content_hash: info.content_hash,
+                force: info.force,
+            },
+            pack_name: info.pack_name,
+            origin: info.origin,
+        };
+        inner
+            .store
+            .queue_put(&record(&entry, &waiting))
+            .map_err(super::super::error::store_error)?;
+        st.queue.push(entry);
+        st.waiting.insert(run_id.clone(), waiting);
+        drop(st);
+        inner.changed(&run_id, QueueChangeKind::Queued, None);
+        tracing::info!(run_id, duts = ?duts, "run queued");
+        self.kick();
+        Ok((run_id, true))
+    }
+
+    /// Whether `run_id` waits in the queue.
+    pub(crate) fn contains(&self, run_id: &str) -> bool {
+        self.inner.lock().queue.get(run_id).is_some()
+    }
+
+    pub(crate) fn view(&self) -> QueueView {
+        let inner = &self.inner;
+        if !inner.cfg.dispatch {
+            inner.reload();
+        }
+        let st = inner.lock();
+        let now = inner.clock.now_ms();
+        let busy = inner.busy_now(&st);
+        let live = inner.live_reservations();
+        let holders = holders_now(&live, now);
+        let starts = st.queue.estimated_starts(now, |d| free_at(&live, d, now));
+        let mut wanted_ahead: HashSet<&str> = HashSet::new();
+        let runs = st
+            .queue
+            .iter()
+            .zip(starts)
+            .enumerate()
+            .map(|(i, (e, est))| {
+                let w = st.waiting.get(&e.run_id);
+                let mut why: Vec<String> = e
+                    .duts
+                    .iter()
+                    .filter_map(|d| {
+                        if inner.out_of_service(d) {
+                            Some(format!("{d} is out of service"))
+                        } else if let Some(h) = holders.get(d.as_str()) {
+                            Some(format!("{d} {h}"))
+                        } else if let Some(r) = st
+                            .running
+                            .iter()
+                            .find(|(_, ds)| ds.contains(d))
+                            .map(|(r, _)| r)
+                        {
+                            Some(format!("{d} is used by run {r}"))
+                        } else if busy.contains(d) {
+                            Some(format!("{d} is booked"))
+                        } else if wanted_ahead.contains(d.as_str()) {
+                            Some(format!("{d} goes to a run ahead in the queue"))
+                        } else {
+                            None
+                        }
+                    })
+                    .collect();
+                wanted_ahead.extend(e.duts.iter().map(String::as_str));
+                if let Some(h) = &st.held_back {
+                    why.push(h.clone());
+                }
+                if why.is_empty() {
+                    why.push(if inner.cfg.dispatch {
+                        "starting".into()
+                    } else {
+                        // A console that only looks does not know the book's state.
+                        format!("waits for {}", e.duts.join(", "))
+                    });
+                }
+                QueuedRunView {
+                    run_id: e.run_id.clone(),
+                    pack: w.map(|w| w.pack_name.clone()).unwrap_or_default(),
+                    priority: e.priority,
+                    position: u32::try_from(i + 1).unwrap_or(u32::MAX),
+                    duts: e.duts.clone(),
+                    enqueued_ms: e.enqueued_ms,
+                    est_start_ms: est,
+                    waits_for: why.join("; "),
+                    give_up_ms: e.deadline(),
+                    origin: w.map(|w| w.origin.clone()).unwrap_or_default(),
+                }
+            })
+            .collect();
+        QueueView {
+            now,
+            held_back: st.held_back.clone(),
+            runs,
+        }
+    }
+
+    pub(crate) fn move_run(&self, run_id: &str, to: Move) -> Result<(), ApiError> {
+        let inner = &self.inner;
+        inner.check_serving()?;
+        let mut st = inner.lock();
+        let moved: Vec<Entry> = st
+            .queue
+            .move_run(run_id, to)
+            .ok_or_else(|| not_queued(run_id))?
+            .into_iter()
+            .cloned()
+            .collect();
+        for e in &moved {
+            inner.persist(&st, e)?;
+        }
+        drop(st);
+        inner.changed(run_id, QueueChangeKind::Moved, None);
+        self.kick();
+        Ok(())
+    }
+
+    pub(crate) fn set_priority(&self, run_id: &str, p: Priority) -> Result<(), ApiError> {
+        let inner = &self.inner;
+        inner.check_serving()?;
+        let mut st = inner.lock();
+        let e = st
+            .queue
+            .set_priority(run_id, p)
+            .cloned()
+            .ok_or_else(|| not_queued(run_id))?;
+        inner.persist(&st, &e)?;
+        drop(st);
+        inner.changed(run_id, QueueChangeKind::Moved, None);
+        self.kick();
+        Ok(())
+    }
+
+    /// Take a run out of the queue; it is stored `stopped` with the reason.
+    pub(crate) fn cancel(&self, run_id: &str) -> Result<(), ApiError> {
+        let inner = &self.inner;
+        inner.check_serving()?;
+        let mut st = inner.lock();
+        let e = st.queue.remove(run_id).ok_or_else(|| not_queued(run_id))?;
+        let w = st.waiting.remove(run_id);
+        drop(st);
+        let reason = "cancelled by an operator while queued";
+        inner.end_unstarted(&e, w, RunStatus::Stopped, reason);
+        inner.changed(run_id, QueueChangeKind::Cancelled, Some(reason.into()));
+        Ok(())
+    }
+}
+
+/// Who holds each busy DUT now and until when (for the queue's "waits for").
+fn holders_now(live: &[ReservationView], now: EpochMs) -> HashMap<String, String> {
+    live.iter()
+        .filter(|v| v.start <= now && v.end > now)
+        .map(|v| {
+            (
+                v.resource.to_string(),
+                format!("is held by {} until {}", v.holder, fmt_ms_short(v.end)),
+            )
+        })
+        .collect()
+}
+
+/// When the book has `dut` free from `now` on: the end of the reservations that follow
+/// each other on it from now.
+fn free_at(live: &[ReservationView], dut: &str, now: EpochMs) -> EpochMs {
+    let mut t = now;
+    while let Some(end) = live
+        .iter()
+        .filter(|v| &*v.resource == dut && v.start <= t && v.end > t)
+        .map(|v| v.end)
+        .max()
+    {
+        t = end;
+    }
+    t
+}
+
+fn not_queued(run_id: &str) -> ApiError {
+    ApiError::not_found(format!("run {run_id} is not queued"))
+}
+
+fn record(e: &Entry, w: &Waiting) -> QueuedRunRecord {
+    QueuedRunRecord {
+        run_id: e.run_id.clone(),
+        pack_name: w.pack_name.clone(),
+        priority: e.priority.as_str().into(),
+        place: e.place,
+        enqueued_ms: e.enqueued_ms,
+        max_queue_ms: e.max_queue_ms,
+        est_ms: e.est_ms,
+        duts: e.duts.clone(),
+        request_json: serde_json::to_string(&w.launch).expect("plain data serialises"),
+        origin: w.origin.clone(),
+    }
+}
+
+/// How often the serving console looks whether another process (`testbay queue`)
+/// changed the stored queue: one cheap read.
+const STORE_LOOK: Duration = Duration::from_secs(1);
+
+/// What woke the dispatcher.
+enum Wake {
+    /// These DUTs may have freed.
+    Duts(Vec<String>),
+    /// Look at everything.
+    All,
+    /// Another process may have changed the stored queue: read it again if so.
+    StoreTick,
+    /// A deadline or the retry time came.
+    Timer,
+}
+
+async fn dispatch_loop(
+    weak: Weak<Inner>,
+    kick: Arc<Notify>,
+    mut book_rx: Option<broadcast::Receiver<BookEvent>>,
+    mut run_rx: broadcast::Receiver<RunEvent>,
+) {
+    let mut seen = weak.upgrade().and_then(|i| i.store.queue_signature().ok());
+    loop {
+        let Some(sleep) = weak.upgrade().map(|i| i.next_wake()) else {
+            return;
+        };
+        let book_event = async {
+            match &mut book_rx {
+                Some(rx) => rx.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        let wake = tokio::select! {
+            ev = book_event => match ev {
+                Ok(ev) if matches!(ev.kind, BookEventKind::Released | BookEventKind::Expired) => {
+                    Wake::Duts(vec![ev.reservation.resource.to_string()])
+                }
+                Ok(_) => continue,
+                Err(broadcast::error::RecvError::Lagged(_)) => Wake::All,
+                Err(broadcast::error::RecvError::Closed) => {
+                    book_rx = None;
+                    continue;
+                }
+            },
+            ev = run_rx.recv() => match ev {
+                Ok(RunEvent::RunStatus { run_id, status, .. }) if status.is_finished() => {
+                    let Some(inner) = weak.upgrade() else { return };
+                    let freed = inner.lock().running.remove(&run_id);
+                    match freed {
+                        Some(duts) => Wake::Duts(duts),
+                        None => continue,
+                    }
+                }
+                Ok(_) => continue,
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    let Some(inner) = weak.upgrade() else { return };
+                    let active: HashSet<String> = inner.runs.active_runs().into_iter().collect();
+                    inner.lock().running.retain(|id, _| active.contains(id));
+                    Wake::All
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            _ = kick.notified() => Wake::All,
+            _ = tokio::time::sleep(sleep) => Wake::Timer,
+            _ = tokio::time::sleep(STORE_LOOK) => Wake::StoreTick,
+        };
+        let Some(inner) = weak.upgrade() else { return };
+        let wake = match wake {
+            Wake::StoreTick => {
+                let sig = inner.store.queue_signature().ok();
+                if sig.is_none() || sig == seen {
+                    continue;
+                }
+                seen = sig;
+                inner.reload();
+                Wake::All
+            }
+            w => w,
+        };
+        inner.give_up_overdue();
+        inner.dispatch(wake);
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn out_of_service(&self, dut: &str) -> bool {
+        self.out_of_service
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(|f| f(dut))
+    }
+
+    /// Before an operator's change: a console that only looks reads the stored queue
+    /// first, so it changes what the serving console keeps (which notices the change by
+    /// [`Store::queue_signature`]).
+    fn check_serving(&self) -> Result<(), ApiError> {
+        if !self.cfg.dispatch {
+            self.reload();
+        }
+        Ok(())
+    }
+
+    /// The queue as stored (at opening; a looking console before each view).
+    fn reload(&self) {
+        let rows = match self.store.queue_list() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the stored run queue");
+                return;
+            }
+        };
+        let mut st = self.lock();
+        st.queue = RunQueue::new();
+        st.waiting.clear();
+        for r in rows {
+            let launch: StoredLaunch = match serde_json::from_str(&r.request_json) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(run_id = r.run_id, error = %e, "a stored queued run is unreadable; dropped");
+                    let _ = self.store.queue_remove(&r.run_id);
+                    continue;
+                }
+            };
+            st.queue.push(Entry {
+                run_id: r.run_id.clone(),
+                priority: Priority::parse(&r.priority).unwrap_or_default(),
+                place: r.place,
+                duts: r.duts,
+                enqueued_ms: r.enqueued_ms,
+                max_queue_ms: r.max_queue_ms,
+                est_ms: r.est_ms,
+                force: launch.force,
+            });
+            st.waiting.insert(
+                r.run_id,
+                Waiting {
+                    launch,
+                    pack_name: r.pack_name,
+                    origin: r.origin,
+                },
+            );
+        }
+    }
+
+    fn persist(&self, st: &State, e: &Entry) -> Result<(), ApiError> {
+        let Some(w) = st.waiting.get(&e.run_id) else {
+            return Ok(());
+        };
+        self.store
+            .queue_put(&record(e, w))
+            .map_err(crate::api::error::store_error)
+    }
+
+    fn changed(&self, run_id: &str, change: QueueChangeKind, reason: Option<String>) {
+        let _ = self.events.send(Event::Queue(QueueChange {
+            run_id: run_id.into(),
+            change,
+            reason,
+        }));
+    }
+
+    /// DUTs taken now: by the book, or by a run this console started.
+    fn busy_now(&self, st: &State) -> HashSet<String> {
+        let mut busy: HashSet<String> = st.running.values().flatten().cloned().collect();
+        let now = self.clock.now_ms();
+        busy.extend(
+            self.live_reservations()
+                .into_iter()
+                .filter(|v| v.start <= now && v.end > now)
+                .map(|v| v.resource.to_string()),
+        );
+        busy
+    }
+
+    fn live_reservations(&self) -> Vec<ReservationView> {
+        self.reservations.as_ref().map(|f| f()).unwrap_or_default()
+    }
+
+    /// How long the dispatcher may sleep: until the next `max_queue_time` deadline or
+    /// the dispatch threshold's next try.
+    fn next_wake(&self) -> Duration {
+        let st = self.lock();
+        let now = self.clock.now_ms();
+        let deadline = st
+            .queue
+            .next_deadline()
+            .map(|d| Duration::from_millis(u64::try_from(d.saturating_sub(now)).unwrap_or(0)));
+        let retry = st
+            .retry_at
+            .map(|t| t.saturating_duration_since(Instant::now()));
+        [deadline, retry]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(Duration::from_secs(3600))
+    }
+
+    /// End the runs queued past their `max_queue_time`: `could_not_start`, with what
+    /// they waited for.
+    fn give_up_overdue(&self) {
+        let now = self.clock.now_ms();
+        let mut st = self.lock();
+        let overdue: Vec<Entry> = st.queue.overdue(now).into_iter().cloned().collect();
+        if overdue.is_empty() {
+            return;
+        }
+        let mut ended = Vec::new();
+        for e in overdue {
+            st.queue.remove(&e.run_id);
+            let w = st.waiting.remove(&e.run_id);
+            ended.push((e, w));
+        }
+        drop(st);
+        for (e, w) in ended {
+            let secs = e.max_queue_ms.unwrap_or(0) / 1000;
+            let reason = format!(
+                "queued for longer than its max_queue_time ({secs} s) waiting for {}",
+                e.duts.join(", ")
+            );
+            self.end_unstarted(&e, w, RunStatus::CouldNotStart, &reason);
+            self.changed(&e.run_id, QueueChangeKind::GaveUp, Some(reason));
+        }
+    }
+
+    /// Store a queued run that never started as a run with `status` and `reason`, so it
+    /// shows in Results; out of the stored queue.
+    fn end_unstarted(&self, e: &Entry, w: Option<Waiting>, status: RunStatus, reason: &str) {
+        let now = self.clock.now_ms();
+        if let Err(err) = self.store.queue_remove(&e.run_id) {
+            tracing::warn!(run_id = e.run_id, error = %err, "cannot take a run out of the stored queue");
+        }
+        let Some(w) = w else { return };
+        let req = &w.launch.req;
+        let mode = |v: Option<String>| v.unwrap_or_default();
+        let run = NewRun {
+            id: e.run_id.clone(),
+            pack_name: w.pack_name.clone(),
+            pack_version: w.launch.pack_version.clone(),
+            content_hash: w.launch.content_hash.clone(),
+            pack_dir: req.pack_dir.clone(),
+            snapshot_dir: None,
+            groups: req.groups.clone(),
+            duts: req.duts.clone(),
+            ats: req.ats.clone(),
+            params: serde_json::Value::Object(req.params.clone()),
+            resource_mode: mode(
+                req.resource_mode
+                    .and_then(|m| serde_json::to_value(m).ok()?.as_str().map(str::to_string)),
+            ),
+            coverage_mode: mode(
+                req.coverage_mode
+                    .and_then(|m| serde_json::to_value(m).ok()?.as_str().map(str::to_string)),
+            ),
+            status,
+            reason: Some(reason.to_string()),
+            created_ms: e.enqueued_ms,
+            est_run_time: e.est_ms as f64 / 1000.0,
+        };
+        let stored = self.store.insert_run(&run, &[]).and_then(|_| {
+            self.store
+                .set_run_status(&run.id, status, Some(reason), now)
+        });
+        if let Err(err) = stored {
+            tracing::error!(run_id = e.run_id, error = %err, "cannot store a queued run's end");
+        }
+        let _ = self.events.send(Event::Run(RunEvent::RunStatus {
+            run_id: e.run_id.clone(),
+            seq: 1,
+            status,
+            reason: Some(reason.into()),
+            ts: now,
+        }));
+        tracing::info!(
+            run_id = e.run_id,
+            status = status.as_str(),
+            reason,
+            "queued run ended without starting"
+        );
+    }
+
+    /// Start what may start: held back while the host's CPU is above the threshold.
+    fn dispatch(&self, wake: Wake) {
+        let mut st = self.lock();
+        if st.queue.is_empty() {
+            st.held_back = None;
+            st.retry_at = None;
+            return;
+        }
+        if matches!(wake, Wake::Timer) && st.retry_at.is_some_and(|t| t > Instant::now()) {
+            return;
+        }
+        let threshold = self.cfg.cpu_threshold;
+        if threshold < 100.0 {
+            if let Some(cpu) = self.cfg.cpu.busy_percent().filter(|c| *c > threshold) {
+                let retry = self.cfg.retry;
+                let reason = format!(
+                    "host CPU at {cpu:.0}%, above dispatch_cpu_threshold {threshold:.0}%; tried again in {} s",
+                    retry.as_secs().max(1)
+                );
+                if st.held_back.as_deref() != Some(&reason) {
+                    tracing::info!(reason, "dispatch held back");
+                }
+                st.held_back = Some(reason);
+                st.retry_at = Some(Instant::now() + retry);
+                return;
+            }
+        }
+        let was_held = st.held_back.take().is_some();
+        st.retry_at = None;
+        let busy = self.busy_now(&st);
+        let free = |d: &str| !busy.contains(d);
+        let oos = |d: &str| self.out_of_service(d);
+        let picked: Vec<Entry> = match wake {
+            Wake::Duts(duts) if !was_held => {
+                let mut seen = HashSet::new();
+                duts.iter()
+                    .filter_map(|d| st.queue.pick_for(d, free, oos))
+                    .filter(|e| seen.insert(e.run_id.clone()))
+                    .cloned()
+                    .collect()
+            }
+            _ => st.queue.pick_all(free, oos).into_iter().cloned().collect(),
+        };
+        for e in picked {
+            st.queue.remove(&e.run_id);
+            let Some(w) = st.waiting.remove(&e.run_id) else {
+                continue;
+            };
+            if let Err(err) = self.store.queue_remove(&e.run_id) {
+                tracing::warn!(run_id = e.run_id, error = %err, "cannot take a run out of the stored queue");
+            }
+            match self.runs.launch_as(w.launch.req.clone(), e.run_id.clone()) {
+                Ok(id) => {
+                    if !e.duts.is_empty() {
+                        st.running.insert(id.clone(), e.duts.clone());
+                    }
+                    tracing::info!(run_id = id, "queued run started");
+                    self.changed(&id, QueueChangeKind::Started, None);
+                }
+                Err(RunError::CouldNotStart { run_id, reason }) => {
+                    self.changed(&run_id, QueueChangeKind::GaveUp, Some(reason));
+                }
+                Err(err) => {
+                    let reason = format!("at its turn in the queue: {err}");
+                    let run_id = e.run_id.clone();
+                    drop(st);
+                    self.end_unstarted(&e, Some(w), RunStatus::CouldNotStart, &reason);
+                    self.changed(&run_id, QueueChangeKind::GaveUp, Some(reason));
+                    st = self.lock();
+                }
+            }
+        }
+    }
+}
