@@ -795,3 +795,114 @@ async fn the_console_behind_its_front_door() {
     let e = c.dispatch(get).await.unwrap_err();
     assert_eq!(e.code, ErrorCode::Unavailable, "{e}");
 }
+
+/// A launch whose parameters the pack refuses (a type other than its default's, a value
+/// out of range, an emptied `valid_result`, an unknown key or group) is invalid as
+/// written: refused naming each key, and no run is stored for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn launches_with_params_of_the_wrong_type_are_refused_naming_the_key_and_not_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = demo_console(dir.path(), None);
+    for (params, keys, needle) in [
+        (
+            r#"{"channel_list":[101,"abc"]}"#,
+            &["params.channel_list"][..],
+            "expected a list of numbers like the pack's default, got a mixed list",
+        ),
+        (
+            r#"{"channel_list":"101, abc"}"#,
+            &["params.channel_list"][..],
+            "got a string",
+        ),
+        (
+            r#"{"process_limit":null}"#,
+            &["params.process_limit"][..],
+            "process_limit",
+        ),
+        (
+            r#"{"process_limit":"2"}"#,
+            &["params.process_limit"][..],
+            "process_limit",
+        ),
+        (
+            r#"{"slow_seconds":null}"#,
+            &["params.slow_seconds"][..],
+            "got null",
+        ),
+        (
+            r#"{"firmware":4.2}"#,
+            &["params.firmware"][..],
+            "expected a string",
+        ),
+        (
+            r#"{"process_limit":-1}"#,
+            &["params.process_limit"][..],
+            "process_limit",
+        ),
+        (
+            r#"{"valid_result":[]}"#,
+            &["params.valid_result"][..],
+            "at least one result name",
+        ),
+        (
+            r#"{"valid_result":[1]}"#,
+            &["params.valid_result"][..],
+            "valid_result[0]",
+        ),
+        (
+            r#"{"ignore_prereq":"no"}"#,
+            &["params.ignore_prereq"][..],
+            "true or false",
+        ),
+        (
+            r#"{"weak_channels":"x","process_limit":true}"#,
+            &["params.weak_channels", "params.process_limit"][..],
+            "weak_channels",
+        ),
+        (
+            r#"{"proces_limit":2}"#,
+            &["params.proces_limit"][..],
+            "process_limit",
+        ),
+    ] {
+        let req = format!(
+            r#"{{"cmd":"launch","pack":"stb-smoke","groups":["smoke"],"duts":["stb-02"],"params":{params}}}"#
+        );
+        let e = call(&c, &req).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidRequest, "{params}: {e}");
+        assert!(e.message.starts_with("params: "), "{params}: {}", e.message);
+        assert!(e.message.contains(needle), "{params}: {}", e.message);
+        let got: Vec<&str> = e
+            .diagnostics
+            .iter()
+            .filter_map(|d| d.key_path.as_deref())
+            .collect();
+        for k in keys {
+            assert!(got.contains(k), "{params}: {got:?}");
+        }
+    }
+    let e = call(
+        &c,
+        r#"{"cmd":"launch","pack":"stb-smoke","groups":["smoke","nope"],"duts":["stb-02"]}"#,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code, ErrorCode::InvalidRequest);
+    assert!(e.message.contains("no group `nope`"), "{}", e.message);
+    assert_eq!(stored_runs(&c).await, 0, "refused launches are not stored");
+
+    // Right types pass: an empty list where the default list is empty or of numbers.
+    let Response::Launch { run_id, .. } = call(
+        &c,
+        r#"{"cmd":"launch","pack":"stb-smoke","groups":["smoke"],"duts":["stb-02"],"params":{"channel_list":[7],"weak_channels":[],"process_limit":1}}"#,
+    )
+    .await
+    .unwrap() else {
+        panic!()
+    };
+    call(&c, &format!(r#"{{"cmd":"stop_run","run_id":"{run_id}"}}"#))
+        .await
+        .unwrap();
+    let _ = call(&c, &format!(r#"{{"cmd":"stop_run","run_id":"{run_id}"}}"#)).await;
+    assert_eq!(stored_runs(&c).await, 1);
+}
