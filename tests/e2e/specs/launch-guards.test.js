@@ -87,7 +87,7 @@ test('the launch form guards what it sends', async () => {
     await hint('slow_seconds').filter({ hasText: 'needs a number' }).waitFor();
     await page.fill('[data-param="valid_result"] input', '');
     await hint('valid_result').filter({ hasText: 'at least one result name' }).waitFor();
-    await why().filter({ hasText: 'Fix parameters slow_seconds, valid_result' }).waitFor();
+    await why().filter({ hasText: 'Fix parameters valid_result, slow_seconds' }).waitFor();
     await page.keyboard.press('Control+Enter');
     await page.fill('[data-param="slow_seconds"] input', '1');
     await page.fill('[data-param="valid_result"] input', 'Passed, Completed, Skipped');
