@@ -368,6 +368,9 @@ pub fn results_tree(run: &RunRecord, tasks: &[TaskRecord]) -> Value {
     suite.insert("run_id".into(), json!(run.id));
     suite.insert("content_hash".into(), json!(run.content_hash));
     suite.insert("status".into(), json!(run.status.as_str()));
+    if let Some(v) = run.verdict {
+        suite.insert("verdict".into(), json!(v.as_str()));
+    }
     if let Some(r) = &run.reason {
         suite.insert("reason".into(), json!(r));
     }

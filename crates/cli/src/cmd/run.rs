@@ -24,7 +24,7 @@ use serde_json::{Map, Value};
 use testbay_engine::api::{
     paths::absolute, ApiError, BookUse, Console, ConsoleOptions, ConsolePaths, CoverageMode,
     ErrorCode, Event, EventReceiver, LaunchSpec, Request, ResourceMode, Response, RunEvent,
-    RunStatus,
+    RunRecord, RunStatus, RunVerdict, RunView,
 };
 use testbay_engine::params;
 use tokio::sync::broadcast::error::RecvError;
@@ -339,16 +339,15 @@ async fn drive(
         summary::print(
             &run_id,
             status,
+            verdict(&view, &run),
             reason,
             &summary::with_live_results(tasks, view.as_ref()),
         );
     }
-    let failures = match (&view, &run) {
-        (Some(v), _) => v.progress.failures,
-        (None, Some(r)) => r.counts.failures,
-        (None, None) => bail!("run {run_id}: neither its live state nor its record can be read"),
-    };
-    Ok(if status == RunStatus::Completed && failures == 0 {
+    if view.is_none() && run.is_none() {
+        bail!("run {run_id}: neither its live state nor its record can be read");
+    }
+    Ok(if verdict(&view, &run) == Some(RunVerdict::Passed) {
         0
     } else {
         1
@@ -429,4 +428,13 @@ async fn finished_status(console: &dyn Console, run_id: &str) -> anyhow::Result<
         },
     };
     Ok(Some(status).filter(|s| s.is_finished()))
+}
+
+/// The run's verdict: from its live state, else its record.
+fn verdict(view: &Option<RunView>, run: &Option<RunRecord>) -> Option<RunVerdict> {
+    match (view, run) {
+        (Some(v), _) => v.verdict,
+        (None, Some(r)) => r.verdict,
+        (None, None) => None,
+    }
 }

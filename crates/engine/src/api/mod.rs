@@ -32,7 +32,7 @@ use ts_rs::TS;
 // transport finds everything the API speaks in one place.
 pub use crate::clock::EpochMs;
 pub use crate::lab::Dut;
-pub use crate::outcome::{Phase, RunStatus};
+pub use crate::outcome::{Phase, RunStatus, RunVerdict};
 pub use crate::pack::view::{PackDetail, PackSummary};
 pub use crate::pack::{CoverageMode, ResourceMode};
 pub use crate::report::ReportFormat;

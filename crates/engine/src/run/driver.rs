@@ -72,11 +72,15 @@ impl Driver {
         before_event: impl FnOnce(),
     ) {
         let now = self.inner.clock.now_ms();
-        {
+        let verdict = {
             let mut s = self.lock();
             s.status = status;
             s.reason = reason.clone();
-        }
+            if status.is_finished() {
+                s.ended_ms.get_or_insert(now);
+            }
+            super::view::verdict_of(&s, now)
+        };
         if let Err(e) =
             self.inner
                 .store
@@ -90,6 +94,7 @@ impl Driver {
             seq: self.ctx.seq.next(),
             status,
             reason,
+            verdict,
             ts: now,
         });
     }

@@ -5,7 +5,7 @@ use serde_json::{Map, Value};
 use ts_rs::TS;
 
 use crate::clock::EpochMs;
-use crate::outcome::{Phase, RunStatus};
+use crate::outcome::{Phase, RunStatus, RunVerdict};
 use crate::pack::{CoverageMode, ResourceMode};
 use crate::plan::DutTarget;
 use crate::store::TaskKind;
@@ -68,6 +68,9 @@ pub enum RunEvent {
         seq: u64,
         status: RunStatus,
         reason: Option<String>,
+        /// What the run came to, once it is over.
+        #[serde(default)]
+        verdict: Option<RunVerdict>,
         ts: EpochMs,
     },
     TaskState {
@@ -167,7 +170,12 @@ impl Seq {
 pub struct Progress {
     pub done: u32,
     pub total: u32,
+    /// Done with a failing result, `Aborted` not included.
     pub failures: u32,
+    /// Done as `Aborted` (a stop): not run to their end, not failed.
+    #[serde(default)]
+    pub aborted: u32,
+    /// Time from the start to now, or to the run's end once it is over.
     pub elapsed_ms: i64,
     /// Estimated time to the end, from `est_task_time` of what is left.
     pub eta_ms: Option<i64>,
@@ -218,6 +226,10 @@ pub struct RunView {
     pub status: RunStatus,
     pub reason: Option<String>,
     pub started_ms: EpochMs,
+    /// When the run ended, once it is over.
+    pub ended_ms: Option<EpochMs>,
+    /// What the run came to, once it is over (see [`RunVerdict::of`]).
+    pub verdict: Option<RunVerdict>,
     pub lanes: Vec<LaneView>,
     /// Tests shared by all lanes not yet taken by one (`split` coverage).
     pub shared: Vec<TaskView>,

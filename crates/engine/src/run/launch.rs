@@ -19,7 +19,7 @@ use super::{
 };
 use crate::clock::EpochMs;
 use crate::model::StopLevel;
-use crate::outcome::RunStatus;
+use crate::outcome::{RunStatus, RunVerdict};
 use crate::pack::{self, LoadedPack, ResourceMode};
 use crate::plan::{ItemState, Plan, PlanInput};
 use crate::store::{NewRun, NewTaskRow};
@@ -191,6 +191,7 @@ impl RunManager {
             status: RunStatus::Queued,
             reason: None,
             started_ms: now,
+            ended_ms: None,
             plan,
             task_ids,
             started: vec![None; n],
@@ -263,6 +264,7 @@ impl RunManager {
             seq: 1,
             status: RunStatus::CouldNotStart,
             reason: Some(reason.into()),
+            verdict: RunVerdict::of(RunStatus::CouldNotStart, 0, 0),
             ts: now,
         });
         tracing::warn!(run_id = %id, reason, "run could not start");

@@ -9,7 +9,7 @@ use ts_rs::TS;
 
 use crate::clock::EpochMs;
 pub use crate::model::{DutTarget, TaskKind};
-use crate::outcome::RunStatus;
+use crate::outcome::{RunStatus, RunVerdict};
 use testbay_core::reserve::ReservationView;
 
 /// Longest [`RunQuery::text`]. Matching one text against a task message takes time
@@ -113,6 +113,9 @@ pub struct RunRecord {
     pub started_ms: Option<EpochMs>,
     pub finished_ms: Option<EpochMs>,
     pub counts: RunCounts,
+    /// What the run came to (see [`RunVerdict::of`]); none while it is going.
+    #[serde(default)]
+    pub verdict: Option<RunVerdict>,
 }
 
 /// A stored run reads as its launch record: `record.status` is `record.launch.status`.
@@ -129,10 +132,13 @@ impl std::ops::Deref for RunRecord {
 pub struct RunCounts {
     pub total: u32,
     pub done: u32,
-    /// Done with a result outside the run's `valid_result`; in an `errored` run, also
-    /// every task whose result the store lacks (the run went to its end, so each one
-    /// had a result, and a lost result is a failure).
+    /// Done with a result outside the run's `valid_result`, `Aborted` not included; in
+    /// an `errored` run, also every task whose result the store lacks (the run went to
+    /// its end, so each one had a result, and a lost result is a failure).
     pub failures: u32,
+    /// Done as `Aborted` (a stop, a dead console): not run to their end, not failed.
+    #[serde(default)]
+    pub aborted: u32,
     /// Count per result name.
     pub by_result: BTreeMap<String, u32>,
 }

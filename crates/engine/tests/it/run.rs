@@ -476,6 +476,12 @@ async fn stop_terminates_running_tests_aborts_the_rest_and_runs_teardowns() {
     );
     let run = f.mgr.store().get_run(&id).unwrap();
     assert_eq!(run.status, RunStatus::Stopped);
+    // The tasks the stop aborted are aborted, not failed.
+    assert_eq!(run.verdict, Some(RunVerdict::Stopped));
+    assert_eq!((run.counts.aborted, run.counts.failures), (2, 0));
+    let view = f.mgr.view(&id).unwrap();
+    assert_eq!(view.verdict, Some(RunVerdict::Stopped));
+    assert_eq!((view.progress.aborted, view.progress.failures), (2, 0));
     assert!(f
         .tasks(&id)
         .iter()
@@ -1006,4 +1012,62 @@ async fn a_result_is_committed_while_other_tasks_still_run() {
         "quick's result was not visible to another connection while long ran"
     );
     assert_eq!(f.mgr.wait(&id).await.unwrap(), RunStatus::Completed);
+}
+
+/// A run's verdict, apart from its status: a completed run with a failed task failed, one
+/// without passed; a finished run's elapsed time is its duration, not time since.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completed_run_with_a_failed_task_has_the_verdict_failed() {
+    let f = fx(
+        "name: v\nversion: '1'\ngroups:\n  g:\n    tests: [ok, bad]\n  good:\n    tests: [ok]\n",
+        &[("ok", "", "exit 0\n"), ("bad", "", "exit 3\n")],
+    );
+    let mut events = f.mgr.subscribe();
+    let (id, status) = f
+        .run(LaunchRequest {
+            groups: vec!["g".into()],
+            ..f.req()
+        })
+        .await;
+    assert_eq!(status, RunStatus::Completed);
+    let run = f.mgr.store().get_run(&id).unwrap();
+    assert_eq!(run.verdict, Some(RunVerdict::Failed));
+    assert_eq!((run.counts.failures, run.counts.aborted), (1, 0));
+    let view = f.mgr.view(&id).unwrap();
+    assert_eq!(view.verdict, Some(RunVerdict::Failed));
+    let ended = view.ended_ms.expect("a finished run has an end");
+    assert_eq!(view.progress.elapsed_ms, ended - view.started_ms);
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    assert_eq!(
+        f.mgr.view(&id).unwrap().progress.elapsed_ms,
+        view.progress.elapsed_ms,
+        "a finished run's elapsed time stands still"
+    );
+    let verdicts: Vec<_> = drain(&mut events)
+        .into_iter()
+        .filter_map(|e| match e {
+            RunEvent::RunStatus {
+                status, verdict, ..
+            } => Some((status, verdict)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        verdicts.last(),
+        Some(&(RunStatus::Completed, Some(RunVerdict::Failed)))
+    );
+    assert!(verdicts[..verdicts.len() - 1]
+        .iter()
+        .all(|(_, v)| v.is_none()));
+
+    let (id, _) = f
+        .run(LaunchRequest {
+            groups: vec!["good".into()],
+            ..f.req()
+        })
+        .await;
+    assert_eq!(
+        f.mgr.store().get_run(&id).unwrap().verdict,
+        Some(RunVerdict::Passed)
+    );
 }

@@ -5,7 +5,7 @@ use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 
 use super::to_json;
 use crate::clock::EpochMs;
-use crate::outcome::{RunStatus, ABORTED};
+use crate::outcome::{RunStatus, RunVerdict, ABORTED};
 use crate::store::{
     NewRun, NewTaskRow, RecoveryReport, Result, RunCounts, RunOwner, RunPage, RunQuery, RunRecord,
     RunSort, StoreError, MAX_SEARCH_CHARS,
@@ -301,7 +301,8 @@ impl ListSql {
             // As `RunCounts::failures` counts them.
             RunSort::Failures => format!(
                 "(SELECT count(*) FROM task_results t WHERE t.run_id = r.id
-                   AND (t.failure = 1 OR (r.status = 'errored' AND t.state != 'done'))) {dir},
+                   AND ((t.failure = 1 AND COALESCE(t.result, '') != 'Aborted')
+                        OR (r.status = 'errored' AND t.state != 'done'))) {dir},
                  r.created_ms DESC"
             ),
         };
@@ -357,6 +358,7 @@ fn run_from_row(r: &Row<'_>) -> rusqlite::Result<JsonResult<RunRecord>> {
             started_ms: r.get(15).unwrap_or_default(),
             finished_ms: r.get(16).unwrap_or_default(),
             counts: RunCounts::default(),
+            verdict: None,
         })
     };
     Ok(build())
@@ -386,7 +388,9 @@ fn fill_counts(conn: &Connection, runs: &mut [RunRecord]) -> Result<()> {
             }
             if state == "done" {
                 c.done += n;
-                if failure == Some(1) {
+                if result.as_deref() == Some(ABORTED) {
+                    c.aborted += n;
+                } else if failure == Some(1) {
                     c.failures += n;
                 }
                 if let Some(res) = result {
@@ -394,6 +398,7 @@ fn fill_counts(conn: &Connection, runs: &mut [RunRecord]) -> Result<()> {
                 }
             }
         }
+        run.verdict = RunVerdict::of(run.status, c.failures, c.aborted);
         run.counts = c;
     }
     Ok(())

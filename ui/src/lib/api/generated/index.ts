@@ -51,6 +51,7 @@ export type * from './RunQuery';
 export type * from './RunRecord';
 export type * from './RunSort';
 export type * from './RunStatus';
+export type * from './RunVerdict';
 export type * from './RunView';
 export type * from './SlotState';
 export type * from './SlotView';
