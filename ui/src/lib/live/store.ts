@@ -10,7 +10,7 @@
  * Plain objects, no Svelte state: thousands of rows change many times a second, so the
  * screen repaints on a paced frame after `apply` says something changed.
  */
-import type { Phase, Progress, Queue, RunEvent, RunStatus, RunView, TaskState, TaskView } from '../api/types';
+import type { Phase, Progress, Queue, RunEvent, RunStatus, RunVerdict, RunView, TaskState, TaskView } from '../api/types';
 import { queueOf } from '../api/tasks';
 import { LiveLogs } from './log';
 
@@ -21,8 +21,14 @@ export interface RunHead {
   pack_version: string;
   status: RunStatus;
   reason: string | null;
+  /** What the run came to, once it is over. */
+  verdict: RunVerdict | null;
   started_ms: number;
+  /** When the run ended, once it is over (console time). */
+  ended_ms: number | null;
   progress: Progress;
+  /** This page's clock (ms) when `progress` came in: its times count on from there. */
+  progressAt: number;
   lanes: string[];
   /** Numbers of the last events reflected in `status`/`reason` and in `progress`. */
   statusSeq: number;
@@ -80,8 +86,11 @@ export function headOf(v: RunView): RunHead {
     pack_version,
     status,
     reason,
+    verdict: v.verdict ?? null,
     started_ms,
+    ended_ms: v.ended_ms ?? null,
     progress,
+    progressAt: Date.now(),
     lanes: v.lanes.map((l) => l.name),
     statusSeq: seq,
     progressSeq: seq,
@@ -90,8 +99,11 @@ export function headOf(v: RunView): RunHead {
 
 /** `h` with the change `ev` brings, or `h` itself when `h` already has it (or newer). */
 function updated(h: RunHead, ev: RunEvent): RunHead {
-  if (ev.type === 'run_status' && ev.seq > h.statusSeq) return { ...h, status: ev.status, reason: ev.reason, statusSeq: ev.seq };
-  if (ev.type === 'progress' && ev.seq > h.progressSeq) return { ...h, progress: ev.progress, progressSeq: ev.seq };
+  if (ev.type === 'run_status' && ev.seq > h.statusSeq) {
+    const over = !isActive(ev.status);
+    return { ...h, status: ev.status, reason: ev.reason, verdict: ev.verdict ?? null, ended_ms: over ? (h.ended_ms ?? ev.ts) : null, statusSeq: ev.seq };
+  }
+  if (ev.type === 'progress' && ev.seq > h.progressSeq) return { ...h, progress: ev.progress, progressAt: Date.now(), progressSeq: ev.seq };
   return h;
 }
 
@@ -103,8 +115,11 @@ function newest(a: RunHead, b: RunHead): RunHead {
     ...b,
     status: status.status,
     reason: status.reason,
+    verdict: status.verdict,
+    ended_ms: status.ended_ms,
     statusSeq: status.statusSeq,
     progress: progress.progress,
+    progressAt: progress.progressAt,
     progressSeq: progress.progressSeq,
   };
 }
