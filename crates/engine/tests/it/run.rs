@@ -1071,3 +1071,81 @@ async fn a_completed_run_with_a_failed_task_has_the_verdict_failed() {
         Some(RunVerdict::Passed)
     );
 }
+
+/// A task queued for its prereq is told its new reason once the prereq has ended and it
+/// still waits (here for a task that is not process_safe to leave the lane): its view
+/// and its events never keep "waiting for prereq" after the prereq passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prereq_wait_is_replaced_by_the_current_reason_when_the_prereq_ends() {
+    let f = fx(
+        "name: pr\nversion: '1'\nparams:\n  process_limit: 3\ngroups:\n  g:\n    tests: [boot, slow, rec]\n",
+        &[
+            ("boot", "process_safe: true\n", ""),
+            ("slow", "process_safe: true\n", ""),
+            ("rec", "prereq_tasks: [boot]\n", "exit 0\n"),
+        ],
+    );
+    let gate = |name: &str| f.root().join(name);
+    for (task, go) in [("boot", "go-boot"), ("slow", "go-slow")] {
+        std::fs::write(
+            f.pack.join(format!("tasks/{task}.sh")),
+            format!(
+                "while [ ! -e '{}' ]; do sleep 0.02; done\n",
+                gate(go).display()
+            ),
+        )
+        .unwrap();
+    }
+    let mut rx = f.mgr.subscribe();
+    let id = f.mgr.launch(f.req()).unwrap();
+    let rec = |v: &RunView| -> TaskState {
+        v.lanes[0]
+            .test
+            .iter()
+            .find(|t| t.task == "rec")
+            .unwrap()
+            .state
+            .clone()
+    };
+    let running = |v: &RunView, task: &str| {
+        v.lanes[0]
+            .test
+            .iter()
+            .any(|t| t.task == task && matches!(t.state, TaskState::Running { .. }))
+    };
+    loop {
+        let v = f.mgr.view(&id).unwrap();
+        if running(&v, "boot") && running(&v, "slow") {
+            assert_eq!(
+                rec(&v),
+                TaskState::Queued {
+                    reason: "waiting for prereq boot".into()
+                }
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    std::fs::write(gate("go-boot"), "").unwrap();
+    // boot passes; rec still waits, now for the lane to be idle. (Its first reason was
+    // told as the lane reached the group's tests.)
+    let told = loop {
+        match tokio::time::timeout(Duration::from_secs(20), rx.recv()).await {
+            Ok(Ok(RunEvent::TaskState {
+                task,
+                state: TaskState::Queued { reason },
+                ..
+            })) if task == "rec" && !reason.contains("prereq") => break reason,
+            Ok(Ok(_)) => {}
+            other => panic!("rec was never told a new reason: {other:?}"),
+        }
+    };
+    assert!(told.contains("not process_safe"), "{told}");
+    assert_eq!(
+        rec(&f.mgr.view(&id).unwrap()),
+        TaskState::Queued { reason: told }
+    );
+    std::fs::write(gate("go-slow"), "").unwrap();
+    assert_eq!(f.mgr.wait(&id).await.unwrap(), RunStatus::Completed);
+    assert_eq!(f.result(&id, "rec").result.as_deref(), Some(PASSED));
+}

@@ -23,6 +23,8 @@ export interface RunHead {
   reason: string | null;
   /** What the run came to, once it is over. */
   verdict: RunVerdict | null;
+  /** This page's clock (ms) when `status` and `reason` came in. */
+  statusAt: number;
   started_ms: number;
   /** When the run ended, once it is over (console time). */
   ended_ms: number | null;
@@ -87,6 +89,7 @@ export function headOf(v: RunView): RunHead {
     status,
     reason,
     verdict: v.verdict ?? null,
+    statusAt: Date.now(),
     started_ms,
     ended_ms: v.ended_ms ?? null,
     progress,
@@ -101,7 +104,7 @@ export function headOf(v: RunView): RunHead {
 function updated(h: RunHead, ev: RunEvent): RunHead {
   if (ev.type === 'run_status' && ev.seq > h.statusSeq) {
     const over = !isActive(ev.status);
-    return { ...h, status: ev.status, reason: ev.reason, verdict: ev.verdict ?? null, ended_ms: over ? (h.ended_ms ?? ev.ts) : null, statusSeq: ev.seq };
+    return { ...h, status: ev.status, reason: ev.reason, verdict: ev.verdict ?? null, statusAt: Date.now(), ended_ms: over ? (h.ended_ms ?? ev.ts) : null, statusSeq: ev.seq };
   }
   if (ev.type === 'progress' && ev.seq > h.progressSeq) return { ...h, progress: ev.progress, progressAt: Date.now(), progressSeq: ev.seq };
   return h;
@@ -116,6 +119,7 @@ function newest(a: RunHead, b: RunHead): RunHead {
     status: status.status,
     reason: status.reason,
     verdict: status.verdict,
+    statusAt: status.statusAt,
     ended_ms: status.ended_ms,
     statusSeq: status.statusSeq,
     progress: progress.progress,
@@ -136,6 +140,8 @@ export class LiveStore {
   laneNames: string[] = [];
   /** The shown run's live output. */
   readonly logs = new LiveLogs();
+  /** This page's clock (ms) when each shown task's state came in: its "retry in" counts down from there. */
+  readonly stateAt = new Map<number, number>();
 
   /** Number of the loaded view; a task's number once an event changed it. */
   private viewSeq = 0;
@@ -166,6 +172,7 @@ export class LiveStore {
     this.laneNames = [];
     this.viewSeq = 0;
     this.taskSeq.clear();
+    this.stateAt.clear();
     this.logs.clear();
     this.loads.clear();
     this.pending = null;
@@ -189,6 +196,9 @@ export class LiveStore {
     const all = [...view.lanes.flatMap((l) => [...l.setup, ...l.test, ...l.teardown, ...l.delay]), ...view.shared];
     all.sort((a, b) => a.item - b.item);
     this.tasks = new Map(all.map((t) => [t.item, t]));
+    const at = Date.now();
+    this.stateAt.clear();
+    for (const t of all) this.stateAt.set(t.item, at);
     this.order = all.map((t) => t.item);
     this.laneNames = view.lanes.map((l) => l.name);
     this.viewSeq = view.seq;
@@ -258,6 +268,7 @@ export class LiveStore {
         if (!t) return { changed: false, reloadRun: this.run != null && ev.seq > this.viewSeq };
         if (ev.seq <= (this.taskSeq.get(ev.item) ?? this.viewSeq)) return NOTHING;
         this.taskSeq.set(ev.item, ev.seq);
+        this.stateAt.set(ev.item, Date.now());
         const state = ev.state;
         if (t.state.state !== 'running' && state.state === 'running') this.logs.sawStart(ev.item);
         // A new object per change, so keyed rows see it.
