@@ -184,6 +184,8 @@ async function operatorSession() {
   assert.match(await holdRow.textContent(), /stb-05/);
   await screenshot(page, 'lab');
   await holdRow.locator('[data-testid=release]').click();
+  // Release asks first.
+  await page.click('[data-testid=confirm-ok]');
   await page.locator('[data-testid=racks] [data-dut="stb-05"][data-state=free]').waitFor();
   assert.equal(await holdRow.count(), 0, 'the released hold is gone');
 
