@@ -226,7 +226,7 @@ async function operatorSession() {
   step = 'Results: first run completes';
   await page.locator(`[data-testid=results-table] tr[data-run="${run1}"]`, { hasText: 'completed' }).waitFor({ timeout: 90_000 });
   // The pack's pass-rate trend now has the completed run.
-  await page.locator('.trend-item[data-pack="stb-smoke"] svg circle').first().waitFor();
+  await page.locator('.trend-item[data-pack="stb-smoke"] [data-verdict]').first().waitFor();
   await screenshot(page, 'results');
   await page.click(`[data-testid=results-table] tr[data-run="${run1}"]`);
   await page.locator('[data-testid=detail-run-id]', { hasText: run1 }).waitFor();
