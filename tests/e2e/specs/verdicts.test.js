@@ -109,6 +109,19 @@ test('verdicts, aborted counts and true durations', async () => {
     if (process.env.TESTBAY_BLESS) await screenshot(page, 'results-verdicts');
     await page.goto(`${server.origin}/#/results/${encodeURIComponent(failedRun)}`);
     await page.locator('[data-testid=detail-verdict]', { hasText: 'failed' }).waitFor();
+
+    step = 'relaunch from Results, then from Live';
+    await page.click('[data-testid=relaunch]');
+    await page.waitForURL((u) => /#\/live\/[^/]+$/.test(u.toString()) && !u.toString().endsWith(encodeURIComponent(failedRun)));
+    const again = decodeURIComponent(page.url().split('#/live/')[1]);
+    const rerun = await finished(again);
+    assert.deepEqual(rerun.params.weak_channels, [101], 'the same parameters');
+    assert.deepEqual(rerun.duts.map((d) => d.name), ['stb-01']);
+    assert.equal(rerun.content_hash, rec.content_hash, 'the same pack version');
+    await page.locator('[data-testid=run-verdict]', { hasText: 'failed' }).first().waitFor();
+    await page.click('[data-testid=relaunch]');
+    await page.waitForURL((u) => /#\/live\/[^/]+$/.test(u.toString()) && !u.toString().endsWith(encodeURIComponent(again)));
+    await finished(decodeURIComponent(page.url().split('#/live/')[1]));
   } catch (e) {
     const shot = path.join(tmpdir(), `testbay-e2e-failure-${Date.now()}.png`);
     await page.screenshot({ path: shot }).catch(() => {});

@@ -265,6 +265,7 @@ impl LocalConsole {
                 next_available,
             } => self.hold(resource, by, duration_s, from_ms, next_available),
             Request::Release { id } => self.release(id),
+            Request::Relaunch { run_id } => self.relaunch(run_id).await,
         }
     }
 

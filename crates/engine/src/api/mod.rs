@@ -21,6 +21,7 @@ mod local;
 mod logs;
 mod packs;
 pub mod paths;
+mod relaunch;
 mod results;
 mod runs;
 
@@ -135,6 +136,10 @@ pub enum Request {
     },
     /// End a reservation or hold.
     Release { id: ResId },
+    /// Launch a stored run again: the same pack version (the run's snapshot), groups,
+    /// ATS, DUTs, parameters and modes; refused as any launch would be now (an offline
+    /// DUT, a book owned elsewhere).
+    Relaunch { run_id: String },
 }
 
 /// What the launch form sends: the pack by name, DUTs by name. At most 100 groups, 256
@@ -190,6 +195,13 @@ pub enum Response {
     Hold(ReservationView),
     Release {
         id: ResId,
+    },
+    Relaunch {
+        run_id: String,
+        /// The run it repeats.
+        from: String,
+        #[serde(default)]
+        unreserved: Vec<String>,
     },
 }
 

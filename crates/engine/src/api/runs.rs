@@ -56,7 +56,12 @@ impl LocalConsole {
 
     /// What a launch uses without reserving it: its DUTs, then the lab resources its
     /// tasks name, when the console has no lab file or reserves nothing; else none.
-    fn unreserved(&self, pack: &LoadedPack, groups: &[String], duts: &[DutTarget]) -> Vec<String> {
+    pub(super) fn unreserved(
+        &self,
+        pack: &LoadedPack,
+        groups: &[String],
+        duts: &[DutTarget],
+    ) -> Vec<String> {
         if self.reserve && self.paths.lab_file.is_some() {
             return Vec::new();
         }
@@ -72,7 +77,7 @@ impl LocalConsole {
     /// opened, such a launch is refused with the reason, and runs that need nothing
     /// reserved still go. A console without a lab file has nothing to reserve against,
     /// and one opened not to reserve does not: their runs get what their tasks ask for.
-    fn check_can_reserve(
+    pub(super) fn check_can_reserve(
         &self,
         pack: &LoadedPack,
         groups: &[String],
@@ -108,7 +113,7 @@ impl LocalConsole {
 
     /// The ATS of a launch (see [`Lab::launch_ats`]): checked against the lab when the
     /// console has a lab file; without one, any name is taken as given.
-    fn launch_ats(
+    pub(super) fn launch_ats(
         &self,
         ats: Option<String>,
         duts: &[DutTarget],
@@ -124,7 +129,7 @@ impl LocalConsole {
     /// A DUT named at launch (`NAME`, or `NAME:MODEL` naming its model), with its rack
     /// and slot, and its model unless named, from the lab. A console without a lab file
     /// takes any name as a lane of its own.
-    fn dut_target(&self, named: String) -> Result<DutTarget, ApiError> {
+    pub(super) fn dut_target(&self, named: String) -> Result<DutTarget, ApiError> {
         let (name, model) = match named.split_once(':') {
             Some((n, m)) => (n.to_string(), Some(m.to_string()).filter(|m| !m.is_empty())),
             None => (named, None),

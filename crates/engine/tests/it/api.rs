@@ -906,3 +906,53 @@ async fn launches_with_params_of_the_wrong_type_are_refused_naming_the_key_and_n
     let _ = call(&c, &format!(r#"{{"cmd":"stop_run","run_id":"{run_id}"}}"#)).await;
     assert_eq!(stored_runs(&c).await, 1);
 }
+
+/// A stored run launched again runs the same pack version (its snapshot, though the pack
+/// changed since), groups, DUTs and parameters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relaunch_repeats_a_run_with_its_pack_version_and_parameters() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = console(dir.path());
+    let mut events = c.subscribe();
+    let Response::Launch { run_id: first, .. } = call(
+        &c,
+        r#"{"cmd":"launch","pack":"hello","groups":["smoke"],"duts":["stb-01"],"params":{"process_limit":3}}"#,
+    )
+    .await
+    .unwrap() else {
+        panic!()
+    };
+    run_end(&mut events, &first).await;
+    // The pack moves on: a new version with another group.
+    write(
+        &dir.path().join("packs/hello/pack.yaml"),
+        "name: hello\nversion: 2.0.0\ngroups:\n  smoke:\n    tests: [greet]\n  more:\n    tests: [greet]\n",
+    );
+    let Response::Relaunch { run_id, from, .. } =
+        call(&c, &format!(r#"{{"cmd":"relaunch","run_id":"{first}"}}"#))
+            .await
+            .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(from, first);
+    assert_ne!(run_id, first);
+    assert_eq!(run_end(&mut events, &run_id).await, RunStatus::Completed);
+    let get = |id: &str| format!(r#"{{"cmd":"get_run","run_id":"{id}"}}"#);
+    let (Response::GetRun(a), Response::GetRun(b)) = (
+        call(&c, &get(&first)).await.unwrap(),
+        call(&c, &get(&run_id)).await.unwrap(),
+    ) else {
+        panic!()
+    };
+    assert_eq!(b.run.pack_version, "1.0.0");
+    assert_eq!(b.run.content_hash, a.run.content_hash);
+    assert_eq!(b.run.groups, a.run.groups);
+    assert_eq!(b.run.duts, a.run.duts);
+    assert_eq!(b.run.params, a.run.params);
+    assert_eq!(b.run.params["process_limit"], 3);
+    let e = call(&c, r#"{"cmd":"relaunch","run_id":"r-none"}"#)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::NotFound);
+}

@@ -55,6 +55,7 @@ export const api = {
   hold: (resource: string, by: string, duration_s: number) =>
     call('hold', { resource, by, duration_s, from_ms: null, next_available: false }),
   release: (id: T.ResId) => call('release', { id }),
+  relaunch: (run_id: string) => call('relaunch', { run_id }),
 };
 
 /** Who holds a reservation, as a short label. */

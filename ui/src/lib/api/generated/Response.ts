@@ -22,4 +22,8 @@ export type Response = { "cmd": "info", "data": ConsoleInfo } | { "cmd": "list_p
  * DUTs (first) and lab resources the run uses without reserving them: the
  * console has no lab file, or reserves nothing (`testbay run --no-reserve`).
  */
-unreserved: Array<string>, } } | { "cmd": "stop_run", "data": { run_id: string, } } | { "cmd": "active_runs", "data": Array<RunView> } | { "cmd": "run_view", "data": RunView } | { "cmd": "read_log", "data": LogChunk } | { "cmd": "read_file", "data": FileContent } | { "cmd": "list_runs", "data": RunPage } | { "cmd": "get_run", "data": RunDetail } | { "cmd": "export", "data": ExportFile } | { "cmd": "get_lab", "data": LabView } | { "cmd": "search_duts", "data": Array<Dut> } | { "cmd": "reservations", "data": Reservations } | { "cmd": "hold", "data": ReservationView } | { "cmd": "release", "data": { id: ResId, } };
+unreserved: Array<string>, } } | { "cmd": "stop_run", "data": { run_id: string, } } | { "cmd": "active_runs", "data": Array<RunView> } | { "cmd": "run_view", "data": RunView } | { "cmd": "read_log", "data": LogChunk } | { "cmd": "read_file", "data": FileContent } | { "cmd": "list_runs", "data": RunPage } | { "cmd": "get_run", "data": RunDetail } | { "cmd": "export", "data": ExportFile } | { "cmd": "get_lab", "data": LabView } | { "cmd": "search_duts", "data": Array<Dut> } | { "cmd": "reservations", "data": Reservations } | { "cmd": "hold", "data": ReservationView } | { "cmd": "release", "data": { id: ResId, } } | { "cmd": "relaunch", "data": { run_id: string, 
+/**
+ * The run it repeats.
+ */
+from: string, unreserved: Array<string>, } };
