@@ -163,6 +163,30 @@ export class LiveStore {
     this.runs = [...fresh, ...this.runs.filter((r) => !ids.has(r.run_id))].sort((a, b) => b.started_ms - a.started_ms);
   }
 
+  /** Runs the list shows as going that are not among `views` (the runs going now). */
+  staleActive(views: readonly RunView[]): string[] {
+    const live = new Set(views.map((v) => v.run_id));
+    return this.runs.filter((r) => isActive(r.status) && !live.has(r.run_id)).map((r) => r.run_id);
+  }
+
+  /**
+   * A run the console no longer runs ended while this page did not hear it (a restart):
+   * its stored record says how. No later event of the run can undo it.
+   */
+  settle(rec: { id: string; status: RunStatus; reason: string | null; verdict: RunVerdict | null; finished_ms: number | null }): void {
+    const apply = (h: RunHead): RunHead => ({
+      ...h,
+      status: rec.status,
+      reason: rec.reason,
+      verdict: rec.verdict,
+      ended_ms: rec.finished_ms,
+      statusAt: Date.now(),
+      statusSeq: Number.MAX_SAFE_INTEGER,
+    });
+    this.runs = this.runs.map((r) => (r.run_id === rec.id ? apply(r) : r));
+    if (this.run?.run_id === rec.id) this.run = apply(this.run);
+  }
+
   /** Show run `id` (or none): forget what the previous one showed. */
   select(id: string | null): void {
     this.selected = id;
