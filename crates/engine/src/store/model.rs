@@ -223,7 +223,7 @@ pub enum RunSort {
 pub struct RunQuery {
     pub pack: Option<String>,
     pub group: Option<String>,
-    /// DUT name.
+    /// DUT name; `*` matches any characters (`stb-0*`).
     pub dut: Option<String>,
     pub ats: Option<String>,
     pub status: Option<RunStatus>,
@@ -234,8 +234,8 @@ pub struct RunQuery {
     pub failed_only: bool,
     pub from_ms: Option<EpochMs>,
     pub to_ms: Option<EpochMs>,
-    /// Substring of the run id, pack name, reason, a task name or a task message; at most
-    /// 200 characters (`MAX_SEARCH_CHARS`).
+    /// Substring of the run id, pack name, reason, a DUT name, a task name or a task
+    /// message; at most 200 characters (`MAX_SEARCH_CHARS`).
     pub text: Option<String>,
     pub sort: RunSort,
     /// Ascending instead of the default descending.

@@ -232,10 +232,18 @@ impl ListSql {
             ));
         }
         if let Some(d) = &q.dut {
-            wh.push(format!(
-                "EXISTS (SELECT 1 FROM json_each(r.duts_json) WHERE json_extract(value, '$.name') = {})",
-                arg(V::Text(d.clone()))
-            ));
+            if d.contains('*') {
+                let pat = like_escape(d).replace('*', "%");
+                wh.push(format!(
+                    "EXISTS (SELECT 1 FROM json_each(r.duts_json) WHERE json_extract(value, '$.name') LIKE {} ESCAPE '\\')",
+                    arg(V::Text(pat))
+                ));
+            } else {
+                wh.push(format!(
+                    "EXISTS (SELECT 1 FROM json_each(r.duts_json) WHERE json_extract(value, '$.name') = {})",
+                    arg(V::Text(d.clone()))
+                ));
+            }
         }
         if let Some(a) = &q.ats {
             wh.push(format!("r.ats = {}", arg(V::Text(a.clone()))));
@@ -272,15 +280,12 @@ impl ListSql {
                     ),
                 });
             }
-            let pat = format!(
-                "%{}%",
-                text.replace('\\', "\\\\")
-                    .replace('%', "\\%")
-                    .replace('_', "\\_")
-            );
+            let pat = format!("%{}%", like_escape(text));
             let p = arg(V::Text(pat));
             wh.push(format!(
                 "(r.id LIKE {p} ESCAPE '\\' OR r.pack_name LIKE {p} ESCAPE '\\' OR r.reason LIKE {p} ESCAPE '\\'
+                  OR EXISTS (SELECT 1 FROM json_each(r.duts_json)
+                             WHERE json_extract(value, '$.name') LIKE {p} ESCAPE '\\')
                   OR EXISTS (SELECT 1 FROM task_results t WHERE t.run_id = r.id
                              AND (t.task LIKE {p} ESCAPE '\\' OR t.message LIKE {p} ESCAPE '\\')))"
             ));
@@ -402,4 +407,11 @@ fn fill_counts(conn: &Connection, runs: &mut [RunRecord]) -> Result<()> {
         run.counts = c;
     }
     Ok(())
+}
+
+/// `text` for a `LIKE … ESCAPE '\'` pattern: its `\`, `%` and `_` taken literally.
+fn like_escape(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
 }
