@@ -26,6 +26,7 @@ use testbay_engine::api::{
     ErrorCode, Event, EventReceiver, LaunchSpec, Request, ResourceMode, Response, RunEvent,
     RunRecord, RunStatus, RunVerdict, RunView,
 };
+use testbay_engine::pack::view::ParamInfo;
 use testbay_engine::params;
 use tokio::sync::broadcast::error::RecvError;
 
@@ -123,6 +124,26 @@ fn parse_params(items: &[String]) -> anyhow::Result<Map<String, Value>> {
     })
 }
 
+/// A `-p` value for a parameter whose default is text stays the text as typed: the
+/// engine takes an override only of its default's type, and `-p firmware=4.20` means the
+/// version "4.20", not the number 4.2.
+fn keep_text(items: &[String], params: &mut Map<String, Value>, defaults: &[ParamInfo]) {
+    for item in items {
+        let Some((key, raw)) = item.split_once('=') else {
+            continue;
+        };
+        let key = key.trim();
+        let text_default = defaults.iter().any(|d| d.key == key && d.value.is_string());
+        if text_default
+            && params
+                .get(key)
+                .is_some_and(|v| v.is_number() || v.is_boolean())
+        {
+            params.insert(key.to_string(), Value::String(raw.trim().to_string()));
+        }
+    }
+}
+
 /// Open a console whose one pack folder is the pack's, launch it and follow the run to
 /// its end. Refused launches exit 2, saying why.
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
@@ -152,6 +173,10 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
         );
         return Ok(2);
     };
+    let mut params = params;
+    if let Ok(Response::GetPack(detail)) = session.call(Request::GetPack { name: pack.clone() }) {
+        keep_text(&args.params, &mut params, &detail.params);
+    }
     let spec = LaunchSpec {
         pack,
         groups: args.groups.clone(),
