@@ -230,10 +230,11 @@ fn print_tree(run: &RunRecord, tasks: &[TaskRecord]) {
         run.coverage_mode
     );
     out!(
-        "  {} task(s), {} done, {} failure(s)",
+        "  {} task(s), {} done, {} failure(s), {} aborted",
         run.counts.total,
         run.counts.done,
-        run.counts.failures
+        run.counts.failures,
+        run.counts.aborted
     );
     let mut lanes: Vec<String> = Vec::new();
     for t in tasks {
