@@ -119,6 +119,17 @@ test('verdicts, aborted counts and true durations', async () => {
     assert.deepEqual(rerun.duts.map((d) => d.name), ['stb-01']);
     assert.equal(rerun.content_hash, rec.content_hash, 'the same pack version');
     await page.locator('[data-testid=run-verdict]', { hasText: 'failed' }).first().waitFor();
+
+    step = 'rerun failed';
+    await page.click('[data-testid=rerun-failed]');
+    await page.waitForURL((u) => /#\/live\/[^/]+$/.test(u.toString()) && !u.toString().endsWith(encodeURIComponent(again)));
+    const failedOnly = decodeURIComponent(page.url().split('#/live/')[1]);
+    await finished(failedOnly);
+    const d = await api({ cmd: 'get_run', run_id: failedOnly });
+    const tests = d.tasks.filter((t) => t.kind === 'test').map((t) => t.task).sort();
+    assert.deepEqual(tests, ['boot', 'channel_scan', 'record_show'], 'the failed tests and their prereq');
+    await page.goto(`${server.origin}/#/live/${encodeURIComponent(again)}`);
+    await page.locator('[data-testid=run-verdict]', { hasText: 'failed' }).first().waitFor();
     await page.click('[data-testid=relaunch]');
     await page.waitForURL((u) => /#\/live\/[^/]+$/.test(u.toString()) && !u.toString().endsWith(encodeURIComponent(again)));
     await finished(decodeURIComponent(page.url().split('#/live/')[1]));

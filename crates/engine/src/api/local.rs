@@ -265,7 +265,10 @@ impl LocalConsole {
                 next_available,
             } => self.hold(resource, by, duration_s, from_ms, next_available),
             Request::Release { id } => self.release(id),
-            Request::Relaunch { run_id } => self.relaunch(run_id).await,
+            Request::Relaunch {
+                run_id,
+                only_failed,
+            } => self.relaunch(run_id, only_failed.unwrap_or(false)).await,
         }
     }
 

@@ -138,8 +138,14 @@ pub enum Request {
     Release { id: ResId },
     /// Launch a stored run again: the same pack version (the run's snapshot), groups,
     /// ATS, DUTs, parameters and modes; refused as any launch would be now (an offline
-    /// DUT, a book owned elsewhere).
-    Relaunch { run_id: String },
+    /// DUT, a book owned elsewhere). With `only_failed`, only the tests that failed (on
+    /// any of its DUTs) and the tests they need as prereqs, on every DUT of the run.
+    Relaunch {
+        run_id: String,
+        #[serde(default)]
+        #[ts(optional)]
+        only_failed: Option<bool>,
+    },
 }
 
 /// What the launch form sends: the pack by name, DUTs by name. At most 100 groups, 256

@@ -49,6 +49,7 @@ impl LocalConsole {
             params: spec.params,
             resource_mode: spec.resource_mode,
             coverage_mode: spec.coverage_mode,
+            tests: None,
         };
         let run_id = self.runs.launch(req).map_err(run_error)?;
         Ok(Response::Launch { run_id, unreserved })

@@ -29,6 +29,10 @@ pub struct LaunchRequest {
     pub resource_mode: Option<ResourceMode>,
     /// Overrides `params.coverage_mode` when set.
     pub coverage_mode: Option<CoverageMode>,
+    /// Only these tests of the chosen groups (with the groups' setups and teardowns and
+    /// the global ones); none runs every test.
+    #[ts(optional)]
+    pub tests: Option<Vec<String>>,
 }
 
 /// State of one task occurrence, as the operator sees it.

@@ -81,10 +81,12 @@ impl RunManager {
             );
         }
         let params = crate::params::effective_params(&loaded.def.params, &overrides);
+        let narrowed = req.tests.as_deref().map(|only| only_tests(&loaded, only));
+        let plan_pack = narrowed.as_ref().unwrap_or(&loaded);
         let plan = params.map_err(param_errors).and_then(|params| {
-            let test_order = custom_test_order(&loaded, &req.groups, params.resource_mode)?;
+            let test_order = custom_test_order(plan_pack, &req.groups, params.resource_mode)?;
             Plan::build(PlanInput {
-                pack: &loaded,
+                pack: plan_pack,
                 groups: req.groups.clone(),
                 duts: req.duts.clone(),
                 ats: req.ats.clone(),
@@ -294,6 +296,16 @@ pub const SCHEDULER_TIMEOUT: std::time::Duration = std::time::Duration::from_sec
 /// In the `custom_*` resource modes, the test order per group the pack's `scheduler`
 /// program chose (see [`order`]); `None` in the other modes, and when a
 /// group is unknown (the plan then says so).
+/// The pack as a plan of only `tests` sees it: every group's tests narrowed to them (the
+/// snapshot on disk, and its content hash, stay the whole pack).
+fn only_tests(pack: &LoadedPack, tests: &[String]) -> LoadedPack {
+    let mut p = pack.clone();
+    for g in p.def.groups.values_mut() {
+        g.tests.retain(|t| tests.contains(t));
+    }
+    p
+}
+
 fn custom_test_order(
     pack: &LoadedPack,
     groups: &[String],

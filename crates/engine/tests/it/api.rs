@@ -956,3 +956,87 @@ async fn relaunch_repeats_a_run_with_its_pack_version_and_parameters() {
         .unwrap_err();
     assert_eq!(e.code, ErrorCode::NotFound);
 }
+
+/// "Rerun failed": only the tests that failed and the tests they need as prereqs, in the
+/// groups that hold them; a run without a failed test has nothing to rerun.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rerun_failed_runs_the_failed_tests_and_their_prereqs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mix = dir.path().join("packs/mix");
+    write(
+        &mix.join("pack.yaml"),
+        "name: mix\nversion: 1.0.0\ngroups:\n  g:\n    tests: [a, b, c]\n  h:\n    tests: [d]\n",
+    );
+    for (t, extra, body) in [
+        ("a", "", "exit 0\n"),
+        ("b", "", "exit 0\n"),
+        ("c", "prereq_tasks: [a]\n", "exit 1\n"),
+        ("d", "", "exit 0\n"),
+    ] {
+        write(
+            &mix.join(format!("tasks/{t}.yaml")),
+            &format!("name: {t}\nrun: [bash, {t}.sh]\n{extra}"),
+        );
+        write(&mix.join(format!("tasks/{t}.sh")), body);
+    }
+    let c = console(dir.path());
+    let mut events = c.subscribe();
+    let Response::Launch { run_id: first, .. } =
+        call(&c, r#"{"cmd":"launch","pack":"mix","duts":["x1","x2"]}"#)
+            .await
+            .unwrap()
+    else {
+        panic!()
+    };
+    run_end(&mut events, &first).await;
+    let Response::Relaunch { run_id, .. } = call(
+        &c,
+        &format!(r#"{{"cmd":"relaunch","run_id":"{first}","only_failed":true}}"#),
+    )
+    .await
+    .unwrap() else {
+        panic!()
+    };
+    run_end(&mut events, &run_id).await;
+    let Response::GetRun(d) = call(&c, &format!(r#"{{"cmd":"get_run","run_id":"{run_id}"}}"#))
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(d.run.groups, ["g"]);
+    let mut ran: Vec<(String, String)> = d
+        .tasks
+        .iter()
+        .map(|t| {
+            (
+                t.record.lane.clone().unwrap_or_default(),
+                t.record.task.clone(),
+            )
+        })
+        .collect();
+    ran.sort();
+    let want: Vec<(String, String)> = [("x1", "a"), ("x1", "c"), ("x2", "a"), ("x2", "c")]
+        .iter()
+        .map(|(l, t)| (l.to_string(), t.to_string()))
+        .collect();
+    assert_eq!(ran, want);
+
+    // The passing group alone: nothing failed, nothing to rerun.
+    let Response::Launch { run_id: good, .. } =
+        call(&c, r#"{"cmd":"launch","pack":"mix","groups":["h"]}"#)
+            .await
+            .unwrap()
+    else {
+        panic!()
+    };
+    run_end(&mut events, &good).await;
+    let e = call(
+        &c,
+        &format!(r#"{{"cmd":"relaunch","run_id":"{good}","only_failed":true}}"#),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code, ErrorCode::Conflict);
+    assert!(e.message.contains("no failed test"), "{}", e.message);
+}

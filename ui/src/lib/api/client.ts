@@ -55,7 +55,8 @@ export const api = {
   hold: (resource: string, by: string, duration_s: number) =>
     call('hold', { resource, by, duration_s, from_ms: null, next_available: false }),
   release: (id: T.ResId) => call('release', { id }),
-  relaunch: (run_id: string) => call('relaunch', { run_id }),
+  /** Launch a stored run again; `only_failed`: only its failed tests and their prereqs. */
+  relaunch: (run_id: string, only_failed = false) => call('relaunch', { run_id, only_failed }),
 };
 
 /** Who holds a reservation, as a short label. */
