@@ -83,6 +83,44 @@ impl RunStatus {
     }
 }
 
+/// What a finished run came to, apart from its lifecycle status: `passed` (it completed
+/// with no failed or aborted task), `failed` (it completed and a task failed or was
+/// aborted), `errored` (it never started, its console died, or its record is not whole),
+/// `stopped` (an operator stopped it). A run going now has none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, TS)]
+#[serde(rename_all = "snake_case")]
+#[ts(export)]
+pub enum RunVerdict {
+    Passed,
+    Failed,
+    Errored,
+    Stopped,
+}
+
+impl RunVerdict {
+    /// The verdict of a run in `status` with `failures` failed and `aborted` aborted tasks.
+    pub fn of(status: RunStatus, failures: u32, aborted: u32) -> Option<Self> {
+        Some(match status {
+            RunStatus::Queued | RunStatus::Running | RunStatus::Stalled => return None,
+            RunStatus::Completed if failures == 0 && aborted == 0 => RunVerdict::Passed,
+            RunStatus::Completed => RunVerdict::Failed,
+            RunStatus::Stopped => RunVerdict::Stopped,
+            RunStatus::CouldNotStart | RunStatus::Interrupted | RunStatus::Errored => {
+                RunVerdict::Errored
+            }
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunVerdict::Passed => "passed",
+            RunVerdict::Failed => "failed",
+            RunVerdict::Errored => "errored",
+            RunVerdict::Stopped => "stopped",
+        }
+    }
+}
+
 /// Which phase of a task a process runs (`TESTBAY_PHASE`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, TS)]
 #[serde(rename_all = "snake_case")]

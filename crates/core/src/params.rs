@@ -24,6 +24,13 @@ pub enum ParamError {
     },
     #[error("run parameter `{key}`: {message}")]
     Invalid { key: String, message: String },
+    /// An override whose JSON type is not the type of the pack's default.
+    #[error("run parameter `{key}`: expected {expected} like the pack's default, got {got}")]
+    WrongType {
+        key: String,
+        expected: &'static str,
+        got: &'static str,
+    },
 }
 
 impl ParamError {
@@ -31,7 +38,9 @@ impl ParamError {
     pub fn key(&self) -> Option<&str> {
         match self {
             ParamError::NotKeyValue { .. } => None,
-            ParamError::BadValue { key, .. } | ParamError::Invalid { key, .. } => Some(key),
+            ParamError::BadValue { key, .. }
+            | ParamError::Invalid { key, .. }
+            | ParamError::WrongType { key, .. } => Some(key),
         }
     }
 }
@@ -86,9 +95,84 @@ pub fn parse_overrides<S: AsRef<str>>(args: &[S]) -> Result<Map<String, Value>, 
     }
 }
 
-/// The pack's parameters with `overrides` on top, validated against the global-params
-/// schema (a typo'd key such as `proces_limit` is refused with a suggestion). Every
-/// problem at once, each naming its key.
+/// The JSON type an override must have, from the pack's default: a number, a list of
+/// numbers (a non-empty default of numbers), a list of strings (a non-empty default of
+/// strings), a list, a string, a boolean, an object; `None` where the default is `null`
+/// (any value goes there).
+fn expected_type(default: &Value) -> Option<&'static str> {
+    Some(match default {
+        Value::Null => return None,
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Object(_) => "an object",
+        Value::Array(a) if !a.is_empty() && a.iter().all(Value::is_number) => "a list of numbers",
+        Value::Array(a) if !a.is_empty() && a.iter().all(Value::is_string) => "a list of strings",
+        Value::Array(_) => "a list",
+    })
+}
+
+/// The JSON type of `v` as [`expected_type`] names it.
+fn type_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Object(_) => "an object",
+        Value::Array(a) if a.iter().all(Value::is_number) && !a.is_empty() => "a list of numbers",
+        Value::Array(a) if a.iter().all(Value::is_string) && !a.is_empty() => "a list of strings",
+        Value::Array(a) if a.is_empty() => "an empty list",
+        Value::Array(_) => "a mixed list",
+    }
+}
+
+fn fits(expected: &str, v: &Value) -> bool {
+    match (expected, v) {
+        ("a boolean", Value::Bool(_))
+        | ("a number", Value::Number(_))
+        | ("a string", Value::String(_))
+        | ("an object", Value::Object(_))
+        | ("a list", Value::Array(_)) => true,
+        ("a list of numbers", Value::Array(a)) => a.iter().all(Value::is_number),
+        ("a list of strings", Value::Array(a)) => a.iter().all(Value::is_string),
+        _ => false,
+    }
+}
+
+/// Every override whose JSON type differs from the pack's default for its key (`null`
+/// only where the default is `null`), and an emptied `valid_result` (no result would
+/// count as a non-failure). Keys the pack does not have are left to the schema check.
+pub fn check_override_types(
+    pack: &GlobalParams,
+    overrides: &Map<String, Value>,
+) -> Vec<ParamError> {
+    let defaults = global_params_json(pack);
+    let mut out = Vec::new();
+    for (key, v) in overrides {
+        let Some(expected) = defaults.get(key).and_then(expected_type) else {
+            continue;
+        };
+        if !fits(expected, v) {
+            out.push(ParamError::WrongType {
+                key: key.clone(),
+                expected,
+                got: type_of(v),
+            });
+        } else if key == "valid_result" && v.as_array().is_some_and(Vec::is_empty) {
+            out.push(ParamError::Invalid {
+                key: key.clone(),
+                message: "needs at least one result name, else every task fails".into(),
+            });
+        }
+    }
+    out
+}
+
+/// The pack's parameters with `overrides` on top: each override of the default's type
+/// ([`check_override_types`]), the whole validated against the global-params schema (a
+/// typo'd key such as `proces_limit` is refused with a suggestion). Every problem at
+/// once, each naming its key.
 pub fn effective_params(
     pack: &GlobalParams,
     overrides: &Map<String, Value>,
@@ -100,14 +184,23 @@ pub fn effective_params(
     let merged = Value::Object(merged);
     let schema = doc::cached_schema::<GlobalParams>();
     let diags = doc::validate(Path::new("params"), &schema, &Node::from_json(&merged));
-    if !diags.is_empty() {
-        return Err(diags
-            .into_iter()
-            .map(|d| ParamError::Invalid {
-                key: d.key_path.unwrap_or_else(|| "params".into()),
-                message: d.message,
-            })
-            .collect());
+    let mut errors: Vec<ParamError> = diags
+        .into_iter()
+        .map(|d| ParamError::Invalid {
+            key: d.key_path.unwrap_or_else(|| "params".into()),
+            message: d.message,
+        })
+        .collect();
+    // The schema's word on a key it knows comes first; the default's type covers the rest.
+    for e in check_override_types(pack, overrides) {
+        let key = e.key().unwrap_or_default();
+        let top = |k: &str| k.split(['.', '[']).next().unwrap_or_default().to_string();
+        if !errors.iter().any(|x| x.key().map(top) == Some(top(key))) {
+            errors.push(e);
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
     }
     serde_json::from_value(merged).map_err(|e| {
         vec![ParamError::Invalid {

@@ -269,10 +269,15 @@ pub fn results_tree(run: &RunRecord, tasks: &[TaskRecord]) -> Value {
     summary.insert("total".into(), json!(run.counts.total));
     summary.insert("done".into(), json!(run.counts.done));
     summary.insert("failures".into(), json!(run.counts.failures));
+    summary.insert("aborted".into(), json!(run.counts.aborted));
     for (k, v) in &run.counts.by_result {
         summary.insert(k.to_lowercase(), json!(v));
     }
-    let ok = run.counts.done.saturating_sub(run.counts.failures);
+    let ok = run
+        .counts
+        .done
+        .saturating_sub(run.counts.failures)
+        .saturating_sub(run.counts.aborted);
     let rate = if run.counts.done > 0 {
         (ok as f64 * 1000.0 / run.counts.done as f64).round() / 10.0
     } else {
@@ -368,6 +373,9 @@ pub fn results_tree(run: &RunRecord, tasks: &[TaskRecord]) -> Value {
     suite.insert("run_id".into(), json!(run.id));
     suite.insert("content_hash".into(), json!(run.content_hash));
     suite.insert("status".into(), json!(run.status.as_str()));
+    if let Some(v) = run.verdict {
+        suite.insert("verdict".into(), json!(v.as_str()));
+    }
     if let Some(r) = &run.reason {
         suite.insert("reason".into(), json!(r));
     }

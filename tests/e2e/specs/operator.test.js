@@ -184,6 +184,8 @@ async function operatorSession() {
   assert.match(await holdRow.textContent(), /stb-05/);
   await screenshot(page, 'lab');
   await holdRow.locator('[data-testid=release]').click();
+  // Release asks first.
+  await page.click('[data-testid=confirm-ok]');
   await page.locator('[data-testid=racks] [data-dut="stb-05"][data-state=free]').waitFor();
   assert.equal(await holdRow.count(), 0, 'the released hold is gone');
 
@@ -224,7 +226,7 @@ async function operatorSession() {
   step = 'Results: first run completes';
   await page.locator(`[data-testid=results-table] tr[data-run="${run1}"]`, { hasText: 'completed' }).waitFor({ timeout: 90_000 });
   // The pack's pass-rate trend now has the completed run.
-  await page.locator('.trend-item[data-pack="stb-smoke"] svg circle').first().waitFor();
+  await page.locator('.trend-item[data-pack="stb-smoke"] [data-verdict]').first().waitFor();
   await screenshot(page, 'results');
   await page.click(`[data-testid=results-table] tr[data-run="${run1}"]`);
   await page.locator('[data-testid=detail-run-id]', { hasText: run1 }).waitFor();

@@ -76,6 +76,14 @@ export function tone(v: string | null | undefined): string {
   }
 }
 
+/**
+ * Pill colour class for a run's lifecycle status: `completed` says only that the run went
+ * to its end, not that it passed (its verdict says that), so it is not green.
+ */
+export function statusTone(v: string | null | undefined): string {
+  return v === 'completed' ? 'neutral' : tone(v);
+}
+
 export function label(v: string | null | undefined): string {
   return (v ?? '').replace(/_/g, ' ');
 }

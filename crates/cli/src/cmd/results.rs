@@ -186,11 +186,14 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
 
 fn print_tree(run: &RunRecord, tasks: &[TaskRecord]) {
     out!(
-        "run {}  {}@{}  {}{}",
+        "run {}  {}@{}  {}{}{}",
         run.id,
         run.pack_name,
         run.pack_version,
         run.status.as_str(),
+        run.verdict
+            .map(|v| format!(", {}", v.as_str()))
+            .unwrap_or_default(),
         run.reason
             .as_ref()
             .map(|r| format!(" ({r})"))
@@ -227,10 +230,11 @@ fn print_tree(run: &RunRecord, tasks: &[TaskRecord]) {
         run.coverage_mode
     );
     out!(
-        "  {} task(s), {} done, {} failure(s)",
+        "  {} task(s), {} done, {} failure(s), {} aborted",
         run.counts.total,
         run.counts.done,
-        run.counts.failures
+        run.counts.failures,
+        run.counts.aborted
     );
     let mut lanes: Vec<String> = Vec::new();
     for t in tasks {

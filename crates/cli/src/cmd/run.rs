@@ -24,8 +24,9 @@ use serde_json::{Map, Value};
 use testbay_engine::api::{
     paths::absolute, ApiError, BookUse, Console, ConsoleOptions, ConsolePaths, CoverageMode,
     ErrorCode, Event, EventReceiver, LaunchSpec, Request, ResourceMode, Response, RunEvent,
-    RunStatus,
+    RunRecord, RunStatus, RunVerdict, RunView,
 };
+use testbay_engine::pack::view::ParamInfo;
 use testbay_engine::params;
 use tokio::sync::broadcast::error::RecvError;
 
@@ -126,6 +127,26 @@ fn parse_params(items: &[String]) -> anyhow::Result<Map<String, Value>> {
     })
 }
 
+/// A `-p` value for a parameter whose default is text stays the text as typed: the
+/// engine takes an override only of its default's type, and `-p firmware=4.20` means the
+/// version "4.20", not the number 4.2.
+fn keep_text(items: &[String], params: &mut Map<String, Value>, defaults: &[ParamInfo]) {
+    for item in items {
+        let Some((key, raw)) = item.split_once('=') else {
+            continue;
+        };
+        let key = key.trim();
+        let text_default = defaults.iter().any(|d| d.key == key && d.value.is_string());
+        if text_default
+            && params
+                .get(key)
+                .is_some_and(|v| v.is_number() || v.is_boolean())
+        {
+            params.insert(key.to_string(), Value::String(raw.trim().to_string()));
+        }
+    }
+}
+
 /// Open a console whose one pack folder is the pack's, launch it and follow the run to
 /// its end. Refused launches exit 2, saying why.
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
@@ -156,6 +177,10 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
         );
         return Ok(2);
     };
+    let mut params = params;
+    if let Ok(Response::GetPack(detail)) = session.call(Request::GetPack { name: pack.clone() }) {
+        keep_text(&args.params, &mut params, &detail.params);
+    }
     let spec = LaunchSpec {
         pack,
         groups: args.groups.clone(),
@@ -347,16 +372,15 @@ async fn drive(
         summary::print(
             &run_id,
             status,
+            verdict(&view, &run),
             reason,
             &summary::with_live_results(tasks, view.as_ref()),
         );
     }
-    let failures = match (&view, &run) {
-        (Some(v), _) => v.progress.failures,
-        (None, Some(r)) => r.counts.failures,
-        (None, None) => bail!("run {run_id}: neither its live state nor its record can be read"),
-    };
-    Ok(if status == RunStatus::Completed && failures == 0 {
+    if view.is_none() && run.is_none() {
+        bail!("run {run_id}: neither its live state nor its record can be read");
+    }
+    Ok(if verdict(&view, &run) == Some(RunVerdict::Passed) {
         0
     } else {
         1
@@ -437,4 +461,13 @@ async fn finished_status(console: &dyn Console, run_id: &str) -> anyhow::Result<
         },
     };
     Ok(Some(status).filter(|s| s.is_finished()))
+}
+
+/// The run's verdict: from its live state, else its record.
+fn verdict(view: &Option<RunView>, run: &Option<RunRecord>) -> Option<RunVerdict> {
+    match (view, run) {
+        (Some(v), _) => v.verdict,
+        (None, Some(r)) => r.verdict,
+        (None, None) => None,
+    }
 }

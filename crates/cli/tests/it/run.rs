@@ -548,3 +548,37 @@ fn a_run_that_cannot_reserve_is_refused_unless_no_reserve() {
     let out = f.testbay(&["--lab", lab_arg, "run", pack_arg, "-g", "quick"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 }
+
+/// `-p` takes the type of the pack's default: text for a text parameter as typed
+/// (`4.20`, not 4.2); a value of another type is refused naming the key, and no run is
+/// stored for it.
+#[test]
+fn overrides_take_the_type_of_the_default_and_wrong_types_store_nothing() {
+    let f = Bed::new();
+    let pack = f.pack(
+        "typed",
+        "name: typed\nversion: '1'\nparams:\n  firmware: '1.0'\n  channels: [1, 2]\ngroups:\n  g:\n    tests: [a]\n",
+        &[("a", "", "grep -q '\"firmware\": *\"4.20\"' \"$TESTBAY_PARAMS\"\n")],
+    );
+    let out = f.testbay(&["run", pack.to_str().unwrap(), "-p", "channels=abc"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("`channels`") && err.contains("a list of numbers"),
+        "{err}"
+    );
+    let list = text(&f.testbay(&["results"]).stdout);
+    assert!(
+        !list.contains("typed@"),
+        "a refused launch is not stored: {list}"
+    );
+    let out = f.testbay(&["run", pack.to_str().unwrap(), "-p", "firmware=4.20"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(text(&out.stdout).contains("completed, passed"));
+}

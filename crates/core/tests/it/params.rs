@@ -163,3 +163,50 @@ fn req_param_keys_reports_every_missing_pair() {
         ]
     );
 }
+
+/// An override must have the JSON type of the pack's default (null only where the
+/// default is null); keys the pack lacks are the schema's to judge.
+#[test]
+fn overrides_must_have_the_type_of_the_default() {
+    use testbay_core::params::{check_override_types, ParamError};
+    let pack: GlobalParams = serde_json::from_value(json!({
+        "channel_list": [101, 102], "names": ["a"], "any": null, "firmware": "4.2",
+        "slow": 8, "loud": false, "empty": []
+    }))
+    .unwrap();
+    let over = |v: serde_json::Value| v.as_object().unwrap().clone();
+    let ok = over(json!({
+        "channel_list": [], "names": ["b", "c"], "any": [1, "x"], "firmware": "5",
+        "slow": 0.5, "loud": true, "empty": ["x"], "unknown": 1
+    }));
+    assert_eq!(check_override_types(&pack, &ok), vec![]);
+    let bad = over(json!({
+        "channel_list": [1, "abc"], "names": [1], "firmware": 4.2, "slow": null,
+        "loud": "yes", "empty": "x", "valid_result": []
+    }));
+    let errs = check_override_types(&pack, &bad);
+    let mut keys: Vec<&str> = errs.iter().filter_map(ParamError::key).collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "channel_list",
+            "empty",
+            "firmware",
+            "loud",
+            "names",
+            "slow",
+            "valid_result"
+        ],
+        "{errs:#?}"
+    );
+    let says = |key: &str| {
+        errs.iter()
+            .find(|e| e.key() == Some(key))
+            .unwrap()
+            .to_string()
+    };
+    assert!(says("channel_list")
+        .contains("expected a list of numbers like the pack's default, got a mixed list"));
+    assert!(says("slow").contains("got null"));
+}

@@ -420,6 +420,10 @@ impl LocalConsole {
             Request::PauseSchedule { id } => self.pause_schedule(&id, true),
             Request::ResumeSchedule { id } => self.pause_schedule(&id, false),
             Request::RemoveSchedule { id } => self.remove_schedule(id),
+            Request::Relaunch {
+                run_id,
+                only_failed,
+            } => self.relaunch(run_id, only_failed.unwrap_or(false)).await,
         }
     }
 

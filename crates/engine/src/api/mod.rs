@@ -23,6 +23,7 @@ mod logs;
 mod packs;
 pub mod paths;
 pub mod queue;
+mod relaunch;
 mod results;
 pub mod schedules;
 mod runs;
@@ -37,7 +38,7 @@ use ts_rs::TS;
 pub use crate::clock::EpochMs;
 pub use crate::lab::Dut;
 pub use crate::lab::HealthCheck;
-pub use crate::outcome::{Phase, RunStatus};
+pub use crate::outcome::{Phase, RunStatus, RunVerdict};
 pub use crate::pack::view::{PackDetail, PackSummary};
 pub use crate::pack::{CoverageMode, ResourceMode};
 pub use crate::report::ReportFormat;
@@ -254,6 +255,16 @@ pub enum Request {
     CheckDut {
         dut: String,
     },
+    /// Launch a stored run again: the same pack version (the run's snapshot), groups,
+    /// ATS, DUTs, parameters and modes; refused as any launch would be now (an offline
+    /// DUT, a book owned elsewhere). With `only_failed`, only the tests that failed (on
+    /// any of its DUTs) and the tests they need as prereqs, on every DUT of the run.
+    Relaunch {
+        run_id: String,
+        #[serde(default)]
+        #[ts(optional)]
+        only_failed: Option<bool>,
+    },
 }
 
 fn yes() -> bool {
@@ -356,6 +367,13 @@ pub enum Response {
     RestoreDut(HealthReport),
     CheckDut {
         run_id: String,
+    },
+    Relaunch {
+        run_id: String,
+        /// The run it repeats.
+        from: String,
+        #[serde(default)]
+        unreserved: Vec<String>,
     },
 }
 

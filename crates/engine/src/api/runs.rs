@@ -6,7 +6,10 @@ use super::local::blocking;
 use super::queue::{QueuedLaunchInfo, MAX_QUEUE_TIME_S};
 use super::Priority;
 use super::{ApiError, ErrorCode, LaunchSpec, LocalConsole, Response};
+use std::path::PathBuf;
+
 use crate::bounds;
+use crate::diag::Diagnostic;
 use crate::pack::LoadedPack;
 use crate::plan::DutTarget;
 use crate::reserve::{owner_of, resources_named, BookHandle};
@@ -14,8 +17,10 @@ use crate::run::LaunchRequest;
 
 impl LocalConsole {
     /// Refused before anything is stored: a request over its size limits (`too_large`),
-    /// an unknown pack or DUT, an ATS that does not hold the DUTs (`invalid_request`), a
-    /// launch expanding to more tasks than a run holds (`too_large`).
+    /// an unknown pack or DUT, an unknown group, a parameter the pack's parameters refuse
+    /// (of another type than its default, out of range, an unknown key), an ATS that
+    /// does not hold the DUTs (`invalid_request`), a launch expanding to more tasks than
+    /// a run holds (`too_large`).
     pub(super) async fn launch(&self, spec: LaunchSpec) -> Result<Response, ApiError> {
         self.launch_from(spec, "launch", false).await
     }
@@ -32,6 +37,8 @@ impl LocalConsole {
         bounds::check_request_size(spec.groups.len(), spec.duts.len(), &spec.params)
             .map_err(bound_error)?;
         let pack = self.find_pack(&spec.pack)?;
+        check_groups(&pack, &spec.groups)?;
+        check_params(&pack, &spec)?;
         let duts = spec
             .duts
             .into_iter()
@@ -71,6 +78,7 @@ impl LocalConsole {
             params: spec.params,
             resource_mode: spec.resource_mode,
             coverage_mode: spec.coverage_mode,
+            tests: None,
         };
         let (run_id, queued) = self.queue.launch(req, info)?;
         Ok(Response::Launch {
@@ -82,7 +90,12 @@ impl LocalConsole {
 
     /// What a launch uses without reserving it: its DUTs, then the lab resources its
     /// tasks name, when the console has no lab file or reserves nothing; else none.
-    fn unreserved(&self, pack: &LoadedPack, groups: &[String], duts: &[DutTarget]) -> Vec<String> {
+    pub(super) fn unreserved(
+        &self,
+        pack: &LoadedPack,
+        groups: &[String],
+        duts: &[DutTarget],
+    ) -> Vec<String> {
         if self.reserve && self.paths.lab_file.is_some() {
             return Vec::new();
         }
@@ -98,7 +111,7 @@ impl LocalConsole {
     /// opened, such a launch is refused with the reason, and runs that need nothing
     /// reserved still go. A console without a lab file has nothing to reserve against,
     /// and one opened not to reserve does not: their runs get what their tasks ask for.
-    fn check_can_reserve(
+    pub(super) fn check_can_reserve(
         &self,
         pack: &LoadedPack,
         groups: &[String],
@@ -134,7 +147,7 @@ impl LocalConsole {
 
     /// The ATS of a launch (see [`Lab::launch_ats`]): checked against the lab when the
     /// console has a lab file; without one, any name is taken as given.
-    fn launch_ats(
+    pub(super) fn launch_ats(
         &self,
         ats: Option<String>,
         duts: &[DutTarget],
@@ -258,4 +271,77 @@ fn estimated_ms(pack: &LoadedPack, groups: &[String]) -> i64 {
         .map(|t| t.def.est_task_time.max(0.0))
         .sum();
     (secs * 1000.0).min(i64::MAX as f64) as i64
+}
+
+/// Every group a launch names is a group of the pack.
+fn check_groups(pack: &LoadedPack, groups: &[String]) -> Result<(), ApiError> {
+    let unknown: Vec<&str> = groups
+        .iter()
+        .filter(|g| !pack.def.groups.contains_key(g.as_str()))
+        .map(String::as_str)
+        .collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    let known: Vec<&str> = pack.def.groups.keys().map(String::as_str).collect();
+    Err(ApiError::invalid(format!(
+        "groups: pack {} has no group {} (its groups: {})",
+        pack.def.name,
+        unknown
+            .iter()
+            .map(|g| format!("`{g}`"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        known.join(", ")
+    )))
+}
+
+/// The launch's parameters as the run would take them (see
+/// [`crate::params::effective_params`]); every problem is a diagnostic whose key path is
+/// `params.<key>`, so a form marks the field.
+fn check_params(pack: &LoadedPack, spec: &LaunchSpec) -> Result<(), ApiError> {
+    let mut overrides = spec.params.clone();
+    if let Some(m) = spec.resource_mode {
+        overrides.insert(
+            "resource_mode".into(),
+            serde_json::to_value(m).expect("enum"),
+        );
+    }
+    if let Some(m) = spec.coverage_mode {
+        overrides.insert(
+            "coverage_mode".into(),
+            serde_json::to_value(m).expect("enum"),
+        );
+    }
+    let Err(errors) = crate::params::effective_params(&pack.def.params, &overrides) else {
+        return Ok(());
+    };
+    let diagnostics: Vec<Diagnostic> = errors
+        .iter()
+        .map(|e| Diagnostic {
+            file: PathBuf::from("launch"),
+            line: None,
+            column: None,
+            key_path: Some(match e.key().map(top_key) {
+                Some("params") | Some("") | None => "params".into(),
+                Some(k) => format!("params.{k}"),
+            }),
+            message: e.to_string(),
+        })
+        .collect();
+    let message = format!(
+        "params: {}",
+        errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+    Err(ApiError::invalid(message).with_diagnostics(diagnostics))
+}
+
+/// The top-level key of a key path (`channel_list` of `channel_list[1]`).
+fn top_key(path: &str) -> &str {
+    let path = path.strip_prefix("params.").unwrap_or(path);
+    path.split(['.', '[']).next().unwrap_or(path)
 }

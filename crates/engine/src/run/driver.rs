@@ -72,11 +72,15 @@ impl Driver {
         before_event: impl FnOnce(),
     ) {
         let now = self.inner.clock.now_ms();
-        {
+        let verdict = {
             let mut s = self.lock();
             s.status = status;
             s.reason = reason.clone();
-        }
+            if status.is_finished() {
+                s.ended_ms.get_or_insert(now);
+            }
+            super::view::verdict_of(&s, now)
+        };
         if let Err(e) =
             self.inner
                 .store
@@ -90,6 +94,7 @@ impl Driver {
             seq: self.ctx.seq.next(),
             status,
             reason,
+            verdict,
             ts: now,
         });
     }
@@ -105,7 +110,7 @@ impl Driver {
         // Stop level seen so far.
         let mut stop_level: Option<StopLevel> = None;
         let mut progress = ProgressThrottle::default();
-        let mut lane_stages = vec![0; self.lock().plan.lane_count()];
+        let mut reasons = self.reasons_at_start();
         // Tasks found busy are retried when the broker says what they wait for freed.
         let mut wakes = self.inner.broker.wakes(&run_id);
         // After a stop at once: when to give up on phases that have not reported back.
@@ -132,7 +137,7 @@ impl Driver {
             } else {
                 self.persist_settled();
             }
-            self.announce_stage_changes(&mut lane_stages);
+            self.announce_reasons(&mut reasons);
             let (finished, wake) = {
                 let s = self.lock();
                 (s.plan.is_done(), s.plan.next_wake())
@@ -277,25 +282,24 @@ impl Driver {
             .sum()
     }
 
-    /// Lanes that moved to a later stage: the tasks of the stage they are at now, still
-    /// queued, wait for something else than before (prereqs, `process_limit`, ...). Tell
-    /// subscribers their new reason; tasks of later stages keep theirs (it names their own
-    /// stage, see `Plan::wait_reason`), so each task is announced once per stage move.
-    fn announce_stage_changes(&self, seen: &mut [usize]) {
+    /// Tell subscribers the new reason of queued tasks whose reason changed: the tasks of
+    /// the stage a lane moved to (they wait for something else than before: prereqs,
+    /// `process_limit`, ...), and tasks that waited for a prereq that has ended since.
+    /// Tasks of later stages keep their reason (it names their own stage, see
+    /// `Plan::wait_reason`), so each task is announced once per stage move and once when
+    /// its prereqs are done.
+    fn announce_reasons(&self, r: &mut Reasons) {
         let events: Vec<RunEvent> = {
             let s = self.lock();
             let now = self.inner.clock.now_ms();
             let listening = self.inner.events.has_listeners();
             let mut ids: Vec<usize> = Vec::new();
-            for (lane, seen) in seen.iter_mut().enumerate() {
+            for (lane, seen) in r.stages.iter_mut().enumerate() {
                 let stage = s.plan.lane_stage(lane);
                 if stage == *seen {
                     continue;
                 }
                 *seen = stage;
-                if !listening {
-                    continue;
-                }
                 ids.extend(
                     s.plan
                         .current_stage_items(lane)
@@ -303,14 +307,39 @@ impl Driver {
                         .filter(|&&id| matches!(s.plan.state(id), ItemState::Pending)),
                 );
             }
-            if ids.is_empty() {
-                return;
-            }
             // A split test stage lists its shared tasks on every lane.
             ids.sort_unstable();
             ids.dedup();
-            ids.into_iter()
-                .map(|id| {
+            let mut out: Vec<(usize, String)> = ids
+                .into_iter()
+                .map(|id| (id, s.plan.wait_reason(id, now).unwrap_or_default()))
+                .collect();
+            // Prereq waits that ended: the task waits for something else now, or starts.
+            r.watch.retain_mut(|(id, reason)| {
+                if out.iter().any(|(o, _)| o == id) {
+                    return false;
+                }
+                if !matches!(s.plan.state(*id), ItemState::Pending) {
+                    return false;
+                }
+                let now_reason = s.plan.wait_reason(*id, now).unwrap_or_default();
+                if now_reason == *reason {
+                    return true;
+                }
+                out.push((*id, now_reason.clone()));
+                *reason = now_reason;
+                is_prereq_wait(reason)
+            });
+            for (id, reason) in &out {
+                if is_prereq_wait(reason) && !r.watch.iter().any(|(w, _)| w == id) {
+                    r.watch.push((*id, reason.clone()));
+                }
+            }
+            if !listening || out.is_empty() {
+                return;
+            }
+            out.into_iter()
+                .map(|(id, reason)| {
                     let it = s.plan.item(id);
                     RunEvent::TaskState {
                         run_id: self.ctx.run_id.clone(),
@@ -320,9 +349,7 @@ impl Driver {
                         kind: it.kind,
                         group: it.group.clone(),
                         lane: it.lane.map(|l| s.plan.lane_name(l).to_string()),
-                        state: TaskState::Queued {
-                            reason: s.plan.wait_reason(id, now).unwrap_or_default(),
-                        },
+                        state: TaskState::Queued { reason },
                         ts: now,
                     }
                 })
@@ -330,6 +357,32 @@ impl Driver {
         };
         for ev in events {
             self.emit(ev);
+        }
+    }
+
+    /// What [`Self::announce_reasons`] starts from: the lanes at their first stage, and
+    /// the tasks of that stage waiting for a prereq.
+    fn reasons_at_start(&self) -> Reasons {
+        let s = self.lock();
+        let now = self.inner.clock.now_ms();
+        let lanes = s.plan.lane_count();
+        let mut watch: Vec<(usize, String)> = Vec::new();
+        for lane in 0..lanes {
+            for &id in s.plan.current_stage_items(lane) {
+                if watch.iter().any(|(w, _)| *w == id)
+                    || !matches!(s.plan.state(id), ItemState::Pending)
+                {
+                    continue;
+                }
+                let reason = s.plan.wait_reason(id, now).unwrap_or_default();
+                if is_prereq_wait(&reason) {
+                    watch.push((id, reason));
+                }
+            }
+        }
+        Reasons {
+            stages: (0..lanes).map(|l| s.plan.lane_stage(l)).collect(),
+            watch,
         }
     }
 
@@ -736,4 +789,16 @@ impl Driver {
             ts: now,
         });
     }
+}
+
+/// The queued reasons a driver has told: each lane's stage, and the tasks waiting for a
+/// prereq with the reason last told for each.
+struct Reasons {
+    stages: Vec<usize>,
+    watch: Vec<(usize, String)>,
+}
+
+/// A reason `Plan::wait_reason` gives a task whose prereqs have not ended.
+fn is_prereq_wait(reason: &str) -> bool {
+    reason.starts_with("waiting for prereq")
 }

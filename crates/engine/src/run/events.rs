@@ -5,7 +5,7 @@ use serde_json::{Map, Value};
 use ts_rs::TS;
 
 use crate::clock::EpochMs;
-use crate::outcome::{Phase, RunStatus};
+use crate::outcome::{Phase, RunStatus, RunVerdict};
 use crate::pack::{CoverageMode, ResourceMode};
 use crate::plan::DutTarget;
 use crate::store::TaskKind;
@@ -29,6 +29,10 @@ pub struct LaunchRequest {
     pub resource_mode: Option<ResourceMode>,
     /// Overrides `params.coverage_mode` when set.
     pub coverage_mode: Option<CoverageMode>,
+    /// Only these tests of the chosen groups (with the groups' setups and teardowns and
+    /// the global ones); none runs every test.
+    #[ts(optional)]
+    pub tests: Option<Vec<String>>,
 }
 
 /// State of one task occurrence, as the operator sees it.
@@ -71,6 +75,9 @@ pub enum RunEvent {
         seq: u64,
         status: RunStatus,
         reason: Option<String>,
+        /// What the run came to, once it is over.
+        #[serde(default)]
+        verdict: Option<RunVerdict>,
         ts: EpochMs,
     },
     TaskState {
@@ -170,7 +177,12 @@ impl Seq {
 pub struct Progress {
     pub done: u32,
     pub total: u32,
+    /// Done with a failing result, `Aborted` not included.
     pub failures: u32,
+    /// Done as `Aborted` (a stop): not run to their end, not failed.
+    #[serde(default)]
+    pub aborted: u32,
+    /// Time from the start to now, or to the run's end once it is over.
     pub elapsed_ms: i64,
     /// Estimated time to the end, from `est_task_time` of what is left.
     pub eta_ms: Option<i64>,
@@ -221,6 +233,10 @@ pub struct RunView {
     pub status: RunStatus,
     pub reason: Option<String>,
     pub started_ms: EpochMs,
+    /// When the run ended, once it is over.
+    pub ended_ms: Option<EpochMs>,
+    /// What the run came to, once it is over (see [`RunVerdict::of`]).
+    pub verdict: Option<RunVerdict>,
     pub lanes: Vec<LaneView>,
     /// Tests shared by all lanes not yet taken by one (`split` coverage).
     pub shared: Vec<TaskView>,

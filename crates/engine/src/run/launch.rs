@@ -19,7 +19,7 @@ use super::{
 };
 use crate::clock::EpochMs;
 use crate::model::StopLevel;
-use crate::outcome::RunStatus;
+use crate::outcome::{RunStatus, RunVerdict};
 use crate::pack::{self, LoadedPack, ResourceMode};
 use crate::plan::{ItemState, Plan, PlanInput};
 use crate::store::{NewRun, NewTaskRow};
@@ -87,10 +87,12 @@ impl RunManager {
             );
         }
         let params = crate::params::effective_params(&loaded.def.params, &overrides);
+        let narrowed = req.tests.as_deref().map(|only| only_tests(&loaded, only));
+        let plan_pack = narrowed.as_ref().unwrap_or(&loaded);
         let plan = params.map_err(param_errors).and_then(|params| {
-            let test_order = custom_test_order(&loaded, &req.groups, params.resource_mode)?;
+            let test_order = custom_test_order(plan_pack, &req.groups, params.resource_mode)?;
             Plan::build(PlanInput {
-                pack: &loaded,
+                pack: plan_pack,
                 groups: req.groups.clone(),
                 duts: req.duts.clone(),
                 ats: req.ats.clone(),
@@ -197,6 +199,7 @@ impl RunManager {
             status: RunStatus::Queued,
             reason: None,
             started_ms: now,
+            ended_ms: None,
             plan,
             task_ids,
             started: vec![None; n],
@@ -270,6 +273,7 @@ impl RunManager {
             seq: 1,
             status: RunStatus::CouldNotStart,
             reason: Some(reason.into()),
+            verdict: RunVerdict::of(RunStatus::CouldNotStart, 0, 0),
             ts: now,
         });
         tracing::warn!(run_id = %id, reason, "run could not start");
@@ -299,6 +303,16 @@ pub const SCHEDULER_TIMEOUT: std::time::Duration = std::time::Duration::from_sec
 /// In the `custom_*` resource modes, the test order per group the pack's `scheduler`
 /// program chose (see [`order`]); `None` in the other modes, and when a
 /// group is unknown (the plan then says so).
+/// The pack as a plan of only `tests` sees it: every group's tests narrowed to them (the
+/// snapshot on disk, and its content hash, stay the whole pack).
+fn only_tests(pack: &LoadedPack, tests: &[String]) -> LoadedPack {
+    let mut p = pack.clone();
+    for g in p.def.groups.values_mut() {
+        g.tests.retain(|t| tests.contains(t));
+    }
+    p
+}
+
 fn custom_test_order(
     pack: &LoadedPack,
     groups: &[String],

@@ -119,6 +119,8 @@ struct LiveRun {
     status: RunStatus,
     reason: Option<String>,
     started_ms: EpochMs,
+    /// When the run ended (its final status was set).
+    ended_ms: Option<EpochMs>,
     plan: Plan,
     task_ids: Vec<i64>,
     started: Vec<Option<EpochMs>>,

@@ -3,6 +3,7 @@
 
 use super::{LaneView, LiveRun, Progress, RunView, TaskState, TaskView};
 use crate::clock::EpochMs;
+use crate::outcome::{RunVerdict, ABORTED};
 use crate::plan::{ItemState, Plan};
 use crate::store::TaskKind;
 
@@ -33,6 +34,7 @@ pub(super) fn progress_of(s: &LiveRun, lane: Option<usize>, now: EpochMs) -> Pro
     let mut done = 0u32;
     let mut total = 0u32;
     let mut failures = 0u32;
+    let mut aborted = 0u32;
     let mut per_lane = vec![0.0f64; lanes];
     let mut shared = 0.0f64;
     for it in plan.items() {
@@ -49,9 +51,13 @@ pub(super) fn progress_of(s: &LiveRun, lane: Option<usize>, now: EpochMs) -> Pro
         }
         total += 1;
         match st {
-            ItemState::Done { failure, .. } => {
+            ItemState::Done {
+                failure, result, ..
+            } => {
                 done += 1;
-                if *failure {
+                if result == ABORTED {
+                    aborted += 1;
+                } else if *failure {
                     failures += 1;
                 }
             }
@@ -79,9 +85,19 @@ pub(super) fn progress_of(s: &LiveRun, lane: Option<usize>, now: EpochMs) -> Pro
         done,
         total,
         failures,
-        elapsed_ms: now - s.started_ms,
+        aborted,
+        elapsed_ms: s.ended_ms.unwrap_or(now) - s.started_ms,
         eta_ms: (!finished).then_some((eta_s * 1000.0) as i64),
     }
+}
+
+/// What the run came to, once it is over (see [`RunVerdict::of`]).
+pub(super) fn verdict_of(s: &LiveRun, now: EpochMs) -> Option<RunVerdict> {
+    if !s.status.is_finished() {
+        return None;
+    }
+    let p = progress_of(s, None, now);
+    RunVerdict::of(s.status, p.failures, p.aborted)
 }
 
 pub(super) fn build_view(s: &LiveRun, now: EpochMs) -> RunView {
@@ -180,6 +196,8 @@ pub(super) fn build_view(s: &LiveRun, now: EpochMs) -> RunView {
         status: s.status,
         reason: s.reason.clone(),
         started_ms: s.started_ms,
+        ended_ms: s.ended_ms,
+        verdict: verdict_of(s, now),
         lanes,
         shared,
         progress: progress_of(s, None, now),

@@ -9,7 +9,7 @@ use ts_rs::TS;
 
 use crate::clock::EpochMs;
 pub use crate::model::{DutTarget, TaskKind};
-use crate::outcome::RunStatus;
+use crate::outcome::{RunStatus, RunVerdict};
 use testbay_core::reserve::ReservationView;
 
 /// Longest [`RunQuery::text`]. Matching one text against a task message takes time
@@ -134,6 +134,9 @@ pub struct RunRecord {
     pub started_ms: Option<EpochMs>,
     pub finished_ms: Option<EpochMs>,
     pub counts: RunCounts,
+    /// What the run came to (see [`RunVerdict::of`]); none while it is going.
+    #[serde(default)]
+    pub verdict: Option<RunVerdict>,
 }
 
 /// A stored run reads as its launch record: `record.status` is `record.launch.status`.
@@ -150,10 +153,13 @@ impl std::ops::Deref for RunRecord {
 pub struct RunCounts {
     pub total: u32,
     pub done: u32,
-    /// Done with a result outside the run's `valid_result`; in an `errored` run, also
-    /// every task whose result the store lacks (the run went to its end, so each one
-    /// had a result, and a lost result is a failure).
+    /// Done with a result outside the run's `valid_result`, `Aborted` not included; in
+    /// an `errored` run, also every task whose result the store lacks (the run went to
+    /// its end, so each one had a result, and a lost result is a failure).
     pub failures: u32,
+    /// Done as `Aborted` (a stop, a dead console): not run to their end, not failed.
+    #[serde(default)]
+    pub aborted: u32,
     /// Count per result name.
     pub by_result: BTreeMap<String, u32>,
 }
@@ -243,7 +249,7 @@ pub enum RunSort {
 pub struct RunQuery {
     pub pack: Option<String>,
     pub group: Option<String>,
-    /// DUT name.
+    /// DUT name; `*` matches any characters (`stb-0*`).
     pub dut: Option<String>,
     pub ats: Option<String>,
     pub status: Option<RunStatus>,
@@ -254,8 +260,8 @@ pub struct RunQuery {
     pub failed_only: bool,
     pub from_ms: Option<EpochMs>,
     pub to_ms: Option<EpochMs>,
-    /// Substring of the run id, pack name, reason, a task name or a task message; at most
-    /// 200 characters (`MAX_SEARCH_CHARS`).
+    /// Substring of the run id, pack name, reason, a DUT name, a task name or a task
+    /// message; at most 200 characters (`MAX_SEARCH_CHARS`).
     pub text: Option<String>,
     pub sort: RunSort,
     /// Ascending instead of the default descending.

@@ -797,3 +797,248 @@ async fn the_console_behind_its_front_door() {
     let e = c.dispatch(get).await.unwrap_err();
     assert_eq!(e.code, ErrorCode::Unavailable, "{e}");
 }
+
+/// A launch whose parameters the pack refuses (a type other than its default's, a value
+/// out of range, an emptied `valid_result`, an unknown key or group) is invalid as
+/// written: refused naming each key, and no run is stored for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn launches_with_params_of_the_wrong_type_are_refused_naming_the_key_and_not_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = demo_console(dir.path(), None);
+    for (params, keys, needle) in [
+        (
+            r#"{"channel_list":[101,"abc"]}"#,
+            &["params.channel_list"][..],
+            "expected a list of numbers like the pack's default, got a mixed list",
+        ),
+        (
+            r#"{"channel_list":"101, abc"}"#,
+            &["params.channel_list"][..],
+            "got a string",
+        ),
+        (
+            r#"{"process_limit":null}"#,
+            &["params.process_limit"][..],
+            "process_limit",
+        ),
+        (
+            r#"{"process_limit":"2"}"#,
+            &["params.process_limit"][..],
+            "process_limit",
+        ),
+        (
+            r#"{"slow_seconds":null}"#,
+            &["params.slow_seconds"][..],
+            "got null",
+        ),
+        (
+            r#"{"firmware":4.2}"#,
+            &["params.firmware"][..],
+            "expected a string",
+        ),
+        (
+            r#"{"process_limit":-1}"#,
+            &["params.process_limit"][..],
+            "process_limit",
+        ),
+        (
+            r#"{"valid_result":[]}"#,
+            &["params.valid_result"][..],
+            "at least one result name",
+        ),
+        (
+            r#"{"valid_result":[1]}"#,
+            &["params.valid_result"][..],
+            "valid_result[0]",
+        ),
+        (
+            r#"{"ignore_prereq":"no"}"#,
+            &["params.ignore_prereq"][..],
+            "true or false",
+        ),
+        (
+            r#"{"weak_channels":"x","process_limit":true}"#,
+            &["params.weak_channels", "params.process_limit"][..],
+            "weak_channels",
+        ),
+        (
+            r#"{"proces_limit":2}"#,
+            &["params.proces_limit"][..],
+            "process_limit",
+        ),
+    ] {
+        let req = format!(
+            r#"{{"cmd":"launch","pack":"stb-smoke","groups":["smoke"],"duts":["stb-02"],"params":{params}}}"#
+        );
+        let e = call(&c, &req).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidRequest, "{params}: {e}");
+        assert!(e.message.starts_with("params: "), "{params}: {}", e.message);
+        assert!(e.message.contains(needle), "{params}: {}", e.message);
+        let got: Vec<&str> = e
+            .diagnostics
+            .iter()
+            .filter_map(|d| d.key_path.as_deref())
+            .collect();
+        for k in keys {
+            assert!(got.contains(k), "{params}: {got:?}");
+        }
+    }
+    let e = call(
+        &c,
+        r#"{"cmd":"launch","pack":"stb-smoke","groups":["smoke","nope"],"duts":["stb-02"]}"#,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code, ErrorCode::InvalidRequest);
+    assert!(e.message.contains("no group `nope`"), "{}", e.message);
+    assert_eq!(stored_runs(&c).await, 0, "refused launches are not stored");
+
+    // Right types pass: an empty list where the default list is empty or of numbers.
+    let Response::Launch { run_id, .. } = call(
+        &c,
+        r#"{"cmd":"launch","pack":"stb-smoke","groups":["smoke"],"duts":["stb-02"],"params":{"channel_list":[7],"weak_channels":[],"process_limit":1}}"#,
+    )
+    .await
+    .unwrap() else {
+        panic!()
+    };
+    call(&c, &format!(r#"{{"cmd":"stop_run","run_id":"{run_id}"}}"#))
+        .await
+        .unwrap();
+    let _ = call(&c, &format!(r#"{{"cmd":"stop_run","run_id":"{run_id}"}}"#)).await;
+    assert_eq!(stored_runs(&c).await, 1);
+}
+
+/// A stored run launched again runs the same pack version (its snapshot, though the pack
+/// changed since), groups, DUTs and parameters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relaunch_repeats_a_run_with_its_pack_version_and_parameters() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = console(dir.path());
+    let mut events = c.subscribe();
+    let Response::Launch { run_id: first, .. } = call(
+        &c,
+        r#"{"cmd":"launch","pack":"hello","groups":["smoke"],"duts":["stb-01"],"params":{"process_limit":3}}"#,
+    )
+    .await
+    .unwrap() else {
+        panic!()
+    };
+    run_end(&mut events, &first).await;
+    // The pack moves on: a new version with another group.
+    write(
+        &dir.path().join("packs/hello/pack.yaml"),
+        "name: hello\nversion: 2.0.0\ngroups:\n  smoke:\n    tests: [greet]\n  more:\n    tests: [greet]\n",
+    );
+    let Response::Relaunch { run_id, from, .. } =
+        call(&c, &format!(r#"{{"cmd":"relaunch","run_id":"{first}"}}"#))
+            .await
+            .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(from, first);
+    assert_ne!(run_id, first);
+    assert_eq!(run_end(&mut events, &run_id).await, RunStatus::Completed);
+    let get = |id: &str| format!(r#"{{"cmd":"get_run","run_id":"{id}"}}"#);
+    let (Response::GetRun(a), Response::GetRun(b)) = (
+        call(&c, &get(&first)).await.unwrap(),
+        call(&c, &get(&run_id)).await.unwrap(),
+    ) else {
+        panic!()
+    };
+    assert_eq!(b.run.pack_version, "1.0.0");
+    assert_eq!(b.run.content_hash, a.run.content_hash);
+    assert_eq!(b.run.groups, a.run.groups);
+    assert_eq!(b.run.duts, a.run.duts);
+    assert_eq!(b.run.params, a.run.params);
+    assert_eq!(b.run.params["process_limit"], 3);
+    let e = call(&c, r#"{"cmd":"relaunch","run_id":"r-none"}"#)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::NotFound);
+}
+
+/// "Rerun failed": only the tests that failed and the tests they need as prereqs, in the
+/// groups that hold them; a run without a failed test has nothing to rerun.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rerun_failed_runs_the_failed_tests_and_their_prereqs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mix = dir.path().join("packs/mix");
+    write(
+        &mix.join("pack.yaml"),
+        "name: mix\nversion: 1.0.0\ngroups:\n  g:\n    tests: [a, b, c]\n  h:\n    tests: [d]\n",
+    );
+    for (t, extra, body) in [
+        ("a", "", "exit 0\n"),
+        ("b", "", "exit 0\n"),
+        ("c", "prereq_tasks: [a]\n", "exit 1\n"),
+        ("d", "", "exit 0\n"),
+    ] {
+        write(
+            &mix.join(format!("tasks/{t}.yaml")),
+            &format!("name: {t}\nrun: [bash, {t}.sh]\n{extra}"),
+        );
+        write(&mix.join(format!("tasks/{t}.sh")), body);
+    }
+    let c = console(dir.path());
+    let mut events = c.subscribe();
+    let Response::Launch { run_id: first, .. } =
+        call(&c, r#"{"cmd":"launch","pack":"mix","duts":["x1","x2"]}"#)
+            .await
+            .unwrap()
+    else {
+        panic!()
+    };
+    run_end(&mut events, &first).await;
+    let Response::Relaunch { run_id, .. } = call(
+        &c,
+        &format!(r#"{{"cmd":"relaunch","run_id":"{first}","only_failed":true}}"#),
+    )
+    .await
+    .unwrap() else {
+        panic!()
+    };
+    run_end(&mut events, &run_id).await;
+    let Response::GetRun(d) = call(&c, &format!(r#"{{"cmd":"get_run","run_id":"{run_id}"}}"#))
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(d.run.groups, ["g"]);
+    let mut ran: Vec<(String, String)> = d
+        .tasks
+        .iter()
+        .map(|t| {
+            (
+                t.record.lane.clone().unwrap_or_default(),
+                t.record.task.clone(),
+            )
+        })
+        .collect();
+    ran.sort();
+    let want: Vec<(String, String)> = [("x1", "a"), ("x1", "c"), ("x2", "a"), ("x2", "c")]
+        .iter()
+        .map(|(l, t)| (l.to_string(), t.to_string()))
+        .collect();
+    assert_eq!(ran, want);
+
+    // The passing group alone: nothing failed, nothing to rerun.
+    let Response::Launch { run_id: good, .. } =
+        call(&c, r#"{"cmd":"launch","pack":"mix","groups":["h"]}"#)
+            .await
+            .unwrap()
+    else {
+        panic!()
+    };
+    run_end(&mut events, &good).await;
+    let e = call(
+        &c,
+        &format!(r#"{{"cmd":"relaunch","run_id":"{good}","only_failed":true}}"#),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code, ErrorCode::Conflict);
+    assert!(e.message.contains("no failed test"), "{}", e.message);
+}

@@ -476,6 +476,12 @@ async fn stop_terminates_running_tests_aborts_the_rest_and_runs_teardowns() {
     );
     let run = f.mgr.store().get_run(&id).unwrap();
     assert_eq!(run.status, RunStatus::Stopped);
+    // The tasks the stop aborted are aborted, not failed.
+    assert_eq!(run.verdict, Some(RunVerdict::Stopped));
+    assert_eq!((run.counts.aborted, run.counts.failures), (2, 0));
+    let view = f.mgr.view(&id).unwrap();
+    assert_eq!(view.verdict, Some(RunVerdict::Stopped));
+    assert_eq!((view.progress.aborted, view.progress.failures), (2, 0));
     assert!(f
         .tasks(&id)
         .iter()
@@ -1006,4 +1012,140 @@ async fn a_result_is_committed_while_other_tasks_still_run() {
         "quick's result was not visible to another connection while long ran"
     );
     assert_eq!(f.mgr.wait(&id).await.unwrap(), RunStatus::Completed);
+}
+
+/// A run's verdict, apart from its status: a completed run with a failed task failed, one
+/// without passed; a finished run's elapsed time is its duration, not time since.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completed_run_with_a_failed_task_has_the_verdict_failed() {
+    let f = fx(
+        "name: v\nversion: '1'\ngroups:\n  g:\n    tests: [ok, bad]\n  good:\n    tests: [ok]\n",
+        &[("ok", "", "exit 0\n"), ("bad", "", "exit 3\n")],
+    );
+    let mut events = f.mgr.subscribe();
+    let (id, status) = f
+        .run(LaunchRequest {
+            groups: vec!["g".into()],
+            ..f.req()
+        })
+        .await;
+    assert_eq!(status, RunStatus::Completed);
+    let run = f.mgr.store().get_run(&id).unwrap();
+    assert_eq!(run.verdict, Some(RunVerdict::Failed));
+    assert_eq!((run.counts.failures, run.counts.aborted), (1, 0));
+    let view = f.mgr.view(&id).unwrap();
+    assert_eq!(view.verdict, Some(RunVerdict::Failed));
+    let ended = view.ended_ms.expect("a finished run has an end");
+    assert_eq!(view.progress.elapsed_ms, ended - view.started_ms);
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    assert_eq!(
+        f.mgr.view(&id).unwrap().progress.elapsed_ms,
+        view.progress.elapsed_ms,
+        "a finished run's elapsed time stands still"
+    );
+    let verdicts: Vec<_> = drain(&mut events)
+        .into_iter()
+        .filter_map(|e| match e {
+            RunEvent::RunStatus {
+                status, verdict, ..
+            } => Some((status, verdict)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        verdicts.last(),
+        Some(&(RunStatus::Completed, Some(RunVerdict::Failed)))
+    );
+    assert!(verdicts[..verdicts.len() - 1]
+        .iter()
+        .all(|(_, v)| v.is_none()));
+
+    let (id, _) = f
+        .run(LaunchRequest {
+            groups: vec!["good".into()],
+            ..f.req()
+        })
+        .await;
+    assert_eq!(
+        f.mgr.store().get_run(&id).unwrap().verdict,
+        Some(RunVerdict::Passed)
+    );
+}
+
+/// A task queued for its prereq is told its new reason once the prereq has ended and it
+/// still waits (here for a task that is not process_safe to leave the lane): its view
+/// and its events never keep "waiting for prereq" after the prereq passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prereq_wait_is_replaced_by_the_current_reason_when_the_prereq_ends() {
+    let f = fx(
+        "name: pr\nversion: '1'\nparams:\n  process_limit: 3\ngroups:\n  g:\n    tests: [boot, slow, rec]\n",
+        &[
+            ("boot", "process_safe: true\n", ""),
+            ("slow", "process_safe: true\n", ""),
+            ("rec", "prereq_tasks: [boot]\n", "exit 0\n"),
+        ],
+    );
+    let gate = |name: &str| f.root().join(name);
+    for (task, go) in [("boot", "go-boot"), ("slow", "go-slow")] {
+        std::fs::write(
+            f.pack.join(format!("tasks/{task}.sh")),
+            format!(
+                "while [ ! -e '{}' ]; do sleep 0.02; done\n",
+                gate(go).display()
+            ),
+        )
+        .unwrap();
+    }
+    let mut rx = f.mgr.subscribe();
+    let id = f.mgr.launch(f.req()).unwrap();
+    let rec = |v: &RunView| -> TaskState {
+        v.lanes[0]
+            .test
+            .iter()
+            .find(|t| t.task == "rec")
+            .unwrap()
+            .state
+            .clone()
+    };
+    let running = |v: &RunView, task: &str| {
+        v.lanes[0]
+            .test
+            .iter()
+            .any(|t| t.task == task && matches!(t.state, TaskState::Running { .. }))
+    };
+    loop {
+        let v = f.mgr.view(&id).unwrap();
+        if running(&v, "boot") && running(&v, "slow") {
+            assert_eq!(
+                rec(&v),
+                TaskState::Queued {
+                    reason: "waiting for prereq boot".into()
+                }
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    std::fs::write(gate("go-boot"), "").unwrap();
+    // boot passes; rec still waits, now for the lane to be idle. (Its first reason was
+    // told as the lane reached the group's tests.)
+    let told = loop {
+        match tokio::time::timeout(Duration::from_secs(20), rx.recv()).await {
+            Ok(Ok(RunEvent::TaskState {
+                task,
+                state: TaskState::Queued { reason },
+                ..
+            })) if task == "rec" && !reason.contains("prereq") => break reason,
+            Ok(Ok(_)) => {}
+            other => panic!("rec was never told a new reason: {other:?}"),
+        }
+    };
+    assert!(told.contains("not process_safe"), "{told}");
+    assert_eq!(
+        rec(&f.mgr.view(&id).unwrap()),
+        TaskState::Queued { reason: told }
+    );
+    std::fs::write(gate("go-slow"), "").unwrap();
+    assert_eq!(f.mgr.wait(&id).await.unwrap(), RunStatus::Completed);
+    assert_eq!(f.result(&id, "rec").result.as_deref(), Some(PASSED));
 }

@@ -268,6 +268,33 @@ fn listing_filters_sorts_and_pages(b: &impl Backend) {
         .total,
         6
     );
+    // A DUT pattern, and the search text finding runs by DUT name.
+    let stb02 = q(RunQuery {
+        dut: Some("stb-02".into()),
+        ..Default::default()
+    })
+    .total;
+    assert_eq!(
+        q(RunQuery {
+            dut: Some("stb-0*".into()),
+            ..Default::default()
+        })
+        .total,
+        q(RunQuery {
+            dut: Some("stb-01".into()),
+            ..Default::default()
+        })
+        .total
+            + stb02
+    );
+    assert_eq!(
+        q(RunQuery {
+            text: Some("TB-02".into()),
+            ..Default::default()
+        })
+        .total,
+        stb02
+    );
     assert_eq!(
         q(RunQuery {
             group: Some("regression".into()),

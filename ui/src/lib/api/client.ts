@@ -62,6 +62,8 @@ export const api = {
     call('update_webhook', { id, url: null, events: null, secret: null, enabled }),
   removeWebhook: (id: number) => call('remove_webhook', { id }),
   webhookDeliveries: (webhook_id: number | null, limit = 50) => call('webhook_deliveries', { webhook_id, limit }),
+  /** Launch a stored run again; `only_failed`: only its failed tests and their prereqs. */
+  relaunch: (run_id: string, only_failed = false) => call('relaunch', { run_id, only_failed }),
 };
 
 /** Who holds a reservation, as a short label. */

@@ -4,7 +4,7 @@ import { LiveStore, SHARED } from './store';
 
 const RUN = 'r20261121-195500-3f9a';
 
-const progress = (done: number, total = 4): Progress => ({ done, total, failures: 0, elapsed_ms: done * 1000, eta_ms: null });
+const progress = (done: number, total = 4): Progress => ({ done, total, failures: 0, aborted: 0, elapsed_ms: done * 1000, eta_ms: null });
 
 function task(item: number, state: TaskState, o: Partial<TaskView> = {}): TaskView {
   return {
@@ -38,6 +38,8 @@ function view(seq: number, tasks: TaskView[], o: Partial<RunView> & { shared?: T
     status: 'running',
     reason: null,
     started_ms: 1_000,
+    ended_ms: null,
+    verdict: null,
     lanes: [
       {
         name: 'stb-01',
@@ -67,7 +69,7 @@ const taskEv = (seq: number, item: number, state: TaskState, ts = 5_000): RunEve
   state,
   ts,
 });
-const statusEv = (seq: number, status: RunStatus, run_id = RUN): RunEvent => ({ type: 'run_status', run_id, seq, status, reason: null, ts: 0 });
+const statusEv = (seq: number, status: RunStatus, run_id = RUN): RunEvent => ({ type: 'run_status', run_id, seq, status, reason: null, verdict: null, ts: 0 });
 const progressEv = (seq: number, done: number, run_id = RUN): RunEvent => ({ type: 'progress', run_id, seq, progress: progress(done), ts: 0 });
 
 /** A store showing RUN, with `v` loaded. */
@@ -205,6 +207,14 @@ describe('LiveStore: the run list', () => {
     expect(s.apply(statusEv(6, 'completed'))).toEqual({ changed: true, reloadRuns: false });
     expect(s.runs[0].status).toBe('completed');
     expect(s.apply(progressEv(3, 4, 'r-new'))).toEqual({ changed: false, reloadRuns: true });
+  });
+
+  it('takes the verdict and the end of a run from its final status', () => {
+    const s = shown(view(2, []));
+    s.setActive([view(2, [])]);
+    s.apply({ type: 'run_status', run_id: RUN, seq: 3, status: 'completed', reason: null, verdict: 'failed', ts: 17_000 });
+    expect(s.run).toMatchObject({ status: 'completed', verdict: 'failed', ended_ms: 17_000 });
+    expect(s.runs[0]).toMatchObject({ verdict: 'failed', ended_ms: 17_000 });
   });
 
   it('a list fetched before the latest events keeps what they said', () => {

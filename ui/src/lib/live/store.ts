@@ -10,7 +10,7 @@
  * Plain objects, no Svelte state: thousands of rows change many times a second, so the
  * screen repaints on a paced frame after `apply` says something changed.
  */
-import type { Phase, Progress, Queue, RunEvent, RunStatus, RunView, TaskState, TaskView } from '../api/types';
+import type { Phase, Progress, Queue, RunEvent, RunStatus, RunVerdict, RunView, TaskState, TaskView } from '../api/types';
 import { queueOf } from '../api/tasks';
 import { LiveLogs } from './log';
 
@@ -21,8 +21,16 @@ export interface RunHead {
   pack_version: string;
   status: RunStatus;
   reason: string | null;
+  /** What the run came to, once it is over. */
+  verdict: RunVerdict | null;
+  /** This page's clock (ms) when `status` and `reason` came in. */
+  statusAt: number;
   started_ms: number;
+  /** When the run ended, once it is over (console time). */
+  ended_ms: number | null;
   progress: Progress;
+  /** This page's clock (ms) when `progress` came in: its times count on from there. */
+  progressAt: number;
   lanes: string[];
   /** Numbers of the last events reflected in `status`/`reason` and in `progress`. */
   statusSeq: number;
@@ -80,8 +88,12 @@ export function headOf(v: RunView): RunHead {
     pack_version,
     status,
     reason,
+    verdict: v.verdict ?? null,
+    statusAt: Date.now(),
     started_ms,
+    ended_ms: v.ended_ms ?? null,
     progress,
+    progressAt: Date.now(),
     lanes: v.lanes.map((l) => l.name),
     statusSeq: seq,
     progressSeq: seq,
@@ -90,8 +102,11 @@ export function headOf(v: RunView): RunHead {
 
 /** `h` with the change `ev` brings, or `h` itself when `h` already has it (or newer). */
 function updated(h: RunHead, ev: RunEvent): RunHead {
-  if (ev.type === 'run_status' && ev.seq > h.statusSeq) return { ...h, status: ev.status, reason: ev.reason, statusSeq: ev.seq };
-  if (ev.type === 'progress' && ev.seq > h.progressSeq) return { ...h, progress: ev.progress, progressSeq: ev.seq };
+  if (ev.type === 'run_status' && ev.seq > h.statusSeq) {
+    const over = !isActive(ev.status);
+    return { ...h, status: ev.status, reason: ev.reason, verdict: ev.verdict ?? null, statusAt: Date.now(), ended_ms: over ? (h.ended_ms ?? ev.ts) : null, statusSeq: ev.seq };
+  }
+  if (ev.type === 'progress' && ev.seq > h.progressSeq) return { ...h, progress: ev.progress, progressAt: Date.now(), progressSeq: ev.seq };
   return h;
 }
 
@@ -103,8 +118,12 @@ function newest(a: RunHead, b: RunHead): RunHead {
     ...b,
     status: status.status,
     reason: status.reason,
+    verdict: status.verdict,
+    statusAt: status.statusAt,
+    ended_ms: status.ended_ms,
     statusSeq: status.statusSeq,
     progress: progress.progress,
+    progressAt: progress.progressAt,
     progressSeq: progress.progressSeq,
   };
 }
@@ -121,6 +140,8 @@ export class LiveStore {
   laneNames: string[] = [];
   /** The shown run's live output. */
   readonly logs = new LiveLogs();
+  /** This page's clock (ms) when each shown task's state came in: its "retry in" counts down from there. */
+  readonly stateAt = new Map<number, number>();
 
   /** Number of the loaded view; a task's number once an event changed it. */
   private viewSeq = 0;
@@ -142,6 +163,30 @@ export class LiveStore {
     this.runs = [...fresh, ...this.runs.filter((r) => !ids.has(r.run_id))].sort((a, b) => b.started_ms - a.started_ms);
   }
 
+  /** Runs the list shows as going that are not among `views` (the runs going now). */
+  staleActive(views: readonly RunView[]): string[] {
+    const live = new Set(views.map((v) => v.run_id));
+    return this.runs.filter((r) => isActive(r.status) && !live.has(r.run_id)).map((r) => r.run_id);
+  }
+
+  /**
+   * A run the console no longer runs ended while this page did not hear it (a restart):
+   * its stored record says how. No later event of the run can undo it.
+   */
+  settle(rec: { id: string; status: RunStatus; reason: string | null; verdict: RunVerdict | null; finished_ms: number | null }): void {
+    const apply = (h: RunHead): RunHead => ({
+      ...h,
+      status: rec.status,
+      reason: rec.reason,
+      verdict: rec.verdict,
+      ended_ms: rec.finished_ms,
+      statusAt: Date.now(),
+      statusSeq: Number.MAX_SAFE_INTEGER,
+    });
+    this.runs = this.runs.map((r) => (r.run_id === rec.id ? apply(r) : r));
+    if (this.run?.run_id === rec.id) this.run = apply(this.run);
+  }
+
   /** Show run `id` (or none): forget what the previous one showed. */
   select(id: string | null): void {
     this.selected = id;
@@ -151,6 +196,7 @@ export class LiveStore {
     this.laneNames = [];
     this.viewSeq = 0;
     this.taskSeq.clear();
+    this.stateAt.clear();
     this.logs.clear();
     this.loads.clear();
     this.pending = null;
@@ -174,6 +220,9 @@ export class LiveStore {
     const all = [...view.lanes.flatMap((l) => [...l.setup, ...l.test, ...l.teardown, ...l.delay]), ...view.shared];
     all.sort((a, b) => a.item - b.item);
     this.tasks = new Map(all.map((t) => [t.item, t]));
+    const at = Date.now();
+    this.stateAt.clear();
+    for (const t of all) this.stateAt.set(t.item, at);
     this.order = all.map((t) => t.item);
     this.laneNames = view.lanes.map((l) => l.name);
     this.viewSeq = view.seq;
@@ -243,6 +292,7 @@ export class LiveStore {
         if (!t) return { changed: false, reloadRun: this.run != null && ev.seq > this.viewSeq };
         if (ev.seq <= (this.taskSeq.get(ev.item) ?? this.viewSeq)) return NOTHING;
         this.taskSeq.set(ev.item, ev.seq);
+        this.stateAt.set(ev.item, Date.now());
         const state = ev.state;
         if (t.state.state !== 'running' && state.state === 'running') this.logs.sawStart(ev.item);
         // A new object per change, so keyed rows see it.

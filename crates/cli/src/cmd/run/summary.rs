@@ -3,7 +3,8 @@
 
 use std::collections::HashMap;
 
-use testbay_engine::api::{RunStatus, RunView, TaskRecord, TaskState};
+use testbay_engine::api::{RunStatus, RunVerdict, RunView, TaskRecord, TaskState};
+use testbay_engine::outcome::ABORTED;
 
 use crate::term::{safe, width};
 
@@ -69,7 +70,13 @@ fn cut(s: &str, n: usize) -> String {
     }
 }
 
-pub fn print(run_id: &str, status: RunStatus, reason: Option<&str>, tasks: &[TaskRecord]) {
+pub fn print(
+    run_id: &str,
+    status: RunStatus,
+    verdict: Option<RunVerdict>,
+    reason: Option<&str>,
+    tasks: &[TaskRecord],
+) {
     // Lane by lane, each in plan order.
     let mut lanes: Vec<Option<&str>> = Vec::new();
     for t in tasks {
@@ -110,10 +117,13 @@ pub fn print(run_id: &str, status: RunStatus, reason: Option<&str>, tasks: &[Tas
     );
     let mut by_result: std::collections::BTreeMap<String, u32> = Default::default();
     let mut failures = 0;
+    let mut aborted = 0;
     for t in &tasks {
         let result = t.result.as_deref().unwrap_or("-");
         *by_result.entry(result.to_string()).or_default() += 1;
-        if t.failure == Some(true) {
+        if result == ABORTED {
+            aborted += 1;
+        } else if t.failure == Some(true) {
             failures += 1;
         }
         let time = t
@@ -153,8 +163,16 @@ pub fn print(run_id: &str, status: RunStatus, reason: Option<&str>, tasks: &[Tas
     }
     let counts: Vec<String> = by_result.iter().map(|(k, v)| format!("{v} {k}")).collect();
     out!();
+    let verdict = verdict
+        .map(|v| format!(", {}", v.as_str()))
+        .unwrap_or_default();
+    let aborted = if aborted > 0 {
+        format!(", {aborted} aborted")
+    } else {
+        String::new()
+    };
     out!(
-        "run {run_id} {}: {} task(s): {}; {} failure(s)",
+        "run {run_id} {}{verdict}: {} task(s): {}; {} failure(s){aborted}",
         status.as_str(),
         tasks.len(),
         counts.join(", "),

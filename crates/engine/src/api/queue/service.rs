@@ -671,6 +671,7 @@ impl Inner {
             seq: 1,
             status,
             reason: Some(reason.into()),
+            verdict: crate::outcome::RunVerdict::of(status, 0, 0),
             ts: now,
         }));
         tracing::info!(

@@ -5,7 +5,7 @@ use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 
 use super::to_json;
 use crate::clock::EpochMs;
-use crate::outcome::{RunStatus, ABORTED};
+use crate::outcome::{RunStatus, RunVerdict, ABORTED};
 use crate::store::{
     NewRun, NewTaskRow, RecoveryReport, Result, RunCounts, RunOwner, RunPage, RunQuery, RunRecord,
     RunSort, StoreError, MAX_SEARCH_CHARS,
@@ -232,10 +232,18 @@ impl ListSql {
             ));
         }
         if let Some(d) = &q.dut {
-            wh.push(format!(
-                "EXISTS (SELECT 1 FROM json_each(r.duts_json) WHERE json_extract(value, '$.name') = {})",
-                arg(V::Text(d.clone()))
-            ));
+            if d.contains('*') {
+                let pat = like_escape(d).replace('*', "%");
+                wh.push(format!(
+                    "EXISTS (SELECT 1 FROM json_each(r.duts_json) WHERE json_extract(value, '$.name') LIKE {} ESCAPE '\\')",
+                    arg(V::Text(pat))
+                ));
+            } else {
+                wh.push(format!(
+                    "EXISTS (SELECT 1 FROM json_each(r.duts_json) WHERE json_extract(value, '$.name') = {})",
+                    arg(V::Text(d.clone()))
+                ));
+            }
         }
         if let Some(a) = &q.ats {
             wh.push(format!("r.ats = {}", arg(V::Text(a.clone()))));
@@ -272,15 +280,12 @@ impl ListSql {
                     ),
                 });
             }
-            let pat = format!(
-                "%{}%",
-                text.replace('\\', "\\\\")
-                    .replace('%', "\\%")
-                    .replace('_', "\\_")
-            );
+            let pat = format!("%{}%", like_escape(text));
             let p = arg(V::Text(pat));
             wh.push(format!(
                 "(r.id LIKE {p} ESCAPE '\\' OR r.pack_name LIKE {p} ESCAPE '\\' OR r.reason LIKE {p} ESCAPE '\\'
+                  OR EXISTS (SELECT 1 FROM json_each(r.duts_json)
+                             WHERE json_extract(value, '$.name') LIKE {p} ESCAPE '\\')
                   OR EXISTS (SELECT 1 FROM task_results t WHERE t.run_id = r.id
                              AND (t.task LIKE {p} ESCAPE '\\' OR t.message LIKE {p} ESCAPE '\\')))"
             ));
@@ -301,7 +306,8 @@ impl ListSql {
             // As `RunCounts::failures` counts them.
             RunSort::Failures => format!(
                 "(SELECT count(*) FROM task_results t WHERE t.run_id = r.id
-                   AND (t.failure = 1 OR (r.status = 'errored' AND t.state != 'done'))) {dir},
+                   AND ((t.failure = 1 AND COALESCE(t.result, '') != 'Aborted')
+                        OR (r.status = 'errored' AND t.state != 'done'))) {dir},
                  r.created_ms DESC"
             ),
         };
@@ -357,6 +363,7 @@ fn run_from_row(r: &Row<'_>) -> rusqlite::Result<JsonResult<RunRecord>> {
             started_ms: r.get(15).unwrap_or_default(),
             finished_ms: r.get(16).unwrap_or_default(),
             counts: RunCounts::default(),
+            verdict: None,
         })
     };
     Ok(build())
@@ -386,7 +393,9 @@ fn fill_counts(conn: &Connection, runs: &mut [RunRecord]) -> Result<()> {
             }
             if state == "done" {
                 c.done += n;
-                if failure == Some(1) {
+                if result.as_deref() == Some(ABORTED) {
+                    c.aborted += n;
+                } else if failure == Some(1) {
                     c.failures += n;
                 }
                 if let Some(res) = result {
@@ -394,7 +403,15 @@ fn fill_counts(conn: &Connection, runs: &mut [RunRecord]) -> Result<()> {
                 }
             }
         }
+        run.verdict = RunVerdict::of(run.status, c.failures, c.aborted);
         run.counts = c;
     }
     Ok(())
+}
+
+/// `text` for a `LIKE … ESCAPE '\'` pattern: its `\`, `%` and `_` taken literally.
+fn like_escape(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
 }

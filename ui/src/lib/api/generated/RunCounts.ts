@@ -5,11 +5,15 @@
  */
 export type RunCounts = { total: number, done: number, 
 /**
- * Done with a result outside the run's `valid_result`; in an `errored` run, also
- * every task whose result the store lacks (the run went to its end, so each one
- * had a result, and a lost result is a failure).
+ * Done with a result outside the run's `valid_result`, `Aborted` not included; in
+ * an `errored` run, also every task whose result the store lacks (the run went to
+ * its end, so each one had a result, and a lost result is a failure).
  */
 failures: number, 
+/**
+ * Done as `Aborted` (a stop, a dead console): not run to their end, not failed.
+ */
+aborted: number, 
 /**
  * Count per result name.
  */

@@ -2,6 +2,7 @@
 import type { Phase } from "./Phase";
 import type { Progress } from "./Progress";
 import type { RunStatus } from "./RunStatus";
+import type { RunVerdict } from "./RunVerdict";
 import type { TaskKind } from "./TaskKind";
 import type { TaskState } from "./TaskState";
 
@@ -11,7 +12,11 @@ import type { TaskState } from "./TaskState";
  * loaded a [`RunView`] drops the events numbered up to the view's `seq` (the view has
  * them) and applies the later ones.
  */
-export type RunEvent = { "type": "run_status", run_id: string, seq: number, status: RunStatus, reason: string | null, ts: number, } | { "type": "task_state", run_id: string, seq: number, 
+export type RunEvent = { "type": "run_status", run_id: string, seq: number, status: RunStatus, reason: string | null, 
+/**
+ * What the run came to, once it is over.
+ */
+verdict: RunVerdict | null, ts: number, } | { "type": "task_state", run_id: string, seq: number, 
 /**
  * Occurrence number within the run (plan order).
  */

@@ -7,7 +7,7 @@ import type { RunStatus } from "./RunStatus";
  */
 export type RunQuery = { pack: string | null, group: string | null, 
 /**
- * DUT name.
+ * DUT name; `*` matches any characters (`stb-0*`).
  */
 dut: string | null, ats: string | null, status: RunStatus | null, 
 /**
@@ -20,8 +20,8 @@ result: string | null,
  */
 failed_only: boolean, from_ms: number | null, to_ms: number | null, 
 /**
- * Substring of the run id, pack name, reason, a task name or a task message; at most
- * 200 characters (`MAX_SEARCH_CHARS`).
+ * Substring of the run id, pack name, reason, a DUT name, a task name or a task
+ * message; at most 200 characters (`MAX_SEARCH_CHARS`).
  */
 text: string | null, sort: RunSort, 
 /**

@@ -2,12 +2,17 @@
 import type { DutTarget } from "./DutTarget";
 import type { RunCounts } from "./RunCounts";
 import type { RunStatus } from "./RunStatus";
+import type { RunVerdict } from "./RunVerdict";
 
 /**
  * A stored run: the run as launched (its status and reason as they are now), when it
  * started and ended, and its tallies; one flat object on the wire.
  */
-export type RunRecord = { started_ms: number | null, finished_ms: number | null, counts: RunCounts, id: string, pack_name: string, pack_version: string, content_hash: string, pack_dir: string, snapshot_dir: string | null, groups: Array<string>, duts: Array<DutTarget>, ats: string | null, 
+export type RunRecord = { started_ms: number | null, finished_ms: number | null, counts: RunCounts, 
+/**
+ * What the run came to (see [`RunVerdict::of`]); none while it is going.
+ */
+verdict: RunVerdict | null, id: string, pack_name: string, pack_version: string, content_hash: string, pack_dir: string, snapshot_dir: string | null, groups: Array<string>, duts: Array<DutTarget>, ats: string | null, 
 /**
  * Effective global parameters (pack defaults plus overrides).
  */

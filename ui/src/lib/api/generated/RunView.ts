@@ -2,6 +2,7 @@
 import type { LaneView } from "./LaneView";
 import type { Progress } from "./Progress";
 import type { RunStatus } from "./RunStatus";
+import type { RunVerdict } from "./RunVerdict";
 import type { TaskView } from "./TaskView";
 
 /**
@@ -11,7 +12,15 @@ export type RunView = { run_id: string,
 /**
  * Number of the run's last event this view includes (see [`RunEvent`]).
  */
-seq: number, pack_name: string, pack_version: string, status: RunStatus, reason: string | null, started_ms: number, lanes: Array<LaneView>, 
+seq: number, pack_name: string, pack_version: string, status: RunStatus, reason: string | null, started_ms: number, 
+/**
+ * When the run ended, once it is over.
+ */
+ended_ms: number | null, 
+/**
+ * What the run came to, once it is over (see [`RunVerdict::of`]).
+ */
+verdict: RunVerdict | null, lanes: Array<LaneView>, 
 /**
  * Tests shared by all lanes not yet taken by one (`split` coverage).
  */

@@ -65,6 +65,7 @@ export type * from './RunQuery';
 export type * from './RunRecord';
 export type * from './RunSort';
 export type * from './RunStatus';
+export type * from './RunVerdict';
 export type * from './RunView';
 export type * from './ScheduleDef';
 export type * from './ScheduleDetail';
