@@ -265,6 +265,15 @@ impl LocalConsole {
                 next_available,
             } => self.hold(resource, by, duration_s, from_ms, next_available),
             Request::Release { id } => self.release(id),
+            Request::TaskHistory(q) => self.task_history(q).await,
+            Request::MeasurementHistory(q) => self.measurement_history(q).await,
+            Request::MeasurementYield { pack, last_runs } => {
+                self.measurement_yield(pack, last_runs).await
+            }
+            Request::Flaky(q) => self.flaky(q).await,
+            Request::CompareRuns { a, b, options } => {
+                self.compare_runs(a, b, options.unwrap_or_default()).await
+            }
         }
     }
 

@@ -15,6 +15,7 @@ mod console;
 mod error;
 pub mod files;
 pub mod frames;
+mod history;
 mod holds;
 pub mod lab_view;
 mod local;
@@ -30,6 +31,7 @@ use ts_rs::TS;
 
 // The engine's types a request, an answer or an event carries, named here so a
 // transport finds everything the API speaks in one place.
+pub use crate::analysis::{CompareOptions, FlakyQuery, FlakyTask, RunCompare};
 pub use crate::clock::EpochMs;
 pub use crate::lab::Dut;
 pub use crate::outcome::{Phase, RunStatus};
@@ -40,6 +42,10 @@ pub use crate::reserve::{
     BookEvent, Holder, ResId, ReservationMode, ReservationStatus, ReservationView, ResourceHolds,
 };
 pub use crate::run::{LaneView, Progress, RunEvent, RunView, TaskState, TaskView};
+pub use crate::store::{
+    MeasurementPoint, MeasurementQuery, MeasurementRecord, TaskHistoryEntry, TaskHistoryQuery,
+    YieldRow,
+};
 pub use crate::store::{
     RecoveryReport, RunCounts, RunPage, RunQuery, RunRecord, RunSort, StoredTaskState,
     SubResultRecord, TaskKind, TaskRecord,
@@ -135,6 +141,27 @@ pub enum Request {
     },
     /// End a reservation or hold.
     Release { id: ResId },
+    /// One task's occurrences across runs, newest first.
+    TaskHistory(TaskHistoryQuery),
+    /// One measurement's stored values across runs, newest first, with their limits.
+    MeasurementHistory(MeasurementQuery),
+    /// Share of runs whose measurements all passed, per DUT model, over the last
+    /// `last_runs` runs of `pack` (0 means 100, at most 1,000).
+    MeasurementYield {
+        pack: String,
+        #[serde(default)]
+        last_runs: u32,
+    },
+    /// Tasks whose verdict flipped within their last N runs per DUT model.
+    Flaky(FlakyQuery),
+    /// Run `a` (the reference) compared with run `b` of the same pack.
+    CompareRuns {
+        a: String,
+        b: String,
+        #[serde(default)]
+        #[ts(optional)]
+        options: Option<CompareOptions>,
+    },
 }
 
 /// What the launch form sends: the pack by name, DUTs by name. At most 100 groups, 256
@@ -191,6 +218,11 @@ pub enum Response {
     Release {
         id: ResId,
     },
+    TaskHistory(Vec<TaskHistoryEntry>),
+    MeasurementHistory(Vec<MeasurementPoint>),
+    MeasurementYield(Vec<YieldRow>),
+    Flaky(Vec<FlakyTask>),
+    CompareRuns(Box<RunCompare>),
 }
 
 /// A report to save: the client offers it as a download.

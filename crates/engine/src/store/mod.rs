@@ -19,11 +19,13 @@
 //!   those are and marks them; it never touches a process.
 
 mod error;
+mod history;
 mod model;
 mod owner;
 pub mod sqlite;
 
 pub use error::{BackendError, Result, StoreError};
+pub use history::*;
 pub use model::*;
 pub use owner::RunOwner;
 pub use sqlite::{book as reservations, SqliteBookStore, SqliteStore, DEFAULT_READ_LIMIT};
@@ -34,6 +36,7 @@ use std::time::Duration;
 
 use crate::clock::EpochMs;
 use crate::lab::{Lab, LabFile};
+use crate::measure::Measurement;
 use crate::outcome::RunStatus;
 use testbay_core::reserve::{BookEvent, ReservationView};
 
@@ -120,6 +123,36 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Whether the caller should arrange a [`Store::commit_now`] soon: `true` for the
     /// first caller since the last commit_now, so one timer serves every run's results.
     fn promise_commit(&self) -> bool;
+
+    // Results across runs.
+
+    /// Store `measurements` of task occurrence `task_id` (of its sub-result named
+    /// `sub_result`, or its own with `None`), each with its verdict, committed with the
+    /// next commit like [`Store::finish_task`]. The one way measurements are stored: a
+    /// finished task's result file goes through it, and so may a live reporter while the
+    /// task runs. An unknown occurrence is [`StoreError::InvalidQuery`] (`task_id`).
+    fn add_measurements(
+        &self,
+        task_id: i64,
+        sub_result: Option<&str>,
+        measurements: &[Measurement],
+    ) -> Result<()>;
+
+    /// The newest occurrences of one task of a pack across runs, newest first.
+    fn task_history(&self, q: &TaskHistoryQuery) -> Result<Vec<TaskHistoryEntry>>;
+
+    /// The newest stored values of one measurement, newest first.
+    fn measurement_history(&self, q: &MeasurementQuery) -> Result<Vec<MeasurementPoint>>;
+
+    /// Yield per DUT model over the last `last_runs` runs of `pack`.
+    fn measurement_yield(&self, pack: &str, last_runs: u32) -> Result<Vec<YieldRow>>;
+
+    /// Every finished task occurrence of the last `last_runs` runs of `pack`, oldest run
+    /// first, in plan order within a run.
+    fn recent_results(&self, pack: &str, last_runs: u32) -> Result<Vec<TaskHistoryEntry>>;
+
+    /// Names of the packs with stored runs, sorted.
+    fn run_packs(&self) -> Result<Vec<String>>;
 
     // Recovery.
 

@@ -179,4 +179,30 @@ DROP INDEX task_results_run;
 DROP INDEX task_results_result;
 "#,
     },
+    Migration {
+        name: "measurements; indexes for a task's history and a pack's recent runs",
+        // A measurement keeps its pack and task so one measurement's history is one walk
+        // of `measurements_series`; a task's history walks `task_results_task` newest
+        // first; a pack's last runs come from `runs_pack_created`.
+        sql: r#"
+CREATE TABLE measurements (
+    id              INTEGER PRIMARY KEY,
+    task_result_id  INTEGER NOT NULL REFERENCES task_results(id) ON DELETE CASCADE,
+    pack_name       TEXT NOT NULL,
+    task            TEXT NOT NULL,
+    sub_result      TEXT NOT NULL DEFAULT '',
+    name            TEXT NOT NULL,
+    value           REAL NOT NULL,
+    units           TEXT,
+    low             REAL,
+    high            REAL,
+    comparison      TEXT NOT NULL,
+    passed          INTEGER
+);
+CREATE INDEX measurements_task ON measurements(task_result_id);
+CREATE INDEX measurements_series ON measurements(pack_name, task, sub_result, name, id);
+CREATE INDEX task_results_task ON task_results(task, id);
+CREATE INDEX runs_pack_created ON runs(pack_name, created_ms);
+"#,
+    },
 ];

@@ -102,6 +102,7 @@ pub(super) fn of_run(conn: &Connection, run_id: &str) -> Result<Vec<TaskRecord>>
                 log_truncated: r.get::<_, i64>(30)? != 0,
                 pgid: r.get(31)?,
                 sub_results: Vec::new(),
+                measurements: Vec::new(),
             })
         })?
         .collect::<rusqlite::Result<_>>()?;
@@ -121,6 +122,7 @@ pub(super) fn of_run(conn: &Connection, run_id: &str) -> Result<Vec<TaskRecord>>
                 failure: r.get::<_, i64>(4)? != 0,
                 message: r.get(5)?,
                 metadata: parse_opt_json(r.get(6)?),
+                measurements: Vec::new(),
             },
         ))
     })?;
@@ -133,6 +135,7 @@ pub(super) fn of_run(conn: &Connection, run_id: &str) -> Result<Vec<TaskRecord>>
             t.sub_results = s;
         }
     }
+    super::history::attach(conn, run_id, &mut tasks)?;
     Ok(tasks)
 }
 
@@ -198,6 +201,10 @@ pub(super) fn finish_writes(conn: &Connection, task_id: i64, f: &TaskFinish) -> 
                 s.metadata.as_ref().map(|m| m.to_string())
             ])?;
         }
+        for s in &f.sub_results {
+            super::history::insert(conn, task_id, Some(&s.name), &s.measurements)?;
+        }
     }
+    super::history::insert(conn, task_id, None, &f.measurements)?;
     Ok(())
 }

@@ -1,0 +1,278 @@
+//! Results across runs in SQLite: storing measurements, a run's measurements, one task's
+//! history, one measurement's history, yield per DUT model and a pack's recent results.
+//! Every query starts from an index (`measurements_series`, `task_results_task`,
+//! `runs_pack_created`); [`PLANNED`] lists them for the test that reads their plans.
+
+use std::collections::BTreeMap;
+
+use rusqlite::{params, Connection, Row};
+
+use crate::measure::{Comparison, Measurement};
+use crate::outcome::RunStatus;
+use crate::store::{
+    history_limit, MeasurementPoint, MeasurementQuery, MeasurementRecord, Result, StoreError,
+    StoredTaskState, TaskHistoryEntry, TaskHistoryQuery, TaskKind, TaskRecord, YieldRow,
+};
+
+/// The DUT model of a task row `t`'s lane in run `r`, from the run's DUTs.
+macro_rules! model_of_lane {
+    () => {
+        "(SELECT json_extract(d.value, '$.model') FROM json_each(r.duts_json) d
+          WHERE json_extract(d.value, '$.name') = t.lane)"
+    };
+}
+
+const INSERT: &str = "INSERT INTO measurements (task_result_id, pack_name, task, sub_result, name,
+        value, units, low, high, comparison, passed)
+     SELECT t.id, r.pack_name, t.task, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9
+     FROM task_results t JOIN runs r ON r.id = t.run_id WHERE t.id = ?1";
+
+const OF_RUN: &str = "SELECT m.task_result_id, m.sub_result, m.name, m.value, m.units, m.low,
+        m.high, m.comparison, m.passed
+     FROM task_results t JOIN measurements m ON m.task_result_id = t.id
+     WHERE t.run_id = ?1 ORDER BY m.id";
+
+const TASK_HISTORY: &str = concat!(
+    "SELECT t.run_id, r.created_ms, r.status, t.id, t.task, t.seq, t.lane, ",
+    model_of_lane!(),
+    ", t.grp, t.kind, t.state, t.result, t.failure, t.message, t.est_task_time, t.run_time,
+     t.started_ms
+     FROM task_results t JOIN runs r ON r.id = t.run_id
+     WHERE t.task = ?1 AND r.pack_name = ?2 AND (?3 IS NULL OR ",
+    model_of_lane!(),
+    " = ?3)
+     ORDER BY t.id DESC LIMIT ?4"
+);
+
+const MEASUREMENT_HISTORY: &str = concat!(
+    "SELECT t.run_id, r.created_ms, t.id, t.lane, ",
+    model_of_lane!(),
+    ", m.name, m.value, m.units, m.low, m.high, m.comparison, m.passed
+     FROM measurements m JOIN task_results t ON t.id = m.task_result_id
+          JOIN runs r ON r.id = t.run_id
+     WHERE m.pack_name = ?1 AND m.task = ?2 AND m.sub_result = ?3 AND m.name = ?4
+       AND (?5 IS NULL OR ",
+    model_of_lane!(),
+    " = ?5)
+     ORDER BY m.id DESC LIMIT ?6"
+);
+
+const YIELD: &str = concat!(
+    "SELECT r.id, ",
+    model_of_lane!(),
+    " AS model, MIN(COALESCE(m.passed, 1))
+     FROM runs r JOIN task_results t ON t.run_id = r.id
+          JOIN measurements m ON m.task_result_id = t.id
+     WHERE r.id IN (SELECT id FROM runs WHERE pack_name = ?1 ORDER BY created_ms DESC LIMIT ?2)
+     GROUP BY r.id, model"
+);
+
+const RECENT: &str = concat!(
+    "SELECT t.run_id, r.created_ms, r.status, t.id, t.task, t.seq, t.lane, ",
+    model_of_lane!(),
+    ", t.grp, t.kind, t.state, t.result, t.failure, t.message, t.est_task_time, t.run_time,
+        t.started_ms
+     FROM runs r JOIN task_results t ON t.run_id = r.id
+     WHERE r.id IN (SELECT id FROM runs WHERE pack_name = ?1 ORDER BY created_ms DESC LIMIT ?2)
+       AND t.state = 'done'
+     ORDER BY r.created_ms, r.id, t.seq"
+);
+
+const PACKS: &str = "SELECT DISTINCT pack_name FROM runs ORDER BY pack_name";
+
+/// The queries of this module by name, for reading their plans.
+pub const PLANNED: &[(&str, &str)] = &[
+    ("run_measurements", OF_RUN),
+    ("task_history", TASK_HISTORY),
+    ("measurement_history", MEASUREMENT_HISTORY),
+    ("yield", YIELD),
+    ("recent_results", RECENT),
+    ("packs", PACKS),
+];
+
+/// `EXPLAIN QUERY PLAN` of one of [`PLANNED`], one line per step.
+pub(super) fn plan(conn: &Connection, sql: &str) -> Result<Vec<String>> {
+    let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+    let nulls: Vec<Option<i64>> = vec![None; stmt.parameter_count()];
+    let rows = stmt.query_map(rusqlite::params_from_iter(nulls), |r| r.get::<_, String>(3))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Store measurements of one task occurrence (or of its sub-result), with their verdicts.
+pub(super) fn insert(
+    conn: &Connection,
+    task_id: i64,
+    sub_result: Option<&str>,
+    measurements: &[Measurement],
+) -> Result<()> {
+    let mut stmt = conn.prepare_cached(INSERT)?;
+    for m in measurements {
+        let r = MeasurementRecord::judged(m);
+        let n = stmt.execute(params![
+            task_id,
+            sub_result.unwrap_or(""),
+            r.name,
+            r.value,
+            r.units,
+            r.low,
+            r.high,
+            r.comparison.as_str(),
+            r.passed,
+        ])?;
+        if n == 0 {
+            return Err(StoreError::InvalidQuery {
+                key: "task_id",
+                message: format!("no task occurrence {task_id}"),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn record(r: &Row<'_>, at: usize) -> rusqlite::Result<MeasurementRecord> {
+    Ok(MeasurementRecord {
+        name: r.get(at)?,
+        value: r.get(at + 1)?,
+        units: r.get(at + 2)?,
+        low: r.get(at + 3)?,
+        high: r.get(at + 4)?,
+        comparison: Comparison::parse(&r.get::<_, String>(at + 5)?).unwrap_or(Comparison::LOG),
+        passed: r.get::<_, Option<i64>>(at + 6)?.map(|v| v != 0),
+    })
+}
+
+/// Attach a run's stored measurements to its tasks and their sub-results.
+pub(super) fn attach(conn: &Connection, run_id: &str, tasks: &mut [TaskRecord]) -> Result<()> {
+    let mut stmt = conn.prepare_cached(OF_RUN)?;
+    let mut by_task: BTreeMap<i64, Vec<(String, MeasurementRecord)>> = BTreeMap::new();
+    let rows = stmt.query_map([run_id], |r| {
+        Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, record(r, 2)?))
+    })?;
+    for row in rows {
+        let (id, sub, m) = row?;
+        by_task.entry(id).or_default().push((sub, m));
+    }
+    for t in tasks {
+        let Some(ms) = by_task.remove(&t.id) else {
+            continue;
+        };
+        for (sub, m) in ms {
+            if sub.is_empty() {
+                t.measurements.push(m);
+            } else if let Some(s) = t.sub_results.iter_mut().find(|s| s.name == sub) {
+                s.measurements.push(m);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn entry(r: &Row<'_>) -> rusqlite::Result<TaskHistoryEntry> {
+    Ok(TaskHistoryEntry {
+        run_id: r.get(0)?,
+        run_created_ms: r.get(1)?,
+        run_status: RunStatus::parse(&r.get::<_, String>(2)?).unwrap_or(RunStatus::Errored),
+        task_id: r.get(3)?,
+        task: r.get(4)?,
+        seq: r.get(5)?,
+        lane: r.get(6)?,
+        dut_model: r.get(7)?,
+        group: r.get(8)?,
+        kind: TaskKind::parse(&r.get::<_, String>(9)?).unwrap_or(TaskKind::Test),
+        state: match r.get::<_, String>(10)?.as_str() {
+            "running" => StoredTaskState::Running,
+            "done" => StoredTaskState::Done,
+            _ => StoredTaskState::Pending,
+        },
+        result: r.get(11)?,
+        failure: r.get::<_, Option<i64>>(12)?.map(|v| v != 0),
+        message: r.get(13)?,
+        est_task_time: r.get(14)?,
+        run_time: r.get(15)?,
+        started_ms: r.get(16)?,
+    })
+}
+
+pub(super) fn task_history(
+    conn: &Connection,
+    q: &TaskHistoryQuery,
+) -> Result<Vec<TaskHistoryEntry>> {
+    let mut stmt = conn.prepare_cached(TASK_HISTORY)?;
+    let rows = stmt.query_map(
+        params![q.task, q.pack, q.dut_model, history_limit(q.limit)],
+        entry,
+    )?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+pub(super) fn measurement_history(
+    conn: &Connection,
+    q: &MeasurementQuery,
+) -> Result<Vec<MeasurementPoint>> {
+    let mut stmt = conn.prepare_cached(MEASUREMENT_HISTORY)?;
+    let rows = stmt.query_map(
+        params![
+            q.pack,
+            q.task,
+            q.sub_result.as_deref().unwrap_or(""),
+            q.name,
+            q.dut_model,
+            history_limit(q.limit)
+        ],
+        |r| {
+            Ok(MeasurementPoint {
+                run_id: r.get(0)?,
+                run_created_ms: r.get(1)?,
+                task_id: r.get(2)?,
+                lane: r.get(3)?,
+                dut_model: r.get(4)?,
+                measurement: record(r, 5)?,
+            })
+        },
+    )?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+pub(super) fn measurement_yield(
+    conn: &Connection,
+    pack: &str,
+    last_runs: u32,
+) -> Result<Vec<YieldRow>> {
+    let mut stmt = conn.prepare_cached(YIELD)?;
+    let mut by_model: BTreeMap<Option<String>, (u32, u32)> = BTreeMap::new();
+    let rows = stmt.query_map(params![pack, history_limit(last_runs)], |r| {
+        Ok((r.get::<_, Option<String>>(1)?, r.get::<_, i64>(2)? != 0))
+    })?;
+    for row in rows {
+        let (model, passed) = row?;
+        let e = by_model.entry(model).or_default();
+        e.0 += 1;
+        e.1 += passed as u32;
+    }
+    Ok(by_model
+        .into_iter()
+        .map(|(dut_model, (runs, passed_runs))| YieldRow {
+            pack: pack.to_string(),
+            dut_model,
+            runs,
+            passed_runs,
+            yield_rate: passed_runs as f64 / runs.max(1) as f64,
+        })
+        .collect())
+}
+
+pub(super) fn recent_results(
+    conn: &Connection,
+    pack: &str,
+    last_runs: u32,
+) -> Result<Vec<TaskHistoryEntry>> {
+    let mut stmt = conn.prepare_cached(RECENT)?;
+    let rows = stmt.query_map(params![pack, history_limit(last_runs)], entry)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+pub(super) fn packs(conn: &Connection) -> Result<Vec<String>> {
+    let mut stmt = conn.prepare_cached(PACKS)?;
+    let rows = stmt.query_map([], |r| r.get(0))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
