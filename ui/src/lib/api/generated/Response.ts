@@ -3,16 +3,21 @@ import type { ConsoleInfo } from "./ConsoleInfo";
 import type { Dut } from "./Dut";
 import type { ExportFile } from "./ExportFile";
 import type { FileContent } from "./FileContent";
+import type { FlakyTask } from "./FlakyTask";
 import type { LabView } from "./LabView";
 import type { LogChunk } from "./LogChunk";
+import type { MeasurementPoint } from "./MeasurementPoint";
 import type { PackDetail } from "./PackDetail";
 import type { PackSummary } from "./PackSummary";
 import type { ResId } from "./ResId";
 import type { ReservationView } from "./ReservationView";
 import type { Reservations } from "./Reservations";
+import type { RunCompare } from "./RunCompare";
 import type { RunDetail } from "./RunDetail";
 import type { RunPage } from "./RunPage";
 import type { RunView } from "./RunView";
+import type { TaskHistoryEntry } from "./TaskHistoryEntry";
+import type { YieldRow } from "./YieldRow";
 
 /**
  * The answer to a [`Request`], tagged with the request's `cmd`.
@@ -22,4 +27,4 @@ export type Response = { "cmd": "info", "data": ConsoleInfo } | { "cmd": "list_p
  * DUTs (first) and lab resources the run uses without reserving them: the
  * console has no lab file, or reserves nothing (`testbay run --no-reserve`).
  */
-unreserved: Array<string>, } } | { "cmd": "stop_run", "data": { run_id: string, } } | { "cmd": "active_runs", "data": Array<RunView> } | { "cmd": "run_view", "data": RunView } | { "cmd": "read_log", "data": LogChunk } | { "cmd": "read_file", "data": FileContent } | { "cmd": "list_runs", "data": RunPage } | { "cmd": "get_run", "data": RunDetail } | { "cmd": "export", "data": ExportFile } | { "cmd": "get_lab", "data": LabView } | { "cmd": "search_duts", "data": Array<Dut> } | { "cmd": "reservations", "data": Reservations } | { "cmd": "hold", "data": ReservationView } | { "cmd": "release", "data": { id: ResId, } };
+unreserved: Array<string>, } } | { "cmd": "stop_run", "data": { run_id: string, } } | { "cmd": "active_runs", "data": Array<RunView> } | { "cmd": "run_view", "data": RunView } | { "cmd": "read_log", "data": LogChunk } | { "cmd": "read_file", "data": FileContent } | { "cmd": "list_runs", "data": RunPage } | { "cmd": "get_run", "data": RunDetail } | { "cmd": "export", "data": ExportFile } | { "cmd": "get_lab", "data": LabView } | { "cmd": "search_duts", "data": Array<Dut> } | { "cmd": "reservations", "data": Reservations } | { "cmd": "hold", "data": ReservationView } | { "cmd": "release", "data": { id: ResId, } } | { "cmd": "task_history", "data": Array<TaskHistoryEntry> } | { "cmd": "measurement_history", "data": Array<MeasurementPoint> } | { "cmd": "measurement_yield", "data": Array<YieldRow> } | { "cmd": "flaky", "data": Array<FlakyTask> } | { "cmd": "compare_runs", "data": RunCompare };
