@@ -15,7 +15,11 @@ use crate::console::{error_text, read_back, unexpected, Session};
 use crate::term::{safe, width};
 
 #[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct Args {
+    /// Results across runs: a task's history, a measurement's, yield, flaky tasks, compare
+    #[command(subcommand)]
+    pub view: Option<super::history::View>,
     /// A run id: show its task tree instead of the list
     pub run: Option<String>,
     /// Only runs of this pack
@@ -79,6 +83,9 @@ fn parse_sort(s: &str) -> Result<RunSort, String> {
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
+    if let Some(view) = args.view {
+        return super::history::run(view, ctx);
+    }
     let session = Session::reading(&ctx.paths)?;
     if let Some(id) = &args.run {
         if args.json {
