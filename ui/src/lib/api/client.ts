@@ -55,6 +55,14 @@ export const api = {
   hold: (resource: string, by: string, duration_s: number) =>
     call('hold', { resource, by, duration_s, from_ms: null, next_available: false }),
   release: (id: T.ResId) => call('release', { id }),
+  taskHistory: (pack: string, task: string, dut_model: string | null = null, limit = 100) =>
+    call('task_history', { pack, task, dut_model, limit }),
+  measurementHistory: (q: Omit<T.MeasurementQuery, 'limit' | 'dut_model'> & { dut_model?: string | null; limit?: number }) =>
+    call('measurement_history', { dut_model: null, limit: 100, ...q }),
+  measurementYield: (pack: string, last_runs = 100) => call('measurement_yield', { pack, last_runs }),
+  flaky: (pack: string | null, window = 10) => call('flaky', { pack, window }),
+  compareRuns: (a: string, b: string, duration_threshold = 0.2) =>
+    call('compare_runs', { a, b, options: { duration_threshold } }),
 };
 
 /** Who holds a reservation, as a short label. */
