@@ -19,7 +19,7 @@ use crate::term::{safe, width};
 pub struct Args {
     /// Results across runs: a task's history, a measurement's, yield, flaky tasks, compare
     #[command(subcommand)]
-    pub view: Option<super::history::View>,
+    pub view: Option<Box<super::history::View>>,
     /// A run id: show its task tree instead of the list
     pub run: Option<String>,
     /// Only runs of this pack
@@ -84,7 +84,7 @@ fn parse_sort(s: &str) -> Result<RunSort, String> {
 
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
     if let Some(view) = args.view {
-        return super::history::run(view, ctx);
+        return super::history::run(*view, ctx);
     }
     let session = Session::reading(&ctx.paths)?;
     if let Some(id) = &args.run {
