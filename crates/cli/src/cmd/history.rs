@@ -60,7 +60,8 @@ pub enum View {
         #[arg(long)]
         json: bool,
     },
-    /// Run A (the reference) compared with run B
+    /// Run A (the reference) compared with run B; A `baseline` is the baseline pinned for
+    /// B's pack and first DUT model
     Compare {
         a: String,
         b: String,
@@ -70,6 +71,64 @@ pub enum View {
         #[arg(long)]
         json: bool,
     },
+    /// Pin a run as its pack's baseline on a DUT model (default: its first DUT's model)
+    Pin {
+        run: String,
+        #[arg(long)]
+        model: Option<String>,
+    },
+    /// Unpin a pack's baseline on a DUT model
+    Unpin {
+        pack: String,
+        /// The DUT model (none: runs without a model)
+        #[arg(long)]
+        model: Option<String>,
+    },
+    /// Pinned baselines
+    Baselines {
+        #[arg(long)]
+        pack: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// The baseline pinned for run `b`'s pack and first DUT model.
+fn baseline_of(session: &Session, b: &str) -> anyhow::Result<String> {
+    let resp = call(
+        session,
+        Request::GetRun {
+            run_id: b.into(),
+            offset: None,
+            limit: Some(1),
+        },
+        "compare",
+    )?;
+    let Response::GetRun(detail) = resp else {
+        return Err(unexpected("get_run", resp));
+    };
+    let run = &detail.run;
+    let model = run.duts.first().and_then(|d| d.model.clone());
+    let resp = call(
+        session,
+        Request::Baselines {
+            pack: Some(run.pack_name.clone()),
+        },
+        "compare",
+    )?;
+    let Response::Baselines(list) = resp else {
+        return Err(unexpected("baselines", resp));
+    };
+    list.into_iter()
+        .find(|x| x.dut_model == model)
+        .map(|x| x.run_id)
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "compare: no baseline pinned for {} on {}; pin one with `testbay results pin RUN`",
+                run.pack_name,
+                model.as_deref().unwrap_or("runs without a DUT model")
+            )
+        })
 }
 
 fn call(session: &Session, request: Request, what: &str) -> anyhow::Result<Response> {
@@ -221,6 +280,11 @@ pub fn run(view: View, ctx: &Ctx) -> anyhow::Result<i32> {
             threshold,
             json,
         } => {
+            let a = if a == "baseline" {
+                baseline_of(&session, &b)?
+            } else {
+                a
+            };
             let resp = call(
                 &session,
                 Request::CompareRuns {
@@ -259,6 +323,7 @@ pub fn run(view: View, ctx: &Ctx) -> anyhow::Result<i32> {
                     );
                 }
             }
+            out!("{} -> {}", safe(&c.a), safe(&c.b));
             out!("still passing: {}", c.still_passing.len());
             for p in &c.param_differences {
                 out!(
@@ -267,6 +332,68 @@ pub fn run(view: View, ctx: &Ctx) -> anyhow::Result<i32> {
                     p.a.as_ref().map_or("-".into(), |v| v.to_string()),
                     p.b.as_ref().map_or("-".into(), |v| v.to_string())
                 );
+            }
+        }
+        View::Pin { run, model } => {
+            let resp = call(
+                &session,
+                Request::PinBaseline {
+                    run_id: run,
+                    dut_model: model,
+                },
+                "pin",
+            )?;
+            let Response::PinBaseline(b) = resp else {
+                return Err(unexpected("pin_baseline", resp));
+            };
+            out!(
+                "{} is the baseline of {} on {}",
+                safe(&b.run_id),
+                safe(&b.pack),
+                safe(b.dut_model.as_deref().unwrap_or("runs without a DUT model"))
+            );
+        }
+        View::Unpin { pack, model } => {
+            let resp = call(
+                &session,
+                Request::UnpinBaseline {
+                    pack,
+                    dut_model: model,
+                },
+                "unpin",
+            )?;
+            let Response::UnpinBaseline { removed } = resp else {
+                return Err(unexpected("unpin_baseline", resp));
+            };
+            out!(
+                "{}",
+                if removed {
+                    "unpinned"
+                } else {
+                    "no baseline was pinned there"
+                }
+            );
+        }
+        View::Baselines { pack, json } => {
+            let resp = call(&session, Request::Baselines { pack }, "baselines")?;
+            let Response::Baselines(list) = resp else {
+                return Err(unexpected("baselines", resp));
+            };
+            if json {
+                crate::term::print_json(&list)?;
+                return Ok(0);
+            }
+            for b in &list {
+                out!(
+                    "{:<16}  {:<16}  {}  pinned {}",
+                    safe(&b.pack),
+                    safe(b.dut_model.as_deref().unwrap_or("-")),
+                    safe(&b.run_id),
+                    &format_utc(b.pinned_ms)[..19]
+                );
+            }
+            if list.is_empty() {
+                out!("no baselines pinned");
             }
         }
     }

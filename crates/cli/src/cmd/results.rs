@@ -92,6 +92,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
             let request = Request::Export {
                 run_id: id.clone(),
                 format: ReportFormat::Json,
+                new_failures_since: None,
             };
             match session.call(request) {
                 Ok(Response::Export(file)) => print!("{}", file.content),

@@ -92,6 +92,33 @@ fn results_across_runs_as_json() {
         (Some(3), Some(2))
     );
 
+    // Baselines: pinned per pack and DUT model, compared against by name.
+    let out = f.testbay(&["results", "pin", &ids[0]]);
+    assert!(
+        text(&out.stdout).contains("baseline of meas-e2e on TP-4000"),
+        "{}",
+        text(&out.stdout)
+    );
+    let b = json(&f, &["results", "baselines", "--json"]);
+    assert_eq!(b[0]["run_id"], ids[0].as_str());
+    assert_eq!(b[0]["dut_model"], "TP-4000");
+    let c = json(&f, &["results", "compare", "baseline", &ids[1], "--json"]);
+    assert_eq!(c["a"], ids[0].as_str());
+    assert_eq!(c["new_failures"][0]["task"], "flip");
+    // JUnit limited to the new failures against the baseline.
+    let out = f.testbay(&["export", &ids[1], "--new-failures-since", &ids[0]]);
+    let xml = text(&out.stdout);
+    assert!(xml.contains("name=\"flip\""), "{xml}");
+    assert!(!xml.contains("name=\"tune\""), "{xml}");
+    let out = f.testbay(&["results", "unpin", "meas-e2e", "--model", "TP-4000"]);
+    assert!(text(&out.stdout).contains("unpinned"));
+    let out = f.testbay(&["results", "compare", "baseline", &ids[1]]);
+    assert!(
+        text(&out.stderr).contains("no baseline pinned"),
+        "{}",
+        text(&out.stderr)
+    );
+
     // A run id is still the positional argument.
     let tree = json(&f, &["results", &ids[1], "--json"]);
     assert_eq!(tree["run"]["id"], ids[1].as_str());

@@ -81,4 +81,42 @@ impl LocalConsole {
         .await?;
         Ok(Response::CompareRuns(Box::new(out)))
     }
+
+    pub(super) async fn pin_baseline(
+        &self,
+        run_id: String,
+        dut_model: Option<String>,
+    ) -> Result<Response, ApiError> {
+        let store = self.store.clone();
+        let now = self.clock.now_ms();
+        let b = blocking(move || {
+            store
+                .pin_baseline(&run_id, dut_model.as_deref(), now)
+                .map_err(store_error)
+        })
+        .await?;
+        Ok(Response::PinBaseline(b))
+    }
+
+    pub(super) async fn unpin_baseline(
+        &self,
+        pack: String,
+        dut_model: Option<String>,
+    ) -> Result<Response, ApiError> {
+        need("pack", &pack)?;
+        let store = self.store.clone();
+        let removed = blocking(move || {
+            store
+                .unpin_baseline(&pack, dut_model.as_deref())
+                .map_err(store_error)
+        })
+        .await?;
+        Ok(Response::UnpinBaseline { removed })
+    }
+
+    pub(super) async fn baselines(&self, pack: Option<String>) -> Result<Response, ApiError> {
+        let store = self.store.clone();
+        let rows = blocking(move || store.baselines(pack.as_deref()).map_err(store_error)).await?;
+        Ok(Response::Baselines(rows))
+    }
 }

@@ -253,7 +253,11 @@ impl LocalConsole {
                 offset,
                 limit,
             } => self.get_run(run_id, offset, limit).await,
-            Request::Export { run_id, format } => self.export(run_id, format).await,
+            Request::Export {
+                run_id,
+                format,
+                new_failures_since,
+            } => self.export(run_id, format, new_failures_since).await,
             Request::GetLab => self.get_lab(),
             Request::SearchDuts { query, pack, ats } => self.search_duts(&query, pack, ats),
             Request::Reservations => self.reservations(),
@@ -274,6 +278,13 @@ impl LocalConsole {
             Request::CompareRuns { a, b, options } => {
                 self.compare_runs(a, b, options.unwrap_or_default()).await
             }
+            Request::PinBaseline { run_id, dut_model } => {
+                self.pin_baseline(run_id, dut_model).await
+            }
+            Request::UnpinBaseline { pack, dut_model } => {
+                self.unpin_baseline(pack, dut_model).await
+            }
+            Request::Baselines { pack } => self.baselines(pack).await,
         }
     }
 

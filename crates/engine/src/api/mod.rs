@@ -43,8 +43,8 @@ pub use crate::reserve::{
 };
 pub use crate::run::{LaneView, Progress, RunEvent, RunView, TaskState, TaskView};
 pub use crate::store::{
-    MeasurementPoint, MeasurementQuery, MeasurementRecord, TaskHistoryEntry, TaskHistoryQuery,
-    YieldRow,
+    Baseline, MeasurementPoint, MeasurementQuery, MeasurementRecord, TaskHistoryEntry,
+    TaskHistoryQuery, YieldRow,
 };
 pub use crate::store::{
     RecoveryReport, RunCounts, RunPage, RunQuery, RunRecord, RunSort, StoredTaskState,
@@ -108,10 +108,15 @@ pub enum Request {
         #[ts(optional)]
         limit: Option<u32>,
     },
-    /// A stored run as a file: JUnit XML, results.yaml or JSON.
+    /// A stored run as a file: JUnit XML, results.yaml or JSON. With
+    /// `new_failures_since`, only the run's new failures against that run of the pack
+    /// (its `compare_runs` `new_failures`).
     Export {
         run_id: String,
         format: ReportFormat,
+        #[serde(default)]
+        #[ts(optional)]
+        new_failures_since: Option<String>,
     },
     /// The lab: racks and their slots' state, DUTs, resources.
     GetLab,
@@ -161,6 +166,27 @@ pub enum Request {
         #[serde(default)]
         #[ts(optional)]
         options: Option<CompareOptions>,
+    },
+    /// Pin a run as its pack's baseline on a DUT model (default: its first DUT's model),
+    /// replacing the one pinned there.
+    PinBaseline {
+        run_id: String,
+        #[serde(default)]
+        #[ts(optional)]
+        dut_model: Option<String>,
+    },
+    /// Unpin the baseline of a pack on a DUT model (none: runs without a model).
+    UnpinBaseline {
+        pack: String,
+        #[serde(default)]
+        #[ts(optional)]
+        dut_model: Option<String>,
+    },
+    /// Pinned baselines, of one pack or of all.
+    Baselines {
+        #[serde(default)]
+        #[ts(optional)]
+        pack: Option<String>,
     },
 }
 
@@ -223,6 +249,11 @@ pub enum Response {
     MeasurementYield(Vec<YieldRow>),
     Flaky(Vec<FlakyTask>),
     CompareRuns(Box<RunCompare>),
+    PinBaseline(Baseline),
+    UnpinBaseline {
+        removed: bool,
+    },
+    Baselines(Vec<Baseline>),
 }
 
 /// A report to save: the client offers it as a download.

@@ -133,3 +133,14 @@ pub struct YieldRow {
     /// passed_runs / runs.
     pub yield_rate: f64,
 }
+
+/// A run pinned as its pack's baseline on one DUT model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct Baseline {
+    pub pack: String,
+    /// `null`: runs without a DUT model.
+    pub dut_model: Option<String>,
+    pub run_id: String,
+    pub pinned_ms: EpochMs,
+}

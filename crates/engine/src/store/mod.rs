@@ -154,6 +154,18 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Names of the packs with stored runs, sorted.
     fn run_packs(&self) -> Result<Vec<String>>;
 
+    /// Pin `run_id` as its pack's baseline on `dut_model` (`None`: the model of the run's
+    /// first DUT, or no model), replacing the one pinned there; the baseline stored. An
+    /// unknown run is [`StoreError::RunNotFound`].
+    fn pin_baseline(&self, run_id: &str, dut_model: Option<&str>, now: EpochMs)
+        -> Result<Baseline>;
+
+    /// Unpin the baseline of `pack` on `dut_model`; whether one was pinned.
+    fn unpin_baseline(&self, pack: &str, dut_model: Option<&str>) -> Result<bool>;
+
+    /// Pinned baselines, of one pack or of all, by pack and model.
+    fn baselines(&self, pack: Option<&str>) -> Result<Vec<Baseline>>;
+
     // Recovery.
 
     /// Runs left queued, running or stalled by an owner that is gone, oldest first: what

@@ -480,3 +480,42 @@ fn history_queries_start_from_indexes() {
         assert!(text.contains(used), "{name} does not use {used}:\n{text}");
     }
 }
+
+#[test]
+fn a_baseline_is_pinned_per_pack_and_model_and_replaced() {
+    let mut lab = Lab::new();
+    let (r1, _) = lab.run("p", "a1", "TP-4000", &[("t", PASSED, 1.0)]);
+    let (r2, _) = lab.run("p", "a2", "TP-4000", &[("t", PASSED, 1.0)]);
+    let (r3, _) = lab.run("p", "b1", "TP-5000", &[("t", PASSED, 1.0)]);
+    let b = lab.s.pin_baseline(&r1, None, T0).unwrap();
+    assert_eq!(
+        (b.pack.as_str(), b.dut_model.as_deref()),
+        ("p", Some("TP-4000"))
+    );
+    lab.s.pin_baseline(&r3, None, T0).unwrap();
+    // Another run on the same model replaces it; a named model wins over the run's.
+    lab.s.pin_baseline(&r2, None, T0 + 1).unwrap();
+    lab.s.pin_baseline(&r2, Some("TP-9000"), T0 + 2).unwrap();
+    let all: Vec<(Option<String>, String)> = lab
+        .s
+        .baselines(Some("p"))
+        .unwrap()
+        .into_iter()
+        .map(|b| (b.dut_model, b.run_id))
+        .collect();
+    assert_eq!(
+        all,
+        [
+            (Some("TP-4000".into()), r2.clone()),
+            (Some("TP-5000".into()), r3.clone()),
+            (Some("TP-9000".into()), r2.clone()),
+        ]
+    );
+    assert!(lab.s.unpin_baseline("p", Some("TP-9000")).unwrap());
+    assert!(!lab.s.unpin_baseline("p", Some("TP-9000")).unwrap());
+    assert!(lab.s.baselines(Some("q")).unwrap().is_empty());
+    assert!(matches!(
+        lab.s.pin_baseline("nope", None, T0),
+        Err(StoreError::RunNotFound(_))
+    ));
+}

@@ -5,13 +5,15 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::{params, Connection, Row};
+use rusqlite::{params, Connection, OptionalExtension, Row};
 
+use crate::clock::EpochMs;
 use crate::measure::{Comparison, Measurement};
 use crate::outcome::RunStatus;
 use crate::store::{
-    history_limit, MeasurementPoint, MeasurementQuery, MeasurementRecord, Result, StoreError,
-    StoredTaskState, TaskHistoryEntry, TaskHistoryQuery, TaskKind, TaskRecord, YieldRow,
+    history_limit, Baseline, MeasurementPoint, MeasurementQuery, MeasurementRecord, Result,
+    StoreError, StoredTaskState, TaskHistoryEntry, TaskHistoryQuery, TaskKind, TaskRecord,
+    YieldRow,
 };
 
 /// The DUT model of a task row `t`'s lane in run `r`, from the run's DUTs.
@@ -274,5 +276,64 @@ pub(super) fn recent_results(
 pub(super) fn packs(conn: &Connection) -> Result<Vec<String>> {
     let mut stmt = conn.prepare_cached(PACKS)?;
     let rows = stmt.query_map([], |r| r.get(0))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+pub(super) fn pin_baseline(
+    conn: &Connection,
+    run_id: &str,
+    dut_model: Option<&str>,
+    now: EpochMs,
+) -> Result<Baseline> {
+    let found = conn
+        .query_row(
+            "SELECT pack_name, json_extract(duts_json, '$[0].model') FROM runs WHERE id = ?1",
+            [run_id],
+            |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?)),
+        )
+        .optional()?;
+    let Some((pack, first_model)) = found else {
+        return Err(StoreError::RunNotFound(run_id.into()));
+    };
+    let model = dut_model.map(str::to_string).or(first_model);
+    conn.execute(
+        "INSERT INTO baselines (pack_name, dut_model, run_id, pinned_ms) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (pack_name, dut_model) DO UPDATE SET run_id = ?3, pinned_ms = ?4",
+        params![pack, model.as_deref().unwrap_or(""), run_id, now],
+    )?;
+    Ok(Baseline {
+        pack,
+        dut_model: model,
+        run_id: run_id.into(),
+        pinned_ms: now,
+    })
+}
+
+pub(super) fn unpin_baseline(
+    conn: &Connection,
+    pack: &str,
+    dut_model: Option<&str>,
+) -> Result<bool> {
+    let n = conn.execute(
+        "DELETE FROM baselines WHERE pack_name = ?1 AND dut_model = ?2",
+        params![pack, dut_model.unwrap_or("")],
+    )?;
+    Ok(n > 0)
+}
+
+pub(super) fn baselines(conn: &Connection, pack: Option<&str>) -> Result<Vec<Baseline>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT pack_name, dut_model, run_id, pinned_ms FROM baselines
+         WHERE ?1 IS NULL OR pack_name = ?1 ORDER BY pack_name, dut_model",
+    )?;
+    let rows = stmt.query_map([pack], |r| {
+        let model: String = r.get(1)?;
+        Ok(Baseline {
+            pack: r.get(0)?,
+            dut_model: (!model.is_empty()).then_some(model),
+            run_id: r.get(2)?,
+            pinned_ms: r.get(3)?,
+        })
+    })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }

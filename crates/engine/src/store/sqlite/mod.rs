@@ -37,9 +37,9 @@ use crate::lab::{Lab, LabFile};
 use crate::measure::Measurement;
 use crate::outcome::RunStatus;
 use crate::store::{
-    BookStore, MeasurementPoint, MeasurementQuery, NewRun, NewTaskRow, RecoveryReport, Result,
-    RunOwner, RunPage, RunQuery, RunRecord, Store, StoreError, TaskFinish, TaskHistoryEntry,
-    TaskHistoryQuery, TaskPaths, TaskRecord, YieldRow,
+    Baseline, BookStore, MeasurementPoint, MeasurementQuery, NewRun, NewTaskRow, RecoveryReport,
+    Result, RunOwner, RunPage, RunQuery, RunRecord, Store, StoreError, TaskFinish,
+    TaskHistoryEntry, TaskHistoryQuery, TaskPaths, TaskRecord, YieldRow,
 };
 
 impl From<rusqlite::Error> for StoreError {
@@ -331,6 +331,23 @@ impl Store for SqliteStore {
 
     fn run_packs(&self) -> Result<Vec<String>> {
         self.read(history::packs)
+    }
+
+    fn pin_baseline(
+        &self,
+        run_id: &str,
+        dut_model: Option<&str>,
+        now: EpochMs,
+    ) -> Result<Baseline> {
+        history::pin_baseline(&self.conn(), run_id, dut_model, now)
+    }
+
+    fn unpin_baseline(&self, pack: &str, dut_model: Option<&str>) -> Result<bool> {
+        history::unpin_baseline(&self.conn(), pack, dut_model)
+    }
+
+    fn baselines(&self, pack: Option<&str>) -> Result<Vec<Baseline>> {
+        self.read(|conn| history::baselines(conn, pack))
     }
 
     fn interrupted_runs(&self) -> Result<Vec<String>> {
