@@ -1,10 +1,11 @@
 // Results across runs in the browser: four stored runs of a fixture pack (made with
 // `testbay run`), then a task's history strip, the flaky list with its mark in run detail,
-// a compare with the previous run, and a measurement's chart with its limit lines.
+// a compare with the previous run and with a pinned baseline (and its JUnit of new
+// failures), and a measurement's chart with its limit lines.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { ROOT, ensureUiBuilt, startServer, startBrowser, screenshot, testbayBin } from '../lib/harness.js';
@@ -97,6 +98,20 @@ test('history, flaky, compare and a measurement chart', async () => {
     await page.fill('[data-testid=compare-b]', runIds[2]);
     await page.click('[data-testid=compare-go]');
     await page.locator('[data-testid=cmp-fixed] tr[data-task=flip]').waitFor();
+
+    step = 'baseline: pin, compare with it, JUnit of new failures';
+    await page.goto(`${server.origin}/#/results/${runIds[0]}`);
+    await page.click('[data-testid=pin-baseline]');
+    await page.locator('[data-testid=is-baseline]').waitFor();
+    await page.goto(`${server.origin}/#/results/${runIds[1]}`);
+    await page.click('[data-testid=compare-baseline]');
+    await page.waitForURL(new RegExp(`#/results/compare/${runIds[0]}/${runIds[1]}$`));
+    await page.locator('[data-testid=cmp-new_failures] tr[data-task=flip]').waitFor();
+    const [junit] = await Promise.all([page.waitForEvent('download'), page.click('[data-testid=export-new-failures]')]);
+    assert.equal(junit.suggestedFilename(), `${runIds[1]}.new-failures.xml`);
+    const xml = readFileSync(await junit.path(), 'utf8');
+    assert.match(xml, /name="flip"/);
+    assert.doesNotMatch(xml, /name="tune"/);
 
     step = 'measurement in run detail and its chart';
     await page.goto(`${server.origin}/#/results/${runIds[2]}`);
