@@ -110,6 +110,9 @@ fn fill(s: &dyn Store, runs: usize, tasks: u32) -> Vec<String> {
     ids
 }
 
+/// One timed query.
+type Query<'a> = Box<dyn Fn() + 'a>;
+
 /// Median and worst of `n` calls, in ms.
 fn time<T>(n: usize, mut f: impl FnMut() -> T) -> (f64, f64) {
     let mut ms: Vec<f64> = (0..n)
@@ -147,7 +150,7 @@ fn main() {
     println!("database: {:.1} MiB", size as f64 / (1 << 20) as f64);
 
     let (a, b) = (&ids[ids.len() - 3], &ids[ids.len() - 1]);
-    let cases: Vec<(&str, Box<dyn Fn()>)> = vec![
+    let cases: Vec<(&str, Query<'_>)> = vec![
         (
             "task history (100 newest)",
             Box::new(|| {

@@ -9,6 +9,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::clock::EpochMs;
 use crate::measure::{Comparison, Measurement};
+use crate::model::DutTarget;
 use crate::outcome::RunStatus;
 use crate::store::{
     history_limit, Baseline, MeasurementPoint, MeasurementQuery, MeasurementRecord, Result,
@@ -59,26 +60,21 @@ const MEASUREMENT_HISTORY: &str = concat!(
      ORDER BY m.id DESC LIMIT ?6"
 );
 
-const YIELD: &str = concat!(
-    "SELECT r.id, ",
-    model_of_lane!(),
-    " AS model, MIN(COALESCE(m.passed, 1))
-     FROM runs r JOIN task_results t ON t.run_id = r.id
-          JOIN measurements m ON m.task_result_id = t.id
-     WHERE r.id IN (SELECT id FROM runs WHERE pack_name = ?1 ORDER BY created_ms DESC LIMIT ?2)
-     GROUP BY r.id, model"
-);
+/// A pack's last runs, for yield and recent results; the DUT models of their lanes are
+/// read from each run's DUT list once, in Rust, not per row.
+const LAST_RUNS: &str = "SELECT id, created_ms, status, duts_json FROM runs
+     WHERE pack_name = ?1 ORDER BY created_ms DESC LIMIT ?2";
 
-const RECENT: &str = concat!(
-    "SELECT t.run_id, r.created_ms, r.status, t.id, t.task, t.seq, t.lane, ",
-    model_of_lane!(),
-    ", t.grp, t.kind, t.state, t.result, t.failure, t.message, t.est_task_time, t.run_time,
+/// Per lane of one run: whether every measurement there passed.
+const RUN_YIELD: &str = "SELECT t.lane, MIN(COALESCE(m.passed, 1))
+     FROM task_results t JOIN measurements m ON m.task_result_id = t.id
+     WHERE t.run_id = ?1 GROUP BY t.lane";
+
+/// One run's finished occurrences, in plan order.
+const RUN_DONE: &str = "SELECT t.run_id, 0, '', t.id, t.task, t.seq, t.lane, NULL, t.grp,
+        t.kind, t.state, t.result, t.failure, t.message, t.est_task_time, t.run_time,
         t.started_ms
-     FROM runs r JOIN task_results t ON t.run_id = r.id
-     WHERE r.id IN (SELECT id FROM runs WHERE pack_name = ?1 ORDER BY created_ms DESC LIMIT ?2)
-       AND t.state = 'done'
-     ORDER BY r.created_ms, r.id, t.seq"
-);
+     FROM task_results t WHERE t.run_id = ?1 AND t.state = 'done' ORDER BY t.seq";
 
 const PACKS: &str = "SELECT DISTINCT pack_name FROM runs ORDER BY pack_name";
 
@@ -87,8 +83,9 @@ pub const PLANNED: &[(&str, &str)] = &[
     ("run_measurements", OF_RUN),
     ("task_history", TASK_HISTORY),
     ("measurement_history", MEASUREMENT_HISTORY),
-    ("yield", YIELD),
-    ("recent_results", RECENT),
+    ("last_runs", LAST_RUNS),
+    ("run_yield", RUN_YIELD),
+    ("run_done", RUN_DONE),
     ("packs", PACKS),
 ];
 
@@ -235,21 +232,61 @@ pub(super) fn measurement_history(
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-pub(super) fn measurement_yield(
-    conn: &Connection,
-    pack: &str,
-    last_runs: u32,
-) -> Result<Vec<YieldRow>> {
-    let mut stmt = conn.prepare_cached(YIELD)?;
-    let mut by_model: BTreeMap<Option<String>, (u32, u32)> = BTreeMap::new();
+/// A pack's last runs: id, created, status, and the model of each DUT (lane).
+struct LastRun {
+    id: String,
+    created_ms: EpochMs,
+    status: RunStatus,
+    models: BTreeMap<String, Option<String>>,
+}
+
+fn last_runs(conn: &Connection, pack: &str, last_runs: u32) -> Result<Vec<LastRun>> {
+    let mut stmt = conn.prepare_cached(LAST_RUNS)?;
     let rows = stmt.query_map(params![pack, history_limit(last_runs)], |r| {
-        Ok((r.get::<_, Option<String>>(1)?, r.get::<_, i64>(2)? != 0))
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, EpochMs>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, String>(3)?,
+        ))
     })?;
+    let mut out = Vec::new();
     for row in rows {
-        let (model, passed) = row?;
-        let e = by_model.entry(model).or_default();
-        e.0 += 1;
-        e.1 += passed as u32;
+        let (id, created_ms, status, duts) = row?;
+        let duts: Vec<DutTarget> = serde_json::from_str(&duts).map_err(|e| StoreError::Json {
+            what: "runs.duts_json",
+            source: e,
+        })?;
+        out.push(LastRun {
+            id,
+            created_ms,
+            status: RunStatus::parse(&status).unwrap_or(RunStatus::Errored),
+            models: duts.into_iter().map(|d| (d.name, d.model)).collect(),
+        });
+    }
+    Ok(out)
+}
+
+pub(super) fn measurement_yield(conn: &Connection, pack: &str, last: u32) -> Result<Vec<YieldRow>> {
+    let mut stmt = conn.prepare_cached(RUN_YIELD)?;
+    // model -> (runs, runs all passed); a run counts once per model it ran on.
+    let mut by_model: BTreeMap<Option<String>, (u32, u32)> = BTreeMap::new();
+    for run in last_runs(conn, pack, last)? {
+        let mut per_model: BTreeMap<Option<String>, bool> = BTreeMap::new();
+        let rows = stmt.query_map([&run.id], |r| {
+            Ok((r.get::<_, Option<String>>(0)?, r.get::<_, i64>(1)? != 0))
+        })?;
+        for row in rows {
+            let (lane, passed) = row?;
+            let model = lane.and_then(|l| run.models.get(&l).cloned().flatten());
+            let e = per_model.entry(model).or_insert(true);
+            *e &= passed;
+        }
+        for (model, passed) in per_model {
+            let e = by_model.entry(model).or_default();
+            e.0 += 1;
+            e.1 += passed as u32;
+        }
     }
     Ok(by_model
         .into_iter()
@@ -266,11 +303,26 @@ pub(super) fn measurement_yield(
 pub(super) fn recent_results(
     conn: &Connection,
     pack: &str,
-    last_runs: u32,
+    last: u32,
 ) -> Result<Vec<TaskHistoryEntry>> {
-    let mut stmt = conn.prepare_cached(RECENT)?;
-    let rows = stmt.query_map(params![pack, history_limit(last_runs)], entry)?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    let mut stmt = conn.prepare_cached(RUN_DONE)?;
+    let mut runs = last_runs(conn, pack, last)?;
+    runs.reverse();
+    let mut out = Vec::new();
+    for run in runs {
+        let rows = stmt.query_map([&run.id], entry)?;
+        for row in rows {
+            let mut e = row?;
+            e.run_created_ms = run.created_ms;
+            e.run_status = run.status;
+            e.dut_model = e
+                .lane
+                .as_ref()
+                .and_then(|l| run.models.get(l).cloned().flatten());
+            out.push(e);
+        }
+    }
+    Ok(out)
 }
 
 pub(super) fn packs(conn: &Connection) -> Result<Vec<String>> {
