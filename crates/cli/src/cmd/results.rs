@@ -7,6 +7,7 @@ use testbay_engine::api::{
 };
 // Formatting and reading UTC times for people is the CLI's own job; `timefmt` is the
 // engine's one implementation of it.
+use testbay_engine::report::measurement_text;
 use testbay_engine::timefmt::{format_utc, parse_utc};
 
 use super::run::fmt_dur;
@@ -287,6 +288,13 @@ fn print_tree(run: &RunRecord, tasks: &[TaskRecord]) {
                     .next()
                     .unwrap_or("")
             );
+            for m in &t.measurements {
+                out!(
+                    "           = {:<22} {}",
+                    safe(&m.name),
+                    safe(&measurement_text(m))
+                );
+            }
             for s in &t.sub_results {
                 out!(
                     "           ↳ {:<22} {:<9}          {}",
@@ -294,6 +302,13 @@ fn print_tree(run: &RunRecord, tasks: &[TaskRecord]) {
                     safe(&s.result),
                     s.message
                 );
+                for m in &s.measurements {
+                    out!(
+                        "             = {:<20} {}",
+                        safe(&m.name),
+                        safe(&measurement_text(m))
+                    );
+                }
             }
             for (k, p) in [
                 ("setup", &t.paths.setup_log),

@@ -465,7 +465,7 @@ fn history_queries_start_from_indexes() {
             assert!(!scan || allowed, "{name} scans:\n{text}");
         }
         // Sorting is allowed within one run's rows only.
-        let per_run = ["run_measurements", "run_done", "run_yield"].contains(&name);
+        let per_run = ["run_measurements", "run_done", "run_yield", "tally"].contains(&name);
         assert!(
             per_run || !text.contains("TEMP B-TREE"),
             "{name} sorts:\n{text}"
@@ -477,6 +477,7 @@ fn history_queries_start_from_indexes() {
             "last_runs" => "runs_pack_created",
             // (run_id, result) or the unique (run_id, seq): either starts at the run.
             "run_yield" | "run_done" => "(run_id=?",
+            "tally" => "INTEGER PRIMARY KEY (rowid=?)",
             _ => "",
         };
         assert!(text.contains(used), "{name} does not use {used}:\n{text}");

@@ -65,10 +65,15 @@ const MEASUREMENT_HISTORY: &str = concat!(
 const LAST_RUNS: &str = "SELECT id, created_ms, status, duts_json FROM runs
      WHERE pack_name = ?1 ORDER BY created_ms DESC LIMIT ?2";
 
-/// Per lane of one run: whether every measurement there passed.
-const RUN_YIELD: &str = "SELECT t.lane, MIN(COALESCE(m.passed, 1))
-     FROM task_results t JOIN measurements m ON m.task_result_id = t.id
-     WHERE t.run_id = ?1 GROUP BY t.lane";
+/// Per lane of one run: whether every measurement there passed (the write-time tally).
+const RUN_YIELD: &str =
+    "SELECT NULLIF(lane, ''), failed = 0 FROM measurement_tallies WHERE run_id = ?1";
+
+/// Count measurements of an occurrence in its run's tally for its lane.
+const TALLY: &str = "INSERT INTO measurement_tallies (run_id, lane, total, failed)
+     SELECT t.run_id, COALESCE(t.lane, ''), ?2, ?3 FROM task_results t WHERE t.id = ?1
+     ON CONFLICT (run_id, lane) DO UPDATE
+       SET total = total + excluded.total, failed = failed + excluded.failed";
 
 /// One run's finished occurrences, in plan order.
 const RUN_DONE: &str = "SELECT t.run_id, 0, '', t.id, t.task, t.seq, t.lane, NULL, t.grp,
@@ -85,6 +90,7 @@ pub const PLANNED: &[(&str, &str)] = &[
     ("measurement_history", MEASUREMENT_HISTORY),
     ("last_runs", LAST_RUNS),
     ("run_yield", RUN_YIELD),
+    ("tally", TALLY),
     ("run_done", RUN_DONE),
     ("packs", PACKS),
 ];
@@ -124,6 +130,14 @@ pub(super) fn insert(
                 message: format!("no task occurrence {task_id}"),
             });
         }
+    }
+    if !measurements.is_empty() {
+        let failed = measurements
+            .iter()
+            .filter(|m| m.passed() == Some(false))
+            .count();
+        conn.prepare_cached(TALLY)?
+            .execute(params![task_id, measurements.len(), failed])?;
     }
     Ok(())
 }
