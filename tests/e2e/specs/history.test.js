@@ -93,7 +93,11 @@ test('history, flaky, compare and a measurement chart', async () => {
     assert.equal((await page.textContent('[data-testid=cmp-fixed-count]')).trim(), '0');
     assert.equal((await page.textContent('[data-testid=cmp-still_passing-count]')).trim(), '1');
     await screenshot(page, 'results-compare');
-    // The reverse: the failure is fixed.
+    // The reverse, from run detail naming the other run: the failure is fixed.
+    await page.goto(`${server.origin}/#/results/${runIds[2]}`);
+    await page.click('[data-testid=compare-other]');
+    await page.waitForURL(new RegExp(`#/results/compare/${runIds[2]}$`));
+    assert.equal(await page.inputValue('[data-testid=compare-b]'), runIds[2]);
     await page.fill('[data-testid=compare-a]', runIds[1]);
     await page.fill('[data-testid=compare-b]', runIds[2]);
     await page.click('[data-testid=compare-go]');
