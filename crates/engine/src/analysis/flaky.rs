@@ -18,8 +18,8 @@ use crate::store::{Result, Store, TaskHistoryEntry};
 pub const DEFAULT_WINDOW: u32 = 10;
 /// The most runs per task and DUT model a query may look at.
 pub const MAX_WINDOW: u32 = 100;
-/// Of a pack's newest runs, how many are read per window run: a task on one model out of
-/// several gets its window from runs on the others too.
+/// Of a pack's newest runs, at most how many are looked at per window run: a model run
+/// rarely among others gets its window from that many.
 const RUNS_PER_WINDOW_RUN: u32 = 5;
 
 /// Which packs, and how many runs per task and DUT model.
@@ -78,10 +78,12 @@ pub fn flips(failures: &[bool]) -> Option<(u32, f64)> {
     Some((n, n as f64 / (failures.len() - 1) as f64))
 }
 
-/// Fold a pack's recent results (oldest run first) into its flaky tasks.
-pub fn fold(pack: &str, rows: &[TaskHistoryEntry], window: u32) -> Vec<FlakyTask> {
-    // (task, model) -> verdicts by run, in run order.
-    let mut series: BTreeMap<(String, Option<String>), Vec<FlipPoint>> = BTreeMap::new();
+type Series = BTreeMap<(String, Option<String>), Vec<FlipPoint>>;
+
+/// A pack's recent results (oldest run first) as verdicts per task and DUT model, one per
+/// run.
+fn series(rows: &[TaskHistoryEntry]) -> Series {
+    let mut series = Series::new();
     for r in rows {
         let (Some(result), Some(failure)) = (&r.result, r.failure) else {
             continue;
@@ -107,8 +109,13 @@ pub fn fold(pack: &str, rows: &[TaskHistoryEntry], window: u32) -> Vec<FlakyTask
             }),
         }
     }
+    series
+}
+
+/// Fold a pack's recent results (oldest run first) into its flaky tasks.
+pub fn fold(pack: &str, rows: &[TaskHistoryEntry], window: u32) -> Vec<FlakyTask> {
     let mut out = Vec::new();
-    for ((task, dut_model), mut points) in series {
+    for ((task, dut_model), mut points) in series(rows) {
         let keep = points.len().saturating_sub(window as usize);
         points.drain(..keep);
         let verdicts: Vec<bool> = points.iter().map(|p| p.failure).collect();
@@ -135,7 +142,7 @@ pub fn flaky_tasks(store: &dyn Store, q: &FlakyQuery) -> Result<Vec<FlakyTask>> 
     };
     let mut out = Vec::new();
     for pack in packs {
-        let rows = store.recent_results(&pack, window * RUNS_PER_WINDOW_RUN)?;
+        let rows = store.recent_results(&pack, window, window * RUNS_PER_WINDOW_RUN)?;
         out.extend(fold(&pack, &rows, window));
     }
     out.sort_by(|a, b| {

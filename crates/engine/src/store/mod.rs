@@ -147,9 +147,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Yield per DUT model over the last `last_runs` runs of `pack`.
     fn measurement_yield(&self, pack: &str, last_runs: u32) -> Result<Vec<YieldRow>>;
 
-    /// Every finished task occurrence of the last `last_runs` runs of `pack`, oldest run
-    /// first, in plan order within a run.
-    fn recent_results(&self, pack: &str, last_runs: u32) -> Result<Vec<TaskHistoryEntry>>;
+    /// Every finished task occurrence of the runs of `pack` that are among the last
+    /// `window` runs on one of their DUT models, looking at the pack's last `most_runs`
+    /// runs at most; oldest run first, in plan order within a run; without messages
+    /// (`message` is `None`), which what reads this (flaky detection) does not need.
+    fn recent_results(
+        &self,
+        pack: &str,
+        window: u32,
+        most_runs: u32,
+    ) -> Result<Vec<TaskHistoryEntry>>;
 
     /// Names of the packs with stored runs, sorted.
     fn run_packs(&self) -> Result<Vec<String>>;

@@ -522,3 +522,43 @@ fn a_baseline_is_pinned_per_pack_and_model_and_replaced() {
         Err(StoreError::RunNotFound(_))
     ));
 }
+
+#[test]
+fn a_model_run_rarely_still_gets_its_window() {
+    let mut lab = Lab::new();
+    // 30 runs, oldest first; TP-9000 ran twice among them (passed, then failed).
+    for i in 0..30 {
+        match i {
+            5 => lab.run("p", "z1", "TP-9000", &[("t", PASSED, 1.0)]),
+            10 => lab.run("p", "z1", "TP-9000", &[("t", FAILED, 1.0)]),
+            _ => lab.run(
+                "p",
+                "a1",
+                "TP-4000",
+                &[("t", if i % 2 == 0 { PASSED } else { FAILED }, 1.0)],
+            ),
+        };
+    }
+    let out = flaky_tasks(
+        &lab.s,
+        &FlakyQuery {
+            pack: Some("p".into()),
+            window: 5,
+        },
+    )
+    .unwrap();
+    let rare = out
+        .iter()
+        .find(|f| f.dut_model.as_deref() == Some("TP-9000"))
+        .unwrap_or_else(|| panic!("{out:?}"));
+    assert_eq!(rare.runs.len(), 2);
+    assert_eq!(rare.flips, 1);
+    let common = out
+        .iter()
+        .find(|f| f.dut_model.as_deref() == Some("TP-4000"))
+        .unwrap();
+    // Only its newest 5 runs are read, alternating: 4 flips.
+    assert_eq!(common.runs.len(), 5);
+    assert_eq!((common.flips, common.flip_rate), (4, 1.0));
+    assert_eq!(common.runs.last().unwrap().run_id, "run030");
+}

@@ -75,9 +75,9 @@ const TALLY: &str = "INSERT INTO measurement_tallies (run_id, lane, total, faile
      ON CONFLICT (run_id, lane) DO UPDATE
        SET total = total + excluded.total, failed = failed + excluded.failed";
 
-/// One run's finished occurrences, in plan order.
+/// One run's finished occurrences, in plan order, without their messages.
 const RUN_DONE: &str = "SELECT t.run_id, 0, '', t.id, t.task, t.seq, t.lane, NULL, t.grp,
-        t.kind, t.state, t.result, t.failure, t.message, t.est_task_time, t.run_time,
+        t.kind, t.state, t.result, t.failure, NULL, t.est_task_time, t.run_time,
         t.started_ms
      FROM task_results t WHERE t.run_id = ?1 AND t.state = 'done' ORDER BY t.seq";
 
@@ -317,13 +317,31 @@ pub(super) fn measurement_yield(conn: &Connection, pack: &str, last: u32) -> Res
 pub(super) fn recent_results(
     conn: &Connection,
     pack: &str,
-    last: u32,
+    window: u32,
+    most_runs: u32,
 ) -> Result<Vec<TaskHistoryEntry>> {
+    // Newest first: a run is read when one of its models still lacks `window` runs.
+    let mut per_model: BTreeMap<Option<String>, u32> = BTreeMap::new();
+    let mut chosen = Vec::new();
+    for run in last_runs(conn, pack, most_runs)? {
+        let mut models: Vec<Option<String>> = run.models.values().cloned().collect();
+        if models.is_empty() {
+            models.push(None);
+        }
+        if models
+            .iter()
+            .any(|m| per_model.get(m).copied().unwrap_or(0) < window)
+        {
+            for m in models {
+                *per_model.entry(m).or_default() += 1;
+            }
+            chosen.push(run);
+        }
+    }
+    chosen.reverse();
     let mut stmt = conn.prepare_cached(RUN_DONE)?;
-    let mut runs = last_runs(conn, pack, last)?;
-    runs.reverse();
     let mut out = Vec::new();
-    for run in runs {
+    for run in chosen {
         let rows = stmt.query_map([&run.id], entry)?;
         for row in rows {
             let mut e = row?;

@@ -325,8 +325,13 @@ impl Store for SqliteStore {
         self.read(|conn| history::measurement_yield(conn, pack, last_runs))
     }
 
-    fn recent_results(&self, pack: &str, last_runs: u32) -> Result<Vec<TaskHistoryEntry>> {
-        self.read(|conn| history::recent_results(conn, pack, last_runs))
+    fn recent_results(
+        &self,
+        pack: &str,
+        window: u32,
+        most_runs: u32,
+    ) -> Result<Vec<TaskHistoryEntry>> {
+        self.read(|conn| history::recent_results(conn, pack, window, most_runs))
     }
 
     fn run_packs(&self) -> Result<Vec<String>> {
