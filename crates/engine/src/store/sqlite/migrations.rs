@@ -182,9 +182,10 @@ DROP INDEX task_results_result;
     Migration {
         name: "measurements, baselines; indexes for a task's history and a pack's recent runs",
         // A measurement keeps its pack and task so one measurement's history is one walk
-        // of `measurements_series`; per run and lane, measurements are tallied as they are
-        // written (`measurement_tallies`), so yield reads one row per run and DUT; a task's history walks `task_results_task` newest
-        // first; a pack's last runs come from `runs_pack_created`.
+        // of `measurements_series`; per run and lane, measurements are tallied as they
+        // are written (`measurement_tallies`), so yield reads one row per run and DUT; a
+        // task's history walks `task_results_task` newest first; a pack's last runs come
+        // from `runs_pack_created`, which serves every lookup `runs_pack` did (dropped).
         sql: r#"
 CREATE TABLE measurements (
     id              INTEGER PRIMARY KEY,
@@ -204,6 +205,7 @@ CREATE INDEX measurements_task ON measurements(task_result_id);
 CREATE INDEX measurements_series ON measurements(pack_name, task, sub_result, name, id);
 CREATE INDEX task_results_task ON task_results(task, id);
 CREATE INDEX runs_pack_created ON runs(pack_name, created_ms);
+DROP INDEX runs_pack;
 CREATE TABLE measurement_tallies (
     run_id          TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
     lane            TEXT NOT NULL DEFAULT '',
