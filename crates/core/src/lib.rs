@@ -10,6 +10,7 @@ pub mod bounds;
 pub mod clock;
 pub mod diag;
 pub mod doc;
+pub mod judge;
 pub mod lab;
 pub mod measure;
 pub mod model;

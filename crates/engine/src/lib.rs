@@ -4,6 +4,7 @@
 //! pure (documents, packs, params, the lab, the plan, the book's logic) lives in
 //! `testbay-core` and is re-exported here under the paths it always had.
 
+pub mod analysis;
 pub mod api;
 pub mod exec;
 pub mod health;
@@ -15,6 +16,6 @@ pub mod store;
 pub mod webhook;
 
 pub use testbay_core::{
-    bounds, clock, diag, doc, lab, model, outcome, params, plan, queue, schedule, schema, settings,
-    timefmt, userfile,
+    bounds, clock, diag, doc, judge, lab, measure, model, outcome, params, plan, queue, schedule,
+    schema, settings, timefmt, userfile,
 };

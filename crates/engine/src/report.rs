@@ -7,8 +7,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use ts_rs::TS;
 
+use crate::judge;
+use crate::measure::Measurement;
 use crate::outcome::{ABORTED, BLOCKED, ERRORED, SKIPPED, TIMEOUT};
-use crate::store::{RunRecord, TaskRecord};
+use crate::store::{MeasurementRecord, RunRecord, TaskRecord};
 use crate::timefmt::format_utc;
 
 /// Report formats.
@@ -131,6 +133,7 @@ pub fn junit(run: &RunRecord, tasks: &[TaskRecord]) -> String {
                 t.failure,
                 t.message.as_deref().unwrap_or(""),
                 Some(t),
+                &t.measurements,
                 &mut c,
             );
             for s in &t.sub_results {
@@ -143,6 +146,7 @@ pub fn junit(run: &RunRecord, tasks: &[TaskRecord]) -> String {
                     Some(s.failure),
                     &s.message,
                     None,
+                    &s.measurements,
                     &mut c,
                 );
             }
@@ -205,6 +209,7 @@ fn push_case(
     failure: Option<bool>,
     message: &str,
     task: Option<&TaskRecord>,
+    measurements: &[MeasurementRecord],
     c: &mut (u32, u32, u32, u32, f64),
 ) {
     c.0 += 1;
@@ -215,6 +220,18 @@ fn push_case(
         xml_escape(classname),
         xml_escape(name)
     );
+    if !measurements.is_empty() {
+        let _ = writeln!(out, "      <properties>");
+        for m in measurements {
+            let _ = writeln!(
+                out,
+                "        <property name=\"measurement.{}\" value=\"{}\"/>",
+                xml_escape(&m.name),
+                xml_escape(&measurement_text(m))
+            );
+        }
+        let _ = writeln!(out, "      </properties>");
+    }
     let r = result.unwrap_or("(not run)");
     match verdict(result, failure) {
         Verdict::Pass => {}
@@ -261,6 +278,61 @@ fn push_case(
         }
     }
     let _ = writeln!(out, "    </testcase>");
+}
+
+/// A measurement in one line: `7.2 dB (GELE 5..9) pass`.
+pub fn measurement_text(m: &MeasurementRecord) -> String {
+    let units = m
+        .units
+        .as_deref()
+        .map(|u| format!(" {u}"))
+        .unwrap_or_default();
+    let limits = judge::limits_text(&Measurement {
+        name: m.name.clone(),
+        value: m.value,
+        units: None,
+        low: m.low,
+        high: m.high,
+        comparison: Some(m.comparison),
+    });
+    let verdict = match m.passed {
+        Some(true) => "pass",
+        Some(false) => "FAIL",
+        None => "logged",
+    };
+    format!("{}{units} ({limits}) {verdict}", m.value)
+}
+
+/// Measurements as the results tree lists them.
+fn measurements_node(ms: &[MeasurementRecord]) -> Value {
+    Value::Array(
+        ms.iter()
+            .map(|m| {
+                let mut n = Map::new();
+                n.insert("name".into(), json!(m.name));
+                n.insert("value".into(), json!(m.value));
+                if let Some(u) = &m.units {
+                    n.insert("units".into(), json!(u));
+                }
+                if let Some(l) = m.low {
+                    n.insert("low".into(), json!(l));
+                }
+                if let Some(h) = m.high {
+                    n.insert("high".into(), json!(h));
+                }
+                n.insert("comparison".into(), json!(m.comparison.as_str()));
+                n.insert(
+                    "result".into(),
+                    json!(match m.passed {
+                        Some(true) => "passed",
+                        Some(false) => "failed",
+                        None => "logged",
+                    }),
+                );
+                Value::Object(n)
+            })
+            .collect(),
+    )
 }
 
 /// The results tree as a JSON value (what `results.yaml` holds).
@@ -342,6 +414,9 @@ pub fn results_tree(run: &RunRecord, tasks: &[TaskRecord]) -> Value {
             if let Some(m) = &t.metadata {
                 n.insert("metadata".into(), m.clone());
             }
+            if !t.measurements.is_empty() {
+                n.insert("measurements".into(), measurements_node(&t.measurements));
+            }
             if !t.sub_results.is_empty() {
                 let subs: Vec<Value> = t
                     .sub_results
@@ -358,6 +433,9 @@ pub fn results_tree(run: &RunRecord, tasks: &[TaskRecord]) -> Value {
                         }
                         if let Some(m) = &s.metadata {
                             sn.insert("metadata".into(), m.clone());
+                        }
+                        if !s.measurements.is_empty() {
+                            sn.insert("measurements".into(), measurements_node(&s.measurements));
                         }
                         Value::Object(sn)
                     })

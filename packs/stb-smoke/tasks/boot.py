@@ -3,7 +3,7 @@
 
 import time
 
-from stb import artifact, dut_name, load_params, param, say, write_result
+from stb import artifact, dut_name, load_params, measurement, param, say, write_result
 
 data = load_params()
 want = str(param(data, "firmware", "4.2.1"))
@@ -12,4 +12,9 @@ for stage in ("bootloader", "kernel", "middleware", "live TV"):
     say(f"{dut}: {stage}")
     time.sleep(0.3)
 artifact("boot.txt", f"{dut} booted firmware {want}\n")
-write_result("Passed", f"booted to live TV on firmware {want}", firmware=want, boot_seconds=1.2)
+write_result(
+    "Passed",
+    f"booted to live TV on firmware {want}",
+    measurements=[measurement("boot_seconds", 1.2, "s", high=5)],
+    firmware=want,
+)

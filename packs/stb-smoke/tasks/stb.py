@@ -32,11 +32,23 @@ def dut_name(data):
     return dut or "unknown DUT"
 
 
-def write_result(result, message="", multi_result=None, **metadata):
+def measurement(name, value, units=None, low=None, high=None):
+    """A measurement for a result's `measurements` list; Testbay judges it against its
+    limits (both: low <= value <= high), and one out of limits fails its result."""
+    m = {"name": name, "value": value}
+    for key, v in (("units", units), ("low", low), ("high", high)):
+        if v is not None:
+            m[key] = v
+    return m
+
+
+def write_result(result, message="", multi_result=None, measurements=None, **metadata):
     path = os.environ.get("TESTBAY_RESULT")
     body = {"result": result, "metadata": dict(metadata, message=message)}
     if multi_result is not None:
         body["multi_result"] = multi_result
+    if measurements:
+        body["measurements"] = measurements
     if path:
         with open(path, "w", encoding="utf-8") as f:
             json.dump(body, f)

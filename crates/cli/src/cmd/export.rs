@@ -18,6 +18,9 @@ pub struct Args {
     /// Write to this file instead of standard output
     #[arg(long, short = 'o', value_name = "FILE")]
     pub output: Option<PathBuf>,
+    /// Only the run's new failures against this earlier run of the pack (a baseline)
+    #[arg(long, value_name = "RUN")]
+    pub new_failures_since: Option<String>,
 }
 
 fn parse_format(s: &str) -> Result<ReportFormat, String> {
@@ -29,6 +32,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
     let request = Request::Export {
         run_id: args.run.clone(),
         format: args.format,
+        new_failures_since: args.new_failures_since.clone(),
     };
     let text = match session.call(request) {
         Ok(Response::Export(file)) => file.content,

@@ -5,6 +5,7 @@
 //! one [`Command`] variant and one match arm in [`run`] below.
 
 pub mod export;
+pub mod history;
 pub mod lab;
 pub mod packs;
 pub mod queue;

@@ -7,6 +7,7 @@ use testbay_engine::api::{
 };
 // Formatting and reading UTC times for people is the CLI's own job; `timefmt` is the
 // engine's one implementation of it.
+use testbay_engine::report::measurement_text;
 use testbay_engine::timefmt::{format_utc, parse_utc};
 
 use super::run::fmt_dur;
@@ -15,7 +16,11 @@ use crate::console::{error_text, read_back, unexpected, Session};
 use crate::term::{safe, width};
 
 #[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct Args {
+    /// Results across runs: a task's history, a measurement's, yield, flaky tasks, compare
+    #[command(subcommand)]
+    pub view: Option<Box<super::history::View>>,
     /// A run id: show its task tree instead of the list
     pub run: Option<String>,
     /// Only runs of this pack
@@ -79,12 +84,16 @@ fn parse_sort(s: &str) -> Result<RunSort, String> {
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
+    if let Some(view) = args.view {
+        return super::history::run(*view, ctx);
+    }
     let session = Session::reading(&ctx.paths)?;
     if let Some(id) = &args.run {
         if args.json {
             let request = Request::Export {
                 run_id: id.clone(),
                 format: ReportFormat::Json,
+                new_failures_since: None,
             };
             match session.call(request) {
                 Ok(Response::Export(file)) => print!("{}", file.content),
@@ -284,6 +293,13 @@ fn print_tree(run: &RunRecord, tasks: &[TaskRecord]) {
                     .next()
                     .unwrap_or("")
             );
+            for m in &t.measurements {
+                out!(
+                    "           = {:<22} {}",
+                    safe(&m.name),
+                    safe(&measurement_text(m))
+                );
+            }
             for s in &t.sub_results {
                 out!(
                     "           ↳ {:<22} {:<9}          {}",
@@ -291,6 +307,13 @@ fn print_tree(run: &RunRecord, tasks: &[TaskRecord]) {
                     safe(&s.result),
                     s.message
                 );
+                for m in &s.measurements {
+                    out!(
+                        "             = {:<20} {}",
+                        safe(&m.name),
+                        safe(&measurement_text(m))
+                    );
+                }
             }
             for (k, p) in [
                 ("setup", &t.paths.setup_log),

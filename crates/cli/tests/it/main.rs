@@ -12,4 +12,5 @@ mod signals;
 mod disk_full;
 mod hostile;
 mod webhook_health;
+mod history;
 mod support;

@@ -387,7 +387,11 @@ impl LocalConsole {
                 offset,
                 limit,
             } => self.get_run(run_id, offset, limit).await,
-            Request::Export { run_id, format } => self.export(run_id, format).await,
+            Request::Export {
+                run_id,
+                format,
+                new_failures_since,
+            } => self.export(run_id, format, new_failures_since).await,
             Request::GetLab => self.get_lab(),
             Request::SearchDuts { query, pack, ats } => self.search_duts(&query, pack, ats),
             Request::Reservations => self.reservations(),
@@ -424,6 +428,22 @@ impl LocalConsole {
                 run_id,
                 only_failed,
             } => self.relaunch(run_id, only_failed.unwrap_or(false)).await,
+            Request::TaskHistory(q) => self.task_history(q).await,
+            Request::MeasurementHistory(q) => self.measurement_history(q).await,
+            Request::MeasurementYield { pack, last_runs } => {
+                self.measurement_yield(pack, last_runs).await
+            }
+            Request::Flaky(q) => self.flaky(q).await,
+            Request::CompareRuns { a, b, options } => {
+                self.compare_runs(a, b, options.unwrap_or_default()).await
+            }
+            Request::PinBaseline { run_id, dut_model } => {
+                self.pin_baseline(run_id, dut_model).await
+            }
+            Request::UnpinBaseline { pack, dut_model } => {
+                self.unpin_baseline(pack, dut_model).await
+            }
+            Request::Baselines { pack } => self.baselines(pack).await,
         }
     }
 

@@ -16,6 +16,7 @@ mod error;
 pub mod files;
 pub mod frames;
 mod health;
+mod history;
 mod holds;
 pub mod lab_view;
 mod local;
@@ -35,6 +36,7 @@ use ts_rs::TS;
 
 // The engine's types a request, an answer or an event carries, named here so a
 // transport finds everything the API speaks in one place.
+pub use crate::analysis::{CompareOptions, FlakyQuery, FlakyTask, RunCompare};
 pub use crate::clock::EpochMs;
 pub use crate::lab::Dut;
 pub use crate::lab::HealthCheck;
@@ -47,8 +49,9 @@ pub use crate::reserve::{
 };
 pub use crate::run::{LaneView, Progress, RunEvent, RunView, TaskState, TaskView};
 pub use crate::store::{
-    AttemptRecord, DeliveryStatus, DutHealth, Health, HealthChange, Webhook, WebhookDelivery,
-    WebhookEvent,
+    AttemptRecord, Baseline, DeliveryStatus, DutHealth, Health, HealthChange, MeasurementPoint,
+    MeasurementQuery, MeasurementRecord, TaskHistoryEntry, TaskHistoryQuery, Webhook,
+    WebhookDelivery, WebhookEvent, YieldRow,
 };
 pub use crate::store::{
     RecoveryReport, RunCounts, RunPage, RunQuery, RunRecord, RunSort, StoredTaskState,
@@ -123,10 +126,15 @@ pub enum Request {
         #[ts(optional)]
         limit: Option<u32>,
     },
-    /// A stored run as a file: JUnit XML, results.yaml or JSON.
+    /// A stored run as a file: JUnit XML, results.yaml or JSON. With
+    /// `new_failures_since`, only the run's new failures against that run of the pack
+    /// (its `compare_runs` `new_failures`).
     Export {
         run_id: String,
         format: ReportFormat,
+        #[serde(default)]
+        #[ts(optional)]
+        new_failures_since: Option<String>,
     },
     /// The lab: racks and their slots' state, DUTs, resources.
     GetLab,
@@ -265,6 +273,48 @@ pub enum Request {
         #[ts(optional)]
         only_failed: Option<bool>,
     },
+    /// One task's occurrences across runs, newest first.
+    TaskHistory(TaskHistoryQuery),
+    /// One measurement's stored values across runs, newest first, with their limits.
+    MeasurementHistory(MeasurementQuery),
+    /// Share of runs whose measurements all passed, per DUT model, over the last
+    /// `last_runs` runs of `pack` (0 means 100, at most 1,000).
+    MeasurementYield {
+        pack: String,
+        #[serde(default)]
+        last_runs: u32,
+    },
+    /// Tasks whose verdict flipped within their last N runs per DUT model.
+    Flaky(FlakyQuery),
+    /// Run `a` (the reference) compared with run `b` of the same pack.
+    CompareRuns {
+        a: String,
+        b: String,
+        #[serde(default)]
+        #[ts(optional)]
+        options: Option<CompareOptions>,
+    },
+    /// Pin a run as its pack's baseline on a DUT model (default: its first DUT's model),
+    /// replacing the one pinned there.
+    PinBaseline {
+        run_id: String,
+        #[serde(default)]
+        #[ts(optional)]
+        dut_model: Option<String>,
+    },
+    /// Unpin the baseline of a pack on a DUT model (none: runs without a model).
+    UnpinBaseline {
+        pack: String,
+        #[serde(default)]
+        #[ts(optional)]
+        dut_model: Option<String>,
+    },
+    /// Pinned baselines, of one pack or of all.
+    Baselines {
+        #[serde(default)]
+        #[ts(optional)]
+        pack: Option<String>,
+    },
 }
 
 fn yes() -> bool {
@@ -375,6 +425,16 @@ pub enum Response {
         #[serde(default)]
         unreserved: Vec<String>,
     },
+    TaskHistory(Vec<TaskHistoryEntry>),
+    MeasurementHistory(Vec<MeasurementPoint>),
+    MeasurementYield(Vec<YieldRow>),
+    Flaky(Vec<FlakyTask>),
+    CompareRuns(Box<RunCompare>),
+    PinBaseline(Baseline),
+    UnpinBaseline {
+        removed: bool,
+    },
+    Baselines(Vec<Baseline>),
 }
 
 /// A DUT's health now, its health check and its history (newest first).

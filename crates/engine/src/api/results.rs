@@ -47,18 +47,44 @@ impl LocalConsole {
         &self,
         run_id: String,
         format: ReportFormat,
+        new_failures_since: Option<String>,
     ) -> Result<Response, ApiError> {
         let store = self.store.clone();
         blocking(move || {
             let run = store.get_run(&run_id).map_err(store_error)?;
-            let tasks = store.run_tasks(&run_id).map_err(store_error)?;
+            let mut tasks = store.run_tasks(&run_id).map_err(store_error)?;
+            if let Some(base) = &new_failures_since {
+                let base_run = store.get_run(base).map_err(store_error)?;
+                if base_run.pack_name != run.pack_name {
+                    return Err(ApiError::invalid(format!(
+                        "new_failures_since: run {base} is of pack {}, not {}",
+                        base_run.pack_name, run.pack_name
+                    )));
+                }
+                let base_tasks = store.run_tasks(base).map_err(store_error)?;
+                let c = crate::analysis::compare_runs(
+                    &base_run,
+                    &base_tasks,
+                    &run,
+                    &tasks,
+                    &Default::default(),
+                );
+                let new: std::collections::HashSet<i64> =
+                    c.new_failures.iter().filter_map(|d| d.b_task_id).collect();
+                tasks.retain(|t| new.contains(&t.id));
+            }
             let mime = match format {
                 ReportFormat::Junit => "application/xml",
                 ReportFormat::Yaml => "application/yaml",
                 ReportFormat::Json => "application/json",
             };
+            let suffix = if new_failures_since.is_some() {
+                ".new-failures"
+            } else {
+                ""
+            };
             Ok(Response::Export(ExportFile {
-                filename: format!("{run_id}.{}", format.extension()),
+                filename: format!("{run_id}{suffix}.{}", format.extension()),
                 mime: mime.into(),
                 content: report::render(format, &run, &tasks),
             }))

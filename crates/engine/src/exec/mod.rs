@@ -190,6 +190,8 @@ pub struct PhaseOutcome {
     /// `metadata` of the result file other than `message`.
     pub metadata: Map<String, Value>,
     pub multi_result: Vec<SubResult>,
+    /// The result file's own `measurements` (not yet judged).
+    pub measurements: Vec<crate::measure::Measurement>,
     /// The result file's text when it could not be used (capped).
     pub raw_result: Option<String>,
     pub exit: Exit,
@@ -273,6 +275,7 @@ pub async fn run_phase(
                 message,
                 metadata: Map::new(),
                 multi_result: Vec::new(),
+                measurements: Vec::new(),
                 raw_result: None,
                 exit: Exit::NotStarted,
                 pid: None,

@@ -52,6 +52,7 @@ pub(super) fn interpret(cmd: &PhaseCommand, ended: Ended) -> PhaseOutcome {
         message: String::new(),
         metadata: Map::new(),
         multi_result: Vec::new(),
+        measurements: Vec::new(),
         raw_result: None,
         exit,
         pid: Some(pid),
@@ -103,6 +104,7 @@ pub(super) fn interpret(cmd: &PhaseCommand, ended: Ended) -> PhaseOutcome {
             out.message = ret.metadata.message;
             out.metadata = ret.metadata.extra;
             out.multi_result = ret.multi_result.unwrap_or_default();
+            out.measurements = ret.measurements;
         }
         ResultFile::Invalid { reason, raw } => {
             out.result = ERRORED.into();

@@ -16,8 +16,9 @@ use crate::clock::{Clock, EpochMs};
 use crate::exec::{
     self, ExecLimits, Exit, LiveLog, PhaseCommand, PhaseOutcome, ProtocolEnv, StopSignal,
 };
+use crate::judge;
 use crate::model::StopLevel;
-use crate::outcome::{Phase, ABORTED, ERRORED, TIMEOUT};
+use crate::outcome::{Phase, ABORTED, ERRORED, FAILED, TIMEOUT};
 use crate::pack::{GlobalParams, TaskDef};
 use crate::plan::DutTarget;
 use crate::store::{AttemptRecord, NewSubResult, Store, TaskFinish, TaskKind, TaskPaths};
@@ -378,6 +379,16 @@ impl Phases {
             }
         }
         let main = self.main.as_ref();
+        // The main phase's measurements: one out of limits fails the task (unless the
+        // result file overrides it with a reason); the message names it either way.
+        let measurements = main.map(|m| m.measurements.clone()).unwrap_or_default();
+        if let Some(m) = main {
+            let j = judge::judge(&m.measurements, &m.metadata);
+            if j.fails() && !is_failure(params, &result) {
+                result = FAILED.to_string();
+            }
+            message = j.message_with_note(&message);
+        }
         let metadata = main
             .filter(|m| !m.metadata.is_empty())
             .map(|m| Value::Object(m.metadata.clone()));
@@ -389,14 +400,24 @@ impl Phases {
             .map(|m| {
                 m.multi_result
                     .iter()
-                    .map(|s| NewSubResult {
-                        name: s.name.clone(),
-                        description: s.description.clone(),
-                        result: s.result.clone(),
-                        failure: is_failure(params, &s.result),
-                        message: s.metadata.message.clone(),
-                        metadata: (!s.metadata.extra.is_empty())
-                            .then(|| Value::Object(s.metadata.extra.clone())),
+                    .map(|s| {
+                        // A sub-result's measurements judge the sub-result alone.
+                        let j = judge::judge(&s.measurements, &s.metadata.extra);
+                        let result = if j.fails() && !is_failure(params, &s.result) {
+                            FAILED.to_string()
+                        } else {
+                            s.result.clone()
+                        };
+                        NewSubResult {
+                            name: s.name.clone(),
+                            description: s.description.clone(),
+                            failure: is_failure(params, &result),
+                            result,
+                            message: j.message_with_note(&s.metadata.message),
+                            metadata: (!s.metadata.extra.is_empty())
+                                .then(|| Value::Object(s.metadata.extra.clone())),
+                            measurements: s.measurements.clone(),
+                        }
                     })
                     .collect()
             })
@@ -430,6 +451,7 @@ impl Phases {
             signal,
             log_truncated: truncated,
             sub_results,
+            measurements,
             paths: if attempted {
                 paths
             } else {

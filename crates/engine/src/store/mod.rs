@@ -19,6 +19,7 @@
 //!   those are and marks them; it never touches a process.
 
 mod error;
+mod history;
 mod model;
 mod owner;
 mod queued;
@@ -28,6 +29,7 @@ pub mod health;
 
 pub use error::{BackendError, Result, StoreError};
 pub use health::{DutHealth, Health, HealthChange, HealthStore};
+pub use history::*;
 pub use model::*;
 pub use owner::RunOwner;
 pub use queued::{FiringRecord, QueuedRunRecord, ScheduleRecord};
@@ -42,6 +44,7 @@ use std::time::Duration;
 
 use crate::clock::EpochMs;
 use crate::lab::{Lab, LabFile};
+use crate::measure::Measurement;
 use crate::outcome::RunStatus;
 use testbay_core::reserve::{BookEvent, ReservationView};
 
@@ -128,6 +131,55 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Whether the caller should arrange a [`Store::commit_now`] soon: `true` for the
     /// first caller since the last commit_now, so one timer serves every run's results.
     fn promise_commit(&self) -> bool;
+
+    // Results across runs.
+
+    /// Store `measurements` of task occurrence `task_id` (of its sub-result named
+    /// `sub_result`, or its own with `None`), each with its verdict, committed with the
+    /// next commit like [`Store::finish_task`]. The one way measurements are stored: a
+    /// finished task's result file goes through it, and so may a live reporter while the
+    /// task runs. An unknown occurrence is [`StoreError::InvalidQuery`] (`task_id`).
+    fn add_measurements(
+        &self,
+        task_id: i64,
+        sub_result: Option<&str>,
+        measurements: &[Measurement],
+    ) -> Result<()>;
+
+    /// The newest occurrences of one task of a pack across runs, newest first.
+    fn task_history(&self, q: &TaskHistoryQuery) -> Result<Vec<TaskHistoryEntry>>;
+
+    /// The newest stored values of one measurement, newest first.
+    fn measurement_history(&self, q: &MeasurementQuery) -> Result<Vec<MeasurementPoint>>;
+
+    /// Yield per DUT model over the last `last_runs` runs of `pack`.
+    fn measurement_yield(&self, pack: &str, last_runs: u32) -> Result<Vec<YieldRow>>;
+
+    /// Every finished task occurrence of the runs of `pack` that are among the last
+    /// `window` runs on one of their DUT models, looking at the pack's last `most_runs`
+    /// runs at most; oldest run first, in plan order within a run; without messages
+    /// (`message` is `None`), which what reads this (flaky detection) does not need.
+    fn recent_results(
+        &self,
+        pack: &str,
+        window: u32,
+        most_runs: u32,
+    ) -> Result<Vec<TaskHistoryEntry>>;
+
+    /// Names of the packs with stored runs, sorted.
+    fn run_packs(&self) -> Result<Vec<String>>;
+
+    /// Pin `run_id` as its pack's baseline on `dut_model` (`None`: the model of the run's
+    /// first DUT, or no model), replacing the one pinned there; the baseline stored. An
+    /// unknown run is [`StoreError::RunNotFound`].
+    fn pin_baseline(&self, run_id: &str, dut_model: Option<&str>, now: EpochMs)
+        -> Result<Baseline>;
+
+    /// Unpin the baseline of `pack` on `dut_model`; whether one was pinned.
+    fn unpin_baseline(&self, pack: &str, dut_model: Option<&str>) -> Result<bool>;
+
+    /// Pinned baselines, of one pack or of all, by pack and model.
+    fn baselines(&self, pack: Option<&str>) -> Result<Vec<Baseline>>;
 
     // Recovery.
 

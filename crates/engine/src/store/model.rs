@@ -8,8 +8,10 @@ use serde_json::Value;
 use ts_rs::TS;
 
 use crate::clock::EpochMs;
+use crate::measure::Measurement;
 pub use crate::model::{DutTarget, TaskKind};
 use crate::outcome::{RunStatus, RunVerdict};
+use crate::store::MeasurementRecord;
 use testbay_core::reserve::ReservationView;
 
 /// Longest [`RunQuery::text`]. Matching one text against a task message takes time
@@ -75,6 +77,8 @@ pub struct TaskFinish {
     pub signal: Option<i32>,
     pub log_truncated: bool,
     pub sub_results: Vec<NewSubResult>,
+    /// The result file's own measurements, judged already (stored with their verdict).
+    pub measurements: Vec<Measurement>,
     /// The occurrence's files; `None` fields keep what [`super::Store::task_phase_started`]
     /// recorded.
     pub paths: TaskPaths,
@@ -109,6 +113,7 @@ pub struct NewSubResult {
     pub failure: bool,
     pub message: String,
     pub metadata: Option<Value>,
+    pub measurements: Vec<Measurement>,
 }
 
 /// Files of one task occurrence.
@@ -174,6 +179,9 @@ pub struct SubResultRecord {
     pub message: String,
     #[ts(type = "Record<string, unknown> | null")]
     pub metadata: Option<Value>,
+    /// Its measurements with their verdicts.
+    #[serde(default)]
+    pub measurements: Vec<MeasurementRecord>,
 }
 
 /// State of a stored task occurrence.
@@ -227,6 +235,9 @@ pub struct TaskRecord {
     /// Every attempt of a task that may be retried, in order, the last one (whose result
     /// is the task's) included; empty for a task that runs once.
     pub attempts: Vec<AttemptRecord>,
+    /// The task's own measurements (its sub-results' are in `sub_results`).
+    #[serde(default)]
+    pub measurements: Vec<MeasurementRecord>,
 }
 
 /// Sort key of the run listing.

@@ -8,6 +8,7 @@ mod exec;
 mod store;
 mod store_contract;
 mod store_reads;
+mod history;
 mod run;
 mod run_seq;
 mod api_types;

@@ -48,7 +48,8 @@ export const api = {
   listRuns: (q: Partial<T.RunQuery>) => call('list_runs', runQuery(q)),
   getRun: (run_id: string) => call('get_run', { run_id }),
   readFile: (run_id: string, path: string) => call('read_file', { run_id, path }),
-  exportRun: (run_id: string, format: T.ReportFormat) => call('export', { run_id, format }),
+  exportRun: (run_id: string, format: T.ReportFormat, new_failures_since?: string) =>
+    call('export', new_failures_since ? { run_id, format, new_failures_since } : { run_id, format }),
   getLab: () => call('get_lab', {}),
   searchDuts: (query: string, pack: string | null, ats: string | null) => call('search_duts', { query, pack, ats }),
   reservations: () => call('reservations', {}),
@@ -64,6 +65,18 @@ export const api = {
   webhookDeliveries: (webhook_id: number | null, limit = 50) => call('webhook_deliveries', { webhook_id, limit }),
   /** Launch a stored run again; `only_failed`: only its failed tests and their prereqs. */
   relaunch: (run_id: string, only_failed = false) => call('relaunch', { run_id, only_failed }),
+  taskHistory: (pack: string, task: string, dut_model: string | null = null, limit = 100) =>
+    call('task_history', { pack, task, dut_model, limit }),
+  measurementHistory: (q: Omit<T.MeasurementQuery, 'limit' | 'dut_model'> & { dut_model?: string | null; limit?: number }) =>
+    call('measurement_history', { dut_model: null, limit: 100, ...q }),
+  measurementYield: (pack: string, last_runs = 100) => call('measurement_yield', { pack, last_runs }),
+  flaky: (pack: string | null, window = 10) => call('flaky', { pack, window }),
+  compareRuns: (a: string, b: string, duration_threshold = 0.2) =>
+    call('compare_runs', { a, b, options: { duration_threshold } }),
+  pinBaseline: (run_id: string) => call('pin_baseline', { run_id }),
+  unpinBaseline: (pack: string, dut_model: string | null) =>
+    call('unpin_baseline', dut_model == null ? { pack } : { pack, dut_model }),
+  baselines: (pack: string) => call('baselines', { pack }),
 };
 
 /** Who holds a reservation, as a short label. */

@@ -304,4 +304,47 @@ CREATE TABLE schedule_firings (
 CREATE INDEX schedule_firings_schedule ON schedule_firings(schedule_id, id);
 "#,
     },
+    Migration {
+        name: "measurements, baselines; indexes for a task's history and a pack's recent runs",
+        // A measurement keeps its pack and task so one measurement's history is one walk
+        // of `measurements_series`; per run and lane, measurements are tallied as they
+        // are written (`measurement_tallies`), so yield reads one row per run and DUT; a
+        // task's history walks `task_results_task` newest first; a pack's last runs come
+        // from `runs_pack_created`, which serves every lookup `runs_pack` did (dropped).
+        sql: r#"
+CREATE TABLE measurements (
+    id              INTEGER PRIMARY KEY,
+    task_result_id  INTEGER NOT NULL REFERENCES task_results(id) ON DELETE CASCADE,
+    pack_name       TEXT NOT NULL,
+    task            TEXT NOT NULL,
+    sub_result      TEXT NOT NULL DEFAULT '',
+    name            TEXT NOT NULL,
+    value           REAL NOT NULL,
+    units           TEXT,
+    low             REAL,
+    high            REAL,
+    comparison      TEXT NOT NULL,
+    passed          INTEGER
+);
+CREATE INDEX measurements_task ON measurements(task_result_id);
+CREATE INDEX measurements_series ON measurements(pack_name, task, sub_result, name, id);
+CREATE INDEX task_results_task ON task_results(task, id);
+CREATE INDEX runs_pack_created ON runs(pack_name, created_ms);
+DROP INDEX runs_pack;
+CREATE TABLE measurement_tallies (
+    run_id          TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    lane            TEXT NOT NULL DEFAULT '',
+    total           INTEGER NOT NULL,
+    failed          INTEGER NOT NULL,
+    PRIMARY KEY (run_id, lane)
+) WITHOUT ROWID;
+CREATE TABLE baselines (
+    pack_name       TEXT NOT NULL,
+    dut_model       TEXT NOT NULL DEFAULT '',
+    run_id          TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    pinned_ms       INTEGER NOT NULL,
+    PRIMARY KEY (pack_name, dut_model)
+);
+"#,
+    },
 ];

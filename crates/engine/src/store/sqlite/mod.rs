@@ -11,6 +11,7 @@
 //! connection; whatever next takes the connection commits it first (`conn`), and so does
 //! a read that finds the writer free.
 
+mod history;
 pub mod migrations;
 mod open;
 mod read;
@@ -36,11 +37,13 @@ use serde_json::Value;
 
 use crate::clock::EpochMs;
 use crate::lab::{Lab, LabFile};
+use crate::measure::Measurement;
 use crate::outcome::RunStatus;
 use crate::store::{
-    BookStore, FiringRecord, NewRun, NewTaskRow, QueuedRunRecord, RecoveryReport, Result, RunOwner,
-    RunPage, RunQuery, RunRecord, ScheduleRecord, Store, StoreError, TaskFinish, TaskPaths,
-    TaskRecord,
+    Baseline, BookStore, FiringRecord, MeasurementPoint, MeasurementQuery, NewRun, NewTaskRow,
+    QueuedRunRecord, RecoveryReport, Result, RunOwner, RunPage, RunQuery, RunRecord,
+    ScheduleRecord, Store, StoreError, TaskFinish, TaskHistoryEntry, TaskHistoryQuery, TaskPaths,
+    TaskRecord, YieldRow,
 };
 
 impl From<rusqlite::Error> for StoreError {
@@ -132,6 +135,17 @@ impl SqliteStore {
     pub fn list_runs_plan(&self, q: &RunQuery) -> Result<Vec<String>> {
         let sql = runs::ListSql::new(q)?;
         self.read(|conn| runs::list_plan(conn, &sql))
+    }
+
+    /// SQLite's plan (`EXPLAIN QUERY PLAN`, one line per step) of each query of the
+    /// results-across-runs reads, by name, to check that each starts from an index.
+    pub fn history_plans(&self) -> Result<Vec<(&'static str, Vec<String>)>> {
+        self.read(|conn| {
+            history::PLANNED
+                .iter()
+                .map(|(name, sql)| Ok((*name, history::plan(conn, sql)?)))
+                .collect()
+        })
     }
 
     /// The write connection. Keep the lock short. A finished task's result still waiting
@@ -235,7 +249,7 @@ impl Store for SqliteStore {
             c.prepare_cached("BEGIN")?.execute([])?;
             self.uncommitted.store(true, Ordering::Release);
         }
-        if f.sub_results.is_empty() && f.attempts.is_empty() {
+        if f.sub_results.is_empty() && f.attempts.is_empty() && f.measurements.is_empty() {
             // One statement: a failure undoes it alone.
             return tasks::update_finish(&c, task_id, f);
         }
@@ -273,6 +287,76 @@ impl Store for SqliteStore {
 
     fn promise_commit(&self) -> bool {
         !self.commit_promised.swap(true, Ordering::AcqRel)
+    }
+
+    fn add_measurements(
+        &self,
+        task_id: i64,
+        sub_result: Option<&str>,
+        measurements: &[Measurement],
+    ) -> Result<()> {
+        if measurements.is_empty() {
+            return Ok(());
+        }
+        let c = self.lock_conn();
+        if c.is_autocommit() {
+            c.prepare_cached("BEGIN")?.execute([])?;
+            self.uncommitted.store(true, Ordering::Release);
+        }
+        c.prepare_cached("SAVEPOINT add_measurements")?
+            .execute([])?;
+        match history::insert(&c, task_id, sub_result, measurements) {
+            Ok(()) => {
+                c.prepare_cached("RELEASE add_measurements")?.execute([])?;
+                Ok(())
+            }
+            Err(e) => {
+                let _ = c.execute_batch("ROLLBACK TO add_measurements; RELEASE add_measurements");
+                Err(e)
+            }
+        }
+    }
+
+    fn task_history(&self, q: &TaskHistoryQuery) -> Result<Vec<TaskHistoryEntry>> {
+        self.read(|conn| history::task_history(conn, q))
+    }
+
+    fn measurement_history(&self, q: &MeasurementQuery) -> Result<Vec<MeasurementPoint>> {
+        self.read(|conn| history::measurement_history(conn, q))
+    }
+
+    fn measurement_yield(&self, pack: &str, last_runs: u32) -> Result<Vec<YieldRow>> {
+        self.read(|conn| history::measurement_yield(conn, pack, last_runs))
+    }
+
+    fn recent_results(
+        &self,
+        pack: &str,
+        window: u32,
+        most_runs: u32,
+    ) -> Result<Vec<TaskHistoryEntry>> {
+        self.read(|conn| history::recent_results(conn, pack, window, most_runs))
+    }
+
+    fn run_packs(&self) -> Result<Vec<String>> {
+        self.read(history::packs)
+    }
+
+    fn pin_baseline(
+        &self,
+        run_id: &str,
+        dut_model: Option<&str>,
+        now: EpochMs,
+    ) -> Result<Baseline> {
+        history::pin_baseline(&self.conn(), run_id, dut_model, now)
+    }
+
+    fn unpin_baseline(&self, pack: &str, dut_model: Option<&str>) -> Result<bool> {
+        history::unpin_baseline(&self.conn(), pack, dut_model)
+    }
+
+    fn baselines(&self, pack: Option<&str>) -> Result<Vec<Baseline>> {
+        self.read(|conn| history::baselines(conn, pack))
     }
 
     fn interrupted_runs(&self) -> Result<Vec<String>> {

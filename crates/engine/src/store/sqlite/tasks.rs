@@ -105,6 +105,7 @@ pub(super) fn of_run(conn: &Connection, run_id: &str) -> Result<Vec<TaskRecord>>
                 sub_results: Vec::new(),
                 flaky: r.get::<_, i64>(32)? != 0,
                 attempts: Vec::new(),
+                measurements: Vec::new(),
             })
         })?
         .collect::<rusqlite::Result<_>>()?;
@@ -124,6 +125,7 @@ pub(super) fn of_run(conn: &Connection, run_id: &str) -> Result<Vec<TaskRecord>>
                 failure: r.get::<_, i64>(4)? != 0,
                 message: r.get(5)?,
                 metadata: parse_opt_json(r.get(6)?),
+                measurements: Vec::new(),
             },
         ))
     })?;
@@ -142,6 +144,7 @@ pub(super) fn of_run(conn: &Connection, run_id: &str) -> Result<Vec<TaskRecord>>
             t.attempts = a;
         }
     }
+    super::history::attach(conn, run_id, &mut tasks)?;
     Ok(tasks)
 }
 
@@ -277,6 +280,10 @@ pub(super) fn finish_writes(conn: &Connection, task_id: i64, f: &TaskFinish) -> 
                 s.metadata.as_ref().map(|m| m.to_string())
             ])?;
         }
+        for s in &f.sub_results {
+            super::history::insert(conn, task_id, Some(&s.name), &s.measurements)?;
+        }
     }
+    super::history::insert(conn, task_id, None, &f.measurements)?;
     Ok(())
 }

@@ -1,0 +1,229 @@
+//! Results-across-runs benchmark: a store of runs with measurements written through the
+//! store's own insert path (`finish_task`, committed in batches as runs do), then the
+//! server-side time of a task's history, a measurement's history, yield, the flaky list,
+//! a run's tasks with their measurements and a compare of two runs.
+//!
+//! `cargo bench -p testbay-engine --bench history` (env `HISTORY_BENCH_RUNS`, default
+//! 2,000; `HISTORY_BENCH_TASKS`, default 100 per run; `HISTORY_BENCH_CALLS`, default 20
+//! calls per query). Every task has 2 sub-results, each with one measurement, and one
+//! measurement of its own; runs go to 16 DUTs of 2 models; one task in 20 flips. Prints
+//! figures; asserts nothing.
+
+use std::time::Instant;
+
+use testbay_engine::analysis::{compare_runs, flaky_tasks, CompareOptions, FlakyQuery};
+use testbay_engine::measure::Measurement;
+use testbay_engine::outcome::RunStatus;
+use testbay_engine::plan::DutTarget;
+use testbay_engine::store::*;
+
+const T0: i64 = 1_800_000_000_000;
+const PACK: &str = "stb-smoke";
+
+fn env_or(key: &str, default: usize) -> usize {
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn m(name: &str, value: f64) -> Measurement {
+    Measurement {
+        name: name.into(),
+        value,
+        units: Some("dB".into()),
+        low: Some(20.0),
+        high: Some(40.0),
+        comparison: None,
+    }
+}
+
+fn fill(s: &dyn Store, runs: usize, tasks: u32) -> Vec<String> {
+    let mut ids = Vec::with_capacity(runs);
+    for i in 0..runs {
+        let id = format!("r{i:06}");
+        let dut = format!("stb-{:02}", i % 16);
+        let run = NewRun {
+            id: id.clone(),
+            pack_name: PACK.into(),
+            pack_version: "1.0.0".into(),
+            content_hash: "h".into(),
+            pack_dir: "/packs/x".into(),
+            snapshot_dir: None,
+            groups: vec!["smoke".into()],
+            duts: vec![DutTarget {
+                name: dut.clone(),
+                model: Some(["TP-4000", "TP-5000"][i % 2].into()),
+                rack: Some("rack-a".into()),
+                slot: Some((i % 16) as u32),
+            }],
+            ats: Some("rack-a".into()),
+            params: serde_json::json!({"process_limit": 2}),
+            resource_mode: "all".into(),
+            coverage_mode: "dut".into(),
+            status: RunStatus::Running,
+            reason: None,
+            created_ms: T0 + i as i64 * 60_000,
+            est_run_time: 60.0,
+        };
+        let rows: Vec<NewTaskRow> = (0..tasks)
+            .map(|seq| NewTaskRow {
+                seq,
+                lane: Some(dut.clone()),
+                task: format!("task{seq}"),
+                kind: TaskKind::Test,
+                group: Some("smoke".into()),
+                description: String::new(),
+                est_task_time: 3.0,
+            })
+            .collect();
+        let tids = s.insert_run(&run, &rows).unwrap();
+        for (k, &tid) in tids.iter().enumerate() {
+            let flips = k % 20 == 0 && (i / 2) % 3 == 0;
+            let snr =
+                30.0 + ((i * 7 + k) % 13) as f64 - if k == 5 && i % 9 == 0 { 15.0 } else { 0.0 };
+            let f = TaskFinish {
+                result: if flips { "Failed" } else { "Passed" }.into(),
+                failure: flips,
+                message: format!("channel {k} checked"),
+                run_time: Some(2.5 + (k % 5) as f64 * 0.1),
+                finished_ms: run.created_ms + 1000,
+                started_ms: Some(run.created_ms),
+                sub_results: (0..2)
+                    .map(|c| NewSubResult {
+                        name: format!("channel_{}", 101 + c),
+                        result: "Passed".into(),
+                        measurements: vec![m("snr_db", snr + c as f64)],
+                        ..Default::default()
+                    })
+                    .collect(),
+                measurements: vec![m("power_db", snr)],
+                ..Default::default()
+            };
+            s.finish_task(tid, &f).unwrap();
+        }
+        s.commit_now().unwrap();
+        s.set_run_status(&id, RunStatus::Completed, None, run.created_ms + 2000)
+            .unwrap();
+        ids.push(id);
+    }
+    ids
+}
+
+/// One timed query.
+type Query<'a> = Box<dyn Fn() + 'a>;
+
+/// Median and worst of `n` calls, in ms.
+fn time<T>(n: usize, mut f: impl FnMut() -> T) -> (f64, f64) {
+    let mut ms: Vec<f64> = (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            std::hint::black_box(f());
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    ms.sort_by(f64::total_cmp);
+    (ms[ms.len() / 2], ms[ms.len() - 1])
+}
+
+fn main() {
+    let runs = env_or("HISTORY_BENCH_RUNS", 2_000).max(2);
+    let tasks = env_or("HISTORY_BENCH_TASKS", 100).max(6) as u32;
+    let calls = env_or("HISTORY_BENCH_CALLS", 20).max(1);
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open_in(dir.path()).unwrap();
+    let t = Instant::now();
+    let ids = fill(&s, runs, tasks);
+    let secs = t.elapsed().as_secs_f64();
+    let results = runs as f64 * tasks as f64;
+    println!(
+        "history: {runs} runs x {tasks} tasks ({} task results, {} measurements) written in {secs:.1} s: {:.0} task results/s",
+        results as u64,
+        results as u64 * 3,
+        results / secs
+    );
+    let size: u64 = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    println!("database: {:.1} MiB", size as f64 / (1 << 20) as f64);
+
+    let (a, b) = (&ids[ids.len() - 3], &ids[ids.len() - 1]);
+    let cases: Vec<(&str, Query<'_>)> = vec![
+        (
+            "task history (100 newest)",
+            Box::new(|| {
+                s.task_history(&TaskHistoryQuery {
+                    pack: PACK.into(),
+                    task: "task5".into(),
+                    ..Default::default()
+                })
+                .unwrap();
+            }),
+        ),
+        (
+            "task history, one DUT model",
+            Box::new(|| {
+                s.task_history(&TaskHistoryQuery {
+                    pack: PACK.into(),
+                    task: "task5".into(),
+                    dut_model: Some("TP-5000".into()),
+                    limit: 100,
+                })
+                .unwrap();
+            }),
+        ),
+        (
+            "measurement history (100 newest, one model)",
+            Box::new(|| {
+                s.measurement_history(&MeasurementQuery {
+                    pack: PACK.into(),
+                    task: "task5".into(),
+                    sub_result: Some("channel_101".into()),
+                    name: "snr_db".into(),
+                    dut_model: Some("TP-4000".into()),
+                    limit: 100,
+                })
+                .unwrap();
+            }),
+        ),
+        (
+            "yield (last 100 runs)",
+            Box::new(|| {
+                s.measurement_yield(PACK, 100).unwrap();
+            }),
+        ),
+        (
+            "flaky list (window 10)",
+            Box::new(|| {
+                flaky_tasks(
+                    &s,
+                    &FlakyQuery {
+                        pack: Some(PACK.into()),
+                        window: 10,
+                    },
+                )
+                .unwrap();
+            }),
+        ),
+        (
+            "one run's tasks with measurements",
+            Box::new(|| {
+                s.run_tasks(b).unwrap();
+            }),
+        ),
+        (
+            "compare two runs",
+            Box::new(|| {
+                let (ra, rb) = (s.get_run(a).unwrap(), s.get_run(b).unwrap());
+                let (ta, tb) = (s.run_tasks(a).unwrap(), s.run_tasks(b).unwrap());
+                compare_runs(&ra, &ta, &rb, &tb, &CompareOptions::default());
+            }),
+        ),
+    ];
+    for (name, f) in &cases {
+        let (med, worst) = time(calls, f);
+        println!("{name:<46} median {med:>8.2} ms   worst {worst:>8.2} ms");
+    }
+}
