@@ -22,5 +22,9 @@ pub fn all_schemas() -> Vec<(&'static str, Value)> {
             "schedule.schema.json",
             schema_of::<crate::schedule::ScheduleSpec>(),
         ),
+        (
+            "reporter.schema.json",
+            schema_of::<crate::reporter::ReporterProtocol>(),
+        ),
     ]
 }
