@@ -13,6 +13,7 @@ pub mod run;
 pub mod store;
 
 pub use testbay_core::{
-    bounds, clock, diag, doc, lab, model, outcome, params, plan, schedule, schema, timefmt,
+    bounds, clock, diag, doc, lab, measure, model, outcome, params, plan, reporter, schedule,
+    schema, timefmt,
     userfile,
 };

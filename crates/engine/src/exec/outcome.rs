@@ -7,6 +7,7 @@ use std::path::Path;
 use serde_json::Map;
 
 use super::{ExecLimits, Exit, LogStats, PhaseCommand, PhaseOutcome};
+use crate::reporter::PhaseReport;
 use crate::clock::EpochMs;
 use crate::outcome::{ABORTED, ERRORED, FAILED, PASSED, TIMEOUT};
 use crate::pack::model::TaskReturn;
@@ -53,6 +54,9 @@ pub(super) fn interpret(cmd: &PhaseCommand, ended: Ended) -> PhaseOutcome {
         metadata: Map::new(),
         multi_result: Vec::new(),
         raw_result: None,
+        measurements: Vec::new(),
+        report: None,
+        verdict: Verdict::Engine,
         exit,
         pid: Some(pid),
         started_ms,
@@ -91,6 +95,7 @@ pub(super) fn interpret(cmd: &PhaseCommand, ended: Ended) -> PhaseOutcome {
     };
     match read_result_file(&cmd.env.result_file, &cmd.limits) {
         ResultFile::Missing => {
+            out.verdict = Verdict::Exit;
             if code == 0 {
                 out.result = PASSED.into();
             } else {
@@ -103,6 +108,8 @@ pub(super) fn interpret(cmd: &PhaseCommand, ended: Ended) -> PhaseOutcome {
             out.message = ret.metadata.message;
             out.metadata = ret.metadata.extra;
             out.multi_result = ret.multi_result.unwrap_or_default();
+            out.measurements = ret.measurements;
+            out.verdict = Verdict::ResultFile;
         }
         ResultFile::Invalid { reason, raw } => {
             out.result = ERRORED.into();
@@ -114,6 +121,50 @@ pub(super) fn interpret(cmd: &PhaseCommand, ended: Ended) -> PhaseOutcome {
         }
     }
     out
+}
+
+/// What a phase's result name came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The engine: a timeout, a stop, a signal, a start or wait that failed, an invalid
+    /// result file.
+    Engine,
+    /// The task's result file.
+    ResultFile,
+    /// The exit status alone.
+    Exit,
+    /// The reporter: the task's `set_result`, or its sections' roll-up.
+    Reporter,
+}
+
+/// Adds what the phase reported live to its outcome. The engine's verdict and a result
+/// file's stand; over an exit status, the reporter's `set_result` wins, and a phase that
+/// exited 0 takes its top-level sections' worst failure (`Errored` over `Failed`).
+/// Measurements and sections stay in every case.
+pub fn apply_report(out: &mut PhaseOutcome, report: PhaseReport) {
+    if report.is_empty() {
+        return;
+    }
+    if out.verdict == Verdict::Exit {
+        if let Some((result, message)) = &report.result {
+            out.result = result.clone();
+            out.message = message.clone();
+            out.verdict = Verdict::Reporter;
+        } else if let (Some(worst), Exit::Code(0)) = (report.rollup(), out.exit) {
+            let failed = report
+                .sections
+                .iter()
+                .filter(|s| s.parent.is_none() && s.result.as_deref() == Some(worst))
+                .map(|s| format!("`{}`", s.name))
+                .collect::<Vec<_>>()
+                .join(", ");
+            out.result = worst.into();
+            out.message = format!("section {failed} {worst}");
+            out.verdict = Verdict::Reporter;
+        }
+    }
+    out.measurements.extend(report.measurements.iter().cloned());
+    out.report = Some(report);
 }
 
 pub fn signal_name(sig: i32) -> &'static str {

@@ -115,6 +115,35 @@ pub enum RunEvent {
         progress: Progress,
         ts: EpochMs,
     },
+    /// A section a task reported started or stopped (`section.result` is set once it
+    /// stopped). Ids are per phase; `details` and `extra` are left out (the stored run
+    /// has them).
+    Section {
+        run_id: String,
+        #[ts(type = "number")]
+        seq: u64,
+        item: u32,
+        task: String,
+        lane: String,
+        phase: Phase,
+        section: Box<crate::reporter::Section>,
+        ts: EpochMs,
+    },
+    /// A measurement a task reported, in the section `section` (or on the task).
+    Measurement {
+        run_id: String,
+        #[ts(type = "number")]
+        seq: u64,
+        item: u32,
+        task: String,
+        lane: String,
+        phase: Phase,
+        section: Option<u32>,
+        measurement: Box<crate::measure::Measurement>,
+        /// Within its limits; `None` when only logged.
+        passed: Option<bool>,
+        ts: EpochMs,
+    },
 }
 
 impl RunEvent {
@@ -124,7 +153,9 @@ impl RunEvent {
             | RunEvent::TaskState { run_id, .. }
             | RunEvent::Log { run_id, .. }
             | RunEvent::LogDropped { run_id, .. }
-            | RunEvent::Progress { run_id, .. } => run_id,
+            | RunEvent::Progress { run_id, .. }
+            | RunEvent::Section { run_id, .. }
+            | RunEvent::Measurement { run_id, .. } => run_id,
         }
     }
 
@@ -135,7 +166,9 @@ impl RunEvent {
             | RunEvent::TaskState { seq, .. }
             | RunEvent::Log { seq, .. }
             | RunEvent::LogDropped { seq, .. }
-            | RunEvent::Progress { seq, .. } => *seq,
+            | RunEvent::Progress { seq, .. }
+            | RunEvent::Section { seq, .. }
+            | RunEvent::Measurement { seq, .. } => *seq,
         }
     }
 }

@@ -147,6 +147,9 @@ pub(crate) struct RunCtx {
     pub stop: watch::Receiver<Option<StopLevel>>,
     /// The run's live state; phases record which phase runs.
     pub live: Arc<std::sync::Mutex<super::LiveRun>>,
+    /// The run's reporter socket; `None` when it could not be bound (phases then run
+    /// without `TESTBAY_REPORTER`).
+    pub reporter: Option<Arc<exec::reporter::Reporter>>,
 }
 
 pub(crate) struct ItemJob {
@@ -492,6 +495,10 @@ async fn run_one(
         Phase::Main => "result.json".to_string(),
         p => format!("{}.result.json", p.as_str()),
     };
+    let report = ctx
+        .reporter
+        .as_ref()
+        .map(|r| r.open_phase(artifacts, Some(report_sink(ctx, job, phase))));
     let cmd = PhaseCommand {
         argv: argv.to_vec(),
         cwd: job.task_dir.clone(),
@@ -502,6 +509,10 @@ async fn run_one(
             params_file: params_file.to_path_buf(),
             result_file: occ_dir.join(result_name),
             artifacts_dir: artifacts.to_path_buf(),
+            reporter: report.as_ref().map(|h| exec::ReporterEnv {
+                socket: h.socket.clone(),
+                token: h.token.clone(),
+            }),
         },
         log_file: occ_dir.join(log_name(phase)),
         // Within `bounds::MAX_TASK_TIME_S` once loaded; clamped here too, as a float
@@ -599,9 +610,70 @@ async fn run_one(
             running.await
         }
     };
-    outcome.map_err(|e| NotRun {
+    let mut outcome = outcome.map_err(|e| NotRun {
         files: matches!(e, exec::ExecError::LogFile { .. }),
         message: e.to_string(),
+    })?;
+    if let Some(h) = report {
+        let reason = format!("still open when the {} phase ended", phase.as_str());
+        exec::apply_report(&mut outcome, h.finish(&reason, ctx.clock.now_ms()));
+    }
+    Ok(outcome)
+}
+
+/// Sends what a phase reports to the event stream as it happens.
+fn report_sink(ctx: &Arc<RunCtx>, job: &ItemJob, phase: Phase) -> exec::reporter::ReportSink {
+    let events = ctx.events.clone();
+    let seq = ctx.seq.clone();
+    let clock = ctx.clock.clone();
+    let run_id = ctx.run_id.clone();
+    let task = job.def.name.clone();
+    let lane = job.lane.clone();
+    let item = job.item as u32;
+    Box::new(move |change, report| {
+        use crate::reporter::Change;
+        if !events.has_listeners() {
+            return;
+        }
+        let ts = clock.now_ms();
+        let ev = match change {
+            Change::Started(id) | Change::Stopped(id) => {
+                let Some(s) = report.sections.get(*id as usize) else {
+                    return;
+                };
+                RunEvent::Section {
+                    run_id: run_id.clone(),
+                    seq: seq.next(),
+                    item,
+                    task: task.clone(),
+                    lane: lane.clone(),
+                    phase,
+                    section: Box::new(crate::reporter::Section {
+                        details: Vec::new(),
+                        extra: Default::default(),
+                        ..s.clone()
+                    }),
+                    ts,
+                }
+            }
+            Change::Measured {
+                section,
+                measurement,
+            } => RunEvent::Measurement {
+                run_id: run_id.clone(),
+                seq: seq.next(),
+                item,
+                task: task.clone(),
+                lane: lane.clone(),
+                phase,
+                section: *section,
+                passed: measurement.passed(),
+                measurement: Box::new(measurement.clone()),
+                ts,
+            },
+            Change::None | Change::Result => return,
+        };
+        events.send(ev);
     })
 }
 
