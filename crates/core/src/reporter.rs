@@ -60,6 +60,7 @@ pub enum ClientMessage {
         token: String,
         /// The client's process id, for the log.
         #[serde(default)]
+        #[schemars(range(min = 1, max = 4_194_304))]
         pid: Option<u32>,
     },
     /// Open a section inside the connection's innermost open section.
@@ -112,6 +113,7 @@ pub struct Reply {
     pub ok: bool,
     /// The id of the section a `section_start` opened.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 9_999))]
     pub id: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ReplyError>,
@@ -308,7 +310,9 @@ fn check_name(what: &str, s: &str) -> Result<(), ProtocolError> {
     if s.trim().is_empty() || s.len() > MAX_NAME_BYTES || s.chars().any(char::is_control) {
         return Err(ProtocolError::BadValue {
             what: what.into(),
-            rule: format!("a non-empty name of at most {MAX_NAME_BYTES} bytes without control characters"),
+            rule: format!(
+                "a non-empty name of at most {MAX_NAME_BYTES} bytes without control characters"
+            ),
         });
     }
     Ok(())
@@ -656,7 +660,10 @@ mod tests {
             message: None,
         };
         r.apply(&mut c, set(), 1).unwrap();
-        assert_eq!(r.apply(&mut c, set(), 1).unwrap_err().code(), "result_twice");
+        assert_eq!(
+            r.apply(&mut c, set(), 1).unwrap_err().code(),
+            "result_twice"
+        );
         let m = |name: &str, low: Option<f64>, c: Option<Comparison>| ClientMessage::Measurement {
             name: name.into(),
             value: 1.0,
@@ -695,8 +702,14 @@ mod tests {
         let mut r = PhaseReport::default();
         let mut c = r.connect();
         for i in 0..MAX_DETAILS {
-            r.apply(&mut c, ClientMessage::Detail { text: i.to_string() }, 0)
-                .unwrap();
+            r.apply(
+                &mut c,
+                ClientMessage::Detail {
+                    text: i.to_string(),
+                },
+                0,
+            )
+            .unwrap();
         }
         let e = r
             .apply(&mut c, ClientMessage::Detail { text: "x".into() }, 0)

@@ -14,6 +14,5 @@ pub mod store;
 
 pub use testbay_core::{
     bounds, clock, diag, doc, lab, measure, model, outcome, params, plan, reporter, schedule,
-    schema, timefmt,
-    userfile,
+    schema, timefmt, userfile,
 };

@@ -51,9 +51,9 @@ use serde_json::{Map, Value};
 use tokio::sync::watch;
 
 use crate::clock::{Clock, EpochMs};
+use crate::measure::Measurement;
 use crate::model::StopLevel;
 use crate::outcome::{Phase, ERRORED};
-use crate::measure::Measurement;
 use crate::pack::model::SubResult;
 use crate::reporter::PhaseReport;
 use outcome::EndedBy;

@@ -7,10 +7,10 @@ use std::path::Path;
 use serde_json::Map;
 
 use super::{ExecLimits, Exit, LogStats, PhaseCommand, PhaseOutcome};
-use crate::reporter::PhaseReport;
 use crate::clock::EpochMs;
 use crate::outcome::{ABORTED, ERRORED, FAILED, PASSED, TIMEOUT};
 use crate::pack::model::TaskReturn;
+use crate::reporter::PhaseReport;
 
 /// Why the phase was ended early by the engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -22,8 +22,7 @@ use tokio::task::JoinSet;
 
 use crate::clock::Clock;
 use crate::reporter::{
-    parse_line, Change, Client, ClientMessage, PhaseReport, ProtocolError, Reply,
-    MAX_MESSAGE_BYTES,
+    parse_line, Change, Client, ClientMessage, PhaseReport, ProtocolError, Reply, MAX_MESSAGE_BYTES,
 };
 
 /// Messages a connection may send per second before it is slowed down.
@@ -80,7 +79,11 @@ impl Reporter {
         let mut path = run_dir.join("reporter.sock");
         if path.as_os_str().len() > MAX_SOCKET_PATH {
             let uid = unsafe { libc::getuid() };
-            let short: String = run_id.chars().filter(char::is_ascii_alphanumeric).take(32).collect();
+            let short: String = run_id
+                .chars()
+                .filter(char::is_ascii_alphanumeric)
+                .take(32)
+                .collect();
             path = std::env::temp_dir().join(format!("testbay-{uid}-{short}.sock"));
         }
         let _ = std::fs::remove_file(&path);
@@ -105,7 +108,9 @@ impl Reporter {
                     while set.try_join_next().is_some() {}
                     // The accept loop is one of the set's tasks.
                     if set.len() > MAX_CONNECTIONS {
-                        tracing::warn!("reporter: over {MAX_CONNECTIONS} connections; closing a new one");
+                        tracing::warn!(
+                            "reporter: over {MAX_CONNECTIONS} connections; closing a new one"
+                        );
                         continue;
                     }
                     set.spawn(serve(stream, phases.clone(), clock.clone()));

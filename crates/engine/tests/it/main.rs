@@ -16,3 +16,4 @@ mod read_file;
 mod bounds;
 mod support;
 mod waiters;
+mod reporter;
