@@ -17,7 +17,7 @@ use crate::model::StopLevel;
 use crate::outcome::{Phase, ABORTED, ERRORED, TIMEOUT};
 use crate::pack::{GlobalParams, TaskDef};
 use crate::plan::DutTarget;
-use crate::store::{NewSubResult, Store, TaskFinish, TaskKind, TaskPaths};
+use crate::store::{NewSubResult, SectionRecord, Store, TaskFinish, TaskKind, TaskPaths};
 
 use super::broker::Holding;
 use super::events::{RunEvent, TaskState};
@@ -369,6 +369,19 @@ impl Phases {
             signal,
             log_truncated: truncated,
             sub_results,
+            sections: [&self.setup, &self.main, &self.teardown]
+                .into_iter()
+                .flatten()
+                .flat_map(|o| {
+                    let phase = o.phase.as_str();
+                    o.report.iter().flat_map(move |r| {
+                        r.sections.iter().map(move |s| SectionRecord {
+                            phase: phase.to_string(),
+                            section: s.clone(),
+                        })
+                    })
+                })
+                .collect(),
             paths: if attempted {
                 paths
             } else {

@@ -75,6 +75,8 @@ pub struct TaskFinish {
     pub signal: Option<i32>,
     pub log_truncated: bool,
     pub sub_results: Vec<NewSubResult>,
+    /// Sections the task's phases reported (`exec::reporter`), phase by phase.
+    pub sections: Vec<SectionRecord>,
     /// The occurrence's files; `None` fields keep what [`super::Store::task_phase_started`]
     /// recorded.
     pub paths: TaskPaths,
@@ -195,6 +197,18 @@ pub struct TaskRecord {
     pub log_truncated: bool,
     pub pgid: Option<i32>,
     pub sub_results: Vec<SubResultRecord>,
+    /// Sections its phases reported, setup's first, each phase's in the order they
+    /// started (`section.parent` is an id within the same phase).
+    pub sections: Vec<SectionRecord>,
+}
+
+/// One section a task phase reported.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct SectionRecord {
+    /// `setup`, `main` or `teardown`.
+    pub phase: String,
+    pub section: crate::reporter::Section,
 }
 
 /// Sort key of the run listing.

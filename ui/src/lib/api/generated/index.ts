@@ -55,6 +55,7 @@ export type * from './RunSort';
 export type * from './RunStatus';
 export type * from './RunView';
 export type * from './Section';
+export type * from './SectionRecord';
 export type * from './SlotState';
 export type * from './SlotView';
 export type * from './StoredTaskState';
