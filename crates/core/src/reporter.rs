@@ -8,7 +8,9 @@
 //! connection first says `hello` with the `TESTBAY_REPORTER_TOKEN` of its phase; that ties
 //! it to one task phase. Sections nest (pyATS's TestSuite > Task > Section): a
 //! `section_start` opens a section inside the connection's innermost open section, a
-//! `section_stop` closes that innermost one and must name it. A connection that says hello
+//! `section_stop` closes that innermost one and must name it (a connection with no
+//! section of its own open closes the section opened last, so a shell task may open and
+//! close a section with two commands). A connection that says hello
 //! while another connection of the same phase has sections open (a forked child, pyATS's
 //! client tree) starts inside the section opened last. Details, extra data, measurements
 //! and attachments go to the innermost open section, or to the task when none is open.
@@ -416,7 +418,15 @@ impl PhaseReport {
                     check_text("message", m)?;
                 }
                 let Some(&id) = client.stack.last() else {
-                    return Err(ProtocolError::NotOpen(name));
+                    // A connection with nothing open of its own (one `testbay report`
+                    // command per line of a shell task) stops the section opened last.
+                    return match self.latest_open {
+                        Some(id) if self.sections[id as usize].name == name => {
+                            self.finish(id, result, message.unwrap_or_default(), now);
+                            Ok(Change::Stopped(id))
+                        }
+                        _ => Err(ProtocolError::NotOpen(name)),
+                    };
                 };
                 let open = &self.sections[id as usize];
                 if open.name != name {
@@ -649,6 +659,25 @@ mod tests {
         assert_eq!(closed, vec![1, 0]);
         assert_eq!(r.sections[0].result.as_deref(), Some(ERRORED));
         assert_eq!(r.rollup(), Some(ERRORED));
+    }
+
+    #[test]
+    fn one_connection_per_command_opens_and_closes_sections() {
+        let mut r = PhaseReport::default();
+        let mut a = r.connect();
+        r.apply(&mut a, start("boot"), 1).unwrap();
+        let mut b = r.connect();
+        r.apply(&mut b, start("step"), 2).unwrap();
+        let mut c = r.connect();
+        assert_eq!(
+            r.apply(&mut c, stop("boot", None), 3).unwrap_err().code(),
+            "not_open"
+        );
+        r.apply(&mut c, stop("step", None), 3).unwrap();
+        let mut d = r.connect();
+        r.apply(&mut d, stop("boot", None), 4).unwrap();
+        assert_eq!(r.sections[1].parent, Some(0));
+        assert!(r.sections.iter().all(|s| s.result.is_some()));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 pub mod export;
 pub mod lab;
 pub mod packs;
+pub mod report;
 pub mod results;
 pub mod run;
 pub mod serve;
@@ -90,6 +91,8 @@ pub enum Command {
     Packs(packs::Args),
     /// Lab inventory: show, find DUTs, hold and release, list holds and waiters
     Lab(lab::Args),
+    /// From inside a task: report sections, details, measurements, attachments, the result
+    Report(report::Args),
 }
 
 impl Command {
@@ -107,5 +110,6 @@ pub fn run(command: Command, ctx: &Ctx) -> anyhow::Result<i32> {
         Command::Export(a) => export::run(a, ctx),
         Command::Packs(a) => packs::run(a, ctx),
         Command::Lab(a) => lab::run(a, ctx),
+        Command::Report(a) => report::run(a, ctx),
     }
 }

@@ -432,3 +432,65 @@ for m in [dict(type="hello", token=os.environ["TESTBAY_REPORTER_TOKEN"]),
         (FAILED.to_string(), "from the reporter".to_string())
     );
 }
+
+/// A Python task reports through the bundled SDK without installing it (the console puts
+/// it on PYTHONPATH): steps, a failed step from an exception, a measurement out of limits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_task_uses_the_bundled_sdk() {
+    let f = Bed::new();
+    write_pack(
+        &f.pack,
+        "name: sdk\nversion: '1'\ngroups:\n  g:\n    tests: [py]\n",
+        &[("py", "", "")],
+    );
+    let script = r#"
+import testbay
+with testbay.section("rf", description="radio checks"):
+    with testbay.step("tune"):
+        testbay.detail("locked")
+    try:
+        with testbay.step("scan"):
+            raise RuntimeError("no carrier")
+    except RuntimeError:
+        pass
+    testbay.measure("snr_db", 12.0, units="dB", low=20)
+"#;
+    std::fs::write(f.pack.join("tasks/py.py"), script).unwrap();
+    std::fs::write(
+        f.pack.join("tasks/py.yaml"),
+        "name: py\nrun: [python3, py.py]\n",
+    )
+    .unwrap();
+    let id = f
+        .mgr
+        .launch(LaunchRequest {
+            pack_dir: f.pack.display().to_string(),
+            ..Default::default()
+        })
+        .unwrap();
+    f.mgr.wait(&id).await.unwrap();
+    let t = &f.mgr.store().run_tasks(&id).unwrap()[0];
+    let got: Vec<(&str, Option<&str>, &str)> = t
+        .sections
+        .iter()
+        .map(|s| {
+            (
+                s.section.name.as_str(),
+                s.section.result.as_deref(),
+                s.section.message.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("rf", Some(PASSED), ""),
+            ("tune", Some(PASSED), ""),
+            ("scan", Some(FAILED), "RuntimeError: no carrier"),
+        ],
+        "{:?}",
+        t.message
+    );
+    assert_eq!(t.sections[1].section.details, ["locked"]);
+    assert_eq!(t.sections[0].section.measurements[0].passed(), Some(false));
+}
