@@ -10,4 +10,5 @@ mod paths;
 mod signals;
 mod disk_full;
 mod hostile;
+mod report;
 mod support;

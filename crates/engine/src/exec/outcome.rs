@@ -140,7 +140,8 @@ pub enum Verdict {
 /// Adds what the phase reported live to its outcome. The engine's verdict and a result
 /// file's stand; over an exit status, the reporter's `set_result` wins, and a phase that
 /// exited 0 takes its top-level sections' worst failure (`Errored` over `Failed`).
-/// Measurements and sections stay in every case.
+/// Measurements and sections stay in every case; extra data, details and attachments
+/// outside any section join the metadata.
 pub fn apply_report(out: &mut PhaseOutcome, report: PhaseReport) {
     if report.is_empty() {
         return;
@@ -164,6 +165,21 @@ pub fn apply_report(out: &mut PhaseOutcome, report: PhaseReport) {
         }
     }
     out.measurements.extend(report.measurements.iter().cloned());
+    // What was reported outside any section joins the task's metadata (a result file's
+    // keys stand).
+    for (k, v) in &report.extra {
+        out.metadata.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+    for (key, list) in [
+        ("details", &report.details),
+        ("attachments", &report.attachments),
+    ] {
+        if !list.is_empty() {
+            out.metadata
+                .entry(key)
+                .or_insert_with(|| serde_json::json!(list));
+        }
+    }
     out.report = Some(report);
 }
 
