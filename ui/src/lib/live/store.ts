@@ -255,6 +255,10 @@ export class LiveStore {
         });
         return { changed: true, task: { item: ev.item, before: t.state, after: state } };
       }
+      case 'section':
+      case 'measurement':
+        // What tasks report inside themselves: `LiveSections` (sections.ts) keeps it.
+        return NOTHING;
     }
   }
 
