@@ -189,17 +189,21 @@ struct Rate {
 }
 
 impl Rate {
-    async fn take(&mut self) {
+    fn refill(&mut self) {
         let now = tokio::time::Instant::now();
-        let per_sec = f64::from(RATE_PER_SEC);
-        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * per_sec)
-            .min(f64::from(BURST));
+        self.tokens = (self.tokens
+            + now.duration_since(self.last).as_secs_f64() * f64::from(RATE_PER_SEC))
+        .min(f64::from(BURST));
         self.last = now;
+    }
+
+    async fn take(&mut self) {
+        self.refill();
         if self.tokens < 1.0 {
-            let wait = (1.0 - self.tokens) / per_sec;
+            // Timers tick in milliseconds: wait at least one and take what it brought.
+            let wait = ((1.0 - self.tokens) / f64::from(RATE_PER_SEC)).max(0.001);
             tokio::time::sleep(Duration::from_secs_f64(wait)).await;
-            self.tokens = 1.0;
-            self.last = tokio::time::Instant::now();
+            self.refill();
         }
         self.tokens -= 1.0;
     }
