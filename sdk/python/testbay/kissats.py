@@ -12,6 +12,10 @@ params as kissats passes them (``global_params`` of ``TESTBAY_PARAMS``, plus ``d
 - teardown: ``task_teardown(global_params)``.
 
 A module without the phase's function does nothing in that phase.
+
+``python3 -m testbay.kissats --import DIR OUT`` writes a pack in OUT from the task modules
+in DIR (``testbay packs import-kissats`` calls it): each module's ``get_params`` gives its
+task file, the modules are copied beside them and one group, ``tests``, runs them all.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import re
+import shutil
 import sys
 import traceback
 from typing import Any, Dict, List, Optional
@@ -98,10 +104,95 @@ def run(module_name: str, phase: str) -> int:
     return 0
 
 
+# kissats task params Testbay's task file takes as they are.
+_SAME_KEYS = (
+    "always_teardown", "stop_suite_on_fail", "exclusive_resources", "shared_resources",
+    "max_resource_retry", "max_resource_wait", "process_safe", "valid_ats", "valid_duts",
+    "req_param_keys", "optional_param_keys", "prereq_tasks", "priority", "extra_metadata",
+)
+
+
+def _task_name(params: Dict[str, Any], module: str) -> str:
+    """kissats names a task by ``params['name']``, often ``__file__``: its file's stem."""
+    name = str(params.get("name") or module)
+    name = os.path.basename(name)
+    return name[:-3] if name.endswith(".py") else name
+
+
+def task_file(module_name: str, module: Any) -> Dict[str, Any]:
+    """The Testbay task file of a kissats module, from its ``get_params``."""
+    get = getattr(module, "get_params", None)
+    params: Dict[str, Any] = dict(get({}) if get else {})
+    argv = ["python3", "-m", "testbay.kissats", module_name]
+    task: Dict[str, Any] = {"name": _task_name(params, module_name)}
+    desc = params.get("description") or module.__doc__ or ""
+    if desc:
+        task["description"] = " ".join(str(desc).split())
+    task["run"] = argv
+    if hasattr(module, "task_setup"):
+        task["setup"] = argv
+    if hasattr(module, "task_teardown"):
+        task["teardown"] = argv
+    for key in _SAME_KEYS:
+        v = params.get(key)
+        if v not in (None, "", [], {}, 0, False) or (key == "priority" and v is not None):
+            task[key] = v
+    est = params.get("est_test_time") or params.get("est_task_time")
+    if est:
+        task["est_task_time"] = est
+    if params.get("resource_config"):
+        task["resource_configs"] = params["resource_config"]
+    return task
+
+
+def import_pack(src: str, out: str) -> List[str]:
+    """Writes a pack in ``out`` from the kissats task modules in ``src``; the task names."""
+    src = os.path.abspath(src)
+    modules = sorted(
+        f[:-3] for f in os.listdir(src) if f.endswith(".py") and not f.startswith("_")
+    )
+    sys.path.insert(0, src)
+    tasks_dir = os.path.join(out, "tasks")
+    os.makedirs(tasks_dir, exist_ok=True)
+    names: List[str] = []
+    for m in modules:
+        module = importlib.import_module(m)
+        if not hasattr(module, "task_main"):
+            continue
+        task = task_file(m, module)
+        names.append(task["name"])
+        shutil.copyfile(os.path.join(src, m + ".py"), os.path.join(tasks_dir, m + ".py"))
+        # JSON is YAML: the task file needs no YAML writer.
+        with open(os.path.join(tasks_dir, m + ".yaml"), "w", encoding="utf-8") as f:
+            json.dump(task, f, indent=2)
+            f.write("\n")
+    if not names:
+        raise ValueError(f"no kissats task module (a .py file with task_main) in {src}")
+    pack_name = re.sub(r"[^A-Za-z0-9_.-]+", "-", os.path.basename(src.rstrip("/"))).strip("-")
+    pack = {
+        "name": pack_name or "kissats",
+        "version": "1.0.0",
+        "description": f"kissats task modules imported from {src}",
+        "groups": {"tests": {"tests": names}},
+    }
+    with open(os.path.join(out, "pack.yaml"), "w", encoding="utf-8") as f:
+        json.dump(pack, f, indent=2)
+        f.write("\n")
+    return names
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    if len(args) == 3 and args[0] == "--import":
+        try:
+            names = import_pack(args[1], args[2])
+        except (ValueError, OSError, ImportError) as e:
+            print(f"testbay.kissats: {e}", file=sys.stderr)
+            return 1
+        print(json.dumps(names))
+        return 0
     if len(args) != 1:
-        print("usage: python3 -m testbay.kissats MODULE", file=sys.stderr)
+        print("usage: python3 -m testbay.kissats MODULE | --import DIR OUT", file=sys.stderr)
         return 2
     return run(args[0], os.environ.get("TESTBAY_PHASE", "main"))
 

@@ -57,6 +57,24 @@ class KissatsRunnerTest(unittest.TestCase):
         self.assertEqual(code, 0, err)
         self.assertEqual(len(doc["multi_result"]), 1)
 
+    def test_import_writes_a_pack_from_get_params(self) -> None:
+        out = tempfile.mkdtemp()
+        env = dict(os.environ, PYTHONPATH=SDK)
+        p = subprocess.run([sys.executable, "-m", "testbay.kissats", "--import", FIXTURES, out],
+                           env=env, capture_output=True, text=True)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(json.loads(p.stdout), ["sample_task"])
+        with open(os.path.join(out, "tasks", "sample_task.yaml")) as f:
+            task = json.load(f)
+        self.assertEqual(task["run"], ["python3", "-m", "testbay.kissats", "sample_task"])
+        self.assertEqual(task["setup"], task["run"])
+        self.assertEqual(task["req_param_keys"], ["channels"])
+        self.assertEqual(task["est_task_time"], 1)
+        with open(os.path.join(out, "pack.yaml")) as f:
+            pack = json.load(f)
+        self.assertEqual(pack["groups"], {"tests": {"tests": ["sample_task"]}})
+        self.assertTrue(os.path.exists(os.path.join(out, "tasks", "sample_task.py")))
+
 
 if __name__ == "__main__":
     unittest.main()

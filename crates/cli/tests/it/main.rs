@@ -11,4 +11,5 @@ mod signals;
 mod disk_full;
 mod hostile;
 mod report;
+mod kissats;
 mod support;

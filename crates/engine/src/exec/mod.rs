@@ -38,6 +38,7 @@ pub mod reporter;
 
 pub use guard::{guard_pid, start as start_guard, CONSOLE_ENV};
 pub use outcome::{apply_report, cap_string, signal_name, Verdict};
+pub use program::python_sdk_dir;
 pub use reap::{group_alive, signal_group};
 
 use std::ffi::OsStr;
