@@ -14,13 +14,22 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
 use testbay_engine::clock::{Clock, SystemClock};
-use testbay_engine::exec::reporter::{PhaseHandle, Reporter};
+use testbay_engine::exec::reporter::{PhaseHandle, PhaseInfo, Reporter};
 
 fn env_or(key: &str, default: usize) -> usize {
     std::env::var(key)
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+fn info() -> PhaseInfo {
+    PhaseInfo {
+        task: "bench".into(),
+        lane: "local".into(),
+        item: 0,
+        phase: testbay_engine::outcome::Phase::Main,
+    }
 }
 
 struct Client {
@@ -54,7 +63,7 @@ impl Client {
 }
 
 async fn pipelined(r: &Reporter, dir: &std::path::Path, n: usize) -> f64 {
-    let h = r.open_phase(dir, None);
+    let h = r.open_phase(info(), dir, None);
     let Client { mut rd, mut wr, .. } = Client::hello(r, &h).await;
     let t = Instant::now();
     let writer = tokio::spawn(async move {
@@ -87,7 +96,7 @@ async fn pipelined(r: &Reporter, dir: &std::path::Path, n: usize) -> f64 {
 }
 
 async fn one_by_one(r: &Reporter, dir: &std::path::Path, n: usize) -> f64 {
-    let h = r.open_phase(dir, None);
+    let h = r.open_phase(info(), dir, None);
     let mut c = Client::hello(r, &h).await;
     let t = Instant::now();
     for i in 0..n {
@@ -103,7 +112,7 @@ async fn one_by_one(r: &Reporter, dir: &std::path::Path, n: usize) -> f64 {
 /// a measurement each, one by one), finish.
 async fn task(r: &Reporter, dir: &std::path::Path, sections: usize) -> Duration {
     let t = Instant::now();
-    let h = r.open_phase(dir, None);
+    let h = r.open_phase(info(), dir, None);
     if sections > 0 {
         let mut c = Client::hello(r, &h).await;
         for i in 0..sections {
@@ -137,7 +146,7 @@ fn main() {
     rt.block_on(async {
         let tmp = tempfile::tempdir().unwrap();
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let r = Reporter::start(tmp.path(), "bench", clock).unwrap();
+        let r = Reporter::start(tmp.path(), "bench", clock, Arc::default()).unwrap();
         let dir = tmp.path();
         println!("reporter: one task, {n} messages");
         println!(

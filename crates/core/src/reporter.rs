@@ -106,6 +106,92 @@ pub enum ClientMessage {
         #[serde(default)]
         message: Option<String>,
     },
+    /// Ask the operator and wait for the answer (the reply's `answer`): one of `choices`
+    /// when given, else free text matching `pattern` (a regular expression, whole text)
+    /// when given. After `timeout_s` (default and at most [`MAX_PROMPT_S`]) the answer is
+    /// a timeout.
+    Prompt {
+        message: String,
+        #[serde(default)]
+        choices: Vec<String>,
+        #[serde(default)]
+        pattern: Option<String>,
+        #[serde(default)]
+        #[schemars(range(min = 0, max = 86_400))]
+        timeout_s: Option<f64>,
+    },
+}
+
+/// Longest a prompt waits for its answer, seconds (also its default).
+pub const MAX_PROMPT_S: f64 = 86_400.0;
+/// Choices one prompt may offer.
+pub const MAX_CHOICES: usize = 32;
+
+/// The operator's answer to a prompt, or its timeout.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, TS)]
+#[ts(export)]
+pub struct PromptAnswer {
+    /// The answer; empty when it timed out.
+    pub text: String,
+    /// Who answered (as the console knows them); `None` on a timeout.
+    #[serde(default)]
+    pub by: Option<String>,
+    #[ts(type = "number")]
+    #[schemars(range(min = 0, max = 253_402_300_799_999i64))]
+    pub at_ms: EpochMs,
+    pub timed_out: bool,
+}
+
+impl PromptAnswer {
+    /// The answer a prompt gets when nobody answered in time.
+    pub fn timeout(at_ms: EpochMs) -> Self {
+        PromptAnswer {
+            text: String::new(),
+            by: None,
+            at_ms,
+            timed_out: true,
+        }
+    }
+}
+
+/// A prompt a task asked and what came of it, kept with the phase's report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PromptRecord {
+    pub message: String,
+    pub answer: PromptAnswer,
+}
+
+/// Checks a prompt as asked: its message, choices and timeout.
+pub fn check_prompt(
+    message: &str,
+    choices: &[String],
+    timeout_s: Option<f64>,
+) -> Result<(), ProtocolError> {
+    if message.trim().is_empty() {
+        return Err(ProtocolError::BadValue {
+            what: "prompt message".into(),
+            rule: "not empty".into(),
+        });
+    }
+    check_text("prompt message", message)?;
+    if choices.len() > MAX_CHOICES {
+        return Err(ProtocolError::BadValue {
+            what: "choices".into(),
+            rule: format!("at most {MAX_CHOICES}"),
+        });
+    }
+    for c in choices {
+        check_name("choice", c)?;
+    }
+    if let Some(t) = timeout_s {
+        if !(t > 0.0 && t <= MAX_PROMPT_S) {
+            return Err(ProtocolError::BadValue {
+                what: "timeout_s".into(),
+                rule: format!("more than 0 and at most {MAX_PROMPT_S}"),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The console's answer to one message.
@@ -119,6 +205,9 @@ pub struct Reply {
     pub id: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ReplyError>,
+    /// The answer to a `prompt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<PromptAnswer>,
 }
 
 /// Why a message was refused; the client may show `message` as it is.
@@ -135,6 +224,7 @@ impl Reply {
             ok: true,
             id,
             error: None,
+            answer: None,
         }
     }
 
@@ -146,6 +236,7 @@ impl Reply {
                 code: e.code().into(),
                 message: e.to_string(),
             }),
+            answer: None,
         }
     }
 }
@@ -299,6 +390,8 @@ pub struct PhaseReport {
     /// Every measurement of the phase, sections' included, in the order recorded (the
     /// task's measurements, as a result file's `measurements` gives them).
     pub measurements: Vec<Measurement>,
+    /// Prompts the phase asked, with their answers, in order.
+    pub prompts: Vec<PromptRecord>,
     /// The section opened last that is still open, where a new connection starts.
     #[serde(skip)]
     latest_open: Option<u32>,
@@ -375,6 +468,8 @@ impl PhaseReport {
     ) -> Result<Change, ProtocolError> {
         match msg {
             ClientMessage::Hello { .. } => Err(ProtocolError::HelloTwice),
+            // The engine waits for the operator; it records the outcome with `prompted`.
+            ClientMessage::Prompt { .. } => Ok(Change::None),
             ClientMessage::SectionStart { name, description } => {
                 check_name("section name", &name)?;
                 if let Some(d) = &description {
@@ -537,6 +632,13 @@ impl PhaseReport {
         }
     }
 
+    /// A prompt was answered (or timed out).
+    pub fn prompted(&mut self, message: String, answer: PromptAnswer) {
+        if self.prompts.len() < MAX_DETAILS {
+            self.prompts.push(PromptRecord { message, answer });
+        }
+    }
+
     fn finish(&mut self, id: u32, result: String, message: String, now: EpochMs) {
         let s = &mut self.sections[id as usize];
         s.result = Some(result);
@@ -594,6 +696,7 @@ impl PhaseReport {
             && self.extra.is_empty()
             && self.attachments.is_empty()
             && self.measurements.is_empty()
+            && self.prompts.is_empty()
     }
 }
 

@@ -14,7 +14,7 @@ import socket
 import threading
 import warnings
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 SOCKET_ENV = "TESTBAY_REPORTER"
 TOKEN_ENV = "TESTBAY_REPORTER_TOKEN"
@@ -168,3 +168,30 @@ def attach(path: str) -> None:
 def set_result(result: str, message: Optional[str] = None) -> None:
     """The task's result (once; a result file, when written, wins)."""
     _client.send({"type": "set_result", "result": result, "message": message})
+
+
+def prompt(
+    message: str,
+    choices: Optional[List[str]] = None,
+    pattern: Optional[str] = None,
+    timeout: Optional[float] = None,
+) -> str:
+    """Ask the operator and wait for the answer: one of ``choices`` when given, else free
+    text matching ``pattern`` (a regular expression, whole text) when given. After
+    ``timeout`` seconds (default: a day) without an answer, returns ``""`` (as it does
+    outside Testbay, where nobody can answer)."""
+    reply = _client.send(
+        {
+            "type": "prompt",
+            "message": message,
+            "choices": list(choices) if choices else None,
+            "pattern": pattern,
+            "timeout_s": timeout,
+        }
+    )
+    if reply is None:
+        return ""
+    answer = reply.get("answer") or {}
+    if answer.get("timed_out"):
+        return ""
+    return str(answer.get("text", ""))

@@ -41,6 +41,12 @@ class FakeConsole:
         for line in f:
             m = json.loads(line)
             self.messages.append(m)
+            if m["type"] == "prompt":
+                text = m.get("choices", ["typed"])[0]
+                timed_out = m.get("timeout_s") == 0.01
+                f.write(json.dumps({"ok": True, "answer": {"text": "" if timed_out else text, "by": "op", "at_ms": 1, "timed_out": timed_out}}).encode() + b"\n")
+                f.flush()
+                continue
             twice = m["type"] == "set_result" and sum(
                 x["type"] == "set_result" for x in self.messages
             ) > 1
@@ -104,6 +110,12 @@ class ReporterTest(unittest.TestCase):
         with self.assertRaises(testbay.ReporterError) as e:
             testbay.set_result("Failed")
         self.assertEqual(e.exception.code, "result_twice")
+
+    def test_prompt_returns_the_answer_or_empty_on_timeout(self) -> None:
+        self.assertEqual(testbay.prompt("Plug in HDMI", choices=["done", "fail"]), "done")
+        self.assertEqual(self.console.messages[-1],
+                         {"type": "prompt", "message": "Plug in HDMI", "choices": ["done", "fail"]})
+        self.assertEqual(testbay.prompt("Serial?", pattern="SN[0-9]+", timeout=0.01), "")
 
     def test_a_forked_child_says_hello_on_its_own_connection(self) -> None:
         testbay.detail("parent")

@@ -64,6 +64,19 @@ enum What {
         #[arg(long)]
         message: Option<String>,
     },
+    /// Ask the operator and print the answer; exit status 3 when nobody answered in time
+    Prompt {
+        message: String,
+        /// An answer it takes (repeat for more); without any, free text
+        #[arg(long = "choice")]
+        choices: Vec<String>,
+        /// A regular expression the whole free-text answer must match
+        #[arg(long)]
+        pattern: Option<String>,
+        /// Seconds to wait [default: a day]
+        #[arg(long)]
+        timeout: Option<f64>,
+    },
 }
 
 fn parse_comparison(s: &str) -> Result<Comparison, String> {
@@ -118,13 +131,24 @@ pub fn run(args: Args, _ctx: &Ctx) -> anyhow::Result<i32> {
         What::Result { result, message } => {
             json!({"type": "set_result", "result": result, "message": message})
         }
+        What::Prompt {
+            message,
+            choices,
+            pattern,
+            timeout,
+        } => json!({
+            "type": "prompt", "message": message,
+            "choices": (!choices.is_empty()).then_some(choices),
+            "pattern": pattern, "timeout_s": timeout,
+        }),
     };
+    let is_prompt = msg["type"] == "prompt";
     let (Some(socket), Some(token)) = (std::env::var_os(SOCKET_ENV), std::env::var(TOKEN_ENV).ok())
     else {
         say!(
             "testbay report: not inside a Testbay task ({SOCKET_ENV} is not set); nothing reported"
         );
-        return Ok(0);
+        return Ok(if is_prompt { 3 } else { 0 });
     };
     let stream = UnixStream::connect(&socket).with_context(|| {
         format!(
@@ -132,13 +156,18 @@ pub fn run(args: Args, _ctx: &Ctx) -> anyhow::Result<i32> {
             socket.to_string_lossy()
         )
     })?;
-    stream.set_read_timeout(Some(ANSWER_WITHIN))?;
     let mut rd = BufReader::new(stream.try_clone()?);
     let mut wr = stream;
-    for m in [
+    for (i, m) in [
         json!({"type": "hello", "token": token, "pid": std::process::id()}),
         msg,
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        // A prompt waits for the operator as long as it takes (its own timeout ends it).
+        let wait = (!(is_prompt && i == 1)).then_some(ANSWER_WITHIN);
+        wr.set_read_timeout(wait)?;
         let mut line = serde_json::to_vec(&strip_nulls(m))?;
         line.push(b'\n');
         wr.write_all(&line)?;
@@ -150,6 +179,13 @@ pub fn run(args: Args, _ctx: &Ctx) -> anyhow::Result<i32> {
         if let Some(e) = reply.error.filter(|_| !reply.ok) {
             say!("testbay report: {} ({})", e.message, e.code);
             return Ok(1);
+        }
+        if let Some(a) = reply.answer {
+            if a.timed_out {
+                say!("testbay report: nobody answered in time");
+                return Ok(3);
+            }
+            out!("{}", a.text);
         }
     }
     Ok(0)

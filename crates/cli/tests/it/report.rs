@@ -13,6 +13,9 @@ if testbay report section-stop nope 2> refused.txt; then exit 9; fi
 grep -q "section \`nope\` is not open (not_open)" refused.txt
 testbay report section-stop boot
 testbay report extra firmware '{"version": "1.2"}'
+# Nobody answers in a headless run: the prompt times out (exit status 3).
+set +e; testbay report prompt "Serial number?" --pattern 'SN[0-9]+' --timeout 0.2; code=$?; set -e
+[ "$code" = 3 ]
 "#;
 
 #[test]
@@ -32,6 +35,8 @@ fn a_shell_task_reports_sections_with_testbay_report() {
         "[local] shell: login_time = 1.5 s (within limits)",
         "[local] shell: section login: Passed",
         "[local] shell: section boot: Passed",
+        "[local] shell asks the operator (prompt 1): Serial number?",
+        "[local] shell: nobody answered in time",
         "[local] shell: Passed",
     ] {
         assert!(err.contains(want), "missing {want:?} in\n{err}");

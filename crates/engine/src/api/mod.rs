@@ -135,6 +135,17 @@ pub enum Request {
     },
     /// End a reservation or hold.
     Release { id: ResId },
+    /// The prompts running tasks wait on an operator's answer to.
+    ListPrompts,
+    /// Answer a prompt: one of its choices, or text matching its pattern. `by` says who
+    /// answered (the task gets it with the answer).
+    AnswerPrompt {
+        #[ts(type = "number")]
+        id: u64,
+        answer: String,
+        #[serde(default)]
+        by: Option<String>,
+    },
 }
 
 /// What the launch form sends: the pack by name, DUTs by name. At most 100 groups, 256
@@ -191,6 +202,8 @@ pub enum Response {
     Release {
         id: ResId,
     },
+    ListPrompts(Vec<crate::exec::prompts::PromptView>),
+    AnswerPrompt(crate::exec::prompts::PromptView),
 }
 
 /// A report to save: the client offers it as a download.

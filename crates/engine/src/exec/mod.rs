@@ -34,6 +34,7 @@ mod outcome;
 mod output;
 mod program;
 pub mod reap;
+pub mod prompts;
 pub mod reporter;
 
 pub use guard::{guard_pid, start as start_guard, CONSOLE_ENV};

@@ -170,6 +170,16 @@ pub fn apply_report(out: &mut PhaseOutcome, report: PhaseReport) {
     for (k, v) in &report.extra {
         out.metadata.entry(k.clone()).or_insert_with(|| v.clone());
     }
+    if !report.prompts.is_empty() {
+        let prompts: Vec<serde_json::Value> = report
+            .prompts
+            .iter()
+            .map(|p| serde_json::json!({"message": p.message, "answer": p.answer}))
+            .collect();
+        out.metadata
+            .entry("prompts")
+            .or_insert(serde_json::Value::Array(prompts));
+    }
     for (key, list) in [
         ("details", &report.details),
         ("attachments", &report.attachments),

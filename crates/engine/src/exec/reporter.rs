@@ -20,9 +20,12 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, BufWrit
 use tokio::net::{UnixListener, UnixStream};
 use tokio::task::JoinSet;
 
+use super::prompts::{PromptView, Prompts};
 use crate::clock::Clock;
+use crate::outcome::Phase;
 use crate::reporter::{
-    parse_line, Change, Client, ClientMessage, PhaseReport, ProtocolError, Reply, MAX_MESSAGE_BYTES,
+    check_prompt, parse_line, Change, Client, ClientMessage, PhaseReport, PromptAnswer,
+    ProtocolError, Reply, MAX_MESSAGE_BYTES, MAX_PROMPT_S,
 };
 
 /// Messages a connection may send per second before it is slowed down.
@@ -37,15 +40,35 @@ pub const MAX_CONNECTIONS: usize = 1_024;
 /// its socket in the temporary folder.
 const MAX_SOCKET_PATH: usize = 100;
 
-/// Receives what a phase's messages changed, with the report as it is now. Called with
-/// the phase's lock held: must not block.
-pub type ReportSink = Box<dyn FnMut(&Change, &PhaseReport) + Send + 'static>;
+/// What a phase reported, for the event stream.
+pub enum ReportEvent<'a> {
+    /// A message changed the report (shown as it is now).
+    Changed(&'a Change, &'a PhaseReport),
+    /// The phase asks the operator.
+    Asked(&'a PromptView),
+    /// Its prompt was answered, or timed out.
+    Answered(&'a PromptView, &'a PromptAnswer),
+}
+
+/// Receives what a phase reports. Called with the phase's lock held: must not block.
+pub type ReportSink = Box<dyn FnMut(ReportEvent<'_>) + Send + 'static>;
+
+/// Which task phase a reporter token stands for (what its prompts say).
+#[derive(Debug, Clone)]
+pub struct PhaseInfo {
+    pub task: String,
+    pub lane: String,
+    pub item: u32,
+    pub phase: Phase,
+}
 
 struct PhaseState {
     report: PhaseReport,
     over: bool,
     artifacts: PathBuf,
     sink: Option<ReportSink>,
+    info: PhaseInfo,
+    token: String,
 }
 
 type Phases = Mutex<HashMap<String, Arc<Mutex<PhaseState>>>>;
@@ -54,6 +77,8 @@ type Phases = Mutex<HashMap<String, Arc<Mutex<PhaseState>>>>;
 /// removes the socket file.
 pub struct Reporter {
     path: PathBuf,
+    run_id: String,
+    prompts: Arc<Prompts>,
     phases: Arc<Phases>,
     clock: Arc<dyn Clock>,
     tasks: Arc<Mutex<JoinSet<()>>>,
@@ -65,6 +90,7 @@ pub struct PhaseHandle {
     pub token: String,
     state: Arc<Mutex<PhaseState>>,
     phases: std::sync::Weak<Phases>,
+    prompts: Arc<Prompts>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -75,7 +101,12 @@ impl Reporter {
     /// Binds the run's socket (`<run_dir>/reporter.sock`, or a file in the temporary
     /// folder when that path is too long for a socket) and starts serving it. Must be
     /// called inside a tokio runtime.
-    pub fn start(run_dir: &Path, run_id: &str, clock: Arc<dyn Clock>) -> std::io::Result<Self> {
+    pub fn start(
+        run_dir: &Path,
+        run_id: &str,
+        clock: Arc<dyn Clock>,
+        prompts: Arc<Prompts>,
+    ) -> std::io::Result<Self> {
         let mut path = run_dir.join("reporter.sock");
         if path.as_os_str().len() > MAX_SOCKET_PATH {
             let uid = unsafe { libc::getuid() };
@@ -95,6 +126,10 @@ impl Reporter {
         let accept = {
             let phases = phases.clone();
             let clock = clock.clone();
+            let ask = Ask {
+                prompts: prompts.clone(),
+                run_id: run_id.to_string(),
+            };
             let tasks_w = Arc::downgrade(&tasks);
             async move {
                 loop {
@@ -113,13 +148,15 @@ impl Reporter {
                         );
                         continue;
                     }
-                    set.spawn(serve(stream, phases.clone(), clock.clone()));
+                    set.spawn(serve(stream, phases.clone(), clock.clone(), ask.clone()));
                 }
             }
         };
         lock(&tasks).spawn(accept);
         Ok(Reporter {
             path,
+            run_id: run_id.to_string(),
+            prompts,
             phases,
             clock,
             tasks,
@@ -132,13 +169,20 @@ impl Reporter {
 
     /// Registers a phase about to start; `artifacts` is the only folder it may attach
     /// files from.
-    pub fn open_phase(&self, artifacts: &Path, sink: Option<ReportSink>) -> PhaseHandle {
+    pub fn open_phase(
+        &self,
+        info: PhaseInfo,
+        artifacts: &Path,
+        sink: Option<ReportSink>,
+    ) -> PhaseHandle {
         let token = uuid::Uuid::new_v4().simple().to_string();
         let state = Arc::new(Mutex::new(PhaseState {
             report: PhaseReport::default(),
             over: false,
             artifacts: artifacts.to_path_buf(),
             sink,
+            info,
+            token: token.clone(),
         }));
         lock(&self.phases).insert(token.clone(), state.clone());
         PhaseHandle {
@@ -146,7 +190,12 @@ impl Reporter {
             token,
             state,
             phases: Arc::downgrade(&self.phases),
+            prompts: self.prompts.clone(),
         }
+    }
+
+    pub fn run_id(&self) -> &str {
+        &self.run_id
     }
 
     pub fn clock(&self) -> &Arc<dyn Clock> {
@@ -168,13 +217,14 @@ impl PhaseHandle {
         if let Some(phases) = self.phases.upgrade() {
             lock(&phases).remove(&self.token);
         }
+        self.prompts.drop_phase(&self.token);
         let mut st = lock(&self.state);
         st.over = true;
         let closed = st.report.close_open(reason, now);
         let PhaseState { report, sink, .. } = &mut *st;
         if let Some(sink) = sink {
             for id in closed {
-                sink(&Change::Stopped(id), report);
+                sink(ReportEvent::Changed(&Change::Stopped(id), report));
             }
         }
         st.sink = None;
@@ -254,7 +304,21 @@ async fn read_line(
     Ok(Line::Ok)
 }
 
-async fn serve(stream: UnixStream, phases: Arc<Phases>, clock: Arc<dyn Clock>) {
+/// What a connection needs to ask the operator.
+#[derive(Clone)]
+struct Ask {
+    prompts: Arc<Prompts>,
+    run_id: String,
+}
+
+/// What one line asks of the connection.
+enum Handled {
+    Reply(Reply),
+    /// A prompt to put to the operator, then answer.
+    Prompt(PromptView),
+}
+
+async fn serve(stream: UnixStream, phases: Arc<Phases>, clock: Arc<dyn Clock>, ask: Ask) {
     let (rd, wr) = stream.into_split();
     let mut rd = BufReader::with_capacity(16 * 1024, rd);
     let mut wr = BufWriter::with_capacity(16 * 1024, wr);
@@ -283,8 +347,12 @@ async fn serve(stream: UnixStream, phases: Arc<Phases>, clock: Arc<dyn Clock>) {
             Ok(Line::Ok) if buf.iter().all(u8::is_ascii_whitespace) => continue,
             Ok(Line::Ok) => {
                 rate.take().await;
-                match handle(&buf, &mut conn, &phases, &*clock) {
-                    Ok(id) => Reply::ok(id),
+                match handle(&buf, &mut conn, &phases, &*clock, &ask.run_id) {
+                    Ok(Handled::Reply(r)) => r,
+                    Ok(Handled::Prompt(view)) => {
+                        let state = conn.as_ref().map(|(s, _)| s.clone()).expect("said hello");
+                        prompt(&ask.prompts, &state, view, &*clock).await
+                    }
                     Err(e) => Reply::err(&e),
                 }
             }
@@ -303,12 +371,62 @@ async fn serve(stream: UnixStream, phases: Arc<Phases>, clock: Arc<dyn Clock>) {
     let _ = wr.flush().await;
 }
 
+/// Puts a prompt to the operator and waits for the answer, its timeout or its phase's end.
+async fn prompt(
+    prompts: &Prompts,
+    state: &Mutex<PhaseState>,
+    view: PromptView,
+    clock: &dyn Clock,
+) -> Reply {
+    let token = lock(state).token.clone();
+    let (view, rx) = match prompts.ask(view, &token) {
+        Ok(x) => x,
+        Err(why) => {
+            return Reply::err(&ProtocolError::BadValue {
+                what: "pattern".into(),
+                rule: why,
+            })
+        }
+    };
+    if let Some(sink) = &mut lock(state).sink {
+        sink(ReportEvent::Asked(&view));
+    }
+    let wait = Duration::from_secs_f64(view.timeout_s);
+    let answer = match tokio::time::timeout(wait, rx).await {
+        Ok(Ok((text, by))) => PromptAnswer {
+            text,
+            by,
+            at_ms: clock.now_ms(),
+            timed_out: false,
+        },
+        // The phase ended: its prompts were dropped.
+        Ok(Err(_)) => return Reply::err(&ProtocolError::PhaseOver),
+        Err(_) => {
+            prompts.forget(view.id);
+            PromptAnswer::timeout(clock.now_ms())
+        }
+    };
+    let mut st = lock(state);
+    if st.over {
+        return Reply::err(&ProtocolError::PhaseOver);
+    }
+    st.report.prompted(view.message.clone(), answer.clone());
+    if let Some(sink) = &mut st.sink {
+        sink(ReportEvent::Answered(&view, &answer));
+    }
+    Reply {
+        answer: Some(answer),
+        ..Reply::ok(None)
+    }
+}
+
 fn handle(
     line: &[u8],
     conn: &mut Option<(Arc<Mutex<PhaseState>>, Client)>,
     phases: &Phases,
     clock: &dyn Clock,
-) -> Result<Option<u32>, ProtocolError> {
+    run_id: &str,
+) -> Result<Handled, ProtocolError> {
     let msg = parse_line(line)?;
     let Some((state, client)) = conn else {
         let ClientMessage::Hello { token, pid } = msg else {
@@ -321,7 +439,7 @@ fn handle(
         let client = lock(&state).report.connect();
         tracing::debug!(pid, "reporter: a client said hello");
         *conn = Some((state, client));
-        return Ok(None);
+        return Ok(Handled::Reply(Reply::ok(None)));
     };
     let mut st = lock(state);
     if st.over {
@@ -331,17 +449,39 @@ fn handle(
         ClientMessage::Attach { path } => ClientMessage::Attach {
             path: check_attachment(&st.artifacts, &path)?,
         },
+        ClientMessage::Prompt {
+            message,
+            choices,
+            pattern,
+            timeout_s,
+        } => {
+            check_prompt(&message, &choices, timeout_s)?;
+            let info = &st.info;
+            return Ok(Handled::Prompt(PromptView {
+                id: 0,
+                run_id: run_id.to_string(),
+                task: info.task.clone(),
+                lane: info.lane.clone(),
+                item: info.item,
+                phase: info.phase,
+                message,
+                choices,
+                pattern,
+                timeout_s: timeout_s.unwrap_or(MAX_PROMPT_S),
+                asked_ms: clock.now_ms(),
+            }));
+        }
         m => m,
     };
     let change = st.report.apply(client, msg, clock.now_ms())?;
     let PhaseState { report, sink, .. } = &mut *st;
     if let (Some(sink), false) = (sink, matches!(change, Change::None)) {
-        sink(&change, report);
+        sink(ReportEvent::Changed(&change, report));
     }
-    Ok(match change {
+    Ok(Handled::Reply(Reply::ok(match change {
         Change::Started(id) => Some(id),
         _ => None,
-    })
+    })))
 }
 
 /// A file inside `artifacts` (the path absolute or relative to it, links resolved), as a

@@ -129,6 +129,30 @@ pub enum RunEvent {
         section: Box<crate::reporter::Section>,
         ts: EpochMs,
     },
+    /// A task asks the operator; answer it with `answer_prompt`.
+    Prompt {
+        run_id: String,
+        #[ts(type = "number")]
+        seq: u64,
+        item: u32,
+        task: String,
+        lane: String,
+        prompt: Box<crate::exec::prompts::PromptView>,
+        ts: EpochMs,
+    },
+    /// A prompt was answered or timed out; it waits no more.
+    PromptAnswered {
+        run_id: String,
+        #[ts(type = "number")]
+        seq: u64,
+        item: u32,
+        task: String,
+        lane: String,
+        #[ts(type = "number")]
+        id: u64,
+        answer: crate::reporter::PromptAnswer,
+        ts: EpochMs,
+    },
     /// A measurement a task reported, in the section `section` (or on the task).
     Measurement {
         run_id: String,
@@ -155,6 +179,8 @@ impl RunEvent {
             | RunEvent::LogDropped { run_id, .. }
             | RunEvent::Progress { run_id, .. }
             | RunEvent::Section { run_id, .. }
+            | RunEvent::Prompt { run_id, .. }
+            | RunEvent::PromptAnswered { run_id, .. }
             | RunEvent::Measurement { run_id, .. } => run_id,
         }
     }
@@ -168,6 +194,8 @@ impl RunEvent {
             | RunEvent::LogDropped { seq, .. }
             | RunEvent::Progress { seq, .. }
             | RunEvent::Section { seq, .. }
+            | RunEvent::Prompt { seq, .. }
+            | RunEvent::PromptAnswered { seq, .. }
             | RunEvent::Measurement { seq, .. } => *seq,
         }
     }

@@ -508,10 +508,15 @@ async fn run_one(
         Phase::Main => "result.json".to_string(),
         p => format!("{}.result.json", p.as_str()),
     };
-    let report = ctx
-        .reporter
-        .as_ref()
-        .map(|r| r.open_phase(artifacts, Some(report_sink(ctx, job, phase))));
+    let report = ctx.reporter.as_ref().map(|r| {
+        let info = exec::reporter::PhaseInfo {
+            task: job.def.name.clone(),
+            lane: job.lane.clone(),
+            item: job.item as u32,
+            phase,
+        };
+        r.open_phase(info, artifacts, Some(report_sink(ctx, job, phase)))
+    });
     let cmd = PhaseCommand {
         argv: argv.to_vec(),
         cwd: job.task_dir.clone(),
@@ -643,12 +648,41 @@ fn report_sink(ctx: &Arc<RunCtx>, job: &ItemJob, phase: Phase) -> exec::reporter
     let task = job.def.name.clone();
     let lane = job.lane.clone();
     let item = job.item as u32;
-    Box::new(move |change, report| {
+    Box::new(move |event| {
         use crate::reporter::Change;
+        use exec::reporter::ReportEvent;
         if !events.has_listeners() {
             return;
         }
         let ts = clock.now_ms();
+        let (change, report) = match event {
+            ReportEvent::Changed(c, r) => (c, r),
+            ReportEvent::Asked(view) => {
+                events.send(RunEvent::Prompt {
+                    run_id: run_id.clone(),
+                    seq: seq.next(),
+                    item,
+                    task: task.clone(),
+                    lane: lane.clone(),
+                    prompt: Box::new(view.clone()),
+                    ts,
+                });
+                return;
+            }
+            ReportEvent::Answered(view, answer) => {
+                events.send(RunEvent::PromptAnswered {
+                    run_id: run_id.clone(),
+                    seq: seq.next(),
+                    item,
+                    task: task.clone(),
+                    lane: lane.clone(),
+                    id: view.id,
+                    answer: answer.clone(),
+                    ts,
+                });
+                return;
+            }
+        };
         let ev = match change {
             Change::Started(id) | Change::Stopped(id) => {
                 let Some(s) = report.sections.get(*id as usize) else {

@@ -216,6 +216,7 @@ impl RunManager {
             &run_dir,
             &run_id,
             inner.clock.clone(),
+            inner.prompts.clone(),
         ) {
             Ok(r) => Some(Arc::new(r)),
             Err(e) => {

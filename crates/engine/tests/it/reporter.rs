@@ -8,7 +8,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
 use testbay_engine::clock::{Clock, SystemClock};
-use testbay_engine::exec::reporter::{PhaseHandle, Reporter};
+use testbay_engine::exec::reporter::{PhaseHandle, PhaseInfo, Reporter};
 use testbay_engine::outcome::*;
 use testbay_engine::reporter::MAX_MESSAGE_BYTES;
 use testbay_engine::run::{LaunchRequest, RunEvent};
@@ -26,11 +26,20 @@ fn fx() -> Fx {
     let artifacts = tmp.path().join("artifacts");
     std::fs::create_dir_all(&artifacts).unwrap();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let reporter = Reporter::start(tmp.path(), "run-1", clock).unwrap();
+    let reporter = Reporter::start(tmp.path(), "run-1", clock, Arc::default()).unwrap();
     Fx {
         _tmp: tmp,
         artifacts,
         reporter,
+    }
+}
+
+fn info() -> PhaseInfo {
+    PhaseInfo {
+        task: "t".into(),
+        lane: "local".into(),
+        item: 0,
+        phase: testbay_engine::outcome::Phase::Main,
     }
 }
 
@@ -85,7 +94,7 @@ impl Conn {
 #[tokio::test]
 async fn every_error_is_answered_and_the_connection_goes_on() {
     let f = fx();
-    let h = f.reporter.open_phase(&f.artifacts, None);
+    let h = f.reporter.open_phase(info(), &f.artifacts, None);
     let mut c = Conn::open(&f).await;
     assert_eq!(
         c.refused(json!({"type": "detail", "text": "x"})).await,
@@ -201,7 +210,7 @@ async fn every_error_is_answered_and_the_connection_goes_on() {
 #[tokio::test]
 async fn silent_clients_hold_up_nobody() {
     let f = fx();
-    let h = f.reporter.open_phase(&f.artifacts, None);
+    let h = f.reporter.open_phase(info(), &f.artifacts, None);
     let _mute = UnixStream::connect(f.reporter.path()).await.unwrap();
     let _quiet = Conn::hello(&f, &h).await;
     let mut c = Conn::hello(&f, &h).await;
@@ -220,7 +229,7 @@ async fn silent_clients_hold_up_nobody() {
 async fn a_flood_of_100000_messages_keeps_memory_flat() {
     const N: usize = 100_000;
     let f = fx();
-    let h = f.reporter.open_phase(&f.artifacts, None);
+    let h = f.reporter.open_phase(info(), &f.artifacts, None);
     let c = Conn::hello(&f, &h).await;
     let Conn { mut rd, mut wr } = c;
     let before = rss_kib();
@@ -493,4 +502,117 @@ with testbay.section("rf", description="radio checks"):
     );
     assert_eq!(t.sections[1].section.details, ["locked"]);
     assert_eq!(t.sections[0].section.measurements[0].passed(), Some(false));
+}
+
+/// A task asks the operator twice: the first prompt is answered through the API (a wrong
+/// choice refused first), the second times out; both answers go back to the task and into
+/// its result; the event stream carries the prompt and its answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prompts_are_answered_through_the_api_or_time_out() {
+    use testbay_engine::api::{
+        parse_request, Console, ConsolePaths, Event, LocalConsole, Response,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let pack = dir.path().join("packs/ask");
+    write_pack(
+        &pack,
+        "name: ask\nversion: '1'\ngroups:\n  g:\n    tests: [cable]\n",
+        &[("cable", "", "")],
+    );
+    let script = r#"
+import json, os, socket
+s = socket.socket(socket.AF_UNIX)
+s.connect(os.environ["TESTBAY_REPORTER"])
+f = s.makefile("rw")
+def send(**m):
+    f.write(json.dumps(m) + "\n"); f.flush()
+    return json.loads(f.readline())
+send(type="hello", token=os.environ["TESTBAY_REPORTER_TOKEN"])
+a = send(type="prompt", message="Plug in the HDMI cable", choices=["done", "no cable"])
+b = send(type="prompt", message="Serial number?", pattern="SN[0-9]+", timeout_s=0.3)
+bad = send(type="prompt", message="x", pattern="(")
+print(json.dumps([a, b, bad]))
+ok = a["answer"]["text"] == "done" and b["answer"]["timed_out"] and bad["error"]["code"] == "bad_value"
+send(type="set_result", result="Passed" if ok else "Failed", message=json.dumps([a, b]))
+"#;
+    std::fs::write(pack.join("tasks/cable.py"), script).unwrap();
+    std::fs::write(
+        pack.join("tasks/cable.yaml"),
+        "name: cable\nrun: [python3, cable.py]\n",
+    )
+    .unwrap();
+    let c = LocalConsole::open(ConsolePaths {
+        data_dir: dir.path().join("data"),
+        pack_roots: vec![dir.path().join("packs")],
+        lab_file: None,
+    })
+    .unwrap();
+    let call = |json: String| {
+        let c = &c;
+        async move { c.dispatch(parse_request(json.as_bytes())?).await }
+    };
+    let mut events = c.subscribe();
+    let Response::Launch { run_id, .. } = call(r#"{"cmd":"launch","pack":"ask"}"#.into())
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    // The prompt's event comes first; the API lists it.
+    let id = loop {
+        if let Event::Run(RunEvent::Prompt { prompt, .. }) = events.recv().await.unwrap() {
+            assert_eq!(prompt.message, "Plug in the HDMI cable");
+            break prompt.id;
+        }
+    };
+    let Response::ListPrompts(list) = call(r#"{"cmd":"list_prompts"}"#.into()).await.unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].task, "cable");
+    let e = call(format!(
+        r#"{{"cmd":"answer_prompt","id":{id},"answer":"maybe"}}"#
+    ))
+    .await
+    .unwrap_err();
+    assert!(
+        e.message.contains("not one of the choices: done, no cable"),
+        "{e}"
+    );
+    call(format!(
+        r#"{{"cmd":"answer_prompt","id":{id},"answer":"done","by":"ana"}}"#
+    ))
+    .await
+    .unwrap();
+    let e = call(format!(
+        r#"{{"cmd":"answer_prompt","id":{id},"answer":"done"}}"#
+    ))
+    .await
+    .unwrap_err();
+    assert_eq!(e.code, testbay_engine::api::ErrorCode::NotFound);
+    let mut answered = Vec::new();
+    loop {
+        match events.recv().await.unwrap() {
+            Event::Run(RunEvent::PromptAnswered { answer, .. }) => answered.push(answer),
+            Event::Run(RunEvent::RunStatus { status, .. }) if status.is_finished() => break,
+            _ => {}
+        }
+    }
+    assert_eq!(answered.len(), 2);
+    assert_eq!(answered[0].by.as_deref(), Some("ana"));
+    assert!(answered[1].timed_out);
+    let Response::GetRun(d) = call(format!(r#"{{"cmd":"get_run","run_id":"{run_id}"}}"#))
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    let t = &d.tasks[0].record;
+    assert_eq!(t.result.as_deref(), Some(PASSED), "{:?}", t.message);
+    let prompts = &t.metadata.as_ref().unwrap()["prompts"];
+    assert_eq!(prompts[0]["answer"]["text"], "done");
+    assert_eq!(prompts[0]["answer"]["by"], "ana");
+    assert_eq!(prompts[1]["answer"]["timed_out"], true);
+    c.shutdown();
 }

@@ -257,6 +257,8 @@ export class LiveStore {
       }
       case 'section':
       case 'measurement':
+      case 'prompt':
+      case 'prompt_answered':
         // What tasks report inside themselves: `LiveSections` (sections.ts) keeps it.
         return NOTHING;
     }

@@ -156,6 +156,27 @@ fn show_event(out: &mut Output, ev: &RunEvent) {
                     section.message
                 ),
             },
+            RunEvent::Prompt {
+                task, lane, prompt, ..
+            } => say!(
+                "[{lane}] {task} asks the operator (prompt {}): {}{}",
+                prompt.id,
+                prompt.message,
+                if prompt.choices.is_empty() {
+                    String::new()
+                } else {
+                    format!(" [{}]", prompt.choices.join(" / "))
+                }
+            ),
+            RunEvent::PromptAnswered {
+                task, lane, answer, ..
+            } => {
+                if answer.timed_out {
+                    say!("[{lane}] {task}: nobody answered in time");
+                } else {
+                    say!("[{lane}] {task}: answered {:?}", answer.text);
+                }
+            }
             RunEvent::Measurement {
                 task,
                 lane,

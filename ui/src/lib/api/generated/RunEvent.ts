@@ -2,6 +2,8 @@
 import type { Measurement } from "./Measurement";
 import type { Phase } from "./Phase";
 import type { Progress } from "./Progress";
+import type { PromptAnswer } from "./PromptAnswer";
+import type { PromptView } from "./PromptView";
 import type { RunStatus } from "./RunStatus";
 import type { Section } from "./Section";
 import type { TaskKind } from "./TaskKind";
@@ -21,7 +23,7 @@ item: number, task: string, kind: TaskKind, group: string | null, lane: string |
 /**
  * Lines of one read of the task's output, in order.
  */
-lines: Array<string>, ts: number, } | { "type": "log_dropped", run_id: string, seq: number, item: number, task: string, lane: string, phase: Phase, count: number, ts: number, } | { "type": "progress", run_id: string, seq: number, progress: Progress, ts: number, } | { "type": "section", run_id: string, seq: number, item: number, task: string, lane: string, phase: Phase, section: Section, ts: number, } | { "type": "measurement", run_id: string, seq: number, item: number, task: string, lane: string, phase: Phase, section: number | null, measurement: Measurement, 
+lines: Array<string>, ts: number, } | { "type": "log_dropped", run_id: string, seq: number, item: number, task: string, lane: string, phase: Phase, count: number, ts: number, } | { "type": "progress", run_id: string, seq: number, progress: Progress, ts: number, } | { "type": "section", run_id: string, seq: number, item: number, task: string, lane: string, phase: Phase, section: Section, ts: number, } | { "type": "prompt", run_id: string, seq: number, item: number, task: string, lane: string, prompt: PromptView, ts: number, } | { "type": "prompt_answered", run_id: string, seq: number, item: number, task: string, lane: string, id: number, answer: PromptAnswer, ts: number, } | { "type": "measurement", run_id: string, seq: number, item: number, task: string, lane: string, phase: Phase, section: number | null, measurement: Measurement, 
 /**
  * Within its limits; `None` when only logged.
  */

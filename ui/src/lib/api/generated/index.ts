@@ -31,6 +31,8 @@ export type * from './ParamInfo';
 export type * from './Phase';
 export type * from './PrereqEdge';
 export type * from './Progress';
+export type * from './PromptAnswer';
+export type * from './PromptView';
 export type * from './RackView';
 export type * from './ReportFormat';
 export type * from './Request';
