@@ -55,6 +55,8 @@ export const api = {
   hold: (resource: string, by: string, duration_s: number) =>
     call('hold', { resource, by, duration_s, from_ms: null, next_available: false }),
   release: (id: T.ResId) => call('release', { id }),
+  listPrompts: () => call('list_prompts', {}),
+  answerPrompt: (id: number, answer: string, by: string | null) => call('answer_prompt', { id, answer, by }),
 };
 
 /** Who holds a reservation, as a short label. */
