@@ -70,3 +70,55 @@ fn outside_a_task_report_warns_and_does_nothing() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(text(&bad.stderr).contains("not a comparison"));
 }
+
+/// On a terminal (`script` gives the run a pseudo-terminal), `testbay run` asks a task's
+/// prompt: a wrong answer is refused and asked again, the right one reaches the task.
+#[test]
+fn testbay_run_asks_a_prompt_on_its_terminal() {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let f = Bed::new();
+    let pack = f.pack(
+        "ask",
+        "name: ask\nversion: '1'\ngroups:\n  g:\n    tests: [hdmi]\n",
+        &[(
+            "hdmi",
+            "",
+            "a=$(testbay report prompt 'Plug in HDMI' --choice done --choice fail --timeout 60)\n[ \"$a\" = done ]\n",
+        )],
+    );
+    let cmd = format!(
+        "'{}' --data-dir '{}' run '{}'",
+        env!("CARGO_BIN_EXE_testbay"),
+        f.data.display(),
+        pack.display()
+    );
+    let mut child = Command::new("script")
+        .args(["-qfec", &cmd, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        let _ = stdin.write_all(b"maybe\n");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let _ = stdin.write_all(b"done\n");
+        // Held open until the run is over: an end of input would end the terminal.
+        std::thread::sleep(std::time::Duration::from_secs(20));
+    });
+    let out = child.wait_with_output().unwrap();
+    drop(feeder);
+    let all = text(&out.stdout) + &text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    for want in [
+        "hdmi asks (prompt 1): Plug in HDMI",
+        "answer with one of: done / fail, then Enter:",
+        "prompt 1: `maybe` is not one of the choices: done, fail",
+        "1 Passed",
+    ] {
+        assert!(all.contains(want), "missing {want:?} in\n{all}");
+    }
+}
