@@ -17,6 +17,7 @@ pub mod model;
 pub mod outcome;
 pub mod pack;
 pub mod params;
+pub mod reporter;
 pub mod plan;
 pub mod queue;
 pub mod reserve;

@@ -97,6 +97,7 @@ fn exec_only(root: &Path, n: usize) -> Duration {
             params_file: dir.join("params.json"),
             result_file: dir.join("result.json"),
             artifacts_dir: dir.clone(),
+            reporter: None,
         },
         log_file: dir.join("main.log"),
         max_runtime: None,

@@ -16,6 +16,6 @@ pub mod store;
 pub mod webhook;
 
 pub use testbay_core::{
-    bounds, clock, diag, doc, judge, lab, measure, model, outcome, params, plan, queue, schedule,
-    schema, settings, timefmt, userfile,
+    bounds, clock, diag, doc, judge, lab, measure, model, outcome, params, plan, queue, reporter,
+    schedule, schema, settings, timefmt, userfile,
 };

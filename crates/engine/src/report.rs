@@ -9,7 +9,8 @@ use ts_rs::TS;
 
 use crate::judge;
 use crate::measure::Measurement;
-use crate::outcome::{ABORTED, BLOCKED, ERRORED, SKIPPED, TIMEOUT};
+use crate::outcome::{ABORTED, BLOCKED, COMPLETED, ERRORED, PASSED, SKIPPED, TIMEOUT};
+use crate::reporter::Section;
 use crate::store::{MeasurementRecord, RunRecord, TaskRecord};
 use crate::timefmt::format_utc;
 
@@ -147,6 +148,23 @@ pub fn junit(run: &RunRecord, tasks: &[TaskRecord]) -> String {
                     &s.message,
                     None,
                     &s.measurements,
+                    &mut c,
+                );
+            }
+            for (path, sec) in section_paths(t) {
+                let secs = sec
+                    .finished_ms
+                    .map_or(0.0, |f| (f - sec.started_ms) as f64 / 1000.0);
+                push_case(
+                    &mut cases,
+                    &format!("{classname}.{}", t.task),
+                    &path,
+                    secs,
+                    sec.result.as_deref(),
+                    Some(section_failed(sec)),
+                    &sec.message,
+                    None,
+                    &[],
                     &mut c,
                 );
             }
@@ -442,6 +460,15 @@ pub fn results_tree(run: &RunRecord, tasks: &[TaskRecord]) -> Value {
                     .collect();
                 n.insert("sections".into(), Value::Array(subs));
             }
+            let reported = section_nodes(t);
+            if !reported.is_empty() {
+                match n.get_mut("sections") {
+                    Some(Value::Array(a)) => a.extend(reported),
+                    _ => {
+                        n.insert("sections".into(), Value::Array(reported));
+                    }
+                }
+            }
             Value::Object(n)
         })
         .collect();
@@ -476,6 +503,108 @@ pub fn results_tree(run: &RunRecord, tasks: &[TaskRecord]) -> Value {
     suite.insert("summary".into(), Value::Object(summary));
     suite.insert("tasks".into(), Value::Array(task_nodes));
     json!({"version": 1, "testsuite": Value::Object(suite)})
+}
+
+/// Whether a reported section counts as a failure (a result other than Passed, Skipped
+/// or Completed; a pack's own result names are the task's business).
+fn section_failed(s: &Section) -> bool {
+    !matches!(s.result.as_deref(), Some(PASSED | SKIPPED | COMPLETED))
+}
+
+/// Every reported section of a task with its path (`task / section / step`), in order.
+fn section_paths(t: &TaskRecord) -> Vec<(String, &Section)> {
+    let mut out = Vec::new();
+    for r in &t.sections {
+        let s = &r.section;
+        let mut names = vec![s.name.as_str()];
+        let mut up = s.parent;
+        while let Some(p) = up {
+            match t
+                .sections
+                .iter()
+                .find(|x| x.phase == r.phase && x.section.id == p)
+            {
+                Some(x) => {
+                    names.push(&x.section.name);
+                    up = x.section.parent;
+                }
+                None => break,
+            }
+        }
+        names.push(&t.task);
+        names.reverse();
+        let mut path = names.join(" / ");
+        if r.phase != "main" {
+            path = format!("{} ({})", path, r.phase);
+        }
+        out.push((path, s));
+    }
+    out
+}
+
+/// The task's reported sections as pyATS's tree: each section with its children under
+/// `sections`; the phase named unless it is `main`.
+fn section_nodes(t: &TaskRecord) -> Vec<Value> {
+    fn node(t: &TaskRecord, phase: &str, s: &Section) -> Value {
+        let mut n = Map::new();
+        n.insert("name".into(), json!(s.name));
+        if phase != "main" {
+            n.insert("phase".into(), json!(phase));
+        }
+        if let Some(d) = &s.description {
+            n.insert("description".into(), json!(d));
+        }
+        n.insert(
+            "result".into(),
+            json!(s.result.clone().unwrap_or_else(|| ERRORED.into())),
+        );
+        if !s.message.is_empty() {
+            n.insert("message".into(), json!(s.message));
+        }
+        n.insert("starttime".into(), json!(format_utc(s.started_ms)));
+        if let Some(f) = s.finished_ms {
+            n.insert("stoptime".into(), json!(format_utc(f)));
+            n.insert("runtime".into(), json!((f - s.started_ms) as f64 / 1000.0));
+        }
+        if !s.details.is_empty() {
+            n.insert("details".into(), json!(s.details));
+        }
+        if !s.extra.is_empty() {
+            n.insert("extra".into(), Value::Object(s.extra.clone()));
+        }
+        if !s.measurements.is_empty() {
+            let ms: Vec<Value> = s
+                .measurements
+                .iter()
+                .map(|m| {
+                    let mut v = serde_json::to_value(m).expect("plain data");
+                    if let (Value::Object(o), Some(p)) = (&mut v, m.passed()) {
+                        o.insert("passed".into(), json!(p));
+                    }
+                    v
+                })
+                .collect();
+            n.insert("measurements".into(), Value::Array(ms));
+        }
+        if !s.attachments.is_empty() {
+            n.insert("attachments".into(), json!(s.attachments));
+        }
+        let children: Vec<Value> = t
+            .sections
+            .iter()
+            .filter(|c| c.phase == phase && c.section.parent == Some(s.id))
+            .map(|c| node(t, phase, &c.section))
+            .collect();
+        if !children.is_empty() {
+            n.insert("sections".into(), Value::Array(children));
+        }
+        Value::Object(n)
+    }
+    t.sections
+        .iter()
+        .filter(|r| r.section.parent.is_none())
+        .map(|r| node(t, &r.phase, &r.section))
+        .collect()
 }
 
 /// `results.yaml`: the results tree as YAML.

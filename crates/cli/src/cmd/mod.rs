@@ -9,6 +9,7 @@ pub mod history;
 pub mod lab;
 pub mod packs;
 pub mod queue;
+pub mod report;
 pub mod results;
 pub mod run;
 pub mod schedule;
@@ -101,6 +102,8 @@ pub enum Command {
     Queue(queue::Args),
     /// Stored schedules: add, list, show, pause, resume, remove
     Schedule(schedule::Args),
+    /// From inside a task: report sections, details, measurements, attachments, the result
+    Report(report::Args),
 }
 
 impl Command {
@@ -121,5 +124,6 @@ pub fn run(command: Command, ctx: &Ctx) -> anyhow::Result<i32> {
         Command::Webhook(a) => webhook::run(a, ctx),
         Command::Queue(a) => queue::run(a, ctx),
         Command::Schedule(a) => schedule::run(a, ctx),
+        Command::Report(a) => report::run(a, ctx),
     }
 }

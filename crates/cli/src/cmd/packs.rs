@@ -1,4 +1,5 @@
-//! `testbay packs check|list`: validate pack folders, list the packs found.
+//! `testbay packs check|list|import-kissats`: validate pack folders, list the packs found,
+//! write a pack from a folder of kissats task modules.
 //!
 //! A check of folders on this machine (any folder, not only the console's pack folders,
 //! with every problem of a broken pack), so it loads them itself (`pack::discover`)
@@ -37,12 +38,70 @@ enum PacksCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Write a pack from a folder of kissats task modules (each module's get_params gives
+    /// its task file; the modules run unchanged through `python3 -m testbay.kissats`)
+    ImportKissats {
+        /// Folder of kissats task modules (.py files with task_main)
+        dir: PathBuf,
+        /// Folder to write the pack in; must not exist or be empty [default: DIR-pack]
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
     match args.command {
         PacksCommand::Check { dirs, json } => check(&roots(dirs, ctx)?, json),
         PacksCommand::List { dirs, json } => list(&roots(dirs, ctx)?, json),
+        PacksCommand::ImportKissats { dir, out } => import_kissats(&dir, out),
+    }
+}
+
+fn import_kissats(dir: &std::path::Path, out: Option<PathBuf>) -> anyhow::Result<i32> {
+    use anyhow::Context as _;
+    anyhow::ensure!(dir.is_dir(), "{} is not a folder", dir.display());
+    let out = out.unwrap_or_else(|| {
+        let mut s = dir.as_os_str().to_owned();
+        s.push("-pack");
+        PathBuf::from(s)
+    });
+    let non_empty = std::fs::read_dir(&out).is_ok_and(|mut d| d.next().is_some());
+    anyhow::ensure!(
+        !non_empty,
+        "{} is not empty; name another folder with --out",
+        out.display()
+    );
+    let sdk = testbay_engine::exec::python_sdk_dir()
+        .context("the bundled Python SDK (sdk/python) is not found")?;
+    let run = std::process::Command::new("python3")
+        .args(["-m", "testbay.kissats", "--import"])
+        .arg(dir)
+        .arg(&out)
+        .env("PYTHONPATH", &sdk)
+        .output()
+        .context("cannot run python3")?;
+    if !run.status.success() {
+        say!("{}", String::from_utf8_lossy(&run.stderr).trim_end());
+        return Ok(1);
+    }
+    let entries = discover(std::slice::from_ref(&out));
+    match entries.first().map(|e| &e.result) {
+        Some(Ok(p)) => {
+            out!(
+                "wrote pack {} with {} task(s) in {}",
+                p.def.name,
+                p.tasks.len(),
+                out.display()
+            );
+            Ok(0)
+        }
+        Some(Err(errs)) => {
+            for d in &errs.diagnostics {
+                out!("{d}");
+            }
+            Ok(1)
+        }
+        None => anyhow::bail!("no pack was written in {}", out.display()),
     }
 }
 

@@ -16,6 +16,7 @@
 mod progress;
 mod summary;
 
+use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -295,12 +296,34 @@ async fn drive(
     let mut out = Output::start(args.json, console, &run_id).await;
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut interrupts = 0u8;
+    // On a terminal, the run's prompts are asked here too (the answer goes back through
+    // the console like any other).
+    let ask_here = !args.json && std::io::stdin().is_terminal();
+    let (answers_tx, mut answers) = tokio::sync::mpsc::unbounded_channel::<(u64, String)>();
+    let mut asked = std::collections::HashMap::<u64, String>::new();
     let status = loop {
         let by = tokio::select! {
+            Some((id, answer)) = answers.recv() => {
+                let by = std::env::var("USER").ok().map(|u| format!("{u} (terminal)"));
+                let req = Request::AnswerPrompt { id, answer, by };
+                if let Err(e) = console.dispatch(req).await {
+                    say!("prompt {id}: {}", e.message);
+                    // Not an answer it takes: ask again (unless it waits no more).
+                    if let (true, Some(q)) = (e.code != ErrorCode::NotFound, asked.get(&id)) {
+                        ask_on_terminal(id, q.clone(), answers_tx.clone());
+                    }
+                }
+                continue;
+            }
             ev = events.recv() => {
                 match ev {
                     Ok(Event::Run(ev)) if ev.run_id() == run_id => {
                         out.show(&ev);
+                        if let (true, RunEvent::Prompt { prompt, .. }) = (ask_here, &ev) {
+                            let q = question(prompt);
+                            asked.insert(prompt.id, q.clone());
+                            ask_on_terminal(prompt.id, q, answers_tx.clone());
+                        }
                         if let RunEvent::RunStatus { status, .. } = ev {
                             if status.is_finished() {
                                 break status;
@@ -449,6 +472,41 @@ fn say_unreserved(args: &Args, ctx: &Ctx, unreserved: &[String]) {
 }
 
 /// The run's final status when it has one (its live state, else its record).
+/// Reads an answer to prompt `id` from the terminal on a thread of its own (a read of
+/// stdin cannot be cancelled; an answer that comes after the prompt was answered elsewhere
+/// is refused by the console and said so).
+fn ask_on_terminal(
+    id: u64,
+    question: String,
+    answers: tokio::sync::mpsc::UnboundedSender<(u64, String)>,
+) {
+    std::thread::spawn(move || {
+        // One line at a time: `say!` shows a line break inside a line escaped.
+        for line in question.lines() {
+            say!("{line}");
+        }
+        let mut line = String::new();
+        if std::io::stdin().read_line(&mut line).is_ok_and(|n| n > 0) {
+            let _ = answers.send((id, line.trim_end_matches(['\r', '\n']).to_string()));
+        }
+    });
+}
+
+/// What the terminal asks for a prompt.
+fn question(p: &testbay_engine::exec::prompts::PromptView) -> String {
+    let how = if !p.choices.is_empty() {
+        format!("one of: {}", p.choices.join(" / "))
+    } else if let Some(pat) = &p.pattern {
+        format!("text matching {pat}")
+    } else {
+        "any text".to_string()
+    };
+    format!(
+        "{} asks (prompt {}): {}\nanswer with {how}, then Enter:",
+        p.task, p.id, p.message
+    )
+}
+
 async fn finished_status(console: &dyn Console, run_id: &str) -> anyhow::Result<Option<RunStatus>> {
     let view = Request::RunView {
         run_id: run_id.to_string(),

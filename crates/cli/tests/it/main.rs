@@ -13,4 +13,6 @@ mod disk_full;
 mod hostile;
 mod webhook_health;
 mod history;
+mod report;
+mod kissats;
 mod support;

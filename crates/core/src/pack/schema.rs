@@ -26,5 +26,9 @@ pub fn all_schemas() -> Vec<(&'static str, Value)> {
             "settings.schema.json",
             schema_of::<crate::settings::ConsoleSettings>(),
         ),
+        (
+            "reporter.schema.json",
+            schema_of::<crate::reporter::ReporterProtocol>(),
+        ),
     ]
 }

@@ -369,6 +369,18 @@ impl LocalConsole {
             Request::Launch(spec) => self.launch(spec).await,
             Request::StopRun { run_id } => self.stop_run(run_id).await,
             Request::ActiveRuns => Ok(self.active_runs()),
+            Request::ListPrompts => Ok(Response::ListPrompts(self.runs.prompts().list())),
+            Request::AnswerPrompt { id, answer, by } => {
+                use crate::exec::prompts::AnswerError;
+                self.runs
+                    .prompts()
+                    .answer(id, answer, by)
+                    .map(Response::AnswerPrompt)
+                    .map_err(|e| match e {
+                        AnswerError::NotFound(_) => ApiError::not_found(e.to_string()),
+                        _ => ApiError::invalid(e.to_string()),
+                    })
+            }
             Request::RunView { run_id } => self.run_view(&run_id),
             Request::ReadLog {
                 run_id,

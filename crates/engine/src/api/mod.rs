@@ -315,6 +315,17 @@ pub enum Request {
         #[ts(optional)]
         pack: Option<String>,
     },
+    /// The prompts running tasks wait on an operator's answer to.
+    ListPrompts,
+    /// Answer a prompt: one of its choices, or text matching its pattern. `by` says who
+    /// answered (the task gets it with the answer).
+    AnswerPrompt {
+        #[ts(type = "number")]
+        id: u64,
+        answer: String,
+        #[serde(default)]
+        by: Option<String>,
+    },
 }
 
 fn yes() -> bool {
@@ -435,6 +446,8 @@ pub enum Response {
         removed: bool,
     },
     Baselines(Vec<Baseline>),
+    ListPrompts(Vec<crate::exec::prompts::PromptView>),
+    AnswerPrompt(crate::exec::prompts::PromptView),
 }
 
 /// A DUT's health now, its health check and its history (newest first).

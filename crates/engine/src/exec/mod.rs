@@ -34,9 +34,12 @@ mod outcome;
 mod output;
 mod program;
 pub mod reap;
+pub mod prompts;
+pub mod reporter;
 
 pub use guard::{guard_pid, start as start_guard, CONSOLE_ENV};
-pub use outcome::{cap_string, signal_name};
+pub use outcome::{apply_report, cap_string, signal_name, Verdict};
+pub use program::python_sdk_dir;
 pub use reap::{group_alive, signal_group};
 
 use std::ffi::OsStr;
@@ -50,9 +53,11 @@ use serde_json::{Map, Value};
 use tokio::sync::watch;
 
 use crate::clock::{Clock, EpochMs};
+use crate::measure::Measurement;
 use crate::model::StopLevel;
 use crate::outcome::{Phase, ERRORED};
 use crate::pack::model::SubResult;
+use crate::reporter::PhaseReport;
 use outcome::EndedBy;
 use output::{lock, pump, set_nonblocking, Output, QUIET_START};
 use program::{base_envp, forget_program, resolve_program};
@@ -124,6 +129,16 @@ pub struct ProtocolEnv {
     pub result_file: PathBuf,
     /// `TESTBAY_ARTIFACTS`: folder for attachments.
     pub artifacts_dir: PathBuf,
+    /// `TESTBAY_REPORTER` and `TESTBAY_REPORTER_TOKEN`: the run's reporter socket and
+    /// this phase's token (`reporter`).
+    pub reporter: Option<ReporterEnv>,
+}
+
+/// Where a phase finds its run's reporter.
+#[derive(Debug, Clone)]
+pub struct ReporterEnv {
+    pub socket: PathBuf,
+    pub token: String,
 }
 
 /// What to run.
@@ -190,10 +205,14 @@ pub struct PhaseOutcome {
     /// `metadata` of the result file other than `message`.
     pub metadata: Map<String, Value>,
     pub multi_result: Vec<SubResult>,
-    /// The result file's own `measurements` (not yet judged).
-    pub measurements: Vec<crate::measure::Measurement>,
     /// The result file's text when it could not be used (capped).
     pub raw_result: Option<String>,
+    /// Measurements of the result file, then those reported live (not yet judged).
+    pub measurements: Vec<Measurement>,
+    /// What the phase reported through the reporter (sections, details, its result).
+    pub report: Option<PhaseReport>,
+    /// What the result name came from.
+    pub verdict: Verdict,
     pub exit: Exit,
     pub pid: Option<u32>,
     pub started_ms: EpochMs,
@@ -243,7 +262,7 @@ pub async fn run_phase(
     let _ = std::fs::remove_file(&cmd.env.result_file);
     let (reader, writer) = std::io::pipe().map_err(ExecError::Pipe)?;
 
-    let protocol_env = [
+    let mut protocol_env = vec![
         ("TESTBAY_RUN_ID", OsStr::new(&cmd.env.run_id)),
         ("TESTBAY_TASK", OsStr::new(&cmd.env.task)),
         ("TESTBAY_PHASE", OsStr::new(phase.as_str())),
@@ -251,6 +270,10 @@ pub async fn run_phase(
         ("TESTBAY_RESULT", cmd.env.result_file.as_os_str()),
         ("TESTBAY_ARTIFACTS", cmd.env.artifacts_dir.as_os_str()),
     ];
+    if let Some(r) = &cmd.env.reporter {
+        protocol_env.push((crate::reporter::SOCKET_ENV, r.socket.as_os_str()));
+        protocol_env.push((crate::reporter::TOKEN_ENV, OsStr::new(&r.token)));
+    }
 
     let started_ms = clock.now_ms();
     let program_path = resolve_program(program, &cmd.cwd);
@@ -275,8 +298,10 @@ pub async fn run_phase(
                 message,
                 metadata: Map::new(),
                 multi_result: Vec::new(),
-                measurements: Vec::new(),
                 raw_result: None,
+                measurements: Vec::new(),
+                report: None,
+                verdict: Verdict::Engine,
                 exit: Exit::NotStarted,
                 pid: None,
                 started_ms,

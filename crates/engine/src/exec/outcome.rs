@@ -10,6 +10,7 @@ use super::{ExecLimits, Exit, LogStats, PhaseCommand, PhaseOutcome};
 use crate::clock::EpochMs;
 use crate::outcome::{ABORTED, ERRORED, FAILED, PASSED, TIMEOUT};
 use crate::pack::model::TaskReturn;
+use crate::reporter::PhaseReport;
 
 /// Why the phase was ended early by the engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,8 +53,10 @@ pub(super) fn interpret(cmd: &PhaseCommand, ended: Ended) -> PhaseOutcome {
         message: String::new(),
         metadata: Map::new(),
         multi_result: Vec::new(),
-        measurements: Vec::new(),
         raw_result: None,
+        measurements: Vec::new(),
+        report: None,
+        verdict: Verdict::Engine,
         exit,
         pid: Some(pid),
         started_ms,
@@ -92,6 +95,7 @@ pub(super) fn interpret(cmd: &PhaseCommand, ended: Ended) -> PhaseOutcome {
     };
     match read_result_file(&cmd.env.result_file, &cmd.limits) {
         ResultFile::Missing => {
+            out.verdict = Verdict::Exit;
             if code == 0 {
                 out.result = PASSED.into();
             } else {
@@ -105,6 +109,7 @@ pub(super) fn interpret(cmd: &PhaseCommand, ended: Ended) -> PhaseOutcome {
             out.metadata = ret.metadata.extra;
             out.multi_result = ret.multi_result.unwrap_or_default();
             out.measurements = ret.measurements;
+            out.verdict = Verdict::ResultFile;
         }
         ResultFile::Invalid { reason, raw } => {
             out.result = ERRORED.into();
@@ -116,6 +121,76 @@ pub(super) fn interpret(cmd: &PhaseCommand, ended: Ended) -> PhaseOutcome {
         }
     }
     out
+}
+
+/// What a phase's result name came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The engine: a timeout, a stop, a signal, a start or wait that failed, an invalid
+    /// result file.
+    Engine,
+    /// The task's result file.
+    ResultFile,
+    /// The exit status alone.
+    Exit,
+    /// The reporter: the task's `set_result`, or its sections' roll-up.
+    Reporter,
+}
+
+/// Adds what the phase reported live to its outcome. The engine's verdict and a result
+/// file's stand; over an exit status, the reporter's `set_result` wins, and a phase that
+/// exited 0 takes its top-level sections' worst failure (`Errored` over `Failed`).
+/// Measurements and sections stay in every case; extra data, details and attachments
+/// outside any section join the metadata.
+pub fn apply_report(out: &mut PhaseOutcome, report: PhaseReport) {
+    if report.is_empty() {
+        return;
+    }
+    if out.verdict == Verdict::Exit {
+        if let Some((result, message)) = &report.result {
+            out.result = result.clone();
+            out.message = message.clone();
+            out.verdict = Verdict::Reporter;
+        } else if let (Some(worst), Exit::Code(0)) = (report.rollup(), out.exit) {
+            let failed = report
+                .sections
+                .iter()
+                .filter(|s| s.parent.is_none() && s.result.as_deref() == Some(worst))
+                .map(|s| format!("`{}`", s.name))
+                .collect::<Vec<_>>()
+                .join(", ");
+            out.result = worst.into();
+            out.message = format!("section {failed} {worst}");
+            out.verdict = Verdict::Reporter;
+        }
+    }
+    out.measurements.extend(report.measurements.iter().cloned());
+    // What was reported outside any section joins the task's metadata (a result file's
+    // keys stand).
+    for (k, v) in &report.extra {
+        out.metadata.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+    if !report.prompts.is_empty() {
+        let prompts: Vec<serde_json::Value> = report
+            .prompts
+            .iter()
+            .map(|p| serde_json::json!({"message": p.message, "answer": p.answer}))
+            .collect();
+        out.metadata
+            .entry("prompts")
+            .or_insert(serde_json::Value::Array(prompts));
+    }
+    for (key, list) in [
+        ("details", &report.details),
+        ("attachments", &report.attachments),
+    ] {
+        if !list.is_empty() {
+            out.metadata
+                .entry(key)
+                .or_insert_with(|| serde_json::json!(list));
+        }
+    }
+    out.report = Some(report);
 }
 
 pub fn signal_name(sig: i32) -> &'static str {

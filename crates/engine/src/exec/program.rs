@@ -21,9 +21,63 @@ fn base_env() -> &'static Vec<(OsString, OsString)> {
         if !env.iter().any(|(k, _)| k == "PYTHONUNBUFFERED") {
             env.push(("PYTHONUNBUFFERED".into(), "1".into()));
         }
+        // The task needs no install to report: the bundled Python SDK goes at the end of
+        // PYTHONPATH and the `testbay` binary's folder at the end of PATH.
+        if let Some(sdk) = python_sdk_dir() {
+            append_path(&mut env, "PYTHONPATH", &sdk);
+        }
+        if let Some(bin) = testbay_bin_dir() {
+            append_path(&mut env, "PATH", &bin);
+        }
         env.push((CONSOLE_ENV.into(), guard::token().into()));
         env
     })
+}
+
+/// `dir` added at the end of the `:`-separated variable `key` (set to `dir` when unset).
+fn append_path(env: &mut Vec<(OsString, OsString)>, key: &str, dir: &Path) {
+    match env.iter_mut().find(|(k, _)| k == key) {
+        Some((_, v)) if !v.is_empty() => {
+            v.push(":");
+            v.push(dir.as_os_str());
+        }
+        Some((_, v)) => *v = dir.as_os_str().to_owned(),
+        None => env.push((key.into(), dir.as_os_str().to_owned())),
+    }
+}
+
+/// The bundled Python SDK (`sdk/python`, the folder holding the `testbay` package):
+/// `../share/testbay/python` beside an installed binary, else the checkout this was
+/// built from.
+pub fn python_sdk_dir() -> Option<PathBuf> {
+    let has_pkg = |d: &Path| d.join("testbay/__init__.py").is_file();
+    let installed = std::env::current_exe().ok().and_then(|e| {
+        e.parent()
+            .map(|d| d.join("../share/testbay/python"))
+            .filter(|d| has_pkg(d))
+    });
+    installed.or_else(|| {
+        let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sdk/python");
+        has_pkg(&built).then(|| built.canonicalize().unwrap_or(built))
+    })
+}
+
+/// The folder of the `testbay` binary: the running program's own folder, or the one
+/// above it (a test binary in `target/debug/deps`), when it holds an executable `testbay`.
+fn testbay_bin_dir() -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?;
+    for d in [Some(dir), dir.parent()].into_iter().flatten() {
+        let ok = d
+            .join("testbay")
+            .metadata()
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+        if ok {
+            return Some(d.to_path_buf());
+        }
+    }
+    None
 }
 
 /// [`base_env`] as `KEY=value` C strings, made once.

@@ -125,6 +125,59 @@ pub enum RunEvent {
         progress: Progress,
         ts: EpochMs,
     },
+    /// A section a task reported started or stopped (`section.result` is set once it
+    /// stopped). Ids are per phase; `details` and `extra` are left out (the stored run
+    /// has them).
+    Section {
+        run_id: String,
+        #[ts(type = "number")]
+        seq: u64,
+        item: u32,
+        task: String,
+        lane: String,
+        phase: Phase,
+        section: Box<crate::reporter::Section>,
+        ts: EpochMs,
+    },
+    /// A task asks the operator; answer it with `answer_prompt`.
+    Prompt {
+        run_id: String,
+        #[ts(type = "number")]
+        seq: u64,
+        item: u32,
+        task: String,
+        lane: String,
+        prompt: Box<crate::exec::prompts::PromptView>,
+        ts: EpochMs,
+    },
+    /// A prompt was answered or timed out; it waits no more.
+    PromptAnswered {
+        run_id: String,
+        #[ts(type = "number")]
+        seq: u64,
+        item: u32,
+        task: String,
+        lane: String,
+        #[ts(type = "number")]
+        id: u64,
+        answer: crate::reporter::PromptAnswer,
+        ts: EpochMs,
+    },
+    /// A measurement a task reported, in the section `section` (or on the task).
+    Measurement {
+        run_id: String,
+        #[ts(type = "number")]
+        seq: u64,
+        item: u32,
+        task: String,
+        lane: String,
+        phase: Phase,
+        section: Option<u32>,
+        measurement: Box<crate::measure::Measurement>,
+        /// Within its limits; `None` when only logged.
+        passed: Option<bool>,
+        ts: EpochMs,
+    },
 }
 
 impl RunEvent {
@@ -134,7 +187,11 @@ impl RunEvent {
             | RunEvent::TaskState { run_id, .. }
             | RunEvent::Log { run_id, .. }
             | RunEvent::LogDropped { run_id, .. }
-            | RunEvent::Progress { run_id, .. } => run_id,
+            | RunEvent::Progress { run_id, .. }
+            | RunEvent::Section { run_id, .. }
+            | RunEvent::Prompt { run_id, .. }
+            | RunEvent::PromptAnswered { run_id, .. }
+            | RunEvent::Measurement { run_id, .. } => run_id,
         }
     }
 
@@ -145,7 +202,11 @@ impl RunEvent {
             | RunEvent::TaskState { seq, .. }
             | RunEvent::Log { seq, .. }
             | RunEvent::LogDropped { seq, .. }
-            | RunEvent::Progress { seq, .. } => *seq,
+            | RunEvent::Progress { seq, .. }
+            | RunEvent::Section { seq, .. }
+            | RunEvent::Prompt { seq, .. }
+            | RunEvent::PromptAnswered { seq, .. }
+            | RunEvent::Measurement { seq, .. } => *seq,
         }
     }
 }

@@ -21,7 +21,9 @@ use crate::model::StopLevel;
 use crate::outcome::{Phase, ABORTED, ERRORED, FAILED, TIMEOUT};
 use crate::pack::{GlobalParams, TaskDef};
 use crate::plan::DutTarget;
-use crate::store::{AttemptRecord, NewSubResult, Store, TaskFinish, TaskKind, TaskPaths};
+use crate::store::{
+    AttemptRecord, NewSubResult, SectionRecord, Store, TaskFinish, TaskKind, TaskPaths,
+};
 
 use super::broker::Holding;
 use super::events::{RunEvent, TaskState};
@@ -159,6 +161,9 @@ pub(crate) struct RunCtx {
     pub stop: watch::Receiver<Option<StopLevel>>,
     /// The run's live state; phases record which phase runs.
     pub live: Arc<std::sync::Mutex<super::LiveRun>>,
+    /// The run's reporter socket; `None` when it could not be bound (phases then run
+    /// without `TESTBAY_REPORTER`).
+    pub reporter: Option<Arc<exec::reporter::Reporter>>,
 }
 
 pub(crate) struct ItemJob {
@@ -452,6 +457,19 @@ impl Phases {
             log_truncated: truncated,
             sub_results,
             measurements,
+            sections: [&self.setup, &self.main, &self.teardown]
+                .into_iter()
+                .flatten()
+                .flat_map(|o| {
+                    let phase = o.phase.as_str();
+                    o.report.iter().flat_map(move |r| {
+                        r.sections.iter().map(move |s| SectionRecord {
+                            phase: phase.to_string(),
+                            section: s.clone(),
+                        })
+                    })
+                })
+                .collect(),
             paths: if attempted {
                 paths
             } else {
@@ -579,6 +597,15 @@ async fn run_one(
         Phase::Main => "result.json".to_string(),
         p => format!("{}.result.json", p.as_str()),
     };
+    let report = ctx.reporter.as_ref().map(|r| {
+        let info = exec::reporter::PhaseInfo {
+            task: job.def.name.clone(),
+            lane: job.lane.clone(),
+            item: job.item as u32,
+            phase,
+        };
+        r.open_phase(info, artifacts, Some(report_sink(ctx, job, phase)))
+    });
     let cmd = PhaseCommand {
         argv: argv.to_vec(),
         cwd: job.task_dir.clone(),
@@ -589,6 +616,10 @@ async fn run_one(
             params_file: params_file.to_path_buf(),
             result_file: occ_dir.join(result_name),
             artifacts_dir: artifacts.to_path_buf(),
+            reporter: report.as_ref().map(|h| exec::ReporterEnv {
+                socket: h.socket.clone(),
+                token: h.token.clone(),
+            }),
         },
         log_file: occ_dir.join(log_name(phase)),
         // Within `bounds::MAX_TASK_TIME_S` once loaded; clamped here too, as a float
@@ -686,9 +717,99 @@ async fn run_one(
             running.await
         }
     };
-    outcome.map_err(|e| NotRun {
+    let mut outcome = outcome.map_err(|e| NotRun {
         files: matches!(e, exec::ExecError::LogFile { .. }),
         message: e.to_string(),
+    })?;
+    if let Some(h) = report {
+        let reason = format!("still open when the {} phase ended", phase.as_str());
+        exec::apply_report(&mut outcome, h.finish(&reason, ctx.clock.now_ms()));
+    }
+    Ok(outcome)
+}
+
+/// Sends what a phase reports to the event stream as it happens.
+fn report_sink(ctx: &Arc<RunCtx>, job: &ItemJob, phase: Phase) -> exec::reporter::ReportSink {
+    let events = ctx.events.clone();
+    let seq = ctx.seq.clone();
+    let clock = ctx.clock.clone();
+    let run_id = ctx.run_id.clone();
+    let task = job.def.name.clone();
+    let lane = job.lane.clone();
+    let item = job.item as u32;
+    Box::new(move |event| {
+        use crate::reporter::Change;
+        use exec::reporter::ReportEvent;
+        if !events.has_listeners() {
+            return;
+        }
+        let ts = clock.now_ms();
+        let (change, report) = match event {
+            ReportEvent::Changed(c, r) => (c, r),
+            ReportEvent::Asked(view) => {
+                events.send(RunEvent::Prompt {
+                    run_id: run_id.clone(),
+                    seq: seq.next(),
+                    item,
+                    task: task.clone(),
+                    lane: lane.clone(),
+                    prompt: Box::new(view.clone()),
+                    ts,
+                });
+                return;
+            }
+            ReportEvent::Answered(view, answer) => {
+                events.send(RunEvent::PromptAnswered {
+                    run_id: run_id.clone(),
+                    seq: seq.next(),
+                    item,
+                    task: task.clone(),
+                    lane: lane.clone(),
+                    id: view.id,
+                    answer: answer.clone(),
+                    ts,
+                });
+                return;
+            }
+        };
+        let ev = match change {
+            Change::Started(id) | Change::Stopped(id) => {
+                let Some(s) = report.sections.get(*id as usize) else {
+                    return;
+                };
+                RunEvent::Section {
+                    run_id: run_id.clone(),
+                    seq: seq.next(),
+                    item,
+                    task: task.clone(),
+                    lane: lane.clone(),
+                    phase,
+                    section: Box::new(crate::reporter::Section {
+                        details: Vec::new(),
+                        extra: Default::default(),
+                        ..s.clone()
+                    }),
+                    ts,
+                }
+            }
+            Change::Measured {
+                section,
+                measurement,
+            } => RunEvent::Measurement {
+                run_id: run_id.clone(),
+                seq: seq.next(),
+                item,
+                task: task.clone(),
+                lane: lane.clone(),
+                phase,
+                section: *section,
+                passed: measurement.passed(),
+                measurement: Box::new(measurement.clone()),
+                ts,
+            },
+            Change::None | Change::Result => return,
+        };
+        events.send(ev);
     })
 }
 

@@ -222,6 +222,18 @@ impl RunManager {
             },
         );
         drop(live);
+        let reporter = match crate::exec::reporter::Reporter::start(
+            &run_dir,
+            &run_id,
+            inner.clock.clone(),
+            inner.prompts.clone(),
+        ) {
+            Ok(r) => Some(Arc::new(r)),
+            Err(e) => {
+                tracing::warn!(run_id = %run_id, error = %e, "cannot serve the run's reporter socket; its tasks run without TESTBAY_REPORTER");
+                None
+            }
+        };
         let ctx = Arc::new(RunCtx {
             run_id: run_id.clone(),
             run_dir,
@@ -235,6 +247,7 @@ impl RunManager {
             limits: inner.limits.clone(),
             stop: stop_rx.clone(),
             live: state.clone(),
+            reporter,
         });
         let driver = Driver {
             inner: inner.clone(),

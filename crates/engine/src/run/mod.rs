@@ -100,6 +100,8 @@ struct Inner {
     events: events::EventOut,
     limits: ExecLimits,
     live: Mutex<HashMap<String, LiveHandle>>,
+    /// Operator prompts of every run's tasks.
+    prompts: Arc<crate::exec::prompts::Prompts>,
 }
 
 struct LiveHandle {
@@ -191,12 +193,18 @@ impl RunManager {
                 events,
                 limits,
                 live: Mutex::new(HashMap::new()),
+                prompts: Arc::default(),
             }),
         }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.inner.store
+    }
+
+    /// The prompts tasks are waiting on an operator's answer to.
+    pub fn prompts(&self) -> &Arc<crate::exec::prompts::Prompts> {
+        &self.inner.prompts
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<RunEvent> {

@@ -79,6 +79,8 @@ pub struct TaskFinish {
     pub sub_results: Vec<NewSubResult>,
     /// The result file's own measurements, judged already (stored with their verdict).
     pub measurements: Vec<Measurement>,
+    /// Sections the task's phases reported (`exec::reporter`), phase by phase.
+    pub sections: Vec<SectionRecord>,
     /// The occurrence's files; `None` fields keep what [`super::Store::task_phase_started`]
     /// recorded.
     pub paths: TaskPaths,
@@ -238,6 +240,18 @@ pub struct TaskRecord {
     /// The task's own measurements (its sub-results' are in `sub_results`).
     #[serde(default)]
     pub measurements: Vec<MeasurementRecord>,
+    /// Sections its phases reported, setup's first, each phase's in the order they
+    /// started (`section.parent` is an id within the same phase).
+    pub sections: Vec<SectionRecord>,
+}
+
+/// One section a task phase reported.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct SectionRecord {
+    /// `setup`, `main` or `teardown`.
+    pub phase: String,
+    pub section: crate::reporter::Section,
 }
 
 /// Sort key of the run listing.

@@ -140,6 +140,7 @@ async fn a_phase_limit_beyond_the_clock_is_no_limit() {
             params_file: dir.join("params.json"),
             result_file: dir.join("result.json"),
             artifacts_dir: dir.join("artifacts"),
+            reporter: None,
         },
         log_file: dir.join("main.log"),
         // `max_runtime: 99999999999999999999` made a timer that panicked in the phase.

@@ -22,6 +22,7 @@ fn cmd(fx: &PhaseDir, script: &str) -> PhaseCommand {
             params_file: fx.dir.join("params.json"),
             result_file: fx.dir.join("result.json"),
             artifacts_dir: fx.dir.join("artifacts"),
+            reporter: None,
         },
         log_file: fx.dir.join("main.log"),
         max_runtime: None,

@@ -22,3 +22,4 @@ mod waiters;
 mod retries;
 mod webhooks;
 mod health;
+mod reporter;

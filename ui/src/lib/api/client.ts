@@ -77,6 +77,8 @@ export const api = {
   unpinBaseline: (pack: string, dut_model: string | null) =>
     call('unpin_baseline', dut_model == null ? { pack } : { pack, dut_model }),
   baselines: (pack: string) => call('baselines', { pack }),
+  listPrompts: () => call('list_prompts', {}),
+  answerPrompt: (id: number, answer: string, by: string | null) => call('answer_prompt', { id, answer, by }),
 };
 
 /** Who holds a reservation, as a short label. */

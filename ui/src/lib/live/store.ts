@@ -305,6 +305,12 @@ export class LiveStore {
         });
         return { changed: true, task: { item: ev.item, before: t.state, after: state } };
       }
+      case 'section':
+      case 'measurement':
+      case 'prompt':
+      case 'prompt_answered':
+        // What tasks report inside themselves: `LiveSections` (sections.ts) keeps it.
+        return NOTHING;
     }
   }
 

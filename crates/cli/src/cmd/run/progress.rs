@@ -16,6 +16,8 @@ pub enum Output {
     Bars {
         mp: MultiProgress,
         bars: HashMap<String, ProgressBar>,
+        /// The section each (lane, task) reported opening last and has not closed.
+        sections: HashMap<(String, String), String>,
     },
 }
 
@@ -50,7 +52,11 @@ impl Output {
                 bars.insert(lane.name.clone(), pb);
             }
         }
-        Output::Bars { mp, bars }
+        Output::Bars {
+            mp,
+            bars,
+            sections: HashMap::new(),
+        }
     }
 
     pub fn show(&mut self, ev: &RunEvent) {
@@ -69,7 +75,7 @@ impl Output {
     /// The run is over: last figures, bars cleared.
     pub async fn finish(&self, console: &dyn Console, run_id: &str) {
         self.refresh(console, run_id).await;
-        if let Output::Bars { bars, mp } = self {
+        if let Output::Bars { bars, mp, .. } = self {
             for pb in bars.values() {
                 pb.finish();
             }
@@ -143,9 +149,85 @@ fn show_event(out: &mut Output, ev: &RunEvent) {
                 Some(r) => say!("run {}: {r}", status.as_str()),
                 None => say!("run {}", status.as_str()),
             },
+            RunEvent::Section {
+                task,
+                lane,
+                section,
+                ..
+            } => match &section.result {
+                None => say!("[{lane}] {task}: section {} ...", section.name),
+                Some(r) if section.message.is_empty() => {
+                    say!("[{lane}] {task}: section {}: {r}", section.name)
+                }
+                Some(r) => say!(
+                    "[{lane}] {task}: section {}: {r} - {}",
+                    section.name,
+                    section.message
+                ),
+            },
+            RunEvent::Prompt {
+                task, lane, prompt, ..
+            } => say!(
+                "[{lane}] {task} asks the operator (prompt {}): {}{}",
+                prompt.id,
+                prompt.message,
+                if prompt.choices.is_empty() {
+                    String::new()
+                } else {
+                    format!(" [{}]", prompt.choices.join(" / "))
+                }
+            ),
+            RunEvent::PromptAnswered {
+                task, lane, answer, ..
+            } => {
+                if answer.timed_out {
+                    say!("[{lane}] {task}: nobody answered in time");
+                } else {
+                    say!("[{lane}] {task}: answered {:?}", answer.text);
+                }
+            }
+            RunEvent::Measurement {
+                task,
+                lane,
+                measurement: m,
+                passed,
+                ..
+            } => say!(
+                "[{lane}] {task}: {} = {}{}{}",
+                m.name,
+                m.value,
+                m.units
+                    .as_deref()
+                    .map(|u| format!(" {u}"))
+                    .unwrap_or_default(),
+                match passed {
+                    Some(true) => " (within limits)",
+                    Some(false) => " (OUT OF LIMITS)",
+                    None => "",
+                }
+            ),
             _ => {}
         },
-        Output::Bars { mp, .. } => {
+        Output::Bars { mp, sections, .. } => {
+            if let RunEvent::Section {
+                task,
+                lane,
+                section,
+                ..
+            } = ev
+            {
+                let key = (lane.clone(), task.clone());
+                match &section.result {
+                    None => {
+                        sections.insert(key, section.name.clone());
+                    }
+                    Some(_) => {
+                        if sections.get(&key) == Some(&section.name) {
+                            sections.remove(&key);
+                        }
+                    }
+                }
+            }
             if let RunEvent::TaskState {
                 task,
                 lane,
@@ -177,7 +259,7 @@ fn show_event(out: &mut Output, ev: &RunEvent) {
 }
 
 fn refresh_bars(out: &Output, view: &RunView) {
-    let Output::Bars { bars, .. } = out else {
+    let Output::Bars { bars, sections, .. } = out else {
         return;
     };
     for lane in &view.lanes {
@@ -192,7 +274,12 @@ fn refresh_bars(out: &Output, view: &RunView) {
             .chain(&lane.test)
             .chain(&lane.teardown)
             .filter_map(|t| match &t.state {
-                TaskState::Running { phase } => Some(format!("{} ({})", t.task, phase.as_str())),
+                TaskState::Running { phase } => {
+                    Some(match sections.get(&(lane.name.clone(), t.task.clone())) {
+                        Some(s) => format!("{} ({}) › {s}", t.task, phase.as_str()),
+                        None => format!("{} ({})", t.task, phase.as_str()),
+                    })
+                }
                 _ => None,
             })
             .collect();

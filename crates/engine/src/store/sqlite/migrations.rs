@@ -347,4 +347,21 @@ CREATE TABLE baselines (
 );
 "#,
     },
+    Migration {
+        name: "sections tasks reported",
+        sql: r#"
+CREATE TABLE sections (
+    task_result_id  INTEGER NOT NULL REFERENCES task_results(id) ON DELETE CASCADE,
+    phase           TEXT NOT NULL,
+    section_id      INTEGER NOT NULL,
+    parent_id       INTEGER,
+    name            TEXT NOT NULL,
+    result          TEXT,
+    started_ms      INTEGER NOT NULL,
+    finished_ms     INTEGER,
+    section_json    TEXT NOT NULL,
+    PRIMARY KEY (task_result_id, phase, section_id)
+);
+"#,
+    },
 ];

@@ -249,7 +249,11 @@ impl Store for SqliteStore {
             c.prepare_cached("BEGIN")?.execute([])?;
             self.uncommitted.store(true, Ordering::Release);
         }
-        if f.sub_results.is_empty() && f.attempts.is_empty() && f.measurements.is_empty() {
+        if f.sub_results.is_empty()
+            && f.attempts.is_empty()
+            && f.measurements.is_empty()
+            && f.sections.is_empty()
+        {
             // One statement: a failure undoes it alone.
             return tasks::update_finish(&c, task_id, f);
         }

@@ -8,8 +8,8 @@ use rusqlite::{params, Connection};
 use super::parse_opt_json;
 use crate::clock::EpochMs;
 use crate::store::{
-    AttemptRecord, Result, StoreError, StoredTaskState, SubResultRecord, TaskFinish, TaskKind,
-    TaskPaths, TaskRecord,
+    AttemptRecord, Result, SectionRecord, StoreError, StoredTaskState, SubResultRecord, TaskFinish,
+    TaskKind, TaskPaths, TaskRecord,
 };
 
 /// Record a phase's start (lane, phase, paths, process group); the caller commits.
@@ -106,6 +106,7 @@ pub(super) fn of_run(conn: &Connection, run_id: &str) -> Result<Vec<TaskRecord>>
                 flaky: r.get::<_, i64>(32)? != 0,
                 attempts: Vec::new(),
                 measurements: Vec::new(),
+                sections: Vec::new(),
             })
         })?
         .collect::<rusqlite::Result<_>>()?;
@@ -145,6 +146,35 @@ pub(super) fn of_run(conn: &Connection, run_id: &str) -> Result<Vec<TaskRecord>>
         }
     }
     super::history::attach(conn, run_id, &mut tasks)?;
+    let mut sec = conn.prepare(
+        "SELECT s.task_result_id, s.phase, s.section_json
+         FROM sections s JOIN task_results t ON t.id = s.task_result_id
+         WHERE t.run_id = ?1
+         ORDER BY s.task_result_id, CASE s.phase WHEN 'setup' THEN 0 WHEN 'main' THEN 1 ELSE 2 END, s.section_id",
+    )?;
+    let mut sections: BTreeMap<i64, Vec<SectionRecord>> = BTreeMap::new();
+    let rows = sec.query_map([run_id], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+        ))
+    })?;
+    for row in rows {
+        let (id, phase, json) = row?;
+        // A row this version cannot read is left out rather than failing the run's read.
+        if let Ok(section) = serde_json::from_str(&json) {
+            sections
+                .entry(id)
+                .or_default()
+                .push(SectionRecord { phase, section });
+        }
+    }
+    for t in &mut tasks {
+        if let Some(s) = sections.remove(&t.id) {
+            t.sections = s;
+        }
+    }
     Ok(tasks)
 }
 
@@ -226,7 +256,7 @@ pub(super) fn update_finish(conn: &Connection, task_id: i64, f: &TaskFinish) -> 
     Ok(())
 }
 
-/// A finished task's row, sub-results and attempts, inside the caller's transaction.
+/// A finished task's row, sub-results, attempts, measurements and sections, inside the caller's transaction.
 pub(super) fn finish_writes(conn: &Connection, task_id: i64, f: &TaskFinish) -> Result<()> {
     update_finish(conn, task_id, f)?;
     if !f.attempts.is_empty() {
@@ -256,6 +286,27 @@ pub(super) fn finish_writes(conn: &Connection, task_id: i64, f: &TaskFinish) -> 
                 a.paths.main_log,
                 a.paths.teardown_log,
                 a.paths.artifacts_dir,
+            ])?;
+        }
+    }
+    if !f.sections.is_empty() {
+        conn.execute("DELETE FROM sections WHERE task_result_id = ?1", [task_id])?;
+        let mut stmt = conn.prepare_cached(
+            "INSERT INTO sections (task_result_id, phase, section_id, parent_id, name, result, started_ms, finished_ms, section_json)
+             VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)",
+        )?;
+        for s in &f.sections {
+            let x = &s.section;
+            stmt.execute(params![
+                task_id,
+                s.phase,
+                x.id,
+                x.parent,
+                x.name,
+                x.result,
+                x.started_ms,
+                x.finished_ms,
+                serde_json::to_string(x).expect("plain JSON"),
             ])?;
         }
     }

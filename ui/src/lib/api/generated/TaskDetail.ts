@@ -2,6 +2,7 @@
 import type { ArtifactEntry } from "./ArtifactEntry";
 import type { AttemptRecord } from "./AttemptRecord";
 import type { MeasurementRecord } from "./MeasurementRecord";
+import type { SectionRecord } from "./SectionRecord";
 import type { StoredTaskState } from "./StoredTaskState";
 import type { SubResultRecord } from "./SubResultRecord";
 import type { TaskKind } from "./TaskKind";
@@ -39,4 +40,9 @@ attempts: Array<AttemptRecord>,
 /**
  * The task's own measurements (its sub-results' are in `sub_results`).
  */
-measurements: Array<MeasurementRecord>, };
+measurements: Array<MeasurementRecord>, 
+/**
+ * Sections its phases reported, setup's first, each phase's in the order they
+ * started (`section.parent` is an id within the same phase).
+ */
+sections: Array<SectionRecord>, };

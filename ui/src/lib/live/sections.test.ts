@@ -1,0 +1,57 @@
+import { describe, expect, it } from 'vitest';
+import type { RunEvent, Section } from '../api/types';
+import { LiveSections, sectionMs } from './sections';
+
+function sec(id: number, name: string, extra: Partial<Section> = {}): Section {
+  return {
+    id,
+    name,
+    message: '',
+    started_ms: 1000,
+    details: [],
+    extra: {},
+    measurements: [],
+    attachments: [],
+    ...extra,
+  };
+}
+
+function ev(section: Section, run_id = 'r1'): RunEvent {
+  return { type: 'section', run_id, seq: 1, item: 0, task: 't', lane: 'local', phase: 'main', section, ts: 0 };
+}
+
+describe('LiveSections', () => {
+  it('nests sections, replaces a start by its stop and tracks the open path', () => {
+    const s = new LiveSections();
+    s.select('r1');
+    expect(s.apply(ev(sec(0, 'boot')))).toBe(true);
+    s.apply(ev(sec(1, 'login', { parent: 0 })));
+    expect(s.current(0)).toBe('boot › login');
+    s.apply(ev(sec(1, 'login', { parent: 0, result: 'Passed', finished_ms: 1500 })));
+    expect(s.current(0)).toBe('boot');
+    const tree = s.of(0);
+    expect(tree.roots).toHaveLength(1);
+    expect(tree.roots[0].children[0].section.result).toBe('Passed');
+    expect(sectionMs(tree.roots[0].children[0].section, 9999)).toBe(500);
+    expect(sectionMs(tree.roots[0].section, 3000)).toBe(2000);
+  });
+
+  it('puts measurements in their section and ignores other runs', () => {
+    const s = new LiveSections();
+    s.select('r1');
+    s.apply(ev(sec(0, 'rf')));
+    s.apply({
+      type: 'measurement', run_id: 'r1', seq: 2, item: 0, task: 't', lane: 'local', phase: 'main',
+      section: 0, measurement: { name: 'snr', value: 12, low: 20 }, passed: false, ts: 0,
+    });
+    s.apply({
+      type: 'measurement', run_id: 'r1', seq: 3, item: 0, task: 't', lane: 'local', phase: 'main',
+      section: null, measurement: { name: 'temp', value: 40 }, passed: null, ts: 0,
+    });
+    expect(s.of(0).roots[0].measurements[0].passed).toBe(false);
+    expect(s.of(0).loose[0].measurement.name).toBe('temp');
+    expect(s.apply(ev(sec(5, 'x'), 'other'))).toBe(false);
+    s.select('r2');
+    expect(s.of(0).roots).toHaveLength(0);
+  });
+});

@@ -1,0 +1,118 @@
+/**
+ * Sections and measurements tasks report while they run (the reporter), as the Live screen
+ * shows them: per task occurrence and phase, a tree of sections with their state and
+ * duration, each with the measurements recorded inside it.
+ *
+ * Fed by `section` and `measurement` run events; a section's start and stop are the same
+ * section id, so a stop replaces what the start put. Plain objects, no Svelte state.
+ */
+import type { Measurement, Phase, RunEvent, Section } from '../api/types';
+
+export interface ShownMeasurement {
+  measurement: Measurement;
+  /** Within its limits; `null` when only logged. */
+  passed: boolean | null;
+}
+
+export interface SectionNode {
+  phase: Phase;
+  section: Section;
+  measurements: ShownMeasurement[];
+  children: SectionNode[];
+}
+
+/** Sections kept per occurrence; older ones of a very long task are not shown live. */
+export const MAX_SECTIONS_PER_TASK = 2000;
+
+interface TaskSections {
+  /** By `${phase}/${id}`. */
+  nodes: Map<string, SectionNode>;
+  /** Top-level sections in the order they started. */
+  roots: SectionNode[];
+  /** Measurements outside any section. */
+  loose: ShownMeasurement[];
+}
+
+export class LiveSections {
+  private runId: string | null = null;
+  private tasks = new Map<number, TaskSections>();
+
+  /** Shows another run (or none): forgets what the previous one reported. */
+  select(runId: string | null) {
+    if (runId !== this.runId) {
+      this.runId = runId;
+      this.tasks.clear();
+    }
+  }
+
+  private task(item: number): TaskSections {
+    let t = this.tasks.get(item);
+    if (!t) {
+      t = { nodes: new Map(), roots: [], loose: [] };
+      this.tasks.set(item, t);
+    }
+    return t;
+  }
+
+  /** Applies one run event; true when it changed what is shown. */
+  apply(ev: RunEvent): boolean {
+    if (ev.run_id !== this.runId) return false;
+    if (ev.type === 'section') {
+      const t = this.task(ev.item);
+      const key = `${ev.phase}/${ev.section.id}`;
+      const had = t.nodes.get(key);
+      if (had) {
+        had.section = ev.section;
+        return true;
+      }
+      if (t.nodes.size >= MAX_SECTIONS_PER_TASK) return false;
+      const node: SectionNode = { phase: ev.phase, section: ev.section, measurements: [], children: [] };
+      t.nodes.set(key, node);
+      const parent = ev.section.parent != null ? t.nodes.get(`${ev.phase}/${ev.section.parent}`) : undefined;
+      (parent ? parent.children : t.roots).push(node);
+      return true;
+    }
+    if (ev.type === 'measurement') {
+      const t = this.task(ev.item);
+      const shown = { measurement: ev.measurement, passed: ev.passed };
+      const at = ev.section != null ? t.nodes.get(`${ev.phase}/${ev.section}`) : undefined;
+      (at ? at.measurements : t.loose).push(shown);
+      return true;
+    }
+    return false;
+  }
+
+  /**
+   * The tree of one occurrence (empty when it reported nothing), as a fresh copy: the
+   * store changes its own nodes in place, a view compares what it is given.
+   */
+  of(item: number): { roots: SectionNode[]; loose: ShownMeasurement[] } {
+    const t = this.tasks.get(item);
+    const copy = (n: SectionNode): SectionNode => ({
+      ...n,
+      measurements: n.measurements.slice(),
+      children: n.children.map(copy),
+    });
+    return t ? { roots: t.roots.map(copy), loose: t.loose.slice() } : { roots: [], loose: [] };
+  }
+
+  /** The innermost open section of an occurrence, for a one-line status. */
+  current(item: number): string | null {
+    const t = this.tasks.get(item);
+    if (!t) return null;
+    let path: string[] = [];
+    let level = t.roots;
+    for (;;) {
+      const open = [...level].reverse().find((n) => n.section.result == null);
+      if (!open) break;
+      path = [...path, open.section.name];
+      level = open.children;
+    }
+    return path.length ? path.join(' › ') : null;
+  }
+}
+
+/** A section's duration in ms: to its stop, or to `now` while open. */
+export function sectionMs(s: Section, now: number): number {
+  return Math.max(0, (s.finished_ms ?? now) - s.started_ms);
+}
