@@ -1,7 +1,7 @@
 // Starts a real `testbay serve` on an ephemeral port with a temp data dir, the demo lab and
 // the demo packs plus the broken fixture pack, and Debian's chromium through playwright-core.
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, mkdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -48,6 +48,10 @@ export async function startServer({ packDirs = ['packs', 'tests/fixtures/packs']
   if (!existsSync(bin)) throw new Error(`testbay binary not found at ${bin}; build it (cargo build -p testbay-cli) or set TESTBAY_BIN`);
   const ownData = !dataDir;
   dataDir ??= mkdtempSync(path.join(tmpdir(), 'testbay-e2e-'));
+  // The shared test machine is often busy: queued runs must not wait on the dispatch
+  // threshold (issue 12) unless a test says otherwise.
+  const settings = path.join(dataDir, 'settings.yaml');
+  if (!existsSync(settings)) writeFileSync(settings, 'dispatch_cpu_threshold: 100\n');
   const args = [
     'serve',
     '--bind', `${host}:${port}`,
