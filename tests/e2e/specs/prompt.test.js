@@ -47,6 +47,14 @@ test('a prompt is answered from the Live dialog', async () => {
   const dialog = page.locator('[data-testid=prompt-dialog]');
   await dialog.waitFor();
   assert.match(await dialog.textContent(), /Plug in the HDMI cable/);
+  // The task's row says it waits for the operator, and so does the queue screen.
+  await page.locator('[data-testid=task-table]').getByText(/waiting for the operator: Plug in the HDMI cable/).first().waitFor();
+  await page.goto(`${server.origin}/#/queue`);
+  const waits = page.locator('[data-testid=operator-waits]');
+  await waits.waitFor();
+  assert.match(await waits.textContent(), new RegExp(`${runId}.*hdmi is waiting for the operator: Plug in the HDMI cable`));
+  await page.goto(`${server.origin}/#/live/${runId}`);
+  await dialog.waitFor();
   await page.locator('[data-testid=prompt-by]').fill('ana');
   await screenshot(page, 'live-prompt');
   await dialog.getByRole('button', { name: 'done' }).click();

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { RunView, TaskView } from './api/client';
-import { waitersOf, waitsFor } from './waits';
+import { operatorWaitsOf, waitersOf, waitsFor } from './waits';
 
 const task = (item: number, task: string, state: TaskView['state']): TaskView => ({
   item, task_id: item, task, kind: 'setup', group: null, lane: 'stb-04', state, est_task_time: 1, started_ms: null, finished_ms: null,
@@ -19,5 +19,22 @@ describe('waiters from live runs', () => {
     expect(waitsFor(ws[0], 'stb-04')).toBe(true);
     expect(waitsFor(ws[0], 'stb-0')).toBe(false);
     expect(waitsFor(ws[0], 'power_switch')).toBe(false);
+  });
+});
+
+describe('runs waiting for the operator', () => {
+  it('lists running tasks with an open prompt, with their lane and DUT', () => {
+    const reason = 'waiting for the operator: Plug in the HDMI cable';
+    const dut = { name: 'stb-04', model: null, rack: 'rack-a', slot: 4 };
+    const v: RunView = {
+      run_id: 'r2', seq: 1, pack_name: 'p', pack_version: '1', status: 'running', reason: null, started_ms: 0, ended_ms: null, verdict: null, shared: [], progress,
+      lanes: [{
+        name: 'stb-04', dut, setup: [], delay: [], progress,
+        test: [task(1, 'hdmi_check', { state: 'running', phase: 'main', waiting: reason }), task(2, 'boot', { state: 'running', phase: 'main' })],
+        teardown: [],
+      }],
+    };
+    expect(operatorWaitsOf([v])).toEqual([{ run_id: 'r2', item: 1, task: 'hdmi_check', lane: 'stb-04', dut: 'stb-04', reason }]);
+    expect(waitersOf([v])).toEqual([]);
   });
 });

@@ -41,15 +41,16 @@ pub struct LaunchRequest {
 #[ts(export)]
 pub enum TaskState {
     /// In its queue; `reason` says what it waits for.
-    Queued {
-        reason: String,
-    },
+    Queued { reason: String },
     /// In the delay queue: resources busy.
-    Waiting {
-        reason: String,
-    },
+    Waiting { reason: String },
     Running {
         phase: Phase,
+        /// What the task waits for while it runs: `waiting for the operator: <message>`
+        /// while one of its prompts is open.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[ts(optional)]
+        waiting: Option<String>,
     },
     Done {
         result: String,

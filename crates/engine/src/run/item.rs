@@ -674,7 +674,11 @@ async fn run_one(
     let on_spawn = |pid: u32| {
         let now = ctx.clock.now_ms();
         let _ = spawned.set((pid, now));
-        ctx.live.lock().unwrap_or_else(|p| p.into_inner()).phase[job.item] = Some(phase);
+        {
+            let mut live = ctx.live.lock().unwrap_or_else(|p| p.into_inner());
+            live.phase[job.item] = Some(phase);
+            live.operator[job.item] = None;
+        }
         ctx.events.send_with(|| RunEvent::TaskState {
             run_id: ctx.run_id.clone(),
             seq: ctx.seq.next(),
@@ -683,7 +687,10 @@ async fn run_one(
             kind: job.kind,
             group: job.group.clone(),
             lane: Some(job.lane.clone()),
-            state: TaskState::Running { phase },
+            state: TaskState::Running {
+                phase,
+                waiting: None,
+            },
             ts: now,
         });
     };
@@ -721,6 +728,8 @@ async fn run_one(
         files: matches!(e, exec::ExecError::LogFile { .. }),
         message: e.to_string(),
     })?;
+    // A prompt still open when the phase ended waits no more.
+    ctx.live.lock().unwrap_or_else(|p| p.into_inner()).operator[job.item] = None;
     if let Some(h) = report {
         let reason = format!("still open when the {} phase ended", phase.as_str());
         exec::apply_report(&mut outcome, h.finish(&reason, ctx.clock.now_ms()));
@@ -737,9 +746,41 @@ fn report_sink(ctx: &Arc<RunCtx>, job: &ItemJob, phase: Phase) -> exec::reporter
     let task = job.def.name.clone();
     let lane = job.lane.clone();
     let item = job.item as u32;
+    let kind = job.kind;
+    let group = job.group.clone();
+    let live = ctx.live.clone();
     Box::new(move |event| {
         use crate::reporter::Change;
         use exec::reporter::ReportEvent;
+        // The running task's wait reason follows its open prompt, listened to or not.
+        let waiting = match event {
+            ReportEvent::Asked(view) => Some(Some(view.message.clone())),
+            ReportEvent::Answered(..) => Some(None),
+            ReportEvent::Changed(..) => None,
+        };
+        if let Some(message) = waiting {
+            let seq = {
+                let mut l = live.lock().unwrap_or_else(|p| p.into_inner());
+                l.operator[item as usize] = message.clone();
+                events.has_listeners().then(|| seq.next())
+            };
+            if let Some(seq) = seq {
+                events.send(RunEvent::TaskState {
+                    run_id: run_id.clone(),
+                    seq,
+                    item,
+                    task: task.clone(),
+                    kind,
+                    group: group.clone(),
+                    lane: Some(lane.clone()),
+                    state: TaskState::Running {
+                        phase,
+                        waiting: message.as_deref().map(super::view::operator_wait),
+                    },
+                    ts: clock.now_ms(),
+                });
+            }
+        }
         if !events.has_listeners() {
             return;
         }

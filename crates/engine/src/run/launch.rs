@@ -205,6 +205,7 @@ impl RunManager {
             started: vec![None; n],
             finished: vec![None; n],
             phase: vec![None; n],
+            operator: vec![None; n],
             flaky: vec![false; n],
             storage: Default::default(),
             seq: seq.clone(),

@@ -128,6 +128,9 @@ struct LiveRun {
     started: Vec<Option<EpochMs>>,
     finished: Vec<Option<EpochMs>>,
     phase: Vec<Option<crate::outcome::Phase>>,
+    /// Per item, the operator prompt its running phase waits on (see
+    /// [`view::operator_wait`]).
+    operator: Vec<Option<String>>,
     /// Occurrences that passed only on a retry (`max_retries`).
     flaky: Vec<bool>,
     /// Writes of this run that failed (the run then ends `errored`).

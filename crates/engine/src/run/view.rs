@@ -100,6 +100,11 @@ pub(super) fn verdict_of(s: &LiveRun, now: EpochMs) -> Option<RunVerdict> {
     RunVerdict::of(s.status, p.failures, p.aborted)
 }
 
+/// The wait reason of a running task whose phase asked the operator `message`.
+pub(crate) fn operator_wait(message: &str) -> String {
+    format!("waiting for the operator: {message}")
+}
+
 pub(super) fn build_view(s: &LiveRun, now: EpochMs) -> RunView {
     let plan = &s.plan;
     let task_view = |id: usize| -> TaskView {
@@ -122,6 +127,7 @@ pub(super) fn build_view(s: &LiveRun, now: EpochMs) -> RunView {
                 Some(*lane),
                 TaskState::Running {
                     phase: s.phase[id].unwrap_or(crate::outcome::Phase::Main),
+                    waiting: s.operator[id].as_deref().map(operator_wait),
                 },
             ),
             ItemState::Done {

@@ -11,7 +11,7 @@ use testbay_engine::clock::{Clock, SystemClock};
 use testbay_engine::exec::reporter::{PhaseHandle, PhaseInfo, Reporter};
 use testbay_engine::outcome::*;
 use testbay_engine::reporter::MAX_MESSAGE_BYTES;
-use testbay_engine::run::{LaunchRequest, RunEvent};
+use testbay_engine::run::{LaunchRequest, RunEvent, TaskState};
 
 use crate::support::{rss_kib, write_pack, Bed};
 
@@ -558,13 +558,35 @@ send(type="set_result", result="Passed" if ok else "Failed", message=json.dumps(
     else {
         panic!()
     };
-    // The prompt's event comes first; the API lists it.
+    // The prompt's event comes first (after the task's state saying it waits for the
+    // operator); the API lists it.
+    let mut waits = Vec::new();
     let id = loop {
-        if let Event::Run(RunEvent::Prompt { prompt, .. }) = events.recv().await.unwrap() {
-            assert_eq!(prompt.message, "Plug in the HDMI cable");
-            break prompt.id;
+        match events.recv().await.unwrap() {
+            Event::Run(RunEvent::Prompt { prompt, .. }) => {
+                assert_eq!(prompt.message, "Plug in the HDMI cable");
+                break prompt.id;
+            }
+            Event::Run(RunEvent::TaskState {
+                state: TaskState::Running { waiting, .. },
+                ..
+            }) => waits.push(waiting),
+            _ => {}
         }
     };
+    let operator = Some("waiting for the operator: Plug in the HDMI cable".to_string());
+    assert_eq!(waits.last(), Some(&operator), "{waits:?}");
+    // The live run view (Live, the queue, the rack view) says so too.
+    let Response::RunView(view) = call(format!(r#"{{"cmd":"run_view","run_id":"{run_id}"}}"#))
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    match &view.lanes[0].test[0].state {
+        TaskState::Running { waiting, .. } => assert_eq!(waiting, &operator),
+        s => panic!("{s:?}"),
+    }
     let Response::ListPrompts(list) = call(r#"{"cmd":"list_prompts"}"#.into()).await.unwrap()
     else {
         panic!()
@@ -595,6 +617,10 @@ send(type="set_result", result="Passed" if ok else "Failed", message=json.dumps(
     loop {
         match events.recv().await.unwrap() {
             Event::Run(RunEvent::PromptAnswered { answer, .. }) => answered.push(answer),
+            Event::Run(RunEvent::TaskState {
+                state: TaskState::Running { waiting, .. },
+                ..
+            }) => waits.push(waiting),
             Event::Run(RunEvent::RunStatus { status, .. }) if status.is_finished() => break,
             _ => {}
         }
@@ -602,6 +628,16 @@ send(type="set_result", result="Passed" if ok else "Failed", message=json.dumps(
     assert_eq!(answered.len(), 2);
     assert_eq!(answered[0].by.as_deref(), Some("ana"));
     assert!(answered[1].timed_out);
+    // Each answer (or timeout) ends the wait; the second prompt waited in between.
+    assert_eq!(
+        waits[waits.len() - 3..],
+        [
+            None,
+            Some("waiting for the operator: Serial number?".to_string()),
+            None
+        ],
+        "{waits:?}"
+    );
     let Response::GetRun(d) = call(format!(r#"{{"cmd":"get_run","run_id":"{run_id}"}}"#))
         .await
         .unwrap()

@@ -447,7 +447,10 @@ async fn stop_terminates_running_tests_aborts_the_rest_and_runs_teardowns() {
     assert_eq!(view.status, RunStatus::Running);
     assert!(matches!(
         view.lanes[0].test[0].state,
-        TaskState::Running { phase: Phase::Main }
+        TaskState::Running {
+            phase: Phase::Main,
+            waiting: None
+        }
     ));
     match &view.lanes[0].test[1].state {
         TaskState::Queued { reason } => assert!(reason.contains("not process_safe"), "{reason}"),

@@ -18,7 +18,7 @@ export function stateNote(s: T.TaskState): string {
     case 'waiting':
       return s.reason;
     case 'running':
-      return `${s.phase}`;
+      return s.waiting ? `${s.phase} · ${s.waiting}` : `${s.phase}`;
     case 'done':
       return s.message;
   }

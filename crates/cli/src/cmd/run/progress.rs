@@ -129,13 +129,16 @@ fn show_event(out: &mut Output, ev: &RunEvent) {
             RunEvent::TaskState {
                 task,
                 lane,
-                state: TaskState::Running { phase },
+                state: TaskState::Running { phase, waiting },
                 ..
-            } => say!(
-                "[{}] {task}: {} ...",
-                lane.as_deref().unwrap_or("-"),
-                phase.as_str()
-            ),
+            } => match waiting {
+                None => say!(
+                    "[{}] {task}: {} ...",
+                    lane.as_deref().unwrap_or("-"),
+                    phase.as_str()
+                ),
+                Some(w) => say!("[{}] {task}: {w}", lane.as_deref().unwrap_or("-")),
+            },
             RunEvent::TaskState {
                 task,
                 lane,
@@ -274,12 +277,13 @@ fn refresh_bars(out: &Output, view: &RunView) {
             .chain(&lane.test)
             .chain(&lane.teardown)
             .filter_map(|t| match &t.state {
-                TaskState::Running { phase } => {
-                    Some(match sections.get(&(lane.name.clone(), t.task.clone())) {
-                        Some(s) => format!("{} ({}) › {s}", t.task, phase.as_str()),
-                        None => format!("{} ({})", t.task, phase.as_str()),
-                    })
-                }
+                TaskState::Running { phase, waiting } => Some(
+                    match (waiting, sections.get(&(lane.name.clone(), t.task.clone()))) {
+                        (Some(w), _) => format!("{} ({}) › {w}", t.task, phase.as_str()),
+                        (None, Some(s)) => format!("{} ({}) › {s}", t.task, phase.as_str()),
+                        (None, None) => format!("{} ({})", t.task, phase.as_str()),
+                    },
+                ),
                 _ => None,
             })
             .collect();

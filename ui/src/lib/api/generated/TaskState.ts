@@ -4,7 +4,12 @@ import type { Phase } from "./Phase";
 /**
  * State of one task occurrence, as the operator sees it.
  */
-export type TaskState = { "state": "queued", reason: string, } | { "state": "waiting", reason: string, } | { "state": "running", phase: Phase, } | { "state": "done", result: string, message: string, failure: boolean, 
+export type TaskState = { "state": "queued", reason: string, } | { "state": "waiting", reason: string, } | { "state": "running", phase: Phase, 
+/**
+ * What the task waits for while it runs: `waiting for the operator: <message>`
+ * while one of its prompts is open.
+ */
+waiting?: string, } | { "state": "done", result: string, message: string, failure: boolean, 
 /**
  * Passed only on a retry (`max_retries`).
  */
