@@ -1,7 +1,9 @@
 //! Flaky tasks: a task is flaky on a DUT model when its verdict flipped between pass and
-//! failure within its last N runs there (N = [`DEFAULT_WINDOW`] unless asked). The score
-//! is the flip rate: flips / (verdicts - 1). A task that always passes or always fails
-//! there never flips and is not flaky. One run's verdict for a task on a model is a
+//! failure within its last N runs there (N = [`DEFAULT_WINDOW`] unless asked), or when it
+//! passed there only on a retry (`max_retries`: its stored result is marked `flaky`).
+//! The flip rate is flips / (verdicts - 1); the retry rate is the share of the window's
+//! verdicts that were passes on a retry; the score is the higher of the two. A task that
+//! always passes at the first attempt or always fails there is not flaky. One run's verdict for a task on a model is a
 //! failure when any of its occurrences there failed; occurrences that did not really run
 //! (`Skipped`, `Blocked`, `Aborted`) are left out.
 
@@ -52,6 +54,8 @@ pub struct FlipPoint {
     /// The result shown (the first failing one when several occurrences ran).
     pub result: String,
     pub failure: bool,
+    /// It passed only on a retry.
+    pub retried: bool,
 }
 
 /// A task that flipped on a DUT model within its window.
@@ -64,6 +68,10 @@ pub struct FlakyTask {
     pub flips: u32,
     /// flips / (runs looked at - 1), 0 to 1.
     pub flip_rate: f64,
+    /// Runs looked at whose verdict was a pass on a retry.
+    pub retried_passes: u32,
+    /// The higher of the flip rate and retried passes / runs looked at, 0 to 1.
+    pub score: f64,
     /// The runs looked at, oldest first.
     pub runs: Vec<FlipPoint>,
 }
@@ -94,18 +102,21 @@ fn series(rows: &[TaskHistoryEntry]) -> Series {
         let points = series
             .entry((r.task.clone(), r.dut_model.clone()))
             .or_default();
+        let retried = r.flaky && !failure;
         match points.last_mut() {
             Some(p) if p.run_id == r.run_id => {
                 if failure && !p.failure {
                     p.failure = true;
                     p.result = result.clone();
                 }
+                p.retried = (p.retried || retried) && !p.failure;
             }
             _ => points.push(FlipPoint {
                 run_id: r.run_id.clone(),
                 run_created_ms: r.run_created_ms,
                 result: result.clone(),
                 failure,
+                retried,
             }),
         }
     }
@@ -119,21 +130,27 @@ pub fn fold(pack: &str, rows: &[TaskHistoryEntry], window: u32) -> Vec<FlakyTask
         let keep = points.len().saturating_sub(window as usize);
         points.drain(..keep);
         let verdicts: Vec<bool> = points.iter().map(|p| p.failure).collect();
-        if let Some((n, rate)) = flips(&verdicts).filter(|(n, _)| *n > 0) {
-            out.push(FlakyTask {
-                pack: pack.to_string(),
-                task,
-                dut_model,
-                flips: n,
-                flip_rate: rate,
-                runs: points,
-            });
+        let (n, rate) = flips(&verdicts).unwrap_or((0, 0.0));
+        let retried = points.iter().filter(|p| p.retried).count() as u32;
+        if n == 0 && retried == 0 {
+            continue;
         }
+        let retry_rate = retried as f64 / points.len() as f64;
+        out.push(FlakyTask {
+            pack: pack.to_string(),
+            task,
+            dut_model,
+            flips: n,
+            flip_rate: rate,
+            retried_passes: retried,
+            score: rate.max(retry_rate),
+            runs: points,
+        });
     }
     out
 }
 
-/// Flaky tasks of the asked packs, highest flip rate first.
+/// Flaky tasks of the asked packs, highest score first.
 pub fn flaky_tasks(store: &dyn Store, q: &FlakyQuery) -> Result<Vec<FlakyTask>> {
     let window = q.window();
     let packs = match &q.pack {
@@ -146,9 +163,10 @@ pub fn flaky_tasks(store: &dyn Store, q: &FlakyQuery) -> Result<Vec<FlakyTask>> 
         out.extend(fold(&pack, &rows, window));
     }
     out.sort_by(|a, b| {
-        b.flip_rate
-            .total_cmp(&a.flip_rate)
+        b.score
+            .total_cmp(&a.score)
             .then(b.flips.cmp(&a.flips))
+            .then(b.retried_passes.cmp(&a.retried_passes))
             .then_with(|| (&a.pack, &a.task, &a.dut_model).cmp(&(&b.pack, &b.task, &b.dut_model)))
     });
     Ok(out)

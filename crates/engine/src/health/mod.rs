@@ -7,6 +7,13 @@
 //! The console launches due checks through its normal launch path (`api`); this service
 //! keeps the state and hears every run's end on a channel of its own, so nothing here
 //! runs on a run's path.
+//!
+//! Which runs are health runs is stored (`HealthStore::health_runs`) until each is
+//! settled, so a health run that ends after a console restart (one that waited in the run
+//! queue, say) still judges its DUT. At start the service takes them up again: one whose
+//! run ended meanwhile is settled at once, one neither stored nor queued is forgotten, and
+//! one a dead console left `interrupted` says nothing of its DUT (the check falls due
+//! again after its interval).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -55,9 +62,14 @@ impl HealthService {
         clock: Arc<dyn Clock>,
         webhooks: Arc<Webhooks>,
     ) -> Result<Arc<Self>, StoreError> {
-        let health = Arc::new(Mutex::new(store.open_health_store()?));
-        let in_flight = Arc::new(Mutex::new(HashMap::new()));
+        let hs = store.open_health_store()?;
+        let (going, settle_now) = take_up(&*store, &*hs)?;
+        let health = Arc::new(Mutex::new(hs));
+        let in_flight = Arc::new(Mutex::new(going));
         let (ended, rx) = mpsc::unbounded_channel();
+        for run_id in settle_now {
+            let _ = ended.send(run_id);
+        }
         tokio::spawn(listen(
             rx,
             Settle {
@@ -120,10 +132,13 @@ impl HealthService {
         self.lab.as_ref()?.health_check(dut).cloned()
     }
 
-    /// A health run of `dut` was launched.
+    /// A health run of `dut` was launched (it may wait in the run queue).
     pub fn launched(&self, dut: &str, run_id: &str) -> Result<(), StoreError> {
         lock(&self.in_flight).insert(run_id.to_string(), dut.to_string());
-        lock(&self.store).check_started(dut, self.clock.now_ms())
+        let now = self.clock.now_ms();
+        let store = lock(&self.store);
+        store.health_run_add(run_id, dut, now)?;
+        store.check_started(dut, now)
     }
 
     /// Whether a health run of `dut` is going.
@@ -155,6 +170,41 @@ impl HealthService {
             },
         )
     }
+}
+
+/// The stored health runs at the service's start: those still going (run id → DUT), and
+/// those whose run ended while no console heard it (to settle now). The rest are
+/// forgotten.
+fn take_up(
+    runs: &dyn Store,
+    health: &dyn HealthStore,
+) -> Result<(HashMap<String, String>, Vec<String>), StoreError> {
+    let stored = health.health_runs()?;
+    if stored.is_empty() {
+        return Ok((HashMap::new(), Vec::new()));
+    }
+    let queued: Vec<String> = runs.queue_list()?.into_iter().map(|q| q.run_id).collect();
+    let mut going = HashMap::new();
+    let mut settle_now = Vec::new();
+    for (run_id, dut) in stored {
+        match runs.get_run(&run_id) {
+            Ok(r) if r.status.is_finished() => {
+                going.insert(run_id.clone(), dut);
+                settle_now.push(run_id);
+            }
+            Ok(_) => {
+                going.insert(run_id, dut);
+            }
+            Err(_) if queued.contains(&run_id) => {
+                going.insert(run_id, dut);
+            }
+            Err(_) => {
+                tracing::info!(run_id, dut, "a stored health run is gone; forgotten");
+                health.health_run_remove(&run_id)?;
+            }
+        }
+    }
+    Ok((going, settle_now))
 }
 
 /// What settles the end of a run.
@@ -191,7 +241,10 @@ pub fn infra_failure(run: &RunRecord) -> bool {
 /// Settle a run's end; a health run counts as going until its DUT's health is written.
 fn settle(s: &Settle, run_id: &str) -> Result<(), StoreError> {
     let checked = lock(&s.in_flight).get(run_id).cloned();
-    let r = settle_run(s, run_id, checked);
+    let r = settle_run(s, run_id, checked.clone());
+    if checked.is_some() {
+        lock(&s.health).health_run_remove(run_id)?;
+    }
     lock(&s.in_flight).remove(run_id);
     r
 }
@@ -207,6 +260,14 @@ fn settle_run(s: &Settle, run_id: &str, checked: Option<String>) -> Result<(), S
         }
         return Ok(());
     };
+    if run.status == RunStatus::Interrupted {
+        tracing::info!(
+            run_id,
+            dut,
+            "a health run was interrupted; the DUT's health stands"
+        );
+        return Ok(());
+    }
     let passed = run.status == RunStatus::Completed && run.counts.failures == 0;
     if passed {
         store.set_health(

@@ -86,4 +86,10 @@ pub trait HealthStore: Send {
     fn count_run(&self, dut: &str, infra_failure: bool) -> Result<u32>;
     /// The DUT's health history, newest first, at most `limit`.
     fn health_history(&self, dut: &str, limit: u32) -> Result<Vec<HealthChange>>;
+    /// Run `run_id` (queued or started) is a health check of `dut`.
+    fn health_run_add(&self, run_id: &str, dut: &str, now: EpochMs) -> Result<()>;
+    /// Health run `run_id` was settled (or forgotten).
+    fn health_run_remove(&self, run_id: &str) -> Result<()>;
+    /// Health runs not settled yet: (run id, DUT), oldest first.
+    fn health_runs(&self) -> Result<Vec<(String, String)>>;
 }

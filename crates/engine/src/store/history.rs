@@ -90,6 +90,9 @@ pub struct TaskHistoryEntry {
     pub est_task_time: f64,
     pub run_time: Option<f64>,
     pub started_ms: Option<EpochMs>,
+    /// Passed only on a retry (`max_retries`).
+    #[serde(default)]
+    pub flaky: bool,
 }
 
 /// Which measurement's history: pack, task, sub-result (none: the task's own) and name,

@@ -49,6 +49,12 @@ fn setup(dir: &Path) -> std::path::PathBuf {
         "echo '{\"result\": \"Errored\", \"metadata\": {\"message\": \"no signal\"}}' > \"$TESTBAY_RESULT\"\n",
     );
     write(&dir.join("lab.yaml"), LAB);
+    // The machine running the tests is often busy: a queued health run must not wait 30 s
+    // for the dispatch threshold.
+    write(
+        &dir.join("data/settings.yaml"),
+        "dispatch_cpu_threshold: 100\n",
+    );
     marker
 }
 
@@ -286,5 +292,77 @@ async fn an_operator_restores_a_bad_dut_with_a_note() {
         ErrorCode::NotFound,
         "stb-2's model has no check: {e}"
     );
+    c.shutdown();
+}
+
+/// A health check queued behind an operator's hold outlives a console restart: the next
+/// console starts it when the hold is released, and its failure makes the DUT bad.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_health_run_ending_after_a_restart_still_judges_its_dut() {
+    let tmp = tempfile::tempdir().unwrap();
+    setup(tmp.path());
+    let open = || {
+        LocalConsole::open_with(
+            ConsolePaths {
+                data_dir: tmp.path().join("data"),
+                pack_roots: vec![tmp.path().join("packs")],
+                lab_file: Some(tmp.path().join("lab.yaml")),
+            },
+            ConsoleOptions {
+                clock: Arc::new(ManualClock::new(T0)),
+                watch_packs: false,
+                health_checks: false,
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    };
+    let (hold, run_id) = {
+        let c = open();
+        let Response::Hold(h) = c
+            .dispatch(
+                testbay_engine::api::parse_request(
+                    br#"{"cmd":"hold","resource":"stb-1","by":"alice","duration_s":3600}"#,
+                )
+                .unwrap(),
+            )
+            .await
+            .unwrap()
+        else {
+            panic!()
+        };
+        let runs = c.health_tick().await;
+        assert_eq!(runs.len(), 1, "{runs:?}");
+        assert!(report(&c).await.checking);
+        c.shutdown();
+        (h.id.0, runs[0].clone())
+    };
+    let c = open();
+    let mut events = c.subscribe();
+    assert!(
+        report(&c).await.checking,
+        "the queued health run is known after the restart"
+    );
+    assert!(
+        c.health_tick().await.is_empty(),
+        "no second check while one waits"
+    );
+    c.dispatch(
+        testbay_engine::api::parse_request(
+            format!(r#"{{"cmd":"release","id":{hold}}}"#).as_bytes(),
+        )
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(ended(&c, &mut events, &run_id).await, RunStatus::Completed);
+    let r = report(&c).await;
+    assert_eq!(r.health.health, Health::Bad, "{r:?}");
+    assert_eq!(r.health.run_id.as_deref(), Some(run_id.as_str()));
+    assert!(!r.checking);
+    c.shutdown();
+    // Settled: a third console has no health run going.
+    let c = open();
+    assert!(!report(&c).await.checking);
     c.shutdown();
 }

@@ -159,6 +159,18 @@ impl Lab {
         model: &str,
         results: &[(&str, &str, f64)],
     ) -> (String, Vec<i64>) {
+        self.run_retried(pack, dut, model, results, &[])
+    }
+
+    /// As [`Lab::run`], the tasks named in `retried` marked as passed only on a retry.
+    fn run_retried(
+        &mut self,
+        pack: &str,
+        dut: &str,
+        model: &str,
+        results: &[(&str, &str, f64)],
+        retried: &[&str],
+    ) -> (String, Vec<i64>) {
         self.n += 1;
         let id = format!("run{:03}", self.n);
         let mut r = new_run(&id, pack, T0 + self.n * 1000);
@@ -182,7 +194,7 @@ impl Lab {
             })
             .collect();
         let ids = self.s.insert_run(&r, &rows).unwrap();
-        for (tid, (_, result, secs)) in ids.iter().zip(results) {
+        for (tid, (task, result, secs)) in ids.iter().zip(results) {
             let failure = *result != PASSED;
             let f = TaskFinish {
                 result: result.to_string(),
@@ -194,6 +206,7 @@ impl Lab {
                 },
                 run_time: Some(*secs),
                 finished_ms: T0 + self.n * 1000 + 500,
+                flaky: retried.contains(task),
                 ..Default::default()
             };
             self.s.finish_task(*tid, &f).unwrap();
@@ -388,6 +401,51 @@ fn flaky_means_a_flip_within_the_window_per_model() {
     assert!(!wide
         .iter()
         .any(|f| f.task.starts_with("steady") || f.task == "skipped"));
+}
+
+/// A task that passed only on a retry (`max_retries`) counts as flaky though its verdict
+/// never flips: its score is at least its share of retried passes in the window.
+#[test]
+fn passes_on_a_retry_are_flaky_too() {
+    let mut lab = Lab::new();
+    // Oldest first: `retry` always passes, twice in 4 runs only on a retry; `both` flips
+    // once (1/3) and passed on a retry once (1/4; a failure marked so does not count);
+    // `steady` passes at the first attempt.
+    let runs: [(&str, &[&str]); 4] = [
+        (PASSED, &["retry", "both"]),
+        (PASSED, &[]),
+        (FAILED, &["retry", "both"]),
+        (FAILED, &[]),
+    ];
+    for (both, retried) in runs {
+        lab.run_retried(
+            "p",
+            "a1",
+            "TP-4000",
+            &[
+                ("retry", PASSED, 1.0),
+                ("both", both, 1.0),
+                ("steady", PASSED, 1.0),
+            ],
+            retried,
+        );
+    }
+    let out = flaky_tasks(
+        &lab.s,
+        &FlakyQuery {
+            pack: Some("p".into()),
+            window: 10,
+        },
+    )
+    .unwrap();
+    let got: Vec<(&str, u32, u32, f64)> = out
+        .iter()
+        .map(|f| (f.task.as_str(), f.flips, f.retried_passes, f.score))
+        .collect();
+    assert_eq!(got, [("retry", 0, 2, 0.5), ("both", 1, 1, 1.0 / 3.0)]);
+    assert_eq!(out[0].flip_rate, 0.0);
+    let marks: Vec<bool> = out[0].runs.iter().map(|p| p.retried).collect();
+    assert_eq!(marks, [true, false, true, false]);
 }
 
 #[test]

@@ -296,3 +296,71 @@ async fn bad_settings_are_refused_naming_the_key_and_updates_apply() {
     assert_eq!(u.url, h.url);
     c.shutdown();
 }
+
+/// A daily schedule with `catch_up: skip` whose firings fell due while no console ran:
+/// the console that next serves the data directory skips them and tells the
+/// `schedule_missed` webhook (schedule, due time, what was done and why). Virtual time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_skipped_schedule_firing_is_sent_as_schedule_missed() {
+    use std::sync::Arc;
+    use testbay_engine::api::ConsoleOptions;
+    use testbay_engine::clock::ManualClock;
+    use testbay_engine::timefmt::fmt_ms;
+
+    let tmp = tempfile::tempdir().unwrap();
+    console(tmp.path()).shutdown();
+    write(
+        &tmp.path().join("data/settings.yaml"),
+        "dispatch_cpu_threshold: 100\n",
+    );
+    let paths = ConsolePaths {
+        data_dir: tmp.path().join("data"),
+        pack_roots: vec![tmp.path().join("packs")],
+        lab_file: None,
+    };
+    let t0 = crate::support::T0;
+    let options = |t: i64| ConsoleOptions {
+        clock: Arc::new(ManualClock::new(t)),
+        ..ConsoleOptions::default()
+    };
+    let (url, got) = receiver(0);
+    let id = {
+        let c = LocalConsole::open_with(paths.clone(), options(t0)).unwrap();
+        call(
+            &c,
+            &format!(r#"{{"cmd":"add_webhook","url":"{url}","events":["schedule_missed"]}}"#),
+        )
+        .await
+        .unwrap();
+        let start = fmt_ms(t0 + 3_600_000)
+            .trim_end_matches('Z')
+            .replace(' ', "T");
+        let add = format!(
+            r#"{{"cmd":"add_schedule","name":"nightly","pack":"hello","groups":["smoke"],"when":{{"type":"daily","start":"{start}","time_zone":"UTC","catch_up":"skip"}}}}"#
+        );
+        let Response::AddSchedule { id } = call(&c, &add).await.unwrap() else {
+            panic!()
+        };
+        c.shutdown();
+        id
+    };
+    // Two days and two hours later: the firings at +1 h, +25 h and +49 h were missed.
+    let later = t0 + 2 * 86_400_000 + 2 * 3_600_000;
+    let c = LocalConsole::open_with(paths, options(later))
+        .unwrap()
+        .shared();
+    let hit = got
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the schedule_missed notice");
+    assert_eq!(hit.header("X-Testbay-Event"), Some("schedule_missed"));
+    let body: serde_json::Value = serde_json::from_slice(&hit.body).unwrap();
+    assert_eq!(body["event"], "schedule_missed", "{body}");
+    let data = &body["data"];
+    assert_eq!(data["schedule_id"], id.as_str(), "{body}");
+    assert_eq!(data["name"], "nightly");
+    assert_eq!(data["due_ms"], t0 + 3_600_000);
+    assert_eq!(data["missed"], 3);
+    assert_eq!(data["action"], "skipped");
+    assert_eq!(data["why"], "missed 3 firings, skipped (catch_up: skip)");
+    c.shutdown();
+}

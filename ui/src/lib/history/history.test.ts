@@ -20,6 +20,7 @@ const entry = (run_id: string, created: number, lane: string, result: string, fa
   est_task_time: 1,
   run_time: 1,
   started_ms: created,
+  flaky: false,
 });
 
 describe('history folding', () => {
@@ -46,7 +47,7 @@ describe('history folding', () => {
   });
 
   it('keys flaky tasks by task and model and sorts by score', () => {
-    const f = (task: string, rate: number): FlakyTask => ({ pack: 'p', task, dut_model: 'M', flips: 1, flip_rate: rate, runs: [] });
+    const f = (task: string, rate: number): FlakyTask => ({ pack: 'p', task, dut_model: 'M', flips: 1, flip_rate: rate, retried_passes: 0, score: rate, runs: [] });
     expect(flakyKeys([f('a', 0.5)]).has(flakyKey('a', 'M'))).toBe(true);
     expect(flakyKeys([f('a', 0.5)]).has(flakyKey('a', null))).toBe(false);
     expect(sortFlaky([f('a', 0.2), f('b', 0.9)], 'score', true).map((x) => x.task)).toEqual(['b', 'a']);

@@ -59,7 +59,7 @@ export function chartRange(points: MeasurementPoint[]): [number, number] {
 /** Sort flaky tasks by a column; score (flip rate) is the default, highest first. */
 export function sortFlaky(list: FlakyTask[], key: 'score' | 'task' | 'model' | 'pack', desc: boolean): FlakyTask[] {
   const cmp: Record<typeof key, (a: FlakyTask, b: FlakyTask) => number> = {
-    score: (a, b) => a.flip_rate - b.flip_rate || a.flips - b.flips,
+    score: (a, b) => a.score - b.score || a.flips - b.flips || a.retried_passes - b.retried_passes,
     task: (a, b) => a.task.localeCompare(b.task),
     model: (a, b) => (a.dut_model ?? '').localeCompare(b.dut_model ?? ''),
     pack: (a, b) => a.pack.localeCompare(b.pack),

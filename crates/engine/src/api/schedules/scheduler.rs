@@ -9,20 +9,23 @@
 //!   counts as going).
 //! - At the console's start, a firing due more than [`LATE_MS`] ago was missed while
 //!   the console was down: the calendar's catch-up report is recorded (`missed`), then
-//!   one run goes now (`caught_up`), when the window opens, or none (`skipped`).
+//!   one run goes now (`caught_up`), when the window opens, or none (`skipped`); the
+//!   `schedule_missed` webhooks are told (schedule id, name, first due time, how many,
+//!   what was done and why).
 //! - A firing whose launch is refused is recorded `failed` with the reason; a `loop`
 //!   whose firing fails is paused (it would fail again at once).
 
 use std::sync::Weak;
 use std::time::Duration;
 
+use serde_json::json;
 use tokio::sync::oneshot;
 
 use super::ScheduleDef;
 use crate::api::{LaunchSpec, LocalConsole, Priority, Response};
 use crate::clock::EpochMs;
-use crate::schedule::{CatchUpAction, Recurrence};
-use crate::store::{FiringRecord, ScheduleRecord, Store, StoreError};
+use crate::schedule::{CatchUpAction, CatchUpReport, Recurrence};
+use crate::store::{FiringRecord, ScheduleRecord, Store, StoreError, WebhookEvent};
 
 /// How often the stored schedules are read.
 pub const TICK: Duration = Duration::from_secs(1);
@@ -148,6 +151,7 @@ impl LocalConsole {
             None,
             Some(report.to_string()),
         );
+        self.tell_missed(&s, &report);
         s.rec.since_ms = report.last_missed.unwrap_or(now).max(s.rec.since_ms);
         match report.action {
             CatchUpAction::RunNow { .. } | CatchUpAction::Nothing => {
@@ -170,6 +174,29 @@ impl LocalConsole {
                 self.save(&s.rec);
             }
         }
+    }
+
+    /// Tell the `schedule_missed` webhooks that `s` missed firings while no console ran,
+    /// and what was done about them.
+    fn tell_missed(&self, s: &Stored, report: &CatchUpReport) {
+        let action = match report.action {
+            CatchUpAction::Nothing | CatchUpAction::RunNow { .. } => "caught_up",
+            CatchUpAction::RunWhenWindowOpens { .. } => "caught_up_when_window_opens",
+            CatchUpAction::NextFiringStandsIn { .. } => "next_firing_stands_in",
+            CatchUpAction::Skipped => "skipped",
+        };
+        self.webhooks.notify(
+            WebhookEvent::ScheduleMissed,
+            json!({
+                "schedule_id": s.rec.id,
+                "name": s.def.name,
+                "due_ms": report.first_missed,
+                "last_due_ms": report.last_missed,
+                "missed": report.missed,
+                "action": action,
+                "why": report.to_string(),
+            }),
+        );
     }
 
     /// A loop's previous run: going (queued, or not ended), or ended when.

@@ -126,4 +126,26 @@ impl HealthStore for SqliteHealthStore {
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
+
+    fn health_run_add(&self, run_id: &str, dut: &str, now: EpochMs) -> Result<()> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO health_runs (run_id, dut, started_ms) VALUES (?1, ?2, ?3)",
+            params![run_id, dut, now],
+        )?;
+        Ok(())
+    }
+
+    fn health_run_remove(&self, run_id: &str) -> Result<()> {
+        self.conn
+            .execute("DELETE FROM health_runs WHERE run_id = ?1", [run_id])?;
+        Ok(())
+    }
+
+    fn health_runs(&self) -> Result<Vec<(String, String)>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT run_id, dut FROM health_runs ORDER BY started_ms, run_id")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
 }

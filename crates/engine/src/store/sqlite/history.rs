@@ -39,7 +39,7 @@ const TASK_HISTORY: &str = concat!(
     "SELECT t.run_id, r.created_ms, r.status, t.id, t.task, t.seq, t.lane, ",
     model_of_lane!(),
     ", t.grp, t.kind, t.state, t.result, t.failure, t.message, t.est_task_time, t.run_time,
-     t.started_ms
+     t.started_ms, t.flaky
      FROM task_results t JOIN runs r ON r.id = t.run_id
      WHERE t.task = ?1 AND r.pack_name = ?2 AND (?3 IS NULL OR ",
     model_of_lane!(),
@@ -78,7 +78,7 @@ const TALLY: &str = "INSERT INTO measurement_tallies (run_id, lane, total, faile
 /// One run's finished occurrences, in plan order, without their messages.
 const RUN_DONE: &str = "SELECT t.run_id, 0, '', t.id, t.task, t.seq, t.lane, NULL, t.grp,
         t.kind, t.state, t.result, t.failure, NULL, t.est_task_time, t.run_time,
-        t.started_ms
+        t.started_ms, t.flaky
      FROM task_results t WHERE t.run_id = ?1 AND t.state = 'done' ORDER BY t.seq";
 
 const PACKS: &str = "SELECT DISTINCT pack_name FROM runs ORDER BY pack_name";
@@ -203,6 +203,7 @@ fn entry(r: &Row<'_>) -> rusqlite::Result<TaskHistoryEntry> {
         est_task_time: r.get(14)?,
         run_time: r.get(15)?,
         started_ms: r.get(16)?,
+        flaky: r.get::<_, i64>(17)? != 0,
     })
 }
 

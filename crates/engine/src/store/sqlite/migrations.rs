@@ -364,4 +364,14 @@ CREATE TABLE sections (
 );
 "#,
     },
+    Migration {
+        name: "health runs not settled yet (they outlive a console restart)",
+        sql: r#"
+CREATE TABLE health_runs (
+    run_id          TEXT PRIMARY KEY,
+    dut             TEXT NOT NULL,
+    started_ms      INTEGER NOT NULL
+) WITHOUT ROWID;
+"#,
+    },
 ];

@@ -10,6 +10,14 @@ export type FlakyTask = { pack: string, task: string, dut_model: string | null, 
  */
 flip_rate: number, 
 /**
+ * Runs looked at whose verdict was a pass on a retry.
+ */
+retried_passes: number, 
+/**
+ * The higher of the flip rate and retried passes / runs looked at, 0 to 1.
+ */
+score: number, 
+/**
  * The runs looked at, oldest first.
  */
 runs: Array<FlipPoint>, };

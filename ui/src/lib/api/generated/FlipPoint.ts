@@ -7,4 +7,8 @@ export type FlipPoint = { run_id: string, run_created_ms: number,
 /**
  * The result shown (the first failing one when several occurrences ran).
  */
-result: string, failure: boolean, };
+result: string, failure: boolean, 
+/**
+ * It passed only on a retry.
+ */
+retried: boolean, };

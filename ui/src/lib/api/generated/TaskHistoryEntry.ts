@@ -10,4 +10,8 @@ export type TaskHistoryEntry = { run_id: string, run_created_ms: number, run_sta
 /**
  * DUT name.
  */
-lane: string | null, dut_model: string | null, group: string | null, kind: TaskKind, state: StoredTaskState, result: string | null, failure: boolean | null, message: string | null, est_task_time: number, run_time: number | null, started_ms: number | null, };
+lane: string | null, dut_model: string | null, group: string | null, kind: TaskKind, state: StoredTaskState, result: string | null, failure: boolean | null, message: string | null, est_task_time: number, run_time: number | null, started_ms: number | null, 
+/**
+ * Passed only on a retry (`max_retries`).
+ */
+flaky: boolean, };
