@@ -326,6 +326,12 @@ pub enum Request {
         #[serde(default)]
         by: Option<String>,
     },
+    /// Move the end of an operator's hold `duration_s` seconds later (more than 0; the
+    /// hold at most 30 days long), if nothing else is booked there (`conflict`).
+    ExtendHold {
+        id: ResId,
+        duration_s: f64,
+    },
 }
 
 fn yes() -> bool {
@@ -448,6 +454,7 @@ pub enum Response {
     Baselines(Vec<Baseline>),
     ListPrompts(Vec<crate::exec::prompts::PromptView>),
     AnswerPrompt(crate::exec::prompts::PromptView),
+    ExtendHold(ReservationView),
 }
 
 /// A DUT's health now, its health check and its history (newest first).
