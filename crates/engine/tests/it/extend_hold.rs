@@ -1,5 +1,6 @@
-//! `ExtendHold`: an operator's hold ends later when nothing else is booked there; the
-//! bounds and a run's reservation are refused naming the key.
+//! The book from Lab: `ExtendHold` (an operator's hold ends later when nothing else is
+//! booked there; bounds and a run's reservation refused naming the key) and
+//! `ReservationHistory` (the timeline's past).
 
 use testbay_engine::api::{
     parse_request, ApiError, Console, ConsolePaths, ErrorCode, LocalConsole, Response,
@@ -68,4 +69,66 @@ async fn an_operators_hold_is_extended_within_its_bounds() {
         .end;
     assert_eq!(now, longer.end, "a refused extension changes nothing");
     assert_eq!(next.start, longer.end);
+}
+
+/// `ReservationHistory`: a released hold is the timeline's past, with why it ended;
+/// `hours` is bounded naming the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ended_reservations_are_the_timelines_past() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = LocalConsole::open(ConsolePaths {
+        data_dir: dir.path().join("data"),
+        pack_roots: vec![repo().join("packs")],
+        lab_file: Some(demo_lab()),
+    })
+    .unwrap();
+    let Response::ReservationHistory(none) = call(&c, r#"{"cmd":"reservation_history","hours":2}"#)
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert!(none.is_empty(), "{none:?}");
+    let Response::Hold(h) = call(
+        &c,
+        r#"{"cmd":"hold","resource":"stb-05","by":"carol","duration_s":600}"#,
+    )
+    .await
+    .unwrap() else {
+        panic!()
+    };
+    call(&c, &format!(r#"{{"cmd":"release","id":"{}"}}"#, h.id))
+        .await
+        .unwrap();
+    // The book writes its history behind the answer: wait for it (bounded).
+    let mut past = Vec::new();
+    for _ in 0..100 {
+        let Response::ReservationHistory(p) =
+            call(&c, r#"{"cmd":"reservation_history","hours":2}"#)
+                .await
+                .unwrap()
+        else {
+            panic!()
+        };
+        past = p;
+        if !past.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(past.len(), 1, "{past:?}");
+    assert_eq!(past[0].reservation.id, h.id);
+    assert_eq!(&*past[0].reservation.resource, "stb-05");
+    assert!(past[0].ended_ms >= h.start);
+    assert!(!past[0].reason.is_empty());
+    for bad in ["0", "-1", "25"] {
+        let e = call(
+            &c,
+            &format!(r#"{{"cmd":"reservation_history","hours":{bad}}}"#),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidRequest, "{bad}");
+        assert!(e.message.contains("hours"), "{bad}: {e}");
+    }
 }
