@@ -1,5 +1,6 @@
 // Lab, one book one picture: DUT search with StormTest terms dims the slots that do not
-// match (a bad term says why); an operator's hold is extended from its row by keyboard.
+// match (a bad term says why); an operator's hold is extended from its row by keyboard;
+// the timeline shows the reservations that ended.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { ensureUiBuilt, startServer, startBrowser, screenshot } from '../lib/harness.js';
@@ -76,4 +77,20 @@ test('an operator hold is extended from Lab with the keyboard', async () => {
   await page.keyboard.press('Escape');
   await page.locator('[data-testid=extend-form]').waitFor({ state: 'detached' });
   await api({ cmd: 'release', id: held.id });
+});
+
+test('the Lab timeline shows reservations that ended', async () => {
+  const held = await api({ cmd: 'hold', resource: 'stb-07', by: 'trent', duration_s: 600 });
+  await api({ cmd: 'release', id: held.id });
+  // The book writes its history behind the answer.
+  for (let i = 0; i < 100 && !(await api({ cmd: 'reservation_history', hours: 1 })).some((p) => p.reservation.id === held.id); i++) {
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  await page.goto(`${server.origin}/#/lab`);
+  const bar = page.locator(`[data-testid=timeline] [data-past="${held.id}"]`);
+  await bar.waitFor();
+  assert.equal(await bar.getAttribute('data-resource'), 'stb-07');
+  assert.match(await bar.locator('title').textContent(), /trent/);
+  assert.equal(await page.locator(`[data-testid=reservations] tr[data-reservation="${held.id}"]`).count(), 0, 'no longer in the live list');
+  if (process.env.TESTBAY_BLESS) await screenshot(page, 'lab-timeline-past');
 });
