@@ -10,7 +10,7 @@ use super::{ApiError, ErrorCode, LocalConsole, Response};
 use crate::bounds;
 use crate::clock::EpochMs;
 use crate::lab::Lab;
-use crate::reserve::{BookCommand, BookHandle, BookReply, LiveError, ResId};
+use crate::reserve::{BookCommand, BookHandle, BookReply, Holder, LiveError, ResId};
 
 impl LocalConsole {
     pub(super) fn get_lab(&self) -> Result<Response, ApiError> {
@@ -57,6 +57,35 @@ impl LocalConsole {
     pub(super) fn release(&self, id: ResId) -> Result<Response, ApiError> {
         match self.book_call(BookCommand::Release { id })? {
             BookReply::Released => Ok(Response::Release { id }),
+            other => Err(ApiError::internal(format!(
+                "unexpected answer from the reservation book: {other:?}"
+            ))),
+        }
+    }
+
+    /// Move the end of an operator's hold `duration_s` later; the hold stays within the
+    /// bounds of a new one.
+    pub(super) fn extend_hold(&self, id: ResId, duration_s: f64) -> Result<Response, ApiError> {
+        let extra_ms = bounds::hold_duration_ms(duration_s).map_err(bound_error)?;
+        let found = self
+            .holds()?
+            .into_iter()
+            .flat_map(|r| r.holders.into_iter().chain(r.booked))
+            .find(|r| r.id == id)
+            .ok_or_else(|| {
+                ApiError::new(ErrorCode::NotFound, format!("id: no hold or booking {id}"))
+            })?;
+        if !matches!(*found.holder, Holder::Operator { .. }) {
+            return Err(ApiError::invalid(format!(
+                "id: {} is a run's reservation, not an operator's hold",
+                found.resource
+            )));
+        }
+        let end = found.end.saturating_add(extra_ms);
+        bounds::check_hold(end.saturating_sub(found.start), None, self.clock.now_ms())
+            .map_err(bound_error)?;
+        match self.book_call(BookCommand::Extend { id, end })? {
+            BookReply::Held { reservation } => Ok(Response::ExtendHold(reservation)),
             other => Err(ApiError::internal(format!(
                 "unexpected answer from the reservation book: {other:?}"
             ))),
@@ -119,6 +148,9 @@ impl LocalConsole {
                         .hold(&resource, &by, from, duration_ms, next_available)
                         .map(|reservation| BookReply::Held { reservation }),
                     BookCommand::Release { id } => b.release(id).map(|()| BookReply::Released),
+                    BookCommand::Extend { id, end } => b
+                        .extend_to(id, end)
+                        .map(|reservation| BookReply::Held { reservation }),
                 };
                 b.flush();
                 reply.map_err(book_error)

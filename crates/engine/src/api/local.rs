@@ -415,6 +415,8 @@ impl LocalConsole {
                 next_available,
             } => self.hold(resource, by, duration_s, from_ms, next_available),
             Request::Release { id } => self.release(id),
+            Request::ExtendHold { id, duration_s } => self.extend_hold(id, duration_s),
+            Request::ReservationHistory { hours } => self.reservation_history(hours),
             Request::ListWebhooks
             | Request::AddWebhook { .. }
             | Request::UpdateWebhook { .. }

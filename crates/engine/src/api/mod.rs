@@ -22,6 +22,7 @@ pub mod lab_view;
 mod local;
 mod logs;
 mod packs;
+pub mod past;
 pub mod paths;
 pub mod queue;
 mod relaunch;
@@ -65,6 +66,7 @@ pub use files::FileContent;
 pub use lab_view::{LabView, RackView, Reservations, ResourceView, SlotState, SlotView};
 pub use local::{BookUse, ConsoleOptions, LocalConsole};
 pub use logs::LogChunk;
+pub use past::PastReservation;
 pub use paths::ConsolePaths;
 pub use queue::{Move, Priority, QueueChange, QueueChangeKind, QueueView, QueuedRunView};
 pub use schedules::{FiringView, ScheduleDef, ScheduleDetail, ScheduleView};
@@ -326,6 +328,17 @@ pub enum Request {
         #[serde(default)]
         by: Option<String>,
     },
+    /// Move the end of an operator's hold `duration_s` seconds later (more than 0; the
+    /// hold at most 30 days long), if nothing else is booked there (`conflict`).
+    ExtendHold {
+        id: ResId,
+        duration_s: f64,
+    },
+    /// Reservations of the lab's DUTs and resources that ended within the last `hours`
+    /// (more than 0, at most 24), by start; at most 2,000, the newest kept.
+    ReservationHistory {
+        hours: f64,
+    },
 }
 
 fn yes() -> bool {
@@ -448,6 +461,8 @@ pub enum Response {
     Baselines(Vec<Baseline>),
     ListPrompts(Vec<crate::exec::prompts::PromptView>),
     AnswerPrompt(crate::exec::prompts::PromptView),
+    ExtendHold(ReservationView),
+    ReservationHistory(Vec<PastReservation>),
 }
 
 /// A DUT's health now, its health check and its history (newest first).

@@ -76,6 +76,11 @@ pub enum BookCommand {
     Release {
         id: ResId,
     },
+    /// Move the end of reservation `id` to `end`.
+    Extend {
+        id: ResId,
+        end: EpochMs,
+    },
 }
 
 /// The owner's answer.
@@ -324,6 +329,14 @@ impl LiveBook {
         self.with(|b| hold(b, resource, by, from, duration_ms, next_available))
     }
 
+    /// [`Self::extend`], answered with the reservation as it is now.
+    pub fn extend_to(&self, id: ResId, end: EpochMs) -> Result<ReservationView, BookError> {
+        self.with(|b| {
+            b.extend(id, end)?;
+            b.get(id).ok_or(BookError::UnknownId(id))
+        })
+    }
+
     /// Apply one inbox command.
     pub fn apply(&self, cmd: BookCommand) -> BookReply {
         self.with(|b| apply(b, cmd))
@@ -420,6 +433,13 @@ fn hold(
     b.get(pre.id).ok_or(BookError::UnknownId(pre.id))
 }
 
+/// Extend `id` to `end`, answered with the reservation as it is now.
+fn extend(b: &mut Book, id: ResId, end: EpochMs) -> Result<BookReply, BookError> {
+    b.extend(id, end)?;
+    let reservation = b.get(id).ok_or(BookError::UnknownId(id))?;
+    Ok(BookReply::Held { reservation })
+}
+
 fn apply(b: &mut Book, cmd: BookCommand) -> BookReply {
     let r = match cmd {
         BookCommand::Hold {
@@ -431,6 +451,7 @@ fn apply(b: &mut Book, cmd: BookCommand) -> BookReply {
         } => hold(b, &resource, &by, from, duration_ms, next_available)
             .map(|reservation| BookReply::Held { reservation }),
         BookCommand::Release { id } => b.release(id).map(|()| BookReply::Released),
+        BookCommand::Extend { id, end } => extend(b, id, end),
     };
     r.unwrap_or_else(|e| BookReply::Error {
         message: e.to_string(),

@@ -23,3 +23,4 @@ mod retries;
 mod webhooks;
 mod health;
 mod reporter;
+mod extend_hold;

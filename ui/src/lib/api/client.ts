@@ -56,6 +56,9 @@ export const api = {
   hold: (resource: string, by: string, duration_s: number) =>
     call('hold', { resource, by, duration_s, from_ms: null, next_available: false }),
   release: (id: T.ResId) => call('release', { id }),
+  dutHealth: (dut: string) => call('dut_health', { dut }),
+  reservationHistory: (hours: number) => call('reservation_history', { hours }),
+  extendHold: (id: T.ResId, duration_s: number) => call('extend_hold', { id, duration_s }),
   listWebhooks: () => call('list_webhooks', {}),
   addWebhook: (url: string, events: T.WebhookEvent[], secret: string | null) =>
     call('add_webhook', { url, events, secret, enabled: true }),

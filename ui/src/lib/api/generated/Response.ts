@@ -11,6 +11,7 @@ import type { LogChunk } from "./LogChunk";
 import type { MeasurementPoint } from "./MeasurementPoint";
 import type { PackDetail } from "./PackDetail";
 import type { PackSummary } from "./PackSummary";
+import type { PastReservation } from "./PastReservation";
 import type { PromptView } from "./PromptView";
 import type { QueueView } from "./QueueView";
 import type { ResId } from "./ResId";
@@ -44,4 +45,4 @@ queued: boolean, } } | { "cmd": "stop_run", "data": { run_id: string, } } | { "c
 /**
  * The run it repeats.
  */
-from: string, unreserved: Array<string>, } } | { "cmd": "task_history", "data": Array<TaskHistoryEntry> } | { "cmd": "measurement_history", "data": Array<MeasurementPoint> } | { "cmd": "measurement_yield", "data": Array<YieldRow> } | { "cmd": "flaky", "data": Array<FlakyTask> } | { "cmd": "compare_runs", "data": RunCompare } | { "cmd": "pin_baseline", "data": Baseline } | { "cmd": "unpin_baseline", "data": { removed: boolean, } } | { "cmd": "baselines", "data": Array<Baseline> } | { "cmd": "list_prompts", "data": Array<PromptView> } | { "cmd": "answer_prompt", "data": PromptView };
+from: string, unreserved: Array<string>, } } | { "cmd": "task_history", "data": Array<TaskHistoryEntry> } | { "cmd": "measurement_history", "data": Array<MeasurementPoint> } | { "cmd": "measurement_yield", "data": Array<YieldRow> } | { "cmd": "flaky", "data": Array<FlakyTask> } | { "cmd": "compare_runs", "data": RunCompare } | { "cmd": "pin_baseline", "data": Baseline } | { "cmd": "unpin_baseline", "data": { removed: boolean, } } | { "cmd": "baselines", "data": Array<Baseline> } | { "cmd": "list_prompts", "data": Array<PromptView> } | { "cmd": "answer_prompt", "data": PromptView } | { "cmd": "extend_hold", "data": ReservationView } | { "cmd": "reservation_history", "data": Array<PastReservation> };

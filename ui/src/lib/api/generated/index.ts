@@ -46,6 +46,7 @@ export type * from './PackDetail';
 export type * from './PackSummary';
 export type * from './ParamDiff';
 export type * from './ParamInfo';
+export type * from './PastReservation';
 export type * from './Phase';
 export type * from './PrereqEdge';
 export type * from './Priority';
