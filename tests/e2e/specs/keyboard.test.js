@@ -134,6 +134,19 @@ test('every row and header works from the keyboard; text and rings are readable'
     await page.keyboard.press('Escape');
     await page.locator('[data-testid=confirm]').waitFor({ state: 'hidden' });
     await page.locator('[data-testid=reservations] tr[data-holder="kbd"]').waitFor();
+
+    step = 'Tab reaches the launch form before Launch';
+    await page.goto(`${server.origin}/#/launch`);
+    await page.locator('[data-testid=pack-select]').waitFor();
+    const formFirst = await page.evaluate(() => {
+      const pack = document.querySelector('[data-testid=pack-select]');
+      const launch = document.querySelector('[data-testid=launch]');
+      return Boolean(pack.compareDocumentPosition(launch) & Node.DOCUMENT_POSITION_FOLLOWING);
+    });
+    assert.ok(formFirst, 'the pack field comes before Launch in the tab order');
+    const barTop = await page.locator('[data-testid=launch]').boundingBox();
+    const packTop = await page.locator('[data-testid=pack-select]').boundingBox();
+    assert.ok(barTop.y < packTop.y, 'Launch still shows above the form');
   } catch (e) {
     const shot = path.join(tmpdir(), `testbay-e2e-failure-${Date.now()}.png`);
     await page.screenshot({ path: shot }).catch(() => {});
