@@ -82,4 +82,12 @@ test('live sections grow under the task while it runs', async () => {
 
   writeFileSync(path.join(artifacts, 'done'), '');
   await page.locator('[data-testid=live-section][data-state=Passed]', { hasText: 'boot' }).waitFor();
+
+  // Results shows the stored tree the same way once the run is over.
+  await page.locator('[data-testid=run-verdict]').first().waitFor();
+  await page.goto(`${server.origin}/#/results/${runId}`);
+  await page.locator('tr[data-task=radio]').click();
+  const stored = page.locator('[data-testid=result-sections]');
+  await stored.locator('[data-testid=live-section][data-state=Passed]', { hasText: 'login' }).waitFor();
+  await stored.locator('[data-testid=live-measurement]', { hasText: 'within limits' }).waitFor();
 });

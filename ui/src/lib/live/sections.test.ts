@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import type { RunEvent, Section } from '../api/types';
-import { LiveSections, sectionMs } from './sections';
+import type { Measurement, RunEvent, Section } from '../api/types';
+import { LiveSections, measurementPassed, sectionMs, storedTree } from './sections';
 
 function sec(id: number, name: string, extra: Partial<Section> = {}): Section {
   return {
@@ -53,5 +53,32 @@ describe('LiveSections', () => {
     expect(s.apply(ev(sec(5, 'x'), 'other'))).toBe(false);
     s.select('r2');
     expect(s.of(0).roots).toHaveLength(0);
+  });
+});
+
+describe('stored sections (Results)', () => {
+  const at = (id: number, name: string, parent?: number, measurements: Measurement[] = []): Section =>
+    sec(id, name, { parent, measurements, result: 'Passed' });
+
+  it('nests each phase by parent id and judges measurements as the engine does', () => {
+    const snr: Measurement = { name: 'snr_db', value: 4.2, units: 'dB', low: 20, high: 40 };
+    const roots = storedTree([
+      { phase: 'main', section: at(0, 'scan') },
+      { phase: 'main', section: at(1, 'ch 101', 0, [snr]) },
+      { phase: 'setup', section: at(0, 'power on') },
+    ]);
+    expect(roots.map((r) => r.section.name)).toEqual(['scan', 'power on']);
+    expect(roots[0].children[0].section.name).toBe('ch 101');
+    expect(roots[0].children[0].measurements[0].passed).toBe(false);
+  });
+
+  it('applies the comparison rules at their edges', () => {
+    const m = (value: number, rest: Partial<Measurement>): Measurement => ({ name: 'x', value, ...rest });
+    expect(measurementPassed(m(5, { low: 5, high: 9 }))).toBe(true);
+    expect(measurementPassed(m(9, { low: 5, high: 9, comparison: 'GTLT' }))).toBe(false);
+    expect(measurementPassed(m(31, { high: 30 }))).toBe(false);
+    expect(measurementPassed(m(3, { low: 3, comparison: 'EQ' }))).toBe(true);
+    expect(measurementPassed(m(1, { comparison: 'LE' }))).toBe(false);
+    expect(measurementPassed(m(1e9, {}))).toBe(null);
   });
 });

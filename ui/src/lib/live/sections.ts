@@ -6,7 +6,7 @@
  * Fed by `section` and `measurement` run events; a section's start and stop are the same
  * section id, so a stop replaces what the start put. Plain objects, no Svelte state.
  */
-import type { Measurement, Phase, RunEvent, Section } from '../api/types';
+import type { Measurement, Phase, RunEvent, Section, SectionRecord } from '../api/types';
 
 export interface ShownMeasurement {
   measurement: Measurement;
@@ -115,4 +115,51 @@ export class LiveSections {
 /** A section's duration in ms: to its stop, or to `now` while open. */
 export function sectionMs(s: Section, now: number): number {
   return Math.max(0, (s.finished_ms ?? now) - s.started_ms);
+}
+
+/**
+ * Whether a measurement is within its limits, by the engine's rules (`core::measure`):
+ * `null` when it is only logged. A measurement that cannot be judged is out of limits.
+ */
+export function measurementPassed(m: Measurement): boolean | null {
+  const { value: v, low, high } = m;
+  const c = m.comparison ?? (low != null && high != null ? 'GELE' : low != null ? 'GE' : high != null ? 'LE' : 'LOG');
+  if (c === 'LOG') return null;
+  const needsLow = ['EQ', 'NE', 'GT', 'GE', 'GELE', 'GTLT', 'GELT', 'GTLE'].includes(c);
+  const needsHigh = ['LT', 'LE', 'GELE', 'GTLT', 'GELT', 'GTLE'].includes(c);
+  if (!Number.isFinite(v) || (needsLow && (low == null || !Number.isFinite(low))) || (needsHigh && (high == null || !Number.isFinite(high)))) return false;
+  const lo = low as number;
+  const hi = high as number;
+  if (needsLow && needsHigh && lo > hi) return false;
+  switch (c) {
+    case 'EQ': return v === lo;
+    case 'NE': return v !== lo;
+    case 'GT': return v > lo;
+    case 'GE': return v >= lo;
+    case 'LT': return v < hi;
+    case 'LE': return v <= hi;
+    case 'GELE': return lo <= v && v <= hi;
+    case 'GTLT': return lo < v && v < hi;
+    case 'GELT': return lo <= v && v < hi;
+    case 'GTLE': return lo < v && v <= hi;
+  }
+  return null;
+}
+
+/** The tree of a stored task's sections (Results), as Live builds it from events. */
+export function storedTree(records: readonly SectionRecord[]): SectionNode[] {
+  const nodes = new Map<string, SectionNode>();
+  const roots: SectionNode[] = [];
+  for (const r of records) {
+    const node: SectionNode = {
+      phase: r.phase as Phase,
+      section: r.section,
+      measurements: r.section.measurements.map((m) => ({ measurement: m, passed: measurementPassed(m) })),
+      children: [],
+    };
+    nodes.set(`${r.phase}/${r.section.id}`, node);
+    const parent = r.section.parent != null ? nodes.get(`${r.phase}/${r.section.parent}`) : undefined;
+    (parent ? parent.children : roots).push(node);
+  }
+  return roots;
 }
