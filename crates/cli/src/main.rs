@@ -38,6 +38,8 @@ fn init_tracing() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: a log file or a pipe gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         // Its own complaint about a stderr that is gone (a closed terminal) would panic.
         .log_internal_errors(false)
         .init();

@@ -370,6 +370,11 @@ impl LocalConsole {
             Request::StopRun { run_id } => self.stop_run(run_id).await,
             Request::ActiveRuns => Ok(self.active_runs()),
             Request::ListPrompts => Ok(Response::ListPrompts(self.runs.prompts().list())),
+            Request::TaskSections { run_id, item } => self
+                .runs
+                .task_sections(&run_id, item as usize)
+                .map(Response::TaskSections)
+                .ok_or_else(|| ApiError::not_found(format!("no live run {run_id}"))),
             Request::AnswerPrompt { id, answer, by } => {
                 use crate::exec::prompts::AnswerError;
                 self.runs

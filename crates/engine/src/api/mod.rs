@@ -339,6 +339,14 @@ pub enum Request {
     ReservationHistory {
         hours: f64,
     },
+    /// The sections one task occurrence of a live run has reported so far, phase by
+    /// phase: where a screen opened mid-task starts before the `section` events
+    /// (`not_found` for a run this console does not drive; `get_run` has a finished
+    /// run's).
+    TaskSections {
+        run_id: String,
+        item: u32,
+    },
 }
 
 fn yes() -> bool {
@@ -463,6 +471,7 @@ pub enum Response {
     AnswerPrompt(crate::exec::prompts::PromptView),
     ExtendHold(ReservationView),
     ReservationHistory(Vec<PastReservation>),
+    TaskSections(Vec<crate::store::SectionRecord>),
 }
 
 /// A DUT's health now, its health check and its history (newest first).

@@ -221,8 +221,16 @@ async fn listen(mut rx: mpsc::UnboundedReceiver<String>, s: Settle) {
     while let Some(run_id) = rx.recv().await {
         let s = s.clone();
         let done = tokio::task::spawn_blocking(move || {
-            if let Err(e) = settle(&s, &run_id) {
-                tracing::warn!(run_id, error = %e, "cannot record DUT health for a run that ended");
+            match settle(&s, &run_id) {
+                Ok(()) => {}
+                // The console is shutting down (a `testbay run` that just ended): its
+                // store refuses reads, and nothing of the run itself is lost.
+                Err(StoreError::Closing) => {
+                    tracing::debug!(run_id, "console closing; the run's DUT health is not counted");
+                }
+                Err(e) => {
+                    tracing::warn!(run_id, error = %e, "cannot record DUT health for a run that ended");
+                }
             }
         })
         .await;

@@ -781,6 +781,9 @@ fn report_sink(ctx: &Arc<RunCtx>, job: &ItemJob, phase: Phase) -> exec::reporter
                 });
             }
         }
+        if let ReportEvent::Changed(change, report) = event {
+            keep_section(&live, item as usize, phase, change, report);
+        }
         if !events.has_listeners() {
             return;
         }
@@ -852,6 +855,45 @@ fn report_sink(ctx: &Arc<RunCtx>, job: &ItemJob, phase: Phase) -> exec::reporter
         };
         events.send(ev);
     })
+}
+
+/// Keeps the section a change touched, as it stands now, in the run's live state.
+fn keep_section(
+    live: &std::sync::Mutex<super::LiveRun>,
+    item: usize,
+    phase: Phase,
+    change: &crate::reporter::Change,
+    report: &crate::reporter::PhaseReport,
+) {
+    use crate::reporter::Change;
+    let id = match change {
+        Change::Started(id) | Change::Stopped(id) => *id,
+        Change::Measured {
+            section: Some(id), ..
+        } => *id,
+        _ => return,
+    };
+    let Some(s) = report.sections.get(id as usize) else {
+        return;
+    };
+    let section = crate::reporter::Section {
+        details: Vec::new(),
+        extra: Default::default(),
+        ..s.clone()
+    };
+    let phase_name = phase.as_str();
+    let mut l = live.lock().unwrap_or_else(|p| p.into_inner());
+    let kept = l.sections.entry(item).or_default();
+    match kept
+        .iter_mut()
+        .find(|k| k.phase == phase_name && k.section.id == id)
+    {
+        Some(k) => k.section = section,
+        None => kept.push(SectionRecord {
+            phase: phase_name.to_string(),
+            section,
+        }),
+    }
 }
 
 #[cfg(test)]

@@ -206,6 +206,7 @@ impl RunManager {
             finished: vec![None; n],
             phase: vec![None; n],
             operator: vec![None; n],
+            sections: HashMap::new(),
             flaky: vec![false; n],
             storage: Default::default(),
             seq: seq.clone(),

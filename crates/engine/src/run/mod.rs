@@ -131,6 +131,10 @@ struct LiveRun {
     /// Per item, the operator prompt its running phase waits on (see
     /// [`view::operator_wait`]).
     operator: Vec<Option<String>>,
+    /// Per item that reported sections, each section as it stands now (details and extra
+    /// data left out, as the live events carry them), phase by phase: what a screen
+    /// opened mid-task starts from ([`RunManager::task_sections`]).
+    sections: HashMap<usize, Vec<crate::store::SectionRecord>>,
     /// Occurrences that passed only on a retry (`max_retries`).
     flaky: Vec<bool>,
     /// Writes of this run that failed (the run then ends `errored`).
@@ -290,6 +294,22 @@ impl RunManager {
         let now = self.inner.clock.now_ms();
         let s = state.lock().unwrap_or_else(|p| p.into_inner());
         Some(view::build_view(&s, now))
+    }
+
+    /// The sections one task occurrence of a run this manager drives has reported so
+    /// far, phase by phase (empty when it reported none); `None` for a run it does not
+    /// know (the store has a finished run's sections).
+    pub fn task_sections(
+        &self,
+        run_id: &str,
+        item: usize,
+    ) -> Option<Vec<crate::store::SectionRecord>> {
+        let state = {
+            let live = self.inner.live.lock().unwrap_or_else(|p| p.into_inner());
+            live.get(run_id)?.state.clone()
+        };
+        let s = state.lock().unwrap_or_else(|p| p.into_inner());
+        Some(s.sections.get(&item).cloned().unwrap_or_default())
     }
 
     /// Forget finished runs' live state (their results stay in the store).

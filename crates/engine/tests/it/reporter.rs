@@ -328,15 +328,24 @@ send(type="section_start", name="left open")
         })
         .unwrap();
     // The section's start arrives while the task still runs (it waits for `go`).
-    let artifacts = loop {
+    let (artifacts, item) = loop {
         match rx.recv().await.unwrap() {
-            RunEvent::Section { section, .. } if section.name == "boot" => {
+            RunEvent::Section { section, item, .. } if section.name == "boot" => {
                 assert!(section.result.is_none());
-                break f.data.join("runs").join(&id).join("local");
+                break (f.data.join("runs").join(&id).join("local"), item as usize);
             }
             _ => {}
         }
     };
+    // A screen opened now starts from what was reported so far.
+    let so_far = f.mgr.task_sections(&id, item).unwrap();
+    assert_eq!(so_far.len(), 1, "{so_far:?}");
+    assert_eq!(
+        (so_far[0].phase.as_str(), so_far[0].section.name.as_str()),
+        ("main", "boot")
+    );
+    assert!(so_far[0].section.result.is_none(), "boot is still open");
+    assert!(f.mgr.task_sections("r-none", 0).is_none());
     let occ = std::fs::read_dir(&artifacts)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -359,6 +368,21 @@ send(type="section_start", name="left open")
             _ => {}
         }
     }
+    let kept = f.mgr.task_sections(&id, item).unwrap();
+    let names: Vec<(&str, Option<&str>)> = kept
+        .iter()
+        .map(|k| (k.section.name.as_str(), k.section.result.as_deref()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("boot", Some("Passed")),
+            ("in child", Some("Passed")),
+            ("left open", Some(ERRORED))
+        ],
+        "the live state follows every start, stop and measurement"
+    );
+    assert_eq!(kept[1].section.measurements.len(), 1);
     let child = sections.iter().find(|s| s.name == "in child").unwrap();
     assert_eq!(
         child.parent,

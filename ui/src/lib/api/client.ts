@@ -81,6 +81,8 @@ export const api = {
     call('unpin_baseline', dut_model == null ? { pack } : { pack, dut_model }),
   baselines: (pack: string) => call('baselines', { pack }),
   listPrompts: () => call('list_prompts', {}),
+  /** What a live task occurrence has reported so far (a screen opened mid-task starts here). */
+  taskSections: (run_id: string, item: number) => call('task_sections', { run_id, item }),
   answerPrompt: (id: number, answer: string, by: string | null) => call('answer_prompt', { id, answer, by }),
 };
 

@@ -82,3 +82,21 @@ describe('stored sections (Results)', () => {
     expect(measurementPassed(m(1e9, {}))).toBe(null);
   });
 });
+
+describe('seeding a screen opened mid-task', () => {
+  it('adds what was reported before and keeps what events already brought', () => {
+    const live = new LiveSections();
+    live.select('r1');
+    live.apply(ev(sec(1, 'login', { parent: 0, result: 'Passed' })));
+    const changed = live.seed('r1', 0, [
+      { phase: 'main', section: sec(0, 'boot') },
+      { phase: 'main', section: sec(1, 'login', { parent: 0 }) },
+    ]);
+    expect(changed).toBe(true);
+    const { roots } = live.of(0);
+    expect(roots.map((r) => r.section.name)).toEqual(['boot']);
+    expect(roots[0].children.map((c) => c.section.name)).toEqual(['login']);
+    expect(roots[0].children[0].section.result).toBe('Passed');
+    expect(live.seed('other-run', 0, [{ phase: 'main', section: sec(2, 'x') }])).toBe(false);
+  });
+});

@@ -83,6 +83,40 @@ export class LiveSections {
   }
 
   /**
+   * Adds what an occurrence reported before this screen listened (`task_sections`):
+   * sections the events already brought stay as they are, since they are newer.
+   * True when it changed what is shown.
+   */
+  seed(runId: string, item: number, records: readonly SectionRecord[]): boolean {
+    if (runId !== this.runId) return false;
+    const t = this.task(item);
+    let changed = false;
+    for (const r of records) {
+      const key = `${r.phase}/${r.section.id}`;
+      if (t.nodes.has(key) || t.nodes.size >= MAX_SECTIONS_PER_TASK) continue;
+      const node: SectionNode = {
+        phase: r.phase as Phase,
+        section: r.section,
+        measurements: r.section.measurements.map((m) => ({ measurement: m, passed: measurementPassed(m) })),
+        children: [],
+      };
+      t.nodes.set(key, node);
+      const parent = r.section.parent != null ? t.nodes.get(`${r.phase}/${r.section.parent}`) : undefined;
+      (parent ? parent.children : t.roots).push(node);
+      changed = true;
+    }
+    // A section the events brought before its parent was known sits at the top: move
+    // it under the parent now seeded.
+    t.roots = t.roots.filter((n) => {
+      const parent = n.section.parent != null ? t.nodes.get(`${n.phase}/${n.section.parent}`) : undefined;
+      if (!parent) return true;
+      parent.children.push(n);
+      return false;
+    });
+    return changed;
+  }
+
+  /**
    * The tree of one occurrence (empty when it reported nothing), as a fresh copy: the
    * store changes its own nodes in place, a view compares what it is given.
    */

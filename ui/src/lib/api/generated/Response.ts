@@ -23,6 +23,7 @@ import type { RunPage } from "./RunPage";
 import type { RunView } from "./RunView";
 import type { ScheduleDetail } from "./ScheduleDetail";
 import type { ScheduleView } from "./ScheduleView";
+import type { SectionRecord } from "./SectionRecord";
 import type { TaskHistoryEntry } from "./TaskHistoryEntry";
 import type { Webhook } from "./Webhook";
 import type { WebhookDelivery } from "./WebhookDelivery";
@@ -45,4 +46,4 @@ queued: boolean, } } | { "cmd": "stop_run", "data": { run_id: string, } } | { "c
 /**
  * The run it repeats.
  */
-from: string, unreserved: Array<string>, } } | { "cmd": "task_history", "data": Array<TaskHistoryEntry> } | { "cmd": "measurement_history", "data": Array<MeasurementPoint> } | { "cmd": "measurement_yield", "data": Array<YieldRow> } | { "cmd": "flaky", "data": Array<FlakyTask> } | { "cmd": "compare_runs", "data": RunCompare } | { "cmd": "pin_baseline", "data": Baseline } | { "cmd": "unpin_baseline", "data": { removed: boolean, } } | { "cmd": "baselines", "data": Array<Baseline> } | { "cmd": "list_prompts", "data": Array<PromptView> } | { "cmd": "answer_prompt", "data": PromptView } | { "cmd": "extend_hold", "data": ReservationView } | { "cmd": "reservation_history", "data": Array<PastReservation> };
+from: string, unreserved: Array<string>, } } | { "cmd": "task_history", "data": Array<TaskHistoryEntry> } | { "cmd": "measurement_history", "data": Array<MeasurementPoint> } | { "cmd": "measurement_yield", "data": Array<YieldRow> } | { "cmd": "flaky", "data": Array<FlakyTask> } | { "cmd": "compare_runs", "data": RunCompare } | { "cmd": "pin_baseline", "data": Baseline } | { "cmd": "unpin_baseline", "data": { removed: boolean, } } | { "cmd": "baselines", "data": Array<Baseline> } | { "cmd": "list_prompts", "data": Array<PromptView> } | { "cmd": "answer_prompt", "data": PromptView } | { "cmd": "extend_hold", "data": ReservationView } | { "cmd": "reservation_history", "data": Array<PastReservation> } | { "cmd": "task_sections", "data": Array<SectionRecord> };
