@@ -94,12 +94,7 @@ export class LiveSections {
     for (const r of records) {
       const key = `${r.phase}/${r.section.id}`;
       if (t.nodes.has(key) || t.nodes.size >= MAX_SECTIONS_PER_TASK) continue;
-      const node: SectionNode = {
-        phase: r.phase as Phase,
-        section: r.section,
-        measurements: r.section.measurements.map((m) => ({ measurement: m, passed: measurementPassed(m) })),
-        children: [],
-      };
+      const node = storedNode(r);
       t.nodes.set(key, node);
       const parent = r.section.parent != null ? t.nodes.get(`${r.phase}/${r.section.parent}`) : undefined;
       (parent ? parent.children : t.roots).push(node);
@@ -180,17 +175,22 @@ export function measurementPassed(m: Measurement): boolean | null {
   return null;
 }
 
+/** A stored section as a tree node, its measurements judged (no children yet). */
+function storedNode(r: SectionRecord): SectionNode {
+  return {
+    phase: r.phase as Phase,
+    section: r.section,
+    measurements: r.section.measurements.map((m) => ({ measurement: m, passed: measurementPassed(m) })),
+    children: [],
+  };
+}
+
 /** The tree of a stored task's sections (Results), as Live builds it from events. */
 export function storedTree(records: readonly SectionRecord[]): SectionNode[] {
   const nodes = new Map<string, SectionNode>();
   const roots: SectionNode[] = [];
   for (const r of records) {
-    const node: SectionNode = {
-      phase: r.phase as Phase,
-      section: r.section,
-      measurements: r.section.measurements.map((m) => ({ measurement: m, passed: measurementPassed(m) })),
-      children: [],
-    };
+    const node = storedNode(r);
     nodes.set(`${r.phase}/${r.section.id}`, node);
     const parent = r.section.parent != null ? nodes.get(`${r.phase}/${r.section.parent}`) : undefined;
     (parent ? parent.children : roots).push(node);
