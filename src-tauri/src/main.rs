@@ -156,9 +156,12 @@ fn main() {
     testbay_engine::exec::start_guard();
 
     let paths = paths_from_env();
-    let console = match tauri::async_runtime::block_on(async { LocalConsole::open(paths.clone()) })
-    {
-        Ok(c) => c.shared(),
+    // Opened and shared on the async runtime: sharing starts the console's own tasks
+    // (the scheduler, health checks), which outlive this call on the runtime.
+    let console = match tauri::async_runtime::block_on(async {
+        LocalConsole::open(paths.clone()).map(LocalConsole::shared)
+    }) {
+        Ok(c) => c,
         Err(e) => {
             eprintln!(
                 "testbay-desktop: cannot open the console on {}: {e}",
