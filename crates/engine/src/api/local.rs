@@ -268,10 +268,7 @@ impl LocalConsole {
                 .map_err(store_error)?;
         // A DUT in bad health is out of service: the queue starts no run on it.
         let bad = health.clone();
-        queue.set_out_of_service(Arc::new(move |dut: &str| {
-            bad.of(dut, 0)
-                .is_ok_and(|(h, _)| h.health == crate::store::Health::Bad)
-        }));
+        queue.set_out_of_service(Arc::new(move |dut: &str| bad.is_bad(dut)));
         // Run events go into the console's stream as they are sent: bursts of thousands
         // (a 2,000-task run) must not depend on a forwarding task keeping up. A run's end
         // goes to the webhooks too (queued; nothing waits for a receiver).

@@ -36,8 +36,13 @@ pub struct HealthService {
     clock: Arc<dyn Clock>,
     /// Health runs going now: run id → DUT.
     in_flight: Arc<Mutex<HashMap<String, String>>>,
+    /// DUTs in bad health, kept beside the store so the run queue can ask at every pick
+    /// without reading the database.
+    bad: BadDuts,
     ended: mpsc::UnboundedSender<String>,
 }
+
+type BadDuts = Arc<std::sync::RwLock<std::collections::HashSet<String>>>;
 
 impl std::fmt::Debug for HealthService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -64,6 +69,13 @@ impl HealthService {
     ) -> Result<Arc<Self>, StoreError> {
         let hs = store.open_health_store()?;
         let (going, settle_now) = take_up(&*store, &*hs)?;
+        let bad: BadDuts = Arc::new(std::sync::RwLock::new(
+            hs.all_health()?
+                .into_iter()
+                .filter(|h| h.health == Health::Bad)
+                .map(|h| h.dut)
+                .collect(),
+        ));
         let health = Arc::new(Mutex::new(hs));
         let in_flight = Arc::new(Mutex::new(going));
         let (ended, rx) = mpsc::unbounded_channel();
@@ -78,6 +90,7 @@ impl HealthService {
                 in_flight: in_flight.clone(),
                 clock: clock.clone(),
                 webhooks,
+                bad: bad.clone(),
             },
         ));
         Ok(Arc::new(Self {
@@ -85,6 +98,7 @@ impl HealthService {
             lab,
             clock,
             in_flight,
+            bad,
             ended,
         }))
     }
@@ -157,9 +171,19 @@ impl HealthService {
         Ok((store.health(dut)?, store.health_history(dut, limit)?))
     }
 
+    /// Whether `dut` is in bad health now (no database read).
+    pub fn is_bad(&self, dut: &str) -> bool {
+        self.bad
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(dut)
+    }
+
     /// An operator restores `dut` to good health, with a note.
     pub fn restore(&self, dut: &str, note: &str) -> Result<(), StoreError> {
-        lock(&self.store).set_health(
+        write_health(
+            &**lock(&self.store),
+            &self.bad,
             dut,
             &HealthChange {
                 ts_ms: self.clock.now_ms(),
@@ -214,6 +238,7 @@ struct Settle {
     in_flight: Arc<Mutex<HashMap<String, String>>>,
     clock: Arc<dyn Clock>,
     webhooks: Arc<Webhooks>,
+    bad: BadDuts,
 }
 
 async fn listen(mut rx: mpsc::UnboundedReceiver<String>, s: Settle) {
@@ -278,7 +303,9 @@ fn settle_run(s: &Settle, run_id: &str, checked: Option<String>) -> Result<(), S
     }
     let passed = run.status == RunStatus::Completed && run.counts.failures == 0;
     if passed {
-        store.set_health(
+        write_health(
+            &**store,
+            &s.bad,
             &dut,
             &HealthChange {
                 ts_ms: now,
@@ -304,7 +331,9 @@ fn settle_run(s: &Settle, run_id: &str, checked: Option<String>) -> Result<(), S
             .map(|r| format!(" ({r})"))
             .unwrap_or_default()
     );
-    store.set_health(
+    write_health(
+        &**store,
+        &s.bad,
         &dut,
         &HealthChange {
             ts_ms: now,
@@ -322,6 +351,23 @@ fn settle_run(s: &Settle, run_id: &str, checked: Option<String>) -> Result<(), S
         WebhookEvent::DutBad,
         json!({ "dut": dut, "reason": reason, "run_id": run_id, "since_ms": now }),
     );
+    Ok(())
+}
+
+/// Store a DUT's new health and keep the bad set in step with it.
+fn write_health(
+    store: &dyn HealthStore,
+    bad: &BadDuts,
+    dut: &str,
+    change: &HealthChange,
+) -> Result<(), StoreError> {
+    store.set_health(dut, change)?;
+    let mut bad = bad.write().unwrap_or_else(|p| p.into_inner());
+    if change.health == Health::Bad {
+        bad.insert(dut.to_string());
+    } else {
+        bad.remove(dut);
+    }
     Ok(())
 }
 
