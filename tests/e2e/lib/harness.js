@@ -96,6 +96,21 @@ export async function startServer({ packDirs = ['packs', 'tests/fixtures/packs']
     origin,
     port: Number(new URL(url).port),
     dataDir,
+    /** `POST /api` with one request; the whole answer (`{cmd, data}` or `{error}`). */
+    async post(request) {
+      const res = await fetch(`${origin}/api`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(request),
+      });
+      return res.json();
+    },
+    /** `POST /api` with one request; its `data`, or an Error naming the command. */
+    async api(request) {
+      const body = await this.post(request);
+      if (body.error) throw new Error(`${request.cmd}: ${body.error.message}`);
+      return body.data;
+    },
     /** Stop and start again on the same port and data directory. */
     async restart() {
       await this.stop({ keepData: true });

@@ -33,14 +33,7 @@ function writePack() {
   );
 }
 
-async function api(request) {
-  const res = await fetch(`${server.origin}/api`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify(request),
-  });
-  return res.json();
-}
+const api = (request) => server.post(request);
 
 /** Stand-in for the Tauri IPC: `dispatch` goes to the console's HTTP API, events never come. */
 function fakeTauri() {

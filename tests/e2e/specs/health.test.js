@@ -33,14 +33,7 @@ function writeFiles() {
   return lab;
 }
 
-async function api(request) {
-  const res = await fetch(`${server.origin}/api`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify(request),
-  });
-  return res.json();
-}
+const api = (request) => server.post(request);
 
 test('a failing health check makes a DUT bad; the rack shows it; launches are refused until restored', async () => {
   ensureUiBuilt();

@@ -22,16 +22,7 @@ after(async () => {
   await server?.stop();
 });
 
-async function api(request) {
-  const res = await fetch(`${server.origin}/api`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify(request),
-  });
-  const body = await res.json();
-  if (body.error) throw new Error(`${request.cmd}: ${body.error.message}`);
-  return body.data;
-}
+const api = (request) => server.api(request);
 
 test('DUT search on Lab marks the matching slots', async () => {
   await page.goto(`${server.origin}/#/lab`);

@@ -29,14 +29,7 @@ after(async () => {
   await server?.stop();
 });
 
-async function api(request) {
-  const res = await fetch(`${server.origin}/api`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify(request),
-  });
-  return res.json();
-}
+const api = (request) => server.post(request);
 
 const why = () => page.locator('[data-testid=launch-why]');
 const hint = (key) => page.locator(`[data-param="${key}"] [data-testid=param-hint]`);

@@ -24,10 +24,6 @@ answer = testbay.prompt("Plug in the HDMI cable, then press done", choices=["don
 testbay.set_result("Passed" if answer == "done" else "Failed", "operator said " + answer)
 `;
 
-async function api(origin, body) {
-  const res = await fetch(`${origin}/api`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
-  return res.json();
-}
 
 test('a prompt is answered from the Live dialog', async () => {
   ensureUiBuilt();
@@ -40,7 +36,7 @@ test('a prompt is answered from the Live dialog', async () => {
   browser = await startBrowser();
   const page = browser.page;
   page.setDefaultTimeout(20_000);
-  const body = await api(server.origin, { cmd: 'launch', pack: 'ask-operator', groups: [] });
+  const body = await server.post({ cmd: 'launch', pack: 'ask-operator', groups: [] });
   const runId = body.data?.run_id;
   assert.ok(runId, JSON.stringify(body));
   await page.goto(`${server.origin}/#/live/${runId}`);
@@ -62,7 +58,7 @@ test('a prompt is answered from the Live dialog', async () => {
 
   let run;
   for (let i = 0; i < 200; i++) {
-    run = await api(server.origin, { cmd: 'get_run', run_id: runId });
+    run = await server.post({ cmd: 'get_run', run_id: runId });
     if (run.data?.run?.status === 'completed') break;
     await new Promise((r) => setTimeout(r, 100));
   }

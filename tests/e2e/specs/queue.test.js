@@ -21,16 +21,7 @@ after(async () => {
   rmSync(dataDir, { recursive: true, force: true });
 });
 
-async function api(body) {
-  const r = await fetch(`${server.origin}/api`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify(body),
-  });
-  const j = await r.json();
-  assert.equal(r.status, 200, JSON.stringify(j));
-  return j.data;
-}
+const api = (request) => server.api(request);
 
 test('the Queue screen shows who waits for what and moves, reprioritises and cancels', async () => {
   ensureUiBuilt();

@@ -25,16 +25,7 @@ after(async () => {
   await server?.stop();
 });
 
-async function api(request) {
-  const res = await fetch(`${server.origin}/api`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify(request),
-  });
-  const body = await res.json();
-  if (body.error) throw new Error(`${request.cmd}: ${body.error.message}`);
-  return body.data;
-}
+const api = (request) => server.api(request);
 
 async function finished(runId) {
   for (;;) {

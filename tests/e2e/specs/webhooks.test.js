@@ -46,14 +46,7 @@ async function startReceiver() {
   return { url: `http://127.0.0.1:${receiver.address().port}/hook`, got };
 }
 
-async function api(request) {
-  const res = await fetch(`${server.origin}/api`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify(request),
-  });
-  return res.json();
-}
+const api = (request) => server.post(request);
 
 test('a webhook added in the UI gets a run end after a retry; a retried task shows flaky', async () => {
   ensureUiBuilt();
