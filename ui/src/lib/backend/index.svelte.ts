@@ -24,7 +24,9 @@ class Backend {
   lastSaved = $state<Saved | null>(null);
   private listeners = new Set<Listener>();
   private resyncers = new Set<() => void>();
-  private hadGap = false;
+  // The first open counts as a gap too: screens load over requests while the stream is
+  // still connecting, and what happened in between reaches them only through a reload.
+  private hadGap = true;
   // Events are handed to listeners in slices of at most SLICE_MS, so a burst of thousands of
   // events never holds the main thread for long. The first slice runs at the end of the task
   // that received the events (a microtask: no extra task per WebSocket frame); what is left

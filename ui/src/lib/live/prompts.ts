@@ -6,19 +6,50 @@ import type { PromptView, RunEvent } from '../api/types';
 
 export class LivePrompts {
   private byId = new Map<number, PromptView>();
+  /** Ids asked and answered by events since the oldest list request still on its way. */
+  private askedSince = new Set<number>();
+  private answeredSince = new Set<number>();
+  private pending = 0;
 
-  /** Replaces what is known with the console's list. */
+  /** A list request leaves: events from now on are newer than its answer. */
+  begin() {
+    if (this.pending++ === 0) {
+      this.askedSince.clear();
+      this.answeredSince.clear();
+    }
+  }
+
+  /**
+   * Replaces what is known with the console's list (the answer to the request `begin`
+   * announced), keeping what events said after that request left.
+   */
   load(list: PromptView[]) {
-    this.byId = new Map(list.map((p) => [p.id, p]));
+    const next = new Map(list.map((p) => [p.id, p]));
+    for (const id of this.askedSince) {
+      const p = this.byId.get(id);
+      if (p) next.set(id, p);
+    }
+    for (const id of this.answeredSince) next.delete(id);
+    this.byId = next;
+    this.settle();
+  }
+
+  /** A list request failed. */
+  settle() {
+    if (this.pending > 0) this.pending--;
   }
 
   /** Applies one run event; true when the waiting prompts changed. */
   apply(ev: RunEvent): boolean {
     if (ev.type === 'prompt') {
       this.byId.set(ev.prompt.id, ev.prompt);
+      if (this.pending) this.askedSince.add(ev.prompt.id);
       return true;
     }
-    if (ev.type === 'prompt_answered') return this.byId.delete(ev.id);
+    if (ev.type === 'prompt_answered') {
+      if (this.pending) this.answeredSince.add(ev.id);
+      return this.byId.delete(ev.id);
+    }
     return false;
   }
 
