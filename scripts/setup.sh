@@ -2,7 +2,8 @@
 # Install what building and testing Testbay needs on Debian 12, then the npm packages.
 # Idempotent and quiet: every step checks first and does nothing when already done.
 #   - Debian packages for Tauri (GTK, WebKitGTK), the desktop test (WebKitWebDriver, Xvfb)
-#     and the browser tests (Chromium). Never downloads a browser of its own.
+#     and the browser tests (Chromium), and PostgreSQL (the lab store; tests start a
+#     throwaway cluster with crates/pgtest). Never downloads a browser of its own.
 #   - tauri-driver (cargo install) for the desktop test.
 #   - `npm ci` in ui/, tests/e2e/ and tests/desktop/ when node_modules is missing or was
 #     installed from a different package-lock.json.
@@ -19,7 +20,7 @@ as_root() {
 
 debian_packages=(
     libwebkit2gtk-4.1-dev libgtk-3-dev librsvg2-dev libayatana-appindicator3-dev
-    libsoup-3.0-dev webkit2gtk-driver chromium xvfb xauth python3
+    libsoup-3.0-dev webkit2gtk-driver chromium xvfb xauth python3 postgresql
 )
 
 missing=()
