@@ -30,6 +30,8 @@ pub struct Cluster {
     port: u16,
     bin: PathBuf,
     child: Mutex<Option<Child>>,
+    /// Whether dropping removes the folder (not for a failed try that the next reuses).
+    owns_folder: bool,
 }
 
 /// What went wrong starting a cluster, with what PostgreSQL printed.
@@ -191,14 +193,14 @@ impl Cluster {
                 port,
                 bin: bin.clone(),
                 child: Mutex::new(Some(child)),
+                owns_folder: true,
             };
             match cluster.wait_ready(Duration::from_secs(60)) {
                 Ok(()) => return Ok(cluster),
                 Err(e) => {
                     last = e.0;
-                    cluster.kill();
-                    // Keep the folder for the next try (Drop would remove it).
-                    std::mem::forget(cluster);
+                    let mut cluster = cluster;
+                    cluster.owns_folder = false;
                 }
             }
         }
@@ -342,7 +344,9 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.stop();
-        let _ = fs::remove_dir_all(&self.root);
+        if self.owns_folder {
+            let _ = fs::remove_dir_all(&self.root);
+        }
     }
 }
 
