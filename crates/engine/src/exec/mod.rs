@@ -33,14 +33,15 @@ mod spawn;
 mod outcome;
 mod output;
 mod program;
+mod sdk;
 pub mod reap;
 pub mod prompts;
 pub mod reporter;
 
 pub use guard::{guard_pid, start as start_guard, CONSOLE_ENV};
 pub use outcome::{apply_report, cap_string, signal_name, Verdict};
-pub use program::python_sdk_dir;
 pub use reap::{group_alive, signal_group};
+pub use sdk::python_sdk_dir;
 
 use std::ffi::OsStr;
 use std::fs::File;

@@ -23,7 +23,7 @@ fn base_env() -> &'static Vec<(OsString, OsString)> {
         }
         // The task needs no install to report: the bundled Python SDK goes at the end of
         // PYTHONPATH and the `testbay` binary's folder at the end of PATH.
-        if let Some(sdk) = python_sdk_dir() {
+        if let Some(sdk) = super::sdk::python_sdk_dir() {
             append_path(&mut env, "PYTHONPATH", &sdk);
         }
         if let Some(bin) = testbay_bin_dir() {
@@ -44,22 +44,6 @@ fn append_path(env: &mut Vec<(OsString, OsString)>, key: &str, dir: &Path) {
         Some((_, v)) => *v = dir.as_os_str().to_owned(),
         None => env.push((key.into(), dir.as_os_str().to_owned())),
     }
-}
-
-/// The bundled Python SDK (`sdk/python`, the folder holding the `testbay` package):
-/// `../share/testbay/python` beside an installed binary, else the checkout this was
-/// built from.
-pub fn python_sdk_dir() -> Option<PathBuf> {
-    let has_pkg = |d: &Path| d.join("testbay/__init__.py").is_file();
-    let installed = std::env::current_exe().ok().and_then(|e| {
-        e.parent()
-            .map(|d| d.join("../share/testbay/python"))
-            .filter(|d| has_pkg(d))
-    });
-    installed.or_else(|| {
-        let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sdk/python");
-        has_pkg(&built).then(|| built.canonicalize().unwrap_or(built))
-    })
 }
 
 /// The folder of the `testbay` binary: the running program's own folder, or the one
