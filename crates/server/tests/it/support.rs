@@ -76,6 +76,8 @@ impl Serve {
                 ui_dir: self.ui,
                 token: None,
                 limits: self.limits,
+                access: None,
+                auth: Default::default(),
             },
         )
         .await
