@@ -193,13 +193,18 @@ pub(crate) async fn signin(State(st): State<AppState>, req: Request) -> Response
             .into_response();
         res.headers_mut().append(
             header::SET_COOKIE,
-            HeaderValue::from_static("testbay_token=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+            HeaderValue::from_static(
+                "testbay_token=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0",
+            ),
         );
         return res;
     }
     let token = field("token").unwrap_or("").to_string();
     if token.is_empty() || !token_is_url_safe(&token) {
-        return page(StatusCode::UNAUTHORIZED, Some("That is not a Testbay token."));
+        return page(
+            StatusCode::UNAUTHORIZED,
+            Some("That is not a Testbay token."),
+        );
     }
     let Some(caller) = user_of(users, token.clone()).await else {
         tracing::warn!("sign-in refused: unknown or revoked token");

@@ -5,8 +5,8 @@
 
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
-use axum::Extension;
 use axum::response::Response;
+use axum::Extension;
 use futures_util::{SinkExt, StreamExt};
 use std::time::Duration;
 use testbay_engine::api::frames::Framer;
@@ -53,7 +53,9 @@ async fn pump(
     ping: Duration,
     recheck: Option<Recheck>,
 ) {
-    let every = recheck.as_ref().map_or(Duration::from_secs(3600), |r| r.every);
+    let every = recheck
+        .as_ref()
+        .map_or(Duration::from_secs(3600), |r| r.every);
     let mut checks = tokio::time::interval_at(Instant::now() + every, every);
     checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (mut tx, mut inbound) = socket.split();

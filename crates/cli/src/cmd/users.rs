@@ -82,7 +82,12 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
             if args.json {
                 crate::term::print_json(&serde_json::json!({ "user": user, "token": token }))?;
             } else {
-                out!("added {} ({}), id {}", user.name, user.role.as_str(), user.id);
+                out!(
+                    "added {} ({}), id {}",
+                    user.name,
+                    user.role.as_str(),
+                    user.id
+                );
                 out!("token (shown only now; give it to {}):", user.name);
                 out!("{token}");
             }

@@ -73,21 +73,61 @@ impl Request {
         const OPERATE: (Role, bool) = (Role::Operator, true);
         const ADMINISTER: (Role, bool) = (Role::Admin, true);
         match self {
-            Info | ListPacks | GetPack { .. } | ActiveRuns | RunView { .. } | ReadLog { .. }
-            | ReadFile { .. } | ListRuns(_) | GetRun { .. } | Export { .. } | GetLab
-            | SearchDuts { .. } | Reservations | Queue | ListSchedules | GetSchedule { .. }
-            | ListWebhooks | WebhookDeliveries { .. } | DutHealth { .. } | TaskHistory(_)
-            | MeasurementHistory(_) | MeasurementYield { .. } | Flaky(_) | CompareRuns { .. }
-            | Baselines { .. } | ListPrompts | ReservationHistory { .. }
-            | TaskSections { .. } | WhoAmI | Audit(_) => READ,
-            Launch(_) | StopRun { .. } | Hold { .. } | Release { .. } | ExtendHold { .. }
-            | MoveQueued { .. } | SetQueuedPriority { .. } | CancelQueued { .. }
-            | AddSchedule(_) | UpdateSchedule { .. } | PauseSchedule { .. }
-            | ResumeSchedule { .. } | RemoveSchedule { .. } | RestoreDut { .. }
-            | CheckDut { .. } | Relaunch { .. } | AnswerPrompt { .. } | PinBaseline { .. }
+            Info
+            | ListPacks
+            | GetPack { .. }
+            | ActiveRuns
+            | RunView { .. }
+            | ReadLog { .. }
+            | ReadFile { .. }
+            | ListRuns(_)
+            | GetRun { .. }
+            | Export { .. }
+            | GetLab
+            | SearchDuts { .. }
+            | Reservations
+            | Queue
+            | ListSchedules
+            | GetSchedule { .. }
+            | ListWebhooks
+            | WebhookDeliveries { .. }
+            | DutHealth { .. }
+            | TaskHistory(_)
+            | MeasurementHistory(_)
+            | MeasurementYield { .. }
+            | Flaky(_)
+            | CompareRuns { .. }
+            | Baselines { .. }
+            | ListPrompts
+            | ReservationHistory { .. }
+            | TaskSections { .. }
+            | WhoAmI
+            | Audit(_) => READ,
+            Launch(_)
+            | StopRun { .. }
+            | Hold { .. }
+            | Release { .. }
+            | ExtendHold { .. }
+            | MoveQueued { .. }
+            | SetQueuedPriority { .. }
+            | CancelQueued { .. }
+            | AddSchedule(_)
+            | UpdateSchedule { .. }
+            | PauseSchedule { .. }
+            | ResumeSchedule { .. }
+            | RemoveSchedule { .. }
+            | RestoreDut { .. }
+            | CheckDut { .. }
+            | Relaunch { .. }
+            | AnswerPrompt { .. }
+            | PinBaseline { .. }
             | UnpinBaseline { .. } => OPERATE,
-            AddWebhook { .. } | UpdateWebhook { .. } | RemoveWebhook { .. } | AddUser { .. }
-            | RevokeUser { .. } | SetUserRole { .. } => ADMINISTER,
+            AddWebhook { .. }
+            | UpdateWebhook { .. }
+            | RemoveWebhook { .. }
+            | AddUser { .. }
+            | RevokeUser { .. }
+            | SetUserRole { .. } => ADMINISTER,
             ListUsers => (Role::Admin, false),
         }
     }

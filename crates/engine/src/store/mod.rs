@@ -28,8 +28,8 @@ pub mod webhooks;
 pub mod health;
 pub mod access;
 
-pub use error::{BackendError, Result, StoreError};
 pub use access::{AccessStore, AuditEntry, AuditQuery, NewAuditEntry, Role, User};
+pub use error::{BackendError, Result, StoreError};
 pub use health::{DutHealth, Health, HealthChange, HealthStore};
 pub use history::*;
 pub use model::*;

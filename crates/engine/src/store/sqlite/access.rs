@@ -67,11 +67,7 @@ impl AccessStore for SqliteAccessStore {
         let id = self.conn.last_insert_rowid();
         Ok(self
             .conn
-            .query_row(
-                &format!("SELECT {USER_COLUMNS} WHERE id = ?1"),
-                [id],
-                user,
-            )
+            .query_row(&format!("SELECT {USER_COLUMNS} WHERE id = ?1"), [id], user)
             .optional()?)
     }
 
