@@ -259,13 +259,14 @@ pub(crate) async fn guard(State(st): State<AppState>, req: Request, next: Next) 
             }
         }
     }
-    if path == "/api" || path.starts_with("/api/") {
-        if req.method() == Method::POST && !is_json(headers) {
-            return reject(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "the API takes application/json",
-            );
-        }
+    if (path == "/api" || path.starts_with("/api/"))
+        && req.method() == Method::POST
+        && !is_json(headers)
+    {
+        return reject(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "the API takes application/json",
+        );
     }
     if let Some(users) = &g.users {
         return lab_guard(users, req, next).await;
