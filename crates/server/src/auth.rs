@@ -147,7 +147,11 @@ fn page(status: StatusCode, message: Option<&str>) -> Response {
     };
     (
         status,
-        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            // A form post carries `Origin` only when the page lets it.
+            (header::REFERRER_POLICY, "same-origin"),
+        ],
         body,
     )
         .into_response()
