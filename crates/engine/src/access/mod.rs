@@ -19,6 +19,9 @@ pub const MAX_USER_NAME: usize = 64;
 /// Longest audit detail kept, in characters.
 pub const MAX_AUDIT_DETAIL: usize = 1_000;
 
+/// The audit actions that make a run (their target is the run's id).
+const LAUNCHES: [&str; 3] = ["launch", "relaunch", "check_dut"];
+
 /// Why an access change was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum AccessError {
@@ -161,6 +164,20 @@ impl Access {
         if let Err(e) = self.db().append_audit(&entry) {
             tracing::error!(error = %e, action, "cannot append to the audit log");
         }
+    }
+
+    /// Who launched run `run_id` (the audit entry of the launch that made it).
+    pub fn launched_by(&self, run_id: &str) -> Result<Option<String>, StoreError> {
+        let q = AuditQuery {
+            target: Some(run_id.to_string()),
+            ..AuditQuery::default()
+        };
+        Ok(self
+            .audit(&q)?
+            .into_iter()
+            .rev()
+            .find(|e| LAUNCHES.contains(&e.action.as_str()))
+            .map(|e| e.user))
     }
 
     /// Audit entries matching `q`, newest first.

@@ -542,6 +542,11 @@ pub struct RunDetail {
     pub next_offset: Option<u32>,
     /// Live state while the run is going.
     pub live: Option<RunView>,
+    /// Who launched it, from the audit log: a user's name, `local` for a single seat's
+    /// operator; none for a run the console started itself (a schedule's, a queued
+    /// health check's) or one older than the audit log.
+    #[serde(default)]
+    pub launched_by: Option<String>,
 }
 
 /// Everything that changes by itself, pushed to every subscriber.

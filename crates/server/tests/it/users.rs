@@ -87,6 +87,9 @@ async fn roles_decide_who_may_do_what_and_the_audit_log_says_who_did() {
     assert_eq!(entries.len(), 1, "{audit}");
     assert_eq!(entries[0]["action"], "launch");
     assert_eq!(entries[0]["target"], run_id.as_str());
+    let get = format!(r#"{{"cmd":"get_run","run_id":"{run_id}"}}"#);
+    let (_, run) = api(&srv, Some("vera"), &get).await;
+    assert_eq!(run["data"]["launched_by"], "otto", "{run}");
     let stop = format!(r#"{{"cmd":"stop_run","run_id":"{run_id}"}}"#);
     let _ = api(&srv, Some("otto"), &stop).await;
 
