@@ -20,7 +20,7 @@
 //! flight stopped, their requests answer `unavailable`), gives other
 //! requests in flight `shutdown_grace` to finish, then closes what is left.
 //!
-//! Lab mode (the store has users, or [`AuthMode::Users`]): every `/api` request, the
+//! Lab mode (the store has a user when the server binds, or [`AuthMode::Users`]): every `/api` request, the
 //! event stream and every `/files/...` download needs an active user's token, as
 //! `Authorization: Bearer` or the `testbay_token` cookie that `POST /signin` (the form at
 //! `GET /signin`) sets; none, an unknown or a revoked one is 401 `unauthorized`, a role
