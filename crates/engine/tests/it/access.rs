@@ -356,3 +356,109 @@ async fn the_console_refuses_by_role_and_records_who_held_and_released() {
     );
     c.shutdown();
 }
+
+/// A prompt answered by a signed-in operator goes to the task as answered by them,
+/// whatever `by` the request named; the answer is in the audit log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prompt_answer_is_recorded_under_the_signed_in_user() {
+    use testbay_engine::api::Event;
+    use testbay_engine::run::RunEvent;
+    let dir = tempfile::tempdir().unwrap();
+    let pack = dir.path().join("packs/ask");
+    crate::support::write_pack(
+        &pack,
+        "name: ask\nversion: '1'\ngroups:\n  g:\n    tests: [cable]\n",
+        &[("cable", "", "")],
+    );
+    let script = r#"
+import json, os, socket
+s = socket.socket(socket.AF_UNIX)
+s.connect(os.environ["TESTBAY_REPORTER"])
+f = s.makefile("rw")
+def send(**m):
+    f.write(json.dumps(m) + "\n"); f.flush()
+    return json.loads(f.readline())
+send(type="hello", token=os.environ["TESTBAY_REPORTER_TOKEN"])
+a = send(type="prompt", message="Plug in the HDMI cable", choices=["done", "no cable"])
+send(type="set_result", result="Passed", message=a["answer"]["by"])
+"#;
+    std::fs::write(pack.join("tasks/cable.py"), script).unwrap();
+    std::fs::write(
+        pack.join("tasks/cable.yaml"),
+        "name: cable\nrun: [python3, cable.py]\n",
+    )
+    .unwrap();
+    let c = LocalConsole::open(ConsolePaths {
+        data_dir: dir.path().join("data"),
+        pack_roots: vec![dir.path().join("packs")],
+        lab_file: None,
+    })
+    .unwrap();
+    let (otto, _) = c
+        .access()
+        .unwrap()
+        .add_user("otto", Role::Operator)
+        .unwrap();
+    let otto = Caller::user(&otto);
+    let mut events = c.subscribe();
+    let launch = parse_request(br#"{"cmd":"launch","pack":"ask"}"#).unwrap();
+    let Response::Launch { run_id, .. } = c.dispatch_as(&otto, launch).await.unwrap() else {
+        panic!()
+    };
+    let id = loop {
+        if let Event::Run(RunEvent::Prompt { prompt, .. }) = events.recv().await.unwrap() {
+            break prompt.id;
+        }
+    };
+    let answer = Request::AnswerPrompt {
+        id,
+        answer: "done".into(),
+        by: Some("ana".into()),
+    };
+    c.dispatch_as(&otto, answer).await.unwrap();
+    let by = loop {
+        if let Event::Run(RunEvent::PromptAnswered { answer, .. }) = events.recv().await.unwrap() {
+            break answer.by;
+        }
+    };
+    assert_eq!(by.as_deref(), Some("otto"));
+    loop {
+        if let Event::Run(RunEvent::RunStatus { status, .. }) = events.recv().await.unwrap() {
+            if status.is_finished() {
+                break;
+            }
+        }
+    }
+    let q = AuditQuery {
+        user: Some("otto".into()),
+        ..AuditQuery::default()
+    };
+    let Response::Audit(entries) = c.dispatch_as(&otto, Request::Audit(q)).await.unwrap() else {
+        panic!()
+    };
+    let seen: Vec<(&str, &str)> = entries
+        .iter()
+        .rev()
+        .map(|e| (e.action.as_str(), e.target.as_str()))
+        .collect();
+    let prompt = id.to_string();
+    assert_eq!(
+        seen,
+        [
+            ("launch", run_id.as_str()),
+            ("answer_prompt", prompt.as_str())
+        ]
+    );
+    let get =
+        parse_request(format!(r#"{{"cmd":"get_run","run_id":"{run_id}"}}"#).as_bytes()).unwrap();
+    let Response::GetRun(run) = c.dispatch(get).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(run.launched_by.as_deref(), Some("otto"));
+    assert_eq!(
+        run.tasks[0].record.message.as_deref(),
+        Some("otto"),
+        "the task heard who answered"
+    );
+    c.shutdown();
+}
