@@ -168,15 +168,26 @@ impl Access {
 
     /// Who launched run `run_id` (the audit entry of the launch that made it).
     pub fn launched_by(&self, run_id: &str) -> Result<Option<String>, StoreError> {
+        self.first_by(run_id, &LAUNCHES)
+    }
+
+    /// Who made `target` with `action` (`add_schedule`: a schedule's id).
+    pub fn made_by(&self, target: &str, action: &str) -> Result<Option<String>, StoreError> {
+        self.first_by(target, &[action])
+    }
+
+    /// The user of the oldest entry on `target` with one of `actions`.
+    fn first_by(&self, target: &str, actions: &[&str]) -> Result<Option<String>, StoreError> {
         let q = AuditQuery {
-            target: Some(run_id.to_string()),
+            target: Some(target.to_string()),
+            limit: Some(crate::store::MAX_AUDIT_ROWS),
             ..AuditQuery::default()
         };
         Ok(self
             .audit(&q)?
             .into_iter()
             .rev()
-            .find(|e| LAUNCHES.contains(&e.action.as_str()))
+            .find(|e| actions.contains(&e.action.as_str()))
             .map(|e| e.user))
     }
 

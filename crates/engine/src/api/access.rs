@@ -4,7 +4,8 @@
 //! user and audit requests.
 //!
 //! Read-only requests need `viewer`; launching, stopping, holds, prompt answers, queue
-//! moves and the like need `operator`; users and webhooks need `admin`. An `agent` is
+//! moves, schedules and the like need `operator`; users, webhooks and a schedule another
+//! user made need `admin`. An `agent` is
 //! refused everything until an agent API says what it may do.
 
 use serde::{Deserialize, Serialize};
@@ -266,6 +267,7 @@ impl LocalConsole {
         request: Request,
     ) -> Result<Response, ApiError> {
         authorize(caller, &request)?;
+        self.own_schedule(caller, &request).await?;
         let request = stamp(caller, request);
         let audit = request
             .changes_state()
@@ -277,11 +279,12 @@ impl LocalConsole {
         if let (Ok(res), Some((action, target, detail)), Some(access)) =
             (&answer, audit, &self.access)
         {
-            // A launch's target is the run it made.
+            // A launch's target is the run it made, a new schedule's its id.
             let target = match res {
                 Response::Launch { run_id, .. }
                 | Response::Relaunch { run_id, .. }
                 | Response::CheckDut { run_id } => run_id.clone(),
+                Response::AddSchedule { id } => id.clone(),
                 _ => target,
             };
             let access = access.clone();
@@ -293,6 +296,47 @@ impl LocalConsole {
             .await;
         }
         answer
+    }
+
+    /// A signed-in operator changes only the schedules they made (the audit log knows
+    /// who); another's, or one made before the log, needs the admin role.
+    async fn own_schedule(&self, caller: &Caller, request: &Request) -> Result<(), ApiError> {
+        let (Some(user), Some(access)) = (&caller.user, &self.access) else {
+            return Ok(());
+        };
+        let id = match request {
+            Request::UpdateSchedule { id, .. }
+            | Request::PauseSchedule { id }
+            | Request::ResumeSchedule { id }
+            | Request::RemoveSchedule { id } => id.clone(),
+            _ => return Ok(()),
+        };
+        if caller.role.allows(Role::Admin) {
+            return Ok(());
+        }
+        let access = access.clone();
+        let schedule = id.clone();
+        let owner = blocking(move || {
+            access
+                .made_by(&schedule, "add_schedule")
+                .map_err(super::error::store_error)
+        })
+        .await?;
+        if owner.as_deref() == Some(user.as_str()) {
+            return Ok(());
+        }
+        let whose = match owner {
+            Some(o) => format!("it is {o}'s"),
+            None => "who made it is not on record".to_string(),
+        };
+        Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!(
+                "{} of schedule {id} needs the admin role: {whose}, and {user} is an {}",
+                request.cmd(),
+                caller.role.as_str()
+            ),
+        ))
     }
 
     pub(super) async fn access_request(&self, request: Request) -> Result<Response, ApiError> {

@@ -98,6 +98,9 @@ pub struct NewAuditEntry {
     pub detail: String,
 }
 
+/// The most entries one audit query answers.
+pub const MAX_AUDIT_ROWS: u32 = 10_000;
+
 /// Which audit entries to list: newest first, at most `limit`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, TS)]
 #[serde(default, deny_unknown_fields)]

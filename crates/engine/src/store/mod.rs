@@ -28,7 +28,7 @@ pub mod webhooks;
 pub mod health;
 pub mod access;
 
-pub use access::{AccessStore, AuditEntry, AuditQuery, NewAuditEntry, Role, User};
+pub use access::{AccessStore, AuditEntry, AuditQuery, NewAuditEntry, Role, User, MAX_AUDIT_ROWS};
 pub use error::{BackendError, Result, StoreError};
 pub use health::{DutHealth, Health, HealthChange, HealthStore};
 pub use history::*;

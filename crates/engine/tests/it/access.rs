@@ -462,3 +462,45 @@ send(type="set_result", result="Passed", message=a["answer"]["by"])
     );
     c.shutdown();
 }
+
+/// An operator changes the schedules they made; another operator's needs an admin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_changes_only_their_own_schedules() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = demo_console(dir.path());
+    let access = c.access().unwrap();
+    let who = |name: &str, role| Caller::user(&access.add_user(name, role).unwrap().0);
+    let (otto, pia, ada) = (
+        who("otto", Role::Operator),
+        who("pia", Role::Operator),
+        who("ada", Role::Admin),
+    );
+    let add = parse_request(
+        br#"{"cmd":"add_schedule","name":"nightly","pack":"stb-smoke","duts":["stb-01"],
+             "when":{"type":"daily","start":"2031-01-01T02:00","time_zone":"UTC"}}"#,
+    )
+    .unwrap();
+    let Response::AddSchedule { id } = c.dispatch_as(&otto, add).await.unwrap() else {
+        panic!()
+    };
+    let pause = Request::PauseSchedule { id: id.clone() };
+    c.dispatch_as(&otto, pause.clone()).await.unwrap();
+    let e = c.dispatch_as(&pia, pause.clone()).await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::Forbidden);
+    assert!(
+        e.message.contains("admin") && e.message.contains("otto's"),
+        "{}",
+        e.message
+    );
+    let remove = Request::RemoveSchedule { id: id.clone() };
+    assert_eq!(
+        c.dispatch_as(&pia, remove.clone()).await.unwrap_err().code,
+        ErrorCode::Forbidden
+    );
+    c.dispatch_as(&ada, Request::ResumeSchedule { id: id.clone() })
+        .await
+        .unwrap();
+    // The single seat's own operator is an admin.
+    c.dispatch(remove).await.unwrap();
+    c.shutdown();
+}

@@ -8,10 +8,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 use crate::clock::EpochMs;
 use crate::store::{
     AccessStore, AuditEntry, AuditQuery, NewAuditEntry, Result, Role, StoreError, User,
+    MAX_AUDIT_ROWS,
 };
-
-/// The most entries one audit query answers.
-pub const MAX_AUDIT_ROWS: u32 = 10_000;
 
 pub struct SqliteAccessStore {
     conn: Connection,
