@@ -4,6 +4,7 @@
 //! pure (documents, packs, params, the lab, the plan, the book's logic) lives in
 //! `testbay-core` and is re-exported here under the paths it always had.
 
+pub mod access;
 pub mod analysis;
 pub mod api;
 pub mod exec;

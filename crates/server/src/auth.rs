@@ -1,12 +1,17 @@
 //! Who may talk to the server: loopback `Host` names, same-origin `Origin`s, JSON-only
-//! API posts, and the token on non-loopback addresses.
+//! API posts, and the token on non-loopback addresses; in lab mode a user's token on
+//! every request (the sign-in page sets it as a cookie).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+
+use testbay_engine::access::Access;
+use testbay_engine::api::{ApiError, Caller, ErrorCode};
 
 use crate::AppState;
 
@@ -32,15 +37,198 @@ pub fn token_is_url_safe(token: &str) -> bool {
 pub(crate) struct Guard {
     token: Option<String>,
     loopback: bool,
+    /// Lab mode: the console's users.
+    pub(crate) users: Option<Arc<Access>>,
 }
 
 impl Guard {
-    pub(crate) fn new(addr: SocketAddr, token: Option<String>) -> Self {
+    pub(crate) fn new(addr: SocketAddr, token: Option<String>, users: Option<Arc<Access>>) -> Self {
         Self {
             token,
             loopback: addr.ip().is_loopback(),
+            users,
         }
     }
+}
+
+/// The token a lab-mode request was let in with, for the event stream's rechecks. Its
+/// `Debug` hides it.
+#[derive(Clone)]
+pub(crate) struct UserToken(pub(crate) String);
+
+impl std::fmt::Debug for UserToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("UserToken(..)")
+    }
+}
+
+/// The active user `token` belongs to (off the async workers: a store read).
+pub(crate) async fn user_of(access: &Arc<Access>, token: String) -> Option<Caller> {
+    let access = access.clone();
+    match tokio::task::spawn_blocking(move || access.authenticate(&token)).await {
+        Ok(Ok(user)) => user.as_ref().map(Caller::user),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "cannot look a user up");
+            None
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "user lookup failed");
+            None
+        }
+    }
+}
+
+fn unauthorized(why: &str) -> Response {
+    tracing::warn!(why, "request refused: no valid user token");
+    let mut res = crate::error_response(ApiError::new(ErrorCode::Unauthorized, why));
+    res.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    res
+}
+
+fn is_api_path(path: &str) -> bool {
+    path == "/api" || path.starts_with("/api/") || path.starts_with("/files/")
+}
+
+/// Lab mode: let in a request with an active user's token (the [`Caller`] and the token
+/// put in its extensions), send a page without one to the sign-in page, refuse the rest.
+async fn lab_guard(users: &Arc<Access>, mut req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_string();
+    if path == "/signin" {
+        return next.run(req).await;
+    }
+    let token = bearer(req.headers())
+        .or_else(|| cookie(req.headers()))
+        .map(str::to_string);
+    let caller = match token.clone() {
+        Some(t) => user_of(users, t).await,
+        None => None,
+    };
+    match (caller, token) {
+        (Some(caller), Some(token)) => {
+            req.extensions_mut().insert(caller);
+            req.extensions_mut().insert(UserToken(token));
+            next.run(req).await
+        }
+        (_, token) if is_api_path(&path) => unauthorized(if token.is_some() {
+            "the user token is unknown or revoked; sign in again"
+        } else {
+            "this lab needs a user token: sign in at /signin or send Authorization: Bearer"
+        }),
+        _ => (
+            StatusCode::SEE_OTHER,
+            [(header::LOCATION, HeaderValue::from_static("/signin"))],
+        )
+            .into_response(),
+    }
+}
+
+const SIGNIN_PAGE: &str = r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Sign in · Testbay</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>body{font:15px system-ui,sans-serif;background:#f4f5f7;display:grid;place-items:center;min-height:100vh;margin:0}
+form{background:#fff;padding:2rem;border-radius:8px;box-shadow:0 1px 4px #0002;display:grid;gap:.8rem;min-width:22rem}
+input{font:inherit;padding:.5rem;border:1px solid #999;border-radius:4px}button{font:inherit;padding:.5rem;border-radius:4px}
+.err{color:#a40000}</style></head>
+<body><form method="post" action="/signin"><h1>Testbay lab</h1>
+<label for="token">Your user token</label>
+<input id="token" name="token" type="password" autocomplete="current-password" required autofocus>
+<!--MESSAGE--><button type="submit">Sign in</button>
+<p>An admin gives you a token with <code>testbay users add NAME --role ROLE</code>.</p></form></body></html>
+"#;
+
+fn page(status: StatusCode, message: Option<&str>) -> Response {
+    let body = match message {
+        Some(m) => SIGNIN_PAGE.replace(
+            "<!--MESSAGE-->",
+            &format!("<p class=\"err\" role=\"alert\">{m}</p>"),
+        ),
+        None => SIGNIN_PAGE.to_string(),
+    };
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            // A form post carries `Origin` only when the page lets it.
+            (header::REFERRER_POLICY, "same-origin"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// `GET /signin`: the sign-in form (lab mode; a single seat's goes back to the UI).
+pub(crate) async fn signin_page(State(st): State<AppState>) -> Response {
+    if st.auth.users.is_none() {
+        return (
+            StatusCode::SEE_OTHER,
+            [(header::LOCATION, HeaderValue::from_static("/"))],
+        )
+            .into_response();
+    }
+    page(StatusCode::OK, None)
+}
+
+/// `POST /signin` (`token=...`, form-encoded): a valid token becomes the HttpOnly cookie
+/// and the browser goes to the UI; `signout=1` clears the cookie.
+pub(crate) async fn signin(State(st): State<AppState>, req: Request) -> Response {
+    let Some(users) = &st.auth.users else {
+        return (
+            StatusCode::SEE_OTHER,
+            [(header::LOCATION, HeaderValue::from_static("/"))],
+        )
+            .into_response();
+    };
+    let body = match axum::body::to_bytes(req.into_body(), 4096).await {
+        Ok(b) => b,
+        Err(_) => return page(StatusCode::BAD_REQUEST, Some("The form was too large.")),
+    };
+    let body = String::from_utf8_lossy(&body);
+    let field = |name: &str| {
+        body.split('&')
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+            .map(str::trim)
+    };
+    if field("signout").is_some() {
+        let mut res = (
+            StatusCode::SEE_OTHER,
+            [(header::LOCATION, HeaderValue::from_static("/signin"))],
+        )
+            .into_response();
+        res.headers_mut().append(
+            header::SET_COOKIE,
+            HeaderValue::from_static(
+                "testbay_token=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0",
+            ),
+        );
+        return res;
+    }
+    let token = field("token").unwrap_or("").to_string();
+    if token.is_empty() || !token_is_url_safe(&token) {
+        return page(
+            StatusCode::UNAUTHORIZED,
+            Some("That is not a Testbay token."),
+        );
+    }
+    let Some(caller) = user_of(users, token.clone()).await else {
+        tracing::warn!("sign-in refused: unknown or revoked token");
+        return page(
+            StatusCode::UNAUTHORIZED,
+            Some("Unknown or revoked token. Ask an admin for a new one."),
+        );
+    };
+    tracing::info!(user = caller.name(), "signed in");
+    let mut res = (
+        StatusCode::SEE_OTHER,
+        [(header::LOCATION, HeaderValue::from_static("/"))],
+    )
+        .into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict"
+    )) {
+        res.headers_mut().append(header::SET_COOKIE, v);
+    }
+    res
 }
 
 fn reject(status: StatusCode, why: &'static str) -> Response {
@@ -67,6 +255,27 @@ pub(crate) async fn guard(State(st): State<AppState>, req: Request, next: Next) 
         );
     }
 
+    let path = req.uri().path();
+    if path == "/api" || path.starts_with("/api/") || path == "/signin" {
+        if let Some(origin) = headers.get(header::ORIGIN) {
+            if !origin_matches(origin.to_str().unwrap_or(""), host) {
+                return reject(StatusCode::FORBIDDEN, "cross-origin requests are refused");
+            }
+        }
+    }
+    if (path == "/api" || path.starts_with("/api/"))
+        && req.method() == Method::POST
+        && !is_json(headers)
+    {
+        return reject(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "the API takes application/json",
+        );
+    }
+    if let Some(users) = &g.users {
+        return lab_guard(users, req, next).await;
+    }
+
     let mut set_cookie = false;
     if let Some(token) = &g.token {
         let from_query = query_token(req.uri().query());
@@ -80,21 +289,6 @@ pub(crate) async fn guard(State(st): State<AppState>, req: Request, next: Next) 
             );
         }
         set_cookie = from_query.is_some_and(|t| same(t, token));
-    }
-
-    let path = req.uri().path();
-    if path == "/api" || path.starts_with("/api/") {
-        if let Some(origin) = headers.get(header::ORIGIN) {
-            if !origin_matches(origin.to_str().unwrap_or(""), host) {
-                return reject(StatusCode::FORBIDDEN, "cross-origin requests are refused");
-            }
-        }
-        if req.method() == Method::POST && !is_json(headers) {
-            return reject(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "the API takes application/json",
-            );
-        }
     }
 
     let mut res = next.run(req).await;

@@ -1,10 +1,12 @@
 //! `GET /api/events`: the engine's event stream over a WebSocket. The server pings every
 //! [`Limits::ping_interval`](crate::Limits); a client that sends nothing for two intervals
-//! (a browser answers each ping), or does not take a frame within one, is dropped.
+//! (a browser answers each ping), or does not take a frame within one, is dropped. In lab
+//! mode a stream whose user's token is revoked is closed at the next recheck.
 
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::Response;
+use axum::Extension;
 use futures_util::{SinkExt, StreamExt};
 use std::time::Duration;
 use testbay_engine::api::frames::Framer;
@@ -13,14 +15,35 @@ use testbay_engine::api::Event;
 use tokio::sync::broadcast::Receiver;
 use tokio::time::{timeout, Instant};
 
+use crate::auth::{user_of, UserToken};
 use crate::AppState;
 
-pub(crate) async fn upgrade(ws: WebSocketUpgrade, State(st): State<AppState>) -> Response {
+pub(crate) async fn upgrade(
+    ws: WebSocketUpgrade,
+    State(st): State<AppState>,
+    token: Option<Extension<UserToken>>,
+) -> Response {
     // Subscribe before the upgrade completes, so nothing emitted meanwhile is lost.
     let rx = st.console.subscribe();
     let shutdown = st.shutdown.clone();
     let ping = st.limits.ping_interval;
-    ws.on_upgrade(move |socket| pump(socket, rx, shutdown, ping))
+    // Lab mode: the user's token is checked again every `user_recheck`.
+    let recheck = match (&st.auth.users, token) {
+        (Some(users), Some(Extension(token))) => Some(Recheck {
+            users: users.clone(),
+            token,
+            every: st.limits.user_recheck,
+        }),
+        _ => None,
+    };
+    ws.on_upgrade(move |socket| pump(socket, rx, shutdown, ping, recheck))
+}
+
+/// A lab-mode stream's user, looked up again now and then.
+struct Recheck {
+    users: std::sync::Arc<testbay_engine::access::Access>,
+    token: UserToken,
+    every: Duration,
 }
 
 async fn pump(
@@ -28,7 +51,13 @@ async fn pump(
     rx: Receiver<Event>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
     ping: Duration,
+    recheck: Option<Recheck>,
 ) {
+    let every = recheck
+        .as_ref()
+        .map_or(Duration::from_secs(3600), |r| r.every);
+    let mut checks = tokio::time::interval_at(Instant::now() + every, every);
+    checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (mut tx, mut inbound) = socket.split();
     let mut frames = Framer::new(rx);
     let mut pings = tokio::time::interval_at(Instant::now() + ping, ping);
@@ -56,6 +85,14 @@ async fn pump(
                 }
             },
             _ = shutdown.changed() => break,
+            _ = checks.tick(), if recheck.is_some() => {
+                let Some(r) = &recheck else { continue };
+                if user_of(&r.users, r.token.0.clone()).await.is_none() {
+                    tracing::info!("event stream user's token was revoked; closing");
+                    break;
+                }
+                continue;
+            },
         };
         let Some(batch) = batch else {
             break;

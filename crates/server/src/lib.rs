@@ -20,7 +20,16 @@
 //! flight stopped, their requests answer `unavailable`), gives other
 //! requests in flight `shutdown_grace` to finish, then closes what is left.
 //!
-//! Trust: on a loopback address requests must name a loopback `Host` (no DNS rebinding),
+//! Lab mode (the store has a user when the server binds, or [`AuthMode::Users`]): every `/api` request, the
+//! event stream and every `/files/...` download needs an active user's token, as
+//! `Authorization: Bearer` or the `testbay_token` cookie that `POST /signin` (the form at
+//! `GET /signin`) sets; none, an unknown or a revoked one is 401 `unauthorized`, a role
+//! too low 403 `forbidden` naming the role needed (`api::access`). A page of the UI
+//! without a token goes to `/signin`. A revoked user's event stream closes within
+//! [`Limits::user_recheck`]. The shared token and `?token=` are not used then, and
+//! loopback is not trusted. Tokens are never logged.
+//!
+//! Single seat (no users): on a loopback address requests must name a loopback `Host` (no DNS rebinding),
 //! `/api` takes only `application/json` and same-origin `Origin`s (no cross-site form
 //! posts or socket hijacking). On any other address every request also needs the token
 //! printed at start: `Authorization: Bearer`, `?token=` (which also sets an HttpOnly
@@ -44,8 +53,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::StreamExt;
+use testbay_engine::access::Access;
 use testbay_engine::api::{
-    parse_request, ApiError, Console, ErrorCode, Request as ApiRequest, Response as ApiResponse,
+    authorize, parse_request, ApiError, Caller, Console, ErrorCode, Request as ApiRequest,
+    Response as ApiResponse,
 };
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -65,6 +76,25 @@ pub struct ServeConfig {
     pub token: Option<String>,
     /// Timeouts and sizes; [`Limits::default`] in production.
     pub limits: Limits,
+    /// The console's users ([`LocalConsole::access`](testbay_engine::api::LocalConsole::access)),
+    /// for lab mode.
+    pub access: Option<Arc<Access>>,
+    /// Whether requests need a user's token (see [`AuthMode`]).
+    pub auth: AuthMode,
+}
+
+/// Who may talk to the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AuthMode {
+    /// Lab mode when the store has a user (revoked ones count: revoking everyone locks
+    /// the lab, it does not open it), else single seat.
+    #[default]
+    Auto,
+    /// Lab mode: every request carries a user's token (refused to start without a
+    /// store that keeps users).
+    Users,
+    /// Single seat: loopback trusted, the shared token elsewhere, whatever users exist.
+    Token,
 }
 
 /// Time and size limits that keep slow or idle clients from holding the server.
@@ -83,6 +113,9 @@ pub struct Limits {
     pub ping_interval: Duration,
     /// When stopping, how long requests in flight may still finish.
     pub shutdown_grace: Duration,
+    /// In lab mode, how often an open event stream checks that its user's token still
+    /// stands (a revoked one's stream is closed).
+    pub user_recheck: Duration,
 }
 
 impl Default for Limits {
@@ -93,6 +126,7 @@ impl Default for Limits {
             api_body_limit: 1 << 20,
             ping_interval: Duration::from_secs(20),
             shutdown_grace: Duration::from_secs(1),
+            user_recheck: Duration::from_secs(2),
         }
     }
 }
@@ -112,6 +146,7 @@ pub struct Server {
     router: Router,
     addr: SocketAddr,
     token: Option<String>,
+    lab_mode: bool,
     console: Arc<dyn Console>,
     limits: Arc<Limits>,
     shutdown: watch::Sender<bool>,
@@ -119,9 +154,27 @@ pub struct Server {
 
 impl Server {
     pub async fn bind(console: Arc<dyn Console>, config: ServeConfig) -> std::io::Result<Server> {
+        let users = match (config.auth, &config.access) {
+            (AuthMode::Token, _) => None,
+            (AuthMode::Users, None) => {
+                return Err(std::io::Error::other(
+                    "--auth users: this console's store keeps no users",
+                ))
+            }
+            (AuthMode::Users, Some(a)) => Some(a.clone()),
+            (AuthMode::Auto, Some(a)) => {
+                let access = a.clone();
+                let any = tokio::task::spawn_blocking(move || access.has_users())
+                    .await
+                    .map_err(std::io::Error::other)?
+                    .map_err(std::io::Error::other)?;
+                any.then(|| a.clone())
+            }
+            (AuthMode::Auto, None) => None,
+        };
         let listener = TcpListener::bind(config.bind).await?;
         let addr = listener.local_addr()?;
-        let token = if addr.ip().is_loopback() {
+        let token = if users.is_some() || addr.ip().is_loopback() {
             None
         } else {
             Some(config.token.unwrap_or_else(auth::new_token))
@@ -141,7 +194,7 @@ impl Server {
         let state = AppState {
             runs_dir,
             console: console.clone(),
-            auth: Arc::new(auth::Guard::new(addr, token.clone())),
+            auth: Arc::new(auth::Guard::new(addr, token.clone(), users.clone())),
             limits: limits.clone(),
             shutdown: shutdown_rx,
         };
@@ -151,6 +204,7 @@ impl Server {
             router,
             addr,
             token,
+            lab_mode: users.is_some(),
             console,
             limits,
             shutdown,
@@ -164,6 +218,11 @@ impl Server {
     /// The token clients must present, when one is required.
     pub fn token(&self) -> Option<&str> {
         self.token.as_deref()
+    }
+
+    /// Whether every request needs a user's token (lab mode).
+    pub fn lab_mode(&self) -> bool {
+        self.lab_mode
     }
 
     /// The address to open in a browser (with the token when one is required).
@@ -298,7 +357,8 @@ fn router(state: AppState, ui_dir: Option<PathBuf>) -> Router {
     let api = Router::new()
         .route("/api", post(api))
         .route("/api/events", get(events::upgrade))
-        .route("/files/runs/{*path}", get(files::download));
+        .route("/files/runs/{*path}", get(files::download))
+        .route("/signin", get(auth::signin_page).post(auth::signin));
     let ui = match ui_dir {
         Some(dir) => {
             let index = dir.join("index.html");
@@ -322,10 +382,9 @@ async fn security_headers(mut res: Response) -> Response {
         HeaderValue::from_static("nosniff"),
     );
     // The token may travel in the address; never pass it on.
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
+    // (The sign-in page says `same-origin`: its form post must carry its `Origin`.)
+    h.entry(header::REFERRER_POLICY)
+        .or_insert(HeaderValue::from_static("no-referrer"));
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.entry(header::CONTENT_SECURITY_POLICY).or_insert(
         HeaderValue::from_static(
@@ -345,12 +404,20 @@ async fn no_ui() -> impl IntoResponse {
 }
 
 async fn api(State(st): State<AppState>, req: Request) -> Response {
+    let caller = req
+        .extensions()
+        .get::<Caller>()
+        .cloned()
+        .unwrap_or_else(Caller::local);
     let body = match read_body(req, &st.limits).await {
         Ok(body) => body,
         Err(res) => return res,
     };
     let result = match parse_request(&body) {
-        Ok(req) => st.console.dispatch(req).await,
+        Ok(req) => match authorize(&caller, &req) {
+            Ok(()) => st.console.dispatch_as(&caller, req).await,
+            Err(e) => Err(e),
+        },
         Err(e) => Err(e),
     };
     match result {
@@ -424,6 +491,8 @@ pub(crate) fn error_response(e: ApiError) -> Response {
         ErrorCode::Unavailable | ErrorCode::Timeout => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+        ErrorCode::Forbidden => StatusCode::FORBIDDEN,
     };
     if status.is_server_error() {
         tracing::error!(code = e.code.as_str(), message = %e.message, "request failed");

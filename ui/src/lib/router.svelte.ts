@@ -1,7 +1,7 @@
 /** Hash routing (`#/live/<run>`): works from `testbay serve` and from the Tauri protocol alike. */
 
 export interface Route {
-  screen: 'packs' | 'launch' | 'live' | 'queue' | 'lab' | 'schedules' | 'results' | 'webhooks';
+  screen: 'packs' | 'launch' | 'live' | 'queue' | 'lab' | 'schedules' | 'results' | 'webhooks' | 'audit';
   /** Path segments after the screen, decoded. */
   args: string[];
   query: URLSearchParams;
@@ -16,6 +16,7 @@ const SCREENS: Route['screen'][] = [
   'schedules',
   'results',
   'webhooks',
+  'audit',
 ];
 
 function parse(): Route {

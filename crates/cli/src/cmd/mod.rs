@@ -4,6 +4,7 @@
 //! `pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32>`, then one `pub mod` line,
 //! one [`Command`] variant and one match arm in [`run`] below.
 
+pub mod audit;
 pub mod export;
 pub mod history;
 pub mod lab;
@@ -14,6 +15,7 @@ pub mod results;
 pub mod run;
 pub mod schedule;
 pub mod serve;
+pub mod users;
 pub mod webhook;
 
 use std::path::PathBuf;
@@ -104,6 +106,10 @@ pub enum Command {
     Schedule(schedule::Args),
     /// From inside a task: report sections, details, measurements, attachments, the result
     Report(report::Args),
+    /// The lab's users and roles: add (prints a token once), list, revoke, role
+    Users(users::Args),
+    /// The audit log: who launched, stopped, held, released, answered, changed what, when
+    Audit(audit::Args),
 }
 
 impl Command {
@@ -125,5 +131,7 @@ pub fn run(command: Command, ctx: &Ctx) -> anyhow::Result<i32> {
         Command::Queue(a) => queue::run(a, ctx),
         Command::Schedule(a) => schedule::run(a, ctx),
         Command::Report(a) => report::run(a, ctx),
+        Command::Users(a) => users::run(a, ctx),
+        Command::Audit(a) => audit::run(a, ctx),
     }
 }

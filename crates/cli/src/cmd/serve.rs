@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use testbay_engine::api::LocalConsole;
-use testbay_server::{Limits, ServeConfig, Server};
+use testbay_server::{AuthMode, Limits, ServeConfig, Server};
 
 use super::Ctx;
 
@@ -21,6 +21,11 @@ pub struct Args {
     /// Token to require off loopback instead of a random one (letters, digits, `-._~`)
     #[arg(long, env = "TESTBAY_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Who may talk to it: `users` (lab mode: every request needs a user's token, see
+    /// `testbay users`), `token` (single seat: loopback trusted, the shared token
+    /// elsewhere), `auto` (lab mode once the store has a user)
+    #[arg(long, default_value = "auto", value_parser = ["auto", "users", "token"])]
+    pub auth: String,
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
@@ -43,9 +48,9 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
         .build()
         .context("cannot start the async runtime")?;
     let code = rt.block_on(async move {
-        let console = LocalConsole::open(ctx.paths.clone())
-            .map_err(|e| anyhow::anyhow!("{e}"))?
-            .shared();
+        let local = LocalConsole::open(ctx.paths.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let access = local.access();
+        let console = local.shared();
         let bound = Server::bind(
             console.clone(),
             ServeConfig {
@@ -53,6 +58,12 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
                 ui_dir,
                 token: args.token,
                 limits: Limits::default(),
+                access,
+                auth: match args.auth.as_str() {
+                    "users" => AuthMode::Users,
+                    "token" => AuthMode::Token,
+                    _ => AuthMode::Auto,
+                },
             },
         )
         .await;
@@ -68,7 +79,9 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
         // signal sent the moment the address is printed must stop it cleanly.
         let stop = stop_signal();
         println!("testbay serve: console at {}", server.url());
-        if server.token().is_some() {
+        if server.lab_mode() {
+            println!("testbay serve: lab mode; every request needs a user's token (sign in at /signin)");
+        } else if server.token().is_some() {
             println!("testbay serve: bound to a non-loopback address; requests need the token in that address");
         }
         server.run(stop).await.context("server failed")?;

@@ -8,7 +8,7 @@ use std::pin::Pin;
 
 use tokio::sync::broadcast;
 
-use super::{ApiError, Event, Request, Response};
+use super::{ApiError, Caller, Event, Request, Response};
 
 /// Events buffered per subscriber before it lags and gets `resync`.
 pub const EVENT_CAPACITY: usize = 4096;
@@ -24,6 +24,14 @@ pub type Reply<'a> = Pin<Box<dyn Future<Output = Result<Response, ApiError>> + S
 pub trait Console: Send + Sync {
     /// Answer one request.
     fn dispatch(&self, request: Request) -> Reply<'_>;
+
+    /// Answer one request for `caller` (a lab's signed-in user): an implementation that
+    /// knows users refuses what the caller's role does not allow and records who acted.
+    /// By default the same as [`Console::dispatch`].
+    fn dispatch_as(&self, caller: &Caller, request: Request) -> Reply<'_> {
+        let _ = caller;
+        self.dispatch(request)
+    }
 
     /// A new subscriber to every [`Event`] from now on.
     fn subscribe(&self) -> EventReceiver;

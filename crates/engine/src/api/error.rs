@@ -36,6 +36,11 @@ pub enum ErrorCode {
     Internal,
     /// A DUT of the launch is in `bad` health: restore it, or launch with `force`.
     DutBad,
+    /// No user token, or one that is unknown or revoked (a lab's console): sign in.
+    Unauthorized,
+    /// The signed-in user's role does not allow the request; the message names the role
+    /// it needs.
+    Forbidden,
 }
 
 impl ErrorCode {
@@ -51,6 +56,8 @@ impl ErrorCode {
             ErrorCode::Timeout => "timeout",
             ErrorCode::Internal => "internal",
             ErrorCode::DutBad => "dut_bad",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
         }
     }
 }

@@ -14,6 +14,7 @@ use super::queue::{
     CpuProbe, ProcStat, QueueConfig, ReservationSource, RunQueueService, DISPATCH_RETRY,
 };
 use super::{files, ApiError, ConsoleInfo, ConsolePaths, Event, Request, Response};
+use crate::access::Access;
 use crate::clock::{Clock, SystemClock};
 use crate::diag::Diagnostic;
 use crate::health::HealthService;
@@ -45,6 +46,8 @@ pub struct LocalConsole {
     pub(super) clock: Arc<dyn Clock>,
     pub(super) store: Arc<dyn Store>,
     pub(super) runs: RunManager,
+    /// Users and the audit log (`access`); `None` when the store keeps none.
+    pub(super) access: Option<Arc<Access>>,
     /// Webhooks and their deliveries (`webhook`).
     pub(super) webhooks: Arc<Webhooks>,
     /// DUT health and health checks (`health`).
@@ -263,6 +266,9 @@ impl LocalConsole {
             }
         }
         let webhooks = Webhooks::start(store.clone(), clock.clone()).map_err(store_error)?;
+        let access = Access::open(&*store, clock.clone())
+            .map_err(store_error)?
+            .map(Arc::new);
         let health =
             HealthService::start(store.clone(), lab.clone(), clock.clone(), webhooks.clone())
                 .map_err(store_error)?;
@@ -295,6 +301,7 @@ impl LocalConsole {
             clock,
             store,
             runs,
+            access,
             webhooks,
             health,
             health_checks,
@@ -309,6 +316,12 @@ impl LocalConsole {
     /// (`dut_bad`, `schedule_missed`) through [`Webhooks::notify`].
     pub fn webhooks(&self) -> &Arc<Webhooks> {
         &self.webhooks
+    }
+
+    /// The console's users and audit log (the server checks tokens with it); `None`
+    /// when the store keeps none.
+    pub fn access(&self) -> Option<Arc<Access>> {
+        self.access.clone()
     }
 
     pub fn paths(&self) -> &ConsolePaths {
@@ -356,8 +369,9 @@ impl LocalConsole {
         me
     }
 
-    /// Answer one request: route it to the handler of its concern.
-    async fn route(&self, request: Request) -> Result<Response, ApiError> {
+    /// Answer one request: route it to the handler of its concern (the caller's own
+    /// requests go through `route_as`, `api::access`).
+    pub(super) async fn route(&self, request: Request) -> Result<Response, ApiError> {
         tracing::debug!(?request, "dispatch");
         match request {
             Request::Info => Ok(Response::Info(self.info())),
@@ -460,6 +474,12 @@ impl LocalConsole {
                 self.unpin_baseline(pack, dut_model).await
             }
             Request::Baselines { pack } => self.baselines(pack).await,
+            Request::WhoAmI => Ok(super::access::who_am_i(&super::Caller::local())),
+            Request::ListUsers
+            | Request::AddUser { .. }
+            | Request::RevokeUser { .. }
+            | Request::SetUserRole { .. }
+            | Request::Audit(_) => self.access_request(request).await,
         }
     }
 
@@ -483,7 +503,12 @@ impl LocalConsole {
 
 impl Console for LocalConsole {
     fn dispatch(&self, request: Request) -> Reply<'_> {
-        Box::pin(self.route(request))
+        Box::pin(async move { self.route_as(&super::Caller::local(), request).await })
+    }
+
+    fn dispatch_as(&self, caller: &super::Caller, request: Request) -> Reply<'_> {
+        let caller = caller.clone();
+        Box::pin(async move { self.route_as(&caller, request).await })
     }
 
     fn subscribe(&self) -> EventReceiver {

@@ -10,6 +10,7 @@
 //! - an event is `{"kind": "<name>", "data": ...}` ([`Event`]). After `resync` the client
 //!   has missed events and must reload what it shows.
 
+pub mod access;
 mod artifacts;
 mod console;
 mod error;
@@ -59,6 +60,8 @@ pub use crate::store::{
     SubResultRecord, TaskKind, TaskRecord,
 };
 
+pub use crate::store::{AuditEntry, AuditQuery, Role, User};
+pub use access::{authorize, Caller, CallerView};
 pub use artifacts::{ArtifactEntry, TaskDetail};
 pub use console::{Console, EventReceiver, Reply, EVENT_CAPACITY};
 pub use error::{ApiError, ErrorCode};
@@ -347,6 +350,29 @@ pub enum Request {
         run_id: String,
         item: u32,
     },
+    /// Who the console takes the caller for: the signed-in user and role (none for the
+    /// single seat's own operator).
+    WhoAmI,
+    /// Every user, revoked ones included (never a token).
+    ListUsers,
+    /// Add a user (a name of 1 to 64 letters, digits, `.`, `_`, `-`, `@`); the answer
+    /// holds its token, shown this once.
+    AddUser {
+        name: String,
+        role: Role,
+    },
+    /// Revoke a user's token (by name or id): its next request is refused and its open
+    /// event stream closed.
+    RevokeUser {
+        user: String,
+    },
+    /// Give a user (by name or id) another role.
+    SetUserRole {
+        user: String,
+        role: Role,
+    },
+    /// The audit log: who changed what and when, newest first.
+    Audit(AuditQuery),
 }
 
 fn yes() -> bool {
@@ -472,6 +498,16 @@ pub enum Response {
     ExtendHold(ReservationView),
     ReservationHistory(Vec<PastReservation>),
     TaskSections(Vec<crate::store::SectionRecord>),
+    WhoAmI(CallerView),
+    ListUsers(Vec<User>),
+    AddUser {
+        user: User,
+        /// The user's token: shown this once, stored only as its SHA-256.
+        token: String,
+    },
+    RevokeUser(User),
+    SetUserRole(User),
+    Audit(Vec<AuditEntry>),
 }
 
 /// A DUT's health now, its health check and its history (newest first).
@@ -506,6 +542,11 @@ pub struct RunDetail {
     pub next_offset: Option<u32>,
     /// Live state while the run is going.
     pub live: Option<RunView>,
+    /// Who launched it, from the audit log: a user's name, `local` for a single seat's
+    /// operator; none for a run the console started itself (a schedule's, a queued
+    /// health check's) or one older than the audit log.
+    #[serde(default)]
+    pub launched_by: Option<String>,
 }
 
 /// Everything that changes by itself, pushed to every subscriber.

@@ -33,7 +33,15 @@ impl LocalConsole {
         })
         .await?;
         let live = self.runs.view(&run_id);
+        let launched_by = match self.access.clone() {
+            Some(access) => {
+                let id = run_id.clone();
+                blocking(move || access.launched_by(&id).map_err(store_error)).await?
+            }
+            None => None,
+        };
         Ok(Response::GetRun(Box::new(RunDetail {
+            launched_by,
             run,
             tasks: page.tasks,
             tasks_total: page.total,

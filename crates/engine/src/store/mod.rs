@@ -26,7 +26,9 @@ mod queued;
 pub mod sqlite;
 pub mod webhooks;
 pub mod health;
+pub mod access;
 
+pub use access::{AccessStore, AuditEntry, AuditQuery, NewAuditEntry, Role, User, MAX_AUDIT_ROWS};
 pub use error::{BackendError, Result, StoreError};
 pub use health::{DutHealth, Health, HealthChange, HealthStore};
 pub use history::*;
@@ -232,6 +234,19 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// A handle on the DUT health tables of its own (a connection of its own).
     fn open_health_store(&self) -> Result<Box<dyn HealthStore>>;
+
+    // Users and the audit log.
+
+    /// A handle on the users' and audit tables of its own (a connection of its own), for
+    /// the console's access service. A backend without them answers
+    /// [`StoreError::InvalidQuery`] (key `store`): its console keeps no users and no
+    /// audit log, and serves as a single seat.
+    fn open_access_store(&self) -> Result<Box<dyn AccessStore>> {
+        Err(StoreError::InvalidQuery {
+            key: "store",
+            message: "this store keeps no users or audit log".into(),
+        })
+    }
 
     // Run queue.
 

@@ -3,3 +3,4 @@
 mod serve;
 mod limits;
 mod support;
+mod users;

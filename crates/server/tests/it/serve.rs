@@ -11,41 +11,46 @@ use crate::support::{Running, Serve};
 
 /// A served console with the pack `hello` (one task, `greet`, that writes a report).
 async fn start(bind: &str, ui: Option<&Path>) -> Running {
-    Serve::new()
-        .bind(bind)
-        .ui(ui)
-        .packs()
-        .prepare(|root| {
-            let packs = root.join("packs/hello");
-            std::fs::create_dir_all(packs.join("tasks")).unwrap();
-            std::fs::write(
-                packs.join("pack.yaml"),
-                "name: hello\nversion: 1.0.0\ngroups:\n  smoke:\n    tests: [greet]\n",
-            )
-            .unwrap();
-            std::fs::write(
-                packs.join("tasks/greet.yaml"),
-                "name: greet\nrun: [bash, greet.sh]\nest_task_time: 1\n",
-            )
-            .unwrap();
-            std::fs::write(
-                packs.join("tasks/greet.sh"),
-                "echo hello from greet\necho 'channel 101: ok' > \"$TESTBAY_ARTIFACTS/report.txt\"\n",
-            )
-            .unwrap();
-        })
-        .start()
-        .await
+    hello(Serve::new().bind(bind).ui(ui)).start().await
 }
 
-struct Reply {
-    status: u16,
-    headers: String,
-    body: String,
+/// `serve` with the pack `hello` (one task, `greet`, that writes a report).
+pub(crate) fn hello(serve: Serve) -> Serve {
+    serve.packs().prepare(|root| {
+        let packs = root.join("packs/hello");
+        std::fs::create_dir_all(packs.join("tasks")).unwrap();
+        std::fs::write(
+            packs.join("pack.yaml"),
+            "name: hello\nversion: 1.0.0\ngroups:\n  smoke:\n    tests: [greet]\n",
+        )
+        .unwrap();
+        std::fs::write(
+            packs.join("tasks/greet.yaml"),
+            "name: greet\nrun: [bash, greet.sh]\nest_task_time: 1\n",
+        )
+        .unwrap();
+        std::fs::write(
+            packs.join("tasks/greet.sh"),
+            "echo hello from greet\necho 'channel 101: ok' > \"$TESTBAY_ARTIFACTS/report.txt\"\n",
+        )
+        .unwrap();
+    })
+}
+
+pub(crate) struct Reply {
+    pub(crate) status: u16,
+    pub(crate) headers: String,
+    pub(crate) body: String,
 }
 
 /// One HTTP/1.1 request on a fresh connection; `headers` are extra header lines.
-async fn http(addr: SocketAddr, method: &str, path: &str, headers: &[&str], body: &str) -> Reply {
+pub(crate) async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+    body: &str,
+) -> Reply {
     let mut s = TcpStream::connect(addr).await.unwrap();
     let mut req = format!(
         "{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n",
@@ -76,7 +81,7 @@ async fn http(addr: SocketAddr, method: &str, path: &str, headers: &[&str], body
     }
 }
 
-const JSON: &str = "Content-Type: application/json";
+pub(crate) const JSON: &str = "Content-Type: application/json";
 
 #[tokio::test]
 async fn api_answers_and_errors_carry_a_code() {

@@ -1,10 +1,11 @@
 //! Set-up shared by the test modules: a real server on a real TCP port, over a console in
 //! a temp folder.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use testbay_engine::api::{ConsolePaths, LocalConsole};
+use testbay_engine::api::{ConsolePaths, LocalConsole, Role};
 use testbay_server::{Limits, ServeConfig, Server};
 
 /// Options of a served console; [`Serve::start`] opens it.
@@ -14,6 +15,7 @@ pub struct Serve {
     limits: Limits,
     packs: bool,
     prepare: Box<dyn FnOnce(&Path)>,
+    users: Vec<(String, Role)>,
 }
 
 impl Serve {
@@ -25,6 +27,7 @@ impl Serve {
             limits: Limits::default(),
             packs: false,
             prepare: Box::new(|_| {}),
+            users: Vec::new(),
         }
     }
 
@@ -50,6 +53,13 @@ impl Serve {
         self
     }
 
+    /// Add a user before the server starts (so it serves in lab mode); its token is in
+    /// [`Running::tokens`].
+    pub fn user(mut self, name: &str, role: Role) -> Self {
+        self.users.push((name.into(), role));
+        self
+    }
+
     /// Called with the temp folder before the console opens (its data dir is `data`).
     pub fn prepare(mut self, f: impl FnOnce(&Path) + 'static) -> Self {
         self.prepare = Box::new(f);
@@ -68,7 +78,14 @@ impl Serve {
             },
             lab_file: None,
         };
-        let console = LocalConsole::open(paths).unwrap().shared();
+        let local = LocalConsole::open(paths).unwrap();
+        let access = local.access();
+        let mut tokens = HashMap::new();
+        for (name, role) in &self.users {
+            let (_, token) = access.as_ref().unwrap().add_user(name, *role).unwrap();
+            tokens.insert(name.clone(), token);
+        }
+        let console = local.shared();
         let server = Server::bind(
             console,
             ServeConfig {
@@ -76,6 +93,8 @@ impl Serve {
                 ui_dir: self.ui,
                 token: None,
                 limits: self.limits,
+                access: access.clone(),
+                auth: Default::default(),
             },
         )
         .await
@@ -89,6 +108,7 @@ impl Serve {
         Running {
             addr,
             token,
+            tokens,
             stop,
             task,
             dir,
@@ -101,6 +121,8 @@ pub struct Running {
     pub addr: SocketAddr,
     /// The token it requires (bound off loopback).
     pub token: Option<String>,
+    /// Users' tokens by name ([`Serve::user`]).
+    pub tokens: HashMap<String, String>,
     pub stop: tokio::sync::oneshot::Sender<()>,
     pub task: tokio::task::JoinHandle<std::io::Result<()>>,
     /// The temp folder: `data`, `packs`.

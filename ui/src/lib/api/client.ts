@@ -84,6 +84,10 @@ export const api = {
   /** What a live task occurrence has reported so far (a screen opened mid-task starts here). */
   taskSections: (run_id: string, item: number) => call('task_sections', { run_id, item }),
   answerPrompt: (id: number, answer: string, by: string | null) => call('answer_prompt', { id, answer, by }),
+  /** Who the console takes this page for: the signed-in user and role (no user: a single seat). */
+  whoAmI: () => call('who_am_i', {}),
+  /** The audit log, newest first. */
+  audit: (q: T.AuditQuery) => call('audit', q),
 };
 
 /** Who holds a reservation, as a short label. */

@@ -22,6 +22,8 @@ const ERROR_CODES: Record<ErrorCode, true> = {
   timeout: true,
   internal: true,
   dut_bad: true,
+  unauthorized: true,
+  forbidden: true,
 };
 
 const isErrorCode = (c: unknown): c is ErrorCode => typeof c === 'string' && Object.hasOwn(ERROR_CODES, c);

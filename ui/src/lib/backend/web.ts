@@ -19,6 +19,12 @@ export function takeToken(): string | null {
   return sessionStorage.getItem(TOKEN_KEY);
 }
 
+/** `{"error": {"code": "unauthorized"}}`: a lab's console wants a user token. */
+export function isUnauthorized(body: unknown): boolean {
+  const e = (body as { error?: { code?: unknown } } | null)?.error;
+  return !!e && typeof e === 'object' && e.code === 'unauthorized';
+}
+
 export class WebTransport implements Transport {
   readonly kind = 'web' as const;
   private token: string | null;
@@ -42,6 +48,10 @@ export class WebTransport implements Transport {
       body = text ? JSON.parse(text) : null;
     } catch {
       throw new TransportError(`HTTP ${res.status}: ${text.slice(0, 200)}`, res.status);
+    }
+    // A lab's console without (or with a revoked) user token: sign in again.
+    if (res.status === 401 && isUnauthorized(body)) {
+      window.location.assign(`${this.base}/signin`);
     }
     // API errors come back as a JSON error response; let the caller read them.
     if (!res.ok && (body === null || typeof body !== 'object')) {

@@ -374,4 +374,28 @@ CREATE TABLE health_runs (
 ) WITHOUT ROWID;
 "#,
     },
+    Migration {
+        name: "users, their roles and token hashes, and the audit log",
+        sql: r#"
+CREATE TABLE users (
+    id              INTEGER PRIMARY KEY,
+    name            TEXT NOT NULL UNIQUE,
+    role            TEXT NOT NULL,
+    token_sha256    TEXT NOT NULL UNIQUE,
+    created_ms      INTEGER NOT NULL,
+    revoked_ms      INTEGER
+);
+CREATE TABLE audit (
+    id              INTEGER PRIMARY KEY,
+    time_ms         INTEGER NOT NULL,
+    user_name       TEXT NOT NULL,
+    action          TEXT NOT NULL,
+    target          TEXT NOT NULL DEFAULT '',
+    detail          TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX audit_time ON audit(time_ms);
+CREATE INDEX audit_user ON audit(user_name, id);
+CREATE INDEX audit_target ON audit(target, id);
+"#,
+    },
 ];

@@ -21,6 +21,7 @@ pub mod lab;
 pub mod book;
 pub mod webhooks;
 pub mod health;
+pub mod access;
 mod queue;
 
 pub use book::SqliteBookStore;
@@ -397,6 +398,10 @@ impl Store for SqliteStore {
 
     fn open_health_store(&self) -> Result<Box<dyn crate::store::HealthStore>> {
         Ok(Box::new(health::SqliteHealthStore::open(&self.path)?))
+    }
+
+    fn open_access_store(&self) -> Result<Box<dyn crate::store::AccessStore>> {
+        Ok(Box::new(access::SqliteAccessStore::open(&self.path)?))
     }
 
     fn queue_put(&self, run: &QueuedRunRecord) -> Result<()> {

@@ -3,4 +3,4 @@
 /**
  * What kind of failure; stable across versions, so the UI may branch on it.
  */
-export type ErrorCode = "invalid_request" | "not_found" | "pack_broken" | "busy" | "conflict" | "unavailable" | "too_large" | "timeout" | "internal" | "dut_bad";
+export type ErrorCode = "invalid_request" | "not_found" | "pack_broken" | "busy" | "conflict" | "unavailable" | "too_large" | "timeout" | "internal" | "dut_bad" | "unauthorized" | "forbidden";

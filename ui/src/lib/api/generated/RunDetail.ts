@@ -23,4 +23,10 @@ next_offset: number | null,
 /**
  * Live state while the run is going.
  */
-live: RunView | null, };
+live: RunView | null, 
+/**
+ * Who launched it, from the audit log: a user's name, `local` for a single seat's
+ * operator; none for a run the console started itself (a schedule's, a queued
+ * health check's) or one older than the audit log.
+ */
+launched_by: string | null, };
