@@ -46,7 +46,7 @@ fn clock_now(c: &ManualClock) -> i64 {
 
 mod persisted {
     use super::*;
-    use testbay_engine::store::{reservations as db, SqliteStore, Store};
+    use testbay_engine::store::{reservations as db, SqliteStore};
 
     fn open(dir: &std::path::Path, clock: &ManualClock) -> LiveBook {
         let store = SqliteStore::open_in(dir).unwrap();
