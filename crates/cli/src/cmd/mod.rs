@@ -19,7 +19,8 @@ pub mod webhook;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use testbay_engine::api::ConsolePaths;
+use testbay_engine::api::{ConsoleOptions, ConsolePaths};
+use testbay_engine::store::StoreLocation;
 
 #[derive(Parser)]
 #[command(
@@ -54,6 +55,11 @@ pub struct GlobalArgs {
     /// Lab inventory file [default: DATA_DIR/lab.yaml, else the repository's demo lab]
     #[arg(long, global = true, env = "TESTBAY_LAB", value_name = "FILE")]
     pub lab: Option<PathBuf>,
+    /// The store: sqlite://PATH or postgres://USER@HOST[:PORT]/DB (a lab's shared
+    /// database); logs and artifacts stay in the data directory
+    /// [default: sqlite://DATA_DIR/testbay.db]
+    #[arg(long, global = true, env = "TESTBAY_STORE", value_name = "URL")]
+    pub store: Option<StoreLocation>,
 }
 
 impl GlobalArgs {
@@ -65,6 +71,7 @@ impl GlobalArgs {
             packs: paths.pack_roots.clone(),
             lab: paths.lab_file.clone(),
             paths,
+            store: self.store.clone(),
         }
     }
 }
@@ -79,6 +86,18 @@ pub struct Ctx {
     pub lab: Option<PathBuf>,
     /// The same, as the engine takes it.
     pub paths: ConsolePaths,
+    /// The store `--store` names; `None`: SQLite in the data directory.
+    pub store: Option<StoreLocation>,
+}
+
+impl Ctx {
+    /// Console options that open the store this command was given.
+    pub fn options(&self) -> ConsoleOptions {
+        ConsoleOptions {
+            store: self.store.clone(),
+            ..ConsoleOptions::default()
+        }
+    }
 }
 
 #[derive(Subcommand)]

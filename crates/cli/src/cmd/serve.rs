@@ -43,7 +43,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
         .build()
         .context("cannot start the async runtime")?;
     let code = rt.block_on(async move {
-        let console = LocalConsole::open(ctx.paths.clone())
+        let console = LocalConsole::open_with(ctx.paths.clone(), ctx.options())
             .map_err(|e| anyhow::anyhow!("{e}"))?
             .shared();
         let bound = Server::bind(

@@ -4,7 +4,7 @@
 //! ([`sqlite::SqliteStore`], one seat, the default) and PostgreSQL
 //! ([`postgres::PgStore`], a lab). No backend's type crosses the interface: errors are
 //! [`StoreError`]s with stable codes, the backend's own error boxed inside.
-//! [`open_store`] opens the one a [`StoreLocation`] names.
+//! [`StoreLocation::open`] opens the one `--store` names.
 //!
 //! Both run the contract suite (`tests/it/store_contract.rs`, one `store_contract!`
 //! line per backend). What every backend keeps, beyond the method docs:
@@ -21,6 +21,7 @@
 
 mod error;
 mod history;
+mod location;
 mod model;
 mod owner;
 mod queued;
@@ -33,6 +34,7 @@ pub use error::{BackendError, Result, StoreError};
 pub use health::{DutHealth, Health, HealthChange, HealthStore};
 pub use history::*;
 pub use model::*;
+pub use location::StoreLocation;
 pub use owner::RunOwner;
 pub use queued::{FiringRecord, QueuedRunRecord, ScheduleRecord};
 pub use postgres::PgStore;
