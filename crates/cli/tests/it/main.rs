@@ -15,4 +15,5 @@ mod webhook_health;
 mod history;
 mod report;
 mod kissats;
+mod pg_store;
 mod support;
