@@ -7,6 +7,7 @@
 pub mod export;
 pub mod history;
 pub mod lab;
+pub mod migrate_store;
 pub mod packs;
 pub mod queue;
 pub mod report;
@@ -123,6 +124,9 @@ pub enum Command {
     Schedule(schedule::Args),
     /// From inside a task: report sections, details, measurements, attachments, the result
     Report(report::Args),
+    /// Copy a SQLite store into a PostgreSQL database (a lab's), then compare every
+    /// table's rows and content hash
+    MigrateStore(migrate_store::Args),
 }
 
 impl Command {
@@ -144,5 +148,6 @@ pub fn run(command: Command, ctx: &Ctx) -> anyhow::Result<i32> {
         Command::Queue(a) => queue::run(a, ctx),
         Command::Schedule(a) => schedule::run(a, ctx),
         Command::Report(a) => report::run(a, ctx),
+        Command::MigrateStore(a) => migrate_store::run(a, ctx),
     }
 }

@@ -222,3 +222,93 @@ fn serve_on_postgres_holds_queues_runs_and_fires_schedules() {
     assert_eq!(lab.json(&["results", "--json"])["total"], 2);
     assert!(!lab.f.data.join("testbay.db").exists());
 }
+
+/// A single seat's history (a run with sub-results, a hold, a webhook, a schedule) moved
+/// into a lab's database: every table the same on both sides; the target is refused
+/// once it holds rows unless forced; the lab reads the run back as the seat did.
+#[test]
+fn migrate_store_moves_a_history_into_postgres_losing_nothing() {
+    let lab = Lab::new("cli_migrate");
+    let seat = |args: &[&str]| {
+        let out = lab
+            .command()
+            .env_remove("TESTBAY_STORE")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    lab.f.pack(
+        "packs/multi",
+        "name: multi\nversion: '1'\ngroups:\n  g:\n    tests: [tune]\n",
+        &[(
+            "tune",
+            "",
+            "cat > \"$TESTBAY_RESULT\" <<'EOF'\n{\"result\": \"Passed\", \"multi_result\": [{\"name\": \"ch101\", \"description\": \"\", \"result\": \"Passed\", \"metadata\": {\"message\": \"ok\"}}]}\nEOF\n",
+        )],
+    );
+    let run_id = crate::support::run_id_of(&seat(&["run", "multi", "--dut", "box-1"]));
+    seat(&["lab", "hold", "box-1", "--for", "30m", "--by", "ann"]);
+    seat(&[
+        "webhook", "add", "--url", "http://127.0.0.1:9/hook", "--event", "run_failed",
+    ]);
+    seat(&[
+        "schedule", "add", "--name", "nightly", "--pack", "p", "--dut", "box-1", "--type",
+        "daily", "--start", "2030-01-01T02:00",
+    ]);
+    let seat_tree = seat(&["results", &run_id, "--json"]);
+
+    let out = lab
+        .command()
+        .args(["migrate-store", "--to", &lab.store, "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["same"], true, "{report}");
+    let rows = |t: &str| {
+        report["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["table"] == t)
+            .unwrap_or_else(|| panic!("no {t} in {report}"))["target_rows"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(rows("runs"), 1);
+    assert_eq!(rows("sub_results"), 1);
+    assert!(rows("book_events") > 0 && rows("reservations") == 1);
+    assert_eq!(rows("webhooks"), 1);
+    assert_eq!(rows("schedules"), 1);
+    for c in report["tables"].as_array().unwrap() {
+        assert_eq!(c["source_sha256"], c["target_sha256"], "{c}");
+    }
+
+    // The lab reads the run as the seat did.
+    assert_eq!(text(&lab.testbay(&["results", &run_id, "--json"]).stdout), seat_tree);
+    let holds = text(&lab.testbay(&["lab", "holds"]).stdout);
+    assert!(holds.contains("ann"), "{holds}");
+
+    // Not twice into a database that holds rows, unless forced.
+    let again = lab
+        .command()
+        .args(["migrate-store", "--to", &lab.store])
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(2));
+    assert!(text(&again.stderr).contains("--force"), "{}", text(&again.stderr));
+    let forced = lab
+        .command()
+        .args(["migrate-store", "--to", &lab.store, "--force"])
+        .output()
+        .unwrap();
+    assert_eq!(forced.status.code(), Some(0), "{}", text(&forced.stderr));
+    assert!(text(&forced.stdout).contains("same rows, same content"));
+    assert_eq!(lab.json(&["results", "--json"])["total"], 1);
+    // New rows take ids after the copied ones.
+    let out = lab.testbay(&["run", "multi", "--dut", "box-1", "--no-reserve"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(lab.json(&["results", "--json"])["total"], 2);
+}

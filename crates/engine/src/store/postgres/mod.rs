@@ -29,6 +29,7 @@
 mod book;
 mod health;
 mod history;
+pub mod import;
 pub mod migrations;
 mod misc;
 mod runs;
