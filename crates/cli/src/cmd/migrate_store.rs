@@ -31,10 +31,16 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
         .from
         .unwrap_or_else(|| StoreLocation::default_in(&ctx.data_dir));
     let StoreLocation::Sqlite(path) = &from else {
-        anyhow::bail!("--from: {} is not a SQLite store (sqlite://PATH)", from.display());
+        anyhow::bail!(
+            "--from: {} is not a SQLite store (sqlite://PATH)",
+            from.display()
+        );
     };
     let StoreLocation::Postgres(url) = &args.to else {
-        anyhow::bail!("--to: {} is not a PostgreSQL database (postgres://…)", args.to.display());
+        anyhow::bail!(
+            "--to: {} is not a PostgreSQL database (postgres://…)",
+            args.to.display()
+        );
     };
     if !path.is_file() {
         anyhow::bail!("--from: no SQLite store at {}", path.display());
@@ -57,7 +63,10 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
         }))?;
     } else {
         println!("{} -> {}", from.display(), args.to.display());
-        println!("{:<22} {:>9} {:>9}  {:<16} {:<16}", "TABLE", "FROM", "TO", "SHA256 FROM", "SHA256 TO");
+        println!(
+            "{:<22} {:>9} {:>9}  {:<16} {:<16}",
+            "TABLE", "FROM", "TO", "SHA256 FROM", "SHA256 TO"
+        );
         for c in &checks {
             println!(
                 "{:<22} {:>9} {:>9}  {:<16} {:<16}{}",

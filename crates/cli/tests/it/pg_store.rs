@@ -71,8 +71,7 @@ impl Lab {
     fn json(&self, args: &[&str]) -> Value {
         let out = self.testbay(args);
         assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
-        serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|e| panic!("{e}: {}", text(&out.stdout)))
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out.stdout)))
     }
 }
 
@@ -87,7 +86,12 @@ fn run_stores_in_postgres_and_results_reads_it_back() {
         .output()
         .unwrap();
     let stdout = text(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", text(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
     let id = crate::support::run_id_of(&stdout);
 
     let tree = lab.json(&["results", &id, "--json"]);
@@ -204,8 +208,21 @@ fn serve_on_postgres_holds_queues_runs_and_fires_schedules() {
 
     // A schedule added from the CLI is fired by the serving console.
     let added = lab.json(&[
-        "schedule", "add", "--name", "soak", "--pack", "p", "--group", "quick", "--dut", "box-1",
-        "--type", "loop", "--repeat-count", "1", "--json",
+        "schedule",
+        "add",
+        "--name",
+        "soak",
+        "--pack",
+        "p",
+        "--group",
+        "quick",
+        "--dut",
+        "box-1",
+        "--type",
+        "loop",
+        "--repeat-count",
+        "1",
+        "--json",
     ]);
     let sid = added["id"].as_str().unwrap().to_string();
     let fired = until("the schedule fired and its run completed", || {
@@ -251,11 +268,26 @@ fn migrate_store_moves_a_history_into_postgres_losing_nothing() {
     let run_id = crate::support::run_id_of(&seat(&["run", "multi", "--dut", "box-1"]));
     seat(&["lab", "hold", "box-1", "--for", "30m", "--by", "ann"]);
     seat(&[
-        "webhook", "add", "--url", "http://127.0.0.1:9/hook", "--event", "run_failed",
+        "webhook",
+        "add",
+        "--url",
+        "http://127.0.0.1:9/hook",
+        "--event",
+        "run_failed",
     ]);
     seat(&[
-        "schedule", "add", "--name", "nightly", "--pack", "p", "--dut", "box-1", "--type",
-        "daily", "--start", "2030-01-01T02:00",
+        "schedule",
+        "add",
+        "--name",
+        "nightly",
+        "--pack",
+        "p",
+        "--dut",
+        "box-1",
+        "--type",
+        "daily",
+        "--start",
+        "2030-01-01T02:00",
     ]);
     let seat_tree = seat(&["results", &run_id, "--json"]);
 
@@ -287,7 +319,10 @@ fn migrate_store_moves_a_history_into_postgres_losing_nothing() {
     }
 
     // The lab reads the run as the seat did.
-    assert_eq!(text(&lab.testbay(&["results", &run_id, "--json"]).stdout), seat_tree);
+    assert_eq!(
+        text(&lab.testbay(&["results", &run_id, "--json"]).stdout),
+        seat_tree
+    );
     let holds = text(&lab.testbay(&["lab", "holds"]).stdout);
     assert!(holds.contains("ann"), "{holds}");
 
@@ -298,7 +333,11 @@ fn migrate_store_moves_a_history_into_postgres_losing_nothing() {
         .output()
         .unwrap();
     assert_eq!(again.status.code(), Some(2));
-    assert!(text(&again.stderr).contains("--force"), "{}", text(&again.stderr));
+    assert!(
+        text(&again.stderr).contains("--force"),
+        "{}",
+        text(&again.stderr)
+    );
     let forced = lab
         .command()
         .args(["migrate-store", "--to", &lab.store, "--force"])

@@ -22,7 +22,9 @@ impl StoreLocation {
     pub fn parse(s: &str) -> std::result::Result<Self, String> {
         if let Some(path) = s.strip_prefix("sqlite://") {
             if path.is_empty() {
-                return Err("sqlite:// needs a file path (sqlite:///var/lib/testbay/testbay.db)".into());
+                return Err(
+                    "sqlite:// needs a file path (sqlite:///var/lib/testbay/testbay.db)".into(),
+                );
             }
             return Ok(Self::Sqlite(PathBuf::from(path)));
         }

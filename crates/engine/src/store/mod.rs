@@ -33,11 +33,11 @@ pub mod health;
 pub use error::{BackendError, Result, StoreError};
 pub use health::{DutHealth, Health, HealthChange, HealthStore};
 pub use history::*;
-pub use model::*;
 pub use location::StoreLocation;
+pub use model::*;
 pub use owner::RunOwner;
-pub use queued::{FiringRecord, QueuedRunRecord, ScheduleRecord};
 pub use postgres::PgStore;
+pub use queued::{FiringRecord, QueuedRunRecord, ScheduleRecord};
 pub use sqlite::{book as reservations, SqliteBookStore, SqliteStore, DEFAULT_READ_LIMIT};
 pub use webhooks::{
     DeliveryStatus, Webhook, WebhookDelivery, WebhookEvent, WebhookRow, WebhookStore, WebhookTarget,

@@ -134,8 +134,13 @@ fn a_postgresql_restart_loses_nothing_committed_and_the_store_reconnects() {
         s.run_tasks("r1").unwrap()[0].result.as_deref(),
         Some("Passed")
     );
-    s.set_run_status("r1", testbay_engine::outcome::RunStatus::Completed, None, T0 + 2)
-        .unwrap();
+    s.set_run_status(
+        "r1",
+        testbay_engine::outcome::RunStatus::Completed,
+        None,
+        T0 + 2,
+    )
+    .unwrap();
     s.insert_run(&new_run("r2", "p", T0 + 3), &rows(1)).unwrap();
     assert_eq!(s.list_runs(&RunQuery::default()).unwrap().total, 2);
     assert_eq!(books.inbox_pending().unwrap()[0].0, inbox);
@@ -160,7 +165,10 @@ fn the_book_has_one_owner_per_database() {
         if let Some(l) = b.lock_book("second").unwrap() {
             break l;
         }
-        assert!(started.elapsed() < Duration::from_secs(10), "never released");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never released"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(a.book_owner().as_deref(), Some("second"));
@@ -181,5 +189,9 @@ fn postgres_errors_travel_boxed_with_a_stable_code() {
         source.downcast_ref::<tokio_postgres::Error>().is_some(),
         "{err:?}"
     );
-    assert_eq!(s.get_run("r1").unwrap().counts.total, 1, "nothing half-written");
+    assert_eq!(
+        s.get_run("r1").unwrap().counts.total,
+        1,
+        "nothing half-written"
+    );
 }

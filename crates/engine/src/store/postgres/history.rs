@@ -73,7 +73,8 @@ const TALLY: &str = "INSERT INTO measurement_tallies (run_id, lane, total, faile
        SET total = measurement_tallies.total + excluded.total,
            failed = measurement_tallies.failed + excluded.failed";
 
-const RUN_DONE: &str = "SELECT t.run_id, 0::bigint, '', t.id, t.task, t.seq, t.lane, NULL::text, t.grp,
+const RUN_DONE: &str =
+    "SELECT t.run_id, 0::bigint, '', t.id, t.task, t.seq, t.lane, NULL::text, t.grp,
         t.kind, t.state, t.result, t.failure, NULL::text, t.est_task_time, t.run_time,
         t.started_ms, t.flaky
      FROM task_results t WHERE t.run_id = $1 AND t.state = 'done' ORDER BY t.seq";

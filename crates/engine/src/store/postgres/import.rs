@@ -190,12 +190,7 @@ async fn pg_rows(c: &Client, table: &str, cols: &[Column]) -> Result<Vec<Vec<Val
 fn digest(rows: &[Vec<Val>]) -> (u64, String) {
     let mut rendered: Vec<String> = rows
         .iter()
-        .map(|r| {
-            r.iter()
-                .map(Val::render)
-                .collect::<Vec<_>>()
-                .join("\x1f")
-        })
+        .map(|r| r.iter().map(Val::render).collect::<Vec<_>>().join("\x1f"))
         .collect();
     rendered.sort_unstable();
     let mut h = Sha256::new();
@@ -234,10 +229,8 @@ async fn insert_rows(c: &Client, table: &str, cols: &[Column], rows: &[Vec<Val>]
             }
             values.push(format!("({})", marks.join(", ")));
         }
-        let refs: Vec<&(dyn ToSql + Sync)> = params
-            .iter()
-            .map(|p| &**p as &(dyn ToSql + Sync))
-            .collect();
+        let refs: Vec<&(dyn ToSql + Sync)> =
+            params.iter().map(|p| &**p as &(dyn ToSql + Sync)).collect();
         c.execute(
             &format!(
                 "INSERT INTO {table} ({}) VALUES {}",

@@ -54,7 +54,10 @@ pub(super) async fn save_lab(c: &Client, path: &str, lab: &LabFile, now: EpochMs
 /// The stored inventory and where it was loaded from.
 pub(super) async fn load_lab(c: &Client) -> Result<Option<(String, EpochMs, LabFile)>> {
     let Some(row) = c
-        .query_opt("SELECT path, loaded_ms, lab_json FROM lab WHERE id = 1", &[])
+        .query_opt(
+            "SELECT path, loaded_ms, lab_json FROM lab WHERE id = 1",
+            &[],
+        )
         .await?
     else {
         return Ok(None);
@@ -100,10 +103,11 @@ pub(super) async fn queue_put(c: &Client, q: &QueuedRunRecord) -> Result<()> {
 }
 
 pub(super) async fn queue_remove(c: &Client, run_id: &str) -> Result<bool> {
-    Ok(c
-        .execute("DELETE FROM run_queue WHERE run_id = $1", &[&run_id])
-        .await?
-        > 0)
+    Ok(
+        c.execute("DELETE FROM run_queue WHERE run_id = $1", &[&run_id])
+            .await?
+            > 0,
+    )
 }
 
 pub(super) async fn queue_list(c: &Client) -> Result<Vec<QueuedRunRecord>> {
@@ -171,8 +175,7 @@ pub(super) async fn schedule_put(c: &Client, s: &ScheduleRecord) -> Result<()> {
 }
 
 pub(super) async fn schedule_remove(c: &Client, id: &str) -> Result<bool> {
-    Ok(c
-        .execute("DELETE FROM schedules WHERE id = $1", &[&id])
+    Ok(c.execute("DELETE FROM schedules WHERE id = $1", &[&id])
         .await?
         > 0)
 }
@@ -205,14 +208,25 @@ pub(super) async fn firing_add(c: &Client, f: &FiringRecord) -> Result<()> {
     c.execute(
         "INSERT INTO schedule_firings (schedule_id, due_ms, at_ms, kind, run_id, note)
          VALUES ($1, $2, $3, $4, $5, $6)",
-        &[&f.schedule_id, &f.due_ms, &f.at_ms, &f.kind, &f.run_id, &f.note],
+        &[
+            &f.schedule_id,
+            &f.due_ms,
+            &f.at_ms,
+            &f.kind,
+            &f.run_id,
+            &f.note,
+        ],
     )
     .await?;
     Ok(())
 }
 
 /// The newest `limit` firings of a schedule, oldest first.
-pub(super) async fn firings(c: &Client, schedule_id: &str, limit: u32) -> Result<Vec<FiringRecord>> {
+pub(super) async fn firings(
+    c: &Client,
+    schedule_id: &str,
+    limit: u32,
+) -> Result<Vec<FiringRecord>> {
     let rows = c
         .query(
             "SELECT schedule_id, due_ms, at_ms, kind, run_id, note FROM schedule_firings

@@ -134,7 +134,9 @@ struct Reader {
 
 impl Core {
     fn rt(&self) -> &tokio::runtime::Runtime {
-        self.rt.as_ref().expect("the runtime lives as long as the store")
+        self.rt
+            .as_ref()
+            .expect("the runtime lives as long as the store")
     }
 
     /// Wait on this thread for `fut`, inside the store's runtime context (its I/O and
@@ -226,7 +228,10 @@ impl Core {
             } else if self.closing.load(Ordering::Acquire) {
                 StoreError::Closing
             } else {
-                tracing::warn!(limit_ms = reader.limit_ms, "store read stopped at its time limit");
+                tracing::warn!(
+                    limit_ms = reader.limit_ms,
+                    "store read stopped at its time limit"
+                );
                 StoreError::Timeout {
                     limit_ms: reader.limit_ms,
                 }
@@ -311,7 +316,9 @@ impl Writer {
     async fn client(&mut self, core: &Core) -> Result<&Client> {
         if self.conn.as_ref().is_none_or(|c| c.is_closed()) {
             if self.in_tx {
-                tracing::error!("the database connection closed before finished tasks' results were committed");
+                tracing::error!(
+                    "the database connection closed before finished tasks' results were committed"
+                );
             }
             self.in_tx = false;
             self.conn = None;
@@ -354,8 +361,9 @@ impl PgStore {
             path: location.clone().into(),
             source,
         };
-        let pg_config: tokio_postgres::Config =
-            url.parse().map_err(|e: tokio_postgres::Error| open_err(e.into()))?;
+        let pg_config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e: tokio_postgres::Error| open_err(e.into()))?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("testbay-pg")
@@ -413,9 +421,11 @@ impl PgStore {
     /// Schema version of the open database.
     pub fn schema_version(&self) -> Result<i64> {
         self.core.block(self.core.read(async |c| {
-            Ok(c.query_one("SELECT COALESCE(MAX(version), 0) FROM schema_version", &[])
-                .await?
-                .get(0))
+            Ok(
+                c.query_one("SELECT COALESCE(MAX(version), 0) FROM schema_version", &[])
+                    .await?
+                    .get(0),
+            )
         }))
     }
 

@@ -107,7 +107,10 @@ pub(super) async fn set_status(
 
 pub(super) async fn get(c: &Client, id: &str) -> Result<RunRecord> {
     let row = c
-        .query_opt(&format!("SELECT {RUN_COLS} FROM runs r WHERE r.id = $1"), &[&id])
+        .query_opt(
+            &format!("SELECT {RUN_COLS} FROM runs r WHERE r.id = $1"),
+            &[&id],
+        )
         .await?
         .ok_or_else(|| StoreError::RunNotFound(id.into()))?;
     let mut runs = vec![run_from_row(&row)?];
@@ -409,7 +412,11 @@ async fn fill_counts(c: &Client, runs: &mut [RunRecord]) -> Result<()> {
     }
     for run in runs.iter_mut() {
         let mut c = RunCounts::default();
-        for r in by_run.get(run.id.as_str()).map(Vec::as_slice).unwrap_or(&[]) {
+        for r in by_run
+            .get(run.id.as_str())
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+        {
             let state: &str = r.get(1);
             let result: Option<String> = r.get(2);
             let failure: Option<bool> = r.get(3);

@@ -59,7 +59,10 @@ fn state_of(s: &str) -> StoredTaskState {
 /// The task tree of one run, in plan order, with sub-results.
 pub(super) async fn of_run(c: &Client, run_id: &str) -> Result<Vec<TaskRecord>> {
     let exists: bool = c
-        .query_one("SELECT EXISTS (SELECT 1 FROM runs WHERE id = $1)", &[&run_id])
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM runs WHERE id = $1)",
+            &[&run_id],
+        )
         .await?
         .get(0);
     if !exists {

@@ -68,7 +68,13 @@ impl WebhookStore for PgWebhookStore {
             Ok(c.query_one(
                 "INSERT INTO webhooks (url, events_json, secret, enabled, created_ms)
                  VALUES ($1, $2, $3, $4, $5) RETURNING id",
-                &[&row.url, &events_json(&row.events), &row.secret, &row.enabled, &now],
+                &[
+                    &row.url,
+                    &events_json(&row.events),
+                    &row.secret,
+                    &row.enabled,
+                    &now,
+                ],
             )
             .await?
             .get(0))
@@ -88,9 +94,14 @@ impl WebhookStore for PgWebhookStore {
 
     fn remove_webhook(&self, id: i64) -> Result<bool> {
         self.core.block(self.core.in_tx(async |c| {
-            c.execute("DELETE FROM webhook_deliveries WHERE webhook_id = $1", &[&id])
-                .await?;
-            Ok(c.execute("DELETE FROM webhooks WHERE id = $1", &[&id]).await? > 0)
+            c.execute(
+                "DELETE FROM webhook_deliveries WHERE webhook_id = $1",
+                &[&id],
+            )
+            .await?;
+            Ok(c.execute("DELETE FROM webhooks WHERE id = $1", &[&id])
+                .await?
+                > 0)
         }))
     }
 

@@ -41,8 +41,8 @@ use crate::lab::{Lab, LabFile};
 use crate::measure::Measurement;
 use crate::outcome::RunStatus;
 use crate::store::{
-    Baseline, BookLock, BookStore, FiringRecord, MeasurementPoint, MeasurementQuery, NewRun, NewTaskRow,
-    QueuedRunRecord, RecoveryReport, Result, RunOwner, RunPage, RunQuery, RunRecord,
+    Baseline, BookLock, BookStore, FiringRecord, MeasurementPoint, MeasurementQuery, NewRun,
+    NewTaskRow, QueuedRunRecord, RecoveryReport, Result, RunOwner, RunPage, RunQuery, RunRecord,
     ScheduleRecord, Store, StoreError, TaskFinish, TaskHistoryEntry, TaskHistoryQuery, TaskPaths,
     TaskRecord, YieldRow,
 };
