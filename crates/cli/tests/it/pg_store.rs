@@ -351,3 +351,57 @@ fn migrate_store_moves_a_history_into_postgres_losing_nothing() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(lab.json(&["results", "--json"])["total"], 2);
 }
+
+/// The demo pack on the demo lab, as the README runs it, stored in PostgreSQL: every
+/// task's result, its measurements and sections read back; JUnit exported from there.
+#[test]
+fn the_demo_run_on_the_demo_lab_stores_everything_in_postgres() {
+    let f = Bed::new();
+    let store = fresh_db("cli_demo");
+    let testbay = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_testbay"))
+            .env("TESTBAY_DATA_DIR", &f.data)
+            .env("TESTBAY_PACKS", crate::support::repo().join("packs"))
+            .env("TESTBAY_LAB", crate::support::demo_lab())
+            .env("TESTBAY_STORE", &store)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let pack = crate::support::repo().join("packs/stb-smoke");
+    let out = testbay(&[
+        "run",
+        pack.to_str().unwrap(),
+        "--group",
+        "smoke",
+        "--dut",
+        "stb-01",
+        "--ats",
+        "rack-a",
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(
+        matches!(out.status.code(), Some(0 | 1)),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    let id = crate::support::run_id_of(&stdout);
+    let tree: Value = serde_json::from_slice(&testbay(&["results", &id, "--json"]).stdout).unwrap();
+    let tasks = tree["tasks"].as_array().unwrap();
+    assert!(tasks.len() > 3, "{tree}");
+    assert!(
+        tasks.iter().all(|t| t["state"] == "done"),
+        "every task finished and stored: {tree}"
+    );
+    assert!(
+        tasks
+            .iter()
+            .any(|t| !t["measurements"].as_array().unwrap().is_empty()),
+        "the demo pack's measurements are stored: {tree}"
+    );
+    let junit = testbay(&["export", &id, "-f", "junit"]);
+    assert!(junit.status.success(), "{}", text(&junit.stderr));
+    assert!(text(&junit.stdout).contains("<testsuite"));
+}
