@@ -195,3 +195,94 @@ fn postgres_errors_travel_boxed_with_a_stable_code() {
         "nothing half-written"
     );
 }
+
+/// A table lock taken by another session: reads of `runs` wait behind it until stopped.
+struct Locker {
+    rt: tokio::runtime::Runtime,
+    client: tokio_postgres::Client,
+}
+
+impl Locker {
+    fn lock_runs(url: &str) -> Locker {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let client = rt.block_on(async {
+            let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            client
+                .batch_execute("BEGIN; LOCK TABLE runs IN ACCESS EXCLUSIVE MODE")
+                .await
+                .unwrap();
+            client
+        });
+        Locker { rt, client }
+    }
+
+    /// Wait until a session waits for the lock.
+    fn until_a_read_waits(&self) {
+        let started = std::time::Instant::now();
+        loop {
+            let waiting: i64 = self.rt.block_on(async {
+                self.client
+                    .query_one(
+                        "SELECT count(*) FROM pg_stat_activity
+                         WHERE wait_event_type = 'Lock' AND datname = current_database()",
+                        &[],
+                    )
+                    .await
+                    .unwrap()
+                    .get(0)
+            });
+            if waiting > 0 {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "no read waited"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// `close_reads` stops a read in flight (cancelled in the database: `Closing`), and a
+/// read waiting past the read limit ends `Timeout`; writes go on meanwhile.
+#[test]
+fn close_reads_cancels_a_read_in_flight_and_a_waiting_read_times_out() {
+    let url = fresh_db("cancel");
+    let s = Arc::new(PgStore::open(&url).unwrap());
+    s.insert_run(&new_run("r1", "p", T0), &rows(1)).unwrap();
+
+    let locker = Locker::lock_runs(&url);
+    s.set_read_limit(Duration::from_millis(300));
+    let err = s.get_run("r1").unwrap_err();
+    assert!(
+        matches!(err, StoreError::Timeout { limit_ms: 300 }),
+        "{err}"
+    );
+
+    s.set_read_limit(Duration::from_secs(600));
+    let reader = {
+        let s = s.clone();
+        std::thread::spawn(move || s.get_run("r1"))
+    };
+    locker.until_a_read_waits();
+    s.close_reads();
+    let err = reader.join().unwrap().unwrap_err();
+    assert!(matches!(err, StoreError::Closing), "{err}");
+    drop(locker);
+    assert!(matches!(s.get_run("r1"), Err(StoreError::Closing)));
+    s.set_run_status(
+        "r1",
+        testbay_engine::outcome::RunStatus::Completed,
+        None,
+        T0,
+    )
+    .unwrap();
+    let again = PgStore::open(&url).unwrap();
+    assert_eq!(
+        again.get_run("r1").unwrap().status,
+        testbay_engine::outcome::RunStatus::Completed
+    );
+}
