@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use deadpool_postgres::ClientWrapper;
 use tokio_postgres::{Client, Row};
 
 use super::small;
@@ -81,7 +82,7 @@ const RUN_DONE: &str =
 
 /// Store measurements of one task occurrence (or of its sub-result), with their verdicts.
 pub(super) async fn insert(
-    c: &Client,
+    c: &ClientWrapper,
     task_id: i64,
     sub_result: Option<&str>,
     measurements: &[Measurement],
@@ -89,7 +90,7 @@ pub(super) async fn insert(
     if measurements.is_empty() {
         return Ok(());
     }
-    let stmt = c.prepare(INSERT).await?;
+    let stmt = c.prepare_cached(INSERT).await?;
     for m in measurements {
         let r = MeasurementRecord::judged(m);
         let n = c
@@ -119,8 +120,9 @@ pub(super) async fn insert(
         .iter()
         .filter(|m| m.passed() == Some(false))
         .count();
+    let tally = c.prepare_cached(TALLY).await?;
     c.execute(
-        TALLY,
+        &tally,
         &[&task_id, &(measurements.len() as i64), &(failed as i64)],
     )
     .await?;

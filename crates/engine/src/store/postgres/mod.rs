@@ -43,7 +43,7 @@ use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::task::{Context, Poll, Wake};
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
+use deadpool_postgres::{ClientWrapper, Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{CancelToken, Client, NoTls};
 
@@ -274,10 +274,14 @@ pub(crate) async fn tx<T>(c: &Client, f: impl AsyncFnOnce(&Client) -> Result<T>)
 }
 
 /// Run `f` under a savepoint of the transaction open on `c`: a failure undoes `f`'s
-/// writes and leaves the transaction usable.
-async fn savepoint<T>(c: &Client, f: impl AsyncFnOnce(&Client) -> Result<T>) -> Result<T> {
-    c.batch_execute("SAVEPOINT one_write").await?;
-    match f(c).await {
+/// writes and leaves the transaction usable. The savepoint is pipelined with `f`'s
+/// first statement (sent first, no wait for its answer): if it fails, so does `f`.
+async fn savepoint<T>(
+    c: &ClientWrapper,
+    f: impl AsyncFnOnce(&ClientWrapper) -> Result<T>,
+) -> Result<T> {
+    let (set, out) = futures_util::future::join(c.batch_execute("SAVEPOINT one_write"), f(c)).await;
+    match set.map_err(StoreError::from).and(out) {
         Ok(v) => {
             c.batch_execute("RELEASE one_write").await?;
             Ok(v)
@@ -313,7 +317,7 @@ struct Writer {
 impl Writer {
     /// The writer connection, a new one if there is none or it closed (results that
     /// waited on a closed one are lost, as on a crash).
-    async fn client(&mut self, core: &Core) -> Result<&Client> {
+    async fn client(&mut self, core: &Core) -> Result<&ClientWrapper> {
         if self.conn.as_ref().is_none_or(|c| c.is_closed()) {
             if self.in_tx {
                 tracing::error!(
@@ -450,7 +454,7 @@ impl PgStore {
     }
 
     /// Run `f` on the writer connection, after committing what waits there.
-    fn write<T>(&self, f: impl AsyncFnOnce(&Client) -> Result<T>) -> Result<T> {
+    fn write<T>(&self, f: impl AsyncFnOnce(&ClientWrapper) -> Result<T>) -> Result<T> {
         let mut w = self.lock_writer();
         self.core.block(async {
             let _ = self.commit_pending(&mut w).await;
@@ -461,7 +465,7 @@ impl PgStore {
 
     /// Run `f` on the writer connection inside the transaction left open for later
     /// commit (opened if need be), under a savepoint.
-    fn write_later<T>(&self, f: impl AsyncFnOnce(&Client) -> Result<T>) -> Result<T> {
+    fn write_later<T>(&self, f: impl AsyncFnOnce(&ClientWrapper) -> Result<T>) -> Result<T> {
         let mut w = self.lock_writer();
         self.core.block(async {
             w.client(&self.core).await?;
@@ -626,13 +630,14 @@ impl Store for PgStore {
             return Ok(());
         }
         self.write(async |c| {
-            tx(c, async |c| {
-                for (id, f) in items {
-                    tasks::finish_writes(c, *id, f).await?;
+            c.batch_execute("BEGIN").await?;
+            for (id, f) in items {
+                if let Err(e) = tasks::finish_writes(c, *id, f).await {
+                    let _ = c.batch_execute("ROLLBACK").await;
+                    return Err(e);
                 }
-                Ok(())
-            })
-            .await
+            }
+            Ok(c.batch_execute("COMMIT").await?)
         })
     }
 

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use deadpool_postgres::ClientWrapper;
 use tokio_postgres::Client;
 
 use super::{big, small};
@@ -18,7 +19,7 @@ fn parse_opt_json(s: Option<String>) -> Option<serde_json::Value> {
 
 /// Record a phase's start (lane, phase, paths, process group).
 pub(super) async fn phase_started(
-    c: &Client,
+    c: &ClientWrapper,
     task_id: i64,
     lane: &str,
     phase: &str,
@@ -26,11 +27,16 @@ pub(super) async fn phase_started(
     pgid: Option<i32>,
     paths: &TaskPaths,
 ) -> Result<()> {
-    c.execute(
-        "UPDATE task_results SET state = 'running', lane = $2, phase = $3,
+    let stmt = c
+        .prepare_cached(
+            "UPDATE task_results SET state = 'running', lane = $2, phase = $3,
             started_ms = COALESCE(started_ms, $4), pgid = $5,
             task_dir = $6, setup_log = $7, main_log = $8, teardown_log = $9, artifacts_dir = $10
          WHERE id = $1",
+        )
+        .await?;
+    c.execute(
+        &stmt,
         &[
             &task_id,
             &lane,
@@ -217,16 +223,19 @@ async fn attempts_of_run(c: &Client, run_id: &str) -> Result<BTreeMap<i64, Vec<A
     Ok(by_id)
 }
 
-async fn update_finish(c: &Client, task_id: i64, f: &TaskFinish) -> Result<()> {
-    c.execute(
-        "UPDATE task_results SET state = 'done', lane = COALESCE($2, lane), result = $3, failure = $4,
+const UPDATE_FINISH: &str = "UPDATE task_results SET state = 'done', lane = COALESCE($2, lane), result = $3, failure = $4,
             message = $5, metadata_json = $6, raw_result = $7, run_time = $8, run_time_delta = $9,
             started_ms = COALESCE($10, started_ms), finished_ms = $11, setup_ms = $12, main_ms = $13,
             teardown_ms = $14, exit_code = $15, signal = $16, log_truncated = $17, pgid = NULL,
             phase = NULL, task_dir = COALESCE($18, task_dir), setup_log = COALESCE($19, setup_log),
             main_log = COALESCE($20, main_log), teardown_log = COALESCE($21, teardown_log),
             artifacts_dir = COALESCE($22, artifacts_dir), flaky = $23
-         WHERE id = $1",
+         WHERE id = $1";
+
+async fn update_finish(c: &ClientWrapper, task_id: i64, f: &TaskFinish) -> Result<()> {
+    let stmt = c.prepare_cached(UPDATE_FINISH).await?;
+    c.execute(
+        &stmt,
         &[
             &task_id,
             &f.lane,
@@ -259,7 +268,7 @@ async fn update_finish(c: &Client, task_id: i64, f: &TaskFinish) -> Result<()> {
 
 /// A finished task's row, sub-results, attempts, measurements and sections, inside the
 /// caller's transaction.
-pub(super) async fn finish_writes(c: &Client, task_id: i64, f: &TaskFinish) -> Result<()> {
+pub(super) async fn finish_writes(c: &ClientWrapper, task_id: i64, f: &TaskFinish) -> Result<()> {
     update_finish(c, task_id, f).await?;
     if !f.attempts.is_empty() {
         c.execute(
