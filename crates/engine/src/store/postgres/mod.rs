@@ -25,6 +25,12 @@
 //! - **Reconnecting**: the pool checks a connection before handing it out
 //!   (`RecyclingMethod::Verified`) and the writer replaces a closed connection, so after
 //!   a PostgreSQL restart the next call works again; what was committed is kept.
+//! - **Limits, as on SQLite**: a run's owner is a process of this host (`RunOwner`: pid
+//!   and start time), so servers on one database must share a host until runs carry
+//!   leases; the book's advisory lock ends with its session (a server restart frees it
+//!   while the owner still acts as owner).
+//!
+//! `import` copies a SQLite store in (`testbay migrate-store`).
 
 mod book;
 mod health;
