@@ -12,7 +12,7 @@ use std::time::Instant;
 use rand::{Rng, SeedableRng};
 use testbay_engine::clock::ManualClock;
 use testbay_engine::reserve::*;
-use testbay_engine::store::{SqliteStore, Store};
+use testbay_engine::store::SqliteStore;
 
 const RESOURCES: usize = 10_000;
 const SHARED_EVERY: usize = 10; // every 10th resource is shared, capacity 4

@@ -13,6 +13,8 @@ use testbay_engine::api::{
 };
 use tokio::runtime::Runtime;
 
+use crate::cmd::Ctx;
+
 /// A console and the runtime it lives in, for one subcommand. Shut down when dropped.
 pub struct Session {
     console: Arc<dyn Console>,
@@ -33,11 +35,14 @@ impl Session {
             .enable_all()
             .build()
             .context("cannot start the async runtime")?;
-        let data_dir = paths.data_dir.clone();
+        let place = match &options.store {
+            Some(store) => format!("the store {}", store.display()),
+            None => format!("the data dir {}", paths.data_dir.display()),
+        };
         let local = rt
             .block_on(async { LocalConsole::open_with(paths, options) })
             .map_err(|e| anyhow::anyhow!("{}", e.message))
-            .with_context(|| format!("cannot open the data dir {}", data_dir.display()))?;
+            .with_context(|| format!("cannot open {place}"))?;
         match local.recovered() {
             Ok(rep) if !rep.interrupted_runs.is_empty() => say!(
                 "note: {} run(s) left by a console that exited are now marked interrupted ({}); {} task(s) aborted, {} leftover process(es) killed",
@@ -58,18 +63,19 @@ impl Session {
         })
     }
 
-    /// A console for reading stored runs: no packs, no lab, nothing reserved.
-    pub fn reading(paths: &ConsolePaths) -> anyhow::Result<Self> {
+    /// A console for reading stored runs (of the store `--store` names): no packs, no
+    /// lab, nothing reserved.
+    pub fn reading(ctx: &Ctx) -> anyhow::Result<Self> {
         let paths = ConsolePaths {
             pack_roots: Vec::new(),
             lab_file: None,
-            ..paths.clone()
+            ..ctx.paths.clone()
         };
         let options = ConsoleOptions {
             book: BookUse::None,
             watch_packs: false,
             serve_queue: false,
-            ..ConsoleOptions::default()
+            ..ctx.options()
         };
         Self::open(paths, options)
     }

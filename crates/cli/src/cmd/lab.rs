@@ -306,7 +306,7 @@ fn lab_session(ctx: &Ctx, book: BookUse) -> anyhow::Result<Session> {
         watch_packs: false,
         recover: false,
         serve_queue: false,
-        ..ConsoleOptions::default()
+        ..ctx.options()
     };
     Session::open(paths, options)
 }

@@ -8,6 +8,7 @@ pub mod audit;
 pub mod export;
 pub mod history;
 pub mod lab;
+pub mod migrate_store;
 pub mod packs;
 pub mod queue;
 pub mod report;
@@ -21,7 +22,8 @@ pub mod webhook;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use testbay_engine::api::ConsolePaths;
+use testbay_engine::api::{ConsoleOptions, ConsolePaths};
+use testbay_engine::store::StoreLocation;
 
 #[derive(Parser)]
 #[command(
@@ -56,6 +58,11 @@ pub struct GlobalArgs {
     /// Lab inventory file [default: DATA_DIR/lab.yaml, else the repository's demo lab]
     #[arg(long, global = true, env = "TESTBAY_LAB", value_name = "FILE")]
     pub lab: Option<PathBuf>,
+    /// The store: sqlite://PATH or postgres://USER@HOST[:PORT]/DB (a lab's shared
+    /// database); logs and artifacts stay in the data directory
+    /// [default: sqlite://DATA_DIR/testbay.db]
+    #[arg(long, global = true, env = "TESTBAY_STORE", value_name = "URL")]
+    pub store: Option<StoreLocation>,
 }
 
 impl GlobalArgs {
@@ -67,6 +74,7 @@ impl GlobalArgs {
             packs: paths.pack_roots.clone(),
             lab: paths.lab_file.clone(),
             paths,
+            store: self.store.clone(),
         }
     }
 }
@@ -81,6 +89,18 @@ pub struct Ctx {
     pub lab: Option<PathBuf>,
     /// The same, as the engine takes it.
     pub paths: ConsolePaths,
+    /// The store `--store` names; `None`: SQLite in the data directory.
+    pub store: Option<StoreLocation>,
+}
+
+impl Ctx {
+    /// Console options that open the store this command was given.
+    pub fn options(&self) -> ConsoleOptions {
+        ConsoleOptions {
+            store: self.store.clone(),
+            ..ConsoleOptions::default()
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -110,6 +130,9 @@ pub enum Command {
     Users(users::Args),
     /// The audit log: who launched, stopped, held, released, answered, changed what, when
     Audit(audit::Args),
+    /// Copy a SQLite store into a PostgreSQL database (a lab's), then compare every
+    /// table's rows and content hash
+    MigrateStore(migrate_store::Args),
 }
 
 impl Command {
@@ -133,5 +156,6 @@ pub fn run(command: Command, ctx: &Ctx) -> anyhow::Result<i32> {
         Command::Report(a) => report::run(a, ctx),
         Command::Users(a) => users::run(a, ctx),
         Command::Audit(a) => audit::run(a, ctx),
+        Command::MigrateStore(a) => migrate_store::run(a, ctx),
     }
 }

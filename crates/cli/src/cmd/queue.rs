@@ -52,7 +52,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
             watch_packs: false,
             recover: false,
             serve_queue: false,
-            ..ConsoleOptions::default()
+            ..ctx.options()
         },
     )?;
     let request = match args.cmd {

@@ -168,7 +168,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
             owner_label: "testbay run",
             watch_packs: false,
             serve_queue: false,
-            ..ConsoleOptions::default()
+            ..ctx.options()
         },
     )?;
     let Some(pack) = pack_name(&session, &pack_dir)? else {

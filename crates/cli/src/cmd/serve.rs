@@ -48,7 +48,8 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
         .build()
         .context("cannot start the async runtime")?;
     let code = rt.block_on(async move {
-        let local = LocalConsole::open(ctx.paths.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let local = LocalConsole::open_with(ctx.paths.clone(), ctx.options())
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         let access = local.access();
         let console = local.shared();
         let bound = Server::bind(

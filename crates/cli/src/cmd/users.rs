@@ -54,7 +54,7 @@ pub(crate) fn session(ctx: &Ctx, label: &'static str) -> anyhow::Result<Session>
             recover: false,
             health_checks: false,
             serve_queue: false,
-            ..ConsoleOptions::default()
+            ..ctx.options()
         },
     )
 }

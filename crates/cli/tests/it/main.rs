@@ -16,4 +16,5 @@ mod history;
 mod report;
 mod kissats;
 mod users;
+mod pg_store;
 mod support;

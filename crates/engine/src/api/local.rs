@@ -22,7 +22,7 @@ use crate::lab::{self as inventory, Lab};
 use crate::pack::library::{Library, LibraryChange};
 use crate::reserve::{BookBroker, BookClient, BookConfig, BookHandle, BrokerConfig, LiveBook};
 use crate::run::{AlwaysGrant, ResourceBroker, RunManager};
-use crate::store::{RecoveryReport, SqliteStore, Store};
+use crate::store::{RecoveryReport, Store, StoreLocation};
 use crate::webhook::Webhooks;
 
 use super::error::store_error;
@@ -89,6 +89,9 @@ pub struct ConsoleOptions {
     pub cpu_probe: Option<Arc<dyn CpuProbe>>,
     /// How long the dispatch threshold holds queued runs back before the next try.
     pub dispatch_retry: std::time::Duration,
+    /// The store to open (`--store`): `None` is SQLite's `testbay.db` in the data
+    /// directory. Logs and artifacts stay in the data directory whichever it is.
+    pub store: Option<StoreLocation>,
 }
 
 /// How often the long-lived console looks for due health checks.
@@ -121,6 +124,7 @@ impl Default for ConsoleOptions {
             serve_queue: true,
             cpu_probe: None,
             dispatch_retry: DISPATCH_RETRY,
+            store: None,
         }
     }
 }
@@ -147,6 +151,7 @@ impl LocalConsole {
             serve_queue,
             cpu_probe,
             dispatch_retry,
+            store,
         } = options;
         std::fs::create_dir_all(&paths.data_dir).map_err(|e| {
             ApiError::internal(format!(
@@ -155,8 +160,10 @@ impl LocalConsole {
             ))
         })?;
         crate::reserve::live::set_owner_label(owner_label);
-        let store: Arc<dyn Store> =
-            Arc::new(SqliteStore::open_in(&paths.data_dir).map_err(store_error)?);
+        let store = store
+            .unwrap_or_else(|| StoreLocation::default_in(&paths.data_dir))
+            .open()
+            .map_err(store_error)?;
         let recovered = if recover {
             crate::run::recover_interrupted(&*store, &paths.data_dir, clock.now_ms())
                 .map_err(|e| e.to_string())

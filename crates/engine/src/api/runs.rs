@@ -12,7 +12,7 @@ use crate::bounds;
 use crate::diag::Diagnostic;
 use crate::pack::LoadedPack;
 use crate::plan::DutTarget;
-use crate::reserve::{owner_of, resources_named, BookHandle};
+use crate::reserve::{resources_named, BookHandle};
 use crate::run::LaunchRequest;
 
 impl LocalConsole {
@@ -133,7 +133,9 @@ impl LocalConsole {
         } else {
             resources.into_iter().collect::<Vec<_>>().join(", ")
         };
-        let owner = owner_of(self.store.path())
+        let owner = self
+            .store
+            .book_owner()
             .map(|o| format!("is owned by {o}"))
             .unwrap_or_else(|| "was owned by another process when this console started".into());
         Err(ApiError::new(

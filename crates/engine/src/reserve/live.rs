@@ -2,7 +2,8 @@
 //! broadcast to subscribers (the console) and written to the store by a writer thread that
 //! commits one transaction per batch.
 //!
-//! One process owns the book (an exclusive `flock` on `<db>.book.lock`). Another process
+//! One process owns the book ([`Store::lock_book`]: a `flock` beside a SQLite database,
+//! an advisory lock on PostgreSQL). Another process
 //! that wants to change it (the `testbay lab` CLI while a console runs) posts a
 //! [`BookCommand`] to the store's inbox; the owner's service thread applies it and writes
 //! the answer. So there is one book and one writer, and nothing is double-booked across
@@ -18,10 +19,7 @@
 //! Listeners ([`LiveBook::listen`]) hear every batch of events under the book's lock, in
 //! sequence order: the broker wakes the runs waiting for what a batch freed.
 
-use std::fs::File;
-use std::io::Write;
-use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -33,7 +31,7 @@ use tokio::sync::broadcast;
 
 use super::*;
 use crate::clock::{Clock, EpochMs};
-use crate::store::{BookStore, Store, StoreError};
+use crate::store::{BookLock, BookStore, Store, StoreError};
 
 /// Errors of the live book.
 #[derive(Debug, thiserror::Error)]
@@ -113,11 +111,12 @@ struct Inner {
     book: Mutex<Guarded>,
     to_writer: Mutex<mpsc::Sender<WriterMsg>>,
     events: broadcast::Sender<BookEvent>,
-    db_path: PathBuf,
+    /// Where the store is ([`Store::location`]).
+    location: String,
     /// The book lock, held while this process owns the book; closing it releases the book
     /// to the next process. `shutdown` closes it, so ownership ends when `shutdown`
     /// returns, not when the last clone of the handle (a listener's, a thread's) goes.
-    lock: Mutex<Option<File>>,
+    lock: Mutex<Option<Box<dyn BookLock>>>,
 }
 
 /// The owning process's handle on the book. Cheap to clone.
@@ -125,38 +124,6 @@ struct Inner {
 pub struct LiveBook {
     inner: Arc<Inner>,
     service: Arc<Mutex<Option<JoinHandle<()>>>>,
-}
-
-fn lock_path(db_path: &Path) -> PathBuf {
-    let mut p = db_path.as_os_str().to_owned();
-    p.push(".book.lock");
-    PathBuf::from(p)
-}
-
-/// Take the book lock without waiting. `Ok(None)` when another process holds it.
-fn try_lock(db_path: &Path) -> Result<Option<File>, LiveError> {
-    let path = lock_path(db_path);
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|source| LiveError::Lock {
-            path: path.clone(),
-            source,
-        })?;
-    // SAFETY: flock on a descriptor we own; released when the file is closed.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc == 0 {
-        Ok(Some(file))
-    } else {
-        let err = std::io::Error::last_os_error();
-        if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-            Ok(None)
-        } else {
-            Err(LiveError::Lock { path, source: err })
-        }
-    }
 }
 
 static OWNER_LABEL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
@@ -167,7 +134,7 @@ pub fn set_owner_label(label: &str) {
     let _ = OWNER_LABEL.set(label.to_string());
 }
 
-/// `testbay run (pid 4242)`: this process, as [`owner_of`] reports it to others.
+/// `testbay run (pid 4242)`: this process, as [`Store::book_owner`] reports it to others.
 fn owner_description() -> String {
     let label = OWNER_LABEL.get().cloned().unwrap_or_else(|| {
         std::env::current_exe()
@@ -178,27 +145,8 @@ fn owner_description() -> String {
     format!("{label} (pid {})", std::process::id())
 }
 
-/// Who owns the book of the store at `db_path`, as the owner noted it when it took the
-/// lock (`testbay run (pid 4242)`); `None` when nobody owns it now.
-pub fn owner_of(db_path: &Path) -> Option<String> {
-    match try_lock(db_path) {
-        Ok(None) => {
-            let who = std::fs::read_to_string(lock_path(db_path)).unwrap_or_default();
-            let who = who.trim();
-            Some(if who.is_empty() {
-                "another Testbay process".into()
-            } else {
-                who.to_string()
-            })
-        }
-        // Free (taking it released it again when the file closed) or unreadable.
-        Ok(Some(_)) | Err(_) => None,
-    }
-}
-
 impl LiveBook {
-    /// Become the book's owner for `store` (its ownership lock is a file beside
-    /// [`Store::path`]): reload live reservations (dropping those that expired
+    /// Become the book's owner for `store` ([`Store::lock_book`]): reload live reservations (dropping those that expired
     /// while nobody owned the book) and start the writer/service thread. Fails with
     /// [`LiveError::OwnedElsewhere`] if another process owns it.
     pub fn open(
@@ -207,15 +155,11 @@ impl LiveBook {
         cfg: BookConfig,
         resources: Vec<ResourceSpec>,
     ) -> Result<Self, LiveError> {
-        let db_path = store.path();
-        let lock = try_lock(db_path)?.ok_or(LiveError::OwnedElsewhere)?;
-        // Say who owns it, for the processes that cannot have it (see [`owner_of`]).
-        let written = lock
-            .set_len(0)
-            .and_then(|()| (&lock).write_all(owner_description().as_bytes()));
-        if let Err(e) = written {
-            tracing::warn!(db = %db_path.display(), error = %e, "cannot note the book's owner in its lock file");
-        }
+        let location = store.location();
+        // Named for the processes that cannot have it ([`Store::book_owner`]).
+        let lock = store
+            .lock_book(&owner_description())?
+            .ok_or(LiveError::OwnedElsewhere)?;
         let store = store.open_book_store()?;
         let saved = store.load_book()?;
         let mut book = Book::with_config(clock, cfg, resources)?;
@@ -246,7 +190,7 @@ impl LiveBook {
             }),
             to_writer: Mutex::new(tx),
             events,
-            db_path: db_path.to_path_buf(),
+            location: location.clone(),
             lock: Mutex::new(Some(lock)),
         });
         // Events from the restore (expired while down, given back) go out like any others.
@@ -259,7 +203,7 @@ impl LiveBook {
             .name("testbay-book".into())
             .spawn(move || service(store, rx, weak))
             .map_err(|source| LiveError::Lock {
-                path: db_path.to_path_buf(),
+                path: PathBuf::from(&location),
                 source,
             })?;
         Ok(Self {
@@ -383,8 +327,9 @@ impl LiveBook {
         );
     }
 
-    pub fn db_path(&self) -> &Path {
-        &self.inner.db_path
+    /// Where the book's store is ([`Store::location`]).
+    pub fn location(&self) -> &str {
+        &self.inner.location
     }
 }
 

@@ -6,5 +6,5 @@ pub mod broker;
 pub mod live;
 
 pub use broker::{resources_named, BookBroker, BrokerConfig};
-pub use live::{owner_of, BookClient, BookCommand, BookHandle, BookReply, LiveBook, LiveError};
+pub use live::{BookClient, BookCommand, BookHandle, BookReply, LiveBook, LiveError};
 pub use testbay_core::reserve::*;

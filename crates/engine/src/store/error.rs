@@ -39,7 +39,7 @@ pub enum StoreError {
     #[error("the store is closing")]
     Closing,
     /// The database refused or failed a statement.
-    #[error("database error: {0}")]
+    #[error("database error: {}", with_sources(.0))]
     Database(BackendError),
     #[error("stored JSON in {what} is invalid: {source}")]
     Json {
@@ -68,3 +68,19 @@ impl StoreError {
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// An error and its sources, `: `-joined (PostgreSQL's driver says `db error` and keeps
+/// the server's message as the source).
+fn with_sources(e: &BackendError) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(s) = next {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        next = s.source();
+    }
+    text
+}

@@ -1,12 +1,13 @@
 //! Storage: the interface the rest of the engine speaks to ([`Store`] for runs, task
 //! results, sub-results, recovery and the lab; [`BookStore`] for the reservation book's
-//! persistence), the types they keep (`model`), and their one implementation today,
-//! SQLite ([`sqlite::SqliteStore`]). No SQLite type crosses the interface: errors are
+//! persistence), the types they keep (`model`), and their two implementations: SQLite
+//! ([`sqlite::SqliteStore`], one seat, the default) and PostgreSQL
+//! ([`postgres::PgStore`], a lab). No backend's type crosses the interface: errors are
 //! [`StoreError`]s with stable codes, the backend's own error boxed inside.
+//! [`StoreLocation::open`] opens the one `--store` names.
 //!
-//! A second backend (PostgreSQL) implements both traits and runs the contract suite
-//! (`tests/it/store_contract.rs`) by adding one line there. What every backend keeps,
-//! beyond the method docs:
+//! Both run the contract suite (`tests/it/store_contract.rs`, one `store_contract!`
+//! line per backend). What every backend keeps, beyond the method docs:
 //! - **Reads never wait.** A read does not wait behind another read or behind a write,
 //!   and stops at the read limit ([`Store::set_read_limit`], [`DEFAULT_READ_LIMIT`])
 //!   with [`StoreError::Timeout`]; [`Store::close_reads`] stops reads in flight with
@@ -20,9 +21,11 @@
 
 mod error;
 mod history;
+mod location;
 mod model;
 mod owner;
 mod queued;
+pub mod postgres;
 pub mod sqlite;
 pub mod webhooks;
 pub mod health;
@@ -32,8 +35,10 @@ pub use access::{AccessStore, AuditEntry, AuditQuery, NewAuditEntry, Role, User,
 pub use error::{BackendError, Result, StoreError};
 pub use health::{DutHealth, Health, HealthChange, HealthStore};
 pub use history::*;
+pub use location::StoreLocation;
 pub use model::*;
 pub use owner::RunOwner;
+pub use postgres::PgStore;
 pub use queued::{FiringRecord, QueuedRunRecord, ScheduleRecord};
 pub use sqlite::{book as reservations, SqliteBookStore, SqliteStore, DEFAULT_READ_LIMIT};
 pub use webhooks::{
@@ -41,7 +46,6 @@ pub use webhooks::{
 };
 
 use std::collections::HashSet;
-use std::path::Path;
 use std::time::Duration;
 
 use crate::clock::EpochMs;
@@ -54,9 +58,19 @@ use testbay_core::reserve::{BookEvent, ReservationView};
 /// by every thread of a console (`Arc<dyn Store>`); every method may be called from any
 /// thread and returns within the read limit (reads) or the time a short write takes.
 pub trait Store: Send + Sync + std::fmt::Debug {
-    /// Where the store lives: the database file of a SQLite store. The reservation
-    /// book's ownership lock (`reserve::live`) is a file beside it.
-    fn path(&self) -> &Path;
+    /// Where the store lives, for messages: the database file of a SQLite store, the
+    /// URL (without its password) of a PostgreSQL one.
+    fn location(&self) -> String;
+
+    /// Take the reservation book's ownership for this process (`reserve::live`),
+    /// naming it `who` for the processes that cannot have it; `None` when another
+    /// process owns the book. Dropping the lock gives the book up. SQLite: an exclusive
+    /// `flock` on a file beside the database; PostgreSQL: a session advisory lock.
+    fn lock_book(&self, who: &str) -> Result<Option<Box<dyn BookLock>>>;
+
+    /// Who owns the reservation book now, as its owner named itself; `None` when
+    /// nobody does.
+    fn book_owner(&self) -> Option<String>;
 
     // Runs.
 
@@ -281,6 +295,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// The newest `limit` lines of a schedule's history, oldest first.
     fn schedule_firings(&self, id: &str, limit: u32) -> Result<Vec<FiringRecord>>;
 }
+
+/// The reservation book's ownership, held by the owning process (see
+/// [`Store::lock_book`]); dropping it gives the book up.
+pub trait BookLock: Send {}
 
 /// The reservation book's persistence (`reserve::live`): live reservations, the event
 /// history, and the inbox through which another process asks the book's owner to act.

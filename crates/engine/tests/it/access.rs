@@ -8,7 +8,7 @@ use testbay_engine::access::{token_hash, Access};
 use testbay_engine::api::{
     parse_request, Caller, Console, ConsolePaths, ErrorCode, LocalConsole, Request, Response, Role,
 };
-use testbay_engine::store::{AuditQuery, SqliteStore, Store};
+use testbay_engine::store::{AuditQuery, SqliteStore};
 
 use crate::support::{demo_lab, repo};
 

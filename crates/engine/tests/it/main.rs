@@ -7,6 +7,7 @@ mod reserve;
 mod exec;
 mod store;
 mod store_contract;
+mod store_pg;
 mod store_reads;
 mod history;
 mod run;

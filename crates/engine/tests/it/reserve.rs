@@ -46,7 +46,7 @@ fn clock_now(c: &ManualClock) -> i64 {
 
 mod persisted {
     use super::*;
-    use testbay_engine::store::{reservations as db, SqliteStore, Store};
+    use testbay_engine::store::{reservations as db, SqliteStore};
 
     fn open(dir: &std::path::Path, clock: &ManualClock) -> LiveBook {
         let store = SqliteStore::open_in(dir).unwrap();
@@ -139,7 +139,8 @@ mod persisted {
         let clock = ManualClock::new(T0);
         let owner = open(dir.path(), &clock);
         let mut sub = owner.subscribe();
-        let db_path = owner.db_path().to_path_buf();
+        let db_path = dir.path().join("testbay.db");
+        assert_eq!(owner.location(), db_path.display().to_string());
         let other = BookHandle::open(
             &SqliteStore::open(&db_path).unwrap(),
             Arc::new(clock.clone()),

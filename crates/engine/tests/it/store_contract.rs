@@ -2,7 +2,8 @@
 //! (create, finish, list with filters, sort, pages and search), task results and
 //! sub-results, the commit of finished results, recovery of interrupted runs, the
 //! reservation book's persistence, the lab. Every backend runs all of it: a backend
-//! implements [`Backend`] and adds one `store_contract!` line at the end of this file.
+//! implements [`Backend`] and adds one `store_contract!` line at the end of this file
+//! (SQLite and PostgreSQL do).
 
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -891,3 +892,4 @@ fn live_runs_are_unfinished_runs_of_live_owners(b: &impl Backend) {
 }
 
 store_contract!(sqlite, crate::store::SqliteBackend);
+store_contract!(postgres, crate::store_pg::PgBackend);

@@ -19,6 +19,7 @@ mod runs;
 mod tasks;
 pub mod lab;
 pub mod book;
+mod book_lock;
 pub mod webhooks;
 pub mod health;
 pub mod access;
@@ -41,8 +42,8 @@ use crate::lab::{Lab, LabFile};
 use crate::measure::Measurement;
 use crate::outcome::RunStatus;
 use crate::store::{
-    Baseline, BookStore, FiringRecord, MeasurementPoint, MeasurementQuery, NewRun, NewTaskRow,
-    QueuedRunRecord, RecoveryReport, Result, RunOwner, RunPage, RunQuery, RunRecord,
+    Baseline, BookLock, BookStore, FiringRecord, MeasurementPoint, MeasurementQuery, NewRun,
+    NewTaskRow, QueuedRunRecord, RecoveryReport, Result, RunOwner, RunPage, RunQuery, RunRecord,
     ScheduleRecord, Store, StoreError, TaskFinish, TaskHistoryEntry, TaskHistoryQuery, TaskPaths,
     TaskRecord, YieldRow,
 };
@@ -126,6 +127,11 @@ impl SqliteStore {
         self
     }
 
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Schema version of the open database.
     pub fn schema_version(&self) -> Result<i64> {
         self.read(|c| Ok(c.query_row("PRAGMA user_version", [], |r| r.get(0))?))
@@ -197,8 +203,16 @@ impl SqliteStore {
 }
 
 impl Store for SqliteStore {
-    fn path(&self) -> &Path {
-        &self.path
+    fn location(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn lock_book(&self, who: &str) -> Result<Option<Box<dyn BookLock>>> {
+        book_lock::lock(&self.path, who)
+    }
+
+    fn book_owner(&self) -> Option<String> {
+        book_lock::owner(&self.path)
     }
 
     fn insert_run(&self, run: &NewRun, tasks: &[NewTaskRow]) -> Result<Vec<i64>> {
