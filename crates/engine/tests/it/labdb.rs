@@ -506,3 +506,169 @@ async fn a_server_hears_the_others_claim() {
         .unwrap();
     assert_eq!((n.change.as_str(), n.by.as_str()), ("released", "server-b"));
 }
+
+/// One step of a server in the property test. Indexes pick among the reservations made
+/// so far (modulo their count); times are in 5 s slots from the case's start.
+#[derive(Debug, Clone)]
+enum Op {
+    Request {
+        res: usize,
+        slot: i64,
+        slots: i64,
+        next: bool,
+        lease: bool,
+    },
+    Hold {
+        res: usize,
+        slot: i64,
+        slots: i64,
+    },
+    Claim(usize),
+    Renew(usize),
+    Extend(usize, i64),
+    Release(usize),
+    /// Its lease (or claim-by time) passes, as a dead server's would.
+    Expire(usize),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0..5usize, 0..6i64, 1..4i64, any::<bool>(), any::<bool>())
+            .prop_map(|(res, slot, slots, next, lease)| Op::Request { res, slot, slots, next, lease }),
+        1 => (0..5usize, 0..6i64, 1..4i64).prop_map(|(res, slot, slots)| Op::Hold { res, slot, slots }),
+        3 => any::<usize>().prop_map(Op::Claim),
+        1 => any::<usize>().prop_map(Op::Renew),
+        1 => (any::<usize>(), 1..3i64).prop_map(|(i, n)| Op::Extend(i, n)),
+        2 => any::<usize>().prop_map(Op::Release),
+        1 => any::<usize>().prop_map(Op::Expire),
+    ]
+}
+
+const SLOT: i64 = 5_000;
+const RES: [&str; 5] = ["dut-0", "dut-1", "dut-2", "dut-3", "ir-blaster"];
+
+/// Apply `op` on `book`; returns the id of a reservation it made. A refusal is fine if it
+/// is one of the book's typed answers; a raw database error is not.
+async fn apply(
+    book: &LabBook,
+    url: &str,
+    base: i64,
+    ids: &[ResId],
+    op: &Op,
+) -> Result<Option<ResId>, String> {
+    let pick = |i: usize| (!ids.is_empty()).then(|| ids[i % ids.len()]);
+    let r = match op {
+        Op::Request {
+            res,
+            slot,
+            slots,
+            next,
+            lease,
+        } => {
+            let mut q =
+                req(RES[*res], "prop", base + slot * SLOT, slots * SLOT).next_available(*next);
+            if *res == 4 {
+                q = q.mode(ReservationMode::Shared);
+            }
+            if *lease {
+                q = q.lease(60_000);
+            }
+            book.request(q, None).await.map(|p| Some(p.id))
+        }
+        Op::Hold { res, slot, slots } => book
+            .hold(
+                RES[*res],
+                "op",
+                None,
+                Some(base + slot * SLOT),
+                slots * SLOT,
+                false,
+            )
+            .await
+            .map(|r| Some(r.id)),
+        Op::Claim(i) => match pick(*i) {
+            Some(id) => book.claim(id).await.map(|o| match o {
+                ClaimOutcome::Claimed(_) => None,
+                ClaimOutcome::Rebooked {
+                    pre_reservation_id, ..
+                } => Some(pre_reservation_id),
+            }),
+            None => Ok(None),
+        },
+        Op::Renew(i) => match pick(*i) {
+            Some(id) => book.renew(id).await.map(|_| None),
+            None => Ok(None),
+        },
+        Op::Extend(i, n) => match pick(*i) {
+            Some(id) => match book.get(id).await {
+                Ok(Some(r)) => book.extend(id, r.end + n * SLOT).await.map(|_| None),
+                Ok(None) => Ok(None),
+                Err(e) => Err(e),
+            },
+            None => Ok(None),
+        },
+        Op::Release(i) => match pick(*i) {
+            Some(id) => book.release(id).await.map(|_| None),
+            None => Ok(None),
+        },
+        Op::Expire(i) => {
+            if let Some(id) = pick(*i) {
+                lapse(url, id).await;
+            }
+            Ok(None)
+        }
+    };
+    match r {
+        Ok(id) => Ok(id),
+        Err(e @ (LabError::Database(_) | LabError::Connect(_))) => Err(format!("{op:?}: {e}")),
+        Err(_) => Ok(None),
+    }
+}
+
+#[test]
+fn random_interleavings_on_two_servers_never_double_book() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (url, a, b) = rt.block_on(two_servers("labdb_prop"));
+    let cases: u32 = std::env::var("LABDB_PROP_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(12);
+    let mut runner = TestRunner::new(Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let steps = proptest::collection::vec((op(), op()), 1..25);
+    runner
+        .run(&steps, |steps| {
+            rt.block_on(async {
+                raw(&url)
+                    .await
+                    .batch_execute("TRUNCATE lab_reservations")
+                    .await
+                    .unwrap();
+                let base = a.now().await.unwrap();
+                let mut ids = Vec::new();
+                for (oa, ob) in &steps {
+                    // The two servers' steps run at once, each on its own connections.
+                    let (ra, rb) = tokio::join!(
+                        apply(&a, &url, base, &ids, oa),
+                        apply(&b, &url, base, &ids, ob)
+                    );
+                    for r in [ra, rb] {
+                        if let Some(id) = r.map_err(TestCaseError::fail)? {
+                            ids.push(id);
+                        }
+                    }
+                    let audit = a.audit().await.unwrap();
+                    prop_assert!(audit.clean(), "{audit:?} after {oa:?} / {ob:?}");
+                }
+                Ok(())
+            })
+        })
+        .unwrap();
+}
