@@ -1,11 +1,12 @@
 //! The lab's book in PostgreSQL under load: 20 simulated consoles on 2 servers (two
 //! `LabBook`s, each with its own pool) making reservation requests on 1,000 DUTs for a
-//! fixed time, then a query for double bookings (must find 0). The same workload then
-//! runs on the single-seat book (`LiveBook`: in memory, written to SQLite) for comparison;
-//! it has one owner, so its consoles are threads of one process.
+//! fixed time, then a query for double bookings (must find 0). The same workload (as many
+//! decisions per console as PostgreSQL made) then runs on the single-seat book
+//! (`LiveBook`: in memory, every event written to SQLite; its time includes writing the
+//! last batch); it has one owner, so its consoles are threads of one process.
 //!
-//! `cargo bench -p testbay-engine --bench labdb`. Env: `LABDB_BENCH_SECS` (seconds per
-//! book, default 60), `LABDB_BENCH_CONSOLES` (default 20). Needs PostgreSQL's server
+//! `cargo bench -p testbay-engine --bench labdb`. Env: `LABDB_BENCH_SECS` (seconds of
+//! the PostgreSQL run, default 60), `LABDB_BENCH_CONSOLES` (default 20). Needs PostgreSQL's server
 //! programs (Debian's `postgresql`), as the tests do.
 //!
 //! One step of a console: pick a DUT and a window (start within the next two hours, 5 to
@@ -71,7 +72,7 @@ fn holder(console: usize) -> Holder {
 /// What one console did.
 #[derive(Default)]
 struct Tally {
-    lat_us: Vec<u32>,
+    lat_ns: Vec<u32>,
     booked: usize,
     refused: usize,
     released: usize,
@@ -80,7 +81,7 @@ struct Tally {
 
 impl Tally {
     fn merge(&mut self, o: Tally) {
-        self.lat_us.extend(o.lat_us);
+        self.lat_ns.extend(o.lat_ns);
         self.booked += o.booked;
         self.refused += o.refused;
         self.released += o.released;
@@ -92,17 +93,17 @@ fn pct(sorted: &[u32], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
-    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)] as f64 / 1000.0
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)] as f64 / 1e6
 }
 
 fn report(name: &str, secs: f64, mut t: Tally, double: i64) {
-    t.lat_us.sort_unstable();
-    let n = t.lat_us.len();
+    t.lat_ns.sort_unstable();
+    let n = t.lat_ns.len();
     println!(
-        "{name:<34} {:>9.0} decisions/s  p50 {:>7.3} ms  p99 {:>7.3} ms  ({n} decisions: {} booked, {} refused; {} releases; {} errors) double bookings: {double}",
+        "{name:<34} {:>9.0} decisions/s  p50 {:>8.4} ms  p99 {:>8.4} ms  ({n} decisions: {} booked, {} refused; {} releases; {} errors) double bookings: {double}",
         n as f64 / secs,
-        pct(&t.lat_us, 0.50),
-        pct(&t.lat_us, 0.99),
+        pct(&t.lat_ns, 0.50),
+        pct(&t.lat_ns, 0.99),
         t.booked,
         t.refused,
         t.released,
@@ -123,8 +124,8 @@ async fn pg_console(book: LabBook, console: usize, until: Instant) -> Tally {
             .next_available(a.next);
         let start = Instant::now();
         let r = book.request(req, None).await;
-        t.lat_us
-            .push(start.elapsed().as_micros().min(u32::MAX as u128) as u32);
+        t.lat_ns
+            .push(start.elapsed().as_nanos().min(u32::MAX as u128) as u32);
         match r {
             Ok(p) => {
                 t.booked += 1;
@@ -147,7 +148,8 @@ async fn pg_console(book: LabBook, console: usize, until: Instant) -> Tally {
     t
 }
 
-fn run_postgres(secs: u64, consoles: usize) {
+/// Returns how many decisions the consoles made.
+fn run_postgres(secs: u64, consoles: usize) -> usize {
     let cluster = testbay_pgtest::shared().expect("throwaway PostgreSQL");
     let url = cluster.fresh_db("labdb_bench").expect("database");
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -155,7 +157,7 @@ fn run_postgres(secs: u64, consoles: usize) {
         .enable_all()
         .build()
         .expect("runtime");
-    rt.block_on(async {
+    let made = rt.block_on(async {
         let cfg = LabBookConfig {
             pool_size: consoles.div_ceil(SERVERS),
             ..LabBookConfig::default()
@@ -168,7 +170,10 @@ fn run_postgres(secs: u64, consoles: usize) {
                     .expect("open"),
             );
         }
-        servers[0].sync_resources(&specs()).await.expect("resources");
+        servers[0]
+            .sync_resources(&specs())
+            .await
+            .expect("resources");
         let started = Instant::now();
         let until = started + Duration::from_secs(secs);
         let tasks: Vec<_> = (0..consoles)
@@ -179,6 +184,7 @@ fn run_postgres(secs: u64, consoles: usize) {
             all.merge(task.await.expect("console"));
         }
         let elapsed = started.elapsed().as_secs_f64();
+        let n = all.lat_ns.len();
         let audit = servers[0].audit().await.expect("audit");
         let live = servers[0].live().await.expect("live").len();
         report(
@@ -188,10 +194,13 @@ fn run_postgres(secs: u64, consoles: usize) {
             audit.live_overlaps + audit.active_overlaps + audit.over_capacity,
         );
         println!("  ({live} live reservations at the end; audit {audit:?})");
+        n
     });
+    rt.shutdown_timeout(Duration::from_secs(1));
+    made
 }
 
-fn run_sqlite(secs: u64, consoles: usize) {
+fn run_sqlite(per_console: usize, consoles: usize) {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = SqliteStore::open_in(dir.path()).expect("store");
     let live = LiveBook::open(
@@ -202,7 +211,6 @@ fn run_sqlite(secs: u64, consoles: usize) {
     )
     .expect("book");
     let started = Instant::now();
-    let until = started + Duration::from_secs(secs);
     let threads: Vec<_> = (0..consoles)
         .map(|console| {
             let live = live.clone();
@@ -212,15 +220,15 @@ fn run_sqlite(secs: u64, consoles: usize) {
                 let names: Vec<String> = (0..DUTS).map(|i| format!("dut-{i:04}")).collect();
                 let mut mine = std::collections::VecDeque::new();
                 let mut t = Tally::default();
-                while Instant::now() < until {
+                for _ in 0..per_console {
                     let a = ask(&mut rng);
                     let req = ReservationRequest::new(&names[a.dut], h.clone(), a.dur)
                         .at(a.at)
                         .next_available(a.next);
                     let start = Instant::now();
                     let r = live.request(req);
-                    t.lat_us
-                        .push(start.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                    t.lat_ns
+                        .push(start.elapsed().as_nanos().min(u32::MAX as u128) as u32);
                     match r {
                         Ok(p) => {
                             t.booked += 1;
@@ -250,7 +258,10 @@ fn run_sqlite(secs: u64, consoles: usize) {
     // Double bookings: overlapping live reservations of one DUT.
     let mut by_dut: HashMap<Arc<str>, Vec<(i64, i64)>> = HashMap::new();
     for r in live.reservations() {
-        by_dut.entry(r.resource.clone()).or_default().push((r.start, r.end));
+        by_dut
+            .entry(r.resource.clone())
+            .or_default()
+            .push((r.start, r.end));
     }
     let mut double = 0;
     for w in by_dut.values_mut() {
@@ -274,8 +285,8 @@ fn main() {
         .unwrap_or(20)
         .max(1);
     println!(
-        "{consoles} consoles, {DUTS} DUTs, {secs} s per book (LABDB_BENCH_SECS, LABDB_BENCH_CONSOLES)"
+        "{consoles} consoles, {DUTS} DUTs, PostgreSQL for {secs} s (LABDB_BENCH_SECS, LABDB_BENCH_CONSOLES)"
     );
-    run_postgres(secs, consoles);
-    run_sqlite(secs, consoles);
+    let made = run_postgres(secs, consoles);
+    run_sqlite(made.div_ceil(consoles), consoles);
 }
