@@ -11,6 +11,9 @@ pub type BackendError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// SQLSTATE of an exclusion constraint violation.
 pub const EXCLUSION_VIOLATION: &str = "23P01";
+/// SQLSTATEs of a transaction failed to break a deadlock or a serialization conflict.
+const DEADLOCK_DETECTED: &str = "40P01";
+const SERIALIZATION_FAILURE: &str = "40001";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LabError {
@@ -52,6 +55,10 @@ pub enum LabError {
     OutOfRange { from: EpochMs, duration_ms: i64 },
     #[error("resource `{name}`: {why}")]
     InvalidResource { name: String, why: &'static str },
+    /// The database broke a deadlock or a serialization conflict between servers by
+    /// failing this call's transaction; the book's writes try again on their own.
+    #[error("the lab database gave up this change to let another server's through: {0}")]
+    Contention(BackendError),
     #[error("cannot reach the lab database: {0}")]
     Connect(BackendError),
     #[error("lab database error: {0}")]
@@ -74,6 +81,7 @@ impl LabError {
             LabError::InvalidDuration(_) => "invalid_duration",
             LabError::OutOfRange { .. } => "out_of_range",
             LabError::InvalidResource { .. } => "invalid_resource",
+            LabError::Contention(_) => "contention",
             LabError::Connect(_) => "connect",
             LabError::Database(_) => "database",
         }
@@ -84,6 +92,11 @@ impl From<tokio_postgres::Error> for LabError {
     fn from(e: tokio_postgres::Error) -> Self {
         if e.is_closed() {
             LabError::Connect(Box::new(e))
+        } else if matches!(
+            e.code().map(|c| c.code()),
+            Some(DEADLOCK_DETECTED | SERIALIZATION_FAILURE)
+        ) {
+            LabError::Contention(Box::new(e))
         } else {
             LabError::Database(Box::new(e))
         }

@@ -6,13 +6,14 @@
 //! `extend` moves a window's end later when nothing is booked there; `release` ends the
 //! range; `hold` is an operator's reservation, claimed from its window's start.
 //!
-//! Each call is one transaction. On an exclusive resource it checks the free time and
-//! writes; should another server have booked the same time in between, the exclusion
-//! constraint refuses the write and the call starts again (at most `MAX_TRIES` times). On
+//! Each call is one transaction (a request on an exclusive resource: a few statements,
+//! each its own). On an exclusive resource it checks the free time and writes; should another server have booked the same time in between, the exclusion
+//! constraint refuses the write and the call starts again (at most `MAX_TRIES` times, as
+//! after a deadlock the database broke). On
 //! a shared resource it first locks the resource's row, so the sum it checks stays true
 //! until it commits.
 
-use deadpool_postgres::Transaction;
+use deadpool_postgres::{GenericClient, Transaction};
 
 use super::error::{is_exclusion, LabError, LabResult};
 use super::queries::{from_row, LabReservation, LabState, COLS, NCOLS, REAP};
@@ -84,16 +85,20 @@ impl LabBook {
     {
         let mut last = None;
         for _ in 0..MAX_TRIES {
-            match f().await? {
-                Step::Done(v) => return Ok(v),
-                Step::Raced(e) => last = Some(e),
+            match f().await {
+                Ok(Step::Done(v)) => return Ok(v),
+                Ok(Step::Raced(e)) => last = Some(e),
+                // Two servers' writes locked each other's rows (a lapsed reservation each
+                // ends while booking): the database failed one; it starts again.
+                Err(e @ LabError::Contention(_)) => last = Some(e),
+                Err(e) => return Err(e),
             }
         }
         Err(last.expect("at least one try"))
     }
 
-    /// The resource `name`, its row locked when it is shared; the transaction's `now`.
-    async fn resource(&self, tx: &Transaction<'_>, name: &str, lock: bool) -> LabResult<Res> {
+    /// The resource `name`, its row locked with `lock`; the statement's `now`.
+    async fn resource(&self, tx: &impl GenericClient, name: &str, lock: bool) -> LabResult<Res> {
         let sql = if lock {
             "SELECT kind, capacity, testbay_ms(now()) FROM lab_resources WHERE name = $1 FOR UPDATE"
         } else {
@@ -120,15 +125,11 @@ impl LabBook {
             capacity: row.get::<_, i32>(1).max(1) as u32,
             now: row.get(2),
         };
-        if !lock && !res.exclusive {
-            // Shared after all (its kind changed since the caller looked): lock it now.
-            return Box::pin(self.resource(tx, name, true)).await;
-        }
         Ok(res)
     }
 
     /// End the lapsed reservations of `resource`, so they no longer block a write.
-    async fn reap(&self, tx: &Transaction<'_>, resource: &str) -> LabResult<()> {
+    async fn reap(&self, tx: &impl GenericClient, resource: &str) -> LabResult<()> {
         let stmt = tx.prepare_cached(REAP).await?;
         tx.execute(&stmt, &[&resource, &&*self.server]).await?;
         Ok(())
@@ -137,7 +138,7 @@ impl LabBook {
     /// The live reservations of `resource` ending after `from`, by start (not `skip`).
     async fn busy(
         &self,
-        tx: &Transaction<'_>,
+        tx: &impl GenericClient,
         resource: &str,
         from: EpochMs,
         skip: Option<ResId>,
@@ -183,11 +184,12 @@ impl LabBook {
     }
 
     /// Book the earliest window of `dur` from `from` (exactly `from` unless
-    /// `next_available`) for `row`, within the caller's transaction.
+    /// `next_available`) for `row`, within the caller's transaction (or, on an exclusive
+    /// resource, statement by statement: the constraint keeps the book right).
     #[allow(clippy::too_many_arguments)]
     async fn book(
         &self,
-        tx: &Transaction<'_>,
+        tx: &impl GenericClient,
         res: &Res,
         row: &NewRow<'_>,
         from: EpochMs,
@@ -310,12 +312,33 @@ impl LabBook {
         user: Option<&str>,
     ) -> LabResult<Step<PreReservation>> {
         let mut client = self.pool.get().await?;
+        let looked = self.resource(&client, req.resource, false).await?;
+        if looked.exclusive {
+            // No transaction: a lapsed reservation is ended, the free time read and the
+            // row inserted, each on its own; the constraint refuses an insert that lost
+            // a race, and the request starts again.
+            return self.book_request(&client, &looked, req, user).await;
+        }
         let tx = client.transaction().await?;
-        let res = self.resource(&tx, req.resource, false).await?;
+        let res = self.resource(&tx, req.resource, true).await?;
+        let step = self.book_request(&tx, &res, req, user).await?;
+        if let Step::Done(_) = step {
+            tx.commit().await?;
+        }
+        Ok(step)
+    }
+
+    async fn book_request(
+        &self,
+        db: &impl GenericClient,
+        res: &Res,
+        req: &ReservationRequest<'_>,
+        user: Option<&str>,
+    ) -> LabResult<Step<PreReservation>> {
         let units = match (res.exclusive, req.mode) {
             (true, ReservationMode::Shared) => {
                 return Err(LabError::ModeMismatch {
-                    resource: res.name,
+                    resource: res.name.clone(),
                     requested: req.mode,
                 })
             }
@@ -338,20 +361,15 @@ impl LabBook {
             lease_ms: req.lease_ms.filter(|l| *l > 0),
             auto_claim: req.auto_claim,
         };
-        let step = self
-            .book(
-                &tx,
-                &res,
-                &row,
-                needed_at,
-                req.duration_ms,
-                req.next_available,
-            )
-            .await?;
-        if let Step::Done(_) = step {
-            tx.commit().await?;
-        }
-        Ok(step)
+        self.book(
+            db,
+            res,
+            &row,
+            needed_at,
+            req.duration_ms,
+            req.next_available,
+        )
+        .await
     }
 
     /// An operator's hold of `resource` for `duration_ms` from `from` (or now), the next
