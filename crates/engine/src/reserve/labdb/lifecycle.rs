@@ -131,7 +131,7 @@ impl LabBook {
     /// End the lapsed reservations of `resource`, so they no longer block a write.
     async fn reap(&self, tx: &impl GenericClient, resource: &str) -> LabResult<()> {
         let stmt = tx.prepare_cached(REAP).await?;
-        tx.execute(&stmt, &[&resource, &&*self.server]).await?;
+        tx.execute(&stmt, &[&&*self.server, &resource]).await?;
         Ok(())
     }
 

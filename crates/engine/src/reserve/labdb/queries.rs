@@ -128,18 +128,29 @@ fn end_reason(s: &str) -> EndReason {
     }
 }
 
-/// Ends the active reservations whose deadline passed (of one resource, or all with
-/// `None`): `expired`, with why, at their deadline.
-pub(crate) const REAP: &str = "UPDATE lab_reservations
+/// Ends the active reservations whose deadline passed: `expired`, with why, at their
+/// deadline. `{WHERE}` narrows it (to one resource in [`REAP`], through its index).
+macro_rules! reap {
+    ($where:literal) => {
+        concat!(
+            "UPDATE lab_reservations
     SET state = 'expired',
         ended_at = lab_deadline(state, claim_by, lease_until, during),
         end_reason = CASE WHEN state = 'booked' THEN 'unclaimed'
                           WHEN lease_until IS NOT NULL AND lease_until < upper(during) THEN 'lease_lapsed'
                           ELSE 'window_ended' END,
-        change = 'expired', changed_by = $2
-    WHERE ($1::text IS NULL OR resource = $1)
-      AND state IN ('booked', 'held')
-      AND lab_deadline(state, claim_by, lease_until, during) <= now()";
+        change = 'expired', changed_by = $1
+    WHERE state IN ('booked', 'held')
+      AND lab_deadline(state, claim_by, lease_until, during) <= now()",
+            $where
+        )
+    };
+}
+
+/// [`reap!`] for resource `$2`.
+pub(crate) const REAP: &str = reap!(" AND resource = $2");
+/// [`reap!`] for every resource.
+const REAP_ALL: &str = reap!("");
 
 /// What the audit found: each count must be 0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
@@ -206,9 +217,7 @@ impl LabBook {
     /// come sooner. Returns how many it ended.
     pub async fn sweep(&self) -> LabResult<u64> {
         let client = self.pool.get().await?;
-        let n = client
-            .execute(REAP, &[&None::<String>, &&*self.server])
-            .await?;
+        let n = client.execute(REAP_ALL, &[&&*self.server]).await?;
         Ok(n)
     }
 
