@@ -88,8 +88,9 @@ pub struct LabBook {
 }
 
 impl LabBook {
-    /// Connect to the lab database at `url` (`postgres://USER@HOST[:PORT]/DB`) as server
-    /// `server`, creating or updating the book's tables.
+    /// Connect to the lab database at `url` (`postgres://USER@HOST[:PORT]/DB`, no TLS) as
+    /// server `server`, creating or updating the book's tables (`btree_gist` is a trusted
+    /// extension: the database's owner may create it, no superuser needed).
     pub async fn open(url: &str, server: &str) -> LabResult<LabBook> {
         Self::open_with(url, server, LabBookConfig::default()).await
     }
