@@ -1,8 +1,10 @@
 //! The reservation book: its logic (`Book`, pure, clock injected) comes from
 //! `testbay-core` (`testbay_core::reserve`); the engine runs it as a persistent service
-//! ([`live`]) and puts it behind the runs' resource broker ([`broker`]).
+//! ([`live`]) and puts it behind the runs' resource broker ([`broker`]); [`labdb`] is the
+//! lab's book in PostgreSQL, shared by several servers.
 
 pub mod broker;
+pub mod labdb;
 pub mod live;
 
 pub use broker::{resources_named, BookBroker, BrokerConfig};

@@ -26,3 +26,4 @@ mod health;
 mod reporter;
 mod extend_hold;
 mod access;
+mod labdb;
