@@ -83,10 +83,7 @@ impl Client {
             if body.len() + chunk.len() > MAX_ANSWER {
                 return Err(ApiError::new(
                     ErrorCode::TooLarge,
-                    format!(
-                        "the lab server's answer is over {} MiB",
-                        MAX_ANSWER >> 20
-                    ),
+                    format!("the lab server's answer is over {} MiB", MAX_ANSWER >> 20),
                 ));
             }
             body.extend_from_slice(&chunk);
@@ -110,7 +107,10 @@ impl Client {
         };
         ApiError::new(
             ErrorCode::Unavailable,
-            format!("the lab server at {url} is unavailable: {why} ({})", cause(e)),
+            format!(
+                "the lab server at {url} is unavailable: {why} ({})",
+                cause(e)
+            ),
         )
     }
 
@@ -134,19 +134,30 @@ impl Client {
                     "wants a token (401 Unauthorized); pass --token or set TESTBAY_TOKEN"
                 },
             ),
-            StatusCode::FORBIDDEN => (ErrorCode::InvalidRequest, "refused the request (403 Forbidden)"),
+            StatusCode::FORBIDDEN => (
+                ErrorCode::InvalidRequest,
+                "refused the request (403 Forbidden)",
+            ),
             StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED => (
                 ErrorCode::Unavailable,
                 "has no Testbay API at /api (is it a `testbay serve`?)",
             ),
-            StatusCode::PAYLOAD_TOO_LARGE => (ErrorCode::TooLarge, "refused the request as too large"),
+            StatusCode::PAYLOAD_TOO_LARGE => {
+                (ErrorCode::TooLarge, "refused the request as too large")
+            }
             StatusCode::REQUEST_TIMEOUT | StatusCode::GATEWAY_TIMEOUT => {
                 (ErrorCode::Timeout, "timed out")
             }
             s if s.is_server_error() => (ErrorCode::Unavailable, "failed"),
             _ => (ErrorCode::Internal, "answered with an unexpected status"),
         };
-        ApiError::new(code, format!("the lab server at {url} {what} (HTTP {}){said}", status.as_u16()))
+        ApiError::new(
+            code,
+            format!(
+                "the lab server at {url} {what} (HTTP {}){said}",
+                status.as_u16()
+            ),
+        )
     }
 }
 

@@ -113,10 +113,7 @@ impl Console for RemoteConsole {
     fn shutdown(&self) {
         self.closed.store(true, Ordering::Release);
         let _ = self.stop.send(true);
-        self.events
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        self.events.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
 }
 

@@ -28,7 +28,7 @@ fn parse_format(s: &str) -> Result<ReportFormat, String> {
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
-    let session = Session::reading(&ctx.paths)?;
+    let session = Session::reading(ctx)?;
     let request = Request::Export {
         run_id: args.run.clone(),
         format: args.format,

@@ -138,7 +138,7 @@ fn call(session: &Session, request: Request, what: &str) -> anyhow::Result<Respo
 }
 
 pub fn run(view: View, ctx: &Ctx) -> anyhow::Result<i32> {
-    let session = Session::reading(&ctx.paths)?;
+    let session = Session::reading(ctx)?;
     match view {
         View::History {
             pack,

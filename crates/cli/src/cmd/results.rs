@@ -87,7 +87,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
     if let Some(view) = args.view {
         return super::history::run(*view, ctx);
     }
-    let session = Session::reading(&ctx.paths)?;
+    let session = Session::reading(ctx)?;
     if let Some(id) = &args.run {
         if args.json {
             let request = Request::Export {

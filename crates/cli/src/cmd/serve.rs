@@ -18,13 +18,12 @@ pub struct Args {
     /// The built UI folder [default: ui/dist of the repository when run from a checkout]
     #[arg(long, env = "TESTBAY_UI_DIR", value_name = "DIR")]
     pub ui_dir: Option<PathBuf>,
-    /// Token to require off loopback instead of a random one (letters, digits, `-._~`)
-    #[arg(long, env = "TESTBAY_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
-    if let Some(t) = &args.token {
+    // The global `--token` (TESTBAY_TOKEN): the token this server requires off loopback.
+    let token = ctx.token.clone();
+    if let Some(t) = &token {
         anyhow::ensure!(
             testbay_server::token_is_url_safe(t),
             "--token may hold only letters, digits and -._~"
@@ -51,7 +50,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
             ServeConfig {
                 bind: args.bind,
                 ui_dir,
-                token: args.token,
+                token,
                 limits: Limits::default(),
             },
         )

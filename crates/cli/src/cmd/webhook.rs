@@ -70,7 +70,7 @@ fn parse_event(s: &str) -> Result<WebhookEvent, String> {
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
-    let session = Session::reading(&ctx.paths)?;
+    let session = Session::reading(ctx)?;
     let call = |r: Request| session.call(r).map_err(|e| anyhow::anyhow!(error_text(&e)));
     match args.cmd {
         WebhookCmd::Add {
