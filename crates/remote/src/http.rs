@@ -151,13 +151,12 @@ impl Client {
             s if s.is_server_error() => (ErrorCode::Unavailable, "failed"),
             _ => (ErrorCode::Internal, "answered with an unexpected status"),
         };
-        ApiError::new(
-            code,
-            format!(
-                "the lab server at {url} {what} (HTTP {}){said}",
-                status.as_u16()
-            ),
-        )
+        let what = if what.contains(status.as_str()) {
+            what.to_string()
+        } else {
+            format!("{what} (HTTP {})", status.as_u16())
+        };
+        ApiError::new(code, format!("the lab server at {url} {what}{said}"))
     }
 }
 

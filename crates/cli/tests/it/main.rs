@@ -16,3 +16,4 @@ mod history;
 mod report;
 mod kissats;
 mod support;
+mod remote;
