@@ -64,10 +64,10 @@ export function testbayBin() {
  * directory with the demo packs and the demo lab. The app's config folder
  * (`XDG_CONFIG_HOME`) is fresh too and remembers `lab` as the lab to join ("local":
  * this computer, the first screen skipped); `lab: null` remembers nothing, so the app
- * opens on its first screen.
+ * opens on its first screen. `bin`: another build of the app (an installed one).
  */
-export async function startApp({ env = {}, lab = 'local' } = {}) {
-  const app = desktopBin();
+export async function startApp({ env = {}, lab = 'local', bin = desktopBin() } = {}) {
+  const app = bin;
   if (!existsSync(app)) throw new Error(`desktop app not found at ${app}; build it: cargo build -p testbay-desktop`);
   const dataDir = mkdtempSync(path.join(tmpdir(), 'testbay-desktop-'));
   const configDir = mkdtempSync(path.join(tmpdir(), 'testbay-desktop-config-'));
