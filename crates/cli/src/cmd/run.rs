@@ -194,7 +194,8 @@ fn run_on_server(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
         !args.no_reserve,
         "--no-reserve does not apply with --server: the lab server reserves for its runs"
     );
-    let session = Session::open(ctx, ctx.paths.clone(), ConsoleOptions::default())?;
+    let server = ctx.server.as_deref().unwrap_or_default();
+    let session = Session::remote(server, ctx.token.clone())?;
     let packs = match session.call(Request::ListPacks) {
         Ok(Response::ListPacks(p)) => p,
         Ok(other) => return Err(unexpected("list_packs", other)),
