@@ -1,8 +1,9 @@
 //! The lab the desktop app joins, remembered per user: `desktop.json` in the OS config
 //! folder (`$XDG_CONFIG_HOME/testbay/`, `~/.config/testbay/` when unset) says "this
-//! computer" or a lab server's address; the server's token sits beside it in
-//! `desktop.token`, a file only its owner can read or write (mode 0600). No OS keyring is
-//! used yet: the first screen says where the token is kept.
+//! computer" or a lab server's address. The server's token goes to the OS keyring (the
+//! Secret Service, `keyring` crate; service `testbay-desktop`, the server's address as
+//! the user) where one answers; else it sits beside the choice in `desktop.token`, a
+//! file only its owner can read or write (mode 0600), and the first screen says so.
 
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
@@ -54,25 +55,56 @@ impl Memory {
         }
     }
 
-    /// The remembered server token.
-    pub fn token(&self) -> Option<String> {
-        let t = std::fs::read_to_string(self.token_file()).ok()?;
-        Some(t.trim().to_string()).filter(|t| !t.is_empty())
+    /// The remembered token of the server at `url`: from the file when there is one
+    /// (the keyring did not answer when it was saved), else from the keyring.
+    pub fn token(&self, url: &str) -> Option<String> {
+        if let Ok(t) = std::fs::read_to_string(self.token_file()) {
+            return Some(t.trim().to_string()).filter(|t| !t.is_empty());
+        }
+        keyring::Entry::new(KEYRING_SERVICE, url)
+            .and_then(|e| e.get_password())
+            .ok()
+            .filter(|t| !t.is_empty())
     }
 
-    /// Remember `choice` (and the server's token, or none).
-    pub fn save(&self, choice: &Choice, token: Option<&str>) -> std::io::Result<()> {
+    /// Remember `choice` and the token of its server (none: forget any); where the
+    /// token went.
+    pub fn save(&self, choice: &Choice, token: Option<&str>) -> std::io::Result<TokenPlace> {
         std::fs::create_dir_all(&self.dir)?;
         let json = serde_json::to_vec_pretty(choice).map_err(std::io::Error::other)?;
         std::fs::write(self.choice_file(), json)?;
-        match token {
-            Some(t) => write_private(&self.token_file(), t.as_bytes()),
-            None => match std::fs::remove_file(self.token_file()) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-                _ => Ok(()),
-            },
+        let remove_file = || match std::fs::remove_file(self.token_file()) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        };
+        let (Choice::Server { url }, Some(token)) = (choice, token) else {
+            remove_file()?;
+            return Ok(TokenPlace::None);
+        };
+        match keyring::Entry::new(KEYRING_SERVICE, url).and_then(|e| e.set_password(token)) {
+            Ok(()) => {
+                remove_file()?;
+                Ok(TokenPlace::Keyring)
+            }
+            Err(e) => {
+                tracing::info!(error = %e, "no OS keyring answers; the token goes to a private file");
+                write_private(&self.token_file(), token.as_bytes())?;
+                Ok(TokenPlace::File)
+            }
         }
     }
+}
+
+/// The keyring's service name for the app's server tokens.
+const KEYRING_SERVICE: &str = "testbay-desktop";
+
+/// Where a remembered token is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenPlace {
+    None,
+    Keyring,
+    File,
 }
 
 /// Write `path` readable and writable by its owner only, whatever mode it had.
@@ -101,17 +133,19 @@ mod tests {
         let server = Choice::Server {
             url: "http://lab:7780/".into(),
         };
-        m.save(&server, Some("tok")).unwrap();
+        let place = m.save(&server, Some("tok")).unwrap();
         assert_eq!(m.choice(), Some(server));
-        assert_eq!(m.token().as_deref(), Some("tok"));
-        let mode = std::fs::metadata(m.token_file())
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o600);
-        m.save(&Choice::Local, None).unwrap();
+        assert_eq!(m.token("http://lab:7780/").as_deref(), Some("tok"));
+        if place == TokenPlace::File {
+            let mode = std::fs::metadata(m.token_file())
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        assert_eq!(m.save(&Choice::Local, None).unwrap(), TokenPlace::None);
         assert_eq!(m.choice(), Some(Choice::Local));
-        assert_eq!(m.token(), None);
+        assert!(!m.token_file().exists());
         std::fs::remove_dir_all(&tmp).unwrap();
     }
 }

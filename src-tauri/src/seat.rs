@@ -14,7 +14,7 @@ use testbay_engine::api::frames::Framer;
 use testbay_engine::api::{ApiError, Console, ConsolePaths, ErrorCode, Event, LocalConsole};
 use testbay_remote::{RemoteConsole, Target};
 
-use crate::remember::{Choice, Memory};
+use crate::remember::{Choice, Memory, TokenPlace};
 
 /// Name of the Tauri event that carries engine events.
 pub const EVENT: &str = "testbay://event";
@@ -39,8 +39,11 @@ pub struct SeatView {
     pub lab: Option<LabInfo>,
     /// The remembered server address, to fill the form with.
     pub remembered_url: Option<String>,
-    /// Where a server's token is kept (a file only this user can read).
+    /// The file a server's token is kept in when no OS keyring answers (only this user
+    /// can read it).
     pub token_file: String,
+    /// Where the last remembered token went (`keyring`, `file`), if one was saved.
+    pub token_in: Option<TokenPlace>,
     /// Why the remembered lab could not be joined at start, if so.
     pub error: Option<String>,
 }
@@ -53,6 +56,7 @@ pub struct Seat {
     pump: Mutex<Option<JoinHandle<()>>>,
     joining: tokio::sync::Mutex<()>,
     error: Mutex<Option<String>>,
+    token_in: Mutex<Option<TokenPlace>>,
 }
 
 impl Seat {
@@ -65,6 +69,7 @@ impl Seat {
             pump: Mutex::new(None),
             joining: tokio::sync::Mutex::new(()),
             error: Mutex::new(None),
+            token_in: Mutex::new(None),
         }
     }
 
@@ -95,13 +100,19 @@ impl Seat {
                 .map(|m| m.token_file().display().to_string())
                 .unwrap_or_default(),
             error: lock(&self.error).clone(),
+            token_in: *lock(&self.token_in),
         }
     }
 
     /// The remembered choice, if any.
     pub fn remembered(&self) -> Option<(Choice, Option<String>)> {
         let m = self.memory.as_ref()?;
-        Some((m.choice()?, m.token()))
+        let choice = m.choice()?;
+        let token = match &choice {
+            Choice::Server { url } => m.token(url),
+            Choice::Local => None,
+        };
+        Some((choice, token))
     }
 
     /// Say why the remembered lab could not be joined (shown on the first screen).
@@ -140,9 +151,18 @@ impl Seat {
                 },
                 Choice::Local => Choice::Local,
             };
-            if let Some(m) = &self.memory {
-                if let Err(e) = m.save(&choice, token.as_deref()) {
-                    tracing::warn!(dir = %m.dir.display(), error = %e, "cannot remember the lab");
+            if let Some(m) = self.memory.clone() {
+                // The keyring is D-Bus calls: off the async threads.
+                let saved = tauri::async_runtime::spawn_blocking(move || {
+                    m.save(&choice, token.as_deref()).map_err(|e| (m.dir, e))
+                })
+                .await;
+                match saved {
+                    Ok(Ok(place)) => *lock(&self.token_in) = Some(place),
+                    Ok(Err((dir, e))) => {
+                        tracing::warn!(dir = %dir.display(), error = %e, "cannot remember the lab")
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot remember the lab"),
                 }
             }
         }

@@ -23,8 +23,10 @@ export interface SeatView {
   /** The lab joined now; null while the first screen shows. */
   lab: LabInfo | null;
   remembered_url: string | null;
-  /** Where a server's token is kept. */
+  /** The file a server's token is kept in when no OS keyring answers. */
   token_file: string;
+  /** Where the last remembered token went. */
+  token_in: 'none' | 'keyring' | 'file' | null;
   /** Why the remembered lab could not be joined at start. */
   error: string | null;
 }
