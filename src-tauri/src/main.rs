@@ -12,9 +12,18 @@
 //! - a file the page saves through `<a download>` goes to the download folder, and
 //!   `testbay://saved` (`{"path", "ok"}`) says where.
 //!
-//! The console opens on `TESTBAY_DATA_DIR`, `TESTBAY_PACKS` (`:`-separated) and
-//! `TESTBAY_LAB` when set, else the platform data directory, the repository's demo packs
-//! and demo lab (see `testbay_engine::api::ConsolePaths::resolve`).
+//! - `invoke("seat")` says which lab the app is on (`seat::SeatView`); none means the first
+//!   screen shows: `invoke("join", { choice: {"lab": "local"} | {"lab": "server", "url"},
+//!   token })` joins one (a server is checked by a real request; the choice is remembered,
+//!   module `remember`), `invoke("leave")` goes back to that screen.
+//!
+//! The app holds this computer's console (`LocalConsole`) or a lab server's
+//! (`RemoteConsole`), module `seat`. `TESTBAY_SERVER` (and `TESTBAY_TOKEN`) joins that
+//! server at start without asking or remembering; otherwise the remembered lab is joined,
+//! and when none is remembered the first screen asks. This computer's console opens on
+//! `TESTBAY_DATA_DIR`, `TESTBAY_PACKS` (`:`-separated) and `TESTBAY_LAB` when set, else
+//! the platform data directory, the repository's demo packs and demo lab (see
+//! `testbay_engine::api::ConsolePaths::resolve`).
 //!
 //! On Linux the page is drawn without GPU compositing (see [`use_software_compositing`]);
 //! `WEBKIT_DISABLE_COMPOSITING_MODE=0` in the environment turns GPU compositing back on.
@@ -26,20 +35,43 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+mod remember;
+mod seat;
+
 use tauri::webview::DownloadEvent;
 use tauri::{Emitter, Manager};
-use testbay_engine::api::frames::Framer;
-use testbay_engine::api::{ApiError, Console, ConsolePaths, LocalConsole, Request, Response};
+use testbay_engine::api::{ApiError, ConsolePaths, Request, Response};
 
-/// Name of the Tauri event that carries engine events.
-const EVENT: &str = "testbay://event";
+use remember::{Choice, Memory};
+use seat::{LabInfo, Seat, SeatView};
 
 #[tauri::command]
 async fn dispatch(
-    console: tauri::State<'_, Arc<dyn Console>>,
+    seat: tauri::State<'_, Arc<Seat>>,
     request: Request,
 ) -> Result<Response, ApiError> {
+    let console = seat.console()?;
     console.dispatch(request).await
+}
+
+#[tauri::command]
+fn seat(seat: tauri::State<'_, Arc<Seat>>) -> SeatView {
+    seat.view()
+}
+
+#[tauri::command]
+async fn join(
+    app: tauri::AppHandle,
+    seat: tauri::State<'_, Arc<Seat>>,
+    choice: Choice,
+    token: Option<String>,
+) -> Result<LabInfo, ApiError> {
+    seat.join(&app, choice, token, true).await
+}
+
+#[tauri::command]
+fn leave(seat: tauri::State<'_, Arc<Seat>>) {
+    seat.leave();
 }
 
 fn paths_from_env() -> ConsolePaths {
@@ -156,42 +188,46 @@ fn main() {
     testbay_engine::exec::start_guard();
 
     let paths = paths_from_env();
-    // Opened and shared on the async runtime: sharing starts the console's own tasks
-    // (the scheduler, health checks), which outlive this call on the runtime.
-    let console = match tauri::async_runtime::block_on(async {
-        LocalConsole::open(paths.clone()).map(LocalConsole::shared)
-    }) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!(
-                "testbay-desktop: cannot open the console on {}: {e}",
-                paths.data_dir.display()
-            );
-            std::process::exit(2);
-        }
-    };
-
-    let on_exit = console.clone();
+    let server = std::env::var("TESTBAY_SERVER")
+        .ok()
+        .filter(|s| !s.trim().is_empty());
+    let token = std::env::var("TESTBAY_TOKEN").ok();
+    // Built once the app knows its config folder (in `setup`).
+    let seats: Arc<std::sync::OnceLock<Arc<Seat>>> = Arc::default();
+    let on_exit = seats.clone();
     let app = tauri::Builder::default()
-        .manage(console.clone())
-        .invoke_handler(tauri::generate_handler![dispatch])
+        .invoke_handler(tauri::generate_handler![dispatch, seat, join, leave])
         .setup(move |app| {
-            let handle = app.handle().clone();
-            // Events go to the window as the server's WebSocket sends them: the first at
-            // once, a busy stream as batches (arrays) at most every 50 ms. Each emit is a
-            // script evaluation in the web process.
-            let mut frames = Framer::new(console.subscribe());
-            tauri::async_runtime::spawn(async move {
-                while let Some(batch) = frames.next().await {
-                    let sent = match batch.as_slice() {
-                        [one] => handle.emit(EVENT, one),
-                        all => handle.emit(EVENT, all),
-                    };
-                    if let Err(e) = sent {
-                        tracing::warn!(error = %e, "cannot emit events to the window");
+            let memory = app
+                .path()
+                .config_dir()
+                .ok()
+                .map(|d| Memory::in_config_dir(&d));
+            let seat = Arc::new(Seat::new(paths, memory));
+            let _ = seats.set(seat.clone());
+            app.manage(seat.clone());
+            // The lab to join before the window shows: TESTBAY_SERVER, else the
+            // remembered one; none leaves the first screen to ask.
+            let start = match server {
+                Some(url) => Some((Choice::Server { url }, token, false)),
+                None => seat.remembered().map(|(c, t)| (c, t, true)),
+            };
+            if let Some((choice, token, remembered)) = start {
+                let handle = app.handle().clone();
+                let joined =
+                    tauri::async_runtime::block_on(seat.join(&handle, choice, token, false));
+                match joined {
+                    Ok(_) => {}
+                    Err(e) if remembered => {
+                        tracing::warn!(error = %e, "cannot join the remembered lab; asking");
+                        seat.set_error(&e);
+                    }
+                    Err(e) => {
+                        eprintln!("testbay-desktop: cannot join the lab server: {e}");
+                        std::process::exit(2);
                     }
                 }
-            });
+            }
             let config = app
                 .config()
                 .app
@@ -220,8 +256,8 @@ fn main() {
         .build(tauri::generate_context!());
     match app {
         Ok(app) => app.run(move |_, event| {
-            if let tauri::RunEvent::Exit = event {
-                on_exit.shutdown();
+            if let (tauri::RunEvent::Exit, Some(seat)) = (event, on_exit.get()) {
+                seat.shutdown();
             }
         }),
         Err(e) => {

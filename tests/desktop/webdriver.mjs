@@ -1,7 +1,7 @@
 // Drive the real desktop app through tauri-driver and Debian's WebKitWebDriver with plain
 // WebDriver HTTP calls (no driver or browser downloads). Needs an X display (Xvfb).
 import { execFile, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { homedir, tmpdir } from 'node:os';
 import path from 'node:path';
@@ -52,14 +52,29 @@ export async function waitFor(what, fn, timeout = 20_000) {
   }
 }
 
+/** The `testbay` binary (for tests that start a lab server). */
+export function testbayBin() {
+  if (process.env.TESTBAY_BIN) return process.env.TESTBAY_BIN;
+  const target = process.env.CARGO_TARGET_DIR || path.join(ROOT, 'target');
+  return path.join(target, 'debug', 'testbay');
+}
+
 /**
  * Start tauri-driver, then a WebDriver session that launches the app on a fresh data
- * directory with the demo packs and the demo lab.
+ * directory with the demo packs and the demo lab. The app's config folder
+ * (`XDG_CONFIG_HOME`) is fresh too and remembers `lab` as the lab to join ("local":
+ * this computer, the first screen skipped); `lab: null` remembers nothing, so the app
+ * opens on its first screen. `bin`: another build of the app (an installed one).
  */
-export async function startApp({ env = {} } = {}) {
-  const app = desktopBin();
+export async function startApp({ env = {}, lab = 'local', bin = desktopBin() } = {}) {
+  const app = bin;
   if (!existsSync(app)) throw new Error(`desktop app not found at ${app}; build it: cargo build -p testbay-desktop`);
   const dataDir = mkdtempSync(path.join(tmpdir(), 'testbay-desktop-'));
+  const configDir = mkdtempSync(path.join(tmpdir(), 'testbay-desktop-config-'));
+  if (lab) {
+    mkdirSync(path.join(configDir, 'testbay'));
+    writeFileSync(path.join(configDir, 'testbay/desktop.json'), JSON.stringify({ lab }));
+  }
   const port = await freePort();
   const nativePort = await freePort();
   let output = '';
@@ -72,6 +87,8 @@ export async function startApp({ env = {} } = {}) {
         TESTBAY_DATA_DIR: dataDir,
         TESTBAY_PACKS: path.join(ROOT, 'packs'),
         TESTBAY_LAB: path.join(ROOT, 'lab/demo-lab.yaml'),
+        XDG_CONFIG_HOME: configDir,
+        TESTBAY_SERVER: '',
         RUST_LOG: process.env.RUST_LOG ?? 'warn',
         ...env,
       },
@@ -110,6 +127,7 @@ export async function startApp({ env = {} } = {}) {
 
   const page = {
     dataDir,
+    configDir,
     log: () => output,
     exec: (script, args = []) => wd('POST', `${s}/execute/sync`, { script, args }),
     async find(css) {
@@ -165,6 +183,7 @@ export async function startApp({ env = {} } = {}) {
         });
       });
       rmSync(dataDir, { recursive: true, force: true });
+      rmSync(configDir, { recursive: true, force: true });
     },
   };
   return page;

@@ -3,6 +3,9 @@
 //! [`Console`] (`dispatch`, `subscribe`, `shutdown`), as `testbay serve` and the desktop
 //! app do. Opening is the one thing that knows the console is local: it says what
 //! opening recovered (runs of consoles that exited, marked interrupted).
+//!
+//! With `--server URL` the console is a lab server's instead ([`RemoteConsole`]): the
+//! subcommand is the same, the requests go to that server and act on its data.
 
 use std::sync::Arc;
 
@@ -11,9 +14,10 @@ use testbay_engine::api::{
     ApiError, BookUse, Console, ConsoleOptions, ConsolePaths, LocalConsole, Request, Response,
     RunDetail, RunRecord, RunView, TaskRecord,
 };
+use testbay_remote::{RemoteConsole, Target};
 use tokio::runtime::Runtime;
 
-use crate::cmd::Ctx;
+use crate::Ctx;
 
 /// A console and the runtime it lives in, for one subcommand. Shut down when dropped.
 pub struct Session {
@@ -22,10 +26,36 @@ pub struct Session {
 }
 
 impl Session {
+    /// The console of a subcommand: the lab server's with `--server`, else a local one
+    /// on `paths` with `options`.
+    pub fn open(ctx: &Ctx, paths: ConsolePaths, options: ConsoleOptions) -> anyhow::Result<Self> {
+        match &ctx.server {
+            Some(server) => Self::remote(server, ctx.token.clone()),
+            None => Self::local(paths, options),
+        }
+    }
+
+    /// The console of the lab server at `server`, checked by one request (`info`).
+    pub fn remote(server: &str, token: Option<String>) -> anyhow::Result<Self> {
+        let target =
+            Target::parse(server, token).map_err(|e| anyhow::anyhow!("--server: {}", e.message))?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
+        let remote = rt
+            .block_on(RemoteConsole::connect(target))
+            .map_err(|e| anyhow::anyhow!("{}: {}", e.code.as_str(), error_text(&e)))?;
+        Ok(Self {
+            console: remote.shared(),
+            rt,
+        })
+    }
+
     /// Open a console on `paths`. One thread: tasks are child processes, the engine only
     /// waits on them, and phases are forked from this (long-lived) thread, as
     /// `PR_SET_PDEATHSIG` requires.
-    pub fn open(paths: ConsolePaths, options: ConsoleOptions) -> anyhow::Result<Self> {
+    fn local(paths: ConsolePaths, options: ConsoleOptions) -> anyhow::Result<Self> {
         // A command's console launches no health checks: the long-lived one does.
         let options = ConsoleOptions {
             health_checks: false,
@@ -77,7 +107,7 @@ impl Session {
             serve_queue: false,
             ..ctx.options()
         };
-        Self::open(paths, options)
+        Self::open(ctx, paths, options)
     }
 
     pub fn console(&self) -> &dyn Console {

@@ -23,6 +23,8 @@ use testbay_engine::timefmt::{fmt_ms, parse_duration_ms, parse_utc};
 use super::Ctx;
 use crate::console::{error_text, unexpected, Session};
 
+mod viewed;
+
 #[derive(clap::Args)]
 pub struct Args {
     #[command(subcommand)]
@@ -85,6 +87,10 @@ enum LabCmd {
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
+    if ctx.server.is_some() {
+        // The lab is the server's: its file is read there, everything is asked of it.
+        return ask(args.cmd, ctx);
+    }
     let Some(path) = ctx.lab.clone() else {
         bail!(
             "no lab file: pass --lab FILE or put one at {}",
@@ -113,6 +119,18 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
                 print_duts(&found);
             }
             Ok(if found.is_empty() { 3 } else { 0 })
+        }
+        cmd => ask(cmd, ctx),
+    }
+}
+
+/// A subcommand answered by the console alone. `show` and `find` come here only for a
+/// lab server's console (locally they check and print the file as written).
+fn ask(cmd: LabCmd, ctx: &Ctx) -> anyhow::Result<i32> {
+    match cmd {
+        LabCmd::Show { json } => viewed::show(&lab_session(ctx, BookUse::Client)?, json),
+        LabCmd::Find { terms, json } => {
+            viewed::find(&lab_session(ctx, BookUse::Client)?, &terms, json)
         }
         LabCmd::Hold {
             target,
@@ -308,7 +326,7 @@ fn lab_session(ctx: &Ctx, book: BookUse) -> anyhow::Result<Session> {
         serve_queue: false,
         ..ctx.options()
     };
-    Session::open(paths, options)
+    Session::open(ctx, paths, options)
 }
 
 /// A hold's error with the request's keys named as the options that set them.

@@ -63,6 +63,14 @@ pub struct GlobalArgs {
     /// [default: sqlite://DATA_DIR/testbay.db]
     #[arg(long, global = true, env = "TESTBAY_STORE", value_name = "URL")]
     pub store: Option<StoreLocation>,
+    /// Work on a lab server (a `testbay serve`, http://HOST:PORT) instead of this
+    /// computer's data directory: runs, results, lab, queue and schedules are the server's
+    #[arg(long, global = true, env = "TESTBAY_SERVER", value_name = "URL")]
+    pub server: Option<String>,
+    /// The lab server's token (with --server); for `serve`, the token to require off
+    /// loopback instead of a random one (letters, digits, `-._~`)
+    #[arg(long, global = true, env = "TESTBAY_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 impl GlobalArgs {
@@ -75,6 +83,8 @@ impl GlobalArgs {
             lab: paths.lab_file.clone(),
             paths,
             store: self.store.clone(),
+            server: self.server.clone().filter(|s| !s.trim().is_empty()),
+            token: self.token.clone(),
         }
     }
 }
@@ -89,6 +99,10 @@ pub struct Ctx {
     pub lab: Option<PathBuf>,
     /// The same, as the engine takes it.
     pub paths: ConsolePaths,
+    /// `--server`: the lab server every console of a subcommand is (`console::Session`).
+    pub server: Option<String>,
+    /// `--token`: the lab server's token, or the one `serve` requires.
+    pub token: Option<String>,
     /// The store `--store` names; `None`: SQLite in the data directory.
     pub store: Option<StoreLocation>,
 }
@@ -143,6 +157,18 @@ impl Command {
 }
 
 pub fn run(command: Command, ctx: &Ctx) -> anyhow::Result<i32> {
+    if let Some(server) = &ctx.server {
+        let local_only = match &command {
+            Command::Serve(_) => Some(("serve", "serves this computer's console")),
+            Command::Packs(_) => Some(("packs", "checks and lists pack folders on this computer")),
+            _ => None,
+        };
+        if let Some((name, what)) = local_only {
+            anyhow::bail!(
+                "--server {server}: `testbay {name}` {what}; it does not work on a lab server (drop --server, or unset TESTBAY_SERVER)"
+            );
+        }
+    }
     match command {
         Command::Serve(a) => serve::run(a, ctx),
         Command::Run(a) => run::run(a, ctx),

@@ -42,6 +42,7 @@ enum QueueCmd {
 
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
     let session = Session::open(
+        ctx,
         ConsolePaths {
             pack_roots: Vec::new(),
             ..ctx.paths.clone()

@@ -151,6 +151,9 @@ fn keep_text(items: &[String], params: &mut Map<String, Value>, defaults: &[Para
 /// Open a console whose one pack folder is the pack's, launch it and follow the run to
 /// its end. Refused launches exit 2, saying why.
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
+    if ctx.server.is_some() {
+        return run_on_server(args, ctx);
+    }
     let pack_dir = absolute(resolve_pack(&args.pack, ctx)?);
     let params = parse_params(&args.params)?;
     let paths = ConsolePaths {
@@ -158,6 +161,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
         ..ctx.paths.clone()
     };
     let session = Session::open(
+        ctx,
         paths,
         ConsoleOptions {
             book: if args.no_reserve {
@@ -178,6 +182,48 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
         );
         return Ok(2);
     };
+    launch_and_follow(&session, &args, ctx, &pack_dir, pack, params)
+}
+
+/// `--server`: the run executes on the lab server, from the pack of that name in the
+/// server's library; this process launches it, follows its events and prints the summary.
+/// (`--no-reserve` is the server's business: its console owns the book.)
+fn run_on_server(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
+    let params = parse_params(&args.params)?;
+    anyhow::ensure!(
+        !args.no_reserve,
+        "--no-reserve does not apply with --server: the lab server reserves for its runs"
+    );
+    let server = ctx.server.as_deref().unwrap_or_default();
+    let session = Session::remote(server, ctx.token.clone())?;
+    let packs = match session.call(Request::ListPacks) {
+        Ok(Response::ListPacks(p)) => p,
+        Ok(other) => return Err(unexpected("list_packs", other)),
+        Err(e) => bail!("{}", error_text(&e)),
+    };
+    let Some(pack) = packs.iter().find(|p| p.name == args.pack) else {
+        let mut names: Vec<&str> = packs.iter().map(|p| p.name.as_str()).collect();
+        names.sort_unstable();
+        say!(
+            "the lab server has no pack named `{}` (with --server, name a pack of the server's library: {})",
+            args.pack,
+            names.join(", ")
+        );
+        return Ok(2);
+    };
+    let (name, dir) = (pack.name.clone(), PathBuf::from(&pack.dir));
+    launch_and_follow(&session, &args, ctx, &dir, name, params)
+}
+
+/// Launch `pack` on the session's console and follow it to its end.
+fn launch_and_follow(
+    session: &Session,
+    args: &Args,
+    ctx: &Ctx,
+    pack_dir: &Path,
+    pack: String,
+    params: Map<String, Value>,
+) -> anyhow::Result<i32> {
     let mut params = params;
     if let Ok(Response::GetPack(detail)) = session.call(Request::GetPack { name: pack.clone() }) {
         keep_text(&args.params, &mut params, &detail.params);
@@ -193,7 +239,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
         force: args.force,
         ..LaunchSpec::default()
     };
-    session.block_on(drive(session.console(), &args, ctx, &pack_dir, spec))
+    session.block_on(drive(session.console(), args, ctx, pack_dir, spec))
 }
 
 /// The name of the pack in `dir`, as the console's library knows it (the pack may be
@@ -330,13 +376,15 @@ async fn drive(
                             }
                         }
                     }
-                    Ok(_) => {}
-                    // Events were missed: the run's status tells whether it is over.
-                    Err(RecvError::Lagged(_)) => {
+                    // Events were missed (this subscriber lagged, or a lab server's
+                    // stream dropped and came back): the run's status tells whether it
+                    // is over.
+                    Err(RecvError::Lagged(_)) | Ok(Event::Resync { .. }) => {
                         if let Some(status) = finished_status(console, &run_id).await? {
                             break status;
                         }
                     }
+                    Ok(_) => {}
                     Err(RecvError::Closed) => bail!("the console's event stream ended"),
                 }
                 continue;
@@ -462,7 +510,9 @@ fn say_unreserved(args: &Args, ctx: &Ctx, unreserved: &[String]) {
     }
     what.extend(resources.iter().cloned());
     let what = what.join(", ");
-    if ctx.paths.lab_file.is_none() {
+    if ctx.server.is_some() {
+        say!("note: the lab server has no lab file, so nothing is reserved ({what})");
+    } else if ctx.paths.lab_file.is_none() {
         say!("note: no lab file, so nothing is reserved ({what})");
     } else {
         say!(

@@ -98,6 +98,7 @@ enum ScheduleCmd {
 
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
     let session = Session::open(
+        ctx,
         ctx.paths.clone(),
         ConsoleOptions {
             book: BookUse::Client,

@@ -18,9 +18,6 @@ pub struct Args {
     /// The built UI folder [default: ui/dist of the repository when run from a checkout]
     #[arg(long, env = "TESTBAY_UI_DIR", value_name = "DIR")]
     pub ui_dir: Option<PathBuf>,
-    /// Token to require off loopback instead of a random one (letters, digits, `-._~`)
-    #[arg(long, env = "TESTBAY_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
     /// Who may talk to it: `users` (lab mode: every request needs a user's token, see
     /// `testbay users`), `token` (single seat: loopback trusted, the shared token
     /// elsewhere), `auto` (lab mode once the store has a user)
@@ -29,7 +26,9 @@ pub struct Args {
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
-    if let Some(t) = &args.token {
+    // The global `--token` (TESTBAY_TOKEN): the token this server requires off loopback.
+    let token = ctx.token.clone();
+    if let Some(t) = &token {
         anyhow::ensure!(
             testbay_server::token_is_url_safe(t),
             "--token may hold only letters, digits and -._~"
@@ -57,7 +56,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
             ServeConfig {
                 bind: args.bind,
                 ui_dir,
-                token: args.token,
+                token,
                 limits: Limits::default(),
                 access,
                 auth: match args.auth.as_str() {

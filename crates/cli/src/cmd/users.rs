@@ -42,6 +42,7 @@ enum UsersCmd {
 /// A console on the data directory that only reads and writes the store.
 pub(crate) fn session(ctx: &Ctx, label: &'static str) -> anyhow::Result<Session> {
     Session::open(
+        ctx,
         ConsolePaths {
             pack_roots: Vec::new(),
             lab_file: None,

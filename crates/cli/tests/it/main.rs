@@ -18,3 +18,4 @@ mod kissats;
 mod users;
 mod pg_store;
 mod support;
+mod remote;

@@ -303,15 +303,26 @@ fn each_layer_depends_only_on_the_layers_below() {
             &[
                 "testbay-engine",
                 "testbay-server",
+                "testbay-remote",
                 "testbay-cli",
                 "testbay-desktop",
             ],
         ),
         (
             "crates/engine",
-            &["testbay-server", "testbay-cli", "testbay-desktop"],
+            &[
+                "testbay-server",
+                "testbay-remote",
+                "testbay-cli",
+                "testbay-desktop",
+            ],
         ),
         ("crates/server", &["testbay-cli", "testbay-desktop"]),
+        // A client of a server, not a part of one.
+        (
+            "crates/remote",
+            &["testbay-server", "testbay-cli", "testbay-desktop"],
+        ),
     ];
     for (krate, not) in below {
         let deps = dependency_names(&manifest(krate), "dependencies");

@@ -1,7 +1,7 @@
 //! [`Console`]: the front door every transport (the CLI, `testbay serve`, the desktop app)
-//! uses, and the only part of the engine they call. [`super::LocalConsole`] is the one
-//! implementation today; a client of another `testbay serve` can implement it too, and
-//! the transports take it unchanged.
+//! uses, and the only part of the engine they call. [`super::LocalConsole`] is the engine
+//! in this process; `testbay_remote::RemoteConsole` (crate `testbay-remote`) is a client
+//! of another `testbay serve`, and the transports take either unchanged.
 
 use std::future::Future;
 use std::pin::Pin;

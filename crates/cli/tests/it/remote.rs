@@ -1,0 +1,306 @@
+//! `testbay --server URL ...`: the CLI on a lab server (a real `testbay serve` child)
+//! through `RemoteConsole`, and the remote console's event stream across a restart.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, ChildStdout, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use testbay_engine::api::{Console, ErrorCode, Event, Request, Response};
+use testbay_remote::{RemoteConsole, Target};
+
+use crate::support::{bin, run_id_of, text, Bed};
+
+/// A `testbay serve` child on the bed's data dir; stopped (SIGTERM) when dropped.
+struct Serve {
+    child: Child,
+    /// Its stdout, kept open: it prints more lines, and a closed pipe would end it.
+    _out: BufReader<ChildStdout>,
+    /// The address it printed (with `?token=` when it requires one).
+    url: String,
+    port: u16,
+}
+
+impl Serve {
+    fn start(f: &Bed, bind: &str, token: Option<&str>) -> Serve {
+        let mut cmd = bin();
+        cmd.arg("--data-dir")
+            .arg(&f.data)
+            .args(["--packs", f.root.join("packs").to_str().unwrap()])
+            .args(["serve", "--bind", bind])
+            .env_remove("TESTBAY_SERVER")
+            .env_remove("TESTBAY_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        if let Some(t) = token {
+            cmd.args(["--token", t]);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let mut line = String::new();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        out.read_line(&mut line).unwrap();
+        let url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+            .to_string();
+        let port = url
+            .trim_start_matches("http://")
+            .split(['/', '?'])
+            .next()
+            .and_then(|a| a.rsplit(':').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no port in {url}"));
+        Serve {
+            child,
+            _out: out,
+            url,
+            port,
+        }
+    }
+
+    /// The loopback address of the server, without a token.
+    fn local_url(&self) -> String {
+        format!("http://127.0.0.1:{}/", self.port)
+    }
+
+    fn stop(&mut self) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A bed whose `packs/quick` is a one-task pack.
+fn bed_with_quick_pack() -> Bed {
+    let f = Bed::new();
+    std::fs::create_dir_all(f.root.join("packs")).unwrap();
+    let pack = f.pack(
+        "quick",
+        "name: quick\nversion: 1.0.0\ngroups:\n  main:\n    tests: [hello]\n",
+        &[("hello", "", "echo hello from $PWD\n")],
+    );
+    std::fs::rename(pack, f.root.join("packs/quick")).unwrap();
+    f
+}
+
+/// `testbay --server URL ARGS` with a data dir of its own (empty: nothing is local).
+fn client(f: &Bed, server: &str, args: &[&str]) -> Output {
+    bin()
+        .arg("--data-dir")
+        .arg(f.root.join("client-data"))
+        .args(["--server", server])
+        .args(args)
+        .env_remove("TESTBAY_TOKEN")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn json_of(out: &Output) -> Value {
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out.stdout)))
+}
+
+#[test]
+fn results_through_a_server_equal_the_local_answer() {
+    let f = bed_with_quick_pack();
+    let packs = f.root.join("packs");
+    let run = f.testbay(&["--packs", packs.to_str().unwrap(), "run", "quick"]);
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+    let id = run_id_of(&text(&run.stdout));
+
+    let serve = Serve::start(&f, "127.0.0.1:0", None);
+    let local = json_of(&f.testbay(&["results", "--json"]));
+    let remote = json_of(&client(&f, &serve.url, &["results", "--json"]));
+    assert_eq!(remote, local);
+    assert_eq!(local["runs"].as_array().map(Vec::len), Some(1), "{local}");
+    let local = json_of(&f.testbay(&["results", &id, "--json"]));
+    let remote = json_of(&client(&f, &serve.url, &["results", &id, "--json"]));
+    assert_eq!(remote, local);
+    // The client's own data dir was never opened.
+    assert!(!f.root.join("client-data/testbay.db").exists());
+}
+
+#[test]
+fn a_launch_through_the_server_runs_on_the_server() {
+    let f = bed_with_quick_pack();
+    let serve = Serve::start(&f, "127.0.0.1:0", None);
+    let out = client(&f, &serve.url, &["run", "quick"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    let id = run_id_of(&stdout);
+    assert!(stdout.contains("hello"), "{stdout}");
+    // The run and its task's folder are the server's.
+    let stored = json_of(&f.testbay(&["results", &id, "--json"]));
+    assert_eq!(stored["run"]["status"], "completed", "{stored}");
+    assert!(f.data.join("runs").join(&id).is_dir());
+    assert!(!f.root.join("client-data").join("runs").exists());
+
+    // A pack the server does not have is named, with the ones it has.
+    let out = client(&f, &serve.url, &["run", "no-such-pack"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("no pack named `no-such-pack`") && err.contains("quick"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_wrong_token_is_a_clear_401() {
+    let f = bed_with_quick_pack();
+    let serve = Serve::start(&f, "0.0.0.0:0", Some("right-token"));
+    let base = serve.local_url();
+    let out = bin()
+        .args(["--server", &base, "--token", "not-the-token-42", "results"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("401") && err.contains("refused the token"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("not-the-token-42"),
+        "the token is not echoed: {err}"
+    );
+
+    let out = bin()
+        .args(["--server", &base, "results"])
+        .env_remove("TESTBAY_TOKEN")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        text(&out.stderr).contains("wants a token"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // The right one, from the environment.
+    let out = bin()
+        .args(["--server", &base, "results", "--json"])
+        .env("TESTBAY_TOKEN", "right-token")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    json_of(&out);
+    // Or in the address `testbay serve` printed.
+    let printed = serve.url.replace("0.0.0.0", "127.0.0.1");
+    json_of(&client(&f, &printed, &["results", "--json"]));
+}
+
+#[test]
+fn a_server_that_is_down_is_unavailable() {
+    let f = Bed::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let down = format!("http://127.0.0.1:{port}/");
+    let out = client(&f, &down, &["results"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("unavailable") && err.contains(&down), "{err}");
+
+    // Commands that only work on this computer say so instead of connecting.
+    let out = client(&f, &down, &["packs", "list"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("does not work on a lab server"), "{err}");
+    let out = client(&f, "https://lab:7780", &["results"]);
+    assert!(
+        text(&out.stderr).contains("https is not supported"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// The next event; `None` if none within `limit` (a guard against hanging, not a
+/// measure: the event comes far sooner).
+async fn next_event(
+    rx: &mut tokio::sync::broadcast::Receiver<Event>,
+    limit: Duration,
+) -> Option<Event> {
+    tokio::time::timeout(limit, rx.recv()).await.ok()?.ok()
+}
+
+#[test]
+fn the_event_stream_comes_back_after_a_server_restart_with_a_resync() {
+    let f = bed_with_quick_pack();
+    let mut serve = Serve::start(&f, "127.0.0.1:0", None);
+    let port = serve.port;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let target = Target::parse(&serve.url, None).unwrap();
+        let console = RemoteConsole::connect(target).await.unwrap();
+        let mut events = console.subscribe();
+
+        serve.stop();
+        // While it is down, requests answer `unavailable`.
+        let e = console.dispatch(Request::Info).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::Unavailable, "{e}");
+
+        let again = Serve::start(&f, &format!("127.0.0.1:{port}"), None);
+        let mut resynced = false;
+        while let Some(ev) = next_event(&mut events, Duration::from_secs(30)).await {
+            if matches!(ev, Event::Resync { .. }) {
+                resynced = true;
+                break;
+            }
+        }
+        assert!(resynced, "no resync after the server came back");
+        // Events flow again: a launch on the server is heard.
+        let launch =
+            serde_json::from_value(serde_json::json!({"cmd": "launch", "pack": "quick"})).unwrap();
+        let Response::Launch { run_id, .. } = console.dispatch(launch).await.unwrap() else {
+            panic!("launch answered otherwise");
+        };
+        let mut heard = false;
+        while let Some(ev) = next_event(&mut events, Duration::from_secs(30)).await {
+            if let Event::Run(ev) = ev {
+                if ev.run_id() == run_id {
+                    heard = true;
+                    break;
+                }
+            }
+        }
+        assert!(heard, "no event of run {run_id} after the restart");
+
+        console.shutdown();
+        // Shut down, the stream ends (after what it had already heard).
+        let ended = tokio::time::timeout(Duration::from_secs(30), async {
+            use tokio::sync::broadcast::error::RecvError;
+            loop {
+                match events.recv().await {
+                    Err(RecvError::Closed) => break,
+                    Ok(_) | Err(RecvError::Lagged(_)) => continue,
+                }
+            }
+        })
+        .await;
+        assert!(ended.is_ok(), "the event stream did not end at shutdown");
+        let e = console.dispatch(Request::Info).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::Unavailable);
+        drop(again);
+    });
+}
