@@ -39,6 +39,8 @@ pub const TABLES: &[&str] = &[
     "run_queue",
     "schedules",
     "schedule_firings",
+    "users",
+    "audit",
 ];
 
 /// Rows inserted per statement.

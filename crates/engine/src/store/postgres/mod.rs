@@ -32,6 +32,7 @@
 //!
 //! `import` copies a SQLite store in (`testbay migrate-store`).
 
+mod access;
 mod book;
 mod health;
 mod history;
@@ -58,6 +59,7 @@ use crate::lab::{Lab, LabFile};
 use crate::measure::Measurement;
 use crate::outcome::RunStatus;
 use crate::store::{
+    AccessStore,
     Baseline, BookLock, BookStore, FiringRecord, HealthStore, MeasurementPoint, MeasurementQuery,
     NewRun, NewTaskRow, QueuedRunRecord, RecoveryReport, Result, RunOwner, RunPage, RunQuery,
     RunRecord, ScheduleRecord, Store, StoreError, TaskFinish, TaskHistoryEntry, TaskHistoryQuery,
@@ -747,6 +749,10 @@ impl Store for PgStore {
 
     fn open_health_store(&self) -> Result<Box<dyn HealthStore>> {
         Ok(Box::new(health::PgHealthStore::new(self.core.clone())))
+    }
+
+    fn open_access_store(&self) -> Result<Box<dyn AccessStore>> {
+        Ok(Box::new(access::PgAccessStore::new(self.core.clone())))
     }
 
     fn queue_put(&self, run: &QueuedRunRecord) -> Result<()> {
