@@ -14,6 +14,7 @@ pub mod results;
 pub mod run;
 pub mod schedule;
 pub mod serve;
+pub mod triage;
 pub mod webhook;
 
 use std::path::PathBuf;
@@ -104,6 +105,8 @@ pub enum Command {
     Schedule(schedule::Args),
     /// From inside a task: report sections, details, measurements, attachments, the result
     Report(report::Args),
+    /// Known-issue rules: list, add, remove; apply them to stored failures
+    Triage(triage::Args),
 }
 
 impl Command {
@@ -125,5 +128,6 @@ pub fn run(command: Command, ctx: &Ctx) -> anyhow::Result<i32> {
         Command::Queue(a) => queue::run(a, ctx),
         Command::Schedule(a) => schedule::run(a, ctx),
         Command::Report(a) => report::run(a, ctx),
+        Command::Triage(a) => triage::run(a, ctx),
     }
 }

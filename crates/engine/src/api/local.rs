@@ -367,6 +367,13 @@ impl LocalConsole {
             Request::StopRun { run_id } => self.stop_run(run_id).await,
             Request::ActiveRuns => Ok(self.active_runs()),
             Request::ListPrompts => Ok(Response::ListPrompts(self.runs.prompts().list())),
+            Request::TriageRules => self.triage_rules(),
+            Request::AddTriageRule { rule, position } => self.add_triage_rule(rule, position),
+            Request::RemoveTriageRule { name } => self.remove_triage_rule(name),
+            Request::RunTriage { run_id } => self.run_triage(run_id).await,
+            Request::TriageSummary { pack, last_runs } => {
+                self.triage_summary(pack, last_runs).await
+            }
             Request::TaskSections { run_id, item } => self
                 .runs
                 .task_sections(&run_id, item as usize)

@@ -26,6 +26,7 @@ pub mod past;
 pub mod paths;
 pub mod queue;
 mod relaunch;
+mod triage;
 mod results;
 pub mod schedules;
 mod runs;
@@ -70,6 +71,8 @@ pub use past::PastReservation;
 pub use paths::ConsolePaths;
 pub use queue::{Move, Priority, QueueChange, QueueChangeKind, QueueView, QueuedRunView};
 pub use schedules::{FiringView, ScheduleDef, ScheduleDetail, ScheduleView};
+pub use testbay_core::triage::TriageRule;
+pub use triage::{CategoryCount, TriageRules, TriageSummary, TriagedFailure};
 
 /// Every command a client can send.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
@@ -347,6 +350,34 @@ pub enum Request {
         run_id: String,
         item: u32,
     },
+    /// The known-issue rules of `<data_dir>/triage.yaml`, in precedence order.
+    TriageRules,
+    /// Add a known-issue rule at `position` (default: last, the lowest precedence); a
+    /// name taken is `conflict`, a rule that does not compile `invalid_request` naming it.
+    AddTriageRule {
+        rule: TriageRule,
+        #[serde(default)]
+        #[ts(optional)]
+        position: Option<u32>,
+    },
+    /// Remove the known-issue rule named `name`.
+    RemoveTriageRule {
+        name: String,
+    },
+    /// A stored run's failed tasks, each with the category, rule and issue of the first
+    /// rule that matches it (none: not a known issue); rules apply to past runs too.
+    RunTriage {
+        run_id: String,
+    },
+    /// Failures per category over the last `last_runs` runs (0 means 50, at most 500) of
+    /// `pack`, or of every pack.
+    TriageSummary {
+        #[serde(default)]
+        #[ts(optional)]
+        pack: Option<String>,
+        #[serde(default)]
+        last_runs: u32,
+    },
 }
 
 fn yes() -> bool {
@@ -472,6 +503,11 @@ pub enum Response {
     ExtendHold(ReservationView),
     ReservationHistory(Vec<PastReservation>),
     TaskSections(Vec<crate::store::SectionRecord>),
+    TriageRules(TriageRules),
+    AddTriageRule(TriageRules),
+    RemoveTriageRule(TriageRules),
+    RunTriage(Vec<TriagedFailure>),
+    TriageSummary(TriageSummary),
 }
 
 /// A DUT's health now, its health check and its history (newest first).
