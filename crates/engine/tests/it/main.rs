@@ -24,3 +24,4 @@ mod webhooks;
 mod health;
 mod reporter;
 mod extend_hold;
+mod triage;

@@ -25,6 +25,9 @@ import type { ScheduleDetail } from "./ScheduleDetail";
 import type { ScheduleView } from "./ScheduleView";
 import type { SectionRecord } from "./SectionRecord";
 import type { TaskHistoryEntry } from "./TaskHistoryEntry";
+import type { TriageRules } from "./TriageRules";
+import type { TriageSummary } from "./TriageSummary";
+import type { TriagedFailure } from "./TriagedFailure";
 import type { Webhook } from "./Webhook";
 import type { WebhookDelivery } from "./WebhookDelivery";
 import type { YieldRow } from "./YieldRow";
@@ -46,4 +49,4 @@ queued: boolean, } } | { "cmd": "stop_run", "data": { run_id: string, } } | { "c
 /**
  * The run it repeats.
  */
-from: string, unreserved: Array<string>, } } | { "cmd": "task_history", "data": Array<TaskHistoryEntry> } | { "cmd": "measurement_history", "data": Array<MeasurementPoint> } | { "cmd": "measurement_yield", "data": Array<YieldRow> } | { "cmd": "flaky", "data": Array<FlakyTask> } | { "cmd": "compare_runs", "data": RunCompare } | { "cmd": "pin_baseline", "data": Baseline } | { "cmd": "unpin_baseline", "data": { removed: boolean, } } | { "cmd": "baselines", "data": Array<Baseline> } | { "cmd": "list_prompts", "data": Array<PromptView> } | { "cmd": "answer_prompt", "data": PromptView } | { "cmd": "extend_hold", "data": ReservationView } | { "cmd": "reservation_history", "data": Array<PastReservation> } | { "cmd": "task_sections", "data": Array<SectionRecord> };
+from: string, unreserved: Array<string>, } } | { "cmd": "task_history", "data": Array<TaskHistoryEntry> } | { "cmd": "measurement_history", "data": Array<MeasurementPoint> } | { "cmd": "measurement_yield", "data": Array<YieldRow> } | { "cmd": "flaky", "data": Array<FlakyTask> } | { "cmd": "compare_runs", "data": RunCompare } | { "cmd": "pin_baseline", "data": Baseline } | { "cmd": "unpin_baseline", "data": { removed: boolean, } } | { "cmd": "baselines", "data": Array<Baseline> } | { "cmd": "list_prompts", "data": Array<PromptView> } | { "cmd": "answer_prompt", "data": PromptView } | { "cmd": "extend_hold", "data": ReservationView } | { "cmd": "reservation_history", "data": Array<PastReservation> } | { "cmd": "task_sections", "data": Array<SectionRecord> } | { "cmd": "triage_rules", "data": TriageRules } | { "cmd": "add_triage_rule", "data": TriageRules } | { "cmd": "remove_triage_rule", "data": TriageRules } | { "cmd": "run_triage", "data": Array<TriagedFailure> } | { "cmd": "triage_summary", "data": TriageSummary };
