@@ -156,8 +156,7 @@ pub fn compile(rules: &[TriageRule]) -> Result<Triage, Vec<RuleProblem>> {
     for (i, r) in rules.iter().enumerate() {
         let at = |k: &str| format!("rules[{i}].{k}");
         let mut bad = |key: String, message: String| problems.push(RuleProblem { key, message });
-        if r.name.trim().is_empty() || r.name.len() > 100 || r.name.chars().any(char::is_control)
-        {
+        if r.name.trim().is_empty() || r.name.len() > 100 || r.name.chars().any(char::is_control) {
             bad(
                 at("name"),
                 "a rule's name is 1 to 100 characters, no control characters".into(),
@@ -191,7 +190,10 @@ pub fn compile(rules: &[TriageRule]) -> Result<Triage, Vec<RuleProblem>> {
             if issue.len() > 2048 || issue.chars().any(char::is_control) {
                 bad(
                     at("issue"),
-                    format!("rule `{}`: the issue link is at most 2,048 characters", r.name),
+                    format!(
+                        "rule `{}`: the issue link is at most 2,048 characters",
+                        r.name
+                    ),
                 );
             }
         }
@@ -278,7 +280,11 @@ pub fn to_yaml(file: &TriageFile) -> String {
     for r in &file.rules {
         out.push_str(&format!("  - name: {}\n", q(&r.name)));
         out.push_str(&format!("    category: {}\n", q(&r.category)));
-        for (k, v) in [("message", &r.message), ("log", &r.log), ("issue", &r.issue)] {
+        for (k, v) in [
+            ("message", &r.message),
+            ("log", &r.log),
+            ("issue", &r.issue),
+        ] {
             if let Some(v) = v {
                 out.push_str(&format!("    {k}: {}\n", q(v)));
             }
@@ -328,7 +334,11 @@ mod tests {
         let f = TriageFile { rules: vec![r] };
         std::fs::write(dir.path().join(TRIAGE_FILE), to_yaml(&f)).unwrap();
         assert_eq!(load(dir.path()).unwrap().0, f);
-        std::fs::write(dir.path().join(TRIAGE_FILE), to_yaml(&TriageFile::default())).unwrap();
+        std::fs::write(
+            dir.path().join(TRIAGE_FILE),
+            to_yaml(&TriageFile::default()),
+        )
+        .unwrap();
         assert!(load(dir.path()).unwrap().0.rules.is_empty());
     }
 

@@ -97,7 +97,8 @@ fn save(data_dir: &Path, file: &TriageFile) -> Result<(), ApiError> {
     }
     let path = data_dir.join(TRIAGE_FILE);
     let tmp = data_dir.join(format!(".{TRIAGE_FILE}.new"));
-    let io = |e: std::io::Error| ApiError::internal(format!("cannot write {}: {e}", path.display()));
+    let io =
+        |e: std::io::Error| ApiError::internal(format!("cannot write {}: {e}", path.display()));
     std::fs::write(&tmp, triage::to_yaml(file)).map_err(io)?;
     std::fs::rename(&tmp, &path).map_err(io)
 }
@@ -112,17 +113,12 @@ pub fn is_failure(t: &TaskRecord) -> bool {
 /// through `userfile`, at most [`LOG_TAIL_BYTES`] of each.
 fn log_tail(t: &TaskRecord, runs_dir: &Path) -> String {
     let mut out = String::new();
-    for p in [
-        &t.paths.setup_log,
-        &t.paths.main_log,
-        &t.paths.teardown_log,
-    ]
-    .into_iter()
-    .flatten()
+    for p in [&t.paths.setup_log, &t.paths.main_log, &t.paths.teardown_log]
+        .into_iter()
+        .flatten()
     {
         let p = PathBuf::from(p);
-        if !p.starts_with(runs_dir)
-            || p.components().any(|c| c == std::path::Component::ParentDir)
+        if !p.starts_with(runs_dir) || p.components().any(|c| c == std::path::Component::ParentDir)
         {
             continue;
         }
@@ -145,7 +141,11 @@ fn log_tail(t: &TaskRecord, runs_dir: &Path) -> String {
 }
 
 /// The failures among `tasks`, each with the rule that knows it.
-pub fn classify_tasks(triage: &Triage, tasks: &[TaskRecord], runs_dir: &Path) -> Vec<TriagedFailure> {
+pub fn classify_tasks(
+    triage: &Triage,
+    tasks: &[TaskRecord],
+    runs_dir: &Path,
+) -> Vec<TriagedFailure> {
     tasks
         .iter()
         .filter(|t| is_failure(t))
@@ -263,7 +263,9 @@ impl LocalConsole {
         let before = file.rules.len();
         file.rules.retain(|r| r.name != name);
         if file.rules.len() == before {
-            return Err(ApiError::not_found(format!("no triage rule named `{name}`")));
+            return Err(ApiError::not_found(format!(
+                "no triage rule named `{name}`"
+            )));
         }
         save(&self.paths.data_dir, &file)?;
         Ok(Response::RemoveTriageRule(self.rules_view(file)))

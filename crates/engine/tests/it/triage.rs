@@ -34,7 +34,10 @@ fn console(dir: &Path) -> LocalConsole {
             "cat > \"$TESTBAY_RESULT\" <<'EOF'\n{{\"result\": \"Failed\", \"metadata\": {{\"message\": \"{msg}\"}}}}\nEOF\n"
         )
     };
-    task("net", &format!("echo dialing\n{}", fail("connect: connection refused")));
+    task(
+        "net",
+        &format!("echo dialing\n{}", fail("connect: connection refused")),
+    );
     task(
         "hdmi",
         &format!("echo 'kernel: HDMI hotplug lost'\n{}", fail("no picture")),
@@ -55,9 +58,7 @@ async fn call(c: &LocalConsole, json: &str) -> Result<Response, ApiError> {
 
 async fn launch(c: &LocalConsole) -> String {
     let mut events = c.subscribe();
-    let Response::Launch { run_id, .. } = call(c, r#"{"cmd":"launch","pack":"tv"}"#)
-        .await
-        .unwrap()
+    let Response::Launch { run_id, .. } = call(c, r#"{"cmd":"launch","pack":"tv"}"#).await.unwrap()
     else {
         panic!()
     };
@@ -156,7 +157,10 @@ async fn bad_rules_are_refused_naming_the_rule_and_a_broken_file_names_its_line(
     .await
     .unwrap_err();
     assert_eq!(e.code, ErrorCode::InvalidRequest, "{e}");
-    assert!(e.message.contains("broken") && e.message.contains("log"), "{e}");
+    assert!(
+        e.message.contains("broken") && e.message.contains("log"),
+        "{e}"
+    );
     let e = call(
         &c,
         r#"{"cmd":"add_triage_rule","rule":{"name":"nothing","category":"product"}}"#,

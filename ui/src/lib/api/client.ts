@@ -84,6 +84,13 @@ export const api = {
   /** What a live task occurrence has reported so far (a screen opened mid-task starts here). */
   taskSections: (run_id: string, item: number) => call('task_sections', { run_id, item }),
   answerPrompt: (id: number, answer: string, by: string | null) => call('answer_prompt', { id, answer, by }),
+  triageRules: () => call('triage_rules', {}),
+  addTriageRule: (rule: T.TriageRule, position?: number) =>
+    call('add_triage_rule', position == null ? { rule } : { rule, position }),
+  removeTriageRule: (name: string) => call('remove_triage_rule', { name }),
+  runTriage: (run_id: string) => call('run_triage', { run_id }),
+  triageSummary: (pack: string | null, last_runs = 50) =>
+    call('triage_summary', pack ? { pack, last_runs } : { last_runs }),
 };
 
 /** Who holds a reservation, as a short label. */
