@@ -26,6 +26,7 @@ pub mod past;
 pub mod paths;
 pub mod queue;
 mod relaunch;
+pub mod retention;
 mod triage;
 mod results;
 pub mod schedules;
@@ -70,7 +71,9 @@ pub use logs::LogChunk;
 pub use past::PastReservation;
 pub use paths::ConsolePaths;
 pub use queue::{Move, Priority, QueueChange, QueueChangeKind, QueueView, QueuedRunView};
+pub use retention::{DataUsage, PruneReport, RunKeep};
 pub use schedules::{FiringView, ScheduleDef, ScheduleDetail, ScheduleView};
+pub use testbay_core::settings::RetentionPolicy;
 pub use testbay_core::triage::TriageRule;
 pub use triage::{CategoryCount, TriageRules, TriageSummary, TriagedFailure};
 
@@ -378,6 +381,25 @@ pub enum Request {
         #[serde(default)]
         last_runs: u32,
     },
+    /// Remove the stored runs the retention policy (`settings.yaml` `retention`) removes,
+    /// with their logs and artifacts, and give the space back; with `dry_run`, only say
+    /// which and how many bytes. Never a running or queued run, a pinned baseline's run
+    /// or a run marked keep.
+    Prune {
+        #[serde(default)]
+        dry_run: bool,
+    },
+    /// The data directory's size: database, logs, artifacts; and the retention policy.
+    DataUsage,
+    /// Whether a stored run is marked keep.
+    RunKeep {
+        run_id: String,
+    },
+    /// Mark a stored run keep (pruning never removes it) or not.
+    SetRunKeep {
+        run_id: String,
+        keep: bool,
+    },
 }
 
 fn yes() -> bool {
@@ -508,6 +530,10 @@ pub enum Response {
     RemoveTriageRule(TriageRules),
     RunTriage(Vec<TriagedFailure>),
     TriageSummary(TriageSummary),
+    Prune(PruneReport),
+    DataUsage(DataUsage),
+    RunKeep(RunKeep),
+    SetRunKeep(RunKeep),
 }
 
 /// A DUT's health now, its health check and its history (newest first).

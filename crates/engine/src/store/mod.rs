@@ -26,6 +26,7 @@ mod queued;
 pub mod sqlite;
 pub mod webhooks;
 pub mod health;
+pub mod retention;
 
 pub use error::{BackendError, Result, StoreError};
 pub use health::{DutHealth, Health, HealthChange, HealthStore};
@@ -232,6 +233,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// A handle on the DUT health tables of its own (a connection of its own).
     fn open_health_store(&self) -> Result<Box<dyn HealthStore>>;
+
+    // Retention.
+
+    /// A handle on retention's reads and removals of its own (a connection of its own).
+    fn open_retention_store(&self) -> Result<Box<dyn retention::RetentionStore>>;
 
     // Run queue.
 

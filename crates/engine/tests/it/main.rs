@@ -25,3 +25,4 @@ mod health;
 mod reporter;
 mod extend_hold;
 mod triage;
+mod retention;

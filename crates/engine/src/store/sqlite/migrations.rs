@@ -374,4 +374,13 @@ CREATE TABLE health_runs (
 ) WITHOUT ROWID;
 "#,
     },
+    Migration {
+        name: "runs marked keep (never pruned)",
+        sql: r#"
+CREATE TABLE run_keep (
+    run_id          TEXT PRIMARY KEY REFERENCES runs(id) ON DELETE CASCADE,
+    kept_ms         INTEGER NOT NULL
+) WITHOUT ROWID;
+"#,
+    },
 ];

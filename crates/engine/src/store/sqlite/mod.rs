@@ -22,6 +22,7 @@ pub mod book;
 pub mod webhooks;
 pub mod health;
 mod queue;
+pub mod retention;
 
 pub use book::SqliteBookStore;
 pub use read::DEFAULT_READ_LIMIT;
@@ -102,8 +103,10 @@ impl SqliteStore {
         let mut conn = Connection::open(path).map_err(open_err)?;
         conn.busy_timeout(Duration::from_secs(5))
             .map_err(open_err)?;
+        // `auto_vacuum` first: it takes effect on a new database only (before its first
+        // table); an older one switches at its first prune (`sqlite::retention`).
         conn.execute_batch(
-            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
+            "PRAGMA auto_vacuum=INCREMENTAL; PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
         )
         .map_err(open_err)?;
         open::migrate(&mut conn, path)?;
@@ -397,6 +400,10 @@ impl Store for SqliteStore {
 
     fn open_health_store(&self) -> Result<Box<dyn crate::store::HealthStore>> {
         Ok(Box::new(health::SqliteHealthStore::open(&self.path)?))
+    }
+
+    fn open_retention_store(&self) -> Result<Box<dyn crate::store::retention::RetentionStore>> {
+        Ok(Box::new(retention::SqliteRetentionStore::open(&self.path)?))
     }
 
     fn queue_put(&self, run: &QueuedRunRecord) -> Result<()> {
