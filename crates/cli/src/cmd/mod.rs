@@ -11,6 +11,7 @@ pub mod packs;
 pub mod queue;
 pub mod report;
 pub mod results;
+pub mod retention;
 pub mod run;
 pub mod schedule;
 pub mod serve;
