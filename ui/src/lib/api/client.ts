@@ -91,6 +91,10 @@ export const api = {
   runTriage: (run_id: string) => call('run_triage', { run_id }),
   triageSummary: (pack: string | null, last_runs = 50) =>
     call('triage_summary', pack ? { pack, last_runs } : { last_runs }),
+  prune: (dry_run: boolean) => call('prune', { dry_run }),
+  dataUsage: () => call('data_usage', {}),
+  runKeep: (run_id: string) => call('run_keep', { run_id }),
+  setRunKeep: (run_id: string, keep: boolean) => call('set_run_keep', { run_id, keep }),
 };
 
 /** Who holds a reservation, as a short label. */
