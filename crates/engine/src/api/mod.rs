@@ -169,6 +169,21 @@ pub enum Request {
         from_ms: Option<EpochMs>,
         #[serde(default)]
         next_available: bool,
+        /// `shared`: one unit of a shared resource's capacity; default `exclusive` (all
+        /// of it).
+        #[serde(default)]
+        #[ts(optional)]
+        mode: Option<ReservationMode>,
+        /// A requested configuration (kissats' `res_config`), overlaid on the
+        /// resource's; at most 64 KiB as JSON.
+        #[serde(default)]
+        #[ts(optional, type = "unknown")]
+        config: Option<Value>,
+        /// A lease (1 s to 1 day): the hold lapses unless renewed (`renew_hold`) within
+        /// it, so a script that dies frees what it held. None: the whole window.
+        #[serde(default)]
+        #[ts(optional)]
+        lease_s: Option<f64>,
     },
     /// End a reservation or hold.
     Release {
@@ -400,6 +415,11 @@ pub enum Request {
         run_id: String,
         keep: bool,
     },
+    /// Renew the lease of an operator's hold made with `lease_s`: it lapses a lease from
+    /// now (never after its window ends); without a lease nothing changes.
+    RenewHold {
+        id: ResId,
+    },
 }
 
 fn yes() -> bool {
@@ -534,6 +554,7 @@ pub enum Response {
     DataUsage(DataUsage),
     RunKeep(RunKeep),
     SetRunKeep(RunKeep),
+    RenewHold(ReservationView),
 }
 
 /// A DUT's health now, its health check and its history (newest first).

@@ -157,6 +157,7 @@ mod persisted {
             from: None,
             duration_ms: 1_800_000,
             next_available: true,
+            options: Default::default(),
         };
         let BookReply::Held { reservation } = other.call(cmd, T0).unwrap() else {
             panic!("not held")
@@ -177,6 +178,7 @@ mod persisted {
                     from: None,
                     duration_ms: 60_000,
                     next_available: true,
+                    options: Default::default(),
                 },
                 T0,
             )
@@ -196,6 +198,7 @@ mod persisted {
                     from: None,
                     duration_ms: 60_000,
                     next_available: true,
+                    options: Default::default(),
                 },
                 T0,
             )
