@@ -493,8 +493,16 @@ fn apply(b: &mut Book, cmd: BookCommand) -> BookReply {
             duration_ms,
             next_available,
             options,
-        } => hold(b, &resource, &by, from, duration_ms, next_available, &options)
-            .map(|reservation| BookReply::Held { reservation }),
+        } => hold(
+            b,
+            &resource,
+            &by,
+            from,
+            duration_ms,
+            next_available,
+            &options,
+        )
+        .map(|reservation| BookReply::Held { reservation }),
         BookCommand::Release { id } => b.release(id).map(|()| BookReply::Released),
         BookCommand::Renew { id } => b
             .renew(id)
