@@ -26,6 +26,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+mod notify;
+
 use tauri::webview::DownloadEvent;
 use tauri::{Emitter, Manager};
 use testbay_engine::api::frames::Framer;
@@ -174,8 +176,10 @@ fn main() {
     let on_exit = console.clone();
     let app = tauri::Builder::default()
         .manage(console.clone())
+        .plugin(tauri_plugin_notification::init())
         .invoke_handler(tauri::generate_handler![dispatch])
         .setup(move |app| {
+            notify::start(app.handle().clone(), &console);
             let handle = app.handle().clone();
             // Events go to the window as the server's WebSocket sends them: the first at
             // once, a busy stream as batches (arrays) at most every 50 ms. Each emit is a

@@ -7,7 +7,7 @@
 //! A prune never touches a run that is not finished, a pinned baseline's run or a run
 //! marked keep (the store checks again as it removes each run), and removes one run per
 //! transaction, so a running run's writes wait at most for one run's removal. One prune
-//! at a time per process; at most [`MAX_PRUNE_RUNS`] runs per prune (the next one goes on).
+//! at a time per data directory in a process; at most [`MAX_PRUNE_RUNS`] runs per prune (the next one goes on).
 
 use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
@@ -30,7 +30,29 @@ const MAX_WALK_ENTRIES: usize = 2_000_000;
 /// How often a serving console prunes.
 pub const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(86_400);
 
-static PRUNING: Mutex<()> = Mutex::new(());
+/// Data directories a prune is going on in this process.
+static PRUNING: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// One prune at a time per data directory: held while it goes.
+struct PruneLock(PathBuf);
+
+impl PruneLock {
+    fn take(data_dir: &Path) -> Option<Self> {
+        let mut going = PRUNING.lock().unwrap_or_else(|p| p.into_inner());
+        if going.iter().any(|d| d == data_dir) {
+            return None;
+        }
+        going.push(data_dir.to_path_buf());
+        Some(Self(data_dir.to_path_buf()))
+    }
+}
+
+impl Drop for PruneLock {
+    fn drop(&mut self) {
+        let mut going = PRUNING.lock().unwrap_or_else(|p| p.into_inner());
+        going.retain(|d| d != &self.0);
+    }
+}
 
 /// What a prune removed, or would remove (`dry_run`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
@@ -126,7 +148,7 @@ pub fn prune(
     now: EpochMs,
     dry_run: bool,
 ) -> Result<PruneReport, ApiError> {
-    let Ok(_one) = PRUNING.try_lock() else {
+    let Some(_one) = PruneLock::take(data_dir) else {
         return Err(ApiError::new(ErrorCode::Busy, "a prune is going already"));
     };
     let policy = policy(data_dir)?;
