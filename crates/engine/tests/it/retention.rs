@@ -23,8 +23,7 @@ fn stored_run(
     pack: &str,
     age_days: i64,
     status: Option<RunStatus>,
-    tasks: u32,
-    message_bytes: usize,
+    (tasks, message_bytes): (u32, usize),
 ) {
     let created = T0 - age_days * DAY;
     let ids = store
@@ -76,10 +75,10 @@ fn prune_spares_pinned_kept_and_running_runs_and_a_dry_run_changes_nothing() {
     let store = SqliteStore::open_in(data).unwrap();
     let done = Some(RunStatus::Completed);
     // Pack `a`, oldest first: old1..old5 are 100+ days old, new1 is recent.
-    stored_run(&store, data, "old1", "a", 105, done, 3, 10);
-    stored_run(&store, data, "old2", "a", 104, done, 3, 10);
-    stored_run(&store, data, "old3", "a", 103, None, 3, 10); // still running
-    stored_run(&store, data, "old4", "a", 102, done, 3, 10);
+    stored_run(&store, data, "old1", "a", 105, done, (3, 10));
+    stored_run(&store, data, "old2", "a", 104, done, (3, 10));
+    stored_run(&store, data, "old3", "a", 103, None, (3, 10)); // still running
+    stored_run(&store, data, "old4", "a", 102, done, (3, 10));
     stored_run(
         &store,
         data,
@@ -87,14 +86,21 @@ fn prune_spares_pinned_kept_and_running_runs_and_a_dry_run_changes_nothing() {
         "a",
         101,
         Some(RunStatus::Interrupted),
-        3,
-        10,
+        (3, 10),
     );
-    stored_run(&store, data, "new1", "a", 1, done, 3, 10);
+    stored_run(&store, data, "new1", "a", 1, done, (3, 10));
     // Pack `b`: three recent runs.
-    stored_run(&store, data, "b1", "b", 3, done, 3, 10);
-    stored_run(&store, data, "b2", "b", 2, Some(RunStatus::Errored), 3, 10);
-    stored_run(&store, data, "b3", "b", 1, done, 3, 10);
+    stored_run(&store, data, "b1", "b", 3, done, (3, 10));
+    stored_run(
+        &store,
+        data,
+        "b2",
+        "b",
+        2,
+        Some(RunStatus::Errored),
+        (3, 10),
+    );
+    stored_run(&store, data, "b3", "b", 1, done, (3, 10));
     store.pin_baseline("old2", None, T0).unwrap();
     let keep = store.open_retention_store().unwrap();
     keep.set_keep("old4", true, T0).unwrap();
@@ -166,8 +172,7 @@ fn pruning_gives_the_space_back() {
             "a",
             200 - i,
             Some(RunStatus::Completed),
-            500,
-            4000,
+            (500, 4000),
         );
     }
     stored_run(
@@ -177,8 +182,7 @@ fn pruning_gives_the_space_back() {
         "a",
         1,
         Some(RunStatus::Completed),
-        5,
-        10,
+        (5, 10),
     );
     store.commit_now().unwrap();
     let h = store.open_retention_store().unwrap();
