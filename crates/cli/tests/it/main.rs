@@ -15,4 +15,5 @@ mod webhook_health;
 mod history;
 mod report;
 mod kissats;
+mod triage_retention;
 mod support;
