@@ -35,6 +35,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+mod notify;
 mod remember;
 mod seat;
 
@@ -196,6 +197,7 @@ fn main() {
     let seats: Arc<std::sync::OnceLock<Arc<Seat>>> = Arc::default();
     let on_exit = seats.clone();
     let app = tauri::Builder::default()
+        .plugin(tauri_plugin_notification::init())
         .invoke_handler(tauri::generate_handler![dispatch, seat, join, leave])
         .setup(move |app| {
             let memory = app

@@ -211,6 +211,9 @@ impl Seat {
         let handle = app.clone();
         let pump = tauri::async_runtime::spawn(async move {
             while let Some(batch) = frames.next().await {
+                for event in &batch {
+                    crate::notify::on_event(&handle, event);
+                }
                 let sent = match batch.as_slice() {
                     [one] => handle.emit(EVENT, one),
                     all => handle.emit(EVENT, all),

@@ -25,4 +25,5 @@ pub mod schedule;
 pub mod schema;
 pub mod settings;
 pub mod timefmt;
+pub mod triage;
 pub mod userfile;

@@ -4,6 +4,9 @@
 //!
 //! ```yaml
 //! dispatch_cpu_threshold: 80   # percent; no queued run starts while the host is busier
+//! retention:                    # what `testbay results prune` removes (none: nothing)
+//!   days: 90                    # runs created more than 90 days ago
+//!   runs_per_pack: 500          # runs of a pack beyond its newest 500
 //! ```
 
 use std::path::Path;
@@ -26,13 +29,38 @@ pub struct ConsoleSettings {
     /// later. 100 never holds a run back.
     #[schemars(range(min = 1, max = 100))]
     pub dispatch_cpu_threshold: f64,
+    /// Which stored runs pruning removes; nothing without a limit.
+    pub retention: RetentionPolicy,
 }
 
 impl Default for ConsoleSettings {
     fn default() -> Self {
         Self {
             dispatch_cpu_threshold: 80.0,
+            retention: RetentionPolicy::default(),
         }
+    }
+}
+
+/// Which stored runs pruning removes: a run breaking any limit given (older than `days`,
+/// or beyond its pack's newest `runs_per_pack`) goes, with its logs and artifacts, unless
+/// it is pinned as a baseline, marked keep, or not finished (queued, running, stalled).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema, ts_rs::TS)]
+#[serde(deny_unknown_fields, default)]
+#[ts(export)]
+pub struct RetentionPolicy {
+    /// Keep runs created within this many days.
+    #[schemars(range(min = 1, max = 36500))]
+    pub days: Option<u32>,
+    /// Keep the newest this many runs of each pack.
+    #[schemars(range(min = 1, max = 1000000))]
+    pub runs_per_pack: Option<u32>,
+}
+
+impl RetentionPolicy {
+    /// Whether the policy removes anything at all.
+    pub fn is_set(&self) -> bool {
+        self.days.is_some() || self.runs_per_pack.is_some()
     }
 }
 

@@ -6,10 +6,18 @@ Reservations made here are operator holds (``by`` names who holds them), so Lab 
 them as holders like any run's. Off loopback the console wants its token (``token=`` or
 ``TESTBAY_TOKEN``). Times are epoch seconds (floats), as in kissats.
 
-Holds are claimed by the console itself when their window starts (auto-claim) and have no
-lease: ``claim_reservation`` answers for a window that has started, ``renew`` checks the
-hold is still live. Only ``exclusive`` reservations without a requested configuration can
-be made this way.
+Holds are claimed by the console itself when their window starts (auto-claim):
+``claim_reservation`` answers for a window that has started. A client made with
+``lease=`` seconds (or a request given one) holds on a lease: the console lets the hold
+lapse unless ``renew`` (the console's ``renew_hold``) renews it within the lease, so a
+script that dies frees what it held; without one a hold lasts its whole window and
+``renew`` only checks it is still live.
+
+``reservation_mode="shared"`` takes units of a shared resource's capacity (``units``,
+default one; several units are booked for the same window, all or nothing, and their ids
+joined with ``+`` make one reservation id); ``"exclusive"`` takes all of it. ``res_config``
+is a requested configuration (kissats), overlaid on the resource's current one; an
+exclusive holder's configuration becomes the resource's while it holds it.
 """
 
 from __future__ import annotations
@@ -65,6 +73,7 @@ class ATSClient:
         token: Optional[str] = None,
         by: Optional[str] = None,
         timeout: float = 30.0,
+        lease: Optional[float] = None,
     ) -> None:
         base, _, query = ats_server.partition("?")
         if not base.startswith(("http://", "https://")):
@@ -75,6 +84,7 @@ class ATSClient:
         self.token = token if token is not None else os.environ.get("TESTBAY_TOKEN")
         self.by = by or os.environ.get("USER") or "ats-client"
         self.timeout = timeout
+        self.lease = lease
 
     # -- wire ---------------------------------------------------------------------------
 
@@ -166,24 +176,31 @@ class ATSClient:
 
     def get_resource_availability(
         self, resource: str, start_time: Optional[float] = None,
-        end_time: Optional[float] = None,
+        end_time: Optional[float] = None, units: Optional[int] = None,
     ) -> Dict[str, Any]:
-        """Whether ``resource`` is free from ``start_time`` (default now) to ``end_time``
-        (default one hour later); if not, ``avail_start``/``avail_end`` are the soonest
-        window of the same length."""
+        """Whether ``units`` of ``resource`` (default: all of it) are free from
+        ``start_time`` (default now) to ``end_time`` (default one hour later); if not,
+        ``avail_start``/``avail_end`` are the soonest window of the same length."""
         start = time.time() if start_time is None else start_time
         end = start + 3600.0 if end_time is None else end_time
         if end <= start:
             raise AtsError("invalid_request", "end_time must be after start_time")
         r = self._resource_holds(resource)
+        cap = _capacity(r)
+        need = cap if units is None else int(units)
+        if not 1 <= need <= cap:
+            raise AtsError("invalid_request",
+                           f"units: {need} is out of range (1 to {cap} for {resource})")
         windows = [(v["start"], v["end"], _units(r, v))
                    for v in r["holders"] + r["booked"] + r["waiters"]]
-        cap = r["kind"].get("capacity", 1) if r["kind"]["kind"] == "shared" else 1
         length = _ms(end) - _ms(start)
         candidates = sorted({_ms(start)} | {e for _, e, _ in windows if e > _ms(start)})
         for c in candidates:
-            used = sum(u for s, e, u in windows if s < c + length and e > c)
-            if used < cap:
+            # Units in use only grow where a window starts: check the window's start and
+            # every start inside it.
+            points = [c] + [s for s, _, _ in windows if c < s < c + length]
+            used = max(sum(u for s, e, u in windows if s <= p < e) for p in points)
+            if used + need <= cap:
                 return {"available": c == _ms(start), "avail_start": _s(c),
                         "avail_end": _s(c + length)}
         raise AtsError("internal", "no free window found")  # unreachable: the last end frees it
@@ -191,57 +208,113 @@ class ATSClient:
     def request_reservation(
         self, resource: str, res_config: Any = None, time_needed: Optional[float] = None,
         reservation_duration: float = 3600.0, next_available: bool = True,
-        reservation_mode: str = "exclusive",
+        reservation_mode: str = "exclusive", units: int = 1,
+        lease: Optional[float] = None,
     ) -> Tuple[str, float, float]:
         """Pre-reserve ``resource``: (pre-reservation id, epoch time it is available,
-        epoch time the pre-reservation expires if not claimed). Raises
-        :class:`ResourceUnavailable` when busy and ``next_available`` is false."""
-        if reservation_mode != "exclusive":
+        epoch time the pre-reservation expires if not claimed, or its lease ends once
+        held). Raises :class:`ResourceUnavailable` when busy and ``next_available`` is
+        false. ``units`` (shared mode only) books that many units for one window."""
+        if reservation_mode not in ("exclusive", "shared"):
             raise AtsError("invalid_request",
-                           f"reservation_mode {reservation_mode!r}: only 'exclusive' "
-                           "reservations can be made through the console's holds")
-        if res_config is not None:
+                           f"reservation_mode {reservation_mode!r}: 'exclusive' or 'shared'")
+        if units < 1 or (units > 1 and reservation_mode != "shared"):
             raise AtsError("invalid_request",
-                           "res_config: the console does not configure resources on request")
+                           f"units: {units}; more than one unit is for shared reservations")
+        lease = self.lease if lease is None else lease
         req: Dict[str, Any] = {"cmd": "hold", "resource": resource, "by": self.by,
                                "duration_s": float(reservation_duration),
-                               "next_available": bool(next_available)}
+                               "next_available": bool(next_available),
+                               "mode": reservation_mode}
+        if res_config is not None:
+            req["config"] = res_config
+        if lease is not None:
+            req["lease_s"] = float(lease)
         if time_needed is not None:
             req["from_ms"] = _ms(time_needed)
-        v = self._call(req)
-        return str(v["id"]), _s(v["start"]), _s(v["expires"])
+        if units == 1:
+            v = self._call(req)
+            return str(v["id"]), _s(v["start"]), _s(v["expires"])
+        # Several units: all for one window, the soonest where they all fit.
+        start = time.time() if time_needed is None else time_needed
+        a = self.get_resource_availability(resource, start, start + reservation_duration,
+                                           units=units)
+        if not a["available"] and not next_available:
+            raise ResourceUnavailable(
+                "busy", f"{units} units of {resource} are not free at {start:.3f} "
+                f"(next at {a['avail_start']:.3f})")
+        req["from_ms"] = _ms(a["avail_start"])
+        req["next_available"] = False
+        taken: List[Dict[str, Any]] = []
+        try:
+            for _ in range(units):
+                taken.append(self._call(req))
+        except AtsError:
+            for v in taken:
+                self._call({"cmd": "release", "id": str(v["id"])})
+            raise
+        return ("+".join(str(v["id"]) for v in taken), _s(taken[0]["start"]),
+                min(_s(v["expires"]) for v in taken))
 
     def claim_reservation(self, pre_reservation_id: str) -> Dict[str, Any]:
         """Claim a pre-reservation whose window has started: ``reservation_id``,
-        ``expire_time``, ``resource_config``. Before its window: :class:`ResourceUnavailable`
-        naming when it starts."""
-        r, v = self._find(pre_reservation_id)
-        if v["status"] != "held":
-            raise ResourceUnavailable(
-                "busy", f"reservation {v['id']} of {r['resource']} starts at "
-                f"{_s(v['start']):.3f} (epoch s), not yet")
-        return {"reservation_id": str(v["id"]), "expire_time": _s(v["end"]),
-                "resource_config": self.get_resource_config(r["resource"])}
+        ``expire_time`` (its lease's end, or its window's without a lease),
+        ``resource_config`` (the resource's configuration with the one requested over
+        it). Before its window: :class:`ResourceUnavailable` naming when it starts."""
+        parts = [self._find(i) for i in _ids(pre_reservation_id)]
+        for r, v in parts:
+            if v["status"] != "held":
+                raise ResourceUnavailable(
+                    "busy", f"reservation {v['id']} of {r['resource']} starts at "
+                    f"{_s(v['start']):.3f} (epoch s), not yet")
+        r, v = parts[0]
+        config = _overlay(self.get_resource_config(r["resource"]), v.get("config"))
+        return {"reservation_id": str(pre_reservation_id),
+                "expire_time": min(_s(v["expires"] if v.get("lease_ms") else v["end"])
+                                   for _, v in parts),
+                "resource_config": config}
 
     def renew(self, reservation_id: str) -> float:
-        """Holds have no lease: check ``reservation_id`` is still live; its end (epoch s)."""
-        _, v = self._find(reservation_id)
-        return _s(v["end"])
+        """Renew a held reservation's lease through the console (``renew_hold``): it now
+        lapses a lease from now, never after its window ends. The new expiry (epoch s);
+        without a lease, the window's end."""
+        out = []
+        for i in _ids(reservation_id):
+            v = self._call({"cmd": "renew_hold", "id": i})
+            out.append(_s(v["expires"] if v.get("lease_ms") else v["end"]))
+        return min(out)
 
     def release_reservation(self, reservation_id: str) -> bool:
         """Release a reservation or pre-reservation; True once released."""
-        self._call({"cmd": "release", "id": str(reservation_id)})
+        for i in _ids(reservation_id):
+            self._call({"cmd": "release", "id": i})
         return True
 
     release_resource = release_reservation
 
 
+def _ids(reservation_id: str) -> List[str]:
+    return [p for p in str(reservation_id).split("+") if p]
+
+
+def _overlay(base: Any, requested: Any) -> Any:
+    """The book's overlay: a requested object's keys over the resource's."""
+    if requested is None:
+        return base
+    if isinstance(base, dict) and isinstance(requested, dict):
+        return {**base, **requested}
+    return requested
+
+
+def _capacity(r: Dict[str, Any]) -> int:
+    return int(r["kind"].get("capacity", 1)) if r["kind"]["kind"] == "shared" else 1
+
+
 def _units(r: Dict[str, Any], v: Dict[str, Any]) -> int:
     if r["kind"]["kind"] == "shared" and v["mode"] == "shared":
         return 1
-    return r["kind"].get("capacity", 1) if r["kind"]["kind"] == "shared" else 1
+    return _capacity(r)
 
 
 def _units_free(r: Dict[str, Any]) -> int:
-    cap = r["kind"].get("capacity", 1) if r["kind"]["kind"] == "shared" else 1
-    return cap - sum(_units(r, v) for v in r["holders"])
+    return _capacity(r) - sum(_units(r, v) for v in r["holders"])

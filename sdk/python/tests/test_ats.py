@@ -134,6 +134,67 @@ class AtsClientTest(unittest.TestCase):
         slot = [s for r in lab["racks"] for s in r["slots"] if s["dut"] == "stb-02"][0]
         self.assertEqual(slot["state"], "free")
 
+    def test_units_of_a_shared_resource_for_one_window_all_or_nothing(self) -> None:
+        c = self.client()
+        two, start, _ = c.request_reservation("stream_server", reservation_mode="shared",
+                                              units=2, reservation_duration=300)
+        self.assertEqual(len(two.split("+")), 2)
+        holds = c.server_communicate({"command": "reservations"})
+        ss = [r for r in holds["resources"] if r["resource"] == "stream_server"][0]
+        self.assertEqual([h["mode"] for h in ss["holders"]], ["shared", "shared"])
+        self.assertIn("stream_server", c.get_available_resources(), "2 of 4 units free")
+        self.assertTrue(c.get_resource_availability("stream_server", units=2)["available"])
+        self.assertFalse(c.get_resource_availability("stream_server", units=3)["available"])
+        with self.assertRaises(ResourceUnavailable):
+            c.request_reservation("stream_server", reservation_mode="shared", units=3,
+                                  reservation_duration=60, next_available=False)
+        ss = [r for r in c.server_communicate({"command": "reservations"})["resources"]
+              if r["resource"] == "stream_server"][0]
+        self.assertEqual(len(ss["holders"]), 2, "a refused request leaves nothing held")
+        # Three units wait for the two to end: one window for all three.
+        three, later, _ = c.request_reservation("stream_server", reservation_mode="shared",
+                                                units=3, reservation_duration=60)
+        self.assertAlmostEqual(later, start + 300, delta=1)
+        with self.assertRaises(AtsError) as e:
+            c.request_reservation("stream_server", reservation_mode="shared", units=5)
+        self.assertEqual(e.exception.code, "invalid_request")
+        with self.assertRaises(AtsError):
+            c.request_reservation("power_switch", units=2)
+        self.assertTrue(c.release_reservation(three))
+        self.assertTrue(c.release_reservation(two))
+        self.assertTrue(c.get_resource_availability("stream_server", units=4)["available"])
+
+    def test_a_requested_configuration_is_claimed_over_the_resources(self) -> None:
+        c = self.client()
+        pre, _, _ = c.request_reservation("traffic_gen", res_config={"rate_mbps": 100},
+                                          reservation_duration=120)
+        claim = c.claim_reservation(pre)
+        self.assertEqual(claim["resource_config"], {"ports": 4, "rate_mbps": 100})
+        c.release_reservation(pre)
+
+    def test_renew_extends_the_lease_and_an_unrenewed_hold_lapses(self) -> None:
+        c = ATSClient(self.console.url, by="leased-script", lease=2.0)
+        pre, avail, _ = c.request_reservation("ir_blaster", reservation_duration=600)
+        first = c.claim_reservation(pre)["expire_time"]
+        self.assertLess(first, avail + 10, "held on a 2 s lease, not the 600 s window")
+        time.sleep(1.0)
+        renewed = c.renew(pre)
+        self.assertGreater(renewed, first + 0.5, "renewing moved the lease's end later")
+        holds = c.server_communicate({"command": "reservations"})
+        ir = [r for r in holds["resources"] if r["resource"] == "ir_blaster"][0]
+        self.assertAlmostEqual(ir["holders"][0]["expires"] / 1000.0, renewed, delta=0.01)
+        # Nobody renews: the console lets it lapse, and the blaster is free again.
+        deadline = time.time() + 15
+        while time.time() < deadline and "ir_blaster" not in c.get_available_resources():
+            time.sleep(0.2)
+        self.assertIn("ir_blaster", c.get_available_resources())
+        with self.assertRaises(AtsError) as e:
+            c.renew(pre)
+        self.assertEqual(e.exception.code, "not_found")
+        with self.assertRaises(AtsError) as e:
+            c.request_reservation("ir_blaster", lease=0.5)
+        self.assertEqual(e.exception.code, "invalid_request")
+
     def test_errors_carry_the_console_code(self) -> None:
         c = self.client()
         with self.assertRaises(AtsError) as e:
@@ -144,6 +205,9 @@ class AtsClientTest(unittest.TestCase):
         self.assertEqual(e.exception.code, "invalid_request")
         with self.assertRaises(AtsError) as e:
             c.request_reservation("traffic_gen", reservation_mode="shared")
+        self.assertEqual(e.exception.code, "invalid_request")
+        with self.assertRaises(AtsError) as e:
+            c.request_reservation("traffic_gen", reservation_mode="borrowed")
         self.assertEqual(e.exception.code, "invalid_request")
         with self.assertRaises(AtsError) as e:
             ATSClient("http://127.0.0.1:1").get_all_resources()

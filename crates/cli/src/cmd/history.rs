@@ -91,6 +91,29 @@ pub enum View {
         #[arg(long)]
         json: bool,
     },
+    /// Remove the runs the retention policy (settings.yaml `retention`) removes, with
+    /// their logs and artifacts; never running, pinned or kept runs
+    Prune {
+        /// Only say what would go and how many bytes
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Mark a run keep: pruning never removes it
+    Keep {
+        run: String,
+        /// Unmark it
+        #[arg(long)]
+        off: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The data directory's size: database, logs, artifacts; the retention policy
+    Usage {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// The baseline pinned for run `b`'s pack and first DUT model.
@@ -138,6 +161,12 @@ fn call(session: &Session, request: Request, what: &str) -> anyhow::Result<Respo
 }
 
 pub fn run(view: View, ctx: &Ctx) -> anyhow::Result<i32> {
+    match view {
+        View::Prune { dry_run, json } => return super::retention::prune(ctx, dry_run, json),
+        View::Keep { run, off, json } => return super::retention::keep(ctx, run, off, json),
+        View::Usage { json } => return super::retention::usage(ctx, json),
+        _ => {}
+    }
     let session = Session::reading(ctx)?;
     match view {
         View::History {
@@ -395,6 +424,9 @@ pub fn run(view: View, ctx: &Ctx) -> anyhow::Result<i32> {
             if list.is_empty() {
                 out!("no baselines pinned");
             }
+        }
+        View::Prune { .. } | View::Keep { .. } | View::Usage { .. } => {
+            unreachable!("answered above")
         }
     }
     Ok(0)

@@ -160,6 +160,9 @@ fn ask(cmd: LabCmd, ctx: &Ctx) -> anyhow::Result<i32> {
                 duration_s: duration_ms as f64 / 1000.0,
                 from_ms: from,
                 next_available: !no_wait,
+                mode: None,
+                config: None,
+                lease_s: None,
             };
             let v = match lab_session(ctx, BookUse::Own)?.call(request) {
                 Ok(Response::Hold(v)) => v,

@@ -13,10 +13,12 @@ pub mod packs;
 pub mod queue;
 pub mod report;
 pub mod results;
+pub mod retention;
 pub mod run;
 pub mod schedule;
 pub mod serve;
 pub mod users;
+pub mod triage;
 pub mod webhook;
 
 use std::path::PathBuf;
@@ -147,6 +149,8 @@ pub enum Command {
     /// Copy a SQLite store into a PostgreSQL database (a lab's), then compare every
     /// table's rows and content hash
     MigrateStore(migrate_store::Args),
+    /// Known-issue rules: list, add, remove; apply them to stored failures
+    Triage(triage::Args),
 }
 
 impl Command {
@@ -183,5 +187,6 @@ pub fn run(command: Command, ctx: &Ctx) -> anyhow::Result<i32> {
         Command::Users(a) => users::run(a, ctx),
         Command::Audit(a) => audit::run(a, ctx),
         Command::MigrateStore(a) => migrate_store::run(a, ctx),
+        Command::Triage(a) => triage::run(a, ctx),
     }
 }

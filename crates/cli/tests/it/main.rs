@@ -17,5 +17,6 @@ mod report;
 mod kissats;
 mod users;
 mod pg_store;
+mod triage_retention;
 mod support;
 mod remote;

@@ -30,5 +30,9 @@ pub fn all_schemas() -> Vec<(&'static str, Value)> {
             "reporter.schema.json",
             schema_of::<crate::reporter::ReporterProtocol>(),
         ),
+        (
+            "triage.schema.json",
+            schema_of::<crate::triage::TriageFile>(),
+        ),
     ]
 }

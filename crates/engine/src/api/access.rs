@@ -103,7 +103,12 @@ impl Request {
             | ReservationHistory { .. }
             | TaskSections { .. }
             | WhoAmI
-            | Audit(_) => READ,
+            | Audit(_)
+            | TriageRules
+            | RunTriage { .. }
+            | TriageSummary { .. }
+            | DataUsage
+            | RunKeep { .. } => READ,
             Launch(_)
             | StopRun { .. }
             | Hold { .. }
@@ -122,13 +127,20 @@ impl Request {
             | Relaunch { .. }
             | AnswerPrompt { .. }
             | PinBaseline { .. }
-            | UnpinBaseline { .. } => OPERATE,
+            | UnpinBaseline { .. }
+            | SetRunKeep { .. }
+            | RenewHold { .. } => OPERATE,
             AddWebhook { .. }
             | UpdateWebhook { .. }
             | RemoveWebhook { .. }
             | AddUser { .. }
             | RevokeUser { .. }
-            | SetUserRole { .. } => ADMINISTER,
+            | SetUserRole { .. }
+            | AddTriageRule { .. }
+            | RemoveTriageRule { .. } => ADMINISTER,
+            // Retention: a dry run only reads, a prune removes stored runs for everyone.
+            Prune { dry_run: true } => (Role::Viewer, false),
+            Prune { dry_run: false } => ADMINISTER,
             ListUsers => (Role::Admin, false),
         }
     }
@@ -223,6 +235,9 @@ fn stamp(caller: &Caller, request: Request) -> Request {
             duration_s,
             from_ms,
             next_available,
+            mode,
+            config,
+            lease_s,
             ..
         } => Request::Hold {
             resource,
@@ -230,6 +245,9 @@ fn stamp(caller: &Caller, request: Request) -> Request {
             duration_s,
             from_ms,
             next_available,
+            mode,
+            config,
+            lease_s,
         },
         Request::AnswerPrompt { id, answer, .. } => Request::AnswerPrompt {
             id,

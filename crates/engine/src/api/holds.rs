@@ -26,6 +26,7 @@ impl LocalConsole {
         }))
     }
 
+    #[allow(clippy::too_many_arguments)] // the fields of `Request::Hold`
     pub(super) fn hold(
         &self,
         resource: String,
@@ -33,11 +34,33 @@ impl LocalConsole {
         duration_s: f64,
         from_ms: Option<EpochMs>,
         next_available: bool,
+        mode: Option<crate::reserve::ReservationMode>,
+        config: Option<serde_json::Value>,
+        lease_s: Option<f64>,
     ) -> Result<Response, ApiError> {
         let duration_ms = bounds::hold_duration_ms(duration_s).map_err(bound_error)?;
         bounds::check_hold(duration_ms, from_ms, self.clock.now_ms()).map_err(bound_error)?;
         if by.trim().is_empty() {
             return Err(ApiError::invalid("say who holds it (by)"));
+        }
+        let lease_ms = lease_s
+            .map(|l| {
+                if l.is_finite() && (1.0..=86_400.0).contains(&l) {
+                    Ok((l * 1000.0).round() as i64)
+                } else {
+                    Err(ApiError::invalid(format!(
+                        "lease_s: {l} is out of range (1 to 86,400 seconds)"
+                    )))
+                }
+            })
+            .transpose()?;
+        if let Some(c) = &config {
+            if serde_json::to_vec(c).map_or(0, |v| v.len()) > 64 * 1024 {
+                return Err(ApiError::new(
+                    ErrorCode::TooLarge,
+                    "config: a requested configuration is at most 64 KiB as JSON",
+                ));
+            }
         }
         let cmd = BookCommand::Hold {
             resource,
@@ -45,9 +68,39 @@ impl LocalConsole {
             from: from_ms,
             duration_ms,
             next_available,
+            options: crate::reserve::live::HoldOptions {
+                mode: mode.unwrap_or_default(),
+                config: config.unwrap_or(serde_json::Value::Null),
+                lease_ms,
+            },
         };
         match self.book_call(cmd)? {
             BookReply::Held { reservation } => Ok(Response::Hold(reservation)),
+            other => Err(ApiError::internal(format!(
+                "unexpected answer from the reservation book: {other:?}"
+            ))),
+        }
+    }
+
+    /// Renew the lease of an operator's hold made with one: it now lapses a lease from
+    /// now (never after its window ends).
+    pub(super) fn renew_hold(&self, id: ResId) -> Result<Response, ApiError> {
+        let found = self
+            .holds()?
+            .into_iter()
+            .flat_map(|r| r.holders.into_iter().chain(r.booked))
+            .find(|r| r.id == id)
+            .ok_or_else(|| {
+                ApiError::new(ErrorCode::NotFound, format!("id: no hold or booking {id}"))
+            })?;
+        if !matches!(*found.holder, Holder::Operator { .. }) {
+            return Err(ApiError::invalid(format!(
+                "id: {} is a run's reservation, not an operator's hold",
+                found.resource
+            )));
+        }
+        match self.book_call(BookCommand::Renew { id })? {
+            BookReply::Held { reservation } => Ok(Response::RenewHold(reservation)),
             other => Err(ApiError::internal(format!(
                 "unexpected answer from the reservation book: {other:?}"
             ))),
@@ -144,10 +197,14 @@ impl LocalConsole {
                         from,
                         duration_ms,
                         next_available,
+                        options,
                     } => b
-                        .hold(&resource, &by, from, duration_ms, next_available)
+                        .hold_with(&resource, &by, from, duration_ms, next_available, &options)
                         .map(|reservation| BookReply::Held { reservation }),
                     BookCommand::Release { id } => b.release(id).map(|()| BookReply::Released),
+                    BookCommand::Renew { id } => b
+                        .renew_view(id)
+                        .map(|reservation| BookReply::Held { reservation }),
                     BookCommand::Extend { id, end } => b
                         .extend_to(id, end)
                         .map(|reservation| BookReply::Held { reservation }),

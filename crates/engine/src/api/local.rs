@@ -358,6 +358,20 @@ impl LocalConsole {
             .take();
         if let Some(tx) = starter {
             let _ = tx.send(Arc::downgrade(&me));
+            // A serving console prunes what the retention policy removes once a day.
+            let weak = Arc::downgrade(&me);
+            tokio::spawn(async move {
+                let start = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+                let mut tick = tokio::time::interval_at(start, super::retention::PRUNE_EVERY);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    let Some(console) = weak.upgrade() else { break };
+                    if let Err(e) = console.prune(false).await {
+                        tracing::warn!(error = %e, "daily prune failed");
+                    }
+                }
+            });
         }
         if me.health_checks && me.lab.is_some() {
             let weak = Arc::downgrade(&me);
@@ -388,6 +402,17 @@ impl LocalConsole {
             Request::StopRun { run_id } => self.stop_run(run_id).await,
             Request::ActiveRuns => Ok(self.active_runs()),
             Request::ListPrompts => Ok(Response::ListPrompts(self.runs.prompts().list())),
+            Request::TriageRules => self.triage_rules(),
+            Request::AddTriageRule { rule, position } => self.add_triage_rule(rule, position),
+            Request::RemoveTriageRule { name } => self.remove_triage_rule(name),
+            Request::RunTriage { run_id } => self.run_triage(run_id).await,
+            Request::TriageSummary { pack, last_runs } => {
+                self.triage_summary(pack, last_runs).await
+            }
+            Request::Prune { dry_run } => self.prune(dry_run).await,
+            Request::DataUsage => self.data_usage().await,
+            Request::RunKeep { run_id } => self.run_keep(run_id, None).await,
+            Request::SetRunKeep { run_id, keep } => self.run_keep(run_id, Some(keep)).await,
             Request::TaskSections { run_id, item } => self
                 .runs
                 .task_sections(&run_id, item as usize)
@@ -436,7 +461,20 @@ impl LocalConsole {
                 duration_s,
                 from_ms,
                 next_available,
-            } => self.hold(resource, by, duration_s, from_ms, next_available),
+                mode,
+                config,
+                lease_s,
+            } => self.hold(
+                resource,
+                by,
+                duration_s,
+                from_ms,
+                next_available,
+                mode,
+                config,
+                lease_s,
+            ),
+            Request::RenewHold { id } => self.renew_hold(id),
             Request::Release { id } => self.release(id),
             Request::ExtendHold { id, duration_s } => self.extend_hold(id, duration_s),
             Request::ReservationHistory { hours } => self.reservation_history(hours),

@@ -27,6 +27,8 @@ pub mod past;
 pub mod paths;
 pub mod queue;
 mod relaunch;
+pub mod retention;
+mod triage;
 mod results;
 pub mod schedules;
 mod runs;
@@ -72,7 +74,11 @@ pub use logs::LogChunk;
 pub use past::PastReservation;
 pub use paths::ConsolePaths;
 pub use queue::{Move, Priority, QueueChange, QueueChangeKind, QueueView, QueuedRunView};
+pub use retention::{DataUsage, PruneReport, RunKeep};
 pub use schedules::{FiringView, ScheduleDef, ScheduleDetail, ScheduleView};
+pub use testbay_core::settings::RetentionPolicy;
+pub use testbay_core::triage::TriageRule;
+pub use triage::{CategoryCount, TriageRules, TriageSummary, TriagedFailure};
 
 /// Every command a client can send.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
@@ -166,6 +172,21 @@ pub enum Request {
         from_ms: Option<EpochMs>,
         #[serde(default)]
         next_available: bool,
+        /// `shared`: one unit of a shared resource's capacity; default `exclusive` (all
+        /// of it).
+        #[serde(default)]
+        #[ts(optional)]
+        mode: Option<ReservationMode>,
+        /// A requested configuration (kissats' `res_config`), overlaid on the
+        /// resource's; at most 64 KiB as JSON.
+        #[serde(default)]
+        #[ts(optional, type = "unknown")]
+        config: Option<Value>,
+        /// A lease (1 s to 1 day): the hold lapses unless renewed (`renew_hold`) within
+        /// it, so a script that dies frees what it held. None: the whole window.
+        #[serde(default)]
+        #[ts(optional)]
+        lease_s: Option<f64>,
     },
     /// End a reservation or hold.
     Release {
@@ -373,6 +394,58 @@ pub enum Request {
     },
     /// The audit log: who changed what and when, newest first.
     Audit(AuditQuery),
+    /// The known-issue rules of `<data_dir>/triage.yaml`, in precedence order.
+    TriageRules,
+    /// Add a known-issue rule at `position` (default: last, the lowest precedence); a
+    /// name taken is `conflict`, a rule that does not compile `invalid_request` naming it.
+    AddTriageRule {
+        rule: TriageRule,
+        #[serde(default)]
+        #[ts(optional)]
+        position: Option<u32>,
+    },
+    /// Remove the known-issue rule named `name`.
+    RemoveTriageRule {
+        name: String,
+    },
+    /// A stored run's failed tasks, each with the category, rule and issue of the first
+    /// rule that matches it (none: not a known issue); rules apply to past runs too.
+    RunTriage {
+        run_id: String,
+    },
+    /// Failures per category over the last `last_runs` runs (0 means 50, at most 500) of
+    /// `pack`, or of every pack.
+    TriageSummary {
+        #[serde(default)]
+        #[ts(optional)]
+        pack: Option<String>,
+        #[serde(default)]
+        last_runs: u32,
+    },
+    /// Remove the stored runs the retention policy (`settings.yaml` `retention`) removes,
+    /// with their logs and artifacts, and give the space back; with `dry_run`, only say
+    /// which and how many bytes. Never a running or queued run, a pinned baseline's run
+    /// or a run marked keep.
+    Prune {
+        #[serde(default)]
+        dry_run: bool,
+    },
+    /// The data directory's size: database, logs, artifacts; and the retention policy.
+    DataUsage,
+    /// Whether a stored run is marked keep.
+    RunKeep {
+        run_id: String,
+    },
+    /// Mark a stored run keep (pruning never removes it) or not.
+    SetRunKeep {
+        run_id: String,
+        keep: bool,
+    },
+    /// Renew the lease of an operator's hold made with `lease_s`: it lapses a lease from
+    /// now (never after its window ends); without a lease nothing changes.
+    RenewHold {
+        id: ResId,
+    },
 }
 
 fn yes() -> bool {
@@ -508,6 +581,16 @@ pub enum Response {
     RevokeUser(User),
     SetUserRole(User),
     Audit(Vec<AuditEntry>),
+    TriageRules(TriageRules),
+    AddTriageRule(TriageRules),
+    RemoveTriageRule(TriageRules),
+    RunTriage(Vec<TriagedFailure>),
+    TriageSummary(TriageSummary),
+    Prune(PruneReport),
+    DataUsage(DataUsage),
+    RunKeep(RunKeep),
+    SetRunKeep(RunKeep),
+    RenewHold(ReservationView),
 }
 
 /// A DUT's health now, its health check and its history (newest first).

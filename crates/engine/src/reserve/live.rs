@@ -70,8 +70,15 @@ pub enum BookCommand {
         from: Option<EpochMs>,
         duration_ms: i64,
         next_available: bool,
+        /// Mode, requested configuration and lease (see [`HoldOptions`]).
+        #[serde(default)]
+        options: HoldOptions,
     },
     Release {
+        id: ResId,
+    },
+    /// Renew the lease of held reservation `id` (see [`Book::renew`]).
+    Renew {
         id: ResId,
     },
     /// Move the end of reservation `id` to `end`.
@@ -79,6 +86,18 @@ pub enum BookCommand {
         id: ResId,
         end: EpochMs,
     },
+}
+
+/// How an operator hold is made beyond its resource and window: one unit of a shared
+/// resource (`mode: shared`) or all of it, a requested configuration (kissats'
+/// `res_config`, overlaid on the resource's), and a lease the holder renews (without
+/// one the hold lasts its whole window).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HoldOptions {
+    pub mode: ReservationMode,
+    pub config: Value,
+    pub lease_ms: Option<i64>,
 }
 
 /// The owner's answer.
@@ -270,7 +289,29 @@ impl LiveBook {
         duration_ms: i64,
         next_available: bool,
     ) -> Result<ReservationView, BookError> {
-        self.with(|b| hold(b, resource, by, from, duration_ms, next_available))
+        let options = HoldOptions::default();
+        self.with(|b| hold(b, resource, by, from, duration_ms, next_available, &options))
+    }
+
+    /// An operator hold made as `options` say.
+    pub fn hold_with(
+        &self,
+        resource: &str,
+        by: &str,
+        from: Option<EpochMs>,
+        duration_ms: i64,
+        next_available: bool,
+        options: &HoldOptions,
+    ) -> Result<ReservationView, BookError> {
+        self.with(|b| hold(b, resource, by, from, duration_ms, next_available, options))
+    }
+
+    /// [`Self::renew`], answered with the reservation as it is now.
+    pub fn renew_view(&self, id: ResId) -> Result<ReservationView, BookError> {
+        self.with(|b| {
+            b.renew(id)?;
+            b.get(id).ok_or(BookError::UnknownId(id))
+        })
     }
 
     /// [`Self::extend`], answered with the reservation as it is now.
@@ -360,6 +401,7 @@ fn hold(
     from: Option<EpochMs>,
     duration_ms: i64,
     next_available: bool,
+    options: &HoldOptions,
 ) -> Result<ReservationView, BookError> {
     let mut req = ReservationRequest::new(
         resource,
@@ -370,8 +412,10 @@ fn hold(
     )
     .auto_claim(true)
     .next_available(next_available)
-    .config(Value::Null);
+    .config(options.config.clone());
     req.time_needed = from;
+    req.mode = options.mode;
+    req.lease_ms = options.lease_ms;
     let pre = b.request(req)?;
     // An auto-claim pre-reservation is claimed by the sweep once its window starts,
     // so if that is now, `get` returns it held.
@@ -393,9 +437,22 @@ fn apply(b: &mut Book, cmd: BookCommand) -> BookReply {
             from,
             duration_ms,
             next_available,
-        } => hold(b, &resource, &by, from, duration_ms, next_available)
-            .map(|reservation| BookReply::Held { reservation }),
+            options,
+        } => hold(
+            b,
+            &resource,
+            &by,
+            from,
+            duration_ms,
+            next_available,
+            &options,
+        )
+        .map(|reservation| BookReply::Held { reservation }),
         BookCommand::Release { id } => b.release(id).map(|()| BookReply::Released),
+        BookCommand::Renew { id } => b
+            .renew(id)
+            .and_then(|_| b.get(id).ok_or(BookError::UnknownId(id)))
+            .map(|reservation| BookReply::Held { reservation }),
         BookCommand::Extend { id, end } => extend(b, id, end),
     };
     r.unwrap_or_else(|e| BookReply::Error {

@@ -30,6 +30,7 @@ pub mod sqlite;
 pub mod webhooks;
 pub mod health;
 pub mod access;
+pub mod retention;
 
 pub use access::{AccessStore, AuditEntry, AuditQuery, NewAuditEntry, Role, User, MAX_AUDIT_ROWS};
 pub use error::{BackendError, Result, StoreError};
@@ -261,6 +262,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
             message: "this store keeps no users or audit log".into(),
         })
     }
+
+    // Retention.
+
+    /// A handle on retention's reads and removals of its own (a connection of its own).
+    fn open_retention_store(&self) -> Result<Box<dyn retention::RetentionStore>>;
 
     // Run queue.
 

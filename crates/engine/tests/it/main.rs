@@ -27,3 +27,5 @@ mod reporter;
 mod extend_hold;
 mod access;
 mod labdb;
+mod triage;
+mod retention;

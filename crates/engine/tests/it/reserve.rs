@@ -158,6 +158,7 @@ mod persisted {
             from: None,
             duration_ms: 1_800_000,
             next_available: true,
+            options: Default::default(),
         };
         let BookReply::Held { reservation } = other.call(cmd, T0).unwrap() else {
             panic!("not held")
@@ -178,6 +179,7 @@ mod persisted {
                     from: None,
                     duration_ms: 60_000,
                     next_available: true,
+                    options: Default::default(),
                 },
                 T0,
             )
@@ -197,6 +199,7 @@ mod persisted {
                     from: None,
                     duration_ms: 60_000,
                     next_available: true,
+                    options: Default::default(),
                 },
                 T0,
             )

@@ -88,6 +88,17 @@ export const api = {
   whoAmI: () => call('who_am_i', {}),
   /** The audit log, newest first. */
   audit: (q: T.AuditQuery) => call('audit', q),
+  triageRules: () => call('triage_rules', {}),
+  addTriageRule: (rule: T.TriageRule, position?: number) =>
+    call('add_triage_rule', position == null ? { rule } : { rule, position }),
+  removeTriageRule: (name: string) => call('remove_triage_rule', { name }),
+  runTriage: (run_id: string) => call('run_triage', { run_id }),
+  triageSummary: (pack: string | null, last_runs = 50) =>
+    call('triage_summary', pack ? { pack, last_runs } : { last_runs }),
+  prune: (dry_run: boolean) => call('prune', { dry_run }),
+  dataUsage: () => call('data_usage', {}),
+  runKeep: (run_id: string) => call('run_keep', { run_id }),
+  setRunKeep: (run_id: string, keep: boolean) => call('set_run_keep', { run_id, keep }),
 };
 
 /** Who holds a reservation, as a short label. */

@@ -41,6 +41,7 @@ pub const TABLES: &[&str] = &[
     "schedule_firings",
     "users",
     "audit",
+    "run_keep",
 ];
 
 /// Rows inserted per statement.

@@ -39,6 +39,7 @@ mod history;
 pub mod import;
 pub mod migrations;
 mod misc;
+mod retention;
 mod runs;
 mod tasks;
 mod webhooks;
@@ -59,11 +60,10 @@ use crate::lab::{Lab, LabFile};
 use crate::measure::Measurement;
 use crate::outcome::RunStatus;
 use crate::store::{
-    AccessStore,
-    Baseline, BookLock, BookStore, FiringRecord, HealthStore, MeasurementPoint, MeasurementQuery,
-    NewRun, NewTaskRow, QueuedRunRecord, RecoveryReport, Result, RunOwner, RunPage, RunQuery,
-    RunRecord, ScheduleRecord, Store, StoreError, TaskFinish, TaskHistoryEntry, TaskHistoryQuery,
-    TaskPaths, TaskRecord, WebhookStore, YieldRow, DEFAULT_READ_LIMIT,
+    AccessStore, Baseline, BookLock, BookStore, FiringRecord, HealthStore, MeasurementPoint,
+    MeasurementQuery, NewRun, NewTaskRow, QueuedRunRecord, RecoveryReport, Result, RunOwner,
+    RunPage, RunQuery, RunRecord, ScheduleRecord, Store, StoreError, TaskFinish, TaskHistoryEntry,
+    TaskHistoryQuery, TaskPaths, TaskRecord, WebhookStore, YieldRow, DEFAULT_READ_LIMIT,
 };
 
 pub use book::PgBookStore;
@@ -753,6 +753,12 @@ impl Store for PgStore {
 
     fn open_access_store(&self) -> Result<Box<dyn AccessStore>> {
         Ok(Box::new(access::PgAccessStore::new(self.core.clone())))
+    }
+
+    fn open_retention_store(&self) -> Result<Box<dyn crate::store::retention::RetentionStore>> {
+        Ok(Box::new(retention::PgRetentionStore::new(
+            self.core.clone(),
+        )))
     }
 
     fn queue_put(&self, run: &QueuedRunRecord) -> Result<()> {

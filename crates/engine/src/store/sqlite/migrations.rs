@@ -398,4 +398,13 @@ CREATE INDEX audit_user ON audit(user_name, id);
 CREATE INDEX audit_target ON audit(target, id);
 "#,
     },
+    Migration {
+        name: "runs marked keep (never pruned)",
+        sql: r#"
+CREATE TABLE run_keep (
+    run_id          TEXT PRIMARY KEY REFERENCES runs(id) ON DELETE CASCADE,
+    kept_ms         INTEGER NOT NULL
+) WITHOUT ROWID;
+"#,
+    },
 ];

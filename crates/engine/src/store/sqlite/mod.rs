@@ -24,6 +24,7 @@ pub mod webhooks;
 pub mod health;
 pub mod access;
 mod queue;
+pub mod retention;
 
 pub use book::SqliteBookStore;
 pub use read::DEFAULT_READ_LIMIT;
@@ -104,8 +105,10 @@ impl SqliteStore {
         let mut conn = Connection::open(path).map_err(open_err)?;
         conn.busy_timeout(Duration::from_secs(5))
             .map_err(open_err)?;
+        // `auto_vacuum` first: it takes effect on a new database only (before its first
+        // table); an older one switches at its first prune (`sqlite::retention`).
         conn.execute_batch(
-            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
+            "PRAGMA auto_vacuum=INCREMENTAL; PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
         )
         .map_err(open_err)?;
         open::migrate(&mut conn, path)?;
@@ -416,6 +419,10 @@ impl Store for SqliteStore {
 
     fn open_access_store(&self) -> Result<Box<dyn crate::store::AccessStore>> {
         Ok(Box::new(access::SqliteAccessStore::open(&self.path)?))
+    }
+
+    fn open_retention_store(&self) -> Result<Box<dyn crate::store::retention::RetentionStore>> {
+        Ok(Box::new(retention::SqliteRetentionStore::open(&self.path)?))
     }
 
     fn queue_put(&self, run: &QueuedRunRecord) -> Result<()> {

@@ -3,6 +3,7 @@ import type { AuditEntry } from "./AuditEntry";
 import type { Baseline } from "./Baseline";
 import type { CallerView } from "./CallerView";
 import type { ConsoleInfo } from "./ConsoleInfo";
+import type { DataUsage } from "./DataUsage";
 import type { Dut } from "./Dut";
 import type { ExportFile } from "./ExportFile";
 import type { FileContent } from "./FileContent";
@@ -15,18 +16,23 @@ import type { PackDetail } from "./PackDetail";
 import type { PackSummary } from "./PackSummary";
 import type { PastReservation } from "./PastReservation";
 import type { PromptView } from "./PromptView";
+import type { PruneReport } from "./PruneReport";
 import type { QueueView } from "./QueueView";
 import type { ResId } from "./ResId";
 import type { ReservationView } from "./ReservationView";
 import type { Reservations } from "./Reservations";
 import type { RunCompare } from "./RunCompare";
 import type { RunDetail } from "./RunDetail";
+import type { RunKeep } from "./RunKeep";
 import type { RunPage } from "./RunPage";
 import type { RunView } from "./RunView";
 import type { ScheduleDetail } from "./ScheduleDetail";
 import type { ScheduleView } from "./ScheduleView";
 import type { SectionRecord } from "./SectionRecord";
 import type { TaskHistoryEntry } from "./TaskHistoryEntry";
+import type { TriageRules } from "./TriageRules";
+import type { TriageSummary } from "./TriageSummary";
+import type { TriagedFailure } from "./TriagedFailure";
 import type { User } from "./User";
 import type { Webhook } from "./Webhook";
 import type { WebhookDelivery } from "./WebhookDelivery";
@@ -53,4 +59,4 @@ from: string, unreserved: Array<string>, } } | { "cmd": "task_history", "data": 
 /**
  * The user's token: shown this once, stored only as its SHA-256.
  */
-token: string, } } | { "cmd": "revoke_user", "data": User } | { "cmd": "set_user_role", "data": User } | { "cmd": "audit", "data": Array<AuditEntry> };
+token: string, } } | { "cmd": "revoke_user", "data": User } | { "cmd": "set_user_role", "data": User } | { "cmd": "audit", "data": Array<AuditEntry> } | { "cmd": "triage_rules", "data": TriageRules } | { "cmd": "add_triage_rule", "data": TriageRules } | { "cmd": "remove_triage_rule", "data": TriageRules } | { "cmd": "run_triage", "data": Array<TriagedFailure> } | { "cmd": "triage_summary", "data": TriageSummary } | { "cmd": "prune", "data": PruneReport } | { "cmd": "data_usage", "data": DataUsage } | { "cmd": "run_keep", "data": RunKeep } | { "cmd": "set_run_keep", "data": RunKeep } | { "cmd": "renew_hold", "data": ReservationView };
