@@ -263,16 +263,8 @@ impl Cluster {
         format!("postgres://{SUPERUSER}@127.0.0.1:{}/{db}", self.port)
     }
 
-    /// Create a database with a name no other call in this process gives and return its URL.
-    pub fn fresh_db(&self, prefix: &str) -> Result<String, StartError> {
-        let name = format!(
-            "{}_{}_{}",
-            prefix
-                .to_ascii_lowercase()
-                .replace(|c: char| !c.is_ascii_alphanumeric(), "_"),
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
+    /// Create database `name` and return its URL.
+    pub fn create_db(&self, name: &str) -> Result<String, StartError> {
         let out = Command::new(self.bin.join("createdb"))
             .args([
                 "-h",
@@ -281,7 +273,7 @@ impl Cluster {
                 SUPERUSER,
                 "-p",
                 &self.port.to_string(),
-                &name,
+                name,
             ])
             .stdin(Stdio::null())
             .output()
@@ -292,7 +284,20 @@ impl Cluster {
                 String::from_utf8_lossy(&out.stderr)
             )));
         }
-        Ok(self.url(&name))
+        Ok(self.url(name))
+    }
+
+    /// Create a database with a name no other call in this process gives and return its URL.
+    pub fn fresh_db(&self, prefix: &str) -> Result<String, StartError> {
+        let name = format!(
+            "{}_{}_{}",
+            prefix
+                .to_ascii_lowercase()
+                .replace(|c: char| !c.is_ascii_alphanumeric(), "_"),
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        self.create_db(&name)
     }
 
     /// Kill the postmaster (SIGKILL, as a crash would), keeping the folder; its backends

@@ -157,6 +157,29 @@ const EVERY_REQUEST: &[(&str, Role, bool)] = &[
         false,
     ),
     (r#"{"cmd":"who_am_i"}"#, Role::Viewer, false),
+    (r#"{"cmd":"triage_rules"}"#, Role::Viewer, false),
+    (
+        r#"{"cmd":"add_triage_rule","rule":{"name":"n","category":"c","message":"x"}}"#,
+        Role::Admin,
+        true,
+    ),
+    (
+        r#"{"cmd":"remove_triage_rule","name":"n"}"#,
+        Role::Admin,
+        true,
+    ),
+    (r#"{"cmd":"run_triage","run_id":"r"}"#, Role::Viewer, false),
+    (r#"{"cmd":"triage_summary"}"#, Role::Viewer, false),
+    (r#"{"cmd":"prune","dry_run":true}"#, Role::Viewer, false),
+    (r#"{"cmd":"prune","dry_run":false}"#, Role::Admin, true),
+    (r#"{"cmd":"data_usage"}"#, Role::Viewer, false),
+    (r#"{"cmd":"run_keep","run_id":"r"}"#, Role::Viewer, false),
+    (
+        r#"{"cmd":"set_run_keep","run_id":"r","keep":true}"#,
+        Role::Operator,
+        true,
+    ),
+    (r#"{"cmd":"renew_hold","id":"1"}"#, Role::Operator, true),
     (r#"{"cmd":"list_users"}"#, Role::Admin, false),
     (
         r#"{"cmd":"add_user","name":"n","role":"viewer"}"#,
@@ -212,8 +235,18 @@ fn roles_rank_and_agents_may_do_nothing() {
 fn users_tokens_and_the_audit_log_in_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open_in(dir.path()).unwrap();
+    let token = users_tokens_and_the_audit_log(&store);
+    // The database never holds the token itself.
+    let db = std::fs::read(store.path()).unwrap();
+    let wal = std::fs::read(store.path().with_extension("db-wal")).unwrap_or_default();
+    let hay = [db, wal].concat();
+    assert!(!hay.windows(token.len()).any(|w| w == token.as_bytes()));
+}
+
+/// Users, tokens and the audit log on any backend; the first user's token.
+pub(crate) fn users_tokens_and_the_audit_log(store: &dyn testbay_engine::store::Store) -> String {
     let clock = std::sync::Arc::new(testbay_engine::clock::ManualClock::new(1_000));
-    let access = Access::open(&store, clock.clone()).unwrap().unwrap();
+    let access = Access::open(store, clock.clone()).unwrap().unwrap();
     assert!(!access.has_users().unwrap());
     let (ada, token) = access.add_user("ada", Role::Admin).unwrap();
     assert!(access.has_users().unwrap());
@@ -226,12 +259,6 @@ fn users_tokens_and_the_audit_log_in_sqlite() {
     assert!(access.add_user("no spaces", Role::Viewer).is_err());
     assert_eq!(access.authenticate(&token).unwrap().unwrap().name, "ada");
     assert!(access.authenticate("nope").unwrap().is_none());
-
-    // The database never holds the token itself.
-    let db = std::fs::read(store.path()).unwrap();
-    let wal = std::fs::read(store.path().with_extension("db-wal")).unwrap_or_default();
-    let hay = [db, wal].concat();
-    assert!(!hay.windows(token.len()).any(|w| w == token.as_bytes()));
 
     assert_eq!(
         access.set_role("ada", Role::Operator).unwrap().role,
@@ -274,6 +301,7 @@ fn users_tokens_and_the_audit_log_in_sqlite() {
         ..AuditQuery::default()
     };
     assert_eq!(access.audit(&one).unwrap().len(), 1);
+    token
 }
 
 fn demo_console(dir: &Path) -> LocalConsole {

@@ -286,3 +286,76 @@ fn close_reads_cancels_a_read_in_flight_and_a_waiting_read_times_out() {
         testbay_engine::outcome::RunStatus::Completed
     );
 }
+
+#[test]
+fn users_tokens_and_the_audit_log_in_postgres() {
+    let store = PgStore::open(&fresh_db("access")).unwrap();
+    let token = crate::access::users_tokens_and_the_audit_log(&store);
+    let users = store.open_access_store().unwrap().users().unwrap();
+    assert_eq!(users.len(), 1);
+    assert_ne!(
+        users[0].token_id,
+        token[..8],
+        "the id is of the hash, not the token"
+    );
+}
+
+#[test]
+fn retention_in_postgres_spares_kept_runs_and_removes_the_rest_with_their_rows() {
+    let store = PgStore::open(&fresh_db("retention")).unwrap();
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let run = new_run(&format!("r{i}"), "p", T0 + i);
+        store.insert_run(&run, &rows(2)).unwrap();
+        store
+            .set_run_status(
+                &run.id,
+                testbay_engine::outcome::RunStatus::Completed,
+                None,
+                T0 + i,
+            )
+            .unwrap();
+        ids.push(run.id);
+    }
+    let going = new_run("going", "p", T0 + 3);
+    store.insert_run(&going, &rows(1)).unwrap();
+    store
+        .set_run_status(
+            &going.id,
+            testbay_engine::outcome::RunStatus::Running,
+            None,
+            T0,
+        )
+        .unwrap();
+    let r = store.open_retention_store().unwrap();
+    r.set_keep(&ids[1], true, T0).unwrap();
+    assert!(r.is_kept(&ids[1]).unwrap());
+    assert!(matches!(
+        r.set_keep("nope", true, T0),
+        Err(StoreError::RunNotFound(_))
+    ));
+    let all: Vec<String> = r
+        .candidates(Some(i64::MAX), None, 100)
+        .unwrap()
+        .into_iter()
+        .map(|c| c.run_id)
+        .collect();
+    assert_eq!(
+        all,
+        [ids[0].clone(), ids[2].clone()],
+        "neither kept nor running"
+    );
+    assert!(r.remove_run(&ids[0]).unwrap());
+    assert!(!r.remove_run(&ids[1]).unwrap(), "kept");
+    assert!(!r.remove_run(&going.id).unwrap(), "running");
+    assert!(matches!(
+        store.get_run(&ids[0]),
+        Err(StoreError::RunNotFound(_))
+    ));
+    assert!(store
+        .run_tasks(&ids[0])
+        .map(|t| t.is_empty())
+        .unwrap_or(true));
+    assert!(r.size().unwrap().file_bytes > 0);
+    r.reclaim().unwrap();
+}
