@@ -53,6 +53,13 @@ function fakeTauri() {
         if (body && body.error) throw body.error;
         return body;
       }
+      // The shell's seat: joined to this computer, as once a lab is remembered.
+      if (cmd === 'seat') {
+        return {
+          lab: { kind: 'local', name: 'this computer', url: null, user: null },
+          remembered_url: null, token_file: '', token_in: null, error: null,
+        };
+      }
       if (cmd === 'plugin:event|listen') return next++;
       if (cmd === 'plugin:event|unlisten') return null;
       throw new Error(`no such command in this stand-in: ${cmd}`);
