@@ -170,9 +170,7 @@ impl LocalConsole {
             StoreLocation::Postgres(url) if serve_queue => Some(url.clone()),
             _ => None,
         };
-        let store = store
-            .open()
-            .map_err(store_error)?;
+        let store = store.open().map_err(store_error)?;
         let recovered = if recover {
             crate::run::recover_interrupted(&*store, &paths.data_dir, clock.now_ms())
                 .map_err(|e| e.to_string())
@@ -381,7 +379,10 @@ impl LocalConsole {
         if let Some(url) = &me.relay_url {
             match super::relay::Relay::start(url, me.events.clone(), Arc::downgrade(&me)) {
                 Ok(r) => {
-                    tracing::info!(server = r.server(), "relaying events and requests with the other servers of this database");
+                    tracing::info!(
+                        server = r.server(),
+                        "relaying events and requests with the other servers of this database"
+                    );
                     let _ = me.relay.set(r);
                 }
                 Err(e) => tracing::warn!(error = %e, "events are not shared with other servers"),
@@ -435,11 +436,7 @@ impl LocalConsole {
             Request::ListPacks => Ok(self.list_packs()),
             Request::GetPack { name } => self.get_pack(&name),
             Request::Launch(spec) => match self.relay.get().filter(|_| self.launch_elsewhere()) {
-                Some(relay) => {
-                    relay
-                        .forward("launch", None, Request::Launch(spec))
-                        .await
-                }
+                Some(relay) => relay.forward("launch", None, Request::Launch(spec)).await,
                 None => self.launch(spec).await,
             },
             Request::StopRun { run_id } => self.stop_run(run_id).await,
