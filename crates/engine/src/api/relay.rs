@@ -40,6 +40,8 @@ pub const PAYLOAD_MAX: usize = 7_900;
 pub const FORWARD_PATIENCE: Duration = Duration::from_secs(30);
 /// How long before a lost listen or publish connection is tried again.
 const RECONNECT_AFTER: Duration = Duration::from_secs(1);
+/// The listen connection's `application_name` (operators find it in `pg_stat_activity`).
+pub const LISTEN_APP_NAME: &str = "testbay relay listen";
 /// How often a forwarded request's row is read for its answer.
 const ANSWER_POLL: Duration = Duration::from_millis(50);
 
@@ -57,7 +59,7 @@ struct Batch {
 /// A forwarded request's answer as stored in `console_inbox.answer`.
 #[derive(Serialize, Deserialize)]
 enum Answer {
-    Ok(Response),
+    Ok(Box<Response>),
     Err(ApiError),
 }
 
@@ -174,6 +176,13 @@ impl Relay {
                 *guard = Some(self.connect().await.map_err(unavailable)?);
             }
             let c = guard.as_ref().expect("connected above");
+            // Rows whose caller went away before reading its answer.
+            c.execute(
+                "DELETE FROM console_inbox WHERE created_at < now() - interval '1 hour'",
+                &[],
+            )
+            .await
+            .map_err(unavailable)?;
             let row = c
                 .query_one(
                     "INSERT INTO console_inbox (from_server, kind, run_id, request) \
@@ -210,7 +219,7 @@ impl Relay {
                     .execute("DELETE FROM console_inbox WHERE id = $1", &[&id])
                     .await;
                 return match serde_json::from_str::<Answer>(&a) {
-                    Ok(Answer::Ok(r)) => Ok(r),
+                    Ok(Answer::Ok(r)) => Ok(*r),
                     Ok(Answer::Err(e)) => Err(e),
                     Err(e) => Err(ApiError::internal(format!("bad forwarded answer: {e}"))),
                 };
@@ -275,7 +284,7 @@ impl Relay {
         }
         let answer = match serde_json::from_str::<Request>(&request) {
             Ok(req) => match console.route(req).await {
-                Ok(r) => Answer::Ok(r),
+                Ok(r) => Answer::Ok(Box::new(r)),
                 Err(e) => Answer::Err(e),
             },
             Err(e) => Answer::Err(ApiError::invalid(format!("forwarded request: {e}"))),
@@ -392,7 +401,9 @@ async fn listen(relay: Weak<Relay>) {
     let mut first = true;
     loop {
         let Some(r) = relay.upgrade() else { break };
-        let (client, mut conn) = match r.config.connect(NoTls).await {
+        let mut config = r.config.clone();
+        config.application_name(LISTEN_APP_NAME);
+        let (client, mut conn) = match config.connect(NoTls).await {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "relay cannot listen; trying again");
@@ -434,8 +445,9 @@ async fn listen(relay: Weak<Relay>) {
         // Requests that waited while this server was not listening.
         if let Ok(rows) = client
             .query(
-                "SELECT id FROM console_inbox WHERE taken_by IS NULL ORDER BY id",
-                &[],
+                "SELECT id FROM console_inbox WHERE taken_by IS NULL \
+                 AND created_at > now() - make_interval(secs => $1) ORDER BY id",
+                &[&(FORWARD_PATIENCE.as_secs_f64())],
             )
             .await
         {

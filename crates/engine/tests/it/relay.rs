@@ -177,3 +177,44 @@ async fn a_run_launched_on_the_second_server_runs_on_the_first_and_is_seen_and_s
     a.shutdown();
     b.shutdown();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_listen_connection_reconnects_and_its_subscribers_resync() {
+    let url = testbay_pgtest::shared()
+        .expect("a throwaway PostgreSQL (Debian's postgresql package)")
+        .fresh_db("relay_drop")
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let a = open(set_up(dir.path(), "a"), &url);
+    let b = open(set_up(dir.path(), "b"), &url);
+    let mut b_events = b.subscribe();
+    until_relayed(&a, &mut b_events).await;
+
+    let (admin, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let killed = admin
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = $1 AND datname = current_database()",
+            &[&testbay_engine::api::relay::LISTEN_APP_NAME],
+        )
+        .await
+        .unwrap();
+    assert_eq!(killed, 2, "one listen connection per server");
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            if let Ok(Event::Resync { .. }) = b_events.recv().await {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("B's subscriber is told to reload");
+    // Listening again: B's launch still runs on A and is followed on B.
+    let run_id = launch(&b, "quick", "box-1").await;
+    assert_eq!(run_end(&mut b_events, &run_id).await, RunStatus::Completed);
+    a.shutdown();
+    b.shutdown();
+}
