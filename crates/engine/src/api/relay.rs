@@ -440,7 +440,7 @@ async fn listen(relay: Weak<Relay>) {
         }
         if !std::mem::take(&mut first) {
             // Whatever was said while the connection was down is lost.
-            let _ = r.events.send(Event::Resync { missed: 0 });
+            r.inject(Event::Resync { missed: 0 });
         }
         // Requests that waited while this server was not listening.
         if let Ok(rows) = client
