@@ -61,6 +61,11 @@ pub struct LocalConsole {
     scheduler: Mutex<Option<tokio::sync::oneshot::Sender<std::sync::Weak<LocalConsole>>>>,
     events: broadcast::Sender<Event>,
     recovered: Result<RecoveryReport, String>,
+    /// The PostgreSQL store's URL: [`LocalConsole::shared`] starts the relay on it.
+    relay_url: Option<String>,
+    /// Events and requests shared with the other servers of a PostgreSQL store
+    /// (`api::relay`), once shared.
+    pub(super) relay: std::sync::OnceLock<Arc<super::relay::Relay>>,
 }
 
 /// How a [`LocalConsole`] opens.
@@ -160,10 +165,12 @@ impl LocalConsole {
             ))
         })?;
         crate::reserve::live::set_owner_label(owner_label);
-        let store = store
-            .unwrap_or_else(|| StoreLocation::default_in(&paths.data_dir))
-            .open()
-            .map_err(store_error)?;
+        let store = store.unwrap_or_else(|| StoreLocation::default_in(&paths.data_dir));
+        let relay_url = match &store {
+            StoreLocation::Postgres(url) if serve_queue => Some(url.clone()),
+            _ => None,
+        };
+        let store = store.open().map_err(store_error)?;
         let recovered = if recover {
             crate::run::recover_interrupted(&*store, &paths.data_dir, clock.now_ms())
                 .map_err(|e| e.to_string())
@@ -316,6 +323,8 @@ impl LocalConsole {
             scheduler: Mutex::new(serve_queue.then(super::schedules::scheduler::start)),
             events,
             recovered,
+            relay_url,
+            relay: std::sync::OnceLock::new(),
         })
     }
 
@@ -341,6 +350,22 @@ impl LocalConsole {
         self.recovered.as_ref().map_err(|e| e.as_str())
     }
 
+    /// Whether this console owns the reservation book.
+    pub(super) fn owns_book(&self) -> bool {
+        self.owned_book.is_some()
+    }
+
+    /// Whether a run executes in this console.
+    pub(super) fn runs_here(&self, run_id: &str) -> bool {
+        self.runs.view(run_id).is_some()
+    }
+
+    /// Whether launches go to the book's owner among the servers of this database: this
+    /// console reserves through a book another server owns.
+    fn launch_elsewhere(&self) -> bool {
+        self.reserve && self.paths.lab_file.is_some() && !self.owns_book() && self.book.is_some()
+    }
+
     /// The run queue (health checks keep DUTs out of service through it).
     pub fn queue(&self) -> &RunQueueService {
         &self.queue
@@ -351,6 +376,18 @@ impl LocalConsole {
     /// the lab's due health checks every [`HEALTH_TICK`] while the console lives.
     pub fn shared(self) -> Arc<dyn Console> {
         let me = Arc::new(self);
+        if let Some(url) = &me.relay_url {
+            match super::relay::Relay::start(url, me.events.clone(), Arc::downgrade(&me)) {
+                Ok(r) => {
+                    tracing::info!(
+                        server = r.server(),
+                        "relaying events and requests with the other servers of this database"
+                    );
+                    let _ = me.relay.set(r);
+                }
+                Err(e) => tracing::warn!(error = %e, "events are not shared with other servers"),
+            }
+        }
         let starter = me
             .scheduler
             .lock()
@@ -398,7 +435,10 @@ impl LocalConsole {
             Request::Info => Ok(Response::Info(self.info())),
             Request::ListPacks => Ok(self.list_packs()),
             Request::GetPack { name } => self.get_pack(&name),
-            Request::Launch(spec) => self.launch(spec).await,
+            Request::Launch(spec) => match self.relay.get().filter(|_| self.launch_elsewhere()) {
+                Some(relay) => relay.forward("launch", None, Request::Launch(spec)).await,
+                None => self.launch(spec).await,
+            },
             Request::StopRun { run_id } => self.stop_run(run_id).await,
             Request::ActiveRuns => Ok(self.active_runs()),
             Request::ListPrompts => Ok(Response::ListPrompts(self.runs.prompts().list())),

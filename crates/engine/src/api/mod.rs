@@ -27,6 +27,7 @@ pub mod past;
 pub mod paths;
 pub mod queue;
 mod relaunch;
+pub mod relay;
 pub mod retention;
 mod triage;
 mod results;

@@ -5,7 +5,7 @@ use super::error::{bound_error, run_error, store_error};
 use super::local::blocking;
 use super::queue::{QueuedLaunchInfo, MAX_QUEUE_TIME_S};
 use super::Priority;
-use super::{ApiError, ErrorCode, LaunchSpec, LocalConsole, Response};
+use super::{ApiError, ErrorCode, LaunchSpec, LocalConsole, Request, Response};
 use std::path::PathBuf;
 
 use crate::bounds;
@@ -216,6 +216,14 @@ impl LocalConsole {
                 ErrorCode::Conflict,
                 format!("run {run_id} is already {}", status.as_str()),
             ));
+        }
+        if !self.runs_here(&run_id) {
+            if let Some(relay) = self.relay.get() {
+                let id = run_id.clone();
+                return relay
+                    .forward("stop_run", Some(&id), Request::StopRun { run_id })
+                    .await;
+            }
         }
         self.runs.stop(&run_id).map_err(run_error)?;
         Ok(Response::StopRun { run_id })

@@ -29,3 +29,4 @@ mod access;
 mod labdb;
 mod triage;
 mod retention;
+mod relay;
