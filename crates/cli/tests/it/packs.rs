@@ -54,7 +54,7 @@ fn list_shows_good_and_broken_packs() {
     let (code, out) = testbay(&["packs", "list", "packs", "tests/fixtures/packs"]);
     assert_eq!(code, 0, "{out}");
     assert!(
-        out.contains("stb-smoke 1.2.0  ok  12 task(s)  packs/stb-smoke"),
+        out.contains("stb-smoke 1.2.0  ok  13 task(s)  packs/stb-smoke"),
         "{out}"
     );
     assert!(

@@ -708,7 +708,7 @@ fn pack_detail_shows_resources_prereqs_and_estimates() {
     let lib = pack::Library::open(vec![repo().join("packs")]);
     let d = lib.detail("stb-smoke").unwrap();
     assert!(d.summary.ok);
-    assert_eq!(d.summary.task_count, 12);
+    assert_eq!(d.summary.task_count, 13);
     let ir = d.resources.iter().find(|r| r.name == "ir_blaster").unwrap();
     assert_eq!(
         ir.exclusive_in,
