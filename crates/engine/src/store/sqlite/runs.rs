@@ -106,28 +106,39 @@ pub(super) fn get(conn: &Connection, id: &str) -> Result<RunRecord> {
     Ok(runs.pop().expect("one run"))
 }
 
+/// One listing: the page and the number of matching runs in one query (`count(*) OVER
+/// ()`); only a page past the end counts again.
 pub(super) fn list(conn: &Connection, sql: &ListSql) -> Result<RunPage> {
-    let total: u32 = conn.query_row(&sql.count(), params_from_iter(sql.args.iter()), |r| {
-        r.get(0)
-    })?;
     let mut stmt = conn.prepare(&sql.page())?;
-    let rows = stmt.query_map(params_from_iter(sql.args.iter()), run_from_row)?;
+    let mut total: Option<u32> = None;
+    let rows = stmt.query_map(params_from_iter(sql.args.iter()), |r| {
+        Ok((r.get::<_, u32>(RUN_COL_COUNT)?, run_from_row(r)?))
+    })?;
     let mut runs = Vec::new();
     for r in rows {
-        runs.push(r?.map_err(|e| StoreError::Json {
+        let (n, run) = r?;
+        total = Some(n);
+        runs.push(run.map_err(|e| StoreError::Json {
             what: "runs",
             source: e,
         })?);
     }
+    let total = match total {
+        Some(n) => n,
+        None if sql.offset == 0 => 0,
+        None => conn.query_row(&sql.count(), params_from_iter(sql.args.iter()), |r| {
+            r.get(0)
+        })?,
+    };
     fill_counts(conn, &mut runs)?;
     Ok(RunPage { total, runs })
 }
 
-/// SQLite's plan for a listing (`EXPLAIN QUERY PLAN` of the count and of the page, one
+/// SQLite's plan for a listing (`EXPLAIN QUERY PLAN` of the page with its count, one
 /// line per step).
 pub(super) fn list_plan(conn: &Connection, sql: &ListSql) -> Result<Vec<String>> {
     let mut plan = Vec::new();
-    for s in [sql.count(), sql.page()] {
+    for s in [sql.page()] {
         let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {s}"))?;
         let rows = stmt.query_map(params_from_iter(sql.args.iter()), |r| r.get::<_, String>(3))?;
         for r in rows {
@@ -202,7 +213,16 @@ pub(super) fn mark_interrupted(
 const RUN_COLS: &str =
     "r.id, r.pack_name, r.pack_version, r.content_hash, r.pack_dir, r.snapshot_dir,
     r.groups_json, r.duts_json, r.ats, r.params_json, r.resource_mode, r.coverage_mode, r.status,
-    r.reason, r.created_ms, r.started_ms, r.finished_ms, r.est_run_time";
+    r.reason, r.created_ms, r.started_ms, r.finished_ms, r.est_run_time,
+    r.t_total, r.t_done, r.t_failed, r.t_aborted";
+
+/// The number of columns of [`RUN_COLS`] (the listing's total comes after them).
+const RUN_COL_COUNT: usize = 22;
+
+/// A run's failures as [`RunCounts::failures`] counts them, from its tallies: failed
+/// rows, and the rows an errored run never finished (their result was lost).
+const FAILURES: &str =
+    "(r.t_failed + CASE WHEN r.status = 'errored' THEN r.t_total - r.t_done ELSE 0 END)";
 
 /// The SQL of one listing: its filters, order and page.
 pub(super) struct ListSql {
@@ -253,16 +273,12 @@ impl ListSql {
         }
         if let Some(res) = &q.result {
             wh.push(format!(
-                "EXISTS (SELECT 1 FROM task_results t WHERE t.run_id = r.id AND t.result = {})",
+                "EXISTS (SELECT 1 FROM run_result_tallies x WHERE x.run_id = r.id AND x.result = {})",
                 arg(V::Text(res.clone()))
             ));
         }
         if q.failed_only {
-            wh.push(
-                "(r.status = 'errored'
-                  OR EXISTS (SELECT 1 FROM task_results t WHERE t.run_id = r.id AND t.failure = 1))"
-                    .into(),
-            );
+            wh.push("(r.status = 'errored' OR r.t_failure > 0)".into());
         }
         if let Some(f) = q.from_ms {
             wh.push(format!("r.created_ms >= {}", arg(V::Integer(f))));
@@ -304,12 +320,7 @@ impl ListSql {
                 "(COALESCE(r.finished_ms, r.started_ms) - r.started_ms) {dir}, r.created_ms DESC"
             ),
             // As `RunCounts::failures` counts them.
-            RunSort::Failures => format!(
-                "(SELECT count(*) FROM task_results t WHERE t.run_id = r.id
-                   AND ((t.failure = 1 AND COALESCE(t.result, '') != 'Aborted')
-                        OR (r.status = 'errored' AND t.state != 'done'))) {dir},
-                 r.created_ms DESC"
-            ),
+            RunSort::Failures => format!("{FAILURES} {dir}, r.created_ms DESC"),
         };
         let limit = if q.limit == 0 { 50 } else { q.limit.min(1000) };
         Ok(Self {
@@ -327,7 +338,7 @@ impl ListSql {
 
     fn page(&self) -> String {
         format!(
-            "SELECT {RUN_COLS} FROM runs r {} ORDER BY {} LIMIT {} OFFSET {}",
+            "SELECT {RUN_COLS}, count(*) OVER () FROM runs r {} ORDER BY {} LIMIT {} OFFSET {}",
             self.where_sql, self.order, self.limit, self.offset
         )
     }
@@ -362,49 +373,38 @@ fn run_from_row(r: &Row<'_>) -> rusqlite::Result<JsonResult<RunRecord>> {
             },
             started_ms: r.get(15).unwrap_or_default(),
             finished_ms: r.get(16).unwrap_or_default(),
-            counts: RunCounts::default(),
+            counts: RunCounts {
+                total: r.get(18).unwrap_or_default(),
+                done: r.get(19).unwrap_or_default(),
+                failures: r.get(20).unwrap_or_default(),
+                aborted: r.get(21).unwrap_or_default(),
+                ..RunCounts::default()
+            },
             verdict: None,
         })
     };
     Ok(build())
 }
 
+/// Complete the tallies read with each run: the rows an errored run never finished
+/// count as failures, the finished rows per result, and the verdict.
 fn fill_counts(conn: &Connection, runs: &mut [RunRecord]) -> Result<()> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT state, result, failure, count(*) FROM task_results WHERE run_id = ?1
-         GROUP BY state, result, failure",
-    )?;
+    let mut stmt =
+        conn.prepare_cached("SELECT result, n FROM run_result_tallies WHERE run_id = ?1")?;
     for run in runs {
-        let rows = stmt.query_map([&run.id], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, Option<String>>(1)?,
-                r.get::<_, Option<i64>>(2)?,
-                r.get::<_, u32>(3)?,
-            ))
-        })?;
-        let mut c = RunCounts::default();
-        for row in rows {
-            let (state, result, failure, n) = row?;
-            c.total += n;
-            if state != "done" && run.status == RunStatus::Errored {
-                // A row an errored run never finished: its result was lost.
-                c.failures += n;
-            }
-            if state == "done" {
-                c.done += n;
-                if result.as_deref() == Some(ABORTED) {
-                    c.aborted += n;
-                } else if failure == Some(1) {
-                    c.failures += n;
-                }
-                if let Some(res) = result {
-                    *c.by_result.entry(res).or_default() += n;
-                }
-            }
+        let c = &mut run.counts;
+        if run.launch.status == RunStatus::Errored {
+            // A row an errored run never finished: its result was lost.
+            c.failures += c.total - c.done;
         }
-        run.verdict = RunVerdict::of(run.status, c.failures, c.aborted);
-        run.counts = c;
+        let rows = stmt.query_map([&run.launch.id], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?))
+        })?;
+        for row in rows {
+            let (result, n) = row?;
+            c.by_result.insert(result, n);
+        }
+        run.verdict = RunVerdict::of(run.launch.status, c.failures, c.aborted);
     }
     Ok(())
 }
