@@ -119,7 +119,8 @@ pub(super) async fn get(c: &Client, id: &str) -> Result<RunRecord> {
 }
 
 /// One listing: the page and the number of matching runs in one query (`count(*) OVER
-/// ()`); only a page past the end counts again.
+/// ()` over the matching ids and sort keys only, the page's rows joined after); only a
+/// page past the end counts again.
 pub(super) async fn list(c: &Client, sql: &ListSql) -> Result<RunPage> {
     let args = sql.args();
     let rows = c.query(&sql.page(), &args).await?;
@@ -357,8 +358,14 @@ impl ListSql {
 
     fn page(&self) -> String {
         format!(
-            "SELECT {RUN_COLS}, count(*) OVER () FROM runs r {} ORDER BY {} LIMIT {} OFFSET {}",
-            self.where_sql, self.order, self.limit, self.offset
+            "SELECT {RUN_COLS}, p.total FROM (
+                SELECT r.id AS id, count(*) OVER () AS total FROM runs r {where_sql}
+                ORDER BY {order} LIMIT {limit} OFFSET {offset}) p
+             JOIN runs r ON r.id = p.id ORDER BY {order}",
+            where_sql = self.where_sql,
+            order = self.order,
+            limit = self.limit,
+            offset = self.offset
         )
     }
 }
