@@ -51,6 +51,7 @@ macro_rules! store_contract {
                 book_inbox_carries_commands_and_answers,
                 live_runs_are_unfinished_runs_of_live_owners,
                 tallies_follow_every_write,
+                keyset_pages_follow_the_listing,
             );
         }
     };
@@ -986,4 +987,68 @@ fn tallies_follow_every_write(b: &impl Backend) {
     assert_eq!(listed(RunQuery::default()), ["rb"]);
     let c = counts("rb");
     assert_eq!((c.total, c.done), (1, 0));
+}
+
+/// Paging after a run gives the pages offsets give, newest or oldest first, with the
+/// filters and the total of every matching run; runs created at one millisecond are
+/// neither skipped nor repeated.
+fn keyset_pages_follow_the_listing(b: &impl Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = b.open(dir.path());
+    for i in 0..23 {
+        let pack = if i % 3 == 0 { "net" } else { "stb" };
+        // Pairs of runs share their creation time.
+        s.insert_run(
+            &new_run(&format!("r{i:02}"), pack, T0 + (i / 2) as i64),
+            &rows(1),
+        )
+        .unwrap();
+    }
+    let ids = |p: &RunPage| -> Vec<String> { p.runs.iter().map(|r| r.launch.id.clone()).collect() };
+    for (pack, ascending) in [(None, false), (None, true), (Some("stb"), false)] {
+        let base = RunQuery {
+            pack: pack.map(Into::into),
+            ascending,
+            limit: 5,
+            ..Default::default()
+        };
+        let all = s
+            .list_runs(&RunQuery {
+                limit: 100,
+                ..base.clone()
+            })
+            .unwrap();
+        let mut paged = Vec::new();
+        let mut after = None;
+        loop {
+            let page = s
+                .list_runs(&RunQuery {
+                    after: after.clone(),
+                    ..base.clone()
+                })
+                .unwrap();
+            assert_eq!(page.total, all.total, "{pack:?} {ascending}");
+            if page.runs.is_empty() {
+                break;
+            }
+            after = page.runs.last().map(|r| r.launch.id.clone());
+            paged.extend(ids(&page));
+        }
+        assert_eq!(paged, ids(&all), "{pack:?} ascending {ascending}");
+    }
+    let err = s
+        .list_runs(&RunQuery {
+            after: Some("r05".into()),
+            sort: RunSort::Pack,
+            ..Default::default()
+        })
+        .unwrap_err();
+    assert_eq!(err.code(), "invalid_query");
+    let gone = s
+        .list_runs(&RunQuery {
+            after: Some("nope".into()),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!((gone.total, gone.runs.len()), (23, 0));
 }

@@ -177,6 +177,30 @@ fn result_and_failure_filters_read_the_runs_tallies() {
     );
 }
 
+/// A page after a run starts from the index on creation at that run, whatever its
+/// depth.
+#[test]
+fn keyset_pages_start_at_the_cursor() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open_in(dir.path()).unwrap();
+    let plan = s
+        .list_runs_plan(&RunQuery {
+            after: Some("r1".into()),
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(
+        plan.iter()
+            .any(|l| l.starts_with("SEARCH r USING INDEX runs_created (created_ms<?)")),
+        "{plan:#?}"
+    );
+    // Only runs created at one millisecond are sorted (by id), not the whole listing.
+    assert!(
+        !plan.iter().any(|l| l == "USE TEMP B-TREE FOR ORDER BY"),
+        "{plan:#?}"
+    );
+}
+
 /// A write waiting for the database (another process holds the write lock) holds the
 /// store's writer; reads go on beside it and answer at once.
 #[test]

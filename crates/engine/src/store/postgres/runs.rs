@@ -128,10 +128,13 @@ pub(super) async fn list(c: &Client, sql: &ListSql) -> Result<RunPage> {
     for r in &rows {
         runs.push(run_from_row(r)?);
     }
-    let total: i64 = match rows.first() {
-        Some(r) => r.get(RUN_COL_COUNT),
-        None if sql.offset == 0 => 0,
-        None => c.query_one(&sql.count(), &args).await?.get(0),
+    let total: i64 = match rows.first().and_then(|r| r.get(RUN_COL_COUNT)) {
+        Some(n) => n,
+        None if sql.offset == 0 && sql.keyset.is_none() => 0,
+        None => {
+            let count_args = &args[..args.len() - usize::from(sql.keyset.is_some())];
+            c.query_one(&sql.count(), count_args).await?.get(0)
+        }
     };
     fill_counts(c, &mut runs).await?;
     Ok(RunPage {
@@ -229,6 +232,8 @@ pub(super) struct ListSql {
     order: String,
     limit: u32,
     offset: u32,
+    /// The keyset condition of `after`, if any: on the page, not on the count.
+    keyset: Option<String>,
     args: Vec<Arg>,
 }
 
@@ -311,6 +316,31 @@ impl ListSql {
                              AND (t.task ILIKE {p} ESCAPE '\\' OR t.message ILIKE {p} ESCAPE '\\')))"
             ));
         }
+        // Its argument comes last: the count, which has no keyset, leaves it out.
+        let keyset = match &q.after {
+            None => None,
+            Some(_) if q.sort != RunSort::Created => {
+                return Err(StoreError::InvalidQuery {
+                    key: "after",
+                    message: "paging after a run goes with sort=created only".into(),
+                });
+            }
+            Some(after) => {
+                let p = arg(Arg::Text(after.clone()));
+                let (cmp, cmp_eq) = if q.ascending {
+                    (">", ">=")
+                } else {
+                    ("<", "<=")
+                };
+                // The first half is a range of the index on creation; the second
+                // breaks ties between runs created at one millisecond.
+                Some(format!(
+                    "(r.created_ms {cmp_eq} (SELECT c.created_ms FROM runs c WHERE c.id = {p})
+                      AND (r.created_ms, r.id COLLATE \"C\") {cmp}
+                          (SELECT c.created_ms, c.id COLLATE \"C\" FROM runs c WHERE c.id = {p}))"
+                ))
+            }
+        };
         let where_sql = if wh.is_empty() {
             String::new()
         } else {
@@ -338,6 +368,7 @@ impl ListSql {
             order,
             limit,
             offset: q.offset,
+            keyset,
             args,
         })
     }
@@ -356,7 +387,20 @@ impl ListSql {
         format!("SELECT count(*) FROM runs r {}", self.where_sql)
     }
 
+    /// The page, each row with the number of matching runs after its columns (`NULL`
+    /// with a keyset: the count is then a query of its own).
     fn page(&self) -> String {
+        if let Some(keyset) = &self.keyset {
+            let where_sql = if self.where_sql.is_empty() {
+                format!("WHERE {keyset}")
+            } else {
+                format!("{} AND {keyset}", self.where_sql)
+            };
+            return format!(
+                "SELECT {RUN_COLS}, NULL::bigint FROM runs r {where_sql} ORDER BY {} LIMIT {} OFFSET {}",
+                self.order, self.limit, self.offset
+            );
+        }
         format!(
             "SELECT {RUN_COLS}, p.total FROM (
                 SELECT r.id AS id, count(*) OVER () AS total FROM runs r {where_sql}

@@ -113,12 +113,12 @@ pub(super) fn list(conn: &Connection, sql: &ListSql) -> Result<RunPage> {
     let mut stmt = conn.prepare(&sql.page())?;
     let mut total: Option<u32> = None;
     let rows = stmt.query_map(params_from_iter(sql.args.iter()), |r| {
-        Ok((r.get::<_, u32>(RUN_COL_COUNT)?, run_from_row(r)?))
+        Ok((r.get::<_, Option<u32>>(RUN_COL_COUNT)?, run_from_row(r)?))
     })?;
     let mut runs = Vec::new();
     for r in rows {
         let (n, run) = r?;
-        total = Some(n);
+        total = n;
         runs.push(run.map_err(|e| StoreError::Json {
             what: "runs",
             source: e,
@@ -126,8 +126,8 @@ pub(super) fn list(conn: &Connection, sql: &ListSql) -> Result<RunPage> {
     }
     let total = match total {
         Some(n) => n,
-        None if sql.offset == 0 => 0,
-        None => conn.query_row(&sql.count(), params_from_iter(sql.args.iter()), |r| {
+        None if sql.offset == 0 && sql.keyset.is_none() => 0,
+        None => conn.query_row(&sql.count(), params_from_iter(sql.count_args()), |r| {
             r.get(0)
         })?,
     };
@@ -231,6 +231,8 @@ pub(super) struct ListSql {
     order: String,
     limit: u32,
     offset: u32,
+    /// The keyset condition of `after`, if any: on the page, not on the count.
+    keyset: Option<String>,
     args: Vec<rusqlite::types::Value>,
 }
 
@@ -307,6 +309,31 @@ impl ListSql {
                              AND (t.task LIKE {p} ESCAPE '\\' OR t.message LIKE {p} ESCAPE '\\')))"
             ));
         }
+        // Its argument comes last: the count, which has no keyset, leaves it out.
+        let keyset = match &q.after {
+            None => None,
+            Some(_) if q.sort != RunSort::Created => {
+                return Err(StoreError::InvalidQuery {
+                    key: "after",
+                    message: "paging after a run goes with sort=created only".into(),
+                });
+            }
+            Some(after) => {
+                let p = arg(V::Text(after.clone()));
+                let (cmp, cmp_eq) = if q.ascending {
+                    (">", ">=")
+                } else {
+                    ("<", "<=")
+                };
+                // The first half is a range of the index on creation; the second
+                // breaks ties between runs created at one millisecond.
+                Some(format!(
+                    "(r.created_ms {cmp_eq} (SELECT c.created_ms FROM runs c WHERE c.id = {p})
+                      AND (r.created_ms, r.id) {cmp}
+                          (SELECT c.created_ms, c.id FROM runs c WHERE c.id = {p}))"
+                ))
+            }
+        };
         let where_sql = if wh.is_empty() {
             String::new()
         } else {
@@ -329,15 +356,34 @@ impl ListSql {
             order,
             limit,
             offset: q.offset,
+            keyset,
             args,
         })
+    }
+
+    /// The arguments of [`Self::count`]: all but the keyset's.
+    fn count_args(&self) -> &[rusqlite::types::Value] {
+        &self.args[..self.args.len() - usize::from(self.keyset.is_some())]
     }
 
     fn count(&self) -> String {
         format!("SELECT count(*) FROM runs r {}", self.where_sql)
     }
 
+    /// The page, each row with the number of matching runs after its columns (`NULL`
+    /// with a keyset: the count is then a query of its own).
     fn page(&self) -> String {
+        if let Some(keyset) = &self.keyset {
+            let where_sql = if self.where_sql.is_empty() {
+                format!("WHERE {keyset}")
+            } else {
+                format!("{} AND {keyset}", self.where_sql)
+            };
+            return format!(
+                "SELECT {RUN_COLS}, NULL FROM runs r {where_sql} ORDER BY {} LIMIT {} OFFSET {}",
+                self.order, self.limit, self.offset
+            );
+        }
         format!(
             "SELECT {RUN_COLS}, p.total FROM (
                 SELECT r.id AS id, count(*) OVER () AS total FROM runs r {where_sql}
