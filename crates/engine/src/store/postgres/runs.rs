@@ -119,8 +119,9 @@ pub(super) async fn get(c: &Client, id: &str) -> Result<RunRecord> {
 }
 
 /// One listing: the page and the number of matching runs in one query (`count(*) OVER
-/// ()` over the matching ids and sort keys only, the page's rows joined after); only a
-/// page past the end counts again.
+/// ()` over the matching ids and sort keys only, the page's rows joined after); a page
+/// past the end, a page after a run (keyset) and the unfiltered listing (where counting
+/// the table is cheaper) count in a query of their own.
 pub(super) async fn list(c: &Client, sql: &ListSql) -> Result<RunPage> {
     let args = sql.args();
     let rows = c.query(&sql.page(), &args).await?;
@@ -130,7 +131,7 @@ pub(super) async fn list(c: &Client, sql: &ListSql) -> Result<RunPage> {
     }
     let total: i64 = match rows.first().and_then(|r| r.get(RUN_COL_COUNT)) {
         Some(n) => n,
-        None if sql.offset == 0 && sql.keyset.is_none() => 0,
+        None if sql.offset == 0 && sql.windowed() => 0,
         None => {
             let count_args = &args[..args.len() - usize::from(sql.keyset.is_some())];
             c.query_one(&sql.count(), count_args).await?.get(0)
@@ -383,13 +384,25 @@ impl ListSql {
             .collect()
     }
 
+    /// Whether the page counts the matching runs itself.
+    fn windowed(&self) -> bool {
+        self.keyset.is_none() && !self.where_sql.is_empty()
+    }
+
     fn count(&self) -> String {
         format!("SELECT count(*) FROM runs r {}", self.where_sql)
     }
 
     /// The page, each row with the number of matching runs after its columns (`NULL`
-    /// with a keyset: the count is then a query of its own).
+    /// with a keyset or without filters: the count is then a query of its own).
     fn page(&self) -> String {
+        if self.where_sql.is_empty() && self.keyset.is_none() {
+            // Every run: counting the table beats counting the window.
+            return format!(
+                "SELECT {RUN_COLS}, NULL::bigint FROM runs r ORDER BY {} LIMIT {} OFFSET {}",
+                self.order, self.limit, self.offset
+            );
+        }
         if let Some(keyset) = &self.keyset {
             let where_sql = if self.where_sql.is_empty() {
                 format!("WHERE {keyset}")

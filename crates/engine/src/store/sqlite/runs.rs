@@ -107,8 +107,9 @@ pub(super) fn get(conn: &Connection, id: &str) -> Result<RunRecord> {
 }
 
 /// One listing: the page and the number of matching runs in one query (`count(*) OVER
-/// ()` over the matching ids and sort keys only, the page's rows joined after); only a
-/// page past the end counts again.
+/// ()` over the matching ids and sort keys only, the page's rows joined after); a page
+/// past the end, a page after a run (keyset) and the unfiltered listing (where counting
+/// the table is cheaper) count in a query of their own.
 pub(super) fn list(conn: &Connection, sql: &ListSql) -> Result<RunPage> {
     let mut stmt = conn.prepare(&sql.page())?;
     let mut total: Option<u32> = None;
@@ -126,7 +127,7 @@ pub(super) fn list(conn: &Connection, sql: &ListSql) -> Result<RunPage> {
     }
     let total = match total {
         Some(n) => n,
-        None if sql.offset == 0 && sql.keyset.is_none() => 0,
+        None if sql.offset == 0 && sql.windowed() => 0,
         None => conn.query_row(&sql.count(), params_from_iter(sql.count_args()), |r| {
             r.get(0)
         })?,
@@ -366,13 +367,25 @@ impl ListSql {
         &self.args[..self.args.len() - usize::from(self.keyset.is_some())]
     }
 
+    /// Whether the page counts the matching runs itself.
+    fn windowed(&self) -> bool {
+        self.keyset.is_none() && !self.where_sql.is_empty()
+    }
+
     fn count(&self) -> String {
         format!("SELECT count(*) FROM runs r {}", self.where_sql)
     }
 
     /// The page, each row with the number of matching runs after its columns (`NULL`
-    /// with a keyset: the count is then a query of its own).
+    /// with a keyset or without filters: the count is then a query of its own).
     fn page(&self) -> String {
+        if self.where_sql.is_empty() && self.keyset.is_none() {
+            // Every run: counting the table beats counting the window.
+            return format!(
+                "SELECT {RUN_COLS}, NULL FROM runs r ORDER BY {} LIMIT {} OFFSET {}",
+                self.order, self.limit, self.offset
+            );
+        }
         if let Some(keyset) = &self.keyset {
             let where_sql = if self.where_sql.is_empty() {
                 format!("WHERE {keyset}")
