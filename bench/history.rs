@@ -1,10 +1,11 @@
 //! Results-across-runs benchmark: a store of runs with measurements written through the
 //! store's own insert path (`finish_task`, committed in batches as runs do), then the
-//! server-side time of a task's history, a measurement's history, yield, the flaky list,
-//! a run's tasks with their measurements and a compare of two runs.
+//! server-side time of the runs listing (first page, a filtered page, the last page),
+//! one run's detail, a task's history, a measurement's history, yield, the flaky list, a
+//! run's tasks with their measurements and a compare of two runs.
 //!
-//! `cargo bench -p testbay-engine --bench history` (env `HISTORY_BENCH_RUNS`, default
-//! 2,000; `HISTORY_BENCH_TASKS`, default 100 per run; `HISTORY_BENCH_CALLS`, default 20
+//! `bench/history.sh`, or `cargo bench -p testbay-engine --bench history` (env
+//! `HISTORY_BENCH_RUNS`, default 2,000; `HISTORY_BENCH_TASKS`, default 100 per run; `HISTORY_BENCH_CALLS`, default 20
 //! calls per query). Every task has 2 sub-results, each with one measurement, and one
 //! measurement of its own; runs go to 16 DUTs of 2 models; one task in 20 flips. Prints
 //! figures; asserts nothing.
@@ -150,7 +151,64 @@ fn main() {
     println!("database: {:.1} MiB", size as f64 / (1 << 20) as f64);
 
     let (a, b) = (&ids[ids.len() - 3], &ids[ids.len() - 1]);
+    let last_page = (runs as u32).saturating_sub(1) / 50 * 50;
     let cases: Vec<(&str, Query<'_>)> = vec![
+        (
+            "runs: first page (50)",
+            Box::new(|| {
+                s.list_runs(&RunQuery::default()).unwrap();
+            }),
+        ),
+        (
+            "runs: pack + DUT + failed only + text",
+            Box::new(|| {
+                s.list_runs(&RunQuery {
+                    pack: Some(PACK.into()),
+                    dut: Some("stb-03".into()),
+                    failed_only: true,
+                    text: Some("channel 0 ".into()),
+                    ..Default::default()
+                })
+                .unwrap();
+            }),
+        ),
+        (
+            "runs: result=Failed",
+            Box::new(|| {
+                s.list_runs(&RunQuery {
+                    result: Some("Failed".into()),
+                    ..Default::default()
+                })
+                .unwrap();
+            }),
+        ),
+        (
+            "runs: sort=failures",
+            Box::new(|| {
+                s.list_runs(&RunQuery {
+                    sort: RunSort::Failures,
+                    ..Default::default()
+                })
+                .unwrap();
+            }),
+        ),
+        (
+            "runs: last page",
+            Box::new(|| {
+                s.list_runs(&RunQuery {
+                    offset: last_page,
+                    ..Default::default()
+                })
+                .unwrap();
+            }),
+        ),
+        (
+            "one run's detail (run and its tasks)",
+            Box::new(|| {
+                s.get_run(b).unwrap();
+                s.run_tasks(b).unwrap();
+            }),
+        ),
         (
             "task history (100 newest)",
             Box::new(|| {

@@ -64,6 +64,10 @@ pub struct Args {
     pub limit: u32,
     #[arg(long, default_value_t = 0)]
     pub offset: u32,
+    /// The page after this run (keyset paging, newest first or with --asc; sort by
+    /// creation only): pass the last run id of the page before
+    #[arg(long, value_name = "RUN_ID", conflicts_with = "offset")]
+    pub after: Option<String>,
     /// Print JSON
     #[arg(long)]
     pub json: bool,
@@ -124,6 +128,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
         ascending: args.asc,
         offset: args.offset,
         limit: args.limit,
+        after: args.after,
     };
     let page = match session.call(Request::ListRuns(query)) {
         Ok(Response::ListRuns(page)) => page,

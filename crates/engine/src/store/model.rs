@@ -294,6 +294,13 @@ pub struct RunQuery {
     pub offset: u32,
     /// 0 means 50.
     pub limit: u32,
+    /// Keyset paging: the runs after this one (the id of the last run of the previous
+    /// page) in the listing's order, found from the index whatever the depth; `offset`
+    /// then skips from there. Only with `sort` `created`; a run since removed gives an
+    /// empty page.
+    #[ts(optional)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]

@@ -50,6 +50,8 @@ macro_rules! store_contract {
                 book_events_live_reservations_and_history_persist,
                 book_inbox_carries_commands_and_answers,
                 live_runs_are_unfinished_runs_of_live_owners,
+                tallies_follow_every_write,
+                keyset_pages_follow_the_listing,
             );
         }
     };
@@ -893,3 +895,160 @@ fn live_runs_are_unfinished_runs_of_live_owners(b: &impl Backend) {
 
 store_contract!(sqlite, crate::store::SqliteBackend);
 store_contract!(postgres, crate::store_pg::PgBackend);
+
+/// The per-run tallies a listing filters, sorts and shows follow every write of a task
+/// result: planned, finished, finished again, aborted by recovery, removed with the run.
+fn tallies_follow_every_write(b: &impl Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let dead_console = RunOwner {
+        pid: dead_pid() as i64,
+        ..RunOwner::this_process()
+    };
+    let s = b.open_owned_by(dir.path(), dead_console);
+    let ids = s.insert_run(&new_run("ra", "p", T0), &rows(5)).unwrap();
+    s.insert_run(&new_run("rb", "p", T0 + 1), &rows(1)).unwrap();
+    let counts = |id: &str| s.get_run(id).unwrap().counts;
+    let c = counts("ra");
+    assert_eq!((c.total, c.done, c.failures, c.aborted), (5, 0, 0, 0));
+    assert!(c.by_result.is_empty());
+
+    s.finish_task(ids[0], &done("Failed", true)).unwrap();
+    s.finish_task(ids[1], &done("Passed", false)).unwrap();
+    s.finish_task(ids[2], &done("Failed", true)).unwrap();
+    let c = counts("ra");
+    assert_eq!((c.total, c.done, c.failures, c.aborted), (5, 3, 2, 0));
+    assert_eq!(c.by_result.get("Failed"), Some(&2));
+    assert_eq!(c.by_result.get("Passed"), Some(&1));
+    // Finished again (a retry's result replaces the first): the tallies move with it.
+    s.finish_task(ids[2], &done("Passed", false)).unwrap();
+    let c = counts("ra");
+    assert_eq!((c.total, c.done, c.failures), (5, 3, 1));
+    assert_eq!(c.by_result.get("Failed"), Some(&1));
+    assert_eq!(c.by_result.get("Passed"), Some(&2));
+
+    let listed = |q: RunQuery| -> Vec<String> {
+        s.list_runs(&q)
+            .unwrap()
+            .runs
+            .into_iter()
+            .map(|r| r.launch.id)
+            .collect()
+    };
+    let failed = RunQuery {
+        result: Some("Failed".into()),
+        ..Default::default()
+    };
+    assert_eq!(listed(failed.clone()), ["ra"]);
+    let failed_only = RunQuery {
+        failed_only: true,
+        ..Default::default()
+    };
+    assert_eq!(listed(failed_only.clone()), ["ra"]);
+    s.finish_task(ids[0], &done("Passed", false)).unwrap();
+    assert!(listed(failed.clone()).is_empty());
+    assert!(listed(failed_only.clone()).is_empty());
+
+    // Recovery aborts the two rows left: aborted, not failed, yet marked failed.
+    s.mark_interrupted(&["ra".into()], T0 + 5000).unwrap();
+    let run = s.get_run("ra").unwrap();
+    let c = &run.counts;
+    assert_eq!((c.total, c.done, c.failures, c.aborted), (5, 5, 0, 2));
+    assert_eq!(c.by_result.get("Aborted"), Some(&2));
+    assert_eq!(
+        listed(RunQuery {
+            result: Some("Aborted".into()),
+            ..Default::default()
+        }),
+        ["ra"]
+    );
+    assert_eq!(listed(failed_only), ["ra"]);
+    let by_failures = listed(RunQuery {
+        sort: RunSort::Failures,
+        ..Default::default()
+    });
+    assert_eq!(
+        by_failures,
+        ["rb", "ra"],
+        "no failures either way: newest first"
+    );
+
+    // A page past the end still counts the runs.
+    let past = s
+        .list_runs(&RunQuery {
+            offset: 10,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!((past.total, past.runs.len()), (2, 0));
+
+    // Removed with its run: the other run's tallies are untouched.
+    let retention = s.open_retention_store().unwrap();
+    assert!(retention.remove_run("ra").unwrap());
+    assert_eq!(listed(RunQuery::default()), ["rb"]);
+    let c = counts("rb");
+    assert_eq!((c.total, c.done), (1, 0));
+}
+
+/// Paging after a run gives the pages offsets give, newest or oldest first, with the
+/// filters and the total of every matching run; runs created at one millisecond are
+/// neither skipped nor repeated.
+fn keyset_pages_follow_the_listing(b: &impl Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = b.open(dir.path());
+    for i in 0..23 {
+        let pack = if i % 3 == 0 { "net" } else { "stb" };
+        // Pairs of runs share their creation time.
+        s.insert_run(
+            &new_run(&format!("r{i:02}"), pack, T0 + (i / 2) as i64),
+            &rows(1),
+        )
+        .unwrap();
+    }
+    let ids = |p: &RunPage| -> Vec<String> { p.runs.iter().map(|r| r.launch.id.clone()).collect() };
+    for (pack, ascending) in [(None, false), (None, true), (Some("stb"), false)] {
+        let base = RunQuery {
+            pack: pack.map(Into::into),
+            ascending,
+            limit: 5,
+            ..Default::default()
+        };
+        let all = s
+            .list_runs(&RunQuery {
+                limit: 100,
+                ..base.clone()
+            })
+            .unwrap();
+        let mut paged = Vec::new();
+        let mut after = None;
+        loop {
+            let page = s
+                .list_runs(&RunQuery {
+                    after: after.clone(),
+                    ..base.clone()
+                })
+                .unwrap();
+            assert_eq!(page.total, all.total, "{pack:?} {ascending}");
+            if page.runs.is_empty() {
+                break;
+            }
+            after = page.runs.last().map(|r| r.launch.id.clone());
+            paged.extend(ids(&page));
+        }
+        assert_eq!(paged, ids(&all), "{pack:?} ascending {ascending}");
+    }
+    let err = s
+        .list_runs(&RunQuery {
+            after: Some("r05".into()),
+            sort: RunSort::Pack,
+            ..Default::default()
+        })
+        .unwrap_err();
+    assert_eq!(err.code(), "invalid_query");
+    let gone = s
+        .list_runs(&RunQuery {
+            after: Some("nope".into()),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!((gone.total, gone.runs.len()), (23, 0));
+}

@@ -18,6 +18,7 @@ use crate::store::{Result, SqliteStore, StoreError};
 /// The tables copied, parents before children.
 pub const TABLES: &[&str] = &[
     "runs",
+    "run_result_tallies",
     "task_results",
     "sub_results",
     "task_attempts",
@@ -297,12 +298,18 @@ pub fn import_sqlite(
                 c.batch_execute(&format!("TRUNCATE {} CASCADE", TABLES.join(", ")))
                     .await?;
             }
+            // The runs' tallies are copied with them: the trigger that keeps them
+            // would count each task result a second time.
+            c.batch_execute("ALTER TABLE task_results DISABLE TRIGGER task_results_tally_insert")
+                .await?;
             for t in TABLES {
                 let cols = columns(c, t).await?;
                 let rows = sqlite_rows(&src, t, &cols)?;
                 insert_rows(c, t, &cols, &rows).await?;
                 tracing::info!(table = t, rows = rows.len(), "copied");
             }
+            c.batch_execute("ALTER TABLE task_results ENABLE TRIGGER task_results_tally_insert")
+                .await?;
             Ok(())
         })
         .await?;

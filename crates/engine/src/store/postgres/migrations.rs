@@ -360,4 +360,89 @@ CREATE TABLE console_inbox (
 );
 "#,
     },
+    Migration {
+        name: "per-run tallies of task results, kept at write time",
+        // As in SQLite: the tallies `list_runs` filters, sorts and shows, kept by
+        // statement triggers (one update per run and statement, from the transition
+        // tables) in the transaction of each task result write.
+        sql: r#"
+ALTER TABLE runs ADD COLUMN t_total BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN t_done BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN t_failed BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN t_aborted BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN t_failure BIGINT NOT NULL DEFAULT 0;
+CREATE TABLE run_result_tallies (
+    run_id          TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    result          TEXT NOT NULL,
+    n               BIGINT NOT NULL,
+    PRIMARY KEY (run_id, result)
+);
+CREATE FUNCTION task_results_tally_rows(sign BIGINT, rows_json JSONB) RETURNS VOID
+LANGUAGE plpgsql AS $f$
+BEGIN
+    WITH t AS (
+        SELECT * FROM jsonb_to_recordset(rows_json)
+            AS x(run_id TEXT, state TEXT, result TEXT, failure BOOLEAN)
+    ), d AS (
+        SELECT run_id, count(*) AS total,
+            count(*) FILTER (WHERE state = 'done') AS done,
+            count(*) FILTER (WHERE state = 'done' AND failure
+                             AND result IS DISTINCT FROM 'Aborted') AS failed,
+            count(*) FILTER (WHERE state = 'done' AND result = 'Aborted') AS aborted,
+            count(*) FILTER (WHERE failure) AS failure
+        FROM t GROUP BY run_id
+    )
+    UPDATE runs r SET t_total = r.t_total + sign * d.total,
+        t_done = r.t_done + sign * d.done,
+        t_failed = r.t_failed + sign * d.failed,
+        t_aborted = r.t_aborted + sign * d.aborted,
+        t_failure = r.t_failure + sign * d.failure
+    FROM d WHERE r.id = d.run_id;
+    INSERT INTO run_result_tallies AS x (run_id, result, n)
+        SELECT run_id, result, sign * count(*)
+        FROM jsonb_to_recordset(rows_json) AS t(run_id TEXT, state TEXT, result TEXT)
+        WHERE state = 'done' AND result IS NOT NULL
+          AND EXISTS (SELECT 1 FROM runs WHERE runs.id = t.run_id)
+        GROUP BY run_id, result
+        ON CONFLICT (run_id, result) DO UPDATE SET n = x.n + EXCLUDED.n;
+END
+$f$;
+CREATE FUNCTION task_results_tally() RETURNS TRIGGER LANGUAGE plpgsql AS $f$
+BEGIN
+    IF TG_OP <> 'INSERT' THEN
+        PERFORM task_results_tally_rows(-1,
+            (SELECT COALESCE(jsonb_agg(jsonb_build_object('run_id', run_id, 'state', state,
+                'result', result, 'failure', failure)), '[]') FROM old_rows));
+    END IF;
+    IF TG_OP <> 'DELETE' THEN
+        PERFORM task_results_tally_rows(1,
+            (SELECT COALESCE(jsonb_agg(jsonb_build_object('run_id', run_id, 'state', state,
+                'result', result, 'failure', failure)), '[]') FROM new_rows));
+    END IF;
+    RETURN NULL;
+END
+$f$;
+CREATE TRIGGER task_results_tally_insert AFTER INSERT ON task_results
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION task_results_tally();
+CREATE TRIGGER task_results_tally_update AFTER UPDATE ON task_results
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION task_results_tally();
+CREATE TRIGGER task_results_tally_delete AFTER DELETE ON task_results
+    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION task_results_tally();
+UPDATE runs r SET t_total = d.total, t_done = d.done, t_failed = d.failed,
+    t_aborted = d.aborted, t_failure = d.failure
+FROM (
+    SELECT run_id, count(*) AS total,
+        count(*) FILTER (WHERE state = 'done') AS done,
+        count(*) FILTER (WHERE state = 'done' AND failure
+                         AND result IS DISTINCT FROM 'Aborted') AS failed,
+        count(*) FILTER (WHERE state = 'done' AND result = 'Aborted') AS aborted,
+        count(*) FILTER (WHERE failure) AS failure
+    FROM task_results GROUP BY run_id
+) d WHERE r.id = d.run_id;
+INSERT INTO run_result_tallies (run_id, result, n)
+    SELECT run_id, result, count(*) FROM task_results
+    WHERE state = 'done' AND result IS NOT NULL GROUP BY run_id, result;
+"#,
+    },
 ];

@@ -118,14 +118,25 @@ pub(super) async fn get(c: &Client, id: &str) -> Result<RunRecord> {
     Ok(runs.pop().expect("one run"))
 }
 
+/// One listing: the page and the number of matching runs in one query (`count(*) OVER
+/// ()` over the matching ids and sort keys only, the page's rows joined after); a page
+/// past the end, a page after a run (keyset) and the unfiltered listing (where counting
+/// the table is cheaper) count in a query of their own.
 pub(super) async fn list(c: &Client, sql: &ListSql) -> Result<RunPage> {
     let args = sql.args();
-    let total: i64 = c.query_one(&sql.count(), &args).await?.get(0);
     let rows = c.query(&sql.page(), &args).await?;
     let mut runs = Vec::with_capacity(rows.len());
     for r in &rows {
         runs.push(run_from_row(r)?);
     }
+    let total: i64 = match rows.first().and_then(|r| r.get(RUN_COL_COUNT)) {
+        Some(n) => n,
+        None if sql.offset == 0 && sql.windowed() => 0,
+        None => {
+            let count_args = &args[..args.len() - usize::from(sql.keyset.is_some())];
+            c.query_one(&sql.count(), count_args).await?.get(0)
+        }
+    };
     fill_counts(c, &mut runs).await?;
     Ok(RunPage {
         total: small(total),
@@ -199,7 +210,16 @@ pub(super) async fn mark_interrupted(
 const RUN_COLS: &str =
     "r.id, r.pack_name, r.pack_version, r.content_hash, r.pack_dir, r.snapshot_dir,
     r.groups_json, r.duts_json, r.ats, r.params_json, r.resource_mode, r.coverage_mode, r.status,
-    r.reason, r.created_ms, r.started_ms, r.finished_ms, r.est_run_time";
+    r.reason, r.created_ms, r.started_ms, r.finished_ms, r.est_run_time,
+    r.t_total, r.t_done, r.t_failed, r.t_aborted";
+
+/// The number of columns of [`RUN_COLS`] (the listing's total comes after them).
+const RUN_COL_COUNT: usize = 22;
+
+/// A run's failures as [`RunCounts::failures`] counts them, from its tallies: failed
+/// rows, and the rows an errored run never finished (their result was lost).
+const FAILURES: &str =
+    "(r.t_failed + CASE WHEN r.status = 'errored' THEN r.t_total - r.t_done ELSE 0 END)";
 
 /// One argument of a listing.
 enum Arg {
@@ -213,6 +233,8 @@ pub(super) struct ListSql {
     order: String,
     limit: u32,
     offset: u32,
+    /// The keyset condition of `after`, if any: on the page, not on the count.
+    keyset: Option<String>,
     args: Vec<Arg>,
 }
 
@@ -262,16 +284,13 @@ impl ListSql {
         }
         if let Some(res) = &q.result {
             wh.push(format!(
-                "EXISTS (SELECT 1 FROM task_results t WHERE t.run_id = r.id AND t.result = {})",
+                "EXISTS (SELECT 1 FROM run_result_tallies x WHERE x.run_id = r.id
+                         AND x.result = {} AND x.n > 0)",
                 arg(Arg::Text(res.clone()))
             ));
         }
         if q.failed_only {
-            wh.push(
-                "(r.status = 'errored'
-                  OR EXISTS (SELECT 1 FROM task_results t WHERE t.run_id = r.id AND t.failure))"
-                    .into(),
-            );
+            wh.push("(r.status = 'errored' OR r.t_failure > 0)".into());
         }
         if let Some(f) = q.from_ms {
             wh.push(format!("r.created_ms >= {}", arg(Arg::Int(f))));
@@ -298,6 +317,31 @@ impl ListSql {
                              AND (t.task ILIKE {p} ESCAPE '\\' OR t.message ILIKE {p} ESCAPE '\\')))"
             ));
         }
+        // Its argument comes last: the count, which has no keyset, leaves it out.
+        let keyset = match &q.after {
+            None => None,
+            Some(_) if q.sort != RunSort::Created => {
+                return Err(StoreError::InvalidQuery {
+                    key: "after",
+                    message: "paging after a run goes with sort=created only".into(),
+                });
+            }
+            Some(after) => {
+                let p = arg(Arg::Text(after.clone()));
+                let (cmp, cmp_eq) = if q.ascending {
+                    (">", ">=")
+                } else {
+                    ("<", "<=")
+                };
+                // The first half is a range of the index on creation; the second
+                // breaks ties between runs created at one millisecond.
+                Some(format!(
+                    "(r.created_ms {cmp_eq} (SELECT c.created_ms FROM runs c WHERE c.id = {p})
+                      AND (r.created_ms, r.id COLLATE \"C\") {cmp}
+                          (SELECT c.created_ms, c.id COLLATE \"C\" FROM runs c WHERE c.id = {p}))"
+                ))
+            }
+        };
         let where_sql = if wh.is_empty() {
             String::new()
         } else {
@@ -317,12 +361,7 @@ impl ListSql {
                 "(COALESCE(r.finished_ms, r.started_ms) - r.started_ms) {dir} {nulls}, r.created_ms DESC"
             ),
             // As `RunCounts::failures` counts them.
-            RunSort::Failures => format!(
-                "(SELECT count(*) FROM task_results t WHERE t.run_id = r.id
-                   AND ((t.failure AND COALESCE(t.result, '') != 'Aborted')
-                        OR (r.status = 'errored' AND t.state != 'done'))) {dir},
-                 r.created_ms DESC"
-            ),
+            RunSort::Failures => format!("{FAILURES} {dir}, r.created_ms DESC"),
         };
         let limit = if q.limit == 0 { 50 } else { q.limit.min(1000) };
         Ok(Self {
@@ -330,6 +369,7 @@ impl ListSql {
             order,
             limit,
             offset: q.offset,
+            keyset,
             args,
         })
     }
@@ -344,14 +384,45 @@ impl ListSql {
             .collect()
     }
 
+    /// Whether the page counts the matching runs itself.
+    fn windowed(&self) -> bool {
+        self.keyset.is_none() && !self.where_sql.is_empty()
+    }
+
     fn count(&self) -> String {
         format!("SELECT count(*) FROM runs r {}", self.where_sql)
     }
 
+    /// The page, each row with the number of matching runs after its columns (`NULL`
+    /// with a keyset or without filters: the count is then a query of its own).
     fn page(&self) -> String {
+        if self.where_sql.is_empty() && self.keyset.is_none() {
+            // Every run: counting the table beats counting the window.
+            return format!(
+                "SELECT {RUN_COLS}, NULL::bigint FROM runs r ORDER BY {} LIMIT {} OFFSET {}",
+                self.order, self.limit, self.offset
+            );
+        }
+        if let Some(keyset) = &self.keyset {
+            let where_sql = if self.where_sql.is_empty() {
+                format!("WHERE {keyset}")
+            } else {
+                format!("{} AND {keyset}", self.where_sql)
+            };
+            return format!(
+                "SELECT {RUN_COLS}, NULL::bigint FROM runs r {where_sql} ORDER BY {} LIMIT {} OFFSET {}",
+                self.order, self.limit, self.offset
+            );
+        }
         format!(
-            "SELECT {RUN_COLS} FROM runs r {} ORDER BY {} LIMIT {} OFFSET {}",
-            self.where_sql, self.order, self.limit, self.offset
+            "SELECT {RUN_COLS}, p.total FROM (
+                SELECT r.id AS id, count(*) OVER () AS total FROM runs r {where_sql}
+                ORDER BY {order} LIMIT {limit} OFFSET {offset}) p
+             JOIN runs r ON r.id = p.id ORDER BY {order}",
+            where_sql = self.where_sql,
+            order = self.order,
+            limit = self.limit,
+            offset = self.offset
         )
     }
 }
@@ -389,11 +460,19 @@ fn run_from_row(r: &Row) -> Result<RunRecord> {
         },
         started_ms: r.get(15),
         finished_ms: r.get(16),
-        counts: RunCounts::default(),
+        counts: RunCounts {
+            total: small(r.get(18)),
+            done: small(r.get(19)),
+            failures: small(r.get(20)),
+            aborted: small(r.get(21)),
+            ..RunCounts::default()
+        },
         verdict: None,
     })
 }
 
+/// Complete the tallies read with each run: the rows an errored run never finished
+/// count as failures, the finished rows per result, and the verdict.
 async fn fill_counts(c: &Client, runs: &mut [RunRecord]) -> Result<()> {
     if runs.is_empty() {
         return Ok(());
@@ -401,8 +480,8 @@ async fn fill_counts(c: &Client, runs: &mut [RunRecord]) -> Result<()> {
     let ids: Vec<&str> = runs.iter().map(|r| r.id.as_str()).collect();
     let rows = c
         .query(
-            "SELECT run_id, state, result, failure, count(*) FROM task_results
-             WHERE run_id = ANY($1) GROUP BY run_id, state, result, failure",
+            "SELECT run_id, result, n FROM run_result_tallies
+             WHERE run_id = ANY($1) AND n > 0",
             &[&ids],
         )
         .await?;
@@ -411,35 +490,16 @@ async fn fill_counts(c: &Client, runs: &mut [RunRecord]) -> Result<()> {
         by_run.entry(r.get(0)).or_default().push(r);
     }
     for run in runs.iter_mut() {
-        let mut c = RunCounts::default();
-        for r in by_run
-            .get(run.id.as_str())
-            .map(Vec::as_slice)
-            .unwrap_or(&[])
-        {
-            let state: &str = r.get(1);
-            let result: Option<String> = r.get(2);
-            let failure: Option<bool> = r.get(3);
-            let n = small(r.get(4));
-            c.total += n;
-            if state != "done" && run.status == RunStatus::Errored {
-                // A row an errored run never finished: its result was lost.
-                c.failures += n;
-            }
-            if state == "done" {
-                c.done += n;
-                if result.as_deref() == Some(ABORTED) {
-                    c.aborted += n;
-                } else if failure == Some(true) {
-                    c.failures += n;
-                }
-                if let Some(res) = result {
-                    *c.by_result.entry(res).or_default() += n;
-                }
-            }
+        let results = by_run.remove(run.launch.id.as_str()).unwrap_or_default();
+        let c = &mut run.counts;
+        if run.launch.status == RunStatus::Errored {
+            // A row an errored run never finished: its result was lost.
+            c.failures += c.total - c.done;
         }
-        run.verdict = RunVerdict::of(run.status, c.failures, c.aborted);
-        run.counts = c;
+        for r in results {
+            c.by_result.insert(r.get(1), small(r.get(2)));
+        }
+        run.verdict = RunVerdict::of(run.launch.status, c.failures, c.aborted);
     }
     Ok(())
 }

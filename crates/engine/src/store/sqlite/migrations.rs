@@ -407,4 +407,80 @@ CREATE TABLE run_keep (
 ) WITHOUT ROWID;
 "#,
     },
+    Migration {
+        name: "per-run tallies of task results, kept at write time",
+        // `list_runs` filters and sorts on a run's tallies (result, failed only, sort by
+        // failures) and shows them on every row: kept by triggers in the transaction of
+        // each task result write (insert, finish, abort, delete), so a listing reads one
+        // row per run instead of counting its task results. `t_failed` counts finished
+        // rows that failed (not aborted), `t_aborted` aborted ones, `t_failure` every
+        // row marked failed; `run_result_tallies` the finished rows per result.
+        sql: r#"
+ALTER TABLE runs ADD COLUMN t_total INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN t_done INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN t_failed INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN t_aborted INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN t_failure INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE run_result_tallies (
+    run_id          TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    result          TEXT NOT NULL,
+    n               INTEGER NOT NULL,
+    PRIMARY KEY (run_id, result)
+) WITHOUT ROWID;
+UPDATE runs SET
+    t_total = (SELECT count(*) FROM task_results t WHERE t.run_id = runs.id),
+    t_done = (SELECT count(*) FROM task_results t WHERE t.run_id = runs.id AND t.state = 'done'),
+    t_failed = (SELECT count(*) FROM task_results t WHERE t.run_id = runs.id AND t.state = 'done'
+                AND t.failure IS 1 AND t.result IS NOT 'Aborted'),
+    t_aborted = (SELECT count(*) FROM task_results t WHERE t.run_id = runs.id AND t.state = 'done'
+                 AND t.result IS 'Aborted'),
+    t_failure = (SELECT count(*) FROM task_results t WHERE t.run_id = runs.id AND t.failure IS 1);
+INSERT INTO run_result_tallies (run_id, result, n)
+    SELECT run_id, result, count(*) FROM task_results
+    WHERE state = 'done' AND result IS NOT NULL GROUP BY run_id, result;
+CREATE TRIGGER task_results_tally_insert AFTER INSERT ON task_results BEGIN
+    UPDATE runs SET t_total = t_total + 1,
+        t_done = t_done + (NEW.state IS 'done'),
+        t_failed = t_failed + (NEW.state IS 'done' AND NEW.failure IS 1 AND NEW.result IS NOT 'Aborted'),
+        t_aborted = t_aborted + (NEW.state IS 'done' AND NEW.result IS 'Aborted'),
+        t_failure = t_failure + (NEW.failure IS 1)
+    WHERE id = NEW.run_id;
+    INSERT INTO run_result_tallies (run_id, result, n)
+        SELECT NEW.run_id, NEW.result, 1 WHERE NEW.state IS 'done' AND NEW.result IS NOT NULL
+        ON CONFLICT (run_id, result) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER task_results_tally_update AFTER UPDATE OF state, result, failure ON task_results
+WHEN OLD.state IS NOT NEW.state OR OLD.result IS NOT NEW.result OR OLD.failure IS NOT NEW.failure
+BEGIN
+    UPDATE runs SET
+        t_done = t_done + (NEW.state IS 'done') - (OLD.state IS 'done'),
+        t_failed = t_failed
+            + (NEW.state IS 'done' AND NEW.failure IS 1 AND NEW.result IS NOT 'Aborted')
+            - (OLD.state IS 'done' AND OLD.failure IS 1 AND OLD.result IS NOT 'Aborted'),
+        t_aborted = t_aborted + (NEW.state IS 'done' AND NEW.result IS 'Aborted')
+            - (OLD.state IS 'done' AND OLD.result IS 'Aborted'),
+        t_failure = t_failure + (NEW.failure IS 1) - (OLD.failure IS 1)
+    WHERE id = NEW.run_id;
+    UPDATE run_result_tallies SET n = n - 1
+        WHERE OLD.state IS 'done' AND run_id = OLD.run_id AND result = OLD.result;
+    DELETE FROM run_result_tallies
+        WHERE OLD.state IS 'done' AND run_id = OLD.run_id AND result = OLD.result AND n <= 0;
+    INSERT INTO run_result_tallies (run_id, result, n)
+        SELECT NEW.run_id, NEW.result, 1 WHERE NEW.state IS 'done' AND NEW.result IS NOT NULL
+        ON CONFLICT (run_id, result) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER task_results_tally_delete AFTER DELETE ON task_results BEGIN
+    UPDATE runs SET t_total = t_total - 1,
+        t_done = t_done - (OLD.state IS 'done'),
+        t_failed = t_failed - (OLD.state IS 'done' AND OLD.failure IS 1 AND OLD.result IS NOT 'Aborted'),
+        t_aborted = t_aborted - (OLD.state IS 'done' AND OLD.result IS 'Aborted'),
+        t_failure = t_failure - (OLD.failure IS 1)
+    WHERE id = OLD.run_id;
+    UPDATE run_result_tallies SET n = n - 1
+        WHERE OLD.state IS 'done' AND run_id = OLD.run_id AND result = OLD.result;
+    DELETE FROM run_result_tallies
+        WHERE OLD.state IS 'done' AND run_id = OLD.run_id AND result = OLD.result AND n <= 0;
+END;
+"#,
+    },
 ];

@@ -106,28 +106,41 @@ pub(super) fn get(conn: &Connection, id: &str) -> Result<RunRecord> {
     Ok(runs.pop().expect("one run"))
 }
 
+/// One listing: the page and the number of matching runs in one query (`count(*) OVER
+/// ()` over the matching ids and sort keys only, the page's rows joined after); a page
+/// past the end, a page after a run (keyset) and the unfiltered listing (where counting
+/// the table is cheaper) count in a query of their own.
 pub(super) fn list(conn: &Connection, sql: &ListSql) -> Result<RunPage> {
-    let total: u32 = conn.query_row(&sql.count(), params_from_iter(sql.args.iter()), |r| {
-        r.get(0)
-    })?;
     let mut stmt = conn.prepare(&sql.page())?;
-    let rows = stmt.query_map(params_from_iter(sql.args.iter()), run_from_row)?;
+    let mut total: Option<u32> = None;
+    let rows = stmt.query_map(params_from_iter(sql.args.iter()), |r| {
+        Ok((r.get::<_, Option<u32>>(RUN_COL_COUNT)?, run_from_row(r)?))
+    })?;
     let mut runs = Vec::new();
     for r in rows {
-        runs.push(r?.map_err(|e| StoreError::Json {
+        let (n, run) = r?;
+        total = n;
+        runs.push(run.map_err(|e| StoreError::Json {
             what: "runs",
             source: e,
         })?);
     }
+    let total = match total {
+        Some(n) => n,
+        None if sql.offset == 0 && sql.windowed() => 0,
+        None => conn.query_row(&sql.count(), params_from_iter(sql.count_args()), |r| {
+            r.get(0)
+        })?,
+    };
     fill_counts(conn, &mut runs)?;
     Ok(RunPage { total, runs })
 }
 
-/// SQLite's plan for a listing (`EXPLAIN QUERY PLAN` of the count and of the page, one
+/// SQLite's plan for a listing (`EXPLAIN QUERY PLAN` of the page with its count, one
 /// line per step).
 pub(super) fn list_plan(conn: &Connection, sql: &ListSql) -> Result<Vec<String>> {
     let mut plan = Vec::new();
-    for s in [sql.count(), sql.page()] {
+    for s in [sql.page()] {
         let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {s}"))?;
         let rows = stmt.query_map(params_from_iter(sql.args.iter()), |r| r.get::<_, String>(3))?;
         for r in rows {
@@ -202,7 +215,16 @@ pub(super) fn mark_interrupted(
 const RUN_COLS: &str =
     "r.id, r.pack_name, r.pack_version, r.content_hash, r.pack_dir, r.snapshot_dir,
     r.groups_json, r.duts_json, r.ats, r.params_json, r.resource_mode, r.coverage_mode, r.status,
-    r.reason, r.created_ms, r.started_ms, r.finished_ms, r.est_run_time";
+    r.reason, r.created_ms, r.started_ms, r.finished_ms, r.est_run_time,
+    r.t_total, r.t_done, r.t_failed, r.t_aborted";
+
+/// The number of columns of [`RUN_COLS`] (the listing's total comes after them).
+const RUN_COL_COUNT: usize = 22;
+
+/// A run's failures as [`RunCounts::failures`] counts them, from its tallies: failed
+/// rows, and the rows an errored run never finished (their result was lost).
+const FAILURES: &str =
+    "(r.t_failed + CASE WHEN r.status = 'errored' THEN r.t_total - r.t_done ELSE 0 END)";
 
 /// The SQL of one listing: its filters, order and page.
 pub(super) struct ListSql {
@@ -210,6 +232,8 @@ pub(super) struct ListSql {
     order: String,
     limit: u32,
     offset: u32,
+    /// The keyset condition of `after`, if any: on the page, not on the count.
+    keyset: Option<String>,
     args: Vec<rusqlite::types::Value>,
 }
 
@@ -253,16 +277,12 @@ impl ListSql {
         }
         if let Some(res) = &q.result {
             wh.push(format!(
-                "EXISTS (SELECT 1 FROM task_results t WHERE t.run_id = r.id AND t.result = {})",
+                "EXISTS (SELECT 1 FROM run_result_tallies x WHERE x.run_id = r.id AND x.result = {})",
                 arg(V::Text(res.clone()))
             ));
         }
         if q.failed_only {
-            wh.push(
-                "(r.status = 'errored'
-                  OR EXISTS (SELECT 1 FROM task_results t WHERE t.run_id = r.id AND t.failure = 1))"
-                    .into(),
-            );
+            wh.push("(r.status = 'errored' OR r.t_failure > 0)".into());
         }
         if let Some(f) = q.from_ms {
             wh.push(format!("r.created_ms >= {}", arg(V::Integer(f))));
@@ -290,6 +310,31 @@ impl ListSql {
                              AND (t.task LIKE {p} ESCAPE '\\' OR t.message LIKE {p} ESCAPE '\\')))"
             ));
         }
+        // Its argument comes last: the count, which has no keyset, leaves it out.
+        let keyset = match &q.after {
+            None => None,
+            Some(_) if q.sort != RunSort::Created => {
+                return Err(StoreError::InvalidQuery {
+                    key: "after",
+                    message: "paging after a run goes with sort=created only".into(),
+                });
+            }
+            Some(after) => {
+                let p = arg(V::Text(after.clone()));
+                let (cmp, cmp_eq) = if q.ascending {
+                    (">", ">=")
+                } else {
+                    ("<", "<=")
+                };
+                // The first half is a range of the index on creation; the second
+                // breaks ties between runs created at one millisecond.
+                Some(format!(
+                    "(r.created_ms {cmp_eq} (SELECT c.created_ms FROM runs c WHERE c.id = {p})
+                      AND (r.created_ms, r.id) {cmp}
+                          (SELECT c.created_ms, c.id FROM runs c WHERE c.id = {p}))"
+                ))
+            }
+        };
         let where_sql = if wh.is_empty() {
             String::new()
         } else {
@@ -304,12 +349,7 @@ impl ListSql {
                 "(COALESCE(r.finished_ms, r.started_ms) - r.started_ms) {dir}, r.created_ms DESC"
             ),
             // As `RunCounts::failures` counts them.
-            RunSort::Failures => format!(
-                "(SELECT count(*) FROM task_results t WHERE t.run_id = r.id
-                   AND ((t.failure = 1 AND COALESCE(t.result, '') != 'Aborted')
-                        OR (r.status = 'errored' AND t.state != 'done'))) {dir},
-                 r.created_ms DESC"
-            ),
+            RunSort::Failures => format!("{FAILURES} {dir}, r.created_ms DESC"),
         };
         let limit = if q.limit == 0 { 50 } else { q.limit.min(1000) };
         Ok(Self {
@@ -317,18 +357,55 @@ impl ListSql {
             order,
             limit,
             offset: q.offset,
+            keyset,
             args,
         })
+    }
+
+    /// The arguments of [`Self::count`]: all but the keyset's.
+    fn count_args(&self) -> &[rusqlite::types::Value] {
+        &self.args[..self.args.len() - usize::from(self.keyset.is_some())]
+    }
+
+    /// Whether the page counts the matching runs itself.
+    fn windowed(&self) -> bool {
+        self.keyset.is_none() && !self.where_sql.is_empty()
     }
 
     fn count(&self) -> String {
         format!("SELECT count(*) FROM runs r {}", self.where_sql)
     }
 
+    /// The page, each row with the number of matching runs after its columns (`NULL`
+    /// with a keyset or without filters: the count is then a query of its own).
     fn page(&self) -> String {
+        if self.where_sql.is_empty() && self.keyset.is_none() {
+            // Every run: counting the table beats counting the window.
+            return format!(
+                "SELECT {RUN_COLS}, NULL FROM runs r ORDER BY {} LIMIT {} OFFSET {}",
+                self.order, self.limit, self.offset
+            );
+        }
+        if let Some(keyset) = &self.keyset {
+            let where_sql = if self.where_sql.is_empty() {
+                format!("WHERE {keyset}")
+            } else {
+                format!("{} AND {keyset}", self.where_sql)
+            };
+            return format!(
+                "SELECT {RUN_COLS}, NULL FROM runs r {where_sql} ORDER BY {} LIMIT {} OFFSET {}",
+                self.order, self.limit, self.offset
+            );
+        }
         format!(
-            "SELECT {RUN_COLS} FROM runs r {} ORDER BY {} LIMIT {} OFFSET {}",
-            self.where_sql, self.order, self.limit, self.offset
+            "SELECT {RUN_COLS}, p.total FROM (
+                SELECT r.id AS id, count(*) OVER () AS total FROM runs r {where_sql}
+                ORDER BY {order} LIMIT {limit} OFFSET {offset}) p
+             JOIN runs r ON r.id = p.id ORDER BY {order}",
+            where_sql = self.where_sql,
+            order = self.order,
+            limit = self.limit,
+            offset = self.offset
         )
     }
 }
@@ -362,49 +439,38 @@ fn run_from_row(r: &Row<'_>) -> rusqlite::Result<JsonResult<RunRecord>> {
             },
             started_ms: r.get(15).unwrap_or_default(),
             finished_ms: r.get(16).unwrap_or_default(),
-            counts: RunCounts::default(),
+            counts: RunCounts {
+                total: r.get(18).unwrap_or_default(),
+                done: r.get(19).unwrap_or_default(),
+                failures: r.get(20).unwrap_or_default(),
+                aborted: r.get(21).unwrap_or_default(),
+                ..RunCounts::default()
+            },
             verdict: None,
         })
     };
     Ok(build())
 }
 
+/// Complete the tallies read with each run: the rows an errored run never finished
+/// count as failures, the finished rows per result, and the verdict.
 fn fill_counts(conn: &Connection, runs: &mut [RunRecord]) -> Result<()> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT state, result, failure, count(*) FROM task_results WHERE run_id = ?1
-         GROUP BY state, result, failure",
-    )?;
+    let mut stmt =
+        conn.prepare_cached("SELECT result, n FROM run_result_tallies WHERE run_id = ?1")?;
     for run in runs {
-        let rows = stmt.query_map([&run.id], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, Option<String>>(1)?,
-                r.get::<_, Option<i64>>(2)?,
-                r.get::<_, u32>(3)?,
-            ))
-        })?;
-        let mut c = RunCounts::default();
-        for row in rows {
-            let (state, result, failure, n) = row?;
-            c.total += n;
-            if state != "done" && run.status == RunStatus::Errored {
-                // A row an errored run never finished: its result was lost.
-                c.failures += n;
-            }
-            if state == "done" {
-                c.done += n;
-                if result.as_deref() == Some(ABORTED) {
-                    c.aborted += n;
-                } else if failure == Some(1) {
-                    c.failures += n;
-                }
-                if let Some(res) = result {
-                    *c.by_result.entry(res).or_default() += n;
-                }
-            }
+        let c = &mut run.counts;
+        if run.launch.status == RunStatus::Errored {
+            // A row an errored run never finished: its result was lost.
+            c.failures += c.total - c.done;
         }
-        run.verdict = RunVerdict::of(run.status, c.failures, c.aborted);
-        run.counts = c;
+        let rows = stmt.query_map([&run.launch.id], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?))
+        })?;
+        for row in rows {
+            let (result, n) = row?;
+            c.by_result.insert(result, n);
+        }
+        run.verdict = RunVerdict::of(run.launch.status, c.failures, c.aborted);
     }
     Ok(())
 }

@@ -31,4 +31,11 @@ ascending: boolean, offset: number,
 /**
  * 0 means 50.
  */
-limit: number, };
+limit: number, 
+/**
+ * Keyset paging: the runs after this one (the id of the last run of the previous
+ * page) in the listing's order, found from the index whatever the depth; `offset`
+ * then skips from there. Only with `sort` `created`; a run since removed gives an
+ * empty page.
+ */
+after?: string, };
