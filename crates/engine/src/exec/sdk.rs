@@ -2,7 +2,8 @@
 //!
 //! The package's files (`sdk/python/testbay/`) are compiled in and written once per
 //! content to a folder of the user's own (`$XDG_CACHE_HOME/testbay/python-sdk-<hash>`,
-//! else `~/.cache/...`, else the temp folder with the uid in its name), so a binary
+//! else `~/.cache/...`; the temp folder with the uid in its name when those cannot be
+//! written), so a binary
 //! finds its SDK wherever it was built or installed from, and always the version it was
 //! built with. An installed `../share/testbay/python` beside the binary wins when present.
 
@@ -51,13 +52,18 @@ pub fn python_sdk_dir() -> Option<PathBuf> {
         if installed.is_some() {
             return installed;
         }
-        match write_embedded() {
-            Ok(dir) => Some(dir),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot write the bundled Python SDK; tasks that import testbay will fail");
-                None
+        let mut last = None;
+        for root in cache_roots() {
+            match write_embedded(&root) {
+                Ok(dir) => return Some(dir),
+                Err(e) => last = Some(format!("{}: {e}", root.display())),
             }
         }
+        tracing::warn!(
+            error = last.as_deref().unwrap_or(""),
+            "cannot write the bundled Python SDK; tasks that import testbay will fail"
+        );
+        None
     })
     .clone()
 }
@@ -73,24 +79,27 @@ fn content_hash() -> String {
     hex::encode(&h.finalize()[..8])
 }
 
-fn cache_root() -> PathBuf {
+/// Folders of the user's own to write the SDK under, in order of preference: the cache
+/// folder (`$XDG_CACHE_HOME`, else `~/.cache`), then the temp folder with the uid in
+/// its name (a `HOME` that cannot be written, as for some service users).
+fn cache_roots() -> Vec<PathBuf> {
+    let mut roots = Vec::new();
     if let Some(d) = std::env::var_os("XDG_CACHE_HOME").filter(|d| Path::new(d).is_absolute()) {
-        return PathBuf::from(d).join("testbay");
-    }
-    if let Some(h) = std::env::var_os("HOME").filter(|d| Path::new(d).is_absolute()) {
-        return PathBuf::from(h).join(".cache/testbay");
+        roots.push(PathBuf::from(d).join("testbay"));
+    } else if let Some(h) = std::env::var_os("HOME").filter(|d| Path::new(d).is_absolute()) {
+        roots.push(PathBuf::from(h).join(".cache/testbay"));
     }
     // SAFETY: getuid has no preconditions.
     let uid = unsafe { libc::getuid() };
-    std::env::temp_dir().join(format!("testbay-{uid}"))
+    roots.push(std::env::temp_dir().join(format!("testbay-{uid}")));
+    roots
 }
 
-/// Write the files into `<cache>/python-sdk-<hash>` unless a complete copy is there: a
+/// Write the files into `<root>/python-sdk-<hash>` unless a complete copy is there: a
 /// fresh folder beside it, renamed into place, so a reader never sees half a package.
-fn write_embedded() -> io::Result<PathBuf> {
-    let root = cache_root();
-    fs::create_dir_all(&root)?;
-    let meta = fs::metadata(&root)?;
+fn write_embedded(root: &Path) -> io::Result<PathBuf> {
+    fs::create_dir_all(root)?;
+    let meta = fs::metadata(root)?;
     // SAFETY: getuid has no preconditions.
     let uid = unsafe { libc::getuid() };
     if meta.uid() != uid || meta.permissions().mode() & 0o022 != 0 {
@@ -145,5 +154,18 @@ mod tests {
         let mut embedded: Vec<String> = super::FILES.iter().map(|(n, _)| n.to_string()).collect();
         embedded.sort();
         assert_eq!(on_disk, embedded, "add the new file to exec/sdk.rs FILES");
+    }
+
+    #[test]
+    fn the_package_is_written_once_and_a_root_that_is_not_a_folder_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("cache");
+        let dir = super::write_embedded(&root).unwrap();
+        assert!(dir.join("testbay/__init__.py").is_file());
+        assert!(dir.join(".complete").is_file());
+        let again = super::write_embedded(&root).unwrap();
+        assert_eq!(dir, again);
+        std::fs::write(tmp.path().join("file"), "").unwrap();
+        assert!(super::write_embedded(&tmp.path().join("file")).is_err());
     }
 }
