@@ -70,6 +70,29 @@ pub struct User {
     pub token_id: String,
 }
 
+impl User {
+    /// A user from its stored columns: the role as stored (an unknown one, a newer
+    /// Testbay's, gets the least: `agent`, refused everything) and the token's SHA-256
+    /// hex, of which only the first 8 digits are kept.
+    pub fn from_stored(
+        id: i64,
+        name: String,
+        role: &str,
+        created_ms: EpochMs,
+        revoked_ms: Option<EpochMs>,
+        token_sha256: &str,
+    ) -> Self {
+        User {
+            id,
+            name,
+            role: Role::parse(role).unwrap_or(Role::Agent),
+            created_ms,
+            revoked_ms,
+            token_id: token_sha256.chars().take(8).collect(),
+        }
+    }
+}
+
 /// One state-changing request as the audit log keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
 #[ts(export)]

@@ -55,6 +55,14 @@ use crate::measure::Measurement;
 use crate::outcome::RunStatus;
 use testbay_core::reserve::{BookEvent, ReservationView};
 
+/// One ordered schema migration of a backend (`sqlite::migrations`,
+/// `postgres::migrations`).
+pub struct Migration {
+    /// Short description, for logs.
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
 /// The store of runs, their task results and sub-results, and the lab inventory. Shared
 /// by every thread of a console (`Arc<dyn Store>`); every method may be called from any
 /// thread and returns within the read limit (reads) or the time a short write takes.

@@ -25,15 +25,7 @@ const USER_COLUMNS: &str = "id, name, role, created_ms, revoked_ms, token_sha256
 fn user(r: &Row) -> User {
     let role: String = r.get(2);
     let hash: String = r.get(5);
-    User {
-        id: r.get(0),
-        name: r.get(1),
-        // An unknown stored role (a newer Testbay's) gets the least: refused everything.
-        role: Role::parse(&role).unwrap_or(Role::Agent),
-        created_ms: r.get(3),
-        revoked_ms: r.get(4),
-        token_id: hash.chars().take(8).collect(),
-    }
+    User::from_stored(r.get(0), r.get(1), &role, r.get(3), r.get(4), &hash)
 }
 
 impl AccessStore for PgAccessStore {

@@ -10,11 +10,7 @@
 //! PRECISION` for reals, identity columns for row ids. JSON stays `TEXT`, as it is
 //! written, so a copy between the backends keeps it byte for byte.
 
-pub struct Migration {
-    /// Short description, for logs.
-    pub name: &'static str,
-    pub sql: &'static str,
-}
+pub use crate::store::Migration;
 
 pub const MIGRATIONS: &[Migration] = &[
     Migration {

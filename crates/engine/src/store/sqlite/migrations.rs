@@ -2,11 +2,7 @@
 //! moves the database from version `i` to `i + 1`. Never edit or reorder a migration that
 //! has shipped; append a new one at the END of [`MIGRATIONS`].
 
-pub struct Migration {
-    /// Short description, for logs.
-    pub name: &'static str,
-    pub sql: &'static str,
-}
+pub use crate::store::Migration;
 
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
