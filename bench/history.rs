@@ -15,18 +15,13 @@ use std::time::Instant;
 use testbay_engine::analysis::{compare_runs, flaky_tasks, CompareOptions, FlakyQuery};
 use testbay_engine::measure::Measurement;
 use testbay_engine::outcome::RunStatus;
-use testbay_engine::plan::DutTarget;
 use testbay_engine::store::*;
 
-const T0: i64 = 1_800_000_000_000;
-const PACK: &str = "stb-smoke";
+#[path = "common.rs"]
+mod common;
+use common::env_or;
 
-fn env_or(key: &str, default: usize) -> usize {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+const PACK: &str = "stb-smoke";
 
 fn m(name: &str, value: f64) -> Measurement {
     Measurement {
@@ -44,40 +39,8 @@ fn fill(s: &dyn Store, runs: usize, tasks: u32) -> Vec<String> {
     for i in 0..runs {
         let id = format!("r{i:06}");
         let dut = format!("stb-{:02}", i % 16);
-        let run = NewRun {
-            id: id.clone(),
-            pack_name: PACK.into(),
-            pack_version: "1.0.0".into(),
-            content_hash: "h".into(),
-            pack_dir: "/packs/x".into(),
-            snapshot_dir: None,
-            groups: vec!["smoke".into()],
-            duts: vec![DutTarget {
-                name: dut.clone(),
-                model: Some(["TP-4000", "TP-5000"][i % 2].into()),
-                rack: Some("rack-a".into()),
-                slot: Some((i % 16) as u32),
-            }],
-            ats: Some("rack-a".into()),
-            params: serde_json::json!({"process_limit": 2}),
-            resource_mode: "all".into(),
-            coverage_mode: "dut".into(),
-            status: RunStatus::Running,
-            reason: None,
-            created_ms: T0 + i as i64 * 60_000,
-            est_run_time: 60.0,
-        };
-        let rows: Vec<NewTaskRow> = (0..tasks)
-            .map(|seq| NewTaskRow {
-                seq,
-                lane: Some(dut.clone()),
-                task: format!("task{seq}"),
-                kind: TaskKind::Test,
-                group: Some("smoke".into()),
-                description: String::new(),
-                est_task_time: 3.0,
-            })
-            .collect();
+        let run = common::run(i, PACK, ["TP-4000", "TP-5000"][i % 2]);
+        let rows = common::tasks(tasks, &dut);
         let tids = s.insert_run(&run, &rows).unwrap();
         for (k, &tid) in tids.iter().enumerate() {
             let flips = k % 20 == 0 && (i / 2) % 3 == 0;

@@ -10,55 +10,21 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use testbay_engine::outcome::RunStatus;
-use testbay_engine::plan::DutTarget;
 use testbay_engine::store::*;
 
-const T0: i64 = 1_800_000_000_000;
-
-fn env_or(key: &str, default: usize) -> usize {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+#[path = "common.rs"]
+mod common;
+use common::env_or;
 
 fn fill(s: &dyn Store, runs: usize, tasks: u32) {
     for i in 0..runs {
         let id = format!("r{i:06}");
-        let run = NewRun {
-            id: id.clone(),
-            pack_name: ["stb-smoke", "net-regression", "stb-regression"][i % 3].into(),
-            pack_version: "1.0.0".into(),
-            content_hash: "h".into(),
-            pack_dir: "/packs/x".into(),
-            snapshot_dir: None,
-            groups: vec!["smoke".into()],
-            duts: vec![DutTarget {
-                name: format!("stb-{:02}", i % 16),
-                model: Some("TP-4000".into()),
-                rack: Some("rack-a".into()),
-                slot: Some((i % 16) as u32),
-            }],
-            ats: Some("rack-a".into()),
-            params: serde_json::json!({"process_limit": 2}),
-            resource_mode: "all".into(),
-            coverage_mode: "dut".into(),
-            status: RunStatus::Running,
-            reason: None,
-            created_ms: T0 + i as i64 * 60_000,
-            est_run_time: 60.0,
-        };
-        let rows: Vec<NewTaskRow> = (0..tasks)
-            .map(|seq| NewTaskRow {
-                seq,
-                lane: Some(run.duts[0].name.clone()),
-                task: format!("task{seq}"),
-                kind: TaskKind::Test,
-                group: Some("smoke".into()),
-                description: String::new(),
-                est_task_time: 3.0,
-            })
-            .collect();
+        let run = common::run(
+            i,
+            ["stb-smoke", "net-regression", "stb-regression"][i % 3],
+            "TP-4000",
+        );
+        let rows = common::tasks(tasks, &run.duts[0].name);
         let ids = s.insert_run(&run, &rows).unwrap();
         let done: Vec<(i64, TaskFinish)> = ids
             .iter()

@@ -9,57 +9,20 @@
 use std::time::Instant;
 
 use testbay_engine::outcome::RunStatus;
-use testbay_engine::plan::DutTarget;
 use testbay_engine::store::*;
 
-const T0: i64 = 1_800_000_000_000;
+#[path = "common.rs"]
+mod common;
+use common::{env_or, T0};
+
 const TASKS: u32 = 20;
 
-fn env_or(key: &str, default: usize) -> usize {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn run(i: usize) -> NewRun {
-    NewRun {
-        id: format!("r{i:06}"),
-        pack_name: ["stb-smoke", "net-regression"][i % 2].into(),
-        pack_version: "1.0.0".into(),
-        content_hash: "h".into(),
-        pack_dir: "/packs/x".into(),
-        snapshot_dir: None,
-        groups: vec!["smoke".into()],
-        duts: vec![DutTarget {
-            name: format!("stb-{:02}", i % 16),
-            model: Some("TP-4000".into()),
-            rack: Some("rack-a".into()),
-            slot: Some((i % 16) as u32),
-        }],
-        ats: Some("rack-a".into()),
-        params: serde_json::json!({"process_limit": 2}),
-        resource_mode: "all".into(),
-        coverage_mode: "dut".into(),
-        status: RunStatus::Running,
-        reason: None,
-        created_ms: T0 + i as i64 * 60_000,
-        est_run_time: 60.0,
-    }
+    common::run(i, ["stb-smoke", "net-regression"][i % 2], "TP-4000")
 }
 
 fn tasks() -> Vec<NewTaskRow> {
-    (0..TASKS)
-        .map(|t| NewTaskRow {
-            seq: t,
-            lane: Some("stb-01".into()),
-            task: format!("task{t}"),
-            kind: TaskKind::Test,
-            group: Some("smoke".into()),
-            description: String::new(),
-            est_task_time: 3.0,
-        })
-        .collect()
+    common::tasks(TASKS, "stb-01")
 }
 
 fn per_call(label: &str, n: usize, started: Instant) {
