@@ -32,6 +32,8 @@ use super::error::store_error;
 pub struct LocalConsole {
     pub(super) paths: ConsolePaths,
     pub(super) library: Arc<Library>,
+    /// The lab's pack library (`pack::lab_library`); `None` when the store keeps none.
+    pub(super) lab_library: Option<Arc<crate::pack::LabLibrary>>,
     pub(super) lab: Option<Lab>,
     /// Problems of the lab file (the console then runs without a lab).
     pub(super) lab_errors: Vec<Diagnostic>,
@@ -279,6 +281,13 @@ impl LocalConsole {
                 tracing::warn!(error = %e, "pack folders are not watched; edits show after a restart");
             }
         }
+        let lab_library = match store.open_pack_store() {
+            Ok(s) => Some(Arc::new(crate::pack::LabLibrary::new(s, &paths.data_dir))),
+            Err(e) => {
+                tracing::warn!(error = %e, "no pack library in this store");
+                None
+            }
+        };
         let webhooks = Webhooks::start(store.clone(), clock.clone()).map_err(store_error)?;
         let access = Access::open(&*store, clock.clone())
             .map_err(store_error)?
@@ -306,6 +315,7 @@ impl LocalConsole {
         Ok(Self {
             paths,
             library,
+            lab_library,
             lab,
             lab_errors,
             book,
@@ -433,8 +443,15 @@ impl LocalConsole {
         tracing::debug!(?request, "dispatch");
         match request {
             Request::Info => Ok(Response::Info(self.info())),
-            Request::ListPacks => Ok(self.list_packs()),
-            Request::GetPack { name } => self.get_pack(&name),
+            Request::ListPacks => self.list_packs(&super::Caller::local()).await,
+            Request::GetPack { name } => self.get_pack(&super::Caller::local(), name).await,
+            Request::PushPack { archive, private } => {
+                self.push_pack(&super::Caller::local(), archive, private)
+                    .await
+            }
+            Request::PublishPack { pack } => {
+                self.publish_pack(&super::Caller::local(), pack).await
+            }
             Request::Launch(spec) => match self.relay.get().filter(|_| self.launch_elsewhere()) {
                 Some(relay) => relay.forward("launch", None, Request::Launch(spec)).await,
                 None => self.launch(spec).await,

@@ -46,7 +46,7 @@ pub use crate::clock::EpochMs;
 pub use crate::lab::Dut;
 pub use crate::lab::HealthCheck;
 pub use crate::outcome::{Phase, RunStatus, RunVerdict};
-pub use crate::pack::view::{PackDetail, PackSummary};
+pub use crate::pack::view::{LibraryInfo, PackDetail, PackSummary};
 pub use crate::pack::{CoverageMode, ResourceMode};
 pub use crate::report::ReportFormat;
 pub use crate::reserve::{
@@ -447,6 +447,22 @@ pub enum Request {
     RenewHold {
         id: ResId,
     },
+    /// Push a pack into the lab's pack library: `archive` holds its files as `testbay
+    /// packs push` packs them (`pack::archive`, base64). Checked like any pack (refused
+    /// `pack_broken` with its diagnostics, files named relative to the pack) and stored
+    /// by content hash, the caller its owner; `private`: seen only by its owner and
+    /// admins until published. A name and version are pushed once: the same content
+    /// again changes nothing, other content is `conflict`.
+    PushPack {
+        archive: String,
+        #[serde(default)]
+        private: bool,
+    },
+    /// Make a private pack of the lab's library public: `NAME@VERSION`, or `NAME` for
+    /// its newest version; its owner or an admin may.
+    PublishPack {
+        pack: String,
+    },
 }
 
 fn yes() -> bool {
@@ -592,6 +608,16 @@ pub enum Response {
     RunKeep(RunKeep),
     SetRunKeep(RunKeep),
     RenewHold(ReservationView),
+    PushPack(PushedPack),
+    PublishPack(PackSummary),
+}
+
+/// A pack version pushed into the lab's pack library.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+pub struct PushedPack {
+    pub pack: PackSummary,
+    /// This name and version were already there with this content: nothing changed.
+    pub unchanged: bool,
 }
 
 /// A DUT's health now, its health check and its history (newest first).

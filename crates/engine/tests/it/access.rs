@@ -193,6 +193,12 @@ const EVERY_REQUEST: &[(&str, Role, bool)] = &[
         true,
     ),
     (r#"{"cmd":"audit"}"#, Role::Viewer, false),
+    (
+        r#"{"cmd":"push_pack","archive":"","private":true}"#,
+        Role::Operator,
+        true,
+    ),
+    (r#"{"cmd":"publish_pack","pack":"p"}"#, Role::Operator, true),
 ];
 
 #[test]
