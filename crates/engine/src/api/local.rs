@@ -449,9 +449,7 @@ impl LocalConsole {
                 self.push_pack(&super::Caller::local(), archive, private)
                     .await
             }
-            Request::PublishPack { pack } => {
-                self.publish_pack(&super::Caller::local(), pack).await
-            }
+            Request::PublishPack { pack } => self.publish_pack(&super::Caller::local(), pack).await,
             Request::Launch(spec) => match self.relay.get().filter(|_| self.launch_elsewhere()) {
                 Some(relay) => relay.forward("launch", None, Request::Launch(spec)).await,
                 None => self.launch(spec).await,

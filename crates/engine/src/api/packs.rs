@@ -13,9 +13,7 @@ use std::sync::Arc;
 use base64::Engine;
 
 use super::local::blocking;
-use super::{
-    ApiError, Caller, ErrorCode, LaunchSpec, LocalConsole, PushedPack, Request, Response,
-};
+use super::{ApiError, Caller, ErrorCode, LaunchSpec, LocalConsole, PushedPack, Request, Response};
 use crate::pack::discover::PackEntry;
 use crate::pack::view::{LibraryInfo, PackDetail, PackSummary};
 use crate::pack::{LabLibrary, LabLibraryError, LoadedPack, Viewer};
@@ -142,7 +140,11 @@ impl LocalConsole {
         Ok(Response::ListPacks(all))
     }
 
-    pub(super) async fn get_pack(&self, caller: &Caller, name: String) -> Result<Response, ApiError> {
+    pub(super) async fn get_pack(
+        &self,
+        caller: &Caller,
+        name: String,
+    ) -> Result<Response, ApiError> {
         if let Some(d) = self.library.detail(&name) {
             return Ok(Response::GetPack(Box::new(d)));
         }
@@ -200,7 +202,11 @@ impl LocalConsole {
         .await
     }
 
-    pub(super) async fn publish_pack(&self, caller: &Caller, pack: String) -> Result<Response, ApiError> {
+    pub(super) async fn publish_pack(
+        &self,
+        caller: &Caller,
+        pack: String,
+    ) -> Result<Response, ApiError> {
         let lib = self.lab_library()?;
         let viewer = viewer(caller);
         blocking(move || {
@@ -212,7 +218,11 @@ impl LocalConsole {
 
     /// A launch of a library version, pinned to its content hash; one of a pack on disk
     /// as it came. A private version the caller does not see is not found.
-    async fn pin_launch(&self, caller: &Caller, mut spec: LaunchSpec) -> Result<LaunchSpec, ApiError> {
+    async fn pin_launch(
+        &self,
+        caller: &Caller,
+        mut spec: LaunchSpec,
+    ) -> Result<LaunchSpec, ApiError> {
         if self.library.get(&spec.pack).is_some() {
             return Ok(spec);
         }

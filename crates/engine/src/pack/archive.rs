@@ -35,10 +35,15 @@ pub fn pack_dir(root: &Path) -> io::Result<(Vec<u8>, String)> {
         let (f, len) = hash::open_file(root, &rel, &mut total)?;
         let mode = f.metadata()?.permissions().mode() & 0o777;
         let path = rel.to_str().ok_or_else(|| {
-            io::Error::other(format!("{}: a pack file's name must be UTF-8", rel.display()))
+            io::Error::other(format!(
+                "{}: a pack file's name must be UTF-8",
+                rel.display()
+            ))
         })?;
         if path.len() > MAX_PATH_BYTES as usize {
-            return Err(io::Error::other(format!("{path}: path longer than {MAX_PATH_BYTES} bytes")));
+            return Err(io::Error::other(format!(
+                "{path}: path longer than {MAX_PATH_BYTES} bytes"
+            )));
         }
         out.write_all(&(path.len() as u32).to_le_bytes())?;
         out.write_all(path.as_bytes())?;

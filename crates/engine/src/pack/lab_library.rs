@@ -141,7 +141,10 @@ impl LabLibrary {
         // Keep what was unpacked as this hash's folder (another push may have made it).
         let home = self.dir.join(&hash);
         if !home.is_dir() && std::fs::rename(&unpacked, &home).is_err() && !home.is_dir() {
-            tracing::warn!(hash, "cannot keep the pushed pack's folder; unpacked again on use");
+            tracing::warn!(
+                hash,
+                "cannot keep the pushed pack's folder; unpacked again on use"
+            );
         }
         Ok(Pushed { stored, unchanged })
     }
@@ -165,11 +168,7 @@ impl LabLibrary {
     }
 
     /// Make the version `reference` names public: its owner or an admin may.
-    pub fn publish(
-        &self,
-        reference: &str,
-        viewer: &Viewer,
-    ) -> Result<StoredPack, LabLibraryError> {
+    pub fn publish(&self, reference: &str, viewer: &Viewer) -> Result<StoredPack, LabLibraryError> {
         let seen = self.list(viewer)?;
         // A bare name: the newest version the viewer may publish, private or not.
         let pack = pick(&seen, reference).cloned().ok_or_else(|| {
