@@ -9,6 +9,7 @@ pub mod export;
 pub mod history;
 pub mod lab;
 pub mod migrate_store;
+pub mod pack_library;
 pub mod packs;
 pub mod queue;
 pub mod report;

@@ -10,8 +10,6 @@
 
 use std::sync::Arc;
 
-use base64::Engine;
-
 use super::local::blocking;
 use super::{ApiError, Caller, ErrorCode, LaunchSpec, LocalConsole, PushedPack, Request, Response};
 use crate::pack::discover::PackEntry;
@@ -179,8 +177,7 @@ impl LocalConsole {
         let owner = caller.name().to_string();
         let now = self.clock.now_ms();
         blocking(move || {
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(archive.as_bytes())
+            let bytes = crate::pack::archive::from_text(&archive)
                 .map_err(|e| ApiError::invalid(format!("archive: not base64: {e}")))?;
             let pushed = lib
                 .push(&bytes, &owner, private, now)

@@ -117,3 +117,15 @@ pub fn unpack(archive: &[u8], to: &Path) -> io::Result<String> {
     }
     Ok(hash.finish())
 }
+
+/// An archive as `push_pack` carries it in JSON (base64).
+pub fn to_text(archive: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(archive)
+}
+
+/// The archive a `push_pack` request carries.
+pub fn from_text(text: &str) -> Result<Vec<u8>, base64::DecodeError> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.decode(text.as_bytes())
+}

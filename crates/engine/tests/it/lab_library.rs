@@ -6,7 +6,6 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use base64::Engine;
 use testbay_engine::api::{
     parse_request, ApiError, Caller, Console, ConsolePaths, ErrorCode, LocalConsole, Request,
     Response,
@@ -29,7 +28,7 @@ fn lib_pack(dir: &Path, version: &str, said: &str) {
 fn pushed(dir: &Path, private: bool) -> Request {
     let (bytes, _) = archive::pack_dir(dir).unwrap();
     Request::PushPack {
-        archive: base64::engine::general_purpose::STANDARD.encode(bytes),
+        archive: archive::to_text(&bytes),
         private,
     }
 }
