@@ -77,6 +77,17 @@ enum PacksCommand {
     },
 }
 
+impl Args {
+    /// Whether the command works through a console (the lab's library: push, publish,
+    /// library), so `--server` applies; the others look at folders on this computer.
+    pub fn through_console(&self) -> bool {
+        matches!(
+            self.command,
+            PacksCommand::Push { .. } | PacksCommand::Publish { .. } | PacksCommand::Library { .. }
+        )
+    }
+}
+
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
     match args.command {
         PacksCommand::Check { dirs, json } => check(&roots(dirs, ctx)?, json),
