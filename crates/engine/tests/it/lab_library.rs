@@ -108,8 +108,8 @@ async fn a_private_pack_is_seen_by_its_owner_and_admins_until_published() {
     };
     assert!(!p.unchanged && p.pack.ok);
     let mine = ("lib".to_string(), "1".to_string(), "otto".to_string(), true);
-    assert_eq!(listed(&c, &otto).await, [mine.clone()]);
-    assert_eq!(listed(&c, &adam).await, [mine.clone()]);
+    assert_eq!(listed(&c, &otto).await, std::slice::from_ref(&mine));
+    assert_eq!(listed(&c, &adam).await, [mine]);
     assert!(listed(&c, &vera).await.is_empty());
     assert!(listed(&c, &ana).await.is_empty());
     let get = || Request::GetPack { name: "lib".into() };
@@ -148,7 +148,7 @@ async fn a_private_pack_is_seen_by_its_owner_and_admins_until_published() {
         "otto".to_string(),
         false,
     );
-    assert_eq!(listed(&c, &vera).await, [public.clone()]);
+    assert_eq!(listed(&c, &vera).await, std::slice::from_ref(&public));
     assert_eq!(listed(&c, &ana).await, [public]);
     let Response::GetPack(d) = c.dispatch_as(&vera, get()).await.unwrap() else {
         panic!()
