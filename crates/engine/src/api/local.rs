@@ -61,7 +61,7 @@ pub struct LocalConsole {
     /// Hands the scheduler its handle on this console when it is shared (serving
     /// consoles only; see `api::schedules`).
     scheduler: Mutex<Option<tokio::sync::oneshot::Sender<std::sync::Weak<LocalConsole>>>>,
-    events: broadcast::Sender<Event>,
+    pub(super) events: broadcast::Sender<Event>,
     recovered: Result<RecoveryReport, String>,
     /// The PostgreSQL store's URL: [`LocalConsole::shared`] starts the relay on it.
     relay_url: Option<String>,

@@ -670,7 +670,9 @@ pub enum Event {
     },
     /// A run's status, a task's state, a log line, progress.
     Run(RunEvent),
-    /// Pack folders were reloaded, added or removed on disk: list the packs again.
+    /// Pack folders were reloaded, added or removed on disk, or a version of the lab's
+    /// pack library was pushed or published (`NAME@VERSION` in `dirs`): list the packs
+    /// again.
     PacksChanged { dirs: Vec<String> },
     /// A change in the reservation book (requested, claimed, released, expired, ...).
     Book(BookEvent),

@@ -84,6 +84,14 @@ fn summary(lib: &LabLibrary, p: &StoredPack) -> PackSummary {
     s
 }
 
+/// The event that tells every client (and, through the relay, every server's clients)
+/// to list the packs again: the version's library reference in `dirs`.
+fn library_changed(p: &StoredPack) -> super::Event {
+    super::Event::PacksChanged {
+        dirs: vec![format!("{}@{}", p.name, p.version)],
+    }
+}
+
 fn entry(loaded: LoadedPack) -> PackEntry {
     PackEntry {
         dir: loaded.dir.clone(),
@@ -176,6 +184,7 @@ impl LocalConsole {
         let lib = self.lab_library()?;
         let owner = caller.name().to_string();
         let now = self.clock.now_ms();
+        let events = self.events.clone();
         blocking(move || {
             let bytes = crate::pack::archive::from_text(&archive)
                 .map_err(|e| ApiError::invalid(format!("archive: not base64: {e}")))?;
@@ -191,6 +200,9 @@ impl LocalConsole {
                 unchanged = pushed.unchanged,
                 "pack pushed into the lab's library"
             );
+            if !pushed.unchanged {
+                let _ = events.send(library_changed(&pushed.stored));
+            }
             Ok(Response::PushPack(PushedPack {
                 pack: summary(&lib, &pushed.stored),
                 unchanged: pushed.unchanged,
@@ -206,8 +218,10 @@ impl LocalConsole {
     ) -> Result<Response, ApiError> {
         let lib = self.lab_library()?;
         let viewer = viewer(caller);
+        let events = self.events.clone();
         blocking(move || {
             let p = lib.publish(&pack, &viewer).map_err(library_error)?;
+            let _ = events.send(library_changed(&p));
             Ok(Response::PublishPack(summary(&lib, &p)))
         })
         .await

@@ -39,6 +39,8 @@ export const api = {
   info: () => call('info', {}),
   listPacks: () => call('list_packs', {}),
   getPack: (name: string) => call('get_pack', { name }),
+  /** Make a private version of the lab's pack library public (`NAME@VERSION`). */
+  publishPack: (pack: string) => call('publish_pack', { pack }),
   launch: (spec: T.LaunchSpec) => call('launch', spec),
   stopRun: (run_id: string) => call('stop_run', { run_id }),
   activeRuns: () => call('active_runs', {}),
