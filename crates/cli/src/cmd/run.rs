@@ -408,7 +408,7 @@ async fn drive(
         let by = tokio::select! {
             Some((id, answer)) = answers.recv() => {
                 let by = std::env::var("USER").ok().map(|u| format!("{u} (terminal)"));
-                let req = Request::AnswerPrompt { id, answer, by };
+                let req = Request::AnswerPrompt { id, answer, by, run_id: Some(run_id.clone()) };
                 if let Err(e) = console.dispatch(req).await {
                     say!("prompt {id}: {}", e.message);
                     // Not an answer it takes: ask again (unless it waits no more).

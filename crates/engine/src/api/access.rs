@@ -256,10 +256,13 @@ fn stamp(caller: &Caller, request: Request) -> Request {
             config,
             lease_s,
         },
-        Request::AnswerPrompt { id, answer, .. } => Request::AnswerPrompt {
+        Request::AnswerPrompt {
+            id, answer, run_id, ..
+        } => Request::AnswerPrompt {
             id,
             answer,
             by: Some(user.clone()),
+            run_id,
         },
         other => other,
     }

@@ -345,13 +345,18 @@ pub enum Request {
     /// The prompts running tasks wait on an operator's answer to.
     ListPrompts,
     /// Answer a prompt: one of its choices, or text matching its pattern. `by` says who
-    /// answered (the task gets it with the answer).
+    /// answered (the task gets it with the answer). `run_id`, the prompt's run: on a
+    /// lab's servers, the answer goes to the server executing it (without it, to the
+    /// server waiting on a prompt of this id when this one is not).
     AnswerPrompt {
         #[ts(type = "number")]
         id: u64,
         answer: String,
         #[serde(default)]
         by: Option<String>,
+        #[serde(default)]
+        #[ts(optional)]
+        run_id: Option<String>,
     },
     /// Move the end of an operator's hold `duration_s` seconds later (more than 0; the
     /// hold at most 30 days long), if nothing else is booked there (`conflict`).

@@ -448,6 +448,7 @@ send(type="set_result", result="Passed", message=a["answer"]["by"])
         id,
         answer: "done".into(),
         by: Some("ana".into()),
+        run_id: Some(run_id.clone()),
     };
     c.dispatch_as(&otto, answer).await.unwrap();
     let by = loop {

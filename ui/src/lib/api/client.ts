@@ -85,7 +85,9 @@ export const api = {
   listPrompts: () => call('list_prompts', {}),
   /** What a live task occurrence has reported so far (a screen opened mid-task starts here). */
   taskSections: (run_id: string, item: number) => call('task_sections', { run_id, item }),
-  answerPrompt: (id: number, answer: string, by: string | null) => call('answer_prompt', { id, answer, by }),
+  /** `run_id`: the prompt's run, so a lab's server that does not execute it forwards the answer. */
+  answerPrompt: (id: number, answer: string, by: string | null, run_id?: string) =>
+    call('answer_prompt', run_id ? { id, answer, by, run_id } : { id, answer, by }),
   /** Who the console takes this page for: the signed-in user and role (no user: a single seat). */
   whoAmI: () => call('who_am_i', {}),
   /** The audit log, newest first. */
