@@ -88,9 +88,12 @@ pub use triage::{CategoryCount, TriageRules, TriageSummary, TriagedFailure};
 pub enum Request {
     /// Version and the paths this console works on.
     Info,
-    /// The pack library: every pack folder, broken ones with their diagnostics.
+    /// The pack library: every pack folder, broken ones with their diagnostics, then the
+    /// versions of the lab's pack library the caller sees (each with `library`: owner,
+    /// private, when pushed).
     ListPacks,
-    /// One pack by name: groups, tasks, parameters, resources.
+    /// One pack by name (a pack folder's; else a library version by `NAME`, its newest,
+    /// `NAME@VERSION` or content hash): groups, tasks, parameters, resources.
     GetPack {
         name: String,
     },
