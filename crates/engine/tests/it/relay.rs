@@ -16,7 +16,7 @@ use testbay_engine::store::StoreLocation;
 
 use crate::support::{run_end, write};
 
-const LAB: &str = "name: t\nracks:\n  - {name: rack-x, slots: 4}\nduts:\n  - {name: box-1, model: BX-1, location: {rack: rack-x, slot: 1}}\n  - {name: box-2, model: BX-1, location: {rack: rack-x, slot: 2}}\n";
+const LAB: &str = "name: t\nracks:\n  - {name: rack-x, slots: 4}\nduts:\n  - {name: box-1, model: BX-1, location: {rack: rack-x, slot: 1}}\n  - {name: box-2, model: BX-1, location: {rack: rack-x, slot: 2}}\nhealth_checks:\n  - {dut: box-2, pack: p, group: quick, interval: 86400}\n";
 
 const PATIENCE: Duration = Duration::from_secs(30);
 
@@ -219,10 +219,11 @@ async fn a_dropped_listen_connection_reconnects_and_its_subscribers_resync() {
     b.shutdown();
 }
 
-/// A relaunch made on B runs on A (the book's owner), and an answer given on B to a
-/// prompt of a run A executes reaches A's task.
+/// A relaunch and a health check made on B run on A (the book's owner), an answer given
+/// on B to a prompt of a run A executes reaches A's task, and a pack pushed on A is
+/// launched from B.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_relaunch_and_a_prompt_answer_on_the_second_server_go_to_the_first() {
+async fn a_relaunch_a_check_and_a_prompt_answer_on_the_second_server_go_to_the_first() {
     let url = testbay_pgtest::shared()
         .expect("a throwaway PostgreSQL (Debian's postgresql package)")
         .fresh_db("relay_forward")
@@ -269,6 +270,15 @@ send(type="set_result", result="Passed", message=a["answer"]["by"])
     };
     assert_eq!(run_end(&mut b_events, &again).await, RunStatus::Completed);
     assert!(pa.data_dir.join("runs").join(&again).is_dir(), "A ran it");
+    let check = match call(&b, json!({"cmd": "check_dut", "dut": "box-2"})).await {
+        Ok(Response::CheckDut { run_id }) => run_id,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(run_end(&mut b_events, &check).await, RunStatus::Completed);
+    assert!(
+        pa.data_dir.join("runs").join(&check).is_dir(),
+        "A ran the check"
+    );
 
     let asking = match call(
         &b,
