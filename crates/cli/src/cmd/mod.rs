@@ -9,6 +9,7 @@ pub mod export;
 pub mod history;
 pub mod lab;
 pub mod migrate_store;
+pub mod pack_library;
 pub mod packs;
 pub mod queue;
 pub mod report;
@@ -164,7 +165,9 @@ pub fn run(command: Command, ctx: &Ctx) -> anyhow::Result<i32> {
     if let Some(server) = &ctx.server {
         let local_only = match &command {
             Command::Serve(_) => Some(("serve", "serves this computer's console")),
-            Command::Packs(_) => Some(("packs", "checks and lists pack folders on this computer")),
+            Command::Packs(a) if !a.through_console() => {
+                Some(("packs", "checks and lists pack folders on this computer"))
+            }
             _ => None,
         };
         if let Some((name, what)) = local_only {

@@ -1,5 +1,6 @@
-//! `testbay packs check|list|import-kissats`: validate pack folders, list the packs found,
-//! write a pack from a folder of kissats task modules.
+//! `testbay packs check|list|import-kissats|push|publish|library`: validate pack
+//! folders, list the packs found, write a pack from a folder of kissats task modules; the
+//! lab's pack library (push, publish, what a console offers) in `pack_library`.
 //!
 //! A check of folders on this machine (any folder, not only the console's pack folders,
 //! with every problem of a broken pack), so it loads them itself (`pack::discover`)
@@ -47,6 +48,44 @@ enum PacksCommand {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Push a pack into the lab's pack library (checked first; broken packs are refused
+    /// with their problems), stored by content hash with you as its owner
+    Push {
+        /// The pack folder
+        dir: PathBuf,
+        /// Seen only by you (and admins) until `testbay packs publish`
+        #[arg(long)]
+        private: bool,
+        /// Print the pushed pack as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a private pack of the lab's library public (its owner or an admin)
+    Publish {
+        /// NAME (its newest version) or NAME@VERSION
+        pack: String,
+        /// Print the pack as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// The packs a console offers: its pack folders and the lab's library versions you
+    /// see, each with where it comes from (disk, or library: owner, private or public)
+    Library {
+        /// Print the list as JSON
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+impl Args {
+    /// Whether the command works through a console (the lab's library: push, publish,
+    /// library), so `--server` applies; the others look at folders on this computer.
+    pub fn through_console(&self) -> bool {
+        matches!(
+            self.command,
+            PacksCommand::Push { .. } | PacksCommand::Publish { .. } | PacksCommand::Library { .. }
+        )
+    }
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
@@ -54,6 +93,11 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
         PacksCommand::Check { dirs, json } => check(&roots(dirs, ctx)?, json),
         PacksCommand::List { dirs, json } => list(&roots(dirs, ctx)?, json),
         PacksCommand::ImportKissats { dir, out } => import_kissats(&dir, out),
+        PacksCommand::Push { dir, private, json } => {
+            super::pack_library::push(ctx, &dir, private, json)
+        }
+        PacksCommand::Publish { pack, json } => super::pack_library::publish(ctx, pack, json),
+        PacksCommand::Library { json } => super::pack_library::library(ctx, json),
     }
 }
 

@@ -27,7 +27,7 @@ use testbay_engine::api::{
     ErrorCode, Event, EventReceiver, LaunchSpec, Request, ResourceMode, Response, RunEvent,
     RunRecord, RunStatus, RunVerdict, RunView,
 };
-use testbay_engine::pack::view::ParamInfo;
+use testbay_engine::pack::view::{PackSummary, ParamInfo};
 use testbay_engine::params;
 use tokio::sync::broadcast::error::RecvError;
 
@@ -154,7 +154,14 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
     if ctx.server.is_some() {
         return run_on_server(args, ctx);
     }
-    let pack_dir = absolute(resolve_pack(&args.pack, ctx)?);
+    let pack_dir = match resolve_pack(&args.pack, ctx) {
+        Ok(dir) => absolute(dir),
+        // Not a folder here: a version of the lab's pack library, if it is one.
+        Err(e) => match run_from_library(&args, ctx)? {
+            Some(code) => return Ok(code),
+            None => return Err(e),
+        },
+    };
     let params = parse_params(&args.params)?;
     let paths = ConsolePaths {
         pack_roots: vec![pack_dir.clone()],
@@ -201,7 +208,7 @@ fn run_on_server(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
         Ok(other) => return Err(unexpected("list_packs", other)),
         Err(e) => bail!("{}", error_text(&e)),
     };
-    let Some(pack) = packs.iter().find(|p| p.name == args.pack) else {
+    let Some((name, dir)) = find_pack(&packs, &args.pack) else {
         let mut names: Vec<&str> = packs.iter().map(|p| p.name.as_str()).collect();
         names.sort_unstable();
         say!(
@@ -211,8 +218,58 @@ fn run_on_server(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
         );
         return Ok(2);
     };
-    let (name, dir) = (pack.name.clone(), PathBuf::from(&pack.dir));
     launch_and_follow(&session, &args, ctx, &dir, name, params)
+}
+
+/// The pack `reference` names among a console's packs: a pack folder's name, or a
+/// version of the lab's library (`NAME`: its newest, `NAME@VERSION`, a content hash);
+/// what to launch it by and its folder.
+fn find_pack(packs: &[PackSummary], reference: &str) -> Option<(String, PathBuf)> {
+    let p = packs.iter().find(|p| {
+        p.name == reference
+            || p.library.as_ref().is_some_and(|l| l.reference == reference)
+            || p.library.is_some() && p.content_hash.as_deref() == Some(reference)
+    })?;
+    let launch_by = match &p.library {
+        Some(_) => reference.to_string(),
+        None => p.name.clone(),
+    };
+    Some((launch_by, PathBuf::from(&p.dir)))
+}
+
+/// `testbay run NAME` where NAME is no pack folder here: a version of the lab's pack
+/// library in the store, launched on a console of the data dir; `None` when the library
+/// has no such pack.
+fn run_from_library(args: &Args, ctx: &Ctx) -> anyhow::Result<Option<i32>> {
+    let params = parse_params(&args.params)?;
+    let paths = ConsolePaths {
+        pack_roots: Vec::new(),
+        ..ctx.paths.clone()
+    };
+    let session = Session::open(
+        ctx,
+        paths,
+        ConsoleOptions {
+            book: if args.no_reserve {
+                BookUse::None
+            } else {
+                BookUse::Own
+            },
+            owner_label: "testbay run",
+            watch_packs: false,
+            serve_queue: false,
+            ..ctx.options()
+        },
+    )?;
+    let packs = match session.call(Request::ListPacks) {
+        Ok(Response::ListPacks(p)) => p,
+        Ok(other) => return Err(unexpected("list_packs", other)),
+        Err(e) => bail!("{}", error_text(&e)),
+    };
+    let Some((name, dir)) = find_pack(&packs, &args.pack) else {
+        return Ok(None);
+    };
+    launch_and_follow(&session, args, ctx, &dir, name, params).map(Some)
 }
 
 /// Launch `pack` on the session's console and follow it to its end.
@@ -351,7 +408,7 @@ async fn drive(
         let by = tokio::select! {
             Some((id, answer)) = answers.recv() => {
                 let by = std::env::var("USER").ok().map(|u| format!("{u} (terminal)"));
-                let req = Request::AnswerPrompt { id, answer, by };
+                let req = Request::AnswerPrompt { id, answer, by, run_id: Some(run_id.clone()) };
                 if let Err(e) = console.dispatch(req).await {
                     say!("prompt {id}: {}", e.message);
                     // Not an answer it takes: ask again (unless it waits no more).

@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use crate::support::repo;
+use crate::support::{repo, text};
 
 fn testbay(args: &[&str]) -> (i32, String) {
     let data = tempfile::tempdir().unwrap();
@@ -86,4 +86,52 @@ fn check_of_a_folder_without_packs_fails() {
     let (code, out) = testbay(&["packs", "check", empty.path().to_str().unwrap()]);
     assert_eq!(code, 1, "{out}");
     assert!(out.starts_with("no pack found in "), "{out}");
+}
+
+/// `packs push` on the data dir's console: a broken pack is refused before anything is
+/// stored, each problem naming its file, line and key; a good one is pushed private,
+/// listed with the disk packs (marked library, private, its owner) and published.
+#[test]
+fn push_refuses_a_broken_pack_and_stores_a_good_one() {
+    let f = crate::support::Bed::new();
+    let broken = repo().join("tests/fixtures/packs/broken-typo");
+    let out = f.testbay(&["packs", "push", broken.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("tasks/tune_channel.yaml:4:1: prereq_task: unknown key `prereq_task`"),
+        "{stdout}"
+    );
+    assert!(text(&out.stderr).contains("not pushed: 5 problem(s)"));
+
+    let good = f.pack(
+        "good",
+        "name: good\nversion: '0.1'\ngroups:\n  main:\n    tests: [hi]\n",
+        &[("hi", "", "echo hi\n")],
+    );
+    let out = f.testbay(&["packs", "push", "--private", good.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("pushed good 0.1 (private"));
+    let packs_dir = f.root.join("no-packs");
+    std::fs::create_dir_all(&packs_dir).unwrap();
+    let out = f.testbay(&["--packs", packs_dir.to_str().unwrap(), "packs", "library"]);
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("good 0.1  ok  1 task(s)  library  private  by local"),
+        "{stdout}"
+    );
+    let out = f.testbay(&["packs", "publish", "good"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = f.testbay(&["--packs", packs_dir.to_str().unwrap(), "packs", "library"]);
+    assert!(text(&out.stdout).contains("library  public  by local"));
+    // Launched by name from the library, the pack folder gone.
+    std::fs::remove_dir_all(&good).unwrap();
+    let out = f.testbay(&["--packs", packs_dir.to_str().unwrap(), "run", "good"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
 }

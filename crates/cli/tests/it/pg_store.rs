@@ -289,6 +289,8 @@ fn migrate_store_moves_a_history_into_postgres_losing_nothing() {
         "--start",
         "2030-01-01T02:00",
     ]);
+    let pushed = lab.f.root.join("packs/multi");
+    seat(&["packs", "push", "--private", pushed.to_str().unwrap()]);
     let seat_tree = seat(&["results", &run_id, "--json"]);
 
     let out = lab
@@ -314,6 +316,7 @@ fn migrate_store_moves_a_history_into_postgres_losing_nothing() {
     assert!(rows("book_events") > 0 && rows("reservations") == 1);
     assert_eq!(rows("webhooks"), 1);
     assert_eq!(rows("schedules"), 1);
+    assert_eq!((rows("library_packs"), rows("pack_archives")), (1, 1));
     for c in report["tables"].as_array().unwrap() {
         assert_eq!(c["source_sha256"], c["target_sha256"], "{c}");
     }
@@ -325,6 +328,11 @@ fn migrate_store_moves_a_history_into_postgres_losing_nothing() {
     );
     let holds = text(&lab.testbay(&["lab", "holds"]).stdout);
     assert!(holds.contains("ann"), "{holds}");
+    let library = text(&lab.testbay(&["packs", "library"]).stdout);
+    assert!(
+        library.contains("multi 1  ok  1 task(s)  library  private  by local"),
+        "{library}"
+    );
 
     // Not twice into a database that holds rows, unless forced.
     let again = lab

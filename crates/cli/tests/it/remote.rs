@@ -304,3 +304,63 @@ fn the_event_stream_comes_back_after_a_server_restart_with_a_resync() {
         drop(again);
     });
 }
+
+/// A pack pushed through the server into the lab's library, then launched there by name
+/// (the newest version) and by `NAME@VERSION`, from a client with no pack of its own.
+#[test]
+fn a_pack_pushed_through_the_server_is_launched_there() {
+    let f = bed_with_quick_pack();
+    let serve = Serve::start(&f, "127.0.0.1:0", None);
+    for version in ["1", "2"] {
+        let src = f.pack(
+            "lib",
+            &format!("name: lib\nversion: '{version}'\ngroups:\n  main:\n    tests: [hi]\n"),
+            &[("hi", "", &format!("echo hi from version {version}\n"))],
+        );
+        let out = client(&f, &serve.url, &["packs", "push", src.to_str().unwrap()]);
+        let stdout = text(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+        assert!(
+            stdout.contains(&format!("pushed lib {version} (public")),
+            "{stdout}"
+        );
+    }
+    let listed = json_of(&client(&f, &serve.url, &["packs", "library", "--json"]));
+    let origins: Vec<(String, bool)> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap().to_string(),
+                p["library"].is_null(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        origins,
+        [
+            ("quick".to_string(), true),
+            ("lib".to_string(), false),
+            ("lib".to_string(), false)
+        ],
+        "{listed}"
+    );
+    for (pack, version) in [("lib", "2"), ("lib@1", "1")] {
+        let out = client(&f, &serve.url, &["run", pack]);
+        let stdout = text(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{stdout}\n{}",
+            text(&out.stderr)
+        );
+        let id = run_id_of(&stdout);
+        let stored = json_of(&f.testbay(&["results", &id, "--json"]));
+        assert_eq!(stored["run"]["pack_version"], version, "{stored}");
+        let script =
+            std::fs::read_to_string(f.data.join("runs").join(&id).join("pack/tasks/hi.sh"))
+                .unwrap();
+        assert!(script.contains(&format!("version {version}")), "{script}");
+    }
+}

@@ -28,6 +28,24 @@ pub struct PackSummary {
     pub task_count: u32,
     pub group_count: u32,
     pub groups: Vec<GroupSummary>,
+    /// Where it comes from: `None` for a pack folder the console finds on disk; for a
+    /// version pushed into the lab's pack library, who pushed it, when, and whether it
+    /// is private.
+    #[serde(default)]
+    pub library: Option<LibraryInfo>,
+}
+
+/// A pack version of the lab's pack library (`testbay packs push`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct LibraryInfo {
+    /// Who pushed it: a user's name, `local` for a single seat's operator.
+    pub owner: String,
+    /// Seen only by its owner and admins until published.
+    pub private: bool,
+    pub pushed_ms: crate::clock::EpochMs,
+    /// What launches this version: `NAME@VERSION`.
+    pub reference: String,
 }
 
 /// One test group with its size and estimated time.
@@ -157,6 +175,7 @@ impl PackSummary {
                         est_time: est(p, &g.setup) + est(p, &g.tests) + est(p, &g.teardown),
                     })
                     .collect(),
+                library: None,
             },
             Err(e) => PackSummary {
                 name: entry.name(),
@@ -169,6 +188,7 @@ impl PackSummary {
                 task_count: 0,
                 group_count: 0,
                 groups: vec![],
+                library: None,
             },
         }
     }

@@ -129,7 +129,9 @@ impl Request {
             | PinBaseline { .. }
             | UnpinBaseline { .. }
             | SetRunKeep { .. }
-            | RenewHold { .. } => OPERATE,
+            | RenewHold { .. }
+            | PushPack { .. }
+            | PublishPack { .. } => OPERATE,
             AddWebhook { .. }
             | UpdateWebhook { .. }
             | RemoveWebhook { .. }
@@ -178,6 +180,7 @@ impl Request {
             UpdateWebhook { id, .. } | RemoveWebhook { id } => id.to_string(),
             AddUser { name, .. } => name.clone(),
             RevokeUser { user } | SetUserRole { user, .. } => user.clone(),
+            PublishPack { pack } => pack.clone(),
             _ => String::new(),
         }
     }
@@ -191,6 +194,10 @@ impl Request {
                 if !secret.is_null() {
                     *secret = serde_json::Value::String("(hidden)".into());
                 }
+            }
+            // A pushed pack's files: their size, not their bytes.
+            if let Some(serde_json::Value::String(archive)) = map.get_mut("archive") {
+                *archive = format!("({} bytes of base64)", archive.len());
             }
         }
         v.to_string()
@@ -249,10 +256,13 @@ fn stamp(caller: &Caller, request: Request) -> Request {
             config,
             lease_s,
         },
-        Request::AnswerPrompt { id, answer, .. } => Request::AnswerPrompt {
+        Request::AnswerPrompt {
+            id, answer, run_id, ..
+        } => Request::AnswerPrompt {
             id,
             answer,
             by: Some(user.clone()),
+            run_id,
         },
         other => other,
     }
@@ -292,7 +302,7 @@ impl LocalConsole {
             .then(|| (request.cmd(), request.target(), request.detail()));
         let answer = match request {
             Request::WhoAmI => Ok(who_am_i(caller)),
-            other => self.route(other).await,
+            other => self.route_packs(caller, other).await,
         };
         if let (Ok(res), Some((action, target, detail)), Some(access)) =
             (&answer, audit, &self.access)
@@ -303,6 +313,12 @@ impl LocalConsole {
                 | Response::Relaunch { run_id, .. }
                 | Response::CheckDut { run_id } => run_id.clone(),
                 Response::AddSchedule { id } => id.clone(),
+                Response::PushPack(p) => p
+                    .pack
+                    .library
+                    .as_ref()
+                    .map(|l| l.reference.clone())
+                    .unwrap_or(target),
                 _ => target,
             };
             let access = access.clone();

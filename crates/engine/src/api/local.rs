@@ -32,6 +32,8 @@ use super::error::store_error;
 pub struct LocalConsole {
     pub(super) paths: ConsolePaths,
     pub(super) library: Arc<Library>,
+    /// The lab's pack library (`pack::lab_library`); `None` when the store keeps none.
+    pub(super) lab_library: Option<Arc<crate::pack::LabLibrary>>,
     pub(super) lab: Option<Lab>,
     /// Problems of the lab file (the console then runs without a lab).
     pub(super) lab_errors: Vec<Diagnostic>,
@@ -59,7 +61,7 @@ pub struct LocalConsole {
     /// Hands the scheduler its handle on this console when it is shared (serving
     /// consoles only; see `api::schedules`).
     scheduler: Mutex<Option<tokio::sync::oneshot::Sender<std::sync::Weak<LocalConsole>>>>,
-    events: broadcast::Sender<Event>,
+    pub(super) events: broadcast::Sender<Event>,
     recovered: Result<RecoveryReport, String>,
     /// The PostgreSQL store's URL: [`LocalConsole::shared`] starts the relay on it.
     relay_url: Option<String>,
@@ -279,6 +281,13 @@ impl LocalConsole {
                 tracing::warn!(error = %e, "pack folders are not watched; edits show after a restart");
             }
         }
+        let lab_library = match store.open_pack_store() {
+            Ok(s) => Some(Arc::new(crate::pack::LabLibrary::new(s, &paths.data_dir))),
+            Err(e) => {
+                tracing::warn!(error = %e, "no pack library in this store");
+                None
+            }
+        };
         let webhooks = Webhooks::start(store.clone(), clock.clone()).map_err(store_error)?;
         let access = Access::open(&*store, clock.clone())
             .map_err(store_error)?
@@ -306,6 +315,7 @@ impl LocalConsole {
         Ok(Self {
             paths,
             library,
+            lab_library,
             lab,
             lab_errors,
             book,
@@ -362,7 +372,7 @@ impl LocalConsole {
 
     /// Whether launches go to the book's owner among the servers of this database: this
     /// console reserves through a book another server owns.
-    fn launch_elsewhere(&self) -> bool {
+    pub(super) fn launch_elsewhere(&self) -> bool {
         self.reserve && self.paths.lab_file.is_some() && !self.owns_book() && self.book.is_some()
     }
 
@@ -433,8 +443,13 @@ impl LocalConsole {
         tracing::debug!(?request, "dispatch");
         match request {
             Request::Info => Ok(Response::Info(self.info())),
-            Request::ListPacks => Ok(self.list_packs()),
-            Request::GetPack { name } => self.get_pack(&name),
+            Request::ListPacks => self.list_packs(&super::Caller::local()).await,
+            Request::GetPack { name } => self.get_pack(&super::Caller::local(), name).await,
+            Request::PushPack { archive, private } => {
+                self.push_pack(&super::Caller::local(), archive, private)
+                    .await
+            }
+            Request::PublishPack { pack } => self.publish_pack(&super::Caller::local(), pack).await,
             Request::Launch(spec) => match self.relay.get().filter(|_| self.launch_elsewhere()) {
                 Some(relay) => relay.forward("launch", None, Request::Launch(spec)).await,
                 None => self.launch(spec).await,
@@ -458,17 +473,12 @@ impl LocalConsole {
                 .task_sections(&run_id, item as usize)
                 .map(Response::TaskSections)
                 .ok_or_else(|| ApiError::not_found(format!("no live run {run_id}"))),
-            Request::AnswerPrompt { id, answer, by } => {
-                use crate::exec::prompts::AnswerError;
-                self.runs
-                    .prompts()
-                    .answer(id, answer, by)
-                    .map(Response::AnswerPrompt)
-                    .map_err(|e| match e {
-                        AnswerError::NotFound(_) => ApiError::not_found(e.to_string()),
-                        _ => ApiError::invalid(e.to_string()),
-                    })
-            }
+            Request::AnswerPrompt {
+                id,
+                answer,
+                by,
+                run_id,
+            } => self.answer_prompt(id, answer, by, run_id).await,
             Request::RunView { run_id } => self.run_view(&run_id),
             Request::ReadLog {
                 run_id,
@@ -525,7 +535,16 @@ impl LocalConsole {
             | Request::WebhookDeliveries { .. } => self.webhook_request(request).await,
             Request::DutHealth { dut } => self.dut_health(dut).await,
             Request::RestoreDut { dut, note } => self.restore_dut(dut, note).await,
-            Request::CheckDut { dut } => self.check_dut(dut).await,
+            Request::CheckDut { dut } => match self.relay.get().filter(|_| self.launch_elsewhere())
+            {
+                // A health check is a launch: the book's owner makes it.
+                Some(relay) => {
+                    relay
+                        .forward("check_dut", None, Request::CheckDut { dut })
+                        .await
+                }
+                None => self.check_dut(dut).await,
+            },
             Request::Queue => Ok(self.queue_view()),
             Request::MoveQueued { run_id, to } => self.move_queued(&run_id, to),
             Request::SetQueuedPriority { run_id, priority } => {
@@ -542,7 +561,17 @@ impl LocalConsole {
             Request::Relaunch {
                 run_id,
                 only_failed,
-            } => self.relaunch(run_id, only_failed.unwrap_or(false)).await,
+            } => match self.relay.get().filter(|_| self.launch_elsewhere()) {
+                // A launch again: the book's owner makes it.
+                Some(relay) => {
+                    let request = Request::Relaunch {
+                        run_id,
+                        only_failed,
+                    };
+                    relay.forward("relaunch", None, request).await
+                }
+                None => self.relaunch(run_id, only_failed.unwrap_or(false)).await,
+            },
             Request::TaskHistory(q) => self.task_history(q).await,
             Request::MeasurementHistory(q) => self.measurement_history(q).await,
             Request::MeasurementYield { pack, last_runs } => {
@@ -576,6 +605,52 @@ impl LocalConsole {
             pack_roots: self.paths.pack_roots.iter().map(|p| s(p)).collect(),
             lab_file: self.paths.lab_file.as_deref().map(s),
         }
+    }
+
+    /// Answer a prompt here, or, for a prompt of a run (`run_id`) another server of this
+    /// database executes, on that server (`api::relay`).
+    async fn answer_prompt(
+        &self,
+        id: u64,
+        answer: String,
+        by: Option<String>,
+        run_id: Option<String>,
+    ) -> Result<Response, ApiError> {
+        use crate::exec::prompts::AnswerError;
+        let elsewhere = run_id.as_ref().filter(|r| !self.runs_here(r));
+        if let (Some(relay), Some(run)) = (self.relay.get(), elsewhere) {
+            // A run that is over waits on no prompt: said at once, not after the wait.
+            let store = self.store.clone();
+            let id_of_run = run.clone();
+            let going = blocking(move || {
+                Ok(store
+                    .get_run(&id_of_run)
+                    .is_ok_and(|r| !r.status.is_finished()))
+            })
+            .await?;
+            if !going {
+                return Err(ApiError::not_found(format!(
+                    "no prompt {id} is waiting: run {run} is not going"
+                )));
+            }
+            let request = Request::AnswerPrompt {
+                id,
+                answer,
+                by,
+                run_id: run_id.clone(),
+            };
+            return relay
+                .forward("answer_prompt", run_id.as_deref(), request)
+                .await;
+        }
+        self.runs
+            .prompts()
+            .answer(id, answer, by)
+            .map(Response::AnswerPrompt)
+            .map_err(|e| match e {
+                AnswerError::NotFound(_) => ApiError::not_found(e.to_string()),
+                _ => ApiError::invalid(e.to_string()),
+            })
     }
 
     async fn read_file(&self, run_id: String, path: String) -> Result<Response, ApiError> {

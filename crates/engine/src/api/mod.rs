@@ -46,7 +46,7 @@ pub use crate::clock::EpochMs;
 pub use crate::lab::Dut;
 pub use crate::lab::HealthCheck;
 pub use crate::outcome::{Phase, RunStatus, RunVerdict};
-pub use crate::pack::view::{PackDetail, PackSummary};
+pub use crate::pack::view::{LibraryInfo, PackDetail, PackSummary};
 pub use crate::pack::{CoverageMode, ResourceMode};
 pub use crate::report::ReportFormat;
 pub use crate::reserve::{
@@ -88,9 +88,12 @@ pub use triage::{CategoryCount, TriageRules, TriageSummary, TriagedFailure};
 pub enum Request {
     /// Version and the paths this console works on.
     Info,
-    /// The pack library: every pack folder, broken ones with their diagnostics.
+    /// The pack library: every pack folder, broken ones with their diagnostics, then the
+    /// versions of the lab's pack library the caller sees (each with `library`: owner,
+    /// private, when pushed).
     ListPacks,
-    /// One pack by name: groups, tasks, parameters, resources.
+    /// One pack by name (a pack folder's; else a library version by `NAME`, its newest,
+    /// `NAME@VERSION` or content hash): groups, tasks, parameters, resources.
     GetPack {
         name: String,
     },
@@ -345,13 +348,18 @@ pub enum Request {
     /// The prompts running tasks wait on an operator's answer to.
     ListPrompts,
     /// Answer a prompt: one of its choices, or text matching its pattern. `by` says who
-    /// answered (the task gets it with the answer).
+    /// answered (the task gets it with the answer). `run_id`, the prompt's run: on a
+    /// lab's servers, the answer goes to the server executing it (without it, to the
+    /// server waiting on a prompt of this id when this one is not).
     AnswerPrompt {
         #[ts(type = "number")]
         id: u64,
         answer: String,
         #[serde(default)]
         by: Option<String>,
+        #[serde(default)]
+        #[ts(optional)]
+        run_id: Option<String>,
     },
     /// Move the end of an operator's hold `duration_s` seconds later (more than 0; the
     /// hold at most 30 days long), if nothing else is booked there (`conflict`).
@@ -446,6 +454,22 @@ pub enum Request {
     /// now (never after its window ends); without a lease nothing changes.
     RenewHold {
         id: ResId,
+    },
+    /// Push a pack into the lab's pack library: `archive` holds its files as `testbay
+    /// packs push` packs them (`pack::archive`, base64). Checked like any pack (refused
+    /// `pack_broken` with its diagnostics, files named relative to the pack) and stored
+    /// by content hash, the caller its owner; `private`: seen only by its owner and
+    /// admins until published. A name and version are pushed once: the same content
+    /// again changes nothing, other content is `conflict`.
+    PushPack {
+        archive: String,
+        #[serde(default)]
+        private: bool,
+    },
+    /// Make a private pack of the lab's library public: `NAME@VERSION`, or `NAME` for
+    /// its newest version; its owner or an admin may.
+    PublishPack {
+        pack: String,
     },
 }
 
@@ -592,6 +616,16 @@ pub enum Response {
     RunKeep(RunKeep),
     SetRunKeep(RunKeep),
     RenewHold(ReservationView),
+    PushPack(PushedPack),
+    PublishPack(PackSummary),
+}
+
+/// A pack version pushed into the lab's pack library.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+pub struct PushedPack {
+    pub pack: PackSummary,
+    /// This name and version were already there with this content: nothing changed.
+    pub unchanged: bool,
 }
 
 /// A DUT's health now, its health check and its history (newest first).
@@ -644,7 +678,9 @@ pub enum Event {
     },
     /// A run's status, a task's state, a log line, progress.
     Run(RunEvent),
-    /// Pack folders were reloaded, added or removed on disk: list the packs again.
+    /// Pack folders were reloaded, added or removed on disk, or a version of the lab's
+    /// pack library was pushed or published (`NAME@VERSION` in `dirs`): list the packs
+    /// again.
     PacksChanged { dirs: Vec<String> },
     /// A change in the reservation book (requested, claimed, released, expired, ...).
     Book(BookEvent),

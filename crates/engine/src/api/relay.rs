@@ -8,8 +8,10 @@
 //!   servers' events into this console's stream; a listen connection that drops
 //!   reconnects and tells its subscribers [`Event::Resync`], as does a publisher that
 //!   fell behind (to the other servers).
-//! - **Requests this server cannot serve.** A `launch` on a server that does not own the
-//!   book, and a `stop_run` for a run another server executes, go to the table
+//! - **Requests this server cannot serve.** A `launch`, `relaunch` or `check_dut` (a
+//!   health check is a launch) on a server that does not own the book, a `stop_run` for
+//!   a run another server executes, and an `answer_prompt` naming (`run_id`) a run
+//!   another server executes, go to the table
 //!   `console_inbox` and channel [`INBOX`]; the server that can serve it (the book's
 //!   owner; the one executing the run) takes the row, answers it through its own
 //!   `route`, and the caller, waiting up to [`FORWARD_PATIENCE`], returns that answer.
@@ -266,8 +268,8 @@ impl Relay {
         let (kind, run_id): (String, Option<String>) = (row.get(0), row.get(1));
         let request: String = row.get(2);
         let mine = match kind.as_str() {
-            "launch" => console.owns_book(),
-            "stop_run" => run_id.as_deref().is_some_and(|r| console.runs_here(r)),
+            "launch" | "relaunch" | "check_dut" => console.owns_book(),
+            "stop_run" | "answer_prompt" => run_id.as_deref().is_some_and(|r| console.runs_here(r)),
             _ => false,
         };
         if !mine {

@@ -31,6 +31,7 @@ pub mod webhooks;
 pub mod health;
 pub mod access;
 pub mod retention;
+pub mod packs;
 
 pub use access::{AccessStore, AuditEntry, AuditQuery, NewAuditEntry, Role, User, MAX_AUDIT_ROWS};
 pub use error::{BackendError, Result, StoreError};
@@ -39,6 +40,7 @@ pub use history::*;
 pub use location::StoreLocation;
 pub use model::*;
 pub use owner::RunOwner;
+pub use packs::{PackStore, PutPack, StoredPack};
 pub use postgres::PgStore;
 pub use queued::{FiringRecord, QueuedRunRecord, ScheduleRecord};
 pub use sqlite::{book as reservations, SqliteBookStore, SqliteStore, DEFAULT_READ_LIMIT};
@@ -268,6 +270,18 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         Err(StoreError::InvalidQuery {
             key: "store",
             message: "this store keeps no users or audit log".into(),
+        })
+    }
+
+    // The lab's pack library.
+
+    /// A handle on the pack library's tables of its own (a connection of its own): the
+    /// packs pushed into the lab and their archives. A backend without them answers
+    /// [`StoreError::InvalidQuery`] (key `store`).
+    fn open_pack_store(&self) -> Result<Box<dyn PackStore>> {
+        Err(StoreError::InvalidQuery {
+            key: "store",
+            message: "this store keeps no pack library".into(),
         })
     }
 

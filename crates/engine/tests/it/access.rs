@@ -193,6 +193,12 @@ const EVERY_REQUEST: &[(&str, Role, bool)] = &[
         true,
     ),
     (r#"{"cmd":"audit"}"#, Role::Viewer, false),
+    (
+        r#"{"cmd":"push_pack","archive":"","private":true}"#,
+        Role::Operator,
+        true,
+    ),
+    (r#"{"cmd":"publish_pack","pack":"p"}"#, Role::Operator, true),
 ];
 
 #[test]
@@ -442,6 +448,7 @@ send(type="set_result", result="Passed", message=a["answer"]["by"])
         id,
         answer: "done".into(),
         by: Some("ana".into()),
+        run_id: Some(run_id.clone()),
     };
     c.dispatch_as(&otto, answer).await.unwrap();
     let by = loop {

@@ -30,3 +30,4 @@ mod labdb;
 mod triage;
 mod retention;
 mod relay;
+mod lab_library;

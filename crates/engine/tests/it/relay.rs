@@ -16,7 +16,7 @@ use testbay_engine::store::StoreLocation;
 
 use crate::support::{run_end, write};
 
-const LAB: &str = "name: t\nracks:\n  - {name: rack-x, slots: 4}\nduts:\n  - {name: box-1, model: BX-1, location: {rack: rack-x, slot: 1}}\n  - {name: box-2, model: BX-1, location: {rack: rack-x, slot: 2}}\n";
+const LAB: &str = "name: t\nracks:\n  - {name: rack-x, slots: 4}\nduts:\n  - {name: box-1, model: BX-1, location: {rack: rack-x, slot: 1}}\n  - {name: box-2, model: BX-1, location: {rack: rack-x, slot: 2}}\nhealth_checks:\n  - {dut: box-2, pack: p, group: quick, interval: 86400}\n";
 
 const PATIENCE: Duration = Duration::from_secs(30);
 
@@ -215,6 +215,144 @@ async fn a_dropped_listen_connection_reconnects_and_its_subscribers_resync() {
     // Listening again: B's launch still runs on A and is followed on B.
     let run_id = launch(&b, "quick", "box-1").await;
     assert_eq!(run_end(&mut b_events, &run_id).await, RunStatus::Completed);
+    a.shutdown();
+    b.shutdown();
+}
+
+/// A relaunch and a health check made on B run on A (the book's owner), an answer given
+/// on B to a prompt of a run A executes reaches A's task, and a pack pushed on A is
+/// launched from B.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relaunch_a_check_and_a_prompt_answer_on_the_second_server_go_to_the_first() {
+    let url = testbay_pgtest::shared()
+        .expect("a throwaway PostgreSQL (Debian's postgresql package)")
+        .fresh_db("relay_forward")
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (pa, pb) = (set_up(dir.path(), "a"), set_up(dir.path(), "b"));
+    let ask = dir.path().join("packs/ask");
+    write(
+        &ask.join("pack.yaml"),
+        "name: ask\nversion: '1'\ngroups:\n  g:\n    tests: [cable]\n",
+    );
+    write(
+        &ask.join("tasks/cable.yaml"),
+        "name: cable\nrun: [python3, cable.py]\n",
+    );
+    write(
+        &ask.join("tasks/cable.py"),
+        r#"
+import json, os, socket
+s = socket.socket(socket.AF_UNIX)
+s.connect(os.environ["TESTBAY_REPORTER"])
+f = s.makefile("rw")
+def send(**m):
+    f.write(json.dumps(m) + "\n"); f.flush()
+    return json.loads(f.readline())
+send(type="hello", token=os.environ["TESTBAY_REPORTER_TOKEN"])
+a = send(type="prompt", message="Plug in the cable", choices=["done", "no cable"])
+send(type="set_result", result="Passed", message=a["answer"]["by"])
+"#,
+    );
+    let a = open(pa.clone(), &url);
+    let b = open(pb, &url);
+    let mut b_events = b.subscribe();
+    until_relayed(&a, &mut b_events).await;
+
+    let first = launch(&b, "quick", "box-1").await;
+    assert_eq!(run_end(&mut b_events, &first).await, RunStatus::Completed);
+    let again = match call(&b, json!({"cmd": "relaunch", "run_id": first})).await {
+        Ok(Response::Relaunch { run_id, from, .. }) => {
+            assert_eq!(from, first);
+            run_id
+        }
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(run_end(&mut b_events, &again).await, RunStatus::Completed);
+    assert!(pa.data_dir.join("runs").join(&again).is_dir(), "A ran it");
+    let check = match call(&b, json!({"cmd": "check_dut", "dut": "box-2"})).await {
+        Ok(Response::CheckDut { run_id }) => run_id,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(run_end(&mut b_events, &check).await, RunStatus::Completed);
+    assert!(
+        pa.data_dir.join("runs").join(&check).is_dir(),
+        "A ran the check"
+    );
+
+    let asking = match call(
+        &b,
+        json!({"cmd": "launch", "pack": "ask", "duts": ["box-2"]}),
+    )
+    .await
+    .unwrap()
+    {
+        Response::Launch { run_id, .. } => run_id,
+        other => panic!("{other:?}"),
+    };
+    let prompt = tokio::time::timeout(PATIENCE, async {
+        loop {
+            if let Ok(Event::Run(RunEvent::Prompt { prompt, .. })) = b_events.recv().await {
+                return prompt;
+            }
+        }
+    })
+    .await
+    .expect("B sees A's task ask");
+    assert_eq!(prompt.run_id, asking);
+    let answer = json!({"cmd": "answer_prompt", "id": prompt.id, "answer": "done",
+                        "by": "bob", "run_id": asking});
+    match call(&b, answer).await {
+        Ok(Response::AnswerPrompt(p)) => assert_eq!(p.id, prompt.id),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(run_end(&mut b_events, &asking).await, RunStatus::Completed);
+    match call(&b, json!({"cmd": "get_run", "run_id": asking})).await {
+        Ok(Response::GetRun(run)) => {
+            assert_eq!(run.tasks[0].record.message.as_deref(), Some("bob"))
+        }
+        other => panic!("{other:?}"),
+    }
+    // A pack pushed on A is in B's list, and B's launch of it runs on A.
+    let src = dir.path().join("lib-src");
+    write(
+        &src.join("pack.yaml"),
+        "name: lib\nversion: '1'\ngroups:\n  g:\n    tests: [hi]\n",
+    );
+    write(&src.join("tasks/hi.yaml"), "name: hi\nrun: [bash, hi.sh]\n");
+    write(&src.join("tasks/hi.sh"), "echo hi\n");
+    let (bytes, hash) = testbay_engine::pack::archive::pack_dir(&src).unwrap();
+    let push =
+        json!({"cmd": "push_pack", "archive": testbay_engine::pack::archive::to_text(&bytes)});
+    call(&a, push).await.unwrap();
+    match call(&b, json!({"cmd": "list_packs"})).await {
+        Ok(Response::ListPacks(packs)) => assert!(
+            packs.iter().any(|p| p.name == "lib" && p.library.is_some()),
+            "{packs:?}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    let from_library = match call(
+        &b,
+        json!({"cmd": "launch", "pack": "lib", "duts": ["box-1"]}),
+    )
+    .await
+    .unwrap()
+    {
+        Response::Launch { run_id, .. } => run_id,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        run_end(&mut b_events, &from_library).await,
+        RunStatus::Completed
+    );
+    assert!(pa.data_dir.join("library").join(&hash).is_dir());
+
+    // A run that is over waits on nothing: refused at once.
+    let late = json!({"cmd": "answer_prompt", "id": prompt.id, "answer": "done",
+                      "run_id": asking});
+    let e = call(&b, late).await.unwrap_err();
+    assert_eq!(e.code, testbay_engine::api::ErrorCode::NotFound, "{e:?}");
     a.shutdown();
     b.shutdown();
 }

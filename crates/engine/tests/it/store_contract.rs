@@ -52,6 +52,7 @@ macro_rules! store_contract {
                 live_runs_are_unfinished_runs_of_live_owners,
                 tallies_follow_every_write,
                 keyset_pages_follow_the_listing,
+                pack_library_keeps_versions_by_content_hash,
             );
         }
     };
@@ -1051,4 +1052,81 @@ fn keyset_pages_follow_the_listing(b: &impl Backend) {
         })
         .unwrap();
     assert_eq!((gone.total, gone.runs.len()), (23, 0));
+}
+
+/// The lab's pack library: a name and version stored once (the same content again
+/// changes nothing, other content is a conflict), one archive per content hash shared by
+/// the versions that hold it, versions listed by name and newest push first, published;
+/// a second handle on the store (another server) sees the same library.
+fn pack_library_keeps_versions_by_content_hash(b: &impl Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = b.open(dir.path());
+    let lib = s.open_pack_store().unwrap();
+    let pack =
+        |name: &str, version: &str, hash: &str, owner: &str, private: bool, at: i64| StoredPack {
+            name: name.into(),
+            version: version.into(),
+            content_hash: hash.into(),
+            owner: owner.into(),
+            private,
+            pushed_ms: at,
+            archive_bytes: 0,
+        };
+    let one = b"archive one".to_vec();
+    let two = b"archive two, longer".to_vec();
+    let a1 = pack("stb", "1.0", "h1", "ann", false, T0);
+    match lib.put_pack(&a1, &one).unwrap() {
+        PutPack::Added(p) => assert_eq!(
+            p,
+            StoredPack {
+                archive_bytes: one.len() as i64,
+                ..a1.clone()
+            }
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        matches!(lib.put_pack(&pack("stb", "1.0", "h1", "bob", true, T0 + 5), &one).unwrap(),
+        PutPack::Unchanged(p) if p.owner == "ann" && !p.private)
+    );
+    assert!(
+        matches!(lib.put_pack(&pack("stb", "1.0", "h2", "bob", false, T0 + 6), &two).unwrap(),
+        PutPack::Conflict(p) if p.content_hash == "h1")
+    );
+    // A new version with the content of the first: one archive row serves both.
+    assert!(matches!(
+        lib.put_pack(&pack("stb", "1.1", "h1", "ann", false, T0 + 10), &one)
+            .unwrap(),
+        PutPack::Added(_)
+    ));
+    assert!(matches!(
+        lib.put_pack(&pack("net", "0.1", "h2", "bob", true, T0 + 20), &two)
+            .unwrap(),
+        PutPack::Added(_)
+    ));
+    let listed: Vec<(String, String, bool)> = lib
+        .packs()
+        .unwrap()
+        .into_iter()
+        .map(|p| (p.name, p.version, p.private))
+        .collect();
+    let row = |n: &str, v: &str, private| (n.to_string(), v.to_string(), private);
+    assert_eq!(
+        listed,
+        [
+            row("net", "0.1", true),
+            row("stb", "1.1", false),
+            row("stb", "1.0", false)
+        ]
+    );
+    assert_eq!(lib.pack_archive("h1").unwrap(), Some(one));
+    assert_eq!(lib.pack_archive("h2").unwrap(), Some(two));
+    assert_eq!(lib.pack_archive("h3").unwrap(), None);
+
+    assert!(lib.publish_pack("net", "0.1").unwrap());
+    assert!(!lib.publish_pack("net", "9.9").unwrap());
+    let other = b.open(dir.path());
+    let seen = other.open_pack_store().unwrap().packs().unwrap();
+    assert_eq!(seen.len(), 3);
+    assert!(seen.iter().all(|p| !p.private), "{seen:?}");
 }

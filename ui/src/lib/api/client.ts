@@ -39,6 +39,8 @@ export const api = {
   info: () => call('info', {}),
   listPacks: () => call('list_packs', {}),
   getPack: (name: string) => call('get_pack', { name }),
+  /** Make a private version of the lab's pack library public (`NAME@VERSION`). */
+  publishPack: (pack: string) => call('publish_pack', { pack }),
   launch: (spec: T.LaunchSpec) => call('launch', spec),
   stopRun: (run_id: string) => call('stop_run', { run_id }),
   activeRuns: () => call('active_runs', {}),
@@ -83,7 +85,9 @@ export const api = {
   listPrompts: () => call('list_prompts', {}),
   /** What a live task occurrence has reported so far (a screen opened mid-task starts here). */
   taskSections: (run_id: string, item: number) => call('task_sections', { run_id, item }),
-  answerPrompt: (id: number, answer: string, by: string | null) => call('answer_prompt', { id, answer, by }),
+  /** `run_id`: the prompt's run, so a lab's server that does not execute it forwards the answer. */
+  answerPrompt: (id: number, answer: string, by: string | null, run_id?: string) =>
+    call('answer_prompt', run_id ? { id, answer, by, run_id } : { id, answer, by }),
   /** Who the console takes this page for: the signed-in user and role (no user: a single seat). */
   whoAmI: () => call('who_am_i', {}),
   /** The audit log, newest first. */

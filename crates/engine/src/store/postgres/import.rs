@@ -43,6 +43,8 @@ pub const TABLES: &[&str] = &[
     "users",
     "audit",
     "run_keep",
+    "pack_archives",
+    "library_packs",
 ];
 
 /// Rows inserted per statement.
@@ -81,6 +83,7 @@ enum Kind {
     Bool,
     Float,
     Text,
+    Bytes,
 }
 
 /// One value, read from either side.
@@ -91,6 +94,7 @@ enum Val {
     Bool(bool),
     Float(f64),
     Text(String),
+    Bytes(Vec<u8>),
 }
 
 impl Val {
@@ -101,6 +105,7 @@ impl Val {
             Val::Bool(b) => (*b as u8).to_string(),
             Val::Float(f) => format!("{f:?}"),
             Val::Text(s) => s.clone(),
+            Val::Bytes(b) => format!("\\x{}", hex::encode(b)),
         }
     }
 }
@@ -130,6 +135,7 @@ async fn columns(c: &Client, table: &str) -> Result<Vec<Column>> {
                     "integer" => Kind::Int4,
                     "boolean" => Kind::Bool,
                     "double precision" => Kind::Float,
+                    "bytea" => Kind::Bytes,
                     _ => Kind::Text,
                 },
             }
@@ -147,6 +153,7 @@ fn sqlite_val(v: rusqlite::types::ValueRef<'_>, kind: Kind) -> Val {
         (V::Integer(i), _) => Val::Int(i),
         (V::Real(f), Kind::Int8 | Kind::Int4) => Val::Int(f as i64),
         (V::Real(f), _) => Val::Float(f),
+        (V::Text(b), Kind::Bytes) | (V::Blob(b), Kind::Bytes) => Val::Bytes(b.to_vec()),
         (V::Text(t), _) | (V::Blob(t), _) => Val::Text(String::from_utf8_lossy(t).into_owned()),
     }
 }
@@ -184,6 +191,7 @@ async fn pg_rows(c: &Client, table: &str, cols: &[Column]) -> Result<Vec<Vec<Val
                     Kind::Bool => r.get::<_, Option<bool>>(i).map_or(Val::Null, Val::Bool),
                     Kind::Float => r.get::<_, Option<f64>>(i).map_or(Val::Null, Val::Float),
                     Kind::Text => r.get::<_, Option<String>>(i).map_or(Val::Null, Val::Text),
+                    Kind::Bytes => r.get::<_, Option<Vec<u8>>>(i).map_or(Val::Null, Val::Bytes),
                 })
                 .collect()
         })
@@ -212,6 +220,8 @@ fn to_sql(v: &Val, kind: Kind) -> Box<dyn ToSql + Sync + Send> {
         (Val::Null, Kind::Bool) => Box::new(None::<bool>),
         (Val::Null, Kind::Float) => Box::new(None::<f64>),
         (Val::Null, Kind::Text) => Box::new(None::<String>),
+        (Val::Null, Kind::Bytes) => Box::new(None::<Vec<u8>>),
+        (Val::Bytes(b), _) => Box::new(b.clone()),
         (Val::Int(i), Kind::Int4) => Box::new(i32::try_from(*i).unwrap_or(i32::MAX)),
         (Val::Int(i), _) => Box::new(*i),
         (Val::Bool(b), _) => Box::new(*b),

@@ -441,4 +441,24 @@ INSERT INTO run_result_tallies (run_id, result, n)
     WHERE state = 'done' AND result IS NOT NULL GROUP BY run_id, result;
 "#,
     },
+    Migration {
+        name: "the lab's pack library: pushed pack versions and their archives",
+        sql: r#"
+CREATE TABLE pack_archives (
+    content_hash    TEXT PRIMARY KEY,
+    archive         BYTEA NOT NULL,
+    bytes           BIGINT NOT NULL
+);
+CREATE TABLE library_packs (
+    name            TEXT NOT NULL,
+    version         TEXT NOT NULL,
+    content_hash    TEXT NOT NULL REFERENCES pack_archives(content_hash),
+    owner           TEXT NOT NULL,
+    private         BOOLEAN NOT NULL,
+    pushed_ms       BIGINT NOT NULL,
+    PRIMARY KEY (name, version)
+);
+CREATE INDEX library_packs_hash ON library_packs(content_hash);
+"#,
+    },
 ];

@@ -33,6 +33,7 @@
 //! `import` copies a SQLite store in (`testbay migrate-store`).
 
 mod access;
+mod packs;
 mod book;
 mod health;
 mod history;
@@ -753,6 +754,10 @@ impl Store for PgStore {
 
     fn open_access_store(&self) -> Result<Box<dyn AccessStore>> {
         Ok(Box::new(access::PgAccessStore::new(self.core.clone())))
+    }
+
+    fn open_pack_store(&self) -> Result<Box<dyn crate::store::PackStore>> {
+        Ok(Box::new(packs::PgPackStore::new(self.core.clone())))
     }
 
     fn open_retention_store(&self) -> Result<Box<dyn crate::store::retention::RetentionStore>> {

@@ -479,4 +479,24 @@ CREATE TRIGGER task_results_tally_delete AFTER DELETE ON task_results BEGIN
 END;
 "#,
     },
+    Migration {
+        name: "the lab's pack library: pushed pack versions and their archives",
+        sql: r#"
+CREATE TABLE pack_archives (
+    content_hash    TEXT PRIMARY KEY,
+    archive         BLOB NOT NULL,
+    bytes           INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE library_packs (
+    name            TEXT NOT NULL,
+    version         TEXT NOT NULL,
+    content_hash    TEXT NOT NULL REFERENCES pack_archives(content_hash),
+    owner           TEXT NOT NULL,
+    private         INTEGER NOT NULL,
+    pushed_ms       INTEGER NOT NULL,
+    PRIMARY KEY (name, version)
+) WITHOUT ROWID;
+CREATE INDEX library_packs_hash ON library_packs(content_hash);
+"#,
+    },
 ];

@@ -23,6 +23,7 @@ mod book_lock;
 pub mod webhooks;
 pub mod health;
 pub mod access;
+pub mod packs;
 mod queue;
 pub mod retention;
 
@@ -419,6 +420,10 @@ impl Store for SqliteStore {
 
     fn open_access_store(&self) -> Result<Box<dyn crate::store::AccessStore>> {
         Ok(Box::new(access::SqliteAccessStore::open(&self.path)?))
+    }
+
+    fn open_pack_store(&self) -> Result<Box<dyn crate::store::PackStore>> {
+        Ok(Box::new(packs::SqlitePackStore::open(&self.path)?))
     }
 
     fn open_retention_store(&self) -> Result<Box<dyn crate::store::retention::RetentionStore>> {

@@ -17,6 +17,7 @@ import type { PackSummary } from "./PackSummary";
 import type { PastReservation } from "./PastReservation";
 import type { PromptView } from "./PromptView";
 import type { PruneReport } from "./PruneReport";
+import type { PushedPack } from "./PushedPack";
 import type { QueueView } from "./QueueView";
 import type { ResId } from "./ResId";
 import type { ReservationView } from "./ReservationView";
@@ -59,4 +60,4 @@ from: string, unreserved: Array<string>, } } | { "cmd": "task_history", "data": 
 /**
  * The user's token: shown this once, stored only as its SHA-256.
  */
-token: string, } } | { "cmd": "revoke_user", "data": User } | { "cmd": "set_user_role", "data": User } | { "cmd": "audit", "data": Array<AuditEntry> } | { "cmd": "triage_rules", "data": TriageRules } | { "cmd": "add_triage_rule", "data": TriageRules } | { "cmd": "remove_triage_rule", "data": TriageRules } | { "cmd": "run_triage", "data": Array<TriagedFailure> } | { "cmd": "triage_summary", "data": TriageSummary } | { "cmd": "prune", "data": PruneReport } | { "cmd": "data_usage", "data": DataUsage } | { "cmd": "run_keep", "data": RunKeep } | { "cmd": "set_run_keep", "data": RunKeep } | { "cmd": "renew_hold", "data": ReservationView };
+token: string, } } | { "cmd": "revoke_user", "data": User } | { "cmd": "set_user_role", "data": User } | { "cmd": "audit", "data": Array<AuditEntry> } | { "cmd": "triage_rules", "data": TriageRules } | { "cmd": "add_triage_rule", "data": TriageRules } | { "cmd": "remove_triage_rule", "data": TriageRules } | { "cmd": "run_triage", "data": Array<TriagedFailure> } | { "cmd": "triage_summary", "data": TriageSummary } | { "cmd": "prune", "data": PruneReport } | { "cmd": "data_usage", "data": DataUsage } | { "cmd": "run_keep", "data": RunKeep } | { "cmd": "set_run_keep", "data": RunKeep } | { "cmd": "renew_hold", "data": ReservationView } | { "cmd": "push_pack", "data": PushedPack } | { "cmd": "publish_pack", "data": PackSummary };
