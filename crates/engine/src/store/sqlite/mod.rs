@@ -107,8 +107,13 @@ impl SqliteStore {
             .map_err(open_err)?;
         // `auto_vacuum` first: it takes effect on a new database only (before its first
         // table); an older one switches at its first prune (`sqlite::retention`).
+        // Statement journals (a savepoint's, a statement's that fires triggers) in memory,
+        // not in a temp file written page by page; 32 MiB of page cache for the writer,
+        // whose indexes outgrow the default 2 MiB long before a million results; the WAL
+        // checkpointed every 4,000 pages (16 MiB) rather than 1,000, so a hot index page
+        // is copied (and the database synced) a quarter as often.
         conn.execute_batch(
-            "PRAGMA auto_vacuum=INCREMENTAL; PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
+            "PRAGMA auto_vacuum=INCREMENTAL; PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY; PRAGMA cache_size=-32768; PRAGMA wal_autocheckpoint=4000;",
         )
         .map_err(open_err)?;
         open::migrate(&mut conn, path)?;
@@ -277,7 +282,7 @@ impl Store for SqliteStore {
         }
         // Several: a savepoint, so a failure undoes this task's writes and no other's.
         c.prepare_cached("SAVEPOINT finish_task")?.execute([])?;
-        match tasks::finish_writes(&c, task_id, f) {
+        match tasks::finish_batch(&c, [(task_id, f)]) {
             Ok(()) => {
                 c.prepare_cached("RELEASE finish_task")?.execute([])?;
                 Ok(())
@@ -295,9 +300,7 @@ impl Store for SqliteStore {
         }
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        for (id, f) in items {
-            tasks::finish_writes(&tx, *id, f)?;
-        }
+        tasks::finish_batch(&tx, items.iter().map(|(id, f)| (*id, f)))?;
         tx.commit()?;
         Ok(())
     }
