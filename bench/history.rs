@@ -89,6 +89,36 @@ fn fill(s: &dyn Store, from: usize, to: usize, tasks: u32, batch: bool) -> Vec<S
     ids
 }
 
+/// Fill a store with `runs` runs of `tasks` results, most through the batch path and the
+/// last 2% one result at a time, each timed; the runs' ids.
+fn ingest(s: &SqliteStore, runs: usize, tasks: u32) -> Vec<String> {
+    let single = (runs / 50).max(1);
+    let (t, cpu) = (Instant::now(), cpu_secs());
+    let mut ids = fill(s, 0, runs - single, tasks, true);
+    let (batch_secs, batch_cpu) = (t.elapsed().as_secs_f64(), cpu_secs() - cpu);
+    let (t, cpu) = (Instant::now(), cpu_secs());
+    ids.extend(fill(s, runs - single, runs, tasks, false));
+    let (single_secs, single_cpu) = (t.elapsed().as_secs_f64(), cpu_secs() - cpu);
+    let results = |n: usize| n as f64 * tasks as f64;
+    println!(
+        "history: {runs} runs x {tasks} tasks ({} task results, {} measurements)",
+        results(runs) as u64,
+        results(runs) as u64 * 3
+    );
+    println!(
+        "ingest, batch (finish_tasks, one call per run): {:.0} task results/s ({} runs in {batch_secs:.1} s; {:.0} per CPU second)",
+        results(runs - single) / batch_secs,
+        runs - single,
+        results(runs - single) / batch_cpu.max(0.01)
+    );
+    println!(
+        "ingest, one at a time (finish_task + commit_now per run): {:.0} task results/s ({single} runs in {single_secs:.1} s; {:.0} per CPU second)",
+        results(single) / single_secs,
+        results(single) / single_cpu.max(0.01)
+    );
+    ids
+}
+
 /// CPU seconds this process has used (user + system), from `/proc/self/stat`: on a
 /// shared machine the CPU time per result compares across sittings better than the
 /// wall-clock rate.
@@ -123,42 +153,37 @@ fn main() {
     let runs = env_or("HISTORY_BENCH_RUNS", 2_000).max(2);
     let tasks = env_or("HISTORY_BENCH_TASKS", 100).max(6) as u32;
     let calls = env_or("HISTORY_BENCH_CALLS", 20).max(1);
-    let dir = tempfile::tempdir().unwrap();
-    let s = SqliteStore::open_in(dir.path()).unwrap();
-    // Most runs through the batch path, the last 2% one result at a time, each timed.
-    let single = (runs / 50).max(1);
-    let (t, cpu) = (Instant::now(), cpu_secs());
-    let mut ids = fill(&s, 0, runs - single, tasks, true);
-    let (batch_secs, batch_cpu) = (t.elapsed().as_secs_f64(), cpu_secs() - cpu);
-    let (t, cpu) = (Instant::now(), cpu_secs());
-    ids.extend(fill(&s, runs - single, runs, tasks, false));
-    let (single_secs, single_cpu) = (t.elapsed().as_secs_f64(), cpu_secs() - cpu);
-    let results = |n: usize| n as f64 * tasks as f64;
-    println!(
-        "history: {runs} runs x {tasks} tasks ({} task results, {} measurements)",
-        results(runs) as u64,
-        results(runs) as u64 * 3
-    );
-    println!(
-        "ingest, batch (finish_tasks, one call per run): {:.0} task results/s ({} runs in {batch_secs:.1} s; {:.0} per CPU second)",
-        results(runs - single) / batch_secs,
-        runs - single,
-        results(runs - single) / batch_cpu.max(0.01)
-    );
-    println!(
-        "ingest, one at a time (finish_task + commit_now per run): {:.0} task results/s ({single} runs in {single_secs:.1} s; {:.0} per CPU second)",
-        results(single) / single_secs,
-        results(single) / single_cpu.max(0.01)
-    );
+    // `HISTORY_BENCH_DIR`: a data directory kept between sittings; one holding a store
+    // already is timed as it is (after its migrations), without writing to it.
+    let kept = std::env::var_os("HISTORY_BENCH_DIR")
+        .filter(|d| !d.is_empty())
+        .map(std::path::PathBuf::from);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = kept.clone().unwrap_or_else(|| tmp.path().to_path_buf());
+    let filled = kept.is_some() && dir.join("testbay.db").exists();
+    let t = Instant::now();
+    let s = SqliteStore::open_in(&dir).unwrap();
+    let ids: Vec<String> = if filled {
+        println!(
+            "history: the store in {} (opened in {:.1} s), not written",
+            dir.display(),
+            t.elapsed().as_secs_f64()
+        );
+        let runs = s.list_runs(&RunQuery::default()).unwrap().total as usize;
+        (0..runs).map(|i| format!("r{i:06}")).collect()
+    } else {
+        ingest(&s, runs, tasks)
+    };
+    let runs = ids.len();
     // Closed and opened again: the WAL checkpointed into the database file and removed,
     // so the size is the database's alone.
     drop(s);
-    let size: u64 = std::fs::read_dir(dir.path())
+    let size: u64 = std::fs::read_dir(&dir)
         .unwrap()
         .filter_map(|e| e.ok()?.metadata().ok())
         .map(|m| m.len())
         .sum();
-    let s = SqliteStore::open_in(dir.path()).unwrap();
+    let s = SqliteStore::open_in(&dir).unwrap();
     println!("database: {:.1} MiB", size as f64 / (1 << 20) as f64);
 
     let (a, b) = (&ids[ids.len() - 3], &ids[ids.len() - 1]);

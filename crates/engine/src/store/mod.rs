@@ -24,6 +24,7 @@ mod history;
 mod location;
 mod model;
 mod owner;
+pub(crate) mod paths;
 mod queued;
 pub mod postgres;
 pub mod sqlite;

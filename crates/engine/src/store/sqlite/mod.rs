@@ -146,7 +146,9 @@ impl SqliteStore {
     }
 
     /// SQLite's plan for [`Store::list_runs`] with `q` (`EXPLAIN QUERY PLAN` of the count
-    /// and of the page, one line per step), to check that a filter uses an index.
+    /// and of the page, and for a page past the first of the unfiltered listing by
+    /// creation, of the reverse page it is read as when deep; one line per step), to
+    /// check that a filter uses an index.
     pub fn list_runs_plan(&self, q: &RunQuery) -> Result<Vec<String>> {
         let sql = runs::ListSql::new(q)?;
         self.read(|conn| runs::list_plan(conn, &sql))

@@ -111,6 +111,9 @@ pub(super) fn get(conn: &Connection, id: &str) -> Result<RunRecord> {
 /// past the end, a page after a run (keyset) and the unfiltered listing (where counting
 /// the table is cheaper) count in a query of their own.
 pub(super) fn list(conn: &Connection, sql: &ListSql) -> Result<RunPage> {
+    if let Some(page) = list_from_the_end(conn, sql)? {
+        return Ok(page);
+    }
     let mut stmt = conn.prepare(&sql.page())?;
     let mut total: Option<u32> = None;
     let rows = stmt.query_map(params_from_iter(sql.args.iter()), |r| {
@@ -136,11 +139,54 @@ pub(super) fn list(conn: &Connection, sql: &ListSql) -> Result<RunPage> {
     Ok(RunPage { total, runs })
 }
 
+/// A page in the back half of the unfiltered listing by creation, read as a page of the
+/// reverse order from its start and turned round: the last page reads its own runs,
+/// not every run before it. `None` for any other listing.
+fn list_from_the_end(conn: &Connection, sql: &ListSql) -> Result<Option<RunPage>> {
+    let Some(reverse) = &sql.reverse_order else {
+        return Ok(None);
+    };
+    if sql.offset == 0 || !sql.where_sql.is_empty() || sql.keyset.is_some() {
+        return Ok(None);
+    }
+    let total: u32 = conn.query_row(&sql.count(), [], |r| r.get(0))?;
+    if sql.offset <= total / 2 || sql.offset >= total {
+        return Ok(None);
+    }
+    let end = sql.offset.saturating_add(sql.limit).min(total);
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {RUN_COLS}, NULL FROM runs r ORDER BY {reverse} LIMIT {} OFFSET {}",
+        end - sql.offset,
+        total - end
+    ))?;
+    let rows = stmt.query_map([], run_from_row)?;
+    let mut runs = Vec::new();
+    for r in rows {
+        runs.push(r?.map_err(|e| StoreError::Json {
+            what: "runs",
+            source: e,
+        })?);
+    }
+    runs.reverse();
+    fill_counts(conn, &mut runs)?;
+    Ok(Some(RunPage { total, runs }))
+}
+
 /// SQLite's plan for a listing (`EXPLAIN QUERY PLAN` of the page with its count, one
 /// line per step).
 pub(super) fn list_plan(conn: &Connection, sql: &ListSql) -> Result<Vec<String>> {
     let mut plan = Vec::new();
-    for s in [sql.page()] {
+    let reverse = sql
+        .reverse_order
+        .as_ref()
+        .filter(|_| sql.offset > 0 && sql.where_sql.is_empty() && sql.keyset.is_none())
+        .map(|o| {
+            format!(
+                "SELECT {RUN_COLS}, NULL FROM runs r ORDER BY {o} LIMIT {}",
+                sql.limit
+            )
+        });
+    for s in [sql.page()].into_iter().chain(reverse) {
         let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {s}"))?;
         let rows = stmt.query_map(params_from_iter(sql.args.iter()), |r| r.get::<_, String>(3))?;
         for r in rows {
@@ -230,6 +276,8 @@ const FAILURES: &str =
 pub(super) struct ListSql {
     where_sql: String,
     order: String,
+    /// The order turned round, where it is a total order (by creation, ties by id).
+    reverse_order: Option<String>,
     limit: u32,
     offset: u32,
     /// The keyset condition of `after`, if any: on the page, not on the count.
@@ -351,10 +399,15 @@ impl ListSql {
             // As `RunCounts::failures` counts them.
             RunSort::Failures => format!("{FAILURES} {dir}, r.created_ms DESC"),
         };
+        let reverse_order = (q.sort == RunSort::Created).then(|| {
+            let back = if q.ascending { "DESC" } else { "ASC" };
+            format!("r.created_ms {back}, r.id {back}")
+        });
         let limit = if q.limit == 0 { 50 } else { q.limit.min(1000) };
         Ok(Self {
             where_sql,
             order,
+            reverse_order,
             limit,
             offset: q.offset,
             keyset,

@@ -8,7 +8,7 @@ use rusqlite::{params, CachedStatement, Connection, OptionalExtension, Statement
 use super::parse_opt_json;
 use crate::clock::EpochMs;
 use crate::store::{
-    AttemptRecord, MeasurementRecord, Result, SectionRecord, StoreError, StoredTaskState,
+    paths, AttemptRecord, MeasurementRecord, Result, SectionRecord, StoreError, StoredTaskState,
     SubResultRecord, TaskFinish, TaskKind, TaskPaths, TaskRecord,
 };
 
@@ -22,6 +22,7 @@ pub(super) fn phase_started(
     pgid: Option<i32>,
     paths: &TaskPaths,
 ) -> Result<()> {
+    let paths = &stored_paths(c, task_id, paths)?;
     c.prepare_cached(
         "UPDATE task_results SET state = 'running', lane = ?2, phase = ?3,
             started_ms = COALESCE(started_ms, ?4), pgid = ?5,
@@ -43,16 +44,36 @@ pub(super) fn phase_started(
     Ok(())
 }
 
+/// The snapshot path of an occurrence's run, whose folder its paths are stored
+/// relative to (`store::paths`).
+const RUN_SNAPSHOT: &str =
+    "SELECT r.snapshot_dir FROM task_results t JOIN runs r ON r.id = t.run_id
+     WHERE t.id = ?1";
+
+/// `paths` of occurrence `task_id` as stored; as given when none is set.
+fn stored_paths(c: &Connection, task_id: i64, paths: &TaskPaths) -> Result<TaskPaths> {
+    if *paths == TaskPaths::default() {
+        return Ok(TaskPaths::default());
+    }
+    let snapshot: Option<String> = c
+        .prepare_cached(RUN_SNAPSHOT)?
+        .query_row([task_id], |r| r.get(0))
+        .optional()?
+        .flatten();
+    Ok(paths::to_stored(
+        paths,
+        paths::run_folder(snapshot.as_deref()),
+    ))
+}
+
 /// The task tree of one run, in plan order, with sub-results.
 pub(super) fn of_run(conn: &Connection, run_id: &str) -> Result<Vec<TaskRecord>> {
-    let exists: bool = conn.query_row(
-        "SELECT EXISTS (SELECT 1 FROM runs WHERE id = ?1)",
-        [run_id],
-        |r| r.get(0),
-    )?;
-    if !exists {
-        return Err(StoreError::RunNotFound(run_id.into()));
-    }
+    let snapshot: Option<String> = conn
+        .prepare_cached("SELECT snapshot_dir FROM runs WHERE id = ?1")?
+        .query_row([run_id], |r| r.get(0))
+        .optional()?
+        .ok_or_else(|| StoreError::RunNotFound(run_id.into()))?;
+    let folder = paths::run_folder(snapshot.as_deref());
     let mut stmt = conn.prepare(
         "SELECT id, run_id, seq, lane, task, kind, grp, description, state, result, failure,
                 message, metadata_json, raw_result, est_task_time, run_time, run_time_delta,
@@ -110,6 +131,9 @@ pub(super) fn of_run(conn: &Connection, run_id: &str) -> Result<Vec<TaskRecord>>
             })
         })?
         .collect::<rusqlite::Result<_>>()?;
+    for t in &mut tasks {
+        paths::from_stored(&mut t.paths, folder);
+    }
     let mut sub = conn.prepare(
         "SELECT s.task_result_id, s.name, s.description, s.result, s.failure, s.message, s.metadata_json
          FROM sub_results s JOIN task_results t ON t.id = s.task_result_id
@@ -141,7 +165,10 @@ pub(super) fn of_run(conn: &Connection, run_id: &str) -> Result<Vec<TaskRecord>>
     }
     let mut attempts_of = attempts_of_run(conn, run_id)?;
     for t in &mut tasks {
-        if let Some(a) = attempts_of.remove(&t.id) {
+        if let Some(mut a) = attempts_of.remove(&t.id) {
+            for x in &mut a {
+                paths::from_stored(&mut x.paths, folder);
+            }
             t.attempts = a;
         }
     }
@@ -217,7 +244,8 @@ fn attempts_of_run(conn: &Connection, run_id: &str) -> Result<BTreeMap<i64, Vec<
     Ok(by_id)
 }
 
-const UPDATE_FINISH: &str = "UPDATE task_results SET state = 'done', lane = COALESCE(?2, lane), result = ?3, failure = ?4,
+const UPDATE_FINISH: &str =
+    "UPDATE task_results SET state = 'done', lane = COALESCE(?2, lane), result = ?3, failure = ?4,
         message = ?5, metadata_json = ?6, raw_result = ?7, run_time = ?8, run_time_delta = ?9,
         started_ms = COALESCE(?10, started_ms), finished_ms = ?11, setup_ms = ?12, main_ms = ?13,
         teardown_ms = ?14, exit_code = ?15, signal = ?16, log_truncated = ?17, pgid = NULL,
@@ -227,11 +255,18 @@ const UPDATE_FINISH: &str = "UPDATE task_results SET state = 'done', lane = COAL
      WHERE id = ?1";
 
 pub(super) fn update_finish(conn: &Connection, task_id: i64, f: &TaskFinish) -> Result<()> {
+    let paths = stored_paths(conn, task_id, &f.paths)?;
     let mut stmt = conn.prepare_cached(UPDATE_FINISH)?;
-    update_with(&mut stmt, task_id, f)
+    update_with(&mut stmt, task_id, f, &paths)
 }
 
-fn update_with(stmt: &mut Statement<'_>, task_id: i64, f: &TaskFinish) -> Result<()> {
+/// Finish `task_id` with `f`, its paths as stored (`paths`).
+fn update_with(
+    stmt: &mut Statement<'_>,
+    task_id: i64,
+    f: &TaskFinish,
+    paths: &TaskPaths,
+) -> Result<()> {
     stmt.execute(params![
         task_id,
         f.lane,
@@ -250,11 +285,11 @@ fn update_with(stmt: &mut Statement<'_>, task_id: i64, f: &TaskFinish) -> Result
         f.exit_code,
         f.signal,
         f.log_truncated,
-        f.paths.task_dir,
-        f.paths.setup_log,
-        f.paths.main_log,
-        f.paths.teardown_log,
-        f.paths.artifacts_dir,
+        paths.task_dir,
+        paths.setup_log,
+        paths.main_log,
+        paths.teardown_log,
+        paths.artifacts_dir,
         f.flaky,
     ])?;
     Ok(())
@@ -288,7 +323,8 @@ pub(super) fn finish_batch<'a>(
     // (run, lane) -> (measurements, failed ones).
     let mut tallies: BTreeMap<(String, String), (i64, i64)> = BTreeMap::new();
     for (task_id, f) in items {
-        update_with(&mut update, task_id, f)?;
+        let paths = stored_paths(conn, task_id, &f.paths)?;
+        update_with(&mut update, task_id, f, &paths)?;
         if !f.attempts.is_empty() {
             write_attempts(conn, task_id, &f.attempts)?;
         }
@@ -392,6 +428,7 @@ fn write_attempts(conn: &Connection, task_id: i64, attempts: &[AttemptRecord]) -
          VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14)",
     )?;
     for a in attempts {
+        let paths = stored_paths(conn, task_id, &a.paths)?;
         stmt.execute(params![
             task_id,
             a.attempt,
@@ -402,11 +439,11 @@ fn write_attempts(conn: &Connection, task_id: i64, attempts: &[AttemptRecord]) -
             a.finished_ms,
             a.exit_code,
             a.signal,
-            a.paths.task_dir,
-            a.paths.setup_log,
-            a.paths.main_log,
-            a.paths.teardown_log,
-            a.paths.artifacts_dir,
+            paths.task_dir,
+            paths.setup_log,
+            paths.main_log,
+            paths.teardown_log,
+            paths.artifacts_dir,
         ])?;
     }
     Ok(())
