@@ -484,12 +484,14 @@ END;
         // The listing orders by (created_ms, id): an index holding both walks a page
         // (and a deep page's offset) without reading a run's row or sorting the ties;
         // `sort=failures` walks an index on the failures as the listing computes them
-        // (`runs::FAILURES`, the same expression) instead of sorting every run.
+        // (`runs::FAILURES`, the same expression) instead of sorting every run; `result=`
+        // alone counts its runs from the tallies' index on result.
         sql: r#"
 CREATE INDEX runs_created_id ON runs(created_ms, id);
 DROP INDEX runs_created;
 CREATE INDEX runs_failures ON runs(
     (t_failed + CASE WHEN status = 'errored' THEN t_total - t_done ELSE 0 END), created_ms);
+CREATE INDEX run_result_tallies_result ON run_result_tallies(result);
 "#,
     },
     Migration {
