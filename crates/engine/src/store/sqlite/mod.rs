@@ -271,7 +271,11 @@ impl Store for SqliteStore {
     fn finish_task(&self, task_id: i64, f: &TaskFinish) -> Result<()> {
         let c = self.lock_conn();
         if c.is_autocommit() {
-            c.prepare_cached("BEGIN")?.execute([])?;
+            // IMMEDIATE: the write lock first. A task's first statement may be a read (its
+            // run's folder), and a read transaction of WAL cannot become a write one once
+            // another connection has committed: that fails at once, whatever the busy
+            // timeout.
+            c.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
             self.uncommitted.store(true, Ordering::Release);
         }
         if f.sub_results.is_empty()
@@ -301,7 +305,8 @@ impl Store for SqliteStore {
             return Ok(());
         }
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        // IMMEDIATE, as in `finish_task`: the batch may read before it writes.
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         tasks::finish_batch(&tx, items.iter().map(|(id, f)| (*id, f)))?;
         tx.commit()?;
         Ok(())
@@ -327,7 +332,7 @@ impl Store for SqliteStore {
         }
         let c = self.lock_conn();
         if c.is_autocommit() {
-            c.prepare_cached("BEGIN")?.execute([])?;
+            c.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
             self.uncommitted.store(true, Ordering::Release);
         }
         c.prepare_cached("SAVEPOINT add_measurements")?
