@@ -1,5 +1,6 @@
 //! Results-across-runs benchmark: a store of runs with measurements written through the
-//! store's own insert path (`finish_task`, committed in batches as runs do), then the
+//! store's own insert paths (`finish_tasks`, the batch path, for most runs; `finish_task`
+//! one result at a time, committed per run, for the last 2%), each timed, then the
 //! server-side time of the runs listing (first page, a filtered page, the last page),
 //! one run's detail, a task's history, a measurement's history, yield, the flaky list, a
 //! run's tasks with their measurements and a compare of two runs.
@@ -34,39 +35,58 @@ fn m(name: &str, value: f64) -> Measurement {
     }
 }
 
-fn fill(s: &dyn Store, runs: usize, tasks: u32) -> Vec<String> {
-    let mut ids = Vec::with_capacity(runs);
-    for i in 0..runs {
+/// Task `k` of run `i`, finished.
+fn finish(i: usize, k: usize, created_ms: i64) -> TaskFinish {
+    let flips = k.is_multiple_of(20) && (i / 2).is_multiple_of(3);
+    let snr = 30.0 + ((i * 7 + k) % 13) as f64
+        - if k == 5 && i.is_multiple_of(9) {
+            15.0
+        } else {
+            0.0
+        };
+    TaskFinish {
+        result: if flips { "Failed" } else { "Passed" }.into(),
+        failure: flips,
+        message: format!("channel {k} checked"),
+        run_time: Some(2.5 + (k % 5) as f64 * 0.1),
+        finished_ms: created_ms + 1000,
+        started_ms: Some(created_ms),
+        sub_results: (0..2)
+            .map(|c| NewSubResult {
+                name: format!("channel_{}", 101 + c),
+                result: "Passed".into(),
+                measurements: vec![m("snr_db", snr + c as f64)],
+                ..Default::default()
+            })
+            .collect(),
+        measurements: vec![m("power_db", snr)],
+        ..Default::default()
+    }
+}
+
+/// Runs `from..to`, each with `tasks` results: through the batch path
+/// (`finish_tasks`, one call per run) or one at a time (`finish_task`, committed by
+/// `commit_now` as a run's loop does).
+fn fill(s: &dyn Store, from: usize, to: usize, tasks: u32, batch: bool) -> Vec<String> {
+    let mut ids = Vec::with_capacity(to - from);
+    for i in from..to {
         let id = format!("r{i:06}");
         let dut = format!("stb-{:02}", i % 16);
         let run = common::run(i, PACK, ["TP-4000", "TP-5000"][i % 2]);
         let rows = common::tasks(tasks, &dut);
         let tids = s.insert_run(&run, &rows).unwrap();
-        for (k, &tid) in tids.iter().enumerate() {
-            let flips = k % 20 == 0 && (i / 2) % 3 == 0;
-            let snr =
-                30.0 + ((i * 7 + k) % 13) as f64 - if k == 5 && i % 9 == 0 { 15.0 } else { 0.0 };
-            let f = TaskFinish {
-                result: if flips { "Failed" } else { "Passed" }.into(),
-                failure: flips,
-                message: format!("channel {k} checked"),
-                run_time: Some(2.5 + (k % 5) as f64 * 0.1),
-                finished_ms: run.created_ms + 1000,
-                started_ms: Some(run.created_ms),
-                sub_results: (0..2)
-                    .map(|c| NewSubResult {
-                        name: format!("channel_{}", 101 + c),
-                        result: "Passed".into(),
-                        measurements: vec![m("snr_db", snr + c as f64)],
-                        ..Default::default()
-                    })
-                    .collect(),
-                measurements: vec![m("power_db", snr)],
-                ..Default::default()
-            };
-            s.finish_task(tid, &f).unwrap();
+        let done = tids
+            .iter()
+            .enumerate()
+            .map(|(k, &tid)| (tid, finish(i, k, run.created_ms)));
+        if batch {
+            s.finish_tasks(&done.collect::<Vec<_>>()).unwrap();
+        } else {
+            for (tid, f) in done {
+                s.finish_task(tid, &f).unwrap();
+            }
+            s.commit_now().unwrap();
         }
-        s.commit_now().unwrap();
         s.set_run_status(&id, RunStatus::Completed, None, run.created_ms + 2000)
             .unwrap();
         ids.push(id);
@@ -74,43 +94,114 @@ fn fill(s: &dyn Store, runs: usize, tasks: u32) -> Vec<String> {
     ids
 }
 
+/// Fill a store with `runs` runs of `tasks` results, most through the batch path and the
+/// last 2% one result at a time, each timed; the runs' ids.
+fn ingest(s: &SqliteStore, runs: usize, tasks: u32) -> Vec<String> {
+    let single = (runs / 50).max(1);
+    let (t, cpu) = (Instant::now(), cpu_secs());
+    let mut ids = fill(s, 0, runs - single, tasks, true);
+    let (batch_secs, batch_cpu) = (t.elapsed().as_secs_f64(), cpu_secs() - cpu);
+    let (t, cpu) = (Instant::now(), cpu_secs());
+    ids.extend(fill(s, runs - single, runs, tasks, false));
+    let (single_secs, single_cpu) = (t.elapsed().as_secs_f64(), cpu_secs() - cpu);
+    let results = |n: usize| n as f64 * tasks as f64;
+    println!(
+        "history: {runs} runs x {tasks} tasks ({} task results, {} measurements)",
+        results(runs) as u64,
+        results(runs) as u64 * 3
+    );
+    println!(
+        "ingest, batch (finish_tasks, one call per run): {:.0} task results/s ({} runs in {batch_secs:.1} s; {:.0} per CPU second)",
+        results(runs - single) / batch_secs,
+        runs - single,
+        results(runs - single) / batch_cpu.max(0.01)
+    );
+    println!(
+        "ingest, one at a time (finish_task + commit_now per run): {:.0} task results/s ({single} runs in {single_secs:.1} s; {:.0} per CPU second)",
+        results(single) / single_secs,
+        results(single) / single_cpu.max(0.01)
+    );
+    ids
+}
+
+/// CPU seconds this process has used (user + system), from `/proc/self/stat`: on a
+/// shared machine the CPU time per result compares across sittings better than the
+/// wall-clock rate.
+fn cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after_name = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<f64> = after_name
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0.0))
+        .collect();
+    // Fields 14 and 15 (utime, stime) in clock ticks of 1/100 s; 12 and 13 after the name.
+    (f.get(11).unwrap_or(&0.0) + f.get(12).unwrap_or(&0.0)) / 100.0
+}
+
 /// One timed query.
 type Query<'a> = Box<dyn Fn() + 'a>;
 
-/// Median and worst of `n` calls, in ms.
-fn time<T>(n: usize, mut f: impl FnMut() -> T) -> (f64, f64) {
-    let mut ms: Vec<f64> = (0..n)
+/// CPU time of the calling thread, in ms (the store's reads run on it).
+fn thread_cpu_ms() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 * 1e3 + ts.tv_nsec as f64 / 1e6
+}
+
+/// Median and worst wall-clock time of `n` calls, and their median CPU time, in ms: on
+/// a busy machine the wall clock counts the time other processes had the CPU.
+fn time<T>(n: usize, mut f: impl FnMut() -> T) -> (f64, f64, f64) {
+    let (mut ms, mut cpu): (Vec<f64>, Vec<f64>) = (0..n)
         .map(|_| {
-            let t = Instant::now();
+            let (t, c) = (Instant::now(), thread_cpu_ms());
             std::hint::black_box(f());
-            t.elapsed().as_secs_f64() * 1e3
+            (t.elapsed().as_secs_f64() * 1e3, thread_cpu_ms() - c)
         })
-        .collect();
+        .unzip();
     ms.sort_by(f64::total_cmp);
-    (ms[ms.len() / 2], ms[ms.len() - 1])
+    cpu.sort_by(f64::total_cmp);
+    (ms[ms.len() / 2], ms[ms.len() - 1], cpu[cpu.len() / 2])
 }
 
 fn main() {
     let runs = env_or("HISTORY_BENCH_RUNS", 2_000).max(2);
     let tasks = env_or("HISTORY_BENCH_TASKS", 100).max(6) as u32;
     let calls = env_or("HISTORY_BENCH_CALLS", 20).max(1);
-    let dir = tempfile::tempdir().unwrap();
-    let s = SqliteStore::open_in(dir.path()).unwrap();
+    // `HISTORY_BENCH_DIR`: a data directory kept between sittings; one holding a store
+    // already is timed as it is (after its migrations), without writing to it.
+    let kept = std::env::var_os("HISTORY_BENCH_DIR")
+        .filter(|d| !d.is_empty())
+        .map(std::path::PathBuf::from);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = kept.clone().unwrap_or_else(|| tmp.path().to_path_buf());
+    let filled = kept.is_some() && dir.join("testbay.db").exists();
     let t = Instant::now();
-    let ids = fill(&s, runs, tasks);
-    let secs = t.elapsed().as_secs_f64();
-    let results = runs as f64 * tasks as f64;
-    println!(
-        "history: {runs} runs x {tasks} tasks ({} task results, {} measurements) written in {secs:.1} s: {:.0} task results/s",
-        results as u64,
-        results as u64 * 3,
-        results / secs
-    );
-    let size: u64 = std::fs::read_dir(dir.path())
+    let s = SqliteStore::open_in(&dir).unwrap();
+    let ids: Vec<String> = if filled {
+        println!(
+            "history: the store in {} (opened in {:.1} s), not written",
+            dir.display(),
+            t.elapsed().as_secs_f64()
+        );
+        let runs = s.list_runs(&RunQuery::default()).unwrap().total as usize;
+        (0..runs).map(|i| format!("r{i:06}")).collect()
+    } else {
+        ingest(&s, runs, tasks)
+    };
+    let runs = ids.len();
+    // Closed and opened again: the WAL checkpointed into the database file and removed,
+    // so the size is the database's alone.
+    drop(s);
+    let size: u64 = std::fs::read_dir(&dir)
         .unwrap()
         .filter_map(|e| e.ok()?.metadata().ok())
         .map(|m| m.len())
         .sum();
+    let s = SqliteStore::open_in(&dir).unwrap();
     println!("database: {:.1} MiB", size as f64 / (1 << 20) as f64);
 
     let (a, b) = (&ids[ids.len() - 3], &ids[ids.len() - 1]);
@@ -244,7 +335,9 @@ fn main() {
         ),
     ];
     for (name, f) in &cases {
-        let (med, worst) = time(calls, f);
-        println!("{name:<46} median {med:>8.2} ms   worst {worst:>8.2} ms");
+        let (med, worst, cpu) = time(calls, f);
+        println!(
+            "{name:<46} median {med:>8.2} ms   worst {worst:>8.2} ms   median CPU {cpu:>8.2} ms"
+        );
     }
 }

@@ -24,6 +24,7 @@ mod history;
 mod location;
 mod model;
 mod owner;
+pub(crate) mod paths;
 mod queued;
 pub mod postgres;
 pub mod sqlite;
@@ -142,7 +143,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// worth.
     fn finish_task(&self, task_id: i64, f: &TaskFinish) -> Result<()>;
 
-    /// Several occurrences done at once (Skipped, Blocked, Aborted), committed together.
+    /// Several occurrences done at once, all or nothing, committed together: the batch
+    /// path, for results that arrive in bursts (a run's Skipped, Blocked or Aborted
+    /// rows; an import). It stores exactly what [`Store::finish_task`] would for each;
+    /// SQLite prepares each statement once per batch, reads an occurrence's pack and
+    /// task once for all its measurements and tallies measurements once per run and lane.
     fn finish_tasks(&self, items: &[(i64, TaskFinish)]) -> Result<()>;
 
     /// Commit finished tasks' results that wait for it. An error means the results it

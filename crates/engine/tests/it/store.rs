@@ -80,3 +80,84 @@ fn sqlite_errors_travel_boxed_with_a_stable_code() {
         "{err:?}"
     );
 }
+
+/// Task paths are stored relative to their run's folder, and the migration that brought
+/// this in converts rows stored with absolute paths; both read back as written.
+#[test]
+fn task_paths_are_stored_relative_to_the_run_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("testbay.db");
+    let s = SqliteStore::open(&path).unwrap();
+    let mut run = new_run("r1", "p", T0);
+    run.snapshot_dir = Some("/data/runs/r1/pack".into());
+    let ids = s.insert_run(&run, &rows(2)).unwrap();
+    let paths = TaskPaths {
+        task_dir: Some("/data/runs/r1/stb-01/t0".into()),
+        main_log: Some("/data/runs/r1/stb-01/t0/main.log".into()),
+        artifacts_dir: Some("/other/artifacts".into()),
+        ..Default::default()
+    };
+    let mut f = TaskFinish {
+        result: "Passed".into(),
+        finished_ms: T0,
+        paths: paths.clone(),
+        ..Default::default()
+    };
+    s.finish_task(ids[0], &f).unwrap();
+    s.commit_now().unwrap();
+    let c = rusqlite::Connection::open(&path).unwrap();
+    let stored = |c: &rusqlite::Connection, id: i64| -> (String, String, String) {
+        c.query_row(
+            "SELECT task_dir, main_log, artifacts_dir FROM task_results WHERE id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap()
+    };
+    assert_eq!(
+        stored(&c, ids[0]),
+        (
+            "stb-01/t0".into(),
+            "stb-01/t0/main.log".into(),
+            "/other/artifacts".into()
+        )
+    );
+    // A row as an older version stored it, converted by the migration's SQL.
+    c.execute(
+        "UPDATE task_results SET task_dir = ?2, main_log = ?3, artifacts_dir = ?4 WHERE id = ?1",
+        rusqlite::params![
+            ids[1],
+            "/data/runs/r1/stb-01/t1",
+            "/data/runs/r1/stb-01/t1/main.log",
+            "/data/runs/r1/stb-01/t1/artifacts"
+        ],
+    )
+    .unwrap();
+    let m = migrations::MIGRATIONS
+        .iter()
+        .find(|m| m.name == "task paths stored relative to their run's folder")
+        .unwrap();
+    c.execute_batch(m.sql).unwrap();
+    assert_eq!(
+        stored(&c, ids[1]),
+        (
+            "stb-01/t1".into(),
+            "stb-01/t1/main.log".into(),
+            "stb-01/t1/artifacts".into()
+        )
+    );
+    assert_eq!(
+        stored(&c, ids[0]).0,
+        "stb-01/t0",
+        "a stored row stays as it is"
+    );
+    let tasks = s.run_tasks("r1").unwrap();
+    assert_eq!(tasks[0].paths, paths);
+    f.paths = TaskPaths {
+        task_dir: Some("/data/runs/r1/stb-01/t1".into()),
+        main_log: Some("/data/runs/r1/stb-01/t1/main.log".into()),
+        artifacts_dir: Some("/data/runs/r1/stb-01/t1/artifacts".into()),
+        ..Default::default()
+    };
+    assert_eq!(tasks[1].paths, f.paths);
+}

@@ -14,6 +14,7 @@ use serde_json::json;
 use testbay_engine::clock::ManualClock;
 use testbay_engine::exec::reap::kill_run_leftovers;
 use testbay_engine::lab;
+use testbay_engine::measure::Measurement;
 use testbay_engine::outcome::RunStatus;
 use testbay_engine::plan::DutTarget;
 use testbay_engine::reserve::{
@@ -53,6 +54,8 @@ macro_rules! store_contract {
                 tallies_follow_every_write,
                 keyset_pages_follow_the_listing,
                 pack_library_keeps_versions_by_content_hash,
+                a_batch_stores_what_single_finishes_store,
+                paths_read_back_as_written,
             );
         }
     };
@@ -1129,4 +1132,180 @@ fn pack_library_keeps_versions_by_content_hash(b: &impl Backend) {
     let seen = other.open_pack_store().unwrap().packs().unwrap();
     assert_eq!(seen.len(), 3);
     assert!(seen.iter().all(|p| !p.private), "{seen:?}");
+
+/// Task `k`'s result, the same for every run: sub-results with measurements, its own
+/// measurements (one out of its limits for task 1), attempts for task 2.
+fn rich_finish(k: usize) -> TaskFinish {
+    let m = |name: &str, value: f64| Measurement {
+        name: name.into(),
+        value,
+        units: Some("dB".into()),
+        low: Some(20.0),
+        high: Some(40.0),
+        comparison: None,
+    };
+    let failed = k == 1;
+    TaskFinish {
+        sub_results: vec![
+            NewSubResult {
+                name: "ch1".into(),
+                result: "Passed".into(),
+                measurements: vec![m("snr_db", 30.0 + k as f64)],
+                ..Default::default()
+            },
+            NewSubResult {
+                name: "ch2".into(),
+                result: if failed { "Failed" } else { "Passed" }.into(),
+                failure: failed,
+                metadata: Some(json!({"k": k})),
+                ..Default::default()
+            },
+        ],
+        measurements: vec![m("power_db", if failed { 10.0 } else { 25.0 })],
+        attempts: if k == 2 {
+            vec![AttemptRecord {
+                attempt: 1,
+                result: "Failed".into(),
+                failure: true,
+                message: "first try".into(),
+                started_ms: Some(T0),
+                finished_ms: T0 + 500,
+                exit_code: Some(1),
+                signal: None,
+                paths: TaskPaths::default(),
+            }]
+        } else {
+            Vec::new()
+        },
+        flaky: k == 2,
+        ..done(if failed { "Failed" } else { "Passed" }, failed)
+    }
+}
+
+/// The batch path (`finish_tasks`) stores exactly what `finish_task` one at a time does
+/// (rows, sub-results, attempts, measurements, tallies, yield), and a batch with a bad
+/// item stores nothing of it.
+fn a_batch_stores_what_single_finishes_store(b: &impl Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = b.open(dir.path());
+    let one = s.insert_run(&new_run("one", "p", T0), &rows(4)).unwrap();
+    let all = s
+        .insert_run(&new_run("all", "p", T0 + 1), &rows(4))
+        .unwrap();
+    for (k, &id) in one.iter().enumerate() {
+        s.finish_task(id, &rich_finish(k)).unwrap();
+    }
+    s.commit_now().unwrap();
+    let batch: Vec<(i64, TaskFinish)> = all
+        .iter()
+        .enumerate()
+        .map(|(k, &id)| (id, rich_finish(k)))
+        .collect();
+    s.finish_tasks(&batch).unwrap();
+
+    let strip = |run: &str| {
+        let mut tasks = s.run_tasks(run).unwrap();
+        for t in &mut tasks {
+            t.id = 0;
+            t.run_id = String::new();
+        }
+        tasks
+    };
+    let (single, batched) = (strip("one"), strip("all"));
+    assert_eq!(batched, single);
+    assert_eq!(batched[0].sub_results[0].measurements.len(), 1);
+    assert_eq!(batched[1].measurements[0].passed, Some(false));
+    assert_eq!(batched[2].attempts.len(), 1);
+    let (r1, r2) = (s.get_run("one").unwrap(), s.get_run("all").unwrap());
+    assert_eq!(r2.counts, r1.counts);
+    assert_eq!(r2.counts.failures, 1);
+    let series = s
+        .measurement_history(&MeasurementQuery {
+            pack: "p".into(),
+            task: "task0".into(),
+            sub_result: Some("ch1".into()),
+            name: "snr_db".into(),
+            dut_model: None,
+            limit: 10,
+        })
+        .unwrap();
+    assert_eq!(series.len(), 2, "one point per run: {series:?}");
+    let y = s.measurement_yield("p", 10).unwrap();
+    assert_eq!(y.len(), 1);
+    assert_eq!(
+        (y[0].runs, y[0].passed_runs),
+        (2, 0),
+        "task1 fails in both runs"
+    );
+
+    // A batch with an unknown occurrence (its sub-results refused) stores nothing.
+    let bad = s
+        .insert_run(&new_run("bad", "p", T0 + 2), &rows(1))
+        .unwrap();
+    s.finish_tasks(&[
+        (bad[0], rich_finish(0)),
+        (bad[0] + 1_000_000, rich_finish(0)),
+    ])
+    .unwrap_err();
+    let t = &s.run_tasks("bad").unwrap()[0];
+    assert_eq!(t.state, StoredTaskState::Pending);
+    assert!(t.sub_results.is_empty() && t.measurements.is_empty());
+    assert_eq!(s.get_run("bad").unwrap().counts.done, 0);
+}
+
+/// Paths of a task and its attempts read back as written, whether under the run's
+/// folder (stored relative to it) or not, through a phase's start, a single finish and
+/// the batch path.
+fn paths_read_back_as_written(b: &impl Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = b.open(dir.path());
+    let mut run = new_run("rp", "p", T0);
+    run.snapshot_dir = Some("/data/runs/rp/pack".into());
+    let ids = s.insert_run(&run, &rows(3)).unwrap();
+    let under = |t: &str| TaskPaths {
+        task_dir: Some(format!("/data/runs/rp/stb-01/{t}")),
+        setup_log: None,
+        main_log: Some(format!("/data/runs/rp/stb-01/{t}/main.log")),
+        teardown_log: Some("/elsewhere/teardown.log".into()),
+        artifacts_dir: Some(format!("/data/runs/rp/stb-01/{t}/artifacts")),
+    };
+    s.task_phase_started(ids[0], "stb-01", "main", T0, Some(7), &under("t0"))
+        .unwrap();
+    assert_eq!(s.run_tasks("rp").unwrap()[0].paths, under("t0"));
+    let mut f = done("Passed", false);
+    f.paths = TaskPaths {
+        main_log: Some("/data/runs/rp/stb-01/t0/attempt-2/main.log".into()),
+        ..Default::default()
+    };
+    f.attempts = vec![AttemptRecord {
+        attempt: 1,
+        result: "Failed".into(),
+        failure: true,
+        message: String::new(),
+        started_ms: Some(T0),
+        finished_ms: T0 + 1,
+        exit_code: Some(1),
+        signal: None,
+        paths: under("t0"),
+    }];
+    s.finish_task(ids[0], &f).unwrap();
+    let mut g = done("Passed", false);
+    g.paths = under("t1");
+    s.finish_tasks(&[(ids[1], g)]).unwrap();
+    let tasks = s.run_tasks("rp").unwrap();
+    let mut want0 = under("t0");
+    want0.main_log = Some("/data/runs/rp/stb-01/t0/attempt-2/main.log".into());
+    assert_eq!(
+        tasks[0].paths, want0,
+        "a finish's paths replace those given"
+    );
+    assert_eq!(tasks[0].attempts[0].paths, under("t0"));
+    assert_eq!(tasks[1].paths, under("t1"));
+    assert_eq!(tasks[2].paths, TaskPaths::default());
+    // A run without a snapshot keeps its paths as they are.
+    let ids = s.insert_run(&new_run("rq", "p", T0 + 1), &rows(1)).unwrap();
+    let mut h = done("Passed", false);
+    h.paths = under("t0");
+    s.finish_task(ids[0], &h).unwrap();
+    assert_eq!(s.run_tasks("rq").unwrap()[0].paths, under("t0"));
 }

@@ -156,10 +156,22 @@ fn result_and_failure_filters_read_the_runs_tallies() {
             .any(|l| l.contains("SEARCH x USING PRIMARY KEY (run_id=? AND result=?)")),
         "{result:#?}"
     );
-    // One pass over the runs, for the page and its count.
-    assert_eq!(
-        result.iter().filter(|l| l.starts_with("SCAN r")).count(),
-        1,
+    // The page walks the runs by creation (no sort), and the count reads the tallies'
+    // index on result, not the runs.
+    assert!(
+        result
+            .iter()
+            .any(|l| l.starts_with("SCAN r USING INDEX runs_created_id")),
+        "{result:#?}"
+    );
+    assert!(
+        !result.iter().any(|l| l.contains("TEMP B-TREE")),
+        "{result:#?}"
+    );
+    assert!(
+        result.iter().any(|l| l.contains(
+            "SEARCH run_result_tallies USING COVERING INDEX run_result_tallies_result (result=?)"
+        )),
         "{result:#?}"
     );
     let failed = s
@@ -191,7 +203,7 @@ fn keyset_pages_start_at_the_cursor() {
         .unwrap();
     assert!(
         plan.iter()
-            .any(|l| l.starts_with("SEARCH r USING INDEX runs_created (created_ms<?)")),
+            .any(|l| l.starts_with("SEARCH r USING INDEX runs_created_id (created_ms<?)")),
         "{plan:#?}"
     );
     // Only runs created at one millisecond are sorted (by id), not the whole listing.
@@ -199,6 +211,85 @@ fn keyset_pages_start_at_the_cursor() {
         !plan.iter().any(|l| l == "USE TEMP B-TREE FOR ORDER BY"),
         "{plan:#?}"
     );
+}
+
+/// `sort=failures` walks the index on the failures, and the last page of the listing
+/// is the first of the reverse order: neither sorts the runs nor walks them all.
+#[test]
+fn failures_sort_and_deep_pages_walk_an_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open_in(dir.path()).unwrap();
+    let no_sort = |plan: &[String]| {
+        assert!(!plan.iter().any(|l| l.contains("TEMP B-TREE")), "{plan:#?}");
+    };
+    let failures = s
+        .list_runs_plan(&RunQuery {
+            sort: RunSort::Failures,
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(
+        failures
+            .iter()
+            .any(|l| l.contains("USING INDEX runs_failures")),
+        "{failures:#?}"
+    );
+    no_sort(&failures);
+    let deep = s
+        .list_runs_plan(&RunQuery {
+            offset: 9_950,
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(
+        deep.iter()
+            .any(|l| l.contains("USING INDEX runs_created_id")),
+        "{deep:#?}"
+    );
+    no_sort(&deep);
+}
+
+/// The last pages of the listing (read from the end) hold what walking from the start
+/// gives, in the same order, whatever the direction.
+#[test]
+fn pages_read_from_the_end_match_pages_read_from_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open_in(dir.path()).unwrap();
+    // 23 runs, three created at one millisecond (their order is by id).
+    for i in 0..23 {
+        let created = T0 + (i.min(20) as i64) * 1000;
+        let mut run = new_run(&format!("r{i:02}"));
+        run.created_ms = created;
+        s.insert_run(&run, &rows(1)).unwrap();
+    }
+    for ascending in [false, true] {
+        let all: Vec<String> = s
+            .list_runs(&RunQuery {
+                limit: 100,
+                ascending,
+                ..Default::default()
+            })
+            .unwrap()
+            .runs
+            .into_iter()
+            .map(|r| r.launch.id)
+            .collect();
+        assert_eq!(all.len(), 23);
+        for offset in [5, 12, 15, 20, 22, 23, 30] {
+            let page = s
+                .list_runs(&RunQuery {
+                    limit: 5,
+                    offset,
+                    ascending,
+                    ..Default::default()
+                })
+                .unwrap();
+            assert_eq!(page.total, 23);
+            let ids: Vec<String> = page.runs.into_iter().map(|r| r.launch.id).collect();
+            let want: Vec<String> = all.iter().skip(offset as usize).take(5).cloned().collect();
+            assert_eq!(ids, want, "offset {offset}, ascending {ascending}");
+        }
+    }
 }
 
 /// A write waiting for the database (another process holds the write lock) holds the

@@ -461,4 +461,39 @@ CREATE TABLE library_packs (
 CREATE INDEX library_packs_hash ON library_packs(content_hash);
 "#,
     },
+    Migration {
+        name: "task paths stored relative to their run's folder",
+        // `store::paths`: a run's folder is its snapshot path up to its last `/`; a path
+        // under it keeps the part after it, any other path stays as it is.
+        sql: r#"
+UPDATE task_results SET
+    task_dir = CASE WHEN length(task_dir) > length(b.folder) AND left(task_dir, length(b.folder)) = b.folder
+        THEN substr(task_dir, length(b.folder) + 1) ELSE task_dir END,
+    setup_log = CASE WHEN length(setup_log) > length(b.folder) AND left(setup_log, length(b.folder)) = b.folder
+        THEN substr(setup_log, length(b.folder) + 1) ELSE setup_log END,
+    main_log = CASE WHEN length(main_log) > length(b.folder) AND left(main_log, length(b.folder)) = b.folder
+        THEN substr(main_log, length(b.folder) + 1) ELSE main_log END,
+    teardown_log = CASE WHEN length(teardown_log) > length(b.folder) AND left(teardown_log, length(b.folder)) = b.folder
+        THEN substr(teardown_log, length(b.folder) + 1) ELSE teardown_log END,
+    artifacts_dir = CASE WHEN length(artifacts_dir) > length(b.folder) AND left(artifacts_dir, length(b.folder)) = b.folder
+        THEN substr(artifacts_dir, length(b.folder) + 1) ELSE artifacts_dir END
+FROM (SELECT id AS run_id, regexp_replace(snapshot_dir, '[^/]*$', '') AS folder
+      FROM runs WHERE snapshot_dir LIKE '/%') b
+WHERE b.run_id = task_results.run_id;
+UPDATE task_attempts SET
+    task_dir = CASE WHEN length(task_dir) > length(b.folder) AND left(task_dir, length(b.folder)) = b.folder
+        THEN substr(task_dir, length(b.folder) + 1) ELSE task_dir END,
+    setup_log = CASE WHEN length(setup_log) > length(b.folder) AND left(setup_log, length(b.folder)) = b.folder
+        THEN substr(setup_log, length(b.folder) + 1) ELSE setup_log END,
+    main_log = CASE WHEN length(main_log) > length(b.folder) AND left(main_log, length(b.folder)) = b.folder
+        THEN substr(main_log, length(b.folder) + 1) ELSE main_log END,
+    teardown_log = CASE WHEN length(teardown_log) > length(b.folder) AND left(teardown_log, length(b.folder)) = b.folder
+        THEN substr(teardown_log, length(b.folder) + 1) ELSE teardown_log END,
+    artifacts_dir = CASE WHEN length(artifacts_dir) > length(b.folder) AND left(artifacts_dir, length(b.folder)) = b.folder
+        THEN substr(artifacts_dir, length(b.folder) + 1) ELSE artifacts_dir END
+FROM (SELECT t.id AS task_id, regexp_replace(r.snapshot_dir, '[^/]*$', '') AS folder
+      FROM task_results t JOIN runs r ON r.id = t.run_id WHERE r.snapshot_dir LIKE '/%') b
+WHERE b.task_id = task_attempts.task_result_id;
+"#,
+    },
 ];

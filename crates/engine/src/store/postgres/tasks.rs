@@ -9,12 +9,34 @@ use tokio_postgres::Client;
 use super::{big, small};
 use crate::clock::EpochMs;
 use crate::store::{
-    AttemptRecord, Result, SectionRecord, StoreError, StoredTaskState, SubResultRecord, TaskFinish,
-    TaskKind, TaskPaths, TaskRecord,
+    paths, AttemptRecord, Result, SectionRecord, StoreError, StoredTaskState, SubResultRecord,
+    TaskFinish, TaskKind, TaskPaths, TaskRecord,
 };
 
 fn parse_opt_json(s: Option<String>) -> Option<serde_json::Value> {
     s.and_then(|s| serde_json::from_str(&s).ok())
+}
+
+/// `paths` of occurrence `task_id` as stored, relative to its run's folder
+/// (`store::paths`); as given when none is set.
+async fn stored_paths(c: &ClientWrapper, task_id: i64, paths: &TaskPaths) -> Result<TaskPaths> {
+    if *paths == TaskPaths::default() {
+        return Ok(TaskPaths::default());
+    }
+    let stmt = c
+        .prepare_cached(
+            "SELECT r.snapshot_dir FROM task_results t JOIN runs r ON r.id = t.run_id
+             WHERE t.id = $1",
+        )
+        .await?;
+    let snapshot: Option<String> = c
+        .query_opt(&stmt, &[&task_id])
+        .await?
+        .and_then(|r| r.get(0));
+    Ok(paths::to_stored(
+        paths,
+        paths::run_folder(snapshot.as_deref()),
+    ))
 }
 
 /// Record a phase's start (lane, phase, paths, process group).
@@ -27,6 +49,7 @@ pub(super) async fn phase_started(
     pgid: Option<i32>,
     paths: &TaskPaths,
 ) -> Result<()> {
+    let paths = &stored_paths(c, task_id, paths).await?;
     let stmt = c
         .prepare_cached(
             "UPDATE task_results SET state = 'running', lane = $2, phase = $3,
@@ -64,16 +87,12 @@ fn state_of(s: &str) -> StoredTaskState {
 
 /// The task tree of one run, in plan order, with sub-results.
 pub(super) async fn of_run(c: &Client, run_id: &str) -> Result<Vec<TaskRecord>> {
-    let exists: bool = c
-        .query_one(
-            "SELECT EXISTS (SELECT 1 FROM runs WHERE id = $1)",
-            &[&run_id],
-        )
+    let snapshot: Option<String> = c
+        .query_opt("SELECT snapshot_dir FROM runs WHERE id = $1", &[&run_id])
         .await?
+        .ok_or_else(|| StoreError::RunNotFound(run_id.into()))?
         .get(0);
-    if !exists {
-        return Err(StoreError::RunNotFound(run_id.into()));
-    }
+    let folder = paths::run_folder(snapshot.as_deref());
     let rows = c
         .query(
             "SELECT id, run_id, seq, lane, task, kind, grp, description, state, result, failure,
@@ -156,7 +175,11 @@ pub(super) async fn of_run(c: &Client, run_id: &str) -> Result<Vec<TaskRecord>> 
     }
     let mut attempts_of = attempts_of_run(c, run_id).await?;
     for t in &mut tasks {
-        if let Some(a) = attempts_of.remove(&t.id) {
+        paths::from_stored(&mut t.paths, folder);
+        if let Some(mut a) = attempts_of.remove(&t.id) {
+            for x in &mut a {
+                paths::from_stored(&mut x.paths, folder);
+            }
             t.attempts = a;
         }
     }
@@ -233,6 +256,7 @@ const UPDATE_FINISH: &str = "UPDATE task_results SET state = 'done', lane = COAL
          WHERE id = $1";
 
 async fn update_finish(c: &ClientWrapper, task_id: i64, f: &TaskFinish) -> Result<()> {
+    let paths = stored_paths(c, task_id, &f.paths).await?;
     let stmt = c.prepare_cached(UPDATE_FINISH).await?;
     c.execute(
         &stmt,
@@ -254,11 +278,11 @@ async fn update_finish(c: &ClientWrapper, task_id: i64, f: &TaskFinish) -> Resul
             &f.exit_code,
             &f.signal,
             &f.log_truncated,
-            &f.paths.task_dir,
-            &f.paths.setup_log,
-            &f.paths.main_log,
-            &f.paths.teardown_log,
-            &f.paths.artifacts_dir,
+            &paths.task_dir,
+            &paths.setup_log,
+            &paths.main_log,
+            &paths.teardown_log,
+            &paths.artifacts_dir,
             &f.flaky,
         ],
     )
@@ -277,6 +301,7 @@ pub(super) async fn finish_writes(c: &ClientWrapper, task_id: i64, f: &TaskFinis
         )
         .await?;
         for a in &f.attempts {
+            let paths = stored_paths(c, task_id, &a.paths).await?;
             c.execute(
                 "INSERT INTO task_attempts (task_result_id, attempt, result, failure, message,
                     started_ms, finished_ms, exit_code, signal, task_dir, setup_log, main_log,
@@ -292,11 +317,11 @@ pub(super) async fn finish_writes(c: &ClientWrapper, task_id: i64, f: &TaskFinis
                     &a.finished_ms,
                     &a.exit_code,
                     &a.signal,
-                    &a.paths.task_dir,
-                    &a.paths.setup_log,
-                    &a.paths.main_log,
-                    &a.paths.teardown_log,
-                    &a.paths.artifacts_dir,
+                    &paths.task_dir,
+                    &paths.setup_log,
+                    &paths.main_log,
+                    &paths.teardown_log,
+                    &paths.artifacts_dir,
                 ],
             )
             .await?;

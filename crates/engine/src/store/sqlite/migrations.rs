@@ -499,4 +499,55 @@ CREATE TABLE library_packs (
 CREATE INDEX library_packs_hash ON library_packs(content_hash);
 "#,
     },
+    Migration {
+        name: "runs listed from indexes: by creation with their ids, by failures",
+        // The listing orders by (created_ms, id): an index holding both walks a page
+        // (and a deep page's offset) without reading a run's row or sorting the ties;
+        // `sort=failures` walks an index on the failures as the listing computes them
+        // (`runs::FAILURES`, the same expression) instead of sorting every run; `result=`
+        // alone counts its runs from the tallies' index on result.
+        sql: r#"
+CREATE INDEX runs_created_id ON runs(created_ms, id);
+DROP INDEX runs_created;
+CREATE INDEX runs_failures ON runs(
+    (t_failed + CASE WHEN status = 'errored' THEN t_total - t_done ELSE 0 END), created_ms);
+CREATE INDEX run_result_tallies_result ON run_result_tallies(result);
+"#,
+    },
+    Migration {
+        name: "task paths stored relative to their run's folder",
+        // `store::paths`: a run's folder is its snapshot path up to its last `/`
+        // (`rtrim` strips every character but `/` from the right); a path under it keeps
+        // the part after it, any other path stays as it is.
+        sql: r#"
+UPDATE task_results SET
+    task_dir = CASE WHEN length(task_dir) > length(b.folder) AND substr(task_dir, 1, length(b.folder)) = b.folder
+        THEN substr(task_dir, length(b.folder) + 1) ELSE task_dir END,
+    setup_log = CASE WHEN length(setup_log) > length(b.folder) AND substr(setup_log, 1, length(b.folder)) = b.folder
+        THEN substr(setup_log, length(b.folder) + 1) ELSE setup_log END,
+    main_log = CASE WHEN length(main_log) > length(b.folder) AND substr(main_log, 1, length(b.folder)) = b.folder
+        THEN substr(main_log, length(b.folder) + 1) ELSE main_log END,
+    teardown_log = CASE WHEN length(teardown_log) > length(b.folder) AND substr(teardown_log, 1, length(b.folder)) = b.folder
+        THEN substr(teardown_log, length(b.folder) + 1) ELSE teardown_log END,
+    artifacts_dir = CASE WHEN length(artifacts_dir) > length(b.folder) AND substr(artifacts_dir, 1, length(b.folder)) = b.folder
+        THEN substr(artifacts_dir, length(b.folder) + 1) ELSE artifacts_dir END
+FROM (SELECT id AS run_id, rtrim(snapshot_dir, replace(snapshot_dir, '/', '')) AS folder
+      FROM runs WHERE snapshot_dir LIKE '/%') b
+WHERE b.run_id = task_results.run_id;
+UPDATE task_attempts SET
+    task_dir = CASE WHEN length(task_dir) > length(b.folder) AND substr(task_dir, 1, length(b.folder)) = b.folder
+        THEN substr(task_dir, length(b.folder) + 1) ELSE task_dir END,
+    setup_log = CASE WHEN length(setup_log) > length(b.folder) AND substr(setup_log, 1, length(b.folder)) = b.folder
+        THEN substr(setup_log, length(b.folder) + 1) ELSE setup_log END,
+    main_log = CASE WHEN length(main_log) > length(b.folder) AND substr(main_log, 1, length(b.folder)) = b.folder
+        THEN substr(main_log, length(b.folder) + 1) ELSE main_log END,
+    teardown_log = CASE WHEN length(teardown_log) > length(b.folder) AND substr(teardown_log, 1, length(b.folder)) = b.folder
+        THEN substr(teardown_log, length(b.folder) + 1) ELSE teardown_log END,
+    artifacts_dir = CASE WHEN length(artifacts_dir) > length(b.folder) AND substr(artifacts_dir, 1, length(b.folder)) = b.folder
+        THEN substr(artifacts_dir, length(b.folder) + 1) ELSE artifacts_dir END
+FROM (SELECT t.id AS task_id, rtrim(r.snapshot_dir, replace(r.snapshot_dir, '/', '')) AS folder
+      FROM task_results t JOIN runs r ON r.id = t.run_id WHERE r.snapshot_dir LIKE '/%') b
+WHERE b.task_id = task_attempts.task_result_id;
+"#,
+    },
 ];

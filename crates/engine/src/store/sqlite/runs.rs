@@ -111,6 +111,9 @@ pub(super) fn get(conn: &Connection, id: &str) -> Result<RunRecord> {
 /// past the end, a page after a run (keyset) and the unfiltered listing (where counting
 /// the table is cheaper) count in a query of their own.
 pub(super) fn list(conn: &Connection, sql: &ListSql) -> Result<RunPage> {
+    if let Some(page) = list_from_the_end(conn, sql)? {
+        return Ok(page);
+    }
     let mut stmt = conn.prepare(&sql.page())?;
     let mut total: Option<u32> = None;
     let rows = stmt.query_map(params_from_iter(sql.args.iter()), |r| {
@@ -136,13 +139,61 @@ pub(super) fn list(conn: &Connection, sql: &ListSql) -> Result<RunPage> {
     Ok(RunPage { total, runs })
 }
 
+/// A page in the back half of the unfiltered listing by creation, read as a page of the
+/// reverse order from its start and turned round: the last page reads its own runs,
+/// not every run before it. `None` for any other listing.
+fn list_from_the_end(conn: &Connection, sql: &ListSql) -> Result<Option<RunPage>> {
+    let Some(reverse) = &sql.reverse_order else {
+        return Ok(None);
+    };
+    if sql.offset == 0 || !sql.where_sql.is_empty() || sql.keyset.is_some() {
+        return Ok(None);
+    }
+    let total: u32 = conn.query_row(&sql.count(), [], |r| r.get(0))?;
+    if sql.offset <= total / 2 || sql.offset >= total {
+        return Ok(None);
+    }
+    let end = sql.offset.saturating_add(sql.limit).min(total);
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {RUN_COLS}, NULL FROM runs r ORDER BY {reverse} LIMIT {} OFFSET {}",
+        end - sql.offset,
+        total - end
+    ))?;
+    let rows = stmt.query_map([], run_from_row)?;
+    let mut runs = Vec::new();
+    for r in rows {
+        runs.push(r?.map_err(|e| StoreError::Json {
+            what: "runs",
+            source: e,
+        })?);
+    }
+    runs.reverse();
+    fill_counts(conn, &mut runs)?;
+    Ok(Some(RunPage { total, runs }))
+}
+
 /// SQLite's plan for a listing (`EXPLAIN QUERY PLAN` of the page with its count, one
 /// line per step).
 pub(super) fn list_plan(conn: &Connection, sql: &ListSql) -> Result<Vec<String>> {
     let mut plan = Vec::new();
-    for s in [sql.page()] {
+    let reverse = sql
+        .reverse_order
+        .as_ref()
+        .filter(|_| sql.offset > 0 && sql.where_sql.is_empty() && sql.keyset.is_none())
+        .map(|o| {
+            format!(
+                "SELECT {RUN_COLS}, NULL FROM runs r ORDER BY {o} LIMIT {}",
+                sql.limit
+            )
+        });
+    let count = sql.result_only.then(|| sql.count());
+    for (s, args) in [(sql.page(), &sql.args[..])]
+        .into_iter()
+        .chain(count.map(|c| (c, sql.count_args())))
+        .chain(reverse.map(|r| (r, &[][..])))
+    {
         let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {s}"))?;
-        let rows = stmt.query_map(params_from_iter(sql.args.iter()), |r| r.get::<_, String>(3))?;
+        let rows = stmt.query_map(params_from_iter(args.iter()), |r| r.get::<_, String>(3))?;
         for r in rows {
             plan.push(r?);
         }
@@ -230,10 +281,15 @@ const FAILURES: &str =
 pub(super) struct ListSql {
     where_sql: String,
     order: String,
+    /// The order turned round, where it is a total order (by creation, ties by id).
+    reverse_order: Option<String>,
     limit: u32,
     offset: u32,
     /// The keyset condition of `after`, if any: on the page, not on the count.
     keyset: Option<String>,
+    /// `result=` is the only filter: the runs with that result are counted from the
+    /// tallies' index on result, not by walking every run.
+    result_only: bool,
     args: Vec<rusqlite::types::Value>,
 }
 
@@ -248,26 +304,6 @@ impl ListSql {
         use rusqlite::types::Value as V;
         if let Some(p) = &q.pack {
             wh.push(format!("r.pack_name = {}", arg(V::Text(p.clone()))));
-        }
-        if let Some(g) = &q.group {
-            wh.push(format!(
-                "EXISTS (SELECT 1 FROM json_each(r.groups_json) WHERE value = {})",
-                arg(V::Text(g.clone()))
-            ));
-        }
-        if let Some(d) = &q.dut {
-            if d.contains('*') {
-                let pat = like_escape(d).replace('*', "%");
-                wh.push(format!(
-                    "EXISTS (SELECT 1 FROM json_each(r.duts_json) WHERE json_extract(value, '$.name') LIKE {} ESCAPE '\\')",
-                    arg(V::Text(pat))
-                ));
-            } else {
-                wh.push(format!(
-                    "EXISTS (SELECT 1 FROM json_each(r.duts_json) WHERE json_extract(value, '$.name') = {})",
-                    arg(V::Text(d.clone()))
-                ));
-            }
         }
         if let Some(a) = &q.ats {
             wh.push(format!("r.ats = {}", arg(V::Text(a.clone()))));
@@ -289,6 +325,31 @@ impl ListSql {
         }
         if let Some(t) = q.to_ms {
             wh.push(format!("r.created_ms <= {}", arg(V::Integer(t))));
+        }
+        // The filters that parse a run's lists come after those on its columns, and the
+        // text search last: SQLite tries a run's conditions in the order written.
+        if let Some(g) = &q.group {
+            wh.push(format!(
+                "EXISTS (SELECT 1 FROM json_each(r.groups_json) WHERE value = {})",
+                arg(V::Text(g.clone()))
+            ));
+        }
+        if let Some(d) = &q.dut {
+            if d.contains('*') {
+                let pat = like_escape(d).replace('*', "%");
+                wh.push(format!(
+                    "EXISTS (SELECT 1 FROM json_each(r.duts_json) WHERE json_extract(value, '$.name') LIKE {} ESCAPE '\\')",
+                    arg(V::Text(pat))
+                ));
+            } else {
+                // `instr` first: a run whose DUT list does not hold the name as a JSON
+                // string is passed over without parsing its list.
+                let p = arg(V::Text(d.clone()));
+                wh.push(format!(
+                    "instr(r.duts_json, json_quote({p})) > 0
+                     AND EXISTS (SELECT 1 FROM json_each(r.duts_json) WHERE json_extract(value, '$.name') = {p})"
+                ));
+            }
         }
         if let Some(text) = q.text.as_deref().filter(|t| !t.is_empty()) {
             let chars = text.chars().count();
@@ -351,10 +412,17 @@ impl ListSql {
             // As `RunCounts::failures` counts them.
             RunSort::Failures => format!("{FAILURES} {dir}, r.created_ms DESC"),
         };
+        let result_only = q.result.is_some() && wh.len() == 1;
+        let reverse_order = (q.sort == RunSort::Created).then(|| {
+            let back = if q.ascending { "DESC" } else { "ASC" };
+            format!("r.created_ms {back}, r.id {back}")
+        });
         let limit = if q.limit == 0 { 50 } else { q.limit.min(1000) };
         Ok(Self {
             where_sql,
             order,
+            reverse_order,
+            result_only,
             limit,
             offset: q.offset,
             keyset,
@@ -369,16 +437,27 @@ impl ListSql {
 
     /// Whether the page counts the matching runs itself.
     fn windowed(&self) -> bool {
-        self.keyset.is_none() && !self.where_sql.is_empty()
+        self.keyset.is_none() && !self.where_sql.is_empty() && !self.result_only
     }
 
     fn count(&self) -> String {
+        if self.result_only {
+            return "SELECT count(*) FROM run_result_tallies WHERE result = ?1".into();
+        }
         format!("SELECT count(*) FROM runs r {}", self.where_sql)
     }
 
     /// The page, each row with the number of matching runs after its columns (`NULL`
     /// with a keyset or without filters: the count is then a query of its own).
     fn page(&self) -> String {
+        if self.result_only && self.keyset.is_none() {
+            // The page walks the runs by the listing's order until it has its runs; the
+            // count is a query of its own.
+            return format!(
+                "SELECT {RUN_COLS}, NULL FROM runs r {} ORDER BY {} LIMIT {} OFFSET {}",
+                self.where_sql, self.order, self.limit, self.offset
+            );
+        }
         if self.where_sql.is_empty() && self.keyset.is_none() {
             // Every run: counting the table beats counting the window.
             return format!(

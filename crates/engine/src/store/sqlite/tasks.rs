@@ -3,13 +3,13 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::{params, Connection};
+use rusqlite::{params, CachedStatement, Connection, OptionalExtension, Statement};
 
 use super::parse_opt_json;
 use crate::clock::EpochMs;
 use crate::store::{
-    AttemptRecord, Result, SectionRecord, StoreError, StoredTaskState, SubResultRecord, TaskFinish,
-    TaskKind, TaskPaths, TaskRecord,
+    paths, AttemptRecord, MeasurementRecord, Result, SectionRecord, StoreError, StoredTaskState,
+    SubResultRecord, TaskFinish, TaskKind, TaskPaths, TaskRecord,
 };
 
 /// Record a phase's start (lane, phase, paths, process group); the caller commits.
@@ -22,6 +22,7 @@ pub(super) fn phase_started(
     pgid: Option<i32>,
     paths: &TaskPaths,
 ) -> Result<()> {
+    let paths = &stored_paths(c, task_id, paths)?;
     c.prepare_cached(
         "UPDATE task_results SET state = 'running', lane = ?2, phase = ?3,
             started_ms = COALESCE(started_ms, ?4), pgid = ?5,
@@ -43,16 +44,36 @@ pub(super) fn phase_started(
     Ok(())
 }
 
+/// The snapshot path of an occurrence's run, whose folder its paths are stored
+/// relative to (`store::paths`).
+const RUN_SNAPSHOT: &str =
+    "SELECT r.snapshot_dir FROM task_results t JOIN runs r ON r.id = t.run_id
+     WHERE t.id = ?1";
+
+/// `paths` of occurrence `task_id` as stored; as given when none is set.
+fn stored_paths(c: &Connection, task_id: i64, paths: &TaskPaths) -> Result<TaskPaths> {
+    if *paths == TaskPaths::default() {
+        return Ok(TaskPaths::default());
+    }
+    let snapshot: Option<String> = c
+        .prepare_cached(RUN_SNAPSHOT)?
+        .query_row([task_id], |r| r.get(0))
+        .optional()?
+        .flatten();
+    Ok(paths::to_stored(
+        paths,
+        paths::run_folder(snapshot.as_deref()),
+    ))
+}
+
 /// The task tree of one run, in plan order, with sub-results.
 pub(super) fn of_run(conn: &Connection, run_id: &str) -> Result<Vec<TaskRecord>> {
-    let exists: bool = conn.query_row(
-        "SELECT EXISTS (SELECT 1 FROM runs WHERE id = ?1)",
-        [run_id],
-        |r| r.get(0),
-    )?;
-    if !exists {
-        return Err(StoreError::RunNotFound(run_id.into()));
-    }
+    let snapshot: Option<String> = conn
+        .prepare_cached("SELECT snapshot_dir FROM runs WHERE id = ?1")?
+        .query_row([run_id], |r| r.get(0))
+        .optional()?
+        .ok_or_else(|| StoreError::RunNotFound(run_id.into()))?;
+    let folder = paths::run_folder(snapshot.as_deref());
     let mut stmt = conn.prepare(
         "SELECT id, run_id, seq, lane, task, kind, grp, description, state, result, failure,
                 message, metadata_json, raw_result, est_task_time, run_time, run_time_delta,
@@ -110,6 +131,9 @@ pub(super) fn of_run(conn: &Connection, run_id: &str) -> Result<Vec<TaskRecord>>
             })
         })?
         .collect::<rusqlite::Result<_>>()?;
+    for t in &mut tasks {
+        paths::from_stored(&mut t.paths, folder);
+    }
     let mut sub = conn.prepare(
         "SELECT s.task_result_id, s.name, s.description, s.result, s.failure, s.message, s.metadata_json
          FROM sub_results s JOIN task_results t ON t.id = s.task_result_id
@@ -141,7 +165,10 @@ pub(super) fn of_run(conn: &Connection, run_id: &str) -> Result<Vec<TaskRecord>>
     }
     let mut attempts_of = attempts_of_run(conn, run_id)?;
     for t in &mut tasks {
-        if let Some(a) = attempts_of.remove(&t.id) {
+        if let Some(mut a) = attempts_of.remove(&t.id) {
+            for x in &mut a {
+                paths::from_stored(&mut x.paths, folder);
+            }
             t.attempts = a;
         }
     }
@@ -217,124 +244,231 @@ fn attempts_of_run(conn: &Connection, run_id: &str) -> Result<BTreeMap<i64, Vec<
     Ok(by_id)
 }
 
+const UPDATE_FINISH: &str =
+    "UPDATE task_results SET state = 'done', lane = COALESCE(?2, lane), result = ?3, failure = ?4,
+        message = ?5, metadata_json = ?6, raw_result = ?7, run_time = ?8, run_time_delta = ?9,
+        started_ms = COALESCE(?10, started_ms), finished_ms = ?11, setup_ms = ?12, main_ms = ?13,
+        teardown_ms = ?14, exit_code = ?15, signal = ?16, log_truncated = ?17, pgid = NULL,
+        phase = NULL, task_dir = COALESCE(?18, task_dir), setup_log = COALESCE(?19, setup_log),
+        main_log = COALESCE(?20, main_log), teardown_log = COALESCE(?21, teardown_log),
+        artifacts_dir = COALESCE(?22, artifacts_dir), flaky = ?23
+     WHERE id = ?1";
+
 pub(super) fn update_finish(conn: &Connection, task_id: i64, f: &TaskFinish) -> Result<()> {
-    conn.prepare_cached(
-        "UPDATE task_results SET state = 'done', lane = COALESCE(?2, lane), result = ?3, failure = ?4,
-            message = ?5, metadata_json = ?6, raw_result = ?7, run_time = ?8, run_time_delta = ?9,
-            started_ms = COALESCE(?10, started_ms), finished_ms = ?11, setup_ms = ?12, main_ms = ?13,
-            teardown_ms = ?14, exit_code = ?15, signal = ?16, log_truncated = ?17, pgid = NULL,
-            phase = NULL, task_dir = COALESCE(?18, task_dir), setup_log = COALESCE(?19, setup_log),
-            main_log = COALESCE(?20, main_log), teardown_log = COALESCE(?21, teardown_log),
-            artifacts_dir = COALESCE(?22, artifacts_dir), flaky = ?23
-         WHERE id = ?1",
-    )?
-    .execute(params![
-            task_id,
-            f.lane,
-            f.result,
-            f.failure,
-            f.message,
-            f.metadata.as_ref().map(|m| m.to_string()),
-            f.raw_result,
-            f.run_time,
-            f.run_time_delta,
-            f.started_ms,
-            f.finished_ms,
-            f.setup_ms,
-            f.main_ms,
-            f.teardown_ms,
-            f.exit_code,
-            f.signal,
-            f.log_truncated,
-            f.paths.task_dir,
-            f.paths.setup_log,
-            f.paths.main_log,
-            f.paths.teardown_log,
-            f.paths.artifacts_dir,
-            f.flaky,
-        ])?;
+    let paths = stored_paths(conn, task_id, &f.paths)?;
+    let mut stmt = conn.prepare_cached(UPDATE_FINISH)?;
+    update_with(&mut stmt, task_id, f, &paths)
+}
+
+/// Finish `task_id` with `f`, its paths as stored (`paths`).
+fn update_with(
+    stmt: &mut Statement<'_>,
+    task_id: i64,
+    f: &TaskFinish,
+    paths: &TaskPaths,
+) -> Result<()> {
+    stmt.execute(params![
+        task_id,
+        f.lane,
+        f.result,
+        f.failure,
+        f.message,
+        f.metadata.as_ref().map(|m| m.to_string()),
+        f.raw_result,
+        f.run_time,
+        f.run_time_delta,
+        f.started_ms,
+        f.finished_ms,
+        f.setup_ms,
+        f.main_ms,
+        f.teardown_ms,
+        f.exit_code,
+        f.signal,
+        f.log_truncated,
+        paths.task_dir,
+        paths.setup_log,
+        paths.main_log,
+        paths.teardown_log,
+        paths.artifacts_dir,
+        f.flaky,
+    ])?;
     Ok(())
 }
 
-/// A finished task's row, sub-results, attempts, measurements and sections, inside the caller's transaction.
-pub(super) fn finish_writes(conn: &Connection, task_id: i64, f: &TaskFinish) -> Result<()> {
-    update_finish(conn, task_id, f)?;
-    if !f.attempts.is_empty() {
-        conn.execute(
-            "DELETE FROM task_attempts WHERE task_result_id = ?1",
-            [task_id],
-        )?;
-        let mut stmt = conn.prepare_cached(
-            "INSERT INTO task_attempts (task_result_id, attempt, result, failure, message,
-                started_ms, finished_ms, exit_code, signal, task_dir, setup_log, main_log,
-                teardown_log, artifacts_dir)
-             VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14)",
-        )?;
-        for a in &f.attempts {
-            stmt.execute(params![
+/// What a measurement row repeats of its occurrence (pack, task) and where it is
+/// tallied (run, lane), read once per occurrence.
+const OCCURRENCE: &str = "SELECT r.pack_name, t.task, t.run_id, COALESCE(t.lane, '')
+     FROM task_results t JOIN runs r ON r.id = t.run_id WHERE t.id = ?1";
+
+const INSERT_MEASUREMENT: &str = "INSERT INTO measurements (task_result_id, pack_name, task,
+        sub_result, name, value, units, low, high, comparison, passed)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
+
+const ADD_TALLY: &str = "INSERT INTO measurement_tallies (run_id, lane, total, failed)
+     VALUES (?1, ?2, ?3, ?4)
+     ON CONFLICT (run_id, lane) DO UPDATE
+       SET total = total + excluded.total, failed = failed + excluded.failed";
+
+/// Finished tasks' rows, sub-results, attempts, measurements and sections, inside the
+/// caller's transaction: the batch path. Each statement is prepared (or taken from the
+/// cache) once for the whole batch, an occurrence's pack and task are read once for all
+/// its measurements, and measurements are tallied once per run and lane at the end.
+pub(super) fn finish_batch<'a>(
+    conn: &Connection,
+    items: impl IntoIterator<Item = (i64, &'a TaskFinish)>,
+) -> Result<()> {
+    let mut update = conn.prepare_cached(UPDATE_FINISH)?;
+    let mut subs: Option<(CachedStatement<'_>, CachedStatement<'_>)> = None;
+    let mut measures: Option<(CachedStatement<'_>, CachedStatement<'_>)> = None;
+    // (run, lane) -> (measurements, failed ones).
+    let mut tallies: BTreeMap<(String, String), (i64, i64)> = BTreeMap::new();
+    for (task_id, f) in items {
+        let paths = stored_paths(conn, task_id, &f.paths)?;
+        update_with(&mut update, task_id, f, &paths)?;
+        if !f.attempts.is_empty() {
+            write_attempts(conn, task_id, &f.attempts)?;
+        }
+        if !f.sections.is_empty() {
+            write_sections(conn, task_id, &f.sections)?;
+        }
+        if !f.sub_results.is_empty() {
+            let (del, ins) = match &mut subs {
+                Some(s) => s,
+                None => subs.insert((
+                    conn.prepare_cached("DELETE FROM sub_results WHERE task_result_id = ?1")?,
+                    conn.prepare_cached(
+                        "INSERT INTO sub_results (task_result_id, idx, name, description, result, failure, message, metadata_json)
+                         VALUES (?1,?2,?3,?4,?5,?6,?7,?8)",
+                    )?,
+                )),
+            };
+            del.execute([task_id])?;
+            for (i, s) in f.sub_results.iter().enumerate() {
+                ins.execute(params![
+                    task_id,
+                    i as i64,
+                    s.name,
+                    s.description,
+                    s.result,
+                    s.failure,
+                    s.message,
+                    s.metadata.as_ref().map(|m| m.to_string())
+                ])?;
+            }
+        }
+        let own = f.measurements.iter().map(|m| ("", m));
+        let of_subs = f
+            .sub_results
+            .iter()
+            .flat_map(|s| s.measurements.iter().map(move |m| (s.name.as_str(), m)));
+        let mut all = of_subs.chain(own).peekable();
+        if all.peek().is_none() {
+            continue;
+        }
+        let (occ, ins) = match &mut measures {
+            Some(s) => s,
+            None => measures.insert((
+                conn.prepare_cached(OCCURRENCE)?,
+                conn.prepare_cached(INSERT_MEASUREMENT)?,
+            )),
+        };
+        let (pack, task, run_id, lane) = occ
+            .query_row([task_id], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
+            })
+            .optional()?
+            .ok_or_else(|| StoreError::InvalidQuery {
+                key: "task_id",
+                message: format!("no task occurrence {task_id}"),
+            })?;
+        let (mut total, mut failed) = (0, 0);
+        for (sub, m) in all {
+            let r = MeasurementRecord::judged(m);
+            ins.execute(params![
                 task_id,
-                a.attempt,
-                a.result,
-                a.failure,
-                a.message,
-                a.started_ms,
-                a.finished_ms,
-                a.exit_code,
-                a.signal,
-                a.paths.task_dir,
-                a.paths.setup_log,
-                a.paths.main_log,
-                a.paths.teardown_log,
-                a.paths.artifacts_dir,
+                pack,
+                task,
+                sub,
+                r.name,
+                r.value,
+                r.units,
+                r.low,
+                r.high,
+                r.comparison.as_str(),
+                r.passed,
             ])?;
+            total += 1;
+            failed += i64::from(r.passed == Some(false));
+        }
+        let t = tallies.entry((run_id, lane)).or_default();
+        t.0 += total;
+        t.1 += failed;
+    }
+    if !tallies.is_empty() {
+        let mut add = conn.prepare_cached(ADD_TALLY)?;
+        for ((run_id, lane), (total, failed)) in tallies {
+            add.execute(params![run_id, lane, total, failed])?;
         }
     }
-    if !f.sections.is_empty() {
-        conn.execute("DELETE FROM sections WHERE task_result_id = ?1", [task_id])?;
-        let mut stmt = conn.prepare_cached(
-            "INSERT INTO sections (task_result_id, phase, section_id, parent_id, name, result, started_ms, finished_ms, section_json)
-             VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)",
-        )?;
-        for s in &f.sections {
-            let x = &s.section;
-            stmt.execute(params![
-                task_id,
-                s.phase,
-                x.id,
-                x.parent,
-                x.name,
-                x.result,
-                x.started_ms,
-                x.finished_ms,
-                serde_json::to_string(x).expect("plain JSON"),
-            ])?;
-        }
+    Ok(())
+}
+
+fn write_attempts(conn: &Connection, task_id: i64, attempts: &[AttemptRecord]) -> Result<()> {
+    conn.prepare_cached("DELETE FROM task_attempts WHERE task_result_id = ?1")?
+        .execute([task_id])?;
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO task_attempts (task_result_id, attempt, result, failure, message,
+            started_ms, finished_ms, exit_code, signal, task_dir, setup_log, main_log,
+            teardown_log, artifacts_dir)
+         VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14)",
+    )?;
+    for a in attempts {
+        let paths = stored_paths(conn, task_id, &a.paths)?;
+        stmt.execute(params![
+            task_id,
+            a.attempt,
+            a.result,
+            a.failure,
+            a.message,
+            a.started_ms,
+            a.finished_ms,
+            a.exit_code,
+            a.signal,
+            paths.task_dir,
+            paths.setup_log,
+            paths.main_log,
+            paths.teardown_log,
+            paths.artifacts_dir,
+        ])?;
     }
-    if !f.sub_results.is_empty() {
-        conn.execute(
-            "DELETE FROM sub_results WHERE task_result_id = ?1",
-            [task_id],
-        )?;
-        let mut stmt = conn.prepare_cached(
-            "INSERT INTO sub_results (task_result_id, idx, name, description, result, failure, message, metadata_json)
-             VALUES (?1,?2,?3,?4,?5,?6,?7,?8)",
-        )?;
-        for (i, s) in f.sub_results.iter().enumerate() {
-            stmt.execute(params![
-                task_id,
-                i as i64,
-                s.name,
-                s.description,
-                s.result,
-                s.failure,
-                s.message,
-                s.metadata.as_ref().map(|m| m.to_string())
-            ])?;
-        }
-        for s in &f.sub_results {
-            super::history::insert(conn, task_id, Some(&s.name), &s.measurements)?;
-        }
+    Ok(())
+}
+
+fn write_sections(conn: &Connection, task_id: i64, sections: &[SectionRecord]) -> Result<()> {
+    conn.prepare_cached("DELETE FROM sections WHERE task_result_id = ?1")?
+        .execute([task_id])?;
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO sections (task_result_id, phase, section_id, parent_id, name, result, started_ms, finished_ms, section_json)
+         VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)",
+    )?;
+    for s in sections {
+        let x = &s.section;
+        stmt.execute(params![
+            task_id,
+            s.phase,
+            x.id,
+            x.parent,
+            x.name,
+            x.result,
+            x.started_ms,
+            x.finished_ms,
+            serde_json::to_string(x).expect("plain JSON"),
+        ])?;
     }
-    super::history::insert(conn, task_id, None, &f.measurements)?;
     Ok(())
 }
