@@ -1132,6 +1132,7 @@ fn pack_library_keeps_versions_by_content_hash(b: &impl Backend) {
     let seen = other.open_pack_store().unwrap().packs().unwrap();
     assert_eq!(seen.len(), 3);
     assert!(seen.iter().all(|p| !p.private), "{seen:?}");
+}
 
 /// Task `k`'s result, the same for every run: sub-results with measurements, its own
 /// measurements (one out of its limits for task 1), attempts for task 2.
