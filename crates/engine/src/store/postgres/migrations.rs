@@ -441,4 +441,20 @@ INSERT INTO run_result_tallies (run_id, result, n)
     WHERE state = 'done' AND result IS NOT NULL GROUP BY run_id, result;
 "#,
     },
+    Migration {
+        name: "lab servers and their leases; the server executing a run; the book owner's server",
+        sql: r#"
+CREATE TABLE lab_servers (
+    id              TEXT PRIMARY KEY,
+    host            TEXT NOT NULL,
+    pid             BIGINT NOT NULL,
+    started_ms      BIGINT NOT NULL,
+    lease_until     TIMESTAMPTZ NOT NULL
+);
+ALTER TABLE runs ADD COLUMN server_id TEXT;
+CREATE INDEX runs_server_unfinished ON runs(server_id)
+    WHERE status IN ('queued', 'running', 'stalled');
+ALTER TABLE book_owner ADD COLUMN server_id TEXT;
+"#,
+    },
 ];

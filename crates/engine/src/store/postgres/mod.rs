@@ -41,6 +41,7 @@ pub mod migrations;
 mod misc;
 mod retention;
 mod runs;
+pub mod servers;
 mod tasks;
 mod webhooks;
 
@@ -345,6 +346,9 @@ pub struct PgStore {
     core: Arc<Core>,
     writer: Mutex<Writer>,
     owner: RunOwner,
+    /// This store as a server of the database (`servers`); `None` once
+    /// [`PgStore::owned_by`] stands in for another owner.
+    server: Option<servers::ServerLease>,
     commit_promised: AtomicBool,
     uncommitted: AtomicBool,
 }
@@ -361,6 +365,8 @@ impl Drop for PgStore {
     fn drop(&mut self) {
         let mut w = self.lock_writer();
         let _ = self.core.block(self.commit_pending(&mut w));
+        drop(w);
+        self.end_lease();
     }
 }
 
@@ -414,10 +420,12 @@ impl PgStore {
             })?;
             migrate(&mut conn, &location).await
         })?;
+        let server = servers::ServerLease::start(&core, servers::lease_ms_from_env()?)?;
         Ok(Self {
             core,
             writer: Mutex::new(Writer::default()),
             owner: RunOwner::this_process(),
+            server: Some(server),
             commit_promised: AtomicBool::new(false),
             uncommitted: AtomicBool::new(false),
         })
@@ -427,7 +435,29 @@ impl PgStore {
     /// stand in for a console that died).
     pub fn owned_by(mut self, owner: RunOwner) -> Self {
         self.owner = owner;
+        self.end_lease();
         self
+    }
+
+    /// This store's id among the servers of its database (`None` under
+    /// [`PgStore::owned_by`]).
+    pub fn server_id(&self) -> Option<&str> {
+        self.server.as_ref().map(|s| s.id.as_str())
+    }
+
+    /// The length of this server's lease, in milliseconds.
+    pub fn lease_ms(&self) -> Option<i64> {
+        self.server.as_ref().map(|s| s.lease_ms)
+    }
+
+    fn end_lease(&mut self) {
+        if let Some(server) = self.server.take() {
+            let core = self.core.clone();
+            let _ = core.block(core.on_conn(async |c| {
+                server.end(c).await;
+                Ok(())
+            }));
+        }
     }
 
     /// Schema version of the open database.
@@ -578,7 +608,7 @@ impl Store for PgStore {
     }
 
     fn lock_book(&self, who: &str) -> Result<Option<Box<dyn BookLock>>> {
-        book::lock(&self.core, who)
+        book::lock(&self.core, who, self.server_id())
     }
 
     fn book_owner(&self) -> Option<String> {
@@ -587,7 +617,8 @@ impl Store for PgStore {
 
     fn insert_run(&self, run: &NewRun, tasks: &[NewTaskRow]) -> Result<Vec<i64>> {
         let owner = self.owner;
-        self.write(async |c| tx(c, async |c| runs::insert(c, run, tasks, owner).await).await)
+        let server = self.server_id();
+        self.write(async |c| tx(c, async |c| runs::insert(c, run, tasks, owner, server).await).await)
     }
 
     fn set_run_status(
