@@ -93,6 +93,9 @@ struct Inner {
     cfg: QueueConfig,
     out_of_service: RwLock<Option<OutOfService>>,
     kick: Arc<Notify>,
+    /// Whether launches whose DUTs are busy queue: `cfg.queue_for_duts`, changed when
+    /// this console takes the book over or loses it ([`RunQueueService::set_book`]).
+    for_duts: std::sync::atomic::AtomicBool,
 }
 
 /// The run queue of one console. Cheap to clone.
@@ -116,6 +119,7 @@ impl RunQueueService {
         cfg: QueueConfig,
     ) -> Self {
         let book_rx = book.as_ref().map(LiveBook::subscribe);
+        let for_duts = cfg.queue_for_duts;
         let inner = Arc::new(Inner {
             state: Mutex::new(State::default()),
             store,
@@ -126,6 +130,7 @@ impl RunQueueService {
             cfg,
             out_of_service: RwLock::new(None),
             kick: Arc::new(Notify::new()),
+            for_duts: std::sync::atomic::AtomicBool::new(for_duts),
         });
         inner.reload();
         if inner.cfg.dispatch {
@@ -148,6 +153,34 @@ impl RunQueueService {
         self.kick();
     }
 
+    /// This console took the book over (`Some`) or lost it (`None`, see
+    /// `api::handover`): launches whose DUTs are busy queue while it owns the book, and
+    /// the book's releases and lapses wake the queue.
+    pub(crate) fn set_book(&self, book: Option<&LiveBook>) {
+        let owns = book.is_some() && self.inner.cfg.dispatch;
+        self.inner
+            .for_duts
+            .store(owns, std::sync::atomic::Ordering::Release);
+        if let Some(b) = book {
+            let mut rx = b.subscribe();
+            let kick = self.inner.kick.clone();
+            tokio::spawn(async move {
+                loop {
+                    match rx.recv().await {
+                        Ok(ev)
+                            if !matches!(
+                                ev.kind,
+                                BookEventKind::Released | BookEventKind::Expired
+                            ) => {}
+                        Err(broadcast::error::RecvError::Closed) => break,
+                        _ => kick.notify_one(),
+                    }
+                }
+            });
+        }
+        self.kick();
+    }
+
     /// Look again at what may start (a DUT came back into service, settings changed).
     pub fn kick(&self) {
         self.inner.kick.notify_one();
@@ -163,7 +196,7 @@ impl RunQueueService {
         let duts: Vec<String> = req.duts.iter().map(|d| d.name.clone()).collect();
         let mut st = inner.lock();
         let must_wait = info.through_queue
-            || (inner.cfg.queue_for_duts && !duts.is_empty() && {
+            || (inner.for_duts.load(std::sync::atomic::Ordering::Acquire) && !duts.is_empty() && {
                 let busy = inner.busy_now(&st);
                 duts.iter().any(|d| {
                     busy.contains(d)
