@@ -114,11 +114,7 @@ impl LocalConsole {
             .holding_runs()
             .into_iter()
             .filter(|id| {
-                !self.runs_here(id)
-                    && self
-                        .store
-                        .get_run(id)
-                        .is_ok_and(|r| r.status.is_finished())
+                !self.runs_here(id) && self.store.get_run(id).is_ok_and(|r| r.status.is_finished())
             })
             .collect();
         if ended.is_empty() {

@@ -628,7 +628,11 @@ impl Console for LocalConsole {
 
     fn shutdown(&self) {
         self.store.commit_pending_results();
-        let owned = self.owned_book.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let owned = self
+            .owned_book
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         if let Some(book) = owned {
             book.shutdown();
         }

@@ -256,8 +256,8 @@ impl Relay {
         let Some(row) = client
             .query_opt(
                 "SELECT kind, run_id, request FROM console_inbox \
-                 WHERE id = $1 AND taken_by IS NULL AND from_server <> $2",
-                &[&id, &self.server],
+                 WHERE id = $1 AND taken_by IS NULL",
+                &[&id],
             )
             .await?
         else {
@@ -497,7 +497,9 @@ impl Relay {
         tokio::spawn(async move {
             match relay.connect().await {
                 Ok(c) => serve_waiting(&relay, &c).await,
-                Err(e) => tracing::warn!(error = %e, "cannot read the requests waiting for a server"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the requests waiting for a server")
+                }
             }
         });
     }

@@ -618,7 +618,12 @@ impl Store for PgStore {
     fn insert_run(&self, run: &NewRun, tasks: &[NewTaskRow]) -> Result<Vec<i64>> {
         let owner = self.owner;
         let server = self.server_id();
-        self.write(async |c| tx(c, async |c| runs::insert(c, run, tasks, owner, server).await).await)
+        self.write(async |c| {
+            tx(c, async |c| {
+                runs::insert(c, run, tasks, owner, server).await
+            })
+            .await
+        })
     }
 
     fn set_run_status(

@@ -144,7 +144,12 @@ async fn renew(core: &Core, id: &str, lease_ms: i64) -> Result<()> {
                 "INSERT INTO lab_servers (id, host, pid, started_ms, lease_until)
                  VALUES ($1, $2, $3, 0, now() + make_interval(secs => $4))
                  ON CONFLICT (id) DO UPDATE SET lease_until = EXCLUDED.lease_until",
-                &[&id, &parts.first().copied().unwrap_or(""), &pid, &secs(lease_ms)],
+                &[
+                    &id,
+                    &parts.first().copied().unwrap_or(""),
+                    &pid,
+                    &secs(lease_ms),
+                ],
             )
             .await?;
             true
@@ -162,10 +167,9 @@ async fn renew(core: &Core, id: &str, lease_ms: i64) -> Result<()> {
 /// Forget servers whose lease lapsed over an hour ago (their runs were long taken for
 /// interrupted; a run without its server's row counts as one whose lease lapsed).
 async fn forget_long_gone(c: &Client) -> Result<u64> {
-    Ok(c
-        .execute(
-            "DELETE FROM lab_servers WHERE lease_until < now() - interval '1 hour'",
-            &[],
-        )
-        .await?)
+    Ok(c.execute(
+        "DELETE FROM lab_servers WHERE lease_until < now() - interval '1 hour'",
+        &[],
+    )
+    .await?)
 }
