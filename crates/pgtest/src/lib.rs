@@ -333,16 +333,27 @@ impl Cluster {
         self.kill();
         let ids = run_as()?;
         // A killed postmaster leaves its pid file; postgres checks the pid is not alive.
-        let child = spawn_server(
-            &self.bin,
-            &self.root.join("data"),
-            &self.root.join("sock"),
-            &self.root.join("server.log"),
-            self.port,
-            ids,
-        )?;
-        *self.child.lock().unwrap() = Some(child);
-        self.wait_ready(Duration::from_secs(60))
+        // Its backends end on their own once they notice; until the last has, the new
+        // postmaster refuses the shared memory they still hold, and is started again.
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            let child = spawn_server(
+                &self.bin,
+                &self.root.join("data"),
+                &self.root.join("sock"),
+                &self.root.join("server.log"),
+                self.port,
+                ids,
+            )?;
+            *self.child.lock().unwrap() = Some(child);
+            match self.wait_ready(Duration::from_secs(60)) {
+                Err(e) if e.0.contains("is still in use") && Instant::now() < until => {
+                    self.kill();
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                other => return other,
+            }
+        }
     }
 }
 

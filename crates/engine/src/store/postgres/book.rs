@@ -28,13 +28,23 @@ struct AdvisoryLock {
     client: Arc<Mutex<Option<Client>>>,
     lost: Arc<AtomicBool>,
     _stop: tokio::sync::watch::Sender<bool>,
-    _core: Arc<Core>,
+    core: Arc<Core>,
 }
 
 impl Drop for AdvisoryLock {
     fn drop(&mut self) {
-        // Closing the session now releases the lock now, whatever the keeper does.
-        drop(self.client.lock().unwrap_or_else(|p| p.into_inner()).take());
+        // Given up, not lost: the next owner need not wait for this server's lease.
+        // Closing the session then releases the lock now, whatever the keeper does.
+        let client = self.client.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let (Some(c), false) = (&client, self.lost.load(Ordering::Acquire)) {
+            let cleared = self
+                .core
+                .block(c.execute("UPDATE book_owner SET server_id = NULL WHERE id = 1", &[]));
+            if let Err(e) = cleared {
+                tracing::debug!(error = %e, "cannot record that the book was given up");
+            }
+        }
+        drop(client);
     }
 }
 
@@ -131,7 +141,7 @@ pub(super) fn lock(
             client,
             lost,
             _stop: stop,
-            _core: core.clone(),
+            core: core.clone(),
         });
         Ok(Some(lock))
     })
