@@ -334,7 +334,8 @@ impl Cluster {
         let ids = run_as()?;
         // A killed postmaster leaves its pid file; postgres checks the pid is not alive.
         // Its backends end on their own once they notice; until the last has, the new
-        // postmaster refuses the shared memory they still hold, and is started again.
+        // postmaster refuses the shared memory they still hold and exits: it is
+        // started again (for up to 10 s).
         let until = Instant::now() + Duration::from_secs(10);
         loop {
             let child = spawn_server(
@@ -347,7 +348,7 @@ impl Cluster {
             )?;
             *self.child.lock().unwrap() = Some(child);
             match self.wait_ready(Duration::from_secs(60)) {
-                Err(e) if e.0.contains("is still in use") && Instant::now() < until => {
+                Err(e) if e.0.starts_with("postgres exited") && Instant::now() < until => {
                     self.kill();
                     std::thread::sleep(Duration::from_millis(100));
                 }

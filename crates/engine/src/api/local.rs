@@ -294,6 +294,10 @@ impl LocalConsole {
                 retry: dispatch_retry,
             },
         );
+        if handover.is_some() && first_book.is_none() {
+            // A server following another's book: the owner starts queued runs.
+            queue.set_book(None);
+        }
         let library = Library::open(paths.pack_roots.clone());
         if watch_packs {
             if let Err(e) = library.watch() {

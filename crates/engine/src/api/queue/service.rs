@@ -96,6 +96,10 @@ struct Inner {
     /// Whether launches whose DUTs are busy queue: `cfg.queue_for_duts`, changed when
     /// this console takes the book over or loses it ([`RunQueueService::set_book`]).
     for_duts: std::sync::atomic::AtomicBool,
+    /// Whether this console starts queued runs and gives up overdue ones: with
+    /// `cfg.dispatch`, unless it is a server that follows another's book (then that
+    /// owner starts them, [`RunQueueService::set_book`]).
+    starts: std::sync::atomic::AtomicBool,
 }
 
 /// The run queue of one console. Cheap to clone.
@@ -120,6 +124,7 @@ impl RunQueueService {
     ) -> Self {
         let book_rx = book.as_ref().map(LiveBook::subscribe);
         let for_duts = cfg.queue_for_duts;
+        let starts = cfg.dispatch;
         let inner = Arc::new(Inner {
             state: Mutex::new(State::default()),
             store,
@@ -131,6 +136,7 @@ impl RunQueueService {
             out_of_service: RwLock::new(None),
             kick: Arc::new(Notify::new()),
             for_duts: std::sync::atomic::AtomicBool::new(for_duts),
+            starts: std::sync::atomic::AtomicBool::new(starts),
         });
         inner.reload();
         if inner.cfg.dispatch {
@@ -153,13 +159,17 @@ impl RunQueueService {
         self.kick();
     }
 
-    /// This console took the book over (`Some`) or lost it (`None`, see
-    /// `api::handover`): launches whose DUTs are busy queue while it owns the book, and
-    /// the book's releases and lapses wake the queue.
+    /// This console took the book over (`Some`), or follows the book another server
+    /// owns (`None`, see `api::handover`): while it owns the book, it starts queued
+    /// runs, launches whose DUTs are busy queue, and the book's releases and lapses wake
+    /// the queue; while it follows, the owner starts the queued runs.
     pub(crate) fn set_book(&self, book: Option<&LiveBook>) {
         let owns = book.is_some() && self.inner.cfg.dispatch;
         self.inner
             .for_duts
+            .store(owns, std::sync::atomic::Ordering::Release);
+        self.inner
+            .starts
             .store(owns, std::sync::atomic::Ordering::Release);
         if let Some(b) = book {
             let mut rx = b.subscribe();
@@ -508,6 +518,9 @@ async fn dispatch_loop(
             }
             w => w,
         };
+        if !inner.starts.load(std::sync::atomic::Ordering::Acquire) {
+            continue;
+        }
         inner.give_up_overdue();
         inner.dispatch(wake);
     }
