@@ -286,6 +286,11 @@ fn a_postgresql_restart_mid_run_loses_nothing_stored() {
         let run = lab.run(&id)?;
         (!matches!(status(&run), "queued" | "running" | "stalled" | "")).then_some(run)
     });
+    eprintln!(
+        "after the restart the run ended {} ({})",
+        status(&run),
+        run["run"]["reason"]
+    );
     match status(&run) {
         "completed" => assert_eq!(task(&run, "slow")["result"], "Passed", "{run}"),
         "interrupted" => assert!(run["run"]["reason"].as_str().is_some(), "{run}"),

@@ -25,10 +25,15 @@
 //! - **Reconnecting**: the pool checks a connection before handing it out
 //!   (`RecyclingMethod::Verified`) and the writer replaces a closed connection, so after
 //!   a PostgreSQL restart the next call works again; what was committed is kept.
-//! - **Limits, as on SQLite**: a run's owner is a process of this host (`RunOwner`: pid
-//!   and start time), so servers on one database must share a host until runs carry
-//!   leases; the book's advisory lock ends with its session (a server restart frees it
-//!   while the owner still acts as owner).
+//! - **Servers and their leases** (`servers`): each store is a server of the database
+//!   with a lease it renews (`lab_servers`, `TESTBAY_SERVER_LEASE_MS`); the runs it
+//!   inserts carry its id, and recovery takes a run whose server's lease lapsed for
+//!   interrupted ("server X stopped answering"), whatever host it ran on. Runs stored
+//!   without a server (by [`PgStore::owned_by`]) are judged by their pid, as on SQLite.
+//! - **The book's ownership across a restart**: the advisory lock ends with its
+//!   session; the owner's keeper takes it back on a new session, and the others leave
+//!   it free while the owner's lease runs (`book_owner.server_id`), so the owner
+//!   normally gets it back; if not, the lock reports itself lost (`BookLock::lost`).
 //!
 //! `import` copies a SQLite store in (`testbay migrate-store`).
 
