@@ -28,13 +28,24 @@ impl HandoverBroker {
         *self.book.write().unwrap_or_else(|p| p.into_inner()) = broker;
     }
 
+    /// The broker runs begin with now.
+    fn current(&self) -> Arc<dyn ResourceBroker> {
+        self.book
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .unwrap_or_else(|| Arc::new(AlwaysGrant))
+    }
+
+    /// The broker `run_id` began with (the current one for a run that did not begin).
     fn of(&self, run_id: &str) -> Arc<dyn ResourceBroker> {
-        self.runs
+        let began = self
+            .runs
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(run_id)
-            .cloned()
-            .unwrap_or_else(|| Arc::new(AlwaysGrant))
+            .cloned();
+        began.unwrap_or_else(|| self.current())
     }
 }
 
@@ -45,12 +56,7 @@ impl ResourceBroker for HandoverBroker {
         mode: ResourceMode,
         tasks: &[TaskNeeds<'_>],
     ) -> Result<(), String> {
-        let broker = self
-            .book
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-            .unwrap_or_else(|| Arc::new(AlwaysGrant));
+        let broker = self.current();
         self.runs
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -754,7 +754,8 @@ impl Store for PgStore {
     }
 
     fn interrupted_runs(&self) -> Result<Vec<String>> {
-        self.read(async |c| runs::interrupted(c).await)
+        let me = self.server_id();
+        self.read(async |c| runs::interrupted(c, me).await)
     }
 
     fn mark_interrupted(&self, run_ids: &[String], now: EpochMs) -> Result<RecoveryReport> {

@@ -167,10 +167,13 @@ pub(super) fn unfinished_sql() -> String {
 
 /// Runs left queued, running or stalled by a console that is no longer alive (a server
 /// whose lease lapsed, or a process that exited), oldest first.
-pub(super) async fn interrupted(c: &Client) -> Result<Vec<String>> {
+/// `me` is this store's server: its own runs are never among them, even when its lease
+/// lapsed while the database was out of reach (it still executes them).
+pub(super) async fn interrupted(c: &Client, me: Option<&str>) -> Result<Vec<String>> {
     let rows = c.query(&unfinished_sql(), &[]).await?;
     Ok(rows
         .iter()
+        .filter(|r| me.is_none() || r.get::<_, Option<&str>>(3) != me)
         .filter(|r| !has_console(r))
         .map(|r| r.get(0))
         .collect())
