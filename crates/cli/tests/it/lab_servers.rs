@@ -3,7 +3,8 @@
 //! lapses and what it held given back; the book's owner SIGKILLed, the survivor takes
 //! the book over; a PostgreSQL restart mid-run; two servers racing launches for one DUT.
 //! Each test has a fresh database (a private cluster for the restart), one data
-//! directory per server, and leases of 2 s (`TESTBAY_SERVER_LEASE_MS`).
+//! directory per server, and leases of 2 s (`TESTBAY_SERVER_LEASE_MS`, whose range is
+//! checked).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -343,4 +344,22 @@ fn two_servers_racing_launches_for_one_dut_never_overlap() {
             (w[1].0, w[1].1)
         );
     }
+}
+
+/// A lease out of its range is refused naming the variable and the range.
+#[test]
+fn a_lease_out_of_range_is_refused_naming_the_variable() {
+    let lab = Lab::new(fresh_db("servers_lease"));
+    let out = lab
+        .command(&lab.data("cli"))
+        .env("TESTBAY_SERVER_LEASE_MS", "10")
+        .args(["results", "--json"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = crate::support::text(&out.stderr);
+    assert!(
+        err.contains("TESTBAY_SERVER_LEASE_MS") && err.contains("1000 to 600000"),
+        "{err}"
+    );
 }
