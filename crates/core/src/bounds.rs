@@ -47,6 +47,10 @@ pub const MAX_CAPACITY: u32 = 10_000;
 pub const MAX_HOLD_S: u32 = 30 * 86_400;
 /// An operator hold's `from_ms`: within 10 years (3,653 days) of now, either way.
 pub const MAX_HOLD_OFFSET_MS: EpochMs = 3_653 * 86_400_000;
+/// A lab server's lease (`TESTBAY_SERVER_LEASE_MS`): 1 s to 10 minutes. A server that
+/// has not renewed it for that long is taken for gone by the others.
+pub const MIN_SERVER_LEASE_MS: i64 = 1_000;
+pub const MAX_SERVER_LEASE_MS: i64 = 600_000;
 /// Groups one launch names (a group may be named more than once).
 pub const MAX_LAUNCH_GROUPS: usize = 100;
 /// DUTs one launch names (one lane each).

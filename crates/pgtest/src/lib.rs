@@ -333,16 +333,28 @@ impl Cluster {
         self.kill();
         let ids = run_as()?;
         // A killed postmaster leaves its pid file; postgres checks the pid is not alive.
-        let child = spawn_server(
-            &self.bin,
-            &self.root.join("data"),
-            &self.root.join("sock"),
-            &self.root.join("server.log"),
-            self.port,
-            ids,
-        )?;
-        *self.child.lock().unwrap() = Some(child);
-        self.wait_ready(Duration::from_secs(60))
+        // Its backends end on their own once they notice; until the last has, the new
+        // postmaster refuses the shared memory they still hold and exits: it is
+        // started again (for up to 10 s).
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            let child = spawn_server(
+                &self.bin,
+                &self.root.join("data"),
+                &self.root.join("sock"),
+                &self.root.join("server.log"),
+                self.port,
+                ids,
+            )?;
+            *self.child.lock().unwrap() = Some(child);
+            match self.wait_ready(Duration::from_secs(60)) {
+                Err(e) if e.0.starts_with("postgres exited") && Instant::now() < until => {
+                    self.kill();
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                other => return other,
+            }
+        }
     }
 }
 

@@ -17,6 +17,7 @@ mod report;
 mod kissats;
 mod users;
 mod pg_store;
+mod lab_servers;
 mod triage_retention;
 mod support;
 mod remote;

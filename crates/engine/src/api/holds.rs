@@ -165,6 +165,8 @@ impl LocalConsole {
             ApiError::new(
                 ErrorCode::Unavailable,
                 self.book_note
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
                     .clone()
                     .unwrap_or_else(|| "no reservation book".into()),
             )
@@ -233,7 +235,14 @@ impl LocalConsole {
                 } else {
                     Vec::new()
                 };
-                Ok(lab_view::lab_view(l, &holds, self.book_note.clone()))
+                Ok(lab_view::lab_view(
+                    l,
+                    &holds,
+                    self.book_note
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .clone(),
+                ))
             }
             None => Ok(LabView {
                 file: self

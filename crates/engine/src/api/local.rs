@@ -20,7 +20,7 @@ use crate::diag::Diagnostic;
 use crate::health::HealthService;
 use crate::lab::{self as inventory, Lab};
 use crate::pack::library::{Library, LibraryChange};
-use crate::reserve::{BookBroker, BookClient, BookConfig, BookHandle, BrokerConfig, LiveBook};
+use crate::reserve::{BookClient, BookConfig, BookHandle, LiveBook};
 use crate::run::{AlwaysGrant, ResourceBroker, RunManager};
 use crate::store::{RecoveryReport, Store, StoreLocation};
 use crate::webhook::Webhooks;
@@ -40,9 +40,12 @@ pub struct LocalConsole {
     /// Behind a mutex: a client's database connection is not shareable between threads.
     pub(super) book: Option<Mutex<BookHandle>>,
     /// The book again when this console owns it, for [`Console::shutdown`] (which must
-    /// not wait for a request holding the mutex).
-    owned_book: Option<LiveBook>,
-    pub(super) book_note: Option<String>,
+    /// not wait for a request holding the mutex); set when a lab server takes the book
+    /// over (`api::handover`).
+    pub(super) owned_book: Arc<std::sync::RwLock<Option<LiveBook>>>,
+    /// How the book's owner is followed when this console may take the book over.
+    pub(super) handover: Option<super::handover::Handover>,
+    pub(super) book_note: Mutex<Option<String>>,
     /// Whether runs reserve what they use (not with [`BookUse::None`]).
     pub(super) reserve: bool,
     pub(super) clock: Arc<dyn Clock>,
@@ -195,6 +198,7 @@ impl LocalConsole {
         let (mut lab, mut lab_errors, mut book, mut book_note) = (None, Vec::new(), None, None);
         let mut owned_book = None;
         let mut broker: Arc<dyn ResourceBroker> = Arc::new(AlwaysGrant);
+        let mut handover = None;
         if let Some(file) = &paths.lab_file {
             match inventory::load(file) {
                 Ok(l) => {
@@ -215,16 +219,20 @@ impl LocalConsole {
                         None => book_note = Some("this console reserves nothing".into()),
                         Some(Ok(BookHandle::Owner(b))) => {
                             forward(b.subscribe(), events.clone(), Event::Book);
-                            broker = Arc::new(BookBroker::new(
-                                b.clone(),
-                                Some(Arc::new(l.clone())),
-                                BrokerConfig::default(),
-                            ));
+                            let h = super::handover::Handover::new(&l);
+                            h.broker.set_book(Some(h.book_broker(&b)));
+                            broker = h.broker.clone();
+                            handover = Some(h);
                             owned_book = Some(b.clone());
                             book = Some(Mutex::new(BookHandle::Owner(b)));
                         }
                         Some(Ok(client)) => {
-                            book_note = Some("another Testbay process on this data directory owns the reservation book; this view is its last saved state and holds go through it".into());
+                            book_note = Some(super::handover::NOT_OWNER.into());
+                            if relay_url.is_some() && book_use == BookUse::Own {
+                                let h = super::handover::Handover::new(&l);
+                                broker = h.broker.clone();
+                                handover = Some(h);
+                            }
                             book = Some(Mutex::new(client));
                         }
                         Some(Err(e)) => book_note = Some(format!("reservations unavailable: {e}")),
@@ -244,37 +252,54 @@ impl LocalConsole {
             }
             crate::settings::ConsoleSettings::default()
         });
-        let reservations: Option<ReservationSource> = match (&owned_book, &book) {
-            (Some(b), _) => {
+        let first_book = owned_book.clone();
+        let owned_book = Arc::new(std::sync::RwLock::new(owned_book));
+        let reservations: Option<ReservationSource> = match (&first_book, &book) {
+            (Some(b), _) if handover.is_none() => {
                 let b = b.clone();
                 Some(Arc::new(move || b.reservations()))
             }
-            (None, Some(_)) => BookClient::open(&*store).ok().map(|c| {
-                let c = Mutex::new(c);
-                Arc::new(move || {
-                    c.lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .reservations()
+            (_, Some(_)) => {
+                // The owner's book while this console owns it (it may take it over),
+                // else what the owner last stored.
+                let client = BookClient::open(&*store).ok().map(Mutex::new);
+                let owned = owned_book.clone();
+                Some(Arc::new(move || {
+                    if let Some(b) = &*owned.read().unwrap_or_else(|p| p.into_inner()) {
+                        return b.reservations();
+                    }
+                    client
+                        .as_ref()
+                        .map(|c| {
+                            c.lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .reservations()
+                                .unwrap_or_default()
+                        })
                         .unwrap_or_default()
-                }) as ReservationSource
-            }),
+                }) as ReservationSource)
+            }
             _ => None,
         };
         let queue = RunQueueService::open(
             store.clone(),
             runs.clone(),
-            owned_book.clone(),
+            first_book.clone(),
             reservations,
             clock.clone(),
             events.clone(),
             QueueConfig {
                 dispatch: serve_queue,
-                queue_for_duts: serve_queue && owned_book.is_some(),
+                queue_for_duts: serve_queue && first_book.is_some(),
                 cpu: cpu_probe.unwrap_or_else(|| Arc::new(ProcStat::new())),
                 cpu_threshold: settings.dispatch_cpu_threshold,
                 retry: dispatch_retry,
             },
         );
+        if handover.is_some() && first_book.is_none() {
+            // A server following another's book: the owner starts queued runs.
+            queue.set_book(None);
+        }
         let library = Library::open(paths.pack_roots.clone());
         if watch_packs {
             if let Err(e) = library.watch() {
@@ -320,7 +345,8 @@ impl LocalConsole {
             lab_errors,
             book,
             owned_book,
-            book_note,
+            handover,
+            book_note: Mutex::new(book_note),
             reserve: book_use != BookUse::None,
             clock,
             store,
@@ -362,7 +388,10 @@ impl LocalConsole {
 
     /// Whether this console owns the reservation book.
     pub(super) fn owns_book(&self) -> bool {
-        self.owned_book.is_some()
+        self.owned_book
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
     }
 
     /// Whether a run executes in this console.
@@ -397,6 +426,7 @@ impl LocalConsole {
                 }
                 Err(e) => tracing::warn!(error = %e, "events are not shared with other servers"),
             }
+            super::handover::start(Arc::downgrade(&me));
         }
         let starter = me
             .scheduler
@@ -677,7 +707,12 @@ impl Console for LocalConsole {
 
     fn shutdown(&self) {
         self.store.commit_pending_results();
-        if let Some(book) = &self.owned_book {
+        let owned = self
+            .owned_book
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(book) = owned {
             book.shutdown();
         }
         self.store.close_reads();
@@ -686,7 +721,7 @@ impl Console for LocalConsole {
 
 /// Copy one engine part's events into the console's stream, as `wrap(event)`; a lag on
 /// this internal hop becomes `resync` for everyone.
-fn forward<T: Clone + Send + 'static>(
+pub(super) fn forward<T: Clone + Send + 'static>(
     mut rx: broadcast::Receiver<T>,
     tx: broadcast::Sender<Event>,
     wrap: fn(T) -> Event,

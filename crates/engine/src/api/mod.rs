@@ -16,6 +16,7 @@ mod console;
 mod error;
 pub mod files;
 pub mod frames;
+mod handover;
 mod health;
 mod history;
 mod holds;

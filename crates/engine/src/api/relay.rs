@@ -258,8 +258,8 @@ impl Relay {
         let Some(row) = client
             .query_opt(
                 "SELECT kind, run_id, request FROM console_inbox \
-                 WHERE id = $1 AND taken_by IS NULL AND from_server <> $2",
-                &[&id, &self.server],
+                 WHERE id = $1 AND taken_by IS NULL",
+                &[&id],
             )
             .await?
         else {
@@ -445,18 +445,7 @@ async fn listen(relay: Weak<Relay>) {
             r.inject(Event::Resync { missed: 0 });
         }
         // Requests that waited while this server was not listening.
-        if let Ok(rows) = client
-            .query(
-                "SELECT id FROM console_inbox WHERE taken_by IS NULL \
-                 AND created_at > now() - make_interval(secs => $1) ORDER BY id",
-                &[&(FORWARD_PATIENCE.as_secs_f64())],
-            )
-            .await
-        {
-            for row in rows {
-                spawn_serve(&r, row.get(0));
-            }
-        }
+        serve_waiting(&r, &client).await;
         drop(r);
         while let Some(n) = notes.recv().await {
             let Some(r) = relay.upgrade() else { return };
@@ -483,6 +472,38 @@ async fn listen(relay: Weak<Relay>) {
             }
         }
         tokio::time::sleep(RECONNECT_AFTER).await;
+    }
+}
+
+/// Serve the requests still waiting for a server, read on `client`.
+async fn serve_waiting(relay: &Arc<Relay>, client: &Client) {
+    if let Ok(rows) = client
+        .query(
+            "SELECT id FROM console_inbox WHERE taken_by IS NULL \
+             AND created_at > now() - make_interval(secs => $1) ORDER BY id",
+            &[&(FORWARD_PATIENCE.as_secs_f64())],
+        )
+        .await
+    {
+        for row in rows {
+            spawn_serve(relay, row.get(0));
+        }
+    }
+}
+
+impl Relay {
+    /// Look at the requests waiting for a server now: this server just became able to
+    /// serve more (it took the book over).
+    pub(super) fn serve_waiting_now(self: &Arc<Self>) {
+        let relay = self.clone();
+        tokio::spawn(async move {
+            match relay.connect().await {
+                Ok(c) => serve_waiting(&relay, &c).await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the requests waiting for a server")
+                }
+            }
+        });
     }
 }
 

@@ -124,6 +124,8 @@ enum WriterMsg {
     Events(Vec<BookEvent>),
     Flush(mpsc::Sender<()>),
     Stop,
+    /// Stop without writing what is left (the ownership was lost).
+    Abandon,
 }
 
 struct Inner {
@@ -368,6 +370,59 @@ impl LiveBook {
         );
     }
 
+    /// Give back what runs stored as over (`ended`) still hold (as on opening): a
+    /// survivor took the runs of a server that stopped answering for interrupted.
+    /// Returns how many reservations were released.
+    pub fn give_back(&self, ended: impl Fn(&str) -> bool) -> usize {
+        self.with(|b| {
+            b.release_ended(|h| match h {
+                Holder::Run { run_id, .. } => ended(run_id),
+                Holder::Operator { .. } => false,
+            })
+        })
+    }
+
+    /// The runs that hold or booked something in the book.
+    pub fn holding_runs(&self) -> std::collections::BTreeSet<String> {
+        self.reservations()
+            .into_iter()
+            .filter_map(|v| match &*v.holder {
+                Holder::Run { run_id, .. } => Some(run_id.to_string()),
+                Holder::Operator { .. } => None,
+            })
+            .collect()
+    }
+
+    /// Whether the ownership was lost without this process giving it up (see
+    /// [`crate::store::BookLock::lost`]): it must stop acting as the owner.
+    pub fn lost(&self) -> bool {
+        self.inner
+            .lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(|l| l.lost())
+    }
+
+    /// Stop as owner without writing anything more: the ownership was [lost](Self::lost)
+    /// and another process writes the book now. Changes made here from now on stay in
+    /// memory.
+    pub fn abandon(&self) {
+        let _ = self
+            .inner
+            .to_writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send(WriterMsg::Abandon);
+        drop(
+            self.inner
+                .lock
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(),
+        );
+    }
+
     /// Where the book's store is ([`Store::location`]).
     pub fn location(&self) -> &str {
         &self.inner.location
@@ -526,6 +581,7 @@ fn pump(
                 write(store, &mut batch);
                 return true;
             }
+            WriterMsg::Abandon => return true,
         }
         next = rx.try_recv().ok();
     }

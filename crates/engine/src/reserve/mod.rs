@@ -4,6 +4,7 @@
 //! lab's book in PostgreSQL, shared by several servers.
 
 pub mod broker;
+pub mod handover;
 pub mod labdb;
 pub mod live;
 

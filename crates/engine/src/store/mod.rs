@@ -331,7 +331,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
 /// The reservation book's ownership, held by the owning process (see
 /// [`Store::lock_book`]); dropping it gives the book up.
-pub trait BookLock: Send {}
+pub trait BookLock: Send {
+    /// Whether the ownership was lost without being given up: the database restarted
+    /// and another server took the book before this one could take it back. The owner
+    /// then stops acting as one.
+    fn lost(&self) -> bool {
+        false
+    }
+}
 
 /// The reservation book's persistence (`reserve::live`): live reservations, the event
 /// history, and the inbox through which another process asks the book's owner to act.

@@ -93,6 +93,13 @@ struct Inner {
     cfg: QueueConfig,
     out_of_service: RwLock<Option<OutOfService>>,
     kick: Arc<Notify>,
+    /// Whether launches whose DUTs are busy queue: `cfg.queue_for_duts`, changed when
+    /// this console takes the book over or loses it ([`RunQueueService::set_book`]).
+    for_duts: std::sync::atomic::AtomicBool,
+    /// Whether this console starts queued runs and gives up overdue ones: with
+    /// `cfg.dispatch`, unless it is a server that follows another's book (then that
+    /// owner starts them, [`RunQueueService::set_book`]).
+    starts: std::sync::atomic::AtomicBool,
 }
 
 /// The run queue of one console. Cheap to clone.
@@ -116,6 +123,8 @@ impl RunQueueService {
         cfg: QueueConfig,
     ) -> Self {
         let book_rx = book.as_ref().map(LiveBook::subscribe);
+        let for_duts = cfg.queue_for_duts;
+        let starts = cfg.dispatch;
         let inner = Arc::new(Inner {
             state: Mutex::new(State::default()),
             store,
@@ -126,6 +135,8 @@ impl RunQueueService {
             cfg,
             out_of_service: RwLock::new(None),
             kick: Arc::new(Notify::new()),
+            for_duts: std::sync::atomic::AtomicBool::new(for_duts),
+            starts: std::sync::atomic::AtomicBool::new(starts),
         });
         inner.reload();
         if inner.cfg.dispatch {
@@ -148,6 +159,38 @@ impl RunQueueService {
         self.kick();
     }
 
+    /// This console took the book over (`Some`), or follows the book another server
+    /// owns (`None`, see `api::handover`): while it owns the book, it starts queued
+    /// runs, launches whose DUTs are busy queue, and the book's releases and lapses wake
+    /// the queue; while it follows, the owner starts the queued runs.
+    pub(crate) fn set_book(&self, book: Option<&LiveBook>) {
+        let owns = book.is_some() && self.inner.cfg.dispatch;
+        self.inner
+            .for_duts
+            .store(owns, std::sync::atomic::Ordering::Release);
+        self.inner
+            .starts
+            .store(owns, std::sync::atomic::Ordering::Release);
+        if let Some(b) = book {
+            let mut rx = b.subscribe();
+            let kick = self.inner.kick.clone();
+            tokio::spawn(async move {
+                loop {
+                    match rx.recv().await {
+                        Ok(ev)
+                            if !matches!(
+                                ev.kind,
+                                BookEventKind::Released | BookEventKind::Expired
+                            ) => {}
+                        Err(broadcast::error::RecvError::Closed) => break,
+                        _ => kick.notify_one(),
+                    }
+                }
+            });
+        }
+        self.kick();
+    }
+
     /// Look again at what may start (a DUT came back into service, settings changed).
     pub fn kick(&self) {
         self.inner.kick.notify_one();
@@ -163,7 +206,7 @@ impl RunQueueService {
         let duts: Vec<String> = req.duts.iter().map(|d| d.name.clone()).collect();
         let mut st = inner.lock();
         let must_wait = info.through_queue
-            || (inner.cfg.queue_for_duts && !duts.is_empty() && {
+            || (inner.for_duts.load(std::sync::atomic::Ordering::Acquire) && !duts.is_empty() && {
                 let busy = inner.busy_now(&st);
                 duts.iter().any(|d| {
                     busy.contains(d)
@@ -475,6 +518,9 @@ async fn dispatch_loop(
             }
             w => w,
         };
+        if !inner.starts.load(std::sync::atomic::Ordering::Acquire) {
+            continue;
+        }
         inner.give_up_overdue();
         inner.dispatch(wake);
     }

@@ -4,47 +4,144 @@
 //! the owner's name in `book_owner`.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio_postgres::Client;
 
 use super::Core;
 use crate::clock::EpochMs;
-use crate::store::{BookLock, BookStore, Result, RunOwner, SavedBook, StoreError, StoredEvent};
+use crate::store::{BookLock, BookStore, Result, SavedBook, StoreError, StoredEvent};
 use testbay_core::reserve::{BookEvent, BookEventKind, ReservationView};
 
 /// The key of the book's advisory lock.
 const BOOK_LOCK: i64 = 0x7465_7374_6261_7902;
 
 /// The book's ownership: the session holding the advisory lock. Dropping it closes the
-/// session, which releases the lock.
+/// session, which releases the lock. A keeper task takes the lock again on a new
+/// session when the database drops the first (a restart): the other servers leave it
+/// free while this server's lease runs ([`lock`]), so it is normally back within the
+/// lease; if another server has it by then, the ownership is [`BookLock::lost`].
 struct AdvisoryLock {
-    _client: Client,
-    _core: Arc<Core>,
+    /// The session holding the lock (`None` once given up).
+    client: Arc<Mutex<Option<Client>>>,
+    lost: Arc<AtomicBool>,
+    _stop: tokio::sync::watch::Sender<bool>,
+    core: Arc<Core>,
 }
 
-impl BookLock for AdvisoryLock {}
-
-pub(super) fn lock(core: &Arc<Core>, who: &str) -> Result<Option<Box<dyn BookLock>>> {
-    core.block(async {
-        let client = core.own_connection().await?;
-        let got: bool = client
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&BOOK_LOCK])
-            .await?
-            .get(0);
-        if !got {
-            return Ok(None);
+impl Drop for AdvisoryLock {
+    fn drop(&mut self) {
+        // Given up, not lost: the next owner need not wait for this server's lease.
+        // Closing the session then releases the lock now, whatever the keeper does.
+        let client = self.client.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let (Some(c), false) = (&client, self.lost.load(Ordering::Acquire)) {
+            let cleared = self
+                .core
+                .block(c.execute("UPDATE book_owner SET server_id = NULL WHERE id = 1", &[]));
+            if let Err(e) = cleared {
+                tracing::debug!(error = %e, "cannot record that the book was given up");
+            }
         }
+        drop(client);
+    }
+}
+
+impl BookLock for AdvisoryLock {
+    fn lost(&self) -> bool {
+        self.lost.load(Ordering::Acquire)
+    }
+}
+
+/// How often the keeper looks at the lock's session.
+const KEEPER_PERIOD: Duration = Duration::from_millis(250);
+
+/// Take the book's lock on `client` and name the owner; false if another session has it.
+async fn take(client: &Client, who: &str, server: Option<&str>) -> Result<bool> {
+    let got: bool = client
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&BOOK_LOCK])
+        .await?
+        .get(0);
+    if got {
         client
             .execute(
-                "INSERT INTO book_owner (id, who) VALUES (1, $1)
-                 ON CONFLICT (id) DO UPDATE SET who = $1",
-                &[&who],
+                "INSERT INTO book_owner (id, who, server_id) VALUES (1, $1, $2)
+                 ON CONFLICT (id) DO UPDATE SET who = $1, server_id = $2",
+                &[&who, &server],
             )
             .await?;
+    }
+    Ok(got)
+}
+
+/// Own the book for `who` (this store's server `server`), unless another session holds
+/// its lock, or the server last named its owner still has a running lease (it is
+/// taking the lock back after losing its session).
+pub(super) fn lock(
+    core: &Arc<Core>,
+    who: &str,
+    server: Option<&str>,
+) -> Result<Option<Box<dyn BookLock>>> {
+    core.block(async {
+        let client = core.own_connection().await?;
+        let owner_alive: bool = client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM book_owner b JOIN lab_servers s ON s.id = b.server_id
+                 WHERE b.id = 1 AND s.lease_until > now() AND b.server_id IS DISTINCT FROM $1)",
+                &[&server],
+            )
+            .await?
+            .get(0);
+        if owner_alive || !take(&client, who, server).await? {
+            return Ok(None);
+        }
+        let client = Arc::new(Mutex::new(Some(client)));
+        let lost = Arc::new(AtomicBool::new(false));
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let (keeper_client, keeper_lost) = (client.clone(), lost.clone());
+        let (who, server) = (who.to_string(), server.map(str::to_string));
+        let weak = Arc::downgrade(core);
+        core.rt().spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(KEEPER_PERIOD) => {}
+                    _ = stopped.changed() => return,
+                }
+                let closed = match &*keeper_client.lock().unwrap_or_else(|p| p.into_inner()) {
+                    Some(c) => c.is_closed(),
+                    None => return,
+                };
+                if !closed {
+                    continue;
+                }
+                let Some(core) = weak.upgrade() else { return };
+                let Ok(fresh) = core.own_connection().await else {
+                    continue;
+                };
+                match take(&fresh, &who, server.as_deref()).await {
+                    Ok(true) => {
+                        let mut held = keeper_client.lock().unwrap_or_else(|p| p.into_inner());
+                        if held.is_none() {
+                            return;
+                        }
+                        tracing::warn!("took the reservation book's lock back after the database connection dropped");
+                        *held = Some(fresh);
+                    }
+                    Ok(false) => {
+                        tracing::error!("the reservation book's lock was lost: another server took it while the database connection was down");
+                        keeper_lost.store(true, Ordering::Release);
+                        return;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot take the reservation book's lock back yet"),
+                }
+            }
+        });
         let lock: Box<dyn BookLock> = Box::new(AdvisoryLock {
-            _client: client,
-            _core: core.clone(),
+            client,
+            lost,
+            _stop: stop,
+            core: core.clone(),
         });
         Ok(Some(lock))
     })
@@ -242,16 +339,10 @@ impl BookStore for PgBookStore {
 
     fn live_runs(&self) -> Result<HashSet<String>> {
         self.on(async |c| {
-            let rows = c
-                .query(
-                    "SELECT id, owner_pid, owner_start FROM runs
-                     WHERE status IN ('queued', 'running', 'stalled')",
-                    &[],
-                )
-                .await?;
+            let rows = c.query(&super::runs::unfinished_sql(), &[]).await?;
             Ok(rows
                 .iter()
-                .filter(|r| RunOwner::alive(r.get(1), r.get(2)))
+                .filter(|r| super::runs::has_console(r))
                 .map(|r| r.get(0))
                 .collect())
         })

@@ -115,7 +115,12 @@ struct Column {
     kind: Kind,
 }
 
-/// The columns of `table` in the PostgreSQL schema, in order.
+/// Columns only a lab has (`table`, `column`): a single seat's store has nothing for
+/// them, so they are neither copied nor compared (`runs.server_id`: the lab server
+/// executing a run).
+const LAB_ONLY: &[(&str, &str)] = &[("runs", "server_id")];
+
+/// The columns of `table` in the PostgreSQL schema, in order, but those of [`LAB_ONLY`].
 async fn columns(c: &Client, table: &str) -> Result<Vec<Column>> {
     let rows = c
         .query(
@@ -126,6 +131,7 @@ async fn columns(c: &Client, table: &str) -> Result<Vec<Column>> {
         .await?;
     Ok(rows
         .iter()
+        .filter(|r| !LAB_ONLY.contains(&(table, r.get::<_, &str>(0))))
         .map(|r| {
             let ty: &str = r.get(1);
             Column {

@@ -496,4 +496,20 @@ FROM (SELECT t.id AS task_id, regexp_replace(r.snapshot_dir, '[^/]*$', '') AS fo
 WHERE b.task_id = task_attempts.task_result_id;
 "#,
     },
+    Migration {
+        name: "lab servers and their leases; the server executing a run; the book owner's server",
+        sql: r#"
+CREATE TABLE lab_servers (
+    id              TEXT PRIMARY KEY,
+    host            TEXT NOT NULL,
+    pid             BIGINT NOT NULL,
+    started_ms      BIGINT NOT NULL,
+    lease_until     TIMESTAMPTZ NOT NULL
+);
+ALTER TABLE runs ADD COLUMN server_id TEXT;
+CREATE INDEX runs_server_unfinished ON runs(server_id)
+    WHERE status IN ('queued', 'running', 'stalled');
+ALTER TABLE book_owner ADD COLUMN server_id TEXT;
+"#,
+    },
 ];

@@ -25,10 +25,15 @@
 //! - **Reconnecting**: the pool checks a connection before handing it out
 //!   (`RecyclingMethod::Verified`) and the writer replaces a closed connection, so after
 //!   a PostgreSQL restart the next call works again; what was committed is kept.
-//! - **Limits, as on SQLite**: a run's owner is a process of this host (`RunOwner`: pid
-//!   and start time), so servers on one database must share a host until runs carry
-//!   leases; the book's advisory lock ends with its session (a server restart frees it
-//!   while the owner still acts as owner).
+//! - **Servers and their leases** (`servers`): each store is a server of the database
+//!   with a lease it renews (`lab_servers`, `TESTBAY_SERVER_LEASE_MS`); the runs it
+//!   inserts carry its id, and recovery takes a run whose server's lease lapsed for
+//!   interrupted ("server X stopped answering"), whatever host it ran on. Runs stored
+//!   without a server (by [`PgStore::owned_by`]) are judged by their pid, as on SQLite.
+//! - **The book's ownership across a restart**: the advisory lock ends with its
+//!   session; the owner's keeper takes it back on a new session, and the others leave
+//!   it free while the owner's lease runs (`book_owner.server_id`), so the owner
+//!   normally gets it back; if not, the lock reports itself lost (`BookLock::lost`).
 //!
 //! `import` copies a SQLite store in (`testbay migrate-store`).
 
@@ -42,6 +47,7 @@ pub mod migrations;
 mod misc;
 mod retention;
 mod runs;
+pub mod servers;
 mod tasks;
 mod webhooks;
 
@@ -346,6 +352,9 @@ pub struct PgStore {
     core: Arc<Core>,
     writer: Mutex<Writer>,
     owner: RunOwner,
+    /// This store as a server of the database (`servers`); `None` once
+    /// [`PgStore::owned_by`] stands in for another owner.
+    server: Option<servers::ServerLease>,
     commit_promised: AtomicBool,
     uncommitted: AtomicBool,
 }
@@ -362,6 +371,8 @@ impl Drop for PgStore {
     fn drop(&mut self) {
         let mut w = self.lock_writer();
         let _ = self.core.block(self.commit_pending(&mut w));
+        drop(w);
+        self.end_lease();
     }
 }
 
@@ -415,10 +426,12 @@ impl PgStore {
             })?;
             migrate(&mut conn, &location).await
         })?;
+        let server = servers::ServerLease::start(&core, servers::lease_ms_from_env()?)?;
         Ok(Self {
             core,
             writer: Mutex::new(Writer::default()),
             owner: RunOwner::this_process(),
+            server: Some(server),
             commit_promised: AtomicBool::new(false),
             uncommitted: AtomicBool::new(false),
         })
@@ -428,7 +441,29 @@ impl PgStore {
     /// stand in for a console that died).
     pub fn owned_by(mut self, owner: RunOwner) -> Self {
         self.owner = owner;
+        self.end_lease();
         self
+    }
+
+    /// This store's id among the servers of its database (`None` under
+    /// [`PgStore::owned_by`]).
+    pub fn server_id(&self) -> Option<&str> {
+        self.server.as_ref().map(|s| s.id.as_str())
+    }
+
+    /// The length of this server's lease, in milliseconds.
+    pub fn lease_ms(&self) -> Option<i64> {
+        self.server.as_ref().map(|s| s.lease_ms)
+    }
+
+    fn end_lease(&mut self) {
+        if let Some(server) = self.server.take() {
+            let core = self.core.clone();
+            let _ = core.block(core.on_conn(async |c| {
+                server.end(c).await;
+                Ok(())
+            }));
+        }
     }
 
     /// Schema version of the open database.
@@ -579,7 +614,7 @@ impl Store for PgStore {
     }
 
     fn lock_book(&self, who: &str) -> Result<Option<Box<dyn BookLock>>> {
-        book::lock(&self.core, who)
+        book::lock(&self.core, who, self.server_id())
     }
 
     fn book_owner(&self) -> Option<String> {
@@ -588,7 +623,13 @@ impl Store for PgStore {
 
     fn insert_run(&self, run: &NewRun, tasks: &[NewTaskRow]) -> Result<Vec<i64>> {
         let owner = self.owner;
-        self.write(async |c| tx(c, async |c| runs::insert(c, run, tasks, owner).await).await)
+        let server = self.server_id();
+        self.write(async |c| {
+            tx(c, async |c| {
+                runs::insert(c, run, tasks, owner, server).await
+            })
+            .await
+        })
     }
 
     fn set_run_status(
@@ -714,7 +755,8 @@ impl Store for PgStore {
     }
 
     fn interrupted_runs(&self) -> Result<Vec<String>> {
-        self.read(async |c| runs::interrupted(c).await)
+        let me = self.server_id();
+        self.read(async |c| runs::interrupted(c, me).await)
     }
 
     fn mark_interrupted(&self, run_ids: &[String], now: EpochMs) -> Result<RecoveryReport> {

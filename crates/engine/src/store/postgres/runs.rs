@@ -26,12 +26,13 @@ pub(super) async fn insert(
     run: &NewRun,
     tasks: &[NewTaskRow],
     owner: RunOwner,
+    server: Option<&str>,
 ) -> Result<Vec<i64>> {
     c.execute(
         "INSERT INTO runs (id, pack_name, pack_version, content_hash, pack_dir, snapshot_dir,
             groups_json, duts_json, ats, params_json, resource_mode, coverage_mode, status,
-            reason, created_ms, est_run_time, owner_pid, owner_start)
-         VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18)",
+            reason, created_ms, est_run_time, owner_pid, owner_start, server_id)
+         VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19)",
         &[
             &run.id,
             &run.pack_name,
@@ -51,6 +52,7 @@ pub(super) async fn insert(
             &run.est_run_time,
             &owner.pid,
             &owner.start,
+            &server,
         ],
     )
     .await?;
@@ -144,19 +146,35 @@ pub(super) async fn list(c: &Client, sql: &ListSql) -> Result<RunPage> {
     })
 }
 
-/// Runs left queued, running or stalled by a console that is no longer alive, oldest
-/// first.
-pub(super) async fn interrupted(c: &Client) -> Result<Vec<String>> {
-    let rows = c
-        .query(
-            "SELECT id, owner_pid, owner_start FROM runs
-             WHERE status IN ('queued', 'running', 'stalled') ORDER BY created_ms",
-            &[],
-        )
-        .await?;
+/// Whether the unfinished run in `row` (`id, owner_pid, owner_start, server_id, alive`,
+/// see [`UNFINISHED`]) still has its console: a server's lease that runs, or, for a run
+/// stored without a server, a live process.
+pub(super) fn has_console(row: &tokio_postgres::Row) -> bool {
+    match row.get::<_, Option<String>>(3) {
+        Some(_) => row.get(4),
+        None => RunOwner::alive(row.get(1), row.get(2)),
+    }
+}
+
+/// Unfinished runs with what [`has_console`] judges by, oldest first.
+pub(super) fn unfinished_sql() -> String {
+    format!(
+        "SELECT r.id, r.owner_pid, r.owner_start, r.server_id, {} FROM runs r
+         WHERE r.status IN ('queued', 'running', 'stalled') ORDER BY r.created_ms",
+        super::servers::SERVER_ALIVE
+    )
+}
+
+/// Runs left queued, running or stalled by a console that is no longer alive (a server
+/// whose lease lapsed, or a process that exited), oldest first.
+/// `me` is this store's server: its own runs are never among them, even when its lease
+/// lapsed while the database was out of reach (it still executes them).
+pub(super) async fn interrupted(c: &Client, me: Option<&str>) -> Result<Vec<String>> {
+    let rows = c.query(&unfinished_sql(), &[]).await?;
     Ok(rows
         .iter()
-        .filter(|r| !RunOwner::alive(r.get(1), r.get(2)))
+        .filter(|r| me.is_none() || r.get::<_, Option<&str>>(3) != me)
+        .filter(|r| !has_console(r))
         .map(|r| r.get(0))
         .collect())
 }
@@ -173,10 +191,16 @@ pub(super) async fn mark_interrupted(
         let aborted = super::tx(c, async |c| {
             let marked = c
                 .execute(
-                    "UPDATE runs SET status = 'interrupted',
-                        reason = 'the console running it exited' || CASE WHEN owner_pid IS NULL THEN '' ELSE ' (pid ' || owner_pid || ')' END,
+                    &format!(
+                        "UPDATE runs r SET status = 'interrupted',
+                        reason = CASE WHEN server_id IS NOT NULL
+                            THEN 'server ' || server_id || ' stopped answering'
+                            ELSE 'the console running it exited' || CASE WHEN owner_pid IS NULL THEN '' ELSE ' (pid ' || owner_pid || ')' END END,
                         finished_ms = $2
-                     WHERE id = $1 AND status IN ('queued', 'running', 'stalled')",
+                     WHERE id = $1 AND status IN ('queued', 'running', 'stalled')
+                        AND NOT (server_id IS NOT NULL AND {})",
+                        super::servers::SERVER_ALIVE
+                    ),
                     &[run_id, &now],
                 )
                 .await?;
