@@ -5,8 +5,8 @@
 //!
 //! Read-only requests need `viewer`; launching, stopping, holds, prompt answers, queue
 //! moves, schedules and the like need `operator`; users, webhooks and a schedule another
-//! user made need `admin`. An `agent` is
-//! refused everything until an agent API says what it may do.
+//! user made need `admin`. An `agent` may make only a rack agent's requests
+//! (`agent_snapshot`), and nobody else may make those.
 
 use serde::{Deserialize, Serialize};
 use ts_rs::TS;
@@ -108,6 +108,7 @@ impl Request {
             | RunTriage { .. }
             | TriageSummary { .. }
             | DataUsage
+            | Agents
             | RunKeep { .. } => READ,
             Launch(_)
             | StopRun { .. }
@@ -129,6 +130,7 @@ impl Request {
             | PinBaseline { .. }
             | UnpinBaseline { .. }
             | SetRunKeep { .. }
+            | DrainAgent { .. }
             | RenewHold { .. } => OPERATE,
             AddWebhook { .. }
             | UpdateWebhook { .. }
@@ -142,6 +144,8 @@ impl Request {
             Prune { dry_run: true } => (Role::Viewer, false),
             Prune { dry_run: false } => ADMINISTER,
             ListUsers => (Role::Admin, false),
+            // A rack agent's own requests: only an agent makes them.
+            AgentSnapshot { .. } => (Role::Agent, false),
         }
     }
 
@@ -178,6 +182,7 @@ impl Request {
             UpdateWebhook { id, .. } | RemoveWebhook { id } => id.to_string(),
             AddUser { name, .. } => name.clone(),
             RevokeUser { user } | SetUserRole { user, .. } => user.clone(),
+            DrainAgent { name, .. } => name.clone(),
             _ => String::new(),
         }
     }
@@ -206,7 +211,7 @@ pub fn authorize(caller: &Caller, request: &Request) -> Result<(), ApiError> {
     }
     let why = if caller.role == Role::Agent {
         format!(
-            "{} is a rack agent; agents may make no requests yet ({} needs the {} role)",
+            "{} is a rack agent; agents may make only the agent's requests ({} needs the {} role)",
             caller.name(),
             request.cmd(),
             needed.as_str()
@@ -292,6 +297,7 @@ impl LocalConsole {
             .then(|| (request.cmd(), request.target(), request.detail()));
         let answer = match request {
             Request::WhoAmI => Ok(who_am_i(caller)),
+            Request::AgentSnapshot { hash } => self.agent_snapshot(caller.name(), hash).await,
             other => self.route(other).await,
         };
         if let (Ok(res), Some((action, target, detail)), Some(access)) =

@@ -11,6 +11,7 @@
 //!   has missed events and must reload what it shows.
 
 pub mod access;
+mod agents;
 mod artifacts;
 mod console;
 mod error;
@@ -447,6 +448,20 @@ pub enum Request {
     RenewHold {
         id: ResId,
     },
+    /// The rack agents: racks, host, last heartbeat, CPU, the phases they run, drained
+    /// or not.
+    Agents,
+    /// Give a rack agent no new runs (it finishes those it has); `drain: false` takes it
+    /// back.
+    DrainAgent {
+        name: String,
+        #[serde(default = "yes")]
+        drain: bool,
+    },
+    /// A rack agent fetches a run's pack snapshot by its content hash (agents only).
+    AgentSnapshot {
+        hash: String,
+    },
 }
 
 fn yes() -> bool {
@@ -592,6 +607,9 @@ pub enum Response {
     RunKeep(RunKeep),
     SetRunKeep(RunKeep),
     RenewHold(ReservationView),
+    Agents(Vec<crate::agents::AgentView>),
+    DrainAgent(crate::agents::AgentView),
+    AgentSnapshot(crate::agents::wire::Snapshot),
 }
 
 /// A DUT's health now, its health check and its history (newest first).
