@@ -20,3 +20,4 @@ mod pg_store;
 mod triage_retention;
 mod support;
 mod remote;
+mod agents;
