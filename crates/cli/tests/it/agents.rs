@@ -170,6 +170,19 @@ impl Lab {
             .to_string()
     }
 
+    /// A launch that could not start: the stored run, whose reason says why.
+    fn launch_refused(&self, pack: &str) -> Value {
+        let r = self.call(json!({"cmd": "launch", "pack": pack, "duts": ["stb-01"]}));
+        let message = r["error"]["message"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{r}"));
+        let id = message
+            .strip_prefix("run ")
+            .and_then(|m| m.split_whitespace().next())
+            .unwrap_or_else(|| panic!("{r}"));
+        self.wait_status(id, &["could_not_start"], Duration::from_secs(10))
+    }
+
     fn run(&self, id: &str) -> Value {
         self.call(json!({"cmd": "get_run", "run_id": id}))["data"].clone()
     }
@@ -216,8 +229,7 @@ fn a_rack_agent_runs_its_racks_tasks_and_the_server_stores_them() {
     let lab = Lab::start();
 
     // No agent for rack-a yet: the run could not start, and says why.
-    let id = lab.launch("where");
-    let r = lab.wait_status(&id, &["could_not_start"], Duration::from_secs(10));
+    let r = lab.launch_refused("where");
     assert_eq!(r["run"]["reason"], "no agent for rack-a", "{r}");
 
     // The agent user may do nothing but an agent's requests.
@@ -269,8 +281,7 @@ fn a_rack_agent_runs_its_racks_tasks_and_the_server_stores_them() {
     // Drained, the agent takes no new run.
     let d = lab.call(json!({"cmd": "drain_agent", "name": "agent-a"}));
     assert_eq!(d["data"]["draining"], true, "{d}");
-    let id = lab.launch("where");
-    let r = lab.wait_status(&id, &["could_not_start"], Duration::from_secs(10));
+    let r = lab.launch_refused("where");
     assert!(
         r["run"]["reason"]
             .as_str()
