@@ -102,7 +102,10 @@ pub async fn run(
             Ended::Refused(why) => {
                 return Err(ApiError::new(
                     ErrorCode::Forbidden,
-                    format!("the lab server at {} refused this agent: {why}", opts.target.url),
+                    format!(
+                        "the lab server at {} refused this agent: {why}",
+                        opts.target.url
+                    ),
                 ))
             }
             Ended::Dropped(why) => {

@@ -32,7 +32,8 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
     if ctx.token.is_none() {
         bail!("testbay agent needs --token: the token of a user with the agent role (`testbay users add NAME --role agent` on the server)");
     }
-    let target = Target::parse(server, ctx.token.clone()).map_err(|e| anyhow::anyhow!(error_text(&e)))?;
+    let target =
+        Target::parse(server, ctx.token.clone()).map_err(|e| anyhow::anyhow!(error_text(&e)))?;
     let work_dir = args.work_dir.unwrap_or_else(|| ctx.data_dir.join("agent"));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -72,6 +72,12 @@ fn print_agent(a: &AgentView) {
         if a.draining { "  draining" } else { "" }
     );
     for p in &a.running {
-        out!("    {}  {}  {}  {}", p.run_id, p.lane, p.task, p.phase.as_str());
+        out!(
+            "    {}  {}  {}  {}",
+            p.run_id,
+            p.lane,
+            p.task,
+            p.phase.as_str()
+        );
     }
 }

@@ -163,7 +163,10 @@ pub enum Command {
 impl Command {
     /// Whether this subcommand starts task phases (and so wants the phase guard).
     pub fn runs_phases(&self) -> bool {
-        matches!(self, Command::Run(_) | Command::Serve(_) | Command::Agent(_))
+        matches!(
+            self,
+            Command::Run(_) | Command::Serve(_) | Command::Agent(_)
+        )
     }
 }
 

@@ -82,7 +82,10 @@ impl Lab {
             "    description: Set-top box rack, bench 1\n    slots: 8\n    agent: true\n",
             1,
         );
-        assert_ne!(demo, marked, "the demo lab's rack-a entry changed; adapt this test");
+        assert_ne!(
+            demo, marked,
+            "the demo lab's rack-a entry changed; adapt this test"
+        );
         let lab = f.root.join("lab.yaml");
         std::fs::write(&lab, marked).unwrap();
         std::fs::write(
@@ -142,7 +145,13 @@ impl Lab {
         let child = Command::new(env!("CARGO_BIN_EXE_testbay"))
             .args(["agent", "--server"])
             .arg(format!("http://{}", self.addr))
-            .args(["--token", &self.agent_token, "--rack", "rack-a", "--work-dir"])
+            .args([
+                "--token",
+                &self.agent_token,
+                "--rack",
+                "rack-a",
+                "--work-dir",
+            ])
             .arg(&self.work)
             .env("RUST_LOG", "warn")
             .env_remove("TESTBAY_DATA_DIR")
@@ -203,7 +212,11 @@ fn write_pack(dir: &Path, name: &str, body: &str) {
         format!("name: {name}\nversion: '1'\ngroups:\n  g:\n    tests: [probe]\n"),
     )
     .unwrap();
-    std::fs::write(dir.join("tasks/probe.yaml"), "name: probe\nrun: [bash, probe.sh]\n").unwrap();
+    std::fs::write(
+        dir.join("tasks/probe.yaml"),
+        "name: probe\nrun: [bash, probe.sh]\n",
+    )
+    .unwrap();
     std::fs::write(dir.join("tasks/probe.sh"), body).unwrap();
 }
 
@@ -274,7 +287,9 @@ fn a_rack_agent_runs_its_racks_tasks_and_the_server_stores_them() {
     lab.wait_status(&again, &["completed"], Duration::from_secs(30));
     assert_eq!(lab.agents()[0]["snapshot_fetches"], 1);
     assert_eq!(
-        std::fs::read_dir(lab.work.join("snapshots")).unwrap().count(),
+        std::fs::read_dir(lab.work.join("snapshots"))
+            .unwrap()
+            .count(),
         1
     );
 

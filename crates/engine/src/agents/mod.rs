@@ -81,7 +81,8 @@ pub struct AgentView {
     pub version: String,
     /// Whether its connection is open.
     pub connected: bool,
-    /// `ok`, `stalled` (silent; its runs wait) or `lost` (silent past the grace period).
+    /// `ok`, `disconnected` (gone, with no runs), `stalled` (silent; its runs wait) or
+    /// `lost` (silent past the grace period).
     pub state: String,
     pub last_heartbeat_ms: EpochMs,
     /// Host CPU use in percent, from its last heartbeat.
@@ -135,7 +136,8 @@ impl Agent {
     fn state(&self) -> &'static str {
         match &*self.health.borrow() {
             RunnerHealth::Healthy if self.conn.is_some() => "ok",
-            RunnerHealth::Healthy | RunnerHealth::Stalled(_) => "stalled",
+            RunnerHealth::Healthy => "disconnected",
+            RunnerHealth::Stalled(_) => "stalled",
             RunnerHealth::Lost(_) => "lost",
         }
     }
@@ -174,7 +176,9 @@ pub enum AgentError {
     AlreadyConnected(String),
     #[error("no agent named {0}")]
     NoSuchAgent(String),
-    #[error("no pack snapshot with hash {0} on this server (it serves those of runs on agent racks)")]
+    #[error(
+        "no pack snapshot with hash {0} on this server (it serves those of runs on agent racks)"
+    )]
     NoSnapshot(String),
 }
 

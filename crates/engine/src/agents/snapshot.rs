@@ -40,7 +40,12 @@ pub fn write(snapshot: &Snapshot, to: &Path) -> std::io::Result<()> {
     for f in &snapshot.files {
         let rel = plain_relative(&f.path)
             .filter(|p| !p.as_os_str().is_empty())
-            .ok_or_else(|| invalid(format!("snapshot file `{}` is not a plain relative path", f.path)))?;
+            .ok_or_else(|| {
+                invalid(format!(
+                    "snapshot file `{}` is not a plain relative path",
+                    f.path
+                ))
+            })?;
         let data = base64::engine::general_purpose::STANDARD
             .decode(&f.data)
             .map_err(|e| invalid(format!("snapshot file {}: {e}", f.path)))?;

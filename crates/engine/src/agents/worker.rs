@@ -193,10 +193,7 @@ impl Worker {
         let dir = job.dir_in(&run_dir);
         let artifacts = dir.join("artifacts");
         let prepared = std::fs::create_dir_all(&artifacts).and_then(|()| {
-            std::fs::write(
-                dir.join(PARAMS_FILE),
-                job.params.as_deref().unwrap_or("{}"),
-            )
+            std::fs::write(dir.join(PARAMS_FILE), job.params.as_deref().unwrap_or("{}"))
         });
         if let Err(e) = prepared {
             return Err(format!("cannot prepare {}: {e}", dir.display()));
@@ -264,7 +261,9 @@ impl Worker {
                 self.clock.clone(),
                 self.prompts.clone(),
             )
-            .map_err(|e| tracing::warn!(run_id, error = %e, "no reporter socket for this run's phases"))
+            .map_err(
+                |e| tracing::warn!(run_id, error = %e, "no reporter socket for this run's phases"),
+            )
             .ok()
             .map(Arc::new),
             phases: 0,

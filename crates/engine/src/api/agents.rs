@@ -24,7 +24,10 @@ impl LocalConsole {
         agent: &str,
         hash: String,
     ) -> Result<Response, ApiError> {
-        let dir = self.agents.snapshot_dir(agent, &hash).map_err(agent_error)?;
+        let dir = self
+            .agents
+            .snapshot_dir(agent, &hash)
+            .map_err(agent_error)?;
         blocking(move || {
             crate::agents::snapshot::read(&dir, &hash)
                 .map(Response::AgentSnapshot)

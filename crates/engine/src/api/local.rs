@@ -246,7 +246,13 @@ impl LocalConsole {
         });
         let agents = crate::agents::AgentHub::new(
             lab.iter()
-                .flat_map(|l| l.def.racks.iter().filter(|r| r.agent).map(|r| r.name.clone()))
+                .flat_map(|l| {
+                    l.def
+                        .racks
+                        .iter()
+                        .filter(|r| r.agent)
+                        .map(|r| r.name.clone())
+                })
                 .collect(),
             agent_config(&settings),
             clock.clone(),

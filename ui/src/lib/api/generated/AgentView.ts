@@ -14,7 +14,8 @@ name: string, racks: Array<string>, host: string, version: string,
  */
 connected: boolean, 
 /**
- * `ok`, `stalled` (silent; its runs wait) or `lost` (silent past the grace period).
+ * `ok`, `disconnected` (gone, with no runs), `stalled` (silent; its runs wait) or
+ * `lost` (silent past the grace period).
  */
 state: string, last_heartbeat_ms: number, 
 /**
