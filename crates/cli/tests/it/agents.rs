@@ -74,6 +74,10 @@ impl Lab {
     /// A lab server on the demo lab, rack-a served by an agent; heartbeat 200 ms, grace
     /// 2 s; an operator and an agent user; a pack `where` and a pack `slow`.
     fn start() -> Lab {
+        Self::with_grace(2)
+    }
+
+    fn with_grace(grace_s: u32) -> Lab {
         let f = Bed::new();
         std::fs::create_dir_all(&f.data).unwrap();
         let demo = std::fs::read_to_string(crate::support::demo_lab()).unwrap();
@@ -90,7 +94,7 @@ impl Lab {
         std::fs::write(&lab, marked).unwrap();
         std::fs::write(
             f.data.join("settings.yaml"),
-            "agent_heartbeat_ms: 200\nagent_grace_s: 2\n",
+            format!("agent_heartbeat_ms: 200\nagent_grace_s: {grace_s}\n"),
         )
         .unwrap();
         let packs = f.root.join("packs");
@@ -106,6 +110,23 @@ impl Lab {
             "slow",
             &format!("echo $$ > {}\nexec sleep 60\n", pid_file.display()),
         );
+        // A second test after the slow one.
+        std::fs::write(
+            packs.join("slow/pack.yaml"),
+            "name: slow\nversion: '1'\ngroups:\n  g:\n    tests: [probe, after]\n",
+        )
+        .unwrap();
+        std::fs::write(
+            packs.join("slow/tasks/after.yaml"),
+            "name: after\nrun: [bash, after.sh]\n",
+        )
+        .unwrap();
+        std::fs::write(packs.join("slow/tasks/after.sh"), "echo after\n").unwrap();
+        std::fs::write(
+            packs.join("slow/tasks/probe.yaml"),
+            "name: probe\nrun: [bash, probe.sh]\nstop_suite_on_fail: false\n",
+        )
+        .unwrap();
         let ops = token_of(&f.testbay(&["users", "add", "ops", "--role", "operator"]));
         let agent_token = token_of(&f.testbay(&["users", "add", "agent-a", "--role", "agent"]));
         let mut serve = Command::new(env!("CARGO_BIN_EXE_testbay"))
@@ -344,4 +365,36 @@ fn an_agent_killed_mid_task_stalls_then_interrupts_its_run() {
     // Its DUT is free again: nothing of the run is left in the book.
     let res = lab.call(json!({"cmd": "reservations"}));
     assert!(!res.to_string().contains(&id), "{res}");
+}
+
+#[test]
+fn an_agent_back_within_the_grace_period_carries_on_with_the_run() {
+    let lab = Lab::with_grace(30);
+    let mut agent = lab.agent();
+    wait_until(Duration::from_secs(20), || {
+        (lab.agents()[0]["state"] == "ok").then_some(())
+    })
+    .expect("the agent connects");
+    let id = lab.launch("slow");
+    let pid_file = lab.f.root.join("slow.pid");
+    let pid: i32 = wait_until(Duration::from_secs(30), || {
+        std::fs::read_to_string(&pid_file).ok()?.trim().parse().ok()
+    })
+    .expect("the task starts on the agent");
+    agent.0.kill().unwrap();
+    agent.0.wait().unwrap();
+    assert!(ends_soon(pid), "the phase dies with its agent (pdeathsig)");
+    lab.wait_status(&id, &["stalled"], Duration::from_secs(5));
+
+    // Back well within the grace period: the run goes on, the lost phase Aborted.
+    let _agent = lab.agent();
+    let r = lab.wait_status(&id, &["completed"], Duration::from_secs(30));
+    let results: Vec<(&str, &str)> = r["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["task"].as_str().unwrap(), t["result"].as_str().unwrap()))
+        .collect();
+    assert_eq!(results, [("probe", "Aborted"), ("after", "Passed")], "{r}");
+    assert_eq!(lab.agents()[0]["state"], "ok");
 }

@@ -172,8 +172,6 @@ pub struct AgentHub {
 pub enum AgentError {
     #[error("agent {0}: rack {1} is not in the lab file, or does not say `agent: true`")]
     UnknownRack(String, String),
-    #[error("agent {0} is already connected")]
-    AlreadyConnected(String),
     #[error("no agent named {0}")]
     NoSuchAgent(String),
     #[error(
@@ -214,13 +212,8 @@ impl AgentHub {
         }
         let (tx, rx) = mpsc::unbounded_channel();
         let mut st = self.hub.lock();
-        if st
-            .agents
-            .get(name)
-            .is_some_and(|a| a.conn.as_ref().is_some_and(|(_, c)| !c.is_closed()))
-        {
-            return Err(AgentError::AlreadyConnected(name.into()));
-        }
+        // A connection of the same agent still open is an earlier life of it (restarted
+        // before the server saw the old one close): the new one replaces it.
         st.next_conn += 1;
         let conn = st.next_conn;
         let now = tokio::time::Instant::now();
