@@ -188,6 +188,18 @@ impl Lab {
         api(&self.addr, &self.ops, &body)
     }
 
+    /// `testbay --server URL --token OPS ARGS`.
+    fn testbay(&self, args: &[&str]) -> std::process::Output {
+        crate::support::bin()
+            .arg("--server")
+            .arg(format!("http://{}", self.addr))
+            .args(["--token", &self.ops])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
     fn agents(&self) -> Value {
         self.call(json!({"cmd": "agents"}))["data"].clone()
     }
@@ -314,9 +326,20 @@ fn a_rack_agent_runs_its_racks_tasks_and_the_server_stores_them() {
         1
     );
 
-    // Drained, the agent takes no new run.
-    let d = lab.call(json!({"cmd": "drain_agent", "name": "agent-a"}));
-    assert_eq!(d["data"]["draining"], true, "{d}");
+    // `testbay agents` lists it; drained (from the command line), it takes no new run.
+    let listed = lab.testbay(&["agents", "--json"]);
+    assert!(listed.status.success(), "{}", text(&listed.stderr));
+    let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(listed[0]["name"], "agent-a");
+    assert!(listed[0]["last_heartbeat_ms"].as_i64().unwrap() > 0);
+    let out = lab.testbay(&["agents", "drain", "agent-a"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("draining"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(lab.agents()[0]["draining"], true);
     let r = lab.launch_refused("where");
     assert!(
         r["run"]["reason"]
