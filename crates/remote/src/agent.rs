@@ -149,7 +149,8 @@ async fn connection(opts: &AgentOptions, worker: &Arc<Worker>) -> Ended {
     }
     let socket = match tokio::time::timeout(
         Duration::from_secs(10),
-        tokio_tungstenite::connect_async(request),
+        // Small messages both ways (a phase's start, its end): no Nagle delay.
+        tokio_tungstenite::connect_async_with_config(request, None, true),
     )
     .await
     {

@@ -254,6 +254,8 @@ impl Server {
                 () = &mut stop => break,
                 accepted = self.listener.accept() => match accepted {
                     Ok((stream, peer)) => {
+                        // Event frames and a rack agent's messages are small: no Nagle delay.
+                        let _ = stream.set_nodelay(true);
                         let conn = serve_connection(&http, stream, self.router.clone(), conns_stop.clone());
                         conns.spawn(async move {
                             if let Err(e) = conn.await {

@@ -5,7 +5,9 @@
 //!
 //! Its work directory holds `snapshots/<hash>/` (at most [`SNAPSHOTS_CACHED`], the least
 //! recently used one not in use removed first; one already there costs no transfer) and
-//! `runs/<id>/`, the folders of the phases running now (removed when the run has none).
+//! `runs/<id>/`, the folders of the phases running now (each removed once its files are
+//! sent) and the reporter socket of each of the last runs (the least recently used idle
+//! ones beyond [`IDLE_RUNS_KEPT`] removed).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -52,7 +54,12 @@ struct Cache {
 struct Run {
     reporter: Option<Arc<exec::reporter::Reporter>>,
     phases: usize,
+    last_used: std::time::Instant,
 }
+
+/// Runs whose reporter and folder an agent keeps while none of their phases runs (the
+/// least recently used idle ones go beyond this).
+const IDLE_RUNS_KEPT: usize = 8;
 
 /// Runs phases for one agent.
 pub struct Worker {
@@ -247,13 +254,27 @@ impl Worker {
             outcome
         });
         drop(snap);
-        self.leave_run(&job.run_id, &run_dir);
+        self.leave_run(&job.run_id, &dir);
         ran.map_err(|e| e.to_string())
     }
 
     /// The run's reporter (started with its first phase here).
     fn enter_run(&self, run_id: &str, run_dir: &Path) -> Option<Arc<exec::reporter::Reporter>> {
         let mut runs = lock(&self.runs);
+        if !runs.contains_key(run_id) {
+            let mut idle: Vec<(std::time::Instant, String)> = runs
+                .iter()
+                .filter(|(_, r)| r.phases == 0)
+                .map(|(id, r)| (r.last_used, id.clone()))
+                .collect();
+            if idle.len() >= IDLE_RUNS_KEPT {
+                idle.sort();
+                for (_, id) in &idle[..=idle.len() - IDLE_RUNS_KEPT] {
+                    runs.remove(id);
+                    let _ = std::fs::remove_dir_all(self.work_dir.join("runs").join(id));
+                }
+            }
+        }
         let run = runs.entry(run_id.to_string()).or_insert_with(|| Run {
             reporter: exec::reporter::Reporter::start(
                 run_dir,
@@ -267,21 +288,19 @@ impl Worker {
             .ok()
             .map(Arc::new),
             phases: 0,
+            last_used: std::time::Instant::now(),
         });
         run.phases += 1;
+        run.last_used = std::time::Instant::now();
         run.reporter.clone()
     }
 
-    /// A phase of the run ended; the run's last one here takes its folder and reporter.
-    fn leave_run(&self, run_id: &str, run_dir: &Path) {
-        let mut runs = lock(&self.runs);
-        let Some(run) = runs.get_mut(run_id) else {
-            return;
-        };
-        run.phases -= 1;
-        if run.phases == 0 {
-            runs.remove(run_id);
-            let _ = std::fs::remove_dir_all(run_dir);
+    /// A phase of the run ended (its files are with the server now: its folder goes).
+    fn leave_run(&self, run_id: &str, dir: &Path) {
+        let _ = std::fs::remove_dir_all(dir);
+        if let Some(run) = lock(&self.runs).get_mut(run_id) {
+            run.phases -= 1;
+            run.last_used = std::time::Instant::now();
         }
     }
 
