@@ -77,6 +77,7 @@ impl Lab {
         Self::with_grace(2)
     }
 
+    /// [`Lab::start`] with another grace period, in seconds.
     fn with_grace(grace_s: u32) -> Lab {
         let f = Bed::new();
         std::fs::create_dir_all(&f.data).unwrap();
@@ -354,7 +355,7 @@ fn a_rack_agent_runs_its_racks_tasks_and_the_server_stores_them() {
 
 #[test]
 fn an_agent_killed_mid_task_stalls_then_interrupts_its_run() {
-    let lab = Lab::start();
+    let lab = Lab::with_grace(5);
     let mut agent = lab.agent();
     wait_until(Duration::from_secs(20), || {
         (lab.agents()[0]["state"] == "ok").then_some(())
@@ -371,13 +372,12 @@ fn an_agent_killed_mid_task_stalls_then_interrupts_its_run() {
 
     agent.0.kill().unwrap();
     agent.0.wait().unwrap();
-    assert!(ends_soon(pid), "the phase dies with its agent (pdeathsig)");
-
     let r = lab.wait_status(&id, &["stalled"], Duration::from_secs(5));
     assert!(
         r["run"]["reason"].as_str().unwrap().contains("agent-a"),
         "{r}"
     );
+    assert!(ends_soon(pid), "the phase dies with its agent (pdeathsig)");
     let r = lab.wait_status(&id, &["interrupted"], Duration::from_secs(20));
     assert!(
         r["run"]["reason"].as_str().unwrap().contains("agent-a"),
