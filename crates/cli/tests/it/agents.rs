@@ -109,7 +109,10 @@ impl Lab {
         write_pack(
             &packs.join("slow"),
             "slow",
-            &format!("echo $$ > {}\nexec sleep 60\n", pid_file.display()),
+            &format!(
+                "testbay report section-start warm-up\necho $$ > {}\nexec sleep 60\n",
+                pid_file.display()
+            ),
         );
         // A second test after the slow one.
         std::fs::write(
@@ -369,6 +372,12 @@ fn an_agent_killed_mid_task_stalls_then_interrupts_its_run() {
     .expect("the task starts on the agent");
     let running = lab.agents()[0]["running"].clone();
     assert_eq!(running[0]["run_id"], id.as_str(), "{running}");
+    // The section it opened on the agent is in the run's live state (as Live shows it).
+    let live = wait_until(Duration::from_secs(10), || {
+        let live = lab.call(json!({"cmd": "task_sections", "run_id": id, "item": 0}));
+        (live["data"][0]["section"]["name"] == "warm-up").then_some(live)
+    });
+    assert!(live.is_some(), "the agent relays the section it opened");
 
     agent.0.kill().unwrap();
     agent.0.wait().unwrap();

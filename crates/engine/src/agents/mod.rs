@@ -107,6 +107,8 @@ pub(crate) enum JobEvent {
         append: bool,
     },
     Done(Result<Box<PhaseOutcome>, String>),
+    Section(u32, Box<crate::reporter::Section>),
+    Measured(Option<u32>, Box<crate::measure::Measurement>),
     /// The agent is gone or dropped the phase.
     Lost(String),
 }
@@ -425,6 +427,12 @@ impl AgentSession {
             AgentMsg::Hello { .. } => return,
             AgentMsg::Spawned { job, pid } => (job, JobEvent::Spawned(pid)),
             AgentMsg::Log { job, log } => (job, JobEvent::Log(log)),
+            AgentMsg::Section { job, id, section } => (job, JobEvent::Section(id, section)),
+            AgentMsg::Measured {
+                job,
+                section,
+                measurement,
+            } => (job, JobEvent::Measured(section, measurement)),
             AgentMsg::File {
                 job,
                 path,

@@ -10,8 +10,10 @@ use serde_json::Map;
 use tokio::sync::{mpsc, watch};
 
 use super::{Hub, JobEvent};
+use crate::exec::reporter::ReportEvent;
 use crate::exec::{Exit, LogStats, PhaseOutcome, StopSignal, Verdict};
 use crate::outcome::{ABORTED, ERRORED};
+use crate::reporter::{Change, PhaseReport};
 use crate::run::runner::{plain_relative, PhaseCall, PhaseFuture};
 use crate::run::{PhaseJob, PhaseRunner, RunnerHealth};
 
@@ -68,10 +70,13 @@ impl PhaseRunner for AgentRunner {
             let PhaseCall {
                 job,
                 live,
+                report,
                 stop,
                 on_spawn,
                 ..
             } = call;
+            // What the phase reported so far, as its sink reads it.
+            let (mut report, mut reported) = (report, PhaseReport::default());
             let dir = job.dir_in(&self.run_dir);
             let started_ms = self.hub.clock.now_ms();
             let (tx, mut rx) = mpsc::unbounded_channel();
@@ -104,6 +109,27 @@ impl PhaseRunner for AgentRunner {
                     Some(JobEvent::Log(l)) => {
                         if let Some(sink) = live.as_mut() {
                             sink(l);
+                        }
+                    }
+                    Some(JobEvent::Section(id, section)) => {
+                        let i = id as usize;
+                        if i < crate::reporter::MAX_SECTIONS {
+                            reported
+                                .sections
+                                .resize(reported.sections.len().max(i + 1), (*section).clone());
+                            reported.sections[i] = *section;
+                            if let Some(sink) = report.as_mut() {
+                                sink(ReportEvent::Changed(&Change::Started(id), &reported));
+                            }
+                        }
+                    }
+                    Some(JobEvent::Measured(section, measurement)) => {
+                        if let Some(sink) = report.as_mut() {
+                            let change = Change::Measured {
+                                section,
+                                measurement: *measurement,
+                            };
+                            sink(ReportEvent::Changed(&change, &reported));
                         }
                     }
                     Some(JobEvent::File { path, data, append }) => {

@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 use ts_rs::TS;
 
 use crate::exec::{LiveLog, PhaseOutcome};
+use crate::measure::Measurement;
+use crate::reporter::Section;
 use crate::run::PhaseJob;
 
 /// From the agent.
@@ -38,6 +40,20 @@ pub enum AgentMsg {
     Done {
         job: u64,
         outcome: Result<Box<PhaseOutcome>, String>,
+    },
+    /// A section the phase opened or closed through its reporter, as it stands now
+    /// (details and extra data left out, as live events carry them); `id` is its place
+    /// in the phase's report.
+    Section {
+        job: u64,
+        id: u32,
+        section: Box<Section>,
+    },
+    /// A measurement the phase reported through its reporter.
+    Measured {
+        job: u64,
+        section: Option<u32>,
+        measurement: Box<Measurement>,
     },
 }
 

@@ -215,7 +215,7 @@ impl Worker {
                     phase: job.phase,
                 },
                 &artifacts,
-                None,
+                Some(relay(id, out.clone())),
             )
         });
         let cmd = job.command(
@@ -431,4 +431,40 @@ fn send_file(
         }
         append = true;
     }
+}
+
+/// Relays the sections and measurements a phase reports to the server as they happen.
+fn relay(id: u64, out: mpsc::UnboundedSender<AgentMsg>) -> exec::reporter::ReportSink {
+    use crate::reporter::{Change, Section};
+    Box::new(move |event| {
+        let exec::reporter::ReportEvent::Changed(change, report) = event else {
+            return;
+        };
+        let msg = match change {
+            Change::Started(s) | Change::Stopped(s) => {
+                let Some(section) = report.sections.get(*s as usize) else {
+                    return;
+                };
+                AgentMsg::Section {
+                    job: id,
+                    id: *s,
+                    section: Box::new(Section {
+                        details: Vec::new(),
+                        extra: Default::default(),
+                        ..section.clone()
+                    }),
+                }
+            }
+            Change::Measured {
+                section,
+                measurement,
+            } => AgentMsg::Measured {
+                job: id,
+                section: *section,
+                measurement: Box::new(measurement.clone()),
+            },
+            Change::None | Change::Result => return,
+        };
+        let _ = out.send(msg);
+    })
 }

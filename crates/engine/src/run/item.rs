@@ -710,6 +710,7 @@ async fn run_one(
             token: h.token.clone(),
         }),
         live: Some(live),
+        report: (!here).then(|| report_sink(ctx, job, phase)),
         stop: Some(StopSignal {
             level: ctx.stop.clone(),
             at: stop_at,

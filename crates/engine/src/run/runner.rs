@@ -147,6 +147,9 @@ pub struct PhaseCall<'a> {
     /// ([`PhaseRunner::reports_here`]).
     pub reporter: Option<ReporterEnv>,
     pub live: Option<LiveSink>,
+    /// Where a runner on another machine relays the sections and measurements the phase
+    /// reports (a local one's phases report to the run's socket, which has its sink).
+    pub report: Option<exec::reporter::ReportSink>,
     pub stop: Option<StopSignal>,
     /// Gets the pid (= process group) once the phase's process exists.
     pub on_spawn: Box<dyn FnOnce(u32) + Send + 'a>,
