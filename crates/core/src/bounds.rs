@@ -41,6 +41,14 @@ pub const MAX_PRIORITY: i32 = 1_000_000;
 pub const MAX_PROCESS_LIMIT: u32 = 1_024;
 /// A rack's `slots`, and so a DUT's slot number: 1 to 1,024.
 pub const MAX_RACK_SLOTS: u32 = 1_024;
+
+/// How often rack agents heartbeat (`agent_heartbeat_ms` in `settings.yaml`), in ms.
+pub const MIN_AGENT_HEARTBEAT_MS: u64 = 100;
+pub const MAX_AGENT_HEARTBEAT_MS: u64 = 60_000;
+
+/// How long a silent agent's runs wait for it (`agent_grace_s` in `settings.yaml`), in s.
+pub const MIN_AGENT_GRACE_S: u64 = 1;
+pub const MAX_AGENT_GRACE_S: u64 = 3_600;
 /// A shared resource's `capacity`: 1 to 10,000 holders.
 pub const MAX_CAPACITY: u32 = 10_000;
 /// An operator hold's `duration_s`: more than 0, at most 30 days.

@@ -7,6 +7,8 @@
 //! retention:                    # what `testbay results prune` removes (none: nothing)
 //!   days: 90                    # runs created more than 90 days ago
 //!   runs_per_pack: 500          # runs of a pack beyond its newest 500
+//! agent_heartbeat_ms: 5000      # rack agents heartbeat this often
+//! agent_grace_s: 60             # a silent agent's runs are interrupted after this
 //! ```
 
 use std::path::Path;
@@ -31,6 +33,20 @@ pub struct ConsoleSettings {
     pub dispatch_cpu_threshold: f64,
     /// Which stored runs pruning removes; nothing without a limit.
     pub retention: RetentionPolicy,
+    /// How often rack agents heartbeat, in milliseconds; an agent not heard from for one
+    /// and a half of these stalls its runs.
+    #[schemars(range(
+        min = "crate::bounds::MIN_AGENT_HEARTBEAT_MS",
+        max = "crate::bounds::MAX_AGENT_HEARTBEAT_MS"
+    ))]
+    pub agent_heartbeat_ms: u64,
+    /// How long, in seconds, a silent agent's runs stay stalled before its unfinished
+    /// tasks are Aborted and its runs end `interrupted`.
+    #[schemars(range(
+        min = "crate::bounds::MIN_AGENT_GRACE_S",
+        max = "crate::bounds::MAX_AGENT_GRACE_S"
+    ))]
+    pub agent_grace_s: u64,
 }
 
 impl Default for ConsoleSettings {
@@ -38,6 +54,8 @@ impl Default for ConsoleSettings {
         Self {
             dispatch_cpu_threshold: 80.0,
             retention: RetentionPolicy::default(),
+            agent_heartbeat_ms: 5_000,
+            agent_grace_s: 60,
         }
     }
 }

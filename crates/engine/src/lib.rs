@@ -5,6 +5,7 @@
 //! `testbay-core` and is re-exported here under the paths it always had.
 
 pub mod access;
+pub mod agents;
 pub mod analysis;
 pub mod api;
 pub mod exec;

@@ -17,6 +17,7 @@
 //!
 //! [`engine::api::Console`]: testbay_engine::api::Console
 
+pub mod agent;
 pub mod http;
 pub mod stream;
 mod target;

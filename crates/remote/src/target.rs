@@ -84,6 +84,15 @@ impl Target {
         format!("ws{}", &http.as_str()["http".len()..])
     }
 
+    /// A rack agent's WebSocket address.
+    pub fn agent_url(&self) -> String {
+        let http = self
+            .url
+            .join("api/agent")
+            .unwrap_or_else(|_| self.url.clone());
+        format!("ws{}", &http.as_str()["http".len()..])
+    }
+
     /// The host (and port) the server is at, for people: `lab.example:7780`.
     pub fn host(&self) -> String {
         let host = self.url.host_str().unwrap_or_default();

@@ -5,6 +5,8 @@
 //!   (200) or `{"error": ApiError}` with a status from the error code.
 //! - `GET /api/events` — WebSocket; every engine `Event` as a JSON text frame (several at
 //!   once as a JSON array). A client that falls behind gets a `resync` event.
+//! - `GET /api/agent` — WebSocket of a rack agent (a user with the `agent` role; see
+//!   `agents`).
 //! - `GET /files/runs/...` — a log or artifact below `<data_dir>/runs`; nothing else of
 //!   the data directory (no database), no `..`, no symlink that leads out.
 //! - anything else — the built UI from disk (`ui/dist`, see [`ServeConfig::ui_dir`]),
@@ -35,6 +37,7 @@
 //! printed at start: `Authorization: Bearer`, `?token=` (which also sets an HttpOnly
 //! cookie so the page's assets load) or that cookie.
 
+mod agents;
 mod auth;
 
 pub use auth::token_is_url_safe;
@@ -251,6 +254,8 @@ impl Server {
                 () = &mut stop => break,
                 accepted = self.listener.accept() => match accepted {
                     Ok((stream, peer)) => {
+                        // Event frames and a rack agent's messages are small: no Nagle delay.
+                        let _ = stream.set_nodelay(true);
                         let conn = serve_connection(&http, stream, self.router.clone(), conns_stop.clone());
                         conns.spawn(async move {
                             if let Err(e) = conn.await {
@@ -357,6 +362,7 @@ fn router(state: AppState, ui_dir: Option<PathBuf>) -> Router {
     let api = Router::new()
         .route("/api", post(api))
         .route("/api/events", get(events::upgrade))
+        .route("/api/agent", get(agents::upgrade))
         .route("/files/runs/{*path}", get(files::download))
         .route("/signin", get(auth::signin_page).post(auth::signin));
     let ui = match ui_dir {

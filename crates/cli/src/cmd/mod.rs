@@ -4,6 +4,8 @@
 //! `pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32>`, then one `pub mod` line,
 //! one [`Command`] variant and one match arm in [`run`] below.
 
+pub mod agent;
+pub mod agents;
 pub mod audit;
 pub mod export;
 pub mod history;
@@ -152,12 +154,20 @@ pub enum Command {
     MigrateStore(migrate_store::Args),
     /// Known-issue rules: list, add, remove; apply them to stored failures
     Triage(triage::Args),
+    /// Run the task phases of a lab's racks on this machine, for the lab server
+    /// (`--server`, an agent user's `--token`)
+    Agent(agent::Args),
+    /// The lab's rack agents: racks, heartbeat, CPU, what they run; drain one
+    Agents(agents::Args),
 }
 
 impl Command {
     /// Whether this subcommand starts task phases (and so wants the phase guard).
     pub fn runs_phases(&self) -> bool {
-        matches!(self, Command::Run(_) | Command::Serve(_))
+        matches!(
+            self,
+            Command::Run(_) | Command::Serve(_) | Command::Agent(_)
+        )
     }
 }
 
@@ -191,5 +201,7 @@ pub fn run(command: Command, ctx: &Ctx) -> anyhow::Result<i32> {
         Command::Audit(a) => audit::run(a, ctx),
         Command::MigrateStore(a) => migrate_store::run(a, ctx),
         Command::Triage(a) => triage::run(a, ctx),
+        Command::Agent(a) => agent::run(a, ctx),
+        Command::Agents(a) => agents::run(a, ctx),
     }
 }

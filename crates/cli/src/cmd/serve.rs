@@ -96,7 +96,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
 /// Ctrl-C, SIGTERM or SIGHUP (the terminal or session that started it went away). The
 /// handlers are installed when this is called, not when the future is first polled. Must
 /// be called within the runtime.
-fn stop_signal() -> impl std::future::Future<Output = ()> {
+pub(crate) fn stop_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
     let streams = (
         signal(SignalKind::interrupt()),

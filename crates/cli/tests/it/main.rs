@@ -21,3 +21,4 @@ mod lab_servers;
 mod triage_retention;
 mod support;
 mod remote;
+mod agents;

@@ -58,6 +58,11 @@ pub struct Rack {
     /// Number of slots, 1 to 1,024; slot numbers run from 1.
     #[schemars(range(min = 1, max = "crate::bounds::MAX_RACK_SLOTS"))]
     pub slots: u32,
+    /// The rack's phases run on its rack agent (`testbay agent --rack NAME` on the
+    /// machine wired to it), not on the server; with no agent connected a run on it
+    /// could not start.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub agent: bool,
 }
 
 /// Where a DUT sits.

@@ -5,8 +5,8 @@
 //!
 //! Read-only requests need `viewer`; launching, stopping, holds, prompt answers, queue
 //! moves, schedules and the like need `operator`; users, webhooks and a schedule another
-//! user made need `admin`. An `agent` is
-//! refused everything until an agent API says what it may do.
+//! user made need `admin`. An `agent` may make only a rack agent's requests
+//! (`agent_snapshot`), and nobody else may make those.
 
 use serde::{Deserialize, Serialize};
 use ts_rs::TS;
@@ -108,6 +108,7 @@ impl Request {
             | RunTriage { .. }
             | TriageSummary { .. }
             | DataUsage
+            | Agents
             | RunKeep { .. } => READ,
             Launch(_)
             | StopRun { .. }
@@ -129,6 +130,7 @@ impl Request {
             | PinBaseline { .. }
             | UnpinBaseline { .. }
             | SetRunKeep { .. }
+            | DrainAgent { .. }
             | RenewHold { .. }
             | PushPack { .. }
             | PublishPack { .. } => OPERATE,
@@ -144,6 +146,8 @@ impl Request {
             Prune { dry_run: true } => (Role::Viewer, false),
             Prune { dry_run: false } => ADMINISTER,
             ListUsers => (Role::Admin, false),
+            // A rack agent's own requests: only an agent makes them.
+            AgentSnapshot { .. } => (Role::Agent, false),
         }
     }
 
@@ -181,6 +185,7 @@ impl Request {
             AddUser { name, .. } => name.clone(),
             RevokeUser { user } | SetUserRole { user, .. } => user.clone(),
             PublishPack { pack } => pack.clone(),
+            DrainAgent { name, .. } => name.clone(),
             _ => String::new(),
         }
     }
@@ -213,7 +218,7 @@ pub fn authorize(caller: &Caller, request: &Request) -> Result<(), ApiError> {
     }
     let why = if caller.role == Role::Agent {
         format!(
-            "{} is a rack agent; agents may make no requests yet ({} needs the {} role)",
+            "{} is a rack agent; agents may make only the agent's requests ({} needs the {} role)",
             caller.name(),
             request.cmd(),
             needed.as_str()
@@ -302,6 +307,7 @@ impl LocalConsole {
             .then(|| (request.cmd(), request.target(), request.detail()));
         let answer = match request {
             Request::WhoAmI => Ok(who_am_i(caller)),
+            Request::AgentSnapshot { hash } => self.agent_snapshot(caller.name(), hash).await,
             other => self.route_packs(caller, other).await,
         };
         if let (Ok(res), Some((action, target, detail)), Some(access)) =

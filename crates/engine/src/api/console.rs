@@ -42,4 +42,10 @@ pub trait Console: Send + Sync {
     /// are not stopped: they end with the process (and are marked interrupted at the next
     /// start). Safe to call more than once.
     fn shutdown(&self);
+
+    /// The rack agents of a console that runs phases (a transport connects agents to
+    /// it); `None` for one that does not (a client of another server).
+    fn agent_hub(&self) -> Option<crate::agents::AgentHub> {
+        None
+    }
 }

@@ -51,6 +51,8 @@ pub struct LocalConsole {
     pub(super) clock: Arc<dyn Clock>,
     pub(super) store: Arc<dyn Store>,
     pub(super) runs: RunManager,
+    /// The rack agents connected to this console (`agents`).
+    pub(super) agents: crate::agents::AgentHub,
     /// Users and the audit log (`access`); `None` when the store keeps none.
     pub(super) access: Option<Arc<Access>>,
     /// Webhooks and their deliveries (`webhook`).
@@ -252,6 +254,20 @@ impl LocalConsole {
             }
             crate::settings::ConsoleSettings::default()
         });
+        let agents = crate::agents::AgentHub::new(
+            lab.iter()
+                .flat_map(|l| {
+                    l.def
+                        .racks
+                        .iter()
+                        .filter(|r| r.agent)
+                        .map(|r| r.name.clone())
+                })
+                .collect(),
+            agent_config(&settings),
+            clock.clone(),
+        );
+        runs.set_agents(Arc::new(agents.clone()));
         let first_book = owned_book.clone();
         let owned_book = Arc::new(std::sync::RwLock::new(owned_book));
         let reservations: Option<ReservationSource> = match (&first_book, &book) {
@@ -351,6 +367,7 @@ impl LocalConsole {
             clock,
             store,
             runs,
+            agents,
             access,
             webhooks,
             health,
@@ -555,6 +572,9 @@ impl LocalConsole {
                 lease_s,
             ),
             Request::RenewHold { id } => self.renew_hold(id),
+            Request::Agents => Ok(Response::Agents(self.agents.list())),
+            Request::DrainAgent { name, drain } => self.drain_agent(&name, drain),
+            Request::AgentSnapshot { hash } => self.agent_snapshot("local", hash).await,
             Request::Release { id } => self.release(id),
             Request::ExtendHold { id, duration_s } => self.extend_hold(id, duration_s),
             Request::ReservationHistory { hours } => self.reservation_history(hours),
@@ -705,6 +725,10 @@ impl Console for LocalConsole {
         self.events.subscribe()
     }
 
+    fn agent_hub(&self) -> Option<crate::agents::AgentHub> {
+        Some(self.agents.clone())
+    }
+
     fn shutdown(&self) {
         self.store.commit_pending_results();
         let owned = self
@@ -769,3 +793,20 @@ const _: fn() = || {
     fn shareable<T: Send + Sync>() {}
     shareable::<LocalConsole>();
 };
+
+/// The agents' heartbeat and grace period from `settings.yaml`, within their bounds.
+fn agent_config(settings: &crate::settings::ConsoleSettings) -> crate::agents::AgentConfig {
+    use crate::bounds::*;
+    crate::agents::AgentConfig {
+        heartbeat: std::time::Duration::from_millis(
+            settings
+                .agent_heartbeat_ms
+                .clamp(MIN_AGENT_HEARTBEAT_MS, MAX_AGENT_HEARTBEAT_MS),
+        ),
+        grace: std::time::Duration::from_secs(
+            settings
+                .agent_grace_s
+                .clamp(MIN_AGENT_GRACE_S, MAX_AGENT_GRACE_S),
+        ),
+    }
+}

@@ -11,6 +11,7 @@
 //!   has missed events and must reload what it shows.
 
 pub mod access;
+mod agents;
 mod artifacts;
 mod console;
 mod error;
@@ -472,6 +473,20 @@ pub enum Request {
     PublishPack {
         pack: String,
     },
+    /// The rack agents: racks, host, last heartbeat, CPU, the phases they run, drained
+    /// or not.
+    Agents,
+    /// Give a rack agent no new runs (it finishes those it has); `drain: false` takes it
+    /// back.
+    DrainAgent {
+        name: String,
+        #[serde(default = "yes")]
+        drain: bool,
+    },
+    /// A rack agent fetches a run's pack snapshot by its content hash (agents only).
+    AgentSnapshot {
+        hash: String,
+    },
 }
 
 fn yes() -> bool {
@@ -619,6 +634,9 @@ pub enum Response {
     RenewHold(ReservationView),
     PushPack(PushedPack),
     PublishPack(PackSummary),
+    Agents(Vec<crate::agents::AgentView>),
+    DrainAgent(crate::agents::AgentView),
+    AgentSnapshot(crate::agents::wire::Snapshot),
 }
 
 /// A pack version pushed into the lab's pack library.

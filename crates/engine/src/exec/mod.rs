@@ -157,7 +157,7 @@ pub struct PhaseCommand {
 }
 
 /// A line for live viewers (rate-limited; the log file has everything).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum LiveLog {
     /// Lines of one read of the output, in order.
     Lines(Vec<String>),
@@ -177,7 +177,7 @@ pub const LOG_FLUSH_EVERY: Duration = Duration::from_millis(200);
 /// Receives live output. Called on the thread that runs the phase; must not block.
 pub type LiveSink = Box<dyn FnMut(LiveLog) + Send + 'static>;
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LogStats {
     /// Bytes of output the phase produced (all of it, written or not).
     pub bytes: u64,
@@ -189,7 +189,7 @@ pub struct LogStats {
 }
 
 /// How the phase ended, before result interpretation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Exit {
     Code(i32),
     Signal(i32),
@@ -197,8 +197,8 @@ pub enum Exit {
     NotStarted,
 }
 
-/// The interpreted outcome of one phase.
-#[derive(Debug, Clone)]
+/// The interpreted outcome of one phase (it travels from a rack agent as JSON).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct PhaseOutcome {
     pub phase: Phase,
     pub result: String,

@@ -124,7 +124,7 @@ pub(super) fn interpret(cmd: &PhaseCommand, ended: Ended) -> PhaseOutcome {
 }
 
 /// What a phase's result name came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Verdict {
     /// The engine: a timeout, a stop, a signal, a start or wait that failed, an invalid
     /// result file.

@@ -9,6 +9,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::events::ProgressThrottle;
 use super::item::{self, spawn_item, ItemDone, ItemJob, Occurrence, RunCtx};
+use super::runner::RunnerHealth;
 use super::view::progress_of;
 use super::{
     prepare, stop_grace, taskfiles, Grant, Inner, LiveRun, RunEvent, TaskNeeds, TaskState,
@@ -32,6 +33,8 @@ pub(super) struct Driver {
     pub(super) prep: Option<prepare::Preparer>,
     /// Occurrences started and not yet done, with their tasks.
     pub(super) occurrences: HashMap<usize, (Arc<Occurrence>, tokio::task::AbortHandle)>,
+    /// Why the run's runner was lost (the run then ends `interrupted`).
+    pub(super) lost: Option<String>,
 }
 
 /// The folder name an occurrence of `task` gets on a lane whose names `taken` are in use:
@@ -116,6 +119,9 @@ impl Driver {
         // After a stop at once: when to give up on phases that have not reported back.
         let mut give_up_at: Option<tokio::time::Instant> = None;
         let mut gave_up = 0usize;
+        // Where the phases run (a rack agent) may stall or be lost.
+        let mut health = self.ctx.runner.health();
+        let mut runner_stalled = false;
         loop {
             // A stop the select below has not taken yet is applied before anything else:
             // its occurrences may already have ended because of it (they watch the stop
@@ -151,7 +157,9 @@ impl Driver {
             // Nothing running, only tasks waiting for resources: the run is stalled
             // (StormTest's status) until one of them can start.
             let status = self.lock().status;
-            if stop_level.is_none()
+            if runner_stalled {
+                // Stays stalled until its runner is heard from again (or lost).
+            } else if stop_level.is_none()
                 && running == 0
                 && wake.is_some()
                 && status == RunStatus::Running
@@ -182,8 +190,40 @@ impl Driver {
                     _ => std::future::pending().await,
                 }
             };
+            let runner_health = async {
+                match health.as_mut() {
+                    Some(rx) => match rx.changed().await {
+                        Ok(()) => Some(rx.borrow_and_update().clone()),
+                        Err(_) => None,
+                    },
+                    None => std::future::pending().await,
+                }
+            };
             let mut stop_rx = self.stop.clone();
             tokio::select! {
+                h = runner_health => match h {
+                    None => health = None,
+                    Some(RunnerHealth::Healthy) => {
+                        if runner_stalled {
+                            runner_stalled = false;
+                            self.set_status(RunStatus::Running, None);
+                        }
+                    }
+                    Some(RunnerHealth::Stalled(reason)) => {
+                        if !runner_stalled && self.lost.is_none() {
+                            runner_stalled = true;
+                            tracing::warn!(run_id = %run_id, reason = %reason, "run stalled: its runner is silent");
+                            self.set_status(RunStatus::Stalled, Some(reason));
+                        }
+                    }
+                    Some(RunnerHealth::Lost(reason)) => {
+                        health = None;
+                        runner_stalled = false;
+                        tracing::warn!(run_id = %run_id, reason = %reason, "run interrupted: its runner is lost");
+                        self.lost = Some(reason);
+                        self.apply_stop(Some(StopLevel::AtOnce), &mut stop_level, &mut give_up_at);
+                    }
+                },
                 d = done_rx.recv() => {
                     let Some(d) = d else { break };
                     running -= 1;
@@ -241,6 +281,8 @@ impl Driver {
         let lost = self.unstored_results();
         let trouble = self.lock().storage.reason(lost);
         let (status, reason) = match (trouble, stopped) {
+            // Its runner was lost: the run is interrupted, as by a console's death.
+            (_, _) if self.lost.is_some() => (RunStatus::Interrupted, self.lost.clone()),
             (Some(t), Some(s)) => (RunStatus::Errored, Some(format!("{s}; {t}"))),
             (Some(t), None) => (RunStatus::Errored, Some(t)),
             (None, Some(s)) => (RunStatus::Stopped, Some(s.to_string())),
@@ -607,9 +649,11 @@ impl Driver {
         let run_id = &self.ctx.run_id;
         if level == Some(StopLevel::AtOnce) {
             tracing::info!(run_id = %run_id, "stopping run at once");
-            self.lock()
-                .plan
-                .abort_pending("run stopped at once by the operator");
+            let why = match &self.lost {
+                Some(lost) => format!("run interrupted: {lost}"),
+                None => "run stopped at once by the operator".to_string(),
+            };
+            self.lock().plan.abort_pending(&why);
             *give_up_at = Some(tokio::time::Instant::now() + stop_grace(&self.inner.limits));
         } else {
             tracing::info!(run_id = %run_id, "stopping run; teardowns still run");

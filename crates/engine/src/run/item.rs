@@ -13,9 +13,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 
 use crate::clock::{Clock, EpochMs};
-use crate::exec::{
-    self, ExecLimits, Exit, LiveLog, PhaseCommand, PhaseOutcome, ProtocolEnv, StopSignal,
-};
+use crate::exec::{self, ExecLimits, Exit, LiveLog, PhaseOutcome, StopSignal};
 use crate::judge;
 use crate::model::StopLevel;
 use crate::outcome::{Phase, ABORTED, ERRORED, FAILED, TIMEOUT};
@@ -27,6 +25,7 @@ use crate::store::{
 
 use super::broker::Holding;
 use super::events::{RunEvent, TaskState};
+use super::runner::{relative_to, PhaseCall, PhaseJob, PhaseRunner};
 use super::taskfiles::{log_name, open_params_file, ParamsFile, PARAMS_FILE};
 
 /// What the driver needs to know when an occurrence is done.
@@ -164,6 +163,11 @@ pub(crate) struct RunCtx {
     /// The run's reporter socket; `None` when it could not be bound (phases then run
     /// without `TESTBAY_REPORTER`).
     pub reporter: Option<Arc<exec::reporter::Reporter>>,
+    /// Where the run's phases run: here, or on its rack's agent.
+    pub runner: Arc<dyn PhaseRunner>,
+    /// The run's pack snapshot (`runs/<id>/pack`) and its content hash.
+    pub pack_dir: PathBuf,
+    pub snapshot_hash: String,
 }
 
 pub(crate) struct ItemJob {
@@ -597,7 +601,8 @@ async fn run_one(
         Phase::Main => "result.json".to_string(),
         p => format!("{}.result.json", p.as_str()),
     };
-    let report = ctx.reporter.as_ref().map(|r| {
+    let here = ctx.runner.reports_here();
+    let report = ctx.reporter.as_ref().filter(|_| here).map(|r| {
         let info = exec::reporter::PhaseInfo {
             task: job.def.name.clone(),
             lane: job.lane.clone(),
@@ -606,28 +611,32 @@ async fn run_one(
         };
         r.open_phase(info, artifacts, Some(report_sink(ctx, job, phase)))
     });
-    let cmd = PhaseCommand {
+    let phase_job = PhaseJob {
+        run_id: ctx.run_id.clone(),
+        item: job.item as u32,
+        task: job.def.name.clone(),
+        lane: job.lane.clone(),
+        phase,
+        snapshot_hash: ctx.snapshot_hash.clone(),
+        task_dir: relative_to(&job.task_dir, &ctx.pack_dir),
         argv: argv.to_vec(),
-        cwd: job.task_dir.clone(),
-        env: ProtocolEnv {
-            run_id: ctx.run_id.clone(),
-            task: job.def.name.clone(),
-            phase,
-            params_file: params_file.to_path_buf(),
-            result_file: occ_dir.join(result_name),
-            artifacts_dir: artifacts.to_path_buf(),
-            reporter: report.as_ref().map(|h| exec::ReporterEnv {
-                socket: h.socket.clone(),
-                token: h.token.clone(),
-            }),
+        dir: relative_to(occ_dir, &ctx.run_dir),
+        log_file: log_name(phase),
+        result_file: result_name,
+        params: if here {
+            None
+        } else {
+            // The runner is on another machine: it gets the file's content.
+            std::fs::read_to_string(params_file).ok()
         },
-        log_file: occ_dir.join(log_name(phase)),
         // Within `bounds::MAX_TASK_TIME_S` once loaded; clamped here too, as a float
         // beyond Duration's range would panic.
-        max_runtime: job.def.max_runtime.filter(|s| *s >= 0.0).and_then(|s| {
-            Duration::try_from_secs_f64(s.min(f64::from(crate::bounds::MAX_TASK_TIME_S))).ok()
+        max_runtime_ms: job.def.max_runtime.filter(|s| *s >= 0.0).and_then(|s| {
+            Duration::try_from_secs_f64(s.min(f64::from(crate::bounds::MAX_TASK_TIME_S)))
+                .ok()
+                .map(|d| d.as_millis() as u64)
         }),
-        limits: ctx.limits.clone(),
+        kill_grace_ms: ctx.limits.kill_grace.as_millis() as u64,
     };
     let live = {
         let events = ctx.events.clone();
@@ -694,16 +703,20 @@ async fn run_one(
             ts: now,
         });
     };
-    let running = exec::run_phase(
-        &cmd,
-        &ctx.clock,
-        Some(live),
-        Some(StopSignal {
+    let running = ctx.runner.run_phase(PhaseCall {
+        job: phase_job,
+        reporter: report.as_ref().map(|h| exec::ReporterEnv {
+            socket: h.socket.clone(),
+            token: h.token.clone(),
+        }),
+        live: Some(live),
+        report: (!here).then(|| report_sink(ctx, job, phase)),
+        stop: Some(StopSignal {
             level: ctx.stop.clone(),
             at: stop_at,
         }),
-        on_spawn,
-    );
+        on_spawn: Box::new(on_spawn),
+    });
     tokio::pin!(running);
     let outcome = tokio::select! {
         biased;

@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use super::driver::Driver;
 use super::item::RunCtx;
+use super::runner::{LocalRunner, PhaseRunner};
 use super::snapshot::snapshot_pack;
 use super::view::estimate_total;
 use super::{
@@ -175,6 +176,15 @@ impl RunManager {
                 )
             })
             .collect();
+        // A rack run by an agent runs there; none live for it: the run cannot start.
+        let runner: Arc<dyn PhaseRunner> = match self.runner_for(&plan, &run_id, &loaded, &run_dir)
+        {
+            Ok(r) => r,
+            Err(reason) => {
+                drop(needs);
+                return Err(self.could_not_start(new_run, &reason));
+            }
+        };
         let begin = inner
             .broker
             .begin_run(&run_id, plan.params().resource_mode, &needs);
@@ -250,6 +260,9 @@ impl RunManager {
             stop: stop_rx.clone(),
             live: state.clone(),
             reporter,
+            runner,
+            pack_dir: loaded.dir.clone(),
+            snapshot_hash: loaded.content_hash.clone(),
         });
         let driver = Driver {
             inner: inner.clone(),
@@ -260,6 +273,7 @@ impl RunManager {
             dir_names: HashMap::new(),
             prep: prepare::Preparer::start(),
             occurrences: HashMap::new(),
+            lost: None,
         };
         let manager = inner.clone();
         tokio::spawn(async move {
@@ -268,6 +282,32 @@ impl RunManager {
             manager.forget_finished();
         });
         Ok(run_id)
+    }
+
+    /// Where the run's phases go: its rack's agent when the rack has one
+    /// ([`super::AgentDirectory`]), else this process.
+    fn runner_for(
+        &self,
+        plan: &Plan,
+        run_id: &str,
+        loaded: &LoadedPack,
+        run_dir: &std::path::Path,
+    ) -> Result<Arc<dyn PhaseRunner>, String> {
+        let inner = &self.inner;
+        let remote = match (plan.ats(), inner.agents.get()) {
+            (Some(rack), Some(agents)) => {
+                agents.runner_for(rack, run_id, &loaded.content_hash, &loaded.dir)?
+            }
+            _ => None,
+        };
+        Ok(remote.unwrap_or_else(|| {
+            Arc::new(LocalRunner {
+                run_dir: run_dir.to_path_buf(),
+                pack_dir: loaded.dir.clone(),
+                limits: inner.limits.clone(),
+                clock: inner.clock.clone(),
+            })
+        }))
     }
 
     fn could_not_start(&self, mut run: NewRun, reason: &str) -> RunError {

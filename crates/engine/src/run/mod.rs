@@ -41,6 +41,7 @@ mod launch;
 pub mod order;
 mod prepare;
 mod recover;
+pub mod runner;
 mod snapshot;
 mod storage;
 mod taskfiles;
@@ -66,6 +67,7 @@ pub use events::{LaneView, LaunchRequest, Progress, RunEvent, RunView, TaskState
 pub use launch::{new_run_id, SCHEDULER_TIMEOUT};
 pub use prepare::remove_unused_folders;
 pub use recover::recover_interrupted;
+pub use runner::{AgentDirectory, LocalRunner, PhaseJob, PhaseRunner, RunnerHealth};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -102,6 +104,8 @@ struct Inner {
     live: Mutex<HashMap<String, LiveHandle>>,
     /// Operator prompts of every run's tasks.
     prompts: Arc<crate::exec::prompts::Prompts>,
+    /// The console's rack agents, once set ([`RunManager::set_agents`]).
+    agents: std::sync::OnceLock<Arc<dyn AgentDirectory>>,
 }
 
 struct LiveHandle {
@@ -201,8 +205,15 @@ impl RunManager {
                 limits,
                 live: Mutex::new(HashMap::new()),
                 prompts: Arc::default(),
+                agents: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// Send the phases of runs on racks that have an agent to it (only the first call
+    /// counts).
+    pub fn set_agents(&self, agents: Arc<dyn AgentDirectory>) {
+        let _ = self.inner.agents.set(agents);
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

@@ -8,7 +8,7 @@ use super::Result;
 use crate::clock::EpochMs;
 
 /// What a user may do. `viewer` < `operator` < `admin`; `agent` is for rack agents and
-/// may do only what the agent API allows (nothing yet: every request is refused).
+/// may make only the agent's requests, which nobody else may make.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, TS)]
 #[serde(rename_all = "snake_case")]
 #[ts(export)]
@@ -19,7 +19,7 @@ pub enum Role {
     Operator,
     /// An operator who also manages users, webhooks and others' settings.
     Admin,
-    /// A rack agent (a later issue's agent API); refused every request for now.
+    /// A rack agent (`testbay agent`): its connection and its requests only.
     Agent,
 }
 
@@ -49,7 +49,8 @@ impl Role {
         };
         match (rank(self), rank(needed)) {
             (Some(have), Some(need)) => have >= need,
-            _ => false,
+            // An agent's requests are an agent's alone.
+            _ => self == needed,
         }
     }
 }

@@ -199,6 +199,9 @@ const EVERY_REQUEST: &[(&str, Role, bool)] = &[
         true,
     ),
     (r#"{"cmd":"publish_pack","pack":"p"}"#, Role::Operator, true),
+    (r#"{"cmd":"agents"}"#, Role::Viewer, false),
+    (r#"{"cmd":"drain_agent","name":"a"}"#, Role::Operator, true),
+    (r#"{"cmd":"agent_snapshot","hash":"h"}"#, Role::Agent, false),
 ];
 
 #[test]
@@ -222,7 +225,7 @@ fn every_request_is_classified_and_the_table_covers_every_command() {
 }
 
 #[test]
-fn roles_rank_and_agents_may_do_nothing() {
+fn roles_rank_and_agents_make_only_agent_requests() {
     use Role::*;
     for (have, need, ok) in [
         (Viewer, Viewer, true),
@@ -232,6 +235,8 @@ fn roles_rank_and_agents_may_do_nothing() {
         (Admin, Operator, true),
         (Agent, Viewer, false),
         (Admin, Agent, false),
+        (Operator, Agent, false),
+        (Agent, Agent, true),
     ] {
         assert_eq!(have.allows(need), ok, "{have:?} {need:?}");
     }

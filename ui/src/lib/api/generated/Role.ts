@@ -2,6 +2,6 @@
 
 /**
  * What a user may do. `viewer` < `operator` < `admin`; `agent` is for rack agents and
- * may do only what the agent API allows (nothing yet: every request is refused).
+ * may make only the agent's requests, which nobody else may make.
  */
 export type Role = "viewer" | "operator" | "admin" | "agent";

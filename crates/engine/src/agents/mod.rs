@@ -1,0 +1,595 @@
+//! Rack agents (StormTest's client daemons, LAVA's workers): a `testbay agent` on the
+//! machine wired to a rack runs the phases of the runs on that rack, with the same `exec`
+//! code as a console, and sends back their live output, files and outcomes.
+//!
+//! Server side, [`AgentHub`]: the agents connected to this console (a transport hands
+//! each connection to [`AgentHub::connect`] and pumps its messages), the racks whose
+//! lab-file entry says `agent: true`, and the [`crate::run::AgentDirectory`] the run
+//! manager asks at launch: a run on such a rack is bound to a live, undrained agent
+//! serving it (else it could not start, "no agent for rack-a") and its phases go there
+//! through an [`AgentRunner`]. An agent not heard from for one and a half heartbeats (or
+//! whose connection closed) stalls its runs; one silent for the grace period is lost: its
+//! phases end `Aborted` and its runs `interrupted`.
+//!
+//! Agent side, [`worker::Worker`]: runs the phases it is sent from a bounded cache of
+//! pack snapshots fetched by content hash.
+//!
+//! `wire` holds the messages; `runner` the server's end of one run's phases; `snapshot`
+//! a snapshot's files as the agent fetches them.
+
+mod runner;
+pub mod snapshot;
+pub mod wire;
+pub mod worker;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
+use ts_rs::TS;
+
+use crate::clock::{Clock, EpochMs};
+use crate::exec::{LiveLog, PhaseOutcome};
+use crate::outcome::Phase;
+use crate::run::{AgentDirectory, PhaseJob, PhaseRunner, RunnerHealth};
+pub use runner::AgentRunner;
+use wire::{AgentMsg, ServerMsg};
+
+/// Pack snapshots the hub can hand out (the newest, by hash).
+const SNAPSHOTS_KEPT: usize = 256;
+
+/// How the hub judges its agents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AgentConfig {
+    /// How often agents heartbeat; one silent for 1.5 of these stalls its runs.
+    pub heartbeat: Duration,
+    /// How long a silent agent's runs stay stalled before they are interrupted.
+    pub grace: Duration,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat: Duration::from_secs(5),
+            grace: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A phase an agent runs now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct AgentPhaseView {
+    pub run_id: String,
+    pub task: String,
+    pub lane: String,
+    pub phase: Phase,
+}
+
+/// An agent as `agents` lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct AgentView {
+    /// Its user's name.
+    pub name: String,
+    pub racks: Vec<String>,
+    pub host: String,
+    pub version: String,
+    /// Whether its connection is open.
+    pub connected: bool,
+    /// `ok`, `disconnected` (gone, with no runs), `stalled` (silent; its runs wait) or
+    /// `lost` (silent past the grace period).
+    pub state: String,
+    pub last_heartbeat_ms: EpochMs,
+    /// Host CPU use in percent, from its last heartbeat.
+    pub cpu: Option<f64>,
+    /// Takes no new runs (finishes those it has).
+    pub draining: bool,
+    /// Runs whose phases it runs.
+    pub runs: Vec<String>,
+    /// Phases running on it now.
+    pub running: Vec<AgentPhaseView>,
+    /// Pack snapshots it fetched from this server.
+    pub snapshot_fetches: u32,
+}
+
+/// What the server's end of a phase hears about it.
+pub(crate) enum JobEvent {
+    Spawned(u32),
+    Log(LiveLog),
+    File {
+        path: String,
+        data: Vec<u8>,
+        append: bool,
+    },
+    Done(Result<Box<PhaseOutcome>, String>),
+    Section(u32, Box<crate::reporter::Section>),
+    Measured(Option<u32>, Box<crate::measure::Measurement>),
+    /// The agent is gone or dropped the phase.
+    Lost(String),
+}
+
+struct Job {
+    view: AgentPhaseView,
+    events: mpsc::UnboundedSender<JobEvent>,
+}
+
+struct Agent {
+    racks: Vec<String>,
+    host: String,
+    version: String,
+    /// The open connection: its number and outbox.
+    conn: Option<(u64, mpsc::UnboundedSender<ServerMsg>)>,
+    last_heard: tokio::time::Instant,
+    last_heard_ms: EpochMs,
+    cpu: Option<f64>,
+    draining: bool,
+    health: watch::Sender<RunnerHealth>,
+    jobs: HashMap<u64, Job>,
+    runs: BTreeSet<String>,
+    fetches: u32,
+}
+
+impl Agent {
+    fn state(&self) -> &'static str {
+        match &*self.health.borrow() {
+            RunnerHealth::Healthy if self.conn.is_some() => "ok",
+            RunnerHealth::Healthy => "disconnected",
+            RunnerHealth::Stalled(_) => "stalled",
+            RunnerHealth::Lost(_) => "lost",
+        }
+    }
+}
+
+#[derive(Default)]
+struct HubState {
+    agents: BTreeMap<String, Agent>,
+    /// Snapshot folders by content hash, newest last.
+    snapshots: VecDeque<(String, PathBuf)>,
+    next_conn: u64,
+    watching: bool,
+}
+
+struct Hub {
+    config: AgentConfig,
+    clock: Arc<dyn Clock>,
+    /// Racks whose phases run on their agent (`agent: true` in the lab file).
+    agent_racks: HashSet<String>,
+    state: Mutex<HubState>,
+    next_job: AtomicU64,
+}
+
+/// The console's rack agents. Cheap to clone.
+#[derive(Clone)]
+pub struct AgentHub {
+    hub: Arc<Hub>,
+}
+
+/// Why a connection or a request of an agent is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AgentError {
+    #[error("agent {0}: rack {1} is not in the lab file, or does not say `agent: true`")]
+    UnknownRack(String, String),
+    #[error("no agent named {0}")]
+    NoSuchAgent(String),
+    #[error(
+        "no pack snapshot with hash {0} on this server (it serves those of runs on agent racks)"
+    )]
+    NoSnapshot(String),
+}
+
+impl AgentHub {
+    pub fn new(agent_racks: HashSet<String>, config: AgentConfig, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            hub: Arc::new(Hub {
+                config,
+                clock,
+                agent_racks,
+                state: Mutex::default(),
+                next_job: AtomicU64::new(1),
+            }),
+        }
+    }
+
+    pub fn config(&self) -> AgentConfig {
+        self.hub.config
+    }
+
+    /// Take on the agent `name` (its user) serving `racks`. Its messages go to
+    /// [`AgentSession::receive`]; what the server sends it comes out of
+    /// [`AgentSession::outbox`]. Dropping the session is its connection closing.
+    pub fn connect(
+        &self,
+        name: &str,
+        racks: Vec<String>,
+        host: String,
+        version: String,
+    ) -> Result<AgentSession, AgentError> {
+        if let Some(r) = racks.iter().find(|r| !self.hub.agent_racks.contains(*r)) {
+            return Err(AgentError::UnknownRack(name.into(), r.clone()));
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut st = self.hub.lock();
+        // A connection of the same agent still open is an earlier life of it (restarted
+        // before the server saw the old one close): the new one replaces it.
+        st.next_conn += 1;
+        let conn = st.next_conn;
+        let now = tokio::time::Instant::now();
+        let now_ms = self.hub.clock.now_ms();
+        let agent = st.agents.entry(name.to_string()).or_insert_with(|| Agent {
+            racks: Vec::new(),
+            host: String::new(),
+            version: String::new(),
+            conn: None,
+            last_heard: now,
+            last_heard_ms: now_ms,
+            cpu: None,
+            draining: false,
+            health: watch::Sender::new(RunnerHealth::Healthy),
+            jobs: HashMap::new(),
+            runs: BTreeSet::new(),
+            fetches: 0,
+        });
+        // Back within the grace period: phases it ran before are gone with its old
+        // connection (an agent ends its phases when it loses the server).
+        for (_, job) in agent.jobs.drain() {
+            let _ = job.events.send(JobEvent::Lost(format!(
+                "agent {name} reconnected without this phase"
+            )));
+        }
+        agent.racks = racks;
+        agent.host = host;
+        agent.version = version;
+        agent.conn = Some((conn, tx));
+        agent.last_heard = now;
+        agent.last_heard_ms = now_ms;
+        agent.health.send_if_modified(|h| {
+            let changed = *h != RunnerHealth::Healthy;
+            *h = RunnerHealth::Healthy;
+            changed
+        });
+        let watch = !std::mem::replace(&mut st.watching, true);
+        drop(st);
+        if watch {
+            tokio::spawn(watchdog(Arc::downgrade(&self.hub)));
+        }
+        tracing::info!(agent = name, "rack agent connected");
+        Ok(AgentSession {
+            hub: self.hub.clone(),
+            name: name.to_string(),
+            conn,
+            outbox: rx,
+        })
+    }
+
+    /// Every agent known since the console started.
+    pub fn list(&self) -> Vec<AgentView> {
+        let st = self.hub.lock();
+        st.agents
+            .iter()
+            .map(|(name, a)| {
+                let mut running: Vec<AgentPhaseView> =
+                    a.jobs.values().map(|j| j.view.clone()).collect();
+                running.sort_by(|x, y| (&x.run_id, &x.lane).cmp(&(&y.run_id, &y.lane)));
+                AgentView {
+                    name: name.clone(),
+                    racks: a.racks.clone(),
+                    host: a.host.clone(),
+                    version: a.version.clone(),
+                    connected: a.conn.is_some(),
+                    state: a.state().to_string(),
+                    last_heartbeat_ms: a.last_heard_ms,
+                    cpu: a.cpu,
+                    draining: a.draining,
+                    runs: a.runs.iter().cloned().collect(),
+                    running,
+                    snapshot_fetches: a.fetches,
+                }
+            })
+            .collect()
+    }
+
+    /// Give the agent no new runs (it finishes those it has); `false` takes it back.
+    pub fn drain(&self, name: &str, on: bool) -> Result<(), AgentError> {
+        let mut st = self.hub.lock();
+        let a = st
+            .agents
+            .get_mut(name)
+            .ok_or_else(|| AgentError::NoSuchAgent(name.into()))?;
+        a.draining = on;
+        tracing::info!(agent = name, draining = on, "agent drain changed");
+        Ok(())
+    }
+
+    /// The folder of the snapshot with this hash, counted as a fetch of `agent`.
+    pub fn snapshot_dir(&self, agent: &str, hash: &str) -> Result<PathBuf, AgentError> {
+        let mut st = self.hub.lock();
+        let dir = st
+            .snapshots
+            .iter()
+            .rev()
+            .find(|(h, _)| h == hash)
+            .map(|(_, d)| d.clone())
+            .ok_or_else(|| AgentError::NoSnapshot(hash.into()))?;
+        if let Some(a) = st.agents.get_mut(agent) {
+            a.fetches = a.fetches.saturating_add(1);
+        }
+        Ok(dir)
+    }
+}
+
+impl AgentDirectory for AgentHub {
+    fn runner_for(
+        &self,
+        rack: &str,
+        run_id: &str,
+        snapshot_hash: &str,
+        snapshot_dir: &Path,
+    ) -> Result<Option<Arc<dyn PhaseRunner>>, String> {
+        if !self.hub.agent_racks.contains(rack) {
+            return Ok(None);
+        }
+        let mut st = self.hub.lock();
+        let mut draining = None;
+        let pick = st
+            .agents
+            .iter()
+            .filter(|(_, a)| {
+                a.racks.iter().any(|r| r == rack)
+                    && a.conn.is_some()
+                    && *a.health.borrow() == RunnerHealth::Healthy
+            })
+            .filter(|(name, a)| {
+                if a.draining {
+                    draining = Some((*name).clone());
+                }
+                !a.draining
+            })
+            .min_by_key(|(_, a)| a.runs.len())
+            .map(|(name, _)| name.clone());
+        let Some(name) = pick else {
+            return Err(match draining {
+                Some(d) => format!("no agent for {rack} ({d} is draining)"),
+                None => format!("no agent for {rack}"),
+            });
+        };
+        let agent = st.agents.get_mut(&name).expect("picked");
+        agent.runs.insert(run_id.to_string());
+        let health = agent.health.subscribe();
+        if !st.snapshots.iter().any(|(h, _)| h == snapshot_hash) {
+            st.snapshots
+                .push_back((snapshot_hash.to_string(), snapshot_dir.to_path_buf()));
+            if st.snapshots.len() > SNAPSHOTS_KEPT {
+                st.snapshots.pop_front();
+            }
+        }
+        drop(st);
+        tracing::info!(run_id, rack, agent = %name, "run bound to its rack's agent");
+        Ok(Some(Arc::new(AgentRunner::new(
+            self.hub.clone(),
+            name,
+            run_id.to_string(),
+            snapshot_dir
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default(),
+            health,
+        ))))
+    }
+}
+
+/// One agent's open connection, as the transport holds it.
+pub struct AgentSession {
+    hub: Arc<Hub>,
+    name: String,
+    conn: u64,
+    /// What to send the agent, in order.
+    pub outbox: mpsc::UnboundedReceiver<ServerMsg>,
+}
+
+impl AgentSession {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The first message: the agent's name and heartbeat interval.
+    pub fn welcome(&self) -> ServerMsg {
+        ServerMsg::Welcome {
+            name: self.name.clone(),
+            heartbeat_ms: self.hub.config.heartbeat.as_millis() as u64,
+        }
+    }
+
+    /// A message from the agent.
+    pub fn receive(&self, msg: AgentMsg) {
+        use base64::Engine as _;
+        let mut st = self.hub.lock();
+        let Some(agent) = st.agents.get_mut(&self.name) else {
+            return;
+        };
+        if agent.conn.as_ref().map(|(c, _)| *c) != Some(self.conn) {
+            return;
+        }
+        agent.last_heard = tokio::time::Instant::now();
+        agent.last_heard_ms = self.hub.clock.now_ms();
+        if !matches!(&*agent.health.borrow(), RunnerHealth::Healthy) {
+            agent.health.send_replace(RunnerHealth::Healthy);
+        }
+        let (job, event) = match msg {
+            AgentMsg::Heartbeat { cpu } => {
+                agent.cpu = cpu.filter(|c| c.is_finite());
+                return;
+            }
+            AgentMsg::Hello { .. } => return,
+            AgentMsg::Spawned { job, pid } => (job, JobEvent::Spawned(pid)),
+            AgentMsg::Log { job, log } => (job, JobEvent::Log(log)),
+            AgentMsg::Section { job, id, section } => (job, JobEvent::Section(id, section)),
+            AgentMsg::Measured {
+                job,
+                section,
+                measurement,
+            } => (job, JobEvent::Measured(section, measurement)),
+            AgentMsg::File {
+                job,
+                path,
+                data,
+                append,
+            } => {
+                let Ok(data) = base64::engine::general_purpose::STANDARD.decode(data) else {
+                    tracing::warn!(agent = %self.name, job, "a file piece that is not base64; dropped");
+                    return;
+                };
+                (job, JobEvent::File { path, data, append })
+            }
+            AgentMsg::Done { job, outcome } => {
+                let Some(j) = agent.jobs.remove(&job) else {
+                    return;
+                };
+                let _ = j.events.send(JobEvent::Done(outcome));
+                return;
+            }
+        };
+        if let Some(j) = agent.jobs.get(&job) {
+            let _ = j.events.send(event);
+        }
+    }
+}
+
+impl Drop for AgentSession {
+    fn drop(&mut self) {
+        let mut st = self.hub.lock();
+        if let Some(a) = st.agents.get_mut(&self.name) {
+            if a.conn.as_ref().map(|(c, _)| *c) == Some(self.conn) {
+                a.conn = None;
+                tracing::warn!(agent = %self.name, "rack agent disconnected");
+                if !a.runs.is_empty() {
+                    let reason = format!(
+                        "agent {} lost its connection; waiting up to {} s for it",
+                        self.name,
+                        self.hub.config.grace.as_secs()
+                    );
+                    a.health.send_replace(RunnerHealth::Stalled(reason));
+                }
+            }
+        }
+    }
+}
+
+impl Hub {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HubState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Send a phase to `agent`; its events come out of `events`. `None` when the agent
+    /// is not connected.
+    fn start_job(
+        &self,
+        agent: &str,
+        job: &PhaseJob,
+        events: mpsc::UnboundedSender<JobEvent>,
+    ) -> Result<u64, String> {
+        let id = self.next_job.fetch_add(1, Ordering::Relaxed);
+        let mut st = self.lock();
+        let a = st
+            .agents
+            .get_mut(agent)
+            .ok_or_else(|| format!("agent {agent} is gone"))?;
+        let Some((_, out)) = &a.conn else {
+            return Err(format!("agent {agent} is not connected"));
+        };
+        out.send(ServerMsg::Start {
+            job: id,
+            phase: Box::new(job.clone()),
+        })
+        .map_err(|_| format!("agent {agent} is not connected"))?;
+        a.jobs.insert(
+            id,
+            Job {
+                view: AgentPhaseView {
+                    run_id: job.run_id.clone(),
+                    task: job.task.clone(),
+                    lane: job.lane.clone(),
+                    phase: job.phase,
+                },
+                events,
+            },
+        );
+        Ok(id)
+    }
+
+    fn stop_job(&self, agent: &str, job: u64) {
+        let st = self.lock();
+        if let Some((_, out)) = st.agents.get(agent).and_then(|a| a.conn.as_ref()) {
+            let _ = out.send(ServerMsg::Stop { job });
+        }
+    }
+
+    fn forget_job(&self, agent: &str, job: u64) {
+        if let Some(a) = self.lock().agents.get_mut(agent) {
+            a.jobs.remove(&job);
+        }
+    }
+
+    fn unbind(&self, agent: &str, run_id: &str) {
+        if let Some(a) = self.lock().agents.get_mut(agent) {
+            a.runs.remove(run_id);
+        }
+    }
+
+    /// Stall the runs of agents silent for 1.5 heartbeats; lose those silent for the
+    /// grace period.
+    fn check(&self) {
+        let now = tokio::time::Instant::now();
+        let (hb, grace) = (self.config.heartbeat, self.config.grace);
+        let mut st = self.lock();
+        for (name, a) in st.agents.iter_mut() {
+            let silent = now.saturating_duration_since(a.last_heard);
+            let quiet = a.conn.is_none() || silent > hb + hb / 2;
+            if !quiet || matches!(&*a.health.borrow(), RunnerHealth::Lost(_)) {
+                continue;
+            }
+            if silent > grace {
+                let reason = format!(
+                    "agent {name} not heard from for {} s (grace period {} s)",
+                    silent.as_secs(),
+                    grace.as_secs()
+                );
+                tracing::warn!(agent = %name, "{reason}; its runs are interrupted");
+                for (_, job) in a.jobs.drain() {
+                    let _ = job.events.send(JobEvent::Lost(reason.clone()));
+                }
+                a.conn = None;
+                a.runs.clear();
+                a.health.send_replace(RunnerHealth::Lost(reason));
+                // A later connection starts afresh.
+                a.health = watch::Sender::new(RunnerHealth::Healthy);
+                a.health.send_replace(RunnerHealth::Lost(String::new()));
+            } else if !a.runs.is_empty() && *a.health.borrow() == RunnerHealth::Healthy {
+                let reason = format!(
+                    "agent {name} not heard from for {} s; waiting up to {} s for it",
+                    silent.as_secs(),
+                    grace.as_secs()
+                );
+                a.health.send_replace(RunnerHealth::Stalled(reason));
+            }
+        }
+    }
+}
+
+/// Looks at the agents four times a heartbeat while the hub lives.
+async fn watchdog(hub: Weak<Hub>) {
+    loop {
+        let every = match hub.upgrade() {
+            Some(h) => {
+                h.check();
+                (h.config.heartbeat / 4).max(Duration::from_millis(10))
+            }
+            None => return,
+        };
+        tokio::time::sleep(every).await;
+    }
+}

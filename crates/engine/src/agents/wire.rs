@@ -1,0 +1,90 @@
+//! What a rack agent and its server say to each other: JSON messages, one per WebSocket
+//! text frame (`GET /api/agent`), in order. The agent speaks first ([`AgentMsg::Hello`]);
+//! the server answers [`ServerMsg::Welcome`] with the heartbeat interval, then sends
+//! phases to run. An agent sends a phase's files before its [`AgentMsg::Done`].
+
+use serde::{Deserialize, Serialize};
+use ts_rs::TS;
+
+use crate::exec::{LiveLog, PhaseOutcome};
+use crate::measure::Measurement;
+use crate::reporter::Section;
+use crate::run::PhaseJob;
+
+/// From the agent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AgentMsg {
+    /// The racks it serves (its name is its user's).
+    Hello {
+        racks: Vec<String>,
+        host: String,
+        version: String,
+    },
+    /// Still there; the host's CPU use in percent since the previous heartbeat.
+    Heartbeat { cpu: Option<f64> },
+    /// The phase's process started (its pid on the agent's machine).
+    Spawned { job: u64, pid: u32 },
+    /// Live output of a phase.
+    Log { job: u64, log: LiveLog },
+    /// A piece of one of the phase's files (its log, result file, an artifact), `path`
+    /// relative to the attempt's folder; `append` continues the previous piece.
+    File {
+        job: u64,
+        path: String,
+        /// Standard base64.
+        data: String,
+        append: bool,
+    },
+    /// The phase ended (or could not be attempted: the error).
+    Done {
+        job: u64,
+        outcome: Result<Box<PhaseOutcome>, String>,
+    },
+    /// A section the phase opened or closed through its reporter, as it stands now
+    /// (details and extra data left out, as live events carry them); `id` is its place
+    /// in the phase's report.
+    Section {
+        job: u64,
+        id: u32,
+        section: Box<Section>,
+    },
+    /// A measurement the phase reported through its reporter.
+    Measured {
+        job: u64,
+        section: Option<u32>,
+        measurement: Box<Measurement>,
+    },
+}
+
+/// From the server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMsg {
+    /// Taken on, under this name; heartbeat this often.
+    Welcome { name: String, heartbeat_ms: u64 },
+    /// Run this phase.
+    Start { job: u64, phase: Box<PhaseJob> },
+    /// Terminate this phase (its process group; the result is `Aborted`).
+    Stop { job: u64 },
+}
+
+/// One file of a pack snapshot (`agent_snapshot`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct SnapshotFile {
+    /// Relative to the pack's root.
+    pub path: String,
+    /// Whether it is a program (any execute bit).
+    pub executable: bool,
+    /// The bytes, standard base64.
+    pub data: String,
+}
+
+/// A run's pack snapshot, as an agent fetches it by its content hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct Snapshot {
+    pub hash: String,
+    pub files: Vec<SnapshotFile>,
+}

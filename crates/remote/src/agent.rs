@@ -1,0 +1,237 @@
+//! `testbay agent`'s connection to its lab server: `GET /api/agent` (a WebSocket, with
+//! the agent user's token), the hello naming its racks, a heartbeat with the host's CPU
+//! use, and the phases the server sends run by the engine's agent
+//! [`Worker`](testbay_engine::agents::worker::Worker), which fetches pack snapshots with
+//! `agent_snapshot` over `POST /api`.
+//!
+//! A connection that drops (the server restarted, the network blinked, nothing heard for
+//! three heartbeats) ends the phases running (the server has given up on them or will)
+//! and is opened again with backoff. A server that refuses the agent (a wrong role, a
+//! rack that is not an agent rack) ends it.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt as _, StreamExt as _};
+use testbay_engine::agents::wire::{AgentMsg, ServerMsg, Snapshot};
+use testbay_engine::agents::worker::{SnapshotSource, Worker};
+use testbay_engine::api::queue::cpu::{CpuProbe, ProcStat};
+use testbay_engine::api::{ApiError, ErrorCode, Request, Response};
+use testbay_engine::clock::SystemClock;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::tungstenite::http::{header, HeaderValue};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::http::Client;
+use crate::stream::{FIRST_RETRY, LAST_RETRY};
+use crate::Target;
+
+/// What `testbay agent` was given.
+pub struct AgentOptions {
+    pub target: Target,
+    pub racks: Vec<String>,
+    pub work_dir: PathBuf,
+}
+
+/// Fetches snapshots with `agent_snapshot`.
+struct Fetch(Client);
+
+impl SnapshotSource for Fetch {
+    fn fetch<'a>(
+        &'a self,
+        hash: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<Snapshot, String>> + Send + 'a>> {
+        Box::pin(async move {
+            let request = Request::AgentSnapshot {
+                hash: hash.to_string(),
+            };
+            match self.0.call(&request).await {
+                Ok(Response::AgentSnapshot(s)) => Ok(s),
+                Ok(other) => Err(format!("the server answered agent_snapshot with {other:?}")),
+                Err(e) => Err(format!("cannot fetch pack snapshot {hash}: {e}")),
+            }
+        })
+    }
+}
+
+/// How one connection ended.
+enum Ended {
+    /// Dropped: connect again.
+    Dropped(String),
+    /// The server refused the agent: give up.
+    Refused(String),
+    /// Asked to stop.
+    Stopped,
+}
+
+/// Serve phases until `stop` resolves (or the server refuses the agent: that error).
+pub async fn run(
+    opts: AgentOptions,
+    stop: impl Future<Output = ()> + Send,
+) -> Result<(), ApiError> {
+    let client = Client::new(opts.target.clone())?;
+    let worker = Worker::new(
+        &opts.work_dir,
+        Arc::new(SystemClock),
+        Arc::new(Fetch(client)),
+    )
+    .map_err(|e| {
+        ApiError::invalid(format!(
+            "cannot use the work directory {}: {e}",
+            opts.work_dir.display()
+        ))
+    })?;
+    tracing::info!(work_dir = %worker.work_dir().display(), cached = worker.cached().len(), "agent work directory");
+    tokio::pin!(stop);
+    let mut retry = FIRST_RETRY;
+    loop {
+        let ended = tokio::select! {
+            e = connection(&opts, &worker) => e,
+            () = &mut stop => Ended::Stopped,
+        };
+        // Whatever ran belongs to a connection that is over.
+        worker.stop_all();
+        settle(&worker).await;
+        match ended {
+            Ended::Stopped => return Ok(()),
+            Ended::Refused(why) => {
+                return Err(ApiError::new(
+                    ErrorCode::Forbidden,
+                    format!(
+                        "the lab server at {} refused this agent: {why}",
+                        opts.target.url
+                    ),
+                ))
+            }
+            Ended::Dropped(why) => {
+                tracing::warn!(server = %opts.target.url, why, retry_ms = retry.as_millis() as u64, "lost the lab server; connecting again");
+                tokio::select! {
+                    () = tokio::time::sleep(retry) => {}
+                    () = &mut stop => return Ok(()),
+                }
+                retry = (retry * 2).min(LAST_RETRY);
+            }
+        }
+    }
+}
+
+/// Wait (a bounded time) for stopped phases to end.
+async fn settle(worker: &Worker) {
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    while worker.running() > 0 && tokio::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
+}
+
+async fn connection(opts: &AgentOptions, worker: &Arc<Worker>) -> Ended {
+    let mut request = match opts.target.agent_url().as_str().into_client_request() {
+        Ok(r) => r,
+        Err(e) => return Ended::Refused(e.to_string()),
+    };
+    if let Some(token) = &opts.target.token {
+        match HeaderValue::from_str(&format!("Bearer {token}")) {
+            Ok(v) => {
+                request.headers_mut().insert(header::AUTHORIZATION, v);
+            }
+            Err(_) => return Ended::Refused("the token holds characters a header cannot".into()),
+        }
+    }
+    let socket = match tokio::time::timeout(
+        Duration::from_secs(10),
+        // Small messages both ways (a phase's start, its end): no Nagle delay.
+        tokio_tungstenite::connect_async_with_config(request, None, true),
+    )
+    .await
+    {
+        Ok(Ok((s, _))) => s,
+        Ok(Err(tokio_tungstenite::tungstenite::Error::Http(res)))
+            if matches!(res.status().as_u16(), 401 | 403) =>
+        {
+            let body = res
+                .body()
+                .as_ref()
+                .map(|b| String::from_utf8_lossy(b).to_string())
+                .unwrap_or_default();
+            return Ended::Refused(format!("{} {body}", res.status()));
+        }
+        Ok(Err(e)) => return Ended::Dropped(e.to_string()),
+        Err(_) => return Ended::Dropped("no answer within 10 s".into()),
+    };
+    let (mut tx, mut rx) = socket.split();
+    let hello = AgentMsg::Hello {
+        racks: opts.racks.clone(),
+        host: host_name(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    let text = serde_json::to_string(&hello).expect("plain JSON");
+    if let Err(e) = tx.send(Message::Text(text.into())).await {
+        return Ended::Dropped(e.to_string());
+    }
+    let heartbeat = match tokio::time::timeout(Duration::from_secs(10), rx.next()).await {
+        Ok(Some(Ok(Message::Text(t)))) => match serde_json::from_str::<ServerMsg>(&t) {
+            Ok(ServerMsg::Welcome { name, heartbeat_ms }) => {
+                tracing::info!(agent = name, racks = ?opts.racks, "connected to the lab server");
+                Duration::from_millis(heartbeat_ms.max(10))
+            }
+            _ => return Ended::Dropped("the server's first message is not a welcome".into()),
+        },
+        Ok(Some(Ok(Message::Close(Some(f))))) if f.code == CloseCode::Policy => {
+            return Ended::Refused(f.reason.to_string())
+        }
+        Ok(Some(Ok(other))) => return Ended::Dropped(format!("unexpected first frame {other:?}")),
+        Ok(Some(Err(e))) => return Ended::Dropped(e.to_string()),
+        Ok(None) => return Ended::Dropped("the server closed the connection".into()),
+        Err(_) => return Ended::Dropped("no welcome within 10 s".into()),
+    };
+    let cpu = ProcStat::new();
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<AgentMsg>();
+    let mut beats = tokio::time::interval(heartbeat);
+    beats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut heard = tokio::time::Instant::now();
+    loop {
+        let msg = tokio::select! {
+            _ = beats.tick() => {
+                if heard.elapsed() > 3 * heartbeat.max(Duration::from_secs(1)) {
+                    return Ended::Dropped("nothing heard from the server".into());
+                }
+                AgentMsg::Heartbeat { cpu: cpu.busy_percent() }
+            }
+            Some(m) = out_rx.recv() => m,
+            frame = rx.next() => {
+                heard = tokio::time::Instant::now();
+                match frame {
+                    Some(Ok(Message::Text(t))) => {
+                        match serde_json::from_str::<ServerMsg>(&t) {
+                            Ok(ServerMsg::Start { job, phase }) => worker.start(job, *phase, out_tx.clone()),
+                            Ok(ServerMsg::Stop { job }) => worker.stop(job),
+                            Ok(ServerMsg::Welcome { .. }) => {}
+                            Err(e) => tracing::warn!(error = %e, "a server message the agent does not understand; ignored"),
+                        }
+                        continue;
+                    }
+                    Some(Ok(Message::Close(f))) => {
+                        return Ended::Dropped(f.map(|f| f.reason.to_string()).unwrap_or_else(|| "closed".into()))
+                    }
+                    Some(Ok(_)) => continue,
+                    Some(Err(e)) => return Ended::Dropped(e.to_string()),
+                    None => return Ended::Dropped("the server closed the connection".into()),
+                }
+            }
+        };
+        let text = serde_json::to_string(&msg).expect("plain JSON");
+        if let Err(e) = tx.send(Message::Text(text.into())).await {
+            return Ended::Dropped(e.to_string());
+        }
+    }
+}
