@@ -19,6 +19,9 @@
 //! Listeners ([`LiveBook::listen`]) hear every batch of events under the book's lock, in
 //! sequence order: the broker wakes the runs waiting for what a batch freed.
 
+mod client;
+mod writer;
+
 use std::path::PathBuf;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -31,7 +34,10 @@ use tokio::sync::broadcast;
 
 use super::*;
 use crate::clock::{Clock, EpochMs};
-use crate::store::{BookLock, BookStore, Store, StoreError};
+use crate::store::{BookLock, Store, StoreError};
+
+pub use client::{BookClient, BookHandle};
+use writer::service;
 
 /// Errors of the live book.
 #[derive(Debug, thiserror::Error)]
@@ -513,202 +519,4 @@ fn apply(b: &mut Book, cmd: BookCommand) -> BookReply {
     r.unwrap_or_else(|e| BookReply::Error {
         message: e.to_string(),
     })
-}
-
-/// The service thread: writes event batches (one transaction each), and every
-/// [`SERVICE_PERIOD`] sweeps expiries and answers the inbox.
-fn service(
-    mut store: Box<dyn BookStore>,
-    rx: mpsc::Receiver<WriterMsg>,
-    inner: std::sync::Weak<Inner>,
-) {
-    let mut last_service = std::time::Instant::now();
-    loop {
-        let first = match rx.recv_timeout(SERVICE_PERIOD) {
-            Ok(m) => Some(m),
-            Err(mpsc::RecvTimeoutError::Timeout) => None,
-            Err(mpsc::RecvTimeoutError::Disconnected) => return,
-        };
-        if pump(&rx, &mut *store, first) {
-            return;
-        }
-        if last_service.elapsed() >= SERVICE_PERIOD {
-            last_service = std::time::Instant::now();
-            let Some(inner) = inner.upgrade() else { return };
-            {
-                let mut g = inner.book.lock().unwrap_or_else(|p| p.into_inner());
-                g.book.tick();
-                publish(&inner, &mut g);
-            }
-            if serve_inbox(&rx, &mut *store, &inner) {
-                return;
-            }
-        }
-    }
-}
-
-/// Write `first` and whatever else is queued, in batches of at most [`MAX_BATCH`] events
-/// per transaction; answer flush requests once what preceded them is committed. Returns
-/// true when asked to stop.
-fn pump(
-    rx: &mpsc::Receiver<WriterMsg>,
-    store: &mut dyn BookStore,
-    first: Option<WriterMsg>,
-) -> bool {
-    let mut next = first.or_else(|| rx.try_recv().ok());
-    let mut batch: Vec<BookEvent> = Vec::new();
-    let write = |store: &mut dyn BookStore, batch: &mut Vec<BookEvent>| {
-        if !batch.is_empty() {
-            if let Err(e) = store.write_events(batch) {
-                tracing::error!(error = %e, events = batch.len(), "cannot persist reservation events");
-            }
-            batch.clear();
-        }
-    };
-    while let Some(m) = next {
-        match m {
-            WriterMsg::Events(ev) => {
-                batch.extend(ev);
-                if batch.len() >= MAX_BATCH {
-                    write(store, &mut batch);
-                }
-            }
-            WriterMsg::Flush(tx) => {
-                write(store, &mut batch);
-                let _ = tx.send(());
-            }
-            WriterMsg::Stop => {
-                write(store, &mut batch);
-                return true;
-            }
-            WriterMsg::Abandon => return true,
-        }
-        next = rx.try_recv().ok();
-    }
-    write(store, &mut batch);
-    false
-}
-
-/// Apply pending inbox commands; each answer is written after the command's events are
-/// committed. Returns true when asked to stop meanwhile.
-fn serve_inbox(rx: &mpsc::Receiver<WriterMsg>, store: &mut dyn BookStore, inner: &Inner) -> bool {
-    let pending = match store.inbox_pending() {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot read the book inbox");
-            return false;
-        }
-    };
-    for (id, json) in pending {
-        let (reply, now) = match serde_json::from_str::<BookCommand>(&json) {
-            Ok(cmd) => {
-                let mut g = inner.book.lock().unwrap_or_else(|p| p.into_inner());
-                let reply = apply(&mut g.book, cmd);
-                publish(inner, &mut g);
-                (reply, g.book.now())
-            }
-            Err(e) => (
-                BookReply::Error {
-                    message: format!("bad book command: {e}"),
-                },
-                inner
-                    .book
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .book
-                    .now(),
-            ),
-        };
-        let stop = pump(rx, store, None);
-        let json = serde_json::to_string(&reply).unwrap_or_default();
-        if let Err(e) = store.inbox_answer(id, now, &json) {
-            tracing::error!(error = %e, "cannot answer a book inbox command");
-        }
-        if stop {
-            return true;
-        }
-    }
-    false
-}
-
-/// A process that does not own the book: posts commands to the owner's inbox and reads
-/// the stored state.
-pub struct BookClient {
-    store: Box<dyn BookStore>,
-    timeout: Duration,
-}
-
-impl BookClient {
-    pub fn open(store: &dyn Store) -> Result<Self, LiveError> {
-        Ok(Self {
-            store: store.open_book_store()?,
-            timeout: Duration::from_secs(10),
-        })
-    }
-
-    /// Post `cmd` and wait for the owner's answer.
-    pub fn call(&self, cmd: &BookCommand, now: EpochMs) -> Result<BookReply, LiveError> {
-        let json = serde_json::to_string(cmd).map_err(|e| LiveError::Remote(e.to_string()))?;
-        let id = self.store.inbox_post(now, &json)?;
-        let start = std::time::Instant::now();
-        while start.elapsed() < self.timeout {
-            if let Some(ans) = self.store.inbox_result(id)? {
-                return serde_json::from_str(&ans).map_err(|e| LiveError::Remote(e.to_string()));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Err(LiveError::NoAnswer(self.timeout))
-    }
-
-    /// Live reservations as last written by the owner.
-    pub fn reservations(&self) -> Result<Vec<ReservationView>, LiveError> {
-        Ok(self.store.live_reservations()?)
-    }
-}
-
-/// Either the book itself or a client of the process that owns it.
-pub enum BookHandle {
-    Owner(LiveBook),
-    Client(BookClient),
-}
-
-impl BookHandle {
-    /// Own the book if nobody does, else talk to its owner.
-    pub fn open(
-        store: &dyn Store,
-        clock: Arc<dyn Clock>,
-        cfg: BookConfig,
-        resources: Vec<ResourceSpec>,
-    ) -> Result<Self, LiveError> {
-        match LiveBook::open(store, clock, cfg, resources) {
-            Ok(b) => Ok(BookHandle::Owner(b)),
-            Err(LiveError::OwnedElsewhere) => Ok(BookHandle::Client(BookClient::open(store)?)),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Apply a command here or at the owner; committed to the store on return.
-    pub fn call(&self, cmd: BookCommand, now: EpochMs) -> Result<BookReply, LiveError> {
-        match self {
-            BookHandle::Owner(b) => {
-                let r = b.apply(cmd);
-                b.flush();
-                Ok(r)
-            }
-            BookHandle::Client(c) => c.call(&cmd, now),
-        }
-    }
-
-    pub fn reservations(&self) -> Result<Vec<ReservationView>, LiveError> {
-        match self {
-            BookHandle::Owner(b) => Ok(b.reservations()),
-            BookHandle::Client(c) => c.reservations(),
-        }
-    }
-
-    pub fn shutdown(&self) {
-        if let BookHandle::Owner(b) = self {
-            b.shutdown();
-        }
-    }
 }

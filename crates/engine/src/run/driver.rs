@@ -2,6 +2,10 @@
 //! broker, hears occurrences finish, stops on request, gives up on phases that never
 //! report back, and sets the run's final status.
 
+mod reasons;
+mod results;
+mod stop;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
@@ -12,14 +16,12 @@ use super::item::{self, spawn_item, ItemDone, ItemJob, Occurrence, RunCtx};
 use super::runner::RunnerHealth;
 use super::view::progress_of;
 use super::{
-    prepare, stop_grace, taskfiles, Grant, Inner, LiveRun, RunEvent, TaskNeeds, TaskState,
-    STOP_SLACK,
+    prepare, taskfiles, Grant, Inner, LiveRun, RunEvent, TaskNeeds, TaskState, STOP_SLACK,
 };
 use crate::model::StopLevel;
-use crate::outcome::{RunStatus, ABORTED, ERRORED};
+use crate::outcome::{RunStatus, ERRORED};
 use crate::pack::LoadedPack;
 use crate::plan::{BusyOutcome, ItemState};
-use crate::store::TaskFinish;
 
 pub(super) struct Driver {
     pub(super) inner: Arc<Inner>,
@@ -297,175 +299,6 @@ impl Driver {
         status
     }
 
-    /// Commit what waits, then count the results the plan has that the store does not:
-    /// a commit that failed earlier (no space left) may have taken results with it.
-    fn unstored_results(&self) -> u32 {
-        let store = &self.inner.store;
-        if let Err(e) = store.commit_now() {
-            self.ctx.store_failed("task results (commit)", None, &e);
-        }
-        let stored = match store.get_run(&self.ctx.run_id) {
-            Ok(run) => run.counts.by_result,
-            Err(e) => {
-                self.ctx
-                    .store_failed("results (reading them back)", None, &e);
-                Default::default()
-            }
-        };
-        let s = self.lock();
-        let mut want: HashMap<&str, u32> = HashMap::new();
-        for it in s.plan.items() {
-            if let ItemState::Done { result, .. } = s.plan.state(it.id) {
-                *want.entry(result.as_str()).or_default() += 1;
-            }
-        }
-        want.into_iter()
-            .map(|(r, n)| n.saturating_sub(stored.get(r).copied().unwrap_or(0)))
-            .sum()
-    }
-
-    /// Tell subscribers the new reason of queued tasks whose reason changed: the tasks of
-    /// the stage a lane moved to (they wait for something else than before: prereqs,
-    /// `process_limit`, ...), and tasks that waited for a prereq that has ended since.
-    /// Tasks of later stages keep their reason (it names their own stage, see
-    /// `Plan::wait_reason`), so each task is announced once per stage move and once when
-    /// its prereqs are done.
-    fn announce_reasons(&self, r: &mut Reasons) {
-        let events: Vec<RunEvent> = {
-            let s = self.lock();
-            let now = self.inner.clock.now_ms();
-            let listening = self.inner.events.has_listeners();
-            let mut ids: Vec<usize> = Vec::new();
-            for (lane, seen) in r.stages.iter_mut().enumerate() {
-                let stage = s.plan.lane_stage(lane);
-                if stage == *seen {
-                    continue;
-                }
-                *seen = stage;
-                ids.extend(
-                    s.plan
-                        .current_stage_items(lane)
-                        .iter()
-                        .filter(|&&id| matches!(s.plan.state(id), ItemState::Pending)),
-                );
-            }
-            // A split test stage lists its shared tasks on every lane.
-            ids.sort_unstable();
-            ids.dedup();
-            let mut out: Vec<(usize, String)> = ids
-                .into_iter()
-                .map(|id| (id, s.plan.wait_reason(id, now).unwrap_or_default()))
-                .collect();
-            // Prereq waits that ended: the task waits for something else now, or starts.
-            r.watch.retain_mut(|(id, reason)| {
-                if out.iter().any(|(o, _)| o == id) {
-                    return false;
-                }
-                if !matches!(s.plan.state(*id), ItemState::Pending) {
-                    return false;
-                }
-                let now_reason = s.plan.wait_reason(*id, now).unwrap_or_default();
-                if now_reason == *reason {
-                    return true;
-                }
-                out.push((*id, now_reason.clone()));
-                *reason = now_reason;
-                is_prereq_wait(reason)
-            });
-            for (id, reason) in &out {
-                if is_prereq_wait(reason) && !r.watch.iter().any(|(w, _)| w == id) {
-                    r.watch.push((*id, reason.clone()));
-                }
-            }
-            if !listening || out.is_empty() {
-                return;
-            }
-            out.into_iter()
-                .map(|(id, reason)| {
-                    let it = s.plan.item(id);
-                    RunEvent::TaskState {
-                        run_id: self.ctx.run_id.clone(),
-                        seq: self.ctx.seq.next(),
-                        item: id as u32,
-                        task: it.task.clone(),
-                        kind: it.kind,
-                        group: it.group.clone(),
-                        lane: it.lane.map(|l| s.plan.lane_name(l).to_string()),
-                        state: TaskState::Queued { reason },
-                        ts: now,
-                    }
-                })
-                .collect()
-        };
-        for ev in events {
-            self.emit(ev);
-        }
-    }
-
-    /// What [`Self::announce_reasons`] starts from: the lanes at their first stage, and
-    /// the tasks of that stage waiting for a prereq.
-    fn reasons_at_start(&self) -> Reasons {
-        let s = self.lock();
-        let now = self.inner.clock.now_ms();
-        let lanes = s.plan.lane_count();
-        let mut watch: Vec<(usize, String)> = Vec::new();
-        for lane in 0..lanes {
-            for &id in s.plan.current_stage_items(lane) {
-                if watch.iter().any(|(w, _)| *w == id)
-                    || !matches!(s.plan.state(id), ItemState::Pending)
-                {
-                    continue;
-                }
-                let reason = s.plan.wait_reason(id, now).unwrap_or_default();
-                if is_prereq_wait(&reason) {
-                    watch.push((id, reason));
-                }
-            }
-        }
-        Reasons {
-            stages: (0..lanes).map(|l| s.plan.lane_stage(l)).collect(),
-            watch,
-        }
-    }
-
-    fn stall_reason(&self) -> String {
-        let s = self.lock();
-        let now = self.inner.clock.now_ms();
-        let waiting: Vec<String> = s
-            .plan
-            .items()
-            .iter()
-            .filter(|it| matches!(s.plan.state(it.id), ItemState::Delayed { .. }))
-            .take(3)
-            .map(|it| {
-                format!(
-                    "{}: {}",
-                    it.task,
-                    s.plan.wait_reason(it.id, now).unwrap_or_default()
-                )
-            })
-            .collect();
-        format!("waiting for resources ({})", waiting.join("; "))
-    }
-
-    /// `runs/<id>/results.yaml`, as pyATS leaves one beside its logs. Best effort: the
-    /// store has everything, `testbay export` renders it again.
-    fn write_results_yaml(&self) {
-        let store = &self.inner.store;
-        let run_id = &self.ctx.run_id;
-        match (store.get_run(run_id), store.run_tasks(run_id)) {
-            (Ok(run), Ok(tasks)) => {
-                let path = self.ctx.run_dir.join("results.yaml");
-                if let Err(e) = std::fs::write(&path, crate::report::results_yaml(&run, &tasks)) {
-                    tracing::warn!(run_id = %run_id, error = %e, "could not write results.yaml");
-                }
-            }
-            (Err(e), _) | (_, Err(e)) => {
-                tracing::warn!(run_id = %run_id, error = %e, "could not read the run back for results.yaml")
-            }
-        }
-    }
-
     /// Start what the plan allows; handle broker answers; persist plan-made results.
     fn schedule(
         &mut self,
@@ -627,172 +460,6 @@ impl Driver {
         }
     }
 
-    /// After a stop at once, [`stop_grace`] has passed and some phases have not reported
-    /// back: give up on those occurrences. Each becomes Aborted and its task is cancelled;
-    /// every process still carrying the run's `TESTBAY_RUN_ID` is killed (a phase that
-    /// left its process group escaped the group's SIGKILL). A direct child killed so stays
-    /// a zombie until the console exits: its task, which would have reaped it, is gone.
-    /// Returns how many occurrences were given up on.
-    /// Take the operator's stop `level` if it goes further than `stop_level`: a graceful
-    /// stop aborts what has not started but lets teardowns run; a stop at once aborts
-    /// everything pending and sets the time to give up on phases that do not report back.
-    fn apply_stop(
-        &self,
-        level: Option<StopLevel>,
-        stop_level: &mut Option<StopLevel>,
-        give_up_at: &mut Option<tokio::time::Instant>,
-    ) {
-        if level <= *stop_level {
-            return;
-        }
-        *stop_level = level;
-        let run_id = &self.ctx.run_id;
-        if level == Some(StopLevel::AtOnce) {
-            tracing::info!(run_id = %run_id, "stopping run at once");
-            let why = match &self.lost {
-                Some(lost) => format!("run interrupted: {lost}"),
-                None => "run stopped at once by the operator".to_string(),
-            };
-            self.lock().plan.abort_pending(&why);
-            *give_up_at = Some(tokio::time::Instant::now() + stop_grace(&self.inner.limits));
-        } else {
-            tracing::info!(run_id = %run_id, "stopping run; teardowns still run");
-            self.lock().plan.stop("run stopped by the operator");
-            if self.lock().status == RunStatus::Stalled {
-                self.set_status(RunStatus::Running, None);
-            }
-        }
-    }
-
-    fn give_up_stuck(&mut self, running: &mut usize) -> usize {
-        let grace = stop_grace(&self.inner.limits);
-        let message = format!(
-            "run stopped at once by the operator; this task had not ended {}s later, so the console gave up on it",
-            grace.as_secs_f64()
-        );
-        let mut items: Vec<usize> = self.occurrences.keys().copied().collect();
-        items.sort_unstable();
-        let mut n = 0;
-        for item in items {
-            let (occ, task) = &self.occurrences[&item];
-            if !occ.settle() {
-                // It is ending by itself right now; its result is on its way.
-                continue;
-            }
-            task.abort();
-            self.occurrences.remove(&item);
-            *running -= 1;
-            self.inner.broker.release(&self.ctx.run_id, item, &[]);
-            let lane = {
-                let mut s = self.lock();
-                let lane = match s.plan.state(item) {
-                    ItemState::Running { lane } => Some(s.plan.lane_name(*lane).to_string()),
-                    _ => None,
-                };
-                s.plan.finish(item, ABORTED, &message);
-                lane
-            };
-            self.store_engine_result(item, ABORTED, &message, lane);
-            n += 1;
-        }
-        if n > 0 {
-            let killed =
-                crate::exec::reap::kill_run_leftovers(std::slice::from_ref(&self.ctx.run_id));
-            tracing::warn!(run_id = %self.ctx.run_id, given_up = n, killed, "gave up on tasks that did not end after a stop at once");
-        }
-        n
-    }
-
-    /// Store and announce results the plan assigned itself (Skipped, Blocked, ...).
-    fn persist_settled(&self) {
-        let (rows, events) = {
-            let mut s = self.lock();
-            let settled = s.plan.drain_settled();
-            if settled.is_empty() {
-                return;
-            }
-            let now = self.inner.clock.now_ms();
-            let mut rows = Vec::new();
-            let mut events = Vec::new();
-            for id in settled {
-                if let ItemState::Done {
-                    result,
-                    message,
-                    failure,
-                    lane,
-                } = s.plan.state(id).clone()
-                {
-                    let lane_name = lane.map(|l| s.plan.lane_name(l).to_string());
-                    rows.push((
-                        s.task_ids[id],
-                        TaskFinish {
-                            lane: lane_name.clone(),
-                            result: result.clone(),
-                            failure,
-                            message: message.clone(),
-                            finished_ms: now,
-                            ..Default::default()
-                        },
-                    ));
-                    s.finished[id] = Some(now);
-                    let it = s.plan.item(id);
-                    events.push(RunEvent::TaskState {
-                        run_id: self.ctx.run_id.clone(),
-                        seq: self.ctx.seq.next(),
-                        item: id as u32,
-                        task: it.task.clone(),
-                        kind: it.kind,
-                        group: it.group.clone(),
-                        lane: lane_name,
-                        state: TaskState::Done {
-                            result,
-                            message,
-                            failure,
-                            flaky: false,
-                        },
-                        ts: now,
-                    });
-                }
-            }
-            (rows, events)
-        };
-        if let Err(e) = self.inner.store.finish_tasks(&rows) {
-            self.ctx.store_failed("results", None, &e);
-        }
-        for ev in events {
-            self.emit(ev);
-        }
-    }
-
-    fn store_engine_result(&self, item: usize, result: &str, message: &str, lane: Option<String>) {
-        let now = self.inner.clock.now_ms();
-        let (task_id, failure) = {
-            let mut s = self.lock();
-            s.finished[item] = Some(now);
-            (s.task_ids[item], s.plan.is_failure(result))
-        };
-        let f = TaskFinish {
-            lane,
-            result: result.into(),
-            failure,
-            message: message.into(),
-            finished_ms: now,
-            ..Default::default()
-        };
-        if let Err(e) = self.inner.store.finish_task(task_id, &f) {
-            self.ctx.store_failed("result", None, &e);
-        }
-        self.emit_task(
-            item,
-            TaskState::Done {
-                result: result.into(),
-                message: message.into(),
-                failure,
-                flaky: false,
-            },
-        );
-    }
-
     fn emit_task(&self, item: usize, state: TaskState) {
         let ev = {
             let s = self.lock();
@@ -833,16 +500,4 @@ impl Driver {
             ts: now,
         });
     }
-}
-
-/// The queued reasons a driver has told: each lane's stage, and the tasks waiting for a
-/// prereq with the reason last told for each.
-struct Reasons {
-    stages: Vec<usize>,
-    watch: Vec<(usize, String)>,
-}
-
-/// A reason `Plan::wait_reason` gives a task whose prereqs have not ended.
-fn is_prereq_wait(reason: &str) -> bool {
-    reason.starts_with("waiting for prereq")
 }
