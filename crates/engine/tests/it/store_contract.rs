@@ -1220,6 +1220,7 @@ fn a_batch_stores_what_single_finishes_store(b: &impl Backend) {
     let (r1, r2) = (s.get_run("one").unwrap(), s.get_run("all").unwrap());
     assert_eq!(r2.counts, r1.counts);
     assert_eq!(r2.counts.failures, 1);
+    assert_eq!((r2.counts.total, r2.counts.done), (4, 4));
     let series = s
         .measurement_history(&MeasurementQuery {
             pack: "p".into(),
@@ -1252,6 +1253,11 @@ fn a_batch_stores_what_single_finishes_store(b: &impl Backend) {
     assert_eq!(t.state, StoredTaskState::Pending);
     assert!(t.sub_results.is_empty() && t.measurements.is_empty());
     assert_eq!(s.get_run("bad").unwrap().counts.done, 0);
+    // After the failed batch, a single finish is tallied still.
+    s.finish_task(bad[0], &done("Failed", true)).unwrap();
+    s.commit_now().unwrap();
+    let c = s.get_run("bad").unwrap().counts;
+    assert_eq!((c.total, c.done, c.failures), (1, 1, 1));
 }
 
 /// Paths of a task and its attempts read back as written, whether under the run's

@@ -550,4 +550,50 @@ FROM (SELECT t.id AS task_id, rtrim(r.snapshot_dir, replace(r.snapshot_dir, '/',
 WHERE b.task_id = task_attempts.task_result_id;
 "#,
     },
+    Migration {
+        name: "tally triggers paused by a batch that counts its runs once",
+        // `sqlite::tally`: a batch (finished tasks, a run's planned tasks) inserts a row in
+        // `tally_paused` inside its transaction, writes its rows without the per-row
+        // triggers, counts each run it touched again and deletes the row before it
+        // commits; every other write keeps the triggers.
+        sql: r#"
+CREATE TABLE tally_paused (one INTEGER PRIMARY KEY CHECK (one = 1));
+DROP TRIGGER task_results_tally_insert;
+DROP TRIGGER task_results_tally_update;
+CREATE TRIGGER task_results_tally_insert AFTER INSERT ON task_results
+WHEN NOT EXISTS (SELECT 1 FROM tally_paused)
+BEGIN
+    UPDATE runs SET t_total = t_total + 1,
+        t_done = t_done + (NEW.state IS 'done'),
+        t_failed = t_failed + (NEW.state IS 'done' AND NEW.failure IS 1 AND NEW.result IS NOT 'Aborted'),
+        t_aborted = t_aborted + (NEW.state IS 'done' AND NEW.result IS 'Aborted'),
+        t_failure = t_failure + (NEW.failure IS 1)
+    WHERE id = NEW.run_id;
+    INSERT INTO run_result_tallies (run_id, result, n)
+        SELECT NEW.run_id, NEW.result, 1 WHERE NEW.state IS 'done' AND NEW.result IS NOT NULL
+        ON CONFLICT (run_id, result) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER task_results_tally_update AFTER UPDATE OF state, result, failure ON task_results
+WHEN (OLD.state IS NOT NEW.state OR OLD.result IS NOT NEW.result OR OLD.failure IS NOT NEW.failure)
+    AND NOT EXISTS (SELECT 1 FROM tally_paused)
+BEGIN
+    UPDATE runs SET
+        t_done = t_done + (NEW.state IS 'done') - (OLD.state IS 'done'),
+        t_failed = t_failed
+            + (NEW.state IS 'done' AND NEW.failure IS 1 AND NEW.result IS NOT 'Aborted')
+            - (OLD.state IS 'done' AND OLD.failure IS 1 AND OLD.result IS NOT 'Aborted'),
+        t_aborted = t_aborted + (NEW.state IS 'done' AND NEW.result IS 'Aborted')
+            - (OLD.state IS 'done' AND OLD.result IS 'Aborted'),
+        t_failure = t_failure + (NEW.failure IS 1) - (OLD.failure IS 1)
+    WHERE id = NEW.run_id;
+    UPDATE run_result_tallies SET n = n - 1
+        WHERE OLD.state IS 'done' AND run_id = OLD.run_id AND result = OLD.result;
+    DELETE FROM run_result_tallies
+        WHERE OLD.state IS 'done' AND run_id = OLD.run_id AND result = OLD.result AND n <= 0;
+    INSERT INTO run_result_tallies (run_id, result, n)
+        SELECT NEW.run_id, NEW.result, 1 WHERE NEW.state IS 'done' AND NEW.result IS NOT NULL
+        ON CONFLICT (run_id, result) DO UPDATE SET n = n + 1;
+END;
+"#,
+    },
 ];

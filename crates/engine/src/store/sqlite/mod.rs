@@ -16,6 +16,7 @@ pub mod migrations;
 mod open;
 mod read;
 mod runs;
+mod tally;
 mod tasks;
 pub mod lab;
 pub mod book;
@@ -308,7 +309,11 @@ impl Store for SqliteStore {
         let mut conn = self.conn();
         // IMMEDIATE, as in `finish_task`: the batch may read before it writes.
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        // The tallies once per run for the whole batch, not once per row.
+        tally::pause(&tx)?;
         tasks::finish_batch(&tx, items.iter().map(|(id, f)| (*id, f)))?;
+        let runs = tally::runs_of(&tx, items.iter().map(|(id, _)| *id))?;
+        tally::recount(&tx, runs.iter().map(String::as_str))?;
         tx.commit()?;
         Ok(())
     }

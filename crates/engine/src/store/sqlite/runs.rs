@@ -47,6 +47,8 @@ pub(super) fn insert(
         ],
     )?;
     let mut ids = Vec::with_capacity(tasks.len());
+    // The run's tallies counted once after its rows, not once per row.
+    super::tally::pause(&tx)?;
     {
         let mut stmt = tx.prepare(
             "INSERT INTO task_results (run_id, seq, lane, task, kind, grp, description, est_task_time)
@@ -66,6 +68,7 @@ pub(super) fn insert(
             ids.push(tx.last_insert_rowid());
         }
     }
+    super::tally::recount(&tx, [run.id.as_str()])?;
     tx.commit()?;
     Ok(ids)
 }
