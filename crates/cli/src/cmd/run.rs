@@ -163,25 +163,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
         },
     };
     let params = parse_params(&args.params)?;
-    let paths = ConsolePaths {
-        pack_roots: vec![pack_dir.clone()],
-        ..ctx.paths.clone()
-    };
-    let session = Session::open(
-        ctx,
-        paths,
-        ConsoleOptions {
-            book: if args.no_reserve {
-                BookUse::None
-            } else {
-                BookUse::Own
-            },
-            owner_label: "testbay run",
-            watch_packs: false,
-            serve_queue: false,
-            ..ctx.options()
-        },
-    )?;
+    let session = run_session(&args, ctx, vec![pack_dir.clone()])?;
     let Some(pack) = pack_name(&session, &pack_dir)? else {
         say!(
             "pack {} cannot run: it has no pack.yaml",
@@ -237,16 +219,14 @@ fn find_pack(packs: &[PackSummary], reference: &str) -> Option<(String, PathBuf)
     Some((launch_by, PathBuf::from(&p.dir)))
 }
 
-/// `testbay run NAME` where NAME is no pack folder here: a version of the lab's pack
-/// library in the store, launched on a console of the data dir; `None` when the library
-/// has no such pack.
-fn run_from_library(args: &Args, ctx: &Ctx) -> anyhow::Result<Option<i32>> {
-    let params = parse_params(&args.params)?;
+/// The console `testbay run` launches on: the data dir's, with `pack_roots` for packs,
+/// owning the book unless `--no-reserve`, no pack watching and no run queue of its own.
+fn run_session(args: &Args, ctx: &Ctx, pack_roots: Vec<PathBuf>) -> anyhow::Result<Session> {
     let paths = ConsolePaths {
-        pack_roots: Vec::new(),
+        pack_roots,
         ..ctx.paths.clone()
     };
-    let session = Session::open(
+    Session::open(
         ctx,
         paths,
         ConsoleOptions {
@@ -260,7 +240,15 @@ fn run_from_library(args: &Args, ctx: &Ctx) -> anyhow::Result<Option<i32>> {
             serve_queue: false,
             ..ctx.options()
         },
-    )?;
+    )
+}
+
+/// `testbay run NAME` where NAME is no pack folder here: a version of the lab's pack
+/// library in the store, launched on a console of the data dir; `None` when the library
+/// has no such pack.
+fn run_from_library(args: &Args, ctx: &Ctx) -> anyhow::Result<Option<i32>> {
+    let params = parse_params(&args.params)?;
+    let session = run_session(args, ctx, Vec::new())?;
     let packs = match session.call(Request::ListPacks) {
         Ok(Response::ListPacks(p)) => p,
         Ok(other) => return Err(unexpected("list_packs", other)),

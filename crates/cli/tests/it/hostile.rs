@@ -171,10 +171,7 @@ fn start_serve(packs: &Path, data: &Path) -> (Child, Option<String>) {
         let _ = child.wait();
         return (child, None);
     };
-    let addr = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("http://"))
-        .map(|a| a.trim_end_matches('/').to_string());
+    let addr = crate::support::address_in(&line);
     (child, addr)
 }
 

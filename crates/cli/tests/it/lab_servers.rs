@@ -6,7 +6,6 @@
 //! directory per server, and leases of 2 s (`TESTBAY_SERVER_LEASE_MS`, whose range is
 //! checked).
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -91,15 +90,7 @@ impl Lab {
             .stderr(log)
             .spawn()
             .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("http://"))
-            .map(|a| a.trim_end_matches('/').to_string())
-            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        let addr = crate::support::served_address(&mut child);
         Served { child, addr }
     }
 }

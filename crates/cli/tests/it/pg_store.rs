@@ -4,7 +4,6 @@
 //! sees and changes what it does. Each test has a fresh database of the throwaway
 //! cluster (`testbay-pgtest`).
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -148,15 +147,7 @@ fn serve(lab: &Lab) -> Served {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("http://"))
-        .map(|a| a.trim_end_matches('/').to_string())
-        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    let addr = crate::support::served_address(&mut child);
     Served { child, addr }
 }
 

@@ -2,7 +2,6 @@
 //! serve` serves: the console picks the new schedule up at once and fires it; a run
 //! queued behind a held DUT shows in `testbay queue --json` and moves there.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -49,15 +48,7 @@ fn set_up(f: &Bed) -> Served {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("http://"))
-        .map(|a| a.trim_end_matches('/').to_string())
-        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    let addr = crate::support::served_address(&mut child);
     Served { child, addr }
 }
 

@@ -131,16 +131,7 @@ fn serve_stops_within_two_seconds_of_sigterm_during_a_slow_query() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("http://"))
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .trim_end_matches('/')
-        .to_string();
+    let addr = crate::support::served_address(&mut child);
 
     let search = format!(
         r#"{{"cmd":"list_runs","text":"{}b"}}"#,

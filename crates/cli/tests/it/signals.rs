@@ -1,7 +1,6 @@
 //! A console's end, however it comes: SIGKILL takes every process its phases started
 //! with it (the phase guard), SIGTERM and SIGHUP stop `testbay run` like Ctrl-C.
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -116,16 +115,7 @@ fn a_killed_server_takes_every_process_of_its_phases_along() {
         .process_group(0)
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("http://"))
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .trim_end_matches('/')
-        .to_string();
+    let addr = crate::support::served_address(&mut server);
     let reply = crate::serve::post(&addr, r#"{"cmd":"launch","pack":"orph","groups":["g"]}"#);
     assert!(reply.contains("run_id"), "{reply}");
     let procs = pids(&marker);

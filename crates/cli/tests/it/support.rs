@@ -177,3 +177,21 @@ pub fn mkfifo(p: &Path) {
         "mkfifo {p:?}"
     );
 }
+
+/// The address (`host:port`) a `testbay serve` child prints on its first line of stdout,
+/// read from its piped stdout.
+pub fn served_address(child: &mut Child) -> String {
+    use std::io::{BufRead, BufReader};
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout piped"))
+        .read_line(&mut line)
+        .unwrap();
+    address_in(&line).unwrap_or_else(|| panic!("no address in {line:?}"))
+}
+
+/// The `host:port` of the first `http://` URL in `line`.
+pub fn address_in(line: &str) -> Option<String> {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix("http://"))
+        .map(|a| a.trim_end_matches('/').to_string())
+}

@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::{Hub, JobEvent};
 use crate::exec::reporter::ReportEvent;
-use crate::exec::{Exit, LogStats, PhaseOutcome, StopSignal, Verdict};
+use crate::exec::{stop_requested, Exit, LogStats, PhaseOutcome, Verdict};
 use crate::outcome::{ABORTED, ERRORED};
 use crate::reporter::{Change, PhaseReport};
 use crate::run::runner::{plain_relative, PhaseCall, PhaseFuture};
@@ -213,20 +213,4 @@ fn write_piece(dir: &Path, path: &str, data: &[u8], append: bool) -> std::io::Re
         .truncate(!append)
         .open(&to)?;
     f.write_all(data)
-}
-
-async fn stop_requested(stop: &mut Option<StopSignal>) {
-    match stop {
-        Some(StopSignal { level, at }) => {
-            let at = *at;
-            if level
-                .wait_for(|v| v.is_some_and(|l| l >= at))
-                .await
-                .is_err()
-            {
-                std::future::pending::<()>().await;
-            }
-        }
-        None => std::future::pending().await,
-    }
 }

@@ -466,7 +466,8 @@ async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-async fn stop_requested(stop: &mut Option<StopSignal>) {
+/// Resolves once the stop level reaches the phase's `at` (never, without a signal).
+pub(crate) async fn stop_requested(stop: &mut Option<StopSignal>) {
     match stop {
         Some(StopSignal { level, at }) => {
             let at = *at;
