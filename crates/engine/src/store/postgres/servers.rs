@@ -1,6 +1,7 @@
 //! The servers of one database and their leases (`lab_servers`): each [`PgStore`]
 //! (a `testbay serve`, or any command that opens the store) is a server with an id
-//! (`host:pid:start`) and a row whose `lease_until` it renews every third of its lease,
+//! (`host:pid:start.n`, `n` counting the stores this process opened, so two opened in
+//! one millisecond differ) and a row whose `lease_until` it renews every third of its lease,
 //! judged by the database's `now()`. The runs it inserts carry its id (`runs.server_id`);
 //! a run whose server's lease lapsed (or whose row is gone) is taken for interrupted by
 //! the others, whatever its pid says, so servers on several hosts recover each other's
@@ -74,7 +75,9 @@ impl ServerLease {
             .filter(|h| !h.is_empty())
             .unwrap_or_else(|| "host".into());
         let pid = std::process::id();
-        let id = format!("{host}:{pid}:{:x}", started.as_millis());
+        static OPENED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = OPENED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = format!("{host}:{pid}:{:x}.{n}", started.as_millis());
         let started_ms = i64::try_from(started.as_millis()).unwrap_or(i64::MAX);
         core.block(async {
             let c = core.conn().await?;
