@@ -303,6 +303,23 @@ pub struct RunQuery {
     pub after: Option<String>,
 }
 
+impl RunQuery {
+    /// The run `after` names, when paging after it is allowed: keyset paging follows the
+    /// order of creation only. Both backends check it here.
+    pub fn keyset_after(&self) -> crate::store::Result<Option<&str>> {
+        match &self.after {
+            None => Ok(None),
+            Some(_) if self.sort != RunSort::Created => {
+                Err(crate::store::StoreError::InvalidQuery {
+                    key: "after",
+                    message: "paging after a run goes with sort=created only".into(),
+                })
+            }
+            Some(after) => Ok(Some(after)),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
 #[ts(export)]
 pub struct RunPage {

@@ -342,16 +342,10 @@ impl ListSql {
             ));
         }
         // Its argument comes last: the count, which has no keyset, leaves it out.
-        let keyset = match &q.after {
+        let keyset = match q.keyset_after()? {
             None => None,
-            Some(_) if q.sort != RunSort::Created => {
-                return Err(StoreError::InvalidQuery {
-                    key: "after",
-                    message: "paging after a run goes with sort=created only".into(),
-                });
-            }
             Some(after) => {
-                let p = arg(Arg::Text(after.clone()));
+                let p = arg(Arg::Text(after.to_string()));
                 let (cmp, cmp_eq) = if q.ascending {
                     (">", ">=")
                 } else {
