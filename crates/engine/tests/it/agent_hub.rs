@@ -97,7 +97,12 @@ async fn start(hub: &AgentHub, session: &mut AgentSession, root: &Path, run_id: 
         .await
     });
     let job = loop {
-        match session.outbox.recv().await.expect("the hub sends the phase") {
+        match session
+            .outbox
+            .recv()
+            .await
+            .expect("the hub sends the phase")
+        {
             ServerMsg::Start { job, .. } => break job,
             _ => continue,
         }
@@ -169,7 +174,11 @@ async fn a_silent_agent_stalls_its_run_then_is_lost_and_its_late_outcome_is_refu
     assert_eq!(health(&s), RunnerHealth::Healthy);
     clock.advance(200);
     hub.check();
-    assert!(matches!(health(&s), RunnerHealth::Stalled(_)), "{:?}", health(&s));
+    assert!(
+        matches!(health(&s), RunnerHealth::Stalled(_)),
+        "{:?}",
+        health(&s)
+    );
 
     // Heard again: healthy; then silent past the grace period: lost, the phase Aborted.
     session.receive(AgentMsg::Heartbeat { cpu: None });
@@ -179,7 +188,11 @@ async fn a_silent_agent_stalls_its_run_then_is_lost_and_its_late_outcome_is_refu
     assert!(matches!(health(&s), RunnerHealth::Stalled(_)));
     clock.advance(1_001);
     hub.check();
-    assert!(matches!(health(&s), RunnerHealth::Lost(_)), "{:?}", health(&s));
+    assert!(
+        matches!(health(&s), RunnerHealth::Lost(_)),
+        "{:?}",
+        health(&s)
+    );
     let outcome = s.outcome.await.unwrap().unwrap();
     assert_eq!(outcome.result, "Aborted");
 
@@ -193,9 +206,15 @@ async fn a_silent_agent_stalls_its_run_then_is_lost_and_its_late_outcome_is_refu
             .any(|m| matches!(m, ServerMsg::Stop { job } if *job == s.job)),
         "the hub stops a phase it no longer runs"
     );
-    again.receive(seq(1, file(s.job, "result.json", "{\"result\": \"Passed\"}", false)));
+    again.receive(seq(
+        1,
+        file(s.job, "result.json", "{\"result\": \"Passed\"}", false),
+    ));
     again.receive(seq(2, passed(s.job)));
-    assert!(!s.dir.join("result.json").exists(), "a late result is not stored");
+    assert!(
+        !s.dir.join("result.json").exists(),
+        "a late result is not stored"
+    );
     let log = std::fs::read_to_string(s.dir.join("main.log")).unwrap();
     assert!(log.contains("not heard from"), "{log}");
 }
@@ -206,7 +225,10 @@ async fn an_agent_back_within_the_grace_goes_on_and_each_message_is_taken_once()
     let clock = ManualClock::new(1_000_000);
     let hub = hub(&clock);
     let mut session = connect(&hub, "b1", vec![]);
-    assert!(matches!(session.welcome(), ServerMsg::Welcome { acked: 0, .. }));
+    assert!(matches!(
+        session.welcome(),
+        ServerMsg::Welcome { acked: 0, .. }
+    ));
     let s = start(&hub, &mut session, tmp.path(), "run-1").await;
 
     session.receive(seq(1, file(s.job, "main.log", "a\n", false)));
@@ -214,7 +236,10 @@ async fn an_agent_back_within_the_grace_goes_on_and_each_message_is_taken_once()
     // Acknowledged in a batch, with the next heartbeat.
     assert!(sent(&mut session).is_empty());
     session.receive(AgentMsg::Heartbeat { cpu: None });
-    assert!(matches!(sent(&mut session)[..], [ServerMsg::Ack { seq: 2 }]));
+    assert!(matches!(
+        sent(&mut session)[..],
+        [ServerMsg::Ack { seq: 2 }]
+    ));
     session.receive(seq(3, file(s.job, "main.log", "c\n", true)));
 
     // The connection drops before 3 is acknowledged: the run waits.
@@ -227,7 +252,10 @@ async fn an_agent_back_within_the_grace_goes_on_and_each_message_is_taken_once()
     // Back in time: the welcome names the last message taken, the agent sends again
     // from the last one it had acknowledged; the repeats are dropped.
     let mut again = connect(&hub, "b1", vec![s.job]);
-    assert!(matches!(again.welcome(), ServerMsg::Welcome { acked: 3, .. }));
+    assert!(matches!(
+        again.welcome(),
+        ServerMsg::Welcome { acked: 3, .. }
+    ));
     assert_eq!(health(&s), RunnerHealth::Healthy);
     again.receive(seq(3, file(s.job, "main.log", "c\n", true)));
     again.receive(seq(4, file(s.job, "main.log", "d\n", true)));
@@ -254,7 +282,10 @@ async fn a_new_life_of_the_agent_has_none_of_the_old_ones_phases() {
     drop(session);
     // Restarted (another boot): its numbers start again, the old phase is lost.
     let again = connect(&hub, "b2", vec![]);
-    assert!(matches!(again.welcome(), ServerMsg::Welcome { acked: 0, .. }));
+    assert!(matches!(
+        again.welcome(),
+        ServerMsg::Welcome { acked: 0, .. }
+    ));
     let outcome = s.outcome.await.unwrap().unwrap();
     assert_eq!(outcome.result, "Aborted");
 }
