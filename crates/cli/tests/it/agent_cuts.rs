@@ -1,8 +1,13 @@
-//! Network cuts between a rack agent and its lab server, with real processes: the agent
-//! talks to the server through a TCP proxy the test cuts mid-task. The run goes
+//! Network cuts between a rack agent and its lab server, with real processes.
+//!
+//! The agent talks to the server through a TCP proxy the test cuts mid-task: the run goes
 //! `stalled`, the task finishes on the agent during the cut, its output, result file and
 //! artifact wait in the agent's outbox, and once the proxy lets the agent back (within
 //! the grace period) they are stored exactly once and the run completes.
+//!
+//! The server killed mid-task and started again: the agent lives through it and serves
+//! the new server process, which (recovering) has marked the run `interrupted`; the
+//! outcome the agent kept for the old process is refused, none of it stored.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -214,4 +219,53 @@ fn a_connection_cut_mid_task_loses_nothing_and_the_run_goes_on() {
     assert_eq!(artifacts.len(), 1, "the artifact is stored once");
     assert_eq!(std::fs::read_to_string(&artifacts[0]).unwrap(), "proof\n");
     assert_eq!(lab.agents()[0]["state"], "ok");
+}
+
+#[test]
+fn a_server_killed_and_restarted_mid_task_keeps_its_agent_and_refuses_the_old_outcome() {
+    let mut lab = Lab::with_grace(60);
+    let _agent = lab.agent();
+    wait_until(Duration::from_secs(20), || {
+        (lab.agents()[0]["state"] == "ok").then_some(())
+    })
+    .expect("the agent connects");
+    let id = lab.launch("cut");
+    wait_until(Duration::from_secs(30), || {
+        lab.f.root.join("cut.pid").is_file().then_some(())
+    })
+    .expect("the task starts on the agent");
+
+    // The server dies; the task finishes on the agent meanwhile.
+    let root = lab.f.root.clone();
+    lab.restart_server(|| {
+        std::fs::write(root.join("cut.go"), "").unwrap();
+        wait_until(Duration::from_secs(20), || {
+            root.join("cut.done").is_file().then_some(())
+        })
+        .expect("the task goes on while the server is away");
+    });
+
+    // The agent comes back to the new server process and takes a new run; the old run
+    // stays interrupted, the outcome the agent kept for it refused: none of it stored.
+    wait_until(Duration::from_secs(30), || {
+        (lab.agents()[0]["state"] == "ok").then_some(())
+    })
+    .expect("the agent connects to the restarted server");
+    let again = lab.launch("where");
+    lab.wait_status(&again, &["completed"], Duration::from_secs(30));
+    let r = lab.run(&id);
+    assert_eq!(r["run"]["status"], "interrupted", "{r}");
+    assert_eq!(
+        results(&r),
+        [
+            ("probe".to_string(), "Aborted".to_string()),
+            ("after".to_string(), "Aborted".to_string())
+        ],
+        "{r}"
+    );
+    let run_dir = lab.f.data.join("runs").join(&id);
+    assert!(
+        find(&run_dir, "proof.txt").is_empty(),
+        "nothing of it stored"
+    );
 }

@@ -62,7 +62,37 @@ pub(crate) struct Lab {
     ops: String,
     pub(crate) agent_token: String,
     pub(crate) work: PathBuf,
-    _serve: Proc,
+    packs: PathBuf,
+    lab: PathBuf,
+    serve: Proc,
+}
+
+/// `testbay serve` on `bind`, the lab file `lab` and packs `packs`: it and its address.
+fn serve(f: &Bed, packs: &Path, lab: &Path, bind: &str) -> (Proc, String) {
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_testbay"))
+        .args(["serve", "--bind", bind, "--packs"])
+        .arg(packs)
+        .arg("--lab")
+        .arg(lab)
+        .env("TESTBAY_DATA_DIR", &f.data)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(serve.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let url = first
+        .split_whitespace()
+        .find(|w| w.starts_with("http://127.0.0.1:"))
+        .unwrap_or_else(|| panic!("no address in {first}"));
+    let addr = url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    // Keep reading its output so it never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (Proc(serve), addr)
 }
 
 fn token_of(out: &std::process::Output) -> String {
@@ -134,40 +164,31 @@ impl Lab {
         crate::agent_cuts::write_packs(&f.root, &packs);
         let ops = token_of(&f.testbay(&["users", "add", "ops", "--role", "operator"]));
         let agent_token = token_of(&f.testbay(&["users", "add", "agent-a", "--role", "agent"]));
-        let mut serve = Command::new(env!("CARGO_BIN_EXE_testbay"))
-            .args(["serve", "--bind", "127.0.0.1:0", "--packs"])
-            .arg(&packs)
-            .arg("--lab")
-            .arg(&lab)
-            .env("TESTBAY_DATA_DIR", &f.data)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(serve.stdout.take().unwrap()).lines();
-        let first = lines.next().unwrap().unwrap();
-        let url = first
-            .split_whitespace()
-            .find(|w| w.starts_with("http://127.0.0.1:"))
-            .unwrap_or_else(|| panic!("no address in {first}"));
-        let addr = url
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
-            .to_string();
-        // Keep reading its output so it never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        let (serve, addr) = serve(&f, &packs, &lab, "127.0.0.1:0");
         Lab {
             work: f.root.join("agent-work"),
             f,
             addr,
             ops,
             agent_token,
-            _serve: Proc(serve),
+            packs,
+            lab,
+            serve,
         }
     }
 
-    fn agent(&self) -> Proc {
+    /// Kill the server (SIGKILL), do `meanwhile`, and start it again on the same data
+    /// dir and address.
+    pub(crate) fn restart_server(&mut self, meanwhile: impl FnOnce()) {
+        self.serve.0.kill().unwrap();
+        self.serve.0.wait().unwrap();
+        meanwhile();
+        let (serve, addr) = serve(&self.f, &self.packs, &self.lab, &self.addr);
+        assert_eq!(addr, self.addr);
+        self.serve = serve;
+    }
+
+    pub(crate) fn agent(&self) -> Proc {
         let child = Command::new(env!("CARGO_BIN_EXE_testbay"))
             .args(["agent", "--server"])
             .arg(format!("http://{}", self.addr))
