@@ -49,6 +49,13 @@ pub const MAX_AGENT_HEARTBEAT_MS: u64 = 60_000;
 /// How long a silent agent's runs wait for it (`agent_grace_s` in `settings.yaml`), in s.
 pub const MIN_AGENT_GRACE_S: u64 = 1;
 pub const MAX_AGENT_GRACE_S: u64 = 3_600;
+/// What a rack agent keeps of the messages its server has not acknowledged yet (its
+/// outbox, which carries a phase's output, files and outcome across a network cut): at
+/// most this many messages ...
+pub const AGENT_OUTBOX_MAX_MESSAGES: usize = 100_000;
+/// ... and about this many bytes. Beyond either, the oldest live log lines go first (the
+/// server hears how many; the log file still travels with the phase's outcome).
+pub const AGENT_OUTBOX_MAX_BYTES: usize = 256 * 1024 * 1024;
 /// A shared resource's `capacity`: 1 to 10,000 holders.
 pub const MAX_CAPACITY: u32 = 10_000;
 /// An operator hold's `duration_s`: more than 0, at most 30 days.

@@ -5,9 +5,12 @@
 //! `agent_snapshot` over `POST /api`.
 //!
 //! A connection that drops (the server restarted, the network blinked, nothing heard for
-//! three heartbeats) ends the phases running (the server has given up on them or will)
-//! and is opened again with backoff. A server that refuses the agent (a wrong role, a
-//! rack that is not an agent rack) ends it.
+//! three heartbeats) is opened again with backoff ([`FIRST_RETRY`] doubling up to
+//! [`LAST_RETRY`]); the phases running go on meanwhile. Every message about a phase waits
+//! in the agent's [`Outbox`] (bounded) until the server acknowledges it; the hello of a
+//! new connection names the phases the agent still has, and the agent sends again what
+//! follows the last message the server's welcome says it took. A server that refuses the
+//! agent (a wrong role, a rack that is not an agent rack) ends it and its phases.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -16,11 +19,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt as _, StreamExt as _};
+use testbay_engine::agents::outbox::Outbox;
 use testbay_engine::agents::wire::{AgentMsg, ServerMsg, Snapshot};
 use testbay_engine::agents::worker::{SnapshotSource, Worker};
 use testbay_engine::api::queue::cpu::{CpuProbe, ProcStat};
 use testbay_engine::api::{ApiError, ErrorCode, Request, Response};
-use testbay_engine::clock::SystemClock;
+use testbay_engine::clock::{Clock as _, SystemClock};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::http::{header, HeaderValue};
@@ -59,6 +63,39 @@ impl SnapshotSource for Fetch {
     }
 }
 
+/// Numbered messages sent per turn of the connection's loop (so acknowledgements and
+/// heartbeats keep flowing while a long backlog goes out).
+const SEND_BATCH: usize = 64;
+
+/// What the phases say, on its way to the server: the worker's messages come in on `rx`
+/// and wait, numbered, in `outbox` until acknowledged.
+struct Pump {
+    rx: mpsc::UnboundedReceiver<AgentMsg>,
+    tx: mpsc::UnboundedSender<AgentMsg>,
+    outbox: Outbox,
+    /// This life of the agent (the server takes each message number once per life).
+    boot: String,
+}
+
+impl Pump {
+    fn drain(&mut self) {
+        while let Ok(m) = self.rx.try_recv() {
+            self.outbox.push(m);
+        }
+    }
+
+    /// `fut`, while the phases' messages keep going into the outbox.
+    async fn meanwhile<T>(&mut self, fut: impl Future<Output = T>) -> T {
+        tokio::pin!(fut);
+        loop {
+            tokio::select! {
+                v = &mut fut => return v,
+                Some(m) = self.rx.recv() => self.outbox.push(m),
+            }
+        }
+    }
+}
+
 /// How one connection ended.
 enum Ended {
     /// Dropped: connect again.
@@ -88,15 +125,23 @@ pub async fn run(
     })?;
     tracing::info!(work_dir = %worker.work_dir().display(), cached = worker.cached().len(), "agent work directory");
     tokio::pin!(stop);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut pump = Pump {
+        rx,
+        tx,
+        outbox: Outbox::default(),
+        boot: format!("{}-{}", std::process::id(), SystemClock.now_ms()),
+    };
     let mut retry = FIRST_RETRY;
     loop {
         let ended = tokio::select! {
-            e = connection(&opts, &worker) => e,
+            e = connection(&opts, &worker, &mut pump, &mut retry) => e,
             () = &mut stop => Ended::Stopped,
         };
-        // Whatever ran belongs to a connection that is over.
-        worker.stop_all();
-        settle(&worker).await;
+        if matches!(ended, Ended::Stopped | Ended::Refused(_)) {
+            worker.stop_all();
+            settle(&worker).await;
+        }
         match ended {
             Ended::Stopped => return Ok(()),
             Ended::Refused(why) => {
@@ -109,10 +154,19 @@ pub async fn run(
                 ))
             }
             Ended::Dropped(why) => {
-                tracing::warn!(server = %opts.target.url, why, retry_ms = retry.as_millis() as u64, "lost the lab server; connecting again");
-                tokio::select! {
-                    () = tokio::time::sleep(retry) => {}
-                    () = &mut stop => return Ok(()),
+                tracing::warn!(server = %opts.target.url, why, retry_ms = retry.as_millis() as u64, running = worker.running(), unacknowledged = pump.outbox.len(), "lost the lab server; connecting again");
+                let stopped = pump
+                    .meanwhile(async {
+                        tokio::select! {
+                            () = tokio::time::sleep(retry) => false,
+                            () = &mut stop => true,
+                        }
+                    })
+                    .await;
+                if stopped {
+                    worker.stop_all();
+                    settle(&worker).await;
+                    return Ok(());
                 }
                 retry = (retry * 2).min(LAST_RETRY);
             }
@@ -134,7 +188,12 @@ fn host_name() -> String {
         .unwrap_or_default()
 }
 
-async fn connection(opts: &AgentOptions, worker: &Arc<Worker>) -> Ended {
+async fn connection(
+    opts: &AgentOptions,
+    worker: &Arc<Worker>,
+    pump: &mut Pump,
+    retry: &mut Duration,
+) -> Ended {
     let mut request = match opts.target.agent_url().as_str().into_client_request() {
         Ok(r) => r,
         Err(e) => return Ended::Refused(e.to_string()),
@@ -147,12 +206,13 @@ async fn connection(opts: &AgentOptions, worker: &Arc<Worker>) -> Ended {
             Err(_) => return Ended::Refused("the token holds characters a header cannot".into()),
         }
     }
-    let socket = match tokio::time::timeout(
-        Duration::from_secs(10),
-        // Small messages both ways (a phase's start, its end): no Nagle delay.
-        tokio_tungstenite::connect_async_with_config(request, None, true),
-    )
-    .await
+    let socket = match pump
+        .meanwhile(tokio::time::timeout(
+            Duration::from_secs(10),
+            // Small messages both ways (a phase's start, its end): no Nagle delay.
+            tokio_tungstenite::connect_async_with_config(request, None, true),
+        ))
+        .await
     {
         Ok(Ok((s, _))) => s,
         Ok(Err(tokio_tungstenite::tungstenite::Error::Http(res)))
@@ -169,19 +229,37 @@ async fn connection(opts: &AgentOptions, worker: &Arc<Worker>) -> Ended {
         Err(_) => return Ended::Dropped("no answer within 10 s".into()),
     };
     let (mut tx, mut rx) = socket.split();
+    // The phases it still has: those running (read first: one leaves that list only once
+    // its outcome is on its way to the outbox) and those with messages waiting.
+    let mut running = worker.running_jobs();
+    pump.drain();
+    running.extend(pump.outbox.jobs());
+    running.sort_unstable();
+    running.dedup();
     let hello = AgentMsg::Hello {
         racks: opts.racks.clone(),
         host: host_name(),
         version: env!("CARGO_PKG_VERSION").to_string(),
+        boot: pump.boot.clone(),
+        running,
     };
     let text = serde_json::to_string(&hello).expect("plain JSON");
     if let Err(e) = tx.send(Message::Text(text.into())).await {
         return Ended::Dropped(e.to_string());
     }
-    let heartbeat = match tokio::time::timeout(Duration::from_secs(10), rx.next()).await {
+    let welcome = pump
+        .meanwhile(tokio::time::timeout(Duration::from_secs(10), rx.next()))
+        .await;
+    let heartbeat = match welcome {
         Ok(Some(Ok(Message::Text(t)))) => match serde_json::from_str::<ServerMsg>(&t) {
-            Ok(ServerMsg::Welcome { name, heartbeat_ms }) => {
-                tracing::info!(agent = name, racks = ?opts.racks, "connected to the lab server");
+            Ok(ServerMsg::Welcome {
+                name,
+                heartbeat_ms,
+                acked,
+            }) => {
+                pump.outbox.resume(acked);
+                tracing::info!(agent = name, racks = ?opts.racks, acked, resending = pump.outbox.len(), "connected to the lab server");
+                *retry = FIRST_RETRY;
                 Duration::from_millis(heartbeat_ms.max(10))
             }
             _ => return Ended::Dropped("the server's first message is not a welcome".into()),
@@ -195,26 +273,41 @@ async fn connection(opts: &AgentOptions, worker: &Arc<Worker>) -> Ended {
         Err(_) => return Ended::Dropped("no welcome within 10 s".into()),
     };
     let cpu = ProcStat::new();
-    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<AgentMsg>();
     let mut beats = tokio::time::interval(heartbeat);
     beats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut heard = tokio::time::Instant::now();
     loop {
+        for _ in 0..SEND_BATCH {
+            let Some(msg) = pump.outbox.next_unsent() else {
+                break;
+            };
+            let text = serde_json::to_string(&msg).expect("plain JSON");
+            if let Err(e) = tx.send(Message::Text(text.into())).await {
+                return Ended::Dropped(e.to_string());
+            }
+        }
+        let more = pump.outbox.has_unsent();
         let msg = tokio::select! {
+            () = std::future::ready(()), if more => continue,
             _ = beats.tick() => {
                 if heard.elapsed() > 3 * heartbeat.max(Duration::from_secs(1)) {
                     return Ended::Dropped("nothing heard from the server".into());
                 }
                 AgentMsg::Heartbeat { cpu: cpu.busy_percent() }
             }
-            Some(m) = out_rx.recv() => m,
+            Some(m) = pump.rx.recv() => {
+                pump.outbox.push(m);
+                pump.drain();
+                continue;
+            }
             frame = rx.next() => {
                 heard = tokio::time::Instant::now();
                 match frame {
                     Some(Ok(Message::Text(t))) => {
                         match serde_json::from_str::<ServerMsg>(&t) {
-                            Ok(ServerMsg::Start { job, phase }) => worker.start(job, *phase, out_tx.clone()),
+                            Ok(ServerMsg::Start { job, phase }) => worker.start(job, *phase, pump.tx.clone()),
                             Ok(ServerMsg::Stop { job }) => worker.stop(job),
+                            Ok(ServerMsg::Ack { seq }) => pump.outbox.ack(seq),
                             Ok(ServerMsg::Welcome { .. }) => {}
                             Err(e) => tracing::warn!(error = %e, "a server message the agent does not understand; ignored"),
                         }

@@ -14,7 +14,7 @@ use axum::response::Response;
 use axum::Extension;
 use futures_util::{SinkExt, StreamExt};
 use testbay_engine::agents::wire::AgentMsg;
-use testbay_engine::agents::AgentHub;
+use testbay_engine::agents::{AgentHub, Resume};
 use testbay_engine::api::{ApiError, Caller, ErrorCode, Role};
 
 use crate::{error_response, AppState};
@@ -66,12 +66,15 @@ async fn pump(
         racks,
         host,
         version,
+        boot,
+        running,
     }) = hello
     else {
         refuse(&mut tx, "the agent's first message must be its hello").await;
         return;
     };
-    let mut session = match hub.connect(&name, racks, host, version) {
+    let resume = Resume { boot, running };
+    let mut session = match hub.connect_resuming(&name, racks, host, version, resume) {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(agent = %name, error = %e, "rack agent refused");

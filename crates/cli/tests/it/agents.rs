@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use crate::support::{ends_soon, text, Bed};
 
 /// `POST /api` with a user's token; the answer's JSON.
-fn api(addr: &str, token: &str, body: &Value) -> Value {
+pub(crate) fn api(addr: &str, token: &str, body: &Value) -> Value {
     let body = body.to_string();
     let mut s = TcpStream::connect(addr).unwrap();
     write!(
@@ -33,7 +33,7 @@ fn api(addr: &str, token: &str, body: &Value) -> Value {
 }
 
 /// Poll `f` every 50 ms for at most `limit`.
-fn wait_until<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+pub(crate) fn wait_until<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let t0 = Instant::now();
     loop {
         if let Some(v) = f() {
@@ -47,7 +47,7 @@ fn wait_until<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T>
 }
 
 /// Killed (SIGKILL) and reaped when dropped.
-struct Proc(Child);
+pub(crate) struct Proc(pub(crate) Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -56,13 +56,43 @@ impl Drop for Proc {
     }
 }
 
-struct Lab {
-    f: Bed,
-    addr: String,
+pub(crate) struct Lab {
+    pub(crate) f: Bed,
+    pub(crate) addr: String,
     ops: String,
-    agent_token: String,
-    work: PathBuf,
-    _serve: Proc,
+    pub(crate) agent_token: String,
+    pub(crate) work: PathBuf,
+    packs: PathBuf,
+    lab: PathBuf,
+    serve: Proc,
+}
+
+/// `testbay serve` on `bind`, the lab file `lab` and packs `packs`: it and its address.
+fn serve(f: &Bed, packs: &Path, lab: &Path, bind: &str) -> (Proc, String) {
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_testbay"))
+        .args(["serve", "--bind", bind, "--packs"])
+        .arg(packs)
+        .arg("--lab")
+        .arg(lab)
+        .env("TESTBAY_DATA_DIR", &f.data)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(serve.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let url = first
+        .split_whitespace()
+        .find(|w| w.starts_with("http://127.0.0.1:"))
+        .unwrap_or_else(|| panic!("no address in {first}"));
+    let addr = url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    // Keep reading its output so it never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (Proc(serve), addr)
 }
 
 fn token_of(out: &std::process::Output) -> String {
@@ -78,7 +108,7 @@ impl Lab {
     }
 
     /// [`Lab::start`] with another grace period, in seconds.
-    fn with_grace(grace_s: u32) -> Lab {
+    pub(crate) fn with_grace(grace_s: u32) -> Lab {
         let f = Bed::new();
         std::fs::create_dir_all(&f.data).unwrap();
         let demo = std::fs::read_to_string(crate::support::demo_lab()).unwrap();
@@ -131,42 +161,34 @@ impl Lab {
             "name: probe\nrun: [bash, probe.sh]\nstop_suite_on_fail: false\n",
         )
         .unwrap();
+        crate::agent_cuts::write_packs(&f.root, &packs);
         let ops = token_of(&f.testbay(&["users", "add", "ops", "--role", "operator"]));
         let agent_token = token_of(&f.testbay(&["users", "add", "agent-a", "--role", "agent"]));
-        let mut serve = Command::new(env!("CARGO_BIN_EXE_testbay"))
-            .args(["serve", "--bind", "127.0.0.1:0", "--packs"])
-            .arg(&packs)
-            .arg("--lab")
-            .arg(&lab)
-            .env("TESTBAY_DATA_DIR", &f.data)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(serve.stdout.take().unwrap()).lines();
-        let first = lines.next().unwrap().unwrap();
-        let url = first
-            .split_whitespace()
-            .find(|w| w.starts_with("http://127.0.0.1:"))
-            .unwrap_or_else(|| panic!("no address in {first}"));
-        let addr = url
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
-            .to_string();
-        // Keep reading its output so it never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        let (serve, addr) = serve(&f, &packs, &lab, "127.0.0.1:0");
         Lab {
             work: f.root.join("agent-work"),
             f,
             addr,
             ops,
             agent_token,
-            _serve: Proc(serve),
+            packs,
+            lab,
+            serve,
         }
     }
 
-    fn agent(&self) -> Proc {
+    /// Kill the server (SIGKILL), do `meanwhile`, and start it again on the same data
+    /// dir and address.
+    pub(crate) fn restart_server(&mut self, meanwhile: impl FnOnce()) {
+        self.serve.0.kill().unwrap();
+        self.serve.0.wait().unwrap();
+        meanwhile();
+        let (serve, addr) = serve(&self.f, &self.packs, &self.lab, &self.addr);
+        assert_eq!(addr, self.addr);
+        self.serve = serve;
+    }
+
+    pub(crate) fn agent(&self) -> Proc {
         let child = Command::new(env!("CARGO_BIN_EXE_testbay"))
             .args(["agent", "--server"])
             .arg(format!("http://{}", self.addr))
@@ -204,11 +226,11 @@ impl Lab {
             .unwrap()
     }
 
-    fn agents(&self) -> Value {
+    pub(crate) fn agents(&self) -> Value {
         self.call(json!({"cmd": "agents"}))["data"].clone()
     }
 
-    fn launch(&self, pack: &str) -> String {
+    pub(crate) fn launch(&self, pack: &str) -> String {
         let r = self.call(json!({"cmd": "launch", "pack": pack, "duts": ["stb-01"]}));
         r["data"]["run_id"]
             .as_str()
@@ -229,11 +251,11 @@ impl Lab {
         self.wait_status(id, &["could_not_start"], Duration::from_secs(10))
     }
 
-    fn run(&self, id: &str) -> Value {
+    pub(crate) fn run(&self, id: &str) -> Value {
         self.call(json!({"cmd": "get_run", "run_id": id}))["data"].clone()
     }
 
-    fn wait_status(&self, id: &str, want: &[&str], limit: Duration) -> Value {
+    pub(crate) fn wait_status(&self, id: &str, want: &[&str], limit: Duration) -> Value {
         wait_until(limit, || {
             let r = self.run(id);
             want.contains(&r["run"]["status"].as_str()?).then_some(r)
@@ -242,7 +264,7 @@ impl Lab {
     }
 }
 
-fn write_pack(dir: &Path, name: &str, body: &str) {
+pub(crate) fn write_pack(dir: &Path, name: &str, body: &str) {
     std::fs::create_dir_all(dir.join("tasks")).unwrap();
     std::fs::write(
         dir.join("pack.yaml"),
@@ -258,7 +280,7 @@ fn write_pack(dir: &Path, name: &str, body: &str) {
 }
 
 /// Every file named `name` below `dir`.
-fn find(dir: &Path, name: &str) -> Vec<PathBuf> {
+pub(crate) fn find(dir: &Path, name: &str) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {

@@ -22,3 +22,4 @@ mod triage_retention;
 mod support;
 mod remote;
 mod agents;
+mod agent_cuts;

@@ -11,12 +11,21 @@
 //! whose connection closed) stalls its runs; one silent for the grace period is lost: its
 //! phases end `Aborted` and its runs `interrupted`.
 //!
+//! A network cut loses no stored result: the agent's phases run on while it is away,
+//! every message about them numbered in its [`outbox::Outbox`] until the server
+//! acknowledges it (cumulative [`ServerMsg::Ack`]s, in batches). Back within the grace
+//! period, the agent names the phases it still has and the server's [`ServerMsg::Welcome`]
+//! the last number it took: the agent sends the rest again, the server takes each number
+//! once (per agent life, its `boot`), and the run goes on. After the grace period the
+//! phases are `Aborted`; an outcome that comes later is refused (logged), none of it stored.
+//!
 //! Agent side, [`worker::Worker`]: runs the phases it is sent from a bounded cache of
 //! pack snapshots fetched by content hash.
 //!
 //! `wire` holds the messages; `runner` the server's end of one run's phases; `snapshot`
-//! a snapshot's files as the agent fetches them.
+//! a snapshot's files as the agent fetches them; `outbox` the agent's unacknowledged ones.
 
+pub mod outbox;
 mod runner;
 pub mod snapshot;
 pub mod wire;
@@ -41,6 +50,20 @@ use wire::{AgentMsg, ServerMsg};
 
 /// Pack snapshots the hub can hand out (the newest, by hash).
 const SNAPSHOTS_KEPT: usize = 256;
+
+/// Numbered messages taken before the hub acknowledges them without waiting for the
+/// agent's next heartbeat (an outcome is acknowledged at once).
+const ACK_EVERY: u64 = 256;
+
+/// What an agent says of itself when it connects, beyond its racks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Resume {
+    /// This life of the agent process (its message numbers start at 1 in each); empty
+    /// for an agent that numbers none.
+    pub boot: String,
+    /// The phases it still runs, or still has messages of.
+    pub running: Vec<u64>,
+}
 
 /// How the hub judges its agents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,6 +139,8 @@ pub(crate) enum JobEvent {
 struct Job {
     view: AgentPhaseView,
     events: mpsc::UnboundedSender<JobEvent>,
+    /// Asked to stop (asked again when the agent comes back after a cut).
+    stopping: bool,
 }
 
 struct Agent {
@@ -124,8 +149,13 @@ struct Agent {
     version: String,
     /// The open connection: its number and outbox.
     conn: Option<(u64, mpsc::UnboundedSender<ServerMsg>)>,
-    last_heard: tokio::time::Instant,
     last_heard_ms: EpochMs,
+    /// The agent life whose numbered messages `received` counts.
+    boot: String,
+    /// The last numbered message taken (each is taken once).
+    received: u64,
+    /// The last number acknowledged to the agent.
+    acked: u64,
     cpu: Option<f64>,
     draining: bool,
     health: watch::Sender<RunnerHealth>,
@@ -135,6 +165,17 @@ struct Agent {
 }
 
 impl Agent {
+    /// Acknowledge the numbered messages taken (`always`: even with none new, which
+    /// answers a heartbeat, so the agent hears its server is there).
+    fn ack(&mut self, always: bool) {
+        if always || self.received > self.acked {
+            if let Some((_, out)) = &self.conn {
+                let _ = out.send(ServerMsg::Ack { seq: self.received });
+            }
+            self.acked = self.received;
+        }
+    }
+
     fn state(&self) -> &'static str {
         match &*self.health.borrow() {
             RunnerHealth::Healthy if self.conn.is_some() => "ok",
@@ -190,7 +231,9 @@ impl AgentHub {
                 clock,
                 agent_racks,
                 state: Mutex::default(),
-                next_job: AtomicU64::new(1),
+                // Phase numbers differ from those of an earlier process of this server
+                // (an agent back after a restart may still run one of those).
+                next_job: AtomicU64::new(first_job()),
             }),
         }
     }
@@ -209,6 +252,22 @@ impl AgentHub {
         host: String,
         version: String,
     ) -> Result<AgentSession, AgentError> {
+        self.connect_resuming(name, racks, host, version, Resume::default())
+    }
+
+    /// [`AgentHub::connect`] for an agent back after a cut: the phases of `resume.running`
+    /// it ran for this server go on (their messages numbered after the welcome's `acked`
+    /// come again), the others it was sent are lost; a phase it runs that this server
+    /// does not know (lost after the grace period, or sent by an earlier server process)
+    /// is stopped.
+    pub fn connect_resuming(
+        &self,
+        name: &str,
+        racks: Vec<String>,
+        host: String,
+        version: String,
+        resume: Resume,
+    ) -> Result<AgentSession, AgentError> {
         if let Some(r) = racks.iter().find(|r| !self.hub.agent_racks.contains(*r)) {
             return Err(AgentError::UnknownRack(name.into(), r.clone()));
         }
@@ -218,15 +277,16 @@ impl AgentHub {
         // before the server saw the old one close): the new one replaces it.
         st.next_conn += 1;
         let conn = st.next_conn;
-        let now = tokio::time::Instant::now();
         let now_ms = self.hub.clock.now_ms();
         let agent = st.agents.entry(name.to_string()).or_insert_with(|| Agent {
             racks: Vec::new(),
             host: String::new(),
             version: String::new(),
             conn: None,
-            last_heard: now,
             last_heard_ms: now_ms,
+            boot: String::new(),
+            received: 0,
+            acked: 0,
             cpu: None,
             draining: false,
             health: watch::Sender::new(RunnerHealth::Healthy),
@@ -234,36 +294,70 @@ impl AgentHub {
             runs: BTreeSet::new(),
             fetches: 0,
         });
-        // Back within the grace period: phases it ran before are gone with its old
-        // connection (an agent ends its phases when it loses the server).
-        for (_, job) in agent.jobs.drain() {
+        // The same life of the agent goes on from the last message taken; a new one (or
+        // one that numbers none) starts afresh.
+        let same_life = !resume.boot.is_empty() && agent.boot == resume.boot;
+        if !same_life {
+            agent.boot = resume.boot;
+            agent.received = 0;
+        }
+        agent.acked = agent.received;
+        // Back within the grace period: the phases it still has go on, the others are
+        // gone with its old connection (or never reached it).
+        let still: HashSet<u64> = if same_life {
+            resume.running.iter().copied().collect()
+        } else {
+            HashSet::new()
+        };
+        agent.jobs.retain(|id, job| {
+            if still.contains(id) {
+                if job.stopping {
+                    let _ = tx.send(ServerMsg::Stop { job: *id });
+                }
+                return true;
+            }
             let _ = job.events.send(JobEvent::Lost(format!(
                 "agent {name} reconnected without this phase"
             )));
+            false
+        });
+        for id in &resume.running {
+            if !agent.jobs.contains_key(id) {
+                tracing::warn!(agent = name, job = id, "the agent runs a phase this server does not (lost after the grace period, or of an earlier server); stopping it");
+                let _ = tx.send(ServerMsg::Stop { job: *id });
+            }
         }
         agent.racks = racks;
         agent.host = host;
         agent.version = version;
         agent.conn = Some((conn, tx));
-        agent.last_heard = now;
         agent.last_heard_ms = now_ms;
         agent.health.send_if_modified(|h| {
             let changed = *h != RunnerHealth::Healthy;
             *h = RunnerHealth::Healthy;
             changed
         });
+        let acked = agent.acked;
         let watch = !std::mem::replace(&mut st.watching, true);
         drop(st);
         if watch {
             tokio::spawn(watchdog(Arc::downgrade(&self.hub)));
         }
-        tracing::info!(agent = name, "rack agent connected");
+        tracing::info!(agent = name, acked, "rack agent connected");
         Ok(AgentSession {
             hub: self.hub.clone(),
             name: name.to_string(),
             conn,
+            acked,
             outbox: rx,
         })
+    }
+
+    /// Stall the runs of agents silent for 1.5 heartbeats, lose those silent for the
+    /// grace period, by the hub's clock. Its watchdog does this four times a heartbeat;
+    /// a test on a manual clock calls it after moving the clock.
+    pub fn check(&self) {
+        self.hub.check();
     }
 
     /// Every agent known since the console started.
@@ -387,6 +481,8 @@ pub struct AgentSession {
     hub: Arc<Hub>,
     name: String,
     conn: u64,
+    /// The last of the agent's numbered messages taken before this connection.
+    acked: u64,
     /// What to send the agent, in order.
     pub outbox: mpsc::UnboundedReceiver<ServerMsg>,
 }
@@ -401,6 +497,7 @@ impl AgentSession {
         ServerMsg::Welcome {
             name: self.name.clone(),
             heartbeat_ms: self.hub.config.heartbeat.as_millis() as u64,
+            acked: self.acked,
         }
     }
 
@@ -414,8 +511,25 @@ impl AgentSession {
         if agent.conn.as_ref().map(|(c, _)| *c) != Some(self.conn) {
             return;
         }
-        agent.last_heard = tokio::time::Instant::now();
         agent.last_heard_ms = self.hub.clock.now_ms();
+        let msg = match msg {
+            AgentMsg::Seq { seq, msg } => {
+                if seq <= agent.received {
+                    tracing::debug!(agent = %self.name, seq, "a message taken before; dropped");
+                    return;
+                }
+                agent.received = seq;
+                if seq >= agent.acked + ACK_EVERY || matches!(*msg, AgentMsg::Done { .. }) {
+                    agent.ack(false);
+                }
+                *msg
+            }
+            AgentMsg::Heartbeat { .. } => {
+                agent.ack(true);
+                msg
+            }
+            msg => msg,
+        };
         if !matches!(&*agent.health.borrow(), RunnerHealth::Healthy) {
             agent.health.send_replace(RunnerHealth::Healthy);
         }
@@ -424,7 +538,7 @@ impl AgentSession {
                 agent.cpu = cpu.filter(|c| c.is_finite());
                 return;
             }
-            AgentMsg::Hello { .. } => return,
+            AgentMsg::Hello { .. } | AgentMsg::Seq { .. } => return,
             AgentMsg::Spawned { job, pid } => (job, JobEvent::Spawned(pid)),
             AgentMsg::Log { job, log } => (job, JobEvent::Log(log)),
             AgentMsg::Section { job, id, section } => (job, JobEvent::Section(id, section)),
@@ -447,6 +561,7 @@ impl AgentSession {
             }
             AgentMsg::Done { job, outcome } => {
                 let Some(j) = agent.jobs.remove(&job) else {
+                    tracing::warn!(agent = %self.name, job, "the outcome of a phase this server does not run (lost after the grace period, or of an earlier server); refused");
                     return;
                 };
                 let _ = j.events.send(JobEvent::Done(outcome));
@@ -516,14 +631,21 @@ impl Hub {
                     phase: job.phase,
                 },
                 events,
+                stopping: false,
             },
         );
         Ok(id)
     }
 
     fn stop_job(&self, agent: &str, job: u64) {
-        let st = self.lock();
-        if let Some((_, out)) = st.agents.get(agent).and_then(|a| a.conn.as_ref()) {
+        let mut st = self.lock();
+        let Some(a) = st.agents.get_mut(agent) else {
+            return;
+        };
+        if let Some(j) = a.jobs.get_mut(&job) {
+            j.stopping = true;
+        }
+        if let Some((_, out)) = &a.conn {
             let _ = out.send(ServerMsg::Stop { job });
         }
     }
@@ -543,11 +665,11 @@ impl Hub {
     /// Stall the runs of agents silent for 1.5 heartbeats; lose those silent for the
     /// grace period.
     fn check(&self) {
-        let now = tokio::time::Instant::now();
+        let now = self.clock.now_ms();
         let (hb, grace) = (self.config.heartbeat, self.config.grace);
         let mut st = self.lock();
         for (name, a) in st.agents.iter_mut() {
-            let silent = now.saturating_duration_since(a.last_heard);
+            let silent = Duration::from_millis(now.saturating_sub(a.last_heard_ms).max(0) as u64);
             let quiet = a.conn.is_none() || silent > hb + hb / 2;
             if !quiet || matches!(&*a.health.borrow(), RunnerHealth::Lost(_)) {
                 continue;
@@ -578,6 +700,14 @@ impl Hub {
             }
         }
     }
+}
+
+/// The first phase number of this process: its start time in ms, times 1,024.
+fn first_job() -> u64 {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    ms.saturating_mul(1024).max(1)
 }
 
 /// Looks at the agents four times a heartbeat while the hub lives.

@@ -1,7 +1,9 @@
 //! What a rack agent and its server say to each other: JSON messages, one per WebSocket
 //! text frame (`GET /api/agent`), in order. The agent speaks first ([`AgentMsg::Hello`]);
 //! the server answers [`ServerMsg::Welcome`] with the heartbeat interval, then sends
-//! phases to run. An agent sends a phase's files before its [`AgentMsg::Done`].
+//! phases to run. An agent sends a phase's files before its [`AgentMsg::Done`], and
+//! every message about a phase numbered ([`AgentMsg::Seq`]) so none is lost or doubled
+//! across a cut ([`ServerMsg::Ack`], `outbox`).
 
 use serde::{Deserialize, Serialize};
 use ts_rs::TS;
@@ -20,6 +22,12 @@ pub enum AgentMsg {
         racks: Vec<String>,
         host: String,
         version: String,
+        /// This life of the agent process (its sequence numbers count from 1 in each).
+        #[serde(default)]
+        boot: String,
+        /// Back after a cut: the phases it still runs or has unacknowledged messages of.
+        #[serde(default)]
+        running: Vec<u64>,
     },
     /// Still there; the host's CPU use in percent since the previous heartbeat.
     Heartbeat { cpu: Option<f64> },
@@ -55,6 +63,27 @@ pub enum AgentMsg {
         section: Option<u32>,
         measurement: Box<Measurement>,
     },
+    /// One of the messages above (all but `hello` and `heartbeat`) with its place in the
+    /// agent's outbox: numbered from 1, in order, per life of the agent (`boot`). The
+    /// agent sends them again after a cut from the first the server did not
+    /// acknowledge; the server takes each number once.
+    Seq { seq: u64, msg: Box<AgentMsg> },
+}
+
+impl AgentMsg {
+    /// The phase a message is about.
+    pub fn job(&self) -> Option<u64> {
+        match self {
+            AgentMsg::Hello { .. } | AgentMsg::Heartbeat { .. } => None,
+            AgentMsg::Spawned { job, .. }
+            | AgentMsg::Log { job, .. }
+            | AgentMsg::File { job, .. }
+            | AgentMsg::Done { job, .. }
+            | AgentMsg::Section { job, .. }
+            | AgentMsg::Measured { job, .. } => Some(*job),
+            AgentMsg::Seq { msg, .. } => msg.job(),
+        }
+    }
 }
 
 /// From the server.
@@ -62,11 +91,19 @@ pub enum AgentMsg {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMsg {
     /// Taken on, under this name; heartbeat this often.
-    Welcome { name: String, heartbeat_ms: u64 },
+    Welcome {
+        name: String,
+        heartbeat_ms: u64,
+        /// The last of this agent life's numbered messages the server has (0: none).
+        #[serde(default)]
+        acked: u64,
+    },
     /// Run this phase.
     Start { job: u64, phase: Box<PhaseJob> },
     /// Terminate this phase (its process group; the result is `Aborted`).
     Stop { job: u64 },
+    /// The server has every numbered message up to `seq` (cumulative, sent in batches).
+    Ack { seq: u64 },
 }
 
 /// One file of a pack snapshot (`agent_snapshot`).

@@ -155,6 +155,12 @@ impl Worker {
         lock(&self.jobs).len()
     }
 
+    /// The phases running now. A phase leaves this list only after its
+    /// [`AgentMsg::Done`] went to its sender.
+    pub fn running_jobs(&self) -> Vec<u64> {
+        lock(&self.jobs).keys().copied().collect()
+    }
+
     /// Run phase `id`; what it says goes to `out`, [`AgentMsg::Done`] last.
     pub fn start(self: &Arc<Self>, id: u64, job: PhaseJob, out: mpsc::UnboundedSender<AgentMsg>) {
         let (stop_tx, stop_rx) = watch::channel(None);
@@ -162,7 +168,6 @@ impl Worker {
         let me = self.clone();
         tokio::spawn(async move {
             let outcome = me.attempt(id, &job, &out, stop_rx).await;
-            lock(&me.jobs).remove(&id);
             if let Err(e) = &outcome {
                 tracing::warn!(run_id = %job.run_id, task = %job.task, error = %e, "phase not run");
             }
@@ -170,6 +175,7 @@ impl Worker {
                 job: id,
                 outcome: outcome.map(Box::new),
             });
+            lock(&me.jobs).remove(&id);
         });
     }
 
@@ -180,7 +186,7 @@ impl Worker {
         }
     }
 
-    /// Terminate every phase (the server is gone).
+    /// Terminate every phase (the agent stops).
     pub fn stop_all(&self) {
         for s in lock(&self.jobs).values() {
             s.send_replace(Some(StopLevel::AtOnce));

@@ -31,3 +31,5 @@ mod triage;
 mod retention;
 mod relay;
 mod lab_library;
+mod agent_hub;
+mod agent_outbox;

@@ -1,0 +1,291 @@
+//! The rack agents' hub on a manual clock, its agent played by the test: silent for one
+//! and a half heartbeats its runs stall, silent past the grace period they are lost (the
+//! phase Aborted); an agent back within the grace goes on from the last message the hub
+//! took, each numbered message taken once; an outcome after the loss is refused, nothing
+//! of it stored.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde_json::Map;
+use testbay_engine::agents::wire::{AgentMsg, ServerMsg};
+use testbay_engine::agents::{AgentConfig, AgentHub, AgentSession, Resume};
+use testbay_engine::clock::ManualClock;
+use testbay_engine::exec::{Exit, LogStats, PhaseOutcome, Verdict};
+use testbay_engine::outcome::Phase;
+use testbay_engine::run::runner::PhaseCall;
+use testbay_engine::run::{AgentDirectory, PhaseJob, PhaseRunner, RunnerHealth};
+use tokio::task::JoinHandle;
+
+type Outcome = Result<PhaseOutcome, testbay_engine::exec::ExecError>;
+
+fn hub(clock: &ManualClock) -> AgentHub {
+    AgentHub::new(
+        HashSet::from(["rack-a".to_string()]),
+        AgentConfig {
+            heartbeat: Duration::from_secs(1),
+            grace: Duration::from_secs(10),
+        },
+        Arc::new(clock.clone()),
+    )
+}
+
+fn connect(hub: &AgentHub, boot: &str, running: Vec<u64>) -> AgentSession {
+    hub.connect_resuming(
+        "agent-a",
+        vec!["rack-a".into()],
+        "host".into(),
+        "1".into(),
+        Resume {
+            boot: boot.into(),
+            running,
+        },
+    )
+    .unwrap()
+}
+
+fn job(run_id: &str) -> PhaseJob {
+    PhaseJob {
+        run_id: run_id.into(),
+        item: 0,
+        task: "probe".into(),
+        lane: "stb-01".into(),
+        phase: Phase::Main,
+        snapshot_hash: "h1".into(),
+        task_dir: "tasks".into(),
+        argv: vec!["true".into()],
+        dir: "probe".into(),
+        log_file: "main.log".into(),
+        result_file: "result.json".into(),
+        params: None,
+        max_runtime_ms: None,
+        kill_grace_ms: 1000,
+    }
+}
+
+/// A phase of run `run_id` sent to the agent: its runner, its future's task, the run's
+/// folder and the phase's number.
+struct Started {
+    runner: Arc<dyn PhaseRunner>,
+    outcome: JoinHandle<Outcome>,
+    dir: PathBuf,
+    job: u64,
+}
+
+async fn start(hub: &AgentHub, session: &mut AgentSession, root: &Path, run_id: &str) -> Started {
+    let run_dir = root.join(run_id);
+    let snapshot = run_dir.join("snapshot");
+    std::fs::create_dir_all(&snapshot).unwrap();
+    let runner = hub
+        .runner_for("rack-a", run_id, "h1", &snapshot)
+        .unwrap()
+        .expect("rack-a runs on its agent");
+    let r = runner.clone();
+    let phase = job(run_id);
+    let outcome = tokio::spawn(async move {
+        r.run_phase(PhaseCall {
+            job: phase,
+            reporter: None,
+            live: None,
+            report: None,
+            stop: None,
+            on_spawn: Box::new(|_| {}),
+        })
+        .await
+    });
+    let job = loop {
+        match session
+            .outbox
+            .recv()
+            .await
+            .expect("the hub sends the phase")
+        {
+            ServerMsg::Start { job, .. } => break job,
+            _ => continue,
+        }
+    };
+    Started {
+        runner,
+        outcome,
+        dir: run_dir.join("probe"),
+        job,
+    }
+}
+
+fn health(s: &Started) -> RunnerHealth {
+    s.runner.health().unwrap().borrow().clone()
+}
+
+fn file(job: u64, path: &str, data: &str, append: bool) -> AgentMsg {
+    AgentMsg::File {
+        job,
+        path: path.into(),
+        data: base64::engine::general_purpose::STANDARD.encode(data),
+        append,
+    }
+}
+
+fn passed(job: u64) -> AgentMsg {
+    AgentMsg::Done {
+        job,
+        outcome: Ok(Box::new(PhaseOutcome {
+            phase: Phase::Main,
+            result: "Passed".into(),
+            message: String::new(),
+            metadata: Map::new(),
+            multi_result: Vec::new(),
+            raw_result: None,
+            measurements: Vec::new(),
+            report: None,
+            verdict: Verdict::Engine,
+            exit: Exit::Code(0),
+            pid: Some(1),
+            started_ms: 0,
+            finished_ms: 0,
+            log: LogStats::default(),
+        })),
+    }
+}
+
+fn seq(seq: u64, msg: AgentMsg) -> AgentMsg {
+    AgentMsg::Seq {
+        seq,
+        msg: Box::new(msg),
+    }
+}
+
+fn sent(session: &mut AgentSession) -> Vec<ServerMsg> {
+    std::iter::from_fn(|| session.outbox.try_recv().ok()).collect()
+}
+
+#[tokio::test]
+async fn a_silent_agent_stalls_its_run_then_is_lost_and_its_late_outcome_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000_000);
+    let hub = hub(&clock);
+    let mut session = connect(&hub, "b1", vec![]);
+    let s = start(&hub, &mut session, tmp.path(), "run-1").await;
+
+    clock.advance(1_400);
+    hub.check();
+    assert_eq!(health(&s), RunnerHealth::Healthy);
+    clock.advance(200);
+    hub.check();
+    assert!(
+        matches!(health(&s), RunnerHealth::Stalled(_)),
+        "{:?}",
+        health(&s)
+    );
+
+    // Heard again: healthy; then silent past the grace period: lost, the phase Aborted.
+    session.receive(AgentMsg::Heartbeat { cpu: None });
+    assert_eq!(health(&s), RunnerHealth::Healthy);
+    clock.advance(9_000);
+    hub.check();
+    assert!(matches!(health(&s), RunnerHealth::Stalled(_)));
+    clock.advance(1_001);
+    hub.check();
+    assert!(
+        matches!(health(&s), RunnerHealth::Lost(_)),
+        "{:?}",
+        health(&s)
+    );
+    let outcome = s.outcome.await.unwrap().unwrap();
+    assert_eq!(outcome.result, "Aborted");
+
+    // The agent comes back with the phase done: the hub stops it and refuses its
+    // messages, storing none of them.
+    drop(session);
+    let mut again = connect(&hub, "b1", vec![s.job]);
+    assert!(
+        sent(&mut again)
+            .iter()
+            .any(|m| matches!(m, ServerMsg::Stop { job } if *job == s.job)),
+        "the hub stops a phase it no longer runs"
+    );
+    again.receive(seq(
+        1,
+        file(s.job, "result.json", "{\"result\": \"Passed\"}", false),
+    ));
+    again.receive(seq(2, passed(s.job)));
+    assert!(
+        !s.dir.join("result.json").exists(),
+        "a late result is not stored"
+    );
+    let log = std::fs::read_to_string(s.dir.join("main.log")).unwrap();
+    assert!(log.contains("not heard from"), "{log}");
+}
+
+#[tokio::test]
+async fn an_agent_back_within_the_grace_goes_on_and_each_message_is_taken_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000_000);
+    let hub = hub(&clock);
+    let mut session = connect(&hub, "b1", vec![]);
+    assert!(matches!(
+        session.welcome(),
+        ServerMsg::Welcome { acked: 0, .. }
+    ));
+    let s = start(&hub, &mut session, tmp.path(), "run-1").await;
+
+    session.receive(seq(1, file(s.job, "main.log", "a\n", false)));
+    session.receive(seq(2, file(s.job, "main.log", "b\n", true)));
+    // Acknowledged in a batch, with the next heartbeat.
+    assert!(sent(&mut session).is_empty());
+    session.receive(AgentMsg::Heartbeat { cpu: None });
+    assert!(matches!(
+        sent(&mut session)[..],
+        [ServerMsg::Ack { seq: 2 }]
+    ));
+    session.receive(seq(3, file(s.job, "main.log", "c\n", true)));
+
+    // The connection drops before 3 is acknowledged: the run waits.
+    drop(session);
+    assert!(matches!(health(&s), RunnerHealth::Stalled(_)));
+    clock.advance(5_000);
+    hub.check();
+    assert!(matches!(health(&s), RunnerHealth::Stalled(_)));
+
+    // Back in time: the welcome names the last message taken, the agent sends again
+    // from the last one it had acknowledged; the repeats are dropped.
+    let mut again = connect(&hub, "b1", vec![s.job]);
+    assert!(matches!(
+        again.welcome(),
+        ServerMsg::Welcome { acked: 3, .. }
+    ));
+    assert_eq!(health(&s), RunnerHealth::Healthy);
+    again.receive(seq(3, file(s.job, "main.log", "c\n", true)));
+    again.receive(seq(4, file(s.job, "main.log", "d\n", true)));
+    again.receive(seq(5, passed(s.job)));
+    again.receive(seq(5, passed(s.job)));
+    let outcome = s.outcome.await.unwrap().unwrap();
+    assert_eq!(outcome.result, "Passed");
+    assert_eq!(
+        std::fs::read_to_string(s.dir.join("main.log")).unwrap(),
+        "a\nb\nc\nd\n"
+    );
+    // The outcome is acknowledged at once.
+    assert!(matches!(sent(&mut again)[..], [ServerMsg::Ack { seq: 5 }]));
+}
+
+#[tokio::test]
+async fn a_new_life_of_the_agent_has_none_of_the_old_ones_phases() {
+    let tmp = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000_000);
+    let hub = hub(&clock);
+    let mut session = connect(&hub, "b1", vec![]);
+    let s = start(&hub, &mut session, tmp.path(), "run-1").await;
+    session.receive(seq(1, file(s.job, "main.log", "a\n", false)));
+    drop(session);
+    // Restarted (another boot): its numbers start again, the old phase is lost.
+    let again = connect(&hub, "b2", vec![]);
+    assert!(matches!(
+        again.welcome(),
+        ServerMsg::Welcome { acked: 0, .. }
+    ));
+    let outcome = s.outcome.await.unwrap().unwrap();
+    assert_eq!(outcome.result, "Aborted");
+}
