@@ -22,7 +22,7 @@ pub mod snapshot;
 pub mod wire;
 pub mod worker;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -130,7 +130,9 @@ struct Agent {
     draining: bool,
     health: watch::Sender<RunnerHealth>,
     jobs: HashMap<u64, Job>,
-    runs: BTreeSet<String>,
+    /// Runs bound to it, each with how many of its runners (one per rack it serves for
+    /// the run).
+    runs: BTreeMap<String, u32>,
     fetches: u32,
 }
 
@@ -231,7 +233,7 @@ impl AgentHub {
             draining: false,
             health: watch::Sender::new(RunnerHealth::Healthy),
             jobs: HashMap::new(),
-            runs: BTreeSet::new(),
+            runs: BTreeMap::new(),
             fetches: 0,
         });
         // Back within the grace period: phases it ran before are gone with its old
@@ -285,7 +287,7 @@ impl AgentHub {
                     last_heartbeat_ms: a.last_heard_ms,
                     cpu: a.cpu,
                     draining: a.draining,
-                    runs: a.runs.iter().cloned().collect(),
+                    runs: a.runs.keys().cloned().collect(),
                     running,
                     snapshot_fetches: a.fetches,
                 }
@@ -358,7 +360,7 @@ impl AgentDirectory for AgentHub {
             });
         };
         let agent = st.agents.get_mut(&name).expect("picked");
-        agent.runs.insert(run_id.to_string());
+        *agent.runs.entry(run_id.to_string()).or_default() += 1;
         let health = agent.health.subscribe();
         if !st.snapshots.iter().any(|(h, _)| h == snapshot_hash) {
             st.snapshots
@@ -536,7 +538,12 @@ impl Hub {
 
     fn unbind(&self, agent: &str, run_id: &str) {
         if let Some(a) = self.lock().agents.get_mut(agent) {
-            a.runs.remove(run_id);
+            if let Some(n) = a.runs.get_mut(run_id) {
+                *n -= 1;
+                if *n == 0 {
+                    a.runs.remove(run_id);
+                }
+            }
         }
     }
 
