@@ -49,6 +49,13 @@ pub const MAX_AGENT_HEARTBEAT_MS: u64 = 60_000;
 /// How long a silent agent's runs wait for it (`agent_grace_s` in `settings.yaml`), in s.
 pub const MIN_AGENT_GRACE_S: u64 = 1;
 pub const MAX_AGENT_GRACE_S: u64 = 3_600;
+/// The CPU use, in percent, above which a rack agent is passed over
+/// (`agent_cpu_threshold_pct` in `settings.yaml`): 1 to 100 (100 never passes one over).
+pub const MIN_AGENT_CPU_THRESHOLD_PCT: u32 = 1;
+pub const MAX_AGENT_CPU_THRESHOLD_PCT: u32 = 100;
+/// How long a rack agent reporting CPU above its threshold is passed over, in s
+/// (StormTest 6.2: tried again 30 s later).
+pub const AGENT_PASS_OVER_S: u64 = 30;
 /// A shared resource's `capacity`: 1 to 10,000 holders.
 pub const MAX_CAPACITY: u32 = 10_000;
 /// An operator hold's `duration_s`: more than 0, at most 30 days.

@@ -12,6 +12,34 @@ use tokio::sync::watch;
 
 use super::runner::{PhaseRunner, RunnerHealth};
 
+/// Why a launch waits for the agents of a rack it runs on: each is passed over (its CPU
+/// above the threshold, StormTest 6.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RackBusy {
+    /// "agent rack-a-ctl busy: CPU 97% > 90%, passed over until 05:31:12Z".
+    pub reason: String,
+    /// When the first of them is taken again (whatever it reports by then).
+    pub until_ms: crate::clock::EpochMs,
+}
+
+/// The racks a launch's lanes run on: each DUT's (else the run's ATS), or the ATS for a
+/// launch without DUTs; each once.
+pub fn launch_racks(req: &super::LaunchRequest) -> Vec<&str> {
+    let ats = req.ats.as_deref();
+    let lanes: Vec<Option<&str>> = if req.duts.is_empty() {
+        vec![ats]
+    } else {
+        req.duts.iter().map(|d| d.rack.as_deref().or(ats)).collect()
+    };
+    let mut racks: Vec<&str> = Vec::new();
+    for r in lanes.into_iter().flatten() {
+        if !racks.contains(&r) {
+            racks.push(r);
+        }
+    }
+    racks
+}
+
 /// One run's runners, by lane.
 pub struct LaneRunners {
     /// This process's runner: lanes on racks without an agent, and lanes without a rack.
