@@ -194,7 +194,10 @@ async fn connection(opts: &AgentOptions, worker: &Arc<Worker>) -> Ended {
         Ok(None) => return Ended::Dropped("the server closed the connection".into()),
         Err(_) => return Ended::Dropped("no welcome within 10 s".into()),
     };
-    let cpu = ProcStat::new();
+    let cpu: Box<dyn CpuProbe> = match std::env::var_os(CPU_FILE_ENV) {
+        Some(file) => Box::new(CpuFromFile(file.into())),
+        None => Box::new(ProcStat::new()),
+    };
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<AgentMsg>();
     let mut beats = tokio::time::interval(heartbeat);
     beats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -233,5 +236,19 @@ async fn connection(opts: &AgentOptions, worker: &Arc<Worker>) -> Ended {
         if let Err(e) = tx.send(Message::Text(text.into())).await {
             return Ended::Dropped(e.to_string());
         }
+    }
+}
+
+/// A test seam: when set, the agent reports the number in the file it names as its CPU
+/// use (read at each heartbeat) instead of measuring it, so the tests of the server's
+/// CPU threshold can make an agent busy and idle again. Not for production use.
+pub const CPU_FILE_ENV: &str = "TESTBAY_AGENT_CPU_FILE";
+
+/// [`CPU_FILE_ENV`]'s figure.
+struct CpuFromFile(std::path::PathBuf);
+
+impl CpuProbe for CpuFromFile {
+    fn busy_percent(&self) -> Option<f64> {
+        std::fs::read_to_string(&self.0).ok()?.trim().parse().ok()
     }
 }

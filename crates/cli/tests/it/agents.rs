@@ -81,12 +81,19 @@ impl Lab {
 
     /// [`Lab::start`] with another grace period, in seconds.
     fn with_grace(grace_s: u32) -> Lab {
-        Self::build(grace_s, &["Set-top box rack, bench 1"])
+        Self::build(grace_s, &["Set-top box rack, bench 1"], "")
     }
 
     /// A lab server whose racks described `described` are served by agents (rack-a's
-    /// by the user `agent-a`, rack-b's by `agent-b`).
-    fn build(grace_s: u32, described: &[&str]) -> Lab {
+    /// by the user `agent-a`, rack-b's by `agent-b`), `settings` added to its
+    /// `settings.yaml`. Unless `settings` says otherwise, no agent is passed over for its
+    /// CPU (the test machine may well be busy).
+    fn build(grace_s: u32, described: &[&str], settings: &str) -> Lab {
+        let settings = if settings.contains("agent_cpu_threshold_pct") {
+            settings.to_string()
+        } else {
+            format!("agent_cpu_threshold_pct: 100\n{settings}")
+        };
         let f = Bed::new();
         std::fs::create_dir_all(&f.data).unwrap();
         let demo = std::fs::read_to_string(crate::support::demo_lab()).unwrap();
@@ -103,7 +110,7 @@ impl Lab {
         std::fs::write(&lab, marked).unwrap();
         std::fs::write(
             f.data.join("settings.yaml"),
-            format!("agent_heartbeat_ms: 200\nagent_grace_s: {grace_s}\n"),
+            format!("agent_heartbeat_ms: 200\nagent_grace_s: {grace_s}\n{settings}"),
         )
         .unwrap();
         let packs = f.root.join("packs");
@@ -443,7 +450,11 @@ fn an_agent_back_within_the_grace_period_carries_on_with_the_run() {
 
 #[test]
 fn a_run_on_duts_of_two_racks_sends_each_lane_to_its_racks_agent() {
-    let lab = Lab::build(10, &["Set-top box rack, bench 1", "Mixed rack, bench 2"]);
+    let lab = Lab::build(
+        10,
+        &["Set-top box rack, bench 1", "Mixed rack, bench 2"],
+        "",
+    );
     let (work_a, work_b) = (lab.f.root.join("work-a"), lab.f.root.join("work-b"));
     let _a = lab.agent_on("rack-a", &lab.agent_token, &work_a, &[]);
     // rack-b has no agent yet: a run with a lane there could not start.
@@ -500,4 +511,48 @@ fn a_run_on_duts_of_two_racks_sends_each_lane_to_its_racks_agent() {
         assert_eq!(a["snapshot_fetches"], 1, "{a}");
         assert_eq!(a["runs"], json!([]), "{a}");
     }
+}
+
+#[test]
+fn a_run_waits_in_the_queue_while_its_racks_agent_is_above_its_cpu_threshold() {
+    let lab = Lab::build(
+        10,
+        &["Set-top box rack, bench 1"],
+        // The host's own dispatch threshold is not what this test is about.
+        "agent_cpu_threshold_pct: 90\ndispatch_cpu_threshold: 100\n",
+    );
+    // The agent reports the figure in this file as its CPU use (its test seam).
+    let cpu = lab.f.root.join("cpu");
+    std::fs::write(&cpu, "97\n").unwrap();
+    let cpu_env = cpu.to_str().unwrap();
+    let _agent = lab.agent_on(
+        "rack-a",
+        &lab.agent_token,
+        &lab.work,
+        &[("TESTBAY_AGENT_CPU_FILE", cpu_env)],
+    );
+    wait_until(Duration::from_secs(20), || {
+        let a = lab.agents();
+        a[0]["passed_over_until_ms"].as_i64().map(|_| ())
+    })
+    .expect("the agent reports 97% and is passed over");
+
+    // The launch does not fail: it waits in the queue, which says why.
+    let r = lab.call(json!({"cmd": "launch", "pack": "where", "duts": ["stb-01"]}));
+    assert_eq!(r["data"]["queued"], true, "{r}");
+    let id = r["data"]["run_id"].as_str().unwrap().to_string();
+    let q = lab.call(json!({"cmd": "queue"}));
+    let why = q["data"]["runs"][0]["waits_for"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        why.contains("agent agent-a busy: CPU 97% > 90%, passed over until "),
+        "{q}"
+    );
+
+    // Back under the threshold: the run starts at its next heartbeat and completes.
+    std::fs::write(&cpu, "12\n").unwrap();
+    let r = lab.wait_status(&id, &["completed"], Duration::from_secs(20));
+    assert_eq!(r["tasks"][0]["result"], "Passed", "{r}");
+    assert_eq!(lab.agents()[0]["passed_over_until_ms"], Value::Null);
 }
