@@ -208,6 +208,10 @@ async fn connection(opts: &AgentOptions, worker: &Arc<Worker>) -> Ended {
                 if heard.elapsed() > 3 * heartbeat.max(Duration::from_secs(1)) {
                     return Ended::Dropped("nothing heard from the server".into());
                 }
+                // The server says nothing to an idle agent: its pong is what is heard.
+                if let Err(e) = tx.send(Message::Ping(Default::default())).await {
+                    return Ended::Dropped(e.to_string());
+                }
                 AgentMsg::Heartbeat { cpu: cpu.busy_percent() }
             }
             Some(m) = out_rx.recv() => m,

@@ -218,8 +218,8 @@ impl RunManager {
         let _ = self.inner.agents.set(agents);
     }
 
-    /// Whether `req` must wait for the agents of a rack it runs on (each above its CPU
-    /// threshold): the reasons, and when the first of them is taken again.
+    /// Whether `req` must wait for the agents of racks it runs on (each above its CPU
+    /// threshold): the reasons, and when every such rack has an agent taken again.
     pub fn agents_busy(&self, req: &LaunchRequest) -> Option<RackBusy> {
         let agents = self.inner.agents.get()?;
         let busy: Vec<RackBusy> = placement::launch_racks(req)
@@ -227,7 +227,7 @@ impl RunManager {
             .filter_map(|r| agents.busy(r))
             .collect();
         Some(RackBusy {
-            until_ms: busy.iter().map(|b| b.until_ms).min()?,
+            until_ms: busy.iter().map(|b| b.until_ms).max()?,
             reason: busy
                 .into_iter()
                 .map(|b| b.reason)

@@ -119,7 +119,7 @@ impl Inner {
         let retry = st
             .retry_at
             .map(|t| t.saturating_duration_since(Instant::now()));
-        // When an agent passed over is taken again.
+        // When the runs waiting for agents passed over have waited long enough.
         let agent = st
             .agent_held
             .values()
@@ -270,21 +270,34 @@ impl Inner {
             }
             _ => st.queue.pick_all(free, oos).into_iter().cloned().collect(),
         };
+        let now = self.clock.now_ms();
         for e in picked {
-            // Its racks' agents are all above their CPU threshold: it keeps its place.
+            // Its racks' agents are all above their CPU threshold: it keeps its place,
+            // until they report less or the time it was told to wait is up (an agent
+            // still above it then is passed over again, but not for this run).
+            let waited = st
+                .agent_held
+                .get(&e.run_id)
+                .is_some_and(|b| b.until_ms <= now);
             let busy = st
                 .waiting
                 .get(&e.run_id)
+                .filter(|_| !waited)
                 .and_then(|w| self.runs.agents_busy(&w.launch.req));
             if let Some(busy) = busy {
-                if st.agent_held.get(&e.run_id) != Some(&busy) {
-                    tracing::info!(
-                        run_id = e.run_id,
-                        reason = busy.reason,
-                        "run waits for its rack's agent"
-                    );
+                match st.agent_held.entry(e.run_id.clone()) {
+                    std::collections::hash_map::Entry::Occupied(mut o) => {
+                        o.get_mut().reason = busy.reason;
+                    }
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        tracing::info!(
+                            run_id = e.run_id,
+                            reason = busy.reason,
+                            "run waits for its rack's agent"
+                        );
+                        v.insert(busy);
+                    }
                 }
-                st.agent_held.insert(e.run_id.clone(), busy);
                 continue;
             }
             st.agent_held.remove(&e.run_id);
