@@ -1,11 +1,12 @@
 // Rack agents in the rack view: a lab server with rack-a served by an agent, a real
 // `testbay agent` connected to it; the Lab screen shows the agent on its rack (host,
 // version, heartbeat age, CPU, what it runs), an operator drains it from the keyboard and
-// sees it draining, then takes it back.
+// sees it draining, then takes it back. A run on it shows in the agent's card; the agent
+// SIGKILLed, Live shows the run and its lane stalled, naming the agent.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { ROOT, ensureUiBuilt, startServer, startBrowser, testbayBin, screenshot } from '../lib/harness.js';
@@ -47,9 +48,15 @@ test('the rack view shows the rack agent; an operator drains and undrains it', a
   const lab = path.join(dataDir, 'lab.yaml');
   writeFileSync(lab, demo.replace(entry, `${entry}    agent: true\n`));
   writeFileSync(path.join(dataDir, 'settings.yaml'), 'dispatch_cpu_threshold: 100\nagent_heartbeat_ms: 500\nagent_cpu_threshold_pct: 100\n');
+  // A pack whose one task takes a minute.
+  const slow = path.join(dataDir, 'packs/slow');
+  mkdirSync(path.join(slow, 'tasks'), { recursive: true });
+  writeFileSync(path.join(slow, 'pack.yaml'), "name: slow\nversion: '1'\ngroups:\n  g:\n    tests: [probe]\n");
+  writeFileSync(path.join(slow, 'tasks/probe.yaml'), 'name: probe\nrun: [bash, probe.sh]\n');
+  writeFileSync(path.join(slow, 'tasks/probe.sh'), 'exec sleep 60\n');
   const otto = addUser('otto', 'operator');
   const ctl = addUser('rack-a-ctl', 'agent');
-  server = await startServer({ dataDir, lab });
+  server = await startServer({ dataDir, lab, packDirs: ['packs', path.join(dataDir, 'packs')] });
   agent = spawn(
     testbayBin(),
     ['agent', '--server', server.origin, '--token', ctl, '--rack', 'rack-a', '--work-dir', path.join(dataDir, 'agent-work')],
@@ -94,6 +101,22 @@ test('the rack view shows the rack agent; an operator drains and undrains it', a
     await page.keyboard.press('Enter');
     await card.and(page.locator('[data-state=ok]')).waitFor();
     assert.equal((await apiAs(otto, { cmd: 'agents' })).data[0].draining, false);
+
+    step = 'what it runs';
+    const launched = await apiAs(otto, { cmd: 'launch', pack: 'slow', duts: ['stb-01'] });
+    const runId = launched.data?.run_id;
+    assert.ok(runId, JSON.stringify(launched));
+    await card.locator('[data-testid=agent-running]', { hasText: `${runId}/stb-01 probe (main)` }).waitFor();
+
+    step = 'the agent killed: Live shows the run and its lane stalled';
+    agent.kill('SIGKILL');
+    await page.goto(`${server.origin}/#/live/${runId}`);
+    await page.locator('[data-testid=run-status]', { hasText: 'stalled' }).waitFor();
+    assert.match(await page.locator('[data-testid=run-reason]').textContent(), /agent rack-a-ctl/);
+    const lane = page.locator('[data-testid=lanes] tr', { hasText: 'stb-01' }).locator('[data-testid=lane-stalled]');
+    await lane.waitFor();
+    assert.equal(await lane.getAttribute('title'), 'agent rack-a-ctl is stalled');
+    await screenshot(page, 'agents-live-stalled');
   } catch (e) {
     await screenshot(page, `agents-failed-${step.replace(/\W+/g, '-')}`).catch(() => {});
     throw new Error(`step "${step}": ${e.message}`);

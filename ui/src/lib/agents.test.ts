@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { agentState, agentsOf, cpuText, heardAgo, mayDrain, runningText } from './agents';
+import { agentState, agentsOf, cpuText, heardAgo, mayDrain, runningText, silentLanes } from './agents';
 import type { AgentView } from './api/client';
 
 const agent = (name: string, racks: string[], more: Partial<AgentView> = {}): AgentView => ({
@@ -41,5 +41,18 @@ describe('rack agents on the Lab screen', () => {
     expect(mayDrain('admin')).toBe(true);
     expect(mayDrain('viewer')).toBe(false);
     expect(mayDrain(null)).toBe(false);
+  });
+  it('names the lanes of a run whose agent went silent', () => {
+    const phase = (run_id: string, lane: string) => ({ run_id, lane, task: 'probe', phase: 'main' as const });
+    const all = [
+      agent('a', ['rack-a'], { state: 'stalled', running: [phase('r1', 'stb-01'), phase('r2', 'stb-02')] }),
+      agent('b', ['rack-b'], { state: 'ok', running: [phase('r1', 'stb-07')] }),
+      agent('c', ['rack-c'], { state: 'lost', running: [phase('r1', 'rtr-01')] }),
+    ];
+    expect([...silentLanes(all, 'r1')]).toEqual([
+      ['stb-01', 'agent a is stalled'],
+      ['rtr-01', 'agent c is lost'],
+    ]);
+    expect(silentLanes(all, 'r3').size).toBe(0);
   });
 });

@@ -40,3 +40,15 @@ export function runningText(a: Pick<AgentView, 'running'>): string {
 export function mayDrain(role: string | null | undefined): boolean {
   return role === 'operator' || role === 'admin';
 }
+
+/** The lanes of run `runId` whose phases sit on a silent agent (`stalled` or `lost`), with why: `agent rack-a-ctl is stalled`. */
+export function silentLanes(agents: Pick<AgentView, 'name' | 'state' | 'running'>[], runId: string): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const a of agents) {
+    if (a.state !== 'stalled' && a.state !== 'lost') continue;
+    for (const p of a.running) {
+      if (p.run_id === runId && !out.has(p.lane)) out.set(p.lane, `agent ${a.name} is ${a.state}`);
+    }
+  }
+  return out;
+}
