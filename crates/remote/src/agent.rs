@@ -5,7 +5,8 @@
 //! `agent_snapshot` over `POST /api`.
 //!
 //! A connection that drops (the server restarted, the network blinked, nothing heard for
-//! three heartbeats) ends the phases running (the server has given up on them or will)
+//! three heartbeats: the agent pings with each heartbeat, so an idle one hears the pongs)
+//! ends the phases running (the server has given up on them or will)
 //! and is opened again with backoff. A server that refuses the agent (a wrong role, a
 //! rack that is not an agent rack) ends it.
 
