@@ -41,6 +41,11 @@ def main():
             "    slots: 8\n", "    slots: 8\n    agent: true\n", 1)
     with open(f"{root}/lab.yaml", "w") as f:
         f.write(lab)
+    # The per-task cost is measured, not the CPU threshold: a busy machine's agent is
+    # never passed over here.
+    os.makedirs(data, exist_ok=True)
+    with open(f"{data}/settings.yaml", "w") as f:
+        f.write("agent_cpu_threshold_pct: 100\n")
     env = dict(os.environ, TESTBAY_DATA_DIR=data, RUST_LOG="warn")
 
     def token(name, role):

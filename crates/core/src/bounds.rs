@@ -56,6 +56,13 @@ pub const AGENT_OUTBOX_MAX_MESSAGES: usize = 100_000;
 /// ... and about this many bytes. Beyond either, the oldest live log lines go first (the
 /// server hears how many; the log file still travels with the phase's outcome).
 pub const AGENT_OUTBOX_MAX_BYTES: usize = 256 * 1024 * 1024;
+/// The CPU use, in percent, above which a rack agent is passed over
+/// (`agent_cpu_threshold_pct` in `settings.yaml`): 1 to 100 (100 never passes one over).
+pub const MIN_AGENT_CPU_THRESHOLD_PCT: u32 = 1;
+pub const MAX_AGENT_CPU_THRESHOLD_PCT: u32 = 100;
+/// How long a rack agent reporting CPU above its threshold is passed over, in s
+/// (StormTest 6.2: tried again 30 s later).
+pub const AGENT_PASS_OVER_S: u64 = 30;
 /// A shared resource's `capacity`: 1 to 10,000 holders.
 pub const MAX_CAPACITY: u32 = 10_000;
 /// An operator hold's `duration_s`: more than 0, at most 30 days.

@@ -9,6 +9,7 @@
 //!   runs_per_pack: 500          # runs of a pack beyond its newest 500
 //! agent_heartbeat_ms: 5000      # rack agents heartbeat this often
 //! agent_grace_s: 60             # a silent agent's runs are interrupted after this
+//! agent_cpu_threshold_pct: 90   # an agent reporting more CPU use is passed over for 30 s
 //! ```
 
 use std::path::Path;
@@ -47,6 +48,14 @@ pub struct ConsoleSettings {
         max = "crate::bounds::MAX_AGENT_GRACE_S"
     ))]
     pub agent_grace_s: u64,
+    /// Host CPU use, in percent, above which a rack agent (its heartbeat says) is passed
+    /// over for 30 s (StormTest 6.2): a run that would go to it waits in the queue, and
+    /// starts once the agent reports less or the 30 s are over. 100 never passes one over.
+    #[schemars(range(
+        min = "crate::bounds::MIN_AGENT_CPU_THRESHOLD_PCT",
+        max = "crate::bounds::MAX_AGENT_CPU_THRESHOLD_PCT"
+    ))]
+    pub agent_cpu_threshold_pct: u32,
 }
 
 impl Default for ConsoleSettings {
@@ -56,6 +65,7 @@ impl Default for ConsoleSettings {
             retention: RetentionPolicy::default(),
             agent_heartbeat_ms: 5_000,
             agent_grace_s: 60,
+            agent_cpu_threshold_pct: 90,
         }
     }
 }

@@ -5,7 +5,8 @@
 //! `agent_snapshot` over `POST /api`.
 //!
 //! A connection that drops (the server restarted, the network blinked, nothing heard for
-//! three heartbeats) is opened again with backoff ([`FIRST_RETRY`] doubling up to
+//! three heartbeats: the agent pings with each heartbeat, so an idle one hears the pongs)
+//! is opened again with backoff ([`FIRST_RETRY`] doubling up to
 //! [`LAST_RETRY`]); the phases running go on meanwhile. Every message about a phase waits
 //! in the agent's [`Outbox`] (bounded) until the server acknowledges it; the hello of a
 //! new connection names the phases the agent still has, and the agent sends again what
@@ -272,7 +273,10 @@ async fn connection(
         Ok(None) => return Ended::Dropped("the server closed the connection".into()),
         Err(_) => return Ended::Dropped("no welcome within 10 s".into()),
     };
-    let cpu = ProcStat::new();
+    let cpu: Box<dyn CpuProbe> = match std::env::var_os(CPU_FILE_ENV) {
+        Some(file) => Box::new(CpuFromFile(file.into())),
+        None => Box::new(ProcStat::new()),
+    };
     let mut beats = tokio::time::interval(heartbeat);
     beats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut heard = tokio::time::Instant::now();
@@ -292,6 +296,10 @@ async fn connection(
             _ = beats.tick() => {
                 if heard.elapsed() > 3 * heartbeat.max(Duration::from_secs(1)) {
                     return Ended::Dropped("nothing heard from the server".into());
+                }
+                // The server says nothing to an idle agent: its pong is what is heard.
+                if let Err(e) = tx.send(Message::Ping(Default::default())).await {
+                    return Ended::Dropped(e.to_string());
                 }
                 AgentMsg::Heartbeat { cpu: cpu.busy_percent() }
             }
@@ -326,5 +334,19 @@ async fn connection(
         if let Err(e) = tx.send(Message::Text(text.into())).await {
             return Ended::Dropped(e.to_string());
         }
+    }
+}
+
+/// A test seam: when set, the agent reports the number in the file it names as its CPU
+/// use (read at each heartbeat) instead of measuring it, so the tests of the server's
+/// CPU threshold can make an agent busy and idle again. Not for production use.
+pub const CPU_FILE_ENV: &str = "TESTBAY_AGENT_CPU_FILE";
+
+/// [`CPU_FILE_ENV`]'s figure.
+struct CpuFromFile(std::path::PathBuf);
+
+impl CpuProbe for CpuFromFile {
+    fn busy_percent(&self) -> Option<f64> {
+        std::fs::read_to_string(&self.0).ok()?.trim().parse().ok()
     }
 }

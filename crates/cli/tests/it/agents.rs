@@ -61,6 +61,8 @@ pub(crate) struct Lab {
     pub(crate) addr: String,
     ops: String,
     pub(crate) agent_token: String,
+    /// rack-b's agent's.
+    agent_b_token: String,
     pub(crate) work: PathBuf,
     packs: PathBuf,
     lab: PathBuf,
@@ -109,23 +111,36 @@ impl Lab {
 
     /// [`Lab::start`] with another grace period, in seconds.
     pub(crate) fn with_grace(grace_s: u32) -> Lab {
+        Self::build(grace_s, &["Set-top box rack, bench 1"], "")
+    }
+
+    /// A lab server whose racks described `described` are served by agents (rack-a's
+    /// by the user `agent-a`, rack-b's by `agent-b`), `settings` added to its
+    /// `settings.yaml`. Unless `settings` says otherwise, no agent is passed over for its
+    /// CPU (the test machine may well be busy).
+    fn build(grace_s: u32, described: &[&str], settings: &str) -> Lab {
+        let settings = if settings.contains("agent_cpu_threshold_pct") {
+            settings.to_string()
+        } else {
+            format!("agent_cpu_threshold_pct: 100\n{settings}")
+        };
         let f = Bed::new();
         std::fs::create_dir_all(&f.data).unwrap();
         let demo = std::fs::read_to_string(crate::support::demo_lab()).unwrap();
-        let marked = demo.replacen(
-            "    description: Set-top box rack, bench 1\n    slots: 8\n",
-            "    description: Set-top box rack, bench 1\n    slots: 8\n    agent: true\n",
-            1,
-        );
-        assert_ne!(
-            demo, marked,
-            "the demo lab's rack-a entry changed; adapt this test"
-        );
+        let mut marked = demo.clone();
+        for d in described {
+            let entry = format!("    description: {d}\n    slots: 8\n");
+            assert!(
+                marked.contains(&entry),
+                "the demo lab's entry for the rack `{d}` changed; adapt this test"
+            );
+            marked = marked.replacen(&entry, &format!("{entry}    agent: true\n"), 1);
+        }
         let lab = f.root.join("lab.yaml");
         std::fs::write(&lab, marked).unwrap();
         std::fs::write(
             f.data.join("settings.yaml"),
-            format!("agent_heartbeat_ms: 200\nagent_grace_s: {grace_s}\n"),
+            format!("agent_heartbeat_ms: 200\nagent_grace_s: {grace_s}\n{settings}"),
         )
         .unwrap();
         let packs = f.root.join("packs");
@@ -164,6 +179,7 @@ impl Lab {
         crate::agent_cuts::write_packs(&f.root, &packs);
         let ops = token_of(&f.testbay(&["users", "add", "ops", "--role", "operator"]));
         let agent_token = token_of(&f.testbay(&["users", "add", "agent-a", "--role", "agent"]));
+        let agent_b_token = token_of(&f.testbay(&["users", "add", "agent-b", "--role", "agent"]));
         let (serve, addr) = serve(&f, &packs, &lab, "127.0.0.1:0");
         Lab {
             work: f.root.join("agent-work"),
@@ -171,6 +187,7 @@ impl Lab {
             addr,
             ops,
             agent_token,
+            agent_b_token,
             packs,
             lab,
             serve,
@@ -189,17 +206,17 @@ impl Lab {
     }
 
     pub(crate) fn agent(&self) -> Proc {
+        self.agent_on("rack-a", &self.agent_token, &self.work, &[])
+    }
+
+    /// `testbay agent` for `rack` with `token`, working in `work`, with `env` set.
+    fn agent_on(&self, rack: &str, token: &str, work: &Path, env: &[(&str, &str)]) -> Proc {
         let child = Command::new(env!("CARGO_BIN_EXE_testbay"))
             .args(["agent", "--server"])
             .arg(format!("http://{}", self.addr))
-            .args([
-                "--token",
-                &self.agent_token,
-                "--rack",
-                "rack-a",
-                "--work-dir",
-            ])
-            .arg(&self.work)
+            .args(["--token", token, "--rack", rack, "--work-dir"])
+            .arg(work)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "warn")
             .env_remove("TESTBAY_DATA_DIR")
             .stdin(Stdio::null())
@@ -451,4 +468,113 @@ fn an_agent_back_within_the_grace_period_carries_on_with_the_run() {
         .collect();
     assert_eq!(results, [("probe", "Aborted"), ("after", "Passed")], "{r}");
     assert_eq!(lab.agents()[0]["state"], "ok");
+}
+
+#[test]
+fn a_run_on_duts_of_two_racks_sends_each_lane_to_its_racks_agent() {
+    let lab = Lab::build(
+        10,
+        &["Set-top box rack, bench 1", "Mixed rack, bench 2"],
+        "",
+    );
+    let (work_a, work_b) = (lab.f.root.join("work-a"), lab.f.root.join("work-b"));
+    let _a = lab.agent_on("rack-a", &lab.agent_token, &work_a, &[]);
+    // rack-b has no agent yet: a run with a lane there could not start.
+    wait_until(Duration::from_secs(20), || {
+        (lab.agents().as_array()?.len() == 1 && lab.agents()[0]["state"] == "ok").then_some(())
+    })
+    .expect("rack-a's agent connects");
+    let r = lab.call(json!({"cmd": "launch", "pack": "where", "duts": ["stb-01", "stb-07"]}));
+    let message = r["error"]["message"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{r}"));
+    assert!(message.contains("no agent for rack-b"), "{r}");
+    // No run is left bound to rack-a's agent by the refused launch.
+    assert_eq!(lab.agents()[0]["runs"], json!([]));
+
+    let _b = lab.agent_on("rack-b", &lab.agent_b_token, &work_b, &[]);
+    wait_until(Duration::from_secs(20), || {
+        let a = lab.agents();
+        let ok = a.as_array()?.iter().filter(|a| a["state"] == "ok").count();
+        (ok == 2).then_some(())
+    })
+    .expect("rack-b's agent connects");
+    let r = lab.call(json!({"cmd": "launch", "pack": "where", "duts": ["stb-01", "stb-07"]}));
+    let id = r["data"]["run_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{r}"));
+    let r = lab.wait_status(id, &["completed"], Duration::from_secs(30));
+    let tasks = r["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 2, "{r}");
+    assert!(tasks.iter().all(|t| t["result"] == "Passed"), "{r}");
+    // Each lane's task ran on its rack's agent: in that agent's work directory, its log
+    // and artifact stored by the server.
+    let run_dir = lab.f.data.join("runs").join(id);
+    let logs = find(&run_dir, "main.log");
+    assert_eq!(logs.len(), 2, "{logs:?}");
+    for (dut, work) in [("stb-01", &work_a), ("stb-07", &work_b)] {
+        let log = logs
+            .iter()
+            .find(|l| l.strip_prefix(&run_dir).unwrap().starts_with(dut))
+            .unwrap_or_else(|| panic!("no log of lane {dut} in {logs:?}"));
+        let log = std::fs::read_to_string(log).unwrap();
+        let work = std::fs::canonicalize(work).unwrap();
+        assert!(
+            log.contains(&format!("cwd={}/snapshots/", work.display())),
+            "{dut}: {log}"
+        );
+        assert!(
+            log.contains(&format!("params={}/runs/{id}/", work.display())),
+            "{dut}: {log}"
+        );
+    }
+    assert_eq!(find(&run_dir, "proof.txt").len(), 2);
+    for a in lab.agents().as_array().unwrap() {
+        assert_eq!(a["snapshot_fetches"], 1, "{a}");
+        assert_eq!(a["runs"], json!([]), "{a}");
+    }
+}
+
+#[test]
+fn a_run_waits_in_the_queue_while_its_racks_agent_is_above_its_cpu_threshold() {
+    let lab = Lab::build(
+        10,
+        &["Set-top box rack, bench 1"],
+        // The host's own dispatch threshold is not what this test is about.
+        "agent_cpu_threshold_pct: 90\ndispatch_cpu_threshold: 100\n",
+    );
+    // The agent reports the figure in this file as its CPU use (its test seam).
+    let cpu = lab.f.root.join("cpu");
+    std::fs::write(&cpu, "97\n").unwrap();
+    let cpu_env = cpu.to_str().unwrap();
+    let _agent = lab.agent_on(
+        "rack-a",
+        &lab.agent_token,
+        &lab.work,
+        &[("TESTBAY_AGENT_CPU_FILE", cpu_env)],
+    );
+    wait_until(Duration::from_secs(20), || {
+        let a = lab.agents();
+        a[0]["passed_over_until_ms"].as_i64().map(|_| ())
+    })
+    .expect("the agent reports 97% and is passed over");
+
+    // The launch does not fail: it waits in the queue, which says why.
+    let r = lab.call(json!({"cmd": "launch", "pack": "where", "duts": ["stb-01"]}));
+    assert_eq!(r["data"]["queued"], true, "{r}");
+    let id = r["data"]["run_id"].as_str().unwrap().to_string();
+    let q = lab.call(json!({"cmd": "queue"}));
+    let why = q["data"]["runs"][0]["waits_for"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        why.contains("agent agent-a busy: CPU 97% > 90%, passed over until "),
+        "{q}"
+    );
+
+    // Back under the threshold: the run starts at its next heartbeat and completes.
+    std::fs::write(&cpu, "12\n").unwrap();
+    let r = lab.wait_status(&id, &["completed"], Duration::from_secs(20));
+    assert_eq!(r["tasks"][0]["result"], "Passed", "{r}");
+    assert_eq!(lab.agents()[0]["passed_over_until_ms"], Value::Null);
 }

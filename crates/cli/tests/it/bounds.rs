@@ -114,10 +114,6 @@ fn run_refuses_an_ats_that_does_not_hold_its_duts() {
             &["--ats", "rack-z"][..],
             "ATS `rack-z` is not a rack of the lab",
         ),
-        (
-            &["--dut", "d1", "--dut", "d2"][..],
-            "the DUTs sit in different racks (`d1` in `rack-1`, `d2` in `rack-2`)",
-        ),
     ] {
         let mut all = vec!["--lab", lab, "run", "packs/net-regression"];
         all.extend_from_slice(args);

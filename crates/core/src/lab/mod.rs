@@ -157,8 +157,6 @@ pub enum AtsError {
         dut: String,
         rack: Option<String>,
     },
-    #[error("the DUTs sit in different racks ({}); a run uses one ATS: launch one run per rack", duts.iter().map(|(d, r)| format!("`{d}` in {}", r.as_deref().map_or("no rack".to_string(), |r| format!("`{r}`")))).collect::<Vec<_>>().join(", "))]
-    SeveralRacks { duts: Vec<(String, Option<String>)> },
 }
 
 fn rack_hint(suggestion: &Option<String>, racks: &[String]) -> String {
@@ -379,8 +377,9 @@ impl Lab {
 
     /// The ATS of a launch on `duts`. A named ATS must be a rack of this lab and hold every
     /// DUT. Without one the run takes the rack its DUTs sit in; DUTs in different racks
-    /// (or some in none) are refused, since a run has one ATS (its `valid_ats` are checked
-    /// against it). A DUT that is not in this lab counts by the rack it names itself.
+    /// (or some in none) give it no ATS: each lane runs on its own DUT's rack (its phases
+    /// on that rack's agent, if it has one), and no `valid_ats` is checked. A DUT that is
+    /// not in this lab counts by the rack it names itself.
     pub fn launch_ats(
         &self,
         ats: Option<&str>,
@@ -414,12 +413,10 @@ impl Lab {
             }
             return Ok(Some(ats.to_string()));
         }
-        let racks: Vec<(String, Option<String>)> =
-            duts.iter().map(|t| (t.name.clone(), rack_of(t))).collect();
+        let racks: Vec<Option<String>> = duts.iter().map(rack_of).collect();
         match racks.split_first() {
-            None => Ok(None),
-            Some(((_, first), rest)) if rest.iter().all(|(_, r)| r == first) => Ok(first.clone()),
-            Some(_) => Err(AtsError::SeveralRacks { duts: racks }),
+            Some((first, rest)) if rest.iter().all(|r| r == first) => Ok(first.clone()),
+            _ => Ok(None),
         }
     }
 

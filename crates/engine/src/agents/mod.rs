@@ -9,7 +9,10 @@
 //! serving it (else it could not start, "no agent for rack-a") and its phases go there
 //! through an [`AgentRunner`]. An agent not heard from for one and a half heartbeats (or
 //! whose connection closed) stalls its runs; one silent for the grace period is lost: its
-//! phases end `Aborted` and its runs `interrupted`.
+//! phases end `Aborted` and its runs `interrupted`. An agent whose heartbeat reports
+//! CPU use above the threshold is passed over for 30 s (StormTest 6.2): a run that
+//! would go to it waits in the run queue ([`AgentHub::busy`] says why and until when),
+//! and the queue is told ([`AgentHub::on_change`]) when the agent is back under.
 //!
 //! A network cut loses no stored result: the agent's phases run on while it is away,
 //! every message about them numbered in its [`outbox::Outbox`] until the server
@@ -31,7 +34,7 @@ pub mod snapshot;
 pub mod wire;
 pub mod worker;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -44,7 +47,7 @@ use ts_rs::TS;
 use crate::clock::{Clock, EpochMs};
 use crate::exec::{LiveLog, PhaseOutcome};
 use crate::outcome::Phase;
-use crate::run::{AgentDirectory, PhaseJob, PhaseRunner, RunnerHealth};
+use crate::run::{AgentDirectory, PhaseJob, PhaseRunner, RackBusy, RunnerHealth};
 pub use runner::AgentRunner;
 use wire::{AgentMsg, ServerMsg};
 
@@ -66,12 +69,16 @@ pub struct Resume {
 }
 
 /// How the hub judges its agents.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AgentConfig {
     /// How often agents heartbeat; one silent for 1.5 of these stalls its runs.
     pub heartbeat: Duration,
     /// How long a silent agent's runs stay stalled before they are interrupted.
     pub grace: Duration,
+    /// Host CPU use, in percent, above which an agent is passed over.
+    pub cpu_threshold: f64,
+    /// How long an agent above the threshold is passed over.
+    pub pass_over: Duration,
 }
 
 impl Default for AgentConfig {
@@ -79,6 +86,8 @@ impl Default for AgentConfig {
         Self {
             heartbeat: Duration::from_secs(5),
             grace: Duration::from_secs(60),
+            cpu_threshold: 90.0,
+            pass_over: Duration::from_secs(crate::bounds::AGENT_PASS_OVER_S),
         }
     }
 }
@@ -118,6 +127,8 @@ pub struct AgentView {
     pub running: Vec<AgentPhaseView>,
     /// Pack snapshots it fetched from this server.
     pub snapshot_fetches: u32,
+    /// Passed over until then: its heartbeat reported CPU use above the threshold.
+    pub passed_over_until_ms: Option<EpochMs>,
 }
 
 /// What the server's end of a phase hears about it.
@@ -160,8 +171,12 @@ struct Agent {
     draining: bool,
     health: watch::Sender<RunnerHealth>,
     jobs: HashMap<u64, Job>,
-    runs: BTreeSet<String>,
+    /// Runs bound to it, each with how many of its runners (one per rack it serves for
+    /// the run).
+    runs: BTreeMap<String, u32>,
     fetches: u32,
+    /// Set by a heartbeat above the CPU threshold; cleared by one at or under it.
+    passed_over_until: Option<EpochMs>,
 }
 
 impl Agent {
@@ -174,6 +189,18 @@ impl Agent {
             }
             self.acked = self.received;
         }
+    }
+
+    /// Whether it is passed over at `now` (its CPU above the threshold).
+    fn passed_over(&self, now: EpochMs) -> bool {
+        self.passed_over_until.is_some_and(|u| u > now)
+    }
+
+    /// Whether it may take a run of `rack` (whatever its CPU).
+    fn takes(&self, rack: &str) -> bool {
+        self.racks.iter().any(|r| r == rack)
+            && self.conn.is_some()
+            && *self.health.borrow() == RunnerHealth::Healthy
     }
 
     fn state(&self) -> &'static str {
@@ -195,8 +222,12 @@ struct HubState {
     watching: bool,
 }
 
+/// Told when an agent may take runs it could not take before.
+type ChangeHook = Arc<dyn Fn() + Send + Sync>;
+
 struct Hub {
     config: AgentConfig,
+    hooks: Mutex<Vec<ChangeHook>>,
     clock: Arc<dyn Clock>,
     /// Racks whose phases run on their agent (`agent: true` in the lab file).
     agent_racks: HashSet<String>,
@@ -228,6 +259,7 @@ impl AgentHub {
         Self {
             hub: Arc::new(Hub {
                 config,
+                hooks: Mutex::default(),
                 clock,
                 agent_racks,
                 state: Mutex::default(),
@@ -291,8 +323,9 @@ impl AgentHub {
             draining: false,
             health: watch::Sender::new(RunnerHealth::Healthy),
             jobs: HashMap::new(),
-            runs: BTreeSet::new(),
+            runs: BTreeMap::new(),
             fetches: 0,
+            passed_over_until: None,
         });
         // The same life of the agent goes on from the last message taken; a new one (or
         // one that numbers none) starts afresh.
@@ -344,6 +377,8 @@ impl AgentHub {
             tokio::spawn(watchdog(Arc::downgrade(&self.hub)));
         }
         tracing::info!(agent = name, acked, "rack agent connected");
+        tracing::info!(agent = name, "rack agent connected");
+        self.hub.changed();
         Ok(AgentSession {
             hub: self.hub.clone(),
             name: name.to_string(),
@@ -379,9 +414,10 @@ impl AgentHub {
                     last_heartbeat_ms: a.last_heard_ms,
                     cpu: a.cpu,
                     draining: a.draining,
-                    runs: a.runs.iter().cloned().collect(),
+                    runs: a.runs.keys().cloned().collect(),
                     running,
                     snapshot_fetches: a.fetches,
+                    passed_over_until_ms: a.passed_over_until,
                 }
             })
             .collect()
@@ -396,7 +432,59 @@ impl AgentHub {
             .ok_or_else(|| AgentError::NoSuchAgent(name.into()))?;
         a.draining = on;
         tracing::info!(agent = name, draining = on, "agent drain changed");
+        drop(st);
+        self.hub.changed();
         Ok(())
+    }
+
+    /// Call `f` whenever an agent may take runs it could not before (it connected, was
+    /// undrained, its CPU went back under the threshold). It must not block.
+    pub fn on_change(&self, f: ChangeHook) {
+        self.hub
+            .hooks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(f);
+    }
+
+    /// Whether a run on `rack` must wait: it wants an agent (`agent: true`), some live,
+    /// undrained agent serves it, and every such agent is passed over now. `None` when
+    /// one may take the run, and when none can (the launch then could not start).
+    pub fn busy(&self, rack: &str) -> Option<RackBusy> {
+        if !self.hub.agent_racks.contains(rack) {
+            return None;
+        }
+        let now = self.hub.clock.now_ms();
+        let threshold = self.hub.config.cpu_threshold;
+        let st = self.hub.lock();
+        let mut busy = Vec::new();
+        for (name, a) in st
+            .agents
+            .iter()
+            .filter(|(_, a)| a.takes(rack) && !a.draining)
+        {
+            if !a.passed_over(now) {
+                return None;
+            }
+            let until = a.passed_over_until.unwrap_or(now);
+            busy.push((
+                format!(
+                    "agent {name} busy: CPU {:.0}% > {threshold:.0}%, passed over until {}",
+                    a.cpu.unwrap_or(0.0),
+                    crate::reserve::fmt_ms_short(until)
+                ),
+                until,
+            ));
+        }
+        let until_ms = busy.iter().map(|(_, u)| *u).min()?;
+        Some(RackBusy {
+            reason: busy
+                .into_iter()
+                .map(|(r, _)| r)
+                .collect::<Vec<_>>()
+                .join("; "),
+            until_ms,
+        })
     }
 
     /// The folder of the snapshot with this hash, counted as a fetch of `agent`.
@@ -417,6 +505,10 @@ impl AgentHub {
 }
 
 impl AgentDirectory for AgentHub {
+    fn busy(&self, rack: &str) -> Option<RackBusy> {
+        AgentHub::busy(self, rack)
+    }
+
     fn runner_for(
         &self,
         rack: &str,
@@ -427,23 +519,21 @@ impl AgentDirectory for AgentHub {
         if !self.hub.agent_racks.contains(rack) {
             return Ok(None);
         }
+        let now = self.hub.clock.now_ms();
         let mut st = self.hub.lock();
         let mut draining = None;
         let pick = st
             .agents
             .iter()
-            .filter(|(_, a)| {
-                a.racks.iter().any(|r| r == rack)
-                    && a.conn.is_some()
-                    && *a.health.borrow() == RunnerHealth::Healthy
-            })
+            .filter(|(_, a)| a.takes(rack))
             .filter(|(name, a)| {
                 if a.draining {
                     draining = Some((*name).clone());
                 }
                 !a.draining
             })
-            .min_by_key(|(_, a)| a.runs.len())
+            // One under its CPU threshold first (the run queue waits while all are over).
+            .min_by_key(|(_, a)| (a.passed_over(now), a.runs.len()))
             .map(|(name, _)| name.clone());
         let Some(name) = pick else {
             return Err(match draining {
@@ -452,7 +542,7 @@ impl AgentDirectory for AgentHub {
             });
         };
         let agent = st.agents.get_mut(&name).expect("picked");
-        agent.runs.insert(run_id.to_string());
+        *agent.runs.entry(run_id.to_string()).or_default() += 1;
         let health = agent.health.subscribe();
         if !st.snapshots.iter().any(|(h, _)| h == snapshot_hash) {
             st.snapshots
@@ -536,6 +626,11 @@ impl AgentSession {
         let (job, event) = match msg {
             AgentMsg::Heartbeat { cpu } => {
                 agent.cpu = cpu.filter(|c| c.is_finite());
+                let freed = self.hub.judge_cpu(&self.name, agent);
+                drop(st);
+                if freed {
+                    self.hub.changed();
+                }
                 return;
             }
             AgentMsg::Hello { .. } | AgentMsg::Seq { .. } => return,
@@ -599,6 +694,39 @@ impl Hub {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Tell the hooks an agent may take runs it could not before.
+    fn changed(&self) {
+        let hooks = self.hooks.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        for f in hooks {
+            f();
+        }
+    }
+
+    /// After a heartbeat: pass the agent over for `pass_over` when its CPU is above the
+    /// threshold and it is not passed over already (so one that stays above is taken
+    /// again when the time is up, then passed over again at its next heartbeat); take
+    /// it back at once when it is at or under. `true` when it was passed over and is no
+    /// longer.
+    fn judge_cpu(&self, name: &str, agent: &mut Agent) -> bool {
+        let now = self.clock.now_ms();
+        let over = agent.cpu.is_some_and(|c| c > self.config.cpu_threshold);
+        if over {
+            if !agent.passed_over(now) {
+                let until = now + self.config.pass_over.as_millis() as EpochMs;
+                agent.passed_over_until = Some(until);
+                tracing::info!(
+                    agent = name,
+                    cpu = agent.cpu,
+                    until,
+                    "agent passed over: CPU above its threshold"
+                );
+            }
+            false
+        } else {
+            agent.passed_over_until.take().is_some_and(|u| u > now)
+        }
+    }
+
     /// Send a phase to `agent`; its events come out of `events`. `None` when the agent
     /// is not connected.
     fn start_job(
@@ -658,7 +786,12 @@ impl Hub {
 
     fn unbind(&self, agent: &str, run_id: &str) {
         if let Some(a) = self.lock().agents.get_mut(agent) {
-            a.runs.remove(run_id);
+            if let Some(n) = a.runs.get_mut(run_id) {
+                *n -= 1;
+                if *n == 0 {
+                    a.runs.remove(run_id);
+                }
+            }
         }
     }
 
@@ -723,3 +856,6 @@ async fn watchdog(hub: Weak<Hub>) {
         tokio::time::sleep(every).await;
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -122,7 +122,7 @@ impl Driver {
         let mut give_up_at: Option<tokio::time::Instant> = None;
         let mut gave_up = 0usize;
         // Where the phases run (a rack agent) may stall or be lost.
-        let mut health = self.ctx.runner.health();
+        let mut health = self.ctx.runners.health();
         let mut runner_stalled = false;
         loop {
             // A stop the select below has not taken yet is applied before anything else:

@@ -25,7 +25,7 @@ use crate::plan::DutTarget;
 use crate::store::{AttemptRecord, Store, TaskFinish, TaskKind, TaskPaths};
 
 use super::broker::Holding;
-use super::runner::PhaseRunner;
+use super::placement::LaneRunners;
 use super::taskfiles::log_name;
 
 use phases::run_phases;
@@ -165,8 +165,8 @@ pub(crate) struct RunCtx {
     /// The run's reporter socket; `None` when it could not be bound (phases then run
     /// without `TESTBAY_REPORTER`).
     pub reporter: Option<Arc<exec::reporter::Reporter>>,
-    /// Where the run's phases run: here, or on its rack's agent.
-    pub runner: Arc<dyn PhaseRunner>,
+    /// Where each lane's phases run: here, or on its DUT's rack's agent.
+    pub runners: LaneRunners,
     /// The run's pack snapshot (`runs/<id>/pack`) and its content hash.
     pub pack_dir: PathBuf,
     pub snapshot_hash: String,

@@ -2,7 +2,7 @@
 //! its task rows stored, the broker's `begin_run`, then the driver spawned. What fails
 //! before any task starts is stored as a `could_not_start` run.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use super::driver::Driver;
 use super::item::RunCtx;
+use super::placement::LaneRunners;
 use super::runner::{LocalRunner, PhaseRunner};
 use super::snapshot::snapshot_pack;
 use super::view::estimate_total;
@@ -176,9 +177,9 @@ impl RunManager {
                 )
             })
             .collect();
-        // A rack run by an agent runs there; none live for it: the run cannot start.
-        let runner: Arc<dyn PhaseRunner> = match self.runner_for(&plan, &run_id, &loaded, &run_dir)
-        {
+        // A lane on a rack run by an agent runs there; none live for it: the run cannot
+        // start.
+        let runners = match self.runners_for(&plan, &run_id, &loaded, &run_dir) {
             Ok(r) => r,
             Err(reason) => {
                 drop(needs);
@@ -260,7 +261,7 @@ impl RunManager {
             stop: stop_rx.clone(),
             live: state.clone(),
             reporter,
-            runner,
+            runners,
             pack_dir: loaded.dir.clone(),
             snapshot_hash: loaded.content_hash.clone(),
         });
@@ -284,30 +285,47 @@ impl RunManager {
         Ok(run_id)
     }
 
-    /// Where the run's phases go: its rack's agent when the rack has one
-    /// ([`super::AgentDirectory`]), else this process.
-    fn runner_for(
+    /// Where each lane's phases go: the agent of its DUT's rack (of the run's ATS for a
+    /// lane without a DUT) when that rack has one ([`super::AgentDirectory`]), else this
+    /// process. One runner per rack: its lanes share it.
+    fn runners_for(
         &self,
         plan: &Plan,
         run_id: &str,
         loaded: &LoadedPack,
         run_dir: &std::path::Path,
-    ) -> Result<Arc<dyn PhaseRunner>, String> {
+    ) -> Result<LaneRunners, String> {
         let inner = &self.inner;
-        let remote = match (plan.ats(), inner.agents.get()) {
-            (Some(rack), Some(agents)) => {
-                agents.runner_for(rack, run_id, &loaded.content_hash, &loaded.dir)?
-            }
-            _ => None,
+        let local: Arc<dyn PhaseRunner> = Arc::new(LocalRunner {
+            run_dir: run_dir.to_path_buf(),
+            pack_dir: loaded.dir.clone(),
+            limits: inner.limits.clone(),
+            clock: inner.clock.clone(),
+        });
+        let Some(agents) = inner.agents.get() else {
+            return Ok(LaneRunners::single(local));
         };
-        Ok(remote.unwrap_or_else(|| {
-            Arc::new(LocalRunner {
-                run_dir: run_dir.to_path_buf(),
-                pack_dir: loaded.dir.clone(),
-                limits: inner.limits.clone(),
-                clock: inner.clock.clone(),
-            })
-        }))
+        let mut by_rack: BTreeMap<&str, Option<Arc<dyn PhaseRunner>>> = BTreeMap::new();
+        let mut by_lane = HashMap::new();
+        for lane in 0..plan.lane_count() {
+            let rack = plan
+                .lane_dut(lane)
+                .and_then(|d| d.rack.as_deref())
+                .or(plan.ats());
+            let Some(rack) = rack else { continue };
+            let runner = match by_rack.get(rack) {
+                Some(r) => r.clone(),
+                None => {
+                    let r = agents.runner_for(rack, run_id, &loaded.content_hash, &loaded.dir)?;
+                    by_rack.insert(rack, r.clone());
+                    r
+                }
+            };
+            if let Some(r) = runner {
+                by_lane.insert(plan.lane_name(lane).to_string(), r);
+            }
+        }
+        Ok(LaneRunners::new(local, by_lane))
     }
 
     fn could_not_start(&self, mut run: NewRun, reason: &str) -> RunError {

@@ -38,6 +38,7 @@ mod driver;
 pub mod events;
 mod item;
 mod launch;
+mod placement;
 pub mod order;
 mod prepare;
 mod recover;
@@ -65,6 +66,7 @@ pub use broker::{AlwaysGrant, Grant, Holding, ResourceBroker, TaskNeeds, Wakes};
 pub use events::PROGRESS_EVERY;
 pub use events::{LaneView, LaunchRequest, Progress, RunEvent, RunView, TaskState, TaskView};
 pub use launch::{new_run_id, SCHEDULER_TIMEOUT};
+pub use placement::{LaneRunners, RackBusy};
 pub use prepare::remove_unused_folders;
 pub use recover::recover_interrupted;
 pub use runner::{AgentDirectory, LocalRunner, PhaseJob, PhaseRunner, RunnerHealth};
@@ -214,6 +216,24 @@ impl RunManager {
     /// counts).
     pub fn set_agents(&self, agents: Arc<dyn AgentDirectory>) {
         let _ = self.inner.agents.set(agents);
+    }
+
+    /// Whether `req` must wait for the agents of racks it runs on (each above its CPU
+    /// threshold): the reasons, and when every such rack has an agent taken again.
+    pub fn agents_busy(&self, req: &LaunchRequest) -> Option<RackBusy> {
+        let agents = self.inner.agents.get()?;
+        let busy: Vec<RackBusy> = placement::launch_racks(req)
+            .into_iter()
+            .filter_map(|r| agents.busy(r))
+            .collect();
+        Some(RackBusy {
+            until_ms: busy.iter().map(|b| b.until_ms).max()?,
+            reason: busy
+                .into_iter()
+                .map(|b| b.reason)
+                .collect::<Vec<_>>()
+                .join("; "),
+        })
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

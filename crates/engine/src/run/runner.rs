@@ -221,6 +221,12 @@ pub trait AgentDirectory: Send + Sync {
         snapshot_hash: &str,
         snapshot_dir: &Path,
     ) -> Result<Option<Arc<dyn PhaseRunner>>, String>;
+
+    /// Whether a run on `rack` must wait for its agent (above its CPU threshold); `None`
+    /// when it may start (or cannot at all: [`AgentDirectory::runner_for`] says why).
+    fn busy(&self, _rack: &str) -> Option<super::RackBusy> {
+        None
+    }
 }
 
 #[cfg(test)]

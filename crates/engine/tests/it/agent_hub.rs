@@ -28,6 +28,7 @@ fn hub(clock: &ManualClock) -> AgentHub {
         AgentConfig {
             heartbeat: Duration::from_secs(1),
             grace: Duration::from_secs(10),
+            ..AgentConfig::default()
         },
         Arc::new(clock.clone()),
     )

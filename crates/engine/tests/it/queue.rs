@@ -393,3 +393,82 @@ async fn a_dut_out_of_service_keeps_its_runs_queued() {
     assert_eq!(final_status(&c, &run_id).await, RunStatus::Completed);
     c.shutdown();
 }
+
+/// A run whose rack's agent reports CPU above `agent_cpu_threshold_pct` waits in the queue
+/// saying why; once the 30 s it was told to wait are up it starts, though the agent, still
+/// above the threshold, is passed over again for later runs. On virtual time; the
+/// agent is a session on the console's hub, the queue looked at again when an operator
+/// takes the agent back (undrains it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_waits_for_its_busy_agent_until_its_30_s_are_up() {
+    use testbay_engine::agents::wire::AgentMsg;
+    use testbay_engine::clock::ManualClock;
+
+    const T0: i64 = 1_795_290_900_000; // 2026-11-21 19:55:00 UTC
+    let dir = tempfile::tempdir().unwrap();
+    let paths = set_up(dir.path());
+    write(
+        &dir.path().join("lab.yaml"),
+        &LAB.replace(
+            "{name: rack-x, slots: 4}",
+            "{name: rack-x, slots: 4, agent: true}",
+        ),
+    );
+    write(
+        &paths.data_dir.join("settings.yaml"),
+        "dispatch_cpu_threshold: 100\nagent_cpu_threshold_pct: 90\n",
+    );
+    let clock = ManualClock::new(T0);
+    let c = LocalConsole::open_with(
+        paths,
+        ConsoleOptions {
+            clock: Arc::new(clock.clone()),
+            ..ConsoleOptions::default()
+        },
+    )
+    .unwrap();
+    let hub = c.agent_hub().expect("a console has an agent hub");
+    let agent = hub
+        .connect("ctl", vec!["rack-x".into()], "h".into(), "1".into())
+        .unwrap();
+    let cpu = |c: f64| agent.receive(AgentMsg::Heartbeat { cpu: Some(c) });
+    let look_again = || hub.drain("ctl", false).unwrap();
+    let mut events = c.subscribe();
+    cpu(97.0);
+
+    let (run_id, queued) = launch(&c, "box-1", json!({})).await;
+    assert!(queued, "a run for a busy agent waits in the queue");
+    let q = queue(&c).await;
+    assert_eq!(
+        q.runs[0].waits_for,
+        "agent ctl busy: CPU 97% > 90%, passed over until 19:55:30Z"
+    );
+
+    // 20 s on, still above the threshold: still waiting.
+    clock.advance(20_000);
+    cpu(96.0);
+    look_again();
+    assert!(
+        queue_event(
+            &mut events,
+            &run_id,
+            QueueChangeKind::Started,
+            Duration::from_millis(500)
+        )
+        .await
+        .is_err(),
+        "started within its 30 s"
+    );
+    assert_eq!(ids(&queue(&c).await), [run_id.as_str()]);
+
+    // 30 s on: the agent, still above, is passed over again (for later runs) ...
+    clock.advance(10_000);
+    cpu(99.0);
+    assert!(hub.busy("rack-x").is_some());
+    // ... but this run waited its time: it starts.
+    look_again();
+    queue_event(&mut events, &run_id, QueueChangeKind::Started, PATIENCE)
+        .await
+        .expect("started once its 30 s were up");
+    c.shutdown();
+}

@@ -103,6 +103,10 @@ export const api = {
   dataUsage: () => call('data_usage', {}),
   runKeep: (run_id: string) => call('run_keep', { run_id }),
   setRunKeep: (run_id: string, keep: boolean) => call('set_run_keep', { run_id, keep }),
+  /** The rack agents this console knows (connected or not). */
+  agents: () => call('agents', {}),
+  /** Drain an agent (it finishes its runs, takes no new one), or take it back. */
+  drainAgent: (name: string, drain: boolean) => call('drain_agent', { name, drain }),
 };
 
 /** Who holds a reservation, as a short label. */

@@ -114,6 +114,12 @@ fn agent_config(settings: &crate::settings::ConsoleSettings) -> crate::agents::A
                 .agent_grace_s
                 .clamp(MIN_AGENT_GRACE_S, MAX_AGENT_GRACE_S),
         ),
+        cpu_threshold: f64::from(
+            settings
+                .agent_cpu_threshold_pct
+                .clamp(MIN_AGENT_CPU_THRESHOLD_PCT, MAX_AGENT_CPU_THRESHOLD_PCT),
+        ),
+        pass_over: std::time::Duration::from_secs(AGENT_PASS_OVER_S),
     }
 }
 
@@ -288,6 +294,8 @@ impl LocalConsole {
                 retry: dispatch_retry,
             },
         );
+        // An agent back under its CPU threshold may start the runs that wait for it.
+        agents.on_change(Arc::new(queue.kicker()));
         if handover.is_some() && first_book.is_none() {
             // A server following another's book: the owner starts queued runs.
             queue.set_book(None);

@@ -17,7 +17,7 @@ use crate::clock::{Clock, EpochMs};
 use crate::outcome::RunStatus;
 use crate::queue::{Entry, RunQueue};
 use crate::reserve::{fmt_ms_short, BookEventKind, LiveBook, ReservationView};
-use crate::run::{new_run_id, LaunchRequest, RunManager};
+use crate::run::{new_run_id, LaunchRequest, RackBusy, RunManager};
 use crate::store::{QueuedRunRecord, Store};
 
 use dispatch::dispatch_loop;
@@ -85,6 +85,9 @@ struct State {
     running: HashMap<String, Vec<String>>,
     held_back: Option<String>,
     retry_at: Option<Instant>,
+    /// Queued runs whose racks' agents are all passed over (CPU above the threshold):
+    /// why, and when the first of them is taken again.
+    agent_held: HashMap<String, RackBusy>,
 }
 
 struct Inner {
@@ -200,6 +203,13 @@ impl RunQueueService {
         self.inner.kick.notify_one();
     }
 
+    /// [`RunQueueService::kick`] as a function that keeps nothing of the queue alive (for
+    /// the rack agents' hub, which the queue's runs refer to).
+    pub fn kicker(&self) -> impl Fn() + Send + Sync + 'static {
+        let kick = self.inner.kick.clone();
+        move || kick.notify_one()
+    }
+
     /// Start a launch now, or queue it. Returns its run id and whether it was queued.
     pub(crate) fn launch(
         &self,
@@ -209,7 +219,14 @@ impl RunQueueService {
         let inner = &self.inner;
         let duts: Vec<String> = req.duts.iter().map(|d| d.name.clone()).collect();
         let mut st = inner.lock();
+        // A run whose rack's agents are all above their CPU threshold waits for them.
+        let agent_busy = inner
+            .cfg
+            .dispatch
+            .then(|| inner.runs.agents_busy(&req))
+            .flatten();
         let must_wait = info.through_queue
+            || agent_busy.is_some()
             || (inner.for_duts.load(std::sync::atomic::Ordering::Acquire) && !duts.is_empty() && {
                 let busy = inner.busy_now(&st);
                 duts.iter().any(|d| {
@@ -256,6 +273,14 @@ impl RunQueueService {
             .map_err(super::super::error::store_error)?;
         st.queue.push(entry);
         st.waiting.insert(run_id.clone(), waiting);
+        if let Some(busy) = agent_busy {
+            tracing::info!(
+                run_id,
+                reason = busy.reason,
+                "run waits for its rack's agent"
+            );
+            st.agent_held.insert(run_id.clone(), busy);
+        }
         drop(st);
         inner.changed(&run_id, QueueChangeKind::Queued, None);
         tracing::info!(run_id, duts = ?duts, "run queued");
@@ -314,6 +339,9 @@ impl RunQueueService {
                 wanted_ahead.extend(e.duts.iter().map(String::as_str));
                 if let Some(h) = &st.held_back {
                     why.push(h.clone());
+                }
+                if let Some(b) = st.agent_held.get(&e.run_id) {
+                    why.push(b.reason.clone());
                 }
                 if why.is_empty() {
                     why.push(if inner.cfg.dispatch {

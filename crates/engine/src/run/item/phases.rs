@@ -134,7 +134,8 @@ async fn run_one(
         Phase::Main => "result.json".to_string(),
         p => format!("{}.result.json", p.as_str()),
     };
-    let here = ctx.runner.reports_here();
+    let runner = ctx.runners.lane(&job.lane);
+    let here = runner.reports_here();
     let report = ctx.reporter.as_ref().filter(|_| here).map(|r| {
         let info = exec::reporter::PhaseInfo {
             task: job.def.name.clone(),
@@ -236,7 +237,7 @@ async fn run_one(
             ts: now,
         });
     };
-    let running = ctx.runner.run_phase(PhaseCall {
+    let running = runner.run_phase(PhaseCall {
         job: phase_job,
         reporter: report.as_ref().map(|h| exec::ReporterEnv {
             socket: h.socket.clone(),

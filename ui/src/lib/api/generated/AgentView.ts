@@ -37,4 +37,8 @@ running: Array<AgentPhaseView>,
 /**
  * Pack snapshots it fetched from this server.
  */
-snapshot_fetches: number, };
+snapshot_fetches: number, 
+/**
+ * Passed over until then: its heartbeat reported CPU use above the threshold.
+ */
+passed_over_until_ms: number | null, };

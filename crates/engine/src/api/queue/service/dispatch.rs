@@ -16,7 +16,7 @@ use crate::reserve::{BookEvent, BookEventKind};
 use crate::run::{RunError, RunEvent};
 use crate::store::NewRun;
 
-use super::{Inner, Waiting};
+use super::{Inner, State, Waiting};
 
 /// How often the serving console looks whether another process (`testbay queue`)
 /// changed the stored queue: one cheap read.
@@ -119,7 +119,14 @@ impl Inner {
         let retry = st
             .retry_at
             .map(|t| t.saturating_duration_since(Instant::now()));
-        [deadline, retry]
+        // When the runs waiting for agents passed over have waited long enough.
+        let agent = st
+            .agent_held
+            .values()
+            .map(|b| b.until_ms)
+            .min()
+            .map(|u| Duration::from_millis(u64::try_from(u.saturating_sub(now)).unwrap_or(0)));
+        [deadline, retry, agent]
             .into_iter()
             .flatten()
             .min()
@@ -245,6 +252,10 @@ impl Inner {
         }
         let was_held = st.held_back.take().is_some();
         st.retry_at = None;
+        let State {
+            queue, agent_held, ..
+        } = &mut *st;
+        agent_held.retain(|id, _| queue.get(id).is_some());
         let busy = self.busy_now(&st);
         let free = |d: &str| !busy.contains(d);
         let oos = |d: &str| self.out_of_service(d);
@@ -259,7 +270,37 @@ impl Inner {
             }
             _ => st.queue.pick_all(free, oos).into_iter().cloned().collect(),
         };
+        let now = self.clock.now_ms();
         for e in picked {
+            // Its racks' agents are all above their CPU threshold: it keeps its place,
+            // until they report less or the time it was told to wait is up (an agent
+            // still above it then is passed over again, but not for this run).
+            let waited = st
+                .agent_held
+                .get(&e.run_id)
+                .is_some_and(|b| b.until_ms <= now);
+            let busy = st
+                .waiting
+                .get(&e.run_id)
+                .filter(|_| !waited)
+                .and_then(|w| self.runs.agents_busy(&w.launch.req));
+            if let Some(busy) = busy {
+                match st.agent_held.entry(e.run_id.clone()) {
+                    std::collections::hash_map::Entry::Occupied(mut o) => {
+                        o.get_mut().reason = busy.reason;
+                    }
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        tracing::info!(
+                            run_id = e.run_id,
+                            reason = busy.reason,
+                            "run waits for its rack's agent"
+                        );
+                        v.insert(busy);
+                    }
+                }
+                continue;
+            }
+            st.agent_held.remove(&e.run_id);
             st.queue.remove(&e.run_id);
             let Some(w) = st.waiting.remove(&e.run_id) else {
                 continue;
