@@ -117,6 +117,17 @@ fn agent_config(settings: &crate::settings::ConsoleSettings) -> crate::agents::A
     }
 }
 
+/// This process's name in the lab database under the book: host and pid.
+fn fence_server_name() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".into());
+    format!("{host}:{}", std::process::id())
+}
+
 impl LocalConsole {
     /// Open a console on `paths` as `testbay serve` and the desktop app do (see
     /// [`ConsoleOptions::default`]). Must be called within a tokio runtime (runs and event
@@ -177,6 +188,9 @@ impl LocalConsole {
         let mut owned_book = None;
         let mut broker: Arc<dyn ResourceBroker> = Arc::new(AlwaysGrant);
         let mut handover = None;
+        // A serving console on PostgreSQL fences its book's claims in the lab database.
+        let fence_server = fence_server_name();
+        let lab_db = || relay_url.as_deref().map(|u| (u, fence_server.as_str()));
         if let Some(file) = &paths.lab_file {
             match inventory::load(file) {
                 Ok(l) => {
@@ -197,7 +211,7 @@ impl LocalConsole {
                         None => book_note = Some("this console reserves nothing".into()),
                         Some(Ok(BookHandle::Owner(b))) => {
                             forward(b.subscribe(), events.clone(), Event::Book);
-                            let h = crate::api::handover::Handover::new(&l);
+                            let h = crate::api::handover::Handover::new(&l, lab_db())?;
                             h.broker.set_book(Some(h.book_broker(&b)));
                             broker = h.broker.clone();
                             handover = Some(h);
@@ -207,7 +221,7 @@ impl LocalConsole {
                         Some(Ok(client)) => {
                             book_note = Some(crate::api::handover::NOT_OWNER.into());
                             if relay_url.is_some() && book_use == BookUse::Own {
-                                let h = crate::api::handover::Handover::new(&l);
+                                let h = crate::api::handover::Handover::new(&l, lab_db())?;
                                 broker = h.broker.clone();
                                 handover = Some(h);
                             }

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake};
 use std::time::{Duration, Instant};
 
-use super::{LabBook, LabError, LabResult};
+use super::{LabBook, LabBookConfig, LabError, LabResult, LabState};
 use crate::clock::EpochMs;
 use crate::reserve::fence::{Fence, FenceClaim, FenceId, Refused};
 use crate::reserve::{
@@ -30,6 +30,9 @@ use crate::reserve::{
 
 /// How long to wait before asking again when the database could not be asked.
 const UNREACHABLE_RETRY_MS: i64 = 5_000;
+/// How soon to ask again when the resource is booked, not yet claimed, by another
+/// server: its claim follows at once.
+const BOOKED_RETRY_MS: i64 = 1_000;
 
 /// A claim the database holds for this server.
 #[derive(Debug, Clone)]
@@ -101,7 +104,14 @@ impl LabFence {
             .build()
             .map_err(|e| LabError::Connect(Box::new(e)))?;
         let book = block_in(&rt, async {
-            let book = LabBook::open(url, server).await?;
+            // A fenced claim is requested and claimed at once: a pre-reservation left
+            // unclaimed (its server died in between) is held only for as long as a call
+            // may take.
+            let cfg = LabBookConfig {
+                claim_grace_ms: (2 * timeout.as_millis() as i64).max(1_000),
+                ..LabBookConfig::default()
+            };
+            let book = LabBook::open_with(url, server, cfg).await?;
             book.sync_resources(resources).await?;
             Ok::<_, LabError>(book)
         });
@@ -162,16 +172,25 @@ impl LabFence {
             .into_iter()
             .filter(|r| r.resource == claim.resource && r.start < w.end && w.start < r.end)
             .collect();
+        // A claim's lease or window ends; a row still booked is another server's claim
+        // under way (or one whose server died between its request and its claim).
         let retry_at = holders
             .iter()
-            .map(|r| r.expires.unwrap_or(r.end).min(r.end))
+            .map(|r| {
+                let until = r.expires.unwrap_or(r.end).min(r.end);
+                if r.state == LabState::Booked {
+                    until.min(now.saturating_add(BOOKED_RETRY_MS))
+                } else {
+                    until
+                }
+            })
             .min()
             .unwrap_or(now.saturating_add(UNREACHABLE_RETRY_MS));
         let by: Vec<String> = holders
             .iter()
             .map(|r| {
                 format!(
-                    "{} by {} of server {} until {}",
+                    "{} in the lab database by {} of server {} until {}",
                     if r.start <= now { "held" } else { "booked" },
                     r.holder,
                     r.server,
@@ -182,7 +201,7 @@ impl LabFence {
         let reason = if by.is_empty() {
             format!("{} is taken in the lab database", claim.resource)
         } else {
-            format!("{} is {} in the lab database", claim.resource, by.join(", "))
+            format!("{} is {}", claim.resource, by.join(", "))
         };
         Ok(Refused {
             reason,
