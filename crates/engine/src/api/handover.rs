@@ -34,12 +34,12 @@ use super::{ApiError, Event};
 use crate::lab::Lab;
 use crate::reserve::handover::HandoverBroker;
 use crate::reserve::labdb::LabFence;
-use crate::reserve::{Fence, NoFence};
-use crate::store::postgres::{redact, servers::lease_ms_from_env};
 use crate::reserve::{
     BookBroker, BookClient, BookConfig, BookHandle, BrokerConfig, LiveBook, LiveError,
 };
+use crate::reserve::{Fence, NoFence};
 use crate::run::ResourceBroker;
+use crate::store::postgres::{redact, servers::lease_ms_from_env};
 
 /// How often a serving console on PostgreSQL sweeps.
 pub const SWEEP: Duration = Duration::from_secs(1);

@@ -124,17 +124,19 @@ async fn until<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn labdb_fence_split_brain_servers_never_both_hold_a_dut() {
     let url = db("fence_split");
-    let (a, b) = (server(&url, "server-a", true), server(&url, "server-b", true));
+    let (a, b) = (
+        server(&url, "server-a", true),
+        server(&url, "server-b", true),
+    );
 
     // Each book alone would grant box-1; the database grants it once.
-    assert!(matches!(
-        on_box(a.broker(), "run-a"),
-        Grant::Granted(_)
-    ));
+    assert!(matches!(on_box(a.broker(), "run-a"), Grant::Granted(_)));
     match on_box(b.broker(), "run-b") {
         Grant::Busy { reason, until } => {
             assert!(
-                reason.contains("box-1 is held in the lab database by run run-a/box-1 of server server-a"),
+                reason.contains(
+                    "box-1 is held in the lab database by run run-a/box-1 of server server-a"
+                ),
                 "{reason}"
             );
             assert!(until > SystemClock.now_ms() - 1_000, "{until}");
@@ -143,10 +145,7 @@ async fn labdb_fence_split_brain_servers_never_both_hold_a_dut() {
     }
     assert!(b.broker().reservations_of("run-b").is_empty());
     a.broker().end_run("run-a");
-    assert!(matches!(
-        on_box(b.broker(), "run-b"),
-        Grant::Granted(_)
-    ));
+    assert!(matches!(on_box(b.broker(), "run-b"), Grant::Granted(_)));
     b.broker().end_run("run-b");
 
     // Real runs, launched at once on both servers.
@@ -172,8 +171,10 @@ async fn labdb_fence_split_brain_servers_never_both_hold_a_dut() {
     let history = audit.history(100).await.unwrap();
     for run in [&ra, &rb] {
         assert!(
-            history.iter().any(|r| matches!(&r.holder, Holder::Run { run_id, .. } if run_id == run)
-                && r.state == LabState::Released),
+            history.iter().any(
+                |r| matches!(&r.holder, Holder::Run { run_id, .. } if run_id == run)
+                    && r.state == LabState::Released
+            ),
             "{run} never held box-1 in the database: {history:?}"
         );
     }
@@ -185,19 +186,20 @@ async fn labdb_fence_split_brain_servers_never_both_hold_a_dut() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn labdb_fence_a_dead_servers_claim_lapses_and_another_server_claims() {
     let url = db("fence_dead");
-    let (dead, alive) = (server(&url, "server-a", false), server(&url, "server-b", true));
-    assert!(matches!(
-        on_box(dead.broker(), "run-a"),
-        Grant::Granted(_)
-    ));
+    let (dead, alive) = (
+        server(&url, "server-a", false),
+        server(&url, "server-b", true),
+    );
+    assert!(matches!(on_box(dead.broker(), "run-a"), Grant::Granted(_)));
     assert!(matches!(
         on_box(alive.broker(), "run-b"),
         Grant::Busy { .. }
     ));
 
-    until("the dead server's lease lapsed in the database", async || {
-        matches!(on_box(alive.broker(), "run-b"), Grant::Granted(_)).then_some(())
-    })
+    until(
+        "the dead server's lease lapsed in the database",
+        async || matches!(on_box(alive.broker(), "run-b"), Grant::Granted(_)).then_some(()),
+    )
     .await;
     assert!(!dead.broker().reservations_of("run-a").is_empty());
     let audit = LabBook::open(&url, "auditor").await.unwrap();

@@ -30,10 +30,12 @@ fn renew(inner: &Inner) {
                 r.lanes
                     .values()
                     .flat_map(|l| {
-                        l.dut.iter().chain(l.pooled.values().filter_map(|b| match b {
-                            Booked::Held(h) => Some(h),
-                            Booked::Pre { .. } => None,
-                        }))
+                        l.dut
+                            .iter()
+                            .chain(l.pooled.values().filter_map(|b| match b {
+                                Booked::Held(h) => Some(h),
+                                Booked::Pre { .. } => None,
+                            }))
                     })
                     .chain(r.items.values().flatten())
                     .map(|h| (run_id.clone(), h.id, h.fence))

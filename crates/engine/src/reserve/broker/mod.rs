@@ -258,10 +258,12 @@ impl BookBroker {
         run.lanes
             .values()
             .flat_map(|l| {
-                l.dut.iter().chain(l.pooled.values().filter_map(|b| match b {
-                    Booked::Held(h) => Some(h),
-                    Booked::Pre { .. } => None,
-                }))
+                l.dut
+                    .iter()
+                    .chain(l.pooled.values().filter_map(|b| match b {
+                        Booked::Held(h) => Some(h),
+                        Booked::Pre { .. } => None,
+                    }))
             })
             .chain(run.items.values().flatten())
             .filter_map(|h| h.fence)

@@ -88,7 +88,10 @@ pub(super) enum Claimed {
     Rebooked(ResId, EpochMs),
     /// The book gave it but the database refused it (another server holds the resource
     /// there): given back in the book; ask again at `until`.
-    Refused { until: EpochMs, reason: String },
+    Refused {
+        until: EpochMs,
+        reason: String,
+    },
 }
 
 /// Claim a pre-reservation whose window has started, and fence the claim.

@@ -146,7 +146,10 @@ impl LabFence {
 
     /// Run `fut` on the fence's runtime, giving up after the timeout.
     fn call<T>(&self, fut: impl Future<Output = LabResult<T>>) -> LabResult<T> {
-        let rt = self.rt.as_ref().expect("the runtime lives as long as the fence");
+        let rt = self
+            .rt
+            .as_ref()
+            .expect("the runtime lives as long as the fence");
         let timeout = self.timeout;
         block_in(rt, async move {
             match tokio::time::timeout(timeout, fut).await {

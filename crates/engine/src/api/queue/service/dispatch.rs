@@ -268,7 +268,10 @@ impl Inner {
             // believe they own the book, only the one whose delete took the row starts it.
             match self.store.queue_remove(&e.run_id) {
                 Ok(false) => {
-                    tracing::warn!(run_id = e.run_id, "a queued run was taken by another server");
+                    tracing::warn!(
+                        run_id = e.run_id,
+                        "a queued run was taken by another server"
+                    );
                     continue;
                 }
                 Ok(true) => {}
