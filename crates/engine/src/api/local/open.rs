@@ -160,10 +160,11 @@ impl LocalConsole {
         })?;
         crate::reserve::live::set_owner_label(owner_label);
         let store = store.unwrap_or_else(|| StoreLocation::default_in(&paths.data_dir));
-        let relay_url = match &store {
-            StoreLocation::Postgres(url) if serve_queue => Some(url.clone()),
+        let pg_url = match &store {
+            StoreLocation::Postgres(url) => Some(url.clone()),
             _ => None,
         };
+        let relay_url = pg_url.clone().filter(|_| serve_queue);
         let store = store.open().map_err(store_error)?;
         let recovered = if recover {
             crate::run::recover_interrupted(&*store, &paths.data_dir, clock.now_ms())
@@ -188,9 +189,9 @@ impl LocalConsole {
         let mut owned_book = None;
         let mut broker: Arc<dyn ResourceBroker> = Arc::new(AlwaysGrant);
         let mut handover = None;
-        // A serving console on PostgreSQL fences its book's claims in the lab database.
+        // A console on PostgreSQL fences its book's claims in the lab database.
         let fence_server = fence_server_name();
-        let lab_db = || relay_url.as_deref().map(|u| (u, fence_server.as_str()));
+        let lab_db = || pg_url.as_deref().map(|u| (u, fence_server.as_str()));
         if let Some(file) = &paths.lab_file {
             match inventory::load(file) {
                 Ok(l) => {
