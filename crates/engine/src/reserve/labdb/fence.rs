@@ -296,12 +296,20 @@ impl Fence for LabFence {
 
     fn renew(&self, ids: &[FenceId]) -> Vec<(FenceId, String)> {
         let mut lost = Vec::new();
+        // Once the database could not be reached, the other leases are not tried again
+        // this round (each would wait out the timeout); they are judged by when they
+        // were last renewed.
+        let mut unreachable: Option<LabError> = None;
         for &id in ids {
             let Some(f) = self.held().get(&id).cloned() else {
                 continue;
             };
             let started = Instant::now();
-            match self.call(self.book.renew(id)) {
+            let renewed = match &unreachable {
+                Some(e) => Err(LabError::Connect(e.to_string().into())),
+                None => self.call(self.book.renew(id)),
+            };
+            match renewed {
                 Ok(_) => {
                     if let Some(f) = self.held().get_mut(&id) {
                         f.confirmed_until = started + f.lease;
@@ -314,19 +322,23 @@ impl Fence for LabFence {
                         format!("lost its lease on {} in the lab database ({e})", f.resource),
                     ));
                 }
-                Err(e) if Instant::now() >= f.confirmed_until => {
-                    self.held().remove(&id);
-                    lost.push((
-                        id,
-                        format!(
-                            "lost its lease on {} in the lab database (not renewed within {} ms: {e})",
-                            f.resource,
-                            f.lease.as_millis()
-                        ),
-                    ));
-                }
                 Err(e) => {
-                    tracing::warn!(id = %id, resource = f.resource, error = %e, "cannot renew a lease in the lab database; trying again")
+                    if Instant::now() >= f.confirmed_until {
+                        self.held().remove(&id);
+                        lost.push((
+                            id,
+                            format!(
+                                "lost its lease on {} in the lab database (not renewed within {} ms: {e})",
+                                f.resource,
+                                f.lease.as_millis()
+                            ),
+                        ));
+                    } else {
+                        tracing::warn!(id = %id, resource = f.resource, error = %e, "cannot renew a lease in the lab database; trying again");
+                    }
+                    if matches!(e, LabError::Connect(_)) {
+                        unreachable.get_or_insert(e);
+                    }
                 }
             }
         }
