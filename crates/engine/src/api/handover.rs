@@ -53,6 +53,8 @@ pub(crate) struct Handover {
     pub broker: Arc<HandoverBroker>,
     lab: Arc<Lab>,
     fence: Arc<dyn Fence>,
+    /// Whether the fence is a database (not the single seat's [`NoFence`]).
+    fenced: bool,
     /// The lease of every claim; on PostgreSQL the servers' lease, so a dead server's
     /// claims free themselves in the database when its runs are taken for interrupted.
     lease_ms: i64,
@@ -85,13 +87,18 @@ impl Handover {
         Ok(Self {
             broker: Arc::new(HandoverBroker::default()),
             lab: Arc::new(lab.clone()),
+            fenced: lab_db.is_some(),
             fence,
             lease_ms,
         })
     }
 
-    /// The broker of runs reserving through `book`.
+    /// The broker of runs reserving through `book`; the book's operator holds fenced
+    /// as its claims are.
     pub(super) fn book_broker(&self, book: &LiveBook) -> Arc<dyn ResourceBroker> {
+        if self.fenced {
+            book.set_fence(self.fence.clone());
+        }
         Arc::new(BookBroker::with_fence(
             book.clone(),
             Some(self.lab.clone()),

@@ -16,13 +16,18 @@
 //! lease's end by the database's `now()`, so a survivor can claim at once, without
 //! waiting to take the in-memory book over.
 //!
+//! Operators' holds (without a lease) are fenced too, by the book itself (`reserve::live`,
+//! for holds made here and those other servers send through its inbox): a hold the
+//! database refuses is not made.
+//!
 //! Why a fence under the planner rather than the database as the planner: the in-memory
 //! book's waiters, wake-ups and busy reasons stay as they are (and the single seat stays
 //! exactly as it is: [`NoFence`] does nothing and costs nothing), while the one thing
 //! that must hold whoever believes what, no two holders of one DUT at once, is decided by
 //! the database alone.
 
-use crate::reserve::{Holder, ResId};
+use crate::clock::EpochMs;
+use crate::reserve::{Holder, ResId, ReservationMode};
 
 /// One claim to fence: `resource` held by `holder` from the database's now for
 /// `duration_ms`, under a lease of `lease_ms`.
@@ -43,6 +48,18 @@ pub struct Refused {
     pub retry_in_ms: i64,
 }
 
+/// An operator's hold as the book has it: `operator` holds `resource` over
+/// `start .. end` (the book's clock, whose now is `now`).
+#[derive(Debug, Clone, Copy)]
+pub struct FenceHold<'a> {
+    pub resource: &'a str,
+    pub mode: ReservationMode,
+    pub operator: &'a str,
+    pub start: EpochMs,
+    pub end: EpochMs,
+    pub now: EpochMs,
+}
+
 /// A fenced claim's id in the database.
 pub type FenceId = ResId;
 
@@ -61,6 +78,19 @@ pub trait Fence: Send + Sync + 'static {
 
     /// End `id` now (the in-memory claim was given back).
     fn release(&self, id: FenceId);
+
+    /// Fence an operator's hold the book just made (one without a lease: a leased hold
+    /// lapses in the book alone). The hold is found again by what it is (resource,
+    /// operator, window), so whichever server owns the book later can end or extend it.
+    fn hold(&self, _hold: &FenceHold<'_>) -> Result<(), Refused> {
+        Ok(())
+    }
+
+    /// The book ended `hold` (released): end it in the database too.
+    fn end_hold(&self, _hold: &FenceHold<'_>) {}
+
+    /// The book moved `hold`'s end to `new_end`.
+    fn extend_hold(&self, _hold: &FenceHold<'_>, _new_end: EpochMs) {}
 }
 
 /// No database under the book: the single seat.

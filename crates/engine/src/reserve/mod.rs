@@ -10,6 +10,6 @@ pub mod labdb;
 pub mod live;
 
 pub use broker::{resources_named, BookBroker, BrokerConfig};
-pub use fence::{Fence, FenceClaim, NoFence};
+pub use fence::{Fence, FenceClaim, FenceHold, NoFence};
 pub use live::{BookClient, BookCommand, BookHandle, BookReply, LiveBook, LiveError};
 pub use testbay_core::reserve::*;

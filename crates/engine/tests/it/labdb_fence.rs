@@ -15,7 +15,7 @@ use testbay_engine::lab;
 use testbay_engine::outcome::RunStatus;
 use testbay_engine::plan::DutTarget;
 use testbay_engine::reserve::labdb::{LabBook, LabFence, LabState};
-use testbay_engine::reserve::{BrokerConfig, EndReason, Holder};
+use testbay_engine::reserve::{BookError, BrokerConfig, EndReason, Holder};
 use testbay_engine::run::{Grant, LaunchRequest, ResourceBroker, TaskNeeds};
 
 use crate::support::{write, write_task, Bed};
@@ -44,17 +44,21 @@ fn fence(url: &str, server: &str) -> Arc<LabFence> {
     )
 }
 
-/// A server: a bed reserving through its own book, fenced in the database at `url`.
+/// A server: a bed reserving through its own book, its claims and operators' holds
+/// fenced in the database at `url`.
 fn server(url: &str, name: &str, renew_thread: bool) -> Bed {
-    Bed::builder()
+    let fence = fence(url, name);
+    let bed = Bed::builder()
         .lab(LAB)
         .broker_config(BrokerConfig {
             lease_ms: LEASE_MS,
             renew_thread,
             ..BrokerConfig::default()
         })
-        .fence(fence(url, name))
-        .build()
+        .fence(fence.clone())
+        .build();
+    bed.book().set_fence(fence);
+    bed
 }
 
 fn dut() -> DutTarget {
@@ -272,4 +276,60 @@ async fn labdb_fence_a_server_cut_off_from_the_database_interrupts_its_run() {
         .find(|t| t.task == "t1")
         .unwrap();
     assert_eq!(t1.result.as_deref(), Some("Aborted"), "{t1:?}");
+}
+
+/// An operator's hold in one server's book is a hold in the database: the other server
+/// (which also believes it owns the book) can neither claim the DUT for a run nor hold it,
+/// each told who holds it there; extended, the hold moves its end in the database too;
+/// released, the DUT is the other server's to claim, and then the first one's to wait for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn labdb_fence_an_operators_hold_is_held_in_the_database() {
+    let url = db("fence_hold");
+    let (a, b) = (
+        server(&url, "server-a", true),
+        server(&url, "server-b", true),
+    );
+    let hold = a
+        .book()
+        .hold("box-1", "alice", None, 600_000, false)
+        .unwrap();
+
+    match on_box(b.broker(), "run-b") {
+        Grant::Busy { reason, .. } => assert!(
+            reason
+                .contains("box-1 is held in the lab database by operator alice of server server-a"),
+            "{reason}"
+        ),
+        other => panic!("a run claimed a DUT an operator holds: {other:?}"),
+    }
+    match b.book().hold("box-1", "bob", None, 60_000, false) {
+        Err(BookError::Fenced(reason)) => assert!(reason.contains("operator alice"), "{reason}"),
+        other => panic!("two operators hold box-1: {other:?}"),
+    }
+    assert!(b
+        .book()
+        .holds()
+        .iter()
+        .all(|r| r.holders.is_empty() && r.booked.is_empty()));
+
+    let audit = LabBook::open(&url, "auditor").await.unwrap();
+    let extended = a.book().extend_to(hold.id, hold.end + 60_000).unwrap();
+    let live = audit.live().await.unwrap();
+    let row = live
+        .iter()
+        .find(|r| matches!(&r.holder, Holder::Operator { name } if name == "alice"))
+        .expect("the hold is live in the database");
+    assert!(
+        (row.end - extended.end).abs() < 1_000,
+        "{row:?} does not end with {extended:?}"
+    );
+
+    a.book().release(hold.id).unwrap();
+    assert!(matches!(on_box(b.broker(), "run-b"), Grant::Granted(_)));
+    match a.book().hold("box-1", "alice", None, 60_000, false) {
+        Err(BookError::Fenced(reason)) => assert!(reason.contains("run run-b/box-1"), "{reason}"),
+        other => panic!("an operator holds a DUT a run holds: {other:?}"),
+    }
+    b.broker().end_run("run-b");
+    assert!(audit.audit().await.unwrap().clean());
 }

@@ -23,9 +23,10 @@ use std::time::{Duration, Instant};
 
 use super::{LabBook, LabBookConfig, LabError, LabResult, LabState};
 use crate::clock::EpochMs;
-use crate::reserve::fence::{Fence, FenceClaim, FenceId, Refused};
+use crate::reserve::fence::{Fence, FenceClaim, FenceHold, FenceId, Refused};
 use crate::reserve::{
-    fmt_ms_short, ClaimOutcome, ReservationMode, ReservationRequest, ResourceSpec, Window,
+    fmt_ms_short, ClaimOutcome, Holder, ResId, ReservationMode, ReservationRequest, ResourceSpec,
+    Window,
 };
 
 /// How long to wait before asking again when the database could not be asked.
@@ -258,6 +259,35 @@ impl LabBook {
     }
 }
 
+impl LabBook {
+    /// The live hold of `operator` on `resource` whose window overlaps `start .. end`,
+    /// the one starting nearest `start`.
+    pub async fn find_hold(
+        &self,
+        resource: &str,
+        operator: &str,
+        start: EpochMs,
+        end: EpochMs,
+    ) -> LabResult<Option<ResId>> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt(
+                "SELECT id FROM lab_live
+                 WHERE resource = $1 AND holder_kind = 'operator' AND operator = $2
+                   AND during && tstzrange(testbay_ts($3), testbay_ts($4))
+                 ORDER BY abs(testbay_ms(lower(during)) - $3), id LIMIT 1",
+                &[
+                    &resource,
+                    &operator,
+                    &start,
+                    &end.max(start.saturating_add(1)),
+                ],
+            )
+            .await?;
+        Ok(row.map(|r| ResId(r.get::<_, i64>(0) as u64)))
+    }
+}
+
 impl Fence for LabFence {
     fn claim(&self, claim: &FenceClaim<'_>) -> Result<Option<FenceId>, Refused> {
         let started = Instant::now();
@@ -358,6 +388,85 @@ impl Fence for LabFence {
             Err(e) => {
                 tracing::warn!(id = %id, error = %e, "cannot extend a claim in the lab database")
             }
+        }
+    }
+
+    fn hold(&self, hold: &FenceHold<'_>) -> Result<(), Refused> {
+        let from = hold.start.max(hold.now);
+        let dur = hold.end.saturating_sub(from);
+        if dur <= 0 {
+            return Ok(());
+        }
+        let who = Holder::Operator {
+            name: hold.operator.to_string(),
+        };
+        let req = ReservationRequest::new(hold.resource, who.clone(), dur)
+            .at(from)
+            .mode(hold.mode)
+            .next_available(false)
+            .auto_claim(true);
+        match self.call(self.book.request(req, None)) {
+            Ok(_) => Ok(()),
+            Err(LabError::Conflict { .. } | LabError::Capacity { .. }) => {
+                let claim = FenceClaim {
+                    resource: hold.resource,
+                    exclusive: hold.mode == ReservationMode::Exclusive,
+                    holder: &who,
+                    duration_ms: hold.end.saturating_sub(hold.now).max(1),
+                    lease_ms: 1,
+                };
+                Err(self.call(self.refusal(&claim)).unwrap_or_else(|e| Refused {
+                    reason: format!("{} is taken in the lab database ({e})", hold.resource),
+                    retry_in_ms: UNREACHABLE_RETRY_MS,
+                }))
+            }
+            Err(e) => Err(Refused {
+                reason: format!("{} cannot be held in the lab database: {e}", hold.resource),
+                retry_in_ms: UNREACHABLE_RETRY_MS,
+            }),
+        }
+    }
+
+    fn end_hold(&self, hold: &FenceHold<'_>) {
+        let found = self.call(async {
+            match self
+                .book
+                .find_hold(
+                    hold.resource,
+                    hold.operator,
+                    hold.start.max(hold.now),
+                    hold.end,
+                )
+                .await?
+            {
+                Some(id) => self.book.release(id).await.map(|()| true),
+                None => Ok(false),
+            }
+        });
+        if let Err(e) = found {
+            // Unreleased, it ends with its window.
+            tracing::warn!(resource = hold.resource, error = %e, "cannot end a hold in the lab database");
+        }
+    }
+
+    fn extend_hold(&self, hold: &FenceHold<'_>, new_end: EpochMs) {
+        let done = self.call(async {
+            match self
+                .book
+                .find_hold(
+                    hold.resource,
+                    hold.operator,
+                    hold.start.max(hold.now),
+                    hold.end,
+                )
+                .await?
+            {
+                Some(id) => self.book.extend(id, new_end).await.map(|_| ()),
+                None => Ok(()),
+            }
+        });
+        if let Err(e) = done {
+            tracing::warn!(resource = hold.resource, error = %e, "cannot extend a hold in the lab database");
         }
     }
 
