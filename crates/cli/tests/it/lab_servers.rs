@@ -271,7 +271,8 @@ fn held_by_run(r: &LabReservation, run: &str) -> bool {
 
 /// The book's owner SIGKILLed while idle, with an operator's hold in its book: the
 /// other server takes the book over with the hold in it (a launch on the held DUT
-/// queues), and once the hold is released the queued run starts there.
+/// queues), and once the hold is released (in the lab database too) the queued run
+/// starts there.
 #[test]
 fn the_books_owner_killed_the_other_server_takes_the_book_over() {
     let lab = Lab::new(fresh_db("servers_owner"));
@@ -293,6 +294,17 @@ fn the_books_owner_killed_the_other_server_takes_the_book_over() {
     b.api(&format!(r#"{{"cmd":"release","id":{hold_id}}}"#));
     let done = until_completed(&lab, &id);
     assert_eq!(task(&done, "quick")["result"], "Passed", "{done}");
+
+    // The hold was held in the lab database (made by the dead owner, from the other
+    // server's request) and released there by the survivor, which then held box-1.
+    let history = lab_db_history(&lab.store);
+    assert!(
+        history.iter().any(|r| r.resource == "box-1"
+            && matches!(&r.holder, Holder::Operator { name } if name == "alice")
+            && r.state == LabState::Released),
+        "{history:?}"
+    );
+    assert!(history.iter().any(|r| held_by_run(r, &id)), "{history:?}");
 }
 
 /// PostgreSQL restarted mid-run: the servers reconnect; the run goes on to completion
