@@ -16,6 +16,10 @@
 //! plan's delay queue. Every claim is a lease renewed by a background thread while the
 //! run lives; a killed console stops renewing and the lab gets its resources back at the
 //! lease's end (or at once, when the next process opens the book: see `reserve::live`).
+//! Made [`BookBroker::with_fence`], every claim is also written to a fence (the lab
+//! database, see `reserve::fence`) before its task starts; a claim the fence refuses is
+//! given back and the task waits, and a claim whose fenced lease is lost ends its run
+//! `interrupted`.
 //!
 //! The parts: `grant` (the [`ResourceBroker`] calls: a run's start, a task's resources all
 //! or nothing, their release, the run's end), `take` (one request, claim or give-back on
