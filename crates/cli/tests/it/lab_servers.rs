@@ -2,6 +2,7 @@
 //! SIGKILLed mid-run has its run marked interrupted by the survivor once its lease
 //! lapses and what it held given back; the book's owner SIGKILLed, the survivor takes
 //! the book over; a PostgreSQL restart mid-run; two servers racing launches for one DUT.
+//! Every claim is fenced in the lab database (`reserve::fence`): the tests read it back.
 //! Each test has a fresh database (a private cluster for the restart), one data
 //! directory per server, and leases of 2 s (`TESTBAY_SERVER_LEASE_MS`, whose range is
 //! checked).
@@ -11,6 +12,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+use testbay_engine::reserve::labdb::{LabBook, LabReservation, LabState};
+use testbay_engine::reserve::{EndReason, Holder};
 
 use crate::serve::post;
 use crate::support::Bed;
@@ -232,11 +236,43 @@ fn a_server_killed_mid_run_is_taken_over_by_the_survivor() {
     assert_eq!(task(&done, "quick")["result"], "Passed", "{done}");
     let holds = b.api(r#"{"cmd":"get_lab"}"#);
     assert!(!holds.to_string().contains(&id), "{holds}");
+
+    // In the lab database the dead server's claim lapsed with its lease (nobody released
+    // it), and the survivor's run held box-1 there after it.
+    let history = lab_db_history(&lab.store);
+    let dead = history
+        .iter()
+        .find(|r| held_by_run(r, &id))
+        .unwrap_or_else(|| panic!("the killed server's claim is not in the database: {history:?}"));
+    assert_eq!(dead.state, LabState::Expired, "{dead:?}");
+    assert_eq!(dead.end_reason, Some(EndReason::LeaseLapsed), "{dead:?}");
+    assert!(
+        history
+            .iter()
+            .any(|r| held_by_run(r, &again) && r.state == LabState::Released),
+        "{history:?}"
+    );
+}
+
+/// The lab database's ended reservations, after checking it never held a double booking.
+fn lab_db_history(url: &str) -> Vec<LabReservation> {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let book = LabBook::open(url, "test").await.expect("the lab book");
+        let audit = book.audit().await.unwrap();
+        assert!(audit.clean(), "{audit:?}");
+        book.history(1_000).await.unwrap()
+    })
+}
+
+fn held_by_run(r: &LabReservation, run: &str) -> bool {
+    matches!(&r.holder, Holder::Run { run_id, .. } if run_id == run) && r.resource == "box-1"
 }
 
 /// The book's owner SIGKILLed while idle, with an operator's hold in its book: the
 /// other server takes the book over with the hold in it (a launch on the held DUT
-/// queues), and once the hold is released the queued run starts there.
+/// queues), and once the hold is released (in the lab database too) the queued run
+/// starts there.
 #[test]
 fn the_books_owner_killed_the_other_server_takes_the_book_over() {
     let lab = Lab::new(fresh_db("servers_owner"));
@@ -258,6 +294,17 @@ fn the_books_owner_killed_the_other_server_takes_the_book_over() {
     b.api(&format!(r#"{{"cmd":"release","id":{hold_id}}}"#));
     let done = until_completed(&lab, &id);
     assert_eq!(task(&done, "quick")["result"], "Passed", "{done}");
+
+    // The hold was held in the lab database (made by the dead owner, from the other
+    // server's request) and released there by the survivor, which then held box-1.
+    let history = lab_db_history(&lab.store);
+    assert!(
+        history.iter().any(|r| r.resource == "box-1"
+            && matches!(&r.holder, Holder::Operator { name } if name == "alice")
+            && r.state == LabState::Released),
+        "{history:?}"
+    );
+    assert!(history.iter().any(|r| held_by_run(r, &id)), "{history:?}");
 }
 
 /// PostgreSQL restarted mid-run: the servers reconnect; the run goes on to completion
@@ -299,7 +346,8 @@ fn a_postgresql_restart_mid_run_loses_nothing_stored() {
 }
 
 /// Two servers each launch 10 runs on one DUT at once: every run completes and no two
-/// runs' task windows on the DUT overlap, judged from the stored start and end times.
+/// runs' task windows on the DUT overlap, judged from the stored start and end times;
+/// each run held the DUT in the lab database, which never held a double booking.
 #[test]
 fn two_servers_racing_launches_for_one_dut_never_overlap() {
     let lab = Lab::new(fresh_db("servers_race"));
@@ -323,6 +371,13 @@ fn two_servers_racing_launches_for_one_dut_never_overlap() {
             };
             windows.push((s, e, id.clone()));
         }
+    }
+    let history = lab_db_history(&lab.store);
+    for id in &ids {
+        assert!(
+            history.iter().any(|r| held_by_run(r, id)),
+            "run {id} never held box-1 in the lab database"
+        );
     }
     windows.sort();
     for w in windows.windows(2) {

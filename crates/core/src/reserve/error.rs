@@ -44,4 +44,8 @@ pub enum BookError {
     DuplicateResource(String),
     #[error("shared resource `{0}` has capacity 0")]
     ZeroCapacity(String),
+    /// The book would have it, but the lab database under the book (the engine's fence)
+    /// refused it: another server holds the resource there.
+    #[error("{0}")]
+    Fenced(String),
 }

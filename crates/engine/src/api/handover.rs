@@ -15,6 +15,12 @@
 //!   the book restored from the store, its runs reserving through it
 //!   ([`HandoverBroker`]), the queue queueing for busy DUTs and woken by the book,
 //!   forwarded launches and holds answered here.
+//! - **The database under the book.** On PostgreSQL every claim the book's broker
+//!   makes is fenced in the lab book in the database (`reserve::fence`, [`LabFence`]),
+//!   under the servers' lease: two servers that both believe they own the book (one cut
+//!   off while the other took it over) cannot both hold a DUT, a dead server's claims
+//!   lapse by the database's clock before anyone takes its book over, and a server whose
+//!   claims' leases could not be renewed ends those runs `interrupted`.
 //! - **The book lost.** An owner whose lock another server took while the database was
 //!   down ([`crate::store::BookLock::lost`]) stops acting as the owner at once: its
 //!   book is dropped unwritten, the runs it executes are stopped (the new owner's book
@@ -24,13 +30,16 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use super::local::{forward, LocalConsole};
-use super::Event;
+use super::{ApiError, Event};
 use crate::lab::Lab;
 use crate::reserve::handover::HandoverBroker;
+use crate::reserve::labdb::LabFence;
 use crate::reserve::{
     BookBroker, BookClient, BookConfig, BookHandle, BrokerConfig, LiveBook, LiveError,
 };
+use crate::reserve::{Fence, NoFence};
 use crate::run::ResourceBroker;
+use crate::store::postgres::{redact, servers::lease_ms_from_env};
 
 /// How often a serving console on PostgreSQL sweeps.
 pub const SWEEP: Duration = Duration::from_secs(1);
@@ -38,26 +47,66 @@ pub const SWEEP: Duration = Duration::from_secs(1);
 /// What a console that does not own the book says of it.
 pub(super) const NOT_OWNER: &str = "another Testbay process on this store owns the reservation book; this view is its last saved state and holds go through it";
 
-/// A console's part in handing the book over: its broker and the lab it reserves in.
+/// A console's part in handing the book over: its broker, the lab it reserves in and
+/// the database under the book's claims.
 pub(crate) struct Handover {
     pub broker: Arc<HandoverBroker>,
     lab: Arc<Lab>,
+    fence: Arc<dyn Fence>,
+    /// Whether the fence is a database (not the single seat's [`NoFence`]).
+    fenced: bool,
+    /// The lease of every claim; on PostgreSQL the servers' lease, so a dead server's
+    /// claims free themselves in the database when its runs are taken for interrupted.
+    lease_ms: i64,
 }
 
+/// How long a call to the lab database under the book waits before the claim is
+/// refused (or the renewal tried again).
+const FENCE_TIMEOUT: Duration = Duration::from_secs(5);
+
 impl Handover {
-    pub(super) fn new(lab: &Lab) -> Self {
-        Self {
+    /// A console's handover; `lab_db`: the lab database's URL and this server's name
+    /// there, for a console on PostgreSQL, whose book's claims are all fenced in it
+    /// ([`LabFence`]); none on the single seat ([`NoFence`]).
+    pub(super) fn new(lab: &Lab, lab_db: Option<(&str, &str)>) -> Result<Self, ApiError> {
+        let (fence, lease_ms): (Arc<dyn Fence>, i64) = match lab_db {
+            None => (Arc::new(NoFence), BrokerConfig::default().lease_ms),
+            Some((url, server)) => {
+                let lease_ms =
+                    lease_ms_from_env().map_err(|e| ApiError::internal(e.to_string()))?;
+                let fence = LabFence::open(url, server, &lab.book_resources(), FENCE_TIMEOUT)
+                    .map_err(|e| {
+                        ApiError::internal(format!(
+                            "cannot open the lab book in the database {}: {e}",
+                            redact(url)
+                        ))
+                    })?;
+                (Arc::new(fence), lease_ms)
+            }
+        };
+        Ok(Self {
             broker: Arc::new(HandoverBroker::default()),
             lab: Arc::new(lab.clone()),
-        }
+            fenced: lab_db.is_some(),
+            fence,
+            lease_ms,
+        })
     }
 
-    /// The broker of runs reserving through `book`.
+    /// The broker of runs reserving through `book`; the book's operator holds fenced
+    /// as its claims are.
     pub(super) fn book_broker(&self, book: &LiveBook) -> Arc<dyn ResourceBroker> {
-        Arc::new(BookBroker::new(
+        if self.fenced {
+            book.set_fence(self.fence.clone());
+        }
+        Arc::new(BookBroker::with_fence(
             book.clone(),
             Some(self.lab.clone()),
-            BrokerConfig::default(),
+            BrokerConfig {
+                lease_ms: self.lease_ms,
+                ..BrokerConfig::default()
+            },
+            self.fence.clone(),
         ))
     }
 }

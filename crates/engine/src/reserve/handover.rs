@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::pack::ResourceMode;
-use crate::run::{AlwaysGrant, Grant, Holding, ResourceBroker, TaskNeeds, Wakes};
+use crate::run::{AlwaysGrant, Grant, Holding, LostLeases, ResourceBroker, TaskNeeds, Wakes};
 
 /// See the module doc.
 #[derive(Default)]
@@ -85,5 +85,9 @@ impl ResourceBroker for HandoverBroker {
 
     fn wakes(&self, run_id: &str) -> Option<Wakes> {
         self.of(run_id).wakes(run_id)
+    }
+
+    fn lost_leases(&self, run_id: &str) -> Option<LostLeases> {
+        self.of(run_id).lost_leases(run_id)
     }
 }

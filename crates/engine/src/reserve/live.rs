@@ -144,6 +144,8 @@ struct Inner {
     /// to the next process. `shutdown` closes it, so ownership ends when `shutdown`
     /// returns, not when the last clone of the handle (a listener's, a thread's) goes.
     lock: Mutex<Option<Box<dyn BookLock>>>,
+    /// The lab database under the book's operator holds ([`LiveBook::set_fence`]).
+    fence: std::sync::RwLock<Option<Arc<dyn Fence>>>,
 }
 
 /// The owning process's handle on the book. Cheap to clone.
@@ -219,6 +221,7 @@ impl LiveBook {
             events,
             location: location.clone(),
             lock: Mutex::new(Some(lock)),
+            fence: std::sync::RwLock::new(None),
         });
         // Events from the restore (expired while down, given back) go out like any others.
         {
@@ -270,7 +273,8 @@ impl LiveBook {
         self.with(|b| b.claim(id))
     }
     pub fn release(&self, id: ResId) -> Result<(), BookError> {
-        self.with(|b| b.release(id))
+        let fence = self.fence();
+        self.with(|b| release(b, fence.as_deref(), id))
     }
     pub fn renew(&self, id: ResId) -> Result<Reservation, BookError> {
         self.with(|b| b.renew(id))
@@ -298,7 +302,19 @@ impl LiveBook {
         next_available: bool,
     ) -> Result<ReservationView, BookError> {
         let options = HoldOptions::default();
-        self.with(|b| hold(b, resource, by, from, duration_ms, next_available, &options))
+        let fence = self.fence();
+        self.with(|b| {
+            hold(
+                b,
+                fence.as_deref(),
+                resource,
+                by,
+                from,
+                duration_ms,
+                next_available,
+                &options,
+            )
+        })
     }
 
     /// An operator hold made as `options` say.
@@ -311,7 +327,28 @@ impl LiveBook {
         next_available: bool,
         options: &HoldOptions,
     ) -> Result<ReservationView, BookError> {
-        self.with(|b| hold(b, resource, by, from, duration_ms, next_available, options))
+        let fence = self.fence();
+        self.with(|b| {
+            hold(
+                b,
+                fence.as_deref(),
+                resource,
+                by,
+                from,
+                duration_ms,
+                next_available,
+                options,
+            )
+        })
+    }
+
+    /// Fence the operators' holds made from now on in `fence` (see `reserve::fence`).
+    pub fn set_fence(&self, fence: Arc<dyn Fence>) {
+        *self.inner.fence.write().unwrap_or_else(|p| p.into_inner()) = Some(fence);
+    }
+
+    fn fence(&self) -> Option<Arc<dyn Fence>> {
+        fence_of(&self.inner)
     }
 
     /// [`Self::renew`], answered with the reservation as it is now.
@@ -324,15 +361,17 @@ impl LiveBook {
 
     /// [`Self::extend`], answered with the reservation as it is now.
     pub fn extend_to(&self, id: ResId, end: EpochMs) -> Result<ReservationView, BookError> {
-        self.with(|b| {
-            b.extend(id, end)?;
-            b.get(id).ok_or(BookError::UnknownId(id))
+        let fence = self.fence();
+        self.with(|b| match extend(b, fence.as_deref(), id, end)? {
+            BookReply::Held { reservation } => Ok(reservation),
+            _ => Err(BookError::UnknownId(id)),
         })
     }
 
     /// Apply one inbox command.
     pub fn apply(&self, cmd: BookCommand) -> BookReply {
-        self.with(|b| apply(b, cmd))
+        let fence = self.fence();
+        self.with(|b| apply(b, fence.as_deref(), cmd))
     }
 
     /// Wait until everything published so far is committed.
@@ -455,8 +494,46 @@ fn publish(inner: &Inner, g: &mut Guarded) {
         .send(WriterMsg::Events(events));
 }
 
+/// The fence of the book behind `inner`, if it has one.
+fn fence_of(inner: &Inner) -> Option<Arc<dyn Fence>> {
+    inner
+        .fence
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+}
+
+/// `v` as a fenced hold: an operator's, without a lease.
+fn fenced_hold(v: &ReservationView, now: EpochMs) -> Option<FenceHold<'_>> {
+    match &*v.holder {
+        Holder::Operator { name } if v.lease_ms.is_none() => Some(FenceHold {
+            resource: &v.resource,
+            mode: v.mode,
+            operator: name,
+            start: v.start,
+            end: v.end,
+            now,
+        }),
+        _ => None,
+    }
+}
+
+/// Release `id`; an operator's hold in the fence too.
+fn release(b: &mut Book, fence: Option<&dyn Fence>, id: ResId) -> Result<(), BookError> {
+    let before = fence.and(b.get(id));
+    b.release(id)?;
+    if let (Some(f), Some(v)) = (fence, before) {
+        if let Some(h) = fenced_hold(&v, b.now()) {
+            f.end_hold(&h);
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
 fn hold(
     b: &mut Book,
+    fence: Option<&dyn Fence>,
     resource: &str,
     by: &str,
     from: Option<EpochMs>,
@@ -480,17 +557,35 @@ fn hold(
     let pre = b.request(req)?;
     // An auto-claim pre-reservation is claimed by the sweep once its window starts,
     // so if that is now, `get` returns it held.
-    b.get(pre.id).ok_or(BookError::UnknownId(pre.id))
+    let view = b.get(pre.id).ok_or(BookError::UnknownId(pre.id))?;
+    if let (Some(f), Some(h)) = (fence, fenced_hold(&view, b.now())) {
+        if let Err(refused) = f.hold(&h) {
+            b.release(pre.id)?;
+            return Err(BookError::Fenced(refused.reason));
+        }
+    }
+    Ok(view)
 }
 
 /// Extend `id` to `end`, answered with the reservation as it is now.
-fn extend(b: &mut Book, id: ResId, end: EpochMs) -> Result<BookReply, BookError> {
+fn extend(
+    b: &mut Book,
+    fence: Option<&dyn Fence>,
+    id: ResId,
+    end: EpochMs,
+) -> Result<BookReply, BookError> {
+    let before = fence.and(b.get(id));
     b.extend(id, end)?;
     let reservation = b.get(id).ok_or(BookError::UnknownId(id))?;
+    if let (Some(f), Some(v)) = (fence, before) {
+        if let Some(h) = fenced_hold(&v, b.now()) {
+            f.extend_hold(&h, reservation.end);
+        }
+    }
     Ok(BookReply::Held { reservation })
 }
 
-fn apply(b: &mut Book, cmd: BookCommand) -> BookReply {
+fn apply(b: &mut Book, fence: Option<&dyn Fence>, cmd: BookCommand) -> BookReply {
     let r = match cmd {
         BookCommand::Hold {
             resource,
@@ -501,6 +596,7 @@ fn apply(b: &mut Book, cmd: BookCommand) -> BookReply {
             options,
         } => hold(
             b,
+            fence,
             &resource,
             &by,
             from,
@@ -509,12 +605,12 @@ fn apply(b: &mut Book, cmd: BookCommand) -> BookReply {
             &options,
         )
         .map(|reservation| BookReply::Held { reservation }),
-        BookCommand::Release { id } => b.release(id).map(|()| BookReply::Released),
+        BookCommand::Release { id } => release(b, fence, id).map(|()| BookReply::Released),
         BookCommand::Renew { id } => b
             .renew(id)
             .and_then(|_| b.get(id).ok_or(BookError::UnknownId(id)))
             .map(|reservation| BookReply::Held { reservation }),
-        BookCommand::Extend { id, end } => extend(b, id, end),
+        BookCommand::Extend { id, end } => extend(b, fence, id, end),
     };
     r.unwrap_or_else(|e| BookReply::Error {
         message: e.to_string(),

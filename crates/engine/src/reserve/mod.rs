@@ -4,10 +4,12 @@
 //! lab's book in PostgreSQL, shared by several servers.
 
 pub mod broker;
+pub mod fence;
 pub mod handover;
 pub mod labdb;
 pub mod live;
 
 pub use broker::{resources_named, BookBroker, BrokerConfig};
+pub use fence::{Fence, FenceClaim, FenceHold, NoFence};
 pub use live::{BookClient, BookCommand, BookHandle, BookReply, LiveBook, LiveError};
 pub use testbay_core::reserve::*;

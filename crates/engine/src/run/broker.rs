@@ -120,10 +120,22 @@ pub trait ResourceBroker: Send + Sync + 'static {
     fn wakes(&self, _run_id: &str) -> Option<Wakes> {
         None
     }
+
+    /// Losses of `run_id`'s claims: from the call on, a reason is sent once the run lost
+    /// a claim it holds (the database under the book no longer renews its lease, see
+    /// `reserve::fence`); the run then stops at once and ends `interrupted` with that
+    /// reason. Asked once, by the run's driver; the sender goes with
+    /// [`ResourceBroker::end_run`]. `None` (the default): nothing is lost.
+    fn lost_leases(&self, _run_id: &str) -> Option<LostLeases> {
+        None
+    }
 }
 
 /// See [`ResourceBroker::wakes`].
 pub type Wakes = tokio::sync::mpsc::UnboundedReceiver<usize>;
+
+/// See [`ResourceBroker::lost_leases`].
+pub type LostLeases = tokio::sync::mpsc::UnboundedReceiver<String>;
 
 /// Grants every resource immediately with the task's requested configuration. For runs
 /// without a lab inventory.

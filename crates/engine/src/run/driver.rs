@@ -118,6 +118,8 @@ impl Driver {
         let mut reasons = self.reasons_at_start();
         // Tasks found busy are retried when the broker says what they wait for freed.
         let mut wakes = self.inner.broker.wakes(&run_id);
+        // A claim lost in the database under the book ends the run interrupted.
+        let mut lost_leases = self.inner.broker.lost_leases(&run_id);
         // After a stop at once: when to give up on phases that have not reported back.
         let mut give_up_at: Option<tokio::time::Instant> = None;
         let mut gave_up = 0usize;
@@ -201,8 +203,22 @@ impl Driver {
                     None => std::future::pending().await,
                 }
             };
+            let lease_lost = async {
+                match lost_leases.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
             let mut stop_rx = self.stop.clone();
             tokio::select! {
+                why = lease_lost => {
+                    lost_leases = None;
+                    if let Some(reason) = why.filter(|_| self.lost.is_none()) {
+                        tracing::warn!(run_id = %run_id, reason = %reason, "run interrupted: it lost a claim");
+                        self.lost = Some(reason);
+                        self.apply_stop(Some(StopLevel::AtOnce), &mut stop_level, &mut give_up_at);
+                    }
+                },
                 h = runner_health => match h {
                     None => health = None,
                     Some(RunnerHealth::Healthy) => {

@@ -62,7 +62,7 @@ use crate::pack::PackErrors;
 use crate::plan::Plan;
 use crate::store::{Store, StoreError};
 
-pub use broker::{AlwaysGrant, Grant, Holding, ResourceBroker, TaskNeeds, Wakes};
+pub use broker::{AlwaysGrant, Grant, Holding, LostLeases, ResourceBroker, TaskNeeds, Wakes};
 pub use events::PROGRESS_EVERY;
 pub use events::{LaneView, LaunchRequest, Progress, RunEvent, RunView, TaskState, TaskView};
 pub use launch::{new_run_id, SCHEDULER_TIMEOUT};

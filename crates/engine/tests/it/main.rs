@@ -27,6 +27,7 @@ mod reporter;
 mod extend_hold;
 mod access;
 mod labdb;
+mod labdb_fence;
 mod triage;
 mod retention;
 mod relay;

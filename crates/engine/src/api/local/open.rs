@@ -123,6 +123,17 @@ fn agent_config(settings: &crate::settings::ConsoleSettings) -> crate::agents::A
     }
 }
 
+/// This process's name in the lab database under the book: host and pid.
+fn fence_server_name() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".into());
+    format!("{host}:{}", std::process::id())
+}
+
 impl LocalConsole {
     /// Open a console on `paths` as `testbay serve` and the desktop app do (see
     /// [`ConsoleOptions::default`]). Must be called within a tokio runtime (runs and event
@@ -155,10 +166,11 @@ impl LocalConsole {
         })?;
         crate::reserve::live::set_owner_label(owner_label);
         let store = store.unwrap_or_else(|| StoreLocation::default_in(&paths.data_dir));
-        let relay_url = match &store {
-            StoreLocation::Postgres(url) if serve_queue => Some(url.clone()),
+        let pg_url = match &store {
+            StoreLocation::Postgres(url) => Some(url.clone()),
             _ => None,
         };
+        let relay_url = pg_url.clone().filter(|_| serve_queue);
         let store = store.open().map_err(store_error)?;
         let recovered = if recover {
             crate::run::recover_interrupted(&*store, &paths.data_dir, clock.now_ms())
@@ -183,6 +195,9 @@ impl LocalConsole {
         let mut owned_book = None;
         let mut broker: Arc<dyn ResourceBroker> = Arc::new(AlwaysGrant);
         let mut handover = None;
+        // A console on PostgreSQL fences its book's claims in the lab database.
+        let fence_server = fence_server_name();
+        let lab_db = || pg_url.as_deref().map(|u| (u, fence_server.as_str()));
         if let Some(file) = &paths.lab_file {
             match inventory::load(file) {
                 Ok(l) => {
@@ -203,7 +218,7 @@ impl LocalConsole {
                         None => book_note = Some("this console reserves nothing".into()),
                         Some(Ok(BookHandle::Owner(b))) => {
                             forward(b.subscribe(), events.clone(), Event::Book);
-                            let h = crate::api::handover::Handover::new(&l);
+                            let h = crate::api::handover::Handover::new(&l, lab_db())?;
                             h.broker.set_book(Some(h.book_broker(&b)));
                             broker = h.broker.clone();
                             handover = Some(h);
@@ -213,7 +228,7 @@ impl LocalConsole {
                         Some(Ok(client)) => {
                             book_note = Some(crate::api::handover::NOT_OWNER.into());
                             if relay_url.is_some() && book_use == BookUse::Own {
-                                let h = crate::api::handover::Handover::new(&l);
+                                let h = crate::api::handover::Handover::new(&l, lab_db())?;
                                 broker = h.broker.clone();
                                 handover = Some(h);
                             }

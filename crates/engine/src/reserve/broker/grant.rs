@@ -12,11 +12,12 @@ use std::collections::{HashMap, HashSet};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use super::take::{busy_reason, claim_now, holder, release_quietly, take_now, Busy};
+use super::take::{busy_reason, claim_now, holder, release_quietly, take_now, Busy, Claimed};
 use super::{base_mode, wanted, BookBroker, Booked, Held, LaneState, RunState};
 use crate::pack::ResourceMode;
+use crate::reserve::fence::FenceId;
 use crate::reserve::{Book, BookError, ResId, ReservationMode, ReservationRequest, ResourceKind};
-use crate::run::{Grant, Holding, ResourceBroker, TaskNeeds, Wakes};
+use crate::run::{Grant, Holding, LostLeases, ResourceBroker, TaskNeeds, Wakes};
 
 impl ResourceBroker for BookBroker {
     fn begin_run(
@@ -129,6 +130,9 @@ impl ResourceBroker for BookBroker {
             .saturating_add(cfg.margin_ms);
         let lab = self.inner.lab.clone();
         let key = (needs.run_id.to_string(), needs.item);
+        let fence = &*self.inner.fence;
+        let lease = cfg.lease_ms;
+        let lane_who = holder(needs.run_id, needs.lane, None);
         let answer = self
             .inner
             .book
@@ -148,7 +152,7 @@ impl ResourceBroker for BookBroker {
                 // The lane's DUT first. Taken by this attempt, it is given back with the
                 // rest if the task cannot start: a lane waiting for a resource must not sit
                 // on a DUT another run's lane is waiting for (hold and wait deadlocks).
-                let mut dut_fresh: Option<ResId> = None;
+                let mut dut_fresh: Option<(ResId, Option<FenceId>)> = None;
                 if lane.dut.is_none() {
                     if let Some(d) = needs.dut.filter(|d| b.has_resource(&d.name)) {
                         if lab
@@ -160,6 +164,7 @@ impl ResourceBroker for BookBroker {
                         }
                         match take_now(
                             b,
+                            fence,
                             &d.name,
                             true,
                             holder(needs.run_id, needs.lane, None),
@@ -170,7 +175,7 @@ impl ResourceBroker for BookBroker {
                         .map_err(|e| e.to_string())?
                         {
                             Ok(h) => {
-                                dut_fresh = Some(h.id);
+                                dut_fresh = Some((h.id, h.fence));
                                 lane.dut = Some(h);
                             }
                             Err((until, reason, probe)) => {
@@ -186,7 +191,7 @@ impl ResourceBroker for BookBroker {
                 }
                 let now = b.now();
                 let mut got: Vec<Held> = Vec::new();
-                let mut fresh: Vec<ResId> = Vec::new();
+                let mut fresh: Vec<(ResId, Option<FenceId>)> = Vec::new();
                 let mut busy: Option<Busy> = None;
                 // A resource the lane holds across tasks is booked for the lane's whole
                 // estimate in mode `all`, for the task's otherwise.
@@ -224,29 +229,41 @@ impl ResourceBroker for BookBroker {
                                 let pre = book_pooled(b, r, *exclusive, config, pooled_ms)
                                     .map_err(|e| e.to_string())?;
                                 let claimed = if pre.available_from <= now {
-                                    claim_now(b, pre.id, r, *exclusive)
+                                    claim_now(b, fence, pre.id, r, *exclusive, &lane_who, lease)
                                         .map_err(|e| e.to_string())?
                                 } else {
-                                    Err((pre.id, pre.available_from))
+                                    Claimed::Rebooked(pre.id, pre.available_from)
                                 };
                                 match claimed {
-                                    Ok(h) => {
+                                    Claimed::Held(h) => {
                                         lane.pooled.insert(r.clone(), Booked::Held(h.clone()));
                                         got.push(h);
                                     }
-                                    Err((id, from)) => {
+                                    Claimed::Rebooked(id, from) => {
                                         lane.pooled.insert(r.clone(), Booked::Pre { id, from });
                                         Busy::add(&mut busy, from, busy_reason(b, r), r);
+                                    }
+                                    Claimed::Refused { until, reason } => {
+                                        quiet.push(pre.id);
+                                        lane.pooled.remove(r);
+                                        Busy::add(&mut busy, until, reason, r);
                                     }
                                 }
                                 continue;
                             }
-                            match claim_now(b, id, r, *exclusive) {
-                                Ok(Ok(h)) => {
+                            match claim_now(b, fence, id, r, *exclusive, &lane_who, lease) {
+                                Ok(Claimed::Held(h)) => {
                                     lane.pooled.insert(r.clone(), Booked::Held(h.clone()));
                                     got.push(h);
                                 }
-                                Ok(Err((new_id, from))) => {
+                                Ok(Claimed::Refused { until, reason }) => {
+                                    // The database holds it for someone else: given back
+                                    // here; the next attempt books it anew.
+                                    quiet.push(id);
+                                    lane.pooled.remove(r);
+                                    Busy::add(&mut busy, until, reason, r);
+                                }
+                                Ok(Claimed::Rebooked(new_id, from)) => {
                                     // Claimed late and the window was gone: the book gave
                                     // a new pre-reservation; wait for it.
                                     lane.pooled
@@ -275,11 +292,11 @@ impl ResourceBroker for BookBroker {
                             } else {
                                 (holder(needs.run_id, needs.lane, Some(needs.task)), task_ms)
                             };
-                            match take_now(b, r, *exclusive, who, config, dur, cfg.lease_ms)
+                            match take_now(b, fence, r, *exclusive, who, config, dur, lease)
                                 .map_err(|e| e.to_string())?
                             {
                                 Ok(h) => {
-                                    fresh.push(h.id);
+                                    fresh.push((h.id, h.fence));
                                     if pooled {
                                         lane.pooled.insert(r.clone(), Booked::Held(h.clone()));
                                     }
@@ -295,12 +312,14 @@ impl ResourceBroker for BookBroker {
                 }
                 if let Some(busy) = busy {
                     // All or nothing: give back what this attempt took.
-                    if let Some(id) = dut_fresh {
+                    if let Some((id, fenced)) = dut_fresh {
+                        fenced.into_iter().for_each(|f| fence.release(f));
                         release_quietly(b, id);
                         quiet.push(id);
                         lane.dut = None;
                     }
-                    for id in fresh {
+                    for (id, fenced) in fresh {
+                        fenced.into_iter().for_each(|f| fence.release(f));
                         release_quietly(b, id);
                         quiet.push(id);
                         lane.pooled
@@ -339,6 +358,7 @@ impl ResourceBroker for BookBroker {
         };
         let separate = run.items.remove(&item).unwrap_or_default();
         let mut to_release: Vec<ResId> = separate.iter().map(|h| h.id).collect();
+        let mut fences: Vec<FenceId> = separate.iter().filter_map(|h| h.fence).collect();
         for lane in run.lanes.values_mut() {
             let before = lane.remaining.len();
             lane.remaining.retain(|(i, _)| *i != item);
@@ -357,17 +377,26 @@ impl ResourceBroker for BookBroker {
                 if let Some(bk) = lane.pooled.remove(&r) {
                     to_release.push(match bk {
                         Booked::Pre { id, .. } => id,
-                        Booked::Held(h) => h.id,
+                        Booked::Held(h) => {
+                            fences.extend(h.fence);
+                            h.id
+                        }
                     });
                 }
             }
             if lane.remaining.is_empty() {
                 if let Some(d) = lane.dut.take() {
+                    fences.extend(d.fence);
                     to_release.push(d.id);
                 }
             }
         }
         drop(runs);
+        // The database first: a task of this server woken by the book's release then
+        // finds the resource free there too.
+        for f in fences {
+            self.inner.fence.release(f);
+        }
         self.inner.book.with(|b| {
             for id in to_release {
                 release_quietly(b, id);
@@ -381,6 +410,14 @@ impl ResourceBroker for BookBroker {
             w.runs.remove(run_id);
             w.items.retain(|(r, _), _| r != run_id);
         }
+        self.inner
+            .lost
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(run_id);
+        for f in self.fences_of(run_id) {
+            self.inner.fence.release(f);
+        }
         let ids = self.reservations_of(run_id);
         self.runs().remove(run_id);
         self.inner.book.with(|b| {
@@ -393,6 +430,16 @@ impl ResourceBroker for BookBroker {
     fn wakes(&self, run_id: &str) -> Option<Wakes> {
         let (tx, rx) = mpsc::unbounded_channel();
         self.waiting().runs.insert(run_id.to_string(), tx);
+        Some(rx)
+    }
+
+    fn lost_leases(&self, run_id: &str) -> Option<LostLeases> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.inner
+            .lost
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(run_id.to_string(), tx);
         Some(rx)
     }
 }

@@ -16,6 +16,10 @@
 //! plan's delay queue. Every claim is a lease renewed by a background thread while the
 //! run lives; a killed console stops renewing and the lab gets its resources back at the
 //! lease's end (or at once, when the next process opens the book: see `reserve::live`).
+//! Made [`BookBroker::with_fence`], every claim is also written to a fence (the lab
+//! database, see `reserve::fence`) before its task starts; a claim the fence refuses is
+//! given back and the task waits, and a claim whose fenced lease is lost ends its run
+//! `interrupted`.
 //!
 //! The parts: `grant` (the [`ResourceBroker`] calls: a run's start, a task's resources all
 //! or nothing, their release, the run's end), `take` (one request, claim or give-back on
@@ -28,6 +32,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use tokio::sync::mpsc;
+
+use super::fence::{Fence, FenceId, NoFence};
 use super::{LiveBook, ResId};
 use crate::clock::EpochMs;
 use crate::lab::Lab;
@@ -73,6 +80,8 @@ struct Held {
     exclusive: bool,
     config: Value,
     end: EpochMs,
+    /// Its id in the database under the book (`reserve::fence`), when there is one.
+    fence: Option<FenceId>,
 }
 
 impl Held {
@@ -117,6 +126,10 @@ struct Inner {
     book: LiveBook,
     lab: Option<Arc<Lab>>,
     cfg: BrokerConfig,
+    /// The database under the book's claims ([`NoFence`] on the single seat).
+    fence: Arc<dyn Fence>,
+    /// Per run: where to say it lost a lease ([`crate::run::ResourceBroker::lost_leases`]).
+    lost: Mutex<HashMap<String, mpsc::UnboundedSender<String>>>,
     runs: Mutex<HashMap<String, RunState>>,
     /// Shared with the book's listener. Lock order: `runs`, the book, `waiting`.
     waiting: Arc<Mutex<Waiting>>,
@@ -183,6 +196,18 @@ pub fn resources_named(pack: &LoadedPack, groups: &[String]) -> BTreeSet<String>
 
 impl BookBroker {
     pub fn new(book: LiveBook, lab: Option<Arc<Lab>>, cfg: BrokerConfig) -> Self {
+        Self::with_fence(book, lab, cfg, Arc::new(NoFence))
+    }
+
+    /// As [`BookBroker::new`], every claim also written to `fence` (see
+    /// `reserve::fence`): a claim the database refuses makes the task wait, a lease the
+    /// database no longer renews ends its run `interrupted`.
+    pub fn with_fence(
+        book: LiveBook,
+        lab: Option<Arc<Lab>>,
+        cfg: BrokerConfig,
+        fence: Arc<dyn Fence>,
+    ) -> Self {
         let waiting = Arc::new(Mutex::new(Waiting::default()));
         let heard = Arc::downgrade(&waiting);
         book.listen(Box::new(move |events| match heard.upgrade() {
@@ -196,6 +221,8 @@ impl BookBroker {
             book,
             lab,
             cfg,
+            fence,
+            lost: Mutex::new(HashMap::new()),
             runs: Mutex::new(HashMap::new()),
             waiting,
         });
@@ -224,6 +251,27 @@ impl BookBroker {
         // `as` saturates a float too large for i64; the sum saturates too.
         ((est_s.max(0.0) * 1000.0 * self.inner.cfg.estimate_factor) as i64)
             .saturating_add(self.inner.cfg.margin_ms)
+    }
+
+    /// The fenced claims of `run_id` (their ids in the database under the book).
+    fn fences_of(&self, run_id: &str) -> Vec<FenceId> {
+        let runs = self.runs();
+        let Some(run) = runs.get(run_id) else {
+            return Vec::new();
+        };
+        run.lanes
+            .values()
+            .flat_map(|l| {
+                l.dut
+                    .iter()
+                    .chain(l.pooled.values().filter_map(|b| match b {
+                        Booked::Held(h) => Some(h),
+                        Booked::Pre { .. } => None,
+                    }))
+            })
+            .chain(run.items.values().flatten())
+            .filter_map(|h| h.fence)
+            .collect()
     }
 
     /// Ids of everything held or pre-reserved for `run_id` (for tests and diagnostics).

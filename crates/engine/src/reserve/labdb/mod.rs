@@ -26,7 +26,9 @@
 //! Files: `schema` (the DDL as migration steps), `error` (`LabError`, stable codes),
 //! `slots` (the earliest free window, pure), `lifecycle` (request, claim, renew, extend,
 //! release, hold), `queries` (live reservations, history, sweep, the audit the tests and
-//! the benchmark run), `queue` (the shared run queue), `listen` (notifications).
+//! the benchmark run), `queue` (the shared run queue), `listen` (notifications),
+//! `fence` ([`LabFence`]: this book as the fence under a console's in-memory book, see
+//! `reserve::fence`).
 
 use std::sync::Arc;
 
@@ -34,6 +36,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
 mod error;
+mod fence;
 mod lifecycle;
 mod listen;
 mod queries;
@@ -42,6 +45,7 @@ pub mod schema;
 mod slots;
 
 pub use error::{LabError, LabResult, EXCLUSION_VIOLATION};
+pub use fence::LabFence;
 pub use listen::{BookListener, BookNotice, CHANNEL};
 pub use queries::{BookAudit, LabReservation, LabState};
 pub use queue::QueuedRun;

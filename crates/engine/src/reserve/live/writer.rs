@@ -95,7 +95,8 @@ fn serve_inbox(rx: &mpsc::Receiver<WriterMsg>, store: &mut dyn BookStore, inner:
         let (reply, now) = match serde_json::from_str::<BookCommand>(&json) {
             Ok(cmd) => {
                 let mut g = inner.book.lock().unwrap_or_else(|p| p.into_inner());
-                let reply = apply(&mut g.book, cmd);
+                let fence = super::fence_of(inner);
+                let reply = apply(&mut g.book, fence.as_deref(), cmd);
                 publish(inner, &mut g);
                 (reply, g.book.now())
             }

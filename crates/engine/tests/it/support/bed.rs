@@ -7,7 +7,7 @@ use std::sync::Arc;
 use testbay_engine::clock::{Clock, ManualClock, SystemClock};
 use testbay_engine::exec::ExecLimits;
 use testbay_engine::lab::{self, Lab};
-use testbay_engine::reserve::{BookBroker, BookConfig, BrokerConfig, LiveBook};
+use testbay_engine::reserve::{BookBroker, BookConfig, BrokerConfig, Fence, LiveBook, NoFence};
 use testbay_engine::run::{AlwaysGrant, ResourceBroker, RunManager};
 use testbay_engine::store::{SqliteStore, Store};
 
@@ -21,6 +21,7 @@ pub struct BedBuilder {
     broker_config: Option<BrokerConfig>,
     broker: Option<Arc<dyn ResourceBroker>>,
     limits: Option<ExecLimits>,
+    fence: Option<Arc<dyn Fence>>,
 }
 
 impl BedBuilder {
@@ -45,6 +46,12 @@ impl BedBuilder {
     /// Runs ask this broker for their resources (without a lab only).
     pub fn broker(mut self, broker: Arc<dyn ResourceBroker>) -> Self {
         self.broker = Some(broker);
+        self
+    }
+
+    /// The book's broker fences its claims in this database (with a lab only).
+    pub fn fence(mut self, fence: Arc<dyn Fence>) -> Self {
+        self.fence = Some(fence);
         self
     }
 
@@ -80,7 +87,8 @@ impl BedBuilder {
                 )
                 .unwrap();
                 let cfg = self.broker_config.unwrap_or_default();
-                let broker = BookBroker::new(book.clone(), Some(Arc::new(lab)), cfg);
+                let fence = self.fence.unwrap_or_else(|| Arc::new(NoFence));
+                let broker = BookBroker::with_fence(book.clone(), Some(Arc::new(lab)), cfg, fence);
                 (Some(book), Some(broker.clone()), Arc::new(broker))
             }
             None => {

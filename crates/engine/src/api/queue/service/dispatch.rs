@@ -305,8 +305,20 @@ impl Inner {
             let Some(w) = st.waiting.remove(&e.run_id) else {
                 continue;
             };
-            if let Err(err) = self.store.queue_remove(&e.run_id) {
-                tracing::warn!(run_id = e.run_id, error = %err, "cannot take a run out of the stored queue");
+            // Taking it out of the stored queue is the claim: of two servers that both
+            // believe they own the book, only the one whose delete took the row starts it.
+            match self.store.queue_remove(&e.run_id) {
+                Ok(false) => {
+                    tracing::warn!(
+                        run_id = e.run_id,
+                        "a queued run was taken by another server"
+                    );
+                    continue;
+                }
+                Ok(true) => {}
+                Err(err) => {
+                    tracing::warn!(run_id = e.run_id, error = %err, "cannot take a run out of the stored queue")
+                }
             }
             match self.runs.launch_as(w.launch.req.clone(), e.run_id.clone()) {
                 Ok(id) => {

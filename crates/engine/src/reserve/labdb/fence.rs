@@ -1,0 +1,482 @@
+//! [`LabFence`]: the lab book as the [`Fence`] under a console's in-memory book (see
+//! `reserve::fence`). A claim is `request` for exactly the database's now (the
+//! exclusion constraint, or the row lock of a shared resource, decides) and `claim` at
+//! once, both the lab book's own calls; renewals, extensions and releases are its
+//! `renew`, `extend` and `release`.
+//!
+//! The broker's calls are synchronous, so a `LabFence` owns a small runtime (one worker
+//! thread) that drives its connections and timers, and a call waits for its future on
+//! the calling thread, as the PostgreSQL store's calls do. Every call gives up after
+//! [`LabFence::call_timeout`] (a database that does not answer refuses a claim rather
+//! than holding the book up).
+//!
+//! A lease is *lost* when the database says so (the row lapsed or was ended) or when no
+//! renewal got through before the lease, counted from the start of the last call that
+//! did get through, ran out: by then the database may have given the resource to
+//! another server.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake};
+use std::time::{Duration, Instant};
+
+use super::{LabBook, LabBookConfig, LabError, LabResult, LabState};
+use crate::clock::EpochMs;
+use crate::reserve::fence::{Fence, FenceClaim, FenceHold, FenceId, Refused};
+use crate::reserve::{
+    fmt_ms_short, ClaimOutcome, Holder, ResId, ReservationMode, ReservationRequest, ResourceSpec,
+    Window,
+};
+
+/// How long to wait before asking again when the database could not be asked.
+const UNREACHABLE_RETRY_MS: i64 = 5_000;
+/// How soon to ask again when the resource is booked, not yet claimed, by another
+/// server: its claim follows at once.
+const BOOKED_RETRY_MS: i64 = 1_000;
+
+/// A claim the database holds for this server.
+#[derive(Debug, Clone)]
+struct Fenced {
+    resource: String,
+    /// The lease runs at least until then (the start of the last call that set it, plus
+    /// the lease).
+    confirmed_until: Instant,
+    lease: Duration,
+    /// The window's end by the database's clock.
+    end: EpochMs,
+}
+
+/// See the module doc.
+pub struct LabFence {
+    book: LabBook,
+    rt: Option<tokio::runtime::Runtime>,
+    timeout: Duration,
+    held: Mutex<HashMap<FenceId, Fenced>>,
+}
+
+impl Drop for LabFence {
+    fn drop(&mut self) {
+        // Not `Runtime`'s own drop: that panics on a thread of another runtime.
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+struct ThreadWaker(std::thread::Thread);
+
+impl Wake for ThreadWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// Wait on this thread for `fut` inside `rt`'s context (its workers drive the I/O).
+fn block_in<F: Future>(rt: &tokio::runtime::Runtime, fut: F) -> F::Output {
+    let _inside = rt.enter();
+    let mut fut = std::pin::pin!(fut);
+    let waker = Arc::new(ThreadWaker(std::thread::current())).into();
+    let mut cx = Context::from_waker(&waker);
+    loop {
+        if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park();
+    }
+}
+
+impl LabFence {
+    /// Open the lab book at `url` as server `server` and make its resources `resources`
+    /// (the lab file's). Calls give up after `timeout`.
+    pub fn open(
+        url: &str,
+        server: &str,
+        resources: &[ResourceSpec],
+        timeout: Duration,
+    ) -> LabResult<LabFence> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("testbay-fence")
+            .enable_all()
+            .build()
+            .map_err(|e| LabError::Connect(Box::new(e)))?;
+        let book = block_in(&rt, async {
+            // A fenced claim is requested and claimed at once: a pre-reservation left
+            // unclaimed (its server died in between) is held only for as long as a call
+            // may take.
+            let cfg = LabBookConfig {
+                claim_grace_ms: (2 * timeout.as_millis() as i64).max(1_000),
+                ..LabBookConfig::default()
+            };
+            let book = LabBook::open_with(url, server, cfg).await?;
+            book.sync_resources(resources).await?;
+            Ok::<_, LabError>(book)
+        });
+        let book = match book {
+            Ok(b) => b,
+            Err(e) => {
+                rt.shutdown_background();
+                return Err(e);
+            }
+        };
+        Ok(LabFence {
+            book,
+            rt: Some(rt),
+            timeout,
+            held: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The lab book under the fence.
+    pub fn book(&self) -> &LabBook {
+        &self.book
+    }
+
+    /// How long a call waits for the database.
+    pub fn call_timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<FenceId, Fenced>> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Run `fut` on the fence's runtime, giving up after the timeout.
+    fn call<T>(&self, fut: impl Future<Output = LabResult<T>>) -> LabResult<T> {
+        let rt = self
+            .rt
+            .as_ref()
+            .expect("the runtime lives as long as the fence");
+        let timeout = self.timeout;
+        block_in(rt, async move {
+            match tokio::time::timeout(timeout, fut).await {
+                Ok(r) => r,
+                Err(_) => Err(LabError::Connect(
+                    format!("no answer within {} ms", timeout.as_millis()).into(),
+                )),
+            }
+        })
+    }
+
+    /// Why the database refused `claim`: who holds its resource there, and until when.
+    async fn refusal(&self, claim: &FenceClaim<'_>) -> LabResult<Refused> {
+        let now = self.book.now().await?;
+        let w = Window {
+            start: now,
+            end: now.saturating_add(claim.duration_ms),
+        };
+        let holders: Vec<_> = self
+            .book
+            .live()
+            .await?
+            .into_iter()
+            .filter(|r| r.resource == claim.resource && r.start < w.end && w.start < r.end)
+            .collect();
+        // A claim's lease or window ends; a row still booked is another server's claim
+        // under way (or one whose server died between its request and its claim).
+        let retry_at = holders
+            .iter()
+            .map(|r| {
+                let until = r.expires.unwrap_or(r.end).min(r.end);
+                if r.state == LabState::Booked {
+                    until.min(now.saturating_add(BOOKED_RETRY_MS))
+                } else {
+                    until
+                }
+            })
+            .min()
+            .unwrap_or(now.saturating_add(UNREACHABLE_RETRY_MS));
+        let by: Vec<String> = holders
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} in the lab database by {} of server {} until {}",
+                    if r.start <= now { "held" } else { "booked" },
+                    r.holder,
+                    r.server,
+                    fmt_ms_short(r.expires.unwrap_or(r.end).min(r.end))
+                )
+            })
+            .collect();
+        let reason = if by.is_empty() {
+            format!("{} is taken in the lab database", claim.resource)
+        } else {
+            format!("{} is {}", claim.resource, by.join(", "))
+        };
+        Ok(Refused {
+            reason,
+            retry_in_ms: retry_at.saturating_sub(now).max(1),
+        })
+    }
+}
+
+impl LabBook {
+    /// Hold `claim`'s resource from the database's now: a request for exactly now, then
+    /// its claim. A resource another server holds is [`LabError::Conflict`] (or
+    /// [`LabError::Capacity`]); nothing is left booked.
+    pub async fn take_now(&self, claim: &FenceClaim<'_>) -> LabResult<(FenceId, EpochMs)> {
+        let mode = if claim.exclusive {
+            ReservationMode::Exclusive
+        } else {
+            ReservationMode::Shared
+        };
+        let pre = self
+            .request(
+                ReservationRequest::new(claim.resource, claim.holder.clone(), claim.duration_ms)
+                    .mode(mode)
+                    .next_available(false)
+                    .lease(claim.lease_ms.max(1)),
+                None,
+            )
+            .await?;
+        match self.claim(pre.id).await {
+            Ok(ClaimOutcome::Claimed(r)) => Ok((pre.id, r.expire_time)),
+            Ok(ClaimOutcome::Rebooked {
+                pre_reservation_id,
+                new_avail,
+                ..
+            }) => {
+                self.release(pre_reservation_id).await?;
+                Err(LabError::Conflict {
+                    resource: claim.resource.to_string(),
+                    requested: Window {
+                        start: new_avail,
+                        end: new_avail.saturating_add(claim.duration_ms),
+                    },
+                })
+            }
+            Err(e) => {
+                if let Err(r) = self.release(pre.id).await {
+                    tracing::warn!(id = %pre.id, error = %r, "cannot give back a claim the lab database refused");
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+impl LabBook {
+    /// The live hold of `operator` on `resource` whose window overlaps `start .. end`,
+    /// the one starting nearest `start`.
+    pub async fn find_hold(
+        &self,
+        resource: &str,
+        operator: &str,
+        start: EpochMs,
+        end: EpochMs,
+    ) -> LabResult<Option<ResId>> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt(
+                "SELECT id FROM lab_live
+                 WHERE resource = $1 AND holder_kind = 'operator' AND operator = $2
+                   AND during && tstzrange(testbay_ts($3), testbay_ts($4))
+                 ORDER BY abs(testbay_ms(lower(during)) - $3), id LIMIT 1",
+                &[
+                    &resource,
+                    &operator,
+                    &start,
+                    &end.max(start.saturating_add(1)),
+                ],
+            )
+            .await?;
+        Ok(row.map(|r| ResId(r.get::<_, i64>(0) as u64)))
+    }
+}
+
+impl Fence for LabFence {
+    fn claim(&self, claim: &FenceClaim<'_>) -> Result<Option<FenceId>, Refused> {
+        let started = Instant::now();
+        match self.call(self.book.take_now(claim)) {
+            Ok((id, end)) => {
+                let lease = Duration::from_millis(claim.lease_ms.max(1) as u64);
+                self.held().insert(
+                    id,
+                    Fenced {
+                        resource: claim.resource.to_string(),
+                        confirmed_until: started + lease,
+                        lease,
+                        end,
+                    },
+                );
+                Ok(Some(id))
+            }
+            Err(LabError::Conflict { .. } | LabError::Capacity { .. }) => {
+                Err(self.call(self.refusal(claim)).unwrap_or_else(|e| Refused {
+                    reason: format!("{} is taken in the lab database ({e})", claim.resource),
+                    retry_in_ms: UNREACHABLE_RETRY_MS,
+                }))
+            }
+            Err(e) => {
+                tracing::warn!(resource = claim.resource, error = %e, "the lab database did not take a claim");
+                Err(Refused {
+                    reason: format!(
+                        "{} cannot be claimed in the lab database: {e}",
+                        claim.resource
+                    ),
+                    retry_in_ms: UNREACHABLE_RETRY_MS,
+                })
+            }
+        }
+    }
+
+    fn renew(&self, ids: &[FenceId]) -> Vec<(FenceId, String)> {
+        let mut lost = Vec::new();
+        // Once the database could not be reached, the other leases are not tried again
+        // this round (each would wait out the timeout); they are judged by when they
+        // were last renewed.
+        let mut unreachable: Option<LabError> = None;
+        for &id in ids {
+            let Some(f) = self.held().get(&id).cloned() else {
+                continue;
+            };
+            let started = Instant::now();
+            let renewed = match &unreachable {
+                Some(e) => Err(LabError::Connect(e.to_string().into())),
+                None => self.call(self.book.renew(id)),
+            };
+            match renewed {
+                Ok(_) => {
+                    if let Some(f) = self.held().get_mut(&id) {
+                        f.confirmed_until = started + f.lease;
+                    }
+                }
+                Err(e @ (LabError::LeaseLost(_) | LabError::UnknownId(_))) => {
+                    self.held().remove(&id);
+                    lost.push((
+                        id,
+                        format!("lost its lease on {} in the lab database ({e})", f.resource),
+                    ));
+                }
+                Err(e) => {
+                    if Instant::now() >= f.confirmed_until {
+                        self.held().remove(&id);
+                        lost.push((
+                            id,
+                            format!(
+                                "lost its lease on {} in the lab database (not renewed within {} ms: {e})",
+                                f.resource,
+                                f.lease.as_millis()
+                            ),
+                        ));
+                    } else {
+                        tracing::warn!(id = %id, resource = f.resource, error = %e, "cannot renew a lease in the lab database; trying again");
+                    }
+                    if matches!(e, LabError::Connect(_)) {
+                        unreachable.get_or_insert(e);
+                    }
+                }
+            }
+        }
+        lost
+    }
+
+    fn extend(&self, id: FenceId, by_ms: i64) {
+        let Some(end) = self.held().get(&id).map(|f| f.end) else {
+            return;
+        };
+        match self.call(self.book.extend(id, end.saturating_add(by_ms))) {
+            Ok(r) => {
+                if let Some(f) = self.held().get_mut(&id) {
+                    f.end = r.expire_time;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(id = %id, error = %e, "cannot extend a claim in the lab database")
+            }
+        }
+    }
+
+    fn hold(&self, hold: &FenceHold<'_>) -> Result<(), Refused> {
+        let from = hold.start.max(hold.now);
+        let dur = hold.end.saturating_sub(from);
+        if dur <= 0 {
+            return Ok(());
+        }
+        let who = Holder::Operator {
+            name: hold.operator.to_string(),
+        };
+        let req = ReservationRequest::new(hold.resource, who.clone(), dur)
+            .at(from)
+            .mode(hold.mode)
+            .next_available(false)
+            .auto_claim(true);
+        match self.call(self.book.request(req, None)) {
+            Ok(_) => Ok(()),
+            Err(LabError::Conflict { .. } | LabError::Capacity { .. }) => {
+                let claim = FenceClaim {
+                    resource: hold.resource,
+                    exclusive: hold.mode == ReservationMode::Exclusive,
+                    holder: &who,
+                    duration_ms: hold.end.saturating_sub(hold.now).max(1),
+                    lease_ms: 1,
+                };
+                Err(self.call(self.refusal(&claim)).unwrap_or_else(|e| Refused {
+                    reason: format!("{} is taken in the lab database ({e})", hold.resource),
+                    retry_in_ms: UNREACHABLE_RETRY_MS,
+                }))
+            }
+            Err(e) => Err(Refused {
+                reason: format!("{} cannot be held in the lab database: {e}", hold.resource),
+                retry_in_ms: UNREACHABLE_RETRY_MS,
+            }),
+        }
+    }
+
+    fn end_hold(&self, hold: &FenceHold<'_>) {
+        let found = self.call(async {
+            match self
+                .book
+                .find_hold(
+                    hold.resource,
+                    hold.operator,
+                    hold.start.max(hold.now),
+                    hold.end,
+                )
+                .await?
+            {
+                Some(id) => self.book.release(id).await.map(|()| true),
+                None => Ok(false),
+            }
+        });
+        if let Err(e) = found {
+            // Unreleased, it ends with its window.
+            tracing::warn!(resource = hold.resource, error = %e, "cannot end a hold in the lab database");
+        }
+    }
+
+    fn extend_hold(&self, hold: &FenceHold<'_>, new_end: EpochMs) {
+        let done = self.call(async {
+            match self
+                .book
+                .find_hold(
+                    hold.resource,
+                    hold.operator,
+                    hold.start.max(hold.now),
+                    hold.end,
+                )
+                .await?
+            {
+                Some(id) => self.book.extend(id, new_end).await.map(|_| ()),
+                None => Ok(()),
+            }
+        });
+        if let Err(e) = done {
+            tracing::warn!(resource = hold.resource, error = %e, "cannot extend a hold in the lab database");
+        }
+    }
+
+    fn release(&self, id: FenceId) {
+        if self.held().remove(&id).is_none() {
+            return;
+        }
+        if let Err(e) = self.call(self.book.release(id)) {
+            // Unreleased, it lapses at its lease's end by the database's clock.
+            tracing::warn!(id = %id, error = %e, "cannot release a claim in the lab database");
+        }
+    }
+}
