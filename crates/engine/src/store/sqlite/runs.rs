@@ -1,9 +1,12 @@
 //! Runs in SQLite: inserting a run with its planned tasks, its status, one run and the
 //! listing (filters, sort, page, search), and recovery of runs whose console died.
 
+use std::collections::HashMap;
+
+use rusqlite::types::ToSql;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 
-use super::to_json;
+use super::{search, to_json};
 use crate::clock::EpochMs;
 use crate::outcome::{RunStatus, RunVerdict, ABORTED};
 use crate::store::{
@@ -46,29 +49,45 @@ pub(super) fn insert(
             owner.start,
         ],
     )?;
-    let mut ids = Vec::with_capacity(tasks.len());
     // The run's tallies counted once after its rows, not once per row.
     super::tally::pause(&tx)?;
-    {
-        let mut stmt = tx.prepare(
-            "INSERT INTO task_results (run_id, seq, lane, task, kind, grp, description, est_task_time)
-             VALUES (?1,?2,?3,?4,?5,?6,?7,?8)",
-        )?;
-        for t in tasks {
-            stmt.execute(params![
-                run.id,
-                t.seq,
-                t.lane,
-                t.task,
-                t.kind.as_str(),
-                t.group,
-                t.description,
-                t.est_task_time
-            ])?;
-            ids.push(tx.last_insert_rowid());
+    // Multi-row inserts; each row's id comes back with its sequence number.
+    let mut by_seq: HashMap<u32, i64> = HashMap::with_capacity(tasks.len());
+    for chunk in tasks.chunks(super::batch::ROWS_PER_INSERT) {
+        let kinds: Vec<&'static str> = chunk.iter().map(|t| t.kind.as_str()).collect();
+        let mut args: Vec<&dyn ToSql> = Vec::with_capacity(chunk.len() * 8);
+        for (t, kind) in chunk.iter().zip(&kinds) {
+            args.extend([
+                &run.id as &dyn ToSql,
+                &t.seq,
+                &t.lane,
+                &t.task,
+                kind,
+                &t.group,
+                &t.description,
+                &t.est_task_time,
+            ]);
+        }
+        let sql = format!(
+            "{} RETURNING seq, id",
+            super::batch::values_sql(
+                "INSERT INTO task_results (run_id, seq, lane, task, kind, grp, description, est_task_time) VALUES ",
+                8,
+                chunk.len()
+            )
+        );
+        let mut stmt = tx.prepare_cached(&sql)?;
+        let mut rows = stmt.query(args.as_slice())?;
+        while let Some(r) = rows.next()? {
+            by_seq.insert(r.get(0)?, r.get(1)?);
         }
     }
+    let ids = tasks
+        .iter()
+        .map(|t| by_seq.get(&t.seq).copied().unwrap_or_default())
+        .collect();
     super::tally::recount(&tx, [run.id.as_str()])?;
+    super::search::refresh(&tx, [run.id.as_str()])?;
     tx.commit()?;
     Ok(ids)
 }
@@ -80,7 +99,9 @@ pub(super) fn set_status(
     reason: Option<&str>,
     now: EpochMs,
 ) -> Result<()> {
-    let n = conn.execute(
+    // A finished run gets its text digest back (`search`) with its status.
+    let tx = conn.unchecked_transaction()?;
+    let n = tx.execute(
         "UPDATE runs SET status = ?2,
             reason = CASE WHEN ?2 = 'running' THEN ?3 ELSE COALESCE(?3, reason) END,
             started_ms = CASE WHEN ?2 = 'running' AND started_ms IS NULL THEN ?4 ELSE started_ms END,
@@ -91,6 +112,10 @@ pub(super) fn set_status(
     if n == 0 {
         return Err(StoreError::RunNotFound(id.into()));
     }
+    if status.is_finished() {
+        super::search::refresh_if_dropped(&tx, id)?;
+    }
+    tx.commit()?;
     Ok(())
 }
 
@@ -258,6 +283,7 @@ pub(super) fn mark_interrupted(
              WHERE run_id = ?1 AND state != 'done'",
             params![run_id, ABORTED, now],
         )?;
+        super::search::refresh_if_dropped(&tx, run_id)?;
         tx.commit()?;
         tracing::warn!(run_id = %run_id, aborted, "marked interrupted run");
         report.aborted_tasks += aborted as u32;
@@ -366,12 +392,22 @@ impl ListSql {
             }
             let pat = format!("%{}%", like_escape(text));
             let p = arg(V::Text(pat));
+            // A run's task rows are read only where its text digest holds the text, or
+            // it has none (`search`).
+            let digest = match search::phrase(text) {
+                Some(phrase) => format!(
+                    "(r.text_doc IS NULL OR r.text_doc IN
+                        (SELECT rowid FROM run_text WHERE run_text MATCH {})) AND ",
+                    arg(V::Text(phrase))
+                ),
+                None => String::new(),
+            };
             wh.push(format!(
                 "(r.id LIKE {p} ESCAPE '\\' OR r.pack_name LIKE {p} ESCAPE '\\' OR r.reason LIKE {p} ESCAPE '\\'
                   OR EXISTS (SELECT 1 FROM json_each(r.duts_json)
                              WHERE json_extract(value, '$.name') LIKE {p} ESCAPE '\\')
-                  OR EXISTS (SELECT 1 FROM task_results t WHERE t.run_id = r.id
-                             AND (t.task LIKE {p} ESCAPE '\\' OR t.message LIKE {p} ESCAPE '\\')))"
+                  OR ({digest}EXISTS (SELECT 1 FROM task_results t WHERE t.run_id = r.id
+                             AND (t.task LIKE {p} ESCAPE '\\' OR t.message LIKE {p} ESCAPE '\\'))))"
             ));
         }
         // Its argument comes last: the count, which has no keyset, leaves it out.
