@@ -81,9 +81,14 @@ fn store_with_a_slow_search(dir: &Path) -> Arc<dyn Store> {
         })
         .collect();
     s.finish_tasks(&done).unwrap();
-    // Its first task finished again on its own: the run's text digest is dropped until
-    // the run finishes, so the search reads its task rows, one slow `LIKE` each.
-    s.finish_task(ids[0], &done[0].1).unwrap();
+    // Its first task finished again on its own, with another message: the run's text
+    // digest is dropped until the run finishes, so the search reads its task rows, one
+    // slow `LIKE` each.
+    let again = TaskFinish {
+        message: "a".repeat(4999),
+        ..done[0].1.clone()
+    };
+    s.finish_task(ids[0], &again).unwrap();
     s.commit_now().unwrap();
     s.insert_run(&new_run("quick"), &rows(3)).unwrap();
     Arc::new(s)
