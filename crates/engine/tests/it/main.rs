@@ -9,7 +9,6 @@ mod store;
 mod store_contract;
 mod store_pg;
 mod store_reads;
-mod store_search;
 mod history;
 mod run;
 mod run_seq;

@@ -63,13 +63,15 @@ const ADD_TALLIES: &str = "INSERT INTO measurement_tallies (run_id, lane, total,
 pub(super) async fn finish(c: &ClientWrapper, items: &[(i64, TaskFinish)]) -> Result<()> {
     // The rows, column by column.
     let mut ids = Vec::with_capacity(items.len());
-    let (mut lane, mut result, mut failure, mut message, mut metadata, mut raw) =
-        (vec![], vec![], vec![], vec![], vec![], vec![]);
-    let (mut run_time, mut delta, mut started, mut finished, mut setup, mut main, mut teardown) =
-        (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
-    let (mut exit, mut signal, mut truncated, mut flaky) = (vec![], vec![], vec![], vec![]);
-    let (mut task_dir, mut setup_log, mut main_log, mut teardown_log, mut artifacts) =
-        (vec![], vec![], vec![], vec![], vec![]);
+    let [mut lane, mut metadata, mut raw] = [(); 3].map(|_| Vec::new());
+    let [mut task_dir, mut setup_log, mut main_log, mut teardown_log, mut artifacts] =
+        [(); 5].map(|_| Vec::new());
+    let [mut started, mut setup, mut main, mut teardown] = [(); 4].map(|_| Vec::new());
+    let [mut failure, mut truncated, mut flaky] = [(); 3].map(|_| Vec::new());
+    let [mut run_time, mut delta] = [(); 2].map(|_| Vec::new());
+    let [mut exit, mut signal] = [(); 2].map(|_| Vec::new());
+    let [mut result, mut message] = [(); 2].map(|_| Vec::new());
+    let mut finished = Vec::new();
     for (id, f) in items {
         let paths = stored_paths(c, *id, &f.paths).await?;
         ids.push(*id);
@@ -148,8 +150,9 @@ pub(super) async fn finish(c: &ClientWrapper, items: &[(i64, TaskFinish)]) -> Re
             &[&with_subs],
         )
         .await?;
-        let (mut tid, mut idx, mut name, mut desc, mut res, mut fail, mut msg, mut meta) =
-            (vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+        let [mut tid, mut idx] = [(); 2].map(|_| Vec::new());
+        let [mut name, mut desc, mut res, mut msg] = [(); 4].map(|_| Vec::new());
+        let (mut fail, mut meta) = (Vec::new(), Vec::new());
         for (id, f) in items {
             for (i, s) in f.sub_results.iter().enumerate() {
                 tid.push(*id);
@@ -163,18 +166,17 @@ pub(super) async fn finish(c: &ClientWrapper, items: &[(i64, TaskFinish)]) -> Re
             }
         }
         let stmt = c.prepare_cached(INSERT_SUBS).await?;
-        c.execute(
-            &stmt,
-            &[&tid, &idx, &name, &desc, &res, &fail, &msg, &meta],
-        )
-        .await?;
+        c.execute(&stmt, &[&tid, &idx, &name, &desc, &res, &fail, &msg, &meta])
+            .await?;
     }
 
     // Measurements: the sub-results' then the task's own, task by task, as
     // `finish_task` writes them.
-    let (mut tid, mut sub, mut name, mut value, mut units, mut low, mut high, mut cmp, mut passed) =
-        (vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
-    let (mut tally_id, mut tally_n, mut tally_failed) = (vec![], vec![], vec![]);
+    let [mut sub, mut cmp] = [(); 2].map(|_| Vec::new());
+    let [mut low, mut high] = [(); 2].map(|_| Vec::new());
+    let (mut name, mut units, mut value) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut tid, mut passed) = (Vec::new(), Vec::new());
+    let [mut tally_id, mut tally_n, mut tally_failed] = [(); 3].map(|_| Vec::new());
     for (id, f) in items {
         let of_subs = f
             .sub_results
@@ -207,7 +209,9 @@ pub(super) async fn finish(c: &ClientWrapper, items: &[(i64, TaskFinish)]) -> Re
         let stored = c
             .execute(
                 &stmt,
-                &[&tid, &sub, &name, &value, &units, &low, &high, &cmp, &passed],
+                &[
+                    &tid, &sub, &name, &value, &units, &low, &high, &cmp, &passed,
+                ],
             )
             .await?;
         if stored as usize != tid.len() {

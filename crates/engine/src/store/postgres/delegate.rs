@@ -16,8 +16,8 @@ use crate::store::{
 };
 
 use super::{
-    access, batch, book, health, history, misc, packs, retention, runs, tasks, tx, webhooks, PgBookStore,
-    PgStore,
+    access, batch, book, health, history, misc, packs, retention, runs, tasks, tx, webhooks,
+    PgBookStore, PgStore,
 };
 
 impl Store for PgStore {

@@ -19,7 +19,11 @@ fn parse_opt_json(s: Option<String>) -> Option<serde_json::Value> {
 
 /// `paths` of occurrence `task_id` as stored, relative to its run's folder
 /// (`store::paths`); as given when none is set.
-pub(super) async fn stored_paths(c: &ClientWrapper, task_id: i64, paths: &TaskPaths) -> Result<TaskPaths> {
+pub(super) async fn stored_paths(
+    c: &ClientWrapper,
+    task_id: i64,
+    paths: &TaskPaths,
+) -> Result<TaskPaths> {
     if *paths == TaskPaths::default() {
         return Ok(TaskPaths::default());
     }

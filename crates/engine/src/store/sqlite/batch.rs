@@ -98,12 +98,7 @@ pub(super) fn finish<'a>(
             });
         };
         let folder = paths::run_folder(snapshot.as_deref());
-        update_with(
-            &mut update,
-            task_id,
-            f,
-            &paths::to_stored(&f.paths, folder),
-        )?;
+        update_with(&mut update, task_id, f, &paths::to_stored(&f.paths, folder))?;
         if let Some(lane) = &f.lane {
             occ.lane.clone_from(lane);
         }
@@ -238,6 +233,9 @@ mod tests {
 
     #[test]
     fn values_have_one_group_per_row() {
-        assert_eq!(values_sql("INSERT INTO t (a, b) VALUES ", 2, 3), "INSERT INTO t (a, b) VALUES (?,?),(?,?),(?,?)");
+        assert_eq!(
+            values_sql("INSERT INTO t (a, b) VALUES ", 2, 3),
+            "INSERT INTO t (a, b) VALUES (?,?),(?,?),(?,?)"
+        );
     }
 }

@@ -597,42 +597,12 @@ END;
 "#,
     },
     Migration {
-        name: "fewer index entries per task result; each run's text digest for the search",
-        // `task_results_run_result` served lookups by run, which the key (run_id, seq)
-        // serves as well, and the `result=` filter, which now reads the tallies: every
-        // task result paid two entries of it (its insert, its finish). The listing's
-        // text search reads each run's digest (`sqlite::search`): its task names and
-        // messages in a trigram index (`run_text`, one document per run, `runs.text_doc`
-        // its row; NULL while a single write has changed the run's messages since).
+        name: "task results' index on (run, result) dropped",
+        // It served lookups by run, which the key (run_id, seq) serves as well, and the
+        // `result=` filter, which reads the tallies now: every task result paid two
+        // writes of it (an entry at its insert, moved at its finish) for no reader.
         sql: r#"
 DROP INDEX task_results_run_result;
-ALTER TABLE runs ADD COLUMN text_doc INTEGER;
-CREATE VIRTUAL TABLE run_text USING fts5(body, content='', contentless_delete=1, tokenize='trigram');
-INSERT INTO run_text (rowid, body)
-    SELECT r.rowid, coalesce((SELECT group_concat(x, char(10)) FROM (
-        SELECT t.task AS x FROM task_results t WHERE t.run_id = r.id
-        UNION SELECT t.message FROM task_results t WHERE t.run_id = r.id AND t.message <> '')), '')
-    FROM runs r;
-UPDATE runs SET text_doc = rowid;
-CREATE TRIGGER task_results_text_insert AFTER INSERT ON task_results
-WHEN NOT EXISTS (SELECT 1 FROM tally_paused)
-    AND (SELECT text_doc FROM runs WHERE id = NEW.run_id) IS NOT NULL
-BEGIN
-    DELETE FROM run_text WHERE rowid = (SELECT text_doc FROM runs WHERE id = NEW.run_id);
-    UPDATE runs SET text_doc = NULL WHERE id = NEW.run_id;
-END;
-CREATE TRIGGER task_results_text_update AFTER UPDATE OF task, message ON task_results
-WHEN (OLD.message IS NOT NEW.message OR OLD.task IS NOT NEW.task)
-    AND NOT EXISTS (SELECT 1 FROM tally_paused)
-    AND (SELECT text_doc FROM runs WHERE id = NEW.run_id) IS NOT NULL
-BEGIN
-    DELETE FROM run_text WHERE rowid = (SELECT text_doc FROM runs WHERE id = NEW.run_id);
-    UPDATE runs SET text_doc = NULL WHERE id = NEW.run_id;
-END;
-CREATE TRIGGER runs_text_delete AFTER DELETE ON runs WHEN OLD.text_doc IS NOT NULL
-BEGIN
-    DELETE FROM run_text WHERE rowid = OLD.text_doc;
-END;
 "#,
     },
 ];

@@ -12,8 +12,7 @@
 //! a read that finds the writer free.
 //!
 //! Bulk writes (`finish_tasks`, a run's insert) are one transaction each (`batch`:
-//! multi-row inserts, the tally triggers paused and each run counted once, `tally`; each
-//! run's text digest written once, `search`).
+//! multi-row inserts, the tally triggers paused and each run counted once, `tally`).
 //!
 //! Durability: WAL with `synchronous=NORMAL`. A committed write (a whole batch, or
 //! nothing of it) survives the process being killed at any moment. A power cut or an OS
@@ -28,7 +27,6 @@ pub mod migrations;
 mod open;
 mod read;
 mod runs;
-mod search;
 mod tally;
 mod tasks;
 pub mod lab;
@@ -326,7 +324,6 @@ impl Store for SqliteStore {
         tally::pause(&tx)?;
         let runs = batch::finish(&tx, items.iter().map(|(id, f)| (*id, f)))?;
         tally::recount(&tx, runs.iter().map(String::as_str))?;
-        search::refresh(&tx, runs.iter().map(String::as_str))?;
         tx.commit()?;
         Ok(())
     }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use rusqlite::types::ToSql;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 
-use super::{search, to_json};
+use super::to_json;
 use crate::clock::EpochMs;
 use crate::outcome::{RunStatus, RunVerdict, ABORTED};
 use crate::store::{
@@ -87,7 +87,6 @@ pub(super) fn insert(
         .map(|t| by_seq.get(&t.seq).copied().unwrap_or_default())
         .collect();
     super::tally::recount(&tx, [run.id.as_str()])?;
-    super::search::refresh(&tx, [run.id.as_str()])?;
     tx.commit()?;
     Ok(ids)
 }
@@ -99,9 +98,7 @@ pub(super) fn set_status(
     reason: Option<&str>,
     now: EpochMs,
 ) -> Result<()> {
-    // A finished run gets its text digest back (`search`) with its status.
-    let tx = conn.unchecked_transaction()?;
-    let n = tx.execute(
+    let n = conn.execute(
         "UPDATE runs SET status = ?2,
             reason = CASE WHEN ?2 = 'running' THEN ?3 ELSE COALESCE(?3, reason) END,
             started_ms = CASE WHEN ?2 = 'running' AND started_ms IS NULL THEN ?4 ELSE started_ms END,
@@ -112,10 +109,6 @@ pub(super) fn set_status(
     if n == 0 {
         return Err(StoreError::RunNotFound(id.into()));
     }
-    if status.is_finished() {
-        super::search::refresh_if_dropped(&tx, id)?;
-    }
-    tx.commit()?;
     Ok(())
 }
 
@@ -283,7 +276,6 @@ pub(super) fn mark_interrupted(
              WHERE run_id = ?1 AND state != 'done'",
             params![run_id, ABORTED, now],
         )?;
-        super::search::refresh_if_dropped(&tx, run_id)?;
         tx.commit()?;
         tracing::warn!(run_id = %run_id, aborted, "marked interrupted run");
         report.aborted_tasks += aborted as u32;
@@ -392,22 +384,12 @@ impl ListSql {
             }
             let pat = format!("%{}%", like_escape(text));
             let p = arg(V::Text(pat));
-            // A run's task rows are read only where its text digest holds the text, or
-            // it has none (`search`).
-            let digest = match search::phrase(text) {
-                Some(phrase) => format!(
-                    "(r.text_doc IS NULL OR r.text_doc IN
-                        (SELECT rowid FROM run_text WHERE run_text MATCH {})) AND ",
-                    arg(V::Text(phrase))
-                ),
-                None => String::new(),
-            };
             wh.push(format!(
                 "(r.id LIKE {p} ESCAPE '\\' OR r.pack_name LIKE {p} ESCAPE '\\' OR r.reason LIKE {p} ESCAPE '\\'
                   OR EXISTS (SELECT 1 FROM json_each(r.duts_json)
                              WHERE json_extract(value, '$.name') LIKE {p} ESCAPE '\\')
-                  OR ({digest}EXISTS (SELECT 1 FROM task_results t WHERE t.run_id = r.id
-                             AND (t.task LIKE {p} ESCAPE '\\' OR t.message LIKE {p} ESCAPE '\\'))))"
+                  OR EXISTS (SELECT 1 FROM task_results t WHERE t.run_id = r.id
+                             AND (t.task LIKE {p} ESCAPE '\\' OR t.message LIKE {p} ESCAPE '\\')))"
             ));
         }
         // Its argument comes last: the count, which has no keyset, leaves it out.

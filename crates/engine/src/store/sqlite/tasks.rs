@@ -8,8 +8,8 @@ use rusqlite::{params, Connection, OptionalExtension, Statement};
 use super::parse_opt_json;
 use crate::clock::EpochMs;
 use crate::store::{
-    paths, AttemptRecord, Result, SectionRecord, StoreError, StoredTaskState,
-    SubResultRecord, TaskFinish, TaskKind, TaskPaths, TaskRecord,
+    paths, AttemptRecord, Result, SectionRecord, StoreError, StoredTaskState, SubResultRecord,
+    TaskFinish, TaskKind, TaskPaths, TaskRecord,
 };
 
 /// Record a phase's start (lane, phase, paths, process group); the caller commits.
@@ -333,7 +333,11 @@ pub(super) fn write_attempts(
 }
 
 /// Replace the sections of `task_id`.
-pub(super) fn write_sections(conn: &Connection, task_id: i64, sections: &[SectionRecord]) -> Result<()> {
+pub(super) fn write_sections(
+    conn: &Connection,
+    task_id: i64,
+    sections: &[SectionRecord],
+) -> Result<()> {
     conn.prepare_cached("DELETE FROM sections WHERE task_result_id = ?1")?
         .execute([task_id])?;
     let mut stmt = conn.prepare_cached(
