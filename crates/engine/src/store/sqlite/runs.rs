@@ -339,6 +339,7 @@ impl ListSql {
             ));
         }
         if q.failed_only {
+            // Word for word the condition of the partial index `runs_failed`.
             wh.push("(r.status = 'errored' OR r.t_failure > 0)".into());
         }
         if let Some(f) = q.from_ms {
