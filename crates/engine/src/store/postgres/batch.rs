@@ -6,9 +6,11 @@
 //! so the statement-level tally triggers run once per batch. It stores exactly what
 //! `finish_task` stores for each item (the contract suite compares them).
 
+use std::collections::HashSet;
+
 use deadpool_postgres::ClientWrapper;
 
-use super::tasks::{stored_paths, write_attempts, write_sections};
+use super::tasks::{finish_writes, stored_paths, write_attempts, write_sections};
 use crate::store::{MeasurementRecord, Result, StoreError, TaskFinish};
 
 const UPDATE_ALL: &str = "UPDATE task_results t SET state = 'done', lane = COALESCE(v.lane, t.lane),
@@ -61,6 +63,15 @@ const ADD_TALLIES: &str = "INSERT INTO measurement_tallies (run_id, lane, total,
 
 /// Write `items` inside the caller's transaction (which the caller rolls back on error).
 pub(super) async fn finish(c: &ClientWrapper, items: &[(i64, TaskFinish)]) -> Result<()> {
+    // An occurrence given twice: one `UPDATE` would apply only one of its finishes, so
+    // such a batch is written item by item, in order, as `finish_task` would.
+    let distinct: HashSet<i64> = items.iter().map(|(id, _)| *id).collect();
+    if distinct.len() < items.len() {
+        for (id, f) in items {
+            finish_writes(c, *id, f).await?;
+        }
+        return Ok(());
+    }
     // The rows, column by column.
     let mut ids = Vec::with_capacity(items.len());
     let [mut lane, mut metadata, mut raw] = [(); 3].map(|_| Vec::new());

@@ -69,7 +69,7 @@ pub(super) fn finish<'a>(
     let mut occs: Vec<Occurrence> = Vec::new();
     let mut subs: Vec<SubRow<'a>> = Vec::new();
     let mut measures: Vec<MeasureRow<'a>> = Vec::new();
-    let mut with_subs: Vec<i64> = Vec::new();
+    let mut with_subs: BTreeSet<i64> = BTreeSet::new();
     for (task_id, f) in items {
         let found = occurrence
             .query_row([task_id], |r| {
@@ -109,7 +109,11 @@ pub(super) fn finish<'a>(
             write_sections(conn, task_id, &f.sections)?;
         }
         if !f.sub_results.is_empty() {
-            with_subs.push(task_id);
+            // Given twice in one batch: the later sub-results replace the earlier, as
+            // two single finishes would.
+            if !with_subs.insert(task_id) {
+                subs.retain(|r| r.task_id != task_id);
+            }
             subs.extend(f.sub_results.iter().enumerate().map(|(i, s)| SubRow {
                 task_id,
                 idx: i as i64,
