@@ -1241,7 +1241,9 @@ fn a_batch_stores_what_single_finishes_store(b: &impl Backend) {
     );
 
     // An occurrence given twice in one batch: what two single finishes in order store.
-    let two = s.insert_run(&new_run("two", "p", T0 + 3), &rows(1)).unwrap();
+    let two = s
+        .insert_run(&new_run("two", "p", T0 + 3), &rows(1))
+        .unwrap();
     let twice = s
         .insert_run(&new_run("twice", "p", T0 + 4), &rows(1))
         .unwrap();
