@@ -1240,6 +1240,24 @@ fn a_batch_stores_what_single_finishes_store(b: &impl Backend) {
         "task1 fails in both runs"
     );
 
+    // An occurrence given twice in one batch: what two single finishes in order store.
+    let two = s
+        .insert_run(&new_run("two", "p", T0 + 3), &rows(1))
+        .unwrap();
+    let twice = s
+        .insert_run(&new_run("twice", "p", T0 + 4), &rows(1))
+        .unwrap();
+    s.finish_task(two[0], &rich_finish(0)).unwrap();
+    s.finish_task(two[0], &rich_finish(1)).unwrap();
+    s.commit_now().unwrap();
+    s.finish_tasks(&[(twice[0], rich_finish(0)), (twice[0], rich_finish(1))])
+        .unwrap();
+    assert_eq!(strip("twice"), strip("two"));
+    assert_eq!(
+        s.get_run("twice").unwrap().counts,
+        s.get_run("two").unwrap().counts
+    );
+
     // A batch with an unknown occurrence (its sub-results refused) stores nothing.
     let bad = s
         .insert_run(&new_run("bad", "p", T0 + 2), &rows(1))

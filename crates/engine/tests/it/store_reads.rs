@@ -189,6 +189,28 @@ fn result_and_failure_filters_read_the_runs_tallies() {
     );
 }
 
+/// `failed_only` with a pack walks that pack's failed runs (the partial index
+/// `runs_failed`), not every run of the pack.
+#[test]
+fn failed_runs_of_a_pack_are_read_from_their_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open_in(dir.path()).unwrap();
+    let plan = s
+        .list_runs_plan(&RunQuery {
+            pack: Some("p".into()),
+            failed_only: true,
+            dut: Some("stb-01".into()),
+            text: Some("channel 0".into()),
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(
+        plan.iter()
+            .any(|l| l.starts_with("SEARCH r USING INDEX runs_failed (pack_name=?)")),
+        "{plan:#?}"
+    );
+}
+
 /// A page after a run starts from the index on creation at that run, whatever its
 /// depth.
 #[test]

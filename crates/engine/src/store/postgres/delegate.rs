@@ -16,8 +16,8 @@ use crate::store::{
 };
 
 use super::{
-    access, book, health, history, misc, packs, retention, runs, tasks, tx, webhooks, PgBookStore,
-    PgStore,
+    access, batch, book, health, history, misc, packs, retention, runs, tasks, tx, webhooks,
+    PgBookStore, PgStore,
 };
 
 impl Store for PgStore {
@@ -93,11 +93,9 @@ impl Store for PgStore {
         }
         self.write(async |c| {
             c.batch_execute("BEGIN").await?;
-            for (id, f) in items {
-                if let Err(e) = tasks::finish_writes(c, *id, f).await {
-                    let _ = c.batch_execute("ROLLBACK").await;
-                    return Err(e);
-                }
+            if let Err(e) = batch::finish(c, items).await {
+                let _ = c.batch_execute("ROLLBACK").await;
+                return Err(e);
             }
             Ok(c.batch_execute("COMMIT").await?)
         })

@@ -38,6 +38,7 @@
 //! `import` copies a SQLite store in (`testbay migrate-store`).
 
 mod access;
+mod batch;
 mod packs;
 mod book;
 mod delegate;

@@ -19,7 +19,11 @@ fn parse_opt_json(s: Option<String>) -> Option<serde_json::Value> {
 
 /// `paths` of occurrence `task_id` as stored, relative to its run's folder
 /// (`store::paths`); as given when none is set.
-async fn stored_paths(c: &ClientWrapper, task_id: i64, paths: &TaskPaths) -> Result<TaskPaths> {
+pub(super) async fn stored_paths(
+    c: &ClientWrapper,
+    task_id: i64,
+    paths: &TaskPaths,
+) -> Result<TaskPaths> {
     if *paths == TaskPaths::default() {
         return Ok(TaskPaths::default());
     }
@@ -295,64 +299,10 @@ async fn update_finish(c: &ClientWrapper, task_id: i64, f: &TaskFinish) -> Resul
 pub(super) async fn finish_writes(c: &ClientWrapper, task_id: i64, f: &TaskFinish) -> Result<()> {
     update_finish(c, task_id, f).await?;
     if !f.attempts.is_empty() {
-        c.execute(
-            "DELETE FROM task_attempts WHERE task_result_id = $1",
-            &[&task_id],
-        )
-        .await?;
-        for a in &f.attempts {
-            let paths = stored_paths(c, task_id, &a.paths).await?;
-            c.execute(
-                "INSERT INTO task_attempts (task_result_id, attempt, result, failure, message,
-                    started_ms, finished_ms, exit_code, signal, task_dir, setup_log, main_log,
-                    teardown_log, artifacts_dir)
-                 VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)",
-                &[
-                    &task_id,
-                    &big(a.attempt),
-                    &a.result,
-                    &a.failure,
-                    &a.message,
-                    &a.started_ms,
-                    &a.finished_ms,
-                    &a.exit_code,
-                    &a.signal,
-                    &paths.task_dir,
-                    &paths.setup_log,
-                    &paths.main_log,
-                    &paths.teardown_log,
-                    &paths.artifacts_dir,
-                ],
-            )
-            .await?;
-        }
+        write_attempts(c, task_id, &f.attempts).await?;
     }
     if !f.sections.is_empty() {
-        c.execute(
-            "DELETE FROM sections WHERE task_result_id = $1",
-            &[&task_id],
-        )
-        .await?;
-        for s in &f.sections {
-            let x = &s.section;
-            c.execute(
-                "INSERT INTO sections (task_result_id, phase, section_id, parent_id, name, result,
-                    started_ms, finished_ms, section_json)
-                 VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)",
-                &[
-                    &task_id,
-                    &s.phase,
-                    &big(x.id),
-                    &x.parent.map(big),
-                    &x.name,
-                    &x.result,
-                    &x.started_ms,
-                    &x.finished_ms,
-                    &serde_json::to_string(x).expect("plain JSON"),
-                ],
-            )
-            .await?;
-        }
+        write_sections(c, task_id, &f.sections).await?;
     }
     if !f.sub_results.is_empty() {
         c.execute(
@@ -383,5 +333,79 @@ pub(super) async fn finish_writes(c: &ClientWrapper, task_id: i64, f: &TaskFinis
         }
     }
     super::history::insert(c, task_id, None, &f.measurements).await?;
+    Ok(())
+}
+
+/// Replace the attempts of `task_id`.
+pub(super) async fn write_attempts(
+    c: &ClientWrapper,
+    task_id: i64,
+    attempts: &[AttemptRecord],
+) -> Result<()> {
+    c.execute(
+        "DELETE FROM task_attempts WHERE task_result_id = $1",
+        &[&task_id],
+    )
+    .await?;
+    for a in attempts {
+        let paths = stored_paths(c, task_id, &a.paths).await?;
+        c.execute(
+            "INSERT INTO task_attempts (task_result_id, attempt, result, failure, message,
+                started_ms, finished_ms, exit_code, signal, task_dir, setup_log, main_log,
+                teardown_log, artifacts_dir)
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)",
+            &[
+                &task_id,
+                &big(a.attempt),
+                &a.result,
+                &a.failure,
+                &a.message,
+                &a.started_ms,
+                &a.finished_ms,
+                &a.exit_code,
+                &a.signal,
+                &paths.task_dir,
+                &paths.setup_log,
+                &paths.main_log,
+                &paths.teardown_log,
+                &paths.artifacts_dir,
+            ],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Replace the sections of `task_id`.
+pub(super) async fn write_sections(
+    c: &ClientWrapper,
+    task_id: i64,
+    sections: &[SectionRecord],
+) -> Result<()> {
+    c.execute(
+        "DELETE FROM sections WHERE task_result_id = $1",
+        &[&task_id],
+    )
+    .await?;
+    for s in sections {
+        let x = &s.section;
+        c.execute(
+            "INSERT INTO sections (task_result_id, phase, section_id, parent_id, name, result,
+                started_ms, finished_ms, section_json)
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)",
+            &[
+                &task_id,
+                &s.phase,
+                &big(x.id),
+                &x.parent.map(big),
+                &x.name,
+                &x.result,
+                &x.started_ms,
+                &x.finished_ms,
+                &serde_json::to_string(x).expect("plain JSON"),
+            ],
+        )
+        .await?;
+    }
     Ok(())
 }

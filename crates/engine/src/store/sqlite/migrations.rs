@@ -596,4 +596,16 @@ BEGIN
 END;
 "#,
     },
+    Migration {
+        name: "task results' index on (run, result) dropped; failed runs indexed by pack",
+        // `task_results_run_result` served lookups by run, which the key (run_id, seq)
+        // serves as well, and the `result=` filter, which reads the tallies now: every
+        // task result paid two writes of it (an entry at its insert, moved at its
+        // finish) for no reader. `failed_only` (`runs::ListSql`, the same condition
+        // word for word) walks the failed runs of a pack, not every run of it.
+        sql: r#"
+DROP INDEX task_results_run_result;
+CREATE INDEX runs_failed ON runs(pack_name, created_ms) WHERE status = 'errored' OR t_failure > 0;
+"#,
+    },
 ];

@@ -10,7 +10,18 @@
 //! A finished task's result is written inside a transaction left open on the write
 //! connection; whatever next takes the connection commits it first (`conn`), and so does
 //! a read that finds the writer free.
+//!
+//! Bulk writes (`finish_tasks`, a run's insert) are one transaction each (`batch`:
+//! multi-row inserts, the tally triggers paused and each run counted once, `tally`).
+//!
+//! Durability: WAL with `synchronous=NORMAL`. A committed write (a whole batch, or
+//! nothing of it) survives the process being killed at any moment. A power cut or an OS
+//! crash keeps the database consistent but can lose the commits made since the WAL was
+//! last synced, which SQLite does at each checkpoint (every 4,000 pages, 16 MiB of WAL):
+//! the last seconds of results; recovery then finds those tasks unfinished and marks
+//! them Aborted.
 
+mod batch;
 mod history;
 pub mod migrations;
 mod open;
@@ -290,8 +301,8 @@ impl Store for SqliteStore {
         }
         // Several: a savepoint, so a failure undoes this task's writes and no other's.
         c.prepare_cached("SAVEPOINT finish_task")?.execute([])?;
-        match tasks::finish_batch(&c, [(task_id, f)]) {
-            Ok(()) => {
+        match batch::finish(&c, [(task_id, f)]) {
+            Ok(_) => {
                 c.prepare_cached("RELEASE finish_task")?.execute([])?;
                 Ok(())
             }
@@ -311,8 +322,7 @@ impl Store for SqliteStore {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         // The tallies once per run for the whole batch, not once per row.
         tally::pause(&tx)?;
-        tasks::finish_batch(&tx, items.iter().map(|(id, f)| (*id, f)))?;
-        let runs = tally::runs_of(&tx, items.iter().map(|(id, _)| *id))?;
+        let runs = batch::finish(&tx, items.iter().map(|(id, f)| (*id, f)))?;
         tally::recount(&tx, runs.iter().map(String::as_str))?;
         tx.commit()?;
         Ok(())

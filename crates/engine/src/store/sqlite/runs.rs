@@ -1,6 +1,9 @@
 //! Runs in SQLite: inserting a run with its planned tasks, its status, one run and the
 //! listing (filters, sort, page, search), and recovery of runs whose console died.
 
+use std::collections::HashMap;
+
+use rusqlite::types::ToSql;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 
 use super::to_json;
@@ -46,28 +49,43 @@ pub(super) fn insert(
             owner.start,
         ],
     )?;
-    let mut ids = Vec::with_capacity(tasks.len());
     // The run's tallies counted once after its rows, not once per row.
     super::tally::pause(&tx)?;
-    {
-        let mut stmt = tx.prepare(
-            "INSERT INTO task_results (run_id, seq, lane, task, kind, grp, description, est_task_time)
-             VALUES (?1,?2,?3,?4,?5,?6,?7,?8)",
-        )?;
-        for t in tasks {
-            stmt.execute(params![
-                run.id,
-                t.seq,
-                t.lane,
-                t.task,
-                t.kind.as_str(),
-                t.group,
-                t.description,
-                t.est_task_time
-            ])?;
-            ids.push(tx.last_insert_rowid());
+    // Multi-row inserts; each row's id comes back with its sequence number.
+    let mut by_seq: HashMap<u32, i64> = HashMap::with_capacity(tasks.len());
+    for chunk in tasks.chunks(super::batch::ROWS_PER_INSERT) {
+        let kinds: Vec<&'static str> = chunk.iter().map(|t| t.kind.as_str()).collect();
+        let mut args: Vec<&dyn ToSql> = Vec::with_capacity(chunk.len() * 8);
+        for (t, kind) in chunk.iter().zip(&kinds) {
+            args.extend([
+                &run.id as &dyn ToSql,
+                &t.seq,
+                &t.lane,
+                &t.task,
+                kind,
+                &t.group,
+                &t.description,
+                &t.est_task_time,
+            ]);
+        }
+        let sql = format!(
+            "{} RETURNING seq, id",
+            super::batch::values_sql(
+                "INSERT INTO task_results (run_id, seq, lane, task, kind, grp, description, est_task_time) VALUES ",
+                8,
+                chunk.len()
+            )
+        );
+        let mut stmt = tx.prepare_cached(&sql)?;
+        let mut rows = stmt.query(args.as_slice())?;
+        while let Some(r) = rows.next()? {
+            by_seq.insert(r.get(0)?, r.get(1)?);
         }
     }
+    let ids = tasks
+        .iter()
+        .map(|t| by_seq.get(&t.seq).copied().unwrap_or_default())
+        .collect();
     super::tally::recount(&tx, [run.id.as_str()])?;
     tx.commit()?;
     Ok(ids)
@@ -321,6 +339,7 @@ impl ListSql {
             ));
         }
         if q.failed_only {
+            // Word for word the condition of the partial index `runs_failed`.
             wh.push("(r.status = 'errored' OR r.t_failure > 0)".into());
         }
         if let Some(f) = q.from_ms {

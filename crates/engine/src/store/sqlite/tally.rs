@@ -7,9 +7,7 @@
 //! counts each run it touched again from its task results: one write of the run's row
 //! per batch instead of one per task result.
 
-use std::collections::BTreeSet;
-
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 
 use crate::store::Result;
 
@@ -49,19 +47,4 @@ pub(super) fn recount<'a>(
     conn.prepare_cached("DELETE FROM tally_paused")?
         .execute([])?;
     Ok(())
-}
-
-/// The runs of the task occurrences `task_ids` (an unknown id has none).
-pub(super) fn runs_of(
-    conn: &Connection,
-    task_ids: impl IntoIterator<Item = i64>,
-) -> Result<BTreeSet<String>> {
-    let mut stmt = conn.prepare_cached("SELECT run_id FROM task_results WHERE id = ?1")?;
-    let mut runs = BTreeSet::new();
-    for id in task_ids {
-        if let Some(run) = stmt.query_row([id], |r| r.get(0)).optional()? {
-            runs.insert(run);
-        }
-    }
-    Ok(runs)
 }

@@ -3,13 +3,13 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::{params, CachedStatement, Connection, OptionalExtension, Statement};
+use rusqlite::{params, Connection, OptionalExtension, Statement};
 
 use super::parse_opt_json;
 use crate::clock::EpochMs;
 use crate::store::{
-    paths, AttemptRecord, MeasurementRecord, Result, SectionRecord, StoreError, StoredTaskState,
-    SubResultRecord, TaskFinish, TaskKind, TaskPaths, TaskRecord,
+    paths, AttemptRecord, Result, SectionRecord, StoreError, StoredTaskState, SubResultRecord,
+    TaskFinish, TaskKind, TaskPaths, TaskRecord,
 };
 
 /// Record a phase's start (lane, phase, paths, process group); the caller commits.
@@ -244,7 +244,7 @@ fn attempts_of_run(conn: &Connection, run_id: &str) -> Result<BTreeMap<i64, Vec<
     Ok(by_id)
 }
 
-const UPDATE_FINISH: &str =
+pub(super) const UPDATE_FINISH: &str =
     "UPDATE task_results SET state = 'done', lane = COALESCE(?2, lane), result = ?3, failure = ?4,
         message = ?5, metadata_json = ?6, raw_result = ?7, run_time = ?8, run_time_delta = ?9,
         started_ms = COALESCE(?10, started_ms), finished_ms = ?11, setup_ms = ?12, main_ms = ?13,
@@ -261,7 +261,7 @@ pub(super) fn update_finish(conn: &Connection, task_id: i64, f: &TaskFinish) -> 
 }
 
 /// Finish `task_id` with `f`, its paths as stored (`paths`).
-fn update_with(
+pub(super) fn update_with(
     stmt: &mut Statement<'_>,
     task_id: i64,
     f: &TaskFinish,
@@ -295,130 +295,13 @@ fn update_with(
     Ok(())
 }
 
-/// What a measurement row repeats of its occurrence (pack, task) and where it is
-/// tallied (run, lane), read once per occurrence.
-const OCCURRENCE: &str = "SELECT r.pack_name, t.task, t.run_id, COALESCE(t.lane, '')
-     FROM task_results t JOIN runs r ON r.id = t.run_id WHERE t.id = ?1";
-
-const INSERT_MEASUREMENT: &str = "INSERT INTO measurements (task_result_id, pack_name, task,
-        sub_result, name, value, units, low, high, comparison, passed)
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
-
-const ADD_TALLY: &str = "INSERT INTO measurement_tallies (run_id, lane, total, failed)
-     VALUES (?1, ?2, ?3, ?4)
-     ON CONFLICT (run_id, lane) DO UPDATE
-       SET total = total + excluded.total, failed = failed + excluded.failed";
-
-/// Finished tasks' rows, sub-results, attempts, measurements and sections, inside the
-/// caller's transaction: the batch path. Each statement is prepared (or taken from the
-/// cache) once for the whole batch, an occurrence's pack and task are read once for all
-/// its measurements, and measurements are tallied once per run and lane at the end.
-pub(super) fn finish_batch<'a>(
+/// Replace the attempts of `task_id`, their paths stored relative to its run's `folder`.
+pub(super) fn write_attempts(
     conn: &Connection,
-    items: impl IntoIterator<Item = (i64, &'a TaskFinish)>,
+    task_id: i64,
+    folder: Option<&str>,
+    attempts: &[AttemptRecord],
 ) -> Result<()> {
-    let mut update = conn.prepare_cached(UPDATE_FINISH)?;
-    let mut subs: Option<(CachedStatement<'_>, CachedStatement<'_>)> = None;
-    let mut measures: Option<(CachedStatement<'_>, CachedStatement<'_>)> = None;
-    // (run, lane) -> (measurements, failed ones).
-    let mut tallies: BTreeMap<(String, String), (i64, i64)> = BTreeMap::new();
-    for (task_id, f) in items {
-        let paths = stored_paths(conn, task_id, &f.paths)?;
-        update_with(&mut update, task_id, f, &paths)?;
-        if !f.attempts.is_empty() {
-            write_attempts(conn, task_id, &f.attempts)?;
-        }
-        if !f.sections.is_empty() {
-            write_sections(conn, task_id, &f.sections)?;
-        }
-        if !f.sub_results.is_empty() {
-            let (del, ins) = match &mut subs {
-                Some(s) => s,
-                None => subs.insert((
-                    conn.prepare_cached("DELETE FROM sub_results WHERE task_result_id = ?1")?,
-                    conn.prepare_cached(
-                        "INSERT INTO sub_results (task_result_id, idx, name, description, result, failure, message, metadata_json)
-                         VALUES (?1,?2,?3,?4,?5,?6,?7,?8)",
-                    )?,
-                )),
-            };
-            del.execute([task_id])?;
-            for (i, s) in f.sub_results.iter().enumerate() {
-                ins.execute(params![
-                    task_id,
-                    i as i64,
-                    s.name,
-                    s.description,
-                    s.result,
-                    s.failure,
-                    s.message,
-                    s.metadata.as_ref().map(|m| m.to_string())
-                ])?;
-            }
-        }
-        let own = f.measurements.iter().map(|m| ("", m));
-        let of_subs = f
-            .sub_results
-            .iter()
-            .flat_map(|s| s.measurements.iter().map(move |m| (s.name.as_str(), m)));
-        let mut all = of_subs.chain(own).peekable();
-        if all.peek().is_none() {
-            continue;
-        }
-        let (occ, ins) = match &mut measures {
-            Some(s) => s,
-            None => measures.insert((
-                conn.prepare_cached(OCCURRENCE)?,
-                conn.prepare_cached(INSERT_MEASUREMENT)?,
-            )),
-        };
-        let (pack, task, run_id, lane) = occ
-            .query_row([task_id], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                ))
-            })
-            .optional()?
-            .ok_or_else(|| StoreError::InvalidQuery {
-                key: "task_id",
-                message: format!("no task occurrence {task_id}"),
-            })?;
-        let (mut total, mut failed) = (0, 0);
-        for (sub, m) in all {
-            let r = MeasurementRecord::judged(m);
-            ins.execute(params![
-                task_id,
-                pack,
-                task,
-                sub,
-                r.name,
-                r.value,
-                r.units,
-                r.low,
-                r.high,
-                r.comparison.as_str(),
-                r.passed,
-            ])?;
-            total += 1;
-            failed += i64::from(r.passed == Some(false));
-        }
-        let t = tallies.entry((run_id, lane)).or_default();
-        t.0 += total;
-        t.1 += failed;
-    }
-    if !tallies.is_empty() {
-        let mut add = conn.prepare_cached(ADD_TALLY)?;
-        for ((run_id, lane), (total, failed)) in tallies {
-            add.execute(params![run_id, lane, total, failed])?;
-        }
-    }
-    Ok(())
-}
-
-fn write_attempts(conn: &Connection, task_id: i64, attempts: &[AttemptRecord]) -> Result<()> {
     conn.prepare_cached("DELETE FROM task_attempts WHERE task_result_id = ?1")?
         .execute([task_id])?;
     let mut stmt = conn.prepare_cached(
@@ -428,7 +311,7 @@ fn write_attempts(conn: &Connection, task_id: i64, attempts: &[AttemptRecord]) -
          VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14)",
     )?;
     for a in attempts {
-        let paths = stored_paths(conn, task_id, &a.paths)?;
+        let paths = paths::to_stored(&a.paths, folder);
         stmt.execute(params![
             task_id,
             a.attempt,
@@ -449,7 +332,12 @@ fn write_attempts(conn: &Connection, task_id: i64, attempts: &[AttemptRecord]) -
     Ok(())
 }
 
-fn write_sections(conn: &Connection, task_id: i64, sections: &[SectionRecord]) -> Result<()> {
+/// Replace the sections of `task_id`.
+pub(super) fn write_sections(
+    conn: &Connection,
+    task_id: i64,
+    sections: &[SectionRecord],
+) -> Result<()> {
     conn.prepare_cached("DELETE FROM sections WHERE task_result_id = ?1")?
         .execute([task_id])?;
     let mut stmt = conn.prepare_cached(
