@@ -215,6 +215,7 @@ async fn connection(opts: &AgentOptions, worker: &Arc<Worker>) -> Ended {
                         match serde_json::from_str::<ServerMsg>(&t) {
                             Ok(ServerMsg::Start { job, phase }) => worker.start(job, *phase, out_tx.clone()),
                             Ok(ServerMsg::Stop { job }) => worker.stop(job),
+                            Ok(ServerMsg::Answer { job, prompt, text, by }) => worker.answer(job, prompt, text, by),
                             Ok(ServerMsg::Welcome { .. }) => {}
                             Err(e) => tracing::warn!(error = %e, "a server message the agent does not understand; ignored"),
                         }

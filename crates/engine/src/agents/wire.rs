@@ -1,14 +1,16 @@
 //! What a rack agent and its server say to each other: JSON messages, one per WebSocket
 //! text frame (`GET /api/agent`), in order. The agent speaks first ([`AgentMsg::Hello`]);
 //! the server answers [`ServerMsg::Welcome`] with the heartbeat interval, then sends
-//! phases to run. An agent sends a phase's files before its [`AgentMsg::Done`].
+//! phases to run. An agent sends a phase's files before its [`AgentMsg::Done`]. A phase's
+//! operator prompt goes to the server and its answer comes back.
 
 use serde::{Deserialize, Serialize};
 use ts_rs::TS;
 
+use crate::exec::prompts::PromptView;
 use crate::exec::{LiveLog, PhaseOutcome};
 use crate::measure::Measurement;
-use crate::reporter::Section;
+use crate::reporter::{PromptAnswer, Section};
 use crate::run::PhaseJob;
 
 /// From the agent.
@@ -55,6 +57,16 @@ pub enum AgentMsg {
         section: Option<u32>,
         measurement: Box<Measurement>,
     },
+    /// The phase asks the operator (`prompt.id` is the agent's number for it); the
+    /// server raises it like a prompt of its own and sends the answer back
+    /// ([`ServerMsg::Answer`]). The agent keeps the timeout.
+    Prompt { job: u64, prompt: Box<PromptView> },
+    /// The phase's prompt `prompt` got its answer, or timed out, as the phase saw it.
+    PromptAnswered {
+        job: u64,
+        prompt: u64,
+        answer: PromptAnswer,
+    },
 }
 
 /// From the server.
@@ -67,6 +79,14 @@ pub enum ServerMsg {
     Start { job: u64, phase: Box<PhaseJob> },
     /// Terminate this phase (its process group; the result is `Aborted`).
     Stop { job: u64 },
+    /// The operator's answer to the phase's prompt `prompt` (the agent's number for it),
+    /// and who gave it.
+    Answer {
+        job: u64,
+        prompt: u64,
+        text: String,
+        by: Option<String>,
+    },
 }
 
 /// One file of a pack snapshot (`agent_snapshot`).

@@ -165,6 +165,8 @@ pub(crate) struct RunCtx {
     /// The run's reporter socket; `None` when it could not be bound (phases then run
     /// without `TESTBAY_REPORTER`).
     pub reporter: Option<Arc<exec::reporter::Reporter>>,
+    /// The console's operator prompts (a rack agent's phases ask theirs there).
+    pub prompts: Arc<exec::prompts::Prompts>,
     /// Where the run's phases run: here, or on its rack's agent.
     pub runner: Arc<dyn PhaseRunner>,
     /// The run's pack snapshot (`runs/<id>/pack`) and its content hash.

@@ -260,6 +260,7 @@ impl RunManager {
             stop: stop_rx.clone(),
             live: state.clone(),
             reporter,
+            prompts: inner.prompts.clone(),
             runner,
             pack_dir: loaded.dir.clone(),
             snapshot_hash: loaded.content_hash.clone(),
