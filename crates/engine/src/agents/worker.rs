@@ -238,10 +238,10 @@ impl Worker {
                 let _ = spawn_out.send(AgentMsg::Spawned { job: id, pid });
             }),
         };
-        let ran = run_job(site, job, hooks).await.map(|outcome| {
+        let ran = run_job(site, job, hooks).await;
+        if ran.is_ok() {
             send_files(&dir, job, id, out);
-            outcome
-        });
+        }
         drop(snap);
         self.leave_run(&job.run_id, &dir);
         ran.map_err(|e| e.to_string())
