@@ -1,10 +1,11 @@
 //! Where a phase runs: the seam between the run driver and a process. The driver describes
 //! each phase as a [`PhaseJob`] (serializable: every path relative to the run's folder or
 //! the pack snapshot, so it means the same on another machine) and hands it to the run's
-//! [`PhaseRunner`]: [`LocalRunner`] runs it here through `exec` (the single seat and the
-//! racks without an agent), a rack agent's runner (`agents`) sends it to the agent of the
-//! run's rack, which runs it with the same `exec` code. The local path adds no thread hop:
-//! the runner's future is polled on the occurrence's own task.
+//! [`PhaseRunner`]: [`LocalRunner`] runs it here (the single seat and the racks without
+//! an agent), a rack agent's runner (`agents`) sends it to the agent of the run's rack;
+//! both run it with the same code, [`super::execute::run_job`]. The local path adds no
+//! thread hop and no serialisation: the runner's future is polled on the occurrence's own
+//! task.
 //!
 //! An [`AgentDirectory`] says, at launch, which runner a run's rack takes.
 
