@@ -3,7 +3,7 @@
 
 Starts a lab server (`testbay serve`, users, the demo lab with rack-a marked
 `agent: true`) and a `testbay agent` for rack-a, then runs the same pack of N
-`/bin/true` tasks (process_limit 1) on a rack-b DUT (phases on the server, through the
+`true` tasks (process_limit 1; `/bin/true`, found on PATH) on a rack-b DUT (phases on the server, through the
 embedded console's own runner) and on a rack-a DUT (phases on the agent, over
 loopback), alternately ROUNDS times, and prints the milliseconds per task of each run
 (the run's start to its end over N), then the median of each side and their ratio.
@@ -38,7 +38,7 @@ def main():
         f.write("groups:\n  g:\n    tests: [" + ", ".join(names) + "]\n")
     for n in names:
         with open(f"{packs}/many/tasks/{n}.yaml", "w") as f:
-            f.write(f'name: {n}\nrun: ["/bin/true"]\n')
+            f.write(f'name: {n}\nrun: ["true"]\n')
     with open(os.path.join(REPO, "lab/demo-lab.yaml")) as f:
         lab = f.read().replace(
             "    slots: 8\n", "    slots: 8\n    agent: true\n", 1)
@@ -74,7 +74,10 @@ def main():
         return json.loads(out.split(b"\r\n\r\n", 1)[1])
 
     def one(dut):
-        run_id = api({"cmd": "launch", "pack": "many", "duts": [dut]})["data"]["run_id"]
+        r = api({"cmd": "launch", "pack": "many", "duts": [dut]})
+        if "data" not in r:
+            sys.exit(f"launch on {dut} refused: {str(r)[:500]}")
+        run_id = r["data"]["run_id"]
         while True:
             run = api({"cmd": "get_run", "run_id": run_id})["data"]["run"]
             if run["status"] not in ("queued", "running", "stalled"):
@@ -91,9 +94,9 @@ def main():
                 per, status = one(dut)
                 figures[where].append(per)
                 print(f"  {where:6}: {per:6.2f} ms per task ({status})")
-        server, agent_ms = (statistics.median(figures[w]) for w in ("server", "agent"))
-        print(f"median: server {server:.2f} ms per task, agent {agent_ms:.2f} ms per task, "
-              f"agent/server {agent_ms / server:.2f}x (+{agent_ms - server:.2f} ms per task)")
+        server_ms, agent_ms = (statistics.median(figures[w]) for w in ("server", "agent"))
+        print(f"median: server {server_ms:.2f} ms per task, agent {agent_ms:.2f} ms per task, "
+              f"agent/server {agent_ms / server_ms:.2f}x (+{agent_ms - server_ms:.2f} ms per task)")
     finally:
         agent.kill()
         server.terminate()
