@@ -2,10 +2,12 @@
 """Per-task cost of a rack agent against the server's own phases, on loopback.
 
 Starts a lab server (`testbay serve`, users, the demo lab with rack-a marked
-`agent: true`) and a `testbay agent` for rack-a, then runs the same pack of N `true`
-tasks (process_limit 1) on a rack-b DUT (phases on the server) and on a rack-a DUT
-(phases on the agent), alternately ROUNDS times, and prints the milliseconds per task
-of each run (the run's start to its end over N). Prints figures; asserts nothing.
+`agent: true`) and a `testbay agent` for rack-a, then runs the same pack of N
+`true` tasks (process_limit 1; `/bin/true`, found on PATH) on a rack-b DUT (phases on the server, through the
+embedded console's own runner) and on a rack-a DUT (phases on the agent, over
+loopback), alternately ROUNDS times, and prints the milliseconds per task of each run
+(the run's start to its end over N), then the median of each side and their ratio.
+Prints figures; asserts nothing. Use release builds for figures.
 
     TESTBAY_BIN=target/debug/testbay bench/agents.py [N] [ROUNDS]
 """
@@ -14,6 +16,7 @@ import json
 import os
 import re
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -21,7 +24,7 @@ import time
 
 REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 BIN = os.environ.get("TESTBAY_BIN", os.path.join(REPO, "target/debug/testbay"))
-N = int(sys.argv[1]) if len(sys.argv) > 1 else 200
+N = int(sys.argv[1]) if len(sys.argv) > 1 else 500
 ROUNDS = int(sys.argv[2]) if len(sys.argv) > 2 else 2
 
 
@@ -76,7 +79,10 @@ def main():
         return json.loads(out.split(b"\r\n\r\n", 1)[1])
 
     def one(dut):
-        run_id = api({"cmd": "launch", "pack": "many", "duts": [dut]})["data"]["run_id"]
+        r = api({"cmd": "launch", "pack": "many", "duts": [dut]})
+        if "data" not in r:
+            sys.exit(f"launch on {dut} refused: {str(r)[:500]}")
+        run_id = r["data"]["run_id"]
         while True:
             run = api({"cmd": "get_run", "run_id": run_id})["data"]["run"]
             if run["status"] not in ("queued", "running", "stalled"):
@@ -87,10 +93,15 @@ def main():
         while api({"cmd": "agents"})["data"][:1] == []:
             time.sleep(0.1)
         print(f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}; {N} tasks per run")
+        figures = {"server": [], "agent": []}
         for _ in range(ROUNDS):
-            for dut, where in (("stb-07", "server"), ("stb-01", "agent ")):
+            for dut, where in (("stb-07", "server"), ("stb-01", "agent")):
                 per, status = one(dut)
-                print(f"  {where}: {per:6.2f} ms per task ({status})")
+                figures[where].append(per)
+                print(f"  {where:6}: {per:6.2f} ms per task ({status})")
+        server_ms, agent_ms = (statistics.median(figures[w]) for w in ("server", "agent"))
+        print(f"median: server {server_ms:.2f} ms per task, agent {agent_ms:.2f} ms per task, "
+              f"agent/server {agent_ms / server_ms:.2f}x (+{agent_ms - server_ms:.2f} ms per task)")
     finally:
         agent.kill()
         server.terminate()

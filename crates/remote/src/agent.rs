@@ -316,6 +316,7 @@ async fn connection(
                             Ok(ServerMsg::Start { job, phase }) => worker.start(job, *phase, pump.tx.clone()),
                             Ok(ServerMsg::Stop { job }) => worker.stop(job),
                             Ok(ServerMsg::Ack { seq }) => pump.outbox.ack(seq),
+                            Ok(ServerMsg::Answer { job, prompt, text, by }) => worker.answer(job, prompt, text, by),
                             Ok(ServerMsg::Welcome { .. }) => {}
                             Err(e) => tracing::warn!(error = %e, "a server message the agent does not understand; ignored"),
                         }

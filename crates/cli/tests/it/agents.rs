@@ -104,7 +104,7 @@ fn token_of(out: &std::process::Output) -> String {
 
 impl Lab {
     /// A lab server on the demo lab, rack-a served by an agent; heartbeat 200 ms, grace
-    /// 2 s; an operator and an agent user; a pack `where` and a pack `slow`.
+    /// 2 s; an operator and an agent user; packs `where`, `ask` and `slow`.
     fn start() -> Lab {
         Self::with_grace(2)
     }
@@ -158,6 +158,18 @@ impl Lab {
                 "testbay report section-start warm-up\necho $$ > {}\nexec sleep 60\n",
                 pid_file.display()
             ),
+        );
+        // It asks the operator three times.
+        write_pack(
+            &packs.join("ask"),
+            "ask",
+            "a=$(testbay report prompt 'Plug in HDMI' --choice done --choice fail --timeout 60)\n\
+         echo \"first=$a\"\n\
+         testbay report prompt 'Serial number?' --pattern 'SN[0-9]+' --timeout 0.3\n\
+         echo \"second=$?\"\n\
+         c=$(testbay report prompt 'All set?' --choice yes --timeout 60)\n\
+         echo \"third=$c\"\n\
+         [ \"$a\" = done ] && [ \"$c\" = yes ]\n",
         );
         // A second test after the slow one.
         std::fs::write(
@@ -577,4 +589,70 @@ fn a_run_waits_in_the_queue_while_its_racks_agent_is_above_its_cpu_threshold() {
     let r = lab.wait_status(&id, &["completed"], Duration::from_secs(20));
     assert_eq!(r["tasks"][0]["result"], "Passed", "{r}");
     assert_eq!(lab.agents()[0]["passed_over_until_ms"], Value::Null);
+}
+
+/// A task on the agent asks the operator: each prompt is raised on the server (listed,
+/// the run's live view says the task waits for it), a wrong answer is refused there, the
+/// right one reaches the task on the agent, a prompt that times out on the agent leaves
+/// the server's list, and the result records every answer and who gave it.
+#[test]
+fn a_prompt_of_a_task_on_an_agent_is_answered_through_the_server() {
+    let lab = Lab::start();
+    let _agent = lab.agent();
+    wait_until(Duration::from_secs(20), || {
+        (lab.agents()[0]["state"] == "ok").then_some(())
+    })
+    .expect("the agent connects");
+    let id = lab.launch("ask");
+    let waiting = |message: &str| {
+        wait_until(Duration::from_secs(30), || {
+            let list = lab.call(json!({"cmd": "list_prompts"}))["data"].clone();
+            let list = list.as_array()?.clone();
+            list.iter().any(|p| p["message"] == message).then_some(list)
+        })
+        .unwrap_or_else(|| panic!("no prompt `{message}`: {}", lab.run(&id)))
+    };
+    let list = waiting("Plug in HDMI");
+    assert_eq!(list.len(), 1, "{list:?}");
+    let p = &list[0];
+    assert_eq!(p["run_id"], id.as_str());
+    assert_eq!(p["task"], "probe");
+    assert_eq!(p["choices"], json!(["done", "fail"]));
+    let view = lab.call(json!({"cmd": "run_view", "run_id": id}))["data"].clone();
+    assert!(
+        view.to_string()
+            .contains("waiting for the operator: Plug in HDMI"),
+        "{view}"
+    );
+    let refused = lab.call(json!({"cmd": "answer_prompt", "id": p["id"], "answer": "maybe"}));
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("not one of the choices: done, fail")),
+        "{refused}"
+    );
+    let ok = lab.call(json!({"cmd": "answer_prompt", "id": p["id"], "answer": "done"}));
+    assert!(ok["error"].is_null(), "{ok}");
+
+    // The second prompt times out on the agent: only the third is left waiting.
+    let list = waiting("All set?");
+    assert_eq!(list.len(), 1, "{list:?}");
+    let ok = lab.call(json!({"cmd": "answer_prompt", "id": list[0]["id"], "answer": "yes"}));
+    assert!(ok["error"].is_null(), "{ok}");
+
+    let r = lab.wait_status(&id, &["completed"], Duration::from_secs(30));
+    let task = &r["tasks"][0];
+    assert_eq!(task["result"], "Passed", "{r}");
+    let prompts = &task["metadata"]["prompts"];
+    assert_eq!(prompts[0]["message"], "Plug in HDMI", "{r}");
+    assert_eq!(prompts[0]["answer"]["text"], "done", "{r}");
+    assert_eq!(prompts[0]["answer"]["by"], "ops", "{r}");
+    assert_eq!(prompts[1]["answer"]["timed_out"], true, "{r}");
+    assert_eq!(prompts[2]["answer"]["text"], "yes", "{r}");
+    let log =
+        std::fs::read_to_string(&find(&lab.f.data.join("runs").join(&id), "main.log")[0]).unwrap();
+    assert!(log.contains("first=done"), "{log}");
+    assert!(log.contains("second=3"), "{log}");
+    assert!(log.contains("third=yes"), "{log}");
+    assert_eq!(lab.call(json!({"cmd": "list_prompts"}))["data"], json!([]));
 }

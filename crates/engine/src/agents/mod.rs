@@ -25,10 +25,12 @@
 //! Agent side, [`worker::Worker`]: runs the phases it is sent from a bounded cache of
 //! pack snapshots fetched by content hash.
 //!
-//! `wire` holds the messages; `runner` the server's end of one run's phases; `snapshot`
-//! a snapshot's files as the agent fetches them; `outbox` the agent's unacknowledged ones.
+//! `wire` holds the messages; `runner` the server's end of one run's phases; `prompts`
+//! the operator prompts of a phase on an agent, raised on the server; `snapshot` a
+//! snapshot's files as the agent fetches them; `outbox` the agent's unacknowledged ones.
 
 pub mod outbox;
+mod prompts;
 mod runner;
 pub mod snapshot;
 pub mod wire;
@@ -145,6 +147,10 @@ pub(crate) enum JobEvent {
     Measured(Option<u32>, Box<crate::measure::Measurement>),
     /// The agent is gone or dropped the phase.
     Lost(String),
+    /// The phase asks the operator (the agent's number for the prompt in its view).
+    Asked(Box<crate::exec::prompts::PromptView>),
+    /// The phase's prompt (the agent's number) got its answer or timed out.
+    Answered(u64, crate::reporter::PromptAnswer),
 }
 
 struct Job {
@@ -642,6 +648,12 @@ impl AgentSession {
                 section,
                 measurement,
             } => (job, JobEvent::Measured(section, measurement)),
+            AgentMsg::Prompt { job, prompt } => (job, JobEvent::Asked(prompt)),
+            AgentMsg::PromptAnswered {
+                job,
+                prompt,
+                answer,
+            } => (job, JobEvent::Answered(prompt, answer)),
             AgentMsg::File {
                 job,
                 path,
@@ -775,6 +787,19 @@ impl Hub {
         }
         if let Some((_, out)) = &a.conn {
             let _ = out.send(ServerMsg::Stop { job });
+        }
+    }
+
+    /// Send the operator's answer to prompt `prompt` of phase `job` to `agent`.
+    fn answer_prompt(&self, agent: &str, job: u64, prompt: u64, text: String, by: Option<String>) {
+        let st = self.lock();
+        if let Some((_, out)) = st.agents.get(agent).and_then(|a| a.conn.as_ref()) {
+            let _ = out.send(ServerMsg::Answer {
+                job,
+                prompt,
+                text,
+                by,
+            });
         }
     }
 

@@ -1,6 +1,7 @@
 //! The server's end of one run's phases on a rack agent: each phase is sent to the agent,
-//! its live output passed to the run's sink, its files written into the run's folder as
-//! for a local phase (so Results reads them as always), and its outcome returned.
+//! its live output passed to the run's sink, its operator prompts raised here
+//! (`prompts`), its files written into the run's folder as for a local phase (so Results
+//! reads them as always), and its outcome returned.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -9,6 +10,7 @@ use std::sync::Arc;
 use serde_json::Map;
 use tokio::sync::{mpsc, watch};
 
+use super::prompts::Relayed;
 use super::{Hub, JobEvent};
 use crate::exec::reporter::ReportEvent;
 use crate::exec::{stop_requested, Exit, LogStats, PhaseOutcome, Verdict};
@@ -73,6 +75,7 @@ impl PhaseRunner for AgentRunner {
                 report,
                 stop,
                 on_spawn,
+                prompts,
                 ..
             } = call;
             // What the phase reported so far, as its sink reads it.
@@ -89,6 +92,7 @@ impl PhaseRunner for AgentRunner {
                 agent: &self.agent,
                 job: id,
             };
+            let mut asked = Relayed::new(prompts, self.hub.clone(), &self.agent, id);
             let (mut on_spawn, mut live, mut stop) = (Some(on_spawn), live, stop);
             let mut stop_sent = false;
             loop {
@@ -131,6 +135,10 @@ impl PhaseRunner for AgentRunner {
                             };
                             sink(ReportEvent::Changed(&change, &reported));
                         }
+                    }
+                    Some(JobEvent::Asked(view)) => asked.asked(*view, report.as_mut()),
+                    Some(JobEvent::Answered(on_agent, answer)) => {
+                        asked.answered(on_agent, &answer, report.as_mut());
                     }
                     Some(JobEvent::File { path, data, append }) => {
                         if let Err(e) = write_piece(&dir, &path, &data, append) {

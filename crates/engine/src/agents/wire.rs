@@ -3,14 +3,16 @@
 //! the server answers [`ServerMsg::Welcome`] with the heartbeat interval, then sends
 //! phases to run. An agent sends a phase's files before its [`AgentMsg::Done`], and
 //! every message about a phase numbered ([`AgentMsg::Seq`]) so none is lost or doubled
-//! across a cut ([`ServerMsg::Ack`], `outbox`).
+//! across a cut ([`ServerMsg::Ack`], `outbox`). A phase's operator prompt goes to the
+//! server and its answer comes back.
 
 use serde::{Deserialize, Serialize};
 use ts_rs::TS;
 
+use crate::exec::prompts::PromptView;
 use crate::exec::{LiveLog, PhaseOutcome};
 use crate::measure::Measurement;
-use crate::reporter::Section;
+use crate::reporter::{PromptAnswer, Section};
 use crate::run::PhaseJob;
 
 /// From the agent.
@@ -63,6 +65,16 @@ pub enum AgentMsg {
         section: Option<u32>,
         measurement: Box<Measurement>,
     },
+    /// The phase asks the operator (`prompt.id` is the agent's number for it); the
+    /// server raises it like a prompt of its own and sends the answer back
+    /// ([`ServerMsg::Answer`]). The agent keeps the timeout.
+    Prompt { job: u64, prompt: Box<PromptView> },
+    /// The phase's prompt `prompt` got its answer, or timed out, as the phase saw it.
+    PromptAnswered {
+        job: u64,
+        prompt: u64,
+        answer: PromptAnswer,
+    },
     /// One of the messages above (all but `hello` and `heartbeat`) with its place in the
     /// agent's outbox: numbered from 1, in order, per life of the agent (`boot`). The
     /// agent sends them again after a cut from the first the server did not
@@ -80,7 +92,9 @@ impl AgentMsg {
             | AgentMsg::File { job, .. }
             | AgentMsg::Done { job, .. }
             | AgentMsg::Section { job, .. }
-            | AgentMsg::Measured { job, .. } => Some(*job),
+            | AgentMsg::Measured { job, .. }
+            | AgentMsg::Prompt { job, .. }
+            | AgentMsg::PromptAnswered { job, .. } => Some(*job),
             AgentMsg::Seq { msg, .. } => msg.job(),
         }
     }
@@ -104,6 +118,14 @@ pub enum ServerMsg {
     Stop { job: u64 },
     /// The server has every numbered message up to `seq` (cumulative, sent in batches).
     Ack { seq: u64 },
+    /// The operator's answer to the phase's prompt `prompt` (the agent's number for it),
+    /// and who gave it.
+    Answer {
+        job: u64,
+        prompt: u64,
+        text: String,
+        by: Option<String>,
+    },
 }
 
 /// One file of a pack snapshot (`agent_snapshot`).

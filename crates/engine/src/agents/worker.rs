@@ -24,6 +24,7 @@ use super::wire::{AgentMsg, Snapshot};
 use crate::clock::Clock;
 use crate::exec::{self, ExecLimits, LiveSink, PhaseOutcome, StopSignal};
 use crate::model::StopLevel;
+use crate::run::execute::{run_job, Hooks, Site};
 use crate::run::runner::PARAMS_FILE;
 use crate::run::PhaseJob;
 
@@ -186,6 +187,14 @@ impl Worker {
         }
     }
 
+    /// The operator's answer (from the server) to prompt `prompt` of phase `job`; its
+    /// phase gets it, unless the prompt timed out or its phase ended meanwhile.
+    pub fn answer(&self, job: u64, prompt: u64, text: String, by: Option<String>) {
+        if let Err(e) = self.prompts.answer(prompt, text, by) {
+            tracing::info!(job, prompt, error = %e, "an answer the phase no longer waits for");
+        }
+    }
+
     /// Terminate every phase (the agent stops).
     pub fn stop_all(&self) {
         for s in lock(&self.jobs).values() {
@@ -212,53 +221,33 @@ impl Worker {
             return Err(format!("cannot prepare {}: {e}", dir.display()));
         }
         let reporter = self.enter_run(&job.run_id, &run_dir);
-        let handle = reporter.as_ref().map(|r| {
-            r.open_phase(
-                exec::reporter::PhaseInfo {
-                    task: job.task.clone(),
-                    lane: job.lane.clone(),
-                    item: job.item,
-                    phase: job.phase,
-                },
-                &artifacts,
-                Some(relay(id, out.clone())),
-            )
-        });
-        let cmd = job.command(
-            &run_dir,
-            &snap.dir,
-            handle.as_ref().map(|h| exec::ReporterEnv {
-                socket: h.socket.clone(),
-                token: h.token.clone(),
-            }),
-            self.limits.clone(),
-        );
         let live_out = out.clone();
         let live: LiveSink = Box::new(move |log| {
             let _ = live_out.send(AgentMsg::Log { job: id, log });
         });
         let spawn_out = out.clone();
-        let ran = exec::run_phase(
-            &cmd,
-            &self.clock,
-            Some(live),
-            Some(StopSignal {
+        let site = Site {
+            run_dir: &run_dir,
+            pack_dir: &snap.dir,
+            limits: &self.limits,
+            clock: &self.clock,
+            reporter: reporter.as_deref(),
+        };
+        let hooks = Hooks {
+            live: Some(live),
+            report: Some(relay(id, out.clone())),
+            stop: Some(StopSignal {
                 level: stop,
                 at: StopLevel::Graceful,
             }),
-            move |pid| {
+            on_spawn: Box::new(move |pid| {
                 let _ = spawn_out.send(AgentMsg::Spawned { job: id, pid });
-            },
-        )
-        .await;
-        let ran = ran.map(|mut outcome| {
-            if let Some(h) = handle {
-                let reason = format!("still open when the {} phase ended", job.phase.as_str());
-                exec::apply_report(&mut outcome, h.finish(&reason, self.clock.now_ms()));
-            }
+            }),
+        };
+        let ran = run_job(site, job, hooks).await;
+        if ran.is_ok() {
             send_files(&dir, job, id, out);
-            outcome
-        });
+        }
         drop(snap);
         self.leave_run(&job.run_id, &dir);
         ran.map_err(|e| e.to_string())
@@ -439,12 +428,29 @@ fn send_file(
     }
 }
 
-/// Relays the sections and measurements a phase reports to the server as they happen.
+/// Relays the sections, measurements and prompts a phase reports to the server as they
+/// happen.
 fn relay(id: u64, out: mpsc::UnboundedSender<AgentMsg>) -> exec::reporter::ReportSink {
     use crate::reporter::{Change, Section};
+    use exec::reporter::ReportEvent;
     Box::new(move |event| {
-        let exec::reporter::ReportEvent::Changed(change, report) = event else {
-            return;
+        let (change, report) = match event {
+            ReportEvent::Changed(change, report) => (change, report),
+            ReportEvent::Asked(view) => {
+                let _ = out.send(AgentMsg::Prompt {
+                    job: id,
+                    prompt: Box::new(view.clone()),
+                });
+                return;
+            }
+            ReportEvent::Answered(view, answer) => {
+                let _ = out.send(AgentMsg::PromptAnswered {
+                    job: id,
+                    prompt: view.id,
+                    answer: answer.clone(),
+                });
+                return;
+            }
         };
         let msg = match change {
             Change::Started(s) | Change::Stopped(s) => {

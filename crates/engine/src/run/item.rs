@@ -167,6 +167,8 @@ pub(crate) struct RunCtx {
     pub reporter: Option<Arc<exec::reporter::Reporter>>,
     /// Where each lane's phases run: here, or on its DUT's rack's agent.
     pub runners: LaneRunners,
+    /// The console's operator prompts (a rack agent's phases ask theirs there).
+    pub prompts: Arc<exec::prompts::Prompts>,
     /// The run's pack snapshot (`runs/<id>/pack`) and its content hash.
     pub pack_dir: PathBuf,
     pub snapshot_hash: String,

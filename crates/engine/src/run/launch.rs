@@ -262,6 +262,7 @@ impl RunManager {
             live: state.clone(),
             reporter,
             runners,
+            prompts: inner.prompts.clone(),
             pack_dir: loaded.dir.clone(),
             snapshot_hash: loaded.content_hash.clone(),
         });

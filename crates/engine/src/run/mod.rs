@@ -36,6 +36,7 @@
 pub mod broker;
 mod driver;
 pub mod events;
+pub mod execute;
 mod item;
 mod launch;
 mod placement;

@@ -1,10 +1,11 @@
 //! Where a phase runs: the seam between the run driver and a process. The driver describes
 //! each phase as a [`PhaseJob`] (serializable: every path relative to the run's folder or
 //! the pack snapshot, so it means the same on another machine) and hands it to the run's
-//! [`PhaseRunner`]: [`LocalRunner`] runs it here through `exec` (the single seat and the
-//! racks without an agent), a rack agent's runner (`agents`) sends it to the agent of the
-//! run's rack, which runs it with the same `exec` code. The local path adds no thread hop:
-//! the runner's future is polled on the occurrence's own task.
+//! [`PhaseRunner`]: [`LocalRunner`] runs it here (the single seat and the racks without
+//! an agent), a rack agent's runner (`agents`) sends it to the agent of the run's rack;
+//! both run it with the same code, [`super::execute::run_job`]. The local path adds no
+//! thread hop and no serialisation: the runner's future is polled on the occurrence's own
+//! task.
 //!
 //! An [`AgentDirectory`] says, at launch, which runner a run's rack takes.
 
@@ -17,6 +18,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use super::execute::{run_job, Hooks, Site};
 use crate::clock::Clock;
 use crate::exec::{
     self, ExecError, ExecLimits, LiveSink, PhaseCommand, PhaseOutcome, ProtocolEnv, ReporterEnv,
@@ -143,13 +145,15 @@ impl PhaseJob {
 /// One phase handed to a runner, with what it reports to as it runs.
 pub struct PhaseCall<'a> {
     pub job: PhaseJob,
-    /// The run's reporter socket for this phase, when the runner runs it on this machine
-    /// ([`PhaseRunner::reports_here`]).
-    pub reporter: Option<ReporterEnv>,
+    /// The run's reporter socket on this machine (a runner on another machine serves
+    /// its phases one of its own).
+    pub reporter: Option<&'a exec::reporter::Reporter>,
     pub live: Option<LiveSink>,
-    /// Where a runner on another machine relays the sections and measurements the phase
-    /// reports (a local one's phases report to the run's socket, which has its sink).
+    /// Gets the sections, measurements and prompts the phase reports, wherever it runs.
     pub report: Option<exec::reporter::ReportSink>,
+    /// The console's operator prompts, where a runner on another machine raises those
+    /// its phases ask.
+    pub prompts: Option<&'a Arc<exec::prompts::Prompts>>,
     pub stop: Option<StopSignal>,
     /// Gets the pid (= process group) once the phase's process exists.
     pub on_spawn: Box<dyn FnOnce(u32) + Send + 'a>,
@@ -174,9 +178,9 @@ pub trait PhaseRunner: Send + Sync {
     /// Run one phase to its end.
     fn run_phase<'a>(&'a self, call: PhaseCall<'a>) -> PhaseFuture<'a>;
 
-    /// Whether the run's reporter socket (on this machine) serves its phases; a remote
-    /// runner's phases report to a reporter of its own, their report comes with the
-    /// outcome.
+    /// Whether its phases run on this machine, with the run's folder and reporter socket;
+    /// a remote runner's phases get their params file's content in the job and report
+    /// to a reporter of its own, their report coming with the outcome.
     fn reports_here(&self) -> bool {
         true
     }
@@ -187,7 +191,8 @@ pub trait PhaseRunner: Send + Sync {
     }
 }
 
-/// Runs phases in this process, through `exec`.
+/// Runs phases in this process, through the code path a rack agent runs them with
+/// ([`super::execute::run_job`]).
 pub struct LocalRunner {
     pub run_dir: PathBuf,
     pub pack_dir: PathBuf,
@@ -198,13 +203,20 @@ pub struct LocalRunner {
 impl PhaseRunner for LocalRunner {
     fn run_phase<'a>(&'a self, call: PhaseCall<'a>) -> PhaseFuture<'a> {
         Box::pin(async move {
-            let cmd = call.job.command(
-                &self.run_dir,
-                &self.pack_dir,
-                call.reporter,
-                self.limits.clone(),
-            );
-            exec::run_phase(&cmd, &self.clock, call.live, call.stop, call.on_spawn).await
+            let site = Site {
+                run_dir: &self.run_dir,
+                pack_dir: &self.pack_dir,
+                limits: &self.limits,
+                clock: &self.clock,
+                reporter: call.reporter,
+            };
+            let hooks = Hooks {
+                live: call.live,
+                report: call.report,
+                stop: call.stop,
+                on_spawn: call.on_spawn,
+            };
+            run_job(site, &call.job, hooks).await
         })
     }
 }

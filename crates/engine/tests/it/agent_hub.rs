@@ -92,6 +92,7 @@ async fn start(hub: &AgentHub, session: &mut AgentSession, root: &Path, run_id: 
             reporter: None,
             live: None,
             report: None,
+            prompts: None,
             stop: None,
             on_spawn: Box::new(|_| {}),
         })

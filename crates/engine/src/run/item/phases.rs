@@ -69,7 +69,6 @@ pub(super) async fn run_phases(
             first_at,
             argv,
             occ_dir,
-            artifacts,
             &params_file,
             paths,
         )
@@ -88,7 +87,6 @@ pub(super) async fn run_phases(
             first_at,
             &job.def.run,
             occ_dir,
-            artifacts,
             &params_file,
             paths,
         )
@@ -107,7 +105,6 @@ pub(super) async fn run_phases(
                 StopLevel::AtOnce,
                 argv,
                 occ_dir,
-                artifacts,
                 &params_file,
                 paths,
             )
@@ -126,7 +123,6 @@ async fn run_one(
     stop_at: StopLevel,
     argv: &[String],
     occ_dir: &std::path::Path,
-    artifacts: &std::path::Path,
     params_file: &std::path::Path,
     paths: &TaskPaths,
 ) -> Result<PhaseOutcome, NotRun> {
@@ -136,15 +132,6 @@ async fn run_one(
     };
     let runner = ctx.runners.lane(&job.lane);
     let here = runner.reports_here();
-    let report = ctx.reporter.as_ref().filter(|_| here).map(|r| {
-        let info = exec::reporter::PhaseInfo {
-            task: job.def.name.clone(),
-            lane: job.lane.clone(),
-            item: job.item as u32,
-            phase,
-        };
-        r.open_phase(info, artifacts, Some(report_sink(ctx, job, phase)))
-    });
     let phase_job = PhaseJob {
         run_id: ctx.run_id.clone(),
         item: job.item as u32,
@@ -239,12 +226,10 @@ async fn run_one(
     };
     let running = runner.run_phase(PhaseCall {
         job: phase_job,
-        reporter: report.as_ref().map(|h| exec::ReporterEnv {
-            socket: h.socket.clone(),
-            token: h.token.clone(),
-        }),
+        reporter: ctx.reporter.as_deref(),
         live: Some(live),
-        report: (!here).then(|| report_sink(ctx, job, phase)),
+        report: Some(report_sink(ctx, job, phase)),
+        prompts: Some(&ctx.prompts),
         stop: Some(StopSignal {
             level: ctx.stop.clone(),
             at: stop_at,
@@ -271,15 +256,11 @@ async fn run_one(
             running.await
         }
     };
-    let mut outcome = outcome.map_err(|e| NotRun {
+    let outcome = outcome.map_err(|e| NotRun {
         files: matches!(e, exec::ExecError::LogFile { .. }),
         message: e.to_string(),
     })?;
     // A prompt still open when the phase ended waits no more.
     ctx.live.lock().unwrap_or_else(|p| p.into_inner()).operator[job.item] = None;
-    if let Some(h) = report {
-        let reason = format!("still open when the {} phase ended", phase.as_str());
-        exec::apply_report(&mut outcome, h.finish(&reason, ctx.clock.now_ms()));
-    }
     Ok(outcome)
 }
