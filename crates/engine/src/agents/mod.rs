@@ -27,8 +27,10 @@
 //!
 //! `wire` holds the messages; `runner` the server's end of one run's phases; `prompts`
 //! the operator prompts of a phase on an agent, raised on the server; `snapshot` a
-//! snapshot's files as the agent fetches them; `outbox` the agent's unacknowledged ones.
+//! snapshot's files as the agent fetches them; `outbox` the agent's unacknowledged ones;
+//! `home` which server of a lab an agent belongs to (the book's owner's).
 
+mod home;
 pub mod outbox;
 mod prompts;
 mod runner;
@@ -50,6 +52,7 @@ use crate::clock::{Clock, EpochMs};
 use crate::exec::{LiveLog, PhaseOutcome};
 use crate::outcome::Phase;
 use crate::run::{AgentDirectory, PhaseJob, PhaseRunner, RackBusy, RunnerHealth};
+pub use home::{agent_home, AgentHome};
 pub use runner::AgentRunner;
 use wire::{AgentMsg, ServerMsg};
 
