@@ -124,16 +124,18 @@ pub async fn run(
     stop: impl Future<Output = ()> + Send,
 ) -> Result<(), ApiError> {
     let Some(first) = opts.targets.first().cloned() else {
-        return Err(ApiError::invalid("a rack agent needs a lab server (--server URL)"));
+        return Err(ApiError::invalid(
+            "a rack agent needs a lab server (--server URL)",
+        ));
     };
     let fetch = Arc::new(Fetch(std::sync::Mutex::new(Client::new(first.clone())?)));
-    let worker = Worker::new(&opts.work_dir, Arc::new(SystemClock), fetch.clone())
-    .map_err(|e| {
-        ApiError::invalid(format!(
-            "cannot use the work directory {}: {e}",
-            opts.work_dir.display()
-        ))
-    })?;
+    let worker =
+        Worker::new(&opts.work_dir, Arc::new(SystemClock), fetch.clone()).map_err(|e| {
+            ApiError::invalid(format!(
+                "cannot use the work directory {}: {e}",
+                opts.work_dir.display()
+            ))
+        })?;
     tracing::info!(work_dir = %worker.work_dir().display(), cached = worker.cached().len(), "agent work directory");
     tokio::pin!(stop);
     let (tx, rx) = mpsc::unbounded_channel();
@@ -162,10 +164,7 @@ pub async fn run(
             Ended::Refused(why) => {
                 return Err(ApiError::new(
                     ErrorCode::Forbidden,
-                    format!(
-                        "the lab server at {} refused this agent: {why}",
-                        target.url
-                    ),
+                    format!("the lab server at {} refused this agent: {why}", target.url),
                 ))
             }
             Ended::Redirected(to, why) => {
@@ -284,10 +283,15 @@ async fn connection(
                 *retry = FIRST_RETRY;
                 Duration::from_millis(heartbeat_ms.max(10))
             }
-            Ok(ServerMsg::Redirect { url: Some(url), why }) => {
+            Ok(ServerMsg::Redirect {
+                url: Some(url),
+                why,
+            }) => {
                 return match Target::parse(&url, target.token.clone()) {
                     Ok(to) => Ended::Redirected(to, why),
-                    Err(e) => Ended::Dropped(format!("{why}; its address {url} is no server's: {e}")),
+                    Err(e) => {
+                        Ended::Dropped(format!("{why}; its address {url} is no server's: {e}"))
+                    }
                 }
             }
             Ok(ServerMsg::Redirect { url: None, why }) => return Ended::Dropped(why),

@@ -108,8 +108,8 @@ impl Lab {
             .unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let first = lines.next().unwrap().unwrap();
-        let addr = crate::support::address_in(&first)
-            .unwrap_or_else(|| panic!("no address in {first}"));
+        let addr =
+            crate::support::address_in(&first).unwrap_or_else(|| panic!("no address in {first}"));
         // Keep reading its output so it never writes to a closed pipe.
         std::thread::spawn(move || for _ in lines {});
         (Proc(child), addr)
