@@ -397,6 +397,18 @@ impl AgentHub {
         })
     }
 
+    /// Close every agent's connection (a server that stopped owning the book: its agents
+    /// belong to the new owner, `home`). Their sessions end as if the agents had gone,
+    /// and the agents connect again, to be sent where the book is now.
+    pub fn disconnect_all(&self) {
+        let mut st = self.hub.lock();
+        for (name, a) in st.agents.iter_mut() {
+            if a.conn.take().is_some() {
+                tracing::warn!(agent = %name, "closed the rack agent's connection: this server no longer owns the book");
+            }
+        }
+    }
+
     /// Stall the runs of agents silent for 1.5 heartbeats, lose those silent for the
     /// grace period, by the hub's clock. Its watchdog does this four times a heartbeat;
     /// a test on a manual clock calls it after moving the clock.
