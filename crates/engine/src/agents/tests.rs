@@ -111,7 +111,10 @@ async fn disconnecting_all_agents_ends_their_sessions_outboxes() {
     let hub = hub(&clock);
     let mut s = connect(&hub, "rack-a-ctl");
     hub.disconnect_all();
-    assert!(s.outbox.recv().await.is_none(), "the connection's outbox is closed");
+    assert!(
+        s.outbox.recv().await.is_none(),
+        "the connection's outbox is closed"
+    );
     // The agent connects again (to be sent where the book is now).
     let _again = connect(&hub, "rack-a-ctl");
     assert_eq!(hub.list().len(), 1);
