@@ -70,7 +70,8 @@ pub struct GlobalArgs {
     pub store: Option<StoreLocation>,
     /// Work on a lab server (a `testbay serve`, http://HOST:PORT) instead of this
     /// computer's data directory: runs, results, lab, queue and schedules are the server's.
-    /// `agent` takes it repeated: any servers of the lab, tried in turn
+    /// `agent` takes it repeated: any servers of the lab, tried in turn (other commands
+    /// refuse several)
     #[arg(long, global = true, env = "TESTBAY_SERVER", value_name = "URL")]
     pub server: Vec<String>,
     /// The lab server's token (with --server); for `serve`, the token to require off
@@ -116,7 +117,7 @@ pub struct Ctx {
     pub paths: ConsolePaths,
     /// `--server`: the lab server every console of a subcommand is (`console::Session`).
     pub server: Option<String>,
-    /// Every `--server` given (`agent` takes several; the others use the first).
+    /// Every `--server` given (only `agent` takes several).
     pub servers: Vec<String>,
     /// `--token`: the lab server's token, or the one `serve` requires.
     pub token: Option<String>,
@@ -184,6 +185,12 @@ impl Command {
 }
 
 pub fn run(command: Command, ctx: &Ctx) -> anyhow::Result<i32> {
+    if ctx.servers.len() > 1 && !matches!(command, Command::Agent(_)) {
+        anyhow::bail!(
+            "--server is given {} times: only `testbay agent` takes several (any servers of a lab); other commands work on one",
+            ctx.servers.len()
+        );
+    }
     if let Some(server) = &ctx.server {
         let local_only = match &command {
             Command::Serve(_) => Some(("serve", "serves this computer's console")),

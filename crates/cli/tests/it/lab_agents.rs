@@ -256,3 +256,27 @@ fn agents_given_both_servers_follow_the_books_owner_through_a_takeover() {
     let again = lab.call(&addr_b, json!({"cmd": "get_run", "run_id": first}));
     assert_eq!(again["data"]["run"]["status"], "completed", "{again}");
 }
+
+#[test]
+fn only_the_agent_takes_several_servers() {
+    let f = Bed::new();
+    let out = crate::support::bin()
+        .args([
+            "--server",
+            "http://127.0.0.1:1",
+            "--server",
+            "http://127.0.0.1:2",
+        ])
+        .args(["--data-dir"])
+        .arg(&f.data)
+        .arg("results")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("--server is given 2 times: only `testbay agent` takes several"),
+        "{err}"
+    );
+}
