@@ -12,6 +12,13 @@
 //! new connection names the phases the agent still has, and the agent sends again what
 //! follows the last message the server's welcome says it took. A server that refuses the
 //! agent (a wrong role, a rack that is not an agent rack) ends it and its phases.
+//!
+//! In a lab of several servers on one database the agent belongs to the server that
+//! owns the reservation book (it runs the launches). The agent is given any of them
+//! (`--server`, repeated); one that does not own the book answers the hello with a
+//! redirect to the owner, and the agent connects there, a redirect being just another
+//! reconnect. A connection that drops goes on to the next server of the list, so
+//! when the owner dies the agent is sent to whichever server took the book over.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -38,13 +45,14 @@ use crate::Target;
 
 /// What `testbay agent` was given.
 pub struct AgentOptions {
-    pub target: Target,
+    /// The lab's servers (any of them; at least one), tried in turn.
+    pub targets: Vec<Target>,
     pub racks: Vec<String>,
     pub work_dir: PathBuf,
 }
 
-/// Fetches snapshots with `agent_snapshot`.
-struct Fetch(Client);
+/// Fetches snapshots with `agent_snapshot`, from the server the agent is connected to.
+struct Fetch(std::sync::Mutex<Client>);
 
 impl SnapshotSource for Fetch {
     fn fetch<'a>(
@@ -55,7 +63,8 @@ impl SnapshotSource for Fetch {
             let request = Request::AgentSnapshot {
                 hash: hash.to_string(),
             };
-            match self.0.call(&request).await {
+            let client = self.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            match client.call(&request).await {
                 Ok(Response::AgentSnapshot(s)) => Ok(s),
                 Ok(other) => Err(format!("the server answered agent_snapshot with {other:?}")),
                 Err(e) => Err(format!("cannot fetch pack snapshot {hash}: {e}")),
@@ -99,8 +108,10 @@ impl Pump {
 
 /// How one connection ended.
 enum Ended {
-    /// Dropped: connect again.
+    /// Dropped: connect again (the next server of the list).
     Dropped(String),
+    /// The server sent the agent to the book's owner at this address.
+    Redirected(Target, String),
     /// The server refused the agent: give up.
     Refused(String),
     /// Asked to stop.
@@ -112,18 +123,19 @@ pub async fn run(
     opts: AgentOptions,
     stop: impl Future<Output = ()> + Send,
 ) -> Result<(), ApiError> {
-    let client = Client::new(opts.target.clone())?;
-    let worker = Worker::new(
-        &opts.work_dir,
-        Arc::new(SystemClock),
-        Arc::new(Fetch(client)),
-    )
-    .map_err(|e| {
-        ApiError::invalid(format!(
-            "cannot use the work directory {}: {e}",
-            opts.work_dir.display()
-        ))
-    })?;
+    let Some(first) = opts.targets.first().cloned() else {
+        return Err(ApiError::invalid(
+            "a rack agent needs a lab server (--server URL)",
+        ));
+    };
+    let fetch = Arc::new(Fetch(std::sync::Mutex::new(Client::new(first.clone())?)));
+    let worker =
+        Worker::new(&opts.work_dir, Arc::new(SystemClock), fetch.clone()).map_err(|e| {
+            ApiError::invalid(format!(
+                "cannot use the work directory {}: {e}",
+                opts.work_dir.display()
+            ))
+        })?;
     tracing::info!(work_dir = %worker.work_dir().display(), cached = worker.cached().len(), "agent work directory");
     tokio::pin!(stop);
     let (tx, rx) = mpsc::unbounded_channel();
@@ -134,9 +146,13 @@ pub async fn run(
         boot: format!("{}-{}", std::process::id(), SystemClock.now_ms()),
     };
     let mut retry = FIRST_RETRY;
+    // The server of the list tried last, and where a redirect sent the agent.
+    let mut listed = 0;
+    let mut target = first;
     loop {
+        *fetch.0.lock().unwrap_or_else(|p| p.into_inner()) = Client::new(target.clone())?;
         let ended = tokio::select! {
-            e = connection(&opts, &worker, &mut pump, &mut retry) => e,
+            e = connection(&opts, &target, &worker, &mut pump, &mut retry) => e,
             () = &mut stop => Ended::Stopped,
         };
         if matches!(ended, Ended::Stopped | Ended::Refused(_)) {
@@ -148,14 +164,16 @@ pub async fn run(
             Ended::Refused(why) => {
                 return Err(ApiError::new(
                     ErrorCode::Forbidden,
-                    format!(
-                        "the lab server at {} refused this agent: {why}",
-                        opts.target.url
-                    ),
+                    format!("the lab server at {} refused this agent: {why}", target.url),
                 ))
             }
+            Ended::Redirected(to, why) => {
+                tracing::info!(server = %target.url, to = %to.url, why, "sent to the server that owns the reservation book");
+                target = to;
+            }
             Ended::Dropped(why) => {
-                tracing::warn!(server = %opts.target.url, why, retry_ms = retry.as_millis() as u64, running = worker.running(), unacknowledged = pump.outbox.len(), "lost the lab server; connecting again");
+                listed = (listed + 1) % opts.targets.len();
+                tracing::warn!(server = %target.url, next = %opts.targets[listed].url, why, retry_ms = retry.as_millis() as u64, running = worker.running(), unacknowledged = pump.outbox.len(), "lost the lab server; connecting again");
                 let stopped = pump
                     .meanwhile(async {
                         tokio::select! {
@@ -170,6 +188,7 @@ pub async fn run(
                     return Ok(());
                 }
                 retry = (retry * 2).min(LAST_RETRY);
+                target = opts.targets[listed].clone();
             }
         }
     }
@@ -191,15 +210,16 @@ fn host_name() -> String {
 
 async fn connection(
     opts: &AgentOptions,
+    target: &Target,
     worker: &Arc<Worker>,
     pump: &mut Pump,
     retry: &mut Duration,
 ) -> Ended {
-    let mut request = match opts.target.agent_url().as_str().into_client_request() {
+    let mut request = match target.agent_url().as_str().into_client_request() {
         Ok(r) => r,
         Err(e) => return Ended::Refused(e.to_string()),
     };
-    if let Some(token) = &opts.target.token {
+    if let Some(token) = &target.token {
         match HeaderValue::from_str(&format!("Bearer {token}")) {
             Ok(v) => {
                 request.headers_mut().insert(header::AUTHORIZATION, v);
@@ -263,6 +283,18 @@ async fn connection(
                 *retry = FIRST_RETRY;
                 Duration::from_millis(heartbeat_ms.max(10))
             }
+            Ok(ServerMsg::Redirect {
+                url: Some(url),
+                why,
+            }) => {
+                return match Target::parse(&url, target.token.clone()) {
+                    Ok(to) => Ended::Redirected(to, why),
+                    Err(e) => {
+                        Ended::Dropped(format!("{why}; its address {url} is no server's: {e}"))
+                    }
+                }
+            }
+            Ok(ServerMsg::Redirect { url: None, why }) => return Ended::Dropped(why),
             _ => return Ended::Dropped("the server's first message is not a welcome".into()),
         },
         Ok(Some(Ok(Message::Close(Some(f))))) if f.code == CloseCode::Policy => {
@@ -317,7 +349,7 @@ async fn connection(
                             Ok(ServerMsg::Stop { job }) => worker.stop(job),
                             Ok(ServerMsg::Ack { seq }) => pump.outbox.ack(seq),
                             Ok(ServerMsg::Answer { job, prompt, text, by }) => worker.answer(job, prompt, text, by),
-                            Ok(ServerMsg::Welcome { .. }) => {}
+                            Ok(ServerMsg::Welcome { .. } | ServerMsg::Redirect { .. }) => {}
                             Err(e) => tracing::warn!(error = %e, "a server message the agent does not understand; ignored"),
                         }
                         continue;

@@ -2,7 +2,9 @@
 //! phases the moment a run needs them and its live output comes back on the same
 //! connection, in order, with no polling on either side). Only a user with the `agent`
 //! role may open it; the agent's name is its user's. The agent's first message is its
-//! `hello` (within [`HELLO_WITHIN`]); then the connection carries the messages of
+//! `hello` (within [`HELLO_WITHIN`]); a server of a lab database that does not own the
+//! reservation book answers it with a redirect to the owner and closes
+//! (`testbay_engine::agents::home`); otherwise the connection carries the messages of
 //! `testbay_engine::agents::wire` as JSON text frames until either side closes it. A
 //! refused agent gets a close frame saying why.
 
@@ -13,9 +15,9 @@ use axum::extract::State;
 use axum::response::Response;
 use axum::Extension;
 use futures_util::{SinkExt, StreamExt};
-use testbay_engine::agents::wire::AgentMsg;
-use testbay_engine::agents::{AgentHub, Resume};
-use testbay_engine::api::{ApiError, Caller, ErrorCode, Role};
+use testbay_engine::agents::wire::{AgentMsg, ServerMsg};
+use testbay_engine::agents::{AgentHome, AgentHub, Resume};
+use testbay_engine::api::{ApiError, Caller, Console, ErrorCode, Role};
 
 use crate::{error_response, AppState};
 
@@ -48,11 +50,13 @@ pub(crate) async fn upgrade(
     }
     let name = caller.name().to_string();
     let shutdown = st.shutdown.clone();
-    ws.on_upgrade(move |socket| pump(socket, hub, name, shutdown))
+    let console = st.console.clone();
+    ws.on_upgrade(move |socket| pump(socket, console, hub, name, shutdown))
 }
 
 async fn pump(
     socket: WebSocket,
+    st_console: std::sync::Arc<dyn Console>,
     hub: AgentHub,
     name: String,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
@@ -73,6 +77,25 @@ async fn pump(
         refuse(&mut tx, "the agent's first message must be its hello").await;
         return;
     };
+    let console = st_console.clone();
+    let home = tokio::task::spawn_blocking(move || console.agent_home())
+        .await
+        .unwrap_or_else(|e| AgentHome::NotYet(format!("cannot tell where the agent belongs: {e}")));
+    let redirect = match home {
+        AgentHome::Here => None,
+        AgentHome::Redirect(url) => Some(ServerMsg::Redirect {
+            why: format!("this server does not own the reservation book; {url} does"),
+            url: Some(url),
+        }),
+        AgentHome::NotYet(why) => Some(ServerMsg::Redirect { url: None, why }),
+    };
+    if let Some(msg) = redirect {
+        tracing::info!(agent = %name, ?msg, "rack agent sent to the book's owner");
+        let text = serde_json::to_string(&msg).expect("plain JSON");
+        let _ = tx.send(Message::Text(text.into())).await;
+        let _ = tx.close().await;
+        return;
+    }
     let resume = Resume { boot, running };
     let mut session = match hub.connect_resuming(&name, racks, host, version, resume) {
         Ok(s) => s,

@@ -1,6 +1,7 @@
 //! `testbay agent`: run the task phases of a lab's racks on this machine (the one wired
 //! to them). It connects to the lab server given by `--server` with an agent user's
-//! `--token`, names the racks it serves, heartbeats, and runs the phases the server sends
+//! `--token` (in a lab of several servers, any of them, `--server` repeated: it is sent
+//! to the one that owns the reservation book, and follows the book when it moves), names the racks it serves, heartbeats, and runs the phases the server sends
 //! it from pack snapshots it fetches by content hash into `--work-dir` (four kept).
 //! Ctrl-C, SIGTERM or SIGHUP end its phases and it.
 
@@ -26,14 +27,17 @@ pub struct Args {
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
-    let Some(server) = &ctx.server else {
+    if ctx.servers.is_empty() {
         bail!("testbay agent needs --server URL (the lab server) and --token (an agent user's)");
-    };
+    }
     if ctx.token.is_none() {
         bail!("testbay agent needs --token: the token of a user with the agent role (`testbay users add NAME --role agent` on the server)");
     }
-    let target =
-        Target::parse(server, ctx.token.clone()).map_err(|e| anyhow::anyhow!(error_text(&e)))?;
+    let targets = ctx
+        .servers
+        .iter()
+        .map(|s| Target::parse(s, ctx.token.clone()).map_err(|e| anyhow::anyhow!(error_text(&e))))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let work_dir = args.work_dir.unwrap_or_else(|| ctx.data_dir.join("agent"));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -45,12 +49,16 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
         say!(
             "testbay agent: racks {} on {}, work directory {}",
             racks.join(", "),
-            target.url,
+            targets
+                .iter()
+                .map(|t| t.url.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
             work_dir.display()
         );
         serve_phases(
             AgentOptions {
-                target,
+                targets,
                 racks,
                 work_dir,
             },

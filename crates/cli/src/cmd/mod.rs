@@ -69,9 +69,11 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "TESTBAY_STORE", value_name = "URL")]
     pub store: Option<StoreLocation>,
     /// Work on a lab server (a `testbay serve`, http://HOST:PORT) instead of this
-    /// computer's data directory: runs, results, lab, queue and schedules are the server's
+    /// computer's data directory: runs, results, lab, queue and schedules are the server's.
+    /// `agent` takes it repeated: any servers of the lab, tried in turn (other commands
+    /// refuse several)
     #[arg(long, global = true, env = "TESTBAY_SERVER", value_name = "URL")]
-    pub server: Option<String>,
+    pub server: Vec<String>,
     /// The lab server's token (with --server); for `serve`, the token to require off
     /// loopback instead of a random one (letters, digits, `-._~`)
     #[arg(long, global = true, env = "TESTBAY_TOKEN", hide_env_values = true)]
@@ -79,6 +81,14 @@ pub struct GlobalArgs {
 }
 
 impl GlobalArgs {
+    fn servers(&self) -> Vec<String> {
+        self.server
+            .iter()
+            .filter(|s| !s.trim().is_empty())
+            .cloned()
+            .collect()
+    }
+
     pub fn ctx(&self) -> Ctx {
         let paths =
             ConsolePaths::resolve(self.data_dir.clone(), self.packs.clone(), self.lab.clone());
@@ -88,7 +98,8 @@ impl GlobalArgs {
             lab: paths.lab_file.clone(),
             paths,
             store: self.store.clone(),
-            server: self.server.clone().filter(|s| !s.trim().is_empty()),
+            server: self.servers().first().cloned(),
+            servers: self.servers(),
             token: self.token.clone(),
         }
     }
@@ -106,6 +117,8 @@ pub struct Ctx {
     pub paths: ConsolePaths,
     /// `--server`: the lab server every console of a subcommand is (`console::Session`).
     pub server: Option<String>,
+    /// Every `--server` given (only `agent` takes several).
+    pub servers: Vec<String>,
     /// `--token`: the lab server's token, or the one `serve` requires.
     pub token: Option<String>,
     /// The store `--store` names; `None`: SQLite in the data directory.
@@ -172,6 +185,12 @@ impl Command {
 }
 
 pub fn run(command: Command, ctx: &Ctx) -> anyhow::Result<i32> {
+    if ctx.servers.len() > 1 && !matches!(command, Command::Agent(_)) {
+        anyhow::bail!(
+            "--server is given {} times: only `testbay agent` takes several (any servers of a lab); other commands work on one",
+            ctx.servers.len()
+        );
+    }
     if let Some(server) = &ctx.server {
         let local_only = match &command {
             Command::Serve(_) => Some(("serve", "serves this computer's console")),

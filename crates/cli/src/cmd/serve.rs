@@ -23,6 +23,11 @@ pub struct Args {
     /// elsewhere), `auto` (lab mode once the store has a user)
     #[arg(long, default_value = "auto", value_parser = ["auto", "users", "token"])]
     pub auth: String,
+    /// The address the lab's other servers send rack agents to while this one owns the
+    /// reservation book (servers on one PostgreSQL store) [default: http://ADDR:PORT
+    /// this one listens on]
+    #[arg(long, value_name = "URL")]
+    pub advertise: Option<String>,
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
@@ -75,6 +80,14 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<i32> {
                 return Err(e).with_context(|| format!("cannot listen on {}", args.bind));
             }
         };
+        let address = args
+            .advertise
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", server.local_addr()));
+        let recorded = console.clone();
+        tokio::task::spawn_blocking(move || recorded.serving_at(&address))
+            .await
+            .context("cannot record the address this server serves on")?;
         // Listen for the stop signals before telling anyone where the console is: a
         // signal sent the moment the address is printed must stop it cleanly.
         let stop = stop_signal();

@@ -23,3 +23,4 @@ mod support;
 mod remote;
 mod agents;
 mod agent_cuts;
+mod lab_agents;

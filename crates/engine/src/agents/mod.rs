@@ -27,8 +27,10 @@
 //!
 //! `wire` holds the messages; `runner` the server's end of one run's phases; `prompts`
 //! the operator prompts of a phase on an agent, raised on the server; `snapshot` a
-//! snapshot's files as the agent fetches them; `outbox` the agent's unacknowledged ones.
+//! snapshot's files as the agent fetches them; `outbox` the agent's unacknowledged ones;
+//! `home` which server of a lab an agent belongs to (the book's owner's).
 
+mod home;
 pub mod outbox;
 mod prompts;
 mod runner;
@@ -50,6 +52,7 @@ use crate::clock::{Clock, EpochMs};
 use crate::exec::{LiveLog, PhaseOutcome};
 use crate::outcome::Phase;
 use crate::run::{AgentDirectory, PhaseJob, PhaseRunner, RackBusy, RunnerHealth};
+pub use home::{agent_home, AgentHome};
 pub use runner::AgentRunner;
 use wire::{AgentMsg, ServerMsg};
 
@@ -392,6 +395,18 @@ impl AgentHub {
             acked,
             outbox: rx,
         })
+    }
+
+    /// Close every agent's connection (a server that stopped owning the book: its agents
+    /// belong to the new owner, `home`). Their sessions end as if the agents had gone,
+    /// and the agents connect again, to be sent where the book is now.
+    pub fn disconnect_all(&self) {
+        let mut st = self.hub.lock();
+        for (name, a) in st.agents.iter_mut() {
+            if a.conn.take().is_some() {
+                tracing::warn!(agent = %name, "closed the rack agent's connection: this server no longer owns the book");
+            }
+        }
     }
 
     /// Stall the runs of agents silent for 1.5 heartbeats, lose those silent for the

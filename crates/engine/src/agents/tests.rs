@@ -104,3 +104,18 @@ async fn a_rack_waits_only_while_all_its_agents_are_passed_over() {
     assert_eq!(hub.busy("rack-a"), None, "no agent at all: not a wait");
     assert!(hub.runner_for("rack-a", "r3", "h", dir).is_err());
 }
+
+#[tokio::test]
+async fn disconnecting_all_agents_ends_their_sessions_outboxes() {
+    let clock = ManualClock::new(T0);
+    let hub = hub(&clock);
+    let mut s = connect(&hub, "rack-a-ctl");
+    hub.disconnect_all();
+    assert!(
+        s.outbox.recv().await.is_none(),
+        "the connection's outbox is closed"
+    );
+    // The agent connects again (to be sent where the book is now).
+    let _again = connect(&hub, "rack-a-ctl");
+    assert_eq!(hub.list().len(), 1);
+}

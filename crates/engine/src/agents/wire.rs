@@ -1,7 +1,8 @@
 //! What a rack agent and its server say to each other: JSON messages, one per WebSocket
 //! text frame (`GET /api/agent`), in order. The agent speaks first ([`AgentMsg::Hello`]);
 //! the server answers [`ServerMsg::Welcome`] with the heartbeat interval, then sends
-//! phases to run. An agent sends a phase's files before its [`AgentMsg::Done`], and
+//! phases to run; a server that does not own the book answers [`ServerMsg::Redirect`]
+//! instead of the welcome. An agent sends a phase's files before its [`AgentMsg::Done`], and
 //! every message about a phase numbered ([`AgentMsg::Seq`]) so none is lost or doubled
 //! across a cut ([`ServerMsg::Ack`], `outbox`). A phase's operator prompt goes to the
 //! server and its answer comes back.
@@ -126,6 +127,10 @@ pub enum ServerMsg {
         text: String,
         by: Option<String>,
     },
+    /// Instead of the welcome: this server does not own the reservation book, so the
+    /// agent belongs elsewhere (`agents::home`). `url`: the owner's address, to connect
+    /// to now; none: nobody owns it yet (`why`), try again later.
+    Redirect { url: Option<String>, why: String },
 }
 
 /// One file of a pack snapshot (`agent_snapshot`).

@@ -48,4 +48,18 @@ pub trait Console: Send + Sync {
     fn agent_hub(&self) -> Option<crate::agents::AgentHub> {
         None
     }
+
+    /// Where a rack agent saying hello belongs (`agents::home`): here unless this is one
+    /// of several servers of a lab database and another owns the reservation book.
+    /// Blocking (it may read the store).
+    fn agent_home(&self) -> crate::agents::AgentHome {
+        crate::agents::AgentHome::Here
+    }
+
+    /// The transport serves this console at `address` (an `http://HOST:PORT` others can
+    /// reach); a server of a lab database records it for the rack agents other servers
+    /// send here. Blocking.
+    fn serving_at(&self, address: &str) {
+        let _ = address;
+    }
 }

@@ -24,7 +24,8 @@
 //! - **The book lost.** An owner whose lock another server took while the database was
 //!   down ([`crate::store::BookLock::lost`]) stops acting as the owner at once: its
 //!   book is dropped unwritten, the runs it executes are stopped (the new owner's book
-//!   does not know their claims), and it follows the new owner.
+//!   does not know their claims), its rack agents' connections are closed (they are sent
+//!   to the new owner when they connect again), and it follows the new owner.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -226,6 +227,8 @@ impl LocalConsole {
         }
         *self.book_note.lock().unwrap_or_else(|p| p.into_inner()) = Some(NOT_OWNER.into());
         b.abandon();
+        // Its agents belong to the new owner now (`agents::home`).
+        self.agents.disconnect_all();
         for run in self.runs.active_runs() {
             if let Err(e) = self.runs.stop(&run) {
                 tracing::warn!(run = %run, error = %e, "cannot stop a run after losing the book");

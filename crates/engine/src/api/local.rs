@@ -263,6 +263,16 @@ impl Console for LocalConsole {
         Some(self.agents.clone())
     }
 
+    fn agent_home(&self) -> crate::agents::AgentHome {
+        crate::agents::agent_home(&*self.store, self.owns_book())
+    }
+
+    fn serving_at(&self, address: &str) {
+        if let Err(e) = self.store.set_server_address(address) {
+            tracing::warn!(address, error = %e, "cannot record the address this server serves on; rack agents cannot be sent here");
+        }
+    }
+
     fn shutdown(&self) {
         self.store.commit_pending_results();
         let owned = self

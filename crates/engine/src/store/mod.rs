@@ -84,6 +84,20 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// nobody does.
     fn book_owner(&self) -> Option<String>;
 
+    /// Record the address this process serves the lab on (`testbay serve`), where the
+    /// other servers of its database send rack agents while it owns the book. The
+    /// single seat has no other servers: nothing to record.
+    fn set_server_address(&self, address: &str) -> Result<()> {
+        let _ = address;
+        Ok(())
+    }
+
+    /// Which server of the store's database owns the reservation book, for a rack
+    /// agent's hello (see [`BookHome`]); the single seat's is [`BookHome::Alone`].
+    fn book_home(&self) -> Result<BookHome> {
+        Ok(BookHome::Alone)
+    }
+
     // Runs.
 
     /// Insert a run and its planned task occurrences, all or nothing, owned by this
@@ -331,6 +345,20 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
 /// The reservation book's ownership, held by the owning process (see
 /// [`Store::lock_book`]); dropping it gives the book up.
+/// Where the reservation book is owned, among the servers of one database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BookHome {
+    /// This store is the only server (SQLite, or a store that is no server).
+    Alone,
+    /// This server owns it.
+    Here,
+    /// Another server, alive, owns it and serves at this address.
+    At(String),
+    /// No live server owns it now (its owner died and nobody took it over yet), or its
+    /// owner recorded no address.
+    Unknown,
+}
+
 pub trait BookLock: Send {
     /// Whether the ownership was lost without being given up: the database restarted
     /// and another server took the book before this one could take it back. The owner

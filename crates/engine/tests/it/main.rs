@@ -8,6 +8,7 @@ mod exec;
 mod store;
 mod store_contract;
 mod store_pg;
+mod store_pg_home;
 mod store_reads;
 mod history;
 mod run;

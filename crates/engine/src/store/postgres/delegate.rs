@@ -33,6 +33,17 @@ impl Store for PgStore {
         book::owner(&self.core)
     }
 
+    fn set_server_address(&self, address: &str) -> Result<()> {
+        match &self.server {
+            Some(server) => server.set_address(&self.core, address),
+            None => Ok(()),
+        }
+    }
+
+    fn book_home(&self) -> Result<crate::store::BookHome> {
+        super::servers::book_home(&self.core, self.server_id())
+    }
+
     fn insert_run(&self, run: &NewRun, tasks: &[NewTaskRow]) -> Result<Vec<i64>> {
         let owner = self.owner;
         let server = self.server_id();

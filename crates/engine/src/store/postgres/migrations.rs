@@ -512,4 +512,10 @@ CREATE INDEX runs_server_unfinished ON runs(server_id)
 ALTER TABLE book_owner ADD COLUMN server_id TEXT;
 "#,
     },
+    Migration {
+        name: "the address each lab server serves on, where rack agents are sent",
+        sql: r#"
+ALTER TABLE lab_servers ADD COLUMN address TEXT;
+"#,
+    },
 ];

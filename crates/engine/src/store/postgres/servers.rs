@@ -5,7 +5,10 @@
 //! judged by the database's `now()`. The runs it inserts carry its id (`runs.server_id`);
 //! a run whose server's lease lapsed (or whose row is gone) is taken for interrupted by
 //! the others, whatever its pid says, so servers on several hosts recover each other's
-//! runs. A store that drops ends its lease at once (its row is removed).
+//! runs. A store that drops ends its lease at once (its row is removed). A server that
+//! serves the lab (`testbay serve`) records its address there too
+//! (`ServerLease::set_address`): the others send rack agents to the book's owner's
+//! (`book_home`).
 //!
 //! The lease's length is [`LEASE_ENV`] in milliseconds (within
 //! [`testbay_core::bounds::MIN_SERVER_LEASE_MS`] to `MAX_SERVER_LEASE_MS`),
@@ -36,6 +39,8 @@ pub(super) const SERVER_ALIVE: &str = "EXISTS (SELECT 1 FROM lab_servers s \
 pub(super) struct ServerLease {
     pub id: String,
     pub lease_ms: i64,
+    /// The address it serves on, once known (kept for a row put back by [`renew`]).
+    address: Arc<std::sync::Mutex<Option<String>>>,
     /// Stops the renewing task when the store drops.
     stop: tokio::sync::watch::Sender<bool>,
 }
@@ -93,6 +98,8 @@ impl ServerLease {
         let (stop, mut stopped) = tokio::sync::watch::channel(false);
         let weak = Arc::downgrade(core);
         let renew_id = id.clone();
+        let address = Arc::new(std::sync::Mutex::new(None));
+        let renew_address = address.clone();
         core.rt().spawn(async move {
             let period = Duration::from_millis((lease_ms / 3).max(100) as u64);
             loop {
@@ -101,13 +108,36 @@ impl ServerLease {
                     _ = stopped.changed() => return,
                 }
                 let Some(core) = weak.upgrade() else { return };
-                if let Err(e) = renew(&core, &renew_id, lease_ms).await {
+                let address = renew_address
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
+                if let Err(e) = renew(&core, &renew_id, lease_ms, address.as_deref()).await {
                     tracing::warn!(error = %e, server = %renew_id, "cannot renew this server's lease");
                 }
             }
         });
         tracing::info!(server = %id, lease_ms, "registered as a server of the database");
-        Ok(Self { id, lease_ms, stop })
+        Ok(Self {
+            id,
+            lease_ms,
+            address,
+            stop,
+        })
+    }
+
+    /// Record the address this server serves on.
+    pub(super) fn set_address(&self, core: &Core, address: &str) -> Result<()> {
+        *self.address.lock().unwrap_or_else(|p| p.into_inner()) = Some(address.to_string());
+        core.block(async {
+            let c = core.conn().await?;
+            c.execute(
+                "UPDATE lab_servers SET address = $2 WHERE id = $1",
+                &[&self.id, &address],
+            )
+            .await?;
+            Ok(())
+        })
     }
 
     /// End the lease: the renewing task stops and the row goes.
@@ -129,7 +159,7 @@ fn secs(ms: i64) -> f64 {
 /// Renew `id`'s lease; a row that is gone (another server cleared it after it lapsed) is
 /// put back, and a lease found lapsed is logged: the others may have taken this
 /// server's runs for interrupted meanwhile.
-async fn renew(core: &Core, id: &str, lease_ms: i64) -> Result<()> {
+async fn renew(core: &Core, id: &str, lease_ms: i64, address: Option<&str>) -> Result<()> {
     let c = core.conn().await?;
     let row = c
         .query_opt(
@@ -144,14 +174,15 @@ async fn renew(core: &Core, id: &str, lease_ms: i64) -> Result<()> {
             let parts: Vec<&str> = id.splitn(3, ':').collect();
             let pid = i64::from(std::process::id());
             c.execute(
-                "INSERT INTO lab_servers (id, host, pid, started_ms, lease_until)
-                 VALUES ($1, $2, $3, 0, now() + make_interval(secs => $4))
+                "INSERT INTO lab_servers (id, host, pid, started_ms, lease_until, address)
+                 VALUES ($1, $2, $3, 0, now() + make_interval(secs => $4), $5)
                  ON CONFLICT (id) DO UPDATE SET lease_until = EXCLUDED.lease_until",
                 &[
                     &id,
                     &parts.first().copied().unwrap_or(""),
                     &pid,
                     &secs(lease_ms),
+                    &address,
                 ],
             )
             .await?;
@@ -175,4 +206,31 @@ async fn forget_long_gone(c: &Client) -> Result<u64> {
         &[],
     )
     .await?)
+}
+
+/// Which server owns the book, as `server` (this store's id; `None`: a store that is no
+/// server) sees it: the server `book_owner` names, if its lease runs.
+pub(super) fn book_home(core: &Core, server: Option<&str>) -> Result<crate::store::BookHome> {
+    use crate::store::BookHome;
+    let Some(server) = server else {
+        return Ok(BookHome::Alone);
+    };
+    core.block(async {
+        let c = core.conn().await?;
+        let row = c
+            .query_opt(
+                "SELECT s.id, s.address FROM book_owner b JOIN lab_servers s ON s.id = b.server_id
+                 WHERE b.id = 1 AND s.lease_until > now()",
+                &[],
+            )
+            .await?;
+        Ok(match row {
+            None => BookHome::Unknown,
+            Some(r) if r.get::<_, String>(0) == server => BookHome::Here,
+            Some(r) => match r.get::<_, Option<String>>(1) {
+                Some(address) => BookHome::At(address),
+                None => BookHome::Unknown,
+            },
+        })
+    })
 }
