@@ -91,7 +91,16 @@ pub trait Fence: Send + Sync + 'static {
 
     /// The book moved `hold`'s end to `new_end`.
     fn extend_hold(&self, _hold: &FenceHold<'_>, _new_end: EpochMs) {}
+
+    /// Call `freed` with the resource each time another server lets one go in the
+    /// database (a claim or hold released, or found lapsed), until it answers `false`:
+    /// the broker wakes its tasks the database refused that resource at once, rather
+    /// than when the other holder's lease would have ended.
+    fn on_freed(&self, _freed: Freed) {}
 }
+
+/// A listener of [`Fence::on_freed`]: called with the freed resource; `false` to stop.
+pub type Freed = Box<dyn Fn(&str) -> bool + Send + Sync>;
 
 /// No database under the book: the single seat.
 #[derive(Debug, Default, Clone, Copy)]

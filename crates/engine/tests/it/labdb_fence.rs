@@ -47,11 +47,16 @@ fn fence(url: &str, server: &str) -> Arc<LabFence> {
 /// A server: a bed reserving through its own book, its claims and operators' holds
 /// fenced in the database at `url`.
 fn server(url: &str, name: &str, renew_thread: bool) -> Bed {
+    server_leased(url, name, renew_thread, LEASE_MS)
+}
+
+/// As [`server`], its claims under leases of `lease_ms`.
+fn server_leased(url: &str, name: &str, renew_thread: bool, lease_ms: i64) -> Bed {
     let fence = fence(url, name);
     let bed = Bed::builder()
         .lab(LAB)
         .broker_config(BrokerConfig {
-            lease_ms: LEASE_MS,
+            lease_ms,
             renew_thread,
             ..BrokerConfig::default()
         })
@@ -331,5 +336,52 @@ async fn labdb_fence_an_operators_hold_is_held_in_the_database() {
         other => panic!("an operator holds a DUT a run holds: {other:?}"),
     }
     b.broker().end_run("run-b");
+    assert!(audit.audit().await.unwrap().clean());
+}
+
+/// A run's task the database refused (another server holds its DUT there, under a long
+/// lease) starts as soon as that server lets the DUT go, told on the lab book's channel,
+/// not when the other server's lease would have ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn labdb_fence_a_release_on_another_server_wakes_a_waiting_task() {
+    const LONG_LEASE_MS: i64 = 60_000;
+    let url = db("fence_wake");
+    let (a, b) = (
+        server_leased(&url, "server-a", false, LONG_LEASE_MS),
+        server_leased(&url, "server-b", true, LONG_LEASE_MS),
+    );
+    assert!(matches!(on_box(a.broker(), "run-a"), Grant::Granted(_)));
+    write_pack(&b.pack, "true\n");
+    let rb = launch(&b);
+    until("server-b's first task waits for box-1", async || {
+        (!b.broker().waiting_items(&rb).is_empty()).then_some(())
+    })
+    .await;
+    let audit = LabBook::open(&url, "auditor").await.unwrap();
+    let held = audit
+        .live()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| matches!(&r.holder, Holder::Run { run_id, .. } if run_id == "run-a"))
+        .expect("server-a holds box-1 in the database");
+    let lease_end = held.expires.expect("a run's claim has a lease");
+
+    let released_at = SystemClock.now_ms();
+    a.broker().end_run("run-a");
+    assert_eq!(b.mgr.wait(&rb).await.unwrap(), RunStatus::Completed);
+    let started = b
+        .store
+        .run_tasks(&rb)
+        .unwrap()
+        .iter()
+        .filter_map(|t| t.started_ms)
+        .min()
+        .unwrap();
+    assert!(
+        released_at <= started && started < lease_end,
+        "server-b's task started at {started}, server-a let box-1 go at {released_at}, its lease ran until {lease_end}"
+    );
+    b.broker().end_run(&rb);
     assert!(audit.audit().await.unwrap().clean());
 }
