@@ -250,7 +250,9 @@ async fn listen(url: String, server: String, freed: std::sync::Weak<FreedList>) 
                             .retain(|f| f(resource));
                     }
                 }
-                tracing::warn!("the fence's listener lost its connection to the lab database; listening again");
+                tracing::warn!(
+                    "the fence's listener lost its connection to the lab database; listening again"
+                );
             }
             Err(e) => {
                 tracing::warn!(error = %e, "the fence cannot listen to the lab database; trying again")
@@ -446,11 +448,14 @@ impl Fence for LabFence {
         let who = Holder::Operator {
             name: hold.operator.to_string(),
         };
-        let req = ReservationRequest::new(hold.resource, who.clone(), dur)
+        let mut req = ReservationRequest::new(hold.resource, who.clone(), dur)
             .at(from)
             .mode(hold.mode)
             .next_available(false)
             .auto_claim(true);
+        if let Some(lease) = hold.lease_ms.filter(|l| *l > 0) {
+            req = req.lease(lease);
+        }
         match self.call(self.book.request(req, None)) {
             Ok(_) => Ok(()),
             Err(LabError::Conflict { .. } | LabError::Capacity { .. }) => {
@@ -513,6 +518,43 @@ impl Fence for LabFence {
         });
         if let Err(e) = done {
             tracing::warn!(resource = hold.resource, error = %e, "cannot extend a hold in the lab database");
+        }
+    }
+
+    fn renew_hold(&self, hold: &FenceHold<'_>) -> Result<(), Refused> {
+        let renewed = self.call(async {
+            match self
+                .book
+                .find_hold(
+                    hold.resource,
+                    hold.operator,
+                    hold.start.max(hold.now),
+                    hold.end,
+                )
+                .await?
+            {
+                Some(id) => self.book.renew(id).await.map(|_| true),
+                None => Ok(false),
+            }
+        });
+        let lapsed = |why: String| Refused {
+            reason: format!(
+                "the hold of {} by operator {} lapsed in the lab database ({why})",
+                hold.resource, hold.operator
+            ),
+            retry_in_ms: 1,
+        };
+        match renewed {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(lapsed("not live there".into())),
+            Err(e @ (LabError::LeaseLost(_) | LabError::UnknownId(_))) => {
+                Err(lapsed(e.to_string()))
+            }
+            Err(e) => {
+                // Not renewed, it lapses at its lease's end by the database's clock.
+                tracing::warn!(resource = hold.resource, error = %e, "cannot renew a hold in the lab database");
+                Ok(())
+            }
         }
     }
 
