@@ -16,9 +16,10 @@
 //! lease's end by the database's `now()`, so a survivor can claim at once, without
 //! waiting to take the in-memory book over.
 //!
-//! Operators' holds (without a lease) are fenced too, by the book itself (`reserve::live`,
-//! for holds made here and those other servers send through its inbox): a hold the
-//! database refuses is not made.
+//! Operators' holds are fenced too, by the book itself (`reserve::live`, for holds made
+//! here and those other servers send through its inbox): a hold the database refuses is
+//! not made. A hold with a lease has the same lease in the database (by its clock),
+//! renewed with the book's; one that lapsed there is released here when next renewed.
 //!
 //! Why a fence under the planner rather than the database as the planner: the in-memory
 //! book's waiters, wake-ups and busy reasons stay as they are (and the single seat stays
@@ -58,6 +59,9 @@ pub struct FenceHold<'a> {
     pub start: EpochMs,
     pub end: EpochMs,
     pub now: EpochMs,
+    /// The hold's lease, renewed by its holder ([`Fence::renew_hold`]); without one it
+    /// lasts its window.
+    pub lease_ms: Option<i64>,
 }
 
 /// A fenced claim's id in the database.
@@ -79,9 +83,10 @@ pub trait Fence: Send + Sync + 'static {
     /// End `id` now (the in-memory claim was given back).
     fn release(&self, id: FenceId);
 
-    /// Fence an operator's hold the book just made (one without a lease: a leased hold
-    /// lapses in the book alone). The hold is found again by what it is (resource,
-    /// operator, window), so whichever server owns the book later can end or extend it.
+    /// Fence an operator's hold the book just made, under its lease if it has one (by
+    /// the database's clock). The hold is found again by what it is (resource,
+    /// operator, window), so whichever server owns the book later can end, extend or
+    /// renew it.
     fn hold(&self, _hold: &FenceHold<'_>) -> Result<(), Refused> {
         Ok(())
     }
@@ -91,7 +96,22 @@ pub trait Fence: Send + Sync + 'static {
 
     /// The book moved `hold`'s end to `new_end`.
     fn extend_hold(&self, _hold: &FenceHold<'_>, _new_end: EpochMs) {}
+
+    /// The book renewed `hold`'s lease: renew it in the database. Refused when the
+    /// database no longer has it (its lease lapsed there).
+    fn renew_hold(&self, _hold: &FenceHold<'_>) -> Result<(), Refused> {
+        Ok(())
+    }
+
+    /// Call `freed` with the resource each time another server lets one go in the
+    /// database (a claim or hold released, or found lapsed), until it answers `false`:
+    /// the broker wakes its tasks the database refused that resource at once, rather
+    /// than when the other holder's lease would have ended.
+    fn on_freed(&self, _freed: Freed) {}
 }
+
+/// A listener of [`Fence::on_freed`]: called with the freed resource; `false` to stop.
+pub type Freed = Box<dyn Fn(&str) -> bool + Send + Sync>;
 
 /// No database under the book: the single seat.
 #[derive(Debug, Default, Clone, Copy)]

@@ -277,7 +277,8 @@ impl LiveBook {
         self.with(|b| release(b, fence.as_deref(), id))
     }
     pub fn renew(&self, id: ResId) -> Result<Reservation, BookError> {
-        self.with(|b| b.renew(id))
+        let fence = self.fence();
+        self.with(|b| renew(b, fence.as_deref(), id))
     }
     pub fn extend(&self, id: ResId, new_end: EpochMs) -> Result<Reservation, BookError> {
         self.with(|b| b.extend(id, new_end))
@@ -353,8 +354,9 @@ impl LiveBook {
 
     /// [`Self::renew`], answered with the reservation as it is now.
     pub fn renew_view(&self, id: ResId) -> Result<ReservationView, BookError> {
+        let fence = self.fence();
         self.with(|b| {
-            b.renew(id)?;
+            renew(b, fence.as_deref(), id)?;
             b.get(id).ok_or(BookError::UnknownId(id))
         })
     }
@@ -503,16 +505,17 @@ fn fence_of(inner: &Inner) -> Option<Arc<dyn Fence>> {
         .clone()
 }
 
-/// `v` as a fenced hold: an operator's, without a lease.
+/// `v` as a fenced hold: an operator's (with its lease, if it has one).
 fn fenced_hold(v: &ReservationView, now: EpochMs) -> Option<FenceHold<'_>> {
     match &*v.holder {
-        Holder::Operator { name } if v.lease_ms.is_none() => Some(FenceHold {
+        Holder::Operator { name } => Some(FenceHold {
             resource: &v.resource,
             mode: v.mode,
             operator: name,
             start: v.start,
             end: v.end,
             now,
+            lease_ms: v.lease_ms,
         }),
         _ => None,
     }
@@ -528,6 +531,25 @@ fn release(b: &mut Book, fence: Option<&dyn Fence>, id: ResId) -> Result<(), Boo
         }
     }
     Ok(())
+}
+
+/// Renew `id`'s lease; an operator's hold's in the fence too. A hold whose lease the
+/// database no longer has (it lapsed there: the resource may be another server's now)
+/// is released here as well, and the renewal is refused.
+fn renew(b: &mut Book, fence: Option<&dyn Fence>, id: ResId) -> Result<Reservation, BookError> {
+    let r = b.renew(id)?;
+    let Some(f) = fence else { return Ok(r) };
+    let Some(v) = b.get(id) else { return Ok(r) };
+    let Some(h) = fenced_hold(&v, b.now()).filter(|h| h.lease_ms.is_some()) else {
+        return Ok(r);
+    };
+    match f.renew_hold(&h) {
+        Ok(()) => Ok(r),
+        Err(refused) => {
+            b.release(id)?;
+            Err(BookError::Fenced(refused.reason))
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -606,8 +628,7 @@ fn apply(b: &mut Book, fence: Option<&dyn Fence>, cmd: BookCommand) -> BookReply
         )
         .map(|reservation| BookReply::Held { reservation }),
         BookCommand::Release { id } => release(b, fence, id).map(|()| BookReply::Released),
-        BookCommand::Renew { id } => b
-            .renew(id)
+        BookCommand::Renew { id } => renew(b, fence, id)
             .and_then(|_| b.get(id).ok_or(BookError::UnknownId(id)))
             .map(|reservation| BookReply::Held { reservation }),
         BookCommand::Extend { id, end } => extend(b, fence, id, end),

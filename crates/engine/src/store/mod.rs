@@ -318,6 +318,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// it was there.
     fn queue_remove(&self, run_id: &str) -> Result<bool>;
 
+    /// Claim a queued run to start it: take it out of the queue unless another claim
+    /// holds it; whether this claim took it. Of several servers claiming one run at
+    /// once, exactly one gets `true`, and none waits behind another's claim (PostgreSQL:
+    /// `FOR UPDATE SKIP LOCKED`). One process alone (SQLite) removes it.
+    fn queue_claim(&self, run_id: &str) -> Result<bool> {
+        self.queue_remove(run_id)
+    }
+
     /// Every queued run, by place.
     fn queue_list(&self) -> Result<Vec<QueuedRunRecord>>;
 

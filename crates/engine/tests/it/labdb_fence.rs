@@ -15,6 +15,7 @@ use testbay_engine::lab;
 use testbay_engine::outcome::RunStatus;
 use testbay_engine::plan::DutTarget;
 use testbay_engine::reserve::labdb::{LabBook, LabFence, LabState};
+use testbay_engine::reserve::live::HoldOptions;
 use testbay_engine::reserve::{BookError, BrokerConfig, EndReason, Holder};
 use testbay_engine::run::{Grant, LaunchRequest, ResourceBroker, TaskNeeds};
 
@@ -47,11 +48,16 @@ fn fence(url: &str, server: &str) -> Arc<LabFence> {
 /// A server: a bed reserving through its own book, its claims and operators' holds
 /// fenced in the database at `url`.
 fn server(url: &str, name: &str, renew_thread: bool) -> Bed {
+    server_leased(url, name, renew_thread, LEASE_MS)
+}
+
+/// As [`server`], its claims under leases of `lease_ms`.
+fn server_leased(url: &str, name: &str, renew_thread: bool, lease_ms: i64) -> Bed {
     let fence = fence(url, name);
     let bed = Bed::builder()
         .lab(LAB)
         .broker_config(BrokerConfig {
-            lease_ms: LEASE_MS,
+            lease_ms,
             renew_thread,
             ..BrokerConfig::default()
         })
@@ -331,5 +337,138 @@ async fn labdb_fence_an_operators_hold_is_held_in_the_database() {
         other => panic!("an operator holds a DUT a run holds: {other:?}"),
     }
     b.broker().end_run("run-b");
+    assert!(audit.audit().await.unwrap().clean());
+}
+
+/// A run's task the database refused (another server holds its DUT there, under a long
+/// lease) starts as soon as that server lets the DUT go, told on the lab book's channel,
+/// not when the other server's lease would have ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn labdb_fence_a_release_on_another_server_wakes_a_waiting_task() {
+    const LONG_LEASE_MS: i64 = 60_000;
+    let url = db("fence_wake");
+    let (a, b) = (
+        server_leased(&url, "server-a", false, LONG_LEASE_MS),
+        server_leased(&url, "server-b", true, LONG_LEASE_MS),
+    );
+    assert!(matches!(on_box(a.broker(), "run-a"), Grant::Granted(_)));
+    write_pack(&b.pack, "true\n");
+    let rb = launch(&b);
+    until("server-b's first task waits for box-1", async || {
+        (!b.broker().waiting_items(&rb).is_empty()).then_some(())
+    })
+    .await;
+    let audit = LabBook::open(&url, "auditor").await.unwrap();
+    let held = audit
+        .live()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| matches!(&r.holder, Holder::Run { run_id, .. } if run_id == "run-a"))
+        .expect("server-a holds box-1 in the database");
+    let lease_end = held.expires.expect("a run's claim has a lease");
+
+    let released_at = SystemClock.now_ms();
+    a.broker().end_run("run-a");
+    assert_eq!(b.mgr.wait(&rb).await.unwrap(), RunStatus::Completed);
+    let started = b
+        .store
+        .run_tasks(&rb)
+        .unwrap()
+        .iter()
+        .filter_map(|t| t.started_ms)
+        .min()
+        .unwrap();
+    assert!(
+        released_at <= started && started < lease_end,
+        "server-b's task started at {started}, server-a let box-1 go at {released_at}, its lease ran until {lease_end}"
+    );
+    b.broker().end_run(&rb);
+    assert!(audit.audit().await.unwrap().clean());
+}
+
+/// An operator's hold with a lease is held in the database under that lease: the other
+/// server can claim neither the DUT nor a hold on it while the lease is renewed (each
+/// renewal moves the lease's end in the database); left unrenewed, it lapses there by
+/// the database's clock and the other server claims the DUT. A leased hold the database
+/// no longer has is refused its next renewal and ends in the book too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn labdb_fence_a_leased_hold_is_held_in_the_database_under_its_lease() {
+    let url = db("fence_leased_hold");
+    let (a, b) = (
+        server(&url, "server-a", true),
+        server(&url, "server-b", true),
+    );
+    let leased = HoldOptions {
+        lease_ms: Some(LEASE_MS),
+        ..HoldOptions::default()
+    };
+    let hold = a
+        .book()
+        .hold_with("box-1", "alice", None, 600_000, false, &leased)
+        .unwrap();
+    let audit = LabBook::open(&url, "auditor").await.unwrap();
+    let alices = async || {
+        audit
+            .live()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|r| matches!(&r.holder, Holder::Operator { name } if name == "alice"))
+    };
+    let row = alices().await.expect("the hold is live in the database");
+    let first_lease = row.expires.expect("the hold has a lease in the database");
+    assert!(first_lease < row.end, "{row:?}");
+
+    match on_box(b.broker(), "run-b") {
+        Grant::Busy { reason, .. } => assert!(
+            reason
+                .contains("box-1 is held in the lab database by operator alice of server server-a"),
+            "{reason}"
+        ),
+        other => panic!("a run claimed a DUT a leased hold covers: {other:?}"),
+    }
+    match b.book().hold("box-1", "bob", None, 60_000, false) {
+        Err(BookError::Fenced(reason)) => assert!(reason.contains("operator alice"), "{reason}"),
+        other => panic!("two operators hold box-1: {other:?}"),
+    }
+
+    // Renewed, its lease moves on in the database.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    a.book().renew_view(hold.id).unwrap();
+    let renewed = alices().await.expect("the renewed hold is live");
+    assert!(
+        renewed.expires.unwrap() > first_lease,
+        "{renewed:?} after {first_lease}"
+    );
+
+    // Left unrenewed, it lapses in the database and the DUT is the other server's.
+    until("the hold's lease lapsed in the database", async || {
+        matches!(on_box(b.broker(), "run-b"), Grant::Granted(_)).then_some(())
+    })
+    .await;
+    b.broker().end_run("run-b");
+
+    // A leased hold the database no longer has (ended there) is ended in the book at its
+    // next renewal, the renewal refused.
+    let long = HoldOptions {
+        lease_ms: Some(60_000),
+        ..HoldOptions::default()
+    };
+    let hold = a
+        .book()
+        .hold_with("box-1", "alice", None, 600_000, false, &long)
+        .unwrap();
+    let row = alices()
+        .await
+        .expect("the second hold is live in the database");
+    audit.release(row.id).await.unwrap();
+    match a.book().renew_view(hold.id) {
+        Err(BookError::Fenced(reason)) => {
+            assert!(reason.contains("lapsed in the lab database"), "{reason}")
+        }
+        other => panic!("a hold the database ended was renewed: {other:?}"),
+    }
+    assert!(a.book().holds().iter().all(|r| r.holders.is_empty()));
     assert!(audit.audit().await.unwrap().clean());
 }

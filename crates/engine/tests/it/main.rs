@@ -35,3 +35,4 @@ mod relay;
 mod lab_library;
 mod agent_hub;
 mod agent_outbox;
+mod queue_claim;

@@ -217,6 +217,16 @@ impl BookBroker {
             }
             None => false,
         }));
+        let freed = Arc::downgrade(&waiting);
+        fence.on_freed(Box::new(move |resource| match freed.upgrade() {
+            Some(w) => {
+                w.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .freed_elsewhere(resource);
+                true
+            }
+            None => false,
+        }));
         let inner = Arc::new(Inner {
             book,
             lab,

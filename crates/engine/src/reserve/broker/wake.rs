@@ -6,6 +6,10 @@
 //! once. The events of an attempt that ends busy (its probe requests and the give-back of
 //! what it took) change nothing for anyone and wake nobody: otherwise two tasks waiting
 //! for the same resource would wake each other forever.
+//!
+//! In a lab, a task the database refused (another server holds the resource there) is
+//! woken the same way when that server lets the resource go: the fence hears it on the
+//! lab book's channel (`Fence::on_freed`).
 
 use std::collections::HashMap;
 
@@ -62,6 +66,23 @@ impl Waiting {
                 !hit
             });
         }
+    }
+}
+
+impl Waiting {
+    /// Another server let `resource` go in the lab database (`Fence::on_freed`): wake
+    /// the items that wait for it, each once.
+    pub(super) fn freed_elsewhere(&mut self, resource: &str) {
+        let Waiting { runs, items, .. } = self;
+        items.retain(|(run, item), want| {
+            let hit = want.resources.iter().any(|r| r == resource);
+            if hit {
+                if let Some(tx) = runs.get(run) {
+                    let _ = tx.send(*item);
+                }
+            }
+            !hit
+        });
     }
 }
 

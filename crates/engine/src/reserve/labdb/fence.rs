@@ -10,6 +10,11 @@
 //! [`LabFence::call_timeout`] (a database that does not answer refuses a claim rather
 //! than holding the book up).
 //!
+//! The fence listens on the lab book's channel (a [`BookListener`] on its runtime,
+//! connected again after a lost connection): a reservation another server released, or
+//! that was found lapsed, is told to [`Fence::on_freed`]'s listeners (the broker wakes
+//! the tasks waiting for that resource).
+//!
 //! A lease is *lost* when the database says so (the row lapsed or was ended) or when no
 //! renewal got through before the lease, counted from the start of the last call that
 //! did get through, ran out: by then the database may have given the resource to
@@ -21,9 +26,9 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake};
 use std::time::{Duration, Instant};
 
-use super::{LabBook, LabBookConfig, LabError, LabResult, LabState};
+use super::{BookListener, LabBook, LabBookConfig, LabError, LabResult, LabState};
 use crate::clock::EpochMs;
-use crate::reserve::fence::{Fence, FenceClaim, FenceHold, FenceId, Refused};
+use crate::reserve::fence::{Fence, FenceClaim, FenceHold, FenceId, Freed, Refused};
 use crate::reserve::{
     fmt_ms_short, ClaimOutcome, Holder, ResId, ReservationMode, ReservationRequest, ResourceSpec,
     Window,
@@ -34,6 +39,11 @@ const UNREACHABLE_RETRY_MS: i64 = 5_000;
 /// How soon to ask again when the resource is booked, not yet claimed, by another
 /// server: its claim follows at once.
 const BOOKED_RETRY_MS: i64 = 1_000;
+/// How long to wait before listening again after the listener's connection ended.
+const LISTEN_RETRY: Duration = Duration::from_secs(1);
+
+/// The fence's [`Fence::on_freed`] listeners.
+type FreedList = Mutex<Vec<Freed>>;
 
 /// A claim the database holds for this server.
 #[derive(Debug, Clone)]
@@ -53,6 +63,7 @@ pub struct LabFence {
     rt: Option<tokio::runtime::Runtime>,
     timeout: Duration,
     held: Mutex<HashMap<FenceId, Fenced>>,
+    freed: Arc<FreedList>,
 }
 
 impl Drop for LabFence {
@@ -123,11 +134,18 @@ impl LabFence {
                 return Err(e);
             }
         };
+        let freed: Arc<FreedList> = Arc::default();
+        rt.spawn(listen(
+            url.to_string(),
+            server.to_string(),
+            Arc::downgrade(&freed),
+        ));
         Ok(LabFence {
             book,
             rt: Some(rt),
             timeout,
             held: Mutex::new(HashMap::new()),
+            freed,
         })
     }
 
@@ -211,6 +229,36 @@ impl LabFence {
             reason,
             retry_in_ms: retry_at.saturating_sub(now).max(1),
         })
+    }
+}
+
+/// Hear the lab book's changes and tell `freed`'s listeners of each resource another
+/// server than `server` let go; ends with the fence.
+async fn listen(url: String, server: String, freed: std::sync::Weak<FreedList>) {
+    while freed.strong_count() > 0 {
+        match BookListener::connect(&url).await {
+            Ok(mut l) => {
+                while let Some(n) = l.next().await {
+                    let Some(list) = freed.upgrade() else { return };
+                    let let_go = matches!(n.change.as_str(), "released" | "expired");
+                    if n.table != "reservation" || !let_go || n.by == server {
+                        continue;
+                    }
+                    if let Some(resource) = &n.resource {
+                        list.lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .retain(|f| f(resource));
+                    }
+                }
+                tracing::warn!(
+                    "the fence's listener lost its connection to the lab database; listening again"
+                );
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the fence cannot listen to the lab database; trying again")
+            }
+        }
+        tokio::time::sleep(LISTEN_RETRY).await;
     }
 }
 
@@ -400,11 +448,14 @@ impl Fence for LabFence {
         let who = Holder::Operator {
             name: hold.operator.to_string(),
         };
-        let req = ReservationRequest::new(hold.resource, who.clone(), dur)
+        let mut req = ReservationRequest::new(hold.resource, who.clone(), dur)
             .at(from)
             .mode(hold.mode)
             .next_available(false)
             .auto_claim(true);
+        if let Some(lease) = hold.lease_ms.filter(|l| *l > 0) {
+            req = req.lease(lease);
+        }
         match self.call(self.book.request(req, None)) {
             Ok(_) => Ok(()),
             Err(LabError::Conflict { .. } | LabError::Capacity { .. }) => {
@@ -468,6 +519,50 @@ impl Fence for LabFence {
         if let Err(e) = done {
             tracing::warn!(resource = hold.resource, error = %e, "cannot extend a hold in the lab database");
         }
+    }
+
+    fn renew_hold(&self, hold: &FenceHold<'_>) -> Result<(), Refused> {
+        let renewed = self.call(async {
+            match self
+                .book
+                .find_hold(
+                    hold.resource,
+                    hold.operator,
+                    hold.start.max(hold.now),
+                    hold.end,
+                )
+                .await?
+            {
+                Some(id) => self.book.renew(id).await.map(|_| true),
+                None => Ok(false),
+            }
+        });
+        let lapsed = |why: String| Refused {
+            reason: format!(
+                "the hold of {} by operator {} lapsed in the lab database ({why})",
+                hold.resource, hold.operator
+            ),
+            retry_in_ms: 1,
+        };
+        match renewed {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(lapsed("not live there".into())),
+            Err(e @ (LabError::LeaseLost(_) | LabError::UnknownId(_))) => {
+                Err(lapsed(e.to_string()))
+            }
+            Err(e) => {
+                // Not renewed, it lapses at its lease's end by the database's clock.
+                tracing::warn!(resource = hold.resource, error = %e, "cannot renew a hold in the lab database");
+                Ok(())
+            }
+        }
+    }
+
+    fn on_freed(&self, freed: Freed) {
+        self.freed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(freed);
     }
 
     fn release(&self, id: FenceId) {

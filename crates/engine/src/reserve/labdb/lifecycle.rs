@@ -49,7 +49,8 @@ struct NewRow<'a> {
     user: Option<&'a str>,
     needed_at: EpochMs,
     lease_ms: Option<i64>,
-    /// An operator hold: held from its window's start, no lease, nobody claims it.
+    /// An operator hold: held from its window's start (its lease, if any, running from
+    /// then), nobody claims it.
     auto_claim: bool,
 }
 
@@ -210,16 +211,19 @@ impl LabBook {
             from: start,
             duration_ms: dur,
         })?;
-        let (state, claim_by, claimed_at, lease_ms) = if row.auto_claim {
-            ("held", None, Some(start), None)
+        // A hold with a lease runs it from its window's start.
+        let (state, claim_by, claimed_at, lease_until) = if row.auto_claim {
+            let lease_until = row.lease_ms.map(|l| start.saturating_add(l).min(end));
+            ("held", None, Some(start), lease_until)
         } else {
             (
                 "booked",
                 Some(start.saturating_add(self.cfg.claim_grace_ms)),
                 None,
-                row.lease_ms,
+                None,
             )
         };
+        let lease_ms = row.lease_ms;
         let (kind, run_id, lane, task, operator) = match row.holder {
             Holder::Run { run_id, lane, task } => (
                 "run",
@@ -245,10 +249,10 @@ impl LabBook {
             .prepare_cached(
                 "INSERT INTO lab_reservations (resource, exclusive, mode, units, holder_kind,
                     run_id, lane, task, operator, server, user_name, needed_at, during, state,
-                    claim_by, lease_ms, claimed_at, change, changed_by)
+                    claim_by, lease_ms, claimed_at, change, changed_by, lease_until)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, testbay_ts($12),
                     tstzrange(testbay_ts($13), testbay_ts($14)), $15, testbay_ts($16), $17,
-                    testbay_ts($18), $19, $10)
+                    testbay_ts($18), $19, $10, testbay_ts($20))
                  RETURNING id",
             )
             .await?;
@@ -276,6 +280,7 @@ impl LabBook {
                     &lease_ms,
                     &claimed_at,
                     &change,
+                    &lease_until,
                 ],
             )
             .await;
@@ -540,14 +545,16 @@ impl LabBook {
     }
 
     /// Renew the lease of a claimed reservation: it now lapses `lease_ms` from the
-    /// database's now (never after its window ends). A lapsed lease is lost for good.
+    /// database's now, or from its window's start if that is later (a hold renewed
+    /// before it begins), never after its window ends. A lapsed lease is lost for good.
     pub async fn renew(&self, id: ResId) -> LabResult<Reservation> {
         let client = self.pool.get().await?;
         let stmt = client
             .prepare_cached(
                 "UPDATE lab_reservations
                  SET lease_until = CASE WHEN lease_ms IS NULL THEN NULL
-                        ELSE least(now() + lease_ms * interval '1 millisecond', upper(during)) END,
+                        ELSE least(greatest(now(), lower(during)) + lease_ms * interval '1 millisecond',
+                                   upper(during)) END,
                      change = 'renewed', changed_by = $2
                  WHERE id = $1 AND state = 'held'
                    AND lab_deadline(state, claim_by, lease_until, during) > now()

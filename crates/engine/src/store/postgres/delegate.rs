@@ -237,6 +237,10 @@ impl Store for PgStore {
         self.write(async |c| misc::queue_remove(c, run_id).await)
     }
 
+    fn queue_claim(&self, run_id: &str) -> Result<bool> {
+        self.write(async |c| misc::queue_claim(c, run_id).await)
+    }
+
     fn queue_list(&self) -> Result<Vec<QueuedRunRecord>> {
         self.read(async |c| misc::queue_list(c).await)
     }

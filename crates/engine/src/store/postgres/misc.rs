@@ -110,6 +110,20 @@ pub(super) async fn queue_remove(c: &Client, run_id: &str) -> Result<bool> {
     )
 }
 
+/// Take `run_id` out of the queue unless another transaction holds its row (that one
+/// claims it; this one does not wait for it): the row-locking subselect skips a locked
+/// row, so the delete finds nothing.
+pub(super) async fn queue_claim(c: &Client, run_id: &str) -> Result<bool> {
+    Ok(c.query_opt(
+        "DELETE FROM run_queue WHERE run_id = (
+             SELECT run_id FROM run_queue WHERE run_id = $1 FOR UPDATE SKIP LOCKED)
+         RETURNING run_id",
+        &[&run_id],
+    )
+    .await?
+    .is_some())
+}
+
 pub(super) async fn queue_list(c: &Client) -> Result<Vec<QueuedRunRecord>> {
     let rows = c
         .query(

@@ -306,8 +306,9 @@ impl Inner {
                 continue;
             };
             // Taking it out of the stored queue is the claim: of two servers that both
-            // believe they own the book, only the one whose delete took the row starts it.
-            match self.store.queue_remove(&e.run_id) {
+            // believe they own the book, only the one whose claim took the row starts it,
+            // and neither waits behind the other's (`Store::queue_claim`).
+            match self.store.queue_claim(&e.run_id) {
                 Ok(false) => {
                     tracing::warn!(
                         run_id = e.run_id,
