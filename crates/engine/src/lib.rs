@@ -8,6 +8,7 @@ pub mod access;
 pub mod agents;
 pub mod analysis;
 pub mod api;
+mod blocking;
 pub mod exec;
 pub mod health;
 pub mod pack;

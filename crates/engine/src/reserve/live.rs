@@ -302,20 +302,14 @@ impl LiveBook {
         duration_ms: i64,
         next_available: bool,
     ) -> Result<ReservationView, BookError> {
-        let options = HoldOptions::default();
-        let fence = self.fence();
-        self.with(|b| {
-            hold(
-                b,
-                fence.as_deref(),
-                resource,
-                by,
-                from,
-                duration_ms,
-                next_available,
-                &options,
-            )
-        })
+        self.hold_with(
+            resource,
+            by,
+            from,
+            duration_ms,
+            next_available,
+            &HoldOptions::default(),
+        )
     }
 
     /// An operator hold made as `options` say.

@@ -9,7 +9,7 @@
 use std::sync::Weak;
 use std::time::Duration;
 
-use super::{BookBroker, Booked, Inner};
+use super::{BookBroker, Inner};
 use crate::reserve::fence::FenceId;
 use crate::reserve::ResId;
 
@@ -27,17 +27,7 @@ fn renew(inner: &Inner) {
         let runs = inner.runs.lock().unwrap_or_else(|p| p.into_inner());
         runs.iter()
             .flat_map(|(run_id, r)| {
-                r.lanes
-                    .values()
-                    .flat_map(|l| {
-                        l.dut
-                            .iter()
-                            .chain(l.pooled.values().filter_map(|b| match b {
-                                Booked::Held(h) => Some(h),
-                                Booked::Pre { .. } => None,
-                            }))
-                    })
-                    .chain(r.items.values().flatten())
+                r.held()
                     .map(|h| (run_id.clone(), h.id, h.fence))
                     .collect::<Vec<_>>()
             })

@@ -122,6 +122,23 @@ struct RunState {
     items: HashMap<usize, Vec<Held>>,
 }
 
+impl RunState {
+    /// Every claim the run holds: its lanes' DUTs, what they pooled, its items'.
+    fn held(&self) -> impl Iterator<Item = &Held> {
+        self.lanes
+            .values()
+            .flat_map(|l| {
+                l.dut
+                    .iter()
+                    .chain(l.pooled.values().filter_map(|b| match b {
+                        Booked::Held(h) => Some(h),
+                        Booked::Pre { .. } => None,
+                    }))
+            })
+            .chain(self.items.values().flatten())
+    }
+}
+
 struct Inner {
     book: LiveBook,
     lab: Option<Arc<Lab>>,
@@ -269,19 +286,7 @@ impl BookBroker {
         let Some(run) = runs.get(run_id) else {
             return Vec::new();
         };
-        run.lanes
-            .values()
-            .flat_map(|l| {
-                l.dut
-                    .iter()
-                    .chain(l.pooled.values().filter_map(|b| match b {
-                        Booked::Held(h) => Some(h),
-                        Booked::Pre { .. } => None,
-                    }))
-            })
-            .chain(run.items.values().flatten())
-            .filter_map(|h| h.fence)
-            .collect()
+        run.held().filter_map(|h| h.fence).collect()
     }
 
     /// Ids of everything held or pre-reserved for `run_id` (for tests and diagnostics).

@@ -23,10 +23,10 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Wake};
 use std::time::{Duration, Instant};
 
 use super::{BookListener, LabBook, LabBookConfig, LabError, LabResult, LabState};
+use crate::blocking::OwnedRuntime;
 use crate::clock::EpochMs;
 use crate::reserve::fence::{Fence, FenceClaim, FenceHold, FenceId, Freed, Refused};
 use crate::reserve::{
@@ -60,44 +60,10 @@ struct Fenced {
 /// See the module doc.
 pub struct LabFence {
     book: LabBook,
-    rt: Option<tokio::runtime::Runtime>,
+    rt: OwnedRuntime,
     timeout: Duration,
     held: Mutex<HashMap<FenceId, Fenced>>,
     freed: Arc<FreedList>,
-}
-
-impl Drop for LabFence {
-    fn drop(&mut self) {
-        // Not `Runtime`'s own drop: that panics on a thread of another runtime.
-        if let Some(rt) = self.rt.take() {
-            rt.shutdown_background();
-        }
-    }
-}
-
-struct ThreadWaker(std::thread::Thread);
-
-impl Wake for ThreadWaker {
-    fn wake(self: Arc<Self>) {
-        self.0.unpark();
-    }
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.0.unpark();
-    }
-}
-
-/// Wait on this thread for `fut` inside `rt`'s context (its workers drive the I/O).
-fn block_in<F: Future>(rt: &tokio::runtime::Runtime, fut: F) -> F::Output {
-    let _inside = rt.enter();
-    let mut fut = std::pin::pin!(fut);
-    let waker = Arc::new(ThreadWaker(std::thread::current())).into();
-    let mut cx = Context::from_waker(&waker);
-    loop {
-        if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
-            return v;
-        }
-        std::thread::park();
-    }
 }
 
 impl LabFence {
@@ -115,7 +81,8 @@ impl LabFence {
             .enable_all()
             .build()
             .map_err(|e| LabError::Connect(Box::new(e)))?;
-        let book = block_in(&rt, async {
+        let rt = OwnedRuntime::new(rt);
+        let book = rt.block(async {
             // A fenced claim is requested and claimed at once: a pre-reservation left
             // unclaimed (its server died in between) is held only for as long as a call
             // may take.
@@ -127,22 +94,16 @@ impl LabFence {
             book.sync_resources(resources).await?;
             Ok::<_, LabError>(book)
         });
-        let book = match book {
-            Ok(b) => b,
-            Err(e) => {
-                rt.shutdown_background();
-                return Err(e);
-            }
-        };
+        let book = book?;
         let freed: Arc<FreedList> = Arc::default();
-        rt.spawn(listen(
+        rt.get().spawn(listen(
             url.to_string(),
             server.to_string(),
             Arc::downgrade(&freed),
         ));
         Ok(LabFence {
             book,
-            rt: Some(rt),
+            rt,
             timeout,
             held: Mutex::new(HashMap::new()),
             freed,
@@ -165,12 +126,8 @@ impl LabFence {
 
     /// Run `fut` on the fence's runtime, giving up after the timeout.
     fn call<T>(&self, fut: impl Future<Output = LabResult<T>>) -> LabResult<T> {
-        let rt = self
-            .rt
-            .as_ref()
-            .expect("the runtime lives as long as the fence");
         let timeout = self.timeout;
-        block_in(rt, async move {
+        self.rt.block(async move {
             match tokio::time::timeout(timeout, fut).await {
                 Ok(r) => r,
                 Err(_) => Err(LabError::Connect(

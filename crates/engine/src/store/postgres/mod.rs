@@ -188,7 +188,7 @@ impl PgStore {
             .build()
             .map_err(|e| open_err(e.into()))?;
         let core = Arc::new(Core {
-            rt: Some(rt),
+            rt: crate::blocking::OwnedRuntime::new(rt),
             pool,
             pg_config,
             location: location.clone(),

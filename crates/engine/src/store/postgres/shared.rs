@@ -5,18 +5,18 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Wake};
+use std::sync::Mutex;
 
 use deadpool_postgres::{ClientWrapper, Object, Pool};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{CancelToken, Client, NoTls};
 
+use crate::blocking::OwnedRuntime;
 use crate::store::{Result, StoreError};
 
 /// What a [`PgStore`](super::PgStore) and its handles share: the runtime, the pool and the read limits.
 pub(crate) struct Core {
-    pub(super) rt: Option<tokio::runtime::Runtime>,
+    pub(super) rt: OwnedRuntime,
     pub(super) pool: Pool,
     pub(super) pg_config: tokio_postgres::Config,
     /// The URL without its password.
@@ -28,26 +28,6 @@ pub(crate) struct Core {
     pub(super) next_read: AtomicU64,
 }
 
-impl Drop for Core {
-    fn drop(&mut self) {
-        // Not `Runtime`'s own drop: that panics on a thread of another runtime.
-        if let Some(rt) = self.rt.take() {
-            rt.shutdown_background();
-        }
-    }
-}
-
-struct ThreadWaker(std::thread::Thread);
-
-impl Wake for ThreadWaker {
-    fn wake(self: Arc<Self>) {
-        self.0.unpark();
-    }
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.0.unpark();
-    }
-}
-
 /// A read in flight: its connection inside a read-only transaction.
 struct Reader {
     conn: Object,
@@ -57,24 +37,13 @@ struct Reader {
 
 impl Core {
     pub(super) fn rt(&self) -> &tokio::runtime::Runtime {
-        self.rt
-            .as_ref()
-            .expect("the runtime lives as long as the store")
+        self.rt.get()
     }
 
     /// Wait on this thread for `fut`, inside the store's runtime context (its I/O and
     /// timers are driven by the store's worker threads).
     pub(crate) fn block<F: Future>(&self, fut: F) -> F::Output {
-        let _inside = self.rt().enter();
-        let mut fut = std::pin::pin!(fut);
-        let waker = Arc::new(ThreadWaker(std::thread::current())).into();
-        let mut cx = Context::from_waker(&waker);
-        loop {
-            if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
-                return v;
-            }
-            std::thread::park();
-        }
+        self.rt.block(fut)
     }
 
     pub(crate) async fn conn(&self) -> Result<Object> {
