@@ -72,7 +72,9 @@ macro_rules! out {
 macro_rules! say {
     ($($a:tt)*) => {{
         use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), "{}", $crate::term::safe(&format!($($a)*)));
+        // One write per line, so lines of processes sharing a terminal do not interleave.
+        let line = format!("{}\n", $crate::term::safe(&format!($($a)*)));
+        let _ = std::io::stderr().write_all(line.as_bytes());
     }};
 }
 
