@@ -30,8 +30,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use testbay_engine::api::{
-    ApiError, Caller, Console, ConsoleInfo, ErrorCode, Event, EventReceiver, Reply, Request, Response,
-    EVENT_CAPACITY,
+    ApiError, Caller, Console, ConsoleInfo, ErrorCode, Event, EventReceiver, Reply, Request,
+    Response, EVENT_CAPACITY,
 };
 use tokio::sync::{broadcast, watch};
 
