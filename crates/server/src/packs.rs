@@ -27,7 +27,8 @@ pub(crate) fn is_archive(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/octet-stream"))
 }
 
-/// `private` from the query: absent, `true`/`false` or `1`/`0`; anything else is an error.
+/// `private` from the query: absent, `true`/`false` or `1`/`0`; anything else (but
+/// the single seat's `token`) is an error.
 fn private_flag(query: Option<&str>) -> Result<bool, ApiError> {
     let mut private = false;
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
@@ -35,6 +36,8 @@ fn private_flag(query: Option<&str>) -> Result<bool, ApiError> {
         match (key, value) {
             ("private", "true" | "1") => private = true,
             ("private", "false" | "0") => private = false,
+            // The single seat's shared token may come in the address (`auth`).
+            ("token", _) => {}
             ("private", other) => {
                 return Err(ApiError::invalid(format!(
                     "private={other}: expected true or false"
