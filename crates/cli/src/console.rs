@@ -119,6 +119,16 @@ impl Session {
         self.rt.block_on(self.console.dispatch(request))
     }
 
+    /// Push a pack's archive (`pack::archive`) into the console's pack library: to a
+    /// lab server as an upload of its bytes (no base64, no `/api` body limit).
+    pub fn push_pack(&self, archive: Vec<u8>, private: bool) -> Result<Response, ApiError> {
+        self.rt.block_on(self.console.push_pack_as(
+            &testbay_engine::api::Caller::local(),
+            archive,
+            private,
+        ))
+    }
+
     pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
         self.rt.block_on(f)
     }

@@ -88,6 +88,11 @@ pub const MAX_RUN_TASKS: usize = 10_000;
 /// huge (sparse) file makes a broken pack at once.
 pub const MAX_PACK_BYTES: u64 = 1024 * 1024 * 1024;
 
+/// Bytes of one pack archive uploaded to a lab server (`POST /api/packs`, the deflated
+/// files `testbay packs push` sends): 256 MiB. Refused `too_large` past it, before the
+/// archive is unpacked.
+pub const MAX_PACK_ARCHIVE_BYTES: u64 = 256 * 1024 * 1024;
+
 /// A value outside its documented range, or a request over its size limit.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BoundError {

@@ -6,6 +6,7 @@ use std::time::Duration;
 use reqwest::{header, StatusCode};
 use serde::Deserialize;
 use testbay_engine::api::{ApiError, ErrorCode, Request, Response};
+use testbay_engine::bounds::MAX_PACK_ARCHIVE_BYTES;
 
 use crate::Target;
 
@@ -17,6 +18,9 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 /// Largest answer read: a page of `get_run` or a `read_file` is at most 16 MiB of data,
 /// JSON-escaped.
 pub const MAX_ANSWER: usize = 64 << 20;
+/// The slowest upload a pack push plans for, bytes a second (its time limit grows with
+/// its size at this rate).
+pub const UPLOAD_MIN_RATE: u64 = 64 << 10;
 
 /// An HTTP client for one lab server.
 #[derive(Clone)]
@@ -50,11 +54,43 @@ impl Client {
     pub async fn call(&self, request: &Request) -> Result<Response, ApiError> {
         let body = serde_json::to_vec(request)
             .map_err(|e| ApiError::internal(format!("cannot encode the request: {e}")))?;
-        let mut post = self
+        let post = self
             .http
             .post(self.target.api_url())
             .header(header::CONTENT_TYPE, "application/json")
             .body(body);
+        self.send(post).await
+    }
+
+    /// Push a pack's archive (`pack::archive`) into the server's pack library:
+    /// `POST /api/packs` with the archive as the body, as it is (the `push_pack`
+    /// request's answer). Refused here when over `bounds::MAX_PACK_ARCHIVE_BYTES`; given
+    /// [`REQUEST_TIMEOUT`] plus its bytes at [`UPLOAD_MIN_RATE`].
+    pub async fn push_pack(&self, archive: Vec<u8>, private: bool) -> Result<Response, ApiError> {
+        let len = archive.len() as u64;
+        if len > MAX_PACK_ARCHIVE_BYTES {
+            return Err(ApiError::new(
+                ErrorCode::TooLarge,
+                format!(
+                    "the pack's archive is {} MiB, over the limit of {} MiB (bounds::MAX_PACK_ARCHIVE_BYTES)",
+                    len >> 20,
+                    MAX_PACK_ARCHIVE_BYTES >> 20
+                ),
+            ));
+        }
+        let mut url = self.target.packs_url();
+        url.set_query(Some(&format!("private={private}")));
+        let post = self
+            .http
+            .post(url)
+            .header(header::CONTENT_TYPE, "application/octet-stream")
+            .timeout(REQUEST_TIMEOUT + Duration::from_secs(len / UPLOAD_MIN_RATE))
+            .body(archive);
+        self.send(post).await
+    }
+
+    /// Send a request, read its answer (a `Response`, or the server's refusal).
+    async fn send(&self, mut post: reqwest::RequestBuilder) -> Result<Response, ApiError> {
         if let Some(token) = &self.target.token {
             post = post.bearer_auth(token);
         }

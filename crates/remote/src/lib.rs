@@ -5,6 +5,8 @@
 //!   the answer is the same `Response` JSON the server's other clients read. A refusal
 //!   becomes the server's own [`ApiError`] (its code, message and diagnostics); a server
 //!   that cannot be reached answers `unavailable` (module [`http`]).
+//! - `push_pack_as` is `POST /api/packs` with the pack's archive as the body (no base64,
+//!   no `/api` body limit; module [`http`]).
 //! - `subscribe` hears the server's event stream (`GET /api/events`, a WebSocket opened
 //!   when the console connects). A stream that drops is opened again with backoff; after
 //!   such a gap every subscriber gets [`Event::Resync`] so screens reload (module
@@ -28,8 +30,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use testbay_engine::api::{
-    ApiError, Console, ConsoleInfo, ErrorCode, Event, EventReceiver, Reply, Request, Response,
-    EVENT_CAPACITY,
+    ApiError, Caller, Console, ConsoleInfo, ErrorCode, Event, EventReceiver, Reply, Request,
+    Response, EVENT_CAPACITY,
 };
 use tokio::sync::{broadcast, watch};
 
@@ -84,21 +86,35 @@ impl RemoteConsole {
     pub fn shared(self) -> Arc<dyn Console> {
         Arc::new(self)
     }
+
+    /// `unavailable` once shut down.
+    fn open(&self) -> Result<(), ApiError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(ApiError::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "the connection to the lab server at {} is closed",
+                    self.target().url
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Console for RemoteConsole {
     fn dispatch(&self, request: Request) -> Reply<'_> {
         Box::pin(async move {
-            if self.closed.load(Ordering::Acquire) {
-                return Err(ApiError::new(
-                    ErrorCode::Unavailable,
-                    format!(
-                        "the connection to the lab server at {} is closed",
-                        self.target().url
-                    ),
-                ));
-            }
+            self.open()?;
             self.http.call(&request).await
+        })
+    }
+
+    /// `POST /api/packs` with the archive as the body (the server's token says who).
+    fn push_pack_as(&self, _caller: &Caller, archive: Vec<u8>, private: bool) -> Reply<'_> {
+        Box::pin(async move {
+            self.open()?;
+            self.http.push_pack(archive, private).await
         })
     }
 

@@ -75,6 +75,13 @@ impl Target {
         self.url.join("api").unwrap_or_else(|_| self.url.clone())
     }
 
+    /// Where a pack's archive is uploaded (`POST`).
+    pub fn packs_url(&self) -> Url {
+        self.url
+            .join("api/packs")
+            .unwrap_or_else(|_| self.url.clone())
+    }
+
     /// The event stream's WebSocket address.
     pub fn events_url(&self) -> String {
         let http = self

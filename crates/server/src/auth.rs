@@ -266,10 +266,11 @@ pub(crate) async fn guard(State(st): State<AppState>, req: Request, next: Next) 
     if (path == "/api" || path.starts_with("/api/"))
         && req.method() == Method::POST
         && !is_json(headers)
+        && !(path == crate::PACKS_PATH && crate::packs::is_archive(headers))
     {
         return reject(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "the API takes application/json",
+            "the API takes application/json (a pack upload application/octet-stream)",
         );
     }
     if let Some(users) = &g.users {

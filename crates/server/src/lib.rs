@@ -3,6 +3,9 @@
 //! Routes:
 //! - `POST /api` — a [`Request`](testbay_engine::api::Request) as JSON → its `Response`
 //!   (200) or `{"error": ApiError}` with a status from the error code.
+//! - `POST /api/packs?private=BOOL` — a pack pushed into the lab's library as its raw
+//!   archive (`application/octet-stream`, module `packs`): the `push_pack` request
+//!   without base64 or the `/api` body limit, within `bounds::MAX_PACK_ARCHIVE_BYTES`.
 //! - `GET /api/events` — WebSocket; every engine `Event` as a JSON text frame (several at
 //!   once as a JSON array). A client that falls behind gets a `resync` event.
 //! - `GET /api/agent` — WebSocket of a rack agent (a user with the `agent` role; see
@@ -15,7 +18,7 @@
 //! Limits (see [`Limits`]): a connection must send each request head within
 //! `header_timeout` of opening or of its previous response (so an idle keep-alive
 //! connection closes then too), a request body must arrive within `body_timeout` of its
-//! head, an `/api` body may hold at most `api_body_limit` bytes (else 413 with the API's
+//! head (a pack upload: within `body_timeout` plus its bytes at `upload_min_rate`), an `/api` body may hold at most `api_body_limit` bytes (else 413 with the API's
 //! error shape), and the event stream pings its client every `ping_interval`, dropping one
 //! that stops answering. Stopping closes idle and half-sent connections at once, shuts the
 //! console down (`Console::shutdown`: results and reservations flushed, store reads in
@@ -43,6 +46,10 @@ mod auth;
 pub use auth::token_is_url_safe;
 mod events;
 pub mod files;
+mod packs;
+
+/// Where a pack's archive is uploaded (`POST`, module `packs`).
+pub(crate) const PACKS_PATH: &str = "/api/packs";
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -111,6 +118,9 @@ pub struct Limits {
     pub body_timeout: Duration,
     /// Largest `POST /api` body, in bytes (413 `too_large` otherwise).
     pub api_body_limit: usize,
+    /// A pack upload (`POST /api/packs`) may take `body_timeout` plus its bytes at this
+    /// many bytes a second: a client slower than that on average is cut off (408).
+    pub upload_min_rate: u64,
     /// The event stream pings its client this often; a client that sends nothing (not
     /// even a pong) for two intervals, or does not take a frame within one, is dropped.
     pub ping_interval: Duration,
@@ -127,6 +137,7 @@ impl Default for Limits {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             api_body_limit: 1 << 20,
+            upload_min_rate: 128 << 10,
             ping_interval: Duration::from_secs(20),
             shutdown_grace: Duration::from_secs(1),
             user_recheck: Duration::from_secs(2),
@@ -361,6 +372,7 @@ async fn accept_failed(e: std::io::Error) {
 fn router(state: AppState, ui_dir: Option<PathBuf>) -> Router {
     let api = Router::new()
         .route("/api", post(api))
+        .route(PACKS_PATH, post(packs::upload))
         .route("/api/events", get(events::upgrade))
         .route("/api/agent", get(agents::upgrade))
         .route("/files/runs/{*path}", get(files::download))
@@ -436,54 +448,75 @@ async fn api(State(st): State<AppState>, req: Request) -> Response {
 /// [`Limits::body_timeout`]; else the error response (the connection then closes, as its
 /// body was not read to the end).
 async fn read_body(req: Request, limits: &Limits) -> Result<Vec<u8>, Response> {
-    let limit = limits.api_body_limit;
-    let too_large = || {
-        error_response(ApiError::new(
-            ErrorCode::TooLarge,
-            format!("request body over the limit of {limit} bytes"),
-        ))
-    };
+    let limit = limits.api_body_limit as u64;
+    read_bounded(
+        req,
+        limit,
+        &format!("request body over the limit of {limit} bytes"),
+        limits.body_timeout,
+        None,
+    )
+    .await
+}
+
+/// The whole body of a request, at most `limit` bytes (else 413 `too_large` saying
+/// `too_large`), arriving within `grace` of its head, plus, with a `min_rate` (bytes a
+/// second), the time its bytes so far take at that rate: a client that trickles is cut
+/// off (408 `timeout`) however long its body. Else the error response (the connection
+/// then closes, as its body was not read to the end).
+pub(crate) async fn read_bounded(
+    req: Request,
+    limit: u64,
+    too_large: &str,
+    grace: Duration,
+    min_rate: Option<u64>,
+) -> Result<Vec<u8>, Response> {
+    let refuse = || error_response(ApiError::new(ErrorCode::TooLarge, too_large));
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(too_large());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(refuse());
     }
+    let start = tokio::time::Instant::now();
+    let deadline = |received: u64| match min_rate {
+        Some(rate) => start + grace + Duration::from_secs_f64(received as f64 / rate.max(1) as f64),
+        None => start + grace,
+    };
     let mut stream = req.into_body().into_data_stream();
     let mut body = Vec::with_capacity(declared.unwrap_or(0) as usize);
-    let read = async {
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| {
+    loop {
+        let next = tokio::time::timeout_at(deadline(body.len() as u64), stream.next()).await;
+        let chunk = match next {
+            Ok(Some(chunk)) => chunk.map_err(|e| {
                 error_response(ApiError::invalid(format!(
                     "cannot read the request body: {e}"
                 )))
-            })?;
-            if body.len() + chunk.len() > limit {
-                return Err(too_large());
+            })?,
+            Ok(None) => return Ok(body),
+            Err(_) => {
+                let why = match min_rate {
+                    Some(rate) => format!(
+                        "the request body arrived slower than {} KiB/s (after {} s)",
+                        rate / 1024,
+                        grace.as_secs_f64()
+                    ),
+                    None => format!(
+                        "the request body did not arrive within {} s",
+                        grace.as_secs_f64()
+                    ),
+                };
+                tracing::warn!(received = body.len(), why, "request body too slow");
+                let mut res = error_response(ApiError::new(ErrorCode::Timeout, why));
+                *res.status_mut() = StatusCode::REQUEST_TIMEOUT;
+                return Err(res);
             }
-            body.extend_from_slice(&chunk);
+        };
+        if (body.len() + chunk.len()) as u64 > limit {
+            return Err(refuse());
         }
-        Ok(())
-    };
-    match tokio::time::timeout(limits.body_timeout, read).await {
-        Ok(Ok(())) => Ok(body),
-        Ok(Err(res)) => Err(res),
-        Err(_) => {
-            tracing::warn!(
-                timeout_s = limits.body_timeout.as_secs_f64(),
-                "request body too slow"
-            );
-            let mut res = error_response(ApiError::new(
-                ErrorCode::Timeout,
-                format!(
-                    "the request body did not arrive within {} s",
-                    limits.body_timeout.as_secs_f64()
-                ),
-            ));
-            *res.status_mut() = StatusCode::REQUEST_TIMEOUT;
-            Err(res)
-        }
+        body.extend_from_slice(&chunk);
     }
 }
 

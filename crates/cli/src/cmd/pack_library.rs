@@ -3,8 +3,9 @@
 //!
 //! `push DIR` checks the pack here first, so a broken pack is refused with every problem
 //! naming its file, line and key before anything is sent; then its files travel as one
-//! archive (`pack::archive`, base64, within `bounds::MAX_PACK_BYTES`) in a `push_pack`
-//! request, which the console checks again and stores by content hash, the caller its
+//! archive (`pack::archive`, within `bounds::MAX_PACK_BYTES`; `Console::push_pack_as`:
+//! to a lab server as the body of `POST /api/packs`, within
+//! `bounds::MAX_PACK_ARCHIVE_BYTES`), which the console checks again and stores by content hash, the caller its
 //! owner. `library` lists what the console offers: its pack folders and the library's
 //! versions the caller sees, each marked with where it comes from.
 
@@ -59,12 +60,9 @@ pub fn push(ctx: &Ctx, dir: &Path, private: bool, json: bool) -> anyhow::Result<
     };
     let (bytes, _) = testbay_engine::pack::archive::pack_dir(&pack.dir)
         .map_err(|e| anyhow::anyhow!("cannot read the pack {}: {e}", dir.display()))?;
-    let request = Request::PushPack {
-        archive: testbay_engine::pack::archive::to_text(&bytes),
-        private,
-    };
+    let packed = bytes.len();
     let session = session(ctx)?;
-    let pushed = match session.call(request) {
+    let pushed = match session.push_pack(bytes, private) {
         Ok(Response::PushPack(p)) => p,
         Ok(other) => return Err(unexpected("push_pack", other)),
         Err(e) => return Ok(refused(&e)),
@@ -90,7 +88,7 @@ pub fn push(ctx: &Ctx, dir: &Path, private: bool, json: bool) -> anyhow::Result<
             "pushed {} {} ({what}, {} bytes packed, {hash})",
             s.name,
             s.version.as_deref().unwrap_or("?"),
-            bytes.len()
+            packed
         );
     }
     Ok(0)

@@ -364,3 +364,190 @@ fn a_pack_pushed_through_the_server_is_launched_there() {
         assert!(script.contains(&format!("version {version}")), "{script}");
     }
 }
+
+/// `n` bytes no compressor shrinks (xorshift), different for each `seed`.
+fn incompressible(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// One raw HTTP/1.1 request to the server (only the head and `body`, whatever
+/// `Content-Length` says): the status code and the answer's body.
+fn raw_post(port: u16, path: &str, headers: &[(&str, String)], body: &[u8]) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut head = format!("POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let (head_end, length) = loop {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "the server closed without an answer");
+        got.extend_from_slice(&buf[..n]);
+        if let Some(at) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = text(&got[..at]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map(|v| v.trim().parse().unwrap())
+                .unwrap_or(0);
+            break (at + 4, length);
+        }
+    };
+    while got.len() < head_end + length {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "the answer ended early");
+        got.extend_from_slice(&buf[..n]);
+    }
+    let status = text(&got[..head_end])
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap();
+    (status, text(&got[head_end..head_end + length]))
+}
+
+/// A pack of 3 MiB of incompressible files (far over the server's 1 MiB `/api` body)
+/// pushed through the server as an upload, then launched there with its files whole.
+#[test]
+fn a_big_pack_pushed_through_the_server_is_launched_there() {
+    let f = bed_with_quick_pack();
+    let serve = Serve::start(&f, "127.0.0.1:0", None);
+    let src = f.pack(
+        "big",
+        "name: big\nversion: '1'\ngroups:\n  main:\n    tests: [hi]\n",
+        &[("hi", "", "echo hi\n")],
+    );
+    std::fs::create_dir_all(src.join("data")).unwrap();
+    let blobs: Vec<Vec<u8>> = (0..3).map(|i| incompressible(1 << 20, i + 1)).collect();
+    for (i, blob) in blobs.iter().enumerate() {
+        std::fs::write(src.join(format!("data/blob{i}.bin")), blob).unwrap();
+    }
+    let out = client(&f, &serve.url, &["packs", "push", src.to_str().unwrap()]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("pushed big 1 (public"), "{stdout}");
+    let packed: u64 = stdout
+        .split(", ")
+        .find_map(|w| w.strip_suffix(" bytes packed"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no size in {stdout}"));
+    assert!(packed > 3 << 20, "{stdout}");
+
+    let out = client(&f, &serve.url, &["run", "big"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    let id = run_id_of(&stdout);
+    for (i, blob) in blobs.iter().enumerate() {
+        let copied = std::fs::read(
+            f.data
+                .join("runs")
+                .join(&id)
+                .join(format!("pack/data/blob{i}.bin")),
+        )
+        .unwrap();
+        assert!(copied == *blob, "blob{i} differs in the run's snapshot");
+    }
+}
+
+/// An upload that says it is over `bounds::MAX_PACK_ARCHIVE_BYTES` is refused at once,
+/// `too_large` naming the bound, before its body is sent.
+#[test]
+fn a_pack_upload_over_the_bound_is_too_large() {
+    let f = bed_with_quick_pack();
+    let serve = Serve::start(&f, "127.0.0.1:0", None);
+    let over = testbay_engine::bounds::MAX_PACK_ARCHIVE_BYTES + 1;
+    let (status, body) = raw_post(
+        serve.port,
+        "/api/packs",
+        &[
+            ("Content-Type", "application/octet-stream".into()),
+            ("Content-Length", over.to_string()),
+        ],
+        b"",
+    );
+    assert_eq!(status, 413, "{body}");
+    let error: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(error["error"]["code"], "too_large", "{body}");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("bounds::MAX_PACK_ARCHIVE_BYTES"),
+        "{body}"
+    );
+}
+
+/// In a lab, a viewer's upload is refused 403 `forbidden` before its body is read; an
+/// operator's goes in.
+#[test]
+fn a_viewers_pack_upload_is_forbidden() {
+    let f = bed_with_quick_pack();
+    let token = |role: &str| {
+        let out = f.testbay(&["users", "add", role, "--role", role]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout).lines().last().unwrap().trim().to_string()
+    };
+    let (viewer, operator) = (token("viewer"), token("operator"));
+    let serve = Serve::start(&f, "127.0.0.1:0", None);
+    let (status, body) = raw_post(
+        serve.port,
+        "/api/packs?private=true",
+        &[
+            ("Content-Type", "application/octet-stream".into()),
+            ("Authorization", format!("Bearer {viewer}")),
+            ("Content-Length", (64u64 << 20).to_string()),
+        ],
+        b"",
+    );
+    assert_eq!(status, 403, "{body}");
+    let error: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(error["error"]["code"], "forbidden", "{body}");
+
+    let src = f.pack(
+        "lib",
+        "name: lib\nversion: '1'\ngroups:\n  main:\n    tests: [hi]\n",
+        &[("hi", "", "echo hi\n")],
+    );
+    let push = |token: &str| {
+        bin()
+            .arg("--data-dir")
+            .arg(f.root.join("client-data"))
+            .args(["--server", &serve.local_url(), "--token", token])
+            .args(["packs", "push", "--private", src.to_str().unwrap()])
+            .env_remove("TESTBAY_TOKEN")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = push(&viewer);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("forbidden") || text(&out.stdout).contains("forbidden"),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let out = push(&operator);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("pushed lib 1 (private"), "{stdout}");
+}

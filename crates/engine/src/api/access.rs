@@ -299,16 +299,35 @@ impl LocalConsole {
         caller: &Caller,
         request: Request,
     ) -> Result<Response, ApiError> {
+        self.route_as_with(caller, request, None).await
+    }
+
+    /// [`Self::route_as`], with a `push_pack`'s archive as bytes (`uploaded`, as a
+    /// transport received it) in place of the request's base64 text.
+    pub(super) async fn route_as_with(
+        &self,
+        caller: &Caller,
+        request: Request,
+        uploaded: Option<Vec<u8>>,
+    ) -> Result<Response, ApiError> {
         authorize(caller, &request)?;
         self.own_schedule(caller, &request).await?;
         let request = stamp(caller, request);
-        let audit = request
-            .changes_state()
-            .then(|| (request.cmd(), request.target(), request.detail()));
+        let audit = request.changes_state().then(|| {
+            let detail = match (&request, &uploaded) {
+                (Request::PushPack { private, .. }, Some(bytes)) => serde_json::json!({
+                    "archive": format!("({} bytes uploaded)", bytes.len()),
+                    "private": private,
+                })
+                .to_string(),
+                _ => request.detail(),
+            };
+            (request.cmd(), request.target(), detail)
+        });
         let answer = match request {
             Request::WhoAmI => Ok(who_am_i(caller)),
             Request::AgentSnapshot { hash } => self.agent_snapshot(caller.name(), hash).await,
-            other => self.route_packs(caller, other).await,
+            other => self.route_packs(caller, other, uploaded).await,
         };
         if let (Ok(res), Some((action, target, detail)), Some(access)) =
             (&answer, audit, &self.access)

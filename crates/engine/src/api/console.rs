@@ -33,6 +33,21 @@ pub trait Console: Send + Sync {
         self.dispatch(request)
     }
 
+    /// Push a pack into the lab's pack library for `caller`: [`Request::PushPack`] with
+    /// the archive (`pack::archive`) as bytes rather than base64, so a transport hands
+    /// it over as it arrived (`POST /api/packs`) and a client sends it so (a lab server's
+    /// request body is too small for a pack's JSON). The same role rules, checks and
+    /// audit as the request; by default the request itself.
+    fn push_pack_as(&self, caller: &Caller, archive: Vec<u8>, private: bool) -> Reply<'_> {
+        self.dispatch_as(
+            caller,
+            Request::PushPack {
+                archive: crate::pack::archive::to_text(&archive),
+                private,
+            },
+        )
+    }
+
     /// A new subscriber to every [`Event`] from now on.
     fn subscribe(&self) -> EventReceiver;
 

@@ -255,6 +255,15 @@ impl Console for LocalConsole {
         Box::pin(async move { self.route_as(&caller, request).await })
     }
 
+    fn push_pack_as(&self, caller: &super::Caller, archive: Vec<u8>, private: bool) -> Reply<'_> {
+        let caller = caller.clone();
+        let request = Request::PushPack {
+            archive: String::new(),
+            private,
+        };
+        Box::pin(async move { self.route_as_with(&caller, request, Some(archive)).await })
+    }
+
     fn subscribe(&self) -> EventReceiver {
         self.events.subscribe()
     }

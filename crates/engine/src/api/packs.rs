@@ -84,6 +84,23 @@ fn summary(lib: &LabLibrary, p: &StoredPack) -> PackSummary {
     s
 }
 
+/// A pushed pack's archive: base64 text in a `push_pack` request's JSON, or the bytes a
+/// transport received as they are (`Console::push_pack_as`).
+pub(crate) enum Archive {
+    Text(String),
+    Bytes(Vec<u8>),
+}
+
+impl Archive {
+    fn into_bytes(self) -> Result<Vec<u8>, ApiError> {
+        match self {
+            Archive::Bytes(b) => Ok(b),
+            Archive::Text(t) => crate::pack::archive::from_text(&t)
+                .map_err(|e| ApiError::invalid(format!("archive: not base64: {e}"))),
+        }
+    }
+}
+
 /// The event that tells every client (and, through the relay, every server's clients)
 /// to list the packs again: the version's library reference in `dirs`.
 fn library_changed(p: &StoredPack) -> super::Event {
@@ -106,11 +123,16 @@ impl LocalConsole {
         &self,
         caller: &Caller,
         request: Request,
+        uploaded: Option<Vec<u8>>,
     ) -> Result<Response, ApiError> {
         match request {
             Request::ListPacks => self.list_packs(caller).await,
             Request::GetPack { name } => self.get_pack(caller, name).await,
             Request::PushPack { archive, private } => {
+                let archive = match uploaded {
+                    Some(bytes) => Archive::Bytes(bytes),
+                    None => Archive::Text(archive),
+                };
                 self.push_pack(caller, archive, private).await
             }
             Request::PublishPack { pack } => self.publish_pack(caller, pack).await,
@@ -178,7 +200,7 @@ impl LocalConsole {
     pub(super) async fn push_pack(
         &self,
         caller: &Caller,
-        archive: String,
+        archive: Archive,
         private: bool,
     ) -> Result<Response, ApiError> {
         let lib = self.lab_library()?;
@@ -186,8 +208,7 @@ impl LocalConsole {
         let now = self.clock.now_ms();
         let events = self.events.clone();
         blocking(move || {
-            let bytes = crate::pack::archive::from_text(&archive)
-                .map_err(|e| ApiError::invalid(format!("archive: not base64: {e}")))?;
+            let bytes = archive.into_bytes()?;
             let pushed = lib
                 .push(&bytes, &owner, private, now)
                 .map_err(library_error)?;

@@ -266,3 +266,56 @@ async fn a_broken_pack_is_refused_naming_its_file_and_line() {
     };
     assert!(packs.is_empty(), "nothing stored: {packs:?}");
 }
+
+/// A pack pushed as its archive's bytes (`Console::push_pack_as`, what `POST /api/packs`
+/// hands over) is the `push_pack` request's push: refused to a viewer, stored private to
+/// its owner, the same content hash, audited with its size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pack_pushed_as_bytes_is_the_requests_push() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = console(dir.path());
+    let access = c.access().unwrap();
+    let add = |name: &str, role| Caller::user(&access.add_user(name, role).unwrap().0);
+    let (vera, otto, adam) = (
+        add("vera", Role::Viewer),
+        add("otto", Role::Operator),
+        add("adam", Role::Admin),
+    );
+    let src = dir.path().join("src");
+    lib_pack(&src, "1", "one");
+    let (bytes, h) = archive::pack_dir(&src).unwrap();
+
+    assert_eq!(
+        code(c.push_pack_as(&vera, bytes.clone(), true).await),
+        ErrorCode::Forbidden
+    );
+    let Response::PushPack(p) = c.push_pack_as(&otto, bytes.clone(), true).await.unwrap() else {
+        panic!()
+    };
+    assert!(!p.unchanged && p.pack.ok);
+    assert_eq!(p.pack.content_hash.as_deref(), Some(h.as_str()));
+    let mine = ("lib".to_string(), "1".to_string(), "otto".to_string(), true);
+    assert_eq!(listed(&c, &otto).await, [mine]);
+    assert!(listed(&c, &vera).await.is_empty());
+    // Not an archive: refused, nothing stored.
+    assert_eq!(
+        code(c.push_pack_as(&otto, b"plain text".to_vec(), false).await),
+        ErrorCode::InvalidRequest
+    );
+
+    let q = testbay_engine::api::AuditQuery {
+        user: Some("otto".into()),
+        ..Default::default()
+    };
+    let Response::Audit(log) = c.dispatch_as(&adam, Request::Audit(q)).await.unwrap() else {
+        panic!()
+    };
+    let push = log.iter().find(|e| e.action == "push_pack").unwrap();
+    assert_eq!(push.target, "lib@1");
+    assert!(
+        push.detail
+            .contains(&format!("({} bytes uploaded)", bytes.len())),
+        "{}",
+        push.detail
+    );
+}

@@ -108,6 +108,33 @@ async fn a_request_body_trickling_in_gets_408_in_the_api_error_shape() {
     let _ = srv.stop.send(());
 }
 
+/// A pack upload may take longer than `body_timeout`, but only by its bytes at
+/// `upload_min_rate`: one trickling in (10 bytes a second against 1 KiB/s) is cut off.
+#[tokio::test]
+async fn a_pack_upload_trickling_in_gets_408() {
+    let srv = start(
+        Limits {
+            upload_min_rate: 1024,
+            ..short()
+        },
+        |_| {},
+    )
+    .await;
+    let body = [0u8; 200];
+    let head = format!(
+        "POST /api/packs HTTP/1.1\r\nHost: {}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+        srv.addr,
+        body.len()
+    );
+    let (said, closed) = trickle(srv.addr, &head, &body).await;
+    assert!(said.starts_with("HTTP/1.1 408"), "{said}");
+    assert!(said.contains(r#""code":"timeout""#), "{said}");
+    assert!(said.contains("slower than 1 KiB/s"), "{said}");
+    let closed = closed.expect("the server kept a trickling upload open");
+    assert!(closed < Duration::from_secs(8), "closed after {closed:?}");
+    let _ = srv.stop.send(());
+}
+
 #[tokio::test]
 async fn idle_connections_are_closed() {
     let srv = start(short(), |_| {}).await;

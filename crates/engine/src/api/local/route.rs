@@ -14,8 +14,12 @@ impl LocalConsole {
             Request::ListPacks => self.list_packs(&crate::api::Caller::local()).await,
             Request::GetPack { name } => self.get_pack(&crate::api::Caller::local(), name).await,
             Request::PushPack { archive, private } => {
-                self.push_pack(&crate::api::Caller::local(), archive, private)
-                    .await
+                self.push_pack(
+                    &crate::api::Caller::local(),
+                    crate::api::packs::Archive::Text(archive),
+                    private,
+                )
+                .await
             }
             Request::PublishPack { pack } => {
                 self.publish_pack(&crate::api::Caller::local(), pack).await
