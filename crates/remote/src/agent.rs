@@ -17,7 +17,9 @@
 //! owns the reservation book (it runs the launches). The agent is given any of them
 //! (`--server`, repeated); one that does not own the book answers the hello with a
 //! redirect to the owner, and the agent connects there, a redirect being just another
-//! reconnect. A connection that drops goes on to the next server of the list, so
+//! reconnect (the second in a row and after waiting the backoff, so servers naming each
+//! other during a takeover make no hot loop). A send stalled for three heartbeats drops
+//! the connection as silence does. A connection that drops goes on to the next server of the list, so
 //! when the owner dies the agent is sent to whichever server took the book over.
 
 use std::future::Future;
@@ -149,6 +151,10 @@ pub async fn run(
     // The server of the list tried last, and where a redirect sent the agent.
     let mut listed = 0;
     let mut target = first;
+    // Redirects in a row (no connection welcomed the agent since): past the first the
+    // agent waits its backoff, so servers sending it to each other (stale rows during a
+    // takeover) are no hot loop.
+    let mut redirects = 0u32;
     loop {
         *fetch.0.lock().unwrap_or_else(|p| p.into_inner()) = Client::new(target.clone())?;
         let ended = tokio::select! {
@@ -169,9 +175,27 @@ pub async fn run(
             }
             Ended::Redirected(to, why) => {
                 tracing::info!(server = %target.url, to = %to.url, why, "sent to the server that owns the reservation book");
+                redirects += 1;
+                if redirects > 1 {
+                    let stopped = pump
+                        .meanwhile(async {
+                            tokio::select! {
+                                () = tokio::time::sleep(retry) => false,
+                                () = &mut stop => true,
+                            }
+                        })
+                        .await;
+                    if stopped {
+                        worker.stop_all();
+                        settle(&worker).await;
+                        return Ok(());
+                    }
+                    retry = (retry * 2).min(LAST_RETRY);
+                }
                 target = to;
             }
             Ended::Dropped(why) => {
+                redirects = 0;
                 listed = (listed + 1) % opts.targets.len();
                 tracing::warn!(server = %target.url, next = %opts.targets[listed].url, why, retry_ms = retry.as_millis() as u64, running = worker.running(), unacknowledged = pump.outbox.len(), "lost the lab server; connecting again");
                 let stopped = pump
@@ -265,8 +289,8 @@ async fn connection(
         running,
     };
     let text = serde_json::to_string(&hello).expect("plain JSON");
-    if let Err(e) = tx.send(Message::Text(text.into())).await {
-        return Ended::Dropped(e.to_string());
+    if let Err(why) = send_within(&mut tx, Message::Text(text.into()), HANDSHAKE).await {
+        return Ended::Dropped(why);
     }
     let welcome = pump
         .meanwhile(tokio::time::timeout(Duration::from_secs(10), rx.next()))
@@ -312,26 +336,28 @@ async fn connection(
     let mut beats = tokio::time::interval(heartbeat);
     beats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut heard = tokio::time::Instant::now();
+    // Nothing heard for this long drops the connection; a send stalled for as long too.
+    let patience = 3 * heartbeat.max(Duration::from_secs(1));
     loop {
         for _ in 0..SEND_BATCH {
             let Some(msg) = pump.outbox.next_unsent() else {
                 break;
             };
             let text = serde_json::to_string(&msg).expect("plain JSON");
-            if let Err(e) = tx.send(Message::Text(text.into())).await {
-                return Ended::Dropped(e.to_string());
+            if let Err(why) = send_within(&mut tx, Message::Text(text.into()), patience).await {
+                return Ended::Dropped(why);
             }
         }
         let more = pump.outbox.has_unsent();
         let msg = tokio::select! {
             () = std::future::ready(()), if more => continue,
             _ = beats.tick() => {
-                if heard.elapsed() > 3 * heartbeat.max(Duration::from_secs(1)) {
+                if heard.elapsed() > patience {
                     return Ended::Dropped("nothing heard from the server".into());
                 }
                 // The server says nothing to an idle agent: its pong is what is heard.
-                if let Err(e) = tx.send(Message::Ping(Default::default())).await {
-                    return Ended::Dropped(e.to_string());
+                if let Err(why) = send_within(&mut tx, Message::Ping(Default::default()), patience).await {
+                    return Ended::Dropped(why);
                 }
                 AgentMsg::Heartbeat { cpu: cpu.busy_percent() }
             }
@@ -364,9 +390,30 @@ async fn connection(
             }
         };
         let text = serde_json::to_string(&msg).expect("plain JSON");
-        if let Err(e) = tx.send(Message::Text(text.into())).await {
-            return Ended::Dropped(e.to_string());
+        if let Err(why) = send_within(&mut tx, Message::Text(text.into()), patience).await {
+            return Ended::Dropped(why);
         }
+    }
+}
+
+/// The bound on the handshake's steps (connecting, the hello, the welcome).
+const HANDSHAKE: Duration = Duration::from_secs(10);
+
+/// Send `msg` on the connection, giving up after `limit`: on a stalled TCP connection a
+/// send blocks, and meanwhile nothing else (the "nothing heard" check, taking the
+/// worker's messages into the bounded outbox) would run.
+async fn send_within<S>(tx: &mut S, msg: Message, limit: Duration) -> Result<(), String>
+where
+    S: futures_util::Sink<Message> + Unpin,
+    S::Error: std::fmt::Display,
+{
+    match tokio::time::timeout(limit, tx.send(msg)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!(
+            "a send to the server stalled for {} s",
+            limit.as_secs()
+        )),
     }
 }
 

@@ -26,7 +26,12 @@ pub fn agent_home(store: &dyn Store, owns_book: bool) -> AgentHome {
         return AgentHome::Here;
     }
     match store.book_home() {
-        Ok(BookHome::Alone | BookHome::Here) => AgentHome::Here,
+        Ok(BookHome::Alone) => AgentHome::Here,
+        // The book's row still names this server, which no longer owns it (it gave the
+        // book up and dropped its agents): keeping the agent here would strand it.
+        Ok(BookHome::Here) => AgentHome::NotYet(
+            "this server no longer owns the reservation book (another is taking it over)".into(),
+        ),
         Ok(BookHome::At(address)) => AgentHome::Redirect(address),
         Ok(BookHome::Unknown) => AgentHome::NotYet(
             "no server owns the reservation book now (its owner stopped answering and none took it over yet)".into(),

@@ -161,6 +161,9 @@ struct Job {
     events: mpsc::UnboundedSender<JobEvent>,
     /// Asked to stop (asked again when the agent comes back after a cut).
     stopping: bool,
+    /// The operator's answers the agent has not said it took (sent again when it comes
+    /// back after a cut), by the agent's prompt number: text and who.
+    answers: BTreeMap<u64, (String, Option<String>)>,
 }
 
 struct Agent {
@@ -355,6 +358,14 @@ impl AgentHub {
             if still.contains(id) {
                 if job.stopping {
                     let _ = tx.send(ServerMsg::Stop { job: *id });
+                }
+                for (prompt, (text, by)) in &job.answers {
+                    let _ = tx.send(ServerMsg::Answer {
+                        job: *id,
+                        prompt: *prompt,
+                        text: text.clone(),
+                        by: by.clone(),
+                    });
                 }
                 return true;
             }
@@ -668,7 +679,12 @@ impl AgentSession {
                 job,
                 prompt,
                 answer,
-            } => (job, JobEvent::Answered(prompt, answer)),
+            } => {
+                if let Some(j) = agent.jobs.get_mut(&job) {
+                    j.answers.remove(&prompt);
+                }
+                (job, JobEvent::Answered(prompt, answer))
+            }
             AgentMsg::File {
                 job,
                 path,
@@ -787,6 +803,7 @@ impl Hub {
                 },
                 events,
                 stopping: false,
+                answers: BTreeMap::new(),
             },
         );
         Ok(id)
@@ -805,10 +822,19 @@ impl Hub {
         }
     }
 
-    /// Send the operator's answer to prompt `prompt` of phase `job` to `agent`.
+    /// Send the operator's answer to prompt `prompt` of phase `job` to `agent`; kept
+    /// until the agent says it took it, and sent again when it comes back after a cut
+    /// (the agent ignores an answer to a prompt it no longer waits for).
     fn answer_prompt(&self, agent: &str, job: u64, prompt: u64, text: String, by: Option<String>) {
-        let st = self.lock();
-        if let Some((_, out)) = st.agents.get(agent).and_then(|a| a.conn.as_ref()) {
+        let mut st = self.lock();
+        let Some(a) = st.agents.get_mut(agent) else {
+            return;
+        };
+        let Some(j) = a.jobs.get_mut(&job) else {
+            return;
+        };
+        j.answers.insert(prompt, (text.clone(), by.clone()));
+        if let Some((_, out)) = &a.conn {
             let _ = out.send(ServerMsg::Answer {
                 job,
                 prompt,

@@ -2,7 +2,7 @@
 //! and a half heartbeats its runs stall, silent past the grace period they are lost (the
 //! phase Aborted); an agent back within the grace goes on from the last message the hub
 //! took, each numbered message taken once; an outcome after the loss is refused, nothing
-//! of it stored.
+//! of it stored; an operator's answer given during a cut reaches the agent when it is back.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -14,6 +14,7 @@ use serde_json::Map;
 use testbay_engine::agents::wire::{AgentMsg, ServerMsg};
 use testbay_engine::agents::{AgentConfig, AgentHub, AgentSession, Resume};
 use testbay_engine::clock::ManualClock;
+use testbay_engine::exec::prompts::{PromptView, Prompts};
 use testbay_engine::exec::{Exit, LogStats, PhaseOutcome, Verdict};
 use testbay_engine::outcome::Phase;
 use testbay_engine::run::runner::PhaseCall;
@@ -77,6 +78,17 @@ struct Started {
 }
 
 async fn start(hub: &AgentHub, session: &mut AgentSession, root: &Path, run_id: &str) -> Started {
+    start_asking(hub, session, root, run_id, None).await
+}
+
+/// [`start`], the phase's prompts raised in `prompts`.
+async fn start_asking(
+    hub: &AgentHub,
+    session: &mut AgentSession,
+    root: &Path,
+    run_id: &str,
+    prompts: Option<Arc<Prompts>>,
+) -> Started {
     let run_dir = root.join(run_id);
     let snapshot = run_dir.join("snapshot");
     std::fs::create_dir_all(&snapshot).unwrap();
@@ -92,7 +104,7 @@ async fn start(hub: &AgentHub, session: &mut AgentSession, root: &Path, run_id: 
             reporter: None,
             live: None,
             report: None,
-            prompts: None,
+            prompts: prompts.as_ref(),
             stop: None,
             on_spawn: Box::new(|_| {}),
         })
@@ -290,4 +302,94 @@ async fn a_new_life_of_the_agent_has_none_of_the_old_ones_phases() {
     ));
     let outcome = s.outcome.await.unwrap().unwrap();
     assert_eq!(outcome.result, "Aborted");
+}
+
+/// An operator's answer given while the agent's connection is cut is kept and sent when
+/// the agent comes back, again on each return until the agent says the phase took it.
+#[tokio::test]
+async fn an_answer_given_during_a_cut_reaches_the_agent_when_it_is_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000_000);
+    let hub = hub(&clock);
+    let prompts = Arc::new(Prompts::default());
+    let mut session = connect(&hub, "b1", vec![]);
+    let s = start_asking(
+        &hub,
+        &mut session,
+        tmp.path(),
+        "run-1",
+        Some(prompts.clone()),
+    )
+    .await;
+    let view = PromptView {
+        id: 7,
+        run_id: "run-1".into(),
+        task: "probe".into(),
+        lane: "stb-01".into(),
+        item: 0,
+        phase: Phase::Main,
+        message: "Plug the cable".into(),
+        choices: vec!["done".into()],
+        pattern: None,
+        timeout_s: 60.0,
+        asked_ms: 1_000_000,
+    };
+    session.receive(seq(
+        1,
+        AgentMsg::Prompt {
+            job: s.job,
+            prompt: Box::new(view),
+        },
+    ));
+    let raised = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            if let Some(p) = prompts.list().into_iter().next() {
+                return p;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the prompt is raised on the server");
+
+    // The connection drops; the operator answers meanwhile.
+    drop(session);
+    prompts
+        .answer(raised.id, "done".into(), Some("alice".into()))
+        .unwrap();
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    let is_answer = |m: &ServerMsg| {
+        matches!(m, ServerMsg::Answer { job, prompt: 7, text, by }
+            if *job == s.job && text == "done" && by.as_deref() == Some("alice"))
+    };
+    let mut again = connect(&hub, "b1", vec![s.job]);
+    assert!(
+        sent(&mut again).iter().any(is_answer),
+        "the answer is sent on the agent's return"
+    );
+    // Cut again before the agent said it took it: sent again.
+    drop(again);
+    let mut third = connect(&hub, "b1", vec![s.job]);
+    assert!(sent(&mut third).iter().any(is_answer));
+    third.receive(seq(
+        2,
+        AgentMsg::PromptAnswered {
+            job: s.job,
+            prompt: 7,
+            answer: testbay_engine::reporter::PromptAnswer {
+                text: "done".into(),
+                by: Some("alice".into()),
+                at_ms: 1_000_000,
+                timed_out: false,
+            },
+        },
+    ));
+    drop(third);
+    let mut fourth = connect(&hub, "b1", vec![s.job]);
+    assert!(
+        !sent(&mut fourth).iter().any(is_answer),
+        "an answer the agent took is not sent again"
+    );
 }

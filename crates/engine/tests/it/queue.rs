@@ -472,3 +472,63 @@ async fn a_run_waits_for_its_busy_agent_until_its_30_s_are_up() {
         .expect("started once its 30 s were up");
     c.shutdown();
 }
+
+/// A run told to wait for its busy agent whose DUT is held meanwhile: once its 30 s are
+/// up the agent is no longer why it waits (the hold is), and the dispatcher does not
+/// keep waking for a hold whose time has passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_agents_wait_once_up_is_no_longer_a_reason() {
+    use testbay_engine::agents::wire::AgentMsg;
+    use testbay_engine::clock::ManualClock;
+
+    const T0: i64 = 1_795_290_900_000; // 2026-11-21 19:55:00 UTC
+    let dir = tempfile::tempdir().unwrap();
+    let paths = set_up(dir.path());
+    write(
+        &dir.path().join("lab.yaml"),
+        &LAB.replace(
+            "{name: rack-x, slots: 4}",
+            "{name: rack-x, slots: 4, agent: true}",
+        ),
+    );
+    write(
+        &paths.data_dir.join("settings.yaml"),
+        "dispatch_cpu_threshold: 100\nagent_cpu_threshold_pct: 90\n",
+    );
+    let clock = ManualClock::new(T0);
+    let c = LocalConsole::open_with(
+        paths,
+        ConsoleOptions {
+            clock: Arc::new(clock.clone()),
+            ..ConsoleOptions::default()
+        },
+    )
+    .unwrap();
+    let hub = c.agent_hub().expect("a console has an agent hub");
+    let agent = hub
+        .connect("ctl", vec!["rack-x".into()], "h".into(), "1".into())
+        .unwrap();
+    agent.receive(AgentMsg::Heartbeat { cpu: Some(97.0) });
+
+    let (run_id, queued) = launch(&c, "box-1", json!({})).await;
+    assert!(queued);
+    assert!(queue(&c).await.runs[0].waits_for.contains("agent ctl busy"));
+    hold(&c, "box-1").await;
+
+    clock.advance(30_000);
+    agent.receive(AgentMsg::Heartbeat { cpu: Some(99.0) });
+    hub.drain("ctl", false).unwrap();
+    let q = queue(&c).await;
+    assert_eq!(ids(&q), [run_id.as_str()]);
+    assert!(
+        !q.runs[0].waits_for.contains("agent"),
+        "a stale agent reason: {}",
+        q.runs[0].waits_for
+    );
+    assert!(
+        q.runs[0].waits_for.contains("box-1"),
+        "{}",
+        q.runs[0].waits_for
+    );
+    c.shutdown();
+}

@@ -55,3 +55,22 @@ fn the_single_seat_is_alone() {
     store.set_server_address("http://127.0.0.1:7780").unwrap();
     assert_eq!(store.book_home().unwrap(), BookHome::Alone);
 }
+
+/// A server whose `book_owner` row still names it but that no longer owns the book (its
+/// console gave it up) keeps no agent: it says "not yet", so the agent tries elsewhere.
+#[test]
+fn a_server_no_longer_owning_the_book_keeps_no_agent() {
+    use testbay_engine::agents::{agent_home, AgentHome};
+    let url = fresh_db("bookhomestale");
+    let a = PgStore::open(&url).unwrap();
+    a.set_server_address("http://10.0.0.1:7780").unwrap();
+    let lock = a.lock_book("server a").unwrap().expect("free");
+    assert_eq!(a.book_home().unwrap(), BookHome::Here);
+    assert_eq!(agent_home(&a, true), AgentHome::Here);
+    assert!(
+        matches!(agent_home(&a, false), AgentHome::NotYet(_)),
+        "{:?}",
+        agent_home(&a, false)
+    );
+    drop(lock);
+}

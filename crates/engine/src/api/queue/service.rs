@@ -340,7 +340,8 @@ impl RunQueueService {
                 if let Some(h) = &st.held_back {
                     why.push(h.clone());
                 }
-                if let Some(b) = st.agent_held.get(&e.run_id) {
+                // A hold whose time is up no longer keeps the run back.
+                if let Some(b) = st.agent_held.get(&e.run_id).filter(|b| b.until_ms > now) {
                     why.push(b.reason.clone());
                 }
                 if why.is_empty() {

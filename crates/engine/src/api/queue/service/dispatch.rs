@@ -119,11 +119,14 @@ impl Inner {
         let retry = st
             .retry_at
             .map(|t| t.saturating_duration_since(Instant::now()));
-        // When the runs waiting for agents passed over have waited long enough.
+        // When the runs waiting for agents passed over have waited long enough. A hold
+        // whose time is up only lets its run through at its turn: it is no reason to wake
+        // (its run may wait for a DUT taken meanwhile).
         let agent = st
             .agent_held
             .values()
             .map(|b| b.until_ms)
+            .filter(|&u| u > now)
             .min()
             .map(|u| Duration::from_millis(u64::try_from(u.saturating_sub(now)).unwrap_or(0)));
         [deadline, retry, agent]
