@@ -553,7 +553,11 @@ async fn labdb_fence_a_refused_claim_extension_is_asked_again_at_each_renewal() 
 
     a.extend(id, 30_000);
     assert!(a.renew(&[id]).is_empty(), "the claim is still held");
-    assert_eq!(end_in_db().await, end, "the database extended over bob's hold");
+    assert_eq!(
+        end_in_db().await,
+        end,
+        "the database extended over bob's hold"
+    );
 
     b.end_hold(&bobs);
     assert!(a.renew(&[id]).is_empty());
