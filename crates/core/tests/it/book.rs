@@ -370,6 +370,28 @@ fn extend_moves_the_end_only_into_free_time() {
 }
 
 #[test]
+fn unextend_gives_the_extension_back() {
+    let (_clock, mut b) = book();
+    let a = b
+        .request(ReservationRequest::new("ir_blaster", op("a"), 10_000))
+        .unwrap();
+    b.claim(a.id).unwrap();
+    b.extend(a.id, T0 + 30_000).unwrap();
+    b.unextend(a.id, T0 + 10_000).unwrap();
+    let v = b.get(a.id).unwrap();
+    assert_eq!((v.end, v.expires), (T0 + 10_000, T0 + 10_000));
+    // The time given back is free for another holder.
+    let other = b
+        .request(
+            ReservationRequest::new("ir_blaster", op("b"), 20_000)
+                .at(T0 + 10_000)
+                .next_available(false),
+        )
+        .unwrap();
+    assert_eq!(other.available_from, T0 + 10_000);
+}
+
+#[test]
 fn operator_hold_in_the_future_claims_itself_when_its_window_starts() {
     let (clock, mut b) = book();
     let pre = b

@@ -62,7 +62,7 @@ pub(crate) struct Handover {
 }
 
 /// How long a call to the lab database under the book waits before the claim is
-/// refused (or the renewal tried again).
+/// refused (or the renewal tried again); at most a third of the lease.
 const FENCE_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Handover {
@@ -75,8 +75,12 @@ impl Handover {
             Some((url, server)) => {
                 let lease_ms =
                     lease_ms_from_env().map_err(|e| ApiError::internal(e.to_string()))?;
-                let fence = LabFence::open(url, server, &lab.book_resources(), FENCE_TIMEOUT)
-                    .map_err(|e| {
+                // A call waits at most a renewal period (a third of the lease), so a
+                // lost lease is noticed before the database lets it go.
+                let timeout =
+                    FENCE_TIMEOUT.min(Duration::from_millis((lease_ms / 3).max(1) as u64));
+                let fence =
+                    LabFence::open(url, server, &lab.book_resources(), timeout).map_err(|e| {
                         ApiError::internal(format!(
                             "cannot open the lab book in the database {}: {e}",
                             redact(url)

@@ -77,7 +77,9 @@ pub trait Fence: Send + Sync + 'static {
     /// database ended it, or no renewal got through before it ran out).
     fn renew(&self, ids: &[FenceId]) -> Vec<(FenceId, String)>;
 
-    /// Move the end of `id`'s window `by_ms` later (the in-memory book extended it).
+    /// Move the end of `id`'s window `by_ms` later (the in-memory book extended it); a
+    /// fence may take it with the [`Fence::renew`] that follows, asking again each
+    /// renewal until the database takes it.
     fn extend(&self, id: FenceId, by_ms: i64);
 
     /// End `id` now (the in-memory claim was given back).
@@ -94,8 +96,11 @@ pub trait Fence: Send + Sync + 'static {
     /// The book ended `hold` (released): end it in the database too.
     fn end_hold(&self, _hold: &FenceHold<'_>) {}
 
-    /// The book moved `hold`'s end to `new_end`.
-    fn extend_hold(&self, _hold: &FenceHold<'_>, _new_end: EpochMs) {}
+    /// The book moved `hold`'s end to `new_end`; refused when the database does not
+    /// (the book then gives the extension back).
+    fn extend_hold(&self, _hold: &FenceHold<'_>, _new_end: EpochMs) -> Result<(), Refused> {
+        Ok(())
+    }
 
     /// The book renewed `hold`'s lease: renew it in the database. Refused when the
     /// database no longer has it (its lease lapsed there).

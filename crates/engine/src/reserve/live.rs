@@ -595,7 +595,11 @@ fn extend(
     let reservation = b.get(id).ok_or(BookError::UnknownId(id))?;
     if let (Some(f), Some(v)) = (fence, before) {
         if let Some(h) = fenced_hold(&v, b.now()) {
-            f.extend_hold(&h, reservation.end);
+            if let Err(refused) = f.extend_hold(&h, reservation.end) {
+                // The database did not move it: nor does the book.
+                b.unextend(id, v.end)?;
+                return Err(BookError::Fenced(refused.reason));
+            }
         }
     }
     Ok(BookReply::Held { reservation })

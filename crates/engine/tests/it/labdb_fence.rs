@@ -472,3 +472,100 @@ async fn labdb_fence_a_leased_hold_is_held_in_the_database_under_its_lease() {
     assert!(a.book().holds().iter().all(|r| r.holders.is_empty()));
     assert!(audit.audit().await.unwrap().clean());
 }
+
+/// An operator's hold extension the database refuses (another server's hold follows it
+/// there) is refused here too, and the book's window is given back: the book never holds
+/// longer than the database does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn labdb_fence_a_hold_extension_the_database_refuses_is_given_back() {
+    let url = db("fence_hold_extend");
+    let (a, b) = (
+        server(&url, "server-a", true),
+        server(&url, "server-b", true),
+    );
+    let alices = a
+        .book()
+        .hold("box-1", "alice", None, 60_000, false)
+        .unwrap();
+    b.book()
+        .hold("box-1", "bob", Some(alices.end + 1_000), 60_000, false)
+        .expect("bob's later hold fits in the database");
+    match a.book().extend_to(alices.id, alices.end + 60_000) {
+        Err(BookError::Fenced(reason)) => assert!(reason.contains("box-1"), "{reason}"),
+        other => panic!("the book extended a hold the database did not: {other:?}"),
+    }
+    let now = a
+        .book()
+        .reservations()
+        .into_iter()
+        .find(|r| r.id == alices.id)
+        .expect("alice's hold is still held");
+    assert_eq!(now.end, alices.end, "the book kept the refused extension");
+    // A shorter one that fits is taken by both.
+    let extended = a.book().extend_to(alices.id, alices.end + 500).unwrap();
+    assert_eq!(extended.end, alices.end + 500);
+}
+
+/// A claim's extension the database refuses (another server's hold follows it there) is
+/// asked again at each renewal, and taken once the way is free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn labdb_fence_a_refused_claim_extension_is_asked_again_at_each_renewal() {
+    use testbay_engine::reserve::{Fence, FenceClaim, FenceHold, ReservationMode};
+    let url = db("fence_extend_retry");
+    let (a, b) = (fence(&url, "server-a"), fence(&url, "server-b"));
+    let run = Holder::Run {
+        run_id: "run-a".into(),
+        lane: "box-1".into(),
+        task: None,
+    };
+    let id = a
+        .claim(&FenceClaim {
+            resource: "box-1",
+            exclusive: true,
+            holder: &run,
+            duration_ms: 60_000,
+            lease_ms: 60_000,
+        })
+        .unwrap()
+        .expect("fenced");
+    let audit = LabBook::open(&url, "auditor").await.unwrap();
+    let end_in_db = async || {
+        audit
+            .live()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|r| r.id == id)
+            .expect("the claim is live")
+            .end
+    };
+    let end = end_in_db().await;
+    let bobs = FenceHold {
+        resource: "box-1",
+        mode: ReservationMode::Exclusive,
+        operator: "bob",
+        start: end,
+        end: end + 60_000,
+        now: end,
+        lease_ms: None,
+    };
+    b.hold(&bobs).expect("bob's hold follows the claim");
+
+    a.extend(id, 30_000);
+    assert!(a.renew(&[id]).is_empty(), "the claim is still held");
+    assert_eq!(
+        end_in_db().await,
+        end,
+        "the database extended over bob's hold"
+    );
+
+    b.end_hold(&bobs);
+    assert!(a.renew(&[id]).is_empty());
+    assert_eq!(
+        end_in_db().await,
+        end + 30_000,
+        "the refused extension was not asked again"
+    );
+    a.release(id);
+    assert!(audit.audit().await.unwrap().clean());
+}

@@ -357,6 +357,28 @@ impl Book {
             resource_config: self.effective_config(e),
         })
     }
+
+    /// Give back an [`Self::extend`] of `id` whose window ended at `old_end` before it
+    /// (one the database under the book refused): its window ends there again.
+    pub fn unextend(&mut self, id: ResId, old_end: EpochMs) -> Result<(), BookError> {
+        let now = self.now();
+        let e = self
+            .entries
+            .get(&id.0)
+            .ok_or(BookError::UnknownId(id))?
+            .clone();
+        if old_end >= e.end || old_end <= e.start {
+            return Ok(());
+        }
+        self.vacate(e.res, e.start, e.end, e.weight);
+        self.occupy(e.res, e.start, old_end, e.weight, id.0);
+        self.entries.get_mut(&id.0).expect("entry").end = old_end;
+        if e.claimed_at.is_some() && (e.lease_ms.is_none() || e.expires > old_end) {
+            self.set_expires(id.0, old_end);
+        }
+        self.emit_for(now, BookEventKind::Extended, None, id.0);
+        Ok(())
+    }
 }
 
 fn rebooked(pre: PreReservation) -> ClaimOutcome {

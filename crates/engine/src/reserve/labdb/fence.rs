@@ -15,10 +15,13 @@
 //! that was found lapsed, is told to [`Fence::on_freed`]'s listeners (the broker wakes
 //! the tasks waiting for that resource).
 //!
-//! A lease is *lost* when the database says so (the row lapsed or was ended) or when no
-//! renewal got through before the lease, counted from the start of the last call that
-//! did get through, ran out: by then the database may have given the resource to
-//! another server.
+//! A lease is *lost* when the database says so (the row lapsed or was ended) or when a
+//! renewal failed and the lease the last successful one granted (counted from that
+//! call's start, capped where the database capped it at the window's end) would run out
+//! before the next renewal (a renewal period, `lease / 3`, plus a call's timeout) could
+//! get through: the run stops before the database may give the resource to another
+//! server, not after. The call timeout is therefore kept at most `lease / 3`. An
+//! extension the database did not take is asked again at each renewal.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -50,11 +53,15 @@ type FreedList = Mutex<Vec<Freed>>;
 struct Fenced {
     resource: String,
     /// The lease runs at least until then (the start of the last call that set it, plus
-    /// the lease).
+    /// what the database granted: the lease, or less where it is capped at the window's
+    /// end).
     confirmed_until: Instant,
     lease: Duration,
     /// The window's end by the database's clock.
     end: EpochMs,
+    /// The end the book asked for (`end` plus the extensions not yet taken by the
+    /// database); tried again each renewal until `end` reaches it.
+    wanted_end: EpochMs,
 }
 
 /// See the module doc.
@@ -135,6 +142,26 @@ impl LabFence {
                 )),
             }
         })
+    }
+
+    /// Ask the database to move `id`'s end to the end the book wants; one it refuses
+    /// (or does not answer) is asked again at the next renewal.
+    fn extend_to(&self, id: FenceId) -> LabResult<()> {
+        let Some(wanted) = self.held().get(&id).map(|f| f.wanted_end) else {
+            return Ok(());
+        };
+        match self.call(self.book.extend(id, wanted)) {
+            Ok(r) => {
+                if let Some(f) = self.held().get_mut(&id) {
+                    f.end = r.expire_time;
+                }
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(id = %id, error = %e, "cannot extend a claim in the lab database; trying again at the next renewal");
+                Err(e)
+            }
+        }
     }
 
     /// Why the database refused `claim`: who holds its resource there, and until when.
@@ -306,6 +333,7 @@ impl Fence for LabFence {
                         confirmed_until: started + lease,
                         lease,
                         end,
+                        wanted_end: end,
                     },
                 );
                 Ok(Some(id))
@@ -339,35 +367,61 @@ impl Fence for LabFence {
             let Some(f) = self.held().get(&id).cloned() else {
                 continue;
             };
+            if unreachable.is_none() && f.end < f.wanted_end {
+                // An extension the database did not take yet (asked again each round
+                // until it does), so the lease is not capped at the old end.
+                if let Err(e @ LabError::Connect(_)) = self.extend_to(id) {
+                    unreachable = Some(e);
+                }
+            }
             let started = Instant::now();
             let renewed = match &unreachable {
                 Some(e) => Err(LabError::Connect(e.to_string().into())),
-                None => self.call(self.book.renew(id)),
+                None => self.call(async {
+                    let r = self.book.renew(id).await?;
+                    // Asked after the renewal: the lease left from `started` is at
+                    // least `lease_until - now`.
+                    let now = self.book.now().await?;
+                    Ok((r, now))
+                }),
             };
             match renewed {
-                Ok(_) => {
+                Ok((r, now)) => {
                     if let Some(f) = self.held().get_mut(&id) {
-                        f.confirmed_until = started + f.lease;
+                        let granted = r.lease_until.saturating_sub(now).max(0) as u64;
+                        f.confirmed_until = started + f.lease.min(Duration::from_millis(granted));
+                        f.end = r.expire_time;
                     }
                 }
                 Err(e @ (LabError::LeaseLost(_) | LabError::UnknownId(_))) => {
-                    self.held().remove(&id);
-                    lost.push((
-                        id,
-                        format!("lost its lease on {} in the lab database ({e})", f.resource),
-                    ));
-                }
-                Err(e) => {
-                    if Instant::now() >= f.confirmed_until {
-                        self.held().remove(&id);
+                    // Released meanwhile (its task ended): not a loss.
+                    if self.held().remove(&id).is_some() {
                         lost.push((
                             id,
-                            format!(
-                                "lost its lease on {} in the lab database (not renewed within {} ms: {e})",
-                                f.resource,
-                                f.lease.as_millis()
-                            ),
+                            format!("lost its lease on {} in the lab database ({e})", f.resource),
                         ));
+                    }
+                }
+                Err(e) => {
+                    // The next try comes a renewal period plus a call's timeout from
+                    // now at the latest: the claim is given up before the database's
+                    // lease can lapse, not after.
+                    let margin = f.lease / 3 + self.timeout;
+                    let give_up = f
+                        .confirmed_until
+                        .checked_sub(margin)
+                        .unwrap_or(f.confirmed_until);
+                    if Instant::now() >= give_up {
+                        if self.held().remove(&id).is_some() {
+                            lost.push((
+                                id,
+                                format!(
+                                    "lost its lease on {} in the lab database (not renewed in time within its lease of {} ms: {e})",
+                                    f.resource,
+                                    f.lease.as_millis()
+                                ),
+                            ));
+                        }
                     } else {
                         tracing::warn!(id = %id, resource = f.resource, error = %e, "cannot renew a lease in the lab database; trying again");
                     }
@@ -381,19 +435,10 @@ impl Fence for LabFence {
     }
 
     fn extend(&self, id: FenceId, by_ms: i64) {
-        let Some(end) = self.held().get(&id).map(|f| f.end) else {
-            return;
-        };
-        match self.call(self.book.extend(id, end.saturating_add(by_ms))) {
-            Ok(r) => {
-                if let Some(f) = self.held().get_mut(&id) {
-                    f.end = r.expire_time;
-                }
-            }
-            Err(e) => {
-                tracing::warn!(id = %id, error = %e, "cannot extend a claim in the lab database")
-            }
+        if let Some(f) = self.held().get_mut(&id) {
+            f.wanted_end = f.wanted_end.max(f.end).saturating_add(by_ms);
         }
+        // Taken by the database at the renewal, which the broker makes right after.
     }
 
     fn hold(&self, hold: &FenceHold<'_>) -> Result<(), Refused> {
@@ -457,7 +502,7 @@ impl Fence for LabFence {
         }
     }
 
-    fn extend_hold(&self, hold: &FenceHold<'_>, new_end: EpochMs) {
+    fn extend_hold(&self, hold: &FenceHold<'_>, new_end: EpochMs) -> Result<(), Refused> {
         let done = self.call(async {
             match self
                 .book
@@ -473,9 +518,16 @@ impl Fence for LabFence {
                 None => Ok(()),
             }
         });
-        if let Err(e) = done {
+        done.map_err(|e| {
             tracing::warn!(resource = hold.resource, error = %e, "cannot extend a hold in the lab database");
-        }
+            Refused {
+                reason: format!(
+                    "the hold of {} by operator {} cannot be extended in the lab database: {e}",
+                    hold.resource, hold.operator
+                ),
+                retry_in_ms: UNREACHABLE_RETRY_MS,
+            }
+        })
     }
 
     fn renew_hold(&self, hold: &FenceHold<'_>) -> Result<(), Refused> {

@@ -211,16 +211,16 @@ impl LabBook {
             from: start,
             duration_ms: dur,
         })?;
-        // A hold with a lease runs it from its window's start.
-        let (state, claim_by, claimed_at, lease_until) = if row.auto_claim {
-            let lease_until = row.lease_ms.map(|l| start.saturating_add(l).min(end));
-            ("held", None, Some(start), lease_until)
+        // A hold with a lease runs it from its window's start, or from the database's
+        // now (not this server's clock) when that is later.
+        let (state, claim_by, claimed_at, leased) = if row.auto_claim {
+            ("held", None, Some(start), row.lease_ms.is_some())
         } else {
             (
                 "booked",
                 Some(start.saturating_add(self.cfg.claim_grace_ms)),
                 None,
-                None,
+                false,
             )
         };
         let lease_ms = row.lease_ms;
@@ -252,7 +252,9 @@ impl LabBook {
                     claim_by, lease_ms, claimed_at, change, changed_by, lease_until)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, testbay_ts($12),
                     tstzrange(testbay_ts($13), testbay_ts($14)), $15, testbay_ts($16), $17,
-                    testbay_ts($18), $19, $10, testbay_ts($20))
+                    testbay_ts($18), $19, $10,
+                    CASE WHEN $20::boolean THEN least(greatest(now(), testbay_ts($13))
+                        + $17::bigint * interval '1 millisecond', testbay_ts($14)) END)
                  RETURNING id",
             )
             .await?;
@@ -280,7 +282,7 @@ impl LabBook {
                     &lease_ms,
                     &claimed_at,
                     &change,
-                    &lease_until,
+                    &leased,
                 ],
             )
             .await;
