@@ -394,6 +394,34 @@ async fn a_dut_out_of_service_keeps_its_runs_queued() {
     c.shutdown();
 }
 
+/// A console on virtual time whose rack-x is an agent rack, with agents above 90% CPU
+/// passed over (the host's own dispatch threshold out of the way).
+fn agent_rack_console(
+    dir: &std::path::Path,
+    clock: &testbay_engine::clock::ManualClock,
+) -> LocalConsole {
+    let paths = set_up(dir);
+    write(
+        &dir.join("lab.yaml"),
+        &LAB.replace(
+            "{name: rack-x, slots: 4}",
+            "{name: rack-x, slots: 4, agent: true}",
+        ),
+    );
+    write(
+        &paths.data_dir.join("settings.yaml"),
+        "dispatch_cpu_threshold: 100\nagent_cpu_threshold_pct: 90\n",
+    );
+    LocalConsole::open_with(
+        paths,
+        ConsoleOptions {
+            clock: Arc::new(clock.clone()),
+            ..ConsoleOptions::default()
+        },
+    )
+    .unwrap()
+}
+
 /// A run whose rack's agent reports CPU above `agent_cpu_threshold_pct` waits in the queue
 /// saying why; once the 30 s it was told to wait are up it starts, though the agent, still
 /// above the threshold, is passed over again for later runs. On virtual time; the
@@ -406,27 +434,8 @@ async fn a_run_waits_for_its_busy_agent_until_its_30_s_are_up() {
 
     const T0: i64 = 1_795_290_900_000; // 2026-11-21 19:55:00 UTC
     let dir = tempfile::tempdir().unwrap();
-    let paths = set_up(dir.path());
-    write(
-        &dir.path().join("lab.yaml"),
-        &LAB.replace(
-            "{name: rack-x, slots: 4}",
-            "{name: rack-x, slots: 4, agent: true}",
-        ),
-    );
-    write(
-        &paths.data_dir.join("settings.yaml"),
-        "dispatch_cpu_threshold: 100\nagent_cpu_threshold_pct: 90\n",
-    );
     let clock = ManualClock::new(T0);
-    let c = LocalConsole::open_with(
-        paths,
-        ConsoleOptions {
-            clock: Arc::new(clock.clone()),
-            ..ConsoleOptions::default()
-        },
-    )
-    .unwrap();
+    let c = agent_rack_console(dir.path(), &clock);
     let hub = c.agent_hub().expect("a console has an agent hub");
     let agent = hub
         .connect("ctl", vec!["rack-x".into()], "h".into(), "1".into())
@@ -483,27 +492,8 @@ async fn a_busy_agents_wait_once_up_is_no_longer_a_reason() {
 
     const T0: i64 = 1_795_290_900_000; // 2026-11-21 19:55:00 UTC
     let dir = tempfile::tempdir().unwrap();
-    let paths = set_up(dir.path());
-    write(
-        &dir.path().join("lab.yaml"),
-        &LAB.replace(
-            "{name: rack-x, slots: 4}",
-            "{name: rack-x, slots: 4, agent: true}",
-        ),
-    );
-    write(
-        &paths.data_dir.join("settings.yaml"),
-        "dispatch_cpu_threshold: 100\nagent_cpu_threshold_pct: 90\n",
-    );
     let clock = ManualClock::new(T0);
-    let c = LocalConsole::open_with(
-        paths,
-        ConsoleOptions {
-            clock: Arc::new(clock.clone()),
-            ..ConsoleOptions::default()
-        },
-    )
-    .unwrap();
+    let c = agent_rack_console(dir.path(), &clock);
     let hub = c.agent_hub().expect("a console has an agent hub");
     let agent = hub
         .connect("ctl", vec!["rack-x".into()], "h".into(), "1".into())

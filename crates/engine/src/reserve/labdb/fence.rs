@@ -131,6 +131,18 @@ impl LabFence {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The database's id of the operator's hold `hold`, if it is live there.
+    async fn hold_id(&self, hold: &FenceHold<'_>) -> LabResult<Option<ResId>> {
+        self.book
+            .find_hold(
+                hold.resource,
+                hold.operator,
+                hold.start.max(hold.now),
+                hold.end,
+            )
+            .await
+    }
+
     /// Run `fut` on the fence's runtime, giving up after the timeout.
     fn call<T>(&self, fut: impl Future<Output = LabResult<T>>) -> LabResult<T> {
         let timeout = self.timeout;
@@ -482,16 +494,7 @@ impl Fence for LabFence {
 
     fn end_hold(&self, hold: &FenceHold<'_>) {
         let found = self.call(async {
-            match self
-                .book
-                .find_hold(
-                    hold.resource,
-                    hold.operator,
-                    hold.start.max(hold.now),
-                    hold.end,
-                )
-                .await?
-            {
+            match self.hold_id(hold).await? {
                 Some(id) => self.book.release(id).await.map(|()| true),
                 None => Ok(false),
             }
@@ -504,16 +507,7 @@ impl Fence for LabFence {
 
     fn extend_hold(&self, hold: &FenceHold<'_>, new_end: EpochMs) -> Result<(), Refused> {
         let done = self.call(async {
-            match self
-                .book
-                .find_hold(
-                    hold.resource,
-                    hold.operator,
-                    hold.start.max(hold.now),
-                    hold.end,
-                )
-                .await?
-            {
+            match self.hold_id(hold).await? {
                 Some(id) => self.book.extend(id, new_end).await.map(|_| ()),
                 None => Ok(()),
             }
@@ -532,16 +526,7 @@ impl Fence for LabFence {
 
     fn renew_hold(&self, hold: &FenceHold<'_>) -> Result<(), Refused> {
         let renewed = self.call(async {
-            match self
-                .book
-                .find_hold(
-                    hold.resource,
-                    hold.operator,
-                    hold.start.max(hold.now),
-                    hold.end,
-                )
-                .await?
-            {
+            match self.hold_id(hold).await? {
                 Some(id) => self.book.renew(id).await.map(|_| true),
                 None => Ok(false),
             }
