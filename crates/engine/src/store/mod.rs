@@ -101,12 +101,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     // Runs.
 
     /// Insert a run and its planned task occurrences, all or nothing, owned by this
-    /// store's [`RunOwner`]; the id of each occurrence, in the order given.
+    /// store's [`RunOwner`]; the id of each occurrence, in the order given. Committed as
+    /// [`Store::finish_task`] is: with the next commit (runs written while others write
+    /// share one commit).
     fn insert_run(&self, run: &NewRun, tasks: &[NewTaskRow]) -> Result<Vec<i64>>;
 
     /// Set a run's status. `running` sets `started_ms` the first time and replaces the
     /// reason; any other status keeps the reason unless one is given; a finished status
-    /// sets `finished_ms`. An unknown run is [`StoreError::RunNotFound`].
+    /// sets `finished_ms`. An unknown run is [`StoreError::RunNotFound`]. Committed as
+    /// [`Store::finish_task`] is.
     fn set_run_status(
         &self,
         id: &str,
@@ -149,12 +152,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// The write is made at once but its commit waits for the next use of the store that
     /// commits: [`Store::commit_now`], which the run calls a few milliseconds later (one
     /// commit for the results of those milliseconds, see [`Store::promise_commit`]), any
-    /// read or other write, a phase's start, or dropping the store. Committing is the
-    /// costliest part of a task's bookkeeping, and this takes it off the path between one
-    /// task and the next. Reads through this store see the result at once; other
-    /// processes see it at the commit. A console killed in between loses the results of
-    /// that moment (recovery marks those tasks Aborted), at most a few milliseconds'
-    /// worth.
+    /// read, a phase's start, opening a store of the `open_*_store` family, dropping the
+    /// store, or the backend's own bound (SQLite: 25 ms after the first write waiting).
+    /// Committing is the costliest part of a task's bookkeeping, and this takes it off
+    /// the path between one task and the next. Reads through this store see the result at
+    /// once; other processes and connections see it at the commit. A console killed in
+    /// between loses the writes of that moment (recovery marks those tasks Aborted), at
+    /// most a few milliseconds' worth.
     fn finish_task(&self, task_id: i64, f: &TaskFinish) -> Result<()>;
 
     /// Several occurrences done at once, all or nothing, committed together: the batch

@@ -161,3 +161,122 @@ fn task_paths_are_stored_relative_to_the_run_folder() {
     };
     assert_eq!(tasks[1].paths, f.paths);
 }
+
+/// A raw connection of its own to the store's database: what another process sees.
+fn other_connection(dir: &Path) -> rusqlite::Connection {
+    let c = rusqlite::Connection::open(dir.join("testbay.db")).unwrap();
+    c.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+    c
+}
+
+fn stored_runs(c: &rusqlite::Connection) -> i64 {
+    c.query_row("SELECT count(*) FROM runs", [], |r| r.get(0))
+        .unwrap()
+}
+
+#[test]
+fn a_group_of_writes_commits_by_itself_within_its_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open_in(dir.path()).unwrap();
+    let other = other_connection(dir.path());
+    s.insert_run(&new_run("r1", "p", T0), &rows(3)).unwrap();
+    s.insert_run(&new_run("r2", "p", T0 + 1), &rows(3))
+        .unwrap();
+    // Nothing else touches the store: the flusher commits the group (25 ms), and another
+    // connection's write is not shut out for long.
+    let t = std::time::Instant::now();
+    while stored_runs(&other) < 2 {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(10),
+            "the group was never committed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    other
+        .execute_batch("CREATE TABLE elsewhere (x); INSERT INTO elsewhere VALUES (1);")
+        .unwrap();
+    // The store keeps writing after another connection did.
+    s.set_run_status("r1", testbay_engine::outcome::RunStatus::Completed, None, T0 + 5)
+        .unwrap();
+    s.commit_now().unwrap();
+    let status: String = other
+        .query_row("SELECT status FROM runs WHERE id = 'r1'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(status, "completed");
+}
+
+#[test]
+fn a_failed_write_undoes_itself_and_not_its_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open_in(dir.path()).unwrap();
+    let ids = s.insert_run(&new_run("r1", "p", T0), &rows(2)).unwrap();
+    s.finish_task(ids[0], &super::store_contract::done("Passed", false))
+        .unwrap();
+    // Half of this batch names an occurrence that does not exist: none of it is written.
+    let mut with_sub = super::store_contract::done("Failed", true);
+    with_sub.sub_results = vec![NewSubResult {
+        name: "ch1".into(),
+        result: "Failed".into(),
+        ..Default::default()
+    }];
+    let err = s
+        .finish_tasks(&[(ids[1], with_sub.clone()), (999_999, with_sub)])
+        .unwrap_err();
+    assert!(matches!(err, StoreError::InvalidQuery { .. }), "{err}");
+    s.commit_now().unwrap();
+    drop(s);
+    // What the group held before the failure is stored; the failed batch is not.
+    let s = SqliteStore::open_in(dir.path()).unwrap();
+    let tasks = s.run_tasks("r1").unwrap();
+    assert_eq!(tasks[0].result.as_deref(), Some("Passed"));
+    assert_eq!(tasks[1].result, None);
+    assert!(tasks[1].sub_results.is_empty());
+}
+
+#[test]
+fn a_phase_start_and_a_sibling_store_see_the_group_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open_in(dir.path()).unwrap();
+    let other = other_connection(dir.path());
+    let ids = s.insert_run(&new_run("r1", "p", T0), &rows(1)).unwrap();
+    // A phase's start is durable at once (recovery kills the process group it records),
+    // and the run it belongs to with it.
+    s.task_phase_started(ids[0], "stb-01", "main", T0, Some(4242), &TaskPaths::default())
+        .unwrap();
+    let pgid: Option<i64> = other
+        .query_row("SELECT pgid FROM task_results WHERE id = ?1", [ids[0]], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(pgid, Some(4242));
+    // The book, opened from the store, sees the runs written through it.
+    s.insert_run(&new_run("r2", "p", T0 + 1), &rows(1)).unwrap();
+    let live = s.open_book_store().unwrap().live_runs().unwrap();
+    assert!(live.contains("r1") && live.contains("r2"), "{live:?}");
+}
+
+#[test]
+fn reads_see_their_own_thread_writes_while_other_threads_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = std::sync::Arc::new(SqliteStore::open_in(dir.path()).unwrap());
+    let writers: Vec<_> = (0..3)
+        .map(|w| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                for i in 0..40 {
+                    let id = format!("w{w}-{i}");
+                    let ids = s.insert_run(&new_run(&id, "p", T0 + i), &rows(2)).unwrap();
+                    s.finish_task(ids[0], &super::store_contract::done("Passed", false))
+                        .unwrap();
+                    // Read back at once: this thread's writes are there.
+                    let run = s.get_run(&id).unwrap();
+                    assert_eq!(run.counts.done, 1, "{id}");
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    assert_eq!(s.list_runs(&RunQuery::default()).unwrap().total, 120);
+}

@@ -109,7 +109,7 @@ pub fn rows(n: u32) -> Vec<NewTaskRow> {
         .collect()
 }
 
-fn done(result: &str, failure: bool) -> TaskFinish {
+pub fn done(result: &str, failure: bool) -> TaskFinish {
     TaskFinish {
         result: result.into(),
         failure,

@@ -7,13 +7,13 @@ use crate::clock::EpochMs;
 use crate::lab::LabFile;
 use crate::store::{Result, StoreError};
 
-/// Replace the stored inventory with `lab` (loaded from `path`) in one transaction.
-pub fn save_lab(conn: &mut Connection, path: &str, lab: &LabFile, now: EpochMs) -> Result<()> {
+/// Replace the stored inventory with `lab` (loaded from `path`) inside the caller's
+/// transaction.
+pub fn save_lab(tx: &Connection, path: &str, lab: &LabFile, now: EpochMs) -> Result<()> {
     let json = serde_json::to_string(lab).map_err(|source| StoreError::Json {
         what: "lab",
         source,
     })?;
-    let tx = conn.transaction()?;
     tx.execute(
         "INSERT OR REPLACE INTO lab (id, path, loaded_ms, lab_json) VALUES (1, ?1, ?2, ?3)",
         params![path, now, json],
@@ -41,7 +41,6 @@ pub fn save_lab(conn: &mut Connection, path: &str, lab: &LabFile, now: EpochMs) 
             ])?;
         }
     }
-    tx.commit()?;
     Ok(())
 }
 

@@ -1,27 +1,33 @@
 //! The store on SQLite: rusqlite with WAL and versioned migrations (`migrations`).
 //!
-//! Writes go through one connection behind a mutex: every write is short (no fsync per
-//! commit with `synchronous=NORMAL` in WAL mode), so callers on async threads may call in
-//! directly. Reads each take a read-only connection of their own (`read`), so a read
-//! never waits behind another read or a write, and a read that runs past the read limit
-//! stops with [`StoreError::Timeout`]. Opening runs the migrations under a file lock
+//! Writes go through one connection behind a mutex (`writer`): every write is short (no
+//! fsync per commit with `synchronous=NORMAL` in WAL mode), so callers on async threads
+//! may call in directly. Reads each take a read-only connection of their own (`read`), so a
+//! read never waits behind another read, nor behind a write (except the one write in
+//! progress while others wait for their commit, see below), and a read that runs past the
+//! read limit stops with [`StoreError::Timeout`]. Opening runs the migrations under a file lock
 //! (`open`), so any number of processes may open one data directory at once.
 //!
-//! A finished task's result is written inside a transaction left open on the write
-//! connection; whatever next takes the connection commits it first (`conn`), and so does
-//! a read that finds the writer free.
+//! Group commit (`writer`): runs, their status and results join one transaction left open
+//! on the write connection, each write in a savepoint of its own, committed together at
+//! most `writer::GROUP_WINDOW` (25 ms) later, at `commit_now`, or at once by a read
+//! through the store. Writes that must be durable at once commit the group with them:
+//! a phase's start (its process group, which recovery kills), the lab, the queue,
+//! schedules, baselines, recovery's marks.
 //!
-//! Bulk writes (`finish_tasks`, a run's insert) are one transaction each (`batch`:
-//! multi-row inserts, the tally triggers paused and each run counted once, `tally`).
+//! Bulk writes (`finish_tasks`, a run's insert) are one write each (`batch`: multi-row
+//! inserts, the tally triggers paused and each run counted once, `tally`).
 //!
 //! Durability: WAL with `synchronous=NORMAL`. A committed write (a whole batch, or
-//! nothing of it) survives the process being killed at any moment. A power cut or an OS
-//! crash keeps the database consistent but can lose the commits made since the WAL was
-//! last synced, which SQLite does at each checkpoint (every 4,000 pages, 16 MiB of WAL):
-//! the last seconds of results; recovery then finds those tasks unfinished and marks
-//! them Aborted.
+//! nothing of it) survives the process being killed at any moment; a console killed
+//! within a group's window loses that group (recovery finds its tasks unfinished, or its
+//! run not there, as if it had not been written). A power cut or an OS crash keeps the
+//! database consistent but can lose the commits made since the WAL was last synced,
+//! which SQLite does at each checkpoint (`checkpoint`, at most every 250 ms): the last
+//! seconds of results; recovery then finds those tasks unfinished and marks them Aborted.
 
 mod batch;
+mod checkpoint;
 mod history;
 pub mod migrations;
 mod open;
@@ -29,6 +35,7 @@ mod read;
 mod runs;
 mod tally;
 mod tasks;
+mod writer;
 pub mod lab;
 pub mod book;
 mod book_lock;
@@ -44,7 +51,6 @@ pub use read::DEFAULT_READ_LIMIT;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard, TryLockError};
 use std::time::Duration;
 
 use rusqlite::Connection;
@@ -69,22 +75,14 @@ impl From<rusqlite::Error> for StoreError {
 }
 
 pub struct SqliteStore {
-    /// The one write connection.
-    conn: Mutex<Connection>,
+    /// The one write connection and its group of writes.
+    writer: writer::Writer,
     readers: read::Readers,
     path: PathBuf,
     /// Recorded as the owner of every run this store inserts.
     owner: RunOwner,
     /// A caller has promised a [`Store::commit_now`] soon.
     commit_promised: AtomicBool,
-    /// The write connection holds finished tasks' results not yet committed.
-    uncommitted: AtomicBool,
-}
-
-impl Drop for SqliteStore {
-    fn drop(&mut self) {
-        let _ = self.commit_pending(&self.lock_conn());
-    }
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -123,21 +121,23 @@ impl SqliteStore {
         // Statement journals (a savepoint's, a statement's that fires triggers) in memory,
         // not in a temp file written page by page; 32 MiB of page cache for the writer,
         // whose indexes outgrow the default 2 MiB long before a million results; the WAL
-        // checkpointed every 4,000 pages (16 MiB) rather than 1,000, so a hot index page
-        // is copied (and the database synced) a quarter as often.
+        // checkpointed by a thread of its own (`checkpoint`), the writer's automatic
+        // checkpoint at 16,000 pages (64 MiB) only a backstop.
         conn.execute_batch(
-            "PRAGMA auto_vacuum=INCREMENTAL; PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY; PRAGMA cache_size=-32768; PRAGMA wal_autocheckpoint=4000;",
+            "PRAGMA auto_vacuum=INCREMENTAL; PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY; PRAGMA cache_size=-32768; PRAGMA wal_autocheckpoint=16000;",
         )
         .map_err(open_err)?;
         open::migrate(&mut conn, path)?;
+        // Room for every statement a batch prepares (a multi-row insert per chunk size),
+        // so none is parsed again.
+        conn.set_prepared_statement_cache_capacity(256);
         drop(lock);
         Ok(Self {
-            conn: Mutex::new(conn),
+            writer: writer::Writer::new(conn, path),
             readers: read::Readers::new(path),
             path: path.to_path_buf(),
             owner: RunOwner::this_process(),
             commit_promised: Default::default(),
-            uncommitted: Default::default(),
         })
     }
 
@@ -178,49 +178,12 @@ impl SqliteStore {
         })
     }
 
-    /// The write connection. Keep the lock short. A finished task's result still waiting
-    /// for its commit (see [`Store::finish_task`]) is committed first.
-    fn conn(&self) -> MutexGuard<'_, Connection> {
-        let c = self.lock_conn();
-        let _ = self.commit_pending(&c);
-        c
-    }
-
-    fn lock_conn(&self) -> MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Commit the write connection's open transaction, if any: the only one left open
-    /// between calls is that of finished tasks' results waiting for their commit.
-    fn commit_pending(&self, c: &Connection) -> rusqlite::Result<()> {
-        self.uncommitted.store(false, Ordering::Release);
-        if c.is_autocommit() {
-            return Ok(());
-        }
-        c.prepare_cached("COMMIT")
-            .and_then(|mut s| s.execute([]))
-            .map(|_| ())
-            .inspect_err(
-                |e| tracing::error!(error = %e, "could not commit finished tasks' results"),
-            )
-    }
-
-    /// Run `f` on a read connection, bounded by the read limit. Results finished but not
-    /// yet committed are committed first when the writer is free, so reads through this
-    /// store see them; a read never waits for the writer (while it is busy, the read sees
-    /// what is committed, at most a few milliseconds older).
+    /// Run `f` on a read connection, bounded by the read limit. Writes waiting for their
+    /// commit are committed first, so a read through this store sees every write that
+    /// returned before it; a read never waits behind another read, and behind the writer
+    /// only while writes wait for their commit (for the one write in progress).
     fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-        if self.uncommitted.load(Ordering::Acquire) {
-            match self.conn.try_lock() {
-                Ok(c) => {
-                    let _ = self.commit_pending(&c);
-                }
-                Err(TryLockError::Poisoned(p)) => {
-                    let _ = self.commit_pending(&p.into_inner());
-                }
-                Err(TryLockError::WouldBlock) => {}
-            }
-        }
+        self.writer.commit_for_read();
         self.readers.read(f)
     }
 }
@@ -239,7 +202,8 @@ impl Store for SqliteStore {
     }
 
     fn insert_run(&self, run: &NewRun, tasks: &[NewTaskRow]) -> Result<Vec<i64>> {
-        runs::insert(&mut self.conn(), run, tasks, self.owner)
+        self.writer
+            .group(|c| runs::insert(c, run, tasks, self.owner))
     }
 
     fn set_run_status(
@@ -249,7 +213,8 @@ impl Store for SqliteStore {
         reason: Option<&str>,
         now: EpochMs,
     ) -> Result<()> {
-        runs::set_status(&self.conn(), id, status, reason, now)
+        self.writer
+            .group(|c| runs::set_status(c, id, status, reason, now))
     }
 
     fn get_run(&self, id: &str) -> Result<RunRecord> {
@@ -274,63 +239,39 @@ impl Store for SqliteStore {
         pgid: Option<i32>,
         paths: &TaskPaths,
     ) -> Result<()> {
-        // Committed together with a finished task's result still waiting (if any).
-        let c = self.lock_conn();
-        tasks::phase_started(&c, task_id, lane, phase, started_ms, pgid, paths)?;
-        self.commit_pending(&c)?;
-        Ok(())
+        // At once, and the group with it: recovery kills the process group it records.
+        self.writer
+            .now(|c| tasks::phase_started(c, task_id, lane, phase, started_ms, pgid, paths))
     }
 
     fn finish_task(&self, task_id: i64, f: &TaskFinish) -> Result<()> {
-        let c = self.lock_conn();
-        if c.is_autocommit() {
-            // IMMEDIATE: the write lock first. A task's first statement may be a read (its
-            // run's folder), and a read transaction of WAL cannot become a write one once
-            // another connection has committed: that fails at once, whatever the busy
-            // timeout.
-            c.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
-            self.uncommitted.store(true, Ordering::Release);
-        }
-        if f.sub_results.is_empty()
-            && f.attempts.is_empty()
-            && f.measurements.is_empty()
-            && f.sections.is_empty()
-        {
-            // One statement: a failure undoes it alone.
-            return tasks::update_finish(&c, task_id, f);
-        }
-        // Several: a savepoint, so a failure undoes this task's writes and no other's.
-        c.prepare_cached("SAVEPOINT finish_task")?.execute([])?;
-        match batch::finish(&c, [(task_id, f)]) {
-            Ok(_) => {
-                c.prepare_cached("RELEASE finish_task")?.execute([])?;
-                Ok(())
+        self.writer.group(|c| {
+            if f.sub_results.is_empty()
+                && f.attempts.is_empty()
+                && f.measurements.is_empty()
+                && f.sections.is_empty()
+            {
+                return tasks::update_finish(c, task_id, f);
             }
-            Err(e) => {
-                let _ = c.execute_batch("ROLLBACK TO finish_task; RELEASE finish_task");
-                Err(e)
-            }
-        }
+            batch::finish(c, [(task_id, f)]).map(drop)
+        })
     }
 
     fn finish_tasks(&self, items: &[(i64, TaskFinish)]) -> Result<()> {
         if items.is_empty() {
             return Ok(());
         }
-        let mut conn = self.conn();
-        // IMMEDIATE, as in `finish_task`: the batch may read before it writes.
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        // The tallies once per run for the whole batch, not once per row.
-        tally::pause(&tx)?;
-        let runs = batch::finish(&tx, items.iter().map(|(id, f)| (*id, f)))?;
-        tally::recount(&tx, runs.iter().map(String::as_str))?;
-        tx.commit()?;
-        Ok(())
+        self.writer.group(|c| {
+            // The tallies once per run for the whole batch, not once per row.
+            tally::pause(c)?;
+            let runs = batch::finish(c, items.iter().map(|(id, f)| (*id, f)))?;
+            tally::recount(c, runs.iter().map(String::as_str))
+        })
     }
 
     fn commit_now(&self) -> Result<()> {
         self.commit_promised.store(false, Ordering::Release);
-        Ok(self.commit_pending(&self.lock_conn())?)
+        self.writer.commit()
     }
 
     fn promise_commit(&self) -> bool {
@@ -346,23 +287,8 @@ impl Store for SqliteStore {
         if measurements.is_empty() {
             return Ok(());
         }
-        let c = self.lock_conn();
-        if c.is_autocommit() {
-            c.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
-            self.uncommitted.store(true, Ordering::Release);
-        }
-        c.prepare_cached("SAVEPOINT add_measurements")?
-            .execute([])?;
-        match history::insert(&c, task_id, sub_result, measurements) {
-            Ok(()) => {
-                c.prepare_cached("RELEASE add_measurements")?.execute([])?;
-                Ok(())
-            }
-            Err(e) => {
-                let _ = c.execute_batch("ROLLBACK TO add_measurements; RELEASE add_measurements");
-                Err(e)
-            }
-        }
+        self.writer
+            .group(|c| history::insert(c, task_id, sub_result, measurements))
     }
 
     fn task_history(&self, q: &TaskHistoryQuery) -> Result<Vec<TaskHistoryEntry>> {
@@ -396,11 +322,13 @@ impl Store for SqliteStore {
         dut_model: Option<&str>,
         now: EpochMs,
     ) -> Result<Baseline> {
-        history::pin_baseline(&self.conn(), run_id, dut_model, now)
+        self.writer
+            .now(|c| history::pin_baseline(c, run_id, dut_model, now))
     }
 
     fn unpin_baseline(&self, pack: &str, dut_model: Option<&str>) -> Result<bool> {
-        history::unpin_baseline(&self.conn(), pack, dut_model)
+        self.writer
+            .now(|c| history::unpin_baseline(c, pack, dut_model))
     }
 
     fn baselines(&self, pack: Option<&str>) -> Result<Vec<Baseline>> {
@@ -412,7 +340,8 @@ impl Store for SqliteStore {
     }
 
     fn mark_interrupted(&self, run_ids: &[String], now: EpochMs) -> Result<RecoveryReport> {
-        runs::mark_interrupted(&mut self.conn(), run_ids, now)
+        self.writer
+            .now(|c| runs::mark_interrupted(c, run_ids, now))
     }
 
     fn set_read_limit(&self, limit: Duration) {
@@ -424,43 +353,53 @@ impl Store for SqliteStore {
     }
 
     fn save_lab(&self, lab: &Lab, now: EpochMs) -> Result<()> {
-        lab::save_lab(&mut self.conn(), &lab.file.to_string_lossy(), &lab.def, now)
+        self.writer
+            .now(|c| lab::save_lab(c, &lab.file.to_string_lossy(), &lab.def, now))
     }
 
     fn stored_lab(&self) -> Result<Option<(String, EpochMs, LabFile)>> {
         self.read(lab::load_lab)
     }
 
+    // A store opened from this one (a connection of its own) sees every write made
+    // through this one so far: the open group is committed first.
+
     fn open_book_store(&self) -> Result<Box<dyn BookStore>> {
+        self.writer.commit()?;
         Ok(Box::new(SqliteBookStore::open(&self.path)?))
     }
 
     fn open_webhook_store(&self) -> Result<Box<dyn crate::store::WebhookStore>> {
+        self.writer.commit()?;
         Ok(Box::new(webhooks::SqliteWebhookStore::open(&self.path)?))
     }
 
     fn open_health_store(&self) -> Result<Box<dyn crate::store::HealthStore>> {
+        self.writer.commit()?;
         Ok(Box::new(health::SqliteHealthStore::open(&self.path)?))
     }
 
     fn open_access_store(&self) -> Result<Box<dyn crate::store::AccessStore>> {
+        self.writer.commit()?;
         Ok(Box::new(access::SqliteAccessStore::open(&self.path)?))
     }
 
     fn open_pack_store(&self) -> Result<Box<dyn crate::store::PackStore>> {
+        self.writer.commit()?;
         Ok(Box::new(packs::SqlitePackStore::open(&self.path)?))
     }
 
     fn open_retention_store(&self) -> Result<Box<dyn crate::store::retention::RetentionStore>> {
+        self.writer.commit()?;
         Ok(Box::new(retention::SqliteRetentionStore::open(&self.path)?))
     }
 
     fn queue_put(&self, run: &QueuedRunRecord) -> Result<()> {
-        queue::put(&self.conn(), run)
+        self.writer.now(|c| queue::put(c, run))
     }
 
     fn queue_remove(&self, run_id: &str) -> Result<bool> {
-        queue::remove(&self.conn(), run_id)
+        self.writer.now(|c| queue::remove(c, run_id))
     }
 
     fn queue_list(&self) -> Result<Vec<QueuedRunRecord>> {
@@ -472,11 +411,11 @@ impl Store for SqliteStore {
     }
 
     fn schedule_put(&self, schedule: &ScheduleRecord) -> Result<()> {
-        queue::schedule_put(&self.conn(), schedule)
+        self.writer.now(|c| queue::schedule_put(c, schedule))
     }
 
     fn schedule_remove(&self, id: &str) -> Result<bool> {
-        queue::schedule_remove(&self.conn(), id)
+        self.writer.now(|c| queue::schedule_remove(c, id))
     }
 
     fn schedule_list(&self) -> Result<Vec<ScheduleRecord>> {
@@ -484,7 +423,7 @@ impl Store for SqliteStore {
     }
 
     fn schedule_firing_add(&self, firing: &FiringRecord) -> Result<()> {
-        queue::firing_add(&self.conn(), firing)
+        self.writer.now(|c| queue::firing_add(c, firing))
     }
 
     fn schedule_firings(&self, id: &str, limit: u32) -> Result<Vec<FiringRecord>> {

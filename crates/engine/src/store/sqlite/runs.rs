@@ -14,15 +14,14 @@ use crate::store::{
     RunSort, StoreError, MAX_SEARCH_CHARS,
 };
 
-/// Insert a run and its planned task occurrences in one transaction, owned by `owner`;
-/// the row id of each occurrence, in the order given.
+/// Insert a run and its planned task occurrences, owned by `owner`, inside the caller's
+/// transaction; the row id of each occurrence, in the order given.
 pub(super) fn insert(
-    conn: &mut Connection,
+    tx: &Connection,
     run: &NewRun,
     tasks: &[NewTaskRow],
     owner: RunOwner,
 ) -> Result<Vec<i64>> {
-    let tx = conn.transaction()?;
     tx.execute(
         "INSERT INTO runs (id, pack_name, pack_version, content_hash, pack_dir, snapshot_dir,
             groups_json, duts_json, ats, params_json, resource_mode, coverage_mode, status,
@@ -50,7 +49,7 @@ pub(super) fn insert(
         ],
     )?;
     // The run's tallies counted once after its rows, not once per row.
-    super::tally::pause(&tx)?;
+    super::tally::pause(tx)?;
     // Multi-row inserts; each row's id comes back with its sequence number.
     let mut by_seq: HashMap<u32, i64> = HashMap::with_capacity(tasks.len());
     for chunk in tasks.chunks(super::batch::ROWS_PER_INSERT) {
@@ -86,8 +85,7 @@ pub(super) fn insert(
         .iter()
         .map(|t| by_seq.get(&t.seq).copied().unwrap_or_default())
         .collect();
-    super::tally::recount(&tx, [run.id.as_str()])?;
-    tx.commit()?;
+    super::tally::recount(tx, [run.id.as_str()])?;
     Ok(ids)
 }
 
@@ -247,16 +245,15 @@ pub(super) fn interrupted(conn: &Connection) -> Result<Vec<String>> {
     Ok(dead)
 }
 
-/// Mark `run_ids` interrupted and their unfinished tasks `Aborted`, one transaction per
-/// run; a run no longer queued, running or stalled is left alone.
+/// Mark `run_ids` interrupted and their unfinished tasks `Aborted`, inside the caller's
+/// transaction; a run no longer queued, running or stalled is left alone.
 pub(super) fn mark_interrupted(
-    conn: &mut Connection,
+    tx: &Connection,
     run_ids: &[String],
     now: EpochMs,
 ) -> Result<RecoveryReport> {
     let mut report = RecoveryReport::default();
     for run_id in run_ids {
-        let tx = conn.transaction()?;
         let marked = tx.execute(
             "UPDATE runs SET status = 'interrupted',
                 reason = 'the console running it exited' || CASE WHEN owner_pid IS NULL THEN '' ELSE ' (pid ' || owner_pid || ')' END,
@@ -276,7 +273,6 @@ pub(super) fn mark_interrupted(
              WHERE run_id = ?1 AND state != 'done'",
             params![run_id, ABORTED, now],
         )?;
-        tx.commit()?;
         tracing::warn!(run_id = %run_id, aborted, "marked interrupted run");
         report.aborted_tasks += aborted as u32;
         report.interrupted_runs.push(run_id.clone());
