@@ -6,8 +6,9 @@
 //! run's tasks with their measurements and a compare of two runs.
 //!
 //! `bench/history.sh`, or `cargo bench -p testbay-engine --bench history` (env
-//! `HISTORY_BENCH_RUNS`, default 2,000; `HISTORY_BENCH_TASKS`, default 100 per run; `HISTORY_BENCH_CALLS`, default 20
-//! calls per query). Every task has 2 sub-results, each with one measurement, and one
+//! `HISTORY_BENCH_RUNS`, default 2,000; `HISTORY_BENCH_TASKS`, default 100 per run;
+//! `HISTORY_BENCH_CALLS`, default 20 calls per query; `HISTORY_BENCH_AT_ONCE`, runs
+//! written side by side, default 1). Every task has 2 sub-results, each with one measurement, and one
 //! measurement of its own; runs go to 16 DUTs of 2 models; one task in 20 flips. Prints
 //! figures; asserts nothing.
 
@@ -66,43 +67,60 @@ fn finish(i: usize, k: usize, created_ms: i64) -> TaskFinish {
 
 /// Runs `from..to`, each with `tasks` results: through the batch path
 /// (`finish_tasks`, one call per run) or one at a time (`finish_task`, committed by
-/// `commit_now` as a run's loop does).
-fn fill(s: &dyn Store, from: usize, to: usize, tasks: u32, batch: bool) -> Vec<String> {
+/// `commit_now` as a run's loop does). `at_once` runs go side by side, as on a lab's DUTs:
+/// all inserted, then their results, then their ends.
+fn fill(
+    s: &dyn Store,
+    from: usize,
+    to: usize,
+    tasks: u32,
+    batch: bool,
+    at_once: usize,
+) -> Vec<String> {
     let mut ids = Vec::with_capacity(to - from);
-    for i in from..to {
-        let id = format!("r{i:06}");
-        let dut = format!("stb-{:02}", i % 16);
-        let run = common::run(i, PACK, ["TP-4000", "TP-5000"][i % 2]);
-        let rows = common::tasks(tasks, &dut);
-        let tids = s.insert_run(&run, &rows).unwrap();
-        let done = tids
-            .iter()
-            .enumerate()
-            .map(|(k, &tid)| (tid, finish(i, k, run.created_ms)));
-        if batch {
-            s.finish_tasks(&done.collect::<Vec<_>>()).unwrap();
-        } else {
-            for (tid, f) in done {
-                s.finish_task(tid, &f).unwrap();
-            }
-            s.commit_now().unwrap();
+    let all: Vec<usize> = (from..to).collect();
+    for wave in all.chunks(at_once.max(1)) {
+        let mut going = Vec::with_capacity(wave.len());
+        for &i in wave {
+            let dut = format!("stb-{:02}", i % 16);
+            let run = common::run(i, PACK, ["TP-4000", "TP-5000"][i % 2]);
+            let rows = common::tasks(tasks, &dut);
+            let tids = s.insert_run(&run, &rows).unwrap();
+            going.push((i, run.created_ms, tids));
         }
-        s.set_run_status(&id, RunStatus::Completed, None, run.created_ms + 2000)
-            .unwrap();
-        ids.push(id);
+        for (i, created_ms, tids) in &going {
+            let done = tids
+                .iter()
+                .enumerate()
+                .map(|(k, &tid)| (tid, finish(*i, k, *created_ms)));
+            if batch {
+                s.finish_tasks(&done.collect::<Vec<_>>()).unwrap();
+            } else {
+                for (tid, f) in done {
+                    s.finish_task(tid, &f).unwrap();
+                }
+                s.commit_now().unwrap();
+            }
+        }
+        for (i, created_ms, _) in going {
+            let id = format!("r{i:06}");
+            s.set_run_status(&id, RunStatus::Completed, None, created_ms + 2000)
+                .unwrap();
+            ids.push(id);
+        }
     }
     ids
 }
 
 /// Fill a store with `runs` runs of `tasks` results, most through the batch path and the
 /// last 2% one result at a time, each timed; the runs' ids.
-fn ingest(s: &SqliteStore, runs: usize, tasks: u32) -> Vec<String> {
+fn ingest(s: &SqliteStore, runs: usize, tasks: u32, at_once: usize) -> Vec<String> {
     let single = (runs / 50).max(1);
     let (t, cpu) = (Instant::now(), cpu_secs());
-    let mut ids = fill(s, 0, runs - single, tasks, true);
+    let mut ids = fill(s, 0, runs - single, tasks, true, at_once);
     let (batch_secs, batch_cpu) = (t.elapsed().as_secs_f64(), cpu_secs() - cpu);
     let (t, cpu) = (Instant::now(), cpu_secs());
-    ids.extend(fill(s, runs - single, runs, tasks, false));
+    ids.extend(fill(s, runs - single, runs, tasks, false, 1));
     let (single_secs, single_cpu) = (t.elapsed().as_secs_f64(), cpu_secs() - cpu);
     let results = |n: usize| n as f64 * tasks as f64;
     println!(
@@ -111,7 +129,7 @@ fn ingest(s: &SqliteStore, runs: usize, tasks: u32) -> Vec<String> {
         results(runs) as u64 * 3
     );
     println!(
-        "ingest, batch (finish_tasks, one call per run): {:.0} task results/s ({} runs in {batch_secs:.1} s; {:.0} per CPU second)",
+        "ingest, batch (finish_tasks, one call per run, {at_once} runs side by side): {:.0} task results/s ({} runs in {batch_secs:.1} s; {:.0} per CPU second)",
         results(runs - single) / batch_secs,
         runs - single,
         results(runs - single) / batch_cpu.max(0.01)
@@ -171,6 +189,7 @@ fn main() {
     let runs = env_or("HISTORY_BENCH_RUNS", 2_000).max(2);
     let tasks = env_or("HISTORY_BENCH_TASKS", 100).max(6) as u32;
     let calls = env_or("HISTORY_BENCH_CALLS", 20).max(1);
+    let at_once = env_or("HISTORY_BENCH_AT_ONCE", 1).max(1);
     // `HISTORY_BENCH_DIR`: a data directory kept between sittings; one holding a store
     // already is timed as it is (after its migrations), without writing to it.
     let kept = std::env::var_os("HISTORY_BENCH_DIR")
@@ -190,7 +209,7 @@ fn main() {
         let runs = s.list_runs(&RunQuery::default()).unwrap().total as usize;
         (0..runs).map(|i| format!("r{i:06}")).collect()
     } else {
-        ingest(&s, runs, tasks)
+        ingest(&s, runs, tasks, at_once)
     };
     let runs = ids.len();
     // Closed and opened again: the WAL checkpointed into the database file and removed,

@@ -11,6 +11,8 @@
 #   DIR=/tmp/h1m RUNS=10000 bench/history.sh       # keeps the store in DIR; a second call
 #                                                  # times the kept store without writing
 #   BENCH_PROFILE=dev bench/history.sh      # a debug build (figures are an upper bound)
+#   AT_ONCE=1 bench/history.sh              # runs one after another (default: 16 side by
+#                                           # side, one per DUT, as a lab writes them)
 # Benchmarks are judged on an optimised build: the `bench` profile (release settings) is
 # the default.
 set -euo pipefail
@@ -18,7 +20,8 @@ cd "$(dirname "$0")/.."
 RUNS="${RUNS:-1000}"
 TASKS="${TASKS:-100}"
 CALLS="${CALLS:-20}"
+AT_ONCE="${AT_ONCE:-16}"
 PROFILE="${BENCH_PROFILE:-${PROFILE:-bench}}"
 echo "machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg); profile $PROFILE; TMPDIR=${TMPDIR:-/tmp}"
-HISTORY_BENCH_DIR="${DIR:-}" HISTORY_BENCH_RUNS="$RUNS" HISTORY_BENCH_TASKS="$TASKS" HISTORY_BENCH_CALLS="$CALLS" \
+HISTORY_BENCH_DIR="${DIR:-}" HISTORY_BENCH_RUNS="$RUNS" HISTORY_BENCH_TASKS="$TASKS" HISTORY_BENCH_CALLS="$CALLS" HISTORY_BENCH_AT_ONCE="$AT_ONCE" \
   cargo bench -q -p testbay-engine --profile "$PROFILE" --bench history

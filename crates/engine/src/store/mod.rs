@@ -101,15 +101,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     // Runs.
 
     /// Insert a run and its planned task occurrences, all or nothing, owned by this
-    /// store's [`RunOwner`]; the id of each occurrence, in the order given. Committed as
-    /// [`Store::finish_task`] is: with the next commit (runs written while others write
-    /// share one commit).
+    /// store's [`RunOwner`]; the id of each occurrence, in the order given. Committed at
+    /// once, with any results waiting for their commit.
     fn insert_run(&self, run: &NewRun, tasks: &[NewTaskRow]) -> Result<Vec<i64>>;
 
     /// Set a run's status. `running` sets `started_ms` the first time and replaces the
     /// reason; any other status keeps the reason unless one is given; a finished status
-    /// sets `finished_ms`. An unknown run is [`StoreError::RunNotFound`]. Committed as
-    /// [`Store::finish_task`] is.
+    /// sets `finished_ms`. An unknown run is [`StoreError::RunNotFound`]. Committed at
+    /// once, with any results waiting for their commit.
     fn set_run_status(
         &self,
         id: &str,

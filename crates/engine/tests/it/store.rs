@@ -174,31 +174,51 @@ fn stored_runs(c: &rusqlite::Connection) -> i64 {
         .unwrap()
 }
 
+fn stored_result(c: &rusqlite::Connection, id: i64) -> Option<String> {
+    c.query_row("SELECT result FROM task_results WHERE id = ?1", [id], |r| {
+        r.get(0)
+    })
+    .unwrap()
+}
+
 #[test]
-fn a_group_of_writes_commits_by_itself_within_its_window() {
+fn a_group_of_results_commits_by_itself_within_its_window() {
     let dir = tempfile::tempdir().unwrap();
     let s = SqliteStore::open_in(dir.path()).unwrap();
     let other = other_connection(dir.path());
-    s.insert_run(&new_run("r1", "p", T0), &rows(3)).unwrap();
-    s.insert_run(&new_run("r2", "p", T0 + 1), &rows(3))
+    // A run's insert is committed at once: another connection sees it.
+    let ids = s.insert_run(&new_run("r1", "p", T0), &rows(3)).unwrap();
+    assert_eq!(stored_runs(&other), 1);
+    s.finish_task(ids[0], &super::store_contract::done("Passed", false))
+        .unwrap();
+    s.finish_task(ids[1], &super::store_contract::done("Failed", true))
         .unwrap();
     // Nothing else touches the store: the flusher commits the group (25 ms), and another
     // connection's write is not shut out for long.
     let t = std::time::Instant::now();
-    while stored_runs(&other) < 2 {
+    while stored_result(&other, ids[1]).is_none() {
         assert!(
             t.elapsed() < std::time::Duration::from_secs(10),
             "the group was never committed"
         );
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
+    assert_eq!(stored_result(&other, ids[0]).as_deref(), Some("Passed"));
     other
         .execute_batch("CREATE TABLE elsewhere (x); INSERT INTO elsewhere VALUES (1);")
         .unwrap();
-    // The store keeps writing after another connection did.
-    s.set_run_status("r1", testbay_engine::outcome::RunStatus::Completed, None, T0 + 5)
+    // The store keeps writing after another connection did; a status commits the results
+    // waiting with it.
+    s.finish_task(ids[2], &super::store_contract::done("Passed", false))
         .unwrap();
-    s.commit_now().unwrap();
+    s.set_run_status(
+        "r1",
+        testbay_engine::outcome::RunStatus::Completed,
+        None,
+        T0 + 5,
+    )
+    .unwrap();
+    assert_eq!(stored_result(&other, ids[2]).as_deref(), Some("Passed"));
     let status: String = other
         .query_row("SELECT status FROM runs WHERE id = 'r1'", [], |r| r.get(0))
         .unwrap();
@@ -234,25 +254,36 @@ fn a_failed_write_undoes_itself_and_not_its_group() {
 }
 
 #[test]
-fn a_phase_start_and_a_sibling_store_see_the_group_committed() {
+fn a_phase_start_and_a_store_opened_beside_commit_the_group() {
     let dir = tempfile::tempdir().unwrap();
     let s = SqliteStore::open_in(dir.path()).unwrap();
     let other = other_connection(dir.path());
     let ids = s.insert_run(&new_run("r1", "p", T0), &rows(1)).unwrap();
     // A phase's start is durable at once (recovery kills the process group it records),
     // and the run it belongs to with it.
-    s.task_phase_started(ids[0], "stb-01", "main", T0, Some(4242), &TaskPaths::default())
-        .unwrap();
+    s.task_phase_started(
+        ids[0],
+        "stb-01",
+        "main",
+        T0,
+        Some(4242),
+        &TaskPaths::default(),
+    )
+    .unwrap();
     let pgid: Option<i64> = other
-        .query_row("SELECT pgid FROM task_results WHERE id = ?1", [ids[0]], |r| {
-            r.get(0)
-        })
+        .query_row(
+            "SELECT pgid FROM task_results WHERE id = ?1",
+            [ids[0]],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(pgid, Some(4242));
-    // The book, opened from the store, sees the runs written through it.
-    s.insert_run(&new_run("r2", "p", T0 + 1), &rows(1)).unwrap();
-    let live = s.open_book_store().unwrap().live_runs().unwrap();
-    assert!(live.contains("r1") && live.contains("r2"), "{live:?}");
+    // A store opened beside this one sees the results written through it.
+    let r2 = s.insert_run(&new_run("r2", "p", T0 + 1), &rows(1)).unwrap();
+    s.finish_task(r2[0], &super::store_contract::done("Failed", true))
+        .unwrap();
+    let _book = s.open_book_store().unwrap();
+    assert_eq!(stored_result(&other, r2[0]).as_deref(), Some("Failed"));
 }
 
 #[test]

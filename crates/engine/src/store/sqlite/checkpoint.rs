@@ -53,7 +53,9 @@ impl Checkpointer {
             std::thread::Builder::new()
                 .name("testbay-store-checkpoint".into())
                 .spawn(move || run(&shared, &conn))
-                .inspect_err(|e| tracing::warn!(error = %e, "no checkpoint thread; the writer checkpoints"))
+                .inspect_err(
+                    |e| tracing::warn!(error = %e, "no checkpoint thread; the writer checkpoints"),
+                )
                 .ok()?
         };
         Some(Self {

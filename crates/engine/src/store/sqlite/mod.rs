@@ -8,20 +8,22 @@
 //! read limit stops with [`StoreError::Timeout`]. Opening runs the migrations under a file lock
 //! (`open`), so any number of processes may open one data directory at once.
 //!
-//! Group commit (`writer`): runs, their status and results join one transaction left open
-//! on the write connection, each write in a savepoint of its own, committed together at
-//! most `writer::GROUP_WINDOW` (25 ms) later, at `commit_now`, or at once by a read
-//! through the store. Writes that must be durable at once commit the group with them:
-//! a phase's start (its process group, which recovery kills), the lab, the queue,
-//! schedules, baselines, recovery's marks.
+//! Group commit (`writer`): finished tasks' results and measurements join one transaction
+//! left open on the write connection, each write in a savepoint of its own, committed
+//! together at `commit_now` (the run calls it within a few milliseconds), by a read
+//! through the store, or at most `writer::GROUP_WINDOW` (25 ms) later. Every other write
+//! commits the group with it, at once: a run's insert and status, a phase's start (its
+//! process group, which recovery kills), the lab, the queue, schedules, baselines,
+//! recovery's marks. The window is short because the group holds SQLite's write lock:
+//! the stores opened beside this one (book, health, audit) wait for it.
 //!
 //! Bulk writes (`finish_tasks`, a run's insert) are one write each (`batch`: multi-row
 //! inserts, the tally triggers paused and each run counted once, `tally`).
 //!
 //! Durability: WAL with `synchronous=NORMAL`. A committed write (a whole batch, or
 //! nothing of it) survives the process being killed at any moment; a console killed
-//! within a group's window loses that group (recovery finds its tasks unfinished, or its
-//! run not there, as if it had not been written). A power cut or an OS crash keeps the
+//! before a group's commit loses that group's results (recovery finds those tasks
+//! unfinished and marks them Aborted). A power cut or an OS crash keeps the
 //! database consistent but can lose the commits made since the WAL was last synced,
 //! which SQLite does at each checkpoint (`checkpoint`, at most every 250 ms): the last
 //! seconds of results; recovery then finds those tasks unfinished and marks them Aborted.
@@ -202,8 +204,9 @@ impl Store for SqliteStore {
     }
 
     fn insert_run(&self, run: &NewRun, tasks: &[NewTaskRow]) -> Result<Vec<i64>> {
-        self.writer
-            .group(|c| runs::insert(c, run, tasks, self.owner))
+        // At once: a launched run is there for every connection and process (the book's
+        // owner, another console, the CLI) as soon as its id is known.
+        self.writer.now(|c| runs::insert(c, run, tasks, self.owner))
     }
 
     fn set_run_status(
@@ -214,7 +217,7 @@ impl Store for SqliteStore {
         now: EpochMs,
     ) -> Result<()> {
         self.writer
-            .group(|c| runs::set_status(c, id, status, reason, now))
+            .now(|c| runs::set_status(c, id, status, reason, now))
     }
 
     fn get_run(&self, id: &str) -> Result<RunRecord> {
@@ -340,8 +343,7 @@ impl Store for SqliteStore {
     }
 
     fn mark_interrupted(&self, run_ids: &[String], now: EpochMs) -> Result<RecoveryReport> {
-        self.writer
-            .now(|c| runs::mark_interrupted(c, run_ids, now))
+        self.writer.now(|c| runs::mark_interrupted(c, run_ids, now))
     }
 
     fn set_read_limit(&self, limit: Duration) {

@@ -3,19 +3,20 @@
 //! Committing is what a write costs most on SQLite: every page a transaction changed goes
 //! to the WAL again, and the indexes that make results answer questions (a task's
 //! history, a measurement's series) put each run's rows on a few hundred different
-//! pages. Writes therefore join a *group*: one transaction left open on the write
+//! pages. Results therefore join a *group*: one transaction left open on the write
 //! connection, each write inside a savepoint of its own (a failure undoes that write and
 //! no other), committed as one at the earliest of
-//! - [`GROUP_WINDOW`] after the group opened (a flusher thread sees to it, and so does
-//!   the first write that finds the window past),
-//! - a write that must be durable at once ([`Writer::now`]: a phase's start with the
+//! - [`Writer::commit`] (`Store::commit_now`, which a run calls within a few ms),
+//! - a read through the store ([`Writer::commit_for_read`]),
+//! - any other write ([`Writer::now`]: a run's insert and status, a phase's start with the
 //!   process group recovery kills, the lab, the queue, schedules, baselines),
-//! - [`Writer::commit`] (`Store::commit_now`), a read through the store
-//!   ([`Writer::commit_for_read`]), or the store dropped.
+//! - [`GROUP_WINDOW`] after the group opened (a flusher thread sees to it, and so does
+//!   the first write that finds the window past), or the store dropped.
 //!
-//! Runs and results written while many runs write at once share one commit: the hot
-//! index pages go to the WAL once per group, not once per run. The price, said in the
-//! store's doc: a console killed within the window loses that window's writes.
+//! Results of several tasks and runs written at once share one commit: the hot index
+//! pages go to the WAL once per group. The price, said in the store's doc: a console
+//! killed before the commit loses those results; and while a group is open, the stores
+//! beside this one (their own connections) wait for SQLite's write lock.
 //!
 //! Hand-written rather than a pool crate: there is one connection, and what is shared is
 //! the open transaction, which no pool models.
@@ -148,29 +149,39 @@ impl Drop for Writer {
 
 impl State {
     fn write<T>(&mut self, shared: &Shared, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-        if self.conn.is_autocommit() {
-            // IMMEDIATE: the write lock first. A write may read before it writes (a
-            // task's run folder), and a read transaction of WAL cannot become a write one
-            // once another connection has committed: that fails at once, whatever the
-            // busy timeout.
-            self.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
-            let now = Instant::now();
-            self.opened = Some(now);
-            self.open.store(true, Ordering::Release);
-            lock(&shared.due).opened = Some(now);
-            shared.wake.notify_all();
+        if !self.conn.is_autocommit() {
+            // Joining a group: a savepoint, so a failure undoes this write alone.
+            self.conn.prepare_cached("SAVEPOINT write")?.execute([])?;
+            return match f(&self.conn) {
+                Ok(v) => {
+                    self.conn.prepare_cached("RELEASE write")?.execute([])?;
+                    Ok(v)
+                }
+                Err(e) => {
+                    if let Err(undo) = self.conn.execute_batch("ROLLBACK TO write; RELEASE write") {
+                        tracing::error!(error = %undo, "could not undo a failed write");
+                    }
+                    Err(e)
+                }
+            };
         }
-        self.conn.prepare_cached("SAVEPOINT write")?.execute([])?;
+        // Opening one. IMMEDIATE: the write lock first. A write may read before it writes
+        // (a task's run folder), and a read transaction of WAL cannot become a write one
+        // once another connection has committed: that fails at once, whatever the busy
+        // timeout. No savepoint (it would copy every page the write touches): the write is
+        // alone in the group, and a failure rolls the group back.
+        self.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
         match f(&self.conn) {
             Ok(v) => {
-                self.conn.prepare_cached("RELEASE write")?.execute([])?;
+                let now = Instant::now();
+                self.opened = Some(now);
+                self.open.store(true, Ordering::Release);
+                lock(&shared.due).opened = Some(now);
+                shared.wake.notify_all();
                 Ok(v)
             }
             Err(e) => {
-                if let Err(undo) = self
-                    .conn
-                    .execute_batch("ROLLBACK TO write; RELEASE write")
-                {
+                if let Err(undo) = self.conn.execute_batch("ROLLBACK") {
                     tracing::error!(error = %undo, "could not undo a failed write");
                 }
                 Err(e)
@@ -218,7 +229,10 @@ fn flush(shared: &Shared) {
             due = shared.wake.wait(due).unwrap_or_else(|p| p.into_inner());
             continue;
         };
-        if let Some(left) = GROUP_WINDOW.checked_sub(opened.elapsed()).filter(|d| !d.is_zero()) {
+        if let Some(left) = GROUP_WINDOW
+            .checked_sub(opened.elapsed())
+            .filter(|d| !d.is_zero())
+        {
             due = shared
                 .wake
                 .wait_timeout(due, left)
