@@ -5,6 +5,10 @@
 //! artifact wait in the agent's outbox, and once the proxy lets the agent back (within
 //! the grace period) they are stored exactly once and the run completes.
 //!
+//! The server stopped (SIGSTOP) mid-task and continued after a while: a cut seen from
+//! the agent's side (its sends go unanswered), the task's results delivered once when
+//! the server answers again, the run completing.
+//!
 //! The server killed mid-task and started again: the agent lives through it and serves
 //! the new server process, which (recovering) has marked the run `interrupted`; the
 //! outcome the agent kept for the old process is refused, none of it stored.
@@ -267,5 +271,63 @@ fn a_server_killed_and_restarted_mid_task_keeps_its_agent_and_refuses_the_old_ou
     assert!(
         find(&run_dir, "proof.txt").is_empty(),
         "nothing of it stored"
+    );
+}
+
+#[test]
+fn a_server_stopped_mid_task_and_continued_loses_nothing_and_the_run_goes_on() {
+    let lab = Lab::with_grace(60);
+    let _agent = lab.agent();
+    wait_until(Duration::from_secs(20), || {
+        (lab.agents()[0]["state"] == "ok").then_some(())
+    })
+    .expect("the agent connects");
+    let id = lab.launch("cut");
+    wait_until(Duration::from_secs(30), || {
+        lab.f.root.join("cut.pid").is_file().then_some(())
+    })
+    .expect("the task starts on the agent");
+
+    // The server stops answering; the task finishes on the agent meanwhile, and the agent
+    // keeps its results while nobody takes them.
+    lab.signal_server("STOP");
+    std::fs::write(lab.f.root.join("cut.go"), "").unwrap();
+    let done = wait_until(Duration::from_secs(20), || {
+        lab.f.root.join("cut.done").is_file().then_some(())
+    });
+    // Several heartbeats and a send timeout's worth of silence.
+    std::thread::sleep(Duration::from_secs(4));
+    lab.signal_server("CONT");
+    done.expect("the task goes on while the server is stopped");
+
+    let r = lab.wait_status(&id, &["completed"], Duration::from_secs(60));
+    assert_eq!(
+        results(&r),
+        [
+            ("probe".to_string(), "Passed".to_string()),
+            ("after".to_string(), "Passed".to_string())
+        ],
+        "{r}"
+    );
+    assert_eq!(r["tasks"][0]["message"], "through the cut", "{r}");
+    let run_dir = lab.f.data.join("runs").join(&id);
+    let logs: Vec<String> = find(&run_dir, "main.log")
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .filter(|l| l.contains("before"))
+        .collect();
+    assert_eq!(logs.len(), 1, "{logs:?}");
+    for i in 0..200 {
+        assert_eq!(
+            logs[0].matches(&format!("line {i}\n")).count(),
+            1,
+            "{}",
+            logs[0]
+        );
+    }
+    assert_eq!(
+        find(&run_dir, "proof.txt").len(),
+        1,
+        "the artifact is stored once"
     );
 }

@@ -217,6 +217,17 @@ impl Lab {
         self.serve = serve;
     }
 
+    /// Send `signal` (`STOP`, `CONT`) to the server process.
+    pub(crate) fn signal_server(&self, signal: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.serve.0.id().to_string())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{signal}");
+    }
+
     pub(crate) fn agent(&self) -> Proc {
         self.agent_on("rack-a", &self.agent_token, &self.work, &[])
     }

@@ -770,28 +770,28 @@ impl Hub {
         }
     }
 
-    /// Send a phase to `agent`; its events come out of `events`. `None` when the agent
-    /// is not connected.
+    /// Send a phase to `agent`; its events come out of `events`.
     fn start_job(
         &self,
         agent: &str,
         job: &PhaseJob,
         events: mpsc::UnboundedSender<JobEvent>,
-    ) -> Result<u64, String> {
+    ) -> Result<u64, StartError> {
         let id = self.next_job.fetch_add(1, Ordering::Relaxed);
         let mut st = self.lock();
         let a = st
             .agents
             .get_mut(agent)
-            .ok_or_else(|| format!("agent {agent} is gone"))?;
+            .ok_or_else(|| StartError::Gone(format!("agent {agent} is gone")))?;
+        let away = || StartError::Away(format!("agent {agent} is not connected"));
         let Some((_, out)) = &a.conn else {
-            return Err(format!("agent {agent} is not connected"));
+            return Err(away());
         };
         out.send(ServerMsg::Start {
             job: id,
             phase: Box::new(job.clone()),
         })
-        .map_err(|_| format!("agent {agent} is not connected"))?;
+        .map_err(|_| away())?;
         a.jobs.insert(
             id,
             Job {
@@ -899,6 +899,16 @@ impl Hub {
             }
         }
     }
+}
+
+/// Why a phase could not be sent to its agent.
+#[derive(Debug)]
+enum StartError {
+    /// Not connected this moment (between two connections, or silent): it may come back
+    /// within the grace period.
+    Away(String),
+    /// Not known to the hub.
+    Gone(String),
 }
 
 /// The first phase number of this process: its start time in ms, times 1,024.

@@ -11,13 +11,16 @@ use serde_json::Map;
 use tokio::sync::{mpsc, watch};
 
 use super::prompts::Relayed;
-use super::{Hub, JobEvent};
+use super::{Hub, JobEvent, StartError};
 use crate::exec::reporter::ReportEvent;
 use crate::exec::{stop_requested, Exit, LogStats, PhaseOutcome, Verdict};
 use crate::outcome::{ABORTED, ERRORED};
 use crate::reporter::{Change, PhaseReport};
 use crate::run::runner::{plain_relative, PhaseCall, PhaseFuture};
 use crate::run::{PhaseJob, PhaseRunner, RunnerHealth};
+
+/// How often a phase waiting for its agent looks again, whatever it heard.
+const AWAY_RETRY: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Runs one run's phases on the agent it was bound to at launch.
 pub struct AgentRunner {
@@ -83,7 +86,8 @@ impl PhaseRunner for AgentRunner {
             let dir = job.dir_in(&self.run_dir);
             let started_ms = self.hub.clock.now_ms();
             let (tx, mut rx) = mpsc::unbounded_channel();
-            let id = match self.hub.start_job(&self.agent, &job, tx) {
+            let mut stop = stop;
+            let id = match self.start(&job, &tx, &mut stop).await {
                 Ok(id) => id,
                 Err(why) => return Ok(self.engine_outcome(&job, &dir, ABORTED, why, started_ms)),
             };
@@ -93,7 +97,7 @@ impl PhaseRunner for AgentRunner {
                 job: id,
             };
             let mut asked = Relayed::new(prompts, self.hub.clone(), &self.agent, id);
-            let (mut on_spawn, mut live, mut stop) = (Some(on_spawn), live, stop);
+            let (mut on_spawn, mut live) = (Some(on_spawn), live);
             let mut stop_sent = false;
             loop {
                 let event = tokio::select! {
@@ -172,6 +176,41 @@ impl PhaseRunner for AgentRunner {
 }
 
 impl AgentRunner {
+    /// Send `job` to the agent. While the agent is away (its connection just dropped, a
+    /// new one not yet made, or silent) the phase waits for it as the run does: until it
+    /// is back, or lost after the grace period, or the run is stopped.
+    async fn start(
+        &self,
+        job: &PhaseJob,
+        events: &mpsc::UnboundedSender<JobEvent>,
+        stop: &mut Option<crate::exec::StopSignal>,
+    ) -> Result<u64, String> {
+        let mut health = self.health.clone();
+        loop {
+            let why = match self.hub.start_job(&self.agent, job, events.clone()) {
+                Ok(id) => return Ok(id),
+                Err(StartError::Gone(why)) => return Err(why),
+                Err(StartError::Away(why)) => why,
+            };
+            if let RunnerHealth::Lost(lost) = &*health.borrow() {
+                return Err(if lost.is_empty() { why } else { lost.clone() });
+            }
+            tracing::info!(agent = %self.agent, run_id = %job.run_id, task = %job.task, "the agent is away; the phase waits for it");
+            tokio::select! {
+                changed = health.changed() => {
+                    if changed.is_err() {
+                        return Err(why);
+                    }
+                }
+                // A connection made without a change of health (it never stalled).
+                () = tokio::time::sleep(AWAY_RETRY) => {}
+                () = stop_requested(stop) => {
+                    return Err(format!("stopped while waiting for agent {}", self.agent));
+                }
+            }
+        }
+    }
+
     /// The outcome of a phase the agent did not run to its end, noted in its log.
     fn engine_outcome(
         &self,

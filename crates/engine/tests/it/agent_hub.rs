@@ -393,3 +393,93 @@ async fn an_answer_given_during_a_cut_reaches_the_agent_when_it_is_back() {
         "an answer the agent took is not sent again"
     );
 }
+
+/// The next phase of a run through its `runner`, sent while the test looks on.
+fn next_phase(runner: &Arc<dyn PhaseRunner>, run_id: &str) -> JoinHandle<Outcome> {
+    let r = runner.clone();
+    let mut phase = job(run_id);
+    phase.task = "after".into();
+    phase.dir = "after".into();
+    tokio::spawn(async move {
+        r.run_phase(PhaseCall {
+            job: phase,
+            reporter: None,
+            live: None,
+            report: None,
+            prompts: None,
+            stop: None,
+            on_spawn: Box::new(|_| {}),
+        })
+        .await
+    })
+}
+
+async fn settle() {
+    for _ in 0..200 {
+        tokio::task::yield_now().await;
+    }
+}
+
+/// A run's next phase, due while its agent is between two connections, waits for the
+/// agent and goes to it when it is back (it was Aborted "not connected" at once).
+#[tokio::test]
+async fn a_phase_due_while_the_agent_is_away_waits_for_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000_000);
+    let hub = hub(&clock);
+    let mut session = connect(&hub, "b1", vec![]);
+    let s = start(&hub, &mut session, tmp.path(), "run-1").await;
+    session.receive(seq(1, passed(s.job)));
+    let runner = s.runner.clone();
+    assert_eq!(s.outcome.await.unwrap().unwrap().result, "Passed");
+
+    drop(session);
+    let next = next_phase(&runner, "run-1");
+    settle().await;
+    assert!(!next.is_finished(), "the phase waits for its agent");
+
+    let mut again = connect(&hub, "b1", vec![]);
+    let job = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match again.outbox.recv().await.expect("the hub sends the phase") {
+                ServerMsg::Start { job, .. } => return job,
+                _ => continue,
+            }
+        }
+    })
+    .await
+    .expect("the phase goes to the agent once it is back");
+    again.receive(seq(2, passed(job)));
+    assert_eq!(next.await.unwrap().unwrap().result, "Passed");
+}
+
+/// A phase waiting for an agent that does not come back within the grace period ends
+/// Aborted with the reason.
+#[tokio::test]
+async fn a_phase_waiting_for_an_agent_that_stays_away_is_aborted_after_the_grace() {
+    let tmp = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000_000);
+    let hub = hub(&clock);
+    let mut session = connect(&hub, "b1", vec![]);
+    let s = start(&hub, &mut session, tmp.path(), "run-1").await;
+    session.receive(seq(1, passed(s.job)));
+    let runner = s.runner.clone();
+    assert_eq!(s.outcome.await.unwrap().unwrap().result, "Passed");
+
+    drop(session);
+    let next = next_phase(&runner, "run-1");
+    settle().await;
+    clock.advance(10_001);
+    hub.check();
+    let outcome = tokio::time::timeout(Duration::from_secs(20), next)
+        .await
+        .expect("the waiting phase ends")
+        .unwrap()
+        .unwrap();
+    assert_eq!(outcome.result, "Aborted");
+    assert!(
+        outcome.message.contains("grace period"),
+        "{}",
+        outcome.message
+    );
+}
