@@ -44,7 +44,7 @@ test('a slot opens its DUT page with health, holder, pass rate and recent runs',
   // A run on another DUT is not on stb-01's page.
   const { run_id: other } = await api({ cmd: 'launch', pack: 'stb-smoke', groups: ['smoke'], duts: ['stb-02'], params: { slow_seconds: 1 } });
   await finished(other);
-  await api({ cmd: 'hold', resource: 'stb-01', by: 'mallory', duration_s: 600 });
+  const hold = await api({ cmd: 'hold', resource: 'stb-01', by: 'mallory', duration_s: 600 });
 
   await page.goto(`${server.origin}/#/lab`);
   const slot = page.locator('[data-testid=racks] [data-dut="stb-01"]');
@@ -63,6 +63,15 @@ test('a slot opens its DUT page with health, holder, pass rate and recent runs',
   const runs = await dut.locator('[data-testid=dut-runs] tr[data-run]').evaluateAll((els) => els.map((e) => e.dataset.run));
   assert.deepEqual(runs.sort(), [good, bad].sort());
   if (process.env.TESTBAY_BLESS) await screenshot(page, 'lab-dut-page');
+
+  // The page follows the DUT live, in place: the hold ends and a new run on stb-01 shows in
+  // its recent runs without reopening the page (and without the list going blank).
+  await api({ cmd: 'release', id: (hold.data ?? hold).id });
+  await dut.locator('[data-testid=dut-holder]', { hasText: 'nobody' }).waitFor();
+  const { run_id: third } = await api({ cmd: 'launch', pack: 'stb-smoke', groups: ['smoke'], duts: ['stb-01'], params: { slow_seconds: 1 } });
+  await finished(third);
+  await dut.locator(`[data-testid=dut-runs] tr[data-run="${third}"]`).waitFor();
+  await dut.locator('[data-testid=dut-pass-rate]', { hasText: '(1/3 runs)' }).waitFor();
 
   // A run's link opens it in Results.
   await dut.locator(`tr[data-run="${bad}"] a`).click();

@@ -157,6 +157,8 @@ pub(crate) enum JobEvent {
 }
 
 struct Job {
+    /// What was sent, to send again when it never reached the agent.
+    phase: PhaseJob,
     view: AgentPhaseView,
     events: mpsc::UnboundedSender<JobEvent>,
     /// Asked to stop (asked again when the agent comes back after a cut).
@@ -355,6 +357,20 @@ impl AgentHub {
             HashSet::new()
         };
         agent.jobs.retain(|id, job| {
+            if same_life && !still.contains(id) && !job.stopping {
+                // The same life never had it: its Start went out on a connection that was
+                // dying. (A phase it had stays on its list until its outcome is taken.)
+                tracing::info!(
+                    agent = name,
+                    job = id,
+                    "a phase the agent never got; sent again"
+                );
+                let _ = tx.send(ServerMsg::Start {
+                    job: *id,
+                    phase: Box::new(job.phase.clone()),
+                });
+                return true;
+            }
             if still.contains(id) {
                 if job.stopping {
                     let _ = tx.send(ServerMsg::Stop { job: *id });
@@ -795,6 +811,7 @@ impl Hub {
         a.jobs.insert(
             id,
             Job {
+                phase: job.clone(),
                 view: AgentPhaseView {
                     run_id: job.run_id.clone(),
                     task: job.task.clone(),

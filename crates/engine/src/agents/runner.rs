@@ -87,7 +87,8 @@ impl PhaseRunner for AgentRunner {
             let started_ms = self.hub.clock.now_ms();
             let (tx, mut rx) = mpsc::unbounded_channel();
             let mut stop = stop;
-            let id = match self.start(&job, &tx, &mut stop).await {
+            // `tx` goes with the start: once the hub drops the phase, `rx` ends.
+            let id = match self.start(&job, tx, &mut stop).await {
                 Ok(id) => id,
                 Err(why) => return Ok(self.engine_outcome(&job, &dir, ABORTED, why, started_ms)),
             };
@@ -177,25 +178,34 @@ impl PhaseRunner for AgentRunner {
 
 impl AgentRunner {
     /// Send `job` to the agent. While the agent is away (its connection just dropped, a
-    /// new one not yet made, or silent) the phase waits for it as the run does: until it
-    /// is back, or lost after the grace period, or the run is stopped.
+    /// new one not yet made) the phase waits for it as the run does: until it is back, or
+    /// lost after the grace period, or the run is stopped. (A Start sent on a connection
+    /// that was dying is sent again when the agent comes back: see `Hub::connect`.)
     async fn start(
         &self,
         job: &PhaseJob,
-        events: &mpsc::UnboundedSender<JobEvent>,
+        events: mpsc::UnboundedSender<JobEvent>,
         stop: &mut Option<crate::exec::StopSignal>,
     ) -> Result<u64, String> {
         let mut health = self.health.clone();
+        let mut said = false;
         loop {
+            // Lost first: a run given up on sends nothing more, even to an agent back.
+            if let RunnerHealth::Lost(lost) = &*health.borrow() {
+                return Err(if lost.is_empty() {
+                    format!("agent {} was lost", self.agent)
+                } else {
+                    lost.clone()
+                });
+            }
             let why = match self.hub.start_job(&self.agent, job, events.clone()) {
                 Ok(id) => return Ok(id),
                 Err(StartError::Gone(why)) => return Err(why),
                 Err(StartError::Away(why)) => why,
             };
-            if let RunnerHealth::Lost(lost) = &*health.borrow() {
-                return Err(if lost.is_empty() { why } else { lost.clone() });
+            if !std::mem::replace(&mut said, true) {
+                tracing::info!(agent = %self.agent, run_id = %job.run_id, task = %job.task, "the agent is away; the phase waits for it");
             }
-            tracing::info!(agent = %self.agent, run_id = %job.run_id, task = %job.task, "the agent is away; the phase waits for it");
             tokio::select! {
                 changed = health.changed() => {
                     if changed.is_err() {

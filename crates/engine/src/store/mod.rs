@@ -8,8 +8,9 @@
 //!
 //! Both run the contract suite (`tests/it/store_contract.rs`, one `store_contract!`
 //! line per backend). What every backend keeps, beyond the method docs:
-//! - **Reads never wait.** A read does not wait behind another read or behind a write,
-//!   and stops at the read limit ([`Store::set_read_limit`], [`DEFAULT_READ_LIMIT`])
+//! - **Reads never wait.** A read does not wait behind another read or behind a write
+//!   (SQLite: except to see the results waiting for their commit committed, which waits
+//!   at most for the one write in progress), and stops at the read limit ([`Store::set_read_limit`], [`DEFAULT_READ_LIMIT`])
 //!   with [`StoreError::Timeout`]; [`Store::close_reads`] stops reads in flight with
 //!   [`StoreError::Closing`].
 //! - **Results commit later, in batches.** [`Store::finish_task`] writes at once and
@@ -151,8 +152,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// The write is made at once but its commit waits for the next use of the store that
     /// commits: [`Store::commit_now`], which the run calls a few milliseconds later (one
     /// commit for the results of those milliseconds, see [`Store::promise_commit`]), any
-    /// read, a phase's start, opening a store of the `open_*_store` family, dropping the
-    /// store, or the backend's own bound (SQLite: 25 ms after the first write waiting).
+    /// read, a phase's start, any other write, dropping the store, or the backend's own
+    /// bound (SQLite: 25 ms after the first write waiting; also opening a store of the
+    /// `open_*_store` family).
     /// Committing is the costliest part of a task's bookkeeping, and this takes it off
     /// the path between one task and the next. Reads through this store see the result at
     /// once; other processes and connections see it at the commit. A console killed in

@@ -483,3 +483,35 @@ async fn a_phase_waiting_for_an_agent_that_stays_away_is_aborted_after_the_grace
         outcome.message
     );
 }
+
+/// A phase whose Start went out on a connection that was dying never reached the agent:
+/// when the same life of the agent comes back without it, it is sent again (it was
+/// Aborted "reconnected without this phase").
+#[tokio::test]
+async fn a_start_lost_with_a_dying_connection_is_sent_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000_000);
+    let hub = hub(&clock);
+    let mut session = connect(&hub, "b1", vec![]);
+    let s = start(&hub, &mut session, tmp.path(), "run-1").await;
+    // The agent never read it: its connection is gone, and it comes back without it.
+    drop(session);
+    let mut again = connect(&hub, "b1", vec![]);
+    assert!(
+        sent(&mut again)
+            .iter()
+            .any(|m| matches!(m, ServerMsg::Start { job, .. } if *job == s.job)),
+        "the phase is sent again"
+    );
+    again.receive(seq(1, passed(s.job)));
+    assert_eq!(s.outcome.await.unwrap().unwrap().result, "Passed");
+
+    // Another life of the agent: a phase it had is lost with the old one, not sent again.
+    let s2 = start(&hub, &mut again, tmp.path(), "run-2").await;
+    drop(again);
+    let mut other = connect(&hub, "b2", vec![]);
+    assert!(!sent(&mut other)
+        .iter()
+        .any(|m| matches!(m, ServerMsg::Start { job, .. } if *job == s2.job)));
+    assert_eq!(s2.outcome.await.unwrap().unwrap().result, "Aborted");
+}

@@ -99,8 +99,15 @@ fn run(shared: &Shared, conn: &Connection) {
         }
         s.committed = false;
         drop(s);
-        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-            tracing::warn!(error = %e, "WAL checkpoint failed; the next one tries again");
+        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            Ok(()) => {}
+            // Another connection or process is checkpointing.
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy =>
+            {
+                tracing::debug!("WAL checkpoint busy elsewhere");
+            }
+            Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed; the next one tries again"),
         }
         // Rest before the next, unless told to stop.
         s = lock(shared);

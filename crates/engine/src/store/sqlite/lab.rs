@@ -9,7 +9,7 @@ use crate::store::{Result, StoreError};
 
 /// Replace the stored inventory with `lab` (loaded from `path`) inside the caller's
 /// transaction.
-pub fn save_lab(tx: &Connection, path: &str, lab: &LabFile, now: EpochMs) -> Result<()> {
+pub(super) fn save_lab(tx: &Connection, path: &str, lab: &LabFile, now: EpochMs) -> Result<()> {
     let json = serde_json::to_string(lab).map_err(|source| StoreError::Json {
         what: "lab",
         source,

@@ -9,7 +9,7 @@
 //! (`open`), so any number of processes may open one data directory at once.
 //!
 //! Group commit (`writer`): finished tasks' results and measurements join one transaction
-//! left open on the write connection, each write in a savepoint of its own, committed
+//! left open on the write connection (a write joining it in a savepoint of its own), committed
 //! together at `commit_now` (the run calls it within a few milliseconds), by a read
 //! through the store, or at most `writer::GROUP_WINDOW` (25 ms) later. Every other write
 //! commits the group with it, at once: a run's insert and status, a phase's start (its
@@ -183,7 +183,8 @@ impl SqliteStore {
     /// Run `f` on a read connection, bounded by the read limit. Writes waiting for their
     /// commit are committed first, so a read through this store sees every write that
     /// returned before it; a read never waits behind another read, and behind the writer
-    /// only while writes wait for their commit (for the one write in progress).
+    /// only while writes wait for their commit (for the one write in progress, never one
+    /// that began after the read).
     fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         self.writer.commit_for_read();
         self.readers.read(f)

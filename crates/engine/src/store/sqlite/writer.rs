@@ -4,8 +4,9 @@
 //! to the WAL again, and the indexes that make results answer questions (a task's
 //! history, a measurement's series) put each run's rows on a few hundred different
 //! pages. Results therefore join a *group*: one transaction left open on the write
-//! connection, each write inside a savepoint of its own (a failure undoes that write and
-//! no other), committed as one at the earliest of
+//! connection, in which each write after the first has a savepoint of its own (a failure
+//! undoes that write and no other; the first write's failure rolls back the transaction,
+//! which holds nothing else), committed as one at the earliest of
 //! - [`Writer::commit`] (`Store::commit_now`, which a run calls within a few ms),
 //! - a read through the store ([`Writer::commit_for_read`]),
 //! - any other write ([`Writer::now`]: a run's insert and status, a phase's start with the
@@ -18,31 +19,38 @@
 //! killed before the commit loses those results; and while a group is open, the stores
 //! beside this one (their own connections) wait for SQLite's write lock.
 //!
+//! Groups are numbered; a read waits only until the group open when it began is
+//! committed (by itself when the writer is free, else by whoever holds it), never behind
+//! a write that began after.
+//!
 //! Hand-written rather than a pool crate: there is one connection, and what is shared is
 //! the open transaction, which no pool models.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
 use super::checkpoint::Checkpointer;
-use crate::store::Result;
+use crate::store::{Result, StoreError};
 
 /// How long a group of writes stays open at most before its commit.
 pub(super) const GROUP_WINDOW: Duration = Duration::from_millis(25);
+
+/// How long a read waiting for a group's commit sleeps between looks at the writer.
+const READ_RETRY: Duration = Duration::from_millis(1);
 
 struct State {
     conn: Connection,
     /// Checkpoints the WAL after commits, off this path.
     checkpointer: Option<Checkpointer>,
-    /// When the open group began; `None`: no group open (autocommit).
+    /// When the open group began; `None`: no group open.
     opened: Option<Instant>,
-    /// [`Shared::open`].
-    open: Arc<AtomicBool>,
+    /// The number of the last group opened.
+    group: u64,
 }
 
 /// What the flusher is told: when the group it is to commit opened, or to stop.
@@ -58,48 +66,63 @@ struct Shared {
     /// `state` when both are).
     due: Mutex<Due>,
     wake: Condvar,
-    /// A group is open: a read commits it first (so the writer's lock is taken only
-    /// while writes wait for their commit).
-    open: Arc<AtomicBool>,
+    /// The number of the open group; 0: none open. Read without the writer's lock.
+    open_group: AtomicU64,
+    /// The number of the last group settled (committed, or lost), and its condition.
+    settled: Mutex<u64>,
+    settled_cv: Condvar,
 }
 
 pub(super) struct Writer {
     shared: Arc<Shared>,
+    /// The flusher thread; without one (it could not be started) every write commits.
     flusher: Option<JoinHandle<()>>,
 }
 
 impl Writer {
     /// The writer on `conn`, the database at `path`.
     pub(super) fn new(conn: Connection, path: &Path) -> Self {
-        let open = Arc::new(AtomicBool::new(false));
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 conn,
                 checkpointer: Checkpointer::start(path),
                 opened: None,
-                open: open.clone(),
+                group: 0,
             }),
             due: Mutex::default(),
             wake: Condvar::new(),
-            open,
+            open_group: AtomicU64::new(0),
+            settled: Mutex::new(0),
+            settled_cv: Condvar::new(),
         });
         let flusher = {
             let shared = shared.clone();
             std::thread::Builder::new()
                 .name("testbay-store-flush".into())
                 .spawn(move || flush(&shared))
+                .inspect_err(|e| {
+                    tracing::warn!(error = %e, "no flusher thread; every write commits at once")
+                })
                 .ok()
         };
         Self { shared, flusher }
     }
 
-    /// Run `f` inside the open group (opening one if none is), in a savepoint of its
-    /// own; committed within [`GROUP_WINDOW`].
+    /// Run `f` inside the open group (opening one if none is); committed within
+    /// [`GROUP_WINDOW`].
     pub(super) fn group<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         let mut s = self.lock();
+        let opened_before = s.opened;
         let out = s.write(&self.shared, f);
-        if s.opened.is_some_and(|t| t.elapsed() >= GROUP_WINDOW) {
-            s.commit()?;
+        match s.opened {
+            Some(t) if self.flusher.is_none() || t.elapsed() >= GROUP_WINDOW => {
+                s.commit(&self.shared)?;
+            }
+            Some(t) if opened_before.is_none() => {
+                lock(&self.shared.due).opened = Some(t);
+                self.shared.wake.notify_all();
+            }
+            _ => {}
         }
         out
     }
@@ -108,22 +131,54 @@ impl Writer {
     pub(super) fn now<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         let mut s = self.lock();
         let out = s.write(&self.shared, f)?;
-        s.commit()?;
+        s.commit(&self.shared)?;
         Ok(out)
     }
 
     /// Commit the open group, if any.
     pub(super) fn commit(&self) -> Result<()> {
-        self.lock().commit()
+        self.lock().commit(&self.shared)
     }
 
-    /// Commit the open group, if any, before a read: the read then sees every write
-    /// that returned before it, on any thread. With no group open this takes no lock;
-    /// with one, it waits for the write in progress (one call's worth, a few
-    /// milliseconds at most), never for a window.
+    /// Before a read: have the group open now (if any) committed, so the read sees every
+    /// write that returned before it, on any thread. With no group open this takes no
+    /// lock; with one, it commits it when the writer is free, or waits until whoever
+    /// holds the writer (a write joining that group, the flusher) has committed it.
     pub(super) fn commit_for_read(&self) {
-        if self.shared.open.load(Ordering::Acquire) {
-            let _ = self.lock().commit();
+        let target = self.shared.open_group.load(Ordering::Acquire);
+        if target == 0 {
+            return;
+        }
+        loop {
+            let settled = lock(&self.shared.settled);
+            if *settled >= target {
+                return;
+            }
+            drop(settled);
+            match self.shared.state.try_lock() {
+                Ok(mut s) => {
+                    if s.group == target {
+                        let _ = s.commit(&self.shared);
+                    }
+                    return;
+                }
+                Err(TryLockError::Poisoned(p)) => {
+                    let mut s = p.into_inner();
+                    if s.group == target {
+                        let _ = s.commit(&self.shared);
+                    }
+                    return;
+                }
+                Err(TryLockError::WouldBlock) => {}
+            }
+            let settled = lock(&self.shared.settled);
+            if *settled < target {
+                let _ = self
+                    .shared
+                    .settled_cv
+                    .wait_timeout(settled, READ_RETRY)
+                    .unwrap_or_else(|p| p.into_inner());
+            }
         }
     }
 
@@ -138,7 +193,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Drop for Writer {
     fn drop(&mut self) {
-        let _ = self.lock().commit();
+        let _ = self.lock().commit(&self.shared);
         lock(&self.shared.due).stop = true;
         self.shared.wake.notify_all();
         if let Some(t) = self.flusher.take() {
@@ -147,42 +202,77 @@ impl Drop for Writer {
     }
 }
 
+/// Undoes a write whose closure failed or panicked: back to its savepoint when it joined
+/// a group, the whole transaction when it opened it.
+struct Undo<'a> {
+    conn: &'a Connection,
+    joined: bool,
+    armed: bool,
+}
+
+impl Drop for Undo<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let sql = if self.joined {
+            "ROLLBACK TO write; RELEASE write"
+        } else {
+            "ROLLBACK"
+        };
+        if let Err(e) = self.conn.execute_batch(sql) {
+            tracing::error!(error = %e, "could not undo a failed write");
+        }
+    }
+}
+
 impl State {
     fn write<T>(&mut self, shared: &Shared, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-        if !self.conn.is_autocommit() {
-            // Joining a group: a savepoint, so a failure undoes this write alone.
-            self.conn.prepare_cached("SAVEPOINT write")?.execute([])?;
-            return match f(&self.conn) {
-                Ok(v) => {
-                    self.conn.prepare_cached("RELEASE write")?.execute([])?;
-                    Ok(v)
-                }
-                Err(e) => {
-                    if let Err(undo) = self.conn.execute_batch("ROLLBACK TO write; RELEASE write") {
-                        tracing::error!(error = %undo, "could not undo a failed write");
-                    }
-                    Err(e)
-                }
-            };
+        if self.opened.is_none() && !self.conn.is_autocommit() {
+            // A transaction nobody counts as a group: what is left of a write that failed
+            // and could not be undone. It holds nothing anyone was promised.
+            tracing::error!("a write's transaction was left open; rolling it back");
+            self.conn.execute_batch("ROLLBACK")?;
         }
-        // Opening one. IMMEDIATE: the write lock first. A write may read before it writes
-        // (a task's run folder), and a read transaction of WAL cannot become a write one
-        // once another connection has committed: that fails at once, whatever the busy
-        // timeout. No savepoint (it would copy every page the write touches): the write is
-        // alone in the group, and a failure rolls the group back.
-        self.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
-        match f(&self.conn) {
+        let joined = self.opened.is_some();
+        if joined {
+            self.conn.prepare_cached("SAVEPOINT write")?.execute([])?;
+        } else {
+            // IMMEDIATE: the write lock first. A write may read before it writes (a
+            // task's run folder), and a read transaction of WAL cannot become a write one
+            // once another connection has committed: that fails at once, whatever the
+            // busy timeout. No savepoint (it would copy every page the write touches):
+            // the write is alone in its transaction.
+            self.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+        }
+        let out = {
+            let mut undo = Undo {
+                conn: &self.conn,
+                joined,
+                armed: true,
+            };
+            let out = f(&self.conn);
+            if out.is_ok() {
+                undo.armed = false;
+            }
+            out
+        };
+        match out {
+            Ok(v) if joined => {
+                self.conn.prepare_cached("RELEASE write")?.execute([])?;
+                Ok(v)
+            }
             Ok(v) => {
-                let now = Instant::now();
-                self.opened = Some(now);
-                self.open.store(true, Ordering::Release);
-                lock(&shared.due).opened = Some(now);
-                shared.wake.notify_all();
+                self.opened = Some(Instant::now());
+                self.group += 1;
+                shared.open_group.store(self.group, Ordering::Release);
                 Ok(v)
             }
             Err(e) => {
-                if let Err(undo) = self.conn.execute_batch("ROLLBACK") {
-                    tracing::error!(error = %undo, "could not undo a failed write");
+                if joined && self.conn.is_autocommit() {
+                    // SQLite ended the whole transaction (a full disk, an I/O error): the
+                    // group's earlier writes are gone with it.
+                    self.lost(shared);
                 }
                 Err(e)
             }
@@ -191,30 +281,50 @@ impl State {
 
     /// Commit the open group. A group that cannot be committed is rolled back (its writes
     /// are lost, and said so in the log), so the next write starts clean.
-    fn commit(&mut self) -> Result<()> {
-        let Some(opened) = self.opened.take() else {
+    fn commit(&mut self, shared: &Shared) -> Result<()> {
+        if self.opened.is_none() {
             return Ok(());
-        };
-        self.open.store(false, Ordering::Release);
+        }
         if self.conn.is_autocommit() {
-            return Ok(());
+            self.lost(shared);
+            return Err(StoreError::Database(
+                "the open group of results was rolled back by the database; they are lost".into(),
+            ));
         }
         let done = self
             .conn
             .prepare_cached("COMMIT")
             .and_then(|mut s| s.execute([]));
         if let Err(e) = done {
-            tracing::error!(error = %e, open_ms = opened.elapsed().as_millis() as u64,
-                "could not commit a group of writes; they are lost");
+            tracing::error!(error = %e, "could not commit a group of writes; they are lost");
             if !self.conn.is_autocommit() {
                 let _ = self.conn.execute_batch("ROLLBACK");
             }
+            self.settle(shared);
             return Err(e.into());
         }
+        self.settle(shared);
         if let Some(c) = &self.checkpointer {
             c.committed();
         }
         Ok(())
+    }
+
+    /// The open group was rolled back behind our back.
+    fn lost(&mut self, shared: &Shared) {
+        tracing::error!(
+            open_ms = self.opened.map_or(0, |t| t.elapsed().as_millis() as u64),
+            "the database rolled back the open group of writes; they are lost"
+        );
+        self.settle(shared);
+    }
+
+    /// The open group is over (committed or lost): reads waiting for it go on.
+    fn settle(&mut self, shared: &Shared) {
+        self.opened = None;
+        shared.open_group.store(0, Ordering::Release);
+        *lock(&shared.settled) = self.group;
+        shared.settled_cv.notify_all();
     }
 }
 
@@ -246,7 +356,7 @@ fn flush(shared: &Shared) {
             let mut s = lock(&shared.state);
             match s.opened {
                 Some(t) if t.elapsed() >= GROUP_WINDOW => {
-                    let _ = s.commit();
+                    let _ = s.commit(shared);
                 }
                 // Committed meanwhile, and another group opened since: due in its turn.
                 Some(t) => lock(&shared.due).opened = Some(t),
