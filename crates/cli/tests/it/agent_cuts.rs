@@ -197,31 +197,7 @@ fn a_connection_cut_mid_task_loses_nothing_and_the_run_goes_on() {
 
     // Back: the buffered results arrive, once, and the run goes on.
     proxy.heal();
-    let r = lab.wait_status(&id, &["completed"], Duration::from_secs(30));
-    assert_eq!(
-        results(&r),
-        [
-            ("probe".to_string(), "Passed".to_string()),
-            ("after".to_string(), "Passed".to_string())
-        ],
-        "{r}"
-    );
-    assert_eq!(r["tasks"][0]["message"], "through the cut", "{r}");
-    let run_dir = lab.f.data.join("runs").join(&id);
-    let logs: Vec<String> = find(&run_dir, "main.log")
-        .iter()
-        .map(|p| std::fs::read_to_string(p).unwrap())
-        .filter(|l| l.contains("before"))
-        .collect();
-    assert_eq!(logs.len(), 1, "{logs:?}");
-    let log = &logs[0];
-    assert_eq!(log.matches("before\n").count(), 1, "{log}");
-    for i in 0..200 {
-        assert_eq!(log.matches(&format!("line {i}\n")).count(), 1, "{log}");
-    }
-    let artifacts = find(&run_dir, "proof.txt");
-    assert_eq!(artifacts.len(), 1, "the artifact is stored once");
-    assert_eq!(std::fs::read_to_string(&artifacts[0]).unwrap(), "proof\n");
+    delivered_once(&lab, &id, Duration::from_secs(30));
     assert_eq!(lab.agents()[0]["state"], "ok");
 }
 
@@ -300,7 +276,13 @@ fn a_server_stopped_mid_task_and_continued_loses_nothing_and_the_run_goes_on() {
     lab.signal_server("CONT");
     done.expect("the task goes on while the server is stopped");
 
-    let r = lab.wait_status(&id, &["completed"], Duration::from_secs(60));
+    delivered_once(&lab, &id, Duration::from_secs(60));
+}
+
+/// The `cut` run `id` completes within `limit` with both its tasks Passed, the one that
+/// finished during the cut with its message, its log and its artifact stored once.
+fn delivered_once(lab: &Lab, id: &str, limit: Duration) {
+    let r = lab.wait_status(id, &["completed"], limit);
     assert_eq!(
         results(&r),
         [
@@ -310,24 +292,19 @@ fn a_server_stopped_mid_task_and_continued_loses_nothing_and_the_run_goes_on() {
         "{r}"
     );
     assert_eq!(r["tasks"][0]["message"], "through the cut", "{r}");
-    let run_dir = lab.f.data.join("runs").join(&id);
+    let run_dir = lab.f.data.join("runs").join(id);
     let logs: Vec<String> = find(&run_dir, "main.log")
         .iter()
         .map(|p| std::fs::read_to_string(p).unwrap())
         .filter(|l| l.contains("before"))
         .collect();
     assert_eq!(logs.len(), 1, "{logs:?}");
+    let log = &logs[0];
+    assert_eq!(log.matches("before\n").count(), 1, "{log}");
     for i in 0..200 {
-        assert_eq!(
-            logs[0].matches(&format!("line {i}\n")).count(),
-            1,
-            "{}",
-            logs[0]
-        );
+        assert_eq!(log.matches(&format!("line {i}\n")).count(), 1, "{log}");
     }
-    assert_eq!(
-        find(&run_dir, "proof.txt").len(),
-        1,
-        "the artifact is stored once"
-    );
+    let artifacts = find(&run_dir, "proof.txt");
+    assert_eq!(artifacts.len(), 1, "the artifact is stored once");
+    assert_eq!(std::fs::read_to_string(&artifacts[0]).unwrap(), "proof\n");
 }

@@ -110,22 +110,27 @@ async fn start_asking(
         })
         .await
     });
-    let job = loop {
+    let job = next_start(session).await;
+    Started {
+        runner,
+        outcome,
+        dir: run_dir.join("probe"),
+        job,
+    }
+}
+
+/// The number of the next phase the hub sends `session`.
+async fn next_start(session: &mut AgentSession) -> u64 {
+    loop {
         match session
             .outbox
             .recv()
             .await
             .expect("the hub sends the phase")
         {
-            ServerMsg::Start { job, .. } => break job,
+            ServerMsg::Start { job, .. } => return job,
             _ => continue,
         }
-    };
-    Started {
-        runner,
-        outcome,
-        dir: run_dir.join("probe"),
-        job,
     }
 }
 
@@ -414,10 +419,21 @@ fn next_phase(runner: &Arc<dyn PhaseRunner>, run_id: &str) -> JoinHandle<Outcome
     })
 }
 
-async fn settle() {
+/// A run's first phase passes on the agent, the agent's connection drops, and the run's
+/// next phase is due: it waits. Its future.
+async fn next_phase_while_away(hub: &AgentHub, root: &Path) -> JoinHandle<Outcome> {
+    let mut session = connect(hub, "b1", vec![]);
+    let s = start(hub, &mut session, root, "run-1").await;
+    session.receive(seq(1, passed(s.job)));
+    let runner = s.runner.clone();
+    assert_eq!(s.outcome.await.unwrap().unwrap().result, "Passed");
+    drop(session);
+    let next = next_phase(&runner, "run-1");
     for _ in 0..200 {
         tokio::task::yield_now().await;
     }
+    assert!(!next.is_finished(), "the phase waits for its agent");
+    next
 }
 
 /// A run's next phase, due while its agent is between two connections, waits for the
@@ -427,28 +443,12 @@ async fn a_phase_due_while_the_agent_is_away_waits_for_it() {
     let tmp = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(1_000_000);
     let hub = hub(&clock);
-    let mut session = connect(&hub, "b1", vec![]);
-    let s = start(&hub, &mut session, tmp.path(), "run-1").await;
-    session.receive(seq(1, passed(s.job)));
-    let runner = s.runner.clone();
-    assert_eq!(s.outcome.await.unwrap().unwrap().result, "Passed");
-
-    drop(session);
-    let next = next_phase(&runner, "run-1");
-    settle().await;
-    assert!(!next.is_finished(), "the phase waits for its agent");
+    let next = next_phase_while_away(&hub, tmp.path()).await;
 
     let mut again = connect(&hub, "b1", vec![]);
-    let job = tokio::time::timeout(Duration::from_secs(20), async {
-        loop {
-            match again.outbox.recv().await.expect("the hub sends the phase") {
-                ServerMsg::Start { job, .. } => return job,
-                _ => continue,
-            }
-        }
-    })
-    .await
-    .expect("the phase goes to the agent once it is back");
+    let job = tokio::time::timeout(Duration::from_secs(20), next_start(&mut again))
+        .await
+        .expect("the phase goes to the agent once it is back");
     again.receive(seq(2, passed(job)));
     assert_eq!(next.await.unwrap().unwrap().result, "Passed");
 }
@@ -460,15 +460,7 @@ async fn a_phase_waiting_for_an_agent_that_stays_away_is_aborted_after_the_grace
     let tmp = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(1_000_000);
     let hub = hub(&clock);
-    let mut session = connect(&hub, "b1", vec![]);
-    let s = start(&hub, &mut session, tmp.path(), "run-1").await;
-    session.receive(seq(1, passed(s.job)));
-    let runner = s.runner.clone();
-    assert_eq!(s.outcome.await.unwrap().unwrap().result, "Passed");
-
-    drop(session);
-    let next = next_phase(&runner, "run-1");
-    settle().await;
+    let next = next_phase_while_away(&hub, tmp.path()).await;
     clock.advance(10_001);
     hub.check();
     let outcome = tokio::time::timeout(Duration::from_secs(20), next)
