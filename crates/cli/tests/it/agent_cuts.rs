@@ -169,15 +169,7 @@ fn a_connection_cut_mid_task_loses_nothing_and_the_run_goes_on() {
     let lab = Lab::with_grace(60);
     let proxy = Proxy::to(&lab.addr);
     let _agent = agent_via(&lab, &proxy.addr);
-    wait_until(Duration::from_secs(20), || {
-        (lab.agents()[0]["state"] == "ok").then_some(())
-    })
-    .expect("the agent connects");
-    let id = lab.launch("cut");
-    wait_until(Duration::from_secs(30), || {
-        lab.f.root.join("cut.pid").is_file().then_some(())
-    })
-    .expect("the task starts on the agent");
+    let id = cut_run_started(&lab);
 
     // Cut: the server sees the agent go, the run waits for it.
     proxy.cut();
@@ -205,15 +197,7 @@ fn a_connection_cut_mid_task_loses_nothing_and_the_run_goes_on() {
 fn a_server_killed_and_restarted_mid_task_keeps_its_agent_and_refuses_the_old_outcome() {
     let mut lab = Lab::with_grace(60);
     let _agent = lab.agent();
-    wait_until(Duration::from_secs(20), || {
-        (lab.agents()[0]["state"] == "ok").then_some(())
-    })
-    .expect("the agent connects");
-    let id = lab.launch("cut");
-    wait_until(Duration::from_secs(30), || {
-        lab.f.root.join("cut.pid").is_file().then_some(())
-    })
-    .expect("the task starts on the agent");
+    let id = cut_run_started(&lab);
 
     // The server dies; the task finishes on the agent meanwhile.
     let root = lab.f.root.clone();
@@ -254,15 +238,7 @@ fn a_server_killed_and_restarted_mid_task_keeps_its_agent_and_refuses_the_old_ou
 fn a_server_stopped_mid_task_and_continued_loses_nothing_and_the_run_goes_on() {
     let lab = Lab::with_grace(60);
     let _agent = lab.agent();
-    wait_until(Duration::from_secs(20), || {
-        (lab.agents()[0]["state"] == "ok").then_some(())
-    })
-    .expect("the agent connects");
-    let id = lab.launch("cut");
-    wait_until(Duration::from_secs(30), || {
-        lab.f.root.join("cut.pid").is_file().then_some(())
-    })
-    .expect("the task starts on the agent");
+    let id = cut_run_started(&lab);
 
     // The server stops answering; the task finishes on the agent meanwhile, and the agent
     // keeps its results while nobody takes them.
@@ -277,6 +253,21 @@ fn a_server_stopped_mid_task_and_continued_loses_nothing_and_the_run_goes_on() {
     done.expect("the task goes on while the server is stopped");
 
     delivered_once(&lab, &id, Duration::from_secs(60));
+}
+
+/// Once the lab's agent is connected, a `cut` run launched and its first task started on
+/// the agent (waiting for `cut.go`): the run's id.
+fn cut_run_started(lab: &Lab) -> String {
+    wait_until(Duration::from_secs(20), || {
+        (lab.agents()[0]["state"] == "ok").then_some(())
+    })
+    .expect("the agent connects");
+    let id = lab.launch("cut");
+    wait_until(Duration::from_secs(30), || {
+        lab.f.root.join("cut.pid").is_file().then_some(())
+    })
+    .expect("the task starts on the agent");
+    id
 }
 
 /// The `cut` run `id` completes within `limit` with both its tasks Passed, the one that
