@@ -50,22 +50,18 @@ const TASK_HISTORY: &str = concat!(
      ORDER BY t.id DESC LIMIT ?4"
 );
 
-/// One measurement's points: the task's occurrences newest first from
-/// `task_results_task` (as [`TASK_HISTORY`]), each one's measurements in the order
-/// written (its array). [`measurement_history`] turns each occurrence's around and stops
-/// after the occurrence that reaches the limit, so nothing is sorted.
+/// The task's occurrences with measurements newest first from `task_results_task` (as
+/// [`TASK_HISTORY`]), each with its array; [`measurement_history`] picks the points out
+/// of them (a JSON array read in Rust costs less than `json_each` and a lookup per field).
 const MEASUREMENT_HISTORY: &str = concat!(
     "SELECT t.run_id, r.created_ms, t.id, t.lane, ",
     model_of_lane!(),
-    ", m.value ->> 'n', m.value ->> 'v', m.value ->> 'u', m.value ->> 'lo', m.value ->> 'hi',
-       m.value ->> 'c', m.value ->> 'p'
+    ", t.measurements_json
      FROM task_results t JOIN runs r ON r.id = t.run_id
-          JOIN json_each(t.measurements_json) m
      WHERE t.task = ?2 AND r.pack_name = ?1 AND t.measurements_json IS NOT NULL
-       AND m.value ->> 'n' = ?4 AND COALESCE(m.value ->> 's', '') = ?3
-       AND (?5 IS NULL OR ",
+       AND (?3 IS NULL OR ",
     model_of_lane!(),
-    " = ?5)
+    " = ?3)
      ORDER BY t.id DESC"
 );
 
@@ -146,6 +142,28 @@ struct Read {
     p: Option<bool>,
 }
 
+impl Read {
+    fn record(self) -> MeasurementRecord {
+        MeasurementRecord {
+            name: self.n,
+            value: self.v,
+            units: self.u,
+            low: self.lo,
+            high: self.hi,
+            comparison: Comparison::parse(&self.c).unwrap_or(Comparison::LOG),
+            passed: self.p,
+        }
+    }
+}
+
+/// A task result's `measurements_json`.
+fn parse(json: &str) -> Result<Vec<Read>> {
+    serde_json::from_str(json).map_err(|e| StoreError::Json {
+        what: "task_results.measurements_json",
+        source: e,
+    })
+}
+
 /// The JSON array of `measurements` (sub-result, `""` for the task's own; record), as
 /// stored in `task_results.measurements_json`; `None` when there are none.
 pub(super) fn to_json<'a>(
@@ -204,18 +222,6 @@ pub(super) fn insert(
     Ok(())
 }
 
-fn record(r: &Row<'_>, at: usize) -> rusqlite::Result<MeasurementRecord> {
-    Ok(MeasurementRecord {
-        name: r.get(at)?,
-        value: r.get(at + 1)?,
-        units: r.get(at + 2)?,
-        low: r.get(at + 3)?,
-        high: r.get(at + 4)?,
-        comparison: Comparison::parse(&r.get::<_, String>(at + 5)?).unwrap_or(Comparison::LOG),
-        passed: r.get::<_, Option<i64>>(at + 6)?.map(|v| v != 0),
-    })
-}
-
 /// Attach a run's stored measurements to its tasks and their sub-results.
 pub(super) fn attach(conn: &Connection, run_id: &str, tasks: &mut [TaskRecord]) -> Result<()> {
     let mut stmt = conn.prepare_cached(OF_RUN)?;
@@ -229,24 +235,12 @@ pub(super) fn attach(conn: &Connection, run_id: &str, tasks: &mut [TaskRecord]) 
         let Some(json) = by_task.remove(&t.id) else {
             continue;
         };
-        let ms: Vec<Read> = serde_json::from_str(&json).map_err(|e| StoreError::Json {
-            what: "task_results.measurements_json",
-            source: e,
-        })?;
-        for m in ms {
-            let record = MeasurementRecord {
-                name: m.n,
-                value: m.v,
-                units: m.u,
-                low: m.lo,
-                high: m.hi,
-                comparison: Comparison::parse(&m.c).unwrap_or(Comparison::LOG),
-                passed: m.p,
-            };
-            if m.s.is_empty() {
-                t.measurements.push(record);
-            } else if let Some(s) = t.sub_results.iter_mut().find(|s| s.name == m.s) {
-                s.measurements.push(record);
+        for mut m in parse(&json)? {
+            let sub = std::mem::take(&mut m.s);
+            if sub.is_empty() {
+                t.measurements.push(m.record());
+            } else if let Some(s) = t.sub_results.iter_mut().find(|s| s.name == sub) {
+                s.measurements.push(m.record());
             }
         }
     }
@@ -292,42 +286,45 @@ pub(super) fn task_history(
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-/// One measurement's newest points, newest first: the later of one occurrence's first.
+/// One measurement's newest points, newest first (the later of one occurrence's first).
 pub(super) fn measurement_history(
     conn: &Connection,
     q: &MeasurementQuery,
 ) -> Result<Vec<MeasurementPoint>> {
     let limit = history_limit(q.limit) as usize;
+    let sub = q.sub_result.as_deref().unwrap_or("");
     let mut stmt = conn.prepare_cached(MEASUREMENT_HISTORY)?;
-    let mut rows = stmt.query(params![
-        q.pack,
-        q.task,
-        q.sub_result.as_deref().unwrap_or(""),
-        q.name,
-        q.dut_model,
-    ])?;
+    let mut rows = stmt.query(params![q.pack, q.task, q.dut_model])?;
     let mut out: Vec<MeasurementPoint> = Vec::new();
-    // Where the points of the occurrence being read start.
-    let mut start = 0;
-    while let Some(r) = rows.next()? {
-        let p = MeasurementPoint {
-            run_id: r.get(0)?,
-            run_created_ms: r.get(1)?,
-            task_id: r.get(2)?,
-            lane: r.get(3)?,
-            dut_model: r.get(4)?,
-            measurement: record(r, 5)?,
+    while out.len() < limit {
+        let Some(r) = rows.next()? else {
+            break;
         };
-        if out.last().is_some_and(|l| l.task_id != p.task_id) {
-            if out.len() >= limit {
-                break;
-            }
-            out[start..].reverse();
-            start = out.len();
+        let json: String = r.get(5)?;
+        let mut points = parse(&json)?
+            .into_iter()
+            .rev()
+            .filter(|m| m.s == sub && m.n == q.name)
+            .peekable();
+        if points.peek().is_none() {
+            continue;
         }
-        out.push(p);
+        let run_id: String = r.get(0)?;
+        let run_created_ms: EpochMs = r.get(1)?;
+        let task_id: i64 = r.get(2)?;
+        let lane: Option<String> = r.get(3)?;
+        let dut_model: Option<String> = r.get(4)?;
+        for m in points {
+            out.push(MeasurementPoint {
+                run_id: run_id.clone(),
+                run_created_ms,
+                task_id,
+                lane: lane.clone(),
+                dut_model: dut_model.clone(),
+                measurement: m.record(),
+            });
+        }
     }
-    out[start..].reverse();
     out.truncate(limit);
     Ok(out)
 }
