@@ -361,7 +361,9 @@ fn measurement_rows_of_the_previous_schema_migrate_into_their_task_results() {
              (1, {a}, 'p', 'task0', '', 'snr', 30.5, 'dB', 20, 40, 'GELE', 1),
              (2, {b}, 'p', 'task1', '', 'snr', 10, 'dB', 20, 40, 'GELE', 0),
              (3, {a}, 'p', 'task0', 'a', 'ber', 0.001, NULL, NULL, NULL, 'LOG', NULL),
-             (4, {a}, 'p', 'task0', '', 'snr', 31.25, 'dB', 20, 40, 'GELE', 1);
+             (4, {a}, 'p', 'task0', '', 'snr', 31.25, 'dB', 20, 40, 'GELE', 1),
+             (5, {a}, 'p', 'task0', '', 'say \"hi\"', 1, NULL, NULL, NULL, 'LOG', NULL),
+             (6, {a}, 'p', 'task0', '', 'pµW', 2, 'µW', NULL, NULL, 'LOG', NULL);
          PRAGMA user_version = {v};",
         a = ids[0],
         b = ids[1],
@@ -384,7 +386,13 @@ fn measurement_rows_of_the_previous_schema_migrate_into_their_task_results() {
         passed: Some(passed),
     };
     let tasks = s.run_tasks("r1").unwrap();
-    assert_eq!(tasks[0].measurements, [snr(30.5, true), snr(31.25, true)]);
+    assert_eq!(tasks[0].measurements.len(), 4);
+    assert_eq!(
+        tasks[0].measurements[..2],
+        [snr(30.5, true), snr(31.25, true)]
+    );
+    assert_eq!(tasks[0].measurements[2].name, "say \"hi\"");
+    assert_eq!(tasks[0].measurements[3].units.as_deref(), Some("µW"));
     assert_eq!(
         tasks[0].sub_results[0].measurements,
         [MeasurementRecord {
@@ -416,6 +424,9 @@ fn measurement_rows_of_the_previous_schema_migrate_into_their_task_results() {
     assert_eq!(history("task0", Some("a"), "ber"), [0.001]);
     assert!(history("task0", None, "ber").is_empty());
     assert_eq!(history("task1", None, "snr"), [10.0]);
+    // Names a JSON string escapes, or holds as they are.
+    assert_eq!(history("task0", None, "say \"hi\""), [1.0]);
+    assert_eq!(history("task0", None, "pµW"), [2.0]);
     // A later finish appends after the migrated ones.
     f.measurements = vec![Measurement {
         name: "snr".into(),

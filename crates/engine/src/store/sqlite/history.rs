@@ -53,12 +53,14 @@ const TASK_HISTORY: &str = concat!(
 /// The task's occurrences with measurements newest first from `task_results_task` (as
 /// [`TASK_HISTORY`]), each with its array; [`measurement_history`] picks the points out
 /// of them (a JSON array read in Rust costs less than `json_each` and a lookup per field).
+/// `?4`, the name as a JSON string ([`name_needle`]), passes over the arrays without it.
 const MEASUREMENT_HISTORY: &str = concat!(
     "SELECT t.run_id, r.created_ms, t.id, t.lane, ",
     model_of_lane!(),
     ", t.measurements_json
      FROM task_results t JOIN runs r ON r.id = t.run_id
      WHERE t.task = ?2 AND r.pack_name = ?1 AND t.measurements_json IS NOT NULL
+       AND (?4 IS NULL OR instr(t.measurements_json, ?4) > 0)
        AND (?3 IS NULL OR ",
     model_of_lane!(),
     " = ?3)
@@ -286,6 +288,16 @@ pub(super) fn task_history(
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
+/// `name` quoted as every writer of `measurements_json` writes it (serde_json, and
+/// SQLite's `json_object` in the migration), for a substring test; `None` (no test) for a
+/// name with a character they might escape differently.
+fn name_needle(name: &str) -> Option<String> {
+    (!name
+        .chars()
+        .any(|c| c == '"' || c == '\\' || c.is_control()))
+    .then(|| format!("\"{name}\""))
+}
+
 /// One measurement's newest points, newest first (the later of one occurrence's first).
 pub(super) fn measurement_history(
     conn: &Connection,
@@ -294,7 +306,7 @@ pub(super) fn measurement_history(
     let limit = history_limit(q.limit) as usize;
     let sub = q.sub_result.as_deref().unwrap_or("");
     let mut stmt = conn.prepare_cached(MEASUREMENT_HISTORY)?;
-    let mut rows = stmt.query(params![q.pack, q.task, q.dut_model])?;
+    let mut rows = stmt.query(params![q.pack, q.task, q.dut_model, name_needle(&q.name)])?;
     let mut out: Vec<MeasurementPoint> = Vec::new();
     while out.len() < limit {
         let Some(r) = rows.next()? else {
