@@ -253,7 +253,7 @@ fn migrate_store_moves_a_history_into_postgres_losing_nothing() {
         &[(
             "tune",
             "",
-            "cat > \"$TESTBAY_RESULT\" <<'EOF'\n{\"result\": \"Passed\", \"multi_result\": [{\"name\": \"ch101\", \"description\": \"\", \"result\": \"Passed\", \"metadata\": {\"message\": \"ok\"}}]}\nEOF\n",
+            "cat > \"$TESTBAY_RESULT\" <<'EOF'\n{\"result\": \"Passed\", \"measurements\": [{\"name\": \"power\", \"value\": 7, \"units\": \"dBm\", \"high\": 10}, {\"name\": \"ber\", \"value\": 0.001}], \"multi_result\": [{\"name\": \"ch101\", \"description\": \"\", \"result\": \"Passed\", \"metadata\": {\"message\": \"ok\"}, \"measurements\": [{\"name\": \"snr_db\", \"value\": 7.25, \"units\": \"dB\", \"low\": 5, \"high\": 9}]}]}\nEOF\n",
         )],
     );
     let run_id = crate::support::run_id_of(&seat(&["run", "multi", "--dut", "box-1"]));
@@ -283,6 +283,10 @@ fn migrate_store_moves_a_history_into_postgres_losing_nothing() {
     let pushed = lab.f.root.join("packs/multi");
     seat(&["packs", "push", "--private", pushed.to_str().unwrap()]);
     let seat_tree = seat(&["results", &run_id, "--json"]);
+    assert!(
+        seat_tree.contains("snr_db") && seat_tree.contains("\"ber\""),
+        "{seat_tree}"
+    );
 
     let out = lab
         .command()
@@ -304,6 +308,8 @@ fn migrate_store_moves_a_history_into_postgres_losing_nothing() {
     };
     assert_eq!(rows("runs"), 1);
     assert_eq!(rows("sub_results"), 1);
+    // The seat keeps them in its task results' rows, the lab in `measurements`.
+    assert_eq!(rows("measurements"), 3);
     assert!(rows("book_events") > 0 && rows("reservations") == 1);
     assert_eq!(rows("webhooks"), 1);
     assert_eq!(rows("schedules"), 1);

@@ -165,8 +165,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Several occurrences done at once, all or nothing, committed together: the batch
     /// path, for results that arrive in bursts (a run's Skipped, Blocked or Aborted
     /// rows; an import). It stores exactly what [`Store::finish_task`] would for each;
-    /// SQLite prepares each statement once per batch, reads an occurrence's pack and
-    /// task once for all its measurements and tallies measurements once per run and lane.
+    /// SQLite prepares each statement once per batch, writes an occurrence's
+    /// measurements in its row's update and tallies measurements once per run and lane.
     fn finish_tasks(&self, items: &[(i64, TaskFinish)]) -> Result<()>;
 
     /// Commit finished tasks' results that wait for it. An error means the results it

@@ -530,8 +530,8 @@ fn history_queries_start_from_indexes() {
         );
         let used = match name {
             "task_history" => "task_results_task",
-            "measurement_history" => "measurements_series",
-            "run_measurements" => "measurements_task",
+            "measurement_history" => "task_results_task",
+            "run_measurements" => "(run_id=?",
             "last_runs" => "runs_pack_created",
             // (run_id, result) or the unique (run_id, seq): either starts at the run.
             "run_yield" | "run_done" => "(run_id=?",

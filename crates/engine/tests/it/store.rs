@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use testbay_engine::measure::{Comparison, Measurement};
 use testbay_engine::store::sqlite::migrations;
 use testbay_engine::store::*;
 
@@ -310,4 +311,154 @@ fn reads_see_their_own_thread_writes_while_other_threads_write() {
         w.join().unwrap();
     }
     assert_eq!(s.list_runs(&RunQuery::default()).unwrap().total, 120);
+}
+
+/// Measurements stored as rows of table `measurements` (the schema before the last
+/// migration) move into their task results' `measurements_json`, in the order written,
+/// and read back the same through a run's tasks and a measurement's history; a later
+/// finish appends to them.
+#[test]
+fn measurement_rows_of_the_previous_schema_migrate_into_their_task_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open_in(dir.path()).unwrap();
+    let ids = s.insert_run(&new_run("r1", "p", T0), &rows(2)).unwrap();
+    let mut f = super::store_contract::done("Passed", false);
+    f.sub_results = vec![NewSubResult {
+        name: "a".into(),
+        description: String::new(),
+        result: "Passed".into(),
+        failure: false,
+        message: String::new(),
+        metadata: None,
+        measurements: Vec::new(),
+    }];
+    s.finish_task(ids[0], &f).unwrap();
+    s.finish_task(ids[1], &super::store_contract::done("Failed", true))
+        .unwrap();
+    drop(s);
+    // The previous schema: no `measurements_json`, a table `measurements` of rows.
+    let c = rusqlite::Connection::open(dir.path().join("testbay.db")).unwrap();
+    c.execute_batch(&format!(
+        "ALTER TABLE task_results DROP COLUMN measurements_json;
+         CREATE TABLE measurements (
+             id              INTEGER PRIMARY KEY,
+             task_result_id  INTEGER NOT NULL REFERENCES task_results(id) ON DELETE CASCADE,
+             pack_name       TEXT NOT NULL,
+             task            TEXT NOT NULL,
+             sub_result      TEXT NOT NULL DEFAULT '',
+             name            TEXT NOT NULL,
+             value           REAL NOT NULL,
+             units           TEXT,
+             low             REAL,
+             high            REAL,
+             comparison      TEXT NOT NULL,
+             passed          INTEGER
+         );
+         CREATE INDEX measurements_task ON measurements(task_result_id);
+         CREATE INDEX measurements_series ON measurements(pack_name, task, sub_result, name, id);
+         INSERT INTO measurements (id, task_result_id, pack_name, task, sub_result, name, value,
+                 units, low, high, comparison, passed) VALUES
+             (1, {a}, 'p', 'task0', '', 'snr', 30.5, 'dB', 20, 40, 'GELE', 1),
+             (2, {b}, 'p', 'task1', '', 'snr', 10, 'dB', 20, 40, 'GELE', 0),
+             (3, {a}, 'p', 'task0', 'a', 'ber', 0.001, NULL, NULL, NULL, 'LOG', NULL),
+             (4, {a}, 'p', 'task0', '', 'snr', 31.25, 'dB', 20, 40, 'GELE', 1),
+             (5, {a}, 'p', 'task0', '', 'say \"hi\"', 1, NULL, NULL, NULL, 'LOG', NULL),
+             (6, {a}, 'p', 'task0', '', 'pµW', 2, 'µW', NULL, NULL, 'LOG', NULL);
+         PRAGMA user_version = {v};",
+        a = ids[0],
+        b = ids[1],
+        v = migrations::MIGRATIONS.len() - 1,
+    ))
+    .unwrap();
+    drop(c);
+    let s = SqliteStore::open_in(dir.path()).unwrap();
+    assert_eq!(
+        s.schema_version().unwrap() as usize,
+        migrations::MIGRATIONS.len()
+    );
+    let snr = |value: f64, passed: bool| MeasurementRecord {
+        name: "snr".into(),
+        value,
+        units: Some("dB".into()),
+        low: Some(20.0),
+        high: Some(40.0),
+        comparison: Comparison::GELE,
+        passed: Some(passed),
+    };
+    let tasks = s.run_tasks("r1").unwrap();
+    assert_eq!(tasks[0].measurements.len(), 4);
+    assert_eq!(
+        tasks[0].measurements[..2],
+        [snr(30.5, true), snr(31.25, true)]
+    );
+    assert_eq!(tasks[0].measurements[2].name, "say \"hi\"");
+    assert_eq!(tasks[0].measurements[3].units.as_deref(), Some("µW"));
+    assert_eq!(
+        tasks[0].sub_results[0].measurements,
+        [MeasurementRecord {
+            name: "ber".into(),
+            value: 0.001,
+            units: None,
+            low: None,
+            high: None,
+            comparison: Comparison::LOG,
+            passed: None,
+        }]
+    );
+    assert_eq!(tasks[1].measurements, [snr(10.0, false)]);
+    let history = |task: &str, sub: Option<&str>, name: &str| -> Vec<f64> {
+        s.measurement_history(&MeasurementQuery {
+            pack: "p".into(),
+            task: task.into(),
+            sub_result: sub.map(str::to_string),
+            name: name.into(),
+            dut_model: Some("TP-4000".into()),
+            limit: 0,
+        })
+        .unwrap()
+        .into_iter()
+        .map(|p| p.measurement.value)
+        .collect()
+    };
+    assert_eq!(history("task0", None, "snr"), [31.25, 30.5]);
+    assert_eq!(history("task0", Some("a"), "ber"), [0.001]);
+    assert!(history("task0", None, "ber").is_empty());
+    assert_eq!(history("task1", None, "snr"), [10.0]);
+    // Names a JSON string escapes, or holds as they are.
+    assert_eq!(history("task0", None, "say \"hi\""), [1.0]);
+    assert_eq!(history("task0", None, "pµW"), [2.0]);
+    // A later finish appends after the migrated ones.
+    f.measurements = vec![Measurement {
+        name: "snr".into(),
+        value: 32.0,
+        units: Some("dB".into()),
+        low: Some(20.0),
+        high: Some(40.0),
+        comparison: None,
+    }];
+    s.finish_task(ids[0], &f).unwrap();
+    assert_eq!(history("task0", None, "snr"), [32.0, 31.25, 30.5]);
+    // The limit keeps the newest: the later of one occurrence's.
+    let newest = s
+        .measurement_history(&MeasurementQuery {
+            pack: "p".into(),
+            task: "task0".into(),
+            sub_result: None,
+            name: "snr".into(),
+            dut_model: None,
+            limit: 2,
+        })
+        .unwrap();
+    let values: Vec<f64> = newest.iter().map(|p| p.measurement.value).collect();
+    assert_eq!(values, [32.0, 31.25]);
+    drop(s);
+    let c = rusqlite::Connection::open(dir.path().join("testbay.db")).unwrap();
+    let left: i64 = c
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name LIKE 'measurements%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(left, 0, "table measurements and its indexes are dropped");
 }

@@ -164,9 +164,34 @@ fn sqlite_val(v: rusqlite::types::ValueRef<'_>, kind: Kind) -> Val {
     }
 }
 
+/// PostgreSQL's `measurements` rows out of a SQLite store, which keeps a task result's
+/// measurements in its row (`task_results.measurements_json`): one row per array
+/// element, numbered in (task result, position) order.
+const SQLITE_MEASUREMENTS: &str = "(SELECT
+        row_number() OVER (ORDER BY t.id, m.key) AS id, t.id AS task_result_id,
+        r.pack_name, t.task, COALESCE(m.value ->> 's', '') AS sub_result,
+        m.value ->> 'n' AS name, m.value ->> 'v' AS value, m.value ->> 'u' AS units,
+        m.value ->> 'lo' AS low, m.value ->> 'hi' AS high, m.value ->> 'c' AS comparison,
+        m.value ->> 'p' AS passed
+     FROM task_results t JOIN runs r ON r.id = t.run_id JOIN json_each(t.measurements_json) m
+     WHERE t.measurements_json IS NOT NULL) measurements";
+
+/// Where a PostgreSQL table's rows are read in a SQLite store: the table of that name,
+/// but for [`SQLITE_MEASUREMENTS`].
+fn sqlite_source(table: &str) -> &str {
+    match table {
+        "measurements" => SQLITE_MEASUREMENTS,
+        t => t,
+    }
+}
+
 fn sqlite_rows(conn: &rusqlite::Connection, table: &str, cols: &[Column]) -> Result<Vec<Vec<Val>>> {
     let names: Vec<&str> = cols.iter().map(|c| c.name.as_str()).collect();
-    let mut stmt = conn.prepare(&format!("SELECT {} FROM {table}", names.join(", ")))?;
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {} FROM {}",
+        names.join(", "),
+        sqlite_source(table)
+    ))?;
     let mut rows = stmt.query([])?;
     let mut out = Vec::new();
     while let Some(r) = rows.next()? {

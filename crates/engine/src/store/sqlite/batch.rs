@@ -2,27 +2,26 @@
 //! sections of any number of occurrences inside the caller's transaction (the batch path
 //! `finish_tasks`, and `finish_task` for a result with child rows).
 //!
-//! Per occurrence one read (its run, task, lane, pack and snapshot, [`OCCURRENCE`]) and
-//! one `UPDATE` of its row; sub-results and measurements go in multi-row `INSERT`s of up
-//! to [`ROWS_PER_INSERT`] rows, each prepared once per batch (cached), and measurements
-//! are tallied once per run and lane at the end.
+//! Per occurrence one read (its run, lane and snapshot, [`OCCURRENCE`]) and one `UPDATE`
+//! of its row, which carries its measurements too (a JSON array, `history::to_json`);
+//! sub-results go in multi-row `INSERT`s of up to [`ROWS_PER_INSERT`] rows, each prepared
+//! once per batch (cached), and measurements are tallied once per run and lane at the end.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use rusqlite::types::ToSql;
 use rusqlite::{params, Connection, OptionalExtension};
 
+use super::history;
 use super::tasks::{update_with, write_attempts, write_sections, UPDATE_FINISH};
 use crate::store::{paths, MeasurementRecord, Result, StoreError, TaskFinish};
 
 /// Rows per multi-row `INSERT` (a statement's parameters stay far below SQLite's bound).
 pub(super) const ROWS_PER_INSERT: usize = 64;
 
-/// What a batch reads of an occurrence before writing it: its run, task and lane (for
-/// the measurement rows and tallies) and its run's pack and snapshot (where its paths
-/// are stored relative to).
-const OCCURRENCE: &str =
-    "SELECT t.run_id, t.task, COALESCE(t.lane, ''), r.pack_name, r.snapshot_dir
+/// What a batch reads of an occurrence before writing it: its run and lane (for the
+/// tallies) and its run's snapshot (where its paths are stored relative to).
+const OCCURRENCE: &str = "SELECT t.run_id, COALESCE(t.lane, ''), r.snapshot_dir
      FROM task_results t JOIN runs r ON r.id = t.run_id WHERE t.id = ?1";
 
 const ADD_TALLY: &str = "INSERT INTO measurement_tallies (run_id, lane, total, failed)
@@ -33,9 +32,9 @@ const ADD_TALLY: &str = "INSERT INTO measurement_tallies (run_id, lane, total, f
 /// One occurrence as read by [`OCCURRENCE`].
 struct Occurrence {
     run_id: String,
-    task: String,
     lane: String,
-    pack: String,
+    /// Its measurements in this batch: (count, failed ones).
+    measured: (i64, i64),
 }
 
 /// One sub-result row to insert.
@@ -44,16 +43,6 @@ struct SubRow<'a> {
     idx: i64,
     s: &'a crate::store::NewSubResult,
     metadata: Option<String>,
-}
-
-/// One measurement row to insert: its occurrence (an index into the batch's
-/// occurrences) and sub-result (`""` for the task's own).
-struct MeasureRow<'a> {
-    task_id: i64,
-    occ: usize,
-    sub: &'a str,
-    r: MeasurementRecord,
-    comparison: &'static str,
 }
 
 /// Write `items` (occurrence id, its finish) inside the caller's transaction; the runs
@@ -68,7 +57,6 @@ pub(super) fn finish<'a>(
     let mut update = conn.prepare_cached(UPDATE_FINISH)?;
     let mut occs: Vec<Occurrence> = Vec::new();
     let mut subs: Vec<SubRow<'a>> = Vec::new();
-    let mut measures: Vec<MeasureRow<'a>> = Vec::new();
     let mut with_subs: BTreeSet<i64> = BTreeSet::new();
     for (task_id, f) in items {
         let found = occurrence
@@ -76,11 +64,10 @@ pub(super) fn finish<'a>(
                 Ok((
                     Occurrence {
                         run_id: r.get(0)?,
-                        task: r.get(1)?,
-                        lane: r.get(2)?,
-                        pack: r.get(3)?,
+                        lane: r.get(1)?,
+                        measured: (0, 0),
                     },
-                    r.get::<_, Option<String>>(4)?,
+                    r.get::<_, Option<String>>(2)?,
                 ))
             })
             .optional()?;
@@ -97,8 +84,31 @@ pub(super) fn finish<'a>(
                 message: format!("no task occurrence {task_id}"),
             });
         };
+        let of_subs = f
+            .sub_results
+            .iter()
+            .flat_map(|s| s.measurements.iter().map(move |m| (s.name.as_str(), m)));
+        let own = f.measurements.iter().map(|m| ("", m));
+        let records: Vec<(&str, MeasurementRecord)> = of_subs
+            .chain(own)
+            .map(|(sub, m)| (sub, MeasurementRecord::judged(m)))
+            .collect();
+        occ.measured = (
+            records.len() as i64,
+            records
+                .iter()
+                .filter(|(_, r)| r.passed == Some(false))
+                .count() as i64,
+        );
+        let measurements = history::to_json(records.iter().map(|(s, r)| (*s, r)))?;
         let folder = paths::run_folder(snapshot.as_deref());
-        update_with(&mut update, task_id, f, &paths::to_stored(&f.paths, folder))?;
+        update_with(
+            &mut update,
+            task_id,
+            f,
+            &paths::to_stored(&f.paths, folder),
+            measurements.as_deref(),
+        )?;
         if let Some(lane) = &f.lane {
             occ.lane.clone_from(lane);
         }
@@ -120,21 +130,6 @@ pub(super) fn finish<'a>(
                 s,
                 metadata: s.metadata.as_ref().map(|m| m.to_string()),
             }));
-        }
-        let of_subs = f
-            .sub_results
-            .iter()
-            .flat_map(|s| s.measurements.iter().map(move |m| (s.name.as_str(), m)));
-        let own = f.measurements.iter().map(|m| ("", m));
-        for (sub, m) in of_subs.chain(own) {
-            let r = MeasurementRecord::judged(m);
-            measures.push(MeasureRow {
-                task_id,
-                occ: occs.len(),
-                sub,
-                comparison: r.comparison.as_str(),
-                r,
-            });
         }
         occs.push(occ);
     }
@@ -162,37 +157,14 @@ pub(super) fn finish<'a>(
             ])
         },
     )?;
-    insert_many(
-        conn,
-        "INSERT INTO measurements (task_result_id, pack_name, task, sub_result, name, value, units, low, high, comparison, passed) VALUES ",
-        11,
-        &measures,
-        |m, out| {
-            let occ = &occs[m.occ];
-            out.extend([
-                &m.task_id as &dyn ToSql,
-                &occ.pack,
-                &occ.task,
-                &m.sub,
-                &m.r.name,
-                &m.r.value,
-                &m.r.units,
-                &m.r.low,
-                &m.r.high,
-                &m.comparison,
-                &m.r.passed,
-            ])
-        },
-    )?;
     // (run, lane) -> (measurements, failed ones).
     let mut tallies: BTreeMap<(&str, &str), (i64, i64)> = BTreeMap::new();
-    for m in &measures {
-        let occ = &occs[m.occ];
+    for occ in occs.iter().filter(|o| o.measured.0 > 0) {
         let t = tallies
             .entry((occ.run_id.as_str(), occ.lane.as_str()))
             .or_default();
-        t.0 += 1;
-        t.1 += i64::from(m.r.passed == Some(false));
+        t.0 += occ.measured.0;
+        t.1 += occ.measured.1;
     }
     if !tallies.is_empty() {
         let mut add = conn.prepare_cached(ADD_TALLY)?;

@@ -1,7 +1,9 @@
 //! Results across runs in SQLite: storing measurements, a run's measurements, one task's
 //! history, one measurement's history, yield per DUT model and a pack's recent results.
-//! Every query starts from an index (`measurements_series`, `task_results_task`,
-//! `runs_pack_created`); [`PLANNED`] lists them for the test that reads their plans.
+//! A task result's measurements are one JSON array in its row (`measurements_json`, see
+//! [`Stored`]). Every query starts from an index (`task_results_task`, the task results'
+//! key (run_id, seq), `runs_pack_created`); [`PLANNED`] lists them for the test that
+//! reads their plans.
 
 use std::collections::BTreeMap;
 
@@ -25,15 +27,16 @@ macro_rules! model_of_lane {
     };
 }
 
-const INSERT: &str = "INSERT INTO measurements (task_result_id, pack_name, task, sub_result, name,
-        value, units, low, high, comparison, passed)
-     SELECT t.id, r.pack_name, t.task, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9
-     FROM task_results t JOIN runs r ON r.id = t.run_id WHERE t.id = ?1";
+/// Append the JSON array `?2` (not empty) to occurrence `?1`'s measurements; the same
+/// expression as `tasks::UPDATE_FINISH`'s.
+const INSERT: &str = "UPDATE task_results SET measurements_json = CASE
+        WHEN measurements_json IS NULL THEN ?2
+        ELSE substr(measurements_json, 1, length(measurements_json) - 1) || ',' || substr(?2, 2) END
+     WHERE id = ?1";
 
-const OF_RUN: &str = "SELECT m.task_result_id, m.sub_result, m.name, m.value, m.units, m.low,
-        m.high, m.comparison, m.passed
-     FROM task_results t JOIN measurements m ON m.task_result_id = t.id
-     WHERE t.run_id = ?1 ORDER BY m.id";
+/// A run's task results with measurements.
+const OF_RUN: &str = "SELECT t.id, t.measurements_json FROM task_results t
+     WHERE t.run_id = ?1 AND t.measurements_json IS NOT NULL";
 
 const TASK_HISTORY: &str = concat!(
     "SELECT t.run_id, r.created_ms, r.status, t.id, t.task, t.seq, t.lane, ",
@@ -47,17 +50,21 @@ const TASK_HISTORY: &str = concat!(
      ORDER BY t.id DESC LIMIT ?4"
 );
 
+/// The task's occurrences with measurements newest first from `task_results_task` (as
+/// [`TASK_HISTORY`]), each with its array; [`measurement_history`] picks the points out
+/// of them (a JSON array read in Rust costs less than `json_each` and a lookup per field).
+/// `?4`, the name as a JSON string ([`name_needle`]), passes over the arrays without it.
 const MEASUREMENT_HISTORY: &str = concat!(
     "SELECT t.run_id, r.created_ms, t.id, t.lane, ",
     model_of_lane!(),
-    ", m.name, m.value, m.units, m.low, m.high, m.comparison, m.passed
-     FROM measurements m JOIN task_results t ON t.id = m.task_result_id
-          JOIN runs r ON r.id = t.run_id
-     WHERE m.pack_name = ?1 AND m.task = ?2 AND m.sub_result = ?3 AND m.name = ?4
-       AND (?5 IS NULL OR ",
+    ", t.measurements_json
+     FROM task_results t JOIN runs r ON r.id = t.run_id
+     WHERE t.task = ?2 AND r.pack_name = ?1 AND t.measurements_json IS NOT NULL
+       AND (?4 IS NULL OR instr(t.measurements_json, ?4) > 0)
+       AND (?3 IS NULL OR ",
     model_of_lane!(),
-    " = ?5)
-     ORDER BY m.id DESC LIMIT ?6"
+    " = ?3)
+     ORDER BY t.id DESC"
 );
 
 /// A pack's last runs, for yield and recent results; the DUT models of their lanes are
@@ -103,77 +110,139 @@ pub(super) fn plan(conn: &Connection, sql: &str) -> Result<Vec<String>> {
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-/// Store measurements of one task occurrence (or of its sub-result), with their verdicts.
+/// One measurement as stored in `task_results.measurements_json`: `s` its sub-result
+/// (omitted for the task's own), `n` name, `v` value, `u` units, `lo`/`hi` limits, `c`
+/// comparison, `p` passed; absent values are omitted.
+#[derive(serde::Serialize)]
+struct Stored<'a> {
+    #[serde(skip_serializing_if = "str::is_empty")]
+    s: &'a str,
+    n: &'a str,
+    v: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    u: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lo: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hi: Option<f64>,
+    c: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    p: Option<bool>,
+}
+
+/// [`Stored`] as read back.
+#[derive(serde::Deserialize)]
+struct Read {
+    #[serde(default)]
+    s: String,
+    n: String,
+    v: f64,
+    u: Option<String>,
+    lo: Option<f64>,
+    hi: Option<f64>,
+    c: String,
+    p: Option<bool>,
+}
+
+impl Read {
+    fn record(self) -> MeasurementRecord {
+        MeasurementRecord {
+            name: self.n,
+            value: self.v,
+            units: self.u,
+            low: self.lo,
+            high: self.hi,
+            comparison: Comparison::parse(&self.c).unwrap_or(Comparison::LOG),
+            passed: self.p,
+        }
+    }
+}
+
+/// A task result's `measurements_json`.
+fn parse(json: &str) -> Result<Vec<Read>> {
+    serde_json::from_str(json).map_err(|e| StoreError::Json {
+        what: "task_results.measurements_json",
+        source: e,
+    })
+}
+
+/// The JSON array of `measurements` (sub-result, `""` for the task's own; record), as
+/// stored in `task_results.measurements_json`; `None` when there are none.
+pub(super) fn to_json<'a>(
+    measurements: impl IntoIterator<Item = (&'a str, &'a MeasurementRecord)>,
+) -> Result<Option<String>> {
+    let stored: Vec<Stored<'a>> = measurements
+        .into_iter()
+        .map(|(s, r)| Stored {
+            s,
+            n: &r.name,
+            v: r.value,
+            u: r.units.as_deref(),
+            lo: r.low,
+            hi: r.high,
+            c: r.comparison.as_str(),
+            p: r.passed,
+        })
+        .collect();
+    if stored.is_empty() {
+        return Ok(None);
+    }
+    serde_json::to_string(&stored)
+        .map(Some)
+        .map_err(|e| StoreError::Json {
+            what: "task_results.measurements_json",
+            source: e,
+        })
+}
+
+/// Store measurements of one task occurrence (or of its sub-result), with their verdicts,
+/// after those it has.
 pub(super) fn insert(
     conn: &Connection,
     task_id: i64,
     sub_result: Option<&str>,
     measurements: &[Measurement],
 ) -> Result<()> {
-    let mut stmt = conn.prepare_cached(INSERT)?;
-    for m in measurements {
-        let r = MeasurementRecord::judged(m);
-        let n = stmt.execute(params![
-            task_id,
-            sub_result.unwrap_or(""),
-            r.name,
-            r.value,
-            r.units,
-            r.low,
-            r.high,
-            r.comparison.as_str(),
-            r.passed,
-        ])?;
-        if n == 0 {
-            return Err(StoreError::InvalidQuery {
-                key: "task_id",
-                message: format!("no task occurrence {task_id}"),
-            });
-        }
+    let records: Vec<MeasurementRecord> =
+        measurements.iter().map(MeasurementRecord::judged).collect();
+    let sub = sub_result.unwrap_or("");
+    let Some(json) = to_json(records.iter().map(|r| (sub, r)))? else {
+        return Ok(());
+    };
+    let n = conn
+        .prepare_cached(INSERT)?
+        .execute(params![task_id, json])?;
+    if n == 0 {
+        return Err(StoreError::InvalidQuery {
+            key: "task_id",
+            message: format!("no task occurrence {task_id}"),
+        });
     }
-    if !measurements.is_empty() {
-        let failed = measurements
-            .iter()
-            .filter(|m| m.passed() == Some(false))
-            .count();
-        conn.prepare_cached(TALLY)?
-            .execute(params![task_id, measurements.len(), failed])?;
-    }
+    let failed = records.iter().filter(|r| r.passed == Some(false)).count();
+    conn.prepare_cached(TALLY)?
+        .execute(params![task_id, records.len(), failed])?;
     Ok(())
-}
-
-fn record(r: &Row<'_>, at: usize) -> rusqlite::Result<MeasurementRecord> {
-    Ok(MeasurementRecord {
-        name: r.get(at)?,
-        value: r.get(at + 1)?,
-        units: r.get(at + 2)?,
-        low: r.get(at + 3)?,
-        high: r.get(at + 4)?,
-        comparison: Comparison::parse(&r.get::<_, String>(at + 5)?).unwrap_or(Comparison::LOG),
-        passed: r.get::<_, Option<i64>>(at + 6)?.map(|v| v != 0),
-    })
 }
 
 /// Attach a run's stored measurements to its tasks and their sub-results.
 pub(super) fn attach(conn: &Connection, run_id: &str, tasks: &mut [TaskRecord]) -> Result<()> {
     let mut stmt = conn.prepare_cached(OF_RUN)?;
-    let mut by_task: BTreeMap<i64, Vec<(String, MeasurementRecord)>> = BTreeMap::new();
-    let rows = stmt.query_map([run_id], |r| {
-        Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, record(r, 2)?))
-    })?;
+    let mut by_task: BTreeMap<i64, String> = BTreeMap::new();
+    let rows = stmt.query_map([run_id], |r| Ok((r.get::<_, i64>(0)?, r.get(1)?)))?;
     for row in rows {
-        let (id, sub, m) = row?;
-        by_task.entry(id).or_default().push((sub, m));
+        let (id, json) = row?;
+        by_task.insert(id, json);
     }
     for t in tasks {
-        let Some(ms) = by_task.remove(&t.id) else {
+        let Some(json) = by_task.remove(&t.id) else {
             continue;
         };
-        for (sub, m) in ms {
+        for mut m in parse(&json)? {
+            let sub = std::mem::take(&mut m.s);
             if sub.is_empty() {
-                t.measurements.push(m);
+                t.measurements.push(m.record());
             } else if let Some(s) = t.sub_results.iter_mut().find(|s| s.name == sub) {
-                s.measurements.push(m);
+                s.measurements.push(m.record());
             }
         }
     }
@@ -219,32 +288,57 @@ pub(super) fn task_history(
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
+/// `name` quoted as every writer of `measurements_json` writes it (serde_json, and
+/// SQLite's `json_object` in the migration), for a substring test; `None` (no test) for a
+/// name with a character they might escape differently.
+fn name_needle(name: &str) -> Option<String> {
+    (!name
+        .chars()
+        .any(|c| c == '"' || c == '\\' || c.is_control()))
+    .then(|| format!("\"{name}\""))
+}
+
+/// One measurement's newest points, newest first (the later of one occurrence's first).
 pub(super) fn measurement_history(
     conn: &Connection,
     q: &MeasurementQuery,
 ) -> Result<Vec<MeasurementPoint>> {
+    let limit = history_limit(q.limit) as usize;
+    let sub = q.sub_result.as_deref().unwrap_or("");
     let mut stmt = conn.prepare_cached(MEASUREMENT_HISTORY)?;
-    let rows = stmt.query_map(
-        params![
-            q.pack,
-            q.task,
-            q.sub_result.as_deref().unwrap_or(""),
-            q.name,
-            q.dut_model,
-            history_limit(q.limit)
-        ],
-        |r| {
-            Ok(MeasurementPoint {
-                run_id: r.get(0)?,
-                run_created_ms: r.get(1)?,
-                task_id: r.get(2)?,
-                lane: r.get(3)?,
-                dut_model: r.get(4)?,
-                measurement: record(r, 5)?,
-            })
-        },
-    )?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    let mut rows = stmt.query(params![q.pack, q.task, q.dut_model, name_needle(&q.name)])?;
+    let mut out: Vec<MeasurementPoint> = Vec::new();
+    while out.len() < limit {
+        let Some(r) = rows.next()? else {
+            break;
+        };
+        let json: String = r.get(5)?;
+        let mut points = parse(&json)?
+            .into_iter()
+            .rev()
+            .filter(|m| m.s == sub && m.n == q.name)
+            .peekable();
+        if points.peek().is_none() {
+            continue;
+        }
+        let run_id: String = r.get(0)?;
+        let run_created_ms: EpochMs = r.get(1)?;
+        let task_id: i64 = r.get(2)?;
+        let lane: Option<String> = r.get(3)?;
+        let dut_model: Option<String> = r.get(4)?;
+        for m in points {
+            out.push(MeasurementPoint {
+                run_id: run_id.clone(),
+                run_created_ms,
+                task_id,
+                lane: lane.clone(),
+                dut_model: dut_model.clone(),
+                measurement: m.record(),
+            });
+        }
+    }
+    out.truncate(limit);
+    Ok(out)
 }
 
 /// A pack's last runs: id, created, status, and the model of each DUT (lane).

@@ -244,6 +244,8 @@ fn attempts_of_run(conn: &Connection, run_id: &str) -> Result<BTreeMap<i64, Vec<
     Ok(by_id)
 }
 
+/// Finish an occurrence; `?24`, a JSON array of measurements (`history::to_json`) or
+/// NULL, goes after those it has (a retry's or a live reporter's are kept, as rows were).
 pub(super) const UPDATE_FINISH: &str =
     "UPDATE task_results SET state = 'done', lane = COALESCE(?2, lane), result = ?3, failure = ?4,
         message = ?5, metadata_json = ?6, raw_result = ?7, run_time = ?8, run_time_delta = ?9,
@@ -251,21 +253,27 @@ pub(super) const UPDATE_FINISH: &str =
         teardown_ms = ?14, exit_code = ?15, signal = ?16, log_truncated = ?17, pgid = NULL,
         phase = NULL, task_dir = COALESCE(?18, task_dir), setup_log = COALESCE(?19, setup_log),
         main_log = COALESCE(?20, main_log), teardown_log = COALESCE(?21, teardown_log),
-        artifacts_dir = COALESCE(?22, artifacts_dir), flaky = ?23
+        artifacts_dir = COALESCE(?22, artifacts_dir), flaky = ?23,
+        measurements_json = CASE WHEN ?24 IS NULL THEN measurements_json
+            WHEN measurements_json IS NULL THEN ?24
+            ELSE substr(measurements_json, 1, length(measurements_json) - 1) || ',' || substr(?24, 2)
+            END
      WHERE id = ?1";
 
 pub(super) fn update_finish(conn: &Connection, task_id: i64, f: &TaskFinish) -> Result<()> {
     let paths = stored_paths(conn, task_id, &f.paths)?;
     let mut stmt = conn.prepare_cached(UPDATE_FINISH)?;
-    update_with(&mut stmt, task_id, f, &paths)
+    update_with(&mut stmt, task_id, f, &paths, None)
 }
 
-/// Finish `task_id` with `f`, its paths as stored (`paths`).
+/// Finish `task_id` with `f`, its paths as stored (`paths`), appending `measurements`
+/// (a JSON array, see [`UPDATE_FINISH`]) to those it has.
 pub(super) fn update_with(
     stmt: &mut Statement<'_>,
     task_id: i64,
     f: &TaskFinish,
     paths: &TaskPaths,
+    measurements: Option<&str>,
 ) -> Result<()> {
     stmt.execute(params![
         task_id,
@@ -291,6 +299,7 @@ pub(super) fn update_with(
         paths.teardown_log,
         paths.artifacts_dir,
         f.flaky,
+        measurements,
     ])?;
     Ok(())
 }

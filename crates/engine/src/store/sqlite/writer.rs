@@ -2,11 +2,11 @@
 //!
 //! Committing is what a write costs most on SQLite: every page a transaction changed goes
 //! to the WAL again, and the indexes that make results answer questions (a task's
-//! history, a measurement's series) put each run's rows on a few hundred different
-//! pages. Results therefore join a *group*: one transaction left open on the write
-//! connection, in which each write after the first has a savepoint of its own (a failure
-//! undoes that write and no other; the first write's failure rolls back the transaction,
-//! which holds nothing else), committed as one at the earliest of
+//! history) put each run's rows on a few hundred different pages. Results therefore join
+//! a *group*: one transaction left open on the write connection, in which each write
+//! after the first has a savepoint of its own (a failure undoes that write and no other;
+//! the first write's failure rolls back the transaction, which holds nothing else),
+//! committed as one at the earliest of
 //! - [`Writer::commit`] (`Store::commit_now`, which a run calls within a few ms),
 //! - a read through the store ([`Writer::commit_for_read`]),
 //! - any other write ([`Writer::now`]: a run's insert and status, a phase's start with the
