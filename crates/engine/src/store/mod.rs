@@ -187,9 +187,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Store `measurements` of task occurrence `task_id` (of its sub-result named
     /// `sub_result`, or its own with `None`), each with its verdict, committed with the
-    /// next commit like [`Store::finish_task`]. The one way measurements are stored: a
-    /// finished task's result file goes through it, and so may a live reporter while the
-    /// task runs. An unknown occurrence is [`StoreError::InvalidQuery`] (`task_id`).
+    /// next commit like [`Store::finish_task`], after those the occurrence has (a finished
+    /// task's own are stored with its result by `finish_task`/`finish_tasks`; this adds
+    /// more, as a live reporter may while the task runs). An unknown occurrence is
+    /// [`StoreError::InvalidQuery`] (`task_id`).
     fn add_measurements(
         &self,
         task_id: i64,

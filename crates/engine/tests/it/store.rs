@@ -363,7 +363,7 @@ fn measurement_rows_of_the_previous_schema_migrate_into_their_task_results() {
              (3, {a}, 'p', 'task0', 'a', 'ber', 0.001, NULL, NULL, NULL, 'LOG', NULL),
              (4, {a}, 'p', 'task0', '', 'snr', 31.25, 'dB', 20, 40, 'GELE', 1),
              (5, {a}, 'p', 'task0', '', 'say \"hi\"', 1, NULL, NULL, NULL, 'LOG', NULL),
-             (6, {a}, 'p', 'task0', '', 'pµW', 2, 'µW', NULL, NULL, 'LOG', NULL);
+             (6, {a}, 'p', 'task0', '', 'pµW', 0.30000000000000004, 'µW', 0.30000000000000004, NULL, 'LOG', NULL);
          PRAGMA user_version = {v};",
         a = ids[0],
         b = ids[1],
@@ -393,6 +393,9 @@ fn measurement_rows_of_the_previous_schema_migrate_into_their_task_results() {
     );
     assert_eq!(tasks[0].measurements[2].name, "say \"hi\"");
     assert_eq!(tasks[0].measurements[3].units.as_deref(), Some("µW"));
+    // Every digit of a real kept (JSON's own 15 would make it 0.3).
+    assert_eq!(tasks[0].measurements[3].value, 0.1 + 0.2);
+    assert_eq!(tasks[0].measurements[3].low, Some(0.1 + 0.2));
     assert_eq!(
         tasks[0].sub_results[0].measurements,
         [MeasurementRecord {
@@ -426,7 +429,7 @@ fn measurement_rows_of_the_previous_schema_migrate_into_their_task_results() {
     assert_eq!(history("task1", None, "snr"), [10.0]);
     // Names a JSON string escapes, or holds as they are.
     assert_eq!(history("task0", None, "say \"hi\""), [1.0]);
-    assert_eq!(history("task0", None, "pµW"), [2.0]);
+    assert_eq!(history("task0", None, "pµW"), [0.1 + 0.2]);
     // A later finish appends after the migrated ones.
     f.measurements = vec![Measurement {
         name: "snr".into(),

@@ -1,5 +1,6 @@
 //! Moving a single seat's history into a lab: every row of every table of a SQLite
-//! store copied into a PostgreSQL one ([`import_sqlite`]), then checked table by table
+//! store (`measurements`: the rows of its task results' `measurements_json` arrays, as
+//! PostgreSQL keeps them) copied into a PostgreSQL one ([`import_sqlite`]), then checked table by table
 //! ([`TableCheck`]): the count of rows and a content hash computed the same way on both
 //! sides.
 //!

@@ -30,7 +30,7 @@ macro_rules! model_of_lane {
 /// Append the JSON array `?2` (not empty) to occurrence `?1`'s measurements; the same
 /// expression as `tasks::UPDATE_FINISH`'s.
 const INSERT: &str = "UPDATE task_results SET measurements_json = CASE
-        WHEN measurements_json IS NULL THEN ?2
+        WHEN measurements_json IS NULL OR measurements_json = '[]' THEN ?2
         ELSE substr(measurements_json, 1, length(measurements_json) - 1) || ',' || substr(?2, 2) END
      WHERE id = ?1";
 
@@ -158,12 +158,26 @@ impl Read {
     }
 }
 
-/// A task result's `measurements_json`.
+/// A task result's `measurements_json`. An element that does not read as a measurement
+/// (a value that was not a finite number, stored as `null`) is passed over, with a
+/// warning, rather than hiding the others.
 fn parse(json: &str) -> Result<Vec<Read>> {
-    serde_json::from_str(json).map_err(|e| StoreError::Json {
-        what: "task_results.measurements_json",
-        source: e,
-    })
+    if let Ok(all) = serde_json::from_str(json) {
+        return Ok(all);
+    }
+    let items: Vec<serde_json::Value> =
+        serde_json::from_str(json).map_err(|e| StoreError::Json {
+            what: "task_results.measurements_json",
+            source: e,
+        })?;
+    Ok(items
+        .into_iter()
+        .filter_map(|v| {
+            serde_json::from_value(v)
+                .inspect_err(|e| tracing::warn!(error = %e, "a stored measurement does not read; passed over"))
+                .ok()
+        })
+        .collect())
 }
 
 /// The JSON array of `measurements` (sub-result, `""` for the task's own; record), as

@@ -613,7 +613,8 @@ CREATE INDEX runs_failed ON runs(pack_name, created_ms) WHERE status = 'errored'
         // Per task result one JSON array of its measurements in the order written, each
         // `{"s": sub-result (omitted for the task's own), "n": name, "v": value, "u": units,
         // "lo": low, "hi": high, "c": comparison, "p": passed}`, nulls omitted
-        // (`json_patch` onto `{}` drops them): a finished task is one row write, not one
+        // (`json_patch` onto `{}` drops them); numbers through `quote`, which keeps every
+        // digit a real has (`json_object` alone keeps 15): a finished task is one row write, not one
         // row and two index entries per measurement. A measurement's history walks
         // `task_results_task` as a task's history does; `measurement_tallies` stays.
         sql: r#"
@@ -621,8 +622,10 @@ ALTER TABLE task_results ADD COLUMN measurements_json TEXT;
 UPDATE task_results SET measurements_json = g.j
 FROM (SELECT task_result_id,
              json_group_array(json(json_patch('{}', json_object(
-                 's', NULLIF(sub_result, ''), 'n', name, 'v', value, 'u', units,
-                 'lo', low, 'hi', high, 'c', comparison,
+                 's', NULLIF(sub_result, ''), 'n', name, 'v', json(quote(value)), 'u', units,
+                 'lo', CASE WHEN low IS NULL THEN NULL ELSE json(quote(low)) END,
+                 'hi', CASE WHEN high IS NULL THEN NULL ELSE json(quote(high)) END,
+                 'c', comparison,
                  'p', json(CASE WHEN passed IS NULL THEN NULL WHEN passed = 0 THEN 'false' ELSE 'true' END))))
                  ORDER BY id) AS j
       FROM measurements GROUP BY task_result_id) g

@@ -255,7 +255,7 @@ pub(super) const UPDATE_FINISH: &str =
         main_log = COALESCE(?20, main_log), teardown_log = COALESCE(?21, teardown_log),
         artifacts_dir = COALESCE(?22, artifacts_dir), flaky = ?23,
         measurements_json = CASE WHEN ?24 IS NULL THEN measurements_json
-            WHEN measurements_json IS NULL THEN ?24
+            WHEN measurements_json IS NULL OR measurements_json = '[]' THEN ?24
             ELSE substr(measurements_json, 1, length(measurements_json) - 1) || ',' || substr(?24, 2)
             END
      WHERE id = ?1";
