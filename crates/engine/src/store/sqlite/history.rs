@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
+use super::tasks::append_measurements;
+
 use crate::clock::EpochMs;
 use crate::measure::{Comparison, Measurement};
 use crate::model::DutTarget;
@@ -27,12 +29,12 @@ macro_rules! model_of_lane {
     };
 }
 
-/// Append the JSON array `?2` (not empty) to occurrence `?1`'s measurements; the same
-/// expression as `tasks::UPDATE_FINISH`'s.
-const INSERT: &str = "UPDATE task_results SET measurements_json = CASE
-        WHEN measurements_json IS NULL OR measurements_json = '[]' THEN ?2
-        ELSE substr(measurements_json, 1, length(measurements_json) - 1) || ',' || substr(?2, 2) END
-     WHERE id = ?1";
+/// Append the JSON array `?2` (not empty) to occurrence `?1`'s measurements.
+const INSERT: &str = concat!(
+    "UPDATE task_results SET measurements_json = ",
+    append_measurements!("?2"),
+    " WHERE id = ?1"
+);
 
 /// A run's task results with measurements.
 const OF_RUN: &str = "SELECT t.id, t.measurements_json FROM task_results t

@@ -244,9 +244,24 @@ fn attempts_of_run(conn: &Connection, run_id: &str) -> Result<BTreeMap<i64, Vec<
     Ok(by_id)
 }
 
+/// The SQL of `measurements_json` with the JSON array `$p` (not empty) after what it
+/// holds: the one way measurements are appended (a finish, a live reporter's).
+macro_rules! append_measurements {
+    ($p:literal) => {
+        concat!(
+            "CASE WHEN measurements_json IS NULL OR measurements_json = '[]' THEN ",
+            $p,
+            " ELSE substr(measurements_json, 1, length(measurements_json) - 1) || ',' || substr(",
+            $p,
+            ", 2) END"
+        )
+    };
+}
+pub(super) use append_measurements;
+
 /// Finish an occurrence; `?24`, a JSON array of measurements (`history::to_json`) or
 /// NULL, goes after those it has (a retry's or a live reporter's are kept, as rows were).
-pub(super) const UPDATE_FINISH: &str =
+pub(super) const UPDATE_FINISH: &str = concat!(
     "UPDATE task_results SET state = 'done', lane = COALESCE(?2, lane), result = ?3, failure = ?4,
         message = ?5, metadata_json = ?6, raw_result = ?7, run_time = ?8, run_time_delta = ?9,
         started_ms = COALESCE(?10, started_ms), finished_ms = ?11, setup_ms = ?12, main_ms = ?13,
@@ -254,11 +269,11 @@ pub(super) const UPDATE_FINISH: &str =
         phase = NULL, task_dir = COALESCE(?18, task_dir), setup_log = COALESCE(?19, setup_log),
         main_log = COALESCE(?20, main_log), teardown_log = COALESCE(?21, teardown_log),
         artifacts_dir = COALESCE(?22, artifacts_dir), flaky = ?23,
-        measurements_json = CASE WHEN ?24 IS NULL THEN measurements_json
-            WHEN measurements_json IS NULL OR measurements_json = '[]' THEN ?24
-            ELSE substr(measurements_json, 1, length(measurements_json) - 1) || ',' || substr(?24, 2)
-            END
-     WHERE id = ?1";
+        measurements_json = CASE WHEN ?24 IS NULL THEN measurements_json ELSE ",
+    append_measurements!("?24"),
+    " END
+     WHERE id = ?1"
+);
 
 pub(super) fn update_finish(conn: &Connection, task_id: i64, f: &TaskFinish) -> Result<()> {
     let paths = stored_paths(conn, task_id, &f.paths)?;
