@@ -230,6 +230,130 @@ fn m(name: &str, value: f64, low: f64, high: f64) -> Measurement {
 }
 
 #[test]
+fn history_merges_finished_and_unfinished_occurrences_newest_first() {
+    let mut lab = Lab::new();
+    lab.run("p", "a1", "TP-4000", &[("tune", PASSED, 1.0)]);
+    // A run still going: `tune` running with a measurement reported live, `other` planned.
+    let mut r = new_run("going", "p", T0 + 1500);
+    r.duts = vec![DutTarget {
+        name: "a1".into(),
+        model: Some("TP-4000".into()),
+        rack: None,
+        slot: None,
+    }];
+    let row = |seq: u32, task: &str| NewTaskRow {
+        seq,
+        lane: Some("a1".into()),
+        task: task.into(),
+        kind: TaskKind::Test,
+        group: Some("g".into()),
+        description: String::new(),
+        est_task_time: 2.0,
+    };
+    let going = lab
+        .s
+        .insert_run(&r, &[row(0, "tune"), row(1, "other")])
+        .unwrap();
+    lab.s
+        .task_phase_started(
+            going[0],
+            "a1",
+            "main",
+            T0 + 1600,
+            None,
+            &TaskPaths::default(),
+        )
+        .unwrap();
+    lab.s
+        .add_measurements(going[0], None, &[m("snr_db", 6.0, 5.0, 9.0)])
+        .unwrap();
+    lab.run(
+        "p",
+        "a1",
+        "TP-4000",
+        &[("tune", FAILED, 1.0), ("other", PASSED, 1.0)],
+    );
+
+    let history = |lab: &Lab, task: &str| {
+        lab.s
+            .task_history(&TaskHistoryQuery {
+                pack: "p".into(),
+                task: task.into(),
+                ..Default::default()
+            })
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.run_id, e.state))
+            .collect::<Vec<_>>()
+    };
+    let done = StoredTaskState::Done;
+    assert_eq!(
+        history(&lab, "tune"),
+        [
+            ("run002".to_string(), done),
+            ("going".to_string(), StoredTaskState::Running),
+            ("run001".to_string(), done),
+        ]
+    );
+    assert_eq!(
+        history(&lab, "other"),
+        [
+            ("run002".to_string(), done),
+            ("going".to_string(), StoredTaskState::Pending)
+        ]
+    );
+    let snr = MeasurementQuery {
+        pack: "p".into(),
+        task: "tune".into(),
+        sub_result: None,
+        name: "snr_db".into(),
+        dut_model: None,
+        limit: 0,
+    };
+    let runs = |lab: &Lab| -> Vec<String> {
+        lab.s
+            .measurement_history(&snr)
+            .unwrap()
+            .into_iter()
+            .map(|p| p.run_id)
+            .collect()
+    };
+    assert_eq!(runs(&lab), ["going"]);
+    // The limit is taken from the merged order: the newest only.
+    let newest = lab
+        .s
+        .task_history(&TaskHistoryQuery {
+            pack: "p".into(),
+            task: "tune".into(),
+            limit: 1,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(newest[0].run_id, "run002");
+
+    // Finished, it keeps its place among the others.
+    lab.s
+        .finish_task(
+            going[0],
+            &TaskFinish {
+                result: PASSED.into(),
+                finished_ms: T0 + 1700,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        history(&lab, "tune"),
+        [
+            ("run002".to_string(), done),
+            ("going".to_string(), done),
+            ("run001".to_string(), done),
+        ]
+    );
+    assert_eq!(runs(&lab), ["going"]);
+}
+
+#[test]
 fn task_and_measurement_history_newest_first_per_model_with_yield() {
     let mut lab = Lab::new();
     let mut ids = Vec::new();
@@ -528,9 +652,18 @@ fn history_queries_start_from_indexes() {
             per_run || !text.contains("TEMP B-TREE"),
             "{name} sorts:\n{text}"
         );
+        // A task's history merges its finished occurrences and the others, each part
+        // newest first from its own index.
+        if ["task_history", "measurement_history"].contains(&name) {
+            for index in ["task_results_task ", "task_results_task_open "] {
+                assert!(text.contains(index), "{name} does not use {index}:\n{text}");
+            }
+            assert!(
+                text.contains("MERGE (UNION ALL)"),
+                "{name} does not merge:\n{text}"
+            );
+        }
         let used = match name {
-            "task_history" => "task_results_task",
-            "measurement_history" => "task_results_task",
             "run_measurements" => "(run_id=?",
             "last_runs" => "runs_pack_created",
             // (run_id, result) or the unique (run_id, seq): either starts at the run.

@@ -1,9 +1,9 @@
 //! Results across runs in SQLite: storing measurements, a run's measurements, one task's
 //! history, one measurement's history, yield per DUT model and a pack's recent results.
 //! A task result's measurements are one JSON array in its row (`measurements_json`, see
-//! [`Stored`]). Every query starts from an index (`task_results_task`, the task results'
-//! key (run_id, seq), `runs_pack_created`); [`PLANNED`] lists them for the test that
-//! reads their plans.
+//! [`Stored`]). Every query starts from an index (`task_results_task` and
+//! `task_results_task_open`, the task results' key (run_id, seq), `runs_pack_created`);
+//! [`PLANNED`] lists them for the test that reads their plans.
 
 use std::collections::BTreeMap;
 
@@ -40,33 +40,64 @@ const INSERT: &str = concat!(
 const OF_RUN: &str = "SELECT t.id, t.measurements_json FROM task_results t
      WHERE t.run_id = ?1 AND t.measurements_json IS NOT NULL";
 
+/// One task's occurrences in one part of `task_results_task` (`$part`: the finished
+/// rows, `t.state = 'done'`, or the others), newest first; [`TASK_HISTORY`] merges them.
+macro_rules! task_history_part {
+    ($part:literal) => {
+        concat!(
+            "SELECT t.run_id, r.created_ms, r.status, t.id, t.task, t.seq, t.lane, ",
+            model_of_lane!(),
+            ", t.grp, t.kind, t.state, t.result, t.failure, t.message, t.est_task_time, t.run_time,
+             t.started_ms, t.flaky
+             FROM task_results t JOIN runs r ON r.id = t.run_id
+             WHERE t.task = ?1 AND ",
+            $part,
+            " AND r.pack_name = ?2 AND (?3 IS NULL OR ",
+            model_of_lane!(),
+            " = ?3)"
+        )
+    };
+}
+
+/// A task's occurrences, newest first: the finished ones (`task_results_task`) and the
+/// others (`task_results_task_open`), merged (column 4 is the occurrence's id).
 const TASK_HISTORY: &str = concat!(
-    "SELECT t.run_id, r.created_ms, r.status, t.id, t.task, t.seq, t.lane, ",
-    model_of_lane!(),
-    ", t.grp, t.kind, t.state, t.result, t.failure, t.message, t.est_task_time, t.run_time,
-     t.started_ms, t.flaky
-     FROM task_results t JOIN runs r ON r.id = t.run_id
-     WHERE t.task = ?1 AND r.pack_name = ?2 AND (?3 IS NULL OR ",
-    model_of_lane!(),
-    " = ?3)
-     ORDER BY t.id DESC LIMIT ?4"
+    task_history_part!("t.state = 'done'"),
+    " UNION ALL ",
+    task_history_part!("t.state <> 'done'"),
+    " ORDER BY 4 DESC LIMIT ?4"
 );
 
-/// The task's occurrences with measurements newest first from `task_results_task` (as
-/// [`TASK_HISTORY`]), each with its array; [`measurement_history`] picks the points out
-/// of them (a JSON array read in Rust costs less than `json_each` and a lookup per field).
-/// `?4`, the name as a JSON string ([`name_needle`]), passes over the arrays without it.
+/// The task's occurrences with measurements in one part of `task_results_task` (as
+/// [`task_history_part`]).
+macro_rules! measurement_history_part {
+    ($part:literal) => {
+        concat!(
+            "SELECT t.run_id, r.created_ms, t.id, t.lane, ",
+            model_of_lane!(),
+            ", t.measurements_json
+             FROM task_results t JOIN runs r ON r.id = t.run_id
+             WHERE t.task = ?2 AND ",
+            $part,
+            " AND r.pack_name = ?1 AND t.measurements_json IS NOT NULL
+               AND (?4 IS NULL OR instr(t.measurements_json, ?4) > 0)
+               AND (?3 IS NULL OR ",
+            model_of_lane!(),
+            " = ?3)"
+        )
+    };
+}
+
+/// The task's occurrences with measurements newest first, both parts of the index merged
+/// as in [`TASK_HISTORY`] (column 3 is the occurrence's id), each with its array;
+/// [`measurement_history`] picks the points out of them (a JSON array read in Rust costs
+/// less than `json_each` and a lookup per field). `?4`, the name as a JSON string
+/// ([`name_needle`]), passes over the arrays without it.
 const MEASUREMENT_HISTORY: &str = concat!(
-    "SELECT t.run_id, r.created_ms, t.id, t.lane, ",
-    model_of_lane!(),
-    ", t.measurements_json
-     FROM task_results t JOIN runs r ON r.id = t.run_id
-     WHERE t.task = ?2 AND r.pack_name = ?1 AND t.measurements_json IS NOT NULL
-       AND (?4 IS NULL OR instr(t.measurements_json, ?4) > 0)
-       AND (?3 IS NULL OR ",
-    model_of_lane!(),
-    " = ?3)
-     ORDER BY t.id DESC"
+    measurement_history_part!("t.state = 'done'"),
+    " UNION ALL ",
+    measurement_history_part!("t.state <> 'done'"),
+    " ORDER BY 3 DESC"
 );
 
 /// A pack's last runs, for yield and recent results; the DUT models of their lanes are

@@ -633,4 +633,19 @@ WHERE g.task_result_id = task_results.id;
 DROP TABLE measurements;
 "#,
     },
+    Migration {
+        name: "task results indexed by task in two parts: finished, and not yet finished",
+        // `task_results_task` (task, id) took an entry for every planned row at a run's
+        // insert, one in a different leaf page per task of the run (the task name leads
+        // the key): a run's insert wrote a page of a million-entry index per task. The
+        // finished rows now have that index (an entry made at the finish, which commits
+        // in groups), the others a small one of their own (`task_results_task_open`, a
+        // few pages however long the history); `history::TASK_HISTORY` and
+        // `MEASUREMENT_HISTORY` merge the two, newest first.
+        sql: r#"
+DROP INDEX task_results_task;
+CREATE INDEX task_results_task ON task_results(task, id) WHERE state = 'done';
+CREATE INDEX task_results_task_open ON task_results(task, id) WHERE state <> 'done';
+"#,
+    },
 ];
