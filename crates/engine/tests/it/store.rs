@@ -317,6 +317,126 @@ fn reads_see_their_own_thread_writes_while_other_threads_write() {
 /// migration) move into their task results' `measurements_json`, in the order written,
 /// and read back the same through a run's tasks and a measurement's history; a later
 /// finish appends to them.
+/// Undoes "sub-results kept with their task result": the table `sub_results` again,
+/// empty, and no `sub_results_json`.
+const UNDO_SUB_RESULTS_JSON: &str = "ALTER TABLE task_results DROP COLUMN sub_results_json;
+    CREATE TABLE sub_results (
+        id              INTEGER PRIMARY KEY,
+        task_result_id  INTEGER NOT NULL REFERENCES task_results(id) ON DELETE CASCADE,
+        idx             INTEGER NOT NULL,
+        name            TEXT NOT NULL,
+        description     TEXT NOT NULL DEFAULT '',
+        result          TEXT NOT NULL,
+        failure         INTEGER NOT NULL DEFAULT 0,
+        message         TEXT NOT NULL DEFAULT '',
+        metadata_json   TEXT
+    );
+    CREATE INDEX sub_results_task ON sub_results(task_result_id);";
+
+/// Undoes "task results indexed by task in two parts".
+const UNDO_TASK_INDEX_PARTS: &str = "DROP INDEX task_results_task_open;
+    DROP INDEX task_results_task;
+    CREATE INDEX task_results_task ON task_results(task, id);";
+
+/// Runs `sql` on the store in `dir` (closed) and marks its schema as of just before the
+/// migration named `before…`: the next open applies that one and every later one. The
+/// fixtures are frozen copies of the schemas they undo; migrations are never edited.
+fn rewind(dir: &Path, before: &str, sql: &str) {
+    let index = migrations::MIGRATIONS
+        .iter()
+        .position(|m| m.name.starts_with(before))
+        .unwrap_or_else(|| panic!("no migration {before}"));
+    let c = rusqlite::Connection::open(dir.join("testbay.db")).unwrap();
+    c.execute_batch(&format!("{sql}\nPRAGMA user_version = {index};"))
+        .unwrap();
+}
+
+#[test]
+fn sub_result_rows_of_the_previous_schema_migrate_into_their_task_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open_in(dir.path()).unwrap();
+    let ids = s.insert_run(&new_run("r1", "p", T0), &rows(3)).unwrap();
+    for id in &ids {
+        s.finish_task(*id, &super::store_contract::done("Passed", false))
+            .unwrap();
+    }
+    drop(s);
+    // Written out of order (idx), with every kind of value a row could hold.
+    rewind(
+        dir.path(),
+        "sub-results kept with their task result",
+        &format!(
+            "{UNDO_SUB_RESULTS_JSON}
+             INSERT INTO sub_results (id, task_result_id, idx, name, description, result, failure,
+                     message, metadata_json) VALUES
+                 (1, {a}, 2, 'third', '', 'Passed', 0, '', NULL),
+                 (2, {a}, 0, 'ch \"101\"', 'µ desc', 'Failed', 1, 'SNR 3.5 < 5', '{{\"k\":null,\"n\":[1,2.5]}}'),
+                 (3, {a}, 1, 'second', '', 'Passed', 0, '', 'not json'),
+                 (4, {b}, 0, 'only', '', 'Errored', 1, 'x', '{{}}');",
+            a = ids[0],
+            b = ids[1],
+        ),
+    );
+    let s = SqliteStore::open_in(dir.path()).unwrap();
+    assert_eq!(
+        s.schema_version().unwrap() as usize,
+        migrations::MIGRATIONS.len()
+    );
+    let tasks = s.run_tasks("r1").unwrap();
+    let names =
+        |t: &TaskRecord| -> Vec<String> { t.sub_results.iter().map(|s| s.name.clone()).collect() };
+    assert_eq!(names(&tasks[0]), ["ch \"101\"", "second", "third"]);
+    let first = &tasks[0].sub_results[0];
+    assert_eq!(
+        (
+            first.description.as_str(),
+            first.result.as_str(),
+            first.failure,
+            first.message.as_str()
+        ),
+        ("µ desc", "Failed", true, "SNR 3.5 < 5")
+    );
+    // A null inside the metadata stays; metadata that was not JSON is kept as text.
+    assert_eq!(
+        first.metadata,
+        Some(serde_json::json!({"k": null, "n": [1, 2.5]}))
+    );
+    assert_eq!(
+        tasks[0].sub_results[1].metadata,
+        Some(serde_json::json!("not json"))
+    );
+    let third = &tasks[0].sub_results[2];
+    assert!(!third.failure && third.metadata.is_none() && third.message.is_empty());
+    assert_eq!(names(&tasks[1]), ["only"]);
+    assert_eq!(
+        tasks[1].sub_results[0].metadata,
+        Some(serde_json::json!({}))
+    );
+    assert!(tasks[2].sub_results.is_empty());
+    let raw: i64 = rusqlite::Connection::open(dir.path().join("testbay.db"))
+        .unwrap()
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name = 'sub_results'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(raw, 0, "the table is gone");
+
+    // A finish without sub-results keeps the migrated ones; one with them replaces them.
+    s.finish_task(ids[1], &super::store_contract::done("Failed", true))
+        .unwrap();
+    assert_eq!(names(&s.run_tasks("r1").unwrap()[1]), ["only"]);
+    let mut f = super::store_contract::done("Passed", false);
+    f.sub_results = vec![NewSubResult {
+        name: "new".into(),
+        result: "Passed".into(),
+        ..Default::default()
+    }];
+    s.finish_task(ids[1], &f).unwrap();
+    assert_eq!(names(&s.run_tasks("r1").unwrap()[1]), ["new"]);
+}
+
 #[test]
 fn measurement_rows_of_the_previous_schema_migrate_into_their_task_results() {
     let dir = tempfile::tempdir().unwrap();
@@ -336,41 +456,44 @@ fn measurement_rows_of_the_previous_schema_migrate_into_their_task_results() {
     s.finish_task(ids[1], &super::store_contract::done("Failed", true))
         .unwrap();
     drop(s);
-    // The previous schema: no `measurements_json`, a table `measurements` of rows.
-    let c = rusqlite::Connection::open(dir.path().join("testbay.db")).unwrap();
-    c.execute_batch(&format!(
-        "ALTER TABLE task_results DROP COLUMN measurements_json;
-         CREATE TABLE measurements (
-             id              INTEGER PRIMARY KEY,
-             task_result_id  INTEGER NOT NULL REFERENCES task_results(id) ON DELETE CASCADE,
-             pack_name       TEXT NOT NULL,
-             task            TEXT NOT NULL,
-             sub_result      TEXT NOT NULL DEFAULT '',
-             name            TEXT NOT NULL,
-             value           REAL NOT NULL,
-             units           TEXT,
-             low             REAL,
-             high            REAL,
-             comparison      TEXT NOT NULL,
-             passed          INTEGER
-         );
-         CREATE INDEX measurements_task ON measurements(task_result_id);
-         CREATE INDEX measurements_series ON measurements(pack_name, task, sub_result, name, id);
-         INSERT INTO measurements (id, task_result_id, pack_name, task, sub_result, name, value,
-                 units, low, high, comparison, passed) VALUES
-             (1, {a}, 'p', 'task0', '', 'snr', 30.5, 'dB', 20, 40, 'GELE', 1),
-             (2, {b}, 'p', 'task1', '', 'snr', 10, 'dB', 20, 40, 'GELE', 0),
-             (3, {a}, 'p', 'task0', 'a', 'ber', 0.001, NULL, NULL, NULL, 'LOG', NULL),
-             (4, {a}, 'p', 'task0', '', 'snr', 31.25, 'dB', 20, 40, 'GELE', 1),
-             (5, {a}, 'p', 'task0', '', 'say \"hi\"', 1, NULL, NULL, NULL, 'LOG', NULL),
-             (6, {a}, 'p', 'task0', '', 'pµW', 0.30000000000000004, 'µW', 0.30000000000000004, NULL, 'LOG', NULL);
-         PRAGMA user_version = {v};",
-        a = ids[0],
-        b = ids[1],
-        v = migrations::MIGRATIONS.len() - 1,
-    ))
-    .unwrap();
-    drop(c);
+    // The schema before `measurements_json`: a table `measurements` of rows, the
+    // sub-results in their table and the task index whole, as that schema had them.
+    rewind(
+        dir.path(),
+        "measurements kept with their task result",
+        &format!(
+            "{UNDO_SUB_RESULTS_JSON}
+             INSERT INTO sub_results (task_result_id, idx, name, result) VALUES ({a}, 0, 'a', 'Passed');
+             {UNDO_TASK_INDEX_PARTS}
+             ALTER TABLE task_results DROP COLUMN measurements_json;
+             CREATE TABLE measurements (
+                 id              INTEGER PRIMARY KEY,
+                 task_result_id  INTEGER NOT NULL REFERENCES task_results(id) ON DELETE CASCADE,
+                 pack_name       TEXT NOT NULL,
+                 task            TEXT NOT NULL,
+                 sub_result      TEXT NOT NULL DEFAULT '',
+                 name            TEXT NOT NULL,
+                 value           REAL NOT NULL,
+                 units           TEXT,
+                 low             REAL,
+                 high            REAL,
+                 comparison      TEXT NOT NULL,
+                 passed          INTEGER
+             );
+             CREATE INDEX measurements_task ON measurements(task_result_id);
+             CREATE INDEX measurements_series ON measurements(pack_name, task, sub_result, name, id);
+             INSERT INTO measurements (id, task_result_id, pack_name, task, sub_result, name, value,
+                     units, low, high, comparison, passed) VALUES
+                 (1, {a}, 'p', 'task0', '', 'snr', 30.5, 'dB', 20, 40, 'GELE', 1),
+                 (2, {b}, 'p', 'task1', '', 'snr', 10, 'dB', 20, 40, 'GELE', 0),
+                 (3, {a}, 'p', 'task0', 'a', 'ber', 0.001, NULL, NULL, NULL, 'LOG', NULL),
+                 (4, {a}, 'p', 'task0', '', 'snr', 31.25, 'dB', 20, 40, 'GELE', 1),
+                 (5, {a}, 'p', 'task0', '', 'say \"hi\"', 1, NULL, NULL, NULL, 'LOG', NULL),
+                 (6, {a}, 'p', 'task0', '', 'pµW', 0.30000000000000004, 'µW', 0.30000000000000004, NULL, 'LOG', NULL);",
+            a = ids[0],
+            b = ids[1],
+        ),
+    );
     let s = SqliteStore::open_in(dir.path()).unwrap();
     assert_eq!(
         s.schema_version().unwrap() as usize,

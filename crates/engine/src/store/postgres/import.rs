@@ -1,6 +1,7 @@
 //! Moving a single seat's history into a lab: every row of every table of a SQLite
-//! store (`measurements`: the rows of its task results' `measurements_json` arrays, as
-//! PostgreSQL keeps them) copied into a PostgreSQL one ([`import_sqlite`]), then checked table by table
+//! store (`measurements` and `sub_results`: the rows of its task results'
+//! `measurements_json` and `sub_results_json` arrays, as PostgreSQL keeps them) copied
+//! into a PostgreSQL one ([`import_sqlite`]), then checked table by table
 //! ([`TableCheck`]): the count of rows and a content hash computed the same way on both
 //! sides.
 //!
@@ -177,11 +178,25 @@ const SQLITE_MEASUREMENTS: &str = "(SELECT
      FROM task_results t JOIN runs r ON r.id = t.run_id JOIN json_each(t.measurements_json) m
      WHERE t.measurements_json IS NOT NULL) measurements";
 
+/// PostgreSQL's `sub_results` rows out of a SQLite store, which keeps a task result's
+/// sub-results in its row (`task_results.sub_results_json`, `sqlite::sub_results`): one
+/// row per array element, numbered in (task result, position) order.
+const SQLITE_SUB_RESULTS: &str = "(SELECT
+        row_number() OVER (ORDER BY t.id, s.key) AS id, t.id AS task_result_id, s.key AS idx,
+        s.value ->> 'n' AS name, COALESCE(s.value ->> 'd', '') AS description,
+        s.value ->> 'r' AS result, COALESCE(s.value ->> 'f', 0) AS failure,
+        COALESCE(s.value ->> 'm', '') AS message,
+        CASE WHEN COALESCE(json_type(s.value, '$.md'), 'null') = 'null' THEN NULL
+             ELSE s.value -> 'md' END AS metadata_json
+     FROM task_results t JOIN json_each(t.sub_results_json) s
+     WHERE t.sub_results_json IS NOT NULL) sub_results";
+
 /// Where a PostgreSQL table's rows are read in a SQLite store: the table of that name,
-/// but for [`SQLITE_MEASUREMENTS`].
+/// but for [`SQLITE_MEASUREMENTS`] and [`SQLITE_SUB_RESULTS`].
 fn sqlite_source(table: &str) -> &str {
     match table {
         "measurements" => SQLITE_MEASUREMENTS,
+        "sub_results" => SQLITE_SUB_RESULTS,
         t => t,
     }
 }

@@ -1,77 +1,88 @@
-//! Finished tasks written in bulk: the rows, sub-results, attempts, measurements and
-//! sections of any number of occurrences inside the caller's transaction (the batch path
-//! `finish_tasks`, and `finish_task` for a result with child rows).
+//! Finished tasks written in bulk: the rows (with their sub-results and measurements),
+//! attempts and sections of any number of occurrences inside the caller's transaction
+//! (the batch path `finish_tasks`, and `finish_task` for a result with child rows).
 //!
-//! Per occurrence one read (its run, lane and snapshot, [`OCCURRENCE`]) and one `UPDATE`
-//! of its row, which carries its measurements too (a JSON array, `history::to_json`);
-//! sub-results go in multi-row `INSERT`s of up to [`ROWS_PER_INSERT`] rows, each prepared
-//! once per batch (cached), and measurements are tallied once per run and lane at the end.
+//! One read of the batch's occurrences (their runs, lanes and snapshots, [`OCCURRENCES`])
+//! and one multi-row `UPDATE … FROM (VALUES …)` per chunk of rows ([`finish_sql`]):
+//! a statement's setup, its statement journal and its parameters' round trip are paid
+//! per chunk, not per task. A row's sub-results and measurements are JSON arrays in it
+//! (`sub_results::to_json`, `history::to_json`); measurements are tallied once per run
+//! and lane at the end.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use rusqlite::types::ToSql;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 
-use super::history;
-use super::tasks::{update_with, write_attempts, write_sections, UPDATE_FINISH};
-use crate::store::{paths, MeasurementRecord, Result, StoreError, TaskFinish};
+use super::tasks::{update_with, write_attempts, write_sections, FINISH_SET};
+use super::{history, sub_results};
+use crate::store::{paths, MeasurementRecord, Result, StoreError, TaskFinish, TaskPaths};
 
-/// Rows per multi-row `INSERT` (a statement's parameters stay far below SQLite's bound).
+/// The most rows one `UPDATE` or `INSERT` writes; chunks are powers of two up to it, so
+/// a batch of any size prepares at most a handful of distinct statements (cached), and a
+/// statement's parameters stay far below SQLite's bound.
 pub(super) const ROWS_PER_INSERT: usize = 64;
 
-/// What a batch reads of an occurrence before writing it: its run and lane (for the
-/// tallies) and its run's snapshot (where its paths are stored relative to).
-const OCCURRENCE: &str = "SELECT t.run_id, COALESCE(t.lane, ''), r.snapshot_dir
-     FROM task_results t JOIN runs r ON r.id = t.run_id WHERE t.id = ?1";
+/// What a batch reads of its occurrences before writing them (`?1`, a JSON array of
+/// their ids): each one's run and lane (for the tallies) and its run's snapshot (where
+/// its paths are stored relative to).
+const OCCURRENCES: &str = "SELECT t.id, t.run_id, COALESCE(t.lane, ''), r.snapshot_dir
+     FROM task_results t JOIN runs r ON r.id = t.run_id
+     WHERE t.id IN (SELECT value FROM json_each(?1))";
 
 const ADD_TALLY: &str = "INSERT INTO measurement_tallies (run_id, lane, total, failed)
      VALUES (?1, ?2, ?3, ?4)
      ON CONFLICT (run_id, lane) DO UPDATE
        SET total = total + excluded.total, failed = failed + excluded.failed";
 
-/// One occurrence as read by [`OCCURRENCE`].
+/// Columns of one row of [`finish_sql`]'s `VALUES`: the occurrence's id, then what
+/// [`FINISH_SET`] reads.
+const FINISH_COLS: usize = 25;
+
+/// Finish `rows` occurrences in one statement: [`FINISH_SET`] from each row `v` of a
+/// `VALUES` list, bound as [`update_with`] binds one.
+pub(super) fn finish_sql(rows: usize) -> String {
+    values_sql(
+        &format!("UPDATE task_results SET {FINISH_SET}FROM (VALUES "),
+        FINISH_COLS,
+        rows,
+    ) + ") AS v WHERE task_results.id = v.column1"
+}
+
+/// One occurrence as read by [`OCCURRENCES`].
 struct Occurrence {
     run_id: String,
     lane: String,
-    /// Its measurements in this batch: (count, failed ones).
-    measured: (i64, i64),
+    snapshot: Option<String>,
 }
 
-/// One sub-result row to insert.
-struct SubRow<'a> {
+/// One row to write: an occurrence's finish, its paths as stored and its arrays.
+struct Row<'a> {
     task_id: i64,
-    idx: i64,
-    s: &'a crate::store::NewSubResult,
-    metadata: Option<String>,
+    f: &'a TaskFinish,
+    paths: TaskPaths,
+    measurements: Option<String>,
+    subs: Option<String>,
+    folder: Option<String>,
 }
 
 /// Write `items` (occurrence id, its finish) inside the caller's transaction; the runs
 /// they belong to. An unknown occurrence with child rows (sub-results, attempts,
 /// measurements, sections) is [`StoreError::InvalidQuery`]; one without is passed over,
-/// as its `UPDATE` would be.
+/// as its `UPDATE` would be. An occurrence given twice is finished twice, in order: the
+/// later sub-results replace the earlier, the later measurements follow them.
 pub(super) fn finish<'a>(
     conn: &Connection,
     items: impl IntoIterator<Item = (i64, &'a TaskFinish)>,
 ) -> Result<BTreeSet<String>> {
-    let mut occurrence = conn.prepare_cached(OCCURRENCE)?;
-    let mut update = conn.prepare_cached(UPDATE_FINISH)?;
-    let mut occs: Vec<Occurrence> = Vec::new();
-    let mut subs: Vec<SubRow<'a>> = Vec::new();
-    let mut with_subs: BTreeSet<i64> = BTreeSet::new();
+    let items: Vec<(i64, &'a TaskFinish)> = items.into_iter().collect();
+    let found = occurrences(conn, items.iter().map(|(id, _)| *id))?;
+    let mut rows: Vec<Row<'a>> = Vec::with_capacity(items.len());
+    // (run, lane) -> (measurements, failed ones).
+    let mut tallies: BTreeMap<(String, String), (i64, i64)> = BTreeMap::new();
+    let mut runs = BTreeSet::new();
     for (task_id, f) in items {
-        let found = occurrence
-            .query_row([task_id], |r| {
-                Ok((
-                    Occurrence {
-                        run_id: r.get(0)?,
-                        lane: r.get(1)?,
-                        measured: (0, 0),
-                    },
-                    r.get::<_, Option<String>>(2)?,
-                ))
-            })
-            .optional()?;
-        let Some((mut occ, snapshot)) = found else {
+        let Some(occ) = found.get(&task_id) else {
             if f.sub_results.is_empty()
                 && f.attempts.is_empty()
                 && f.measurements.is_empty()
@@ -93,78 +104,52 @@ pub(super) fn finish<'a>(
             .chain(own)
             .map(|(sub, m)| (sub, MeasurementRecord::judged(m)))
             .collect();
-        occ.measured = (
-            records.len() as i64,
-            records
+        if !records.is_empty() {
+            let lane = f.lane.clone().unwrap_or_else(|| occ.lane.clone());
+            let t = tallies.entry((occ.run_id.clone(), lane)).or_default();
+            t.0 += records.len() as i64;
+            t.1 += records
                 .iter()
                 .filter(|(_, r)| r.passed == Some(false))
-                .count() as i64,
-        );
-        let measurements = history::to_json(records.iter().map(|(s, r)| (*s, r)))?;
-        let folder = paths::run_folder(snapshot.as_deref());
-        update_with(
-            &mut update,
+                .count() as i64;
+        }
+        let folder = paths::run_folder(occ.snapshot.as_deref());
+        rows.push(Row {
             task_id,
             f,
-            &paths::to_stored(&f.paths, folder),
-            measurements.as_deref(),
-        )?;
-        if let Some(lane) = &f.lane {
-            occ.lane.clone_from(lane);
-        }
-        if !f.attempts.is_empty() {
-            write_attempts(conn, task_id, folder, &f.attempts)?;
-        }
-        if !f.sections.is_empty() {
-            write_sections(conn, task_id, &f.sections)?;
-        }
-        if !f.sub_results.is_empty() {
-            // Given twice in one batch: the later sub-results replace the earlier, as
-            // two single finishes would.
-            if !with_subs.insert(task_id) {
-                subs.retain(|r| r.task_id != task_id);
-            }
-            subs.extend(f.sub_results.iter().enumerate().map(|(i, s)| SubRow {
-                task_id,
-                idx: i as i64,
-                s,
-                metadata: s.metadata.as_ref().map(|m| m.to_string()),
-            }));
-        }
-        occs.push(occ);
+            paths: paths::to_stored(&f.paths, folder),
+            measurements: history::to_json(records.iter().map(|(s, r)| (*s, r)))?,
+            subs: sub_results::to_json(&f.sub_results)?,
+            folder: folder.map(str::to_string),
+        });
+        runs.insert(occ.run_id.clone());
     }
-    if !with_subs.is_empty() {
-        let mut del = conn.prepare_cached("DELETE FROM sub_results WHERE task_result_id = ?1")?;
-        for id in with_subs {
-            del.execute([id])?;
+    // The first finish of each occurrence in multi-row statements; a second one after
+    // them, one at a time, so it lands after the first.
+    let mut seen = HashSet::with_capacity(rows.len());
+    let (firsts, repeats): (Vec<&Row<'_>>, Vec<&Row<'_>>) =
+        rows.iter().partition(|r| seen.insert(r.task_id));
+    update_many(conn, &firsts)?;
+    if !repeats.is_empty() {
+        let mut update = conn.prepare_cached(&finish_sql(1))?;
+        for r in repeats {
+            update_with(
+                &mut update,
+                r.task_id,
+                r.f,
+                &r.paths,
+                r.measurements.as_deref(),
+                r.subs.as_deref(),
+            )?;
         }
     }
-    insert_many(
-        conn,
-        "INSERT INTO sub_results (task_result_id, idx, name, description, result, failure, message, metadata_json) VALUES ",
-        8,
-        &subs,
-        |row, out| {
-            out.extend([
-                &row.task_id as &dyn ToSql,
-                &row.idx,
-                &row.s.name,
-                &row.s.description,
-                &row.s.result,
-                &row.s.failure,
-                &row.s.message,
-                &row.metadata,
-            ])
-        },
-    )?;
-    // (run, lane) -> (measurements, failed ones).
-    let mut tallies: BTreeMap<(&str, &str), (i64, i64)> = BTreeMap::new();
-    for occ in occs.iter().filter(|o| o.measured.0 > 0) {
-        let t = tallies
-            .entry((occ.run_id.as_str(), occ.lane.as_str()))
-            .or_default();
-        t.0 += occ.measured.0;
-        t.1 += occ.measured.1;
+    for r in &rows {
+        if !r.f.attempts.is_empty() {
+            write_attempts(conn, r.task_id, r.folder.as_deref(), &r.f.attempts)?;
+        }
+        if !r.f.sections.is_empty() {
+            write_sections(conn, r.task_id, &r.f.sections)?;
+        }
     }
     if !tallies.is_empty() {
         let mut add = conn.prepare_cached(ADD_TALLY)?;
@@ -172,29 +157,83 @@ pub(super) fn finish<'a>(
             add.execute(params![run_id, lane, total, failed])?;
         }
     }
-    Ok(occs.into_iter().map(|o| o.run_id).collect())
+    Ok(runs)
 }
 
-/// Insert `rows` with `head` (`INSERT INTO t (cols…) VALUES `), `cols` values each as
-/// `bind` lists them, [`ROWS_PER_INSERT`] rows per statement.
-pub(super) fn insert_many<'r, R>(
+/// The occurrences among `ids` that exist, by id.
+fn occurrences(
     conn: &Connection,
-    head: &str,
-    cols: usize,
-    rows: &'r [R],
-    bind: impl Fn(&'r R, &mut Vec<&'r dyn ToSql>),
-) -> Result<()> {
-    let mut args: Vec<&'r dyn ToSql> = Vec::with_capacity(ROWS_PER_INSERT * cols);
-    for chunk in rows.chunks(ROWS_PER_INSERT) {
-        args.clear();
-        for row in chunk {
-            bind(row, &mut args);
+    ids: impl Iterator<Item = i64>,
+) -> Result<HashMap<i64, Occurrence>> {
+    let ids: Vec<i64> = ids.collect();
+    let json = serde_json::to_string(&ids).expect("integers serialise");
+    let mut stmt = conn.prepare_cached(OCCURRENCES)?;
+    let rows = stmt.query_map([json], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            Occurrence {
+                run_id: r.get(1)?,
+                lane: r.get(2)?,
+                snapshot: r.get(3)?,
+            },
+        ))
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Finish `rows` (each occurrence once) with [`finish_sql`], in chunks.
+fn update_many(conn: &Connection, rows: &[&Row<'_>]) -> Result<()> {
+    let mut rest = rows;
+    while !rest.is_empty() {
+        let n = chunk_len(rest.len());
+        let (chunk, tail) = rest.split_at(n);
+        rest = tail;
+        let metadata: Vec<Option<String>> = chunk
+            .iter()
+            .map(|r| r.f.metadata.as_ref().map(|m| m.to_string()))
+            .collect();
+        let mut args: Vec<&dyn ToSql> = Vec::with_capacity(n * FINISH_COLS);
+        for (r, metadata) in chunk.iter().zip(&metadata) {
+            let f = r.f;
+            args.extend([
+                &r.task_id as &dyn ToSql,
+                &f.lane,
+                &f.result,
+                &f.failure,
+                &f.message,
+                metadata,
+                &f.raw_result,
+                &f.run_time,
+                &f.run_time_delta,
+                &f.started_ms,
+                &f.finished_ms,
+                &f.setup_ms,
+                &f.main_ms,
+                &f.teardown_ms,
+                &f.exit_code,
+                &f.signal,
+                &f.log_truncated,
+                &r.paths.task_dir,
+                &r.paths.setup_log,
+                &r.paths.main_log,
+                &r.paths.teardown_log,
+                &r.paths.artifacts_dir,
+                &f.flaky,
+                &r.measurements,
+                &r.subs,
+            ]);
         }
-        debug_assert_eq!(args.len(), chunk.len() * cols);
-        conn.prepare_cached(&values_sql(head, cols, chunk.len()))?
+        debug_assert_eq!(args.len(), n * FINISH_COLS);
+        conn.prepare_cached(&finish_sql(n))?
             .execute(args.as_slice())?;
     }
     Ok(())
+}
+
+/// The largest power of two not above `left` nor [`ROWS_PER_INSERT`].
+fn chunk_len(left: usize) -> usize {
+    let n = ROWS_PER_INSERT.min(left);
+    1 << (usize::BITS - 1 - n.leading_zeros())
 }
 
 /// `head` followed by `rows` groups of `cols` placeholders.
@@ -205,13 +244,54 @@ pub(super) fn values_sql(head: &str, cols: usize, rows: usize) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::values_sql;
+    use super::{chunk_len, finish_sql, values_sql};
 
     #[test]
     fn values_have_one_group_per_row() {
         assert_eq!(
             values_sql("INSERT INTO t (a, b) VALUES ", 2, 3),
             "INSERT INTO t (a, b) VALUES (?,?),(?,?),(?,?)"
+        );
+    }
+
+    #[test]
+    fn chunks_are_powers_of_two() {
+        let sizes: Vec<usize> = [1, 2, 3, 63, 64, 65, 100, 1000]
+            .into_iter()
+            .map(chunk_len)
+            .collect();
+        assert_eq!(sizes, [1, 2, 2, 32, 64, 64, 64, 64]);
+    }
+
+    #[test]
+    fn a_finish_finds_each_occurrence_by_its_key() {
+        let sql = finish_sql(2);
+        assert!(
+            sql.ends_with(") AS v WHERE task_results.id = v.column1"),
+            "{sql}"
+        );
+        let c = rusqlite::Connection::open_in_memory().unwrap();
+        for m in super::super::migrations::MIGRATIONS {
+            c.execute_batch(m.sql).unwrap();
+        }
+        let plan: Vec<String> = c
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .unwrap()
+            .query_map(rusqlite::params_from_iter(vec![None::<i64>; 50]), |r| {
+                r.get(3)
+            })
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        // Each row of the values finds its occurrence by its key; no table is scanned.
+        assert!(
+            plan.iter()
+                .any(|l| l.contains("task_results USING INTEGER PRIMARY KEY")),
+            "{plan:?}"
+        );
+        assert!(
+            !plan.iter().any(|l| l.starts_with("SCAN task_results")),
+            "{plan:?}"
         );
     }
 }

@@ -648,4 +648,26 @@ CREATE INDEX task_results_task ON task_results(task, id) WHERE state = 'done';
 CREATE INDEX task_results_task_open ON task_results(task, id) WHERE state <> 'done';
 "#,
     },
+    Migration {
+        name: "sub-results kept with their task result (sub_results_json); table sub_results dropped",
+        // `sqlite::sub_results`: per task result one JSON array of its sub-results in
+        // their order; moved rows carry every key (`f` as true/false, `md` the metadata as
+        // JSON, or as a string where it was not JSON). `json_object`'s own nulls are kept,
+        // not patched away, so a null inside a sub-result's metadata stays.
+        sql: r#"
+ALTER TABLE task_results ADD COLUMN sub_results_json TEXT;
+UPDATE task_results SET sub_results_json = g.j
+FROM (SELECT task_result_id,
+             json_group_array(json_object(
+                 'n', name, 'd', description, 'r', result,
+                 'f', json(CASE WHEN failure THEN 'true' ELSE 'false' END), 'm', message,
+                 'md', CASE WHEN metadata_json IS NULL THEN NULL
+                            WHEN json_valid(metadata_json) THEN json(metadata_json)
+                            ELSE metadata_json END)
+                 ORDER BY idx, id) AS j
+      FROM sub_results GROUP BY task_result_id) g
+WHERE g.task_result_id = task_results.id;
+DROP TABLE sub_results;
+"#,
+    },
 ];

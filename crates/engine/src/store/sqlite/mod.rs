@@ -35,6 +35,7 @@ pub mod migrations;
 mod open;
 mod read;
 mod runs;
+mod sub_results;
 mod tally;
 mod tasks;
 mod writer;

@@ -5,11 +5,11 @@ use std::collections::BTreeMap;
 
 use rusqlite::{params, Connection, OptionalExtension, Statement};
 
-use super::parse_opt_json;
+use super::{parse_opt_json, sub_results};
 use crate::clock::EpochMs;
 use crate::store::{
-    paths, AttemptRecord, Result, SectionRecord, StoreError, StoredTaskState, SubResultRecord,
-    TaskFinish, TaskKind, TaskPaths, TaskRecord,
+    paths, AttemptRecord, Result, SectionRecord, StoreError, StoredTaskState, TaskFinish, TaskKind,
+    TaskPaths, TaskRecord,
 };
 
 /// Record a phase's start (lane, phase, paths, process group); the caller commits.
@@ -79,12 +79,12 @@ pub(super) fn of_run(conn: &Connection, run_id: &str) -> Result<Vec<TaskRecord>>
                 message, metadata_json, raw_result, est_task_time, run_time, run_time_delta,
                 started_ms, finished_ms, setup_ms, main_ms, teardown_ms, exit_code, signal, phase,
                 task_dir, setup_log, main_log, teardown_log, artifacts_dir, log_truncated, pgid,
-                flaky
+                flaky, sub_results_json
          FROM task_results WHERE run_id = ?1 ORDER BY seq",
     )?;
-    let mut tasks: Vec<TaskRecord> = stmt
+    let rows: Vec<(TaskRecord, Option<String>)> = stmt
         .query_map([run_id], |r| {
-            Ok(TaskRecord {
+            let task = TaskRecord {
                 id: r.get(0)?,
                 run_id: r.get(1)?,
                 seq: r.get(2)?,
@@ -128,40 +128,17 @@ pub(super) fn of_run(conn: &Connection, run_id: &str) -> Result<Vec<TaskRecord>>
                 attempts: Vec::new(),
                 measurements: Vec::new(),
                 sections: Vec::new(),
-            })
+            };
+            Ok((task, r.get(33)?))
         })?
         .collect::<rusqlite::Result<_>>()?;
-    for t in &mut tasks {
+    let mut tasks = Vec::with_capacity(rows.len());
+    for (mut t, subs) in rows {
         paths::from_stored(&mut t.paths, folder);
-    }
-    let mut sub = conn.prepare(
-        "SELECT s.task_result_id, s.name, s.description, s.result, s.failure, s.message, s.metadata_json
-         FROM sub_results s JOIN task_results t ON t.id = s.task_result_id
-         WHERE t.run_id = ?1 ORDER BY s.task_result_id, s.idx",
-    )?;
-    let mut by_id: BTreeMap<i64, Vec<SubResultRecord>> = BTreeMap::new();
-    let rows = sub.query_map([run_id], |r| {
-        Ok((
-            r.get::<_, i64>(0)?,
-            SubResultRecord {
-                name: r.get(1)?,
-                description: r.get(2)?,
-                result: r.get(3)?,
-                failure: r.get::<_, i64>(4)? != 0,
-                message: r.get(5)?,
-                metadata: parse_opt_json(r.get(6)?),
-                measurements: Vec::new(),
-            },
-        ))
-    })?;
-    for row in rows {
-        let (id, s) = row?;
-        by_id.entry(id).or_default().push(s);
-    }
-    for t in &mut tasks {
-        if let Some(s) = by_id.remove(&t.id) {
-            t.sub_results = s;
+        if let Some(json) = subs {
+            t.sub_results = sub_results::parse(&json)?;
         }
+        tasks.push(t);
     }
     let mut attempts_of = attempts_of_run(conn, run_id)?;
     for t in &mut tasks {
@@ -259,36 +236,46 @@ macro_rules! append_measurements {
 }
 pub(super) use append_measurements;
 
-/// Finish an occurrence; `?24`, a JSON array of measurements (`history::to_json`) or
-/// NULL, goes after those it has (a retry's or a live reporter's are kept, as rows were).
-pub(super) const UPDATE_FINISH: &str = concat!(
-    "UPDATE task_results SET state = 'done', lane = COALESCE(?2, lane), result = ?3, failure = ?4,
-        message = ?5, metadata_json = ?6, raw_result = ?7, run_time = ?8, run_time_delta = ?9,
-        started_ms = COALESCE(?10, started_ms), finished_ms = ?11, setup_ms = ?12, main_ms = ?13,
-        teardown_ms = ?14, exit_code = ?15, signal = ?16, log_truncated = ?17, pgid = NULL,
-        phase = NULL, task_dir = COALESCE(?18, task_dir), setup_log = COALESCE(?19, setup_log),
-        main_log = COALESCE(?20, main_log), teardown_log = COALESCE(?21, teardown_log),
-        artifacts_dir = COALESCE(?22, artifacts_dir), flaky = ?23,
-        measurements_json = CASE WHEN ?24 IS NULL THEN measurements_json ELSE ",
-    append_measurements!("?24"),
-    " END
-     WHERE id = ?1"
+/// What finishing an occurrence sets, from its row `v` of a `VALUES` list
+/// (`batch::finish_sql`; `v.column1` is its id, the rest as [`update_with`] binds them).
+/// `v.column24`, a JSON array of measurements (`history::to_json`) or NULL, goes after
+/// those it has (a retry's or a live reporter's are kept, as rows were); `v.column25`, a
+/// JSON array of sub-results (`sub_results::to_json`), replaces those it has, and NULL
+/// keeps them.
+pub(super) const FINISH_SET: &str = concat!(
+    "state = 'done', lane = COALESCE(v.column2, lane), result = v.column3,
+        failure = v.column4, message = v.column5, metadata_json = v.column6,
+        raw_result = v.column7, run_time = v.column8, run_time_delta = v.column9,
+        started_ms = COALESCE(v.column10, started_ms), finished_ms = v.column11,
+        setup_ms = v.column12, main_ms = v.column13, teardown_ms = v.column14,
+        exit_code = v.column15, signal = v.column16, log_truncated = v.column17, pgid = NULL,
+        phase = NULL, task_dir = COALESCE(v.column18, task_dir),
+        setup_log = COALESCE(v.column19, setup_log), main_log = COALESCE(v.column20, main_log),
+        teardown_log = COALESCE(v.column21, teardown_log),
+        artifacts_dir = COALESCE(v.column22, artifacts_dir), flaky = v.column23,
+        sub_results_json = COALESCE(v.column25, sub_results_json),
+        measurements_json = CASE WHEN v.column24 IS NULL THEN measurements_json ELSE ",
+    append_measurements!("v.column24"),
+    " END "
 );
 
 pub(super) fn update_finish(conn: &Connection, task_id: i64, f: &TaskFinish) -> Result<()> {
     let paths = stored_paths(conn, task_id, &f.paths)?;
-    let mut stmt = conn.prepare_cached(UPDATE_FINISH)?;
-    update_with(&mut stmt, task_id, f, &paths, None)
+    let mut stmt = conn.prepare_cached(&super::batch::finish_sql(1))?;
+    update_with(&mut stmt, task_id, f, &paths, None, None)
 }
 
-/// Finish `task_id` with `f`, its paths as stored (`paths`), appending `measurements`
-/// (a JSON array, see [`UPDATE_FINISH`]) to those it has.
+/// Finish `task_id` with `f` through `stmt` (`batch::finish_sql(1)`), its paths as
+/// stored (`paths`), appending `measurements` (a JSON array, see [`FINISH_SET`]) to those
+/// it has and replacing its sub-results
+/// with `subs` (a JSON array) when given.
 pub(super) fn update_with(
     stmt: &mut Statement<'_>,
     task_id: i64,
     f: &TaskFinish,
     paths: &TaskPaths,
     measurements: Option<&str>,
+    subs: Option<&str>,
 ) -> Result<()> {
     stmt.execute(params![
         task_id,
@@ -315,6 +302,7 @@ pub(super) fn update_with(
         paths.artifacts_dir,
         f.flaky,
         measurements,
+        subs,
     ])?;
     Ok(())
 }
