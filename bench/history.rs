@@ -3,7 +3,8 @@
 //! one result at a time, committed per run, for the last 2%), each timed, then the
 //! server-side time of the runs listing (first page, a filtered page, the last page),
 //! one run's detail, a task's history, a measurement's history, yield, the flaky list, a
-//! run's tasks with their measurements and a compare of two runs.
+//! run's tasks with their measurements and a compare of two runs; and, beside the ingest,
+//! the rate of SQLite alone writing the same rows on the same schema (`sqlite_alone`).
 //!
 //! `bench/history.sh`, or `cargo bench -p testbay-engine --bench history` (env
 //! `HISTORY_BENCH_RUNS`, default 2,000; `HISTORY_BENCH_TASKS`, default 100 per run;
@@ -156,6 +157,77 @@ fn cpu_secs() -> f64 {
     (f.get(11).unwrap_or(&0.0) + f.get(12).unwrap_or(&0.0)) / 100.0
 }
 
+/// The same rows written by SQLite alone, in the same sitting: on a fresh store of the
+/// same schema, `n` planned rows inserted and then finished by one statement each (the
+/// store's shape: a run's plan, then its results), and `n` finished rows inserted by one
+/// statement into another fresh store; rows per second of each, commits included. What
+/// the store's own path is measured against: no code around SQLite writes these rows
+/// faster on this machine. `measurements` and `subs` are the arrays the ingest wrote.
+fn sqlite_alone(n: usize, measurements: &str, subs: &str) -> (f64, f64) {
+    let fresh = || {
+        let dir = tempfile::tempdir().unwrap();
+        drop(SqliteStore::open_in(dir.path()).unwrap());
+        let c = rusqlite::Connection::open(dir.path().join("testbay.db")).unwrap();
+        c.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;
+             PRAGMA cache_size=-32768; PRAGMA temp_store=MEMORY;",
+        )
+        .unwrap();
+        c.execute(
+            "WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHERE i < ?1)
+             INSERT INTO runs (id, pack_name, pack_version, content_hash, pack_dir, groups_json,
+                 duts_json, params_json, resource_mode, coverage_mode, status, created_ms)
+             SELECT printf('f%06d', i), 'p', '1', 'h', '/x', '[]', '[]', '{}', 'all', 'dut',
+                 'completed', i FROM k",
+            [n / 100],
+        )
+        .unwrap();
+        (dir, c)
+    };
+    const ROWS: &str =
+        "WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHERE i < ?1 - 1)";
+    let timed = |c: &rusqlite::Connection, sql: &str, args: &[&dyn rusqlite::ToSql]| {
+        let t = Instant::now();
+        c.execute_batch("BEGIN; INSERT INTO tally_paused VALUES (1);")
+            .unwrap();
+        c.execute(sql, args).unwrap();
+        c.execute_batch("DELETE FROM tally_paused; COMMIT;")
+            .unwrap();
+        t.elapsed().as_secs_f64()
+    };
+    let (_d1, c) = fresh();
+    let plan = timed(
+        &c,
+        &format!(
+            "{ROWS} INSERT INTO task_results (run_id, seq, lane, task, kind, grp, est_task_time)
+             SELECT printf('f%06d', i / 100), i % 100, 'stb-01', 'task' || (i % 100), 'test',
+                 'smoke', 3.0 FROM k"
+        ),
+        &[&n],
+    );
+    let finish = timed(
+        &c,
+        "UPDATE task_results SET state = 'done', result = 'Passed', failure = 0,
+             message = 'channel ' || seq || ' checked', run_time = 2.5, started_ms = 1,
+             finished_ms = 2, measurements_json = ?1, sub_results_json = ?2",
+        &[&measurements, &subs],
+    );
+    let (_d2, c) = fresh();
+    let direct = timed(
+        &c,
+        &format!(
+            "{ROWS} INSERT INTO task_results (run_id, seq, lane, task, kind, grp, est_task_time,
+                 state, result, failure, message, run_time, started_ms, finished_ms,
+                 measurements_json, sub_results_json)
+             SELECT printf('f%06d', i / 100), i % 100, 'stb-01', 'task' || (i % 100), 'test',
+                 'smoke', 3.0, 'done', 'Passed', 0, 'channel ' || (i % 100) || ' checked', 2.5,
+                 1, 2, ?2, ?3 FROM k"
+        ),
+        &[&n, &measurements, &subs],
+    );
+    (n as f64 / (plan + finish), n as f64 / direct)
+}
+
 /// One timed query.
 type Query<'a> = Box<dyn Fn() + 'a>;
 
@@ -222,6 +294,22 @@ fn main() {
         .sum();
     let s = SqliteStore::open_in(&dir).unwrap();
     println!("database: {:.1} MiB", size as f64 / (1 << 20) as f64);
+    if !filled {
+        let (measurements, subs): (String, String) = rusqlite::Connection::open(s.path())
+            .unwrap()
+            .query_row(
+                "SELECT measurements_json, sub_results_json FROM task_results
+                 WHERE sub_results_json IS NOT NULL LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        let n = (runs * tasks as usize).min(200_000) / 100 * 100;
+        let (plan_finish, direct) = sqlite_alone(n, &measurements, &subs);
+        println!(
+            "SQLite alone, same schema and rows, one statement each ({n} rows): planned then finished {plan_finish:.0} rows/s; finished rows inserted {direct:.0} rows/s"
+        );
+    }
 
     let (a, b) = (&ids[ids.len() - 3], &ids[ids.len() - 1]);
     let last_page = (runs as u32).saturating_sub(1) / 50 * 50;
