@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # History at scale: builds a SQLite store of RUNS runs x TASKS task results (each with 2
 # sub-results and 3 measurements; one task in 20 flips) through the store's own insert
-# path, then prints the ingest rate, the database size and the server-side median (and
-# worst) of CALLS calls of each query: the runs listing (first page, pack + DUT + failed
-# only + text, result=Failed, sort=failures, last page), one run's detail, a task's
-# history, a measurement's history, yield, the flaky list, a run's tasks and a compare of
-# two 100-task runs. Prints figures; asserts nothing.
+# path, then prints the ingest rate (and, beside it, the rate of SQLite alone writing the
+# same rows on the same schema in single statements: the ceiling on this machine), the
+# database size and the server-side median (and worst) of CALLS calls of each query: the
+# runs listing (first page, pack + DUT + failed only + text, result=Failed,
+# sort=failures, last page), one run's detail, a task's history, a measurement's history,
+# yield, the flaky list, a run's tasks and a compare of two 100-task runs. Prints
+# figures; asserts nothing.
 #   bench/history.sh                        # 1,000 runs x 100 tasks, optimised build
 #   RUNS=10000 bench/history.sh             # the 1,000,000 results of issue 13
 #   DIR=/tmp/h1m RUNS=10000 bench/history.sh       # keeps the store in DIR; a second call
