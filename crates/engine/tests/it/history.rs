@@ -234,7 +234,9 @@ fn history_merges_finished_and_unfinished_occurrences_newest_first() {
     let mut lab = Lab::new();
     lab.run("p", "a1", "TP-4000", &[("tune", PASSED, 1.0)]);
     // A run still going: `tune` running with a measurement reported live, `other` planned.
-    let mut r = new_run("going", "p", T0 + 1500);
+    // Created after the next run (an earlier launch that started late): the history's
+    // order is the occurrences', not the runs' creation.
+    let mut r = new_run("going", "p", T0 + 5000);
     r.duts = vec![DutTarget {
         name: "a1".into(),
         model: Some("TP-4000".into()),
@@ -267,12 +269,15 @@ fn history_merges_finished_and_unfinished_occurrences_newest_first() {
     lab.s
         .add_measurements(going[0], None, &[m("snr_db", 6.0, 5.0, 9.0)])
         .unwrap();
-    lab.run(
+    let (_, newer) = lab.run(
         "p",
         "a1",
         "TP-4000",
         &[("tune", FAILED, 1.0), ("other", PASSED, 1.0)],
     );
+    lab.s
+        .add_measurements(newer[0], None, &[m("snr_db", 4.0, 5.0, 9.0)])
+        .unwrap();
 
     let history = |lab: &Lab, task: &str| {
         lab.s
@@ -318,7 +323,7 @@ fn history_merges_finished_and_unfinished_occurrences_newest_first() {
             .map(|p| p.run_id)
             .collect()
     };
-    assert_eq!(runs(&lab), ["going"]);
+    assert_eq!(runs(&lab), ["run002", "going"]);
     // The limit is taken from the merged order: the newest only.
     let newest = lab
         .s
@@ -350,7 +355,7 @@ fn history_merges_finished_and_unfinished_occurrences_newest_first() {
             ("run001".to_string(), done),
         ]
     );
-    assert_eq!(runs(&lab), ["going"]);
+    assert_eq!(runs(&lab), ["run002", "going"]);
 }
 
 #[test]

@@ -313,10 +313,6 @@ fn reads_see_their_own_thread_writes_while_other_threads_write() {
     assert_eq!(s.list_runs(&RunQuery::default()).unwrap().total, 120);
 }
 
-/// Measurements stored as rows of table `measurements` (the schema before the last
-/// migration) move into their task results' `measurements_json`, in the order written,
-/// and read back the same through a run's tasks and a measurement's history; a later
-/// finish appends to them.
 /// Undoes "sub-results kept with their task result": the table `sub_results` again,
 /// empty, and no `sub_results_json`.
 const UNDO_SUB_RESULTS_JSON: &str = "ALTER TABLE task_results DROP COLUMN sub_results_json;
@@ -396,15 +392,22 @@ fn sub_result_rows_of_the_previous_schema_migrate_into_their_task_results() {
         ),
         ("µ desc", "Failed", true, "SNR 3.5 < 5")
     );
-    // A null inside the metadata stays; metadata that was not JSON is kept as text.
+    // A null inside the metadata stays; metadata that was not JSON is kept in the row as
+    // text and reads as none, as it did from the table.
     assert_eq!(
         first.metadata,
         Some(serde_json::json!({"k": null, "n": [1, 2.5]}))
     );
-    assert_eq!(
-        tasks[0].sub_results[1].metadata,
-        Some(serde_json::json!("not json"))
-    );
+    assert_eq!(tasks[0].sub_results[1].metadata, None);
+    let kept: String = rusqlite::Connection::open(dir.path().join("testbay.db"))
+        .unwrap()
+        .query_row(
+            "SELECT sub_results_json FROM task_results WHERE id = ?1",
+            [ids[0]],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(kept.contains(r#""md":"not json""#), "{kept}");
     let third = &tasks[0].sub_results[2];
     assert!(!third.failure && third.metadata.is_none() && third.message.is_empty());
     assert_eq!(names(&tasks[1]), ["only"]);
@@ -437,6 +440,10 @@ fn sub_result_rows_of_the_previous_schema_migrate_into_their_task_results() {
     assert_eq!(names(&s.run_tasks("r1").unwrap()[1]), ["new"]);
 }
 
+/// Measurements stored as rows of table `measurements` (the schema before
+/// "measurements kept with their task result") move into their task results'
+/// `measurements_json`, in the order written, and read back the same through a run's
+/// tasks and a measurement's history; a later finish appends to them.
 #[test]
 fn measurement_rows_of_the_previous_schema_migrate_into_their_task_results() {
     let dir = tempfile::tempdir().unwrap();

@@ -1184,14 +1184,15 @@ fn rich_finish(k: usize) -> TaskFinish {
 }
 
 /// The batch path (`finish_tasks`) stores exactly what `finish_task` one at a time does
-/// (rows, sub-results, attempts, measurements, tallies, yield), and a batch with a bad
-/// item stores nothing of it.
+/// (rows, sub-results, attempts, measurements, tallies, yield), across the chunks a
+/// backend may split a batch into (67 rows), and a batch with a bad item stores nothing
+/// of it.
 fn a_batch_stores_what_single_finishes_store(b: &impl Backend) {
     let dir = tempfile::tempdir().unwrap();
     let s = b.open(dir.path());
-    let one = s.insert_run(&new_run("one", "p", T0), &rows(4)).unwrap();
+    let one = s.insert_run(&new_run("one", "p", T0), &rows(67)).unwrap();
     let all = s
-        .insert_run(&new_run("all", "p", T0 + 1), &rows(4))
+        .insert_run(&new_run("all", "p", T0 + 1), &rows(67))
         .unwrap();
     for (k, &id) in one.iter().enumerate() {
         s.finish_task(id, &rich_finish(k)).unwrap();
@@ -1220,7 +1221,8 @@ fn a_batch_stores_what_single_finishes_store(b: &impl Backend) {
     let (r1, r2) = (s.get_run("one").unwrap(), s.get_run("all").unwrap());
     assert_eq!(r2.counts, r1.counts);
     assert_eq!(r2.counts.failures, 1);
-    assert_eq!((r2.counts.total, r2.counts.done), (4, 4));
+    assert_eq!((r2.counts.total, r2.counts.done), (67, 67));
+    assert_eq!(batched[66].sub_results[1].metadata, Some(json!({"k": 66})));
     let series = s
         .measurement_history(&MeasurementQuery {
             pack: "p".into(),
@@ -1247,11 +1249,17 @@ fn a_batch_stores_what_single_finishes_store(b: &impl Backend) {
     let twice = s
         .insert_run(&new_run("twice", "p", T0 + 4), &rows(1))
         .unwrap();
-    s.finish_task(two[0], &rich_finish(0)).unwrap();
+    // The first finish names a lane, the second does not: it keeps the first's.
+    let on_lane = TaskFinish {
+        lane: Some("stb-9".into()),
+        ..rich_finish(0)
+    };
+    s.finish_task(two[0], &on_lane).unwrap();
     s.finish_task(two[0], &rich_finish(1)).unwrap();
     s.commit_now().unwrap();
-    s.finish_tasks(&[(twice[0], rich_finish(0)), (twice[0], rich_finish(1))])
+    s.finish_tasks(&[(twice[0], on_lane.clone()), (twice[0], rich_finish(1))])
         .unwrap();
+    assert_eq!(strip("twice")[0].lane.as_deref(), Some("stb-9"));
     assert_eq!(strip("twice"), strip("two"));
     assert_eq!(
         s.get_run("twice").unwrap().counts,

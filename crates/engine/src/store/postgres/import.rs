@@ -180,14 +180,16 @@ const SQLITE_MEASUREMENTS: &str = "(SELECT
 
 /// PostgreSQL's `sub_results` rows out of a SQLite store, which keeps a task result's
 /// sub-results in its row (`task_results.sub_results_json`, `sqlite::sub_results`): one
-/// row per array element, numbered in (task result, position) order.
+/// row per array element, numbered in (task result, position) order; `->>` gives an
+/// object's metadata as JSON text and the text kept of metadata that was not JSON as it
+/// was, so each reads as it did from the table.
 const SQLITE_SUB_RESULTS: &str = "(SELECT
         row_number() OVER (ORDER BY t.id, s.key) AS id, t.id AS task_result_id, s.key AS idx,
         s.value ->> 'n' AS name, COALESCE(s.value ->> 'd', '') AS description,
         s.value ->> 'r' AS result, COALESCE(s.value ->> 'f', 0) AS failure,
         COALESCE(s.value ->> 'm', '') AS message,
         CASE WHEN COALESCE(json_type(s.value, '$.md'), 'null') = 'null' THEN NULL
-             ELSE s.value -> 'md' END AS metadata_json
+             ELSE s.value ->> 'md' END AS metadata_json
      FROM task_results t JOIN json_each(t.sub_results_json) s
      WHERE t.sub_results_json IS NOT NULL) sub_results";
 

@@ -18,9 +18,10 @@ use super::tasks::{update_with, write_attempts, write_sections, FINISH_SET};
 use super::{history, sub_results};
 use crate::store::{paths, MeasurementRecord, Result, StoreError, TaskFinish, TaskPaths};
 
-/// The most rows one `UPDATE` or `INSERT` writes; chunks are powers of two up to it, so
-/// a batch of any size prepares at most a handful of distinct statements (cached), and a
-/// statement's parameters stay far below SQLite's bound.
+/// The most rows one multi-row `UPDATE` or `INSERT` writes: a statement's parameters
+/// stay far below SQLite's bound. A batch's updates go in chunks of powers of two up to
+/// it ([`chunk_len`]), so a batch of any size prepares a handful of distinct statements
+/// (cached).
 pub(super) const ROWS_PER_INSERT: usize = 64;
 
 /// What a batch reads of its occurrences before writing them (`?1`, a JSON array of
@@ -81,6 +82,8 @@ pub(super) fn finish<'a>(
     // (run, lane) -> (measurements, failed ones).
     let mut tallies: BTreeMap<(String, String), (i64, i64)> = BTreeMap::new();
     let mut runs = BTreeSet::new();
+    // An occurrence's lane as its finishes so far in this batch leave it.
+    let mut lanes: HashMap<i64, String> = HashMap::new();
     for (task_id, f) in items {
         let Some(occ) = found.get(&task_id) else {
             if f.sub_results.is_empty()
@@ -104,9 +107,14 @@ pub(super) fn finish<'a>(
             .chain(own)
             .map(|(sub, m)| (sub, MeasurementRecord::judged(m)))
             .collect();
+        let lane = lanes.entry(task_id).or_insert_with(|| occ.lane.clone());
+        if let Some(given) = &f.lane {
+            lane.clone_from(given);
+        }
         if !records.is_empty() {
-            let lane = f.lane.clone().unwrap_or_else(|| occ.lane.clone());
-            let t = tallies.entry((occ.run_id.clone(), lane)).or_default();
+            let t = tallies
+                .entry((occ.run_id.clone(), lane.clone()))
+                .or_default();
             t.0 += records.len() as i64;
             t.1 += records
                 .iter()

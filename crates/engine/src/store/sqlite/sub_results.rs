@@ -93,7 +93,10 @@ pub(super) fn parse(json: &str) -> Result<Vec<SubResultRecord>> {
             result: r.r,
             failure: r.f.unwrap_or(false),
             message: r.m.unwrap_or_default(),
-            metadata: r.md.filter(|m| !m.is_null()),
+            // A sub-result's metadata is an object (`run::item::finish`); anything else,
+            // such as the text the migration kept of metadata that was not JSON, reads as
+            // none, as it did from the table.
+            metadata: r.md.filter(Value::is_object),
             measurements: Vec::new(),
         })
         .collect())

@@ -267,8 +267,7 @@ pub(super) fn update_finish(conn: &Connection, task_id: i64, f: &TaskFinish) -> 
 
 /// Finish `task_id` with `f` through `stmt` (`batch::finish_sql(1)`), its paths as
 /// stored (`paths`), appending `measurements` (a JSON array, see [`FINISH_SET`]) to those
-/// it has and replacing its sub-results
-/// with `subs` (a JSON array) when given.
+/// it has and replacing its sub-results with `subs` (a JSON array) when given.
 pub(super) fn update_with(
     stmt: &mut Statement<'_>,
     task_id: i64,
