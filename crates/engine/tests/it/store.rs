@@ -287,6 +287,50 @@ fn a_phase_start_and_a_store_opened_beside_commit_the_group() {
     assert_eq!(stored_result(&other, r2[0]).as_deref(), Some("Failed"));
 }
 
+/// A transaction larger than the WAL's limit (a big batch, as a migration or a prune
+/// writes) leaves the WAL file no larger than 64 MiB once checkpointed, while the store
+/// stays open.
+#[test]
+fn the_wal_is_cut_back_after_a_large_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open_in(dir.path()).unwrap();
+    let ids = s.insert_run(&new_run("big", "p", T0), &rows(80)).unwrap();
+    let big: Vec<(i64, TaskFinish)> = ids
+        .iter()
+        .map(|&id| {
+            let mut f = super::store_contract::done("Passed", false);
+            f.raw_result = Some("x".repeat(1 << 20));
+            (id, f)
+        })
+        .collect();
+    s.finish_tasks(&big).unwrap();
+    s.commit_now().unwrap();
+    let wal = || {
+        std::fs::metadata(dir.path().join("testbay.db-wal"))
+            .map(|m| m.len())
+            .unwrap_or(0)
+    };
+    assert!(
+        wal() > 80 << 20,
+        "the batch went through the WAL: {}",
+        wal()
+    );
+    // Small writes go on; once the checkpoint thread has copied the WAL back, the next
+    // write starts it again from its beginning and cuts the file back.
+    let small = s
+        .insert_run(&new_run("small", "p", T0 + 1), &rows(1))
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while wal() > 64 << 20 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        s.finish_task(small[0], &super::store_contract::done("Passed", false))
+            .unwrap();
+        s.commit_now().unwrap();
+    }
+    assert!(wal() <= 64 << 20, "the WAL keeps {} bytes", wal());
+    assert_eq!(s.get_run("big").unwrap().counts.done, 80);
+}
+
 #[test]
 fn reads_see_their_own_thread_writes_while_other_threads_write() {
     let dir = tempfile::tempdir().unwrap();

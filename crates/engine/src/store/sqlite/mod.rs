@@ -125,9 +125,12 @@ impl SqliteStore {
         // not in a temp file written page by page; 32 MiB of page cache for the writer,
         // whose indexes outgrow the default 2 MiB long before a million results; the WAL
         // checkpointed by a thread of its own (`checkpoint`), the writer's automatic
-        // checkpoint at 16,000 pages (64 MiB) only a backstop.
+        // checkpoint at 16,000 pages (64 MiB) only a backstop; the WAL file cut back to
+        // 64 MiB once checkpointed (`journal_size_limit`), rather than keeping the size
+        // of the largest transaction it ever held (a migration, a prune) while the store
+        // is open.
         conn.execute_batch(
-            "PRAGMA auto_vacuum=INCREMENTAL; PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY; PRAGMA cache_size=-32768; PRAGMA wal_autocheckpoint=16000;",
+            "PRAGMA auto_vacuum=INCREMENTAL; PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY; PRAGMA cache_size=-32768; PRAGMA wal_autocheckpoint=16000; PRAGMA journal_size_limit=67108864;",
         )
         .map_err(open_err)?;
         open::migrate(&mut conn, path)?;
