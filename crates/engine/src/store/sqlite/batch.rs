@@ -14,9 +14,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use rusqlite::types::ToSql;
 use rusqlite::{params, Connection};
 
-use super::tasks::{update_with, write_attempts, write_sections, FINISH_SET};
+use super::tasks::{write_attempts, write_sections, FinishRow, FINISH_COLS, FINISH_SET};
 use super::{history, sub_results};
-use crate::store::{paths, MeasurementRecord, Result, StoreError, TaskFinish, TaskPaths};
+use crate::store::{paths, MeasurementRecord, Result, StoreError, TaskFinish};
 
 /// The most rows one multi-row `UPDATE` or `INSERT` writes: a statement's parameters
 /// stay far below SQLite's bound. A batch's updates go in chunks of powers of two up to
@@ -36,12 +36,8 @@ const ADD_TALLY: &str = "INSERT INTO measurement_tallies (run_id, lane, total, f
      ON CONFLICT (run_id, lane) DO UPDATE
        SET total = total + excluded.total, failed = failed + excluded.failed";
 
-/// Columns of one row of [`finish_sql`]'s `VALUES`: the occurrence's id, then what
-/// [`FINISH_SET`] reads.
-const FINISH_COLS: usize = 25;
-
 /// Finish `rows` occurrences in one statement: [`FINISH_SET`] from each row `v` of a
-/// `VALUES` list, bound as [`update_with`] binds one.
+/// `VALUES` list, each row bound from a [`FinishRow::values`].
 pub(super) fn finish_sql(rows: usize) -> String {
     values_sql(
         &format!("UPDATE task_results SET {FINISH_SET}FROM (VALUES "),
@@ -57,13 +53,9 @@ struct Occurrence {
     snapshot: Option<String>,
 }
 
-/// One row to write: an occurrence's finish, its paths as stored and its arrays.
+/// One row to write, and its run's folder (for its attempts' paths).
 struct Row<'a> {
-    task_id: i64,
-    f: &'a TaskFinish,
-    paths: TaskPaths,
-    measurements: Option<String>,
-    subs: Option<String>,
+    finish: FinishRow<'a>,
     folder: Option<String>,
 }
 
@@ -123,11 +115,13 @@ pub(super) fn finish<'a>(
         }
         let folder = paths::run_folder(occ.snapshot.as_deref());
         rows.push(Row {
-            task_id,
-            f,
-            paths: paths::to_stored(&f.paths, folder),
-            measurements: history::to_json(records.iter().map(|(s, r)| (*s, r)))?,
-            subs: sub_results::to_json(&f.sub_results)?,
+            finish: FinishRow::new(
+                task_id,
+                f,
+                paths::to_stored(&f.paths, folder),
+                history::to_json(records.iter().map(|(s, r)| (*s, r)))?,
+                sub_results::to_json(&f.sub_results)?,
+            ),
             folder: folder.map(str::to_string),
         });
         runs.insert(occ.run_id.clone());
@@ -135,25 +129,20 @@ pub(super) fn finish<'a>(
     // The first finish of each occurrence in multi-row statements; a second one after
     // them, one at a time, so it lands after the first.
     let mut seen = HashSet::with_capacity(rows.len());
-    let (firsts, repeats): (Vec<&Row<'_>>, Vec<&Row<'_>>) =
-        rows.iter().partition(|r| seen.insert(r.task_id));
+    let (firsts, repeats): (Vec<&FinishRow<'_>>, Vec<&FinishRow<'_>>) = rows
+        .iter()
+        .map(|r| &r.finish)
+        .partition(|r| seen.insert(r.task_id));
     update_many(conn, &firsts)?;
     if !repeats.is_empty() {
         let mut update = conn.prepare_cached(&finish_sql(1))?;
         for r in repeats {
-            update_with(
-                &mut update,
-                r.task_id,
-                r.f,
-                &r.paths,
-                r.measurements.as_deref(),
-                r.subs.as_deref(),
-            )?;
+            update.execute(r.values().as_slice())?;
         }
     }
-    for r in &rows {
+    for Row { finish: r, folder } in &rows {
         if !r.f.attempts.is_empty() {
-            write_attempts(conn, r.task_id, r.folder.as_deref(), &r.f.attempts)?;
+            write_attempts(conn, r.task_id, folder.as_deref(), &r.f.attempts)?;
         }
         if !r.f.sections.is_empty() {
             write_sections(conn, r.task_id, &r.f.sections)?;
@@ -190,47 +179,13 @@ fn occurrences(
 }
 
 /// Finish `rows` (each occurrence once) with [`finish_sql`], in chunks.
-fn update_many(conn: &Connection, rows: &[&Row<'_>]) -> Result<()> {
+fn update_many(conn: &Connection, rows: &[&FinishRow<'_>]) -> Result<()> {
     let mut rest = rows;
     while !rest.is_empty() {
         let n = chunk_len(rest.len());
         let (chunk, tail) = rest.split_at(n);
         rest = tail;
-        let metadata: Vec<Option<String>> = chunk
-            .iter()
-            .map(|r| r.f.metadata.as_ref().map(|m| m.to_string()))
-            .collect();
-        let mut args: Vec<&dyn ToSql> = Vec::with_capacity(n * FINISH_COLS);
-        for (r, metadata) in chunk.iter().zip(&metadata) {
-            let f = r.f;
-            args.extend([
-                &r.task_id as &dyn ToSql,
-                &f.lane,
-                &f.result,
-                &f.failure,
-                &f.message,
-                metadata,
-                &f.raw_result,
-                &f.run_time,
-                &f.run_time_delta,
-                &f.started_ms,
-                &f.finished_ms,
-                &f.setup_ms,
-                &f.main_ms,
-                &f.teardown_ms,
-                &f.exit_code,
-                &f.signal,
-                &f.log_truncated,
-                &r.paths.task_dir,
-                &r.paths.setup_log,
-                &r.paths.main_log,
-                &r.paths.teardown_log,
-                &r.paths.artifacts_dir,
-                &f.flaky,
-                &r.measurements,
-                &r.subs,
-            ]);
-        }
+        let args: Vec<&dyn ToSql> = chunk.iter().flat_map(|r| r.values()).collect();
         debug_assert_eq!(args.len(), n * FINISH_COLS);
         conn.prepare_cached(&finish_sql(n))?
             .execute(args.as_slice())?;

@@ -3,7 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::{params, Connection, OptionalExtension, Statement};
+use rusqlite::types::ToSql;
+use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{parse_opt_json, sub_results};
 use crate::clock::EpochMs;
@@ -237,7 +238,8 @@ macro_rules! append_measurements {
 pub(super) use append_measurements;
 
 /// What finishing an occurrence sets, from its row `v` of a `VALUES` list
-/// (`batch::finish_sql`; `v.column1` is its id, the rest as [`update_with`] binds them).
+/// (`batch::finish_sql`; `v.column1` is its id, the rest as [`FinishRow::values`] lists
+/// them).
 /// `v.column24`, a JSON array of measurements (`history::to_json`) or NULL, goes after
 /// those it has (a retry's or a live reporter's are kept, as rows were); `v.column25`, a
 /// JSON array of sub-results (`sub_results::to_json`), replaces those it has, and NULL
@@ -261,49 +263,79 @@ pub(super) const FINISH_SET: &str = concat!(
 
 pub(super) fn update_finish(conn: &Connection, task_id: i64, f: &TaskFinish) -> Result<()> {
     let paths = stored_paths(conn, task_id, &f.paths)?;
-    let mut stmt = conn.prepare_cached(&super::batch::finish_sql(1))?;
-    update_with(&mut stmt, task_id, f, &paths, None, None)
+    conn.prepare_cached(&super::batch::finish_sql(1))?.execute(
+        FinishRow::new(task_id, f, paths, None, None)
+            .values()
+            .as_slice(),
+    )?;
+    Ok(())
 }
 
-/// Finish `task_id` with `f` through `stmt` (`batch::finish_sql(1)`), its paths as
-/// stored (`paths`), appending `measurements` (a JSON array, see [`FINISH_SET`]) to those
-/// it has and replacing its sub-results with `subs` (a JSON array) when given.
-pub(super) fn update_with(
-    stmt: &mut Statement<'_>,
-    task_id: i64,
-    f: &TaskFinish,
-    paths: &TaskPaths,
-    measurements: Option<&str>,
-    subs: Option<&str>,
-) -> Result<()> {
-    stmt.execute(params![
-        task_id,
-        f.lane,
-        f.result,
-        f.failure,
-        f.message,
-        f.metadata.as_ref().map(|m| m.to_string()),
-        f.raw_result,
-        f.run_time,
-        f.run_time_delta,
-        f.started_ms,
-        f.finished_ms,
-        f.setup_ms,
-        f.main_ms,
-        f.teardown_ms,
-        f.exit_code,
-        f.signal,
-        f.log_truncated,
-        paths.task_dir,
-        paths.setup_log,
-        paths.main_log,
-        paths.teardown_log,
-        paths.artifacts_dir,
-        f.flaky,
-        measurements,
-        subs,
-    ])?;
-    Ok(())
+/// Values in one row of [`FINISH_SET`]'s `VALUES`: the occurrence's id, then what it
+/// sets.
+pub(super) const FINISH_COLS: usize = 25;
+
+/// One occurrence's finish as bound to [`FINISH_SET`]'s row of values: `f` with its
+/// paths as stored, its metadata as text, and its measurements and sub-results as JSON
+/// arrays (`None`: keep those it has).
+pub(super) struct FinishRow<'a> {
+    pub task_id: i64,
+    pub f: &'a TaskFinish,
+    pub paths: TaskPaths,
+    pub metadata: Option<String>,
+    pub measurements: Option<String>,
+    pub subs: Option<String>,
+}
+
+impl<'a> FinishRow<'a> {
+    pub fn new(
+        task_id: i64,
+        f: &'a TaskFinish,
+        paths: TaskPaths,
+        measurements: Option<String>,
+        subs: Option<String>,
+    ) -> Self {
+        FinishRow {
+            task_id,
+            f,
+            paths,
+            metadata: f.metadata.as_ref().map(|m| m.to_string()),
+            measurements,
+            subs,
+        }
+    }
+
+    /// Its values in the order of `v.column1` … `v.column25`.
+    pub fn values(&self) -> [&dyn ToSql; FINISH_COLS] {
+        let (f, p) = (self.f, &self.paths);
+        [
+            &self.task_id,
+            &f.lane,
+            &f.result,
+            &f.failure,
+            &f.message,
+            &self.metadata,
+            &f.raw_result,
+            &f.run_time,
+            &f.run_time_delta,
+            &f.started_ms,
+            &f.finished_ms,
+            &f.setup_ms,
+            &f.main_ms,
+            &f.teardown_ms,
+            &f.exit_code,
+            &f.signal,
+            &f.log_truncated,
+            &p.task_dir,
+            &p.setup_log,
+            &p.main_log,
+            &p.teardown_log,
+            &p.artifacts_dir,
+            &f.flaky,
+            &self.measurements,
+            &self.subs,
+        ]
+    }
 }
 
 /// Replace the attempts of `task_id`, their paths stored relative to its run's `folder`.
