@@ -254,6 +254,73 @@ fn a_failed_write_undoes_itself_and_not_its_group() {
     assert!(tasks[1].sub_results.is_empty());
 }
 
+/// A batch that fails inside one of its multi-row statements, after earlier chunks were
+/// written (a database refusal on its 50th row of 67: the first chunk of 64 stops halfway),
+/// leaves nothing of itself and keeps what its group held before.
+#[test]
+fn a_batch_failing_inside_a_chunk_leaves_nothing_of_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open_in(dir.path()).unwrap();
+    let before = s.insert_run(&new_run("before", "p", T0), &rows(1)).unwrap();
+    let ids = s
+        .insert_run(&new_run("r1", "p", T0 + 1), &rows(67))
+        .unwrap();
+    // A refusal the store cannot see coming: a trigger in the database file.
+    other_connection(dir.path())
+        .execute_batch(
+            "CREATE TRIGGER refuse_boom BEFORE UPDATE OF message ON task_results
+             WHEN NEW.message = 'boom' BEGIN SELECT RAISE(ABORT, 'boom refused'); END;",
+        )
+        .unwrap();
+    s.finish_task(before[0], &super::store_contract::done("Passed", false))
+        .unwrap();
+    let batch: Vec<(i64, TaskFinish)> = ids
+        .iter()
+        .enumerate()
+        .map(|(k, &id)| {
+            let mut f = super::store_contract::done("Passed", false);
+            f.sub_results = vec![NewSubResult {
+                name: "ch1".into(),
+                result: "Passed".into(),
+                ..Default::default()
+            }];
+            f.measurements = vec![Measurement {
+                name: "snr".into(),
+                value: 30.0,
+                units: None,
+                low: Some(20.0),
+                high: None,
+                comparison: None,
+            }];
+            if k == 49 {
+                f.message = "boom".into();
+            }
+            (id, f)
+        })
+        .collect();
+    let err = s.finish_tasks(&batch).unwrap_err();
+    assert!(err.to_string().contains("boom refused"), "{err}");
+    s.commit_now().unwrap();
+    drop(s);
+    let s = SqliteStore::open_in(dir.path()).unwrap();
+    assert_eq!(
+        s.run_tasks("before").unwrap()[0].result.as_deref(),
+        Some("Passed")
+    );
+    let tasks = s.run_tasks("r1").unwrap();
+    assert!(
+        tasks
+            .iter()
+            .all(|t| t.result.is_none() && t.sub_results.is_empty() && t.measurements.is_empty()),
+        "a row of the failed batch was kept"
+    );
+    let run = s.get_run("r1").unwrap();
+    assert_eq!((run.counts.total, run.counts.done), (67, 0));
+    // Nor its measurements' tallies: no run of the pack has a yield.
+    let y = s.measurement_yield("p", 10).unwrap();
+    assert!(y.is_empty(), "{y:?}");
+}
+
 #[test]
 fn a_phase_start_and_a_store_opened_beside_commit_the_group() {
     let dir = tempfile::tempdir().unwrap();
