@@ -356,7 +356,7 @@ fn a_phase_start_and_a_store_opened_beside_commit_the_group() {
 
 /// A transaction larger than the WAL's limit (a big batch, as a migration or a prune
 /// writes) leaves the WAL file no larger than 64 MiB once checkpointed, while the store
-/// stays open.
+/// stays open; closed, the store removes it.
 #[test]
 fn the_wal_is_cut_back_after_a_large_transaction() {
     let dir = tempfile::tempdir().unwrap();
@@ -396,6 +396,13 @@ fn the_wal_is_cut_back_after_a_large_transaction() {
     }
     assert!(wal() <= 64 << 20, "the WAL keeps {} bytes", wal());
     assert_eq!(s.get_run("big").unwrap().counts.done, 80);
+    // Closed (after reads, whose connections are read-only), the store leaves no WAL.
+    drop(s);
+    assert!(
+        !dir.path().join("testbay.db-wal").exists(),
+        "the WAL is left after close: {} bytes",
+        wal()
+    );
 }
 
 #[test]

@@ -78,9 +78,11 @@ impl From<rusqlite::Error> for StoreError {
 }
 
 pub struct SqliteStore {
+    /// Dropped before the writer: the last connection to close checkpoints the WAL and
+    /// removes its file, which a read-only one cannot do.
+    readers: read::Readers,
     /// The one write connection and its group of writes.
     writer: writer::Writer,
-    readers: read::Readers,
     path: PathBuf,
     /// Recorded as the owner of every run this store inserts.
     owner: RunOwner,
@@ -120,27 +122,31 @@ impl SqliteStore {
         conn.busy_timeout(Duration::from_secs(5))
             .map_err(open_err)?;
         // `auto_vacuum` first: it takes effect on a new database only (before its first
-        // table); an older one switches at its first prune (`sqlite::retention`).
-        // Statement journals (a savepoint's, a statement's that fires triggers) in memory,
-        // not in a temp file written page by page; 32 MiB of page cache for the writer,
-        // whose indexes outgrow the default 2 MiB long before a million results; the WAL
-        // checkpointed by a thread of its own (`checkpoint`), the writer's automatic
-        // checkpoint at 16,000 pages (64 MiB) only a backstop; the WAL file cut back to
-        // 64 MiB once checkpointed (`journal_size_limit`), rather than keeping the size
-        // of the largest transaction it ever held (a migration, a prune) while the store
-        // is open.
+        // table); an older one switches at its first prune (`sqlite::retention`). 32 MiB
+        // of page cache for the writer, whose indexes outgrow the default 2 MiB long
+        // before a million results; the WAL checkpointed by a thread of its own
+        // (`checkpoint`), the writer's automatic checkpoint at 16,000 pages (64 MiB) only a
+        // backstop; the WAL file cut back to 64 MiB once checkpointed
+        // (`journal_size_limit`), rather than keeping the size of the largest transaction
+        // it ever held (a migration, a prune) while the store is open.
         conn.execute_batch(
-            "PRAGMA auto_vacuum=INCREMENTAL; PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY; PRAGMA cache_size=-32768; PRAGMA wal_autocheckpoint=16000; PRAGMA journal_size_limit=67108864;",
+            "PRAGMA auto_vacuum=INCREMENTAL; PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; PRAGMA cache_size=-32768; PRAGMA wal_autocheckpoint=16000; PRAGMA journal_size_limit=67108864;",
         )
         .map_err(open_err)?;
+        // Migrations with temporary storage in files: a migration's statement journal and
+        // sorts can be as large as the tables it rewrites (a million task results: 600 MB
+        // held in memory). Then statement journals (a savepoint's, a statement's that fires
+        // triggers) in memory, not in a temp file written page by page.
         open::migrate(&mut conn, path)?;
+        conn.execute_batch("PRAGMA temp_store=MEMORY;")
+            .map_err(open_err)?;
         // Room for every statement a batch prepares (a multi-row insert per chunk size),
         // so none is parsed again.
         conn.set_prepared_statement_cache_capacity(256);
         drop(lock);
         Ok(Self {
-            writer: writer::Writer::new(conn, path),
             readers: read::Readers::new(path),
+            writer: writer::Writer::new(conn, path),
             path: path.to_path_buf(),
             owner: RunOwner::this_process(),
             commit_promised: Default::default(),
