@@ -465,6 +465,16 @@ fn rewind(dir: &Path, before: &str, sql: &str) {
         .unwrap();
 }
 
+/// The store in `dir` opened, every migration applied.
+fn open_migrated(dir: &Path) -> SqliteStore {
+    let s = SqliteStore::open_in(dir).unwrap();
+    assert_eq!(
+        s.schema_version().unwrap() as usize,
+        migrations::MIGRATIONS.len()
+    );
+    s
+}
+
 #[test]
 fn sub_result_rows_of_the_previous_schema_migrate_into_their_task_results() {
     let dir = tempfile::tempdir().unwrap();
@@ -491,11 +501,7 @@ fn sub_result_rows_of_the_previous_schema_migrate_into_their_task_results() {
             b = ids[1],
         ),
     );
-    let s = SqliteStore::open_in(dir.path()).unwrap();
-    assert_eq!(
-        s.schema_version().unwrap() as usize,
-        migrations::MIGRATIONS.len()
-    );
+    let s = open_migrated(dir.path());
     let tasks = s.run_tasks("r1").unwrap();
     let names =
         |t: &TaskRecord| -> Vec<String> { t.sub_results.iter().map(|s| s.name.clone()).collect() };
@@ -619,11 +625,7 @@ fn measurement_rows_of_the_previous_schema_migrate_into_their_task_results() {
             b = ids[1],
         ),
     );
-    let s = SqliteStore::open_in(dir.path()).unwrap();
-    assert_eq!(
-        s.schema_version().unwrap() as usize,
-        migrations::MIGRATIONS.len()
-    );
+    let s = open_migrated(dir.path());
     let snr = |value: f64, passed: bool| MeasurementRecord {
         name: "snr".into(),
         value,
