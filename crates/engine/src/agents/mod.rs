@@ -159,13 +159,25 @@ pub(crate) enum JobEvent {
 struct Job {
     /// What was sent, to send again when it never reached the agent.
     phase: PhaseJob,
-    view: AgentPhaseView,
     events: mpsc::UnboundedSender<JobEvent>,
     /// Asked to stop (asked again when the agent comes back after a cut).
     stopping: bool,
     /// The operator's answers the agent has not said it took (sent again when it comes
     /// back after a cut), by the agent's prompt number: text and who.
     answers: BTreeMap<u64, (String, Option<String>)>,
+}
+
+impl Job {
+    /// What `agents` shows of it.
+    fn view(&self) -> AgentPhaseView {
+        let p = &self.phase;
+        AgentPhaseView {
+            run_id: p.run_id.clone(),
+            task: p.task.clone(),
+            lane: p.lane.clone(),
+            phase: p.phase,
+        }
+    }
 }
 
 struct Agent {
@@ -449,8 +461,7 @@ impl AgentHub {
         st.agents
             .iter()
             .map(|(name, a)| {
-                let mut running: Vec<AgentPhaseView> =
-                    a.jobs.values().map(|j| j.view.clone()).collect();
+                let mut running: Vec<AgentPhaseView> = a.jobs.values().map(|j| j.view()).collect();
                 running.sort_by(|x, y| (&x.run_id, &x.lane).cmp(&(&y.run_id, &y.lane)));
                 AgentView {
                     name: name.clone(),
@@ -812,12 +823,6 @@ impl Hub {
             id,
             Job {
                 phase: job.clone(),
-                view: AgentPhaseView {
-                    run_id: job.run_id.clone(),
-                    task: job.task.clone(),
-                    lane: job.lane.clone(),
-                    phase: job.phase,
-                },
                 events,
                 stopping: false,
                 answers: BTreeMap::new(),
