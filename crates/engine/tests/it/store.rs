@@ -35,8 +35,7 @@ fn migrations_apply_once_and_reopen_keeps_data() {
     let s = SqliteStore::open_in(dir.path()).unwrap();
     assert_eq!(s.schema_version().unwrap(), v);
     assert_eq!(s.get_run("r1").unwrap().counts.total, 2);
-    let mode: String = rusqlite::Connection::open(dir.path().join("testbay.db"))
-        .unwrap()
+    let mode: String = other_connection(dir.path())
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
         .unwrap();
     assert_eq!(mode, "wal");
@@ -326,9 +325,12 @@ fn a_phase_start_and_a_store_opened_beside_commit_the_group() {
     let dir = tempfile::tempdir().unwrap();
     let s = SqliteStore::open_in(dir.path()).unwrap();
     let other = other_connection(dir.path());
-    let ids = s.insert_run(&new_run("r1", "p", T0), &rows(1)).unwrap();
-    // A phase's start is durable at once (recovery kills the process group it records),
-    // and the run it belongs to with it.
+    let ids = s.insert_run(&new_run("r1", "p", T0), &rows(2)).unwrap();
+    // A result waits in the open group…
+    s.finish_task(ids[1], &super::store_contract::done("Passed", false))
+        .unwrap();
+    // …and a phase's start is durable at once (recovery kills the process group it
+    // records), the group with it.
     s.task_phase_started(
         ids[0],
         "stb-01",
@@ -346,6 +348,7 @@ fn a_phase_start_and_a_store_opened_beside_commit_the_group() {
         )
         .unwrap();
     assert_eq!(pgid, Some(4242));
+    assert_eq!(stored_result(&other, ids[1]).as_deref(), Some("Passed"));
     // A store opened beside this one sees the results written through it.
     let r2 = s.insert_run(&new_run("r2", "p", T0 + 1), &rows(1)).unwrap();
     s.finish_task(r2[0], &super::store_contract::done("Failed", true))
@@ -460,8 +463,8 @@ fn rewind(dir: &Path, before: &str, sql: &str) {
         .iter()
         .position(|m| m.name.starts_with(before))
         .unwrap_or_else(|| panic!("no migration {before}"));
-    let c = rusqlite::Connection::open(dir.join("testbay.db")).unwrap();
-    c.execute_batch(&format!("{sql}\nPRAGMA user_version = {index};"))
+    other_connection(dir)
+        .execute_batch(&format!("{sql}\nPRAGMA user_version = {index};"))
         .unwrap();
 }
 
@@ -523,8 +526,7 @@ fn sub_result_rows_of_the_previous_schema_migrate_into_their_task_results() {
         Some(serde_json::json!({"k": null, "n": [1, 2.5]}))
     );
     assert_eq!(tasks[0].sub_results[1].metadata, None);
-    let kept: String = rusqlite::Connection::open(dir.path().join("testbay.db"))
-        .unwrap()
+    let kept: String = other_connection(dir.path())
         .query_row(
             "SELECT sub_results_json FROM task_results WHERE id = ?1",
             [ids[0]],
@@ -540,8 +542,7 @@ fn sub_result_rows_of_the_previous_schema_migrate_into_their_task_results() {
         Some(serde_json::json!({}))
     );
     assert!(tasks[2].sub_results.is_empty());
-    let raw: i64 = rusqlite::Connection::open(dir.path().join("testbay.db"))
-        .unwrap()
+    let raw: i64 = other_connection(dir.path())
         .query_row(
             "SELECT count(*) FROM sqlite_master WHERE name = 'sub_results'",
             [],
@@ -705,7 +706,7 @@ fn measurement_rows_of_the_previous_schema_migrate_into_their_task_results() {
     let values: Vec<f64> = newest.iter().map(|p| p.measurement.value).collect();
     assert_eq!(values, [32.0, 31.25]);
     drop(s);
-    let c = rusqlite::Connection::open(dir.path().join("testbay.db")).unwrap();
+    let c = other_connection(dir.path());
     let left: i64 = c
         .query_row(
             "SELECT count(*) FROM sqlite_master WHERE name LIKE 'measurements%'",

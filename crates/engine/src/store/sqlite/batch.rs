@@ -53,10 +53,11 @@ struct Occurrence {
     snapshot: Option<String>,
 }
 
-/// One row to write, and its run's folder (for its attempts' paths).
-struct Row<'a> {
+/// One row to write, and its occurrence as read (its run's folder, for its attempts'
+/// paths).
+struct Row<'a, 'o> {
     finish: FinishRow<'a>,
-    folder: Option<String>,
+    occ: &'o Occurrence,
 }
 
 /// Write `items` (occurrence id, its finish) inside the caller's transaction; the runs
@@ -70,7 +71,7 @@ pub(super) fn finish<'a>(
 ) -> Result<BTreeSet<String>> {
     let items: Vec<(i64, &'a TaskFinish)> = items.into_iter().collect();
     let found = occurrences(conn, items.iter().map(|(id, _)| *id))?;
-    let mut rows: Vec<Row<'a>> = Vec::with_capacity(items.len());
+    let mut rows: Vec<Row<'a, '_>> = Vec::with_capacity(items.len());
     // (run, lane) -> (measurements, failed ones).
     let mut tallies: BTreeMap<(String, String), (i64, i64)> = BTreeMap::new();
     let mut runs = BTreeSet::new();
@@ -113,16 +114,15 @@ pub(super) fn finish<'a>(
                 .filter(|(_, r)| r.passed == Some(false))
                 .count() as i64;
         }
-        let folder = paths::run_folder(occ.snapshot.as_deref());
         rows.push(Row {
             finish: FinishRow::new(
                 task_id,
                 f,
-                paths::to_stored(&f.paths, folder),
+                paths::to_stored(&f.paths, paths::run_folder(occ.snapshot.as_deref())),
                 history::to_json(records.iter().map(|(s, r)| (*s, r)))?,
                 sub_results::to_json(&f.sub_results)?,
             ),
-            folder: folder.map(str::to_string),
+            occ,
         });
         runs.insert(occ.run_id.clone());
     }
@@ -140,9 +140,10 @@ pub(super) fn finish<'a>(
             update.execute(r.values().as_slice())?;
         }
     }
-    for Row { finish: r, folder } in &rows {
+    for Row { finish: r, occ } in &rows {
         if !r.f.attempts.is_empty() {
-            write_attempts(conn, r.task_id, folder.as_deref(), &r.f.attempts)?;
+            let folder = paths::run_folder(occ.snapshot.as_deref());
+            write_attempts(conn, r.task_id, folder, &r.f.attempts)?;
         }
         if !r.f.sections.is_empty() {
             write_sections(conn, r.task_id, &r.f.sections)?;
