@@ -55,7 +55,6 @@ use std::time::Duration;
 
 use crate::clock::EpochMs;
 use crate::lab::{Lab, LabFile};
-use crate::measure::Measurement;
 use crate::outcome::RunStatus;
 use testbay_core::reserve::{BookEvent, ReservationView};
 
@@ -184,19 +183,6 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn promise_commit(&self) -> bool;
 
     // Results across runs.
-
-    /// Store `measurements` of task occurrence `task_id` (of its sub-result named
-    /// `sub_result`, or its own with `None`), each with its verdict, committed with the
-    /// next commit like [`Store::finish_task`], after those the occurrence has (a finished
-    /// task's own are stored with its result by `finish_task`/`finish_tasks`; this adds
-    /// more, as a live reporter may while the task runs). An unknown occurrence is
-    /// [`StoreError::InvalidQuery`] (`task_id`).
-    fn add_measurements(
-        &self,
-        task_id: i64,
-        sub_result: Option<&str>,
-        measurements: &[Measurement],
-    ) -> Result<()>;
 
     /// The newest occurrences of one task of a pack across runs, newest first.
     fn task_history(&self, q: &TaskHistoryQuery) -> Result<Vec<TaskHistoryEntry>>;

@@ -159,7 +159,20 @@ impl Lab {
         model: &str,
         results: &[(&str, &str, f64)],
     ) -> (String, Vec<i64>) {
-        self.run_retried(pack, dut, model, results, &[])
+        self.run_with(pack, dut, model, results, &[], None)
+    }
+
+    /// As [`Lab::run`], the first task finished with `measured` (its sub-result, or its
+    /// own with `None`; the measurement).
+    fn run_measured(
+        &mut self,
+        pack: &str,
+        dut: &str,
+        model: &str,
+        results: &[(&str, &str, f64)],
+        measured: (Option<&str>, Measurement),
+    ) -> (String, Vec<i64>) {
+        self.run_with(pack, dut, model, results, &[], Some(measured))
     }
 
     /// As [`Lab::run`], the tasks named in `retried` marked as passed only on a retry.
@@ -170,6 +183,18 @@ impl Lab {
         model: &str,
         results: &[(&str, &str, f64)],
         retried: &[&str],
+    ) -> (String, Vec<i64>) {
+        self.run_with(pack, dut, model, results, retried, None)
+    }
+
+    fn run_with(
+        &mut self,
+        pack: &str,
+        dut: &str,
+        model: &str,
+        results: &[(&str, &str, f64)],
+        retried: &[&str],
+        mut measured: Option<(Option<&str>, Measurement)>,
     ) -> (String, Vec<i64>) {
         self.n += 1;
         let id = format!("run{:03}", self.n);
@@ -196,7 +221,7 @@ impl Lab {
         let ids = self.s.insert_run(&r, &rows).unwrap();
         for (tid, (task, result, secs)) in ids.iter().zip(results) {
             let failure = *result != PASSED;
-            let f = TaskFinish {
+            let mut f = TaskFinish {
                 result: result.to_string(),
                 failure,
                 message: if failure {
@@ -209,6 +234,18 @@ impl Lab {
                 flaky: retried.contains(task),
                 ..Default::default()
             };
+            match measured.take() {
+                Some((Some(sub), m)) => {
+                    f.sub_results = vec![NewSubResult {
+                        name: sub.into(),
+                        result: PASSED.into(),
+                        measurements: vec![m],
+                        ..Default::default()
+                    }]
+                }
+                Some((None, m)) => f.measurements = vec![m],
+                None => {}
+            }
             self.s.finish_task(*tid, &f).unwrap();
         }
         self.s
@@ -233,7 +270,7 @@ fn m(name: &str, value: f64, low: f64, high: f64) -> Measurement {
 fn history_merges_finished_and_unfinished_occurrences_newest_first() {
     let mut lab = Lab::new();
     lab.run("p", "a1", "TP-4000", &[("tune", PASSED, 1.0)]);
-    // A run still going: `tune` running with a measurement reported live, `other` planned.
+    // A run still going: `tune` running, `other` planned.
     // Created after the next run (an earlier launch that started late): the history's
     // order is the occurrences', not the runs' creation.
     let mut r = new_run("going", "p", T0 + 5000);
@@ -266,18 +303,13 @@ fn history_merges_finished_and_unfinished_occurrences_newest_first() {
             &TaskPaths::default(),
         )
         .unwrap();
-    lab.s
-        .add_measurements(going[0], None, &[m("snr_db", 6.0, 5.0, 9.0)])
-        .unwrap();
-    let (_, newer) = lab.run(
+    lab.run_measured(
         "p",
         "a1",
         "TP-4000",
         &[("tune", FAILED, 1.0), ("other", PASSED, 1.0)],
+        (None, m("snr_db", 4.0, 5.0, 9.0)),
     );
-    lab.s
-        .add_measurements(newer[0], None, &[m("snr_db", 4.0, 5.0, 9.0)])
-        .unwrap();
 
     let history = |lab: &Lab, task: &str| {
         lab.s
@@ -323,7 +355,8 @@ fn history_merges_finished_and_unfinished_occurrences_newest_first() {
             .map(|p| p.run_id)
             .collect()
     };
-    assert_eq!(runs(&lab), ["run002", "going"]);
+    // Measurements come with a finish: only the finished occurrence has any yet.
+    assert_eq!(runs(&lab), ["run002"]);
     // The limit is taken from the merged order: the newest only.
     let newest = lab
         .s
@@ -336,13 +369,14 @@ fn history_merges_finished_and_unfinished_occurrences_newest_first() {
         .unwrap();
     assert_eq!(newest[0].run_id, "run002");
 
-    // Finished, it keeps its place among the others.
+    // Finished, it keeps its place among the others, and so do its measurements.
     lab.s
         .finish_task(
             going[0],
             &TaskFinish {
                 result: PASSED.into(),
                 finished_ms: T0 + 1700,
+                measurements: vec![m("snr_db", 6.0, 5.0, 9.0)],
                 ..Default::default()
             },
         )
@@ -366,20 +400,14 @@ fn task_and_measurement_history_newest_first_per_model_with_yield() {
         .iter()
         .enumerate()
     {
-        let (run, tids) = lab.run(
+        let value = [7.0, 8.0, 3.0][i];
+        let (run, _) = lab.run_measured(
             "p",
             dut,
             model,
             &[("tune", PASSED, 1.0 + i as f64), ("other", PASSED, 1.0)],
+            (Some("channel_101"), m("snr_db", value, 5.0, 9.0)),
         );
-        let value = [7.0, 8.0, 3.0][i];
-        lab.s
-            .add_measurements(
-                tids[0],
-                Some("channel_101"),
-                &[m("snr_db", value, 5.0, 9.0)],
-            )
-            .unwrap();
         lab.s.commit_now().unwrap();
         ids.push(run);
     }
@@ -450,13 +478,6 @@ fn task_and_measurement_history_newest_first_per_model_with_yield() {
         .find(|r| r.dut_model.as_deref() == Some("TP-5000"))
         .unwrap();
     assert_eq!((tp5.runs, tp5.passed_runs), (1, 1));
-
-    // The one insert path refuses an unknown occurrence and names the key.
-    let e = lab
-        .s
-        .add_measurements(999_999, None, &[m("x", 1.0, 0.0, 2.0)])
-        .unwrap_err();
-    assert!(e.to_string().starts_with("task_id:"), "{e}");
 }
 
 #[test]
@@ -652,14 +673,14 @@ fn history_queries_start_from_indexes() {
             assert!(!scan || allowed, "{name} scans:\n{text}");
         }
         // Sorting is allowed within one run's rows only.
-        let per_run = ["run_measurements", "run_done", "run_yield", "tally"].contains(&name);
+        let per_run = ["run_measurements", "run_done", "run_yield"].contains(&name);
         assert!(
             per_run || !text.contains("TEMP B-TREE"),
             "{name} sorts:\n{text}"
         );
         // A task's history merges its finished occurrences and the others, each part
-        // newest first from its own index.
-        if ["task_history", "measurement_history"].contains(&name) {
+        // newest first from its own index; a measurement's has finished ones only.
+        if name == "task_history" {
             for index in ["task_results_task ", "task_results_task_open "] {
                 assert!(text.contains(index), "{name} does not use {index}:\n{text}");
             }
@@ -673,7 +694,7 @@ fn history_queries_start_from_indexes() {
             "last_runs" => "runs_pack_created",
             // (run_id, result) or the unique (run_id, seq): either starts at the run.
             "run_yield" | "run_done" => "(run_id=?",
-            "tally" => "INTEGER PRIMARY KEY (rowid=?)",
+            "measurement_history" => "USING INDEX task_results_task (task=?)",
             _ => "",
         };
         assert!(text.contains(used), "{name} does not use {used}:\n{text}");

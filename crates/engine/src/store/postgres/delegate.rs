@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use crate::clock::EpochMs;
 use crate::lab::{Lab, LabFile};
-use crate::measure::Measurement;
 use crate::outcome::RunStatus;
 use crate::store::{
     AccessStore, Baseline, BookLock, BookStore, FiringRecord, HealthStore, MeasurementPoint,
@@ -119,18 +118,6 @@ impl Store for PgStore {
 
     fn promise_commit(&self) -> bool {
         !self.commit_promised.swap(true, Ordering::AcqRel)
-    }
-
-    fn add_measurements(
-        &self,
-        task_id: i64,
-        sub_result: Option<&str>,
-        measurements: &[Measurement],
-    ) -> Result<()> {
-        if measurements.is_empty() {
-            return Ok(());
-        }
-        self.write_later(async |c| history::insert(c, task_id, sub_result, measurements).await)
     }
 
     fn task_history(&self, q: &TaskHistoryQuery) -> Result<Vec<TaskHistoryEntry>> {

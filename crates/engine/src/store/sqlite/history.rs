@@ -9,10 +9,8 @@ use std::collections::BTreeMap;
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
-use super::tasks::append_measurements;
-
 use crate::clock::EpochMs;
-use crate::measure::{Comparison, Measurement};
+use crate::measure::Comparison;
 use crate::model::DutTarget;
 use crate::outcome::RunStatus;
 use crate::store::{
@@ -28,13 +26,6 @@ macro_rules! model_of_lane {
           WHERE json_extract(d.value, '$.name') = t.lane)"
     };
 }
-
-/// Append the JSON array `?2` (not empty) to occurrence `?1`'s measurements.
-const INSERT: &str = concat!(
-    "UPDATE task_results SET measurements_json = ",
-    append_measurements!("?2"),
-    " WHERE id = ?1"
-);
 
 /// A run's task results with measurements.
 const OF_RUN: &str = "SELECT t.id, t.measurements_json FROM task_results t
@@ -68,36 +59,23 @@ const TASK_HISTORY: &str = concat!(
     " ORDER BY 4 DESC LIMIT ?4"
 );
 
-/// The task's occurrences with measurements in one part of `task_results_task` (as
-/// [`task_history_part`]).
-macro_rules! measurement_history_part {
-    ($part:literal) => {
-        concat!(
-            "SELECT t.run_id, r.created_ms, t.id, t.lane, ",
-            model_of_lane!(),
-            ", t.measurements_json
-             FROM task_results t JOIN runs r ON r.id = t.run_id
-             WHERE t.task = ?2 AND ",
-            $part,
-            " AND r.pack_name = ?1 AND t.measurements_json IS NOT NULL
-               AND (?4 IS NULL OR instr(t.measurements_json, ?4) > 0)
-               AND (?3 IS NULL OR ",
-            model_of_lane!(),
-            " = ?3)"
-        )
-    };
-}
-
-/// The task's occurrences with measurements newest first, both parts of the index merged
-/// as in [`TASK_HISTORY`] (column 3 is the occurrence's id), each with its array;
-/// [`measurement_history`] picks the points out of them (a JSON array read in Rust costs
-/// less than `json_each` and a lookup per field). `?4`, the name as a JSON string
-/// ([`name_needle`]), passes over the arrays without it.
+/// The task's finished occurrences with measurements (measurements come with a finish),
+/// newest first from `task_results_task`, each with its array; [`measurement_history`]
+/// picks the points out of them (a JSON array read in Rust costs less than `json_each`
+/// and a lookup per field). `?4`, the name as a JSON string ([`name_needle`]), passes
+/// over the arrays without it.
 const MEASUREMENT_HISTORY: &str = concat!(
-    measurement_history_part!("t.state = 'done'"),
-    " UNION ALL ",
-    measurement_history_part!("t.state <> 'done'"),
-    " ORDER BY 3 DESC"
+    "SELECT t.run_id, r.created_ms, t.id, t.lane, ",
+    model_of_lane!(),
+    ", t.measurements_json
+     FROM task_results t JOIN runs r ON r.id = t.run_id
+     WHERE t.task = ?2 AND t.state = 'done' AND r.pack_name = ?1
+       AND t.measurements_json IS NOT NULL
+       AND (?4 IS NULL OR instr(t.measurements_json, ?4) > 0)
+       AND (?3 IS NULL OR ",
+    model_of_lane!(),
+    " = ?3)
+     ORDER BY t.id DESC"
 );
 
 /// A pack's last runs, for yield and recent results; the DUT models of their lanes are
@@ -108,12 +86,6 @@ const LAST_RUNS: &str = "SELECT id, created_ms, status, duts_json FROM runs
 /// Per lane of one run: whether every measurement there passed (the write-time tally).
 const RUN_YIELD: &str =
     "SELECT NULLIF(lane, ''), failed = 0 FROM measurement_tallies WHERE run_id = ?1";
-
-/// Count measurements of an occurrence in its run's tally for its lane.
-const TALLY: &str = "INSERT INTO measurement_tallies (run_id, lane, total, failed)
-     SELECT t.run_id, COALESCE(t.lane, ''), ?2, ?3 FROM task_results t WHERE t.id = ?1
-     ON CONFLICT (run_id, lane) DO UPDATE
-       SET total = total + excluded.total, failed = failed + excluded.failed";
 
 /// One run's finished occurrences, in plan order, without their messages.
 const RUN_DONE: &str = "SELECT t.run_id, 0, '', t.id, t.task, t.seq, t.lane, NULL, t.grp,
@@ -130,7 +102,6 @@ pub const PLANNED: &[(&str, &str)] = &[
     ("measurement_history", MEASUREMENT_HISTORY),
     ("last_runs", LAST_RUNS),
     ("run_yield", RUN_YIELD),
-    ("tally", TALLY),
     ("run_done", RUN_DONE),
     ("packs", PACKS),
 ];
@@ -240,35 +211,6 @@ pub(super) fn to_json<'a>(
             what: "task_results.measurements_json",
             source: e,
         })
-}
-
-/// Store measurements of one task occurrence (or of its sub-result), with their verdicts,
-/// after those it has.
-pub(super) fn insert(
-    conn: &Connection,
-    task_id: i64,
-    sub_result: Option<&str>,
-    measurements: &[Measurement],
-) -> Result<()> {
-    let records: Vec<MeasurementRecord> =
-        measurements.iter().map(MeasurementRecord::judged).collect();
-    let sub = sub_result.unwrap_or("");
-    let Some(json) = to_json(records.iter().map(|r| (sub, r)))? else {
-        return Ok(());
-    };
-    let n = conn
-        .prepare_cached(INSERT)?
-        .execute(params![task_id, json])?;
-    if n == 0 {
-        return Err(StoreError::InvalidQuery {
-            key: "task_id",
-            message: format!("no task occurrence {task_id}"),
-        });
-    }
-    let failed = records.iter().filter(|r| r.passed == Some(false)).count();
-    conn.prepare_cached(TALLY)?
-        .execute(params![task_id, records.len(), failed])?;
-    Ok(())
 }
 
 /// Attach a run's stored measurements to its tasks and their sub-results.

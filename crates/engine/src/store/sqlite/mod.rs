@@ -62,7 +62,6 @@ use serde_json::Value;
 
 use crate::clock::EpochMs;
 use crate::lab::{Lab, LabFile};
-use crate::measure::Measurement;
 use crate::outcome::RunStatus;
 use crate::store::{
     Baseline, BookLock, BookStore, FiringRecord, MeasurementPoint, MeasurementQuery, NewRun,
@@ -158,6 +157,14 @@ impl SqliteStore {
     pub fn owned_by(mut self, owner: RunOwner) -> Self {
         self.owner = owner;
         self
+    }
+
+    /// A store of its own connection beside this one (book, health, audit…), opened
+    /// with `open` once the open group is committed: its first write would otherwise wait
+    /// on the group's lock, and its reads would not see the group.
+    fn beside<T>(&self, open: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
+        self.writer.commit()?;
+        open(&self.path)
     }
 
     /// The database file.
@@ -292,19 +299,6 @@ impl Store for SqliteStore {
         !self.commit_promised.swap(true, Ordering::AcqRel)
     }
 
-    fn add_measurements(
-        &self,
-        task_id: i64,
-        sub_result: Option<&str>,
-        measurements: &[Measurement],
-    ) -> Result<()> {
-        if measurements.is_empty() {
-            return Ok(());
-        }
-        self.writer
-            .group(|c| history::insert(c, task_id, sub_result, measurements))
-    }
-
     fn task_history(&self, q: &TaskHistoryQuery) -> Result<Vec<TaskHistoryEntry>> {
         self.read(|conn| history::task_history(conn, q))
     }
@@ -378,33 +372,29 @@ impl Store for SqliteStore {
     // through this one so far: the open group is committed first.
 
     fn open_book_store(&self) -> Result<Box<dyn BookStore>> {
-        self.writer.commit()?;
-        Ok(Box::new(SqliteBookStore::open(&self.path)?))
+        Ok(Box::new(self.beside(SqliteBookStore::open)?))
     }
 
     fn open_webhook_store(&self) -> Result<Box<dyn crate::store::WebhookStore>> {
-        self.writer.commit()?;
-        Ok(Box::new(webhooks::SqliteWebhookStore::open(&self.path)?))
+        Ok(Box::new(self.beside(webhooks::SqliteWebhookStore::open)?))
     }
 
     fn open_health_store(&self) -> Result<Box<dyn crate::store::HealthStore>> {
-        self.writer.commit()?;
-        Ok(Box::new(health::SqliteHealthStore::open(&self.path)?))
+        Ok(Box::new(self.beside(health::SqliteHealthStore::open)?))
     }
 
     fn open_access_store(&self) -> Result<Box<dyn crate::store::AccessStore>> {
-        self.writer.commit()?;
-        Ok(Box::new(access::SqliteAccessStore::open(&self.path)?))
+        Ok(Box::new(self.beside(access::SqliteAccessStore::open)?))
     }
 
     fn open_pack_store(&self) -> Result<Box<dyn crate::store::PackStore>> {
-        self.writer.commit()?;
-        Ok(Box::new(packs::SqlitePackStore::open(&self.path)?))
+        Ok(Box::new(self.beside(packs::SqlitePackStore::open)?))
     }
 
     fn open_retention_store(&self) -> Result<Box<dyn crate::store::retention::RetentionStore>> {
-        self.writer.commit()?;
-        Ok(Box::new(retention::SqliteRetentionStore::open(&self.path)?))
+        Ok(Box::new(
+            self.beside(retention::SqliteRetentionStore::open)?,
+        ))
     }
 
     fn queue_put(&self, run: &QueuedRunRecord) -> Result<()> {

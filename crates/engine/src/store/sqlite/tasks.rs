@@ -222,29 +222,14 @@ fn attempts_of_run(conn: &Connection, run_id: &str) -> Result<BTreeMap<i64, Vec<
     Ok(by_id)
 }
 
-/// The SQL of `measurements_json` with the JSON array `$p` (not empty) after what it
-/// holds: the one way measurements are appended (a finish, a live reporter's).
-macro_rules! append_measurements {
-    ($p:literal) => {
-        concat!(
-            "CASE WHEN measurements_json IS NULL OR measurements_json = '[]' THEN ",
-            $p,
-            " ELSE substr(measurements_json, 1, length(measurements_json) - 1) || ',' || substr(",
-            $p,
-            ", 2) END"
-        )
-    };
-}
-pub(super) use append_measurements;
-
 /// What finishing an occurrence sets, from its row `v` of a `VALUES` list
 /// (`batch::finish_sql`; `v.column1` is its id, the rest as [`FinishRow::values`] lists
 /// them).
 /// `v.column24`, a JSON array of measurements (`history::to_json`) or NULL, goes after
-/// those it has (a retry's or a live reporter's are kept, as rows were); `v.column25`, a
-/// JSON array of sub-results (`sub_results::to_json`), replaces those it has, and NULL
-/// keeps them.
-pub(super) const FINISH_SET: &str = concat!(
+/// those it has (a retry's are kept, as rows were: the array spliced, `[a] + [b]` →
+/// `[a,b]`); `v.column25`, a JSON array of sub-results (`sub_results::to_json`), replaces
+/// those it has, and NULL keeps them.
+pub(super) const FINISH_SET: &str =
     "state = 'done', lane = COALESCE(v.column2, lane), result = v.column3,
         failure = v.column4, message = v.column5, metadata_json = v.column6,
         raw_result = v.column7, run_time = v.column8, run_time_delta = v.column9,
@@ -256,10 +241,11 @@ pub(super) const FINISH_SET: &str = concat!(
         teardown_log = COALESCE(v.column21, teardown_log),
         artifacts_dir = COALESCE(v.column22, artifacts_dir), flaky = v.column23,
         sub_results_json = COALESCE(v.column25, sub_results_json),
-        measurements_json = CASE WHEN v.column24 IS NULL THEN measurements_json ELSE ",
-    append_measurements!("v.column24"),
-    " END "
-);
+        measurements_json = CASE
+            WHEN v.column24 IS NULL THEN measurements_json
+            WHEN measurements_json IS NULL OR measurements_json = '[]' THEN v.column24
+            ELSE substr(measurements_json, 1, length(measurements_json) - 1) || ',' ||
+                 substr(v.column24, 2) END ";
 
 pub(super) fn update_finish(conn: &Connection, task_id: i64, f: &TaskFinish) -> Result<()> {
     let paths = stored_paths(conn, task_id, &f.paths)?;
