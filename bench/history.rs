@@ -4,7 +4,8 @@
 //! server-side time of the runs listing (first page, a filtered page, the last page),
 //! one run's detail, a task's history, a measurement's history, yield, the flaky list, a
 //! run's tasks with their measurements and a compare of two runs; and, beside the ingest,
-//! the rate of SQLite alone writing the same rows on the same schema (`sqlite_alone`).
+//! the rate of SQLite alone writing the same rows on the same schema, by itself and from
+//! Rust in the store's shape and in one-write shapes (`ceilings`).
 //!
 //! `bench/history.sh`, or `cargo bench -p testbay-engine --bench history` (env
 //! `HISTORY_BENCH_RUNS`, default 2,000; `HISTORY_BENCH_TASKS`, default 100 per run;
@@ -20,6 +21,8 @@ use testbay_engine::measure::Measurement;
 use testbay_engine::outcome::RunStatus;
 use testbay_engine::store::*;
 
+#[path = "ceilings.rs"]
+mod ceilings;
 #[path = "common.rs"]
 mod common;
 use common::env_or;
@@ -157,142 +160,6 @@ fn cpu_secs() -> f64 {
     (f.get(11).unwrap_or(&0.0) + f.get(12).unwrap_or(&0.0)) / 100.0
 }
 
-/// The same rows written by SQLite alone, in the same sitting: on a fresh store of the
-/// same schema, `n` planned rows inserted and then finished by one statement each (the
-/// store's shape: a run's plan, then its results), and `n` finished rows inserted by one
-/// statement into another fresh store; rows per second of each, commits included. What
-/// the store's own path is measured against: no code around SQLite writes these rows
-/// faster on this machine. Third, finished rows inserted from Rust through bound
-/// multi-row statements, committed in waves: what a store writing each result once
-/// could reach. `measurements` and `subs` are the arrays the ingest wrote.
-fn sqlite_alone(n: usize, measurements: &str, subs: &str) -> (f64, f64, f64) {
-    let fresh = || {
-        let dir = tempfile::tempdir().unwrap();
-        drop(SqliteStore::open_in(dir.path()).unwrap());
-        let c = rusqlite::Connection::open(dir.path().join("testbay.db")).unwrap();
-        c.execute_batch(
-            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;
-             PRAGMA cache_size=-32768; PRAGMA temp_store=MEMORY;",
-        )
-        .unwrap();
-        c.execute(
-            "WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHERE i < ?1)
-             INSERT INTO runs (id, pack_name, pack_version, content_hash, pack_dir, groups_json,
-                 duts_json, params_json, resource_mode, coverage_mode, status, created_ms)
-             SELECT printf('f%06d', i), 'p', '1', 'h', '/x', '[]', '[]', '{}', 'all', 'dut',
-                 'completed', i FROM k",
-            [n / 100],
-        )
-        .unwrap();
-        (dir, c)
-    };
-    const ROWS: &str =
-        "WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHERE i < ?1 - 1)";
-    let timed = |c: &rusqlite::Connection, sql: &str, args: &[&dyn rusqlite::ToSql]| {
-        let t = Instant::now();
-        c.execute_batch("BEGIN; INSERT INTO tally_paused VALUES (1);")
-            .unwrap();
-        c.execute(sql, args).unwrap();
-        c.execute_batch("DELETE FROM tally_paused; COMMIT;")
-            .unwrap();
-        t.elapsed().as_secs_f64()
-    };
-    let (_d1, c) = fresh();
-    let plan = timed(
-        &c,
-        &format!(
-            "{ROWS} INSERT INTO task_results (run_id, seq, lane, task, kind, grp, est_task_time)
-             SELECT printf('f%06d', i / 100), i % 100, 'stb-01', 'task' || (i % 100), 'test',
-                 'smoke', 3.0 FROM k"
-        ),
-        &[&n],
-    );
-    let finish = timed(
-        &c,
-        "UPDATE task_results SET state = 'done', result = 'Passed', failure = 0,
-             message = 'channel ' || seq || ' checked', run_time = 2.5, started_ms = 1,
-             finished_ms = 2, measurements_json = ?1, sub_results_json = ?2",
-        &[&measurements, &subs],
-    );
-    let (_d2, c) = fresh();
-    let direct = timed(
-        &c,
-        &format!(
-            "{ROWS} INSERT INTO task_results (run_id, seq, lane, task, kind, grp, est_task_time,
-                 state, result, failure, message, run_time, started_ms, finished_ms,
-                 measurements_json, sub_results_json)
-             SELECT printf('f%06d', i / 100), i % 100, 'stb-01', 'task' || (i % 100), 'test',
-                 'smoke', 3.0, 'done', 'Passed', 0, 'channel ' || (i % 100) || ' checked', 2.5,
-                 1, 2, ?2, ?3 FROM k"
-        ),
-        &[&n, &measurements, &subs],
-    );
-    // The one-write shape from Rust, as a store would write it: finished rows bound
-    // through cached multi-row statements of 64 rows, one transaction per 1,600 rows
-    // (16 runs of 100, as the ingest's waves).
-    let (_d3, c) = fresh();
-    const COLS: &str = "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
-    let insert = |rows: usize| {
-        format!(
-            "INSERT INTO task_results (run_id, seq, lane, task, kind, grp, est_task_time,
-                 state, result, failure, message, run_time, started_ms, finished_ms,
-                 measurements_json, sub_results_json) VALUES {}",
-            vec![COLS; rows].join(",")
-        )
-    };
-    let t = Instant::now();
-    for wave in (0..n).collect::<Vec<_>>().chunks(1600) {
-        c.execute_batch("BEGIN IMMEDIATE; INSERT INTO tally_paused VALUES (1);")
-            .unwrap();
-        for chunk in wave.chunks(64) {
-            let owned: Vec<(String, i64, String, String)> = chunk
-                .iter()
-                .map(|&i| {
-                    (
-                        format!("f{:06}", i / 100),
-                        (i % 100) as i64,
-                        format!("task{}", i % 100),
-                        format!("channel {} checked", i % 100),
-                    )
-                })
-                .collect();
-            let mut args: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(chunk.len() * 16);
-            for (run, seq, task, message) in &owned {
-                args.extend([
-                    run as &dyn rusqlite::ToSql,
-                    seq,
-                    &"stb-01",
-                    task,
-                    &"test",
-                    &"smoke",
-                    &3.0,
-                    &"done",
-                    &"Passed",
-                    &0,
-                    message,
-                    &2.5,
-                    &1,
-                    &2,
-                    &measurements,
-                    &subs,
-                ]);
-            }
-            c.prepare_cached(&insert(chunk.len()))
-                .unwrap()
-                .execute(args.as_slice())
-                .unwrap();
-        }
-        c.execute_batch("DELETE FROM tally_paused; COMMIT;")
-            .unwrap();
-    }
-    let bound = t.elapsed().as_secs_f64();
-    (
-        n as f64 / (plan + finish),
-        n as f64 / direct,
-        n as f64 / bound,
-    )
-}
-
 /// One timed query.
 type Query<'a> = Box<dyn Fn() + 'a>;
 
@@ -369,13 +236,19 @@ fn main() {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .unwrap();
-        let n = (runs * tasks as usize).min(200_000) / 100 * 100;
-        let (plan_finish, direct, bound) = sqlite_alone(n, &measurements, &subs);
+        let n = (runs * tasks as usize).min(200_000) / 1600 * 1600;
+        let c = ceilings::measure(n, &measurements, &subs);
         println!(
-            "SQLite alone, same schema and rows, one statement each ({n} rows): planned then finished {plan_finish:.0} rows/s; finished rows inserted {direct:.0} rows/s"
+            "SQLite alone, same schema and rows, one statement each ({n} rows): planned then finished {:.0} rows/s; finished rows inserted {:.0} rows/s",
+            c.plan_finish, c.direct
         );
         println!(
-            "finished rows inserted from Rust, 64 bound rows per statement, a commit per 1,600: {bound:.0} rows/s"
+            "from Rust, 64 bound rows per statement, in waves of 16 runs: planned (a commit per run), finished (a commit per wave) and ended (a commit per run) {:.0} rows/s; finished rows inserted once (a commit per wave) {:.0} rows/s",
+            c.plan_finish_bound, c.direct_bound
+        );
+        println!(
+            "  the same waves, each result written once and its plan kept until then in a table of planned rows: {:.0} rows/s",
+            c.one_write_with_plan
         );
     }
 

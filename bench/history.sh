@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # History at scale: builds a SQLite store of RUNS runs x TASKS task results (each with 2
 # sub-results and 3 measurements; one task in 20 flips) through the store's own insert
-# path, then prints the ingest rate (and, beside it, the rate of SQLite alone writing the
-# same rows on the same schema in single statements: the ceiling on this machine), the
+# path, then prints the ingest rate (and, beside it, SQLite's own rates for the same rows
+# on the same schema: in single statements; from Rust in the store's shape; from Rust
+# writing each result once, with and without a plan kept: `bench/ceilings.rs`), the
 # database size and the server-side median (and worst) of CALLS calls of each query: the
 # runs listing (first page, pack + DUT + failed only + text, result=Failed,
 # sort=failures, last page), one run's detail, a task's history, a measurement's history,
