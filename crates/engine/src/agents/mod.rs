@@ -259,6 +259,9 @@ struct Hub {
     agent_racks: HashSet<String>,
     state: Mutex<HubState>,
     next_job: AtomicU64,
+    /// Woken at every connection made: a phase waiting for its agent to come back tries
+    /// again (a connection made while the agent never stalled changes no health).
+    connected: tokio::sync::Notify,
 }
 
 /// The console's rack agents. Cheap to clone.
@@ -292,6 +295,7 @@ impl AgentHub {
                 // Phase numbers differ from those of an earlier process of this server
                 // (an agent back after a restart may still run one of those).
                 next_job: AtomicU64::new(first_job()),
+                connected: tokio::sync::Notify::new(),
             }),
         }
     }
@@ -425,7 +429,7 @@ impl AgentHub {
             tokio::spawn(watchdog(Arc::downgrade(&self.hub)));
         }
         tracing::info!(agent = name, acked, "rack agent connected");
-        tracing::info!(agent = name, "rack agent connected");
+        self.hub.connected.notify_waiters();
         self.hub.changed();
         Ok(AgentSession {
             hub: self.hub.clone(),

@@ -19,9 +19,6 @@ use crate::reporter::{Change, PhaseReport};
 use crate::run::runner::{plain_relative, PhaseCall, PhaseFuture};
 use crate::run::{PhaseJob, PhaseRunner, RunnerHealth};
 
-/// How often a phase waiting for its agent looks again, whatever it heard.
-const AWAY_RETRY: std::time::Duration = std::time::Duration::from_millis(250);
-
 /// Runs one run's phases on the agent it was bound to at launch.
 pub struct AgentRunner {
     hub: Arc<Hub>,
@@ -190,6 +187,11 @@ impl AgentRunner {
         let mut health = self.health.clone();
         let mut said = false;
         loop {
+            // Listening for a connection before trying: one made in between still wakes
+            // the wait below.
+            let connected = self.hub.connected.notified();
+            tokio::pin!(connected);
+            connected.as_mut().enable();
             // Lost first: a run given up on sends nothing more, even to an agent back.
             if let RunnerHealth::Lost(lost) = &*health.borrow() {
                 return Err(if lost.is_empty() {
@@ -213,7 +215,7 @@ impl AgentRunner {
                     }
                 }
                 // A connection made without a change of health (it never stalled).
-                () = tokio::time::sleep(AWAY_RETRY) => {}
+                () = &mut connected => {}
                 () = stop_requested(stop) => {
                     return Err(format!("stopped while waiting for agent {}", self.agent));
                 }
