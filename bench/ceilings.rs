@@ -11,8 +11,8 @@ use testbay_engine::store::SqliteStore;
 
 /// Rows per second of each way of writing the rows.
 pub struct Ceilings {
-    /// Planned rows inserted, then finished, by one statement each (the store's shape,
-    /// with no statement, binding or commit around it).
+    /// Planned rows inserted, then finished, by one statement each, each committed once
+    /// (the store's shape, with no binding and no commit but those two).
     pub plan_finish: f64,
     /// Finished rows inserted by one statement.
     pub direct: f64,
@@ -20,8 +20,8 @@ pub struct Ceilings {
     /// inserted and committed, the wave's rows finished through bound 64-row
     /// `UPDATE … FROM (VALUES …)` statements in one commit, each run's end committed.
     pub plan_finish_bound: f64,
-    /// Finished rows inserted once from Rust through bound 64-row statements, a commit
-    /// per wave: a store writing each result once, with no plan kept anywhere.
+    /// Finished rows inserted once from Rust through bound 64-row statements, in
+    /// [`waves`]: a store writing each result once, with no plan kept anywhere.
     pub direct_bound: f64,
     /// The one-write shape with the plan kept until then, in [`waves`]: a run's planned
     /// rows inserted with it into a table of their own, each result inserted from its
@@ -30,9 +30,10 @@ pub struct Ceilings {
     pub one_write_with_plan: f64,
 }
 
-/// Runs in a wave, written side by side as the ingest writes them.
+/// Runs in a wave, written side by side as `bench/history.sh` has the ingest write them
+/// (`AT_ONCE`, 16 by default), whatever the ingest was told.
 const RUNS_PER_WAVE: usize = 16;
-/// Task results per run.
+/// Task results per run (`TASKS`, 100 by default), whatever the ingest was told.
 const TASKS: usize = 100;
 /// Rows bound in one statement.
 const CHUNK: usize = 64;
@@ -104,15 +105,16 @@ pub fn measure(n: usize, measurements: &str, subs: &str) -> Ceilings {
         },
     );
 
-    let (_d4, c) = fresh(n, true);
-    let t = Instant::now();
-    for wave in (0..n).collect::<Vec<_>>().chunks(RUNS_PER_WAVE * TASKS) {
-        c.execute_batch("BEGIN IMMEDIATE; INSERT INTO tally_paused VALUES (1);")
-            .unwrap();
-        for chunk in wave.chunks(CHUNK) {
-            let owned: Vec<(String, i64, String, String)> = chunk
+    let (_d4, c) = fresh(n, false);
+    let direct_bound = waves(
+        &c,
+        n,
+        |_, _, _| {},
+        |c, ids| {
+            let owned: Vec<(String, i64, String, String)> = ids
                 .iter()
-                .map(|&i| {
+                .map(|&id| {
+                    let i = id as usize - 1;
                     (
                         format!("f{:06}", i / TASKS),
                         (i % TASKS) as i64,
@@ -121,10 +123,11 @@ pub fn measure(n: usize, measurements: &str, subs: &str) -> Ceilings {
                     )
                 })
                 .collect();
-            let mut args: Vec<&dyn ToSql> = Vec::with_capacity(chunk.len() * 16);
-            for (run, seq, task, message) in &owned {
+            let mut args: Vec<&dyn ToSql> = Vec::with_capacity(ids.len() * 17);
+            for (id, (run, seq, task, message)) in ids.iter().zip(&owned) {
                 args.extend([
-                    run as &dyn ToSql,
+                    id as &dyn ToSql,
+                    run,
                     seq,
                     &"stb-01",
                     task,
@@ -143,18 +146,17 @@ pub fn measure(n: usize, measurements: &str, subs: &str) -> Ceilings {
                 ]);
             }
             let sql = format!(
-                "INSERT INTO task_results ({FINISHED_COLS}) VALUES {}",
-                placeholders(16, chunk.len())
+                "INSERT INTO task_results (id, {FINISHED_COLS}) VALUES {}",
+                placeholders(17, ids.len())
             );
-            c.prepare_cached(&sql)
+            let written = c
+                .prepare_cached(&sql)
                 .unwrap()
                 .execute(args.as_slice())
                 .unwrap();
-        }
-        c.execute_batch("DELETE FROM tally_paused; COMMIT;")
-            .unwrap();
-    }
-    let direct_bound = n as f64 / t.elapsed().as_secs_f64();
+            assert_eq!(written, ids.len());
+        },
+    );
 
     let (_d5, c) = fresh(n, false);
     c.execute_batch(
@@ -241,6 +243,7 @@ fn waves(
     plan: impl Fn(&Connection, &str, i64),
     finish: impl Fn(&Connection, &[i64]),
 ) -> f64 {
+    assert_eq!(n % (RUNS_PER_WAVE * TASKS), 0, "whole waves only");
     let t = Instant::now();
     let mut next_id = 1;
     for wave in 0..n / (RUNS_PER_WAVE * TASKS) {
@@ -287,7 +290,7 @@ fn planned(run: &str, first: i64) -> Vec<(i64, String, i64, &'static str, String
         .collect()
 }
 
-/// Insert `rows` in chunks of 50 through `sql` (given a chunk's placeholders), binding
+/// Insert `rows` in chunks of [`CHUNK`] through `sql` (given a chunk's placeholders), binding
 /// each row's last `cols` values (all five, or all but the id).
 fn insert_chunked(
     c: &Connection,
@@ -295,7 +298,7 @@ fn insert_chunked(
     cols: usize,
     sql: impl Fn(&str) -> String,
 ) {
-    for chunk in rows.chunks(50) {
+    for chunk in rows.chunks(CHUNK) {
         let mut args: Vec<&dyn ToSql> = Vec::with_capacity(chunk.len() * cols);
         for (id, run, seq, lane, task) in chunk {
             let all: [&dyn ToSql; 5] = [id, run, seq, lane, task];
@@ -333,10 +336,12 @@ impl Results<'_> {
                 &self.subs,
             ]);
         }
-        c.prepare_cached(&sql(&placeholders(9, ids.len())))
+        let written = c
+            .prepare_cached(&sql(&placeholders(9, ids.len())))
             .unwrap()
             .execute(args.as_slice())
             .unwrap();
+        assert_eq!(written, ids.len(), "every row of the chunk written");
     }
 }
 

@@ -447,14 +447,44 @@ async fn a_phase_due_while_the_agent_is_away_waits_for_it() {
     let next = next_phase_while_away(&hub, tmp.path()).await;
 
     let mut again = connect(&hub, "b1", vec![]);
+    let job = start_sent_at_once(&mut again)
+        .await
+        .expect("the phase goes to the agent once it is back");
+    again.receive(seq(2, passed(job)));
+    assert_eq!(next.await.unwrap().unwrap().result, "Passed");
+}
+
+/// The phase the hub sent `session` once the tasks woken have run, with no time passing.
+async fn start_sent_at_once(session: &mut AgentSession) -> Option<u64> {
     for _ in 0..200 {
         tokio::task::yield_now().await;
     }
-    let job = std::iter::from_fn(|| again.outbox.try_recv().ok())
-        .find_map(|m| match m {
-            ServerMsg::Start { job, .. } => Some(job),
-            _ => None,
-        })
+    std::iter::from_fn(|| session.outbox.try_recv().ok()).find_map(|m| match m {
+        ServerMsg::Start { job, .. } => Some(job),
+        _ => None,
+    })
+}
+
+/// A phase due after the server closed its agents' connections (`disconnect_all`: the
+/// book moved, no health changed) waits, and goes to the agent as soon as it connects
+/// again, with no time passing.
+#[tokio::test]
+async fn a_phase_due_after_the_server_closed_the_connection_goes_when_the_agent_is_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000_000);
+    let hub = hub(&clock);
+    let mut session = connect(&hub, "b1", vec![]);
+    let s = start(&hub, &mut session, tmp.path(), "run-1").await;
+    session.receive(seq(1, passed(s.job)));
+    assert_eq!(s.outcome.await.unwrap().unwrap().result, "Passed");
+    hub.disconnect_all();
+    let next = next_phase(&s.runner, "run-1");
+    assert_eq!(start_sent_at_once(&mut session).await, None);
+    assert!(!next.is_finished(), "the phase waits for its agent");
+
+    let mut again = connect(&hub, "b1", vec![]);
+    let job = start_sent_at_once(&mut again)
+        .await
         .expect("the phase goes to the agent once it is back");
     again.receive(seq(2, passed(job)));
     assert_eq!(next.await.unwrap().unwrap().result, "Passed");
