@@ -209,3 +209,47 @@ fn pruning_gives_the_space_back() {
         r.database_bytes
     );
 }
+
+/// The write-ahead log is given back even while another connection checkpoints (the
+/// store's checkpointer takes the lock a `TRUNCATE` checkpoint needs, and SQLite does
+/// not wait for it): the reclaim tries again.
+#[test]
+fn the_log_is_given_back_while_another_checkpoint_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let store = SqliteStore::open_in(data).unwrap();
+    stored_run(
+        &store,
+        data,
+        "big",
+        "a",
+        100,
+        Some(RunStatus::Completed),
+        (500, 4000),
+    );
+    store.commit_now().unwrap();
+    let h = store.open_retention_store().unwrap();
+    let db = store.path().to_path_buf();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let other = {
+        let (db, stop) = (db.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let c = rusqlite::Connection::open(&db).unwrap();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+            }
+        })
+    };
+    let mut wal = db.into_os_string();
+    wal.push("-wal");
+    let mut left = Vec::new();
+    for round in 0..20 {
+        // Something in the log for each round to give back.
+        h.set_keep("big", round % 2 == 0, T0).unwrap();
+        h.reclaim().unwrap();
+        left.push(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    other.join().unwrap();
+    assert!(left.iter().all(|&n| n == 0), "log bytes left: {left:?}");
+}

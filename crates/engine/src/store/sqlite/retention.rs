@@ -10,13 +10,16 @@
 //! writers wait up to their busy timeout), every later one is incremental.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::clock::EpochMs;
 use crate::store::retention::{DbSize, PruneCandidate, RetentionStore};
 use crate::store::{Result, StoreError};
+
+/// How long [`SqliteRetentionStore::truncate_wal`] tries again.
+const TRUNCATE_PATIENCE: Duration = Duration::from_secs(2);
 
 /// Statuses of runs that are still going: never removed.
 const GOING: &str = "('queued', 'running', 'stalled')";
@@ -54,6 +57,27 @@ impl SqliteRetentionStore {
             .filter_map(|p| std::fs::metadata(p).ok())
             .map(|m| m.len())
             .sum()
+    }
+
+    /// Give the write-ahead log's pages back: a `TRUNCATE` checkpoint, tried again while
+    /// it finds another checkpoint under way (the store's own checkpointer takes the same
+    /// lock and SQLite does not wait for it) or a reader still on an older snapshot, for
+    /// up to [`TRUNCATE_PATIENCE`]; after that the log is left for the next prune.
+    fn truncate_wal(&self) -> Result<()> {
+        let started = Instant::now();
+        loop {
+            let busy: i64 = self
+                .conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
+            if busy == 0 {
+                return Ok(());
+            }
+            if started.elapsed() >= TRUNCATE_PATIENCE {
+                tracing::warn!(path = %self.path.display(), "the write-ahead log stays: a checkpoint or a reader kept it busy");
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     fn pragma(&self, name: &str) -> Result<i64> {
@@ -167,10 +191,7 @@ impl RetentionStore for SqliteRetentionStore {
             self.conn
                 .execute_batch("PRAGMA auto_vacuum = INCREMENTAL; VACUUM;")?;
         }
-        // Give the write-ahead log's pages back too.
-        let mut stmt = self.conn.prepare("PRAGMA wal_checkpoint(TRUNCATE)")?;
-        let mut rows = stmt.query([])?;
-        while rows.next()?.is_some() {}
+        self.truncate_wal()?;
         Ok(before.saturating_sub(self.file_bytes()))
     }
 }
