@@ -104,9 +104,10 @@ fn token_of(out: &std::process::Output) -> String {
 
 impl Lab {
     /// A lab server on the demo lab, rack-a served by an agent; heartbeat 200 ms, grace
-    /// 2 s; an operator and an agent user; packs `where`, `ask` and `slow`.
+    /// 30 s (a loaded machine never loses the agent of a test not about losing it); an
+    /// operator and an agent user; packs `where`, `ask` and `slow`.
     fn start() -> Lab {
-        Self::with_grace(2)
+        Self::with_grace(30)
     }
 
     /// [`Lab::start`] with another grace period, in seconds.

@@ -310,7 +310,8 @@ async fn hang_times_out_and_the_group_is_killed() {
         &f,
         "trap '' TERM\nsleep 300 &\necho $! > \"$TESTBAY_ARTIFACTS/grandchild.pid\"\necho $$ > \"$TESTBAY_ARTIFACTS/child.pid\"\nwhile true; do sleep 1; done\n",
     );
-    c.max_runtime = Some(Duration::from_millis(800));
+    // Long enough for bash to start both and write their pids on a loaded machine.
+    c.max_runtime = Some(Duration::from_secs(3));
     c.limits.kill_grace = Duration::from_millis(300);
     let mut pgid = 0;
     let o = run_phase(&c, &clock(), None, None, |p| pgid = p)
@@ -480,15 +481,20 @@ async fn a_missing_working_directory_is_errored_with_the_step() {
 #[tokio::test]
 async fn escaped_process_holding_the_output_ends_with_the_phase() {
     let f = PhaseDir::new();
-    let c = cmd(
+    // The leader ends once the escapee has written its line and its pid (whole, by a
+    // rename), however slowly the machine runs them.
+    let mut c = cmd(
         &f,
-        "setsid bash -c 'echo $$ > \"$TESTBAY_ARTIFACTS/escaped.pid\"; echo from-escapee; sleep 300' &\nsleep 0.2\necho leader-done\n",
+        "setsid bash -c 'echo from-escapee; echo $$ > \"$TESTBAY_ARTIFACTS/escaped.tmp\"; mv \"$TESTBAY_ARTIFACTS/escaped.tmp\" \"$TESTBAY_ARTIFACTS/escaped.pid\"; sleep 300' &\nwhile [ ! -s \"$TESTBAY_ARTIFACTS/escaped.pid\" ]; do sleep 0.01; done\necho leader-done\n",
     );
+    // A drain timeout far beyond the bound below: ending within it means the escapee was
+    // found and ended, not waited out.
+    c.limits.drain_timeout = Duration::from_secs(30);
     let started = std::time::Instant::now();
     let o = run(&c).await;
     assert_eq!(o.result, PASSED);
     assert!(
-        started.elapsed() < Duration::from_secs(2),
+        started.elapsed() < Duration::from_secs(10),
         "waited for the drain timeout"
     );
     let pid = pid_in(&f.dir.join("artifacts/escaped.pid"));
@@ -513,9 +519,16 @@ async fn log_is_readable_when_output_goes_quiet() {
     let f = PhaseDir::new();
     let c = cmd(&f, "echo first line\nsleep 3\necho last line\n");
     let h = start(&c, None);
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    assert!(!h.is_finished());
-    let text = std::fs::read_to_string(f.dir.join("main.log")).unwrap();
+    // The line is in the file while the phase still sleeps (looked for until it ends).
+    let mut text = String::new();
+    while !h.is_finished() {
+        text = std::fs::read_to_string(f.dir.join("main.log")).unwrap_or_default();
+        if !text.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!h.is_finished(), "the phase ended before its line was read");
     assert_eq!(text, "first line\n", "log of the running phase");
     let o = h.await.unwrap();
     assert_eq!(o.result, PASSED);
@@ -678,7 +691,7 @@ async fn an_escaped_writer_does_not_hold_the_phase_open() {
     let f = PhaseDir::new();
     let c = cmd(
         &f,
-        "setsid bash -c 'echo $$ > \"$TESTBAY_ARTIFACTS/escaped.pid\"; while true; do echo still-writing; done' &\nsleep 0.2\necho leader-done\n",
+        "setsid bash -c 'echo $$ > \"$TESTBAY_ARTIFACTS/escaped.tmp\"; mv \"$TESTBAY_ARTIFACTS/escaped.tmp\" \"$TESTBAY_ARTIFACTS/escaped.pid\"; while true; do echo still-writing; done' &\nwhile [ ! -s \"$TESTBAY_ARTIFACTS/escaped.pid\" ]; do sleep 0.01; done\necho leader-done\n",
     );
     let started = std::time::Instant::now();
     let o = run(&c).await;

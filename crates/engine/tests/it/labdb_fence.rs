@@ -23,8 +23,9 @@ use crate::support::{write, write_task, Bed};
 
 const LAB: &str = "name: t\nracks:\n  - {name: rack-x, slots: 4}\nduts:\n  - {name: box-1, model: BX-1, location: {rack: rack-x, slot: 1}}\n";
 
-/// Every claim's lease, in the book and in the database.
-const LEASE_MS: i64 = 1_000;
+/// Every claim's lease, in the book and in the database: long enough that a loaded
+/// machine renews it in time, short enough for the tests that wait for it to lapse.
+const LEASE_MS: i64 = 3_000;
 
 fn db(name: &str) -> String {
     testbay_pgtest::shared()

@@ -269,7 +269,13 @@ async fn api_bodies_over_the_limit_get_413_in_the_api_error_shape() {
 /// answers nothing is dropped.
 #[tokio::test]
 async fn the_event_stream_pings_and_drops_a_client_that_never_answers() {
-    let srv = start(short(), |_| {}).await;
+    // A ping a second: a client that answers is not dropped for a stall of this test's
+    // runtime on a loaded machine.
+    let limits = Limits {
+        ping_interval: Duration::from_secs(1),
+        ..short()
+    };
+    let srv = start(limits, |_| {}).await;
     let url = format!("ws://{}/api/events", srv.addr);
     let (mut answering, _) = tokio_tungstenite::connect_async(url.as_str())
         .await
@@ -291,9 +297,9 @@ async fn the_event_stream_pings_and_drops_a_client_that_never_answers() {
     silent.read_exact(&mut first).await.unwrap();
     assert_eq!(&first, b"HTTP/1.1 101");
 
-    // Two seconds: more than six ping intervals. Reading answers the pings.
+    // Four seconds: four ping intervals. Reading answers the pings.
     let mut pings = 0;
-    let listened = tokio::time::timeout(Duration::from_secs(2), async {
+    let listened = tokio::time::timeout(Duration::from_secs(4), async {
         while let Some(msg) = answering.next().await {
             match msg {
                 Ok(Message::Ping(_)) => pings += 1,
@@ -305,7 +311,7 @@ async fn the_event_stream_pings_and_drops_a_client_that_never_answers() {
     })
     .await;
     assert!(listened.is_err(), "the answering client was dropped");
-    assert!(pings >= 3, "{pings} pings in 2 s at one per 300 ms");
+    assert!(pings >= 2, "{pings} pings in 4 s at one a second");
 
     let closed = closed_within(&mut silent, Duration::from_secs(8)).await;
     assert!(closed.is_some(), "a client that never answers stayed");
