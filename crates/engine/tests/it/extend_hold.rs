@@ -100,9 +100,9 @@ async fn ended_reservations_are_the_timelines_past() {
     call(&c, &format!(r#"{{"cmd":"release","id":"{}"}}"#, h.id))
         .await
         .unwrap();
-    // The book writes its history behind the answer: wait for it (bounded).
+    // The book writes its history behind the answer: wait for it (bounded: 30 s).
     let mut past = Vec::new();
-    for _ in 0..100 {
+    for _ in 0..600 {
         let Response::ReservationHistory(p) =
             call(&c, r#"{"cmd":"reservation_history","hours":2}"#)
                 .await

@@ -65,7 +65,7 @@ async fn ended(
 ) -> RunStatus {
     let status = run_end(events, run_id).await;
     // The health service settles the end on its own task: wait until it has.
-    for _ in 0..500 {
+    for _ in 0..3000 {
         let Response::DutHealth(r) = c
             .dispatch(Request::DutHealth {
                 dut: "stb-1".into(),
@@ -161,7 +161,7 @@ async fn a_failing_check_makes_a_dut_bad_and_a_passing_one_restores_it() {
         .any(|h| h.dut == "stb-1" && h.health == Health::Bad));
     // Recorded by the webhook service's task, moments later.
     let mut told = false;
-    for _ in 0..500 {
+    for _ in 0..3000 {
         let Response::WebhookDeliveries(d) = c
             .dispatch(Request::WebhookDeliveries {
                 webhook_id: None,
@@ -200,7 +200,7 @@ async fn a_failing_check_makes_a_dut_bad_and_a_passing_one_restores_it() {
         ended(&c, &mut events, &run_id).await;
     }
     let mut counted = report(&c).await;
-    for _ in 0..500 {
+    for _ in 0..3000 {
         if counted.health.infra_failures >= 2 {
             break;
         }
