@@ -435,22 +435,42 @@ fn third_ctrl_c_leaves_at_once_and_keeps_what_was_stored() {
             ),
         ],
     );
-    let console = start_run(&f, &pack);
+    let mut console = start_run(&f, &pack);
     let pid: i32 = wait_for_file(&marker.join("stubborn"))
         .trim()
         .parse()
         .unwrap();
-    for _ in 0..3 {
+    // Each Ctrl-C once the console has answered the one before: signals sent while it is
+    // busy would be taken as one.
+    let stdout = console.stdout.take().unwrap();
+    let drained = std::thread::spawn(move || std::io::read_to_string(stdout).unwrap());
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    let stderr = console.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
+            let Ok(line) = line else { break };
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut said = Vec::new();
+    for answer in ["stopping run", "stopping run", "left run"] {
         unsafe { libc::kill(console.id() as i32, libc::SIGINT) };
-        std::thread::sleep(Duration::from_millis(300));
+        loop {
+            let line = lines
+                .recv_timeout(Duration::from_secs(20))
+                .unwrap_or_else(|_| panic!("no \"{answer}\" from the console: {said:#?}"));
+            let answered = line.contains(answer);
+            said.push(line);
+            if answered {
+                break;
+            }
+        }
     }
-    let out = console.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(130), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stderr).contains("left run"),
-        "{}",
-        text(&out.stderr)
-    );
+    let status = console.wait().unwrap();
+    drained.join().unwrap();
+    assert_eq!(status.code(), Some(130), "{said:#?}");
     assert!(ends_soon(pid), "the task outlived the console");
     let page: Value = serde_json::from_slice(&f.testbay(&["results", "--json"]).stdout).unwrap();
     let run = &page["runs"][0];
