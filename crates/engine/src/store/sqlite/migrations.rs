@@ -670,4 +670,17 @@ WHERE g.task_result_id = task_results.id;
 DROP TABLE sub_results;
 "#,
     },
+    Migration {
+        name: "failed runs of a pack indexed with their ids and DUT lists",
+        // A pack's failed runs filtered by DUT (`runs::ListSql`: `instr` then `json_each`
+        // on `duts_json`) read each run's row only to look at its DUT list: a thousand
+        // table lookups for the few runs of one DUT. With the id and the list in the
+        // partial index the filter (and the listing's count and order) is answered from
+        // the index, and only the runs that pass are read.
+        sql: r#"
+DROP INDEX runs_failed;
+CREATE INDEX runs_failed ON runs(pack_name, created_ms, id, duts_json)
+    WHERE status = 'errored' OR t_failure > 0;
+"#,
+    },
 ];
