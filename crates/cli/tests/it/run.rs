@@ -412,6 +412,18 @@ fn ctrl_c_stops_gracefully() {
     assert!(stdout.contains("Aborted"), "{stdout}");
 }
 
+/// A child process killed when this is dropped, unless it was waited for (`None`): a
+/// test that fails before the child ends leaves nothing running.
+struct KillOnDrop(Option<i32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
 /// A third Ctrl-C leaves at once, even while a task ignores SIGTERM: exit status 130,
 /// the task dies with the console, what finished before stays stored and the next start
 /// marks the run interrupted.
@@ -454,8 +466,10 @@ fn third_ctrl_c_leaves_at_once_and_keeps_what_was_stored() {
             }
         }
     });
+    // Killed if the test fails before the console ends.
+    let mut guard = KillOnDrop(Some(console.id() as i32));
     let mut said = Vec::new();
-    for answer in ["stopping run", "stopping run", "left run"] {
+    for answer in ["teardowns still run", "at once", "left run"] {
         unsafe { libc::kill(console.id() as i32, libc::SIGINT) };
         loop {
             let line = lines
@@ -469,6 +483,7 @@ fn third_ctrl_c_leaves_at_once_and_keeps_what_was_stored() {
         }
     }
     let status = console.wait().unwrap();
+    guard.0 = None;
     drained.join().unwrap();
     assert_eq!(status.code(), Some(130), "{said:#?}");
     assert!(ends_soon(pid), "the task outlived the console");

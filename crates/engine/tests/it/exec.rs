@@ -485,10 +485,11 @@ async fn escaped_process_holding_the_output_ends_with_the_phase() {
     // rename), however slowly the machine runs them.
     let mut c = cmd(
         &f,
-        "setsid bash -c 'echo from-escapee; echo $$ > \"$TESTBAY_ARTIFACTS/escaped.tmp\"; mv \"$TESTBAY_ARTIFACTS/escaped.tmp\" \"$TESTBAY_ARTIFACTS/escaped.pid\"; sleep 300' &\nwhile [ ! -s \"$TESTBAY_ARTIFACTS/escaped.pid\" ]; do sleep 0.01; done\necho leader-done\n",
+        "setsid bash -c 'echo from-escapee; echo $$ > \"$TESTBAY_ARTIFACTS/escaped.tmp\"; mv \"$TESTBAY_ARTIFACTS/escaped.tmp\" \"$TESTBAY_ARTIFACTS/escaped.pid\"; sleep 300' &\nfor i in $(seq 3000); do [ -s \"$TESTBAY_ARTIFACTS/escaped.pid\" ] && break; sleep 0.01; done\necho leader-done\n",
     );
     // A drain timeout far beyond the bound below: ending within it means the escapee was
-    // found and ended, not waited out.
+    // found and ended, not waited out. (The leader's wait for the pid is bounded: an
+    // escapee that never starts fails the test at its pid, not by hanging.)
     c.limits.drain_timeout = Duration::from_secs(30);
     let started = std::time::Instant::now();
     let o = run(&c).await;
@@ -689,20 +690,25 @@ async fn a_running_phase_output_is_live() {
 #[tokio::test]
 async fn an_escaped_writer_does_not_hold_the_phase_open() {
     let f = PhaseDir::new();
-    let c = cmd(
+    let mut c = cmd(
         &f,
-        "setsid bash -c 'echo $$ > \"$TESTBAY_ARTIFACTS/escaped.tmp\"; mv \"$TESTBAY_ARTIFACTS/escaped.tmp\" \"$TESTBAY_ARTIFACTS/escaped.pid\"; while true; do echo still-writing; done' &\nwhile [ ! -s \"$TESTBAY_ARTIFACTS/escaped.pid\" ]; do sleep 0.01; done\necho leader-done\n",
+        "setsid bash -c 'echo $$ > \"$TESTBAY_ARTIFACTS/escaped.tmp\"; mv \"$TESTBAY_ARTIFACTS/escaped.tmp\" \"$TESTBAY_ARTIFACTS/escaped.pid\"; while true; do echo still-writing; done' &\nfor i in $(seq 3000); do [ -s \"$TESTBAY_ARTIFACTS/escaped.pid\" ] && break; sleep 0.01; done\necho leader-done\n",
     );
+    // Waiting out the drain would take 30 s: ending well within it means the writer was
+    // found and ended.
+    c.limits.drain_timeout = Duration::from_secs(30);
     let started = std::time::Instant::now();
     let o = run(&c).await;
     assert_eq!(o.result, PASSED);
     assert!(
-        started.elapsed() < Duration::from_secs(5),
+        started.elapsed() < Duration::from_secs(10),
         "the phase was held open for {:?}",
         started.elapsed()
     );
     let pid = pid_in(&f.dir.join("artifacts/escaped.pid"));
     assert!(ends_soon(pid), "escaped writer {pid} survived");
+    let log = std::fs::read_to_string(f.dir.join("main.log")).unwrap();
+    assert!(log.contains("that left the phase's process group"), "{log}");
 }
 
 /// Every phase carries its console's `TESTBAY_CONSOLE`; the console's guard process

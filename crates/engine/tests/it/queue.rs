@@ -20,8 +20,11 @@ use crate::support::write;
 
 const LAB: &str = "name: t\nracks:\n  - {name: rack-x, slots: 4}\nduts:\n  - {name: box-1, model: BX-1, location: {rack: rack-x, slot: 1}}\n  - {name: box-2, model: BX-1, location: {rack: rack-x, slot: 2}}\n";
 
-/// Long enough for a loaded machine; the "within a second" checks use their own bound.
+/// Long enough for a loaded machine; a check of promptness uses [`PROMPTLY`].
 const PATIENCE: Duration = Duration::from_secs(20);
+/// A queued run starts this soon after what held it is released (the release wakes the
+/// dispatcher), with room for a loaded machine.
+const PROMPTLY: Duration = Duration::from_secs(5);
 
 fn set_up(root: &Path) -> ConsolePaths {
     write(&root.join("lab.yaml"), LAB);
@@ -125,7 +128,7 @@ async fn final_status(c: &LocalConsole, run_id: &str) -> RunStatus {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_held_dut_released_mid_wait_starts_the_queued_run_within_a_second() {
+async fn a_held_dut_released_mid_wait_starts_the_queued_run_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let c = LocalConsole::open(set_up(dir.path())).unwrap();
     let mut events = c.subscribe();
@@ -153,9 +156,9 @@ async fn a_held_dut_released_mid_wait_starts_the_queued_run_within_a_second() {
     call(&c, json!({"cmd": "release", "id": held}))
         .await
         .unwrap();
-    queue_event(&mut events, &run_id, QueueChangeKind::Started, PATIENCE)
+    queue_event(&mut events, &run_id, QueueChangeKind::Started, PROMPTLY)
         .await
-        .expect("the queued run started after the release");
+        .expect("the queued run started promptly after the release");
     assert_eq!(final_status(&c, &run_id).await, RunStatus::Completed);
     assert!(queue(&c).await.runs.is_empty());
     c.shutdown();

@@ -61,8 +61,9 @@ impl SqliteRetentionStore {
 
     /// Give the write-ahead log's pages back: a `TRUNCATE` checkpoint, tried again while
     /// it finds another checkpoint under way (the store's own checkpointer takes the same
-    /// lock and SQLite does not wait for it) or a reader still on an older snapshot, for
-    /// up to [`TRUNCATE_PATIENCE`]; after that the log is left for the next prune.
+    /// lock, and SQLite returns at once rather than wait for it), for up to
+    /// [`TRUNCATE_PATIENCE`]; after that the log is left for the next prune. (A reader on
+    /// an older snapshot is waited for within one try, by the connection's busy timeout.)
     fn truncate_wal(&self) -> Result<()> {
         let started = Instant::now();
         loop {
