@@ -111,50 +111,17 @@ pub fn measure(n: usize, measurements: &str, subs: &str) -> Ceilings {
         n,
         |_, _, _| {},
         |c, ids| {
-            let owned: Vec<(String, i64, String, String)> = ids
-                .iter()
-                .map(|&id| {
-                    let i = id as usize - 1;
-                    (
-                        format!("f{:06}", i / TASKS),
-                        (i % TASKS) as i64,
-                        format!("task{}", i % TASKS),
-                        message(i),
-                    )
-                })
-                .collect();
-            let mut args: Vec<&dyn ToSql> = Vec::with_capacity(ids.len() * 17);
-            for (id, (run, seq, task, message)) in ids.iter().zip(&owned) {
-                args.extend([
-                    id as &dyn ToSql,
-                    run,
-                    seq,
-                    &"stb-01",
-                    task,
-                    &"test",
-                    &"smoke",
-                    &3.0,
-                    &"done",
-                    &"Passed",
-                    &0,
-                    message,
-                    &2.5,
-                    &1,
-                    &2,
-                    &measurements,
-                    &subs,
-                ]);
-            }
-            let sql = format!(
-                "INSERT INTO task_results (id, {FINISHED_COLS}) VALUES {}",
-                placeholders(17, ids.len())
-            );
-            let written = c
-                .prepare_cached(&sql)
-                .unwrap()
-                .execute(args.as_slice())
-                .unwrap();
-            assert_eq!(written, ids.len());
+            // The run, seq and task each row's id stands for, as the planned rows hold them.
+            results.bind(c, ids, |values| {
+                format!(
+                    "INSERT INTO task_results (id, {FINISHED_COLS})
+                     SELECT v.column1, printf('f%06d', (v.column1 - 1) / {TASKS}),
+                         (v.column1 - 1) % {TASKS}, 'stb-01', 'task' || ((v.column1 - 1) % {TASKS}),
+                         'test', 'smoke', 3.0, 'done', v.column2, v.column3, v.column4, v.column5,
+                         v.column6, v.column7, v.column8, v.column9
+                     FROM (VALUES {values}) AS v"
+                )
+            });
         },
     );
 
