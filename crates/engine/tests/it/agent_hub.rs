@@ -419,14 +419,19 @@ fn next_phase(runner: &Arc<dyn PhaseRunner>, run_id: &str) -> JoinHandle<Outcome
     })
 }
 
-/// A run's first phase passes on the agent, the agent's connection drops, and the run's
-/// next phase is due: it waits. Its future.
-async fn next_phase_while_away(hub: &AgentHub, root: &Path) -> JoinHandle<Outcome> {
+/// A run's first phase, passed on the agent: the agent's session and the run's runner.
+async fn first_phase_passed(hub: &AgentHub, root: &Path) -> (AgentSession, Arc<dyn PhaseRunner>) {
     let mut session = connect(hub, "b1", vec![]);
     let s = start(hub, &mut session, root, "run-1").await;
     session.receive(seq(1, passed(s.job)));
-    let runner = s.runner.clone();
     assert_eq!(s.outcome.await.unwrap().unwrap().result, "Passed");
+    (session, s.runner)
+}
+
+/// A run's first phase passes on the agent, the agent's connection drops, and the run's
+/// next phase is due: it waits. Its future.
+async fn next_phase_while_away(hub: &AgentHub, root: &Path) -> JoinHandle<Outcome> {
+    let (session, runner) = first_phase_passed(hub, root).await;
     drop(session);
     let next = next_phase(&runner, "run-1");
     for _ in 0..200 {
@@ -459,7 +464,7 @@ async fn start_sent_at_once(session: &mut AgentSession) -> Option<u64> {
     for _ in 0..200 {
         tokio::task::yield_now().await;
     }
-    std::iter::from_fn(|| session.outbox.try_recv().ok()).find_map(|m| match m {
+    sent(session).into_iter().find_map(|m| match m {
         ServerMsg::Start { job, .. } => Some(job),
         _ => None,
     })
@@ -473,12 +478,9 @@ async fn a_phase_due_after_the_server_closed_the_connection_goes_when_the_agent_
     let tmp = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(1_000_000);
     let hub = hub(&clock);
-    let mut session = connect(&hub, "b1", vec![]);
-    let s = start(&hub, &mut session, tmp.path(), "run-1").await;
-    session.receive(seq(1, passed(s.job)));
-    assert_eq!(s.outcome.await.unwrap().unwrap().result, "Passed");
+    let (mut session, runner) = first_phase_passed(&hub, tmp.path()).await;
     hub.disconnect_all();
-    let next = next_phase(&s.runner, "run-1");
+    let next = next_phase(&runner, "run-1");
     assert_eq!(start_sent_at_once(&mut session).await, None);
     assert!(!next.is_finished(), "the phase waits for its agent");
 
